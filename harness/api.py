@@ -1,0 +1,142 @@
+"""The small public surface for users' own tests: default cases and ``assert_agrees``.
+
+``assert_agrees`` follows ``torch.testing.assert_close``: compare first, raise at
+the edge, and say exactly what was compared (case, device, dtype, quantity,
+step), how many elements mismatched, the worst element with its index, the
+exact and computed values, the bound, the ULPs, and a command that reproduces it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .cases import Case, load_cases
+from .errors import HarnessError
+from .implementations import REGISTRY, Implementation
+from .records import Record
+from .runner import RunOptions, verify
+
+#: Verdicts that fail ``assert_agrees`` (plus ``suspect`` with ``strict=True``).
+FAILING = ("disagree", "error", "invalid-input")
+
+
+def cases_dir() -> Path:
+    """The default case folder: ``$HARNESS_CASES``, else ``./cases``, else the project's ``cases/``."""
+    env = os.environ.get("HARNESS_CASES")
+    if env:
+        return Path(env)
+    here = Path.cwd() / "cases"
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parent.parent / "cases"
+
+
+def default_cases(tags: Iterable[str] | None = None) -> list[Case]:
+    """The project's default cases (seed, NIST StRD, generated default tier).
+
+    Args:
+        tags: keep only cases carrying at least one of these tags.
+
+    Raises:
+        HarnessError: if a default case file is invalid (a bug in the project).
+    """
+    res = load_cases([cases_dir()])
+    if res.errors:
+        raise HarnessError("; ".join(str(e) for e in res.errors))
+    if tags is None:
+        return res.cases
+    want = set(tags)
+    return [c for c in res.cases if want & set(c.tags)]
+
+
+def _impl_of(step: str | Callable[..., Any] | Implementation) -> Implementation:
+    if isinstance(step, Implementation):
+        return step
+    if isinstance(step, str):
+        if step not in REGISTRY:
+            from .implementations import load_builtins
+
+            load_builtins()
+        if step not in REGISTRY:
+            raise HarnessError(f"unknown implementation {step!r}; known: {', '.join(sorted(REGISTRY))}")
+        return REGISTRY[step]
+    for impl in REGISTRY.values():
+        if impl.fn is step:
+            return impl
+    raise HarnessError(f"{step!r} is not registered: decorate it with @harness.implementation(name, framework=...)")
+
+
+def _plugin_arg(impl: Implementation) -> list[str]:
+    """``--plugin`` arguments that make a repro command find a user's implementation."""
+    if impl.kind != "plugin":
+        return []
+    try:
+        src = inspect.getsourcefile(impl.fn)
+    except TypeError:
+        src = None
+    if src is None:
+        return ["--plugin", impl.fn.__module__]
+    try:
+        return ["--plugin", os.path.relpath(src)]
+    except ValueError:  # another drive on Windows
+        return ["--plugin", src]
+
+
+def format_failure(rec: Record) -> str:
+    """A torch.testing-style description of one failing record."""
+    if rec.quantity == "*":
+        return f"{rec.implementation} on case {rec.case!r} ({rec.device}, {rec.dtype}): {rec.verdict}: {rec.message}\nReproduce: {rec.repro}"
+    counts = rec.counts or {}
+    bad = sum(v for k, v in counts.items() if k != "agree")
+    size = sum(counts.values()) or 1
+    lines = [
+        f"{rec.quantity} (step {rec.step}) of {rec.implementation!r} on case {rec.case!r} ({rec.device}, {rec.dtype}): {rec.verdict}",
+        f"Mismatched elements: {bad} / {size} ({100.0 * bad / size:.1f}%)",
+        f"Greatest error at index {tuple(rec.worst_index or ())}: {rec.max_abs_error:.6g} "
+        f"(exact {rec.exact}, computed {rec.computed})",
+        f"Rigorous bound at that index: {rec.rigorous_bound:.6g} (error / bound = {rec.bound_ratio:.4g}); "
+        f"expected bound {rec.expected_bound:.6g}; {rec.max_ulp_error:.4g} ULPs ({rec.bits_of_error:.2f} bits of error)",
+        f"Reproduce: {rec.repro}",
+    ]
+    return "\n".join(lines)
+
+
+def assert_agrees(
+    step: str | Callable[..., Any] | Implementation,
+    cases: Iterable[Case] | None = None,
+    *,
+    devices: str | Iterable[str] | None = ("cpu",),
+    dtypes: str | Iterable[str] | None = None,
+    strict: bool = False,
+    options: RunOptions | None = None,
+) -> list[Record]:
+    """Verify ``step`` and raise if any check fails.
+
+    Args:
+        step: a registered step function, its name, or an :class:`Implementation`.
+        cases: cases to run (default: :func:`default_cases`).
+        devices, dtypes: as :func:`harness.verify`.
+        strict: also fail on ``suspect`` (errors above the expected bound).
+
+    Returns:
+        the records, when everything agrees.
+
+    Raises:
+        AssertionError: naming the count of failing checks and the first one in detail.
+    """
+    impl = _impl_of(step)
+    opts = options or RunOptions()
+    opts.extra_repro = _plugin_arg(impl)
+    records = verify(default_cases() if cases is None else cases, [impl], devices=devices, dtypes=dtypes, options=opts)
+    failing = set(FAILING) | ({"suspect"} if strict else set())
+    bad = [r for r in records if r.verdict in failing]
+    if bad:
+        worst = max(bad, key=lambda r: (r.verdict == "disagree", r.bound_ratio or 0.0))
+        raise AssertionError(
+            f"{len(bad)} of {len(records)} checks of {impl.name!r} failed.\n" + format_failure(worst)
+        )
+    return records

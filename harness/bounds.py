@@ -1,0 +1,219 @@
+"""Forward error bounds for one training step, per element.
+
+Notation (shapes): X (N, D), W (D, K), b (K,), Y (N, K); residual
+``R = X W + 1 b^T - Y``; ``c = 1`` (sum) or ``1/(N K)`` (mean); ``s = 2c``;
+``u`` the unit roundoff of the dtype the step computes in, ``eta`` its
+underflow quantum (half the subnormal spacing), ``gamma_n = n u / (1 - n u)``.
+All magnitudes below are of exact values (from the oracle).
+
+**Rigorous bounds** (Higham, *Accuracy and Stability of Numerical Algorithms*,
+2nd ed., SIAM 2002, §3.1 Lemma 3.1 and §3.5 eq. 3.12-3.13, with the underflow
+model of §2.2: ``fl(x op y) = (x op y)(1 + d) + e``, ``|d| <= u``, ``|e| <= eta``
+for products, ``e = 0`` for sums). Valid for any summation order, blocking
+and FMA use, because each term of a sum of n terms passes through at most
+n - 1 additions and one multiplication:
+
+- residual: ``|R^ - R| <= E_R = gamma_{D+2} A + (1 + gamma_{D+2}) D eta`` with
+  ``A = |X| |W| + 1 |b|^T + |Y|``;
+- grad_W: ``|s| (gamma_{N+2} |X|^T (|R| + E_R) + |X|^T E_R)
+  + (1 + gamma_{N+2}) eta (N + |X|^T 1)``; the ``+2`` covers the rounding of
+  ``c`` and of ``c * 2R`` (Higham Lemma 3.3 for the chain);
+- grad_b: the same with ``|X|`` replaced by ones;
+- loss: ``|c| (gamma_{NK+2} sum (|R| + E_R)^2 + sum E_R (2|R| + E_R)) + (1 + gamma_{NK+2}) NK eta``;
+- update ``W' = W - lr g``: ``(1 + u)((1 + gamma_2)|lr| E_g + gamma_2 |lr g|) + u |W'| + eta``,
+  where ``gamma_2`` also covers a learning rate held in a wider type than the
+  oracle's (rounded to the dtype).
+
+With TF32 matmuls, every product in ``X W`` and ``X^T (sR)`` carries two more
+roundings of unit ``2**-11`` (its inputs) and the product terms are scaled by
+``(1 + 2**-11)**2``. With ``n u >= 1`` the bound is infinite (vacuous): a
+worst-case error bound then says nothing.
+
+**Expected bounds** (probabilistic, Higham and Mary, *A new approach to
+probabilistic rounding error analysis*, SIAM J. Sci. Comput. 41(5), 2019,
+Theorem 2.4 and its Azuma-Hoeffding argument). Model each rounding error
+``d_m`` as independent, mean zero, ``|d_m| <= u``; to first order the error of a
+computed value is ``sum_m a_m d_m`` where ``a_m`` is the value rounded at site m
+times its downstream multiplier. Then ``|error| <= lambda u sqrt(sum_m a_m^2)``
+with probability at least ``1 - 2 exp(-lambda^2 / 2)``. The sites counted are:
+products, every partial sum of each reduction, the scale ``c`` and ``c * 2R``,
+the learning-rate product and the update. Partial sums depend on the
+summation order, which the harness cannot see; it takes the largest of the
+forward order, the reverse order and the expectation over a random
+permutation (sampling without replacement), which covers the sequential,
+blocked and pairwise orders BLAS and reductions use on generic data. Where
+Higham and Mary bound ``sum a_m^2`` by its worst case ``n max a_m^2`` (giving
+their ``lambda sqrt(n) u`` constant), this keeps the sum itself, so that an
+input perturbation such as TF32's ``2**-11`` rounding stands out at any N.
+
+``LAMBDA = 6`` gives a failure probability below ``3e-8`` per element; the
+calibration test (``tests/test_calibration.py``) measures the largest
+observed error / expected-bound ratio over many evaluation orders and data
+regimes. The expected bound is capped by the rigorous one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from .floats import TF32, FloatFormat
+
+F64 = npt.NDArray[np.float64]
+
+#: Multiplier of the probabilistic (expected) bound. See the module docstring.
+LAMBDA = 6.0
+#: Relative safety margin for evaluating the bounds themselves in float64.
+_SAFETY = 1.0 + 2.0**-30
+
+
+@dataclass
+class StepBounds:
+    """Per-element bounds for every quantity of one step.
+
+    Attributes:
+        rigorous: quantity -> array of absolute error bounds (same shape as the quantity).
+        expected: quantity -> array of probabilistic bounds (``<= rigorous``).
+        may_overflow: quantity -> bool array, True where the exact value or an
+            intermediate can leave the dtype's finite range.
+    """
+
+    rigorous: dict[str, F64]
+    expected: dict[str, F64]
+    may_overflow: dict[str, npt.NDArray[np.bool_]]
+
+
+def partial_sum_squares(terms: F64, axis: int) -> F64:
+    """Model of ``sum_k s_k^2`` over the partial sums ``s_k`` of a reduction along ``axis``.
+
+    The largest of: forward order, reverse order, and the expectation over a
+    uniformly random order (sampling without replacement: ``E s_k = k mu``,
+    ``Var s_k = k (n - k) / (n - 1) sigma^2`` for population mean ``mu`` and
+    variance ``sigma^2``).
+
+    Args:
+        terms: float64 array, reduced along ``axis``.
+        axis: the reduction axis.
+
+    Returns:
+        float64 array with ``axis`` removed.
+    """
+    t = np.moveaxis(terms, axis, -1)
+    n = t.shape[-1]
+    fwd = np.cumsum(t, axis=-1)
+    total = fwd[..., -1:]
+    forward = np.sum(fwd**2, axis=-1)
+    rev_partial = total - np.concatenate([np.zeros_like(total), fwd[..., :-1]], axis=-1)
+    reverse = np.sum(rev_partial**2, axis=-1)
+    mu = total[..., 0] / n
+    var = np.maximum(np.mean(t**2, axis=-1) - mu**2, 0.0)
+    k = np.arange(1, n + 1, dtype=np.float64)
+    sum_k2 = float(np.sum(k**2))
+    sum_kvar = float(np.sum(k * (n - k) / (n - 1))) if n > 1 else 0.0
+    random = mu**2 * sum_k2 + var * sum_kvar
+    return np.maximum(np.maximum(forward, reverse), random)
+
+
+def step_bounds(
+    inputs: Mapping[str, F64],
+    residual: F64,
+    exact: Mapping[str, F64],
+    *,
+    lr: float,
+    reduction: str,
+    fmt: FloatFormat,
+    tf32: bool = False,
+) -> StepBounds:
+    """Rigorous and expected error bounds for loss, grad_W, grad_b, W and b.
+
+    Args:
+        inputs: ``X`` (N, D), ``y`` (N, K), ``W`` (D, K), ``b`` (K,) as the
+            implementation saw them (float64 arrays of values exact in ``fmt``).
+        residual: the exact residual ``R`` (N, K), as float64.
+        exact: exact ``loss`` (0-d), ``grad_W``, ``grad_b``, ``W``, ``b`` as float64.
+        lr: learning rate as the oracle used it (rounded to ``fmt``).
+        reduction: ``"sum"`` or ``"mean"``.
+        fmt: the dtype the implementation computed in.
+        tf32: whether float32 matmul inputs are rounded to TF32.
+
+    Returns:
+        :class:`StepBounds` (absolute errors, same units as the quantities).
+    """
+    X, Y, W, b = (np.asarray(inputs[k], dtype=np.float64) for k in ("X", "y", "W", "b"))
+    R = np.asarray(residual, dtype=np.float64)
+    n, d = X.shape
+    k = W.shape[1]
+    u = fmt.unit_roundoff
+    eta = fmt.underflow_quantum
+    c = 1.0 if reduction == "sum" else 1.0 / (n * k)
+    s = 2.0 * c
+    big = fmt.max_finite
+    g = fmt.gamma
+    with np.errstate(over="ignore", invalid="ignore"):
+        # products may be perturbed by TF32 rounding of their inputs
+        ut = TF32.unit_roundoff if (tf32 and fmt.precision > TF32.precision) else 0.0
+        pscale = (1.0 + ut) ** 2
+        aX, aR = np.abs(X), np.abs(R)
+        absXW = aX @ np.abs(W)
+        A = absXW * pscale + np.abs(b)[None, :] + np.abs(Y)
+        gR = g(d + 2)
+        E_R = gR * A + (pscale - 1.0) * absXW + (1.0 + gR) * d * eta
+        Rh = aR + E_R
+
+        gG = g(n + 2)
+        gG_p = (1.0 + gG) * pscale - 1.0
+        rig_gW = abs(s) * (gG_p * (aX.T @ Rh) + aX.T @ E_R) + (1.0 + gG) * eta * (n + aX.sum(axis=0)[:, None])
+        rig_gb = abs(s) * (gG * Rh.sum(axis=0) + E_R.sum(axis=0)) + (1.0 + gG) * eta * n
+        gL = g(n * k + 2)
+        rig_L = abs(c) * (gL * np.sum(Rh**2) + np.sum(E_R * (2 * aR + E_R))) + (1.0 + gL) * n * k * eta
+
+        g2 = g(2)
+        gW_abs, gb_abs = np.abs(exact["grad_W"]), np.abs(exact["grad_b"])
+        rig_W = (1 + u) * ((1 + g2) * lr * rig_gW + g2 * lr * gW_abs) + u * np.abs(exact["W"]) + eta
+        rig_b = (1 + u) * ((1 + g2) * lr * rig_gb + g2 * lr * gb_abs) + u * np.abs(exact["b"]) + eta
+
+        # ---------------- expected (probabilistic) bounds, variances in units of u^2
+        wt = (ut / u) ** 2 if u > 0 else 0.0  # TF32 input roundings, relative to u
+        P = X[:, :, None] * W[None, :, :]  # (N, D, K) products
+        terms_R = np.concatenate([np.moveaxis(P, 1, 2), b[None, :, None] * np.ones((n, k, 1)), -Y[:, :, None]], axis=2)
+        V_R = np.sum(P**2, axis=1) * (1 + 2 * wt) + partial_sum_squares(terms_R, axis=2)  # (N, K)
+
+        T = X[:, :, None] * R[:, None, :]  # (N, D, K) terms of X^T R
+        sumT = T.sum(axis=0)
+        V_gW = (aX.T**2) @ V_R + (2 + 2 * wt) * np.sum(T**2, axis=0) + sumT**2 + partial_sum_squares(T, axis=0)
+        sumR = R.sum(axis=0)
+        V_gb = V_R.sum(axis=0) + np.sum(R**2, axis=0) + sumR**2 + partial_sum_squares(R, axis=0)
+        sq = (R**2).ravel()
+        V_L = 4 * np.sum(R**2 * V_R) + np.sum(sq**2) + 2 * np.sum(sq) ** 2 + partial_sum_squares(sq[None, :], axis=1)[0]
+        lam = LAMBDA * u
+        exp_gW = lam * abs(s) * np.sqrt(V_gW) + d * eta
+        exp_gb = lam * abs(s) * np.sqrt(V_gb) + eta
+        exp_L = lam * abs(c) * np.sqrt(V_L) + eta
+        exp_W = lam * np.sqrt(lr**2 * s**2 * V_gW + 2 * (lr * exact["grad_W"]) ** 2 + exact["W"] ** 2) + eta
+        exp_b = lam * np.sqrt(lr**2 * s**2 * V_gb + 2 * (lr * exact["grad_b"]) ** 2 + exact["b"] ** 2) + eta
+
+        rigorous = {
+            "loss": np.asarray(rig_L) * _SAFETY,
+            "grad_W": rig_gW * _SAFETY,
+            "grad_b": rig_gb * _SAFETY,
+            "W": rig_W * _SAFETY,
+            "b": rig_b * _SAFETY,
+        }
+        expected_raw = {"loss": np.asarray(exp_L), "grad_W": exp_gW, "grad_b": exp_gb, "W": exp_W, "b": exp_b}
+        expected = {q: np.minimum(np.nan_to_num(expected_raw[q], nan=np.inf), rigorous[q]) for q in rigorous}
+        rigorous = {q: np.nan_to_num(v, nan=np.inf) for q, v in rigorous.items()}
+
+        # ---------------- where the exact value or an intermediate leaves the range
+        ov_R = (A > big) | (Rh > big)
+        ov_terms = (abs(s) * Rh > big) | ~np.isfinite(Rh)
+        ovf = {
+            "loss": np.asarray(bool(np.sum(Rh**2) > big or ov_R.any() or abs(float(exact["loss"])) > big)),
+            "grad_W": (aX.T @ (abs(s) * Rh) > big) | (ov_R | ov_terms).any(axis=0)[None, :] | (np.abs(exact["grad_W"]) > big),
+            "grad_b": (abs(s) * Rh.sum(axis=0) > big) | (ov_R | ov_terms).any(axis=0) | (np.abs(exact["grad_b"]) > big),
+        }
+        ovf["W"] = np.broadcast_to(ovf["grad_W"], W.shape) | (lr * (gW_abs + rig_gW) > big) | (np.abs(exact["W"]) > big)
+        ovf["b"] = ovf["grad_b"] | (lr * (gb_abs + rig_gb) > big) | (np.abs(exact["b"]) > big)
+    return StepBounds(rigorous=rigorous, expected=expected, may_overflow=ovf)

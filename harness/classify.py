@@ -1,0 +1,41 @@
+"""Classify exceptions raised by an implementation into verdicts and plain-language messages.
+
+Known autograd misuse gets its own explanation instead of a bare traceback:
+
+- an in-place update of a leaf that requires grad, with grad mode on
+  (``W -= lr * W.grad`` outside ``torch.no_grad()``);
+- a parameter replaced by a new tensor (``W = W - lr * W.grad``): the new W is
+  not a leaf, so ``W.grad`` is None on the next step;
+- ``backward()`` called twice through the same graph.
+"""
+
+from __future__ import annotations
+
+#: (substring of the exception text, explanation) pairs, checked in order.
+KNOWN_MISUSE: tuple[tuple[str, str], ...] = (
+    ("a leaf Variable that requires grad is being used in an in-place operation",
+     "autograd misuse: in-place update of a leaf tensor with grad mode on; do the update inside `with torch.no_grad():`"),
+    ("unsupported operand type(s) for *: 'float' and 'NoneType'",
+     "autograd misuse: .grad is None; the parameter was probably replaced by a new tensor (W = W - lr * W.grad makes W a non-leaf), or it was moved with .to(device) after requires_grad=True"),
+    ("'NoneType' object has no attribute",
+     "autograd misuse: .grad is None; the parameter is not a leaf that requires grad (replaced by a new tensor, or moved with .to(device) after requires_grad=True)"),
+    ("Trying to backward through the graph a second time",
+     "autograd misuse: backward() through a graph that was already freed (the forward pass must be recomputed each step)"),
+    ("element 0 of tensors does not require grad",
+     "autograd misuse: the loss does not depend on any tensor that requires grad (parameters lost requires_grad)"),
+)
+
+
+def classify_exception(exc: BaseException) -> tuple[str, str]:
+    """Return ``(verdict, message)`` for an exception raised by an implementation.
+
+    The verdict is always ``"error"``; the message names known autograd misuse
+    in plain words, otherwise the exception type and text.
+    """
+    text = f"{type(exc).__name__}: {exc}"
+    for needle, explanation in KNOWN_MISUSE:
+        if needle in text:
+            return "error", explanation
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower():
+        return "error", "out of memory: the case is too large for this device"
+    return "error", f"the implementation raised {type(exc).__name__}"

@@ -1,0 +1,271 @@
+"""Binary floating-point formats: unit roundoff, rounding, ULP distance.
+
+Every format is IEEE-754-style binary with precision ``p`` (significand bits,
+the implicit bit included), minimum normal exponent ``emin`` and maximum
+exponent ``emax``. A nonzero finite value is ``m * 2**(e - p + 1)`` with integer
+``|m| < 2**p`` and ``e >= emin``.
+
+Definitions (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed.,
+SIAM 2002, §2.1-2.2; Muller et al., *Handbook of Floating-Point Arithmetic*,
+2nd ed., §2.6):
+
+- **unit roundoff** ``u = 2**-p``: with round-to-nearest, ``fl(x) = x(1 + d)``,
+  ``|d| <= u``, for ``x`` in the normal range.
+- **underflow quantum** ``eta = 2**(emin - p)``: half the subnormal spacing, the
+  largest absolute error of rounding a product into the subnormal range.
+- **ULP error** between a computed ``c`` and an exact ``e``: the number of
+  representable values of the format between them, counted fractionally,
+  i.e. ``|ord(c) - ord(e)|`` where ``ord`` maps the format's finite values to
+  consecutive integers (0 maps to 0, the smallest subnormal to 1) and is
+  linear between them. Within one binade this is ``|c - e| / ulp(e)``.
+- **bits of error** ``log2(1 + ulp_error)``: 0 for an exact result, 1 for one ULP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class FloatFormat:
+    """A binary floating-point format.
+
+    Attributes:
+        name: the dtype's name as the harness spells it (``"float32"``, ...).
+        precision: significand bits ``p``, implicit bit included.
+        emin: exponent of the smallest positive normal number, ``2**emin``.
+        emax: exponent of the largest binade.
+    """
+
+    name: str
+    precision: int
+    emin: int
+    emax: int
+
+    @property
+    def unit_roundoff(self) -> float:
+        """``u = 2**-p`` (Higham 2002, eq. 2.5)."""
+        return 2.0 ** -self.precision
+
+    @property
+    def underflow_quantum(self) -> float:
+        """``eta = 2**(emin - p)``, half the spacing of the subnormals."""
+        return 2.0 ** (self.emin - self.precision)
+
+    @property
+    def max_finite(self) -> float:
+        """Largest finite value, ``(2 - 2**(1-p)) * 2**emax``."""
+        return float((2 - Fraction(2) ** (1 - self.precision)) * Fraction(2) ** self.emax)
+
+    @property
+    def min_normal(self) -> float:
+        """Smallest positive normal value, ``2**emin``."""
+        return 2.0**self.emin
+
+    @property
+    def min_subnormal(self) -> float:
+        """Smallest positive subnormal value, ``2**(emin - p + 1)``."""
+        return 2.0 ** (self.emin - self.precision + 1)
+
+    def gamma(self, n: int | float) -> float:
+        """Higham's ``gamma_n = n u / (1 - n u)`` (Higham 2002, Lemma 3.1).
+
+        Returns ``inf`` when ``n u >= 1``: the worst-case bound is then vacuous.
+        """
+        nu = n * self.unit_roundoff
+        return float("inf") if nu >= 1 else nu / (1 - nu)
+
+
+FLOAT64 = FloatFormat("float64", 53, -1022, 1023)
+FLOAT32 = FloatFormat("float32", 24, -126, 127)
+FLOAT16 = FloatFormat("float16", 11, -14, 15)
+BFLOAT16 = FloatFormat("bfloat16", 8, -126, 127)
+#: TensorFloat-32: float32's range with a 10-bit fraction (NVIDIA Ampere and later),
+#: used for the *inputs* of float32 matmuls when TF32 is enabled.
+TF32 = FloatFormat("tf32", 11, -126, 127)
+
+FORMATS: dict[str, FloatFormat] = {f.name: f for f in (FLOAT64, FLOAT32, FLOAT16, BFLOAT16, TF32)}
+
+#: The dtypes an implementation can be asked to compute in (TF32 is a matmul mode, not a dtype).
+DTYPES: tuple[str, ...] = ("float64", "float32", "float16", "bfloat16")
+
+
+def get_format(name: str) -> FloatFormat:
+    """Return the format called ``name``.
+
+    Raises:
+        KeyError: with the known names, if ``name`` is not one of them.
+    """
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise KeyError(f"unknown dtype {name!r}; known: {', '.join(FORMATS)}") from None
+
+
+def round_to_format(values: npt.ArrayLike, fmt: FloatFormat) -> FloatArray:
+    """Round float64 values to ``fmt``, round-to-nearest ties-to-even.
+
+    This is what ``torch.tensor(values, dtype=...)`` and ``ndarray.astype`` do
+    when a float64 array is converted (the same double rounding a user's
+    Python floats go through). Values beyond the largest finite value become
+    ``±inf``; NaN stays NaN.
+
+    Args:
+        values: any array-like of float64 values.
+        fmt: the target format.
+
+    Returns:
+        float64 array of the same shape whose entries are exactly representable in ``fmt``.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if fmt.precision == 53 and fmt.emin == -1022:
+        return x.copy()
+    out = x.copy()
+    finite = np.isfinite(x) & (x != 0)
+    xf = x[finite]
+    _, e = np.frexp(xf)  # xf = m * 2**e, 0.5 <= |m| < 1, so exponent is e - 1
+    quantum_exp = np.maximum(e - 1, fmt.emin) - fmt.precision + 1
+    rounded = np.ldexp(np.rint(np.ldexp(xf, -quantum_exp)), quantum_exp)
+    rounded[np.abs(rounded) > fmt.max_finite] = np.inf * np.sign(rounded[np.abs(rounded) > fmt.max_finite])
+    out[finite] = rounded
+    return out
+
+
+def round_fraction(value: Fraction, fmt: FloatFormat) -> Fraction | float:
+    """Round an exact rational to ``fmt`` (nearest, ties to even), exactly.
+
+    Returns:
+        the representable value as a Fraction, or ``±inf`` (float) on overflow.
+    """
+    if value == 0:
+        return Fraction(0)
+    sign = -1 if value < 0 else 1
+    a = abs(value)
+    e = a.numerator.bit_length() - a.denominator.bit_length()
+    if Fraction(2) ** e > a:
+        e -= 1
+    q = max(e, fmt.emin) - fmt.precision + 1
+    scaled = a / Fraction(2) ** q
+    m = round(scaled)  # Python's round on Fraction is ties-to-even
+    r = m * Fraction(2) ** q
+    if r > Fraction(fmt.max_finite):
+        return sign * float("inf")
+    return sign * r
+
+
+def _ord_parts(x: FloatArray, fmt: FloatFormat) -> tuple[npt.NDArray[np.int64], FloatArray]:
+    """Binade index and offset of ``|x|``: ``ord(|x|) = binade * 2**(p-1) + offset``."""
+    a = np.abs(x)
+    _, e = np.frexp(a)
+    e = e.astype(np.int64) - 1  # a = m * 2**e with 1 <= m < 2
+    normal = a >= fmt.min_normal
+    qexp = np.where(normal, e, fmt.emin) - fmt.precision + 1
+    half = 2.0 ** (fmt.precision - 1)
+    offset = np.ldexp(a, -qexp) - np.where(normal, half, 0.0)
+    binade = np.where(normal, e - fmt.emin + 1, 0)
+    return binade, offset
+
+
+def ulp_error(computed: npt.ArrayLike, exact_hi: npt.ArrayLike, exact_lo: npt.ArrayLike | None, fmt: FloatFormat) -> FloatArray:
+    """ULP error of ``computed`` against the exact value ``exact_hi + exact_lo``.
+
+    Args:
+        computed: float64 array of values representable in ``fmt`` (the implementation's output).
+        exact_hi, exact_lo: the exact value as an unevaluated double-double
+            (``exact_lo`` may be ``None``); same shape as ``computed``.
+        fmt: the dtype the implementation computed in; ULPs are counted in it.
+
+    Returns:
+        float64 array: the number of ``fmt`` values between computed and exact,
+        fractional (see module docstring). ``inf`` where either side is not finite
+        or beyond ``fmt``'s range, ``0`` where both are equal.
+    """
+    c = np.asarray(computed, dtype=np.float64)
+    hi = np.asarray(exact_hi, dtype=np.float64)
+    lo = np.zeros_like(hi) if exact_lo is None else np.asarray(exact_lo, dtype=np.float64)
+    out = np.full(np.broadcast(c, hi).shape, np.inf)
+    ok = np.isfinite(c) & np.isfinite(hi) & (np.abs(c) <= fmt.max_finite) & (np.abs(hi) <= fmt.max_finite)
+    cb, co = _ord_parts(c, fmt)
+    eb, eo = _ord_parts(hi, fmt)
+    _, ee = np.frexp(np.abs(hi))
+    ee = ee.astype(np.int64) - 1
+    eq = np.where(np.abs(hi) >= fmt.min_normal, ee, fmt.emin) - fmt.precision + 1
+    # the low part moves the exact value within (or just across) hi's binade
+    eo = eo + np.ldexp(np.abs(lo) * np.sign(lo) * np.sign(np.where(hi == 0, 1.0, hi)), -eq)
+    half = 2.0 ** (fmt.precision - 1)
+    same_sign = (np.sign(c) * np.sign(hi) >= 0)
+    # same sign: difference of ords, computed binade part first to keep precision
+    diff_same = np.abs((cb - eb).astype(np.float64) * half + (co - eo))
+    # opposite signs: ords add up
+    diff_opp = (cb + eb).astype(np.float64) * half + co + eo
+    dist = np.where(same_sign, diff_same, diff_opp)
+    exact_equal = (c == hi) & (lo == 0)
+    dist = np.where(exact_equal, 0.0, dist)
+    out[ok] = dist[ok]
+    return out
+
+
+def bits_of_error(ulps: npt.ArrayLike) -> FloatArray:
+    """``log2(1 + ulp_error)``: 0 when exact, 1 at one ULP, ``inf`` for ``inf``."""
+    return np.log2(1.0 + np.asarray(ulps, dtype=np.float64))
+
+
+def fraction_to_hi_lo(value: Fraction) -> tuple[float, float]:
+    """Split an exact rational into an unevaluated float64 pair ``hi + lo``.
+
+    ``hi`` is the nearest float64 and ``lo`` the nearest float64 to the remainder,
+    so ``|value - (hi + lo)| <= 2**-106 |value|`` in the normal range. Values
+    beyond float64's range give ``(±inf, 0.0)``.
+    """
+    try:
+        hi = float(value)
+    except OverflowError:
+        return (float("inf") if value > 0 else float("-inf"), 0.0)
+    if not np.isfinite(hi):
+        return hi, 0.0
+    return hi, float(value - Fraction(hi))
+
+
+def decimal_string(value: Fraction | float, digits: int = 20) -> str:
+    """Exact rational as a decimal string with ``digits`` significant digits.
+
+    Exact (no trailing ellipsis) when the decimal expansion terminates within the
+    digits; otherwise correctly rounded and followed by ``"..."``.
+    """
+    if isinstance(value, float):
+        if not np.isfinite(value):
+            return repr(value)
+        value = Fraction(value)
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    a = abs(value)
+    exp10 = len(str(a.numerator)) - len(str(a.denominator))
+    if Fraction(10) ** exp10 > a:
+        exp10 -= 1
+    scale = Fraction(10) ** (digits - 1 - exp10)
+    scaled = a * scale
+    m = round(scaled)
+    if m >= 10**digits:  # rounding carried into a new digit
+        exp10 += 1
+        scale /= 10
+        m = round(a * scale)
+    exact = m == scaled
+    s = str(m).rstrip("0") if exact else str(m)
+    point = exp10 + 1
+    if -6 < exp10 < digits:
+        if point <= 0:
+            body = "0." + "0" * (-point) + s
+        elif point >= len(s):
+            body = s + "0" * (point - len(s))
+        else:
+            body = s[:point] + "." + s[point:]
+    else:
+        body = (s[0] + ("." + s[1:] if len(s) > 1 else "")) + f"e{exp10:+d}"
+    return sign + body + ("" if exact else "...")

@@ -1,0 +1,177 @@
+"""The registry of implementations under test, and the plug-in contract.
+
+An implementation is a function
+
+    step(X, y, W, b, *, lr, reduction, steps) -> list[StepResult]
+
+taking plain inputs (``torch.Tensor`` on the case's device and dtype for
+``framework="torch"``, ``numpy.ndarray`` for ``framework="numpy"``): X (N, D),
+y (N, K), W (D, K), b (K,); ``lr`` a Python float; ``reduction`` ``"sum"`` or
+``"mean"``. It returns one :class:`StepResult` per step, whose ``W`` and ``b``
+are the values *after* that step's update.
+
+Register one with the :func:`implementation` decorator; plug-in modules do so
+at import time (``--plugin MODULE`` or the entry-point group
+``harness.implementations``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, NamedTuple
+
+from ..errors import PluginError, UsageError
+
+FRAMEWORKS = ("torch", "numpy")
+ENTRY_POINT_GROUP = "harness.implementations"
+
+
+class StepResult(NamedTuple):
+    """What one step returns: loss (0-d), grad_W (D, K), grad_b (K,), and W (D, K),
+    b (K,) after the update. Tensors or arrays in the dtype the step computed in."""
+
+    loss: Any
+    grad_W: Any
+    grad_b: Any
+    W: Any
+    b: Any
+
+
+StepFn = Callable[..., list[StepResult]]
+
+
+@dataclass(frozen=True)
+class Implementation:
+    """A registered implementation.
+
+    Attributes:
+        name: unique name (used on the command line and in records).
+        framework: ``"torch"`` or ``"numpy"``.
+        fn: the step function (see module docstring).
+        description: one line for listings.
+        correct: False for deliberately buggy implementations (the selftest's
+            mutants); only correct ones run by default.
+        expected: for a mutant, the verdicts that count as catching it.
+        dtypes: dtypes it supports (others give ``unsupported``); None = all the framework has.
+        devices: device types it supports (``"cpu"``, ``"cuda"``, ``"mps"``); None = all.
+    """
+
+    name: str
+    framework: str
+    fn: StepFn
+    description: str = ""
+    correct: bool = True
+    expected: tuple[str, ...] = ("disagree",)
+    dtypes: tuple[str, ...] | None = None
+    devices: tuple[str, ...] | None = None
+    kind: str = "builtin"
+
+
+REGISTRY: dict[str, Implementation] = {}
+
+
+def implementation(
+    name: str,
+    *,
+    framework: str = "torch",
+    description: str = "",
+    correct: bool = True,
+    expected: Iterable[str] = ("disagree",),
+    dtypes: Iterable[str] | None = None,
+    devices: Iterable[str] | None = None,
+    kind: str = "plugin",
+) -> Callable[[StepFn], StepFn]:
+    """Register a step function under ``name``.
+
+    Example::
+
+        @harness.implementation("my-step", framework="torch")
+        def my_step(X, y, W, b, *, lr, reduction, steps):
+            ...
+            return [harness.StepResult(loss, grad_W, grad_b, W, b), ...]
+
+    Raises:
+        PluginError: for an unknown framework, or a name already registered by another function.
+    """
+    if framework not in FRAMEWORKS:
+        raise PluginError(f"implementation {name!r}: framework must be one of {FRAMEWORKS}, got {framework!r}")
+
+    def deco(fn: StepFn) -> StepFn:
+        old = REGISTRY.get(name)
+        if old is not None and (old.fn.__module__, old.fn.__qualname__) != (fn.__module__, fn.__qualname__):
+            raise PluginError(f"implementation {name!r} is already registered by {old.fn.__module__}.{old.fn.__qualname__}")
+        REGISTRY[name] = Implementation(
+            name=name, framework=framework, fn=fn, description=description or (fn.__doc__ or "").strip().split("\n")[0],
+            correct=correct, expected=tuple(expected), dtypes=tuple(dtypes) if dtypes is not None else None,
+            devices=tuple(devices) if devices is not None else None, kind=kind,
+        )
+        return fn
+
+    return deco
+
+
+def load_builtins() -> None:
+    """Import the built-in implementations (registers them)."""
+    from . import numpy_steps, torch_steps  # noqa: F401
+
+
+def load_plugin(module: str) -> None:
+    """Import a plug-in module by dotted name (or a path to a ``.py`` file).
+
+    Raises:
+        PluginError: naming the module if it cannot be imported.
+    """
+    try:
+        if module.endswith(".py"):
+            import importlib.util
+            import sys
+            from pathlib import Path
+
+            p = Path(module)
+            spec = importlib.util.spec_from_file_location(p.stem, p)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {module}")
+            mod = importlib.util.module_from_spec(spec)
+            sys.modules[p.stem] = mod
+            spec.loader.exec_module(mod)
+        else:
+            importlib.import_module(module)
+    except PluginError:
+        raise
+    except Exception as exc:  # any error in the user's module is reported, with its type
+        raise PluginError(f"cannot import plug-in {module!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def load_entry_points() -> list[str]:
+    """Load every module advertised in the ``harness.implementations`` entry-point group.
+
+    Returns:
+        the names of the entry points loaded.
+    """
+    loaded = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:
+            raise PluginError(f"entry point {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}") from exc
+        loaded.append(ep.name)
+    return loaded
+
+
+def resolve(names: Iterable[str] | None, *, include_mutants: bool = False) -> list[Implementation]:
+    """The implementations to run: by name, or every correct one when ``names`` is None.
+
+    Raises:
+        UsageError: naming an unknown implementation and listing the known ones.
+    """
+    load_builtins()
+    if names is None:
+        return [i for i in REGISTRY.values() if i.correct or include_mutants]
+    out = []
+    for n in names:
+        if n not in REGISTRY:
+            raise UsageError(f"unknown implementation {n!r}; known: {', '.join(sorted(REGISTRY))}")
+        out.append(REGISTRY[n])
+    return out

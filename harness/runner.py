@@ -1,0 +1,305 @@
+"""Run implementations on cases and grade them against the exact oracle.
+
+Data flows one way: case -> (oracle, implementation) -> compare -> records.
+Each step is checked *locally*: the oracle is fed the implementation's own W
+and b from the previous step. The drift of W and b from the exact trajectory
+(exact updates from the initial inputs) is reported separately in the W and
+b records (``drift_abs_error``, ``drift_ulp_error``).
+"""
+
+from __future__ import annotations
+
+import shlex
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .bounds import step_bounds
+from .cases import Case
+from .classify import classify_exception
+from .compare import compare
+from .devices import parse_devices, to_float64, to_framework, unsupported_reason
+from .exact import ScaledInts
+from .floats import FloatFormat, decimal_string, get_format, ulp_error
+from .implementations import Implementation, resolve
+from .oracle import ExactStep, exact_inputs_from_floats, exact_inputs_from_written, exact_step, exact_trajectory
+from .records import Record
+from .symbolic import QUANTITIES
+
+F64 = npt.NDArray[np.float64]
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class RunOptions:
+    """Settings of a run that every record carries.
+
+    Attributes:
+        tf32: allow TF32 for float32 matmuls on CUDA (``torch.backends.cuda.matmul.allow_tf32``).
+        matmul_precision: ``torch.set_float32_matmul_precision`` value
+            (``"highest"``, ``"high"``, ``"medium"``).
+        repro_cases: case-file paths to name in repro commands (default: each case's source).
+        trajectory: compute the exact trajectory and report drift.
+    """
+
+    tf32: bool = False
+    matmul_precision: str = "highest"
+    trajectory: bool = True
+    extra_repro: list[str] = field(default_factory=list)
+
+
+def _shape_of(name: str, n: int, d: int, k: int) -> tuple[int, ...]:
+    return {"loss": (), "grad_W": (d, k), "grad_b": (k,), "W": (d, k), "b": (k,)}[name]
+
+
+def repro_command(case: Case, impl: str, device: str, dtype: str, extra: Sequence[str] = ()) -> str:
+    """One shell line that re-runs exactly this check."""
+    parts = ["python", "-m", "harness", "check"]
+    if case.source and case.source != "<memory>":
+        parts += ["--cases", case.source]
+    parts += ["--case", case.id, "--implementations", impl, "--devices", device, "--dtypes", dtype, *extra]
+    return shlex.join(parts)
+
+
+def _rational(value: Fraction) -> str | None:
+    s = f"{value.numerator}/{value.denominator}" if value.denominator != 1 else str(value.numerator)
+    return s if len(s) <= 80 else None
+
+
+class _CaseCache:
+    """Exact results shared by every implementation of one case."""
+
+    def __init__(self, case: Case) -> None:
+        self.case = case
+        self._written: ExactStep | None = None
+        self._traj: dict[tuple[str, ...], list[ExactStep]] = {}
+
+    def written_step(self) -> ExactStep | None:
+        if self._written is None and self.case.finite:
+            w = self.case.written_inputs()
+            self._written = exact_step(exact_inputs_from_written(w), self.case.lr, self.case.reduction)
+        return self._written
+
+    def trajectory(self, seen: Mapping[str, F64], lr: Fraction, key: tuple[str, ...]) -> list[ExactStep]:
+        if key not in self._traj:
+            self._traj[key] = exact_trajectory(exact_inputs_from_floats(seen), lr, self.case.reduction, self.case.steps)
+        return self._traj[key]
+
+
+def _base(case: Case, impl: Implementation, device: str, dtype: str, opts: RunOptions) -> dict[str, Any]:
+    return {
+        "case": case.id, "implementation": impl.name, "device": device, "dtype": dtype,
+        "reduction": case.reduction, "tags": list(case.tags),
+        "tf32": opts.tf32 if device.startswith("cuda") else None,
+        "matmul_precision": opts.matmul_precision,
+        "repro": repro_command(case, impl.name, device, dtype, opts.extra_repro),
+    }
+
+
+def _whole_run_record(base: dict[str, Any], verdict: str, message: str) -> Record:
+    return Record(quantity="*", step=0, verdict=verdict, message=message, **base)
+
+
+def check_case(
+    case: Case, impl: Implementation, device: str, dtype: str, opts: RunOptions | None = None,
+    cache: _CaseCache | None = None,
+) -> list[Record]:
+    """Run one implementation on one case, device and dtype; grade every step.
+
+    Returns:
+        one record per quantity and step, or a single record (quantity ``"*"``)
+        with verdict ``unsupported``, ``invalid-input`` or ``error``.
+    """
+    opts = opts or RunOptions()
+    cache = cache or _CaseCache(case)
+    base = _base(case, impl, device, dtype, opts)
+    reason = unsupported_reason(impl.framework, device, dtype)
+    if reason is None and impl.dtypes is not None and dtype not in impl.dtypes:
+        reason = f"{impl.name} does not support {dtype}"
+    if reason is None and impl.devices is not None and device.split(":")[0] not in impl.devices:
+        reason = f"{impl.name} does not run on {device}"
+    if reason:
+        return [_whole_run_record(base, "unsupported", reason)]
+    if not case.finite:
+        bad = [k for k, v in case.values.items() if not np.isfinite(v).all()]
+        return [_whole_run_record(base, "invalid-input", f"non-finite values (NaN or inf) in {', '.join(bad)}: no exact value exists")]
+    fmt = get_format(dtype)
+    n, d, k = case.shape
+    try:
+        fw_inputs = {key: to_framework(v, impl.framework, dtype, device) for key, v in case.values.items()}
+    except Exception as exc:  # e.g. out of device memory
+        return [_whole_run_record(base, "error", f"could not create the inputs on {device}: {type(exc).__name__}: {exc}")]
+    seen = {key: to_float64(v) for key, v in fw_inputs.items()}
+    if not all(np.isfinite(v).all() for v in seen.values()):
+        bad = [key for key, v in seen.items() if not np.isfinite(v).all()]
+        return [_whole_run_record(base, "overflow", f"inputs {', '.join(bad)} overflow {dtype}: they are inf once rounded")]
+    lr_float = float(case.lr)
+    lr_oracle = Fraction(case.lr_in(fmt))
+    try:
+        results = _call_with_settings(impl, fw_inputs, lr_float, case, device, opts)
+    except Exception as exc:
+        kind, message = classify_exception(exc)
+        return [_whole_run_record(base, kind, message + "\n" + "".join(traceback.format_exception_only(type(exc), exc)).strip())]
+    problem = _validate(results, case.steps, n, d, k)
+    if problem:
+        return [_whole_run_record(base, "error", problem)]
+    traj = cache.trajectory(seen, lr_oracle, (dtype, device)) if opts.trajectory else None
+    written = cache.written_step()
+    seen_exact = exact_inputs_from_floats(seen)
+    records: list[Record] = []
+    prev_W, prev_b = seen["W"], seen["b"]
+    for t, res in enumerate(results, start=1):
+        if not (np.isfinite(prev_W).all() and np.isfinite(prev_b).all()):
+            records.append(Record(quantity="*", step=t, verdict="overflow",
+                                  message=f"W or b after step {t - 1} is not finite; later steps are not graded", **base))
+            break
+        out = {name: to_float64(getattr(res, name)).reshape(_shape_of(name, n, d, k)) for name in QUANTITIES}
+        step_inputs = {"X": seen["X"], "y": seen["y"], "W": prev_W, "b": prev_b}
+        if t == 1 and traj is not None:
+            ex = traj[0]
+        else:
+            exact_in = {**seen_exact, "W": ScaledInts.from_floats(prev_W), "b": ScaledInts.from_floats(prev_b)}
+            ex = exact_step(exact_in, lr_oracle, case.reduction)
+        records.extend(_grade_step(case, base, t, out, ex, step_inputs, lr_oracle, fmt, opts,
+                                   written if t == 1 else None, traj[t - 1] if traj is not None else None))
+        prev_W, prev_b = out["W"], out["b"]
+    return records
+
+
+def _call_with_settings(impl: Implementation, inputs: Mapping[str, Any], lr: float, case: Case, device: str, opts: RunOptions) -> Any:
+    if impl.framework != "torch":
+        return impl.fn(inputs["X"], inputs["y"], inputs["W"], inputs["b"], lr=lr, reduction=case.reduction, steps=case.steps)
+    import torch
+
+    old_tf32 = torch.backends.cuda.matmul.allow_tf32
+    old_prec = torch.get_float32_matmul_precision()
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = opts.tf32
+        torch.set_float32_matmul_precision(opts.matmul_precision)
+        return impl.fn(inputs["X"], inputs["y"], inputs["W"], inputs["b"], lr=lr, reduction=case.reduction, steps=case.steps)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old_tf32
+        torch.set_float32_matmul_precision(old_prec)
+
+
+def _validate(results: Any, steps: int, n: int, d: int, k: int) -> str | None:
+    if not isinstance(results, list | tuple):
+        return f"expected a list of StepResult, got {type(results).__name__}"
+    if len(results) != steps:
+        return f"expected {steps} StepResult(s), one per step, got {len(results)}"
+    for t, res in enumerate(results, start=1):
+        for name in QUANTITIES:
+            if not hasattr(res, name):
+                return f"step {t}: result has no field {name!r} (return harness.StepResult(loss, grad_W, grad_b, W, b))"
+            try:
+                arr = to_float64(getattr(res, name))
+            except Exception as exc:
+                return f"step {t}: {name} cannot be read as numbers: {type(exc).__name__}: {exc}"
+            want = _shape_of(name, n, d, k)
+            if arr.size != int(np.prod(want)):
+                return f"step {t}: {name} has shape {tuple(arr.shape)}, expected {want}"
+    return None
+
+
+def _grade_step(
+    case: Case, base: dict[str, Any], t: int, out: Mapping[str, F64], ex: ExactStep, step_inputs: Mapping[str, F64],
+    lr: Fraction, fmt: FloatFormat, opts: RunOptions, written: ExactStep | None, traj_step: ExactStep | None,
+) -> list[Record]:
+    hilo = {q: ex.values[q].to_hi_lo() for q in QUANTITIES}
+    bounds = step_bounds(
+        step_inputs, ex.residual.to_float64(), {q: hilo[q][0] for q in QUANTITIES},
+        lr=float(lr), reduction=case.reduction, fmt=fmt, tf32=bool(opts.tf32 and base["device"].startswith("cuda") and fmt.name == "float32"),
+    )
+    records = []
+    for q in QUANTITIES:
+        cmp = compare(out[q], hilo[q][0], hilo[q][1], bounds.rigorous[q], bounds.expected[q], bounds.may_overflow[q], fmt)
+        idx = cmp.worst_index
+        exact_f = ex.values[q].fraction_at(idx)
+        computed = float(out[q][idx])
+        rec = Record(
+            quantity=q, step=t, verdict=cmp.verdict, shape=list(out[q].shape),
+            max_abs_error=cmp.max_abs_error, max_ulp_error=cmp.max_ulp_error, bits_of_error=cmp.bits_of_error,
+            bound_ratio=cmp.bound_ratio, expected_ratio=cmp.expected_ratio, worst_index=list(idx),
+            exact=decimal_string(exact_f), exact_rational=_rational(exact_f), computed=repr(computed),
+            rigorous_bound=cmp.rigorous_at_worst, expected_bound=cmp.expected_at_worst,
+            counts=cmp.counts, oracle_method=ex.method, message=_message(q, cmp, fmt), **base,
+        )
+        if written is not None:
+            wf = written.values[q].fraction_at(idx)
+            rec.exact_written = decimal_string(wf)
+            rec.exact_written_rational = _rational(wf)
+            whi, wlo = ScaledInts.scalar(wf).to_hi_lo()
+            rec.ulp_error_written = float(ulp_error(np.array(computed), whi, wlo, fmt))
+        if traj_step is not None and q in ("W", "b"):
+            thi, tlo = traj_step.values[q].to_hi_lo()
+            drift = np.abs((out[q] - thi) - tlo)
+            dul = ulp_error(out[q], thi, tlo, fmt)
+            rec.drift_abs_error = float(drift.max()) if drift.size else 0.0
+            rec.drift_ulp_error = float(dul.max()) if dul.size else 0.0
+            rec.trajectory_exact = decimal_string(traj_step.values[q].fraction_at(idx))
+        records.append(rec)
+    return records
+
+
+def _message(q: str, cmp: Any, fmt: FloatFormat) -> str:
+    if cmp.verdict == "agree":
+        return ""
+    bad = cmp.counts.get(cmp.verdict, 0)
+    what = {"disagree": "above the rigorous error bound", "suspect": "above the expected (probabilistic) bound but within the rigorous one",
+            "overflow": f"out of {fmt.name}'s range (exact value or an intermediate)"}[cmp.verdict]
+    return f"{q}: {bad} of {cmp.size} element(s) {what}; worst at {list(cmp.worst_index)}: error {cmp.max_abs_error:.6g} = {cmp.bound_ratio:.3g} x rigorous bound, {cmp.max_ulp_error:.4g} ULPs"
+
+
+def verify(
+    cases: Iterable[Case],
+    implementations: Iterable[str | Implementation] | None = None,
+    *,
+    devices: str | Iterable[str] | None = ("cpu",),
+    dtypes: str | Iterable[str] | None = None,
+    options: RunOptions | None = None,
+    progress: Progress | None = None,
+) -> list[Record]:
+    """Grade implementations on cases across devices and dtypes.
+
+    Args:
+        cases: the cases (see :func:`harness.cases.load_cases`, :func:`harness.cases.make_case`).
+        implementations: names or :class:`Implementation` objects; None = every correct
+            registered implementation.
+        devices: ``"cpu"``, ``"cuda"``, ``"all"`` or a list; None = every available device.
+        dtypes: dtype names; None = each case's own ``dtypes``.
+        options: TF32 and matmul-precision settings.
+        progress: called as ``progress(done, total, label)`` after each case/implementation/device/dtype.
+
+    Returns:
+        the records, in case, implementation, device, dtype, step, quantity order.
+    """
+    from .devices import parse_dtypes
+
+    opts = options or RunOptions()
+    impls = [i if isinstance(i, Implementation) else None for i in (implementations or [])]
+    if implementations is None:
+        impl_list = resolve(None)
+    else:
+        names = [i for i in implementations if isinstance(i, str)]
+        impl_list = [i for i in impls if i is not None] + (resolve(names) if names else [])
+    devs = parse_devices(devices)
+    dts = parse_dtypes(dtypes)
+    case_list = list(cases)
+    jobs = [(c, i, dv, dt) for c in case_list for i in impl_list for dv in devs for dt in (dts or c.dtypes)]
+    records: list[Record] = []
+    caches: dict[int, _CaseCache] = {}
+    for done, (c, i, dv, dt) in enumerate(jobs, start=1):
+        cache = caches.setdefault(id(c), _CaseCache(c))
+        try:
+            records.extend(check_case(c, i, dv, dt, opts, cache))
+        except Exception as exc:  # a bug in the harness itself must not lose the run
+            base = _base(c, i, dv, dt, opts)
+            records.append(_whole_run_record(base, "error", f"harness failure while grading: {type(exc).__name__}: {exc}"))
+        if progress:
+            progress(done, len(jobs), f"{c.id} {i.name} {dv} {dt}")
+    return records
