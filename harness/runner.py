@@ -214,6 +214,7 @@ def _grade_step(
     bounds = step_bounds(
         step_inputs, ex.residual.to_float64(), {q: hilo[q][0] for q in QUANTITIES},
         lr=float(lr), reduction=case.reduction, fmt=fmt, tf32=bool(opts.tf32 and base["device"].startswith("cuda") and fmt.name == "float32"),
+        lr_held=float(case.lr),
     )
     records = []
     for q in QUANTITIES:
