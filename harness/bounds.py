@@ -79,11 +79,14 @@ class StepBounds:
         expected: quantity -> array of probabilistic bounds (``<= rigorous``).
         may_overflow: quantity -> bool array, True where the exact value or an
             intermediate can leave the dtype's finite range.
+        note: for an implementation's own error model (finite differences), a
+            line saying what the bounds are; added to every record's message.
     """
 
     rigorous: dict[str, F64]
     expected: dict[str, F64]
     may_overflow: dict[str, npt.NDArray[np.bool_]]
+    note: str = ""
 
 
 def partial_sum_squares(terms: F64, axis: int) -> F64:

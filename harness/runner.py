@@ -168,7 +168,8 @@ def check_case(
             exact_in = {**seen_exact, "W": ScaledInts.from_floats(prev_W), "b": ScaledInts.from_floats(prev_b)}
             ex = exact_step(exact_in, lr_oracle, case.reduction)
         records.extend(_grade_step(case, base, t, out, ex, step_inputs, lr_oracle, fmt, opts,
-                                   written if t == 1 else None, traj[t - 1] if traj is not None else None, prev_out))
+                                   written if t == 1 else None, traj[t - 1] if traj is not None else None, prev_out,
+                                   impl.error_model))
         prev_W, prev_b = out["W"], out["b"]
         prev_out = out
     return records
@@ -214,10 +215,10 @@ def _validate(results: Any, steps: int, n: int, d: int, k: int) -> str | None:
 def _grade_step(
     case: Case, base: dict[str, Any], t: int, out: Mapping[str, F64], ex: ExactStep, step_inputs: Mapping[str, F64],
     lr: Fraction, fmt: FloatFormat, opts: RunOptions, written: ExactStep | None, traj_step: ExactStep | None,
-    prev_out: Mapping[str, F64] | None = None,
+    prev_out: Mapping[str, F64] | None = None, error_model: Callable[..., Any] | None = None,
 ) -> list[Record]:
     hilo = {q: ex.values[q].to_hi_lo() for q in QUANTITIES}
-    bounds = step_bounds(
+    bounds = (error_model or step_bounds)(
         step_inputs, ex.residual.to_float64(), {q: hilo[q][0] for q in QUANTITIES},
         lr=float(lr), reduction=case.reduction, fmt=fmt, tf32=bool(opts.tf32 and base["device"].startswith("cuda") and fmt.name == "float32"),
         lr_held=float(case.lr),
@@ -250,6 +251,9 @@ def _grade_step(
             rec.drift_ulp_error = float(dul.max()) if dul.size else 0.0
             rec.trajectory_exact = decimal_string(traj_step.values[q].fraction_at(idx))
         records.append(rec)
+    if bounds.note:
+        for rec in records:
+            rec.message = f"{rec.message}; {bounds.note}" if rec.message else bounds.note
     annotate(records, t, out, {q: hilo[q][0] for q in QUANTITIES}, ex.values, bounds.rigorous, prev_out, step_inputs, fmt)
     return records
 

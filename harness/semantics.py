@@ -187,4 +187,4 @@ def annotate(
             continue
         note = update_note(p, out[p], step_inputs[p], exact_values[p], fmt, rec.verdict)
         if note:
-            rec.message = note if not rec.message or rec.verdict == "agree" else f"{note}; {rec.message}"
+            rec.message = f"{note}; {rec.message}" if rec.message else note

@@ -126,7 +126,7 @@ def implementation(
 
 def load_builtins() -> None:
     """Import the built-in implementations (registers them)."""
-    from . import mutants_semantics, numpy_steps, torch_steps  # noqa: F401
+    from . import finite_differences, mutants_semantics, numpy_steps, torch_steps  # noqa: F401
 
 
 def load_plugin(module: str) -> None:
