@@ -26,13 +26,28 @@ KNOWN_MISUSE: tuple[tuple[str, str], ...] = (
 )
 
 
+#: (substring of the exception text, explanation) pairs meaning the framework lacks a
+#: kernel for this dtype/device pair: verdict ``unsupported``, not ``error``.
+FRAMEWORK_LACKS: tuple[tuple[str, str], ...] = (
+    ("`fused=True` requires all the params to be floating point Tensors of supported devices",
+     "fused torch.optim kernels do not exist for this dtype/device pair"),
+    ("\" not implemented for '", "the framework has no kernel for this dtype on this device"),
+)
+
+
 def classify_exception(exc: BaseException) -> tuple[str, str]:
     """Return ``(verdict, message)`` for an exception raised by an implementation.
 
-    The verdict is always ``"error"``; the message names known autograd misuse
-    in plain words, otherwise the exception type and text.
+    The verdict is ``"unsupported"`` when the text says the framework lacks a
+    kernel for the dtype/device pair (fused optimizers off their devices,
+    ``"addmm_impl_cpu_" not implemented for 'Half'``), else ``"error"``; the
+    message names known autograd misuse in plain words, otherwise the
+    exception type and text.
     """
     text = f"{type(exc).__name__}: {exc}"
+    for needle, explanation in FRAMEWORK_LACKS:
+        if needle in text:
+            return "unsupported", explanation
     for needle, explanation in KNOWN_MISUSE:
         if needle in text:
             return "error", explanation

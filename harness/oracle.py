@@ -60,7 +60,9 @@ class _Evaluator:
         self.memo: dict[sp.Basic, Value] = {}
 
     def scalar(self, expr: sp.Basic) -> Fraction:
-        v = sp.nsimplify(expr.subs(self.subs)) if expr.free_symbols else expr
+        v = expr.subs(self.subs) if expr.free_symbols else expr
+        if not v.is_Rational:  # substitution of integers and a rational is normally rational already
+            v = sp.nsimplify(v)
         if not v.is_Rational:
             raise ValueError(f"cannot evaluate scalar {expr} exactly (got {v})")
         return Fraction(int(v.p), int(v.q))

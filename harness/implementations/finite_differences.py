@@ -67,7 +67,8 @@ def _scale(n: int, k: int, reduction: str) -> float:
 def loss64(X: F64, y: F64, W: F64, b: F64, reduction: str) -> float:
     """``c sum (X W + b - y)^2`` evaluated in float64 in the standard way."""
     R = X @ W + b - y
-    return float(_scale(*y.shape, reduction) * np.sum(R * R))
+    n, k = y.shape
+    return float(_scale(n, k, reduction) * np.sum(R * R))
 
 
 def _curvatures(X: F64, y: F64, reduction: str) -> tuple[F64, F64]:
@@ -128,7 +129,7 @@ def fd_error_model(
     u, eta, g3, g2 = f64.unit_roundoff, f64.underflow_quantum, f64.gamma(3), f64.gamma(2)
     X, Y, W, b = (np.asarray(inputs[k], dtype=np.float64) for k in ("X", "y", "W", "b"))
     R = np.abs(np.asarray(residual, dtype=np.float64))
-    zeros = {"loss": np.float64(0.0), "grad_W": np.zeros_like(W), "grad_b": np.zeros_like(b), "W": W, "b": b}
+    zeros: dict[str, F64] = {"loss": np.zeros(()), "grad_W": np.zeros_like(W), "grad_b": np.zeros_like(b), "W": W, "b": b}
     base = step_bounds(inputs, residual, exact, lr=lr, reduction=reduction, fmt=f64, lr_held=lr_held)
     grad_bound = {"W": np.zeros_like(W), "b": np.zeros_like(b)}
     for name, idx, a, wp, wm in perturbations(X, Y, W, b, reduction):

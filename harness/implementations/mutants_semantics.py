@@ -68,8 +68,8 @@ def replaced_leaf(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Te
             loss = squared_error(torch.matmul(X, W) + b, y, reduction)
             loss.backward()
             gW, gb = W.grad, b.grad
-            W = W - lr * W.grad  # the bug: a new, non-leaf tensor
-            b = b - lr * b.grad
+            W = W - lr * W.grad  # type: ignore[operator]  # the bug: a new, non-leaf tensor; .grad is None next step
+            b = b - lr * b.grad  # type: ignore[operator]
             out.append(StepResult(loss.detach(), gW, gb, W.detach(), b.detach()))
     return out
 

@@ -142,6 +142,7 @@ def _seed_step(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tenso
     loss; W and b are updated in place and keep their ``.grad``."""
     loss = squared_error(torch.matmul(X, W) + b, y, reduction)
     loss.backward()
+    assert W.grad is not None and b.grad is not None
     with torch.no_grad():
         W -= lr * W.grad
         b -= lr * b.grad
