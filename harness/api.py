@@ -86,10 +86,18 @@ def _plugin_arg(impl: Implementation) -> list[str]:
         return ["--plugin", src]
 
 
+def _repro_line(rec: Record) -> str:
+    if "--cases" not in rec.repro:
+        return f"Reproduce: {rec.repro}  (the case was built in memory: save it to a TOML file and add --cases FILE)"
+    return f"Reproduce: {rec.repro}"
+
+
 def format_failure(rec: Record) -> str:
-    """A torch.testing-style description of one failing record."""
+    """A torch.testing-style description of one failing record: what was compared,
+    mismatched elements, the worst element with its index, exact and computed
+    values, the bound, ULPs, any diagnosis of autograd misuse, and a repro command."""
     if rec.quantity == "*":
-        return f"{rec.implementation} on case {rec.case!r} ({rec.device}, {rec.dtype}): {rec.verdict}: {rec.message}\nReproduce: {rec.repro}"
+        return f"{rec.implementation} on case {rec.case!r} ({rec.device}, {rec.dtype}): {rec.verdict}: {rec.message}\n{_repro_line(rec)}"
     counts = rec.counts or {}
     bad = sum(v for k, v in counts.items() if k != "agree")
     size = sum(counts.values()) or 1
@@ -100,8 +108,10 @@ def format_failure(rec: Record) -> str:
         f"(exact {rec.exact}, computed {rec.computed})",
         f"Rigorous bound at that index: {rec.rigorous_bound:.6g} (error / bound = {rec.bound_ratio:.4g}); "
         f"expected bound {rec.expected_bound:.6g}; {rec.max_ulp_error:.4g} ULPs ({rec.bits_of_error:.2f} bits of error)",
-        f"Reproduce: {rec.repro}",
     ]
+    if rec.message and not rec.message.startswith(f"{rec.quantity}: "):
+        lines.append(f"Diagnosis: {rec.message}")
+    lines.append(_repro_line(rec))
     return "\n".join(lines)
 
 
@@ -135,8 +145,12 @@ def assert_agrees(
     failing = set(FAILING) | ({"suspect"} if strict else set())
     bad = [r for r in records if r.verdict in failing]
     if bad:
-        worst = max(bad, key=lambda r: (r.verdict == "disagree", r.bound_ratio or 0.0))
+        # the earliest failing step shows the cause (later steps inherit its error); within it, the first quantity
+        order = {q: i for i, q in enumerate(("*", "loss", "grad_W", "grad_b", "W", "b"))}
+        first = min(bad, key=lambda r: (r.step, order.get(r.quantity, 9)))
+        where = sorted({f"{r.case} ({r.dtype})" for r in bad})
+        more = f" on {len(where)} case/dtype pair(s): {', '.join(where[:5])}{', ...' if len(where) > 5 else ''}"
         raise AssertionError(
-            f"{len(bad)} of {len(records)} checks of {impl.name!r} failed.\n" + format_failure(worst)
+            f"{len(bad)} of {len(records)} checks of {impl.name!r} failed{more}\nFirst failure:\n" + format_failure(first)
         )
     return records

@@ -17,6 +17,8 @@ at import time (``--plugin MODULE`` or the entry-point group
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -137,7 +139,6 @@ def load_plugin(module: str) -> None:
     """
     try:
         if module.endswith(".py"):
-            import importlib.util
             import sys
             from pathlib import Path
 

@@ -1,0 +1,182 @@
+"""The plug-in contract: registering, loading (--plugin, entry points, pytest), assert_agrees, the README example."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+import harness
+from harness.cases import load_cases
+from harness.implementations import REGISTRY, load_entry_points, load_plugin
+from tests.conftest import CASES, ROOT
+
+ACCUMULATING_STEP = textwrap.dedent('''
+    import torch
+    import harness
+
+    @harness.implementation("{name}", framework="torch")
+    def step(X, y, W, b, *, lr, reduction, steps):
+        W = W.detach().clone().requires_grad_(True)
+        b = b.detach().clone().requires_grad_(True)
+        optimizer = torch.optim.SGD([W, b], lr=lr)
+        out = []
+        for _ in range(steps):
+            loss = torch.nn.functional.mse_loss(X @ W + b, y, reduction=reduction)
+            loss.backward()  # never zero_grad(): .grad accumulates
+            gW, gb = W.grad.clone(), b.grad.clone()
+            optimizer.step()
+            out.append(harness.StepResult(loss.detach(), gW, gb, W.detach().clone(), b.detach().clone()))
+        return out
+''')
+
+
+def _env() -> dict[str, str]:
+    """Subprocesses import this checkout's harness, wherever they run."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def _pytest_plugin_args() -> list[str]:
+    installed = any(ep.value == "harness.pytest_plugin" for ep in entry_points(group="pytest11"))
+    return [] if installed else ["-p", "harness.pytest_plugin"]
+
+
+def seed_case():
+    return next(c for c in load_cases([CASES / "seed.toml"]).cases if c.id == "seed")
+
+
+def test_public_surface():
+    for name in ("implementation", "StepResult", "verify", "assert_agrees", "default_cases"):
+        assert hasattr(harness, name)
+
+
+def test_assert_agrees_message_and_repro_reproduces(tmp_path):
+    plugin = tmp_path / "accumulating_step.py"
+    plugin.write_text(ACCUMULATING_STEP.format(name="test-accumulating-step"))
+    load_plugin(str(plugin))
+    with pytest.raises(AssertionError) as info:
+        harness.assert_agrees("test-accumulating-step", [seed_case()], dtypes=["float32"])
+    msg = str(info.value)
+    lines = msg.splitlines()
+    assert lines[0] == "28 of 40 checks of 'test-accumulating-step' failed on 1 case/dtype pair(s): seed (float32)"
+    assert lines[2] == "grad_W (step 2) of 'test-accumulating-step' on case 'seed' (cpu, float32): disagree"
+    assert lines[3] == "Mismatched elements: 1 / 1 (100.0%)"
+    # 4 of 5 quantities wrong at steps 2..8 (the loss, at the step's own W and b, is right): 28 of 40
+    # exact at step 2 = 2 (W1 + b1 - 3) = 0.84...; computed = that + step 1's 1.39999962 (float32 sums)
+    assert lines[4].startswith("Greatest error at index (0, 0): 1.4 (exact 0.840000152587890625, computed 2.239999771118164)")
+    assert lines[5].startswith("Rigorous bound at that index: ") and "ULPs" in lines[5] and "bits of error" in lines[5]
+    assert lines[6].startswith("Diagnosis: gradient accumulation: .grad was not reset between steps")
+    repro = lines[-1]
+    assert repro.startswith("Reproduce: python -m harness check ")
+    argv = shlex.split(repro.removeprefix("Reproduce: "))
+    assert argv[argv.index("--plugin") + 1] == os.path.relpath(plugin)
+    out = subprocess.run([sys.executable, *argv[1:], "--results", str(tmp_path / "r.jsonl"), "--report", "none"],
+                         capture_output=True, text=True, env=_env(), timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert re.search(r"seed\s+test-accumulating-step\s+cpu\s+float32\s+grad_W\s+.*disagree", out.stdout)
+    assert "40 records" in out.stdout and "28 disagree" in out.stdout
+
+
+def test_assert_agrees_returns_the_records_when_everything_agrees():
+    recs = harness.assert_agrees("torch-seed", [seed_case()])
+    assert len(recs) == 2 * 8 * 5 and {r.verdict for r in recs} == {"agree"}
+
+
+def test_assert_agrees_reports_an_error_with_its_misuse():
+    with pytest.raises(AssertionError) as info:
+        harness.assert_agrees("mutant-inplace-grad-mode", [seed_case()], dtypes=["float64"])
+    msg = str(info.value)
+    assert "mutant-inplace-grad-mode on case 'seed' (cpu, float64): error: autograd misuse: in-place update" in msg
+    assert "Reproduce: python -m harness check" in msg
+
+
+def test_entry_point_group_loads_a_plugin(tmp_path, monkeypatch):
+    (tmp_path / "ep_plugin_mod.py").write_text(ACCUMULATING_STEP.format(name="test-entry-point-step"))
+    dist = tmp_path / "ep_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[harness.implementations]\ntest-entry-point-step = ep_plugin_mod\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "test-entry-point-step" in load_entry_points()
+    assert REGISTRY["test-entry-point-step"].framework == "torch"
+
+
+def _readme_blocks() -> dict[str, str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Verifying your own implementation", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S)
+    return {"python": [b for lang, b in blocks if lang == "python"], "sh": [b for lang, b in blocks if lang == "sh"]}  # type: ignore[dict-item]
+
+
+def test_readme_example_is_the_examples_folder():
+    blocks = _readme_blocks()
+    assert blocks["python"][0] == (ROOT / "examples" / "my_step.py").read_text()
+    assert blocks["python"][1] == (ROOT / "examples" / "test_my_step.py").read_text()
+    assert len([ln for ln in blocks["python"][1].splitlines() if ln.strip()]) <= 5
+
+
+def test_readme_commands_run_as_written(tmp_path):
+    """Run the README's commands in a copy of the examples and cases (so reports/ lands in tmp)."""
+    import shutil
+
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    shutil.copytree(ROOT / "cases", tmp_path / "cases")
+    (commands,) = _readme_blocks()["sh"]
+    for line in commands.strip().splitlines():
+        argv = shlex.split(line)
+        assert argv[0] == "python"
+        extra = _pytest_plugin_args() + ["-p", "no:cacheprovider"] if argv[1:3] == ["-m", "pytest"] else []
+        out = subprocess.run([sys.executable, *argv[1:3], *extra, *argv[3:]], cwd=tmp_path, capture_output=True, text=True,
+                             env=_env(), timeout=600)
+        assert out.returncode == 0, f"{line}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    assert (tmp_path / "reports" / "results.jsonl").is_file()
+
+
+def test_pytest_plugin_option_loads_a_plugin(tmp_path):
+    (tmp_path / "user_step.py").write_text(ACCUMULATING_STEP.format(name="user-step"))
+    (tmp_path / "test_user.py").write_text(textwrap.dedent('''
+        import harness
+        from harness.cases import load_cases
+
+        def test_user_step_fails_with_a_diagnosis():
+            case = [c for c in load_cases([{cases!r}]).cases if c.id == "seed"]
+            try:
+                harness.assert_agrees("user-step", case, dtypes=["float64"])
+            except AssertionError as exc:
+                assert "gradient accumulation" in str(exc)
+            else:
+                raise AssertionError("the accumulating step passed")
+    ''').format(cases=str(CASES / "seed.toml")))
+    out = subprocess.run([sys.executable, "-m", "pytest", *_pytest_plugin_args(), "-p", "no:cacheprovider", "--plugin", "user_step.py",
+                          "-q", "test_user.py"], cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    bad = subprocess.run([sys.executable, "-m", "pytest", *_pytest_plugin_args(), "-p", "no:cacheprovider", "--plugin", "no_such_module_xyz",
+                          "-q", "test_user.py"], cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300)
+    assert bad.returncode != 0
+    assert "cannot import plug-in 'no_such_module_xyz': ModuleNotFoundError" in bad.stderr
+
+
+def test_cli_plugin_bad_module_is_a_usage_error(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "harness", "check", "--plugin", "no_such_module_xyz", "--results", str(tmp_path / "r.jsonl")],
+                         capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=120)
+    assert out.returncode == 2
+    assert "cannot import plug-in 'no_such_module_xyz'" in out.stderr
+
+
+@pytest.fixture(autouse=True)
+def _forget_test_plugins():
+    yield
+    for name in [n for n in REGISTRY if n.startswith("test-") or n == "user-step"]:
+        REGISTRY.pop(name, None)
+
+
+def test_examples_folder_is_importable_as_a_plugin():
+    load_plugin(str(Path("examples") / "my_step.py") if Path("examples").is_dir() else str(ROOT / "examples" / "my_step.py"))
+    assert REGISTRY["my-step"].kind == "plugin"
