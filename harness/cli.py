@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     cases = sub.add_parser("cases", help="list the cases that would run")
     _add_selection(cases)
+
+    selftest = sub.add_parser("selftest", help="run the catalogue of buggy implementations: mutation score and false alarms")
+    _add_selection(selftest)
+    selftest.add_argument("--dtypes", metavar="LIST", help="comma-separated dtypes (default: each case's own)")
+    selftest.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
     return parser
 
 
@@ -159,7 +164,24 @@ def cmd_cases(args: argparse.Namespace) -> int:
     return 2 if errors else 0
 
 
-COMMANDS = {"check": cmd_check, "derive": cmd_derive, "cases": cmd_cases}
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from .devices import parse_dtypes
+    from .selftest import format_selftest, run_selftest
+
+    cases, errors = _select(args.cases, args.case, args.tier)
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    start = time.monotonic()
+    res = run_selftest(cases, dtypes=parse_dtypes(args.dtypes),
+                       progress=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True)))
+    print(format_selftest(res))
+    print(f"{len(cases)} cases, {time.monotonic() - start:.1f}s")
+    if errors:
+        return 2
+    return 0 if res.passed else 1
+
+
+COMMANDS = {"check": cmd_check, "derive": cmd_derive, "cases": cmd_cases, "selftest": cmd_selftest}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
