@@ -79,11 +79,14 @@ class StepBounds:
         expected: quantity -> array of probabilistic bounds (``<= rigorous``).
         may_overflow: quantity -> bool array, True where the exact value or an
             intermediate can leave the dtype's finite range.
+        note: for an implementation's own error model (finite differences), a
+            line saying what the bounds are; added to every record's message.
     """
 
     rigorous: dict[str, F64]
     expected: dict[str, F64]
     may_overflow: dict[str, npt.NDArray[np.bool_]]
+    note: str = ""
 
 
 def partial_sum_squares(terms: F64, axis: int) -> F64:
@@ -126,6 +129,7 @@ def step_bounds(
     reduction: str,
     fmt: FloatFormat,
     tf32: bool = False,
+    lr_held: float | None = None,
 ) -> StepBounds:
     """Rigorous and expected error bounds for loss, grad_W, grad_b, W and b.
 
@@ -138,6 +142,12 @@ def step_bounds(
         reduction: ``"sum"`` or ``"mean"``.
         fmt: the dtype the implementation computed in.
         tf32: whether float32 matmul inputs are rounded to TF32.
+        lr_held: the learning rate as the implementation may hold it (the
+            Python float, wider than ``fmt``; PyTorch multiplies a float16 or
+            bfloat16 tensor by a Python scalar in float32). The update bounds
+            of W and b then add ``|lr_held - lr| (|g| + E_g)``: where ``lr``
+            underflows in ``fmt`` (``1e-12`` is 0 in float16) the relative
+            ``gamma_2`` term alone does not cover it.
 
     Returns:
         :class:`StepBounds` (absolute errors, same units as the quantities).
@@ -174,6 +184,10 @@ def step_bounds(
         gW_abs, gb_abs = np.abs(exact["grad_W"]), np.abs(exact["grad_b"])
         rig_W = (1 + u) * ((1 + g2) * lr * rig_gW + g2 * lr * gW_abs) + u * np.abs(exact["W"]) + eta
         rig_b = (1 + u) * ((1 + g2) * lr * rig_gb + g2 * lr * gb_abs) + u * np.abs(exact["b"]) + eta
+        dlr = abs(float(lr_held) - lr) if lr_held is not None else 0.0
+        if dlr:
+            rig_W = rig_W + (1 + u) * (1 + g2) * dlr * (gW_abs + rig_gW)
+            rig_b = rig_b + (1 + u) * (1 + g2) * dlr * (gb_abs + rig_gb)
 
         # ---------------- expected (probabilistic) bounds, variances in units of u^2
         wt = (ut / u) ** 2 if u > 0 else 0.0  # TF32 input roundings, relative to u
@@ -194,6 +208,9 @@ def step_bounds(
         exp_L = lam * abs(c) * np.sqrt(V_L) + eta
         exp_W = lam * np.sqrt(lr**2 * s**2 * V_gW + 2 * (lr * exact["grad_W"]) ** 2 + exact["W"] ** 2) + eta
         exp_b = lam * np.sqrt(lr**2 * s**2 * V_gb + 2 * (lr * exact["grad_b"]) ** 2 + exact["b"] ** 2) + eta
+        if dlr:
+            exp_W = exp_W + dlr * gW_abs
+            exp_b = exp_b + dlr * gb_abs
 
         rigorous = {
             "loss": np.asarray(rig_L) * _SAFETY,

@@ -29,6 +29,7 @@ from .floats import FloatFormat, decimal_string, get_format, ulp_error
 from .implementations import Implementation, resolve
 from .oracle import ExactStep, exact_inputs_from_floats, exact_inputs_from_written, exact_step, exact_trajectory
 from .records import Record
+from .semantics import annotate, none_message
 from .symbolic import QUANTITIES
 
 F64 = npt.NDArray[np.float64]
@@ -153,6 +154,7 @@ def check_case(
     seen_exact = exact_inputs_from_floats(seen)
     records: list[Record] = []
     prev_W, prev_b = seen["W"], seen["b"]
+    prev_out: dict[str, F64] | None = None
     for t, res in enumerate(results, start=1):
         if not (np.isfinite(prev_W).all() and np.isfinite(prev_b).all()):
             records.append(Record(quantity="*", step=t, verdict="overflow",
@@ -166,8 +168,10 @@ def check_case(
             exact_in = {**seen_exact, "W": ScaledInts.from_floats(prev_W), "b": ScaledInts.from_floats(prev_b)}
             ex = exact_step(exact_in, lr_oracle, case.reduction)
         records.extend(_grade_step(case, base, t, out, ex, step_inputs, lr_oracle, fmt, opts,
-                                   written if t == 1 else None, traj[t - 1] if traj is not None else None))
+                                   written if t == 1 else None, traj[t - 1] if traj is not None else None, prev_out,
+                                   impl.error_model))
         prev_W, prev_b = out["W"], out["b"]
+        prev_out = out
     return records
 
 
@@ -197,6 +201,8 @@ def _validate(results: Any, steps: int, n: int, d: int, k: int) -> str | None:
         for name in QUANTITIES:
             if not hasattr(res, name):
                 return f"step {t}: result has no field {name!r} (return harness.StepResult(loss, grad_W, grad_b, W, b))"
+            if getattr(res, name) is None and name.startswith("grad"):
+                return none_message(name, t)
             try:
                 arr = to_float64(getattr(res, name))
             except Exception as exc:
@@ -210,11 +216,13 @@ def _validate(results: Any, steps: int, n: int, d: int, k: int) -> str | None:
 def _grade_step(
     case: Case, base: dict[str, Any], t: int, out: Mapping[str, F64], ex: ExactStep, step_inputs: Mapping[str, F64],
     lr: Fraction, fmt: FloatFormat, opts: RunOptions, written: ExactStep | None, traj_step: ExactStep | None,
+    prev_out: Mapping[str, F64] | None = None, error_model: Callable[..., Any] | None = None,
 ) -> list[Record]:
     hilo = {q: ex.values[q].to_hi_lo() for q in QUANTITIES}
-    bounds = step_bounds(
+    bounds = (error_model or step_bounds)(
         step_inputs, ex.residual.to_float64(), {q: hilo[q][0] for q in QUANTITIES},
         lr=float(lr), reduction=case.reduction, fmt=fmt, tf32=bool(opts.tf32 and base["device"].startswith("cuda") and fmt.name == "float32"),
+        lr_held=float(case.lr),
     )
     records = []
     for q in QUANTITIES:
@@ -244,6 +252,10 @@ def _grade_step(
             rec.drift_ulp_error = float(dul.max()) if dul.size else 0.0
             rec.trajectory_exact = decimal_string(traj_step.values[q].fraction_at(idx))
         records.append(rec)
+    if bounds.note:
+        for rec in records:
+            rec.message = f"{rec.message}; {bounds.note}" if rec.message else bounds.note
+    annotate(records, t, out, {q: hilo[q][0] for q in QUANTITIES}, ex.values, bounds.rigorous, prev_out, step_inputs, fmt)
     return records
 
 

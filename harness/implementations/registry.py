@@ -56,6 +56,13 @@ class Implementation:
         expected: for a mutant, the verdicts that count as catching it.
         dtypes: dtypes it supports (others give ``unsupported``); None = all the framework has.
         devices: device types it supports (``"cpu"``, ``"cuda"``, ``"mps"``); None = all.
+        default: False for correct implementations that run only when named
+            (``torch-compile``: compiling takes seconds per case and dtype).
+        error_model: a function with the signature of
+            :func:`harness.bounds.step_bounds` giving the bounds this
+            implementation is graded against, for one that is not a standard
+            evaluation in its dtype (``finite-differences``); None = the standard
+            forward error model.
     """
 
     name: str
@@ -67,6 +74,8 @@ class Implementation:
     dtypes: tuple[str, ...] | None = None
     devices: tuple[str, ...] | None = None
     kind: str = "builtin"
+    default: bool = True
+    error_model: Callable[..., Any] | None = None
 
 
 REGISTRY: dict[str, Implementation] = {}
@@ -82,6 +91,8 @@ def implementation(
     dtypes: Iterable[str] | None = None,
     devices: Iterable[str] | None = None,
     kind: str = "plugin",
+    default: bool = True,
+    error_model: Callable[..., Any] | None = None,
 ) -> Callable[[StepFn], StepFn]:
     """Register a step function under ``name``.
 
@@ -106,6 +117,7 @@ def implementation(
             name=name, framework=framework, fn=fn, description=description or (fn.__doc__ or "").strip().split("\n")[0],
             correct=correct, expected=tuple(expected), dtypes=tuple(dtypes) if dtypes is not None else None,
             devices=tuple(devices) if devices is not None else None, kind=kind,
+            default=default, error_model=error_model,
         )
         return fn
 
@@ -114,7 +126,7 @@ def implementation(
 
 def load_builtins() -> None:
     """Import the built-in implementations (registers them)."""
-    from . import numpy_steps, torch_steps  # noqa: F401
+    from . import finite_differences, mutants_semantics, numpy_steps, torch_steps  # noqa: F401
 
 
 def load_mutants() -> None:
@@ -166,7 +178,10 @@ def load_entry_points() -> list[str]:
 
 
 def resolve(names: Iterable[str] | None, *, include_mutants: bool = False) -> list[Implementation]:
-    """The implementations to run: by name, or every correct one when ``names`` is None.
+    """The implementations to run: by name, or every correct default one when ``names`` is None.
+
+    Opt-in implementations (``default=False``, e.g. ``torch-compile``) and
+    mutants (``correct=False``) run only when named.
 
     Raises:
         UsageError: naming an unknown implementation and listing the known ones.
@@ -175,7 +190,7 @@ def resolve(names: Iterable[str] | None, *, include_mutants: bool = False) -> li
     if names is not None and any(n.startswith("mutant-") for n in names):
         load_mutants()
     if names is None:
-        return [i for i in REGISTRY.values() if i.correct or include_mutants]
+        return [i for i in REGISTRY.values() if (i.correct and i.default) or (include_mutants and not i.correct)]
     out = []
     for n in names:
         if n not in REGISTRY:

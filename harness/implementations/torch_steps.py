@@ -49,3 +49,130 @@ def torch_seed(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tenso
         W.grad = None
         b.grad = None
     return out
+
+
+@implementation("torch-add_", framework="torch", kind="builtin",
+                description="the seed step with the update written W.add_(W.grad, alpha=-lr) under no_grad")
+def torch_add_(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    """As ``torch-seed``, but the update is one fused ``add_`` with ``alpha=-lr``:
+    ``W + alpha * grad`` is computed in the op's math type (float32 for float16 and
+    bfloat16 on the CPU) and rounded once, where ``W -= lr * W.grad`` rounds twice."""
+    W = _leaf(W)
+    b = _leaf(b)
+    out = []
+    for _ in range(steps):
+        loss = squared_error(torch.matmul(X, W) + b, y, reduction)
+        loss.backward()
+        assert W.grad is not None and b.grad is not None
+        gW, gb = W.grad.clone(), b.grad.clone()
+        with torch.no_grad():
+            W.add_(W.grad, alpha=-lr)
+            b.add_(b.grad, alpha=-lr)
+        out.append(_snapshot(loss, W, b, gW, gb))
+        W.grad = None
+        b.grad = None
+    return out
+
+
+def _optim_sgd(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, lr: float, reduction: str, steps: int,
+               **flags: bool) -> list[StepResult]:
+    """``torch.optim.SGD([W, b], lr, **flags)`` with ``zero_grad()`` before each backward.
+
+    ``flags`` selects the implementation: ``foreach=False`` (for-loop over the
+    parameters), ``foreach=True`` (``torch._foreach_add_`` over the list),
+    ``fused=True`` (one fused kernel). Raises RuntimeError (from PyTorch) where
+    fused SGD lacks the device; the harness records that as ``unsupported``.
+    """
+    W = _leaf(W)
+    b = _leaf(b)
+    opt = torch.optim.SGD([W, b], lr=lr, **flags)
+    out = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = squared_error(torch.matmul(X, W) + b, y, reduction)
+        loss.backward()
+        assert W.grad is not None and b.grad is not None
+        gW, gb = W.grad.clone(), b.grad.clone()
+        opt.step()
+        out.append(_snapshot(loss, W, b, gW, gb))
+    return out
+
+
+@implementation("torch-optim-sgd", framework="torch", kind="builtin",
+                description="torch.optim.SGD, for-loop implementation (foreach=False), zero_grad() each step")
+def torch_optim_sgd(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    return _optim_sgd(X, y, W, b, lr, reduction, steps, foreach=False)
+
+
+@implementation("torch-optim-sgd-foreach", framework="torch", kind="builtin",
+                description="torch.optim.SGD, foreach implementation (foreach=True), zero_grad() each step")
+def torch_optim_sgd_foreach(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    return _optim_sgd(X, y, W, b, lr, reduction, steps, foreach=True)
+
+
+@implementation("torch-optim-sgd-fused", framework="torch", kind="builtin",
+                description="torch.optim.SGD, fused implementation (fused=True), zero_grad() each step")
+def torch_optim_sgd_fused(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    """Fused SGD. In torch 2.13 it exists for every floating dtype on cpu, cuda,
+    mps and xpu (``torch.utils._foreach_utils._get_fused_kernels_supported_devices``);
+    elsewhere PyTorch raises and the record's verdict is ``unsupported``."""
+    return _optim_sgd(X, y, W, b, lr, reduction, steps, fused=True)
+
+
+@implementation("torch-func", framework="torch", kind="builtin",
+                description="functional step: torch.func.grad_and_value of the loss, W' = W - lr * grad (no .grad, no in-place)")
+def torch_func(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    from torch.func import grad_and_value
+
+    def loss_fn(W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return squared_error(torch.matmul(X, W) + b, y, reduction)
+
+    step = grad_and_value(loss_fn, argnums=(0, 1))
+    out = []
+    for _ in range(steps):
+        (gW, gb), loss = step(W, b)
+        W = W - lr * gW
+        b = b - lr * gb
+        out.append(_snapshot(loss, W, b, gW, gb))
+    return out
+
+
+def _seed_step(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, lr: float, reduction: str) -> torch.Tensor:
+    """One step of the seed notebook, as a function for ``torch.compile``: returns the
+    loss; W and b are updated in place and keep their ``.grad``."""
+    loss = squared_error(torch.matmul(X, W) + b, y, reduction)
+    loss.backward()
+    with torch.no_grad():
+        W -= lr * W.grad
+        b -= lr * b.grad
+    return loss
+
+
+@implementation("torch-compile", framework="torch", kind="builtin", default=False,
+                description="the seed step under torch.compile (opt-in: compiling takes seconds per case and dtype)")
+def torch_compile(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    """The seed step compiled with ``torch.compile`` (default Inductor backend).
+
+    Dynamo's caches are reset on every call, so each case and dtype is compiled
+    afresh: past ``torch._dynamo.config.recompile_limit`` recompilations Dynamo
+    would otherwise fall back to eager silently and the check would not test the
+    compiled code. ``backward()`` is a graph break: the forward and the update
+    are compiled graphs, the backward is AOTAutograd's compiled backward.
+    Compiling takes several seconds per call (about 20 s on a busy 2-core
+    machine), so this implementation runs only when named (``--implementations
+    torch-compile``).
+    """
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    compiled = torch.compile(_seed_step, dynamic=False)
+    W = _leaf(W)
+    b = _leaf(b)
+    out = []
+    for _ in range(steps):
+        loss = compiled(X, y, W, b, lr, reduction)
+        assert W.grad is not None and b.grad is not None
+        out.append(_snapshot(loss, W, b, W.grad, b.grad))
+        W.grad = None
+        b.grad = None
+    return out
