@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     cases = sub.add_parser("cases", help="list the cases that would run")
     _add_selection(cases)
+
+    report = sub.add_parser("report", help="render (and merge) results files into one HTML agreement report")
+    report.add_argument("results", nargs="+", metavar="RESULTS.jsonl", help="results files (from several machines or shards: merged)")
+    report.add_argument("-o", "--output", default=DEFAULT_REPORT, metavar="PATH", help=f"HTML file to write (default: {DEFAULT_REPORT})")
+    report.add_argument("--title", default="Agreement report", help="page title")
     return parser
 
 
@@ -159,7 +164,19 @@ def cmd_cases(args: argparse.Namespace) -> int:
     return 2 if errors else 0
 
 
-COMMANDS = {"check": cmd_check, "derive": cmd_derive, "cases": cmd_cases}
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_model, render_html, write_atomic
+    from .summary import verdict_line
+
+    model = build_model(args.results)
+    for w in model.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    path = write_atomic(args.output, render_html(model, title=args.title))
+    print(f"{verdict_line(model.records)} from {len(model.sources)} file(s); report {path}")
+    return 0
+
+
+COMMANDS = {"check": cmd_check, "derive": cmd_derive, "cases": cmd_cases, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
