@@ -63,9 +63,15 @@ def _env() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["num"] = fmt_num
+    env.filters["bits"] = fmt_bits
     env.globals["VERDICTS"] = VERDICTS
     env.globals["COLOURS"] = VERDICT_COLOURS
     return env
+
+
+def fmt_bits(x: float | None) -> str:
+    """Bits of error with two decimals (``"-"`` for none)."""
+    return "-" if x is None else f"{x:.2f}"
 
 
 def _derivations(reductions: Sequence[str]) -> list[tuple[str, list[tuple[str, Markup]]]]:

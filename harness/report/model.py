@@ -135,8 +135,10 @@ class Run:
     """All records of one case, implementation, device and dtype (one summary row).
 
     ``details`` are the records worth reading (every non-agree record up to
-    :data:`MAX_DETAIL_PER_RUN`, then the worst of each quantity); ``omitted``
-    counts the records of the run left out of the drill-down.
+    :data:`MAX_DETAIL_PER_RUN`, then the worst of each quantity; for a run that
+    agrees throughout, its worst record only); ``omitted`` counts the records
+    of the run left out of the drill-down; ``quantity_bits`` gives the worst
+    bits of error of each quantity (``"loss 1.23, grad_W 4.56, ..."``).
     """
 
     case: str
@@ -156,6 +158,7 @@ class Run:
     details: list[Record] = field(default_factory=list)
     omitted: int = 0
     messages: list[str] = field(default_factory=list)
+    quantity_bits: str = ""
 
     @property
     def severity(self) -> int:
@@ -241,10 +244,14 @@ def _run_of(key: tuple[str, str, str, str], recs: list[Record]) -> Run:
         cur = best_per_q.get(r.quantity)
         if cur is None or _bits_key(r) > _bits_key(cur):
             best_per_q[r.quantity] = r
-    for r in best_per_q.values():
+    # a run that agrees throughout lists its worst record only (the summary gives the worst bits of
+    # each quantity); one that does not also lists the worst record of each quantity for comparison
+    extra = list(best_per_q.values()) if notable else [max(recs, key=_bits_key)]
+    for r in extra:
         if id(r) not in seen:
             chosen.append(r)
             seen.add(id(r))
+    worst_bits_per_q = {q: _finite(r.bits_of_error) for q, r in best_per_q.items()}
     messages = sorted({r.message for r in recs if r.message})[:5]
     return Run(
         case=case, implementation=impl, device=dev, dtype=dt, n=len(recs), verdict=verdict,
@@ -253,6 +260,7 @@ def _run_of(key: tuple[str, str, str, str], recs: list[Record]) -> Run:
         max_bound_ratio=max(ratios) if ratios else None, worst_quantity=worst.quantity,
         steps=max((r.step for r in recs), default=0), repro=next((r.repro for r in recs if r.repro), ""),
         details=chosen, omitted=len(recs) - len(chosen), messages=messages,
+        quantity_bits=", ".join(f"{q} {'-' if b is None else f'{b:.2f}'}" for q, b in worst_bits_per_q.items()),
     )
 
 
