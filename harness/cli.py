@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_selection(selftest)
     selftest.add_argument("--dtypes", metavar="LIST", help="comma-separated dtypes (default: each case's own)")
     selftest.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+    report = sub.add_parser("report", help="render (and merge) results files into one HTML agreement report")
+    report.add_argument("results", nargs="+", metavar="RESULTS.jsonl", help="results files (from several machines or shards: merged)")
+    report.add_argument("-o", "--output", default=DEFAULT_REPORT, metavar="PATH", help=f"HTML file to write (default: {DEFAULT_REPORT})")
+    report.add_argument("--title", default="Agreement report", help="page title")
     return parser
 
 
@@ -181,7 +186,19 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return 0 if res.passed else 1
 
 
-COMMANDS = {"check": cmd_check, "derive": cmd_derive, "cases": cmd_cases, "selftest": cmd_selftest}
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_model, render_html, write_atomic
+    from .summary import verdict_line
+
+    model = build_model(args.results)
+    for w in model.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    path = write_atomic(args.output, render_html(model, title=args.title))
+    print(f"{verdict_line(model.records)} from {len(model.sources)} file(s); report {path}")
+    return 0
+
+
+COMMANDS = {"check": cmd_check, "derive": cmd_derive, "cases": cmd_cases, "selftest": cmd_selftest, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
