@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cases = sub.add_parser("cases", help="list the cases that would run")
     _add_selection(cases)
+
+    from .bench.run import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 
@@ -159,7 +163,13 @@ def cmd_cases(args: argparse.Namespace) -> int:
     return 2 if errors else 0
 
 
-COMMANDS = {"check": cmd_check, "derive": cmd_derive, "cases": cmd_cases}
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.run import cmd_bench as run_bench
+
+    return run_bench(args)
+
+
+COMMANDS = {"check": cmd_check, "derive": cmd_derive, "cases": cmd_cases, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
