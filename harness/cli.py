@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results", nargs="+", metavar="RESULTS.jsonl", help="results files (from several machines or shards: merged)")
     report.add_argument("-o", "--output", default=DEFAULT_REPORT, metavar="PATH", help=f"HTML file to write (default: {DEFAULT_REPORT})")
     report.add_argument("--title", default="Agreement report", help="page title")
+
+    from .bench.run import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 
@@ -198,7 +202,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"check": cmd_check, "derive": cmd_derive, "cases": cmd_cases, "selftest": cmd_selftest, "report": cmd_report}
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.run import cmd_bench as run_bench
+
+    return run_bench(args)
+
+
+COMMANDS = {"check": cmd_check, "derive": cmd_derive, "cases": cmd_cases, "selftest": cmd_selftest, "report": cmd_report, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
