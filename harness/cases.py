@@ -303,7 +303,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as exc:
         m = _LINE_RE.search(str(exc))
-        raise CaseFileError(f"invalid TOML: {exc}", path=str(path), line=int(m.group(1)) if m else None) from None
+        line = int(m.group(1)) if m else (text.count("\n") + 1 if "end of document" in str(exc) else None)
+        raise CaseFileError(f"invalid TOML: {exc}", path=str(path), line=line) from None
 
 
 def _read_csv_case(spec: Mapping[str, Any], base: Path, path: str, case_id: str) -> dict[str, Any]:

@@ -54,6 +54,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     cases = sub.add_parser("cases", help="list the cases that would run")
     _add_selection(cases)
+
+    selftest = sub.add_parser("selftest", help="run the catalogue of buggy implementations: mutation score and false alarms")
+    _add_selection(selftest)
+    selftest.add_argument("--dtypes", metavar="LIST", help="comma-separated dtypes (default: each case's own)")
+    selftest.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+    report = sub.add_parser("report", help="render (and merge) results files into one HTML agreement report")
+    report.add_argument("results", nargs="+", metavar="RESULTS.jsonl", help="results files (from several machines or shards: merged)")
+    report.add_argument("-o", "--output", default=DEFAULT_REPORT, metavar="PATH", help=f"HTML file to write (default: {DEFAULT_REPORT})")
+    report.add_argument("--title", default="Agreement report", help="page title")
+
+    from .bench.run import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 
@@ -159,7 +173,42 @@ def cmd_cases(args: argparse.Namespace) -> int:
     return 2 if errors else 0
 
 
-COMMANDS = {"check": cmd_check, "derive": cmd_derive, "cases": cmd_cases}
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from .devices import parse_dtypes
+    from .selftest import format_selftest, run_selftest
+
+    cases, errors = _select(args.cases, args.case, args.tier)
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    start = time.monotonic()
+    res = run_selftest(cases, dtypes=parse_dtypes(args.dtypes),
+                       progress=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True)))
+    print(format_selftest(res))
+    print(f"{len(cases)} cases, {time.monotonic() - start:.1f}s")
+    if errors:
+        return 2
+    return 0 if res.passed else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_model, render_html, write_atomic
+    from .summary import verdict_line
+
+    model = build_model(args.results)
+    for w in model.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    path = write_atomic(args.output, render_html(model, title=args.title))
+    print(f"{verdict_line(model.records)} from {len(model.sources)} file(s); report {path}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench.run import cmd_bench as run_bench
+
+    return run_bench(args)
+
+
+COMMANDS = {"check": cmd_check, "derive": cmd_derive, "cases": cmd_cases, "selftest": cmd_selftest, "report": cmd_report, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

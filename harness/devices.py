@@ -112,7 +112,8 @@ def torch_dtype(dtype: str) -> Any:
 def to_framework(arr: npt.NDArray[np.float64], framework: str, dtype: str, device: str) -> Any:
     """An input array as the framework's object, created directly in ``dtype`` on ``device``."""
     if framework == "numpy":
-        return np.asarray(arr).astype(NUMPY_DTYPES[dtype])
+        with np.errstate(over="ignore"):  # values beyond the dtype's range become inf, as in torch
+            return np.asarray(arr).astype(NUMPY_DTYPES[dtype])
     import torch
 
     return torch.tensor(arr, dtype=torch_dtype(dtype), device=device)

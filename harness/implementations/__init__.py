@@ -8,6 +8,7 @@ from .registry import (
     implementation,
     load_builtins,
     load_entry_points,
+    load_mutants,
     load_plugin,
     resolve,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "implementation",
     "load_builtins",
     "load_entry_points",
+    "load_mutants",
     "load_plugin",
     "resolve",
 ]

@@ -131,6 +131,11 @@ def load_builtins() -> None:
     from . import finite_differences, mutants_semantics, numpy_steps, torch_steps  # noqa: F401
 
 
+def load_mutants() -> None:
+    """Import the catalogue of deliberately buggy implementations (for ``selftest``)."""
+    from . import mutants  # noqa: F401
+
+
 def load_plugin(module: str) -> None:
     """Import a plug-in module by dotted name (or a path to a ``.py`` file).
 
@@ -183,6 +188,8 @@ def resolve(names: Iterable[str] | None, *, include_mutants: bool = False) -> li
         UsageError: naming an unknown implementation and listing the known ones.
     """
     load_builtins()
+    if names is not None and any(n.startswith("mutant-") for n in names):
+        load_mutants()
     if names is None:
         return [i for i in REGISTRY.values() if (i.correct and i.default) or (include_mutants and not i.correct)]
     out = []

@@ -1,0 +1,61 @@
+"""Benchmarks: the update step of every registered implementation, the memory-bandwidth
+probe that gives its floor, and the cost of verification (harness check vs gradcheck).
+
+Timing follows :mod:`harness.bench.timing`: ``benchmark.pedantic`` with an
+untimed ``setup`` (device synchronize, ``.grad`` cleared), a timed call that
+ends with a synchronize, warm-up rounds before timing, one iteration per round.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from harness.bench import timing
+
+
+def _run(benchmark: Any, target: Any, setup: Any, target_time: float, warmup: int = 2) -> Any:
+    if benchmark.disabled:  # --benchmark-disable: one call, correctness only
+        return benchmark.pedantic(target, setup=setup, rounds=1, iterations=1)
+    rounds, _ = timing.plan_rounds(target, setup, target_time=target_time, warmup=warmup)
+    return benchmark.pedantic(target, setup=setup, rounds=rounds, warmup_rounds=1, iterations=1)
+
+
+@pytest.mark.step
+def test_step(benchmark: Any, step_params: tuple[Any, timing.Size, str, str], target_time: float) -> None:
+    impl, size, device, dtype = step_params
+    target = timing.make_step_target(impl, size, device, dtype)
+    benchmark.group = f"step {dtype} D={size.d} K={size.k}"
+    benchmark.extra_info.update({
+        "kind": "step", "implementation": impl.name, "framework": impl.framework, "device": device,
+        "device_name": timing.device_name(device), "dtype": dtype, "n": size.n, "d": size.d, "k": size.k,
+        "bytes": target.bytes, "reduction": timing.REDUCTION,
+    })
+    _run(benchmark, target, target.setup, target_time)
+    problem = target.check()
+    assert problem is None, problem
+
+
+@pytest.mark.bandwidth
+def test_bandwidth(benchmark: Any, bandwidth_params: tuple[str, str], sweep: timing.Sweep, target_time: float) -> None:
+    device, kind = bandwidth_params
+    nbytes = sweep.bandwidth_bytes[device.split(":")[0]]
+    target = timing.BandwidthTarget(device, kind, nbytes)
+    benchmark.group = "bandwidth"
+    benchmark.extra_info.update({"kind": "bandwidth", "device": device, "device_name": timing.device_name(device),
+                                 "operation": kind, "bytes": target.bytes})
+    out = _run(benchmark, target, target.setup, target_time)
+    if kind == "read":  # a sum of ones is the element count, exactly (< 2^24 per float32 partial sum is not needed: torch sums pairwise)
+        assert float(out) == nbytes // 4
+
+
+@pytest.mark.verify
+def test_verification_cost(benchmark: Any, verify_params: tuple[str, int, int], target_time: float) -> None:
+    method, d, k = verify_params
+    target = timing.VerifyTarget(method, d, k)
+    benchmark.group = f"verify D*K={d * k}"
+    benchmark.extra_info.update({"kind": "verify", "method": method, "d": d, "k": k, "n": target.n, "dtype": "float64"})
+    passed = _run(benchmark, target, target.setup, target_time, warmup=1)
+    benchmark.extra_info["passed"] = bool(passed)
+    assert passed, f"{method} did not pass on a correct step (D={d}, K={k})"

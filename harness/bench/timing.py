@@ -1,0 +1,497 @@
+"""What is timed, and how: the update step, the memory-bandwidth probe and the cost of verification.
+
+Everything here is plain Python (no pytest): the pytest-benchmark layer in
+``benchmarks/`` and any other timer call these objects.
+
+Timing rules (why a naive ``benchmark(step)`` is wrong on a GPU):
+
+- GPU work is asynchronous: ``step()`` returns once the kernels are *queued*.
+  Every timed call therefore ends with the device's synchronize
+  (``torch.cuda.synchronize(device)``, ``torch.mps.synchronize()``), and the
+  untimed ``setup()`` before each round synchronizes too, so no work from a
+  previous round leaks into the next.
+- Warm-up rounds run before timing: the CUDA context, cuBLAS handles, the
+  caching allocator and ``torch.compile`` graphs are built there, not in the
+  measurement.
+- Each call runs the registered step function with ``steps=1`` on inputs that
+  already live on the device; the function makes its own leaf tensors and
+  resets ``.grad`` as it does in a check. ``setup()`` also clears any
+  ``.grad`` left on the inputs.
+- CPU thread counts (torch intra-op threads and the BLAS/OpenMP pools NumPy
+  uses, via threadpoolctl) are pinned by :func:`pin_threads` and recorded.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..devices import available_devices, device_type, to_framework, unsupported_reason
+from ..implementations import Implementation, StepResult
+
+#: Reduction and learning rate of the benchmarked step (mean keeps 16-bit losses finite at N = 10^6).
+REDUCTION = "mean"
+LR = 0.01
+#: Dtypes benchmarked by default, per framework (NumPy has no bfloat16).
+ALL_DTYPES = ("float32", "float64", "float16", "bfloat16")
+
+
+@dataclass(frozen=True, order=True)
+class Size:
+    """A problem size: X is (n, d), y is (n, k), W is (d, k), b is (k,)."""
+
+    n: int
+    d: int
+    k: int
+
+    @property
+    def label(self) -> str:
+        return f"N={self.n}-D={self.d}-K={self.k}"
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A size sweep: every ``n`` crossed with every ``(d, k)``, less the sizes over ``max_work``.
+
+    Attributes:
+        name: ``"tiny"`` (tests), ``"quick"`` (CI/smoke) or ``"full"``.
+        ns: row counts N.
+        dks: (D, K) pairs.
+        bandwidth_bytes: buffer size of the memory-bandwidth probe, per device type.
+        verify_dks: (D, K) pairs of the verification-cost comparison.
+    """
+
+    name: str
+    ns: tuple[int, ...]
+    dks: tuple[tuple[int, int], ...]
+    bandwidth_bytes: dict[str, int]
+    verify_dks: tuple[tuple[int, int], ...]
+
+    def sizes(self, max_work: float = 2**26) -> list[Size]:
+        """The sizes with ``N*D*K <= max_work`` (multiply-adds of ``X @ W``), smallest first."""
+        return sorted(Size(n, d, k) for n in self.ns for d, k in self.dks if n * d * k <= max_work)
+
+
+_MiB = 2**20
+SWEEPS: dict[str, Sweep] = {
+    "tiny": Sweep("tiny", (1, 8), ((2, 1),), {"cpu": _MiB, "cuda": _MiB, "mps": _MiB}, ((1, 1), (3, 2))),
+    "quick": Sweep("quick", (1, 100, 10_000, 1_000_000), ((1, 1), (16, 4)),
+                   {"cpu": 64 * _MiB, "cuda": 256 * _MiB, "mps": 256 * _MiB}, ((1, 1), (10, 10), (100, 100))),
+    "full": Sweep("full", tuple(10**e for e in range(7)), ((1, 1), (16, 4), (128, 16)),
+                  {"cpu": 256 * _MiB, "cuda": 1024 * _MiB, "mps": 512 * _MiB},
+                  ((1, 1), (10, 1), (10, 10), (100, 10), (100, 100))),
+}
+
+
+def floor_elements(size: Size) -> int:
+    """Elements the step must move at the very least: read X (N*D), y (N*K), W (D*K), b (K);
+    write grad_W, W' (D*K each), grad_b, b' (K each) and the loss (1).
+
+    A fused kernel could do the step in one pass over X and y; an unfused
+    autograd step reads X twice (forward and backward) and writes and reads
+    N*K intermediates, so its time is a small multiple of this floor.
+    """
+    n, d, k = size.n, size.d, size.k
+    return n * d + n * k + 3 * (d * k + k) + 1
+
+
+def itemsize(dtype: str) -> int:
+    """Bytes per element of ``dtype`` (``"float64"`` -> 8, ``"bfloat16"`` -> 2)."""
+    return {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}[dtype]
+
+
+def floor_bytes(size: Size, dtype: str) -> int:
+    """Bytes of :func:`floor_elements` in ``dtype``."""
+    return floor_elements(size) * itemsize(dtype)
+
+
+# ------------------------------------------------------------------ device helpers
+
+
+def synchronizer(device: str) -> Callable[[], None]:
+    """A function that waits for all queued work on ``device`` (a no-op on the CPU)."""
+    kind = device_type(device)
+    if kind == "cuda":
+        import torch
+
+        return lambda: torch.cuda.synchronize(device)
+    if kind == "mps":
+        import torch
+
+        return torch.mps.synchronize
+    return lambda: None
+
+
+def device_name(device: str) -> str:
+    """A human name: the CUDA device's name, else the CPU model from ``/proc/cpuinfo``."""
+    kind = device_type(device)
+    if kind == "cuda":
+        import torch
+
+        return str(torch.cuda.get_device_name(device))
+    if kind == "mps":
+        return "Apple MPS"
+    return cpu_model()
+
+
+def cpu_model() -> str:
+    """The CPU model name (``/proc/cpuinfo``, else :func:`platform.processor`)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def default_threads() -> int:
+    """CPUs this process may run on (``os.sched_getaffinity``), else ``os.cpu_count()``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+_POOL_LIMITS: list[Any] = []  # keeps threadpoolctl's limiter alive for the process
+
+
+def pin_threads(threads: int) -> dict[str, Any]:
+    """Pin torch's intra-op threads and NumPy's BLAS/OpenMP pools to ``threads``.
+
+    Returns:
+        what was set, for the machine info: ``torch_threads``, ``numpy_pools``
+        (threadpoolctl's view: library, API, threads) or a note when
+        threadpoolctl is missing.
+
+    Raises:
+        ValueError: if ``threads < 1``.
+    """
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
+    info: dict[str, Any] = {"threads_requested": threads, "torch_threads": torch.get_num_threads()}
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        info["numpy_pools"] = "not pinned: threadpoolctl is not installed"
+        return info
+    _POOL_LIMITS.append(threadpool_limits(limits=threads))
+    info["numpy_pools"] = [{"library": p.get("internal_api"), "api": p.get("user_api"), "threads": p.get("num_threads"),
+                            "version": p.get("version")} for p in threadpool_info()]
+    return info
+
+
+def machine_info(devices: Iterable[str] | None = None) -> dict[str, Any]:
+    """Versions, device names, CUDA version, TF32 and matmul-precision settings, threads.
+
+    For pytest-benchmark's ``machine_info`` (the ``pytest_benchmark_update_machine_info`` hook).
+    """
+    import torch
+
+    from ..records import _git_commit
+
+    devs = list(devices) if devices is not None else available_devices()
+    info: dict[str, Any] = {
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "cuda_version": torch.version.cuda,
+        "cudnn_version": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+        "devices": {d: device_name(d) for d in devs},
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "affinity_cpus": default_threads(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+        "git_commit": _git_commit(),
+    }
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["numpy_pools"] = [{"library": p.get("internal_api"), "threads": p.get("num_threads")} for p in threadpool_info()]
+    except ImportError:
+        info["numpy_pools"] = None
+    return info
+
+
+def set_tf32(enabled: bool) -> None:
+    """Allow (or forbid) TF32 in float32 CUDA matmuls, and set the matching matmul precision."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+    torch.set_float32_matmul_precision("high" if enabled else "highest")
+
+
+# ------------------------------------------------------------------ targets
+
+
+def benchmark_inputs(size: Size, seed: int = 0) -> dict[str, np.ndarray]:
+    """Well-scaled float64 inputs: X ~ U(-1, 1), y = X W* + b* + 0.1 noise, W = W* + 0.1 perturbation.
+
+    Residuals are O(0.1 sqrt(D)), far from overflow and from subnormals in
+    every dtype (subnormals would slow CPU arithmetic and distort timings).
+    """
+    rng = np.random.default_rng(seed)
+    n, d, k = size.n, size.d, size.k
+    X = rng.uniform(-1.0, 1.0, size=(n, d))
+    W_true = rng.normal(0.0, 1.0 / math.sqrt(d), size=(d, k))
+    b_true = rng.normal(0.0, 1.0, size=k)
+    y = X @ W_true + b_true + 0.1 * rng.normal(size=(n, k))
+    W = W_true + 0.1 * rng.normal(0.0, 1.0 / math.sqrt(d), size=(d, k))
+    b = b_true + 0.1 * rng.normal(size=k)
+    return {"X": X, "y": y, "W": W, "b": b}
+
+
+def applicable(impl: Implementation, device: str, dtype: str) -> str | None:
+    """Why ``impl`` cannot be benchmarked on ``device`` in ``dtype`` (None when it can)."""
+    reason = unsupported_reason(impl.framework, device, dtype)
+    if reason is None and impl.dtypes is not None and dtype not in impl.dtypes:
+        reason = f"{impl.name} does not support {dtype}"
+    if reason is None and impl.devices is not None and device_type(device) not in impl.devices:
+        reason = f"{impl.name} does not run on {device}"
+    return reason
+
+
+@dataclass
+class StepTarget:
+    """One registered step on one size, device and dtype, ready to time.
+
+    Call :meth:`setup` (untimed) then the object itself (timed): one update
+    step with ``steps=1``, synchronized on the device before returning.
+    """
+
+    impl: Implementation
+    size: Size
+    device: str
+    dtype: str
+    inputs: dict[str, Any] = field(repr=False)
+    reference: dict[str, np.ndarray] = field(repr=False)
+    last: list[StepResult] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._sync = synchronizer(self.device)
+
+    @property
+    def bytes(self) -> int:
+        """Floor bytes (see :func:`floor_bytes`)."""
+        return floor_bytes(self.size, self.dtype)
+
+    def setup(self) -> None:
+        """Untimed, before each round: clear any ``.grad`` on the inputs and drain the device queue."""
+        for v in self.inputs.values():
+            if getattr(v, "grad", None) is not None:
+                v.grad = None
+        self._sync()
+
+    def __call__(self) -> list[StepResult]:
+        i = self.inputs
+        out = self.impl.fn(i["X"], i["y"], i["W"], i["b"], lr=LR, reduction=REDUCTION, steps=1)
+        self._sync()
+        self.last = out
+        return out
+
+    def check(self) -> str | None:
+        """Is the last result a correct step? Compared with a float64 NumPy evaluation
+        of the closed form (``harness.implementations.numpy_steps``) on the inputs as
+        rounded to the dtype: relative error of W' and grad_W under ``1e4 * u``
+        (float32/float64); shapes only for 16-bit dtypes.
+
+        Returns:
+            None when it looks right, else a message (a benchmark of a wrong step is meaningless).
+        """
+        from ..devices import to_float64
+        from ..floats import get_format
+
+        if self.last is None:
+            return "the step has not run"
+        if not isinstance(self.last, list | tuple) or len(self.last) != 1:
+            return f"expected a list of one StepResult, got {type(self.last).__name__} of length {len(self.last) if hasattr(self.last, '__len__') else '?'}"
+        res = self.last[0]
+        n, d, k = self.size.n, self.size.d, self.size.k
+        got = {"grad_W": to_float64(res.grad_W).reshape(-1), "W": to_float64(res.W).reshape(-1)}
+        for name, want in (("grad_W", d * k), ("W", d * k)):
+            if got[name].size != want:
+                return f"{name} has {got[name].size} elements, expected {want}"
+        if self.dtype not in ("float32", "float64"):
+            return None
+        X, y, W, b = (self.reference[key] for key in ("X", "y", "W", "b"))
+        R = X @ W + b - y
+        gW = (2.0 / (n * k)) * (X.T @ R)
+        Wn = W - LR * gW
+        u = get_format(self.dtype).unit_roundoff
+        for name, exact in (("grad_W", gW.reshape(-1)), ("W", Wn.reshape(-1))):
+            scale = max(float(np.max(np.abs(exact))), 1e-30)
+            err = float(np.max(np.abs(got[name] - exact))) / scale
+            if not err <= 1e4 * u:
+                return f"{name}: relative error {err:.3g} exceeds 1e4 * u = {1e4 * u:.3g} ({self.impl.name}, {self.device}, {self.dtype}, {self.size.label})"
+        return None
+
+
+def make_step_target(impl: Implementation, size: Size, device: str, dtype: str, seed: int = 0) -> StepTarget:
+    """Create the inputs directly on ``device`` in ``dtype`` and wrap the step.
+
+    Raises:
+        ValueError: if the implementation cannot run there (see :func:`applicable`).
+    """
+    reason = applicable(impl, device, dtype)
+    if reason:
+        raise ValueError(reason)
+    vals = benchmark_inputs(size, seed)
+    inputs = {key: to_framework(v, impl.framework, dtype, device) for key, v in vals.items()}
+    from ..devices import to_float64
+
+    reference = {key: to_float64(v) for key, v in inputs.items()}
+    return StepTarget(impl, size, device, dtype, inputs, reference)
+
+
+@dataclass
+class BandwidthTarget:
+    """A plain large memory operation on ``device``, timed like the step.
+
+    ``kind="read"``: ``torch.sum`` of a float32 buffer of ``nbytes`` (moves ``nbytes``).
+    ``kind="copy"``: ``dst.copy_(src)`` (moves ``2 * nbytes``: read and write).
+    """
+
+    device: str
+    kind: str
+    nbytes: int
+
+    def __post_init__(self) -> None:
+        import torch
+
+        if self.kind not in ("read", "copy"):
+            raise ValueError(f"kind must be 'read' or 'copy', got {self.kind!r}")
+        n = self.nbytes // 4
+        self._src = torch.ones(n, dtype=torch.float32, device=self.device)
+        self._dst = torch.empty_like(self._src) if self.kind == "copy" else None
+        self._sync = synchronizer(self.device)
+
+    @property
+    def bytes(self) -> int:
+        """Bytes moved by one call."""
+        return self.nbytes * (2 if self.kind == "copy" else 1)
+
+    def setup(self) -> None:
+        self._sync()
+
+    def __call__(self) -> Any:
+        if self._dst is not None:
+            self._dst.copy_(self._src)
+            out = self._dst
+        else:
+            out = self._src.sum()
+        self._sync()
+        return out
+
+
+VERIFY_METHODS = ("harness", "gradcheck", "gradcheck-fast")
+VERIFY_N = 16
+
+
+@dataclass
+class VerifyTarget:
+    """One way to verify the gradient of one case, timed end to end.
+
+    - ``harness``: :func:`harness.runner.check_case` of ``torch-seed`` on the
+      case in float64 on the CPU: the step, the exact oracle, both bounds and
+      every comparison (loss, grad_W, grad_b, W, b).
+    - ``gradcheck`` / ``gradcheck-fast``: ``torch.autograd.gradcheck`` of the
+      loss with respect to W and b (float64, defaults eps=1e-6, atol=1e-5,
+      rtol=1e-3), full Jacobian or ``fast_mode=True`` (one random projection).
+
+    Calling returns whether the verification passed.
+    """
+
+    method: str
+    d: int
+    k: int
+    n: int = VERIFY_N
+
+    def __post_init__(self) -> None:
+        import torch
+
+        from ..cases import case_from_arrays
+        from ..implementations import resolve
+
+        if self.method not in VERIFY_METHODS:
+            raise ValueError(f"method must be one of {VERIFY_METHODS}, got {self.method!r}")
+        vals = benchmark_inputs(Size(self.n, self.d, self.k), seed=1)
+        self.case = case_from_arrays(f"verify-D{self.d}-K{self.k}", vals["X"], vals["y"], vals["W"], vals["b"],
+                                     lr=LR, reduction=REDUCTION, dtypes=("float64",), tags=("bench",))
+        self.impl = resolve(["torch-seed"])[0]
+        t = {key: torch.tensor(v, dtype=torch.float64) for key, v in vals.items()}
+        self._X, self._y = t["X"], t["y"]
+        self._W = t["W"].requires_grad_(True)
+        self._b = t["b"].requires_grad_(True)
+
+    @property
+    def dk(self) -> int:
+        return self.d * self.k
+
+    def setup(self) -> None:
+        self._W.grad = None
+        self._b.grad = None
+
+    def _loss(self, W: Any, b: Any) -> Any:
+        return ((self._X @ W + b - self._y) ** 2).mean()
+
+    def __call__(self) -> bool:
+        if self.method == "harness":
+            from ..records import worst_verdict
+            from ..runner import check_case
+
+            records = check_case(self.case, self.impl, "cpu", "float64")
+            return worst_verdict(r.verdict for r in records) == "agree"
+        from torch.autograd import gradcheck
+
+        return bool(gradcheck(self._loss, (self._W, self._b), fast_mode=self.method == "gradcheck-fast"))
+
+
+# ------------------------------------------------------------------ a timer without pytest
+
+
+def plan_rounds(fn: Callable[[], Any], setup: Callable[[], Any], *, target_time: float, warmup: int = 2,
+                min_rounds: int = 3, max_rounds: int = 100_000) -> tuple[int, float]:
+    """Warm ``fn`` up and choose how many rounds fill ``target_time`` seconds.
+
+    Runs ``warmup`` untimed calls (compilation, caches, allocator), then times
+    one more.
+
+    Returns:
+        (rounds, seconds of the probe call).
+    """
+    for _ in range(warmup):
+        setup()
+        fn()
+    setup()
+    t0 = time.perf_counter()
+    fn()
+    dt = time.perf_counter() - t0
+    rounds = int(target_time / dt) if dt > 0 else max_rounds
+    return max(min_rounds, min(max_rounds, rounds)), dt
+
+
+def time_rounds(fn: Callable[[], Any], setup: Callable[[], Any], rounds: int) -> list[float]:
+    """Seconds of each of ``rounds`` calls of ``fn`` (``setup`` untimed before each)."""
+    out = []
+    for _ in range(rounds):
+        setup()
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out

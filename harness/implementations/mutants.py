@@ -1,0 +1,272 @@
+"""A catalogue of realistic buggy training steps (mutants) for ``selftest``.
+
+Each mutant is a bug seen in real training code. They are registered with
+``correct=False`` (never run by default) and ``expected`` = the verdicts that
+count as catching them: ``disagree`` for wrong formulas, ``disagree`` or
+``suspect`` for precision downgrades (the error model calls those suspect
+when they stay within the rigorous bound), ``error`` for autograd misuse that
+PyTorch itself refuses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..floats import TF32, round_to_format
+from .registry import StepResult, implementation
+from .torch_steps import _leaf, _snapshot, squared_error
+
+CAUGHT_BY_BOUND = ("disagree",)
+PRECISION = ("disagree", "suspect")
+
+
+def _scale(dtype: Any, n: int, k: int, reduction: str) -> Any:
+    return dtype.type(1.0 if reduction == "sum" else 1.0 / (n * k))
+
+
+def _numpy_loop(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, steps: int, grads: Any, update: Any = None) -> list[StepResult]:
+    """Shared loop: ``grads(R, c)`` returns (loss, gW, gb); ``update`` may replace W - lr g."""
+    n, k = y.shape
+    c = _scale(X.dtype, n, k, reduction)
+    out = []
+    for _ in range(steps):
+        R = X @ W + b - y
+        loss, gW, gb = grads(X, R, c)
+        if update is None:
+            W, b = W - lr * gW, b - lr * gb
+        else:
+            W, b = update(W, b, gW, gb)
+        out.append(StepResult(loss, gW, gb, W, b))
+    return out
+
+
+def _correct_grads(X: Any, R: Any, c: Any) -> tuple[Any, Any, Any]:
+    two = X.dtype.type(2)
+    return c * np.sum(R * R), (two * c) * (X.T @ R), (two * c) * R.sum(axis=0)
+
+
+@implementation("mutant-missing-factor-2", framework="numpy", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant", dtypes=("float64", "float32", "float16"),
+                description="gradient without the factor 2 of d(r^2)/dr")
+def missing_factor_2(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    return _numpy_loop(X, y, W, b, lr=lr, reduction=reduction, steps=steps,
+                       grads=lambda X, R, c: (c * np.sum(R * R), c * (X.T @ R), c * R.sum(axis=0)))
+
+
+@implementation("mutant-mean-for-sum", framework="numpy", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant", dtypes=("float64", "float32", "float16"),
+                description="divides by N*K although the reduction is sum (and sum where mean is meant)")
+def mean_for_sum(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    return _numpy_loop(X, y, W, b, lr=lr, reduction="mean" if reduction == "sum" else "sum", steps=steps, grads=_correct_grads)
+
+
+@implementation("mutant-mean-over-rows-only", framework="numpy", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant", dtypes=("float64", "float32", "float16"),
+                description="mean divides by N (rows) instead of N*K elements")
+def mean_over_rows(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    n = y.shape[0]
+    cN = X.dtype.type(1.0 / n)
+    two = X.dtype.type(2)
+
+    def grads(X: Any, R: Any, c: Any) -> tuple[Any, Any, Any]:
+        cc = c if reduction == "sum" else cN
+        return cc * np.sum(R * R), (two * cc) * (X.T @ R), (two * cc) * R.sum(axis=0)
+
+    return _numpy_loop(X, y, W, b, lr=lr, reduction=reduction, steps=steps, grads=grads)
+
+
+@implementation("mutant-sign-flip", framework="numpy", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant", dtypes=("float64", "float32", "float16"),
+                description="residual taken as y - prediction in the gradient: gradient ascent")
+def sign_flip(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    def grads(X: Any, R: Any, c: Any) -> tuple[Any, Any, Any]:
+        loss, gW, gb = _correct_grads(X, R, c)
+        return loss, -gW, -gb
+
+    return _numpy_loop(X, y, W, b, lr=lr, reduction=reduction, steps=steps, grads=grads)
+
+
+@implementation("mutant-bias-grad-not-summed", framework="numpy", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant", dtypes=("float64", "float32", "float16"),
+                description="bias gradient averaged over the batch instead of summed")
+def bias_not_summed(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    def grads(X: Any, R: Any, c: Any) -> tuple[Any, Any, Any]:
+        loss, gW, _ = _correct_grads(X, R, c)
+        return loss, gW, (X.dtype.type(2) * c) * R.mean(axis=0)
+
+    return _numpy_loop(X, y, W, b, lr=lr, reduction=reduction, steps=steps, grads=grads)
+
+
+@implementation("mutant-lr-applied-twice", framework="numpy", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant", dtypes=("float64", "float32", "float16"),
+                description="the update is applied twice per step")
+def lr_twice(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    def update(W: Any, b: Any, gW: Any, gb: Any) -> tuple[Any, Any]:
+        W, b = W - lr * gW, b - lr * gb
+        return W - lr * gW, b - lr * gb
+
+    return _numpy_loop(X, y, W, b, lr=lr, reduction=reduction, steps=steps, grads=_correct_grads, update=update)
+
+
+@implementation("mutant-bias-not-updated", framework="numpy", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant", dtypes=("float64", "float32", "float16"),
+                description="b is left out of the update")
+def bias_not_updated(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    return _numpy_loop(X, y, W, b, lr=lr, reduction=reduction, steps=steps, grads=_correct_grads,
+                       update=lambda W, b, gW, gb: (W - lr * gW, b))
+
+
+@implementation("mutant-float16-accumulation", framework="numpy", correct=False, expected=PRECISION, kind="mutant", dtypes=("float64", "float32"),
+                description="float16 accumulation inside a float32/float64 computation")
+def float16_accumulation(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    dt = X.dtype
+
+    def half_dot(A: Any, B: Any) -> Any:
+        # products and running sums rounded to float16, as a half-precision accumulator does
+        acc = np.zeros((A.shape[0], B.shape[1]), dtype=np.float16)
+        for i in range(A.shape[1]):
+            acc = (acc + np.outer(A[:, i], B[i, :]).astype(np.float16)).astype(np.float16)
+        return acc.astype(dt)
+
+    n, k = y.shape
+    c = _scale(dt, n, k, reduction)
+    out = []
+    for _ in range(steps):
+        R = half_dot(X, W) + b - y
+        loss = c * np.sum(R * R)
+        gW = (dt.type(2) * c) * half_dot(X.T, R)
+        gb = (dt.type(2) * c) * R.sum(axis=0)
+        W, b = W - lr * gW, b - lr * gb
+        out.append(StepResult(loss, gW, gb, W, b))
+    return out
+
+
+@implementation("mutant-tf32-inputs", framework="numpy", correct=False, expected=PRECISION, kind="mutant", dtypes=("float32",),
+                description="matmul inputs rounded to 10 mantissa bits (as TF32 does) in a float32 step")
+def tf32_inputs(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    def t(a: Any) -> Any:
+        return round_to_format(a.astype(np.float64), TF32).astype(np.float32)
+
+    n, k = y.shape
+    c = _scale(X.dtype, n, k, reduction)
+    two = np.float32(2)
+    out = []
+    for _ in range(steps):
+        R = t(X) @ t(W) + b - y
+        loss = c * np.sum(R * R)
+        gW = (two * c) * (t(X).T @ t(R))
+        gb = (two * c) * R.sum(axis=0)
+        W, b = W - lr * gW, b - lr * gb
+        out.append(StepResult(loss, gW, gb, W, b))
+    return out
+
+
+# ------------------------------------------------------------------ torch mutants
+
+
+@implementation("mutant-target-broadcast", framework="torch", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
+                description="y flattened to (N,): prediction (N, 1) - y broadcasts to (N, N)")
+def target_broadcast(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    W, b = _leaf(W), _leaf(b)
+    yf = y.reshape(-1)
+    out = []
+    for _ in range(steps):
+        loss = squared_error(X @ W + b, yf if y.shape[1] == 1 else y, reduction)
+        loss.backward()
+        assert W.grad is not None and b.grad is not None
+        gW, gb = W.grad.clone(), b.grad.clone()
+        with torch.no_grad():
+            W -= lr * W.grad
+            b -= lr * b.grad
+        out.append(_snapshot(loss, W, b, gW, gb))
+        W.grad = None
+        b.grad = None
+    return out
+
+
+@implementation("mutant-grad-never-reset", framework="torch", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
+                description=".grad is never reset: gradients accumulate across steps")
+def grad_never_reset(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    W, b = _leaf(W), _leaf(b)
+    out = []
+    for _ in range(steps):
+        loss = squared_error(X @ W + b, y, reduction)
+        loss.backward()
+        assert W.grad is not None and b.grad is not None
+        gW, gb = W.grad.clone(), b.grad.clone()
+        with torch.no_grad():
+            W -= lr * W.grad
+            b -= lr * b.grad
+        out.append(_snapshot(loss, W, b, gW, gb))
+    return out
+
+
+@implementation("mutant-stale-gradient", framework="torch", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
+                description="the update uses the previous step's gradient")
+def stale_gradient(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    W, b = _leaf(W), _leaf(b)
+    prev: tuple[torch.Tensor, torch.Tensor] | None = None
+    out = []
+    for _ in range(steps):
+        loss = squared_error(X @ W + b, y, reduction)
+        loss.backward()
+        assert W.grad is not None and b.grad is not None
+        gW, gb = W.grad.clone(), b.grad.clone()
+        uW, ub = prev if prev is not None else (gW, gb)
+        with torch.no_grad():
+            W -= lr * uW
+            b -= lr * ub
+        prev = (gW, gb)
+        out.append(_snapshot(loss, W, b, gW, gb))
+        W.grad = None
+        b.grad = None
+    return out
+
+
+@implementation("mutant-update-with-grad-mode", framework="torch", correct=False, expected=("error",), kind="mutant",
+                description="in-place update of the leaf outside torch.no_grad()")
+def update_with_grad_mode(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    W, b = _leaf(W), _leaf(b)
+    out = []
+    for _ in range(steps):
+        loss = squared_error(X @ W + b, y, reduction)
+        loss.backward()
+        assert W.grad is not None and b.grad is not None
+        gW, gb = W.grad.clone(), b.grad.clone()
+        W -= lr * W.grad  # raises: a leaf Variable that requires grad is used in an in-place operation
+        b -= lr * b.grad
+        out.append(_snapshot(loss, W, b, gW, gb))
+        W.grad = None
+        b.grad = None
+    return out
+
+
+@implementation("mutant-replaced-leaf", framework="torch", correct=False, expected=("error",), kind="mutant",
+                description="W = W - lr * W.grad replaces the leaf: .grad is None from step 2 on")
+def replaced_leaf(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    W, b = _leaf(W), _leaf(b)
+    out = []
+    for _ in range(max(steps, 2)):
+        loss = squared_error(X @ W + b, y, reduction)
+        loss.backward()
+        gW, gb = W.grad, b.grad
+        W = W - lr * W.grad  # type: ignore[operator]  # a new, non-leaf tensor
+        b = b - lr * b.grad  # type: ignore[operator]
+        out.append(_snapshot(loss, W, b, gW, gb))  # type: ignore[arg-type]
+    return out[:steps]
+
+
+@implementation("mutant-loss-half-precision", framework="torch", correct=False, expected=PRECISION, kind="mutant", dtypes=("float64", "float32"),
+                description="forward pass autocast to bfloat16 inside a float32/float64 step")
+def loss_half_precision(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    W, b = _leaf(W), _leaf(b)
+    out = []
+    for _ in range(steps):
+        pred = (X.to(torch.bfloat16) @ W.to(torch.bfloat16)).to(X.dtype) + b
+        loss = squared_error(pred, y, reduction)
+        loss.backward()
+        assert W.grad is not None and b.grad is not None
+        gW, gb = W.grad.clone(), b.grad.clone()
+        with torch.no_grad():
+            W -= lr * W.grad
+            b -= lr * b.grad
+        out.append(_snapshot(loss, W, b, gW, gb))
+        W.grad = None
+        b.grad = None
+    return out

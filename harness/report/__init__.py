@@ -1,0 +1,159 @@
+"""The HTML agreement report: one self-contained page rendered from results files.
+
+``render_report(["cpu.jsonl", "gpu.jsonl"], "reports/agreement.html")`` merges
+any number of JSON-lines results files (one per machine or shard) into one
+HTML file with no external resources (inline CSS, a small inline script,
+figures as inline SVG, formulas as presentation MathML). Rows are rendered on
+the server (here), so the page needs no script to show its content; the
+script only filters, sorts, pages and opens drill-downs.
+
+Everything taken from the data (case ids, messages, environment values) is
+escaped by Jinja2's autoescaping. The file is written atomically: a temporary
+file in the same folder, renamed over the target once complete.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from markupsafe import Markup
+
+from ..records import VERDICTS
+from .model import ReportModel, build_model, environment_table, fmt_num
+
+__all__ = ["ExtraSection", "ReportModel", "build_model", "render_html", "render_report"]
+
+#: Cell and badge colour per verdict (background, text).
+VERDICT_COLOURS = {
+    "agree": ("#d7f0dc", "#0b5b1e"),
+    "unsupported": ("#e4e4e4", "#444444"),
+    "overflow": ("#e3dcf5", "#43307a"),
+    "suspect": ("#fdeab8", "#6b4b00"),
+    "invalid-input": ("#f7d9c4", "#7a3410"),
+    "disagree": ("#f8cfcc", "#8c1d18"),
+    "error": ("#b3261e", "#ffffff"),
+}
+
+
+@dataclass
+class ExtraSection:
+    """An extra section appended to the report (e.g. benchmark figures).
+
+    ``html`` is trusted markup (an inline SVG from matplotlib, a table built
+    with escaping): it is inserted as is. ``title`` is escaped.
+    """
+
+    title: str
+    html: str
+    id: str = ""
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("harness.report", "templates"),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["num"] = fmt_num
+    env.filters["bits"] = fmt_bits
+    env.globals["VERDICTS"] = VERDICTS
+    env.globals["COLOURS"] = VERDICT_COLOURS
+    return env
+
+
+def fmt_bits(x: float | None) -> str:
+    """Bits of error with two decimals (``"-"`` for none)."""
+    return "-" if x is None else f"{x:.2f}"
+
+
+def _derivations(reductions: Sequence[str]) -> list[tuple[str, list[tuple[str, Markup]]]]:
+    from ..symbolic import derive
+
+    out = []
+    for red in reductions:
+        ml = derive(red).mathml()
+        # SymPy's presentation printer output, not data from a results file: trusted markup.
+        out.append((red, [(q, Markup(m)) for q, m in ml.items()]))
+    return out
+
+
+def render_html(model: ReportModel, *, title: str = "Agreement report",
+                extra_sections: Iterable[ExtraSection | tuple[str, str]] = ()) -> str:
+    """Render the report page for ``model`` (see :func:`build_model`) and return the HTML text."""
+    from .plots import bits_of_error_plot, bound_tightness_plot, drift_plot
+
+    plots = [
+        ("bits", "Bits of error", bits_of_error_plot(model.records),
+         "Per implementation and dtype: box from the first to the third quartile, line at the median, whiskers at the minimum and maximum."),
+        ("bounds", "Error against the rigorous bound", bound_tightness_plot(model.records),
+         "Worst error of each record divided by its rigorous forward error bound (log10). Right of the dashed line is a disagree; far to the left means the bound is loose."),
+        ("drift", "Trajectory drift", drift_plot(model.records),
+         "How far W and b have moved from the exact trajectory (exact updates from the initial inputs) after each step, in ULPs, worst case per implementation, device and dtype."),
+    ]
+    extras = [s if isinstance(s, ExtraSection) else ExtraSection(s[0], s[1]) for s in extra_sections]
+    page = _env().get_template("report.html.j2")
+    return page.render(
+        m=model, title=title, env_table=environment_table(model.environments), generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        derivations=_derivations(model.reductions),
+        plots=[(pid, t, Markup(svg) if svg else None, cap) for pid, t, svg, cap in plots],
+        extras=[(e.id or f"extra-{i}", e.title, Markup(e.html)) for i, e in enumerate(extras)],
+    )
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and a rename.
+
+    A crash or an exception leaves either the old file or the new one, never a
+    half-written one, and no temporary file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is for everyone to read
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def render_report(results_paths: Iterable[str | Path], out_path: str | Path, *, title: str = "Agreement report",
+                  extra_sections: Iterable[ExtraSection | tuple[str, str]] = ()) -> Path:
+    """Merge results files into one self-contained HTML report, written atomically.
+
+    Args:
+        results_paths: JSON-lines results files (from ``check``, the pytest
+            plugin, several machines or shards).
+        out_path: the HTML file to write (folders are created).
+        title: page title.
+        extra_sections: more sections appended after the figures, as
+            :class:`ExtraSection` or ``(title, html)`` pairs; ``html`` is
+            trusted markup (e.g. benchmark figures as inline SVG).
+
+    Returns:
+        ``out_path`` as a Path. Unreadable lines of the results files (a run cut
+        off mid-line) are skipped; the page lists them as warnings, and
+        :func:`build_model` returns them too.
+
+    Raises:
+        UsageError: if a results file is missing or unreadable (named in the message).
+    """
+    model = build_model(list(results_paths))
+    return write_atomic(out_path, render_html(model, title=title, extra_sections=extra_sections))

@@ -1,0 +1,347 @@
+"""What the HTML report shows, computed from results files (a view of the records, never a source of truth).
+
+:func:`build_model` reads one or more JSON-lines results files (see
+:mod:`harness.records`) and aggregates them into plain Python structures that
+the template renders: verdict counts, the environment of every machine, the
+agreement matrix (implementation x device x dtype), one row per *run* (case x
+implementation x device x dtype) with the records worth drilling into, and the
+seed notebook case step by step.
+
+Units: ``bits_of_error = log2(1 + ulp_error)`` where ``ulp_error`` counts ULPs
+of the record's dtype; ``bound_ratio`` is the worst absolute error divided by
+the rigorous (Higham, ch. 3) forward error bound, ``expected_ratio`` the same
+for the probabilistic (Higham and Mary 2019) bound.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ..records import SEVERITY, VERDICTS, Record, read_jsonl, worst_verdict
+
+#: Records kept in the drill-down of one run: every record that does not
+#: agree (up to this many), plus the worst record of each quantity.
+MAX_DETAIL_PER_RUN = 25
+#: Detail lines in the whole report; past this, runs show their summary row only.
+MAX_DETAIL_TOTAL = 20_000
+
+#: Environment keys shown first, in this order, with their labels.
+ENV_FIELDS: tuple[tuple[str, str], ...] = (
+    ("hostname", "host"),
+    ("time", "time"),
+    ("git_commit", "git commit"),
+    ("python", "Python"),
+    ("torch", "torch"),
+    ("numpy", "NumPy"),
+    ("sympy", "SymPy"),
+    ("platform", "platform"),
+    ("cpu", "CPU"),
+    ("cpu_count", "CPU cores"),
+    ("torch_threads", "torch threads"),
+    ("cuda_available", "CUDA available"),
+    ("cuda_version", "CUDA version"),
+    ("cuda_devices", "GPUs"),
+    ("cuda_matmul_allow_tf32", "TF32 matmul"),
+    ("cudnn_allow_tf32", "TF32 cuDNN"),
+    ("float32_matmul_precision", "float32 matmul precision"),
+    ("tf32_option", "--tf32"),
+    ("matmul_precision_option", "--matmul-precision"),
+    ("mps_available", "MPS available"),
+    ("argv", "command"),
+)
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def fmt_num(x: float | None, digits: int = 3) -> str:
+    """Short human form of a float: ``"-"`` for None, ``"inf"``/``"nan"`` kept, else ``digits`` significant digits."""
+    if x is None:
+        return "-"
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    if x == 0:
+        return "0"
+    ax = abs(x)
+    if 1e-3 <= ax < 1e5:
+        return f"{x:.{digits}g}" if ax < 1 else f"{x:.{max(digits - 1, 1)}f}".rstrip("0").rstrip(".")
+    return f"{x:.{max(digits - 1, 0)}e}"
+
+
+@dataclass
+class Environment:
+    """One machine's environment record, as (label, value) pairs for display."""
+
+    source: str
+    fields: list[tuple[str, str]]
+    extra: list[tuple[str, str]]
+
+    @property
+    def title(self) -> str:
+        host = dict(self.fields).get("host", "?")
+        return f"{host} ({Path(self.source).name})"
+
+    @property
+    def summary(self) -> str:
+        """One line: host, torch, GPUs, threads, TF32 and matmul precision, commit."""
+        f = dict(self.fields)
+        parts = [f"torch {f.get('torch', '-')}", f"Python {f.get('Python', '-')}",
+                 f"CPU {f.get('CPU', '-')} x{f.get('CPU cores', '?')} ({f.get('torch threads', '?')} threads)",
+                 f"GPUs: {f.get('GPUs', 'none')}"]
+        if "TF32 matmul" in f:
+            parts.append(f"TF32 matmul {f['TF32 matmul']}")
+        parts.append(f"matmul precision {f.get('float32 matmul precision', '-')}")
+        commit = f.get("git commit", "-")
+        parts.append(f"commit {commit[:10]}")
+        return ", ".join(parts)
+
+
+def environment_table(envs: Sequence[Environment]) -> list[tuple[str, list[str]]]:
+    """Rows of a machines-as-columns table: (label, one value per environment; ``""`` where absent)."""
+    labels: list[str] = []
+    for e in envs:
+        for k, _ in [*e.fields, *e.extra]:
+            if k not in labels:
+                labels.append(k)
+    order = {label: i for i, (_, label) in enumerate(ENV_FIELDS)}
+    labels.sort(key=lambda k: order.get(k, len(order)))
+    maps = [dict([*e.fields, *e.extra]) for e in envs]
+    return [(k, [m.get(k, "") for m in maps]) for k in labels]
+
+
+@dataclass
+class Cell:
+    """One agreement-matrix cell: all records of one implementation, device and dtype."""
+
+    verdict: str
+    worst_bits: float | None
+    n: int
+    counts: dict[str, int]
+
+    @property
+    def label(self) -> str:
+        return "-" if self.worst_bits is None else f"{self.worst_bits:.2f}"
+
+
+@dataclass
+class Run:
+    """All records of one case, implementation, device and dtype (one summary row).
+
+    ``details`` are the records worth reading (every non-agree record up to
+    :data:`MAX_DETAIL_PER_RUN`, then the worst of each quantity; for a run that
+    agrees throughout, its worst record only); ``omitted`` counts the records
+    of the run left out of the drill-down; ``quantity_bits`` gives the worst
+    bits of error of each quantity (``"loss 1.23, grad_W 4.56, ..."``).
+    """
+
+    case: str
+    implementation: str
+    device: str
+    dtype: str
+    n: int
+    verdict: str
+    verdicts: list[str]
+    counts: dict[str, int]
+    worst_bits: float | None
+    max_ulp: float | None
+    max_bound_ratio: float | None
+    worst_quantity: str
+    steps: int
+    repro: str
+    details: list[Record] = field(default_factory=list)
+    omitted: int = 0
+    messages: list[str] = field(default_factory=list)
+    quantity_bits: str = ""
+
+    @property
+    def severity(self) -> int:
+        return SEVERITY.get(self.verdict, len(VERDICTS))
+
+
+@dataclass
+class SeedTable:
+    """The seed notebook case for one implementation, device and dtype: one row per step and quantity."""
+
+    implementation: str
+    device: str
+    dtype: str
+    rows: list[Record]
+
+
+@dataclass
+class ReportModel:
+    """Everything the template needs (see :func:`build_model`)."""
+
+    sources: list[str]
+    environments: list[Environment]
+    warnings: list[str]
+    records: list[Record]
+    counts: dict[str, int]
+    implementations: list[str]
+    devices: list[str]
+    dtypes: list[str]
+    device_dtypes: list[tuple[str, str]]
+    matrix: dict[tuple[str, str, str], Cell]
+    runs: list[Run]
+    cases: list[str]
+    reductions: list[str]
+    seed: list[SeedTable]
+    detail_total: int
+    detail_capped: bool
+
+
+def _sort_dtype(dt: str) -> tuple[int, str]:
+    order = {"float64": 0, "float32": 1, "tf32": 2, "bfloat16": 3, "float16": 4}
+    return (order.get(dt, 9), dt)
+
+
+def _sort_device(dev: str) -> tuple[int, str]:
+    return (0 if dev == "cpu" else 1, dev)
+
+
+def _env_value(v: Any) -> str:
+    if isinstance(v, list):
+        return ", ".join(str(x) for x in v) if v else "none"
+    if v is None:
+        return "-"
+    return str(v)
+
+
+def environment_of(env: dict[str, Any], source: str) -> Environment:
+    """Display form of one environment record (known keys first, then any others)."""
+    known = {k for k, _ in ENV_FIELDS}
+    fields = [(label, _env_value(env[k])) for k, label in ENV_FIELDS if k in env]
+    extra = [(k, _env_value(v)) for k, v in env.items() if k not in known and k != "kind"]
+    return Environment(source, fields, extra)
+
+
+def _bits_key(r: Record) -> float:
+    b = _finite(r.bits_of_error)
+    return -1.0 if b is None else b
+
+
+def _run_of(key: tuple[str, str, str, str], recs: list[Record]) -> Run:
+    case, impl, dev, dt = key
+    counts = Counter(r.verdict for r in recs)
+    bits = [b for r in recs if (b := _finite(r.bits_of_error)) is not None]
+    ulps = [u for r in recs if (u := _finite(r.max_ulp_error)) is not None]
+    ratios = [u for r in recs if (u := _finite(r.bound_ratio)) is not None]
+    verdict = worst_verdict(counts)
+    worst = max(recs, key=lambda r: (SEVERITY.get(r.verdict, 0), _bits_key(r)))
+    notable = [r for r in recs if r.verdict != "agree"]
+    notable.sort(key=lambda r: (-SEVERITY.get(r.verdict, 0), -_bits_key(r), r.step))
+    chosen: list[Record] = notable[:MAX_DETAIL_PER_RUN]
+    seen = {id(r) for r in chosen}
+    best_per_q: dict[str, Record] = {}
+    for r in recs:
+        cur = best_per_q.get(r.quantity)
+        if cur is None or _bits_key(r) > _bits_key(cur):
+            best_per_q[r.quantity] = r
+    # a run that agrees throughout lists its worst record only (the summary gives the worst bits of
+    # each quantity); one that does not also lists the worst record of each quantity for comparison
+    extra = list(best_per_q.values()) if notable else [max(recs, key=_bits_key)]
+    for r in extra:
+        if id(r) not in seen:
+            chosen.append(r)
+            seen.add(id(r))
+    worst_bits_per_q = {q: _finite(r.bits_of_error) for q, r in best_per_q.items()}
+    messages = sorted({r.message for r in recs if r.message})[:5]
+    return Run(
+        case=case, implementation=impl, device=dev, dtype=dt, n=len(recs), verdict=verdict,
+        verdicts=[v for v in VERDICTS if counts[v]] + sorted(v for v in counts if v not in SEVERITY),
+        counts=dict(counts), worst_bits=max(bits) if bits else None, max_ulp=max(ulps) if ulps else None,
+        max_bound_ratio=max(ratios) if ratios else None, worst_quantity=worst.quantity,
+        steps=max((r.step for r in recs), default=0), repro=next((r.repro for r in recs if r.repro), ""),
+        details=chosen, omitted=len(recs) - len(chosen), messages=messages,
+        quantity_bits=", ".join(f"{q} {'-' if b is None else f'{b:.2f}'}" for q, b in worst_bits_per_q.items()),
+    )
+
+
+def build_model(results_paths: Sequence[str | Path] | Iterable[str | Path]) -> ReportModel:
+    """Read and aggregate results files for the report.
+
+    Args:
+        results_paths: JSON-lines results files (``harness check --results``),
+            from one or several machines; their records are merged.
+
+    Returns:
+        the :class:`ReportModel`. Lines that could not be read (a file cut off
+        mid-line by an interrupted run) are skipped and named in ``warnings``
+        (``"path:line: ..."``).
+
+    Raises:
+        UsageError: if a file does not exist or cannot be read (the message names it).
+    """
+    sources: list[str] = []
+    envs: list[Environment] = []
+    warnings: list[str] = []
+    records: list[Record] = []
+    for p in results_paths:
+        try:
+            res = read_jsonl(p)
+        except FileNotFoundError as exc:
+            raise UsageError(f"{p}: results file not found") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{p}: cannot read results file ({exc})") from exc
+        sources.append(str(p))
+        envs.extend(environment_of(e, str(p)) for e in res.environments)
+        if not res.environments:
+            warnings.append(f"{p}: no environment record (the first line of a results file describes the machine)")
+        warnings.extend(res.warnings)
+        records.extend(res.records)
+
+    counts = Counter(r.verdict for r in records)
+    impls = sorted({r.implementation for r in records})
+    devices = sorted({r.device for r in records}, key=_sort_device)
+    dtypes = sorted({r.dtype for r in records}, key=_sort_dtype)
+    device_dtypes = sorted({(r.device, r.dtype) for r in records}, key=lambda t: (_sort_device(t[0]), _sort_dtype(t[1])))
+
+    cell_recs: dict[tuple[str, str, str], list[Record]] = defaultdict(list)
+    run_recs: dict[tuple[str, str, str, str], list[Record]] = defaultdict(list)
+    for r in records:
+        cell_recs[(r.implementation, r.device, r.dtype)].append(r)
+        run_recs[(r.case, r.implementation, r.device, r.dtype)].append(r)
+    matrix: dict[tuple[str, str, str], Cell] = {}
+    for key, recs in cell_recs.items():
+        c = Counter(r.verdict for r in recs)
+        bits = [b for r in recs if (b := _finite(r.bits_of_error)) is not None]
+        matrix[key] = Cell(worst_verdict(c), max(bits) if bits else None, len(recs), dict(c))
+
+    runs = [_run_of(k, v) for k, v in run_recs.items()]
+    runs.sort(key=lambda u: (-u.severity, -(u.worst_bits if u.worst_bits is not None else -1.0), u.case, u.implementation, u.device, u.dtype))
+    total = 0
+    capped = False
+    for u in runs:
+        if total + len(u.details) > MAX_DETAIL_TOTAL:
+            u.omitted += len(u.details)
+            u.details = []
+            capped = True
+        total += len(u.details)
+
+    seed: list[SeedTable] = []
+    seed_recs: dict[tuple[str, str, str], list[Record]] = defaultdict(list)
+    for r in records:
+        if r.case == "seed":
+            seed_recs[(r.implementation, r.device, r.dtype)].append(r)
+    qorder = {q: i for i, q in enumerate(("loss", "grad_W", "grad_b", "W", "b"))}
+    # the notebook itself first: torch-seed in float32 on the CPU
+    for (impl, dev, dt), recs in sorted(seed_recs.items(), key=lambda kv: (kv[0][0] != "torch-seed", kv[0][2] != "float32",
+                                                                         _sort_device(kv[0][1]), _sort_dtype(kv[0][2]), kv[0][0])):
+        recs.sort(key=lambda r: (r.step, qorder.get(r.quantity, 9)))
+        seed.append(SeedTable(impl, dev, dt, recs))
+
+    reductions = sorted({r.reduction for r in records if r.reduction in ("sum", "mean")}) or ["sum", "mean"]
+    return ReportModel(
+        sources=sources, environments=envs, warnings=warnings, records=records,
+        counts={v: counts[v] for v in VERDICTS if counts[v]} | {v: n for v, n in counts.items() if v not in SEVERITY},
+        implementations=impls, devices=devices, dtypes=dtypes, device_dtypes=device_dtypes,
+        matrix=matrix, runs=runs, cases=sorted({r.case for r in records}), reductions=reductions,
+        seed=seed, detail_total=total, detail_capped=capped,
+    )

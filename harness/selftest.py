@@ -1,0 +1,113 @@
+"""The selftest: does the harness catch real bugs, without false alarms?
+
+Runs every mutant of :mod:`harness.implementations.mutants` and every correct
+built-in implementation over the default cases. A mutant is *caught* when at
+least one of its records has one of the verdicts it declares (``disagree`` for
+wrong formulas, ``disagree``/``suspect`` for precision downgrades, ``error``
+for autograd misuse PyTorch refuses). A *false alarm* is a ``suspect``,
+``disagree`` or ``error`` verdict on a correct implementation.
+
+The mutation score is caught / mutants. The selftest passes only at 100% with
+zero false alarms.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .cases import Case
+from .implementations import REGISTRY, Implementation, load_builtins, load_mutants
+from .records import Record
+from .runner import RunOptions, verify
+
+ALARMS = ("suspect", "disagree", "error")
+
+
+@dataclass
+class MutantResult:
+    """How one mutant fared: caught or not, where, and its verdict counts."""
+
+    name: str
+    description: str
+    expected: tuple[str, ...]
+    caught: bool
+    caught_by: str = ""
+    verdicts: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class SelftestResult:
+    mutants: list[MutantResult]
+    false_alarms: list[Record]
+    correct_records: int
+
+    @property
+    def score(self) -> float:
+        return sum(m.caught for m in self.mutants) / len(self.mutants) if self.mutants else 0.0
+
+    @property
+    def passed(self) -> bool:
+        return all(m.caught for m in self.mutants) and not self.false_alarms
+
+
+def run_selftest(
+    cases: Sequence[Case],
+    *,
+    dtypes: Sequence[str] | None = None,
+    options: RunOptions | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> SelftestResult:
+    """Run the mutants (stopping at the first case that catches each) and the correct implementations.
+
+    Args:
+        cases: the cases (the selftest uses every default case).
+        dtypes: dtypes to run (None = each case's own).
+        options: run options (the trajectory is skipped for speed unless set).
+        progress: called with a line of text after each implementation.
+    """
+    load_builtins()
+    load_mutants()
+    opts = options or RunOptions(trajectory=False)
+    mutants = [i for i in REGISTRY.values() if i.kind == "mutant"]
+    correct = [i for i in REGISTRY.values() if i.correct]
+    results: list[MutantResult] = []
+    for m in mutants:
+        res = MutantResult(m.name, m.description, m.expected, caught=False)
+        for case in cases:
+            recs = verify([case], [m], dtypes=dtypes, options=opts)
+            res.verdicts.update(r.verdict for r in recs)
+            hit = next((r for r in recs if r.verdict in m.expected), None)
+            if hit is not None:
+                res.caught = True
+                res.caught_by = f"{hit.verdict} on {hit.case} ({hit.dtype}, {hit.quantity}, step {hit.step})"
+                break
+        results.append(res)
+        if progress:
+            progress(f"{m.name}: {'caught, ' + res.caught_by if res.caught else 'NOT CAUGHT'}")
+    alarms: list[Record] = []
+    n_correct = 0
+    for impl in correct:
+        recs = verify(cases, [impl], dtypes=dtypes, options=opts)
+        n_correct += len(recs)
+        bad = [r for r in recs if r.verdict in ALARMS]
+        alarms.extend(bad)
+        if progress:
+            progress(f"{impl.name} (correct): {len(recs)} records, {len(bad)} false alarm(s)")
+    return SelftestResult(results, alarms, n_correct)
+
+
+def format_selftest(res: SelftestResult, mutants: Sequence[Implementation] | None = None) -> str:
+    """The selftest report: one line per mutant, the false alarms, and the score."""
+    lines = ["mutant                              expected            result"]
+    for m in res.mutants:
+        lines.append(f"{m.name:35s} {'/'.join(m.expected):19s} {'caught: ' + m.caught_by if m.caught else 'NOT CAUGHT ' + dict(m.verdicts).__repr__()}")
+    lines.append("")
+    caught = sum(m.caught for m in res.mutants)
+    lines.append(f"mutation score: {caught}/{len(res.mutants)} = {100 * res.score:.1f}%")
+    lines.append(f"false alarms on correct implementations: {len(res.false_alarms)} of {res.correct_records} records")
+    for r in res.false_alarms[:20]:
+        lines.append(f"  {r.verdict}: {r.implementation} {r.case} {r.device} {r.dtype} {r.quantity} step {r.step}: {r.message}")
+    lines.append("selftest " + ("PASSED" if res.passed else "FAILED"))
+    return "\n".join(lines)
