@@ -172,7 +172,23 @@ def check_case(
                                    impl.error_model))
         prev_W, prev_b = out["W"], out["b"]
         prev_out = out
+    _mark_known_bug(records, impl, device, dtype)
     return records
+
+
+#: Prefix of the message of a failing record explained by a known framework bug.
+KNOWN_BUG = "known framework bug: "
+
+
+def _mark_known_bug(records: list[Record], impl: Implementation, device: str, dtype: str) -> None:
+    """Name a known framework bug in the messages of failing records (verdicts unchanged)."""
+    failing = [r for r in records if r.verdict in ("suspect", "disagree", "error")]
+    if not failing or impl.known_bug is None:
+        return
+    reason = impl.known_bug(device, dtype)
+    if reason:
+        for r in failing:
+            r.message = f"{KNOWN_BUG}{reason}; {r.message}"
 
 
 def _call_with_settings(impl: Implementation, inputs: Mapping[str, Any], lr: float, case: Case, device: str, opts: RunOptions) -> Any:

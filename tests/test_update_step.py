@@ -178,3 +178,30 @@ def test_torch_compile_agrees_on_the_seed():
     assert {r.verdict for r in recs} == {"agree"}
     w1 = next(r for r in recs if r.quantity == "W" and r.step == 1)
     assert w1.computed == "2.1600000858306885"  # the notebook's eager value, to the bit
+
+
+# ---------------------------------------------------------------- a bug in PyTorch itself
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_fused_sgd_skips_half_precision_updates_on_cpu(dtype):
+    """pytorch/pytorch#191763: fused SGD on the CPU does not update the full SIMD blocks of
+    a float16/bfloat16 parameter (torch 2.12 and 2.13). Minimal case: one row of 16 ones,
+    W = 16 ones, y = 0, sum reduction, lr = 1/64: grad_W = 2 (16 - 0) = 32 per element, so
+    W should become 1 - 0.5 = 0.5; the fused step leaves it at 1. The for-loop and foreach
+    forms agree. On a torch without the bug, the fused form agrees too."""
+    from harness.implementations.torch_steps import fused_sgd_skips_lowp_updates
+
+    case = make_case("fused-sgd-lowp", [[1.0] * 16], [[0.0]], [[1.0]] * 16, [0.0], lr="0.015625", reduction="sum",
+                     dtypes=[dtype])
+    recs = verify([case], ["torch-optim-sgd-fused", "torch-optim-sgd", "torch-optim-sgd-foreach"], dtypes=[dtype])
+    assert {r.verdict for r in recs if r.implementation != "torch-optim-sgd-fused"} == {"agree"}
+    fused = {r.quantity: r for r in recs if r.implementation == "torch-optim-sgd-fused"}
+    assert fused["grad_W"].verdict == "agree" and fused["grad_W"].computed == "32.0"
+    assert fused["W"].exact == "0.5"
+    if fused_sgd_skips_lowp_updates(dtype):
+        assert fused["W"].verdict == "disagree" and fused["W"].computed == "1.0"
+        assert fused["W"].message.startswith("known framework bug: fused SGD on the CPU skips the update")
+        assert "pytorch/pytorch#191763" in fused["W"].message and "skipped update: W is unchanged" in fused["W"].message
+        assert fused["b"].verdict == "agree"  # b has one element: the scalar tail of the kernel updates it
+    else:
+        assert fused["W"].verdict == "agree"

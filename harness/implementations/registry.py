@@ -65,6 +65,10 @@ class Implementation:
             implementation is graded against, for one that is not a standard
             evaluation in its dtype (``finite-differences``); None = the standard
             forward error model.
+        known_bug: ``known_bug(device, dtype)`` describes a known bug of the
+            framework that makes this pair fail (None if none): failing records
+            keep their verdict and their message names the bug; the selftest
+            does not count them as false alarms.
     """
 
     name: str
@@ -78,6 +82,7 @@ class Implementation:
     kind: str = "builtin"
     default: bool = True
     error_model: Callable[..., Any] | None = None
+    known_bug: Callable[[str, str], str | None] | None = None
 
 
 REGISTRY: dict[str, Implementation] = {}
@@ -95,6 +100,7 @@ def implementation(
     kind: str = "plugin",
     default: bool = True,
     error_model: Callable[..., Any] | None = None,
+    known_bug: Callable[[str, str], str | None] | None = None,
 ) -> Callable[[StepFn], StepFn]:
     """Register a step function under ``name``.
 
@@ -119,7 +125,7 @@ def implementation(
             name=name, framework=framework, fn=fn, description=description or (fn.__doc__ or "").strip().split("\n")[0],
             correct=correct, expected=tuple(expected), dtypes=tuple(dtypes) if dtypes is not None else None,
             devices=tuple(devices) if devices is not None else None, kind=kind,
-            default=default, error_model=error_model,
+            default=default, error_model=error_model, known_bug=known_bug,
         )
         return fn
 
@@ -128,12 +134,12 @@ def implementation(
 
 def load_builtins() -> None:
     """Import the built-in implementations (registers them)."""
-    from . import finite_differences, mutants_semantics, numpy_steps, torch_steps  # noqa: F401
+    from . import finite_differences, numpy_steps, torch_steps  # noqa: F401
 
 
 def load_mutants() -> None:
     """Import the catalogue of deliberately buggy implementations (for ``selftest``)."""
-    from . import mutants  # noqa: F401
+    from . import mutants, mutants_semantics  # noqa: F401
 
 
 def load_plugin(module: str) -> None:
