@@ -57,13 +57,9 @@ def _impl_of(step: str | Callable[..., Any] | Implementation) -> Implementation:
     if isinstance(step, Implementation):
         return step
     if isinstance(step, str):
-        if step not in REGISTRY:
-            from .implementations import load_builtins
+        from .implementations import resolve
 
-            load_builtins()
-        if step not in REGISTRY:
-            raise HarnessError(f"unknown implementation {step!r}; known: {', '.join(sorted(REGISTRY))}")
-        return REGISTRY[step]
+        return resolve([step])[0]  # loads the built-ins (and the mutants for a mutant-* name); UsageError if unknown
     for impl in REGISTRY.values():
         if impl.fn is step:
             return impl
