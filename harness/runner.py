@@ -24,6 +24,7 @@ from .cases import Case
 from .classify import classify_exception
 from .compare import compare
 from .devices import parse_devices, to_float64, to_framework, unsupported_reason
+from .errors import UsageError
 from .exact import ScaledInts
 from .floats import FloatFormat, decimal_string, get_format, ulp_error
 from .implementations import Implementation, resolve
@@ -284,9 +285,27 @@ def _message(q: str, cmp: Any, fmt: FloatFormat) -> str:
     return f"{q}: {bad} of {cmp.size} element(s) {what}; worst at {list(cmp.worst_index)}: error {cmp.max_abs_error:.6g} = {cmp.bound_ratio:.3g} x rigorous bound, {cmp.max_ulp_error:.4g} ULPs"
 
 
+def _implementation_of(step: str | Implementation | Callable[..., Any]) -> Implementation:
+    """An implementation given by name, as an object, or as its registered step function.
+
+    Raises:
+        UsageError: for an unknown name or a function that was never registered.
+    """
+    if isinstance(step, Implementation):
+        return step
+    if isinstance(step, str):
+        return resolve([step])[0]
+    from .implementations import REGISTRY
+
+    for impl in REGISTRY.values():
+        if impl.fn is step:
+            return impl
+    raise UsageError(f"{step!r} is not registered: decorate it with @harness.implementation(name, framework=...)")
+
+
 def verify(
     cases: Iterable[Case],
-    implementations: Iterable[str | Implementation] | None = None,
+    implementations: Iterable[str | Implementation | Callable[..., Any]] | None = None,
     *,
     devices: str | Iterable[str] | None = ("cpu",),
     dtypes: str | Iterable[str] | None = None,
@@ -297,8 +316,8 @@ def verify(
 
     Args:
         cases: the cases (see :func:`harness.cases.load_cases`, :func:`harness.cases.make_case`).
-        implementations: names or :class:`Implementation` objects; None = every correct
-            registered implementation.
+        implementations: names, :class:`Implementation` objects or registered step
+            functions; None = every correct default implementation.
         devices: ``"cpu"``, ``"cuda"``, ``"all"`` or a list; None = every available device.
         dtypes: dtype names; None = each case's own ``dtypes``.
         options: TF32 and matmul-precision settings.
@@ -310,12 +329,7 @@ def verify(
     from .devices import parse_dtypes
 
     opts = options or RunOptions()
-    impls = [i if isinstance(i, Implementation) else None for i in (implementations or [])]
-    if implementations is None:
-        impl_list = resolve(None)
-    else:
-        names = [i for i in implementations if isinstance(i, str)]
-        impl_list = [i for i in impls if i is not None] + (resolve(names) if names else [])
+    impl_list = resolve(None) if implementations is None else [_implementation_of(i) for i in implementations]
     devs = parse_devices(devices)
     dts = parse_dtypes(dtypes)
     case_list = list(cases)

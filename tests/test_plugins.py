@@ -180,3 +180,29 @@ def _forget_test_plugins():
 def test_examples_folder_is_importable_as_a_plugin():
     load_plugin(str(Path("examples") / "my_step.py") if Path("examples").is_dir() else str(ROOT / "examples" / "my_step.py"))
     assert REGISTRY["my-step"].kind == "plugin"
+
+
+def test_verify_takes_the_registered_function_itself():
+    @harness.implementation("test-verify-by-function", framework="numpy")
+    def step(X, y, W, b, *, lr, reduction, steps):
+        import numpy as np
+
+        out = []
+        for _ in range(steps):
+            R = X @ W + b - y
+            c = X.dtype.type(1.0 if reduction == "sum" else 1.0 / R.size)
+            gW, gb = 2 * c * (X.T @ R), 2 * c * R.sum(axis=0)
+            loss = c * np.sum(R * R)
+            W, b = W - lr * gW, b - lr * gb
+            out.append(harness.StepResult(loss, gW, gb, W, b))
+        return out
+
+    recs = harness.verify([seed_case()], [step], dtypes=["float64"])
+    assert len(recs) == 40 and {r.implementation for r in recs} == {"test-verify-by-function"}
+    assert {r.verdict for r in recs} == {"agree"}
+
+    def unregistered(X, y, W, b, *, lr, reduction, steps):
+        return []
+
+    with pytest.raises(harness.UsageError, match="is not registered: decorate it with @harness.implementation"):
+        harness.verify([seed_case()], [unregistered])
