@@ -466,7 +466,7 @@ class VerifyTarget:
 
 
 def plan_rounds(fn: Callable[[], Any], setup: Callable[[], Any], *, target_time: float, warmup: int = 2,
-                min_rounds: int = 3, max_rounds: int = 100_000) -> tuple[int, float]:
+                min_rounds: int = 3, max_rounds: int = 1000) -> tuple[int, float]:
     """Warm ``fn`` up and choose how many rounds fill ``target_time`` seconds.
 
     Runs ``warmup`` untimed calls (compilation, caches, allocator), then times
