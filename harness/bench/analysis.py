@@ -280,7 +280,7 @@ def verify_table(data: BenchData, markdown: bool = False) -> str:
     by: dict[tuple[int, int], dict[str, dict[str, Any]]] = defaultdict(dict)
     for v in data.verify:
         by[(int(v["d"]), int(v["k"]))][v["method"]] = v
-    header = ["D*K", "D", "K", "N", "harness check", "gradcheck", "gradcheck fast", "harness / gradcheck", "passed"]
+    header = ["D*K", "D", "K", "N", "harness check", "gradcheck", "gradcheck fast", "harness / gradcheck", "verdicts passed"]
     rows = []
     for (d, k), m in sorted(by.items(), key=lambda kv: (kv[0][0] * kv[0][1], kv[0])):
         def sec(method: str, m: dict[str, dict[str, Any]] = m) -> float | None:
@@ -288,7 +288,8 @@ def verify_table(data: BenchData, markdown: bool = False) -> str:
 
         h, g, f = sec("harness"), sec("gradcheck"), sec("gradcheck-fast")
         n = next(iter(m.values())).get("n", "")
-        passed = ", ".join(f"{meth}={'yes' if v.get('passed') else 'NO'}" for meth, v in sorted(m.items()))
+        failed = [meth for meth, v in sorted(m.items()) if not v.get("passed")]
+        passed = "all" if not failed else "FAILED: " + ", ".join(failed)
         rows.append([str(d * k), str(d), str(k), str(n), format_seconds(h), format_seconds(g), format_seconds(f),
                      _ratio(h / g) if h and g else "n/a", passed])
     if not markdown:
