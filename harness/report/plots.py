@@ -30,6 +30,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display: render to files only (must precede pyplot)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator, SymmetricalLogLocator  # noqa: E402
 
 from ..records import Record  # noqa: E402
 
@@ -101,7 +102,7 @@ def bound_tightness_plot(records: Sequence[Record]) -> str | None:
         return None
     allv = np.concatenate([np.asarray(v) for v in groups.values()])
     lo, hi = math.floor(min(allv.min(), -1.0)), math.ceil(max(allv.max(), 0.5))
-    bins = np.linspace(lo, hi, max(10, min(80, 4 * (hi - lo))) + 1)
+    bins = np.linspace(lo, hi, max(10, min(80, 4 * (hi - lo))) + 1).tolist()
     fig, ax = plt.subplots(figsize=(7.5, 3.2))
     for dt in sorted(groups):
         ax.hist(groups[dt], bins=bins, histtype="step", linewidth=1.5,
@@ -139,8 +140,10 @@ def drift_plot(records: Sequence[Record]) -> str | None:
     ax.set_xlabel("SGD step")
     ax.set_ylabel("drift from exact trajectory (ULPs, worst over cases)")
     ax.set_yscale("symlog", linthresh=1.0)
-    ax.yaxis.get_major_locator().set_params(numticks=8)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ylocator = SymmetricalLogLocator(base=10, linthresh=1.0, subs=[1.0])
+    ylocator.set_params(numticks=8)
+    ax.yaxis.set_major_locator(ylocator)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", ncol=2)
     title = "Trajectory drift of W and b per step"
