@@ -123,6 +123,7 @@ def test_report_renders_matrix_and_mathml_and_filters_offline(browser, small_rep
     first.locator("tr.sum").click()
     detail = first.locator("tr.det")
     assert detail.is_visible() and "reproduce:" in detail.inner_text()
+    assert "exact (inputs as seen)" in detail.locator("table.recs thead").inner_text()  # header cloned on opening
     assert "python -m harness check" in detail.inner_text()
     pg.close()
 
@@ -176,4 +177,25 @@ def test_report_of_100000_records_opens_and_filters(browser, tmp_path):
     REPORTS.mkdir(exist_ok=True)
     (REPORTS / "report-timing.json").write_text(json.dumps(timing, indent=2) + "\n")
     print("\n100,000-record report:", json.dumps(timing))
+    pg.close()
+
+
+def test_markup_in_the_data_shows_as_text_and_runs_nothing(browser, tmp_path):
+    from harness.records import Record, environment_record, write_jsonl
+
+    evil = "<script>alert('case')</script>"
+    recs = [Record(case=evil, implementation="<img src=x onerror=alert(1)>", device="cpu", dtype="float32", quantity="loss",
+                   step=1, verdict="error", message=f"RuntimeError: {evil}", repro=f"python -m harness check --case '{evil}'")]
+    out = write_atomic(tmp_path / "evil.html", render_html(build_model([write_jsonl(tmp_path / "evil.jsonl", recs, environment_record())])))
+    pg = Page(browser, out.as_uri())
+    dialogs: list[str] = []
+    pg.page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    pg.open()
+    row = pg.page.locator("#runs > tbody tr.sum").first
+    assert row.locator("td").nth(1).inner_text() == evil
+    assert row.locator("td").nth(2).inner_text() == "<img src=x onerror=alert(1)>"
+    row.click()
+    assert f"RuntimeError: {evil}" in pg.page.locator("#runs > tbody tr.det").first.inner_text()
+    assert pg.page.locator("img").count() == 0 and pg.page.locator("script").count() == 1
+    assert dialogs == []
     pg.close()
