@@ -128,13 +128,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(by_device_dtype(records))
     report_note = ""
     if args.report != "none":
-        try:
-            from .report import render_report
-        except ImportError:
-            render_report = None
-        if render_report is not None:
-            render_report([path], args.report)
-            report_note = f", report {args.report}"
+        from .report import render_report
+
+        render_report([path], args.report)
+        report_note = f", report {args.report}"
     print(f"{verdict_line(records)}; results {path}{report_note}")
     if errors:
         return 2

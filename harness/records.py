@@ -10,7 +10,6 @@ implementation, device, dtype, quantity and step.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
@@ -94,10 +93,15 @@ class Record:
         return cls(**kw)
 
 
-@functools.cache
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
+
+
 def _field_names(cls: type) -> frozenset[str]:
     # cached: dataclasses.fields() per line dominated reading large results files
-    return frozenset(f.name for f in dataclasses.fields(cls))
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def _jsonable(v: Any) -> Any:

@@ -1,6 +1,8 @@
 """The selftest: does the harness catch real bugs, without false alarms?
 
-Runs every mutant of :mod:`harness.implementations.mutants` and every correct
+Runs every mutant (the built-in implementations registered with
+``correct=False``: :mod:`harness.implementations.mutants` and
+:mod:`harness.implementations.mutants_semantics`) and every correct
 built-in implementation over the default cases. A mutant is *caught* when at
 least one of its records has one of the verdicts it declares (``disagree`` for
 wrong formulas, ``disagree``/``suspect`` for precision downgrades, ``error``
@@ -70,7 +72,7 @@ def run_selftest(
     load_builtins()
     load_mutants()
     opts = options or RunOptions(trajectory=False)
-    mutants = [i for i in REGISTRY.values() if i.kind == "mutant"]
+    mutants = [i for i in REGISTRY.values() if not i.correct and i.kind != "plugin"]
     correct = [i for i in REGISTRY.values() if i.correct and i.default]  # opt-in ones (torch-compile) run only when named
     results: list[MutantResult] = []
     for m in mutants:

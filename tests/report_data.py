@@ -18,7 +18,7 @@ STEPS = 2
 
 
 def synthetic_records(n_cases: int, seed: int = 0) -> list[Record]:
-    """``n_cases * 40`` records (2 implementations x 2 devices x 2 dtypes x 2 steps x 5 quantities),
+    """``n_cases * 80`` records (2 implementations x 2 devices x 2 dtypes x 2 steps x 5 quantities),
     mostly ``agree``, with a few ``suspect``, ``disagree`` and ``error`` records."""
     rng = np.random.default_rng(seed)
     n = n_cases * len(IMPLS) * len(DEVICES) * len(DTYPES) * STEPS * len(QUANTITIES)
@@ -63,15 +63,15 @@ def synthetic_records(n_cases: int, seed: int = 0) -> list[Record]:
     return out
 
 
-def write_synthetic(path: Path, n_cases: int, seed: int = 0) -> Path:
-    """Write ``n_cases * 40`` synthetic records to ``path`` (a results file with an environment line).
+def write_synthetic(path: Path, records: list[Record], seed: int = 0) -> Path:
+    """Write ``records`` to ``path`` as a results file with an environment line.
 
     Faster than :func:`harness.records.write_jsonl` (``dataclasses.asdict`` per record), same format.
     """
     env = environment_record({"hostname": f"synthetic-{seed}"})
     with path.open("w", encoding="utf-8") as fh:
         fh.write(json.dumps(env) + "\n")
-        for r in synthetic_records(n_cases, seed):
+        for r in records:
             fh.write(json.dumps(r.__dict__) + "\n")
     return path
 

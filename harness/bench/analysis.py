@@ -4,12 +4,14 @@ CPU against GPU with the crossover size, and the cost of verification.
 The JSON is the data (``pytest-benchmark --benchmark-json``); every table here is
 computed from it, so tables from another machine's file are one call away.
 Each benchmark's ``extra_info`` carries ``kind`` (``step``, ``bandwidth`` or
-``verify``) and its parameters; times are the **median** of the rounds, in
-seconds (robust to the noise of a shared machine).
+``verify``) and its parameters. Times are in seconds, by default the
+**minimum** over the rounds (``stat="min"``): on a shared machine other
+processes only ever add time, so the fastest round is the best estimate of
+what the hardware does; ``stat="median"`` gives the typical round instead.
 
 Definitions:
 
-- **bandwidth** of a device: the largest ``bytes / median time`` of its
+- **bandwidth** of a device: the largest ``bytes / time`` of its
   ``bandwidth`` benchmarks (a large ``sum`` and a large copy, timed like the
   step, in the same run).
 - **floor** of a step: ``floor_bytes / bandwidth`` (see
@@ -17,14 +19,14 @@ Definitions:
   faster than moving its inputs and outputs once.
 - **ratio**: step time / floor (>= 1 up to measurement noise).
 - **regime** of a size, from the fixed cost ``t0`` (the time at the smallest
-  N of the same implementation, device, dtype, D and K):
-  ``overhead`` when ``floor < t0`` (moving the bytes takes less time than the
-  fixed per-call cost of dispatch, launches and allocation, so the time is
-  roughly flat in N); otherwise ``bandwidth`` when ``ratio <= 10`` (an
-  unfused autograd step reads X twice and writes and reads N*K
-  intermediates: a few times the floor is what bandwidth-bound looks like);
-  otherwise ``compute`` (far above both: arithmetic or a slow kernel, e.g.
-  NumPy float16, which has no BLAS).
+  N of the same implementation, device, dtype, D and K), in this order:
+  ``bandwidth`` when ``ratio <= 10`` (an unfused autograd step reads X twice
+  and writes and reads N*K intermediates: a few times the floor is what
+  bandwidth-bound looks like); ``overhead`` when ``time <= 2 t0`` (the
+  fixed per-call cost of dispatch, kernel launches and allocation dominates:
+  time is flat in N); otherwise ``compute`` (far above both: arithmetic or a
+  slow kernel, e.g. NumPy float16, which has no BLAS, or, on a shared
+  machine, interference).
 - **crossover** (per implementation, dtype, D, K): the smallest N of the sweep
   from which the GPU is faster at that N and at every larger N of the sweep;
   None when the GPU is not faster at the largest N.
@@ -40,11 +42,12 @@ from pathlib import Path
 from typing import Any
 
 BANDWIDTH_BOUND_RATIO = 10.0
+OVERHEAD_FACTOR = 2.0
 
 
 @dataclass(frozen=True)
 class StepTiming:
-    """One step benchmark: seconds (median) and what the floor says about it."""
+    """One step benchmark: seconds (the chosen statistic) and what the floor says about it."""
 
     implementation: str
     device: str
@@ -72,6 +75,7 @@ class BenchData:
     steps: list[StepTiming]
     bandwidth: dict[str, float]  # device -> bytes per second
     verify: list[dict[str, Any]]
+    stat: str = "min"
 
     @property
     def devices(self) -> list[str]:
@@ -82,12 +86,14 @@ class BenchData:
         return sorted(seen, key=lambda d: (d != "cpu", d))
 
 
-def _median(bench: Mapping[str, Any]) -> float:
-    return float(bench["stats"]["median"])
+STATS = ("min", "median", "mean")
 
 
-def load(path: str | Path) -> BenchData:
+def load(path: str | Path, stat: str = "min") -> BenchData:
     """Read a pytest-benchmark JSON file written by ``python -m harness bench``.
+
+    Args:
+        stat: which statistic of the rounds is "the time": ``min`` (default), ``median`` or ``mean``.
 
     Raises:
         OSError: if the file cannot be read.
@@ -100,11 +106,21 @@ def load(path: str | Path) -> BenchData:
         raise ValueError(f"{path}: not JSON: {exc}") from exc
     if not isinstance(raw, dict) or "benchmarks" not in raw:
         raise ValueError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' key)")
-    return from_json(raw, str(path))
+    return from_json(raw, str(path), stat)
 
 
-def from_json(raw: Mapping[str, Any], path: str = "<memory>") -> BenchData:
-    """Group the benchmarks of a parsed pytest-benchmark JSON object (see :func:`load`)."""
+def from_json(raw: Mapping[str, Any], path: str = "<memory>", stat: str = "min") -> BenchData:
+    """Group the benchmarks of a parsed pytest-benchmark JSON object (see :func:`load`).
+
+    Raises:
+        ValueError: for an unknown ``stat``.
+    """
+    if stat not in STATS:
+        raise ValueError(f"stat must be one of {STATS}, got {stat!r}")
+
+    def _time(bench: Mapping[str, Any]) -> float:
+        return float(bench["stats"][stat])
+
     bw: dict[str, float] = {}
     steps: list[StepTiming] = []
     verify: list[dict[str, Any]] = []
@@ -112,23 +128,23 @@ def from_json(raw: Mapping[str, Any], path: str = "<memory>") -> BenchData:
         info = b.get("extra_info") or {}
         kind = info.get("kind")
         if kind == "bandwidth":
-            rate = info["bytes"] / _median(b)
+            rate = info["bytes"] / _time(b)
             bw[info["device"]] = max(bw.get(info["device"], 0.0), rate)
         elif kind == "step":
             steps.append(StepTiming(info["implementation"], info["device"], info["dtype"], int(info["n"]), int(info["d"]),
-                                    int(info["k"]), _median(b), int(info["bytes"]), int(b["stats"]["rounds"])))
+                                    int(info["k"]), _time(b), int(info["bytes"]), int(b["stats"]["rounds"])))
         elif kind == "verify":
-            verify.append({**info, "seconds": _median(b), "rounds": int(b["stats"]["rounds"])})
-    return BenchData(path, dict(raw.get("machine_info") or {}), classify(steps, bw), bw, verify)
+            verify.append({**info, "seconds": _time(b), "rounds": int(b["stats"]["rounds"])})
+    return BenchData(path, dict(raw.get("machine_info") or {}), classify(steps, bw), bw, verify, stat)
 
 
 def regime(seconds: float, floor: float | None, t0: float) -> str:
     """``overhead``, ``bandwidth`` or ``compute`` (definitions in the module docstring); ``""`` without a floor."""
     if floor is None:
         return ""
-    if floor < t0:
-        return "overhead"
-    return "bandwidth" if seconds <= BANDWIDTH_BOUND_RATIO * floor else "compute"
+    if seconds <= BANDWIDTH_BOUND_RATIO * floor:
+        return "bandwidth"
+    return "overhead" if seconds <= OVERHEAD_FACTOR * t0 else "compute"
 
 
 def classify(steps: Iterable[StepTiming], bandwidth: Mapping[str, float]) -> list[StepTiming]:
@@ -218,7 +234,7 @@ def step_tables(data: BenchData) -> str:
                          format_seconds(c.seconds) if c else "n/a", _ratio(c.ratio) if c else "n/a", c.regime if c else "",
                          format_seconds(g.seconds) if g else "n/a", _ratio(g.ratio) if g else "n/a", g.regime if g else "", speed])
         header = ["dtype", "N", "D", "K", "cpu", "cpu/floor", "cpu regime", gname, f"{gname}/floor", f"{gname} regime", "speedup"]
-        lines = [f"== {impl} (median per step; floor = minimal bytes / measured bandwidth)", _table(header, rows)]
+        lines = [f"== {impl} ({data.stat} per step; floor = minimal bytes / measured bandwidth)", _table(header, rows)]
         series = sorted({(s.dtype, s.d, s.k) for s in timings})
         for dtype, d, k in series:
             cpu_t = {s.n: s.seconds for s in timings if s.device == "cpu" and (s.dtype, s.d, s.k) == (dtype, d, k)}
@@ -228,8 +244,8 @@ def step_tables(data: BenchData) -> str:
             elif not cpu_t or not gpu_t:
                 why = f"n/a (not timed on {'cpu' if not cpu_t else gpu})"
             else:
-                n = crossover(cpu_t, gpu_t)
-                why = f"N = {n}" if n is not None else f"none up to N = {max(set(cpu_t) & set(gpu_t))} (GPU not faster)"
+                cross = crossover(cpu_t, gpu_t)
+                why = f"N = {cross}" if cross is not None else f"none up to N = {max(set(cpu_t) & set(gpu_t))} (GPU not faster)"
             lines.append(f"crossover {dtype} D={d} K={k}: {why}")
         out.append("\n".join(lines))
     return "\n\n".join(out)
@@ -264,7 +280,7 @@ def verify_table(data: BenchData, markdown: bool = False) -> str:
     by: dict[tuple[int, int], dict[str, dict[str, Any]]] = defaultdict(dict)
     for v in data.verify:
         by[(int(v["d"]), int(v["k"]))][v["method"]] = v
-    header = ["D*K", "D", "K", "N", "harness check", "gradcheck", "gradcheck fast", "harness / gradcheck", "passed"]
+    header = ["D*K", "D", "K", "N", "harness check", "gradcheck", "gradcheck fast", "harness / gradcheck", "verdicts passed"]
     rows = []
     for (d, k), m in sorted(by.items(), key=lambda kv: (kv[0][0] * kv[0][1], kv[0])):
         def sec(method: str, m: dict[str, dict[str, Any]] = m) -> float | None:
@@ -272,7 +288,8 @@ def verify_table(data: BenchData, markdown: bool = False) -> str:
 
         h, g, f = sec("harness"), sec("gradcheck"), sec("gradcheck-fast")
         n = next(iter(m.values())).get("n", "")
-        passed = ", ".join(f"{meth}={'yes' if v.get('passed') else 'NO'}" for meth, v in sorted(m.items()))
+        failed = [meth for meth, v in sorted(m.items()) if not v.get("passed")]
+        passed = "all" if not failed else "FAILED: " + ", ".join(failed)
         rows.append([str(d * k), str(d), str(k), str(n), format_seconds(h), format_seconds(g), format_seconds(f),
                      _ratio(h / g) if h and g else "n/a", passed])
     if not markdown:
@@ -293,5 +310,5 @@ def report_text(data: BenchData) -> str:
     if data.steps:
         parts += ["", step_tables(data), "", "At the largest size (time as a multiple of the bandwidth floor):", largest_table(data)]
     if data.verify:
-        parts += ["", "Cost of verifying one case (float64, CPU; median seconds):", verify_table(data)]
+        parts += ["", f"Cost of verifying one case (float64, CPU; {data.stat} of the rounds):", verify_table(data)]
     return "\n".join(parts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 from .analysis import BenchData, load
 
@@ -50,12 +51,21 @@ def figure_svg(json_path: str | Path | BenchData, *, dtype: str | None = None, d
     Raises:
         ValueError: if there is nothing to plot.
     """
+    data = json_path if isinstance(json_path, BenchData) else load(json_path)
+    buf = io.StringIO()
+    save_figure(data, buf, "svg", dtype=dtype, d=d, k=k)
+    text = buf.getvalue()
+    start = text.find("<svg")
+    return text[start:] if start >= 0 else text
+
+
+def save_figure(data: BenchData, target: Any, fmt: str, *, dtype: str | None = None, d: int | None = None, k: int | None = None) -> None:
+    """Draw the figure of :func:`figure_svg` and save it to ``target`` (a path or file object) as ``fmt`` (svg, png, pdf)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    data = json_path if isinstance(json_path, BenchData) else load(json_path)
     dt, dd, kk = series_choice(data, dtype, d, k)
     steps = [s for s in data.steps if (s.dtype, s.d, s.k) == (dt, dd, kk)]
     impls = list(dict.fromkeys(s.implementation for s in steps))
@@ -79,13 +89,9 @@ def figure_svg(json_path: str | Path | BenchData, *, dtype: str | None = None, d
             ax.set_title(impl, fontsize=10)
             ax.set_xlabel("N (rows of X)")
             ax.grid(True, which="major", alpha=0.3)
-        axes[0][0].set_ylabel("seconds per step (median)")
+        axes[0][0].set_ylabel(f"seconds per step ({data.stat})")
         axes[0][-1].legend(fontsize=7, loc="upper left")
         fig.suptitle(f"update step, {dt}, D={dd}, K={kk}", fontsize=11)
         fig.tight_layout()
-        buf = io.StringIO()
-        fig.savefig(buf, format="svg", metadata={"Date": None})
+        fig.savefig(target, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
         plt.close(fig)
-    text = buf.getvalue()
-    start = text.find("<svg")
-    return text[start:] if start >= 0 else text

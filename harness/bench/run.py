@@ -34,7 +34,7 @@ def benchmarks_dir() -> Path:
     return path
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add the ``bench`` subcommand to the CLI's subparsers."""
     p = sub.add_parser("bench", help="time the update step on every device (pytest-benchmark) and compare with the bandwidth floor")
     p.add_argument("--quick", action="store_true", help="short sweep for CI/smoke (same as --sweep quick)")
@@ -53,6 +53,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     p.add_argument("--json", default=DEFAULT_JSON, metavar="PATH", help=f"pytest-benchmark JSON output (default: {DEFAULT_JSON})")
     p.add_argument("--html", default=DEFAULT_HTML, metavar="PATH", help=f"HTML page with tables and SVG figures (default: {DEFAULT_HTML}); 'none' to skip")
     p.add_argument("--from-json", metavar="PATH", help="do not run: print the tables (and write the HTML) of an existing JSON file")
+    p.add_argument("--stat", choices=("min", "median", "mean"), default="min",
+                   help="statistic of the rounds used as the time (default: min, the least disturbed round)")
     p.add_argument("--disable", action="store_true", help="pass --benchmark-disable: run each benchmark once, for correctness only")
 
 
@@ -126,7 +128,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"error: pytest exited with {rc} and wrote no {json_path}", file=sys.stderr)
             return rc or 1
     try:
-        data = load(json_path)
+        data = load(json_path, args.stat)
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     print(report_text(data))

@@ -180,23 +180,6 @@ def target_broadcast(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch
     return out
 
 
-@implementation("mutant-grad-never-reset", framework="torch", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
-                description=".grad is never reset: gradients accumulate across steps")
-def grad_never_reset(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
-    W, b = _leaf(W), _leaf(b)
-    out = []
-    for _ in range(steps):
-        loss = squared_error(X @ W + b, y, reduction)
-        loss.backward()
-        assert W.grad is not None and b.grad is not None
-        gW, gb = W.grad.clone(), b.grad.clone()
-        with torch.no_grad():
-            W -= lr * W.grad
-            b -= lr * b.grad
-        out.append(_snapshot(loss, W, b, gW, gb))
-    return out
-
-
 @implementation("mutant-stale-gradient", framework="torch", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
                 description="the update uses the previous step's gradient")
 def stale_gradient(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
@@ -217,39 +200,6 @@ def stale_gradient(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.T
         W.grad = None
         b.grad = None
     return out
-
-
-@implementation("mutant-update-with-grad-mode", framework="torch", correct=False, expected=("error",), kind="mutant",
-                description="in-place update of the leaf outside torch.no_grad()")
-def update_with_grad_mode(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
-    W, b = _leaf(W), _leaf(b)
-    out = []
-    for _ in range(steps):
-        loss = squared_error(X @ W + b, y, reduction)
-        loss.backward()
-        assert W.grad is not None and b.grad is not None
-        gW, gb = W.grad.clone(), b.grad.clone()
-        W -= lr * W.grad  # raises: a leaf Variable that requires grad is used in an in-place operation
-        b -= lr * b.grad
-        out.append(_snapshot(loss, W, b, gW, gb))
-        W.grad = None
-        b.grad = None
-    return out
-
-
-@implementation("mutant-replaced-leaf", framework="torch", correct=False, expected=("error",), kind="mutant",
-                description="W = W - lr * W.grad replaces the leaf: .grad is None from step 2 on")
-def replaced_leaf(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
-    W, b = _leaf(W), _leaf(b)
-    out = []
-    for _ in range(max(steps, 2)):
-        loss = squared_error(X @ W + b, y, reduction)
-        loss.backward()
-        gW, gb = W.grad, b.grad
-        W = W - lr * W.grad  # type: ignore[operator]  # a new, non-leaf tensor
-        b = b - lr * b.grad  # type: ignore[operator]
-        out.append(_snapshot(loss, W, b, gW, gb))  # type: ignore[arg-type]
-    return out[:steps]
 
 
 @implementation("mutant-loss-half-precision", framework="torch", correct=False, expected=PRECISION, kind="mutant", dtypes=("float64", "float32"),

@@ -96,7 +96,7 @@ def render_html(model: ReportModel, *, title: str = "Agreement report",
         ("bounds", "Error against the rigorous bound", bound_tightness_plot(model.records),
          "Worst error of each record divided by its rigorous forward error bound (log10). Right of the dashed line is a disagree; far to the left means the bound is loose."),
         ("drift", "Trajectory drift", drift_plot(model.records),
-         "How far W and b have moved from the exact trajectory (exact updates from the initial inputs) after each step, in ULPs, worst case per implementation, device and dtype."),
+         "How far W and b have moved from the exact trajectory (exact updates from the initial inputs) after each step, in ULPs, worst case per implementation, device and dtype, over the runs of two steps or more."),
     ]
     extras = [s if isinstance(s, ExtraSection) else ExtraSection(s[0], s[1]) for s in extra_sections]
     page = _env().get_template("report.html.j2")
@@ -127,6 +127,8 @@ def write_atomic(path: str | Path, text: str) -> Path:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is for everyone to read
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())  # the rename must not reach the disk before the contents
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

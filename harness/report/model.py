@@ -16,6 +16,7 @@ for the probabilistic (Higham and Mary 2019) bound.
 from __future__ import annotations
 
 import math
+import shlex
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -206,7 +207,9 @@ def _sort_device(dev: str) -> tuple[int, str]:
     return (0 if dev == "cpu" else 1, dev)
 
 
-def _env_value(v: Any) -> str:
+def _env_value(v: Any, key: str = "") -> str:
+    if key == "argv" and isinstance(v, list):
+        return shlex.join(["python", "-m", "harness", *map(str, v)])
     if isinstance(v, list):
         return ", ".join(str(x) for x in v) if v else "none"
     if v is None:
@@ -217,7 +220,7 @@ def _env_value(v: Any) -> str:
 def environment_of(env: dict[str, Any], source: str) -> Environment:
     """Display form of one environment record (known keys first, then any others)."""
     known = {k for k, _ in ENV_FIELDS}
-    fields = [(label, _env_value(env[k])) for k, label in ENV_FIELDS if k in env]
+    fields = [(label, _env_value(env[k], k)) for k, label in ENV_FIELDS if k in env]
     extra = [(k, _env_value(v)) for k, v in env.items() if k not in known and k != "kind"]
     return Environment(source, fields, extra)
 

@@ -9,7 +9,8 @@ Three views of the records:
   absolute error / rigorous forward error bound) per dtype, on a log10 axis;
   1 is the bound itself, so the distance to 1 shows how tight the bound is.
 - :func:`drift_plot`: trajectory drift of W and b from the exact trajectory
-  (``drift_ulp_error``, ULPs of the dtype) per SGD step, worst over cases.
+  (``drift_ulp_error``, ULPs of the dtype) per SGD step, worst over the
+  cases run for two steps or more.
 
 Each returns an SVG fragment (``<svg ...>...</svg>``, no XML prolog) ready to
 embed in HTML, or ``None`` when the records hold nothing to plot. Text stays
@@ -30,6 +31,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display: render to files only (must precede pyplot)
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator, SymmetricalLogLocator  # noqa: E402
 
 from ..records import Record  # noqa: E402
 
@@ -101,7 +103,7 @@ def bound_tightness_plot(records: Sequence[Record]) -> str | None:
         return None
     allv = np.concatenate([np.asarray(v) for v in groups.values()])
     lo, hi = math.floor(min(allv.min(), -1.0)), math.ceil(max(allv.max(), 0.5))
-    bins = np.linspace(lo, hi, max(10, min(80, 4 * (hi - lo))) + 1)
+    bins = np.linspace(lo, hi, max(10, min(80, 4 * (hi - lo))) + 1).tolist()
     fig, ax = plt.subplots(figsize=(7.5, 3.2))
     for dt in sorted(groups):
         ax.hist(groups[dt], bins=bins, histtype="step", linewidth=1.5,
@@ -119,10 +121,18 @@ def bound_tightness_plot(records: Sequence[Record]) -> str | None:
 
 
 def drift_plot(records: Sequence[Record]) -> str | None:
-    """Worst trajectory drift (ULPs) of W and b per step, one line per implementation, device and dtype."""
+    """Worst trajectory drift (ULPs) of W and b per step, one line per implementation, device and dtype.
+
+    Only runs of two steps or more count (a single step's drift is its own error). None if there is none.
+    """
+    # only runs of several steps: after a single step the drift is that step's error (plotted above)
+    steps: dict[tuple[str, str, str, str], int] = defaultdict(int)
+    for r in records:
+        key = (r.case, r.implementation, r.device, r.dtype)
+        steps[key] = max(steps[key], r.step)
     per: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
     for r in records:
-        if r.quantity not in ("W", "b"):
+        if r.quantity not in ("W", "b") or steps[(r.case, r.implementation, r.device, r.dtype)] < 2:
             continue
         d = r.drift_ulp_error
         if not (isinstance(d, (int, float)) and math.isfinite(d)):
@@ -137,12 +147,15 @@ def drift_plot(records: Sequence[Record]) -> str | None:
         pts = sorted(per[(impl, dev, dt)].items())
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, label=_label(f"{impl} {dev} {dt}"))
     ax.set_xlabel("SGD step")
-    ax.set_ylabel("drift from exact trajectory (ULPs, worst over cases)")
-    ax.set_yscale("symlog", linthresh=1.0)
-    ax.yaxis.get_major_locator().set_params(numticks=8)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_ylabel("drift (ULPs, worst over cases)")
+    if max(max(v.values()) for v in per.values()) > 10:
+        ax.set_yscale("symlog", linthresh=1.0)  # linear below 1 ULP, logarithmic above
+        ylocator = SymmetricalLogLocator(base=10, linthresh=1.0, subs=[1.0])
+        ylocator.set_params(numticks=8)
+        ax.yaxis.set_major_locator(ylocator)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     title = "Trajectory drift of W and b per step"
     if len(per) > len(keys):
         title += f" ({len(per) - len(keys)} flatter lines not shown)"

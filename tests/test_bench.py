@@ -1,0 +1,143 @@
+"""The benchmark core: floor bytes, crossover, regimes, tables and figures from
+pytest-benchmark JSON, and one run of the benchmark module with timing disabled."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from harness.bench import analysis, timing
+from harness.bench.figure import figure_svg
+from harness.implementations import Implementation, StepResult
+from tests.conftest import ROOT
+
+
+def test_floor_elements_counts_every_input_read_and_output_written_once():
+    # X 1000*16 + y 1000*4 + (W, grad_W, W') 3*64 + (b, grad_b, b') 3*4 + loss 1
+    assert timing.floor_elements(timing.Size(1000, 16, 4)) == 16000 + 4000 + 192 + 12 + 1
+    assert timing.floor_bytes(timing.Size(1000, 16, 4), "float32") == 4 * 20205
+    assert timing.floor_bytes(timing.Size(1, 1, 1), "bfloat16") == 2 * (1 + 1 + 3 + 3 + 1)
+
+
+def test_full_sweep_spans_one_to_a_million_rows_and_skips_sizes_over_the_work_cap():
+    sizes = timing.SWEEPS["full"].sizes(max_work=2**26)
+    assert min(s.n for s in sizes) == 1 and max(s.n for s in sizes) == 10**6
+    assert timing.Size(10**4, 128, 16) in sizes  # 2.05e7 multiply-adds <= 2^26
+    assert timing.Size(10**5, 128, 16) not in sizes  # 2.05e8 > 2^26
+    assert len(sizes) == 7 + 7 + 5
+    assert len(timing.SWEEPS["full"].sizes(max_work=1e12)) == 21
+
+
+def test_crossover_is_the_smallest_n_from_which_the_gpu_always_wins():
+    cpu = {1: 1e-5, 10: 2e-5, 100: 1e-4, 1000: 1e-3}
+    assert analysis.crossover(cpu, {1: 5e-5, 10: 5e-5, 100: 5e-5, 1000: 6e-5}) == 100
+    # faster at N=10 by accident, slower at 100: the crossover is where it stays faster
+    assert analysis.crossover(cpu, {1: 5e-5, 10: 1e-5, 100: 2e-4, 1000: 6e-5}) == 1000
+    assert analysis.crossover(cpu, {1: 5e-5, 10: 5e-5, 100: 5e-4, 1000: 2e-3}) is None
+    assert analysis.crossover(cpu, {}) is None
+
+
+def test_regime_thresholds():
+    assert analysis.regime(1e-4, floor=1e-6, t0=5e-5) == "overhead"  # 100x the floor, 2x the fixed cost
+    assert analysis.regime(1.1e-4, floor=1e-6, t0=5e-5) == "compute"  # over both
+    assert analysis.regime(3e-3, floor=1e-3, t0=5e-5) == "bandwidth"  # 3x the floor
+    assert analysis.regime(2e-2, floor=1e-3, t0=5e-5) == "compute"  # 20x the floor
+    assert analysis.regime(1e-3, floor=None, t0=5e-5) == ""
+
+
+def _bench(kind: str, median: float, **info):
+    return {"name": kind, "group": kind, "stats": {"min": median, "median": 2 * median, "rounds": 5}, "extra_info": {"kind": kind, **info}}
+
+
+def _synthetic() -> dict:
+    """A run with two devices: cpu 10 GB/s, cuda 1000 GB/s; the GPU wins from N = 10^4."""
+    bm = [
+        _bench("bandwidth", 0.1, device="cpu", bytes=10**9),  # 10 GB/s
+        _bench("bandwidth", 0.25, device="cpu", bytes=2 * 10**9),  # 8 GB/s: the larger one counts
+        _bench("bandwidth", 0.001, device="cuda:0", bytes=10**9),  # 1000 GB/s
+    ]
+    for n, c, g in ((1, 2e-5, 8e-5), (100, 3e-5, 8e-5), (10**4, 5e-4, 9e-5), (10**6, 4e-2, 3e-4)):
+        size = timing.Size(n, 16, 4)
+        for dev, t in (("cpu", c), ("cuda:0", g)):
+            bm.append(_bench("step", t, implementation="torch-seed", device=dev, dtype="float32", n=n, d=16, k=4,
+                             bytes=timing.floor_bytes(size, "float32")))
+    for method, t in (("harness", 0.08), ("gradcheck", 0.002), ("gradcheck-fast", 0.001)):
+        bm.append(_bench("verify", t, method=method, d=10, k=10, n=16, passed=True))
+    return {"machine_info": {"harness": {"devices": {"cpu": "Test CPU", "cuda:0": "Test GPU"}, "note": "synthetic"}},
+            "benchmarks": bm}
+
+
+def test_tables_from_json_give_floor_ratio_regime_speedup_and_crossover(tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(_synthetic()))
+    data = analysis.load(path)
+    assert data.bandwidth == {"cpu": 1e10, "cuda:0": 1e12}
+    big_cpu = next(s for s in data.steps if s.device == "cpu" and s.n == 10**6)
+    # 4 bytes * (16e6 + 4e6 + 3*68 + 1) at 10 GB/s
+    assert big_cpu.floor == 4 * 20_000_205 / 1e10
+    assert big_cpu.ratio == 4e-2 / big_cpu.floor
+    assert big_cpu.regime == "bandwidth"  # 4.99x the floor
+    small_gpu = next(s for s in data.steps if s.device == "cuda:0" and s.n == 100)
+    assert small_gpu.regime == "overhead"
+    text = analysis.report_text(data)
+    assert "crossover float32 D=16 K=4: N = 10000" in text
+    assert "133x" in text  # speedup at N = 10^6: 4e-2 / 3e-4
+    assert "10 GB/s" in text and "1e+03 GB/s" in text
+    assert "note: synthetic" in text
+    md = analysis.verify_table(data, markdown=True)
+    assert "| 100 | 10 | 10 | 16 | 80 ms | 2 ms | 1 ms | 40x |" in md
+
+
+def test_without_gpu_the_crossover_is_not_available(tmp_path):
+    raw = _synthetic()
+    raw["benchmarks"] = [b for b in raw["benchmarks"] if b["extra_info"].get("device") != "cuda:0"]
+    text = analysis.report_text(analysis.from_json(raw))
+    assert "crossover float32 D=16 K=4: n/a (no GPU in this run)" in text
+
+
+def test_figure_svg_is_inline_svg_with_one_line_per_device(tmp_path):
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(_synthetic()))
+    svg = figure_svg(path)
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    assert "update step, float32, D=16, K=4" in svg
+    for label in ("cpu step", "cuda:0 step", "cpu bandwidth floor", "cuda:0 bandwidth floor"):
+        assert label in svg
+    assert figure_svg(path) == svg  # deterministic: no dates, fixed ids
+
+
+def test_step_check_rejects_a_wrong_gradient():
+    def wrong(X, y, W, b, *, lr, reduction, steps):
+        R = X @ W + b - y
+        gW = X.T @ R  # forgets the factor 2 / (N K) of the mean
+        return [StepResult(np.mean(R * R), gW, R.sum(axis=0), W - lr * gW, b)]
+
+    impl = Implementation("wrong-grad", "numpy", wrong)
+    target = timing.make_step_target(impl, timing.Size(8, 3, 2), "cpu", "float64")
+    target.setup()
+    target()
+    assert "grad_W: relative error" in (target.check() or "")
+    right = timing.make_step_target(next(iter(__import__("harness").implementations.resolve(["numpy-hand"]))),
+                                    timing.Size(8, 3, 2), "cpu", "float64")
+    right()
+    assert right.check() is None
+
+
+def test_bandwidth_target_counts_read_and_write_of_a_copy():
+    assert timing.BandwidthTarget("cpu", "copy", 4096).bytes == 8192
+    read = timing.BandwidthTarget("cpu", "read", 4096)
+    assert read.bytes == 4096 and float(read()) == 1024.0
+
+
+def test_benchmark_module_runs_once_with_timing_disabled(capfd, monkeypatch):
+    """The benchmarks stay correct without costing the test budget: `harness bench --disable`
+    runs the pytest-benchmark module once per benchmark on the tiny sweep (a subprocess, no xdist)."""
+    from harness.cli import main
+
+    monkeypatch.chdir(ROOT)
+    rc = main(["bench", "--sweep", "tiny", "--devices", "cpu", "--disable"])
+    out, err = capfd.readouterr()
+    assert rc == 0, out[-3000:] + err[-3000:]
+    assert "-p no:xdist" in err and "--benchmark-disable" in err
+    assert " passed" in out and "failed" not in out
