@@ -91,9 +91,9 @@ def test_assert_agrees_returns_the_records_when_everything_agrees():
 
 def test_assert_agrees_reports_an_error_with_its_misuse():
     with pytest.raises(AssertionError) as info:
-        harness.assert_agrees("mutant-update-with-grad-mode", [seed_case()], dtypes=["float64"])
+        harness.assert_agrees("mutant-inplace-grad-mode", [seed_case()], dtypes=["float64"])
     msg = str(info.value)
-    assert "mutant-update-with-grad-mode on case 'seed' (cpu, float64): error: autograd misuse: in-place update" in msg
+    assert "mutant-inplace-grad-mode on case 'seed' (cpu, float64): error: autograd misuse: in-place update" in msg
     assert "Reproduce: python -m harness check" in msg
 
 

@@ -77,7 +77,7 @@ def test_accumulation_diagnosis_on_the_issue_values_without_bias():
 
 def test_grad_never_reset_is_named_in_the_record():
     case = semantics_case("semantics-accumulation")
-    recs = verify([case], ["mutant-grad-never-reset"], dtypes=["float64"])
+    recs = verify([case], ["mutant-grad-accumulation"], dtypes=["float64"])
     g1, w1 = rec(recs, "grad_W", 1), rec(recs, "W", 1)
     assert (g1.verdict, g1.computed, g1.exact) == ("agree", "-30.0", "-30")
     assert w1.verdict == "agree" and float(w1.computed) == pytest.approx(0.3, rel=1e-15)
@@ -118,7 +118,7 @@ def test_a_wrong_gradient_without_the_signature_keeps_the_plain_message():
     assert "above the rigorous error bound" in g2.message
 
 
-@pytest.mark.parametrize("name", ["mutant-replaced-leaf", "mutant-replaced-leaf-no-grad"])  # the first from harness/implementations/mutants.py
+@pytest.mark.parametrize("name", ["mutant-replaced-leaf", "mutant-replaced-leaf-no-grad"])
 def test_parameter_replaced_by_a_new_tensor(name):
     recs = verify([semantics_case("semantics-accumulation")], [name], dtypes=["float32"])
     assert len(recs) == 1 and recs[0].verdict == "error" and recs[0].quantity == "*"
@@ -151,7 +151,7 @@ def test_a_returned_none_gradient_is_explained():
 
 
 def test_in_place_update_with_grad_mode_on():
-    recs = verify([semantics_case("semantics-accumulation")], ["mutant-update-with-grad-mode"], dtypes=["float64"])
+    recs = verify([semantics_case("semantics-accumulation")], ["mutant-inplace-grad-mode"], dtypes=["float64"])
     assert [r.verdict for r in recs] == ["error"]
     assert "in-place update of a leaf tensor with grad mode on" in recs[0].message
     assert "RuntimeError: a leaf Variable that requires grad is being used in an in-place operation" in recs[0].message
