@@ -20,9 +20,11 @@ n - 1 additions and one multiplication:
   ``c`` and of ``c * 2R`` (Higham Lemma 3.3 for the chain);
 - grad_b: the same with ``|X|`` replaced by ones;
 - loss: ``|c| (gamma_{NK+2} sum (|R| + E_R)^2 + sum E_R (2|R| + E_R)) + (1 + gamma_{NK+2}) NK eta``;
-- update ``W' = W - lr g``: ``(1 + u)((1 + gamma_2)|lr| E_g + gamma_2 |lr g|) + u |W'| + eta``,
+- update ``W' = W - lr g``: ``(1 + u)((1 + gamma_2)|lr| E_g + gamma_2 |lr g| + eta (|g| + E_g)) + u |W'| + eta``,
   where ``gamma_2`` also covers a learning rate held in a wider type than the
-  oracle's (rounded to the dtype).
+  oracle's (rounded to the dtype), and ``eta (|g| + E_g)`` a learning rate that
+  underflows when rounded to the dtype (``1e-12`` is 0 in float16, but torch
+  multiplies by the Python float in float32 arithmetic).
 
 With TF32 matmuls, every product in ``X W`` and ``X^T (sR)`` carries two more
 roundings of unit ``2**-11`` (its inputs) and the product terms are scaled by
@@ -172,8 +174,12 @@ def step_bounds(
 
         g2 = g(2)
         gW_abs, gb_abs = np.abs(exact["grad_W"]), np.abs(exact["grad_b"])
-        rig_W = (1 + u) * ((1 + g2) * lr * rig_gW + g2 * lr * gW_abs) + u * np.abs(exact["W"]) + eta
-        rig_b = (1 + u) * ((1 + g2) * lr * rig_gb + g2 * lr * gb_abs) + u * np.abs(exact["b"]) + eta
+        # eta (|g| + E_g): an implementation may multiply by the learning rate held
+        # wider than the dtype (torch keeps a Python float scalar in float32 or
+        # float64), while the oracle uses it rounded to the dtype; that rounding is
+        # relative (covered by gamma_2) unless lr underflows: then |lr - fl(lr)| <= eta
+        rig_W = (1 + u) * ((1 + g2) * lr * rig_gW + g2 * lr * gW_abs + eta * (gW_abs + rig_gW)) + u * np.abs(exact["W"]) + eta
+        rig_b = (1 + u) * ((1 + g2) * lr * rig_gb + g2 * lr * gb_abs + eta * (gb_abs + rig_gb)) + u * np.abs(exact["b"]) + eta
 
         # ---------------- expected (probabilistic) bounds, variances in units of u^2
         wt = (ut / u) ** 2 if u > 0 else 0.0  # TF32 input roundings, relative to u
@@ -189,11 +195,18 @@ def step_bounds(
         sq = (R**2).ravel()
         V_L = 4 * np.sum(R**2 * V_R) + np.sum(sq**2) + 2 * np.sum(sq) ** 2 + partial_sum_squares(sq[None, :], axis=1)[0]
         lam = LAMBDA * u
-        exp_gW = lam * abs(s) * np.sqrt(V_gW) + d * eta
-        exp_gb = lam * abs(s) * np.sqrt(V_gb) + eta
-        exp_L = lam * abs(c) * np.sqrt(V_L) + eta
-        exp_W = lam * np.sqrt(lr**2 * s**2 * V_gW + 2 * (lr * exact["grad_W"]) ** 2 + exact["W"] ** 2) + eta
-        exp_b = lam * np.sqrt(lr**2 * s**2 * V_gb + 2 * (lr * exact["grad_b"]) ** 2 + exact["b"] ** 2) + eta
+        # underflow errors are absolute (not relative to u) and are not modelled
+        # probabilistically: the expected bounds carry the first-order underflow
+        # terms of the rigorous bounds (their gamma -> 0 limit)
+        U_R = d * eta
+        U_gW = abs(s) * U_R * aX.sum(axis=0)[:, None] + eta * (n + aX.sum(axis=0)[:, None])
+        U_gb = (abs(s) * U_R + eta) * n
+        U_L = abs(c) * np.sum(U_R * (2 * aR + U_R)) + n * k * eta
+        exp_gW = lam * abs(s) * np.sqrt(V_gW) + U_gW
+        exp_gb = lam * abs(s) * np.sqrt(V_gb) + U_gb
+        exp_L = lam * abs(c) * np.sqrt(V_L) + U_L
+        exp_W = lam * np.sqrt(lr**2 * s**2 * V_gW + 2 * (lr * exact["grad_W"]) ** 2 + exact["W"] ** 2) + lr * U_gW + eta * gW_abs + eta
+        exp_b = lam * np.sqrt(lr**2 * s**2 * V_gb + 2 * (lr * exact["grad_b"]) ** 2 + exact["b"] ** 2) + lr * U_gb + eta * gb_abs + eta
 
         rigorous = {
             "loss": np.asarray(rig_L) * _SAFETY,
@@ -207,12 +220,16 @@ def step_bounds(
         rigorous = {q: np.nan_to_num(v, nan=np.inf) for q, v in rigorous.items()}
 
         # ---------------- where the exact value or an intermediate leaves the range
+        # the scale c and the factor 2 may be applied before or after the sum over N
+        # (torch scales R first, a hand-written step often sums X^T R first): the
+        # largest intermediate is max(2, |s|) times the unscaled sum, since |c| <= 1
+        sc = max(2.0, abs(s))
         ov_R = (A > big) | (Rh > big)
-        ov_terms = (abs(s) * Rh > big) | ~np.isfinite(Rh)
+        ov_terms = (sc * Rh > big) | ~np.isfinite(Rh)
         ovf = {
             "loss": np.asarray(bool(np.sum(Rh**2) > big or ov_R.any() or abs(float(exact["loss"])) > big)),
-            "grad_W": (aX.T @ (abs(s) * Rh) > big) | (ov_R | ov_terms).any(axis=0)[None, :] | (np.abs(exact["grad_W"]) > big),
-            "grad_b": (abs(s) * Rh.sum(axis=0) > big) | (ov_R | ov_terms).any(axis=0) | (np.abs(exact["grad_b"]) > big),
+            "grad_W": (aX.T @ (sc * Rh) > big) | (ov_R | ov_terms).any(axis=0)[None, :] | (np.abs(exact["grad_W"]) > big),
+            "grad_b": (sc * Rh.sum(axis=0) > big) | (ov_R | ov_terms).any(axis=0) | (np.abs(exact["grad_b"]) > big),
         }
         ovf["W"] = np.broadcast_to(ovf["grad_W"], W.shape) | (lr * (gW_abs + rig_gW) > big) | (np.abs(exact["W"]) > big)
         ovf["b"] = ovf["grad_b"] | (lr * (gb_abs + rig_gb) > big) | (np.abs(exact["b"]) > big)

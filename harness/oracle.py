@@ -51,6 +51,17 @@ class ExactStep:
     method: str = METHOD
 
 
+_TRANSPOSES: dict[sp.Basic, sp.Basic] = {}
+
+
+def _transpose_of(expr: sp.Basic) -> sp.Basic:
+    """``expr.T``, cached: SymPy's transpose rewrites the expression tree on
+    every call, and the derived expressions are the same objects every step."""
+    if expr not in _TRANSPOSES:
+        _TRANSPOSES[expr] = expr.T
+    return _TRANSPOSES[expr]
+
+
 class _Evaluator:
     """Evaluates a SymPy matrix expression on exact arrays, memoising subexpressions."""
 
@@ -60,7 +71,9 @@ class _Evaluator:
         self.memo: dict[sp.Basic, Value] = {}
 
     def scalar(self, expr: sp.Basic) -> Fraction:
-        v = sp.nsimplify(expr.subs(self.subs)) if expr.free_symbols else expr
+        v = expr.subs(self.subs) if expr.free_symbols else expr
+        if not v.is_Rational:  # substitution of integers and a rational is normally rational already
+            v = sp.nsimplify(v)
         if not v.is_Rational:
             raise ValueError(f"cannot evaluate scalar {expr} exactly (got {v})")
         return Fraction(int(v.p), int(v.q))
@@ -70,7 +83,7 @@ class _Evaluator:
             return self.memo[expr]
         if isinstance(expr, sp.MatAdd):
             # (A + B)^T is computed once: reuse the transpose of an evaluated sum
-            flipped = expr.T
+            flipped = _transpose_of(expr)
             if flipped in self.memo:
                 cached = self.memo[flipped]
                 assert isinstance(cached, ScaledInts)
