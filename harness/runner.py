@@ -134,7 +134,8 @@ def check_case(
         with np.errstate(all="ignore"):  # overflow to inf on conversion is graded below
             fw_inputs = {key: to_framework(v, impl.framework, dtype, device) for key, v in case.values.items()}
     except Exception as exc:  # e.g. out of device memory
-        return [_whole_run_record(base, "error", f"could not create the inputs on {device}: {type(exc).__name__}: {exc}")]
+        _, why = classify_exception(exc)
+        return [_whole_run_record(base, "error", f"could not create the inputs on {device} ({why}): {type(exc).__name__}: {exc}")]
     seen = {key: to_float64(v) for key, v in fw_inputs.items()}
     if not all(np.isfinite(v).all() for v in seen.values()):
         bad = [key for key, v in seen.items() if not np.isfinite(v).all()]
