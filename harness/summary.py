@@ -78,13 +78,13 @@ def by_device_dtype(records: Sequence[Record]) -> str:
     if len(devices) > 1:
         failing = ("disagree", "error")
         bad = {dev: [(dt, cnt) for (d, dt), cnt in sorted(groups.items()) if d == dev and any(cnt[v] for v in failing)] for dev in devices}
-        parts = []
+        verdicts: list[str] = []
         for dev in devices:
             if bad[dev]:
                 what = "; ".join(f"{dt}: " + ", ".join(f"{cnt[v]} {v}" for v in failing if cnt[v]) for dt, cnt in bad[dev])
-                parts.append(f"{dev} disagrees ({what})")
+                verdicts.append(f"{dev} disagrees ({what})")
         good = [dev for dev in devices if not bad[dev]]
         if good:
-            parts.append(", ".join(good) + (" agrees" if len(good) == 1 else " agree") + " with the oracle")
-        lines.append("cross-device: " + "; ".join(parts))
+            verdicts.append(", ".join(good) + (" agrees" if len(good) == 1 else " agree") + " with the oracle")
+        lines.append("cross-device: " + "; ".join(verdicts))
     return "\n".join(lines)
