@@ -40,7 +40,9 @@ class RunOptions:
     """Settings of a run that every record carries.
 
     Attributes:
-        tf32: allow TF32 for float32 matmuls on CUDA (``torch.backends.cuda.matmul.allow_tf32``).
+        tf32: allow TF32 for float32 matmuls on CUDA (through
+            ``torch.set_float32_matmul_precision("high")``, which sets
+            ``torch.backends.cuda.matmul.allow_tf32``).
         matmul_precision: ``torch.set_float32_matmul_precision`` value
             (``"highest"``, ``"high"``, ``"medium"``).
         repro_cases: case-file paths to name in repro commands (default: each case's source).
@@ -51,6 +53,18 @@ class RunOptions:
     matmul_precision: str = "highest"
     trajectory: bool = True
     extra_repro: list[str] = field(default_factory=list)
+
+    @property
+    def effective_matmul_precision(self) -> str:
+        """The ``torch.set_float32_matmul_precision`` value the run uses: ``"high"``
+        when TF32 is asked for with ``"highest"`` (in torch, ``"highest"`` turns
+        ``allow_tf32`` off again, and mixing the two APIs is an error)."""
+        return "high" if self.tf32 and self.matmul_precision == "highest" else self.matmul_precision
+
+    @property
+    def effective_tf32(self) -> bool:
+        """Whether CUDA float32 matmuls may use TF32 (precision ``"high"`` or ``"medium"``)."""
+        return self.effective_matmul_precision != "highest"
 
 
 def _shape_of(name: str, n: int, d: int, k: int) -> tuple[int, ...]:
@@ -95,8 +109,8 @@ def _base(case: Case, impl: Implementation, device: str, dtype: str, opts: RunOp
     return {
         "case": case.id, "implementation": impl.name, "device": device, "dtype": dtype,
         "reduction": case.reduction, "tags": list(case.tags),
-        "tf32": opts.tf32 if device.startswith("cuda") else None,
-        "matmul_precision": opts.matmul_precision,
+        "tf32": opts.effective_tf32 if device.startswith("cuda") else None,
+        "matmul_precision": opts.effective_matmul_precision,
         "repro": repro_command(case, impl.name, device, dtype, opts.extra_repro),
     }
 
@@ -179,15 +193,18 @@ def _call_with_settings(impl: Implementation, inputs: Mapping[str, Any], lr: flo
             return impl.fn(inputs["X"], inputs["y"], inputs["W"], inputs["b"], lr=lr, reduction=case.reduction, steps=case.steps)
     import torch
 
-    old_tf32 = torch.backends.cuda.matmul.allow_tf32
-    old_prec = torch.get_float32_matmul_precision()
+    # only the new API (set_float32_matmul_precision): it also sets allow_tf32, and
+    # setting allow_tf32 afterwards would be undone or conflict with it
     try:
-        torch.backends.cuda.matmul.allow_tf32 = opts.tf32
-        torch.set_float32_matmul_precision(opts.matmul_precision)
+        old_prec: str | None = torch.get_float32_matmul_precision()
+    except RuntimeError:  # the caller mixed the legacy and the new API: leave it as found
+        old_prec = None
+    try:
+        torch.set_float32_matmul_precision(opts.effective_matmul_precision)
         return impl.fn(inputs["X"], inputs["y"], inputs["W"], inputs["b"], lr=lr, reduction=case.reduction, steps=case.steps)
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = old_tf32
-        torch.set_float32_matmul_precision(old_prec)
+        if old_prec is not None:
+            torch.set_float32_matmul_precision(old_prec)
 
 
 def _validate(results: Any, steps: int, n: int, d: int, k: int) -> str | None:
@@ -216,7 +233,7 @@ def _grade_step(
     hilo = {q: ex.values[q].to_hi_lo() for q in QUANTITIES}
     bounds = step_bounds(
         step_inputs, ex.residual.to_float64(), {q: hilo[q][0] for q in QUANTITIES},
-        lr=float(lr), reduction=case.reduction, fmt=fmt, tf32=bool(opts.tf32 and base["device"].startswith("cuda") and fmt.name == "float32"),
+        lr=float(lr), reduction=case.reduction, fmt=fmt, tf32=bool(opts.effective_tf32 and base["device"].startswith("cuda") and fmt.name == "float32"),
     )
     records = []
     for q in QUANTITIES:

@@ -92,3 +92,19 @@ def test_cuda_records_with_tf32_off_and_on():
     on = verify([CASE], ["torch-seed"], devices=["cuda"], options=RunOptions(tf32=True))
     assert {r.tf32 for r in off} == {False} and {r.tf32 for r in on} == {True}
     assert not [r for r in off + on if r.verdict in ("disagree", "error")]
+
+
+def test_the_tf32_option_is_applied_during_the_step_and_restored():
+    seen = []
+
+    def spy(X, y, W, b, *, lr, reduction, steps):
+        seen.append((torch.get_float32_matmul_precision(), torch.backends.cuda.matmul.allow_tf32))
+        return harness.implementations.REGISTRY["torch-seed"].fn(X, y, W, b, lr=lr, reduction=reduction, steps=steps)
+
+    impl = harness.Implementation("spy", framework="torch", fn=spy, kind="plugin")
+    harness.implementations.load_builtins()
+    on = verify([CASE], [impl], devices=["cpu"], options=RunOptions(tf32=True))
+    off = verify([CASE], [impl], devices=["cpu"], options=RunOptions(tf32=False))
+    assert seen == [("high", True), ("highest", False)]
+    assert {r.matmul_precision for r in on} == {"high"} and {r.matmul_precision for r in off} == {"highest"}
+    assert torch.get_float32_matmul_precision() == "highest" and not torch.backends.cuda.matmul.allow_tf32
