@@ -200,7 +200,8 @@ class HarnessState:
             self._cases = cases
         return self._cases
 
-    def option_options(self) -> Any:
+    def run_options(self) -> Any:
+        """The :class:`harness.RunOptions` of the ``--harness-*`` options (TF32, matmul precision, repro)."""
         from .runner import RunOptions
 
         extra = [a for mod in self.options.plugins for a in ("--plugin", mod)]
@@ -372,7 +373,7 @@ def harness_check(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
         from .runner import check_case
 
         impl = resolve([implementation])[0] if isinstance(implementation, str) else implementation
-        records = check_case(case, impl, device, dtype, state.option_options(), state.case_cache(case))
+        records = check_case(case, impl, device, dtype, state.run_options(), state.case_cache(case))
         state.records.extend(records)
         if records and all(r.verdict == "unsupported" for r in records):
             pytest.skip(f"unsupported: {records[0].message}")
@@ -383,12 +384,12 @@ def harness_check(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
 
 @pytest.fixture
 def harness_verify(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
-    """``verify(step, cases=None, *, devices=None, dtypes=None, strict=False) -> list[Record]``.
+    """``verify(step, cases=None, *, devices=None, dtypes=None, strict=False, framework="torch") -> list[Record]``.
 
     Runs the harness on ``step`` (a function registered with
     ``@harness.implementation``, its name, an :class:`harness.Implementation`,
     or a plain function ``step(X, y, W, b, *, lr, reduction, steps)`` taking
-    torch tensors). ``cases`` defaults to the selected cases, ``devices`` and
+    torch tensors, or NumPy arrays with ``framework="numpy"``). ``cases`` defaults to the selected cases, ``devices`` and
     ``dtypes`` to the ``--harness-*`` options (devices: the available ones; a
     requested device that is absent is left out, and the test is skipped if
     none is left). Records are kept for the results file and the summary.
@@ -423,7 +424,7 @@ def harness_verify(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
         present = [d for d in requested if d in avail or (d == "cuda" and any(a.startswith("cuda") for a in avail))]
         if not present:
             pytest.skip(f"none of the requested devices {', '.join(requested)} is available (available: {', '.join(avail)})")
-        opts = state.option_options()
+        opts = state.run_options()
         opts.extra_repro = [*_plugin_arg(impl), *opts.extra_repro]
         records = runner.verify(state.cases() if cases is None else cases, [impl], devices=present,
                                 dtypes=dtypes if dtypes is not None else state.options.dtypes, options=opts)
