@@ -27,11 +27,13 @@ Regimes (X (N, D), W (D, K), b (K,), y (N, K)):
   normal (beyond float16's range both ways; products and the loss of ``huge``
   overflow float32 at moderate N, ``tiny`` products reach float32's subnormals);
 - ``mixed``: each entry scaled by 2**e with e uniform in [-20, 20];
-- ``near-zero-residual``: X, W, b standard normal rounded to float16, and
+- ``near-zero-residual``: X, W, b standard normal rounded to bfloat16 (and
+  magnitudes below 2**-14 set to 0), so they are exact in all four dtypes, and
   ``y = X W + b + 2**-20 * noise`` (``X W + b`` is exact in float64): the
   residual is about 2**-20 of the terms it is computed from, so the gradient
   cancels heavily in float64 and float32 (in float16 and bfloat16 the
-  rounding of y itself is larger than the noise);
+  rounding of y itself is larger than the noise: the residual is then the
+  rounding error of y);
 - ``zeros``: all-zero X, W, b, y (every gradient and the loss are exactly zero);
 - ``integers``: integers in [-8, 8] (products and sums exact in float32 and
   float64 at these sizes; float16 and bfloat16 round or overflow large sums);
@@ -51,11 +53,19 @@ import numpy as np
 
 from .cases import Case, case_from_arrays
 from .errors import CaseFileError
-from .floats import DTYPES, FLOAT16, round_to_format
+from .floats import BFLOAT16, DTYPES, FLOAT16, round_to_format
 
 REGIMES = ("normal", "huge", "tiny", "mixed", "near-zero-residual", "zeros", "integers", "subnormal")
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 GENERATE_KEYS = {"name", "seed", "shapes", "regimes", "reductions", "steps", "lr", "dtypes", "tier", "tags", "description"}
+
+
+def _exact_in_every_dtype(x: np.ndarray) -> np.ndarray:
+    """``x`` rounded to bfloat16, with magnitudes below float16's smallest normal
+    (2**-14) set to 0: the values are then exact in all four dtypes, so every
+    dtype sees the same X, W and b (no input rounding error that the rows share)."""
+    r = round_to_format(x, BFLOAT16)
+    return np.where(np.abs(r) < FLOAT16.min_normal, 0.0, r)
 
 
 def _values(regime: str, rng: np.random.Generator, n: int, d: int, k: int) -> dict[str, np.ndarray]:
@@ -72,9 +82,7 @@ def _values(regime: str, rng: np.random.Generator, n: int, d: int, k: int) -> di
             return normal(*shape) * np.exp2(rng.integers(-20, 21, size=shape))
         return {"X": mixed(n, d), "W": mixed(d, k), "b": mixed(k), "y": mixed(n, k)}
     if regime == "near-zero-residual":
-        X = round_to_format(normal(n, d), FLOAT16)
-        W = round_to_format(normal(d, k), FLOAT16)
-        b = round_to_format(normal(k), FLOAT16)
+        X, W, b = (_exact_in_every_dtype(normal(*shape)) for shape in ((n, d), (d, k), (k,)))
         y = X @ W + b + normal(n, k) * 2.0**-20
         return {"X": X, "W": W, "b": b, "y": y}
     if regime == "zeros":

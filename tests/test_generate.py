@@ -8,7 +8,7 @@ import numpy as np
 
 import harness
 from harness.cases import load_cases
-from harness.floats import FLOAT16, FLOAT32, FLOAT64, round_to_format
+from harness.floats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, round_to_format
 from harness.runner import verify
 from tests.conftest import CASES
 
@@ -53,7 +53,9 @@ def test_generation_is_deterministic_and_regimes_have_their_values():
     sub = a["gen-grid-subnormal-n16-d2-k2-sum-s1"].values
     assert 0 < np.abs(sub["W"]).max() < FLOAT64.min_normal and np.abs(sub["X"]).min() > 0
     nz = a["gen-grid-near-zero-residual-n32-d8-k8-sum-s1"].values
-    np.testing.assert_array_equal(nz["X"], round_to_format(nz["X"], FLOAT16))
+    for key in ("X", "W", "b"):  # exact in every dtype
+        np.testing.assert_array_equal(nz[key], round_to_format(nz[key], FLOAT16))
+        np.testing.assert_array_equal(nz[key], round_to_format(nz[key], BFLOAT16))
     residual = nz["X"] @ nz["W"] + nz["b"] - nz["y"]
     assert np.abs(residual).max() < 2.0**-16 < np.abs(nz["y"]).max()
     # the same shape and regime give the same inputs for sum and mean
