@@ -51,8 +51,9 @@ input perturbation such as TF32's ``2**-11`` rounding stands out at any N.
 Two terms are not probabilistic: underflow errors (absolute, at most ``eta``
 per product) enter the expected bounds with their first-order rigorous
 terms, and the loss, which squares the residual, carries the second-order
-term ``|c| lambda^2 u^2 sum V_R`` (the sum of the squared residual errors
-does not cancel and grows like N; it dominates for near-zero residuals).
+term ``|c| u^2 min(sum V_R + lambda^3 sqrt(sum V_R^2 / 2), lambda^2 sum V_R)``
+(mean plus a Hoeffding deviation: the sum of the squared residual errors
+does not cancel and grows like N K; it dominates for near-zero residuals).
 
 ``LAMBDA = 6`` gives a failure probability below ``3e-8`` per element; the
 calibration test (``tests/test_calibration.py``) measures the largest
@@ -211,10 +212,14 @@ def step_bounds(
         exp_gW = lam * abs(s) * np.sqrt(V_gW) + U_gW
         exp_gb = lam * abs(s) * np.sqrt(V_gb) + U_gb
         # second order: the loss squares the residual, so its error has the term
-        # sum dR^2 (>= 0, it does not cancel and grows like N); with each
-        # |dR| <= lambda u sqrt(V_R) it is at most lambda^2 u^2 sum V_R. It dominates
-        # when the residual is far smaller than its rounding errors (near-zero residuals)
-        exp_L = lam * abs(c) * np.sqrt(V_L) + abs(c) * lam**2 * np.sum(V_R) + U_L
+        # sum dR^2 (>= 0, it does not cancel and grows like N K). Its mean is at most
+        # u^2 sum V_R; each term lies in [0, lambda^2 u^2 V_R], so by Hoeffding the sum
+        # exceeds the mean by more than lambda^3 u^2 sqrt(sum V_R^2 / 2) with probability
+        # below exp(-lambda^2); never more than lambda^2 u^2 sum V_R. It dominates when
+        # the residual is far smaller than its rounding errors (near-zero residuals)
+        sum_VR = np.sum(V_R)
+        second_L = u**2 * min(sum_VR + LAMBDA**3 * np.sqrt(np.sum(V_R**2) / 2), LAMBDA**2 * sum_VR)
+        exp_L = lam * abs(c) * np.sqrt(V_L) + abs(c) * second_L + U_L
         exp_W = lam * np.sqrt(lr**2 * s**2 * V_gW + 2 * (lr * exact["grad_W"]) ** 2 + exact["W"] ** 2) + lr * U_gW + eta * gW_abs + eta
         exp_b = lam * np.sqrt(lr**2 * s**2 * V_gb + 2 * (lr * exact["grad_b"]) ** 2 + exact["b"] ** 2) + lr * U_gb + eta * gb_abs + eta
 

@@ -97,3 +97,20 @@ def test_a_learning_rate_that_underflows_in_the_dtype_is_not_a_false_alarm():
     recs = {r.quantity: r for r in verify([case], ["torch-seed"], dtypes=["float16"])}
     assert recs["grad_b"].computed == "30208.0" and recs["grad_b"].verdict == "agree"
     assert recs["b"].computed == repr(-(2.0**-24)) and recs["b"].exact == "0" and recs["b"].verdict == "agree"
+
+
+def test_the_expected_loss_bound_has_the_second_order_term():
+    """Residuals of 2**-20 computed from terms of size 1 in float32: the loss error is
+    dominated by sum dR^2, which grows like N K and does not cancel. The first-order
+    expected bound alone put this correct result at 1.44 x the bound ('suspect')."""
+    rng = np.random.default_rng(5)
+    n = 20000
+    X = round_to_format(rng.standard_normal((n, 8)), FLOAT16)
+    W = round_to_format(rng.standard_normal((8, 8)), FLOAT16)
+    b = round_to_format(rng.standard_normal(8), FLOAT16)
+    y = X @ W + b + rng.standard_normal((n, 8)) * 2.0**-20
+    case = harness.case_from_arrays("near-zero-loss", X, y, W, b, lr=2**-10)
+    (loss,) = [r for r in verify([case], ["numpy-hand"], dtypes=["float32"], options=harness.RunOptions(trajectory=False))
+               if r.quantity == "loss"]
+    assert loss.verdict == "agree" and 0.01 < loss.expected_ratio < 1
+    assert loss.max_ulp_error > 100  # the error is real: the residual cancels
