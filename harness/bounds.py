@@ -20,9 +20,11 @@ n - 1 additions and one multiplication:
   ``c`` and of ``c * 2R`` (Higham Lemma 3.3 for the chain);
 - grad_b: the same with ``|X|`` replaced by ones;
 - loss: ``|c| (gamma_{NK+2} sum (|R| + E_R)^2 + sum E_R (2|R| + E_R)) + (1 + gamma_{NK+2}) NK eta``;
-- update ``W' = W - lr g``: ``(1 + u)((1 + gamma_2)|lr| E_g + gamma_2 |lr g|) + u |W'| + eta``,
+- update ``W' = W - lr g``: ``(1 + u)((1 + gamma_2)|lr| E_g + gamma_2 |lr g| + eta (|g| + E_g)) + u |W'| + eta``,
   where ``gamma_2`` also covers a learning rate held in a wider type than the
-  oracle's (rounded to the dtype).
+  oracle's (rounded to the dtype), and ``eta (|g| + E_g)`` a learning rate that
+  underflows when rounded to the dtype (``1e-12`` is 0 in float16, but torch
+  multiplies by the Python float in float32 arithmetic).
 
 With TF32 matmuls, every product in ``X W`` and ``X^T (sR)`` carries two more
 roundings of unit ``2**-11`` (its inputs) and the product terms are scaled by
@@ -45,6 +47,13 @@ blocked and pairwise orders BLAS and reductions use on generic data. Where
 Higham and Mary bound ``sum a_m^2`` by its worst case ``n max a_m^2`` (giving
 their ``lambda sqrt(n) u`` constant), this keeps the sum itself, so that an
 input perturbation such as TF32's ``2**-11`` rounding stands out at any N.
+
+Two terms are not probabilistic: underflow errors (absolute, at most ``eta``
+per product) enter the expected bounds with their first-order rigorous
+terms, and the loss, which squares the residual, carries the second-order
+term ``|c| u^2 min(sum V_R + lambda^3 sqrt(sum V_R^2 / 2), lambda^2 sum V_R)``
+(mean plus a Hoeffding deviation: the sum of the squared residual errors
+does not cancel and grows like N K; it dominates for near-zero residuals).
 
 ``LAMBDA = 6`` gives a failure probability below ``3e-8`` per element; the
 calibration test (``tests/test_calibration.py``) measures the largest
@@ -182,8 +191,12 @@ def step_bounds(
 
         g2 = g(2)
         gW_abs, gb_abs = np.abs(exact["grad_W"]), np.abs(exact["grad_b"])
-        rig_W = (1 + u) * ((1 + g2) * lr * rig_gW + g2 * lr * gW_abs) + u * np.abs(exact["W"]) + eta
-        rig_b = (1 + u) * ((1 + g2) * lr * rig_gb + g2 * lr * gb_abs) + u * np.abs(exact["b"]) + eta
+        # eta (|g| + E_g): an implementation may multiply by the learning rate held
+        # wider than the dtype (torch keeps a Python float scalar in float32 or
+        # float64), while the oracle uses it rounded to the dtype; that rounding is
+        # relative (covered by gamma_2) unless lr underflows: then |lr - fl(lr)| <= eta
+        rig_W = (1 + u) * ((1 + g2) * lr * rig_gW + g2 * lr * gW_abs + eta * (gW_abs + rig_gW)) + u * np.abs(exact["W"]) + eta
+        rig_b = (1 + u) * ((1 + g2) * lr * rig_gb + g2 * lr * gb_abs + eta * (gb_abs + rig_gb)) + u * np.abs(exact["b"]) + eta
         dlr = abs(float(lr_held) - lr) if lr_held is not None else 0.0
         if dlr:
             rig_W = rig_W + (1 + u) * (1 + g2) * dlr * (gW_abs + rig_gW)
@@ -203,11 +216,26 @@ def step_bounds(
         sq = (R**2).ravel()
         V_L = 4 * np.sum(R**2 * V_R) + np.sum(sq**2) + 2 * np.sum(sq) ** 2 + partial_sum_squares(sq[None, :], axis=1)[0]
         lam = LAMBDA * u
-        exp_gW = lam * abs(s) * np.sqrt(V_gW) + d * eta
-        exp_gb = lam * abs(s) * np.sqrt(V_gb) + eta
-        exp_L = lam * abs(c) * np.sqrt(V_L) + eta
-        exp_W = lam * np.sqrt(lr**2 * s**2 * V_gW + 2 * (lr * exact["grad_W"]) ** 2 + exact["W"] ** 2) + eta
-        exp_b = lam * np.sqrt(lr**2 * s**2 * V_gb + 2 * (lr * exact["grad_b"]) ** 2 + exact["b"] ** 2) + eta
+        # underflow errors are absolute (not relative to u) and are not modelled
+        # probabilistically: the expected bounds carry the first-order underflow
+        # terms of the rigorous bounds (their gamma -> 0 limit)
+        U_R = d * eta
+        U_gW = abs(s) * U_R * aX.sum(axis=0)[:, None] + eta * (n + aX.sum(axis=0)[:, None])
+        U_gb = (abs(s) * U_R + eta) * n
+        U_L = abs(c) * np.sum(U_R * (2 * aR + U_R)) + n * k * eta
+        exp_gW = lam * abs(s) * np.sqrt(V_gW) + U_gW
+        exp_gb = lam * abs(s) * np.sqrt(V_gb) + U_gb
+        # second order: the loss squares the residual, so its error has the term
+        # sum dR^2 (>= 0, it does not cancel and grows like N K). Its mean is at most
+        # u^2 sum V_R; each term lies in [0, lambda^2 u^2 V_R], so by Hoeffding the sum
+        # exceeds the mean by more than lambda^3 u^2 sqrt(sum V_R^2 / 2) with probability
+        # below exp(-lambda^2); never more than lambda^2 u^2 sum V_R. It dominates when
+        # the residual is far smaller than its rounding errors (near-zero residuals)
+        sum_VR = np.sum(V_R)
+        second_L = u**2 * min(sum_VR + LAMBDA**3 * np.sqrt(np.sum(V_R**2) / 2), LAMBDA**2 * sum_VR)
+        exp_L = lam * abs(c) * np.sqrt(V_L) + abs(c) * second_L + U_L
+        exp_W = lam * np.sqrt(lr**2 * s**2 * V_gW + 2 * (lr * exact["grad_W"]) ** 2 + exact["W"] ** 2) + lr * U_gW + eta * gW_abs + eta
+        exp_b = lam * np.sqrt(lr**2 * s**2 * V_gb + 2 * (lr * exact["grad_b"]) ** 2 + exact["b"] ** 2) + lr * U_gb + eta * gb_abs + eta
         if dlr:
             exp_W = exp_W + dlr * gW_abs
             exp_b = exp_b + dlr * gb_abs
@@ -220,16 +248,21 @@ def step_bounds(
             "b": rig_b * _SAFETY,
         }
         expected_raw = {"loss": np.asarray(exp_L), "grad_W": exp_gW, "grad_b": exp_gb, "W": exp_W, "b": exp_b}
-        expected = {q: np.minimum(np.nan_to_num(expected_raw[q], nan=np.inf), rigorous[q]) for q in rigorous}
-        rigorous = {q: np.nan_to_num(v, nan=np.inf) for q, v in rigorous.items()}
+        # NaN (inf * 0 in a vacuous bound) and inf stay inf: a vacuous bound says nothing
+        expected = {q: np.minimum(np.nan_to_num(expected_raw[q], nan=np.inf, posinf=np.inf), rigorous[q]) for q in rigorous}
+        rigorous = {q: np.nan_to_num(v, nan=np.inf, posinf=np.inf) for q, v in rigorous.items()}
 
         # ---------------- where the exact value or an intermediate leaves the range
+        # the scale c and the factor 2 may be applied before or after the sum over N
+        # (torch scales R first, a hand-written step often sums X^T R first): the
+        # largest intermediate is max(2, |s|) times the unscaled sum, since |c| <= 1
+        sc = max(2.0, abs(s))
         ov_R = (A > big) | (Rh > big)
-        ov_terms = (abs(s) * Rh > big) | ~np.isfinite(Rh)
+        ov_terms = (sc * Rh > big) | ~np.isfinite(Rh)
         ovf = {
             "loss": np.asarray(bool(np.sum(Rh**2) > big or ov_R.any() or abs(float(exact["loss"])) > big)),
-            "grad_W": (aX.T @ (abs(s) * Rh) > big) | (ov_R | ov_terms).any(axis=0)[None, :] | (np.abs(exact["grad_W"]) > big),
-            "grad_b": (abs(s) * Rh.sum(axis=0) > big) | (ov_R | ov_terms).any(axis=0) | (np.abs(exact["grad_b"]) > big),
+            "grad_W": (aX.T @ (sc * Rh) > big) | (ov_R | ov_terms).any(axis=0)[None, :] | (np.abs(exact["grad_W"]) > big),
+            "grad_b": (sc * Rh.sum(axis=0) > big) | (ov_R | ov_terms).any(axis=0) | (np.abs(exact["grad_b"]) > big),
         }
         ovf["W"] = np.broadcast_to(ovf["grad_W"], W.shape) | (lr * (gW_abs + rig_gW) > big) | (np.abs(exact["W"]) > big)
         ovf["b"] = ovf["grad_b"] | (lr * (gb_abs + rig_gb) > big) | (np.abs(exact["b"]) > big)

@@ -303,7 +303,9 @@ def read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as exc:
         m = _LINE_RE.search(str(exc))
-        line = int(m.group(1)) if m else (text.count("\n") + 1 if "end of document" in str(exc) else None)
+        line = getattr(exc, "lineno", None) or (int(m.group(1)) if m else None)
+        if line is None and "end of document" in str(exc):
+            line = text.count("\n") + (0 if text.endswith("\n") else 1)  # the last line
         raise CaseFileError(f"invalid TOML: {exc}", path=str(path), line=line) from None
 
 

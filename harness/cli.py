@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--results", default=DEFAULT_RESULTS, metavar="PATH", help=f"JSON-lines results file (default: {DEFAULT_RESULTS})")
     check.add_argument("--report", default=DEFAULT_REPORT, metavar="PATH", help=f"HTML agreement report (default: {DEFAULT_REPORT}); 'none' to skip")
     check.add_argument("--strict", action="store_true", help="exit 1 on suspect verdicts too")
-    check.add_argument("--tf32", choices=("off", "on"), default="off", help="allow TF32 for float32 CUDA matmuls (default: off)")
+    check.add_argument("--tf32", choices=("off", "on", "both"), default="off",
+                       help="allow TF32 for float32 CUDA matmuls (default: off); both: every device with TF32 off, then the CUDA devices again with it on")
     check.add_argument("--matmul-precision", choices=("highest", "high", "medium"), default="highest",
                        help="torch.set_float32_matmul_precision for the run (default: highest)")
     check.add_argument("--no-trajectory", action="store_true", help="skip the exact trajectory (drift) computation")
@@ -120,6 +121,14 @@ def cmd_check(args: argparse.Namespace) -> int:
                       trajectory=not args.no_trajectory, extra_repro=extra)
     records = verify(cases, impls, devices=args.devices, dtypes=args.dtypes, options=opts,
                      progress=_progress_printer(args.quiet))
+    if args.tf32 == "both":
+        from .devices import parse_devices
+
+        cuda = [d for d in parse_devices(args.devices) if d.startswith("cuda")]
+        if cuda:
+            on = RunOptions(tf32=True, matmul_precision=args.matmul_precision, trajectory=not args.no_trajectory,
+                            extra_repro=[*extra, "--tf32", "on"])
+            records += verify(cases, impls, devices=cuda, dtypes=args.dtypes, options=on, progress=_progress_printer(args.quiet))
     env = environment_record({"argv": sys.argv[1:], "tf32_option": args.tf32, "matmul_precision_option": args.matmul_precision})
     path = write_jsonl(args.results, records, env)
     if not args.quiet:

@@ -23,6 +23,7 @@ SIAM 2002, §2.1-2.2; Muller et al., *Handbook of Floating-Point Arithmetic*,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -55,8 +56,13 @@ class FloatFormat:
 
     @property
     def underflow_quantum(self) -> float:
-        """``eta = 2**(emin - p)``, half the spacing of the subnormals."""
-        return 2.0 ** (self.emin - self.precision)
+        """``eta = 2**(emin - p)``, half the spacing of the subnormals.
+
+        For float64 itself ``2**-1075`` is not a float64 (it rounds to 0), so the
+        smallest float64 subnormal ``2**-1074 = 2 eta`` is returned: an upper
+        bound of ``eta``, which keeps every bound that uses it valid.
+        """
+        return max(2.0 ** (self.emin - self.precision), math.ulp(0.0))
 
     @property
     def max_finite(self) -> float:

@@ -6,30 +6,46 @@ readable, stable id::
 
     gen-{name}-{regime}-n{N}-d{D}-k{K}-{reduction}-s{steps}
 
-Values come from ``numpy.random.default_rng([seed, i])`` for the i-th
-combination, so a case never depends on which others were generated.
+Values come from ``numpy.random.default_rng([seed, crc32("{regime}/{N}/{D}/{K}")])``:
+they depend only on the table's seed, the regime and the shape, never on the
+position of the combination in the table, so adding or removing a shape does
+not change the values behind any other id (and the sum and mean cases of one
+shape share their inputs). NumPy's ``Generator`` streams are stable across
+releases in practice but not guaranteed by NumPy (NEP 19).
 
-Keys: ``name`` (str), ``seed`` (int), ``shapes`` (list of [N, D, K]),
-``regimes`` (list of names below), ``reductions`` (default both), ``steps``
-(list of ints, default [1]), ``lr`` (default "0.01"), ``dtypes`` (default all
-four), ``tier`` ("default" or "large"; large tables run only with ``--tier large``),
-``tags``.
+Keys: ``name`` (str of letters, digits, ``_`` and ``-``), ``seed`` (int),
+``shapes`` (list of [N, D, K]), ``regimes`` (list of names below, default
+``["normal"]``), ``reductions`` (default both), ``steps`` (list of ints,
+default [1]), ``lr`` (default "0.01"), ``dtypes`` (default all four), ``tier``
+("default" or "large"; large tables run only with ``--tier large``), ``tags``
+(list of str), ``description``.
 
-Regimes:
+Regimes (X (N, D), W (D, K), b (K,), y (N, K)):
 
 - ``normal``: standard normal X, W, b, y;
-- ``huge`` / ``tiny``: normal values scaled by 2**60 / 2**-60 (beyond float16's range);
+- ``huge`` / ``tiny``: normal X, b, y scaled by 2**60 / 2**-60, W standard
+  normal (beyond float16's range both ways; products and the loss of ``huge``
+  overflow float32 at moderate N, ``tiny`` products reach float32's subnormals);
 - ``mixed``: each entry scaled by 2**e with e uniform in [-20, 20];
-- ``near-zero-residual``: y = X W + b rounded to float16 so that it is exact in
-  every dtype, plus noise of 2**-20: the gradient cancels heavily;
-- ``zeros``: all-zero X, W, b, y (gradients must be exactly zero);
-- ``integers``: small integers (every product and sum exact in float32 for small N);
-- ``subnormal``: magnitudes around 2**-1060 (float64 subnormals; zero in the other dtypes).
+- ``near-zero-residual``: X, W, b standard normal rounded to bfloat16 (and
+  magnitudes below 2**-14 set to 0), so they are exact in all four dtypes, and
+  ``y = X W + b + 2**-20 * noise`` (``X W + b`` is exact in float64): the
+  residual is about 2**-20 of the terms it is computed from, so the gradient
+  cancels heavily in float64 and float32 (in float16 and bfloat16 the
+  rounding of y itself is larger than the noise: the residual is then the
+  rounding error of y);
+- ``zeros``: all-zero X, W, b, y (every gradient and the loss are exactly zero);
+- ``integers``: integers in [-8, 8] (products and sums exact in float32 and
+  float64 at these sizes; float16 and bfloat16 round or overflow large sums);
+- ``subnormal``: standard normal X, and W, b, y around 2**-1060 (float64
+  subnormals; every product underflows; they are zero in the other dtypes).
 """
 
 from __future__ import annotations
 
 import itertools
+import re
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -37,10 +53,19 @@ import numpy as np
 
 from .cases import Case, case_from_arrays
 from .errors import CaseFileError
-from .floats import DTYPES, FLOAT16, round_to_format
+from .floats import BFLOAT16, DTYPES, FLOAT16, round_to_format
 
 REGIMES = ("normal", "huge", "tiny", "mixed", "near-zero-residual", "zeros", "integers", "subnormal")
+_NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
 GENERATE_KEYS = {"name", "seed", "shapes", "regimes", "reductions", "steps", "lr", "dtypes", "tier", "tags", "description"}
+
+
+def _exact_in_every_dtype(x: np.ndarray) -> np.ndarray:
+    """``x`` rounded to bfloat16, with magnitudes below float16's smallest normal
+    (2**-14) set to 0: the values are then exact in all four dtypes, so every
+    dtype sees the same X, W and b (no input rounding error that the rows share)."""
+    r = round_to_format(x, BFLOAT16)
+    return np.where(np.abs(r) < FLOAT16.min_normal, 0.0, r)
 
 
 def _values(regime: str, rng: np.random.Generator, n: int, d: int, k: int) -> dict[str, np.ndarray]:
@@ -57,9 +82,7 @@ def _values(regime: str, rng: np.random.Generator, n: int, d: int, k: int) -> di
             return normal(*shape) * np.exp2(rng.integers(-20, 21, size=shape))
         return {"X": mixed(n, d), "W": mixed(d, k), "b": mixed(k), "y": mixed(n, k)}
     if regime == "near-zero-residual":
-        X = round_to_format(normal(n, d), FLOAT16)
-        W = round_to_format(normal(d, k), FLOAT16)
-        b = round_to_format(normal(k), FLOAT16)
+        X, W, b = (_exact_in_every_dtype(normal(*shape)) for shape in ((n, d), (d, k), (k,)))
         y = X @ W + b + normal(n, k) * 2.0**-20
         return {"X": X, "W": W, "b": b, "y": y}
     if regime == "zeros":
@@ -88,6 +111,9 @@ def expand_generate_table(spec: Mapping[str, Any], *, path: str, index: int, tie
     """
     name = spec.get("name", f"table{index + 1}")
     label = f"[[generate]] {name}"
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise CaseFileError(f"expected letters, digits, '_' and '-', got {name!r}", path=path,
+                            case_id=f"[[generate]] number {index + 1}", key="name")
 
     def err(key: str, detail: str) -> CaseFileError:
         return CaseFileError(detail, path=path, case_id=label, key=key)
@@ -109,7 +135,9 @@ def expand_generate_table(spec: Mapping[str, Any], *, path: str, index: int, tie
     ):
         raise err("shapes", f"expected a non-empty list of [N, D, K] positive integers, got {shapes!r}")
     regimes = spec.get("regimes", ["normal"])
-    bad = [r for r in regimes if r not in REGIMES] if isinstance(regimes, list) else [regimes]
+    if not isinstance(regimes, list) or not regimes:
+        raise err("regimes", f"expected a non-empty list of regime names, got {regimes!r}")
+    bad = [r for r in regimes if r not in REGIMES]
     if bad:
         raise err("regimes", f"unknown regime(s) {bad}; known: {', '.join(REGIMES)}")
     reductions = spec.get("reductions", ["sum", "mean"])
@@ -130,14 +158,23 @@ def expand_generate_table(spec: Mapping[str, Any], *, path: str, index: int, tie
         raise err("lr", f"expected a number, got {spec.get('lr')!r}") from None
     if lr <= 0:
         raise err("lr", f"must be positive, got {spec.get('lr')!r}")
-    tags = ["generated", *spec.get("tags", [])]
+    extra_tags = spec.get("tags", [])
+    if not isinstance(extra_tags, list) or not all(isinstance(t, str) for t in extra_tags):
+        raise err("tags", f"expected a list of strings, got {extra_tags!r}")
+    description = spec.get("description", "")
+    if not isinstance(description, str):
+        raise err("description", f"expected a string, got {description!r}")
+    tags = ["generated", *extra_tags]
     out = []
-    for i, (shape, regime, red, st) in enumerate(itertools.product(shapes, regimes, reductions, steps_list)):
+    made: dict[tuple[str, int, int, int], dict[str, np.ndarray]] = {}
+    for shape, regime, red, st in itertools.product(shapes, regimes, reductions, steps_list):
         n, d, k = shape
-        rng = np.random.default_rng([seed, i])
-        v = _values(regime, rng, n, d, k)
+        key = (regime, n, d, k)
+        if key not in made:
+            made[key] = _values(regime, np.random.default_rng([seed, zlib.crc32(f"{regime}/{n}/{d}/{k}".encode())]), n, d, k)
+        v = made[key]
         cid = f"gen-{name}-{regime}-n{n}-d{d}-k{k}-{red}-s{st}"
         out.append(case_from_arrays(cid, v["X"], v["y"], v["W"], v["b"], lr=lr, steps=st, reduction=red,
                                     dtypes=dtypes, tags=[*tags, regime], source=path,
-                                    description=f"generated: {regime} values, seed {seed}, combination {i}"))
+                                    description=f"generated: {regime} values, seed {seed}" + (f"; {description}" if description else "")))
     return out

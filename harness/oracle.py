@@ -51,6 +51,17 @@ class ExactStep:
     method: str = METHOD
 
 
+_TRANSPOSES: dict[sp.Basic, sp.Basic] = {}
+
+
+def _transpose_of(expr: sp.Basic) -> sp.Basic:
+    """``expr.T``, cached: SymPy's transpose rewrites the expression tree on
+    every call, and the derived expressions are the same objects every step."""
+    if expr not in _TRANSPOSES:
+        _TRANSPOSES[expr] = expr.T
+    return _TRANSPOSES[expr]
+
+
 class _Evaluator:
     """Evaluates a SymPy matrix expression on exact arrays, memoising subexpressions."""
 
@@ -72,7 +83,7 @@ class _Evaluator:
             return self.memo[expr]
         if isinstance(expr, sp.MatAdd):
             # (A + B)^T is computed once: reuse the transpose of an evaluated sum
-            flipped = expr.T
+            flipped = _transpose_of(expr)
             if flipped in self.memo:
                 cached = self.memo[flipped]
                 assert isinstance(cached, ScaledInts)

@@ -1,31 +1,535 @@
-"""The pytest plugin: ``--plugin MODULE`` for pytest, as on the command line.
+"""The pytest plugin: run the harness inside ``pytest``, serially or under pytest-xdist.
 
-Registered through the ``pytest11`` entry point, so installing the harness
-makes ``python -m pytest --plugin my_module`` import ``my_module`` (a dotted
-name or a ``.py`` path) before the tests are collected, and every module in the
-``harness.implementations`` entry-point group is loaded too. Tests then verify
-the registered steps with :func:`harness.assert_agrees`. This is the only
-module of the harness that imports pytest.
+Registered through the ``pytest11`` entry point (``harness.pytest_plugin``), so
+installing the package makes it available in every project; it stays inert
+until a test uses one of its fixtures: it imports neither torch nor SymPy at
+start-up, collects nothing and prints nothing unless records were made. Only
+this module of the harness imports pytest.
+
+Options (group "autograd-harness" in ``pytest --help``):
+
+``--harness-cases PATH`` (repeatable; default: ``$HARNESS_CASES``, ``./cases``
+or the project's ``cases/``), ``--harness-case ID`` (id or glob, repeatable),
+``--harness-tier default|large``, ``--harness-devices LIST`` (``cpu``,
+``cuda``, ``cuda:N``, ``mps``, ``all``; default all available),
+``--harness-dtypes LIST`` (default: each case's own), ``--harness-implementations
+LIST``, ``--harness-plugin MODULE`` (repeatable), ``--harness-tf32 off|on``,
+``--harness-matmul-precision highest|high|medium``, ``--harness-results PATH``
+(JSON lines, one file even under xdist), ``--harness-report PATH`` (HTML).
+
+Markers: ``cuda`` and ``mps`` (put on every generated item that runs on that
+device, so ``-m "not cuda"`` deselects them), ``harness(implementations=...,
+dtypes=..., devices=..., tags=...)`` (a test's own defaults for the
+parametrization below; command-line options win).
+
+Fixtures:
+
+- ``harness_case``, ``harness_dtype``, ``harness_implementation``,
+  ``harness_device``: a test that asks for any of them is parametrized over
+  the selected cases x dtypes x implementations x devices (one combined
+  parametrization with ids ``{case}-{dtype}-{implementation}-{device}``);
+  devices asked for but absent are skipped with the reason;
+- ``harness_check``: ``check(case, implementation, device, dtype)`` grades one
+  combination, keeps its records for the results file and the summary, and
+  skips (with the reason) when the pair is ``unsupported``;
+- ``harness_verify``: ``verify(step, cases=None, *, devices=None, dtypes=None,
+  strict=False)`` runs the harness on a user's step function (registered with
+  ``@harness.implementation`` or not) and raises ``AssertionError`` in the
+  style of ``torch.testing.assert_close`` when a check fails;
+- ``harness_cases``: the selected cases; ``harness_options``: the parsed options.
+
+Under pytest-xdist each worker writes its records to a part file named in
+``workerinput`` by the controller; the controller merges the parts, sorted,
+into the one results file at the end of the session, so ``pytest -n 2`` and a
+serial run write the same records.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import json
+import tempfile
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import pytest
 
-from .errors import PluginError
-from .implementations import load_entry_points, load_plugin
+if TYPE_CHECKING:  # imported lazily at run time: the plugin must not slow down start-up
+    from .cases import Case
+    from .implementations import Implementation
+    from .records import Record
+
+#: Parametrized fixtures, in the order their values appear in test ids.
+PARAM_FIXTURES = ("harness_case", "harness_dtype", "harness_implementation", "harness_device")
+QUANTITY_ORDER = {"*": -1, "loss": 0, "grad_W": 1, "grad_b": 2, "W": 3, "b": 4}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("autograd-harness")
-    group.addoption("--plugin", action="append", default=[], dest="harness_plugins", metavar="MODULE",
-                    help="autograd-harness: import MODULE (dotted name or .py file) that registers implementations (repeatable)")
+    group = parser.getgroup("harness", "autograd-harness: grade gradients and training steps against the exact oracle")
+    group.addoption("--harness-cases", action="append", metavar="PATH", default=None,
+                    help="case file or folder (repeatable; default: $HARNESS_CASES, ./cases or the project's cases/)")
+    group.addoption("--harness-case", action="append", metavar="ID", default=None,
+                    help="only cases whose id matches (exact or glob; repeatable)")
+    group.addoption("--harness-tier", choices=("default", "large"), default="default",
+                    help="generated-case tier (large is opt-in, up to N = 100,000)")
+    group.addoption("--harness-devices", metavar="LIST", default=None,
+                    help="comma-separated: cpu, cuda, cuda:N, mps, all (default: every available device)")
+    group.addoption("--harness-dtypes", metavar="LIST", default=None,
+                    help="comma-separated: float64,float32,float16,bfloat16 or all (default: each case's own)")
+    group.addoption("--harness-implementations", metavar="LIST", default=None,
+                    help="comma-separated implementation names (default: the test's harness marker, else every correct one)")
+    group.addoption("--harness-plugin", "--plugin", action="append", metavar="MODULE", default=[], dest="harness_plugin",
+                    help="import MODULE (dotted name or .py file) that registers implementations, before collection (repeatable)")
+    group.addoption("--harness-tf32", choices=("off", "on"), default="off",
+                    help="allow TF32 for float32 CUDA matmuls (default: off); recorded in every record")
+    group.addoption("--harness-matmul-precision", choices=("highest", "high", "medium"), default="highest",
+                    help="torch.set_float32_matmul_precision during each check (default: highest)")
+    group.addoption("--harness-results", metavar="PATH", default=None,
+                    help="write every record to this JSON-lines file (one file, also under pytest-xdist)")
+    group.addoption("--harness-report", metavar="PATH", default=None,
+                    help="render the HTML agreement report of the records to PATH")
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    try:
-        for module in config.getoption("harness_plugins") or []:
-            load_plugin(module)
+    config.addinivalue_line("markers", "cuda: runs on a CUDA device (generated harness items on cuda:N carry it)")
+    config.addinivalue_line("markers", "mps: runs on Apple's MPS device (generated harness items on mps carry it)")
+    config.addinivalue_line(
+        "markers",
+        "harness(implementations=None, dtypes=None, devices=None, tags=None): defaults for the harness "
+        "parametrization of this test (command-line --harness-* options win)",
+    )
+    config.stash[_STATE] = HarnessState(config)
+    if config.getoption("harness_plugin"):
+        # asked for explicitly: import the user's modules now, so that tests calling
+        # harness.assert_agrees("their-name") find them registered
+        from .errors import PluginError
+
+        try:
+            config.stash[_STATE].load_plugins()
+        except PluginError as exc:
+            raise pytest.UsageError(str(exc)) from exc
+
+
+# ------------------------------------------------------------------ state
+
+
+@dataclass
+class HarnessOptions:
+    """The ``--harness-*`` options, parsed (no torch needed)."""
+
+    cases: list[str] | None
+    case_ids: list[str] | None
+    tier: str
+    devices: str | None
+    dtypes: str | None
+    implementations: list[str] | None
+    plugins: list[str]
+    tf32: bool
+    matmul_precision: str
+    results: Path | None
+    report: Path | None
+
+    @classmethod
+    def from_config(cls, config: pytest.Config) -> HarnessOptions:
+        impls = config.getoption("--harness-implementations")
+        report = config.getoption("--harness-report")
+        results = config.getoption("--harness-results")
+        if results is None and report is not None:
+            results = str(Path(report).with_suffix(".jsonl"))
+        return cls(
+            cases=config.getoption("--harness-cases"),
+            case_ids=config.getoption("--harness-case"),
+            tier=config.getoption("--harness-tier"),
+            devices=config.getoption("--harness-devices"),
+            dtypes=config.getoption("--harness-dtypes"),
+            implementations=[s.strip() for s in impls.split(",") if s.strip()] if impls else None,
+            plugins=list(config.getoption("harness_plugin")),
+            tf32=config.getoption("--harness-tf32") == "on",
+            matmul_precision=config.getoption("--harness-matmul-precision"),
+            results=Path(results) if results else None,
+            report=Path(report) if report else None,
+        )
+
+
+@dataclass
+class HarnessState:
+    """Per-process state: options, loaded cases, records made so far."""
+
+    config: pytest.Config
+    options: HarnessOptions = field(init=False)
+    records: list[Record] = field(default_factory=list)
+    part_files: list[Path] = field(default_factory=list)
+    parts_dir: Path | None = None
+    _cases: list[Case] | None = None
+    _case_errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    _plugins_loaded: bool = False
+    _caches: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.options = HarnessOptions.from_config(self.config)
+        workerinput = getattr(self.config, "workerinput", None)
+        if workerinput is not None and "harness_parts_dir" in workerinput:
+            self.parts_dir = Path(workerinput["harness_parts_dir"])
+        elif workerinput is None:
+            self.parts_dir = Path(tempfile.gettempdir()) / f"harness-parts-{uuid.uuid4().hex}"
+
+    # -------------------------------------------------------------- lazy loading
+    def load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        from .implementations import load_builtins, load_entry_points, load_plugin
+
+        load_builtins()
+        for mod in self.options.plugins:
+            load_plugin(mod)
         load_entry_points()
-    except PluginError as exc:
-        raise pytest.UsageError(str(exc)) from exc
+        self._plugins_loaded = True
+
+    def cases(self) -> list[Case]:
+        """The selected cases (loaded once per process).
+
+        Raises:
+            pytest.UsageError: if no case matches ``--harness-case``.
+        """
+        if self._cases is None:
+            from .api import cases_dir
+            from .cases import load_cases
+
+            paths = self.options.cases or [str(cases_dir())]
+            res = load_cases(paths, tier=self.options.tier)
+            cases = res.cases
+            ids = self.options.case_ids
+            if ids:
+                cases = [c for c in cases if any(c.id == i or fnmatch.fnmatchcase(c.id, i) for i in ids)]
+            self._case_errors = [str(e) for e in res.errors]
+            self._cases = cases
+        return self._cases
+
+    def run_options(self) -> Any:
+        """The :class:`harness.RunOptions` of the ``--harness-*`` options (TF32, matmul precision, repro)."""
+        from .runner import RunOptions
+
+        extra = [a for mod in self.options.plugins for a in ("--plugin", mod)]
+        if self.options.tf32:
+            extra += ["--tf32", "on"]
+        if self.options.matmul_precision != "highest":
+            extra += ["--matmul-precision", self.options.matmul_precision]
+        return RunOptions(tf32=self.options.tf32, matmul_precision=self.options.matmul_precision, extra_repro=extra)
+
+    def case_cache(self, case: Case) -> Any:
+        """The exact results of ``case`` shared by its implementations, dtypes and devices
+        (the last few cases are kept: items of one case run one after the other)."""
+        from .runner import _CaseCache
+
+        cache = self._caches.pop(case.id, None) or _CaseCache(case)
+        self._caches[case.id] = cache
+        while len(self._caches) > 8:
+            self._caches.pop(next(iter(self._caches)))
+        return cache
+
+
+_STATE = pytest.StashKey[HarnessState]()
+
+
+def _state(config: pytest.Config) -> HarnessState:
+    return config.stash[_STATE]
+
+
+# ------------------------------------------------------------------ parametrization
+
+
+def _marker_kwargs(metafunc: pytest.Metafunc) -> dict[str, Any]:
+    marker = metafunc.definition.get_closest_marker("harness")
+    return dict(marker.kwargs) if marker else {}
+
+
+def _as_list(value: str | Iterable[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [s.strip() for s in value.split(",") if s.strip()]
+    return list(value)
+
+
+def _device_param(device: str, available: Sequence[str]) -> tuple[list[Any], str | None]:
+    """Marks and skip reason for one device."""
+    from .devices import device_type
+
+    kind = device_type(device)
+    marks: list[Any] = []
+    if kind == "cuda":
+        marks.append(pytest.mark.cuda)
+    elif kind == "mps":
+        marks.append(pytest.mark.mps)
+    present = device in available or (device == "cuda" and any(d.startswith("cuda") for d in available))
+    reason = None if present else f"device {device} is not available on this machine (available: {', '.join(available)})"
+    return marks, reason
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    wanted = [f for f in PARAM_FIXTURES if f in metafunc.fixturenames]
+    if not wanted:
+        return  # inert for every test that does not ask for the harness
+    import itertools
+
+    from .devices import available_devices, parse_devices, parse_dtypes
+    from .errors import HarnessError
+    from .floats import DTYPES
+    from .implementations import resolve
+
+    state = _state(metafunc.config)
+    opts = state.options
+    defaults = _marker_kwargs(metafunc)
+    try:
+        state.load_plugins()
+        cases = state.cases() if "harness_case" in wanted else [None]
+        if "harness_case" in wanted and defaults.get("tags"):
+            want_tags = set(_as_list(defaults["tags"]) or [])
+            cases = [c for c in cases if c is not None and want_tags & set(c.tags)]
+        dtypes = parse_dtypes(opts.dtypes if opts.dtypes is not None else _as_list(defaults.get("dtypes")))
+        impl_names = opts.implementations if opts.implementations is not None else _as_list(defaults.get("implementations"))
+        impls = resolve(impl_names) if "harness_implementation" in wanted else [None]
+        available = available_devices() if "harness_device" in wanted else ["cpu"]
+        device_spec = opts.devices if opts.devices is not None else defaults.get("devices")
+        devices = parse_devices(device_spec) if "harness_device" in wanted else [None]
+    except HarnessError as exc:
+        raise pytest.UsageError(f"autograd-harness: {exc}") from None
+    if state._case_errors and "harness_case" in wanted:
+        raise pytest.UsageError("autograd-harness: bad case file(s):\n" + "\n".join(state._case_errors))
+
+    params = []
+    for case in cases:
+        if "harness_dtype" in wanted:
+            case_dtypes: Sequence[str | None] = dtypes or (case.dtypes if case is not None else DTYPES)
+        else:
+            case_dtypes = [None]
+        for dtype, impl, device in itertools.product(case_dtypes, impls, devices):
+            values = {"harness_case": case, "harness_dtype": dtype, "harness_implementation": impl, "harness_device": device}
+            marks: list[Any] = []
+            if device is not None:
+                marks, reason = _device_param(device, available)
+                if reason:
+                    marks.append(pytest.mark.skip(reason=reason))
+            pid = "-".join(_id_part(values[f]) for f in wanted)
+            params.append(pytest.param(*(values[f] for f in wanted), marks=marks, id=pid))
+    if not params:
+        reason = "no harness case matches the selection (--harness-case, --harness-cases, marker tags)"
+        metafunc.parametrize(wanted, [pytest.param(*([None] * len(wanted)), marks=pytest.mark.skip(reason=reason), id="no-cases")])
+        return
+    metafunc.parametrize(wanted, params)
+
+
+def _id_part(value: Any) -> str:
+    name = getattr(value, "id", None) or getattr(value, "name", None)
+    return str(name if name is not None else value)
+
+
+@pytest.fixture
+def harness_case(request: pytest.FixtureRequest) -> Case:
+    """The case of this item (see the module docstring)."""
+    return request.param
+
+
+@pytest.fixture
+def harness_dtype(request: pytest.FixtureRequest) -> str:
+    """The dtype name of this item."""
+    return request.param
+
+
+@pytest.fixture
+def harness_implementation(request: pytest.FixtureRequest) -> Implementation:
+    """The :class:`harness.Implementation` of this item."""
+    return request.param
+
+
+@pytest.fixture
+def harness_device(request: pytest.FixtureRequest) -> str:
+    """The device of this item (``cpu``, ``cuda:0``, ``mps``)."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def harness_options(pytestconfig: pytest.Config) -> HarnessOptions:
+    """The parsed ``--harness-*`` options."""
+    return _state(pytestconfig).options
+
+
+@pytest.fixture(scope="session")
+def harness_cases(pytestconfig: pytest.Config) -> list[Case]:
+    """The cases selected by ``--harness-cases``, ``--harness-case`` and ``--harness-tier``."""
+    state = _state(pytestconfig)
+    cases = state.cases()
+    if state._case_errors:
+        pytest.fail("bad case file(s):\n" + "\n".join(state._case_errors), pytrace=False)
+    return cases
+
+
+@pytest.fixture
+def harness_check(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
+    """``check(case, implementation, device, dtype) -> list[Record]``: grade one combination.
+
+    The records are kept for ``--harness-results`` and the terminal summary. An
+    ``unsupported`` combination is recorded, then the test is skipped with the reason.
+    """
+    state = _state(pytestconfig)
+
+    def check(case: Case, implementation: str | Implementation, device: str, dtype: str) -> list[Record]:
+        from .implementations import resolve
+        from .runner import check_case
+
+        impl = resolve([implementation])[0] if isinstance(implementation, str) else implementation
+        records = check_case(case, impl, device, dtype, state.run_options(), state.case_cache(case))
+        state.records.extend(records)
+        if records and all(r.verdict == "unsupported" for r in records):
+            pytest.skip(f"unsupported: {records[0].message}")
+        return records
+
+    return check
+
+
+@pytest.fixture
+def harness_verify(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
+    """``verify(step, cases=None, *, devices=None, dtypes=None, strict=False, framework="torch") -> list[Record]``.
+
+    Runs the harness on ``step`` (a function registered with
+    ``@harness.implementation``, its name, an :class:`harness.Implementation`,
+    or a plain function ``step(X, y, W, b, *, lr, reduction, steps)`` taking
+    torch tensors, or NumPy arrays with ``framework="numpy"``). ``cases`` defaults to the selected cases, ``devices`` and
+    ``dtypes`` to the ``--harness-*`` options (devices: the available ones; a
+    requested device that is absent is left out, and the test is skipped if
+    none is left). Records are kept for the results file and the summary.
+
+    Raises:
+        AssertionError: on ``disagree``, ``error`` or ``invalid-input`` (and
+            ``suspect`` with ``strict=True``), describing the worst failing check.
+    """
+    state = _state(pytestconfig)
+
+    def verify(
+        step: Any,
+        cases: Iterable[Case] | None = None,
+        *,
+        devices: str | Iterable[str] | None = None,
+        dtypes: str | Iterable[str] | None = None,
+        strict: bool = False,
+        framework: str = "torch",
+    ) -> list[Record]:
+        from . import runner
+        from .api import FAILING, _impl_of, _plugin_arg, format_failure
+        from .devices import available_devices, parse_devices
+        from .implementations import REGISTRY, Implementation
+
+        state.load_plugins()
+        if callable(step) and not isinstance(step, Implementation) and all(i.fn is not step for i in REGISTRY.values()):
+            impl = Implementation(name=getattr(step, "__name__", "step"), framework=framework, fn=step, kind="plugin")
+        else:
+            impl = _impl_of(step)
+        avail = available_devices()
+        requested = parse_devices(devices if devices is not None else state.options.devices)
+        present = [d for d in requested if d in avail or (d == "cuda" and any(a.startswith("cuda") for a in avail))]
+        if not present:
+            pytest.skip(f"none of the requested devices {', '.join(requested)} is available (available: {', '.join(avail)})")
+        opts = state.run_options()
+        opts.extra_repro = [*_plugin_arg(impl), *opts.extra_repro]
+        records = runner.verify(state.cases() if cases is None else cases, [impl], devices=present,
+                                dtypes=dtypes if dtypes is not None else state.options.dtypes, options=opts)
+        state.records.extend(records)
+        failing = set(FAILING) | ({"suspect"} if strict else set())
+        bad = [r for r in records if r.verdict in failing]
+        if bad:
+            worst = max(bad, key=lambda r: (r.verdict == "disagree", r.bound_ratio or 0.0))
+            raise AssertionError(f"{len(bad)} of {len(records)} checks of {impl.name!r} failed.\n" + format_failure(worst))
+        return records
+
+    return verify
+
+
+# ------------------------------------------------------------------ xdist and results
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """xdist controller: tell each worker where to write its part file."""
+    state = _state(node.config)
+    if state.parts_dir is not None:
+        node.workerinput["harness_parts_dir"] = str(state.parts_dir)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """xdist controller: collect the part file a finished worker wrote."""
+    part = getattr(node, "workeroutput", {}).get("harness_part")
+    if part:
+        _state(node.config).part_files.append(Path(part))
+
+
+def record_sort_key(rec: Record) -> tuple[Any, ...]:
+    """Order of records in a results file: case, implementation, device, dtype, step, quantity."""
+    return (rec.case, rec.implementation, rec.device, rec.dtype, rec.tf32 is True, rec.step, QUANTITY_ORDER.get(rec.quantity, 9))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    state = _state(session.config)
+    workerinput = getattr(session.config, "workerinput", None)
+    if workerinput is not None:
+        if state.records and state.parts_dir is not None:
+            state.parts_dir.mkdir(parents=True, exist_ok=True)
+            part = state.parts_dir / f"{workerinput.get('workerid', 'gw')}.jsonl"
+            with part.open("w", encoding="utf-8") as fh:
+                for r in state.records:
+                    fh.write(json.dumps(r.to_json()) + "\n")
+            session.config.workeroutput["harness_part"] = str(part)  # type: ignore[attr-defined]
+        return
+    if state.part_files:
+        from .records import read_jsonl
+
+        for part in state.part_files:
+            state.records.extend(read_jsonl(part).records)
+            part.unlink(missing_ok=True)
+        if state.parts_dir is not None and state.parts_dir.is_dir():
+            try:
+                state.parts_dir.rmdir()
+            except OSError:
+                pass
+    if not state.records:
+        return
+    state.records.sort(key=record_sort_key)
+    if state.options.results is not None:
+        import sys
+
+        from .records import environment_record, write_jsonl
+
+        env = environment_record({
+            "argv": sys.argv[1:], "runner": "pytest", "xdist_workers": len(state.part_files),
+            "tf32_option": "on" if state.options.tf32 else "off", "matmul_precision_option": state.options.matmul_precision,
+        })
+        write_jsonl(state.options.results, state.records, env)
+        if state.options.report is not None:
+            try:
+                from .report import render_report  # type: ignore[import-not-found,unused-ignore]
+            except ImportError:
+                state.notes.append(f"--harness-report: the HTML report needs harness.report, which this installation lacks; results are in {state.options.results}")
+            else:
+                render_report([state.options.results], state.options.report)
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    state = _state(config)
+    if getattr(config, "workerinput", None) is not None or not state.records:
+        return
+    from .summary import by_device_dtype, verdict_line
+
+    tr = terminalreporter
+    tr.write_sep("-", "autograd-harness")
+    for line in by_device_dtype(state.records).splitlines():
+        tr.write_line(line)
+    note = f"; results {state.options.results}" if state.options.results is not None else ""
+    if state.options.report is not None and not state.notes:
+        note += f", report {state.options.report}"
+    tr.write_line(verdict_line(state.records) + note)
+    for line in state.notes:
+        tr.write_line(line)

@@ -42,7 +42,9 @@ class RunOptions:
     """Settings of a run that every record carries.
 
     Attributes:
-        tf32: allow TF32 for float32 matmuls on CUDA (``torch.backends.cuda.matmul.allow_tf32``).
+        tf32: allow TF32 for float32 matmuls on CUDA (through
+            ``torch.set_float32_matmul_precision("high")``, which sets
+            ``torch.backends.cuda.matmul.allow_tf32``).
         matmul_precision: ``torch.set_float32_matmul_precision`` value
             (``"highest"``, ``"high"``, ``"medium"``).
         repro_cases: case-file paths to name in repro commands (default: each case's source).
@@ -53,6 +55,18 @@ class RunOptions:
     matmul_precision: str = "highest"
     trajectory: bool = True
     extra_repro: list[str] = field(default_factory=list)
+
+    @property
+    def effective_matmul_precision(self) -> str:
+        """The ``torch.set_float32_matmul_precision`` value the run uses: ``"high"``
+        when TF32 is asked for with ``"highest"`` (in torch, ``"highest"`` turns
+        ``allow_tf32`` off again, and mixing the two APIs is an error)."""
+        return "high" if self.tf32 and self.matmul_precision == "highest" else self.matmul_precision
+
+    @property
+    def effective_tf32(self) -> bool:
+        """Whether CUDA float32 matmuls may use TF32 (precision ``"high"`` or ``"medium"``)."""
+        return self.effective_matmul_precision != "highest"
 
 
 def _shape_of(name: str, n: int, d: int, k: int) -> tuple[int, ...]:
@@ -97,8 +111,8 @@ def _base(case: Case, impl: Implementation, device: str, dtype: str, opts: RunOp
     return {
         "case": case.id, "implementation": impl.name, "device": device, "dtype": dtype,
         "reduction": case.reduction, "tags": list(case.tags),
-        "tf32": opts.tf32 if device.startswith("cuda") else None,
-        "matmul_precision": opts.matmul_precision,
+        "tf32": opts.effective_tf32 if device.startswith("cuda") else None,
+        "matmul_precision": opts.effective_matmul_precision,
         "repro": repro_command(case, impl.name, device, dtype, opts.extra_repro),
     }
 
@@ -133,9 +147,11 @@ def check_case(
     fmt = get_format(dtype)
     n, d, k = case.shape
     try:
-        fw_inputs = {key: to_framework(v, impl.framework, dtype, device) for key, v in case.values.items()}
+        with np.errstate(all="ignore"):  # overflow to inf on conversion is graded below
+            fw_inputs = {key: to_framework(v, impl.framework, dtype, device) for key, v in case.values.items()}
     except Exception as exc:  # e.g. out of device memory
-        return [_whole_run_record(base, "error", f"could not create the inputs on {device}: {type(exc).__name__}: {exc}")]
+        _, why = classify_exception(exc)
+        return [_whole_run_record(base, "error", f"could not create the inputs on {device} ({why}): {type(exc).__name__}: {exc}")]
     seen = {key: to_float64(v) for key, v in fw_inputs.items()}
     if not all(np.isfinite(v).all() for v in seen.values()):
         bad = [key for key, v in seen.items() if not np.isfinite(v).all()]
@@ -194,19 +210,22 @@ def _mark_known_bug(records: list[Record], impl: Implementation, device: str, dt
 
 def _call_with_settings(impl: Implementation, inputs: Mapping[str, Any], lr: float, case: Case, device: str, opts: RunOptions) -> Any:
     if impl.framework != "torch":
-        with np.errstate(all="ignore"):  # overflow and NaN are judged by the verdicts, not warned about
+        with np.errstate(all="ignore"):  # NumPy's overflow/underflow warnings: the harness grades the values itself
             return impl.fn(inputs["X"], inputs["y"], inputs["W"], inputs["b"], lr=lr, reduction=case.reduction, steps=case.steps)
     import torch
 
-    old_tf32 = torch.backends.cuda.matmul.allow_tf32
-    old_prec = torch.get_float32_matmul_precision()
+    # only the new API (set_float32_matmul_precision): it also sets allow_tf32, and
+    # setting allow_tf32 afterwards would be undone or conflict with it
     try:
-        torch.backends.cuda.matmul.allow_tf32 = opts.tf32
-        torch.set_float32_matmul_precision(opts.matmul_precision)
+        old_prec: str | None = torch.get_float32_matmul_precision()
+    except RuntimeError:  # the caller mixed the legacy and the new API: leave it as found
+        old_prec = None
+    try:
+        torch.set_float32_matmul_precision(opts.effective_matmul_precision)
         return impl.fn(inputs["X"], inputs["y"], inputs["W"], inputs["b"], lr=lr, reduction=case.reduction, steps=case.steps)
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = old_tf32
-        torch.set_float32_matmul_precision(old_prec)
+        if old_prec is not None:
+            torch.set_float32_matmul_precision(old_prec)
 
 
 def _validate(results: Any, steps: int, n: int, d: int, k: int) -> str | None:
@@ -238,7 +257,7 @@ def _grade_step(
     hilo = {q: ex.values[q].to_hi_lo() for q in QUANTITIES}
     bounds = (error_model or step_bounds)(
         step_inputs, ex.residual.to_float64(), {q: hilo[q][0] for q in QUANTITIES},
-        lr=float(lr), reduction=case.reduction, fmt=fmt, tf32=bool(opts.tf32 and base["device"].startswith("cuda") and fmt.name == "float32"),
+        lr=float(lr), reduction=case.reduction, fmt=fmt, tf32=bool(opts.effective_tf32 and base["device"].startswith("cuda") and fmt.name == "float32"),
         lr_held=float(case.lr),
     )
     records = []

@@ -54,13 +54,37 @@ def verdict_line(records: Sequence[Record]) -> str:
     return f"{len(records)} records: " + (", ".join(parts) if parts else "none")
 
 
+def _device_label(r: Record) -> str:
+    """``cuda:0`` or ``cuda:0 (tf32)`` when the record ran with TF32 allowed."""
+    return f"{r.device} (tf32)" if r.tf32 else r.device
+
+
 def by_device_dtype(records: Sequence[Record]) -> str:
-    """One line per device and dtype with verdict counts (which device disagrees)."""
+    """One line per device and dtype with verdict counts, then, when several
+    devices ran, a line naming the devices that disagree with the exact oracle.
+
+    Every device is graded against the oracle, not against another device, so
+    the last line says which device (and dtype) is wrong, e.g.
+    ``cross-device: cuda:0 (tf32) disagrees (float32: 3 disagree); cpu agrees``.
+    """
     groups: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for r in records:
-        groups[(r.device, r.dtype)][r.verdict] += 1
+        groups[(_device_label(r), r.dtype)][r.verdict] += 1
     lines = []
     for (dev, dt), cnt in sorted(groups.items()):
         parts = ", ".join(f"{cnt[v]} {v}" for v in VERDICTS if cnt[v])
         lines.append(f"{dev} {dt}: {parts}")
+    devices = sorted({dev for dev, _ in groups})
+    if len(devices) > 1:
+        failing = ("disagree", "error")
+        bad = {dev: [(dt, cnt) for (d, dt), cnt in sorted(groups.items()) if d == dev and any(cnt[v] for v in failing)] for dev in devices}
+        verdicts: list[str] = []
+        for dev in devices:
+            if bad[dev]:
+                what = "; ".join(f"{dt}: " + ", ".join(f"{cnt[v]} {v}" for v in failing if cnt[v]) for dt, cnt in bad[dev])
+                verdicts.append(f"{dev} disagrees ({what})")
+        good = [dev for dev in devices if not bad[dev]]
+        if good:
+            verdicts.append(", ".join(good) + (" agrees" if len(good) == 1 else " agree") + " with the oracle")
+        lines.append("cross-device: " + "; ".join(verdicts))
     return "\n".join(lines)

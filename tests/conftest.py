@@ -6,6 +6,11 @@ from pathlib import Path
 
 import pytest
 
+# The plugin is normally loaded through its pytest11 entry point; naming it here
+# makes the suite work from a checkout that is not (re)installed. The entry point
+# has the module's name, so pytest does not register it twice.
+pytest_plugins = ["harness.pytest_plugin", "pytester"]
+
 ROOT = Path(__file__).resolve().parent.parent
 CASES = ROOT / "cases"
 

@@ -1,0 +1,166 @@
+"""The pytest plugin: inert until used, options and markers, fixtures for a
+user's own tests, skips for absent devices, the terminal summary, and the same
+records from a serial run and from ``pytest -n 2``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+CASE_FILE = '''
+[[case]]
+id = "tiny-fit"
+X = [[1.0, 2.0], [3.0, -1.0], [0.5, 0.25]]
+y = [[1.0], [2.0], [-1.5]]
+W = [["0.1"], ["-0.2"]]
+b = ["0.3"]
+lr = "0.1"
+steps = 2
+reduction = "mean"
+dtypes = ["float32", "float64"]
+'''
+
+USER_TESTS = '''
+import torch
+import harness
+
+
+def good_step(X, y, W, b, *, lr, reduction, steps):
+    W = W.detach().clone().requires_grad_(True)
+    b = b.detach().clone().requires_grad_(True)
+    out = []
+    for _ in range(steps):
+        loss = torch.nn.functional.mse_loss(X @ W + b, y, reduction=reduction)
+        loss.backward()
+        gW, gb = W.grad.clone(), b.grad.clone()
+        with torch.no_grad():
+            W -= lr * W.grad
+            b -= lr * b.grad
+        W.grad = None
+        b.grad = None
+        out.append(harness.StepResult(loss.detach(), gW, gb, W.detach().clone(), b.detach().clone()))
+    return out
+
+
+def forgets_the_two(X, y, W, b, *, lr, reduction, steps):
+    res = good_step(X, y, W, b, lr=lr, reduction=reduction, steps=steps)
+    return [harness.StepResult(r.loss, r.grad_W / 2, r.grad_b, r.W, r.b) for r in res]
+
+
+def test_good_step(harness_verify):
+    records = harness_verify(good_step, dtypes="float32")
+    assert {r.verdict for r in records} == {"agree"}
+    assert {r.case for r in records} == {"tiny-fit"}
+
+
+def test_wrong_step(harness_verify):
+    harness_verify(forgets_the_two, dtypes="float32")
+'''
+
+
+def _env(monkeypatch):
+    # subprocesses import this checkout's harness, whatever the venv has installed
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+
+
+def test_plugin_is_inert_when_unused(pytester, monkeypatch):
+    _env(monkeypatch)
+    pytester.makepyfile(test_plain='''
+import sys
+
+def test_plain():
+    assert "torch" not in sys.modules and "sympy" not in sys.modules and "numpy" not in sys.modules
+''')
+    result = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert "autograd-harness" not in result.stdout.str()
+
+
+def test_options_and_markers_are_registered(pytester, monkeypatch):
+    _env(monkeypatch)
+    helptext = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "--help").stdout.str()
+    for opt in ("--harness-cases", "--harness-devices", "--harness-dtypes", "--harness-implementations", "--harness-plugin",
+                "--harness-results", "--harness-report", "--harness-tier", "--harness-tf32", "--harness-matmul-precision"):
+        assert opt in helptext
+    markers = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "--markers").stdout.str()
+    assert "@pytest.mark.cuda:" in markers and "@pytest.mark.mps:" in markers and "@pytest.mark.harness(" in markers
+
+
+def test_harness_verify_fixture_grades_a_users_step(pytester, monkeypatch):
+    _env(monkeypatch)
+    pytester.makefile(".toml", cases=CASE_FILE)
+    pytester.makepyfile(test_user=USER_TESTS)
+    results = pytester.path / "out" / "results.jsonl"
+    result = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "-p", "no:cacheprovider",
+                                           "--harness-cases", "cases.toml", "--harness-devices", "cpu", "--harness-results", str(results))
+    result.assert_outcomes(passed=1, failed=1)
+    out = result.stdout.str()
+    # the failure message of the wrong step, in the style of torch.testing.assert_close
+    assert "checks of 'forgets_the_two' failed" in out and "grad_W (step 1)" in out and "Mismatched elements: 2 / 2 (100.0%)" in out
+    # terminal summary: one line per device and dtype, then the verdict line
+    assert "autograd-harness" in out and "cpu float32: " in out
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    assert lines[0]["kind"] == "environment" and lines[0]["runner"] == "pytest"
+    recs = lines[1:]
+    assert {r["implementation"] for r in recs} == {"good_step", "forgets_the_two"}
+    assert len(recs) == 2 * 2 * 5  # two steps, five quantities, each implementation
+    assert all(r["matmul_precision"] == "highest" and r["tf32"] is None for r in recs)  # tf32 is recorded for CUDA only
+
+
+def test_parametrized_fixtures_marks_and_absent_devices(pytester, monkeypatch):
+    _env(monkeypatch)
+    import torch
+
+    pytester.makefile(".toml", cases=CASE_FILE)
+    pytester.makepyfile(test_sweep='''
+def test_one(harness_case, harness_dtype, harness_implementation, harness_device, harness_check):
+    records = harness_check(harness_case, harness_implementation, harness_device, harness_dtype)
+    assert all(r.verdict == "agree" for r in records)
+''')
+    args = ["-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "--harness-cases", "cases.toml",
+            "--harness-implementations", "numpy-hand,torch-seed", "--harness-devices", "cpu,cuda,mps", "-rs", "-v",
+            "--harness-matmul-precision", "high"]
+    result = pytester.runpytest_subprocess(*args)
+    out = result.stdout.str()
+    # ids: case-dtype-implementation-device
+    assert "test_one[tiny-fit-float32-numpy-hand-cpu] PASSED" in out
+    assert "test_one[tiny-fit-float64-torch-seed-cpu] PASSED" in out
+    if not torch.cuda.is_available():
+        assert "test_one[tiny-fit-float32-torch-seed-cuda] SKIPPED" in out
+        assert "device cuda is not available on this machine" in out
+    if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        assert "device mps is not available on this machine" in out
+    # -m "not cuda and not mps" deselects every item on those devices, and only them
+    result = pytester.runpytest_subprocess(*args, "-m", "not cuda and not mps")
+    result.assert_outcomes(passed=4)
+    assert "8 deselected" in result.stdout.str()
+
+
+def _records(path):
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert lines[0]["kind"] == "environment"
+    return lines[1:]
+
+
+def test_serial_and_xdist_runs_write_the_same_records(tmp_path):
+    pytest.importorskip("xdist")
+    selection = ["tests/test_sweep.py", "-p", "no:cacheprovider", "-q", "--harness-case", "gen-grid-*-n5-d2-k7-*",
+                 "--harness-case", "seed"]
+    files = {}
+    for label, extra in (("serial", []), ("xdist", ["-n", "2"])):
+        files[label] = tmp_path / f"{label}.jsonl"
+        proc = subprocess.run([sys.executable, "-m", "pytest", *selection, *extra, "--harness-results", str(files[label])],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "autograd-harness" in proc.stdout
+    serial, xdist = _records(files["serial"]), _records(files["xdist"])
+    assert len(serial) > 100
+    assert {r["case"] for r in serial} >= {"seed", "gen-grid-normal-n5-d2-k7-sum-s1", "gen-grid-zeros-n5-d2-k7-mean-s1"}
+    # the same records, in the same (sorted) order, merged into one file
+    assert [json.dumps(r, sort_keys=True) for r in serial] == [json.dumps(r, sort_keys=True) for r in xdist]
+    assert not list(tmp_path.glob("*.part*"))
