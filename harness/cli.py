@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("results", nargs="+", metavar="RESULTS.jsonl", help="results files (from several machines or shards: merged)")
     report.add_argument("-o", "--output", default=DEFAULT_REPORT, metavar="PATH", help=f"HTML file to write (default: {DEFAULT_REPORT})")
     report.add_argument("--title", default="Agreement report", help="page title")
+    report.add_argument("--bench", action="append", default=[], metavar="BENCH.json",
+                        help="pytest-benchmark JSON from `harness bench`: adds its time-against-size figures and tables (repeatable)")
 
     from .bench.run import add_parser as add_bench_parser
 
@@ -203,7 +205,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     model = build_model(args.results)
     for w in model.warnings:
         print(f"warning: {w}", file=sys.stderr)
-    path = write_atomic(args.output, render_html(model, title=args.title))
+    sections = []
+    for bench_json in args.bench:
+        from .bench.analysis import load
+        from .bench.run import section_html
+
+        try:
+            sections.append((f"Benchmarks ({bench_json})", section_html(load(bench_json))))
+        except (OSError, ValueError, KeyError) as exc:
+            raise UsageError(f"{bench_json}: not a benchmark JSON from `harness bench`: {exc}") from exc
+    path = write_atomic(args.output, render_html(model, title=args.title, extra_sections=sections))
     print(f"{verdict_line(model.records)} from {len(model.sources)} file(s); report {path}")
     return 0
 

@@ -141,3 +141,28 @@ def test_benchmark_module_runs_once_with_timing_disabled(capfd, monkeypatch):
     assert rc == 0, out[-3000:] + err[-3000:]
     assert "-p no:xdist" in err and "--benchmark-disable" in err
     assert " passed" in out and "failed" not in out
+
+
+def test_report_embeds_benchmark_figures(tmp_path):
+    """``harness report RESULTS --bench BENCH.json`` puts the time-against-size figure in the agreement report."""
+    import subprocess
+    import sys
+
+    from tests.conftest import CASES
+
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps(_synthetic()))
+    results = tmp_path / "r.jsonl"
+    subprocess.run([sys.executable, "-m", "harness", "check", "--cases", str(CASES / "seed.toml"), "--case", "seed",
+                    "--implementations", "numpy-hand", "--dtypes", "float32", "--results", str(results), "--report", "none", "-q"],
+                   check=True, capture_output=True)
+    out = tmp_path / "report.html"
+    res = subprocess.run([sys.executable, "-m", "harness", "report", str(results), "--bench", str(bench), "-o", str(out)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    page = out.read_text()
+    assert f"Benchmarks ({bench})" in page
+    assert page.count("<svg") >= 4  # the report's own three plots and at least one benchmark figure
+    bad = subprocess.run([sys.executable, "-m", "harness", "report", str(results), "--bench", str(results), "-o", str(out)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "not a benchmark JSON" in bad.stderr

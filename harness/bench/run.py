@@ -81,11 +81,11 @@ def pytest_command(args: argparse.Namespace) -> list[str]:
     return cmd
 
 
-def write_html(data: BenchData, path: str | Path) -> Path:
-    """A standalone page with the tables and one SVG figure per dtype."""
+def section_html(data: BenchData) -> str:
+    """The benchmark figures (one inline SVG per dtype) and tables, as an HTML fragment
+    for the agreement report (``python -m harness report ... --bench bench.json``)."""
     from .figure import figure_svg
 
-    path = Path(path)
     figures = []
     for dtype in sorted({s.dtype for s in data.steps}):
         try:
@@ -93,13 +93,18 @@ def write_html(data: BenchData, path: str | Path) -> Path:
         except ValueError as exc:
             figures.append(f"<p>{html.escape(str(exc))}</p>")
     body = "\n".join(f"<figure>{svg}</figure>" for svg in figures)
+    return f"{body}\n<pre>{html.escape(report_text(data))}</pre>"
+
+
+def write_html(data: BenchData, path: str | Path) -> Path:
+    """A standalone page with the tables and one SVG figure per dtype."""
+    path = Path(path)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>autograd-harness benchmarks</title>
 <style>body{{font-family:sans-serif;margin:2em}} pre{{font-size:12px;background:#f6f6f6;padding:1em;overflow-x:auto}}</style>
 </head><body>
 <h1>Update-step benchmarks</h1>
-{body}
-<pre>{html.escape(report_text(data))}</pre>
+{section_html(data)}
 </body></html>
 """
     path.parent.mkdir(parents=True, exist_ok=True)
