@@ -99,7 +99,12 @@ class Derivation:
         names = {"loss": "<mi>L</mi>", "grad_W": _frac_mathml("W"), "grad_b": _frac_mathml("b"), "W": "<msup><mi>W</mi><mo>&#x2032;</mo></msup>", "b": "<msup><mi>b</mi><mo>&#x2032;</mo></msup>"}
         out = {}
         for q, e in self.expressions().items():
-            body = sp.mathml(e, printer="presentation")
+            if q in ("W", "b"):
+                # W' = W - eta dL/dW: SymPy would print the folded coefficient as (-1) 2 eta ...
+                grad = self.grad_W if q == "W" else self.grad_b
+                body = f"<mi>{q}</mi><mo>&#x2212;</mo><mi>&#x3B7;</mi><mo>&InvisibleTimes;</mo>{sp.mathml(grad, printer='presentation')}"
+            else:
+                body = sp.mathml(e, printer="presentation")
             out[q] = f'<math display="block"><mrow>{names[q]}<mo>=</mo>{body}</mrow></math>'
         return out
 
