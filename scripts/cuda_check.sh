@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run the CUDA agreement checks (TF32 off, then on), merge them, and run the
-# CPU-vs-GPU benchmark, leaving every JSON and HTML file in one folder.
+# The short check for a CUDA machine: the agreement checks on CPU and CUDA with
+# TF32 off and on (one results file), the CUDA-marked tests, the CPU-vs-GPU
+# benchmark, and one HTML report of it all, every file in one folder.
 #
 #   scripts/cuda_check.sh [OUT_DIR]          (default: $OUT, else reports/cuda-<UTC time>)
 #
@@ -41,33 +42,26 @@ if ! "$PYTHON" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() el
 fi
 "$PYTHON" -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())])' | tee -a "$LOG"
 
-# Agreement checks: exit 1 means some record is disagree/error (suspect is expected with TF32 on).
-step check-tf32-off timeout "$CHECK_TIMEOUT" "$PYTHON" -m harness check --devices cpu,cuda --tf32 off -q \
-  --results "$OUT_DIR/results-tf32-off.jsonl" --report "$OUT_DIR/agreement-tf32-off.html"
-step check-tf32-on timeout "$CHECK_TIMEOUT" "$PYTHON" -m harness check --devices cpu,cuda --tf32 on -q \
-  --results "$OUT_DIR/results-tf32-on.jsonl" --report "$OUT_DIR/agreement-tf32-on.html"
+# Agreement checks, CPU and every CUDA device, TF32 off and on, in one results file
+# (exit 1 means some record is disagree/error; suspect is expected with TF32 on).
+step check timeout "$CHECK_TIMEOUT" "$PYTHON" -m harness check --devices cpu,cuda --tf32 both -q \
+  --results "$OUT_DIR/results.jsonl" --report none
 
-# Merge: a results file is an environment line then records, so concatenation is a merge
-# (each part keeps its own environment line); render one report from both when the report module exists.
-if [[ -f "$OUT_DIR/results-tf32-off.jsonl" && -f "$OUT_DIR/results-tf32-on.jsonl" ]]; then
-  cat "$OUT_DIR/results-tf32-off.jsonl" "$OUT_DIR/results-tf32-on.jsonl" > "$OUT_DIR/results-merged.jsonl"
-  step merge-report timeout 600 "$PYTHON" - "$OUT_DIR" <<'PY'
-import sys
-from pathlib import Path
-out = Path(sys.argv[1])
-try:
-    from harness.report import render_report
-except ImportError:
-    print("harness.report is not available: kept results-merged.jsonl only")
-    sys.exit(0)
-render_report([out / "results-tf32-off.jsonl", out / "results-tf32-on.jsonl"], out / "agreement.html")
-print(f"merged report: {out / 'agreement.html'}")
-PY
-fi
+# The CUDA-marked tests and a CUDA slice of the pytest sweep (records merged under xdist too).
+step pytest-cuda timeout "$CHECK_TIMEOUT" "$PYTHON" -m pytest tests/test_devices.py -q -m cuda -rs
+step pytest-sweep-cuda timeout "$CHECK_TIMEOUT" "$PYTHON" -m pytest tests/test_sweep.py -q -m cuda \
+  --harness-devices cpu,cuda --harness-case 'gen-grid-*-n32-d8-k8-*' --harness-results "$OUT_DIR/sweep-cuda.jsonl"
 
 # Benchmark: CPU and every CUDA device, TF32 off, N*D*K up to 3e8 (the default cap is 2^26 = 6.7e7).
 step bench timeout "$BENCH_TIMEOUT" "$PYTHON" -m harness bench --devices all --max-work 3e8 \
   --json "$OUT_DIR/bench.json" --html "$OUT_DIR/bench.html" --note "scripts/cuda_check.sh on $(hostname)" "${BENCH_EXTRA[@]}"
+
+# One report: the agreement records and the benchmark figures.
+if [[ -f "$OUT_DIR/results.jsonl" ]]; then
+  bench_arg=()
+  if [[ -f "$OUT_DIR/bench.json" ]]; then bench_arg=(--bench "$OUT_DIR/bench.json"); fi
+  step report timeout 600 "$PYTHON" -m harness report "$OUT_DIR/results.jsonl" "${bench_arg[@]}" -o "$OUT_DIR/agreement.html"
+fi
 
 log "done (status $status); files in $OUT_DIR:"
 ls -l "$OUT_DIR" | tee -a "$LOG"
