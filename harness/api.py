@@ -88,6 +88,10 @@ def _repro_line(rec: Record) -> str:
     return f"Reproduce: {rec.repro}"
 
 
+def _g(x: float | None) -> str:
+    return "-" if x is None else f"{x:.6g}"
+
+
 def format_failure(rec: Record) -> str:
     """A torch.testing-style description of one failing record: what was compared,
     mismatched elements, the worst element with its index, exact and computed
@@ -100,10 +104,10 @@ def format_failure(rec: Record) -> str:
     lines = [
         f"{rec.quantity} (step {rec.step}) of {rec.implementation!r} on case {rec.case!r} ({rec.device}, {rec.dtype}): {rec.verdict}",
         f"Mismatched elements: {bad} / {size} ({100.0 * bad / size:.1f}%)",
-        f"Greatest error at index {tuple(rec.worst_index or ())}: {rec.max_abs_error:.6g} "
-        f"(exact {rec.exact}, computed {rec.computed})",
-        f"Rigorous bound at that index: {rec.rigorous_bound:.6g} (error / bound = {rec.bound_ratio:.4g}); "
-        f"expected bound {rec.expected_bound:.6g}; {rec.max_ulp_error:.4g} ULPs ({rec.bits_of_error:.2f} bits of error)",
+        f"Worst element (largest error / rigorous bound) at index {tuple(rec.worst_index or ())}: "
+        f"error {_g(rec.abs_error_at_worst)} (exact {rec.exact}, computed {rec.computed}), {_g(rec.ulp_error_at_worst)} ULPs",
+        f"Rigorous bound there: {_g(rec.rigorous_bound)} (error / bound = {_g(rec.bound_ratio)}); expected bound {_g(rec.expected_bound)}",
+        f"Over all elements: largest error {_g(rec.max_abs_error)}, largest ULP error {_g(rec.max_ulp_error)} ({_g(rec.bits_of_error)} bits of error)",
     ]
     if rec.message and not rec.message.startswith(f"{rec.quantity}: "):
         lines.append(f"Diagnosis: {rec.message}")

@@ -3,7 +3,9 @@
 Notation (shapes): X (N, D), W (D, K), b (K,), Y (N, K); residual
 ``R = X W + 1 b^T - Y``; ``c = 1`` (sum) or ``1/(N K)`` (mean); ``s = 2c``;
 ``u`` the unit roundoff of the dtype the step computes in, ``eta`` its
-underflow quantum (half the subnormal spacing), ``gamma_n = n u / (1 - n u)``.
+underflow quantum (half the subnormal spacing; in float16 and bfloat16 the
+smallest normal number, so that kernels flushing subnormals to zero are
+correct evaluations too), ``gamma_n = n u / (1 - n u)``.
 All magnitudes below are of exact values (from the oracle).
 
 **Rigorous bounds** (Higham, *Accuracy and Stability of Numerical Algorithms*,
@@ -166,7 +168,12 @@ def step_bounds(
     n, d = X.shape
     k = W.shape[1]
     u = fmt.unit_roundoff
-    eta = fmt.underflow_quantum
+    # Half-precision kernels commonly flush subnormal results to zero (oneDNN's
+    # bfloat16 matmul on CPUs, tensor cores): a flushed result is off by less than
+    # the smallest normal number, so in float16 and bfloat16 each operation may
+    # carry an absolute error up to 2**emin instead of eta (Higham 2002, sec. 2.1,
+    # on flush to zero). float32 and float64 keep gradual underflow.
+    eta = fmt.min_normal if fmt.precision <= 11 else fmt.underflow_quantum
     c = 1.0 if reduction == "sum" else 1.0 / (n * k)
     s = 2.0 * c
     big = fmt.max_finite

@@ -82,9 +82,10 @@ def _select(cases_paths: Sequence[str] | None, ids: Sequence[str] | None, tier: 
     res = load_cases(paths, tier=tier)
     cases = res.cases
     if ids:
+        unmatched = [i for i in ids if not any(c.id == i or fnmatch.fnmatchcase(c.id, i) for c in cases)]
+        if unmatched and not res.errors:
+            raise UsageError(f"no case matches {', '.join(repr(i) for i in unmatched)} in {', '.join(paths)}")
         cases = [c for c in cases if any(c.id == i or fnmatch.fnmatchcase(c.id, i) for i in ids)]
-        if not cases and not res.errors:
-            raise UsageError(f"no case matches {', '.join(ids)} in {', '.join(paths)}")
     return cases, res.errors
 
 
@@ -115,6 +116,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     cases, errors = _select(args.cases, args.case, args.tier)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
+    if not cases:
+        # nothing to run: keep any earlier results file rather than overwrite it with an empty one
+        print(f"error: no case to run; {args.results} left as it was", file=sys.stderr)
+        return 2
+    from .devices import available_devices, parse_devices
+
+    missing = [d for d in parse_devices(args.devices) if d not in available_devices()]
+    if missing:
+        raise UsageError(f"device(s) {', '.join(missing)} not available on this machine (available: {', '.join(available_devices())})")
     impls = [s.strip() for s in args.implementations.split(",") if s.strip()] if args.implementations else None
     extra = [a for mod in args.plugin for a in ("--plugin", mod)]
     if args.tf32 == "on":
@@ -124,8 +134,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     records = verify(cases, impls, devices=args.devices, dtypes=args.dtypes, options=opts,
                      progress=_progress_printer(args.quiet))
     if args.tf32 == "both":
-        from .devices import parse_devices
-
         cuda = [d for d in parse_devices(args.devices) if d.startswith("cuda")]
         if cuda:
             on = RunOptions(tf32=True, matmul_precision=args.matmul_precision, trajectory=not args.no_trajectory,
@@ -145,6 +153,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         report_note = f", report {args.report}"
     print(f"{verdict_line(records)}; results {path}{report_note}")
     if errors:
+        return 2
+    if not any(r.verdict not in ("unsupported", "invalid-input") for r in records):
+        print("error: nothing was graded: every record is unsupported or invalid-input", file=sys.stderr)
         return 2
     bad = {"disagree", "error"} | ({"suspect"} if args.strict else set())
     return 1 if any(r.verdict in bad for r in records) else 0
@@ -205,6 +216,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     model = build_model(args.results)
     for w in model.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    if not model.records:
+        raise UsageError(f"no records in {', '.join(args.results)}: nothing to report")
     sections = []
     for bench_json in args.bench:
         from .bench.analysis import load

@@ -43,6 +43,8 @@ class Comparison:
         worst_index: index (tuple) of the worst element: largest rigorous-bound
             ratio, then largest ULP error.
         rigorous_at_worst, expected_at_worst: the bounds at that element.
+        abs_error_at_worst, ulp_error_at_worst: its absolute and ULP error (the
+            ``max_*`` fields may come from other elements).
         ulp: the per-element ULP errors (for tests and plots).
     """
 
@@ -58,6 +60,8 @@ class Comparison:
     rigorous_at_worst: float
     expected_at_worst: float
     ulp: F64
+    abs_error_at_worst: float = 0.0
+    ulp_error_at_worst: float = 0.0
 
 
 def _ratio(err: F64, bound: F64) -> F64:
@@ -132,4 +136,6 @@ def compare(
         rigorous_at_worst=float(rig[worst_index]) if c.size else 0.0,
         expected_at_worst=float(exp[worst_index]) if c.size else 0.0,
         ulp=ulps,
+        abs_error_at_worst=float(err[worst_index]) if c.size else 0.0,
+        ulp_error_at_worst=float(ulps[worst_index]) if c.size else 0.0,
     )

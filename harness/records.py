@@ -65,6 +65,8 @@ class Record:
     computed: str | None = None
     rigorous_bound: float | None = None
     expected_bound: float | None = None
+    abs_error_at_worst: float | None = None
+    ulp_error_at_worst: float | None = None
     exact_written: str | None = None
     exact_written_rational: str | None = None
     ulp_error_written: float | None = None
@@ -180,6 +182,9 @@ def write_jsonl(path: str | Path, records: Iterable[Record], env: dict[str, Any]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a results file is shared like any other output
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(json.dumps(env if env is not None else environment_record()) + "\n")

@@ -26,7 +26,7 @@ from .compare import compare
 from .devices import parse_devices, to_float64, to_framework, unsupported_reason
 from .errors import UsageError
 from .exact import ScaledInts
-from .floats import FloatFormat, decimal_string, get_format, ulp_error
+from .floats import FloatFormat, decimal_string, get_format, round_to_format, ulp_error
 from .implementations import Implementation, resolve
 from .oracle import ExactStep, exact_inputs_from_floats, exact_inputs_from_written, exact_step, exact_trajectory
 from .records import Record
@@ -163,7 +163,7 @@ def check_case(
     except Exception as exc:
         kind, message = classify_exception(exc)
         return [_whole_run_record(base, kind, message + "\n" + "".join(traceback.format_exception_only(type(exc), exc)).strip())]
-    problem = _validate(results, case.steps, n, d, k)
+    problem = _validate(results, case.steps, n, d, k, fmt)
     if problem:
         return [_whole_run_record(base, "error", problem)]
     traj = cache.trajectory(seen, lr_oracle, (dtype, device)) if opts.trajectory else None
@@ -228,7 +228,13 @@ def _call_with_settings(impl: Implementation, inputs: Mapping[str, Any], lr: flo
             torch.set_float32_matmul_precision(old_prec)
 
 
-def _validate(results: Any, steps: int, n: int, d: int, k: int) -> str | None:
+def _validate(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFormat | None = None) -> str | None:
+    """Why the returned steps cannot be graded (None when they can).
+
+    Shapes must match (size-1 axes aside: a (K,) bias may come back as (1, K)),
+    and the values must be numbers of the case's dtype: a step that silently
+    computes in a wider type would otherwise be graded in the wrong ULPs.
+    """
     if not isinstance(results, list | tuple):
         return f"expected a list of StepResult, got {type(results).__name__}"
     if len(results) != steps:
@@ -244,8 +250,14 @@ def _validate(results: Any, steps: int, n: int, d: int, k: int) -> str | None:
             except Exception as exc:
                 return f"step {t}: {name} cannot be read as numbers: {type(exc).__name__}: {exc}"
             want = _shape_of(name, n, d, k)
-            if arr.size != int(np.prod(want)):
-                return f"step {t}: {name} has shape {tuple(arr.shape)}, expected {want}"
+            if arr.shape != want and tuple(x for x in arr.shape if x != 1) != tuple(x for x in want if x != 1):
+                return f"step {t}: {name} has shape {tuple(arr.shape)}, expected {want} (transposed or flattened?)"
+            if fmt is not None:
+                finite = arr[np.isfinite(arr)]
+                if finite.size and np.any(round_to_format(finite, fmt) != finite):
+                    dt = getattr(getattr(res, name), "dtype", None)
+                    return (f"step {t}: {name} holds values that are not {fmt.name} numbers"
+                            f"{f' (its dtype is {dt})' if dt is not None else ''}: return tensors in the case's dtype")
     return None
 
 
@@ -272,6 +284,7 @@ def _grade_step(
             bound_ratio=cmp.bound_ratio, expected_ratio=cmp.expected_ratio, worst_index=list(idx),
             exact=decimal_string(exact_f), exact_rational=_rational(exact_f), computed=repr(computed),
             rigorous_bound=cmp.rigorous_at_worst, expected_bound=cmp.expected_at_worst,
+            abs_error_at_worst=cmp.abs_error_at_worst, ulp_error_at_worst=cmp.ulp_error_at_worst,
             counts=cmp.counts, oracle_method=ex.method, message=_message(q, cmp, fmt), **base,
         )
         if written is not None:
@@ -301,7 +314,11 @@ def _message(q: str, cmp: Any, fmt: FloatFormat) -> str:
     bad = cmp.counts.get(cmp.verdict, 0)
     what = {"disagree": "above the rigorous error bound", "suspect": "above the expected (probabilistic) bound but within the rigorous one",
             "overflow": f"out of {fmt.name}'s range (exact value or an intermediate)"}[cmp.verdict]
-    return f"{q}: {bad} of {cmp.size} element(s) {what}; worst at {list(cmp.worst_index)}: error {cmp.max_abs_error:.6g} = {cmp.bound_ratio:.3g} x rigorous bound, {cmp.max_ulp_error:.4g} ULPs"
+    rig = cmp.rigorous_at_worst
+    ratio = "the rigorous bound is infinite (n u >= 1)" if not np.isfinite(rig) else f"{cmp.abs_error_at_worst / rig if rig else float('inf'):.3g} x rigorous bound"
+    return (f"{q}: {bad} of {cmp.size} element(s) {what}; worst at {list(cmp.worst_index)}: error {cmp.abs_error_at_worst:.6g} "
+            f"({ratio}, {cmp.abs_error_at_worst / cmp.expected_at_worst if cmp.expected_at_worst else float('inf'):.3g} x expected bound), "
+            f"{cmp.ulp_error_at_worst:.4g} ULPs")
 
 
 def _implementation_of(step: str | Implementation | Callable[..., Any]) -> Implementation:
