@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
-from .records import VERDICTS, Record, worst_verdict
+from .records import SEVERITY, VERDICTS, Record, worst_verdict
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -25,7 +25,8 @@ def summary_table(records: Sequence[Record], max_rows: int = 200) -> str:
     """Case x implementation x device x dtype x quantity: worst bits of error and verdict.
 
     When there are more than ``max_rows`` rows, prints one row per implementation,
-    device, dtype and quantity instead, followed by every row that does not agree.
+    device and dtype with its verdict counts instead, followed by every row whose
+    verdict is disagree, error, suspect or invalid-input (worst first).
     """
     groups: dict[tuple[str, ...], list[Record]] = defaultdict(list)
     for r in records:
@@ -36,14 +37,21 @@ def summary_table(records: Sequence[Record], max_rows: int = 200) -> str:
         return _table(header, rows)
     agg: dict[tuple[str, ...], list[Record]] = defaultdict(list)
     for r in records:
-        agg[(r.implementation, r.device, r.dtype, r.quantity)].append(r)
-    agg_rows = [(*k, str(len({r.case for r in rs})), _bits(r.bits_of_error for r in rs), worst_verdict(r.verdict for r in rs)) for k, rs in agg.items()]
-    out = _table(("implementation", "device", "dtype", "quantity", "cases", "worst bits", "verdict"), agg_rows)
-    notable = [row for row in rows if row[-1] != "agree"]
+        agg[(r.implementation, r.device, r.dtype)].append(r)
+
+    def counts(rs: list[Record]) -> str:
+        c = Counter(r.verdict for r in rs)
+        return ", ".join(f"{c[v]} {v}" for v in VERDICTS if c[v])
+
+    agg_rows = [(*k, str(len({r.case for r in rs})), _bits(r.bits_of_error for r in rs), counts(rs)) for k, rs in agg.items()]
+    out = _table(("implementation", "device", "dtype", "cases", "worst bits", "records"), agg_rows)
+    # the rows worth reading: verdicts about correctness (unsupported and overflow are counted above)
+    notable = [row for row in rows if row[-1] in ("disagree", "error", "suspect", "invalid-input")]
+    notable.sort(key=lambda row: -SEVERITY[row[-1]])
     if notable:
-        out += f"\n\nRows that do not agree ({len(notable)}):\n" + _table(header, notable[:max_rows])
+        out += f"\n\nRows that are disagree, error, suspect or invalid-input ({len(notable)}):\n" + _table(header, notable[:max_rows])
         if len(notable) > max_rows:
-            out += f"\n... and {len(notable) - max_rows} more (see the results file)"
+            out += f"\n... and {len(notable) - max_rows} more (see the results file or the HTML report)"
     return out
 
 
