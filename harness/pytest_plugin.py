@@ -96,6 +96,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "cuda: runs on a CUDA device (generated harness items on cuda:N carry it)")
     config.addinivalue_line("markers", "mps: runs on Apple's MPS device (generated harness items on mps carry it)")
+    config.addinivalue_line("markers", "harness_bad_case(message): set by the plugin on the item of a case file that could not be loaded")
     config.addinivalue_line(
         "markers",
         "harness(implementations=None, dtypes=None, devices=None, tags=None): defaults for the harness "
@@ -298,10 +299,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         devices = parse_devices(device_spec) if "harness_device" in wanted else [None]
     except HarnessError as exc:
         raise pytest.UsageError(f"autograd-harness: {exc}") from None
-    if state._case_errors and "harness_case" in wanted:
-        raise pytest.UsageError("autograd-harness: bad case file(s):\n" + "\n".join(state._case_errors))
-
     params = []
+    if "harness_case" in wanted:
+        # one failing item per bad case or file: the good cases still run (as on the command line)
+        for n, message in enumerate(state._case_errors, start=1):
+            values = dict.fromkeys(wanted)
+            values["harness_case"] = _BadCase(message)
+            params.append(pytest.param(*(values[f] for f in wanted), id=f"bad-case-file-{n}",
+                                       marks=pytest.mark.harness_bad_case(message)))
     for case in cases:
         if "harness_dtype" in wanted:
             case_dtypes: Sequence[str | None] = dtypes or (case.dtypes if case is not None else DTYPES)
@@ -326,6 +331,20 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def _id_part(value: Any) -> str:
     name = getattr(value, "id", None) or getattr(value, "name", None)
     return str(name if name is not None else value)
+
+
+@dataclass(frozen=True)
+class _BadCase:
+    """Stands for a case that could not be loaded: its item fails with the message."""
+
+    message: str
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Items standing for a case that could not be loaded fail with its message."""
+    marker = item.get_closest_marker("harness_bad_case")
+    if marker is not None:
+        pytest.fail(f"bad case file: {marker.args[0]}", pytrace=False)
 
 
 @pytest.fixture

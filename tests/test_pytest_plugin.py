@@ -165,3 +165,17 @@ def test_serial_and_xdist_runs_write_the_same_records(tmp_path):
     # the same records, in the same (sorted) order, merged into one file
     assert [json.dumps(r, sort_keys=True) for r in serial] == [json.dumps(r, sort_keys=True) for r in xdist]
     assert not list(tmp_path.glob("*.part*"))
+
+
+def test_a_bad_case_file_fails_one_item_and_the_good_cases_still_run(pytester, monkeypatch):
+    _env(monkeypatch)
+    pytester.makefile(".toml", good='[[case]]\nid = "ok"\nX = [[1.0]]\ny = [[2.0]]\nW = [[0.5]]\nb = [0.0]\nlr = 0.1\n',
+                      bad='[[case]]\nid = "bad"\nX = [[1.0]]\ny = [[2.0]]\nW = [[0.5]]\nb = [0.0]\nlr = 0.1\ncolour = 1\n')
+    pytester.makepyfile(test_cases='''
+def test_case(harness_case, harness_dtype, harness_implementation, harness_device, harness_check):
+    harness_check(harness_case, harness_implementation, harness_device, harness_dtype)
+''')
+    result = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "--harness-cases", "good.toml",
+                                           "--harness-cases", "bad.toml", "--harness-implementations", "numpy-hand")
+    result.assert_outcomes(passed=2, errors=1)
+    assert "case 'bad', key 'colour'" in result.stdout.str()
