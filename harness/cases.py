@@ -258,7 +258,8 @@ def _exact_array(raw: Any, key: str, err: Any) -> Written:
     if isinstance(nested, list) and nested and isinstance(nested[0], list):
         lengths = {len(r) if isinstance(r, list) else -1 for r in nested}
         if len(lengths) != 1 or -1 in lengths:
-            raise err(key, f"rows have different lengths {sorted(lengths)}")
+            row_lengths = [len(r) if isinstance(r, list) else "a number" for r in nested]
+            raise err(key, f"rows have different lengths: {row_lengths[:10]}{' ...' if len(row_lengths) > 10 else ''}")
         out = np.empty((len(nested), len(nested[0])), dtype=object)
         for i, row in enumerate(nested):
             out[i, :] = row
