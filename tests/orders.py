@@ -112,3 +112,9 @@ def evaluate_step(X, y, W, b, lr: float, reduction: str, fmt: FloatFormat, order
     gb = np.array([_sum(list(S[:, m]), fmt, order if order != "fma" else "sequential", rng) for m in range(k)])
     upd = np.vectorize(lambda p, g: _add(p, -_mul(lr, g, fmt), fmt))
     return {"loss": np.array(loss), "grad_W": gW, "grad_b": gb, "W": upd(W, gW), "b": upd(b, gb)}
+
+
+def normal_inputs(rng: np.random.Generator, fmt: FloatFormat, n: int, d: int, k: int, y_scale: float = 1.0) -> dict[str, np.ndarray]:
+    """Standard normal X (N, D), y (N, K, times ``y_scale``), W (D, K), b (K,), rounded to ``fmt``."""
+    return {key: round_to_format(rng.standard_normal(shape) * (y_scale if key == "y" else 1.0), fmt)
+            for key, shape in (("X", (n, d)), ("y", (n, k)), ("W", (d, k)), ("b", (k,)))}

@@ -18,7 +18,7 @@ from harness.compare import compare
 from harness.floats import FORMATS, round_to_format
 from harness.oracle import exact_inputs_from_floats, exact_step
 from harness.symbolic import QUANTITIES
-from tests.orders import ORDERS, evaluate_step
+from tests.orders import ORDERS, evaluate_step, normal_inputs
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 
@@ -68,9 +68,7 @@ def test_bound_tightness_is_reported_and_not_absurd(capsys):
         fmt = FORMATS[name]
         ratios = []
         for trial in range(6):
-            n, d, k = 32, 3, 2
-            inputs = {key: round_to_format(rng.standard_normal(shape), fmt)
-                      for key, shape in (("X", (n, d)), ("y", (n, k)), ("W", (d, k)), ("b", (k,)))}
+            inputs = normal_inputs(rng, fmt, 32, 3, 2)
             for order in ("sequential", "pairwise"):
                 for cmp in grade(fmt, inputs, float(round_to_format(np.array([0.01]), fmt)[0]), "mean", order, trial).values():
                     if cmp.max_abs_error > 0:

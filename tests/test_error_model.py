@@ -10,6 +10,7 @@ from harness.implementations import load_mutants
 from harness.runner import verify
 from harness.selftest import format_selftest, run_selftest
 from tests.conftest import CASES
+from tests.orders import normal_inputs
 from tests.test_bounds_property import grade
 
 
@@ -52,9 +53,7 @@ def test_expected_bound_calibration_over_orders(capsys):
         fmt = FORMATS[name]
         ratios = []
         for trial in range(4):
-            n, d, k = 48, 3, 2
-            inputs = {key: round_to_format(rng.standard_normal(shape) * (1 + 9 * (key == "y")), fmt)
-                      for key, shape in (("X", (n, d)), ("y", (n, k)), ("W", (d, k)), ("b", (k,)))}
+            inputs = normal_inputs(rng, fmt, 48, 3, 2, y_scale=10.0)
             for order in ("sequential", "reversed", "pairwise", "random"):
                 for cmp in grade(fmt, inputs, float(round_to_format(np.array([0.01]), fmt)[0]), "sum", order, trial).values():
                     ratios.append(cmp.expected_ratio)
