@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-import harness
 from harness.cases import case_from_arrays
+from harness.implementations import Implementation
 from harness.implementations.numpy_steps import numpy_hand
 from harness.runner import verify
 
@@ -16,34 +16,36 @@ def _case():
                             rng.standard_normal((3, 2)), rng.standard_normal(2), lr=0.01, dtypes=["float32"])
 
 
-@harness.implementation("test-transposed-grad", framework="numpy")
+def _impl(name, fn):
+    # passed to verify directly, not registered: other tests reset the registry
+    return Implementation(name=name, framework="numpy", fn=fn, kind="plugin")
+
+
 def transposed(X, y, W, b, *, lr, reduction, steps):
     return [r._replace(grad_W=r.grad_W.T) for r in numpy_hand(X, y, W, b, lr=lr, reduction=reduction, steps=steps)]
 
 
-@harness.implementation("test-wider-dtype", framework="numpy")
 def wider(X, y, W, b, *, lr, reduction, steps):
     return numpy_hand(X.astype(np.float64), y.astype(np.float64), W.astype(np.float64), b.astype(np.float64),
                       lr=lr, reduction=reduction, steps=steps)
 
 
 def test_transposed_gradient_is_a_shape_error():
-    (rec,) = verify([_case()], ["test-transposed-grad"], dtypes=["float32"])
+    (rec,) = verify([_case()], [_impl("test-transposed-grad", transposed)], dtypes=["float32"])
     assert rec.verdict == "error"
     assert rec.message == "step 1: grad_W has shape (2, 3), expected (3, 2) (transposed or flattened?)"
 
 
 def test_step_computing_in_a_wider_dtype_is_named():
-    (rec,) = verify([_case()], ["test-wider-dtype"], dtypes=["float32"])
+    (rec,) = verify([_case()], [_impl("test-wider-dtype", wider)], dtypes=["float32"])
     assert rec.verdict == "error"
     assert rec.message.startswith("step 1: loss holds values that are not float32 numbers (its dtype is float64)")
 
 
 def test_bias_as_a_row_is_accepted():
-    @harness.implementation("test-bias-row", framework="numpy")
     def bias_row(X, y, W, b, *, lr, reduction, steps):
         return [r._replace(b=r.b.reshape(1, -1), grad_b=r.grad_b.reshape(1, -1))
                 for r in numpy_hand(X, y, W, b, lr=lr, reduction=reduction, steps=steps)]
 
-    recs = verify([_case()], ["test-bias-row"], dtypes=["float32"])
+    recs = verify([_case()], [_impl("test-bias-row", bias_row)], dtypes=["float32"])
     assert {r.verdict for r in recs} == {"agree"}
