@@ -10,6 +10,7 @@ PyTorch itself refuses.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -160,14 +161,14 @@ def tf32_inputs(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, st
 # ------------------------------------------------------------------ torch mutants
 
 
-@implementation("mutant-target-broadcast", framework="torch", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
-                description="y flattened to (N,): prediction (N, 1) - y broadcasts to (N, N)")
-def target_broadcast(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+def _seed_step_with(loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], W: torch.Tensor, b: torch.Tensor,
+                    *, lr: float, steps: int) -> list[StepResult]:
+    """The seed notebook's step (backward, update under no_grad, .grad = None) with
+    the loss replaced by ``loss_of(W, b)``: mutants whose bug is in the forward pass."""
     W, b = _leaf(W), _leaf(b)
-    yf = y.reshape(-1)
     out = []
     for _ in range(steps):
-        loss = squared_error(X @ W + b, yf if y.shape[1] == 1 else y, reduction)
+        loss = loss_of(W, b)
         loss.backward()
         assert W.grad is not None and b.grad is not None
         gW, gb = W.grad.clone(), b.grad.clone()
@@ -178,6 +179,13 @@ def target_broadcast(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch
         W.grad = None
         b.grad = None
     return out
+
+
+@implementation("mutant-target-broadcast", framework="torch", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
+                description="y flattened to (N,): prediction (N, 1) - y broadcasts to (N, N)")
+def target_broadcast(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    target = y.reshape(-1) if y.shape[1] == 1 else y
+    return _seed_step_with(lambda W, b: squared_error(X @ W + b, target, reduction), W, b, lr=lr, steps=steps)
 
 
 @implementation("mutant-stale-gradient", framework="torch", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
@@ -205,18 +213,8 @@ def stale_gradient(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.T
 @implementation("mutant-loss-half-precision", framework="torch", correct=False, expected=PRECISION, kind="mutant", dtypes=("float64", "float32"),
                 description="forward pass autocast to bfloat16 inside a float32/float64 step")
 def loss_half_precision(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
-    W, b = _leaf(W), _leaf(b)
-    out = []
-    for _ in range(steps):
+    def loss_of(W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         pred = (X.to(torch.bfloat16) @ W.to(torch.bfloat16)).to(X.dtype) + b
-        loss = squared_error(pred, y, reduction)
-        loss.backward()
-        assert W.grad is not None and b.grad is not None
-        gW, gb = W.grad.clone(), b.grad.clone()
-        with torch.no_grad():
-            W -= lr * W.grad
-            b -= lr * b.grad
-        out.append(_snapshot(loss, W, b, gW, gb))
-        W.grad = None
-        b.grad = None
-    return out
+        return squared_error(pred, y, reduction)
+
+    return _seed_step_with(loss_of, W, b, lr=lr, steps=steps)
