@@ -23,15 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: Record-level verdicts, from best to worst.
-VERDICTS = ("agree", "unsupported", "overflow", "suspect", "invalid-input", "disagree", "error")
-SEVERITY = {v: i for i, v in enumerate(VERDICTS)}
-
-
-def worst_verdict(verdicts: Iterable[str]) -> str:
-    """The most severe of ``verdicts`` (``"agree"`` for none)."""
-    return max(verdicts, key=lambda v: SEVERITY[v], default="agree")
-
 
 @dataclass
 class Record:
@@ -44,6 +35,8 @@ class Record:
     implementation saw them (rounded to ``dtype``); ``exact_written`` for the
     inputs as written (decimal), with ``ulp_error_written`` counting ULPs from
     it: the difference is input representation error, not arithmetic error.
+    ``known_bug`` names a known framework bug that the implementation probed for
+    and found (see :mod:`harness.verdicts` for how it counts).
     """
 
     case: str
@@ -76,6 +69,7 @@ class Record:
     counts: dict[str, int] = field(default_factory=dict)
     oracle_method: str | None = None
     message: str = ""
+    known_bug: str = ""
     repro: str = ""
     reduction: str | None = None
     tf32: bool | None = None

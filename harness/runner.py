@@ -205,6 +205,7 @@ def _mark_known_bug(records: list[Record], impl: Implementation, device: str, dt
     reason = impl.known_bug(device, dtype)
     if reason:
         for r in failing:
+            r.known_bug = reason
             r.message = f"{KNOWN_BUG}{reason}; {r.message}"
 
 

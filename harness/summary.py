@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
-from .records import SEVERITY, VERDICTS, Record, worst_verdict
+from .records import Record
+from .verdicts import SEVERITY, VERDICTS, worst_verdict
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import sympy as sp
 
-QUANTITIES = ("loss", "grad_W", "grad_b", "W", "b")
+from .verdicts import QUANTITIES as QUANTITIES  # re-exported: one definition of the quantity order
 
 
 @dataclass(frozen=True)

@@ -458,8 +458,8 @@ class VerifyTarget:
 
     def __call__(self) -> bool:
         if self.method == "harness":
-            from ..records import worst_verdict
             from ..runner import check_case
+            from ..verdicts import worst_verdict
 
             records = check_case(self.case, self.impl, "cpu", "float64")
             return worst_verdict(r.verdict for r in records) == "agree"

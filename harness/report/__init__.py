@@ -24,7 +24,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
-from ..records import VERDICTS
+from ..verdicts import VERDICTS
 from .model import ReportModel, build_model, environment_table, fmt_num
 
 __all__ = ["ExtraSection", "ReportModel", "build_model", "render_html", "render_report"]

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..records import SEVERITY, VERDICTS, Record, read_jsonl, worst_verdict
+from ..records import Record, read_jsonl
+from ..verdicts import SEVERITY, VERDICTS, worst_verdict
 
 #: Records kept in the drill-down of one run: every record that does not
 #: agree (up to this many), plus the worst record of each quantity.

@@ -1,0 +1,179 @@
+"""The verdict policy: the one place that says what a verdict means for a run.
+
+Every entry point (the CLI, :func:`harness.verify` / :func:`harness.assert_agrees`,
+the pytest plugin, the selftest, the terminal summary, the HTML report, the
+sweep test and the benchmark's correctness check) asks this module:
+
+- the verdicts and their severity order (:data:`VERDICTS`, :func:`worst_verdict`);
+- the quantity order of a step (:data:`QUANTITIES`, :func:`quantity_rank`);
+- which verdicts fail a run, with and without ``--strict`` (:func:`failing_verdicts`,
+  :func:`fails`);
+- how a framework bug that the harness knows and has *probed* counts
+  (:func:`fails`: it does not fail a run unless ``strict``; it is always reported);
+- that a run in which nothing was graded is a failure (:func:`nothing_graded`);
+- how the first failure is chosen (:func:`first_failure`);
+- the exit code of a run and the plain-words reason for it (:func:`run_outcome`).
+
+=================  ========  ================  ==========================================
+verdict            severity  fails a run       meaning
+=================  ========  ================  ==========================================
+``agree``          0         no                error within the expected (probabilistic) bound
+``unsupported``    1         no                the framework lacks this dtype/device pair
+``overflow``       2         no                the exact value or an intermediate every
+                                               correct evaluation forms leaves the range
+``suspect``        3         with ``strict``   above the expected bound, within the rigorous one
+``invalid-input``  4         yes               the case cannot be graded (NaN/inf inputs)
+``disagree``       5         yes               above the rigorous bound: impossible for a
+                                               correct evaluation (NaN/inf included)
+``error``          6         yes               the implementation raised, exited, crashed,
+                                               hung, mutated its inputs or returned junk
+=================  ========  ================  ==========================================
+
+A failing record whose ``known_bug`` field is set (the implementation probed the
+framework and found a known bug, e.g. torch's CPU fused SGD in half precision)
+keeps its verdict and is reported everywhere, but fails a run only with
+``strict``: the harness found a framework's bug, not the user's.  A run with no
+graded record at all (empty, or every record ``unsupported`` or ``invalid-input``)
+fails: nothing graded is never a pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+#: Record-level verdicts, from best to worst (the severity order).
+VERDICTS = ("agree", "unsupported", "overflow", "suspect", "invalid-input", "disagree", "error")
+#: verdict -> severity (index in :data:`VERDICTS`).
+SEVERITY = {v: i for i, v in enumerate(VERDICTS)}
+#: Element-level verdicts of :func:`harness.compare.compare`, from best to worst.
+ELEMENT_VERDICTS = ("agree", "overflow", "suspect", "disagree")
+#: Verdicts that always fail a run.
+FAILING = ("invalid-input", "disagree", "error")
+#: Verdicts that fail a run with ``strict`` (``--strict``) only.
+STRICT_ONLY = ("suspect",)
+#: Verdicts that say nothing about correctness: a run made only of these graded nothing.
+NOT_GRADED = ("unsupported", "invalid-input")
+#: The quantities of one step, in the order records, tables and messages use.
+QUANTITIES = ("loss", "grad_W", "grad_b", "W", "b")
+#: ``"*"`` is a whole-run record (unsupported, invalid-input, error): it comes first.
+QUANTITY_ORDER = {"*": -1, **{q: i for i, q in enumerate(QUANTITIES)}}
+
+
+class Verdicted(Protocol):
+    """What the policy reads of a record (:class:`harness.records.Record` has it)."""
+
+    verdict: str
+    quantity: str
+    step: int
+    bound_ratio: float | None
+    known_bug: str
+
+
+def severity(verdict: str) -> int:
+    """Severity of ``verdict``; an unknown verdict (a hand-edited file) ranks above ``error``."""
+    return SEVERITY.get(verdict, len(VERDICTS))
+
+
+def worst_verdict(verdicts: Iterable[str]) -> str:
+    """The most severe of ``verdicts`` (``"agree"`` for none)."""
+    return max(verdicts, key=severity, default="agree")
+
+
+def quantity_rank(quantity: str) -> int:
+    """Position of ``quantity`` in :data:`QUANTITY_ORDER` (unknown quantities last)."""
+    return QUANTITY_ORDER.get(quantity, len(QUANTITY_ORDER))
+
+
+def failing_verdicts(strict: bool = False) -> frozenset[str]:
+    """The verdicts that fail a run: :data:`FAILING`, plus :data:`STRICT_ONLY` with ``strict``."""
+    return frozenset(FAILING) | (frozenset(STRICT_ONLY) if strict else frozenset())
+
+
+def fails(rec: Verdicted, strict: bool = False) -> bool:
+    """Whether ``rec`` fails a run (see the module's table; a probed known framework bug only with ``strict``).
+
+    A verdict this version does not know (a hand-edited results file) always fails: never a pass."""
+    if rec.verdict not in SEVERITY:
+        return True
+    if rec.verdict not in failing_verdicts(strict):
+        return False
+    return strict or not rec.known_bug
+
+
+def is_alarm(rec: Verdicted) -> bool:
+    """A verdict that would be a false alarm on a correct implementation (suspect, disagree, error),
+    not counting a probed known framework bug (the selftest's definition)."""
+    return rec.verdict in ("suspect", "disagree", "error") and not rec.known_bug
+
+
+def failures(records: Iterable[Verdicted], strict: bool = False) -> list[Verdicted]:
+    """The records that fail a run, in their original order."""
+    return [r for r in records if fails(r, strict)]
+
+
+def nothing_graded(records: Iterable[Verdicted]) -> bool:
+    """True when no record says anything about correctness (none, or all unsupported/invalid-input)."""
+    return all(r.verdict in NOT_GRADED for r in records)
+
+
+def first_failure(records: Sequence[Verdicted], strict: bool = False) -> Verdicted | None:
+    """The failure to show first: the earliest step (later steps inherit its error),
+    then the quantity order (loss, grad_W, grad_b, W, b), then the most severe
+    verdict, then the largest error / rigorous bound; ties keep the run order."""
+    bad = failures(records, strict)
+    if not bad:
+        return None
+    return min(bad, key=lambda r: (r.step, quantity_rank(r.quantity), -severity(r.verdict), -(r.bound_ratio or 0.0)))
+
+
+@dataclass
+class RunOutcome:
+    """The exit code of a run and why, in plain words.
+
+    Attributes:
+        code: 0 everything graded agrees; 1 a failing verdict (see :func:`fails`) or
+            nothing graded; 2 bad input (case files that could not be loaded, or
+            ``invalid-input`` records) and nothing worse.
+        reasons: lines that say why, to print last.
+    """
+
+    code: int
+    reasons: list[str] = field(default_factory=list)
+
+
+def run_outcome(records: Sequence[Verdicted], *, strict: bool = False, load_errors: int = 0) -> RunOutcome:
+    """Decide a run's exit code from its records (and the number of case files or cases that failed to load)."""
+    from collections import Counter
+
+    bad = failures(records, strict)
+    counts = Counter(r.verdict for r in bad)
+    known = [r for r in records if r.known_bug and r.verdict in FAILING + STRICT_ONLY]
+    reasons: list[str] = []
+    code = 0
+    wrong = [r for r in bad if r.verdict != "invalid-input"]
+    if wrong:
+        code = 1
+        parts = ", ".join(f"{counts[v]} {v}" for v in reversed(VERDICTS) if counts[v] and v != "invalid-input")
+        unknown = ", ".join(f"{n} {v!r}" for v, n in counts.items() if v not in SEVERITY)
+        reasons.append(f"exit 1: {parts or unknown} record(s) fail{' with --strict' if strict and counts['suspect'] else ''}")
+    if known and not strict:
+        kinds = sorted({r.known_bug for r in known})
+        reasons.append(f"not counted: {len(known)} failing record(s) are a known framework bug the harness probed for "
+                       f"({'; '.join(kinds[:3])}{'; ...' if len(kinds) > 3 else ''}); --strict counts them")
+    if load_errors or counts["invalid-input"]:
+        code = 2 if code == 0 else code
+        what = []
+        if load_errors:
+            what.append(f"{load_errors} case file(s) or case(s) could not be loaded")
+        if counts["invalid-input"]:
+            what.append(f"{counts['invalid-input']} invalid-input record(s)")
+        reasons.append(f"{'exit 2' if code == 2 else 'also'}: bad input: {', '.join(what)}")
+    if nothing_graded(records):
+        code = code or 1
+        reasons.append("exit 1: nothing was graded (no record, or every record is unsupported or invalid-input): nothing graded is no pass"
+                       if code == 1 else "nothing was graded")
+    if code == 0:
+        reasons.append(f"exit 0: every graded record agrees{' (suspect counted as a pass without --strict)' if any(r.verdict == 'suspect' for r in records) and not strict else ''}")
+    return RunOutcome(code, reasons)
