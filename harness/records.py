@@ -36,7 +36,9 @@ class Record:
     inputs as written (decimal), with ``ulp_error_written`` counting ULPs from
     it: the difference is input representation error, not arithmetic error.
     ``known_bug`` names a known framework bug that the implementation probed for
-    and found (see :mod:`harness.verdicts` for how it counts).
+    and found (see :mod:`harness.verdicts` for how it counts). ``repeat_*``
+    describe run-to-run determinism with ``--repeat R`` (see :mod:`harness.repeat`;
+    None without it).
     """
 
     case: str
@@ -70,6 +72,10 @@ class Record:
     oracle_method: str | None = None
     message: str = ""
     known_bug: str = ""
+    repeat_count: int | None = None
+    repeat_identical: float | None = None
+    repeat_spread_abs: float | None = None
+    repeat_spread_ulps: float | None = None
     repro: str = ""
     reduction: str | None = None
     tf32: bool | None = None

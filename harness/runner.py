@@ -28,6 +28,7 @@ from .errors import UsageError
 from .exact import ScaledInts
 from .floats import FloatFormat, decimal_string, get_format, round_to_format, ulp_error
 from .implementations import Implementation, resolve
+from .isolation import exit_message, mutated_inputs, mutation_message, snapshot
 from .oracle import ExactStep, exact_inputs_from_floats, exact_inputs_from_written, exact_step, exact_trajectory
 from .records import Record
 from .semantics import annotate, none_message
@@ -49,12 +50,16 @@ class RunOptions:
             (``"highest"``, ``"high"``, ``"medium"``).
         repro_cases: case-file paths to name in repro commands (default: each case's source).
         trajectory: compute the exact trajectory and report drift.
+        repeat: run each implementation this many times on the same inputs
+            (fresh copies each time) and record run-to-run determinism
+            (see :mod:`harness.repeat`); 1 = once.
     """
 
     tf32: bool = False
     matmul_precision: str = "highest"
     trajectory: bool = True
     extra_repro: list[str] = field(default_factory=list)
+    repeat: int = 1
 
     @property
     def effective_matmul_precision(self) -> str:
@@ -147,50 +152,122 @@ def check_case(
     fmt = get_format(dtype)
     n, d, k = case.shape
     try:
-        with np.errstate(all="ignore"):  # overflow to inf on conversion is graded below
-            fw_inputs = {key: to_framework(v, impl.framework, dtype, device) for key, v in case.values.items()}
+        fw_inputs = _fresh_inputs(case, impl, dtype, device)
     except Exception as exc:  # e.g. out of device memory
         _, why = classify_exception(exc)
         return [_whole_run_record(base, "error", f"could not create the inputs on {device} ({why}): {type(exc).__name__}: {exc}")]
-    seen = {key: to_float64(v) for key, v in fw_inputs.items()}
+    # the harness's own float64 copies, taken before the call: the oracle grades against
+    # these, never against the objects the step was handed (which it may have written into)
+    seen = snapshot(fw_inputs)
     if not all(np.isfinite(v).all() for v in seen.values()):
         bad = [key for key, v in seen.items() if not np.isfinite(v).all()]
         return [_whole_run_record(base, "overflow", f"inputs {', '.join(bad)} overflow {dtype}: they are inf once rounded")]
     lr_float = float(case.lr)
     lr_oracle = Fraction(case.lr_in(fmt))
-    try:
-        results = _call_with_settings(impl, fw_inputs, lr_float, case, device, opts)
-    except Exception as exc:
-        kind, message = classify_exception(exc)
-        return [_whole_run_record(base, kind, message + "\n" + "".join(traceback.format_exception_only(type(exc), exc)).strip())]
-    problem = _validate(results, case.steps, n, d, k, fmt)
-    if problem:
-        return [_whole_run_record(base, "error", problem)]
+    runs = max(1, opts.repeat)
+    all_results: list[Any] = []
+    for run in range(1, runs + 1):
+        if run > 1:
+            fw_inputs = _fresh_inputs(case, impl, dtype, device)  # every call gets its own copies
+        got = _run_once(impl, fw_inputs, seen, lr_float, case, device, opts, run, runs, n, d, k, fmt)
+        if isinstance(got, _Failed):
+            return [_whole_run_record(base, got.verdict, got.message)]
+        all_results.append(got)
+    results = all_results[0]
     traj = cache.trajectory(seen, lr_oracle, (dtype, device)) if opts.trajectory else None
     written = cache.written_step()
     seen_exact = exact_inputs_from_floats(seen)
     records: list[Record] = []
     prev_W, prev_b = seen["W"], seen["b"]
     prev_out: dict[str, F64] | None = None
+    graded_steps: dict[int, tuple[ExactStep, dict[str, F64]]] = {}
     for t, res in enumerate(results, start=1):
         if not (np.isfinite(prev_W).all() and np.isfinite(prev_b).all()):
             records.append(Record(quantity="*", step=t, verdict="overflow",
                                   message=f"W or b after step {t - 1} is not finite; later steps are not graded", **base))
             break
-        out = {name: to_float64(getattr(res, name)).reshape(_shape_of(name, n, d, k)) for name in QUANTITIES}
+        out = _outputs(res, n, d, k)
         step_inputs = {"X": seen["X"], "y": seen["y"], "W": prev_W, "b": prev_b}
         if t == 1 and traj is not None:
             ex = traj[0]
         else:
             exact_in = {**seen_exact, "W": ScaledInts.from_floats(prev_W), "b": ScaledInts.from_floats(prev_b)}
             ex = exact_step(exact_in, lr_oracle, case.reduction)
+        graded_steps[t] = (ex, step_inputs)
         records.extend(_grade_step(case, base, t, out, ex, step_inputs, lr_oracle, fmt, opts,
                                    written if t == 1 else None, traj[t - 1] if traj is not None else None, prev_out,
                                    impl.error_model))
         prev_W, prev_b = out["W"], out["b"]
         prev_out = out
+    if runs > 1:
+        from .repeat import apply_repeat
+
+        def exact_of_step(t: int) -> Any:
+            if t not in graded_steps:
+                return None
+            ex, step_inputs = graded_steps[t]
+            return _exact_and_bounds(case, base, ex, step_inputs, lr_oracle, fmt, opts, impl)
+
+        apply_repeat(records, [[_outputs(r, n, d, k) for r in res_k] for res_k in all_results], fmt, exact_of_step)
     _mark_known_bug(records, impl, device, dtype)
     return records
+
+
+def _fresh_inputs(case: Case, impl: Implementation, dtype: str, device: str) -> dict[str, Any]:
+    """New tensors or arrays of the case's inputs for one call (never shared with another call)."""
+    with np.errstate(all="ignore"):  # overflow to inf on conversion is graded by the caller
+        return {key: to_framework(v, impl.framework, dtype, device) for key, v in case.values.items()}
+
+
+def _outputs(res: Any, n: int, d: int, k: int) -> dict[str, F64]:
+    return {name: to_float64(getattr(res, name)).reshape(_shape_of(name, n, d, k)) for name in QUANTITIES}
+
+
+@dataclass
+class _Failed:
+    """Why a call cannot be graded."""
+
+    verdict: str
+    message: str
+
+
+def _run_once(
+    impl: Implementation, fw_inputs: Mapping[str, Any], seen: Mapping[str, F64], lr: float, case: Case, device: str,
+    opts: RunOptions, run: int, runs: int, n: int, d: int, k: int, fmt: FloatFormat,
+) -> Any:
+    """Call the step once on its own inputs; its results, or :class:`_Failed` when they cannot be graded.
+
+    ``SystemExit`` is caught (a step must not end the run), and inputs the step
+    wrote into make it an error (see :mod:`harness.isolation`)."""
+    which = f"run {run} of {runs}: " if runs > 1 else ""
+    try:
+        results = _call_with_settings(impl, fw_inputs, lr, case, device, opts)
+    except SystemExit as exc:
+        return _Failed("error", which + exit_message(exc))
+    except Exception as exc:
+        kind, message = classify_exception(exc)
+        return _Failed(kind, which + message + "\n" + "".join(traceback.format_exception_only(type(exc), exc)).strip())
+    changed = mutated_inputs(fw_inputs, seen)
+    if changed:
+        return _Failed("error", mutation_message(changed, run, runs))
+    problem = _validate(results, case.steps, n, d, k, fmt)
+    if problem:
+        return _Failed("error", which + problem)
+    return results
+
+
+def _exact_and_bounds(
+    case: Case, base: Mapping[str, Any], ex: ExactStep, step_inputs: Mapping[str, F64], lr: Fraction, fmt: FloatFormat,
+    opts: RunOptions, impl: Implementation,
+) -> tuple[dict[str, tuple[F64, F64]], dict[str, F64]]:
+    """The exact values (double-double) and per-element rigorous bounds of one step, as the grading uses them."""
+    hilo = {q: ex.values[q].to_hi_lo() for q in QUANTITIES}
+    bounds = (impl.error_model or step_bounds)(
+        step_inputs, ex.residual.to_float64(), {q: hilo[q][0] for q in QUANTITIES},
+        lr=float(lr), reduction=case.reduction, fmt=fmt,
+        tf32=bool(opts.effective_tf32 and base["device"].startswith("cuda") and fmt.name == "float32"), lr_held=float(case.lr),
+    )
+    return hilo, dict(bounds.rigorous)
 
 
 #: Prefix of the message of a failing record explained by a known framework bug.
@@ -340,6 +417,37 @@ def _implementation_of(step: str | Implementation | Callable[..., Any]) -> Imple
     raise UsageError(f"{step!r} is not registered: decorate it with @harness.implementation(name, framework=...)")
 
 
+def plugin_sources(impls: Iterable[Implementation]) -> list[str]:
+    """What a worker process must import to find these implementations: the module of each
+    plug-in, by dotted name when that name imports the same file, else by its ``.py`` path."""
+    import importlib.util
+    import inspect
+    import os
+    import sys
+
+    out: list[str] = []
+    for impl in impls:
+        if impl.kind == "builtin":
+            continue
+        mod = getattr(impl.fn, "__module__", None) or ""
+        if mod.startswith("harness.") or mod in ("__main__", "__mp_main__"):
+            continue
+        try:
+            src = inspect.getsourcefile(impl.fn)
+        except TypeError:
+            src = None
+        spec = None
+        try:
+            spec = importlib.util.find_spec(mod) if mod and mod in sys.modules else None
+        except (ImportError, ValueError):
+            spec = None
+        same = spec is not None and src is not None and spec.origin is not None and os.path.realpath(spec.origin) == os.path.realpath(src)
+        entry = mod if (same or src is None) else os.path.abspath(src)
+        if entry and entry not in out:
+            out.append(entry)
+    return out
+
+
 def verify(
     cases: Iterable[Case],
     implementations: Iterable[str | Implementation | Callable[..., Any]] | None = None,
@@ -348,8 +456,16 @@ def verify(
     dtypes: str | Iterable[str] | None = None,
     options: RunOptions | None = None,
     progress: Progress | None = None,
+    isolation: str = "inline",
+    jobs: int | None = None,
+    timeout: float | None = None,
+    plugins: Sequence[str] | None = None,
 ) -> list[Record]:
     """Grade implementations on cases across devices and dtypes.
+
+    Every call gets its own inputs and is checked for writing into them, and a step
+    that calls ``sys.exit`` gets an ``error`` record, in both modes (see
+    :mod:`harness.isolation`).
 
     Args:
         cases: the cases (see :func:`harness.cases.load_cases`, :func:`harness.cases.make_case`).
@@ -357,23 +473,41 @@ def verify(
             functions; None = every correct default implementation.
         devices: ``"cpu"``, ``"cuda"``, ``"all"`` or a list; None = every available device.
         dtypes: dtype names; None = each case's own ``dtypes``.
-        options: TF32 and matmul-precision settings.
+        options: TF32 and matmul-precision settings, ``repeat``.
         progress: called as ``progress(done, total, label)`` after each case/implementation/device/dtype.
+        isolation: ``"inline"`` (default: in this process) or ``"process"``: each
+            case/implementation/device/dtype runs in a supervised worker process, so
+            that a step that crashes, calls ``os._exit`` or hangs past ``timeout``
+            becomes an ``error`` record instead of ending (or stalling) the caller.
+        jobs: worker processes with ``isolation="process"`` (default: the CPU cores).
+        timeout: seconds per case/implementation/device/dtype with ``isolation="process"``
+            (default: :func:`harness.isolation.default_timeout`).
+        plugins: modules or ``.py`` paths the workers import to find the implementations
+            (default: the modules of the plug-in implementations asked for).
 
     Returns:
-        the records, in case, implementation, device, dtype, step, quantity order.
+        the records, in case, implementation, device, dtype, step, quantity order
+        (the same in both modes and for any ``jobs``).
     """
     from .devices import parse_dtypes
 
+    if isolation not in ("inline", "process"):
+        raise UsageError(f"isolation must be 'inline' or 'process', got {isolation!r}")
     opts = options or RunOptions()
     impl_list = resolve(None) if implementations is None else [_implementation_of(i) for i in implementations]
     devs = parse_devices(devices)
     dts = parse_dtypes(dtypes)
     case_list = list(cases)
-    jobs = [(c, i, dv, dt) for c in case_list for i in impl_list for dv in devs for dt in (dts or c.dtypes)]
+    units = [(c, i, dv, dt) for c in case_list for i in impl_list for dv in devs for dt in (dts or c.dtypes)]
+    if isolation == "process":
+        from .isolation import Task, run_supervised
+
+        return run_supervised([Task(c, i, dv, dt) for c, i, dv, dt in units], opts,
+                              plugins=plugin_sources(impl_list) if plugins is None else plugins,
+                              jobs=jobs, timeout=timeout, progress=progress)
     records: list[Record] = []
     caches: dict[int, _CaseCache] = {}
-    for done, (c, i, dv, dt) in enumerate(jobs, start=1):
+    for done, (c, i, dv, dt) in enumerate(units, start=1):
         cache = caches.setdefault(id(c), _CaseCache(c))
         try:
             records.extend(check_case(c, i, dv, dt, opts, cache))
@@ -381,5 +515,5 @@ def verify(
             base = _base(c, i, dv, dt, opts)
             records.append(_whole_run_record(base, "error", f"harness failure while grading: {type(exc).__name__}: {exc}"))
         if progress:
-            progress(done, len(jobs), f"{c.id} {i.name} {dv} {dt}")
+            progress(done, len(units), f"{c.id} {i.name} {dv} {dt}")
     return records

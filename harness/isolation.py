@@ -1,0 +1,316 @@
+"""Isolation of the code under test: private inputs, a mutation check, and supervised worker processes.
+
+Two layers protect a run from the implementations it grades:
+
+**In every run** (:func:`harness.runner.check_case`, whatever the entry point):
+
+- each call gets its own, freshly made inputs (tensors or arrays; never shared with
+  another implementation, another call or the harness's own float64 copies);
+- the harness keeps a float64 *snapshot* of the inputs taken before the call and,
+  after it, compares the inputs it handed over against it bit for bit
+  (:func:`mutated_inputs`): a step that wrote into them (``X[...] = 0``,
+  ``W.add_(...)``) gets one ``error`` record ("mutated its input X") and is not
+  graded; the oracle only ever sees the snapshot, so no other implementation's
+  verdict can change;
+- ``SystemExit`` (``sys.exit(0)``, ``exit()``) raised by a step is caught and becomes
+  an ``error`` record ("called sys.exit(0)") instead of ending the run.
+
+**Supervised workers** (:func:`run_supervised`; the CLI's default, ``--isolation
+process``; ``harness.verify(..., isolation="process")``): each (case,
+implementation, device, dtype) is one task in a :class:`pebble.ProcessPool` of
+``--jobs`` worker processes, with a per-task ``timeout``. A worker that dies
+(``os._exit``, a segfault, the OOM killer) or a task that runs past its timeout
+becomes an ``error`` record naming the cause ("the worker process died: exit code
+0 (os._exit?)", "killed by signal SIGSEGV", "ran past the 60 s timeout"); pebble
+replaces the worker and the other tasks go on. The supervisor alone decides the
+exit code (:func:`harness.verdicts.run_outcome`), from the records.
+
+Workers grade their own task (implementation call *and* exact oracle), so the
+records are those of a serial in-process run, in the same order (the order of
+the tasks: case, implementation, device, dtype; within a task step and
+quantity). Each worker keeps the exact results of its last few cases
+(:class:`harness.runner._CaseCache`); tasks are scheduled case by case, so a
+case's oracle is computed at most once per worker that grades it.
+
+Start method: ``forkserver`` where the platform has it (Linux, macOS), else
+``spawn``. ``fork`` is not used: the parent has imported torch and may have
+initialised CUDA (device discovery) and torch's intra-op thread pool, and a
+forked child of such a process can deadlock or fail to use CUDA ("Cannot
+re-initialize CUDA in forked subprocess"). The fork server preloads the harness,
+NumPy and torch once, before any of that happens, and forks clean workers from
+it: measured on a 2-core Linux CPU box, a worker takes about as long to start
+as with ``fork`` (see ``tests/test_isolation.py::test_start_method_cost`` and the
+report of issue 10), where ``spawn`` re-imports torch in every worker (seconds).
+Workers keep torch's default thread count (as the parent's): the thread count can
+change the summation order of float32 kernels, and ``--jobs`` must not change
+the records.
+
+Plug-ins reach the workers through the pool's initializer: the ``--plugin``
+modules (dotted names or ``.py`` paths) are imported again in each worker, then
+the ``harness.implementations`` entry points. An implementation is sent by name;
+one a worker cannot find (defined inside a function, never registered at import
+time) gets an ``error`` record saying so.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from .cases import Case
+    from .implementations import Implementation
+    from .records import Record
+    from .runner import RunOptions
+
+F64 = npt.NDArray[np.float64]
+
+#: Seconds every task may take, before the size-dependent part (see :func:`default_timeout`).
+BASE_TIMEOUT = 60.0
+#: Extra seconds per million multiply-adds of one pass (N * D * K * steps) per run.
+TIMEOUT_PER_MEGAFLOP = 1.0
+
+
+# ------------------------------------------------------------------ in-process guards
+
+
+def snapshot(inputs: Mapping[str, Any]) -> dict[str, F64]:
+    """Float64 copies of the inputs (exact: every dtype the harness uses fits in float64),
+    owned by the harness: they share no memory with the tensors or arrays handed to a step."""
+    from .devices import to_float64
+
+    return {key: np.array(to_float64(v), dtype=np.float64, copy=True) for key, v in inputs.items()}
+
+
+def _same_bits(a: F64, b: F64) -> bool:
+    if a.shape != b.shape:
+        return False
+    return bool(np.array_equal(np.ascontiguousarray(a).view(np.uint64), np.ascontiguousarray(b).view(np.uint64)))
+
+
+def mutated_inputs(inputs: Mapping[str, Any], before: Mapping[str, F64]) -> list[str]:
+    """The names of the inputs whose values (or shapes) differ, bit for bit, from the snapshot ``before``.
+
+    An input that can no longer be read (freed, resized into junk) counts as mutated."""
+    from .devices import to_float64
+
+    changed = []
+    for key, ref in before.items():
+        try:
+            now = np.asarray(to_float64(inputs[key]), dtype=np.float64)
+        except Exception:
+            changed.append(key)
+            continue
+        if not _same_bits(now, ref):
+            changed.append(key)
+    return changed
+
+
+def mutation_message(names: Sequence[str], run: int = 1, runs: int = 1) -> str:
+    """``"mutated its input X"`` (the message of the error record of a step that wrote into its inputs)."""
+    what = f"input {names[0]}" if len(names) == 1 else "inputs " + ", ".join(names)
+    when = f" (run {run} of {runs})" if runs > 1 else ""
+    return (f"mutated its {what}{when}: a step must not write into the tensors or arrays it is given "
+            "(clone them first, e.g. W = W.detach().clone().requires_grad_(True), or W = W.copy()); not graded")
+
+
+def exit_message(exc: SystemExit) -> str:
+    """``"called sys.exit(0)"``."""
+    code = "" if exc.code is None else repr(exc.code)
+    return f"called sys.exit({code}): a step must return its results, not end the process; not graded"
+
+
+# ------------------------------------------------------------------ timeouts
+
+
+def default_timeout(case: Case, repeat: int = 1) -> float:
+    """The default ``--timeout`` of one task: 60 s, plus 1 s per million multiply-adds
+    of the case (N * D * K * steps), times the number of runs (``--repeat``).
+
+    It covers the implementation's calls and the grading (exact oracle) of the task."""
+    n, d, k = case.shape
+    work = n * max(d, 1) * max(k, 1) * max(case.steps, 1)
+    return (BASE_TIMEOUT + TIMEOUT_PER_MEGAFLOP * work / 1e6) * max(repeat, 1)
+
+
+def died_message(exitcode: int | None) -> str:
+    """Plain words for the exit code of a worker that died while running a task."""
+    if exitcode is None:
+        return "the worker process died (exit code unknown)"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = {"SIGSEGV": " (a segmentation fault: the step or a library it called read or wrote invalid memory)",
+                "SIGKILL": " (killed from outside: out of memory?)", "SIGABRT": " (abort(): a failed assertion in native code?)",
+                "SIGBUS": " (a bus error: invalid memory access)", "SIGFPE": " (a native arithmetic exception)"}.get(name, "")
+        return f"killed by signal {name}{hint}; the worker process died"
+    return f"the worker process died: exit code {exitcode} (os._exit({exitcode})?)"
+
+
+# ------------------------------------------------------------------ workers
+
+
+_WORKER: dict[str, Any] = {"init_error": None, "caches": {}}
+
+
+def _init_worker(plugins: Sequence[str], cwd: str, path: Sequence[str]) -> None:
+    """Pool initializer: the parent's cwd and sys.path, then the built-ins, the plug-ins and the entry points.
+
+    A failure is kept, not raised (a raising initializer would make pebble restart
+    the worker forever): every task of this worker then returns an ``error`` record."""
+    try:
+        os.chdir(cwd)
+        for p in reversed(path):
+            if p not in sys.path:
+                sys.path.insert(0, p)
+        from .implementations import load_builtins, load_entry_points, load_plugin
+
+        load_builtins()
+        for mod in plugins:
+            load_plugin(mod)
+        load_entry_points()
+    except BaseException as exc:  # noqa: BLE001 - including SystemExit from a plug-in's import
+        _WORKER["init_error"] = f"the worker process could not load the plug-ins: {type(exc).__name__}: {exc}"
+
+
+def _task(case: Case, impl_name: str, device: str, dtype: str, opts: RunOptions) -> list[Record]:
+    """Run and grade one (case, implementation, device, dtype) in a worker."""
+    from .implementations import REGISTRY, load_mutants
+    from .runner import _base, _CaseCache, _whole_run_record, check_case
+
+    if impl_name.startswith("mutant-") and impl_name not in REGISTRY:
+        load_mutants()
+    impl = REGISTRY.get(impl_name)
+    if impl is None or _WORKER["init_error"]:
+        from .implementations import Implementation
+
+        stub = Implementation(name=impl_name, framework="numpy", fn=lambda *a, **k: [])
+        why = _WORKER["init_error"] or (f"implementation {impl_name!r} is not registered in the worker process: register it at "
+                                        "import time of a plug-in module (--plugin MODULE or an entry point)")
+        return [_whole_run_record(_base(case, stub, device, dtype, opts), "error", why)]
+    caches: dict[tuple[str, str], Any] = _WORKER["caches"]
+    key = (case.id, case.source)
+    cache = caches.pop(key, None) or _CaseCache(case)
+    caches[key] = cache
+    while len(caches) > 4:
+        caches.pop(next(iter(caches)))
+    try:
+        return check_case(case, impl, device, dtype, opts, cache)
+    except Exception as exc:  # a bug in the harness itself must not lose the run
+        return [_whole_run_record(_base(case, impl, device, dtype, opts), "error", f"harness failure while grading: {type(exc).__name__}: {exc}")]
+
+
+def start_method() -> str:
+    """``forkserver`` where available, else ``spawn`` (see the module docstring)."""
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def _context(method: str | None = None) -> Any:
+    method = method or os.environ.get("HARNESS_START_METHOD") or start_method()
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        # imported once in the server, before anything initialises threads or CUDA; workers fork from it
+        ctx.set_forkserver_preload(["harness.isolation", "harness.runner", "harness.implementations", "torch"])
+    return ctx
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of supervised work."""
+
+    case: Case
+    implementation: Implementation
+    device: str
+    dtype: str
+
+
+def default_jobs() -> int:
+    """Worker processes by default: the CPU cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def run_supervised(
+    tasks: Sequence[Task],
+    opts: RunOptions,
+    *,
+    plugins: Sequence[str] = (),
+    jobs: int | None = None,
+    timeout: float | Callable[[Case], float] | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+    start: str | None = None,
+) -> list[Record]:
+    """Run ``tasks`` in supervised worker processes; one list of records, in task order.
+
+    Args:
+        tasks: what to run (see :class:`Task`).
+        opts: the run's options (sent to every task).
+        plugins: modules or ``.py`` paths each worker imports (``--plugin``).
+        jobs: worker processes (default :func:`default_jobs`, never more than the tasks).
+        timeout: seconds per task, a function of the case, or None for :func:`default_timeout`.
+        progress: ``progress(done, total, label)`` as tasks finish.
+        start: the multiprocessing start method (default :func:`start_method`; ``$HARNESS_START_METHOD``).
+
+    Returns:
+        the records of every task, in task order; a task whose worker died or ran
+        past its timeout has one ``error`` record saying so.
+    """
+    from pebble import ProcessExpired, ProcessPool
+
+    from .runner import _base, _whole_run_record
+
+    if not tasks:
+        return []
+    n_jobs = max(1, min(jobs or default_jobs(), len(tasks)))
+
+    def limit(case: Case) -> float:
+        if timeout is None:
+            return default_timeout(case, getattr(opts, "repeat", 1))
+        return float(timeout(case) if callable(timeout) else timeout)
+
+    results: list[list[Record] | None] = [None] * len(tasks)
+    pool = ProcessPool(max_workers=n_jobs, initializer=_init_worker, initargs=(list(plugins), os.getcwd(), list(sys.path)),
+                       context=_context(start))
+    try:
+        futures: dict[Future[Any], int] = {}
+        for i, t in enumerate(tasks):
+            fut = pool.schedule(_task, args=(t.case, t.implementation.name, t.device, t.dtype, opts), timeout=limit(t.case))
+            futures[fut] = i
+        pending = set(futures)
+        done_count = 0
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                i = futures[fut]
+                t = tasks[i]
+                try:
+                    results[i] = fut.result()
+                except TimeoutError:
+                    why = (f"ran past the {limit(t.case):g} s timeout (--timeout; running and grading one case, implementation, "
+                           "device and dtype); the worker process was stopped")
+                except ProcessExpired as exc:
+                    why = died_message(exc.exitcode)
+                except Exception as exc:  # e.g. a result that cannot be sent back
+                    why = f"the worker process failed: {type(exc).__name__}: {exc}"
+                if results[i] is None:
+                    results[i] = [_whole_run_record(_base(t.case, t.implementation, t.device, t.dtype, opts), "error", why)]
+                done_count += 1
+                if progress:
+                    progress(done_count, len(tasks), f"{t.case.id} {t.implementation.name} {t.device} {t.dtype}")
+    finally:
+        pool.stop()
+        pool.join()
+    return [r for rs in results for r in (rs or [])]

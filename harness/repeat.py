@@ -1,0 +1,127 @@
+"""Run-to-run determinism (``--repeat R``): the same implementation, R times, on the same inputs.
+
+Each run gets fresh copies of the same inputs. Run 1 is graded as usual; the
+records of every step and quantity then carry
+
+- ``repeat_count``: R;
+- ``repeat_identical``: the fraction of the R runs whose values are bitwise equal
+  to run 1's (1.0: deterministic; 1/R: every other run differed);
+- ``repeat_spread_abs``: the largest difference, over the elements, between the
+  largest and the smallest value the runs computed (0.0 when all are equal;
+  inf where the runs disagree about NaN or inf);
+- ``repeat_spread_ulps``: the same in ULPs of the dtype.
+
+A spread is graded too: at a step whose inputs (X, y and the previous W, b) are
+the same in every run, every run is compared with the exact value and its
+rigorous bound, element by element, as run 1 is. A run above the rigorous bound
+is impossible for a correct evaluation (a spread beyond twice the rigorous bound
+always implies one), so the record becomes ``disagree`` with a message saying
+which run and by how much. Once the runs' W and b have drifted apart (a
+multi-step run whose earlier steps differed) their later steps have different
+exact values: the spread is still reported, not graded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .floats import FloatFormat, ulp_error
+from .symbolic import QUANTITIES
+from .verdicts import severity
+
+F64 = npt.NDArray[np.float64]
+#: one run's quantities, per step: ``outs[t - 1][q]``.
+RunOutputs = Sequence[Mapping[str, F64]]
+
+
+def _same(a: F64, b: F64) -> bool:
+    return a.shape == b.shape and bool(np.array_equal(np.ascontiguousarray(a).view(np.uint64), np.ascontiguousarray(b).view(np.uint64)))
+
+
+@dataclass
+class Spread:
+    """Determinism of one quantity at one step."""
+
+    count: int
+    identical: float
+    spread_abs: float
+    spread_ulps: float
+
+
+def spread(values: Sequence[F64], fmt: FloatFormat) -> Spread:
+    """How far ``values`` (one array per run) are apart."""
+    first = values[0]
+    same = sum(1 for v in values if _same(v, first))
+    if same == len(values):
+        return Spread(len(values), 1.0, 0.0, 0.0)
+    stack = np.stack([np.asarray(v, dtype=np.float64) for v in values])
+    finite = np.isfinite(stack)
+    if not finite.all():
+        # the runs agree about where the non-finite values are only if they are bitwise the same there
+        nf = ~finite.all(axis=0)
+        if not all(np.array_equal(stack[0][nf], s[nf], equal_nan=True) for s in stack[1:]):
+            return Spread(len(values), same / len(values), float("inf"), float("inf"))
+        stack = np.where(finite, stack, 0.0)
+    lo, hi = stack.min(axis=0), stack.max(axis=0)
+    dist = hi - lo
+    ulps = ulp_error(hi, lo, None, fmt)
+    return Spread(len(values), same / len(values), float(dist.max()) if dist.size else 0.0, float(ulps.max()) if ulps.size else 0.0)
+
+
+def apply_repeat(
+    records: list[Any], runs: Sequence[RunOutputs], fmt: FloatFormat,
+    exact_of_step: Callable[[int], tuple[Mapping[str, tuple[F64, F64]], Mapping[str, F64]] | None],
+) -> None:
+    """Add the ``repeat_*`` fields to ``records`` (in place) and grade the other runs.
+
+    Args:
+        records: run 1's records (every step and quantity).
+        runs: each run's outputs, run 1 first.
+        fmt: the dtype.
+        exact_of_step: ``exact_of_step(t)`` gives, for step t of run 1, the exact
+            values as double-doubles ``{q: (hi, lo)}`` and the per-element rigorous
+            bounds ``{q: bound}`` (None where step t was not graded).
+    """
+    n_runs = len(runs)
+    by_key = {(r.step, r.quantity): r for r in records if r.quantity != "*"}
+    steps = min(len(o) for o in runs)
+    same_inputs = True  # every run's step t starts from the same W and b as run 1's
+    for t in range(1, steps + 1):
+        stats = {q: spread([o[t - 1][q] for o in runs], fmt) for q in QUANTITIES}
+        graded: Any = None
+        if same_inputs and any(s.identical < 1.0 for s in stats.values()):
+            graded = exact_of_step(t)
+        for q in QUANTITIES:
+            rec = by_key.get((t, q))
+            if rec is None:
+                continue
+            s = stats[q]
+            rec.repeat_count, rec.repeat_identical = s.count, s.identical
+            rec.repeat_spread_abs, rec.repeat_spread_ulps = s.spread_abs, s.spread_ulps
+            if graded is None or s.identical == 1.0:
+                continue
+            hilo, rigorous = graded
+            hi, lo = hilo[q]
+            bound = rigorous[q]
+            worst: tuple[float, int, tuple[int, ...], float] | None = None
+            for k, o in enumerate(runs[1:], start=2):
+                err = np.abs((o[t - 1][q] - hi) - lo)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ratio = np.where(err == 0, 0.0, err / bound)
+                ratio = np.where(np.isnan(ratio), np.inf, ratio)
+                if ratio.size and ratio.max() > 1.0 and (worst is None or ratio.max() > worst[0]):
+                    idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(ratio)), ratio.shape))
+                    worst = (float(ratio.max()), k, idx, float(err[idx]))
+            if worst is not None and severity(rec.verdict) < severity("disagree"):
+                ratio_w, k, idx, err_w = worst
+                rec.verdict = "disagree"
+                note = (f"{q}: not deterministic beyond the rigorous bound: run {k} of {n_runs} on the same inputs is off by "
+                        f"{err_w:.6g} at {list(idx)} ({ratio_w:.3g} x rigorous bound); the runs spread by {s.spread_abs:.6g} "
+                        f"({s.spread_ulps:.4g} ULPs), {s.identical:.0%} of them bitwise equal to run 1")
+                rec.message = f"{note}; {rec.message}" if rec.message else note
+        same_inputs = same_inputs and all(_same(o[t - 1]["W"], runs[0][t - 1]["W"]) and _same(o[t - 1]["b"], runs[0][t - 1]["b"]) for o in runs)
