@@ -19,6 +19,26 @@ DEFAULT_RESULTS = "reports/results.jsonl"
 DEFAULT_REPORT = "reports/agreement.html"
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
 def _add_selection(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cases", action="append", metavar="PATH", help="case file or folder (repeatable; default: cases/)")
     p.add_argument("--case", action="append", metavar="ID", help="only cases whose id matches (exact or glob; repeatable)")
@@ -46,6 +66,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--matmul-precision", choices=("highest", "high", "medium"), default="highest",
                        help="torch.set_float32_matmul_precision for the run (default: highest)")
     check.add_argument("--no-trajectory", action="store_true", help="skip the exact trajectory (drift) computation")
+    check.add_argument("--isolation", choices=("process", "inline"), default="process",
+                       help="process (default): run each case/implementation/device/dtype in a supervised worker process, so that a step "
+                            "that crashes, calls os._exit or hangs becomes an error record and the run goes on; inline: in this process "
+                            "(for a debugger). Both give every call its own inputs, check that it did not write into them and catch sys.exit")
+    check.add_argument("--jobs", "-j", type=_positive_int, default=None, metavar="N",
+                       help="worker processes (default: the CPU cores); the records do not depend on it")
+    check.add_argument("--timeout", type=_positive_float, default=None, metavar="SECONDS",
+                       help="seconds one case/implementation/device/dtype may take, running and grading, before its worker is stopped "
+                            "and it gets an error record (default: 60 s plus 1 s per million N*D*K*steps, times --repeat)")
+    check.add_argument("--repeat", type=_positive_int, default=1, metavar="R",
+                       help="run each implementation R times on the same inputs and record run-to-run determinism: the fraction of "
+                            "runs bitwise equal to the first and the spread in ULPs per quantity; a run beyond the rigorous bound is "
+                            "disagree (default: 1)")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress and no table, only the verdict line")
 
     derive = sub.add_parser("derive", help="print the derived loss, gradient and update formulas")
@@ -108,7 +141,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .implementations import load_entry_points, load_plugin
     from .records import environment_record, write_jsonl
     from .runner import RunOptions, verify
-    from .summary import by_device_dtype, summary_table, verdict_line
+    from .summary import by_device_dtype, determinism_table, summary_table, verdict_line
+    from .verdicts import run_outcome
 
     for mod in args.plugin:
         load_plugin(mod)
@@ -129,22 +163,31 @@ def cmd_check(args: argparse.Namespace) -> int:
     extra = [a for mod in args.plugin for a in ("--plugin", mod)]
     if args.tf32 == "on":
         extra += ["--tf32", "on"]
+    if args.repeat > 1:
+        extra += ["--repeat", str(args.repeat)]
+    if args.timeout is not None:
+        extra += ["--timeout", f"{args.timeout:g}"]
     opts = RunOptions(tf32=args.tf32 == "on", matmul_precision=args.matmul_precision,
-                      trajectory=not args.no_trajectory, extra_repro=extra)
+                      trajectory=not args.no_trajectory, extra_repro=extra, repeat=args.repeat)
+    run = {"isolation": args.isolation, "jobs": args.jobs, "timeout": args.timeout, "plugins": list(args.plugin)}
     records = verify(cases, impls, devices=args.devices, dtypes=args.dtypes, options=opts,
-                     progress=_progress_printer(args.quiet))
+                     progress=_progress_printer(args.quiet), **run)
     if args.tf32 == "both":
         cuda = [d for d in parse_devices(args.devices) if d.startswith("cuda")]
         if cuda:
             on = RunOptions(tf32=True, matmul_precision=args.matmul_precision, trajectory=not args.no_trajectory,
-                            extra_repro=[*extra, "--tf32", "on"])
-            records += verify(cases, impls, devices=cuda, dtypes=args.dtypes, options=on, progress=_progress_printer(args.quiet))
-    env = environment_record({"argv": sys.argv[1:], "tf32_option": args.tf32, "matmul_precision_option": args.matmul_precision})
+                            extra_repro=[*extra, "--tf32", "on"], repeat=args.repeat)
+            records += verify(cases, impls, devices=cuda, dtypes=args.dtypes, options=on, progress=_progress_printer(args.quiet), **run)
+    env = environment_record({"argv": sys.argv[1:], "tf32_option": args.tf32, "matmul_precision_option": args.matmul_precision,
+                              "isolation": args.isolation, "repeat": args.repeat})
     path = write_jsonl(args.results, records, env)
     if not args.quiet:
         print(summary_table(records))
         print()
         print(by_device_dtype(records))
+        if args.repeat > 1:
+            print()
+            print(determinism_table(records))
     report_note = ""
     if args.report != "none":
         from .report import render_report
@@ -152,13 +195,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         render_report([path], args.report)
         report_note = f", report {args.report}"
     print(f"{verdict_line(records)}; results {path}{report_note}")
-    if errors:
-        return 2
-    if not any(r.verdict not in ("unsupported", "invalid-input") for r in records):
-        print("error: nothing was graded: every record is unsupported or invalid-input", file=sys.stderr)
-        return 2
-    bad = {"disagree", "error"} | ({"suspect"} if args.strict else set())
-    return 1 if any(r.verdict in bad for r in records) else 0
+    outcome = run_outcome(records, strict=args.strict, load_errors=len(errors))
+    if outcome.code:
+        for line in outcome.reasons:
+            print(line, file=sys.stderr)
+    return outcome.code
 
 
 def cmd_derive(args: argparse.Namespace) -> int:

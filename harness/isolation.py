@@ -33,17 +33,29 @@ quantity). Each worker keeps the exact results of its last few cases
 case's oracle is computed at most once per worker that grades it.
 
 Start method: ``forkserver`` where the platform has it (Linux, macOS), else
-``spawn``. ``fork`` is not used: the parent has imported torch and may have
-initialised CUDA (device discovery) and torch's intra-op thread pool, and a
-forked child of such a process can deadlock or fail to use CUDA ("Cannot
-re-initialize CUDA in forked subprocess"). The fork server preloads the harness,
-NumPy and torch once, before any of that happens, and forks clean workers from
-it: measured on a 2-core Linux CPU box, a worker takes about as long to start
-as with ``fork`` (see ``tests/test_isolation.py::test_start_method_cost`` and the
-report of issue 10), where ``spawn`` re-imports torch in every worker (seconds).
-Workers keep torch's default thread count (as the parent's): the thread count can
-change the summation order of float32 kernels, and ``--jobs`` must not change
-the records.
+``spawn``; ``$HARNESS_START_METHOD`` overrides it. ``fork`` is the fastest but is
+not the default: the parent has imported torch and may have initialised CUDA
+(device discovery calls ``cudaGetDeviceCount``) and torch's OpenMP thread pool,
+and a forked child of such a process cannot use CUDA ("initialization error") and
+can deadlock in libgomp. The fork server is a fresh process that imports the
+harness and torch once, before any of that, and forks clean workers from it; it
+lives as long as the parent, so later pools start in milliseconds. Measured on
+the 2-core CPU-only development box (torch 2.13, 2 workers, time to the first
+results of a new pool): fork 0.07 s, forkserver 3.1 s (the server's one import of
+torch; 0.01 s for a second pool), spawn 6.0 s (every worker imports torch). A
+whole ``check`` of ``cases/seed.toml`` (2 implementations, float32) took 1.0 s
+in process, 1.7 s with fork, 4.8-6.3 s with forkserver and 9.8 s with spawn,
+with identical records in every mode; against minutes for the default cases
+the fork server's few seconds are the price of CUDA- and OpenMP-safe workers.
+Workers keep torch's default thread count (as the parent's): the thread count
+can change the summation order of float32 kernels, and ``--jobs`` must not
+change the records.
+
+A main module that cannot be imported again (a script read from stdin) is not
+re-imported in the workers (they never need it: implementations are found by
+name, in the plug-in modules); a script that calls ``verify(...,
+isolation="process")`` needs the usual ``if __name__ == "__main__":`` guard of
+any multiprocessing program.
 
 Plug-ins reach the workers through the pool's initializer: the ``--plugin``
 modules (dotted names or ``.py`` paths) are imported again in each worker, then
@@ -146,6 +158,8 @@ def died_message(exitcode: int | None) -> str:
     """Plain words for the exit code of a worker that died while running a task."""
     if exitcode is None:
         return "the worker process died (exit code unknown)"
+    if exitcode == EXIT_ZERO_CODE:
+        exitcode = 0
     if exitcode < 0:
         try:
             name = signal.Signals(-exitcode).name
@@ -155,13 +169,22 @@ def died_message(exitcode: int | None) -> str:
                 "SIGKILL": " (killed from outside: out of memory?)", "SIGABRT": " (abort(): a failed assertion in native code?)",
                 "SIGBUS": " (a bus error: invalid memory access)", "SIGFPE": " (a native arithmetic exception)"}.get(name, "")
         return f"killed by signal {name}{hint}; the worker process died"
-    return f"the worker process died: exit code {exitcode} (os._exit({exitcode})?)"
+    return f"the worker process died: exit code {exitcode} (os._exit?)" if exitcode == 0 else \
+        f"the worker process died: exit code {exitcode} (os._exit({exitcode}), or a native library ended the process?)"
 
 
 # ------------------------------------------------------------------ workers
 
 
 _WORKER: dict[str, Any] = {"init_error": None, "caches": {}}
+#: Exit code a worker reports for ``os._exit(0)`` called by a step: pebble takes a worker that
+#: exits with 0 for one that retired normally and would leave its task running until the timeout.
+EXIT_ZERO_CODE = 247
+_REAL_EXIT = os._exit
+
+
+def _exit_during_task(code: int) -> None:  # pragma: no cover - runs in a worker that then ends
+    _REAL_EXIT(EXIT_ZERO_CODE if code == 0 else code)
 
 
 def _init_worker(plugins: Sequence[str], cwd: str, path: Sequence[str]) -> None:
@@ -205,10 +228,13 @@ def _task(case: Case, impl_name: str, device: str, dtype: str, opts: RunOptions)
     caches[key] = cache
     while len(caches) > 4:
         caches.pop(next(iter(caches)))
+    os._exit = _exit_during_task  # only while the step runs: pebble's own exits stay as they are
     try:
         return check_case(case, impl, device, dtype, opts, cache)
     except Exception as exc:  # a bug in the harness itself must not lose the run
         return [_whole_run_record(_base(case, impl, device, dtype, opts), "error", f"harness failure while grading: {type(exc).__name__}: {exc}")]
+    finally:
+        os._exit = _REAL_EXIT
 
 
 def start_method() -> str:
@@ -282,6 +308,13 @@ def run_supervised(
         return float(timeout(case) if callable(timeout) else timeout)
 
     results: list[list[Record] | None] = [None] * len(tasks)
+    main = sys.modules.get("__main__")
+    hidden_main = None
+    if (main is not None and getattr(getattr(main, "__spec__", None), "name", None) is None
+            and isinstance(getattr(main, "__file__", None), str) and not os.path.isfile(main.__file__)):
+        # e.g. "<stdin>": a worker would try to run it again, fail, and be restarted forever
+        hidden_main = main.__file__
+        del main.__file__
     pool = ProcessPool(max_workers=n_jobs, initializer=_init_worker, initargs=(list(plugins), os.getcwd(), list(sys.path)),
                        context=_context(start))
     try:
@@ -313,4 +346,6 @@ def run_supervised(
     finally:
         pool.stop()
         pool.join()
+        if hidden_main is not None and main is not None:
+            main.__file__ = hidden_main
     return [r for rs in results for r in (rs or [])]

@@ -97,3 +97,28 @@ def by_device_dtype(records: Sequence[Record]) -> str:
             verdicts.append(", ".join(good) + (" agrees" if len(good) == 1 else " agree") + " with the oracle")
         lines.append("cross-device: " + "; ".join(verdicts))
     return "\n".join(lines)
+
+
+def determinism_rows(records: Sequence[Record]) -> list[tuple[str, str, str, int, float, float, float]]:
+    """Per implementation, device and dtype (records of ``--repeat R`` runs only): the runs, the
+    smallest fraction of runs bitwise equal to run 1, and the largest spread in ULPs and absolute terms."""
+    groups: dict[tuple[str, str, str], list[Record]] = defaultdict(list)
+    for r in records:
+        if r.repeat_count:
+            groups[(r.implementation, _device_label(r), r.dtype)].append(r)
+    rows = []
+    for (impl, dev, dt), rs in sorted(groups.items()):
+        rows.append((impl, dev, dt, max(r.repeat_count or 0 for r in rs), min(r.repeat_identical or 0.0 for r in rs),
+                     max(r.repeat_spread_ulps or 0.0 for r in rs), max(r.repeat_spread_abs or 0.0 for r in rs)))
+    return rows
+
+
+def determinism_table(records: Sequence[Record]) -> str:
+    """Run-to-run determinism (``--repeat R``) per implementation, device and dtype: a view of the ``repeat_*`` fields."""
+    rows = determinism_rows(records)
+    if not rows:
+        return "determinism: no repeated runs (use --repeat R)"
+    body = [(impl, dev, dt, str(n), f"{ident:.0%}", f"{ulps:.4g}", f"{spread:.3g}",
+             "deterministic" if ident == 1.0 else "not bitwise reproducible") for impl, dev, dt, n, ident, ulps, spread in rows]
+    return "Run-to-run determinism:\n" + _table(
+        ("implementation", "device", "dtype", "runs", "bitwise equal", "spread (ULPs)", "spread (abs)", "determinism"), body)
