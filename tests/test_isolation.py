@@ -1,0 +1,233 @@
+"""Isolation of the code under test: private inputs, the mutation check, sys.exit, supervised workers (issue 10)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import harness
+from harness.cases import load_cases
+from harness.implementations import REGISTRY
+from harness.isolation import EXIT_ZERO_CODE, died_message, mutated_inputs, snapshot
+from harness.runner import verify
+from tests.conftest import CASES, ROOT
+
+BAD_STEPS = textwrap.dedent('''
+    import ctypes, os, sys, time
+    import numpy as np
+    import harness
+
+    def _hand(X, y, W, b, lr, reduction, steps):
+        out = []
+        for _ in range(steps):
+            R = X @ W + b - y
+            c = X.dtype.type(1.0 if reduction == "sum" else 1.0 / R.size)
+            gW, gb = 2 * c * (X.T @ R), 2 * c * R.sum(axis=0)
+            W, b = W - lr * gW, b - lr * gb
+            out.append(harness.StepResult(c * np.sum(R * R), gW, gb, W, b))
+        return out
+
+    @harness.implementation("bad-sys-exit", framework="numpy")
+    def sys_exit(X, y, W, b, *, lr, reduction, steps):
+        sys.exit(0)
+
+    @harness.implementation("bad-os-exit", framework="numpy")
+    def os_exit(X, y, W, b, *, lr, reduction, steps):
+        os._exit(0)
+
+    @harness.implementation("bad-hang", framework="numpy")
+    def hang(X, y, W, b, *, lr, reduction, steps):
+        while True:
+            time.sleep(1)
+
+    @harness.implementation("bad-mutates", framework="numpy")
+    def mutates(X, y, W, b, *, lr, reduction, steps):
+        X[...] = 0
+        return _hand(X, y, W, b, lr, reduction, steps)
+
+    @harness.implementation("bad-segfault", framework="numpy")
+    def segfault(X, y, W, b, *, lr, reduction, steps):
+        ctypes.string_at(0)
+''')
+
+CAUSES = {
+    "bad-sys-exit": "called sys.exit(0)",
+    "bad-os-exit": "the worker process died: exit code 0 (os._exit?)",
+    "bad-hang": "ran past the 5 s timeout",
+    "bad-mutates": "mutated its input X",
+    "bad-segfault": "killed by signal SIGSEGV",
+}
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def _records(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()[1:]]
+
+
+def test_bad_plugins_are_error_records_and_the_run_goes_on(tmp_path):
+    """The acceptance test of issue 10: five bad steps next to numpy-hand, through the CLI."""
+    (tmp_path / "bad_steps.py").write_text(BAD_STEPS)
+    common = ["--cases", str(CASES / "seed.toml"), "--dtypes", "float64", "--devices", "cpu", "--report", "none", "-q"]
+    start = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "harness", "check", *common, "--plugin", str(tmp_path / "bad_steps.py"),
+                          "--implementations", ",".join([*CAUSES, "numpy-hand"]), "--timeout", "5", "--jobs", "2",
+                          "--results", str(tmp_path / "bad.jsonl")],
+                         capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=240)
+    elapsed = time.monotonic() - start
+    assert out.returncode == 1, out.stdout + out.stderr
+    # 2 hangs of 5 s on 2 workers, plus start-up: bounded, whatever the machine
+    assert elapsed < 120, elapsed
+    recs = _records(tmp_path / "bad.jsonl")
+    for name, cause in CAUSES.items():
+        mine = [r for r in recs if r["implementation"] == name]
+        # exactly one error record per bad step and case/dtype, with the cause
+        assert len(mine) == 2, (name, mine)
+        assert all(r["verdict"] == "error" and r["quantity"] == "*" and cause in r["message"] for r in mine), (name, [r["message"] for r in mine])
+        assert {(r["case"], r["device"], r["dtype"]) for r in mine} == {(c, "cpu", d) for c in ("seed", "seed-mean") for d in ("float64",)}
+    base = subprocess.run([sys.executable, "-m", "harness", "check", *common, "--implementations", "numpy-hand",
+                           "--results", str(tmp_path / "good.jsonl")], capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=240)
+    assert base.returncode == 0, base.stdout + base.stderr
+
+    def hand(rs: list[dict]) -> list[dict]:  # the repro line names the run's plug-ins: the one field that may differ
+        return [{k: v for k, v in r.items() if k != "repro"} for r in rs if r["implementation"] == "numpy-hand"]
+
+    assert hand(recs) == hand(_records(tmp_path / "good.jsonl")) and len(hand(recs)) == 2 * 8 * 5
+    assert "exit 1: 10 error record(s) fail" in out.stderr
+
+
+def seed_cases():
+    return load_cases([CASES / "seed.toml"]).cases
+
+
+@pytest.fixture(autouse=True)
+def _forget_test_plugins():
+    yield
+    for name in [n for n in REGISTRY if n.startswith("test-iso-")]:
+        REGISTRY.pop(name, None)
+
+
+def _numpy_hand_fn():
+    from harness.implementations import resolve
+
+    return resolve(["numpy-hand"])[0].fn
+
+
+def test_a_numpy_step_that_zeroes_X_is_an_error_and_changes_no_other_verdict():
+    hand = _numpy_hand_fn()
+
+    @harness.implementation("test-iso-zero-x", framework="numpy")
+    def zero_x(X, y, W, b, *, lr, reduction, steps):
+        X[...] = 0  # before the fix: graded agree, and everything after it on the case disagreed
+        return hand(X, y, W, b, lr=lr, reduction=reduction, steps=steps)
+
+    recs = verify(seed_cases(), ["test-iso-zero-x", "numpy-hand", "torch-seed"], dtypes=["float64"])
+    bad = [r for r in recs if r.implementation == "test-iso-zero-x"]
+    assert [(r.verdict, r.quantity) for r in bad] == [("error", "*")] * 2
+    assert bad[0].message.startswith("mutated its input X:")
+    others = [r for r in recs if r.implementation != "test-iso-zero-x"]
+    assert len(others) == 2 * 2 * 8 * 5 and {r.verdict for r in others} == {"agree"}
+
+
+def test_a_torch_step_that_updates_its_inputs_in_place_is_an_error():
+    import torch
+
+    @harness.implementation("test-iso-add-w", framework="torch")
+    def add_w(X, y, W, b, *, lr, reduction, steps):
+        out = []
+        for _ in range(steps):
+            R = X @ W + b - y
+            c = 1.0 if reduction == "sum" else 1.0 / R.numel()
+            gW, gb = 2 * c * (X.T @ R), 2 * c * R.sum(0)
+            W.add_(gW, alpha=-lr)  # the input tensors themselves
+            b.sub_(lr * gb)
+            out.append(harness.StepResult(c * (R * R).sum(), gW, gb, W.clone(), b.clone()))
+        return out
+
+    recs = verify(seed_cases(), ["test-iso-add-w", "torch-seed"], dtypes=["float32"])
+    bad = [r for r in recs if r.implementation == "test-iso-add-w"]
+    assert len(bad) == 2 and all(r.verdict == "error" and r.message.startswith("mutated its inputs W, b:") for r in bad)
+    assert {r.verdict for r in recs if r.implementation == "torch-seed"} == {"agree"}
+    assert torch.get_default_dtype() == torch.float32
+
+
+def test_builtin_torch_steps_do_not_mutate_their_inputs():
+    recs = verify(seed_cases(), None, dtypes=["float64", "float32"])  # every default implementation
+    assert not [r for r in recs if "mutated" in r.message]
+    assert {r.verdict for r in recs} <= {"agree", "unsupported"}
+
+
+def test_mutation_check_is_bitwise():
+    import torch
+
+    inputs = {"X": np.array([[0.0, 1.0]]), "W": torch.tensor([[1.0], [2.0]], dtype=torch.float16)}
+    before = snapshot(inputs)
+    assert before["X"] is not inputs["X"] and mutated_inputs(inputs, before) == []
+    inputs["X"][0, 0] = -0.0  # equal as numbers, not as bits
+    inputs["W"][1, 0] = float("nan")
+    assert mutated_inputs(inputs, before) == ["X", "W"]
+
+
+def test_sys_exit_in_process_is_an_error_record():
+    @harness.implementation("test-iso-exit", framework="numpy")
+    def leave(X, y, W, b, *, lr, reduction, steps):
+        sys.exit(3)
+
+    recs = verify(seed_cases(), ["test-iso-exit", "numpy-hand"], dtypes=["float64"])
+    bad = [r for r in recs if r.implementation == "test-iso-exit"]
+    assert len(bad) == 2 and all(r.verdict == "error" and r.message.startswith("called sys.exit(3)") for r in bad)
+    assert {r.verdict for r in recs if r.implementation == "numpy-hand"} == {"agree"}
+
+
+def test_records_do_not_depend_on_jobs_or_on_isolation():
+    cases = seed_cases()
+    impls = ["numpy-hand", "torch-seed", "torch-func"]
+    inline = [r.to_json() for r in verify(cases, impls, dtypes=["float32", "float16"])]
+    one = [r.to_json() for r in verify(cases, impls, dtypes=["float32", "float16"], isolation="process", jobs=1)]
+    two = [r.to_json() for r in verify(cases, impls, dtypes=["float32", "float16"], isolation="process", jobs=2)]
+    assert one == two == inline
+    assert [(r["case"], r["implementation"], r["dtype"]) for r in two][:2] == [("seed", "numpy-hand", "float32")] * 2
+
+
+def test_died_messages():
+    assert died_message(EXIT_ZERO_CODE) == "the worker process died: exit code 0 (os._exit?)"
+    assert died_message(-11).startswith("killed by signal SIGSEGV")
+    assert died_message(-9).startswith("killed by signal SIGKILL")
+    assert died_message(3).startswith("the worker process died: exit code 3")
+
+
+def test_sys_exit_under_pytest_fails_the_item_and_the_session_goes_on(pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])  # this checkout's harness in the subprocess
+    pytester.makepyfile(bad_plugin='''
+        import sys
+        import harness
+
+        @harness.implementation("test-iso-pytest-exit", framework="numpy")
+        def leave(X, y, W, b, *, lr, reduction, steps):
+            sys.exit(0)
+    ''')
+    pytester.makepyfile(test_it=f'''
+        import harness
+        from harness.cases import load_cases
+
+        CASES = [c for c in load_cases([{str(CASES / "seed.toml")!r}]).cases if c.id == "seed"]
+
+        def test_exits(harness_verify):
+            harness_verify("test-iso-pytest-exit", CASES, dtypes="float64", devices="cpu")
+
+        def test_after():
+            assert True
+    ''')
+    pytester.syspathinsert()
+    res = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "--plugin", "bad_plugin", "-q")
+    res.assert_outcomes(passed=1, failed=1)
+    res.stdout.fnmatch_lines(["*called sys.exit(0)*"])
