@@ -24,6 +24,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
+from ..records import Record
 from ..verdicts import VERDICTS
 from .model import ReportModel, build_model, environment_table, fmt_num
 
@@ -99,6 +100,9 @@ def render_html(model: ReportModel, *, title: str = "Agreement report",
          "How far W and b have moved from the exact trajectory (exact updates from the initial inputs) after each step, in ULPs, worst case per implementation, device and dtype, over the runs of two steps or more."),
     ]
     extras = [s if isinstance(s, ExtraSection) else ExtraSection(s[0], s[1]) for s in extra_sections]
+    determinism = determinism_section(model.records)
+    if determinism is not None:
+        extras.insert(0, determinism)
     page = _env().get_template("report.html.j2")
     return page.render(
         m=model, title=title, env_table=environment_table(model.environments), generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -106,6 +110,27 @@ def render_html(model: ReportModel, *, title: str = "Agreement report",
         plots=[(pid, t, Markup(svg) if svg else None, cap) for pid, t, svg, cap in plots],
         extras=[(e.id or f"extra-{i}", e.title, Markup(e.html)) for i, e in enumerate(extras)],
     )
+
+
+def determinism_section(records: Sequence[Record]) -> ExtraSection | None:
+    """Run-to-run determinism (``check --repeat R``) per implementation, device and dtype; None without repeated runs."""
+    from html import escape
+
+    from ..summary import determinism_rows
+
+    rows = determinism_rows(records)
+    if not rows:
+        return None
+    head = "".join(f"<th>{h}</th>" for h in ("implementation", "device", "dtype", "runs", "bitwise equal to run 1 (worst)",
+                                                  "largest spread (ULPs)", "largest spread (abs)", "determinism"))
+    body = "".join(
+        f"<tr><td>{escape(impl)}</td><td>{escape(dev)}</td><td>{escape(dt)}</td><td>{n}</td><td>{ident:.0%}</td>"
+        f"<td>{ulps:.4g}</td><td>{spread:.3g}</td><td>{'deterministic' if ident == 1.0 else 'not bitwise reproducible'}</td></tr>"
+        for impl, dev, dt, n, ident, ulps, spread in rows)
+    note = ("<p>Each implementation ran R times on fresh copies of the same inputs. A run beyond the rigorous bound "
+            "is graded <code>disagree</code> (see the records' <code>repeat_*</code> fields).</p>")
+    return ExtraSection("Run-to-run determinism", f"{note}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>",
+                        id="determinism")
 
 
 def _umask() -> int:
