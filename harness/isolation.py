@@ -71,9 +71,9 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -183,7 +183,7 @@ EXIT_ZERO_CODE = 247
 _REAL_EXIT = os._exit
 
 
-def _exit_during_task(code: int) -> None:  # pragma: no cover - runs in a worker that then ends
+def _exit_during_task(code: int) -> NoReturn:  # pragma: no cover - runs in a worker that then ends
     _REAL_EXIT(EXIT_ZERO_CODE if code == 0 else code)
 
 
@@ -228,7 +228,7 @@ def _task(case: Case, impl_name: str, device: str, dtype: str, opts: RunOptions)
     caches[key] = cache
     while len(caches) > 4:
         caches.pop(next(iter(caches)))
-    os._exit = _exit_during_task  # only while the step runs: pebble's own exits stay as they are
+    os._exit = _exit_during_task  # type: ignore[assignment]  # only while the step runs: pebble's own exits stay as they are
     try:
         return check_case(case, impl, device, dtype, opts, cache)
     except Exception as exc:  # a bug in the harness itself must not lose the run
@@ -310,15 +310,16 @@ def run_supervised(
     results: list[list[Record] | None] = [None] * len(tasks)
     main = sys.modules.get("__main__")
     hidden_main = None
+    main_file = getattr(main, "__file__", None)
     if (main is not None and getattr(getattr(main, "__spec__", None), "name", None) is None
-            and isinstance(getattr(main, "__file__", None), str) and not os.path.isfile(main.__file__)):
+            and isinstance(main_file, str) and not os.path.isfile(main_file)):
         # e.g. "<stdin>": a worker would try to run it again, fail, and be restarted forever
-        hidden_main = main.__file__
+        hidden_main = main_file
         del main.__file__
     pool = ProcessPool(max_workers=n_jobs, initializer=_init_worker, initargs=(list(plugins), os.getcwd(), list(sys.path)),
                        context=_context(start))
     try:
-        futures: dict[Future[Any], int] = {}
+        futures: dict[Any, int] = {}
         for i, t in enumerate(tasks):
             fut = pool.schedule(_task, args=(t.case, t.implementation.name, t.device, t.dtype, opts), timeout=limit(t.case))
             futures[fut] = i
@@ -326,11 +327,11 @@ def run_supervised(
         done_count = 0
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                i = futures[fut]
+            for done_fut in finished:
+                i = futures[done_fut]
                 t = tasks[i]
                 try:
-                    results[i] = fut.result()
+                    results[i] = done_fut.result()
                 except TimeoutError:
                     why = (f"ran past the {limit(t.case):g} s timeout (--timeout; running and grading one case, implementation, "
                            "device and dtype); the worker process was stopped")
