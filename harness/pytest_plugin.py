@@ -87,6 +87,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="allow TF32 for float32 CUDA matmuls (default: off); recorded in every record")
     group.addoption("--harness-matmul-precision", choices=("highest", "high", "medium"), default="highest",
                     help="torch.set_float32_matmul_precision during each check (default: highest)")
+    group.addoption("--harness-isolation", choices=("inline", "process"), default="inline",
+                    help="inline (default): checks run in the pytest process (every call gets its own inputs, writing into them "
+                         "or calling sys.exit is an error); process: each check runs in a supervised worker process, so that a step "
+                         "that crashes, calls os._exit or hangs fails its own item and the session goes on")
+    group.addoption("--harness-timeout", type=float, metavar="SECONDS", default=None,
+                    help="with --harness-isolation process: seconds one case/implementation/device/dtype may take "
+                         "(default: 60 s plus 1 s per million N*D*K*steps)")
     group.addoption("--harness-results", metavar="PATH", default=None,
                     help="write every record to this JSON-lines file (one file, also under pytest-xdist)")
     group.addoption("--harness-report", metavar="PATH", default=None,
@@ -132,6 +139,8 @@ class HarnessOptions:
     matmul_precision: str
     results: Path | None
     report: Path | None
+    isolation: str = "inline"
+    timeout: float | None = None
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> HarnessOptions:
@@ -152,6 +161,8 @@ class HarnessOptions:
             matmul_precision=config.getoption("--harness-matmul-precision"),
             results=Path(results) if results else None,
             report=Path(report) if report else None,
+            isolation=config.getoption("--harness-isolation"),
+            timeout=config.getoption("--harness-timeout"),
         )
 
 
@@ -215,11 +226,22 @@ class HarnessState:
         from .runner import RunOptions
 
         extra = [a for mod in self.options.plugins for a in ("--plugin", mod)]
+        if self.options.timeout is not None:
+            extra += ["--timeout", f"{self.options.timeout:g}"]
         if self.options.tf32:
             extra += ["--tf32", "on"]
         if self.options.matmul_precision != "highest":
             extra += ["--matmul-precision", self.options.matmul_precision]
         return RunOptions(tf32=self.options.tf32, matmul_precision=self.options.matmul_precision, extra_repro=extra)
+
+    def run_isolated(self, cases: Iterable[Case], impl: Implementation, devices: Sequence[str], dtypes: Any, opts: Any) -> list[Record]:
+        """Grade ``impl`` in one supervised worker process (``--harness-isolation process``): a crash,
+        ``os._exit`` or a hang becomes an ``error`` record, and so fails this item only."""
+        from . import runner
+
+        plugins = [*self.options.plugins, *(p for p in runner.plugin_sources([impl]) if p not in self.options.plugins)]
+        return runner.verify(cases, [impl], devices=devices, dtypes=dtypes, options=opts, isolation="process", jobs=1,
+                             timeout=self.options.timeout, plugins=plugins)
 
     def case_cache(self, case: Case) -> Any:
         """The exact results of ``case`` shared by its implementations, dtypes and devices
@@ -401,7 +423,10 @@ def harness_check(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
         from .runner import check_case
 
         impl = resolve([implementation])[0] if isinstance(implementation, str) else implementation
-        records = check_case(case, impl, device, dtype, state.run_options(), state.case_cache(case))
+        if state.options.isolation == "process":
+            records = state.run_isolated([case], impl, [device], [dtype], state.run_options())
+        else:
+            records = check_case(case, impl, device, dtype, state.run_options(), state.case_cache(case))
         state.records.extend(records)
         if records and all(r.verdict == "unsupported" for r in records):
             pytest.skip(f"unsupported: {records[0].message}")
@@ -437,8 +462,8 @@ def harness_verify(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
         strict: bool = False,
         framework: str = "torch",
     ) -> list[Record]:
-        from . import runner
-        from .api import FAILING, _impl_of, _plugin_arg, format_failure
+        from . import runner, verdicts
+        from .api import _impl_of, _plugin_arg, format_failure
         from .devices import available_devices, parse_devices
         from .implementations import REGISTRY, Implementation
 
@@ -454,14 +479,18 @@ def harness_verify(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
             pytest.skip(f"none of the requested devices {', '.join(requested)} is available (available: {', '.join(avail)})")
         opts = state.run_options()
         opts.extra_repro = [*_plugin_arg(impl), *opts.extra_repro]
-        records = runner.verify(state.cases() if cases is None else cases, [impl], devices=present,
-                                dtypes=dtypes if dtypes is not None else state.options.dtypes, options=opts)
+        if state.options.isolation == "process":
+            records = state.run_isolated(state.cases() if cases is None else cases, impl, present,
+                                dtypes if dtypes is not None else state.options.dtypes, opts)
+        else:
+            records = runner.verify(state.cases() if cases is None else cases, [impl], devices=present,
+                                    dtypes=dtypes if dtypes is not None else state.options.dtypes, options=opts)
         state.records.extend(records)
-        failing = set(FAILING) | ({"suspect"} if strict else set())
-        bad = [r for r in records if r.verdict in failing]
+        bad = verdicts.failures(records, strict)
         if bad:
-            worst = max(bad, key=lambda r: (r.verdict == "disagree", r.bound_ratio or 0.0))
-            raise AssertionError(f"{len(bad)} of {len(records)} checks of {impl.name!r} failed.\n" + format_failure(worst))
+            first = verdicts.first_failure(records, strict)
+            assert first is not None
+            raise AssertionError(f"{len(bad)} of {len(records)} checks of {impl.name!r} failed.\n" + format_failure(first))  # type: ignore[arg-type]
         return records
 
     return verify

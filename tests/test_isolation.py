@@ -231,3 +231,31 @@ def test_sys_exit_under_pytest_fails_the_item_and_the_session_goes_on(pytester, 
     res = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "--plugin", "bad_plugin", "-q")
     res.assert_outcomes(passed=1, failed=1)
     res.stdout.fnmatch_lines(["*called sys.exit(0)*"])
+
+
+def test_os_exit_under_pytest_with_process_isolation_fails_its_item_only(pytester, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    pytester.makepyfile(dying_plugin='''
+        import os
+        import harness
+
+        @harness.implementation("test-iso-pytest-die", framework="numpy")
+        def die(X, y, W, b, *, lr, reduction, steps):
+            os._exit(0)
+    ''')
+    pytester.makepyfile(test_it=f'''
+        from harness.cases import load_cases
+
+        CASES = [c for c in load_cases([{str(CASES / "seed.toml")!r}]).cases if c.id == "seed"]
+
+        def test_dies(harness_verify):
+            harness_verify("test-iso-pytest-die", CASES, dtypes="float64", devices="cpu")
+
+        def test_check(harness_check):
+            recs = harness_check(CASES[0], "numpy-hand", "cpu", "float64")
+            assert {{r.verdict for r in recs}} == {{"agree"}}
+    ''')
+    pytester.syspathinsert()
+    res = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "--plugin", "dying_plugin", "--harness-isolation", "process", "-q")
+    res.assert_outcomes(passed=1, failed=1)
+    res.stdout.fnmatch_lines(["*the worker process died: exit code 0 (os._exit?)*"])
