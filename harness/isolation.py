@@ -37,16 +37,19 @@ Start method: ``forkserver`` where the platform has it (Linux, macOS), else
 not the default: the parent has imported torch and may have initialised CUDA
 (device discovery calls ``cudaGetDeviceCount``) and torch's OpenMP thread pool,
 and a forked child of such a process cannot use CUDA ("initialization error") and
-can deadlock in libgomp. The fork server is a fresh process that imports the
-harness and torch once, before any of that, and forks clean workers from it; it
-lives as long as the parent, so later pools start in milliseconds. Measured on
-the 2-core CPU-only development box (torch 2.13, 2 workers, time to the first
-results of a new pool): fork 0.07 s, forkserver 3.1 s (the server's one import of
-torch; 0.01 s for a second pool), spawn 6.0 s (every worker imports torch). A
-whole ``check`` of ``cases/seed.toml`` (2 implementations, float32) took 1.0 s
-in process, 1.7 s with fork, 4.8-6.3 s with forkserver and 9.8 s with spawn,
-with identical records in every mode; against minutes for the default cases
-the fork server's few seconds are the price of CUDA- and OpenMP-safe workers.
+can deadlock in libgomp. The fork server is a fresh process that imports
+:mod:`harness._preload` once (torch, ``torch._dynamo``, the built-ins and the
+SymPy derivations: imports and pure-Python work only, single-threaded, no CUDA
+context) and forks clean workers from it; it lives as long as the parent, so
+later pools start in milliseconds. Measured on the 2-core CPU-only development
+box (shared, so noisy; torch 2.13): time to the first results of a new 2-worker
+pool, fork 0.07 s, forkserver 3.1 s (the server's one import of torch), spawn
+6.0 s (every worker imports torch). Grading every default implementation on
+``cases/seed.toml`` (64 tasks) in a warm process: inline 2.7 s, one worker 3.1 s,
+two workers 3.8 s (the server's preload moved 4.5 s of per-worker warm-up,
+``torch._dynamo`` and SymPy, out of the workers). The whole ``check`` command on
+that file: 8.7-10.4 s inline, 11.8-13.9 s with workers, with byte-identical
+records for ``--isolation inline``, ``--jobs 1`` and ``--jobs 2``.
 Workers keep torch's default thread count (as the parent's): the thread count
 can change the summation order of float32 kernels, and ``--jobs`` must not
 change the records.
@@ -247,7 +250,7 @@ def _context(method: str | None = None) -> Any:
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":
         # imported once in the server, before anything initialises threads or CUDA; workers fork from it
-        ctx.set_forkserver_preload(["harness.isolation", "harness.runner", "harness.implementations", "torch"])
+        ctx.set_forkserver_preload(["harness._preload", "harness.isolation"])
     return ctx
 
 
