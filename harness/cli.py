@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--jobs", "-j", type=_positive_int, default=None, metavar="N",
                        help="worker processes (default: the CPU cores); the records do not depend on it")
     check.add_argument("--timeout", type=_positive_float, default=None, metavar="SECONDS",
-                       help="seconds one case/implementation/device/dtype may take, running and grading, before its worker is stopped "
+                       help="with --isolation process: seconds one case/implementation/device/dtype may take, running and grading, before its worker is stopped "
                             "and it gets an error record (default: 60 s plus 1 s per million N*D*K*steps, times --repeat)")
     check.add_argument("--repeat", type=_positive_int, default=1, metavar="R",
                        help="run each implementation R times on the same inputs and record run-to-run determinism: the fraction of "
