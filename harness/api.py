@@ -123,6 +123,8 @@ def assert_agrees(
     dtypes: str | Iterable[str] | None = None,
     strict: bool = False,
     options: RunOptions | None = None,
+    isolation: str = "inline",
+    timeout: float | None = None,
 ) -> list[Record]:
     """Verify ``step`` and raise if any check fails.
 
@@ -131,6 +133,10 @@ def assert_agrees(
         cases: cases to run (default: :func:`default_cases`).
         devices, dtypes: as :func:`harness.verify`.
         strict: also fail on ``suspect`` (errors above the expected bound).
+        isolation, timeout: as :func:`harness.verify`: ``"process"`` runs ``step`` in a
+            supervised worker process (a crash, ``os._exit`` or a hang past ``timeout``
+            becomes a failure instead of ending the caller). Either way ``step`` gets its
+            own inputs, writing into them or calling ``sys.exit`` is an ``error``.
 
     Returns:
         the records, when everything agrees.
@@ -141,7 +147,8 @@ def assert_agrees(
     impl = _impl_of(step)
     opts = options or RunOptions()
     opts.extra_repro = _plugin_arg(impl)
-    records = verify(default_cases() if cases is None else cases, [impl], devices=devices, dtypes=dtypes, options=opts)
+    records = verify(default_cases() if cases is None else cases, [impl], devices=devices, dtypes=dtypes, options=opts,
+                     isolation=isolation, jobs=1 if isolation == "process" else None, timeout=timeout)
     failing = set(FAILING) | ({"suspect"} if strict else set())
     bad = [r for r in records if r.verdict in failing]
     if bad:

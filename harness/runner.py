@@ -420,10 +420,9 @@ def _implementation_of(step: str | Implementation | Callable[..., Any]) -> Imple
 def plugin_sources(impls: Iterable[Implementation]) -> list[str]:
     """What a worker process must import to find these implementations: the module of each
     plug-in, by dotted name when that name imports the same file, else by its ``.py`` path."""
-    import importlib.util
+    import importlib.machinery
     import inspect
     import os
-    import sys
 
     out: list[str] = []
     for impl in impls:
@@ -436,12 +435,12 @@ def plugin_sources(impls: Iterable[Implementation]) -> list[str]:
             src = inspect.getsourcefile(impl.fn)
         except TypeError:
             src = None
-        spec = None
-        try:
-            spec = importlib.util.find_spec(mod) if mod and mod in sys.modules else None
-        except (ImportError, ValueError):
-            spec = None
-        same = spec is not None and src is not None and spec.origin is not None and os.path.realpath(spec.origin) == os.path.realpath(src)
+        if "." in mod or src is None:
+            same = True  # a module of a package: importable by its name wherever its package is
+        else:
+            # found on sys.path itself (not only in sys.modules, where load_plugin puts a file it loaded by path)?
+            spec = importlib.machinery.PathFinder.find_spec(mod)
+            same = spec is not None and spec.origin is not None and os.path.realpath(spec.origin) == os.path.realpath(src)
         entry = mod if (same or src is None) else os.path.abspath(src)
         if entry and entry not in out:
             out.append(entry)

@@ -263,3 +263,20 @@ def test_os_exit_under_pytest_with_process_isolation_fails_its_item_only(pyteste
     res = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "--plugin", "dying_plugin", "--harness-isolation", "process", "-q")
     res.assert_outcomes(passed=1, failed=1)
     res.stdout.fnmatch_lines(["*the worker process died: exit code 0 (os._exit?)*"])
+
+
+def test_assert_agrees_in_a_worker_process_reports_a_crash(tmp_path):
+    (tmp_path / "test_iso_crash_plugin.py").write_text(textwrap.dedent('''
+        import ctypes
+        import harness
+
+        @harness.implementation("test-iso-crash", framework="numpy")
+        def crash(X, y, W, b, *, lr, reduction, steps):
+            ctypes.string_at(0)
+    '''))
+    from harness.implementations import load_plugin
+
+    load_plugin(str(tmp_path / "test_iso_crash_plugin.py"))
+    case = [c for c in seed_cases() if c.id == "seed"]
+    with pytest.raises(AssertionError, match="killed by signal SIGSEGV"):
+        harness.assert_agrees("test-iso-crash", case, dtypes=["float64"], isolation="process")
