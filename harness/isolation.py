@@ -22,7 +22,12 @@ implementation, device, dtype) is one task in a :class:`pebble.ProcessPool` of
 (``os._exit``, a segfault, the OOM killer) or a task that runs past its timeout
 becomes an ``error`` record naming the cause ("the worker process died: exit code
 0 (os._exit?)", "killed by signal SIGSEGV", "ran past the 60 s timeout"); pebble
-replaces the worker and the other tasks go on. The supervisor alone decides the
+replaces the worker and the other tasks go on. pebble takes a worker that exits
+with status 0 for one that retired: ``os._exit(0)`` called by a step is mapped to
+exit code :data:`EXIT_ZERO_CODE` while the task runs, and a watchdog (each task
+writes its worker's pid to a marker file; the supervisor polls twice a second)
+reports a worker that ended with status 0 some other way (``exit(0)`` in native
+code) after :data:`WATCHDOG_GRACE` seconds, not after the timeout. The supervisor alone decides the
 exit code (:func:`harness.verdicts.run_outcome`), from the records.
 
 Workers grade their own task (implementation call *and* exact oracle), so the
@@ -71,8 +76,11 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import dataclass
@@ -210,8 +218,13 @@ def _init_worker(plugins: Sequence[str], cwd: str, path: Sequence[str]) -> None:
         _WORKER["init_error"] = f"the worker process could not load the plug-ins: {type(exc).__name__}: {exc}"
 
 
-def _task(case: Case, impl_name: str, device: str, dtype: str, opts: RunOptions) -> list[Record]:
-    """Run and grade one (case, implementation, device, dtype) in a worker."""
+def _task(case: Case, impl_name: str, device: str, dtype: str, opts: RunOptions, marker: str | None = None) -> list[Record]:
+    """Run and grade one (case, implementation, device, dtype) in a worker.
+
+    ``marker``: a file to write this worker's pid into first, for the supervisor's watchdog."""
+    if marker is not None:
+        with open(marker, "w", encoding="ascii") as fh:
+            fh.write(str(os.getpid()))
     from .implementations import REGISTRY, load_mutants
     from .runner import _base, _CaseCache, _whole_run_record, check_case
 
@@ -240,6 +253,25 @@ def _task(case: Case, impl_name: str, device: str, dtype: str, opts: RunOptions)
         os._exit = _REAL_EXIT
 
 
+def _process_gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie, not yet reaped, counts as ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+#: Seconds the watchdog waits, after a worker ended in the middle of a task, for pebble to report it.
+WATCHDOG_GRACE = 2.0
+
+
 def start_method() -> str:
     """``forkserver`` where available, else ``spawn`` (see the module docstring)."""
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
@@ -252,6 +284,10 @@ def _context(method: str | None = None) -> Any:
         # imported once in the server, before anything initialises threads or CUDA; workers fork from it
         ctx.set_forkserver_preload(["harness._preload", "harness.isolation"])
     return ctx
+
+
+class _WorkerDiedError(Exception):
+    """A worker the watchdog found dead in the middle of a task."""
 
 
 @dataclass(frozen=True)
@@ -311,6 +347,8 @@ def run_supervised(
         return float(timeout(case) if callable(timeout) else timeout)
 
     results: list[list[Record] | None] = [None] * len(tasks)
+    died: dict[int, str] = {}
+    markers = tempfile.mkdtemp(prefix="harness-tasks-")
     main = sys.modules.get("__main__")
     hidden_main = None
     main_file = getattr(main, "__file__", None)
@@ -324,22 +362,45 @@ def run_supervised(
     try:
         futures: dict[Any, int] = {}
         for i, t in enumerate(tasks):
-            fut = pool.schedule(_task, args=(t.case, t.implementation.name, t.device, t.dtype, opts), timeout=limit(t.case))
+            fut = pool.schedule(_task, args=(t.case, t.implementation.name, t.device, t.dtype, opts, os.path.join(markers, f"{i}.pid")),
+                                timeout=limit(t.case))
             futures[fut] = i
         pending = set(futures)
         done_count = 0
+        gone_since: dict[int, float] = {}
         while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            # watchdog: pebble takes a worker that exits with status 0 (exit(0) in native code) for one
+            # that retired, and would leave its task running until the timeout
+            now = time.monotonic()
+            for running in list(pending):
+                i = futures[running]
+                try:
+                    with open(os.path.join(markers, f"{i}.pid"), encoding="ascii") as fh:
+                        pid = int(fh.read() or 0)
+                except (OSError, ValueError):
+                    continue
+                if pid and _process_gone(pid):
+                    if now - gone_since.setdefault(i, now) > WATCHDOG_GRACE and not running.done():
+                        running.cancel()
+                        pending.discard(running)
+                        finished.add(running)
+                        died[i] = ("the worker process ended in the middle of the task with exit status 0 "
+                                   "(exit(0) in native code, or os._exit?)")
             for done_fut in finished:
                 i = futures[done_fut]
                 t = tasks[i]
                 try:
+                    if i in died:
+                        raise _WorkerDiedError(died[i])
                     results[i] = done_fut.result()
                 except TimeoutError:
                     why = (f"ran past the {limit(t.case):g} s timeout (--timeout; running and grading one case, implementation, "
                            "device and dtype); the worker process was stopped")
                 except ProcessExpired as exc:
                     why = died_message(exc.exitcode)
+                except _WorkerDiedError as exc:
+                    why = str(exc)
                 except Exception as exc:  # e.g. a result that cannot be sent back
                     why = f"the worker process failed: {type(exc).__name__}: {exc}"
                 if results[i] is None:
@@ -352,4 +413,5 @@ def run_supervised(
         pool.join()
         if hidden_main is not None and main is not None:
             main.__file__ = hidden_main
+        shutil.rmtree(markers, ignore_errors=True)
     return [r for rs in results for r in (rs or [])]

@@ -55,6 +55,10 @@ BAD_STEPS = textwrap.dedent('''
     @harness.implementation("bad-segfault", framework="numpy")
     def segfault(X, y, W, b, *, lr, reduction, steps):
         ctypes.string_at(0)
+
+    @harness.implementation("bad-native-exit", framework="numpy")
+    def native_exit(X, y, W, b, *, lr, reduction, steps):
+        ctypes.CDLL(None).exit(0)  # C's exit(0): no Python exception, a worker that ends with status 0
 ''')
 
 CAUSES = {
@@ -63,6 +67,7 @@ CAUSES = {
     "bad-hang": "ran past the 5 s timeout",
     "bad-mutates": "mutated its input X",
     "bad-segfault": "killed by signal SIGSEGV",
+    "bad-native-exit": "the worker process ended in the middle of the task with exit status 0",
 }
 
 
@@ -75,7 +80,7 @@ def _records(path) -> list[dict]:
 
 
 def test_bad_plugins_are_error_records_and_the_run_goes_on(tmp_path):
-    """The acceptance test of issue 10: five bad steps next to numpy-hand, through the CLI."""
+    """The acceptance test of issue 10: six bad steps next to numpy-hand, through the CLI."""
     (tmp_path / "bad_steps.py").write_text(BAD_STEPS)
     common = ["--cases", str(CASES / "seed.toml"), "--dtypes", "float64", "--devices", "cpu", "--report", "none", "-q"]
     start = time.monotonic()
@@ -102,7 +107,7 @@ def test_bad_plugins_are_error_records_and_the_run_goes_on(tmp_path):
         return [{k: v for k, v in r.items() if k != "repro"} for r in rs if r["implementation"] == "numpy-hand"]
 
     assert hand(recs) == hand(_records(tmp_path / "good.jsonl")) and len(hand(recs)) == 2 * 8 * 5
-    assert "exit 1: 10 error record(s) fail" in out.stderr
+    assert "exit 1: 12 error record(s) fail" in out.stderr
 
 
 def seed_cases():
