@@ -152,13 +152,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         render_report([path], args.report)
         report_note = f", report {args.report}"
     print(f"{verdict_line(records)}; results {path}{report_note}")
-    if errors:
-        return 2
-    if not any(r.verdict not in ("unsupported", "invalid-input") for r in records):
-        print("error: nothing was graded: every record is unsupported or invalid-input", file=sys.stderr)
-        return 2
-    bad = {"disagree", "error"} | ({"suspect"} if args.strict else set())
-    return 1 if any(r.verdict in bad for r in records) else 0
+    from .verdicts import run_outcome
+
+    outcome = run_outcome(records, strict=args.strict, load_errors=len(errors))
+    for line in outcome.reasons:  # the last lines say why the run passes or fails, in plain words
+        print(line)
+    return outcome.code
 
 
 def cmd_derive(args: argparse.Namespace) -> int:

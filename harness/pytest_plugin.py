@@ -64,7 +64,6 @@ if TYPE_CHECKING:  # imported lazily at run time: the plugin must not slow down 
 
 #: Parametrized fixtures, in the order their values appear in test ids.
 PARAM_FIXTURES = ("harness_case", "harness_dtype", "harness_implementation", "harness_device")
-QUANTITY_ORDER = {"*": -1, "loss": 0, "grad_W": 1, "grad_b": 2, "W": 3, "b": 4}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -224,9 +223,9 @@ class HarnessState:
     def case_cache(self, case: Case) -> Any:
         """The exact results of ``case`` shared by its implementations, dtypes and devices
         (the last few cases are kept: items of one case run one after the other)."""
-        from .runner import _CaseCache
+        from .runner import CaseCache
 
-        cache = self._caches.pop(case.id, None) or _CaseCache(case)
+        cache = self._caches.pop(case.id, None) or CaseCache(case)
         self._caches[case.id] = cache
         while len(self._caches) > 8:
             self._caches.pop(next(iter(self._caches)))
@@ -423,8 +422,9 @@ def harness_verify(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
     none is left). Records are kept for the results file and the summary.
 
     Raises:
-        AssertionError: on ``disagree``, ``error`` or ``invalid-input`` (and
-            ``suspect`` with ``strict=True``), describing the worst failing check.
+        AssertionError: as :func:`harness.assert_agrees`, of which this fixture is a thin
+            layer: when the run fails by :mod:`harness.verdicts`' policy (describing the
+            first failure) or when nothing was graded.
     """
     state = _state(pytestconfig)
 
@@ -437,32 +437,22 @@ def harness_verify(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
         strict: bool = False,
         framework: str = "torch",
     ) -> list[Record]:
-        from . import runner
-        from .api import FAILING, _impl_of, _plugin_arg, format_failure
+        from .api import assert_agrees
         from .devices import available_devices, parse_devices
         from .implementations import REGISTRY, Implementation
 
         state.load_plugins()
         if callable(step) and not isinstance(step, Implementation) and all(i.fn is not step for i in REGISTRY.values()):
-            impl = Implementation(name=getattr(step, "__name__", "step"), framework=framework, fn=step, kind="plugin")
-        else:
-            impl = _impl_of(step)
+            step = Implementation(name=getattr(step, "__name__", "step"), framework=framework, fn=step, kind="plugin")
         avail = available_devices()
         requested = parse_devices(devices if devices is not None else state.options.devices)
         present = [d for d in requested if d in avail or (d == "cuda" and any(a.startswith("cuda") for a in avail))]
         if not present:
             pytest.skip(f"none of the requested devices {', '.join(requested)} is available (available: {', '.join(avail)})")
-        opts = state.run_options()
-        opts.extra_repro = [*_plugin_arg(impl), *opts.extra_repro]
-        records = runner.verify(state.cases() if cases is None else cases, [impl], devices=present,
-                                dtypes=dtypes if dtypes is not None else state.options.dtypes, options=opts)
-        state.records.extend(records)
-        failing = set(FAILING) | ({"suspect"} if strict else set())
-        bad = [r for r in records if r.verdict in failing]
-        if bad:
-            worst = max(bad, key=lambda r: (r.verdict == "disagree", r.bound_ratio or 0.0))
-            raise AssertionError(f"{len(bad)} of {len(records)} checks of {impl.name!r} failed.\n" + format_failure(worst))
-        return records
+        # a thin layer over harness.assert_agrees: the same run, the same verdict policy, the same message
+        return assert_agrees(step, state.cases() if cases is None else cases, devices=present,
+                             dtypes=dtypes if dtypes is not None else state.options.dtypes, strict=strict,
+                             options=state.run_options(), on_records=state.records.extend)
 
     return verify
 
@@ -487,8 +477,11 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
 
 
 def record_sort_key(rec: Record) -> tuple[Any, ...]:
-    """Order of records in a results file: case, implementation, device, dtype, step, quantity."""
-    return (rec.case, rec.implementation, rec.device, rec.dtype, rec.tf32 is True, rec.step, QUANTITY_ORDER.get(rec.quantity, 9))
+    """Order of records in a results file: case, implementation, device, dtype, step, quantity
+    (in :data:`harness.verdicts.QUANTITY_ORDER`)."""
+    from .verdicts import quantity_rank
+
+    return (rec.case, rec.implementation, rec.device, rec.dtype, rec.tf32 is True, rec.step, quantity_rank(rec.quantity))
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -24,10 +24,9 @@ from .cases import Case
 from .classify import classify_exception
 from .compare import compare
 from .devices import parse_devices, to_float64, to_framework, unsupported_reason
-from .errors import UsageError
 from .exact import ScaledInts
 from .floats import FloatFormat, decimal_string, get_format, round_to_format, ulp_error
-from .implementations import Implementation, resolve
+from .implementations import Implementation, implementation_of, resolve
 from .oracle import ExactStep, exact_inputs_from_floats, exact_inputs_from_written, exact_step, exact_trajectory
 from .records import Record
 from .semantics import annotate, none_message
@@ -87,7 +86,7 @@ def _rational(value: Fraction) -> str | None:
     return s if len(s) <= 80 else None
 
 
-class _CaseCache:
+class CaseCache:
     """Exact results shared by every implementation of one case."""
 
     def __init__(self, case: Case) -> None:
@@ -123,7 +122,7 @@ def _whole_run_record(base: dict[str, Any], verdict: str, message: str) -> Recor
 
 def check_case(
     case: Case, impl: Implementation, device: str, dtype: str, opts: RunOptions | None = None,
-    cache: _CaseCache | None = None,
+    cache: CaseCache | None = None,
 ) -> list[Record]:
     """Run one implementation on one case, device and dtype; grade every step.
 
@@ -132,7 +131,7 @@ def check_case(
         with verdict ``unsupported``, ``invalid-input`` or ``error``.
     """
     opts = opts or RunOptions()
-    cache = cache or _CaseCache(case)
+    cache = cache or CaseCache(case)
     base = _base(case, impl, device, dtype, opts)
     reason = unsupported_reason(impl.framework, device, dtype)
     if reason is None and impl.dtypes is not None and dtype not in impl.dtypes:
@@ -322,24 +321,6 @@ def _message(q: str, cmp: Any, fmt: FloatFormat) -> str:
             f"{cmp.ulp_error_at_worst:.4g} ULPs")
 
 
-def _implementation_of(step: str | Implementation | Callable[..., Any]) -> Implementation:
-    """An implementation given by name, as an object, or as its registered step function.
-
-    Raises:
-        UsageError: for an unknown name or a function that was never registered.
-    """
-    if isinstance(step, Implementation):
-        return step
-    if isinstance(step, str):
-        return resolve([step])[0]
-    from .implementations import REGISTRY
-
-    for impl in REGISTRY.values():
-        if impl.fn is step:
-            return impl
-    raise UsageError(f"{step!r} is not registered: decorate it with @harness.implementation(name, framework=...)")
-
-
 def verify(
     cases: Iterable[Case],
     implementations: Iterable[str | Implementation | Callable[..., Any]] | None = None,
@@ -366,15 +347,15 @@ def verify(
     from .devices import parse_dtypes
 
     opts = options or RunOptions()
-    impl_list = resolve(None) if implementations is None else [_implementation_of(i) for i in implementations]
+    impl_list = resolve(None) if implementations is None else [implementation_of(i) for i in implementations]
     devs = parse_devices(devices)
     dts = parse_dtypes(dtypes)
     case_list = list(cases)
     jobs = [(c, i, dv, dt) for c in case_list for i in impl_list for dv in devs for dt in (dts or c.dtypes)]
     records: list[Record] = []
-    caches: dict[int, _CaseCache] = {}
+    caches: dict[int, CaseCache] = {}
     for done, (c, i, dv, dt) in enumerate(jobs, start=1):
-        cache = caches.setdefault(id(c), _CaseCache(c))
+        cache = caches.setdefault(id(c), CaseCache(c))
         try:
             records.extend(check_case(c, i, dv, dt, opts, cache))
         except Exception as exc:  # a bug in the harness itself must not lose the run
