@@ -178,5 +178,10 @@ def run_outcome(records: Sequence[Verdicted], *, strict: bool = False, load_erro
         reasons.append("exit 1: nothing was graded (no record, or every record is unsupported or invalid-input): nothing graded is no pass"
                        if code == 1 else "nothing was graded")
     if code == 0:
-        reasons.append(f"exit 0: every graded record agrees{' (suspect counted as a pass without --strict)' if any(r.verdict == 'suspect' for r in records) and not strict else ''}")
+        notes = []
+        if any(r.verdict == "suspect" for r in records) and not strict:
+            notes.append("suspect counted as a pass without --strict")
+        if known and not strict:
+            notes.append("the known framework bug above is reported, not counted")
+        reasons.append(f"exit 0: every graded record passes{' (' + '; '.join(notes) + ')' if notes else ''}")
     return RunOutcome(code, reasons)
