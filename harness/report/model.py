@@ -26,7 +26,7 @@ from typing import Any
 from ..errors import UsageError
 from ..figures import meaningful_bits, ulp_caveat
 from ..records import Record, read_jsonl
-from ..verdicts import FAILING, SEVERITY, STRICT_ONLY, VERDICTS, worst_verdict
+from ..verdicts import FAILING, SEVERITY, STRICT_ONLY, VERDICTS, quantity_rank, worst_verdict
 
 #: Records kept in the drill-down of one run: every record that does not
 #: agree (up to this many), plus the worst record of each quantity.
@@ -357,11 +357,10 @@ def build_model(results_paths: Sequence[str | Path] | Iterable[str | Path]) -> R
     for r in records:
         if r.case == "seed":
             seed_recs[(r.implementation, r.device, r.dtype)].append(r)
-    qorder = {q: i for i, q in enumerate(("loss", "grad_W", "grad_b", "W", "b"))}
     # the notebook itself first: torch-seed in float32 on the CPU
     for (impl, dev, dt), recs in sorted(seed_recs.items(), key=lambda kv: (kv[0][0] != "torch-seed", kv[0][2] != "float32",
                                                                          _sort_device(kv[0][1]), _sort_dtype(kv[0][2]), kv[0][0])):
-        recs.sort(key=lambda r: (r.step, qorder.get(r.quantity, 9)))
+        recs.sort(key=lambda r: (r.step, quantity_rank(r.quantity)))
         seed.append(SeedTable(impl, dev, dt, recs))
 
     reductions = sorted({r.reduction for r in records if r.reduction in ("sum", "mean")}) or ["sum", "mean"]
