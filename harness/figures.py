@@ -28,6 +28,9 @@ NEAR_ZERO = "ULPs not meaningful: an element's exact value is near zero: error f
 
 
 def _float(x: Any) -> float | None:
+    """``x`` as a finite float (None if it is not one); a decimal string cut short with ``...`` reads as its digits."""
+    if isinstance(x, str):
+        x = x.strip().rstrip(".").rstrip("\u2026")
     try:
         v = float(x)
     except (TypeError, ValueError, OverflowError):
@@ -47,6 +50,8 @@ def ulp_caveat(rec: Any) -> str | None:
     """
     if getattr(rec, "quantity", "*") == "*" or rec.bits_of_error is None:
         return None
+    if rec.max_abs_error == 0:
+        return None  # the computed values are exact: 0 ULPs says exactly that
     try:
         fmt = get_format(rec.dtype)
     except KeyError:
