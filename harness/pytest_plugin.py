@@ -543,5 +543,10 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if state.options.report is not None and not state.notes:
         note += f", report {state.options.report}"
     tr.write_line(verdict_line(state.records) + note)
+    from .verdicts import run_outcome
+
+    for line in run_outcome(state.records).reasons:  # a probed known framework bug: reported, not counted
+        if line.startswith("not counted"):
+            tr.write_line(line)
     for line in state.notes:
         tr.write_line(line)
