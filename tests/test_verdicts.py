@@ -14,6 +14,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+import torch  # noqa: F401  # imported at collection: a pytester test's sys.modules snapshot must not be the first to import it
 
 import harness
 import harness.api  # bound before any test replaces harness.runner.verify (api imports it by name)
