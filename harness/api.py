@@ -8,6 +8,7 @@ exact and computed values, the bound, the ULPs, and a command that reproduces it
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from collections.abc import Callable, Iterable
@@ -16,12 +17,11 @@ from typing import Any
 
 from .cases import Case, load_cases
 from .errors import HarnessError
-from .implementations import REGISTRY, Implementation
+from .figures import lead, ulp_caveat, ulp_text
+from .implementations import Implementation, implementation_of
 from .records import Record
 from .runner import RunOptions, verify
-
-#: Verdicts that fail ``assert_agrees`` (plus ``suspect`` with ``strict=True``).
-FAILING = ("disagree", "error", "invalid-input")
+from .verdicts import failures, first_failure, nothing_graded
 
 
 def cases_dir() -> Path:
@@ -53,20 +53,7 @@ def default_cases(tags: Iterable[str] | None = None) -> list[Case]:
     return [c for c in res.cases if want & set(c.tags)]
 
 
-def _impl_of(step: str | Callable[..., Any] | Implementation) -> Implementation:
-    if isinstance(step, Implementation):
-        return step
-    if isinstance(step, str):
-        from .implementations import resolve
-
-        return resolve([step])[0]  # loads the built-ins (and the mutants for a mutant-* name); UsageError if unknown
-    for impl in REGISTRY.values():
-        if impl.fn is step:
-            return impl
-    raise HarnessError(f"{step!r} is not registered: decorate it with @harness.implementation(name, framework=...)")
-
-
-def _plugin_arg(impl: Implementation) -> list[str]:
+def plugin_arg(impl: Implementation) -> list[str]:
     """``--plugin`` arguments that make a repro command find a user's implementation."""
     if impl.kind != "plugin":
         return []
@@ -94,7 +81,7 @@ def _g(x: float | None) -> str:
 
 def format_failure(rec: Record) -> str:
     """A torch.testing-style description of one failing record: what was compared,
-    mismatched elements, the worst element with its index, exact and computed
+    the measure the verdict is made of (error / bound), mismatched elements, the worst element with its index, exact and computed
     values, the bound, ULPs, any diagnosis of autograd misuse, and a repro command."""
     if rec.quantity == "*":
         return f"{rec.implementation} on case {rec.case!r} ({rec.device}, {rec.dtype}): {rec.verdict}: {rec.message}\n{_repro_line(rec)}"
@@ -102,12 +89,15 @@ def format_failure(rec: Record) -> str:
     bad = sum(v for k, v in counts.items() if k != "agree")
     size = sum(counts.values()) or 1
     lines = [
-        f"{rec.quantity} (step {rec.step}) of {rec.implementation!r} on case {rec.case!r} ({rec.device}, {rec.dtype}): {rec.verdict}",
+        f"{rec.quantity} (step {rec.step}) of {rec.implementation!r} on case {rec.case!r} ({rec.device}, {rec.dtype}): {rec.verdict}"
+        + (f" (known framework bug: {rec.known_bug})" if rec.known_bug else ""),
+        f"Verdict measure at the worst element: {lead(rec)} (above 1: disagree / suspect)",
         f"Mismatched elements: {bad} / {size} ({100.0 * bad / size:.1f}%)",
         f"Worst element (largest error / rigorous bound) at index {tuple(rec.worst_index or ())}: "
-        f"error {_g(rec.abs_error_at_worst)} (exact {rec.exact}, computed {rec.computed}), {_g(rec.ulp_error_at_worst)} ULPs",
-        f"Rigorous bound there: {_g(rec.rigorous_bound)} (error / bound = {_g(rec.bound_ratio)}); expected bound {_g(rec.expected_bound)}",
-        f"Over all elements: largest error {_g(rec.max_abs_error)}, largest ULP error {_g(rec.max_ulp_error)} ({_g(rec.bits_of_error)} bits of error)",
+        f"error {_g(rec.abs_error_at_worst)} (exact {rec.exact}, computed {rec.computed}), "
+        + (ulp_caveat(rec) or f"{_g(rec.ulp_error_at_worst)} ULPs"),
+        f"Rigorous bound there: {_g(rec.rigorous_bound)}; expected bound {_g(rec.expected_bound)}",
+        f"Over all elements: largest error {_g(rec.max_abs_error)}, {ulp_text(rec)}",
     ]
     if rec.message and not rec.message.startswith(f"{rec.quantity}: "):
         lines.append(f"Diagnosis: {rec.message}")
@@ -125,39 +115,58 @@ def assert_agrees(
     options: RunOptions | None = None,
     isolation: str = "inline",
     timeout: float | None = None,
+    on_records: Callable[[list[Record]], None] | None = None,
 ) -> list[Record]:
-    """Verify ``step`` and raise if any check fails.
+    """Verify ``step`` and raise if the run fails by :mod:`harness.verdicts`' policy.
 
     Args:
         step: a registered step function, its name, or an :class:`Implementation`.
         cases: cases to run (default: :func:`default_cases`).
         devices, dtypes: as :func:`harness.verify`.
-        strict: also fail on ``suspect`` (errors above the expected bound).
+        strict: also fail on ``suspect`` and on probed known framework bugs.
+        options: run options (their ``extra_repro`` is kept, after the ``--plugin`` a repro needs).
+        on_records: called with every record before the verdict is taken (the pytest plugin keeps them).
         isolation, timeout: as :func:`harness.verify`: ``"process"`` runs ``step`` in a
             supervised worker process (a crash, ``os._exit`` or a hang past ``timeout``
             becomes a failure instead of ending the caller). Either way ``step`` gets its
             own inputs, writing into them or calling ``sys.exit`` is an ``error``.
 
     Returns:
-        the records, when everything agrees.
+        the records, when the run passes.
 
     Raises:
-        AssertionError: naming the count of failing checks and the first one in detail.
+        AssertionError: naming the count of failing checks and the first one
+            (:func:`harness.verdicts.first_failure`) in detail; or saying that
+            nothing was graded (no record, or only unsupported/invalid-input).
     """
-    impl = _impl_of(step)
+    impl = implementation_of(step)
     opts = options or RunOptions()
-    opts.extra_repro = _plugin_arg(impl)
+    opts = dataclasses.replace(opts, extra_repro=[*plugin_arg(impl), *opts.extra_repro])
     records = verify(default_cases() if cases is None else cases, [impl], devices=devices, dtypes=dtypes, options=opts,
                      isolation=isolation, jobs=1 if isolation == "process" else None, timeout=timeout)
-    failing = set(FAILING) | ({"suspect"} if strict else set())
-    bad = [r for r in records if r.verdict in failing]
+    if on_records is not None:
+        on_records(records)
+    raise_on_failure(records, impl.name, strict=strict)
+    return records
+
+
+def raise_on_failure(records: list[Record], name: str, *, strict: bool = False) -> None:
+    """Raise ``AssertionError`` when ``records`` fail a run (:func:`harness.verdicts.fails`) or grade nothing.
+
+    The message counts the failing checks, names the case/dtype pairs, and
+    describes the first failure (:func:`harness.verdicts.first_failure`) with
+    :func:`format_failure`.
+    """
+    bad = failures(records, strict)
     if bad:
-        # the earliest failing step shows the cause (later steps inherit its error); within it, the first quantity
-        order = {q: i for i, q in enumerate(("*", "loss", "grad_W", "grad_b", "W", "b"))}
-        first = min(bad, key=lambda r: (r.step, order.get(r.quantity, 9)))
+        first = first_failure(records, strict)
+        assert first is not None
         where = sorted({f"{r.case} ({r.dtype})" for r in bad})
         more = f" on {len(where)} case/dtype pair(s): {', '.join(where[:5])}{', ...' if len(where) > 5 else ''}"
         raise AssertionError(
-            f"{len(bad)} of {len(records)} checks of {impl.name!r} failed{more}\nFirst failure:\n" + format_failure(first)
+            f"{len(bad)} of {len(records)} checks of {name!r} failed{more}\nFirst failure:\n" + format_failure(first)
         )
-    return records
+    if nothing_graded(records):
+        what = "no record at all (no case, no dtype or no step)" if not records else \
+            f"every one of the {len(records)} record(s) is unsupported or invalid-input"
+        raise AssertionError(f"nothing was graded for {name!r}: {what}; nothing graded is no pass")

@@ -23,7 +23,7 @@ import csv
 import math
 import re
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -35,6 +35,7 @@ import numpy.typing as npt
 
 from .errors import CaseFileError
 from .floats import DTYPES, FloatFormat, round_to_format
+from .generate import generate_table
 
 REDUCTIONS = ("sum", "mean")
 INPUT_NAMES = ("X", "y", "W", "b")
@@ -88,11 +89,6 @@ class Case:
         """True when every input is finite (else the verdict is ``invalid-input``)."""
         return all(bool(np.isfinite(v).all()) for v in self.values.values())
 
-    def inputs(self, fmt: FloatFormat) -> dict[str, npt.NDArray[np.float64]]:
-        """The inputs as an implementation in ``fmt`` sees them: float64 arrays of
-        values representable in ``fmt`` (rounded once from the float64 values)."""
-        return {k: round_to_format(v, fmt) for k, v in self.values.items()}
-
     def lr_in(self, fmt: FloatFormat) -> float:
         """The learning rate as a float64 rounded to ``fmt`` (what the step multiplies by)."""
         return float(round_to_format(np.array([float(self.lr)]), fmt)[0])
@@ -102,6 +98,36 @@ class Case:
         if self.written is not None:
             return dict(self.written)
         return {k: _fractions_of(v) for k, v in self.values.items()}
+
+
+def validate_settings(
+    lr: Any, steps: Any, reduction: Any, dtypes: Iterable[str], err: Callable[[str | None, str], CaseFileError],
+) -> tuple[Fraction, tuple[str, ...]]:
+    """The one validation of a case's settings, shared by :func:`make_case` and :func:`case_from_arrays`.
+
+    Args:
+        err: builds the :class:`CaseFileError` (naming the file and case) for a key and a detail.
+
+    Returns:
+        the learning rate as an exact rational, and the dtypes as a tuple.
+
+    Raises:
+        CaseFileError: unless ``lr`` is a positive finite number, ``steps`` a positive
+            integer, ``reduction`` one of :data:`REDUCTIONS` and every dtype one of
+            :data:`harness.floats.DTYPES`.
+    """
+    lr_exact = _exact_scalar(lr, "lr", err)
+    if not isinstance(lr_exact, Fraction) or lr_exact <= 0:
+        raise err("lr", f"learning rate must be a positive finite number, got {lr!r}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise err("steps", f"steps must be a positive integer, got {steps!r}")
+    if reduction not in REDUCTIONS:
+        raise err("reduction", f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    dts = (dtypes,) if isinstance(dtypes, str) else tuple(dtypes)
+    for dt in dts:
+        if dt not in DTYPES:
+            raise err("dtypes", f"unknown dtype {dt!r}; known: {', '.join(DTYPES)}")
+    return lr_exact, dts
 
 
 def make_case(
@@ -151,17 +177,7 @@ def make_case(
         raise err("W", f"W must be (D, K) = ({d}, {k}) for X {written['X'].shape} and y {written['y'].shape}, got {written['W'].shape}")
     if written["b"].shape != (k,):
         raise err("b", f"b must have K = {k} values, got shape {written['b'].shape}")
-    lr_exact = _exact_scalar(lr, "lr", err)
-    if not isinstance(lr_exact, Fraction) or lr_exact <= 0:
-        raise err("lr", f"learning rate must be a positive finite number, got {lr!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise err("steps", f"steps must be a positive integer, got {steps!r}")
-    if reduction not in REDUCTIONS:
-        raise err("reduction", f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    dts = tuple(dtypes)
-    for dt in dts:
-        if dt not in DTYPES:
-            raise err("dtypes", f"unknown dtype {dt!r}; known: {', '.join(DTYPES)}")
+    lr_exact, dts = validate_settings(lr, steps, reduction, dtypes, err)
     values = {key: _floats_of(arr) for key, arr in written.items()}
     return Case(
         id=id, values=values, written=written, lr=lr_exact, steps=steps, reduction=reduction,
@@ -188,8 +204,12 @@ def case_from_arrays(
     (no decimal text: used by the generator and Hypothesis strategies).
 
     Raises:
-        CaseFileError: on inconsistent shapes (as :func:`make_case`).
+        CaseFileError: on inconsistent shapes, and on the learning rate, steps,
+            reduction and dtypes exactly as :func:`make_case` (:func:`validate_settings`).
     """
+    def err(key: str | None, detail: str) -> CaseFileError:
+        return CaseFileError(detail, path=source, case_id=id, key=key)
+
     vals = {
         "X": np.asarray(X, dtype=np.float64),
         "y": np.asarray(y, dtype=np.float64),
@@ -203,11 +223,10 @@ def case_from_arrays(
     shapes = {"X": (n, d), "y": (n, k), "W": (d, k), "b": (k,)}
     for key, want in shapes.items():
         if vals[key].shape != want or 0 in want:
-            raise CaseFileError(f"expected shape {want}, got {vals[key].shape}", path=source, case_id=id, key=key)
-    if reduction not in REDUCTIONS:
-        raise CaseFileError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}", path=source, case_id=id, key="reduction")
+            raise err(key, f"expected shape {want}, got {vals[key].shape}")
+    lr_exact, dts = validate_settings(lr, steps, reduction, dtypes, err)
     return Case(
-        id=id, values=vals, lr=Fraction(lr), steps=steps, reduction=reduction, dtypes=tuple(dtypes),
+        id=id, values=vals, lr=lr_exact, steps=steps, reduction=reduction, dtypes=dts,
         tags=tuple(tags), source=source, description=description, written=None,
     )
 
@@ -407,6 +426,25 @@ def iter_case_files(paths: Iterable[str | Path]) -> Iterator[Path]:
             yield p
 
 
+def expand_generate_table(spec: Mapping[str, Any], *, path: str, index: int, tier: str = "default") -> list[Case]:
+    """Expand one ``[[generate]]`` table into cases (see :mod:`harness.generate` for its keys).
+
+    Args:
+        spec: the table.
+        path: the file (for messages).
+        index: position of the table in the file (for messages).
+        tier: ``"default"`` expands default-tier tables only; ``"large"`` expands both.
+
+    Raises:
+        CaseFileError: naming the file, the table and the key.
+    """
+    return [
+        case_from_arrays(g.id, g.values["X"], g.values["y"], g.values["W"], g.values["b"], lr=g.lr, steps=g.steps,
+                         reduction=g.reduction, dtypes=g.dtypes, tags=g.tags, source=g.source, description=g.description)
+        for g in generate_table(spec, path=path, index=index, tier=tier)
+    ]
+
+
 def load_cases(paths: Iterable[str | Path], *, tier: str = "default") -> LoadResult:
     """Load every case from the given files and folders.
 
@@ -418,8 +456,6 @@ def load_cases(paths: Iterable[str | Path], *, tier: str = "default") -> LoadRes
         the cases in file order, and one :class:`CaseFileError` per bad file or case.
         Duplicate ids are errors (the later one is dropped).
     """
-    from .generate import expand_generate_table
-
     result = LoadResult()
     seen: dict[str, str] = {}
     for file in iter_case_files(paths):

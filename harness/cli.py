@@ -196,9 +196,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         report_note = f", report {args.report}"
     print(f"{verdict_line(records)}; results {path}{report_note}")
     outcome = run_outcome(records, strict=args.strict, load_errors=len(errors))
-    if outcome.code:
-        for line in outcome.reasons:
-            print(line, file=sys.stderr)
+    for line in outcome.reasons:  # the last lines say why the run passes or fails, in plain words
+        print(line)
     return outcome.code
 
 

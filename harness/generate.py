@@ -1,4 +1,4 @@
-"""Deterministic generated cases from ``[[generate]]`` tables.
+"""Deterministic generated cases from ``[[generate]]`` tables (the values; :mod:`harness.cases` makes the cases).
 
 A table gives a seed, lists of shapes, value regimes, reductions and steps;
 the generator takes their product and makes one case per combination with a
@@ -47,11 +47,12 @@ import itertools
 import re
 import zlib
 from collections.abc import Mapping
-from typing import Any
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .cases import Case, case_from_arrays
 from .errors import CaseFileError
 from .floats import BFLOAT16, DTYPES, FLOAT16, round_to_format
 
@@ -97,8 +98,24 @@ def _values(regime: str, rng: np.random.Generator, n: int, d: int, k: int) -> di
     raise ValueError(regime)
 
 
-def expand_generate_table(spec: Mapping[str, Any], *, path: str, index: int, tier: str = "default") -> list[Case]:
-    """Expand one ``[[generate]]`` table into cases.
+class Generated(NamedTuple):
+    """One combination of a ``[[generate]]`` table: the arguments of :func:`harness.cases.case_from_arrays`."""
+
+    id: str
+    values: dict[str, np.ndarray]
+    lr: Fraction
+    steps: int
+    reduction: str
+    dtypes: list[str]
+    tags: list[str]
+    source: str
+    description: str
+
+
+def generate_table(spec: Mapping[str, Any], *, path: str, index: int, tier: str = "default") -> list[Generated]:
+    """Expand one ``[[generate]]`` table into its combinations (the values of each case;
+    :func:`harness.cases.expand_generate_table` makes them cases, so that this module
+    never imports :mod:`harness.cases`).
 
     Args:
         spec: the table.
@@ -150,9 +167,6 @@ def expand_generate_table(spec: Mapping[str, Any], *, path: str, index: int, tie
     if not isinstance(dtypes, list) or any(d not in DTYPES for d in dtypes):
         raise err("dtypes", f"expected a list of {DTYPES}, got {dtypes!r}")
     try:
-        from decimal import Decimal
-        from fractions import Fraction
-
         lr = Fraction(Decimal(str(spec.get("lr", "0.01"))))
     except Exception:
         raise err("lr", f"expected a number, got {spec.get('lr')!r}") from None
@@ -174,7 +188,6 @@ def expand_generate_table(spec: Mapping[str, Any], *, path: str, index: int, tie
             made[key] = _values(regime, np.random.default_rng([seed, zlib.crc32(f"{regime}/{n}/{d}/{k}".encode())]), n, d, k)
         v = made[key]
         cid = f"gen-{name}-{regime}-n{n}-d{d}-k{k}-{red}-s{st}"
-        out.append(case_from_arrays(cid, v["X"], v["y"], v["W"], v["b"], lr=lr, steps=st, reduction=red,
-                                    dtypes=dtypes, tags=[*tags, regime], source=path,
-                                    description=f"generated: {regime} values, seed {seed}" + (f"; {description}" if description else "")))
+        out.append(Generated(cid, v, lr, st, red, dtypes, [*tags, regime], path,
+                             f"generated: {regime} values, seed {seed}" + (f"; {description}" if description else "")))
     return out

@@ -34,7 +34,7 @@ Workers grade their own task (implementation call *and* exact oracle), so the
 records are those of a serial in-process run, in the same order (the order of
 the tasks: case, implementation, device, dtype; within a task step and
 quantity). Each worker keeps the exact results of its last few cases
-(:class:`harness.runner._CaseCache`); tasks are scheduled case by case, so a
+(:class:`harness.runner.CaseCache`); tasks are scheduled case by case, so a
 case's oracle is computed at most once per worker that grades it.
 
 Start method: ``forkserver`` where the platform has it (Linux, macOS), else
@@ -81,8 +81,9 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -187,7 +188,8 @@ def died_message(exitcode: int | None) -> str:
 # ------------------------------------------------------------------ workers
 
 
-_WORKER: dict[str, Any] = {"init_error": None, "caches": {}}
+#: A worker process's state: why its plug-ins failed to load (None if they loaded), its case caches.
+WORKER: dict[str, Any] = {"init_error": None, "caches": {}}
 #: Exit code a worker reports for ``os._exit(0)`` called by a step: pebble takes a worker that
 #: exits with 0 for one that retired normally and would leave its task running until the timeout.
 EXIT_ZERO_CODE = 247
@@ -215,42 +217,35 @@ def _init_worker(plugins: Sequence[str], cwd: str, path: Sequence[str]) -> None:
             load_plugin(mod)
         load_entry_points()
     except BaseException as exc:  # noqa: BLE001 - including SystemExit from a plug-in's import
-        _WORKER["init_error"] = f"the worker process could not load the plug-ins: {type(exc).__name__}: {exc}"
+        WORKER["init_error"] = f"the worker process could not load the plug-ins: {type(exc).__name__}: {exc}"
 
 
-def _task(case: Case, impl_name: str, device: str, dtype: str, opts: RunOptions, marker: str | None = None) -> list[Record]:
-    """Run and grade one (case, implementation, device, dtype) in a worker.
-
-    ``marker``: a file to write this worker's pid into first, for the supervisor's watchdog."""
+def write_marker(marker: str | None) -> None:
+    """First thing a task does in a worker: write the worker's pid where the supervisor's watchdog looks."""
     if marker is not None:
         with open(marker, "w", encoding="ascii") as fh:
             fh.write(str(os.getpid()))
-    from .implementations import REGISTRY, load_mutants
-    from .runner import _base, _CaseCache, _whole_run_record, check_case
 
-    if impl_name.startswith("mutant-") and impl_name not in REGISTRY:
-        load_mutants()
-    impl = REGISTRY.get(impl_name)
-    if impl is None or _WORKER["init_error"]:
-        from .implementations import Implementation
 
-        stub = Implementation(name=impl_name, framework="numpy", fn=lambda *a, **k: [])
-        why = _WORKER["init_error"] or (f"implementation {impl_name!r} is not registered in the worker process: register it at "
-                                        "import time of a plug-in module (--plugin MODULE or an entry point)")
-        return [_whole_run_record(_base(case, stub, device, dtype, opts), "error", why)]
-    caches: dict[tuple[str, str], Any] = _WORKER["caches"]
-    key = (case.id, case.source)
-    cache = caches.pop(key, None) or _CaseCache(case)
-    caches[key] = cache
-    while len(caches) > 4:
-        caches.pop(next(iter(caches)))
-    os._exit = _exit_during_task  # type: ignore[assignment]  # only while the step runs: pebble's own exits stay as they are
+@contextmanager
+def exit_status_guard() -> Iterator[None]:
+    """While a task runs in a worker: ``os._exit(0)`` exits with :data:`EXIT_ZERO_CODE` instead
+    (pebble's own exits, outside tasks, stay as they are)."""
+    os._exit = _exit_during_task  # type: ignore[assignment]
     try:
-        return check_case(case, impl, device, dtype, opts, cache)
-    except Exception as exc:  # a bug in the harness itself must not lose the run
-        return [_whole_run_record(_base(case, impl, device, dtype, opts), "error", f"harness failure while grading: {type(exc).__name__}: {exc}")]
+        yield
     finally:
         os._exit = _REAL_EXIT
+
+
+def cached(key: tuple[str, str], make: Callable[[], Any], keep: int = 4) -> Any:
+    """A worker's cache of the exact results of its last ``keep`` cases."""
+    caches: dict[tuple[str, str], Any] = WORKER["caches"]
+    value = caches.pop(key, None) or make()
+    caches[key] = value
+    while len(caches) > keep:
+        caches.pop(next(iter(caches)))
+    return value
 
 
 def _process_gone(pid: int) -> bool:
@@ -312,6 +307,8 @@ def run_supervised(
     tasks: Sequence[Task],
     opts: RunOptions,
     *,
+    task: Callable[..., list[Record]],
+    error_record: Callable[[Case, Implementation, str, str, RunOptions, str], Record],
     plugins: Sequence[str] = (),
     jobs: int | None = None,
     timeout: float | Callable[[Case], float] | None = None,
@@ -323,6 +320,10 @@ def run_supervised(
     Args:
         tasks: what to run (see :class:`Task`).
         opts: the run's options (sent to every task).
+        task: the module-level function a worker runs, ``task(case, implementation_name,
+            device, dtype, opts, marker)`` (:func:`harness.runner.grade_task`).
+        error_record: ``error_record(case, implementation, device, dtype, opts, message)``,
+            the record of a task whose worker died or ran past its timeout.
         plugins: modules or ``.py`` paths each worker imports (``--plugin``).
         jobs: worker processes (default :func:`default_jobs`, never more than the tasks).
         timeout: seconds per task, a function of the case, or None for :func:`default_timeout`.
@@ -334,8 +335,6 @@ def run_supervised(
         past its timeout has one ``error`` record saying so.
     """
     from pebble import ProcessExpired, ProcessPool
-
-    from .runner import _base, _whole_run_record
 
     if not tasks:
         return []
@@ -362,7 +361,7 @@ def run_supervised(
     try:
         futures: dict[Any, int] = {}
         for i, t in enumerate(tasks):
-            fut = pool.schedule(_task, args=(t.case, t.implementation.name, t.device, t.dtype, opts, os.path.join(markers, f"{i}.pid")),
+            fut = pool.schedule(task, args=(t.case, t.implementation.name, t.device, t.dtype, opts, os.path.join(markers, f"{i}.pid")),
                                 timeout=limit(t.case))
             futures[fut] = i
         pending = set(futures)
@@ -404,7 +403,7 @@ def run_supervised(
                 except Exception as exc:  # e.g. a result that cannot be sent back
                     why = f"the worker process failed: {type(exc).__name__}: {exc}"
                 if results[i] is None:
-                    results[i] = [_whole_run_record(_base(t.case, t.implementation, t.device, t.dtype, opts), "error", why)]
+                    results[i] = [error_record(t.case, t.implementation, t.device, t.dtype, opts, why)]
                 done_count += 1
                 if progress:
                     progress(done_count, len(tasks), f"{t.case.id} {t.implementation.name} {t.device} {t.dtype}")

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,7 +118,8 @@ def _unjson(v: Any) -> Any:
     return v
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """The git commit of the harness checkout (None outside a git checkout)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
@@ -142,7 +143,7 @@ def environment_record(extra: dict[str, Any] | None = None) -> dict[str, Any]:
         "cpu": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "numpy": np.__version__,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
     }
     try:
         import sympy
@@ -238,9 +239,3 @@ def read_jsonl(path: str | Path) -> ResultsFile:
                 except TypeError as exc:
                     warnings.append(f"{path}:{lineno}: skipped a record with missing fields ({exc})")
     return ResultsFile(str(path), envs, recs, warnings)
-
-
-def iter_records(paths: Iterable[str | Path]) -> Iterator[Record]:
-    """All records of several results files, in order."""
-    for p in paths:
-        yield from read_jsonl(p).records

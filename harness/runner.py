@@ -27,7 +27,7 @@ from .devices import parse_devices, to_float64, to_framework, unsupported_reason
 from .errors import UsageError
 from .exact import ScaledInts
 from .floats import FloatFormat, decimal_string, get_format, round_to_format, ulp_error
-from .implementations import Implementation, resolve
+from .implementations import Implementation, implementation_of, resolve
 from .isolation import exit_message, mutated_inputs, mutation_message, snapshot
 from .oracle import ExactStep, exact_inputs_from_floats, exact_inputs_from_written, exact_step, exact_trajectory
 from .records import Record
@@ -92,7 +92,7 @@ def _rational(value: Fraction) -> str | None:
     return s if len(s) <= 80 else None
 
 
-class _CaseCache:
+class CaseCache:
     """Exact results shared by every implementation of one case."""
 
     def __init__(self, case: Case) -> None:
@@ -128,7 +128,7 @@ def _whole_run_record(base: dict[str, Any], verdict: str, message: str) -> Recor
 
 def check_case(
     case: Case, impl: Implementation, device: str, dtype: str, opts: RunOptions | None = None,
-    cache: _CaseCache | None = None,
+    cache: CaseCache | None = None,
 ) -> list[Record]:
     """Run one implementation on one case, device and dtype; grade every step.
 
@@ -137,7 +137,7 @@ def check_case(
         with verdict ``unsupported``, ``invalid-input`` or ``error``.
     """
     opts = opts or RunOptions()
-    cache = cache or _CaseCache(case)
+    cache = cache or CaseCache(case)
     base = _base(case, impl, device, dtype, opts)
     reason = unsupported_reason(impl.framework, device, dtype)
     if reason is None and impl.dtypes is not None and dtype not in impl.dtypes:
@@ -399,22 +399,35 @@ def _message(q: str, cmp: Any, fmt: FloatFormat) -> str:
             f"{cmp.ulp_error_at_worst:.4g} ULPs")
 
 
-def _implementation_of(step: str | Implementation | Callable[..., Any]) -> Implementation:
-    """An implementation given by name, as an object, or as its registered step function.
+def error_record(case: Case, impl: Implementation, device: str, dtype: str, opts: RunOptions, message: str) -> Record:
+    """The one ``error`` record (quantity ``"*"``) of a case/implementation/device/dtype that could not be graded."""
+    return _whole_run_record(_base(case, impl, device, dtype, opts), "error", message)
 
-    Raises:
-        UsageError: for an unknown name or a function that was never registered.
-    """
-    if isinstance(step, Implementation):
-        return step
-    if isinstance(step, str):
-        return resolve([step])[0]
-    from .implementations import REGISTRY
 
-    for impl in REGISTRY.values():
-        if impl.fn is step:
-            return impl
-    raise UsageError(f"{step!r} is not registered: decorate it with @harness.implementation(name, framework=...)")
+def grade_task(case: Case, impl_name: str, device: str, dtype: str, opts: RunOptions, marker: str | None = None) -> list[Record]:
+    """Run and grade one case/implementation/device/dtype in a worker process of :func:`harness.isolation.run_supervised`.
+
+    The implementation is found by name in the worker's registry (its plug-ins were
+    loaded by the pool's initializer); the exact results of the worker's last few
+    cases are kept (:func:`harness.isolation.cached`)."""
+    from .implementations import REGISTRY, load_mutants
+    from .isolation import WORKER, cached, exit_status_guard, write_marker
+
+    write_marker(marker)
+    if impl_name.startswith("mutant-") and impl_name not in REGISTRY:
+        load_mutants()
+    impl = REGISTRY.get(impl_name)
+    if impl is None or WORKER["init_error"]:
+        stub = Implementation(name=impl_name, framework="numpy", fn=lambda *a, **k: [])
+        why = WORKER["init_error"] or (f"implementation {impl_name!r} is not registered in the worker process: register it at "
+                                       "import time of a plug-in module (--plugin MODULE or an entry point)")
+        return [error_record(case, stub, device, dtype, opts, why)]
+    cache = cached((case.id, case.source), lambda: CaseCache(case))
+    with exit_status_guard():
+        try:
+            return check_case(case, impl, device, dtype, opts, cache)
+        except Exception as exc:  # a bug in the harness itself must not lose the run
+            return [error_record(case, impl, device, dtype, opts, f"harness failure while grading: {type(exc).__name__}: {exc}")]
 
 
 def plugin_sources(impls: Iterable[Implementation]) -> list[str]:
@@ -493,7 +506,7 @@ def verify(
     if isolation not in ("inline", "process"):
         raise UsageError(f"isolation must be 'inline' or 'process', got {isolation!r}")
     opts = options or RunOptions()
-    impl_list = resolve(None) if implementations is None else [_implementation_of(i) for i in implementations]
+    impl_list = resolve(None) if implementations is None else [implementation_of(i) for i in implementations]
     devs = parse_devices(devices)
     dts = parse_dtypes(dtypes)
     case_list = list(cases)
@@ -501,13 +514,13 @@ def verify(
     if isolation == "process":
         from .isolation import Task, run_supervised
 
-        return run_supervised([Task(c, i, dv, dt) for c, i, dv, dt in units], opts,
+        return run_supervised([Task(c, i, dv, dt) for c, i, dv, dt in units], opts, task=grade_task, error_record=error_record,
                               plugins=plugin_sources(impl_list) if plugins is None else plugins,
                               jobs=jobs, timeout=timeout, progress=progress)
     records: list[Record] = []
-    caches: dict[int, _CaseCache] = {}
+    caches: dict[int, CaseCache] = {}
     for done, (c, i, dv, dt) in enumerate(units, start=1):
-        cache = caches.setdefault(id(c), _CaseCache(c))
+        cache = caches.setdefault(id(c), CaseCache(c))
         try:
             records.extend(check_case(c, i, dv, dt, opts, cache))
         except Exception as exc:  # a bug in the harness itself must not lose the run

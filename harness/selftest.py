@@ -7,7 +7,8 @@ built-in implementation (plug-ins are not included) over the default cases. A mu
 least one of its records has one of the verdicts it declares (``disagree`` for
 wrong formulas, ``disagree``/``suspect`` for precision downgrades, ``error``
 for autograd misuse PyTorch refuses). A *false alarm* is a ``suspect``,
-``disagree`` or ``error`` verdict on a correct implementation.
+``disagree`` or ``error`` verdict on a correct implementation that is not a
+probed known framework bug (:func:`harness.verdicts.is_alarm`).
 
 The mutation score is caught / mutants. The selftest passes only at 100% with
 zero false alarms.
@@ -22,9 +23,8 @@ from dataclasses import dataclass, field
 from .cases import Case
 from .implementations import REGISTRY, Implementation, load_builtins, load_mutants
 from .records import Record
-from .runner import KNOWN_BUG, RunOptions, verify
-
-ALARMS = ("suspect", "disagree", "error")
+from .runner import RunOptions, verify
+from .verdicts import is_alarm, nothing_graded
 
 
 @dataclass
@@ -44,6 +44,7 @@ class SelftestResult:
     mutants: list[MutantResult]
     false_alarms: list[Record]
     correct_records: int
+    correct_graded: int = 0
 
     @property
     def score(self) -> float:
@@ -51,7 +52,8 @@ class SelftestResult:
 
     @property
     def passed(self) -> bool:
-        return all(m.caught for m in self.mutants) and not self.false_alarms
+        """100% mutation score, no false alarm, and something graded (nothing graded is no pass)."""
+        return bool(self.mutants) and all(m.caught for m in self.mutants) and not self.false_alarms and self.correct_graded > 0
 
 
 def run_selftest(
@@ -90,14 +92,16 @@ def run_selftest(
             progress(f"{m.name}: {'caught, ' + res.caught_by if res.caught else 'NOT CAUGHT'}")
     alarms: list[Record] = []
     n_correct = 0
+    n_graded = 0
     for impl in correct:
         recs = verify(cases, [impl], dtypes=dtypes, options=opts)
         n_correct += len(recs)
-        bad = [r for r in recs if r.verdict in ALARMS and not r.message.startswith(KNOWN_BUG)]  # a real framework bug is no false alarm
+        n_graded += sum(not nothing_graded([r]) for r in recs)
+        bad = [r for r in recs if is_alarm(r)]  # a probed known framework bug (known_bug set) is no false alarm
         alarms.extend(bad)
         if progress:
             progress(f"{impl.name} (correct): {len(recs)} records, {len(bad)} false alarm(s)")
-    return SelftestResult(results, alarms, n_correct)
+    return SelftestResult(results, alarms, n_correct, n_graded)
 
 
 def format_selftest(res: SelftestResult, mutants: Sequence[Implementation] | None = None) -> str:
@@ -111,5 +115,7 @@ def format_selftest(res: SelftestResult, mutants: Sequence[Implementation] | Non
     lines.append(f"false alarms on correct implementations: {len(res.false_alarms)} of {res.correct_records} records")
     for r in res.false_alarms[:20]:
         lines.append(f"  {r.verdict}: {r.implementation} {r.case} {r.device} {r.dtype} {r.quantity} step {r.step}: {r.message}")
+    if not res.mutants or not res.correct_graded:
+        lines.append("nothing was graded (no mutant, or no graded record of a correct implementation): nothing graded is no pass")
     lines.append("selftest " + ("PASSED" if res.passed else "FAILED"))
     return "\n".join(lines)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
+from .figures import meaningful_bits, ulp_caveat
 from .records import Record
-from .verdicts import SEVERITY, VERDICTS, worst_verdict
+from .verdicts import FAILING, NOT_GRADED, SEVERITY, STRICT_ONLY, VERDICTS, fails, severity, worst_verdict
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -17,13 +18,40 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join([fmt.format(*header), line, *(fmt.format(*r) for r in rows)])
 
 
-def _bits(values: Iterable[float | None]) -> str:
-    vals = [v for v in values if v is not None]
-    return f"{max(vals):.2f}" if vals else "-"
+def _ratio(rs: Iterable[Record]) -> str:
+    """The largest error / rigorous bound of ``rs``: the measure the verdict is made of."""
+    vals = [r.bound_ratio for r in rs if r.bound_ratio is not None]
+    return f"{max(vals):.3g}" if vals else "-"
+
+
+def _bits(rs: Sequence[Record]) -> str:
+    """The worst bits of error where they mean something; ``n/m`` where every figure is not meaningful."""
+    vals = [b for r in rs if (b := meaningful_bits(r)) is not None]
+    if vals:
+        return f"{max(vals):.2f}"
+    return "n/m" if any(ulp_caveat(r) for r in rs) else "-"
+
+
+def _verdict(rs: Sequence[Record]) -> str:
+    """The worst verdict, marked when every record with it is a probed known framework bug."""
+    v = worst_verdict(r.verdict for r in rs)
+    worst = [r for r in rs if r.verdict == v]
+    return f"{v} (known bug)" if v in FAILING + STRICT_ONLY and all(r.known_bug for r in worst) else v
+
+
+def _footnote(records: Iterable[Record]) -> str:
+    reasons = sorted({why for r in records if (why := ulp_caveat(r))})
+    if not reasons:
+        return ""
+    return "\n\nerror/bound: worst error / rigorous bound (above 1: disagree). n/m: " + "; ".join(reasons)
 
 
 def summary_table(records: Sequence[Record], max_rows: int = 200) -> str:
-    """Case x implementation x device x dtype x quantity: worst bits of error and verdict.
+    """Case x implementation x device x dtype x quantity: worst error / bound, worst bits of error and verdict.
+
+    Each row leads with the measure the verdict is made of (error / rigorous
+    bound); bits of error are shown where they mean something (see
+    :func:`harness.figures.ulp_caveat`), ``n/m`` with the reason below where not.
 
     When there are more than ``max_rows`` rows, prints one row per implementation,
     device and dtype with its verdict counts instead, followed by every row whose
@@ -32,10 +60,10 @@ def summary_table(records: Sequence[Record], max_rows: int = 200) -> str:
     groups: dict[tuple[str, ...], list[Record]] = defaultdict(list)
     for r in records:
         groups[(r.case, r.implementation, r.device, r.dtype, r.quantity)].append(r)
-    header = ("case", "implementation", "device", "dtype", "quantity", "worst bits", "verdict")
-    rows = [(*key, _bits(r.bits_of_error for r in rs), worst_verdict(r.verdict for r in rs)) for key, rs in groups.items()]
+    header = ("case", "implementation", "device", "dtype", "quantity", "error/bound", "worst bits", "verdict")
+    rows = [(*key, _ratio(rs), _bits(rs), _verdict(rs)) for key, rs in groups.items()]
     if len(rows) <= max_rows:
-        return _table(header, rows)
+        return _table(header, rows) + _footnote(records)
     agg: dict[tuple[str, ...], list[Record]] = defaultdict(list)
     for r in records:
         agg[(r.implementation, r.device, r.dtype)].append(r)
@@ -44,23 +72,26 @@ def summary_table(records: Sequence[Record], max_rows: int = 200) -> str:
         c = Counter(r.verdict for r in rs)
         return ", ".join(f"{c[v]} {v}" for v in VERDICTS if c[v])
 
-    agg_rows = [(*k, str(len({r.case for r in rs})), _bits(r.bits_of_error for r in rs), counts(rs)) for k, rs in agg.items()]
-    out = _table(("implementation", "device", "dtype", "cases", "worst bits", "records"), agg_rows)
-    # the rows worth reading: verdicts about correctness (unsupported and overflow are counted above)
-    notable = [row for row in rows if row[-1] in ("disagree", "error", "suspect", "invalid-input")]
-    notable.sort(key=lambda row: -SEVERITY[row[-1]])
+    agg_rows = [(*k, str(len({r.case for r in rs})), _ratio(rs), _bits(rs), counts(rs)) for k, rs in agg.items()]
+    out = _table(("implementation", "device", "dtype", "cases", "error/bound", "worst bits", "records"), agg_rows)
+    # the rows worth reading: the verdicts that fail a run, with --strict or without (unknown ones too)
+    worth = [v for v in reversed(VERDICTS) if v in FAILING + STRICT_ONLY]
+    notable = [row for row in rows if (v := row[-1].split(" ")[0]) in worth or v not in SEVERITY]
+    notable.sort(key=lambda row: -severity(row[-1].split(" ")[0]))
     if notable:
-        out += f"\n\nRows that are disagree, error, suspect or invalid-input ({len(notable)}):\n" + _table(header, notable[:max_rows])
+        out += f"\n\nRows that are {', '.join(worth)} ({len(notable)}):\n" + _table(header, notable[:max_rows])
         if len(notable) > max_rows:
             out += f"\n... and {len(notable) - max_rows} more (see the results file or the HTML report)"
-    return out
+    return out + _footnote(records)
 
 
 def verdict_line(records: Sequence[Record]) -> str:
-    """``"1234 records: 1200 agree, 30 suspect, 4 disagree"``."""
+    """``"1234 records: 1200 agree, 30 suspect, 4 disagree (4 of them a known framework bug)"``."""
     counts = Counter(r.verdict for r in records)
-    parts = [f"{counts[v]} {v}" for v in VERDICTS if counts[v]]
-    return f"{len(records)} records: " + (", ".join(parts) if parts else "none")
+    parts = [f"{counts[v]} {v}" for v in VERDICTS if counts[v]] + [f"{n} {v!r}" for v, n in counts.items() if v not in SEVERITY]
+    known = sum(1 for r in records if r.known_bug and r.verdict in FAILING + STRICT_ONLY)
+    note = f" ({known} of them a known framework bug)" if known else ""
+    return f"{len(records)} records: " + (", ".join(parts) + note if parts else "none")
 
 
 def _device_label(r: Record) -> str:
@@ -77,20 +108,22 @@ def by_device_dtype(records: Sequence[Record]) -> str:
     ``cross-device: cuda:0 (tf32) disagrees (float32: 3 disagree); cpu agrees``.
     """
     groups: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
+    failed: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     for r in records:
         groups[(_device_label(r), r.dtype)][r.verdict] += 1
+        if fails(r) and r.verdict not in NOT_GRADED:  # the device computed something wrong (bad input is no device's fault)
+            failed[(_device_label(r), r.dtype)][r.verdict] += 1
     lines = []
     for (dev, dt), cnt in sorted(groups.items()):
         parts = ", ".join(f"{cnt[v]} {v}" for v in VERDICTS if cnt[v])
         lines.append(f"{dev} {dt}: {parts}")
     devices = sorted({dev for dev, _ in groups})
     if len(devices) > 1:
-        failing = ("disagree", "error")
-        bad = {dev: [(dt, cnt) for (d, dt), cnt in sorted(groups.items()) if d == dev and any(cnt[v] for v in failing)] for dev in devices}
+        bad = {dev: [(dt, cnt) for (d, dt), cnt in sorted(failed.items()) if d == dev and cnt] for dev in devices}
         verdicts: list[str] = []
         for dev in devices:
             if bad[dev]:
-                what = "; ".join(f"{dt}: " + ", ".join(f"{cnt[v]} {v}" for v in failing if cnt[v]) for dt, cnt in bad[dev])
+                what = "; ".join(f"{dt}: " + ", ".join(f"{n} {v}" for v, n in cnt.items()) for dt, cnt in bad[dev])
                 verdicts.append(f"{dev} disagrees ({what})")
         good = [dev for dev in devices if not bad[dev]]
         if good:

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 #: Record-level verdicts, from best to worst (the severity order).
 VERDICTS = ("agree", "unsupported", "overflow", "suspect", "invalid-input", "disagree", "error")
@@ -69,6 +69,9 @@ class Verdicted(Protocol):
     step: int
     bound_ratio: float | None
     known_bug: str
+
+
+R = TypeVar("R", bound=Verdicted)
 
 
 def severity(verdict: str) -> int:
@@ -108,7 +111,7 @@ def is_alarm(rec: Verdicted) -> bool:
     return rec.verdict in ("suspect", "disagree", "error") and not rec.known_bug
 
 
-def failures(records: Iterable[Verdicted], strict: bool = False) -> list[Verdicted]:
+def failures(records: Iterable[R], strict: bool = False) -> list[R]:
     """The records that fail a run, in their original order."""
     return [r for r in records if fails(r, strict)]
 
@@ -118,7 +121,7 @@ def nothing_graded(records: Iterable[Verdicted]) -> bool:
     return all(r.verdict in NOT_GRADED for r in records)
 
 
-def first_failure(records: Sequence[Verdicted], strict: bool = False) -> Verdicted | None:
+def first_failure(records: Sequence[R], strict: bool = False) -> R | None:
     """The failure to show first: the earliest step (later steps inherit its error),
     then the quantity order (loss, grad_W, grad_b, W, b), then the most severe
     verdict, then the largest error / rigorous bound; ties keep the run order."""
@@ -175,5 +178,10 @@ def run_outcome(records: Sequence[Verdicted], *, strict: bool = False, load_erro
         reasons.append("exit 1: nothing was graded (no record, or every record is unsupported or invalid-input): nothing graded is no pass"
                        if code == 1 else "nothing was graded")
     if code == 0:
-        reasons.append(f"exit 0: every graded record agrees{' (suspect counted as a pass without --strict)' if any(r.verdict == 'suspect' for r in records) and not strict else ''}")
+        notes = []
+        if any(r.verdict == "suspect" for r in records) and not strict:
+            notes.append("suspect counted as a pass without --strict")
+        if known and not strict:
+            notes.append("the known framework bug above is reported, not counted")
+        reasons.append(f"exit 0: every graded record passes{' (' + '; '.join(notes) + ')' if notes else ''}")
     return RunOutcome(code, reasons)

@@ -13,9 +13,8 @@ import pytest
 import torch
 
 import harness.runner
-from harness.cases import load_cases
+from harness.cases import expand_generate_table, load_cases
 from harness.errors import CaseFileError
-from harness.generate import expand_generate_table
 from harness.runner import verify
 from tests.conftest import ROOT
 

@@ -7,7 +7,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from harness.cases import load_cases, make_case
+from harness.cases import case_from_arrays, load_cases, make_case
 from harness.errors import CaseFileError
 from tests.conftest import CASES
 
@@ -84,3 +84,30 @@ def test_make_case_from_strings_is_exact():
     assert c.shape == (1, 2, 1)
     with pytest.raises(CaseFileError, match="key 'W'"):
         make_case("m", [["0.1", "0.2"]], ["0.3"], [["1"]], ["0"], lr="0.5")
+
+
+@pytest.mark.parametrize(("settings", "key"), [
+    ({"lr": -0.1}, "lr"),
+    ({"lr": 0}, "lr"),
+    ({"lr": float("nan")}, "lr"),
+    ({"steps": 0}, "steps"),
+    ({"steps": 1.5}, "steps"),
+    ({"steps": True}, "steps"),
+    ({"reduction": "max"}, "reduction"),
+    ({"dtypes": ["float8"]}, "dtypes"),
+])
+def test_both_constructors_share_one_validation(settings, key):
+    """make_case and case_from_arrays reject the same settings with the same message (one function)."""
+    kw = {"lr": "0.1", "steps": 1, "reduction": "sum", "dtypes": ["float32"], **settings}
+    messages = []
+    for build in (make_case, case_from_arrays):
+        with pytest.raises(CaseFileError) as info:
+            build("c", [[1.0]], [[2.0]], [[0.5]], [0.0], **kw)
+        assert info.value.key == key
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
+
+
+def test_case_from_arrays_keeps_the_exact_learning_rate():
+    case = case_from_arrays("c", [[1.0]], [[2.0]], [[0.5]], [0.0], lr=Fraction(1, 10), dtypes="float64")
+    assert case.lr == Fraction(1, 10) and case.dtypes == ("float64",)

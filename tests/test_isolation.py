@@ -107,7 +107,7 @@ def test_bad_plugins_are_error_records_and_the_run_goes_on(tmp_path):
         return [{k: v for k, v in r.items() if k != "repro"} for r in rs if r["implementation"] == "numpy-hand"]
 
     assert hand(recs) == hand(_records(tmp_path / "good.jsonl")) and len(hand(recs)) == 2 * 8 * 5
-    assert "exit 1: 12 error record(s) fail" in out.stderr
+    assert "exit 1: 12 error record(s) fail" in out.stdout
 
 
 def seed_cases():

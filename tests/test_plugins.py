@@ -67,14 +67,16 @@ def test_assert_agrees_message_and_repro_reproduces(tmp_path):
     lines = msg.splitlines()
     assert lines[0] == "28 of 40 checks of 'test-accumulating-step' failed on 1 case/dtype pair(s): seed (float32)"
     assert lines[2] == "grad_W (step 2) of 'test-accumulating-step' on case 'seed' (cpu, float32): disagree"
-    assert lines[3] == "Mismatched elements: 1 / 1 (100.0%)"
+    # the verdict's own measure comes first (error / bound), then the counts and the figures
+    assert lines[3].startswith("Verdict measure at the worst element: error / rigorous bound ")
+    assert lines[4] == "Mismatched elements: 1 / 1 (100.0%)"
     # 4 of 5 quantities wrong at steps 2..8 (the loss, at the step's own W and b, is right): 28 of 40
     # exact at step 2 = 2 (W1 + b1 - 3) = 0.84...; computed = that + step 1's 1.39999962 (float32 sums)
-    assert lines[4].startswith("Worst element (largest error / rigorous bound) at index (0, 0): "
+    assert lines[5].startswith("Worst element (largest error / rigorous bound) at index (0, 0): "
                                "error 1.4 (exact 0.840000152587890625, computed 2.239999771118164)")
-    assert lines[5].startswith("Rigorous bound there: ") and "expected bound" in lines[5]
-    assert lines[6].startswith("Over all elements: largest error 1.4") and "bits of error" in lines[6]
-    assert lines[7].startswith("Diagnosis: gradient accumulation: .grad was not reset between steps")
+    assert lines[6].startswith("Rigorous bound there: ") and "expected bound" in lines[6]
+    assert lines[7].startswith("Over all elements: largest error 1.4") and "bits of error" in lines[7]
+    assert lines[8].startswith("Diagnosis: gradient accumulation: .grad was not reset between steps")
     repro = lines[-1]
     assert repro.startswith("Reproduce: python -m harness check ")
     argv = shlex.split(repro.removeprefix("Reproduce: "))

@@ -53,7 +53,7 @@ def test_merged_report_shows_both_machines_and_every_record(two_jobs, merged_htm
     assert len(model.runs) == 6 and sum(u.n for u in model.runs) == 240
 
 
-def test_matrix_has_a_cell_per_implementation_device_dtype_with_worst_bits(two_jobs, merged_html):
+def test_matrix_has_a_cell_per_implementation_device_dtype_led_by_error_over_bound(two_jobs, merged_html):
     model = build_model(list(two_jobs))
     records = model.records
     matrix = section(merged_html, "matrix")
@@ -61,7 +61,8 @@ def test_matrix_has_a_cell_per_implementation_device_dtype_with_worst_bits(two_j
     assert len(cells) == 6
     for verdict, impl, dev, dt, label in cells:
         mine = [r for r in records if (r.implementation, r.device, r.dtype) == (impl, dev, dt)]
-        assert label == f"{max(r.bits_of_error for r in mine if r.bits_of_error is not None):.2f}"
+        # the cell leads with the measure the verdict is made of: worst error / rigorous bound
+        assert label == f"{max(r.bound_ratio for r in mine if r.bound_ratio is not None):.2g}"
         assert verdict == "agree" == max((r.verdict for r in mine), key=["agree", "suspect"].index)
 
 
@@ -73,7 +74,7 @@ def test_cell_takes_the_worst_verdict_and_the_largest_bits(tmp_path):
     model = build_model([path])
     c32, c64 = model.matrix[("impl", "cpu", "float32")], model.matrix[("impl", "cpu", "float64")]
     assert (c32.verdict, c32.worst_bits, c32.n, c32.counts) == ("suspect", 3.25, 3, {"agree": 1, "suspect": 1, "unsupported": 1})
-    assert (c64.verdict, c64.worst_bits, c64.label) == ("error", 0.5, "0.50")
+    assert (c64.verdict, c64.worst_bits, c64.label, c64.bits_label) == ("error", 0.5, "-", "0.50 bits")
     assert model.counts == {"agree": 2, "unsupported": 1, "suspect": 1, "error": 1}
     # worst run first; its drill-down keeps the error record and the message
     assert model.runs[0].verdict == "error" and model.runs[0].messages == ["RuntimeError: boom"]
@@ -211,3 +212,21 @@ def test_drill_down_lists_every_record_that_does_not_agree_and_the_worst_of_each
     model = build_model([write_jsonl(tmp_path / "s.jsonl", recs[:-1], {"kind": "environment"})])
     assert [(r.quantity, r.step) for r in model.runs[0].details] == [("W", 3)]
     assert Counter(r.verdict for r in model.records) == {"agree": 9}
+
+
+def test_a_green_cell_never_shows_astronomic_bits(tmp_path):
+    # every record agrees, far inside its bound, but one exact value is near zero: 61.92 "bits of error"
+    # there say nothing (the error is graded against an absolute bound); the cell leads with error / bound
+    near_zero = rec(dtype="float64", bits_of_error=61.92, max_ulp_error=2.0**61.92, bound_ratio=0.003, expected_ratio=0.05,
+                    exact="1e-310", rigorous_bound=1e-12)
+    plain = rec(dtype="float64", quantity="loss", bits_of_error=1.0, max_ulp_error=1.0, bound_ratio=0.01, exact="2.5",
+                rigorous_bound=1e-14)
+    path = write_jsonl(tmp_path / "r.jsonl", [near_zero, plain], {"kind": "environment", "hostname": "h"})
+    model = build_model([path])
+    cell = model.matrix[("impl", "cpu", "float64")]
+    assert (cell.verdict, cell.label, cell.worst_bits, cell.bits_label) == ("agree", "0.01", 1.0, "1.00 bits")
+    assert "smallest normal" in cell.bits_note
+    html = render_html(model)
+    assert "61.92" not in section(html, "matrix")
+    only = build_model([write_jsonl(tmp_path / "s.jsonl", [near_zero], {"kind": "environment", "hostname": "h"})])
+    assert only.matrix[("impl", "cpu", "float64")].bits_label == "bits n/m"

@@ -1,16 +1,14 @@
 """Implementations under test: the registry, the built-ins and the plug-in contract."""
 
+from .catalog import implementation_of, load_builtins, load_mutants, resolve
 from .registry import (
     ENTRY_POINT_GROUP,
     REGISTRY,
     Implementation,
     StepResult,
     implementation,
-    load_builtins,
     load_entry_points,
-    load_mutants,
     load_plugin,
-    resolve,
 )
 
 __all__ = [
@@ -19,6 +17,7 @@ __all__ = [
     "Implementation",
     "StepResult",
     "implementation",
+    "implementation_of",
     "load_builtins",
     "load_entry_points",
     "load_mutants",

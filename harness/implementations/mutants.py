@@ -18,7 +18,7 @@ import torch
 
 from ..floats import TF32, round_to_format
 from .registry import StepResult, implementation
-from .torch_steps import _leaf, _snapshot, squared_error
+from .torch_steps import leaf, snapshot, squared_error
 
 CAUGHT_BY_BOUND = ("disagree",)
 PRECISION = ("disagree", "suspect")
@@ -165,7 +165,7 @@ def _seed_step_with(loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
                     *, lr: float, steps: int) -> list[StepResult]:
     """The seed notebook's step (backward, update under no_grad, .grad = None) with
     the loss replaced by ``loss_of(W, b)``: mutants whose bug is in the forward pass."""
-    W, b = _leaf(W), _leaf(b)
+    W, b = leaf(W), leaf(b)
     out = []
     for _ in range(steps):
         loss = loss_of(W, b)
@@ -175,7 +175,7 @@ def _seed_step_with(loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
         with torch.no_grad():
             W -= lr * W.grad
             b -= lr * b.grad
-        out.append(_snapshot(loss, W, b, gW, gb))
+        out.append(snapshot(loss, W, b, gW, gb))
         W.grad = None
         b.grad = None
     return out
@@ -191,7 +191,7 @@ def target_broadcast(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch
 @implementation("mutant-stale-gradient", framework="torch", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
                 description="the update uses the previous step's gradient")
 def stale_gradient(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
-    W, b = _leaf(W), _leaf(b)
+    W, b = leaf(W), leaf(b)
     prev: tuple[torch.Tensor, torch.Tensor] | None = None
     out = []
     for _ in range(steps):
@@ -204,7 +204,7 @@ def stale_gradient(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.T
             W -= lr * uW
             b -= lr * ub
         prev = (gW, gb)
-        out.append(_snapshot(loss, W, b, gW, gb))
+        out.append(snapshot(loss, W, b, gW, gb))
         W.grad = None
         b.grad = None
     return out

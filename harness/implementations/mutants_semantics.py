@@ -12,14 +12,14 @@ from __future__ import annotations
 import torch
 
 from .registry import StepResult, implementation
-from .torch_steps import _leaf, _snapshot, squared_error
+from .torch_steps import leaf, snapshot, squared_error
 
 
 @implementation("mutant-grad-accumulation", framework="torch", kind="mutant", correct=False, expected=("disagree",),
                 description="the seed step without resetting .grad: gradients accumulate across steps")
 def grad_accumulation(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
-    W = _leaf(W)
-    b = _leaf(b)
+    W = leaf(W)
+    b = leaf(b)
     out = []
     for _ in range(steps):
         loss = squared_error(torch.matmul(X, W) + b, y, reduction)
@@ -29,7 +29,7 @@ def grad_accumulation(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torc
         with torch.no_grad():
             W -= lr * W.grad
             b -= lr * b.grad
-        out.append(_snapshot(loss, W, b, gW, gb))
+        out.append(snapshot(loss, W, b, gW, gb))
         # the bug: no W.grad = None / optimizer.zero_grad()
     return out
 
@@ -37,8 +37,8 @@ def grad_accumulation(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torc
 @implementation("mutant-double-backward", framework="torch", kind="mutant", correct=False, expected=("disagree",),
                 description="backward() twice per step into the same .grad: twice the gradient")
 def double_backward(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
-    W = _leaf(W)
-    b = _leaf(b)
+    W = leaf(W)
+    b = leaf(b)
     out = []
     for _ in range(steps):
         loss = squared_error(torch.matmul(X, W) + b, y, reduction)
@@ -49,7 +49,7 @@ def double_backward(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.
         with torch.no_grad():
             W -= lr * W.grad
             b -= lr * b.grad
-        out.append(_snapshot(loss, W, b, gW, gb))
+        out.append(snapshot(loss, W, b, gW, gb))
         W.grad = None
         b.grad = None
     return out
@@ -60,8 +60,8 @@ def double_backward(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.
 def replaced_leaf(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
     import warnings
 
-    W = _leaf(W)
-    b = _leaf(b)
+    W = leaf(W)
+    b = leaf(b)
     out = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed"
@@ -78,8 +78,8 @@ def replaced_leaf(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Te
 @implementation("mutant-replaced-leaf-no-grad", framework="torch", kind="mutant", correct=False, expected=("error",),
                 description="W = W - lr * W.grad under no_grad: the new W has requires_grad=False, backward fails next step")
 def replaced_leaf_no_grad(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
-    W = _leaf(W)
-    b = _leaf(b)
+    W = leaf(W)
+    b = leaf(b)
     out = []
     for _ in range(steps):
         loss = squared_error(torch.matmul(X, W) + b, y, reduction)
@@ -89,15 +89,15 @@ def replaced_leaf_no_grad(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: 
         with torch.no_grad():
             W = W - lr * W.grad  # the bug: a new tensor without requires_grad
             b = b - lr * b.grad
-        out.append(_snapshot(loss, W, b, gW, gb))
+        out.append(snapshot(loss, W, b, gW, gb))
     return out
 
 
 @implementation("mutant-inplace-grad-mode", framework="torch", kind="mutant", correct=False, expected=("error",),
                 description="W -= lr * W.grad with grad mode on (no torch.no_grad()): PyTorch raises")
 def inplace_grad_mode(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
-    W = _leaf(W)
-    b = _leaf(b)
+    W = leaf(W)
+    b = leaf(b)
     out = []
     for _ in range(steps):
         loss = squared_error(torch.matmul(X, W) + b, y, reduction)
@@ -106,7 +106,7 @@ def inplace_grad_mode(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torc
         gW, gb = W.grad.clone(), b.grad.clone()
         W -= lr * W.grad  # the bug: in-place on a leaf that requires grad, outside no_grad
         b -= lr * b.grad
-        out.append(_snapshot(loss, W, b, gW, gb))
+        out.append(snapshot(loss, W, b, gW, gb))
         W.grad = None
         b.grad = None
     return out
@@ -115,14 +115,14 @@ def inplace_grad_mode(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torc
 @implementation("mutant-skipped-update", framework="torch", kind="mutant", correct=False, expected=("disagree",),
                 description="computes the gradient but never applies the update (W, b unchanged)")
 def skipped_update(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
-    W = _leaf(W)
-    b = _leaf(b)
+    W = leaf(W)
+    b = leaf(b)
     out = []
     for _ in range(steps):
         loss = squared_error(torch.matmul(X, W) + b, y, reduction)
         loss.backward()
         assert W.grad is not None and b.grad is not None
-        out.append(_snapshot(loss, W, b, W.grad, b.grad))  # the bug: no update
+        out.append(snapshot(loss, W, b, W.grad, b.grad))  # the bug: no update
         W.grad = None
         b.grad = None
     return out

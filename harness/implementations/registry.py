@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, NamedTuple
 
-from ..errors import PluginError, UsageError
+from ..errors import PluginError
 
 FRAMEWORKS = ("torch", "numpy")
 ENTRY_POINT_GROUP = "harness.implementations"
@@ -132,16 +132,6 @@ def implementation(
     return deco
 
 
-def load_builtins() -> None:
-    """Import the built-in implementations (registers them)."""
-    from . import finite_differences, numpy_steps, torch_steps  # noqa: F401
-
-
-def load_mutants() -> None:
-    """Import the catalogue of deliberately buggy implementations (for ``selftest``)."""
-    from . import mutants, mutants_semantics  # noqa: F401
-
-
 def load_plugin(module: str) -> None:
     """Import a plug-in module by dotted name (or a path to a ``.py`` file).
 
@@ -182,25 +172,3 @@ def load_entry_points() -> list[str]:
             raise PluginError(f"entry point {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}") from exc
         loaded.append(ep.name)
     return loaded
-
-
-def resolve(names: Iterable[str] | None, *, include_mutants: bool = False) -> list[Implementation]:
-    """The implementations to run: by name, or every correct default one when ``names`` is None.
-
-    Opt-in implementations (``default=False``, e.g. ``torch-compile``) and
-    mutants (``correct=False``) run only when named.
-
-    Raises:
-        UsageError: naming an unknown implementation and listing the known ones.
-    """
-    load_builtins()
-    if names is not None and any(n.startswith("mutant-") for n in names):
-        load_mutants()
-    if names is None:
-        return [i for i in REGISTRY.values() if (i.correct and i.default) or (include_mutants and not i.correct)]
-    out = []
-    for n in names:
-        if n not in REGISTRY:
-            raise UsageError(f"unknown implementation {n!r}; known: {', '.join(sorted(REGISTRY))}")
-        out.append(REGISTRY[n])
-    return out

@@ -18,7 +18,7 @@ import torch
 from .registry import StepResult, implementation
 
 
-def _leaf(t: torch.Tensor) -> torch.Tensor:
+def leaf(t: torch.Tensor) -> torch.Tensor:
     """A fresh leaf tensor with ``requires_grad`` on ``t``'s device and dtype."""
     return t.detach().clone().requires_grad_(True)
 
@@ -29,14 +29,15 @@ def squared_error(prediction: torch.Tensor, y: torch.Tensor, reduction: str) -> 
     return sq.sum() if reduction == "sum" else sq.mean()
 
 
-def _snapshot(loss: torch.Tensor, W: torch.Tensor, b: torch.Tensor, gW: torch.Tensor, gb: torch.Tensor) -> StepResult:
+def snapshot(loss: torch.Tensor, W: torch.Tensor, b: torch.Tensor, gW: torch.Tensor, gb: torch.Tensor) -> StepResult:
+    """One step's :class:`StepResult` of detached copies (later in-place updates cannot change it)."""
     return StepResult(loss.detach().clone(), gW.detach().clone(), gb.detach().clone(), W.detach().clone(), b.detach().clone())
 
 
 @implementation("torch-seed", framework="torch", kind="builtin", description="the seed notebook's step: backward(), update under no_grad, .grad = None")
 def torch_seed(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
-    W = _leaf(W)
-    b = _leaf(b)
+    W = leaf(W)
+    b = leaf(b)
     out = []
     for _ in range(steps):
         prediction = torch.matmul(X, W) + b
@@ -47,7 +48,7 @@ def torch_seed(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tenso
         with torch.no_grad():
             W -= lr * W.grad
             b -= lr * b.grad
-        out.append(_snapshot(loss, W, b, gW, gb))
+        out.append(snapshot(loss, W, b, gW, gb))
         W.grad = None
         b.grad = None
     return out
@@ -59,8 +60,8 @@ def torch_add_(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tenso
     """As ``torch-seed``, but the update is one fused ``add_`` with ``alpha=-lr``:
     ``W + alpha * grad`` is computed in the op's math type (float32 for float16 and
     bfloat16 on the CPU) and rounded once, where ``W -= lr * W.grad`` rounds twice."""
-    W = _leaf(W)
-    b = _leaf(b)
+    W = leaf(W)
+    b = leaf(b)
     out = []
     for _ in range(steps):
         loss = squared_error(torch.matmul(X, W) + b, y, reduction)
@@ -70,7 +71,7 @@ def torch_add_(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tenso
         with torch.no_grad():
             W.add_(W.grad, alpha=-lr)
             b.add_(b.grad, alpha=-lr)
-        out.append(_snapshot(loss, W, b, gW, gb))
+        out.append(snapshot(loss, W, b, gW, gb))
         W.grad = None
         b.grad = None
     return out
@@ -85,8 +86,8 @@ def _optim_sgd(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tenso
     ``fused=True`` (one fused kernel). Raises RuntimeError (from PyTorch) where
     fused SGD lacks the device; the harness records that as ``unsupported``.
     """
-    W = _leaf(W)
-    b = _leaf(b)
+    W = leaf(W)
+    b = leaf(b)
     opt = torch.optim.SGD([W, b], lr=lr, **flags)
     out = []
     for _ in range(steps):
@@ -96,7 +97,7 @@ def _optim_sgd(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tenso
         assert W.grad is not None and b.grad is not None
         gW, gb = W.grad.clone(), b.grad.clone()
         opt.step()
-        out.append(_snapshot(loss, W, b, gW, gb))
+        out.append(snapshot(loss, W, b, gW, gb))
     return out
 
 
@@ -155,7 +156,7 @@ def torch_func(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tenso
         (gW, gb), loss = step(W, b)
         W = W - lr * gW
         b = b - lr * gb
-        out.append(_snapshot(loss, W, b, gW, gb))
+        out.append(snapshot(loss, W, b, gW, gb))
     return out
 
 
@@ -189,13 +190,13 @@ def torch_compile(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Te
 
     torch._dynamo.reset()
     compiled = torch.compile(_seed_step, dynamic=False)
-    W = _leaf(W)
-    b = _leaf(b)
+    W = leaf(W)
+    b = leaf(b)
     out = []
     for _ in range(steps):
         loss = compiled(X, y, W, b, lr, reduction)
         assert W.grad is not None and b.grad is not None
-        out.append(_snapshot(loss, W, b, W.grad, b.grad))
+        out.append(snapshot(loss, W, b, W.grad, b.grad))
         W.grad = None
         b.grad = None
     return out

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..figures import meaningful_bits, ulp_caveat
 from ..records import Record, read_jsonl
-from ..verdicts import SEVERITY, VERDICTS, worst_verdict
+from ..verdicts import FAILING, SEVERITY, STRICT_ONLY, VERDICTS, quantity_rank, worst_verdict
 
 #: Records kept in the drill-down of one run: every record that does not
 #: agree (up to this many), plus the worst record of each quantity.
@@ -120,16 +121,34 @@ def environment_table(envs: Sequence[Environment]) -> list[tuple[str, list[str]]
 
 @dataclass
 class Cell:
-    """One agreement-matrix cell: all records of one implementation, device and dtype."""
+    """One agreement-matrix cell: all records of one implementation, device and dtype.
+
+    It leads with the measure the verdict is made of, the worst error / rigorous
+    bound (``worst_ratio``); ``worst_bits`` counts only the records whose bits of
+    error mean something (:func:`harness.figures.ulp_caveat`), and ``bits_note``
+    gives the reason when some do not. ``known_bugs`` counts the failing records
+    that are a probed known framework bug.
+    """
 
     verdict: str
     worst_bits: float | None
     n: int
     counts: dict[str, int]
+    worst_ratio: float | None = None
+    bits_note: str = ""
+    known_bugs: int = 0
 
     @property
     def label(self) -> str:
-        return "-" if self.worst_bits is None else f"{self.worst_bits:.2f}"
+        """The worst error / rigorous bound (above 1 is ``disagree``)."""
+        return "-" if self.worst_ratio is None else f"{self.worst_ratio:.2g}"
+
+    @property
+    def bits_label(self) -> str:
+        """``"3.25 bits"``, or ``"bits n/m"`` when no record's bits of error mean something."""
+        if self.worst_bits is not None:
+            return f"{self.worst_bits:.2f} bits"
+        return "bits n/m" if self.bits_note else "-"
 
 
 @dataclass
@@ -234,8 +253,8 @@ def _bits_key(r: Record) -> float:
 def _run_of(key: tuple[str, str, str, str], recs: list[Record]) -> Run:
     case, impl, dev, dt = key
     counts = Counter(r.verdict for r in recs)
-    bits = [b for r in recs if (b := _finite(r.bits_of_error)) is not None]
-    ulps = [u for r in recs if (u := _finite(r.max_ulp_error)) is not None]
+    bits = [b for r in recs if (b := meaningful_bits(r)) is not None]
+    ulps = [u for r in recs if (u := _finite(r.max_ulp_error)) is not None and not ulp_caveat(r)]
     ratios = [u for r in recs if (u := _finite(r.bound_ratio)) is not None]
     verdict = worst_verdict(counts)
     worst = max(recs, key=lambda r: (SEVERITY.get(r.verdict, 0), _bits_key(r)))
@@ -315,11 +334,15 @@ def build_model(results_paths: Sequence[str | Path] | Iterable[str | Path]) -> R
     matrix: dict[tuple[str, str, str], Cell] = {}
     for key, recs in cell_recs.items():
         c = Counter(r.verdict for r in recs)
-        bits = [b for r in recs if (b := _finite(r.bits_of_error)) is not None]
-        matrix[key] = Cell(worst_verdict(c), max(bits) if bits else None, len(recs), dict(c))
+        bits = [b for r in recs if (b := meaningful_bits(r)) is not None]
+        ratios = [x for r in recs if (x := _finite(r.bound_ratio)) is not None]
+        notes = sorted({why for r in recs if (why := ulp_caveat(r))})
+        known = sum(1 for r in recs if r.known_bug and r.verdict in FAILING + STRICT_ONLY)
+        matrix[key] = Cell(worst_verdict(c), max(bits) if bits else None, len(recs), dict(c),
+                           max(ratios) if ratios else None, "; ".join(notes), known)
 
     runs = [_run_of(k, v) for k, v in run_recs.items()]
-    runs.sort(key=lambda u: (-u.severity, -(u.worst_bits if u.worst_bits is not None else -1.0), u.case, u.implementation, u.device, u.dtype))
+    runs.sort(key=lambda u: (-u.severity, -(u.max_bound_ratio if u.max_bound_ratio is not None else -1.0), u.case, u.implementation, u.device, u.dtype))
     total = 0
     capped = False
     for u in runs:
@@ -334,11 +357,10 @@ def build_model(results_paths: Sequence[str | Path] | Iterable[str | Path]) -> R
     for r in records:
         if r.case == "seed":
             seed_recs[(r.implementation, r.device, r.dtype)].append(r)
-    qorder = {q: i for i, q in enumerate(("loss", "grad_W", "grad_b", "W", "b"))}
     # the notebook itself first: torch-seed in float32 on the CPU
     for (impl, dev, dt), recs in sorted(seed_recs.items(), key=lambda kv: (kv[0][0] != "torch-seed", kv[0][2] != "float32",
                                                                          _sort_device(kv[0][1]), _sort_dtype(kv[0][2]), kv[0][0])):
-        recs.sort(key=lambda r: (r.step, qorder.get(r.quantity, 9)))
+        recs.sort(key=lambda r: (r.step, quantity_rank(r.quantity)))
         seed.append(SeedTable(impl, dev, dt, recs))
 
     reductions = sorted({r.reduction for r in records if r.reduction in ("sum", "mean")}) or ["sum", "mean"]

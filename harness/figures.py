@@ -1,0 +1,94 @@
+"""How to show a record's error figures so that they never contradict its verdict.
+
+The verdict is made of one measure: the worst error divided by the rigorous
+bound (``bound_ratio``; above 1 is ``disagree``) and by the expected bound
+(``expected_ratio``; above 1 is ``suspect``). Every view (the assert message,
+the terminal summary, the report's matrix) leads with that measure.
+
+ULPs and bits of error are relative measures: they count representable values
+between the exact and the computed value. They mean something only where the
+exact value is a normal number well away from zero. Where the exact value is
+below the dtype's smallest normal, or the error is graded against a bound
+larger than the value itself (cancellation: the bound is absolute, and a
+correct result may have no correct digit), a count of ULPs is astronomic while
+the error is far inside its bound: the views then say so instead of showing it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .floats import get_format
+
+#: The reasons :func:`ulp_caveat` gives.
+BELOW_NORMAL = "ULPs not meaningful: exact value below the dtype's smallest normal"
+ABSOLUTE_BOUND = "ULPs not meaningful: the bound exceeds the exact value (cancellation): error far inside an absolute bound"
+NEAR_ZERO = "ULPs not meaningful: an element's exact value is near zero: error far inside an absolute bound"
+
+
+def _float(x: Any) -> float | None:
+    """``x`` as a finite float (None if it is not one); a decimal string cut short with ``...`` reads as its digits."""
+    if isinstance(x, str):
+        x = x.strip().rstrip(".").rstrip("\u2026")
+    try:
+        v = float(x)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def ulp_caveat(rec: Any) -> str | None:
+    """Why the ULP and bits-of-error figures of ``rec`` say nothing (None when they mean something).
+
+    - the exact value at the worst element is below the dtype's smallest normal (or zero);
+    - the rigorous bound there is at least the exact value (the error is graded
+      against an absolute bound: cancellation);
+    - the record is within its rigorous bound yet some element is off by half
+      its value or more (``bits_of_error >= precision - 1``): that element's exact
+      value is near zero and its error far inside the absolute bound.
+    """
+    if getattr(rec, "quantity", "*") == "*" or rec.bits_of_error is None:
+        return None
+    if rec.max_abs_error == 0:
+        return None  # the computed values are exact: 0 ULPs says exactly that
+    try:
+        fmt = get_format(rec.dtype)
+    except KeyError:
+        return None
+    exact = _float(rec.exact)
+    if exact is not None and abs(exact) < fmt.min_normal:
+        return BELOW_NORMAL
+    bound = _float(rec.rigorous_bound)
+    if exact is not None and bound is not None and bound >= abs(exact):
+        return ABSOLUTE_BOUND
+    within = rec.bound_ratio is not None and rec.bound_ratio <= 1.0
+    if within and rec.bits_of_error >= fmt.precision - 1:
+        return NEAR_ZERO
+    return None
+
+
+def meaningful_bits(rec: Any) -> float | None:
+    """``rec.bits_of_error`` where it means something (see :func:`ulp_caveat`), else None."""
+    b = _float(rec.bits_of_error)
+    return None if b is None or ulp_caveat(rec) else b
+
+
+def ratio_text(x: float | None) -> str:
+    """``0.0123``, ``inf`` or ``-``."""
+    return "-" if x is None else f"{x:.3g}"
+
+
+def lead(rec: Any) -> str:
+    """The measure the verdict is made of: ``error / rigorous bound 0.0123, error / expected bound 0.456``."""
+    return f"error / rigorous bound {ratio_text(rec.bound_ratio)}, error / expected bound {ratio_text(rec.expected_ratio)}"
+
+
+def ulp_text(rec: Any) -> str:
+    """The ULP figures with their meaning: ``"3 ULPs, 2 bits of error"`` or the reason they mean nothing."""
+    why = ulp_caveat(rec)
+    if why:
+        return why
+    u = _float(rec.max_ulp_error)
+    b = _float(rec.bits_of_error)
+    return f"{'-' if u is None else f'{u:.4g}'} ULPs, {'-' if b is None else f'{b:.2f}'} bits of error"
