@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .verdicts import SEVERITY
+
 
 @dataclass
 class Record:
@@ -186,8 +188,6 @@ def _strict(want: str) -> Any:
 
 
 def _verdict(key: str, v: Any) -> str:
-    from .verdicts import SEVERITY
-
     if type(v) is str and v in SEVERITY:
         return v
     raise _bad(key, v, "one of " + ", ".join(SEVERITY))
@@ -256,18 +256,32 @@ def check_record(obj: Any, *, known_verdict: bool = True) -> dict[str, Any]:
     """
     if type(obj) is not dict:
         raise MalformedRecordError(f"expected a JSON object, got {type(obj).__name__}")
-    kw: dict[str, Any] = {}
     checks = _CHECKS if known_verdict else _CHECKS_ANY_VERDICT
-    for k, v in obj.items():
-        spec = checks.get(k)
-        if spec is None:
-            continue  # unknown key: a newer harness's field
-        kw[k] = v if type(v) in spec[0] else spec[1](k, v)
-    if len(kw) < len(_REQUIRED) or any(k not in kw for k in _REQUIRED):
-        missing = [k for k in _REQUIRED if k not in kw]
-        if missing:
-            raise MalformedRecordError(f"missing required key{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}")
+    # Lines written by one harness share their keys, key order and value types: plan the checks once
+    # per such signature (which keys need more than a type test, whether any key is unknown).
+    sig = (known_verdict, tuple(obj), tuple(map(type, obj.values())))
+    plan = _PLANS.get(sig)
+    if plan is None:
+        plan = _plan(obj, checks)
+        if len(_PLANS) < _MAX_PLANS:
+            _PLANS[sig] = plan
+    slow, unknown = plan
+    kw = {k: v for k, v in obj.items() if k in checks} if unknown else dict(obj)
+    for k in slow:
+        kw[k] = checks[k][1](k, kw[k])
     return kw
+
+
+_PLANS: dict[tuple[Any, ...], tuple[tuple[str, ...], bool]] = {}
+_MAX_PLANS = 512
+
+
+def _plan(obj: dict[str, Any], checks: dict[str, tuple[tuple[type, ...], Any]]) -> tuple[tuple[str, ...], bool]:
+    missing = [k for k in _REQUIRED if k not in obj]
+    if missing:
+        raise MalformedRecordError(f"missing required key{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}")
+    slow = tuple(k for k, v in obj.items() if k in checks and type(v) not in checks[k][0])
+    return slow, any(k not in checks for k in obj)
 
 
 def _jsonable(v: Any) -> Any:

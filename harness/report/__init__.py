@@ -25,7 +25,7 @@ import jinja2
 from markupsafe import Markup
 
 from ..verdicts import VERDICTS
-from .model import ReportModel, build_model, environment_table, fmt_num
+from .model import ReportModel, build_model, environment_table, fmt_num, no_gc
 
 __all__ = ["ExtraSection", "ReportModel", "build_model", "render_html", "render_report"]
 
@@ -100,12 +100,13 @@ def render_html(model: ReportModel, *, title: str = "Agreement report",
     ]
     extras = [s if isinstance(s, ExtraSection) else ExtraSection(s[0], s[1]) for s in extra_sections]
     page = _env().get_template("report.html.j2")
-    return page.render(
-        m=model, title=title, env_table=environment_table(model.environments), generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        derivations=_derivations(model.reductions),
-        plots=[(pid, t, Markup(svg) if svg else None, cap) for pid, t, svg, cap in plots],
-        extras=[(e.id or f"extra-{i}", e.title, Markup(e.html)) for i, e in enumerate(extras)],
-    )
+    with no_gc():
+        return page.render(
+            m=model, title=title, env_table=environment_table(model.environments), generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            derivations=_derivations(model.reductions),
+            plots=[(pid, t, Markup(svg) if svg else None, cap) for pid, t, svg, cap in plots],
+            extras=[(e.id or f"extra-{i}", e.title, Markup(e.html)) for i, e in enumerate(extras)],
+        )
 
 
 def _umask() -> int:
