@@ -41,6 +41,12 @@ VERDICT_COLOURS = {
 }
 
 
+#: Warnings listed at the top of the page (all are counted).
+MAX_WARNINGS_SHOWN = 200
+#: Malformed lines listed in their section (all are counted).
+MAX_MALFORMED_SHOWN = 500
+
+
 @dataclass
 class ExtraSection:
     """An extra section appended to the report (e.g. benchmark figures).
@@ -66,6 +72,8 @@ def _env() -> jinja2.Environment:
     env.filters["bits"] = fmt_bits
     env.globals["VERDICTS"] = VERDICTS
     env.globals["COLOURS"] = VERDICT_COLOURS
+    env.globals["MAX_WARNINGS_SHOWN"] = MAX_WARNINGS_SHOWN
+    env.globals["MAX_MALFORMED_SHOWN"] = MAX_MALFORMED_SHOWN
     return env
 
 

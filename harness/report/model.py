@@ -212,10 +212,18 @@ class SourceFile:
     malformed: int
     status: str
     runs: list[str]
+    environments: int = 0
 
     @property
     def completed(self) -> bool:
         return self.status == "completed"
+
+    @property
+    def why_empty(self) -> str:
+        """Why no record was read (for messages)."""
+        if self.malformed:
+            return f"{self.malformed} malformed line(s) and no valid record"
+        return "only an environment line" if self.environments else "an empty file (no record line)"
 
 
 @dataclass
@@ -439,7 +447,7 @@ def _build_model(results_paths: Iterable[str | Path]) -> ReportModel:
         malformed_total += res.malformed_count
         notes.extend(res.notes)
         files.append(SourceFile(str(p), len(res.records), res.malformed_count, res.status,
-                                [r.run for r in res.runs if r.run]))
+                                [r.run for r in res.runs if r.run], len(res.environments)))
 
     counts = Counter(r.verdict for r in records)
     impls = sorted({r.implementation for r in records})
