@@ -319,8 +319,8 @@ def _facts(records: Iterable[Record]) -> list[_Fact]:
     for r in records:
         why = ulp_caveat(r)
         b, ratio = r.bits_of_error, r.bound_ratio
-        fin = b is not None and math.isfinite(b)
-        append((r, why, b if fin and not why else None, b if fin else -1.0,
+        fb = b if b is not None and math.isfinite(b) else None
+        append((r, why, None if why else fb, -1.0 if fb is None else fb,
                 ratio if ratio is not None and math.isfinite(ratio) else None))
     return out
 
