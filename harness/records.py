@@ -467,6 +467,17 @@ def _lines(fh: Any) -> Iterable[tuple[int, bytes | None]]:
             yield lineno, line
 
 
+def _lone_surrogate(obj: Any) -> bool:
+    """Whether a decoded JSON value holds a lone surrogate (``"\\ud800"``): a string no UTF-8 file can hold."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (ValueError, RecursionError):  # pragma: no cover - json.loads produced it
+        return True
+    return False
+
+
 def read_jsonl(path: str | Path) -> ResultsFile:
     """Read a results file; never fails on its contents, only on the file itself.
 
@@ -530,6 +541,9 @@ def read_jsonl(path: str | Path) -> ResultsFile:
                 continue
             if type(obj) is not dict:
                 bad(lineno, f"skipped a line that is not a JSON object (a JSON {type(obj).__name__})")
+                continue
+            if ("\\ud" in text or "\\uD" in text) and _lone_surrogate(obj):
+                bad(lineno, "skipped a line with a \\u escape that is half a UTF-16 surrogate pair (not text)")
                 continue
             kind = obj.get("kind", "record")
             if kind == "record":

@@ -64,8 +64,7 @@ def main() -> int:
 
     clock = Clock()
     from harness.records import read_jsonl
-    from harness.report import _derivations, build_model, render_html
-    from harness.report import plots
+    from harness.report import _derivations, build_model, plots, render_html
 
     clock.lap("imports")
     res = read_jsonl(path)

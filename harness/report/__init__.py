@@ -134,7 +134,8 @@ def write_atomic(path: str | Path, text: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is for everyone to read
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        # errors="replace": text from argv (a file name that is not UTF-8) may hold lone surrogates
+        with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())  # the rename must not reach the disk before the contents
