@@ -25,7 +25,7 @@ import jinja2
 from markupsafe import Markup
 
 from ..verdicts import VERDICTS
-from .model import ReportModel, build_model, environment_table, fmt_num, no_gc
+from .model import ReportModel, Run, build_model, environment_table, fmt_num, no_gc
 
 __all__ = ["ExtraSection", "ReportModel", "build_model", "render_html", "render_report"]
 
@@ -82,6 +82,67 @@ def fmt_bits(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
+def _esc(x: object) -> str:
+    """HTML-escape like Jinja's autoescape (markupsafe): ``& < > ' "``, without building Markup objects."""
+    s = x if type(x) is str else str(x)
+    if "&" in s:
+        s = s.replace("&", "&amp;")
+    if "<" in s:
+        s = s.replace("<", "&lt;")
+    if ">" in s:
+        s = s.replace(">", "&gt;")
+    if "'" in s:
+        s = s.replace("'", "&#39;")
+    if '"' in s:
+        s = s.replace('"', "&#34;")
+    return s
+
+
+_OMITTED_NOTE = " of this run not listed (every record that does not agree is, with the worst of each quantity)."
+
+
+def runs_html(runs: Sequence[Run], shown: int = 100) -> Markup:
+    """The results table's body: one ``<tbody>`` per run (a summary row, then its hidden drill-down).
+
+    The largest part of the page (one block per run, tens of thousands in a large
+    report), so it is built here with plain string formatting rather than by the
+    template engine; every value from the data is escaped as the template would
+    (:func:`_esc`). Only the first ``shown`` runs are visible without the script.
+    """
+    out: list[str] = []
+    add = out.append
+    num = fmt_num
+    for i, u in enumerate(runs):
+        wb = "-1" if u.worst_bits is None else f"{u.worst_bits:.4f}"
+        br = "-1" if u.max_bound_ratio is None else f"{u.max_bound_ratio:.4g}"
+        case, impl, dev, dt, v = _esc(u.case), _esc(u.implementation), _esc(u.device), _esc(u.dtype), _esc(u.verdict)
+        add(f'<tbody data-v="{_esc(" ".join(u.verdicts))}" data-s="{u.severity}" data-c="{case}" data-i="{impl}" data-d="{dev}" '
+            f'data-t="{dt}" data-b="{wb}" data-r="{br}"{" hidden" if i >= shown else ""}>\n'
+            f'<tr class="sum"><td></td><td>{case}</td><td>{impl}</td><td>{dev}</td><td>{dt}</td><td><span class="v v-{v}">{v}</span></td>'
+            f"<td>{fmt_bits(u.worst_bits)}</td><td>{_esc(num(u.max_ulp))}</td><td>{_esc(num(u.max_bound_ratio))}</td><td>{u.n}</td>"
+            f"<td>{', '.join(f'{n} {_esc(k)}' for k, n in u.counts.items())}</td></tr>\n"
+            '<tr class="det" hidden><td colspan="11">\n')
+        for msg in u.messages:
+            add(f'<div class="warn mono">{_esc(msg)}</div>')
+        if u.details:
+            add('<table class="recs">\n')
+            for r in u.details:
+                rv = _esc(r.verdict)
+                add(f"<tr><td>{_esc(r.quantity)}</td><td>{_esc(r.step)}</td><td><span class=\"v v-{rv}\">{rv}</span></td>"
+                    f"<td>{fmt_bits(r.bits_of_error)}</td><td>{_esc(num(r.max_ulp_error))}</td>"
+                    f"<td>{'-' if r.worst_index is None else _esc(r.worst_index)}</td><td>{_esc(r.exact or '-')}</td>"
+                    f"<td>{_esc(r.computed or '-')}</td><td>{_esc(num(r.max_abs_error))}</td><td>{_esc(num(r.rigorous_bound))}</td>"
+                    f"<td>{_esc(num(r.expected_bound))}</td><td>{_esc(num(r.bound_ratio))}</td><td>{_esc(r.exact_written or '-')}</td>"
+                    f"<td>{_esc(num(r.ulp_error_written))}</td><td>{_esc(r.oracle_method or '-')}</td></tr>\n")
+            add("</table>\n")
+        omitted = f" {u.omitted} more record{'s' if u.omitted != 1 else ''}{_OMITTED_NOTE}" if u.omitted else ""
+        add(f"<small>Worst bits of error per quantity: {_esc(u.quantity_bits)}.{omitted}</small>\n")
+        if u.repro:
+            add(f"<div>reproduce: <code>{_esc(u.repro)}</code></div>")
+        add("</td></tr>\n</tbody>\n")
+    return Markup("".join(out))
+
+
 def _derivations(reductions: Sequence[str]) -> list[tuple[str, list[tuple[str, Markup]]]]:
     from ..symbolic import derive
 
@@ -110,7 +171,7 @@ def render_html(model: ReportModel, *, title: str = "Agreement report",
     page = _env().get_template("report.html.j2")
     with no_gc():
         return page.render(
-            m=model, title=title, env_table=environment_table(model.environments), generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            m=model, title=title, runs_html=runs_html(model.runs), env_table=environment_table(model.environments), generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             derivations=_derivations(model.reductions),
             plots=[(pid, t, Markup(svg) if svg else None, cap) for pid, t, svg, cap in plots],
             extras=[(e.id or f"extra-{i}", e.title, Markup(e.html)) for i, e in enumerate(extras)],
