@@ -14,6 +14,7 @@ file in the same folder, renamed over the target once complete.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -143,13 +144,61 @@ def runs_html(runs: Sequence[Run], shown: int = 100) -> Markup:
     return Markup("".join(out))
 
 
-def _derivations(reductions: Sequence[str]) -> list[tuple[str, list[tuple[str, Markup]]]]:
+def _mathml_cache_file() -> Path | None:
+    """Where the derivation's MathML is kept between reports (None if no key can be made).
+
+    Keyed by the source of :mod:`harness.symbolic` and SymPy's version, so any change to
+    either derives afresh. ``$HARNESS_CACHE_DIR``, else ``$XDG_CACHE_HOME/autograd-harness``,
+    else ``~/.cache/autograd-harness``.
+    """
+    import hashlib
+    from importlib import metadata
+
+    try:
+        src = (Path(__file__).resolve().parent.parent / "symbolic.py").read_bytes()
+        key = hashlib.sha256(src + b"\0sympy " + metadata.version("sympy").encode()).hexdigest()[:20]
+    except (OSError, metadata.PackageNotFoundError):
+        return None
+    root = os.environ.get("HARNESS_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "autograd-harness")
+    return Path(root) / f"derivation-mathml-{key}.json"
+
+
+def _derivation_mathml(reductions: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``{reduction: {quantity: MathML}}``; from the cache when it holds them, else derived by SymPy
+    (importing SymPy and deriving cost more than a second of every report) and cached."""
+    cache = _mathml_cache_file()
+    cached: dict[str, dict[str, str]] = {}
+    if cache is not None:
+        try:
+            raw = json.loads(cache.read_text(encoding="utf-8"))
+            if isinstance(raw, dict):
+                cached = {r: m for r, m in raw.items() if isinstance(m, dict) and m
+                          and all(isinstance(q, str) and isinstance(x, str) for q, x in m.items())}
+        except (OSError, ValueError):
+            cached = {}
+    if all(r in cached for r in reductions):
+        return {r: cached[r] for r in reductions}
     from ..symbolic import derive
 
+    fresh = {r: derive(r).mathml() for r in reductions}
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{cache.name}.", dir=cache.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump({**cached, **fresh}, fh)
+            os.replace(tmp, cache)
+        except OSError:
+            pass  # a read-only home: derive every time
+    return fresh
+
+
+def _derivations(reductions: Sequence[str]) -> list[tuple[str, list[tuple[str, Markup]]]]:
     out = []
-    for red in reductions:
-        ml = derive(red).mathml()
-        # SymPy's presentation printer output, not data from a results file: trusted markup.
+    for red, ml in _derivation_mathml(reductions).items():
+        # SymPy's presentation printer output (or the harness's own cache of it), not data from a
+        # results file: trusted markup.
         out.append((red, [(q, Markup(m)) for q, m in ml.items()]))
     return out
 
