@@ -449,12 +449,7 @@ def _build_model(results_paths: Iterable[str | Path]) -> ReportModel:
         files.append(SourceFile(str(p), len(res.records), res.malformed_count, res.status,
                                 [r.run for r in res.runs if r.run], len(res.environments)))
 
-    counts = Counter(r.verdict for r in records)
-    impls = sorted({r.implementation for r in records})
-    devices = sorted({r.device for r in records}, key=_sort_device)
-    dtypes = sorted({r.dtype for r in records}, key=_sort_dtype)
-    device_dtypes = sorted({(r.device, r.dtype) for r in records}, key=lambda t: (_sort_device(t[0]), _sort_dtype(t[1])))
-
+    # one pass over the records: everything else is computed from the groups
     cell_facts: dict[tuple[str, str, str], list[_Fact]] = defaultdict(list)
     run_facts: dict[tuple[str, str, str, str], list[_Fact]] = defaultdict(list)
     for f in _facts(records):
@@ -462,6 +457,13 @@ def _build_model(results_paths: Iterable[str | Path]) -> ReportModel:
         cell_facts[(r.implementation, r.device, r.dtype)].append(f)
         run_facts[(r.case, r.implementation, r.device, r.dtype)].append(f)
     matrix = {key: _cell_of(fs) for key, fs in cell_facts.items()}
+    counts: Counter[str] = Counter()
+    for cell in matrix.values():
+        counts.update(cell.counts)
+    impls = sorted({k[0] for k in matrix})
+    devices = sorted({k[1] for k in matrix}, key=_sort_device)
+    dtypes = sorted({k[2] for k in matrix}, key=_sort_dtype)
+    device_dtypes = sorted({(k[1], k[2]) for k in matrix}, key=lambda t: (_sort_device(t[0]), _sort_dtype(t[1])))
 
     runs = [_run_of(k, v) for k, v in run_facts.items()]
     runs.sort(key=lambda u: (-u.severity, -(u.max_bound_ratio if u.max_bound_ratio is not None else -1.0), u.case, u.implementation, u.device, u.dtype))
@@ -490,7 +492,7 @@ def _build_model(results_paths: Iterable[str | Path]) -> ReportModel:
         sources=sources, environments=envs, warnings=warnings, records=records,
         counts={v: counts[v] for v in VERDICTS if counts[v]} | {v: n for v, n in counts.items() if v not in SEVERITY},
         implementations=impls, devices=devices, dtypes=dtypes, device_dtypes=device_dtypes,
-        matrix=matrix, runs=runs, cases=sorted({r.case for r in records}), reductions=reductions,
+        matrix=matrix, runs=runs, cases=sorted({k[0] for k in run_facts}), reductions=reductions,
         seed=seed, detail_total=total, detail_capped=capped,
         files=files, malformed=malformed, malformed_total=malformed_total, notes=notes,
     )
