@@ -4,7 +4,14 @@ A results file holds one JSON object per line. The first line is an
 *environment record* (``"kind": "environment"``): versions, devices, CPU,
 threads, TF32 and matmul-precision settings, git commit, time. Every other
 line is a :class:`Record` (``"kind": "record"``), one per case,
-implementation, device, dtype, quantity and step.
+implementation, device, dtype, quantity and step. A streamed file may name its
+run in the environment line (``"run"``) and end with ``{"kind": "run-end",
+"completed": true, "records": N}``; a file without that footer was interrupted
+or is still running.
+
+Reading (:func:`read_jsonl`) never trusts a line: each is decoded and checked
+against the Record contract (:func:`check_record`) on its own, and a line that
+fails is *malformed*: counted, named with file and line number, never graded.
 """
 
 from __future__ import annotations

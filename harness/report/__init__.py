@@ -270,9 +270,11 @@ def render_report(results_paths: Iterable[str | Path], out_path: str | Path, *, 
             trusted markup (e.g. benchmark figures as inline SVG).
 
     Returns:
-        ``out_path`` as a Path. Unreadable lines of the results files (a run cut
-        off mid-line) are skipped; the page lists them as warnings, and
-        :func:`build_model` returns them too.
+        ``out_path`` as a Path. Malformed lines of the results files (a run cut
+        off mid-line, a line that is not UTF-8 or not JSON, a record that breaks
+        the Record contract) are left out of every figure; the page shows their
+        count in a banner and lists them in a "Malformed lines" section, and a
+        banner names the files whose run did not complete (no ``run-end`` line).
 
     Raises:
         UsageError: if a results file is missing or unreadable (named in the message).
