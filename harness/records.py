@@ -226,12 +226,23 @@ _CHECKERS: dict[str, tuple[tuple[type, ...], Any]] = {
 }
 
 
+def _unchecked(key: str, v: Any) -> Any:
+    return v
+
+
+#: Record fields whose annotation has no check in :data:`_CHECKERS` (read as they are; the tests
+#: require this to be empty, so a new field gets a check rather than breaking every import).
+UNCHECKED_FIELDS: list[str] = []
+
+
 def _record_checks() -> dict[str, tuple[tuple[type, ...], Any]]:
     checks = {}
     for f in dataclasses.fields(Record):
         ann = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-        if ann not in _CHECKERS:  # pragma: no cover - caught by the tests the moment a field is added
-            raise TypeError(f"Record.{f.name}: no contract check for annotation {ann!r}; add one to _CHECKERS")
+        if ann not in _CHECKERS:  # pragma: no cover - test_report_hostile fails the moment such a field is added
+            UNCHECKED_FIELDS.append(f.name)
+            checks[f.name] = ((), _unchecked)
+            continue
         checks[f.name] = _CHECKERS[ann]
     checks["verdict"] = ((), _verdict)
     checks["kind"] = ((), _kind)
