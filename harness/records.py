@@ -236,7 +236,7 @@ UNCHECKED_FIELDS: list[str] = []
 
 
 def _record_checks() -> dict[str, tuple[tuple[type, ...], Any]]:
-    checks = {}
+    checks: dict[str, tuple[tuple[type, ...], Any]] = {}
     for f in dataclasses.fields(Record):
         ann = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
         if ann not in _CHECKERS:  # pragma: no cover - test_report_hostile fails the moment such a field is added
