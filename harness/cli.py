@@ -254,10 +254,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .summary import verdict_line
 
     model = build_model(args.results)
+    listed = {str(b) for b in model.malformed}
+    shown = 0
     for w in model.warnings:
+        if w in listed:
+            shown += 1
+            if shown > 10:
+                continue
         print(f"warning: {w}", file=sys.stderr)
+    if model.malformed_total:
+        where = sorted({f.path for f in model.files if f.malformed})
+        print(f"warning: {model.malformed_total} malformed line(s) in {', '.join(where)} left out of the report (not graded)"
+              + (f"; {model.malformed_total - 10} not shown here" if model.malformed_total > 10 else "")
+              + "; the report lists them under \"Malformed lines\"", file=sys.stderr)
+    for n in model.notes:
+        print(f"note: {n}", file=sys.stderr)
     if not model.records:
-        raise UsageError(f"no records in {', '.join(args.results)}: nothing to report")
+        why = "; ".join(f"{f.path}: {f.why_empty}" for f in model.files)
+        raise UsageError(f"no records to report ({why})")
     sections = []
     for bench_json in args.bench:
         from .bench.analysis import load

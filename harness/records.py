@@ -4,7 +4,14 @@ A results file holds one JSON object per line. The first line is an
 *environment record* (``"kind": "environment"``): versions, devices, CPU,
 threads, TF32 and matmul-precision settings, git commit, time. Every other
 line is a :class:`Record` (``"kind": "record"``), one per case,
-implementation, device, dtype, quantity and step.
+implementation, device, dtype, quantity and step. A streamed file may name its
+run in the environment line (``"run"``) and end with ``{"kind": "run-end",
+"completed": true, "records": N}``; a file without that footer was interrupted
+or is still running.
+
+Reading (:func:`read_jsonl`) never trusts a line: each is decoded and checked
+against the Record contract (:func:`check_record`) on its own, and a line that
+fails is *malformed*: counted, named with file and line number, never graded.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .verdicts import SEVERITY
 
 
 @dataclass
@@ -88,22 +97,215 @@ class Record:
         return {k: _jsonable(v) for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Record:
-        """Inverse of :meth:`to_json`; unknown keys are ignored (forward compatibility)."""
-        names = _field_names(cls)
-        kw = {k: _unjson(v) for k, v in obj.items() if k in names}
-        return cls(**kw)
+    def from_json(cls, obj: Any, *, known_verdict: bool = False) -> Record:
+        """Inverse of :meth:`to_json`, checked against the Record contract.
+
+        Unknown keys are ignored (forward compatibility). Every known key must have
+        its contract type (see :func:`check_record`); ``"inf"``, ``"-inf"`` and
+        ``"nan"`` strings in float fields become floats. With ``known_verdict``
+        (how :func:`read_jsonl` reads files) the verdict must also be one of
+        :data:`harness.verdicts.VERDICTS`; without it any string passes, and the
+        verdict policy treats an unknown one as a failure.
+
+        Raises:
+            MalformedRecordError: (a ``ValueError``) naming the first key whose value breaks the contract.
+        """
+        kw = check_record(obj, known_verdict=known_verdict)
+        rec = cls.__new__(cls)
+        # the checked values are exactly the dataclass fields: skip __init__'s ~40 keyword
+        # arguments (reading large results files spent most of its time there)
+        rec.__dict__.update(_DEFAULTS)
+        for name in _FACTORY_FIELDS:
+            if name not in kw:
+                rec.__dict__[name] = _FACTORY_FIELDS[name]()
+        rec.__dict__.update(kw)
+        return rec
 
 
-_FIELD_NAMES: dict[type, frozenset[str]] = {}
+class MalformedRecordError(ValueError):
+    """A line of a results file breaks the Record contract (a wrong type, a missing field, an unknown verdict)."""
 
 
-def _field_names(cls: type) -> frozenset[str]:
-    # cached: dataclasses.fields() per line dominated reading large results files
-    names = _FIELD_NAMES.get(cls)
-    if names is None:
-        names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
-    return names
+#: Largest integer a record may hold (shape, index, step, counts): int64, what numpy and the plots can take.
+_INT_MAX = 2**63 - 1
+_NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+_NoneType = type(None)
+
+
+def _quote(v: Any) -> str:
+    try:
+        text = json.dumps(v)
+    except (ValueError, TypeError, RecursionError):  # pragma: no cover - values come from json.loads
+        text = "<unprintable>"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _bad(key: str, v: Any, want: str) -> MalformedRecordError:
+    return MalformedRecordError(f"key {key!r}: expected {want}, got {_quote(v)}")
+
+
+def _int(key: str, v: Any) -> int:
+    if type(v) is not int or not 0 <= v <= _INT_MAX:
+        raise _bad(key, v, "a non-negative integer")
+    return v
+
+
+def _float(key: str, v: Any) -> float | None:
+    if v is None:
+        return None
+    t = type(v)
+    if t is float:
+        return v
+    if t is int:
+        try:
+            return float(v)
+        except OverflowError:
+            raise _bad(key, v, "a float") from None
+    if t is str and v in _NON_FINITE:
+        return _NON_FINITE[v]
+    raise _bad(key, v, 'a number, "inf", "-inf", "nan" or null')
+
+
+def _int_list(key: str, v: Any) -> list[int]:
+    if type(v) is not list:
+        raise _bad(key, v, "a list of integers")
+    for x in v:
+        if type(x) is not int or not 0 <= x <= _INT_MAX:
+            raise _bad(key, v, "a list of non-negative integers")
+    return v
+
+
+def _opt_int_list(key: str, v: Any) -> list[int] | None:
+    return None if v is None else _int_list(key, v)
+
+
+def _str_list(key: str, v: Any) -> list[str]:
+    if type(v) is not list or any(type(x) is not str for x in v):
+        raise _bad(key, v, "a list of strings")
+    return v
+
+
+def _counts(key: str, v: Any) -> dict[str, int]:
+    if type(v) is not dict:
+        raise _bad(key, v, "an object of counts")
+    for x in v.values():
+        if type(x) is not int or not 0 <= x <= _INT_MAX:
+            raise _bad(key, v, "an object of non-negative integer counts")
+    return v
+
+
+def _strict(want: str) -> Any:
+    def check(key: str, v: Any) -> Any:
+        raise _bad(key, v, want)
+    return check
+
+
+def _verdict(key: str, v: Any) -> str:
+    if type(v) is str and v in SEVERITY:
+        return v
+    raise _bad(key, v, "one of " + ", ".join(SEVERITY))
+
+
+def _any_verdict(key: str, v: Any) -> str:
+    if type(v) is str:
+        return v
+    raise _bad(key, v, "a verdict (a string)")
+
+
+def _kind(key: str, v: Any) -> str:
+    if v == "record" and type(v) is str:
+        return v
+    raise _bad(key, v, '"record"')
+
+
+#: annotation of a Record field -> (types accepted as they are, checker for anything else).
+_CHECKERS: dict[str, tuple[tuple[type, ...], Any]] = {
+    "str": ((str,), _strict("a string")),
+    "str | None": ((str, _NoneType), _strict("a string or null")),
+    "int": ((), _int),
+    "float | None": ((float, _NoneType), _float),
+    "bool | None": ((bool, _NoneType), _strict("true, false or null")),
+    "list[int]": ((), _int_list),
+    "list[int] | None": ((_NoneType,), _opt_int_list),
+    "list[str]": ((), _str_list),
+    "dict[str, int]": ((), _counts),
+}
+
+
+def _unchecked(key: str, v: Any) -> Any:
+    return v
+
+
+#: Record fields whose annotation has no check in :data:`_CHECKERS` (read as they are; the tests
+#: require this to be empty, so a new field gets a check rather than breaking every import).
+UNCHECKED_FIELDS: list[str] = []
+
+
+def _record_checks() -> dict[str, tuple[tuple[type, ...], Any]]:
+    checks: dict[str, tuple[tuple[type, ...], Any]] = {}
+    for f in dataclasses.fields(Record):
+        ann = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        if ann not in _CHECKERS:  # pragma: no cover - test_report_hostile fails the moment such a field is added
+            UNCHECKED_FIELDS.append(f.name)
+            checks[f.name] = ((), _unchecked)
+            continue
+        checks[f.name] = _CHECKERS[ann]
+    checks["verdict"] = ((), _verdict)
+    checks["kind"] = ((), _kind)
+    return checks
+
+
+_CHECKS = _record_checks()
+_CHECKS_ANY_VERDICT = {**_CHECKS, "verdict": ((str,), _any_verdict)}
+_REQUIRED = tuple(f.name for f in dataclasses.fields(Record)
+                  if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(Record) if f.default is not dataclasses.MISSING}
+_FACTORY_FIELDS = {f.name: f.default_factory for f in dataclasses.fields(Record) if f.default_factory is not dataclasses.MISSING}
+
+
+def check_record(obj: Any, *, known_verdict: bool = True) -> dict[str, Any]:
+    """Check a decoded JSON object against the Record contract; return the known fields, converted.
+
+    The contract: ``case``, ``implementation``, ``device``, ``dtype``, ``quantity``
+    (strings), ``step`` (a non-negative integer) and ``verdict`` (one of
+    :data:`harness.verdicts.VERDICTS`) are required; optional fields have the types of
+    :class:`Record`: strings, integers, floats (or ``"inf"``, ``"-inf"``, ``"nan"``),
+    lists of non-negative integers (``shape``, ``worst_index``), a list of strings
+    (``tags``) and an object of non-negative integer counts (``counts``). ``null`` is
+    accepted only where the field is optional (``... | None``). Unknown keys are ignored.
+    Without ``known_verdict`` the verdict may be any string.
+
+    Raises:
+        MalformedRecordError: naming the first offending key and quoting its value.
+    """
+    if type(obj) is not dict:
+        raise MalformedRecordError(f"expected a JSON object, got {type(obj).__name__}")
+    checks = _CHECKS if known_verdict else _CHECKS_ANY_VERDICT
+    # Lines written by one harness share their keys, key order and value types: plan the checks once
+    # per such signature (which keys need more than a type test, whether any key is unknown).
+    sig = (known_verdict, tuple(obj), tuple(map(type, obj.values())))
+    plan = _PLANS.get(sig)
+    if plan is None:
+        plan = _plan(obj, checks)
+        if len(_PLANS) < _MAX_PLANS:
+            _PLANS[sig] = plan
+    slow, unknown = plan
+    kw = {k: v for k, v in obj.items() if k in checks} if unknown else dict(obj)
+    for k in slow:
+        kw[k] = checks[k][1](k, kw[k])
+    return kw
+
+
+_PLANS: dict[tuple[Any, ...], tuple[tuple[str, ...], bool]] = {}
+_MAX_PLANS = 512
+
+
+def _plan(obj: dict[str, Any], checks: dict[str, tuple[tuple[type, ...], Any]]) -> tuple[tuple[str, ...], bool]:
+    missing = [k for k in _REQUIRED if k not in obj]
+    if missing:
+        raise MalformedRecordError(f"missing required key{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}")
+    slow = tuple(k for k, v in obj.items() if k in checks and type(v) not in checks[k][0])
+    return slow, any(k not in checks for k in obj)
 
 
 def _jsonable(v: Any) -> Any:
@@ -112,10 +314,6 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def _unjson(v: Any) -> Any:
-    if v in ("inf", "-inf", "nan"):
-        return float(v)
-    return v
 
 
 def git_commit() -> str | None:
@@ -198,44 +396,218 @@ def write_jsonl(path: str | Path, records: Iterable[Record], env: dict[str, Any]
     return path
 
 
+#: Lines longer than this (bytes) are skipped as malformed without being read into memory whole.
+MAX_LINE_BYTES = 1 << 20
+#: Malformed lines listed one by one per file (all are counted).
+MAX_MALFORMED_LISTED = 1000
+
+
+@dataclass
+class Malformed:
+    """A line of a results file left out of every figure: where, and why."""
+
+    path: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.reason}"
+
+
+@dataclass
+class RunSpan:
+    """One run in a results file: from its environment line to its ``run-end`` line (if any).
+
+    ``end`` is the ``{"kind": "run-end", "completed": ..., "records": N}`` footer, or None
+    when the file stops before it (the run was interrupted or is still running).
+    ``records`` and ``malformed`` count the record lines read in this run.
+    """
+
+    line: int
+    run: str | None = None
+    end: dict[str, Any] | None = None
+    end_line: int | None = None
+    records: int = 0
+    malformed: int = 0
+
+    @property
+    def completed(self) -> bool:
+        return self.end is not None and self.end.get("completed") is True
+
+
 @dataclass
 class ResultsFile:
-    """What :func:`read_jsonl` found in one file."""
+    """What :func:`read_jsonl` found in one file.
+
+    ``warnings`` are messages to show (``"path:line: ..."``), malformed lines included
+    (the first :data:`MAX_MALFORMED_LISTED`); ``malformed`` lists those lines and
+    ``malformed_count`` counts all of them; ``notes`` name lines of a kind this
+    version does not know (skipped, not malformed); ``runs`` say whether each run in
+    the file completed (a ``run-end`` footer).
+    """
 
     path: str
     environments: list[dict[str, Any]]
     records: list[Record]
     warnings: list[str]
+    malformed: list[Malformed] = field(default_factory=list)
+    malformed_count: int = 0
+    notes: list[str] = field(default_factory=list)
+    runs: list[RunSpan] = field(default_factory=list)
+
+    @property
+    def completed(self) -> bool:
+        """Every run in the file has a ``run-end`` line that says it completed."""
+        return bool(self.runs) and all(r.completed for r in self.runs)
+
+    @property
+    def status(self) -> str:
+        """``"completed"``, ``"interrupted or still running"``, ``"incomplete"`` (a footer that
+        says so) or ``"no environment line"``."""
+        if not self.runs:
+            return "no environment line"
+        if self.completed:
+            return "completed"
+        if any(r.end is not None and not r.completed for r in self.runs):
+            return "incomplete"
+        return "interrupted or still running"
+
+
+def _lines(fh: Any) -> Iterable[tuple[int, bytes | None]]:
+    """(line number, bytes) per line of a binary file; None for a line over :data:`MAX_LINE_BYTES` (never read whole)."""
+    lineno = 0
+    while True:
+        line = fh.readline(MAX_LINE_BYTES + 1)
+        if not line:
+            return
+        lineno += 1
+        if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+            while True:  # skip the rest of the overlong line in bounded pieces
+                rest = fh.readline(MAX_LINE_BYTES)
+                if not rest or rest.endswith(b"\n"):
+                    break
+            yield lineno, None
+        else:
+            yield lineno, line
+
+
+def _lone_surrogate(obj: Any) -> bool:
+    """Whether a decoded JSON value holds a lone surrogate (``"\\ud800"``): a string no UTF-8 file can hold."""
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (ValueError, RecursionError):  # pragma: no cover - json.loads produced it
+        return True
+    return False
 
 
 def read_jsonl(path: str | Path) -> ResultsFile:
-    """Read a results file, tolerating a last line cut off by an interrupted run.
+    """Read a results file; never fails on its contents, only on the file itself.
 
-    Bad lines are skipped with a warning that names the file and line number.
+    Every line is decoded and checked on its own: a line that is not UTF-8, not JSON
+    (e.g. cut off by an interrupted run), nested too deeply, longer than
+    :data:`MAX_LINE_BYTES`, not an object, or a record that breaks the Record
+    contract (:func:`check_record`) is *malformed*: skipped, counted and named with
+    the file and line number, never graded. ``{"kind": "environment", ...}`` lines
+    start a run (optionally with a ``"run"`` id), ``{"kind": "run-end", "completed":
+    true, "records": N}`` ends it; a file that stops before its ``run-end`` line was
+    interrupted or is still running (a warning). Lines of another ``kind`` are skipped
+    with a note (a newer harness's data, not an error).
 
     Raises:
-        OSError: if the file cannot be read.
+        OSError: if the file cannot be opened or read (IsADirectoryError for a directory).
     """
     path = Path(path)
     envs: list[dict[str, Any]] = []
     recs: list[Record] = []
     warnings: list[str] = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
+    malformed: list[Malformed] = []
+    unknown: dict[str, list[int]] = {}
+    runs: list[RunSpan] = []
+    n_bad = 0
+    last_line = 0
+    where = str(path)
+
+    def bad(lineno: int, reason: str) -> None:
+        nonlocal n_bad
+        n_bad += 1
+        if runs:
+            runs[-1].malformed += 1
+        if len(malformed) < MAX_MALFORMED_LISTED:
+            m = Malformed(where, lineno, reason)
+            malformed.append(m)
+            warnings.append(str(m))
+
+    if path.is_dir():
+        raise IsADirectoryError(21, "is a directory, not a results file", str(path))
+    with path.open("rb") as fh:
+        for lineno, raw in _lines(fh):
+            last_line = lineno
+            if raw is None:
+                bad(lineno, f"skipped a line longer than {MAX_LINE_BYTES} bytes")
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                warnings.append(f"{path}:{lineno}: skipped a line that is not valid JSON ({exc.msg}); the run was probably interrupted")
+                text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                bad(lineno, f"skipped a line that is not UTF-8 (byte {exc.start + 1})")
                 continue
-            if not isinstance(obj, dict):
-                warnings.append(f"{path}:{lineno}: skipped a line that is not a JSON object")
-            elif obj.get("kind") == "environment":
-                envs.append(obj)
-            else:
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except RecursionError:
+                bad(lineno, "skipped a line nested too deeply to read")
+                continue
+            except ValueError as exc:
+                msg = getattr(exc, "msg", None) or str(exc)
+                bad(lineno, f"skipped a line that is not valid JSON ({msg[:100]}); the run was probably interrupted")
+                continue
+            if type(obj) is not dict:
+                bad(lineno, f"skipped a line that is not a JSON object (a JSON {type(obj).__name__})")
+                continue
+            if ("\\ud" in text or "\\uD" in text) and _lone_surrogate(obj):
+                bad(lineno, "skipped a line with a \\u escape that is half a UTF-16 surrogate pair (not text)")
+                continue
+            kind = obj.get("kind", "record")
+            if kind == "record":
                 try:
-                    recs.append(Record.from_json(obj))
-                except TypeError as exc:
-                    warnings.append(f"{path}:{lineno}: skipped a record with missing fields ({exc})")
-    return ResultsFile(str(path), envs, recs, warnings)
+                    recs.append(Record.from_json(obj, known_verdict=True))
+                except MalformedRecordError as exc:
+                    bad(lineno, f"skipped a malformed record: {exc}")
+                    continue
+                if runs:
+                    runs[-1].records += 1
+            elif kind == "environment":
+                envs.append(obj)
+                run_id = obj.get("run")
+                runs.append(RunSpan(lineno, None if run_id is None else str(run_id)[:200]))
+            elif kind == "run-end":
+                completed, count = obj.get("completed"), obj.get("records")
+                if type(completed) is not bool or (count is not None and (type(count) is not int or count < 0)):
+                    bad(lineno, f"skipped a malformed run-end line: expected \"completed\": true/false and \"records\": a count, "
+                                f"got {_quote(completed)} and {_quote(count)}")
+                    continue
+                if not runs or runs[-1].end is not None:
+                    runs.append(RunSpan(lineno))  # a footer without its header: count it as its own run
+                runs[-1].end, runs[-1].end_line = obj, lineno
+            elif type(kind) is str:
+                unknown.setdefault(kind[:40], []).append(lineno)
+            else:
+                bad(lineno, f"skipped a line whose \"kind\" is not a string (got {_quote(kind)})")
+    notes = [f"{where}: skipped {len(lines)} line(s) of kind {k!r}, unknown to this version (line{'s' if len(lines) > 1 else ''} "
+             f"{', '.join(map(str, lines[:5]))}{', ...' if len(lines) > 5 else ''})" for k, lines in unknown.items()]
+    if n_bad > len(malformed):
+        warnings.append(f"{where}: {n_bad - len(malformed)} more malformed line(s) not listed")
+    for r in runs:
+        label = f"{where}:{r.line}" + (f": run {r.run!r}" if r.run else ": run")
+        if r.end is None:
+            warnings.append(f"{label} has no run-end line (the file stops at line {last_line}): interrupted or still running"
+                            + ("" if r.run else ", or written before results files had one"))
+        elif not r.completed:
+            warnings.append(f"{label} ended without completing (its run-end line {r.end_line} says completed: false)")
+        count = r.end.get("records") if r.end is not None else None
+        if type(count) is int and count != r.records + r.malformed:
+            warnings.append(f"{label}: its run-end line counts {count} record(s); the file holds {r.records + r.malformed}"
+                            + (f" ({r.malformed} malformed)" if r.malformed else ""))
+    return ResultsFile(where, envs, recs, warnings, malformed, n_bad, notes, runs)

@@ -14,6 +14,7 @@ file in the same folder, renamed over the target once complete.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -26,7 +27,7 @@ from markupsafe import Markup
 
 from ..records import Record
 from ..verdicts import VERDICTS
-from .model import ReportModel, build_model, environment_table, fmt_num
+from .model import ReportModel, Run, build_model, environment_table, fmt_num, no_gc
 
 __all__ = ["ExtraSection", "ReportModel", "build_model", "render_html", "render_report"]
 
@@ -40,6 +41,12 @@ VERDICT_COLOURS = {
     "disagree": ("#f8cfcc", "#8c1d18"),
     "error": ("#b3261e", "#ffffff"),
 }
+
+
+#: Warnings listed at the top of the page (all are counted).
+MAX_WARNINGS_SHOWN = 200
+#: Malformed lines listed in their section (all are counted).
+MAX_MALFORMED_SHOWN = 500
 
 
 @dataclass
@@ -67,6 +74,8 @@ def _env() -> jinja2.Environment:
     env.filters["bits"] = fmt_bits
     env.globals["VERDICTS"] = VERDICTS
     env.globals["COLOURS"] = VERDICT_COLOURS
+    env.globals["MAX_WARNINGS_SHOWN"] = MAX_WARNINGS_SHOWN
+    env.globals["MAX_MALFORMED_SHOWN"] = MAX_MALFORMED_SHOWN
     return env
 
 
@@ -75,13 +84,122 @@ def fmt_bits(x: float | None) -> str:
     return "-" if x is None else f"{x:.2f}"
 
 
-def _derivations(reductions: Sequence[str]) -> list[tuple[str, list[tuple[str, Markup]]]]:
+def _esc(x: object) -> str:
+    """HTML-escape like Jinja's autoescape (markupsafe): ``& < > ' "``, without building Markup objects."""
+    s = x if type(x) is str else str(x)
+    if "&" in s:
+        s = s.replace("&", "&amp;")
+    if "<" in s:
+        s = s.replace("<", "&lt;")
+    if ">" in s:
+        s = s.replace(">", "&gt;")
+    if "'" in s:
+        s = s.replace("'", "&#39;")
+    if '"' in s:
+        s = s.replace('"', "&#34;")
+    return s
+
+
+_OMITTED_NOTE = " of this run not listed (every record that does not agree is, with the worst of each quantity)."
+
+
+def runs_html(runs: Sequence[Run], shown: int = 100) -> Markup:
+    """The results table's body: one ``<tbody>`` per run (a summary row, then its hidden drill-down).
+
+    The largest part of the page (one block per run, tens of thousands in a large
+    report), so it is built here with plain string formatting rather than by the
+    template engine; every value from the data is escaped as the template would
+    (:func:`_esc`). Only the first ``shown`` runs are visible without the script.
+    """
+    out: list[str] = []
+    add = out.append
+    num = fmt_num
+    for i, u in enumerate(runs):
+        wb = "-1" if u.worst_bits is None else f"{u.worst_bits:.4f}"
+        br = "-1" if u.max_bound_ratio is None else f"{u.max_bound_ratio:.4g}"
+        case, impl, dev, dt, v = _esc(u.case), _esc(u.implementation), _esc(u.device), _esc(u.dtype), _esc(u.verdict)
+        add(f'<tbody data-v="{_esc(" ".join(u.verdicts))}" data-s="{u.severity}" data-c="{case}" data-i="{impl}" data-d="{dev}" '
+            f'data-t="{dt}" data-b="{wb}" data-r="{br}"{" hidden" if i >= shown else ""}>\n'
+            f'<tr class="sum"><td></td><td>{case}</td><td>{impl}</td><td>{dev}</td><td>{dt}</td><td><span class="v v-{v}">{v}</span></td>'
+            f"<td>{fmt_bits(u.worst_bits)}</td><td>{_esc(num(u.max_ulp))}</td><td>{_esc(num(u.max_bound_ratio))}</td><td>{u.n}</td>"
+            f"<td>{', '.join(f'{n} {_esc(k)}' for k, n in u.counts.items())}</td></tr>\n"
+            '<tr class="det" hidden><td colspan="11">\n')
+        for msg in u.messages:
+            add(f'<div class="warn mono">{_esc(msg)}</div>')
+        if u.details:
+            add('<table class="recs">\n')
+            for r in u.details:
+                rv = _esc(r.verdict)
+                add(f"<tr><td>{_esc(r.quantity)}</td><td>{_esc(r.step)}</td><td><span class=\"v v-{rv}\">{rv}</span></td>"
+                    f"<td>{fmt_bits(r.bits_of_error)}</td><td>{_esc(num(r.max_ulp_error))}</td>"
+                    f"<td>{'-' if r.worst_index is None else _esc(r.worst_index)}</td><td>{_esc(r.exact or '-')}</td>"
+                    f"<td>{_esc(r.computed or '-')}</td><td>{_esc(num(r.max_abs_error))}</td><td>{_esc(num(r.rigorous_bound))}</td>"
+                    f"<td>{_esc(num(r.expected_bound))}</td><td>{_esc(num(r.bound_ratio))}</td><td>{_esc(r.exact_written or '-')}</td>"
+                    f"<td>{_esc(num(r.ulp_error_written))}</td><td>{_esc(r.oracle_method or '-')}</td></tr>\n")
+            add("</table>\n")
+        omitted = f" {u.omitted} more record{'s' if u.omitted != 1 else ''}{_OMITTED_NOTE}" if u.omitted else ""
+        add(f"<small>Worst bits of error per quantity: {_esc(u.quantity_bits)}.{omitted}</small>\n")
+        if u.repro:
+            add(f"<div>reproduce: <code>{_esc(u.repro)}</code></div>")
+        add("</td></tr>\n</tbody>\n")
+    return Markup("".join(out))
+
+
+def _mathml_cache_file() -> Path | None:
+    """Where the derivation's MathML is kept between reports (None if no key can be made).
+
+    Keyed by the source of :mod:`harness.symbolic` and SymPy's version, so any change to
+    either derives afresh. ``$HARNESS_CACHE_DIR``, else ``$XDG_CACHE_HOME/autograd-harness``,
+    else ``~/.cache/autograd-harness``.
+    """
+    import hashlib
+    from importlib import metadata
+
+    try:
+        src = (Path(__file__).resolve().parent.parent / "symbolic.py").read_bytes()
+        key = hashlib.sha256(src + b"\0sympy " + metadata.version("sympy").encode()).hexdigest()[:20]
+    except (OSError, metadata.PackageNotFoundError):
+        return None
+    root = os.environ.get("HARNESS_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "autograd-harness")
+    return Path(root) / f"derivation-mathml-{key}.json"
+
+
+def _derivation_mathml(reductions: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``{reduction: {quantity: MathML}}``; from the cache when it holds them, else derived by SymPy
+    (importing SymPy and deriving cost more than a second of every report) and cached."""
+    cache = _mathml_cache_file()
+    cached: dict[str, dict[str, str]] = {}
+    if cache is not None:
+        try:
+            raw = json.loads(cache.read_text(encoding="utf-8"))
+            if isinstance(raw, dict):
+                cached = {r: m for r, m in raw.items() if isinstance(m, dict) and m
+                          and all(isinstance(q, str) and isinstance(x, str) for q, x in m.items())}
+        except (OSError, ValueError):
+            cached = {}
+    if all(r in cached for r in reductions):
+        return {r: cached[r] for r in reductions}
     from ..symbolic import derive
 
+    fresh = {r: derive(r).mathml() for r in reductions}
+    if cache is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{cache.name}.", dir=cache.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump({**cached, **fresh}, fh)
+            os.replace(tmp, cache)
+        except OSError:
+            pass  # a read-only home: derive every time
+    return fresh
+
+
+def _derivations(reductions: Sequence[str]) -> list[tuple[str, list[tuple[str, Markup]]]]:
     out = []
-    for red in reductions:
-        ml = derive(red).mathml()
-        # SymPy's presentation printer output, not data from a results file: trusted markup.
+    for red, ml in _derivation_mathml(reductions).items():
+        # SymPy's presentation printer output (or the harness's own cache of it), not data from a
+        # results file: trusted markup.
         out.append((red, [(q, Markup(m)) for q, m in ml.items()]))
     return out
 
@@ -104,12 +222,13 @@ def render_html(model: ReportModel, *, title: str = "Agreement report",
     if determinism is not None:
         extras.insert(0, determinism)
     page = _env().get_template("report.html.j2")
-    return page.render(
-        m=model, title=title, env_table=environment_table(model.environments), generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        derivations=_derivations(model.reductions),
-        plots=[(pid, t, Markup(svg) if svg else None, cap) for pid, t, svg, cap in plots],
-        extras=[(e.id or f"extra-{i}", e.title, Markup(e.html)) for i, e in enumerate(extras)],
-    )
+    with no_gc():
+        return page.render(
+            m=model, title=title, runs_html=runs_html(model.runs), env_table=environment_table(model.environments), generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            derivations=_derivations(model.reductions),
+            plots=[(pid, t, Markup(svg) if svg else None, cap) for pid, t, svg, cap in plots],
+            extras=[(e.id or f"extra-{i}", e.title, Markup(e.html)) for i, e in enumerate(extras)],
+        )
 
 
 def determinism_section(records: Sequence[Record]) -> ExtraSection | None:
@@ -150,7 +269,8 @@ def write_atomic(path: str | Path, text: str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a report is for everyone to read
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        # errors="replace": text from argv (a file name that is not UTF-8) may hold lone surrogates
+        with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())  # the rename must not reach the disk before the contents
@@ -175,9 +295,11 @@ def render_report(results_paths: Iterable[str | Path], out_path: str | Path, *, 
             trusted markup (e.g. benchmark figures as inline SVG).
 
     Returns:
-        ``out_path`` as a Path. Unreadable lines of the results files (a run cut
-        off mid-line) are skipped; the page lists them as warnings, and
-        :func:`build_model` returns them too.
+        ``out_path`` as a Path. Malformed lines of the results files (a run cut
+        off mid-line, a line that is not UTF-8 or not JSON, a record that breaks
+        the Record contract) are left out of every figure; the page shows their
+        count in a banner and lists them in a "Malformed lines" section, and a
+        banner names the files whose run did not complete (no ``run-end`` line).
 
     Raises:
         UsageError: if a results file is missing or unreadable (named in the message).

@@ -15,17 +15,19 @@ for the probabilistic (Higham and Mary 2019) bound.
 
 from __future__ import annotations
 
+import gc
 import math
 import shlex
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..figures import meaningful_bits, ulp_caveat
-from ..records import Record, read_jsonl
+from ..figures import ulp_caveat
+from ..records import Malformed, Record, ResultsFile, read_jsonl
 from ..verdicts import FAILING, SEVERITY, STRICT_ONLY, VERDICTS, quantity_rank, worst_verdict
 
 #: Records kept in the drill-down of one run: every record that does not
@@ -197,8 +199,43 @@ class SeedTable:
 
 
 @dataclass
+class SourceFile:
+    """One results file as read: its records, malformed lines and whether its run(s) completed.
+
+    ``status`` is ``"completed"`` (a ``run-end`` line says so), ``"interrupted or
+    still running"`` (no ``run-end`` line), ``"incomplete"`` (a ``run-end`` line that
+    says ``completed: false``) or ``"no environment line"``.
+    """
+
+    path: str
+    records: int
+    malformed: int
+    status: str
+    runs: list[str]
+    environments: int = 0
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed"
+
+    @property
+    def why_empty(self) -> str:
+        """Why no record was read (for messages)."""
+        if self.malformed:
+            return f"{self.malformed} malformed line(s) and no valid record"
+        return "only an environment line" if self.environments else "an empty file (no record line)"
+
+
+@dataclass
 class ReportModel:
-    """Everything the template needs (see :func:`build_model`)."""
+    """Everything the template needs (see :func:`build_model`).
+
+    ``malformed`` lists the lines left out of every figure (up to
+    :data:`harness.records.MAX_MALFORMED_LISTED` per file); ``malformed_total``
+    counts them all; ``notes`` name lines of an unknown ``kind`` (skipped);
+    ``files`` says per results file how many records were read and whether its run
+    completed.
+    """
 
     sources: list[str]
     environments: list[Environment]
@@ -216,6 +253,15 @@ class ReportModel:
     seed: list[SeedTable]
     detail_total: int
     detail_capped: bool
+    files: list[SourceFile] = field(default_factory=list)
+    malformed: list[Malformed] = field(default_factory=list)
+    malformed_total: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def unfinished(self) -> list[SourceFile]:
+        """The files whose run did not complete (no ``run-end`` line, or one that says so)."""
+        return [f for f in self.files if not f.completed]
 
 
 def _sort_dtype(dt: str) -> tuple[int, str]:
@@ -227,14 +273,23 @@ def _sort_device(dev: str) -> tuple[int, str]:
     return (0 if dev == "cpu" else 1, dev)
 
 
+#: Longest environment value shown (a results file may hold anything there).
+MAX_ENV_VALUE = 400
+
+
 def _env_value(v: Any, key: str = "") -> str:
-    if key == "argv" and isinstance(v, list):
-        return shlex.join(["python", "-m", "harness", *map(str, v)])
-    if isinstance(v, list):
-        return ", ".join(str(x) for x in v) if v else "none"
-    if v is None:
-        return "-"
-    return str(v)
+    try:
+        if key == "argv" and isinstance(v, list):
+            text = shlex.join(["python", "-m", "harness", *map(str, v)])
+        elif isinstance(v, list):
+            text = ", ".join(str(x) for x in v) if v else "none"
+        elif v is None:
+            text = "-"
+        else:
+            text = str(v)
+    except (RecursionError, ValueError):
+        text = "(not shown: nested too deeply)"
+    return text if len(text) <= MAX_ENV_VALUE else text[:MAX_ENV_VALUE - 3] + "..."
 
 
 def environment_of(env: dict[str, Any], source: str) -> Environment:
@@ -250,41 +305,99 @@ def _bits_key(r: Record) -> float:
     return -1.0 if b is None else b
 
 
-def _run_of(key: tuple[str, str, str, str], recs: list[Record]) -> Run:
+#: Longest error message shown in a run's drill-down (the results file keeps all of it).
+MAX_MESSAGE = 2000
+
+#: What the aggregation needs of one record, computed once: (record, ulp caveat or None,
+#: meaningful bits of error or None, bits sort key, finite bound ratio or None).
+_Fact = tuple[Record, "str | None", "float | None", float, "float | None"]
+
+
+def _facts(records: Iterable[Record]) -> list[_Fact]:
+    out: list[_Fact] = []
+    append = out.append
+    for r in records:
+        why = ulp_caveat(r)
+        b, ratio = r.bits_of_error, r.bound_ratio
+        fb = b if b is not None and math.isfinite(b) else None
+        append((r, why, None if why else fb, -1.0 if fb is None else fb,
+                ratio if ratio is not None and math.isfinite(ratio) else None))
+    return out
+
+
+def _run_of(key: tuple[str, str, str, str], facts: list[_Fact]) -> Run:
     case, impl, dev, dt = key
-    counts = Counter(r.verdict for r in recs)
-    bits = [b for r in recs if (b := meaningful_bits(r)) is not None]
-    ulps = [u for r in recs if (u := _finite(r.max_ulp_error)) is not None and not ulp_caveat(r)]
-    ratios = [u for r in recs if (u := _finite(r.bound_ratio)) is not None]
+    counts = Counter(f[0].verdict for f in facts)
+    bits = [f[2] for f in facts if f[2] is not None]
+    ulps = [u for f in facts if f[1] is None and (u := _finite(f[0].max_ulp_error)) is not None]
+    ratios = [f[4] for f in facts if f[4] is not None]
     verdict = worst_verdict(counts)
-    worst = max(recs, key=lambda r: (SEVERITY.get(r.verdict, 0), _bits_key(r)))
-    notable = [r for r in recs if r.verdict != "agree"]
-    notable.sort(key=lambda r: (-SEVERITY.get(r.verdict, 0), -_bits_key(r), r.step))
-    chosen: list[Record] = notable[:MAX_DETAIL_PER_RUN]
+    worst = max(facts, key=lambda f: (SEVERITY.get(f[0].verdict, 0), f[3]))[0]
+    notable = [f for f in facts if f[0].verdict != "agree"]
+    notable.sort(key=lambda f: (-SEVERITY.get(f[0].verdict, 0), -f[3], f[0].step))
+    chosen: list[Record] = [f[0] for f in notable[:MAX_DETAIL_PER_RUN]]
     seen = {id(r) for r in chosen}
-    best_per_q: dict[str, Record] = {}
-    for r in recs:
-        cur = best_per_q.get(r.quantity)
-        if cur is None or _bits_key(r) > _bits_key(cur):
-            best_per_q[r.quantity] = r
+    best_per_q: dict[str, _Fact] = {}
+    for f in facts:
+        cur = best_per_q.get(f[0].quantity)
+        if cur is None or f[3] > cur[3]:
+            best_per_q[f[0].quantity] = f
     # a run that agrees throughout lists its worst record only (the summary gives the worst bits of
     # each quantity); one that does not also lists the worst record of each quantity for comparison
-    extra = list(best_per_q.values()) if notable else [max(recs, key=_bits_key)]
+    extra = [f[0] for f in best_per_q.values()] if notable else [max(facts, key=lambda f: f[3])[0]]
     for r in extra:
         if id(r) not in seen:
             chosen.append(r)
             seen.add(id(r))
-    worst_bits_per_q = {q: _finite(r.bits_of_error) for q, r in best_per_q.items()}
-    messages = sorted({r.message for r in recs if r.message})[:5]
+    worst_bits_per_q = {q: _finite(f[0].bits_of_error) for q, f in best_per_q.items()}
+    messages = sorted({m if len(m) <= MAX_MESSAGE else m[:MAX_MESSAGE] + " ... (cut)" for f in facts if (m := f[0].message)})[:5]
     return Run(
-        case=case, implementation=impl, device=dev, dtype=dt, n=len(recs), verdict=verdict,
+        case=case, implementation=impl, device=dev, dtype=dt, n=len(facts), verdict=verdict,
         verdicts=[v for v in VERDICTS if counts[v]] + sorted(v for v in counts if v not in SEVERITY),
         counts=dict(counts), worst_bits=max(bits) if bits else None, max_ulp=max(ulps) if ulps else None,
         max_bound_ratio=max(ratios) if ratios else None, worst_quantity=worst.quantity,
-        steps=max((r.step for r in recs), default=0), repro=next((r.repro for r in recs if r.repro), ""),
-        details=chosen, omitted=len(recs) - len(chosen), messages=messages,
+        steps=max((f[0].step for f in facts), default=0), repro=next((f[0].repro for f in facts if f[0].repro), ""),
+        details=chosen, omitted=len(facts) - len(chosen), messages=messages,
         quantity_bits=", ".join(f"{q} {'-' if b is None else f'{b:.2f}'}" for q, b in worst_bits_per_q.items()),
     )
+
+
+def _cell_of(facts: list[_Fact]) -> Cell:
+    c = Counter(f[0].verdict for f in facts)
+    bits = [f[2] for f in facts if f[2] is not None]
+    ratios = [f[4] for f in facts if f[4] is not None]
+    notes = sorted({f[1] for f in facts if f[1]})
+    known = sum(1 for f in facts if f[0].known_bug and f[0].verdict in FAILING + STRICT_ONLY)
+    return Cell(worst_verdict(c), max(bits) if bits else None, len(facts), dict(c),
+                max(ratios) if ratios else None, "; ".join(notes), known)
+
+
+@contextmanager
+def no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while building many acyclic objects (records, rows).
+
+    Reading a large results file allocates hundreds of thousands of dicts and records; the
+    collector's full passes over them cost about a third of the time and free nothing.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def read_results(path: str | Path) -> ResultsFile:
+    """:func:`harness.records.read_jsonl`, with the file-level failures as :class:`UsageError` naming the file."""
+    try:
+        return read_jsonl(path)
+    except FileNotFoundError as exc:
+        raise UsageError(f"{path}: results file not found") from exc
+    except IsADirectoryError as exc:
+        raise UsageError(f"{path}: is a directory, not a results file") from exc
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read results file ({exc.strerror or exc})") from exc
 
 
 def build_model(results_paths: Sequence[str | Path] | Iterable[str | Path]) -> ReportModel:
@@ -296,52 +409,63 @@ def build_model(results_paths: Sequence[str | Path] | Iterable[str | Path]) -> R
 
     Returns:
         the :class:`ReportModel`. Lines that could not be read (a file cut off
-        mid-line by an interrupted run) are skipped and named in ``warnings``
-        (``"path:line: ..."``).
+        mid-line by an interrupted run, a line that is not UTF-8 or not JSON, a
+        record that breaks the Record contract) are left out of every figure,
+        counted in ``malformed_total``, listed in ``malformed`` and named in
+        ``warnings`` (``"path:line: ..."``); so is a file whose run did not
+        complete (no ``run-end`` line).
 
     Raises:
-        UsageError: if a file does not exist or cannot be read (the message names it).
+        UsageError: if a file does not exist, is a directory or cannot be read (the message names it).
     """
+    with no_gc():
+        return _build_model(results_paths)
+
+
+def _build_model(results_paths: Iterable[str | Path]) -> ReportModel:
     sources: list[str] = []
     envs: list[Environment] = []
     warnings: list[str] = []
     records: list[Record] = []
+    files: list[SourceFile] = []
+    malformed: list[Malformed] = []
+    notes: list[str] = []
+    malformed_total = 0
     for p in results_paths:
-        try:
-            res = read_jsonl(p)
-        except FileNotFoundError as exc:
-            raise UsageError(f"{p}: results file not found") from exc
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{p}: cannot read results file ({exc})") from exc
+        res = read_results(p)
         sources.append(str(p))
         envs.extend(environment_of(e, str(p)) for e in res.environments)
         if not res.environments:
             warnings.append(f"{p}: no environment record (the first line of a results file describes the machine)")
         warnings.extend(res.warnings)
+        if not res.records:
+            warnings.append(f"{p}: no records" + (f" ({res.malformed_count} malformed line(s))" if res.malformed_count
+                                                   else " (an empty file)" if not res.environments and not res.runs
+                                                   else " (only an environment line)"))
         records.extend(res.records)
+        malformed.extend(res.malformed)
+        malformed_total += res.malformed_count
+        notes.extend(res.notes)
+        files.append(SourceFile(str(p), len(res.records), res.malformed_count, res.status,
+                                [r.run for r in res.runs if r.run], len(res.environments)))
 
-    counts = Counter(r.verdict for r in records)
-    impls = sorted({r.implementation for r in records})
-    devices = sorted({r.device for r in records}, key=_sort_device)
-    dtypes = sorted({r.dtype for r in records}, key=_sort_dtype)
-    device_dtypes = sorted({(r.device, r.dtype) for r in records}, key=lambda t: (_sort_device(t[0]), _sort_dtype(t[1])))
+    # one pass over the records: everything else is computed from the groups
+    cell_facts: dict[tuple[str, str, str], list[_Fact]] = defaultdict(list)
+    run_facts: dict[tuple[str, str, str, str], list[_Fact]] = defaultdict(list)
+    for f in _facts(records):
+        r = f[0]
+        cell_facts[(r.implementation, r.device, r.dtype)].append(f)
+        run_facts[(r.case, r.implementation, r.device, r.dtype)].append(f)
+    matrix = {key: _cell_of(fs) for key, fs in cell_facts.items()}
+    counts: Counter[str] = Counter()
+    for cell in matrix.values():
+        counts.update(cell.counts)
+    impls = sorted({k[0] for k in matrix})
+    devices = sorted({k[1] for k in matrix}, key=_sort_device)
+    dtypes = sorted({k[2] for k in matrix}, key=_sort_dtype)
+    device_dtypes = sorted({(k[1], k[2]) for k in matrix}, key=lambda t: (_sort_device(t[0]), _sort_dtype(t[1])))
 
-    cell_recs: dict[tuple[str, str, str], list[Record]] = defaultdict(list)
-    run_recs: dict[tuple[str, str, str, str], list[Record]] = defaultdict(list)
-    for r in records:
-        cell_recs[(r.implementation, r.device, r.dtype)].append(r)
-        run_recs[(r.case, r.implementation, r.device, r.dtype)].append(r)
-    matrix: dict[tuple[str, str, str], Cell] = {}
-    for key, recs in cell_recs.items():
-        c = Counter(r.verdict for r in recs)
-        bits = [b for r in recs if (b := meaningful_bits(r)) is not None]
-        ratios = [x for r in recs if (x := _finite(r.bound_ratio)) is not None]
-        notes = sorted({why for r in recs if (why := ulp_caveat(r))})
-        known = sum(1 for r in recs if r.known_bug and r.verdict in FAILING + STRICT_ONLY)
-        matrix[key] = Cell(worst_verdict(c), max(bits) if bits else None, len(recs), dict(c),
-                           max(ratios) if ratios else None, "; ".join(notes), known)
-
-    runs = [_run_of(k, v) for k, v in run_recs.items()]
+    runs = [_run_of(k, v) for k, v in run_facts.items()]
     runs.sort(key=lambda u: (-u.severity, -(u.max_bound_ratio if u.max_bound_ratio is not None else -1.0), u.case, u.implementation, u.device, u.dtype))
     total = 0
     capped = False
@@ -368,6 +492,7 @@ def build_model(results_paths: Sequence[str | Path] | Iterable[str | Path]) -> R
         sources=sources, environments=envs, warnings=warnings, records=records,
         counts={v: counts[v] for v in VERDICTS if counts[v]} | {v: n for v, n in counts.items() if v not in SEVERITY},
         implementations=impls, devices=devices, dtypes=dtypes, device_dtypes=device_dtypes,
-        matrix=matrix, runs=runs, cases=sorted({r.case for r in records}), reductions=reductions,
+        matrix=matrix, runs=runs, cases=sorted({k[0] for k in run_facts}), reductions=reductions,
         seed=seed, detail_total=total, detail_capped=capped,
+        files=files, malformed=malformed, malformed_total=malformed_total, notes=notes,
     )

@@ -1,0 +1,382 @@
+"""`report` on hostile results files (issue 11): never a traceback, never a malformed line graded.
+
+Every line is read on its own: a line that is not UTF-8, not JSON, nested too
+deeply, too long, or a record that breaks the Record contract is *malformed*:
+counted, named with its file and line number, left out of every figure, and the
+command says so (``warning:`` on stderr, a banner and a section in the page).
+Files that cannot be reported at all (missing, a directory, empty, only an
+environment line) are an ``error:`` and exit 2. The fuzz test mutates a valid
+file hundreds of ways and checks exactly that.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.cli import main
+from harness.records import MAX_LINE_BYTES, Record, check_record, read_jsonl
+from harness.report import build_model, render_html
+from tests.conftest import ROOT
+from tests.report_data import synthetic_records
+
+ENV = {"kind": "environment", "hostname": "fuzz-host", "run": "run-1"}
+END = {"kind": "run-end", "completed": True, "records": 0}
+
+
+def valid_lines(n_cases: int = 1) -> list[bytes]:
+    """Record lines (bytes, no newline) that pass the contract: ``n_cases * 80`` of them."""
+    return [json.dumps(r.to_json()).encode() for r in synthetic_records(n_cases, seed=7)]
+
+
+def write(path: Path, body: list[bytes], *, env: dict[str, Any] | None = ENV, end: bool = True) -> Path:
+    lines = ([json.dumps(env).encode()] if env is not None else []) + body
+    if end:
+        lines.append(json.dumps({**END, "records": len(body)}).encode())
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return path
+
+
+def base() -> dict[str, Any]:
+    return {"case": "c", "implementation": "impl", "device": "cpu", "dtype": "float32", "quantity": "grad_W",
+            "step": 1, "verdict": "agree", "bound_ratio": 0.01, "bits_of_error": 1.0}
+
+
+def line(**changes: Any) -> bytes:
+    return json.dumps({**base(), **changes}).encode()
+
+
+def deep(n: int = 100_000) -> bytes:
+    return b"[" * n + b"]" * n
+
+
+#: The lines of issue 11 (each crashed `report`), and more of the same family. Each must be malformed.
+HOSTILE: dict[str, bytes] = {
+    "bogus verdict": line(verdict="bogus"),
+    "verdict null": line(verdict=None),
+    "verdict a list": line(verdict=["agree"]),
+    "step a string": line(step="x"),
+    "step a float": line(step=1.5),
+    "step negative": line(step=-1),
+    "step a bool": line(step=True),
+    "step huge": line(step=2**80),
+    "case a number": line(case=3),
+    "implementation a list": line(implementation=["a"]),
+    "device null": line(device=None),
+    "dtype an object": line(dtype={"a": 1}),
+    "quantity a number": line(quantity=0),
+    "message a list": line(message=["boom"]),
+    "repro a number": line(repro=1),
+    "shape of strings": line(shape=["4", "2"]),
+    "shape nested": line(shape=[[4], [2]]),
+    "worst_index a string": line(worst_index="0,1"),
+    "counts of strings": line(counts={"agree": "3"}),
+    "counts a list": line(counts=[1, 2]),
+    "tags of numbers": line(tags=[1]),
+    "bits a word": line(bits_of_error="lots"),
+    "bound_ratio an object": line(bound_ratio={"x": 1}),
+    "tf32 a string": line(tf32="yes"),
+    "exact a number": line(exact=1.5),
+    "kind a list": line(kind=["record"]),
+    "missing verdict": json.dumps({k: v for k, v in base().items() if k != "verdict"}).encode(),
+    "missing case": json.dumps({k: v for k, v in base().items() if k != "case"}).encode(),
+    "an empty object": b"{}",
+    "a JSON list": b"[1, 2, 3]",
+    "a JSON string": b'"record"',
+    "JSON null": b"null",
+    "nested deeply": deep(),
+    "nested deeply in a field": b'{"case": ' + deep() + b"}",
+    "a lone surrogate escape": line(case="\ud800"),
+    "a lone surrogate in an unknown key": line(note="x\udfff"),
+    "not UTF-8": line(case="caf\u00e9").replace(b"\\u00e9", b"\xe9"),
+    "a lone 0xff byte": b"\xff",
+    "truncated": line()[:40],
+    "binary junk": bytes(range(256)).replace(b"\n", b""),
+    "huge integer digits": b'{"case": "c", "step": ' + b"9" * 5000 + b"}",
+    "too long": line(message="x" * (MAX_LINE_BYTES + 10)),
+}
+
+
+def test_check_record_accepts_the_contract_and_converts_non_finite_strings():
+    kw = check_record({**base(), "max_abs_error": "inf", "bound_ratio": "nan", "max_ulp_error": 3, "shape": [4, 2],
+                       "counts": {"agree": 8}, "tags": ["t"], "tf32": None, "exact": "inf", "unknown_key": [1, {"x": None}]})
+    assert kw["max_abs_error"] == float("inf") and kw["bound_ratio"] != kw["bound_ratio"]
+    assert kw["max_ulp_error"] == 3.0 and isinstance(kw["max_ulp_error"], float)
+    assert kw["exact"] == "inf" and "unknown_key" not in kw  # a string field keeps its string; unknown keys ignored
+    rec = Record.from_json({**base(), "case": "nan", "message": "inf"}, known_verdict=True)
+    assert (rec.case, rec.message) == ("nan", "inf")  # ids are never turned into floats
+    assert rec.shape == [] and rec.counts == {} and rec.tags == []
+    assert rec.shape is not Record.from_json(base()).shape  # fresh defaults per record
+
+
+def test_every_record_field_has_a_contract_check():
+    import dataclasses
+
+    from harness.records import _CHECKS, UNCHECKED_FIELDS
+
+    assert set(_CHECKS) == {f.name for f in dataclasses.fields(Record)}
+    assert UNCHECKED_FIELDS == [], "add a check for these Record fields' annotations to harness.records._CHECKERS"
+
+
+@pytest.mark.parametrize("what", list(HOSTILE))
+def test_each_hostile_line_is_malformed_and_the_rest_is_counted(what, tmp_path):
+    good = [line(case=f"c{i}") for i in range(4)]
+    path = write(tmp_path / "r.jsonl", [good[0], good[1], HOSTILE[what], good[2], good[3]])
+    res = read_jsonl(path)
+    assert len(res.records) == 4 and [r.case for r in res.records] == ["c0", "c1", "c2", "c3"]
+    assert res.malformed_count == 1 and res.malformed[0].line == 4, res.warnings
+    assert str(res.malformed[0]).startswith(f"{path}:4: skipped")
+    model = build_model([path])
+    assert model.malformed_total == 1 and len(model.records) == 4 and model.counts == {"agree": 4}
+
+
+def test_cli_reports_hostile_lines_with_a_warning_a_banner_and_a_section(tmp_path, capsys):
+    body = valid_lines()[:20] + list(HOSTILE.values())
+    path = write(tmp_path / "hostile.jsonl", body)
+    out = tmp_path / "r.html"
+    assert main(["report", str(path), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {len(HOSTILE)} malformed line(s) in {path} left out of the report" in err
+    assert f"{path}:22: skipped" in err  # the first hostile line, named with its line number
+    assert "Traceback" not in err
+    html = out.read_text()
+    assert 'id="malformed-banner"' in html and f"<strong>{len(HOSTILE)} malformed lines</strong>" in html
+    section = html[html.index('<section id="malformed"'):]
+    section = section[:section.index("</section>")]
+    assert section.count("<tr><td><code>") == len(HOSTILE)
+    assert "<strong>20 records</strong>" in html  # only the valid lines are graded
+
+
+def test_a_non_utf8_line_skips_that_line_not_the_file(tmp_path):
+    good = valid_lines()[:10]
+    path = write(tmp_path / "r.jsonl", [*good[:5], b'{"case": "\xe9"}', *good[5:]])
+    res = read_jsonl(path)
+    assert len(res.records) == 10 and res.malformed_count == 1 and "not UTF-8" in res.malformed[0].reason
+
+
+def test_a_byte_order_mark_on_the_first_line_is_fine(tmp_path):
+    path = write(tmp_path / "r.jsonl", valid_lines()[:3])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    res = read_jsonl(path)
+    assert len(res.environments) == 1 and len(res.records) == 3 and not res.malformed
+
+
+def test_an_overlong_line_is_skipped_without_reading_it_whole(tmp_path):
+    big = b'{"case": "' + b"x" * (3 * MAX_LINE_BYTES) + b'"}'
+    path = write(tmp_path / "r.jsonl", [line(), big, line(case="after")])
+    res = read_jsonl(path)
+    assert [r.case for r in res.records] == ["c", "after"]
+    assert res.malformed_count == 1 and res.malformed[0].line == 3 and "longer than" in res.malformed[0].reason
+    # a last line that long without a newline is skipped too
+    path.write_bytes(path.read_bytes() + big)
+    assert read_jsonl(path).malformed_count == 2
+
+
+@pytest.mark.parametrize("content, why", [
+    (b"", "an empty file"),
+    (b"\n\n  \n", "an empty file"),
+    (json.dumps(ENV).encode() + b"\n", "only an environment line"),
+    (json.dumps(ENV).encode() + b"\n" + json.dumps({**END, "records": 0}).encode() + b"\n", "only an environment line"),
+    (b"\xff\xfe\n{]\n", "2 malformed line(s)"),
+])
+def test_a_file_with_no_record_is_a_clear_error(tmp_path, capsys, content, why):
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(content)
+    assert main(["report", str(path), "-o", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: no records to report ({path}: {why}" in err and "Traceback" not in err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_a_missing_file_or_a_directory_is_a_clear_error(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "r.html")]) == 2
+    assert f"error: {tmp_path / 'nope.jsonl'}: results file not found" in capsys.readouterr().err
+    assert main(["report", str(tmp_path), "-o", str(tmp_path / "r.html")]) == 2
+    assert f"error: {tmp_path}: is a directory, not a results file" in capsys.readouterr().err
+
+
+def test_an_empty_file_among_good_ones_is_a_warning(tmp_path, capsys):
+    good = write(tmp_path / "good.jsonl", valid_lines()[:5])
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    assert main(["report", str(good), str(empty), "-o", str(tmp_path / "r.html")]) == 0
+    assert f"warning: {empty}: no records (an empty file)" in capsys.readouterr().err
+
+
+def test_run_footer_completed_interrupted_and_unknown_kinds(tmp_path, capsys):
+    body = valid_lines()[:6]
+    done = write(tmp_path / "done.jsonl", body)
+    cut = write(tmp_path / "cut.jsonl", body, end=False)
+    failed = write(tmp_path / "failed.jsonl", body, end=False)
+    with failed.open("ab") as fh:
+        fh.write(json.dumps({"kind": "run-end", "completed": False, "records": 6}).encode() + b"\n")
+    odd = write(tmp_path / "odd.jsonl", [body[0], b'{"kind": "progress", "done": 3}', b'{"kind": "progress"}', body[1]])
+    assert read_jsonl(done).status == "completed" and read_jsonl(done).runs[0].run == "run-1"
+    assert read_jsonl(cut).status == "interrupted or still running"
+    assert read_jsonl(failed).status == "incomplete"
+    res = read_jsonl(odd)
+    # unknown kinds are a note, not malformed; the footer's count (2 records) matches
+    assert len(res.records) == 2 and res.malformed_count == 0 and res.completed
+    assert res.notes == [f"{odd}: skipped 2 line(s) of kind 'progress', unknown to this version (lines 3, 4)"]
+
+    out = tmp_path / "r.html"
+    assert main(["report", str(done), str(cut), str(failed), str(odd), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {cut}:1: run 'run-1' has no run-end line" in err and "interrupted or still running" in err
+    assert f"warning: {failed}:1: run 'run-1' ended without completing" in err
+    assert f"note: {odd}: skipped 2 line(s) of kind 'progress'" in err
+    assert f"{done}" not in err
+    html = out.read_text()
+    banner = html[html.index('id="unfinished"'):]
+    banner = banner[:banner.index("</div>")]
+    assert "2 results files from a run that did not complete" in banner
+    assert str(cut) in banner and str(failed) in banner and str(done) not in banner
+    files = html[html.index('id="files"'):html.index("</table>", html.index('id="files"'))]
+    assert files.count("completed</td>") == 2 and "(run run-1)" in files
+
+
+def test_a_footer_that_miscounts_is_a_warning(tmp_path):
+    path = write(tmp_path / "r.jsonl", valid_lines()[:4], end=False)
+    with path.open("ab") as fh:
+        fh.write(json.dumps({"kind": "run-end", "completed": True, "records": 9}).encode() + b"\n")
+    res = read_jsonl(path)
+    assert any("its run-end line counts 9 record(s); the file holds 4" in w for w in res.warnings)
+    path.write_bytes(path.read_bytes() + b'{"kind": "run-end", "completed": "yes"}\n')
+    assert read_jsonl(path).malformed_count == 1
+
+
+def test_a_non_utf8_file_name_and_title_render(tmp_path, capsys):
+    path = write(tmp_path / "r.jsonl", valid_lines()[:3])
+    out = tmp_path / "r.html"
+    assert main(["report", str(path), "-o", str(out), "--title", "t\udcff"]) == 0  # argv's surrogateescape
+    assert "t\ufffd" in out.read_text() or "t?" in out.read_text()
+
+
+def test_hostile_environment_values_render(tmp_path):
+    env = {"kind": "environment", "hostname": ["a", {"b": [1, 2]}], "cpu_count": {"x": 1}, "argv": [1, None],
+           "deep": json.loads(b"[" * 500 + b"]" * 500), "long": "y" * 10_000, "run": {"id": 1}}
+    path = write(tmp_path / "r.jsonl", valid_lines()[:3], env=env)
+    html = render_html(build_model([path]))
+    assert "y" * 397 + "..." in html and "y" * 401 not in html
+
+
+# --- the fuzz test -------------------------------------------------------------------------------------
+
+POOL: list[Any] = [None, 0, -1, 1.5, 2**70, "", "x", "inf", "nan", True, [], [1], ["a"], [[1]], {}, {"a": 1},
+                   {"a": {"b": [None]}}, "\u0000", "\ud800", float("1e308")]
+
+
+def _mutate(rng: random.Random, raw: bytes) -> bytes:
+    """One hostile mutation of a valid record line."""
+    op = rng.randrange(12)
+    if op <= 3:  # a type swap, a null or a bogus value in a random field
+        obj = json.loads(raw)
+        key = rng.choice(sorted(obj))
+        obj[key] = rng.choice(POOL)
+        return json.dumps(obj).encode()
+    if op == 4:  # a field removed
+        obj = json.loads(raw)
+        del obj[rng.choice(sorted(obj))]
+        return json.dumps(obj).encode()
+    if op == 5:  # a bogus verdict
+        obj = json.loads(raw)
+        obj["verdict"] = rng.choice(["bogus", "AGREE", "agree ", "pass", 1, None, ["agree"]])
+        return json.dumps(obj).encode()
+    if op == 6:  # a nested structure in a field, or a whole line nested
+        obj = json.loads(raw)
+        depth = rng.choice([3, 50, 5000, 200_000])
+        if depth > 1000:
+            return b"[" * depth + b"]" * depth if rng.random() < 0.5 else b'{"case":' + b"[" * depth + b"]" * depth + b"}"
+        nested: Any = "leaf"
+        for _ in range(depth):
+            nested = [nested] if rng.random() < 0.5 else {"k": nested}
+        obj[rng.choice(sorted(obj))] = nested
+        return json.dumps(obj).encode()
+    if op == 7:  # random bytes in the middle
+        i = rng.randrange(len(raw))
+        junk = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8))).replace(b"\n", b"")
+        return raw[:i] + junk + raw[i:]
+    if op == 8:  # truncated
+        return raw[: rng.randrange(len(raw))]
+    if op == 9:  # a byte that is not UTF-8
+        i = rng.randrange(len(raw))
+        return raw[:i] + rng.choice([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x80"]) + raw[i:]
+    if op == 10:  # not an object, or an unknown kind
+        return rng.choice([b"[]", b"3", b'"x"', b"null", b"true", b'{"kind": "telemetry"}', b'{"kind": 5}'])
+    obj = json.loads(raw)  # JSON's non-finite literals and number edge cases
+    obj[rng.choice(["max_abs_error", "bound_ratio", "bits_of_error", "step"])] = rng.choice(
+        [float("inf"), float("nan"), -0.0, 10**30, -(10**30)])
+    return json.dumps(obj).encode()
+
+
+def _accounted(path: Path) -> tuple[int, int, int]:
+    res = read_jsonl(path)
+    return len(res.records), res.malformed_count, sum(int(n.split(" skipped ")[1].split()[0]) for n in res.notes)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_fuzz_hundreds_of_hostile_mutations(seed, tmp_path, capsys):
+    rng = random.Random(seed)
+    good = valid_lines()
+    body: list[bytes] = []
+    mutated: dict[int, bytes] = {}  # line number -> mutated line
+    for raw in good:
+        if rng.random() < 0.35:
+            bad = _mutate(rng, raw)
+            body.append(bad)
+            mutated[len(body) + 1] = bad  # + 1: the environment line is line 1
+        else:
+            body.append(raw)
+    path = write(tmp_path / f"fuzz{seed}.jsonl", body)
+    res = read_jsonl(path)
+    n_records, n_bad, n_notes = _accounted(path)
+    untouched = len(good) - len(mutated)
+    # every valid line still counts; every line is accounted for exactly once
+    blank = sum(1 for b in body if not b.strip())
+    assert n_records + n_bad + n_notes + blank == len(body)
+    assert n_records >= untouched
+    bad_lines = {m.line for m in res.malformed}
+    assert bad_lines <= set(mutated), "an untouched line was called malformed"
+    for lineno, raw in mutated.items():
+        # a mutated line is either malformed or passes the contract: never a half-read record
+        if lineno in bad_lines:
+            continue
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except (ValueError, RecursionError):
+            pytest.fail(f"line {lineno} is not JSON yet was not called malformed: {raw[:80]!r}")
+        if obj.get("kind", "record") == "record":
+            check_record(obj)  # raises if it should have been malformed
+    for r in res.records:
+        assert isinstance(r.case, str) and isinstance(r.step, int) and r.verdict in (
+            "agree", "unsupported", "overflow", "suspect", "invalid-input", "disagree", "error")
+
+    if seed % 2 == 0:  # the whole command, in-process (the figures make it slower)
+        code = main(["report", str(path), "-o", str(tmp_path / "r.html")])
+        err = capsys.readouterr().err
+        assert code in (0, 2)
+        assert "Traceback" not in err
+        if n_bad:
+            assert f"warning: {n_bad} malformed line(s)" in err
+
+
+def test_no_traceback_from_the_command_on_a_file_of_junk(tmp_path):
+    rng = random.Random(11)
+    good = valid_lines()
+    body = [_mutate(rng, raw) if i % 2 else raw for i, raw in enumerate(good)]
+    body += [bytes(rng.randrange(256) for _ in range(200)).replace(b"\n", b"") for _ in range(20)]
+    path = write(tmp_path / "junk.jsonl", body, end=False)
+    junk_only = tmp_path / "junk-only.jsonl"
+    junk_only.write_bytes(b"\n".join(bytes(rng.randrange(256) for _ in range(100)).replace(b"\n", b"") for _ in range(50)))
+    for target, codes in ((path, (0,)), (junk_only, (2,))):
+        proc = subprocess.run([sys.executable, "-m", "harness", "report", str(target), "-o", str(tmp_path / "r.html")],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode in codes, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr
+        assert ("warning:" if proc.returncode == 0 else "error:") in proc.stderr
