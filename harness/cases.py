@@ -345,9 +345,8 @@ def read_toml(path: Path, *, limits: Limits | None = None) -> dict[str, Any]:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
         raise CaseFileError(f"invalid TOML: not UTF-8 (byte offset {exc.start}); TOML files are UTF-8",
-                            path=str(path), line=line) from None
+                            path=str(path), line=data[: exc.start].count(b"\n") + 1) from None
     try:
         return tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as exc:
@@ -396,7 +395,7 @@ def _read_csv_case(spec: Mapping[str, Any], base: Path, path: str, case_id: str,
     """
     lim = limits or Limits()
 
-    def err(key: str, detail: str) -> CaseFileError:
+    def err(key: str | None, detail: str) -> CaseFileError:
         return CaseFileError(detail, path=path, case_id=case_id, key=key)
 
     data = spec["data"]

@@ -46,7 +46,7 @@ from __future__ import annotations
 import itertools
 import re
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, NamedTuple
@@ -189,8 +189,11 @@ def generate_table(spec: Mapping[str, Any], *, path: str, index: int, tier: str 
     if not isinstance(description, str):
         raise err("description", f"expected a string, got {quote(description)}")
     distinct = {(n, d, k) for n, d, k in shapes}
+    def shape_err(shape: tuple[int, int, int]) -> Callable[[str, str], CaseFileError]:
+        return lambda key, detail: err("steps" if key == "steps" else "shapes", f"shape {list(shape)}: {detail}")
+
     for (n, d, k), st in itertools.product(sorted(distinct), sorted(set(steps_list))):
-        check_size(lim, n, d, k, st, lambda key, detail, shape=(n, d, k): err(key if key != "X" else "shapes", f"shape {list(shape)}: {detail}"))
+        check_size(lim, n, d, k, st, shape_err((n, d, k)))
     total = len(set(regimes)) * sum(elements(n, d, k) for n, d, k in distinct)
     if total > 4 * lim.max_elements:
         raise LimitError(f"the table's arrays hold {total:,} numbers together, over 4 x the limit of {lim.max_elements:,}; "

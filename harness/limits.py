@@ -107,10 +107,14 @@ def _in_float64_range(value: Fraction, raw: Any, key: str | None, err: ErrorFact
     except OverflowError:
         f = float("inf")
     if f in (float("inf"), float("-inf")) or abs(value) > _F64_MAX:
-        raise err(key, f"{quote(raw)} is outside float64's range (largest finite 1.797e308); values must be finite float64 numbers")
+        raise err(key, f"{quote(_shown(raw))} is outside float64's range (largest finite 1.797e308); values must be finite float64 numbers")
     if f == 0.0:
-        raise err(key, f"{quote(raw)} is non-zero but rounds to 0 in float64 (smallest subnormal 4.9e-324); write 0 if 0 is meant")
+        raise err(key, f"{quote(_shown(raw))} is non-zero but rounds to 0 in float64 (smallest subnormal 4.9e-324); write 0 if 0 is meant")
     return value
+
+
+def _shown(raw: Any) -> Any:
+    return str(raw) if isinstance(raw, Decimal) else raw
 
 
 def exact_number(raw: Any, key: str | None, err: ErrorFactory) -> Fraction | float:
@@ -128,7 +132,7 @@ def exact_number(raw: Any, key: str | None, err: ErrorFactory) -> Fraction | flo
         return _in_float64_range(raw, raw, key, err)
     if isinstance(raw, int):
         if raw.bit_length() > 1100:
-            raise err(key, f"{quote(raw)} is outside float64's range (largest finite 1.797e308); values must be finite float64 numbers")
+            raise err(key, f"{quote(_shown(raw))} is outside float64's range (largest finite 1.797e308); values must be finite float64 numbers")
         return _in_float64_range(Fraction(raw), raw, key, err)
     if isinstance(raw, float):
         return Fraction(raw) if raw == raw and abs(raw) != float("inf") else raw
@@ -150,12 +154,12 @@ def exact_number(raw: Any, key: str | None, err: ErrorFactory) -> Fraction | flo
         if d.is_zero():
             return Fraction(0)
         if len(d.as_tuple().digits) > MAX_DIGITS:
-            raise err(key, f"{quote(raw)} has more than {MAX_DIGITS} significant digits")
+            raise err(key, f"{quote(_shown(raw))} has more than {MAX_DIGITS} significant digits")
         exponent = d.adjusted()
         if exponent > 309 or exponent < -330:
             if exponent > 309:
-                raise err(key, f"{quote(raw)} is outside float64's range (largest finite 1.797e308); values must be finite float64 numbers")
-            raise err(key, f"{quote(raw)} is non-zero but rounds to 0 in float64 (smallest subnormal 4.9e-324); write 0 if 0 is meant")
+                raise err(key, f"{quote(_shown(raw))} is outside float64's range (largest finite 1.797e308); values must be finite float64 numbers")
+            raise err(key, f"{quote(_shown(raw))} is non-zero but rounds to 0 in float64 (smallest subnormal 4.9e-324); write 0 if 0 is meant")
         return _in_float64_range(Fraction(d), raw, key, err)
     if isinstance(raw, np.floating | np.integer):
         return exact_number(raw.item(), key, err)
