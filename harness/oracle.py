@@ -44,7 +44,7 @@ METHOD = "exact-rational"
 #: Significant bits kept when the exact trajectory is rounded (relative error 2**-TRAJECTORY_BITS per step).
 TRAJECTORY_BITS = 200
 #: The trajectory stays exact while W's and b's integers and scale need at most this many bits.
-TRAJECTORY_EXACT_BITS = 512
+TRAJECTORY_EXACT_BITS = 2048
 
 Value = ScaledInts | Fraction
 
