@@ -269,3 +269,22 @@ def test_cli_data_root_option_allows_a_folder(tmp_path):
     assert proc.returncode == 2 and "--data-root" in proc.stderr
     proc = subprocess.run([*cmd, "--data-root", str(tmp_path / "shared")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "shared" in proc.stdout
+
+
+def test_cli_check_records_the_good_cases_of_a_file_with_bad_ones(tmp_path):
+    import json
+
+    cases = tmp_path / "cases"
+    _write(cases, "a.toml", GOOD + _case("huge", X="[[1e309]]") + _case("long", steps="1000000000")
+           + _csv_case("escape", "../../etc/passwd") + _case("good2", X="[[2.0]]"))
+    _write(cases, "b.toml", b"# \xe9\n")
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "harness", "check", "--cases", str(cases), "--devices", "cpu", "--dtypes", "float64",
+                           "--implementations", "numpy-hand", "--results", str(out), "--report", "none", "-q"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 4 and all(str(cases) in e for e in errors)
+    recs = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert {r["case"] for r in recs if "case" in r} == {"good", "good2"}
+    assert {r["verdict"] for r in recs if "verdict" in r} == {"agree"}
