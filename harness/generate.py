@@ -188,10 +188,11 @@ def generate_table(spec: Mapping[str, Any], *, path: str, index: int, tier: str 
     description = spec.get("description", "")
     if not isinstance(description, str):
         raise err("description", f"expected a string, got {quote(description)}")
-    for key, items in (("shapes", [tuple(x) for x in shapes]), ("regimes", regimes), ("reductions", reductions), ("steps", steps_list)):
+    for list_key, items in (("shapes", [tuple(x) for x in shapes]), ("regimes", regimes), ("reductions", reductions),
+                            ("steps", steps_list)):
         twice = sorted({repr(x) for x in items if items.count(x) > 1})
         if twice:  # each repeat would make a duplicate id
-            raise err(key, f"lists {quote(', '.join(twice))} more than once")
+            raise err(list_key, f"lists {quote(', '.join(twice))} more than once")
     distinct = {(n, d, k) for n, d, k in shapes}
     def shape_err(shape: tuple[int, int, int]) -> Callable[[str, str], CaseFileError]:
         return lambda key, detail: err("steps" if key == "steps" else "shapes", f"shape {list(shape)}: {detail}")
