@@ -424,21 +424,28 @@ def _read_csv_case(spec: Mapping[str, Any], base: Path, path: str, case_id: str,
         raise err("data", f"{name} line {reader.line_num}: not CSV ({exc})") from None
     if header is None:
         raise err("data", f"{name} is empty (no header line)")
+    position: dict[str, int] = {}
+    doubled_names: set[str] = set()
+    for at, c in enumerate(header):
+        if c in position:
+            doubled_names.add(c)
+        position.setdefault(c, at)
     if x_cols is None:
-        x_cols = [c for c in header if c not in y_cols]
+        y_set = set(y_cols)
+        x_cols = [c for c in header if c not in y_set]
         if not x_cols:
-            raise err("x_columns", f"{name} has no column besides {y_cols}")
+            raise err("x_columns", f"{name} has no column besides {quote(y_cols)}")
     for key, cols in (("y_columns", y_cols), ("x_columns", x_cols)):
-        missing = [c for c in cols if c not in header]
+        missing = [c for c in cols if c not in position]
         if missing:
             raise err(key, f"column(s) {quote(missing)} not in the header of {name}")
-        doubled = [c for c in cols if header.count(c) > 1]
+        doubled = [c for c in cols if c in doubled_names]
         if doubled:
             raise err(key, f"column(s) {quote(doubled)} appear more than once in the header of {name}")
     if degree is not None and len(x_cols) != 1:
         raise err("polynomial_degree", f"needs exactly one x column, got {len(x_cols)}")
-    x_at = [header.index(c) for c in x_cols]
-    y_at = [header.index(c) for c in y_cols]
+    x_at = [position[c] for c in x_cols]
+    y_at = [position[c] for c in y_cols]
     d = degree if degree is not None else len(x_at)
     k = len(y_at)
     X: list[list[Any]] = []
@@ -452,7 +459,7 @@ def _read_csv_case(spec: Mapping[str, Any], base: Path, path: str, case_id: str,
             if len(row) != len(header):
                 raise err("data", f"{name} line {line} has {len(row)} fields, the header has {len(header)}")
             if elements(len(X) + 1, d, k) > lim.max_elements:
-                check_size(lim, len(X) + 1, d, k, 1, err)
+                check_size(lim, len(X) + 1, d, k, 1, lambda _key, detail: err("data", f"{name}: {detail}"))
             values = []
             for col, at in zip([*x_cols, *y_cols], [*x_at, *y_at], strict=True):
                 try:
@@ -485,10 +492,13 @@ def _rough_shape(fields: Mapping[str, Any]) -> tuple[int, int, int]:
     def length(v: Any) -> int:
         return len(v) if isinstance(v, list) else 1
 
-    X, y, W = fields.get("X"), fields.get("y"), fields.get("W")
-    n = length(X)
-    d = length(X[0]) if isinstance(X, list) and X else 1
-    k = length(y[0]) if isinstance(y, list) and y and isinstance(y[0], list) else (length(W[0]) if isinstance(W, list) and W else 1)
+    def widest(rows: Any) -> int:  # the longest row, so that a ragged array is never undercounted
+        return max((length(r) for r in rows), default=1) if isinstance(rows, list) else 1
+
+    X, y, W, b = fields.get("X"), fields.get("y"), fields.get("W"), fields.get("b")
+    n = max(length(X), length(y))
+    d = max(widest(X), length(W))
+    k = max(widest(y), widest(W), length(b))
     return max(n, 1), max(d, 1), max(k, 1)
 
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 import itertools
 import re
 import zlib
+from collections import Counter
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 from fractions import Fraction
@@ -190,7 +191,8 @@ def generate_table(spec: Mapping[str, Any], *, path: str, index: int, tier: str 
         raise err("description", f"expected a string, got {quote(description)}")
     for list_key, items in (("shapes", [tuple(x) for x in shapes]), ("regimes", regimes), ("reductions", reductions),
                             ("steps", steps_list)):
-        twice = sorted({repr(x) for x in items if items.count(x) > 1})
+        seen_counts = Counter(items)
+        twice = sorted(repr(list(x) if isinstance(x, tuple) else x) for x, c in seen_counts.items() if c > 1)
         if twice:  # each repeat would make a duplicate id
             raise err(list_key, f"lists {quote(', '.join(twice))} more than once")
     distinct = {(n, d, k) for n, d, k in shapes}

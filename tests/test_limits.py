@@ -149,3 +149,22 @@ def test_a_thousand_steps_complete_and_are_graded_with_drift():
     assert len(recs) == 5000 and {r.verdict for r in recs} == {"agree"}
     drift = [r.drift_ulp_error for r in recs if r.quantity == "W"]
     assert all(d is not None and d < 1000 for d in drift)
+
+
+def test_a_ragged_array_is_counted_by_its_longest_row(tmp_path):
+    path = _write(tmp_path, '[[case]]\nid = "ragged"\nX = [[1.0], [' + ", ".join(["1.0"] * 5000) + ']]\ny = [[1.0], [2.0]]\n'
+                  'W = [[1.0]]\nb = [0.0]\nlr = "0.1"\n')
+    (err,) = load_cases([path], limits=Limits(max_elements=1000)).errors
+    assert isinstance(err, LimitError) and "D=5,000" in str(err)
+
+
+def test_long_lists_are_checked_in_linear_time(tmp_path):
+    shapes = ", ".join(f"[1, 1, {i}]" for i in range(1, 20_001))
+    header = ",".join(f"c{i}" for i in range(50_000))
+    (tmp_path / "wide.csv").write_text(header + ",y\n" + ",".join(["1"] * 50_001) + "\n")
+    path = _write(tmp_path, f'[[generate]]\nname = "many"\nseed = 1\nshapes = [{shapes}, [1, 1, 1]]\n'
+                            '[[case]]\nid = "wide"\ndata = "wide.csv"\nW = [[1.0]]\nb = [0.0]\nlr = "0.1"\n')
+    start = time.monotonic()
+    errs = load_cases([path], limits=Limits(max_elements=10_000)).errors
+    assert time.monotonic() - start < 5
+    assert [e.key for e in errs] == ["data", "shapes"] and "[1, 1, 1]" in str(errs[1]) and "--max-elements" in str(errs[0])
