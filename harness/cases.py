@@ -320,9 +320,10 @@ def _read_bounded(path: Path, limit: int, what: str, err: Callable[[str, str], C
     return data
 
 
-def _decode_utf8(data: bytes, what: str, err: Callable[[str, str], CaseFileError], key: str) -> tuple[str, int | None]:
+def _decode_utf8(data: bytes, what: str, err: Callable[[str, str], CaseFileError], key: str) -> str:
+    """``data`` as UTF-8 (a byte-order mark allowed); the error names the line, never its content."""
     try:
-        return data.decode("utf-8-sig"), None
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
         raise err(key, f"{what} line {line} is not UTF-8 (byte offset {exc.start}); save the file as UTF-8") from None
@@ -404,7 +405,7 @@ def _read_csv_case(spec: Mapping[str, Any], base: Path, path: str, case_id: str,
     base = base.resolve()
     csv_path = _data_path(data, base, [base, *roots], err)
     name = csv_path.name
-    text, _ = _decode_utf8(_read_bounded(csv_path, lim.max_data_bytes, name, err, "data"), name, err, "data")
+    text = _decode_utf8(_read_bounded(csv_path, lim.max_data_bytes, name, err, "data"), name, err, "data")
     y_cols = spec.get("y_columns", ["y"])
     x_cols = spec.get("x_columns")
     for key, cols in (("y_columns", y_cols), ("x_columns", x_cols)):

@@ -7,6 +7,8 @@ quote the offending value.
 
 from __future__ import annotations
 
+import reprlib
+
 #: At most this many characters of a quoted value appear in a message.
 QUOTE_LIMIT = 60
 #: At most this many characters of detail in one error message.
@@ -18,14 +20,27 @@ def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
 
     Every message that shows a bad value uses this, so a 1 MB string or a deeply
     nested array never floods the terminal."""
-    try:
-        text = repr(value)
-    except (RecursionError, ValueError):  # a structure too deep, or an int too long for repr
-        text = f"<{type(value).__name__}>"
+    if isinstance(value, str | bytes | int | float):
+        try:
+            text = repr(value) if not isinstance(value, str | bytes) or len(value) <= 4 * limit else repr(value[: 4 * limit])
+        except ValueError:  # an int too long for repr
+            text = f"<int of {value.bit_length()} bits>" if isinstance(value, int) else f"<{type(value).__name__}>"
+        full = len(value) + 2 if isinstance(value, str | bytes) and len(value) > 4 * limit else len(text)
+    else:
+        try:
+            text = _SHORT_REPR.repr(value)  # containers abbreviated: cost bounded whatever their size
+        except (RecursionError, ValueError):
+            text = f"<{type(value).__name__}>"
+        full = len(text)
     text = _one_line(text)
-    if len(text) > limit:
-        return f"{text[:limit]}... ({len(text)} characters)"
+    if len(text) > limit or full > len(text):
+        return f"{text[:limit]}... ({max(full, len(text))} characters)"
     return text
+
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 3, 8, 6
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = _SHORT_REPR.maxlong = 2 * QUOTE_LIMIT
 
 
 def _one_line(text: str) -> str:
