@@ -20,12 +20,15 @@ Case files are TOML: ``[[case]]`` tables (inline values or a CSV file) and
 from __future__ import annotations
 
 import csv
+import io
 import math
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -33,9 +36,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .errors import CaseFileError
+from .errors import CaseFileError, LimitError, quote
 from .floats import DTYPES, FloatFormat, round_to_format
 from .generate import generate_table
+from .limits import MAX_POLYNOMIAL_DEGREE, Limits, check_size, elements, exact_number
 
 REDUCTIONS = ("sum", "mean")
 INPUT_NAMES = ("X", "y", "W", "b")
@@ -118,15 +122,17 @@ def validate_settings(
     """
     lr_exact = _exact_scalar(lr, "lr", err)
     if not isinstance(lr_exact, Fraction) or lr_exact <= 0:
-        raise err("lr", f"learning rate must be a positive finite number, got {lr!r}")
+        raise err("lr", f"learning rate must be a positive finite number, got {quote(lr)}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise err("steps", f"steps must be a positive integer, got {steps!r}")
-    if reduction not in REDUCTIONS:
-        raise err("reduction", f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        raise err("steps", f"steps must be a positive integer, got {quote(steps)}")
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise err("reduction", f"reduction must be one of {REDUCTIONS}, got {quote(reduction)}")
     dts = (dtypes,) if isinstance(dtypes, str) else tuple(dtypes)
+    if not dts:
+        raise err("dtypes", f"no dtype given (an empty list runs nothing); known: {', '.join(DTYPES)}")
     for dt in dts:
-        if dt not in DTYPES:
-            raise err("dtypes", f"unknown dtype {dt!r}; known: {', '.join(DTYPES)}")
+        if not isinstance(dt, str) or dt not in DTYPES:
+            raise err("dtypes", f"unknown dtype {quote(dt)}; known: {', '.join(DTYPES)}")
     return lr_exact, dts
 
 
@@ -235,28 +241,8 @@ def case_from_arrays(
 
 
 def _exact_scalar(raw: Any, key: str, err: Any) -> Fraction | float:
-    """Exact value of one number as written; NaN/inf returned as float."""
-    if isinstance(raw, bool):
-        raise err(key, f"expected a number, got boolean {raw!r}")
-    if isinstance(raw, Fraction):
-        return raw
-    if isinstance(raw, int):
-        return Fraction(raw)
-    if isinstance(raw, float):
-        return Fraction(raw) if math.isfinite(raw) else raw
-    if isinstance(raw, (Decimal, str)):
-        try:
-            d = Decimal(raw.strip()) if isinstance(raw, str) else raw
-        except InvalidOperation:
-            raise err(key, f"expected a number, got {raw!r}") from None
-        if d.is_nan():
-            return float("nan")
-        if d.is_infinite():
-            return float("inf") if d > 0 else float("-inf")
-        return Fraction(d)
-    if isinstance(raw, np.floating | np.integer):
-        return _exact_scalar(raw.item(), key, err)
-    raise err(key, f"expected a number, got {type(raw).__name__} {raw!r}")
+    """Exact value of one number as written; NaN/inf returned as float (see :func:`harness.limits.exact_number`)."""
+    return exact_number(raw, key, err)
 
 
 def _exact_array(raw: Any, key: str, err: Any) -> Written:
@@ -307,18 +293,61 @@ def _fractions_of(arr: npt.NDArray[np.float64]) -> Written:
 # ---------------------------------------------------------------- case files
 
 _LINE_RE = re.compile(r"at line (\d+)")
+#: ``[[case]]`` keys that only make sense with ``data``.
+CSV_KEYS = ("x_columns", "y_columns", "polynomial_degree")
 
 
-def read_toml(path: Path) -> dict[str, Any]:
+def _read_bounded(path: Path, limit: int, what: str, err: Callable[[str, str], CaseFileError], key: str) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes (no device, fifo or folder is ever opened)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError) as exc:
+        raise err(key, f"cannot read {what}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a device, fifo or socket)"
+        raise err(key, f"{what} is {kind}")
+    if st.st_size > limit:
+        base = err(key, f"{what} is {st.st_size:,} bytes, over the limit of {limit:,}; raise it with --max-data-bytes")
+        raise LimitError(base.detail, path=base.path, case_id=base.case_id, key=base.key)
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise err(key, f"cannot read {what}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        base = err(key, f"{what} is over the limit of {limit:,} bytes; raise it with --max-data-bytes")
+        raise LimitError(base.detail, path=base.path, case_id=base.case_id, key=base.key)
+    return data
+
+
+def _decode_utf8(data: bytes, what: str, err: Callable[[str, str], CaseFileError], key: str) -> str:
+    """``data`` as UTF-8 (a byte-order mark allowed); the error names the line, never its content."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise err(key, f"{what} line {line} is not UTF-8 (byte offset {exc.start}); save the file as UTF-8") from None
+
+
+def read_toml(path: Path, *, limits: Limits | None = None) -> dict[str, Any]:
     """Parse a TOML case file, keeping decimal literals exact (as ``Decimal``).
 
     Raises:
-        CaseFileError: with the line number on a syntax error, or if the file cannot be read.
+        CaseFileError: with the line number on a syntax error, on a non-UTF-8 byte,
+            on nesting too deep to parse, or if the file cannot be read (not a regular
+            file, or larger than ``limits.max_data_bytes``).
     """
+    lim = limits or Limits()
+
+    def err(key: str | None, detail: str) -> CaseFileError:
+        return CaseFileError(detail, path=str(path))
+
+    data = _read_bounded(path, lim.max_data_bytes, "the case file", err, "")
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise CaseFileError(f"cannot read: {exc.strerror or exc}", path=str(path)) from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CaseFileError(f"invalid TOML: not UTF-8 (byte offset {exc.start}); TOML files are UTF-8",
+                            path=str(path), line=data[: exc.start].count(b"\n") + 1) from None
     try:
         return tomllib.loads(text, parse_float=Decimal)
     except tomllib.TOMLDecodeError as exc:
@@ -327,83 +356,209 @@ def read_toml(path: Path) -> dict[str, Any]:
         if line is None and "end of document" in str(exc):
             line = text.count("\n") + (0 if text.endswith("\n") else 1)  # the last line
         raise CaseFileError(f"invalid TOML: {exc}", path=str(path), line=line) from None
+    except RecursionError:
+        raise CaseFileError("invalid TOML: arrays or tables nested too deeply to parse", path=str(path)) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise CaseFileError(f"invalid TOML: {quote(str(exc), 120)}", path=str(path)) from None
 
 
-def _read_csv_case(spec: Mapping[str, Any], base: Path, path: str, case_id: str) -> dict[str, Any]:
-    """Turn ``data = "file.csv"`` plus column keys into X and y lists of decimal strings."""
-    def err(key: str, detail: str) -> CaseFileError:
+def _cell_problem(detail: str) -> str:
+    """What is wrong with a CSV cell, without quoting the cell (file content never appears in a message)."""
+    if "outside float64" in detail:
+        return "a value outside float64's range"
+    if "rounds to 0" in detail:
+        return "a non-zero value that rounds to 0 in float64"
+    if "digits" in detail:
+        return "a number with too many digits"
+    return "not a number"
+
+
+def _data_path(data: str, base: Path, roots: Sequence[Path], err: Callable[[str, str], CaseFileError]) -> Path:
+    """``data`` resolved against the case file's folder, refused unless inside one of ``roots``."""
+    try:
+        csv_path = (base / data).resolve()
+    except (OSError, ValueError, RuntimeError):
+        raise err("data", f"cannot resolve the path {quote(data)}") from None
+    if not any(csv_path.is_relative_to(r) for r in roots):
+        raise err("data", f"{quote(data)} resolves outside the case file's folder ({base}); data files must lie inside it "
+                          "or inside a folder named with --data-root (load_cases(data_roots=...))")
+    return csv_path
+
+
+def _read_csv_case(spec: Mapping[str, Any], base: Path, path: str, case_id: str, *,
+                   roots: Sequence[Path] = (), limits: Limits | None = None) -> dict[str, Any]:
+    """Turn ``data = "file.csv"`` plus column keys into X and y lists of exact values.
+
+    The file must resolve inside the case file's folder or one of ``roots``, be a
+    regular UTF-8 file of at most ``limits.max_data_bytes``, and hold at most
+    ``limits.max_elements`` numbers. Messages name lines and columns, never a cell's
+    or a line's content.
+    """
+    lim = limits or Limits()
+
+    def err(key: str | None, detail: str) -> CaseFileError:
         return CaseFileError(detail, path=path, case_id=case_id, key=key)
 
     data = spec["data"]
-    if not isinstance(data, str):
-        raise err("data", f"expected a CSV path string, got {data!r}")
-    csv_path = (base / data).resolve()
-    try:
-        with csv_path.open(newline="", encoding="utf-8") as fh:
-            rows = list(csv.DictReader(fh))
-    except OSError as exc:
-        raise err("data", f"cannot read {csv_path}: {exc.strerror or exc}") from None
-    if not rows:
-        raise err("data", f"{csv_path} has no data rows")
-    header = list(rows[0].keys())
+    if not isinstance(data, str) or not data:
+        raise err("data", f"expected a CSV path string, got {quote(data)}")
+    base = base.resolve()
+    csv_path = _data_path(data, base, [base, *roots], err)
+    name = csv_path.name
+    text = _decode_utf8(_read_bounded(csv_path, lim.max_data_bytes, name, err, "data"), name, err, "data")
     y_cols = spec.get("y_columns", ["y"])
     x_cols = spec.get("x_columns")
-    if x_cols is None:
-        x_cols = [c for c in header if c not in y_cols]
     for key, cols in (("y_columns", y_cols), ("x_columns", x_cols)):
+        if cols is None:
+            continue
         if not isinstance(cols, list) or not cols or not all(isinstance(c, str) for c in cols):
-            raise err(key, f"expected a non-empty list of column names, got {cols!r}")
-        missing = [c for c in cols if c not in header]
-        if missing:
-            raise err(key, f"columns {missing} not in {csv_path.name} (header: {header})")
+            raise err(key, f"expected a non-empty list of column names, got {quote(cols)}")
     degree = spec.get("polynomial_degree")
+    if degree is not None and (not isinstance(degree, int) or isinstance(degree, bool) or not 1 <= degree <= MAX_POLYNOMIAL_DEGREE):
+        raise err("polynomial_degree", f"expected an integer from 1 to {MAX_POLYNOMIAL_DEGREE}, got {quote(degree)}")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        while header is not None and not header:  # leading blank lines
+            header = next(reader, None)
+    except csv.Error as exc:
+        raise err("data", f"{name} line {reader.line_num}: not CSV ({exc})") from None
+    if header is None:
+        raise err("data", f"{name} is empty (no header line)")
+    position: dict[str, int] = {}
+    doubled_names: set[str] = set()
+    for at, c in enumerate(header):
+        if c in position:
+            doubled_names.add(c)
+        position.setdefault(c, at)
+    if x_cols is None:
+        y_set = set(y_cols)
+        x_cols = [c for c in header if c not in y_set]
+        if not x_cols:
+            raise err("x_columns", f"{name} has no column besides {quote(y_cols)}")
+    for key, cols in (("y_columns", y_cols), ("x_columns", x_cols)):
+        missing = [c for c in cols if c not in position]
+        if missing:
+            raise err(key, f"column(s) {quote(missing)} not in the header of {name}")
+        doubled = [c for c in cols if c in doubled_names]
+        if doubled:
+            raise err(key, f"column(s) {quote(doubled)} appear more than once in the header of {name}")
+    if degree is not None and len(x_cols) != 1:
+        raise err("polynomial_degree", f"needs exactly one x column, got {len(x_cols)}")
+    x_at = [position[c] for c in x_cols]
+    y_at = [position[c] for c in y_cols]
+    d = degree if degree is not None else len(x_at)
+    k = len(y_at)
     X: list[list[Any]] = []
     y: list[list[Any]] = []
-    for i, row in enumerate(rows, start=2):
-        try:
-            xs = [Fraction(Decimal(row[c])) for c in x_cols]
-            y.append([Fraction(Decimal(row[c])) for c in y_cols])
-        except (InvalidOperation, TypeError):
-            raise err("data", f"{csv_path.name} line {i}: not a number in {row}") from None
-        if degree is not None:
-            if not isinstance(degree, int) or isinstance(degree, bool) or degree < 1 or len(xs) != 1:
-                raise err("polynomial_degree", f"needs one x column and a positive integer degree, got {degree!r}")
-            xs = [xs[0] ** p for p in range(1, degree + 1)]
-        X.append(xs)
+    line = 1
+    try:
+        for row in reader:
+            line = reader.line_num
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise err("data", f"{name} line {line} has {len(row)} fields, the header has {len(header)}")
+            if elements(len(X) + 1, d, k) > lim.max_elements:
+                check_size(lim, len(X) + 1, d, k, 1, lambda _key, detail: err("data", f"{name}: {detail}"))
+            values = []
+            for col, at in zip([*x_cols, *y_cols], [*x_at, *y_at], strict=True):
+                try:
+                    values.append(exact_number(row[at], None, err))
+                except LimitError:
+                    raise
+                except CaseFileError as exc:
+                    raise err("data", f"{name} line {line}, column {quote(col)}: {_cell_problem(exc.detail)}") from None
+            xs, ys = values[: len(x_at)], values[len(x_at):]
+            if degree is not None:
+                xs = [xs[0] ** p for p in range(1, degree + 1)]
+                for v in xs:
+                    if isinstance(v, Fraction):
+                        try:
+                            float(v)
+                        except OverflowError:
+                            raise err("polynomial_degree", f"{name} line {line}: a power of column {quote(x_cols[0])} "
+                                                           "is outside float64's range") from None
+            X.append(xs)
+            y.append(ys)
+    except csv.Error as exc:
+        raise err("data", f"{name} line {reader.line_num}: not CSV ({exc})") from None
+    if not X:
+        raise err("data", f"{name} has no data rows")
     return {"X": X, "y": y}
 
 
-def cases_from_table(spec: Mapping[str, Any], *, path: str, base: Path, index: int) -> Case:
+def _rough_shape(fields: Mapping[str, Any]) -> tuple[int, int, int]:
+    """``(N, D, K)`` from the lengths of the written lists (1 where they are not lists): cheap, before any conversion."""
+    def length(v: Any) -> int:
+        return len(v) if isinstance(v, list) else 1
+
+    def widest(rows: Any) -> int:  # the longest row, so that a ragged array is never undercounted
+        return max((length(r) for r in rows), default=1) if isinstance(rows, list) else 1
+
+    X, y, W, b = fields.get("X"), fields.get("y"), fields.get("W"), fields.get("b")
+    n = max(length(X), length(y))
+    d = max(widest(X), length(W))
+    k = max(widest(y), widest(W), length(b))
+    return max(n, 1), max(d, 1), max(k, 1)
+
+
+def cases_from_table(spec: Mapping[str, Any], *, path: str, base: Path, index: int,
+                     data_roots: Sequence[Path] = (), limits: Limits | None = None) -> Case:
     """Build one case from a ``[[case]]`` table.
 
+    Args:
+        data_roots: folders besides ``base`` that ``data`` may point into.
+        limits: checked before any array is built (default :class:`harness.limits.Limits`).
+
     Raises:
-        CaseFileError: naming the file, the case id and the key.
+        CaseFileError: naming the file, the case id and the key
+            (:class:`harness.errors.LimitError` when a limit is exceeded).
     """
+    lim = limits or Limits()
+    if not isinstance(spec, Mapping):
+        raise CaseFileError(f"[[case]] number {index + 1} is not a table: got {quote(spec)}", path=path, key="case")
     case_id = spec.get("id")
     if not isinstance(case_id, str) or not case_id:
-        raise CaseFileError(f"[[case]] number {index + 1} has no string 'id'", path=path, key="id")
-    unknown = sorted(set(spec) - CASE_KEYS)
+        raise CaseFileError(f"[[case]] number {index + 1} has no string 'id' (got {quote(case_id)})", path=path, key="id")
+
+    def err(key: str, detail: str) -> CaseFileError:
+        return CaseFileError(detail, path=path, case_id=case_id, key=key)
+
+    unknown = sorted((k for k in spec if k not in CASE_KEYS), key=str)
     if unknown:
-        raise CaseFileError(f"unknown key(s) {unknown}; allowed: {sorted(CASE_KEYS)}", path=path, case_id=case_id, key=unknown[0])
+        raise err(unknown[0], f"unknown key(s) {quote(unknown)}; allowed: {sorted(CASE_KEYS)}")
+    for key in ("description", "source"):
+        if key in spec and not isinstance(spec[key], str):
+            raise err(key, f"expected a string, got {quote(spec[key])}")
     fields = dict(spec)
+    steps = fields.get("steps", 1)
+    if isinstance(steps, int) and not isinstance(steps, bool) and steps > lim.max_steps:
+        check_size(lim, 1, 1, 1, steps, err)
     if "data" in fields:
         if "X" in fields or "y" in fields:
-            raise CaseFileError("give either 'data' (a CSV file) or inline 'X' and 'y', not both", path=path, case_id=case_id, key="data")
-        fields.update(_read_csv_case(fields, base, path, case_id))
+            raise err("data", "give either 'data' (a CSV file) or inline 'X' and 'y', not both")
+        fields.update(_read_csv_case(fields, base, path, case_id, roots=data_roots, limits=lim))
+    else:
+        stray = [k for k in CSV_KEYS if k in fields]
+        if stray:
+            raise err(stray[0], f"{quote(stray[0])} only applies with 'data' (a CSV file); this case has inline values")
     for key in ("X", "y", "W", "b", "lr"):
         if key not in fields:
-            raise CaseFileError("missing required key", path=path, case_id=case_id, key=key)
+            raise err(key, "missing required key")
+    if isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1:
+        check_size(lim, *_rough_shape(fields), steps, err)
     tags = fields.get("tags", [])
     dtypes = fields.get("dtypes", list(DEFAULT_DTYPES))
     for key, val in (("tags", tags), ("dtypes", dtypes)):
         if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
-            raise CaseFileError(f"expected a list of strings, got {val!r}", path=path, case_id=case_id, key=key)
+            raise err(key, f"expected a list of strings, got {quote(val)}")
     description = fields.get("description", "")
     if "source" in fields:
         description = f"{description} (source: {fields['source']})".strip()
     return make_case(
         case_id, fields["X"], fields["y"], fields["W"], fields["b"], lr=fields["lr"],
-        steps=fields.get("steps", 1), reduction=fields.get("reduction", "sum"), dtypes=dtypes,
+        steps=steps, reduction=fields.get("reduction", "sum"), dtypes=dtypes,
         tags=tags, source=path, description=description,
     )
 
@@ -426,7 +581,8 @@ def iter_case_files(paths: Iterable[str | Path]) -> Iterator[Path]:
             yield p
 
 
-def expand_generate_table(spec: Mapping[str, Any], *, path: str, index: int, tier: str = "default") -> list[Case]:
+def expand_generate_table(spec: Mapping[str, Any], *, path: str, index: int, tier: str = "default",
+                          limits: Limits | None = None) -> list[Case]:
     """Expand one ``[[generate]]`` table into cases (see :mod:`harness.generate` for its keys).
 
     Args:
@@ -434,6 +590,7 @@ def expand_generate_table(spec: Mapping[str, Any], *, path: str, index: int, tie
         path: the file (for messages).
         index: position of the table in the file (for messages).
         tier: ``"default"`` expands default-tier tables only; ``"large"`` expands both.
+        limits: checked for every combination before any value is generated.
 
     Raises:
         CaseFileError: naming the file, the table and the key.
@@ -441,50 +598,88 @@ def expand_generate_table(spec: Mapping[str, Any], *, path: str, index: int, tie
     return [
         case_from_arrays(g.id, g.values["X"], g.values["y"], g.values["W"], g.values["b"], lr=g.lr, steps=g.steps,
                          reduction=g.reduction, dtypes=g.dtypes, tags=g.tags, source=g.source, description=g.description)
-        for g in generate_table(spec, path=path, index=index, tier=tier)
+        for g in generate_table(spec, path=path, index=index, tier=tier, limits=limits)
     ]
 
 
-def load_cases(paths: Iterable[str | Path], *, tier: str = "default") -> LoadResult:
+def _tables(doc: Mapping[str, Any], name: str, path: str) -> tuple[list[Any], CaseFileError | None]:
+    """The ``[[name]]`` tables of a document, or an error when ``name`` is not an array of tables."""
+    val = doc.get(name, [])
+    if isinstance(val, list):
+        return val, None
+    hint = f"write [[{name}]] (an array of tables), not [{name}]" if isinstance(val, dict) else f"expected [[{name}]] tables"
+    return [], CaseFileError(f"{hint}; got {quote(val)}", path=path, key=name)
+
+
+def _internal(exc: BaseException, path: str, what: str) -> CaseFileError:
+    """An unexpected exception while loading, as a load error (never a traceback); a harness bug."""
+    return CaseFileError(f"could not load {what} ({type(exc).__name__}: {quote(str(exc), 120)}); "
+                         "this is a harness bug, please report it", path=path)
+
+
+def load_cases(paths: Iterable[str | Path], *, tier: str = "default", data_roots: Iterable[str | Path] = (),
+               limits: Limits | None = None) -> LoadResult:
     """Load every case from the given files and folders.
 
     Args:
         paths: TOML files or folders holding them.
         tier: generator tier to expand (``"default"`` or ``"large"``; see :mod:`harness.generate`).
+        data_roots: folders (besides each case file's own) that ``data`` paths may point into.
+        limits: size limits, checked before any array is built (default :class:`harness.limits.Limits`).
 
     Returns:
         the cases in file order, and one :class:`CaseFileError` per bad file or case.
-        Duplicate ids are errors (the later one is dropped).
+        Duplicate ids are errors (the later one is dropped). Nothing else is raised:
+        a file that cannot be parsed loses only itself, a bad case only itself.
     """
+    lim = limits or Limits()
+    roots = [Path(r).resolve() for r in data_roots]
     result = LoadResult()
     seen: dict[str, str] = {}
     for file in iter_case_files(paths):
-        if not file.exists():
-            result.errors.append(CaseFileError("no such file or folder", path=str(file)))
-            continue
+        path = str(file)
         try:
-            doc = read_toml(file)
+            if not file.exists():
+                result.errors.append(CaseFileError("no such file or folder", path=path))
+                continue
+            doc = read_toml(file, limits=lim)
         except CaseFileError as exc:
             result.errors.append(exc)
             continue
+        except Exception as exc:  # noqa: BLE001 - any failure is this file's error, never the run's
+            result.errors.append(_internal(exc, path, "the file"))
+            continue
         unknown = sorted(set(doc) - {"case", "generate", "title", "description"})
         if unknown:
-            result.errors.append(CaseFileError(f"unknown top-level key(s) {unknown}; expected [[case]] or [[generate]] tables", path=str(file), key=unknown[0]))
+            result.errors.append(CaseFileError(f"unknown top-level key(s) {quote(unknown)}; expected [[case]] or [[generate]] tables",
+                                               path=path, key=unknown[0]))
         found: list[Case] = []
-        for i, spec in enumerate(doc.get("case", [])):
+        case_tables, problem = _tables(doc, "case", path)
+        if problem:
+            result.errors.append(problem)
+        for i, spec in enumerate(case_tables):
             try:
-                found.append(cases_from_table(spec, path=str(file), base=file.parent, index=i))
+                found.append(cases_from_table(spec, path=path, base=file.parent, index=i, data_roots=roots, limits=lim))
             except CaseFileError as exc:
                 result.errors.append(exc)
-        for i, spec in enumerate(doc.get("generate", [])):
+            except Exception as exc:  # noqa: BLE001
+                result.errors.append(_internal(exc, path, f"[[case]] number {i + 1}"))
+        gen_tables, problem = _tables(doc, "generate", path)
+        if problem:
+            result.errors.append(problem)
+        for i, spec in enumerate(gen_tables):
             try:
-                found.extend(expand_generate_table(spec, path=str(file), index=i, tier=tier))
+                if not isinstance(spec, Mapping):
+                    raise CaseFileError(f"[[generate]] number {i + 1} is not a table: got {quote(spec)}", path=path, key="generate")
+                found.extend(expand_generate_table(spec, path=path, index=i, tier=tier, limits=lim))
             except CaseFileError as exc:
                 result.errors.append(exc)
+            except Exception as exc:  # noqa: BLE001
+                result.errors.append(_internal(exc, path, f"[[generate]] number {i + 1}"))
         for case in found:
             if case.id in seen:
-                result.errors.append(CaseFileError(f"duplicate id (first defined in {seen[case.id]})", path=str(file), case_id=case.id, key="id"))
+                result.errors.append(CaseFileError(f"duplicate id (first defined in {seen[case.id]})", path=path, case_id=case.id, key="id"))
                 continue
-            seen[case.id] = str(file)
+            seen[case.id] = path
             result.cases.append(case)
     return result

@@ -20,12 +20,15 @@ DEFAULT_REPORT = "reports/agreement.html"
 
 
 def _positive_int(text: str) -> int:
+    from decimal import Decimal, InvalidOperation
+
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+        number = Decimal(text.replace("_", ""))  # 1000000, 1_000_000 or 1e6
+        value = int(number) if number.is_finite() and number == number.to_integral_value() else 0
+    except (InvalidOperation, ValueError):
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
 
 
@@ -40,9 +43,21 @@ def _positive_float(text: str) -> float:
 
 
 def _add_selection(p: argparse.ArgumentParser) -> None:
+    from .limits import DEFAULT_MAX_DATA_BYTES, DEFAULT_MAX_ELEMENTS, DEFAULT_MAX_ORACLE_COST, DEFAULT_MAX_STEPS
+
     p.add_argument("--cases", action="append", metavar="PATH", help="case file or folder (repeatable; default: cases/)")
     p.add_argument("--case", action="append", metavar="ID", help="only cases whose id matches (exact or glob; repeatable)")
     p.add_argument("--tier", choices=("default", "large"), default="default", help="generated-case tier (large is opt-in)")
+    p.add_argument("--data-root", dest="data_roots", action="append", metavar="PATH",
+                   help="a folder that case files' `data` paths may point into, besides each case file's own folder (repeatable)")
+    p.add_argument("--max-elements", type=_positive_int, default=DEFAULT_MAX_ELEMENTS, metavar="N",
+                   help=f"most numbers per case, N*D + N*K + D*K + K (default: {DEFAULT_MAX_ELEMENTS:,})")
+    p.add_argument("--max-steps", type=_positive_int, default=DEFAULT_MAX_STEPS, metavar="N",
+                   help=f"most SGD steps per case (default: {DEFAULT_MAX_STEPS:,})")
+    p.add_argument("--max-oracle-cost", type=_positive_int, default=DEFAULT_MAX_ORACLE_COST, metavar="N",
+                   help=f"most exact multiply-adds of one oracle pass over a case's steps (default: {DEFAULT_MAX_ORACLE_COST:.0e})")
+    p.add_argument("--max-data-bytes", type=_positive_int, default=DEFAULT_MAX_DATA_BYTES, metavar="BYTES",
+                   help=f"largest case (TOML) or data (CSV) file (default: {DEFAULT_MAX_DATA_BYTES:,})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,12 +122,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _select(cases_paths: Sequence[str] | None, ids: Sequence[str] | None, tier: str) -> tuple[list, list]:
+def _select(cases_paths: Sequence[str] | None, ids: Sequence[str] | None, tier: str,
+            args: argparse.Namespace | None = None) -> tuple[list, list]:
+    """The cases selected by ``--cases``/``--case``/``--tier`` and the load errors.
+
+    The loading options (``--data-root``, ``--max-elements``, ``--max-steps``, ``--max-oracle-cost``,
+    ``--max-data-bytes``) come from ``args`` when given, else the defaults of :class:`harness.limits.Limits`."""
     from .api import cases_dir
     from .cases import load_cases
+    from .limits import Limits
 
+    opts: dict[str, object] = {}
+    if args is not None:
+        opts = {k: getattr(args, k) for k in ("data_roots", "max_elements", "max_steps", "max_oracle_cost", "max_data_bytes")
+                if getattr(args, k, None) is not None}
+    roots = opts.pop("data_roots", None) or []
+    limits = Limits(**opts)  # type: ignore[arg-type]
     paths = cases_paths or [str(cases_dir())]
-    res = load_cases(paths, tier=tier)
+    res = load_cases(paths, tier=tier, data_roots=roots, limits=limits)  # type: ignore[arg-type]
     cases = res.cases
     if ids:
         unmatched = [i for i in ids if not any(c.id == i or fnmatch.fnmatchcase(c.id, i) for c in cases)]
@@ -147,7 +174,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for mod in args.plugin:
         load_plugin(mod)
     load_entry_points()
-    cases, errors = _select(args.cases, args.case, args.tier)
+    cases, errors = _select(args.cases, args.case, args.tier, args=args)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     if not cases:
@@ -222,7 +249,7 @@ def cmd_derive(args: argparse.Namespace) -> int:
 
 
 def cmd_cases(args: argparse.Namespace) -> int:
-    cases, errors = _select(args.cases, args.case, args.tier)
+    cases, errors = _select(args.cases, args.case, args.tier, args=args)
     for c in cases:
         n, d, k = c.shape
         print(f"{c.id:48s} N={n:<7d} D={d:<3d} K={k:<3d} {c.reduction:4s} steps={c.steps:<3d} {','.join(c.dtypes):32s} {c.source}")
@@ -236,7 +263,7 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     from .devices import parse_dtypes
     from .selftest import format_selftest, run_selftest
 
-    cases, errors = _select(args.cases, args.case, args.tier)
+    cases, errors = _select(args.cases, args.case, args.tier, args=args)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     start = time.monotonic()

@@ -46,15 +46,17 @@ from __future__ import annotations
 import itertools
 import re
 import zlib
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from .errors import CaseFileError
+from .errors import CaseFileError, LimitError, quote
 from .floats import BFLOAT16, DTYPES, FLOAT16, round_to_format
+from .limits import Limits, check_size, elements, exact_number
 
 REGIMES = ("normal", "huge", "tiny", "mixed", "near-zero-residual", "zeros", "integers", "subnormal")
 _NAME_RE = re.compile(r"[A-Za-z0-9_-]+")
@@ -112,7 +114,8 @@ class Generated(NamedTuple):
     description: str
 
 
-def generate_table(spec: Mapping[str, Any], *, path: str, index: int, tier: str = "default") -> list[Generated]:
+def generate_table(spec: Mapping[str, Any], *, path: str, index: int, tier: str = "default",
+                   limits: Limits | None = None) -> list[Generated]:
     """Expand one ``[[generate]]`` table into its combinations (the values of each case;
     :func:`harness.cases.expand_generate_table` makes them cases, so that this module
     never imports :mod:`harness.cases`).
@@ -122,62 +125,86 @@ def generate_table(spec: Mapping[str, Any], *, path: str, index: int, tier: str 
         path: the file (for messages).
         index: position of the table in the file (for messages).
         tier: ``"default"`` expands default-tier tables only; ``"large"`` expands both.
+        limits: every combination is checked against them (:func:`harness.limits.check_size`)
+            before any value is generated, and the table's distinct arrays together may hold at
+            most ``4 * limits.max_elements`` numbers.
 
     Raises:
-        CaseFileError: naming the file, the table and the key.
+        CaseFileError: naming the file, the table and the key
+            (:class:`harness.errors.LimitError` for a limit).
     """
+    lim = limits or Limits()
     name = spec.get("name", f"table{index + 1}")
     label = f"[[generate]] {name}"
     if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise CaseFileError(f"expected letters, digits, '_' and '-', got {name!r}", path=path,
+        raise CaseFileError(f"expected letters, digits, '_' and '-', got {quote(name)}", path=path,
                             case_id=f"[[generate]] number {index + 1}", key="name")
 
     def err(key: str, detail: str) -> CaseFileError:
         return CaseFileError(detail, path=path, case_id=label, key=key)
 
-    unknown = sorted(set(spec) - GENERATE_KEYS)
+    unknown = sorted((k for k in spec if k not in GENERATE_KEYS), key=str)
     if unknown:
-        raise err(unknown[0], f"unknown key(s) {unknown}; allowed: {sorted(GENERATE_KEYS)}")
+        raise err(unknown[0], f"unknown key(s) {quote(unknown)}; allowed: {sorted(GENERATE_KEYS)}")
     table_tier = spec.get("tier", "default")
-    if table_tier not in ("default", "large"):
-        raise err("tier", f"must be 'default' or 'large', got {table_tier!r}")
+    if not isinstance(table_tier, str) or table_tier not in ("default", "large"):
+        raise err("tier", f"must be 'default' or 'large', got {quote(table_tier)}")
     if table_tier == "large" and tier != "large":
         return []
     seed = spec.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise err("seed", f"expected a non-negative integer, got {seed!r}")
+        raise err("seed", f"expected a non-negative integer, got {quote(seed)}")
     shapes = spec.get("shapes")
     if not isinstance(shapes, list) or not shapes or not all(
         isinstance(s, list) and len(s) == 3 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in s) for s in shapes
     ):
-        raise err("shapes", f"expected a non-empty list of [N, D, K] positive integers, got {shapes!r}")
+        raise err("shapes", f"expected a non-empty list of [N, D, K] positive integers, got {quote(shapes)}")
     regimes = spec.get("regimes", ["normal"])
     if not isinstance(regimes, list) or not regimes:
-        raise err("regimes", f"expected a non-empty list of regime names, got {regimes!r}")
-    bad = [r for r in regimes if r not in REGIMES]
+        raise err("regimes", f"expected a non-empty list of regime names, got {quote(regimes)}")
+    bad = [r for r in regimes if not isinstance(r, str) or r not in REGIMES]
     if bad:
-        raise err("regimes", f"unknown regime(s) {bad}; known: {', '.join(REGIMES)}")
+        raise err("regimes", f"unknown regime(s) {quote(bad)}; known: {', '.join(REGIMES)}")
     reductions = spec.get("reductions", ["sum", "mean"])
-    if not isinstance(reductions, list) or any(r not in ("sum", "mean") for r in reductions):
-        raise err("reductions", f"expected a list of 'sum'/'mean', got {reductions!r}")
+    if not isinstance(reductions, list) or not reductions or any(not isinstance(r, str) or r not in ("sum", "mean") for r in reductions):
+        raise err("reductions", f"expected a non-empty list of 'sum'/'mean', got {quote(reductions)}")
     steps_list = spec.get("steps", [1])
-    if not isinstance(steps_list, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in steps_list):
-        raise err("steps", f"expected a list of positive integers, got {steps_list!r}")
+    if not isinstance(steps_list, list) or not steps_list or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in steps_list
+    ):
+        raise err("steps", f"expected a non-empty list of positive integers, got {quote(steps_list)}")
     dtypes = spec.get("dtypes", list(DTYPES))
-    if not isinstance(dtypes, list) or any(d not in DTYPES for d in dtypes):
-        raise err("dtypes", f"expected a list of {DTYPES}, got {dtypes!r}")
-    try:
-        lr = Fraction(Decimal(str(spec.get("lr", "0.01"))))
-    except Exception:
-        raise err("lr", f"expected a number, got {spec.get('lr')!r}") from None
-    if lr <= 0:
-        raise err("lr", f"must be positive, got {spec.get('lr')!r}")
+    if not isinstance(dtypes, list) or not dtypes or any(not isinstance(d, str) or d not in DTYPES for d in dtypes):
+        raise err("dtypes", f"expected a non-empty list of {DTYPES}, got {quote(dtypes)}")
+    lr_raw = spec.get("lr", "0.01")
+    if isinstance(lr_raw, float | int | str | Decimal) and not isinstance(lr_raw, bool):
+        lr = exact_number(lr_raw, "lr", lambda key, detail: err("lr", detail))
+    else:
+        raise err("lr", f"expected a number, got {quote(lr_raw)}")
+    if not isinstance(lr, Fraction) or lr <= 0:
+        raise err("lr", f"must be a positive finite number, got {quote(lr_raw)}")
     extra_tags = spec.get("tags", [])
     if not isinstance(extra_tags, list) or not all(isinstance(t, str) for t in extra_tags):
-        raise err("tags", f"expected a list of strings, got {extra_tags!r}")
+        raise err("tags", f"expected a list of strings, got {quote(extra_tags)}")
     description = spec.get("description", "")
     if not isinstance(description, str):
-        raise err("description", f"expected a string, got {description!r}")
+        raise err("description", f"expected a string, got {quote(description)}")
+    for list_key, items in (("shapes", [tuple(x) for x in shapes]), ("regimes", regimes), ("reductions", reductions),
+                            ("steps", steps_list)):
+        seen_counts = Counter(items)
+        twice = sorted(repr(list(x) if isinstance(x, tuple) else x) for x, c in seen_counts.items() if c > 1)
+        if twice:  # each repeat would make a duplicate id
+            raise err(list_key, f"lists {quote(', '.join(twice))} more than once")
+    distinct = {(n, d, k) for n, d, k in shapes}
+    def shape_err(shape: tuple[int, int, int]) -> Callable[[str, str], CaseFileError]:
+        return lambda key, detail: err("steps" if key == "steps" else "shapes", f"shape {list(shape)}: {detail}")
+
+    for (n, d, k), st in itertools.product(sorted(distinct), sorted(set(steps_list))):
+        check_size(lim, n, d, k, st, shape_err((n, d, k)))
+    total = len(set(regimes)) * sum(elements(n, d, k) for n, d, k in distinct)
+    if total > 4 * lim.max_elements:
+        raise LimitError(f"the table's arrays hold {total:,} numbers together, over 4 x the limit of {lim.max_elements:,}; "
+                         "raise it with --max-elements", path=path, case_id=label, key="shapes")
     tags = ["generated", *extra_tags]
     out = []
     made: dict[tuple[str, int, int, int], dict[str, np.ndarray]] = {}

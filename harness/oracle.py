@@ -14,6 +14,16 @@ implementation's arithmetic error.
 
 Cost: one exact matrix product is ``N*D*K`` Python-integer multiply-adds,
 about 0.5 s for N = 10^5, D*K = 64 on one core.
+
+The *trajectory* (:func:`exact_trajectory`, which feeds each step the previous
+exact W and b) is exact while it stays small. Exact updates double the size of
+the numbers every few steps (each step multiplies by the learning rate and adds
+products of X), so after :data:`TRAJECTORY_EXACT_BITS` bits the W and b fed to
+the next step are rounded to :data:`TRAJECTORY_BITS` significant bits, element
+by element (relative error at most ``2**-TRAJECTORY_BITS`` per step, far below
+float64's ``2**-53``). Drift is then measured against a trajectory exact to within
+``2**-200`` relative per step: thousands of steps stay exact-grade without
+numbers of unbounded size.
 """
 
 from __future__ import annotations
@@ -31,6 +41,10 @@ from .exact import ScaledInts
 from .symbolic import Derivation, derive
 
 METHOD = "exact-rational"
+#: Significant bits kept when the exact trajectory is rounded (relative error 2**-TRAJECTORY_BITS per step).
+TRAJECTORY_BITS = 200
+#: The trajectory stays exact while W's and b's integers and scale need at most this many bits.
+TRAJECTORY_EXACT_BITS = 2048
 
 Value = ScaledInts | Fraction
 
@@ -44,11 +58,14 @@ class ExactStep:
             and ``b`` (K,) after the update: exact rationals.
         residual: ``R = X W + 1 b^T - Y`` (N, K), exact.
         method: how the values were computed (``"exact-rational"``).
+        rounded_bits: in a trajectory, ``None`` while the step is exact; else the significant
+            bits W and b were rounded to, in this step or an earlier one (see :func:`exact_trajectory`).
     """
 
     values: dict[str, ScaledInts]
     residual: ScaledInts
     method: str = METHOD
+    rounded_bits: int | None = None
 
 
 _TRANSPOSES: dict[sp.Basic, sp.Basic] = {}
@@ -190,16 +207,65 @@ def exact_inputs_from_written(arrays: Mapping[str, npt.NDArray[Any]]) -> dict[st
     return {k: ScaledInts.from_fractions(v) for k, v in arrays.items()}
 
 
+def _bits(v: ScaledInts) -> int:
+    """Bits of the largest integer plus those of the scale: the size of the representation."""
+    ints = v.ints.ravel()
+    top = max((abs(int(i)).bit_length() for i in ints), default=0)
+    return top + v.scale.numerator.bit_length() + v.scale.denominator.bit_length()
+
+
+def round_significant(v: ScaledInts, bits: int) -> ScaledInts:
+    """Each element rounded to ``bits`` significant bits (relative error at most ``2**-bits``),
+    over one common power-of-two scale. Values with at most ``bits`` significant bits are unchanged."""
+    p, q = v.scale.numerator, v.scale.denominator
+    ms: list[int] = []
+    es: list[int] = []
+    for i in v.ints.ravel():
+        num = int(i) * p
+        if num == 0:
+            ms.append(0)
+            es.append(0)
+            continue
+        e = abs(num).bit_length() - q.bit_length() - bits
+        den = q << e if e >= 0 else q
+        num = num if e >= 0 else num << -e
+        m = (2 * num + den) // (2 * den)  # nearest (ties up)
+        ms.append(m)
+        es.append(e)
+    live = [e for m, e in zip(ms, es, strict=True) if m]
+    if not live:
+        return ScaledInts(np.zeros(v.shape, dtype=object), Fraction(1))
+    e_min = min(live)
+    out = np.empty(len(ms), dtype=object)
+    out[:] = [m << (e - e_min) if m else 0 for m, e in zip(ms, es, strict=True)]
+    return ScaledInts(out.reshape(v.shape), Fraction(2) ** e_min)
+
+
 def exact_trajectory(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str, steps: int) -> list[ExactStep]:
-    """The exact trajectory: ``steps`` updates, each fed the previous *exact* W and b.
+    """The exact trajectory: ``steps`` updates, each fed the previous W and b.
+
+    Exact while W and b need at most :data:`TRAJECTORY_EXACT_BITS` bits; past that,
+    W and b are rounded to :data:`TRAJECTORY_BITS` significant bits before the next
+    step (:func:`round_significant`; the step's ``W`` and ``b`` values are the rounded
+    ones and ``rounded_bits`` says so), so the trajectory is exact to within
+    ``2**-TRAJECTORY_BITS`` relative per step and its numbers stay bounded.
 
     Returns:
         one :class:`ExactStep` per step (its ``W`` and ``b`` are after that step).
     """
     out: list[ExactStep] = []
     cur = dict(inputs)
+    rounded: int | None = None
     for _ in range(steps):
         st = exact_step(cur, lr, reduction)
+        W, b = st.values["W"], st.values["b"]
+        if max(_bits(W), _bits(b)) > TRAJECTORY_EXACT_BITS:
+            W, b = round_significant(W, TRAJECTORY_BITS), round_significant(b, TRAJECTORY_BITS)
+            st.values["W"], st.values["b"] = W, b
+            rounded = TRAJECTORY_BITS
+        if rounded is not None:
+            st.rounded_bits = rounded
+            st.method = f"{METHOD}, trajectory rounded to {rounded} bits per step"
         out.append(st)
-        cur = {**cur, "W": st.values["W"], "b": st.values["b"]}
+        cur = {**cur, "W": W, "b": b}
     return out
