@@ -206,6 +206,9 @@ def _init_worker(plugins: Sequence[str], cwd: str, path: Sequence[str]) -> None:
     A failure is kept, not raised (a raising initializer would make pebble restart
     the worker forever): every task of this worker then returns an ``error`` record."""
     try:
+        # Ctrl-C reaches the whole process group: the supervisor alone handles it (it stops the
+        # pool and keeps every finished record); a worker must not die of it mid-task
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         os.chdir(cwd)
         for p in reversed(path):
             if p not in sys.path:
@@ -314,6 +317,7 @@ def run_supervised(
     timeout: float | Callable[[Case], float] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     start: str | None = None,
+    on_records: Callable[[list[Record]], None] | None = None,
 ) -> list[Record]:
     """Run ``tasks`` in supervised worker processes; one list of records, in task order.
 
@@ -329,10 +333,16 @@ def run_supervised(
         timeout: seconds per task, a function of the case, or None for :func:`default_timeout`.
         progress: ``progress(done, total, label)`` as tasks finish.
         start: the multiprocessing start method (default :func:`start_method`; ``$HARNESS_START_METHOD``).
+        on_records: called with each task's records as soon as the task is done (in
+            completion order), e.g. to stream them to a results file.
 
     Returns:
         the records of every task, in task order; a task whose worker died or ran
         past its timeout has one ``error`` record saying so.
+
+    On ``KeyboardInterrupt`` (SIGINT) the pending tasks are cancelled, the workers
+    stopped, and the exception propagates; every finished task was already passed
+    to ``on_records``.
     """
     from pebble import ProcessExpired, ProcessPool
 
@@ -404,9 +414,15 @@ def run_supervised(
                     why = f"the worker process failed: {type(exc).__name__}: {exc}"
                 if results[i] is None:
                     results[i] = [error_record(t.case, t.implementation, t.device, t.dtype, opts, why)]
+                if on_records is not None:
+                    on_records(list(results[i] or []))
                 done_count += 1
                 if progress:
                     progress(done_count, len(tasks), f"{t.case.id} {t.implementation.name} {t.device} {t.dtype}")
+    except BaseException:
+        for fut in futures:  # KeyboardInterrupt, or a failing on_records: nothing more is started
+            fut.cancel()
+        raise
     finally:
         pool.stop()
         pool.join()
