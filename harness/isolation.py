@@ -80,6 +80,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -366,6 +367,13 @@ def run_supervised(
         # e.g. "<stdin>": a worker would try to run it again, fail, and be restarted forever
         hidden_main = main_file
         del main.__file__
+    # SIGINT must not raise KeyboardInterrupt at an arbitrary point: raised inside
+    # concurrent.futures.wait it can leave a future's lock held, and pebble's threads then
+    # deadlock on it. The handler only notes it; the loop raises it between two waits.
+    interrupted: list[int] = []
+    old_handler: Any = None
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        old_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
     pool = ProcessPool(max_workers=n_jobs, initializer=_init_worker, initargs=(list(plugins), os.getcwd(), list(sys.path)),
                        context=_context(start))
     try:
@@ -378,7 +386,7 @@ def run_supervised(
         done_count = 0
         gone_since: dict[int, float] = {}
         while pending:
-            finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
             # watchdog: pebble takes a worker that exits with status 0 (exit(0) in native code) for one
             # that retired, and would leave its task running until the timeout
             now = time.monotonic()
@@ -419,11 +427,15 @@ def run_supervised(
                 done_count += 1
                 if progress:
                     progress(done_count, len(tasks), f"{t.case.id} {t.implementation.name} {t.device} {t.dtype}")
+            if interrupted:  # after the tasks that finished meanwhile were handed on
+                raise KeyboardInterrupt
     except BaseException:
         for fut in futures:  # KeyboardInterrupt, or a failing on_records: nothing more is started
             fut.cancel()
         raise
     finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
         pool.stop()
         pool.join()
         if hidden_main is not None and main is not None:
