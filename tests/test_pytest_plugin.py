@@ -179,3 +179,29 @@ def test_case(harness_case, harness_dtype, harness_implementation, harness_devic
                                            "--harness-cases", "bad.toml", "--harness-implementations", "numpy-hand")
     result.assert_outcomes(passed=2, errors=1)
     assert "case 'bad', key 'colour'" in result.stdout.str()
+
+
+def test_harness_shard_splits_the_cases_disjointly(pytester, monkeypatch):
+    _env(monkeypatch)
+    from harness.shard import shard_index
+
+    ids = [f"c{i}" for i in range(6)]
+    pytester.makefile(".toml", cases="".join(CASE_FILE.replace('"tiny-fit"', f'"{i}"').replace('["float32", "float64"]', '["float64"]')
+                                             for i in ids))
+    pytester.makepyfile(test_sweep='''
+def test_one(harness_case, harness_dtype, harness_implementation, harness_device, harness_check):
+    assert all(r.verdict == "agree" for r in harness_check(harness_case, harness_implementation, harness_device, harness_dtype))
+''')
+    seen: list[str] = []
+    for k in (1, 2):
+        result = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "--harness-cases", "cases.toml",
+                                               "--harness-implementations", "numpy-hand", "--harness-devices", "cpu", "-v",
+                                               "--harness-shard", f"{k}/2")
+        want = [i for i in ids if shard_index(i, 2) == k]
+        result.assert_outcomes(passed=len(want))
+        got = [i for i in ids if f"test_one[{i}-float64-numpy-hand-cpu] PASSED" in result.stdout.str()]
+        assert got == want
+        seen += got
+    assert sorted(seen) == ids
+    result = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "--harness-cases", "cases.toml", "--harness-shard", "3/2")
+    assert result.ret != 0 and "--harness-shard '3/2'" in result.stderr.str()
