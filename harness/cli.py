@@ -286,8 +286,15 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     start = time.monotonic()
-    res = run_selftest(cases, dtypes=parse_dtypes(args.dtypes),
-                       progress=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True)))
+    from .progress import Progress
+
+    # a bar on a terminal; elsewhere one line per implementation, with done/total, elapsed and ETA
+    bar = None if args.quiet else Progress("selftest", every=0.0)
+    try:
+        res = run_selftest(cases, dtypes=parse_dtypes(args.dtypes), progress_count=bar)
+    finally:
+        if bar is not None:
+            bar.close()
     print(format_selftest(res))
     print(f"{len(cases)} cases, {time.monotonic() - start:.1f}s")
     if errors:
