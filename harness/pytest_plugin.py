@@ -563,7 +563,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             "argv": sys.argv[1:], "runner": "pytest", "xdist_workers": len(state.part_files),
             "tf32_option": "on" if state.options.tf32 else "off", "matmul_precision_option": state.options.matmul_precision,
         })
-        write_jsonl(state.options.results, state.records, env)
+        # the run-end footer of every results file (see harness.records); a session stopped by Ctrl-C is not complete
+        stopped = exitstatus == pytest.ExitCode.INTERRUPTED
+        footer = {"kind": "run-end", "run": env["run"], "completed": not stopped, "records": len(state.records), "interrupted": stopped}
+        write_jsonl(state.options.results, state.records, env, footer=footer)
         if state.options.report is not None:
             try:
                 from .report import render_report  # type: ignore[import-not-found,unused-ignore]

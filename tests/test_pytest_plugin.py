@@ -107,7 +107,8 @@ def test_harness_verify_fixture_grades_a_users_step(pytester, monkeypatch):
     assert "autograd-harness" in out and "cpu float32: " in out
     lines = [json.loads(line) for line in results.read_text().splitlines()]
     assert lines[0]["kind"] == "environment" and lines[0]["runner"] == "pytest"
-    recs = lines[1:]
+    recs = lines[1:-1]
+    assert lines[-1] == {"kind": "run-end", "run": lines[0]["run"], "completed": True, "records": len(recs), "interrupted": False}
     assert {r["implementation"] for r in recs} == {"good_step", "forgets_the_two"}
     assert len(recs) == 2 * 2 * 5  # two steps, five quantities, each implementation
     assert all(r["matmul_precision"] == "highest" and r["tf32"] is None for r in recs)  # tf32 is recorded for CUDA only
@@ -144,8 +145,8 @@ def test_one(harness_case, harness_dtype, harness_implementation, harness_device
 
 def _records(path):
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert lines[0]["kind"] == "environment"
-    return lines[1:]
+    assert lines[0]["kind"] == "environment" and lines[-1]["kind"] == "run-end" and lines[-1]["completed"]
+    return lines[1:-1]
 
 
 def test_serial_and_xdist_runs_write_the_same_records(tmp_path):
