@@ -1,8 +1,10 @@
 """Command line: ``python -m harness`` / ``autograd-harness``.
 
 Exit codes: 0 everything agrees; 1 any ``disagree`` or ``error`` (and
-``suspect`` with ``--strict``); 2 bad usage or bad input files, with a
-one-line message naming the file and key.
+``suspect`` with ``--strict``); 2 bad usage or bad input files (or an output
+path that cannot be written, found before the run starts), with a one-line
+message naming the file and key; 130 interrupted (SIGINT), after keeping every
+finished record in the results file (see :class:`harness.records.ResultsStream`).
 """
 
 from __future__ import annotations
@@ -62,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--dtypes", metavar="LIST", help="comma-separated: float64,float32,float16,bfloat16 or all (default: each case's own)")
     check.add_argument("--implementations", metavar="LIST", help="comma-separated implementation names (default: every correct one)")
     check.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE (or a .py file) that registers implementations (repeatable)")
-    check.add_argument("--results", default=DEFAULT_RESULTS, metavar="PATH", help=f"JSON-lines results file (default: {DEFAULT_RESULTS})")
+    check.add_argument("--results", default=DEFAULT_RESULTS, metavar="PATH", help=f"JSON-lines results file (default: {DEFAULT_RESULTS}), replaced as the run starts and written as tasks finish; "
+                            "its last line says whether the run completed")
     check.add_argument("--report", default=DEFAULT_REPORT, metavar="PATH", help=f"HTML agreement report (default: {DEFAULT_REPORT}); 'none' to skip")
     check.add_argument("--strict", action="store_true", help="exit 1 on suspect verdicts too")
     check.add_argument("--tf32", choices=("off", "on", "both"), default="off",
