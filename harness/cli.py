@@ -237,6 +237,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _interrupted(args: argparse.Namespace, stream: Any, finished: list) -> int:
     """SIGINT during ``check``: keep what finished, footer ``interrupted``, a report marked so; exit 130."""
     path = stream.finish(interrupted=True)
+    print(f"interrupted: the workers are stopped; {len(finished)} record(s) kept in {path}; rendering the report...",
+          file=sys.stderr, flush=True)
     note = ""
     if args.report != "none" and finished:
         from .report import render_report
