@@ -1,8 +1,10 @@
 """Command line: ``python -m harness`` / ``autograd-harness``.
 
 Exit codes: 0 everything agrees; 1 any ``disagree`` or ``error`` (and
-``suspect`` with ``--strict``); 2 bad usage or bad input files, with a
-one-line message naming the file and key.
+``suspect`` with ``--strict``); 2 bad usage or bad input files (or an output
+path that cannot be written, found before the run starts), with a one-line
+message naming the file and key; 130 interrupted (SIGINT), after keeping every
+finished record in the results file (see :class:`harness.records.ResultsStream`).
 """
 
 from __future__ import annotations
@@ -11,9 +13,13 @@ import argparse
 import fnmatch
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .errors import HarnessError, UsageError
+
+if TYPE_CHECKING:
+    from .progress import Progress
 
 DEFAULT_RESULTS = "reports/results.jsonl"
 DEFAULT_REPORT = "reports/agreement.html"
@@ -73,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--dtypes", metavar="LIST", help="comma-separated: float64,float32,float16,bfloat16 or all (default: each case's own)")
     check.add_argument("--implementations", metavar="LIST", help="comma-separated implementation names (default: every correct one)")
     check.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE (or a .py file) that registers implementations (repeatable)")
-    check.add_argument("--results", default=DEFAULT_RESULTS, metavar="PATH", help=f"JSON-lines results file (default: {DEFAULT_RESULTS})")
+    check.add_argument("--results", default=DEFAULT_RESULTS, metavar="PATH", help=f"JSON-lines results file (default: {DEFAULT_RESULTS}), replaced as the run starts and written as tasks finish; "
+                            "its last line says whether the run completed")
     check.add_argument("--report", default=DEFAULT_REPORT, metavar="PATH", help=f"HTML agreement report (default: {DEFAULT_REPORT}); 'none' to skip")
     check.add_argument("--strict", action="store_true", help="exit 1 on suspect verdicts too")
     check.add_argument("--tf32", choices=("off", "on", "both"), default="off",
@@ -94,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run each implementation R times on the same inputs and record run-to-run determinism: the fraction of "
                             "runs bitwise equal to the first and the spread in ULPs per quantity; a run beyond the rigorous bound is "
                             "disagree (default: 1)")
+    check.add_argument("--shard", metavar="K/N", default=None,
+                       help="run only shard K of N (1 <= K <= N): the cases whose id hashes (CRC-32) to K; the N shards are disjoint "
+                            "and together cover every case, on any machine. Merge the shards' results files with `report`")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress and no table, only the verdict line")
 
     derive = sub.add_parser("derive", help="print the derived loss, gradient and update formulas")
@@ -149,43 +159,45 @@ def _select(cases_paths: Sequence[str] | None, ids: Sequence[str] | None, tier: 
     return cases, res.errors
 
 
-def _progress_printer(quiet: bool) -> Callable[[int, int, str], None] | None:
-    if quiet:
-        return None
-    start = time.monotonic()
-    last = [0.0]
+def _progress_printer(quiet: bool, desc: str = "check") -> Progress | None:
+    from .progress import make_progress
 
-    def progress(done: int, total: int, label: str) -> None:
-        now = time.monotonic()
-        if done == total or now - last[0] > 2.0:
-            last[0] = now
-            print(f"[{done}/{total}] {now - start:5.1f}s {label}", file=sys.stderr, flush=True)
-
-    return progress
+    return make_progress(quiet, desc)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from .implementations import load_entry_points, load_plugin
-    from .records import environment_record, write_jsonl
+    from .records import ResultsStream, check_output_path, environment_record
     from .runner import RunOptions, verify
+    from .shard import parse_shard, select_shard
     from .summary import by_device_dtype, determinism_table, summary_table, verdict_line
     from .verdicts import run_outcome
 
+    shard = parse_shard(args.shard)
     for mod in args.plugin:
         load_plugin(mod)
     load_entry_points()
     cases, errors = _select(args.cases, args.case, args.tier, args=args)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
+    selected = len(cases)
+    cases = select_shard(cases, shard)
     if not cases:
         # nothing to run: keep any earlier results file rather than overwrite it with an empty one
-        print(f"error: no case to run; {args.results} left as it was", file=sys.stderr)
+        why = f" in shard {args.shard} ({selected} cases selected in all)" if shard and selected else ""
+        print(f"error: no case to run{why}; {args.results} left as it was", file=sys.stderr)
         return 2
     from .devices import available_devices, parse_devices
 
     missing = [d for d in parse_devices(args.devices) if d not in available_devices()]
     if missing:
         raise UsageError(f"device(s) {', '.join(missing)} not available on this machine (available: {', '.join(available_devices())})")
+    # the outputs are checked before the first case runs: a run is never lost to a bad path at its end
+    results_path = check_output_path(args.results, "--results")
+    if args.report != "none":
+        report_path = check_output_path(args.report, "--report")
+        if report_path.resolve() == results_path.resolve():
+            raise UsageError(f"--report {args.report}: the same file as --results")
     impls = [s.strip() for s in args.implementations.split(",") if s.strip()] if args.implementations else None
     extra = [a for mod in args.plugin for a in ("--plugin", mod)]
     if args.tf32 == "on":
@@ -197,17 +209,38 @@ def cmd_check(args: argparse.Namespace) -> int:
     opts = RunOptions(tf32=args.tf32 == "on", matmul_precision=args.matmul_precision,
                       trajectory=not args.no_trajectory, extra_repro=extra, repeat=args.repeat)
     run = {"isolation": args.isolation, "jobs": args.jobs, "timeout": args.timeout, "plugins": list(args.plugin)}
-    records = verify(cases, impls, devices=args.devices, dtypes=args.dtypes, options=opts,
-                     progress=_progress_printer(args.quiet), **run)
-    if args.tf32 == "both":
-        cuda = [d for d in parse_devices(args.devices) if d.startswith("cuda")]
-        if cuda:
-            on = RunOptions(tf32=True, matmul_precision=args.matmul_precision, trajectory=not args.no_trajectory,
-                            extra_repro=[*extra, "--tf32", "on"], repeat=args.repeat)
-            records += verify(cases, impls, devices=cuda, dtypes=args.dtypes, options=on, progress=_progress_printer(args.quiet), **run)
     env = environment_record({"argv": sys.argv[1:], "tf32_option": args.tf32, "matmul_precision_option": args.matmul_precision,
-                              "isolation": args.isolation, "repeat": args.repeat})
-    path = write_jsonl(args.results, records, env)
+                              "isolation": args.isolation, "repeat": args.repeat, "shard": args.shard})
+    # replaces any older file at this path now: a stale file must not look like this run's
+    stream = ResultsStream(results_path, env)
+    finished: list = []
+
+    def on_records(recs: list) -> None:
+        stream.add(recs)
+        finished.extend(recs)
+
+    progress = _progress_printer(args.quiet)
+    records: list = []
+    try:
+        try:
+            records = verify(cases, impls, devices=args.devices, dtypes=args.dtypes, options=opts,
+                             progress=progress, on_records=on_records, **run)
+            if args.tf32 == "both":
+                cuda = [d for d in parse_devices(args.devices) if d.startswith("cuda")]
+                if cuda:
+                    on = RunOptions(tf32=True, matmul_precision=args.matmul_precision, trajectory=not args.no_trajectory,
+                                    extra_repro=[*extra, "--tf32", "on"], repeat=args.repeat)
+                    records += verify(cases, impls, devices=cuda, dtypes=args.dtypes, options=on, progress=progress,
+                                      on_records=on_records, **run)
+        finally:
+            if progress is not None:
+                progress.close()
+    except KeyboardInterrupt:
+        return _interrupted(args, stream, finished)
+    except BaseException:
+        stream.finish(interrupted=False)  # a footer that says the run did not complete
+        raise
+    path = stream.finish(records)  # rewritten atomically in the deterministic order, with the completed footer
     if not args.quiet:
         print(summary_table(records))
         print()
@@ -226,6 +259,24 @@ def cmd_check(args: argparse.Namespace) -> int:
     for line in outcome.reasons:  # the last lines say why the run passes or fails, in plain words
         print(line)
     return outcome.code
+
+
+def _interrupted(args: argparse.Namespace, stream: Any, finished: list) -> int:
+    """SIGINT during ``check``: keep what finished, footer ``interrupted``, a report marked so; exit 130."""
+    path = stream.finish(interrupted=True)
+    print(f"interrupted: the workers are stopped; {len(finished)} record(s) kept in {path}; rendering the report...",
+          file=sys.stderr, flush=True)
+    note = ""
+    if args.report != "none" and finished:
+        from .report import render_report
+
+        try:
+            render_report([path], args.report, title="Agreement report (INTERRUPTED: incomplete run)")
+            note = f"; report (marked interrupted) {args.report}"
+        except Exception as exc:  # the records are safe; a report failure must not hide that
+            note = f"; the report could not be rendered: {type(exc).__name__}: {exc}"
+    print(f"interrupted: kept the {len(finished)} record(s) of the tasks that finished in {path}{note}", file=sys.stderr, flush=True)
+    return 130
 
 
 def cmd_derive(args: argparse.Namespace) -> int:
@@ -267,8 +318,15 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     start = time.monotonic()
-    res = run_selftest(cases, dtypes=parse_dtypes(args.dtypes),
-                       progress=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True)))
+    from .progress import Progress
+
+    # a bar on a terminal; elsewhere one line per implementation, with done/total, elapsed and ETA
+    bar = None if args.quiet else Progress("selftest", every=0.0)
+    try:
+        res = run_selftest(cases, dtypes=parse_dtypes(args.dtypes), progress_count=bar)
+    finally:
+        if bar is not None:
+            bar.close()
     print(format_selftest(res))
     print(f"{len(cases)} cases, {time.monotonic() - start:.1f}s")
     if errors:

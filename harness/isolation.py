@@ -80,6 +80,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -206,6 +207,9 @@ def _init_worker(plugins: Sequence[str], cwd: str, path: Sequence[str]) -> None:
     A failure is kept, not raised (a raising initializer would make pebble restart
     the worker forever): every task of this worker then returns an ``error`` record."""
     try:
+        # Ctrl-C reaches the whole process group: the supervisor alone handles it (it stops the
+        # pool and keeps every finished record); a worker must not die of it mid-task
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         os.chdir(cwd)
         for p in reversed(path):
             if p not in sys.path:
@@ -314,6 +318,7 @@ def run_supervised(
     timeout: float | Callable[[Case], float] | None = None,
     progress: Callable[[int, int, str], None] | None = None,
     start: str | None = None,
+    on_records: Callable[[list[Record]], None] | None = None,
 ) -> list[Record]:
     """Run ``tasks`` in supervised worker processes; one list of records, in task order.
 
@@ -329,10 +334,16 @@ def run_supervised(
         timeout: seconds per task, a function of the case, or None for :func:`default_timeout`.
         progress: ``progress(done, total, label)`` as tasks finish.
         start: the multiprocessing start method (default :func:`start_method`; ``$HARNESS_START_METHOD``).
+        on_records: called with each task's records as soon as the task is done (in
+            completion order), e.g. to stream them to a results file.
 
     Returns:
         the records of every task, in task order; a task whose worker died or ran
         past its timeout has one ``error`` record saying so.
+
+    On ``KeyboardInterrupt`` (SIGINT) the pending tasks are cancelled, the workers
+    stopped, and the exception propagates; every finished task was already passed
+    to ``on_records``.
     """
     from pebble import ProcessExpired, ProcessPool
 
@@ -356,6 +367,13 @@ def run_supervised(
         # e.g. "<stdin>": a worker would try to run it again, fail, and be restarted forever
         hidden_main = main_file
         del main.__file__
+    # SIGINT must not raise KeyboardInterrupt at an arbitrary point: raised inside
+    # concurrent.futures.wait it can leave a future's lock held, and pebble's threads then
+    # deadlock on it. The handler only notes it; the loop raises it between two waits.
+    interrupted: list[int] = []
+    old_handler: Any = None
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        old_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
     pool = ProcessPool(max_workers=n_jobs, initializer=_init_worker, initargs=(list(plugins), os.getcwd(), list(sys.path)),
                        context=_context(start))
     try:
@@ -368,7 +386,7 @@ def run_supervised(
         done_count = 0
         gone_since: dict[int, float] = {}
         while pending:
-            finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
             # watchdog: pebble takes a worker that exits with status 0 (exit(0) in native code) for one
             # that retired, and would leave its task running until the timeout
             now = time.monotonic()
@@ -404,10 +422,20 @@ def run_supervised(
                     why = f"the worker process failed: {type(exc).__name__}: {exc}"
                 if results[i] is None:
                     results[i] = [error_record(t.case, t.implementation, t.device, t.dtype, opts, why)]
+                if on_records is not None:
+                    on_records(list(results[i] or []))
                 done_count += 1
                 if progress:
                     progress(done_count, len(tasks), f"{t.case.id} {t.implementation.name} {t.device} {t.dtype}")
+            if interrupted:  # after the tasks that finished meanwhile were handed on
+                raise KeyboardInterrupt
+    except BaseException:
+        for fut in futures:  # KeyboardInterrupt, or a failing on_records: nothing more is started
+            fut.cancel()
+        raise
     finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
         pool.stop()
         pool.join()
         if hidden_main is not None and main is not None:

@@ -93,6 +93,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-timeout", type=float, metavar="SECONDS", default=None,
                     help="with --harness-isolation process: seconds one case/implementation/device/dtype may take "
                          "(default: 60 s plus 1 s per million N*D*K*steps)")
+    group.addoption("--harness-shard", metavar="K/N", default=None,
+                    help="only shard K of N of the cases, by a stable hash (CRC-32) of the case id: the N shards are disjoint and "
+                         "cover every case (as `check --shard`); merge their results files with `python -m harness report`")
     group.addoption("--harness-results", metavar="PATH", default=None,
                     help="write every record to this JSON-lines file (one file, also under pytest-xdist)")
     group.addoption("--harness-report", metavar="PATH", default=None,
@@ -123,6 +126,16 @@ def pytest_configure(config: pytest.Config) -> None:
 # ------------------------------------------------------------------ state
 
 
+def _shard_option(text: str | None) -> tuple[int, int] | None:
+    from .errors import UsageError
+    from .shard import parse_shard
+
+    try:
+        return parse_shard(text, "--harness-shard")
+    except UsageError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
 @dataclass
 class HarnessOptions:
     """The ``--harness-*`` options, parsed (no torch needed)."""
@@ -138,6 +151,7 @@ class HarnessOptions:
     matmul_precision: str
     results: Path | None
     report: Path | None
+    shard: tuple[int, int] | None = None
     isolation: str = "inline"
     timeout: float | None = None
 
@@ -162,6 +176,7 @@ class HarnessOptions:
             report=Path(report) if report else None,
             isolation=config.getoption("--harness-isolation"),
             timeout=config.getoption("--harness-timeout"),
+            shard=_shard_option(config.getoption("--harness-shard")),
         )
 
 
@@ -216,6 +231,9 @@ class HarnessState:
             ids = self.options.case_ids
             if ids:
                 cases = [c for c in cases if any(c.id == i or fnmatch.fnmatchcase(c.id, i) for i in ids)]
+            from .shard import select_shard
+
+            cases = select_shard(cases, self.options.shard)
             self._case_errors = [str(e) for e in res.errors]
             self._cases = cases
         return self._cases
@@ -545,7 +563,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             "argv": sys.argv[1:], "runner": "pytest", "xdist_workers": len(state.part_files),
             "tf32_option": "on" if state.options.tf32 else "off", "matmul_precision_option": state.options.matmul_precision,
         })
-        write_jsonl(state.options.results, state.records, env)
+        # the run-end footer of every results file (see harness.records); a session stopped by Ctrl-C is not complete
+        stopped = exitstatus == pytest.ExitCode.INTERRUPTED
+        footer = {"kind": "run-end", "run": env["run"], "completed": not stopped, "records": len(state.records), "interrupted": stopped}
+        write_jsonl(state.options.results, state.records, env, footer=footer)
         if state.options.report is not None:
             try:
                 from .report import render_report  # type: ignore[import-not-found,unused-ignore]

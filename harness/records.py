@@ -1,13 +1,22 @@
 """Result records and JSON-lines files: the harness's data (reports are views).
 
 A results file holds one JSON object per line. The first line is an
-*environment record* (``"kind": "environment"``): versions, devices, CPU,
-threads, TF32 and matmul-precision settings, git commit, time. Every other
-line is a :class:`Record` (``"kind": "record"``), one per case,
-implementation, device, dtype, quantity and step. A streamed file may name its
-run in the environment line (``"run"``) and end with ``{"kind": "run-end",
-"completed": true, "records": N}``; a file without that footer was interrupted
-or is still running.
+*environment record* (``"kind": "environment"``): the run's id (``"run"``),
+versions, devices, CPU, threads, TF32 and matmul-precision settings, git
+commit, time. Then one :class:`Record` per line (``"kind": "record"``), one
+per case, implementation, device, dtype, quantity and step. The last line of a
+run that ended is the *run-end footer* (``"kind": "run-end"``)::
+
+    {"kind": "run-end", "run": ID, "completed": true, "records": N, "interrupted": false}
+
+``check`` streams its file (:class:`ResultsStream`): the environment line is
+written (replacing any older file at that path) before the first case runs,
+each record is written and flushed as soon as its task is graded (in completion
+order), and at the end the file is rewritten atomically in the deterministic
+order (case, implementation, device, dtype, step, quantity) with a completed
+footer. An interrupted run (SIGINT) keeps every record it finished and ends
+with ``"completed": false, "interrupted": true``; a killed run (SIGKILL) has
+no footer, and its finished records are all in the file.
 
 Reading (:func:`read_jsonl`) never trusts a line: each is decoded and checked
 against the Record contract (:func:`check_record`) on its own, and a line that
@@ -25,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,6 +233,7 @@ _CHECKERS: dict[str, tuple[tuple[type, ...], Any]] = {
     "str": ((str,), _strict("a string")),
     "str | None": ((str, _NoneType), _strict("a string or null")),
     "int": ((), _int),
+    "int | None": ((_NoneType,), _int),
     "float | None": ((float, _NoneType), _float),
     "bool | None": ((bool, _NoneType), _strict("true, false or null")),
     "list[int]": ((), _int_list),
@@ -328,12 +339,20 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
-def environment_record(extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Describe the machine: versions, devices, CPU, threads, TF32 settings, commit, time."""
+def new_run_id() -> str:
+    """A run id: UTC time (sortable, readable) and a random suffix (unique across machines)."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:12]
+
+
+def environment_record(extra: dict[str, Any] | None = None, run: str | None = None) -> dict[str, Any]:
+    """Describe the machine: versions, devices, CPU, threads, TF32 settings, commit, time.
+
+    ``run`` names the run (default: a new :func:`new_run_id`); the run-end footer repeats it."""
     import numpy as np
 
     env: dict[str, Any] = {
         "kind": "environment",
+        "run": run or new_run_id(),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "hostname": platform.node(),
         "python": sys.version.split()[0],
@@ -369,8 +388,9 @@ def environment_record(extra: dict[str, Any] | None = None) -> dict[str, Any]:
     return env
 
 
-def write_jsonl(path: str | Path, records: Iterable[Record], env: dict[str, Any] | None = None) -> Path:
-    """Write an environment line then one line per record, atomically.
+def write_jsonl(path: str | Path, records: Iterable[Record], env: dict[str, Any] | None = None,
+                footer: dict[str, Any] | None = None) -> Path:
+    """Write an environment line then one line per record (and the ``footer`` line, if given), atomically.
 
     The file is written to a temporary file in the same folder and renamed, so a
     crash never leaves a half-written results file.
@@ -389,6 +409,8 @@ def write_jsonl(path: str | Path, records: Iterable[Record], env: dict[str, Any]
             fh.write(json.dumps(env if env is not None else environment_record()) + "\n")
             for r in records:
                 fh.write(json.dumps(r.to_json()) + "\n")
+            if footer is not None:
+                fh.write(json.dumps(footer) + "\n")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -433,6 +455,93 @@ class RunSpan:
     @property
     def completed(self) -> bool:
         return self.end is not None and self.end.get("completed") is True
+
+
+def check_output_path(path: str | Path, option: str) -> Path:
+    """Check, before a run starts, that a file can be written at ``path``; create its folder.
+
+    Raises:
+        UsageError: ``"--results PATH: ..."`` naming why not (empty, a folder, a parent
+        that is a file, a folder that is not writable).
+    """
+    from .errors import UsageError
+
+    text = str(path)
+    if not text.strip():
+        raise UsageError(f"{option} {text!r}: empty path; give a file name")
+    p = Path(text)
+    if p.is_dir():
+        raise UsageError(f"{option} {text}: is a folder; give a file name inside it")
+    if text.endswith(("/", os.sep)):
+        raise UsageError(f"{option} {text}: names a folder; give a file name")
+    parent = p.parent
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{option} {text}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {text}: folder {existing} is not writable")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise UsageError(f"{option} {text}: file is not writable")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{option} {text}: cannot create folder {parent}: {exc.strerror or exc}") from exc
+    return p
+
+
+class ResultsStream:
+    """A results file written as the run goes (see the module docstring).
+
+    ``open`` replaces any older file at the path with the environment line;
+    :meth:`add` writes and flushes records as they are graded; :meth:`finish`
+    ends the file with the run-end footer (completed runs: rewritten atomically
+    in the given order)."""
+
+    def __init__(self, path: str | Path, env: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.env = env
+        self.run = str(env.setdefault("run", new_run_id()))
+        self.count = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh: Any = self.path.open("w", encoding="utf-8")
+        self._write_line(env)
+
+    def _write_line(self, obj: dict[str, Any]) -> None:
+        self._fh.write(json.dumps(obj) + "\n")
+        self._fh.flush()
+
+    def add(self, records: Iterable[Record]) -> None:
+        """Write and flush records (one line each)."""
+        if self._fh is None:
+            return
+        lines = [json.dumps(r.to_json()) + "\n" for r in records]
+        self._fh.write("".join(lines))
+        self._fh.flush()
+        self.count += len(lines)
+
+    def footer(self, completed: bool, interrupted: bool, records: int) -> dict[str, Any]:
+        return {"kind": "run-end", "run": self.run, "completed": completed, "records": records, "interrupted": interrupted}
+
+    def finish(self, ordered: Iterable[Record] | None = None, *, interrupted: bool = False) -> Path:
+        """End the file. ``ordered`` (a completed run's records): rewrite the file atomically
+        in that order with a completed footer; else append an incomplete footer to what was
+        streamed (``interrupted``: stopped by SIGINT)."""
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if ordered is not None and not interrupted:
+            recs = list(ordered)
+            return write_jsonl(self.path, recs, self.env, footer=self.footer(True, False, len(recs)))
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(self.footer(False, interrupted, self.count)) + "\n")
+        return self.path
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
 
 @dataclass

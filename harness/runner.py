@@ -472,6 +472,7 @@ def verify(
     jobs: int | None = None,
     timeout: float | None = None,
     plugins: Sequence[str] | None = None,
+    on_records: Callable[[list[Record]], None] | None = None,
 ) -> list[Record]:
     """Grade implementations on cases across devices and dtypes.
 
@@ -496,6 +497,9 @@ def verify(
             (default: :func:`harness.isolation.default_timeout`).
         plugins: modules or ``.py`` paths the workers import to find the implementations
             (default: the modules of the plug-in implementations asked for).
+        on_records: called with the records of each case/implementation/device/dtype as
+            soon as it is graded (in completion order, which with ``jobs > 1`` is not the
+            returned order): ``check`` streams them to its results file.
 
     Returns:
         the records, in case, implementation, device, dtype, step, quantity order
@@ -516,16 +520,19 @@ def verify(
 
         return run_supervised([Task(c, i, dv, dt) for c, i, dv, dt in units], opts, task=grade_task, error_record=error_record,
                               plugins=plugin_sources(impl_list) if plugins is None else plugins,
-                              jobs=jobs, timeout=timeout, progress=progress)
+                              jobs=jobs, timeout=timeout, progress=progress, on_records=on_records)
     records: list[Record] = []
     caches: dict[int, CaseCache] = {}
     for done, (c, i, dv, dt) in enumerate(units, start=1):
         cache = caches.setdefault(id(c), CaseCache(c))
         try:
-            records.extend(check_case(c, i, dv, dt, opts, cache))
+            got = check_case(c, i, dv, dt, opts, cache)
         except Exception as exc:  # a bug in the harness itself must not lose the run
             base = _base(c, i, dv, dt, opts)
-            records.append(_whole_run_record(base, "error", f"harness failure while grading: {type(exc).__name__}: {exc}"))
+            got = [_whole_run_record(base, "error", f"harness failure while grading: {type(exc).__name__}: {exc}")]
+        records.extend(got)
+        if on_records is not None:
+            on_records(got)
         if progress:
             progress(done, len(units), f"{c.id} {i.name} {dv} {dt}")
     return records

@@ -62,6 +62,7 @@ def run_selftest(
     dtypes: Sequence[str] | None = None,
     options: RunOptions | None = None,
     progress: Callable[[str], None] | None = None,
+    progress_count: Callable[[int, int, str], None] | None = None,
 ) -> SelftestResult:
     """Run the mutants (stopping at the first case that catches each) and the correct implementations.
 
@@ -70,6 +71,8 @@ def run_selftest(
         dtypes: dtypes to run (None = each case's own).
         options: run options (the trajectory is skipped for speed unless set).
         progress: called with a line of text after each implementation.
+        progress_count: called as ``progress_count(done, total, line)`` after each implementation
+            (a progress bar, or lines with the ETA: :class:`harness.progress.Progress`).
     """
     load_builtins()
     load_mutants()
@@ -77,6 +80,17 @@ def run_selftest(
     mutants = [i for i in REGISTRY.values() if not i.correct and i.kind != "plugin"]
     correct = [i for i in REGISTRY.values() if i.correct and i.default and i.kind == "builtin"]  # opt-in ones (torch-compile) run only when named
     results: list[MutantResult] = []
+    total = len(mutants) + len(correct)
+    done = 0
+
+    def report(line: str) -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(line)
+        if progress_count:
+            progress_count(done, total, line)
+
     for m in mutants:
         res = MutantResult(m.name, m.description, m.expected, caught=False)
         for case in cases:
@@ -88,8 +102,7 @@ def run_selftest(
                 res.caught_by = f"{hit.verdict} on {hit.case} ({hit.dtype}, {hit.quantity}, step {hit.step})"
                 break
         results.append(res)
-        if progress:
-            progress(f"{m.name}: {'caught, ' + res.caught_by if res.caught else 'NOT CAUGHT'}")
+        report(f"{m.name}: {'caught, ' + res.caught_by if res.caught else 'NOT CAUGHT'}")
     alarms: list[Record] = []
     n_correct = 0
     n_graded = 0
@@ -99,8 +112,7 @@ def run_selftest(
         n_graded += sum(not nothing_graded([r]) for r in recs)
         bad = [r for r in recs if is_alarm(r)]  # a probed known framework bug (known_bug set) is no false alarm
         alarms.extend(bad)
-        if progress:
-            progress(f"{impl.name} (correct): {len(recs)} records, {len(bad)} false alarm(s)")
+        report(f"{impl.name} (correct): {len(recs)} records, {len(bad)} false alarm(s)")
     return SelftestResult(results, alarms, n_correct, n_graded)
 
 

@@ -164,7 +164,8 @@ def test_cli_reports_a_malformed_file_with_its_line_and_still_writes_the_other_r
     assert proc.returncode == 2
     assert f"error: {bad}:3: invalid TOML" in proc.stderr  # the unclosed array on line 3
     lines = [json.loads(ln) for ln in out.read_text().splitlines()]
-    assert lines[0]["kind"] == "environment" and {r["case"] for r in lines[1:]} == {"good"}
+    assert lines[0]["kind"] == "environment" and {r["case"] for r in lines[1:-1]} == {"good"}
+    assert lines[-1]["kind"] == "run-end" and lines[-1]["completed"]
 
 
 

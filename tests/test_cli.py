@@ -22,7 +22,8 @@ def test_check_seed_agrees_and_writes_results(tmp_path):
     lines = (tmp_path / "r.jsonl").read_text().splitlines()
     env = json.loads(lines[0])
     assert env["kind"] == "environment" and env["torch"]
-    recs = [json.loads(line) for line in lines[1:]]
+    recs = [json.loads(line) for line in lines[1:-1]]
+    assert json.loads(lines[-1]) == {"kind": "run-end", "run": env["run"], "completed": True, "records": len(recs), "interrupted": False}
     assert {r["implementation"] for r in recs} >= {"torch-seed", "numpy-hand"}
     assert "implementation" in res.stdout and "worst bits" in res.stdout and " agree" in res.stdout
 
@@ -31,7 +32,7 @@ def test_missing_factor_two_is_disagree_with_exit_1(tmp_path):
     res = run("check", "--cases", str(CASES / "seed.toml"), "--plugin", PLUGIN, "--implementations", "missing-factor-2",
               "--dtypes", "float32", "--results", str(tmp_path / "r.jsonl"), "--report", "none")
     assert res.returncode == 1, res.stdout + res.stderr
-    recs = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()[1:]]
+    recs = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()[1:-1]]
     g = next(r for r in recs if r["case"] == "seed" and r["quantity"] == "grad_W" and r["step"] == 1)
     assert g["verdict"] == "disagree"
     assert g["computed"] == "0.6999998092651367"  # half of the true 1.39999985...
@@ -47,7 +48,7 @@ def test_missing_factor_two_on_nist_filip(tmp_path):
     res = run("check", "--cases", str(CASES / "nist.toml"), "--case", "nist-filip-*", "--plugin", PLUGIN,
               "--implementations", "missing-factor-2", "--results", str(tmp_path / "r.jsonl"), "--report", "none", "-q")
     assert res.returncode == 1
-    recs = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()[1:]]
+    recs = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()[1:-1]]
 
     def verdict(case, dtype):
         return next(r["verdict"] for r in recs if r["case"] == case and r["dtype"] == dtype and r["quantity"] == "grad_W")
@@ -65,7 +66,7 @@ def test_bad_case_file_exits_2_naming_file_case_and_key(tmp_path):
     res = run("check", "--cases", str(bad), "--devices", "cpu", "--results", str(tmp_path / "r.jsonl"), "--report", "none", "-q")
     assert res.returncode == 2
     assert f"{bad}, case 'wrong-w', key 'W'" in res.stderr
-    recs = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()[1:]]
+    recs = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()[1:-1]]
     assert {r["case"] for r in recs} == {"ok"}  # the good case still ran and was kept
 
 

@@ -78,7 +78,7 @@ def test_cli_tf32_both_adds_a_tf32_pass_for_cuda_devices_only(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert lines[0]["tf32_option"] == "both"
-    recs = lines[1:]
+    recs = lines[1:-1]
     cuda = [r for r in recs if r["device"].startswith("cuda")]
     assert {r["tf32"] for r in recs if r["device"] == "cpu"} == {None}
     assert {r["tf32"] for r in cuda} == ({False, True} if HAS_CUDA else set())

@@ -76,7 +76,7 @@ def _env() -> dict[str, str]:
 
 
 def _records(path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()[1:]]
+    return [json.loads(line) for line in path.read_text().splitlines()[1:] if json.loads(line)["kind"] == "record"]
 
 
 def test_bad_plugins_are_error_records_and_the_run_goes_on(tmp_path):

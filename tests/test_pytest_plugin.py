@@ -107,7 +107,8 @@ def test_harness_verify_fixture_grades_a_users_step(pytester, monkeypatch):
     assert "autograd-harness" in out and "cpu float32: " in out
     lines = [json.loads(line) for line in results.read_text().splitlines()]
     assert lines[0]["kind"] == "environment" and lines[0]["runner"] == "pytest"
-    recs = lines[1:]
+    recs = lines[1:-1]
+    assert lines[-1] == {"kind": "run-end", "run": lines[0]["run"], "completed": True, "records": len(recs), "interrupted": False}
     assert {r["implementation"] for r in recs} == {"good_step", "forgets_the_two"}
     assert len(recs) == 2 * 2 * 5  # two steps, five quantities, each implementation
     assert all(r["matmul_precision"] == "highest" and r["tf32"] is None for r in recs)  # tf32 is recorded for CUDA only
@@ -144,8 +145,8 @@ def test_one(harness_case, harness_dtype, harness_implementation, harness_device
 
 def _records(path):
     lines = [json.loads(line) for line in path.read_text().splitlines()]
-    assert lines[0]["kind"] == "environment"
-    return lines[1:]
+    assert lines[0]["kind"] == "environment" and lines[-1]["kind"] == "run-end" and lines[-1]["completed"]
+    return lines[1:-1]
 
 
 def test_serial_and_xdist_runs_write_the_same_records(tmp_path):
@@ -179,3 +180,29 @@ def test_case(harness_case, harness_dtype, harness_implementation, harness_devic
                                            "--harness-cases", "bad.toml", "--harness-implementations", "numpy-hand")
     result.assert_outcomes(passed=2, errors=1)
     assert "case 'bad', key 'colour'" in result.stdout.str()
+
+
+def test_harness_shard_splits_the_cases_disjointly(pytester, monkeypatch):
+    _env(monkeypatch)
+    from harness.shard import shard_index
+
+    ids = [f"c{i}" for i in range(6)]
+    pytester.makefile(".toml", cases="".join(CASE_FILE.replace('"tiny-fit"', f'"{i}"').replace('["float32", "float64"]', '["float64"]')
+                                             for i in ids))
+    pytester.makepyfile(test_sweep='''
+def test_one(harness_case, harness_dtype, harness_implementation, harness_device, harness_check):
+    assert all(r.verdict == "agree" for r in harness_check(harness_case, harness_implementation, harness_device, harness_dtype))
+''')
+    seen: list[str] = []
+    for k in (1, 2):
+        result = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "--harness-cases", "cases.toml",
+                                               "--harness-implementations", "numpy-hand", "--harness-devices", "cpu", "-v",
+                                               "--harness-shard", f"{k}/2")
+        want = [i for i in ids if shard_index(i, 2) == k]
+        result.assert_outcomes(passed=len(want))
+        got = [i for i in ids if f"test_one[{i}-float64-numpy-hand-cpu] PASSED" in result.stdout.str()]
+        assert got == want
+        seen += got
+    assert sorted(seen) == ids
+    result = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "--harness-cases", "cases.toml", "--harness-shard", "3/2")
+    assert result.ret != 0 and "--harness-shard '3/2'" in result.stderr.str()

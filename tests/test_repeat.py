@@ -101,7 +101,7 @@ def test_cli_repeat_prints_the_determinism_table(tmp_path):
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Run-to-run determinism" in out.stdout
-    recs = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()[1:]]
+    recs = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()[1:-1]]
     assert {r["repeat_count"] for r in recs} == {2} and {r["repeat_identical"] for r in recs} == {1.0}
     assert "--repeat 2" in recs[0]["repro"]
     assert "Run-to-run determinism" in (tmp_path / "r.html").read_text()

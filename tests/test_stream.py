@@ -1,0 +1,222 @@
+"""Streamed results files (issue 11): nothing finished is lost to SIGINT or SIGKILL, a stale
+file never looks current, bad output paths fail before the run, and --shard K/N."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CASES, ROOT
+
+# long enough (518 cases x every default implementation) that it is always interrupted mid-run
+LONG = ["check", "--cases", str(CASES / "generated.toml"), "--devices", "cpu", "--dtypes", "float64,float32"]
+
+
+@pytest.fixture
+def harness_proc():
+    """Start ``python -m harness ...`` in its own process group; the group is killed at teardown if still there."""
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, start_new_session=True)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate()
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def _wait_for_records(proc: subprocess.Popen, path: Path, n: int = 5, limit: float = 180.0) -> None:
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"check ended (exit {proc.returncode}) before it was interrupted:\n{out}\n{err}")
+        if sum('"kind": "record"' in line for line in _lines(path)) >= n:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"no record reached {path} in {limit:g} s: records are not streamed")
+
+
+def _report(path: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harness", "report", str(path), "-o", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_sigint_keeps_finished_records_writes_interrupted_footer_and_exits_130(tmp_path, harness_proc):
+    results, html = tmp_path / "r.jsonl", tmp_path / "r.html"
+    results.write_text('{"kind": "environment", "run": "an-older-run"}\n' + '{"stale": 1}\n' * 5000)
+    proc = harness_proc(*LONG, "--jobs", "2", "--results", str(results), "--report", str(html))
+    _wait_for_records(proc, results)
+    os.killpg(proc.pid, signal.SIGINT)  # as Ctrl-C: the whole process group, workers too
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err and str(results) in err
+    lines = [json.loads(line) for line in _lines(results)]  # every line is valid JSON
+    env, recs, footer = lines[0], lines[1:-1], lines[-1]
+    assert env["kind"] == "environment" and env["run"] != "an-older-run"
+    assert recs and all(r["kind"] == "record" and r["case"].startswith("gen-") for r in recs)
+    assert footer == {"kind": "run-end", "run": env["run"], "completed": False, "records": len(recs), "interrupted": True}
+    # every finished task is whole: one task's records are written together
+    assert "INTERRUPTED" in html.read_text()
+    res = _report(results, tmp_path / "again.html")
+    assert res.returncode == 0, res.stderr
+    assert f"{len(recs)} records" in res.stdout
+
+
+def test_sigkill_leaves_every_finished_record_in_the_file(tmp_path, harness_proc):
+    results = tmp_path / "r.jsonl"
+    proc = harness_proc(*LONG, "--isolation", "inline", "--results", str(results), "--report", "none")
+    _wait_for_records(proc, results)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    raw = _lines(results)
+    lines = [json.loads(line) for line in raw]  # flushed line by line: nothing half-written
+    assert lines[0]["kind"] == "environment" and "run" in lines[0]
+    recs = [r for r in lines[1:] if r.get("kind") == "record"]
+    assert len(recs) == len(lines) - 1 >= 5  # no footer: the run never ended
+    res = _report(results, tmp_path / "r.html")
+    assert res.returncode == 0, res.stderr
+    assert f"{len(recs)} records" in res.stdout
+
+
+@pytest.mark.parametrize("bad", ["file/x.jsonl", "folder", "", "folder/"])
+def test_bad_results_path_fails_before_the_run_with_exit_2(tmp_path, bad):
+    (tmp_path / "file").write_text("a regular file")
+    (tmp_path / "folder").mkdir()
+    path = str(tmp_path / bad) if bad else ""
+    start = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "harness", "check", *LONG[1:], "--results", path, "--report", "none"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith(f"error: --results {path if path else repr('')}")
+    assert "Traceback" not in res.stderr
+    assert time.monotonic() - start < 60  # nothing was run (the whole set takes many minutes)
+
+
+def test_bad_report_path_fails_before_the_run_and_keeps_the_old_results(tmp_path):
+    (tmp_path / "file").write_text("x")
+    old = tmp_path / "r.jsonl"
+    old.write_text("older results\n")
+    res = subprocess.run([sys.executable, "-m", "harness", "check", *LONG[1:], "--results", str(old),
+                          "--report", str(tmp_path / "file" / "r.html")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "error: --report " in res.stderr and "is not a folder" in res.stderr
+    assert old.read_text() == "older results\n"
+
+
+def test_output_path_checks():
+    from harness.errors import UsageError
+    from harness.records import check_output_path
+
+    with pytest.raises(UsageError, match="empty"):
+        check_output_path("", "--results")
+    with pytest.raises(UsageError, match="is a folder"):
+        check_output_path(str(ROOT), "--results")
+
+
+# ------------------------------------------------------------------ sharding
+
+
+def test_shards_are_disjoint_cover_everything_and_do_not_depend_on_order():
+    from harness.cases import load_cases
+    from harness.shard import parse_shard, select_shard, shard_index
+
+    cases = load_cases([str(CASES)]).cases
+    ids = [c.id for c in cases]
+    for n in (1, 2, 3, 7):
+        parts = [select_shard(cases, (k, n)) for k in range(1, n + 1)]
+        got = [c.id for p in parts for c in p]
+        assert sorted(got) == sorted(ids)  # covered, each once
+        assert len(set(got)) == len(got)
+        rev = [c.id for c in select_shard(list(reversed(cases)), (1, n))]
+        assert sorted(rev) == sorted(c.id for c in parts[0])  # membership is by id, not position
+        if n > 1:
+            assert all(len(p) < len(cases) for p in parts)  # the hash spreads the cases
+    import zlib
+
+    assert shard_index("seed", 4) == zlib.crc32(b"seed") % 4 + 1  # stable: no PYTHONHASHSEED
+    assert parse_shard("2/3") == (2, 3) and parse_shard(None) is None
+
+
+@pytest.mark.parametrize("bad", ["0/2", "3/2", "2", "a/b", "1/0", "-1/2"])
+def test_bad_shard_is_a_usage_error(bad):
+    from harness.errors import UsageError
+    from harness.shard import parse_shard
+
+    with pytest.raises(UsageError, match="--shard"):
+        parse_shard(bad)
+
+
+def test_merged_shards_equal_one_run(tmp_path):
+    common = ["check", "--cases", str(CASES / "semantics.toml"), "--cases", str(CASES / "seed.toml"), "--devices", "cpu",
+              "--implementations", "numpy-hand,torch-seed", "--isolation", "inline", "--report", "none", "-q"]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "harness", *common, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    assert run("--results", str(tmp_path / "all.jsonl")).returncode == 0
+    parts = []
+    for k in (1, 2, 3):
+        res = run("--shard", f"{k}/3", "--results", str(tmp_path / f"s{k}.jsonl"))
+        assert res.returncode in (0, 2), res.stderr  # 2: a shard that got no case (4 cases in 3 shards)
+        if res.returncode == 0:
+            parts.append(tmp_path / f"s{k}.jsonl")
+        else:
+            assert "no case to run in shard" in res.stderr
+    assert len(parts) >= 2
+    from harness.report import build_model
+
+    def key(r):
+        d = r.to_json()
+        return json.dumps(d, sort_keys=True)
+
+    one = sorted(key(r) for r in build_model([tmp_path / "all.jsonl"]).records)
+    merged = sorted(key(r) for r in build_model(parts).records)
+    assert merged == one and one
+    res = subprocess.run([sys.executable, "-m", "harness", "report", *map(str, parts), "-o", str(tmp_path / "m.html")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and f"{len(one)} records" in res.stdout and f"from {len(parts)} file(s)" in res.stdout
+
+
+def test_plain_progress_lines_have_done_total_elapsed_and_eta():
+    import io
+
+    from harness.progress import Progress
+
+    buf = io.StringIO()
+    p = Progress("check", stream=buf, tty=False, every=0.0)
+    p(1, 4, "a")
+    p(4, 4, "b")
+    p.close()
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("check: [1/4]  25% elapsed ") and "ETA " in lines[0] and lines[0].endswith(" a")
+    assert lines[1].startswith("check: [4/4] 100% ") and "ETA 0.0s" in lines[1]
+
+
+def test_progress_bar_on_a_terminal():
+    import io
+
+    from harness.progress import Progress
+
+    buf = io.StringIO()
+    p = Progress("check", stream=buf, tty=True)
+    p(2, 4, "x")
+    p.close()
+    assert "2/4" in buf.getvalue() and "%" in buf.getvalue()
