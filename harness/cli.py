@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--matmul-precision", choices=("highest", "high", "medium"), default="highest",
                        help="torch.set_float32_matmul_precision for the run (default: highest)")
     check.add_argument("--no-trajectory", action="store_true", help="skip the exact trajectory (drift) computation")
+    check.add_argument("--flush-to-zero", action="store_true",
+                       help="every implementation of the run may flush subnormals to zero (FTZ/DAZ): grade it with the flush-to-zero bounds in every dtype")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress and no table, only the verdict line")
 
     derive = sub.add_parser("derive", help="print the derived loss, gradient and update formulas")
@@ -129,15 +131,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     extra = [a for mod in args.plugin for a in ("--plugin", mod)]
     if args.tf32 == "on":
         extra += ["--tf32", "on"]
+    if args.flush_to_zero:
+        extra += ["--flush-to-zero"]
     opts = RunOptions(tf32=args.tf32 == "on", matmul_precision=args.matmul_precision,
-                      trajectory=not args.no_trajectory, extra_repro=extra)
+                      trajectory=not args.no_trajectory, extra_repro=extra, flush_to_zero=args.flush_to_zero)
     records = verify(cases, impls, devices=args.devices, dtypes=args.dtypes, options=opts,
                      progress=_progress_printer(args.quiet))
     if args.tf32 == "both":
         cuda = [d for d in parse_devices(args.devices) if d.startswith("cuda")]
         if cuda:
             on = RunOptions(tf32=True, matmul_precision=args.matmul_precision, trajectory=not args.no_trajectory,
-                            extra_repro=[*extra, "--tf32", "on"])
+                            extra_repro=[*extra, "--tf32", "on"], flush_to_zero=args.flush_to_zero)
             records += verify(cases, impls, devices=cuda, dtypes=args.dtypes, options=on, progress=_progress_printer(args.quiet))
     env = environment_record({"argv": sys.argv[1:], "tf32_option": args.tf32, "matmul_precision_option": args.matmul_precision})
     path = write_jsonl(args.results, records, env)
