@@ -57,8 +57,9 @@ carried by a factor at most ``1 + gamma_n`` to the result:
   differences): the implementation multiplies by ``lr'``, the learning rate as
   it holds it (the dtype's ``lr``, the Python float, the float32 one, or 0 where
   ``lr`` flushes), ``dlr = max |lr' - lr|``. With ``E_g`` the gradient's bound
-  and ``u2 = gamma_2`` (a product or a difference formed in float32 and rounded
-  to the dtype is rounded twice)::
+  and ``u2 = u + u_w (1 + u)`` (:func:`update_rounding`: a product or a difference
+  formed in a wider type, float32 for the half types, and rounded to the dtype is
+  rounded twice)::
 
       p^ = fl(lr' g^):  |p^ - lr g| <= P = (1 + u2) ((lr + dlr) E_g + dlr |g|) + u2 lr |g| + eta
       |W'^ - W'| <= u2 |W'| + (1 + u2) P + eta
@@ -368,6 +369,17 @@ def learning_rate_spread(lr: float, lr_held: float | None, reg: Regime) -> float
     return max(abs(x - lr) for x in learning_rates(lr, lr_held, reg))
 
 
+def update_rounding(fmt: FloatFormat) -> float:
+    """The relative error of one rounding in the update, ``u + u_w (1 + u)``: the product
+    ``lr * g`` and the difference ``W - p`` may be formed in a wider type and then rounded to
+    the dtype (PyTorch's float32 opmath for float16 and bfloat16, a float64 evaluation of a
+    float32 step): ``|fl(fl_w(x)) - x| <= (u + u_w (1 + u)) |x|`` with ``u_w = 2**-24`` below
+    float32's precision, ``2**-53`` for float32, 0 for float64."""
+    u = fmt.unit_roundoff
+    u_w = 2.0**-24 if fmt.precision < 24 else 2.0**-53 if fmt.precision < 53 else 0.0
+    return u + u_w * (1 + u)
+
+
 def update_bound(new_abs: F64, g_abs: F64, E_g: F64, lr: float, dlr: float, u2: float, eta: float) -> F64:
     """Rigorous bound of ``W' = W - lr g`` computed as ``fl(W - fl(lr' g^))``.
 
@@ -375,8 +387,7 @@ def update_bound(new_abs: F64, g_abs: F64, E_g: F64, lr: float, dlr: float, u2: 
         new_abs: ``|W'|`` exact; g_abs: ``|g|`` exact; E_g: the bound of ``|g^ - g|``.
         lr: the learning rate the oracle used; dlr: ``max |lr' - lr|``
             (:func:`learning_rate_spread`).
-        u2: the relative error of one rounding step, ``gamma_2`` (a product or
-            difference formed in float32 and rounded to the dtype is rounded twice).
+        u2: the relative error of one rounding step (:func:`update_rounding`).
         eta: the absolute error of one underflowing operation.
 
     Derivation: ``p^ = lr' g^ (1 + d1) + e1``, so ``p^ - lr g = (lr' - lr) g^ (1 + d1)
@@ -592,7 +603,7 @@ def step_bounds(
     rb = residual_bound(X, W, b, Y, reg, ut)
     gb = gradient_bounds(X, R, rb, c, reg, ut)
     rig_L, U_L, gL = loss_bound(R, rb, c, reg)
-    u2 = fmt.gamma(2)
+    u2 = update_rounding(fmt)
     gW_abs, gb_abs = np.abs(exact["grad_W"]), np.abs(exact["grad_b"])
     rig_W = update_bound(np.abs(exact["W"]), gW_abs, gb.gW, lr, dlr, u2, reg.eta)
     rig_b = update_bound(np.abs(exact["b"]), gb_abs, gb.gb, lr, dlr, u2, reg.eta)
