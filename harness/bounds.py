@@ -273,16 +273,17 @@ def residual_bound(X: F64, W: F64, b: F64, Y: F64, reg: Regime, ut: float) -> Re
     absXW = aX @ aW
     pscale = (1.0 + ut) ** 2
     # TF32: each product's inputs rounded (relative ut, absolute eta_t for subnormal float32 inputs)
-    tf = (pscale - 1.0) * absXW
+    tf_abs = np.zeros_like(absXW)
     if ut:
         et = _tf32_eta(reg)
-        tf = tf + et * (1 + ut) * (aX.sum(axis=1)[:, None] + aW.sum(axis=0)[None, :]) + d * et**2
+        tf_abs = et * (1 + ut) * (aX.sum(axis=1)[:, None] + aW.sum(axis=0)[None, :]) + d * et**2
+    tf = (pscale - 1.0) * absXW + tf_abs
     dX, dW, db, dY = reg.flushed(X), reg.flushed(W), reg.flushed(b), reg.flushed(Y)
     d_in = dX @ aW + aX @ dW + dX @ dW + db[None, :] + dY
     A = absXW + ab[None, :] + aY
     g = reg.gamma(d + 2)
     n_under = d + (d + 1 if reg.ftz else 0)
-    U = d_in + tf + n_under * reg.eta
+    U = d_in + tf_abs + n_under * reg.eta  # TF32's relative part is modelled probabilistically
     with np.errstate(invalid="ignore", over="ignore"):
         E = g * (A + tf) + d_in + tf + (1.0 + g) * n_under * reg.eta
     return ResidualBound(A=A, E=E, U=U, gamma=g)
@@ -320,17 +321,18 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
         Rh = aR + rb.E
         colX = aX.sum(axis=0)[:, None]
         n_G = n + 1 + (1 + f) * colX + f * (n - 1)
-        tf = (pscale - 1.0) * abs(s) * (aX.T @ Rh)
+        tf_abs = np.zeros_like(colX)
         if ut:
             et = _tf32_eta(reg)
-            tf = tf + (et * (1 + ut) * (colX + (abs(s) + eta_s) * (1 + reg.u) * Rh.sum(axis=0)[None, :]) + n * et**2)
+            tf_abs = et * (1 + ut) * (colX + (abs(s) + eta_s) * (1 + reg.u) * Rh.sum(axis=0)[None, :]) + n * et**2
+        tf = (pscale - 1.0) * abs(s) * (aX.T @ Rh) + tf_abs
         XRh = aX.T @ Rh
         gW = (abs(s) * (g * XRh + aX.T @ rb.E + dX.T @ Rh) + eta_s * (1 + g) * XRh + (1 + g) * (tf + eta * n_G))
         sRh = Rh.sum(axis=0)
         n_b = n + 1 + (1 + f) * n + f * (n - 1)
         gb = abs(s) * (g * sRh + rb.E.sum(axis=0)) + eta_s * (1 + g) * sRh + (1 + g) * eta * n_b
         XR = aX.T @ aR
-        U_gW = abs(s) * (aX.T @ rb.U + dX.T @ aR) + eta_s * XR + tf + eta * n_G
+        U_gW = abs(s) * (aX.T @ rb.U + dX.T @ aR) + eta_s * XR + tf_abs + eta * n_G
         U_gb = abs(s) * rb.U.sum(axis=0) + eta_s * aR.sum(axis=0) + eta * n_b
     return GradientBounds(gW=gW, gb=gb, U_gW=U_gW, U_gb=U_gb, gamma=g)
 

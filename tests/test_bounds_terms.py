@@ -299,3 +299,34 @@ def test_flush_to_zero_undeclared_is_disagree_and_named_declared_agrees():
     assert {r.verdict for r in by_run} == {"agree"}
     # a correct gradual-underflow implementation is not touched by the diagnosis
     assert {r.verdict for r in verify([case], ["numpy-hand"], dtypes=["float32"])} == {"agree"}
+
+
+def test_cli_flush_to_zero_option(tmp_path):
+    """``check --flush-to-zero`` grades every implementation of the run with the flush-to-zero bounds."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    plugin = tmp_path / "ftz_plugin.py"
+    plugin.write_text("import harness\nfrom tests.test_bounds_terms import _flushing_step\n"
+                      "harness.implementation('ftz-plugin', framework='numpy')(_flushing_step)\n")
+    cases = tmp_path / "ftz.toml"
+    cases.write_text(f"[[case]]\nid = 'ftz'\nX = [[{2.0**-70!r}, {2.0**60!r}]]\ny = [[0.0]]\nW = [[{2.0**-70!r}], [0.0]]\n"
+                     "b = [0.0]\nlr = 0.0625\nsteps = 1\nreduction = 'sum'\ndtypes = ['float32']\n")
+
+    def run(*extra):
+        res = subprocess.run([sys.executable, "-m", "harness", "check", "--cases", str(cases), "--plugin", str(plugin),
+                              "--implementations", "ftz-plugin", "--devices", "cpu", "--results", str(tmp_path / "r.jsonl"),
+                              "--report", "none", "-q", *extra], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                             env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+        recs = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()[1:]]
+        return res, [r for r in recs if r.get("quantity") in QUANTITIES]
+
+    res, recs = run()
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert any(r["verdict"] == "disagree" and r["message"].startswith("flush-to-zero: ") for r in recs)
+    res, recs = run("--flush-to-zero")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert {r["verdict"] for r in recs} == {"agree"} and "--flush-to-zero" in recs[0]["repro"]
