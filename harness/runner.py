@@ -282,11 +282,9 @@ def _grade_step(
         kwargs["flush_to_zero"] = True
     bounds = (error_model or step_bounds)(step_inputs, residual, exact_hi, **kwargs)
     records = []
-    cmps: dict[str, Any] = {}
     for q in QUANTITIES:
         cmp = compare(out[q], hilo[q][0], hilo[q][1], bounds.rigorous[q], bounds.expected[q], bounds.inf_allowed[q], fmt,
                       nan_allowed=bounds.nan_allowed[q])
-        cmps[q] = cmp
         idx = cmp.worst_index
         exact_f = ex.values[q].fraction_at(idx)
         computed = float(out[q][idx])
