@@ -2,36 +2,74 @@
 
 Notation (shapes): X (N, D), W (D, K), b (K,), Y (N, K); residual
 ``R = X W + 1 b^T - Y``; ``c = 1`` (sum) or ``1/(N K)`` (mean); ``s = 2c``;
-``u`` the unit roundoff of the dtype the step computes in, ``eta`` its
-underflow quantum (half the subnormal spacing; in float16 and bfloat16 the
-smallest normal number, so that kernels flushing subnormals to zero are
-correct evaluations too), ``gamma_n = n u / (1 - n u)``.
+``u`` the unit roundoff of the dtype the step computes in,
+``gamma_n = n u / (1 - n u)`` (infinite for ``n u >= 1``).
 All magnitudes below are of exact values (from the oracle).
 
-**Rigorous bounds** (Higham, *Accuracy and Stability of Numerical Algorithms*,
-2nd ed., SIAM 2002, §3.1 Lemma 3.1 and §3.5 eq. 3.12-3.13, with the underflow
-model of §2.2: ``fl(x op y) = (x op y)(1 + d) + e``, ``|d| <= u``, ``|e| <= eta``
-for products, ``e = 0`` for sums). Valid for any summation order, blocking
-and FMA use, because each term of a sum of n terms passes through at most
-n - 1 additions and one multiplication:
+**Rounding model** (Higham, *Accuracy and Stability of Numerical Algorithms*,
+2nd ed., SIAM 2002, §2.2, the model with underflow): every operation gives
+``fl(x op y) = (x op y)(1 + d) + e`` with ``|d| <= u`` and ``|e| <= eta``:
 
-- residual: ``|R^ - R| <= E_R = gamma_{D+2} A + (1 + gamma_{D+2}) D eta`` with
-  ``A = |X| |W| + 1 |b|^T + |Y|``;
-- grad_W: ``|s| (gamma_{N+2} |X|^T (|R| + E_R) + |X|^T E_R)
-  + (1 + gamma_{N+2}) eta (N + |X|^T 1)``; the ``+2`` covers the rounding of
-  ``c`` and of ``c * 2R`` (Higham Lemma 3.3 for the chain);
+- *gradual underflow* (float32, float64 by default): ``eta = 2**(emin - p)``,
+  half the subnormal spacing, for products and quotients; ``e = 0`` for sums
+  (a sum that lands among the subnormals is exact);
+- *flush-to-zero* (float16 and bfloat16 always, since their kernels commonly
+  flush -- oneDNN's bfloat16 matmul on CPUs, tensor cores --; any dtype when
+  the implementation or the run declares ``flush_to_zero``): a subnormal
+  result becomes 0, an error below ``eta = 2**emin`` (the smallest normal
+  number) for *every* operation, sums included, and a subnormal *input* may
+  be read as 0 (denormals-are-zero): the inputs ``X, W, b, Y`` are then
+  perturbed by ``dX = |X| [|X| < 2**emin]`` (known exactly), and so on.
+
+Rounding a known value ``x`` errs by at most ``u |x| + eta_x`` with
+``eta_x = 0`` for ``|x| >= 2**emin`` and ``eta_x = min(|x|, eta)`` below it (the
+nearest float is never farther than 0 is). This is how the scale ``c`` and the
+learning rate enter: ``fl(1 / (N K))`` is subnormal in float16 once
+``N K > 16384`` (``eta_c = min(c, eta)``: with flush-to-zero ``c`` may be 0 and
+the whole gradient with it).
+
+**Rigorous bounds** (Higham §3.1 Lemma 3.1, §3.5 eq. 3.12-3.13). Valid for any
+summation order, blocking and FMA use, the scale ``c`` applied before or after
+the sum (``(2c) R`` summed, ``2 R / (N K)`` summed, or ``2c`` times the sum), and
+``c`` rounded twice (float64, then the dtype: NumPy's ``dtype(1 / (n k))``),
+because each term passes through at most ``n`` roundings that are each a
+factor ``(1 + d)`` (``|prod (1 + d_i) - 1| <= gamma_n``), and every ``e`` is
+carried by a factor at most ``1 + gamma_n`` to the result:
+
+- residual (:func:`residual_bound`): ``|R^ - R| <= E_R = gamma_{D+2} A + dIn + (1 + gamma_{D+2}) n_R eta``
+  with ``A = |X| |W| + 1 |b|^T + |Y|`` (each product passes one multiplication
+  and at most ``D + 1`` additions), ``n_R = D`` products (``2 D + 1``
+  operations with flush-to-zero) and ``dIn = dX |W| + |X| dW + dX dW + db + dY``
+  the inputs flushed to zero (0 without flush-to-zero);
+- grad_W (:func:`gradient_bounds`): with ``Rh = |R| + E_R`` and ``gamma = gamma_{N+3}``
+  (two roundings of ``c``, the scale, the product, ``N - 1`` additions),
+  ``|s| (gamma |X|^T Rh + |X|^T E_R + dX^T Rh) + eta_s (1 + gamma) |X|^T Rh + (1 + gamma) eta n_G``
+  where ``eta_s = 2 eta_c`` is the underflow of ``fl(2c)`` and
+  ``n_G = N + 1 + (1 + f) |X|^T 1 + f (N - 1)`` (``f = 1`` with flush-to-zero)
+  counts the underflows of the N products, of the final scale, of the
+  per-element scale (then multiplied by ``|X_ij|``), and with flush-to-zero of
+  the doublings ``2R`` and of the additions;
 - grad_b: the same with ``|X|`` replaced by ones;
-- loss: ``|c| (gamma_{NK+2} sum (|R| + E_R)^2 + sum E_R (2|R| + E_R)) + (1 + gamma_{NK+2}) NK eta``;
-- update ``W' = W - lr g``: ``(1 + u)((1 + gamma_2)|lr| E_g + gamma_2 |lr g| + eta (|g| + E_g)) + u |W'| + eta``,
-  where ``gamma_2`` also covers a learning rate held in a wider type than the
-  oracle's (rounded to the dtype), and ``eta (|g| + E_g)`` a learning rate that
-  underflows when rounded to the dtype (``1e-12`` is 0 in float16, but torch
-  multiplies by the Python float in float32 arithmetic).
+- loss (:func:`loss_bound`), ``gamma = gamma_{NK+3}``: ``|c| (gamma sum Rh^2 + sum E_R (2|R| + E_R))
+  + eta_c (1 + gamma) sum Rh^2 + (1 + gamma) eta (2 N K + 1 + f (N K - 1))``
+  (squares, a per-element scale, a final scale, flushed additions);
+- update ``W' = W - lr g`` (:func:`update_bound`, shared with the finite
+  differences): the implementation multiplies by ``lr'``, the learning rate as
+  it holds it (the dtype's ``lr``, the Python float, the float32 one, or 0 where
+  ``lr`` flushes), ``dlr = max |lr' - lr|``. With ``E_g`` the gradient's bound
+  and ``u2 = u + u_w (1 + u)`` (:func:`update_rounding`: a product or a difference
+  formed in a wider type, float32 for the half types, and rounded to the dtype is
+  rounded twice)::
 
-With TF32 matmuls, every product in ``X W`` and ``X^T (sR)`` carries two more
-roundings of unit ``2**-11`` (its inputs) and the product terms are scaled by
-``(1 + 2**-11)**2``. With ``n u >= 1`` the bound is infinite (vacuous): a
-worst-case error bound then says nothing.
+      p^ = fl(lr' g^):  |p^ - lr g| <= P = (1 + u2) ((lr + dlr) E_g + dlr |g|) + u2 lr |g| + eta
+      |W'^ - W'| <= u2 |W'| + (1 + u2) P + eta
+
+With TF32 matmuls, the inputs of ``X W`` and ``X^T (sR)`` are rounded to TF32
+(relative ``2**-11``, absolute ``2**-137`` for subnormal float32 inputs): each
+product errs by ``((1 + ut)^2 - 1) |x y| + eta_t (1 + ut)(|x| + |y|) + eta_t^2``.
+
+Where ``n u >= 1`` the bound is infinite (vacuous) and :attr:`StepBounds.vacuous`
+says which sum made it so; the record's message quotes it.
 
 **Expected bounds** (probabilistic, Higham and Mary, *A new approach to
 probabilistic rounding error analysis*, SIAM J. Sci. Comput. 41(5), 2019,
@@ -50,30 +88,42 @@ Higham and Mary bound ``sum a_m^2`` by its worst case ``n max a_m^2`` (giving
 their ``lambda sqrt(n) u`` constant), this keeps the sum itself, so that an
 input perturbation such as TF32's ``2**-11`` rounding stands out at any N.
 
-Two terms are not probabilistic: underflow errors (absolute, at most ``eta``
-per product) enter the expected bounds with their first-order rigorous
-terms, and the loss, which squares the residual, carries the second-order
-term ``|c| u^2 min(sum V_R + lambda^3 sqrt(sum V_R^2 / 2), lambda^2 sum V_R)``
+Some terms are not probabilistic: underflow errors (absolute, the ``e`` of
+the model), flushed inputs and the learning rate held in another precision
+enter the expected bounds with their first-order rigorous terms, and the
+loss, which squares the residual, carries the second-order term
+``|c| u^2 min(sum V_R + lambda^3 sqrt(sum V_R^2 / 2), lambda^2 sum V_R)``
 (mean plus a Hoeffding deviation: the sum of the squared residual errors
 does not cancel and grows like N K; it dominates for near-zero residuals).
 
 ``LAMBDA = 6`` gives a failure probability below ``3e-8`` per element; the
-calibration test (``tests/test_calibration.py``) measures the largest
-observed error / expected-bound ratio over many evaluation orders and data
-regimes. The expected bound is capped by the rigorous one.
+calibration test (``tests/test_error_model.py::test_expected_bound_calibration_over_orders``)
+measures the largest observed error / expected-bound ratio over evaluation
+orders, and ``tests/test_bounds_search.py`` searches for inputs that push a
+correct evaluation towards the rigorous bound. The expected bound is capped
+by the rigorous one.
+
+**Overflow** (:func:`overflow_masks`): ``inf_allowed`` marks the elements where
+*some* correct evaluation forms an intermediate beyond the dtype's range
+(then ``inf`` is one of the correct answers); ``nan_allowed`` those where a
+correct evaluation can form ``inf - inf`` (two partial sums of opposite signs
+that can both overflow) or ``0 * inf`` (an overflowing intermediate times a
+zero input, a scale ``c`` or a learning rate that rounds or flushes to 0).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
-from .floats import TF32, FloatFormat
+from .floats import FLOAT32, TF32, FloatFormat, round_to_format
 
 F64 = npt.NDArray[np.float64]
+Mask = npt.NDArray[np.bool_]
 
 #: Multiplier of the probabilistic (expected) bound. See the module docstring.
 LAMBDA = 6.0
@@ -88,16 +138,79 @@ class StepBounds:
     Attributes:
         rigorous: quantity -> array of absolute error bounds (same shape as the quantity).
         expected: quantity -> array of probabilistic bounds (``<= rigorous``).
-        may_overflow: quantity -> bool array, True where the exact value or an
-            intermediate can leave the dtype's finite range.
+        inf_allowed: quantity -> bool array, True where some correct evaluation
+            forms an intermediate (or the exact value is) beyond the dtype's
+            finite range, so that ``inf`` is a correct answer.
+        nan_allowed: quantity -> bool array, True where a correct evaluation can
+            form ``inf - inf`` or ``0 * inf``.
         note: for an implementation's own error model (finite differences), a
             line saying what the bounds are; added to every record's message.
+        vacuous: quantity -> why its rigorous bound is infinite (``n u >= 1``);
+            absent where it is finite.
+        flush_to_zero: whether the bounds allow flushing subnormals to zero.
     """
 
     rigorous: dict[str, F64]
     expected: dict[str, F64]
-    may_overflow: dict[str, npt.NDArray[np.bool_]]
+    inf_allowed: dict[str, Mask]
+    nan_allowed: dict[str, Mask]
     note: str = ""
+    vacuous: dict[str, str] = field(default_factory=dict)
+    flush_to_zero: bool = False
+
+    @property
+    def may_overflow(self) -> dict[str, Mask]:
+        """``inf_allowed | nan_allowed`` per quantity (where a non-finite result can be correct)."""
+        return {q: self.inf_allowed[q] | self.nan_allowed[q] for q in self.inf_allowed}
+
+
+@dataclass(frozen=True)
+class Regime:
+    """The rounding model of one evaluation (see the module docstring).
+
+    Attributes:
+        fmt: the dtype.
+        ftz: flush-to-zero (subnormal inputs, intermediates and results may be 0).
+        eta: the absolute error of one underflowing operation: half the
+            subnormal spacing, or the smallest normal number with ``ftz``.
+    """
+
+    fmt: FloatFormat
+    ftz: bool
+
+    @property
+    def u(self) -> float:
+        return self.fmt.unit_roundoff
+
+    @property
+    def eta(self) -> float:
+        return self.fmt.min_normal if self.ftz else self.fmt.underflow_quantum
+
+    def gamma(self, n: int | float) -> float:
+        return self.fmt.gamma(n)
+
+    def growth(self, n: int | float) -> float:
+        """``(1 + u)**n``: the largest factor ``n`` roundings can grow a positive value by
+        (finite for any n, unlike ``1 + gamma_n``; inf when it exceeds float64)."""
+        try:
+            return math.exp(n * math.log1p(self.u)) * _SAFETY
+        except OverflowError:
+            return math.inf
+
+    def scale_underflow(self, x: float) -> float:
+        """``eta_x``: the absolute part of the error of rounding the known value ``x``."""
+        ax = abs(x)
+        return 0.0 if ax >= self.fmt.min_normal else min(ax, self.eta)
+
+    def flushed(self, a: F64) -> F64:
+        """``|a| [|a| < 2**emin]`` with flush-to-zero (inputs read as 0), else zeros."""
+        aa = np.abs(a)
+        return np.where(aa < self.fmt.min_normal, aa, 0.0) if self.ftz else np.zeros_like(aa)
+
+
+def flush_to_zero_default(fmt: FloatFormat) -> bool:
+    """Whether the bounds of ``fmt`` allow flush-to-zero without a declaration (float16, bfloat16)."""
+    return fmt.precision <= 11
 
 
 def partial_sum_squares(terms: F64, axis: int) -> F64:
@@ -131,6 +244,323 @@ def partial_sum_squares(terms: F64, axis: int) -> F64:
     return np.maximum(np.maximum(forward, reverse), random)
 
 
+@dataclass
+class ResidualBound:
+    """:func:`residual_bound`'s result: ``A`` (magnitudes of the terms), ``E`` (the
+    rigorous bound of ``|R^ - R|``), ``U`` (its first-order absolute part: underflow,
+    flushed inputs, TF32 underflow) and ``gamma`` (``gamma_{D+2}``)."""
+
+    A: F64
+    E: F64
+    U: F64
+    gamma: float
+
+
+def _tf32_eta(reg: Regime) -> float:
+    return reg.fmt.min_normal if reg.ftz else TF32.underflow_quantum
+
+
+def residual_bound(X: F64, W: F64, b: F64, Y: F64, reg: Regime, ut: float) -> ResidualBound:
+    """``E_R`` of the module docstring: ``gamma_{D+2} A + dIn + TF32 + (1 + gamma_{D+2}) n_R eta``.
+
+    Args:
+        X, W, b, Y: the inputs (exact float64 values).
+        reg: the rounding model.
+        ut: TF32's unit roundoff when the products' inputs are rounded to TF32, else 0.
+    """
+    d = X.shape[1]
+    aX, aW, ab, aY = np.abs(X), np.abs(W), np.abs(b), np.abs(Y)
+    absXW = aX @ aW
+    pscale = (1.0 + ut) ** 2
+    # TF32: each product's inputs rounded (relative ut, absolute eta_t for subnormal float32 inputs)
+    tf_abs = np.zeros_like(absXW)
+    if ut:
+        et = _tf32_eta(reg)
+        tf_abs = et * (1 + ut) * (aX.sum(axis=1)[:, None] + aW.sum(axis=0)[None, :]) + d * et**2
+    tf = (pscale - 1.0) * absXW + tf_abs
+    dX, dW, db, dY = reg.flushed(X), reg.flushed(W), reg.flushed(b), reg.flushed(Y)
+    d_in = dX @ aW + aX @ dW + dX @ dW + db[None, :] + dY
+    A = absXW + ab[None, :] + aY
+    g = reg.gamma(d + 2)
+    n_under = d + (d + 1 if reg.ftz else 0)
+    U = d_in + tf_abs + n_under * reg.eta  # TF32's relative part is modelled probabilistically
+    with np.errstate(invalid="ignore", over="ignore"):
+        E = g * (A + tf) + d_in + tf + (1.0 + g) * n_under * reg.eta
+    return ResidualBound(A=A, E=E, U=U, gamma=g)
+
+
+@dataclass
+class GradientBounds:
+    """:func:`gradient_bounds`' result: rigorous bounds and their first-order absolute parts."""
+
+    gW: F64
+    gb: F64
+    U_gW: F64
+    U_gb: F64
+    gamma: float
+
+
+def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut: float) -> GradientBounds:
+    """Rigorous bounds of grad_W = s X^T R and grad_b = s 1^T R (module docstring).
+
+    Args:
+        X: the inputs X; R: the exact residual.
+        rb: the residual's bound.
+        c: the exact scale (1 or 1/(N K)).
+        reg: the rounding model; ut: TF32's unit roundoff for the products, or 0.
+    """
+    n = X.shape[0]
+    s = 2.0 * c
+    aX, aR = np.abs(X), np.abs(R)
+    dX = reg.flushed(X)
+    eta, f = reg.eta, 1.0 if reg.ftz else 0.0
+    eta_s = 2.0 * reg.scale_underflow(c)
+    g = reg.gamma(n + 3)
+    pscale = (1.0 + ut) ** 2
+    with np.errstate(invalid="ignore", over="ignore"):
+        Rh = aR + rb.E
+        colX = aX.sum(axis=0)[:, None]
+        n_G = n + 1 + (1 + f) * colX + f * (n - 1)
+        tf_abs = np.zeros_like(colX)
+        if ut:
+            et = _tf32_eta(reg)
+            tf_abs = et * (1 + ut) * (colX + (abs(s) + eta_s) * (1 + reg.u) * Rh.sum(axis=0)[None, :]) + n * et**2
+        tf = (pscale - 1.0) * abs(s) * (aX.T @ Rh) + tf_abs
+        XRh = aX.T @ Rh
+        gW = (abs(s) * (g * XRh + aX.T @ rb.E + dX.T @ Rh) + eta_s * (1 + g) * XRh + (1 + g) * (tf + eta * n_G))
+        sRh = Rh.sum(axis=0)
+        n_b = n + 1 + (1 + f) * n + f * (n - 1)
+        gb = abs(s) * (g * sRh + rb.E.sum(axis=0)) + eta_s * (1 + g) * sRh + (1 + g) * eta * n_b
+        XR = aX.T @ aR
+        U_gW = abs(s) * (aX.T @ rb.U + dX.T @ aR) + eta_s * XR + tf_abs + eta * n_G
+        U_gb = abs(s) * rb.U.sum(axis=0) + eta_s * aR.sum(axis=0) + eta * n_b
+    return GradientBounds(gW=gW, gb=gb, U_gW=U_gW, U_gb=U_gb, gamma=g)
+
+
+def loss_bound(R: F64, rb: ResidualBound, c: float, reg: Regime) -> tuple[F64, F64, float]:
+    """Rigorous bound of the loss ``c sum R^2``, its first-order absolute part, and ``gamma_{NK+3}``."""
+    nk = R.size
+    aR = np.abs(R)
+    g = reg.gamma(nk + 3)
+    eta_c = reg.scale_underflow(c)
+    f = 1.0 if reg.ftz else 0.0
+    n_L = 2 * nk + 1 + f * (nk - 1)
+    with np.errstate(invalid="ignore", over="ignore"):
+        Rh = aR + rb.E
+        sRh2 = np.sum(Rh**2)
+        rig = abs(c) * (g * sRh2 + np.sum(rb.E * (2 * aR + rb.E))) + eta_c * (1 + g) * sRh2 + (1 + g) * reg.eta * n_L
+        U = abs(c) * np.sum(rb.U * (2 * aR + rb.U)) + eta_c * np.sum(aR**2) + reg.eta * n_L
+    return np.asarray(rig), np.asarray(U), g
+
+
+def learning_rates(lr: float, lr_held: float | None, reg: Regime) -> list[float]:
+    """The learning rates ``lr'`` a correct implementation may multiply by: the dtype's
+    ``lr`` (the oracle's), the Python float ``lr_held``, it rounded to float32
+    (PyTorch's opmath for half-precision tensors), and 0 where one of them is
+    subnormal and flushed to zero."""
+    cands = [lr]
+    if lr_held is not None:
+        cands += [float(lr_held), float(round_to_format(np.array([float(lr_held)]), FLOAT32)[0])]
+    if reg.ftz and any(0 < abs(x) < reg.fmt.min_normal for x in cands):
+        cands.append(0.0)
+    return cands
+
+
+def learning_rate_spread(lr: float, lr_held: float | None, reg: Regime) -> float:
+    """``dlr = max |lr' - lr|`` over :func:`learning_rates`."""
+    return max(abs(x - lr) for x in learning_rates(lr, lr_held, reg))
+
+
+def update_rounding(fmt: FloatFormat) -> float:
+    """The relative error of one rounding in the update, ``u + u_w (1 + u)``: the product
+    ``lr * g`` and the difference ``W - p`` may be formed in a wider type and then rounded to
+    the dtype (PyTorch's float32 opmath for float16 and bfloat16, a float64 evaluation of a
+    float32 step): ``|fl(fl_w(x)) - x| <= (u + u_w (1 + u)) |x|`` with ``u_w = 2**-24`` below
+    float32's precision, ``2**-53`` for float32, 0 for float64."""
+    u = fmt.unit_roundoff
+    u_w = 2.0**-24 if fmt.precision < 24 else 2.0**-53 if fmt.precision < 53 else 0.0
+    return u + u_w * (1 + u)
+
+
+def update_bound(new_abs: F64, g_abs: F64, E_g: F64, lr: float, dlr: float, u2: float, eta: float) -> F64:
+    """Rigorous bound of ``W' = W - lr g`` computed as ``fl(W - fl(lr' g^))``.
+
+    Args:
+        new_abs: ``|W'|`` exact; g_abs: ``|g|`` exact; E_g: the bound of ``|g^ - g|``.
+        lr: the learning rate the oracle used; dlr: ``max |lr' - lr|``
+            (:func:`learning_rate_spread`).
+        u2: the relative error of one rounding step (:func:`update_rounding`).
+        eta: the absolute error of one underflowing operation.
+
+    Derivation: ``p^ = lr' g^ (1 + d1) + e1``, so ``p^ - lr g = (lr' - lr) g^ (1 + d1)
+    + lr (g^ - g)(1 + d1) + lr g d1 + e1``, at most
+    ``P = (1 + u2)((lr + dlr) E_g + dlr |g|) + u2 lr |g| + eta``; then
+    ``W'^ = (W - p^)(1 + d2) + e2`` with ``|W - p^| <= |W'| + P``:
+    ``|W'^ - W'| <= u2 |W'| + (1 + u2) P + eta``.
+    """
+    lr = abs(lr)
+    with np.errstate(invalid="ignore", over="ignore"):
+        P = (1 + u2) * ((lr + dlr) * E_g + dlr * g_abs) + u2 * lr * g_abs + eta
+        return u2 * new_abs + (1 + u2) * P + eta
+
+
+def expected_bounds(
+    X: F64, Y: F64, W: F64, b: F64, R: F64, exact: Mapping[str, F64], c: float, lr: float, dlr: float,
+    reg: Regime, ut: float, rb: ResidualBound, gb: GradientBounds, U_L: F64,
+) -> dict[str, F64]:
+    """Probabilistic bounds (module docstring), before capping by the rigorous ones."""
+    n, k = Y.shape
+    u = reg.u
+    s = 2.0 * c
+    lr = abs(lr)
+    wt = (ut / u) ** 2 if u > 0 else 0.0  # TF32 input roundings, relative to u
+    aX = np.abs(X)
+    with np.errstate(invalid="ignore", over="ignore"):
+        P = X[:, :, None] * W[None, :, :]  # (N, D, K) products
+        terms_R = np.concatenate([np.moveaxis(P, 1, 2), b[None, :, None] * np.ones((n, k, 1)), -Y[:, :, None]], axis=2)
+        V_R = np.sum(P**2, axis=1) * (1 + 2 * wt) + partial_sum_squares(terms_R, axis=2)  # (N, K)
+        T = X[:, :, None] * R[:, None, :]  # (N, D, K) terms of X^T R
+        sumT = T.sum(axis=0)
+        V_gW = (aX.T**2) @ V_R + (2 + 2 * wt) * np.sum(T**2, axis=0) + sumT**2 + partial_sum_squares(T, axis=0)
+        sumR = R.sum(axis=0)
+        V_gb = V_R.sum(axis=0) + np.sum(R**2, axis=0) + sumR**2 + partial_sum_squares(R, axis=0)
+        sq = (R**2).ravel()
+        V_L = 4 * np.sum(R**2 * V_R) + np.sum(sq**2) + 2 * np.sum(sq) ** 2 + partial_sum_squares(sq[None, :], axis=1)[0]
+        lam = LAMBDA * u
+        exp_gW = lam * abs(s) * np.sqrt(V_gW) + gb.U_gW
+        exp_gb = lam * abs(s) * np.sqrt(V_gb) + gb.U_gb
+        # second order: the loss squares the residual, so its error has the term
+        # sum dR^2 (>= 0, it does not cancel and grows like N K). Its mean is at most
+        # u^2 sum V_R; each term lies in [0, lambda^2 u^2 V_R], so by Hoeffding the sum
+        # exceeds the mean by more than lambda^3 u^2 sqrt(sum V_R^2 / 2) with probability
+        # below exp(-lambda^2); never more than lambda^2 u^2 sum V_R. It dominates when
+        # the residual is far smaller than its rounding errors (near-zero residuals)
+        sum_VR = np.sum(V_R)
+        second_L = u**2 * min(sum_VR + LAMBDA**3 * np.sqrt(np.sum(V_R**2) / 2), LAMBDA**2 * sum_VR)
+        exp_L = lam * abs(c) * np.sqrt(V_L) + abs(c) * second_L + U_L
+        gW, gbv = exact["grad_W"], exact["grad_b"]
+        exp_W = (lam * np.sqrt(lr**2 * s**2 * V_gW + 2 * (lr * gW) ** 2 + exact["W"] ** 2)
+                 + (lr + dlr) * gb.U_gW + dlr * np.abs(gW) + 2 * reg.eta)
+        exp_b = (lam * np.sqrt(lr**2 * s**2 * V_gb + 2 * (lr * gbv) ** 2 + exact["b"] ** 2)
+                 + (lr + dlr) * gb.U_gb + dlr * np.abs(gbv) + 2 * reg.eta)
+    return {"loss": np.asarray(exp_L), "grad_W": exp_gW, "grad_b": exp_gb, "W": exp_W, "b": exp_b}
+
+
+def overflow_masks(
+    X: F64, Y: F64, W: F64, b: F64, R: F64, exact: Mapping[str, F64], rb: ResidualBound, gb: GradientBounds,
+    c: float, lrs: list[float], reg: Regime, ut: float,
+) -> tuple[dict[str, Mask], dict[str, Mask]]:
+    """``inf_allowed`` and ``nan_allowed`` per quantity (module docstring).
+
+    Magnitudes of intermediates are bounded with ``(1 + u)**n`` (the growth of ``n``
+    roundings, finite where ``gamma_n`` is not). Signs are tracked so that
+    ``inf - inf`` is allowed only where partial sums of both signs can overflow.
+    Scaling placements covered: ``2c`` applied to R before the sum, ``2R`` before the
+    sum and ``/(N K)`` after, or ``2c`` after the sum (largest factor ``max(2, |s|)``).
+    """
+    n, d = X.shape
+    k = W.shape[1]
+    big = reg.fmt.max_finite
+    s = 2.0 * c
+    pscale = (1.0 + ut) ** 2
+    G_R = reg.growth(d + 2) * pscale
+    G_G = reg.growth(n + 3) * pscale
+    G_L = reg.growth(n * k + 3)
+    c_zero = c != 1.0 and (c <= reg.fmt.underflow_quantum or (reg.ftz and c < reg.fmt.min_normal))
+    lr_zero = any(x == 0.0 for x in lrs)  # some correct evaluation multiplies by 0
+    eta_tot = rb.U  # absolute parts (underflow, flushed inputs) of the residual
+    with np.errstate(invalid="ignore", over="ignore"):
+        # ---- residual: terms X_ij W_jk, b_k, -Y_ik with known signs
+        Pp = np.clip(X, 0, None) @ np.clip(W, 0, None) + np.clip(-X, 0, None) @ np.clip(-W, 0, None)
+        Pn = np.clip(X, 0, None) @ np.clip(-W, 0, None) + np.clip(-X, 0, None) @ np.clip(W, 0, None)
+        pos = G_R * (Pp + np.clip(b, 0, None)[None, :] + np.clip(-Y, 0, None)) + eta_tot
+        neg = G_R * (Pn + np.clip(-b, 0, None)[None, :] + np.clip(Y, 0, None)) + eta_tot
+        # +inf needs a partial sum of the positive terms beyond the range, -inf one of the negative terms
+        r_pinf, r_ninf = pos > big, neg > big
+        r_nan = r_pinf & r_ninf
+        # finite |R^| <= min(|R| + E_R, max(pos, neg)); signs a finite R^ can take
+        Rmag = np.minimum(np.abs(R) + rb.E, np.maximum(pos, neg))
+        r_can_pos = (R + rb.E > 0) | r_pinf
+        r_can_neg = (R - rb.E < 0) | r_ninf
+        # ---- scaled residual: 2R, (2c) R or 2R / (N K): at most max(2, |s|)(1 + u)^2 |R^|
+        sc = max(2.0, abs(s)) * reg.growth(2)
+        S_big = sc * Rmag > big
+        s_pinf = r_pinf | (S_big & r_can_pos)
+        s_ninf = r_ninf | (S_big & r_can_neg)
+        s_nan = r_nan | ((r_pinf | r_ninf) & c_zero)
+        # magnitudes of positive / negative terms of the reductions over N (inf where a term can be inf)
+        Sm = np.where(s_pinf | s_ninf, np.inf, sc * Rmag)
+        Sp = np.where(r_can_pos | s_pinf, Sm, 0.0)
+        Sn = np.where(r_can_neg | s_ninf, Sm, 0.0)
+
+        def reduce(Xm: F64) -> tuple[Mask, Mask]:
+            """(inf possible, NaN possible) for sum_i Xm_ij S_ik, any order and scale placement."""
+            Xp, Xn = np.clip(Xm, 0, None), np.clip(-Xm, 0, None)
+
+            def mm(a: F64, bb: F64) -> F64:  # a @ bb with 0 * inf = 0
+                fin = np.where(np.isfinite(bb), bb, 0.0)
+                out = a.T @ fin
+                infs = (a.T > 0).astype(float) @ (~np.isfinite(bb)).astype(float)
+                return np.where(infs > 0, np.inf, out)
+
+            gpos = G_G * (mm(Xp, Sp) + mm(Xn, Sn))
+            gneg = G_G * (mm(Xp, Sn) + mm(Xn, Sp))
+            ginf = (gpos > big) | (gneg > big)
+            zero_x = (Xm == 0).astype(float)
+            nan = ((gpos > big) & (gneg > big)) | ((zero_x.T @ (s_pinf | s_ninf).astype(float)) > 0)
+            nan = nan | (np.ones_like(Xm).T @ s_nan.astype(float) > 0)
+            # the scale applied after the sum: an overflowed sum times a zero scale
+            nan = nan | (ginf & c_zero)
+            return ginf, nan
+
+        gW_inf, gW_nan = reduce(X)
+        gb_inf, gb_nan = reduce(np.ones((n, 1)))
+        gb_inf, gb_nan = gb_inf[0], gb_nan[0]
+        gW_inf = gW_inf | (np.abs(exact["grad_W"]) > big)
+        gb_inf = gb_inf | (np.abs(exact["grad_b"]) > big)
+        # ---- loss: squares (non-negative), a sum, a scale
+        r_inf = r_pinf | r_ninf
+        sq_inf = r_inf | (Rmag**2 * reg.growth(1) > big)
+        L_inf = bool(sq_inf.any() or G_L * np.sum(np.where(sq_inf, np.inf, Rmag**2)) > big or abs(float(exact["loss"])) > big)
+        L_nan = bool(r_nan.any() or (L_inf and c_zero))
+        # ---- update W - fl(lr' g): inf from g, or from the product / difference; NaN from g,
+        # or from an infinite g times a learning rate that is 0
+        lrm = max(abs(x) for x in lrs)
+
+        def upd(g_inf: Mask, g_nan: Mask, E_g: F64, g_abs: F64, p: F64, new: F64) -> tuple[Mask, Mask]:
+            gm = np.where(g_inf, np.inf, g_abs + E_g)
+            inf = g_inf | (reg.growth(2) * (np.abs(p) + lrm * gm) > big) | (np.abs(new) > big)
+            nan = g_nan | (g_inf & lr_zero)
+            return inf, nan
+
+        W_inf, W_nan = upd(gW_inf, gW_nan, gb.gW, np.abs(exact["grad_W"]), W, exact["W"])
+        b_inf, b_nan = upd(gb_inf, gb_nan, gb.gb, np.abs(exact["grad_b"]), b, exact["b"])
+    inf = {"loss": np.asarray(L_inf), "grad_W": gW_inf, "grad_b": gb_inf, "W": W_inf, "b": b_inf}
+    nan = {"loss": np.asarray(L_nan), "grad_W": gW_nan, "grad_b": gb_nan, "W": W_nan, "b": b_nan}
+    return inf, nan
+
+
+def _vacuous_reasons(n: int, d: int, k: int, reg: Regime, rb: ResidualBound, gb: GradientBounds, gL: float) -> dict[str, str]:
+    """Why a rigorous bound is infinite: the length of the sum that made ``n u >= 1``."""
+    name, u = reg.fmt.name, reg.u
+
+    def why(what: str, m: int) -> str:
+        return (f"the rigorous bound is vacuous: {what} has up to m = {m} roundings per term in {name}, and "
+                f"m u = {m * u:.4g} >= 1, so gamma_m is infinite (no worst-case bound exists for it); only the "
+                f"expected (probabilistic) bound grades it")
+
+    out: dict[str, str] = {}
+    if not math.isfinite(rb.gamma):
+        r = why(f"the residual R = X W + b - Y (a sum of D + 2 = {d + 2} terms)", d + 2)
+        return {q: r for q in ("loss", "grad_W", "grad_b", "W", "b")}
+    if not math.isfinite(gb.gamma):
+        r = why(f"the gradient's sum over N = {n} rows (plus the scale and the product)", n + 3)
+        out.update({"grad_W": r, "grad_b": r, "W": r, "b": r})
+    if not math.isfinite(gL):
+        out["loss"] = why(f"the loss's sum of N K = {n * k} squares (plus the scale)", n * k + 3)
+    return out
+
+
 def step_bounds(
     inputs: Mapping[str, F64],
     residual: F64,
@@ -141,6 +571,7 @@ def step_bounds(
     fmt: FloatFormat,
     tf32: bool = False,
     lr_held: float | None = None,
+    flush_to_zero: bool = False,
 ) -> StepBounds:
     """Rigorous and expected error bounds for loss, grad_W, grad_b, W and b.
 
@@ -155,10 +586,10 @@ def step_bounds(
         tf32: whether float32 matmul inputs are rounded to TF32.
         lr_held: the learning rate as the implementation may hold it (the
             Python float, wider than ``fmt``; PyTorch multiplies a float16 or
-            bfloat16 tensor by a Python scalar in float32). The update bounds
-            of W and b then add ``|lr_held - lr| (|g| + E_g)``: where ``lr``
-            underflows in ``fmt`` (``1e-12`` is 0 in float16) the relative
-            ``gamma_2`` term alone does not cover it.
+            bfloat16 tensor by a Python scalar in float32): see
+            :func:`learning_rate_spread`.
+        flush_to_zero: the implementation may flush subnormals to zero (always
+            assumed for float16 and bfloat16).
 
     Returns:
         :class:`StepBounds` (absolute errors, same units as the quantities).
@@ -167,110 +598,24 @@ def step_bounds(
     R = np.asarray(residual, dtype=np.float64)
     n, d = X.shape
     k = W.shape[1]
-    u = fmt.unit_roundoff
-    # Half-precision kernels commonly flush subnormal results to zero (oneDNN's
-    # bfloat16 matmul on CPUs, tensor cores): a flushed result is off by less than
-    # the smallest normal number, so in float16 and bfloat16 each operation may
-    # carry an absolute error up to 2**emin instead of eta (Higham 2002, sec. 2.1,
-    # on flush to zero). float32 and float64 keep gradual underflow.
-    eta = fmt.min_normal if fmt.precision <= 11 else fmt.underflow_quantum
+    reg = Regime(fmt, bool(flush_to_zero or flush_to_zero_default(fmt)))
     c = 1.0 if reduction == "sum" else 1.0 / (n * k)
-    s = 2.0 * c
-    big = fmt.max_finite
-    g = fmt.gamma
-    with np.errstate(over="ignore", invalid="ignore"):
-        # products may be perturbed by TF32 rounding of their inputs
-        ut = TF32.unit_roundoff if (tf32 and fmt.precision > TF32.precision) else 0.0
-        pscale = (1.0 + ut) ** 2
-        aX, aR = np.abs(X), np.abs(R)
-        absXW = aX @ np.abs(W)
-        A = absXW * pscale + np.abs(b)[None, :] + np.abs(Y)
-        gR = g(d + 2)
-        E_R = gR * A + (pscale - 1.0) * absXW + (1.0 + gR) * d * eta
-        Rh = aR + E_R
-
-        gG = g(n + 2)
-        gG_p = (1.0 + gG) * pscale - 1.0
-        rig_gW = abs(s) * (gG_p * (aX.T @ Rh) + aX.T @ E_R) + (1.0 + gG) * eta * (n + aX.sum(axis=0)[:, None])
-        rig_gb = abs(s) * (gG * Rh.sum(axis=0) + E_R.sum(axis=0)) + (1.0 + gG) * eta * n
-        gL = g(n * k + 2)
-        rig_L = abs(c) * (gL * np.sum(Rh**2) + np.sum(E_R * (2 * aR + E_R))) + (1.0 + gL) * n * k * eta
-
-        g2 = g(2)
-        gW_abs, gb_abs = np.abs(exact["grad_W"]), np.abs(exact["grad_b"])
-        # eta (|g| + E_g): an implementation may multiply by the learning rate held
-        # wider than the dtype (torch keeps a Python float scalar in float32 or
-        # float64), while the oracle uses it rounded to the dtype; that rounding is
-        # relative (covered by gamma_2) unless lr underflows: then |lr - fl(lr)| <= eta
-        rig_W = (1 + u) * ((1 + g2) * lr * rig_gW + g2 * lr * gW_abs + eta * (gW_abs + rig_gW)) + u * np.abs(exact["W"]) + eta
-        rig_b = (1 + u) * ((1 + g2) * lr * rig_gb + g2 * lr * gb_abs + eta * (gb_abs + rig_gb)) + u * np.abs(exact["b"]) + eta
-        dlr = abs(float(lr_held) - lr) if lr_held is not None else 0.0
-        if dlr:
-            rig_W = rig_W + (1 + u) * (1 + g2) * dlr * (gW_abs + rig_gW)
-            rig_b = rig_b + (1 + u) * (1 + g2) * dlr * (gb_abs + rig_gb)
-
-        # ---------------- expected (probabilistic) bounds, variances in units of u^2
-        wt = (ut / u) ** 2 if u > 0 else 0.0  # TF32 input roundings, relative to u
-        P = X[:, :, None] * W[None, :, :]  # (N, D, K) products
-        terms_R = np.concatenate([np.moveaxis(P, 1, 2), b[None, :, None] * np.ones((n, k, 1)), -Y[:, :, None]], axis=2)
-        V_R = np.sum(P**2, axis=1) * (1 + 2 * wt) + partial_sum_squares(terms_R, axis=2)  # (N, K)
-
-        T = X[:, :, None] * R[:, None, :]  # (N, D, K) terms of X^T R
-        sumT = T.sum(axis=0)
-        V_gW = (aX.T**2) @ V_R + (2 + 2 * wt) * np.sum(T**2, axis=0) + sumT**2 + partial_sum_squares(T, axis=0)
-        sumR = R.sum(axis=0)
-        V_gb = V_R.sum(axis=0) + np.sum(R**2, axis=0) + sumR**2 + partial_sum_squares(R, axis=0)
-        sq = (R**2).ravel()
-        V_L = 4 * np.sum(R**2 * V_R) + np.sum(sq**2) + 2 * np.sum(sq) ** 2 + partial_sum_squares(sq[None, :], axis=1)[0]
-        lam = LAMBDA * u
-        # underflow errors are absolute (not relative to u) and are not modelled
-        # probabilistically: the expected bounds carry the first-order underflow
-        # terms of the rigorous bounds (their gamma -> 0 limit)
-        U_R = d * eta
-        U_gW = abs(s) * U_R * aX.sum(axis=0)[:, None] + eta * (n + aX.sum(axis=0)[:, None])
-        U_gb = (abs(s) * U_R + eta) * n
-        U_L = abs(c) * np.sum(U_R * (2 * aR + U_R)) + n * k * eta
-        exp_gW = lam * abs(s) * np.sqrt(V_gW) + U_gW
-        exp_gb = lam * abs(s) * np.sqrt(V_gb) + U_gb
-        # second order: the loss squares the residual, so its error has the term
-        # sum dR^2 (>= 0, it does not cancel and grows like N K). Its mean is at most
-        # u^2 sum V_R; each term lies in [0, lambda^2 u^2 V_R], so by Hoeffding the sum
-        # exceeds the mean by more than lambda^3 u^2 sqrt(sum V_R^2 / 2) with probability
-        # below exp(-lambda^2); never more than lambda^2 u^2 sum V_R. It dominates when
-        # the residual is far smaller than its rounding errors (near-zero residuals)
-        sum_VR = np.sum(V_R)
-        second_L = u**2 * min(sum_VR + LAMBDA**3 * np.sqrt(np.sum(V_R**2) / 2), LAMBDA**2 * sum_VR)
-        exp_L = lam * abs(c) * np.sqrt(V_L) + abs(c) * second_L + U_L
-        exp_W = lam * np.sqrt(lr**2 * s**2 * V_gW + 2 * (lr * exact["grad_W"]) ** 2 + exact["W"] ** 2) + lr * U_gW + eta * gW_abs + eta
-        exp_b = lam * np.sqrt(lr**2 * s**2 * V_gb + 2 * (lr * exact["grad_b"]) ** 2 + exact["b"] ** 2) + lr * U_gb + eta * gb_abs + eta
-        if dlr:
-            exp_W = exp_W + dlr * gW_abs
-            exp_b = exp_b + dlr * gb_abs
-
-        rigorous = {
-            "loss": np.asarray(rig_L) * _SAFETY,
-            "grad_W": rig_gW * _SAFETY,
-            "grad_b": rig_gb * _SAFETY,
-            "W": rig_W * _SAFETY,
-            "b": rig_b * _SAFETY,
-        }
-        expected_raw = {"loss": np.asarray(exp_L), "grad_W": exp_gW, "grad_b": exp_gb, "W": exp_W, "b": exp_b}
+    ut = TF32.unit_roundoff if (tf32 and fmt.precision > TF32.precision) else 0.0
+    dlr = learning_rate_spread(lr, lr_held, reg)
+    rb = residual_bound(X, W, b, Y, reg, ut)
+    gb = gradient_bounds(X, R, rb, c, reg, ut)
+    rig_L, U_L, gL = loss_bound(R, rb, c, reg)
+    u2 = update_rounding(fmt)
+    gW_abs, gb_abs = np.abs(exact["grad_W"]), np.abs(exact["grad_b"])
+    rig_W = update_bound(np.abs(exact["W"]), gW_abs, gb.gW, lr, dlr, u2, reg.eta)
+    rig_b = update_bound(np.abs(exact["b"]), gb_abs, gb.gb, lr, dlr, u2, reg.eta)
+    rigorous = {"loss": rig_L * _SAFETY, "grad_W": gb.gW * _SAFETY, "grad_b": gb.gb * _SAFETY,
+                "W": rig_W * _SAFETY, "b": rig_b * _SAFETY}
+    expected_raw = expected_bounds(X, Y, W, b, R, exact, c, lr, dlr, reg, ut, rb, gb, U_L)
+    with np.errstate(invalid="ignore"):
         # NaN (inf * 0 in a vacuous bound) and inf stay inf: a vacuous bound says nothing
+        rigorous = {q: np.nan_to_num(np.asarray(v, dtype=np.float64), nan=np.inf, posinf=np.inf) for q, v in rigorous.items()}
         expected = {q: np.minimum(np.nan_to_num(expected_raw[q], nan=np.inf, posinf=np.inf), rigorous[q]) for q in rigorous}
-        rigorous = {q: np.nan_to_num(v, nan=np.inf, posinf=np.inf) for q, v in rigorous.items()}
-
-        # ---------------- where the exact value or an intermediate leaves the range
-        # the scale c and the factor 2 may be applied before or after the sum over N
-        # (torch scales R first, a hand-written step often sums X^T R first): the
-        # largest intermediate is max(2, |s|) times the unscaled sum, since |c| <= 1
-        sc = max(2.0, abs(s))
-        ov_R = (A > big) | (Rh > big)
-        ov_terms = (sc * Rh > big) | ~np.isfinite(Rh)
-        ovf = {
-            "loss": np.asarray(bool(np.sum(Rh**2) > big or ov_R.any() or abs(float(exact["loss"])) > big)),
-            "grad_W": (aX.T @ (sc * Rh) > big) | (ov_R | ov_terms).any(axis=0)[None, :] | (np.abs(exact["grad_W"]) > big),
-            "grad_b": (sc * Rh.sum(axis=0) > big) | (ov_R | ov_terms).any(axis=0) | (np.abs(exact["grad_b"]) > big),
-        }
-        ovf["W"] = np.broadcast_to(ovf["grad_W"], W.shape) | (lr * (gW_abs + rig_gW) > big) | (np.abs(exact["W"]) > big)
-        ovf["b"] = ovf["grad_b"] | (lr * (gb_abs + rig_gb) > big) | (np.abs(exact["b"]) > big)
-    return StepBounds(rigorous=rigorous, expected=expected, may_overflow=ovf)
+    inf_ok, nan_ok = overflow_masks(X, Y, W, b, R, exact, rb, gb, c, learning_rates(lr, lr_held, reg), reg, ut)
+    return StepBounds(rigorous=rigorous, expected=expected, inf_allowed=inf_ok, nan_allowed=nan_ok,
+                      vacuous=_vacuous_reasons(n, d, k, reg, rb, gb, gL), flush_to_zero=reg.ftz)

@@ -104,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--shard", metavar="K/N", default=None,
                        help="run only shard K of N (1 <= K <= N): the cases whose id hashes (CRC-32) to K; the N shards are disjoint "
                             "and together cover every case, on any machine. Merge the shards' results files with `report`")
+    check.add_argument("--flush-to-zero", action="store_true",
+                       help="every implementation of the run may flush subnormals to zero (FTZ/DAZ): grade it with the flush-to-zero bounds in every dtype")
     check.add_argument("-q", "--quiet", action="store_true", help="no progress and no table, only the verdict line")
 
     derive = sub.add_parser("derive", help="print the derived loss, gradient and update formulas")
@@ -206,8 +208,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         extra += ["--repeat", str(args.repeat)]
     if args.timeout is not None:
         extra += ["--timeout", f"{args.timeout:g}"]
+    if args.flush_to_zero:
+        extra += ["--flush-to-zero"]
     opts = RunOptions(tf32=args.tf32 == "on", matmul_precision=args.matmul_precision,
-                      trajectory=not args.no_trajectory, extra_repro=extra, repeat=args.repeat)
+                      trajectory=not args.no_trajectory, extra_repro=extra, repeat=args.repeat, flush_to_zero=args.flush_to_zero)
     run = {"isolation": args.isolation, "jobs": args.jobs, "timeout": args.timeout, "plugins": list(args.plugin)}
     env = environment_record({"argv": sys.argv[1:], "tf32_option": args.tf32, "matmul_precision_option": args.matmul_precision,
                               "isolation": args.isolation, "repeat": args.repeat, "shard": args.shard})
@@ -229,7 +233,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                 cuda = [d for d in parse_devices(args.devices) if d.startswith("cuda")]
                 if cuda:
                     on = RunOptions(tf32=True, matmul_precision=args.matmul_precision, trajectory=not args.no_trajectory,
-                                    extra_repro=[*extra, "--tf32", "on"], repeat=args.repeat)
+                                    extra_repro=[*extra, "--tf32", "on"], repeat=args.repeat,
+                                    flush_to_zero=args.flush_to_zero)
                     records += verify(cases, impls, devices=cuda, dtypes=args.dtypes, options=on, progress=progress,
                                       on_records=on_records, **run)
         finally:

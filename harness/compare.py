@@ -2,16 +2,24 @@
 
 For each element: ``abs_error = |c - e|``, the ULP error in the dtype, bits of
 error, and the ratio of the error to the rigorous and to the expected bound
-(see :mod:`harness.bounds`). Element verdicts:
+(see :mod:`harness.bounds`). Element verdicts (:data:`harness.verdicts.ELEMENT_VERDICTS`):
 
 - ``agree``: error within the expected bound (or zero);
 - ``suspect``: above the expected bound, within the rigorous one;
-- ``disagree``: above the rigorous bound (impossible for a correct evaluation);
-- ``overflow``: the exact value or an intermediate leaves the dtype's range and
-  the computed value is not finite (``inf`` is then the right answer), or the
-  exact value itself is out of range.
+- ``disagree``: above the rigorous bound (impossible for a correct evaluation),
+  and every non-finite element that no correct evaluation produces: ``inf``
+  where no intermediate of a correct evaluation leaves the range, ``NaN``
+  where no correct evaluation forms ``inf - inf`` or ``0 * inf``. These count
+  in the statistics (``max_abs_error`` and ``bound_ratio`` are then ``inf``);
+- ``overflow``: a non-finite element that a correct evaluation can produce
+  (``inf`` where the exact value or an intermediate of some correct evaluation
+  order leaves the range, ``NaN`` where ``inf - inf`` or ``0 * inf`` is possible),
+  or a finite element whose exact value is beyond float64's range (no error can
+  be measured). These are left out of the statistics.
 
-The quantity's verdict is the worst element's (disagree > suspect > overflow > agree).
+A finite element is always graded against its bounds, even where overflow was
+possible. The quantity's verdict is the worst element's, in the order of
+:data:`harness.verdicts.ELEMENT_VERDICTS`.
 """
 
 from __future__ import annotations
@@ -22,11 +30,9 @@ import numpy as np
 import numpy.typing as npt
 
 from .floats import FloatFormat, bits_of_error, ulp_error
+from .verdicts import ELEMENT_VERDICTS
 
 F64 = npt.NDArray[np.float64]
-
-ELEMENT_SEVERITY = {"agree": 0, "overflow": 1, "suspect": 2, "disagree": 3}
-
 
 @dataclass
 class Comparison:
@@ -46,6 +52,8 @@ class Comparison:
         abs_error_at_worst, ulp_error_at_worst: its absolute and ULP error (the
             ``max_*`` fields may come from other elements).
         ulp: the per-element ULP errors (for tests and plots).
+        computed_at_worst, exact_at_worst: the computed value and the exact value
+            (rounded to float64) at the worst element.
     """
 
     verdict: str
@@ -62,6 +70,8 @@ class Comparison:
     ulp: F64
     abs_error_at_worst: float = 0.0
     ulp_error_at_worst: float = 0.0
+    computed_at_worst: float = 0.0
+    exact_at_worst: float = 0.0
 
 
 def _ratio(err: F64, bound: F64) -> F64:
@@ -77,8 +87,9 @@ def compare(
     exact_lo: npt.ArrayLike,
     rigorous: npt.ArrayLike,
     expected: npt.ArrayLike,
-    may_overflow: npt.ArrayLike,
+    inf_allowed: npt.ArrayLike,
     fmt: FloatFormat,
+    nan_allowed: npt.ArrayLike | None = None,
 ) -> Comparison:
     """Compare ``computed`` against the exact ``exact_hi + exact_lo``.
 
@@ -87,8 +98,12 @@ def compare(
             its dtype), any shape.
         exact_hi, exact_lo: exact values as an unevaluated double-double, same shape.
         rigorous, expected: per-element absolute error bounds, same shape.
-        may_overflow: per-element bool: exact value or an intermediate can leave the range.
+        inf_allowed: per-element bool: some correct evaluation forms an intermediate
+            beyond the range (:attr:`harness.bounds.StepBounds.inf_allowed`); an
+            exact value beyond the range always allows ``inf``.
         fmt: the dtype computed in (ULPs are counted in it).
+        nan_allowed: per-element bool: a correct evaluation can form ``inf - inf``
+            or ``0 * inf`` (:attr:`harness.bounds.StepBounds.nan_allowed`); None = nowhere.
 
     Returns:
         a :class:`Comparison`.
@@ -98,22 +113,27 @@ def compare(
     lo = np.broadcast_to(np.asarray(exact_lo, dtype=np.float64), c.shape)
     rig = np.broadcast_to(np.asarray(rigorous, dtype=np.float64), c.shape)
     exp = np.broadcast_to(np.asarray(expected, dtype=np.float64), c.shape)
-    ovf = np.broadcast_to(np.asarray(may_overflow, dtype=bool), c.shape)
+    exact_out = ~np.isfinite(hi) | (np.abs(hi) > fmt.max_finite)
+    inf_ok = np.broadcast_to(np.asarray(inf_allowed, dtype=bool), c.shape) | exact_out
+    nan_ok = np.zeros(c.shape, dtype=bool) if nan_allowed is None else np.broadcast_to(np.asarray(nan_allowed, dtype=bool), c.shape)
     finite_c = np.isfinite(c)
     with np.errstate(invalid="ignore", over="ignore"):
         err = np.abs((c - hi) - lo)
     err = np.where(finite_c & np.isfinite(hi), err, np.inf)
     err = np.where((c == hi) & (lo == 0), 0.0, err)
     ulps = ulp_error(c, hi, lo, fmt)
-    exact_out = ~np.isfinite(hi) | (np.abs(hi) > fmt.max_finite)
-    overflowed = ovf & (~finite_c | exact_out)
+    # a non-finite result a correct evaluation can produce, or a finite one whose exact
+    # value float64 cannot hold (no error to measure): not graded against the bounds
+    overflowed = (np.isinf(c) & inf_ok) | (np.isnan(c) & nan_ok) | (finite_c & ~np.isfinite(hi))
     rr = _ratio(err, rig)
     er = _ratio(err, exp)
-    verdicts = np.where(er <= 1.0, 0, np.where(rr <= 1.0, 2, 3))
-    verdicts = np.where(overflowed, 1, verdicts)
-    names = ["agree", "overflow", "suspect", "disagree"]
+    names = list(ELEMENT_VERDICTS)
+    iv = {v: i for i, v in enumerate(names)}
+    verdicts = np.where(er <= 1.0, iv["agree"], np.where(rr <= 1.0, iv["suspect"], iv["disagree"]))
+    verdicts = np.where(overflowed, iv["overflow"], verdicts)
     counts = {name: int(np.sum(verdicts == i)) for i, name in enumerate(names)}
     worst_v = int(verdicts.max()) if verdicts.size else 0
+    judged = ~overflowed
     if c.size:
         key_rr = np.where(overflowed, -1.0, rr)
         order = np.lexsort((np.nan_to_num(ulps.ravel(), posinf=np.finfo(float).max), key_rr.ravel()))
@@ -121,21 +141,26 @@ def compare(
         worst_index = tuple(int(i) for i in np.unravel_index(flat_worst, c.shape))
     else:
         worst_index = ()
-    judged = ~overflowed
-    max_ulp = float(np.max(np.where(judged, ulps, 0.0))) if c.size else 0.0
+    if not c.size:
+        return Comparison(verdict="agree", counts={}, size=0, max_abs_error=0.0, max_ulp_error=0.0, bits_of_error=0.0,
+                          bound_ratio=0.0, expected_ratio=0.0, worst_index=(), rigorous_at_worst=0.0,
+                          expected_at_worst=0.0, ulp=ulps)
+    max_ulp = float(np.max(np.where(judged, ulps, 0.0)))
     return Comparison(
         verdict=names[worst_v],
         counts={k: v for k, v in counts.items() if v},
         size=int(c.size),
-        max_abs_error=float(np.max(np.where(judged, err, 0.0))) if c.size else 0.0,
+        max_abs_error=float(np.max(np.where(judged, err, 0.0))),
         max_ulp_error=max_ulp,
         bits_of_error=float(bits_of_error(max_ulp)),
-        bound_ratio=float(np.max(np.where(judged, rr, 0.0))) if c.size else 0.0,
-        expected_ratio=float(np.max(np.where(judged, er, 0.0))) if c.size else 0.0,
+        bound_ratio=float(np.max(np.where(judged, rr, 0.0))),
+        expected_ratio=float(np.max(np.where(judged, er, 0.0))),
         worst_index=worst_index,
-        rigorous_at_worst=float(rig[worst_index]) if c.size else 0.0,
-        expected_at_worst=float(exp[worst_index]) if c.size else 0.0,
+        rigorous_at_worst=float(rig[worst_index]),
+        expected_at_worst=float(exp[worst_index]),
         ulp=ulps,
-        abs_error_at_worst=float(err[worst_index]) if c.size else 0.0,
-        ulp_error_at_worst=float(ulps[worst_index]) if c.size else 0.0,
+        abs_error_at_worst=float(err[worst_index]),
+        ulp_error_at_worst=float(ulps[worst_index]),
+        computed_at_worst=float(c[worst_index]),
+        exact_at_worst=float(hi[worst_index]),
     )

@@ -222,22 +222,6 @@ def bits_of_error(ulps: npt.ArrayLike) -> FloatArray:
     return np.log2(1.0 + np.asarray(ulps, dtype=np.float64))
 
 
-def fraction_to_hi_lo(value: Fraction) -> tuple[float, float]:
-    """Split an exact rational into an unevaluated float64 pair ``hi + lo``.
-
-    ``hi`` is the nearest float64 and ``lo`` the nearest float64 to the remainder,
-    so ``|value - (hi + lo)| <= 2**-106 |value|`` in the normal range. Values
-    beyond float64's range give ``(±inf, 0.0)``.
-    """
-    try:
-        hi = float(value)
-    except OverflowError:
-        return (float("inf") if value > 0 else float("-inf"), 0.0)
-    if not np.isfinite(hi):
-        return hi, 0.0
-    return hi, float(value - Fraction(hi))
-
-
 def decimal_string(value: Fraction | float, digits: int = 20) -> str:
     """Exact rational as a decimal string with ``digits`` significant digits.
 

@@ -53,6 +53,10 @@ class RunOptions:
         repeat: run each implementation this many times on the same inputs
             (fresh copies each time) and record run-to-run determinism
             (see :mod:`harness.repeat`); 1 = once.
+        flush_to_zero: every implementation of this run declares that it may flush
+            subnormal inputs, intermediates and results to zero (``--flush-to-zero``):
+            graded with the flush-to-zero bounds in every dtype (see
+            :mod:`harness.bounds`; float16 and bfloat16 always are).
     """
 
     tf32: bool = False
@@ -60,6 +64,7 @@ class RunOptions:
     trajectory: bool = True
     extra_repro: list[str] = field(default_factory=list)
     repeat: int = 1
+    flush_to_zero: bool = False
 
     @property
     def effective_matmul_precision(self) -> str:
@@ -196,7 +201,7 @@ def check_case(
         graded_steps[t] = (ex, step_inputs)
         records.extend(_grade_step(case, base, t, out, ex, step_inputs, lr_oracle, fmt, opts,
                                    written if t == 1 else None, traj[t - 1] if traj is not None else None, prev_out,
-                                   impl.error_model))
+                                   impl.error_model, opts.flush_to_zero or impl.flush_to_zero))
         prev_W, prev_b = out["W"], out["b"]
         prev_out = out
     if runs > 1:
@@ -256,17 +261,28 @@ def _run_once(
     return results
 
 
+def _step_bounds_of(
+    case: Case, device: str, ex: ExactStep, step_inputs: Mapping[str, F64], lr: Fraction, fmt: FloatFormat,
+    opts: RunOptions, error_model: Callable[..., Any] | None, flush_to_zero: bool,
+) -> tuple[dict[str, tuple[F64, F64]], Any, dict[str, Any]]:
+    """The exact values (double-double), the bounds of one step as the grading uses them, and the
+    keyword arguments the bounds were computed with (the one place that calls the error model)."""
+    hilo = {q: ex.values[q].to_hi_lo() for q in QUANTITIES}
+    tf32 = bool(opts.effective_tf32 and device.startswith("cuda") and fmt.name == "float32")
+    kwargs: dict[str, Any] = {"lr": float(lr), "reduction": case.reduction, "fmt": fmt, "tf32": tf32, "lr_held": float(case.lr)}
+    if flush_to_zero:  # only then: a plug-in's own error model need not know the keyword
+        kwargs["flush_to_zero"] = True
+    bounds = (error_model or step_bounds)(step_inputs, ex.residual.to_float64(), {q: hilo[q][0] for q in QUANTITIES}, **kwargs)
+    return hilo, bounds, kwargs
+
+
 def _exact_and_bounds(
     case: Case, base: Mapping[str, Any], ex: ExactStep, step_inputs: Mapping[str, F64], lr: Fraction, fmt: FloatFormat,
     opts: RunOptions, impl: Implementation,
 ) -> tuple[dict[str, tuple[F64, F64]], dict[str, F64]]:
     """The exact values (double-double) and per-element rigorous bounds of one step, as the grading uses them."""
-    hilo = {q: ex.values[q].to_hi_lo() for q in QUANTITIES}
-    bounds = (impl.error_model or step_bounds)(
-        step_inputs, ex.residual.to_float64(), {q: hilo[q][0] for q in QUANTITIES},
-        lr=float(lr), reduction=case.reduction, fmt=fmt,
-        tf32=bool(opts.effective_tf32 and base["device"].startswith("cuda") and fmt.name == "float32"), lr_held=float(case.lr),
-    )
+    hilo, bounds, _ = _step_bounds_of(case, base["device"], ex, step_inputs, lr, fmt, opts, impl.error_model,
+                                      opts.flush_to_zero or impl.flush_to_zero)
     return hilo, dict(bounds.rigorous)
 
 
@@ -343,16 +359,15 @@ def _grade_step(
     case: Case, base: dict[str, Any], t: int, out: Mapping[str, F64], ex: ExactStep, step_inputs: Mapping[str, F64],
     lr: Fraction, fmt: FloatFormat, opts: RunOptions, written: ExactStep | None, traj_step: ExactStep | None,
     prev_out: Mapping[str, F64] | None = None, error_model: Callable[..., Any] | None = None,
+    flush_to_zero: bool = False,
 ) -> list[Record]:
-    hilo = {q: ex.values[q].to_hi_lo() for q in QUANTITIES}
-    bounds = (error_model or step_bounds)(
-        step_inputs, ex.residual.to_float64(), {q: hilo[q][0] for q in QUANTITIES},
-        lr=float(lr), reduction=case.reduction, fmt=fmt, tf32=bool(opts.effective_tf32 and base["device"].startswith("cuda") and fmt.name == "float32"),
-        lr_held=float(case.lr),
-    )
+    hilo, bounds, kwargs = _step_bounds_of(case, base["device"], ex, step_inputs, lr, fmt, opts, error_model, flush_to_zero)
+    exact_hi = {q: hilo[q][0] for q in QUANTITIES}
+    residual = ex.residual.to_float64()
     records = []
     for q in QUANTITIES:
-        cmp = compare(out[q], hilo[q][0], hilo[q][1], bounds.rigorous[q], bounds.expected[q], bounds.may_overflow[q], fmt)
+        cmp = compare(out[q], hilo[q][0], hilo[q][1], bounds.rigorous[q], bounds.expected[q], bounds.inf_allowed[q], fmt,
+                      nan_allowed=bounds.nan_allowed[q])
         idx = cmp.worst_index
         exact_f = ex.values[q].fraction_at(idx)
         computed = float(out[q][idx])
@@ -363,7 +378,7 @@ def _grade_step(
             exact=decimal_string(exact_f), exact_rational=_rational(exact_f), computed=repr(computed),
             rigorous_bound=cmp.rigorous_at_worst, expected_bound=cmp.expected_at_worst,
             abs_error_at_worst=cmp.abs_error_at_worst, ulp_error_at_worst=cmp.ulp_error_at_worst,
-            counts=cmp.counts, oracle_method=ex.method, message=_message(q, cmp, fmt), **base,
+            counts=cmp.counts, oracle_method=ex.method, message=_message(q, cmp, fmt, bounds.vacuous.get(q, "")), **base,
         )
         if written is not None:
             wf = written.values[q].fraction_at(idx)
@@ -382,21 +397,52 @@ def _grade_step(
     if bounds.note:
         for rec in records:
             rec.message = f"{rec.message}; {bounds.note}" if rec.message else bounds.note
-    annotate(records, t, out, {q: hilo[q][0] for q in QUANTITIES}, ex.values, bounds.rigorous, prev_out, step_inputs, fmt)
+    if error_model is None and not bounds.flush_to_zero and any(r.verdict == "disagree" for r in records):
+        _name_flush_to_zero(records, out, hilo, step_inputs, residual, exact_hi, kwargs, fmt)
+    annotate(records, t, out, exact_hi, ex.values, bounds.rigorous, prev_out, step_inputs, fmt)
     return records
 
 
-def _message(q: str, cmp: Any, fmt: FloatFormat) -> str:
+def _name_flush_to_zero(
+    records: list[Record], out: Mapping[str, F64], hilo: Mapping[str, tuple[F64, F64]], step_inputs: Mapping[str, F64],
+    residual: F64, exact_hi: Mapping[str, F64], kwargs: Mapping[str, Any], fmt: FloatFormat,
+) -> None:
+    """Name flush-to-zero in the message of a ``disagree`` record that the flush-to-zero
+    bounds explain (the verdict stays: only a declared flush-to-zero is graded with them)."""
+    ftz = step_bounds(step_inputs, residual, exact_hi, **{**kwargs, "flush_to_zero": True})
+    for rec in records:
+        q = rec.quantity
+        if rec.verdict != "disagree":
+            continue
+        cmp = compare(out[q], hilo[q][0], hilo[q][1], ftz.rigorous[q], ftz.expected[q], ftz.inf_allowed[q], fmt,
+                      nan_allowed=ftz.nan_allowed[q])
+        if cmp.verdict != "disagree":
+            rec.message = (f"flush-to-zero: {q} is within the bound of an evaluation that flushes subnormal inputs, "
+                           f"intermediates or results to zero ({cmp.bound_ratio:.3g} x that bound), not within the "
+                           f"gradual-underflow one of {fmt.name}; if the implementation flushes subnormals (FTZ/DAZ), "
+                           "declare it: @harness.implementation(..., flush_to_zero=True) or --flush-to-zero; " + rec.message)
+
+
+def _message(q: str, cmp: Any, fmt: FloatFormat, vacuous: str = "") -> str:
     if cmp.verdict == "agree":
-        return ""
+        return f"{q}: {vacuous}" if vacuous else ""
     bad = cmp.counts.get(cmp.verdict, 0)
+    c = cmp.computed_at_worst
+    if cmp.verdict == "disagree" and not np.isfinite(c):
+        what = "NaN" if np.isnan(c) else repr(c)
+        why = ("no correct evaluation forms inf - inf or 0 * inf here" if np.isnan(c)
+               else f"no intermediate of a correct evaluation leaves {fmt.name}'s range here")
+        msg = (f"{q}: {bad} of {cmp.size} element(s) above the rigorous error bound; worst at {list(cmp.worst_index)}: "
+               f"{what} where the exact value is {cmp.exact_at_worst:.6g} ({why})")
+        return f"{msg}; {vacuous}" if vacuous else msg
     what = {"disagree": "above the rigorous error bound", "suspect": "above the expected (probabilistic) bound but within the rigorous one",
-            "overflow": f"out of {fmt.name}'s range (exact value or an intermediate)"}[cmp.verdict]
+            "overflow": f"out of {fmt.name}'s range (the exact value, or an intermediate of a correct evaluation)"}[cmp.verdict]
     rig = cmp.rigorous_at_worst
     ratio = "the rigorous bound is infinite (n u >= 1)" if not np.isfinite(rig) else f"{cmp.abs_error_at_worst / rig if rig else float('inf'):.3g} x rigorous bound"
-    return (f"{q}: {bad} of {cmp.size} element(s) {what}; worst at {list(cmp.worst_index)}: error {cmp.abs_error_at_worst:.6g} "
-            f"({ratio}, {cmp.abs_error_at_worst / cmp.expected_at_worst if cmp.expected_at_worst else float('inf'):.3g} x expected bound), "
-            f"{cmp.ulp_error_at_worst:.4g} ULPs")
+    msg = (f"{q}: {bad} of {cmp.size} element(s) {what}; worst at {list(cmp.worst_index)}: error {cmp.abs_error_at_worst:.6g} "
+           f"({ratio}, {cmp.abs_error_at_worst / cmp.expected_at_worst if cmp.expected_at_worst else float('inf'):.3g} x expected bound), "
+           f"{cmp.ulp_error_at_worst:.4g} ULPs")
+    return f"{msg}; {vacuous}" if vacuous else msg
 
 
 def error_record(case: Case, impl: Implementation, device: str, dtype: str, opts: RunOptions, message: str) -> Record:

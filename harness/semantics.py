@@ -186,5 +186,7 @@ def annotate(
         if rec is None:
             continue
         note = update_note(p, out[p], step_inputs[p], exact_values[p], fmt, rec.verdict)
+        if note and note.startswith("skipped update") and rec.message.startswith("flush-to-zero: "):
+            note = None  # a flushed gradient or learning rate explains the unchanged value
         if note:
             rec.message = f"{note}; {rec.message}" if rec.message else note

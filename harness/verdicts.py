@@ -19,8 +19,10 @@ verdict            severity  fails a run       meaning
 =================  ========  ================  ==========================================
 ``agree``          0         no                error within the expected (probabilistic) bound
 ``unsupported``    1         no                the framework lacks this dtype/device pair
-``overflow``       2         no                the exact value or an intermediate every
-                                               correct evaluation forms leaves the range
+``overflow``       2         no                a non-finite element where the exact value, or an
+                                               intermediate that some correct evaluation order
+                                               forms, leaves the range (NaN only where inf - inf
+                                               or 0 * inf can occur); elsewhere NaN/inf is disagree
 ``suspect``        3         with ``strict``   above the expected bound, within the rigorous one
 ``invalid-input``  4         yes               the case cannot be graded (NaN/inf inputs)
 ``disagree``       5         yes               above the rigorous bound: impossible for a

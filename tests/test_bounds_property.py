@@ -46,7 +46,7 @@ def grade(fmt, inputs, lr, reduction, order, seed=0):
     hilo = {q: ex.values[q].to_hi_lo() for q in QUANTITIES}
     bounds = step_bounds(inputs, ex.residual.to_float64(), {q: hilo[q][0] for q in QUANTITIES}, lr=lr, reduction=reduction, fmt=fmt)
     got = evaluate_step(inputs["X"], inputs["y"], inputs["W"], inputs["b"], lr, reduction, fmt, order, seed)
-    return {q: compare(got[q], *hilo[q], bounds.rigorous[q], bounds.expected[q], bounds.may_overflow[q], fmt) for q in QUANTITIES}
+    return {q: compare(got[q], *hilo[q], bounds.rigorous[q], bounds.expected[q], bounds.inf_allowed[q], fmt, nan_allowed=bounds.nan_allowed[q]) for q in QUANTITIES}
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])

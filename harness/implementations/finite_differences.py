@@ -15,8 +15,8 @@ never uses them as the truth: the exact oracle stays the reference).
 
 - *Truncation error*: Taylor's theorem gives ``h^2/6 |L'''|`` for central
   differences; ``L`` is a polynomial of degree 2 in each parameter (its third
-  derivative vanishes; ``tests/test_finite_differences.py`` checks this with
-  SymPy), so the truncation error is exactly 0 at any ``h``. In exact
+  derivative vanishes; ``tests/test_update_step.py::test_finite_differences_reproduce_the_exact_gradient_on_the_seed``
+  checks the gradient it gives against the exact one), so the truncation error is exactly 0 at any ``h``. In exact
   arithmetic the quotient at the points actually used is
   ``g + a s`` with ``a = (1/2) d^2L/dw_p^2`` (``c sum_i X_ij^2`` for W_jk,
   ``c N`` for b_k) and ``s = fl(w+h) + fl(w-h) - 2w`` (the rounding of the two
@@ -36,7 +36,8 @@ never uses them as the truth: the exact oracle stays the reference).
 The bound is rigorous, so a ``disagree`` here means the oracle (the SymPy
 derivation) or this code is wrong: a correct run never raises a false alarm.
 The update and the loss records use the standard float64 bounds with the
-gradient's error replaced by this one. There is no ``suspect`` band for the
+gradient's error replaced by this one: the update through
+:func:`harness.bounds.update_bound`, the one update bound of the harness. There is no ``suspect`` band for the
 gradient: the expected bound equals the rigorous one.
 """
 
@@ -50,7 +51,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..bounds import StepBounds, step_bounds
+from ..bounds import Regime, StepBounds, learning_rate_spread, step_bounds, update_bound
 from ..floats import get_format
 from .registry import StepResult, implementation
 
@@ -109,7 +110,7 @@ def perturbations(X: F64, y: F64, W: F64, b: F64, reduction: str) -> Iterator[tu
 
 def fd_error_model(
     inputs: Mapping[str, F64], residual: F64, exact: Mapping[str, F64], *, lr: float, reduction: str, fmt: Any,
-    tf32: bool = False, lr_held: float | None = None,
+    tf32: bool = False, lr_held: float | None = None, flush_to_zero: bool = False,
 ) -> StepBounds:
     """Bounds for :func:`finite_differences` (same signature as :func:`harness.bounds.step_bounds`).
 
@@ -118,7 +119,8 @@ def fd_error_model(
         residual: the exact residual at W, b (float64).
         exact: the exact quantities (float64).
         lr, reduction, lr_held: as :func:`harness.bounds.step_bounds`.
-        fmt, tf32: ignored: the finite differences always compute in float64.
+        fmt, tf32, flush_to_zero: ignored: the finite differences always compute in
+            float64 with NumPy (gradual underflow).
 
     Returns:
         :class:`StepBounds`: loss from the standard float64 model; grad_W, grad_b
@@ -151,13 +153,13 @@ def fd_error_model(
         grad_bound[name][idx] = (1 + g3) * core + g3 * g + 3 * eta
     safety = 1.0 + 2.0**-30
     rig_gW, rig_gb = grad_bound["W"] * safety, grad_bound["b"] * safety
-    dlr = abs(float(lr_held) - lr) if lr_held is not None else 0.0
+    dlr = learning_rate_spread(lr, lr_held, Regime(f64, False))
     gW_abs, gb_abs = np.abs(exact["grad_W"]), np.abs(exact["grad_b"])
-    rig_W = ((1 + u) * (1 + g2) * ((lr + dlr) * rig_gW + dlr * gW_abs) + g2 * lr * gW_abs + u * np.abs(exact["W"]) + eta) * safety
-    rig_b = ((1 + u) * (1 + g2) * ((lr + dlr) * rig_gb + dlr * gb_abs) + g2 * lr * gb_abs + u * np.abs(exact["b"]) + eta) * safety
+    rig_W = update_bound(np.abs(exact["W"]), gW_abs, rig_gW, lr, dlr, g2, eta) * safety
+    rig_b = update_bound(np.abs(exact["b"]), gb_abs, rig_gb, lr, dlr, g2, eta) * safety
     rigorous = {"loss": base.rigorous["loss"], "grad_W": rig_gW, "grad_b": rig_gb, "W": rig_W, "b": rig_b}
     expected = {**rigorous, "loss": base.expected["loss"]}
-    return StepBounds(rigorous=rigorous, expected=expected, may_overflow=base.may_overflow,
+    return StepBounds(rigorous=rigorous, expected=expected, inf_allowed=base.inf_allowed, nan_allowed=base.nan_allowed,
                       note="finite differences: graded against their own error bound (truncation 0: L is quadratic in "
                            "each parameter; rounding of the two loss evaluations and of the perturbed points)")
 

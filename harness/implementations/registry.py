@@ -69,6 +69,11 @@ class Implementation:
             framework that makes this pair fail (None if none): failing records
             keep their verdict and their message names the bug; the selftest
             does not count them as false alarms.
+        flush_to_zero: the implementation may flush subnormal inputs, intermediates
+            and results to zero (FTZ/DAZ kernels): it is graded with the
+            flush-to-zero bounds in every dtype (as float16 and bfloat16 always
+            are); undeclared, a float32 or float64 error only flushing explains
+            is ``disagree`` and its message names flush-to-zero.
     """
 
     name: str
@@ -83,6 +88,7 @@ class Implementation:
     default: bool = True
     error_model: Callable[..., Any] | None = None
     known_bug: Callable[[str, str], str | None] | None = None
+    flush_to_zero: bool = False
 
 
 REGISTRY: dict[str, Implementation] = {}
@@ -101,6 +107,7 @@ def implementation(
     default: bool = True,
     error_model: Callable[..., Any] | None = None,
     known_bug: Callable[[str, str], str | None] | None = None,
+    flush_to_zero: bool = False,
 ) -> Callable[[StepFn], StepFn]:
     """Register a step function under ``name``.
 
@@ -110,6 +117,9 @@ def implementation(
         def my_step(X, y, W, b, *, lr, reduction, steps):
             ...
             return [harness.StepResult(loss, grad_W, grad_b, W, b), ...]
+
+    ``flush_to_zero=True`` declares that the step may flush subnormals to zero
+    (see :attr:`Implementation.flush_to_zero`).
 
     Raises:
         PluginError: for an unknown framework, or a name already registered by another function.
@@ -125,7 +135,7 @@ def implementation(
             name=name, framework=framework, fn=fn, description=description or (fn.__doc__ or "").strip().split("\n")[0],
             correct=correct, expected=tuple(expected), dtypes=tuple(dtypes) if dtypes is not None else None,
             devices=tuple(devices) if devices is not None else None, kind=kind,
-            default=default, error_model=error_model, known_bug=known_bug,
+            default=default, error_model=error_model, known_bug=known_bug, flush_to_zero=flush_to_zero,
         )
         return fn
 

@@ -1,0 +1,332 @@
+"""Every term of the error bounds, against values derived by hand (exact powers of two, Fractions).
+
+Each test builds a step whose exact result is known in closed form, a computed
+result that a correct evaluation (or a flushing one) really produces, derived
+by hand, and checks the bound against that error. Where a test covers a fix
+of issue 10 its docstring says what the code before the fix did.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from harness.bounds import Regime, learning_rate_spread, step_bounds, update_bound
+from harness.cases import case_from_arrays
+from harness.compare import compare
+from harness.floats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, round_to_format
+from harness.implementations.numpy_steps import numpy_hand
+from harness.implementations.registry import Implementation, StepResult
+from harness.oracle import exact_inputs_from_floats, exact_step
+from harness.runner import RunOptions, verify
+from harness.verdicts import QUANTITIES
+
+
+def bounds_for(X, y, W, b, lr, reduction, fmt, **kw):
+    inputs = {"X": np.asarray(X, float), "y": np.asarray(y, float), "W": np.asarray(W, float), "b": np.asarray(b, float)}
+    ex = exact_step(exact_inputs_from_floats(inputs), Fraction(lr), reduction)
+    hilo = {q: ex.values[q].to_hi_lo() for q in QUANTITIES}
+    bnd = step_bounds(inputs, ex.residual.to_float64(), {q: hilo[q][0] for q in QUANTITIES}, lr=float(lr), reduction=reduction,
+                      fmt=fmt, **kw)
+    return bnd, hilo
+
+
+def grade(bnd, hilo, q, computed, fmt):
+    return compare(np.asarray(computed, float), *hilo[q], bnd.rigorous[q], bnd.expected[q], bnd.inf_allowed[q], fmt,
+                   nan_allowed=bnd.nan_allowed[q])
+
+
+# ---------------------------------------------------------------- the scale c = 1/(N K) underflows
+
+def test_subnormal_scale_c_float16_reported_counterexample():
+    """float16, mean, N = D = 1, K = 208412, X = 1, y = -1e4, W = b = 0. c = 1/208412 is a float16
+    subnormal: 2**24 / 208412 = 80.50024..., so fl(c) = 81 * 2**-24, and torch and NumPy compute
+    fl(2 fl(c) * 1e4) = fl(1620000 * 2**-24) = 1582 * 2**-14 = 0.0965576171875 (spacing 2**-14 in
+    [2**-4, 2**-3)), where the exact gradient is 2e4 / 208412. Before the fix the bound had only
+    the relative rounding of c: 1.47 x bound (grad_W), 1.73 x (grad_b)."""
+    k = 208412
+    assert round(Fraction(2**24, k)) == 81
+    computed = float(round_to_format(np.array([float(Fraction(2 * 81 * 10**4, 2**24))]), FLOAT16)[0])
+    assert computed == 1582 * 2.0**-14 == 0.0965576171875
+    bnd, hilo = bounds_for([[1.0]], [[-1e4] * k], [[0.0] * k], [0.0] * k, 0.01, "mean", FLOAT16)
+    exact = Fraction(2 * 10**4, k)
+    assert hilo["grad_b"][0][0] == float(exact)
+    for q, shape in (("grad_W", (1, k)), ("grad_b", (k,))):
+        res = grade(bnd, hilo, q, np.full(shape, computed), FLOAT16)
+        assert res.verdict != "disagree", (q, res.bound_ratio)
+        # float16 may flush the subnormal c to zero: the gradient is then 0, also a correct evaluation
+        assert grade(bnd, hilo, q, np.zeros(shape), FLOAT16).verdict != "disagree"
+
+
+def test_subnormal_scale_c_float32_gradual_and_flushed():
+    """float32 mean with N K = 2**127 is not testable, so the scale is checked through c's own
+    term: Regime.scale_underflow(c) = min(c, eta) below the smallest normal and 0 above."""
+    gradual, ftz = Regime(FLOAT32, False), Regime(FLOAT32, True)
+    assert gradual.scale_underflow(2.0**-100) == 0.0
+    assert gradual.scale_underflow(2.0**-140) == 2.0**-150  # half the subnormal spacing 2**-149
+    assert gradual.scale_underflow(2.0**-160) == 2.0**-160  # rounds to 0: the error is c itself
+    assert ftz.scale_underflow(2.0**-140) == 2.0**-140  # flushed to 0
+    assert ftz.scale_underflow(2.0**-100) == 0.0
+
+
+# ---------------------------------------------------------------- products underflow
+
+def test_product_underflow_gradual():
+    """float32, sum: X = [[3 * 2**-80, 2**40]], W = [[3 * 2**-80], [0]]. The product 9 * 2**-160 is
+    below half the smallest subnormal (2**-150) and rounds to 0, so a correct evaluation gets R^ = 0
+    and grad_W[1] = 2 * 2**40 * 0 = 0, where the exact value is 2 * 2**40 * 9 * 2**-160 = 9 * 2**-119."""
+    X = [[3 * 2.0**-80, 2.0**40]]
+    W = [[3 * 2.0**-80], [0.0]]
+    bnd, hilo = bounds_for(X, [[0.0]], W, [0.0], 2.0**-4, "sum", FLOAT32)
+    assert hilo["grad_W"][0][1, 0] == 9 * 2.0**-119
+    assert grade(bnd, hilo, "grad_W", [[2 * 3 * 2.0**-80 * 0.0], [0.0]], FLOAT32).verdict != "disagree"
+
+
+def test_product_flushed_to_zero_needs_the_declaration():
+    """float32, sum: X = [[2**-70, 2**60]], W = [[2**-70], [0]]: R = 2**-140 is a subnormal that
+    gradual underflow keeps exactly (a multiple of 2**-149), so grad_W[1] = 2 * 2**60 * 2**-140
+    = 2**-79. A kernel that flushes gets R^ = 0 and grad_W[1] = 0: an error of 2**-79, far above
+    the gradual bound (about 2 * 2**60 * 2**-150 = 2**-89), within the flush-to-zero one
+    (about 2 * 2**60 * 2**-126 = 2**-65)."""
+    X = [[2.0**-70, 2.0**60]]
+    W = [[2.0**-70], [0.0]]
+    flushed = [[0.0], [0.0]]
+    bnd, hilo = bounds_for(X, [[0.0]], W, [0.0], 2.0**-4, "sum", FLOAT32)
+    assert hilo["grad_W"][0][1, 0] == 2.0**-79
+    assert grade(bnd, hilo, "grad_W", flushed, FLOAT32).verdict == "disagree"
+    ftz, hilo = bounds_for(X, [[0.0]], W, [0.0], 2.0**-4, "sum", FLOAT32, flush_to_zero=True)
+    assert grade(ftz, hilo, "grad_W", flushed, FLOAT32).verdict != "disagree"
+    assert ftz.flush_to_zero and not bnd.flush_to_zero
+
+
+# ---------------------------------------------------------------- the learning rate
+
+def test_learning_rate_flushed_to_zero():
+    """float32, sum: X = 1, W = b = 0, y = -2**100: R = 2**100, g = 2**101, lr = 2**-130 (a float32
+    subnormal), W' = -2**-29. Flushing lr to 0 leaves W unchanged: an error of 2**-29 = |W'|.
+    Before the fix float32 had no flush-to-zero bound (2**-29 is 2**24 times u |W'|)."""
+    args = ([[1.0]], [[-(2.0**100)]], [[0.0]], [0.0], 2.0**-130, "sum", FLOAT32)
+    bnd, hilo = bounds_for(*args)
+    assert hilo["W"][0][0, 0] == -(2.0**-29)
+    assert grade(bnd, hilo, "W", [[0.0]], FLOAT32).verdict == "disagree"
+    ftz, hilo = bounds_for(*args, flush_to_zero=True)
+    assert grade(ftz, hilo, "W", [[0.0]], FLOAT32).verdict != "disagree"
+    assert learning_rate_spread(2.0**-130, None, Regime(FLOAT32, True)) == 2.0**-130
+    assert learning_rate_spread(2.0**-130, None, Regime(FLOAT32, False)) == 0.0
+
+
+def test_learning_rate_held_in_a_wider_type():
+    """float16: lr = 0.1 written, fl16(0.1) = 1638 * 2**-14 = 0.0999755859375 for the oracle;
+    PyTorch multiplies a float16 tensor by the Python float in float32: fl32(0.1) = 13421773 * 2**-27.
+    dlr is the larger distance, |fl32(0.1) - fl16(0.1)| = (13421773 - 1638 * 2**13) * 2**-27."""
+    lr16 = float(Fraction(1638, 2**14))
+    assert lr16 == float(round_to_format(np.array([0.1]), FLOAT16)[0])
+    want = Fraction(13421773 - 1638 * 2**13, 2**27)
+    assert Fraction(learning_rate_spread(lr16, 0.1, Regime(FLOAT16, True))) == want
+    # the update by the Python lr: W = 0, g = 1 (X = 1, y = -0.5, sum), W' exact = -fl16(0.1),
+    # computed fl16(0.1 * 1) = fl16(0.1) exactly here; with g = 3 (y = -1.5) fl16(0.3) vs 3 * fl16(0.1)
+    bnd, hilo = bounds_for([[1.0]], [[-1.5]], [[0.0]], [0.0], lr16, "sum", FLOAT16, lr_held=0.1)
+    computed = float(round_to_format(np.array([-0.3]), FLOAT16)[0])
+    assert grade(bnd, hilo, "W", [[computed]], FLOAT16).verdict != "disagree"
+
+
+def test_update_bound_terms_by_hand():
+    """update_bound = u2 |W'| + (1 + u2) P + eta, P = (1 + u2)((lr + dlr) E_g + dlr |g|) + u2 lr |g| + eta."""
+    u2, eta = 2.0**-10, 2.0**-30
+    got = float(update_bound(np.array(3.0), np.array(4.0), np.array(0.5), 0.25, 0.125, u2, eta))
+    P = (1 + Fraction(u2)) * (Fraction(3, 8) * Fraction(1, 2) + Fraction(1, 8) * 4) + Fraction(u2) / 4 * 4 + Fraction(eta)
+    want = Fraction(u2) * 3 + (1 + Fraction(u2)) * P + Fraction(eta)
+    assert abs(Fraction(got) - want) <= want * Fraction(1, 2**50)
+
+
+def test_update_underflow_flushed_result():
+    """float32, sum, X = 1, W = 3 * 2**-140, b = 0, y = 5 * 2**-141: R = 2**-141, g = 2**-140,
+    lr = 1/2, W' = 3 * 2**-140 - 2**-141 = 5 * 2**-141 (subnormal). Flushed: W'^ = 0, error 5 * 2**-141."""
+    args = ([[1.0]], [[5 * 2.0**-141]], [[3 * 2.0**-140]], [0.0], 0.5, "sum", FLOAT32)
+    bnd, hilo = bounds_for(*args)
+    assert hilo["W"][0][0, 0] == 5 * 2.0**-141
+    assert grade(bnd, hilo, "W", [[0.0]], FLOAT32).verdict == "disagree"
+    ftz, hilo = bounds_for(*args, flush_to_zero=True)
+    assert grade(ftz, hilo, "W", [[0.0]], FLOAT32).verdict != "disagree"
+
+
+# ---------------------------------------------------------------- TF32
+
+def test_tf32_rounded_matmul_inputs():
+    """float32, sum, X = W = 1 + 2**-20, y = b = 0. TF32 (10 fraction bits) rounds both to 1, so
+    R^ = 1 and grad_W^ = fl(1 * fl(2 * 1)) = 2, where the exact gradient is
+    2 (1 + 2**-20)**3 = 2 + 3 * 2**-19 + ...: an error about 3 * 2**-19, some 24 times the
+    float32 bound without TF32."""
+    v = 1 + 2.0**-20
+    exact = 2 * Fraction(v) ** 3
+    off, hilo = bounds_for([[v]], [[0.0]], [[v]], [0.0], 2.0**-4, "sum", FLOAT32)
+    assert Fraction(hilo["grad_W"][0][0, 0]) + Fraction(hilo["grad_W"][1][0, 0]) == exact
+    assert grade(off, hilo, "grad_W", [[2.0]], FLOAT32).verdict == "disagree"
+    on, hilo = bounds_for([[v]], [[0.0]], [[v]], [0.0], 2.0**-4, "sum", FLOAT32, tf32=True)
+    assert grade(on, hilo, "grad_W", [[2.0]], FLOAT32).verdict != "disagree"
+
+
+# ---------------------------------------------------------------- near the overflow threshold
+
+def test_near_overflow_inf_and_nan_masks():
+    """float16, sum, X = [[1], [1]], W = b = 0. y = [[-40000], [40000]]: R = (40000, -40000),
+    2R = (80000, -80000) is beyond 65504 with both signs: grad_b = 2 R1 + 2 R2 may be
+    inf - inf = NaN in a correct evaluation (exact value 0). y = [[-40000], [-1]]: only +inf is
+    possible (2 R2 = 2), so NaN is not. The loss (squares 1.6e9) may be inf, never NaN (c = 1)."""
+    both, _ = bounds_for([[1.0], [1.0]], [[-40000.0], [40000.0]], [[0.0]], [0.0], 2.0**-10, "sum", FLOAT16)
+    assert both.inf_allowed["grad_b"].all() and both.nan_allowed["grad_b"].all() and both.nan_allowed["grad_W"].all()
+    one, _ = bounds_for([[1.0], [1.0]], [[-40000.0], [-1.0]], [[0.0]], [0.0], 2.0**-10, "sum", FLOAT16)
+    assert one.inf_allowed["grad_b"].all() and not one.nan_allowed["grad_b"].any()
+    assert bool(one.inf_allowed["loss"]) and not bool(one.nan_allowed["loss"])
+    # W' = W - lr g: an infinite g times a nonzero lr is inf, not NaN
+    assert one.inf_allowed["W"].all() and not one.nan_allowed["W"].any()
+
+
+def test_far_from_overflow_nothing_is_allowed():
+    bnd, _ = bounds_for([[1.0], [2.0]], [[3.0], [-1.0]], [[0.5]], [0.25], 0.125, "mean", FLOAT16)
+    for q in QUANTITIES:
+        assert not np.any(bnd.inf_allowed[q]) and not np.any(bnd.nan_allowed[q]), q
+
+
+def test_reported_nan_where_the_exact_value_is_in_range_is_disagree():
+    """float32, mean, X = 2**60 (256 x 1), y = -X, W = 1, b = 0: R = 2**61, grad_W = 2/256 * 256 *
+    2**121 = 2**122 (in float32's range). X^T R summed before the scale is 2**129 > 2**128: inf is a
+    correct answer, but every term is positive and nothing is 0, so NaN is not. Before the fix
+    compare graded any non-finite value as overflow here, and assert_agrees passed a NaN step."""
+    X = np.full((256, 1), 2.0**60)
+    case = case_from_arrays("overflow-report", X, -X, [[1.0]], [0.0], lr=0.01, reduction="mean", dtypes=["float32"])
+
+    def nan_step(X, y, W, b, *, lr, reduction, steps):
+        r = numpy_hand(X, y, W, b, lr=lr, reduction=reduction, steps=steps)[0]
+        return [StepResult(r.loss, np.full_like(r.grad_W, np.nan), r.grad_b, np.full_like(r.W, np.nan), r.b)]
+
+    impl = Implementation("nan-step", "numpy", nan_step, kind="plugin")
+    recs = {r.quantity: r for r in verify([case], [impl], dtypes=["float32"])}
+    assert recs["grad_W"].verdict == "disagree"
+    assert recs["grad_W"].exact_rational == str(2**122)
+    assert "NaN where the exact value is 5.31691e+36" in recs["grad_W"].message
+    assert recs["grad_W"].bound_ratio == np.inf and recs["grad_W"].max_abs_error == np.inf
+    assert recs["W"].verdict == "disagree"
+    # NumPy sums X^T R first: 2**129 overflows, inf is correct (overflow, not a failure)
+    hand = {r.quantity: r for r in verify([case], ["numpy-hand"], dtypes=["float32"])}
+    assert hand["grad_W"].computed == "inf" and hand["grad_W"].verdict == "overflow"
+
+
+def test_inf_where_no_intermediate_can_overflow_is_disagree():
+    case = case_from_arrays("small", [[1.0], [2.0]], [[3.0], [-1.0]], [[0.5]], [0.25], lr=0.125, reduction="mean",
+                            dtypes=["float32"])
+
+    def inf_step(X, y, W, b, *, lr, reduction, steps):
+        r = numpy_hand(X, y, W, b, lr=lr, reduction=reduction, steps=steps)[0]
+        return [StepResult(r.loss, r.grad_W, np.full_like(r.grad_b, np.inf), r.W, r.b)]
+
+    recs = {r.quantity: r for r in verify([case], [Implementation("inf-step", "numpy", inf_step, kind="plugin")],
+                                          dtypes=["float32"])}
+    assert recs["grad_b"].verdict == "disagree" and "inf where the exact value is" in recs["grad_b"].message
+
+
+# ---------------------------------------------------------------- long reductions: vacuous bounds say why
+
+@pytest.mark.parametrize("fmt,n", [(FLOAT16, 3000), (BFLOAT16, 300)])
+def test_vacuous_bound_says_why(fmt, n):
+    """gamma_m is infinite once m u >= 1: float16 (u = 2**-11) with N + 3 >= 2048, bfloat16
+    (u = 2**-8) with N + 3 >= 256."""
+    rng = np.random.default_rng(0)
+    X = round_to_format(rng.standard_normal((n, 1)), fmt)
+    y = round_to_format(rng.standard_normal((n, 1)), fmt)
+    bnd, _ = bounds_for(X, y, [[0.5]], [0.25], 2.0**-6, "mean", fmt)
+    assert np.isinf(bnd.rigorous["grad_W"]).all()
+    assert f"N = {n} rows" in bnd.vacuous["grad_W"] and "m u =" in bnd.vacuous["grad_W"]
+    assert "loss" in bnd.vacuous and f"N K = {n}" in bnd.vacuous["loss"]
+    assert np.isfinite(bnd.expected["grad_W"]).all()  # the expected bound still grades
+
+
+def test_vacuous_reason_reaches_the_record_message():
+    n = 300
+    rng = np.random.default_rng(1)
+    case = case_from_arrays("long-bf16", rng.standard_normal((n, 1)), rng.standard_normal((n, 1)), [[0.5]], [0.25],
+                            lr=0.01, reduction="mean", dtypes=["float32"])
+    # float64 at N = 300 is far from vacuous: no note
+    recs = verify([case], ["numpy-hand"], dtypes=["float64"])
+    assert not any("vacuous" in r.message for r in recs)
+
+
+def test_float64_underflow_quantum_is_the_smallest_subnormal():
+    assert Regime(FLOAT64, False).eta == 2.0**-1074
+    assert Regime(FLOAT64, True).eta == 2.0**-1022
+
+
+# ---------------------------------------------------------------- flush-to-zero named in the message
+
+def _flushing_step(X, y, W, b, *, lr, reduction, steps):
+    """numpy-hand with every subnormal intermediate and result flushed to zero (FTZ/DAZ)."""
+    tiny = np.finfo(X.dtype).tiny
+
+    def f(a):
+        a = np.asarray(a)
+        return np.where(np.abs(a) < tiny, a.dtype.type(0), a)
+
+    n, k = y.shape
+    dt = X.dtype.type
+    c = dt(1.0) if reduction == "sum" else f(dt(1.0 / (n * k)))
+    X, y, W, b = f(X), f(y), f(W), f(b)
+    out = []
+    for _ in range(steps):
+        R = f(f(f(X @ W) + b) - y)
+        loss = f(c * f(np.sum(f(R * R))))
+        gW = f((dt(2) * c) * f(X.T @ R))
+        gb = f((dt(2) * c) * f(R.sum(axis=0)))
+        W = f(W - f(lr * gW))
+        b = f(b - f(lr * gb))
+        out.append(StepResult(loss, gW, gb, W, b))
+    return out
+
+
+def test_flush_to_zero_undeclared_is_disagree_and_named_declared_agrees():
+    """The product-underflow example of above, through the runner: R = 2**-140 flushed to 0."""
+    case = case_from_arrays("ftz", [[2.0**-70, 2.0**60]], [[0.0]], [[2.0**-70], [0.0]], [0.0], lr=2.0**-4,
+                            reduction="sum", dtypes=["float32"])
+    plain = Implementation("ftz-step", "numpy", _flushing_step, kind="plugin")
+    recs = verify([case], [plain], dtypes=["float32"])
+    bad = [r for r in recs if r.verdict == "disagree"]
+    assert bad and any(r.quantity == "grad_W" for r in bad)
+    assert all(r.message.startswith("flush-to-zero: ") for r in bad), [r.message for r in bad]
+    declared = Implementation("ftz-step", "numpy", _flushing_step, kind="plugin", flush_to_zero=True)
+    assert {r.verdict for r in verify([case], [declared], dtypes=["float32"])} == {"agree"}
+    by_run = verify([case], [plain], dtypes=["float32"], options=RunOptions(flush_to_zero=True))
+    assert {r.verdict for r in by_run} == {"agree"}
+    # a correct gradual-underflow implementation is not touched by the diagnosis
+    assert {r.verdict for r in verify([case], ["numpy-hand"], dtypes=["float32"])} == {"agree"}
+
+
+def test_cli_flush_to_zero_option(tmp_path):
+    """``check --flush-to-zero`` grades every implementation of the run with the flush-to-zero bounds."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    plugin = tmp_path / "ftz_plugin.py"
+    plugin.write_text("import harness\nfrom tests.test_bounds_terms import _flushing_step\n"
+                      "harness.implementation('ftz-plugin', framework='numpy')(_flushing_step)\n")
+    cases = tmp_path / "ftz.toml"
+    cases.write_text(f"[[case]]\nid = 'ftz'\nX = [[{2.0**-70!r}, {2.0**60!r}]]\ny = [[0.0]]\nW = [[{2.0**-70!r}], [0.0]]\n"
+                     "b = [0.0]\nlr = 0.0625\nsteps = 1\nreduction = 'sum'\ndtypes = ['float32']\n")
+
+    def run(*extra):
+        res = subprocess.run([sys.executable, "-m", "harness", "check", "--cases", str(cases), "--plugin", str(plugin),
+                              "--implementations", "ftz-plugin", "--devices", "cpu", "--results", str(tmp_path / "r.jsonl"),
+                              "--report", "none", "-q", *extra], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                             env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+        recs = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()[1:]]
+        return res, [r for r in recs if r.get("quantity") in QUANTITIES]
+
+    res, recs = run()
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert any(r["verdict"] == "disagree" and r["message"].startswith("flush-to-zero: ") for r in recs)
+    res, recs = run("--flush-to-zero")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert {r["verdict"] for r in recs} == {"agree"} and "--flush-to-zero" in recs[0]["repro"]
