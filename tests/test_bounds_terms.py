@@ -330,3 +330,22 @@ def test_cli_flush_to_zero_option(tmp_path):
     res, recs = run("--flush-to-zero")
     assert res.returncode == 0, res.stdout + res.stderr
     assert {r["verdict"] for r in recs} == {"agree"} and "--flush-to-zero" in recs[0]["repro"]
+
+
+# ---------------------------------------------------------------- long reductions, N or K = 10**6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n,k", [(10**6, 1), (1, 10**6)], ids=["N=1e6", "K=1e6"])
+def test_long_reductions_float16_bfloat16_no_false_alarm(n, k):
+    """Correct steps (NumPy's and torch's, as they really run) on reductions of 10**6 terms in float16
+    and bfloat16: the rigorous bound is vacuous there (n u >= 1), and a correct evaluation must never be
+    disagree; where a sum of 10**6 terms of magnitude ~1 can pass float16's 65504 an inf is overflow.
+    Opt-in (HARNESS_RUN_SLOW=1): the exact oracle takes tens of seconds at this size."""
+    rng = np.random.default_rng(1)
+    X, Y = rng.standard_normal((n, 1)), rng.standard_normal((n, k))
+    W, b = rng.standard_normal((1, k)), rng.standard_normal(k)
+    case = case_from_arrays(f"long-{n}-{k}", X, Y, W, b, lr=0.01, reduction="mean", dtypes=("float16", "bfloat16"))
+    recs = verify([case], ["numpy-hand", "torch-seed"])
+    assert recs and not [r for r in recs if r.verdict in ("disagree", "error")], [(r.implementation, r.dtype, r.quantity, r.message)
+                                                                                    for r in recs if r.verdict in ("disagree", "error")]
