@@ -355,12 +355,15 @@ def loss_bound(R: F64, rb: ResidualBound, c: float, reg: Regime) -> tuple[F64, F
 
 def learning_rates(lr: float, lr_held: float | None, reg: Regime) -> list[float]:
     """The learning rates ``lr'`` a correct implementation may multiply by: the dtype's
-    ``lr`` (the oracle's), the Python float ``lr_held``, it rounded to float32
-    (PyTorch's opmath for half-precision tensors), and 0 where one of them is
-    subnormal and flushed to zero."""
+    ``lr`` (the oracle's), the Python float ``lr_held``, for float16 and bfloat16 it
+    rounded to float32 (PyTorch's opmath for half-precision tensors; in float32 that is
+    the dtype's ``lr``, and a float32 ``lr`` in a float64 step is a bug, not a rounding),
+    and 0 where one of them is subnormal and flushed to zero."""
     cands = [lr]
     if lr_held is not None:
-        cands += [float(lr_held), float(round_to_format(np.array([float(lr_held)]), FLOAT32)[0])]
+        cands.append(float(lr_held))
+        if reg.fmt.precision < FLOAT32.precision:
+            cands.append(float(round_to_format(np.array([float(lr_held)]), FLOAT32)[0]))
     if reg.ftz and any(0 < abs(x) < reg.fmt.min_normal for x in cands):
         cands.append(0.0)
     return cands
