@@ -62,57 +62,56 @@ class TooWide(Exception):
     """The data's exponent range needs more digit products than :data:`MAX_PRODUCTS`."""
 
 
-def _split(x: F64) -> tuple[I64, I64, int | None]:
-    """``x = m * 2**e`` with integer ``m`` (``|m| < 2**53``); and the lowest ``e`` among nonzero entries."""
-    mant, exp = np.frexp(x)
-    m = np.ldexp(mant, 53).astype(np.int64)
-    e = exp.astype(np.int64) - 53
+def lowest_exponent(x: F64) -> int | None:
+    """Exponent of the lowest set bit among the nonzero entries (None if all are zero), from the bit pattern."""
+    bits = np.ascontiguousarray(x, dtype=np.float64).view(np.int64).ravel()
+    ex = (bits >> 52) & 0x7FF
+    m = bits & ((1 << 52) - 1)
+    m = np.where(ex > 0, m | (1 << 52), m)
     nz = m != 0
     if not nz.any():
-        return m, e, None
-    # drop trailing zeros so that q is the true lowest set bit (fewer digits)
-    tz = _trailing_zeros(np.abs(m[nz]))
-    m = m.copy()
-    e = e.copy()
-    m[nz] >>= tz
-    e[nz] += tz
-    return m, e, int(e[nz].min())
+        return None
+    m, ex = m[nz], ex[nz]
+    low = m & -m  # lowest set bit of the significand
+    tz = np.frexp(low.astype(np.float64))[1] - 1
+    return int((np.where(ex > 0, ex - 1075, -1074) + tz).min())
 
 
-def _trailing_zeros(a: I64) -> I64:
-    low = a & -a  # lowest set bit (a > 0)
-    return (np.frexp(low.astype(np.float64))[1] - 1).astype(np.int64)
-
-
-def lowest_exponent(x: F64) -> int | None:
-    """Exponent of the lowest set bit among the nonzero entries (None if all are zero)."""
-    return _split(np.asarray(x, dtype=np.float64))[2]
-
-
-def digits(x: F64, q: int, base: int) -> I64:
-    """Signed base-``2**base`` digits of the integers ``x / 2**q`` (exact; ``q`` at most the lowest exponent).
+def digits(x: F64, q: int, base: int) -> F64:
+    """Base-``2**base`` digits of the integers ``x / 2**q`` (exact; ``q`` at most :func:`lowest_exponent`),
+    as float64 arrays: every operation below is exact (power-of-two scalings, ``floor``, and
+    subtractions whose result ``r mod 2**(base s)`` keeps at most 53 significant bits).
 
     Returns:
-        int64 array ``(S, *x.shape)`` with ``x = 2**q sum_s out[s] 2**(base s)`` and ``|out[s]| < 2**base``.
+        float64 array ``(S, *x.shape)`` with ``x = 2**q sum_s out[s] 2**(base s)``, integer digits
+        of the sign of ``x``, ``|out[s]| < 2**base`` below the top one, ``|out[S-1]| <= 2**base``.
+
+    Raises:
+        TooWide: when ``x / 2**q`` exceeds float64's range (the data needs too many digits anyway).
     """
-    m, e, low = _split(np.asarray(x, dtype=np.float64))
-    if low is None:
-        return np.zeros((1, *np.shape(x)), dtype=np.int64)
-    assert low >= q
-    a = np.abs(m)
-    neg = m < 0
-    sh = np.where(m != 0, e - q, 0)
-    width = int((sh + 53).max())
-    n = -(-width // base)
-    out = np.empty((n, *np.shape(x)), dtype=np.int64)
-    mask = (1 << base) - 1
-    for s in range(n):
-        lo = s * base - sh  # bit of a that lands at digit s's bit 0
-        right = np.right_shift(a, np.clip(lo, 0, 63))
-        k = np.clip(-lo, 0, base)  # left shift when lo < 0
-        left = np.left_shift(a & ((np.int64(1) << (base - k)) - 1), k)
-        v = np.where(lo >= 0, right, left) & mask
-        out[s] = np.where(neg, -v, v)
+    x = np.asarray(x, dtype=np.float64)
+    top = float(np.max(np.abs(x))) if x.size else 0.0
+    if top == 0.0:
+        return np.zeros((1, *x.shape))
+    low = lowest_exponent(x)
+    assert low is not None and low >= q
+    s0 = (low - q) // base  # digits below s0 are zero: work over 2**(q + base s0)
+    q1 = q + base * s0
+    width = int(np.frexp(top)[1]) - q1  # |x / 2**q1| < 2**width
+    if width > 1000:
+        raise TooWide(f"integer width {width} bits")
+    n = max(1, -(-width // base))
+    out = np.empty((n, *x.shape))
+    r = np.abs(np.ldexp(x, -q1))
+    for s in range(n - 1, 0, -1):
+        w = 2.0 ** (base * s)
+        dg = np.floor(r * (1.0 / w))
+        out[s] = dg
+        r -= dg * w  # r mod w: the low bits of r, exact
+    out[0] = r
+    out = np.copysign(out, x)  # signed digits, |digit| <= 2**base
+    if s0:
+        out = np.concatenate([np.zeros((s0, *x.shape)), out])
     return out
 
 
@@ -270,9 +269,9 @@ def _first_product(X: F64, W: F64, qx: int, qw: int) -> I64:
     k = W.shape[1]
     acc = np.zeros((S + T - 1, n, k), dtype=np.int64)
     for c0 in range(0, d, CHUNK_D):
-        xs = xd[:, :, c0:c0 + CHUNK_D].astype(np.float64).reshape(S * n, -1)
-        wc = np.moveaxis(wd[:, c0:c0 + CHUNK_D, :], 0, 1).reshape(-1, T * k).astype(np.float64)
-        P = (xs @ wc).reshape(S, n, T, k)  # exact: |sum| <= CHUNK_D * 2**(2B) = 2**53
+        xs = xd[:, :, c0:c0 + CHUNK_D].reshape(S * n, -1)
+        wc = np.moveaxis(wd[:, c0:c0 + CHUNK_D, :], 0, 1).reshape(-1, T * k)
+        P = (xs @ wc).reshape(S, n, T, k)  # exact: |sum| <= CHUNK_D * 2**(2B) = 2**53 (top digits <= 2**B)
         for s in range(S):
             for t in range(T):
                 acc[s + t] += P[s, :, t, :].astype(np.int64)
@@ -301,9 +300,9 @@ def residual_digits(X: F64, y: F64, W: F64, b: F64) -> tuple[I64, int]:
             assert qx is not None and qw is not None
             terms.append(_shift(_first_product(X, W, qx, qw), q - q0))
         elif what == "b":
-            terms.append(digits(np.broadcast_to(b.reshape(1, k), (n, k)), q0, B))
+            terms.append(digits(np.broadcast_to(b.reshape(1, k), (n, k)), q0, B).astype(np.int64))
         else:
-            terms.append(-digits(y, q0, B))
+            terms.append(-digits(y, q0, B).astype(np.int64))
     if max(len(t) for t in terms) > MAX_PRODUCTS:
         raise TooWide("residual too wide")
     return _add(*terms), q0
@@ -359,9 +358,9 @@ def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledIn
         xcat = np.moveaxis(xd, 0, 1).reshape(n, S * d)  # column s*d + l: digit s of X[:, l]
         rcat = np.moveaxis(rd, 0, 1).reshape(n, U * k)
         for r0 in range(0, n, CHUNK_N):
-            xs = xcat[r0:r0 + CHUNK_N].astype(np.float64)
+            xs = xcat[r0:r0 + CHUNK_N]
             rs = rcat[r0:r0 + CHUNK_N].astype(np.float64)
-            acc += (xs.T @ rs).astype(np.int64)  # exact: |sum| < 2**16 * 2**16 * 2**21 = 2**53
+            acc += (xs.T @ rs).astype(np.int64)  # exact: |sum| <= 2**16 * 2**16 * 2**21 = 2**53
         acc4 = acc.reshape(S, d, U, k)
         planes = np.stack([acc4[s, :, u, :] for s in range(S) for u in range(U)])
         gw_int = _combine(planes, [B2 * s + B * u for s in range(S) for u in range(U)])

@@ -102,8 +102,11 @@ class CaseCache:
 
     def written_step(self) -> ExactStep | None:
         if self._written is None and self.case.finite:
-            w = self.case.written_inputs()
-            self._written = exact_step(exact_inputs_from_written(w), self.case.lr, self.case.reduction)
+            if self.case.written is None:  # written as float64 values (arrays, generated cases): exact as floats
+                inputs = exact_inputs_from_floats(self.case.values)
+            else:
+                inputs = exact_inputs_from_written(self.case.written_inputs())
+            self._written = exact_step(inputs, self.case.lr, self.case.reduction)
         return self._written
 
     def trajectory(self, seen: Mapping[str, F64], lr: Fraction, key: tuple[str, ...]) -> list[ExactStep]:
