@@ -77,7 +77,7 @@ def lowest_exponent(x: F64) -> int | None:
     return int((np.where(ex > 0, ex - 1075, -1074) + tz).min())
 
 
-def digits(x: F64, q: int, base: int) -> F64:
+def digits(x: F64, q: int, base: int, low: int | None = None) -> F64:
     """Base-``2**base`` digits of the integers ``x / 2**q`` (exact; ``q`` at most :func:`lowest_exponent`),
     as float64 arrays: every operation below is exact (power-of-two scalings, ``floor``, and
     subtractions whose result ``r mod 2**(base s)`` keeps at most 53 significant bits).
@@ -93,7 +93,7 @@ def digits(x: F64, q: int, base: int) -> F64:
     top = float(np.max(np.abs(x))) if x.size else 0.0
     if top == 0.0:
         return np.zeros((1, *x.shape))
-    low = lowest_exponent(x)
+    low = lowest_exponent(x) if low is None else low
     assert low is not None and low >= q
     s0 = (low - q) // base  # digits below s0 are zero: work over 2**(q + base s0)
     q1 = q + base * s0
@@ -230,10 +230,9 @@ class DigitResidual(ScaledInts):
         r3 = p + 1  # right shift of d3, in [2, 22]
         M |= d3 >> r3
         sticky |= (d3 & ((np.int64(1) << r3) - 1)) != 0
-        # digits below h - 3
-        below = np.cumsum(np.concatenate([np.zeros((1, *mag.shape[1:]), dtype=np.int64), (mag != 0).astype(np.int64)]), axis=0)
-        # below[u] = count of nonzero digits with index < u
-        sticky |= np.take_along_axis(below, np.clip(h - 3, 0, n)[None], axis=0)[0] > 0
+        # any nonzero digit below h - 3: the lowest nonzero digit's index
+        lowest = np.argmax(nzd, axis=0)
+        sticky |= any_nz & (lowest < h - 3)
         E = B * h + p - 62 + self._q0  # value = (M + frac) * 2**E
         top = E + 61
         t = np.maximum(top - 52, -1074)  # exponent of the last kept bit
@@ -259,7 +258,11 @@ class DigitResidual(ScaledInts):
 
 
 def _first_product(X: F64, W: F64, qx: int, qw: int) -> I64:
-    """Two's complement base-``2**B`` digits of the integer ``(X / 2**qx) @ (W / 2**qw)``, exact."""
+    """Two's complement base-``2**B`` digits of the integer ``(X / 2**qx) @ (W / 2**qw)``, exact.
+
+    Digit position ``u`` of the product is ``sum_{s+t=u} X_s W_t``: one matmul of the digits of X side
+    by side, ``(N, S*D)``, with the digits of W stacked so that column block ``u`` holds ``W_{u-s}``
+    in row block ``s``: contraction length ``S*D`` per chunk, at most :data:`CHUNK_D`."""
     xd = digits(X, qx, B)
     wd = digits(W, qw, B)
     S, T = len(xd), len(wd)
@@ -267,23 +270,32 @@ def _first_product(X: F64, W: F64, qx: int, qw: int) -> I64:
         raise TooWide(f"X W needs {S} x {T} digit products")
     n, d = X.shape
     k = W.shape[1]
-    acc = np.zeros((S + T - 1, n, k), dtype=np.int64)
+    U = S + T - 1
+    if S * d <= CHUNK_D:
+        xcat = np.moveaxis(xd, 0, 1).reshape(n, S * d)
+        wbig = np.zeros((S, d, U, k))
+        for s_ in range(S):
+            wbig[s_, :, s_:s_ + T, :] = np.moveaxis(wd, 0, 1)
+        P = xcat @ wbig.reshape(S * d, U * k)  # exact: |sum| <= S*D * 2**(2B) <= 2**53
+        return carry(np.moveaxis(P.reshape(n, U, k), 1, 0).astype(np.int64))
+    if -(-d // CHUNK_D) * min(S, T) >= 1024:
+        raise TooWide("too many chunk terms for int64 accumulation")
+    acc = np.zeros((U, n, k), dtype=np.int64)
     for c0 in range(0, d, CHUNK_D):
         xs = xd[:, :, c0:c0 + CHUNK_D].reshape(S * n, -1)
         wc = np.moveaxis(wd[:, c0:c0 + CHUNK_D, :], 0, 1).reshape(-1, T * k)
         P = (xs @ wc).reshape(S, n, T, k)  # exact: |sum| <= CHUNK_D * 2**(2B) = 2**53 (top digits <= 2**B)
-        for s in range(S):
+        for s_ in range(S):
             for t in range(T):
-                acc[s + t] += P[s, :, t, :].astype(np.int64)
-    if -(-d // CHUNK_D) * min(S, T) >= 1024:
-        raise TooWide("too many chunk terms for int64 accumulation")
+                acc[s_ + t] += P[s_, :, t, :].astype(np.int64)
     return carry(acc)
 
 
-def residual_digits(X: F64, y: F64, W: F64, b: F64) -> tuple[I64, int]:
+def residual_digits(X: F64, y: F64, W: F64, b: F64, qx: int | None = None) -> tuple[I64, int]:
     """Exact ``R = X W + 1 b^T - y`` as two's complement base-``2**B`` digits over ``2**q0``."""
     n, k = y.shape
-    qx, qw, qy, qb = (lowest_exponent(a) for a in (X, W, y, b))
+    qx = lowest_exponent(X) if qx is None else qx
+    qw, qy, qb = (lowest_exponent(a) for a in (W, y, b))
     parts: list[tuple[int, Any]] = []
     if qx is not None and qw is not None:
         parts.append((qx + qw, "xw"))
@@ -300,9 +312,10 @@ def residual_digits(X: F64, y: F64, W: F64, b: F64) -> tuple[I64, int]:
             assert qx is not None and qw is not None
             terms.append(_shift(_first_product(X, W, qx, qw), q - q0))
         elif what == "b":
-            terms.append(digits(np.broadcast_to(b.reshape(1, k), (n, k)), q0, B).astype(np.int64))
+            bd = digits(b.reshape(1, k), q0, B, qb).astype(np.int64)
+            terms.append(np.broadcast_to(bd, (len(bd), n, k)))
         else:
-            terms.append(-digits(y, q0, B).astype(np.int64))
+            terms.append(-digits(y, q0, B, qy).astype(np.int64))
     if max(len(t) for t in terms) > MAX_PRODUCTS:
         raise TooWide("residual too wide")
     return _add(*terms), q0
@@ -325,30 +338,35 @@ def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledIn
     """
     n, d = X.shape
     k = y.shape[1]
-    rd, q0 = residual_digits(X, y, W, b)
+    qx = lowest_exponent(X)
+    rd, q0 = residual_digits(X, y, W, b, qx)
     U = len(rd)
     R = DigitResidual(rd, q0)
     # 1^T R: column sums of each plane (|digit| < 2**21, N < 2**42)
     colsum = rd.sum(axis=1)  # (U, K)
     gb = _combine(colsum, [B * u for u in range(U)])
-    # sum R^2 = sum_{u,v} 2**(B(u+v)) sum(D_u D_v), each product < 2**42 split in two 21-bit halves
-    flat = rd.reshape(U, -1)
+    # sum R^2 = sum_{u,v} 2**(B(u+v)) sum(D_u D_v): Gram matrices of the digit planes over chunks of
+    # 2**11 elements (|D_u D_v| < 2**42: every partial sum within 2**53, exact), chunk sums in int64
+    flat = rd.reshape(U, -1).astype(np.float64)
+    m = flat.shape[1]
+    cl = 1 << (53 - 2 * B)
+    pad = (-m) % cl
+    if pad:
+        flat = np.concatenate([flat, np.zeros((U, pad))], axis=1)
+    blocks = flat.reshape(U, -1, cl).transpose(1, 0, 2)  # (chunks, U, cl)
     total = 0
-    for u in range(U):
-        if not flat[u].any():
-            continue
-        for v in range(u, U):
-            p = flat[u] * flat[v]
-            s = (int((p >> B).sum()) << B) + int((p & _MASK).sum())
-            total += (s << (B * (u + v))) * (1 if u == v else 2)
+    for c0 in range(0, blocks.shape[0], 1024):
+        g = np.matmul(blocks[c0:c0 + 1024], blocks[c0:c0 + 1024].transpose(0, 2, 1)).astype(np.int64).sum(axis=0)
+        for u in range(U):
+            for v in range(u, U):
+                total += (int(g[u, v]) << (B * (u + v))) * (1 if u == v else 2)
     loss = ScaledInts.scalar(total)
     loss = ScaledInts(loss.ints, Fraction(2) ** (2 * q0))
     # X^T R: X as 16-bit digits, R as 21-bit digits, N cut in chunks of 2**16 rows
-    qx = lowest_exponent(X)
     if qx is None:
         gw = ScaledInts(np.zeros((d, k), dtype=object) + 0, Fraction(1))
     else:
-        xd = digits(X, qx, B2)
+        xd = digits(X, qx, B2, qx)
         S = len(xd)
         if S * U > MAX_PRODUCTS:
             raise TooWide(f"X^T R needs {S} x {U} digit products")
