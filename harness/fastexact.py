@@ -66,15 +66,12 @@ def lowest_exponent(x: F64) -> int | None:
     """Exponent of the lowest set bit among the nonzero entries (None if all are zero), from the bit pattern."""
     bits = np.ascontiguousarray(x, dtype=np.float64).view(np.int64).ravel()
     ex = (bits >> 52) & 0x7FF
-    m = bits & ((1 << 52) - 1)
-    m = np.where(ex > 0, m | (1 << 52), m)
-    nz = m != 0
-    if not nz.any():
-        return None
-    m, ex = m[nz], ex[nz]
-    low = m & -m  # lowest set bit of the significand
-    tz = np.frexp(low.astype(np.float64))[1] - 1
-    return int((np.where(ex > 0, ex - 1075, -1074) + tz).min())
+    m = (bits & ((1 << 52) - 1)) | ((ex > 0).astype(np.int64) << 52)
+    low = (m & -m).astype(np.float64)  # lowest set bit of the significand, a power of two (0 for zeros)
+    val = ((low.view(np.int64) >> 52) - 1023) + np.maximum(ex, 1) - 1075
+    val = np.where(m != 0, val, np.iinfo(np.int64).max)
+    out = int(val.min()) if val.size else np.iinfo(np.int64).max
+    return None if out == np.iinfo(np.int64).max else out
 
 
 def digits(x: F64, q: int, base: int, low: int | None = None) -> F64:
@@ -263,8 +260,8 @@ def _first_product(X: F64, W: F64, qx: int, qw: int) -> I64:
     Digit position ``u`` of the product is ``sum_{s+t=u} X_s W_t``: one matmul of the digits of X side
     by side, ``(N, S*D)``, with the digits of W stacked so that column block ``u`` holds ``W_{u-s}``
     in row block ``s``: contraction length ``S*D`` per chunk, at most :data:`CHUNK_D`."""
-    xd = digits(X, qx, B)
-    wd = digits(W, qw, B)
+    xd = digits(X, qx, B, qx)
+    wd = digits(W, qw, B, qw)
     S, T = len(xd), len(wd)
     if S * T > MAX_PRODUCTS:
         raise TooWide(f"X W needs {S} x {T} digit products")
