@@ -212,7 +212,7 @@ class FloatInts(ScaledInts):
     def _build(self) -> None:
         self._ints, self._scale = _int_scale_of(self.floats)
 
-    @property  # type: ignore[override]
+    @property
     def ints(self) -> ObjArray:
         if self._ints is None:
             self._build()
@@ -223,7 +223,7 @@ class FloatInts(ScaledInts):
     def ints(self, value: ObjArray) -> None:
         self._ints = value
 
-    @property  # type: ignore[override]
+    @property
     def scale(self) -> Fraction:
         if self._scale is None:
             self._build()

@@ -58,7 +58,7 @@ MAX_PRODUCTS = 400
 _MASK = (1 << B) - 1
 
 
-class TooWide(Exception):
+class TooWideError(Exception):
     """The data's exponent range needs more digit products than :data:`MAX_PRODUCTS`."""
 
 
@@ -84,7 +84,7 @@ def digits(x: F64, q: int, base: int, low: int | None = None) -> F64:
         of the sign of ``x``, ``|out[s]| < 2**base`` below the top one, ``|out[S-1]| <= 2**base``.
 
     Raises:
-        TooWide: when ``x / 2**q`` exceeds float64's range (the data needs too many digits anyway).
+        TooWideError: when ``x / 2**q`` exceeds float64's range (the data needs too many digits anyway).
     """
     x = np.asarray(x, dtype=np.float64)
     top = float(np.max(np.abs(x))) if x.size else 0.0
@@ -96,7 +96,7 @@ def digits(x: F64, q: int, base: int, low: int | None = None) -> F64:
     q1 = q + base * s0
     width = int(np.frexp(top)[1]) - q1  # |x / 2**q1| < 2**width
     if width > 1000:
-        raise TooWide(f"integer width {width} bits")
+        raise TooWideError(f"integer width {width} bits")
     n = max(1, -(-width // base))
     out = np.empty((n, *x.shape))
     r = np.abs(np.ldexp(x, -q1))
@@ -148,10 +148,6 @@ def _add(*ds: I64) -> I64:
     return carry(acc)
 
 
-def _to_int(plane_sum: Any) -> Any:
-    return plane_sum
-
-
 def _obj(a: I64) -> npt.NDArray[Any]:
     out = np.empty(a.shape, dtype=object)
     out[...] = a.tolist() if a.ndim else int(a)
@@ -169,7 +165,7 @@ class DigitResidual(ScaledInts):
         self._q0 = q0
         self._ints: npt.NDArray[Any] | None = None
 
-    @property  # type: ignore[override]
+    @property
     def ints(self) -> npt.NDArray[Any]:
         if self._ints is None:
             acc = np.zeros(self._digits.shape[1:], dtype=object)
@@ -182,7 +178,7 @@ class DigitResidual(ScaledInts):
     def ints(self, value: npt.NDArray[Any]) -> None:
         self._ints = value
 
-    @property  # type: ignore[override]
+    @property
     def scale(self) -> Fraction:
         return Fraction(2) ** self._q0
 
@@ -264,7 +260,7 @@ def _first_product(X: F64, W: F64, qx: int, qw: int) -> I64:
     wd = digits(W, qw, B, qw)
     S, T = len(xd), len(wd)
     if S * T > MAX_PRODUCTS:
-        raise TooWide(f"X W needs {S} x {T} digit products")
+        raise TooWideError(f"X W needs {S} x {T} digit products")
     n, d = X.shape
     k = W.shape[1]
     U = S + T - 1
@@ -276,7 +272,7 @@ def _first_product(X: F64, W: F64, qx: int, qw: int) -> I64:
         P = xcat @ wbig.reshape(S * d, U * k)  # exact: |sum| <= S*D * 2**(2B) <= 2**53
         return carry(np.moveaxis(P.reshape(n, U, k), 1, 0).astype(np.int64))
     if -(-d // CHUNK_D) * min(S, T) >= 1024:
-        raise TooWide("too many chunk terms for int64 accumulation")
+        raise TooWideError("too many chunk terms for int64 accumulation")
     acc = np.zeros((U, n, k), dtype=np.int64)
     for c0 in range(0, d, CHUNK_D):
         xs = xd[:, :, c0:c0 + CHUNK_D].reshape(S * n, -1)
@@ -314,7 +310,7 @@ def residual_digits(X: F64, y: F64, W: F64, b: F64, qx: int | None = None) -> tu
         else:
             terms.append(-digits(y, q0, B, qy).astype(np.int64))
     if max(len(t) for t in terms) > MAX_PRODUCTS:
-        raise TooWide("residual too wide")
+        raise TooWideError("residual too wide")
     return _add(*terms), q0
 
 
@@ -331,7 +327,7 @@ def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledIn
     """The exact residual, ``X^T R`` (D, K), ``1^T R`` (K,) and ``sum R^2`` (0-d): no scale factor ``c`` applied.
 
     Raises:
-        TooWide: when the exponent range needs more than :data:`MAX_PRODUCTS` digit products.
+        TooWideError: when the exponent range needs more than :data:`MAX_PRODUCTS` digit products.
     """
     n, d = X.shape
     k = y.shape[1]
@@ -366,9 +362,9 @@ def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledIn
         xd = digits(X, qx, B2, qx)
         S = len(xd)
         if S * U > MAX_PRODUCTS:
-            raise TooWide(f"X^T R needs {S} x {U} digit products")
+            raise TooWideError(f"X^T R needs {S} x {U} digit products")
         if -(-n // CHUNK_N) >= 1024:
-            raise TooWide("too many row chunks")
+            raise TooWideError("too many row chunks")
         acc = np.zeros((S * d, U * k), dtype=np.int64)
         xcat = np.moveaxis(xd, 0, 1).reshape(n, S * d)  # column s*d + l: digit s of X[:, l]
         rcat = np.moveaxis(rd, 0, 1).reshape(n, U * k)

@@ -40,7 +40,7 @@ import sympy as sp
 
 from .exact import FloatInts, ScaledInts
 from .fastexact import METHOD as FAST_METHOD
-from .fastexact import TooWide, exact_parts
+from .fastexact import TooWideError, exact_parts
 from .symbolic import Derivation, derive
 
 METHOD = "exact-rational"
@@ -348,7 +348,7 @@ def exact_step(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str, *
             raise ValueError("the integer-slice oracle needs float inputs (ScaledInts.from_floats)")
         try:
             return _fast_step(inputs, lr, reduction)
-        except TooWide:
+        except TooWideError:
             pass
     pl = plan(reduction)
     env = {"X": X, "Y": y, "W": W, "b": ScaledInts(b.ints.reshape(k, 1), b.scale)}
