@@ -1,10 +1,20 @@
 """The exact oracle: SymPy's derived expressions evaluated in exact arithmetic.
 
-The expressions from :func:`harness.symbolic.derive` are walked node by node
-(matrix products, sums, transposes, traces, scalar factors) and evaluated on
-:class:`harness.exact.ScaledInts`: integer arrays with one rational scale. No
-step rounds, so the result is the exact rational value of the formula on the
-given inputs; the oracle's own error is zero (method ``"exact-rational"``).
+The expressions from :func:`harness.symbolic.derive` are compiled once per
+reduction into a :class:`Plan` (closures over matrix products, sums,
+transposes, traces and scalar factors; no SymPy at evaluation time) and
+evaluated on :class:`harness.exact.ScaledInts`: integer arrays with one
+rational scale. No step rounds, so the result is the exact rational value of
+the formula on the given inputs; the oracle's own error is zero (method
+``"exact-rational"``).
+
+For float inputs with ``N*D*K >= FAST_MIN_WORK`` the same exact rationals come
+from :mod:`harness.fastexact` (method ``"exact-integer-slices"``): the inputs
+split into integer digit slices whose float64 BLAS products are exact, put
+back together in int64 and Python integers. It falls back to the rational
+path when the data's exponent range would need too many slices. Both methods
+give the same rational, bit for bit (``tests/test_fastexact.py``); the scale
+``c`` of the fast path comes from the plan.
 
 Inputs are either the values *as the implementation saw them* (float arrays
 rounded to its dtype: dyadic rationals) or the values *as written* in the case
@@ -12,8 +22,9 @@ file (decimal rationals such as 1/10). The difference between the two exact
 answers is the input representation error, reported apart from the
 implementation's arithmetic error.
 
-Cost: one exact matrix product is ``N*D*K`` Python-integer multiply-adds,
-about 0.5 s for N = 10^5, D*K = 64 on one core.
+Cost of the rational path: one exact matrix product is ``N*D*K`` Python-integer
+multiply-adds, about 0.5 s for N = 10^5, D*K = 64 on one core; the slice path
+does a few float64 matmuls of the same shape per product.
 
 The *trajectory* (:func:`exact_trajectory`, which feeds each step the previous
 exact W and b) is exact while it stays small. Exact updates double the size of
@@ -60,7 +71,7 @@ class ExactStep:
         values: ``loss`` (0-d), ``grad_W`` (D, K), ``grad_b`` (K,), ``W`` (D, K)
             and ``b`` (K,) after the update: exact rationals.
         residual: ``R = X W + 1 b^T - Y`` (N, K), exact.
-        method: how the values were computed (``"exact-rational"``).
+        method: how the values were computed (``"exact-rational"`` or ``"exact-integer-slices"``, same rationals).
         rounded_bits: in a trajectory, ``None`` while the step is exact; else the significant
             bits W and b were rounded to, in this step or an earlier one (see :func:`exact_trajectory`).
     """
