@@ -183,8 +183,9 @@ class DigitResidual(ScaledInts):
         return Fraction(2) ** self._q0
 
     @scale.setter
-    def scale(self, value: Fraction) -> None:
-        raise AttributeError("the scale of a DigitResidual is fixed")
+    def scale(self, value: Fraction) -> None:  # copy and pickle set every slot back
+        if Fraction(value) != Fraction(2) ** self._q0:
+            raise AttributeError("the scale of a DigitResidual is fixed")
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -132,3 +132,23 @@ def test_plan_matches_sympy_walker(reduction):
             want = ev(expr)
             assert (np.asarray(want.to_fractions()).ravel() == np.asarray(got.values[q].to_fractions()).ravel()).all(), q
     assert plan(reduction) is plan(reduction)  # built once
+
+
+def test_lazy_values_copy_and_pickle():
+    """The lazy float and digit arrays survive pickling and deep copies (worker processes, caches)."""
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(1)
+    arrs = {"X": rng.standard_normal((100, 8)), "y": rng.standard_normal((100, 2)), "W": rng.standard_normal((8, 2)),
+            "b": rng.standard_normal(2)}
+    inp = exact_inputs_from_floats(arrs)
+    st_ = exact_step(inp, Fraction(1, 8), "mean")
+    assert st_.method == "exact-integer-slices"
+    for other in (pickle.loads(pickle.dumps(st_)), copy.deepcopy(st_)):
+        assert (other.residual.to_fractions() == st_.residual.to_fractions()).all()
+        assert np.array_equal(other.residual.to_float64(), st_.residual.to_float64())
+        for q in st_.values:
+            assert (other.values[q].to_fractions() == st_.values[q].to_fractions()).all()
+    x2 = pickle.loads(pickle.dumps(inp["X"]))
+    assert (x2.to_fractions() == inp["X"].to_fractions()).all()
