@@ -71,6 +71,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("step_params", params)
     if "bandwidth_params" in metafunc.fixturenames:
         metafunc.parametrize("bandwidth_params", [pytest.param((dev, kind), id=f"{dev}-{kind}") for dev in devices for kind in ("read", "copy")])
+    if "oracle_params" in metafunc.fixturenames:
+        params = []
+        for n, d, k in sweep.oracle_sizes:
+            size = timing.Size(n, d, k)
+            for dtype in ("float64", "float32"):
+                for data in timing.ORACLE_DATA:
+                    for method in timing.ORACLE_METHODS:
+                        if method.startswith("gradcheck") and (dtype != "float64" or data != "normal"):
+                            continue  # gradcheck runs in float64 on the normal data only
+                        params.append(pytest.param((method, size, dtype, data), id=f"{method}-{dtype}-{data}-{size.label}"))
+        metafunc.parametrize("oracle_params", params)
     if "verify_params" in metafunc.fixturenames:
         metafunc.parametrize("verify_params", [pytest.param((method, d, k), id=f"{method}-DK{d * k}-D{d}-K{k}")
                                                for d, k in sweep.verify_dks for method in timing.VERIFY_METHODS])

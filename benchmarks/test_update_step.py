@@ -63,3 +63,15 @@ def test_verification_cost(benchmark: Any, verify_params: tuple[str, int, int], 
     passed = _run(benchmark, target, target.setup, target_time, warmup=1)
     benchmark.extra_info["passed"] = bool(passed)
     assert passed, f"{method} did not pass on a correct step (D={d}, K={k})"
+
+
+@pytest.mark.verify
+def test_oracle_cost(benchmark: Any, oracle_params: tuple[str, timing.Size, str, str], target_time: float) -> None:
+    method, size, dtype, data = oracle_params
+    target = timing.OracleTarget(method, size, dtype, data)
+    benchmark.group = f"oracle {dtype} {data} {size.label}"
+    benchmark.extra_info.update({"kind": "oracle", "method": method, "n": size.n, "d": size.d, "k": size.k,
+                                 "dtype": dtype, "data": data})
+    passed = _run(benchmark, target, target.setup, target_time, warmup=1)
+    benchmark.extra_info["passed"] = bool(passed)
+    assert passed, f"{method} did not pass on a correct step ({size.label}, {dtype}, {data})"

@@ -64,8 +64,7 @@ class ScaledInts:
         x = np.asarray(values, dtype=np.float64)
         if not np.isfinite(x).all():
             raise ValueError("cannot represent NaN or inf exactly")
-        ints, scale = _int_scale_of(x)
-        return cls(ints, scale)
+        return FloatInts(x)
 
     @classmethod
     def from_fractions(cls, values: ObjArray) -> ScaledInts:
@@ -197,3 +196,50 @@ class ScaledInts:
     def to_float64(self) -> npt.NDArray[np.float64]:
         """Nearest float64 to each value (``±inf`` beyond range). Correctly rounded."""
         return self.to_hi_lo()[0]
+
+
+class FloatInts(ScaledInts):
+    """The exact value of a finite float64 array, kept as the floats: the integer array and
+    its scale are built on first use (the fast oracle reads :attr:`floats` and never needs them)."""
+
+    __slots__ = ("_ints", "_scale", "floats")
+
+    def __init__(self, floats: npt.NDArray[np.float64]) -> None:  # noqa: D107 - see class
+        self.floats = floats
+        self._ints: ObjArray | None = None
+        self._scale: Fraction | None = None
+
+    def _build(self) -> None:
+        self._ints, self._scale = _int_scale_of(self.floats)
+
+    @property
+    def ints(self) -> ObjArray:
+        if self._ints is None:
+            self._build()
+        assert self._ints is not None
+        return self._ints
+
+    @ints.setter
+    def ints(self, value: ObjArray) -> None:
+        self._ints = value
+
+    @property
+    def scale(self) -> Fraction:
+        if self._scale is None:
+            self._build()
+        assert self._scale is not None
+        return self._scale
+
+    @scale.setter
+    def scale(self, value: Fraction) -> None:
+        self._scale = Fraction(value)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.floats.shape)
+
+    def to_hi_lo(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        return self.floats.copy(), np.zeros(self.floats.shape)
+
+    def fraction_at(self, index: tuple[int, ...]) -> Fraction:
+        return Fraction(float(self.floats[index]))

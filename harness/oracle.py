@@ -1,10 +1,20 @@
 """The exact oracle: SymPy's derived expressions evaluated in exact arithmetic.
 
-The expressions from :func:`harness.symbolic.derive` are walked node by node
-(matrix products, sums, transposes, traces, scalar factors) and evaluated on
-:class:`harness.exact.ScaledInts`: integer arrays with one rational scale. No
-step rounds, so the result is the exact rational value of the formula on the
-given inputs; the oracle's own error is zero (method ``"exact-rational"``).
+The expressions from :func:`harness.symbolic.derive` are compiled once per
+reduction into a :class:`Plan` (closures over matrix products, sums,
+transposes, traces and scalar factors; no SymPy at evaluation time) and
+evaluated on :class:`harness.exact.ScaledInts`: integer arrays with one
+rational scale. No step rounds, so the result is the exact rational value of
+the formula on the given inputs; the oracle's own error is zero (method
+``"exact-rational"``).
+
+For float inputs with ``N*D*K >= FAST_MIN_WORK`` the same exact rationals come
+from :mod:`harness.fastexact` (method ``"exact-integer-slices"``): the inputs
+split into integer digit slices whose float64 BLAS products are exact, put
+back together in int64 and Python integers. It falls back to the rational
+path when the data's exponent range would need too many slices. Both methods
+give the same rational, bit for bit (``tests/test_fastexact.py``); the scale
+``c`` of the fast path comes from the plan.
 
 Inputs are either the values *as the implementation saw them* (float arrays
 rounded to its dtype: dyadic rationals) or the values *as written* in the case
@@ -12,8 +22,9 @@ file (decimal rationals such as 1/10). The difference between the two exact
 answers is the input representation error, reported apart from the
 implementation's arithmetic error.
 
-Cost: one exact matrix product is ``N*D*K`` Python-integer multiply-adds,
-about 0.5 s for N = 10^5, D*K = 64 on one core.
+Cost of the rational path: one exact matrix product is ``N*D*K`` Python-integer
+multiply-adds, about 0.5 s for N = 10^5, D*K = 64 on one core; the slice path
+does a few float64 matmuls of the same shape per product.
 
 The *trajectory* (:func:`exact_trajectory`, which feeds each step the previous
 exact W and b) is exact while it stays small. Exact updates double the size of
@@ -28,7 +39,8 @@ numbers of unbounded size.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -37,7 +49,9 @@ import numpy as np
 import numpy.typing as npt
 import sympy as sp
 
-from .exact import ScaledInts
+from .exact import FloatInts, ScaledInts
+from .fastexact import METHOD as FAST_METHOD
+from .fastexact import TooWideError, exact_parts
 from .symbolic import Derivation, derive
 
 METHOD = "exact-rational"
@@ -57,7 +71,7 @@ class ExactStep:
         values: ``loss`` (0-d), ``grad_W`` (D, K), ``grad_b`` (K,), ``W`` (D, K)
             and ``b`` (K,) after the update: exact rationals.
         residual: ``R = X W + 1 b^T - Y`` (N, K), exact.
-        method: how the values were computed (``"exact-rational"``).
+        method: how the values were computed (``"exact-rational"`` or ``"exact-integer-slices"``, same rationals).
         rounded_bits: in a trajectory, ``None`` while the step is exact; else the significant
             bits W and b were rounded to, in this step or an earlier one (see :func:`exact_trajectory`).
     """
@@ -166,35 +180,223 @@ class _Evaluator:
         return v
 
 
-def exact_step(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str) -> ExactStep:
+Scalar = Callable[[Mapping[str, Fraction]], Fraction]
+Node = Callable[[Mapping[str, ScaledInts], Mapping[str, Fraction], dict[int, Value]], Value]
+
+
+class Plan:
+    """An evaluation plan compiled once from a derivation's SymPy expressions.
+
+    Every matrix node becomes a closure over its children (shared subexpressions
+    are evaluated once per call, through a memo keyed by node); every scalar
+    coefficient becomes a closure over ``N``, ``D``, ``K`` and ``eta`` in
+    ``Fraction`` arithmetic. No SymPy object is touched at evaluation time.
+    ``tests/test_fastexact.py`` checks the plan against the SymPy walker
+    (:class:`_Evaluator`) on random exact inputs.
+    """
+
+    def __init__(self, der: Derivation) -> None:
+        self.der = der
+        self._names = {der.N: "N", der.D: "D", der.K: "K", der.lr: "eta"}
+        self._nodes: dict[sp.Basic, tuple[int, Node]] = {}
+        self.residual = self._compile(der.residual)
+        self.outputs = {name: self._compile(expr) for name, expr in der.expressions().items()}
+        self.scale = self._scalar(der.scale)
+
+    # ---------------------------------------------------------------- scalars
+    def _scalar(self, expr: sp.Basic) -> Scalar:
+        if expr.is_Rational:
+            c = Fraction(int(expr.p), int(expr.q))
+            return lambda s: c
+        if isinstance(expr, sp.Symbol):
+            name = self._names[expr]
+            return lambda s: s[name]
+        if isinstance(expr, sp.Add):
+            parts = [self._scalar(a) for a in expr.args]
+            return lambda s: sum((p(s) for p in parts), Fraction(0))
+        if isinstance(expr, sp.Mul):
+            parts = [self._scalar(a) for a in expr.args]
+
+            def mul(s: Mapping[str, Fraction]) -> Fraction:
+                out = Fraction(1)
+                for p in parts:
+                    out *= p(s)
+                return out
+            return mul
+        if isinstance(expr, sp.Pow) and expr.exp.is_Integer:
+            base, e = self._scalar(expr.base), int(expr.exp)
+            return lambda s: base(s) ** e
+        raise ValueError(f"cannot compile scalar {expr}")
+
+    # ---------------------------------------------------------------- matrices
+    def _compile(self, expr: sp.Basic) -> Node:
+        if expr in self._nodes:
+            return self._nodes[expr][1]
+        body = self._body(expr)
+        key = len(self._nodes)  # after the children: each node its own key
+
+        def node(env: Mapping[str, ScaledInts], sc: Mapping[str, Fraction], memo: dict[int, Value]) -> Value:
+            if key not in memo:
+                memo[key] = body(env, sc, memo)
+            return memo[key]
+        self._nodes[expr] = (key, node)
+        return node
+
+    def _body(self, expr: sp.Basic) -> Node:  # noqa: C901 - one branch per node type
+        if isinstance(expr, sp.MatrixSymbol):
+            name = expr.name
+            return lambda env, sc, memo: env[name]
+        if isinstance(expr, sp.OneMatrix):
+            rows, cols = (self._scalar(x) for x in expr.shape)
+
+            def ones(env: Mapping[str, ScaledInts], sc: Mapping[str, Fraction], memo: dict[int, Value]) -> Value:
+                return ScaledInts(np.ones((int(rows(sc)), int(cols(sc))), dtype=object), Fraction(1))
+            return ones
+        if isinstance(expr, sp.Transpose):
+            arg = self._compile(expr.arg)
+            return lambda env, sc, memo: _mat(arg(env, sc, memo)).T
+        if isinstance(expr, sp.MatAdd):
+            flipped = _transpose_of(expr)
+            if flipped in self._nodes:  # (A + B)^T: transpose the evaluated sum
+                other = self._nodes[flipped][1]
+                return lambda env, sc, memo: _mat(other(env, sc, memo)).T
+            terms = [self._compile(a) for a in expr.args]
+
+            def add(env: Mapping[str, ScaledInts], sc: Mapping[str, Fraction], memo: dict[int, Value]) -> Value:
+                acc = _mat(terms[0](env, sc, memo))
+                for t in terms[1:]:
+                    acc = acc + _mat(t(env, sc, memo))
+                return acc
+            return add
+        if isinstance(expr, sp.MatMul):
+            mats = [self._compile(a) for a in expr.args if isinstance(a, sp.MatrixExpr)]
+            coeffs = [self._scalar(a) for a in expr.args if not isinstance(a, sp.MatrixExpr)]
+
+            def matmul(env: Mapping[str, ScaledInts], sc: Mapping[str, Fraction], memo: dict[int, Value]) -> Value:
+                acc = _mat(mats[0](env, sc, memo))
+                for m in mats[1:]:
+                    acc = acc @ _mat(m(env, sc, memo))
+                coeff = Fraction(1)
+                for c in coeffs:
+                    coeff *= c(sc)
+                return acc.times(coeff) if coeff != 1 else acc
+            return matmul
+        if isinstance(expr, sp.Trace):
+            arg = expr.arg
+            if isinstance(arg, sp.MatMul) and len(arg.args) == 2 and all(isinstance(a, sp.MatrixExpr) for a in arg.args):
+                p, q = (self._compile(a) for a in arg.args)
+                return lambda env, sc, memo: _mat(p(env, sc, memo)).hadamard(_mat(q(env, sc, memo)).T).sum()
+            inner = self._compile(arg)
+
+            def trace(env: Mapping[str, ScaledInts], sc: Mapping[str, Fraction], memo: dict[int, Value]) -> Value:
+                m = _mat(inner(env, sc, memo))
+                return ScaledInts(np.trace(m.ints), m.scale).sum()
+            return trace
+        if isinstance(expr, sp.Mul):
+            parts = [self._compile(a) for a in expr.args if isinstance(a, sp.Trace | sp.MatrixExpr)]
+            coeffs = [self._scalar(a) for a in expr.args if not isinstance(a, sp.Trace | sp.MatrixExpr)]
+            if len(parts) != 1:
+                raise ValueError(f"unsupported scalar product {expr}")
+            part = parts[0]
+
+            def smul(env: Mapping[str, ScaledInts], sc: Mapping[str, Fraction], memo: dict[int, Value]) -> Value:
+                coeff = Fraction(1)
+                for c in coeffs:
+                    coeff *= c(sc)
+                return _mat(part(env, sc, memo)).times(coeff)
+            return smul
+        if isinstance(expr, sp.MatrixExpr):
+            raise ValueError(f"unsupported matrix expression node {type(expr).__name__}: {expr}")
+        f = self._scalar(expr)
+        return lambda env, sc, memo: f(sc)
+
+    def scalars(self, n: int, d: int, k: int, lr: Fraction) -> dict[str, Fraction]:
+        return {"N": Fraction(n), "D": Fraction(d), "K": Fraction(k), "eta": Fraction(lr)}
+
+
+def _mat(v: Value) -> ScaledInts:
+    if not isinstance(v, ScaledInts):
+        raise ValueError("expected a matrix value")
+    return v
+
+
+@functools.cache
+def plan(reduction: str) -> Plan:
+    """The compiled evaluation plan of :func:`harness.symbolic.derive` (``reduction``), built once."""
+    return Plan(derive(reduction))
+
+
+#: Below this many multiply-adds (N*D*K) the exact-rational path is cheaper than the digit slices.
+FAST_MIN_WORK = 512
+#: Use the digit-slice path (:mod:`harness.fastexact`) when the inputs are floats; False: always exact rationals.
+USE_FAST = True
+
+
+def exact_step(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str, *, method: str | None = None) -> ExactStep:
     """Evaluate loss, gradients and the SGD update exactly.
 
     Args:
         inputs: exact ``X`` (N, D), ``y`` (N, K), ``W`` (D, K), ``b`` (K,).
         lr: the learning rate, exact.
         reduction: ``"sum"`` or ``"mean"``.
+        method: ``"exact-rational"`` (the reference: the compiled SymPy plan on exact
+            rationals), ``"exact-integer-slices"`` (:mod:`harness.fastexact`; inputs must
+            come from floats) or None (choose: slices for float inputs with
+            ``N*D*K >= FAST_MIN_WORK``, falling back to rationals when the data's
+            exponent range is too wide). Both give the same exact rationals.
 
     Returns:
         the exact step; vectors have the shapes of the inputs (``grad_b`` and ``b`` are (K,)).
     """
-    der = derive(reduction)
     X, y, W, b = inputs["X"], inputs["y"], inputs["W"], inputs["b"]
     n, d = X.shape
     k = W.shape[1]
+    floats = all(isinstance(inputs[key], FloatInts) for key in ("X", "y", "W", "b"))
+    if method is None:
+        method = FAST_METHOD if (USE_FAST and floats and n * d * k >= FAST_MIN_WORK) else METHOD
+    if method == FAST_METHOD:
+        if not floats:
+            raise ValueError("the integer-slice oracle needs float inputs (ScaledInts.from_floats)")
+        try:
+            return _fast_step(inputs, lr, reduction)
+        except TooWideError:
+            pass
+    pl = plan(reduction)
     env = {"X": X, "Y": y, "W": W, "b": ScaledInts(b.ints.reshape(k, 1), b.scale)}
-    ev = _Evaluator(der, env, {der.N: n, der.D: d, der.K: k}, lr)
-    residual = ev(der.residual)
-    assert isinstance(residual, ScaledInts)
+    sc = pl.scalars(n, d, k, lr)
+    memo: dict[int, Value] = {}
+    residual = _mat(pl.residual(env, sc, memo))
     out: dict[str, ScaledInts] = {}
-    for name, expr in der.expressions().items():
-        v = ev(expr)
-        assert isinstance(v, ScaledInts)
+    for name, node in pl.outputs.items():
+        v = _mat(node(env, sc, memo))
         if name in ("grad_b", "b"):
             v = ScaledInts(v.ints.reshape(k), v.scale)
         if name == "loss":
             v = ScaledInts(np.asarray(v.ints, dtype=object).reshape(()), v.scale)
         out[name] = v
     return ExactStep(values=out, residual=residual)
+
+
+def _fast_step(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str) -> ExactStep:
+    """The step through :func:`harness.fastexact.exact_parts`; the scale ``c`` comes from the plan."""
+    fl = {key: inputs[key].floats for key in ("X", "y", "W", "b")}  # type: ignore[attr-defined]
+    n, d = fl["X"].shape
+    k = fl["W"].shape[1]
+    R, xtr, sum_r, sum_r2 = exact_parts(fl["X"], fl["y"], fl["W"], fl["b"].reshape(k))
+    pl = plan(reduction)
+    c = pl.scale(pl.scalars(n, d, k, lr))
+    grad_W = xtr.times(2 * c)
+    grad_b = sum_r.times(2 * c)
+    W = ScaledInts(inputs["W"].ints, inputs["W"].scale)
+    b = ScaledInts(inputs["b"].ints.reshape(k), inputs["b"].scale)
+    values = {
+        "loss": sum_r2.times(c),
+        "grad_W": grad_W,
+        "grad_b": grad_b,
+        "W": W - grad_W.times(lr),
+        "b": b - grad_b.times(lr),
+    }
+    return ExactStep(values=values, residual=R, method=FAST_METHOD)
 
 
 def exact_inputs_from_floats(arrays: Mapping[str, npt.NDArray[np.float64]]) -> dict[str, ScaledInts]:

@@ -104,16 +104,26 @@ class CaseCache:
         self.case = case
         self._written: ExactStep | None = None
         self._traj: dict[tuple[str, ...], list[ExactStep]] = {}
+        self._seen: dict[tuple[str, ...], Mapping[str, F64]] = {}
 
     def written_step(self) -> ExactStep | None:
         if self._written is None and self.case.finite:
-            w = self.case.written_inputs()
-            self._written = exact_step(exact_inputs_from_written(w), self.case.lr, self.case.reduction)
+            if self.case.written is None:  # written as float64 values (arrays, generated cases): exact as floats
+                for key, seen in self._seen.items():  # the same inputs as a trajectory's first step (float64)
+                    if self._traj[key][0].rounded_bits is None and all(np.array_equal(seen[name], np.asarray(v, dtype=np.float64)) for name, v in self.case.values.items()):
+                        self._written = self._traj[key][0]
+                        return self._written
+                inputs = exact_inputs_from_floats(self.case.values)
+            else:
+                inputs = exact_inputs_from_written(self.case.written_inputs())
+            self._written = exact_step(inputs, self.case.lr, self.case.reduction)
         return self._written
 
     def trajectory(self, seen: Mapping[str, F64], lr: Fraction, key: tuple[str, ...]) -> list[ExactStep]:
         if key not in self._traj:
             self._traj[key] = exact_trajectory(exact_inputs_from_floats(seen), lr, self.case.reduction, self.case.steps)
+            if lr == self.case.lr:
+                self._seen[key] = seen
         return self._traj[key]
 
 

@@ -166,3 +166,18 @@ def test_report_embeds_benchmark_figures(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "harness", "report", str(results), "--bench", str(results), "-o", str(out)],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "not a benchmark JSON" in bad.stderr
+
+
+def test_oracle_table_ratios():
+    from harness.bench import analysis
+
+    def entry(method, seconds, dtype="float64", data="normal"):
+        return {"stats": {"min": seconds, "median": seconds, "mean": seconds, "rounds": 3},
+                "extra_info": {"kind": "oracle", "method": method, "n": 16, "d": 1, "k": 1, "dtype": dtype, "data": data, "passed": True}}
+
+    raw = {"benchmarks": [entry("numpy-step", 1e-5), entry("oracle", 2e-4), entry("check", 1e-3), entry("gradcheck", 2e-3),
+                          entry("gradcheck-fast", 4e-3)]}
+    data = analysis.from_json(raw)
+    md = analysis.oracle_table(data, markdown=True)
+    row = md.splitlines()[2]
+    assert "| 16 | 16 | 1 | 1 | float64 | normal |" in row and "20x" in row and "100x" in row and "0.5x" in row and "0.25x" in row

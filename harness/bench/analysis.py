@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,7 @@ class BenchData:
     bandwidth: dict[str, float]  # device -> bytes per second
     verify: list[dict[str, Any]]
     stat: str = "min"
+    oracle: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def devices(self) -> list[str]:
@@ -124,6 +125,7 @@ def from_json(raw: Mapping[str, Any], path: str = "<memory>", stat: str = "min")
     bw: dict[str, float] = {}
     steps: list[StepTiming] = []
     verify: list[dict[str, Any]] = []
+    oracle: list[dict[str, Any]] = []
     for b in raw.get("benchmarks", []):
         info = b.get("extra_info") or {}
         kind = info.get("kind")
@@ -135,7 +137,9 @@ def from_json(raw: Mapping[str, Any], path: str = "<memory>", stat: str = "min")
                                     int(info["k"]), _time(b), int(info["bytes"]), int(b["stats"]["rounds"])))
         elif kind == "verify":
             verify.append({**info, "seconds": _time(b), "rounds": int(b["stats"]["rounds"])})
-    return BenchData(path, dict(raw.get("machine_info") or {}), classify(steps, bw), bw, verify, stat)
+        elif kind == "oracle":
+            oracle.append({**info, "seconds": _time(b), "rounds": int(b["stats"]["rounds"])})
+    return BenchData(path, dict(raw.get("machine_info") or {}), classify(steps, bw), bw, verify, stat, oracle)
 
 
 def regime(seconds: float, floor: float | None, t0: float) -> str:
@@ -299,6 +303,30 @@ def verify_table(data: BenchData, markdown: bool = False) -> str:
     return "\n".join(lines)
 
 
+def oracle_table(data: BenchData, markdown: bool = False) -> str:
+    """The exact oracle and one whole check as multiples of a NumPy float64 step on the same inputs,
+    and the whole check against ``torch.autograd.gradcheck`` (full and fast mode), by N*D*K."""
+    by: dict[tuple[int, int, int, str, str], dict[str, float]] = defaultdict(dict)
+    for v in data.oracle:
+        by[(int(v["n"]), int(v["d"]), int(v["k"]), str(v["dtype"]), str(v["data"]))][str(v["method"])] = float(v["seconds"])
+    ref = {(n, d, k): m for (n, d, k, dt, da), m in by.items() if dt == "float64" and da == "normal"}
+    header = ["N*D*K", "N", "D", "K", "dtype", "data", "NumPy step", "oracle", "oracle / step", "check", "check / step",
+              "gradcheck", "gradcheck fast", "check / gradcheck", "check / fast"]
+    rows = []
+    for (n, d, k, dt, da), m in sorted(by.items(), key=lambda kv: (kv[0][0] * kv[0][1] * kv[0][2], kv[0][3], kv[0][4])):
+        step, orc, chk = m.get("numpy-step"), m.get("oracle"), m.get("check")
+        g, f = ref.get((n, d, k), {}).get("gradcheck"), ref.get((n, d, k), {}).get("gradcheck-fast")
+        rows.append([str(n * d * k), str(n), str(d), str(k), dt, da, format_seconds(step), format_seconds(orc),
+                     _ratio(orc / step) if orc and step else "n/a", format_seconds(chk), _ratio(chk / step) if chk and step else "n/a",
+                     format_seconds(g), format_seconds(f), _ratio(chk / g) if chk and g else "n/a",
+                     _ratio(chk / f) if chk and f else "n/a"])
+    if not markdown:
+        return _table(header, rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def report_text(data: BenchData) -> str:
     """Everything ``python -m harness bench`` prints after a run."""
     parts = [f"benchmark data: {data.path}"]
@@ -311,4 +339,7 @@ def report_text(data: BenchData) -> str:
         parts += ["", step_tables(data), "", "At the largest size (time as a multiple of the bandwidth floor):", largest_table(data)]
     if data.verify:
         parts += ["", f"Cost of verifying one case (float64, CPU; {data.stat} of the rounds):", verify_table(data)]
+    if data.oracle:
+        parts += ["", f"Cost of the exact oracle and of one whole check (CPU; {data.stat} of the rounds; gradcheck in float64):",
+                  oracle_table(data)]
     return "\n".join(parts)

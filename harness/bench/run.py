@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
-from .analysis import BenchData, load, report_text, verify_table
+from .analysis import BenchData, load, oracle_table, report_text, verify_table
 from .timing import SWEEPS
 
 DEFAULT_JSON = "reports/bench.json"
@@ -141,5 +141,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"html: {write_html(data, args.html)}")
     if data.verify:
         print("\nMarkdown (README 'Benchmarks'):\n" + verify_table(data, markdown=True))
+    if data.oracle:
+        print("\nMarkdown (README 'Benchmarks', oracle):\n" + oracle_table(data, markdown=True))
     print(f"json: {json_path}")
     return rc

@@ -75,6 +75,7 @@ class Sweep:
     dks: tuple[tuple[int, int], ...]
     bandwidth_bytes: dict[str, int]
     verify_dks: tuple[tuple[int, int], ...]
+    oracle_sizes: tuple[tuple[int, int, int], ...] = ()
 
     def sizes(self, max_work: float = 2**26) -> list[Size]:
         """The sizes with ``N*D*K <= max_work`` (multiply-adds of ``X @ W``), smallest first."""
@@ -83,12 +84,15 @@ class Sweep:
 
 _MiB = 2**20
 SWEEPS: dict[str, Sweep] = {
-    "tiny": Sweep("tiny", (1, 8), ((2, 1),), {"cpu": _MiB, "cuda": _MiB, "mps": _MiB}, ((1, 1), (3, 2))),
+    "tiny": Sweep("tiny", (1, 8), ((2, 1),), {"cpu": _MiB, "cuda": _MiB, "mps": _MiB}, ((1, 1), (3, 2)),
+                  ((1, 1, 1), (16, 1, 1))),
     "quick": Sweep("quick", (1, 100, 10_000, 1_000_000), ((1, 1), (16, 4)),
-                   {"cpu": 64 * _MiB, "cuda": 256 * _MiB, "mps": 256 * _MiB}, ((1, 1), (10, 10), (100, 10))),
+                   {"cpu": 64 * _MiB, "cuda": 256 * _MiB, "mps": 256 * _MiB}, ((1, 1), (10, 10), (100, 10)),
+                   ((1, 1, 1), (16, 1, 1), (1_563, 16, 4), (15_625, 16, 4))),
     "full": Sweep("full", tuple(10**e for e in range(7)), ((1, 1), (16, 4), (128, 16)),
                   {"cpu": 256 * _MiB, "cuda": 1024 * _MiB, "mps": 512 * _MiB},
-                  ((1, 1), (10, 1), (10, 10), (100, 10), (100, 100))),
+                  ((1, 1), (10, 1), (10, 10), (100, 10), (100, 100)),
+                  ((1, 1, 1), (16, 1, 1), (100, 10, 1), (1_563, 16, 4), (15_625, 16, 4), (156_250, 16, 4))),
 }
 
 
@@ -466,6 +470,101 @@ class VerifyTarget:
             from ..verdicts import failures, nothing_graded
 
             records = check_case(self.case, self.impl, "cpu", "float64")
+            return not failures(records) and not nothing_graded(records)
+        from torch.autograd import gradcheck
+
+        return bool(gradcheck(self._loss, (self._W, self._b), fast_mode=self.method == "gradcheck-fast"))
+
+
+ORACLE_METHODS = ("numpy-step", "oracle", "check", "gradcheck", "gradcheck-fast")
+ORACLE_DATA = ("normal", "mixed")
+
+
+def oracle_inputs(size: Size, dtype: str, data: str, seed: int = 2) -> dict[str, np.ndarray]:
+    """Benchmark inputs rounded to ``dtype`` (as float64 arrays). ``data="mixed"``: each element of X
+    scaled by ``2**U(-20, 20)`` (mixed magnitudes within every row and column; y from the same model)."""
+    vals = benchmark_inputs(size, seed)
+    if data == "mixed":
+        rng = np.random.default_rng(seed + 1)
+        vals["X"] = vals["X"] * np.exp2(rng.integers(-20, 21, vals["X"].shape))
+        vals["y"] = vals["X"] @ vals["W"] + vals["b"] + 0.1 * rng.normal(size=vals["y"].shape)
+    from ..floats import get_format, round_to_format
+
+    fmt = get_format(dtype)
+    return {key: np.asarray(round_to_format(v, fmt), dtype=np.float64) for key, v in vals.items()}
+
+
+@dataclass
+class OracleTarget:
+    """The cost of the exact oracle and of one whole check, against a NumPy float64 step and gradcheck.
+
+    - ``numpy-step``: the float64 NumPy step (loss, grad_W, grad_b, W', b') on the inputs.
+    - ``oracle``: :func:`harness.oracle.exact_step` on the same inputs (exact values) and the
+      correctly rounded residual, as a check uses them.
+    - ``check``: :func:`harness.runner.check_case` of ``numpy-hand`` in ``dtype`` (the step, the
+      oracle, both bounds, every comparison).
+    - ``gradcheck`` / ``gradcheck-fast``: ``torch.autograd.gradcheck`` of the same (mean) loss with
+      respect to W and b in float64, full or ``fast_mode=True``.
+
+    Calling returns whether the method passed (the oracle: True).
+    """
+
+    method: str
+    size: Size
+    dtype: str = "float64"
+    data: str = "normal"
+
+    def __post_init__(self) -> None:
+        if self.method not in ORACLE_METHODS:
+            raise ValueError(f"method must be one of {ORACLE_METHODS}, got {self.method!r}")
+        self.vals = oracle_inputs(self.size, self.dtype, self.data)
+        if self.method == "check":
+            from ..cases import case_from_arrays
+            from ..implementations import resolve
+
+            v = self.vals
+            self.case = case_from_arrays(f"oracle-{self.size.label}", v["X"], v["y"], v["W"], v["b"], lr=LR,
+                                         reduction=REDUCTION, dtypes=(self.dtype,), tags=("bench",))
+            self.impl = resolve(["numpy-hand"])[0]
+        if self.method.startswith("gradcheck"):
+            import torch
+
+            t = {key: torch.tensor(v, dtype=torch.float64) for key, v in self.vals.items()}
+            self._X, self._y = t["X"], t["y"]
+            self._W = t["W"].requires_grad_(True)
+            self._b = t["b"].requires_grad_(True)
+
+    def setup(self) -> None:
+        if self.method.startswith("gradcheck"):
+            self._W.grad = None
+            self._b.grad = None
+
+    def _loss(self, W: Any, b: Any) -> Any:
+        return ((self._X @ W + b - self._y) ** 2).mean()
+
+    def __call__(self) -> bool:
+        v = self.vals
+        if self.method == "numpy-step":
+            X, y, W, b = v["X"], v["y"], v["W"], v["b"]
+            R = X @ W + b - y
+            _loss = float(np.mean(R * R))
+            g = (2.0 / R.size) * R
+            gW, gb = X.T @ g, g.sum(axis=0)
+            _ = (W - LR * gW, b - LR * gb)
+            return True
+        if self.method == "oracle":
+            from fractions import Fraction
+
+            from ..oracle import exact_inputs_from_floats, exact_step
+
+            st = exact_step(exact_inputs_from_floats(v), Fraction(LR), REDUCTION)
+            st.residual.to_float64()
+            return True
+        if self.method == "check":
+            from ..runner import check_case
+            from ..verdicts import failures, nothing_graded
+
+            records = check_case(self.case, self.impl, "cpu", self.dtype)
             return not failures(records) and not nothing_graded(records)
         from torch.autograd import gradcheck
 

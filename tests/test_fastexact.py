@@ -1,0 +1,154 @@
+"""The integer-slice oracle (harness.fastexact) against the exact-rational reference, bit for bit,
+and the compiled evaluation plan against the SymPy expression walker."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from harness import fastexact
+from harness.exact import ScaledInts
+from harness.floats import get_format, round_to_format
+from harness.oracle import _Evaluator, exact_inputs_from_floats, exact_inputs_from_written, exact_step, plan
+from harness.symbolic import derive
+
+DTYPES = ("float64", "float32", "float16", "bfloat16")
+KINDS = ("normal", "integer", "huge", "tiny", "subnormal", "cancelling", "mixed", "zeros", "ties")
+
+
+def _data(kind: str, rng: np.random.Generator, n: int, d: int, k: int) -> dict[str, np.ndarray]:
+    def g(*shape: int) -> np.ndarray:
+        if kind == "normal":
+            return rng.standard_normal(shape)
+        if kind == "integer":
+            return rng.integers(-1000, 1000, shape).astype(np.float64)
+        if kind == "huge":
+            return rng.standard_normal(shape) * 2.0 ** rng.integers(300, 380, shape)
+        if kind == "tiny":
+            return rng.standard_normal(shape) * 2.0 ** rng.integers(-600, -520, shape)
+        if kind == "subnormal":
+            return rng.standard_normal(shape) * 2.0 ** rng.integers(-1074, -1000, shape)
+        if kind == "mixed":
+            return rng.standard_normal(shape) * 2.0 ** rng.integers(-60, 60, shape)
+        if kind == "zeros":
+            return np.where(rng.random(shape) < 0.7, 0.0, rng.standard_normal(shape))
+        if kind == "ties":  # few-bit values whose residuals land on rounding ties
+            return rng.integers(-8, 8, shape) * 2.0 ** rng.integers(-3, 60, shape)
+        return rng.standard_normal(shape)
+
+    X, W, b = g(n, d), g(d, k), g(k)
+    if kind == "cancelling":  # y = X W + b up to a few low bits: the residual cancels catastrophically
+        y = X @ W + b + rng.standard_normal((n, k)) * 2.0**-50
+    else:
+        y = g(n, k)
+    return {"X": X, "y": y, "W": W, "b": b}
+
+
+def _rounded(arrs: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+    fmt = get_format(dtype)
+    with np.errstate(all="ignore"):
+        out = {key: np.asarray(round_to_format(v, fmt), dtype=np.float64) for key, v in arrs.items()}
+    return {key: np.where(np.isfinite(v), v, 0.0) for key, v in out.items()}  # overflow to inf: not gradable
+
+
+def _same(arrs: dict[str, np.ndarray], lr: Fraction, reduction: str) -> None:
+    ref = exact_step(exact_inputs_from_floats(arrs), lr, reduction, method="exact-rational")
+    fast = exact_step(exact_inputs_from_floats(arrs), lr, reduction, method="exact-integer-slices")
+    assert fast.method == "exact-integer-slices"
+    for q, v in ref.values.items():
+        assert v.shape == fast.values[q].shape, q
+        assert (v.to_fractions() == fast.values[q].to_fractions()).all(), q
+    assert (ref.residual.to_fractions() == fast.residual.to_fractions()).all()
+    r_ref, r_fast = ref.residual.to_float64(), fast.residual.to_float64()
+    assert np.array_equal(r_ref, r_fast) and np.array_equal(np.signbit(r_ref) & (r_ref == 0), np.signbit(r_fast) & (r_fast == 0))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(KINDS), dtype=st.sampled_from(DTYPES), reduction=st.sampled_from(("sum", "mean")),
+       n=st.integers(1, 40), d=st.integers(1, 6), k=st.integers(1, 4), seed=st.integers(0, 2**32 - 1),
+       lr=st.sampled_from((0.01, 0.1, 1.0, 2.0**-20, 3.0)))
+def test_slices_equal_rationals(kind, dtype, reduction, n, d, k, seed, lr):
+    rng = np.random.default_rng(seed)
+    arrs = _rounded(_data(kind, rng, n, d, k), dtype)
+    _same(arrs, Fraction(lr), reduction)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_slices_equal_rationals_chunked(kind, dtype):
+    """Past one row chunk (2**16 rows) and one column chunk (2**11 columns)."""
+    rng = np.random.default_rng(3)
+    n, d, k = (fastexact.CHUNK_N + 37, 2, 2) if kind != "normal" else (5, fastexact.CHUNK_D + 3, 2)
+    _same(_rounded(_data(kind, rng, n, d, k), dtype), Fraction(1, 64), "mean")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-(2**70), 2**70), min_size=1, max_size=6), st.integers(-1200, 900))
+def test_residual_rounding_is_correct(ints, q0):
+    """DigitResidual.to_float64 rounds like the reference (ties to even, subnormals, overflow)."""
+    a = np.array(ints, dtype=object)
+    d = np.zeros((1, len(ints)), dtype=np.int64)
+    acc = []
+    for v in ints:  # two's complement base-2**21 digits of each integer
+        digs = []
+        for _ in range(6):
+            digs.append(v & fastexact._MASK)
+            v >>= fastexact.B
+        digs.append(v)
+        acc.append(digs)
+    d = np.array(acc, dtype=np.int64).T
+    got = fastexact.DigitResidual(fastexact.carry(d), q0).to_float64()
+    want = ScaledInts(a, Fraction(2) ** q0).to_float64()
+    assert np.array_equal(got, want)
+
+
+def test_falls_back_when_too_wide():
+    x = np.array([[2.0**-1000, 2.0**1000]] * 40)
+    arrs = {"X": x, "y": np.ones((40, 1)), "W": np.array([[2.0**-1000], [2.0**1000]]), "b": np.zeros(1)}
+    st_ = exact_step(exact_inputs_from_floats(arrs), Fraction(1, 8), "sum")
+    assert st_.method == "exact-rational"
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_plan_matches_sympy_walker(reduction):
+    """The compiled plan gives the same exact values as walking SymPy's expressions."""
+    rng = np.random.default_rng(11)
+    der = derive(reduction)
+    for _ in range(5):
+        n, d, k = (int(v) for v in rng.integers(1, 5, 3))
+        vals = {"X": rng.integers(-9, 9, (n, d)), "y": rng.integers(-9, 9, (n, k)), "W": rng.integers(-9, 9, (d, k)),
+                "b": rng.integers(-9, 9, k)}
+        ex = {key: np.vectorize(lambda v: Fraction(int(v), 7), otypes=[object])(v) for key, v in vals.items()}
+        inp = exact_inputs_from_written(ex)
+        lr = Fraction(int(rng.integers(1, 50)), 1000)
+        got = exact_step(inp, lr, reduction, method="exact-rational")
+        env = {"X": inp["X"], "Y": inp["y"], "W": inp["W"], "b": ScaledInts(inp["b"].ints.reshape(k, 1), inp["b"].scale)}
+        ev = _Evaluator(der, env, {der.N: n, der.D: d, der.K: k}, lr)
+        for q, expr in der.expressions().items():
+            want = ev(expr)
+            assert (np.asarray(want.to_fractions()).ravel() == np.asarray(got.values[q].to_fractions()).ravel()).all(), q
+    assert plan(reduction) is plan(reduction)  # built once
+
+
+def test_lazy_values_copy_and_pickle():
+    """The lazy float and digit arrays survive pickling and deep copies (worker processes, caches)."""
+    import copy
+    import pickle
+
+    rng = np.random.default_rng(1)
+    arrs = {"X": rng.standard_normal((100, 8)), "y": rng.standard_normal((100, 2)), "W": rng.standard_normal((8, 2)),
+            "b": rng.standard_normal(2)}
+    inp = exact_inputs_from_floats(arrs)
+    st_ = exact_step(inp, Fraction(1, 8), "mean")
+    assert st_.method == "exact-integer-slices"
+    for other in (pickle.loads(pickle.dumps(st_)), copy.deepcopy(st_)):
+        assert (other.residual.to_fractions() == st_.residual.to_fractions()).all()
+        assert np.array_equal(other.residual.to_float64(), st_.residual.to_float64())
+        for q in st_.values:
+            assert (other.values[q].to_fractions() == st_.values[q].to_fractions()).all()
+    x2 = pickle.loads(pickle.dumps(inp["X"]))
+    assert (x2.to_fractions() == inp["X"].to_fractions()).all()
