@@ -322,6 +322,34 @@ def _call_with_settings(impl: Implementation, inputs: Mapping[str, Any], lr: flo
             torch.set_float32_matmul_precision(old_prec)
 
 
+def _complex_or_object(value: Any) -> str | None:
+    """``"complex values: ..."`` or ``"object values: ..."`` where a value is complex or an object
+    array (converting it to float64 would drop the imaginary part or coerce arbitrary objects)."""
+    if isinstance(value, complex):
+        return f"complex values: {value!r}"
+    dt = getattr(value, "dtype", None)
+    if dt is None:
+        if isinstance(value, list | tuple):
+            try:
+                dt = np.asarray(value).dtype
+            except Exception:
+                return None
+        else:
+            return None
+    is_complex = getattr(dt, "is_complex", None)
+    if isinstance(is_complex, bool) and is_complex:  # torch.dtype
+        return f"complex values: dtype {dt}"
+    try:
+        kind = np.dtype(dt).kind
+    except TypeError:
+        return None
+    if kind == "c":
+        return f"complex values: dtype {dt}"
+    if kind == "O":
+        return f"object values: dtype {dt}"
+    return None
+
+
 def _validate(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFormat | None = None) -> str | None:
     """Why the returned steps cannot be graded (None when they can).
 
@@ -339,6 +367,9 @@ def _validate(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFormat
                 return f"step {t}: result has no field {name!r} (return harness.StepResult(loss, grad_W, grad_b, W, b))"
             if getattr(res, name) is None and name.startswith("grad"):
                 return none_message(name, t)
+            bad_kind = _complex_or_object(getattr(res, name))
+            if bad_kind:
+                return f"step {t}: {name} returned {bad_kind}: return real floating-point values of the case's dtype"
             try:
                 arr = to_float64(getattr(res, name))
             except Exception as exc:
