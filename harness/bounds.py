@@ -148,6 +148,10 @@ class StepBounds:
         vacuous: quantity -> why its rigorous bound is infinite (``n u >= 1``);
             absent where it is finite.
         flush_to_zero: whether the bounds allow flushing subnormals to zero.
+        posinf_allowed, neginf_allowed: quantity -> bool array, True where a correct
+            evaluation can produce ``+inf`` (``-inf``): an overflowing partial sum or term
+            of that sign (the loss, a sum of squares, is never ``-inf``); None = both
+            signs wherever ``inf_allowed`` (:meth:`signed_inf_allowed`).
     """
 
     rigorous: dict[str, F64]
@@ -157,6 +161,15 @@ class StepBounds:
     note: str = ""
     vacuous: dict[str, str] = field(default_factory=dict)
     flush_to_zero: bool = False
+    posinf_allowed: dict[str, Mask] | None = None
+    neginf_allowed: dict[str, Mask] | None = None
+
+    def signed_inf_allowed(self, q: str) -> tuple[Mask, Mask]:
+        """(``+inf`` allowed, ``-inf`` allowed) for quantity ``q``: where a correct evaluation can
+        produce an infinity of that sign (both signs where only ``inf_allowed`` is known)."""
+        pos = self.inf_allowed[q] if self.posinf_allowed is None else self.posinf_allowed[q]
+        neg = self.inf_allowed[q] if self.neginf_allowed is None else self.neginf_allowed[q]
+        return pos, neg
 
     @property
     def may_overflow(self) -> dict[str, Mask]:
@@ -452,8 +465,9 @@ def expected_bounds(
 def overflow_masks(
     X: F64, Y: F64, W: F64, b: F64, R: F64, exact: Mapping[str, F64], rb: ResidualBound, gb: GradientBounds,
     c: float, lrs: list[float], reg: Regime, ut: float,
-) -> tuple[dict[str, Mask], dict[str, Mask]]:
-    """``inf_allowed`` and ``nan_allowed`` per quantity (module docstring).
+) -> tuple[dict[str, Mask], dict[str, Mask], dict[str, Mask], dict[str, Mask]]:
+    """``inf_allowed``, ``nan_allowed``, ``posinf_allowed`` and ``neginf_allowed`` per quantity
+    (module docstring).
 
     Magnitudes of intermediates are bounded with ``(1 + u)**n`` (the growth of ``n``
     roundings, finite where ``gamma_n`` is not). Signs are tracked so that
@@ -508,6 +522,9 @@ def overflow_masks(
 
             gpos = G_G * (mm(Xp, Sp) + mm(Xn, Sn))
             gneg = G_G * (mm(Xp, Sn) + mm(Xn, Sp))
+            # +inf needs a positive term or partial sum beyond the range, -inf a negative one
+            # (s = 2c > 0 keeps the signs; a zero scale times inf is NaN, not inf)
+            signed.append((gpos > big, gneg > big))
             ginf = (gpos > big) | (gneg > big)
             zero_x = (Xm == 0).astype(float)
             nan = ((gpos > big) & (gneg > big)) | ((zero_x.T @ (s_pinf | s_ninf).astype(float)) > 0)
@@ -516,11 +533,16 @@ def overflow_masks(
             nan = nan | (ginf & c_zero)
             return ginf, nan
 
+        signed: list[tuple[Mask, Mask]] = []
         gW_inf, gW_nan = reduce(X)
         gb_inf, gb_nan = reduce(np.ones((n, 1)))
         gb_inf, gb_nan = gb_inf[0], gb_nan[0]
         gW_inf = gW_inf | (np.abs(exact["grad_W"]) > big)
         gb_inf = gb_inf | (np.abs(exact["grad_b"]) > big)
+        gW_p = signed[0][0] | (exact["grad_W"] > big)
+        gW_n = signed[0][1] | (exact["grad_W"] < -big)
+        gb_p = signed[1][0][0] | (exact["grad_b"] > big)
+        gb_n = signed[1][1][0] | (exact["grad_b"] < -big)
         # ---- loss: squares (non-negative), a sum, a scale
         r_inf = r_pinf | r_ninf
         sq_inf = r_inf | (Rmag**2 * reg.growth(1) > big)
@@ -536,11 +558,31 @@ def overflow_masks(
             nan = g_nan | (g_inf & lr_zero)
             return inf, nan
 
+        def upd_signed(g_p: Mask, g_n: Mask, E_g: F64, g: F64, w: F64, new: F64) -> tuple[Mask, Mask]:
+            """Signs of inf in ``W - fl(lr' g)``: from an infinite g (the opposite sign for lr' > 0),
+            or from a product or difference whose positive (negative) part leaves the range."""
+            lr_pos, lr_neg = any(x > 0 for x in lrs), any(x < 0 for x in lrs)
+            g_hi = np.where(g_p, np.inf, np.clip(g + E_g, 0, None))  # largest positive g^
+            g_lo = np.where(g_n, np.inf, np.clip(-(g - E_g), 0, None))  # largest |negative g^|
+            # -p positive: lr' > 0 with g^ < 0, or lr' < 0 with g^ > 0
+            mp = (g_lo if lr_pos else 0.0) + (g_hi if lr_neg else 0.0)
+            mn = (g_hi if lr_pos else 0.0) + (g_lo if lr_neg else 0.0)
+            up = reg.growth(2) * (np.clip(w, 0, None) + lrm * mp)
+            un = reg.growth(2) * (np.clip(-w, 0, None) + lrm * mn)
+            pos = (lr_pos & g_n) | (lr_neg & g_p) | (up > big) | (new > big)
+            neg = (lr_pos & g_p) | (lr_neg & g_n) | (un > big) | (new < -big)
+            return pos, neg
+
         W_inf, W_nan = upd(gW_inf, gW_nan, gb.gW, np.abs(exact["grad_W"]), W, exact["W"])
         b_inf, b_nan = upd(gb_inf, gb_nan, gb.gb, np.abs(exact["grad_b"]), b, exact["b"])
+        W_p, W_n = upd_signed(gW_p, gW_n, gb.gW, exact["grad_W"], W, exact["W"])
+        b_p, b_n = upd_signed(gb_p, gb_n, gb.gb, exact["grad_b"], b, exact["b"])
     inf = {"loss": np.asarray(L_inf), "grad_W": gW_inf, "grad_b": gb_inf, "W": W_inf, "b": b_inf}
     nan = {"loss": np.asarray(L_nan), "grad_W": gW_nan, "grad_b": gb_nan, "W": W_nan, "b": b_nan}
-    return inf, nan
+    # the loss is a sum of squares times c > 0: never -inf
+    posinf = {"loss": np.asarray(L_inf), "grad_W": gW_p & gW_inf, "grad_b": gb_p & gb_inf, "W": W_p & W_inf, "b": b_p & b_inf}
+    neginf = {"loss": np.asarray(False), "grad_W": gW_n & gW_inf, "grad_b": gb_n & gb_inf, "W": W_n & W_inf, "b": b_n & b_inf}
+    return inf, nan, posinf, neginf
 
 
 def _vacuous_reasons(n: int, d: int, k: int, reg: Regime, rb: ResidualBound, gb: GradientBounds, gL: float) -> dict[str, str]:
@@ -619,6 +661,7 @@ def step_bounds(
         # NaN (inf * 0 in a vacuous bound) and inf stay inf: a vacuous bound says nothing
         rigorous = {q: np.nan_to_num(np.asarray(v, dtype=np.float64), nan=np.inf, posinf=np.inf) for q, v in rigorous.items()}
         expected = {q: np.minimum(np.nan_to_num(expected_raw[q], nan=np.inf, posinf=np.inf), rigorous[q]) for q in rigorous}
-    inf_ok, nan_ok = overflow_masks(X, Y, W, b, R, exact, rb, gb, c, learning_rates(lr, lr_held, reg), reg, ut)
+    inf_ok, nan_ok, pinf_ok, ninf_ok = overflow_masks(X, Y, W, b, R, exact, rb, gb, c, learning_rates(lr, lr_held, reg), reg, ut)
     return StepBounds(rigorous=rigorous, expected=expected, inf_allowed=inf_ok, nan_allowed=nan_ok,
-                      vacuous=_vacuous_reasons(n, d, k, reg, rb, gb, gL), flush_to_zero=reg.ftz)
+                      vacuous=_vacuous_reasons(n, d, k, reg, rb, gb, gL), flush_to_zero=reg.ftz,
+                      posinf_allowed=pinf_ok, neginf_allowed=ninf_ok)

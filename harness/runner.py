@@ -397,8 +397,9 @@ def _grade_step(
     residual = ex.residual.to_float64()
     records = []
     for q in QUANTITIES:
+        pinf, ninf = bounds.signed_inf_allowed(q)
         cmp = compare(out[q], hilo[q][0], hilo[q][1], bounds.rigorous[q], bounds.expected[q], bounds.inf_allowed[q], fmt,
-                      nan_allowed=bounds.nan_allowed[q])
+                      nan_allowed=bounds.nan_allowed[q], posinf_allowed=pinf, neginf_allowed=ninf)
         idx = cmp.worst_index
         exact_f = ex.values[q].fraction_at(idx)
         computed = float(out[q][idx])
@@ -445,8 +446,9 @@ def _name_flush_to_zero(
         q = rec.quantity
         if rec.verdict != "disagree":
             continue
+        pinf, ninf = ftz.signed_inf_allowed(q)
         cmp = compare(out[q], hilo[q][0], hilo[q][1], ftz.rigorous[q], ftz.expected[q], ftz.inf_allowed[q], fmt,
-                      nan_allowed=ftz.nan_allowed[q])
+                      nan_allowed=ftz.nan_allowed[q], posinf_allowed=pinf, neginf_allowed=ninf)
         if cmp.verdict != "disagree":
             rec.message = (f"flush-to-zero: {q} is within the bound of an evaluation that flushes subnormal inputs, "
                            f"intermediates or results to zero ({cmp.bound_ratio:.3g} x that bound), not within the "
@@ -462,7 +464,8 @@ def _message(q: str, cmp: Any, fmt: FloatFormat, vacuous: str = "") -> str:
     if cmp.verdict == "disagree" and not np.isfinite(c):
         what = "NaN" if np.isnan(c) else repr(c)
         why = ("no correct evaluation forms inf - inf or 0 * inf here" if np.isnan(c)
-               else f"no intermediate of a correct evaluation leaves {fmt.name}'s range here")
+               else "a sum of squares, never negative" if q == "loss" and c < 0
+               else f"no correct evaluation gives {what} here: no intermediate of that sign leaves {fmt.name}'s range")
         msg = (f"{q}: {bad} of {cmp.size} element(s) above the rigorous error bound; worst at {list(cmp.worst_index)}: "
                f"{what} where the exact value is {cmp.exact_at_worst:.6g} ({why})")
         return f"{msg}; {vacuous}" if vacuous else msg
