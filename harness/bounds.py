@@ -152,6 +152,11 @@ class StepBounds:
             evaluation can produce ``+inf`` (``-inf``): an overflowing partial sum or term
             of that sign (the loss, a sum of squares, is never ``-inf``); None = both
             signs wherever ``inf_allowed`` (:meth:`signed_inf_allowed`).
+        finite_impossible: quantity -> bool array, True where the exact value is beyond
+            float64's range and farther from it than the rigorous bound: no correct
+            evaluation gives a finite result there. None = nowhere known.
+        out_of_range: quantity -> why a (non-vacuous) bound is infinite: it exceeds
+            float64's range (its size, from an extended-precision evaluation).
     """
 
     rigorous: dict[str, F64]
@@ -163,6 +168,8 @@ class StepBounds:
     flush_to_zero: bool = False
     posinf_allowed: dict[str, Mask] | None = None
     neginf_allowed: dict[str, Mask] | None = None
+    finite_impossible: dict[str, Mask] | None = None
+    out_of_range: dict[str, str] = field(default_factory=dict)
 
     def signed_inf_allowed(self, q: str) -> tuple[Mask, Mask]:
         """(``+inf`` allowed, ``-inf`` allowed) for quantity ``q``: where a correct evaluation can
@@ -281,6 +288,11 @@ def residual_bound(X: F64, W: F64, b: F64, Y: F64, reg: Regime, ut: float) -> Re
         reg: the rounding model.
         ut: TF32's unit roundoff when the products' inputs are rounded to TF32, else 0.
     """
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _residual_bound(X, W, b, Y, reg, ut)
+
+
+def _residual_bound(X: F64, W: F64, b: F64, Y: F64, reg: Regime, ut: float) -> ResidualBound:
     d = X.shape[1]
     aX, aW, ab, aY = np.abs(X), np.abs(W), np.abs(b), np.abs(Y)
     absXW = aX @ aW
@@ -639,8 +651,83 @@ def step_bounds(
     Returns:
         :class:`StepBounds` (absolute errors, same units as the quantities).
     """
-    X, Y, W, b = (np.asarray(inputs[k], dtype=np.float64) for k in ("X", "y", "W", "b"))
-    R = np.asarray(residual, dtype=np.float64)
+    sb = _step_bounds_in(np.float64, inputs, residual, exact, lr=lr, reduction=reduction, fmt=fmt, tf32=tf32,
+                         lr_held=lr_held, flush_to_zero=flush_to_zero)
+    return _rescue_overflowed_bounds(sb, inputs, residual, exact, lr=lr, reduction=reduction, fmt=fmt, tf32=tf32,
+                                     lr_held=lr_held, flush_to_zero=flush_to_zero)
+
+
+def _rescue_overflowed_bounds(
+    sb: StepBounds, inputs: Mapping[str, F64], residual: F64, exact: Mapping[str, F64], **kw: object,
+) -> StepBounds:
+    """Re-evaluate, in extended precision (``np.longdouble``, exponent range to 1e4932 on x86),
+    the bounds that are infinite in float64 only because evaluating them overflowed (not
+    vacuous): an infinite bound would accept any finite result. Exact values beyond float64
+    (residual, gradients, loss) are recomputed from the inputs in extended precision for those
+    elements (relative error ~2**-60, far inside the bounds' own ``u``). Where the bound is
+    still beyond float64 it stays ``inf`` and :attr:`StepBounds.out_of_range` says so; where
+    the exact value is beyond float64 by more than the bound, a finite result is impossible
+    (:attr:`StepBounds.finite_impossible`)."""
+    over = {q: (~np.isfinite(np.asarray(sb.rigorous[q])) | ~np.isfinite(np.asarray(sb.expected[q])))
+            for q in sb.rigorous if q not in sb.vacuous}
+    beyond = {q: ~np.isfinite(np.asarray(exact[q], dtype=np.float64)) for q in exact}
+    if not any(np.any(m) for m in over.values()) and not any(np.any(m) for m in beyond.values()):
+        return sb
+    ld = np.longdouble
+    if np.finfo(ld).maxexp <= np.finfo(np.float64).maxexp:  # no wider exponent here (e.g. macOS arm64)
+        for q, m in over.items():
+            if np.any(m):
+                sb.out_of_range[q] = ("the rigorous and/or expected bound overflowed float64 when evaluated and no "
+                                      "wider type is available here: it is infinite (no finite result is judged by it)")
+        return sb
+    X, Y, W, b = (np.asarray(inputs[k], dtype=ld) for k in ("X", "y", "W", "b"))
+    fmt = kw["fmt"]
+    assert isinstance(fmt, FloatFormat)
+    n, k = Y.shape
+    R64 = np.asarray(residual, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        R_ld = X @ W + b[None, :] - Y
+        R = np.where(np.isfinite(R64), R64.astype(ld), R_ld)
+        c = ld(1) if kw["reduction"] == "sum" else ld(1) / ld(n * k)
+        lr = ld(float(kw["lr"]))  # type: ignore[arg-type]
+        gW = 2 * c * (X.T @ R)
+        gb = 2 * c * R.sum(axis=0)
+        calc = {"loss": np.asarray(c * np.sum(R * R)), "grad_W": gW, "grad_b": gb, "W": W - lr * gW, "b": b - lr * gb}
+        ex = {q: np.where(np.isfinite(np.asarray(exact[q], dtype=np.float64)),
+                          np.asarray(exact[q], dtype=np.float64).astype(ld), calc[q]) for q in calc}
+        wide = _step_bounds_in(ld, inputs, R, ex, **kw)  # type: ignore[arg-type]
+        big64 = np.finfo(np.float64).max
+        finite_impossible = {}
+        for q in sb.rigorous:
+            rig_w = np.asarray(wide.rigorous[q])
+            if q in over and np.any(over[q]):
+                rig64 = np.where(over[q], rig_w.astype(np.float64), sb.rigorous[q])
+                exp64 = np.where(over[q], np.asarray(wide.expected[q]).astype(np.float64), sb.expected[q])
+                sb.rigorous[q] = np.asarray(rig64)
+                sb.expected[q] = np.asarray(np.minimum(exp64, rig64))
+                still = over[q] & ~np.isfinite(rig64)
+                if np.any(still):
+                    top = float(np.log10(np.max(np.where(still, rig_w, 0))))
+                    sb.out_of_range[q] = (f"the rigorous bound is beyond float64's range (about 1e{top:.0f}, from an "
+                                          "extended-precision evaluation; not vacuous): shown as inf")
+            # finite results are impossible where |exact| - bound is still beyond float64
+            finite_impossible[q] = np.asarray(beyond[q] & (np.abs(ex[q]) - rig_w > big64))
+        sb.finite_impossible = finite_impossible
+    return sb
+
+
+def _step_bounds_in(
+    wd: type, inputs: Mapping[str, F64], residual: F64, exact: Mapping[str, F64], *, lr: float, reduction: str,
+    fmt: FloatFormat, tf32: bool = False, lr_held: float | None = None, flush_to_zero: bool = False,
+) -> StepBounds:
+    """:func:`step_bounds` evaluated in the floating type ``wd`` (float64, or longdouble for the rescue)."""
+    X: F64
+    Y: F64
+    W: F64
+    b: F64
+    X, Y, W, b = (np.asarray(inputs[k], dtype=wd) for k in ("X", "y", "W", "b"))
+    R: F64 = np.asarray(residual, dtype=wd)
+    exact = {q: np.asarray(v, dtype=wd) for q, v in exact.items()}
     n, d = X.shape
     k = W.shape[1]
     reg = Regime(fmt, bool(flush_to_zero or flush_to_zero_default(fmt)))
@@ -659,7 +746,7 @@ def step_bounds(
     expected_raw = expected_bounds(X, Y, W, b, R, exact, c, lr, dlr, reg, ut, rb, gb, U_L)
     with np.errstate(invalid="ignore"):
         # NaN (inf * 0 in a vacuous bound) and inf stay inf: a vacuous bound says nothing
-        rigorous = {q: np.nan_to_num(np.asarray(v, dtype=np.float64), nan=np.inf, posinf=np.inf) for q, v in rigorous.items()}
+        rigorous = {q: np.nan_to_num(np.asarray(v, dtype=wd), nan=np.inf, posinf=np.inf) for q, v in rigorous.items()}
         expected = {q: np.minimum(np.nan_to_num(expected_raw[q], nan=np.inf, posinf=np.inf), rigorous[q]) for q in rigorous}
     inf_ok, nan_ok, pinf_ok, ninf_ok = overflow_masks(X, Y, W, b, R, exact, rb, gb, c, learning_rates(lr, lr_held, reg), reg, ut)
     return StepBounds(rigorous=rigorous, expected=expected, inf_allowed=inf_ok, nan_allowed=nan_ok,

@@ -94,6 +94,7 @@ def compare(
     nan_allowed: npt.ArrayLike | None = None,
     posinf_allowed: npt.ArrayLike | None = None,
     neginf_allowed: npt.ArrayLike | None = None,
+    finite_impossible: npt.ArrayLike | None = None,
 ) -> Comparison:
     """Compare ``computed`` against the exact ``exact_hi + exact_lo``.
 
@@ -111,6 +112,9 @@ def compare(
         posinf_allowed, neginf_allowed: per-element bool: ``+inf`` (``-inf``) is a correct
             answer (:attr:`harness.bounds.StepBounds.posinf_allowed`); None = ``inf_allowed``.
             An infinity of a sign no correct evaluation produces is ``disagree``.
+        finite_impossible: per-element bool: the exact value is beyond float64 by more than
+            the rigorous bound (:attr:`harness.bounds.StepBounds.finite_impossible`): a finite
+            result there is ``disagree``.
 
     Returns:
         a :class:`Comparison`.
@@ -144,7 +148,10 @@ def compare(
     if beyond.any():
         # error >= 2**970: above any finite bound below it; within a larger or infinite
         # bound nothing is known (no error measurable): graded suspect there, not agree
-        rr = np.where(beyond, np.where(rig < 2.0**970, np.inf, 1.0), rr)
+        imposs = rig < 2.0**970
+        if finite_impossible is not None:
+            imposs = imposs | np.broadcast_to(np.asarray(finite_impossible, dtype=bool), c.shape)
+        rr = np.where(beyond, np.where(imposs, np.inf, 1.0), rr)
     er = _ratio(err, exp)
     names = list(ELEMENT_VERDICTS)
     iv = {v: i for i, v in enumerate(names)}

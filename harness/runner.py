@@ -399,7 +399,8 @@ def _grade_step(
     for q in QUANTITIES:
         pinf, ninf = bounds.signed_inf_allowed(q)
         cmp = compare(out[q], hilo[q][0], hilo[q][1], bounds.rigorous[q], bounds.expected[q], bounds.inf_allowed[q], fmt,
-                      nan_allowed=bounds.nan_allowed[q], posinf_allowed=pinf, neginf_allowed=ninf)
+                      nan_allowed=bounds.nan_allowed[q], posinf_allowed=pinf, neginf_allowed=ninf,
+                      finite_impossible=(getattr(bounds, "finite_impossible", None) or {}).get(q))
         idx = cmp.worst_index
         exact_f = ex.values[q].fraction_at(idx)
         computed = float(out[q][idx])
@@ -410,7 +411,8 @@ def _grade_step(
             exact=decimal_string(exact_f), exact_rational=_rational(exact_f), computed=repr(computed),
             rigorous_bound=cmp.rigorous_at_worst, expected_bound=cmp.expected_at_worst,
             abs_error_at_worst=cmp.abs_error_at_worst, ulp_error_at_worst=cmp.ulp_error_at_worst,
-            counts=cmp.counts, oracle_method=ex.method, message=_message(q, cmp, fmt, bounds.vacuous.get(q, "")), **base,
+            counts=cmp.counts, oracle_method=ex.method, message=_message(q, cmp, fmt, bounds.vacuous.get(q, "") or getattr(bounds, "out_of_range", {}).get(q, "")),
+            **base,
         )
         if written is not None:
             wf = written.values[q].fraction_at(idx)

@@ -74,3 +74,53 @@ def test_inf_of_wrong_sign_disagrees(q: str, value: float, verdict: str) -> None
     cmp = compare(c, exact[q], np.zeros_like(exact[q]), sb.rigorous[q], sb.expected[q], sb.inf_allowed[q], fmt,
                   nan_allowed=sb.nan_allowed[q], posinf_allowed=pos, neginf_allowed=neg)
     assert cmp.verdict == verdict
+
+
+def _f64_beyond():  # X = W = 1e300: R = 1e600, loss 1e1200, grads 2e900, W' = -2e600, b' = -2e300
+    from fractions import Fraction
+
+    from harness.bounds import step_bounds
+    from harness.floats import get_format
+
+    fmt = get_format("float64")
+    x = Fraction(1e300)
+    lr = Fraction(1e-300)
+    R = x * x
+    g = 2 * x * R
+    ex = {"loss": R * R, "grad_W": g, "grad_b": 2 * R, "W": x - lr * g, "b": -lr * 2 * R}
+
+    def f(v: Fraction) -> float:
+        try:
+            return float(v)
+        except OverflowError:
+            return float("inf") if v > 0 else float("-inf")
+
+    exact = {"loss": np.array(f(ex["loss"])), "grad_W": np.array([[f(ex["grad_W"])]]), "grad_b": np.array([f(ex["grad_b"])]),
+             "W": np.array([[f(ex["W"])]]), "b": np.array([f(ex["b"])])}
+    inputs = {"X": np.array([[1e300]]), "y": np.array([[0.0]]), "W": np.array([[1e300]]), "b": np.array([0.0])}
+    sb = step_bounds(inputs, np.array([[np.inf]]), exact, lr=1e-300, reduction="sum", fmt=fmt)
+    return sb, exact, fmt
+
+
+@pytest.mark.parametrize("q", ["loss", "grad_W", "grad_b", "W", "b"])
+def test_finite_garbage_where_exact_is_beyond_float64_disagrees(q: str) -> None:
+    from harness.compare import compare
+
+    if np.finfo(np.longdouble).maxexp <= 1024:
+        pytest.skip("no extended exponent range here")
+    sb, exact, fmt = _f64_beyond()
+    pos, neg = sb.signed_inf_allowed(q)
+    c = np.zeros(np.shape(exact[q]))
+    cmp = compare(c, exact[q], np.zeros_like(exact[q]), sb.rigorous[q], sb.expected[q], sb.inf_allowed[q], fmt,
+                  nan_allowed=sb.nan_allowed[q], posinf_allowed=pos, neginf_allowed=neg,
+                  finite_impossible=(sb.finite_impossible or {}).get(q))
+    assert cmp.verdict == "disagree"
+
+
+def test_bound_overflowing_float64_is_evaluated_wider() -> None:
+    if np.finfo(np.longdouble).maxexp <= 1024:
+        pytest.skip("no extended exponent range here")
+    sb, exact, _ = _f64_beyond()
+    # b' = -2e300: its bound (about 1e-300 * u * 2e600) is finite, not the float64 overflow's inf
+    assert np.all(np.isfinite(sb.rigorous["b"])) and float(sb.rigorous["b"][0]) < 1e290
+    assert "beyond float64's range" in sb.out_of_range["loss"]
