@@ -671,7 +671,14 @@ def _rescue_overflowed_bounds(
     over = {q: (~np.isfinite(np.asarray(sb.rigorous[q])) | ~np.isfinite(np.asarray(sb.expected[q])))
             for q in sb.rigorous if q not in sb.vacuous}
     beyond = {q: ~np.isfinite(np.asarray(exact[q], dtype=np.float64)) for q in exact}
-    if not any(np.any(m) for m in over.values()) and not any(np.any(m) for m in beyond.values()):
+    # the expected bounds square (and the loss's raises to the 4th power) the values: below
+    # 2**-200 or above 2**200 that underflows or overflows float64 (an expected bound of
+    # 2.5e-323 for a correctly rounded 1e-290): evaluate them in the wider type too
+    mags = [np.abs(np.asarray(v, dtype=np.float64)).ravel() for v in (*inputs.values(), residual, *exact.values())]
+    allm = np.concatenate(mags) if mags else np.zeros(0)
+    allm = allm[np.isfinite(allm) & (allm > 0)]
+    extreme = bool(allm.size and (allm.min() < 2.0**-200 or allm.max() > 2.0**200))
+    if not any(np.any(m) for m in over.values()) and not any(np.any(m) for m in beyond.values()) and not extreme:
         return sb
     ld = np.longdouble
     if np.finfo(ld).maxexp <= np.finfo(np.float64).maxexp:  # no wider exponent here (e.g. macOS arm64)
@@ -710,6 +717,9 @@ def _rescue_overflowed_bounds(
                     top = float(np.log10(np.max(np.where(still, rig_w, 0))))
                     sb.out_of_range[q] = (f"the rigorous bound is beyond float64's range (about 1e{top:.0f}, from an "
                                           "extended-precision evaluation; not vacuous): shown as inf")
+            elif extreme:  # the rigorous bound is fine in float64; the expected one's squares were not
+                exp_w = np.asarray(wide.expected[q]).astype(np.float64)
+                sb.expected[q] = np.asarray(np.minimum(exp_w, sb.rigorous[q]))
             # finite results are impossible where |exact| - bound is still beyond float64
             finite_impossible[q] = np.asarray(beyond[q] & (np.abs(ex[q]) - rig_w > big64))
         sb.finite_impossible = finite_impossible

@@ -124,3 +124,22 @@ def test_bound_overflowing_float64_is_evaluated_wider() -> None:
     # b' = -2e300: its bound (about 1e-300 * u * 2e600) is finite, not the float64 overflow's inf
     assert np.all(np.isfinite(sb.rigorous["b"])) and float(sb.rigorous["b"][0]) < 1e290
     assert "beyond float64's range" in sb.out_of_range["loss"]
+
+
+def test_expected_bound_does_not_underflow_for_tiny_values() -> None:
+    from fractions import Fraction
+
+    from harness.bounds import step_bounds
+    from harness.floats import get_format
+
+    if np.finfo(np.longdouble).maxexp <= 1024:
+        pytest.skip("no extended exponent range here")
+    x, w, lr = Fraction(1e-150), Fraction(1e-145), Fraction(1e-20)
+    R = x * w
+    g = 2 * x * R
+    exact = {"loss": np.array(float(R * R)), "grad_W": np.array([[float(g)]]), "grad_b": np.array([float(2 * R)]),
+             "W": np.array([[float(w - lr * g)]]), "b": np.array([float(-lr * 2 * R)])}
+    inputs = {"X": np.array([[1e-150]]), "y": np.array([[0.0]]), "W": np.array([[1e-145]]), "b": np.array([0.0])}
+    sb = step_bounds(inputs, np.array([[float(R)]]), exact, lr=1e-20, reduction="sum", fmt=get_format("float64"))
+    # grad_b = 2e-295 correctly rounded errs by up to 2**-53 of it: the expected bound must allow that
+    assert float(sb.expected["grad_b"][0]) >= 2.0**-53 * float(2 * R)
