@@ -411,9 +411,13 @@ def _grade_step(
             exact=decimal_string(exact_f), exact_rational=_rational(exact_f), computed=repr(computed),
             rigorous_bound=cmp.rigorous_at_worst, expected_bound=cmp.expected_at_worst,
             abs_error_at_worst=cmp.abs_error_at_worst, ulp_error_at_worst=cmp.ulp_error_at_worst,
-            counts=cmp.counts, oracle_method=ex.method, message=_message(q, cmp, fmt, bounds.vacuous.get(q, "") or getattr(bounds, "out_of_range", {}).get(q, "")),
+            counts=cmp.counts, oracle_method=ex.method, message=_message(q, cmp, fmt, bounds.vacuous.get(q, "") or getattr(bounds, "out_of_range", {}).get(q, ""),
+                             vacuous_bound=q in bounds.vacuous),
             **base,
         )
+        if not np.isfinite(cmp.rigorous_at_worst) and cmp.bound_ratio == 0 and cmp.max_abs_error > 0:
+            # error / inf reads 0, as if exact: there is no rigorous ratio (vacuous or beyond float64)
+            rec.bound_ratio = None
         if written is not None:
             wf = written.values[q].fraction_at(idx)
             rec.exact_written = decimal_string(wf)
@@ -458,7 +462,7 @@ def _name_flush_to_zero(
                            "declare it: @harness.implementation(..., flush_to_zero=True) or --flush-to-zero; " + rec.message)
 
 
-def _message(q: str, cmp: Any, fmt: FloatFormat, vacuous: str = "") -> str:
+def _message(q: str, cmp: Any, fmt: FloatFormat, vacuous: str = "", vacuous_bound: bool = True) -> str:
     if cmp.verdict == "agree":
         return f"{q}: {vacuous}" if vacuous else ""
     bad = cmp.counts.get(cmp.verdict, 0)
@@ -474,9 +478,15 @@ def _message(q: str, cmp: Any, fmt: FloatFormat, vacuous: str = "") -> str:
     what = {"disagree": "above the rigorous error bound", "suspect": "above the expected (probabilistic) bound but within the rigorous one",
             "overflow": f"out of {fmt.name}'s range (the exact value, or an intermediate of a correct evaluation)"}[cmp.verdict]
     rig = cmp.rigorous_at_worst
-    ratio = "the rigorous bound is infinite (n u >= 1)" if not np.isfinite(rig) else f"{cmp.abs_error_at_worst / rig if rig else float('inf'):.3g} x rigorous bound"
+    if cmp.verdict == "suspect" and not np.isfinite(rig):
+        what = ("above the expected (probabilistic) bound; the rigorous bound is vacuous (n u >= 1), so nothing "
+                "bounds it in the worst case" if vacuous_bound else
+                "above the expected (probabilistic) bound; the rigorous bound is beyond float64's range")
+    ratio = (("rigorous bound vacuous (n u >= 1)" if vacuous_bound else "rigorous bound beyond float64's range")
+             if not np.isfinite(rig) else f"{cmp.abs_error_at_worst / rig if rig else float('inf'):.3g} x rigorous bound")
+    exp_ratio = cmp.abs_error_at_worst / cmp.expected_at_worst if cmp.expected_at_worst else float("inf")
     msg = (f"{q}: {bad} of {cmp.size} element(s) {what}; worst at {list(cmp.worst_index)}: error {cmp.abs_error_at_worst:.6g} "
-           f"({ratio}, {cmp.abs_error_at_worst / cmp.expected_at_worst if cmp.expected_at_worst else float('inf'):.3g} x expected bound), "
+           f"({ratio}; error / expected bound = {exp_ratio:.3g}), "
            f"{cmp.ulp_error_at_worst:.4g} ULPs")
     return f"{msg}; {vacuous}" if vacuous else msg
 

@@ -143,3 +143,49 @@ def test_expected_bound_does_not_underflow_for_tiny_values() -> None:
     sb = step_bounds(inputs, np.array([[float(R)]]), exact, lr=1e-20, reduction="sum", fmt=get_format("float64"))
     # grad_b = 2e-295 correctly rounded errs by up to 2**-53 of it: the expected bound must allow that
     assert float(sb.expected["grad_b"][0]) >= 2.0**-53 * float(2 * R)
+
+
+def _const_impl(name: str, value: float):
+    from harness.implementations import Implementation, StepResult
+
+    def fn(X, y, W, b, *, lr, reduction, steps):  # type: ignore[no-untyped-def]
+        dt = X.dtype
+        D, K = W.shape
+        return [StepResult(np.array(value, dt), np.full((D, K), value, dt), np.full((K,), value, dt),
+                           np.full((D, K), value, dt), np.full((K,), value, dt)) for _ in range(steps)]
+
+    return Implementation(name=name, framework="numpy", fn=fn, kind="plugin")
+
+
+def test_end_to_end_wrong_sign_and_beyond_range() -> None:
+    from harness.cases import case_from_arrays
+    from harness.runner import verify
+
+    neg = case_from_arrays("f32-neg", [[1.0]], [[0.0]], [[-3e38]], [0.0], lr=0.5, dtypes=["float32"], reduction="sum")
+    recs = {r.quantity: r for r in verify([neg], [_const_impl("test-posinf", np.inf)], dtypes=["float32"])}
+    assert recs["grad_W"].verdict == "disagree" and recs["grad_b"].verdict == "disagree"
+    recs = {r.quantity: r for r in verify([neg], [_const_impl("test-neginf", -np.inf)], dtypes=["float32"])}
+    assert recs["loss"].verdict == "disagree" and "sum of squares" in recs["loss"].message
+    if np.finfo(np.longdouble).maxexp > 1024:
+        big = case_from_arrays("f64-beyond", [[1e300]], [[0.0]], [[1e300]], [0.0], lr=1e-300, dtypes=["float64"],
+                               reduction="sum")
+        recs = {r.quantity: r for r in verify([big], [_const_impl("test-zero", 0.0)], dtypes=["float64"])}
+        assert {r.verdict for r in recs.values()} == {"disagree"}
+
+
+def test_vacuous_rigorous_bound_is_not_shown_as_zero() -> None:
+    from harness.cases import case_from_arrays
+    from harness.runner import verify
+
+    rng = np.random.default_rng(1)
+    X = rng.uniform(-1, 1, (3000, 1))
+    case = case_from_arrays("f16-long", X, np.zeros((3000, 1)), [[0.5]], [0.25], lr=0.01, dtypes=["float16"],
+                            reduction="sum")
+    recs = {r.quantity: r for r in verify([case], [_const_impl("test-zero16", 0.0)], dtypes=["float16"])}
+    r = recs["grad_b"]
+    assert r.verdict == "suspect"
+    assert r.bound_ratio is None
+    assert "rigorous bound vacuous (n u >= 1)" in r.message and "error / expected bound =" in r.message
+    assert "N = 3000" in r.message
+    from harness.figures import NEAR_ZERO, ulp_caveat
+    assert ulp_caveat(r) != NEAR_ZERO
