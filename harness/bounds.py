@@ -109,6 +109,21 @@ by the rigorous one.
 correct evaluation can form ``inf - inf`` (two partial sums of opposite signs
 that can both overflow) or ``0 * inf`` (an overflowing intermediate times a
 zero input, a scale ``c`` or a learning rate that rounds or flushes to 0).
+``posinf_allowed`` and ``neginf_allowed`` split ``inf_allowed`` by sign: ``+inf``
+needs a positive term or partial sum beyond the range (the loss, a sum of squares
+times ``c > 0``, is never ``-inf``; ``W - lr' g`` is ``-inf`` where ``g`` can be
+``+inf``); the grading calls an infinity of the other sign ``disagree``.
+
+**Evaluating the bounds** in float64 can overflow (values near 1e300: the bound of
+``b' = -2e300`` is about 1e285, but its ``E_g`` term is 1e584) or underflow (the
+expected bound squares values: below about 1e-154 the squares vanish and a
+correctly rounded 1e-295 looked ``suspect``). Such bounds are re-evaluated in
+``np.longdouble`` (x86's 80-bit extended type, exponents to 1e4932), with exact
+values beyond float64 recomputed there; where a rigorous bound is still beyond
+float64 the record says so (:attr:`StepBounds.out_of_range`), and where the exact
+value is beyond float64 by more than the bound no finite result is accepted
+(:attr:`StepBounds.finite_impossible`). Without a wider exponent range (macOS
+arm64) the float64 evaluation stands and the message says the bound overflowed.
 """
 
 from __future__ import annotations
