@@ -109,6 +109,21 @@ by the rigorous one.
 correct evaluation can form ``inf - inf`` (two partial sums of opposite signs
 that can both overflow) or ``0 * inf`` (an overflowing intermediate times a
 zero input, a scale ``c`` or a learning rate that rounds or flushes to 0).
+``posinf_allowed`` and ``neginf_allowed`` split ``inf_allowed`` by sign: ``+inf``
+needs a positive term or partial sum beyond the range (the loss, a sum of squares
+times ``c > 0``, is never ``-inf``; ``W - lr' g`` is ``-inf`` where ``g`` can be
+``+inf``); the grading calls an infinity of the other sign ``disagree``.
+
+**Evaluating the bounds** in float64 can overflow (values near 1e300: the bound of
+``b' = -2e300`` is about 1e285, but its ``E_g`` term is 1e584) or underflow (the
+expected bound squares values: below about 1e-154 the squares vanish and a
+correctly rounded 1e-295 looked ``suspect``). Such bounds are re-evaluated in
+``np.longdouble`` (x86's 80-bit extended type, exponents to 1e4932), with exact
+values beyond float64 recomputed there; where a rigorous bound is still beyond
+float64 the record says so (:attr:`StepBounds.out_of_range`), and where the exact
+value is beyond float64 by more than the bound no finite result is accepted
+(:attr:`StepBounds.finite_impossible`). Without a wider exponent range (macOS
+arm64) the float64 evaluation stands and the message says the bound overflowed.
 """
 
 from __future__ import annotations
@@ -148,6 +163,15 @@ class StepBounds:
         vacuous: quantity -> why its rigorous bound is infinite (``n u >= 1``);
             absent where it is finite.
         flush_to_zero: whether the bounds allow flushing subnormals to zero.
+        posinf_allowed, neginf_allowed: quantity -> bool array, True where a correct
+            evaluation can produce ``+inf`` (``-inf``): an overflowing partial sum or term
+            of that sign (the loss, a sum of squares, is never ``-inf``); None = both
+            signs wherever ``inf_allowed`` (:meth:`signed_inf_allowed`).
+        finite_impossible: quantity -> bool array, True where the exact value is beyond
+            float64's range and farther from it than the rigorous bound: no correct
+            evaluation gives a finite result there. None = nowhere known.
+        out_of_range: quantity -> why a (non-vacuous) bound is infinite: it exceeds
+            float64's range (its size, from an extended-precision evaluation).
     """
 
     rigorous: dict[str, F64]
@@ -157,6 +181,17 @@ class StepBounds:
     note: str = ""
     vacuous: dict[str, str] = field(default_factory=dict)
     flush_to_zero: bool = False
+    posinf_allowed: dict[str, Mask] | None = None
+    neginf_allowed: dict[str, Mask] | None = None
+    finite_impossible: dict[str, Mask] | None = None
+    out_of_range: dict[str, str] = field(default_factory=dict)
+
+    def signed_inf_allowed(self, q: str) -> tuple[Mask, Mask]:
+        """(``+inf`` allowed, ``-inf`` allowed) for quantity ``q``: where a correct evaluation can
+        produce an infinity of that sign (both signs where only ``inf_allowed`` is known)."""
+        pos = self.inf_allowed[q] if self.posinf_allowed is None else self.posinf_allowed[q]
+        neg = self.inf_allowed[q] if self.neginf_allowed is None else self.neginf_allowed[q]
+        return pos, neg
 
     @property
     def may_overflow(self) -> dict[str, Mask]:
@@ -268,6 +303,11 @@ def residual_bound(X: F64, W: F64, b: F64, Y: F64, reg: Regime, ut: float) -> Re
         reg: the rounding model.
         ut: TF32's unit roundoff when the products' inputs are rounded to TF32, else 0.
     """
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _residual_bound(X, W, b, Y, reg, ut)
+
+
+def _residual_bound(X: F64, W: F64, b: F64, Y: F64, reg: Regime, ut: float) -> ResidualBound:
     d = X.shape[1]
     aX, aW, ab, aY = np.abs(X), np.abs(W), np.abs(b), np.abs(Y)
     absXW = aX @ aW
@@ -452,8 +492,9 @@ def expected_bounds(
 def overflow_masks(
     X: F64, Y: F64, W: F64, b: F64, R: F64, exact: Mapping[str, F64], rb: ResidualBound, gb: GradientBounds,
     c: float, lrs: list[float], reg: Regime, ut: float,
-) -> tuple[dict[str, Mask], dict[str, Mask]]:
-    """``inf_allowed`` and ``nan_allowed`` per quantity (module docstring).
+) -> tuple[dict[str, Mask], dict[str, Mask], dict[str, Mask], dict[str, Mask]]:
+    """``inf_allowed``, ``nan_allowed``, ``posinf_allowed`` and ``neginf_allowed`` per quantity
+    (module docstring).
 
     Magnitudes of intermediates are bounded with ``(1 + u)**n`` (the growth of ``n``
     roundings, finite where ``gamma_n`` is not). Signs are tracked so that
@@ -508,6 +549,9 @@ def overflow_masks(
 
             gpos = G_G * (mm(Xp, Sp) + mm(Xn, Sn))
             gneg = G_G * (mm(Xp, Sn) + mm(Xn, Sp))
+            # +inf needs a positive term or partial sum beyond the range, -inf a negative one
+            # (s = 2c > 0 keeps the signs; a zero scale times inf is NaN, not inf)
+            signed.append((gpos > big, gneg > big))
             ginf = (gpos > big) | (gneg > big)
             zero_x = (Xm == 0).astype(float)
             nan = ((gpos > big) & (gneg > big)) | ((zero_x.T @ (s_pinf | s_ninf).astype(float)) > 0)
@@ -516,11 +560,16 @@ def overflow_masks(
             nan = nan | (ginf & c_zero)
             return ginf, nan
 
+        signed: list[tuple[Mask, Mask]] = []
         gW_inf, gW_nan = reduce(X)
         gb_inf, gb_nan = reduce(np.ones((n, 1)))
         gb_inf, gb_nan = gb_inf[0], gb_nan[0]
         gW_inf = gW_inf | (np.abs(exact["grad_W"]) > big)
         gb_inf = gb_inf | (np.abs(exact["grad_b"]) > big)
+        gW_p = signed[0][0] | (exact["grad_W"] > big)
+        gW_n = signed[0][1] | (exact["grad_W"] < -big)
+        gb_p = signed[1][0][0] | (exact["grad_b"] > big)
+        gb_n = signed[1][1][0] | (exact["grad_b"] < -big)
         # ---- loss: squares (non-negative), a sum, a scale
         r_inf = r_pinf | r_ninf
         sq_inf = r_inf | (Rmag**2 * reg.growth(1) > big)
@@ -536,11 +585,31 @@ def overflow_masks(
             nan = g_nan | (g_inf & lr_zero)
             return inf, nan
 
+        def upd_signed(g_p: Mask, g_n: Mask, E_g: F64, g: F64, w: F64, new: F64) -> tuple[Mask, Mask]:
+            """Signs of inf in ``W - fl(lr' g)``: from an infinite g (the opposite sign for lr' > 0),
+            or from a product or difference whose positive (negative) part leaves the range."""
+            lr_pos, lr_neg = any(x > 0 for x in lrs), any(x < 0 for x in lrs)
+            g_hi = np.where(g_p, np.inf, np.clip(g + E_g, 0, None))  # largest positive g^
+            g_lo = np.where(g_n, np.inf, np.clip(-(g - E_g), 0, None))  # largest |negative g^|
+            # -p positive: lr' > 0 with g^ < 0, or lr' < 0 with g^ > 0
+            mp = (g_lo if lr_pos else 0.0) + (g_hi if lr_neg else 0.0)
+            mn = (g_hi if lr_pos else 0.0) + (g_lo if lr_neg else 0.0)
+            up = reg.growth(2) * (np.clip(w, 0, None) + lrm * mp)
+            un = reg.growth(2) * (np.clip(-w, 0, None) + lrm * mn)
+            pos = (lr_pos & g_n) | (lr_neg & g_p) | (up > big) | (new > big)
+            neg = (lr_pos & g_p) | (lr_neg & g_n) | (un > big) | (new < -big)
+            return pos, neg
+
         W_inf, W_nan = upd(gW_inf, gW_nan, gb.gW, np.abs(exact["grad_W"]), W, exact["W"])
         b_inf, b_nan = upd(gb_inf, gb_nan, gb.gb, np.abs(exact["grad_b"]), b, exact["b"])
+        W_p, W_n = upd_signed(gW_p, gW_n, gb.gW, exact["grad_W"], W, exact["W"])
+        b_p, b_n = upd_signed(gb_p, gb_n, gb.gb, exact["grad_b"], b, exact["b"])
     inf = {"loss": np.asarray(L_inf), "grad_W": gW_inf, "grad_b": gb_inf, "W": W_inf, "b": b_inf}
     nan = {"loss": np.asarray(L_nan), "grad_W": gW_nan, "grad_b": gb_nan, "W": W_nan, "b": b_nan}
-    return inf, nan
+    # the loss is a sum of squares times c > 0: never -inf
+    posinf = {"loss": np.asarray(L_inf), "grad_W": gW_p & gW_inf, "grad_b": gb_p & gb_inf, "W": W_p & W_inf, "b": b_p & b_inf}
+    neginf = {"loss": np.asarray(False), "grad_W": gW_n & gW_inf, "grad_b": gb_n & gb_inf, "W": W_n & W_inf, "b": b_n & b_inf}
+    return inf, nan, posinf, neginf
 
 
 def _vacuous_reasons(n: int, d: int, k: int, reg: Regime, rb: ResidualBound, gb: GradientBounds, gL: float) -> dict[str, str]:
@@ -597,8 +666,93 @@ def step_bounds(
     Returns:
         :class:`StepBounds` (absolute errors, same units as the quantities).
     """
-    X, Y, W, b = (np.asarray(inputs[k], dtype=np.float64) for k in ("X", "y", "W", "b"))
-    R = np.asarray(residual, dtype=np.float64)
+    sb = _step_bounds_in(np.float64, inputs, residual, exact, lr=lr, reduction=reduction, fmt=fmt, tf32=tf32,
+                         lr_held=lr_held, flush_to_zero=flush_to_zero)
+    return _rescue_overflowed_bounds(sb, inputs, residual, exact, lr=lr, reduction=reduction, fmt=fmt, tf32=tf32,
+                                     lr_held=lr_held, flush_to_zero=flush_to_zero)
+
+
+def _rescue_overflowed_bounds(
+    sb: StepBounds, inputs: Mapping[str, F64], residual: F64, exact: Mapping[str, F64], **kw: object,
+) -> StepBounds:
+    """Re-evaluate, in extended precision (``np.longdouble``, exponent range to 1e4932 on x86),
+    the bounds that are infinite in float64 only because evaluating them overflowed (not
+    vacuous): an infinite bound would accept any finite result. Exact values beyond float64
+    (residual, gradients, loss) are recomputed from the inputs in extended precision for those
+    elements (relative error ~2**-60, far inside the bounds' own ``u``). Where the bound is
+    still beyond float64 it stays ``inf`` and :attr:`StepBounds.out_of_range` says so; where
+    the exact value is beyond float64 by more than the bound, a finite result is impossible
+    (:attr:`StepBounds.finite_impossible`)."""
+    over = {q: (~np.isfinite(np.asarray(sb.rigorous[q])) | ~np.isfinite(np.asarray(sb.expected[q])))
+            for q in sb.rigorous if q not in sb.vacuous}
+    beyond = {q: ~np.isfinite(np.asarray(exact[q], dtype=np.float64)) for q in exact}
+    # the expected bounds square (and the loss's raises to the 4th power) the values: below
+    # 2**-200 or above 2**200 that underflows or overflows float64 (an expected bound of
+    # 2.5e-323 for a correctly rounded 1e-290): evaluate them in the wider type too
+    mags = [np.abs(np.asarray(v, dtype=np.float64)).ravel() for v in (*inputs.values(), residual, *exact.values())]
+    allm = np.concatenate(mags) if mags else np.zeros(0)
+    allm = allm[np.isfinite(allm) & (allm > 0)]
+    extreme = bool(allm.size and (allm.min() < 2.0**-200 or allm.max() > 2.0**200))
+    if not any(np.any(m) for m in over.values()) and not any(np.any(m) for m in beyond.values()) and not extreme:
+        return sb
+    ld = np.longdouble
+    if np.finfo(ld).maxexp <= np.finfo(np.float64).maxexp:  # no wider exponent here (e.g. macOS arm64)
+        for q, m in over.items():
+            if np.any(m):
+                sb.out_of_range[q] = ("the rigorous and/or expected bound overflowed float64 when evaluated and no "
+                                      "wider type is available here: it is infinite (no finite result is judged by it)")
+        return sb
+    X, Y, W, b = (np.asarray(inputs[k], dtype=ld) for k in ("X", "y", "W", "b"))
+    fmt = kw["fmt"]
+    assert isinstance(fmt, FloatFormat)
+    n, k = Y.shape
+    R64 = np.asarray(residual, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        R_ld = X @ W + b[None, :] - Y
+        R = np.where(np.isfinite(R64), R64.astype(ld), R_ld)
+        c = ld(1) if kw["reduction"] == "sum" else ld(1) / ld(n * k)
+        lr = ld(float(kw["lr"]))  # type: ignore[arg-type]
+        gW = 2 * c * (X.T @ R)
+        gb = 2 * c * R.sum(axis=0)
+        calc = {"loss": np.asarray(c * np.sum(R * R)), "grad_W": gW, "grad_b": gb, "W": W - lr * gW, "b": b - lr * gb}
+        ex = {q: np.where(np.isfinite(np.asarray(exact[q], dtype=np.float64)),
+                          np.asarray(exact[q], dtype=np.float64).astype(ld), calc[q]) for q in calc}
+        wide = _step_bounds_in(ld, inputs, R, ex, **kw)  # type: ignore[arg-type]
+        big64 = np.finfo(np.float64).max
+        finite_impossible = {}
+        for q in sb.rigorous:
+            rig_w = np.asarray(wide.rigorous[q])
+            if q in over and np.any(over[q]):
+                rig64 = np.where(over[q], rig_w.astype(np.float64), sb.rigorous[q])
+                exp64 = np.where(over[q], np.asarray(wide.expected[q]).astype(np.float64), sb.expected[q])
+                sb.rigorous[q] = np.asarray(rig64)
+                sb.expected[q] = np.asarray(np.minimum(exp64, rig64))
+                still = over[q] & ~np.isfinite(rig64)
+                if np.any(still):
+                    top = float(np.log10(np.max(np.where(still, rig_w, 0))))
+                    sb.out_of_range[q] = (f"the rigorous bound is beyond float64's range (about 1e{top:.0f}, from an "
+                                          "extended-precision evaluation; not vacuous): shown as inf")
+            elif extreme:  # the rigorous bound is fine in float64; the expected one's squares were not
+                exp_w = np.asarray(wide.expected[q]).astype(np.float64)
+                sb.expected[q] = np.asarray(np.minimum(exp_w, sb.rigorous[q]))
+            # finite results are impossible where |exact| - bound is still beyond float64
+            finite_impossible[q] = np.asarray(beyond[q] & (np.abs(ex[q]) - rig_w > big64))
+        sb.finite_impossible = finite_impossible
+    return sb
+
+
+def _step_bounds_in(
+    wd: type, inputs: Mapping[str, F64], residual: F64, exact: Mapping[str, F64], *, lr: float, reduction: str,
+    fmt: FloatFormat, tf32: bool = False, lr_held: float | None = None, flush_to_zero: bool = False,
+) -> StepBounds:
+    """:func:`step_bounds` evaluated in the floating type ``wd`` (float64, or longdouble for the rescue)."""
+    X: F64
+    Y: F64
+    W: F64
+    b: F64
+    X, Y, W, b = (np.asarray(inputs[k], dtype=wd) for k in ("X", "y", "W", "b"))
+    R: F64 = np.asarray(residual, dtype=wd)
+    exact = {q: np.asarray(v, dtype=wd) for q, v in exact.items()}
     n, d = X.shape
     k = W.shape[1]
     reg = Regime(fmt, bool(flush_to_zero or flush_to_zero_default(fmt)))
@@ -617,8 +771,9 @@ def step_bounds(
     expected_raw = expected_bounds(X, Y, W, b, R, exact, c, lr, dlr, reg, ut, rb, gb, U_L)
     with np.errstate(invalid="ignore"):
         # NaN (inf * 0 in a vacuous bound) and inf stay inf: a vacuous bound says nothing
-        rigorous = {q: np.nan_to_num(np.asarray(v, dtype=np.float64), nan=np.inf, posinf=np.inf) for q, v in rigorous.items()}
+        rigorous = {q: np.nan_to_num(np.asarray(v, dtype=wd), nan=np.inf, posinf=np.inf) for q, v in rigorous.items()}
         expected = {q: np.minimum(np.nan_to_num(expected_raw[q], nan=np.inf, posinf=np.inf), rigorous[q]) for q in rigorous}
-    inf_ok, nan_ok = overflow_masks(X, Y, W, b, R, exact, rb, gb, c, learning_rates(lr, lr_held, reg), reg, ut)
+    inf_ok, nan_ok, pinf_ok, ninf_ok = overflow_masks(X, Y, W, b, R, exact, rb, gb, c, learning_rates(lr, lr_held, reg), reg, ut)
     return StepBounds(rigorous=rigorous, expected=expected, inf_allowed=inf_ok, nan_allowed=nan_ok,
-                      vacuous=_vacuous_reasons(n, d, k, reg, rb, gb, gL), flush_to_zero=reg.ftz)
+                      vacuous=_vacuous_reasons(n, d, k, reg, rb, gb, gL), flush_to_zero=reg.ftz,
+                      posinf_allowed=pinf_ok, neginf_allowed=ninf_ok)

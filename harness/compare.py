@@ -13,9 +13,11 @@ error, and the ratio of the error to the rigorous and to the expected bound
   in the statistics (``max_abs_error`` and ``bound_ratio`` are then ``inf``);
 - ``overflow``: a non-finite element that a correct evaluation can produce
   (``inf`` where the exact value or an intermediate of some correct evaluation
-  order leaves the range, ``NaN`` where ``inf - inf`` or ``0 * inf`` is possible),
-  or a finite element whose exact value is beyond float64's range (no error can
-  be measured). These are left out of the statistics.
+  order leaves the range, *of a sign* some correct evaluation produces: the loss
+  is never ``-inf``; ``NaN`` where ``inf - inf`` or ``0 * inf`` is possible).
+  These are left out of the statistics. A finite element whose exact value is
+  beyond float64's range errs by at least ``2**970``: ``disagree`` unless the
+  rigorous bound is that large (then ``suspect``).
 
 A finite element is always graded against its bounds, even where overflow was
 possible. The quantity's verdict is the worst element's, in the order of
@@ -90,6 +92,9 @@ def compare(
     inf_allowed: npt.ArrayLike,
     fmt: FloatFormat,
     nan_allowed: npt.ArrayLike | None = None,
+    posinf_allowed: npt.ArrayLike | None = None,
+    neginf_allowed: npt.ArrayLike | None = None,
+    finite_impossible: npt.ArrayLike | None = None,
 ) -> Comparison:
     """Compare ``computed`` against the exact ``exact_hi + exact_lo``.
 
@@ -104,6 +109,12 @@ def compare(
         fmt: the dtype computed in (ULPs are counted in it).
         nan_allowed: per-element bool: a correct evaluation can form ``inf - inf``
             or ``0 * inf`` (:attr:`harness.bounds.StepBounds.nan_allowed`); None = nowhere.
+        posinf_allowed, neginf_allowed: per-element bool: ``+inf`` (``-inf``) is a correct
+            answer (:attr:`harness.bounds.StepBounds.posinf_allowed`); None = ``inf_allowed``.
+            An infinity of a sign no correct evaluation produces is ``disagree``.
+        finite_impossible: per-element bool: the exact value is beyond float64 by more than
+            the rigorous bound (:attr:`harness.bounds.StepBounds.finite_impossible`): a finite
+            result there is ``disagree``.
 
     Returns:
         a :class:`Comparison`.
@@ -113,8 +124,13 @@ def compare(
     lo = np.broadcast_to(np.asarray(exact_lo, dtype=np.float64), c.shape)
     rig = np.broadcast_to(np.asarray(rigorous, dtype=np.float64), c.shape)
     exp = np.broadcast_to(np.asarray(expected, dtype=np.float64), c.shape)
-    exact_out = ~np.isfinite(hi) | (np.abs(hi) > fmt.max_finite)
-    inf_ok = np.broadcast_to(np.asarray(inf_allowed, dtype=bool), c.shape) | exact_out
+    inf_any = np.broadcast_to(np.asarray(inf_allowed, dtype=bool), c.shape)
+    pos_ok = inf_any if posinf_allowed is None else np.broadcast_to(np.asarray(posinf_allowed, dtype=bool), c.shape)
+    neg_ok = inf_any if neginf_allowed is None else np.broadcast_to(np.asarray(neginf_allowed, dtype=bool), c.shape)
+    # an exact value beyond the range allows the infinity of its own sign
+    pos_ok = pos_ok | (hi > fmt.max_finite)
+    neg_ok = neg_ok | (hi < -fmt.max_finite)
+    inf_ok = np.where(c > 0, pos_ok, neg_ok)
     nan_ok = np.zeros(c.shape, dtype=bool) if nan_allowed is None else np.broadcast_to(np.asarray(nan_allowed, dtype=bool), c.shape)
     finite_c = np.isfinite(c)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -124,11 +140,22 @@ def compare(
     ulps = ulp_error(c, hi, lo, fmt)
     # a non-finite result a correct evaluation can produce, or a finite one whose exact
     # value float64 cannot hold (no error to measure): not graded against the bounds
-    overflowed = (np.isinf(c) & inf_ok) | (np.isnan(c) & nan_ok) | (finite_c & ~np.isfinite(hi))
+    # (a finite result whose exact value float64 cannot hold is graded: its error is
+    # at least 2**970, the distance from the overflow threshold to the largest double)
+    overflowed = (np.isinf(c) & inf_ok) | (np.isnan(c) & nan_ok)
     rr = _ratio(err, rig)
+    beyond = finite_c & ~np.isfinite(hi)
+    if beyond.any():
+        # error >= 2**970: above any finite bound below it; within a larger or infinite
+        # bound nothing is known (no error measurable): graded suspect there, not agree
+        imposs = rig < 2.0**970
+        if finite_impossible is not None:
+            imposs = imposs | np.broadcast_to(np.asarray(finite_impossible, dtype=bool), c.shape)
+        rr = np.where(beyond, np.where(imposs, np.inf, 1.0), rr)
     er = _ratio(err, exp)
     names = list(ELEMENT_VERDICTS)
     iv = {v: i for i, v in enumerate(names)}
+    er = np.where(beyond, np.inf, er)
     verdicts = np.where(er <= 1.0, iv["agree"], np.where(rr <= 1.0, iv["suspect"], iv["disagree"]))
     verdicts = np.where(overflowed, iv["overflow"], verdicts)
     counts = {name: int(np.sum(verdicts == i)) for i, name in enumerate(names)}

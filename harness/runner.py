@@ -332,6 +332,34 @@ def _call_with_settings(impl: Implementation, inputs: Mapping[str, Any], lr: flo
             torch.set_float32_matmul_precision(old_prec)
 
 
+def _complex_or_object(value: Any) -> str | None:
+    """``"complex values: ..."`` or ``"object values: ..."`` where a value is complex or an object
+    array (converting it to float64 would drop the imaginary part or coerce arbitrary objects)."""
+    if isinstance(value, complex):
+        return f"complex values: {value!r}"
+    dt = getattr(value, "dtype", None)
+    if dt is None:
+        if isinstance(value, list | tuple):
+            try:
+                dt = np.asarray(value).dtype
+            except Exception:
+                return None
+        else:
+            return None
+    is_complex = getattr(dt, "is_complex", None)
+    if isinstance(is_complex, bool) and is_complex:  # torch.dtype
+        return f"complex values: dtype {dt}"
+    try:
+        kind = np.dtype(dt).kind
+    except TypeError:
+        return None
+    if kind == "c":
+        return f"complex values: dtype {dt}"
+    if kind == "O":
+        return f"object values: dtype {dt}"
+    return None
+
+
 def _validate(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFormat | None = None) -> str | None:
     """Why the returned steps cannot be graded (None when they can).
 
@@ -349,6 +377,9 @@ def _validate(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFormat
                 return f"step {t}: result has no field {name!r} (return harness.StepResult(loss, grad_W, grad_b, W, b))"
             if getattr(res, name) is None and name.startswith("grad"):
                 return none_message(name, t)
+            bad_kind = _complex_or_object(getattr(res, name))
+            if bad_kind:
+                return f"step {t}: {name} returned {bad_kind}: return real floating-point values of the case's dtype"
             try:
                 arr = to_float64(getattr(res, name))
             except Exception as exc:
@@ -376,8 +407,10 @@ def _grade_step(
     residual = ex.residual.to_float64()
     records = []
     for q in QUANTITIES:
+        pinf, ninf = bounds.signed_inf_allowed(q)
         cmp = compare(out[q], hilo[q][0], hilo[q][1], bounds.rigorous[q], bounds.expected[q], bounds.inf_allowed[q], fmt,
-                      nan_allowed=bounds.nan_allowed[q])
+                      nan_allowed=bounds.nan_allowed[q], posinf_allowed=pinf, neginf_allowed=ninf,
+                      finite_impossible=(getattr(bounds, "finite_impossible", None) or {}).get(q))
         idx = cmp.worst_index
         exact_f = ex.values[q].fraction_at(idx)
         computed = float(out[q][idx])
@@ -388,8 +421,13 @@ def _grade_step(
             exact=decimal_string(exact_f), exact_rational=_rational(exact_f), computed=repr(computed),
             rigorous_bound=cmp.rigorous_at_worst, expected_bound=cmp.expected_at_worst,
             abs_error_at_worst=cmp.abs_error_at_worst, ulp_error_at_worst=cmp.ulp_error_at_worst,
-            counts=cmp.counts, oracle_method=ex.method, message=_message(q, cmp, fmt, bounds.vacuous.get(q, "")), **base,
+            counts=cmp.counts, oracle_method=ex.method, message=_message(q, cmp, fmt, bounds.vacuous.get(q, "") or getattr(bounds, "out_of_range", {}).get(q, ""),
+                             vacuous_bound=q in bounds.vacuous),
+            **base,
         )
+        if not np.isfinite(cmp.rigorous_at_worst) and cmp.bound_ratio == 0 and cmp.max_abs_error > 0:
+            # error / inf reads 0, as if exact: there is no rigorous ratio (vacuous or beyond float64)
+            rec.bound_ratio = None
         if written is not None:
             wf = written.values[q].fraction_at(idx)
             rec.exact_written = decimal_string(wf)
@@ -424,8 +462,9 @@ def _name_flush_to_zero(
         q = rec.quantity
         if rec.verdict != "disagree":
             continue
+        pinf, ninf = ftz.signed_inf_allowed(q)
         cmp = compare(out[q], hilo[q][0], hilo[q][1], ftz.rigorous[q], ftz.expected[q], ftz.inf_allowed[q], fmt,
-                      nan_allowed=ftz.nan_allowed[q])
+                      nan_allowed=ftz.nan_allowed[q], posinf_allowed=pinf, neginf_allowed=ninf)
         if cmp.verdict != "disagree":
             rec.message = (f"flush-to-zero: {q} is within the bound of an evaluation that flushes subnormal inputs, "
                            f"intermediates or results to zero ({cmp.bound_ratio:.3g} x that bound), not within the "
@@ -433,7 +472,7 @@ def _name_flush_to_zero(
                            "declare it: @harness.implementation(..., flush_to_zero=True) or --flush-to-zero; " + rec.message)
 
 
-def _message(q: str, cmp: Any, fmt: FloatFormat, vacuous: str = "") -> str:
+def _message(q: str, cmp: Any, fmt: FloatFormat, vacuous: str = "", vacuous_bound: bool = True) -> str:
     if cmp.verdict == "agree":
         return f"{q}: {vacuous}" if vacuous else ""
     bad = cmp.counts.get(cmp.verdict, 0)
@@ -441,16 +480,23 @@ def _message(q: str, cmp: Any, fmt: FloatFormat, vacuous: str = "") -> str:
     if cmp.verdict == "disagree" and not np.isfinite(c):
         what = "NaN" if np.isnan(c) else repr(c)
         why = ("no correct evaluation forms inf - inf or 0 * inf here" if np.isnan(c)
-               else f"no intermediate of a correct evaluation leaves {fmt.name}'s range here")
+               else "a sum of squares, never negative" if q == "loss" and c < 0
+               else f"no correct evaluation gives {what} here: no intermediate of that sign leaves {fmt.name}'s range")
         msg = (f"{q}: {bad} of {cmp.size} element(s) above the rigorous error bound; worst at {list(cmp.worst_index)}: "
                f"{what} where the exact value is {cmp.exact_at_worst:.6g} ({why})")
         return f"{msg}; {vacuous}" if vacuous else msg
     what = {"disagree": "above the rigorous error bound", "suspect": "above the expected (probabilistic) bound but within the rigorous one",
             "overflow": f"out of {fmt.name}'s range (the exact value, or an intermediate of a correct evaluation)"}[cmp.verdict]
     rig = cmp.rigorous_at_worst
-    ratio = "the rigorous bound is infinite (n u >= 1)" if not np.isfinite(rig) else f"{cmp.abs_error_at_worst / rig if rig else float('inf'):.3g} x rigorous bound"
+    if cmp.verdict == "suspect" and not np.isfinite(rig):
+        what = ("above the expected (probabilistic) bound; the rigorous bound is vacuous (n u >= 1), so nothing "
+                "bounds it in the worst case" if vacuous_bound else
+                "above the expected (probabilistic) bound; the rigorous bound is beyond float64's range")
+    ratio = (("rigorous bound vacuous (n u >= 1)" if vacuous_bound else "rigorous bound beyond float64's range")
+             if not np.isfinite(rig) else f"{cmp.abs_error_at_worst / rig if rig else float('inf'):.3g} x rigorous bound")
+    exp_ratio = cmp.abs_error_at_worst / cmp.expected_at_worst if cmp.expected_at_worst else float("inf")
     msg = (f"{q}: {bad} of {cmp.size} element(s) {what}; worst at {list(cmp.worst_index)}: error {cmp.abs_error_at_worst:.6g} "
-           f"({ratio}, {cmp.abs_error_at_worst / cmp.expected_at_worst if cmp.expected_at_worst else float('inf'):.3g} x expected bound), "
+           f"({ratio}; error / expected bound = {exp_ratio:.3g}), "
            f"{cmp.ulp_error_at_worst:.4g} ULPs")
     return f"{msg}; {vacuous}" if vacuous else msg
 
