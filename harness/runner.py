@@ -375,8 +375,10 @@ def _validate(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFormat
         for name in QUANTITIES:
             if not hasattr(res, name):
                 return f"step {t}: result has no field {name!r} (return harness.StepResult(loss, grad_W, grad_b, W, b))"
-            if getattr(res, name) is None and name.startswith("grad"):
-                return none_message(name, t)
+            if getattr(res, name) is None:
+                if name.startswith("grad"):
+                    return none_message(name, t)
+                return f"step {t}: {name} is None: return its value (a tensor or array in the case's dtype)"
             bad_kind = _complex_or_object(getattr(res, name))
             if bad_kind:
                 return f"step {t}: {name} returned {bad_kind}: return real floating-point values of the case's dtype"

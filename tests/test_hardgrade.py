@@ -4,6 +4,8 @@ vacuous rigorous bounds)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -189,3 +191,21 @@ def test_vacuous_rigorous_bound_is_not_shown_as_zero() -> None:
     assert "N = 3000" in r.message
     from harness.figures import NEAR_ZERO, ulp_caveat
     assert ulp_caveat(r) != NEAR_ZERO
+
+
+def test_a_none_loss_is_an_error_not_disagree():
+    """Issue 11: a step returning None for the loss was graded disagree (None read as NaN); it returns nothing to grade: error."""
+    from harness.cases import load_cases
+    from harness.implementations import resolve
+    from harness.implementations.registry import Implementation
+    from harness.runner import verify
+
+    hand = resolve(["numpy-hand"])[0].fn
+
+    def none_loss(X, y, W, b, *, lr, reduction, steps):
+        return [r._replace(loss=None) for r in hand(X, y, W, b, lr=lr, reduction=reduction, steps=steps)]
+
+    impl = Implementation("test-none-loss", "numpy", none_loss)
+    cases = [c for c in load_cases([Path(__file__).resolve().parent.parent / "cases" / "seed.toml"]).cases if c.id == "seed"]
+    recs = verify(cases, [impl], dtypes=["float32"])
+    assert [r.verdict for r in recs] == ["error"] and "loss is None" in recs[0].message
