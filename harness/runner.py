@@ -167,8 +167,13 @@ def check_case(
     if not all(np.isfinite(v).all() for v in seen.values()):
         bad = [key for key, v in seen.items() if not np.isfinite(v).all()]
         return [_whole_run_record(base, "overflow", f"inputs {', '.join(bad)} overflow {dtype}: they are inf once rounded")]
+    with np.errstate(all="ignore"):
+        lr_held = case.lr_in(fmt)
+    if not np.isfinite(lr_held):  # the step would multiply by inf: a property of the case, not of the implementation
+        return [_whole_run_record(base, "invalid-input", f"lr = {float(case.lr):g} overflows {dtype}: it is inf once rounded "
+                                  f"to {dtype} (largest finite {dtype}: {fmt.max_finite:g}); not graded in {dtype}")]
     lr_float = float(case.lr)
-    lr_oracle = Fraction(case.lr_in(fmt))
+    lr_oracle = Fraction(lr_held)
     runs = max(1, opts.repeat)
     all_results: list[Any] = []
     for run in range(1, runs + 1):

@@ -35,8 +35,8 @@ A failing record whose ``known_bug`` field is set (the implementation probed the
 framework and found a known bug, e.g. torch's CPU fused SGD in half precision)
 keeps its verdict and is reported everywhere, but fails a run only with
 ``strict``: the harness found a framework's bug, not the user's.  A run with no
-graded record at all (empty, or every record ``unsupported`` or ``invalid-input``)
-fails: nothing graded is never a pass.
+graded record at all (empty, or every record ``unsupported``, ``invalid-input``, or a
+whole-run ``overflow`` record: inputs that overflow the dtype) fails: nothing graded is never a pass.
 """
 
 from __future__ import annotations
@@ -118,9 +118,18 @@ def failures(records: Iterable[R], strict: bool = False) -> list[R]:
     return [r for r in records if fails(r, strict)]
 
 
+def graded(rec: Verdicted) -> bool:
+    """Whether ``rec`` says something about an implementation's correctness: not ``unsupported`` or
+    ``invalid-input``, and not a whole-run record (quantity ``"*"``) other than ``error`` (a whole-run
+    ``overflow``, inputs that are inf once rounded to the dtype, graded nothing)."""
+    if rec.verdict in NOT_GRADED:
+        return False
+    return not (rec.quantity == "*" and rec.verdict != "error")
+
+
 def nothing_graded(records: Iterable[Verdicted]) -> bool:
-    """True when no record says anything about correctness (none, or all unsupported/invalid-input)."""
-    return all(r.verdict in NOT_GRADED for r in records)
+    """True when no record says anything about correctness (none, or none :func:`graded`)."""
+    return not any(graded(r) for r in records)
 
 
 def first_failure(records: Sequence[R], strict: bool = False) -> R | None:
@@ -177,7 +186,8 @@ def run_outcome(records: Sequence[Verdicted], *, strict: bool = False, load_erro
         reasons.append(f"{'exit 2' if code == 2 else 'also'}: bad input: {', '.join(what)}")
     if nothing_graded(records):
         code = code or 1
-        reasons.append("exit 1: nothing was graded (no record, or every record is unsupported or invalid-input): nothing graded is no pass"
+        reasons.append("exit 1: nothing was graded (no record, or every record is unsupported, invalid-input or a whole-run overflow): "
+                       "nothing graded is no pass"
                        if code == 1 else "nothing was graded")
     if code == 0:
         notes = []

@@ -123,3 +123,93 @@ def test_a_plugin_named_like_a_stdlib_module_does_not_replace_it(tmp_path):
         load_plugin(str(tmp_path / "json.py"))  # twice: the same module, no clash
     finally:
         REGISTRY.pop("test-hr-json", None)
+
+
+OVERFLOWING = textwrap.dedent('''
+    [[case]]
+    id = "x-beyond-f16"
+    X = [[1e6]]
+    y = [[2.0]]
+    W = [[0.5]]
+    b = [0.0]
+    lr = 0.1
+    dtypes = ["float16"]
+''')
+
+
+def test_inputs_that_overflow_the_dtype_grade_nothing_and_fail(tmp_path):
+    from harness.records import Record
+    from harness.verdicts import nothing_graded, run_outcome
+
+    whole = Record(case="c", implementation="i", device="cpu", dtype="float16", quantity="*", step=0, verdict="overflow")
+    assert nothing_graded([whole]) and run_outcome([whole]).code == 1
+    err = Record(case="c", implementation="i", device="cpu", dtype="float16", quantity="*", step=0, verdict="error")
+    assert not nothing_graded([whole, err])
+    (tmp_path / "ovf.toml").write_text(OVERFLOWING)
+    out = _check(tmp_path, "--cases", str(tmp_path / "ovf.toml"), "--implementations", "numpy-hand",
+                 "--isolation", "inline", "--results", str(tmp_path / "r.jsonl"))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "nothing was graded" in out.stdout
+
+
+SWEEP = '''
+def test_one(harness_case, harness_dtype, harness_implementation, harness_device, harness_check):
+    harness_check(harness_case, harness_implementation, harness_device, harness_dtype)
+'''
+
+
+def test_pytest_session_that_graded_nothing_fails(pytester, monkeypatch):
+    from tests.test_pytest_plugin import CASE_FILE
+    from tests.test_pytest_plugin import _env as plugin_env
+
+    plugin_env(monkeypatch)
+    pytester.makefile(".toml", cases=CASE_FILE)
+    pytester.makepyfile(test_sweep=SWEEP)
+    args = ["-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "--harness-cases", "cases.toml", "--harness-devices", "cpu"]
+    ok = pytester.runpytest_subprocess(*args, "--harness-implementations", "numpy-hand", "--harness-dtypes", "float64")
+    assert ok.ret == 0 and "nothing was graded" not in ok.stdout.str()
+    # torch-fused-sgd-like unsupported pairs: numpy has no bfloat16
+    unsupported = pytester.runpytest_subprocess(*args, "--harness-implementations", "numpy-hand", "--harness-dtypes", "bfloat16")
+    assert unsupported.ret == 1 and "harness: nothing was graded" in unsupported.stdout.str(), unsupported.stdout.str()
+    from harness.shard import shard_index
+
+    empty = 2 if shard_index("tiny-fit", 2) == 1 else 1
+    shard = pytester.runpytest_subprocess(*args, "--harness-implementations", "numpy-hand", "--harness-shard", f"{empty}/2")
+    assert shard.ret == 1 and "harness: nothing was graded" in shard.stdout.str(), shard.stdout.str()
+
+
+def test_output_paths_must_be_regular_files_and_not_inputs(tmp_path):
+    from harness.errors import UsageError
+    from harness.records import check_output_path
+
+    fifo = tmp_path / "fifo.jsonl"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError, match="FIFO"):
+        check_output_path(fifo, "--results")
+    target = tmp_path / "target.txt"
+    target.write_text("keep me")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    with pytest.raises(UsageError, match="symbolic link"):
+        check_output_path(link, "--results")
+    case_file = tmp_path / "cases.toml"
+    case_file.write_text(OVERFLOWING)
+    with pytest.raises(UsageError, match="input files"):
+        check_output_path(tmp_path / "." / "cases.toml", "--results", [case_file])
+    assert check_output_path(tmp_path / "fresh.jsonl", "--results", [case_file]) == tmp_path / "fresh.jsonl"
+    out = _check(tmp_path, "--cases", str(case_file), "--implementations", "numpy-hand", "--isolation", "inline",
+                 "--results", str(case_file))
+    assert out.returncode == 2 and "input files" in out.stderr, out.stdout + out.stderr
+    assert case_file.read_text() == OVERFLOWING and target.read_text() == "keep me"
+
+
+def test_an_lr_beyond_the_dtypes_range_is_invalid_input_for_that_dtype():
+    from harness.cases import make_case
+    from harness.runner import verify
+
+    case = make_case("lr-beyond-f16", [[1.0]], [[2.0]], [[0.5]], [0.0], lr=70000, steps=1, reduction="sum",
+                     dtypes=["float16", "float32"])
+    recs = verify([case], ["numpy-hand"], dtypes=["float16", "float32"])
+    f16 = [r for r in recs if r.dtype == "float16"]
+    assert len(f16) == 1 and f16[0].verdict == "invalid-input" and "lr = 70000 overflows float16" in f16[0].message, f16
+    assert all(r.verdict != "error" for r in recs if r.dtype == "float32")
