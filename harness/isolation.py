@@ -47,7 +47,11 @@ can deadlock in libgomp. The fork server is a fresh process that imports
 :mod:`harness._preload` once (torch, ``torch._dynamo``, the built-ins and the
 SymPy derivations: imports and pure-Python work only, single-threaded, no CUDA
 context) and forks clean workers from it; it lives as long as the parent, so
-later pools start in milliseconds. Measured on the 2-core CPU-only development
+later pools start in milliseconds. A ``check`` that is killed outright (SIGKILL) leaves
+nothing running: the fork server exits when the parent's end of its pipe closes (each
+worker closes the copy of that end it inherits), and on Linux each worker asks the kernel
+(``prctl(PR_SET_PDEATHSIG, SIGKILL)``) to be killed when the fork server dies, even
+in the middle of a step that hangs. Measured on the 2-core CPU-only development
 box (shared, so noisy; torch 2.13): time to the first results of a new 2-worker
 pool, fork 0.07 s, forkserver 3.1 s (the server's one import of torch), spawn
 6.0 s (every worker imports torch). Grading every default implementation on
@@ -264,6 +268,19 @@ def _init_worker(plugins: Sequence[str], cwd: str, path: Sequence[str]) -> None:
 def _die_with_parent() -> None:
     """Linux: SIGKILL this worker when its parent (the fork server, or the supervisor) dies, so that
     a SIGKILLed ``check`` leaves no worker running a hanging step (prctl(PR_SET_PDEATHSIG))."""
+    # the fork server exits when the supervisor's end of its "alive" pipe closes; but every child it forks
+    # inherits a copy of that write end (so that the child could ask it for processes in turn), so a worker
+    # kept the server alive after a SIGKILLed supervisor, and the server kept the worker: close the copy
+    try:
+        from multiprocessing import forkserver
+
+        server = getattr(forkserver, "_forkserver", None)
+        fd = getattr(server, "_forkserver_alive_fd", None)
+        if fd is not None:
+            os.close(fd)
+            server._forkserver_alive_fd = None  # type: ignore[union-attr]
+    except (OSError, AttributeError, ImportError):  # pragma: no cover - another multiprocessing
+        pass
     if not sys.platform.startswith("linux"):
         return
     try:

@@ -213,3 +213,66 @@ def test_an_lr_beyond_the_dtypes_range_is_invalid_input_for_that_dtype():
     f16 = [r for r in recs if r.dtype == "float16"]
     assert len(f16) == 1 and f16[0].verdict == "invalid-input" and "lr = 70000 overflows float16" in f16[0].message, f16
     assert all(r.verdict != "error" for r in recs if r.dtype == "float32")
+
+
+HANG = textwrap.dedent('''
+    import os, time
+    import harness
+
+    @harness.implementation("h-hang", framework="numpy")
+    def hang(X, y, W, b, *, lr, reduction, steps):
+        open(os.environ["HR_STARTED"], "w").close()
+        while True:
+            time.sleep(0.5)
+''')
+
+
+def _marked_pids(marker: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                env = fh.read()
+            with open(f"/proc/{entry}/stat", encoding="ascii") as fh:
+                state = fh.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if f"HR_MARKER={marker}".encode() in env.split(b"\0") and state != "Z":
+            pids.append(int(entry))
+    return pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_PDEATHSIG) and /proc: Linux")
+def test_sigkill_of_check_leaves_no_worker_running(tmp_path):
+    import signal
+    import time
+    import uuid
+
+    (tmp_path / "hang.py").write_text(HANG)
+    marker = uuid.uuid4().hex
+    started = tmp_path / "started"
+    env = {**_env(), "HR_MARKER": marker, "HR_STARTED": str(started)}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "check", "--report", "none", "-q", "--cases", str(CASES / "seed.toml"),
+                             "--case", "seed", "--dtypes", "float64", "--plugin", str(tmp_path / "hang.py"),
+                             "--implementations", "h-hang", "--jobs", "1", "--timeout", "600",
+                             "--results", str(tmp_path / "r.jsonl")], env=env, cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert started.exists(), "the hanging step never started"
+        assert len(_marked_pids(marker)) >= 3  # check, the fork server, the worker
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 10
+        while _marked_pids(marker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _marked_pids(marker) == [], "processes of the killed run are still running"
+    finally:
+        for pid in _marked_pids(marker):  # only this run's processes (by their unique marker)
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
