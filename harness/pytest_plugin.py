@@ -93,6 +93,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-timeout", type=float, metavar="SECONDS", default=None,
                     help="with --harness-isolation process: seconds one case/implementation/device/dtype may take "
                          "(default: 60 s plus 1 s per million N*D*K*steps)")
+    group.addoption("--harness-flush-to-zero", action="store_true", default=False,
+                    help="grade every implementation with the flush-to-zero bounds (subnormal inputs, intermediates and results "
+                         "may be flushed to zero), as `check --flush-to-zero`")
     group.addoption("--harness-shard", metavar="K/N", default=None,
                     help="only shard K of N of the cases, by a stable hash (CRC-32) of the case id: the N shards are disjoint and "
                          "cover every case (as `check --shard`); merge their results files with `python -m harness report`")
@@ -154,6 +157,7 @@ class HarnessOptions:
     shard: tuple[int, int] | None = None
     isolation: str = "inline"
     timeout: float | None = None
+    flush_to_zero: bool = False
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> HarnessOptions:
@@ -177,6 +181,7 @@ class HarnessOptions:
             isolation=config.getoption("--harness-isolation"),
             timeout=config.getoption("--harness-timeout"),
             shard=_shard_option(config.getoption("--harness-shard")),
+            flush_to_zero=bool(config.getoption("--harness-flush-to-zero")),
         )
 
 
@@ -249,7 +254,10 @@ class HarnessState:
             extra += ["--tf32", "on"]
         if self.options.matmul_precision != "highest":
             extra += ["--matmul-precision", self.options.matmul_precision]
-        return RunOptions(tf32=self.options.tf32, matmul_precision=self.options.matmul_precision, extra_repro=extra)
+        if self.options.flush_to_zero:
+            extra += ["--flush-to-zero"]
+        return RunOptions(tf32=self.options.tf32, matmul_precision=self.options.matmul_precision, extra_repro=extra,
+                          flush_to_zero=self.options.flush_to_zero)
 
     def run_isolated(self, cases: Iterable[Case], impl: Implementation, devices: Sequence[str], dtypes: Any, opts: Any) -> list[Record]:
         """Grade ``impl`` in one supervised worker process (``--harness-isolation process``): a crash,

@@ -276,3 +276,30 @@ def test_sigkill_of_check_leaves_no_worker_running(tmp_path):
             os.kill(pid, signal.SIGKILL)
         if proc.poll() is None:
             proc.kill()
+
+
+def test_readme_test_each_example_and_flush_to_zero_option(pytester, monkeypatch):
+    import re
+
+    from tests.test_pytest_plugin import CASE_FILE
+    from tests.test_pytest_plugin import _env as plugin_env
+
+    plugin_env(monkeypatch)
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "def test_each(" in b)
+    each = "import harness\nfrom harness.api import raise_on_failure\n\n" + block[block.index("def test_each("):]
+    each += textwrap.dedent('''
+
+        def test_options(harness_options, harness_check, harness_cases):
+            assert harness_options.flush_to_zero
+            recs = harness_check(harness_cases[0], "numpy-hand", "cpu", "float64")
+            assert "--flush-to-zero" in recs[0].repro
+    ''')
+    pytester.makefile(".toml", cases=CASE_FILE)
+    pytester.makepyfile(test_each=each)
+    for flag in ("--harness-isolation", "--harness-timeout", "--harness-shard", "--harness-flush-to-zero"):
+        assert f"`{flag}" in readme, flag
+    result = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "--harness-cases", "cases.toml",
+                                           "--harness-implementations", "numpy-hand", "--harness-devices", "cpu",
+                                           "--harness-dtypes", "float64", "--harness-flush-to-zero")
+    result.assert_outcomes(passed=2)
