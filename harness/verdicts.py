@@ -41,9 +41,9 @@ whole-run ``overflow`` record: inputs that overflow the dtype) fails: nothing gr
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 #: Record-level verdicts, from best to worst (the severity order).
 VERDICTS = ("agree", "unsupported", "overflow", "suspect", "invalid-input", "disagree", "error")
@@ -161,7 +161,7 @@ def run_outcome(records: Sequence[Verdicted], *, strict: bool = False, load_erro
     """Decide a run's exit code from its records (and the number of case files or cases that failed to load)."""
     from collections import Counter
 
-    bad = failures(records, strict)
+    bad = _FROZEN["failures"](records, strict)
     counts = Counter(r.verdict for r in bad)
     known = [r for r in records if r.known_bug and r.verdict in FAILING + STRICT_ONLY]
     reasons: list[str] = []
@@ -184,7 +184,7 @@ def run_outcome(records: Sequence[Verdicted], *, strict: bool = False, load_erro
         if counts["invalid-input"]:
             what.append(f"{counts['invalid-input']} invalid-input record(s)")
         reasons.append(f"{'exit 2' if code == 2 else 'also'}: bad input: {', '.join(what)}")
-    if nothing_graded(records):
+    if _FROZEN["nothing_graded"](records):
         code = code or 1
         reasons.append("exit 1: nothing was graded (no record, or every record is unsupported, invalid-input or a whole-run overflow): "
                        "nothing graded is no pass"
@@ -197,3 +197,26 @@ def run_outcome(records: Sequence[Verdicted], *, strict: bool = False, load_erro
             notes.append("the known framework bug above is reported, not counted")
         reasons.append(f"exit 0: every graded record passes{' (' + '; '.join(notes) + ')' if notes else ''}")
     return RunOutcome(code, reasons)
+
+
+def _frozen_fails(rec: Verdicted, strict: bool = False, _severity: frozenset[str] = frozenset(SEVERITY),
+                  _failing: frozenset[str] = frozenset(FAILING), _strict: frozenset[str] = frozenset(STRICT_ONLY)) -> bool:
+    if rec.verdict not in _severity:
+        return True
+    if rec.verdict not in (_failing | _strict if strict else _failing):
+        return False
+    return strict or not rec.known_bug
+
+
+def _frozen_graded(rec: Verdicted, _not_graded: tuple[str, ...] = NOT_GRADED) -> bool:
+    return rec.verdict not in _not_graded and not (rec.quantity == "*" and rec.verdict != "error")
+
+
+#: The policy :func:`run_outcome` applies, bound when this module is imported: a plug-in that
+#: replaces ``harness.verdicts.failures`` (or ``fails``, ``nothing_graded``) in the process that
+#: decides the exit code does not change it. (A plug-in runs arbitrary Python in that process:
+#: this stops the obvious patch, not a determined one; see README, "Limits of isolation".)
+_FROZEN: dict[str, Callable[..., Any]] = {
+    "failures": lambda records, strict=False: [r for r in records if _frozen_fails(r, strict)],
+    "nothing_graded": lambda records: not any(_frozen_graded(r) for r in records),
+}

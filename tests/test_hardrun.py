@@ -303,3 +303,28 @@ def test_readme_test_each_example_and_flush_to_zero_option(pytester, monkeypatch
                                            "--harness-implementations", "numpy-hand", "--harness-devices", "cpu",
                                            "--harness-dtypes", "float64", "--harness-flush-to-zero")
     result.assert_outcomes(passed=2)
+
+
+PATCHER = textwrap.dedent('''
+    import numpy as np
+    import harness
+    import harness.verdicts as v
+
+    v.failures = lambda records, strict=False: []
+    v.fails = lambda rec, strict=False: False
+    v.nothing_graded = lambda records: False
+
+    @harness.implementation("h-wrong-patched", framework="numpy")
+    def step(X, y, W, b, *, lr, reduction, steps):
+        D, K = W.shape
+        one = np.ones((D, K), X.dtype)
+        return [harness.StepResult(np.array(1, X.dtype), one, np.ones(K, X.dtype), one, np.ones(K, X.dtype))] * steps
+''')
+
+
+def test_a_plugin_that_patches_the_verdict_policy_does_not_change_the_exit_code(tmp_path):
+    (tmp_path / "patcher.py").write_text(PATCHER)
+    out = _check(tmp_path, "--cases", str(CASES / "seed.toml"), "--case", "seed", "--dtypes", "float32",
+                 "--plugin", str(tmp_path / "patcher.py"), "--implementations", "h-wrong-patched", "--isolation", "inline",
+                 "--results", str(tmp_path / "r.jsonl"))
+    assert out.returncode == 1 and "disagree record(s) fail" in out.stdout, out.stdout + out.stderr
