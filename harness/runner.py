@@ -28,7 +28,7 @@ from .errors import UsageError
 from .exact import ScaledInts
 from .floats import FloatFormat, decimal_string, get_format, round_to_format, ulp_error
 from .implementations import Implementation, implementation_of, resolve
-from .isolation import exit_message, mutated_inputs, mutation_message, reraise_real_interrupt, snapshot
+from .isolation import mutated_inputs, mutation_message, reraise_real_interrupt, snapshot
 from .oracle import ExactStep, exact_inputs_from_floats, exact_inputs_from_written, exact_step, exact_trajectory
 from .records import Record
 from .semantics import annotate, none_message
@@ -267,7 +267,16 @@ def _run_once(
         return [_outputs(res, n, d, k) for res in list(results)]
     except BaseException as exc:
         reraise_real_interrupt(exc)
-        return _Failed("error", which + f"reading its results raised {_exc_text(exc)}; not graded")
+        what = (f"called sys.exit({'' if exc.code is None else _safe_repr(exc.code)})" if isinstance(exc, SystemExit)
+                else f"raised {_exc_text(exc)}")
+        return _Failed("error", which + f"reading its results (their __len__, __iter__, __array__ or attributes) {what}; not graded")
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except BaseException:  # noqa: BLE001 - a __repr__ that raises or exits
+        return f"<{type(value).__name__}>"
 
 
 def _exc_text(exc: BaseException) -> str:
@@ -275,7 +284,8 @@ def _exc_text(exc: BaseException) -> str:
     name = type(exc).__name__
     try:
         if isinstance(exc, SystemExit):
-            return exit_message(exc)
+            code = "" if exc.code is None else _safe_repr(exc.code)  # exit_message's text, with a guarded repr
+            return f"called sys.exit({code}): a step must return its results, not end the process; not graded"
         text = str(exc)
     except BaseException as inner:  # noqa: BLE001 - a __str__ that raises or exits
         return f"{name} (its text could not be read: {type(inner).__name__})"
