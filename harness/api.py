@@ -168,5 +168,5 @@ def raise_on_failure(records: list[Record], name: str, *, strict: bool = False) 
         )
     if nothing_graded(records):
         what = "no record at all (no case, no dtype or no step)" if not records else \
-            f"every one of the {len(records)} record(s) is unsupported or invalid-input"
+            f"every one of the {len(records)} record(s) is unsupported, invalid-input or a whole-run overflow"
         raise AssertionError(f"nothing was graded for {name!r}: {what}; nothing graded is no pass")

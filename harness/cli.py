@@ -167,6 +167,26 @@ def _progress_printer(quiet: bool, desc: str = "check") -> Progress | None:
     return make_progress(quiet, desc)
 
 
+def _input_files(cases: list, plugins: list[str]) -> list[str]:
+    """The files a run reads: its case files, the CSV data files they name, its ``.py`` plug-ins
+    (an output path must be none of them)."""
+    import tomllib
+    from pathlib import Path
+
+    out = [p for p in plugins if p.endswith(".py")]
+    for source in dict.fromkeys(c.source for c in cases if c.source and c.source != "<memory>"):
+        out.append(source)
+        try:
+            doc = tomllib.loads(Path(source).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for spec in doc.get("case", []) if isinstance(doc.get("case"), list) else []:
+            data = spec.get("data") if isinstance(spec, dict) else None
+            if isinstance(data, str) and data:
+                out.append(str(Path(source).parent / data))
+    return out
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from .implementations import load_entry_points, load_plugin
     from .records import ResultsStream, check_output_path, environment_record
@@ -195,9 +215,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     if missing:
         raise UsageError(f"device(s) {', '.join(missing)} not available on this machine (available: {', '.join(available_devices())})")
     # the outputs are checked before the first case runs: a run is never lost to a bad path at its end
-    results_path = check_output_path(args.results, "--results")
+    inputs = _input_files(cases, args.plugin)
+    results_path = check_output_path(args.results, "--results", inputs)
     if args.report != "none":
-        report_path = check_output_path(args.report, "--report")
+        report_path = check_output_path(args.report, "--report", inputs)
         if report_path.resolve() == results_path.resolve():
             raise UsageError(f"--report {args.report}: the same file as --results")
     impls = [s.strip() for s in args.implementations.split(",") if s.strip()] if args.implementations else None

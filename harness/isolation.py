@@ -12,7 +12,8 @@ Two layers protect a run from the implementations it grades:
   ``W.add_(...)``) gets one ``error`` record ("mutated its input X") and is not
   graded; the oracle only ever sees the snapshot, so no other implementation's
   verdict can change;
-- ``SystemExit`` (``sys.exit(0)``, ``exit()``) raised by a step is caught and becomes
+- any ``BaseException`` raised by a step or by reading its results (``sys.exit(0)``,
+  ``raise KeyboardInterrupt``, ``GeneratorExit``, a ``__str__`` or ``__array__`` that exits) is caught and becomes
   an ``error`` record ("called sys.exit(0)") instead of ending the run.
 
 **Supervised workers** (:func:`run_supervised`; the CLI's default, ``--isolation
@@ -46,7 +47,11 @@ can deadlock in libgomp. The fork server is a fresh process that imports
 :mod:`harness._preload` once (torch, ``torch._dynamo``, the built-ins and the
 SymPy derivations: imports and pure-Python work only, single-threaded, no CUDA
 context) and forks clean workers from it; it lives as long as the parent, so
-later pools start in milliseconds. Measured on the 2-core CPU-only development
+later pools start in milliseconds. A ``check`` that is killed outright (SIGKILL) leaves
+nothing running: the fork server exits when the parent's end of its pipe closes (each
+worker closes the copy of that end it inherits), and on Linux each worker asks the kernel
+(``prctl(PR_SET_PDEATHSIG, SIGKILL)``) to be killed when the fork server dies, even
+in the middle of a step that hangs. Measured on the 2-core CPU-only development
 box (shared, so noisy; torch 2.13): time to the first results of a new 2-worker
 pool, fork 0.07 s, forkserver 3.1 s (the server's one import of torch), spawn
 6.0 s (every worker imports torch). Grading every default implementation on
@@ -154,6 +159,40 @@ def exit_message(exc: SystemExit) -> str:
     return f"called sys.exit({code}): a step must return its results, not end the process; not graded"
 
 
+#: Whether a real SIGINT (Ctrl-C) arrived while :func:`sigint_flag` watched for one.
+_SIGINT: dict[str, bool] = {"watching": False, "received": False}
+
+
+@contextmanager
+def sigint_flag() -> Iterator[None]:
+    """While an inline step runs: note a real SIGINT before raising KeyboardInterrupt as usual, so that a
+    ``KeyboardInterrupt`` *raised by the step* (``raise KeyboardInterrupt``) is told apart from Ctrl-C
+    (:func:`reraise_real_interrupt`). Only in the main thread, and only over Python's default handler."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler or _SIGINT["watching"]):
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        _SIGINT["received"] = True
+        raise KeyboardInterrupt
+
+    _SIGINT.update(watching=True, received=False)
+    old = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+        _SIGINT["watching"] = False
+
+
+def reraise_real_interrupt(exc: BaseException) -> None:
+    """Re-raise ``exc`` if it is a KeyboardInterrupt from a real SIGINT (or one that cannot be told apart:
+    nobody was watching); any other BaseException from user code becomes that implementation's error."""
+    if isinstance(exc, KeyboardInterrupt) and (_SIGINT["received"] or not _SIGINT["watching"]):
+        raise exc
+
+
 # ------------------------------------------------------------------ timeouts
 
 
@@ -210,6 +249,8 @@ def _init_worker(plugins: Sequence[str], cwd: str, path: Sequence[str]) -> None:
         # Ctrl-C reaches the whole process group: the supervisor alone handles it (it stops the
         # pool and keeps every finished record); a worker must not die of it mid-task
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _SIGINT["watching"] = True  # ... so a KeyboardInterrupt in a worker was raised by code: an error record
+        _die_with_parent()
         os.chdir(cwd)
         for p in reversed(path):
             if p not in sys.path:
@@ -222,6 +263,33 @@ def _init_worker(plugins: Sequence[str], cwd: str, path: Sequence[str]) -> None:
         load_entry_points()
     except BaseException as exc:  # noqa: BLE001 - including SystemExit from a plug-in's import
         WORKER["init_error"] = f"the worker process could not load the plug-ins: {type(exc).__name__}: {exc}"
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this worker when its parent (the fork server, or the supervisor) dies, so that
+    a SIGKILLed ``check`` leaves no worker running a hanging step (prctl(PR_SET_PDEATHSIG))."""
+    # the fork server exits when the supervisor's end of its "alive" pipe closes; but every child it forks
+    # inherits a copy of that write end (so that the child could ask it for processes in turn), so a worker
+    # kept the server alive after a SIGKILLed supervisor, and the server kept the worker: close the copy
+    try:
+        from multiprocessing import forkserver
+
+        server = getattr(forkserver, "_forkserver", None)
+        fd = getattr(server, "_forkserver_alive_fd", None)
+        if fd is not None:
+            os.close(fd)
+            server._forkserver_alive_fd = None  # type: ignore[union-attr]
+    except (OSError, AttributeError, ImportError):  # pragma: no cover - another multiprocessing
+        pass
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # pragma: no cover - no prctl
+        pass
 
 
 def write_marker(marker: str | None) -> None:
@@ -418,8 +486,14 @@ def run_supervised(
                     why = died_message(exc.exitcode)
                 except _WorkerDiedError as exc:
                     why = str(exc)
-                except Exception as exc:  # e.g. a result that cannot be sent back
-                    why = f"the worker process failed: {type(exc).__name__}: {exc}"
+                except BaseException as exc:  # noqa: BLE001 - a result that cannot be sent back, or any BaseException
+                    # a worker ignores SIGINT: a KeyboardInterrupt (SystemExit, ...) that came back from it was raised
+                    # by user code there; the supervisor never re-raises it (its own Ctrl-C is `interrupted`)
+                    try:
+                        text = f"{type(exc).__name__}: {exc}"
+                    except BaseException:  # noqa: BLE001 - a __str__ that raises
+                        text = type(exc).__name__
+                    why = f"the worker process failed: {text}"
                 if results[i] is None:
                     results[i] = [error_record(t.case, t.implementation, t.device, t.dtype, opts, why)]
                 if on_records is not None:

@@ -93,6 +93,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-timeout", type=float, metavar="SECONDS", default=None,
                     help="with --harness-isolation process: seconds one case/implementation/device/dtype may take "
                          "(default: 60 s plus 1 s per million N*D*K*steps)")
+    group.addoption("--harness-flush-to-zero", action="store_true", default=False,
+                    help="grade every implementation with the flush-to-zero bounds (subnormal inputs, intermediates and results "
+                         "may be flushed to zero), as `check --flush-to-zero`")
     group.addoption("--harness-shard", metavar="K/N", default=None,
                     help="only shard K of N of the cases, by a stable hash (CRC-32) of the case id: the N shards are disjoint and "
                          "cover every case (as `check --shard`); merge their results files with `python -m harness report`")
@@ -154,6 +157,7 @@ class HarnessOptions:
     shard: tuple[int, int] | None = None
     isolation: str = "inline"
     timeout: float | None = None
+    flush_to_zero: bool = False
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> HarnessOptions:
@@ -177,6 +181,7 @@ class HarnessOptions:
             isolation=config.getoption("--harness-isolation"),
             timeout=config.getoption("--harness-timeout"),
             shard=_shard_option(config.getoption("--harness-shard")),
+            flush_to_zero=bool(config.getoption("--harness-flush-to-zero")),
         )
 
 
@@ -249,7 +254,10 @@ class HarnessState:
             extra += ["--tf32", "on"]
         if self.options.matmul_precision != "highest":
             extra += ["--matmul-precision", self.options.matmul_precision]
-        return RunOptions(tf32=self.options.tf32, matmul_precision=self.options.matmul_precision, extra_repro=extra)
+        if self.options.flush_to_zero:
+            extra += ["--flush-to-zero"]
+        return RunOptions(tf32=self.options.tf32, matmul_precision=self.options.matmul_precision, extra_repro=extra,
+                          flush_to_zero=self.options.flush_to_zero)
 
     def run_isolated(self, cases: Iterable[Case], impl: Implementation, devices: Sequence[str], dtypes: Any, opts: Any) -> list[Record]:
         """Grade ``impl`` in one supervised worker process (``--harness-isolation process``): a crash,
@@ -379,6 +387,52 @@ class _BadCase:
     message: str
 
 
+#: The user property that marks a report as one of the harness's own parametrized items.
+_ITEM_PROPERTY = ("harness_item", True)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the harness's own items (parametrized by its fixtures): their reports tell whether anything was graded."""
+    for item in items:
+        if any(f in getattr(item, "fixturenames", ()) for f in PARAM_FIXTURES):
+            item.user_properties.append(_ITEM_PROPERTY)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count the harness's items, and those that ran (passed or failed) or were skipped for an absent device."""
+    if _ITEM_PROPERTY not in [tuple(p) for p in report.user_properties]:
+        return
+    tally = _ITEMS.setdefault(id(_ITEMS), {"items": 0, "ran": 0, "no_device": 0})
+    if report.when == "setup":
+        tally["items"] += 1
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        if "is not available on this machine" in reason:
+            tally["no_device"] += 1
+    elif report.when == "call" or report.failed:
+        tally["ran"] += 1
+
+
+#: The controller's tally of the harness's items (see :func:`pytest_runtest_logreport`).
+_ITEMS: dict[int, dict[str, int]] = {}
+
+
+def _nothing_graded_note(state: HarnessState) -> str | None:
+    """``"harness: nothing was graded ..."`` when the harness's own items were collected and none graded anything."""
+    from .verdicts import nothing_graded
+
+    tally = _ITEMS.get(id(_ITEMS))
+    if not tally or not tally["items"]:
+        return None
+    if state.records and not nothing_graded(state.records):
+        return None
+    if not state.records and (tally["ran"] or tally["no_device"]):
+        return None  # items that grade through their own code, or only absent devices: not for the harness to judge
+    return ("harness: nothing was graded (every harness item was skipped as unsupported, or the case selection or "
+            "shard selected no case, or every record is unsupported, invalid-input or a whole-run overflow): "
+            "nothing graded is no pass")
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Items standing for a case that could not be loaded fail with its message."""
     marker = item.get_closest_marker("harness_bad_case")
@@ -431,7 +485,8 @@ def harness_check(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
     """``check(case, implementation, device, dtype) -> list[Record]``: grade one combination.
 
     The records are kept for ``--harness-results`` and the terminal summary. An
-    ``unsupported`` combination is recorded, then the test is skipped with the reason.
+    ``unsupported`` combination, or one whose inputs overflow the dtype (a whole-run ``overflow``
+    record: nothing graded), is recorded, then the test is skipped with the reason.
     """
     state = _state(pytestconfig)
 
@@ -447,6 +502,10 @@ def harness_check(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
         state.records.extend(records)
         if records and all(r.verdict == "unsupported" for r in records):
             pytest.skip(f"unsupported: {records[0].message}")
+        if records and all(r.quantity == "*" and r.verdict in ("unsupported", "overflow") for r in records):
+            # inputs that are inf once rounded to the dtype: nothing to grade in this item (the session
+            # fails if no item graded anything: see pytest_sessionfinish)
+            pytest.skip(f"overflow: {records[0].message}; not graded")
         return records
 
     return check
@@ -551,6 +610,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 state.parts_dir.rmdir()
             except OSError:
                 pass
+    note = _nothing_graded_note(state)
+    _ITEMS.clear()
+    if note is not None and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
+        state.notes.append(note)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if not state.records:
         return
     state.records.sort(key=record_sort_key)
@@ -578,7 +642,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     state = _state(config)
-    if getattr(config, "workerinput", None) is not None or not state.records:
+    if getattr(config, "workerinput", None) is not None:
+        return
+    if not state.records:
+        for line in state.notes:
+            terminalreporter.write_line(line)
         return
     from .summary import by_device_dtype, verdict_line
 

@@ -457,19 +457,43 @@ class RunSpan:
         return self.end is not None and self.end.get("completed") is True
 
 
-def check_output_path(path: str | Path, option: str) -> Path:
+def check_output_path(path: str | Path, option: str, inputs: Iterable[str | Path] = ()) -> Path:
     """Check, before a run starts, that a file can be written at ``path``; create its folder.
+
+    Args:
+        inputs: files the run reads (case files, data files, plug-ins): the output must be none of them.
 
     Raises:
         UsageError: ``"--results PATH: ..."`` naming why not (empty, a folder, a parent
-        that is a file, a folder that is not writable).
+        that is a file, a folder that is not writable, an existing path that is not a
+        regular file: a symlink, a FIFO, a device such as /dev/null; one of the run's inputs).
     """
+    import stat
+
     from .errors import UsageError
 
     text = str(path)
     if not text.strip():
         raise UsageError(f"{option} {text!r}: empty path; give a file name")
     p = Path(text)
+    if p.is_symlink():
+        raise UsageError(f"{option} {text}: is a symbolic link; give the path of a regular file (the run replaces the file)")
+    try:
+        mode = os.stat(p).st_mode
+    except OSError:
+        mode = None
+    if mode is not None and not stat.S_ISDIR(mode) and not stat.S_ISREG(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+                else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise UsageError(f"{option} {text}: is {kind}, not a regular file; the run replaces the file at this path: "
+                         "give the path of a regular file (--report none writes no report)")
+    for src in inputs:
+        try:
+            same = os.path.realpath(src) == os.path.realpath(p) or (mode is not None and p.exists() and os.path.samefile(src, p))
+        except OSError:
+            same = False
+        if same:
+            raise UsageError(f"{option} {text}: is one of the run's input files ({src}); the run would overwrite it")
     if p.is_dir():
         raise UsageError(f"{option} {text}: is a folder; give a file name inside it")
     if text.endswith(("/", os.sep)):

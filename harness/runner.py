@@ -28,7 +28,7 @@ from .errors import UsageError
 from .exact import ScaledInts
 from .floats import FloatFormat, decimal_string, get_format, round_to_format, ulp_error
 from .implementations import Implementation, implementation_of, resolve
-from .isolation import exit_message, mutated_inputs, mutation_message, snapshot
+from .isolation import mutated_inputs, mutation_message, reraise_real_interrupt, snapshot
 from .oracle import ExactStep, exact_inputs_from_floats, exact_inputs_from_written, exact_step, exact_trajectory
 from .records import Record
 from .semantics import annotate, none_message
@@ -177,8 +177,13 @@ def check_case(
     if not all(np.isfinite(v).all() for v in seen.values()):
         bad = [key for key, v in seen.items() if not np.isfinite(v).all()]
         return [_whole_run_record(base, "overflow", f"inputs {', '.join(bad)} overflow {dtype}: they are inf once rounded")]
+    with np.errstate(all="ignore"):
+        lr_held = case.lr_in(fmt)
+    if not np.isfinite(lr_held):  # the step would multiply by inf: a property of the case, not of the implementation
+        return [_whole_run_record(base, "invalid-input", f"lr = {float(case.lr):g} overflows {dtype}: it is inf once rounded "
+                                  f"to {dtype} (largest finite {dtype}: {fmt.max_finite:g}); not graded in {dtype}")]
     lr_float = float(case.lr)
-    lr_oracle = Fraction(case.lr_in(fmt))
+    lr_oracle = Fraction(lr_held)
     runs = max(1, opts.repeat)
     all_results: list[Any] = []
     for run in range(1, runs + 1):
@@ -201,7 +206,7 @@ def check_case(
             records.append(Record(quantity="*", step=t, verdict="overflow",
                                   message=f"W or b after step {t - 1} is not finite; later steps are not graded", **base))
             break
-        out = _outputs(res, n, d, k)
+        out = res  # float64 arrays, read once by _run_once
         step_inputs = {"X": seen["X"], "y": seen["y"], "W": prev_W, "b": prev_b}
         if t == 1 and traj is not None:
             ex = traj[0]
@@ -223,7 +228,7 @@ def check_case(
             ex, step_inputs = graded_steps[t]
             return _exact_and_bounds(case, base, ex, step_inputs, lr_oracle, fmt, opts, impl)
 
-        apply_repeat(records, [[_outputs(r, n, d, k) for r in res_k] for res_k in all_results], fmt, exact_of_step)
+        apply_repeat(records, [list(res_k) for res_k in all_results], fmt, exact_of_step)
     _mark_known_bug(records, impl, device, dtype)
     return records
 
@@ -257,18 +262,57 @@ def _run_once(
     which = f"run {run} of {runs}: " if runs > 1 else ""
     try:
         results = _call_with_settings(impl, fw_inputs, lr, case, device, opts)
-    except SystemExit as exc:
-        return _Failed("error", which + exit_message(exc))
-    except Exception as exc:
-        kind, message = classify_exception(exc)
-        return _Failed(kind, which + message + "\n" + "".join(traceback.format_exception_only(type(exc), exc)).strip())
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit, custom BaseException: user code
+        reraise_real_interrupt(exc)
+        return _Failed(*_raised(exc, which))
     changed = mutated_inputs(fw_inputs, seen)
     if changed:
         return _Failed("error", mutation_message(changed, run, runs))
-    problem = _validate(results, case.steps, n, d, k, fmt)
-    if problem:
-        return _Failed("error", which + problem)
-    return results
+    # reading the results runs user code too (__len__, __iter__, __array__, __getattr__): anything it raises,
+    # sys.exit included, is this implementation's error; the results are read once, into float64 arrays
+    try:
+        problem = _validate(results, case.steps, n, d, k, fmt)
+        if problem:
+            return _Failed("error", which + problem)
+        return [_outputs(res, n, d, k) for res in list(results)]
+    except BaseException as exc:
+        reraise_real_interrupt(exc)
+        what = (f"called sys.exit({'' if exc.code is None else _safe_repr(exc.code)})" if isinstance(exc, SystemExit)
+                else f"raised {_exc_text(exc)}")
+        return _Failed("error", which + f"reading its results (their __len__, __iter__, __array__ or attributes) {what}; not graded")
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except BaseException:  # noqa: BLE001 - a __repr__ that raises or exits
+        return f"<{type(value).__name__}>"
+
+
+def _exc_text(exc: BaseException) -> str:
+    """``"Type: text"`` of a user's exception; its ``__str__`` is user code and may raise (or sys.exit)."""
+    name = type(exc).__name__
+    try:
+        if isinstance(exc, SystemExit):
+            code = "" if exc.code is None else _safe_repr(exc.code)  # exit_message's text, with a guarded repr
+            return f"called sys.exit({code}): a step must return its results, not end the process; not graded"
+        text = str(exc)
+    except BaseException as inner:  # noqa: BLE001 - a __str__ that raises or exits
+        return f"{name} (its text could not be read: {type(inner).__name__})"
+    return f"{name}: {text}" if text else name
+
+
+def _raised(exc: BaseException, which: str) -> tuple[str, str]:
+    """(verdict, message) of a step that raised ``exc`` (any BaseException)."""
+    if isinstance(exc, SystemExit):
+        return "error", which + _exc_text(exc)
+    try:
+        kind, message = classify_exception(exc) if isinstance(exc, Exception) else (
+            "error", f"the implementation raised {type(exc).__name__} (a BaseException: not an Exception)")
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    except BaseException:  # noqa: BLE001 - the exception's __str__ is user code
+        kind, message, detail = "error", f"the implementation raised {type(exc).__name__}", _exc_text(exc)
+    return kind, which + message + "\n" + detail
 
 
 def _step_bounds_of(
@@ -530,8 +574,15 @@ def grade_task(case: Case, impl_name: str, device: str, dtype: str, opts: RunOpt
     with exit_status_guard():
         try:
             return check_case(case, impl, device, dtype, opts, cache)
-        except Exception as exc:  # a bug in the harness itself must not lose the run
-            return [error_record(case, impl, device, dtype, opts, f"harness failure while grading: {type(exc).__name__}: {exc}")]
+        except BaseException as exc:  # a bug in the harness itself, or user code's BaseException, must not lose the run
+            # workers ignore SIGINT: a KeyboardInterrupt here was raised by code, not by Ctrl-C
+            return [error_record(case, impl, device, dtype, opts, _failure_message(exc))]
+
+
+def _failure_message(exc: BaseException) -> str:
+    if isinstance(exc, Exception):
+        return f"harness failure while grading: {_exc_text(exc)}"
+    return f"the implementation's code raised {_exc_text(exc)} (a BaseException), outside the step call; not graded"
 
 
 def plugin_sources(impls: Iterable[Implementation]) -> list[str]:
@@ -619,6 +670,8 @@ def verify(
     dts = parse_dtypes(dtypes)
     case_list = list(cases)
     units = [(c, i, dv, dt) for c in case_list for i in impl_list for dv in devs for dt in (dts or c.dtypes)]
+    from .isolation import sigint_flag
+
     if isolation == "process":
         from .isolation import Task, run_supervised
 
@@ -630,10 +683,12 @@ def verify(
     for done, (c, i, dv, dt) in enumerate(units, start=1):
         cache = caches.setdefault(id(c), CaseCache(c))
         try:
-            got = check_case(c, i, dv, dt, opts, cache)
-        except Exception as exc:  # a bug in the harness itself must not lose the run
+            with sigint_flag():
+                got = check_case(c, i, dv, dt, opts, cache)
+        except BaseException as exc:  # a bug in the harness itself, or user code's BaseException, must not lose the run
+            reraise_real_interrupt(exc)
             base = _base(c, i, dv, dt, opts)
-            got = [_whole_run_record(base, "error", f"harness failure while grading: {type(exc).__name__}: {exc}")]
+            got = [_whole_run_record(base, "error", _failure_message(exc))]
         records.extend(got)
         if on_records is not None:
             on_records(got)

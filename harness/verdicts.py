@@ -35,15 +35,15 @@ A failing record whose ``known_bug`` field is set (the implementation probed the
 framework and found a known bug, e.g. torch's CPU fused SGD in half precision)
 keeps its verdict and is reported everywhere, but fails a run only with
 ``strict``: the harness found a framework's bug, not the user's.  A run with no
-graded record at all (empty, or every record ``unsupported`` or ``invalid-input``)
-fails: nothing graded is never a pass.
+graded record at all (empty, or every record ``unsupported``, ``invalid-input``, or a
+whole-run ``overflow`` record: inputs that overflow the dtype) fails: nothing graded is never a pass.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 #: Record-level verdicts, from best to worst (the severity order).
 VERDICTS = ("agree", "unsupported", "overflow", "suspect", "invalid-input", "disagree", "error")
@@ -118,9 +118,18 @@ def failures(records: Iterable[R], strict: bool = False) -> list[R]:
     return [r for r in records if fails(r, strict)]
 
 
+def graded(rec: Verdicted) -> bool:
+    """Whether ``rec`` says something about an implementation's correctness: not ``unsupported`` or
+    ``invalid-input``, and not a whole-run record (quantity ``"*"``) other than ``error`` (a whole-run
+    ``overflow``, inputs that are inf once rounded to the dtype, graded nothing)."""
+    if rec.verdict in NOT_GRADED:
+        return False
+    return not (rec.quantity == "*" and rec.verdict != "error")
+
+
 def nothing_graded(records: Iterable[Verdicted]) -> bool:
-    """True when no record says anything about correctness (none, or all unsupported/invalid-input)."""
-    return all(r.verdict in NOT_GRADED for r in records)
+    """True when no record says anything about correctness (none, or none :func:`graded`)."""
+    return not any(graded(r) for r in records)
 
 
 def first_failure(records: Sequence[R], strict: bool = False) -> R | None:
@@ -152,7 +161,7 @@ def run_outcome(records: Sequence[Verdicted], *, strict: bool = False, load_erro
     """Decide a run's exit code from its records (and the number of case files or cases that failed to load)."""
     from collections import Counter
 
-    bad = failures(records, strict)
+    bad = _FROZEN["failures"](records, strict)
     counts = Counter(r.verdict for r in bad)
     known = [r for r in records if r.known_bug and r.verdict in FAILING + STRICT_ONLY]
     reasons: list[str] = []
@@ -175,9 +184,10 @@ def run_outcome(records: Sequence[Verdicted], *, strict: bool = False, load_erro
         if counts["invalid-input"]:
             what.append(f"{counts['invalid-input']} invalid-input record(s)")
         reasons.append(f"{'exit 2' if code == 2 else 'also'}: bad input: {', '.join(what)}")
-    if nothing_graded(records):
+    if _FROZEN["nothing_graded"](records):
         code = code or 1
-        reasons.append("exit 1: nothing was graded (no record, or every record is unsupported or invalid-input): nothing graded is no pass"
+        reasons.append("exit 1: nothing was graded (no record, or every record is unsupported, invalid-input or a whole-run overflow): "
+                       "nothing graded is no pass"
                        if code == 1 else "nothing was graded")
     if code == 0:
         notes = []
@@ -187,3 +197,26 @@ def run_outcome(records: Sequence[Verdicted], *, strict: bool = False, load_erro
             notes.append("the known framework bug above is reported, not counted")
         reasons.append(f"exit 0: every graded record passes{' (' + '; '.join(notes) + ')' if notes else ''}")
     return RunOutcome(code, reasons)
+
+
+def _frozen_fails(rec: Verdicted, strict: bool = False, _severity: frozenset[str] = frozenset(SEVERITY),
+                  _failing: frozenset[str] = frozenset(FAILING), _strict: frozenset[str] = frozenset(STRICT_ONLY)) -> bool:
+    if rec.verdict not in _severity:
+        return True
+    if rec.verdict not in (_failing | _strict if strict else _failing):
+        return False
+    return strict or not rec.known_bug
+
+
+def _frozen_graded(rec: Verdicted, _not_graded: tuple[str, ...] = NOT_GRADED) -> bool:
+    return rec.verdict not in _not_graded and not (rec.quantity == "*" and rec.verdict != "error")
+
+
+#: The policy :func:`run_outcome` applies, bound when this module is imported: a plug-in that
+#: replaces ``harness.verdicts.failures`` (or ``fails``, ``nothing_graded``) in the process that
+#: decides the exit code does not change it. (A plug-in runs arbitrary Python in that process:
+#: this stops the obvious patch, not a determined one; see README, "Limits of isolation".)
+_FROZEN: dict[str, Callable[..., Any]] = {
+    "failures": lambda records, strict=False: [r for r in records if _frozen_fails(r, strict)],
+    "nothing_graded": lambda records: not any(_frozen_graded(r) for r in records),
+}

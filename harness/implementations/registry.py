@@ -129,7 +129,8 @@ def implementation(
 
     def deco(fn: StepFn) -> StepFn:
         old = REGISTRY.get(name)
-        if old is not None and (old.fn.__module__, old.fn.__qualname__) != (fn.__module__, fn.__qualname__):
+        if old is not None and (old.fn.__module__, old.fn.__qualname__) != (fn.__module__, fn.__qualname__) \
+                and _origin(old.fn) != _origin(fn):  # the same file imported by its name and by its path is no clash
             raise PluginError(f"implementation {name!r} is already registered by {old.fn.__module__}.{old.fn.__qualname__}")
         REGISTRY[name] = Implementation(
             name=name, framework=framework, fn=fn, description=description or (fn.__doc__ or "").strip().split("\n")[0],
@@ -142,29 +143,59 @@ def implementation(
     return deco
 
 
+def plugin_module_name(path: str) -> str:
+    """The private module name a ``.py`` plug-in is loaded under: ``harness_plugin_<stem>_<hash of its real path>``
+    (never its bare stem: a plug-in file named ``json.py`` must not replace the standard library's ``json``)."""
+    import hashlib
+    import os
+    import re
+
+    real = os.path.realpath(path)
+    stem = re.sub(r"\W", "_", os.path.splitext(os.path.basename(real))[0])
+    return f"harness_plugin_{stem}_{hashlib.sha256(real.encode()).hexdigest()[:12]}"
+
+
+def _origin(fn: Callable[..., Any]) -> tuple[str, str]:
+    import os
+
+    code = getattr(fn, "__code__", None)
+    return (os.path.realpath(code.co_filename) if code is not None else "", getattr(fn, "__qualname__", ""))
+
+
 def load_plugin(module: str) -> None:
     """Import a plug-in module by dotted name (or a path to a ``.py`` file).
 
+    A ``.py`` file is loaded under a private name (:func:`plugin_module_name`), the same in the
+    supervisor and in every worker; loading it again reuses the module.
+
     Raises:
-        PluginError: naming the module if it cannot be imported.
+        PluginError: naming the module if it cannot be imported, whatever its import raised
+            (``sys.exit()`` at import included; a ``KeyboardInterrupt`` is passed on: Ctrl-C).
     """
+    import sys
+
     try:
         if module.endswith(".py"):
-            import sys
-            from pathlib import Path
-
-            p = Path(module)
-            spec = importlib.util.spec_from_file_location(p.stem, p)
+            name = plugin_module_name(module)
+            if name in sys.modules:
+                return
+            spec = importlib.util.spec_from_file_location(name, module)
             if spec is None or spec.loader is None:
                 raise ImportError(f"cannot load {module}")
             mod = importlib.util.module_from_spec(spec)
-            sys.modules[p.stem] = mod
-            spec.loader.exec_module(mod)
+            sys.modules[name] = mod
+            try:
+                spec.loader.exec_module(mod)
+            except BaseException:
+                sys.modules.pop(name, None)
+                raise
         else:
             importlib.import_module(module)
     except PluginError:
         raise
-    except Exception as exc:  # any error in the user's module is reported, with its type
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - any error in the user's module, SystemExit included, is reported
         raise PluginError(f"cannot import plug-in {module!r}: {type(exc).__name__}: {exc}") from exc
 
 
