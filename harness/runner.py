@@ -32,7 +32,7 @@ from .isolation import mutated_inputs, mutation_message, reraise_real_interrupt,
 from .oracle import ExactStep, exact_inputs_from_floats, exact_inputs_from_written, exact_step, exact_trajectory
 from .records import Record
 from .semantics import annotate, none_message
-from .symbolic import QUANTITIES
+from .verdicts import QUANTITIES, failing_verdicts
 
 F64 = npt.NDArray[np.float64]
 Progress = Callable[[int, int, str], None]
@@ -346,7 +346,7 @@ KNOWN_BUG = "known framework bug: "
 
 def _mark_known_bug(records: list[Record], impl: Implementation, device: str, dtype: str) -> None:
     """Name a known framework bug in the messages of failing records (verdicts unchanged)."""
-    failing = [r for r in records if r.verdict in ("suspect", "disagree", "error")]
+    failing = [r for r in records if r.verdict in failing_verdicts(strict=True)]
     if not failing or impl.known_bug is None:
         return
     reason = impl.known_bug(device, dtype)
