@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -30,3 +31,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+#: A correct NumPy step for plug-in modules that tests write to files (needs ``numpy as np`` and ``harness``
+#: imported above it): the plain SGD step of the seed notebook, as a hand implementation writes it.
+HAND_STEP_SOURCE = textwrap.dedent('''
+    def _hand(X, y, W, b, lr, reduction, steps):
+        out = []
+        for _ in range(steps):
+            R = X @ W + b - y
+            c = X.dtype.type(1.0 if reduction == "sum" else 1.0 / R.size)
+            gW, gb = 2 * c * (X.T @ R), 2 * c * R.sum(axis=0)
+            W, b = W - lr * gW, b - lr * gb
+            out.append(harness.StepResult(c * np.sum(R * R), gW, gb, W, b))
+        return out
+''')

@@ -11,22 +11,14 @@ import textwrap
 
 import pytest
 
-from tests.conftest import CASES, ROOT
+from tests.conftest import CASES, HAND_STEP_SOURCE, ROOT
 
 HOSTILE = textwrap.dedent('''
     import sys
     import numpy as np
     import harness
 
-    def _hand(X, y, W, b, lr, reduction, steps):
-        out = []
-        for _ in range(steps):
-            R = X @ W + b - y
-            c = X.dtype.type(1.0 if reduction == "sum" else 1.0 / R.size)
-            gW, gb = 2 * c * (X.T @ R), 2 * c * R.sum(axis=0)
-            W, b = W - lr * gW, b - lr * gb
-            out.append(harness.StepResult(c * np.sum(R * R), gW, gb, W, b))
-        return out
+''') + HAND_STEP_SOURCE + textwrap.dedent('''
 
     class Exiter:
         def __array__(self, dtype=None, copy=None):

@@ -17,22 +17,14 @@ from harness.cases import load_cases
 from harness.implementations import REGISTRY
 from harness.isolation import EXIT_ZERO_CODE, died_message, mutated_inputs, snapshot
 from harness.runner import verify
-from tests.conftest import CASES, ROOT
+from tests.conftest import CASES, HAND_STEP_SOURCE, ROOT
 
 BAD_STEPS = textwrap.dedent('''
     import ctypes, os, sys, time
     import numpy as np
     import harness
 
-    def _hand(X, y, W, b, lr, reduction, steps):
-        out = []
-        for _ in range(steps):
-            R = X @ W + b - y
-            c = X.dtype.type(1.0 if reduction == "sum" else 1.0 / R.size)
-            gW, gb = 2 * c * (X.T @ R), 2 * c * R.sum(axis=0)
-            W, b = W - lr * gW, b - lr * gb
-            out.append(harness.StepResult(c * np.sum(R * R), gW, gb, W, b))
-        return out
+''') + HAND_STEP_SOURCE + textwrap.dedent('''
 
     @harness.implementation("bad-sys-exit", framework="numpy")
     def sys_exit(X, y, W, b, *, lr, reduction, steps):
