@@ -46,3 +46,15 @@ HAND_STEP_SOURCE = textwrap.dedent('''
             out.append(harness.StepResult(c * np.sum(R * R), gW, gb, W, b))
         return out
 ''')
+
+
+#: One good case (N = D = K = 1) for case-file tests that put bad cases next to a good one.
+GOOD = '''
+[[case]]
+id = "good"
+X = [[1.0]]
+y = [[3.0]]
+W = [[2.0]]
+b = [0.5]
+lr = "0.1"
+'''

@@ -16,17 +16,7 @@ import harness.runner
 from harness.cases import expand_generate_table, load_cases
 from harness.errors import CaseFileError
 from harness.runner import verify
-from tests.conftest import ROOT
-
-GOOD = '''
-[[case]]
-id = "good"
-X = [[1.0]]
-y = [[3.0]]
-W = [[2.0]]
-b = [0.5]
-lr = "0.1"
-'''
+from tests.conftest import GOOD, ROOT
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:

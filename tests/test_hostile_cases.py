@@ -15,17 +15,7 @@ from harness.cases import load_cases
 from harness.errors import CaseFileError, LimitError
 from harness.limits import Limits
 from harness.runner import verify
-from tests.conftest import ROOT
-
-GOOD = '''
-[[case]]
-id = "good"
-X = [[1.0]]
-y = [[3.0]]
-W = [[2.0]]
-b = [0.5]
-lr = "0.1"
-'''
+from tests.conftest import GOOD, ROOT
 
 
 def _case(cid: str, **fields: str) -> str:
