@@ -55,7 +55,10 @@ class Record:
     inputs as written (decimal), with ``ulp_error_written`` counting ULPs from
     it: the difference is input representation error, not arithmetic error.
     ``known_bug`` names a known framework bug that the implementation probed for
-    and found (see :mod:`harness.verdicts` for how it counts). ``repeat_*``
+    and found (see :mod:`harness.verdicts` for how it counts). ``diagnosis`` names
+    the likely cause of a failing record in a few words ("gradient accumulation",
+    "gradient off by a factor of 1/2", ...; empty when none was found); the
+    message then says "looks like: <diagnosis>". ``repeat_*``
     describe run-to-run determinism with ``--repeat R`` (see :mod:`harness.repeat`;
     None without it).
     """
@@ -90,6 +93,7 @@ class Record:
     counts: dict[str, int] = field(default_factory=dict)
     oracle_method: str | None = None
     message: str = ""
+    diagnosis: str = ""
     known_bug: str = ""
     repeat_count: int | None = None
     repeat_identical: float | None = None
