@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .cases import Case, load_cases
+from .cases import DEFAULT_TIER, Case, load_cases
 from .errors import HarnessError
 from .figures import lead, ulp_caveat, ulp_text
 from .implementations import Implementation, implementation_of
@@ -35,16 +35,19 @@ def cases_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "cases"
 
 
-def default_cases(tags: Iterable[str] | None = None) -> list[Case]:
-    """The project's default cases (seed, NIST StRD, generated default tier).
+def default_cases(tags: Iterable[str] | None = None, tier: str = DEFAULT_TIER) -> list[Case]:
+    """The cases of :func:`cases_dir` in ``tier`` (default ``quick``: the seed, NIST StRD and semantics
+    cases and one generated case per regime x reduction x steps; see :data:`harness.cases.TIERS`).
 
     Args:
         tags: keep only cases carrying at least one of these tags.
+        tier: ``"quick"``, ``"full"`` or ``"large"``.
 
     Raises:
         HarnessError: if a default case file is invalid (a bug in the project).
+        ValueError: for an unknown tier.
     """
-    res = load_cases([cases_dir()])
+    res = load_cases([cases_dir()], tier=tier)
     if res.errors:
         raise HarnessError("; ".join(str(e) for e in res.errors))
     if tags is None:

@@ -42,6 +42,18 @@ from .generate import generate_table
 from .limits import MAX_POLYNOMIAL_DEGREE, Limits, check_size, elements, exact_number
 
 REDUCTIONS = ("sum", "mean")
+#: Case selections, smallest first (``--tier``, ``--harness-tier``; ``check --all`` is ``full``):
+#:
+#: - ``quick`` (the default of ``check``, ``cases``, ``selftest``, the pytest plugin and
+#:   :func:`harness.api.default_cases`): every ``[[case]]`` table (the seed, the NIST StRD sets,
+#:   the semantics cases) and, of each default-tier ``[[generate]]`` table, one case per
+#:   combination of regime x reduction x steps (:func:`quick_pick`);
+#: - ``full``: every case of every default-tier table (what CI and ``tests/test_sweep.py`` run);
+#: - ``large``: also the ``tier = "large"`` tables (N up to 100,000).
+#:
+#: ``"default"``, the name ``full`` had before, is accepted as a synonym (:func:`tier_name`).
+TIERS = ("quick", "full", "large")
+DEFAULT_TIER = "quick"
 INPUT_NAMES = ("X", "y", "W", "b")
 DEFAULT_DTYPES = ("float32", "float64")
 
@@ -581,7 +593,36 @@ def iter_case_files(paths: Iterable[str | Path]) -> Iterator[Path]:
             yield p
 
 
-def expand_generate_table(spec: Mapping[str, Any], *, path: str, index: int, tier: str = "default",
+def tier_name(tier: str) -> str:
+    """``tier`` as one of :data:`TIERS` (``"default"`` is ``"full"``).
+
+    Raises:
+        ValueError: for any other name.
+    """
+    name = "full" if tier == "default" else tier
+    if name not in TIERS:
+        raise ValueError(f"unknown tier {tier!r}; expected one of {', '.join(TIERS)}")
+    return name
+
+
+def quick_pick(items: Sequence[Any], n_shapes: int) -> list[Any]:
+    """The ``quick`` tier's rule, in one place: of a ``[[generate]]`` table's expansion (in its order:
+    shape-major, then regime, reduction, steps; ``len(items)`` is ``n_shapes`` x the number C of
+    regime x reduction x steps combinations), the i-th combination at the table's shape number
+    ``i mod n_shapes``. Every regime, reduction and step count of the table runs once, and the
+    combinations walk through the table's shapes from the smallest listed on, so the quick tier
+    still has one-sample cases, parameters beyond SIMD widths and long reductions.
+
+    Raises:
+        ValueError: when ``len(items)`` is not a multiple of ``n_shapes``.
+    """
+    if n_shapes < 1 or len(items) % n_shapes:
+        raise ValueError(f"{len(items)} items are not {n_shapes} shapes x the same combinations")
+    combos = len(items) // n_shapes
+    return [items[(i % n_shapes) * combos + i] for i in range(combos)]
+
+
+def expand_generate_table(spec: Mapping[str, Any], *, path: str, index: int, tier: str = "full",
                           limits: Limits | None = None) -> list[Case]:
     """Expand one ``[[generate]]`` table into cases (see :mod:`harness.generate` for its keys).
 
@@ -589,16 +630,21 @@ def expand_generate_table(spec: Mapping[str, Any], *, path: str, index: int, tie
         spec: the table.
         path: the file (for messages).
         index: position of the table in the file (for messages).
-        tier: ``"default"`` expands default-tier tables only; ``"large"`` expands both.
+        tier: one of :data:`TIERS`: ``"quick"`` picks :func:`quick_pick` of a default-tier table,
+            ``"full"`` expands default-tier tables only, ``"large"`` expands both.
         limits: checked for every combination before any value is generated.
 
     Raises:
         CaseFileError: naming the file, the table and the key.
     """
+    name = tier_name(tier)
+    made = generate_table(spec, path=path, index=index, tier="large" if name == "large" else "default", limits=limits)
+    if name == "quick" and made:
+        made = quick_pick(made, len(spec["shapes"]))
     return [
         case_from_arrays(g.id, g.values["X"], g.values["y"], g.values["W"], g.values["b"], lr=g.lr, steps=g.steps,
                          reduction=g.reduction, dtypes=g.dtypes, tags=g.tags, source=g.source, description=g.description)
-        for g in generate_table(spec, path=path, index=index, tier=tier, limits=limits)
+        for g in made
     ]
 
 
@@ -617,13 +663,13 @@ def _internal(exc: BaseException, path: str, what: str) -> CaseFileError:
                          "this is a harness bug, please report it", path=path)
 
 
-def load_cases(paths: Iterable[str | Path], *, tier: str = "default", data_roots: Iterable[str | Path] = (),
+def load_cases(paths: Iterable[str | Path], *, tier: str = "full", data_roots: Iterable[str | Path] = (),
                limits: Limits | None = None) -> LoadResult:
     """Load every case from the given files and folders.
 
     Args:
         paths: TOML files or folders holding them.
-        tier: generator tier to expand (``"default"`` or ``"large"``; see :mod:`harness.generate`).
+        tier: one of :data:`TIERS` (``"quick"``, ``"full"``, ``"large"``; ``"default"`` is ``"full"``).
         data_roots: folders (besides each case file's own) that ``data`` paths may point into.
         limits: size limits, checked before any array is built (default :class:`harness.limits.Limits`).
 
@@ -633,6 +679,7 @@ def load_cases(paths: Iterable[str | Path], *, tier: str = "default", data_roots
         a file that cannot be parsed loses only itself, a bad case only itself.
     """
     lim = limits or Limits()
+    tier = tier_name(tier)
     roots = [Path(r).resolve() for r in data_roots]
     result = LoadResult()
     seen: dict[str, str] = {}

@@ -53,7 +53,14 @@ def _add_selection(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--cases", action="append", metavar="PATH", help="case file or folder (repeatable; default: cases/)")
     p.add_argument("--case", action="append", metavar="ID", help="only cases whose id matches (exact or glob; repeatable)")
-    p.add_argument("--tier", choices=("default", "large"), default="default", help="generated-case tier (large is opt-in)")
+    from .cases import DEFAULT_TIER, TIERS
+
+    tiers = p.add_mutually_exclusive_group()
+    tiers.add_argument("--tier", choices=(*TIERS, "default"), default=DEFAULT_TIER,
+                       help="which cases of the case files: quick (default): every hand-written case (seed, NIST StRD, semantics) and "
+                            "one generated case per regime x reduction x steps of each [[generate]] table; full: every generated case "
+                            "of the default tier (what CI runs); large: also the tier = \"large\" tables (N up to 100,000)")
+    tiers.add_argument("--all", dest="tier", action="store_const", const="full", help="the full sweep: the same as --tier full")
     p.add_argument("--data-root", dest="data_roots", action="append", metavar="PATH",
                    help="a folder that case files' `data` paths may point into, besides each case file's own folder (repeatable)")
     p.add_argument("--max-elements", type=_positive_int, default=DEFAULT_MAX_ELEMENTS, metavar="N",

@@ -10,7 +10,7 @@ Options (group "autograd-harness" in ``pytest --help``):
 
 ``--harness-cases PATH`` (repeatable; default: ``$HARNESS_CASES``, ``./cases``
 or the project's ``cases/``), ``--harness-case ID`` (id or glob, repeatable),
-``--harness-tier default|large``, ``--harness-devices LIST`` (``cpu``,
+``--harness-tier quick|full|large`` (default quick; ``default`` is ``full``), ``--harness-devices LIST`` (``cpu``,
 ``cuda``, ``cuda:N``, ``mps``, ``all``; default all available),
 ``--harness-dtypes LIST`` (default: each case's own), ``--harness-implementations
 LIST``, ``--harness-plugin MODULE`` (repeatable), ``--harness-tf32 off|on``,
@@ -62,6 +62,8 @@ if TYPE_CHECKING:  # imported lazily at run time: the plugin must not slow down 
     from .implementations import Implementation
     from .records import Record
 
+#: The case tiers, as :data:`harness.cases.TIERS` (not imported here: the plugin imports no NumPy at start-up).
+PLUGIN_TIERS = ("quick", "full", "large")
 #: Parametrized fixtures, in the order their values appear in test ids.
 PARAM_FIXTURES = ("harness_case", "harness_dtype", "harness_implementation", "harness_device")
 
@@ -72,8 +74,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="case file or folder (repeatable; default: $HARNESS_CASES, ./cases or the project's cases/)")
     group.addoption("--harness-case", action="append", metavar="ID", default=None,
                     help="only cases whose id matches (exact or glob; repeatable)")
-    group.addoption("--harness-tier", choices=("default", "large"), default="default",
-                    help="generated-case tier (large is opt-in, up to N = 100,000)")
+    group.addoption("--harness-tier", choices=(*PLUGIN_TIERS, "default"), default=PLUGIN_TIERS[0],
+                    help="which cases: quick (default): the hand-written cases and one generated case per regime x reduction x "
+                         "steps of each [[generate]] table; full: every default-tier case (this project's CI); large: up to N = 100,000")
     group.addoption("--harness-devices", metavar="LIST", default=None,
                     help="comma-separated: cpu, cuda, cuda:N, mps, all (default: every available device)")
     group.addoption("--harness-dtypes", metavar="LIST", default=None,
