@@ -199,7 +199,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .records import ResultsStream, check_output_path, environment_record
     from .runner import RunOptions, verify
     from .shard import parse_shard, select_shard
-    from .summary import by_device_dtype, determinism_table, summary_table, verdict_line
+    from .summary import by_device_dtype, determinism_table, explain_failures, summary_table, verdict_line
     from .verdicts import run_outcome
 
     shard = parse_shard(args.shard)
@@ -281,6 +281,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         if args.repeat > 1:
             print()
             print(determinism_table(records))
+        explained = explain_failures(records, strict=args.strict)
+        if explained:
+            print()
+            print(explained)
+        print()
+    if args.tier == "quick" and any("generated" in c.tags for c in cases):
+        print(f"quick tier: {selected} case(s) (every hand-written case, one generated case per regime x reduction x steps); "
+              "the full sweep: python -m harness check --all")
     report_note = ""
     if args.report != "none":
         from .report import render_report

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from .figures import meaningful_bits, ulp_caveat
 from .records import Record
-from .verdicts import FAILING, NOT_GRADED, SEVERITY, STRICT_ONLY, VERDICTS, fails, severity, worst_verdict
+from .verdicts import FAILING, NOT_GRADED, QUANTITY_ORDER, SEVERITY, STRICT_ONLY, VERDICTS, fails, severity, worst_verdict
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -46,7 +48,7 @@ def _footnote(records: Iterable[Record]) -> str:
     return "\n\nerror/bound: worst error / rigorous bound (above 1: disagree). n/m: " + "; ".join(reasons)
 
 
-def summary_table(records: Sequence[Record], max_rows: int = 200) -> str:
+def summary_table(records: Sequence[Record], max_rows: int = 200, max_notable: int = 20) -> str:
     """Case x implementation x device x dtype x quantity: worst error / bound, worst bits of error and verdict.
 
     Each row leads with the measure the verdict is made of (error / rigorous
@@ -54,8 +56,9 @@ def summary_table(records: Sequence[Record], max_rows: int = 200) -> str:
     :func:`harness.figures.ulp_caveat`), ``n/m`` with the reason below where not.
 
     When there are more than ``max_rows`` rows, prints one row per implementation,
-    device and dtype with its verdict counts instead, followed by every row whose
-    verdict is disagree, error, suspect or invalid-input (worst first).
+    device and dtype with its verdict counts instead, followed by the ``max_notable``
+    worst rows whose verdict is disagree, error, suspect or invalid-input (the rest are
+    explained, grouped by cause, by :func:`explain_failures`).
     """
     groups: dict[tuple[str, ...], list[Record]] = defaultdict(list)
     for r in records:
@@ -79,9 +82,9 @@ def summary_table(records: Sequence[Record], max_rows: int = 200) -> str:
     notable = [row for row in rows if (v := row[-1].split(" ")[0]) in worth or v not in SEVERITY]
     notable.sort(key=lambda row: -severity(row[-1].split(" ")[0]))
     if notable:
-        out += f"\n\nRows that are {', '.join(worth)} ({len(notable)}):\n" + _table(header, notable[:max_rows])
-        if len(notable) > max_rows:
-            out += f"\n... and {len(notable) - max_rows} more (see the results file or the HTML report)"
+        out += f"\n\nRows that are {', '.join(worth)} ({len(notable)}):\n" + _table(header, notable[:max_notable])
+        if len(notable) > max_notable:
+            out += f"\n... and {len(notable) - max_notable} more: grouped by cause below; every one in the results file and the HTML report"
     return out + _footnote(records)
 
 
@@ -155,3 +158,106 @@ def determinism_table(records: Sequence[Record]) -> str:
              "deterministic" if ident == 1.0 else "not bitwise reproducible") for impl, dev, dt, n, ident, ulps, spread in rows]
     return "Run-to-run determinism:\n" + _table(
         ("implementation", "device", "dtype", "runs", "bitwise equal", "spread (ULPs)", "spread (abs)", "determinism"), body)
+
+
+def cause(rec: Record) -> str:
+    """Why ``rec`` failed, in a few words, for grouping: its ``diagnosis`` when set (a hypothesis such as
+    "gradient off by a factor of 1/2"), else its probed ``known_bug``, else the first clause of its
+    message: up to the first ``"; "``, without the quantity prefix, up to the first ``": "`` (the
+    label of a named mistake such as "gradient accumulation: ..."), every number written ``#``, so
+    that "W: 3 of 4 element(s) above ..." and "grad_W: 1 of 4 element(s) above ..." are one cause."""
+    if rec.diagnosis:
+        return rec.diagnosis
+    if rec.known_bug:
+        return f"known framework bug: {rec.known_bug}"
+    first = rec.message.split("; ", 1)[0].strip()
+    if rec.quantity and first.startswith(f"{rec.quantity}: "):
+        first = first[len(rec.quantity) + 2:]
+    first = first.split(": ", 1)[0]
+    return _NUMBER.sub("#", first) or rec.verdict
+
+
+_NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?")
+
+
+@dataclass
+class FailureGroup:
+    """Records of one implementation that failed for one :func:`cause`.
+
+    Attributes:
+        implementation, cause: the group's key.
+        counted: whether they fail the run (:func:`harness.verdicts.fails`); False for a probed
+            known framework bug or ``suspect`` without ``strict``.
+        records: its records (at least one), in run order.
+        example: the record to show (the :func:`harness.verdicts.first_failure` order).
+    """
+
+    implementation: str
+    cause: str
+    counted: bool
+    records: list[Record]
+    example: Record
+
+    @property
+    def cases(self) -> int:
+        """How many distinct cases the group's records come from."""
+        return len({r.case for r in self.records})
+
+    @property
+    def dtypes(self) -> str:
+        """The dtypes of the group's records with their counts, most first: ``"float16 (12), bfloat16 (9)"``."""
+        return ", ".join(f"{dt} ({n})" for dt, n in Counter(r.dtype for r in self.records).most_common())
+
+
+def failure_groups(records: Sequence[Record], strict: bool = False) -> list[FailureGroup]:
+    """The failing records (disagree, error, invalid-input, suspect, unknown verdicts; probed known bugs
+    too), grouped by implementation, :func:`cause` and whether they fail the run: first the groups that
+    fail it (most severe verdict, then most records), then those that do not (known framework bugs, suspect)."""
+    worth = set(FAILING + STRICT_ONLY)
+    groups: dict[tuple[str, str, bool], list[Record]] = defaultdict(list)
+    for r in records:
+        if r.verdict in worth or r.verdict not in SEVERITY:
+            groups[(r.implementation, cause(r), fails(r, strict))].append(r)
+    out = []
+    for (impl, why, counted), rs in groups.items():
+        example = min(rs, key=lambda r: (r.step, QUANTITY_ORDER.get(r.quantity, 99), -severity(r.verdict), -(r.bound_ratio or 0.0)))
+        out.append(FailureGroup(impl, why, counted, rs, example))
+    out.sort(key=lambda g: (not g.counted, -max(severity(r.verdict) for r in g.records), -len(g.records), g.implementation, g.cause))
+    return out
+
+
+def _example_line(r: Record) -> str:
+    where = f"{r.quantity} (step {r.step})" if r.quantity != "*" else "the whole run"
+    ratio = f", error / rigorous bound {r.bound_ratio:.3g}" if r.bound_ratio is not None else ""
+    return f"{where} of case {r.case} ({r.device}, {r.dtype}): {r.verdict}{ratio}"
+
+
+def explain_failures(records: Sequence[Record], strict: bool = False, max_groups: int = 12) -> str:
+    """The terminal's explanation of the failures: one block per :func:`failure_groups` group with its
+    counts by verdict and dtype, whether it fails the run, its cause ("looks like: ..." or "known
+    framework bug: ..."), one example and the command that reproduces it; ``""`` when nothing failed."""
+    groups = failure_groups(records, strict)
+    if not groups:
+        return ""
+    lines = [f"Failures by cause ({len(groups)} group(s) of implementation and likely cause):"]
+    for g in groups[:max_groups]:
+        verdicts = Counter(r.verdict for r in g.records)
+        counts = ", ".join(f"{n} {v}" for v, n in sorted(verdicts.items(), key=lambda kv: -severity(kv[0])))
+        if g.counted:
+            status = "FAILS the run"
+        elif any(r.known_bug for r in g.records):
+            status = "a known framework bug, probed on this machine: reported, NOT counted (--strict counts it)"
+        else:
+            status = "passes without --strict"
+        lines.append(f"- {g.implementation}: {counts} record(s) in {g.cases} case(s); {status}")
+        label = "known framework bug" if g.cause.startswith("known framework bug: ") else "looks like"
+        lines.append(f"    {label}: {g.cause.removeprefix('known framework bug: ')}")
+        lines.append(f"    dtypes: {g.dtypes}")
+        lines.append(f"    e.g. {_example_line(g.example)}")
+        if g.example.message and not g.example.diagnosis and not g.example.known_bug:
+            lines.append(f"    message: {g.example.message[:300]}{'...' if len(g.example.message) > 300 else ''}")
+        if g.example.repro:
+            lines.append(f"    reproduce: {g.example.repro}")
+    if len(groups) > max_groups:
+        lines.append(f"... and {len(groups) - max_groups} more group(s): every record is in the results file and the HTML report")
+    return "\n".join(lines)
