@@ -86,9 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--dtypes", metavar="LIST", help="comma-separated: float64,float32,float16,bfloat16 or all (default: each case's own)")
     check.add_argument("--implementations", metavar="LIST", help="comma-separated implementation names (default: every correct one)")
     check.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE (or a .py file) that registers implementations (repeatable)")
-    check.add_argument("--results", default=DEFAULT_RESULTS, metavar="PATH", help=f"JSON-lines results file (default: {DEFAULT_RESULTS}), replaced as the run starts and written as tasks finish; "
-                            "its last line says whether the run completed")
-    check.add_argument("--report", default=DEFAULT_REPORT, metavar="PATH", help=f"HTML agreement report (default: {DEFAULT_REPORT}); 'none' to skip")
+    check.add_argument("--results", default=DEFAULT_RESULTS, metavar="PATH",
+                       help=f"JSON-lines results file (default: {DEFAULT_RESULTS}), written as tasks finish; its last line says whether "
+                            "the run completed. An earlier file there is kept as NAME.prev.jsonl (one generation)")
+    check.add_argument("--report", default=DEFAULT_REPORT, metavar="PATH",
+                       help=f"HTML agreement report (default: {DEFAULT_REPORT}); 'none' to skip. An earlier report there is kept as NAME.prev.html")
     check.add_argument("--strict", action="store_true", help="exit 1 on suspect verdicts too")
     check.add_argument("--tf32", choices=("off", "on", "both"), default="off",
                        help="allow TF32 for float32 CUDA matmuls (default: off); both: every device with TF32 off, then the CUDA devices again with it on")
@@ -196,7 +198,7 @@ def _input_files(cases: list, plugins: list[str]) -> list[str]:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from .implementations import load_entry_points, load_plugin
-    from .records import ResultsStream, check_output_path, environment_record
+    from .records import ResultsStream, check_output_path, check_previous_path, environment_record, keep_previous, previous_path
     from .runner import RunOptions, verify
     from .shard import parse_shard, select_shard
     from .summary import by_device_dtype, determinism_table, explain_failures, summary_table, verdict_line
@@ -224,10 +226,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     # the outputs are checked before the first case runs: a run is never lost to a bad path at its end
     inputs = _input_files(cases, args.plugin)
     results_path = check_output_path(args.results, "--results", inputs)
+    check_previous_path(results_path, "--results")
     if args.report != "none":
         report_path = check_output_path(args.report, "--report", inputs)
         if report_path.resolve() == results_path.resolve():
             raise UsageError(f"--report {args.report}: the same file as --results")
+        check_previous_path(report_path, "--report")
     impls = [s.strip() for s in args.implementations.split(",") if s.strip()] if args.implementations else None
     extra = [a for mod in args.plugin for a in ("--plugin", mod)]
     if args.tf32 == "on":
@@ -243,7 +247,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     run = {"isolation": args.isolation, "jobs": args.jobs, "timeout": args.timeout, "plugins": list(args.plugin)}
     env = environment_record({"argv": sys.argv[1:], "tf32_option": args.tf32, "matmul_precision_option": args.matmul_precision,
                               "isolation": args.isolation, "repeat": args.repeat, "shard": args.shard})
-    # replaces any older file at this path now: a stale file must not look like this run's
+    # an earlier run's results are kept (results.prev.jsonl), never lost silently; the new file
+    # replaces the old one now: a stale file must not look like this run's
+    try:
+        kept = keep_previous(results_path)
+    except OSError as exc:
+        raise UsageError(f"--results {args.results}: cannot keep the previous file as {previous_path(results_path)}: "
+                         f"{exc.strerror or exc}; nothing was run") from exc
+    if kept is not None:
+        print(f"note: the previous results {results_path} are kept as {kept} (an older copy there is replaced)", file=sys.stderr)
     stream = ResultsStream(results_path, env)
     finished: list = []
 
@@ -293,8 +305,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.report != "none":
         from .report import render_report
 
+        kept_report = keep_previous(args.report)
         render_report([path], args.report)
-        report_note = f", report {args.report}"
+        report_note = f", report {args.report}" + (f" (the previous one kept as {kept_report})" if kept_report else "")
     print(f"{verdict_line(records)}; results {path}{report_note}")
     outcome = run_outcome(records, strict=args.strict, load_errors=len(errors))
     for line in outcome.reasons:  # the last lines say why the run passes or fails, in plain words
@@ -312,6 +325,11 @@ def _interrupted(args: argparse.Namespace, stream: Any, finished: list) -> int:
         from .report import render_report
 
         try:
+            from .records import keep_previous
+
+            kept = keep_previous(args.report)
+            if kept is not None:
+                print(f"note: the previous report is kept as {kept}", file=sys.stderr)
             render_report([path], args.report, title="Agreement report (INTERRUPTED: incomplete run)")
             note = f"; report (marked interrupted) {args.report}"
         except Exception as exc:  # the records are safe; a report failure must not hide that

@@ -200,6 +200,7 @@ class HarnessState:
     _cases: list[Case] | None = None
     _case_errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # "the previous results ... are kept as ..." lines
     _plugins_loaded: bool = False
     _caches: dict[str, Any] = field(default_factory=dict)
 
@@ -624,7 +625,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if state.options.results is not None:
         import sys
 
-        from .records import environment_record, write_jsonl
+        from .records import environment_record, keep_previous, write_jsonl
 
         env = environment_record({
             "argv": sys.argv[1:], "runner": "pytest", "xdist_workers": len(state.part_files),
@@ -633,6 +634,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         # the run-end footer of every results file (see harness.records); a session stopped by Ctrl-C is not complete
         stopped = exitstatus == pytest.ExitCode.INTERRUPTED
         footer = {"kind": "run-end", "run": env["run"], "completed": not stopped, "records": len(state.records), "interrupted": stopped}
+        for path in (state.options.results, state.options.report):  # an earlier run's files are kept, as by `check`
+            kept = keep_previous(path) if path is not None else None
+            if kept is not None:
+                state.kept.append(f"harness: the previous {path} is kept as {kept}")
         write_jsonl(state.options.results, state.records, env, footer=footer)
         if state.options.report is not None:
             try:
@@ -666,5 +671,5 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     for line in run_outcome(state.records).reasons:  # a probed known framework bug: reported, not counted
         if line.startswith("not counted"):
             tr.write_line(line)
-    for line in state.notes:
+    for line in [*state.kept, *state.notes]:
         tr.write_line(line)

@@ -348,6 +348,60 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:12]
 
 
+def command_line() -> str:
+    """The command line of this process as it was typed, as one shell-quoted string
+    (``sys.orig_argv``: ``.venv/bin/python -m harness check --all``, ``.venv/bin/python -m pytest tests/test_sweep.py``)."""
+    import shlex
+
+    argv = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
+    if argv and os.path.isabs(argv[0]):
+        try:
+            rel = os.path.relpath(argv[0])
+            argv[0] = rel if not rel.startswith("..") else argv[0]
+        except ValueError:  # another drive on Windows
+            pass
+    return shlex.join(argv)
+
+
+def previous_path(path: str | Path) -> Path:
+    """Where :func:`keep_previous` keeps the file at ``path``: ``reports/results.jsonl`` ->
+    ``reports/results.prev.jsonl``, ``reports/agreement.html`` -> ``reports/agreement.prev.html``."""
+    p = Path(path)
+    return p.with_name(f"{p.stem}.prev{p.suffix}")
+
+
+def check_previous_path(path: str | Path, option: str) -> None:
+    """Check, before a run starts, that :func:`keep_previous` can keep the file at ``path``.
+
+    Raises:
+        UsageError: when :func:`previous_path` is a folder, a symbolic link or not a regular file.
+    """
+    from .errors import UsageError
+
+    prev = previous_path(path)
+    if prev.is_symlink() or (prev.exists() and not prev.is_file()):
+        raise UsageError(f"{option} {path}: {prev}, where the previous run's file is kept, is not a regular file; move it away")
+
+
+def keep_previous(path: str | Path) -> Path | None:
+    """Keep the file at ``path`` as :func:`previous_path` before a new run replaces it.
+
+    One generation is kept (an older previous copy is replaced), as a rename: atomic, and
+    free for a 100 MB results file. Returns the previous copy's path, or None when there was
+    no file at ``path``.
+
+    Raises:
+        OSError: when the rename fails (a folder that is not writable; checked before the run
+            by :func:`check_output_path`).
+    """
+    p = Path(path)
+    if not p.is_file() or p.is_symlink():
+        return None
+    prev = previous_path(p)
+    os.replace(p, prev)
+    return prev
+
+
 def environment_record(extra: dict[str, Any] | None = None, run: str | None = None) -> dict[str, Any]:
     """Describe the machine: versions, devices, CPU, threads, TF32 settings, commit, time.
 
@@ -365,6 +419,7 @@ def environment_record(extra: dict[str, Any] | None = None, run: str | None = No
         "cpu_count": os.cpu_count(),
         "numpy": np.__version__,
         "git_commit": git_commit(),
+        "command": command_line(),
     }
     try:
         import sympy

@@ -112,6 +112,15 @@ def test_harness_verify_fixture_grades_a_users_step(pytester, monkeypatch):
     assert {r["implementation"] for r in recs} == {"good_step", "forgets_the_two"}
     assert len(recs) == 2 * 2 * 5  # two steps, five quantities, each implementation
     assert all(r["matmul_precision"] == "highest" and r["tf32"] is None for r in recs)  # tf32 is recorded for CUDA only
+    # the report's "command" row: the pytest command line as it ran, not a `python -m harness` one
+    assert "pytest" in lines[0]["command"] and f"--harness-results {results}" in lines[0]["command"]
+    assert "harness check" not in lines[0]["command"]
+    # a second session keeps the first one's results file (results.prev.jsonl) and says so
+    first = results.read_text()
+    again = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "-p", "no:cacheprovider",
+                                          "--harness-cases", "cases.toml", "--harness-devices", "cpu", "--harness-results", str(results))
+    assert f"harness: the previous {results} is kept as {results.parent / 'results.prev.jsonl'}" in again.stdout.str()
+    assert (results.parent / "results.prev.jsonl").read_text() == first
 
 
 def test_parametrized_fixtures_marks_and_absent_devices(pytester, monkeypatch):

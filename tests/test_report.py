@@ -230,3 +230,14 @@ def test_a_green_cell_never_shows_astronomic_bits(tmp_path):
     assert "61.92" not in section(html, "matrix")
     only = build_model([write_jsonl(tmp_path / "s.jsonl", [near_zero], {"kind": "environment", "hostname": "h"})])
     assert only.matrix[("impl", "cpu", "float64")].bits_label == "bits n/m"
+
+
+def test_the_command_row_is_the_command_line_as_it_ran():
+    from harness.report.model import environment_of
+
+    env = {"kind": "environment", "command": ".venv/bin/python -m pytest tests/test_sweep.py -n 2", "argv": ["tests/test_sweep.py", "-n", "2"]}
+    rows = [v for label, v in environment_of(env, "r.jsonl").fields if label == "command"]
+    assert rows == [".venv/bin/python -m pytest tests/test_sweep.py -n 2"]
+    # a results file written before the "command" field: its harness arguments, as before
+    old = environment_of({"kind": "environment", "argv": ["check", "--all"]}, "r.jsonl").fields
+    assert [v for label, v in old if label == "command"] == ["python -m harness check --all"]

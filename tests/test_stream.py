@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import CASES, ROOT
 
 # long enough (518 cases x every default implementation) that it is always interrupted mid-run
-LONG = ["check", "--cases", str(CASES / "generated.toml"), "--devices", "cpu", "--dtypes", "float64,float32"]
+LONG = ["check", "--all", "--cases", str(CASES / "generated.toml"), "--devices", "cpu", "--dtypes", "float64,float32"]
 
 
 @pytest.fixture

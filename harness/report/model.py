@@ -58,7 +58,8 @@ ENV_FIELDS: tuple[tuple[str, str], ...] = (
     ("tf32_option", "--tf32"),
     ("matmul_precision_option", "--matmul-precision"),
     ("mps_available", "MPS available"),
-    ("argv", "command"),
+    ("command", "command"),
+    ("argv", "command"),  # results files written before the "command" field: the harness's arguments
 )
 
 
@@ -295,7 +296,7 @@ def _env_value(v: Any, key: str = "") -> str:
 def environment_of(env: dict[str, Any], source: str) -> Environment:
     """Display form of one environment record (known keys first, then any others)."""
     known = {k for k, _ in ENV_FIELDS}
-    fields = [(label, _env_value(env[k], k)) for k, label in ENV_FIELDS if k in env]
+    fields = [(label, _env_value(env[k], k)) for k, label in ENV_FIELDS if k in env and not (k == "argv" and "command" in env)]
     extra = [(k, _env_value(v)) for k, v in env.items() if k not in known and k != "kind"]
     return Environment(source, fields, extra)
 
