@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .cases import DEFAULT_TIER, Case, load_cases
+from .cases import DEFAULT_TIER, Case, CaseSource, load_cases
 from .errors import HarnessError
 from .figures import lead, ulp_caveat, ulp_text
 from .implementations import Implementation, implementation_of
@@ -110,7 +110,7 @@ def format_failure(rec: Record) -> str:
 
 def assert_agrees(
     step: str | Callable[..., Any] | Implementation,
-    cases: Iterable[Case] | None = None,
+    cases: CaseSource | Iterable[CaseSource] | None = None,
     *,
     devices: str | Iterable[str] | None = ("cpu",),
     dtypes: str | Iterable[str] | None = None,
@@ -124,7 +124,8 @@ def assert_agrees(
 
     Args:
         step: a registered step function, its name, or an :class:`Implementation`.
-        cases: cases to run (default: :func:`default_cases`).
+        cases: cases, or case files and folders (``"cases/seed.toml"``, a ``Path``; see
+            :func:`harness.cases.as_cases`); default :func:`default_cases` (the quick tier).
         devices, dtypes: as :func:`harness.verify`.
         strict: also fail on ``suspect`` and on probed known framework bugs.
         options: run options (their ``extra_repro`` is kept, after the ``--plugin`` a repro needs).

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -341,6 +341,14 @@ def _decode_utf8(data: bytes, what: str, err: Callable[[str, str], CaseFileError
         raise err(key, f"{what} line {line} is not UTF-8 (byte offset {exc.start}); save the file as UTF-8") from None
 
 
+def data_file_hint(path: Path) -> str:
+    """The message for a data file given where a case file goes: the ``[[case]]`` table that uses it (one line)."""
+    return (f"a {path.suffix.lstrip('.').upper()} file is data, not a case file; write a case file next to it, e.g. "
+            f"{path.stem}.toml with the lines: [[case]] / id = \"{path.stem}\" / data = \"{path.name}\" / W = [[0.0]] / b = [0.0] / "
+            f"lr = \"0.01\" (W: one row per input column, the columns other than \"y\"), then run --cases "
+            f"{path.with_suffix('.toml')} (see cases/README.md, \"Data files\")")
+
+
 def read_toml(path: Path, *, limits: Limits | None = None) -> dict[str, Any]:
     """Parse a TOML case file, keeping decimal literals exact (as ``Decimal``).
 
@@ -354,6 +362,8 @@ def read_toml(path: Path, *, limits: Limits | None = None) -> dict[str, Any]:
     def err(key: str | None, detail: str) -> CaseFileError:
         return CaseFileError(detail, path=str(path))
 
+    if path.suffix.lower() in (".csv", ".tsv", ".txt"):
+        raise CaseFileError(data_file_hint(path), path=str(path))
     data = _read_bounded(path, lim.max_data_bytes, "the case file", err, "")
     try:
         text = data.decode("utf-8")
@@ -730,3 +740,36 @@ def load_cases(paths: Iterable[str | Path], *, tier: str = "full", data_roots: I
             seen[case.id] = path
             result.cases.append(case)
     return result
+
+
+#: What :func:`as_cases` accepts: a case, a case file or folder (str or path), or an iterable of them.
+CaseSource = Union["Case", str, "os.PathLike[str]"]
+
+
+def as_cases(cases: CaseSource | Iterable[CaseSource], *, tier: str = "full") -> list[Case]:
+    """``cases`` as a list of cases: :class:`Case` objects as given, case files and folders
+    (``"cases/seed.toml"``, ``Path("cases")``) loaded with :func:`load_cases` in ``tier``
+    (default ``full``: every case of the files named), in the order given.
+
+    Raises:
+        CaseFileError: the first load error of a named file (a missing file, a bad case).
+        TypeError: for anything else (a dict, a number), naming what was given.
+    """
+    if isinstance(cases, Case | str | os.PathLike):
+        items: Iterable[Any] = [cases]
+    elif isinstance(cases, Iterable):
+        items = cases
+    else:
+        items = [cases]  # refused below, by its type
+    out: list[Case] = []
+    for item in items:
+        if isinstance(item, Case):
+            out.append(item)
+        elif isinstance(item, str | os.PathLike):
+            res = load_cases([os.fspath(item)], tier=tier)
+            if res.errors:
+                raise res.errors[0]
+            out.extend(res.cases)
+        else:
+            raise TypeError(f"expected cases: a Case, a case file or folder (str or Path), or a list of them; got {type(item).__name__}")
+    return out

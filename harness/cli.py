@@ -118,9 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-q", "--quiet", action="store_true", help="no progress and no table, only the verdict line")
 
     derive = sub.add_parser("derive", help="print the derived loss, gradient and update formulas")
-    derive.add_argument("--reduction", choices=("sum", "mean", "both"), default="both")
-    derive.add_argument("--format", choices=("text", "latex", "mathml"), default="text")
-    derive.add_argument("--no-check", action="store_true", help="skip the element-wise cross-check")
+    derive.add_argument("--reduction", choices=("sum", "mean", "both"), default="both",
+                        help="the loss: sum of squared residuals, their mean (sum / (N*K)), or both (default)")
+    derive.add_argument("--format", choices=("text", "latex", "mathml"), default="text",
+                        help="how to print the formulas: plain text (default), LaTeX, or MathML (as the HTML report shows them)")
+    derive.add_argument("--no-check", action="store_true",
+                        help="skip the cross-check of the matrix formulas against sympy.diff of the scalar loss, element by element, "
+                             "on shapes (N, D, K) = (1, 1, 1) and (3, 2, 2)")
 
     cases = sub.add_parser("cases", help="list the cases that would run")
     _add_selection(cases)

@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .bounds import step_bounds
-from .cases import Case
+from .cases import Case, CaseSource, as_cases
 from .classify import classify_exception
 from .compare import compare
 from .devices import parse_devices, to_float64, to_framework, unsupported_reason
@@ -616,7 +616,7 @@ def plugin_sources(impls: Iterable[Implementation]) -> list[str]:
 
 
 def verify(
-    cases: Iterable[Case],
+    cases: CaseSource | Iterable[CaseSource],
     implementations: Iterable[str | Implementation | Callable[..., Any]] | None = None,
     *,
     devices: str | Iterable[str] | None = ("cpu",),
@@ -636,7 +636,7 @@ def verify(
     :mod:`harness.isolation`).
 
     Args:
-        cases: the cases (see :func:`harness.cases.load_cases`, :func:`harness.cases.make_case`).
+        cases: the cases, or case files and folders (``"cases/seed.toml"``; see :func:`harness.cases.as_cases`).
         implementations: names, :class:`Implementation` objects or registered step
             functions; None = every correct default implementation.
         devices: ``"cpu"``, ``"cuda"``, ``"all"`` or a list; None = every available device.
@@ -668,7 +668,7 @@ def verify(
     impl_list = resolve(None) if implementations is None else [implementation_of(i) for i in implementations]
     devs = parse_devices(devices)
     dts = parse_dtypes(dtypes)
-    case_list = list(cases)
+    case_list = as_cases(cases)
     units = [(c, i, dv, dt) for c in case_list for i in impl_list for dv in devs for dt in (dts or c.dtypes)]
     from .isolation import sigint_flag
 
