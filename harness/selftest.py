@@ -71,8 +71,9 @@ def run_selftest(
         dtypes: dtypes to run (None = each case's own).
         options: run options (the trajectory is skipped for speed unless set).
         progress: called with a line of text after each implementation.
-        progress_count: called as ``progress_count(done, total, line)`` after each implementation
-            (a progress bar, or lines with the ETA: :class:`harness.progress.Progress`).
+        progress_count: called as ``progress_count(done, total, label)`` after each mutant and after each
+            case/dtype of each correct implementation (a progress bar, or lines with the ETA:
+            :class:`harness.progress.Progress`), so that a long selftest is never silent for long.
     """
     load_builtins()
     load_mutants()
@@ -80,16 +81,21 @@ def run_selftest(
     mutants = [i for i in REGISTRY.values() if not i.correct and i.kind != "plugin"]
     correct = [i for i in REGISTRY.values() if i.correct and i.default and i.kind == "builtin"]  # opt-in ones (torch-compile) run only when named
     results: list[MutantResult] = []
-    total = len(mutants) + len(correct)
+    per_impl = sum(len(dtypes or c.dtypes) for c in cases)  # the case/dtype units of one correct implementation (on the CPU)
+    total = len(mutants) + len(correct) * per_impl
     done = 0
 
-    def report(line: str) -> None:
+    def report(line: str, units: int = 1) -> None:
         nonlocal done
-        done += 1
+        done += units
         if progress:
             progress(line)
         if progress_count:
             progress_count(done, total, line)
+
+    def unit_progress(impl_done: int, impl_total: int, label: str) -> None:
+        if progress_count:
+            progress_count(done + impl_done, total, label)
 
     for m in mutants:
         res = MutantResult(m.name, m.description, m.expected, caught=False)
@@ -107,12 +113,12 @@ def run_selftest(
     n_correct = 0
     n_graded = 0
     for impl in correct:
-        recs = verify(cases, [impl], dtypes=dtypes, options=opts)
+        recs = verify(cases, [impl], dtypes=dtypes, options=opts, progress=unit_progress)
         n_correct += len(recs)
         n_graded += sum(not nothing_graded([r]) for r in recs)
         bad = [r for r in recs if is_alarm(r)]  # a probed known framework bug (known_bug set) is no false alarm
         alarms.extend(bad)
-        report(f"{impl.name} (correct): {len(recs)} records, {len(bad)} false alarm(s)")
+        report(f"{impl.name} (correct): {len(recs)} records, {len(bad)} false alarm(s)", per_impl)
     return SelftestResult(results, alarms, n_correct, n_graded)
 
 

@@ -70,3 +70,17 @@ def test_the_readme_selection_of_float16_items_selects_no_bfloat16_item():
                             "-p", "no:randomly"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert "bfloat16" in naive.stdout  # why the README's expression says "and not bfloat16"
     assert Path(ROOT / "tests" / "test_sweep.py").exists()
+
+
+def test_selftest_progress_moves_case_by_case_not_only_per_implementation():
+    from harness.selftest import run_selftest
+
+    cases = as_cases(CASES / "seed.toml")  # seed (float32, float64), seed-mean (four dtypes): 6 case/dtype units
+    calls: list[tuple[int, int]] = []
+    res = run_selftest(cases, progress_count=lambda done, total, label: calls.append((done, total)))
+    (total,) = {t for _, t in calls}
+    correct, rest = divmod(total - len(res.mutants), 6)  # the mutants, then each correct default built-in: 6 units each
+    assert rest == 0 and correct >= 8
+    impls = len(res.mutants) + correct
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls) and calls[-1][0] == total
+    assert len(calls) > impls  # a call per case and dtype of each correct implementation, not one per implementation
