@@ -1,0 +1,138 @@
+"""The documentation runs as written: every shell command and Python block of README.md, cases/README.md
+and reports/README.md runs here, in document order, from the project's root, with this interpreter for
+`.venv/bin/python` (CI's .ci/run makes .venv exactly as the README's set-up says and runs this suite in it).
+
+A command that cannot run here is listed in NOT_RUN with its reason; a block in a language that is not a
+command (output, configuration) is listed in NOT_COMMANDS. A new command runs by default; a new kind of
+block, or a NOT_RUN entry the documents no longer have, fails the test. The figures the README states
+(counts) are checked against scripts/readme_figures.py, the one script that prints them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.docblocks import Block, blocks
+
+DOCS = ("README.md", "cases/README.md", "reports/README.md")
+SHELL = {"sh", "bash", "shell", "console"}
+PYTHON = {"python", "py"}
+#: Fenced blocks that are not commands: language -> what they are.
+NOT_COMMANDS = {
+    "text": "output shown as a sample",
+    "json": "a line of a results file, shown as a sample",
+    "yaml": "a GitHub Actions workflow: it runs on GitHub's machines (its commands are the README's `check` and `report`)",
+    "toml": "a snippet of a user's pyproject.toml",
+}
+SETUP = ".ci/run makes the virtual environment and installs exactly so before it runs this suite"
+#: Commands not run here -> why (a command is the block's line, trailing comment included).
+NOT_RUN = {
+    "python3 -m venv .venv && .venv/bin/pip install -c constraints/cpu.txt -e . && .venv/bin/python -m harness check":
+        SETUP + "; its `check` runs here as the line `.venv/bin/python -m harness check` of 'What check prints'",
+    'python3 -m venv .venv && .venv/bin/pip install -c constraints/cpu.txt -e ".[test]" && .venv/bin/python -m pytest':
+        SETUP + "; its `pytest` is the suite this test is part of",
+    ".venv/bin/python -m pytest -n auto --dist worksteal": "the whole suite, which this test is part of (CI runs it)",
+    ".venv/bin/python -m pytest tests/test_sweep.py -n 2 --harness-results reports/results.jsonl":
+        "the full sweep: the suite runs tests/test_sweep.py itself",
+    ".venv/bin/python -m pytest tests/test_sweep.py --harness-tier large --harness-dtypes float32   # N up to 100,000":
+        "the large tier: N up to 100,000, tens of minutes",
+    ".venv/bin/python -m harness bench              # full sweep: N = 1..10^6, (D, K) = (1,1), (16,4), (128,16), every device and dtype":
+        "the full benchmark: N up to 10^6 on every device and dtype, tens of minutes",
+    ".venv/bin/python -m harness bench --quick      # CI/smoke sweep":
+        "times the step at several sizes with warm-up rounds (minutes); tests/test_bench.py runs the benchmark module once, timing off",
+    ".venv/bin/python -m harness bench --from-json reports/bench.json   # tables of an earlier run (or another machine's)":
+        "needs reports/bench.json of the `bench` line above; tests/test_bench.py builds the tables from a JSON file",
+    "scripts/cuda_check.sh OUT_DIR                  # on a CUDA machine: check (CPU+CUDA, TF32 off and on), CUDA tests, benchmark, one report":
+        "needs a CUDA machine",
+}
+#: Commands whose documented exit code is not 0 -> that code.
+EXIT = {"": 0}
+VENV_PYTHON = ".venv/bin/python"
+
+
+def all_blocks() -> list[Block]:
+    return [b for doc in DOCS for b in blocks(ROOT, doc)]
+
+
+def shell_commands() -> list[tuple[Block, str]]:
+    return [(b, c) for b in all_blocks() if b.lang in SHELL for c in b.commands()]
+
+
+def test_every_block_is_a_command_or_listed_with_what_it_is():
+    found = all_blocks()
+    assert len(found) >= 15  # the README's blocks were found (indented ones too)
+    unclassified = [f"{b.path}:{b.line} ```{b.lang}" for b in found if b.lang not in SHELL | PYTHON | set(NOT_COMMANDS)]
+    assert not unclassified, f"blocks that are neither commands nor listed in NOT_COMMANDS: {unclassified}"
+    stale = sorted(set(NOT_RUN) - {c for _, c in shell_commands()})
+    assert not stale, f"NOT_RUN lists commands the documents no longer have: {stale}"
+
+
+def test_commands_are_written_as_they_run_from_a_fresh_clone():
+    bare = re.compile(r"(?<![\w/.])python3? -m (?!venv\b)")
+    wrong = [f"{b.path}:{b.line}: {c}" for b, c in shell_commands() if bare.search(c)]
+    assert not wrong, f"commands that use a bare `python -m` instead of {VENV_PYTHON}: {wrong}"
+    # pytest commands and the `python` blocks too: the examples run from the project's root as written
+    assert "python -m pytest examples/test_my_step.py" not in (ROOT / "README.md").read_text().replace(f"{VENV_PYTHON} -m pytest", "")
+
+
+def test_the_readme_shows_examples_my_step_py_as_it_is():
+    readme_blocks = [b.text for b in blocks(ROOT, "README.md") if b.lang in PYTHON]
+    assert (ROOT / "examples" / "my_step.py").read_text() in readme_blocks
+    assert (ROOT / "examples" / "test_my_step.py").read_text() in readme_blocks
+
+
+def _run(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    argv = shlex.split(command, comments=True)
+    if argv[0] == VENV_PYTHON:
+        argv[0] = sys.executable
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_every_documented_command_and_python_block_runs_as_written():
+    """One test, in document order: later commands read what earlier ones wrote (reports/results.jsonl)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "examples")])}
+    ran = 0
+    for block in all_blocks():
+        if block.lang in PYTHON:
+            res = subprocess.run([sys.executable, "-c", block.text], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+            assert res.returncode == 0, f"{block.path}:{block.line}: the python block failed:\n{res.stderr[-3000:]}"
+            ran += 1
+            continue
+        if block.lang not in SHELL:
+            continue
+        for command in block.commands():
+            if command in NOT_RUN:
+                continue
+            if "|" in command or "&&" in command or "$(" in command:
+                pytest.fail(f"{block.path}:{block.line}: {command!r} needs a shell: list it in NOT_RUN or run it here another way")
+            res = _run(command, env)
+            want = EXIT.get(command, 0)
+            assert res.returncode == want, (f"{block.path}:{block.line}: {command!r} exited {res.returncode} (documented: {want})\n"
+                                            f"{res.stdout[-2000:]}\n{res.stderr[-3000:]}")
+            ran += 1
+    assert ran >= 15
+
+
+def test_the_readme_states_the_counts_the_figures_script_prints():
+    res = subprocess.run([sys.executable, "scripts/readme_figures.py"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    figures = dict(line.split(": ", 1) for line in res.stdout.splitlines() if ": " in line and not line.startswith("time "))
+    readme = (ROOT / "README.md").read_text()
+    assert "@@" not in readme  # no placeholder left
+    checks = [("cases quick", "{} cases, every regime"), ("cases full", "default tier ({} cases)"),
+              ("cases large", "({} cases, N up to 100,000)"), ("cases of generated.toml full", "({} cases in\n`generated.toml`"),
+              ("generated cases full", "NIST StRD, {} generated cases)"),
+              ("cases quick", "the quick tier, {} cases")]
+    import torch
+
+    if not torch.cuda.is_available() and not torch.backends.mps.is_available():  # the README counts the items of a CPU machine
+        checks.append(("sweep items", "{} items on this machine"))
+    for key, phrase in checks:
+        assert phrase.format(figures[key]) in readme, (key, figures[key])
