@@ -656,11 +656,13 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         for line in state.notes:
             terminalreporter.write_line(line)
         return
-    from .summary import by_device_dtype, verdict_line
+    from .summary import by_device_dtype, explain_failures, verdict_line
 
     tr = terminalreporter
     tr.write_sep("-", "autograd-harness")
     for line in by_device_dtype(state.records).splitlines():
+        tr.write_line(line)
+    for line in explain_failures(state.records, max_groups=6).splitlines():  # the failures grouped by cause, as `check` shows them
         tr.write_line(line)
     note = f"; results {state.options.results}" if state.options.results is not None else ""
     if state.options.report is not None and not state.notes:

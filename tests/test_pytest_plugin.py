@@ -105,6 +105,8 @@ def test_harness_verify_fixture_grades_a_users_step(pytester, monkeypatch):
     assert "checks of 'forgets_the_two' failed" in out and "grad_W (step 1)" in out and "Mismatched elements: 2 / 2 (100.0%)" in out
     # terminal summary: one line per device and dtype, then the verdict line
     assert "autograd-harness" in out and "cpu float32: " in out
+    # and the failures grouped by cause, with a reproduce line, as `check` prints them
+    assert "- forgets_the_two: " in out and "FAILS the run" in out and "    reproduce: python -m harness check" in out
     lines = [json.loads(line) for line in results.read_text().splitlines()]
     assert lines[0]["kind"] == "environment" and lines[0]["runner"] == "pytest"
     recs = lines[1:-1]
