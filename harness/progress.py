@@ -1,7 +1,9 @@
 """Progress of long commands (``check``, ``selftest``) on stderr.
 
 On a terminal (stderr is a tty) a tqdm bar; elsewhere (CI logs, pipes) plain
-lines, at most one every :data:`PLAIN_EVERY` seconds and one at the end::
+lines, at most one every :data:`PLAIN_EVERY` seconds or one tenth of the time
+elapsed, whichever is longer (a 15-minute run logs about 40 lines, not 180),
+and one at the end::
 
     [37/128] 29% elapsed 12.4s ETA 30.5s case-id impl cpu float32
 """
@@ -12,8 +14,10 @@ import sys
 import time
 from typing import Any, TextIO
 
-#: Seconds between two plain progress lines (not a terminal).
+#: Seconds between two plain progress lines (not a terminal), at least.
 PLAIN_EVERY = 5.0
+#: ... and at least this share of the time elapsed, so that a long run's log stays short.
+PLAIN_SHARE = 0.1
 
 
 def _fmt(seconds: float) -> str:
@@ -50,7 +54,7 @@ class Progress:
             self._bar.refresh()
             return
         now = time.monotonic()
-        if done >= total or now - self._last >= self.every:
+        if done >= total or now - self._last >= max(self.every, PLAIN_SHARE * (now - self.start)):
             self._last = now
             print(self.line(done, total, label, now), file=self.stream, flush=True)
 

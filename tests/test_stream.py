@@ -220,3 +220,24 @@ def test_progress_bar_on_a_terminal():
     p(2, 4, "x")
     p.close()
     assert "2/4" in buf.getvalue() and "%" in buf.getvalue()
+
+
+def test_plain_progress_lines_get_sparser_as_the_run_gets_longer(monkeypatch):
+    import io
+
+    from harness import progress as progress_module
+    from harness.progress import Progress
+
+    clock = [1000.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    buf = io.StringIO()
+    p = Progress("check", stream=buf, tty=False)  # every 5 s, or a tenth of the elapsed time when that is longer
+    for second in range(1, 901):  # a 15-minute run, one task a second
+        clock[0] = 1000.0 + second
+        p(second, 900, "")
+    lines = buf.getvalue().splitlines()
+    elapsed = [int(line.split("[")[1].split("/")[0]) for line in lines]
+    assert elapsed[:10] == [1, 6, 11, 16, 21, 26, 31, 36, 41, 46]  # the first task, then every 5 s while the run is young
+    assert 30 <= len(lines) <= 45 and elapsed[-1] == 900  # about 40 lines in all, the last one at the end
+    gaps = [b - a for a, b in zip(elapsed, elapsed[1:], strict=False)]
+    assert max(gaps) <= 90
