@@ -49,6 +49,10 @@ NOT_RUN = {
         "times the step at several sizes with warm-up rounds (minutes); tests/test_bench.py runs the benchmark module once, timing off",
     ".venv/bin/python -m harness bench --from-json reports/bench.json   # tables of an earlier run (or another machine's)":
         "needs reports/bench.json of the `bench` line above; tests/test_bench.py builds the tables from a JSON file",
+    ".venv/bin/python -m pytest examples/test_my_step.py":
+        "runs as written in tests/test_plugins.py::test_readme_commands_run_as_written (in a copy of examples/ and cases/)",
+    ".venv/bin/python -m harness check --plugin examples/my_step.py --implementations my-step":
+        "runs as written in tests/test_plugins.py::test_readme_commands_run_as_written (in a copy of examples/ and cases/)",
     "scripts/cuda_check.sh OUT_DIR                  # on a CUDA machine: check (CPU+CUDA, TF32 off and on), CUDA tests, benchmark, one report":
         "needs a CUDA machine",
 }
