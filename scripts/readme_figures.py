@@ -48,7 +48,8 @@ def counts() -> dict[str, int]:
         res = load_cases([ROOT / "cases"], tier=tier)
         out[f"cases {tier}"] = len(res.cases)
         out[f"generated cases {tier}"] = sum("generated" in c.tags for c in res.cases)
-    out["cases of generated.toml full"] = len(load_cases([ROOT / "cases" / "generated.toml"], tier="full").cases)
+    for tier in ("quick", "full"):
+        out[f"cases of generated.toml {tier}"] = len(load_cases([ROOT / "cases" / "generated.toml"], tier=tier).cases)
     collected = subprocess.run([sys.executable, "-m", "pytest", "tests/test_sweep.py", "--collect-only", "-q", "-p", "no:randomly"],
                                cwd=ROOT, capture_output=True, text=True, check=False)
     out["sweep items"] = sum(line.startswith("tests/test_sweep.py::") for line in collected.stdout.splitlines())
@@ -83,7 +84,7 @@ def measure(names: list[str]) -> dict[str, dict[str, object]]:
         proc = subprocess.run([sys.executable, *COMMANDS[name]], cwd=ROOT, capture_output=True, text=True, check=False)
         done[name] = {"command": ".venv/bin/python " + " ".join(COMMANDS[name]), "seconds": round(time.monotonic() - start, 1),
                       "exit": proc.returncode, "load before": before, "load after": load_average(), "cpus": os.cpu_count(),
-                      "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "last line": (proc.stdout.strip().splitlines() or [""])[-1]}
+                      "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "last lines": proc.stdout.strip().splitlines()[-4:]}
         MEASURED.write_text(json.dumps(done, indent=1) + "\n")
     return done
 

@@ -134,6 +134,8 @@ def test_the_readme_states_the_counts_the_figures_script_prints():
               ("cases large", "({} cases, N up to 100,000)"), ("cases of generated.toml full", "({} cases in\n`generated.toml`"),
               ("generated cases full", "NIST StRD, {} generated cases)"),
               ("cases quick", "the quick tier, {} cases")]
+    cases_readme = (ROOT / "cases" / "README.md").read_text()
+    assert f"{figures['cases of generated.toml full']} cases in the full tier ({figures['cases of generated.toml quick']} of them" in cases_readme
     import torch
 
     if not torch.cuda.is_available() and not torch.backends.mps.is_available():  # the README counts the items of a CPU machine
