@@ -81,7 +81,8 @@ def run_selftest(
     mutants = [i for i in REGISTRY.values() if not i.correct and i.kind != "plugin"]
     correct = [i for i in REGISTRY.values() if i.correct and i.default and i.kind == "builtin"]  # opt-in ones (torch-compile) run only when named
     results: list[MutantResult] = []
-    per_impl = sum(len(dtypes or c.dtypes) for c in cases)  # the case/dtype units of one correct implementation (on the CPU)
+    # the case/dtype units of one correct implementation (on the CPU), for progress_count
+    per_impl = sum(len(dtypes or c.dtypes) for c in cases) if progress_count else len(cases)
     total = len(mutants) + len(correct) * per_impl
     done = 0
 
