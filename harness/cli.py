@@ -304,7 +304,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print()
     if args.tier == "quick" and any("generated" in c.tags for c in cases):
         print(f"quick tier: {selected} case(s) (every hand-written case, one generated case per regime x reduction x steps); "
-              "the full sweep: python -m harness check --all")
+              f"the full sweep: {full_sweep_command()}")
     report_note = ""
     if args.report != "none":
         from .report import render_report
@@ -317,6 +317,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     for line in outcome.reasons:  # the last lines say why the run passes or fails, in plain words
         print(line)
     return outcome.code
+
+
+def full_sweep_command() -> str:
+    """This process's own command line asking for the full tier (``... check --all``)."""
+    from .records import command_line
+
+    cmd = command_line()
+    for quick in ("--tier quick", "--tier=quick"):
+        if quick in cmd:
+            return cmd.replace(quick, "--tier full")
+    return f"{cmd} --all"
 
 
 def _interrupted(args: argparse.Namespace, stream: Any, finished: list) -> int:

@@ -65,3 +65,16 @@ def test_check_and_cases_default_to_quick_and_all_is_full(capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] == "518 cases"
     assert main(["cases", "--tier", "default", "--cases", str(CASES / "generated.toml")]) == 0
     assert capsys.readouterr().err.strip().splitlines()[-1] == "518 cases"
+
+
+def test_check_on_the_quick_tier_says_how_to_run_the_full_sweep(capsys, tmp_path):
+    from harness.cli import main
+
+    code = main(["check", "--cases", str(CASES / "generated.toml"), "--case", "gen-wide-normal-*", "--implementations", "numpy-hand",
+                 "--dtypes", "float64", "--isolation", "inline", "--report", "none", "--results", str(tmp_path / "r.jsonl")])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0
+    (line,) = [ln for ln in out if ln.startswith("quick tier: ")]
+    assert line.startswith("quick tier: 2 case(s) (every hand-written case, one generated case per regime x reduction x steps); "
+                           "the full sweep: ") and line.endswith(" --all")
+    assert out[-1].startswith("exit 0: ")
