@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -440,8 +441,15 @@ def cmd_report(args: argparse.Namespace) -> int:
             sections.append((f"Benchmarks ({bench_json})", section_html(load(bench_json))))
         except (OSError, ValueError, KeyError) as exc:
             raise UsageError(f"{bench_json}: not a benchmark JSON from `harness bench`: {exc}") from exc
-    path = write_atomic(args.output, render_html(model, title=args.title, extra_sections=sections))
-    print(f"{verdict_line(model.records)} from {len(model.sources)} file(s); report {path}")
+    from .records import keep_previous
+
+    page = render_html(model, title=args.title, extra_sections=sections)
+    if any(os.path.realpath(src) == os.path.realpath(args.output) for src in args.results):
+        raise UsageError(f"--output {args.output}: is one of the results files read")
+    kept = keep_previous(args.output)  # as `check` does: an earlier report is kept, never lost silently
+    path = write_atomic(args.output, page)
+    print(f"{verdict_line(model.records)} from {len(model.sources)} file(s); report {path}"
+          + (f" (the previous one kept as {kept})" if kept else ""))
     return 0
 
 

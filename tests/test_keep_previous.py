@@ -120,3 +120,15 @@ def test_a_killed_run_leaves_the_earlier_results_whole(tmp_path):
         proc.communicate()
     assert (tmp_path / "results.prev.jsonl").read_text() == earlier
     assert "an-earlier-run" not in results.read_text()
+
+
+def test_report_keeps_the_earlier_page_too(tmp_path, capsys):
+    assert _run(tmp_path, capsys)[0] == 0
+    page = (tmp_path / "agreement.html").read_bytes()
+    assert main(["report", str(tmp_path / "results.jsonl"), "-o", str(tmp_path / "agreement.html")]) == 0
+    assert f"(the previous one kept as {tmp_path / 'agreement.prev.html'})" in capsys.readouterr().out
+    assert (tmp_path / "agreement.prev.html").read_bytes() == page
+    # a report written over its own results file is refused, and the results stay
+    assert main(["report", str(tmp_path / "results.jsonl"), "-o", str(tmp_path / "results.jsonl")]) == 2
+    assert "is one of the results files read" in capsys.readouterr().err
+    assert (tmp_path / "results.jsonl").read_text().startswith('{"kind": "environment"')
