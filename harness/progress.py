@@ -62,7 +62,8 @@ class Progress:
         """The plain progress line."""
         elapsed = (now if now is not None else time.monotonic()) - self.start
         pct = 100.0 * done / total if total else 100.0
-        eta = "ETA ?" if done == 0 else f"ETA {_fmt(elapsed / done * (total - done))}"
+        # no ETA from the first 2% of the tasks: the first ones carry the start-up (workers, imports) and would say hours
+        eta = "ETA ?" if done == 0 or (done < total and done * 50 < total) else f"ETA {_fmt(elapsed / done * (total - done))}"
         prefix = f"{self.desc}: " if self.desc else ""
         return f"{prefix}[{done}/{total}] {pct:3.0f}% elapsed {_fmt(elapsed)} {eta} {label}".rstrip()
 

@@ -241,3 +241,11 @@ def test_plain_progress_lines_get_sparser_as_the_run_gets_longer(monkeypatch):
     assert 30 <= len(lines) <= 45 and elapsed[-1] == 900  # about 40 lines in all, the last one at the end
     gaps = [b - a for a, b in zip(elapsed, elapsed[1:], strict=False)]
     assert max(gaps) <= 90
+
+
+def test_no_eta_from_the_first_two_percent_of_the_tasks():
+    from harness.progress import Progress
+
+    p = Progress("check", tty=False)
+    assert p.line(1, 1648, "x").endswith("ETA ? x") and p.line(32, 1648, "x").endswith("ETA ? x")
+    assert "ETA ?" not in p.line(33, 1648, "x") and "ETA ?" not in p.line(1, 4, "x")
