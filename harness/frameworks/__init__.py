@@ -1,0 +1,25 @@
+"""Array frameworks as plug-ins: handing inputs to a step in its framework, and reading its results.
+
+See :mod:`harness.frameworks.registry` (the adapters, :func:`register_framework`) and
+:mod:`harness.frameworks.interchange` (reading results through ``__array__``,
+``__dlpack__`` and ``.numpy()``; bfloat16 through ``ml_dtypes``).
+"""
+
+from . import builtin  # noqa: F401 - registers the built-in adapters (none imports its framework)
+from .interchange import PROTOCOLS, ResultReadError, case_array, dtype_name, has_ml_dtypes, read_result, to_float64
+from .registry import FRAMEWORKS, Framework, framework_of, reader_of, register_framework
+
+__all__ = [
+    "FRAMEWORKS",
+    "PROTOCOLS",
+    "Framework",
+    "ResultReadError",
+    "case_array",
+    "dtype_name",
+    "framework_of",
+    "has_ml_dtypes",
+    "read_result",
+    "reader_of",
+    "register_framework",
+    "to_float64",
+]
