@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ def unsupported_reason(framework: str, device: str, dtype: str) -> str | None:
     from ..devices import available_devices_types, device_type
 
     fw = framework_of(framework)
-    if fw.module and importlib.util.find_spec(fw.module) is None:
+    if fw.module and fw.module not in sys.modules and importlib.util.find_spec(fw.module) is None:
         return f"{fw.name} is not installed ({fw.install or 'pip install ' + fw.module})"
     if dtype not in fw.dtypes:
         return f"{fw.name} does not support {dtype}"

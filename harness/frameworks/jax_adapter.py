@@ -39,10 +39,13 @@ def jax_devices() -> set[str]:
 
 def x64_hint(case_dtype: str, got_dtype: str) -> str:
     """JAX's hint for a narrower dtype than the case's."""
-    if case_dtype == "float64":
+    import jax
+
+    if case_dtype == "float64" and not jax.config.jax_enable_x64:
         return ("with JAX, enable jax_enable_x64 (jax.config.update('jax_enable_x64', True) in the plug-in module, "
                 "or JAX_ENABLE_X64=1), or declare dtypes=('float32', 'float16', 'bfloat16')")
-    return f"with JAX, keep the inputs' dtype ({case_dtype}): a literal or an explicit dtype may have promoted or cast it"
+    return (f"with JAX, keep the inputs' dtype ({case_dtype}): an explicit dtype (jnp.float32, .astype) "
+            "or an array created without one may have narrowed it")
 
 
 FRAMEWORK = Framework("jax", to_jax, devices=jax_devices, dtype_hint=x64_hint, module="jax", install=INSTALL, builtin=True)
