@@ -41,7 +41,7 @@ def x64_hint(case_dtype: str, got_dtype: str) -> str:
     """JAX's hint for a narrower dtype than the case's."""
     import jax
 
-    if case_dtype == "float64" and not jax.config.jax_enable_x64:
+    if case_dtype == "float64" and not jax.config.read("jax_enable_x64"):
         return ("with JAX, enable jax_enable_x64 (jax.config.update('jax_enable_x64', True) in the plug-in module, "
                 "or JAX_ENABLE_X64=1), or declare dtypes=('float32', 'float16', 'bfloat16')")
     return (f"with JAX, keep the inputs' dtype ({case_dtype}): an explicit dtype (jnp.float32, .astype) "
