@@ -4,7 +4,10 @@ tuples as result sequences, and a narrower result dtype named. Hostile results f
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
+import shlex
 import subprocess
 import sys
 import types
@@ -404,10 +407,35 @@ def _check(root: Path, tmp_path: Path, plugin: Path, *args: str) -> tuple[int, l
     return proc.returncode, recs, proc.stdout + proc.stderr
 
 
+def _readme_section(root: Path) -> list[tuple[str, str]]:
+    text = (root / "README.md").read_text()
+    section = text.split("### Every argument of `@harness.implementation`", 1)[1].split("\n## ", 1)[0]
+    section = section.split("### Built-in implementations", 1)[0]
+    return re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S)
+
+
+def test_readme_documents_every_argument_of_implementation(root: Path) -> None:
+    text = (root / "README.md").read_text().split("### Every argument of `@harness.implementation`", 1)[1].split("\n### ", 1)[0]
+    documented = re.findall(r"^\| `(\w+)` \|", text, flags=re.M)
+    assert documented == list(inspect.signature(harness.implementation).parameters)
+
+
+def test_readme_jax_example_is_the_examples_file(root: Path) -> None:
+    blocks = _readme_section(root)
+    python = [b for lang, b in blocks if lang == "python"]
+    assert python[0] == (root / "examples" / "jax_step.py").read_text()
+
+
 def test_jax_example_is_graded_in_every_dtype(root: Path, tmp_path: Path) -> None:
+    """The README's command, as written (its records and report sent to tmp_path)."""
     pytest.importorskip("jax", reason="JAX is an optional extra: pip install 'autograd-harness[jax]'")
-    rc, recs, text = _check(root, tmp_path, root / "examples" / "jax_step.py", "--implementations", "jax-sgd")
-    assert rc == 0, text
+    (command,) = [b for lang, b in _readme_section(root) if lang == "bash"]
+    argv = shlex.split(command)
+    assert argv[:5] == ["python", "-m", "harness", "check", "--plugin"]
+    out = tmp_path / "results.jsonl"
+    proc = subprocess.run([PY, *argv[1:], "--results", str(out), "--report", "none"], cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    recs = [r for r in map(json.loads, out.read_text().splitlines()) if "verdict" in r]
     by_dtype = {dt: {r["verdict"] for r in recs if r["dtype"] == dt} for dt in ("float64", "float32", "float16", "bfloat16")}
     assert by_dtype == {dt: {"agree"} for dt in by_dtype}
     assert sum(r["dtype"] == "bfloat16" for r in recs) == 8 * 5  # seed-mean: 8 steps x 5 quantities
