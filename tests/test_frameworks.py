@@ -499,3 +499,43 @@ def test_jax_step_computing_in_float32_is_named_for_a_float64_case(root: Path, t
     rec = recs[0]
     assert len(recs) == 1 and rec["verdict"] == "error"
     assert "step 1: loss returned float32 for a float64 case" in rec["message"] and "with JAX, keep the inputs' dtype" in rec["message"]
+
+
+REGISTERED_PLUGIN = '''
+import numpy as np
+
+import harness
+
+
+class Boxed:
+    """A framework's tensor that no interchange protocol reads: only the registered to_numpy."""
+
+    def __init__(self, v):
+        self.payload = np.asarray(v)
+
+
+harness.register_framework("boxed", to_framework=lambda array, device: Boxed(array), to_numpy=lambda t: t.payload,
+                           dtypes=("float32", "bfloat16"))
+
+
+@harness.implementation("boxed-sgd", framework="boxed")
+def boxed_sgd(X, y, W, b, *, lr, reduction, steps):
+    X, y, W, b = (v.payload for v in (X, y, W, b))
+    dt = X.dtype
+    for _ in range(steps):
+        R = (X @ W).astype(dt) + b - y
+        c = dt.type(1.0 if reduction == "sum" else 1.0 / R.size)
+        gW, gb = 2 * c * (X.T @ R).astype(dt), 2 * c * R.sum(axis=0)
+        W, b = W - lr * gW, b - lr * gb
+        yield tuple(Boxed(v) for v in (c * np.sum(R * R), gW, gb, W, b))
+'''
+
+
+def test_a_framework_registered_in_a_plugin_module_works_in_worker_processes(root: Path, tmp_path: Path) -> None:
+    pytest.importorskip("ml_dtypes", reason="bfloat16 through NumPy needs ml_dtypes")
+    plugin = tmp_path / "boxed_plugin.py"
+    plugin.write_text(REGISTERED_PLUGIN)
+    rc, recs, text = _check(root, tmp_path, plugin, "--implementations", "boxed-sgd", "--case", "seed-mean", "--isolation", "process")
+    assert rc == 0, text
+    by_dtype = {dt: {r["verdict"] for r in recs if r["dtype"] == dt} for dt in ("float64", "float32", "float16", "bfloat16")}
+    assert by_dtype == {"float64": {"unsupported"}, "float32": {"agree"}, "float16": {"unsupported"}, "bfloat16": {"agree"}}
