@@ -27,7 +27,7 @@ from .devices import parse_devices, to_float64, to_framework, unsupported_reason
 from .errors import UsageError
 from .exact import ScaledInts
 from .floats import FloatFormat, decimal_string, get_format, round_to_format, ulp_error
-from .frameworks import PROTOCOLS, ResultReadError, framework_of, read_result, reader_of
+from .frameworks import PROTOCOLS, ResultReadError, hint_for, read_result, reader_of
 from .frameworks.inputs import FrameworkInputError
 from .implementations import Implementation, implementation_of, resolve
 from .isolation import mutated_inputs, mutation_message, reraise_real_interrupt, snapshot
@@ -446,7 +446,7 @@ def _validate(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFormat
                         f"(return NumPy arrays, torch tensors, or objects with {PROTOCOLS})")
             if fmt is not None and got is not None and get_format(got).precision < fmt.precision:
                 return (f"step {t}: {name} returned {got} for a {fmt.name} case: it was computed in a narrower dtype than "
-                        f"the case's{framework_of(framework or 'numpy').hint(fmt.name, got)}; not graded")
+                        f"the case's{hint_for(framework, fmt.name, got)}; not graded")
             want = _shape_of(name, n, d, k)
             if arr.shape != want and tuple(x for x in arr.shape if x != 1) != tuple(x for x in want if x != 1):
                 return f"step {t}: {name} has shape {tuple(arr.shape)}, expected {want} (transposed or flattened?)"

@@ -7,7 +7,7 @@ See :mod:`harness.frameworks.registry` (the adapters, :func:`register_framework`
 
 from . import builtin  # noqa: F401 - registers the built-in adapters (none imports its framework)
 from .interchange import PROTOCOLS, ResultReadError, case_array, dtype_name, has_ml_dtypes, read_result, to_float64
-from .registry import FRAMEWORKS, Framework, framework_of, reader_of, register_framework
+from .registry import FRAMEWORKS, Framework, framework_of, hint_for, reader_of, register_framework
 
 __all__ = [
     "FRAMEWORKS",
@@ -18,6 +18,7 @@ __all__ = [
     "dtype_name",
     "framework_of",
     "has_ml_dtypes",
+    "hint_for",
     "read_result",
     "reader_of",
     "register_framework",

@@ -147,3 +147,10 @@ def reader_of(framework: str | None) -> Callable[[Any], Any] | None:
     name, or a framework read through the interchange protocols alone)."""
     fw = FRAMEWORKS.get(framework) if framework else None
     return fw.to_numpy if fw is not None else None
+
+
+def hint_for(framework: str | None, case_dtype: str, got_dtype: str) -> str:
+    """``"; <hint>"`` of ``framework`` for a value in ``got_dtype`` where ``case_dtype`` was asked for
+    (``""`` for a framework without a hint, or not registered in this process)."""
+    fw = FRAMEWORKS.get(framework) if framework else None
+    return fw.hint(case_dtype, got_dtype) if fw is not None else ""
