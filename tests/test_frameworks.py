@@ -435,7 +435,10 @@ def test_jax_example_is_graded_in_every_dtype(root: Path, tmp_path: Path) -> Non
     out = tmp_path / "results.jsonl"
     proc = subprocess.run([PY, *argv[1:], "--results", str(out), "--report", "none"], cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    recs = [r for r in map(json.loads, out.read_text().splitlines()) if "verdict" in r]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    recs = [r for r in lines if "verdict" in r]
+    (env,) = [r for r in lines if r.get("kind") == "environment"]
+    assert env["jax"] == pytest.importorskip("jax").__version__  # the plug-in's framework is on record
     by_dtype = {dt: {r["verdict"] for r in recs if r["dtype"] == dt} for dt in ("float64", "float32", "float16", "bfloat16")}
     assert by_dtype == {dt: {"agree"} for dt in by_dtype}
     assert sum(r["dtype"] == "bfloat16" for r in recs) == 8 * 5  # seed-mean: 8 steps x 5 quantities
