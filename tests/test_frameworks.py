@@ -542,3 +542,12 @@ def test_a_framework_registered_in_a_plugin_module_works_in_worker_processes(roo
     assert rc == 0, text
     by_dtype = {dt: {r["verdict"] for r in recs if r["dtype"] == dt} for dt in ("float64", "float32", "float16", "bfloat16")}
     assert by_dtype == {"float64": {"unsupported"}, "float32": {"agree"}, "float16": {"unsupported"}, "bfloat16": {"agree"}}
+
+
+def test_dlpack_follows_torch_on_which_pairs_exist(monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.devices as devices
+
+    monkeypatch.setattr(devices, "available_devices", lambda: ["cpu", "mps"])
+    assert devices.unsupported_reason("dlpack", "mps", "float64") == "the MPS backend does not support float64"
+    assert devices.unsupported_reason("dlpack", "mps", "bfloat16") is None
+    assert devices.unsupported_reason("dlpack", "cuda:0", "float32") == "device cuda:0 is not available on this machine"

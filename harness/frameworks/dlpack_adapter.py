@@ -31,4 +31,11 @@ def dlpack_devices() -> set[str]:
     return available_devices_types()
 
 
-FRAMEWORK = Framework("dlpack", to_dlpack, devices=dlpack_devices, builtin=True)
+def torch_reason(device: str, dtype: str) -> str | None:
+    """Why torch cannot make this dtype on this device (the inputs are torch tensors): float64 on mps."""
+    from ..devices import unsupported_reason
+
+    return unsupported_reason("torch", device, dtype)
+
+
+FRAMEWORK = Framework("dlpack", to_dlpack, devices=dlpack_devices, builtin=True, reason=torch_reason)

@@ -36,7 +36,7 @@ def unsupported_reason(framework: str, device: str, dtype: str) -> str | None:
         return f"device {device} is not available on this machine"
     if dev not in fw.device_types():
         return f"{fw.name} does not run on {device} here"
-    return None
+    return fw.reason(device, dtype) if fw.reason is not None else None
 
 
 def make_input(values: npt.NDArray[np.float64], framework: str, dtype: str, device: str) -> Any:

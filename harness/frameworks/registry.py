@@ -50,6 +50,8 @@ class Framework:
             ``install`` when it is not installed; ``""`` = none.
         install: how to install it (``pip install 'autograd-harness[jax]'``).
         builtin: registered by the harness itself (cannot be replaced).
+        reason: ``reason(device, dtype) -> str or None``: why it cannot run this pair although
+            both are in ``devices`` and ``dtypes`` (``dlpack``: torch has no float64 on mps); None = no such pair.
     """
 
     name: str
@@ -61,6 +63,7 @@ class Framework:
     module: str = ""
     install: str = ""
     builtin: bool = False
+    reason: Callable[[str, str], str | None] | None = None
 
     def device_types(self) -> set[str]:
         """The device types (``"cpu"``, ``"cuda"``, ``"mps"``) this framework runs on here."""

@@ -20,7 +20,7 @@ def to_tensorflow(array: Any, device: str) -> Any:
     import tensorflow as tf
 
     with tf.device(tf_device(device)):
-        return tf.constant(array, dtype=array.dtype)
+        return tf.constant(array)  # the dtype of the NumPy array (bfloat16: ml_dtypes', which TensorFlow maps to tf.bfloat16)
 
 
 def tf_devices() -> set[str]:
