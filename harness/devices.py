@@ -83,14 +83,7 @@ def parse_dtypes(spec: str | Iterable[str] | None) -> list[str] | None:
 
 
 def unsupported_reason(framework: str, device: str, dtype: str) -> str | None:
-    """Why ``framework`` cannot compute in ``dtype`` on ``device`` (None if it can).
-
-    Frameworks other than torch and NumPy answer through their adapters
-    (:func:`harness.frameworks.inputs.unsupported_reason`)."""
-    if framework not in ("torch", "numpy"):
-        from .frameworks.inputs import unsupported_reason as adapter_reason
-
-        return adapter_reason(framework, device, dtype)
+    """Why ``framework`` cannot compute in ``dtype`` on ``device`` (None if it can)."""
     dev = device_type(device)
     if framework == "numpy":
         if dev != "cpu":
@@ -117,15 +110,7 @@ def torch_dtype(dtype: str) -> Any:
 
 
 def to_framework(arr: npt.NDArray[np.float64], framework: str, dtype: str, device: str) -> Any:
-    """An input array as the framework's object, created directly in ``dtype`` on ``device``.
-
-    Frameworks other than torch and NumPy go through their adapters
-    (:func:`harness.frameworks.inputs.make_input`, which raises ``FrameworkInputError``
-    for an input made in another dtype)."""
-    if framework not in ("torch", "numpy"):
-        from .frameworks.inputs import make_input
-
-        return make_input(arr, framework, dtype, device)
+    """An input array as the framework's object, created directly in ``dtype`` on ``device``."""
     if framework == "numpy":
         with np.errstate(over="ignore"):  # values beyond the dtype's range become inf, as in torch
             return np.asarray(arr).astype(NUMPY_DTYPES[dtype])
@@ -134,15 +119,13 @@ def to_framework(arr: npt.NDArray[np.float64], framework: str, dtype: str, devic
     return torch.tensor(arr, dtype=torch_dtype(dtype), device=device)
 
 
-def to_float64(value: Any, framework: str | None = None) -> npt.NDArray[np.float64]:
-    """A framework output (tensor, array or scalar) as a float64 NumPy array (exact).
+def to_float64(value: Any) -> npt.NDArray[np.float64]:
+    """A framework output (tensor, array or scalar) as a float64 NumPy array (exact)."""
+    try:
+        import torch
 
-    Read through the interchange protocols (``__array__``, ``__dlpack__``, ``.numpy()``) and
-    ``framework``'s own reader where it registered one (see :mod:`harness.frameworks.interchange`).
-
-    Raises:
-        harness.frameworks.ResultReadError: for a value that cannot be read as real numbers."""
-    from .frameworks import reader_of
-    from .frameworks import to_float64 as read
-
-    return read(value, reader_of(framework))
+        if isinstance(value, torch.Tensor):
+            return value.detach().to(device="cpu", dtype=torch.float64).numpy()
+    except ImportError:  # pragma: no cover
+        pass
+    return np.asarray(value, dtype=np.float64)

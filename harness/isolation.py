@@ -117,7 +117,7 @@ def snapshot(inputs: Mapping[str, Any], framework: str | None = None) -> dict[st
     """Float64 copies of the inputs (exact: every dtype the harness uses fits in float64),
     owned by the harness: they share no memory with the tensors or arrays handed to a step
     (read with ``framework``'s own reader where it registered one)."""
-    from .devices import to_float64
+    from .frameworks import to_float64
 
     return {key: np.array(to_float64(v, framework), dtype=np.float64, copy=True) for key, v in inputs.items()}
 
@@ -132,7 +132,7 @@ def mutated_inputs(inputs: Mapping[str, Any], before: Mapping[str, F64], framewo
     """The names of the inputs whose values (or shapes) differ, bit for bit, from the snapshot ``before``.
 
     An input that can no longer be read (freed, resized into junk) counts as mutated."""
-    from .devices import to_float64
+    from .frameworks import to_float64
 
     changed = []
     for key, ref in before.items():

@@ -23,12 +23,21 @@ from .bounds import step_bounds
 from .cases import Case
 from .classify import classify_exception
 from .compare import compare
-from .devices import parse_devices, to_float64, to_framework, unsupported_reason
+from .devices import parse_devices
 from .errors import UsageError
 from .exact import ScaledInts
 from .floats import FloatFormat, decimal_string, get_format, round_to_format, ulp_error
-from .frameworks import PROTOCOLS, ResultReadError, hint_for, read_result, reader_of
-from .frameworks.inputs import FrameworkInputError
+from .frameworks import (
+    PROTOCOLS,
+    FrameworkInputError,
+    ResultReadError,
+    hint_for,
+    read_result,
+    reader_of,
+    to_float64,
+    to_framework,
+    unsupported_reason,
+)
 from .implementations import Implementation, implementation_of, resolve
 from .isolation import mutated_inputs, mutation_message, reraise_real_interrupt, snapshot
 from .oracle import ExactStep, exact_inputs_from_floats, exact_inputs_from_written, exact_step, exact_trajectory

@@ -166,11 +166,3 @@ def _from_dlpack(value: Any) -> Any:
         import torch
 
         return torch.from_dlpack(value)
-
-
-def to_float64(value: Any, to_numpy: Any = None) -> F64:
-    """A framework's value (tensor, array or scalar) as a float64 NumPy array (exact).
-
-    Raises:
-        ResultReadError: see :func:`read_result`."""
-    return read_result(value, to_numpy)[0]
