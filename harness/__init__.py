@@ -3,6 +3,7 @@
 Public API (see the README):
 
 - :func:`implementation` registers a step function; :class:`StepResult` is what it returns.
+- :func:`register_framework` adds an array framework a step may be written in (:class:`Framework`).
 - :func:`verify` grades implementations on cases and returns :class:`Record` objects.
 - :func:`assert_agrees` raises ``AssertionError`` with a torch.testing-style message.
 - :func:`load_cases`, :func:`make_case` build cases; :func:`derive` gives the formulas.
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from .api import assert_agrees, default_cases
     from .cases import Case, case_from_arrays, load_cases, make_case
     from .errors import CaseFileError, HarnessError, PluginError, UsageError
+    from .frameworks import Framework, register_framework
     from .implementations import Implementation, StepResult, implementation
     from .records import Record
     from .runner import RunOptions, verify
@@ -31,6 +33,7 @@ __version__ = "0.1.0"
 _WHERE = {
     "assert_agrees": "api", "default_cases": "api",
     "Case": "cases", "case_from_arrays": "cases", "load_cases": "cases", "make_case": "cases",
+    "Framework": "frameworks", "register_framework": "frameworks",
     "CaseFileError": "errors", "HarnessError": "errors", "PluginError": "errors", "UsageError": "errors",
     "Implementation": "implementations", "StepResult": "implementations", "implementation": "implementations",
     "Record": "records", "RunOptions": "runner", "verify": "runner", "derive": "symbolic",
@@ -39,6 +42,7 @@ _WHERE = {
 __all__ = [
     "Case",
     "CaseFileError",
+    "Framework",
     "HarnessError",
     "Implementation",
     "PluginError",
@@ -53,6 +57,7 @@ __all__ = [
     "implementation",
     "load_cases",
     "make_case",
+    "register_framework",
     "verify",
 ]
 

@@ -113,12 +113,13 @@ TIMEOUT_PER_MEGAFLOP = 1.0
 # ------------------------------------------------------------------ in-process guards
 
 
-def snapshot(inputs: Mapping[str, Any]) -> dict[str, F64]:
+def snapshot(inputs: Mapping[str, Any], framework: str | None = None) -> dict[str, F64]:
     """Float64 copies of the inputs (exact: every dtype the harness uses fits in float64),
-    owned by the harness: they share no memory with the tensors or arrays handed to a step."""
-    from .devices import to_float64
+    owned by the harness: they share no memory with the tensors or arrays handed to a step
+    (read with ``framework``'s own reader where it registered one)."""
+    from .frameworks import to_float64
 
-    return {key: np.array(to_float64(v), dtype=np.float64, copy=True) for key, v in inputs.items()}
+    return {key: np.array(to_float64(v, framework), dtype=np.float64, copy=True) for key, v in inputs.items()}
 
 
 def _same_bits(a: F64, b: F64) -> bool:
@@ -127,16 +128,16 @@ def _same_bits(a: F64, b: F64) -> bool:
     return bool(np.array_equal(np.ascontiguousarray(a).view(np.uint64), np.ascontiguousarray(b).view(np.uint64)))
 
 
-def mutated_inputs(inputs: Mapping[str, Any], before: Mapping[str, F64]) -> list[str]:
+def mutated_inputs(inputs: Mapping[str, Any], before: Mapping[str, F64], framework: str | None = None) -> list[str]:
     """The names of the inputs whose values (or shapes) differ, bit for bit, from the snapshot ``before``.
 
     An input that can no longer be read (freed, resized into junk) counts as mutated."""
-    from .devices import to_float64
+    from .frameworks import to_float64
 
     changed = []
     for key, ref in before.items():
         try:
-            now = np.asarray(to_float64(inputs[key]), dtype=np.float64)
+            now = np.asarray(to_float64(inputs[key], framework), dtype=np.float64)
         except Exception:
             changed.append(key)
             continue

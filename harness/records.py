@@ -442,6 +442,10 @@ def environment_record(extra: dict[str, Any] | None = None, run: str | None = No
         env["mps_available"] = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
     except ImportError:
         env["torch"] = None
+    for name in ("jax", "jaxlib", "tensorflow", "cupy", "ml_dtypes"):  # the plug-ins' frameworks, never imported here
+        module = sys.modules.get(name)
+        if module is not None:
+            env[name] = getattr(module, "__version__", None)
     if extra:
         env.update(extra)
     return env

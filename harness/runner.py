@@ -23,14 +23,26 @@ from .bounds import step_bounds
 from .cases import Case, CaseSource, as_cases
 from .classify import classify_exception
 from .compare import compare
-from .devices import parse_devices, to_float64, to_framework, unsupported_reason
+from .devices import parse_devices
 from .errors import UsageError
 from .exact import ScaledInts
 from .floats import FloatFormat, decimal_string, get_format, round_to_format, ulp_error
+from .frameworks import (
+    PROTOCOLS,
+    FrameworkInputError,
+    ResultReadError,
+    hint_for,
+    read_result,
+    reader_of,
+    to_float64,
+    to_framework,
+    unsupported_reason,
+)
 from .implementations import Implementation, implementation_of, resolve
 from .isolation import mutated_inputs, mutation_message, reraise_real_interrupt, snapshot
 from .oracle import ExactStep, exact_inputs_from_floats, exact_inputs_from_written, exact_step, exact_trajectory
 from .records import Record
+from .results import StepResultsError, collect_steps
 from .semantics import annotate, none_message
 from .verdicts import QUANTITIES, failing_verdicts
 
@@ -168,12 +180,14 @@ def check_case(
     n, d, k = case.shape
     try:
         fw_inputs = _fresh_inputs(case, impl, dtype, device)
+    except FrameworkInputError as exc:  # e.g. JAX without jax_enable_x64 makes float32 of float64
+        return [_whole_run_record(base, "error", f"could not create the inputs on {device}: {exc}; not graded")]
     except Exception as exc:  # e.g. out of device memory
         _, why = classify_exception(exc)
         return [_whole_run_record(base, "error", f"could not create the inputs on {device} ({why}): {type(exc).__name__}: {exc}")]
     # the harness's own float64 copies, taken before the call: the oracle grades against
     # these, never against the objects the step was handed (which it may have written into)
-    seen = snapshot(fw_inputs)
+    seen = snapshot(fw_inputs, impl.framework)
     if not all(np.isfinite(v).all() for v in seen.values()):
         bad = [key for key, v in seen.items() if not np.isfinite(v).all()]
         return [_whole_run_record(base, "overflow", f"inputs {', '.join(bad)} overflow {dtype}: they are inf once rounded")]
@@ -239,8 +253,8 @@ def _fresh_inputs(case: Case, impl: Implementation, dtype: str, device: str) -> 
         return {key: to_framework(v, impl.framework, dtype, device) for key, v in case.values.items()}
 
 
-def _outputs(res: Any, n: int, d: int, k: int) -> dict[str, F64]:
-    return {name: to_float64(getattr(res, name)).reshape(_shape_of(name, n, d, k)) for name in QUANTITIES}
+def _outputs(res: Any, n: int, d: int, k: int, framework: str | None = None) -> dict[str, F64]:
+    return {name: to_float64(getattr(res, name), framework).reshape(_shape_of(name, n, d, k)) for name in QUANTITIES}
 
 
 @dataclass
@@ -265,16 +279,19 @@ def _run_once(
     except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit, custom BaseException: user code
         reraise_real_interrupt(exc)
         return _Failed(*_raised(exc, which))
-    changed = mutated_inputs(fw_inputs, seen)
+    changed = mutated_inputs(fw_inputs, seen, impl.framework)
     if changed:
         return _Failed("error", mutation_message(changed, run, runs))
     # reading the results runs user code too (__len__, __iter__, __array__, __getattr__): anything it raises,
     # sys.exit included, is this implementation's error; the results are read once, into float64 arrays
     try:
-        problem = _validate(results, case.steps, n, d, k, fmt)
+        results = collect_steps(results, case.steps)  # a generator is read here, at most steps + 1 results
+        problem = _validate(results, case.steps, n, d, k, fmt, impl.framework)
         if problem:
             return _Failed("error", which + problem)
-        return [_outputs(res, n, d, k) for res in list(results)]
+        return [_outputs(res, n, d, k, impl.framework) for res in list(results)]
+    except StepResultsError as exc:
+        return _Failed("error", which + str(exc))
     except BaseException as exc:
         reraise_real_interrupt(exc)
         what = (f"called sys.exit({'' if exc.code is None else _safe_repr(exc.code)})" if isinstance(exc, SystemExit)
@@ -404,12 +421,15 @@ def _complex_or_object(value: Any) -> str | None:
     return None
 
 
-def _validate(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFormat | None = None) -> str | None:
+def _validate(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFormat | None = None,
+              framework: str | None = None) -> str | None:
     """Why the returned steps cannot be graded (None when they can).
 
     Shapes must match (size-1 axes aside: a (K,) bias may come back as (1, K)),
     and the values must be numbers of the case's dtype: a step that silently
-    computes in a wider type would otherwise be graded in the wrong ULPs.
+    computes in a wider type would otherwise be graded in the wrong ULPs, and one
+    that returns a narrower dtype (float32 for a float64 case: JAX without
+    ``jax_enable_x64``) is named as such, with ``framework``'s hint.
     """
     if not isinstance(results, list | tuple):
         return f"expected a list of StepResult, got {type(results).__name__}"
@@ -427,9 +447,15 @@ def _validate(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFormat
             if bad_kind:
                 return f"step {t}: {name} returned {bad_kind}: return real floating-point values of the case's dtype"
             try:
-                arr = to_float64(getattr(res, name))
+                arr, got = read_result(getattr(res, name), reader_of(framework))
+            except ResultReadError as exc:
+                return f"step {t}: {name} cannot be read as numbers: {exc}"
             except Exception as exc:
-                return f"step {t}: {name} cannot be read as numbers: {type(exc).__name__}: {exc}"
+                return (f"step {t}: {name} cannot be read as numbers: {type(exc).__name__}: {exc} "
+                        f"(return NumPy arrays, torch tensors, or objects with {PROTOCOLS})")
+            if fmt is not None and got is not None and get_format(got).precision < fmt.precision:
+                return (f"step {t}: {name} returned {got} for a {fmt.name} case: it was computed in a narrower dtype than "
+                        f"the case's{hint_for(framework, fmt.name, got)}; not graded")
             want = _shape_of(name, n, d, k)
             if arr.shape != want and tuple(x for x in arr.shape if x != 1) != tuple(x for x in want if x != 1):
                 return f"step {t}: {name} has shape {tuple(arr.shape)}, expected {want} (transposed or flattened?)"

@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from ..devices import available_devices, device_type, to_framework, unsupported_reason
+from ..devices import available_devices, device_type
+from ..frameworks import to_framework, unsupported_reason
 from ..implementations import Implementation, StepResult
 
 #: Reduction and learning rate of the benchmarked step (mean keeps 16-bit losses finite at N = 10^6).
@@ -323,7 +324,7 @@ class StepTarget:
             None when it is right, else a message (a benchmark of a wrong step is meaningless).
         """
         from ..cases import case_from_arrays
-        from ..devices import to_float64
+        from ..frameworks import to_float64
         from ..runner import RunOptions, check_case
         from ..verdicts import first_failure, nothing_graded
 
@@ -367,7 +368,7 @@ def make_step_target(impl: Implementation, size: Size, device: str, dtype: str, 
         raise ValueError(reason)
     vals = benchmark_inputs(size, seed)
     inputs = {key: to_framework(v, impl.framework, dtype, device) for key, v in vals.items()}
-    from ..devices import to_float64
+    from ..frameworks import to_float64
 
     reference = {key: to_float64(v) for key, v in inputs.items()}
     return StepTarget(impl, size, device, dtype, inputs, reference)

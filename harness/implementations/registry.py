@@ -4,11 +4,16 @@ An implementation is a function
 
     step(X, y, W, b, *, lr, reduction, steps) -> list[StepResult]
 
-taking plain inputs (``torch.Tensor`` on the case's device and dtype for
-``framework="torch"``, ``numpy.ndarray`` for ``framework="numpy"``): X (N, D),
+taking plain inputs in its framework's objects on the case's device and dtype
+(``torch.Tensor`` for ``framework="torch"``, ``numpy.ndarray`` for ``"numpy"``,
+``jax.Array`` for ``"jax"``, ``tf.Tensor`` for ``"tensorflow"``, a DLPack producer
+for ``"dlpack"``, or a framework registered with
+:func:`harness.frameworks.register_framework`): X (N, D),
 y (N, K), W (D, K), b (K,); ``lr`` a Python float; ``reduction`` ``"sum"`` or
-``"mean"``. It returns one :class:`StepResult` per step, whose ``W`` and ``b``
-are the values *after* that step's update.
+``"mean"``. It returns (or yields) one :class:`StepResult` (or plain 5-tuple) per
+step, whose ``W`` and ``b`` are the values *after* that step's update, as a list,
+a tuple or a generator; the values may be any array that the interchange protocols
+read (see :mod:`harness.frameworks.interchange`).
 
 Register one with the :func:`implementation` decorator; plug-in modules do so
 at import time (``--plugin MODULE`` or the entry-point group
@@ -25,8 +30,8 @@ from importlib.metadata import entry_points
 from typing import Any, NamedTuple
 
 from ..errors import PluginError
+from ..frameworks import framework_of
 
-FRAMEWORKS = ("torch", "numpy")
 ENTRY_POINT_GROUP = "harness.implementations"
 
 
@@ -50,7 +55,8 @@ class Implementation:
 
     Attributes:
         name: unique name (used on the command line and in records).
-        framework: ``"torch"`` or ``"numpy"``.
+        framework: ``"torch"``, ``"numpy"``, ``"jax"``, ``"tensorflow"``, ``"dlpack"`` or a
+            framework registered with :func:`harness.frameworks.register_framework`.
         fn: the step function (see module docstring).
         description: one line for listings.
         correct: False for deliberately buggy implementations (the selftest's
@@ -122,10 +128,13 @@ def implementation(
     (see :attr:`Implementation.flush_to_zero`).
 
     Raises:
-        PluginError: for an unknown framework, or a name already registered by another function.
+        PluginError: for an unknown framework (register it first with
+            :func:`harness.frameworks.register_framework`), or a name already registered by another function.
     """
-    if framework not in FRAMEWORKS:
-        raise PluginError(f"implementation {name!r}: framework must be one of {FRAMEWORKS}, got {framework!r}")
+    try:
+        framework_of(framework)
+    except PluginError as exc:
+        raise PluginError(f"implementation {name!r}: {exc}") from None
 
     def deco(fn: StepFn) -> StepFn:
         old = REGISTRY.get(name)
