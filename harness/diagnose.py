@@ -151,8 +151,8 @@ def tolerance(facts: StepFacts, q: str, scale: float | F64 = 1.0, extra: float |
     """
     c = np.abs(facts.computed[q])
     u, eta = facts.fmt.unit_roundoff, facts.fmt.underflow_quantum
-    slack = F64_SLACK * (c + sum((np.abs(t) for t in terms), np.zeros_like(c)))
     with np.errstate(over="ignore", invalid="ignore"):
+        slack = F64_SLACK * (c + sum((np.abs(t) for t in terms), np.zeros_like(c)))
         return np.asarray(scale * facts.rigorous[q] + u * c + eta + extra + slack, dtype=np.float64)
 
 
@@ -160,26 +160,28 @@ def fails(facts: StepFacts, q: str) -> bool:
     """Whether ``q``'s record is ``disagree`` and some element is outside the rigorous bound of the exact value."""
     if q not in facts.failing:
         return False
-    with np.errstate(invalid="ignore", over="ignore"):
-        return not bool(np.all(np.abs(facts.computed[q] - facts.exact[q]) <= facts.rigorous[q]))
+    e = facts.exact[q]
+    with np.errstate(invalid="ignore", over="ignore"):  # the exact value was rounded to float64: half an ULP of it
+        return not bool(np.all(np.abs(facts.computed[q] - e) <= facts.rigorous[q] + F64_SLACK * np.abs(e)))
 
 
 def fits(facts: StepFacts, q: str, hyp: npt.ArrayLike, tol: npt.ArrayLike) -> bool:
-    """Whether every element of ``q`` is within ``tol`` of ``hyp`` (NaN never fits)."""
+    """Whether every element of ``q`` is finite and within ``tol`` of ``hyp`` (NaN and inf never fit)."""
     c = facts.computed[q]
     h = np.broadcast_to(np.asarray(hyp, dtype=np.float64), c.shape)
     t = np.broadcast_to(np.asarray(tol, dtype=np.float64), c.shape)
     with np.errstate(invalid="ignore", over="ignore"):
-        return bool(np.all(np.abs(c - h) <= t))
+        return bool(np.all(np.isfinite(c)) and np.all(np.abs(c - h) <= t))
 
 
 def decisive(facts: StepFacts, q: str, hyp: npt.ArrayLike, tol: npt.ArrayLike) -> bool:
-    """Whether some element tells ``hyp`` from the exact value: ``|hyp - exact| > bound + tol``."""
+    """Whether some element tells ``hyp`` from the exact value: ``|hyp - exact| > bound + tol``
+    (plus half an ULP of the exact value, rounded to float64 here)."""
     e, r = facts.exact[q], facts.rigorous[q]
     h = np.broadcast_to(np.asarray(hyp, dtype=np.float64), e.shape)
     t = np.broadcast_to(np.asarray(tol, dtype=np.float64), e.shape)
     with np.errstate(invalid="ignore", over="ignore"):
-        return bool(np.any(np.abs(h - e) > r + t))
+        return bool(np.any(np.abs(h - e) > r + t + F64_SLACK * np.abs(e)))
 
 
 def explained(facts: StepFacts, q: str, hyp: npt.ArrayLike, tol: npt.ArrayLike) -> bool:
@@ -266,9 +268,9 @@ def accumulation(facts: StepFacts) -> Finding | None:
         if explained(facts, g, facts.exact[g] + pg, tolerance(facts, g, 1.0, 0.0, facts.exact[g], pg)):
             claimed.append(g)
             shift = facts.lr * pg
-            if explained(facts, p, facts.exact[p] - shift, tolerance(facts, p, 1.0, facts.fmt.unit_roundoff * np.abs(shift),
-                                                                         facts.exact[p], shift)):
-                claimed.append(p)
+            if fails(facts, p) and fits(facts, p, facts.exact[p] - shift, tolerance(facts, p, 1.0, facts.fmt.unit_roundoff * np.abs(shift),
+                                                                                       facts.exact[p], shift)):
+                claimed.append(p)  # the update used the accumulated gradient (a fit suffices: the gradient told it apart)
     if not any(q.startswith("grad") for q in claimed):
         return None
     g = claimed[0]
@@ -380,8 +382,15 @@ def _update_hyp(facts: StepFacts, p: str, f: float) -> tuple[F64, F64]:
     return w + move, tolerance(facts, p, max(1.0, abs(f)), 0.0, w, move)
 
 
-def _update_fits(facts: StepFacts, p: str, f: float) -> bool:
-    return explained(facts, p, *_update_hyp(facts, p, f))
+def _follows_gradient(facts: StepFacts, g: str, p: str, f: float) -> bool:
+    """Whether the failing ``p`` is what a wrong gradient ``f g`` makes of the update: within the
+    (scaled) bound of ``W + f (W'_exact - W)`` or of ``W - lr G`` with the reported ``G``. Only a
+    fit is asked (the gradient's record already told the factor from the truth)."""
+    if not fails(facts, p):
+        return False
+    w = facts.inputs[p]
+    shift = facts.lr * facts.computed[g].reshape(w.shape)
+    return fits(facts, p, *_update_hyp(facts, p, f)) or fits(facts, p, w - shift, tolerance(facts, p, max(1.0, abs(f)), 0.0, w, shift))
 
 
 def gradient_factor(facts: StepFacts) -> Finding | None:
@@ -392,14 +401,18 @@ def gradient_factor(facts: StepFacts) -> Finding | None:
     cands = [*_factor_labels(facts), (0.0, "zero", "read after zero_grad(), or never computed")]
 
     def grad_hyp(g: str) -> Callable[[float], tuple[F64, F64]]:
-        return lambda f: (f * facts.exact[g], tolerance(facts, g, abs(f), 0.0, f * facts.exact[g]))
+        def hyp(f: float) -> tuple[F64, F64]:
+            with np.errstate(over="ignore"):
+                h = f * facts.exact[g]
+            return h, tolerance(facts, g, abs(f), 0.0, h)
+        return hyp
 
     found = {g: c for g, _ in GRADS if (c := _unique_factor(facts, g, cands, grad_hyp(g))) is not None}
     if not found:
         return None
     f, what, why = next(iter(found.values()))
     claimed = [g for g, c in found.items() if c[0] == f]
-    claimed += [p for g, p in GRADS if g in claimed and _update_fits(facts, p, f)]
+    claimed += [p for g, p in GRADS if g in claimed and _follows_gradient(facts, g, p, f)]
     if explained(facts, "loss", f * facts.exact["loss"], tolerance(facts, "loss", abs(f), 0.0, f * facts.exact["loss"])):
         claimed.append("loss")
     name = _grouped(claimed, "gradient")
@@ -453,6 +466,8 @@ def stale_gradient(facts: StepFacts) -> Finding | None:
         return None
     claimed = []
     for g, p in GRADS:
+        if fails(facts, g):  # the gradient itself is right
+            continue
         shift = facts.lr * prev.computed[g].reshape(facts.computed[p].shape)
         hyp = facts.inputs[p] - shift
         tol = tolerance(facts, p, 1.0, 0.0, facts.inputs[p], shift)
@@ -485,6 +500,8 @@ def narrow_learning_rate(facts: StepFacts) -> Finding | None:
             continue
         claimed = []
         for g, p in GRADS:
+            if fails(facts, g):  # the gradient itself is right
+                continue
             shift = (facts.lr - lr_f) * facts.exact[g].reshape(facts.computed[p].shape)
             if explained(facts, p, facts.exact[p] + shift, tolerance(facts, p, 1.0, 0.0, facts.exact[p], shift)):
                 claimed.append(p)
@@ -510,8 +527,8 @@ def momentum(facts: StepFacts) -> Finding | None:
     obs = Observations()
     claim = []
     u = facts.fmt.unit_roundoff
-    for p in ("W", "b"):
-        if not fails(facts, p):
+    for g, p in GRADS:
+        if not fails(facts, p) or fails(facts, g):  # momentum leaves the gradient right (.grad never accumulates)
             continue
         m = (prev.computed[p] - prev.inputs[p]).reshape(facts.computed[p].shape)
         # the applied update differs from lr * buffer by one rounding of W_{t-1}; the buffer's own roundings
@@ -521,8 +538,28 @@ def momentum(facts: StepFacts) -> Finding | None:
     beta = estimate(obs, MIN_BETA, 1.0, NICE_BETAS) if claim else None
     if beta is None:
         return None
+    # told apart from an update along one direction only: a multiple of the exact update, or of the previous one
+    for direction in ("exact", "previous"):
+        along = Observations()
+        for p in claim:
+            m = (facts.exact[p] - facts.inputs[p] if direction == "exact"
+                 else (prev.computed[p] - prev.inputs[p]).reshape(facts.computed[p].shape))
+            along.add(facts.computed[p] - facts.inputs[p], m, tolerance(facts, p, 2.0, 0.0, facts.inputs[p], m), p)
+        if estimate(along, -np.inf, np.inf) is not None:
+            return None
     return Finding(f"SGD with momentum {_beta_text(beta)} (the cases model plain SGD)", tuple(claim),
                    f"each update is {_beta_text(beta)} x the previous update + lr x the exact gradient")
+
+
+def _along_exact(facts: StepFacts, quantities: Sequence[str]) -> bool:
+    """Whether the computed quantities are one common multiple of the exact ones (gradients) or of the
+    exact update (W, b): then a parameter-shaped term cannot be told from a constant factor."""
+    along = Observations()
+    for q in quantities:
+        base = np.zeros_like(facts.computed[q]) if q.startswith("grad") else facts.inputs[q]
+        m = facts.exact[q] - base
+        along.add(facts.computed[q] - base, m, tolerance(facts, q, 2.0, 0.0, base, m), q.removeprefix("grad_"))
+    return estimate(along, -np.inf, np.inf) is not None
 
 
 def l2_penalty(facts: StepFacts) -> Finding | None:
@@ -548,7 +585,7 @@ def l2_penalty(facts: StepFacts) -> Finding | None:
         if not claim or (params == ("W",) and (fails(facts, "grad_b") or fails(facts, "b"))):
             continue
         lam = estimate(obs, 0.0, MAX_LAMBDA)
-        if lam is not None:
+        if lam is not None and not _along_exact(facts, claim):
             where = "W and b" if params == ("W", "b") else "W only"
             return Finding(f"an L2 penalty (weight decay) {lam:.3g} (the cases model none)", tuple(claim),
                            f"gradient or update as with lambda = {lam:.3g} on {where}")
@@ -613,11 +650,9 @@ def narrower_dtype(facts: StepFacts) -> Finding | None:
         if got is None:
             continue
         ex, rig = got
-        ok = True
-        for q in failing:
-            tol = rig[q] + facts.fmt.unit_roundoff * np.abs(facts.computed[q]) + F64_SLACK * np.abs(ex[q])
-            with np.errstate(invalid="ignore", over="ignore"):
-                ok = ok and bool(np.all(np.abs(facts.computed[q] - ex[q]) <= tol))
+        with np.errstate(invalid="ignore", over="ignore"):
+            ok = all(fits(facts, q, ex[q], rig[q] + facts.fmt.unit_roundoff * np.abs(facts.computed[q]) + F64_SLACK * np.abs(ex[q]))
+                     for q in failing)
         if ok:
             return Finding(f"computed in {F.name} (narrower than the case's {facts.fmt.name})", tuple(failing),
                            f"every element is within {F.name}'s rigorous bound at the inputs rounded to {F.name}, "
@@ -625,29 +660,53 @@ def narrower_dtype(facts: StepFacts) -> Finding | None:
     return None
 
 
-#: The hypotheses, in the order they are tried (the first that explains a record names it).
+#: The hypotheses: each is asked, and a record is named only when exactly one diagnosis explains it.
 HYPOTHESES: tuple[Hypothesis, ...] = (
     accumulation, reported_before_update, gradient_factor, stale_gradient, update_factor,
-    narrow_learning_rate, momentum, l2_penalty, transposed_layout, narrower_dtype,
+    narrow_learning_rate, momentum, l2_penalty, transposed_layout,
 )
+
+#: Hypotheses that contain others (a narrower dtype's bound covers many small bugs): asked, in
+#: order, only for records that no hypothesis of :data:`HYPOTHESES` explains.
+FALLBACKS: tuple[Hypothesis, ...] = (narrower_dtype,)
 
 #: The prefix of a message the runner wrote for a record that flushing subnormals explains.
 FLUSH_TO_ZERO = "flush-to-zero: "
 
 
-def diagnose_step(records: Sequence[Any], facts: StepFacts, hypotheses: Sequence[Hypothesis] = HYPOTHESES) -> StepFacts:
+def findings(facts: StepFacts, hypothesis: Hypothesis) -> list[Finding]:
+    """Everything one hypothesis explains in a step: it is asked again, without the records it
+    already explained, while it explains more (a factor of 1/N for grad_b, then of 1/2 for grad_W)."""
+    out: list[Finding] = []
+    left = set(facts.failing)
+    while left:
+        found = hypothesis(dataclasses.replace(facts, failing=frozenset(left)))
+        claimed = [q for q in (found.quantities if found else ()) if q in left]
+        if found is None or not claimed:
+            break
+        out.append(dataclasses.replace(found, quantities=tuple(claimed)))
+        left -= set(claimed)
+    return out
+
+
+def diagnose_step(records: Sequence[Any], facts: StepFacts, hypotheses: Sequence[Hypothesis] = HYPOTHESES,
+                  fallbacks: Sequence[Hypothesis] = FALLBACKS) -> StepFacts:
     """Name the likely bug of each ``disagree`` record of one step (in place).
 
-    Each hypothesis of ``hypotheses`` is tried in order (again while it explains more records);
-    an explained record gets ``diagnosis`` and its message is prefixed with
-    ``"looks like: <diagnosis>; <detail>; "``. Records already explained by flushing subnormals
-    (the runner's ``"flush-to-zero: "`` message) only get the diagnosis.
+    Every hypothesis of ``hypotheses`` is asked (:func:`findings`); a record explained by exactly
+    one diagnosis gets it, a record that two different diagnoses explain gets none (the data cannot
+    tell them apart: few elements, wide bounds), and a record no hypothesis explains is offered to
+    ``fallbacks`` in order (the first that explains it names it). A named record gets ``diagnosis``
+    and its message is prefixed with ``"looks like: <diagnosis>; <detail>; "``. Records already
+    explained by flushing subnormals (the runner's ``"flush-to-zero: "`` message) only get the
+    diagnosis. Verdicts are never changed.
 
     Args:
         records: the step's records (one per quantity; objects with ``quantity``, ``verdict``,
             ``message`` and ``diagnosis``).
         facts: the step (its ``failing`` is filled here).
-        hypotheses: the hypotheses, in order (default :data:`HYPOTHESES`).
+        hypotheses: the hypotheses (default :data:`HYPOTHESES`).
+        fallbacks: hypotheses for records no other explains, in order (default :data:`FALLBACKS`).
 
     Returns:
         the facts to pass as ``previous`` to the next step (without their own ``previous``).
@@ -660,15 +719,25 @@ def diagnose_step(records: Sequence[Any], facts: StepFacts, hypotheses: Sequence
             r.diagnosis = "subnormals flushed to zero (FTZ/DAZ)"
             continue
         open_[r.quantity] = r
-    for hyp in hypotheses:
-        while open_:
-            found = hyp(dataclasses.replace(facts, failing=frozenset(open_)))
-            claimed = [q for q in (found.quantities if found else ()) if q in open_]
-            if found is None or not claimed:
-                break
-            for q in claimed:
-                rec = open_.pop(q)
-                rec.diagnosis = found.diagnosis
-                head = f"{LOOKS_LIKE}{found.diagnosis}; " + (f"{found.detail}; " if found.detail else "")
-                rec.message = head + rec.message
+    if open_:
+        step = dataclasses.replace(facts, failing=frozenset(open_))
+        by_q: dict[str, dict[str, Finding]] = {}
+        for hyp in hypotheses:
+            for found in findings(step, hyp):
+                for q in found.quantities:
+                    by_q.setdefault(q, {}).setdefault(found.diagnosis, found)
+        for q, found_for in by_q.items():
+            if len(found_for) == 1:
+                _name(open_.pop(q), next(iter(found_for.values())))
+            else:
+                open_.pop(q)  # ambiguous: named by no one
+        for hyp in fallbacks:
+            for found in (findings(dataclasses.replace(facts, failing=frozenset(open_)), hyp) if open_ else []):
+                for q in found.quantities:
+                    _name(open_.pop(q), found)
     return dataclasses.replace(facts, failing=frozenset(), previous=None)
+
+
+def _name(rec: Any, found: Finding) -> None:
+    rec.diagnosis = found.diagnosis
+    rec.message = f"{LOOKS_LIKE}{found.diagnosis}; " + (f"{found.detail}; " if found.detail else "") + rec.message
