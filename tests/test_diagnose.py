@@ -261,3 +261,29 @@ def test_exact_and_bounds_matches_the_oracle_by_hand():
     assert exact["W"].tolist() == [[3.0]] and exact["b"].tolist() == [2.0]
     assert all(np.all(r >= 0) for r in rig.values())
     assert Fraction(float(exact["W"][0, 0])) == 3
+
+
+# ------------------------------------------------------------------ where the diagnosis is shown
+
+
+def test_the_report_shows_the_diagnosis_of_failing_rows(tmp_path):
+    from harness.records import Record, write_jsonl
+    from harness.report import build_model, render_html
+
+    evil = "<b>x</b>"
+    recs = [Record(case="c", implementation="impl", device="cpu", dtype="float32", quantity=q, step=1, verdict="disagree",
+                   diagnosis=f"{HALF}{evil if q == 'W' else ''}", message=f"looks like: {HALF}; {q}: mismatch")
+            for q in ("grad_W", "grad_b", "W")]
+    html = render_html(build_model([write_jsonl(tmp_path / "r.jsonl", recs)]))
+    assert f'<small class="diag"> looks like: {HALF}</small>' in html  # the most frequent one, on the summary row
+    assert f'<div class="warn">looks like: {HALF} (2 records)</div>' in html
+    assert "looks like: gradient off by a factor of 1/2 (half-sum convention)&lt;b&gt;x&lt;/b&gt; (1 record)" in html
+    assert "<b>x</b>" not in html
+
+
+def test_assert_agrees_names_the_diagnosis(selftest_case):
+    import harness
+
+    with pytest.raises(AssertionError) as info:
+        harness.assert_agrees("mutant-missing-factor-2", [selftest_case], dtypes=["float64"])
+    assert f"Diagnosis: looks like: {HALF}; every element of" in str(info.value)
