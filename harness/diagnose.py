@@ -5,10 +5,14 @@ numbers are what a known bug produces. Each hypothesis is a function of one
 graded step (:class:`StepFacts`: inputs, computed values, exact values,
 rigorous bounds, dtype, learning rate, reduction, and the previous step) that
 returns a :class:`Finding` (a diagnosis in a few words, and the records it
-explains) or None. :data:`HYPOTHESES` is the one ordered list; the first
-hypothesis that explains a ``disagree`` record names it: ``record.diagnosis``
-is set and the message starts with ``"looks like: <diagnosis>; "``. The verdict
-is never changed: a diagnosis can neither hide a failure nor invent one.
+explains) or None. :data:`HYPOTHESES` is the one list; every hypothesis is
+asked, and a ``disagree`` record is named only when exactly one diagnosis
+explains it (two that both fit mean the data cannot tell them apart: no
+name). :data:`FALLBACKS` (a narrower dtype, whose wide bound contains many
+small bugs) are asked, in order, only for records nothing else explains.
+A named record gets ``record.diagnosis`` and its message starts with
+``"looks like: <diagnosis>; "``. The verdict is never changed: a diagnosis
+can neither hide a failure nor invent one.
 
 The rule every hypothesis follows (:func:`explained`): a record is explained
 by a transformed value ``h`` (e.g. ``f * exact`` for a gradient off by ``f``)
@@ -21,14 +25,18 @@ cannot both explain it. A correct step (within the bound of the exact values)
 can therefore never be diagnosed: at a decisive element it is farther than
 ``tol`` from ``h``. Where the two are indistinguishable (a factor applied to an
 all-zero gradient, a vacuous bound) nothing fires; nor does a constant factor
-when another factor of the set also fits every element (bounds too wide to tell). Hypotheses with an
+when another factor of the set also fits every element (bounds too wide to
+tell). Hypotheses with an
 estimated parameter (momentum ``beta``, L2 weight ``lambda``) intersect the
 interval of parameters each element allows, and fire only when the
 intersection is non-empty and at least two parameter elements pin it down to
 within a quarter of its value (:func:`estimate`): one element alone is
-explained by almost any parameter.
+explained by almost any parameter; and when the update is one multiple of a
+single direction (the exact update, or the previous one), which a constant
+factor explains as well. A record that follows from one already told apart
+(the W update made with an explained wrong gradient) need only fit.
 
-Hypotheses, in order (see each function):
+Hypotheses (see each function):
 
 1. :func:`accumulation` -- ``.grad`` not reset: ``G_t = g_t + G_{t-1}``.
 2. :func:`reported_before_update` -- W and b reported before the update.
@@ -40,7 +48,7 @@ Hypotheses, in order (see each function):
 7. :func:`momentum` -- SGD with momentum ``beta``.
 8. :func:`l2_penalty` -- an L2 penalty (weight decay) ``lambda``.
 9. :func:`transposed_layout` -- W or grad_W in the transposed layout.
-10. :func:`narrower_dtype` -- computed in a narrower dtype than the case's.
+10. :func:`narrower_dtype` -- computed in a narrower dtype than the case's (fallback).
 """
 
 from __future__ import annotations
@@ -639,8 +647,8 @@ def narrower_dtype(facts: StepFacts) -> Finding | None:
     if not failing:
         return None
     for F in NARROW_FORMATS:
-        if F.precision > facts.fmt.precision - NARROWER_BY or (F is TF32 and facts.fmt.name != "float32"):
-            continue  # TF32 is a mode of float32 matmuls
+        if F.precision > facts.fmt.precision - NARROWER_BY or (F is TF32) != (facts.fmt.name == "float32" and F.precision == 11):
+            continue  # TF32 is a mode of float32 matmuls, and stands for float16 there (same precision)
         with np.errstate(over="ignore"):
             rounded = {k: round_to_format(facts.inputs[k], F) for k in ("X", "y", "W", "b")}
             lr_f = float(round_to_format(np.array([facts.lr_written]), F)[0])
@@ -654,7 +662,8 @@ def narrower_dtype(facts: StepFacts) -> Finding | None:
             ok = all(fits(facts, q, ex[q], rig[q] + facts.fmt.unit_roundoff * np.abs(facts.computed[q]) + F64_SLACK * np.abs(ex[q]))
                      for q in failing)
         if ok:
-            return Finding(f"computed in {F.name} (narrower than the case's {facts.fmt.name})", tuple(failing),
+            name = "tf32 or float16" if F is TF32 else F.name  # the same 11 significant bits
+            return Finding(f"computed in {name} (narrower than the case's {facts.fmt.name})", tuple(failing),
                            f"every element is within {F.name}'s rigorous bound at the inputs rounded to {F.name}, "
                            f"not within {facts.fmt.name}'s")
     return None
