@@ -273,7 +273,8 @@ def accumulation(facts: StepFacts) -> Finding | None:
     claimed: list[str] = []
     for g, p in GRADS:
         pg = prev.computed[g].reshape(facts.computed[g].shape)
-        if explained(facts, g, facts.exact[g] + pg, tolerance(facts, g, 1.0, 0.0, facts.exact[g], pg)):
+        hyp = _accumulation_hyp(facts, g)
+        if hyp is not None and explained(facts, g, *hyp) and not _any_factor_fits(facts, g):  # else: not told from a factor
             claimed.append(g)
             shift = facts.lr * pg
             if fails(facts, p) and fits(facts, p, facts.exact[p] - shift, tolerance(facts, p, 1.0, facts.fmt.unit_roundoff * np.abs(shift),
@@ -370,17 +371,23 @@ def _factor_labels(facts: StepFacts) -> list[tuple[float, str, str]]:
     return out
 
 
+#: The diagnosis of a record that several candidates of one family explain: it blocks every other
+#: diagnosis of the record (:func:`diagnose_step` names it with none).
+AMBIGUOUS = "(several explanations fit)"
+
+_SEVERAL = (float("nan"), AMBIGUOUS, "")
+
+
 def _unique_factor(facts: StepFacts, q: str, cands: Sequence[tuple[float, str, str]],
                    hyp_of: Callable[[float], tuple[F64, F64]]) -> tuple[float, str, str] | None:
-    """The one candidate factor whose transformed value explains ``q``, or None when none does or
-    when another candidate (or the exact value) also fits every element (too wide bounds to tell)."""
+    """The one candidate factor whose transformed value explains ``q``; None when none does; the
+    marker ``_SEVERAL`` when another candidate also fits every element (bounds too wide to tell)."""
     if not fails(facts, q):
         return None
     fitting = [(c, *hyp_of(c[0])) for c in cands if fits(facts, q, *hyp_of(c[0]))]
-    if len(fitting) != 1:
+    if not any(decisive(facts, q, hyp, tol) for _, hyp, tol in fitting):
         return None
-    cand, hyp, tol = fitting[0]
-    return cand if decisive(facts, q, hyp, tol) else None
+    return fitting[0][0] if len(fitting) == 1 else _SEVERAL
 
 
 def _update_hyp(facts: StepFacts, p: str, f: float) -> tuple[F64, F64]:
@@ -401,23 +408,50 @@ def _follows_gradient(facts: StepFacts, g: str, p: str, f: float) -> bool:
     return fits(facts, p, *_update_hyp(facts, p, f)) or fits(facts, p, w - shift, tolerance(facts, p, max(1.0, abs(f)), 0.0, w, shift))
 
 
+def _gradient_candidates(facts: StepFacts) -> list[tuple[float, str, str]]:
+    return [*_factor_labels(facts), (0.0, "zero", "read after zero_grad(), or never computed")]
+
+
+def _grad_hyp(facts: StepFacts, g: str) -> Callable[[float], tuple[F64, F64]]:
+    """``f g`` and its tolerance (``|f|`` times the bound plus one rounding)."""
+    def hyp(f: float) -> tuple[F64, F64]:
+        with np.errstate(over="ignore"):
+            h = f * facts.exact[g]
+        return h, tolerance(facts, g, abs(f), 0.0, h)
+    return hyp
+
+
+def _any_factor_fits(facts: StepFacts, g: str) -> bool:
+    """Whether some constant factor of the set fits every element of the gradient ``g``."""
+    return any(fits(facts, g, *_grad_hyp(facts, g)(f)) for f, _, _ in _gradient_candidates(facts))
+
+
+def _accumulation_hyp(facts: StepFacts, g: str) -> tuple[F64, F64] | None:
+    """``g_t + G_{t-1}`` and its tolerance; None at step 1."""
+    if facts.previous is None:
+        return None
+    pg = facts.previous.computed[g].reshape(facts.computed[g].shape)
+    return facts.exact[g] + pg, tolerance(facts, g, 1.0, 0.0, facts.exact[g], pg)
+
+
+def _accumulation_fits(facts: StepFacts, g: str) -> bool:
+    got = _accumulation_hyp(facts, g)
+    return got is not None and fits(facts, g, *got)
+
+
 def gradient_factor(facts: StepFacts) -> Finding | None:
     """A gradient off by a constant factor ``f`` from a small discrete set (see :func:`_factor_labels`):
     ``G = f g`` within ``|f|`` times the bound plus one rounding, for exactly one ``f`` of the set
     (:func:`_unique_factor`); the update ``W' = W - lr G`` and the loss are claimed too where they
     are off by the same factor. Also ``f = 0`` (the gradient read after it was reset)."""
-    cands = [*_factor_labels(facts), (0.0, "zero", "read after zero_grad(), or never computed")]
-
-    def grad_hyp(g: str) -> Callable[[float], tuple[F64, F64]]:
-        def hyp(f: float) -> tuple[F64, F64]:
-            with np.errstate(over="ignore"):
-                h = f * facts.exact[g]
-            return h, tolerance(facts, g, abs(f), 0.0, h)
-        return hyp
-
-    found = {g: c for g, _ in GRADS if (c := _unique_factor(facts, g, cands, grad_hyp(g))) is not None}
+    cands = _gradient_candidates(facts)
+    found = {g: c for g, _ in GRADS if (c := _unique_factor(facts, g, cands, _grad_hyp(facts, g))) is not None}
+    # G_t = g_t + G_{t-1} fitting as well: not told apart from gradient accumulation
+    found = {g: (_SEVERAL if c is not _SEVERAL and _accumulation_fits(facts, g) else c) for g, c in found.items()}
+    several = [g for g, c in found.items() if c is _SEVERAL]
+    found = {g: c for g, c in found.items() if c is not _SEVERAL}
     if not found:
-        return None
+        return Finding(AMBIGUOUS, tuple(several + [p for g, p in GRADS if g in several])) if several else None
     f, what, why = next(iter(found.values()))
     claimed = [g for g, c in found.items() if c[0] == f]
     claimed += [p for g, p in GRADS if g in claimed and _follows_gradient(facts, g, p, f)]
@@ -436,24 +470,46 @@ def _same_factor_before(facts: StepFacts, p: str, f: float) -> bool:
     return prev is None or fits(prev, p, *_update_hyp(prev, p, f))
 
 
+def _update_candidates(facts: StepFacts) -> list[tuple[float, str, str]]:
+    cands = [(0.0, "", ""), (2.0, "", "applied twice per step, or lr doubled"), (-1.0, "", "W + lr * grad: uphill"),
+             (0.5, "", "lr halved")]
+    return cands + [(f, what, why) for f, what, why in _factor_labels(facts) if f not in (2.0, -1.0, 0.5)]
+
+
+def _stale_hyp(facts: StepFacts, g: str, p: str) -> tuple[F64, F64] | None:
+    """``W - lr G_{t-1}`` and its tolerance; None at step 1."""
+    if facts.previous is None:
+        return None
+    shift = facts.lr * facts.previous.computed[g].reshape(facts.computed[p].shape)
+    return facts.inputs[p] - shift, tolerance(facts, p, 1.0, 0.0, facts.inputs[p], shift)
+
+
+def _stale_fits(facts: StepFacts, p: str) -> bool:
+    got = _stale_hyp(facts, "grad_" + p, p)
+    return got is not None and fits(facts, p, *got)
+
+
 def update_factor(facts: StepFacts) -> Finding | None:
     """A correct gradient with an update off by a constant factor: ``W' = W + f (W'_exact - W)``,
     for exactly one ``f`` of a small set (:func:`_unique_factor`). ``f = 0`` is a skipped update
     (W or b unchanged), ``f = 2`` an update applied twice, ``-1`` a step uphill. Claimed only where
     the gradient's own record is not failing."""
-    cands = [(0.0, "", ""), (2.0, "", "applied twice per step, or lr doubled"), (-1.0, "", "W + lr * grad: uphill"),
-             (0.5, "", "lr halved")]
-    cands += [(f, what, why) for f, what, why in _factor_labels(facts) if f not in (2.0, -1.0, 0.5)]
+    cands = _update_candidates(facts)
+
     def update_hyp(p: str) -> Callable[[float], tuple[F64, F64]]:
         return lambda f: _update_hyp(facts, p, f)
 
     found = {p: c for g, p in GRADS if not fails(facts, g) and (c := _unique_factor(facts, p, cands, update_hyp(p))) is not None
-             and _same_factor_before(facts, p, c[0])}
+             and (c is _SEVERAL or _same_factor_before(facts, p, c[0]))}
+    # W - lr G_{t-1} fitting as well: not told apart from an update with the previous gradient
+    found = {p: (_SEVERAL if c is not _SEVERAL and c[0] != 0 and _stale_fits(facts, p) else c) for p, c in found.items()}
     # bitwise unchanged where the exact update moves it: skipped, even where a tiny factor also fits
     found.update({p: cands[0] for g, p in GRADS if not fails(facts, g) and fails(facts, p) and _same_factor_before(facts, p, 0.0)
                   and bool(np.all(facts.computed[p] == facts.inputs[p])) and decisive(facts, p, *_update_hyp(facts, p, 0.0))})
+    several = [p for p, c in found.items() if c is _SEVERAL]
+    found = {p: c for p, c in found.items() if c is not _SEVERAL}
     if not found:
-        return None
+        return Finding(AMBIGUOUS, tuple(several)) if several else None
     f, what, why = next(iter(found.values()))
     claimed = [p for p, c in found.items() if c[0] == f]
     name = _grouped(claimed, "update")
@@ -474,12 +530,12 @@ def stale_gradient(facts: StepFacts) -> Finding | None:
         return None
     claimed = []
     for g, p in GRADS:
-        if fails(facts, g):  # the gradient itself is right
+        got = _stale_hyp(facts, g, p)
+        if fails(facts, g) or got is None:  # the gradient itself is right
             continue
-        shift = facts.lr * prev.computed[g].reshape(facts.computed[p].shape)
-        hyp = facts.inputs[p] - shift
-        tol = tolerance(facts, p, 1.0, 0.0, facts.inputs[p], shift)
-        if explained(facts, p, hyp, tol) and not fits(facts, p, facts.inputs[p], tol):  # it moved: not a skipped update
+        hyp, tol = got
+        if (explained(facts, p, hyp, tol) and not fits(facts, p, facts.inputs[p], tol)  # it moved: not a skipped update
+                and not any(fits(facts, p, *_update_hyp(facts, p, f)) for f, _, _ in _update_candidates(facts))):
             claimed.append(p)
     if not claimed:
         return None
@@ -704,7 +760,7 @@ def diagnose_step(records: Sequence[Any], facts: StepFacts, hypotheses: Sequence
 
     Every hypothesis of ``hypotheses`` is asked (:func:`findings`); a record explained by exactly
     one diagnosis gets it, a record that two different diagnoses explain gets none (the data cannot
-    tell them apart: few elements, wide bounds), and a record no hypothesis explains is offered to
+    tell them apart: few elements, wide bounds), as does one a hypothesis marks :data:`AMBIGUOUS`, and a record no hypothesis explains is offered to
     ``fallbacks`` in order (the first that explains it names it). A named record gets ``diagnosis``
     and its message is prefixed with ``"looks like: <diagnosis>; <detail>; "``. Records already
     explained by flushing subnormals (the runner's ``"flush-to-zero: "`` message) only get the
@@ -736,7 +792,7 @@ def diagnose_step(records: Sequence[Any], facts: StepFacts, hypotheses: Sequence
                 for q in found.quantities:
                     by_q.setdefault(q, {}).setdefault(found.diagnosis, found)
         for q, found_for in by_q.items():
-            if len(found_for) == 1:
+            if len(found_for) == 1 and AMBIGUOUS not in found_for:
                 _name(open_.pop(q), next(iter(found_for.values())))
             else:
                 open_.pop(q)  # ambiguous: named by no one
