@@ -698,10 +698,11 @@ def transposed_layout(facts: StepFacts) -> Finding | None:
 def narrower_dtype(facts: StepFacts) -> Finding | None:
     """Computed in a narrower dtype than the case's: every element of the failing records is within
     the rigorous bound of a step in float32 (bfloat16, float16) at the inputs rounded to it, though
-    not within the case dtype's bound. Tried widest first."""
+    not within the case dtype's bound. Tried widest first; only where the loss or a gradient fails
+    (an update alone wrong is another bug)."""
     failing = [q for q in ("loss", "grad_W", "grad_b", "W", "b") if fails(facts, q)]
-    if not failing:
-        return None
+    if not any(q in ("loss", "grad_W", "grad_b") for q in failing):
+        return None  # a narrower computation shows before the update: W or b alone wrong is something else
     for F in NARROW_FORMATS:
         if F.precision > facts.fmt.precision - NARROWER_BY or (F is TF32) != (facts.fmt.name == "float32" and F.precision == 11):
             continue  # TF32 is a mode of float32 matmuls, and stands for float16 there (same precision)
