@@ -739,14 +739,21 @@ FALLBACKS: tuple[Hypothesis, ...] = (narrower_dtype,)
 #: The prefix of a message the runner wrote for a record that flushing subnormals explains.
 FLUSH_TO_ZERO = "flush-to-zero: "
 
+#: The diagnosis of such a record.
+FLUSHED = "subnormals flushed to zero (FTZ/DAZ)"
+
 
 def findings(facts: StepFacts, hypothesis: Hypothesis) -> list[Finding]:
     """Everything one hypothesis explains in a step: it is asked again, without the records it
-    already explained, while it explains more (a factor of 1/N for grad_b, then of 1/2 for grad_W)."""
+    already explained, while it explains more (a factor of 1/N for grad_b, then of 1/2 for grad_W).
+    A hypothesis that cannot evaluate the values (an arithmetic or value error) finds nothing."""
     out: list[Finding] = []
     left = set(facts.failing)
     while left:
-        found = hypothesis(dataclasses.replace(facts, failing=frozenset(left)))
+        try:
+            found = hypothesis(dataclasses.replace(facts, failing=frozenset(left)))
+        except (ArithmeticError, ValueError, IndexError):  # values beyond what a hypothesis can evaluate: no finding;
+            break  # a diagnosis must never turn a graded record into an error
         claimed = [q for q in (found.quantities if found else ()) if q in left]
         if found is None or not claimed:
             break
@@ -763,9 +770,9 @@ def diagnose_step(records: Sequence[Any], facts: StepFacts, hypotheses: Sequence
     one diagnosis gets it, a record that two different diagnoses explain gets none (the data cannot
     tell them apart: few elements, wide bounds), as does one a hypothesis marks :data:`AMBIGUOUS`, and a record no hypothesis explains is offered to
     ``fallbacks`` in order (the first that explains it names it). A named record gets ``diagnosis``
-    and its message is prefixed with ``"looks like: <diagnosis>; <detail>; "``. Records already
-    explained by flushing subnormals (the runner's ``"flush-to-zero: "`` message) only get the
-    diagnosis. Verdicts are never changed.
+    and its message is prefixed with ``"looks like: <diagnosis>; <detail>; "``. A record the runner
+    found explained by flushing subnormals (its ``"flush-to-zero: "`` message) gets the diagnosis
+    :data:`FLUSHED` (its message unchanged) and no other. Verdicts are never changed.
 
     Args:
         records: the step's records (one per quantity; objects with ``quantity``, ``verdict``,
@@ -782,7 +789,7 @@ def diagnose_step(records: Sequence[Any], facts: StepFacts, hypotheses: Sequence
         if r.verdict != "disagree" or r.diagnosis:
             continue
         if r.message.startswith(FLUSH_TO_ZERO):
-            r.diagnosis = "subnormals flushed to zero (FTZ/DAZ)"
+            r.diagnosis = FLUSHED  # its message already says so; a flushed value also looks like a zero gradient
             continue
         open_[r.quantity] = r
     if open_:
