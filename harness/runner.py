@@ -24,6 +24,7 @@ from .cases import Case, CaseSource, as_cases
 from .classify import classify_exception
 from .compare import compare
 from .devices import parse_devices
+from .diagnose import StepFacts, diagnose_step
 from .errors import UsageError
 from .exact import ScaledInts
 from .floats import FloatFormat, decimal_string, get_format, round_to_format, ulp_error
@@ -213,7 +214,7 @@ def check_case(
     seen_exact = exact_inputs_from_floats(seen)
     records: list[Record] = []
     prev_W, prev_b = seen["W"], seen["b"]
-    prev_out: dict[str, F64] | None = None
+    history: list[StepFacts] = []  # the previous step's facts, for the diagnoses (harness.diagnose)
     graded_steps: dict[int, tuple[ExactStep, dict[str, F64]]] = {}
     for t, res in enumerate(results, start=1):
         if not (np.isfinite(prev_W).all() and np.isfinite(prev_b).all()):
@@ -229,10 +230,9 @@ def check_case(
             ex = exact_step(exact_in, lr_oracle, case.reduction)
         graded_steps[t] = (ex, step_inputs)
         records.extend(_grade_step(case, base, t, out, ex, step_inputs, lr_oracle, fmt, opts,
-                                   written if t == 1 else None, traj[t - 1] if traj is not None else None, prev_out,
+                                   written if t == 1 else None, traj[t - 1] if traj is not None else None, history,
                                    impl.error_model, opts.flush_to_zero or impl.flush_to_zero))
         prev_W, prev_b = out["W"], out["b"]
-        prev_out = out
     if runs > 1:
         from .repeat import apply_repeat
 
@@ -471,7 +471,7 @@ def _validate(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFormat
 def _grade_step(
     case: Case, base: dict[str, Any], t: int, out: Mapping[str, F64], ex: ExactStep, step_inputs: Mapping[str, F64],
     lr: Fraction, fmt: FloatFormat, opts: RunOptions, written: ExactStep | None, traj_step: ExactStep | None,
-    prev_out: Mapping[str, F64] | None = None, error_model: Callable[..., Any] | None = None,
+    history: list[StepFacts] | None = None, error_model: Callable[..., Any] | None = None,
     flush_to_zero: bool = False,
 ) -> list[Record]:
     hilo, bounds, kwargs = _step_bounds_of(case, base["device"], ex, step_inputs, lr, fmt, opts, error_model, flush_to_zero)
@@ -519,7 +519,11 @@ def _grade_step(
             rec.message = f"{rec.message}; {bounds.note}" if rec.message else bounds.note
     if error_model is None and not bounds.flush_to_zero and any(r.verdict == "disagree" for r in records):
         _name_flush_to_zero(records, out, hilo, step_inputs, residual, exact_hi, kwargs, fmt)
-    annotate(records, t, out, exact_hi, ex.values, bounds.rigorous, prev_out, step_inputs, fmt)
+    annotate(records, out, ex.values, step_inputs, fmt)
+    if history is not None:
+        facts = StepFacts(t, fmt, float(lr), float(case.lr), case.reduction, step_inputs, out, exact_hi, bounds.rigorous,
+                          previous=history[-1] if history else None)
+        history[-1:] = [diagnose_step(records, facts)]
     return records
 
 

@@ -37,6 +37,12 @@ class MutantResult:
     caught: bool
     caught_by: str = ""
     verdicts: Counter[str] = field(default_factory=Counter)
+    diagnoses: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def diagnosis(self) -> str:
+        """The most frequent diagnosis of its failing records (:mod:`harness.diagnose`), or ``""``."""
+        return self.diagnoses.most_common(1)[0][0] if self.diagnoses else ""
 
 
 @dataclass
@@ -103,6 +109,7 @@ def run_selftest(
         for case in cases:
             recs = verify([case], [m], dtypes=dtypes, options=opts)
             res.verdicts.update(r.verdict for r in recs)
+            res.diagnoses.update(r.diagnosis for r in recs if r.diagnosis)
             hit = next((r for r in recs if r.verdict in m.expected), None)
             if hit is not None:
                 res.caught = True
@@ -127,7 +134,8 @@ def format_selftest(res: SelftestResult, mutants: Sequence[Implementation] | Non
     """The selftest report: one line per mutant, the false alarms, and the score."""
     lines = ["mutant                              expected            result"]
     for m in res.mutants:
-        lines.append(f"{m.name:35s} {'/'.join(m.expected):19s} {'caught: ' + m.caught_by if m.caught else 'NOT CAUGHT ' + dict(m.verdicts).__repr__()}")
+        lines.append(f"{m.name:35s} {'/'.join(m.expected):19s} {'caught: ' + m.caught_by if m.caught else 'NOT CAUGHT ' + dict(m.verdicts).__repr__()}"
+                     + (f"; looks like: {m.diagnosis}" if m.diagnosis else ""))
     lines.append("")
     caught = sum(m.caught for m in res.mutants)
     lines.append(f"mutation score: {caught}/{len(res.mutants)} = {100 * res.score:.1f}%")

@@ -76,7 +76,7 @@ def test_assert_agrees_message_and_repro_reproduces(tmp_path):
                                "error 1.4 (exact 0.840000152587890625, computed 2.239999771118164)")
     assert lines[6].startswith("Rigorous bound there: ") and "expected bound" in lines[6]
     assert lines[7].startswith("Over all elements: largest error 1.4") and "bits of error" in lines[7]
-    assert lines[8].startswith("Diagnosis: gradient accumulation: .grad was not reset between steps")
+    assert lines[8].startswith("Diagnosis: looks like: gradient accumulation (.grad not reset between steps); grad_W at step 2 is")
     repro = lines[-1]
     assert repro.startswith("Reproduce: python -m harness check ")
     argv = shlex.split(repro.removeprefix("Reproduce: "))

@@ -19,10 +19,10 @@ import torch
 
 from harness.cases import load_cases
 from harness.classify import classify_exception
+from harness.diagnose import StepFacts, accumulation
 from harness.floats import get_format
 from harness.implementations import StepResult, implementation
 from harness.runner import verify
-from harness.semantics import accumulation_diagnosis
 from tests.conftest import CASES
 
 X4 = [Fraction(v) for v in (1, 2, 3, 4)]
@@ -67,12 +67,22 @@ def test_accumulation_diagnosis_on_the_issue_values_without_bias():
     exact2 = float(no_bias_gradient(Fraction(ws[1])))  # the exact gradient at the float64 w the loop had, about -25.5
     assert exact2 == pytest.approx(-25.5, abs=1e-13)
     f64 = get_format("float64")
-    msg = accumulation_diagnosis("grad_W", 2, np.array([[-55.5]]), np.array([[exact2]]), np.array([[-30.0]]), np.array([[1e-13]]), f64)
-    assert msg is not None
-    assert "gradient accumulation" in msg and "-55.5 = -25.5" in msg and "+ -30 (the gradient of step 1)" in msg
+
+    def facts(computed: float, exact: float, previous: float) -> StepFacts:
+        one = {"loss": np.array(0.0), "grad_b": np.zeros(1), "W": np.array([[0.3]]), "b": np.zeros(1)}
+        inputs = {"X": X.numpy(), "y": y.numpy(), "W": np.array([[0.3]]), "b": np.zeros(1)}
+        rig = {q: np.full_like(v, 1e-13) for q, v in one.items()} | {"grad_W": np.array([[1e-13]])}
+        prev = StepFacts(1, f64, 0.01, 0.01, "mean", inputs, {**one, "grad_W": np.array([[previous]])}, one | {"grad_W": np.array([[previous]])}, rig)
+        return StepFacts(2, f64, 0.01, 0.01, "mean", inputs, {**one, "grad_W": np.array([[computed]])},
+                         {**one, "grad_W": np.array([[exact]])}, rig, failing=frozenset({"grad_W"}), previous=prev)
+
+    found = accumulation(facts(-55.5, exact2, -30.0))
+    assert found is not None and found.quantities == ("grad_W",)
+    assert found.diagnosis == "gradient accumulation (.grad not reset between steps)"
+    assert "-55.5 = -25.5" in found.detail and "+ -30 (the gradient of step 1)" in found.detail
     # the correct gradient, or a wrong one without the signature, is not called accumulation
-    assert accumulation_diagnosis("grad_W", 2, np.array([[-25.5]]), np.array([[-25.5]]), np.array([[-30.0]]), np.array([[1e-13]]), f64) is None
-    assert accumulation_diagnosis("grad_W", 2, np.array([[-40.0]]), np.array([[-25.5]]), np.array([[-30.0]]), np.array([[1e-13]]), f64) is None
+    assert accumulation(facts(-25.5, -25.5, -30.0)) is None
+    assert accumulation(facts(-40.0, -25.5, -30.0)) is None
 
 
 def test_grad_never_reset_is_named_in_the_record():
@@ -84,10 +94,11 @@ def test_grad_never_reset_is_named_in_the_record():
     g2 = rec(recs, "grad_W", 2)
     assert g2.verdict == "disagree"
     assert g2.computed == "-55.0" and float(g2.exact.rstrip(".")) == pytest.approx(-25, abs=1e-14)
-    assert g2.message.startswith("gradient accumulation: .grad was not reset between steps")
+    assert g2.diagnosis == "gradient accumulation (.grad not reset between steps)"
+    assert g2.message.startswith("looks like: gradient accumulation (.grad not reset between steps); grad_W at step 2 is")
     assert "-55 = -25 (the exact gradient at this step's parameters) + -30 (the gradient of step 1)" in g2.message
     assert "zero_grad" in g2.message
-    assert "accumulated grad_W" in rec(recs, "W", 2).message
+    assert rec(recs, "W", 2).diagnosis == g2.diagnosis  # the update used the accumulated gradient
     assert "gradient accumulation" in rec(recs, "grad_b", 2).message  # -18.3 = -8.3 + -10
 
 
@@ -96,7 +107,8 @@ def test_backward_twice_is_an_integer_multiple():
     recs = verify([case], ["mutant-double-backward"], dtypes=["float32"])
     g1 = rec(recs, "grad_W", 1)
     assert g1.verdict == "disagree" and g1.computed == "-60.0"
-    assert "2 x the exact gradient: backward() ran 2 times" in g1.message
+    assert g1.diagnosis == "gradient off by a factor of 2 (backward() ran 2 times into one .grad)"
+    assert g1.message.startswith("looks like: gradient off by a factor of 2")
 
 
 def test_a_wrong_gradient_without_the_signature_keeps_the_plain_message():
@@ -170,7 +182,8 @@ def test_update_below_bfloat16_resolution_is_agree_not_skipped():
     skip_bf16 = [r for r in recs if r.implementation == "mutant-skipped-update" and r.dtype == "bfloat16" and r.quantity == "W"]
     assert all(r.verdict == "agree" for r in skip_bf16)
     skip_f32 = next(r for r in recs if r.implementation == "mutant-skipped-update" and r.dtype == "float32" and r.quantity == "W")
-    assert skip_f32.verdict == "disagree" and skip_f32.message.startswith("skipped update: W is unchanged")
+    assert skip_f32.verdict == "disagree" and skip_f32.diagnosis == "skipped update (W and b unchanged)"
+    assert skip_f32.message.startswith("looks like: skipped update (W and b unchanged); W and b are unchanged by the step")
     skip_b = next(r for r in recs if r.implementation == "mutant-skipped-update" and r.dtype == "bfloat16" and r.quantity == "b")
     assert skip_b.verdict == "disagree"  # b = 0 moves to -0.001, which bfloat16 represents
 

@@ -218,3 +218,88 @@ def loss_half_precision(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: to
         return squared_error(pred, y, reduction)
 
     return _seed_step_with(loss_of, W, b, lr=lr, steps=steps)
+
+
+# ------------------------------------------------------------------ mutants named by harness.diagnose
+
+
+def _sgd_with(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int,
+              momentum: float = 0.0, weight_decay: float = 0.0) -> list[StepResult]:
+    """``torch.optim.SGD([W, b], lr, momentum, weight_decay=...)`` with ``zero_grad()`` each step."""
+    W, b = leaf(W), leaf(b)
+    opt = torch.optim.SGD([W, b], lr=lr, momentum=momentum, weight_decay=weight_decay)
+    out = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = squared_error(X @ W + b, y, reduction)
+        loss.backward()
+        assert W.grad is not None and b.grad is not None
+        gW, gb = W.grad.clone(), b.grad.clone()
+        opt.step()
+        out.append(snapshot(loss, W, b, gW, gb))
+    return out
+
+
+@implementation("mutant-momentum", framework="torch", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
+                description="torch.optim.SGD with momentum=0.9 where plain SGD is meant")
+def sgd_momentum(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    return _sgd_with(X, y, W, b, lr=lr, reduction=reduction, steps=steps, momentum=0.9)
+
+
+@implementation("mutant-weight-decay", framework="torch", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
+                description="torch.optim.SGD with weight_decay=1e-3 (an L2 penalty) where plain SGD is meant")
+def sgd_weight_decay(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    return _sgd_with(X, y, W, b, lr=lr, reduction=reduction, steps=steps, weight_decay=1e-3)
+
+
+@implementation("mutant-lr-float32", framework="numpy", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant", dtypes=("float64",),
+                description="the learning rate held as np.float32(lr) in a float64 step")
+def lr_float32(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    lr32 = float(np.float32(lr))
+    return _numpy_loop(X, y, W, b, lr=lr, reduction=reduction, steps=steps, grads=_correct_grads,
+                       update=lambda W, b, gW, gb: (W - lr32 * gW, b - lr32 * gb))
+
+
+@implementation("mutant-reported-before-update", framework="torch", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
+                description="W and b copied into the result before optimizer.step()")
+def reported_before_update(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    W, b = leaf(W), leaf(b)
+    opt = torch.optim.SGD([W, b], lr=lr)
+    out = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = squared_error(X @ W + b, y, reduction)
+        loss.backward()
+        assert W.grad is not None and b.grad is not None
+        out.append(snapshot(loss, W, b, W.grad, b.grad))  # the bug: the snapshot is taken before the update
+        opt.step()
+    return out
+
+
+@implementation("mutant-weight-reshaped", framework="torch", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
+                description="an nn.Linear-style (K, D) weight returned with .reshape(D, K) instead of .T")
+def weight_reshaped(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    d, k = W.shape
+    weight, bias = leaf(W.T), leaf(b)  # (K, D), as nn.Linear stores it
+    out = []
+    for _ in range(steps):
+        loss = squared_error(X @ weight.T + bias, y, reduction)
+        loss.backward()
+        assert weight.grad is not None and bias.grad is not None
+        gW, gb = weight.grad.clone(), bias.grad.clone()
+        with torch.no_grad():
+            weight -= lr * weight.grad
+            bias -= lr * bias.grad
+        out.append(snapshot(loss, weight.reshape(d, k), bias, gW.reshape(d, k), gb))  # the bug: reshape, not .T
+        weight.grad = None
+        bias.grad = None
+    return out
+
+
+@implementation("mutant-float32-internally", framework="numpy", correct=False, expected=PRECISION, kind="mutant", dtypes=("float64",),
+                description="a float64 step that computes in float32 and casts the results back")
+def float32_internally(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    f32 = np.float32
+    res = _numpy_loop(X.astype(f32), y.astype(f32), W.astype(f32), b.astype(f32), lr=lr, reduction=reduction, steps=steps,
+                      grads=_correct_grads)
+    return [StepResult(*(np.asarray(v, dtype=np.float64) for v in (r.loss, r.grad_W, r.grad_b, r.W, r.b))) for r in res]

@@ -118,12 +118,15 @@ def runs_html(runs: Sequence[Run], shown: int = 100) -> Markup:
         wb = "-1" if u.worst_bits is None else f"{u.worst_bits:.4f}"
         br = "-1" if u.max_bound_ratio is None else f"{u.max_bound_ratio:.4g}"
         case, impl, dev, dt, v = _esc(u.case), _esc(u.implementation), _esc(u.device), _esc(u.dtype), _esc(u.verdict)
+        looks = f'<small class="diag"> looks like: {_esc(u.diagnoses[0].rsplit(" (", 1)[0])}</small>' if u.diagnoses else ""
         add(f'<tbody data-v="{_esc(" ".join(u.verdicts))}" data-s="{u.severity}" data-c="{case}" data-i="{impl}" data-d="{dev}" '
             f'data-t="{dt}" data-b="{wb}" data-r="{br}"{" hidden" if i >= shown else ""}>\n'
-            f'<tr class="sum"><td></td><td>{case}</td><td>{impl}</td><td>{dev}</td><td>{dt}</td><td><span class="v v-{v}">{v}</span></td>'
+            f'<tr class="sum"><td></td><td>{case}</td><td>{impl}</td><td>{dev}</td><td>{dt}</td><td><span class="v v-{v}">{v}</span>{looks}</td>'
             f"<td>{fmt_bits(u.worst_bits)}</td><td>{_esc(num(u.max_ulp))}</td><td>{_esc(num(u.max_bound_ratio))}</td><td>{u.n}</td>"
             f"<td>{', '.join(f'{n} {_esc(k)}' for k, n in u.counts.items())}</td></tr>\n"
             '<tr class="det" hidden><td colspan="11">\n')
+        for d in u.diagnoses:
+            add(f'<div class="warn">looks like: {_esc(d)}</div>')
         for msg in u.messages:
             add(f'<div class="warn mono">{_esc(msg)}</div>')
         if u.details:

@@ -183,6 +183,7 @@ class Run:
     omitted: int = 0
     messages: list[str] = field(default_factory=list)
     quantity_bits: str = ""
+    diagnoses: list[str] = field(default_factory=list)
 
     @property
     def severity(self) -> int:
@@ -352,6 +353,7 @@ def _run_of(key: tuple[str, str, str, str], facts: list[_Fact]) -> Run:
             seen.add(id(r))
     worst_bits_per_q = {q: _finite(f[0].bits_of_error) for q, f in best_per_q.items()}
     messages = sorted({m if len(m) <= MAX_MESSAGE else m[:MAX_MESSAGE] + " ... (cut)" for f in facts if (m := f[0].message)})[:5]
+    named = Counter(f[0].diagnosis for f in facts if f[0].diagnosis)
     return Run(
         case=case, implementation=impl, device=dev, dtype=dt, n=len(facts), verdict=verdict,
         verdicts=[v for v in VERDICTS if counts[v]] + sorted(v for v in counts if v not in SEVERITY),
@@ -360,6 +362,7 @@ def _run_of(key: tuple[str, str, str, str], facts: list[_Fact]) -> Run:
         steps=max((f[0].step for f in facts), default=0), repro=next((f[0].repro for f in facts if f[0].repro), ""),
         details=chosen, omitted=len(facts) - len(chosen), messages=messages,
         quantity_bits=", ".join(f"{q} {'-' if b is None else f'{b:.2f}'}" for q, b in worst_bits_per_q.items()),
+        diagnoses=[f"{d} ({n} record{'s' if n != 1 else ''})" for d, n in named.most_common()],
     )
 
 
