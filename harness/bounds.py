@@ -257,7 +257,7 @@ def partial_sum_squares(terms: F64, axis: int, sum_sq: F64 | None = None) -> F64
     variance ``sigma^2``).
 
     The reverse-order partial sums are ``total - F_{k-1} = total - F_k + t_k`` from the
-    forward ones ``F_k`` (one cumulative sum, along ``axis`` in place: no transposed copy);
+    forward ones ``F_k`` (one cumulative sum; fastest when ``axis`` is the last, contiguous one);
     in floating point they differ from a separate suffix sum by roundings only, which a
     model of the error's size does not resolve.
 
@@ -272,7 +272,9 @@ def partial_sum_squares(terms: F64, axis: int, sum_sq: F64 | None = None) -> F64
     t = np.asarray(terms)
     n = t.shape[axis]
     fwd = np.cumsum(t, axis=axis)
-    total = np.take(fwd, [n - 1], axis=axis)  # keeps the axis, for broadcasting
+    last: list[slice] = [slice(None)] * t.ndim
+    last[axis] = slice(n - 1, n)
+    total = fwd[tuple(last)].copy()  # keeps the axis, for broadcasting (a copy: fwd is overwritten below)
     forward = np.sum(np.square(fwd), axis=axis)
     rev = np.subtract(total, fwd, out=fwd)
     rev += t  # rev_k = total - F_{k-1}
@@ -512,23 +514,24 @@ def expected_bounds(
     wt = (ut / u) ** 2 if u > 0 else 0.0  # TF32 input roundings, relative to u
     aX = np.abs(X)
     with np.errstate(invalid="ignore", over="ignore"):
-        # terms of R along axis 1: X_ij W_jk (j < D), b_k, -Y_ik: (N, D + 2, K)
-        terms_R = np.empty((n, d + 2, k), dtype=X.dtype)
-        np.multiply(X[:, :, None], W[None, :, :], out=terms_R[:, :d, :])
-        terms_R[:, d, :] = b[None, :]
-        np.negative(Y, out=terms_R[:, d + 1, :])
+        # terms of R, reduced along the last (contiguous) axis: X_ij W_jk (j < D), b_k, -Y_ik: (N, K, D + 2)
+        terms_R = np.empty((n, k, d + 2), dtype=X.dtype)
+        np.multiply(X[:, None, :], W.T[None, :, :], out=terms_R[:, :, :d])
+        terms_R[:, :, d] = b[None, :]
+        np.negative(Y, out=terms_R[:, :, d + 1])
         safe = _squares_safe(X, W, R)
         # sum_j (X_ij W_jk)^2 = (X^2 W^2)_ik: a matrix product when the squares cannot under/overflow
-        sumP2 = X**2 @ W**2 if safe else np.sum(np.square(terms_R[:, :d, :]), axis=1)
-        V_R = sumP2 * (1 + 2 * wt) + partial_sum_squares(terms_R, axis=1, sum_sq=sumP2 + b[None, :] ** 2 + Y**2)  # (N, K)
+        sumP2 = X**2 @ W**2 if safe else np.sum(np.square(terms_R[:, :, :d]), axis=2)
+        V_R = sumP2 * (1 + 2 * wt) + partial_sum_squares(terms_R, axis=2, sum_sq=sumP2 + b[None, :] ** 2 + Y**2)  # (N, K)
         del terms_R
-        T = X[:, :, None] * R[:, None, :]  # (N, D, K) terms of X^T R
+        T = X.T[:, None, :] * R.T[None, :, :]  # (D, K, N) terms of X^T R, reduced along the last axis
         sumT = X.T @ R
-        sumT2 = (X**2).T @ R**2 if safe else np.sum(np.square(T), axis=0)
-        V_gW = (aX.T**2) @ V_R + (2 + 2 * wt) * sumT2 + sumT**2 + partial_sum_squares(T, axis=0, sum_sq=sumT2)
+        sumT2 = (X**2).T @ R**2 if safe else np.sum(np.square(T), axis=2)
+        V_gW = (aX.T**2) @ V_R + (2 + 2 * wt) * sumT2 + sumT**2 + partial_sum_squares(T, axis=2, sum_sq=sumT2)
         del T
         sumR = R.sum(axis=0)
-        V_gb = V_R.sum(axis=0) + np.sum(R**2, axis=0) + sumR**2 + partial_sum_squares(R, axis=0)
+        sumR2 = np.sum(R**2, axis=0)
+        V_gb = V_R.sum(axis=0) + sumR2 + sumR**2 + partial_sum_squares(np.ascontiguousarray(R.T), axis=1, sum_sq=sumR2)
         sq = (R**2).ravel()
         V_L = 4 * np.sum(R**2 * V_R) + np.sum(sq**2) + 2 * np.sum(sq) ** 2 + partial_sum_squares(sq[None, :], axis=1)[0]
         lam = LAMBDA * u
