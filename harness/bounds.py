@@ -129,8 +129,9 @@ arm64) the float64 evaluation stands and the message says the bound overflowed.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -269,25 +270,69 @@ def partial_sum_squares(terms: F64, axis: int, sum_sq: F64 | None = None) -> F64
     Returns:
         array of ``terms``' dtype with ``axis`` removed.
     """
-    t = np.asarray(terms)
-    n = t.shape[axis]
-    fwd = np.cumsum(t, axis=axis)
-    last: list[slice] = [slice(None)] * t.ndim
-    last[axis] = slice(n - 1, n)
-    total = fwd[tuple(last)].copy()  # keeps the axis, for broadcasting (a copy: fwd is overwritten below)
-    forward = np.sum(np.square(fwd), axis=axis)
-    rev = np.subtract(total, fwd, out=fwd)
-    rev += t  # rev_k = total - F_{k-1}
-    reverse = np.sum(np.square(rev, out=rev), axis=axis)
-    mu = np.squeeze(total, axis=axis) / n
+    t = np.moveaxis(np.asarray(terms), axis, -1)  # a view; contiguous already when axis is the last one
+    n = t.shape[-1]
+    lead = t.shape[:-1]
+    t2 = t.reshape(math.prod(lead), n)
+    forward: npt.NDArray[Any] = np.empty(t2.shape[0], dtype=t2.dtype)
+    reverse: npt.NDArray[Any] = np.empty_like(forward)
+    total: npt.NDArray[Any] = np.empty_like(forward)
+    rows = max(1, _PSS_BLOCK // max(n, 1))
+    for r0 in range(0, t2.shape[0], rows):  # blocks that stay in cache: one pass over memory, not seven
+        blk = t2[r0:r0 + rows]
+        fwd = np.cumsum(blk, axis=1)
+        tot = fwd[:, -1:].copy()
+        forward[r0:r0 + rows] = np.einsum("ij,ij->i", fwd, fwd)
+        rev = np.subtract(tot, fwd, out=fwd)
+        rev += blk  # rev_k = total - F_{k-1}
+        reverse[r0:r0 + rows] = np.einsum("ij,ij->i", rev, rev)
+        total[r0:r0 + rows] = tot[:, 0]
+    forward, reverse, total = forward.reshape(lead), reverse.reshape(lead), total.reshape(lead)
+    mu = total / n
     if sum_sq is None:
-        sum_sq = np.sum(np.square(t), axis=axis)
+        sum_sq = np.sum(np.square(t), axis=-1)
     var = np.maximum(sum_sq / n - mu**2, 0.0)
     k = np.arange(1, n + 1, dtype=np.float64)
     sum_k2 = float(np.sum(k**2))
     sum_kvar = float(np.sum(k * (n - k) / (n - 1))) if n > 1 else 0.0
     random = mu**2 * sum_k2 + var * sum_kvar
     return np.maximum(np.maximum(forward, reverse), random)
+
+
+def partial_sum_squares_planes(term: Callable[[int], F64], n: int, sum_sq: F64) -> F64:
+    """:func:`partial_sum_squares` of the terms ``term(0), ..., term(n - 1)`` (arrays of one shape,
+    reduced element-wise across the ``n`` of them), computed plane by plane: forward partial sums
+    ``F_j``, reverse ones ``total - F_{j-1}`` from a second pass, the random-order expectation
+    from ``sum_sq`` (``sum_j term(j)**2``, required). Each plane is asked for twice.
+
+    The same model as :func:`partial_sum_squares` (its docstring); cheaper when ``n`` is small
+    and the planes are large (no stacked array, contiguous passes)."""
+    F = np.array(term(0), dtype=np.result_type(term(0), np.float64))
+    forward = F * F
+    for j in range(1, n):
+        F += term(j)
+        forward += F * F
+    total = F.copy()
+    S = F  # reverse partial sums, from the whole sum down
+    reverse = np.zeros_like(total)
+    for j in range(n):
+        reverse += S * S
+        S -= term(j)
+    mu = total / n
+    var = np.maximum(sum_sq / n - mu**2, 0.0)
+    k = np.arange(1, n + 1, dtype=np.float64)
+    sum_k2 = float(np.sum(k**2))
+    sum_kvar = float(np.sum(k * (n - k) / (n - 1))) if n > 1 else 0.0
+    random = mu**2 * sum_k2 + var * sum_kvar
+    return np.maximum(np.maximum(forward, reverse), random)
+
+
+#: Up to this many terms per element, :func:`expected_bounds` forms the residual's partial sums plane by plane.
+_PLANE_LOOP_MAX = 64
+
+
+#: Elements per block of :func:`partial_sum_squares` (512 KiB of float64: the block's passes stay in cache).
+_PSS_BLOCK = 1 << 16
 
 
 #: Magnitudes (of inputs and residual) within which squares of products are normal floats
@@ -514,16 +559,24 @@ def expected_bounds(
     wt = (ut / u) ** 2 if u > 0 else 0.0  # TF32 input roundings, relative to u
     aX = np.abs(X)
     with np.errstate(invalid="ignore", over="ignore"):
-        # terms of R, reduced along the last (contiguous) axis: X_ij W_jk (j < D), b_k, -Y_ik: (N, K, D + 2)
-        terms_R = np.empty((n, k, d + 2), dtype=X.dtype)
-        np.multiply(X[:, None, :], W.T[None, :, :], out=terms_R[:, :, :d])
-        terms_R[:, :, d] = b[None, :]
-        np.negative(Y, out=terms_R[:, :, d + 1])
         safe = _squares_safe(X, W, R)
-        # sum_j (X_ij W_jk)^2 = (X^2 W^2)_ik: a matrix product when the squares cannot under/overflow
-        sumP2 = X**2 @ W**2 if safe else np.sum(np.square(terms_R[:, :, :d]), axis=2)
-        V_R = sumP2 * (1 + 2 * wt) + partial_sum_squares(terms_R, axis=2, sum_sq=sumP2 + b[None, :] ** 2 + Y**2)  # (N, K)
-        del terms_R
+        if d + 2 <= _PLANE_LOOP_MAX:
+            # few terms per element of R: partial sums plane by plane over (N, K) arrays, no (N, K, D + 2) array
+            def plane(j: int) -> F64:
+                return X[:, j, None] * W[j][None, :] if j < d else (np.broadcast_to(b[None, :], (n, k)) if j == d else -Y)
+            sumP2 = X**2 @ W**2 if safe else sum((plane(j) ** 2 for j in range(d)), np.zeros((n, k), dtype=X.dtype))
+            pss_R = partial_sum_squares_planes(plane, d + 2, sum_sq=sumP2 + b[None, :] ** 2 + Y**2)
+        else:
+            # terms of R, reduced along the last (contiguous) axis: X_ij W_jk (j < D), b_k, -Y_ik: (N, K, D + 2)
+            terms_R = np.empty((n, k, d + 2), dtype=X.dtype)
+            np.multiply(X[:, None, :], W.T[None, :, :], out=terms_R[:, :, :d])
+            terms_R[:, :, d] = b[None, :]
+            np.negative(Y, out=terms_R[:, :, d + 1])
+            # sum_j (X_ij W_jk)^2 = (X^2 W^2)_ik: a matrix product when the squares cannot under/overflow
+            sumP2 = X**2 @ W**2 if safe else np.sum(np.square(terms_R[:, :, :d]), axis=2)
+            pss_R = partial_sum_squares(terms_R, axis=2, sum_sq=sumP2 + b[None, :] ** 2 + Y**2)
+            del terms_R
+        V_R = sumP2 * (1 + 2 * wt) + pss_R  # (N, K)
         T = X.T[:, None, :] * R.T[None, :, :]  # (D, K, N) terms of X^T R, reduced along the last axis
         sumT = X.T @ R
         sumT2 = (X**2).T @ R**2 if safe else np.sum(np.square(T), axis=2)

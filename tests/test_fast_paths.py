@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings, target
 from hypothesis import strategies as st
 
 from harness import bounds as bounds_mod
-from harness.bounds import partial_sum_squares, rigorous_loss_bound, step_bounds
+from harness.bounds import partial_sum_squares, partial_sum_squares_planes, rigorous_loss_bound, step_bounds
 from harness.exact import ScaledInts
 from harness.floats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64
 from harness.oracle import exact_inputs_from_floats, exact_step
@@ -96,6 +96,34 @@ def test_partial_sum_squares_pinned():
     assert partial_sum_squares(np.array([[1.0], [2.0], [3.0]]), axis=0)[0] == 70.0
     # all-equal terms: forward = reverse = sum_k (k mu)^2 = random (variance 0)
     assert partial_sum_squares(np.array([[2.0, 2.0]]), axis=1)[0] == 4 + 16
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(1, 12), m=st.integers(1, 20), seed=st.integers(0, 2**32 - 1), log_scale=st.integers(-300, 300))
+def test_partial_sums_plane_by_plane_equal_stacked(n, m, seed, log_scale):
+    """The plane-by-plane model (the residual's D + 2 terms) against the stacked one, any magnitude."""
+    terms = np.random.default_rng(seed).standard_normal((n, m)) * 2.0**log_scale
+    with np.errstate(all="ignore"):
+        want = partial_sum_squares(terms.T.copy(), axis=1)
+        got = partial_sum_squares_planes(lambda j: terms[j], n, sum_sq=np.sum(terms**2, axis=0))
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
+
+
+def test_partial_sums_plane_by_plane_pinned():
+    """Planes [1, 2, 3] (one element): forward 46, reverse 70, random 56 + 8/3: 70 (as the stacked model)."""
+    planes = [np.array([1.0]), np.array([2.0]), np.array([3.0])]
+    assert partial_sum_squares_planes(lambda j: planes[j], 3, sum_sq=np.array([14.0]))[0] == 70.0
+
+
+@pytest.mark.parametrize("fmt", [FLOAT64, FLOAT16], ids=lambda f: f.name)
+def test_expected_bounds_planes_equal_stacked_terms(monkeypatch, fmt):
+    """The residual's partial sums plane by plane (D + 2 <= 64) and from the stacked (N, K, D + 2) terms agree."""
+    inputs = _inputs(np.random.default_rng(3), 40, 5, 3, 1.0)
+    planes, _, _ = _bounds(inputs, fmt)
+    monkeypatch.setattr(bounds_mod, "_PLANE_LOOP_MAX", 0)
+    stacked, _, _ = _bounds(inputs, fmt)
+    for q in QUANTITIES:
+        np.testing.assert_allclose(planes.expected[q], stacked.expected[q], rtol=1e-13, atol=0)
 
 
 # ------------------------------------------------------------------ expected bounds: matmul vs element-wise
