@@ -129,8 +129,9 @@ arm64) the float64 evaluation stands and the message says the bound overflowed.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -248,7 +249,7 @@ def flush_to_zero_default(fmt: FloatFormat) -> bool:
     return fmt.precision <= 11
 
 
-def partial_sum_squares(terms: F64, axis: int) -> F64:
+def partial_sum_squares(terms: F64, axis: int, sum_sq: F64 | None = None) -> F64:
     """Model of ``sum_k s_k^2`` over the partial sums ``s_k`` of a reduction along ``axis``.
 
     The largest of: forward order, reverse order, and the expectation over a
@@ -256,27 +257,98 @@ def partial_sum_squares(terms: F64, axis: int) -> F64:
     ``Var s_k = k (n - k) / (n - 1) sigma^2`` for population mean ``mu`` and
     variance ``sigma^2``).
 
+    The reverse-order partial sums are ``total - F_{k-1} = total - F_k + t_k`` from the
+    forward ones ``F_k`` (one cumulative sum; fastest when ``axis`` is the last, contiguous one);
+    in floating point they differ from a separate suffix sum by roundings only, which a
+    model of the error's size does not resolve.
+
     Args:
-        terms: float64 array, reduced along ``axis``.
+        terms: float64 (or wider) array, reduced along ``axis``.
         axis: the reduction axis.
+        sum_sq: ``sum(terms**2, axis)`` when the caller has it already (else computed here).
 
     Returns:
-        float64 array with ``axis`` removed.
+        array of ``terms``' dtype with ``axis`` removed.
     """
-    t = np.moveaxis(terms, axis, -1)
+    t = np.moveaxis(np.asarray(terms), axis, -1)  # a view; contiguous already when axis is the last one
     n = t.shape[-1]
-    fwd = np.cumsum(t, axis=-1)
-    total = fwd[..., -1:]
-    forward = np.sum(fwd**2, axis=-1)
-    rev_partial = total - np.concatenate([np.zeros_like(total), fwd[..., :-1]], axis=-1)
-    reverse = np.sum(rev_partial**2, axis=-1)
-    mu = total[..., 0] / n
-    var = np.maximum(np.mean(t**2, axis=-1) - mu**2, 0.0)
+    lead = t.shape[:-1]
+    t2 = t.reshape(math.prod(lead), n)
+    forward: npt.NDArray[Any] = np.empty(t2.shape[0], dtype=t2.dtype)
+    reverse: npt.NDArray[Any] = np.empty_like(forward)
+    total: npt.NDArray[Any] = np.empty_like(forward)
+    rows = max(1, _PSS_BLOCK // max(n, 1))
+    for r0 in range(0, t2.shape[0], rows):  # blocks that stay in cache: one pass over memory, not seven
+        blk = t2[r0:r0 + rows]
+        fwd = np.cumsum(blk, axis=1)
+        tot = fwd[:, -1:].copy()
+        forward[r0:r0 + rows] = np.einsum("ij,ij->i", fwd, fwd)
+        rev = np.subtract(tot, fwd, out=fwd)
+        rev += blk  # rev_k = total - F_{k-1}
+        reverse[r0:r0 + rows] = np.einsum("ij,ij->i", rev, rev)
+        total[r0:r0 + rows] = tot[:, 0]
+    forward, reverse, total = forward.reshape(lead), reverse.reshape(lead), total.reshape(lead)
+    mu = total / n
+    if sum_sq is None:
+        sum_sq = np.sum(np.square(t), axis=-1)
+    var = np.maximum(sum_sq / n - mu**2, 0.0)
     k = np.arange(1, n + 1, dtype=np.float64)
     sum_k2 = float(np.sum(k**2))
     sum_kvar = float(np.sum(k * (n - k) / (n - 1))) if n > 1 else 0.0
     random = mu**2 * sum_k2 + var * sum_kvar
     return np.maximum(np.maximum(forward, reverse), random)
+
+
+def partial_sum_squares_planes(term: Callable[[int], F64], n: int, sum_sq: F64) -> F64:
+    """:func:`partial_sum_squares` of the terms ``term(0), ..., term(n - 1)`` (arrays of one shape,
+    reduced element-wise across the ``n`` of them), computed plane by plane: forward partial sums
+    ``F_j``, reverse ones ``total - F_{j-1}`` from a second pass, the random-order expectation
+    from ``sum_sq`` (``sum_j term(j)**2``, required). Each plane is asked for twice.
+
+    The same model as :func:`partial_sum_squares` (its docstring); cheaper when ``n`` is small
+    and the planes are large (no stacked array, contiguous passes)."""
+    F = np.array(term(0), dtype=np.result_type(term(0), np.float64))
+    forward = F * F
+    for j in range(1, n):
+        F += term(j)
+        forward += F * F
+    total = F.copy()
+    S = F  # reverse partial sums, from the whole sum down
+    reverse = np.zeros_like(total)
+    for j in range(n):
+        reverse += S * S
+        S -= term(j)
+    mu = total / n
+    var = np.maximum(sum_sq / n - mu**2, 0.0)
+    k = np.arange(1, n + 1, dtype=np.float64)
+    sum_k2 = float(np.sum(k**2))
+    sum_kvar = float(np.sum(k * (n - k) / (n - 1))) if n > 1 else 0.0
+    random = mu**2 * sum_k2 + var * sum_kvar
+    return np.maximum(np.maximum(forward, reverse), random)
+
+
+#: Up to this many terms per element, :func:`expected_bounds` forms the residual's partial sums plane by plane.
+_PLANE_LOOP_MAX = 64
+
+
+#: Elements per block of :func:`partial_sum_squares` (512 KiB of float64: the block's passes stay in cache).
+_PSS_BLOCK = 1 << 16
+
+
+#: Magnitudes (of inputs and residual) within which squares of products are normal floats
+#: (``2**(-4*250) > 2**-1022``), so ``sum_j X_ij^2 W_jk^2`` may be formed as ``X^2 @ W^2``.
+_SQUARE_SAFE = 2.0**250
+
+
+def _squares_safe(*arrays: F64) -> bool:
+    """Whether every nonzero magnitude lies in ``[2**-250, 2**250]`` (float64), or the type is wider."""
+    if any(np.asarray(a).dtype != np.float64 for a in arrays):
+        return True  # longdouble: exponent range to 2**16384, squares of float64 values never leave it
+    for a in arrays:
+        m = np.abs(a)
+        if m.size and (float(m.max()) > _SQUARE_SAFE or float(np.min(np.where(m > 0, m, 1.0))) < 1 / _SQUARE_SAFE):
+            return False
+    return True
 
 
 @dataclass
@@ -393,6 +465,33 @@ def loss_bound(R: F64, rb: ResidualBound, c: float, reg: Regime) -> tuple[F64, F
     return np.asarray(rig), np.asarray(U), g
 
 
+def rigorous_loss_bound(inputs: Mapping[str, F64], residual: F64, *, reduction: str, fmt: FloatFormat,
+                        flush_to_zero: bool = False) -> float:
+    """The rigorous bound of the loss alone: ``step_bounds(...).rigorous["loss"]`` without TF32,
+    evaluated in float64 without the gradient, update, expected and overflow-mask work
+    (the same :func:`residual_bound` and :func:`loss_bound`, times the same safety factor).
+
+    Args:
+        inputs: ``X`` (N, D), ``y`` (N, K), ``W`` (D, K), ``b`` (K,) as float64.
+        residual: the exact residual (N, K) as float64 (or an upper bound of its magnitude).
+        reduction: ``"sum"`` or ``"mean"``; fmt: the dtype; flush_to_zero: as :func:`step_bounds`.
+
+    Returns:
+        the bound (absolute, the loss's units); ``inf`` where it is vacuous or its float64
+        evaluation overflowed (:func:`step_bounds` re-evaluates those in extended precision:
+        callers that need a finite bound there call it).
+    """
+    X, Y, W, b = (np.asarray(inputs[k], dtype=np.float64) for k in ("X", "y", "W", "b"))
+    reg = Regime(fmt, bool(flush_to_zero or flush_to_zero_default(fmt)))
+    n, k = Y.shape
+    c = 1.0 if reduction == "sum" else 1.0 / (n * k)
+    rb = residual_bound(X, W, b, Y, reg, 0.0)
+    rig, _, _ = loss_bound(np.asarray(residual, dtype=np.float64), rb, c, reg)
+    with np.errstate(invalid="ignore", over="ignore"):
+        v = float(rig) * _SAFETY
+    return v if math.isfinite(v) else math.inf
+
+
 def learning_rates(lr: float, lr_held: float | None, reg: Regime) -> list[float]:
     """The learning rates ``lr'`` a correct implementation may multiply by: the dtype's
     ``lr`` (the oracle's), the Python float ``lr_held``, for float16 and bfloat16 it
@@ -453,20 +552,39 @@ def expected_bounds(
 ) -> dict[str, F64]:
     """Probabilistic bounds (module docstring), before capping by the rigorous ones."""
     n, k = Y.shape
+    d = X.shape[1]
     u = reg.u
     s = 2.0 * c
     lr = abs(lr)
     wt = (ut / u) ** 2 if u > 0 else 0.0  # TF32 input roundings, relative to u
     aX = np.abs(X)
     with np.errstate(invalid="ignore", over="ignore"):
-        P = X[:, :, None] * W[None, :, :]  # (N, D, K) products
-        terms_R = np.concatenate([np.moveaxis(P, 1, 2), b[None, :, None] * np.ones((n, k, 1)), -Y[:, :, None]], axis=2)
-        V_R = np.sum(P**2, axis=1) * (1 + 2 * wt) + partial_sum_squares(terms_R, axis=2)  # (N, K)
-        T = X[:, :, None] * R[:, None, :]  # (N, D, K) terms of X^T R
-        sumT = T.sum(axis=0)
-        V_gW = (aX.T**2) @ V_R + (2 + 2 * wt) * np.sum(T**2, axis=0) + sumT**2 + partial_sum_squares(T, axis=0)
+        safe = _squares_safe(X, W, R)
+        if d + 2 <= _PLANE_LOOP_MAX:
+            # few terms per element of R: partial sums plane by plane over (N, K) arrays, no (N, K, D + 2) array
+            def plane(j: int) -> F64:
+                return X[:, j, None] * W[j][None, :] if j < d else (np.broadcast_to(b[None, :], (n, k)) if j == d else -Y)
+            sumP2 = X**2 @ W**2 if safe else sum((plane(j) ** 2 for j in range(d)), np.zeros((n, k), dtype=X.dtype))
+            pss_R = partial_sum_squares_planes(plane, d + 2, sum_sq=sumP2 + b[None, :] ** 2 + Y**2)
+        else:
+            # terms of R, reduced along the last (contiguous) axis: X_ij W_jk (j < D), b_k, -Y_ik: (N, K, D + 2)
+            terms_R = np.empty((n, k, d + 2), dtype=X.dtype)
+            np.multiply(X[:, None, :], W.T[None, :, :], out=terms_R[:, :, :d])
+            terms_R[:, :, d] = b[None, :]
+            np.negative(Y, out=terms_R[:, :, d + 1])
+            # sum_j (X_ij W_jk)^2 = (X^2 W^2)_ik: a matrix product when the squares cannot under/overflow
+            sumP2 = X**2 @ W**2 if safe else np.sum(np.square(terms_R[:, :, :d]), axis=2)
+            pss_R = partial_sum_squares(terms_R, axis=2, sum_sq=sumP2 + b[None, :] ** 2 + Y**2)
+            del terms_R
+        V_R = sumP2 * (1 + 2 * wt) + pss_R  # (N, K)
+        T = X.T[:, None, :] * R.T[None, :, :]  # (D, K, N) terms of X^T R, reduced along the last axis
+        sumT = X.T @ R
+        sumT2 = (X**2).T @ R**2 if safe else np.sum(np.square(T), axis=2)
+        V_gW = (aX.T**2) @ V_R + (2 + 2 * wt) * sumT2 + sumT**2 + partial_sum_squares(T, axis=2, sum_sq=sumT2)
+        del T
         sumR = R.sum(axis=0)
-        V_gb = V_R.sum(axis=0) + np.sum(R**2, axis=0) + sumR**2 + partial_sum_squares(R, axis=0)
+        sumR2 = np.sum(R**2, axis=0)
+        V_gb = V_R.sum(axis=0) + sumR2 + sumR**2 + partial_sum_squares(np.ascontiguousarray(R.T), axis=1, sum_sq=sumR2)
         sq = (R**2).ravel()
         V_L = 4 * np.sum(R**2 * V_R) + np.sum(sq**2) + 2 * np.sum(sq) ** 2 + partial_sum_squares(sq[None, :], axis=1)[0]
         lam = LAMBDA * u

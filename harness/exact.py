@@ -182,15 +182,20 @@ class ScaledInts:
                     return hi_s.reshape(self.shape), lo_s.reshape(self.shape)
             except OverflowError:
                 pass
+        # value = i p / d; Python's int / int is correctly rounded (as float(Fraction) is, which
+        # uses it), and the remainder i p / d - h = (i p h_d - h_n d) / (d h_d) with h = h_n / h_d
+        # exactly: the same two roundings as float(f) and float(f - h), without Fraction objects
+        p, den = s.numerator, s.denominator
         for n, i in enumerate(self.ints.ravel()):
-            f = Fraction(int(i)) * s
+            num = int(i) * p
             try:
-                h = float(f)
+                h = num / den
             except OverflowError:
-                hi[n], lo[n] = (np.inf if f > 0 else -np.inf), 0.0
+                hi[n], lo[n] = (np.inf if num > 0 else -np.inf), 0.0
                 continue
             hi[n] = h
-            lo[n] = float(f - Fraction(h)) if np.isfinite(h) else 0.0
+            hn, hd = h.as_integer_ratio()
+            lo[n] = (num * hd - hn * den) / (den * hd)
         return hi.reshape(self.shape), lo.reshape(self.shape)
 
     def to_float64(self) -> npt.NDArray[np.float64]:

@@ -48,11 +48,12 @@ F64 = npt.NDArray[np.float64]
 METHOD = "exact-integer-slices"
 #: Digit width of the residual and of the first product's operands (21 + 21 + log2(2048) = 53).
 B = 21
-#: Digit width of X in X^T R (16 + 21 + log2(65536) = 53).
-B2 = 16
-#: Contraction chunk lengths keeping every partial sum of digit products within 2**53.
+#: Contraction chunk lengths keeping every partial sum of digit products within 2**53
+#: (digits of X, W and R all below 2**B in magnitude, the top ones of X and W at most 2**B).
 CHUNK_D = 1 << (53 - 2 * B)
-CHUNK_N = 1 << (53 - B - B2)
+CHUNK_N = 1 << (53 - 2 * B)
+#: Chunk results (each below 2**53) summed in int64 at a time: 1024 of them stay below 2**63.
+ACC_BLOCK = 1024
 #: Give up (fall back to the reference path) past this many digit-pair products of either kind.
 MAX_PRODUCTS = 400
 _MASK = (1 << B) - 1
@@ -158,12 +159,13 @@ class DigitResidual(ScaledInts):
     """The exact residual as two's complement base-``2**B`` digits over ``2**q0`` (a :class:`ScaledInts`
     whose integer array is built only when read)."""
 
-    __slots__ = ("_digits", "_ints", "_q0")
+    __slots__ = ("_digits", "_f64", "_ints", "_q0")
 
     def __init__(self, d: I64, q0: int) -> None:  # noqa: D107 - see class
         self._digits = d
         self._q0 = q0
         self._ints: npt.NDArray[Any] | None = None
+        self._f64: F64 | None = None
 
     @property
     def ints(self) -> npt.NDArray[Any]:
@@ -192,26 +194,40 @@ class DigitResidual(ScaledInts):
         return tuple(self._digits.shape[1:])
 
     def to_float64(self) -> F64:
-        """Nearest float64 to each value (ties to even, subnormals, ``±inf`` beyond range), int64 arithmetic only."""
-        d = self._digits
+        """Nearest float64 to each value (ties to even, subnormals, ``±inf`` beyond range), int64 arithmetic only.
+
+        Computed once per object (a check reads it for the bounds and for the grading); the
+        array returned is read-only."""
+        if self._f64 is None:
+            out = self._round()
+            out.flags.writeable = False
+            self._f64 = out
+        return self._f64
+
+    def _round(self) -> F64:
+        shape = self._digits.shape[1:]
+        d = self._digits.reshape(len(self._digits), -1)
         neg = d[-1] < 0
-        mag = d.copy()
-        if neg.any():
-            negd = carry(-d[:, neg])  # -v as two's complement digits; top digit 0 since -v > 0
-            mag = np.zeros((max(len(d), len(negd)), *d.shape[1:]), dtype=np.int64)
-            mag[: len(d)] = d
-            mag[:, neg] = 0
-            mag[: len(negd), neg] = negd
-        mag = mag[:-1] if bool(np.all(mag[-1] == 0)) and len(mag) > 1 else mag
-        n = len(mag)
+        # magnitudes: -v for the negative values (their digits negated, then carried: top digit 0 as -v > 0);
+        # the nonnegative values' digits are normalised already, which carry() leaves as they are
+        mag = carry(np.where(neg, -d, d)) if bool(neg.any()) else d
+        n, m = mag.shape
         # index of the highest nonzero digit (-1 where the value is 0)
-        nzd = mag != 0
-        any_nz = nzd.any(axis=0)
-        h = np.where(any_nz, n - 1 - np.argmax(nzd[::-1], axis=0), 0)
-        pad = np.concatenate([np.zeros((4, *mag.shape[1:]), dtype=np.int64), mag])  # digit u at pad[u + 4]
+        # and of the lowest (n where 0): one pass per digit plane (n is small; argmax along axis 0 is slower)
+        h = np.full(m, -1, dtype=np.int64)
+        lowest = np.full(m, n, dtype=np.int64)
+        for u in range(n):
+            nz_u = mag[u] != 0
+            h[nz_u] = u
+        for u in range(n - 1, -1, -1):
+            lowest[mag[u] != 0] = u
+        any_nz = h >= 0
+        h = np.maximum(h, 0)
+        pad = np.concatenate([np.zeros((4, m), dtype=np.int64), mag]).ravel()  # digit u of column j at (u + 4) m + j
+        cols = np.arange(m)
 
         def at(idx: I64) -> I64:
-            return np.take_along_axis(pad, (idx + 4)[None], axis=0)[0]
+            return pad[(idx + 4) * m + cols]
 
         dh = at(h)
         p = np.where(any_nz, np.frexp(dh.astype(np.float64))[1], 1).astype(np.int64)  # bit length of the top digit
@@ -224,8 +240,7 @@ class DigitResidual(ScaledInts):
         r3 = p + 1  # right shift of d3, in [2, 22]
         M |= d3 >> r3
         sticky |= (d3 & ((np.int64(1) << r3) - 1)) != 0
-        # any nonzero digit below h - 3: the lowest nonzero digit's index
-        lowest = np.argmax(nzd, axis=0)
+        # any nonzero digit below h - 3
         sticky |= any_nz & (lowest < h - 3)
         E = B * h + p - 62 + self._q0  # value = (M + frac) * 2**E
         top = E + 61
@@ -241,7 +256,7 @@ class DigitResidual(ScaledInts):
         with np.errstate(over="ignore"):
             val = np.ldexp(q.astype(np.float64), np.clip(t, -2000, 2000).astype(np.int64))
         val = np.where(any_nz, val, 0.0)
-        return np.where(neg, -val, val)
+        return np.where(neg, -val, val).reshape(shape)
 
     def to_hi_lo(self) -> tuple[F64, F64]:
         return ScaledInts(self.ints, self.scale).to_hi_lo()
@@ -251,13 +266,14 @@ class DigitResidual(ScaledInts):
         return ScaledInts(self.ints.T, self.scale)
 
 
-def _first_product(X: F64, W: F64, qx: int, qw: int) -> I64:
+def _first_product(X: F64, W: F64, qx: int, qw: int, xd: F64 | None = None) -> I64:
     """Two's complement base-``2**B`` digits of the integer ``(X / 2**qx) @ (W / 2**qw)``, exact.
 
     Digit position ``u`` of the product is ``sum_{s+t=u} X_s W_t``: one matmul of the digits of X side
     by side, ``(N, S*D)``, with the digits of W stacked so that column block ``u`` holds ``W_{u-s}``
-    in row block ``s``: contraction length ``S*D`` per chunk, at most :data:`CHUNK_D`."""
-    xd = digits(X, qx, B, qx)
+    in row block ``s``: contraction length ``S*D`` per chunk, at most :data:`CHUNK_D`.
+    ``xd``: the digits of X (:func:`digits` ``(X, qx, B, qx)``) when the caller has them."""
+    xd = digits(X, qx, B, qx) if xd is None else xd
     wd = digits(W, qw, B, qw)
     S, T = len(xd), len(wd)
     if S * T > MAX_PRODUCTS:
@@ -285,8 +301,9 @@ def _first_product(X: F64, W: F64, qx: int, qw: int) -> I64:
     return carry(acc)
 
 
-def residual_digits(X: F64, y: F64, W: F64, b: F64, qx: int | None = None) -> tuple[I64, int]:
-    """Exact ``R = X W + 1 b^T - y`` as two's complement base-``2**B`` digits over ``2**q0``."""
+def residual_digits(X: F64, y: F64, W: F64, b: F64, qx: int | None = None, xd: F64 | None = None) -> tuple[I64, int]:
+    """Exact ``R = X W + 1 b^T - y`` as two's complement base-``2**B`` digits over ``2**q0``
+    (``xd``: X's digits over ``2**qx``, as :func:`_first_product` takes them)."""
     n, k = y.shape
     qx = lowest_exponent(X) if qx is None else qx
     qw, qy, qb = (lowest_exponent(a) for a in (W, y, b))
@@ -304,7 +321,7 @@ def residual_digits(X: F64, y: F64, W: F64, b: F64, qx: int | None = None) -> tu
     for q, what in parts:
         if what == "xw":
             assert qx is not None and qw is not None
-            terms.append(_shift(_first_product(X, W, qx, qw), q - q0))
+            terms.append(_shift(_first_product(X, W, qx, qw, xd), q - q0))
         elif what == "b":
             bd = digits(b.reshape(1, k), q0, B, qb).astype(np.int64)
             terms.append(np.broadcast_to(bd, (len(bd), n, k)))
@@ -333,7 +350,8 @@ def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledIn
     n, d = X.shape
     k = y.shape[1]
     qx = lowest_exponent(X)
-    rd, q0 = residual_digits(X, y, W, b, qx)
+    xd = None if qx is None else digits(X, qx, B, qx)  # once, for X W and for X^T R
+    rd, q0 = residual_digits(X, y, W, b, qx, xd)
     U = len(rd)
     R = DigitResidual(rd, q0)
     # 1^T R: column sums of each plane (|digit| < 2**21, N < 2**42)
@@ -356,25 +374,31 @@ def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledIn
                 total += (int(g[u, v]) << (B * (u + v))) * (1 if u == v else 2)
     loss = ScaledInts.scalar(total)
     loss = ScaledInts(loss.ints, Fraction(2) ** (2 * q0))
-    # X^T R: X as 16-bit digits, R as 21-bit digits, N cut in chunks of 2**16 rows
-    if qx is None:
+    # X^T R: the digits of X (base 2**B, as in X W) against R's digits, rows in chunks of CHUNK_N = 2**(53 - 2B):
+    # |X digit| <= 2**B and 0 <= R digit < 2**B or R digit = -1, so each product is below 2**(2B) in magnitude and
+    # every partial sum of a chunk below CHUNK_N * 2**(2B) = 2**53 (exact in float64, any order); up to ACC_BLOCK
+    # chunk sums (< 2**53 each) add up in int64 below 2**63; blocks of chunks add up in Python integers
+    if qx is None or xd is None:
         gw = ScaledInts(np.zeros((d, k), dtype=object) + 0, Fraction(1))
     else:
-        xd = digits(X, qx, B2, qx)
         S = len(xd)
         if S * U > MAX_PRODUCTS:
             raise TooWideError(f"X^T R needs {S} x {U} digit products")
-        if -(-n // CHUNK_N) >= 1024:
-            raise TooWideError("too many row chunks")
-        acc = np.zeros((S * d, U * k), dtype=np.int64)
         xcat = np.moveaxis(xd, 0, 1).reshape(n, S * d)  # column s*d + l: digit s of X[:, l]
-        rcat = np.moveaxis(rd, 0, 1).reshape(n, U * k)
-        for r0 in range(0, n, CHUNK_N):
-            xs = xcat[r0:r0 + CHUNK_N]
-            rs = rcat[r0:r0 + CHUNK_N].astype(np.float64)
-            acc += (xs.T @ rs).astype(np.int64)  # exact: |sum| <= 2**16 * 2**16 * 2**21 = 2**53
+        rcat = np.moveaxis(rd, 0, 1).reshape(n, U * k).astype(np.float64)
+        pad = (-n) % CHUNK_N
+        if pad:
+            xcat = np.concatenate([xcat, np.zeros((pad, S * d))])
+            rcat = np.concatenate([rcat, np.zeros((pad, U * k))])
+        nc = (n + pad) // CHUNK_N
+        xb = xcat.reshape(nc, CHUNK_N, S * d).transpose(0, 2, 1)
+        rb = rcat.reshape(nc, CHUNK_N, U * k)
+        acc: Any = None
+        for c0 in range(0, nc, ACC_BLOCK):
+            part = np.matmul(xb[c0:c0 + ACC_BLOCK], rb[c0:c0 + ACC_BLOCK]).astype(np.int64).sum(axis=0)
+            acc = part if acc is None else (acc if acc.dtype == object else _obj(acc)) + _obj(part)
         acc4 = acc.reshape(S, d, U, k)
         planes = np.stack([acc4[s, :, u, :] for s in range(S) for u in range(U)])
-        gw_int = _combine(planes, [B2 * s + B * u for s in range(S) for u in range(U)])
+        gw_int = _combine(planes, [B * (s + u) for s in range(S) for u in range(U)])
         gw = ScaledInts(gw_int, Fraction(2) ** (qx + q0))
     return R, gw, ScaledInts(gb, Fraction(2) ** q0), loss

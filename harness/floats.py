@@ -23,6 +23,7 @@ SIAM 2002, §2.1-2.2; Muller et al., *Handbook of Floating-Point Arithmetic*,
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -64,9 +65,9 @@ class FloatFormat:
         """
         return max(2.0 ** (self.emin - self.precision), math.ulp(0.0))
 
-    @property
+    @functools.cached_property
     def max_finite(self) -> float:
-        """Largest finite value, ``(2 - 2**(1-p)) * 2**emax``."""
+        """Largest finite value, ``(2 - 2**(1-p)) * 2**emax`` (computed once per format)."""
         return float((2 - Fraction(2) ** (1 - self.precision)) * Fraction(2) ** self.emax)
 
     @property

@@ -108,7 +108,8 @@ class Record:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (non-finite floats become the strings ``"inf"``, ``"-inf"``, ``"nan"``)."""
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(self).items()}
+        d = self.__dict__  # the fields' values, copied as dataclasses.asdict does (without its deepcopy of leaves)
+        return {k: _jsonable(_plain(d[k])) for k in _FIELD_NAMES}
 
     @classmethod
     def from_json(cls, obj: Any, *, known_verdict: bool = False) -> Record:
@@ -274,6 +275,7 @@ _CHECKS = _record_checks()
 _CHECKS_ANY_VERDICT = {**_CHECKS, "verdict": ((str,), _any_verdict)}
 _REQUIRED = tuple(f.name for f in dataclasses.fields(Record)
                   if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Record))
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Record) if f.default is not dataclasses.MISSING}
 _FACTORY_FIELDS = {f.name: f.default_factory for f in dataclasses.fields(Record) if f.default_factory is not dataclasses.MISSING}
 
@@ -321,6 +323,17 @@ def _plan(obj: dict[str, Any], checks: dict[str, tuple[tuple[type, ...], Any]]) 
         raise MalformedRecordError(f"missing required key{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}")
     slow = tuple(k for k, v in obj.items() if k in checks and type(v) not in checks[k][0])
     return slow, any(k not in checks for k in obj)
+
+
+def _plain(v: Any) -> Any:
+    """A copy of lists, tuples and dicts (recursively); other values as they are."""
+    if isinstance(v, list):
+        return [_plain(x) for x in v]
+    if isinstance(v, tuple):
+        return tuple(_plain(x) for x in v)
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
 
 
 def _jsonable(v: Any) -> Any:

@@ -51,7 +51,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..bounds import Regime, StepBounds, learning_rate_spread, step_bounds, update_bound
+from ..bounds import Regime, StepBounds, learning_rate_spread, rigorous_loss_bound, step_bounds, update_bound
 from ..floats import get_format
 from .registry import StepResult, implementation
 
@@ -144,8 +144,11 @@ def fd_error_model(
             (Wq if name == "W" else bq)[idx] = wq
             Rq = R.copy()
             Rq[:, k] += abs(wq - w) * col
-            e_pm.append(float(step_bounds({"X": X, "y": Y, "W": Wq, "b": bq}, Rq, zeros, lr=0.0, reduction=reduction, fmt=f64)
-                              .rigorous["loss"]))
+            q_inputs = {"X": X, "y": Y, "W": Wq, "b": bq}
+            e_q = rigorous_loss_bound(q_inputs, Rq, reduction=reduction, fmt=f64)
+            if not math.isfinite(e_q):  # overflowed in float64: the extended-precision re-evaluation
+                e_q = float(step_bounds(q_inputs, Rq, zeros, lr=0.0, reduction=reduction, fmt=f64).rigorous["loss"])
+            e_pm.append(e_q)
         den = Fraction(wp) - Fraction(wm)
         s = abs(Fraction(wp) + Fraction(wm) - 2 * Fraction(w))
         g = abs(float(exact["grad_W"][idx] if name == "W" else exact["grad_b"][idx]))

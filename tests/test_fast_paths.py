@@ -1,0 +1,206 @@
+"""The shortcuts of the check path (issue 12) against the slow definitions they replace.
+
+- :meth:`ScaledInts.to_hi_lo` with a non-dyadic scale: integer true division against
+  ``Fraction`` arithmetic, bit for bit (signs of zeros, subnormals, overflow included);
+- :func:`harness.bounds.partial_sum_squares` against the three partial-sum models
+  written out element by element in exact rationals;
+- :func:`harness.bounds.expected_bounds`' matrix-product sums of squares against the
+  element-wise ones (and the guard that keeps squares from under/overflowing);
+- :func:`harness.bounds.rigorous_loss_bound` against ``step_bounds(...).rigorous["loss"]``;
+- :meth:`Record.to_json` against :func:`dataclasses.asdict`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, target
+from hypothesis import strategies as st
+
+from harness import bounds as bounds_mod
+from harness.bounds import partial_sum_squares, partial_sum_squares_planes, rigorous_loss_bound, step_bounds
+from harness.exact import ScaledInts
+from harness.floats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64
+from harness.oracle import exact_inputs_from_floats, exact_step
+from harness.records import Record, _jsonable
+from harness.verdicts import QUANTITIES
+
+FORMATS = (FLOAT64, FLOAT32, FLOAT16, BFLOAT16)
+
+
+# ------------------------------------------------------------------ to_hi_lo, non-dyadic scales
+
+def _hi_lo_reference(i: int, s: Fraction) -> tuple[float, float]:
+    f = Fraction(i) * s
+    try:
+        h = float(f)
+    except OverflowError:
+        return (math.inf if f > 0 else -math.inf), 0.0
+    return h, float(f - Fraction(h))
+
+
+@settings(max_examples=300, deadline=None)
+@given(ints=st.lists(st.one_of(st.integers(-(2**70), 2**70), st.integers(-(2**1200), 2**1200), st.sampled_from([0, 1, -1])),
+                     min_size=1, max_size=8),
+       num=st.integers(1, 2**80), den_odd=st.integers(0, 2**40).map(lambda v: 2 * v + 1), shift=st.integers(-1200, 1200))
+def test_to_hi_lo_non_dyadic_matches_fractions(ints, num, den_odd, shift):
+    """Hostile scales: huge and tiny powers of two times odd denominators (overflow, subnormal hi and lo)."""
+    s = Fraction(num, den_odd) * Fraction(2) ** shift
+    hi, lo = ScaledInts(np.array(ints, dtype=object), s).to_hi_lo()
+    for n, i in enumerate(ints):
+        h, low = _hi_lo_reference(i, s)
+        assert hi[n] == h and lo[n] == low and math.copysign(1, lo[n]) == math.copysign(1, low), (i, s)
+
+
+def test_to_hi_lo_non_dyadic_pinned():
+    """1/3: hi = the float nearest 1/3, lo = 1/3 - hi rounded; a value beyond the range is +-inf with lo 0."""
+    hi, lo = ScaledInts(np.array([1, -(2**1100)], dtype=object), Fraction(1, 3)).to_hi_lo()
+    assert hi[0] == 1 / 3 and lo[0] == float(Fraction(1, 3) - Fraction(1 / 3)) and lo[0] != 0
+    assert hi[1] == -math.inf and lo[1] == 0.0
+
+
+# ------------------------------------------------------------------ partial_sum_squares
+
+def _pss_reference(t: list[Fraction]) -> Fraction:
+    n = len(t)
+    fwd = sum((sum(t[: j + 1], Fraction(0)) ** 2 for j in range(n)), Fraction(0))
+    rev = sum((sum(t[j:], Fraction(0)) ** 2 for j in range(n)), Fraction(0))
+    mu = sum(t, Fraction(0)) / n
+    var = max(sum((x * x for x in t), Fraction(0)) / n - mu * mu, Fraction(0))
+    sum_k2 = sum(Fraction(k * k) for k in range(1, n + 1))
+    sum_kvar = sum(Fraction(k * (n - k), n - 1) for k in range(1, n + 1)) if n > 1 else Fraction(0)
+    return max(fwd, rev, mu * mu * sum_k2 + var * sum_kvar)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(st.lists(st.integers(-1000, 1000), min_size=1, max_size=9), min_size=1, max_size=4),
+       axis=st.sampled_from([0, 1]))
+def test_partial_sum_squares_matches_exact_models(rows, axis):
+    """Small integers: every partial sum is exact in float64, so the result is the exact model to a few roundings."""
+    m = min(len(r) for r in rows)
+    a = np.array([r[:m] for r in rows], dtype=np.float64)
+    got = partial_sum_squares(a if axis == 1 else a.T, axis=axis)
+    for i, r in enumerate(a):
+        want = _pss_reference([Fraction(int(v)) for v in r])
+        assert got[i] == pytest.approx(float(want), rel=1e-12, abs=0), (r, axis)
+
+
+def test_partial_sum_squares_pinned():
+    """[1, 2, 3]: forward 1 + 9 + 36 = 46, reverse 36 + 25 + 9 = 70, random mu = 2:
+    4 * 14 + (2/3) * (2 + 2 + 0) = 56 + 8/3; the largest is 70. The caller's sum of squares is used as given."""
+    assert partial_sum_squares(np.array([[1.0, 2.0, 3.0]]), axis=1)[0] == 70.0
+    assert partial_sum_squares(np.array([[1.0], [2.0], [3.0]]), axis=0)[0] == 70.0
+    # all-equal terms: forward = reverse = sum_k (k mu)^2 = random (variance 0)
+    assert partial_sum_squares(np.array([[2.0, 2.0]]), axis=1)[0] == 4 + 16
+
+
+@settings(max_examples=100, deadline=None)
+@given(n=st.integers(1, 12), m=st.integers(1, 20), seed=st.integers(0, 2**32 - 1), log_scale=st.integers(-300, 300))
+def test_partial_sums_plane_by_plane_equal_stacked(n, m, seed, log_scale):
+    """The plane-by-plane model (the residual's D + 2 terms) against the stacked one, any magnitude."""
+    terms = np.random.default_rng(seed).standard_normal((n, m)) * 2.0**log_scale
+    with np.errstate(all="ignore"):
+        want = partial_sum_squares(terms.T.copy(), axis=1)
+        got = partial_sum_squares_planes(lambda j: terms[j], n, sum_sq=np.sum(terms**2, axis=0))
+    np.testing.assert_allclose(got, want, rtol=1e-13, atol=0)
+
+
+def test_partial_sums_plane_by_plane_pinned():
+    """Planes [1, 2, 3] (one element): forward 46, reverse 70, random 56 + 8/3: 70 (as the stacked model)."""
+    planes = [np.array([1.0]), np.array([2.0]), np.array([3.0])]
+    assert partial_sum_squares_planes(lambda j: planes[j], 3, sum_sq=np.array([14.0]))[0] == 70.0
+
+
+@pytest.mark.parametrize("fmt", [FLOAT64, FLOAT16], ids=lambda f: f.name)
+def test_expected_bounds_planes_equal_stacked_terms(monkeypatch, fmt):
+    """The residual's partial sums plane by plane (D + 2 <= 64) and from the stacked (N, K, D + 2) terms agree."""
+    inputs = _inputs(np.random.default_rng(3), 40, 5, 3, 1.0)
+    planes, _, _ = _bounds(inputs, fmt)
+    monkeypatch.setattr(bounds_mod, "_PLANE_LOOP_MAX", 0)
+    stacked, _, _ = _bounds(inputs, fmt)
+    for q in QUANTITIES:
+        np.testing.assert_allclose(planes.expected[q], stacked.expected[q], rtol=1e-13, atol=0)
+
+
+# ------------------------------------------------------------------ expected bounds: matmul vs element-wise
+
+def _inputs(rng: np.random.Generator, n: int, d: int, k: int, scale: float) -> dict[str, np.ndarray]:
+    return {"X": rng.standard_normal((n, d)) * scale, "y": rng.standard_normal((n, k)) * scale,
+            "W": rng.standard_normal((d, k)), "b": rng.standard_normal(k)}
+
+
+def _bounds(inputs, fmt, reduction="mean", lr=0.01):
+    ex = exact_step(exact_inputs_from_floats(inputs), Fraction(lr), reduction)
+    exact = {q: ex.values[q].to_hi_lo()[0] for q in QUANTITIES}
+    return step_bounds(inputs, ex.residual.to_float64(), exact, lr=lr, reduction=reduction, fmt=fmt), ex, exact
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.name)
+@pytest.mark.parametrize("n,d,k", [(1, 1, 1), (7, 3, 2), (300, 5, 3)])
+def test_expected_bounds_matmul_equals_elementwise(monkeypatch, fmt, n, d, k):
+    """The sums of squares as X^2 W^2 and (X^2)^T R^2 agree with the element-wise sums to roundings."""
+    inputs = _inputs(np.random.default_rng(n * 31 + d), n, d, k, 1.0)
+    fast, _, _ = _bounds(inputs, fmt)
+    monkeypatch.setattr(bounds_mod, "_squares_safe", lambda *a: False)
+    slow, _, _ = _bounds(inputs, fmt)
+    for q in QUANTITIES:
+        np.testing.assert_allclose(fast.expected[q], slow.expected[q], rtol=1e-13, atol=0)
+        assert np.array_equal(fast.rigorous[q], slow.rigorous[q])
+
+
+@pytest.mark.parametrize("scale", [2.0**-300, 2.0**300, 2.0**-540, 1e150])
+def test_squares_guard_refuses_extreme_magnitudes(scale):
+    """Beyond 2**+-250 the squares of products could under/overflow: the element-wise sums are used."""
+    x = np.array([[scale, 1.0]])
+    assert not bounds_mod._squares_safe(x, np.ones((2, 1)), np.ones((1, 1)))
+    assert bounds_mod._squares_safe(np.array([[2.0**-250, 2.0**250, 0.0]]))
+    assert bounds_mod._squares_safe(np.array([[scale]], dtype=np.longdouble))  # the wide re-evaluation
+
+
+@pytest.mark.parametrize("scale", [2.0**-600, 2.0**-300, 2.0**200, 2.0**500])
+def test_expected_bounds_extreme_data_finite_and_positive(scale):
+    """Extreme magnitudes (the guard's fallback and the extended-precision rescue): bounds stay positive and finite."""
+    inputs = _inputs(np.random.default_rng(5), 12, 3, 2, scale)
+    sb, _, _ = _bounds(inputs, FLOAT64, reduction="sum")
+    for q in ("grad_W", "grad_b"):
+        e = np.asarray(sb.expected[q])
+        assert np.all(np.isfinite(e)) and np.all(e > 0), (q, e)
+
+
+# ------------------------------------------------------------------ rigorous loss bound alone
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 12), d=st.integers(1, 4), k=st.integers(1, 3), seed=st.integers(0, 2**32 - 1),
+       log_scale=st.integers(-330, 330), fmt=st.sampled_from(FORMATS), reduction=st.sampled_from(("sum", "mean")))
+def test_rigorous_loss_bound_equals_step_bounds(n, d, k, seed, log_scale, fmt, reduction):
+    inputs = _inputs(np.random.default_rng(seed), n, d, k, 2.0**log_scale)
+    with np.errstate(all="ignore"):
+        if not all(np.isfinite(v).all() for v in inputs.values()):
+            return
+        sb, ex, _ = _bounds(inputs, fmt, reduction=reduction)
+        got = rigorous_loss_bound(inputs, ex.residual.to_float64(), reduction=reduction, fmt=fmt)
+    want = float(np.asarray(sb.rigorous["loss"]))
+    target(float(abs(log_scale)), label="magnitude")
+    if math.isfinite(got):
+        assert got == want
+    else:  # the float64 evaluation overflowed: step_bounds re-evaluates it (the caller falls back to it)
+        assert want >= fmt.max_finite or not math.isfinite(want) or "loss" in sb.vacuous
+
+
+# ------------------------------------------------------------------ records
+
+def test_to_json_equals_asdict_and_copies_containers():
+    r = Record(case="c", implementation="i", device="cpu", dtype="float64", quantity="W", step=0, verdict="agree",
+               shape=[2, 3], worst_index=[1, 2], counts={"agree": 6}, tags=["x"], max_abs_error=math.inf,
+               bound_ratio=-math.inf, expected_ratio=math.nan)
+    want = {key: _jsonable(v) for key, v in dataclasses.asdict(r).items()}
+    got = r.to_json()
+    assert got == {**want, "expected_ratio": "nan"} and want["expected_ratio"] == "nan"
+    assert list(got) == list(want)
+    got["shape"].append(9)
+    got["counts"]["x"] = 1
+    assert r.shape == [2, 3] and r.counts == {"agree": 6}
