@@ -80,7 +80,9 @@ def test_check_explains_a_broken_step_and_ends_with_the_exit_code(capsys, tmp_pa
     assert code == 1
     assert "- mutant-missing-factor-2: 64 disagree record(s) in 1 case(s); FAILS the run" in out
     at = out.index("- mutant-missing-factor-2: 64 disagree record(s) in 1 case(s); FAILS the run")
+    assert out[at + 1] == "    looks like: gradient off by a factor of 1/2 (half-sum convention)"
+    assert out[at + 2] == "    dtypes: float32 (32), float64 (32)"
     assert out[at + 3] == "    e.g. grad_W (step 1) of case seed (cpu, float64): disagree, error / rigorous bound 1.38e+14"
-    assert out[at + 5].startswith("    reproduce: python -m harness check --cases ") and "--case seed" in out[at + 5]
+    assert out[at + 4].startswith("    reproduce: python -m harness check --cases ") and "--case seed" in out[at + 4]
     assert out[-1] == "exit 1: 64 disagree record(s) fail"
     assert not any(line.startswith("quick tier") for line in out)  # one hand-written case: nothing left out
