@@ -36,7 +36,7 @@ SETUP = ".ci/run makes the virtual environment and installs exactly so before it
 NOT_RUN = {
     "python3 -m venv .venv && .venv/bin/pip install -c constraints/cpu.txt -e . && .venv/bin/python -m harness check":
         SETUP + "; its `check` runs here as the line `.venv/bin/python -m harness check` of 'What check prints'",
-    'python3 -m venv .venv && .venv/bin/pip install -c constraints/cpu.txt -e ".[test]" && .venv/bin/python -m pytest':
+    'python3 -m venv .venv && .venv/bin/pip install -c constraints/cpu.txt -e ".[test]" && .venv/bin/python -m pytest -n auto --dist worksteal':
         SETUP + "; its `pytest` is the suite this test is part of",
     ".venv/bin/python -m pytest -n auto --dist worksteal": "the whole suite, which this test is part of (CI runs it)",
     ".venv/bin/python -m pytest tests/test_sweep.py -n 2 --harness-results reports/results.jsonl":
@@ -93,6 +93,13 @@ def test_commands_are_written_as_they_run_from_a_fresh_clone():
     assert not wrong, f"commands that use a bare `python -m` instead of {VENV_PYTHON}: {wrong}"
     # pytest commands and the `python` blocks too: the examples run from the project's root as written
     assert "python -m pytest examples/test_my_step.py" not in (ROOT / "README.md").read_text().replace(f"{VENV_PYTHON} -m pytest", "")
+
+
+def test_ci_runs_the_readme_test_command_as_written():
+    """.ci/run's set-up line is the README's second set-up command, character for character."""
+    readme = [c for b in blocks(ROOT, "README.md") if b.lang in SHELL for c in b.commands() if c.startswith("python3 -m venv")]
+    ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("python3 -m venv")]
+    assert ci == [readme[1]]
 
 
 def test_the_readme_shows_examples_my_step_py_as_it_is():
