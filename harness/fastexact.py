@@ -365,3 +365,19 @@ def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledIn
         gw_int = _combine(planes, [B * (s + u) for s in range(S) for u in range(U)])
         gw = ScaledInts(gw_int, Fraction(2) ** (qx + q0))
     return R, gw, ScaledInts(gb, Fraction(2) ** q0), loss
+
+
+def load_kernels() -> None:
+    """Load the compiled kernels of this oracle and of the expected bounds (:mod:`harness.slicekernels`,
+    :mod:`harness.partialsums`) from numba's disk cache, compiling them the first time (a few seconds,
+    once per checkout): a worker forked afterwards has them without the cost (about 1 s per process)."""
+    from .partialsums import product_partial_sums, residual_partial_sums
+
+    rng = np.random.default_rng(0)
+    X, y, W = rng.standard_normal((3, 2)), rng.standard_normal((3, 1)), rng.standard_normal((2, 1))
+    b = np.zeros(1)
+    exact_parts(X, y, W, b)
+    round_digits(np.zeros((2, 1), dtype=np.int64), 0)
+    product_partial_sums(X, y)
+    residual_partial_sums(X, W, b, y)
+
