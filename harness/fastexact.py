@@ -34,6 +34,8 @@ falls back to the reference path.
 
 from __future__ import annotations
 
+import math
+import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -62,6 +64,26 @@ MAX_PRODUCTS = 400
 _MASK = (1 << B) - 1
 
 
+#: Scratch buffers above this many bytes are not kept between calls.
+SCRATCH_MAX_BYTES = 256 << 20
+_SCRATCH = threading.local()
+
+
+def scratch(name: str, shape: tuple[int, ...], dtype: Any = np.float64) -> npt.NDArray[Any]:
+    """A work array of ``shape`` reused across calls in this thread (contents undefined): large
+    intermediates (X's digits, the digit products, the residual's digit planes) would otherwise be fresh
+    memory on every call, each page faulted in anew (about a fifth of the oracle's time at N*D*K = 10^6).
+    Only for arrays that do not outlive the call that asks for them."""
+    size = math.prod(shape)
+    pool: dict[str, npt.NDArray[Any]] = _SCRATCH.__dict__
+    buf = pool.get(name)
+    if buf is None or buf.size < size or buf.dtype != dtype:
+        buf = np.empty(size, dtype=dtype)
+        if buf.nbytes <= SCRATCH_MAX_BYTES:
+            pool[name] = buf
+    return buf[:size].reshape(shape)
+
+
 class TooWideError(Exception):
     """The data's exponent range needs more digit products than :data:`MAX_PRODUCTS`."""
 
@@ -83,10 +105,12 @@ def _plan_digits(x: F64, q: int, base: int, low: int | None, top: float) -> tupl
     return q1, max(1, -(-width // base)), s0
 
 
-def digits_matrix(x: F64, q: int, low: int | None = None, top: float | None = None) -> tuple[F64, int]:
+def digits_matrix(x: F64, q: int, low: int | None = None, top: float | None = None,
+                  scratch_ok: bool = False) -> tuple[F64, int]:
     """Base-``2**B`` digits of the integers ``x / 2**q`` (2-D ``x``, rows by digit):
     ``(out, S)`` with ``out`` float64 ``(rows, S * cols)``, digit ``s`` of ``x[i, j]`` at ``[i, s * cols + j]``
-    (as :func:`digits`; one pass, :func:`harness.slicekernels.digits_cat`).
+    (as :func:`digits`; one pass, :func:`harness.slicekernels.digits_cat`). ``scratch_ok``: ``out`` may be
+    this thread's scratch buffer (:func:`scratch`), valid until the next call that uses it.
 
     Raises:
         TooWideError: when ``x / 2**q`` exceeds float64's range.
@@ -97,7 +121,8 @@ def digits_matrix(x: F64, q: int, low: int | None = None, top: float | None = No
     if top == 0.0:
         return np.zeros((x.shape[0], x.shape[1])), 1
     q1, n, s0 = _plan_digits(x, q, B, low, top)
-    return digits_cat(x, q1, n, s0), s0 + n
+    shape = (x.shape[0], (s0 + n) * x.shape[1])
+    return digits_cat(x, q1, n, s0, scratch("xcat", shape) if scratch_ok else np.empty(shape)), s0 + n
 
 
 def digits(x: F64, q: int, base: int = B, low: int | None = None) -> F64:
@@ -226,7 +251,7 @@ def _first_product(xcat: F64, S: int, W: F64, qw: int) -> F64:
         wbig = np.zeros((S, d, U, k))
         for s_ in range(S):
             wbig[s_, :, s_:s_ + T, :] = np.moveaxis(wd, 0, 1)
-        return (xcat @ wbig.reshape(S * d, U * k)).reshape(n, U, k)
+        return np.matmul(xcat, wbig.reshape(S * d, U * k), out=scratch("xw", (n, U * k))).reshape(n, U, k)
     if -(-d // CHUNK_D) * min(S, T) >= 1024:
         raise TooWideError("too many chunk terms for int64 accumulation")
     acc = np.zeros((U, n, k), dtype=np.int64)
@@ -283,7 +308,9 @@ def _residual(X: F64, y: F64, W: F64, b: F64, qx: int | None, xcat: tuple[F64, i
         xc, S = digits_matrix(X, qx) if xcat is None else xcat
         P3 = _first_product(xc, S, W, qw)  # (N, U1, K)
         u1 = P3.shape[1]
-        P = np.ascontiguousarray(P3.transpose(1, 0, 2)).reshape(u1, n * k)
+        P = scratch("xw_t", (u1, n, k))
+        np.copyto(P, P3.transpose(1, 0, 2))
+        P = P.reshape(u1, n * k)
         sh = qx + qw - q0
         bits = sh + B * u1 + 36  # sum of U1 carried digit positions of 53 bits (+ log2 U1 < 31)
     else:
@@ -296,7 +323,8 @@ def _residual(X: F64, y: F64, W: F64, b: F64, qx: int | None, xcat: tuple[F64, i
     if n_alloc > MAX_PRODUCTS:
         raise TooWideError("residual too wide")
     bfull = np.tile(b, n)
-    digs, sign, rcat3, colsum, gram, rbits, U = residual_kernel(P, sh, y.reshape(-1), bfull, k, q0, n_alloc)
+    rcat3 = scratch("rcat", (n, n_alloc, k))
+    digs, sign, colsum, gram, rbits, U = residual_kernel(P, sh, y.reshape(-1), bfull, k, q0, n_alloc, rcat3)
     # sums over the n_alloc digit planes and the sign plane (weight 2**(B n_alloc))
     w = [B * u for u in range(n_alloc + 1)]
     cs = [sum(int(colsum[u, j]) << w[u] for u in range(n_alloc + 1)) for j in range(k)]
@@ -334,7 +362,7 @@ def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledIn
     k = y.shape[1]
     lx, tx = float_range(X)
     qx = None if lx == NO_BIT else int(lx)
-    xcat = None if qx is None else digits_matrix(X, qx, lx, tx)  # once, for X W and for X^T R
+    xcat = None if qx is None else digits_matrix(X, qx, lx, tx, scratch_ok=True)  # once, for X W and for X^T R
     res = _residual(X, y, W, b, qx, xcat)
     rd, q0, rcat = res.digits, res.q0, res.rcat
     U = len(rd)

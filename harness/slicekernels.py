@@ -69,18 +69,19 @@ def float_range(x: np.ndarray) -> tuple[int, float]:  # pragma: no cover - compi
 
 
 @njit(cache=True, nogil=True)
-def digits_cat(x: np.ndarray, q1: int, n: int, s0: int) -> np.ndarray:  # pragma: no cover - compiled
+def digits_cat(x: np.ndarray, q1: int, n: int, s0: int, out: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     """Signed base-``2**B`` digits of the integers ``x / 2**q1`` (``x`` 2-D float64, finite, ``q1`` at most
     its lowest set-bit exponent, every ``|x| / 2**q1 < 2**(B n)``): ``n`` digits, placed after ``s0`` zero
     digits (the digits of ``x / 2**(q1 - B s0)``).
 
-    Returns:
-        float64 ``(rows, (s0 + n) * cols)``: digit ``s`` of ``x[i, j]`` at ``[i, s * cols + j]``, of the sign of
-        ``x``, ``|digit| < 2**B``. Exact: each digit is a field of bits of the significand ``m`` of
-        ``|x| = m 2**e`` (int64 shifts and masks), placed at bit ``e - q1`` of the integer.
+    Args:
+        out: float64 ``(rows, (s0 + n) * cols)``, written entirely and returned: digit ``s`` of ``x[i, j]`` at
+            ``[i, s * cols + j]``, of the sign of ``x``, ``|digit| < 2**B``. Exact: each digit is a field of bits
+            of the significand ``m`` of ``|x| = m 2**e`` (int64 shifts and masks), placed at bit ``e - q1``.
     """
     rows, cols = x.shape
-    out = np.zeros((rows, (s0 + n) * cols))
+    out[:, :s0 * cols] = 0.0
+    out = out[:, s0 * cols:]
     xb = x.view(np.int64)
     for i in range(rows):
         for s in range(n):  # digit-major inner loops over j: branch-free, vectorised
@@ -93,7 +94,7 @@ def digits_cat(x: np.ndarray, q1: int, n: int, s0: int) -> np.ndarray:  # pragma
                 lo = m >> min(max(a, 0), 63)
                 hi = m << min(max(-a, 0), 63)
                 dg = (lo if a >= 0 else hi) & MASK
-                out[i, (s0 + s) * cols + j] = -float(dg) if v < 0 else float(dg)
+                out[i, s * cols + j] = -float(dg) if v < 0 else float(dg)
     return out
 
 
@@ -143,7 +144,7 @@ def _float_digits(z: np.ndarray, q0: int, u: int, out: np.ndarray) -> None:  # p
 
 @njit(cache=True, nogil=True)
 def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, bfull: np.ndarray, K: int, q0: int, n_alloc: int,
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:  # pragma: no cover
+                    rcat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:  # pragma: no cover
     """The exact residual ``R = X W + 1 b^T - y`` over ``2**q0``, in blocks of :data:`BLOCK` elements,
     every pass over a block's digit planes branch-free.
 
@@ -155,10 +156,11 @@ def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, bfull: np.ndarray, K:
         K: columns.
         q0: the scale's exponent.
         n_alloc: digit planes to work in (enough for every value plus a sign digit).
+        rcat: float64 ``(N, n_alloc, K)``, written entirely: the digits side by side per row.
 
     Returns:
         ``digs`` int64 ``(n_alloc, N*K)`` in ``[0, 2**B)`` and ``sign`` int64 ``(N*K,)`` (0 or -1): the value is
-        ``sum_u digs[u] 2**(B u) + sign 2**(B n_alloc)``; ``rcat`` float64 ``(N, n_alloc, K)``: the same digits;
+        ``sum_u digs[u] 2**(B u) + sign 2**(B n_alloc)`` (``rcat`` holds the same digits);
         ``colsum`` int64 ``(n_alloc + 1, K)``: column sums of the planes, the sign plane last;
         ``gram`` int64 ``(blocks, n_alloc + 1, n_alloc + 1)``: ``sum d_u d_v`` (``u <= v``, sign plane last) over
         :data:`GRAM_BLOCK` elements each; the rounded residual's float64 bit patterns ``(N*K,)``; and ``U``, the
@@ -169,9 +171,8 @@ def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, bfull: np.ndarray, K:
     (below ``2**41``), plus digits of ``y`` and ``b`` (below ``2**B``): no int64 overflow; the Gram products are
     below ``2**42``, so :data:`GRAM_BLOCK` of them sum below ``2**62``; the column sums below ``N 2**B``.
     """
-    U1, M = P.shape
+    U1 = P.shape[0]
     M = y.size
-    N = M // K
     a0 = sh // B
     r0 = sh - a0 * B
     nu = n_alloc + 1  # with the sign plane
@@ -179,7 +180,6 @@ def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, bfull: np.ndarray, K:
     digs = np.empty((n_alloc, M), dtype=np.int64)
     sign = np.empty(M, dtype=np.int64)
     rbits = np.empty(M, dtype=np.int64)
-    rcat = np.empty((N, n_alloc, K))
     colacc = np.zeros((nu, blk), dtype=np.int64)
     nb = max(1, -(-M // GRAM_BLOCK))
     gram = np.zeros((nb, nu, nu), dtype=np.int64)
@@ -303,7 +303,7 @@ def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, bfull: np.ndarray, K:
     for u in range(nu):
         for e in range(blk):
             colsum[u, e % K] += colacc[u, e]
-    return digs, sign, rcat, colsum, gram, rbits, used
+    return digs, sign, colsum, gram, rbits, used
 
 
 @njit(cache=True, nogil=True)
