@@ -551,6 +551,9 @@ def update_bound(new_abs: F64, g_abs: F64, E_g: F64, lr: float, dlr: float, u2: 
 #: Form the expected bounds' partial sums with the compiled kernels of :mod:`harness.partialsums` (float64);
 #: False: the NumPy path (always used for the extended-precision re-evaluation).
 USE_KERNELS = True
+#: ... from this many terms (N*D*K) on: below, the NumPy path is as fast and needs no numba import (about 1.5 s,
+#: once per process, which a run of small cases would pay for nothing).
+KERNEL_MIN_WORK = 4096
 
 
 def _kernel_partial_sums(X: F64, Y: F64, W: F64, b: F64, R: F64, wt: float) -> tuple[F64, F64, F64, F64]:
@@ -612,7 +615,7 @@ def expected_bounds(
     wt = (ut / u) ** 2 if u > 0 else 0.0  # TF32 input roundings, relative to u
     aX = np.abs(X)
     with np.errstate(invalid="ignore", over="ignore"):
-        if USE_KERNELS and X.dtype == np.float64:  # compiled, two passes each, no stacked terms
+        if USE_KERNELS and X.dtype == np.float64 and X.shape[0] * W.size >= KERNEL_MIN_WORK:  # compiled, two passes
             V_R, V_gW_pss, sumT2, V_gb_pss = _kernel_partial_sums(X, Y, W, b, R, wt)
         else:
             V_R, V_gW_pss, sumT2, V_gb_pss = _numpy_partial_sums(X, Y, W, b, R, wt)

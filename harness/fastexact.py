@@ -44,8 +44,6 @@ import numpy as np
 import numpy.typing as npt
 
 from .exact import ScaledInts
-from .slicekernels import NO_BIT, digits_cat, float_range, round_digits
-from .slicekernels import residual_digits as residual_kernel
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -90,8 +88,17 @@ class TooWideError(Exception):
 
 def lowest_exponent(x: F64) -> int | None:
     """Exponent of the lowest set bit among the nonzero entries (None if all are zero), from the bit pattern."""
-    low, _ = float_range(np.ascontiguousarray(x, dtype=np.float64))
-    return None if low == NO_BIT else int(low)
+    return float_range(x)[0]
+
+
+def float_range(x: F64) -> tuple[int | None, float]:
+    """(lowest set-bit exponent among the nonzero entries or None, largest magnitude) of a float array,
+    one pass (:func:`harness.slicekernels.float_range`; numba is imported on first use, not with this module)."""
+    from .slicekernels import NO_BIT
+    from .slicekernels import float_range as kernel
+
+    low, top = kernel(np.ascontiguousarray(x, dtype=np.float64))
+    return (None if low == NO_BIT else int(low)), float(top)
 
 
 def _plan_digits(x: F64, q: int, base: int, low: int | None, top: float) -> tuple[int, int, int]:
@@ -115,6 +122,8 @@ def digits_matrix(x: F64, q: int, low: int | None = None, top: float | None = No
     Raises:
         TooWideError: when ``x / 2**q`` exceeds float64's range.
     """
+    from .slicekernels import digits_cat
+
     x = np.ascontiguousarray(x, dtype=np.float64)
     if low is None or top is None:
         low, top = float_range(x)
@@ -222,6 +231,8 @@ class DigitResidual(ScaledInts):
 
     def _round(self) -> F64:
         d = np.ascontiguousarray(self._digits.reshape(len(self._digits), -1))
+        from .slicekernels import round_digits
+
         return round_digits(d, self._q0).reshape(self._digits.shape[1:])
 
     def to_hi_lo(self) -> tuple[F64, F64]:
@@ -270,9 +281,8 @@ def residual_digits(X: F64, y: F64, W: F64, b: F64) -> tuple[I64, int, F64]:
     """Exact ``R = X W + 1 b^T - y`` as two's complement base-``2**B`` digits ``(U, N, K)`` over ``2**q0``
     (digits ``[0, 2**B)``, the top one 0 or -1), and its correctly rounded float64 value: ``(digits, q0, rounded)``."""
     X = np.ascontiguousarray(X, dtype=np.float64)
-    lx, tx = float_range(X)
-    qx = None if lx == NO_BIT else int(lx)
-    res = _residual(X, y, W, b, qx, None if qx is None else digits_matrix(X, qx, lx, tx))
+    qx, tx = float_range(X)
+    res = _residual(X, y, W, b, qx, None if qx is None else digits_matrix(X, qx, qx, tx))
     return res.digits, res.q0, res.rounded
 
 
@@ -291,10 +301,9 @@ def _residual(X: F64, y: F64, W: F64, b: F64, qx: int | None, xcat: tuple[F64, i
     y = np.ascontiguousarray(y, dtype=np.float64)
     b = np.ascontiguousarray(b, dtype=np.float64).reshape(k)
     W = np.ascontiguousarray(W, dtype=np.float64)
-    (ly, ty), (lb, tb), (lw, _) = float_range(y), float_range(b), float_range(W)
-    qy = None if ly == NO_BIT else int(ly)
-    qb = None if lb == NO_BIT else int(lb)
-    qw = None if lw == NO_BIT else int(lw)
+    from .slicekernels import residual_digits as residual_kernel
+
+    (qy, ty), (qb, tb), (qw, _) = float_range(y), float_range(b), float_range(W)
     xw = qx is not None and qw is not None
     qs = [q for q in ((qx + qw) if xw else None, qy, qb) if q is not None]  # type: ignore[operator]
     if not qs:
@@ -360,9 +369,8 @@ def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledIn
     X = np.ascontiguousarray(X, dtype=np.float64)
     n, d = X.shape
     k = y.shape[1]
-    lx, tx = float_range(X)
-    qx = None if lx == NO_BIT else int(lx)
-    xcat = None if qx is None else digits_matrix(X, qx, lx, tx, scratch_ok=True)  # once, for X W and for X^T R
+    qx, tx = float_range(X)
+    xcat = None if qx is None else digits_matrix(X, qx, qx, tx, scratch_ok=True)  # once, for X W and for X^T R
     res = _residual(X, y, W, b, qx, xcat)
     rd, q0, rcat = res.digits, res.q0, res.rcat
     U = len(rd)
@@ -393,19 +401,4 @@ def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledIn
         gw_int = _combine(planes, [B * (s + u) for s in range(S) for u in range(U)])
         gw = ScaledInts(gw_int, Fraction(2) ** (qx + q0))
     return R, gw, ScaledInts(gb, Fraction(2) ** q0), loss
-
-
-def load_kernels() -> None:
-    """Load the compiled kernels of this oracle and of the expected bounds (:mod:`harness.slicekernels`,
-    :mod:`harness.partialsums`) from numba's disk cache, compiling them the first time (a few seconds,
-    once per checkout): a worker forked afterwards has them without the cost (about 1 s per process)."""
-    from .partialsums import product_partial_sums, residual_partial_sums
-
-    rng = np.random.default_rng(0)
-    X, y, W = rng.standard_normal((3, 2)), rng.standard_normal((3, 1)), rng.standard_normal((2, 1))
-    b = np.zeros(1)
-    exact_parts(X, y, W, b)
-    round_digits(np.zeros((2, 1), dtype=np.int64), 0)
-    product_partial_sums(X, y)
-    residual_partial_sums(X, W, b, y)
 

@@ -163,6 +163,7 @@ def test_compiled_partial_sums_equal_numpy(n, d, k, seed, log_scale, fmt, tf32):
     exact = {q: ex.values[q].to_hi_lo()[0] for q in QUANTITIES}
     kw = {"lr": 1 / 64, "reduction": "mean", "fmt": fmt, "tf32": tf32}
     with np.errstate(all="ignore"), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bounds_mod, "KERNEL_MIN_WORK", 0)  # the compiled path at every size
         compiled = step_bounds(inputs, ex.residual.to_float64(), exact, **kw)
         mp.setattr(bounds_mod, "USE_KERNELS", False)
         numpy_path = step_bounds(inputs, ex.residual.to_float64(), exact, **kw)
