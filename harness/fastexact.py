@@ -24,6 +24,10 @@ merely accurate.
 - ``grad_W = 2c X^T R``, ``grad_b = 2c 1^T R``, ``loss = c sum R^2`` exact,
   then ``W' = W - lr grad_W`` and ``b' = b - lr grad_b`` in exact rationals.
 
+The integer work runs in compiled one-pass kernels (:mod:`harness.slicekernels`, numba, imported
+on first use); the two products stay in float64 BLAS. Large intermediates live in per-thread
+scratch buffers (:func:`scratch`) reused across calls.
+
 The result is the same rational as the reference path
 (:mod:`harness.oracle`'s exact-rational evaluation); ``tests/test_fastexact.py``
 checks that bit for bit on random, integer, huge, tiny, subnormal,
@@ -136,8 +140,7 @@ def digits_matrix(x: F64, q: int, low: int | None = None, top: float | None = No
 
 def digits(x: F64, q: int, base: int = B, low: int | None = None) -> F64:
     """Base-``2**base`` digits of the integers ``x / 2**q`` (exact; ``q`` at most :func:`lowest_exponent`),
-    as float64 arrays: every operation is exact (power-of-two scalings, ``floor``, and
-    subtractions whose result ``r mod 2**(base s)`` keeps at most 53 significant bits).
+    as float64 arrays: each digit is a field of bits of a significand (:func:`digits_matrix`).
 
     Returns:
         float64 array ``(S, *x.shape)`` with ``x = 2**q sum_s out[s] 2**(base s)``, integer digits
