@@ -155,7 +155,7 @@ def _select(cases_paths: Sequence[str] | None, ids: Sequence[str] | None, tier: 
     The loading options (``--data-root``, ``--max-elements``, ``--max-steps``, ``--max-oracle-cost``,
     ``--max-data-bytes``) come from ``args`` when given, else the defaults of :class:`harness.limits.Limits`."""
     from .api import cases_dir
-    from .cases import load_cases
+    from .cases import load_cases, tier_name
     from .limits import Limits
 
     opts: dict[str, object] = {}
@@ -170,7 +170,10 @@ def _select(cases_paths: Sequence[str] | None, ids: Sequence[str] | None, tier: 
     if ids:
         unmatched = [i for i in ids if not any(c.id == i or fnmatch.fnmatchcase(c.id, i) for c in cases)]
         if unmatched and not res.errors:
-            raise UsageError(f"no case matches {', '.join(repr(i) for i in unmatched)} in {', '.join(paths)}")
+            wider = "" if tier_name(tier) == "large" else (
+                f" (in the {tier_name(tier)} tier; a generated case may be in a larger one: add "
+                + ("--all or " if tier_name(tier) == "quick" else "") + "--tier large)")
+            raise UsageError(f"no case matches {', '.join(repr(i) for i in unmatched)} in {', '.join(paths)}{wider}")
         cases = [c for c in cases if any(c.id == i or fnmatch.fnmatchcase(c.id, i) for i in ids)]
     return cases, res.errors
 

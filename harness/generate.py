@@ -205,7 +205,7 @@ def generate_table(spec: Mapping[str, Any], *, path: str, index: int, tier: str 
     if total > 4 * lim.max_elements:
         raise LimitError(f"the table's arrays hold {total:,} numbers together, over 4 x the limit of {lim.max_elements:,}; "
                          "raise it with --max-elements", path=path, case_id=label, key="shapes")
-    tags = ["generated", *extra_tags]
+    tags = ["generated", *(["large"] if table_tier == "large" else []), *extra_tags]
     out = []
     made: dict[tuple[str, int, int, int], dict[str, np.ndarray]] = {}
     for shape, regime, red, st in itertools.product(shapes, regimes, reductions, steps_list):

@@ -96,11 +96,31 @@ def _shape_of(name: str, n: int, d: int, k: int) -> tuple[int, ...]:
     return {"loss": (), "grad_W": (d, k), "grad_b": (k,), "W": (d, k), "b": (k,)}[name]
 
 
+def python_command() -> str:
+    """The interpreter as a user types it: ``.venv/bin/python`` when this one is the virtual
+    environment ``.venv`` of the current directory (the README's set-up), else ``python``."""
+    import os
+    import sys
+
+    venv = os.path.join(os.getcwd(), ".venv")
+    try:
+        if sys.prefix != sys.base_prefix and os.path.samefile(sys.prefix, venv):
+            return os.path.join(".venv", "bin", "python")
+    except OSError:
+        pass
+    return "python"
+
+
 def repro_command(case: Case, impl: str, device: str, dtype: str, extra: Sequence[str] = ()) -> str:
-    """One shell line that re-runs exactly this check."""
-    parts = ["python", "-m", "harness", "check"]
+    """One shell line that re-runs exactly this check (from the directory the run started in).
+
+    A generated case is found again with the tier that holds it (``--all``, or ``--tier large`` for
+    a ``tier = "large"`` table's case, tagged ``large``): the quick tier keeps one case per table."""
+    parts = [python_command(), "-m", "harness", "check"]
     if case.source and case.source != "<memory>":
         parts += ["--cases", case.source]
+        if "generated" in case.tags:
+            parts += ["--tier", "large"] if "large" in case.tags else ["--all"]
     parts += ["--case", case.id, "--implementations", impl, "--devices", device, "--dtypes", dtype, *extra]
     return shlex.join(parts)
 

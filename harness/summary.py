@@ -234,8 +234,8 @@ def _example_line(r: Record) -> str:
 
 def explain_failures(records: Sequence[Record], strict: bool = False, max_groups: int = 12) -> str:
     """The terminal's explanation of the failures: one block per :func:`failure_groups` group with its
-    counts by verdict and dtype, whether it fails the run, its cause ("looks like: ..." or "known
-    framework bug: ..."), one example and the command that reproduces it; ``""`` when nothing failed."""
+    counts by verdict and dtype, whether it fails the run, its cause ("looks like: ..." for a
+    diagnosis, "known framework bug: ...", or "cause: ..." for the message's first clause), one example and the command that reproduces it; ``""`` when nothing failed."""
     groups = failure_groups(records, strict)
     if not groups:
         return ""
@@ -250,7 +250,12 @@ def explain_failures(records: Sequence[Record], strict: bool = False, max_groups
         else:
             status = "passes without --strict"
         lines.append(f"- {g.implementation}: {counts} record(s) in {g.cases} case(s); {status}")
-        label = "known framework bug" if g.cause.startswith("known framework bug: ") else "looks like"
+        if g.cause.startswith("known framework bug: "):
+            label = "known framework bug"
+        elif g.example.diagnosis:
+            label = "looks like"  # a diagnosis (harness.diagnose): the one hypothesis that explains the values
+        else:
+            label = "cause"  # no diagnosis: the first clause of the message, numbers written #
         lines.append(f"    {label}: {g.cause.removeprefix('known framework bug: ')}")
         lines.append(f"    dtypes: {g.dtypes}")
         lines.append(f"    e.g. {_example_line(g.example)}")

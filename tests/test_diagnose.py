@@ -47,7 +47,9 @@ EXPECTED = {
     "mutant-reported-before-update": {SKIPPED, "W and b reported before the update"},  # step 1 looks skipped
     "mutant-weight-reshaped": {"parameters in the transposed layout (reshape instead of .T)"},
     "mutant-float32-internally": {"computed in float32 (narrower than the case's float64)"},
-    "mutant-float16-accumulation": {"computed in float16 (narrower than the case's float64)"},
+    # float16 accumulation inside the matmuls only, the rest in float64: no value is a float16 number, so no
+    # "computed in float16" (that fingerprint keeps a 10% gradient error from being named a narrower dtype)
+    "mutant-float16-accumulation": {""},
     "mutant-grad-accumulation": {"gradient accumulation (.grad not reset between steps)"},
     "mutant-double-backward": {"gradient off by a factor of 2 (backward() ran 2 times into one .grad)"},
     "mutant-skipped-update": {SKIPPED},
@@ -67,7 +69,8 @@ def test_each_mutant_gets_its_diagnosis(mutant, selftest_case):
     assert failing
     assert {r.diagnosis for r in failing} == EXPECTED[mutant]
     for r in failing:
-        assert r.message.startswith(f"looks like: {r.diagnosis}; ")
+        assert r.message.startswith(f"looks like: {r.diagnosis}; ") or not r.diagnosis
+        assert "looks like" not in r.message or r.diagnosis
     assert all(not r.diagnosis for r in recs if r.verdict != "disagree")
 
 

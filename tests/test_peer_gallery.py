@@ -12,10 +12,14 @@ from pathlib import Path
 import pytest
 
 import harness
+from harness.cases import as_cases
 from harness.implementations import REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED = ROOT / "cases" / "seed.toml"
+GENERATED = ROOT / "cases" / "generated.toml"
+#: quick-tier cases with D, K > 1 (D = K = 4 and D = 2, K = 7), a mean over N*K elements, 3 steps, subnormal data
+WIDER = ("gen-steps-normal-n16-d4-k4-mean-s3", "gen-grid-near-zero-residual-n5-d2-k7-sum-s1", "gen-grid-subnormal-n16-d2-k2-sum-s1")
 
 # example file, the framework module it needs, the name it registers, dtypes it grades (seed cases: 80 records
 # per full-size dtype, 40 in float16/bfloat16, where the seed's lr and shapes leave half the case out)
@@ -44,6 +48,11 @@ def test_peer_example_agrees_on_the_seed_cases(example: str, module: str, name: 
     agree = Counter(r.dtype for r in records if r.verdict == "agree")
     assert dict(agree) == graded
     assert all(r.verdict in ("agree", "unsupported") for r in records)
+    # the seed cases have D = K = 1: shapes where W.T, a mean over rows only, or subnormals would show
+    wider = [c for c in as_cases(GENERATED, tier="quick") if c.id in WIDER]
+    assert len(wider) == len(WIDER)
+    records = harness.assert_agrees(name, wider, dtypes=None)
+    assert {r.dtype for r in records if r.verdict == "agree"} == set(graded)
 
 
 def test_a_half_sum_autograd_step_fails_and_is_named() -> None:

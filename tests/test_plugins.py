@@ -78,7 +78,7 @@ def test_assert_agrees_message_and_repro_reproduces(tmp_path):
     assert lines[7].startswith("Over all elements: largest error 1.4") and "bits of error" in lines[7]
     assert lines[8].startswith("Diagnosis: looks like: gradient accumulation (.grad not reset between steps); grad_W at step 2 is")
     repro = lines[-1]
-    assert repro.startswith("Reproduce: python -m harness check ")
+    assert re.match(r"Reproduce: (\.venv/bin/)?python -m harness check ", repro)
     argv = shlex.split(repro.removeprefix("Reproduce: "))
     assert argv[argv.index("--plugin") + 1] == os.path.relpath(plugin)
     out = subprocess.run([sys.executable, *argv[1:], "--results", str(tmp_path / "r.jsonl"), "--report", "none"],

@@ -3,6 +3,8 @@ one example and its reproduce line; known framework bugs named as such; the CLI'
 
 from __future__ import annotations
 
+import re
+
 from harness.records import Record
 from harness.summary import cause, explain_failures, failure_groups
 
@@ -83,6 +85,6 @@ def test_check_explains_a_broken_step_and_ends_with_the_exit_code(capsys, tmp_pa
     assert out[at + 1] == "    looks like: gradient off by a factor of 1/2 (half-sum convention)"
     assert out[at + 2] == "    dtypes: float32 (32), float64 (32)"
     assert out[at + 3] == "    e.g. grad_W (step 1) of case seed (cpu, float64): disagree, error / rigorous bound 1.38e+14"
-    assert out[at + 4].startswith("    reproduce: python -m harness check --cases ") and "--case seed" in out[at + 4]
+    assert re.match(r"    reproduce: (\.venv/bin/)?python -m harness check --cases ", out[at + 4]) and "--case seed" in out[at + 4]
     assert out[-1] == "exit 1: 64 disagree record(s) fail"
     assert not any(line.startswith("quick tier") for line in out)  # one hand-written case: nothing left out
