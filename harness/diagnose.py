@@ -718,8 +718,8 @@ def narrower_dtype(facts: StepFacts) -> Finding | None:
     if not any(q in ("loss", "grad_W", "grad_b") for q in failing):
         return None  # a narrower computation shows before the update: W or b alone wrong is something else
     for F in NARROW_FORMATS:
-        if F.precision > facts.fmt.precision - NARROWER_BY or (F is TF32) != (facts.fmt.name == "float32" and F.precision == 11):
-            continue  # TF32 is a mode of float32 matmuls, and stands for float16 there (same precision)
+        if F.precision > facts.fmt.precision - NARROWER_BY or (F is TF32 and facts.fmt.name != "float32"):
+            continue  # TF32 is a mode of float32 matmuls; float16 is told from it by its fingerprint
         if F is not TF32 and not any(in_format(facts.computed[q], F) for q in ("loss", "grad_W", "grad_b") if q in failing):
             continue  # no returned value of the loss or a gradient is of F only: not a computation in F
         with np.errstate(over="ignore"):
