@@ -161,15 +161,15 @@ def determinism_table(records: Sequence[Record]) -> str:
 
 
 def cause(rec: Record) -> str:
-    """Why ``rec`` failed, in a few words, for grouping: its ``diagnosis`` when set (a hypothesis such as
-    "gradient off by a factor of 1/2"), else its probed ``known_bug``, else the first clause of its
+    """Why ``rec`` failed, in a few words, for grouping: its probed ``known_bug``, else its ``diagnosis``
+    when set (a hypothesis such as "gradient off by a factor of 1/2"), else the first clause of its
     message: up to the first ``"; "``, without the quantity prefix, up to the first ``": "`` (the
     label of a named mistake such as "gradient accumulation: ..."), every number written ``#``, so
     that "W: 3 of 4 element(s) above ..." and "grad_W: 1 of 4 element(s) above ..." are one cause."""
+    if rec.known_bug:  # first: one known bug is one group, whatever each record looks like
+        return f"known framework bug: {rec.known_bug}"
     if rec.diagnosis:
         return rec.diagnosis
-    if rec.known_bug:
-        return f"known framework bug: {rec.known_bug}"
     first = rec.message.split("; ", 1)[0].strip()
     if rec.quantity and first.startswith(f"{rec.quantity}: "):
         first = first[len(rec.quantity) + 2:]
