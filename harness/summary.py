@@ -89,11 +89,11 @@ def summary_table(records: Sequence[Record], max_rows: int = 200, max_notable: i
 
 
 def verdict_line(records: Sequence[Record]) -> str:
-    """``"1234 records: 1200 agree, 30 suspect, 4 disagree (4 of them a known framework bug)"``."""
+    """``"1234 records: 1200 agree, 30 suspect, 4 disagree (5 failing records a known framework bug)"``."""
     counts = Counter(r.verdict for r in records)
     parts = [f"{counts[v]} {v}" for v in VERDICTS if counts[v]] + [f"{n} {v!r}" for v, n in counts.items() if v not in SEVERITY]
     known = sum(1 for r in records if r.known_bug and r.verdict in FAILING + STRICT_ONLY)
-    note = f" ({known} of them a known framework bug)" if known else ""
+    note = f" ({known} failing record(s) a known framework bug)" if known else ""
     return f"{len(records)} records: " + (", ".join(parts) + note if parts else "none")
 
 

@@ -210,7 +210,7 @@ def test_summary_shows_every_failing_record_and_marks_known_bugs():
             recs.append(r)
     table = summary_table(recs, max_rows=4)  # 7 rows: the compact form, then only the rows worth reading
     assert "disagree (known bug)" in table and "mostly-fine" in table and "suspect" in table and "invalid-input" in table
-    assert "(1 of them a known framework bug)" in verdict_line(recs)
+    assert "(1 failing record(s) a known framework bug)" in verdict_line(recs)
     assert "'mostly-fine'" in verdict_line(recs)
     full = summary_table(fresh("known-bug-disagree"))
     assert "disagree (known bug)" in full
