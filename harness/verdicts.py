@@ -189,7 +189,8 @@ def run_outcome(records: Sequence[Verdicted], *, strict: bool = False, load_erro
         reasons.append("exit 1: nothing was graded (no record, or every record is unsupported, invalid-input or a whole-run overflow): "
                        "nothing graded is no pass"
                        if code == 1 else "nothing was graded")
-        why = sorted({str(getattr(r, "message", "")).split("; ")[0] for r in records if r.verdict == "unsupported" and getattr(r, "message", "")})
+        messages = (str(getattr(r, "message", "")) for r in records if r.verdict == "unsupported")
+        why = sorted({m.split("; ")[0] for m in messages if m})
         if why:  # e.g. the step's framework is not installed: say it here, not only in the results file
             reasons.append("unsupported because: " + "; ".join(w[:200] for w in why[:3]) + ("; ..." if len(why) > 3 else ""))
     if code == 0:
