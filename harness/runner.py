@@ -41,6 +41,7 @@ from .frameworks import (
 )
 from .implementations import Implementation, implementation_of, resolve
 from .isolation import mutated_inputs, mutation_message, reraise_real_interrupt, snapshot
+from .optim.config import rule_mismatch
 from .oracle import ExactStep, exact_inputs_from_floats, exact_inputs_from_written, exact_step, exact_trajectory
 from .records import Record
 from .results import StepResultsError, collect_steps
@@ -172,6 +173,9 @@ def check_case(
         reason = f"{impl.name} does not support {dtype}"
     if reason is None and impl.devices is not None and device.split(":")[0] not in impl.devices:
         reason = f"{impl.name} does not run on {device}"
+    if reason is None:
+        mismatch = rule_mismatch(impl.optimizers, case.optimizer)
+        reason = f"{impl.name} {mismatch}" if mismatch else None
     if reason:
         return [_whole_run_record(base, "unsupported", reason)]
     if not case.finite:
@@ -699,7 +703,8 @@ def verify(
     devs = parse_devices(devices)
     dts = parse_dtypes(dtypes)
     case_list = as_cases(cases)
-    units = [(c, i, dv, dt) for c in case_list for i in impl_list for dv in devs for dt in (dts or c.dtypes)]
+    units = [(c, i, dv, dt) for c in case_list for i in impl_list if rule_mismatch(i.optimizers, c.optimizer) is None
+             for dv in devs for dt in (dts or c.dtypes)]
     from .isolation import sigint_flag
 
     if isolation == "process":
