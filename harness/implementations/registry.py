@@ -46,7 +46,7 @@ class StepResult(NamedTuple):
     b: Any
 
 
-StepFn = Callable[..., list[StepResult]]
+StepFn = Callable[..., Any]  # returns a sequence (or generator) of StepResult or OptimizerStepResult
 
 
 @dataclass(frozen=True)

@@ -119,3 +119,9 @@ def rule_mismatch(implements: tuple[str, ...], optimizer: OptimizerConfig | None
         return None
     return (f"implements {', '.join(implements)} only; this case's update rule is "
             f"{'plain SGD' if optimizer is None else optimizer.describe()}")
+
+
+def optimizer_keyword(optimizer: OptimizerConfig | None) -> dict[str, OptimizerConfig]:
+    """The keyword arguments a step is called with for a case's optimizer: ``{"optimizer": config}``,
+    none for plain SGD (so every plain-SGD step keeps its signature)."""
+    return {} if optimizer is None else {"optimizer": optimizer}
