@@ -176,7 +176,7 @@ class ScaledInts:
                     hi[n] = h
                     lo[n] = float(int(i) - int(h))
                 hi_s, lo_s = np.ldexp(hi, -q), np.ldexp(lo, -q)
-                nz = hi_s != 0
+                nz = hi != 0  # before scaling: a value whose hi underflows to zero falls back below
                 small_lo = (lo_s != 0) & (np.abs(lo_s) < 2.0**-1021)
                 if np.all(np.abs(hi_s[nz]) >= 2.0**-1021) and np.isfinite(hi_s).all() and not small_lo.any():
                     return hi_s.reshape(self.shape), lo_s.reshape(self.shape)

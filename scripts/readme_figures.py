@@ -35,7 +35,7 @@ COMMANDS = {
     "check": ["-m", "harness", "check"],
     "check-all": ["-m", "harness", "check", "--all"],
     "selftest": ["-m", "harness", "selftest"],
-    "pytest": ["-m", "pytest"],
+    "pytest": ["-m", "pytest", "-n", "auto", "--dist", "worksteal"],
 }
 
 

@@ -429,9 +429,9 @@ def test_readme_jax_example_is_the_examples_file(root: Path) -> None:
 def test_jax_example_is_graded_in_every_dtype(root: Path, tmp_path: Path) -> None:
     """The README's command, as written (its records and report sent to tmp_path)."""
     pytest.importorskip("jax", reason="JAX is an optional extra: pip install 'autograd-harness[jax]'")
-    (command,) = [b for lang, b in _readme_section(root) if lang == "bash"]
+    (command,) = [b for lang, b in _readme_section(root) if lang == "bash" and "examples/jax_step.py" in b]
     argv = shlex.split(command)
-    assert argv[:5] == ["python", "-m", "harness", "check", "--plugin"]
+    assert argv[0].endswith("python") and argv[1:5] == ["-m", "harness", "check", "--plugin"]
     out = tmp_path / "results.jsonl"
     proc = subprocess.run([PY, *argv[1:], "--results", str(out), "--report", "none"], cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
