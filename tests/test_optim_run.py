@@ -140,3 +140,21 @@ def test_every_optimizer_mutant_is_caught() -> None:
     for name, case_id in OPTIM_MUTANTS.items():
         recs = verify([cases[case_id]], [name])
         assert any(r.verdict in REGISTRY[name].expected for r in recs), (name, Counter(r.verdict for r in recs))
+
+
+def test_an_infinite_gradient_leaves_the_update_ungraded_never_a_harness_error() -> None:
+    case = make_case("opt-huge", [[1e30, 2e30]], [[1.0]], [[1e10], [1e10]], [0.0], lr="0.01", steps=2, optimizer={"name": "adam"})
+    recs = verify([case], ["torch-optim-adam", "numpy-optim-adam"], dtypes=["float32"])
+    assert {r.verdict for r in recs} == {"overflow"}
+    assert any("optimizer update of this step is not graded" in r.message for r in recs)
+
+
+def test_a_long_momentum_run_keeps_its_exact_trajectory_small() -> None:
+    from harness.floats import get_format
+    from harness.optim.oracle import TRAJECTORY_BITS, exact_trajectory
+
+    case = make_case("opt-long", X, Y, W0, B0, lr="0.01", steps=12, optimizer={"name": "sgd", "momentum": 0.9, "dampening": 0.1})
+    traj = exact_trajectory(case.optimizer, case.values, case.lr, "sum", 12, get_format("float32"))
+    last = traj[-1].values["W"].to_fractions().ravel()
+    assert all(x.denominator.bit_length() <= 2 * TRAJECTORY_BITS + 64 for x in last)
+    assert len(traj) == 12

@@ -125,3 +125,21 @@ def optimizer_keyword(optimizer: OptimizerConfig | None) -> dict[str, OptimizerC
     """The keyword arguments a step is called with for a case's optimizer: ``{"optimizer": config}``,
     none for plain SGD (so every plain-SGD step keeps its signature)."""
     return {} if optimizer is None else {"optimizer": optimizer}
+
+
+#: The configuration each rule is benchmarked with (``harness bench``): momentum with Nesterov and weight
+#: decay for SGD, torch.optim's defaults for Adam and AdamW.
+BENCHMARK_TABLES: Mapping[str, Mapping[str, Any]] = {
+    "sgd": {"momentum": Fraction(9, 10), "dampening": 0, "nesterov": True, "weight_decay": Fraction(1, 100), "maximize": False},
+    "adam": dict(OPTIMIZER_ARGS["adam"]),
+    "adamw": dict(OPTIMIZER_ARGS["adamw"]),
+}
+
+
+def benchmark_optimizer(implements: tuple[str, ...]) -> OptimizerConfig | None:
+    """The optimizer a step implementing ``implements`` is benchmarked and checked with: None when it
+    implements plain SGD (benchmarked as before), else its first rule with :data:`BENCHMARK_TABLES`."""
+    if "plain" in implements:
+        return None
+    rule = implements[0]
+    return OptimizerConfig(rule, BENCHMARK_TABLES[rule])

@@ -103,6 +103,10 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
     """
     params = {p: np.asarray(prev_params[p], dtype=np.float64) for p in PARAMS}
     grads = {p: out[f"grad_{p}"] for p in PARAMS}
+    if not all(bool(np.isfinite(g).all()) for g in grads.values()):
+        # the rule applied to an infinite or NaN gradient has no exact value; the gradient's own records grade it
+        return [Record(quantity="*", step=t, verdict="overflow", message=f"the gradient of step {t} is not finite "
+                       "(see its grad_W and grad_b records): the optimizer update of this step is not graded", **base)]
     truth = update_truth(opt, params, grads, prev_state, t, Fraction(lr), fmt)
     rigorous, expected = update_bounds(opt, params, grads, prev_state, t, lr, fmt, flush_to_zero)
     records = []

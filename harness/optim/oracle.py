@@ -173,7 +173,8 @@ def exact_trajectory(opt: OptimizerConfig, inputs: Mapping[str, F64], lr: Fracti
     """The exact trajectory from the inputs as the implementation saw them: each step's exact gradient
     (:func:`harness.oracle.exact_step`) at the exact parameters, and the exact update (SGD) or its
     256-bit enclosure's midpoint (Adam: the next gradient is taken there; the drift it measures is
-    far above that 2**-250 relative approximation). Per step, the parameters and state after it."""
+    far above that 2**-250 relative approximation; between steps the values keep :data:`TRAJECTORY_BITS`
+    significant bits). Per step, the parameters and state after it."""
     exact_in = exact_inputs_from_floats({k: inputs[k] for k in ("X", "y")})
     params = {"W": ScaledInts.from_floats(inputs["W"]), "b": ScaledInts.from_floats(inputs["b"])}
     state: dict[str, dict[str, Any]] = {}
@@ -183,9 +184,29 @@ def exact_trajectory(opt: OptimizerConfig, inputs: Mapping[str, F64], lr: Fracti
         grads = {p: ex.values[f"grad_{p}"].to_fractions() for p in params}
         truth = _update_fractions(opt, {p: v.to_fractions() for p, v in params.items()}, grads, state, t, lr, fmt)
         out.append(truth)
-        params = {p: truth.values[p] for p in params}
-        state = {p: {k: truth.values[f"{k}_{p}"].to_fractions() for k in opt.state_keys()} for p in params}
+        params = {p: _trimmed(truth.values[p]) for p in params}
+        state = {p: {k: _trimmed(truth.values[f"{k}_{p}"]).to_fractions() for k in opt.state_keys()} for p in params}
     return out
+
+
+#: Significant bits the exact trajectory keeps between steps (the rationals of a long SGD-momentum run
+#: would grow without end; the drift it measures is far above a 2**-300 relative change).
+TRAJECTORY_BITS = 300
+
+
+def _trimmed(v: ScaledInts) -> ScaledInts:
+    """``v`` with each element rounded to :data:`TRAJECTORY_BITS` significant bits when it holds more."""
+    fr = v.to_fractions()
+    out = np.empty(fr.size, dtype=object)
+    for i, x in enumerate(fr.ravel()):
+        x = Fraction(x)
+        if x == 0 or x.denominator.bit_length() + x.numerator.bit_length() <= 2 * TRAJECTORY_BITS:
+            out[i] = x
+            continue
+        e = math.floor(math.log2(abs(x)))
+        q = Fraction(2) ** (e - TRAJECTORY_BITS)
+        out[i] = round(x / q) * q
+    return ScaledInts.from_fractions(out.reshape(fr.shape))
 
 
 def _update_fractions(opt: OptimizerConfig, params: Mapping[str, Any], grads: Mapping[str, Any],
