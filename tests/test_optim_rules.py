@@ -193,3 +193,15 @@ def test_sgd_oracle_is_exact() -> None:
     truth = update_truth(opt, {"W": np.array([[0.1]])}, {"W": np.array([[0.3]])}, {}, 1, Fraction(0.01), F32)
     assert truth.method == EXACT_METHOD
     assert truth.values["W"].fraction_at((0, 0)) == Fraction(0.1) - Fraction(0.01) * Fraction(0.3)
+
+
+def test_an_enclosure_across_a_rounding_boundary_is_reported_not_guessed() -> None:
+    """Adam with eps = 0 at step 1 moves w by exactly lr sign(g) (m_hat / sqrt(v_hat) = g / |g|), but the
+    enclosure of sqrt(v) / sqrt(1 - beta2) has a width: 1 - 2**-12 is the midpoint of two float16 values,
+    so the enclosure straddles that rounding boundary; in float32 the value is representable (no boundary)."""
+    opt = cfg({"name": "adam", "eps": 0})
+    args = (opt, {"W": np.array([[1.0]])}, {"W": np.array([[1.0]])}, {}, 1, Fraction(1, 2**12))
+    truth = update_truth(*args, get_format("float16"))
+    assert truth.values["W"].fraction_at((0, 0)) == 1 - Fraction(1, 2**12)  # the midpoint, to 2**-250
+    assert truth.straddles == {"W": [(0, 0)]}
+    assert update_truth(*args, F32).straddles == {}
