@@ -158,3 +158,21 @@ def test_a_long_momentum_run_keeps_its_exact_trajectory_small() -> None:
     last = traj[-1].values["W"].to_fractions().ravel()
     assert all(x.denominator.bit_length() <= 2 * TRAJECTORY_BITS + 64 for x in last)
     assert len(traj) == 12
+
+
+def test_float16_adam_with_a_zero_gradient_is_graded_with_a_vacuous_bound_not_a_false_alarm() -> None:
+    """torch.optim.Adam's for-loop and foreach forms round sqrt(v)/c2 + eps to a float16 tensor, where
+    eps = 1e-8 is 0: a zero gradient gives 0/0 = NaN (the fused form computes in float32). A float16
+    evaluation may round eps to 0, so the rigorous bound there is vacuous, and the record says so."""
+    p = torch.ones(3, dtype=torch.float16, requires_grad=True)
+    p.grad = torch.zeros_like(p)
+    torch.optim.Adam([p], lr=0.01, foreach=False).step()
+    nan_on_this_torch = bool(torch.isnan(p.detach()).all())
+    case = make_case("opt-zero-grad", [[0.0, 0.0]], [[0.0]], [[1.0], [-1.0]], [0.0], lr="0.01", optimizer={"name": "adam"})
+    recs = verify([case], ["torch-optim-adam", "torch-optim-adam-fused"], dtypes=["float16"])
+    w = {r.implementation: r for r in recs if r.quantity == "W"}
+    assert not [r for r in recs if r.verdict not in ("agree", "overflow")]  # nothing that fails a run
+    assert "vacuous" in w["torch-optim-adam"].message
+    assert (w["torch-optim-adam"].computed == "nan") == nan_on_this_torch
+    assert w["torch-optim-adam"].verdict == ("overflow" if nan_on_this_torch else "agree")
+    assert w["torch-optim-adam-fused"].verdict == "agree" and float(w["torch-optim-adam-fused"].computed) in (1.0, -1.0)

@@ -85,6 +85,8 @@ def _message(q: str, cmp: Any, fmt: FloatFormat) -> str:
     what = {"disagree": "above the rigorous error bound of the update", "suspect": "above the expected bound of the update "
             "but within the rigorous one", "overflow": f"out of {fmt.name}'s range"}.get(cmp.verdict, cmp.verdict)
     rig = cmp.rigorous_at_worst
+    if cmp.verdict == "overflow" and not np.isfinite(rig):
+        what = "not finite where the rigorous bound is vacuous (no correct value, inf or NaN included, is excluded there)"
     ratio = f"{cmp.abs_error_at_worst / rig:.3g} x rigorous bound" if np.isfinite(rig) and rig > 0 else "rigorous bound vacuous"
     return (f"{q}: {bad} of {cmp.size} element(s) {what}; worst at {list(cmp.worst_index)}: error {cmp.abs_error_at_worst:.6g} "
             f"({ratio}), {cmp.ulp_error_at_worst:.4g} ULPs")
