@@ -288,9 +288,17 @@ def partial_sum_squares(terms: F64, axis: int, sum_sq: F64 | None = None) -> F64
         reverse[r0:r0 + rows] = np.einsum("ij,ij->i", rev, rev)
         total[r0:r0 + rows] = tot[:, 0]
     forward, reverse, total = forward.reshape(lead), reverse.reshape(lead), total.reshape(lead)
-    mu = total / n
     if sum_sq is None:
         sum_sq = np.sum(np.square(t), axis=-1)
+    return order_model(forward, reverse, total, sum_sq, n)
+
+
+def order_model(forward: F64, reverse: F64, total: F64, sum_sq: F64, n: int) -> F64:
+    """The model of :func:`partial_sum_squares` from its parts (arrays of one shape): the largest of the
+    forward and reverse sums of squared partial sums and the random-order expectation
+    ``mu**2 sum_k k**2 + var sum_k k (n - k) / (n - 1)`` (``mu = total / n``, ``var = sum_sq / n - mu**2``)
+    for ``n`` terms."""
+    mu = total / n
     var = np.maximum(sum_sq / n - mu**2, 0.0)
     k = np.arange(1, n + 1, dtype=np.float64)
     sum_k2 = float(np.sum(k**2))
@@ -318,13 +326,7 @@ def partial_sum_squares_planes(term: Callable[[int], F64], n: int, sum_sq: F64) 
     for j in range(n):
         reverse += S * S
         S -= term(j)
-    mu = total / n
-    var = np.maximum(sum_sq / n - mu**2, 0.0)
-    k = np.arange(1, n + 1, dtype=np.float64)
-    sum_k2 = float(np.sum(k**2))
-    sum_kvar = float(np.sum(k * (n - k) / (n - 1))) if n > 1 else 0.0
-    random = mu**2 * sum_k2 + var * sum_kvar
-    return np.maximum(np.maximum(forward, reverse), random)
+    return order_model(forward, reverse, total, sum_sq, n)
 
 
 #: Up to this many terms per element, :func:`expected_bounds` forms the residual's partial sums plane by plane.
@@ -546,45 +548,82 @@ def update_bound(new_abs: F64, g_abs: F64, E_g: F64, lr: float, dlr: float, u2: 
         return u2 * new_abs + (1 + u2) * P + eta
 
 
+#: Form the expected bounds' partial sums with the compiled kernels of :mod:`harness.partialsums` (float64);
+#: False: the NumPy path (always used for the extended-precision re-evaluation).
+USE_KERNELS = True
+#: ... from this many terms (N*D*K) on: below, the NumPy path is as fast and needs no numba import (about 1.5 s,
+#: once per process, which a run of small cases would pay for nothing).
+KERNEL_MIN_WORK = 4096
+
+
+def _kernel_partial_sums(X: F64, Y: F64, W: F64, b: F64, R: F64, wt: float) -> tuple[F64, F64, F64, F64]:
+    """``V_R`` (N, K), the order model of ``X^T R``'s partial sums and its sum of squared terms (D, K), and
+    the order model of ``1^T R``'s (K,), from :mod:`harness.partialsums` (the same models as the NumPy path)."""
+    from .partialsums import product_partial_sums, residual_partial_sums
+
+    d = X.shape[1]
+    c64 = (np.ascontiguousarray(a, dtype=np.float64) for a in (X, W, b, Y, R))
+    X, W, b, Y, R = c64
+    fwd, rev, tot, sumP2 = residual_partial_sums(X, W, b, Y)
+    V_R = sumP2 * (1 + 2 * wt) + order_model(fwd, rev, tot, sumP2 + b[None, :] ** 2 + Y**2, d + 2)
+    fwd, rev, tot, sumT2 = product_partial_sums(X, R)
+    V_gW_pss = order_model(fwd, rev, tot, sumT2, X.shape[0])
+    sumR2 = np.sum(R**2, axis=0)
+    fwd, rev, tot, _ = product_partial_sums(np.ones((X.shape[0], 1)), R)
+    V_gb_pss = order_model(fwd[0], rev[0], tot[0], sumR2, X.shape[0])
+    return V_R, V_gW_pss, sumT2, V_gb_pss
+
+
+def _numpy_partial_sums(X: F64, Y: F64, W: F64, b: F64, R: F64, wt: float) -> tuple[F64, F64, F64, F64]:
+    """:func:`_kernel_partial_sums` in NumPy, in the arrays' own type (float64 or longdouble)."""
+    n, k = Y.shape
+    d = X.shape[1]
+    safe = _squares_safe(X, W, R)
+    if d + 2 <= _PLANE_LOOP_MAX:
+        # few terms per element of R: partial sums plane by plane over (N, K) arrays, no (N, K, D + 2) array
+        def plane(j: int) -> F64:
+            return X[:, j, None] * W[j][None, :] if j < d else (np.broadcast_to(b[None, :], (n, k)) if j == d else -Y)
+        sumP2 = X**2 @ W**2 if safe else sum((plane(j) ** 2 for j in range(d)), np.zeros((n, k), dtype=X.dtype))
+        pss_R = partial_sum_squares_planes(plane, d + 2, sum_sq=sumP2 + b[None, :] ** 2 + Y**2)
+    else:
+        # terms of R, reduced along the last (contiguous) axis: X_ij W_jk (j < D), b_k, -Y_ik: (N, K, D + 2)
+        terms_R = np.empty((n, k, d + 2), dtype=X.dtype)
+        np.multiply(X[:, None, :], W.T[None, :, :], out=terms_R[:, :, :d])
+        terms_R[:, :, d] = b[None, :]
+        np.negative(Y, out=terms_R[:, :, d + 1])
+        # sum_j (X_ij W_jk)^2 = (X^2 W^2)_ik: a matrix product when the squares cannot under/overflow
+        sumP2 = X**2 @ W**2 if safe else np.sum(np.square(terms_R[:, :, :d]), axis=2)
+        pss_R = partial_sum_squares(terms_R, axis=2, sum_sq=sumP2 + b[None, :] ** 2 + Y**2)
+        del terms_R
+    V_R = sumP2 * (1 + 2 * wt) + pss_R  # (N, K)
+    T = X.T[:, None, :] * R.T[None, :, :]  # (D, K, N) terms of X^T R, reduced along the last axis
+    sumT2 = (X**2).T @ R**2 if safe else np.sum(np.square(T), axis=2)
+    V_gW_pss = partial_sum_squares(T, axis=2, sum_sq=sumT2)
+    del T
+    V_gb_pss = partial_sum_squares(np.ascontiguousarray(R.T), axis=1, sum_sq=np.sum(R**2, axis=0))
+    return V_R, V_gW_pss, sumT2, V_gb_pss
+
+
 def expected_bounds(
     X: F64, Y: F64, W: F64, b: F64, R: F64, exact: Mapping[str, F64], c: float, lr: float, dlr: float,
     reg: Regime, ut: float, rb: ResidualBound, gb: GradientBounds, U_L: F64,
 ) -> dict[str, F64]:
     """Probabilistic bounds (module docstring), before capping by the rigorous ones."""
-    n, k = Y.shape
-    d = X.shape[1]
     u = reg.u
     s = 2.0 * c
     lr = abs(lr)
     wt = (ut / u) ** 2 if u > 0 else 0.0  # TF32 input roundings, relative to u
     aX = np.abs(X)
     with np.errstate(invalid="ignore", over="ignore"):
-        safe = _squares_safe(X, W, R)
-        if d + 2 <= _PLANE_LOOP_MAX:
-            # few terms per element of R: partial sums plane by plane over (N, K) arrays, no (N, K, D + 2) array
-            def plane(j: int) -> F64:
-                return X[:, j, None] * W[j][None, :] if j < d else (np.broadcast_to(b[None, :], (n, k)) if j == d else -Y)
-            sumP2 = X**2 @ W**2 if safe else sum((plane(j) ** 2 for j in range(d)), np.zeros((n, k), dtype=X.dtype))
-            pss_R = partial_sum_squares_planes(plane, d + 2, sum_sq=sumP2 + b[None, :] ** 2 + Y**2)
+        if USE_KERNELS and X.dtype == np.float64 and X.shape[0] * W.size >= KERNEL_MIN_WORK:  # compiled, two passes
+            V_R, V_gW_pss, sumT2, V_gb_pss = _kernel_partial_sums(X, Y, W, b, R, wt)
         else:
-            # terms of R, reduced along the last (contiguous) axis: X_ij W_jk (j < D), b_k, -Y_ik: (N, K, D + 2)
-            terms_R = np.empty((n, k, d + 2), dtype=X.dtype)
-            np.multiply(X[:, None, :], W.T[None, :, :], out=terms_R[:, :, :d])
-            terms_R[:, :, d] = b[None, :]
-            np.negative(Y, out=terms_R[:, :, d + 1])
-            # sum_j (X_ij W_jk)^2 = (X^2 W^2)_ik: a matrix product when the squares cannot under/overflow
-            sumP2 = X**2 @ W**2 if safe else np.sum(np.square(terms_R[:, :, :d]), axis=2)
-            pss_R = partial_sum_squares(terms_R, axis=2, sum_sq=sumP2 + b[None, :] ** 2 + Y**2)
-            del terms_R
-        V_R = sumP2 * (1 + 2 * wt) + pss_R  # (N, K)
-        T = X.T[:, None, :] * R.T[None, :, :]  # (D, K, N) terms of X^T R, reduced along the last axis
+            V_R, V_gW_pss, sumT2, V_gb_pss = _numpy_partial_sums(X, Y, W, b, R, wt)
         sumT = X.T @ R
-        sumT2 = (X**2).T @ R**2 if safe else np.sum(np.square(T), axis=2)
-        V_gW = (aX.T**2) @ V_R + (2 + 2 * wt) * sumT2 + sumT**2 + partial_sum_squares(T, axis=2, sum_sq=sumT2)
-        del T
+        V_gW = (aX.T**2) @ V_R + (2 + 2 * wt) * sumT2 + sumT**2 + V_gW_pss
         sumR = R.sum(axis=0)
         sumR2 = np.sum(R**2, axis=0)
-        V_gb = V_R.sum(axis=0) + sumR2 + sumR**2 + partial_sum_squares(np.ascontiguousarray(R.T), axis=1, sum_sq=sumR2)
+        V_gb = V_R.sum(axis=0) + sumR2 + sumR**2 + V_gb_pss
         sq = (R**2).ravel()
         V_L = 4 * np.sum(R**2 * V_R) + np.sum(sq**2) + 2 * np.sum(sq) ** 2 + partial_sum_squares(sq[None, :], axis=1)[0]
         lam = LAMBDA * u

@@ -24,6 +24,10 @@ merely accurate.
 - ``grad_W = 2c X^T R``, ``grad_b = 2c 1^T R``, ``loss = c sum R^2`` exact,
   then ``W' = W - lr grad_W`` and ``b' = b - lr grad_b`` in exact rationals.
 
+The integer work runs in compiled one-pass kernels (:mod:`harness.slicekernels`, numba, imported
+on first use); the two products stay in float64 BLAS. Large intermediates live in per-thread
+scratch buffers (:func:`scratch`) reused across calls.
+
 The result is the same rational as the reference path
 (:mod:`harness.oracle`'s exact-rational evaluation); ``tests/test_fastexact.py``
 checks that bit for bit on random, integer, huge, tiny, subnormal,
@@ -34,6 +38,9 @@ falls back to the reference path.
 
 from __future__ import annotations
 
+import math
+import threading
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -59,26 +66,81 @@ MAX_PRODUCTS = 400
 _MASK = (1 << B) - 1
 
 
+#: Scratch buffers above this many bytes are not kept between calls.
+SCRATCH_MAX_BYTES = 256 << 20
+_SCRATCH = threading.local()
+
+
+def scratch(name: str, shape: tuple[int, ...], dtype: Any = np.float64) -> npt.NDArray[Any]:
+    """A work array of ``shape`` reused across calls in this thread (contents undefined): large
+    intermediates (X's digits, the digit products, the residual's digit planes) would otherwise be fresh
+    memory on every call, each page faulted in anew (about a fifth of the oracle's time at N*D*K = 10^6).
+    Only for arrays that do not outlive the call that asks for them."""
+    size = math.prod(shape)
+    pool: dict[str, npt.NDArray[Any]] = _SCRATCH.__dict__
+    buf = pool.get(name)
+    if buf is None or buf.size < size or buf.dtype != dtype:
+        buf = np.empty(size, dtype=dtype)
+        if buf.nbytes <= SCRATCH_MAX_BYTES:
+            pool[name] = buf
+    return buf[:size].reshape(shape)
+
+
 class TooWideError(Exception):
     """The data's exponent range needs more digit products than :data:`MAX_PRODUCTS`."""
 
 
 def lowest_exponent(x: F64) -> int | None:
     """Exponent of the lowest set bit among the nonzero entries (None if all are zero), from the bit pattern."""
-    bits = np.ascontiguousarray(x, dtype=np.float64).view(np.int64).ravel()
-    ex = (bits >> 52) & 0x7FF
-    m = (bits & ((1 << 52) - 1)) | ((ex > 0).astype(np.int64) << 52)
-    low = (m & -m).astype(np.float64)  # lowest set bit of the significand, a power of two (0 for zeros)
-    val = ((low.view(np.int64) >> 52) - 1023) + np.maximum(ex, 1) - 1075
-    val = np.where(m != 0, val, np.iinfo(np.int64).max)
-    out = int(val.min()) if val.size else np.iinfo(np.int64).max
-    return None if out == np.iinfo(np.int64).max else out
+    return float_range(x)[0]
 
 
-def digits(x: F64, q: int, base: int, low: int | None = None) -> F64:
+def float_range(x: F64) -> tuple[int | None, float]:
+    """(lowest set-bit exponent among the nonzero entries or None, largest magnitude) of a float array,
+    one pass (:func:`harness.slicekernels.float_range`; numba is imported on first use, not with this module)."""
+    from .slicekernels import NO_BIT
+    from .slicekernels import float_range as kernel
+
+    low, top = kernel(np.ascontiguousarray(x, dtype=np.float64))
+    return (None if low == NO_BIT else int(low)), float(top)
+
+
+def _plan_digits(x: F64, q: int, base: int, low: int | None, top: float) -> tuple[int, int, int]:
+    """(``q1``, digits, zero digits below) for :func:`digits` of ``x`` over ``2**q``."""
+    assert low is not None and low >= q
+    s0 = (low - q) // base  # digits below s0 are zero: work over 2**(q + base s0)
+    q1 = q + base * s0
+    width = int(np.frexp(top)[1]) - q1  # |x / 2**q1| < 2**width
+    if width > 1000:
+        raise TooWideError(f"integer width {width} bits")
+    return q1, max(1, -(-width // base)), s0
+
+
+def digits_matrix(x: F64, q: int, low: int | None = None, top: float | None = None,
+                  scratch_ok: bool = False) -> tuple[F64, int]:
+    """Base-``2**B`` digits of the integers ``x / 2**q`` (2-D ``x``, rows by digit):
+    ``(out, S)`` with ``out`` float64 ``(rows, S * cols)``, digit ``s`` of ``x[i, j]`` at ``[i, s * cols + j]``
+    (as :func:`digits`; one pass, :func:`harness.slicekernels.digits_cat`). ``scratch_ok``: ``out`` may be
+    this thread's scratch buffer (:func:`scratch`), valid until the next call that uses it.
+
+    Raises:
+        TooWideError: when ``x / 2**q`` exceeds float64's range.
+    """
+    from .slicekernels import digits_cat
+
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    if low is None or top is None:
+        low, top = float_range(x)
+    if top == 0.0:
+        return np.zeros((x.shape[0], x.shape[1])), 1
+    q1, n, s0 = _plan_digits(x, q, B, low, top)
+    shape = (x.shape[0], (s0 + n) * x.shape[1])
+    return digits_cat(x, q1, n, s0, scratch("xcat", shape) if scratch_ok else np.empty(shape)), s0 + n
+
+
+def digits(x: F64, q: int, base: int = B, low: int | None = None) -> F64:
     """Base-``2**base`` digits of the integers ``x / 2**q`` (exact; ``q`` at most :func:`lowest_exponent`),
-    as float64 arrays: every operation below is exact (power-of-two scalings, ``floor``, and
-    subtractions whose result ``r mod 2**(base s)`` keeps at most 53 significant bits).
+    as float64 arrays: each digit is a field of bits of a significand (:func:`digits_matrix`).
 
     Returns:
         float64 array ``(S, *x.shape)`` with ``x = 2**q sum_s out[s] 2**(base s)``, integer digits
@@ -88,29 +150,13 @@ def digits(x: F64, q: int, base: int, low: int | None = None) -> F64:
         TooWideError: when ``x / 2**q`` exceeds float64's range (the data needs too many digits anyway).
     """
     x = np.asarray(x, dtype=np.float64)
-    top = float(np.max(np.abs(x))) if x.size else 0.0
-    if top == 0.0:
-        return np.zeros((1, *x.shape))
-    low = lowest_exponent(x) if low is None else low
-    assert low is not None and low >= q
-    s0 = (low - q) // base  # digits below s0 are zero: work over 2**(q + base s0)
-    q1 = q + base * s0
-    width = int(np.frexp(top)[1]) - q1  # |x / 2**q1| < 2**width
-    if width > 1000:
-        raise TooWideError(f"integer width {width} bits")
-    n = max(1, -(-width // base))
-    out = np.empty((n, *x.shape))
-    r = np.abs(np.ldexp(x, -q1))
-    for s in range(n - 1, 0, -1):
-        w = 2.0 ** (base * s)
-        dg = np.floor(r * (1.0 / w))
-        out[s] = dg
-        r -= dg * w  # r mod w: the low bits of r, exact
-    out[0] = r
-    out = np.copysign(out, x)  # signed digits, |digit| <= 2**base
-    if s0:
-        out = np.concatenate([np.zeros((s0, *x.shape)), out])
-    return out
+    if base != B:
+        raise ValueError(f"digits are {B} bits wide")
+    x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]) if x.ndim >= 1 else x.reshape(1, 1))
+    lo, top = float_range(x2)
+    out, S = digits_matrix(x2, q, lo if low is None else low, top)
+    rows, cols = x2.shape
+    return out.reshape(rows, S, cols).transpose(1, 0, 2).reshape((S, *x.shape))
 
 
 def carry(d: I64) -> I64:
@@ -129,24 +175,6 @@ def carry(d: I64) -> I64:
         c = v >> B
         u += 1
     return np.stack(out)
-
-
-def _shift(d: I64, bits: int) -> I64:
-    """Two's complement digits of ``value * 2**bits`` (``bits >= 0``)."""
-    a, r = divmod(bits, B)
-    if r:
-        d = carry(d << r)  # digits < 2**B times 2**r < 2**(2B): no overflow
-    if a:
-        d = np.concatenate([np.zeros((a, *d.shape[1:]), dtype=np.int64), d])
-    return d
-
-
-def _add(*ds: I64) -> I64:
-    n = max(len(d) for d in ds)
-    acc = np.zeros((n, *ds[0].shape[1:]), dtype=np.int64)
-    for d in ds:
-        acc[: len(d)] += d
-    return carry(acc)
 
 
 def _obj(a: I64) -> npt.NDArray[Any]:
@@ -205,58 +233,10 @@ class DigitResidual(ScaledInts):
         return self._f64
 
     def _round(self) -> F64:
-        shape = self._digits.shape[1:]
-        d = self._digits.reshape(len(self._digits), -1)
-        neg = d[-1] < 0
-        # magnitudes: -v for the negative values (their digits negated, then carried: top digit 0 as -v > 0);
-        # the nonnegative values' digits are normalised already, which carry() leaves as they are
-        mag = carry(np.where(neg, -d, d)) if bool(neg.any()) else d
-        n, m = mag.shape
-        # index of the highest nonzero digit (-1 where the value is 0)
-        # and of the lowest (n where 0): one pass per digit plane (n is small; argmax along axis 0 is slower)
-        h = np.full(m, -1, dtype=np.int64)
-        lowest = np.full(m, n, dtype=np.int64)
-        for u in range(n):
-            nz_u = mag[u] != 0
-            h[nz_u] = u
-        for u in range(n - 1, -1, -1):
-            lowest[mag[u] != 0] = u
-        any_nz = h >= 0
-        h = np.maximum(h, 0)
-        pad = np.concatenate([np.zeros((4, m), dtype=np.int64), mag]).ravel()  # digit u of column j at (u + 4) m + j
-        cols = np.arange(m)
+        d = np.ascontiguousarray(self._digits.reshape(len(self._digits), -1))
+        from .slicekernels import round_digits
 
-        def at(idx: I64) -> I64:
-            return pad[(idx + 4) * m + cols]
-
-        dh = at(h)
-        p = np.where(any_nz, np.frexp(dh.astype(np.float64))[1], 1).astype(np.int64)  # bit length of the top digit
-        d1, d2, d3 = at(h - 1), at(h - 2), at(h - 3)
-        # M: the top 62 bits (top bit at 61), sticky: any lower bit set
-        M = (dh << (62 - p)) | (d1 << (41 - p))
-        s2 = 20 - p  # in [-1, 19]
-        M |= np.where(s2 >= 0, d2 << np.clip(s2, 0, 63), d2 >> 1)
-        sticky = (s2 < 0) & ((d2 & 1) != 0)
-        r3 = p + 1  # right shift of d3, in [2, 22]
-        M |= d3 >> r3
-        sticky |= (d3 & ((np.int64(1) << r3) - 1)) != 0
-        # any nonzero digit below h - 3
-        sticky |= any_nz & (lowest < h - 3)
-        E = B * h + p - 62 + self._q0  # value = (M + frac) * 2**E
-        top = E + 61
-        t = np.maximum(top - 52, -1074)  # exponent of the last kept bit
-        drop = t - E  # >= 9
-        big = drop > 62
-        dr = np.clip(drop, 1, 62)
-        q = M >> dr
-        r = M & ((np.int64(1) << dr) - 1)
-        half = np.int64(1) << (dr - 1)
-        up = (r > half) | ((r == half) & (sticky | ((q & 1) == 1)))
-        q = np.where(big, 0, q + up)
-        with np.errstate(over="ignore"):
-            val = np.ldexp(q.astype(np.float64), np.clip(t, -2000, 2000).astype(np.int64))
-        val = np.where(any_nz, val, 0.0)
-        return np.where(neg, -val, val).reshape(shape)
+        return round_digits(d, self._q0).reshape(self._digits.shape[1:])
 
     def to_hi_lo(self) -> tuple[F64, F64]:
         return ScaledInts(self.ints, self.scale).to_hi_lo()
@@ -266,70 +246,112 @@ class DigitResidual(ScaledInts):
         return ScaledInts(self.ints.T, self.scale)
 
 
-def _first_product(X: F64, W: F64, qx: int, qw: int, xd: F64 | None = None) -> I64:
-    """Two's complement base-``2**B`` digits of the integer ``(X / 2**qx) @ (W / 2**qw)``, exact.
+def _first_product(xcat: F64, S: int, W: F64, qw: int) -> F64:
+    """Digit positions of the integer ``(X / 2**qx) @ (W / 2**qw)``, exact, as float64 ``(N, U1, K)``:
+    position ``u`` holds ``sum_{s+t=u} X_s W_t``, integers below ``2**53`` in magnitude.
 
-    Digit position ``u`` of the product is ``sum_{s+t=u} X_s W_t``: one matmul of the digits of X side
-    by side, ``(N, S*D)``, with the digits of W stacked so that column block ``u`` holds ``W_{u-s}``
-    in row block ``s``: contraction length ``S*D`` per chunk, at most :data:`CHUNK_D`.
-    ``xd``: the digits of X (:func:`digits` ``(X, qx, B, qx)``) when the caller has them."""
-    xd = digits(X, qx, B, qx) if xd is None else xd
+    ``xcat``: X's digits side by side, ``(N, S*D)`` (:func:`digits_matrix`). One matmul against W's digits
+    stacked so that column block ``u`` holds ``W_{u-s}`` in row block ``s``: contraction length ``S*D`` per
+    chunk, at most :data:`CHUNK_D` (``|sum| <= CHUNK_D * 2**(2B) = 2**53``, exact in any order); longer
+    contractions are cut into chunks whose int64 sums are carried to digits below ``2**B``."""
+    n, sd = xcat.shape
+    d, k = W.shape
     wd = digits(W, qw, B, qw)
-    S, T = len(xd), len(wd)
+    T = len(wd)
     if S * T > MAX_PRODUCTS:
         raise TooWideError(f"X W needs {S} x {T} digit products")
-    n, d = X.shape
-    k = W.shape[1]
     U = S + T - 1
-    if S * d <= CHUNK_D:
-        xcat = np.moveaxis(xd, 0, 1).reshape(n, S * d)
+    if sd <= CHUNK_D:
         wbig = np.zeros((S, d, U, k))
         for s_ in range(S):
             wbig[s_, :, s_:s_ + T, :] = np.moveaxis(wd, 0, 1)
-        P = xcat @ wbig.reshape(S * d, U * k)  # exact: |sum| <= S*D * 2**(2B) <= 2**53
-        return carry(np.moveaxis(P.reshape(n, U, k), 1, 0).astype(np.int64))
+        return np.matmul(xcat, wbig.reshape(S * d, U * k), out=scratch("xw", (n, U * k))).reshape(n, U, k)
     if -(-d // CHUNK_D) * min(S, T) >= 1024:
         raise TooWideError("too many chunk terms for int64 accumulation")
     acc = np.zeros((U, n, k), dtype=np.int64)
+    x3 = xcat.reshape(n, S, d)
     for c0 in range(0, d, CHUNK_D):
-        xs = xd[:, :, c0:c0 + CHUNK_D].reshape(S * n, -1)
+        xs = np.moveaxis(x3[:, :, c0:c0 + CHUNK_D], 1, 0).reshape(S * n, -1)
         wc = np.moveaxis(wd[:, c0:c0 + CHUNK_D, :], 0, 1).reshape(-1, T * k)
         P = (xs @ wc).reshape(S, n, T, k)  # exact: |sum| <= CHUNK_D * 2**(2B) = 2**53 (top digits <= 2**B)
         for s_ in range(S):
             for t in range(T):
                 acc[s_ + t] += P[s_, :, t, :].astype(np.int64)
-    return carry(acc)
+    return np.ascontiguousarray(np.moveaxis(carry(acc), 0, 1).astype(np.float64))  # digits below 2**B
 
 
-def residual_digits(X: F64, y: F64, W: F64, b: F64, qx: int | None = None, xd: F64 | None = None) -> tuple[I64, int]:
-    """Exact ``R = X W + 1 b^T - y`` as two's complement base-``2**B`` digits over ``2**q0``
-    (``xd``: X's digits over ``2**qx``, as :func:`_first_product` takes them)."""
+def residual_digits(X: F64, y: F64, W: F64, b: F64) -> tuple[I64, int, F64]:
+    """Exact ``R = X W + 1 b^T - y`` as two's complement base-``2**B`` digits ``(U, N, K)`` over ``2**q0``
+    (digits ``[0, 2**B)``, the top one 0 or -1), and its correctly rounded float64 value: ``(digits, q0, rounded)``."""
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    qx, tx = float_range(X)
+    res = _residual(X, y, W, b, qx, None if qx is None else digits_matrix(X, qx, qx, tx))
+    return res.digits, res.q0, res.rounded
+
+
+@dataclass
+class _Residual:
+    digits: I64  # (U, N, K)
+    q0: int
+    rounded: F64  # (N, K), read-only
+    rcat: F64  # (N, U*K), possibly with a row stride: digit u of R[i, k] at [i, u*K + k]
+    colsum: list[int]  # 1^T R over 2**q0, per column
+    sumsq: int  # sum R^2 over 2**(2 q0)
+
+
+def _residual(X: F64, y: F64, W: F64, b: F64, qx: int | None, xcat: tuple[F64, int] | None) -> _Residual:
     n, k = y.shape
-    qx = lowest_exponent(X) if qx is None else qx
-    qw, qy, qb = (lowest_exponent(a) for a in (W, y, b))
-    parts: list[tuple[int, Any]] = []
-    if qx is not None and qw is not None:
-        parts.append((qx + qw, "xw"))
-    if qb is not None:
-        parts.append((qb, "b"))
-    if qy is not None:
-        parts.append((qy, "y"))
-    if not parts:
-        return np.zeros((1, n, k), dtype=np.int64), 0
-    q0 = min(q for q, _ in parts)
-    terms: list[I64] = []
-    for q, what in parts:
-        if what == "xw":
-            assert qx is not None and qw is not None
-            terms.append(_shift(_first_product(X, W, qx, qw, xd), q - q0))
-        elif what == "b":
-            bd = digits(b.reshape(1, k), q0, B, qb).astype(np.int64)
-            terms.append(np.broadcast_to(bd, (len(bd), n, k)))
-        else:
-            terms.append(-digits(y, q0, B, qy).astype(np.int64))
-    if max(len(t) for t in terms) > MAX_PRODUCTS:
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    b = np.ascontiguousarray(b, dtype=np.float64).reshape(k)
+    W = np.ascontiguousarray(W, dtype=np.float64)
+    from .slicekernels import residual_digits as residual_kernel
+
+    (qy, ty), (qb, tb), (qw, _) = float_range(y), float_range(b), float_range(W)
+    xw = qx is not None and qw is not None
+    qs = [q for q in ((qx + qw) if xw else None, qy, qb) if q is not None]  # type: ignore[operator]
+    if not qs:
+        z = np.zeros((n, k))
+        z.flags.writeable = False
+        return _Residual(np.zeros((1, n, k), dtype=np.int64), 0, z, np.zeros((n, k)), [0] * k, 0)
+    q0 = min(qs)
+    bits = 0  # bits of every value over 2**q0, a bound
+    if xw:
+        assert qx is not None and qw is not None
+        xc, S = digits_matrix(X, qx) if xcat is None else xcat
+        P3 = _first_product(xc, S, W, qw)  # (N, U1, K)
+        u1 = P3.shape[1]
+        P = scratch("xw_t", (u1, n, k))
+        np.copyto(P, P3.transpose(1, 0, 2))
+        P = P.reshape(u1, n * k)
+        sh = qx + qw - q0
+        bits = sh + B * u1 + 36  # sum of U1 carried digit positions of 53 bits (+ log2 U1 < 31)
+    else:
+        P = np.zeros((0, n * k))
+        sh = 0
+    for low, top in ((qy, ty), (qb, tb)):
+        if low is not None:
+            bits = max(bits, int(np.frexp(top)[1]) - q0)
+    n_alloc = -(-(bits + 2) // B) + 1
+    if n_alloc > MAX_PRODUCTS:
         raise TooWideError("residual too wide")
-    return _add(*terms), q0
+    bfull = np.tile(b, n)
+    rcat3 = scratch("rcat", (n, n_alloc, k))
+    digs, sign, colsum, gram, rbits, U = residual_kernel(P, sh, y.reshape(-1), bfull, k, q0, n_alloc, rcat3)
+    # sums over the n_alloc digit planes and the sign plane (weight 2**(B n_alloc))
+    w = [B * u for u in range(n_alloc + 1)]
+    cs = [sum(int(colsum[u, j]) << w[u] for u in range(n_alloc + 1)) for j in range(k)]
+    g = gram.sum(axis=0, dtype=object) if len(gram) > 1 else gram[0]
+    total = 0
+    for u in range(n_alloc + 1):
+        for v in range(u, n_alloc + 1):
+            if g[u, v]:
+                total += (int(g[u, v]) << (w[u] + w[v])) * (1 if u == v else 2)
+    # U planes: the digits below U - 1, then the sign (the planes U - 1 .. n_alloc - 1 are its extension)
+    digs[U - 1] = sign
+    rcat3[:, U - 1, :] = sign.reshape(n, k)
+    rounded = rbits.view(np.float64).reshape(n, k)
+    rounded.flags.writeable = False
+    return _Residual(digs[:U].reshape(U, n, k), q0, rounded, rcat3[:, :U, :].reshape(n, U * k), cs, total)
 
 
 def _combine(planes: I64, weights: list[int]) -> npt.NDArray[Any]:
@@ -347,58 +369,39 @@ def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledIn
     Raises:
         TooWideError: when the exponent range needs more than :data:`MAX_PRODUCTS` digit products.
     """
+    X = np.ascontiguousarray(X, dtype=np.float64)
     n, d = X.shape
     k = y.shape[1]
-    qx = lowest_exponent(X)
-    xd = None if qx is None else digits(X, qx, B, qx)  # once, for X W and for X^T R
-    rd, q0 = residual_digits(X, y, W, b, qx, xd)
+    qx, tx = float_range(X)
+    xcat = None if qx is None else digits_matrix(X, qx, qx, tx, scratch_ok=True)  # once, for X W and for X^T R
+    res = _residual(X, y, W, b, qx, xcat)
+    rd, q0, rcat = res.digits, res.q0, res.rcat
     U = len(rd)
     R = DigitResidual(rd, q0)
-    # 1^T R: column sums of each plane (|digit| < 2**21, N < 2**42)
-    colsum = rd.sum(axis=1)  # (U, K)
-    gb = _combine(colsum, [B * u for u in range(U)])
-    # sum R^2 = sum_{u,v} 2**(B(u+v)) sum(D_u D_v): Gram matrices of the digit planes over chunks of
-    # 2**11 elements (|D_u D_v| < 2**42: every partial sum within 2**53, exact), chunk sums in int64
-    flat = rd.reshape(U, -1).astype(np.float64)
-    m = flat.shape[1]
-    cl = 1 << (53 - 2 * B)
-    pad = (-m) % cl
-    if pad:
-        flat = np.concatenate([flat, np.zeros((U, pad))], axis=1)
-    blocks = flat.reshape(U, -1, cl).transpose(1, 0, 2)  # (chunks, U, cl)
-    total = 0
-    for c0 in range(0, blocks.shape[0], 1024):
-        g = np.matmul(blocks[c0:c0 + 1024], blocks[c0:c0 + 1024].transpose(0, 2, 1)).astype(np.int64).sum(axis=0)
-        for u in range(U):
-            for v in range(u, U):
-                total += (int(g[u, v]) << (B * (u + v))) * (1 if u == v else 2)
-    loss = ScaledInts.scalar(total)
-    loss = ScaledInts(loss.ints, Fraction(2) ** (2 * q0))
+    R._f64 = res.rounded
+    gb = np.empty(k, dtype=object)
+    gb[:] = res.colsum
+    loss = ScaledInts(ScaledInts.scalar(res.sumsq).ints, Fraction(2) ** (2 * q0))
     # X^T R: the digits of X (base 2**B, as in X W) against R's digits, rows in chunks of CHUNK_N = 2**(53 - 2B):
     # |X digit| <= 2**B and 0 <= R digit < 2**B or R digit = -1, so each product is below 2**(2B) in magnitude and
     # every partial sum of a chunk below CHUNK_N * 2**(2B) = 2**53 (exact in float64, any order); up to ACC_BLOCK
     # chunk sums (< 2**53 each) add up in int64 below 2**63; blocks of chunks add up in Python integers
-    if qx is None or xd is None:
+    if xcat is None or qx is None:
         gw = ScaledInts(np.zeros((d, k), dtype=object) + 0, Fraction(1))
     else:
-        S = len(xd)
+        xc, S = xcat
         if S * U > MAX_PRODUCTS:
             raise TooWideError(f"X^T R needs {S} x {U} digit products")
-        xcat = np.moveaxis(xd, 0, 1).reshape(n, S * d)  # column s*d + l: digit s of X[:, l]
-        rcat = np.moveaxis(rd, 0, 1).reshape(n, U * k).astype(np.float64)
-        pad = (-n) % CHUNK_N
-        if pad:
-            xcat = np.concatenate([xcat, np.zeros((pad, S * d))])
-            rcat = np.concatenate([rcat, np.zeros((pad, U * k))])
-        nc = (n + pad) // CHUNK_N
-        xb = xcat.reshape(nc, CHUNK_N, S * d).transpose(0, 2, 1)
-        rb = rcat.reshape(nc, CHUNK_N, U * k)
         acc: Any = None
-        for c0 in range(0, nc, ACC_BLOCK):
-            part = np.matmul(xb[c0:c0 + ACC_BLOCK], rb[c0:c0 + ACC_BLOCK]).astype(np.int64).sum(axis=0)
-            acc = part if acc is None else (acc if acc.dtype == object else _obj(acc)) + _obj(part)
+        blk = np.zeros((S * d, U * k), dtype=np.int64)
+        for j, c0 in enumerate(range(0, n, CHUNK_N)):
+            blk += (xc[c0:c0 + CHUNK_N].T @ rcat[c0:c0 + CHUNK_N]).astype(np.int64)
+            if (j + 1) % ACC_BLOCK == 0 or c0 + CHUNK_N >= n:
+                acc = _obj(blk) if acc is None else acc + _obj(blk)
+                blk[...] = 0
         acc4 = acc.reshape(S, d, U, k)
         planes = np.stack([acc4[s, :, u, :] for s in range(S) for u in range(U)])
         gw_int = _combine(planes, [B * (s + u) for s in range(S) for u in range(U)])
         gw = ScaledInts(gw_int, Fraction(2) ** (qx + q0))
     return R, gw, ScaledInts(gb, Fraction(2) ** q0), loss
+

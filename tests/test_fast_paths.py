@@ -152,6 +152,38 @@ def test_expected_bounds_matmul_equals_elementwise(monkeypatch, fmt, n, d, k):
         assert np.array_equal(fast.rigorous[q], slow.rigorous[q])
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 40), d=st.integers(1, 7), k=st.integers(1, 4), seed=st.integers(0, 2**32 - 1),
+       log_scale=st.integers(-200, 200), fmt=st.sampled_from(FORMATS), tf32=st.booleans())
+def test_compiled_partial_sums_equal_numpy(n, d, k, seed, log_scale, fmt, tf32):
+    """The compiled partial sums (harness.partialsums) give the NumPy path's expected bounds to roundings,
+    at any magnitude (their squares are of the products, so they never under/overflow where NumPy's do not)."""
+    inputs = _inputs(np.random.default_rng(seed), n, d, k, 2.0**log_scale)
+    ex = exact_step(exact_inputs_from_floats(inputs), Fraction(1, 64), "mean")
+    exact = {q: ex.values[q].to_hi_lo()[0] for q in QUANTITIES}
+    kw = {"lr": 1 / 64, "reduction": "mean", "fmt": fmt, "tf32": tf32}
+    with np.errstate(all="ignore"), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(bounds_mod, "KERNEL_MIN_WORK", 0)  # the compiled path at every size
+        compiled = step_bounds(inputs, ex.residual.to_float64(), exact, **kw)
+        mp.setattr(bounds_mod, "USE_KERNELS", False)
+        numpy_path = step_bounds(inputs, ex.residual.to_float64(), exact, **kw)
+    for q in QUANTITIES:
+        np.testing.assert_allclose(compiled.expected[q], numpy_path.expected[q], rtol=1e-12, atol=0)
+        assert np.array_equal(compiled.rigorous[q], numpy_path.rigorous[q])
+
+
+def test_compiled_partial_sums_pinned():
+    """Terms [1, 2, 3] of one reduction (X = [[1], [2], [3]] against R = ones): forward 1 + 9 + 36 = 46,
+    reverse 36 + 25 + 9 = 70, total 6, squares 14; the residual's terms 1*2, b = 3, -y = -4:
+    forward 4 + 25 + 1 = 30, reverse 1 + 1 + 16 = 18, total 1, squared products 4."""
+    from harness.partialsums import product_partial_sums, residual_partial_sums
+
+    fwd, rev, tot, ss = product_partial_sums(np.array([[1.0], [2.0], [3.0]]), np.ones((3, 1)))
+    assert (fwd[0, 0], rev[0, 0], tot[0, 0], ss[0, 0]) == (46.0, 70.0, 6.0, 14.0)
+    fwd, rev, tot, ss = residual_partial_sums(np.array([[1.0]]), np.array([[2.0]]), np.array([3.0]), np.array([[4.0]]))
+    assert (fwd[0, 0], rev[0, 0], tot[0, 0], ss[0, 0]) == (30.0, 18.0, 1.0, 4.0)
+
+
 @pytest.mark.parametrize("scale", [2.0**-300, 2.0**300, 2.0**-540, 1e150])
 def test_squares_guard_refuses_extreme_magnitudes(scale):
     """Beyond 2**+-250 the squares of products could under/overflow: the element-wise sums are used."""

@@ -183,3 +183,24 @@ def test_residual_float64_computed_once_and_read_only():
     assert st_.residual.to_float64() is r1
     with pytest.raises(ValueError):
         r1[0, 0] = 1.0  # a plug-in error model cannot change the residual another grading reads
+
+
+def test_reused_work_buffers_never_change_an_earlier_result():
+    """The slice path reuses its work buffers across calls: a result (its exact values, residual digits and
+    rounded residual) stays what it was after later calls on other data, smaller and larger."""
+    rng = np.random.default_rng(5)
+
+    def arrs(n: int) -> dict[str, np.ndarray]:
+        return {"X": rng.standard_normal((n, 4)) * 2.0 ** rng.integers(-30, 30, (n, 4)), "y": rng.standard_normal((n, 2)),
+                "W": rng.standard_normal((4, 2)), "b": rng.standard_normal(2)}
+
+    first = arrs(300)
+    ref = exact_step(exact_inputs_from_floats(first), Fraction(1, 8), "mean", method="exact-rational")
+    st1 = exact_step(exact_inputs_from_floats(first), Fraction(1, 8), "mean", method="exact-integer-slices")
+    assert st1.method == "exact-integer-slices"
+    for n in (300, 100, 900):  # nothing of st1 read yet: its lazy parts are built after these calls
+        exact_step(exact_inputs_from_floats(arrs(n)), Fraction(1, 8), "mean", method="exact-integer-slices")
+    for q, v in ref.values.items():
+        assert (st1.values[q].to_fractions() == v.to_fractions()).all(), q
+    assert (st1.residual.to_fractions() == ref.residual.to_fractions()).all()
+    assert np.array_equal(st1.residual.to_float64(), ref.residual.to_float64())
