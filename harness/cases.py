@@ -40,6 +40,7 @@ from .errors import CaseFileError, LimitError, quote
 from .floats import DTYPES, FloatFormat, round_to_format
 from .generate import generate_table
 from .limits import MAX_POLYNOMIAL_DEGREE, Limits, check_size, elements, exact_number
+from .optim.config import OPTIMIZER_ARGS, RULES, OptimizerConfig
 
 REDUCTIONS = ("sum", "mean")
 #: Case selections, smallest first (``--tier``, ``--harness-tier``; ``check --all`` is ``full``):
@@ -59,7 +60,7 @@ DEFAULT_DTYPES = ("float32", "float64")
 
 CASE_KEYS = {
     "id", "X", "y", "W", "b", "lr", "steps", "reduction", "dtypes", "tags", "description",
-    "source", "data", "x_columns", "y_columns", "polynomial_degree",
+    "source", "data", "x_columns", "y_columns", "polynomial_degree", "optimizer",
 }
 
 Written = npt.NDArray[Any]  # object array of Fraction (or float nan/inf for non-finite input)
@@ -81,6 +82,8 @@ class Case:
         dtypes: dtypes the case runs in by default.
         tags: free-form labels (``seed``, ``nist``, ``generated``, ...).
         source: the file the case came from (``"<memory>"`` if built in code).
+        optimizer: the update rule (:class:`harness.optim.OptimizerConfig`); None = plain SGD
+            ``W' = W - lr dL/dW``.
     """
 
     id: str
@@ -93,6 +96,7 @@ class Case:
     source: str = "<memory>"
     description: str = ""
     written: Mapping[str, Written] | None = field(default=None, repr=False)
+    optimizer: OptimizerConfig | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -148,6 +152,64 @@ def validate_settings(
     return lr_exact, dts
 
 
+def optimizer_config(raw: Any, err: Callable[[str | None, str], CaseFileError]) -> OptimizerConfig | None:
+    """The one validation of a case's ``optimizer`` table (``[[case]]``, ``[[generate]]``, :func:`make_case`).
+
+    Args:
+        raw: None (plain SGD), an :class:`OptimizerConfig` (taken as is), or a mapping with
+            ``name`` (one of :data:`harness.optim.RULES`) and torch.optim's own argument names
+            (:data:`harness.optim.OPTIMIZER_ARGS`; missing ones take torch.optim's defaults).
+        err: builds the :class:`CaseFileError` naming the file and case, for a key and a detail.
+
+    Returns:
+        the configuration, or None for plain SGD.
+
+    Raises:
+        CaseFileError: with key ``optimizer.<argument>`` for an unknown rule or argument, a value of
+            the wrong type, a negative momentum, dampening, weight decay or eps, betas outside
+            [0, 1), and Nesterov without momentum or with dampening (torch.optim refuses it too).
+    """
+    if raw is None or isinstance(raw, OptimizerConfig):
+        return raw
+    if not isinstance(raw, Mapping):
+        raise err("optimizer", f"expected an inline table such as {{ name = \"adam\", betas = [0.9, 0.999] }}, got {quote(raw)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or name not in RULES:
+        raise err("optimizer.name", f"expected one of {', '.join(map(repr, RULES))}, got {quote(name)}")
+    allowed = OPTIMIZER_ARGS[name]
+    unknown = sorted((k for k in raw if k != "name" and k not in allowed), key=str)
+    if unknown:
+        hint = (" (the form -- for-loop, foreach, fused -- is the implementation's: e.g. torch-optim-adam-fused)"
+                if set(unknown) & {"foreach", "fused", "capturable", "differentiable"} else "")
+        raise err(f"optimizer.{unknown[0]}", f"unknown argument(s) {quote(unknown)} of {name}; allowed: {sorted(allowed)}{hint}")
+    args: dict[str, Any] = {}
+    for key, default in allowed.items():
+        val = raw.get(key, default)
+        if isinstance(default, bool):
+            if not isinstance(val, bool):
+                raise err(f"optimizer.{key}", f"expected true or false, got {quote(val)}")
+            args[key] = val
+        elif key == "betas":
+            if not isinstance(val, list | tuple) or len(val) != 2:
+                raise err("optimizer.betas", f"expected two numbers [beta1, beta2], got {quote(val)}")
+            pair = tuple(_exact_scalar(v, "optimizer.betas", err) for v in val)
+            if not all(isinstance(v, Fraction) and 0 <= v < 1 for v in pair):
+                raise err("optimizer.betas", f"each beta must be in [0, 1), got {quote(val)}")
+            args[key] = pair
+        else:
+            if isinstance(val, bool):
+                raise err(f"optimizer.{key}", f"expected a number, got {quote(val)}")
+            exact = _exact_scalar(val, f"optimizer.{key}", err)
+            if not isinstance(exact, Fraction) or exact < 0:
+                raise err(f"optimizer.{key}", f"must be a finite number >= 0, got {quote(val)}")
+            args[key] = exact
+    if name == "sgd" and args["nesterov"] and (args["momentum"] == 0 or args["dampening"] != 0):
+        raise err("optimizer.nesterov", "Nesterov momentum needs momentum > 0 and dampening = 0 (torch.optim.SGD refuses it too)")
+    if name == "sgd" and args["dampening"] > 1:
+        raise err("optimizer.dampening", f"dampening must be in [0, 1], got {quote(raw.get('dampening'))}")
+    return OptimizerConfig(name, args)
+
+
 def make_case(
     id: str,
     X: Sequence[Sequence[Any]] | npt.ArrayLike,
@@ -162,11 +224,14 @@ def make_case(
     tags: Iterable[str] = (),
     source: str = "<memory>",
     description: str = "",
+    optimizer: Any = None,
 ) -> Case:
     """Build and validate a case from Python values.
 
     Numbers may be int, float, ``Decimal``, ``Fraction`` or decimal strings
     (``"0.1"`` is exactly 1/10 as written). A 1-D ``y`` is taken as one column.
+    ``optimizer``: None (plain SGD), an :class:`harness.optim.OptimizerConfig` or the table of a
+    case file (``{"name": "adam", "betas": [0.9, 0.999]}``; see :func:`optimizer_config`).
 
     Raises:
         CaseFileError: naming ``source``, ``id`` and the key, on a wrong shape,
@@ -200,6 +265,7 @@ def make_case(
     return Case(
         id=id, values=values, written=written, lr=lr_exact, steps=steps, reduction=reduction,
         dtypes=dts, tags=tuple(tags), source=source, description=description,
+        optimizer=optimizer_config(optimizer, err),
     )
 
 
@@ -217,6 +283,7 @@ def case_from_arrays(
     tags: Iterable[str] = (),
     source: str = "<memory>",
     description: str = "",
+    optimizer: Any = None,
 ) -> Case:
     """Build a case from float64 arrays whose values are the written values
     (no decimal text: used by the generator and Hypothesis strategies).
@@ -246,6 +313,7 @@ def case_from_arrays(
     return Case(
         id=id, values=vals, lr=lr_exact, steps=steps, reduction=reduction, dtypes=dts,
         tags=tuple(tags), source=source, description=description, written=None,
+        optimizer=optimizer_config(optimizer, err),
     )
 
 
@@ -581,7 +649,7 @@ def cases_from_table(spec: Mapping[str, Any], *, path: str, base: Path, index: i
     return make_case(
         case_id, fields["X"], fields["y"], fields["W"], fields["b"], lr=fields["lr"],
         steps=steps, reduction=fields.get("reduction", "sum"), dtypes=dtypes,
-        tags=tags, source=path, description=description,
+        tags=tags, source=path, description=description, optimizer=fields.get("optimizer"),
     )
 
 
@@ -648,12 +716,20 @@ def expand_generate_table(spec: Mapping[str, Any], *, path: str, index: int, tie
         CaseFileError: naming the file, the table and the key.
     """
     name = tier_name(tier)
+    optimizer = None
+    if "optimizer" in spec:  # a key of the cases it makes, validated here (the one place), not by the generator
+        raw = spec["optimizer"]
+        spec = {k: v for k, v in spec.items() if k != "optimizer"}
+        table = spec.get("name")
+        where = f"[[generate]] {table!r}" if isinstance(table, str) else f"[[generate]] number {index + 1}"
+        optimizer = optimizer_config(raw, lambda key, detail: CaseFileError(detail, path=path, case_id=where, key=key))
     made = generate_table(spec, path=path, index=index, tier="large" if name == "large" else "default", limits=limits)
     if name == "quick" and made:
         made = quick_pick(made, len(spec["shapes"]))
     return [
         case_from_arrays(g.id, g.values["X"], g.values["y"], g.values["W"], g.values["b"], lr=g.lr, steps=g.steps,
-                         reduction=g.reduction, dtypes=g.dtypes, tags=g.tags, source=g.source, description=g.description)
+                         reduction=g.reduction, dtypes=g.dtypes, tags=g.tags, source=g.source, description=g.description,
+                         optimizer=optimizer)
         for g in made
     ]
 

@@ -41,6 +41,9 @@ from .frameworks import (
 )
 from .implementations import Implementation, implementation_of, resolve
 from .isolation import mutated_inputs, mutation_message, reraise_real_interrupt, snapshot
+from .optim.config import optimizer_keyword, rule_mismatch
+from .optim.grade import finite_state, grade_update, read_state, split_state
+from .optim.oracle import exact_trajectory as optimizer_trajectory
 from .oracle import ExactStep, exact_inputs_from_floats, exact_inputs_from_written, exact_step, exact_trajectory
 from .records import Record
 from .results import StepResultsError, collect_steps
@@ -192,6 +195,9 @@ def check_case(
         reason = f"{impl.name} does not support {dtype}"
     if reason is None and impl.devices is not None and device.split(":")[0] not in impl.devices:
         reason = f"{impl.name} does not run on {device}"
+    if reason is None:
+        mismatch = rule_mismatch(impl.optimizers, case.optimizer)
+        reason = f"{impl.name} {mismatch}" if mismatch else None
     if reason:
         return [_whole_run_record(base, "unsupported", reason)]
     if not case.finite:
@@ -229,8 +235,11 @@ def check_case(
             return [_whole_run_record(base, got.verdict, got.message)]
         all_results.append(got)
     results = all_results[0]
-    traj = cache.trajectory(seen, lr_oracle, (dtype, device)) if opts.trajectory else None
-    written = cache.written_step()
+    opt = case.optimizer
+    traj = cache.trajectory(seen, lr_oracle, (dtype, device)) if opts.trajectory and opt is None else None
+    written = cache.written_step() if opt is None else None
+    opt_traj = optimizer_trajectory(opt, seen, Fraction(lr_float), case.reduction, case.steps, fmt) if opts.trajectory and opt else None
+    prev_state: dict[str, dict[str, F64]] = {}
     seen_exact = exact_inputs_from_floats(seen)
     records: list[Record] = []
     prev_W, prev_b = seen["W"], seen["b"]
@@ -249,15 +258,25 @@ def check_case(
             exact_in = {**seen_exact, "W": ScaledInts.from_floats(prev_W), "b": ScaledInts.from_floats(prev_b)}
             ex = exact_step(exact_in, lr_oracle, case.reduction)
         graded_steps[t] = (ex, step_inputs)
-        records.extend(_grade_step(case, base, t, out, ex, step_inputs, lr_oracle, fmt, opts,
+        step_records = _grade_step(case, base, t, out, ex, step_inputs, lr_oracle, fmt, opts,
                                    written if t == 1 else None, traj[t - 1] if traj is not None else None, history,
-                                   impl.error_model, opts.flush_to_zero or impl.flush_to_zero))
+                                   impl.error_model, opts.flush_to_zero or impl.flush_to_zero)
+        if opt is not None:  # the update is the optimizer's: graded by harness.optim on what the step held
+            if not finite_state(prev_state):
+                records.append(Record(quantity="*", step=t, verdict="overflow",
+                                      message=f"the optimizer state after step {t - 1} is not finite; later steps are not graded", **base))
+                break
+            step_records = [r for r in step_records if r.quantity not in ("W", "b")] + grade_update(
+                opt, base, t, out, {"W": prev_W, "b": prev_b}, prev_state, lr_float, fmt,
+                opts.flush_to_zero or impl.flush_to_zero, opt_traj[t - 1] if opt_traj is not None else None)
+            prev_state = split_state(out, opt)
+        records.extend(step_records)
         prev_W, prev_b = out["W"], out["b"]
     if runs > 1:
         from .repeat import apply_repeat
 
         def exact_of_step(t: int) -> Any:
-            if t not in graded_steps:
+            if t not in graded_steps or opt is not None:  # an optimizer's other runs: spread reported, not graded
                 return None
             ex, step_inputs = graded_steps[t]
             return _exact_and_bounds(case, base, ex, step_inputs, lr_oracle, fmt, opts, impl)
@@ -309,7 +328,14 @@ def _run_once(
         problem = _validate(results, case.steps, n, d, k, fmt, impl.framework)
         if problem:
             return _Failed("error", which + problem)
-        return [_outputs(res, n, d, k, impl.framework) for res in list(results)]
+        outs = [_outputs(res, n, d, k, impl.framework) for res in list(results)]
+        if case.optimizer is not None:  # the optimizer's state after each step, graded with the update
+            for t, (res, o) in enumerate(zip(results, outs, strict=True), start=1):
+                state, problem = read_state(res, case.optimizer, {"W": (d, k), "b": (k,)}, impl.framework)
+                if problem:
+                    return _Failed("error", which + f"step {t}: {problem}")
+                o.update(state)
+        return outs
     except StepResultsError as exc:
         return _Failed("error", which + str(exc))
     except BaseException as exc:
@@ -396,7 +422,8 @@ def _mark_known_bug(records: list[Record], impl: Implementation, device: str, dt
 def _call_with_settings(impl: Implementation, inputs: Mapping[str, Any], lr: float, case: Case, device: str, opts: RunOptions) -> Any:
     if impl.framework != "torch":
         with np.errstate(all="ignore"):  # NumPy's overflow/underflow warnings: the harness grades the values itself
-            return impl.fn(inputs["X"], inputs["y"], inputs["W"], inputs["b"], lr=lr, reduction=case.reduction, steps=case.steps)
+            return impl.fn(inputs["X"], inputs["y"], inputs["W"], inputs["b"], lr=lr, reduction=case.reduction, steps=case.steps,
+                           **optimizer_keyword(case.optimizer))
     import torch
 
     # only the new API (set_float32_matmul_precision): it also sets allow_tf32, and
@@ -407,7 +434,8 @@ def _call_with_settings(impl: Implementation, inputs: Mapping[str, Any], lr: flo
         old_prec = None
     try:
         torch.set_float32_matmul_precision(opts.effective_matmul_precision)
-        return impl.fn(inputs["X"], inputs["y"], inputs["W"], inputs["b"], lr=lr, reduction=case.reduction, steps=case.steps)
+        return impl.fn(inputs["X"], inputs["y"], inputs["W"], inputs["b"], lr=lr, reduction=case.reduction, steps=case.steps,
+                       **optimizer_keyword(case.optimizer))
     finally:
         if old_prec is not None:
             torch.set_float32_matmul_precision(old_prec)
@@ -719,7 +747,8 @@ def verify(
     devs = parse_devices(devices)
     dts = parse_dtypes(dtypes)
     case_list = as_cases(cases)
-    units = [(c, i, dv, dt) for c in case_list for i in impl_list for dv in devs for dt in (dts or c.dtypes)]
+    units = [(c, i, dv, dt) for c in case_list for i in impl_list if rule_mismatch(i.optimizers, c.optimizer) is None
+             for dv in devs for dt in (dts or c.dtypes)]
     from .isolation import sigint_flag
 
     if isolation == "process":

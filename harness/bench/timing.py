@@ -35,6 +35,7 @@ import numpy as np
 from ..devices import available_devices, device_type
 from ..frameworks import to_framework, unsupported_reason
 from ..implementations import Implementation, StepResult
+from ..optim.config import benchmark_optimizer, optimizer_keyword
 
 #: Reduction and learning rate of the benchmarked step (mean keeps 16-bit losses finite at N = 10^6).
 REDUCTION = "mean"
@@ -308,7 +309,8 @@ class StepTarget:
 
     def __call__(self) -> list[StepResult]:
         i = self.inputs
-        out = self.impl.fn(i["X"], i["y"], i["W"], i["b"], lr=LR, reduction=REDUCTION, steps=1)
+        out = self.impl.fn(i["X"], i["y"], i["W"], i["b"], lr=LR, reduction=REDUCTION, steps=1,
+                           **optimizer_keyword(benchmark_optimizer(self.impl.optimizers)))
         self._sync()
         self.last = out
         return out
@@ -341,7 +343,8 @@ class StepTarget:
         rows = min(self.size.n, CHECK_MAX_N)
         ref = self.reference
         case = case_from_arrays(f"bench-{self.size.label}", ref["X"][:rows], ref["y"][:rows], ref["W"], ref["b"],
-                                lr=LR, reduction=REDUCTION, dtypes=(self.dtype,), tags=("bench",))
+                                lr=LR, reduction=REDUCTION, dtypes=(self.dtype,), tags=("bench",),
+                                optimizer=benchmark_optimizer(self.impl.optimizers))
         tf32 = False
         if self.dtype == "float32" and device_type(self.device) == "cuda":
             import torch

@@ -15,11 +15,13 @@ from .registry import REGISTRY, Implementation
 
 def load_builtins() -> None:
     """Import the built-in implementations (registers them)."""
+    from ..optim import numpy_steps as optim_numpy_steps  # noqa: F401
     from . import finite_differences, numpy_steps, torch_steps  # noqa: F401
 
 
 def load_mutants() -> None:
     """Import the catalogue of deliberately buggy implementations (for ``selftest``)."""
+    from ..optim import mutants as optim_mutants  # noqa: F401
     from . import mutants, mutants_semantics  # noqa: F401
 
 

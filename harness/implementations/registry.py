@@ -46,7 +46,7 @@ class StepResult(NamedTuple):
     b: Any
 
 
-StepFn = Callable[..., list[StepResult]]
+StepFn = Callable[..., Any]  # returns a sequence (or generator) of StepResult or OptimizerStepResult
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,11 @@ class Implementation:
             flush-to-zero bounds in every dtype (as float16 and bfloat16 always
             are); undeclared, a float32 or float64 error only flushing explains
             is ``disagree`` and its message names flush-to-zero.
+        optimizers: the update rules it implements: ``"plain"`` (``W' = W - lr dL/dW``, a case
+            without ``optimizer``) and the rules of :data:`harness.optim.RULES` (``"sgd"``,
+            ``"adam"``, ``"adamw"``). For a case with an ``optimizer`` the step is called with the
+            keyword ``optimizer=`` (a :class:`harness.optim.OptimizerConfig`) and returns
+            :class:`harness.optim.OptimizerStepResult` (the state after each step too).
     """
 
     name: str
@@ -95,6 +100,7 @@ class Implementation:
     error_model: Callable[..., Any] | None = None
     known_bug: Callable[[str, str], str | None] | None = None
     flush_to_zero: bool = False
+    optimizers: tuple[str, ...] = ("plain",)
 
 
 REGISTRY: dict[str, Implementation] = {}
@@ -114,6 +120,7 @@ def implementation(
     error_model: Callable[..., Any] | None = None,
     known_bug: Callable[[str, str], str | None] | None = None,
     flush_to_zero: bool = False,
+    optimizers: Iterable[str] = ("plain",),
 ) -> Callable[[StepFn], StepFn]:
     """Register a step function under ``name``.
 
@@ -125,16 +132,21 @@ def implementation(
             return [harness.StepResult(loss, grad_W, grad_b, W, b), ...]
 
     ``flush_to_zero=True`` declares that the step may flush subnormals to zero
-    (see :attr:`Implementation.flush_to_zero`).
+    (see :attr:`Implementation.flush_to_zero`). ``optimizers=("adam",)`` declares the update rules
+    the step implements (:attr:`Implementation.optimizers`; default: plain SGD only).
 
     Raises:
-        PluginError: for an unknown framework (register it first with
+        PluginError: for an unknown rule in ``optimizers``, for an unknown framework (register it first with
             :func:`harness.frameworks.register_framework`), or a name already registered by another function.
     """
     try:
         framework_of(framework)
     except PluginError as exc:
         raise PluginError(f"implementation {name!r}: {exc}") from None
+    rules = tuple(optimizers)
+    known_rules = ("plain", "sgd", "adam", "adamw")
+    if not rules or any(r not in known_rules for r in rules):
+        raise PluginError(f"implementation {name!r}: optimizers must name some of {known_rules}, got {rules!r}")
 
     def deco(fn: StepFn) -> StepFn:
         old = REGISTRY.get(name)
@@ -146,6 +158,7 @@ def implementation(
             correct=correct, expected=tuple(expected), dtypes=tuple(dtypes) if dtypes is not None else None,
             devices=tuple(devices) if devices is not None else None, kind=kind,
             default=default, error_model=error_model, known_bug=known_bug, flush_to_zero=flush_to_zero,
+            optimizers=rules,
         )
         return fn
 

@@ -12,9 +12,11 @@ never receives ``.grad``.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 
+from ..optim.torch_steps import optim_steps
 from .registry import StepResult, implementation
 
 
@@ -78,14 +80,18 @@ def torch_add_(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tenso
 
 
 def _optim_sgd(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, lr: float, reduction: str, steps: int,
-               **flags: bool) -> list[StepResult]:
+               optimizer: Any = None, **flags: bool) -> list[Any]:
     """``torch.optim.SGD([W, b], lr, **flags)`` with ``zero_grad()`` before each backward.
 
     ``flags`` selects the implementation: ``foreach=False`` (for-loop over the
     parameters), ``foreach=True`` (``torch._foreach_add_`` over the list),
     ``fused=True`` (one fused kernel). Raises RuntimeError (from PyTorch) where
     fused SGD lacks the device; the harness records that as ``unsupported``.
+    ``optimizer``: a case's :class:`harness.optim.OptimizerConfig` (momentum, dampening,
+    Nesterov, weight decay, maximize), run by :func:`harness.optim.torch_steps.optim_steps`.
     """
+    if optimizer is not None:
+        return optim_steps(torch.optim.SGD, X, y, W, b, lr, reduction, steps, optimizer, **flags)
     W = leaf(W)
     b = leaf(b)
     opt = torch.optim.SGD([W, b], lr=lr, **flags)
@@ -101,16 +107,18 @@ def _optim_sgd(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tenso
     return out
 
 
-@implementation("torch-optim-sgd", framework="torch", kind="builtin",
+@implementation("torch-optim-sgd", framework="torch", kind="builtin", optimizers=("plain", "sgd"),
                 description="torch.optim.SGD, for-loop implementation (foreach=False), zero_grad() each step")
-def torch_optim_sgd(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
-    return _optim_sgd(X, y, W, b, lr, reduction, steps, foreach=False)
+def torch_optim_sgd(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int,
+                    optimizer: Any = None) -> list[Any]:
+    return _optim_sgd(X, y, W, b, lr, reduction, steps, optimizer, foreach=False)
 
 
-@implementation("torch-optim-sgd-foreach", framework="torch", kind="builtin",
+@implementation("torch-optim-sgd-foreach", framework="torch", kind="builtin", optimizers=("plain", "sgd"),
                 description="torch.optim.SGD, foreach implementation (foreach=True), zero_grad() each step")
-def torch_optim_sgd_foreach(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
-    return _optim_sgd(X, y, W, b, lr, reduction, steps, foreach=True)
+def torch_optim_sgd_foreach(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int,
+                    optimizer: Any = None) -> list[Any]:
+    return _optim_sgd(X, y, W, b, lr, reduction, steps, optimizer, foreach=True)
 
 
 @functools.cache
@@ -133,13 +141,14 @@ def fused_sgd_known_bug(device: str, dtype: str) -> str | None:
     return None
 
 
-@implementation("torch-optim-sgd-fused", framework="torch", kind="builtin", known_bug=fused_sgd_known_bug,
+@implementation("torch-optim-sgd-fused", framework="torch", kind="builtin", known_bug=fused_sgd_known_bug, optimizers=("plain", "sgd"),
                 description="torch.optim.SGD, fused implementation (fused=True), zero_grad() each step")
-def torch_optim_sgd_fused(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+def torch_optim_sgd_fused(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int,
+                    optimizer: Any = None) -> list[Any]:
     """Fused SGD. In torch 2.13 it exists for every floating dtype on cpu, cuda,
     mps and xpu (``torch.utils._foreach_utils._get_fused_kernels_supported_devices``);
     elsewhere PyTorch raises and the record's verdict is ``unsupported``."""
-    return _optim_sgd(X, y, W, b, lr, reduction, steps, fused=True)
+    return _optim_sgd(X, y, W, b, lr, reduction, steps, optimizer, fused=True)
 
 
 @implementation("torch-func", framework="torch", kind="builtin",

@@ -224,6 +224,11 @@ def render_html(model: ReportModel, *, title: str = "Agreement report",
     determinism = determinism_section(model.records)
     if determinism is not None:
         extras.insert(0, determinism)
+    from ..optim.report import rules_section
+
+    rules = rules_section({r.quantity for r in model.records})
+    if rules is not None:
+        extras.insert(0, ExtraSection(*rules, id="optimizer-rules"))
     page = _env().get_template("report.html.j2")
     with no_gc():
         return page.render(

@@ -1,0 +1,267 @@
+"""Forward error bounds of one optimizer update, per element.
+
+The update is graded *given what the implementation held*: its own parameter and state before the
+step and its own gradient of the step (the gradient itself is graded by the step's ``grad_W`` and
+``grad_b`` records against the exact gradient, :mod:`harness.bounds`). So the only errors are the
+roundings of the update's own operations and of the hyper-parameters as the implementation holds them.
+
+**Rounding model** (as :mod:`harness.bounds`): each operation ``fl(x op y) = (x op y)(1 + d) + e``,
+``|d| <= u2`` with ``u2 = u + u_w (1 + u)`` (:func:`harness.bounds.update_rounding`: an operation may
+be computed in a wider type -- PyTorch's float32 opmath for float16 and bfloat16 -- and rounded to the
+dtype), ``|e| <= eta`` (:class:`harness.bounds.Regime`: half the subnormal spacing, or the smallest
+normal number with flush-to-zero, always allowed for float16 and bfloat16). A hyper-parameter ``h``
+(a Python float) is held in the operation's type: relative error ``r_h = u2`` (normal) or up to
+``2**emin / |h|`` where it is subnormal in the dtype (at most 100%: flushed to 0). Hyper-parameters
+derived in float64 (``1 - tau``, ``1 - beta``, ``lr / (1 - beta1^t)``, ``sqrt(1 - beta2^t)``) add
+their float64 error (torch.optim computes them in Python floats; its fused kernels in double).
+
+**SGD family** (:func:`sgd_bounds`). Every output of :func:`harness.optim.rules.sgd_rule` is a sum of
+``T`` terms ``c_i x_i``, ``x_i`` one of ``theta, g, buf`` and ``c_i`` a signed product of ``n_i``
+hyper-parameters (found by running the rule in :class:`Terms` arithmetic). In any evaluation order
+(for-loop ``mul_``/``add_(alpha=)``, foreach, fused, FMA or not, ``1 - tau`` applied first or last),
+term ``i`` passes at most ``n_i`` multiplications, ``T - 1`` additions and ``SLACK`` = 2 extra
+roundings (a product formed in the dtype and then scaled again, an intermediate stored in the dtype),
+and is held with factor ``prod (1 + r_h)``: by Higham (2002) Lemma 3.1 ``prod (1 + d_j) = 1 + theta_k``,
+``|theta_k| <= gamma_k``,
+
+    |out^ - out| <= sum_i |c_i x_i| ((1 + u2)^(n_i + T - 1 + SLACK) prod_h (1 + r_h) - 1) + N_ops eta.
+
+**Adam, AdamW** (:func:`adam_bounds`), each step with the error ``E`` of the previous one carried
+(``w = 1 - beta1``, ``w2 = 1 - beta2``, ``K(n) = (1 + u2)^n - 1``; magnitudes of exact values):
+
+- ``d = g + lambda theta`` (Adam's L2): ``E_d = K(3)(|g| + lambda |theta|) + eta``;
+- AdamW's decay ``theta1 = theta (1 - lr lambda)`` (or ``theta - lr lambda theta``):
+  ``E_1 = K(4) |theta| (1 + lr lambda) + eta``;
+- ``m = beta1 m_ + w d`` in any of its forms (``lerp``: ``m_ + w (d - m_)`` for ``w < 1/2``,
+  ``d - (1 - w)(d - m_)`` otherwise, or the two products): ``E_m = K(6) A_m + w (1 + K(6)) E_d + 3 eta``
+  with ``A_m`` the largest sum of absolute terms of the three forms;
+- ``v = beta2 v_ + w2 d^2`` (all terms >= 0): ``E_v = K(6)(beta2 v_ + w2 d^2) + w2 (1 + K(6))(2 |d| E_d + E_d^2) + 3 eta``;
+  amsgrad's ``V = max(V_, v)`` is exact: ``E_V = E_v``;
+- ``S = sqrt(V)``: ``|sqrt(V^) - sqrt(V)| <= min(E_V / sqrt(V), sqrt(E_V))``, then one rounding;
+- ``q = S / c2``, ``c2 = sqrt(1 - beta2^t)`` with relative error
+  ``r_c2 = u2 + 4 u64 (1 + beta2^t / (1 - beta2^t))`` (``pow``, the cancellation of ``1 - beta2^t``,
+  the square root, all in float64, then held): ``E_q = (E_S / c2 + q r_c2) / (1 - r_c2) (1 + u2) + u2 q + eta``;
+- ``den = q + eps``: ``E_den = E_q + r_eps eps + u2 (den + E_q) + eta``;
+- ``r = m / den``: ``E_r = (E_m + |r| E_den) / (den - E_den) (1 + u2) + u2 |r| + eta`` (infinite, a
+  vacuous bound, where ``E_den >= den``: eps below the dtype's resolution and ``V`` near 0);
+- ``p = s r``, ``s = lr / (1 - beta1^t)`` with ``r_s = r_lr + 4 u64 (1 + beta1^t / (1 - beta1^t))``:
+  ``E_p = s E_r (1 + r_s) + |p| r_s + u2 (|p| + s E_r (1 + r_s) + |p| r_s) + eta``;
+- ``theta' = theta1 - p``: ``E = E_1 + E_p + u2 (|theta'| + E_1 + E_p) + eta``.
+
+The state quantities are graded against ``E_m``, ``E_v`` and ``E_V``.
+
+**Expected bounds**: the same derivations with each ``K(n)`` replaced by the probabilistic
+``min(LAMBDA u2 sqrt(n), K(n))`` (Higham and Mary 2019, as :mod:`harness.bounds`; ``LAMBDA = 6``), the
+hyper-parameter holdings and underflows kept rigorous; never above the rigorous bound.
+
+Where the implementation keeps its state in a narrower type than the parameter (float16 state for
+float32 parameters), the state's rounding is ``2**-11``, not ``u2``: far outside these bounds, which
+is how that downgrade is caught.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from ..bounds import LAMBDA, Regime, flush_to_zero_default, update_rounding
+from ..floats import FloatFormat
+from .config import OptimizerConfig
+from .rules import sgd_rule
+
+F64 = npt.NDArray[np.float64]
+#: Extra roundings allowed per term of the SGD family (module docstring).
+SLACK = 2
+U64 = 2.0**-53
+_SAFETY = 1.0 + 2.0**-30
+
+
+@dataclass(frozen=True)
+class Hyper:
+    """A hyper-parameter in :class:`Terms` arithmetic: ``|value|`` and its relative holding error."""
+
+    value: float
+    rel: float
+
+    def __mul__(self, other: Terms) -> Terms:
+        return Terms([(abs(self.value) * a, n + 1, h * (1 + self.rel)) for a, n, h in other.terms])
+
+
+class Terms:
+    """A sum of terms ``c_i x_i`` (:func:`sgd_bounds`): per term ``|c_i x_i|`` (an array), the
+    multiplications ``n_i`` it passed and its holding factor ``prod (1 + r_h)``."""
+
+    def __init__(self, terms: list[tuple[F64, int, float]]) -> None:
+        self.terms = terms
+
+    def __add__(self, other: Terms) -> Terms:
+        return Terms(self.terms + other.terms)
+
+    def __sub__(self, other: Terms) -> Terms:
+        return self + other
+
+    def __neg__(self) -> Terms:
+        return self
+
+    def bound(self, u: float, eta: float, k: Callable[[float], float]) -> F64:
+        """``sum_i |c_i x_i| ((1 + k(n_i + T - 1 + SLACK)) h_i - 1) + N_ops eta``, with ``k`` the
+        rigorous ``K(n) = (1 + u)^n - 1`` or the expected one."""
+        t = len(self.terms)
+        total = np.zeros_like(self.terms[0][0])
+        ops = t - 1
+        for a, n, h in self.terms:
+            total = total + a * ((1 + k(n + t - 1 + SLACK)) * h - 1)
+            ops += n
+        return (total + ops * eta) * _SAFETY
+
+
+def holding(h: float, u2: float, fmt: FloatFormat, derived: float = 0.0) -> float:
+    """Relative error of a hyper-parameter ``h`` as an implementation holds it (module docstring);
+    ``derived``: its own float64 error when computed from others."""
+    ah = abs(h)
+    sub = fmt.min_normal / ah if 0 < ah < fmt.min_normal else 0.0
+    return u2 + sub + derived
+
+
+def _kernels(fmt: FloatFormat) -> tuple[float, Callable[[float], float], Callable[[float], float]]:
+    u2 = update_rounding(fmt)
+
+    def rig(n: float) -> float:
+        return math.expm1(n * math.log1p(u2))
+
+    def exp(n: float) -> float:
+        return min(LAMBDA * u2 * math.sqrt(n), rig(n))
+
+    return u2, rig, exp
+
+
+def _eta(fmt: FloatFormat, flush_to_zero: bool) -> float:
+    return Regime(fmt, flush_to_zero or flush_to_zero_default(fmt)).eta
+
+
+def sgd_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[str, F64],
+               state: Mapping[str, Mapping[str, F64]], t: int, lr: float, fmt: FloatFormat,
+               flush_to_zero: bool = False) -> tuple[dict[str, F64], dict[str, F64]]:
+    """Rigorous and expected bounds of one SGD-family step (module docstring).
+
+    Args:
+        params, grads: float64 arrays by parameter name (``W`` (D, K), ``b`` (K,)): what the
+            implementation held. state: per parameter, its state after step ``t - 1``.
+        lr: the learning rate as handed to the implementation (a Python float).
+
+    Returns:
+        ``(rigorous, expected)``: per quantity (``W``, ``b``, ``momentum_buffer_W``, ...) an array of
+        absolute error bounds of the parameter's shape.
+    """
+    u2, rig, exp = _kernels(fmt)
+    eta = _eta(fmt, flush_to_zero)
+    hp = {
+        "lr": Hyper(lr, holding(lr, u2, fmt)),
+        "momentum": Hyper(float(opt["momentum"]), holding(float(opt["momentum"]), u2, fmt)),
+        "one_minus_dampening": Hyper(1 - float(opt["dampening"]), holding(1 - float(opt["dampening"]), u2, fmt, U64)),
+        "weight_decay": Hyper(float(opt["weight_decay"]), holding(float(opt["weight_decay"]), u2, fmt)),
+    }
+    rigorous: dict[str, F64] = {}
+    expected: dict[str, F64] = {}
+    for p in params:
+        w = Terms([(np.abs(params[p]), 0, 1.0)])
+        g = Terms([(np.abs(grads[p]), 0, 1.0)])
+        st = {k: Terms([(np.abs(v), 0, 1.0)]) for k, v in state.get(p, {}).items()}
+        new_w, new = sgd_rule(w, g, st, t, opt, hp)
+        for name, terms in ((p, new_w), *((f"{k}_{p}", v) for k, v in new.items())):
+            rigorous[name] = terms.bound(u2, eta, rig)
+            expected[name] = np.minimum(terms.bound(u2, eta, exp), rigorous[name])
+    return rigorous, expected
+
+
+def adam_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[str, F64],
+                state: Mapping[str, Mapping[str, F64]], t: int, lr: float, fmt: FloatFormat,
+                flush_to_zero: bool = False) -> tuple[dict[str, F64], dict[str, F64]]:
+    """Rigorous and expected bounds of one Adam or AdamW step (module docstring); arguments as
+    :func:`sgd_bounds`. Magnitudes are evaluated in float64 from the held values (their own relative
+    error, about 2**-52, is covered by a safety factor)."""
+    u2, rig, exp = _kernels(fmt)
+    eta = _eta(fmt, flush_to_zero)
+    b1, b2 = (float(x) for x in opt["betas"])
+    w1, w2 = 1 - b1, 1 - b2
+    wd = float(opt["weight_decay"])
+    eps = float(opt["eps"])
+    bc1, bc2 = 1 - b1**t, 1 - b2**t
+    c2 = math.sqrt(bc2)
+    s = lr / bc1
+    r_c2 = u2 + 4 * U64 * (1 + b2**t / bc2)
+    r_s = holding(lr, u2, fmt) + 4 * U64 * (1 + b1**t / bc1)
+    r_eps = holding(eps, u2, fmt)
+    rigorous: dict[str, F64] = {}
+    expected: dict[str, F64] = {}
+    for p in params:
+        theta = np.asarray(params[p], dtype=np.float64)
+        g = -grads[p] if opt["maximize"] else np.asarray(grads[p], dtype=np.float64)
+        prev = state.get(p, {})
+        m_ = np.asarray(prev.get("exp_avg", np.zeros_like(theta)), dtype=np.float64)
+        v_ = np.asarray(prev.get("exp_avg_sq", np.zeros_like(theta)), dtype=np.float64)
+        vmax_ = np.asarray(prev.get("max_exp_avg_sq", np.zeros_like(theta)), dtype=np.float64)
+        for k, out in ((rig, rigorous), (exp, expected)):
+            with np.errstate(all="ignore"):
+                got = _adam_chain(opt, theta, g, m_, v_, vmax_, k, u2, eta, b1, b2, w1, w2, wd, eps, lr, c2, s, r_c2, r_s, r_eps)
+            for name, arr in got.items():
+                out[f"{name}_{p}" if name != "theta" else p] = np.where(np.isnan(arr), np.inf, arr * _SAFETY)
+        for name in list(expected):
+            if name in rigorous:
+                expected[name] = np.minimum(expected[name], rigorous[name])
+    return rigorous, expected
+
+
+def _adam_chain(opt: OptimizerConfig, theta: F64, g: F64, m_: F64, v_: F64, vmax_: F64, k: Callable[[float], float],
+                u2: float, eta: float, b1: float, b2: float, w1: float, w2: float, wd: float, eps: float, lr: float,
+                c2: float, s: float, r_c2: float, r_s: float, r_eps: float) -> dict[str, F64]:
+    """The Adam chain of :func:`adam_bounds` with the kernel ``k`` (rigorous or expected)."""
+    zero = np.zeros_like(theta)
+    d, E_d = g, zero
+    th1, E_1 = theta, zero
+    if wd != 0:
+        if opt.name == "adamw":
+            th1 = theta * (1 - lr * wd)
+            E_1 = k(4) * np.abs(theta) * (1 + lr * wd) + eta
+        else:
+            d = g + wd * theta
+            E_d = k(3) * (np.abs(g) + wd * np.abs(theta)) + eta
+    m = b1 * m_ + w1 * d
+    am, ad = np.abs(m_), np.abs(d) + E_d
+    A_m = np.maximum.reduce([(1 + w1) * am + w1 * ad, (2 - w1) * ad + b1 * am, b1 * am + w1 * ad])
+    E_m = k(6) * A_m + w1 * (1 + k(6)) * E_d + 3 * eta
+    v = b2 * v_ + w2 * d * d
+    E_v = k(6) * (b2 * v_ + w2 * d * d) + w2 * (1 + k(6)) * (2 * np.abs(d) * E_d + E_d * E_d) + 3 * eta
+    out = {"exp_avg": E_m, "exp_avg_sq": E_v}
+    V = v
+    if opt["amsgrad"]:
+        V = np.maximum(vmax_, v)
+        out["max_exp_avg_sq"] = E_v
+    S = np.sqrt(V)
+    dS = np.minimum(np.where(S > 0, E_v / np.where(S > 0, S, 1.0), np.inf), np.sqrt(E_v))
+    E_S = dS + k(1) * (S + dS) + eta
+    q = S / c2
+    E_q = (E_S / c2 + q * r_c2) / (1 - r_c2) * (1 + k(1)) + k(1) * q + eta
+    den = q + eps
+    E_den = E_q + r_eps * eps + k(1) * (den + E_q) + eta
+    r = m / den
+    gap = den - E_den
+    E_r = np.where(gap > 0, (E_m + np.abs(r) * E_den) / np.where(gap > 0, gap, 1.0), np.inf) * (1 + k(1)) + k(1) * np.abs(r) + eta
+    p = s * r
+    sE = s * E_r * (1 + r_s) + np.abs(p) * r_s
+    E_p = sE + k(1) * (np.abs(p) + sE) + eta
+    new = th1 - p
+    out["theta"] = E_1 + E_p + k(1) * (np.abs(new) + E_1 + E_p) + eta
+    return out
+
+
+def update_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[str, F64],
+                  state: Mapping[str, Mapping[str, F64]], t: int, lr: float, fmt: FloatFormat,
+                  flush_to_zero: bool = False) -> tuple[dict[str, F64], dict[str, F64]]:
+    """:func:`sgd_bounds` or :func:`adam_bounds`, by ``opt.name``."""
+    fn = sgd_bounds if opt.name == "sgd" else adam_bounds
+    return fn(opt, params, grads, state, t, lr, fmt, flush_to_zero)

@@ -1,0 +1,160 @@
+"""Grading an optimizer step: the state a step returns, and the records of its update.
+
+For a case with an ``optimizer``, :func:`harness.runner.check_case` grades the loss and the gradients
+of each step as for plain SGD (against the exact gradient at the implementation's own previous
+parameters), and hands the update to :func:`grade_update`: ``W``, ``b`` and every state quantity
+(``momentum_buffer_W``, ``exp_avg_b``, ...) against the truth of the rule applied to what the
+implementation held -- its previous parameters and state and its own gradient of the step, the
+inputs of ``optimizer.step()`` -- (:mod:`harness.optim.oracle`) with the bounds of
+:mod:`harness.optim.bounds`. The drift of ``W`` and ``b`` from the exact trajectory (exact
+gradients, exact updates from the initial inputs) is reported in their records, as for plain SGD.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..compare import compare
+from ..floats import FloatFormat, decimal_string, ulp_error
+from ..frameworks import to_float64
+from ..records import Record
+from .bounds import update_bounds
+from .config import PARAMS, OptimizerConfig
+from .oracle import UpdateTruth, update_truth
+
+F64 = npt.NDArray[np.float64]
+
+
+def quantity_names(opt: OptimizerConfig) -> list[str]:
+    """The graded quantities of an update, in record order: ``W``, ``b``, then the state per parameter."""
+    return [*PARAMS, *(f"{k}_{p}" for p in PARAMS for k in opt.state_keys())]
+
+
+def read_state(res: Any, opt: OptimizerConfig, shapes: Mapping[str, tuple[int, ...]], framework: str | None) -> tuple[dict[str, F64], str | None]:
+    """The state of one step's result as float64 arrays ``{"<key>_<param>": array}``, or why it cannot be read.
+
+    ``res.state`` must map ``"W"`` and ``"b"`` to mappings holding every key of
+    :meth:`OptimizerConfig.state_keys` (extra keys such as torch.optim's ``step`` are ignored), each
+    an array of the parameter's shape (size-1 axes aside). Values may be of any floating dtype: a
+    state kept narrower than the parameter is graded, not refused (that is a precision finding).
+    """
+    state = getattr(res, "state", None)
+    keys = opt.state_keys()
+    if not keys:
+        return {}, None
+    if not isinstance(state, Mapping):
+        return {}, (f"the result has no state (got {type(state).__name__}): an optimizer step returns "
+                    "harness.optim.OptimizerStepResult(loss, grad_W, grad_b, W, b, state={'W': {...}, 'b': {...}})")
+    out: dict[str, F64] = {}
+    for p in PARAMS:
+        per = state.get(p)
+        if not isinstance(per, Mapping):
+            return {}, f"state[{p!r}] is missing or not a mapping (expected the keys {list(keys)})"
+        for k in keys:
+            if per.get(k) is None:
+                return {}, f"state[{p!r}] has no {k!r} (expected the keys {list(keys)}, torch.optim's names)"
+            try:
+                arr = to_float64(per[k], framework)
+            except Exception as exc:  # user objects: anything they raise is this implementation's error
+                return {}, f"state[{p!r}][{k!r}] cannot be read as numbers: {type(exc).__name__}: {exc}"
+            if arr.size != int(np.prod(shapes[p])):
+                return {}, f"state[{p!r}][{k!r}] has shape {tuple(arr.shape)}, expected {shapes[p]}"
+            out[f"{k}_{p}"] = arr.reshape(shapes[p])
+    return out, None
+
+
+def split_state(flat: Mapping[str, F64], opt: OptimizerConfig) -> dict[str, dict[str, F64]]:
+    """``{"exp_avg_W": a, ...}`` as ``{"W": {"exp_avg": a, ...}, "b": {...}}``."""
+    return {p: {k: flat[f"{k}_{p}"] for k in opt.state_keys() if f"{k}_{p}" in flat} for p in PARAMS}
+
+
+def _rational(value: Fraction) -> str | None:
+    s = f"{value.numerator}/{value.denominator}" if value.denominator != 1 else str(value.numerator)
+    return s if len(s) <= 80 else None
+
+
+def _message(q: str, cmp: Any, fmt: FloatFormat) -> str:
+    if cmp.verdict == "agree":
+        return ""
+    bad = cmp.counts.get(cmp.verdict, 0)
+    what = {"disagree": "above the rigorous error bound of the update", "suspect": "above the expected bound of the update "
+            "but within the rigorous one", "overflow": f"out of {fmt.name}'s range"}.get(cmp.verdict, cmp.verdict)
+    rig = cmp.rigorous_at_worst
+    if cmp.verdict == "overflow" and not np.isfinite(rig):
+        what = "not finite where the rigorous bound is vacuous (no correct value, inf or NaN included, is excluded there)"
+    ratio = f"{cmp.abs_error_at_worst / rig:.3g} x rigorous bound" if np.isfinite(rig) and rig > 0 else "rigorous bound vacuous"
+    return (f"{q}: {bad} of {cmp.size} element(s) {what}; worst at {list(cmp.worst_index)}: error {cmp.abs_error_at_worst:.6g} "
+            f"({ratio}), {cmp.ulp_error_at_worst:.4g} ULPs")
+
+
+def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Mapping[str, F64], prev_params: Mapping[str, F64],
+                 prev_state: Mapping[str, Mapping[str, F64]], lr: float, fmt: FloatFormat, flush_to_zero: bool,
+                 traj: UpdateTruth | None) -> list[Record]:
+    """The records of the update of step ``t``: one per quantity of :func:`quantity_names`.
+
+    Args:
+        base: the fields every record of this run carries (case, implementation, device, ...).
+        out: the step's results as float64 arrays: ``grad_W``, ``grad_b``, ``W``, ``b`` and the state.
+        prev_params, prev_state: what the implementation held before the step (its own).
+        lr: the learning rate handed to it; traj: the exact trajectory's step ``t`` (drift), or None.
+    """
+    params = {p: np.asarray(prev_params[p], dtype=np.float64) for p in PARAMS}
+    grads = {p: out[f"grad_{p}"] for p in PARAMS}
+    if not all(bool(np.isfinite(g).all()) for g in grads.values()):
+        # the rule applied to an infinite or NaN gradient has no exact value; the gradient's own records grade it
+        return [Record(quantity="*", step=t, verdict="overflow", message=f"the gradient of step {t} is not finite "
+                       "(see its grad_W and grad_b records): the optimizer update of this step is not graded", **base)]
+    truth = update_truth(opt, params, grads, prev_state, t, Fraction(lr), fmt)
+    rigorous, expected = update_bounds(opt, params, grads, prev_state, t, lr, fmt, flush_to_zero)
+    records = []
+    for q in quantity_names(opt):
+        exact = truth.values[q]
+        hi, lo = exact.to_hi_lo()
+        rig, exp = rigorous[q], expected[q]
+        vacuous = ~np.isfinite(rig)
+        with np.errstate(all="ignore"):
+            beyond = (np.abs(hi) + np.where(vacuous, 0.0, rig)) > fmt.max_finite
+        allowed = vacuous | beyond
+        cmp = compare(out[q], hi, lo, rig, exp, allowed, fmt, nan_allowed=vacuous)
+        idx = cmp.worst_index
+        ef = exact.fraction_at(idx)
+        msg = _message(q, cmp, fmt)
+        if bool(vacuous.any()):
+            note = (f"{q}: the rigorous bound is vacuous at {int(vacuous.sum())} element(s) (eps or a hyper-parameter "
+                    f"below {fmt.name}'s resolution where the second moment is near 0: no correct value is excluded)")
+            msg = f"{msg}; {note}" if msg else note
+        if q in truth.straddles:
+            note = (f"{q}: the exact value's enclosure straddles a rounding boundary of {fmt.name} at "
+                    f"{[list(i) for i in truth.straddles[q][:3]]}: its correctly rounded value is not decided")
+            msg = f"{msg}; {note}" if msg else note
+        rec = Record(
+            quantity=q, step=t, verdict=cmp.verdict, shape=list(out[q].shape),
+            max_abs_error=cmp.max_abs_error, max_ulp_error=cmp.max_ulp_error, bits_of_error=cmp.bits_of_error,
+            bound_ratio=cmp.bound_ratio if np.isfinite(cmp.rigorous_at_worst) or cmp.max_abs_error == 0 else None,
+            expected_ratio=cmp.expected_ratio, worst_index=list(idx),
+            exact=decimal_string(ef), exact_rational=_rational(ef), computed=repr(float(out[q][idx])),
+            rigorous_bound=cmp.rigorous_at_worst, expected_bound=cmp.expected_at_worst,
+            abs_error_at_worst=cmp.abs_error_at_worst, ulp_error_at_worst=cmp.ulp_error_at_worst,
+            counts=cmp.counts, oracle_method=truth.method, message=msg, **base,
+        )
+        if traj is not None and q in PARAMS:
+            thi, tlo = traj.values[q].to_hi_lo()
+            with np.errstate(all="ignore"):
+                drift = np.abs((out[q] - thi) - tlo)
+                dul = ulp_error(out[q], thi, tlo, fmt)
+            rec.drift_abs_error = float(drift.max()) if drift.size else 0.0
+            rec.drift_ulp_error = float(dul.max()) if dul.size else 0.0
+            rec.trajectory_exact = decimal_string(traj.values[q].fraction_at(idx))
+        records.append(rec)
+    return records
+
+
+def finite_state(state: Mapping[str, Mapping[str, F64]]) -> bool:
+    """Whether every state array is finite (a later step cannot be graded exactly otherwise)."""
+    return all(bool(np.isfinite(a).all()) for per in state.values() for a in per.values())
+

@@ -1,0 +1,243 @@
+"""The truth of one optimizer update, and of the exact trajectory.
+
+- **SGD family** (momentum, dampening, Nesterov, weight decay, maximize): the update is a polynomial
+  in the parameter, the gradient, the state and the hyper-parameters, so it stays rational: evaluated
+  exactly in ``Fraction`` (``oracle_method = "exact-rational"``).
+- **Adam, AdamW** (amsgrad too): the square roots (``sqrt(V)``, ``sqrt(1 - beta2^t)``) and the
+  division are not rational. The rule is evaluated in rigorous interval arithmetic (mpmath's interval
+  context, :data:`PRECISION` = 256-bit endpoints, outward rounding): an enclosure ``[lo, hi]`` of the
+  exact value whose relative width is about 2**-250, far below half a ULP of float64 (2**-53). The
+  value graded against is the enclosure's midpoint (to that precision, the exact value); the
+  correctly rounded value in the dtype is the round-to-nearest of the enclosure, and where ``lo`` and
+  ``hi`` round to different values of the dtype (the enclosure straddles a rounding boundary: a tie,
+  to 2**-250) the oracle says so (:attr:`UpdateTruth.straddles`) instead of choosing one
+  (``oracle_method = "interval-enclosure-256bit; round-to-nearest from the enclosure"``).
+
+Inputs are the values *the implementation held* (its own previous parameter and state, its own
+gradient of this step: :mod:`harness.optim.grade`), as float64 arrays (exact binary rationals), and
+the hyper-parameters as the Python floats it was handed (:func:`harness.optim.rules.exact_hyper_parameters`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from mpmath.ctx_iv import MPIntervalContext
+from mpmath.libmp import to_rational
+
+from ..exact import ScaledInts
+from ..floats import FloatFormat
+from ..oracle import exact_inputs_from_floats, exact_step
+from .config import OptimizerConfig
+from .rules import apply_rule, exact_hyper_parameters
+
+F64 = npt.NDArray[np.float64]
+#: Bits of the interval endpoints (Adam, AdamW).
+PRECISION = 256
+EXACT_METHOD = "exact-rational"
+INTERVAL_METHOD = f"interval-enclosure-{PRECISION}bit; round-to-nearest from the enclosure"
+
+
+@dataclass
+class UpdateTruth:
+    """The truth of one update of both parameters.
+
+    Attributes:
+        values: ``W``, ``b`` after the step and each state quantity ``<key>_<param>``
+            (``momentum_buffer_W``, ``exp_avg_b``, ...): exact rationals (SGD) or the enclosures'
+            midpoints (Adam), as :class:`harness.exact.ScaledInts`.
+        method: the ``oracle_method`` of the records.
+        straddles: per quantity, the indices of the elements whose enclosure straddles a rounding
+            boundary of the dtype (empty for exact values).
+    """
+
+    values: dict[str, ScaledInts]
+    method: str
+    straddles: dict[str, list[tuple[int, ...]]] = field(default_factory=dict)
+
+
+def _fractions(a: F64) -> npt.NDArray[Any]:
+    out = np.empty(a.size, dtype=object)
+    out[:] = [Fraction(float(x)) for x in a.ravel()]
+    return out.reshape(a.shape)
+
+
+def round_to_nearest(x: Fraction, fmt: FloatFormat) -> Fraction:
+    """``x`` rounded to the nearest value of ``fmt`` (ties to even), subnormals included (range not checked)."""
+    if x == 0:
+        return Fraction(0)
+    e = max(math.floor(math.log2(abs(x))), fmt.emin)
+    quantum = Fraction(2) ** (e - fmt.precision + 1)
+    q = x / quantum
+    if abs(q) >= 2**fmt.precision:  # log2 rounded down past a power of two
+        quantum *= 2
+        q = x / quantum
+    return round(q) * quantum
+
+
+class _Intervals:
+    """The interval arithmetic of the Adam oracle (own context: mpmath's global precision is untouched)."""
+
+    def __init__(self) -> None:
+        self.ctx = MPIntervalContext()
+        self.ctx.prec = PRECISION
+
+    def of(self, a: F64 | Fraction) -> Any:
+        if isinstance(a, Fraction):
+            return self.ctx.mpf(a.numerator) / a.denominator
+        out = np.empty(a.size, dtype=object)
+        out[:] = [self.ctx.mpf(float(x)) for x in a.ravel()]
+        return out.reshape(a.shape)
+
+    def hyper(self, hp: Mapping[str, Fraction]) -> dict[str, Any]:
+        """The hyper-parameters as 0-d object arrays of intervals (so that NumPy, not mpmath, dispatches
+        ``hyper * array``), ``sqrt(1 - beta2^t)`` enclosed from the exact ``1 - beta2^t``."""
+        def box(x: Any) -> Any:
+            out = np.empty((), dtype=object)
+            out[()] = x
+            return out
+        out = {k: box(self.of(v)) for k, v in hp.items() if k != "bias_correction2"}
+        out["bias_correction2_sqrt"] = box(self.ctx.sqrt(self.of(hp["bias_correction2"])))
+        return out
+
+    def sqrt(self, a: Any) -> Any:
+        return np.vectorize(self.ctx.sqrt, otypes=[object])(a) if isinstance(a, np.ndarray) else self.ctx.sqrt(a)
+
+    def maximum(self, a: Any, b: Any) -> Any:
+        def mx(x: Any, y: Any) -> Any:
+            (xa, xb), (ya, yb) = self.ends(x), self.ends(y)
+            lo, hi = max(xa, ya), max(xb, yb)
+            return self.ctx.mpf([self.ctx.mpf(lo.numerator) / lo.denominator, self.ctx.mpf(hi.numerator) / hi.denominator])
+        return np.vectorize(mx, otypes=[object])(a, b)
+
+    @staticmethod
+    def ends(x: Any) -> tuple[Fraction, Fraction]:
+        """The enclosure's endpoints as exact rationals."""
+        lo, hi = x._mpi_  # mpmath's (lower, upper) raw mpf tuples: exact binary numbers
+        return Fraction(*to_rational(lo)), Fraction(*to_rational(hi))
+
+
+def update_truth(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[str, F64],
+                 state: Mapping[str, Mapping[str, F64]], t: int, lr: Fraction, fmt: FloatFormat) -> UpdateTruth:
+    """The truth of step ``t`` of ``opt`` for the parameters ``W`` (D, K) and ``b`` (K,).
+
+    Args:
+        params, grads: float64 arrays by parameter name (what the implementation held before the step,
+            and the gradient it computed in this step).
+        state: per parameter, the state after step ``t - 1`` (``{}`` at ``t = 1``; Adam's missing
+            moments are zeros, as torch.optim initialises them).
+        lr: the learning rate as the implementation was handed it (exact).
+        fmt: the dtype (for the enclosures' rounding check).
+    """
+    hp = exact_hyper_parameters(opt, lr, t)
+    values: dict[str, ScaledInts] = {}
+    straddles: dict[str, list[tuple[int, ...]]] = {}
+    if opt.name == "sgd":
+        for p in params:
+            st = {k: _fractions(v) for k, v in state.get(p, {}).items()}
+            w, new = apply_rule(_fractions(params[p]), _fractions(grads[p]), st, t, opt, hp)
+            values[p] = ScaledInts.from_fractions(w)
+            for k, v in new.items():
+                values[f"{k}_{p}"] = ScaledInts.from_fractions(v)
+        return UpdateTruth(values, EXACT_METHOD)
+    ia = _Intervals()
+    ihp = ia.hyper(hp)
+    for p in params:
+        shape = params[p].shape
+        zeros = np.zeros(shape)
+        prev = state.get(p, {})
+        st = {k: ia.of(np.asarray(prev.get(k, zeros), dtype=np.float64)) for k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")}
+        w, new = apply_rule(ia.of(params[p]), ia.of(grads[p]), st, t, opt, ihp, ia.sqrt, ia.maximum)
+        for name, enc in ((p, w), *((f"{k}_{p}", v) for k, v in new.items())):
+            mids = np.empty(enc.size, dtype=object)
+            bad: list[tuple[int, ...]] = []
+            for i, x in enumerate(np.asarray(enc).ravel()):
+                lo, hi = ia.ends(x)
+                mids[i] = (lo + hi) / 2
+                if round_to_nearest(lo, fmt) != round_to_nearest(hi, fmt):
+                    bad.append(tuple(int(j) for j in np.unravel_index(i, shape)))
+            values[name] = ScaledInts.from_fractions(mids.reshape(shape))
+            if bad:
+                straddles[name] = bad
+    return UpdateTruth(values, INTERVAL_METHOD, straddles)
+
+
+def exact_trajectory(opt: OptimizerConfig, inputs: Mapping[str, F64], lr: Fraction, reduction: str, steps: int,
+                     fmt: FloatFormat) -> list[UpdateTruth]:
+    """The exact trajectory from the inputs as the implementation saw them: each step's exact gradient
+    (:func:`harness.oracle.exact_step`) at the exact parameters, and the exact update (SGD) or its
+    256-bit enclosure's midpoint (Adam: the next gradient is taken there; the drift it measures is
+    far above that 2**-250 relative approximation; between steps the values keep :data:`TRAJECTORY_BITS`
+    significant bits). Per step, the parameters and state after it."""
+    exact_in = exact_inputs_from_floats({k: inputs[k] for k in ("X", "y")})
+    params = {"W": ScaledInts.from_floats(inputs["W"]), "b": ScaledInts.from_floats(inputs["b"])}
+    state: dict[str, dict[str, Any]] = {}
+    out = []
+    for t in range(1, steps + 1):
+        ex = exact_step({**exact_in, **params}, lr, reduction)
+        grads = {p: ex.values[f"grad_{p}"].to_fractions() for p in params}
+        truth = _update_fractions(opt, {p: v.to_fractions() for p, v in params.items()}, grads, state, t, lr, fmt)
+        out.append(truth)
+        params = {p: _trimmed(truth.values[p]) for p in params}
+        state = {p: {k: _trimmed(truth.values[f"{k}_{p}"]).to_fractions() for k in opt.state_keys()} for p in params}
+    return out
+
+
+#: Significant bits the exact trajectory keeps between steps (the rationals of a long SGD-momentum run
+#: would grow without end; the drift it measures is far above a 2**-300 relative change).
+TRAJECTORY_BITS = 300
+
+
+def _trimmed(v: ScaledInts) -> ScaledInts:
+    """``v`` with each element rounded to :data:`TRAJECTORY_BITS` significant bits when it holds more."""
+    fr = v.to_fractions()
+    out = np.empty(fr.size, dtype=object)
+    for i, x in enumerate(fr.ravel()):
+        x = Fraction(x)
+        if x == 0 or x.denominator.bit_length() + x.numerator.bit_length() <= 2 * TRAJECTORY_BITS:
+            out[i] = x
+            continue
+        e = math.floor(math.log2(abs(x)))
+        q = Fraction(2) ** (e - TRAJECTORY_BITS)
+        out[i] = round(x / q) * q
+    return ScaledInts.from_fractions(out.reshape(fr.shape))
+
+
+def _update_fractions(opt: OptimizerConfig, params: Mapping[str, Any], grads: Mapping[str, Any],
+                      state: Mapping[str, Mapping[str, Any]], t: int, lr: Fraction, fmt: FloatFormat) -> UpdateTruth:
+    """:func:`update_truth` on exact rationals (object arrays of Fraction) instead of floats."""
+    hp = exact_hyper_parameters(opt, lr, t)
+    values: dict[str, ScaledInts] = {}
+    if opt.name == "sgd":
+        for p in params:
+            w, new = apply_rule(params[p], grads[p], dict(state.get(p, {})), t, opt, hp)
+            values[p] = ScaledInts.from_fractions(np.asarray(w, dtype=object))
+            for k, v in new.items():
+                values[f"{k}_{p}"] = ScaledInts.from_fractions(np.asarray(v, dtype=object))
+        return UpdateTruth(values, EXACT_METHOD)
+    ia = _Intervals()
+    ihp = ia.hyper(hp)
+
+    def conv(a: Any) -> Any:
+        arr = np.asarray(a, dtype=object)
+        out = np.empty(arr.size, dtype=object)
+        out[:] = [ia.of(Fraction(x)) for x in arr.ravel()]
+        return out.reshape(arr.shape)
+
+    for p in params:
+        shape = np.asarray(params[p], dtype=object).shape
+        zeros = np.zeros(shape, dtype=object)
+        prev = state.get(p, {})
+        st = {k: conv(prev.get(k, zeros)) for k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")}
+        w, new = apply_rule(conv(params[p]), conv(grads[p]), st, t, opt, ihp, ia.sqrt, ia.maximum)
+        for name, enc in ((p, w), *((f"{k}_{p}", v) for k, v in new.items())):
+            mids = np.empty(np.asarray(enc).size, dtype=object)
+            mids[:] = [sum(ia.ends(x)) / 2 for x in np.asarray(enc).ravel()]
+            values[name] = ScaledInts.from_fractions(mids.reshape(shape))
+    return UpdateTruth(values, INTERVAL_METHOD)
