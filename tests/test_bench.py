@@ -18,6 +18,9 @@ def test_floor_elements_counts_every_input_read_and_output_written_once():
     assert timing.floor_elements(timing.Size(1000, 16, 4)) == 16000 + 4000 + 192 + 12 + 1
     assert timing.floor_bytes(timing.Size(1000, 16, 4), "float32") == 4 * 20205
     assert timing.floor_bytes(timing.Size(1, 1, 1), "bfloat16") == 2 * (1 + 1 + 3 + 3 + 1)
+    # an optimizer's state, read and written: Adam's two moments of W (64) and b (4), float32
+    assert timing.floor_elements(timing.Size(1000, 16, 4), 2) == 20205 + 2 * 2 * (64 + 4)
+    assert timing.floor_bytes(timing.Size(1000, 16, 4), "float32", 1) == 4 * (20205 + 2 * (64 + 4))
 
 
 def test_full_sweep_spans_one_to_a_million_rows_and_skips_sizes_over_the_work_cap():

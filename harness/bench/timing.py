@@ -98,16 +98,18 @@ SWEEPS: dict[str, Sweep] = {
 }
 
 
-def floor_elements(size: Size) -> int:
+def floor_elements(size: Size, state_arrays: int = 0) -> int:
     """Elements the step must move at the very least: read X (N*D), y (N*K), W (D*K), b (K);
-    write grad_W, W' (D*K each), grad_b, b' (K each) and the loss (1).
+    write grad_W, W' (D*K each), grad_b, b' (K each) and the loss (1); and, for an optimizer with
+    ``state_arrays`` state tensors per parameter (SGD's momentum buffer: 1; Adam's moments: 2;
+    amsgrad: 3), read and write each (``2 * state_arrays * (D*K + K)``).
 
     A fused kernel could do the step in one pass over X and y; an unfused
     autograd step reads X twice (forward and backward) and writes and reads
     N*K intermediates, so its time is a small multiple of this floor.
     """
     n, d, k = size.n, size.d, size.k
-    return n * d + n * k + 3 * (d * k + k) + 1
+    return n * d + n * k + 3 * (d * k + k) + 1 + 2 * state_arrays * (d * k + k)
 
 
 def itemsize(dtype: str) -> int:
@@ -115,9 +117,9 @@ def itemsize(dtype: str) -> int:
     return {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}[dtype]
 
 
-def floor_bytes(size: Size, dtype: str) -> int:
-    """Bytes of :func:`floor_elements` in ``dtype``."""
-    return floor_elements(size) * itemsize(dtype)
+def floor_bytes(size: Size, dtype: str, state_arrays: int = 0) -> int:
+    """Bytes of :func:`floor_elements` in ``dtype`` (state held in the parameter's dtype, as torch.optim does)."""
+    return floor_elements(size, state_arrays) * itemsize(dtype)
 
 
 # ------------------------------------------------------------------ device helpers
@@ -297,8 +299,9 @@ class StepTarget:
 
     @property
     def bytes(self) -> int:
-        """Floor bytes (see :func:`floor_bytes`)."""
-        return floor_bytes(self.size, self.dtype)
+        """Floor bytes (see :func:`floor_bytes`), the optimizer's state included."""
+        opt = benchmark_optimizer(self.impl.optimizers)
+        return floor_bytes(self.size, self.dtype, len(opt.state_keys()) if opt is not None else 0)
 
     def setup(self) -> None:
         """Untimed, before each round: clear any ``.grad`` on the inputs and drain the device queue."""
