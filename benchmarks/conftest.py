@@ -67,7 +67,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 for device in devices:
                     for dtype in dtypes or timing.ALL_DTYPES:
                         if timing.applicable(impl, device, dtype) is None:
-                            params.append(pytest.param((impl, size, device, dtype), id=f"{impl.name}-{device}-{dtype}-{size.label}"))
+                            params.append(pytest.param((impl, size, device, dtype, None), id=f"{impl.name}-{device}-{dtype}-{size.label}"))
+                            # a step of plain SGD that also implements SGD's full rule is timed with it too (momentum, ...)
+                            for rule in (r for r in impl.optimizers if "plain" in impl.optimizers and r != "plain"):
+                                params.append(pytest.param((impl, size, device, dtype, rule),
+                                                           id=f"{impl.name}+{rule}-{device}-{dtype}-{size.label}"))
         metafunc.parametrize("step_params", params)
     if "bandwidth_params" in metafunc.fixturenames:
         metafunc.parametrize("bandwidth_params", [pytest.param((dev, kind), id=f"{dev}-{kind}") for dev in devices for kind in ("read", "copy")])

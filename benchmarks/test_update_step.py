@@ -25,12 +25,14 @@ def _run(benchmark: Any, target: Any, setup: Any, target_time: float, warmup: in
 
 
 @pytest.mark.step
-def test_step(benchmark: Any, step_params: tuple[Any, timing.Size, str, str], target_time: float) -> None:
-    impl, size, device, dtype = step_params
-    target = timing.make_step_target(impl, size, device, dtype)
+def test_step(benchmark: Any, step_params: tuple[Any, timing.Size, str, str, str | None], target_time: float) -> None:
+    impl, size, device, dtype, rule = step_params
+    target = timing.make_step_target(impl, size, device, dtype, rule=rule)
     benchmark.group = f"step {dtype} D={size.d} K={size.k}"
+    # a plain-SGD step timed with another rule is its own row: "torch-optim-sgd+sgd" (momentum, Nesterov, weight decay)
     benchmark.extra_info.update({
-        "kind": "step", "implementation": impl.name, "framework": impl.framework, "device": device,
+        "kind": "step", "implementation": impl.name if rule is None else f"{impl.name}+{rule}", "framework": impl.framework,
+        "optimizer": target.optimizer.describe() if target.optimizer is not None else "plain sgd", "device": device,
         "device_name": timing.device_name(device), "dtype": dtype, "n": size.n, "d": size.d, "k": size.k,
         "bytes": target.bytes, "reduction": timing.REDUCTION,
     })

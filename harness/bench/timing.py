@@ -35,7 +35,7 @@ import numpy as np
 from ..devices import available_devices, device_type
 from ..frameworks import to_framework, unsupported_reason
 from ..implementations import Implementation, StepResult
-from ..optim.config import benchmark_optimizer, optimizer_keyword
+from ..optim.config import BENCHMARK_TABLES, OptimizerConfig, benchmark_optimizer, optimizer_keyword
 
 #: Reduction and learning rate of the benchmarked step (mean keeps 16-bit losses finite at N = 10^6).
 REDUCTION = "mean"
@@ -293,6 +293,8 @@ class StepTarget:
     inputs: dict[str, Any] = field(repr=False)
     reference: dict[str, np.ndarray] = field(repr=False)
     last: list[StepResult] | None = field(default=None, repr=False)
+    #: the optimizer the step runs (None: plain SGD); :func:`make_step_target` chooses it
+    optimizer: OptimizerConfig | None = None
 
     def __post_init__(self) -> None:
         self._sync = synchronizer(self.device)
@@ -300,7 +302,7 @@ class StepTarget:
     @property
     def bytes(self) -> int:
         """Floor bytes (see :func:`floor_bytes`), the optimizer's state included."""
-        opt = benchmark_optimizer(self.impl.optimizers)
+        opt = self.optimizer
         return floor_bytes(self.size, self.dtype, len(opt.state_keys()) if opt is not None else 0)
 
     def setup(self) -> None:
@@ -313,7 +315,7 @@ class StepTarget:
     def __call__(self) -> list[StepResult]:
         i = self.inputs
         out = self.impl.fn(i["X"], i["y"], i["W"], i["b"], lr=LR, reduction=REDUCTION, steps=1,
-                           **optimizer_keyword(benchmark_optimizer(self.impl.optimizers)))
+                           **optimizer_keyword(self.optimizer))
         self._sync()
         self.last = out
         return out
@@ -347,7 +349,7 @@ class StepTarget:
         ref = self.reference
         case = case_from_arrays(f"bench-{self.size.label}", ref["X"][:rows], ref["y"][:rows], ref["W"], ref["b"],
                                 lr=LR, reduction=REDUCTION, dtypes=(self.dtype,), tags=("bench",),
-                                optimizer=benchmark_optimizer(self.impl.optimizers))
+                                optimizer=self.optimizer)
         tf32 = False
         if self.dtype == "float32" and device_type(self.device) == "cuda":
             import torch
@@ -363,7 +365,8 @@ class StepTarget:
         return None
 
 
-def make_step_target(impl: Implementation, size: Size, device: str, dtype: str, seed: int = 0) -> StepTarget:
+def make_step_target(impl: Implementation, size: Size, device: str, dtype: str, seed: int = 0,
+                     rule: str | None = None) -> StepTarget:
     """Create the inputs directly on ``device`` in ``dtype`` and wrap the step.
 
     Raises:
@@ -377,7 +380,8 @@ def make_step_target(impl: Implementation, size: Size, device: str, dtype: str, 
     from ..frameworks import to_float64
 
     reference = {key: to_float64(v) for key, v in inputs.items()}
-    return StepTarget(impl, size, device, dtype, inputs, reference)
+    optimizer = benchmark_optimizer(impl.optimizers) if rule is None else OptimizerConfig(rule, BENCHMARK_TABLES[rule])
+    return StepTarget(impl, size, device, dtype, inputs, reference, optimizer=optimizer)
 
 
 @dataclass
