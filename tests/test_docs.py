@@ -53,6 +53,8 @@ NOT_RUN = {
         "runs as written in tests/test_plugins.py::test_readme_commands_run_as_written (in a copy of examples/ and cases/)",
     ".venv/bin/python -m harness check --plugin examples/my_step.py --implementations my-step":
         "runs as written in tests/test_plugins.py::test_readme_commands_run_as_written (in a copy of examples/ and cases/)",
+    ".venv/bin/python -m harness bench --sweep quick --dtypes float32 --no-verification --target-time 0.2 --implementations torch-optim-sgd,torch-optim-sgd-foreach,torch-optim-sgd-fused,torch-optim-adam,torch-optim-adam-foreach,torch-optim-adam-fused,torch-optim-adamw,torch-optim-adamw-foreach,torch-optim-adamw-fused,numpy-optim-sgd,numpy-optim-adam,numpy-optim-adamw":
+        "times 15 steps at 8 sizes (about a minute, timings only); tests/test_bench.py runs the benchmark module once, timing off",
     "scripts/cuda_check.sh OUT_DIR                  # on a CUDA machine: check (CPU+CUDA, TF32 off and on), CUDA tests, benchmark, one report":
         "needs a CUDA machine",
 }
