@@ -132,7 +132,8 @@ def test_readme_commands_run_as_written(tmp_path):
 
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     shutil.copytree(ROOT / "cases", tmp_path / "cases")
-    (commands,) = _readme_blocks()["sh"]
+    commands = _readme_blocks()["sh"][0]  # the section's first sh block: the plug-in's commands (later ones: optimizer bench)
+    assert "examples/my_step.py" in commands
     for line in commands.strip().splitlines():
         argv = shlex.split(line)
         assert argv[0] == ".venv/bin/python"  # as from a fresh clone; this interpreter stands for it
