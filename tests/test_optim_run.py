@@ -176,3 +176,43 @@ def test_float16_adam_with_a_zero_gradient_is_graded_with_a_vacuous_bound_not_a_
     assert (w["torch-optim-adam"].computed == "nan") == nan_on_this_torch
     assert w["torch-optim-adam"].verdict == ("overflow" if nan_on_this_torch else "agree")
     assert w["torch-optim-adam-fused"].verdict == "agree" and float(w["torch-optim-adam-fused"].computed) in (1.0, -1.0)
+
+
+def _adam_ascent(X, y, W, b, *, lr, reduction, steps, optimizer):  # noqa: N803 - the harness's names
+    """torch.optim.Adam run the wrong way (maximize flipped: gradient ascent), a realistic sign bug."""
+    W = torch.as_tensor(W).clone().requires_grad_(True)
+    b = torch.as_tensor(b).clone().requires_grad_(True)
+    kw = optimizer.torch_kwargs()
+    opt = torch.optim.Adam([W, b], **{**kw, "lr": lr, "maximize": not kw.get("maximize", False)}, foreach=False)
+    out = []
+    for _ in range(steps):
+        opt.zero_grad()
+        r = torch.as_tensor(X) @ W + b - torch.as_tensor(y)
+        loss = (r * r).sum() if reduction == "sum" else (r * r).mean()
+        loss.backward()
+        gW, gb = W.grad.clone(), b.grad.clone()
+        opt.step()
+        state = {p: {k: v.detach().clone() for k, v in opt.state[t].items() if k != "step"} for p, t in (("W", W), ("b", b))}
+        out.append(OptimizerStepResult(loss.detach(), gW, gb, W.detach().clone(), b.detach().clone(), state))
+    return out
+
+
+def test_float16_adam_with_small_ordinary_gradients_is_graded_not_vacuous() -> None:
+    """Adam's second moment v = 0.001 g^2 is below float16's smallest normal (2**-14) for every |g| < 0.25:
+    with flush-to-zero's absolute 2**-14 per operation the bound of the division was infinite there and
+    a step with the learning rate's sign flipped was graded agree; here the same, gradient ascent (an adversarial review found it). With
+    gradual underflow (the default unless a step declares flush_to_zero), every W and b element is graded:
+    the correct forms agree, gradient ascent disagrees."""
+    case = make_case("opt-f16-small-grad", [[0.5, -0.25], [0.25, 0.5]], [[0.25, 0.125], [-0.125, 0.25]],
+                     [[0.5, 0.25], [-0.5, 0.75]], [0.0, 0.125], lr="0.01", steps=3, reduction="mean",
+                     optimizer={"name": "adam"})
+    recs = verify([case], BUILTINS["adam"], dtypes=["float16"])
+    params = [r for r in recs if r.quantity in ("W", "b")]
+    assert params and {r.verdict for r in params} == {"agree"}
+    assert not [r for r in params if "vacuous" in r.message]
+    harness.implementation("test-adam-ascent", framework="torch", optimizers=("adam",), correct=False)(_adam_ascent)
+    try:
+        bad = verify([case], ["test-adam-ascent"], dtypes=["float16"])
+        assert {r.verdict for r in bad if r.quantity in ("W", "b")} == {"disagree"}
+    finally:
+        REGISTRY.pop("test-adam-ascent", None)

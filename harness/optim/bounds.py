@@ -183,9 +183,18 @@ def adam_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[
                 flush_to_zero: bool = False) -> tuple[dict[str, F64], dict[str, F64]]:
     """Rigorous and expected bounds of one Adam or AdamW step (module docstring); arguments as
     :func:`sgd_bounds`. Magnitudes are evaluated in float64 from the held values (their own relative
-    error, about 2**-52, is covered by a safety factor)."""
+    error, about 2**-52, is covered by a safety factor).
+
+    Underflow is gradual here (``eta`` half the subnormal spacing) unless the step declares
+    ``flush_to_zero``; float16 and bfloat16 do not allow flush-to-zero by default as the SGD
+    bounds do. Flushing is an absolute error of up to the smallest normal number per operation: for
+    float16 that is 2**-14, more than Adam's second moment ``v = (1 - beta2) g^2`` itself for every
+    ``|g| < 0.25``, which made the bound of the division vacuous (infinite) for ordinary gradients
+    and let a wrong step (the learning rate's sign flipped, a missing bias correction) be graded
+    ``agree``. A flushed ``v`` makes the step divide by 0: such a result is not finite, graded
+    where the bound is vacuous (v near 0 against eps) as before."""
     u2, rig, exp = _kernels(fmt)
-    eta = _eta(fmt, flush_to_zero)
+    eta = Regime(fmt, flush_to_zero).eta
     b1, b2 = (float(x) for x in opt["betas"])
     w1, w2 = 1 - b1, 1 - b2
     wd = float(opt["weight_decay"])
