@@ -191,3 +191,25 @@ def compare(
         computed_at_worst=float(c[worst_index]),
         exact_at_worst=float(hi[worst_index]),
     )
+
+
+@dataclass
+class Drift:
+    """How far a computed array is from the exact trajectory (the result of exact steps from the start).
+
+    Attributes:
+        abs_error: the largest ``|computed - exact|`` (0 for an empty array).
+        ulp_error: the largest error in ULPs of ``fmt`` (0 for an empty array).
+    """
+
+    abs_error: float
+    ulp_error: float
+
+
+def drift(computed: F64, exact_hi: F64, exact_lo: F64, fmt: FloatFormat) -> Drift:
+    """The drift of ``computed`` (float64, any shape) from the exact trajectory given as the
+    unevaluated sums ``exact_hi + exact_lo`` (same shape); overflow and NaN are not errors here."""
+    with np.errstate(all="ignore"):
+        err = np.abs((computed - exact_hi) - exact_lo)
+        dul = ulp_error(computed, exact_hi, exact_lo, fmt)
+    return Drift(float(err.max()) if err.size else 0.0, float(dul.max()) if dul.size else 0.0)

@@ -22,7 +22,7 @@ import numpy.typing as npt
 from .bounds import step_bounds
 from .cases import Case, CaseSource, as_cases
 from .classify import classify_exception
-from .compare import compare
+from .compare import compare, drift
 from .devices import parse_devices
 from .diagnose import StepFacts, diagnose_step
 from .errors import UsageError
@@ -555,11 +555,8 @@ def _grade_step(
             whi, wlo = ScaledInts.scalar(wf).to_hi_lo()
             rec.ulp_error_written = float(ulp_error(np.array(computed), whi, wlo, fmt))
         if traj_step is not None and q in ("W", "b"):
-            thi, tlo = traj_step.values[q].to_hi_lo()
-            drift = np.abs((out[q] - thi) - tlo)
-            dul = ulp_error(out[q], thi, tlo, fmt)
-            rec.drift_abs_error = float(drift.max()) if drift.size else 0.0
-            rec.drift_ulp_error = float(dul.max()) if dul.size else 0.0
+            gone = drift(out[q], *traj_step.values[q].to_hi_lo(), fmt)
+            rec.drift_abs_error, rec.drift_ulp_error = gone.abs_error, gone.ulp_error
             rec.trajectory_exact = decimal_string(traj_step.values[q].fraction_at(idx))
         records.append(rec)
     if bounds.note:

@@ -58,3 +58,16 @@ W = [[2.0]]
 b = [0.5]
 lr = "0.1"
 '''
+
+
+def optimizer_of(table: dict):
+    """An ``OptimizerConfig`` from a case file's ``optimizer`` table, through the one validation (harness.cases)."""
+    from harness.cases import optimizer_config
+    from harness.errors import CaseFileError
+
+    def err(key: str | None, detail: str) -> CaseFileError:
+        return CaseFileError(detail, key=key)
+
+    out = optimizer_config(table, err)
+    assert out is not None
+    return out

@@ -18,23 +18,18 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.cases import optimizer_config
-from harness.errors import CaseFileError
 from harness.floats import FLOAT32, get_format, round_to_format
 from harness.optim.bounds import update_bounds
 from harness.optim.config import OptimizerConfig
 from harness.optim.oracle import update_truth
+from tests.conftest import optimizer_of
 
 ORDERS = ("loop", "fused", "dtype-scalars", "f32-state")
 DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
 def cfg(table: dict) -> OptimizerConfig:
-    def err(key: str | None, detail: str) -> CaseFileError:
-        return CaseFileError(detail, key=key)
-    out = optimizer_config(table, err)
-    assert out is not None
-    return out
+    return optimizer_of(table)
 
 
 def simulate(opt: OptimizerConfig, w: np.ndarray, g: np.ndarray, state: dict, t: int, lr: float, dtype: str, order: str):

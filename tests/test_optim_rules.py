@@ -12,23 +12,18 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from harness.cases import optimizer_config
-from harness.errors import CaseFileError
 from harness.floats import get_format
 from harness.optim.config import OptimizerConfig
 from harness.optim.oracle import EXACT_METHOD, INTERVAL_METHOD, round_to_nearest, update_truth
 from harness.optim.reference import adam_reference, sgd_reference
 from harness.optim.rules import SYMBOLS, latex_rule, symbolic_rule
+from tests.conftest import optimizer_of
 
 F32 = get_format("float32")
 
 
 def cfg(table: dict) -> OptimizerConfig:
-    def err(key: str | None, detail: str) -> CaseFileError:
-        return CaseFileError(detail, key=key)
-    out = optimizer_config(table, err)
-    assert out is not None
-    return out
+    return optimizer_of(table)
 
 
 def run_oracle(opt: OptimizerConfig, w0: float, grads: list[float], lr: Fraction) -> list[dict[str, Fraction]]:

@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..compare import compare
-from ..floats import FloatFormat, decimal_string, ulp_error
+from ..compare import compare, drift
+from ..floats import FloatFormat, decimal_string
 from ..frameworks import to_float64
 from ..records import Record
 from .bounds import update_bounds
@@ -143,12 +143,8 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
             counts=cmp.counts, oracle_method=truth.method, message=msg, **base,
         )
         if traj is not None and q in PARAMS:
-            thi, tlo = traj.values[q].to_hi_lo()
-            with np.errstate(all="ignore"):
-                drift = np.abs((out[q] - thi) - tlo)
-                dul = ulp_error(out[q], thi, tlo, fmt)
-            rec.drift_abs_error = float(drift.max()) if drift.size else 0.0
-            rec.drift_ulp_error = float(dul.max()) if dul.size else 0.0
+            gone = drift(out[q], *traj.values[q].to_hi_lo(), fmt)
+            rec.drift_abs_error, rec.drift_ulp_error = gone.abs_error, gone.ulp_error
             rec.trajectory_exact = decimal_string(traj.values[q].fraction_at(idx))
         records.append(rec)
     return records
