@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from .figures import meaningful_bits, ulp_caveat
 from .records import Record
-from .verdicts import FAILING, NOT_GRADED, QUANTITY_ORDER, SEVERITY, STRICT_ONLY, VERDICTS, fails, severity, worst_verdict
+from .verdicts import FAILING, NOT_GRADED, SEVERITY, STRICT_ONLY, VERDICTS, fails, quantity_rank, severity, worst_verdict
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -220,7 +220,7 @@ def failure_groups(records: Sequence[Record], strict: bool = False) -> list[Fail
             groups[(r.implementation, cause(r), fails(r, strict))].append(r)
     out = []
     for (impl, why, counted), rs in groups.items():
-        example = min(rs, key=lambda r: (r.step, QUANTITY_ORDER.get(r.quantity, 99), -severity(r.verdict), -(r.bound_ratio or 0.0)))
+        example = min(rs, key=lambda r: (r.step, quantity_rank(r.quantity), -severity(r.verdict), -(r.bound_ratio or 0.0)))
         out.append(FailureGroup(impl, why, counted, rs, example))
     out.sort(key=lambda g: (not g.counted, -max(severity(r.verdict) for r in g.records), -len(g.records), g.implementation, g.cause))
     return out

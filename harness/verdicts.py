@@ -41,6 +41,7 @@ whole-run ``overflow`` record: inputs that overflow the dtype) fails: nothing gr
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -86,9 +87,35 @@ def worst_verdict(verdicts: Iterable[str]) -> str:
     return max(verdicts, key=severity, default="agree")
 
 
+_PARAM = re.compile(r"^([Wb])(\d*)$")
+
+
+def _param_rank(name: str) -> int | None:
+    """``W`` 0, ``b`` 1, ``W1`` 2, ``b1`` 3, ``W2`` 4, ...: layer by layer, W before b (None: another name)."""
+    m = _PARAM.match(name)
+    if m is None:
+        return None
+    return 2 * int(m.group(2) or 0) + (0 if m.group(1) == "W" else 1)
+
+
 def quantity_rank(quantity: str) -> int:
-    """Position of ``quantity`` in :data:`QUANTITY_ORDER` (unknown quantities last)."""
-    return QUANTITY_ORDER.get(quantity, len(QUANTITY_ORDER))
+    """Sort key of ``quantity`` within a step: the whole-run record ``"*"``, ``loss``, every gradient,
+    every updated parameter, then the optimizer state; layer by layer, W before b.
+
+    The linear path's quantities keep :data:`QUANTITY_ORDER`; a model's (:meth:`harness.models.ModelSpec.quantities`:
+    ``grad_W1``, ``grad_b1``, ..., ``W1``, ...) follow the same order; names it does not know (an expression
+    model's parameters ``a``, ``grad_a``) rank after the parameters it knows in their group."""
+    if quantity in ("*", "loss"):
+        return QUANTITY_ORDER[quantity]
+    if quantity.startswith("grad_"):
+        rank = _param_rank(quantity[5:])
+        return 100 + (99 if rank is None else rank)
+    rank = _param_rank(quantity)
+    if rank is not None:
+        return 200 + rank
+    head, _, tail = quantity.rpartition("_")
+    state = _param_rank(tail) if head else None
+    return 300 + state if state is not None else 299  # optimizer state (exp_avg_W), else an expression's parameter
 
 
 def failing_verdicts(strict: bool = False) -> frozenset[str]:
