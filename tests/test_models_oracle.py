@@ -254,3 +254,35 @@ def test_node_values_match_float64_evaluation() -> None:
     for nv, rv, node in zip(truth.node_values, ref, g.nodes, strict=True):
         assert nv.shape == node.shape
         np.testing.assert_allclose(nv, rv, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("fmt_name", ["float64", "float32", "bfloat16", "float16"])
+def test_straddle_filter_agrees_with_exact_rounding(fmt_name: str) -> None:
+    """The truth's float64 filter never clears a ball that straddles a rounding boundary: balls
+    placed at, just inside and just outside boundaries (midpoints, powers of two, the subnormal
+    range, the overflow threshold) agree with rounding both ends exactly."""
+    fmt = get_format(fmt_name)
+    rng = np.random.default_rng(42)
+    p = fmt.precision
+    anchors: list[Fraction] = []
+    for e in [fmt.emin - p + 1, fmt.emin - 1, fmt.emin, fmt.emin + 1, -3, 0, 1, 7, fmt.emax]:
+        q = Fraction(2) ** (max(e, fmt.emin) - p + 1)
+        for m in [2 ** (p - 1), 2 ** (p - 1) + 1, 2**p - 1, 2 ** (p - 1) + 12345 % 2 ** (p - 1)]:
+            v = m * q
+            anchors += [v, v + q / 2, v - q / 2, v - q / 4]
+    anchors.append(Fraction(fmt.max_finite) + Fraction(2) ** (fmt.emax - p) )  # overflow threshold
+    parts: list[tuple[int, int, int, int]] = []
+    for a in anchors:
+        for sgn in (1, -1):
+            for shift_bits in (None, 30, 60, 90):
+                base = sgn * a
+                mid = base if shift_bits is None else base + sgn * Fraction(int(rng.integers(-4, 5)), 2**shift_bits) * abs(a or 1)
+                for rad_bits in (0, 20, 40, 70, 100, 120):
+                    rad = Fraction(0) if rad_bits == 0 else abs(a or Fraction(1)) / 2**rad_bits
+                    rad = Fraction(int(rad * 2**1200) + 1, 2**1200) if rad else rad  # dyadic, like Arb's
+                    m = Fraction(mid)
+                    parts.append((m.numerator, m.denominator, rad.numerator, rad.denominator))
+    got = oracle_mod.straddle_flags(parts, fmt)
+    want = [straddles_rounding_boundary(Fraction(a, b), Fraction(c, d), fmt) for a, b, c, d in parts]
+    assert got.tolist() == want
+    assert sum(want) > 50 and len(want) - sum(want) > 50  # both outcomes exercised
