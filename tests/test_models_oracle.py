@@ -79,10 +79,10 @@ def test_cross_check_reports_a_wrong_truth(monkeypatch: pytest.MonkeyPatch) -> N
 # ------------------------------------------------------------------ values derived by hand
 
 
+@mpmath.workdps(60)
 def test_tanh_network_by_hand() -> None:
     """f = w2 tanh(w1 x + b1) + b2, N = D = H = K = 1, L = (f - y)^2; by hand (chain rule):
     dL/dw2 = 2 r t, dL/db2 = 2 r, dL/dw1 = 2 r w2 (1 - t^2) x, dL/db1 = 2 r w2 (1 - t^2)."""
-    mpmath.mp.dps = 60
     x, y, w1, b1, w2, b2 = 0.75, -0.5, 1.25, -0.375, 0.875, 0.125  # float32 values
     vals = {"X": np.array([[x]]), "y": np.array([[y]]), "W1": np.array([[w1]]), "b1": np.array([b1]),
             "W2": np.array([[w2]]), "b2": np.array([b2])}
@@ -286,3 +286,35 @@ def test_straddle_filter_agrees_with_exact_rounding(fmt_name: str) -> None:
     want = [straddles_rounding_boundary(Fraction(a, b), Fraction(c, d), fmt) for a, b, c, d in parts]
     assert got.tolist() == want
     assert sum(want) > 50 and len(want) - sum(want) > 50  # both outcomes exercised
+
+
+_MP_ACT = {  # PyTorch's definitions and their derivatives, written out for mpmath
+    "tanh": (mpmath.tanh, lambda z: mpmath.sech(z) ** 2),
+    "sigmoid": (lambda z: 1 / (1 + mpmath.exp(-z)), lambda z: mpmath.exp(-z) / (1 + mpmath.exp(-z)) ** 2),
+    "softplus": (lambda z: mpmath.log(1 + mpmath.exp(z)), lambda z: 1 / (1 + mpmath.exp(-z))),
+    "gelu": (lambda z: z / 2 * mpmath.erfc(-z / mpmath.sqrt(2)),
+             lambda z: mpmath.erfc(-z / mpmath.sqrt(2)) / 2 + z * mpmath.exp(-z * z / 2) / mpmath.sqrt(2 * mpmath.pi)),
+}
+
+
+@pytest.mark.parametrize(("act", "z"), [("tanh", 19.0), ("tanh", 400.0), ("sigmoid", -20.0), ("sigmoid", 60.0),
+                                        ("softplus", 40.0), ("softplus", -40.0), ("gelu", -12.0), ("gelu", -40.0)])
+@mpmath.workdps(500)
+def test_delicate_regimes_against_mpmath(act: str, z: float) -> None:
+    """Saturation, large softplus arguments, GELU's far tail: one unit, x = z, W1 = W2 = 1, b = 0,
+    y = 1/2: grad_b1 = 2 (act(z) - 1/2) act'(z), evaluated by mpmath at 500 digits; the truth's
+    hi + lo within its radius (plus float64's underflow for values below its range), decided."""
+    f, df = _MP_ACT[act]
+    spec = ModelSpec(kind="mlp", hidden=(1,), activation=act)
+    vals = {"X": np.array([[z]]), "y": np.array([[0.5]]), "W1": np.array([[1.0]]), "b1": np.array([0.0]),
+            "W2": np.array([[1.0]]), "b2": np.array([0.0])}
+    truth = model_truth(build_plan(spec, 1, 1, 1, "sum", "0.125"), vals, FLOAT64)
+    zm = mpmath.mpf(z)
+    want = {"loss": (f(zm) - mpmath.mpf(0.5)) ** 2, "grad_b1": 2 * (f(zm) - mpmath.mpf(0.5)) * df(zm),
+            "grad_W2": 2 * (f(zm) - mpmath.mpf(0.5)) * f(zm)}
+    for q, w in want.items():
+        idx = (0,) * truth.hi[q].ndim
+        got = _value(truth, q, idx)
+        tol = mpmath.mpf(float(truth.radius[q][idx])) + abs(w) * mpmath.mpf(2) ** -100 + mpmath.mpf(2) ** -1074
+        assert abs(got - w) <= tol, (q, got, w)
+        assert not truth.undecided[q][idx], q

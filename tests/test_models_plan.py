@@ -152,10 +152,10 @@ _MP_DEFS = {  # independent definitions (mpmath), PyTorch's formulas
 
 @pytest.mark.parametrize("name", sorted(_MP_DEFS))
 @pytest.mark.parametrize("z", ["-2.5", "-0.3", "0.7", "3.25"])
+@mpmath.workdps(50)
 def test_element_function_and_derivative_against_mpmath(name: str, z: str) -> None:
     """Value and derivative (the form the plan evaluates, in ``out`` where autograd uses it) against
     mpmath at 50 digits: the value from an independent definition, the derivative by mpmath.diff."""
-    mpmath.mp.dps = 50
     zv = mpmath.mpf(z)
     if name in ("log", "sqrt") and zv <= 0:
         zv = -zv
