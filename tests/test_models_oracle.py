@@ -318,3 +318,41 @@ def test_delicate_regimes_against_mpmath(act: str, z: float) -> None:
         tol = mpmath.mpf(float(truth.radius[q][idx])) + abs(w) * mpmath.mpf(2) ** -100 + mpmath.mpf(2) ** -1074
         assert abs(got - w) <= tol, (q, got, w)
         assert not truth.undecided[q][idx], q
+
+
+def test_kink_in_an_expression_with_a_transcendental_factor() -> None:
+    """Abs(x1 - a) exp(c): the ball arithmetic sees x1 - a exactly 0 in row 0 (a kink), so grad_a
+    (through Abs's derivative) is flagged and takes sign(0) = 0 there; grad_c and the loss do not
+    depend on the derivative at the kink."""
+    spec = ModelSpec(kind="expression", expression="Abs(x1 - a) * exp(c)", parameters=("a", "c"))
+    vals = {"X": np.array([[1.0], [3.0]]), "y": np.array([[0.0], [1.0]]), "a": np.array(1.0), "c": np.array(0.0)}
+    truth = model_truth(build_plan(spec, 2, 1, 1, "sum", "0.125"), vals, FLOAT32)
+    assert truth.method.startswith("arb-ball")
+    assert truth.kink["grad_a"][()] and truth.kink["a"][()]
+    assert not truth.kink["grad_c"][()] and not truth.kink["loss"][()]
+    # row 0: r = 0; row 1: r = 2 - 1 = 1, d/da |x1 - a| = -1: grad_a = 2 * 1 * (-1) * e^0 = -2 exactly
+    assert truth.hi["grad_a"][()] == -2.0 and truth.hi["grad_c"][()] == 4.0  # grad_c = sum 2 r |x1 - a| e^c = 2 * 1 * 2
+    assert cross_check(spec, 2, 1, 1, "sum", vals, lr="0.125", fmt_name="float32") == []
+
+
+def test_cross_check_at_relu_kinks() -> None:
+    """SymPy's diff of the whole loss at z = 0 takes torch's convention (Piecewise branch order),
+    so the kink elements are compared too and agree with the truth."""
+    spec = ModelSpec(kind="mlp", hidden=(2,), activation="relu")
+    vals = {"X": np.array([[1.0], [2.0]]), "y": np.array([[1.0], [0.0]]), "W1": np.array([[1.0, -1.0]]),
+            "b1": np.array([-1.0, 2.0]), "W2": np.array([[2.0], [3.0]]), "b2": np.array([-1.0])}
+    truth = model_truth(build_plan(spec, 2, 1, 1, "sum", "0.125"), vals, FLOAT64)
+    assert truth.kink["grad_W1"].all()
+    assert cross_check(spec, 2, 1, 1, "sum", vals, lr="0.125") == []
+
+
+def test_undefined_values() -> None:
+    """log of a negative parameter: the ball is not finite, the truth says NaN and undecided; an
+    exact division by zero in a rational model is an error naming the node."""
+    spec = ModelSpec(kind="expression", expression="log(a) * x1", parameters=("a",))
+    vals = {"X": np.array([[1.0]]), "y": np.array([[0.0]]), "a": np.array(-1.0)}
+    truth = model_truth(build_plan(spec, 1, 1, 1, "sum", "0.125"), vals, FLOAT32)
+    assert np.isnan(truth.hi["loss"][()]) and truth.undecided["loss"][()] and truth.radius["loss"][()] == np.inf
+    rational = ModelSpec(kind="expression", expression="x1 / a", parameters=("a",))
+    with pytest.raises(ValueError, match="division by an exact zero"):
+        model_truth(build_plan(rational, 1, 1, 1, "sum", "0.125"), {**vals, "a": np.array(0.0)}, FLOAT32)

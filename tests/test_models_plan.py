@@ -110,14 +110,14 @@ def test_linear_plan_matches_torch_autograd() -> None:
 
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_expression_plan_matches_torch_autograd(reduction: str) -> None:
-    text = "a * tanh(w * x1 + c) - 0.5 * x2^2 * exp(-a) + sqrt(x1**2 + 1) / (c**2 + 2) + sin(w) * x1 / (1 + x2**2) - 3"
+    text = "a * tanh(w * x1 + c) - 0.5 * x2^2 * exp(-a) + sqrt(x1**2 + 1) / (c**2 + 2) + sin(w) * x1 / (1 + x2**2) - 3 + abs(x2 - c) * cos(a)"
     spec = ModelSpec(kind="expression", expression=text, parameters=("a", "w", "c", "unused"))
 
     def predict(t):  # noqa: ANN001, ANN202
         x1, x2 = t["X"][:, 0:1], t["X"][:, 1:2]
         a, w, c = t["a"], t["w"], t["c"]
         return (a * torch.tanh(w * x1 + c) - 0.5 * x2**2 * torch.exp(-a) + torch.sqrt(x1**2 + 1) / (c**2 + 2)
-                + torch.sin(w) * x1 / (1 + x2**2) - 3 + 0 * t["unused"])
+                + torch.sin(w) * x1 / (1 + x2**2) - 3 + torch.abs(x2 - c) * torch.cos(a) + 0 * t["unused"])
 
     _compare(spec, 7, 2, 1, reduction, predict)
 

@@ -164,9 +164,9 @@ class _ExpressionBuilder:
     def joint(self, *ids: int) -> tuple[int, ...]:
         return (self.n, 1) if any(self.shape_of(i) != () for i in ids) else ()
 
-    def const(self, value: sp.Rational | Fraction | int, role: str = "forward") -> int:
-        q = Fraction(int(sp.Integer(sp.Rational(value).p)), int(sp.Integer(sp.Rational(value).q)))
-        return self.g.add("const", (), (), role, value=q, held=False)
+    def const(self, value: sp.Basic | int, role: str = "forward") -> int:
+        r = sp.Rational(value)
+        return self.g.add("const", (), (), role, value=Fraction(int(r.p), int(r.q)), held=False)
 
     def build(self, e: sp.Basic) -> int:
         if e in self.memo:
