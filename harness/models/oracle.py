@@ -173,7 +173,11 @@ class _Exact:
         raise ValueError(f"{name} is not a rational function: the exact-rational truth cannot evaluate it")
 
     def to_float(self, v: Any) -> float:
-        return hi_lo_of_ratio(int(v.p), int(v.q))[0]
+        p, q = int(v.p), int(v.q)
+        try:
+            return p / q  # correctly rounded (Python's int / int)
+        except OverflowError:
+            return math.inf if p > 0 else -math.inf
 
 
 class _Ball:
@@ -214,8 +218,7 @@ class _Ball:
     def to_float(self, v: Any) -> float:
         if not v.is_finite():
             return math.nan
-        m, e = v.mid().man_exp()
-        return hi_lo_of_ratio(*_dyadic(int(m), int(e)))[0]
+        return float(v)  # python-flint: arf_get_d of the midpoint, round to nearest
 
 
 Arith = _Exact | _Ball
