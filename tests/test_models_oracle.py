@@ -9,6 +9,8 @@ from fractions import Fraction
 import mpmath
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.floats import FLOAT16, FLOAT32, FLOAT64, get_format, round_fraction, round_to_format
 from harness.models import oracle as oracle_mod
@@ -105,12 +107,13 @@ def test_tanh_network_by_hand() -> None:
 
 
 def _relu_by_hand(x: list[Fraction], y: list[Fraction], w1: list[Fraction], b1: list[Fraction], w2: list[Fraction],
-                  b2: Fraction, at_zero: Fraction) -> dict[str, list[Fraction]]:
-    """N rows, D = 1, H hidden ReLU units, K = 1, reduction sum: the chain rule written out."""
+                  b2: Fraction, at_zero: Fraction, slope: Fraction = Fraction(0)) -> dict[str, list[Fraction]]:
+    """N rows, D = 1, H hidden (leaky) ReLU units, K = 1, reduction sum: the chain rule written out.
+    The derivative at 0 is ``slope + at_zero (1 - slope)`` (PyTorch's for at_zero = 0)."""
     h_n = len(w1)
     z = [[x[i] * w1[j] + b1[j] for j in range(h_n)] for i in range(len(x))]
-    h = [[max(v, Fraction(0)) for v in row] for row in z]
-    d = [[Fraction(1) if v > 0 else (at_zero if v == 0 else Fraction(0)) for v in row] for row in z]
+    h = [[v if v > 0 else slope * v for v in row] for row in z]
+    d = [[Fraction(1) if v > 0 else (slope + at_zero * (1 - slope) if v == 0 else slope) for v in row] for row in z]
     r = [sum(h[i][j] * w2[j] for j in range(h_n)) + b2 - y[i] for i in range(len(x))]
     g = [2 * ri for ri in r]
     return {
@@ -158,6 +161,36 @@ def test_relu_network_with_kink_by_hand(at_zero: Fraction) -> None:
     # the convention matters: units 0 and 1's gradients differ between the two conventions
     other = _relu_by_hand(x, y, w1, b1, w2, b2, 1 - at_zero)
     assert other["grad_W1"][0] != want["grad_W1"][0] and other["grad_W1"][2] == want["grad_W1"][2]
+
+
+_SMALL = st.integers(-6, 6).map(lambda i: Fraction(i, 2))
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.lists(st.tuples(_SMALL, _SMALL), min_size=1, max_size=4),
+       units=st.lists(st.tuples(_SMALL, _SMALL, _SMALL), min_size=1, max_size=4), b2=_SMALL,
+       leaky=st.booleans(), at_zero=st.sampled_from([Fraction(0), Fraction(1), Fraction(1, 2)]))
+def test_relu_networks_match_the_chain_rule(rows: list[tuple[Fraction, Fraction]], units: list[tuple[Fraction, Fraction, Fraction]],
+                                            b2: Fraction, leaky: bool, at_zero: Fraction) -> None:
+    """Random (leaky) ReLU networks on half-integers (so pre-activations hit 0 often): every graded
+    value equals the chain rule written out in Fractions, and the kink flags of grad_b1 are set
+    exactly for the units with a row at z = 0."""
+    slope = Fraction(1, 8) if leaky else Fraction(0)
+    x, y = [r[0] for r in rows], [r[1] for r in rows]
+    w1, b1, w2 = [u[0] for u in units], [u[1] for u in units], [u[2] for u in units]
+    spec = ModelSpec(kind="mlp", hidden=(len(units),), activation="leaky_relu" if leaky else "relu",
+                     negative_slope=slope if leaky else Fraction(1, 100), relu_grad_at_zero=at_zero)
+    vals = {"X": np.array([[float(v)] for v in x]), "y": np.array([[float(v)] for v in y]),
+            "W1": np.array([[float(v) for v in w1]]), "b1": np.array([float(v) for v in b1]),
+            "W2": np.array([[float(v)] for v in w2]), "b2": np.array([float(b2)])}
+    truth = model_truth(build_plan(spec, len(x), 1, 1, "sum", "0.25"), vals, FLOAT32)
+    want = _relu_by_hand(x, y, w1, b1, w2, b2, at_zero, slope)
+    got = {"loss": [truth.hi["loss"][()]], "grad_W1": list(truth.hi["grad_W1"][0]), "grad_b1": list(truth.hi["grad_b1"]),
+           "grad_W2": list(truth.hi["grad_W2"][:, 0]), "grad_b2": list(truth.hi["grad_b2"])}
+    for q, ws in want.items():
+        assert got[q] == [float(w) for w in ws], q  # half-integer data: every value is a float32 value here
+    at_kink = [any(x[i] * w1[j] + b1[j] == 0 for i in range(len(x))) for j in range(len(w1))]
+    assert truth.kink["grad_b1"].tolist() == at_kink
 
 
 def test_leaky_relu_slope_is_exact_and_kink_uses_the_convention() -> None:
