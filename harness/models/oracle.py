@@ -226,7 +226,22 @@ Compiled = Callable[[Arith, Mapping[str, Any]], Any]
 
 
 def _compile(expr: sp.Basic) -> Compiled:
-    """A function ``(arithmetic, {"z": .., "out": ..}) -> value`` evaluating a SymPy expression."""
+    """A function ``(arithmetic, {"z": .., "out": ..}) -> value`` evaluating a SymPy expression.
+    A constant subexpression (``1/2``, ``sqrt(2)``, ``1/sqrt(pi)``) is evaluated once per arithmetic."""
+    if not expr.free_symbols:
+        inner = _compile_node(expr)
+        memo: list[Any] = [None, None]  # (arithmetic, value): the arithmetic held, so never a reused id
+
+        def constant(ar: Arith, env: Mapping[str, Any]) -> Any:
+            if memo[0] is not ar:
+                memo[0], memo[1] = ar, inner(ar, env)
+            return memo[1]
+        return constant
+    return _compile_node(expr)
+
+
+def _compile_node(expr: sp.Basic) -> Compiled:
+    """:func:`_compile` of one node (its arguments through :func:`_compile`)."""
     if isinstance(expr, sp.Symbol):
         name = expr.name
         return lambda ar, env: env[name]
