@@ -122,6 +122,17 @@ def test_expression_plan_matches_torch_autograd(reduction: str) -> None:
     _compare(spec, 7, 2, 1, reduction, predict)
 
 
+@pytest.mark.parametrize(("text", "torch_fn"), [
+    ("a", lambda t, x1: (t["a"] + 0 * t["b"]).expand(x1.shape)),  # the prediction is a parameter itself
+    ("a * b + b", lambda t, x1: (t["a"] * t["b"] + t["b"]).expand(x1.shape)),  # no input at all
+    ("x1**3 - a", lambda t, x1: x1**3 - t["a"] + 0 * t["b"]),  # b unused: its gradient is 0
+    ("-x1 / a - b**2", lambda t, x1: -x1 / t["a"] - t["b"] ** 2),  # every term negative
+])
+def test_expression_edge_shapes(text: str, torch_fn) -> None:  # noqa: ANN001
+    spec = ModelSpec(kind="expression", expression=text, parameters=("a", "b"))
+    _compare(spec, 3, 1, 1, "mean", lambda t: torch_fn(t, t["X"][:, 0:1]))
+
+
 def test_plan_outputs_and_lr_const() -> None:
     spec = ModelSpec(kind="mlp", hidden=(3,), activation="tanh")
     g = build_plan(spec, 4, 2, 1, "sum", "0.1")

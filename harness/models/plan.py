@@ -234,7 +234,7 @@ class _ExpressionBuilder:
         for node in g.nodes[: root + 1]:
             if node.args and any(a in needs for a in node.args):
                 needs.add(node.id)
-        adj: dict[int, int] = {root: seed}
+        adj: dict[int, int] = {}
 
         def give(target: int, contrib: int) -> None:
             if target not in needs:
@@ -242,6 +242,8 @@ class _ExpressionBuilder:
             if self.shape_of(target) == () and self.shape_of(contrib) != ():
                 contrib = g.add("sum", (contrib,), (), "backward", axis=None)
             adj[target] = contrib if target not in adj else g.add("add", (adj[target], contrib), self.shape_of(target), "backward")
+
+        give(root, seed)  # the prediction may be a parameter itself (``"a"``): summed over the rows
 
         def bmul(a: int, b: int) -> int:
             return g.add("mul", (a, b), self.joint(a, b), "backward")
