@@ -62,6 +62,16 @@ def test_cross_check_expression(reduction: str) -> None:
     assert cross_check(spec, 3, 2, 1, reduction, _values(spec, 3, 2, 1, seed=11, fmt_name="bfloat16"), lr="0.01", fmt_name="bfloat16") == []
 
 
+@pytest.mark.parametrize("text", ["a", "a*b + b", "-x1/a - b**2", "x1**3 - a", "x**2 * exp(-b) / (1 + a**2)"])
+def test_cross_check_expression_shapes(text: str) -> None:
+    """Predictions that are a parameter, do not use the input, are all negative terms, leave a
+    parameter unused, or divide: exact where rational, within the ball where not."""
+    spec = ModelSpec(kind="expression", expression=text, parameters=("a", "b"))
+    vals = {"X": np.array([[1.5], [-2.0], [0.25]]), "y": np.array([[0.5], [1.0], [-1.0]]), "a": np.array(0.75),
+            "b": np.array(-1.25)}
+    assert cross_check(spec, 3, 1, 1, "mean", vals) == []
+
+
 def test_cross_check_reports_a_wrong_truth(monkeypatch: pytest.MonkeyPatch) -> None:
     """The comparison is not vacuous: a truth off by one float64 ULP in one gradient element is reported."""
     spec = ModelSpec(kind="mlp", hidden=(2,), activation="relu")
