@@ -399,3 +399,25 @@ def test_undefined_values() -> None:
     rational = ModelSpec(kind="expression", expression="x1 / a", parameters=("a",))
     with pytest.raises(ValueError, match="division by an exact zero"):
         model_truth(build_plan(rational, 1, 1, 1, "sum", "0.125"), {**vals, "a": np.array(0.0)}, FLOAT32)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("fmt_name", ["float32", "float16"])
+def test_linear_model_matches_the_linear_path_oracle(reduction: str, fmt_name: str) -> None:
+    """The linear model through the plan and through today's exact oracle (harness.oracle, its own
+    SymPy derivation and integer arithmetic) give the same double-doubles, with the same
+    dtype-rounded learning rate."""
+    from harness.oracle import exact_inputs_from_floats, exact_step
+
+    fmt = get_format(fmt_name)
+    spec = ModelSpec()
+    vals = _values(spec, 7, 3, 2, seed=21, fmt_name=fmt_name)
+    lr = Fraction(1, 10)
+    truth = model_truth(build_plan(spec, 7, 3, 2, reduction, lr), vals, fmt)
+    lr_held = round_fraction(lr, fmt)
+    assert isinstance(lr_held, Fraction)
+    ref = exact_step(exact_inputs_from_floats(vals), lr_held, reduction, method="exact-rational")
+    for q in ("loss", "grad_W", "grad_b", "W", "b"):
+        hi, lo = ref.values[q].to_hi_lo()
+        np.testing.assert_array_equal(truth.hi[q], hi, err_msg=q)
+        np.testing.assert_array_equal(truth.lo[q], lo, err_msg=q)
