@@ -91,6 +91,21 @@ def test_mlp_without_bias_and_relu_at_kink() -> None:
     _compare(spec, 2, 2, 1, "sum", predict, vals)
 
 
+def test_leaky_relu_at_kink_matches_torch() -> None:
+    """At z = 0 torch's leaky ReLU backward is ``z > 0 ? g : g * slope``: the plan's convention
+    (relu_grad_at_zero = 0) gives the slope there too."""
+    spec = ModelSpec(kind="mlp", hidden=(2,), activation="leaky_relu", negative_slope=Fraction(1, 4))
+    vals = {"X": np.array([[1.0, -1.0], [2.0, 0.5]]), "y": np.array([[0.5], [1.0]]),
+            "W1": np.array([[1.0, 2.0], [1.0, 1.0]]), "b1": np.array([0.0, -0.5]),
+            "W2": np.array([[0.5], [-1.0]]), "b2": np.array([0.25])}
+    # row 0: z = [0, 0.5]: unit 0 at the kink
+
+    def predict(t):  # noqa: ANN001, ANN202
+        return F.leaky_relu(t["X"] @ t["W1"] + t["b1"], 0.25) @ t["W2"] + t["b2"]
+
+    _compare(spec, 2, 2, 1, "sum", predict, vals)
+
+
 @pytest.mark.parametrize("degree", [1, 2, 3])
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_polynomial_plan_matches_torch_autograd(degree: int, reduction: str) -> None:
