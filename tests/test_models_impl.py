@@ -235,6 +235,9 @@ def test_expression_refuses_unknown_names() -> None:
     spec = ModelSpec(kind="expression", expression="a*x1 + q", parameters=("a",))
     with pytest.raises(ValueError, match="'q'"):
         run_torch(torch_model_functional, spec, X, y, {"a": np.array(1.0)}, "sum", 1)
+    spec = ModelSpec(kind="expression", expression="a*x1.__class__", parameters=("a",))
+    with pytest.raises(ValueError, match="'.'"):
+        run_torch(torch_model_functional, spec, X, y, {"a": np.array(1.0)}, "sum", 1)
 
 
 # ------------------------------------------------------------------ the registry and the one rule

@@ -163,33 +163,58 @@ def torch_model_nn(X: torch.Tensor, y: torch.Tensor, params: Mapping[str, torch.
     return out
 
 
+#: The functions and constants an ``expression`` model may use (besides its inputs and parameters).
+EXPRESSION_FUNCTIONS = ("exp", "log", "sin", "cos", "tanh", "sqrt", "erf", "Abs", "pi", "E")
+_EXPRESSION_OPS = ("+", "-", "*", "/", "**", "(", ")")
+
+
 def expression_function(spec: ModelSpec, d: int) -> Callable[..., Any]:
     """The ``expression`` model as a torch function ``f(x1, ..., xD, p1, ..., pM)`` (``sympy.lambdify``, torch module).
 
-    The text is parsed by SymPy's ``parse_expr`` with a restricted namespace: the inputs ``x1 .. xD``
-    (``x`` for ``x1`` when D = 1), the parameters, and the functions ``exp, log, sin, cos, tanh,
-    sqrt, erf, Abs`` and ``pi``, ``E``; no other name, and no builtins.
+    The text is first checked token by token (Python's tokenizer): only numbers, the operators
+    ``+ - * / ** ( )``, the inputs ``x1 .. xD`` (``x`` for ``x1`` when D = 1), the parameters and
+    :data:`EXPRESSION_FUNCTIONS` -- no attribute access, no other name -- then parsed by SymPy's
+    ``parse_expr`` with exactly those names.
 
     Raises:
-        ValueError: naming a symbol that is neither an input, a parameter nor an allowed function.
+        ValueError: naming the first token that is neither a number, an allowed operator, an input,
+            a parameter nor an allowed function, or the parse error.
     """
+    import io
+    import tokenize
+
     import sympy
     from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 
+    text = str(spec.expression)
     xs = [sympy.Symbol(f"x{j}", real=True) for j in range(1, d + 1)]
     ps = [sympy.Symbol(p, real=True) for p in spec.parameters]
     local: dict[str, Any] = {s.name: s for s in [*xs, *ps]}
     if d == 1:
         local["x"] = xs[0]
-    for fn in ("exp", "log", "sin", "cos", "tanh", "sqrt", "erf", "Abs", "pi", "E", "Integer", "Float", "Rational", "Symbol"):
+    for fn in EXPRESSION_FUNCTIONS:
         local[fn] = getattr(sympy, fn)
     try:
-        expr = parse_expr(str(spec.expression), local_dict=local, global_dict={"__builtins__": {}}, transformations=standard_transformations)
+        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    except (tokenize.TokenError, SyntaxError) as exc:
+        raise ValueError(f"expression: cannot parse {text!r}: {exc}") from None
+    for tok in tokens:
+        if tok.type in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.NUMBER):
+            continue
+        if tok.type == tokenize.NAME and tok.string in local:
+            continue
+        if tok.type == tokenize.OP and tok.string in _EXPRESSION_OPS:
+            continue
+        raise ValueError(f"expression: {tok.string!r} is neither an input (x1..x{d}), a parameter "
+                         f"({', '.join(spec.parameters)}), a number, an operator ({' '.join(_EXPRESSION_OPS)}) "
+                         f"nor one of {', '.join(EXPRESSION_FUNCTIONS)}")
+    try:
+        expr = parse_expr(text, local_dict=local, global_dict={"__builtins__": {}, "Integer": sympy.Integer,
+                                                               "Float": sympy.Float, "Rational": sympy.Rational,
+                                                               "Symbol": sympy.Symbol},
+                          transformations=standard_transformations)
     except Exception as exc:
-        raise ValueError(f"expression: cannot parse {spec.expression!r}: {type(exc).__name__}: {exc}") from None
-    unknown = sorted(s.name for s in expr.free_symbols if s not in set(xs) | set(ps))
-    if unknown:
-        raise ValueError(f"expression: {unknown[0]!r} is neither an input (x1..x{d}) nor a parameter ({', '.join(spec.parameters)})")
+        raise ValueError(f"expression: cannot parse {text!r}: {type(exc).__name__}: {exc}") from None
     return sympy.lambdify([*xs, *ps], expr, modules="torch")
 
 
