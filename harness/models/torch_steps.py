@@ -10,9 +10,11 @@
 - ``torch-model-functional``: the same model from ``torch.nn.functional`` and ``X @ W1 + b1`` on
   leaf tensors, trained by :func:`harness.models.forward.sgd_steps` (the loop every forward-based
   implementation shares). It also runs the ``expression`` kind: the expression parsed by
-  :func:`harness.models.torch_steps.expression_function` (SymPy, restricted names) and turned into
-  torch operations by ``sympy.lambdify(..., modules="torch")``; the inputs ``x1 .. xD`` are the
-  columns of X, each parameter a 0-d leaf tensor.
+  :func:`harness.models.symbolic.parse_expression` and turned into torch operations by
+  ``sympy.lambdify(..., modules="torch")`` (:func:`expression_function`); the inputs ``x1 .. xD``
+  are the columns of X, each parameter a 0-d leaf tensor. (``numpy-model`` does not run
+  expressions: a hand backward of an arbitrary formula is the plan's reverse mode, not an
+  independent implementation.)
 
 Both implement PyTorch's convention at ReLU's kink (derivative 0 for ReLU, ``negative_slope`` for
 leaky ReLU): they declare models whose ``relu_grad_at_zero`` is the default, so a case declaring
@@ -163,59 +165,21 @@ def torch_model_nn(X: torch.Tensor, y: torch.Tensor, params: Mapping[str, torch.
     return out
 
 
-#: The functions and constants an ``expression`` model may use (besides its inputs and parameters).
-EXPRESSION_FUNCTIONS = ("exp", "log", "sin", "cos", "tanh", "sqrt", "erf", "Abs", "pi", "E")
-_EXPRESSION_OPS = ("+", "-", "*", "/", "**", "(", ")")
-
-
 def expression_function(spec: ModelSpec, d: int) -> Callable[..., Any]:
-    """The ``expression`` model as a torch function ``f(x1, ..., xD, p1, ..., pM)`` (``sympy.lambdify``, torch module).
-
-    The text is first checked token by token (Python's tokenizer): only numbers, the operators
-    ``+ - * / ** ( )``, the inputs ``x1 .. xD`` (``x`` for ``x1`` when D = 1), the parameters and
-    :data:`EXPRESSION_FUNCTIONS` -- no attribute access, no other name -- then parsed by SymPy's
-    ``parse_expr`` with exactly those names.
+    """The ``expression`` model as a torch function ``f(x1, ..., xD, p1, ..., pM)``: the text parsed
+    by :func:`harness.models.symbolic.parse_expression` (the one safe parser), then
+    ``sympy.lambdify(..., modules="torch")`` (exact rational constants become Python floats, which
+    torch rounds to the dtype).
 
     Raises:
-        ValueError: naming the first token that is neither a number, an allowed operator, an input,
-            a parameter nor an allowed function, or the parse error.
+        ValueError: from the parser, naming what is not allowed.
     """
-    import io
-    import tokenize
-
     import sympy
-    from sympy.parsing.sympy_parser import parse_expr, standard_transformations
 
-    text = str(spec.expression)
-    xs = [sympy.Symbol(f"x{j}", real=True) for j in range(1, d + 1)]
-    ps = [sympy.Symbol(p, real=True) for p in spec.parameters]
-    local: dict[str, Any] = {s.name: s for s in [*xs, *ps]}
-    if d == 1:
-        local["x"] = xs[0]
-    for fn in EXPRESSION_FUNCTIONS:
-        local[fn] = getattr(sympy, fn)
-    try:
-        tokens = list(tokenize.generate_tokens(io.StringIO(text).readline))
-    except (tokenize.TokenError, SyntaxError) as exc:
-        raise ValueError(f"expression: cannot parse {text!r}: {exc}") from None
-    for tok in tokens:
-        if tok.type in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.NUMBER):
-            continue
-        if tok.type == tokenize.NAME and tok.string in local:
-            continue
-        if tok.type == tokenize.OP and tok.string in _EXPRESSION_OPS:
-            continue
-        raise ValueError(f"expression: {tok.string!r} is neither an input (x1..x{d}), a parameter "
-                         f"({', '.join(spec.parameters)}), a number, an operator ({' '.join(_EXPRESSION_OPS)}) "
-                         f"nor one of {', '.join(EXPRESSION_FUNCTIONS)}")
-    try:
-        expr = parse_expr(text, local_dict=local, global_dict={"__builtins__": {}, "Integer": sympy.Integer,
-                                                               "Float": sympy.Float, "Rational": sympy.Rational,
-                                                               "Symbol": sympy.Symbol},
-                          transformations=standard_transformations)
-    except Exception as exc:
-        raise ValueError(f"expression: cannot parse {text!r}: {type(exc).__name__}: {exc}") from None
-    return sympy.lambdify([*xs, *ps], expr, modules="torch")
+    from .symbolic import parse_expression
+
+    parsed = parse_expression(str(spec.expression), tuple(spec.parameters), d)
+    return sympy.lambdify([*parsed.inputs, *parsed.parameters], parsed.expr, modules="torch")
 
 
 def functional_forward(spec: ModelSpec, d: int) -> Callable[[torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]:
