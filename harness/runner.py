@@ -675,7 +675,7 @@ def plugin_sources(impls: Iterable[Implementation]) -> list[str]:
         if mod.startswith("harness.") or mod in ("__main__", "__mp_main__"):
             continue
         try:
-            src = inspect.getsourcefile(impl.fn)
+            src = inspect.getsourcefile(inspect.unwrap(impl.fn))  # a wrapped step (torch_forward_step): its forward's file
         except TypeError:
             src = None
         if "." in mod or src is None:
