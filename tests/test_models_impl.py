@@ -425,3 +425,14 @@ def test_mutants_differ_from_the_plan(fn: Any, spec: ModelSpec) -> None:
     X, y, params = draw(spec, 10)
     ref = plan_reference(spec, X, y, params, "sum")
     assert step_diff(fn(X, y, params, model=spec, lr=LR, reduction="sum", steps=1), ref) > 1e-3
+
+
+def test_forward_plugin_is_found_by_its_own_file(fused: Any) -> None:
+    """A step made by torch_forward_step lives in harness/models/forward.py; the repro line and the
+    worker processes must load the forward's file (the plug-in), not that module."""
+    from harness.api import plugin_arg
+    from harness.runner import plugin_sources
+
+    impl = REGISTRY["fused-linear-tanh"]
+    assert plugin_arg(impl)[1].endswith("fused_linear_tanh.py")
+    assert plugin_sources([impl])[0].endswith("fused_linear_tanh.py")
