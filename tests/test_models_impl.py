@@ -269,6 +269,16 @@ def test_decorator_checks_model_patterns() -> None:
 
     implementation("test-models-impl-ok", framework="numpy", models=("mlp", {"activation": "tanh"}))(step)
     assert REGISTRY.pop("test-models-impl-ok").models == ("mlp", {"activation": "tanh"})
+    implementation("test-models-impl-ok", framework="numpy", models=({"hidden": (8,), "negative_slope": 0.2},))(step)
+    pats = REGISTRY.pop("test-models-impl-ok").models
+    assert pats == ({"hidden": [8], "negative_slope": "1/5"},)
+    spec = ModelSpec(kind="mlp", hidden=(8,), activation="leaky_relu", negative_slope=Fraction(1, 5))
+    assert model_rule_mismatch(pats, spec) is None
+    assert model_rule_mismatch(pats, ModelSpec(kind="mlp", hidden=(8,), activation="leaky_relu")) is not None
+    implementation("test-models-impl-ok", framework="numpy", models=({"activation": "relu", "relu_grad_at_zero": 0},))(step)
+    pats = REGISTRY.pop("test-models-impl-ok").models
+    assert model_rule_mismatch(pats, ModelSpec(kind="mlp", hidden=(2,), activation="relu")) is None
+    assert model_rule_mismatch(pats, ModelSpec(kind="mlp", hidden=(2,), activation="relu", relu_grad_at_zero=Fraction(1))) is not None
     for bad in ("mlps", 3, {"activations": "tanh"}):
         with pytest.raises(PluginError, match="models"):
             implementation("test-models-impl-bad", framework="numpy", models=(bad,))(step)

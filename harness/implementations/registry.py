@@ -168,7 +168,7 @@ def implementation(
     known_rules = ("plain", "sgd", "adam", "adamw")
     if not rules or any(r not in known_rules for r in rules):
         raise PluginError(f"implementation {name!r}: optimizers must name some of {known_rules}, got {rules!r}")
-    patterns = tuple(models)
+    patterns = tuple(normal_model_pattern(p) for p in models)
     bad = model_pattern_problem(patterns)
     if bad:
         raise PluginError(f"implementation {name!r}: models: {bad}")
@@ -188,6 +188,32 @@ def implementation(
         return fn
 
     return deco
+
+
+def normal_model_pattern(pattern: object) -> object:
+    """A ``models`` pattern written as :meth:`harness.models.spec.ModelSpec.as_table` writes tables:
+    ``hidden`` and ``parameters`` as lists (``(8,)`` -> ``[8]``), ``negative_slope`` and
+    ``relu_grad_at_zero`` as exact fraction strings (``0.2`` -> ``"1/5"``, from the decimal as written),
+    or None at their defaults (1/100 and 0), which tables leave out.
+    Anything else is returned as given (:func:`model_pattern_problem` judges it)."""
+    from fractions import Fraction
+
+    if not isinstance(pattern, dict):
+        return pattern
+    out = dict(pattern)
+    for key in ("hidden", "parameters"):
+        if isinstance(out.get(key), tuple):
+            out[key] = list(out[key])
+    defaults = {"negative_slope": Fraction(1, 100), "relu_grad_at_zero": Fraction(0)}  # left out of as_table's tables
+    for key, default in defaults.items():
+        value = out.get(key)
+        if isinstance(value, int | float | str | Fraction) and not isinstance(value, bool):
+            try:
+                exact = Fraction(str(value)) if isinstance(value, float) else Fraction(value)
+            except (ValueError, ZeroDivisionError):
+                continue  # left as written: it then matches no table
+            out[key] = None if exact == default else str(exact)
+    return out
 
 
 def model_pattern_problem(patterns: tuple[object, ...]) -> str | None:
