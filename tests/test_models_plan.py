@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import mpmath
 import numpy as np
 import pytest
+import sympy as sp
 
 from harness.models.graph import evaluate_float64
 from harness.models.plan import build_plan
 from harness.models.spec import ACTIVATIONS, ModelSpec
+from harness.models.symbolic import OUT, Z, element_function, parse_expression
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -135,3 +138,84 @@ def test_plan_refuses_bad_arguments() -> None:
         build_plan(ModelSpec(), 2, 2, 1, "max", 1)
     with pytest.raises(ValueError, match="unknown symbol 'q'"):
         build_plan(ModelSpec(kind="expression", expression="a * q", parameters=("a",)), 2, 1, 1, "sum", 1)
+
+
+# ------------------------------------------------------------------ symbolic: functions, derivatives, parsing
+
+_MP_DEFS = {  # independent definitions (mpmath), PyTorch's formulas
+    "tanh": mpmath.tanh, "sigmoid": lambda z: 1 / (1 + mpmath.exp(-z)), "softplus": lambda z: mpmath.log(1 + mpmath.exp(z)),
+    "gelu": lambda z: z / 2 * (1 + mpmath.erf(z / mpmath.sqrt(2))), "exp": mpmath.exp, "log": mpmath.log,
+    "sqrt": mpmath.sqrt, "sin": mpmath.sin, "cos": mpmath.cos, "erf": mpmath.erf,
+    "relu": lambda z: max(z, 0), "leaky_relu": lambda z: z if z > 0 else z / 100, "abs": abs,
+}
+
+
+@pytest.mark.parametrize("name", sorted(_MP_DEFS))
+@pytest.mark.parametrize("z", ["-2.5", "-0.3", "0.7", "3.25"])
+def test_element_function_and_derivative_against_mpmath(name: str, z: str) -> None:
+    """Value and derivative (the form the plan evaluates, in ``out`` where autograd uses it) against
+    mpmath at 50 digits: the value from an independent definition, the derivative by mpmath.diff."""
+    mpmath.mp.dps = 50
+    zv = mpmath.mpf(z)
+    if name in ("log", "sqrt") and zv <= 0:
+        zv = -zv
+    f = element_function(name)
+    ref = _MP_DEFS[name]
+    val = sp.N(f.expr.subs(Z, sp.Float(str(zv), 50)), 50)
+    assert abs(mpmath.mpf(str(val)) - ref(zv)) < mpmath.mpf(10) ** -40
+    grad = f.grad_expr.subs({Z: sp.Float(str(zv), 50), OUT: sp.Float(str(mpmath.nstr(ref(zv), 50)), 50)})
+    assert abs(mpmath.mpf(str(sp.N(grad, 50))) - mpmath.diff(ref, zv)) < mpmath.mpf(10) ** -30
+
+
+def test_derivatives_written_in_the_output() -> None:
+    assert element_function("tanh").grad_in_out == 1 - OUT**2
+    assert element_function("sigmoid").grad_in_out == OUT * (1 - OUT)
+    assert element_function("softplus").grad_in_out is None and element_function("gelu").grad_in_out is None
+
+
+@pytest.mark.parametrize(("name", "slope", "at_zero", "want"), [
+    ("relu", Fraction(1, 100), Fraction(0), Fraction(0)), ("relu", Fraction(1, 100), Fraction(1), Fraction(1)),
+    ("leaky_relu", Fraction(1, 100), Fraction(0), Fraction(1, 100)), ("leaky_relu", Fraction(1, 5), Fraction(1), Fraction(1)),
+    ("leaky_relu", Fraction(1, 5), Fraction(1, 2), Fraction(3, 5)), ("abs", Fraction(1, 100), Fraction(0), Fraction(0)),
+])
+def test_kink_conventions(name: str, slope: Fraction, at_zero: Fraction, want: Fraction) -> None:
+    g = element_function(name, slope, at_zero).grad
+    assert g.subs(Z, 0) == sp.Rational(str(want))
+    assert g.subs(Z, sp.Rational(1, 3)) == 1
+    neg = {"relu": 0, "leaky_relu": sp.Rational(slope.numerator, slope.denominator), "abs": -1}[name]
+    assert g.subs(Z, sp.Rational(-1, 3)) == neg
+
+
+def test_parse_expression_exact_and_safe() -> None:
+    p = parse_expression("a * x^2 + 0.1 * b - Abs(x)", ("a", "b"), 1)
+    a, b = p.parameters
+    (x1,) = p.inputs
+    assert sp.simplify(p.expr - (a * x1**2 + sp.Rational(1, 10) * b - sp.Abs(x1))) == 0  # 0.1 is exactly 1/10
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("__import__('os').system('true')", "__import__"),
+    ("open('/etc/passwd')", "'open'"),
+    ("eval('1')", "'eval'"),
+    ("a * q", "unknown symbol 'q'"),
+    ("a * x3", "unknown symbol 'x3'"),
+    ("gamma(a)", "'gamma'"),
+    ("a.__class__", "Attribute"),
+    ("[a][0]", "not allowed"),
+    ("x1 ** a", "not an integer power"),
+    ("exp(a, 2)", "exactly one argument"),
+    ("exp(x=1)", "exactly one argument"),
+    ("'text'", "not a number"),
+    ("a +", "not a formula"),
+    ("a if x1 else x2", "IfExp"),
+    ("a < x1", "Compare"),
+])
+def test_parse_expression_refuses(text: str, needle: str) -> None:
+    with pytest.raises(ValueError) as exc:
+        parse_expression(text, ("a",), 2)
+    assert needle in str(exc.value)
+
+
+def test_parameter_names_that_clash_are_refused() -> None:
+    with pytest.raises(ValueError, match="clashes"):
+        parse_expression("exp * 2", ("exp",), 1)

@@ -357,3 +357,122 @@ def build_plan(spec: ModelSpec, n: int, d: int, k: int, reduction: str, lr: Frac
         g.outputs[p] = updated[p]
     assert tuple(g.outputs) == spec.quantities(d, k)
     return g
+
+
+def _sympy_prediction(spec: ModelSpec, xrow: list[sp.Expr], params: Mapping[str, sp.Matrix | sp.Symbol], k: int) -> list[sp.Expr]:
+    """The prediction of one row, built directly from the spec with SymPy (not from the plan)."""
+    if spec.kind == "expression":
+        assert spec.expression is not None
+        parsed = parse_expression(spec.expression, tuple(spec.parameters), len(xrow))
+        subs: dict[sp.Basic, sp.Basic] = dict(zip(parsed.inputs, xrow, strict=True))
+        subs.update({s: params[s.name] for s in parsed.parameters})
+        return [parsed.expr.xreplace(subs)]
+    if spec.kind == "mlp":
+        act = activation(spec).expr
+        from .symbolic import Z
+
+        h = sp.Matrix([xrow])
+        layers = len(spec.hidden) + 1
+        for layer in range(1, layers + 1):
+            z = h * params[f"W{layer}"]
+            if spec.bias:
+                z = z + params[f"b{layer}"]
+            h = z if layer == layers else z.applyfunc(lambda e: act.xreplace({Z: e}))
+        return list(h)
+    degree = spec.polynomial if spec.kind == "polynomial" and spec.polynomial else 1
+    phi = sp.Matrix([[xj**p for p in range(1, degree + 1) for xj in xrow]])
+    out = phi * params["W"]
+    if spec.bias:
+        out = out + params["b"]
+    return list(out)
+
+
+def cross_check(spec: ModelSpec, n: int, d: int, k: int, reduction: str, values: Mapping[str, F64],
+                lr: Fraction | str | float = Fraction(1, 8), fmt_name: str = "float64") -> list[str]:
+    """Check the plan against SymPy: the whole scalar loss of a small case, built with one SymPy
+    symbol per parameter element directly from the spec, differentiated by ``sympy.diff`` with
+    respect to every parameter element, evaluated at ``values`` and compared with the truth of
+    the plan (:func:`harness.models.oracle.model_truth`): loss, every gradient element and every
+    updated parameter.
+
+    Exact rational models must agree exactly (``hi + lo`` is the double-double of the exact
+    value, so SymPy's exact rational must round to the same ``hi`` and ``lo``); transcendental ones
+    to within the truth's ball radius plus ``2**-100`` relative (SymPy evaluates to 60 digits, the
+    double-double holds about 32). At a ReLU kink SymPy's ``diff`` of the ``Piecewise`` takes the
+    branch its conditions give (PyTorch's convention): elements flagged ``kink`` are compared only
+    when the spec declares that convention (``relu_grad_at_zero = 0``).
+
+    Args:
+        spec, n, d, k, reduction: the model and shape (keep them small: SymPy expands per element).
+        values: float64 arrays ``X``, ``y`` and every parameter, values of ``fmt_name``.
+        lr: the learning rate as written.
+        fmt_name: the dtype (rounds the held learning rate).
+
+    Returns:
+        one message per disagreeing element (empty when every element agrees).
+    """
+    from ..floats import get_format, round_fraction
+    from .oracle import model_truth
+
+    fmt = get_format(fmt_name)
+    graph = build_plan(spec, n, d, k, reduction, lr)
+    truth = model_truth(graph, values, fmt)
+    shapes = spec.parameter_shapes(d, k)
+    psyms: dict[str, sp.Matrix | sp.Symbol] = {}
+    flat: dict[str, list[sp.Symbol]] = {}
+    for p, s in shapes.items():
+        if s == ():
+            sym = sp.Symbol(p, real=True)
+            psyms[p], flat[p] = sym, [sym]
+        else:
+            rows, cols = (s[0], s[1]) if len(s) == 2 else (1, s[0])
+            m = sp.Matrix(rows, cols, lambda i, j, p=p: sp.Symbol(f"{p}_{i}_{j}", real=True))
+            psyms[p], flat[p] = m, list(m)
+
+    def exact(x: float) -> sp.Rational:
+        a, b = float(x).as_integer_ratio()
+        return sp.Rational(a, b)
+
+    X = np.asarray(values["X"], dtype=np.float64)
+    Y = np.asarray(values["y"], dtype=np.float64)
+    c = loss_scale(reduction, n, k)
+    total = sp.Integer(0)
+    for i in range(n):
+        pred = _sympy_prediction(spec, [exact(v) for v in X[i]], psyms, k)
+        for j in range(k):
+            total += (pred[j] - exact(Y[i, j])) ** 2
+    loss = sp.Rational(c.numerator, c.denominator) * total
+    at: dict[sp.Basic, sp.Basic] = {}
+    for p in shapes:
+        arr = np.asarray(values[p], dtype=np.float64).reshape(-1)
+        at.update({sym: exact(v) for sym, v in zip(flat[p], arr, strict=True)})
+    lr_f = round_fraction(Fraction(lr), fmt)
+    lr_sym = sp.Rational(Fraction(lr_f).numerator, Fraction(lr_f).denominator)
+    messages: list[str] = []
+
+    def compare(q: str, idx: int, value: sp.Expr) -> None:
+        hi = float(truth.hi[q].reshape(-1)[idx])
+        lo = float(truth.lo[q].reshape(-1)[idx])
+        rad = float(truth.radius[q].reshape(-1)[idx])
+        if truth.kink[q].reshape(-1)[idx] and spec.relu_grad_at_zero != 0:
+            return
+        if isinstance(value, sp.Rational):
+            from .oracle import hi_lo_of_ratio
+
+            want = hi_lo_of_ratio(int(value.p), int(value.q))
+            if want != (hi, lo):
+                messages.append(f"{q}[{idx}]: SymPy {value} = {want}, plan truth {(hi, lo)}")
+            return
+        num = sp.N(value, 60)
+        diff = abs(num - (sp.Rational(Fraction(hi)) + sp.Rational(Fraction(lo))))
+        tol = sp.Rational(Fraction(rad)) + abs(num) * sp.Rational(1, 2**100) + sp.Rational(1, 2**1000)
+        if not diff <= tol:
+            messages.append(f"{q}[{idx}]: SymPy {num} differs from the plan truth {hi!r} + {lo!r} by {sp.N(diff, 5)} > {sp.N(tol, 5)}")
+
+    compare("loss", 0, loss.xreplace(at))
+    for p in shapes:
+        for idx, sym in enumerate(flat[p]):
+            grad = sp.diff(loss, sym).xreplace(at)
+            compare(f"grad_{p}", idx, grad)
+            compare(p, idx, at[sym] - lr_sym * grad)
+    return messages
