@@ -446,3 +446,21 @@ def test_forward_plugin_is_found_by_its_own_file(fused: Any) -> None:
     impl = REGISTRY["fused-linear-tanh"]
     assert plugin_arg(impl)[1].endswith("fused_linear_tanh.py")
     assert plugin_sources([impl])[0].endswith("fused_linear_tanh.py")
+
+
+def test_softplus_and_half_types_evaluation() -> None:
+    """softplus: log1p(exp(z)) up to 20, z + log1p(exp(-z)) above (no overflow in float32 at 100);
+    float16/bfloat16 activations are evaluated in float32 and rounded once (the bounds' model)."""
+    from harness.models.numpy_steps import activation, compute_dtype
+
+    spec = ModelSpec(kind="mlp", hidden=(1,), activation="softplus")
+    z64 = np.array([-30.0, -1.0, 0.0, 19.5, 20.5, 100.0, 1000.0])
+    for dt in (np.float64, np.float32):
+        z = z64.astype(dt)
+        got = activation("softplus", z, spec)
+        assert got.dtype == dt and np.isfinite(got).all()
+        np.testing.assert_allclose(got, np.logaddexp(0.0, z.astype(np.float64)), rtol=4 * np.finfo(dt).eps)
+    assert compute_dtype(np.float16) == np.float32 and compute_dtype(np.float64) == np.float64
+    z16 = np.array([0.3, -2.0, 5.0], dtype=np.float16)
+    tanh_spec = ModelSpec(kind="mlp", hidden=(1,), activation="tanh")
+    np.testing.assert_array_equal(activation("tanh", z16, tanh_spec), np.tanh(z16.astype(np.float32)).astype(np.float16))

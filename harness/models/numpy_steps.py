@@ -13,8 +13,12 @@ For the ``linear``, ``mlp`` and ``polynomial`` kinds of :mod:`harness.models.spe
 
 Every operation is in the inputs' dtype (float64, float32, float16; bfloat16 as ``ml_dtypes.bfloat16``
 arrays where ``ml_dtypes`` is installed -- NumPy's own matmul of bfloat16 returns float32, rounded
-back here, so a bfloat16 product is accumulated in float32 and rounded once). Constants (``2c``,
-``lr``, leaky ReLU's slope) are rounded to the dtype first. Powers are repeated products.
+back here, so a bfloat16 product is accumulated in float32 and rounded once), except the
+element-wise activations and their derivatives, which for float16 and bfloat16 are evaluated in
+float32 and rounded once to the dtype (as NumPy's own half-precision loops, ml_dtypes and
+PyTorch's opmath evaluate ``tanh``; :func:`compute_dtype`; the error model of
+:mod:`harness.models.bounds` assumes it). Constants (``2c``, ``lr``, leaky ReLU's slope) are
+rounded to the dtype first. Powers are repeated products.
 
 Activations and their derivatives (PyTorch's definitions, :mod:`harness.models.spec`):
 
@@ -24,9 +28,9 @@ Activations and their derivatives (PyTorch's definitions, :mod:`harness.models.s
 - ``tanh``: ``np.tanh``; derivative ``1 - tanh(z)^2`` from the forward value.
 - ``sigmoid``: ``1 / (1 + exp(-z))`` written without overflow (:func:`sigmoid`); derivative
   ``s (1 - s)`` from the forward value.
-- ``softplus``: ``log1p(exp(z))`` written stably as ``max(z, 0) + log1p(exp(-|z|))`` (no overflow
-  for large z: three roundings and two library functions); no threshold (PyTorch returns z above
-  20: the truth has the exact value, so NumPy is the closer one there); derivative ``sigmoid(z)``.
+- ``softplus``: ``log1p(exp(z))`` (PyTorch's formula) up to z = 20, ``z + log1p(exp(-z))`` above
+  (no overflow); no threshold (PyTorch returns z itself above 20: the truth has the exact value,
+  so NumPy is the closer one there); derivative ``sigmoid(z)``.
 - ``gelu``: ``z/2 (1 + erf(z / sqrt 2))``, derivative ``Phi(z) + z phi(z)`` with
   ``Phi = (1 + erf(z/sqrt 2))/2``, ``phi = exp(-z^2/2)/sqrt(2 pi)``. NumPy has no ``erf``:
   ``scipy.special.erf`` when SciPy is importable, else ``math.erf`` vectorised (both in float64;
@@ -74,6 +78,11 @@ def relu_slope_at_zero(spec: ModelSpec, activation: str) -> Fraction:
     return s + (1 - s) * g0
 
 
+#: Above this argument softplus is evaluated as ``z + log1p(exp(-z))`` (``exp(z)`` would overflow
+#: float32 beyond 88.7); at and below it as ``log1p(exp(z))``, PyTorch's formula.
+SOFTPLUS_SWITCH = 20.0
+
+
 def sigmoid(z: Arr) -> Arr:
     """``1 / (1 + exp(-z))`` in ``z``'s dtype, written without overflow: ``e = exp(-|z|)``, then
     ``1 / (1 + e)`` for z >= 0 and ``e / (1 + e)`` for z < 0 (float16's ``exp(12)`` would be inf
@@ -84,8 +93,32 @@ def sigmoid(z: Arr) -> Arr:
     return np.where(z >= 0, dt(1) / one_e, e / one_e).astype(z.dtype, copy=False)
 
 
+def compute_dtype(dtype: Any) -> Any:
+    """The NumPy dtype the element-wise functions are evaluated in for ``dtype``: float32 for the
+    half types (float16, bfloat16), as NumPy's own half loops, ml_dtypes and PyTorch's opmath do;
+    else ``dtype`` itself."""
+    return np.dtype(np.float32) if np.dtype(dtype).itemsize < 4 else np.dtype(dtype)
+
+
 def activation(name: str, z: Arr, spec: ModelSpec) -> Arr:
-    """``act(z)`` in ``z``'s dtype (module docstring)."""
+    """``act(z)`` in ``z``'s dtype: evaluated in :func:`compute_dtype` and rounded once (module docstring)."""
+    cdt = compute_dtype(z.dtype)
+    if cdt != z.dtype:
+        return activation_in(name, z.astype(cdt), spec).astype(z.dtype)
+    return activation_in(name, z, spec)
+
+
+def activation_grad(name: str, z: Arr, h: Arr, spec: ModelSpec) -> Arr:
+    """``act'(z)`` in ``z``'s dtype, ``h = act(z)`` from the forward pass: evaluated in
+    :func:`compute_dtype` and rounded once (module docstring)."""
+    cdt = compute_dtype(z.dtype)
+    if cdt != z.dtype:
+        return activation_grad_in(name, z.astype(cdt), h.astype(cdt), spec).astype(z.dtype)
+    return activation_grad_in(name, z, h, spec)
+
+
+def activation_in(name: str, z: Arr, spec: ModelSpec) -> Arr:
+    """``act(z)`` with every operation in ``z``'s dtype (module docstring)."""
     dt = z.dtype.type
     if name == "relu":
         return np.where(z > 0, z, dt(0))
@@ -95,16 +128,17 @@ def activation(name: str, z: Arr, spec: ModelSpec) -> Arr:
         return np.tanh(z)
     if name == "sigmoid":
         return sigmoid(z)
-    if name == "softplus":
-        return np.where(z > 0, z, dt(0)) + np.log1p(np.exp(-np.abs(z)))
+    if name == "softplus":  # log1p(exp(z)) as written up to 20; z + log1p(exp(-z)) above (no overflow)
+        with np.errstate(over="ignore"):
+            return np.where(z > dt(SOFTPLUS_SWITCH), z + np.log1p(np.exp(-z)), np.log1p(np.exp(np.minimum(z, dt(SOFTPLUS_SWITCH)))))
     if name == "gelu":
         e = erf_float64(np.asarray(z, dtype=np.float64) / math.sqrt(2.0)).astype(z.dtype)
         return (z * dt(0.5)) * (dt(1) + e)
     raise ValueError(f"activation: unknown {name!r}")
 
 
-def activation_grad(name: str, z: Arr, h: Arr, spec: ModelSpec) -> Arr:
-    """``act'(z)`` in ``z``'s dtype; ``h = act(z)`` from the forward pass (module docstring)."""
+def activation_grad_in(name: str, z: Arr, h: Arr, spec: ModelSpec) -> Arr:
+    """``act'(z)`` with every operation in ``z``'s dtype; ``h = act(z)`` (module docstring)."""
     dt = z.dtype.type
     if name in ("relu", "leaky_relu"):
         neg = dt(0) if name == "relu" else dt(float(spec.negative_slope))
