@@ -132,9 +132,11 @@ def test_numpy_model_matches_torch_autograd_float64(spec: ModelSpec) -> None:
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.describe())
 def test_torch_models_match_numpy_backward_float64(fn: Any, spec: ModelSpec) -> None:
     X, y, params = draw(spec, 2)
+    rng_before = torch.get_rng_state()
     for reduction in ("sum", "mean"):
         ref = as_ref(numpy_model_steps(X, y, params, spec, LR, reduction, 2))
         got = run_torch(fn, spec, X, y, params, reduction, 2)
+        assert torch.equal(torch.get_rng_state(), rng_before)  # nn.Linear built without its random initialisation
         assert step_diff(got, ref) < 1e-12
         assert all(isinstance(v, torch.Tensor) and v.dtype == torch.float64 for r in got for v in (*r.grads.values(), *r.params.values()))
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F  # noqa: N812 - the conventional name
 from torch import nn
 
 from ..implementations.registry import implementation
-from .forward import leaf, mse_loss, sgd_steps
+from .forward import sgd_steps
 from .numpy_steps import weight_layers
 from .spec import ModelSpec
 from .step import ModelStepResult
@@ -111,7 +111,8 @@ def build_module(spec: ModelSpec, params: Mapping[str, torch.Tensor]) -> tuple[n
     linears: dict[str, nn.Linear] = {}
     for i, (wn, bn) in enumerate(layers, start=1):
         W = params[wn]
-        lin = nn.Linear(W.shape[0], W.shape[1], bias=bn is not None, device=W.device, dtype=W.dtype)
+        # skip_init: no random initialisation (it would draw from, and so change, torch's global generator)
+        lin = torch.nn.utils.skip_init(nn.Linear, W.shape[0], W.shape[1], bias=bn is not None, device=W.device, dtype=W.dtype)
         with torch.no_grad():
             lin.weight.copy_(W.detach().T)
             if bn is not None:
@@ -218,4 +219,4 @@ def torch_model_functional(X: torch.Tensor, y: torch.Tensor, params: Mapping[str
 
 
 __all__ = ["TORCH_LAYER_MODELS", "activation_function", "activation_module", "build_module", "expression_function",
-           "functional_forward", "leaf", "mse_loss", "polynomial_features", "torch_model_functional", "torch_model_nn"]
+           "functional_forward", "polynomial_features", "torch_model_functional", "torch_model_nn"]
