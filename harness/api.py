@@ -61,7 +61,7 @@ def plugin_arg(impl: Implementation) -> list[str]:
     if impl.kind != "plugin":
         return []
     try:
-        src = inspect.getsourcefile(impl.fn)
+        src = inspect.getsourcefile(inspect.unwrap(impl.fn))  # a wrapped step (torch_forward_step): its forward's file
     except TypeError:
         src = None
     if src is None:

@@ -41,6 +41,7 @@ from .frameworks import (
 )
 from .implementations import Implementation, implementation_of, resolve
 from .isolation import mutated_inputs, mutation_message, reraise_real_interrupt, snapshot
+from .models.spec import model_rule_mismatch
 from .optim.config import optimizer_keyword, rule_mismatch
 from .optim.grade import finite_state, grade_update, read_state, split_state
 from .optim.oracle import exact_trajectory as optimizer_trajectory
@@ -198,6 +199,9 @@ def check_case(
     if reason is None:
         mismatch = rule_mismatch(impl.optimizers, case.optimizer)
         reason = f"{impl.name} {mismatch}" if mismatch else None
+    if reason is None:  # the one rule of which implementation runs which model (an implementation of models never takes W, b)
+        model_mismatch = model_rule_mismatch(impl.models, getattr(case, "model", None))
+        reason = f"{impl.name} {model_mismatch}" if model_mismatch else None
     if reason:
         return [_whole_run_record(base, "unsupported", reason)]
     if not case.finite:
@@ -675,7 +679,7 @@ def plugin_sources(impls: Iterable[Implementation]) -> list[str]:
         if mod.startswith("harness.") or mod in ("__main__", "__mp_main__"):
             continue
         try:
-            src = inspect.getsourcefile(impl.fn)
+            src = inspect.getsourcefile(inspect.unwrap(impl.fn))  # a wrapped step (torch_forward_step): its forward's file
         except TypeError:
             src = None
         if "." in mod or src is None:

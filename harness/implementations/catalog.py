@@ -15,12 +15,15 @@ from .registry import REGISTRY, Implementation
 
 def load_builtins() -> None:
     """Import the built-in implementations (registers them)."""
+    from ..models import numpy_steps as model_numpy_steps  # noqa: F401
+    from ..models import torch_steps as model_torch_steps  # noqa: F401
     from ..optim import numpy_steps as optim_numpy_steps  # noqa: F401
     from . import finite_differences, numpy_steps, torch_steps  # noqa: F401
 
 
 def load_mutants() -> None:
     """Import the catalogue of deliberately buggy implementations (for ``selftest``)."""
+    from ..models import mutants as model_mutants  # noqa: F401
     from ..optim import mutants as optim_mutants  # noqa: F401
     from . import mutants, mutants_semantics  # noqa: F401
 

@@ -85,6 +85,12 @@ class Implementation:
             ``"adam"``, ``"adamw"``). For a case with an ``optimizer`` the step is called with the
             keyword ``optimizer=`` (a :class:`harness.optim.OptimizerConfig`) and returns
             :class:`harness.optim.OptimizerStepResult` (the state after each step too).
+        models: the models it implements, as patterns (``"any"``, a kind name such as ``"mlp"``, or
+            a mapping of model-table keys such as ``{"activation": "tanh"}``): empty (the default) for
+            an implementation of the linear path only (``fn(X, y, W, b, ...)``, cases without a
+            ``model``); otherwise it takes the model contract of :mod:`harness.models.step`
+            (``fn(X, y, params, *, model, lr, reduction, steps)``). Which cases it runs is decided by
+            one rule, :func:`harness.models.spec.model_rule_mismatch`.
     """
 
     name: str
@@ -101,6 +107,7 @@ class Implementation:
     known_bug: Callable[[str, str], str | None] | None = None
     flush_to_zero: bool = False
     optimizers: tuple[str, ...] = ("plain",)
+    models: tuple[object, ...] = ()
 
 
 REGISTRY: dict[str, Implementation] = {}
@@ -121,6 +128,7 @@ def implementation(
     known_bug: Callable[[str, str], str | None] | None = None,
     flush_to_zero: bool = False,
     optimizers: Iterable[str] = ("plain",),
+    models: Iterable[object] = (),
 ) -> Callable[[StepFn], StepFn]:
     """Register a step function under ``name``.
 
@@ -135,8 +143,21 @@ def implementation(
     (see :attr:`Implementation.flush_to_zero`). ``optimizers=("adam",)`` declares the update rules
     the step implements (:attr:`Implementation.optimizers`; default: plain SGD only).
 
+    ``models=(...)`` declares the models the step implements (:attr:`Implementation.models`; the rule:
+    :func:`harness.models.spec.model_rule_mismatch`); the step then takes the model contract
+    (:mod:`harness.models.step`)::
+
+        @harness.implementation("my-mlp", framework="numpy", models=({"activation": "tanh"},))
+        def my_mlp(X, y, params, *, model, lr, reduction, steps):
+            ...
+            return [harness.models.ModelStepResult(loss, grads, params), ...]
+
+    A PyTorch forward ``forward(X, params) -> prediction`` (a ``torch.autograd.Function`` called
+    in it, say) becomes such a step with :func:`harness.models.torch_forward_step`.
+
     Raises:
-        PluginError: for an unknown rule in ``optimizers``, for an unknown framework (register it first with
+        PluginError: for a malformed pattern in ``models`` (not ``"any"``, a kind name or a mapping
+            of model-table keys), for an unknown rule in ``optimizers``, for an unknown framework (register it first with
             :func:`harness.frameworks.register_framework`), or a name already registered by another function.
     """
     try:
@@ -147,6 +168,10 @@ def implementation(
     known_rules = ("plain", "sgd", "adam", "adamw")
     if not rules or any(r not in known_rules for r in rules):
         raise PluginError(f"implementation {name!r}: optimizers must name some of {known_rules}, got {rules!r}")
+    patterns = tuple(normal_model_pattern(p) for p in models)
+    bad = model_pattern_problem(patterns)
+    if bad:
+        raise PluginError(f"implementation {name!r}: models: {bad}")
 
     def deco(fn: StepFn) -> StepFn:
         old = REGISTRY.get(name)
@@ -158,11 +183,61 @@ def implementation(
             correct=correct, expected=tuple(expected), dtypes=tuple(dtypes) if dtypes is not None else None,
             devices=tuple(devices) if devices is not None else None, kind=kind,
             default=default, error_model=error_model, known_bug=known_bug, flush_to_zero=flush_to_zero,
-            optimizers=rules,
+            optimizers=rules, models=patterns,
         )
         return fn
 
     return deco
+
+
+def normal_model_pattern(pattern: object) -> object:
+    """A ``models`` pattern written as :meth:`harness.models.spec.ModelSpec.as_table` writes tables:
+    ``hidden`` and ``parameters`` as lists (``(8,)`` -> ``[8]``), ``negative_slope`` and
+    ``relu_grad_at_zero`` as exact fraction strings (``0.2`` -> ``"1/5"``, from the decimal as written),
+    or None at their defaults (1/100 and 0), which tables leave out.
+    Anything else is returned as given (:func:`model_pattern_problem` judges it)."""
+    from fractions import Fraction
+
+    if not isinstance(pattern, dict):
+        return pattern
+    out = dict(pattern)
+    for key in ("hidden", "parameters"):
+        if isinstance(out.get(key), tuple):
+            out[key] = list(out[key])
+    defaults = {"negative_slope": Fraction(1, 100), "relu_grad_at_zero": Fraction(0)}  # left out of as_table's tables
+    for key, default in defaults.items():
+        value = out.get(key)
+        if isinstance(value, int | float | str | Fraction) and not isinstance(value, bool):
+            try:
+                exact = Fraction(str(value)) if isinstance(value, float) else Fraction(value)
+            except (ValueError, ZeroDivisionError):
+                continue  # left as written: it then matches no table
+            out[key] = None if exact == default else str(exact)
+    return out
+
+
+def model_pattern_problem(patterns: tuple[object, ...]) -> str | None:
+    """What is wrong with the ``models`` patterns of a registration (None: nothing).
+
+    A pattern is ``"any"``, a kind of :data:`harness.models.spec.KINDS`, or a mapping (dict) from
+    keys of the ``model`` table (:meth:`harness.models.spec.ModelSpec.as_table`, and ``kind``) to
+    the values they must equal.
+    """
+    from ..models.spec import KINDS
+
+    keys = ("kind", "hidden", "activation", "negative_slope", "polynomial", "expression", "parameters", "bias",
+            "relu_grad_at_zero")
+    for pat in patterns:
+        if isinstance(pat, str):
+            if pat != "any" and pat not in KINDS:
+                return f"{pat!r} is not 'any' or a model kind ({', '.join(KINDS)})"
+        elif isinstance(pat, dict):
+            unknown = [k for k in pat if k not in keys]
+            if unknown:
+                return f"{unknown[0]!r} is not a key of the model table ({', '.join(keys)})"
+        else:
+            return f"{pat!r} is not 'any', a model kind or a dict of model-table keys"
+    return None
 
 
 def plugin_module_name(path: str) -> str:
