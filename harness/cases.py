@@ -71,6 +71,8 @@ MODEL_KEYS = ("hidden", "activation", "polynomial", "expression", "parameters", 
               "relu_grad_at_zero")
 #: Longest ``model.expression`` text accepted (characters).
 MAX_EXPRESSION_CHARS = 2000
+#: The message for ``params`` in a case without a model.
+NO_MODEL_PARAMS = "params gives the parameters of a model, and this case has no model: add model = { ... }, or give W and b"
 #: Keys a ``[[generate]]`` table with a ``model`` adds to those of :mod:`harness.generate`.
 MODEL_GENERATE_KEYS = ("model", "exact_inputs")
 
@@ -488,8 +490,7 @@ def make_case(
     _model_settings(spec, optimizer, err)
     written: dict[str, Written] = {}
     if spec is None and params is not None:
-        raise err("params", "params gives the parameters of a model, and this case has no model: "
-                            "add model = { ... }, or give W and b")
+        raise err("params", NO_MODEL_PARAMS)
     arrays = (("X", X, 2), ("y", y, 2)) + ((("W", W, 2), ("b", b, 1)) if spec is None else ())
     for key, raw, ndim in arrays:
         if raw is None:
@@ -573,7 +574,7 @@ def case_from_arrays(
     shapes: dict[str, tuple[int, ...]] = {"X": (n, d), "y": (n, k)}
     if spec is None:
         if params is not None:
-            raise err("params", "params gives the parameters of a model, and this case has no model: give W and b")
+            raise err("params", NO_MODEL_PARAMS)
         for key, raw in (("W", W), ("b", b)):
             if raw is None:
                 raise err(key, "missing required key")
@@ -911,6 +912,8 @@ def cases_from_table(spec: Mapping[str, Any], *, path: str, base: Path, index: i
         stray = [k for k in CSV_KEYS if k in fields]
         if stray:
             raise err(stray[0], f"{quote(stray[0])} only applies with 'data' (a CSV file); this case has inline values")
+    if model is None and "params" in fields:
+        raise err("params", NO_MODEL_PARAMS)
     required = ("X", "y", "W", "b", "lr") if model is None else ("X", "y", "lr")
     for key in required:
         if key not in fields:
