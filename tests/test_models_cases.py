@@ -358,6 +358,7 @@ def test_the_wide_regime_takes_hidden_widths_beyond_simd_widths():
 @pytest.mark.parametrize(("change", "key", "phrase"), [
     ({"model": {"polynomial": 2}, "regimes": ["saturate"]}, "regimes", "needs hidden layers"),
     ({"regimes": ["huge"]}, "regimes", "unknown regime"),
+    ({"model": {"hidden": [4], "activation": "tanh", "bias": False}, "regimes": ["saturate"]}, "regimes", "bias = false"),
     ({"regimes": ["kink", "kink"]}, "regimes", "more than once"),
     ({"regimes": "kink"}, "regimes", "non-empty list"),
     ({"model": {"hidden": [4], "activation": "swish"}}, "model.activation", "swish"),

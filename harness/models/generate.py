@@ -79,6 +79,8 @@ def regime_problem(spec: ModelSpec, regime: str) -> str | None:
         return f"unknown regime {regime!r} for a model; known: {', '.join(MODEL_REGIMES)}"
     if regime in MLP_REGIMES and spec.kind != "mlp":
         return f"the regime {regime!r} needs hidden layers; the model {spec.describe()} has none (use 'normal')"
+    if regime in ("saturate", "large", "kink") and not spec.bias:
+        return f"the regime {regime!r} sets the hidden layers' biases; the model {spec.describe()} has none (bias = false)"
     return None
 
 
