@@ -255,8 +255,8 @@ def model_spec(raw: Any, err: Callable[[str | None, str], CaseFileError]) -> Mod
         CaseFileError: with key ``model.<key>`` for an unknown key, a value of the wrong type, keys
             that do not go together (``hidden`` with ``polynomial``, ``negative_slope`` without
             ``leaky_relu``, ...), and every inconsistency :meth:`ModelSpec.check` finds (1 or 2
-            hidden widths >= 1, a known activation, a degree from 1 to 8, parameter names), and an
-            expression that does not parse (when :mod:`harness.models.symbolic` is present).
+            hidden widths >= 1, a known activation, a degree from 1 to 8, parameter names). The
+            expression's text is parsed where D is known (:func:`check_expression`).
     """
     if raw is None:
         return None
@@ -273,7 +273,6 @@ def model_spec(raw: Any, err: Callable[[str | None, str], CaseFileError]) -> Mod
         clash = [p for p in spec.parameters if p in ("X", "y")]
         if clash:
             raise err("model.parameters", f"{clash[0]!r} names the data (X, y); choose another parameter name")
-        _check_expression(spec, err)
     return spec
 
 
@@ -332,19 +331,28 @@ def _model_from_table(raw: Any, err: Callable[[str | None, str], CaseFileError])
                      relu_grad_at_zero=exact["relu_grad_at_zero"])
 
 
-def _check_expression(spec: ModelSpec, err: Callable[[str | None, str], CaseFileError]) -> None:
-    """Parse the expression with :mod:`harness.models.symbolic`'s safe parser, where that module is present."""
+def check_expression(spec: ModelSpec, d: int, err: Callable[[str | None, str], CaseFileError]) -> None:
+    """Parse an expression model's text for D inputs with the safe parser of
+    :mod:`harness.models.symbolic` (``parse_expression(text, parameters, d)``), where that module is
+    present; called by :func:`model_parameters` (D is known there, not in :func:`model_spec`).
+
+    Raises:
+        CaseFileError: key ``model.expression`` with the parser's reason (an unknown symbol such as
+            ``x3`` with D = 2, a function outside its allow-list, a construct that is not a formula).
+    """
+    if spec.kind != "expression" or spec.expression is None:
+        return
     try:
         symbolic = importlib.import_module("harness.models.symbolic")
-    except ImportError:  # the parser is not on this branch yet: the type checks above are all
+    except ImportError:  # the parser is not on this branch: the type checks of model_spec are all
         return
     parse = getattr(symbolic, "parse_expression", None)
     if parse is None:
         return
     try:
-        parse(spec)
+        parse(spec.expression, tuple(spec.parameters), d)
     except ValueError as exc:
-        raise err("model.expression", str(exc)) from None
+        raise err("model.expression", f"{exc} (inputs x1 .. x{d} for D = {d})") from None
 
 
 def model_size(spec: ModelSpec, n: int, d: int, k: int) -> tuple[int, int]:
@@ -403,12 +411,13 @@ def model_parameters(spec: ModelSpec, params: Any, W: Any, b: Any, d: int, k: in
         CaseFileError: key ``params`` when ``params`` is not a table, ``params.<name>`` for a
             missing or unknown parameter or a wrong shape, ``W``/``b`` when given at top level for a
             model with other parameter names (or given twice), ``model.expression`` for an
-            expression model with K != 1.
+            expression model with K != 1 or an expression that does not parse (:func:`check_expression`).
     """
     try:
         shapes = spec.parameter_shapes(d, k)
     except ValueError as exc:
         raise err("model.expression", f"{exc} (y has {k} column(s))") from None
+    check_expression(spec, d, err)
     if params is not None and not isinstance(params, Mapping):
         raise err("params", f"expected an inline table of the parameters by name, e.g. {{ W1 = [[0.5]], b1 = [0.0] }}, got {quote(params)}")
     given: dict[Any, tuple[str, Any]] = {name: (f"params.{name}", raw) for name, raw in (params or {}).items()}
@@ -1074,6 +1083,7 @@ def _expand_model_table(spec: Mapping[str, Any], *, path: str, index: int, tier:
             return err("shapes" if key == "X" else key, f"shape {list(s)}: {detail}")
 
         check_model_size(lim, m, n, d, k, most_steps, shape_err)
+        check_expression(m, d, err)
         total += model_size(m, n, d, k)[0]
     if total > 4 * lim.max_elements:
         raise LimitError(f"the table's arrays hold {total:,} numbers together, over 4 x the limit of {lim.max_elements:,}; "

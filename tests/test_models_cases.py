@@ -417,3 +417,31 @@ def test_the_cases_listing_shows_each_cases_model(capsys):
     assert tanh.endswith("model: mlp hidden=[8] tanh")
     (expr,) = [ln for ln in lines if ln.startswith("gen-expr-")]
     assert expr.endswith("model: expression a*tanh(w*x1 + c) in a, w, c")
+
+
+# ---------------------------------------------------------------- the expression's text (harness.models.symbolic's parser)
+
+
+@pytest.mark.parametrize(("expression", "phrase"), [
+    ("a*x3", "x3"),  # D = 1: only x1 (and x)
+    ("a*swish(x1)", "swish"),
+    ("__import__('os').system('true')", "expression"),
+    ("a*x1 +", "not a formula"),
+    ("a.real * x1", "Attribute"),
+])
+def test_an_expression_that_does_not_parse_is_an_error_naming_model_expression(tmp_path, expression, phrase):
+    pytest.importorskip("harness.models.symbolic", reason="the parser is on the m-oracle branch")
+    err = _load_one_bad(tmp_path, _case("bad", model=f'{{ expression = "{expression}", parameters = ["a"] }}', params="{ a = 1.0 }"))
+    assert err.key == "model.expression" and phrase in str(err), str(err)
+    with pytest.raises(CaseFileError) as e:
+        _expand({**TABLE, "model": {"expression": expression, "parameters": ["a"]}, "regimes": ["normal"], "shapes": [[4, 1, 1]]})
+    assert e.value.key == "model.expression" and e.value.case_id == "[[generate]] t"
+
+
+def test_a_good_expression_with_two_inputs_loads(tmp_path):
+    pytest.importorskip("harness.models.symbolic", reason="the parser is on the m-oracle branch")
+    path = tmp_path / "c.toml"
+    path.write_text(_case("two", model='{ expression = "a*tanh(w*x1 + c*x2)", parameters = ["a", "w", "c"] }',
+                          X="[[1.0, 2.0]]", params="{ a = 1.0, w = 0.5, c = -0.25 }"), encoding="utf-8")
+    res = load_cases([path])
+    assert not res.errors and res.cases[0].shape == (1, 2, 1) and res.cases[0].written["c"] == Fraction(-1, 4)
