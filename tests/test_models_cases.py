@@ -342,7 +342,7 @@ def test_the_saturate_and_large_regimes_put_every_pre_activation_in_their_band(a
                 crossed |= {bool(x > 20) for x in z.ravel()}
             if exact_inputs:  # exact in every dtype: bfloat16 values, nothing below float16's smallest normal
                 for a in [*sat.values(), *big.values()]:
-                    assert np.array_equal(round_to_format(a, BFLOAT16), a)
+                    assert np.array_equal(round_to_format(a, BFLOAT16), a) and np.array_equal(round_to_format(a, FLOAT16), a)
                     assert np.all((a == 0) | (np.abs(a) >= FLOAT16.min_normal))
     assert crossed == {True, False}  # softplus arguments on both sides of torch's threshold 20
 
