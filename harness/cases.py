@@ -12,6 +12,11 @@ of the case file, so ``0.1`` is exactly 1/10) and as float64 arrays (what Python
 floats hold; an implementation in another dtype sees these rounded once more,
 exactly as ``torch.tensor(values, dtype=...)`` does).
 
+A case may instead name another model under the same loss (``model``, validated once by
+:func:`model_spec`; :mod:`harness.models.spec` defines the models): ``values`` then holds ``X``,
+``y`` and the model's parameters by name (``params``, checked by :func:`model_parameters`), and
+``[[generate]]`` tables with a model draw them with :mod:`harness.models.generate`.
+
 Case files are TOML: ``[[case]]`` tables (inline values or a CSV file) and
 ``[[generate]]`` tables (expanded by :mod:`harness.generate`). See
 ``cases/README.md`` for every key.
