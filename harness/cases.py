@@ -12,6 +12,11 @@ of the case file, so ``0.1`` is exactly 1/10) and as float64 arrays (what Python
 floats hold; an implementation in another dtype sees these rounded once more,
 exactly as ``torch.tensor(values, dtype=...)`` does).
 
+A case may instead name another model under the same loss (``model``, validated once by
+:func:`model_spec`; :mod:`harness.models.spec` defines the models): ``values`` then holds ``X``,
+``y`` and the model's parameters by name (``params``, checked by :func:`model_parameters`), and
+``[[generate]]`` tables with a model draw them with :mod:`harness.models.generate`.
+
 Case files are TOML: ``[[case]]`` tables (inline values or a CSV file) and
 ``[[generate]]`` tables (expanded by :mod:`harness.generate`). See
 ``cases/README.md`` for every key.
@@ -20,7 +25,9 @@ Case files are TOML: ``[[case]]`` tables (inline values or a CSV file) and
 from __future__ import annotations
 
 import csv
+import importlib
 import io
+import itertools
 import math
 import os
 import re
@@ -40,6 +47,8 @@ from .errors import CaseFileError, LimitError, quote
 from .floats import DTYPES, FloatFormat, round_to_format
 from .generate import generate_table
 from .limits import MAX_POLYNOMIAL_DEGREE, Limits, check_size, elements, exact_number
+from .models.generate import MODEL_REGIMES, model_values, regime_model, regime_problem
+from .models.spec import ModelSpec
 from .optim.config import OPTIMIZER_ARGS, RULES, OptimizerConfig
 
 REDUCTIONS = ("sum", "mean")
@@ -60,8 +69,17 @@ DEFAULT_DTYPES = ("float32", "float64")
 
 CASE_KEYS = {
     "id", "X", "y", "W", "b", "lr", "steps", "reduction", "dtypes", "tags", "description",
-    "source", "data", "x_columns", "y_columns", "polynomial_degree", "optimizer",
+    "source", "data", "x_columns", "y_columns", "polynomial_degree", "optimizer", "model", "params",
 }
+#: Keys of the ``model`` inline table (:func:`model_spec`).
+MODEL_KEYS = ("hidden", "activation", "polynomial", "expression", "parameters", "bias", "negative_slope",
+              "relu_grad_at_zero")
+#: Longest ``model.expression`` text accepted (characters).
+MAX_EXPRESSION_CHARS = 2000
+#: The message for ``params`` in a case without a model.
+NO_MODEL_PARAMS = "params gives the parameters of a model, and this case has no model: add model = { ... }, or give W and b"
+#: Keys a ``[[generate]]`` table with a ``model`` adds to those of :mod:`harness.generate`.
+MODEL_GENERATE_KEYS = ("model", "exact_inputs")
 
 Written = npt.NDArray[Any]  # object array of Fraction (or float nan/inf for non-finite input)
 
@@ -84,6 +102,10 @@ class Case:
         source: the file the case came from (``"<memory>"`` if built in code).
         optimizer: the update rule (:class:`harness.optim.OptimizerConfig`); None = plain SGD
             ``W' = W - lr dL/dW``.
+        model: the model (:class:`harness.models.spec.ModelSpec`); None = today's linear path
+            (``values`` holds ``X``, ``y``, ``W``, ``b``). With a model, ``values`` (and ``written``)
+            hold ``X``, ``y`` and every parameter by name (:meth:`ModelSpec.parameter_shapes`), and
+            the step is plain SGD.
     """
 
     id: str
@@ -97,12 +119,21 @@ class Case:
     description: str = ""
     written: Mapping[str, Written] | None = field(default=None, repr=False)
     optimizer: OptimizerConfig | None = None
+    model: ModelSpec | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        """``(N, D, K)``."""
+        """``(N, D, K)``: from ``X`` (N, D) and ``y`` (N, K)."""
         n, d = self.values["X"].shape
-        return n, d, self.values["W"].shape[1]
+        return n, d, self.values["y"].shape[1]
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """The names of the parameters one step updates: ``("W", "b")`` without a model, else the model's."""
+        if self.model is None:
+            return ("W", "b")
+        _, d, k = self.shape
+        return self.model.parameter_names(d, k)
 
     @property
     def finite(self) -> bool:
@@ -210,12 +241,232 @@ def optimizer_config(raw: Any, err: Callable[[str | None, str], CaseFileError]) 
     return OptimizerConfig(name, args)
 
 
+def model_spec(raw: Any, err: Callable[[str | None, str], CaseFileError]) -> ModelSpec | None:
+    """The one validation of a case's ``model`` table (``[[case]]``, ``[[generate]]``, :func:`make_case`).
+
+    Args:
+        raw: None (today's linear path), a :class:`ModelSpec` (checked, then taken as is), or a
+            mapping with the keys of :data:`MODEL_KEYS`: ``hidden`` (list of widths; ``[]`` or no
+            ``hidden``, ``polynomial`` or ``expression`` is the linear model described explicitly),
+            ``activation`` (with ``hidden``), ``polynomial`` (the degree), ``expression`` (SymPy text)
+            with ``parameters`` (its scalar names), ``bias`` (true/false), ``negative_slope`` (leaky
+            ReLU's, exact as written), ``relu_grad_at_zero`` (ReLU's derivative at 0, exact).
+        err: builds the :class:`CaseFileError` naming the file and case, for a key and a detail.
+
+    Returns:
+        the model, or None for today's linear path.
+
+    Raises:
+        CaseFileError: with key ``model.<key>`` for an unknown key, a value of the wrong type, keys
+            that do not go together (``hidden`` with ``polynomial``, ``negative_slope`` without
+            ``leaky_relu``, ...), and every inconsistency :meth:`ModelSpec.check` finds (1 or 2
+            hidden widths >= 1, a known activation, a degree from 1 to 8, parameter names). The
+            expression's text is parsed where D is known (:func:`check_expression`).
+    """
+    if raw is None:
+        return None
+    if isinstance(raw, ModelSpec):
+        spec = raw
+    else:
+        spec = _model_from_table(raw, err)
+    try:
+        spec.check()
+    except ValueError as exc:
+        key = str(exc).split(":", 1)[0]
+        raise err(f"model.{key}" if key in MODEL_KEYS else "model", str(exc)) from None
+    if spec.kind == "expression":
+        clash = [p for p in spec.parameters if p in ("X", "y")]
+        if clash:
+            raise err("model.parameters", f"{clash[0]!r} names the data (X, y); choose another parameter name")
+    return spec
+
+
+def _model_from_table(raw: Any, err: Callable[[str | None, str], CaseFileError]) -> ModelSpec:
+    if not isinstance(raw, Mapping):
+        raise err("model", f"expected an inline table such as {{ hidden = [8], activation = \"tanh\" }}, got {quote(raw)}")
+    unknown = sorted((k for k in raw if k not in MODEL_KEYS), key=str)
+    if unknown:
+        raise err(f"model.{unknown[0]}", f"unknown key(s) {quote(unknown)} of model; allowed: {list(MODEL_KEYS)}")
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    hidden = raw.get("hidden", [])
+    if not isinstance(hidden, list | tuple) or not all(is_int(h) for h in hidden):
+        raise err("model.hidden", f"expected a list of hidden widths (integers), e.g. [8] or [8, 4], got {quote(hidden)}")
+    activation = raw.get("activation")
+    if activation is not None and not isinstance(activation, str):
+        raise err("model.activation", f"expected a string such as \"tanh\", got {quote(activation)}")
+    polynomial = raw.get("polynomial")
+    if polynomial is not None and not is_int(polynomial):
+        raise err("model.polynomial", f"expected an integer degree, got {quote(polynomial)}")
+    expression = raw.get("expression")
+    if expression is not None and (not isinstance(expression, str) or not expression.strip()):
+        raise err("model.expression", f"expected the expression's text, e.g. \"a*tanh(w*x1 + c)\", got {quote(expression)}")
+    if isinstance(expression, str) and len(expression) > MAX_EXPRESSION_CHARS:
+        raise err("model.expression", f"the expression has {len(expression):,} characters, over the limit of {MAX_EXPRESSION_CHARS:,}")
+    parameters = raw.get("parameters", [])
+    if not isinstance(parameters, list | tuple) or not all(isinstance(p, str) for p in parameters):
+        raise err("model.parameters", f"expected a list of parameter names, e.g. [\"a\", \"w\", \"c\"], got {quote(parameters)}")
+    bias = raw.get("bias", True)
+    if not isinstance(bias, bool):
+        raise err("model.bias", f"expected true or false, got {quote(bias)}")
+    exact: dict[str, Fraction] = {}
+    for key, default in (("negative_slope", Fraction(1, 100)), ("relu_grad_at_zero", Fraction(0))):
+        val = raw.get(key, default)
+        value = _exact_scalar(val, f"model.{key}", err)
+        if not isinstance(value, Fraction):
+            raise err(f"model.{key}", f"expected a finite number, got {quote(val)}")
+        exact[key] = value
+    given = [k for k, present in (("hidden", bool(hidden)), ("polynomial", polynomial is not None),
+                                  ("expression", expression is not None)) if present]
+    if len(given) > 1:
+        raise err(f"model.{given[1]}", f"give one of hidden, polynomial and expression, not {' and '.join(given)}")
+    kind = {"hidden": "mlp", "polynomial": "polynomial", "expression": "expression"}[given[0]] if given else "linear"
+    if "parameters" in raw and kind != "expression":
+        raise err("model.parameters", "only an expression model names its parameters (the others are W1, b1, ... or W, b)")
+    if kind == "expression" and "bias" in raw:
+        raise err("model.bias", "an expression model has no bias of its own (write it in the expression)")
+    if "negative_slope" in raw and activation != "leaky_relu":
+        raise err("model.negative_slope", f"only activation = \"leaky_relu\" has a negative slope (the activation is {quote(activation)})")
+    if "relu_grad_at_zero" in raw and activation not in ("relu", "leaky_relu"):
+        raise err("model.relu_grad_at_zero", f"only relu and leaky_relu have a kink at 0 (the activation is {quote(activation)})")
+    return ModelSpec(kind=kind, hidden=tuple(hidden), activation=activation, bias=bias, polynomial=polynomial,
+                     expression=expression, parameters=tuple(parameters), negative_slope=exact["negative_slope"],
+                     relu_grad_at_zero=exact["relu_grad_at_zero"])
+
+
+def check_expression(spec: ModelSpec, d: int, err: Callable[[str | None, str], CaseFileError]) -> None:
+    """Parse an expression model's text for D inputs with the safe parser of
+    :mod:`harness.models.symbolic` (``parse_expression(text, parameters, d)``), where that module is
+    present; called by :func:`model_parameters` (D is known there, not in :func:`model_spec`).
+
+    Raises:
+        CaseFileError: key ``model.expression`` with the parser's reason (an unknown symbol such as
+            ``x3`` with D = 2, a function outside its allow-list, a construct that is not a formula).
+    """
+    if spec.kind != "expression" or spec.expression is None:
+        return
+    try:
+        symbolic = importlib.import_module("harness.models.symbolic")
+    except ImportError:  # the parser is not on this branch: the type checks of model_spec are all
+        return
+    parse = getattr(symbolic, "parse_expression", None)
+    if parse is None:
+        return
+    try:
+        parse(spec.expression, tuple(spec.parameters), d)
+    except ValueError as exc:
+        raise err("model.expression", f"{exc} (inputs x1 .. x{d} for D = {d})") from None
+
+
+def model_size(spec: ModelSpec, n: int, d: int, k: int) -> tuple[int, int]:
+    """``(numbers, multiply-adds per step)`` of a model case: ``X``, ``y``, every parameter and every
+    hidden layer's values (N per width); products of one step's forward pass, backward pass and
+    update (3 per weight element and sample). Raises ValueError for an expression model with K != 1."""
+    shapes = spec.parameter_shapes(d, k)
+    params = sum(math.prod(s) for s in shapes.values())
+    numbers = n * d + n * k + params + n * sum(spec.hidden)
+    if spec.kind == "expression":
+        work = n * len(shapes) * max(len(spec.expression or ""), 1)
+    else:
+        work = 3 * n * sum(math.prod(s) for s in shapes.values() if len(s) == 2) + n * sum(spec.hidden) + params
+    return numbers, work
+
+
+def check_model_size(limits: Limits, spec: ModelSpec, n: int, d: int, k: int, steps: int,
+                     err: Callable[[str, str], CaseFileError]) -> None:
+    """Refuse a model case over ``limits`` (call before building any array), naming ``model.hidden``
+    when the model has hidden layers (their widths set the size), else ``X``/``steps`` as the linear path.
+
+    Raises:
+        LimitError: with the figure, the limit and the option that raises it.
+        CaseFileError: key ``model.expression`` for an expression model with K != 1.
+    """
+    def refuse(key: str, detail: str) -> LimitError:
+        base = err(key, detail)
+        return LimitError(base.detail, path=base.path, case_id=base.case_id, key=base.key, line=base.line)
+
+    try:
+        numbers, work = model_size(spec, n, d, k)
+    except ValueError as exc:
+        raise err("model.expression", f"{exc} (y has {k} column(s))") from None
+    if steps > limits.max_steps:
+        raise refuse("steps", f"{steps:,} steps exceed the limit of {limits.max_steps:,}; raise it with --max-steps")
+    where = "model.hidden" if spec.hidden else "X"
+    if numbers > limits.max_elements:
+        raise refuse(where, f"N={n:,}, D={d:,}, K={k:,} with the model {spec.describe()} is {numbers:,} numbers, over the limit "
+                            f"of {limits.max_elements:,}; raise it with --max-elements")
+    if steps * work > limits.max_oracle_cost:
+        raise refuse(where if spec.hidden else "steps",
+                     f"N={n:,}, D={d:,}, K={k:,} with the model {spec.describe()} and {steps:,} steps costs the exact oracle about "
+                     f"{steps * work:.3g} multiply-adds, over the limit of {limits.max_oracle_cost:.3g}; raise it with --max-oracle-cost")
+
+
+def model_parameters(spec: ModelSpec, params: Any, W: Any, b: Any, d: int, k: int,
+                     err: Callable[[str | None, str], CaseFileError],
+                     convert: Callable[[Any, str, Any], npt.NDArray[Any]]) -> dict[str, npt.NDArray[Any]]:
+    """The parameters of a model case by name, each checked against :meth:`ModelSpec.parameter_shapes`.
+
+    ``params`` is the mapping of the case (``{"W1": ..., "b1": ...}``); a model whose parameters are
+    ``W`` and ``b`` may take them at top level (``W``, ``b``) instead. ``convert(raw, key, err)``
+    makes one array (exact rationals for :func:`make_case`, float64 for :func:`case_from_arrays`).
+
+    Raises:
+        CaseFileError: key ``params`` when ``params`` is not a table, ``params.<name>`` for a
+            missing or unknown parameter or a wrong shape, ``W``/``b`` when given at top level for a
+            model with other parameter names (or given twice), ``model.expression`` for an
+            expression model with K != 1 or an expression that does not parse (:func:`check_expression`).
+    """
+    try:
+        shapes = spec.parameter_shapes(d, k)
+    except ValueError as exc:
+        raise err("model.expression", f"{exc} (y has {k} column(s))") from None
+    check_expression(spec, d, err)
+    if params is not None and not isinstance(params, Mapping):
+        raise err("params", f"expected an inline table of the parameters by name, e.g. {{ W1 = [[0.5]], b1 = [0.0] }}, got {quote(params)}")
+    given: dict[Any, tuple[str, Any]] = {name: (f"params.{name}", raw) for name, raw in (params or {}).items()}
+    for key, raw in (("W", W), ("b", b)):
+        if raw is None:
+            continue
+        if key not in shapes:
+            raise err(key, f"the model {spec.describe()} has the parameters {list(shapes)}: give them in params = {{ ... }}, "
+                           f"not {key} at top level")
+        if key in given:
+            raise err(key, f"{key} is given twice, at top level and in params")
+        given[key] = (key, raw)
+    unknown = sorted((p for p in given if p not in shapes), key=str)
+    if unknown:
+        raise err(f"params.{unknown[0]}", f"unknown parameter(s) {quote(unknown)}; the model {spec.describe()} with D={d}, K={k} "
+                                          f"has {list(shapes)}")
+    out: dict[str, npt.NDArray[Any]] = {}
+    for name, shape in shapes.items():
+        if name not in given:
+            raise err(f"params.{name}", f"missing parameter {name} of shape {shape} (the model {spec.describe()} with D={d}, "
+                                        f"K={k} has {list(shapes)})")
+        key, raw = given[name]
+        arr = convert(raw, key, err)
+        if key == "b" and arr.ndim == 0 and shape == (1,):  # as on the linear path: a number is one bias
+            arr = arr.reshape(1)
+        if arr.shape != shape:
+            want = "a number" if shape == () else f"shape {shape}"
+            raise err(key, f"{name} must be {want} for the model {spec.describe()} with D={d}, K={k}, got shape {arr.shape}")
+        out[name] = arr
+    return out
+
+
+def _model_settings(spec: ModelSpec | None, optimizer: Any, err: Callable[[str | None, str], CaseFileError]) -> None:
+    if spec is not None and optimizer is not None:
+        raise err("optimizer", f"model cases run plain SGD: remove optimizer, or the model {spec.describe()} "
+                               "(an optimizer goes with the linear path only, for now)")
+
+
 def make_case(
     id: str,
     X: Sequence[Sequence[Any]] | npt.ArrayLike,
     y: Sequence[Sequence[Any]] | npt.ArrayLike,
-    W: Sequence[Sequence[Any]] | npt.ArrayLike,
-    b: Sequence[Any] | npt.ArrayLike,
+    W: Sequence[Sequence[Any]] | npt.ArrayLike | None = None,
+    b: Sequence[Any] | npt.ArrayLike | None = None,
     *,
     lr: Any,
     steps: int = 1,
@@ -225,6 +476,8 @@ def make_case(
     source: str = "<memory>",
     description: str = "",
     optimizer: Any = None,
+    model: Any = None,
+    params: Mapping[str, Any] | None = None,
 ) -> Case:
     """Build and validate a case from Python values.
 
@@ -232,16 +485,30 @@ def make_case(
     (``"0.1"`` is exactly 1/10 as written). A 1-D ``y`` is taken as one column.
     ``optimizer``: None (plain SGD), an :class:`harness.optim.OptimizerConfig` or the table of a
     case file (``{"name": "adam", "betas": [0.9, 0.999]}``; see :func:`optimizer_config`).
+    ``model``: None (today's linear path: ``W`` (D, K) and ``b`` (K,) required), a
+    :class:`harness.models.spec.ModelSpec` or the table of a case file (``{"hidden": [8],
+    "activation": "tanh"}``; see :func:`model_spec`); with a model, ``params`` gives every
+    parameter by name (``{"W1": ..., "b1": ..., "W2": ..., "b2": ...}``; see
+    :func:`model_parameters`), and ``W``, ``b`` may stand for the parameters of a model that has
+    exactly those (linear, polynomial). K comes from ``y``.
 
     Raises:
         CaseFileError: naming ``source``, ``id`` and the key, on a wrong shape,
-            type or value.
+            type or value (``model.<key>``, ``params.<name>`` for a model case; ``optimizer``
+            with a model: model cases run plain SGD).
     """
     def err(key: str | None, detail: str) -> CaseFileError:
         return CaseFileError(detail, path=source, case_id=id, key=key)
 
+    spec = model_spec(model, err)
+    _model_settings(spec, optimizer, err)
     written: dict[str, Written] = {}
-    for key, raw, ndim in (("X", X, 2), ("y", y, 2), ("W", W, 2), ("b", b, 1)):
+    if spec is None and params is not None:
+        raise err("params", NO_MODEL_PARAMS)
+    arrays = (("X", X, 2), ("y", y, 2)) + ((("W", W, 2), ("b", b, 1)) if spec is None else ())
+    for key, raw, ndim in arrays:
+        if raw is None:
+            raise err(key, "missing required key")
         arr = _exact_array(raw, key, err)
         if key == "y" and arr.ndim == 1:
             arr = arr.reshape(-1, 1)
@@ -256,16 +523,21 @@ def make_case(
     if written["y"].shape[0] != n:
         raise err("y", f"y has {written['y'].shape[0]} rows but X has {n}")
     k = written["y"].shape[1]
-    if written["W"].shape != (d, k):
-        raise err("W", f"W must be (D, K) = ({d}, {k}) for X {written['X'].shape} and y {written['y'].shape}, got {written['W'].shape}")
-    if written["b"].shape != (k,):
-        raise err("b", f"b must have K = {k} values, got shape {written['b'].shape}")
+    if spec is not None:
+        if k == 0:
+            raise err("y", f"y must have at least one column, got shape {written['y'].shape}")
+        written.update(model_parameters(spec, params, W, b, d, k, err, _exact_array))
+    else:
+        if written["W"].shape != (d, k):
+            raise err("W", f"W must be (D, K) = ({d}, {k}) for X {written['X'].shape} and y {written['y'].shape}, got {written['W'].shape}")
+        if written["b"].shape != (k,):
+            raise err("b", f"b must have K = {k} values, got shape {written['b'].shape}")
     lr_exact, dts = validate_settings(lr, steps, reduction, dtypes, err)
     values = {key: _floats_of(arr) for key, arr in written.items()}
     return Case(
         id=id, values=values, written=written, lr=lr_exact, steps=steps, reduction=reduction,
         dtypes=dts, tags=tuple(tags), source=source, description=description,
-        optimizer=optimizer_config(optimizer, err),
+        optimizer=optimizer_config(optimizer, err), model=spec,
     )
 
 
@@ -273,8 +545,8 @@ def case_from_arrays(
     id: str,
     X: npt.ArrayLike,
     y: npt.ArrayLike,
-    W: npt.ArrayLike,
-    b: npt.ArrayLike,
+    W: npt.ArrayLike | None = None,
+    b: npt.ArrayLike | None = None,
     *,
     lr: float | Fraction,
     steps: int = 1,
@@ -284,36 +556,54 @@ def case_from_arrays(
     source: str = "<memory>",
     description: str = "",
     optimizer: Any = None,
+    model: Any = None,
+    params: Mapping[str, npt.ArrayLike] | None = None,
 ) -> Case:
     """Build a case from float64 arrays whose values are the written values
     (no decimal text: used by the generator and Hypothesis strategies).
 
+    ``model`` and ``params`` as in :func:`make_case` (``W``, ``b`` optional with a model).
+
     Raises:
         CaseFileError: on inconsistent shapes, and on the learning rate, steps,
-            reduction and dtypes exactly as :func:`make_case` (:func:`validate_settings`).
+            reduction and dtypes exactly as :func:`make_case` (:func:`validate_settings`),
+            the model as :func:`model_spec` and its parameters as :func:`model_parameters`.
     """
     def err(key: str | None, detail: str) -> CaseFileError:
         return CaseFileError(detail, path=source, case_id=id, key=key)
 
-    vals = {
-        "X": np.asarray(X, dtype=np.float64),
-        "y": np.asarray(y, dtype=np.float64),
-        "W": np.asarray(W, dtype=np.float64),
-        "b": np.asarray(b, dtype=np.float64),
-    }
+    def floats(raw: Any, key: str, err: Any) -> npt.NDArray[np.float64]:
+        try:
+            return np.asarray(raw, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise err(key, f"expected an array of numbers ({exc})") from None
+
+    spec = model_spec(model, err)
+    _model_settings(spec, optimizer, err)
+    vals = {"X": floats(X, "X", err), "y": floats(y, "y", err)}
     if vals["y"].ndim == 1:
         vals["y"] = vals["y"].reshape(-1, 1)
     n, d = vals["X"].shape if vals["X"].ndim == 2 else (0, 0)
     k = vals["y"].shape[1] if vals["y"].ndim == 2 else 0
-    shapes = {"X": (n, d), "y": (n, k), "W": (d, k), "b": (k,)}
+    shapes: dict[str, tuple[int, ...]] = {"X": (n, d), "y": (n, k)}
+    if spec is None:
+        if params is not None:
+            raise err("params", NO_MODEL_PARAMS)
+        for key, raw in (("W", W), ("b", b)):
+            if raw is None:
+                raise err(key, "missing required key")
+            vals[key] = floats(raw, key, err)
+        shapes.update({"W": (d, k), "b": (k,)})
     for key, want in shapes.items():
         if vals[key].shape != want or 0 in want:
             raise err(key, f"expected shape {want}, got {vals[key].shape}")
+    if spec is not None:
+        vals.update(model_parameters(spec, params, W, b, d, k, err, floats))
     lr_exact, dts = validate_settings(lr, steps, reduction, dtypes, err)
     return Case(
         id=id, values=vals, lr=lr_exact, steps=steps, reduction=reduction, dtypes=dts,
         tags=tuple(tags), source=source, description=description, written=None,
-        optimizer=optimizer_config(optimizer, err),
+        optimizer=optimizer_config(optimizer, err), model=spec,
     )
 
 
@@ -612,7 +902,7 @@ def cases_from_table(spec: Mapping[str, Any], *, path: str, base: Path, index: i
     if not isinstance(case_id, str) or not case_id:
         raise CaseFileError(f"[[case]] number {index + 1} has no string 'id' (got {quote(case_id)})", path=path, key="id")
 
-    def err(key: str, detail: str) -> CaseFileError:
+    def err(key: str | None, detail: str) -> CaseFileError:
         return CaseFileError(detail, path=path, case_id=case_id, key=key)
 
     unknown = sorted((k for k in spec if k not in CASE_KEYS), key=str)
@@ -622,6 +912,9 @@ def cases_from_table(spec: Mapping[str, Any], *, path: str, base: Path, index: i
         if key in spec and not isinstance(spec[key], str):
             raise err(key, f"expected a string, got {quote(spec[key])}")
     fields = dict(spec)
+    model = model_spec(fields.get("model"), err)
+    if model is not None and "optimizer" in fields:
+        _model_settings(model, fields["optimizer"], err)
     steps = fields.get("steps", 1)
     if isinstance(steps, int) and not isinstance(steps, bool) and steps > lim.max_steps:
         check_size(lim, 1, 1, 1, steps, err)
@@ -633,11 +926,21 @@ def cases_from_table(spec: Mapping[str, Any], *, path: str, base: Path, index: i
         stray = [k for k in CSV_KEYS if k in fields]
         if stray:
             raise err(stray[0], f"{quote(stray[0])} only applies with 'data' (a CSV file); this case has inline values")
-    for key in ("X", "y", "W", "b", "lr"):
+    if model is None and "params" in fields:
+        raise err("params", NO_MODEL_PARAMS)
+    required = ("X", "y", "W", "b", "lr") if model is None else ("X", "y", "lr")
+    for key in required:
         if key not in fields:
             raise err(key, "missing required key")
+    if model is not None and "params" not in fields and "W" not in fields and "b" not in fields:
+        raise err("params", f"missing required key: the model {model.describe()} takes its parameters by name, "
+                            "params = { W1 = [[...]], b1 = [...], ... }")
     if isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1:
-        check_size(lim, *_rough_shape(fields), steps, err)
+        if model is None:
+            check_size(lim, *_rough_shape(fields), steps, err)
+        else:
+            n, d, k = _rough_shape({"X": fields["X"], "y": fields["y"]})
+            check_model_size(lim, model, n, d, k, steps, err)
     tags = fields.get("tags", [])
     dtypes = fields.get("dtypes", list(DEFAULT_DTYPES))
     for key, val in (("tags", tags), ("dtypes", dtypes)):
@@ -647,9 +950,10 @@ def cases_from_table(spec: Mapping[str, Any], *, path: str, base: Path, index: i
     if "source" in fields:
         description = f"{description} (source: {fields['source']})".strip()
     return make_case(
-        case_id, fields["X"], fields["y"], fields["W"], fields["b"], lr=fields["lr"],
+        case_id, fields["X"], fields["y"], fields.get("W"), fields.get("b"), lr=fields["lr"],
         steps=steps, reduction=fields.get("reduction", "sum"), dtypes=dtypes,
         tags=tags, source=path, description=description, optimizer=fields.get("optimizer"),
+        model=model, params=fields.get("params"),
     )
 
 
@@ -716,6 +1020,13 @@ def expand_generate_table(spec: Mapping[str, Any], *, path: str, index: int, tie
         CaseFileError: naming the file, the table and the key.
     """
     name = tier_name(tier)
+    if "model" in spec:
+        return _expand_model_table(spec, path=path, index=index, tier=name, limits=limits)
+    if "exact_inputs" in spec:
+        table = spec.get("name")
+        where = f"[[generate]] {table!r}" if isinstance(table, str) else f"[[generate]] number {index + 1}"
+        raise CaseFileError("exact_inputs only applies to a table with a model (the linear regimes have their own rule)",
+                            path=path, case_id=where, key="exact_inputs")
     optimizer = None
     if "optimizer" in spec:  # a key of the cases it makes, validated here (the one place), not by the generator
         raw = spec["optimizer"]
@@ -732,6 +1043,74 @@ def expand_generate_table(spec: Mapping[str, Any], *, path: str, index: int, tie
                          optimizer=optimizer)
         for g in made
     ]
+
+
+def _expand_model_table(spec: Mapping[str, Any], *, path: str, index: int, tier: str, limits: Limits | None) -> list[Case]:
+    """:func:`expand_generate_table` for a table with a ``model``: the common keys validated by
+    :func:`harness.generate.generate_table` (the one place), the model by :func:`model_spec`, the
+    values drawn by :func:`harness.models.generate.model_values`; the cases in the same order
+    (shape-major, then regime, reduction, steps) so that :func:`quick_pick` applies unchanged."""
+    lim = limits or Limits()
+    table = spec.get("name")
+    where = f"[[generate]] {table}" if isinstance(table, str) else f"[[generate]] number {index + 1}"
+
+    def err(key: str | None, detail: str) -> CaseFileError:
+        return CaseFileError(detail, path=path, case_id=where, key=key)
+
+    model = model_spec(spec["model"], err)
+    assert model is not None  # spec["model"] is never None in TOML
+    if "optimizer" in spec:
+        _model_settings(model, spec["optimizer"], err)
+    exact_inputs = spec.get("exact_inputs", False)
+    if not isinstance(exact_inputs, bool):
+        raise err("exact_inputs", f"expected true or false, got {quote(exact_inputs)}")
+    regimes = spec.get("regimes", ["normal"])
+    if not isinstance(regimes, list) or not regimes or not all(isinstance(r, str) for r in regimes):
+        raise err("regimes", f"expected a non-empty list of regime names ({', '.join(MODEL_REGIMES)}), got {quote(regimes)}")
+    for r in regimes:
+        problem = regime_problem(model, r)
+        if problem:
+            raise err("regimes", problem)
+    if len(set(regimes)) != len(regimes):
+        raise err("regimes", f"lists a regime more than once: {quote(regimes)}")
+    common = {k: v for k, v in spec.items() if k not in (*MODEL_GENERATE_KEYS, "regimes")}
+    common["regimes"] = ["normal"]
+    made = generate_table(common, path=path, index=index, tier="large" if tier == "large" else "default", limits=lim)
+    if not made:
+        return []
+    shapes = [tuple(s) for s in spec["shapes"]]
+    combos = [(g.reduction, g.steps) for g in made[: len(made) // len(shapes)]]
+    most_steps = max(st for _, st in combos)
+    total = 0
+    for (n, d, k), regime in itertools.product(shapes, regimes):
+        m = regime_model(model, regime)
+        def shape_err(key: str, detail: str, s: tuple[int, ...] = (n, d, k)) -> CaseFileError:
+            return err("shapes" if key == "X" else key, f"shape {list(s)}: {detail}")
+
+        check_model_size(lim, m, n, d, k, most_steps, shape_err)
+        check_expression(m, d, err)
+        total += model_size(m, n, d, k)[0]
+    if total > 4 * lim.max_elements:
+        raise LimitError(f"the table's arrays hold {total:,} numbers together, over 4 x the limit of {lim.max_elements:,}; "
+                         "raise it with --max-elements", path=path, case_id=where, key="shapes")
+    first = made[0]
+    base_tags = [t for t in first.tags if t != "normal"]
+    seed = spec["seed"]
+    out: list[Case] = []
+    for (n, d, k), regime in itertools.product(shapes, regimes):
+        m = regime_model(model, regime)
+        v = model_values(m, regime, seed, n, d, k, exact_inputs=exact_inputs)
+        params = {p: v[p] for p in m.parameter_names(d, k)}
+        extra = f"; {spec['description']}" if spec.get("description") else ""
+        for red, st in combos:
+            cid = f"gen-{table}-{regime}-n{n}-d{d}-k{k}-{red}-s{st}"
+            out.append(case_from_arrays(
+                cid, v["X"], v["y"], lr=first.lr, steps=st, reduction=red, dtypes=first.dtypes,
+                tags=[*base_tags, "model", regime], source=path, model=m, params=params,
+                description=f"generated: {m.describe()}, {regime} values, seed {seed}{extra}"))
+    if tier == "quick":
+        out = quick_pick(out, len(shapes))
+    return out
 
 
 def _tables(doc: Mapping[str, Any], name: str, path: str) -> tuple[list[Any], CaseFileError | None]:

@@ -381,7 +381,8 @@ def cmd_cases(args: argparse.Namespace) -> int:
     cases, errors = _select(args.cases, args.case, args.tier, args=args)
     for c in cases:
         n, d, k = c.shape
-        print(f"{c.id:48s} N={n:<7d} D={d:<3d} K={k:<3d} {c.reduction:4s} steps={c.steps:<3d} {','.join(c.dtypes):32s} {c.source}")
+        model = f"  model: {c.model.describe()}" if c.model is not None else ""
+        print(f"{c.id:48s} N={n:<7d} D={d:<3d} K={k:<3d} {c.reduction:4s} steps={c.steps:<3d} {','.join(c.dtypes):32s} {c.source}{model}")
     print(f"{len(cases)} cases", file=sys.stderr)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)

@@ -40,7 +40,8 @@ def test_quick_is_a_representative_subset_of_full():
     q = {c.id: c for c in quick.cases}
     f = {c.id for c in full.cases}
     assert set(q) < f < {c.id for c in large.cases}
-    assert len(q) == 76 and len(f) == 588  # cases/optim.toml: 12 quick, 20 full (issue 13)
+    # cases/optim.toml: 12 quick, 20 full (issue 13); cases/models.toml: 17 quick, 48 full (issue 14)
+    assert len(q) == 93 and len(f) == 636
     # every hand-written case: the seed, every NIST StRD set at its three points, the semantics cases
     hand = [c.id for c in full.cases if "generated" not in c.tags]
     assert set(hand) <= set(q)
@@ -50,7 +51,7 @@ def test_quick_is_a_representative_subset_of_full():
     gen = [c for c in q.values() if "generated" in c.tags]
     assert {r for c in gen for r in c.tags if r in REGIMES} == set(REGIMES)
     assert {d for c in q.values() for d in c.dtypes} == {"float64", "float32", "float16", "bfloat16"}
-    assert {c.reduction for c in gen} == {"sum", "mean"} and {c.steps for c in gen} == {1, 3}
+    assert {c.reduction for c in gen} == {"sum", "mean"} and {c.steps for c in gen} == {1, 2, 3}  # 2: models.toml
     # parameters beyond a SIMD width (the fused-SGD bug needs W of 16 elements or more) and a long reduction
     assert max(c.shape[1] * c.shape[2] for c in gen) >= 64 and max(c.shape[0] for c in gen) >= 2000
 
