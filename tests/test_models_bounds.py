@@ -123,8 +123,9 @@ MP_FN = {
 }
 
 
-def evaluate_mp(graph: Graph, inputs, dps: int = 50) -> list[np.ndarray]:
-    """Every node's value at ``dps`` digits (mpmath), rounded to float64 at the end."""
+def evaluate_mp(graph: Graph, inputs, dps: int = 50, *, exact: bool = False):
+    """Every node's value at ``dps`` digits (mpmath), rounded to float64 at the end (``exact``: the
+    mpmath object arrays too, as ``(floats, mps)``)."""
     with mpmath.workdps(dps):
         vals: list[np.ndarray] = []
         for node in graph.nodes:
@@ -154,7 +155,8 @@ def evaluate_mp(graph: Graph, inputs, dps: int = 50) -> list[np.ndarray]:
             else:
                 raise ValueError(op)
             vals.append(np.asarray(v, dtype=object).reshape(node.shape))
-        return [np.vectorize(float, otypes=[float])(v).reshape(v.shape) for v in vals]
+        floats = [np.vectorize(float, otypes=[float])(v).reshape(v.shape) for v in vals]
+        return (floats, vals) if exact else floats
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -332,12 +334,14 @@ def numpy_step(inputs, names, act, reduction, lr, fmt, order, *, wrong_tanh=Fals
 def draw_case(seed, fmt, n, d, hidden, k, scale, regime):
     rng = np.random.default_rng(seed)
     widths = (d, *hidden, k)
-    inputs = {"X": rng.normal(0, 1, (n, d)) * scale, "y": rng.normal(0, 1, (n, k))}
+    inputs = {"X": rng.normal(0, 1, (n, d)) * scale, "y": rng.normal(0, 1, (n, k)) * (scale if regime == "tiny" else 1.0)}
     names = []
     for layer in range(1, len(widths)):
         gain = (3.0 if regime == "saturate" else 1.0) / math.sqrt(widths[layer - 1])
         inputs[f"W{layer}"] = rng.normal(0, gain, (widths[layer - 1], widths[layer]))
         inputs[f"b{layer}"] = rng.normal(0, 0.5, (widths[layer],)) + (15.0 if regime == "large" and layer == 1 else 0.0)
+        if regime == "tiny":
+            inputs[f"b{layer}"] *= scale
         names += [f"W{layer}", f"b{layer}"]
     if regime == "kink":
         inputs = {key: np.round(v * 2) / 2 for key, v in inputs.items()}
@@ -346,18 +350,19 @@ def draw_case(seed, fmt, n, d, hidden, k, scale, regime):
 
 
 def reference(graph, inputs, fmt, lr):
-    """(reference node values, slack): mpmath for float64 (slack 0); float64 for the others, with
-    the float64 evaluation's rigorous bound as slack."""
+    """(reference node values, slack, exact): mpmath for float64 (slack 0, and the 50-digit values
+    to measure errors against: the float64 rounding of the reference would add up to half an ULP);
+    float64 for the others, with the float64 evaluation's rigorous bound as slack."""
     if fmt.name == "float64":
-        vals = evaluate_mp(graph, inputs)
-        return vals, {q: 0.0 for q in graph.outputs}
+        vals, mps = evaluate_mp(graph, inputs, exact=True)
+        return vals, {q: 0.0 for q in graph.outputs}, mps
     ins = dict(inputs)
     vals = evaluate_float64(graph, ins, fn_float64=FNS64)
     # the held learning rate: the truth uses the dtype's value
     lr_node = [n for n in graph.nodes if n.op == "const" and n.attrs.get("held")][0]
     vals = _with_lr(graph, ins, lr_node.id, float(round_to_format(np.array([lr]), fmt)[0]))
     slack = model_bounds(graph, vals, FLOAT64).rigorous
-    return vals, slack
+    return vals, slack, None
 
 
 def _with_lr(graph, inputs, lr_id, lr_value):
@@ -369,13 +374,18 @@ def _with_lr(graph, inputs, lr_id, lr_value):
 
 
 def errors_vs_bound(graph, inputs, fmt, lr, got):
-    vals, slack = reference(graph, inputs, fmt, lr)
+    vals, slack, mps = reference(graph, inputs, fmt, lr)
     mb = model_bounds(graph, vals, fmt)
     worst = 0.0
     bad = []
     for q, nid in graph.outputs.items():
         ref = vals[nid]
-        err = np.abs(np.asarray(got[q], dtype=np.float64).reshape(ref.shape) - ref)
+        g = np.asarray(got[q], dtype=np.float64).reshape(ref.shape)
+        if mps is None:
+            err = np.abs(g - ref)
+        else:
+            with mpmath.workdps(50):
+                err = np.vectorize(lambda a, b: float(abs(mpmath.mpf(a) - b)), otypes=[float])(g, mps[nid]).reshape(ref.shape)
         bound = mb.rigorous[q] + slack[q]
         finite = ~mb.inf_allowed[q]
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -395,8 +405,12 @@ def model_cases(draw):
     act = draw(st.sampled_from(ACTS))
     n, d, k = draw(st.integers(1, 6)), draw(st.integers(1, 4)), draw(st.integers(1, 3))
     hidden = tuple(draw(st.lists(st.integers(1, 5), min_size=1, max_size=2)))
-    regime = draw(st.sampled_from(("plain", "plain", "saturate", "large", "kink")))
+    regime = draw(st.sampled_from(("plain", "plain", "saturate", "large", "kink", "wide", "tiny")))
+    if regime == "wide":  # hidden widths beyond SIMD widths, more rows
+        hidden, n = (draw(st.sampled_from((17, 33))),), draw(st.integers(8, 24))
     scale = 2.0 ** draw(st.integers(-3, 3))
+    if regime == "tiny":  # inputs near the bottom of the normal range: underflow and flush-to-zero
+        scale = {"float64": 2.0**-500, "float32": 2.0**-60, "float16": 2.0**-6, "bfloat16": 2.0**-60}[fmt.name]
     reduction = draw(st.sampled_from(("sum", "mean")))
     lr = draw(st.sampled_from((0.1, 0.01, 0.5)))
     seed = draw(st.integers(0, 2**32 - 1))
