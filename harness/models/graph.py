@@ -39,6 +39,8 @@ Operations (``Node.op``) and their meaning; shapes are NumPy shapes, broadcastin
 ``sum``       sum over ``attrs["axis"]`` (an int, or None for all elements): a reduction
 ``transpose`` ``a.T`` (2-D)
 ``concat``    ``np.concatenate(args, axis=attrs["axis"])``
+``column``    ``a[:, j:j+1]`` with ``j = attrs["index"]``: one column of a 2-D array, kept 2-D (N, 1)
+              (the input ``x_{j+1}`` of an expression model; no arithmetic)
 ============  =========================================================================
 
 ``Graph.outputs`` maps each graded quantity of the step (``"loss"``, ``"grad_W1"``, ...,
@@ -58,7 +60,7 @@ F64 = npt.NDArray[np.float64]
 
 #: The operations of a graph (module docstring).
 OPS = ("input", "param", "const", "matmul", "add", "sub", "mul", "div", "square", "pow", "fn", "fn_grad",
-       "sum", "transpose", "concat")
+       "sum", "transpose", "concat", "column")
 
 
 @dataclass(frozen=True)
@@ -155,6 +157,9 @@ def evaluate_float64(graph: Graph, inputs: Mapping[str, F64], fn_float64: Mappin
                 v = a[0].T
             elif op == "concat":
                 v = np.concatenate(a, axis=node.attrs["axis"])
+            elif op == "column":
+                j = int(node.attrs["index"])
+                v = a[0][:, j:j + 1]
             else:  # pragma: no cover - Graph.add refuses unknown operations
                 raise ValueError(f"unknown operation {op!r}")
             vals.append(np.asarray(v, dtype=np.float64).reshape(node.shape))

@@ -1,0 +1,562 @@
+"""The truth of a model's step: the plan (:func:`harness.models.plan.build_plan`) evaluated exactly,
+or in rigorous arbitrary-precision ball arithmetic, and rounded only at the end.
+
+Two arithmetics walk the same graph (:mod:`harness.models.graph`), node by node:
+
+- **exact rationals** (python-flint ``fmpq``; matrix products with ``fmpq_mat``, about 30 times
+  faster than NumPy object arrays of ``fmpq`` and 100 times faster than ``Fraction``) when every
+  element-wise function of the graph maps rationals to rationals (ReLU, leaky ReLU, ``Abs``; the
+  linear and polynomial models; expressions without transcendental functions). Every input is a
+  binary float, hence a rational, so the result is the exact value.
+- **Arb balls** (python-flint ``arb``/``arb_mat``: midpoint-radius intervals whose every operation,
+  including ``exp``, ``log``, ``tanh``, ``erf``, ``sin``, ``cos``, ``sqrt``, returns a ball that
+  contains the exact result; F. Johansson, "Arb: efficient arbitrary-precision midpoint-radius
+  interval arithmetic", IEEE Trans. Computers 66(8), 2017) otherwise. The working precision is
+  raised (128, 256, 512, 1024 bits) until every graded element's radius is below
+  ``2**-20`` ULP of the dtype at its midpoint (or the ball is exact); whatever is left is decided
+  by :func:`straddles_rounding_boundary`.
+
+Rounding: a graded value is *decided* when both ends of its ball round (to nearest, ties to even,
+:func:`harness.floats.round_fraction`, which handles the subnormal range and overflow) to the same
+value of the dtype: rounding is monotone, so every point of the ball rounds there too. Otherwise
+(the ball contains a midpoint between two adjacent values of the dtype, or straddles the overflow
+threshold) it is ``undecided``: the correctly rounded result is not known and the record says so.
+An exact rational value is always decided.
+
+Kinks: the derivative of ReLU, leaky ReLU or ``Abs`` at an argument exactly 0 is a convention
+(:mod:`harness.models.symbolic`); every graded element that depends on such a derivative is flagged
+in ``kink`` (a boolean propagated through the graph: a matmul element depends on its row and
+column, a sum on the summed elements, an element-wise operation on its arguments' elements). In
+ball arithmetic an argument whose ball contains 0 without being exactly 0 cannot be placed on a
+branch: the element is evaluated on the union of the branches and flagged undecided.
+
+The learning rate (a ``const`` with ``held = True``) enters rounded to the dtype, as the
+implementation holds it; the other constants (``1/(N K)``, leaky ReLU's slope) enter exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import sympy as sp
+from flint import arb, arb_mat, ctx, fmpq, fmpq_mat
+
+from ..floats import FloatFormat, round_fraction, round_to_format
+from .graph import Graph, Node
+from .symbolic import KINK_FUNCTIONS, RATIONAL_FUNCTIONS
+
+F64 = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+ObjArray = npt.NDArray[Any]
+
+#: Method string of an exact evaluation.
+EXACT_METHOD = "exact-rational"
+#: Working precisions of the ball arithmetic, tried in order.
+PRECISIONS = (128, 256, 512, 1024)
+#: A ball is narrow enough when its radius is at most this many ULPs of the dtype at its midpoint.
+RADIUS_ULPS = 2.0**-20
+
+
+@dataclass
+class ModelTruth:
+    """The truth of one step, per graded quantity (:meth:`ModelSpec.quantities` names).
+
+    Attributes:
+        hi, lo: float64 arrays of the quantity's shape: the unevaluated double-double ``hi + lo`` of
+            the exact value, or of the ball's midpoint (relative error at most ``2**-106`` in
+            float64's normal range; ``hi = ±inf`` beyond float64's range; NaN where the value is
+            undefined, e.g. the log of a negative number).
+        radius: absolute radius of the enclosure around its midpoint (0 where exact; ``inf`` where
+            undefined), rounded up to float64.
+        undecided: True where the enclosure straddles a rounding boundary of the dtype (or a kink's
+            branch could not be decided): the correctly rounded value is not known.
+        kink: True where the value depends on an activation's derivative taken exactly at its kink
+            (the convention of the spec decides it).
+        node_values: every node's value, nearest float64 (of the midpoint), in node order (the
+            magnitudes for the bounds).
+        method: ``"exact-rational"`` or ``"arb-ball-<prec>bit; round-to-nearest from the enclosure"``.
+        precision_bits: the ball arithmetic's final working precision (0 for exact rationals).
+    """
+
+    hi: dict[str, F64]
+    lo: dict[str, F64]
+    radius: dict[str, F64]
+    undecided: dict[str, BoolArray]
+    kink: dict[str, BoolArray]
+    node_values: list[F64]
+    method: str
+    precision_bits: int
+
+
+# ------------------------------------------------------------------ exact helpers
+
+
+def hi_lo_of_ratio(p: int, q: int) -> tuple[float, float]:
+    """Double-double ``hi + lo`` of ``p / q`` (``q > 0``): ``hi`` the nearest float64 (Python's
+    int / int is correctly rounded), ``lo`` the nearest float64 to the remainder; ``(±inf, 0)``
+    beyond float64's range."""
+    try:
+        h = p / q
+    except OverflowError:
+        return (math.inf if p > 0 else -math.inf), 0.0
+    hn, hd = h.as_integer_ratio()
+    return h, (p * hd - hn * q) / (q * hd)
+
+
+def _dyadic(man: int, exp: int) -> tuple[int, int]:
+    """``man * 2**exp`` as ``(p, q)``."""
+    return (man << exp, 1) if exp >= 0 else (man, 1 << -exp)
+
+
+def _ball_parts(v: Any) -> tuple[int, int, int, int]:
+    """``(mid_p, mid_q, rad_p, rad_q)`` exactly, of an ``arb``."""
+    m, e = v.mid().man_exp()
+    r, f = v.rad().man_exp()
+    mp, mq = _dyadic(int(m), int(e))
+    rp, rq = _dyadic(int(r), int(f))
+    return mp, mq, rp, rq
+
+
+def _round_up(p: int, q: int) -> float:
+    """The smallest float64 >= ``p / q`` (``p >= 0``)."""
+    try:
+        r = p / q
+    except OverflowError:
+        return math.inf
+    if Fraction(r) < Fraction(p, q):
+        r = math.nextafter(r, math.inf)
+    return r
+
+
+def ulp_of(value: float, fmt: FloatFormat) -> float:
+    """The ULP of ``fmt`` at ``value`` (a float64): ``2**(max(e, emin) - p + 1)`` with
+    ``2**e <= |value| < 2**(e+1)``; the subnormal spacing at 0; ``inf`` for an infinite value."""
+    if math.isinf(value) or math.isnan(value):
+        return math.inf
+    e = math.frexp(value)[1] - 1 if value != 0 else fmt.emin
+    return math.ldexp(1.0, max(e, fmt.emin) - fmt.precision + 1)
+
+
+def straddles_rounding_boundary(mid: Fraction, radius: Fraction, fmt: FloatFormat) -> bool:
+    """Whether the ball ``[mid - radius, mid + radius]`` contains points that round (to nearest,
+    ties to even) to different values of ``fmt``: a midpoint between two adjacent values, a
+    boundary of the subnormal range or the overflow threshold lies inside it.
+
+    Rounding is monotone, so it suffices to round both ends (:func:`harness.floats.round_fraction`).
+    """
+    if radius == 0:
+        return False
+    return round_fraction(mid - radius, fmt) != round_fraction(mid + radius, fmt)
+
+
+# ------------------------------------------------------------------ arithmetics
+
+
+class _Exact:
+    """Exact rational arithmetic (``fmpq``)."""
+
+    unsure = False
+
+    def const(self, v: Fraction) -> Any:
+        return fmpq(v.numerator, v.denominator)
+
+    def from_float(self, x: float) -> Any:
+        return fmpq(*x.as_integer_ratio())
+
+    def sign(self, v: Any) -> int | None:
+        return (v > 0) - (v < 0)
+
+    def union(self, a: Any, b: Any) -> Any:  # pragma: no cover - an exact sign is always known
+        raise AssertionError("exact arithmetic never needs a union")
+
+    def matmul(self, a: ObjArray, b: ObjArray) -> ObjArray:
+        (n, m), (_, p) = a.shape, b.shape
+        out = fmpq_mat(n, m, list(a.ravel())) * fmpq_mat(m, p, list(b.ravel()))
+        return np.array(out.entries(), dtype=object).reshape(n, p)
+
+    def function(self, name: str, x: Any) -> Any:
+        raise ValueError(f"{name} is not a rational function: the exact-rational truth cannot evaluate it")
+
+    def to_float(self, v: Any) -> float:
+        return hi_lo_of_ratio(int(v.p), int(v.q))[0]
+
+
+class _Ball:
+    """Arb ball arithmetic at the context's precision."""
+
+    def __init__(self) -> None:
+        self.unsure = False
+
+    def const(self, v: Fraction) -> Any:
+        return arb(fmpq(v.numerator, v.denominator))
+
+    def from_float(self, x: float) -> Any:
+        return arb(x)  # exact: a float64 is a dyadic rational
+
+    def sign(self, v: Any) -> int | None:
+        if v.is_exact() and v.is_zero():
+            return 0
+        if v > 0:
+            return 1
+        if v < 0:
+            return -1
+        return None
+
+    def union(self, a: Any, b: Any) -> Any:
+        return arb(a).union(arb(b))
+
+    def matmul(self, a: ObjArray, b: ObjArray) -> ObjArray:
+        (n, m), (_, p) = a.shape, b.shape
+        out = arb_mat(n, m, list(a.ravel())) * arb_mat(m, p, list(b.ravel()))
+        return np.array(out.entries(), dtype=object).reshape(n, p)
+
+    def function(self, name: str, x: Any) -> Any:
+        x = arb(x)
+        if name == "pi":
+            return arb.pi()
+        return getattr(x, name)()
+
+    def to_float(self, v: Any) -> float:
+        if not v.is_finite():
+            return math.nan
+        m, e = v.mid().man_exp()
+        return hi_lo_of_ratio(*_dyadic(int(m), int(e)))[0]
+
+
+Arith = _Exact | _Ball
+Compiled = Callable[[Arith, Mapping[str, Any]], Any]
+
+
+def _compile(expr: sp.Basic) -> Compiled:
+    """A function ``(arithmetic, {"z": .., "out": ..}) -> value`` evaluating a SymPy expression."""
+    if isinstance(expr, sp.Symbol):
+        name = expr.name
+        return lambda ar, env: env[name]
+    if expr.is_Rational:
+        q = Fraction(int(expr.p), int(expr.q))
+        return lambda ar, env: ar.const(q)
+    if expr == sp.pi:
+        return lambda ar, env: ar.function("pi", 0)
+    if expr == sp.E:
+        return lambda ar, env: ar.function("exp", ar.const(Fraction(1)))
+    if isinstance(expr, sp.Add):
+        parts = [_compile(a) for a in expr.args]
+
+        def add(ar: Arith, env: Mapping[str, Any]) -> Any:
+            acc = parts[0](ar, env)
+            for p in parts[1:]:
+                acc = acc + p(ar, env)
+            return acc
+        return add
+    if isinstance(expr, sp.Mul):
+        factors = [_compile(a) for a in expr.args]
+
+        def mul(ar: Arith, env: Mapping[str, Any]) -> Any:
+            acc = factors[0](ar, env)
+            for f in factors[1:]:
+                acc = acc * f(ar, env)
+            return acc
+        return mul
+    if isinstance(expr, sp.Pow):
+        base = _compile(expr.base)
+        ex = expr.exp
+        if ex.is_Integer:
+            k = int(ex)
+            if k >= 0:
+                return lambda ar, env: base(ar, env) ** k
+            return lambda ar, env: ar.const(Fraction(1)) / base(ar, env) ** (-k)
+        if ex == sp.Rational(1, 2):
+            return lambda ar, env: ar.function("sqrt", base(ar, env))
+        if ex == sp.Rational(-1, 2):
+            return lambda ar, env: ar.const(Fraction(1)) / ar.function("sqrt", base(ar, env))
+        raise ValueError(f"power {expr} cannot be evaluated")
+    if isinstance(expr, sp.Piecewise):
+        return _compile_piecewise(expr)
+    if isinstance(expr, sp.sign):
+        arg = _compile(expr.args[0])
+
+        def sign(ar: Arith, env: Mapping[str, Any]) -> Any:
+            s = ar.sign(arg(ar, env))
+            if s is None:
+                ar.unsure = True
+                return ar.union(ar.const(Fraction(-1)), ar.const(Fraction(1)))
+            return ar.const(Fraction(s))
+        return sign
+    if isinstance(expr, sp.Abs):
+        arg = _compile(expr.args[0])
+        return lambda ar, env: abs(arg(ar, env))
+    if isinstance(expr, sp.log) and isinstance(expr.args[0], sp.Add) and sp.Integer(1) in expr.args[0].args:
+        rest = _compile(expr.args[0] - 1)  # log(1 + w) as log1p(w): no cancellation for small w
+        return lambda ar, env: ar.function("log1p", rest(ar, env))
+    names = {sp.exp: "exp", sp.log: "log", sp.tanh: "tanh", sp.erf: "erf", sp.sin: "sin", sp.cos: "cos"}
+    if isinstance(expr, sp.Function) and expr.func in names:
+        fname = names[expr.func]
+        arg = _compile(expr.args[0])
+        return lambda ar, env: ar.function(fname, arg(ar, env))
+    raise ValueError(f"cannot evaluate {expr} ({type(expr).__name__})")
+
+
+def _compile_piecewise(expr: sp.Piecewise) -> Compiled:
+    """Branches in order; a condition whose truth is unknown (a ball containing 0) makes the value
+    the union of every branch that may apply, and the evaluation unsure."""
+    ops = {sp.StrictGreaterThan: lambda s: s > 0, sp.StrictLessThan: lambda s: s < 0,
+           sp.GreaterThan: lambda s: s >= 0, sp.LessThan: lambda s: s <= 0,
+           sp.Equality: lambda s: s == 0, sp.Unequality: lambda s: s != 0}
+    branches: list[tuple[Compiled | None, Callable[[int], bool] | None, Compiled]] = []
+    for value, cond in expr.args:
+        if cond == sp.true:
+            branches.append((None, None, _compile(value)))
+            continue
+        if type(cond) not in ops:
+            raise ValueError(f"condition {cond} cannot be evaluated")
+        branches.append((_compile(cond.lhs - cond.rhs), ops[type(cond)], _compile(value)))
+
+    def piecewise(ar: Arith, env: Mapping[str, Any]) -> Any:
+        candidates: list[Any] = []
+        for diff, test, value in branches:
+            if diff is None or test is None:
+                decided = True
+            else:
+                s = ar.sign(diff(ar, env))
+                if s is None:
+                    candidates.append(value(ar, env))
+                    continue
+                decided = test(s)
+            if decided:
+                v = value(ar, env)
+                if not candidates:
+                    return v
+                ar.unsure = True
+                for c in candidates:
+                    v = ar.union(v, c)
+                return v
+        raise ValueError(f"no branch of {expr} applies")
+    return piecewise
+
+
+_COMPILED: dict[sp.Basic, Compiled] = {}
+
+
+def _compiled(expr: sp.Basic) -> Compiled:
+    if expr not in _COMPILED:
+        _COMPILED[expr] = _compile(expr)
+    return _COMPILED[expr]
+
+
+# ------------------------------------------------------------------ the walk
+
+
+def _obj(v: Any, shape: tuple[int, ...]) -> ObjArray:
+    if isinstance(v, np.ndarray) and v.dtype == object:
+        return v.reshape(shape)
+    out = np.empty(shape, dtype=object)
+    out[...] = v
+    return out
+
+
+def _flags(node: Node, args: list[BoolArray]) -> BoolArray:
+    """The dependence flags of a node from its arguments' (module docstring)."""
+    shape = node.shape
+    op = node.op
+    if not args:
+        return np.zeros(shape, dtype=bool)
+    if op == "matmul":
+        rows = np.asarray(args[0].any(axis=1))
+        cols = np.asarray(args[1].any(axis=0))
+        return np.asarray(rows[:, None] | cols[None, :])
+    if op == "sum":
+        return np.asarray(args[0].any(axis=node.attrs.get("axis"))).reshape(shape)
+    if op == "transpose":
+        return args[0].T.copy()
+    if op == "concat":
+        return np.concatenate(args, axis=node.attrs["axis"])
+    if op == "column":
+        j = int(node.attrs["index"])
+        return args[0][:, j:j + 1].copy()
+    out = np.zeros(shape, dtype=bool)
+    for a in args:
+        out = out | np.broadcast_to(a, shape)
+    return out
+
+
+def is_rational(graph: Graph) -> bool:
+    """Whether every element-wise function of the graph maps rationals to rationals."""
+    return all(nd.attrs.get("fn") in RATIONAL_FUNCTIONS for nd in graph.nodes if nd.op in ("fn", "fn_grad"))
+
+
+def _check_input(name: str, x: F64, fmt: FloatFormat) -> F64:
+    arr = np.asarray(x, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"input {name}: the truth needs finite values")
+    if not np.array_equal(round_to_format(arr, fmt), arr):
+        raise ValueError(f"input {name}: values are not {fmt.name} values (the truth takes the floats the implementation saw)")
+    return arr
+
+
+def _walk(graph: Graph, inputs: Mapping[str, F64], fmt: FloatFormat, ar: Arith) -> tuple[list[ObjArray], list[BoolArray], list[BoolArray]]:
+    """Every node's value, kink flags and unsure flags."""
+    vals: list[ObjArray] = []
+    kinks: list[BoolArray] = []
+    unsure: list[BoolArray] = []
+    for node in graph.nodes:
+        a = [vals[i] for i in node.args]
+        op = node.op
+        shape = node.shape
+        node_unsure: BoolArray | None = None
+        kink_src: BoolArray | None = None
+        if op in ("input", "param"):
+            name = node.attrs["name"]
+            x = _check_input(name, inputs[name], fmt).reshape(shape)
+            v = _obj([ar.from_float(float(e)) for e in x.ravel()], (x.size,)).reshape(shape) if x.size else np.empty(shape, dtype=object)
+        elif op == "const":
+            c = Fraction(node.attrs["value"])
+            if node.attrs.get("held"):
+                r = round_fraction(c, fmt)
+                if isinstance(r, float):
+                    raise ValueError(f"constant {node.attrs.get('name', node.id)} = {c} overflows {fmt.name}")
+                c = r
+            v = _obj(ar.const(c), shape)
+        elif op == "matmul":
+            v = ar.matmul(a[0], a[1])
+        elif op in ("add", "sub", "mul", "div"):
+            try:
+                v = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}[op](a[0], a[1])
+            except ZeroDivisionError:
+                raise ValueError(f"node {node.id} (div): division by an exact zero; the step is undefined") from None
+        elif op == "square":
+            v = a[0] * a[0]
+        elif op == "pow":
+            k = int(node.attrs["exponent"])
+            v = np.vectorize(lambda e, k=k: e**k, otypes=[object])(a[0])
+        elif op in ("fn", "fn_grad"):
+            f = _compiled(node.attrs["expr"])
+            flat_z = a[0].ravel()
+            flat_out = np.broadcast_to(a[1], a[0].shape).ravel() if len(a) == 2 else None
+            res = np.empty(flat_z.size, dtype=object)
+            uns = np.zeros(flat_z.size, dtype=bool)
+            for i in range(flat_z.size):
+                ar.unsure = False
+                env = {"z": flat_z[i]} if flat_out is None else {"z": flat_z[i], "out": flat_out[i]}
+                res[i] = f(ar, env)
+                uns[i] = ar.unsure
+            v = res.reshape(shape)
+            node_unsure = uns.reshape(shape)
+            if op == "fn_grad" and node.attrs.get("fn") in KINK_FUNCTIONS:
+                kink_src = np.array([ar.sign(e) == 0 for e in flat_z], dtype=bool).reshape(shape)
+        elif op == "sum":
+            axis = node.attrs.get("axis")
+            v = np.sum(a[0], axis=axis)
+        elif op == "transpose":
+            v = a[0].T
+        elif op == "concat":
+            v = np.concatenate(a, axis=node.attrs["axis"])
+        elif op == "column":
+            j = int(node.attrs["index"])
+            v = a[0][:, j:j + 1]
+        else:  # pragma: no cover - Graph.add refuses unknown operations
+            raise ValueError(f"unknown operation {op!r}")
+        vals.append(_obj(v, shape))
+        kf = _flags(node, [kinks[i] for i in node.args])
+        uf = _flags(node, [unsure[i] for i in node.args])
+        if kink_src is not None:
+            kf = kf | kink_src
+        if node_unsure is not None:
+            uf = uf | node_unsure
+        kinks.append(kf)
+        unsure.append(uf)
+    return vals, kinks, unsure
+
+
+def _narrow_enough(vals: list[ObjArray], graph: Graph, fmt: FloatFormat) -> bool:
+    """Whether every graded ball is exact or narrower than :data:`RADIUS_ULPS` ULP of ``fmt``, and
+    decided unless exact-looking values sit on a boundary."""
+    for nid in graph.outputs.values():
+        for v in vals[nid].ravel():
+            if not v.is_finite():
+                continue  # undefined (NaN): more precision does not help
+            if v.is_exact():
+                continue
+            mp, mq, rp, rq = _ball_parts(v)
+            mid = hi_lo_of_ratio(mp, mq)[0]
+            if rp / rq > RADIUS_ULPS * ulp_of(mid, fmt):
+                return False
+            if straddles_rounding_boundary(Fraction(mp, mq), Fraction(rp, rq), fmt):
+                return False
+    return True
+
+
+def model_truth(graph: Graph, inputs: Mapping[str, F64], fmt: FloatFormat) -> ModelTruth:
+    """The truth of one SGD step of the plan ``graph`` on ``inputs`` in the dtype ``fmt``.
+
+    Args:
+        graph: the plan (:func:`harness.models.plan.build_plan`).
+        inputs: float64 arrays by name: ``X`` (N, D), ``y`` (N, K) and every parameter, each holding
+            values of ``fmt`` (the values the implementation saw).
+        fmt: the dtype the step is computed in (rounds the held learning rate; sets the ULP of the
+            narrowness test and the rounding boundaries of ``undecided``).
+
+    Returns:
+        a :class:`ModelTruth` keyed by ``graph.outputs``.
+
+    Raises:
+        ValueError: for a missing, non-finite or non-``fmt`` input, an exact division by zero, or a
+            held constant beyond ``fmt``'s range.
+        KeyError: for a missing input name.
+    """
+    for node in graph.nodes:
+        if node.op in ("input", "param") and node.attrs["name"] not in inputs:
+            raise KeyError(f"model_truth: input {node.attrs['name']!r} is missing")
+    if is_rational(graph):
+        ar: Arith = _Exact()
+        vals, kinks, unsure = _walk(graph, inputs, fmt, ar)
+        return _truth(graph, vals, kinks, unsure, fmt, ar, EXACT_METHOD, 0)
+    old = ctx.prec
+    try:
+        for prec in PRECISIONS:
+            ctx.prec = prec
+            ball = _Ball()
+            vals, kinks, unsure = _walk(graph, inputs, fmt, ball)
+            if _narrow_enough(vals, graph, fmt):
+                break
+        return _truth(graph, vals, kinks, unsure, fmt, ball, f"arb-ball-{prec}bit; round-to-nearest from the enclosure", prec)
+    finally:
+        ctx.prec = old
+
+
+def _truth(graph: Graph, vals: list[ObjArray], kinks: list[BoolArray], unsure: list[BoolArray], fmt: FloatFormat,
+           ar: Arith, method: str, prec: int) -> ModelTruth:
+    hi: dict[str, F64] = {}
+    lo: dict[str, F64] = {}
+    rad: dict[str, F64] = {}
+    und: dict[str, BoolArray] = {}
+    kink: dict[str, BoolArray] = {}
+    for q, nid in graph.outputs.items():
+        flat = vals[nid].ravel()
+        h = np.empty(flat.size)
+        lw = np.empty(flat.size)
+        r = np.zeros(flat.size)
+        u = unsure[nid].ravel().copy()
+        for i, v in enumerate(flat):
+            if isinstance(ar, _Exact):
+                h[i], lw[i] = hi_lo_of_ratio(int(v.p), int(v.q))
+                continue
+            if not v.is_finite():
+                h[i], lw[i], r[i], u[i] = math.nan, math.nan, math.inf, True
+                continue
+            mp, mq, rp, rq = _ball_parts(v)
+            h[i], lw[i] = hi_lo_of_ratio(mp, mq)
+            if rp:
+                r[i] = _round_up(rp, rq)
+                u[i] = u[i] or straddles_rounding_boundary(Fraction(mp, mq), Fraction(rp, rq), fmt)
+        shape = graph.nodes[nid].shape
+        hi[q], lo[q], rad[q] = h.reshape(shape), lw.reshape(shape), r.reshape(shape)
+        und[q] = u.reshape(shape)
+        kink[q] = kinks[nid].copy()
+    node_values = [np.array([ar.to_float(v) for v in val.ravel()], dtype=np.float64).reshape(val.shape) for val in vals]
+    return ModelTruth(hi, lo, rad, und, kink, node_values, method, prec)

@@ -1,0 +1,295 @@
+"""SymPy definitions of the element-wise functions of a model, their derivatives, and the
+expression kind parsed safely.
+
+Every element-wise function is a SymPy expression in the real symbol :data:`Z` (``z``); its
+derivative is ``sympy.diff`` of it, never typed in by hand. Where PyTorch's autograd computes the
+derivative from the function's *output* (``tanh``: ``1 - out**2``; ``sigmoid``: ``out (1 - out)``;
+``exp``: ``out``; ``sqrt``: ``1 / (2 out)``), the derivative is also written in the symbol
+:data:`OUT` (``out``), and :func:`element_function` checks that the rewritten form equals
+``sympy.diff``'s after substituting ``out = f(z)`` (``sympy.simplify`` of the difference is 0), so
+the rewriting is checked, not trusted.
+
+Definitions (PyTorch's, :mod:`harness.models.spec`): ``relu(z) = max(z, 0)``;
+``leaky_relu(z) = z`` for ``z > 0`` else ``slope z``; ``sigmoid(z) = 1 / (1 + exp(-z))``;
+``softplus(z) = log(1 + exp(z))`` (the exact function; torch's threshold at 20 is an approximation
+of the library which the bounds name); ``gelu(z) = z/2 (1 + erf(z / sqrt 2))``.
+
+Kinks: ReLU, leaky ReLU and ``Abs`` are not differentiable at 0. Their derivative is
+``sympy.diff`` away from 0 and the convention at exactly 0 (a ``Piecewise`` branch ``Eq(z, 0)``):
+ReLU's is :attr:`ModelSpec.relu_grad_at_zero` (0 in PyTorch); leaky ReLU's is
+``slope + relu_grad_at_zero (1 - slope)`` (so ``relu_grad_at_zero = 0`` gives PyTorch's
+``slope``: torch's backward is ``z > 0 ? g : g * slope``; 1 gives the positive branch); ``Abs``'s
+is ``sign(0) = 0`` (SymPy's and PyTorch's). :data:`KINK_FUNCTIONS` names them.
+
+The expression kind (:func:`parse_expression`): the text is first checked with Python's :mod:`ast`
+(numbers, the names of the inputs and parameters, ``+ - * / **`` (``^`` too), unary signs and calls
+of the allowed functions :data:`ALLOWED_FUNCTIONS` with one positional argument; anything else, an
+attribute, a subscript, a string, a keyword, an unknown name or function, is a ``ValueError``
+naming it), and only then parsed by ``sympy.parse_expr`` with an explicit namespace of those
+symbols and functions (decimals become exact rationals). Powers must have integer exponents (or
+``1/2``, i.e. ``sqrt``).
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from dataclasses import dataclass
+from fractions import Fraction
+
+import sympy as sp
+
+from .spec import ModelSpec
+
+#: The argument symbol of every element-wise function.
+Z = sp.Symbol("z", real=True)
+#: The forward value, for derivatives written in it (``tanh``: ``1 - out**2``).
+OUT = sp.Symbol("out", real=True)
+
+#: Functions an expression model may call (name in the text -> SymPy function).
+ALLOWED_FUNCTIONS: dict[str, sp.FunctionClass] = {
+    "exp": sp.exp, "log": sp.log, "sqrt": sp.sqrt, "sin": sp.sin, "cos": sp.cos, "tanh": sp.tanh,
+    "erf": sp.erf, "Abs": sp.Abs, "abs": sp.Abs,
+}
+#: Element-wise functions with a kink at 0 (derivative by convention there).
+KINK_FUNCTIONS = ("relu", "leaky_relu", "abs")
+#: Element-wise functions that map rationals to rationals (their graphs have an exact rational truth).
+RATIONAL_FUNCTIONS = ("relu", "leaky_relu", "abs")
+
+
+@dataclass(frozen=True)
+class ElementFunction:
+    """One element-wise function and its derivative.
+
+    Attributes:
+        name: ``"tanh"``, ``"relu"``, ``"exp"``, ...
+        expr: ``f(z)``.
+        grad: ``f'(z)`` as ``sympy.diff`` gives it (with the convention at a kink).
+        grad_in_out: ``f'`` written in ``out = f(z)`` (and possibly ``z``) where autograd computes
+            it from the forward value; None otherwise.
+        slope: leaky ReLU's slope (exact), else None.
+    """
+
+    name: str
+    expr: sp.Expr
+    grad: sp.Expr
+    grad_in_out: sp.Expr | None = None
+    slope: Fraction | None = None
+
+    @property
+    def grad_uses_out(self) -> bool:
+        """Whether the derivative node takes the forward value as a second argument."""
+        return self.grad_in_out is not None
+
+    @property
+    def grad_expr(self) -> sp.Expr:
+        """The derivative as the plan evaluates it (in ``out`` where autograd uses it)."""
+        return self.grad_in_out if self.grad_in_out is not None else self.grad
+
+
+def _with_kink(grad: sp.Expr, at_zero: sp.Expr) -> sp.Expr:
+    """``grad`` away from 0 and ``at_zero`` at exactly 0."""
+    return sp.Piecewise((at_zero, sp.Eq(Z, 0)), (grad, True))
+
+
+def _checked_out_form(expr: sp.Expr, grad: sp.Expr, in_out: sp.Expr, name: str) -> sp.Expr:
+    """``in_out`` after checking that it equals ``grad`` when ``out = expr``.
+
+    Raises:
+        AssertionError: when the rewritten derivative differs from SymPy's (a bug here).
+    """
+    diff = sp.simplify(in_out.subs(OUT, expr) - grad)
+    if diff != 0:
+        raise AssertionError(f"{name}: the derivative written in the output, {in_out}, differs from sympy.diff's {grad}")
+    return in_out
+
+
+#: Derivatives written in the forward value, as PyTorch's autograd computes them (its derivatives.yaml:
+#: tanh_backward, sigmoid_backward, exp's ``result``, sqrt's ``grad / (2 result)``).
+_IN_OUT_FORMS: dict[str, sp.Expr] = {
+    "tanh": 1 - OUT**2,
+    "sigmoid": OUT * (1 - OUT),
+    "exp": OUT,
+    "sqrt": 1 / (2 * OUT),
+}
+
+
+@functools.cache
+def element_function(name: str, slope: Fraction = Fraction(1, 100), grad_at_zero: Fraction = Fraction(0)) -> ElementFunction:
+    """The element-wise function ``name`` (an activation or an allowed function of an expression).
+
+    Args:
+        name: one of :data:`harness.models.spec.ACTIVATIONS` or ``exp``, ``log``, ``sqrt``, ``sin``,
+            ``cos``, ``erf``, ``abs``.
+        slope: leaky ReLU's negative slope (exact).
+        grad_at_zero: ReLU's derivative at 0 (:attr:`ModelSpec.relu_grad_at_zero`).
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    z = Z
+    exprs: dict[str, sp.Expr] = {
+        "relu": sp.Piecewise((z, z > 0), (0, True)),
+        "leaky_relu": sp.Piecewise((z, z > 0), (sp.Rational(slope.numerator, slope.denominator) * z, True)),
+        "tanh": sp.tanh(z),
+        "sigmoid": 1 / (1 + sp.exp(-z)),
+        "softplus": sp.log(1 + sp.exp(z)),
+        "gelu": z / 2 * (1 + sp.erf(z / sp.sqrt(2))),
+        "exp": sp.exp(z), "log": sp.log(z), "sqrt": sp.sqrt(z), "sin": sp.sin(z), "cos": sp.cos(z),
+        "erf": sp.erf(z), "abs": sp.Abs(z),
+    }
+    if name not in exprs:
+        raise ValueError(f"unknown element-wise function {name!r}; known: {', '.join(exprs)}")
+    expr = exprs[name]
+    grad = sp.diff(expr, z)
+    if name == "relu":
+        grad = _with_kink(grad, sp.Rational(grad_at_zero.numerator, grad_at_zero.denominator))
+    elif name == "leaky_relu":
+        at0 = slope + grad_at_zero * (1 - slope)
+        grad = _with_kink(grad, sp.Rational(at0.numerator, at0.denominator))
+    elif name == "abs":
+        grad = _with_kink(grad, sp.Integer(0))
+    in_out = _IN_OUT_FORMS.get(name)
+    if in_out is not None:
+        in_out = _checked_out_form(expr, grad, in_out, name)
+    return ElementFunction(name, expr, grad, in_out, slope if name == "leaky_relu" else None)
+
+
+def activation(spec: ModelSpec) -> ElementFunction:
+    """The activation of an ``mlp`` spec, with its constants.
+
+    Raises:
+        ValueError: when the spec has no activation.
+    """
+    if spec.activation is None:
+        raise ValueError(f"the model {spec.describe()} has no activation")
+    return element_function(spec.activation, Fraction(spec.negative_slope), Fraction(spec.relu_grad_at_zero))
+
+
+# ------------------------------------------------------------------ the expression kind
+
+_BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.BitXor)
+
+
+def input_names(d: int) -> tuple[str, ...]:
+    """The input symbols' names of an expression model with D inputs: ``x1 .. xD``."""
+    return tuple(f"x{j + 1}" for j in range(d))
+
+
+def _check_ast(text: str, names: set[str]) -> None:
+    """Raise ValueError naming the first construct of ``text`` that is not allowed."""
+    try:
+        tree = ast.parse(text.strip(), mode="eval")
+    except SyntaxError as exc:
+        raise ValueError(f"expression {text!r} is not a formula: {exc.msg}") from None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Expression | ast.Load):
+            continue
+        if isinstance(node, ast.BinOp):
+            if not isinstance(node.op, _BINOPS):
+                raise ValueError(f"expression {text!r}: operator {type(node.op).__name__} is not allowed (+ - * / ** only)")
+        elif isinstance(node, ast.UnaryOp):
+            if not isinstance(node.op, ast.UAdd | ast.USub):
+                raise ValueError(f"expression {text!r}: operator {type(node.op).__name__} is not allowed")
+        elif isinstance(node, ast.operator | ast.unaryop):
+            continue
+        elif isinstance(node, ast.Constant):
+            if isinstance(node.value, bool) or not isinstance(node.value, int | float):
+                raise ValueError(f"expression {text!r}: constant {node.value!r} is not a number")
+        elif isinstance(node, ast.Name):
+            if node.id not in names and node.id not in ALLOWED_FUNCTIONS:
+                raise ValueError(f"expression {text!r}: unknown symbol {node.id!r} (inputs and parameters: {', '.join(sorted(names))})")
+        elif isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name) or node.func.id not in ALLOWED_FUNCTIONS:
+                what = node.func.id if isinstance(node.func, ast.Name) else ast.unparse(node.func)
+                raise ValueError(f"expression {text!r}: unknown function {what!r} (allowed: {', '.join(ALLOWED_FUNCTIONS)})")
+            if node.keywords or len(node.args) != 1:
+                raise ValueError(f"expression {text!r}: {node.func.id} takes exactly one argument")
+        else:
+            raise ValueError(f"expression {text!r}: {type(node).__name__} ({ast.unparse(node)!r}) is not allowed")
+    for node in ast.walk(tree):  # a function name used as a value (``exp + 1``) is not a formula
+        if isinstance(node, ast.Name) and node.id in ALLOWED_FUNCTIONS and node.id not in names:
+            parents = [p for p in ast.walk(tree) if isinstance(p, ast.Call) and p.func is node]
+            if not parents:
+                raise ValueError(f"expression {text!r}: function {node.id!r} used without an argument")
+
+
+def _check_powers(expr: sp.Expr, text: str) -> None:
+    """Raise ValueError for a power that is not an integer or ``1/2`` (``-1/2``) power."""
+    for p in expr.atoms(sp.Pow):
+        e = p.exp
+        if not (e.is_Integer or (e.is_Rational and e.q == 2 and abs(e.p) == 1)):
+            raise ValueError(f"expression {text!r}: power {p} is not an integer power (nor a square root)")
+
+
+@dataclass(frozen=True)
+class ParsedExpression:
+    """An expression model's prediction, parsed.
+
+    Attributes:
+        expr: the SymPy expression.
+        inputs: the input symbols ``x1 .. xD`` (in order).
+        parameters: the parameter symbols, in the spec's order.
+    """
+
+    expr: sp.Expr
+    inputs: tuple[sp.Symbol, ...]
+    parameters: tuple[sp.Symbol, ...]
+
+
+@functools.lru_cache(maxsize=256)
+def parse_expression(text: str, parameters: tuple[str, ...], d: int) -> ParsedExpression:
+    """Parse an expression model's text safely (module docstring).
+
+    Args:
+        text: the expression, e.g. ``"a * tanh(w * x1 + c)"``.
+        parameters: the scalar parameter names.
+        d: the number of inputs D (``x1 .. xD``; ``x`` means ``x1`` when D = 1).
+
+    Returns:
+        the parsed expression with its symbols.
+
+    Raises:
+        ValueError: naming the construct, symbol or function that is not allowed, or a parameter
+            that clashes with an input or function name.
+    """
+    from sympy.parsing.sympy_parser import convert_xor, parse_expr, rationalize, standard_transformations
+
+    ins = input_names(d)
+    for p in parameters:
+        if p in ins or p in ALLOWED_FUNCTIONS or p == "x":
+            raise ValueError(f"parameter name {p!r} clashes with an input or a function")
+    syms = {n: sp.Symbol(n, real=True) for n in (*ins, *parameters)}
+    names = set(syms)
+    if d == 1:
+        names.add("x")
+    _check_ast(text, names)
+    local: dict[str, object] = dict(syms)
+    if d == 1:
+        local["x"] = syms["x1"]
+    local.update(ALLOWED_FUNCTIONS)
+    global_ns: dict[str, object] = {
+        "__builtins__": {}, "Integer": sp.Integer, "Float": sp.Float, "Rational": sp.Rational, "Symbol": sp.Symbol,
+    }
+    expr = parse_expr(text, local_dict=local, global_dict=global_ns,
+                      transformations=(*standard_transformations, convert_xor, rationalize), evaluate=True)
+    if not isinstance(expr, sp.Expr):
+        raise ValueError(f"expression {text!r} is not a scalar formula")
+    extra = {s.name for s in expr.free_symbols} - set(syms)
+    if extra:
+        raise ValueError(f"expression {text!r}: unknown symbol {sorted(extra)[0]!r}")
+    _check_powers(expr, text)
+    return ParsedExpression(expr, tuple(syms[n] for n in ins), tuple(syms[p] for p in parameters))
+
+
+def function_name(f: sp.Basic) -> str:
+    """The element-wise function name (as :func:`element_function` knows it) of a SymPy function
+    application in a parsed expression (``exp(...)`` -> ``"exp"``, ``Abs(...)`` -> ``"abs"``).
+
+    Raises:
+        ValueError: for a function outside :data:`ALLOWED_FUNCTIONS`.
+    """
+    for name, cls in ALLOWED_FUNCTIONS.items():
+        if f.func == cls:
+            return "abs" if name == "Abs" else name
+    raise ValueError(f"function {f.func} is not allowed in an expression model")

@@ -1,0 +1,137 @@
+"""The evaluation plan (harness.models.plan): its float64 evaluation agrees with PyTorch's autograd
+in float64 (an independent implementation: torch.nn.functional forward, torch.autograd backward)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from harness.models.graph import evaluate_float64
+from harness.models.plan import build_plan
+from harness.models.spec import ACTIVATIONS, ModelSpec
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+LR = Fraction(1, 8)
+
+
+def _act(name: str, spec: ModelSpec):  # noqa: ANN202 - a torch callable
+    return {
+        "relu": F.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "softplus": F.softplus,
+        "gelu": F.gelu, "leaky_relu": lambda z: F.leaky_relu(z, float(spec.negative_slope)),
+    }[name]
+
+
+def _torch_step(spec: ModelSpec, values: dict[str, np.ndarray], reduction: str, predict) -> dict[str, np.ndarray]:  # noqa: ANN001
+    t = {k: torch.tensor(v, dtype=torch.float64, requires_grad=k not in ("X", "y")) for k, v in values.items()}
+    pred = predict(t)
+    loss = F.mse_loss(pred, t["y"], reduction=reduction)
+    loss.backward()
+    names = [p for p in values if p not in ("X", "y")]
+    out = {"loss": loss.detach().numpy()}
+    for p in names:
+        out[f"grad_{p}"] = t[p].grad.numpy()
+    for p in names:
+        out[p] = (t[p] - float(LR) * t[p].grad).detach().numpy()
+    return out
+
+
+def _values(spec: ModelSpec, n: int, d: int, k: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    vals = {"X": rng.standard_normal((n, d)), "y": rng.standard_normal((n, k))}
+    for p, s in spec.parameter_shapes(d, k).items():
+        vals[p] = rng.standard_normal(s) * 0.7
+    return vals
+
+
+def _compare(spec: ModelSpec, n: int, d: int, k: int, reduction: str, predict, vals=None) -> None:  # noqa: ANN001
+    vals = vals or _values(spec, n, d, k, seed=n * 100 + d * 10 + k)
+    g = build_plan(spec, n, d, k, reduction, LR)
+    nodes = evaluate_float64(g, vals)
+    ref = _torch_step(spec, vals, reduction, predict)
+    assert tuple(g.outputs) == tuple(ref) == spec.quantities(d, k)
+    for q, nid in g.outputs.items():
+        got = nodes[nid]
+        assert got.shape == np.shape(ref[q]), q
+        np.testing.assert_allclose(got, ref[q], rtol=1e-11, atol=1e-13, err_msg=f"{spec.describe()} {reduction} {q}")
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("hidden", [(3,), (4, 2)])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_mlp_plan_matches_torch_autograd(act: str, hidden: tuple[int, ...], reduction: str) -> None:
+    spec = ModelSpec(kind="mlp", hidden=hidden, activation=act)
+    f = _act(act, spec)
+
+    def predict(t):  # noqa: ANN001, ANN202
+        h = t["X"]
+        for layer in range(1, len(hidden) + 1):
+            h = f(h @ t[f"W{layer}"] + t[f"b{layer}"])
+        last = len(hidden) + 1
+        return h @ t[f"W{last}"] + t[f"b{last}"]
+
+    _compare(spec, 5, 3, 2, reduction, predict)
+
+
+def test_mlp_without_bias_and_relu_at_kink() -> None:
+    spec = ModelSpec(kind="mlp", hidden=(2,), activation="relu", bias=False)
+    vals = {"X": np.array([[1.0, -1.0], [2.0, 0.5]]), "y": np.array([[0.5], [1.0]]),
+            "W1": np.array([[1.0, 2.0], [1.0, 1.0]]), "W2": np.array([[0.5], [-1.0]])}
+    # row 0: z = [0, 1]: the first unit sits at ReLU's kink; torch's derivative there is 0, as the plan's
+
+    def predict(t):  # noqa: ANN001, ANN202
+        return F.relu(t["X"] @ t["W1"]) @ t["W2"]
+
+    _compare(spec, 2, 2, 1, "sum", predict, vals)
+
+
+@pytest.mark.parametrize("degree", [1, 2, 3])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_polynomial_plan_matches_torch_autograd(degree: int, reduction: str) -> None:
+    spec = ModelSpec(kind="polynomial", polynomial=degree)
+
+    def predict(t):  # noqa: ANN001, ANN202
+        phi = torch.cat([t["X"] ** p for p in range(1, degree + 1)], dim=1)
+        return phi @ t["W"] + t["b"]
+
+    _compare(spec, 6, 2, 3, reduction, predict)
+
+
+def test_linear_plan_matches_torch_autograd() -> None:
+    spec = ModelSpec()
+    _compare(spec, 4, 3, 2, "mean", lambda t: t["X"] @ t["W"] + t["b"])
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_expression_plan_matches_torch_autograd(reduction: str) -> None:
+    text = "a * tanh(w * x1 + c) - 0.5 * x2^2 * exp(-a) + sqrt(x1**2 + 1) / (c**2 + 2) + sin(w) * x1 / (1 + x2**2) - 3"
+    spec = ModelSpec(kind="expression", expression=text, parameters=("a", "w", "c", "unused"))
+
+    def predict(t):  # noqa: ANN001, ANN202
+        x1, x2 = t["X"][:, 0:1], t["X"][:, 1:2]
+        a, w, c = t["a"], t["w"], t["c"]
+        return (a * torch.tanh(w * x1 + c) - 0.5 * x2**2 * torch.exp(-a) + torch.sqrt(x1**2 + 1) / (c**2 + 2)
+                + torch.sin(w) * x1 / (1 + x2**2) - 3 + 0 * t["unused"])
+
+    _compare(spec, 7, 2, 1, reduction, predict)
+
+
+def test_plan_outputs_and_lr_const() -> None:
+    spec = ModelSpec(kind="mlp", hidden=(3,), activation="tanh")
+    g = build_plan(spec, 4, 2, 1, "sum", "0.1")
+    assert tuple(g.outputs) == ("loss", "grad_W1", "grad_b1", "grad_W2", "grad_b2", "W1", "b1", "W2", "b2")
+    lrs = [nd for nd in g.nodes if nd.op == "const" and nd.attrs.get("held")]
+    assert len(lrs) == 1 and lrs[0].attrs["value"] == Fraction(1, 10)
+    tanh_grads = [nd for nd in g.nodes if nd.op == "fn_grad"]
+    assert len(tanh_grads) == 1 and len(tanh_grads[0].args) == 2  # tanh' = 1 - out**2, from the forward value
+    assert build_plan(spec, 4, 2, 1, "sum", "0.1") is g  # cached
+
+
+def test_plan_refuses_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="reduction"):
+        build_plan(ModelSpec(), 2, 2, 1, "max", 1)
+    with pytest.raises(ValueError, match="unknown symbol 'q'"):
+        build_plan(ModelSpec(kind="expression", expression="a * q", parameters=("a",)), 2, 1, 1, "sum", 1)
