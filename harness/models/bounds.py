@@ -44,8 +44,10 @@ rigorous, not only first-order):
                 value (tanh: ``1 - y^2``, sigmoid: ``y (1 - y)``), the exact change of that formula
                 under ``|y^ - y| <= E_y`` (the larger of the two: an implementation may use either);
                 plus the formula's rounding; ReLU and leaky ReLU: the jump where the interval
-                contains the kink (:func:`activation_grad_bound`)
-``transpose``   ``E_a^T``; ``concat``: the ``E``'s concatenated
+                contains the kink (:func:`activation_grad_bound`); the elementary functions of an
+                expression model (exp, log, sqrt, sin, cos, erf, abs) likewise
+                (:func:`elementary_value_bound`, :func:`elementary_grad_bound`)
+``transpose``   ``E_a^T``; ``concat``: the ``E``'s concatenated; ``column``: the column's ``E``
 ==============  ===================================================================================
 
 **Second-order safety**: where a nonlinear function propagates an error, the derivative is bounded
@@ -212,6 +214,83 @@ _SMOOTH: dict[str, tuple[Callable[[F64], F64], Callable[[F64], F64], Callable[[F
 }
 #: Critical points of f itself (for max |f| on an interval): gelu's minimum at z ~ -0.7518.
 _VALUE_CRIT = {"gelu": (-0.7517915241,)}
+
+_ERF = np.vectorize(math.erf, otypes=[np.float64])
+_TWO_OVER_SQRTPI = 2.0 / math.sqrt(math.pi)
+
+
+def _pos(z: F64) -> F64:
+    """``z`` where positive, NaN elsewhere (outside log's and sqrt's domain: the bound is then inf)."""
+    z = np.asarray(z, dtype=np.float64)
+    return np.asarray(np.where(z > 0, z, np.nan))
+
+
+#: The elementary functions of the expression kind (:func:`harness.models.symbolic.element_function`):
+#: f, f', f'', the critical points of f' and of f'' (where |f'| and |f''| may peak inside an interval),
+#: and the ULPs entry of the library function. log and sqrt: f' and f'' are monotone in ``z > 0`` and
+#: undefined at or below 0 (an interval reaching 0 gives an infinite bound); sin, cos: |f'|, |f''| <= 1
+#: are taken as the bound (the critical points of sin' are the zeros of sin: at every interval end or
+#: inside it, max |cos| <= 1 is documented as the Lipschitz bound); erf: ``f' = 2/sqrt(pi) exp(-z^2)``
+#: peaks at 0, ``f'' = -2 z f'`` at ``+-1/sqrt 2``; abs: Lipschitz 1, exact.
+_ELEMENTARY: dict[str, tuple[Callable[[F64], F64], Callable[[F64], F64], Callable[[F64], F64],
+                             tuple[float, ...], tuple[float, ...]]] = {
+    "exp": (np.exp, np.exp, np.exp, (), ()),
+    "log": (lambda z: np.log(_pos(z)), lambda z: 1.0 / _pos(z), lambda z: -1.0 / _pos(z) ** 2, (), ()),
+    "sqrt": (lambda z: np.sqrt(_pos(z)), lambda z: 0.5 / np.sqrt(_pos(z)), lambda z: -0.25 / _pos(z) ** 1.5, (), ()),
+    "sin": (np.sin, lambda z: np.ones_like(z), lambda z: np.ones_like(z), (), ()),
+    "cos": (np.cos, lambda z: np.ones_like(z), lambda z: np.ones_like(z), (), ()),
+    "erf": (_ERF, lambda z: _TWO_OVER_SQRTPI * np.exp(-z * z), lambda z: -2 * z * _TWO_OVER_SQRTPI * np.exp(-z * z),
+            (0.0,), (-_SQRT1_2, _SQRT1_2)),
+}
+#: max |sin|, |cos| on an interval: 1 (the Lipschitz bound) -- the value magnitude for the ULP term.
+_BOUNDED_BY_ONE = ("sin", "cos")
+
+
+def elementary_value_bound(name: str, a: F64, E: F64, ctx: FnContext) -> F64:
+    """Bound of ``|f^(a^) - f(a)|`` for an elementary function of an expression model: the
+    propagated error ``max |f'| E`` over the interval plus the library's ULPs (:data:`FUNCTION_ULPS`),
+    in the computing type and rounded for the half types. ``abs`` is exact (Lipschitz 1)."""
+    if name == "abs":
+        return np.asarray(E + (ctx.reg.eta if ctx.reg.ftz else 0.0))
+    f, d1, _, c1, _ = _ELEMENTARY[name]
+    lo, hi = a - E, a + E
+    prop = interval_max_abs(d1, lo, hi, c1) * E
+    mag = np.ones_like(a) if name in _BOUNDED_BY_ONE else interval_max_abs(f, lo, hi, ())
+    return np.asarray(prop + ctx.finish(ctx.lib(name, mag), mag))
+
+
+def elementary_grad_bound(name: str, a: F64, E: F64, y: F64, Ey: F64, ctx: FnContext) -> F64:
+    """Bound of ``|g^ - f'(a)|`` for the derivative node of an elementary function: ``max |f''| E``
+    over the interval, or from the forward value where autograd uses it (exp: ``y``, error ``Ey``;
+    sqrt: ``1/(2y)``, ``Ey / (2|y|(|y| - Ey))``), the larger; plus the formula's evaluation: exp's
+    or cos/sin's ULPs, erf' ``2/sqrt(pi) exp(-z^2)`` (the rounding of ``z^2`` through exp,
+    exp's ULPs, two products), one division for log and sqrt (the doubling is exact); abs: the
+    jump 2 where the interval contains 0 (``E > 0``)."""
+    lo, hi = a - E, a + E
+    uc = ctx.uc
+    if name == "abs":
+        return np.asarray(np.where((E > 0) & (lo <= 0) & (hi >= 0), 2.0, 0.0))
+    _, d1, d2, c1, c2 = _ELEMENTARY[name]
+    route = interval_max_abs(d2, lo, hi, c2) * E
+    gmax = interval_max_abs(d1, lo, hi, c1)
+    if name == "exp":
+        route = np.maximum(route, Ey)
+        ev = ctx.lib("exp", gmax + route)
+    elif name == "sqrt":
+        ay = np.abs(y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            via_out = np.where(ay > Ey, Ey / (2 * ay * (ay - Ey)), np.inf)
+        route = np.maximum(route, via_out)
+        ev = 2 * uc * (gmax + route)
+    elif name == "log":
+        ev = 2 * uc * (gmax + route)
+    elif name in ("sin", "cos"):
+        ev = ctx.lib("cos" if name == "sin" else "sin", np.ones_like(a))
+    else:  # erf
+        M = np.maximum(np.abs(lo), np.abs(hi))
+        ev = (uc * M * M * (1 + 4 * uc) + 2 * float(ctx.ulps["exp"]) * uc + 3 * uc) * (gmax + route) * (1 + 4 * uc)
+        ev = ev + 2 * float(ctx.ulps["exp"]) * ctx.cfmt.underflow_quantum
+    return np.asarray(route + ctx.finish(ev, gmax + route))
 
 
 def interval_max_abs(f: Callable[[F64], F64], lo: F64, hi: F64, crit: tuple[float, ...]) -> F64:
@@ -416,6 +495,15 @@ class _Walk:
     vals: list[F64]
     Es: list[F64] = field(default_factory=list)
     vacuous: dict[int, str] = field(default_factory=dict)
+    #: node id -> (terms, sum of term magnitudes, propagated input error, products) of a reduction
+    #: whose terms an implementation may accumulate in any order (matmul, and add/sub chains on it)
+    frames: dict[int, tuple[int, F64, F64, int]] = field(default_factory=dict)
+
+    def frame(self, nid: int) -> tuple[int, F64, F64, int]:
+        """A node's reduction frame: its own (matmul, add, sub) or that of one term (any other node)."""
+        if nid in self.frames:
+            return self.frames[nid]
+        return 1, np.abs(self.vals[nid]) + self.Es[nid], self.Es[nid], 0
 
     def eta_ftz(self) -> float:
         return self.reg.eta if self.reg.ftz else 0.0
@@ -449,7 +537,9 @@ def _rule_matmul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
         w.vacuous[node.id] = f"a matrix product of {m} terms per element: m u = {m * w.reg.u:.3g} >= 1"
     n_eta = m + ((m - 1) if w.reg.ftz else 0)
     P = (A + EA) @ (B + EB)
-    return np.asarray(g * P + EA @ B + A @ EB + EA @ EB + (1 + g) * n_eta * w.reg.eta)
+    prop = EA @ B + A @ EB + EA @ EB
+    w.frames[node.id] = (m, P, prop, m)
+    return np.asarray(g * P + prop + (1 + g) * n_eta * w.reg.eta)
 
 
 def _rule_sum(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
@@ -465,16 +555,43 @@ def _rule_sum(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
 
 
 def _rule_addsub(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
-    """One rounding of ``a^ +- b^``: ``u (|a +- b| + E_a + E_b) + E_a + E_b`` (exact when subnormal)."""
+    """One rounding of ``a^ +- b^``: ``u (|a +- b| + E_a + E_b) + E_a + E_b`` (exact when subnormal);
+    and, since an implementation may fold the addition into a reduction it feeds on (the bias of
+    ``addmm`` accumulated with the products, ``X W + b - y`` summed in any order: Higham §3.1 for
+    the flattened sum), at least the bound of that whole reduction in any order:
+    ``gamma_m S + P + (1 + gamma_m)(p + f (m - 1)) eta`` over its ``m`` terms (``S`` their
+    magnitudes, ``P`` their propagated errors, ``p`` products, ``f = 1`` with flush-to-zero)."""
     Es = E[0] + E[1]
-    return np.asarray(w.reg.u * (np.abs(w.vals[node.id]) + Es) + Es + w.eta_ftz())
+    seq = w.reg.u * (np.abs(w.vals[node.id]) + Es) + Es + w.eta_ftz()
+    if node.args[0] not in w.frames and node.args[1] not in w.frames:
+        return np.asarray(seq)
+    f0, f1 = w.frame(node.args[0]), w.frame(node.args[1])
+    m = f0[0] + f1[0]
+    S, P, prods = f0[1] + f1[1], f0[2] + f1[2], f0[3] + f1[3]
+    w.frames[node.id] = (m, S, P, prods)
+    g = w.gam(m)
+    if not math.isfinite(g):
+        w.vacuous[node.id] = f"a sum of {m} terms (products and added arrays): m u = {m * w.reg.u:.3g} >= 1"
+    fused = g * S + P + (1 + g) * (prods * w.reg.eta + (m - 1) * w.eta_ftz())
+    return np.asarray(np.maximum(seq, fused))
 
 
 def _rule_mul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
-    """One rounding of ``a^ b^`` with ``|a^ b^ - a b| <= E_a |b| + |a| E_b + E_a E_b``."""
+    """One rounding of ``a^ b^`` with ``|a^ b^ - a b| <= E_a |b| + |a| E_b + E_a E_b``.
+
+    A scalar constant (not held: not the learning rate) times a ``sum`` (the loss's ``c sum R^2``) may be applied to every term before
+    the sum (``mean`` of ``c R^2``): the relative errors are the same roundings in another order,
+    but each of the ``n`` scaled terms may underflow: ``(1 + gamma_n) n eta`` more is allowed."""
     A, B = np.abs(a[0]), np.abs(a[1])
     prop = E[0] * B + A * E[1] + E[0] * E[1]
-    return np.asarray(w.reg.u * (A + E[0]) * (B + E[1]) + prop + w.reg.eta)
+    extra = 0.0
+    for c, other in ((node.args[0], node.args[1]), (node.args[1], node.args[0])):
+        on, cn = w.graph.nodes[other], w.graph.nodes[c]
+        if cn.op == "const" and not cn.attrs.get("held") and cn.shape == () and on.op == "sum":
+            src = w.graph.nodes[on.args[0]].shape
+            n = math.prod(src) if on.attrs.get("axis") is None else src[int(on.attrs["axis"])]
+            extra = max(extra, (1 + w.reg.gamma(n)) * n * w.reg.eta)
+    return np.asarray(w.reg.u * (A + E[0]) * (B + E[1]) + prop + w.reg.eta + extra)
 
 
 def _rule_square(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
@@ -515,6 +632,8 @@ def _rule_fn(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     name = str(node.attrs["fn"])
     if name in _SMOOTH or name in ("relu", "leaky_relu"):
         return activation_value_bound(name, a[0], E[0], w.ctx, _slope(node))
+    if name in _ELEMENTARY or name == "abs":
+        return _domain_checked(node, elementary_value_bound(name, a[0], E[0], w.ctx), w)
     w.vacuous[node.id] = f"no accuracy model for the function {name!r} in harness.models.bounds"
     return np.full(node.shape, np.inf)
 
@@ -532,8 +651,26 @@ def _rule_fn_grad(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
         y, Ey = np.zeros(node.shape), np.zeros(node.shape)
     if name in _SMOOTH or name in ("relu", "leaky_relu"):
         return activation_grad_bound(name, a[0], E[0], y, Ey, w.ctx, _slope(node))
+    if name in _ELEMENTARY or name == "abs":
+        return _domain_checked(node, elementary_grad_bound(name, a[0], E[0], y, Ey, w.ctx), w)
     w.vacuous[node.id] = f"no accuracy model for the derivative of {name!r} in harness.models.bounds"
     return np.full(node.shape, np.inf)
+
+
+def _domain_checked(node: Node, e: F64, w: _Walk) -> F64:
+    """Infinite (NaN) elements of a function's bound: the error interval leaves the function's
+    domain (log, sqrt at or below 0): noted as vacuous."""
+    bad = ~np.isfinite(e)
+    if np.any(bad):
+        w.vacuous[node.id] = (f"the argument of {node.attrs['fn']} may reach its domain's edge within its error bound "
+                              "(no finite bound)")
+    return np.asarray(np.nan_to_num(e, nan=np.inf))
+
+
+def _rule_column(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
+    """Exact: the column's bounds."""
+    j = int(node.attrs["index"])
+    return np.asarray(E[0][:, j:j + 1])
 
 
 def _rule_transpose(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
@@ -551,7 +688,7 @@ RULES: dict[str, Rule] = {
     "input": _rule_leaf, "param": _rule_leaf, "const": _rule_const, "matmul": _rule_matmul,
     "sum": _rule_sum, "add": _rule_addsub, "sub": _rule_addsub, "mul": _rule_mul, "square": _rule_square,
     "div": _rule_div, "pow": _rule_pow, "fn": _rule_fn, "fn_grad": _rule_fn_grad,
-    "transpose": _rule_transpose, "concat": _rule_concat,
+    "transpose": _rule_transpose, "concat": _rule_concat, "column": _rule_column,
 }
 
 
@@ -590,6 +727,9 @@ def _overflow(graph: Graph, vals: list[F64], Es: list[F64], reg: Regime) -> list
                 o = ov[0].T
             elif node.op == "concat":
                 o = np.concatenate(ov, axis=node.attrs["axis"])
+            elif node.op == "column":
+                j = int(node.attrs["index"])
+                o = ov[0][:, j:j + 1]
             else:
                 o = np.zeros(node.shape, dtype=bool)
                 for x in ov:
@@ -700,4 +840,5 @@ def bound_float64_reference(graph: Graph, node_values: list[F64]) -> dict[str, F
 
 __all__ = ["CRITICAL_POINTS", "FUNCTION_ULPS", "RULES", "SOFTPLUS_THRESHOLD", "SOFTPLUS_THRESHOLD_ERROR",
            "ModelBounds", "activation_grad_bound", "activation_value_bound", "bound_float64_reference",
+           "elementary_grad_bound", "elementary_value_bound",
            "compute_format", "constant_rounding", "interval_max_abs", "merged_function_ulps", "model_bounds"]
