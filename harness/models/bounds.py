@@ -1,0 +1,854 @@
+"""Forward error bounds of a model's step, derived automatically from its evaluation plan.
+
+:func:`model_bounds` walks a :class:`harness.models.graph.Graph` in node order (an *error domain*
+evaluation, first-order forward error analysis made rigorous) and gives every node ``v`` an
+absolute bound ``E_v >= |v^ - v|`` of the difference between a correct floating-point evaluation
+``v^`` in the dtype and the exact value ``v``, element-wise; the graded quantities are
+``graph.outputs``. Magnitudes ``|v|`` are the exact values (``node_values``: the truth's nearest
+float64), never an implementation's output.
+
+**Rounding model** (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., SIAM 2002,
+§2.2 with underflow, the same as :mod:`harness.bounds`): ``fl(x op y) = (x op y)(1 + d) + e``,
+``|d| <= u``, ``|e| <= eta``; ``eta`` is half the subnormal spacing for products, quotients and
+function values with gradual underflow (sums are then exact in the subnormal range), and the
+smallest normal number for *every* operation with flush-to-zero (float16 and bfloat16 by default,
+:func:`harness.bounds.flush_to_zero_default`), which also lets a subnormal input be read as 0.
+
+**Rules**, one per operation (:data:`RULES`; ``a^ = a + da``, ``|da| <= E_a``, magnitudes
+``|a| + E_a`` bound the computed arguments, so every product of errors is kept: the bounds are
+rigorous, not only first-order):
+
+==============  ===================================================================================
+``input``       0 (a float of the dtype); with flush-to-zero ``|x| [|x| < 2**emin]``
+``param``       the same
+``const``       held (the learning rate): ``max |lr' - lr|`` over the values an implementation may
+                multiply by (:func:`harness.bounds.learning_rate_spread`: the Python float, float32's
+                for the half types); not held: 0 when the value is a float of the dtype, else its
+                rounding ``u_k |c| + eta_c`` (:func:`constant_rounding`: via float64 and float32)
+``matmul``      ``gamma_m (|A| + E_A)(|B| + E_B) + E_A |B| + |A| E_B + E_A E_B + (1 + gamma_m) n eta``
+                (Higham §3.1 Lemma 3.1 and §3.5 eq. 3.12: each product passes at most ``m``
+                roundings, any order, blocking or FMA); ``n = m`` products (``2m - 1`` operations
+                with flush-to-zero)
+``sum``         ``gamma_{n-1} sum(|a| + E_a) + sum E_a + (1 + gamma_{n-1}) (n - 1) eta_ftz``
+``add``/``sub`` ``u (|a +- b| + E_a + E_b) + E_a + E_b + eta_ftz``
+``mul``         ``u (|a| + E_a)(|b| + E_b) + E_a |b| + |a| E_b + E_a E_b + eta``
+``square``      ``mul`` of ``a`` by itself: ``u (|a| + E_a)^2 + 2 |a| E_a + E_a^2 + eta``
+``div``         ``u M + (E_a |b| + |a| E_b) / (|b| (|b| - E_b)) + eta``, ``M = (|a| + E_a)/(|b| - E_b)``
+                (infinite where ``E_b >= |b|``)
+``pow``         ``p (|a| + E_a)^(p-1) E_a`` (mean value theorem) plus the evaluation:
+                ``max(gamma_{p-1}, libm pow's ULPs) (|a| + E_a)^p`` (repeated products or ``pow``)
+``fn``          ``max_{[a - E_a, a + E_a]} |f'| E_a`` plus the library's evaluation error at the
+                computed argument (:data:`FUNCTION_ULPS`), the half types computed in float32 and
+                rounded (``u_h`` more); see :func:`activation_value_bound`
+``fn_grad``     ``max |f''| E_a`` over the same interval, or, for a derivative written in the forward
+                value (tanh: ``1 - y^2``, sigmoid: ``y (1 - y)``), the exact change of that formula
+                under ``|y^ - y| <= E_y`` (the larger of the two: an implementation may use either);
+                plus the formula's rounding; ReLU and leaky ReLU: the jump where the interval
+                contains the kink (:func:`activation_grad_bound`); the elementary functions of an
+                expression model (exp, log, sqrt, sin, cos, erf, abs) likewise
+                (:func:`elementary_value_bound`, :func:`elementary_grad_bound`)
+``transpose``   ``E_a^T``; ``concat``: the ``E``'s concatenated; ``column``: the column's ``E``
+==============  ===================================================================================
+
+**Second-order safety**: where a nonlinear function propagates an error, the derivative is bounded
+over the whole interval ``[a - E_a, a + E_a]`` (not taken at ``a``): the extrema of ``|f'|`` and
+``|f''|`` on an interval lie at its ends or at the critical points inside it, which are known in
+closed form for each activation (:data:`CRITICAL_POINTS`), so the bound is rigorous for any
+correct evaluation, not only to first order. The float64 evaluation of these magnitudes (relative
+error ~1e-15) is covered by the factor ``1 + 2**-30`` applied to every bound.
+
+**Expected bounds** (Higham and Mary, SIAM J. Sci. Comput. 41(5), 2019, Theorem 2.4): the same walk
+with every reduction's ``gamma_n`` replaced by ``min(gamma_n, lambda sqrt(n) u)``
+(``lambda`` = :data:`harness.bounds.LAMBDA`); single roundings, function errors and underflow keep
+their rigorous terms (a simpler model than :func:`harness.bounds.expected_bounds`, which keeps the
+partial sums: for the linear model it is coarser; see :mod:`harness.models.compare_linear`).
+
+**Overflow** (a conservative rule): a node *may overflow* where the magnitude bound of any of its
+intermediates (``|v| + E_v``; for a reduction ``(1 + u)^n`` times the sum of magnitudes) exceeds the
+dtype's largest finite value; ``inf_allowed`` and ``nan_allowed`` are both True on every element
+that depends (through the graph's element-wise data dependencies) on such an intermediate. The
+rigorous bound is ``inf`` there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+import numpy.typing as npt
+
+from ..bounds import LAMBDA, Regime, flush_to_zero_default, learning_rate_spread
+from ..floats import FLOAT32, FLOAT64, FloatFormat, round_to_format
+from .graph import Graph, Node
+
+F64 = npt.NDArray[np.float64]
+Mask = npt.NDArray[np.bool_]
+
+#: Relative safety margin of every bound (float64 evaluation of the bounds and magnitudes).
+SAFETY = 1.0 + 2.0**-30
+
+#: The accuracy of each elementary function, in ULPs of the result (an error of ``k`` ULPs is
+#: taken as at most ``2 k u |f|``, plus ``k`` subnormal spacings below the normal range).
+#: Sources: PyTorch's CPU kernels call SLEEF's ``u10`` functions in the vectorized paths (documented
+#: maximum error 1.0 ULP, https://sleef.org/purec.xhtml) and the C library in the scalar paths; NumPy
+#: calls the C library (or its own SIMD kernels, documented to 1-4 ULP); glibc's manual, section
+#: "Known Maximum Errors in Math Functions" (x86_64, glibc 2.3x) lists tanh/tanhf 2, exp/expf 1,
+#: erf/erff 1 (2 on some targets), log1p/log1pf 1 (2 on some targets), log 1, sin/cos 1, pow 1.
+#: We take the largest of these per function. float16 and bfloat16 are computed in float32 and
+#: rounded (torch's opmath, NumPy's half loops, ml_dtypes): the entry applies to the float32
+#: evaluation and one more rounding in the half type is counted.
+#: erf: 3 (torch's float64 erf measured at 3 ULPs against SciPy, whose own error is ~1).
+#: ``gelu_erf``: the erf inside PyTorch's CPU GELU kernel is its own vectorized approximation, not
+#: ``torch.erf``: measured on torch 2.13 (4e6 points in [-8, 8]) as an absolute error up to 11.3 u in
+#: float32 (5.7 ULPs of 1) and 3.5 u in float64; 8 ULPs (16 u) is taken, as an absolute error (ULPs of 1).
+#: Composite activations (sigmoid, softplus) are the ULPs of their evaluation formula, derived:
+#: sigmoid ``1 / (1 + exp(-z))``: exp's error ``2 u_exp`` plus two roundings (``2u``), i.e.
+#: ``exp + 1`` ULP in this convention; softplus ``log1p(exp(z))``: the relative error of ``exp``
+#: passes through ``log1p`` with a factor ``e/((1 + e) log1p(e)) <= 1``, so ``exp + log1p``.
+FUNCTION_ULPS: dict[str, float] = {
+    "tanh": 2.0,
+    "exp": 1.0,
+    "log": 1.0,
+    "log1p": 2.0,
+    "erf": 3.0,
+    "gelu_erf": 8.0,
+    "sin": 1.0,
+    "cos": 1.0,
+    "sqrt": 0.5,
+    "pow": 1.0,
+}
+
+#: PyTorch's softplus returns ``z`` itself for ``z > 20`` (``beta = 1, threshold = 20``) and its
+#: backward uses 1 there: ``|z - softplus(z)| = log1p(exp(-z)) < exp(-20)`` and
+#: ``|1 - sigmoid(z)| < exp(-20)``: an absolute error of the library (not of rounding), added to the
+#: value and the derivative wherever the computed argument may exceed the threshold.
+SOFTPLUS_THRESHOLD = 20.0
+SOFTPLUS_THRESHOLD_ERROR = math.exp(-20.0) * (1 + 2.0**-40)
+
+#: Critical points (zeros of the next derivative) of ``f'`` and ``f''`` of each activation, where
+#: the extrema of ``|f'|`` and ``|f''|`` on an interval may lie besides its ends:
+#: tanh: ``f' = sech^2`` peaks at 0; ``f'' = -2 tanh sech^2`` peaks at ``+-atanh(1/sqrt 3)``;
+#: sigmoid: ``s'`` peaks at 0, ``s'' = -s' tanh(z/2)/...`` at ``+-2 atanh(1/sqrt 3) = +-log(2 + sqrt 3)``;
+#: softplus: ``f' = sigmoid`` is monotone, ``f'' = sigmoid'`` peaks at 0;
+#: gelu: ``f' = Phi + z phi`` has extrema at ``+-sqrt 2`` (``f'' = phi (2 - z^2)``), ``f''`` at 0, ``+-2``.
+CRITICAL_POINTS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "tanh": ((0.0,), (-math.atanh(1 / math.sqrt(3)), math.atanh(1 / math.sqrt(3)))),
+    "sigmoid": ((0.0,), (-math.log(2 + math.sqrt(3)), math.log(2 + math.sqrt(3)))),
+    "softplus": ((), (0.0,)),
+    "gelu": ((-math.sqrt(2), math.sqrt(2)), (-2.0, 0.0, 2.0)),
+}
+
+_FN_SAFETY = 1.0 + 2.0**-40
+_SQRT1_2 = math.sqrt(0.5)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2 * math.pi)
+
+
+@dataclass
+class ModelBounds:
+    """Per-element bounds of every graded quantity of a model's step.
+
+    Attributes:
+        rigorous: quantity -> absolute error bound (the quantity's shape; float64; ``inf`` = none).
+        expected: quantity -> probabilistic bound (``<= rigorous``).
+        inf_allowed, nan_allowed: quantity -> bool array, True where a correct evaluation may form
+            an intermediate beyond the dtype's range (module docstring: a conservative rule).
+        function_ulps: the accuracy used per elementary function (ULPs; and the absolute
+            ``softplus_threshold`` term), to name in the records.
+        notes: quantity (or function) -> why a bound is vacuous, or a library approximation used.
+        flush_to_zero: whether the bounds allow flushing subnormals to zero.
+    """
+
+    rigorous: dict[str, F64]
+    expected: dict[str, F64]
+    inf_allowed: dict[str, Mask]
+    nan_allowed: dict[str, Mask]
+    function_ulps: dict[str, float] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    flush_to_zero: bool = False
+
+
+def compute_format(fmt: FloatFormat) -> FloatFormat:
+    """The type elementary functions are evaluated in for ``fmt``: float32 for float16 and bfloat16
+    (PyTorch's opmath type, NumPy's half loops, ml_dtypes), else ``fmt`` itself."""
+    return FLOAT32 if fmt.precision < FLOAT32.precision else fmt
+
+
+def constant_rounding(fmt: FloatFormat) -> float:
+    """Relative error of a constant that is not a float of ``fmt`` as an implementation holds it:
+    rounded to float64 (a Python float), possibly to float32 (opmath), then to ``fmt``:
+    ``u (1 + w) + w`` with ``w = 2**-24 + 2**-53`` below float32's precision, ``2**-53`` for
+    float32, 0 for float64 (Higham §2.2, one factor ``(1 + d)`` per rounding)."""
+    u = fmt.unit_roundoff
+    w = 2.0**-24 + 2.0**-53 if fmt.precision < 24 else 2.0**-53 if fmt.precision < 53 else 0.0
+    return u * (1 + w) + w
+
+
+# ---------------------------------------------------------------------------------------------------
+# activations: magnitudes in float64 (accurate to ~1e-15 relative; the safety factor covers that)
+
+
+def _sigmoid(z: F64) -> F64:
+    """``1/(1 + exp(-z))`` without overflow (relative error ~1e-16 everywhere)."""
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(-np.abs(z))
+    return np.asarray(np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e)), dtype=np.float64)
+
+
+def _phi(z: F64) -> F64:
+    return np.asarray(_INV_SQRT_2PI * np.exp(-0.5 * z * z), dtype=np.float64)
+
+
+_ERFC = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def _Phi(z: F64) -> F64:
+    """The normal distribution function ``erfc(-z/sqrt 2)/2`` (accurate in both tails)."""
+    return np.asarray(0.5 * _ERFC(-np.asarray(z, dtype=np.float64) * _SQRT1_2), dtype=np.float64)
+
+
+#: f, f', f'' of each smooth activation (float64 NumPy).
+_SMOOTH: dict[str, tuple[Callable[[F64], F64], Callable[[F64], F64], Callable[[F64], F64]]] = {
+    "tanh": (np.tanh, lambda z: 1.0 / np.cosh(z) ** 2, lambda z: -2.0 * np.tanh(z) / np.cosh(z) ** 2),
+    "sigmoid": (_sigmoid, lambda z: _sigmoid(z) * _sigmoid(-z),
+                lambda z: _sigmoid(z) * _sigmoid(-z) * -np.tanh(z / 2)),
+    "softplus": (lambda z: np.logaddexp(0.0, z), _sigmoid, lambda z: _sigmoid(z) * _sigmoid(-z)),
+    "gelu": (lambda z: z * _Phi(z), lambda z: _Phi(z) + z * _phi(z), lambda z: _phi(z) * (2.0 - z * z)),
+}
+#: Critical points of f itself (for max |f| on an interval): gelu's minimum at z ~ -0.7518.
+_VALUE_CRIT = {"gelu": (-0.7517915241,)}
+
+_ERF = np.vectorize(math.erf, otypes=[np.float64])
+_TWO_OVER_SQRTPI = 2.0 / math.sqrt(math.pi)
+
+
+def _pos(z: F64) -> F64:
+    """``z`` where positive, NaN elsewhere (outside log's and sqrt's domain: the bound is then inf)."""
+    z = np.asarray(z, dtype=np.float64)
+    return np.asarray(np.where(z > 0, z, np.nan))
+
+
+#: The elementary functions of the expression kind (:func:`harness.models.symbolic.element_function`):
+#: f, f', f'', the critical points of f' and of f'' (where |f'| and |f''| may peak inside an interval),
+#: and the ULPs entry of the library function. log and sqrt: f' and f'' are monotone in ``z > 0`` and
+#: undefined at or below 0 (an interval reaching 0 gives an infinite bound); sin, cos: |f'|, |f''| <= 1
+#: are taken as the bound (the critical points of sin' are the zeros of sin: at every interval end or
+#: inside it, max |cos| <= 1 is documented as the Lipschitz bound); erf: ``f' = 2/sqrt(pi) exp(-z^2)``
+#: peaks at 0, ``f'' = -2 z f'`` at ``+-1/sqrt 2``; abs: Lipschitz 1, exact.
+_ELEMENTARY: dict[str, tuple[Callable[[F64], F64], Callable[[F64], F64], Callable[[F64], F64],
+                             tuple[float, ...], tuple[float, ...]]] = {
+    "exp": (np.exp, np.exp, np.exp, (), ()),
+    "log": (lambda z: np.log(_pos(z)), lambda z: 1.0 / _pos(z), lambda z: -1.0 / _pos(z) ** 2, (), ()),
+    "sqrt": (lambda z: np.sqrt(_pos(z)), lambda z: 0.5 / np.sqrt(_pos(z)), lambda z: -0.25 / _pos(z) ** 1.5, (), ()),
+    "sin": (np.sin, lambda z: np.ones_like(z), lambda z: np.ones_like(z), (), ()),
+    "cos": (np.cos, lambda z: np.ones_like(z), lambda z: np.ones_like(z), (), ()),
+    "erf": (_ERF, lambda z: _TWO_OVER_SQRTPI * np.exp(-z * z), lambda z: -2 * z * _TWO_OVER_SQRTPI * np.exp(-z * z),
+            (0.0,), (-_SQRT1_2, _SQRT1_2)),
+}
+#: max |sin|, |cos| on an interval: 1 (the Lipschitz bound) -- the value magnitude for the ULP term.
+_BOUNDED_BY_ONE = ("sin", "cos")
+
+
+def elementary_value_bound(name: str, a: F64, E: F64, ctx: FnContext) -> F64:
+    """Bound of ``|f^(a^) - f(a)|`` for an elementary function of an expression model: the
+    propagated error ``max |f'| E`` over the interval plus the library's ULPs (:data:`FUNCTION_ULPS`),
+    in the computing type and rounded for the half types. ``abs`` is exact (Lipschitz 1)."""
+    if name == "abs":
+        return np.asarray(E + (ctx.reg.eta if ctx.reg.ftz else 0.0))
+    f, d1, _, c1, _ = _ELEMENTARY[name]
+    lo, hi = a - E, a + E
+    prop = interval_max_abs(d1, lo, hi, c1) * E
+    mag = np.ones_like(a) if name in _BOUNDED_BY_ONE else interval_max_abs(f, lo, hi, ())
+    return np.asarray(prop + ctx.finish(ctx.lib(name, mag), mag))
+
+
+def elementary_grad_bound(name: str, a: F64, E: F64, y: F64, Ey: F64, ctx: FnContext) -> F64:
+    """Bound of ``|g^ - f'(a)|`` for the derivative node of an elementary function: ``max |f''| E``
+    over the interval, or from the forward value where autograd uses it (exp: ``y``, error ``Ey``;
+    sqrt: ``1/(2y)``, ``Ey / (2|y|(|y| - Ey))``), the larger; plus the formula's evaluation: exp's
+    or cos/sin's ULPs, erf' ``2/sqrt(pi) exp(-z^2)`` (the rounding of ``z^2`` through exp,
+    exp's ULPs, two products), one division for log and sqrt (the doubling is exact); abs: the
+    jump 2 where the interval contains 0 (``E > 0``)."""
+    lo, hi = a - E, a + E
+    uc = ctx.uc
+    if name == "abs":
+        return np.asarray(np.where((E > 0) & (lo <= 0) & (hi >= 0), 2.0, 0.0))
+    _, d1, d2, c1, c2 = _ELEMENTARY[name]
+    route = interval_max_abs(d2, lo, hi, c2) * E
+    gmax = interval_max_abs(d1, lo, hi, c1)
+    if name == "exp":
+        route = np.maximum(route, Ey)
+        ev = ctx.lib("exp", gmax + route)
+    elif name == "sqrt":
+        ay = np.abs(y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            via_out = np.where(ay > Ey, Ey / (2 * ay * (ay - Ey)), np.inf)
+        route = np.maximum(route, via_out)
+        ev = 2 * uc * (gmax + route)
+    elif name == "log":
+        ev = 2 * uc * (gmax + route)
+    elif name in ("sin", "cos"):
+        ev = ctx.lib("cos" if name == "sin" else "sin", np.ones_like(a))
+    else:  # erf
+        M = np.maximum(np.abs(lo), np.abs(hi))
+        ev = (uc * M * M * (1 + 4 * uc) + 2 * float(ctx.ulps["exp"]) * uc + 3 * uc) * (gmax + route) * (1 + 4 * uc)
+        ev = ev + 2 * float(ctx.ulps["exp"]) * ctx.cfmt.underflow_quantum
+    return np.asarray(route + ctx.finish(ev, gmax + route))
+
+
+def interval_max_abs(f: Callable[[F64], F64], lo: F64, hi: F64, crit: tuple[float, ...]) -> F64:
+    """``max |f|`` over ``[lo, hi]`` element-wise: the largest of ``|f|`` at both ends and at every
+    critical point of ``f`` inside (an extremum of a differentiable function on an interval lies at
+    an end or where ``f' = 0``). Times ``1 + 2**-40`` for the float64 evaluation of ``f``."""
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        m = np.maximum(np.abs(f(lo)), np.abs(f(hi)))
+        for c in crit:
+            inside = (lo <= c) & (c <= hi)
+            if np.any(inside):
+                m = np.where(inside, np.maximum(m, abs(float(f(np.array(c))))), m)
+    return np.asarray(np.nan_to_num(m, nan=np.inf) * _FN_SAFETY)
+
+
+@dataclass(frozen=True)
+class FnContext:
+    """What a function rule needs: the dtype, its rounding model, the computing type, the ULPs table."""
+
+    fmt: FloatFormat
+    reg: Regime
+    ulps: Mapping[str, float]
+
+    @property
+    def cfmt(self) -> FloatFormat:
+        return compute_format(self.fmt)
+
+    @property
+    def uc(self) -> float:
+        return self.cfmt.unit_roundoff
+
+    def finish(self, err_c: F64, mag: F64) -> F64:
+        """Error of a value computed in the computing type with error ``err_c`` (magnitude ``mag``)
+        and delivered in the dtype: one more rounding ``u (mag + err_c)`` for the half types, and
+        the underflow of the result (``eta``; the computing type's own subnormal spacing is in
+        ``err_c``)."""
+        if self.cfmt is self.fmt:
+            return err_c + self.reg.eta
+        return err_c + self.fmt.unit_roundoff * (mag + err_c) + self.reg.eta
+
+    def lib(self, name: str, mag: F64) -> F64:
+        """A library function's own error at a result of magnitude <= ``mag``, in the computing type:
+        ``k ULPs <= 2 k u |f| + k 2 eta_sub`` (ULP of a normal ``y`` is at most ``2 u |y|``)."""
+        k = float(self.ulps[name])
+        return 2.0 * k * self.uc * mag + 2.0 * k * self.cfmt.underflow_quantum
+
+
+def activation_value_bound(name: str, a: F64, E: F64, ctx: FnContext, slope: float | None = None) -> F64:
+    """Bound of ``|f^(a^) - f(a)|`` for an activation ``f`` given ``|a^ - a| <= E``.
+
+    ``f^`` is a correct library evaluation: PyTorch's formulas (tanh: SLEEF/libm tanh; sigmoid
+    ``1/(1 + exp(-z))``; softplus ``log1p(exp(z))`` and ``z`` above 20; gelu
+    ``z * 0.5 * (1 + erf(z * (1/sqrt 2)))``; relu exact; leaky ReLU ``slope * z`` for ``z < 0``).
+    Returns ``max_{[a-E, a+E]} |f'| E`` + the formula's evaluation error (module docstring).
+    """
+    lo, hi = a - E, a + E
+    if name in ("relu", "leaky_relu"):
+        s = 0.0 if name == "relu" else float(slope if slope is not None else 0.01)
+        L = np.where(hi > 0, max(1.0, s), 0.0) if name == "relu" else np.where(lo < 0, np.where(hi > 0, max(1.0, s), s), 1.0)
+        prop = L * E
+        if name == "relu" or s == 0.0:
+            return np.asarray(prop + (ctx.reg.eta if ctx.reg.ftz else 0.0))
+        # slope * z^ for z^ < 0: the slope as held (relative constant_rounding) and one product rounding
+        neg = lo <= 0
+        mz = np.abs(a) + E
+        rs = constant_rounding(ctx.fmt)
+        ev = np.where(neg, (rs * (1 + ctx.uc) + ctx.uc) * s * mz, 0.0)
+        return np.asarray(prop + ctx.finish(ev, s * mz) * (neg | ctx.reg.ftz))
+    f, d1, _ = _SMOOTH[name]
+    c1, _ = CRITICAL_POINTS[name]
+    prop = interval_max_abs(d1, lo, hi, c1) * E
+    mag = interval_max_abs(f, lo, hi, _VALUE_CRIT.get(name, ()))
+    uc = ctx.uc
+    if name == "tanh":
+        ev = ctx.lib("tanh", mag)
+    elif name == "sigmoid":
+        ev = ctx.lib("exp", mag) + 2.0 * uc * (1 + uc) ** 2 * mag
+        # exp(-z) overflows the computing type for z < -log(max): 1/inf = 0, an error of at most |f|
+        ev = np.where(lo < -math.log(ctx.cfmt.max_finite), np.maximum(ev, mag), ev)
+    elif name == "softplus":
+        ev = ctx.lib("exp", mag) * (1 + uc) + ctx.lib("log1p", mag)
+        ev = np.where(hi > SOFTPLUS_THRESHOLD, np.maximum(ev, 0.0) + SOFTPLUS_THRESHOLD_ERROR, ev)
+    elif name == "gelu":
+        ev = _gelu_value_eval(lo, hi, mag, ctx)
+    else:  # pragma: no cover - _SMOOTH's keys
+        raise ValueError(name)
+    return np.asarray(prop + ctx.finish(ev, mag))
+
+
+def _erf_error(lo: F64, hi: F64, ctx: FnContext, key: str = "gelu_erf") -> tuple[F64, F64]:
+    """Error of ``erf(fl(z * fl(1/sqrt 2)))`` against ``erf(z/sqrt 2)`` for ``z`` in ``[lo, hi]``,
+    and ``M = max |z|``: the argument errs by ``dt = (2u + u^2) M / sqrt 2``, passed through
+    ``erf' <= 2/sqrt(pi) exp(-(max(0, m/sqrt 2 - dt))^2)`` (``m = min |z|``), plus erf's ULPs
+    (``FUNCTION_ULPS[key]``, as ULPs of 1: an absolute error)."""
+    uc = ctx.uc
+    M = np.maximum(np.abs(lo), np.abs(hi))
+    m = np.where((lo <= 0) & (hi >= 0), 0.0, np.minimum(np.abs(lo), np.abs(hi)))
+    dt = (2 * uc + uc * uc) * M * _SQRT1_2
+    slope = 2.0 / math.sqrt(math.pi) * np.exp(-np.maximum(0.0, m * _SQRT1_2 - dt) ** 2)
+    return np.asarray(slope * dt + ctx.lib(key, np.ones_like(M))), M
+
+
+def _gelu_value_eval(lo: F64, hi: F64, mag: F64, ctx: FnContext) -> F64:
+    """torch's ``x * 0.5 * (1 + erf(x * M_SQRT1_2))``: the erf error (:func:`_erf_error`) times
+    ``0.5 |x|``, the rounding of ``1 + erf`` (``u 2 Phi``) times ``0.5 |x|``, two product roundings."""
+    uc = ctx.uc
+    e_erf, M = _erf_error(lo, hi, ctx)
+    one_plus = 2.0 * _Phi(hi) * _FN_SAFETY + e_erf  # |1 + erf^| (Phi increasing)
+    return np.asarray((0.5 * M * (e_erf + uc * one_plus) + 2 * uc * (mag + 0.5 * M * e_erf * (1 + uc))) * (1 + 4 * uc))
+
+
+def activation_grad_bound(name: str, a: F64, E: F64, y: F64, Ey: F64, ctx: FnContext,
+                          slope: float | None = None) -> F64:
+    """Bound of ``|g^ - f'(a)|`` for the derivative node of an activation, given ``|a^ - a| <= E``
+    and the forward value's ``|y^ - y| <= Ey``.
+
+    The implementation may evaluate ``f'`` from the argument (``max |f''| E`` over the interval)
+    or, for tanh and sigmoid, from the forward output (``1 - y^2``: ``(2|y| + Ey) Ey``;
+    ``y (1 - y)``: ``(|1 - 2y| + Ey) Ey``, exact changes of the formulas; a recomputed ``f(a^)``
+    errs by at most ``Ey`` too): the larger is used. Plus the rounding of the formula: tanh
+    ``fl(1 - fl(y^2))``: ``u (1 + u)(|y| + Ey)^2 + u |g^|``; sigmoid ``fl(fl(1 - y) y)``: ``2u (1 + u) |g^|``;
+    softplus ``e / (1 + e)`` with ``e = exp(z)`` (or ``1 / (1 + exp(-z))``): exp's ULPs and two
+    roundings, relative, and the threshold term; gelu ``0.5 (1 + erf(z/sqrt 2)) + z kBeta
+    exp(-z^2/2)`` as torch writes it (:func:`_gelu_grad_eval`). ReLU/leaky ReLU: exact values
+    ``{0 or slope, 1}`` and the convention at 0: where the interval contains 0 (and ``E > 0``) the
+    computed derivative may be any of them (the jump).
+    """
+    lo, hi = a - E, a + E
+    uc = ctx.uc
+    if name in ("relu", "leaky_relu"):
+        s = 0.0 if name == "relu" else float(slope if slope is not None else 0.01)
+        vals_lo, vals_hi = min(0.0, s), max(1.0, s)
+        jump = np.where((E > 0) & (lo <= 0) & (hi >= 0), vals_hi - vals_lo, 0.0)
+        rs = constant_rounding(ctx.fmt) * s if name == "leaky_relu" else 0.0
+        return np.asarray(jump + np.where(lo <= 0, rs, 0.0) + (ctx.reg.eta if ctx.reg.ftz else 0.0))
+    f, d1, d2 = _SMOOTH[name]
+    c1, c2 = CRITICAL_POINTS[name]
+    route = interval_max_abs(d2, lo, hi, c2) * E
+    gmax = interval_max_abs(d1, lo, hi, c1)
+    ay = np.abs(y)
+    if name == "tanh":
+        route = np.maximum(route, (2 * ay + Ey) * Ey)
+        ev = uc * (1 + uc) * (ay + Ey) ** 2 + uc * (gmax + route)
+    elif name == "sigmoid":
+        route = np.maximum(route, (np.abs(1 - 2 * y) + Ey) * Ey)
+        ev = 2 * uc * (1 + uc) * (gmax + route)
+    elif name == "softplus":
+        ev = (ctx.lib("exp", gmax + route) + 2 * uc * (1 + uc) ** 2 * (gmax + route)) * (1 + 2 * uc)
+        ev = np.where(lo < -math.log(ctx.cfmt.max_finite), np.maximum(ev, gmax), ev)
+        ev = np.where(hi > SOFTPLUS_THRESHOLD, ev + SOFTPLUS_THRESHOLD_ERROR, ev)
+    elif name == "gelu":
+        ev = _gelu_grad_eval(lo, hi, ctx)
+    else:  # pragma: no cover
+        raise ValueError(name)
+    return np.asarray(route + ctx.finish(ev, gmax + route))
+
+
+def _gelu_grad_eval(lo: F64, hi: F64, ctx: FnContext) -> F64:
+    """torch's gelu backward ``cdf + x pdf`` with ``cdf = 0.5 (1 + erf(x M_SQRT1_2))`` and
+    ``pdf = kBeta exp(-0.5 x x)``: cdf errs by ``0.5 (e_erf + u |1 + erf^|)``; pdf relatively by
+    ``u M^2/2`` (the rounding of ``x x`` through exp) + exp's ULPs + two roundings (kBeta, the
+    product); ``x pdf`` one more; the sum ``u (cdf + |x pdf|)``. Magnitudes: ``Phi(hi)`` and
+    ``max |z| phi(z)`` on the interval (critical points +-1)."""
+    uc = ctx.uc
+    e_erf, M = _erf_error(lo, hi, ctx)
+    cdf = _Phi(hi) * _FN_SAFETY
+    e_cdf = 0.5 * (e_erf + uc * (2 * cdf + e_erf))
+    S1 = interval_max_abs(lambda z: z * _phi(z), lo, hi, (-1.0, 1.0))
+    r_pdf = uc * M * M / 2 * (1 + 4 * uc) + 2 * float(ctx.ulps["exp"]) * uc + 2 * uc
+    r_x = (r_pdf + uc) * (1 + 4 * uc)
+    return np.asarray((e_cdf + r_x * S1 + uc * (cdf + e_cdf + S1 * (1 + r_x))) * (1 + 4 * uc)
+                      + 2 * float(ctx.ulps["exp"]) * ctx.cfmt.underflow_quantum)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the walk
+
+
+@dataclass
+class _State:
+    """Per-node results of the walk: exact magnitude, rigorous and expected errors, overflow mask."""
+
+    val: list[F64]
+    E: list[F64]
+    X: list[F64]
+    over: list[Mask]
+    vacuous: dict[int, str]
+
+
+Rule = Callable[[Node, list[F64], list[F64], "_Walk"], F64]
+
+
+@dataclass
+class _Walk:
+    """One error-domain evaluation: ``gam(n)`` is the reduction constant (rigorous ``gamma_n`` or the
+    expected ``min(gamma_n, lambda sqrt(n) u)``)."""
+
+    graph: Graph
+    fmt: FloatFormat
+    reg: Regime
+    ctx: FnContext
+    gam: Callable[[int], float]
+    vals: list[F64]
+    Es: list[F64] = field(default_factory=list)
+    vacuous: dict[int, str] = field(default_factory=dict)
+    #: node id -> (terms, magnitudes of product terms, magnitudes of other terms, propagated input
+    #: error, products) of a sum whose terms an implementation may accumulate in any order (a matmul,
+    #: and add/sub chains: the bias in addmm's accumulator, ``X W + b - y``, an expression's terms)
+    frames: dict[int, tuple[int, F64, F64, F64, int]] = field(default_factory=dict)
+
+    def frame(self, nid: int) -> tuple[int, F64, F64, F64, int]:
+        """A node's frame: its own (matmul, add, sub) or that of one term (any other node)."""
+        if nid in self.frames:
+            return self.frames[nid]
+        zero = np.zeros_like(self.Es[nid])
+        return 1, zero, np.abs(self.vals[nid]) + self.Es[nid], self.Es[nid], 0
+
+    def eta_ftz(self) -> float:
+        return self.reg.eta if self.reg.ftz else 0.0
+
+
+def _rule_leaf(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
+    """input/param: a float of the dtype, exact; with flush-to-zero a subnormal may be read as 0."""
+    return np.asarray(w.reg.flushed(w.vals[node.id]), dtype=np.float64)
+
+
+def _rule_const(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
+    """const: held (learning rate): the spread of the values an implementation may multiply by
+    (:func:`harness.bounds.learning_rate_spread`); else its rounding (:func:`constant_rounding`)."""
+    value = Fraction(node.attrs["value"])
+    c64 = float(value)
+    in_fmt = float(round_to_format(np.array([c64]), w.fmt)[0])
+    if node.attrs.get("held"):
+        return np.full(node.shape, learning_rate_spread(in_fmt, c64, w.reg))
+    if Fraction(in_fmt) == value:
+        return np.zeros(node.shape)
+    return np.full(node.shape, constant_rounding(w.fmt) * abs(c64) + w.reg.scale_underflow(c64))
+
+
+def _rule_matmul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
+    """Higham §3.5 eq. 3.12 with perturbed inputs (module docstring)."""
+    A, B = np.abs(a[0]), np.abs(a[1])
+    EA, EB = E[0], E[1]
+    m = A.shape[-1]
+    g = w.gam(m)
+    if not math.isfinite(g):
+        w.vacuous[node.id] = f"a matrix product of {m} terms per element: m u = {m * w.reg.u:.3g} >= 1"
+    n_eta = m + ((m - 1) if w.reg.ftz else 0)
+    P = (A + EA) @ (B + EB)
+    prop = EA @ B + A @ EB + EA @ EB
+    w.frames[node.id] = (m, P, np.zeros_like(P), prop, m)
+    return np.asarray(g * P + prop + (1 + g) * n_eta * w.reg.eta)
+
+
+def _rule_sum(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
+    """``gamma_{n-1} sum(|a| + E_a) + sum E_a`` (Higham §3.1, eq. 3.5) and flushed additions."""
+    axis = node.attrs.get("axis")
+    A = np.abs(a[0])
+    n = A.size if axis is None else A.shape[axis]
+    g = w.gam(max(n - 1, 0)) if n > 1 else 0.0
+    if not math.isfinite(g):
+        w.vacuous[node.id] = f"a sum of {n} terms: (n - 1) u = {(n - 1) * w.reg.u:.3g} >= 1"
+    S = np.sum(A + E[0], axis=axis)
+    return np.asarray(g * S + np.sum(E[0], axis=axis) + (1 + g) * max(n - 1, 0) * w.eta_ftz())
+
+
+def _rule_addsub(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
+    """One rounding of ``a^ +- b^``: ``u (|a +- b| + E_a + E_b) + E_a + E_b`` (exact when subnormal);
+    and, since an implementation may fold the addition into a reduction it feeds on (the bias of
+    ``addmm`` accumulated with the products, ``X W + b - y`` summed in any order: Higham §3.1 for
+    the flattened sum; an expression's terms in the implementation's association), at least the bound
+    of that whole sum in any order: ``gamma_m S_p + gamma_{m-1} S_o + P + (1 + gamma_m)(p + f (m - 1)) eta``
+    over its ``m`` terms (``S_p`` the magnitudes of its ``p`` product terms, which pass one more
+    rounding, ``S_o`` those of the other terms, ``P`` their propagated errors, ``f = 1`` with
+    flush-to-zero)."""
+    Es = E[0] + E[1]
+    seq = w.reg.u * (np.abs(w.vals[node.id]) + Es) + Es + w.eta_ftz()
+    f0, f1 = w.frame(node.args[0]), w.frame(node.args[1])
+    m = f0[0] + f1[0]
+    Sp, Sl, P, prods = f0[1] + f1[1], f0[2] + f1[2], f0[3] + f1[3], f0[4] + f1[4]
+    w.frames[node.id] = (m, Sp, Sl, P, prods)
+    if m < 3 and prods == 0:  # a + b: one rounding in any order
+        return np.asarray(seq)
+    g, g1 = w.gam(m), w.gam(m - 1)
+    if not math.isfinite(g):
+        w.vacuous[node.id] = f"a sum of {m} terms (products and added arrays): m u = {m * w.reg.u:.3g} >= 1"
+    fused = g * Sp + g1 * Sl + P + (1 + g) * (prods * w.reg.eta + (m - 1) * w.eta_ftz())
+    return np.asarray(np.maximum(seq, fused))
+
+
+def _rule_mul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
+    """One rounding of ``a^ b^`` with ``|a^ b^ - a b| <= E_a |b| + |a| E_b + E_a E_b``.
+
+    A scalar constant (not held: not the learning rate) times a ``sum`` (the loss's ``c sum R^2``) may be applied to every term before
+    the sum (``mean`` of ``c R^2``): the relative errors are the same roundings in another order,
+    but each of the ``n`` scaled terms may underflow: ``(1 + gamma_n) n eta`` more is allowed."""
+    A, B = np.abs(a[0]), np.abs(a[1])
+    prop = E[0] * B + A * E[1] + E[0] * E[1]
+    extra = 0.0
+    for c, other in ((node.args[0], node.args[1]), (node.args[1], node.args[0])):
+        on, cn = w.graph.nodes[other], w.graph.nodes[c]
+        if cn.op == "const" and not cn.attrs.get("held") and cn.shape == () and on.op == "sum":
+            src = w.graph.nodes[on.args[0]].shape
+            n = math.prod(src) if on.attrs.get("axis") is None else src[int(on.attrs["axis"])]
+            extra = max(extra, (1 + w.reg.gamma(n)) * n * w.reg.eta)
+    return np.asarray(w.reg.u * (A + E[0]) * (B + E[1]) + prop + w.reg.eta + extra)
+
+
+def _rule_square(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
+    """``mul`` of ``a`` by itself: ``|a^^2 - a^2| = |a^ - a| |a^ + a| <= E (2|a| + E)``."""
+    A = np.abs(a[0])
+    return np.asarray(w.reg.u * (A + E[0]) ** 2 + E[0] * (2 * A + E[0]) + w.reg.eta)
+
+
+def _rule_div(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
+    """``|a^/b^ - a/b| <= (E_a |b| + |a| E_b) / (|b| (|b| - E_b))`` and one rounding."""
+    A, B = np.abs(a[0]), np.abs(a[1])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        den = B - E[1]
+        prop = np.where(den > 0, (E[0] * B + A * E[1]) / (B * den), np.inf)
+        M = np.where(den > 0, (A + E[0]) / den, np.inf)
+    return np.asarray(w.reg.u * M + prop + w.reg.eta)
+
+
+def _rule_pow(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
+    """``a**p``: ``p (|a| + E)^(p-1) E`` (mean value theorem) and the evaluation: the larger of
+    ``gamma_{p-1}`` (repeated products) and libm ``pow``'s ULPs (in the computing type, then rounded)."""
+    p = int(node.attrs["exponent"])
+    Ah = np.abs(a[0]) + E[0]
+    prop = p * Ah ** (p - 1) * E[0]
+    mag = Ah**p
+    rep = w.reg.gamma(p - 1) * mag + (1 + w.reg.gamma(p - 1)) * (p - 1) * w.reg.eta
+    lib = w.ctx.finish(w.ctx.lib("pow", mag), mag)
+    return np.asarray(prop + np.maximum(rep, lib))
+
+
+def _slope(node: Node) -> float | None:
+    s = node.attrs.get("slope")
+    return None if s is None else float(Fraction(s))
+
+
+def _rule_fn(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
+    """An activation (:func:`activation_value_bound`); another function: no accuracy model (inf)."""
+    name = str(node.attrs["fn"])
+    if name in _SMOOTH or name in ("relu", "leaky_relu"):
+        return activation_value_bound(name, a[0], E[0], w.ctx, _slope(node))
+    if name in _ELEMENTARY or name == "abs":
+        return _domain_checked(node, elementary_value_bound(name, a[0], E[0], w.ctx), w)
+    w.vacuous[node.id] = f"no accuracy model for the function {name!r} in harness.models.bounds"
+    return np.full(node.shape, np.inf)
+
+
+def _rule_fn_grad(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
+    """An activation's derivative (:func:`activation_grad_bound`); the forward value's bound is that
+    of the ``fn`` node ``attrs["of"]``."""
+    name = str(node.attrs["fn"])
+    of = node.attrs.get("of")
+    if len(node.args) == 2:
+        y, Ey = a[1], E[1]
+    elif of is not None:
+        y, Ey = w.vals[int(of)], w.Es[int(of)]
+    else:
+        y, Ey = np.zeros(node.shape), np.zeros(node.shape)
+    if name in _SMOOTH or name in ("relu", "leaky_relu"):
+        return activation_grad_bound(name, a[0], E[0], y, Ey, w.ctx, _slope(node))
+    if name in _ELEMENTARY or name == "abs":
+        return _domain_checked(node, elementary_grad_bound(name, a[0], E[0], y, Ey, w.ctx), w)
+    w.vacuous[node.id] = f"no accuracy model for the derivative of {name!r} in harness.models.bounds"
+    return np.full(node.shape, np.inf)
+
+
+def _domain_checked(node: Node, e: F64, w: _Walk) -> F64:
+    """Infinite (NaN) elements of a function's bound: the error interval leaves the function's
+    domain (log, sqrt at or below 0): noted as vacuous."""
+    bad = ~np.isfinite(e)
+    if np.any(bad):
+        w.vacuous[node.id] = (f"the argument of {node.attrs['fn']} may reach its domain's edge within its error bound "
+                              "(no finite bound)")
+    return np.asarray(np.nan_to_num(e, nan=np.inf))
+
+
+def _rule_column(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
+    """Exact: the column's bounds."""
+    j = int(node.attrs["index"])
+    return np.asarray(E[0][:, j:j + 1])
+
+
+def _rule_transpose(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
+    """Exact: ``E^T``."""
+    return np.asarray(E[0].T)
+
+
+def _rule_concat(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
+    """Exact: the bounds concatenated."""
+    return np.asarray(np.concatenate(E, axis=node.attrs["axis"]))
+
+
+#: The error rule of each operation (module docstring's table).
+RULES: dict[str, Rule] = {
+    "input": _rule_leaf, "param": _rule_leaf, "const": _rule_const, "matmul": _rule_matmul,
+    "sum": _rule_sum, "add": _rule_addsub, "sub": _rule_addsub, "mul": _rule_mul, "square": _rule_square,
+    "div": _rule_div, "pow": _rule_pow, "fn": _rule_fn, "fn_grad": _rule_fn_grad,
+    "transpose": _rule_transpose, "concat": _rule_concat, "column": _rule_column,
+}
+
+
+def _walk(w: _Walk) -> list[F64]:
+    with np.errstate(over="ignore", invalid="ignore", under="ignore", divide="ignore"):
+        for node in w.graph.nodes:
+            a = [w.vals[i] for i in node.args]
+            E = [w.Es[i] for i in node.args]
+            e = RULES[node.op](node, a, E, w)
+            e = np.nan_to_num(np.asarray(e, dtype=np.float64), nan=np.inf, posinf=np.inf)
+            w.Es.append(np.asarray(np.broadcast_to(e, node.shape), dtype=np.float64))
+    return w.Es
+
+
+def _overflow(graph: Graph, vals: list[F64], Es: list[F64], reg: Regime) -> list[Mask]:
+    """Per node: True where the element depends on an intermediate whose magnitude bound exceeds
+    the dtype's largest finite value (module docstring)."""
+    big = reg.fmt.max_finite
+    out: list[Mask] = []
+    with np.errstate(over="ignore", invalid="ignore"):
+        for node in graph.nodes:
+            v = np.abs(vals[node.id]) + Es[node.id]
+            a = [vals[i] for i in node.args]
+            ov = [out[i] for i in node.args]
+            if node.op == "matmul":
+                m = a[0].shape[-1]
+                mag = reg.growth(m) * ((np.abs(a[0]) + Es[node.args[0]]) @ (np.abs(a[1]) + Es[node.args[1]]))
+                dep = (ov[0].astype(float) @ np.ones(a[1].shape) + np.ones(a[0].shape) @ ov[1].astype(float)) > 0
+                o = (mag > big) | dep | ~np.isfinite(mag)
+            elif node.op == "sum":
+                axis = node.attrs.get("axis")
+                n = a[0].size if axis is None else a[0].shape[axis]
+                smag = reg.growth(n) * np.sum(np.abs(a[0]) + Es[node.args[0]], axis=axis)
+                o = (smag > big) | np.any(ov[0], axis=axis) | ~np.isfinite(smag)
+            elif node.op == "transpose":
+                o = ov[0].T
+            elif node.op == "concat":
+                o = np.concatenate(ov, axis=node.attrs["axis"])
+            elif node.op == "column":
+                j = int(node.attrs["index"])
+                o = ov[0][:, j:j + 1]
+            else:
+                o = np.zeros(node.shape, dtype=bool)
+                for x in ov:
+                    o = o | np.broadcast_to(x, node.shape)
+            o = np.asarray(np.broadcast_to(o | (v > big) | ~np.isfinite(v), node.shape), dtype=bool)
+            out.append(o)
+    return out
+
+
+def merged_function_ulps(function_ulps: Mapping[str, float] | None) -> dict[str, float]:
+    """:data:`FUNCTION_ULPS` with the caller's overrides (unknown names are kept: a user's function)."""
+    table = dict(FUNCTION_ULPS)
+    for k, v in (function_ulps or {}).items():
+        if not (isinstance(v, (int, float)) and v >= 0 and math.isfinite(v)):
+            raise ValueError(f"function_ulps[{k!r}]: a finite number of ULPs >= 0, got {v!r}")
+        table[k] = float(v)
+    return table
+
+
+def model_bounds(
+    graph: Graph,
+    node_values: list[F64],
+    fmt: FloatFormat,
+    *,
+    function_ulps: Mapping[str, float] | None = None,
+    flush_to_zero: bool = False,
+) -> ModelBounds:
+    """Rigorous and expected error bounds of every graded quantity of a model's step.
+
+    Args:
+        graph: the evaluation plan (:func:`harness.models.plan.build_plan`).
+        node_values: every node's exact value as float64 (the truth's ``node_values``), in node order.
+        fmt: the dtype the implementation computed in.
+        function_ulps: overrides of :data:`FUNCTION_ULPS` (ULPs per function name).
+        flush_to_zero: the implementation may flush subnormals (always allowed for float16 and
+            bfloat16, :func:`harness.bounds.flush_to_zero_default`).
+
+    Returns:
+        :class:`ModelBounds` keyed by ``graph.outputs``' names (absolute errors, the quantities' units).
+
+    Raises:
+        ValueError: when ``node_values`` does not match the graph (count or shapes), or for a bad
+            ``function_ulps`` entry.
+    """
+    if len(node_values) != len(graph.nodes):
+        raise ValueError(f"node_values: {len(node_values)} arrays for a graph of {len(graph.nodes)} nodes")
+    vals = []
+    for node, v in zip(graph.nodes, node_values, strict=True):
+        arr = np.asarray(v, dtype=np.float64)
+        if arr.size != math.prod(node.shape):
+            raise ValueError(f"node_values[{node.id}] ({node.op}): shape {arr.shape}, expected {node.shape}")
+        vals.append(arr.reshape(node.shape))
+    table = merged_function_ulps(function_ulps)
+    reg = Regime(fmt, bool(flush_to_zero or flush_to_zero_default(fmt)))
+    ctx = FnContext(fmt, reg, table)
+    u = fmt.unit_roundoff
+
+    def expected_gamma(n: int) -> float:
+        return min(fmt.gamma(n), LAMBDA * math.sqrt(n) * u)
+
+    rig = _Walk(graph, fmt, reg, ctx, fmt.gamma, vals)
+    _walk(rig)
+    exp = _Walk(graph, fmt, reg, ctx, expected_gamma, vals)
+    _walk(exp)
+    over = _overflow(graph, vals, rig.Es, reg)
+    deps = _dependencies(graph)
+    notes: dict[str, str] = {}
+    rigorous: dict[str, F64] = {}
+    expected: dict[str, F64] = {}
+    inf_ok: dict[str, Mask] = {}
+    nan_ok: dict[str, Mask] = {}
+    for q, nid in graph.outputs.items():
+        r = np.asarray(rig.Es[nid] * SAFETY, dtype=np.float64)
+        o = over[nid]
+        r = np.where(o, np.inf, r)
+        rigorous[q] = np.asarray(r.reshape(graph.nodes[nid].shape))
+        expected[q] = np.asarray(np.minimum(exp.Es[nid] * SAFETY, r).reshape(r.shape))
+        inf_ok[q] = np.asarray(o.copy())
+        nan_ok[q] = np.asarray(o.copy())
+        why = [rig.vacuous[i] for i in sorted(deps[nid]) if i in rig.vacuous]
+        if why:
+            notes[q] = f"the rigorous bound is vacuous ({why[0]}; {fmt.name})"
+    used = {n.attrs["fn"] for n in graph.nodes if n.op in ("fn", "fn_grad")}
+    if "softplus" in used:
+        table["softplus_threshold"] = SOFTPLUS_THRESHOLD_ERROR
+        notes["softplus"] = (f"torch's softplus returns z for z > {SOFTPLUS_THRESHOLD:g} and its derivative 1 there: "
+                             f"an absolute error up to exp(-20) = {SOFTPLUS_THRESHOLD_ERROR:.3g} in value and derivative")
+    return ModelBounds(rigorous=rigorous, expected=expected, inf_allowed=inf_ok, nan_allowed=nan_ok,
+                       function_ulps=table, notes=notes, flush_to_zero=reg.ftz)
+
+
+def _dependencies(graph: Graph) -> list[set[int]]:
+    """For each node, the ids of the nodes it depends on (itself included)."""
+    deps: list[set[int]] = []
+    for node in graph.nodes:
+        s = {node.id}
+        for i in node.args:
+            s |= deps[i]
+        deps.append(s)
+    return deps
+
+
+def bound_float64_reference(graph: Graph, node_values: list[F64]) -> dict[str, F64]:
+    """The rigorous bound of a float64 evaluation (:func:`model_bounds` in float64): how far a
+    float64 reference may be from the exact values (used when float64 stands in for the truth)."""
+    return model_bounds(graph, node_values, FLOAT64).rigorous
+
+
+__all__ = ["CRITICAL_POINTS", "FUNCTION_ULPS", "RULES", "SOFTPLUS_THRESHOLD", "SOFTPLUS_THRESHOLD_ERROR",
+           "ModelBounds", "activation_grad_bound", "activation_value_bound", "bound_float64_reference",
+           "elementary_grad_bound", "elementary_value_bound",
+           "compute_format", "constant_rounding", "interval_max_abs", "merged_function_ulps", "model_bounds"]
