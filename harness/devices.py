@@ -7,6 +7,7 @@ are created directly on the device (``torch.tensor(..., device=...)``).
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterable
 from typing import Any
 
@@ -82,12 +83,20 @@ def parse_dtypes(spec: str | Iterable[str] | None) -> list[str] | None:
     return names
 
 
-def unsupported_reason(framework: str, device: str, dtype: str) -> str | None:
-    """Why ``framework`` cannot compute in ``dtype`` on ``device`` (None if it can)."""
+def unsupported_reason(framework: str, device: str, dtype: str, declared: Iterable[str] | None = None) -> str | None:
+    """Why ``framework`` cannot compute in ``dtype`` on ``device`` (None if it can).
+
+    NumPy has no bfloat16: an implementation that *declares* bfloat16 in its ``dtypes`` (``declared``)
+    gets ``ml_dtypes.bfloat16`` arrays where ``ml_dtypes`` is installed (JAX installs it); the
+    others keep ``unsupported`` in bfloat16."""
     dev = device_type(device)
     if framework == "numpy":
         if dev != "cpu":
             return f"NumPy runs on the CPU only, not {device}"
+        if dtype == "bfloat16" and declared is not None and "bfloat16" in declared:
+            if importlib.util.find_spec("ml_dtypes") is None:
+                return "bfloat16 through NumPy needs ml_dtypes (pip install ml_dtypes; JAX installs it)"
+            return None
         if dtype not in NUMPY_DTYPES:
             return f"NumPy has no {dtype} dtype"
         return None
@@ -113,6 +122,10 @@ def to_framework(arr: npt.NDArray[np.float64], framework: str, dtype: str, devic
     """An input array as the framework's object, created directly in ``dtype`` on ``device``."""
     if framework == "numpy":
         with np.errstate(over="ignore"):  # values beyond the dtype's range become inf, as in torch
+            if dtype == "bfloat16":  # only for an implementation that declares it (unsupported_reason)
+                import ml_dtypes
+
+                return np.asarray(arr).astype(ml_dtypes.bfloat16)
             return np.asarray(arr).astype(NUMPY_DTYPES[dtype])
     import torch
 

@@ -76,6 +76,7 @@ def spread(values: Sequence[F64], fmt: FloatFormat) -> Spread:
 def apply_repeat(
     records: list[Any], runs: Sequence[RunOutputs], fmt: FloatFormat,
     exact_of_step: Callable[[int], tuple[Mapping[str, tuple[F64, F64]], Mapping[str, F64]] | None],
+    quantities: Sequence[str] = QUANTITIES, params: Sequence[str] = ("W", "b"),
 ) -> None:
     """Add the ``repeat_*`` fields to ``records`` (in place) and grade the other runs.
 
@@ -86,17 +87,19 @@ def apply_repeat(
         exact_of_step: ``exact_of_step(t)`` gives, for step t of run 1, the exact
             values as double-doubles ``{q: (hi, lo)}`` and the per-element rigorous
             bounds ``{q: bound}`` (None where step t was not graded).
+        quantities: the quantities of a step (a model's: :meth:`harness.models.ModelSpec.quantities`).
+        params: the parameters a step updates (a later step starts from them).
     """
     n_runs = len(runs)
     by_key = {(r.step, r.quantity): r for r in records if r.quantity != "*"}
     steps = min(len(o) for o in runs)
     same_inputs = True  # every run's step t starts from the same W and b as run 1's
     for t in range(1, steps + 1):
-        stats = {q: spread([o[t - 1][q] for o in runs], fmt) for q in QUANTITIES}
+        stats = {q: spread([o[t - 1][q] for o in runs], fmt) for q in quantities}
         graded: Any = None
         if same_inputs and any(s.identical < 1.0 for s in stats.values()):
             graded = exact_of_step(t)
-        for q in QUANTITIES:
+        for q in quantities:
             rec = by_key.get((t, q))
             if rec is None:
                 continue
@@ -124,4 +127,4 @@ def apply_repeat(
                         f"{err_w:.6g} at {list(idx)} ({ratio_w:.3g} x rigorous bound); the runs spread by {s.spread_abs:.6g} "
                         f"({s.spread_ulps:.4g} ULPs), {s.identical:.0%} of them bitwise equal to run 1")
                 rec.message = f"{note}; {rec.message}" if rec.message else note
-        same_inputs = same_inputs and all(_same(o[t - 1]["W"], runs[0][t - 1]["W"]) and _same(o[t - 1]["b"], runs[0][t - 1]["b"]) for o in runs)
+        same_inputs = same_inputs and all(_same(o[t - 1][p], runs[0][t - 1][p]) for o in runs for p in params)

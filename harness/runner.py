@@ -41,6 +41,7 @@ from .frameworks import (
 )
 from .implementations import Implementation, implementation_of, resolve
 from .isolation import mutated_inputs, mutation_message, reraise_real_interrupt, snapshot
+from .models.grade import grade_model_steps, read_model_steps
 from .models.spec import model_rule_mismatch
 from .optim.config import optimizer_keyword, rule_mismatch
 from .optim.grade import finite_state, grade_update, read_state, split_state
@@ -191,17 +192,14 @@ def check_case(
     opts = opts or RunOptions()
     cache = cache or CaseCache(case)
     base = _base(case, impl, device, dtype, opts)
-    reason = unsupported_reason(impl.framework, device, dtype)
+    reason = unsupported_reason(impl.framework, device, dtype, impl.dtypes)
     if reason is None and impl.dtypes is not None and dtype not in impl.dtypes:
         reason = f"{impl.name} does not support {dtype}"
     if reason is None and impl.devices is not None and device.split(":")[0] not in impl.devices:
         reason = f"{impl.name} does not run on {device}"
     if reason is None:
-        mismatch = rule_mismatch(impl.optimizers, case.optimizer)
+        mismatch = case_mismatch(impl, case)
         reason = f"{impl.name} {mismatch}" if mismatch else None
-    if reason is None:  # the one rule of which implementation runs which model (an implementation of models never takes W, b)
-        model_mismatch = model_rule_mismatch(impl.models, getattr(case, "model", None))
-        reason = f"{impl.name} {model_mismatch}" if model_mismatch else None
     if reason:
         return [_whole_run_record(base, "unsupported", reason)]
     if not case.finite:
@@ -239,6 +237,17 @@ def check_case(
             return [_whole_run_record(base, got.verdict, got.message)]
         all_results.append(got)
     results = all_results[0]
+    if case.model is not None:  # a model's step: graded by harness.models on the plan of its model
+        graded: dict[int, Any] = {}
+        model_records = grade_model_steps(case.model, base, results, seen, case.lr, case.reduction, fmt,
+                                          flush_to_zero=opts.flush_to_zero or impl.flush_to_zero, graded=graded)
+        if runs > 1:
+            from .repeat import apply_repeat
+
+            apply_repeat(model_records, [list(res_k) for res_k in all_results], fmt, graded.get,
+                         quantities=case.model.quantities(d, k), params=case.model.parameter_names(d, k))
+        _mark_known_bug(model_records, impl, device, dtype)
+        return model_records
     opt = case.optimizer
     traj = cache.trajectory(seen, lr_oracle, (dtype, device)) if opts.trajectory and opt is None else None
     written = cache.written_step() if opt is None else None
@@ -290,6 +299,14 @@ def check_case(
     return records
 
 
+def case_mismatch(impl: Implementation, case: Case) -> str | None:
+    """Why ``impl`` does not run ``case`` (None: it runs it): the one implementation lookup by case.
+
+    Two rules, each defined once: the update rule (:func:`harness.optim.config.rule_mismatch`) and the
+    model (:func:`harness.models.spec.model_rule_mismatch`: an implementation of models never takes W, b)."""
+    return rule_mismatch(impl.optimizers, case.optimizer) or model_rule_mismatch(impl.models, case.model)
+
+
 def _fresh_inputs(case: Case, impl: Implementation, dtype: str, device: str) -> dict[str, Any]:
     """New tensors or arrays of the case's inputs for one call (never shared with another call)."""
     with np.errstate(all="ignore"):  # overflow to inf on conversion is graded by the caller
@@ -329,6 +346,10 @@ def _run_once(
     # sys.exit included, is this implementation's error; the results are read once, into float64 arrays
     try:
         results = collect_steps(results, case.steps)  # a generator is read here, at most steps + 1 results
+        if case.model is not None:
+            read = read_model_steps(list(results) if isinstance(results, list | tuple) else results, case.model, case.steps,
+                                    (n, d, k), fmt, impl.framework)
+            return _Failed("error", which + read) if isinstance(read, str) else read
         problem = _validate(results, case.steps, n, d, k, fmt, impl.framework)
         if problem:
             return _Failed("error", which + problem)
@@ -423,11 +444,20 @@ def _mark_known_bug(records: list[Record], impl: Implementation, device: str, dt
             r.message = f"{KNOWN_BUG}{reason}; {r.message}"
 
 
+def _call(impl: Implementation, inputs: Mapping[str, Any], lr: float, case: Case) -> Any:
+    """Call the step with its contract: the model contract (:mod:`harness.models.step`) for a case with a model."""
+    if case.model is not None:
+        n, d, k = case.shape
+        params = {p: inputs[p] for p in case.model.parameter_names(d, k)}
+        return impl.fn(inputs["X"], inputs["y"], params, model=case.model, lr=lr, reduction=case.reduction, steps=case.steps)
+    return impl.fn(inputs["X"], inputs["y"], inputs["W"], inputs["b"], lr=lr, reduction=case.reduction, steps=case.steps,
+                   **optimizer_keyword(case.optimizer))
+
+
 def _call_with_settings(impl: Implementation, inputs: Mapping[str, Any], lr: float, case: Case, device: str, opts: RunOptions) -> Any:
     if impl.framework != "torch":
         with np.errstate(all="ignore"):  # NumPy's overflow/underflow warnings: the harness grades the values itself
-            return impl.fn(inputs["X"], inputs["y"], inputs["W"], inputs["b"], lr=lr, reduction=case.reduction, steps=case.steps,
-                           **optimizer_keyword(case.optimizer))
+            return _call(impl, inputs, lr, case)
     import torch
 
     # only the new API (set_float32_matmul_precision): it also sets allow_tf32, and
@@ -438,8 +468,7 @@ def _call_with_settings(impl: Implementation, inputs: Mapping[str, Any], lr: flo
         old_prec = None
     try:
         torch.set_float32_matmul_precision(opts.effective_matmul_precision)
-        return impl.fn(inputs["X"], inputs["y"], inputs["W"], inputs["b"], lr=lr, reduction=case.reduction, steps=case.steps,
-                       **optimizer_keyword(case.optimizer))
+        return _call(impl, inputs, lr, case)
     finally:
         if old_prec is not None:
             torch.set_float32_matmul_precision(old_prec)
@@ -748,7 +777,7 @@ def verify(
     devs = parse_devices(devices)
     dts = parse_dtypes(dtypes)
     case_list = as_cases(cases)
-    units = [(c, i, dv, dt) for c in case_list for i in impl_list if rule_mismatch(i.optimizers, c.optimizer) is None
+    units = [(c, i, dv, dt) for c in case_list for i in impl_list if case_mismatch(i, c) is None
              for dv in devs for dt in (dts or c.dtypes)]
     from .isolation import sigint_flag
 

@@ -270,7 +270,7 @@ def benchmark_inputs(size: Size, seed: int = 0) -> dict[str, np.ndarray]:
 
 def applicable(impl: Implementation, device: str, dtype: str) -> str | None:
     """Why ``impl`` cannot be benchmarked on ``device`` in ``dtype`` (None when it can)."""
-    reason = unsupported_reason(impl.framework, device, dtype)
+    reason = unsupported_reason(impl.framework, device, dtype, impl.dtypes)
     if reason is None and impl.dtypes is not None and dtype not in impl.dtypes:
         reason = f"{impl.name} does not support {dtype}"
     if reason is None and impl.devices is not None and device_type(device) not in impl.devices:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -28,12 +29,13 @@ class FrameworkInputError(HarnessError):
     """A framework adapter made an input that is not what the case asks for (another dtype, another shape)."""
 
 
-def unsupported_reason(framework: str, device: str, dtype: str) -> str | None:
+def unsupported_reason(framework: str, device: str, dtype: str, declared: Iterable[str] | None = None) -> str | None:
     """Why ``framework`` cannot compute in ``dtype`` on ``device`` here (None if it can): for torch
     and NumPy :func:`harness.devices.unsupported_reason`; for another, not installed, a device or
-    dtype it lacks, bfloat16 without ``ml_dtypes``, or its own ``reason``."""
+    dtype it lacks, bfloat16 without ``ml_dtypes``, or its own ``reason``. ``declared``: the
+    implementation's own ``dtypes`` (NumPy takes bfloat16 only for one that declares it)."""
     if framework in NATIVE:
-        return devices.unsupported_reason(framework, device, dtype)
+        return devices.unsupported_reason(framework, device, dtype, declared)
     fw = framework_of(framework)
     if fw.module and fw.module not in sys.modules and importlib.util.find_spec(fw.module) is None:
         return f"{fw.name} is not installed ({fw.install or 'pip install ' + fw.module})"

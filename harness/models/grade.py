@@ -1,0 +1,209 @@
+"""Grading a model step: reading what a model implementation returned, and the records of each step.
+
+For a case with a ``model``, :func:`harness.runner.check_case` calls the implementation with the model
+contract (:mod:`harness.models.step`), reads its results with :func:`read_model_steps`, and hands them
+to :func:`grade_model_steps`: every quantity of every step (``loss``, ``grad_<p>``, ``<p>``) is
+compared (:func:`harness.compare.compare`, the one comparison) with the exact-grade truth of the plan
+(:mod:`harness.models.oracle`) at the implementation's own previous parameters, against the bounds
+derived from the plan (:mod:`harness.models.bounds`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..compare import compare
+from ..floats import FloatFormat, decimal_string, get_format, round_to_format
+from ..frameworks import ResultReadError, read_result, reader_of
+from ..records import Record
+from .bounds import model_bounds
+from .oracle import model_truth
+from .plan import build_plan
+from .spec import ModelSpec
+
+F64 = npt.NDArray[np.float64]
+
+
+def _read_one(value: Any, what: str, want: tuple[int, ...], fmt: FloatFormat, framework: str | None) -> F64 | str:
+    """``value`` as a float64 array of shape ``want``, or why it cannot be graded."""
+    if value is None:
+        return f"{what} is None: return its value (a tensor or array in the case's dtype)"
+    if isinstance(value, complex) or getattr(getattr(value, "dtype", None), "is_complex", False) is True:
+        return f"{what} is complex: return real floating-point values of the case's dtype"
+    try:
+        arr, got = read_result(value, reader_of(framework))
+    except ResultReadError as exc:
+        return f"{what} cannot be read as numbers: {exc}"
+    except Exception as exc:  # user objects: anything they raise is this implementation's error
+        return f"{what} cannot be read as numbers: {type(exc).__name__}: {exc}"
+    if got is not None and get_format(got).precision < fmt.precision:
+        return f"{what} returned {got} for a {fmt.name} case: it was computed in a narrower dtype than the case's; not graded"
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.shape != want:
+        if arr.size == int(np.prod(want)) and tuple(x for x in arr.shape if x != 1) == tuple(x for x in want if x != 1):
+            arr = arr.reshape(want)
+        else:
+            return f"{what} has shape {tuple(arr.shape)}, expected {want} (transposed or flattened?)"
+    finite = arr[np.isfinite(arr)]
+    if finite.size and np.any(round_to_format(finite, fmt) != finite):
+        return f"{what} holds values that are not {fmt.name} numbers: return tensors in the case's dtype"
+    return arr
+
+
+def read_model_steps(results: Any, spec: ModelSpec, steps: int, shape: tuple[int, int, int], fmt: FloatFormat,
+                     framework: str | None) -> list[dict[str, F64]] | str:
+    """Every step's quantities as float64 arrays ``{"loss": ..., "grad_W1": ..., "W1": ...}``, or why not.
+
+    Args:
+        results: what the step function returned (already collected into a list).
+        spec: the case's model; shape: ``(N, D, K)``; fmt: the case's dtype.
+
+    Returns:
+        one dict per step (keys :meth:`ModelSpec.quantities`), or a message naming the step and field.
+    """
+    n, d, k = shape
+    shapes = spec.parameter_shapes(d, k)
+    if not isinstance(results, list | tuple):
+        return f"expected a list of harness.models.ModelStepResult, got {type(results).__name__}"
+    if len(results) != steps:
+        return f"expected {steps} ModelStepResult(s), one per step, got {len(results)}"
+    outs: list[dict[str, F64]] = []
+    for t, res in enumerate(results, start=1):
+        out: dict[str, F64] = {}
+        for field in ("loss", "grads", "params"):
+            if not hasattr(res, field):
+                return (f"step {t}: result has no field {field!r} "
+                        "(return harness.models.ModelStepResult(loss, grads={name: ...}, params={name: ...}))")
+        got = _read_one(res.loss, f"step {t}: loss", (), fmt, framework)
+        if isinstance(got, str):
+            return got
+        out["loss"] = got
+        for field, prefix in (("grads", "grad_"), ("params", "")):
+            table = getattr(res, field)
+            if not isinstance(table, Mapping):
+                return f"step {t}: {field} must be a mapping {{name: array}}, got {type(table).__name__}"
+            missing = [p for p in shapes if p not in table]
+            if missing:
+                return f"step {t}: {field} has no {missing[0]!r} (expected {list(shapes)})"
+            for p, want in shapes.items():
+                got = _read_one(table[p], f"step {t}: {field}[{p!r}]", want, fmt, framework)
+                if isinstance(got, str):
+                    return got
+                out[prefix + p] = got
+        outs.append(out)
+    return outs
+
+
+def _message(q: str, cmp: Any, fmt: FloatFormat) -> str:
+    if cmp.verdict == "agree":
+        return ""
+    bad = cmp.counts.get(cmp.verdict, 0)
+    what = {"disagree": "above the rigorous error bound", "suspect": "above the expected bound but within the rigorous one",
+            "overflow": f"out of {fmt.name}'s range"}.get(cmp.verdict, cmp.verdict)
+    rig = cmp.rigorous_at_worst
+    ratio = f"{cmp.abs_error_at_worst / rig:.3g} x rigorous bound" if np.isfinite(rig) and rig > 0 else "rigorous bound vacuous"
+    return (f"{q}: {bad} of {cmp.size} element(s) {what}; worst at {list(cmp.worst_index)}: computed {cmp.computed_at_worst!r}, "
+            f"exact {cmp.exact_at_worst!r}, error {cmp.abs_error_at_worst:.6g} ({ratio}), {cmp.ulp_error_at_worst:.4g} ULPs")
+
+
+def _join(a: str, b: str) -> str:
+    return f"{a}; {b}" if a and b else a or b
+
+
+def grade_model_steps(
+    spec: ModelSpec, base: Mapping[str, Any], outs: Sequence[Mapping[str, F64]], seen: Mapping[str, F64], lr: Fraction,
+    reduction: str, fmt: FloatFormat, *, flush_to_zero: bool = False, function_ulps: Mapping[str, float] | None = None,
+    graded: dict[int, Any] | None = None,
+) -> list[Record]:
+    """The records of every step of a model implementation.
+
+    Args:
+        spec: the case's model.
+        base: the fields every record of this run carries (case, implementation, device, dtype, ...).
+        outs: per step, the implementation's quantities as float64 (:func:`read_model_steps`).
+        seen: the inputs as the implementation saw them (floats of ``fmt``, as float64): ``X``, ``y``
+            and every parameter.
+        lr: the learning rate as written (the truth uses it rounded to ``fmt``, as the step holds it).
+        reduction: ``"sum"`` or ``"mean"``.
+        fmt: the dtype computed in.
+        flush_to_zero: grade with the flush-to-zero underflow terms (the implementation declares FTZ).
+        function_ulps: the accuracy of elementary functions, overriding :data:`harness.models.bounds.FUNCTION_ULPS`.
+        graded: when given, filled with ``{step: ({q: (hi, lo)}, {q: rigorous bound})}`` for every graded
+            step (``--repeat`` grades the other runs against them: :func:`harness.repeat.apply_repeat`).
+
+    Returns:
+        per step, one record per quantity of :meth:`ModelSpec.quantities` (``"*"`` records where a step
+        cannot be graded: parameters not finite after the previous step).
+    """
+    n, d = seen["X"].shape
+    k = seen["y"].shape[1]
+    names = spec.parameter_names(d, k)
+    graph = build_plan(spec, n, d, k, reduction, lr)
+    prev = {p: np.asarray(seen[p], dtype=np.float64) for p in names}
+    records: list[Record] = []
+    for t, out in enumerate(outs, start=1):
+        if not all(bool(np.isfinite(v).all()) for v in prev.values()):
+            records.append(Record(quantity="*", step=t, verdict="overflow",
+                                  message=f"the parameters after step {t - 1} are not finite; later steps are not graded", **base))
+            break
+        inputs = {"X": seen["X"], "y": seen["y"], **prev}
+        truth = model_truth(graph, inputs, fmt)
+        bounds = model_bounds(graph, truth.node_values, fmt, function_ulps=function_ulps,
+                              flush_to_zero=flush_to_zero)
+        step_truth: dict[str, tuple[tuple[F64, F64], F64]] = {}
+        for q in graph.outputs:
+            hi, lo = truth.hi[q], truth.lo[q]
+            radius = truth.radius[q]
+            # the truth is an enclosure of width 2 radius around hi + lo: the bounds are
+            # narrowed by it, so that no value outside the bound of the true value can agree
+            # (an infinite radius is a value the truth could not enclose -- NaN ball: not graded there)
+            unknown = ~np.isfinite(radius)
+            rig = np.where(unknown, np.inf, np.maximum(bounds.rigorous[q] - radius, 0.0))
+            exp = np.where(unknown, np.inf, np.maximum(bounds.expected[q] - radius, 0.0))
+            hi = np.where(unknown, 0.0, hi)
+            lo = np.where(unknown, 0.0, lo)
+            cmp = compare(out[q], hi, lo, rig, exp, np.asarray(bounds.inf_allowed[q]) | unknown, fmt,
+                          nan_allowed=np.asarray(bounds.nan_allowed[q]) | unknown)
+            step_truth[q] = ((hi, lo), rig)
+            idx = cmp.worst_index
+            exact_at = Fraction(float(hi[idx])) + Fraction(float(lo[idx])) if np.isfinite(hi[idx]) else float(hi[idx])
+            msg = _message(q, cmp, fmt)
+            if bool(unknown.any()):
+                msg = _join(msg, f"{q}: the exact value is undefined or could not be enclosed at {int(unknown.sum())} "
+                                 "element(s): not graded there")
+            if bool(truth.undecided[q].any()):
+                msg = _join(msg, f"{q}: the exact value's enclosure straddles a rounding boundary of {fmt.name} at "
+                                 f"{int(truth.undecided[q].sum())} element(s): its correctly rounded value is not decided")
+            if bool(truth.kink[q].any()):
+                msg = _join(msg, f"{q}: {int(truth.kink[q].sum())} element(s) depend on an activation argument exactly at "
+                                 f"its kink (ReLU at 0): graded with the convention derivative = {spec.relu_grad_at_zero} "
+                                 "there (torch's is 0)")
+            note = getattr(bounds, "notes", {}).get(q, "")
+            msg = _join(msg, note)
+            rec = Record(
+                quantity=q, step=t, verdict=cmp.verdict, shape=list(out[q].shape),
+                max_abs_error=cmp.max_abs_error, max_ulp_error=cmp.max_ulp_error, bits_of_error=cmp.bits_of_error,
+                bound_ratio=cmp.bound_ratio if np.isfinite(cmp.rigorous_at_worst) or cmp.max_abs_error == 0 else None,
+                expected_ratio=cmp.expected_ratio, worst_index=list(idx),
+                exact=decimal_string(exact_at), computed=repr(float(out[q][idx])),
+                rigorous_bound=cmp.rigorous_at_worst, expected_bound=cmp.expected_at_worst,
+                abs_error_at_worst=cmp.abs_error_at_worst, ulp_error_at_worst=cmp.ulp_error_at_worst,
+                counts=cmp.counts, oracle_method=_method(truth, bounds), message=msg, **base,
+            )
+            records.append(rec)
+        if graded is not None:
+            graded[t] = ({q: v[0] for q, v in step_truth.items()}, {q: v[1] for q, v in step_truth.items()})
+        prev = {p: out[p] for p in names}
+    return records
+
+
+def _method(truth: Any, bounds: Any) -> str:
+    """The oracle's method and the elementary-function accuracy the bounds assumed, for the record."""
+    ulps = getattr(bounds, "function_ulps", None) or {}
+    used = ", ".join(f"{f} {u:g} ULP" for f, u in sorted(ulps.items()))
+    return f"{truth.method}; bounds assume {used}" if used else str(truth.method)
