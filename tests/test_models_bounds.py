@@ -282,7 +282,8 @@ def numpy_step(inputs, names, act, reduction, lr, fmt, order, *, wrong_tanh=Fals
     sl = dt(float(SLOPE))
     fwd = {
         "tanh": np.tanh, "sigmoid": lambda z: one / (one + np.exp(-z)),
-        "softplus": lambda z: np.log1p(np.exp(z)),
+        # torch's definition: z itself above 20 (log1p(exp(z)) alone overflows float32 beyond 88)
+        "softplus": lambda z: np.where(z > 20, z, np.log1p(np.exp(np.minimum(z, dt(20))))),
         "gelu": lambda z: (z * dt(0.5) * (one + _ERF(z.astype(np.float64) / math.sqrt(2)).astype(dt))).astype(dt),
         "relu": lambda z: np.maximum(z, dt(0)), "leaky_relu": lambda z: np.where(z > 0, z, sl * z),
     }[act]
@@ -817,3 +818,37 @@ _ERFC = np.vectorize(math.erfc, otypes=[np.float64])
 def _sig_stable(z):
     e = np.exp(-np.abs(z))
     return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+@pytest.mark.parametrize("fmt", [FLOAT64, FLOAT32, FLOAT16, BFLOAT16], ids=lambda f: f.name)
+@pytest.mark.parametrize("name", ["exp", "log", "sqrt", "sin", "cos", "erf", "abs"])
+def test_torch_elementary_kernels_within_the_function_accuracy(name, fmt):
+    """The expression kind's functions: torch's value and autograd derivative on a dense grid within
+    elementary_value_bound / elementary_grad_bound of an exact argument (mpmath references)."""
+    torch = pytest.importorskip("torch")
+    from harness.bounds import Regime, flush_to_zero_default
+    from harness.models.bounds import FnContext, elementary_grad_bound, elementary_value_bound
+
+    dt = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[fmt.name]
+    lo, hi = {"exp": (-20, 11), "log": (1e-3, 1e4), "sqrt": (1e-3, 1e4)}.get(name, (-40, 40))
+    z = np.unique(round_to_format(np.linspace(lo, hi, 3001), fmt))
+    z = z[(z > 0) | (name not in ("log", "sqrt"))]
+    zt = torch.tensor(z, dtype=dt, requires_grad=True)
+    y = getattr(torch, name)(zt)
+    y.sum().backward()
+    got_y, got_g = y.detach().double().numpy(), zt.grad.double().numpy()
+    with mpmath.workdps(40):
+        f = {"exp": mpmath.exp, "log": mpmath.log, "sqrt": mpmath.sqrt, "sin": mpmath.sin, "cos": mpmath.cos,
+             "erf": mpmath.erf, "abs": abs}[name]
+        fp = {"exp": mpmath.exp, "log": lambda v: 1 / v, "sqrt": lambda v: 1 / (2 * mpmath.sqrt(v)), "sin": mpmath.cos,
+              "cos": lambda v: -mpmath.sin(v), "erf": lambda v: 2 / mpmath.sqrt(mpmath.pi) * mpmath.exp(-v * v),
+              "abs": lambda v: mpmath.sign(v)}[name]
+        ey = np.array([float(abs(mpmath.mpf(g) - f(mpmath.mpf(v)))) for g, v in zip(got_y, z, strict=True)])
+        eg = np.array([float(abs(mpmath.mpf(g) - fp(mpmath.mpf(v)))) for g, v in zip(got_g, z, strict=True)])
+        exact_y = np.array([float(f(mpmath.mpf(v))) for v in z])
+    ctx = FnContext(fmt, Regime(fmt, flush_to_zero_default(fmt)), FUNCTION_ULPS)
+    zero = np.zeros_like(z)
+    by = elementary_value_bound(name, z, zero, ctx)
+    bg = elementary_grad_bound(name, z, zero, exact_y, by, ctx)
+    assert np.all(ey <= by), (name, fmt.name, z[np.argmax(ey - by)], float(np.max(ey / by)))
+    assert np.all(eg <= bg), (name, fmt.name, z[np.argmax(eg - bg)], float(np.max(eg / bg)))
