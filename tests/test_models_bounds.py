@@ -852,3 +852,52 @@ def test_torch_elementary_kernels_within_the_function_accuracy(name, fmt):
     bg = elementary_grad_bound(name, z, zero, exact_y, by, ctx)
     assert np.all(ey <= by), (name, fmt.name, z[np.argmax(ey - by)], float(np.max(ey / by)))
     assert np.all(eg <= bg), (name, fmt.name, z[np.argmax(eg - bg)], float(np.max(eg / bg)))
+
+
+def test_to_step_bounds_keeps_the_bounds_and_names_overrides():
+    graph = mlp_graph(2, 2, (3,), 1, "tanh", "sum", 0.1)
+    inputs, _ = draw_case(0, FLOAT32, 2, 2, (3,), 1, 1.0, "plain")
+    vals = evaluate_float64(graph, inputs, fn_float64=FNS64)
+    mb = model_bounds(graph, vals, FLOAT32, function_ulps={"tanh": 4.0})
+    sb = mb.to_step_bounds()
+    assert set(sb.rigorous) == set(graph.outputs)
+    assert all(np.array_equal(sb.rigorous[q], mb.rigorous[q]) for q in graph.outputs)
+    assert "tanh 4" in sb.note and sb.vacuous == {}
+    pos, neg = mb.signed_inf_allowed("loss")
+    assert not bool(pos) and not bool(neg)
+
+
+@pytest.mark.parametrize("fmt", [FLOAT64, FLOAT32], ids=lambda f: f.name)
+@pytest.mark.parametrize("act", ["tanh", "sigmoid", "softplus"])
+def test_numpy_activation_formulas_within_the_function_accuracy(act, fmt):
+    """NumPy's ufuncs (SIMD kernels in float32) in the formulas a NumPy step uses -- tanh and 1 - y^2,
+    1/(1 + exp(-z)) and y (1 - y), softplus with torch's threshold and 1/(1 + exp(-z)) -- on a dense
+    grid, within the bounds of an exact argument."""
+    from harness.bounds import Regime
+    from harness.models.bounds import FnContext
+
+    dt = np.float32 if fmt.name == "float32" else np.float64
+    z = np.unique(round_to_format(np.concatenate([np.linspace(-30, 30, 200001), np.linspace(-1e-3, 1e-3, 2001)]), fmt)).astype(dt)
+    one = dt(1)
+    with np.errstate(over="ignore"):
+        if act == "tanh":
+            y = np.tanh(z)
+            g = one - y * y
+        elif act == "sigmoid":
+            y = one / (one + np.exp(-z))
+            g = y * (one - y)
+        else:
+            y = np.where(z > 20, z, np.log1p(np.exp(np.minimum(z, dt(20)))))
+            g = one / (one + np.exp(-z))
+    z64 = z.astype(np.float64)
+    exact_y = {"tanh": np.tanh, "sigmoid": _sig_stable, "softplus": lambda t: np.logaddexp(0, t)}[act](z64)
+    exact_g = {"tanh": lambda t: 1 / np.cosh(t) ** 2, "sigmoid": lambda t: _sig_stable(t) * _sig_stable(-t),
+               "softplus": _sig_stable}[act](z64)
+    ctx = FnContext(fmt, Regime(fmt, False), FUNCTION_ULPS)
+    zero = np.zeros_like(z64)
+    by = activation_value_bound(act, z64, zero, ctx)
+    bg = activation_grad_bound(act, z64, zero, exact_y, by, ctx)
+    slack = 4e-16 * (np.abs(exact_y) + np.abs(exact_g)) if fmt.name == "float64" else 0.0  # float64 references
+    ey, eg = np.abs(y.astype(np.float64) - exact_y), np.abs(g.astype(np.float64) - exact_g)
+    assert np.all(ey <= by + slack), (act, fmt.name, z64[np.argmax(ey / by)], float(np.max(ey / by)))
+    assert np.all(eg <= bg + slack), (act, fmt.name, z64[np.argmax(eg / bg)], float(np.max(eg / bg)))

@@ -80,7 +80,7 @@ from fractions import Fraction
 import numpy as np
 import numpy.typing as npt
 
-from ..bounds import LAMBDA, Regime, flush_to_zero_default, learning_rate_spread
+from ..bounds import LAMBDA, Regime, StepBounds, flush_to_zero_default, learning_rate_spread
 from ..floats import FLOAT32, FLOAT64, FloatFormat, round_to_format
 from .graph import Graph, Node
 
@@ -170,6 +170,30 @@ class ModelBounds:
     function_ulps: dict[str, float] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     flush_to_zero: bool = False
+
+    @property
+    def vacuous(self) -> dict[str, str]:
+        """quantity -> why its rigorous bound is infinite (the notes that name a graded quantity)."""
+        return {q: why for q, why in self.notes.items() if q in self.rigorous}
+
+    def signed_inf_allowed(self, q: str) -> tuple[Mask, Mask]:
+        """(``+inf`` allowed, ``-inf`` allowed): both wherever ``inf_allowed`` (no sign tracking)."""
+        return self.inf_allowed[q], self.inf_allowed[q]
+
+    @property
+    def may_overflow(self) -> dict[str, Mask]:
+        """``inf_allowed | nan_allowed`` per quantity."""
+        return {q: self.inf_allowed[q] | self.nan_allowed[q] for q in self.inf_allowed}
+
+    def to_step_bounds(self) -> StepBounds:
+        """The same bounds as a :class:`harness.bounds.StepBounds` (the linear path's container, for
+        code that grades with it): the function accuracy used is named in its ``note``."""
+        used = ", ".join(f"{k} {v:g}" for k, v in self.function_ulps.items() if k not in FUNCTION_ULPS or v != FUNCTION_ULPS[k])
+        note = ("automatic bounds (harness.models.bounds)"
+                + (f"; function accuracy overridden or added: {used}" if used else ""))
+        return StepBounds(rigorous=dict(self.rigorous), expected=dict(self.expected), inf_allowed=dict(self.inf_allowed),
+                          nan_allowed=dict(self.nan_allowed), note=note, vacuous=self.vacuous,
+                          flush_to_zero=self.flush_to_zero)
 
 
 def compute_format(fmt: FloatFormat) -> FloatFormat:
