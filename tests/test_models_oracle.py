@@ -9,6 +9,8 @@ from fractions import Fraction
 import mpmath
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.floats import FLOAT16, FLOAT32, FLOAT64, get_format, round_fraction, round_to_format
 from harness.models import oracle as oracle_mod
@@ -60,6 +62,16 @@ def test_cross_check_expression(reduction: str) -> None:
     assert cross_check(spec, 3, 2, 1, reduction, _values(spec, 3, 2, 1, seed=11, fmt_name="bfloat16"), lr="0.01", fmt_name="bfloat16") == []
 
 
+@pytest.mark.parametrize("text", ["a", "a*b + b", "-x1/a - b**2", "x1**3 - a", "x**2 * exp(-b) / (1 + a**2)"])
+def test_cross_check_expression_shapes(text: str) -> None:
+    """Predictions that are a parameter, do not use the input, are all negative terms, leave a
+    parameter unused, or divide: exact where rational, within the ball where not."""
+    spec = ModelSpec(kind="expression", expression=text, parameters=("a", "b"))
+    vals = {"X": np.array([[1.5], [-2.0], [0.25]]), "y": np.array([[0.5], [1.0], [-1.0]]), "a": np.array(0.75),
+            "b": np.array(-1.25)}
+    assert cross_check(spec, 3, 1, 1, "mean", vals) == []
+
+
 def test_cross_check_reports_a_wrong_truth(monkeypatch: pytest.MonkeyPatch) -> None:
     """The comparison is not vacuous: a truth off by one float64 ULP in one gradient element is reported."""
     spec = ModelSpec(kind="mlp", hidden=(2,), activation="relu")
@@ -79,10 +91,10 @@ def test_cross_check_reports_a_wrong_truth(monkeypatch: pytest.MonkeyPatch) -> N
 # ------------------------------------------------------------------ values derived by hand
 
 
+@mpmath.workdps(60)
 def test_tanh_network_by_hand() -> None:
     """f = w2 tanh(w1 x + b1) + b2, N = D = H = K = 1, L = (f - y)^2; by hand (chain rule):
     dL/dw2 = 2 r t, dL/db2 = 2 r, dL/dw1 = 2 r w2 (1 - t^2) x, dL/db1 = 2 r w2 (1 - t^2)."""
-    mpmath.mp.dps = 60
     x, y, w1, b1, w2, b2 = 0.75, -0.5, 1.25, -0.375, 0.875, 0.125  # float32 values
     vals = {"X": np.array([[x]]), "y": np.array([[y]]), "W1": np.array([[w1]]), "b1": np.array([b1]),
             "W2": np.array([[w2]]), "b2": np.array([b2])}
@@ -105,12 +117,13 @@ def test_tanh_network_by_hand() -> None:
 
 
 def _relu_by_hand(x: list[Fraction], y: list[Fraction], w1: list[Fraction], b1: list[Fraction], w2: list[Fraction],
-                  b2: Fraction, at_zero: Fraction) -> dict[str, list[Fraction]]:
-    """N rows, D = 1, H hidden ReLU units, K = 1, reduction sum: the chain rule written out."""
+                  b2: Fraction, at_zero: Fraction, slope: Fraction = Fraction(0)) -> dict[str, list[Fraction]]:
+    """N rows, D = 1, H hidden (leaky) ReLU units, K = 1, reduction sum: the chain rule written out.
+    The derivative at 0 is ``slope + at_zero (1 - slope)`` (PyTorch's for at_zero = 0)."""
     h_n = len(w1)
     z = [[x[i] * w1[j] + b1[j] for j in range(h_n)] for i in range(len(x))]
-    h = [[max(v, Fraction(0)) for v in row] for row in z]
-    d = [[Fraction(1) if v > 0 else (at_zero if v == 0 else Fraction(0)) for v in row] for row in z]
+    h = [[v if v > 0 else slope * v for v in row] for row in z]
+    d = [[Fraction(1) if v > 0 else (slope + at_zero * (1 - slope) if v == 0 else slope) for v in row] for row in z]
     r = [sum(h[i][j] * w2[j] for j in range(h_n)) + b2 - y[i] for i in range(len(x))]
     g = [2 * ri for ri in r]
     return {
@@ -158,6 +171,36 @@ def test_relu_network_with_kink_by_hand(at_zero: Fraction) -> None:
     # the convention matters: units 0 and 1's gradients differ between the two conventions
     other = _relu_by_hand(x, y, w1, b1, w2, b2, 1 - at_zero)
     assert other["grad_W1"][0] != want["grad_W1"][0] and other["grad_W1"][2] == want["grad_W1"][2]
+
+
+_SMALL = st.integers(-6, 6).map(lambda i: Fraction(i, 2))
+
+
+@settings(max_examples=25, deadline=None)
+@given(rows=st.lists(st.tuples(_SMALL, _SMALL), min_size=1, max_size=4),
+       units=st.lists(st.tuples(_SMALL, _SMALL, _SMALL), min_size=1, max_size=4), b2=_SMALL,
+       leaky=st.booleans(), at_zero=st.sampled_from([Fraction(0), Fraction(1), Fraction(1, 2)]))
+def test_relu_networks_match_the_chain_rule(rows: list[tuple[Fraction, Fraction]], units: list[tuple[Fraction, Fraction, Fraction]],
+                                            b2: Fraction, leaky: bool, at_zero: Fraction) -> None:
+    """Random (leaky) ReLU networks on half-integers (so pre-activations hit 0 often): every graded
+    value equals the chain rule written out in Fractions, and the kink flags of grad_b1 are set
+    exactly for the units with a row at z = 0."""
+    slope = Fraction(1, 8) if leaky else Fraction(0)
+    x, y = [r[0] for r in rows], [r[1] for r in rows]
+    w1, b1, w2 = [u[0] for u in units], [u[1] for u in units], [u[2] for u in units]
+    spec = ModelSpec(kind="mlp", hidden=(len(units),), activation="leaky_relu" if leaky else "relu",
+                     negative_slope=slope if leaky else Fraction(1, 100), relu_grad_at_zero=at_zero)
+    vals = {"X": np.array([[float(v)] for v in x]), "y": np.array([[float(v)] for v in y]),
+            "W1": np.array([[float(v) for v in w1]]), "b1": np.array([float(v) for v in b1]),
+            "W2": np.array([[float(v)] for v in w2]), "b2": np.array([float(b2)])}
+    truth = model_truth(build_plan(spec, len(x), 1, 1, "sum", "0.25"), vals, FLOAT32)
+    want = _relu_by_hand(x, y, w1, b1, w2, b2, at_zero, slope)
+    got = {"loss": [truth.hi["loss"][()]], "grad_W1": list(truth.hi["grad_W1"][0]), "grad_b1": list(truth.hi["grad_b1"]),
+           "grad_W2": list(truth.hi["grad_W2"][:, 0]), "grad_b2": list(truth.hi["grad_b2"])}
+    for q, ws in want.items():
+        assert got[q] == [float(w) for w in ws], q  # half-integer data: every value is a float32 value here
+    at_kink = [any(x[i] * w1[j] + b1[j] == 0 for i in range(len(x))) for j in range(len(w1))]
+    assert truth.kink["grad_b1"].tolist() == at_kink
 
 
 def test_leaky_relu_slope_is_exact_and_kink_uses_the_convention() -> None:
@@ -254,3 +297,127 @@ def test_node_values_match_float64_evaluation() -> None:
     for nv, rv, node in zip(truth.node_values, ref, g.nodes, strict=True):
         assert nv.shape == node.shape
         np.testing.assert_allclose(nv, rv, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("fmt_name", ["float64", "float32", "bfloat16", "float16"])
+def test_straddle_filter_agrees_with_exact_rounding(fmt_name: str) -> None:
+    """The truth's float64 filter never clears a ball that straddles a rounding boundary: balls
+    placed at, just inside and just outside boundaries (midpoints, powers of two, the subnormal
+    range, the overflow threshold) agree with rounding both ends exactly."""
+    fmt = get_format(fmt_name)
+    rng = np.random.default_rng(42)
+    p = fmt.precision
+    anchors: list[Fraction] = []
+    for e in [fmt.emin - p + 1, fmt.emin - 1, fmt.emin, fmt.emin + 1, -3, 0, 1, 7, fmt.emax]:
+        q = Fraction(2) ** (max(e, fmt.emin) - p + 1)
+        for m in [2 ** (p - 1), 2 ** (p - 1) + 1, 2**p - 1, 2 ** (p - 1) + 12345 % 2 ** (p - 1)]:
+            v = m * q
+            anchors += [v, v + q / 2, v - q / 2, v - q / 4]
+    anchors.append(Fraction(fmt.max_finite) + Fraction(2) ** (fmt.emax - p) )  # overflow threshold
+    parts: list[tuple[int, int, int, int]] = []
+    for a in anchors:
+        for sgn in (1, -1):
+            for shift_bits in (None, 30, 60, 90):
+                base = sgn * a
+                mid = base if shift_bits is None else base + sgn * Fraction(int(rng.integers(-4, 5)), 2**shift_bits) * abs(a or 1)
+                for rad_bits in (0, 20, 40, 70, 100, 120):
+                    rad = Fraction(0) if rad_bits == 0 else abs(a or Fraction(1)) / 2**rad_bits
+                    rad = Fraction(int(rad * 2**1200) + 1, 2**1200) if rad else rad  # dyadic, like Arb's
+                    m = Fraction(mid)
+                    parts.append((m.numerator, m.denominator, rad.numerator, rad.denominator))
+    got = oracle_mod.straddle_flags(parts, fmt)
+    want = [straddles_rounding_boundary(Fraction(a, b), Fraction(c, d), fmt) for a, b, c, d in parts]
+    assert got.tolist() == want
+    assert sum(want) > 50 and len(want) - sum(want) > 50  # both outcomes exercised
+
+
+_MP_ACT = {  # PyTorch's definitions and their derivatives, written out for mpmath
+    "tanh": (mpmath.tanh, lambda z: mpmath.sech(z) ** 2),
+    "sigmoid": (lambda z: 1 / (1 + mpmath.exp(-z)), lambda z: mpmath.exp(-z) / (1 + mpmath.exp(-z)) ** 2),
+    "softplus": (lambda z: mpmath.log(1 + mpmath.exp(z)), lambda z: 1 / (1 + mpmath.exp(-z))),
+    "gelu": (lambda z: z / 2 * mpmath.erfc(-z / mpmath.sqrt(2)),
+             lambda z: mpmath.erfc(-z / mpmath.sqrt(2)) / 2 + z * mpmath.exp(-z * z / 2) / mpmath.sqrt(2 * mpmath.pi)),
+}
+
+
+@pytest.mark.parametrize(("act", "z"), [("tanh", 19.0), ("tanh", 400.0), ("sigmoid", -20.0), ("sigmoid", 60.0),
+                                        ("softplus", 40.0), ("softplus", -40.0), ("gelu", -12.0), ("gelu", -40.0)])
+@mpmath.workdps(500)
+def test_delicate_regimes_against_mpmath(act: str, z: float) -> None:
+    """Saturation, large softplus arguments, GELU's far tail: one unit, x = z, W1 = W2 = 1, b = 0,
+    y = 1/2: grad_b1 = 2 (act(z) - 1/2) act'(z), evaluated by mpmath at 500 digits; the truth's
+    hi + lo within its radius (plus float64's underflow for values below its range), decided."""
+    f, df = _MP_ACT[act]
+    spec = ModelSpec(kind="mlp", hidden=(1,), activation=act)
+    vals = {"X": np.array([[z]]), "y": np.array([[0.5]]), "W1": np.array([[1.0]]), "b1": np.array([0.0]),
+            "W2": np.array([[1.0]]), "b2": np.array([0.0])}
+    truth = model_truth(build_plan(spec, 1, 1, 1, "sum", "0.125"), vals, FLOAT64)
+    zm = mpmath.mpf(z)
+    want = {"loss": (f(zm) - mpmath.mpf(0.5)) ** 2, "grad_b1": 2 * (f(zm) - mpmath.mpf(0.5)) * df(zm),
+            "grad_W2": 2 * (f(zm) - mpmath.mpf(0.5)) * f(zm)}
+    for q, w in want.items():
+        idx = (0,) * truth.hi[q].ndim
+        got = _value(truth, q, idx)
+        tol = mpmath.mpf(float(truth.radius[q][idx])) + abs(w) * mpmath.mpf(2) ** -100 + mpmath.mpf(2) ** -1074
+        assert abs(got - w) <= tol, (q, got, w)
+        assert not truth.undecided[q][idx], q
+
+
+def test_kink_in_an_expression_with_a_transcendental_factor() -> None:
+    """Abs(x1 - a) exp(c): the ball arithmetic sees x1 - a exactly 0 in row 0 (a kink), so grad_a
+    (through Abs's derivative) is flagged and takes sign(0) = 0 there; grad_c and the loss do not
+    depend on the derivative at the kink."""
+    spec = ModelSpec(kind="expression", expression="Abs(x1 - a) * exp(c)", parameters=("a", "c"))
+    vals = {"X": np.array([[1.0], [3.0]]), "y": np.array([[0.0], [1.0]]), "a": np.array(1.0), "c": np.array(0.0)}
+    truth = model_truth(build_plan(spec, 2, 1, 1, "sum", "0.125"), vals, FLOAT32)
+    assert truth.method.startswith("arb-ball")
+    assert truth.kink["grad_a"][()] and truth.kink["a"][()]
+    assert not truth.kink["grad_c"][()] and not truth.kink["loss"][()]
+    # row 0: r = 0; row 1: r = 2 - 1 = 1, d/da |x1 - a| = -1: grad_a = 2 * 1 * (-1) * e^0 = -2 exactly
+    assert truth.hi["grad_a"][()] == -2.0 and truth.hi["grad_c"][()] == 4.0  # grad_c = sum 2 r |x1 - a| e^c = 2 * 1 * 2
+    assert cross_check(spec, 2, 1, 1, "sum", vals, lr="0.125", fmt_name="float32") == []
+
+
+def test_cross_check_at_relu_kinks() -> None:
+    """SymPy's diff of the whole loss at z = 0 takes torch's convention (Piecewise branch order),
+    so the kink elements are compared too and agree with the truth."""
+    spec = ModelSpec(kind="mlp", hidden=(2,), activation="relu")
+    vals = {"X": np.array([[1.0], [2.0]]), "y": np.array([[1.0], [0.0]]), "W1": np.array([[1.0, -1.0]]),
+            "b1": np.array([-1.0, 2.0]), "W2": np.array([[2.0], [3.0]]), "b2": np.array([-1.0])}
+    truth = model_truth(build_plan(spec, 2, 1, 1, "sum", "0.125"), vals, FLOAT64)
+    assert truth.kink["grad_W1"].all()
+    assert cross_check(spec, 2, 1, 1, "sum", vals, lr="0.125") == []
+
+
+def test_undefined_values() -> None:
+    """log of a negative parameter: the ball is not finite, the truth says NaN and undecided; an
+    exact division by zero in a rational model is an error naming the node."""
+    spec = ModelSpec(kind="expression", expression="log(a) * x1", parameters=("a",))
+    vals = {"X": np.array([[1.0]]), "y": np.array([[0.0]]), "a": np.array(-1.0)}
+    truth = model_truth(build_plan(spec, 1, 1, 1, "sum", "0.125"), vals, FLOAT32)
+    assert np.isnan(truth.hi["loss"][()]) and truth.undecided["loss"][()] and truth.radius["loss"][()] == np.inf
+    rational = ModelSpec(kind="expression", expression="x1 / a", parameters=("a",))
+    with pytest.raises(ValueError, match="division by an exact zero"):
+        model_truth(build_plan(rational, 1, 1, 1, "sum", "0.125"), {**vals, "a": np.array(0.0)}, FLOAT32)
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("fmt_name", ["float32", "float16"])
+def test_linear_model_matches_the_linear_path_oracle(reduction: str, fmt_name: str) -> None:
+    """The linear model through the plan and through today's exact oracle (harness.oracle, its own
+    SymPy derivation and integer arithmetic) give the same double-doubles, with the same
+    dtype-rounded learning rate."""
+    from harness.oracle import exact_inputs_from_floats, exact_step
+
+    fmt = get_format(fmt_name)
+    spec = ModelSpec()
+    vals = _values(spec, 7, 3, 2, seed=21, fmt_name=fmt_name)
+    lr = Fraction(1, 10)
+    truth = model_truth(build_plan(spec, 7, 3, 2, reduction, lr), vals, fmt)
+    lr_held = round_fraction(lr, fmt)
+    assert isinstance(lr_held, Fraction)
+    ref = exact_step(exact_inputs_from_floats(vals), lr_held, reduction, method="exact-rational")
+    for q in ("loss", "grad_W", "grad_b", "W", "b"):
+        hi, lo = ref.values[q].to_hi_lo()
+        np.testing.assert_array_equal(truth.hi[q], hi, err_msg=q)
+        np.testing.assert_array_equal(truth.lo[q], lo, err_msg=q)

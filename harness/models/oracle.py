@@ -49,7 +49,7 @@ from flint import arb, arb_mat, ctx, fmpq, fmpq_mat
 
 from ..floats import FloatFormat, round_fraction, round_to_format
 from .graph import Graph, Node
-from .symbolic import KINK_FUNCTIONS, RATIONAL_FUNCTIONS
+from .symbolic import KINK_FUNCTIONS, RATIONAL_FUNCTIONS, element_function
 
 F64 = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
@@ -123,17 +123,6 @@ def _ball_parts(v: Any) -> tuple[int, int, int, int]:
     return mp, mq, rp, rq
 
 
-def _round_up(p: int, q: int) -> float:
-    """The smallest float64 >= ``p / q`` (``p >= 0``)."""
-    try:
-        r = p / q
-    except OverflowError:
-        return math.inf
-    if Fraction(r) < Fraction(p, q):
-        r = math.nextafter(r, math.inf)
-    return r
-
-
 def ulp_of(value: float, fmt: FloatFormat) -> float:
     """The ULP of ``fmt`` at ``value`` (a float64): ``2**(max(e, emin) - p + 1)`` with
     ``2**e <= |value| < 2**(e+1)``; the subnormal spacing at 0; ``inf`` for an infinite value."""
@@ -184,7 +173,11 @@ class _Exact:
         raise ValueError(f"{name} is not a rational function: the exact-rational truth cannot evaluate it")
 
     def to_float(self, v: Any) -> float:
-        return hi_lo_of_ratio(int(v.p), int(v.q))[0]
+        p, q = int(v.p), int(v.q)
+        try:
+            return p / q  # correctly rounded (Python's int / int)
+        except OverflowError:
+            return math.inf if p > 0 else -math.inf
 
 
 class _Ball:
@@ -225,8 +218,7 @@ class _Ball:
     def to_float(self, v: Any) -> float:
         if not v.is_finite():
             return math.nan
-        m, e = v.mid().man_exp()
-        return hi_lo_of_ratio(*_dyadic(int(m), int(e)))[0]
+        return float(v)  # python-flint: arf_get_d of the midpoint, round to nearest
 
 
 Arith = _Exact | _Ball
@@ -234,7 +226,22 @@ Compiled = Callable[[Arith, Mapping[str, Any]], Any]
 
 
 def _compile(expr: sp.Basic) -> Compiled:
-    """A function ``(arithmetic, {"z": .., "out": ..}) -> value`` evaluating a SymPy expression."""
+    """A function ``(arithmetic, {"z": .., "out": ..}) -> value`` evaluating a SymPy expression.
+    A constant subexpression (``1/2``, ``sqrt(2)``, ``1/sqrt(pi)``) is evaluated once per arithmetic."""
+    if not expr.free_symbols:
+        inner = _compile_node(expr)
+        memo: list[Any] = [None, None]  # (arithmetic, value): the arithmetic held, so never a reused id
+
+        def constant(ar: Arith, env: Mapping[str, Any]) -> Any:
+            if memo[0] is not ar:
+                memo[0], memo[1] = ar, inner(ar, env)
+            return memo[1]
+        return constant
+    return _compile_node(expr)
+
+
+def _compile_node(expr: sp.Basic) -> Compiled:
+    """:func:`_compile` of one node (its arguments through :func:`_compile`)."""
     if isinstance(expr, sp.Symbol):
         name = expr.name
         return lambda ar, env: env[name]
@@ -246,7 +253,7 @@ def _compile(expr: sp.Basic) -> Compiled:
     if expr == sp.E:
         return lambda ar, env: ar.function("exp", ar.const(Fraction(1)))
     if isinstance(expr, sp.Add):
-        parts = [_compile(a) for a in expr.args]
+        parts = [_compile(a) for a in _erfc_terms(expr)]
 
         def add(ar: Arith, env: Mapping[str, Any]) -> Any:
             acc = parts[0](ar, env)
@@ -294,12 +301,36 @@ def _compile(expr: sp.Basic) -> Compiled:
     if isinstance(expr, sp.log) and isinstance(expr.args[0], sp.Add) and sp.Integer(1) in expr.args[0].args:
         rest = _compile(expr.args[0] - 1)  # log(1 + w) as log1p(w): no cancellation for small w
         return lambda ar, env: ar.function("log1p", rest(ar, env))
-    names = {sp.exp: "exp", sp.log: "log", sp.tanh: "tanh", sp.erf: "erf", sp.sin: "sin", sp.cos: "cos"}
+    names = {sp.exp: "exp", sp.log: "log", sp.tanh: "tanh", sp.erf: "erf", sp.sin: "sin", sp.cos: "cos",
+             sp.Function("erfc_"): "erfc", sp.Function("sech_"): "sech"}
     if isinstance(expr, sp.Function) and expr.func in names:
         fname = names[expr.func]
         arg = _compile(expr.args[0])
         return lambda ar, env: ar.function(fname, arg(ar, env))
     raise ValueError(f"cannot evaluate {expr} ({type(expr).__name__})")
+
+
+def _erfc_terms(expr: sp.Add) -> list[sp.Expr]:
+    """The terms of a sum, with ``c + c erf(u)`` rewritten ``c erfc(-u)`` and ``1 - tanh(u)**2``
+    rewritten ``sech(u)**2`` (the same values): GELU's ``1/2 + erf(z/sqrt 2)/2`` cancels for very
+    negative ``z`` and tanh's derivative for large ``|z|``; a ball would lose as many bits as the
+    result is small, ``erfc`` and ``sech`` have no cancellation."""
+    terms = list(expr.args)
+    for t in list(terms):
+        coeff, rest = t.as_coeff_Mul()
+        if coeff == -1 and isinstance(rest, sp.Pow) and rest.exp == 2 and isinstance(rest.base, sp.tanh) and 1 in terms:
+            terms.remove(sp.Integer(1))
+            terms.remove(t)
+            terms.append(sp.Function("sech_")(rest.base.args[0]) ** 2)
+            break
+    for t in list(terms):
+        coeff, rest = t.as_coeff_Mul()
+        if isinstance(rest, sp.erf) and coeff in terms and coeff != 0:
+            terms.remove(coeff)
+            terms.remove(t)
+            terms.append(coeff * sp.Function("erfc_")(-rest.args[0]))
+            break
+    return terms
 
 
 def _compile_piecewise(expr: sp.Piecewise) -> Compiled:
@@ -435,7 +466,14 @@ def _walk(graph: Graph, inputs: Mapping[str, F64], fmt: FloatFormat, ar: Arith) 
             k = int(node.attrs["exponent"])
             v = np.vectorize(lambda e, k=k: e**k, otypes=[object])(a[0])
         elif op in ("fn", "fn_grad"):
-            f = _compiled(node.attrs["expr"])
+            if op == "fn_grad" and len(a) == 2:
+                # the derivative written in the forward value (tanh: 1 - out**2) equals SymPy's in z
+                # (checked in harness.models.symbolic); the truth evaluates the z form, which keeps
+                # a ball narrow where the out form cancels (1 - tanh(400)**2)
+                f = _compiled(element_function(str(node.attrs["fn"])).grad)
+                a = a[:1]
+            else:
+                f = _compiled(node.attrs["expr"])
             flat_z = a[0].ravel()
             flat_out = np.broadcast_to(a[1], a[0].shape).ravel() if len(a) == 2 else None
             res = np.empty(flat_z.size, dtype=object)
@@ -473,20 +511,126 @@ def _walk(graph: Graph, inputs: Mapping[str, F64], fmt: FloatFormat, ar: Arith) 
     return vals, kinks, unsure
 
 
-def _narrow_enough(vals: list[ObjArray], graph: Graph, fmt: FloatFormat) -> bool:
-    """Whether every graded ball is exact or narrower than :data:`RADIUS_ULPS` ULP of ``fmt``, and
-    decided unless exact-looking values sit on a boundary."""
-    for nid in graph.outputs.values():
-        for v in vals[nid].ravel():
-            if not v.is_finite():
-                continue  # undefined (NaN): more precision does not help
-            if v.is_exact():
+@dataclass
+class _Graded:
+    """One graded quantity's ball: float64 ``hi + lo`` of the midpoint, radius rounded up, the
+    exact parts ``(mid_p, mid_q, rad_p, rad_q)`` per element, and the undecided flags."""
+
+    hi: F64
+    lo: F64
+    radius: F64
+    parts: list[tuple[int, int, int, int]]
+    undecided: BoolArray
+
+
+def _graded(values: ObjArray, unsure: BoolArray, fmt: FloatFormat, ar: Arith) -> _Graded:
+    flat = values.ravel()
+    size = flat.size
+    hi, lo, rad = np.empty(size), np.empty(size), np.zeros(size)
+    und = unsure.ravel().copy()
+    parts: list[tuple[int, int, int, int]] = []
+    for i, v in enumerate(flat):
+        if isinstance(ar, _Exact):
+            p, q = int(v.p), int(v.q)
+            hi[i], lo[i] = hi_lo_of_ratio(p, q)
+            parts.append((p, q, 0, 1))
+            continue
+        if not v.is_finite():
+            hi[i], lo[i], rad[i], und[i] = math.nan, math.nan, math.inf, True
+            parts.append((0, 1, 0, 1))
+            continue
+        mp, mq, rp, rq = _ball_parts(v)
+        hi[i], lo[i] = hi_lo_of_ratio(mp, mq)
+        if rp:
+            r = rp / rq if rp.bit_length() - rq.bit_length() < 1020 else math.inf
+            # rp has at most 30 bits (Arb's radius type): rp / rq is exact unless it leaves
+            # float64's normal range; round up there
+            rad[i] = r if r >= 2.0**-1000 else math.nextafter(r, math.inf)
+        parts.append((mp, mq, rp, rq))
+    shape = values.shape
+    und |= _straddles(hi, lo, rad, parts, fmt)
+    return _Graded(hi.reshape(shape), lo.reshape(shape), rad.reshape(shape), parts, und.reshape(shape))
+
+
+def straddle_flags(parts: list[tuple[int, int, int, int]], fmt: FloatFormat) -> BoolArray:
+    """:func:`straddles_rounding_boundary` of many balls, each given exactly as
+    ``(mid_p, mid_q, rad_p, rad_q)`` (midpoint ``mid_p / mid_q``, radius ``rad_p / rad_q >= 0``),
+    with the float64 filter of the truth (cleared balls are decided, the rest exactly); a 1-D array."""
+    size = len(parts)
+    hi, lo, rad = np.empty(size), np.empty(size), np.empty(size)
+    for i, (mp, mq, rp, rq) in enumerate(parts):
+        hi[i], lo[i] = hi_lo_of_ratio(mp, mq)
+        r = rp / rq if rp.bit_length() - rq.bit_length() < 1020 else math.inf
+        rad[i] = r if r >= 2.0**-1000 or r == 0 else math.nextafter(r, math.inf)
+        rad[i] = math.nextafter(rad[i], math.inf) if Fraction(rad[i]) < Fraction(rp, rq) else rad[i]
+    return _straddles(hi, lo, rad, parts, fmt)
+
+
+def _straddles(hi: F64, lo: F64, rad: F64, parts: list[tuple[int, int, int, int]], fmt: FloatFormat) -> BoolArray:
+    """:func:`straddles_rounding_boundary` per element, with a float64 filter first.
+
+    Filter: ``r0`` the value of ``fmt`` nearest ``hi``; the rounding boundaries around it are
+    half a spacing away (the spacing toward zero is half as large at a power of two); the
+    midpoint's offset ``delta = (hi - r0) + lo``. The ball is inside one rounding interval when
+    ``±delta + radius`` stays below each half-spacing by a margin of ``2**-40`` spacing, far above
+    the float64 errors of these few operations and of the double-double (``2**-104 |hi|``, at most
+    ``2**-50`` spacing for a format of at most 53 bits). Elements the filter does not clear are
+    decided exactly (:func:`straddles_rounding_boundary`).
+    """
+    out = np.zeros(hi.shape, dtype=bool)
+    todo = rad > 0
+    if not todo.any():
+        return out
+    with np.errstate(all="ignore"):
+        r0 = round_to_format(np.where(np.isfinite(hi), hi, 0.0), fmt)
+        a = np.abs(r0)
+        e = np.frexp(a)[1] - 1
+        quantum = np.ldexp(1.0, np.maximum(e, fmt.emin) - fmt.precision + 1)
+        quantum = np.where(a == 0, fmt.min_subnormal, quantum)
+        power_of_two = (np.frexp(a)[0] == 0.5) & (a > fmt.min_normal)
+        gap_away = quantum
+        gap_toward = np.where(power_of_two, quantum / 2, quantum)
+        sign = np.where(r0 < 0, -1.0, 1.0)
+        delta = ((hi - r0) + lo) * sign
+        margin = 2.0**-40 * gap_toward
+        inside = (delta + rad + margin < gap_away / 2) & (-delta + rad + margin < gap_toward / 2)
+        inside &= np.isfinite(r0) & np.isfinite(hi) & np.isfinite(rad)  # beyond float64's range: decided exactly
+    for i in np.flatnonzero(todo & ~inside):
+        mp, mq, rp, rq = parts[i]
+        out[i] = straddles_rounding_boundary(Fraction(mp, mq), Fraction(rp, rq), fmt)
+    return out
+
+
+def _ulp_exact(mid: Fraction, fmt: FloatFormat) -> Fraction:
+    """The ULP of ``fmt`` at the exact ``mid`` (its subnormal spacing at and near 0)."""
+    a = abs(mid)
+    if a == 0:
+        return Fraction(2) ** (fmt.emin - fmt.precision + 1)
+    e = a.numerator.bit_length() - a.denominator.bit_length()
+    if Fraction(2) ** e > a:
+        e -= 1
+    return Fraction(2) ** (max(e, fmt.emin) - fmt.precision + 1)
+
+
+def _narrow_enough(graded: Mapping[str, _Graded], fmt: FloatFormat) -> bool:
+    """Whether every graded ball is exact, or narrower than :data:`RADIUS_ULPS` ULP of ``fmt`` and
+    inside one rounding interval (which also means no undecided kink branch): otherwise more
+    precision may help. Undefined (NaN) values do not ask for more. Radii near float64's
+    underflow threshold are compared exactly."""
+    for g in graded.values():
+        finite = np.isfinite(g.hi)
+        if (g.undecided & finite).any():
+            return False
+        for i, (h, r) in enumerate(zip(g.hi.ravel(), g.radius.ravel(), strict=True)):
+            if r == 0 or not math.isfinite(h):
                 continue
-            mp, mq, rp, rq = _ball_parts(v)
-            mid = hi_lo_of_ratio(mp, mq)[0]
-            if rp / rq > RADIUS_ULPS * ulp_of(mid, fmt):
-                return False
-            if straddles_rounding_boundary(Fraction(mp, mq), Fraction(rp, rq), fmt):
+            ulp = ulp_of(float(h), fmt)
+            if r >= 2.0**-1000 and ulp >= 2.0**-1000:
+                if r > RADIUS_ULPS * ulp:
+                    return False
+                continue
+            mp, mq, rp, rq = g.parts[i]
+            if Fraction(rp, rq) > Fraction(RADIUS_ULPS) * _ulp_exact(Fraction(mp, mq), fmt):
                 return False
     return True
 
@@ -505,8 +649,8 @@ def model_truth(graph: Graph, inputs: Mapping[str, F64], fmt: FloatFormat) -> Mo
         a :class:`ModelTruth` keyed by ``graph.outputs``.
 
     Raises:
-        ValueError: for a missing, non-finite or non-``fmt`` input, an exact division by zero, or a
-            held constant beyond ``fmt``'s range.
+        ValueError: for a non-finite or non-``fmt`` input, an exact division by zero, or a held
+            constant beyond ``fmt``'s range.
         KeyError: for a missing input name.
     """
     for node in graph.nodes:
@@ -515,48 +659,27 @@ def model_truth(graph: Graph, inputs: Mapping[str, F64], fmt: FloatFormat) -> Mo
     if is_rational(graph):
         ar: Arith = _Exact()
         vals, kinks, unsure = _walk(graph, inputs, fmt, ar)
-        return _truth(graph, vals, kinks, unsure, fmt, ar, EXACT_METHOD, 0)
+        graded = {q: _graded(vals[nid], unsure[nid], fmt, ar) for q, nid in graph.outputs.items()}
+        return _truth(graph, vals, kinks, graded, ar, EXACT_METHOD, 0)
     old = ctx.prec
     try:
         for prec in PRECISIONS:
             ctx.prec = prec
-            ball = _Ball()
-            vals, kinks, unsure = _walk(graph, inputs, fmt, ball)
-            if _narrow_enough(vals, graph, fmt):
+            ar = _Ball()
+            vals, kinks, unsure = _walk(graph, inputs, fmt, ar)
+            graded = {q: _graded(vals[nid], unsure[nid], fmt, ar) for q, nid in graph.outputs.items()}
+            if _narrow_enough(graded, fmt):
                 break
-        return _truth(graph, vals, kinks, unsure, fmt, ball, f"arb-ball-{prec}bit; round-to-nearest from the enclosure", prec)
+        return _truth(graph, vals, kinks, graded, ar, f"arb-ball-{prec}bit; round-to-nearest from the enclosure", prec)
     finally:
         ctx.prec = old
 
 
-def _truth(graph: Graph, vals: list[ObjArray], kinks: list[BoolArray], unsure: list[BoolArray], fmt: FloatFormat,
-           ar: Arith, method: str, prec: int) -> ModelTruth:
-    hi: dict[str, F64] = {}
-    lo: dict[str, F64] = {}
-    rad: dict[str, F64] = {}
-    und: dict[str, BoolArray] = {}
-    kink: dict[str, BoolArray] = {}
-    for q, nid in graph.outputs.items():
-        flat = vals[nid].ravel()
-        h = np.empty(flat.size)
-        lw = np.empty(flat.size)
-        r = np.zeros(flat.size)
-        u = unsure[nid].ravel().copy()
-        for i, v in enumerate(flat):
-            if isinstance(ar, _Exact):
-                h[i], lw[i] = hi_lo_of_ratio(int(v.p), int(v.q))
-                continue
-            if not v.is_finite():
-                h[i], lw[i], r[i], u[i] = math.nan, math.nan, math.inf, True
-                continue
-            mp, mq, rp, rq = _ball_parts(v)
-            h[i], lw[i] = hi_lo_of_ratio(mp, mq)
-            if rp:
-                r[i] = _round_up(rp, rq)
-                u[i] = u[i] or straddles_rounding_boundary(Fraction(mp, mq), Fraction(rp, rq), fmt)
-        shape = graph.nodes[nid].shape
-        hi[q], lo[q], rad[q] = h.reshape(shape), lw.reshape(shape), r.reshape(shape)
-        und[q] = u.reshape(shape)
-        kink[q] = kinks[nid].copy()
+def _truth(graph: Graph, vals: list[ObjArray], kinks: list[BoolArray], graded: Mapping[str, _Graded], ar: Arith,
+           method: str, prec: int) -> ModelTruth:
     node_values = [np.array([ar.to_float(v) for v in val.ravel()], dtype=np.float64).reshape(val.shape) for val in vals]
-    return ModelTruth(hi, lo, rad, und, kink, node_values, method, prec)
+    return ModelTruth(
+        hi={q: g.hi for q, g in graded.items()}, lo={q: g.lo for q, g in graded.items()},
+        radius={q: g.radius for q, g in graded.items()}, undecided={q: g.undecided for q, g in graded.items()},
+        kink={q: kinks[nid].copy() for q, nid in graph.outputs.items()}, node_values=node_values,
+        method=method, precision_bits=prec)
