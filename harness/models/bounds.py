@@ -68,6 +68,15 @@ intermediates (``|v| + E_v``; for a reduction ``(1 + u)^n`` times the sum of mag
 dtype's largest finite value; ``inf_allowed`` and ``nan_allowed`` are both True on every element
 that depends (through the graph's element-wise data dependencies) on such an intermediate. The
 rigorous bound is ``inf`` there.
+
+**What the bounds cover**: any order of each sum (matmul, ``sum``, and add/sub chains, which are
+flattened: the bias accumulated with the products, an expression's terms in the implementation's
+association), FMA, wider accumulators (a half-type matmul accumulated in float32 and rounded once),
+the half types' element-wise operations and functions computed in float32 and rounded once, the loss
+scale applied before or after its sum. Limits: a product chain re-associated by an implementation
+is covered in its relative error but not in its underflow count; TF32 is not modelled (CPU only);
+elementary functions are trusted to the accuracy of :data:`FUNCTION_ULPS` (measured and cited per
+entry; override it per call for another library).
 """
 
 from __future__ import annotations
