@@ -901,3 +901,28 @@ def test_numpy_activation_formulas_within_the_function_accuracy(act, fmt):
     ey, eg = np.abs(y.astype(np.float64) - exact_y), np.abs(g.astype(np.float64) - exact_g)
     assert np.all(ey <= by + slack), (act, fmt.name, z64[np.argmax(ey / by)], float(np.max(ey / by)))
     assert np.all(eg <= bg + slack), (act, fmt.name, z64[np.argmax(eg / bg)], float(np.max(eg / bg)))
+
+
+def test_flush_to_zero_bounds_cover_a_flushing_evaluation():
+    """float16 and bfloat16 allow flush-to-zero by default, float32 when declared: a torch float32 step
+    run with denormals flushed (torch.set_flush_denormal) on inputs whose products are subnormal stays
+    within the flush-to-zero bound, which is larger than the gradual-underflow one there."""
+    torch = pytest.importorskip("torch")
+    n, d, hidden, k = 4, 3, (5,), 2
+    inputs, names = draw_case(5, FLOAT32, n, d, hidden, k, 2.0**-64, "tiny")
+    graph, truth = plan_and_truth(n, d, hidden, k, "tanh", "sum", 0.1, inputs, FLOAT32)
+    gradual = model_bounds(graph, truth.node_values, FLOAT32)
+    ftz = model_bounds(graph, truth.node_values, FLOAT32, flush_to_zero=True)
+    assert not gradual.flush_to_zero and ftz.flush_to_zero
+    assert model_bounds(graph, truth.node_values, FLOAT16).flush_to_zero
+    assert np.all(ftz.rigorous["grad_W1"] >= gradual.rigorous["grad_W1"])
+    assert np.any(ftz.rigorous["grad_W1"] > 100 * gradual.rigorous["grad_W1"])
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        got = run_impl("torch", inputs, names, "tanh", "sum", 0.1, FLOAT32)
+    finally:
+        torch.set_flush_denormal(False)
+    for q in graph.outputs:
+        err = np.abs((np.asarray(got[q]).reshape(truth.hi[q].shape) - truth.hi[q]) - truth.lo[q])
+        assert np.all(err <= ftz.rigorous[q]), q
