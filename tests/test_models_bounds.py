@@ -273,7 +273,7 @@ def _sum0(a, order, dt):
     return acc
 
 
-def numpy_step(inputs, names, act, reduction, lr, fmt, order, *, wrong_tanh=False):
+def numpy_step(inputs, names, act, reduction, lr, fmt, order, *, wrong_tanh=False, relu_at_zero_one=False):
     dt = np.float32 if fmt.name == "float32" else np.float64
     one = dt(1)
     P = {p: np.asarray(inputs[p], dtype=dt) for p in names}
@@ -291,6 +291,8 @@ def numpy_step(inputs, names, act, reduction, lr, fmt, order, *, wrong_tanh=Fals
     def grad(z, h):
         if wrong_tanh:
             return one - z
+        if relu_at_zero_one:  # the mutant: ReLU'(0) = 1 while torch's convention (declared) is 0
+            return (z >= 0).astype(dt)
         return {
             "tanh": lambda: one - h * h, "sigmoid": lambda: h * (one - h),
             "softplus": lambda: one / (one + np.exp(-z)),
@@ -505,22 +507,29 @@ def test_wrong_tanh_derivative_exceeds_the_bound(fmt, impl):
 
 
 def test_matmul_sum_and_update_rules_by_hand():
-    """A 1-row linear step in float32 with exact products: the rules' constants by hand."""
+    """A 1-row product in float32: gamma_2 |A||B| and two products' underflow; the sum of one term adds
+    nothing; with integer data the same product is exact (bound 0)."""
     g = Graph()
     A = g.add("input", (), (1, 2), name="X")
     B = g.add("param", (), (2, 1), name="W")
     C = g.add("matmul", (A, B), (1, 1))
     S = g.add("sum", (C,), (1,), axis=0)
     g.outputs = {"C": C, "S": S}
-    vals = [np.array([[1.0, 2.0]]), np.array([[3.0], [4.0]]), np.array([[11.0]]), np.array([11.0])]
-    mb = model_bounds(g, vals, FLOAT32)
+    a = round_to_format(np.array([[0.1, 0.2]]), FLOAT32)
+    b = round_to_format(np.array([[0.3], [0.7]]), FLOAT32)
+    c = a @ b  # exact in float64: products of float32s and their sum of two
+    mb = model_bounds(g, [a, b, c, c[0]], FLOAT32)
     u = 2.0**-24
     g2 = 2 * u / (1 - 2 * u)
-    eta = 2.0**-150
-    # gamma_2 (|A||B| = 11) + (1 + gamma_2) 2 eta; the sum of one term adds nothing
-    assert mb.rigorous["C"][0, 0] == pytest.approx((g2 * 11 + (1 + g2) * 2 * eta), rel=1e-8)
+    mag = float((np.abs(a) @ np.abs(b))[0, 0])
+    assert mb.rigorous["C"][0, 0] == pytest.approx(g2 * mag + (1 + g2) * 2 * 2.0**-150, rel=1e-8)
     assert mb.rigorous["S"][0] == pytest.approx(mb.rigorous["C"][0, 0], rel=1e-8)
-    assert mb.rigorous["C"][0, 0] >= g2 * 11
+    exact = model_bounds(g, [np.array([[1.0, 2.0]]), np.array([[3.0], [4.0]]), np.array([[11.0]]), np.array([11.0])], FLOAT32)
+    assert exact.rigorous["C"][0, 0] == 0.0 and exact.rigorous["S"][0] == 0.0
+    # 2**20 + 2**-4 is not a float32 (21 + 4 bits > 24): no longer exact
+    big = model_bounds(g, [np.array([[2.0**20, 2.0**-4]]), np.array([[1.0], [1.0]]), np.array([[2.0**20 + 2.0**-4]]),
+                           np.array([2.0**20 + 2.0**-4])], FLOAT32)
+    assert big.rigorous["C"][0, 0] > 0.0
 
 
 def test_const_rounding_and_held_learning_rate():
@@ -699,13 +708,15 @@ def test_fused_reduction_rule_covers_any_order_of_x_w_plus_b_minus_y():
     f = g.add("add", (xw, b), (1, 1))
     r = g.add("sub", (f, y), (1, 1))
     g.outputs = {"R": r}
-    vals = [np.array([[1.5]]), np.array([[3.0]]), np.array([0.25]), np.array([[-1.0]]), np.array([[4.5]]),
-            np.array([[4.75]]), np.array([[5.75]])]
+    x0, w0 = float(np.float32(0.1)), float(np.float32(3.3))
+    xw = x0 * w0  # exact in float64
+    vals = [np.array([[x0]]), np.array([[w0]]), np.array([0.25]), np.array([[-1.0]]), np.array([[xw]]),
+            np.array([[xw + 0.25]]), np.array([[xw + 1.25]])]
     mb = model_bounds(g, vals, FLOAT32)
     g3, g2 = FLOAT32.gamma(3), FLOAT32.gamma(2)
-    assert mb.rigorous["R"][0, 0] == pytest.approx(g3 * 4.5 + g2 * (0.25 + 1.0) + (1 + g3) * 2.0**-150, rel=1e-8)
-    # the graph's own order alone would give less: u (4.75 + ...) + u (5.75 + ...) + gamma_1 4.5
-    assert mb.rigorous["R"][0, 0] > FLOAT32.unit_roundoff * (4.5 + 4.75 + 5.75) * 1.01
+    assert mb.rigorous["R"][0, 0] == pytest.approx(g3 * xw + g2 * (0.25 + 1.0) + (1 + g3) * 2.0**-150, rel=1e-8)
+    # the graph's own order alone would give less: gamma_1 |x w| + u (|x w + b| + ...) + u (|R| + ...)
+    assert mb.rigorous["R"][0, 0] > FLOAT32.unit_roundoff * (xw + (xw + 0.25) + (xw + 1.25)) * 1.01
 
 
 def test_linear_ratio_table_within_the_documented_factor():
@@ -926,3 +937,26 @@ def test_flush_to_zero_bounds_cover_a_flushing_evaluation():
     for q in graph.outputs:
         err = np.abs((np.asarray(got[q]).reshape(truth.hi[q].shape) - truth.hi[q]) - truth.lo[q])
         assert np.all(err <= ftz.rigorous[q]), q
+
+
+@pytest.mark.parametrize("fmt", [FLOAT64, FLOAT32], ids=lambda f: f.name)
+def test_relu_derivative_at_an_exact_kink_is_caught(fmt):
+    """Integer data: the pre-activations are computed exactly (E = 0, exact_sum), some are exactly 0,
+    and ReLU'(0) = 1 instead of the declared 0 leaves the bound of the first layer's gradients;
+    the correct convention stays within it."""
+    rng = np.random.default_rng(7)
+    n, d, hidden, k = 6, 3, (4,), 2
+    inputs = {"X": rng.integers(-2, 3, (n, d)).astype(float), "y": rng.integers(-2, 3, (n, k)).astype(float),
+              "W1": rng.integers(-2, 3, (d, 4)).astype(float), "b1": np.zeros(4),
+              "W2": rng.integers(-2, 3, (4, k)).astype(float), "b2": rng.integers(-2, 3, (k,)).astype(float)}
+    names = ["W1", "b1", "W2", "b2"]
+    z = inputs["X"] @ inputs["W1"]
+    assert np.any(z == 0)
+    graph, truth = plan_and_truth(n, d, hidden, k, "relu", "sum", 0.125, inputs, fmt)
+    z_node = [nd for nd in graph.nodes if nd.op == "fn"][0].args[0]
+    assert np.any(truth.node_values[z_node] == 0)  # the plan's pre-activation has exact zeros
+    ok = numpy_step(inputs, names, "relu", "sum", 0.125, fmt, "blas")
+    assert not errors_vs_truth(graph, truth, fmt, ok)[1]
+    bad = numpy_step(inputs, names, "relu", "sum", 0.125, fmt, "blas", relu_at_zero_one=True)
+    caught = {q for q, *_ in errors_vs_truth(graph, truth, fmt, bad)[1]}
+    assert caught & {"grad_W1", "grad_b1"}, caught

@@ -50,6 +50,12 @@ rigorous, not only first-order):
 ``transpose``   ``E_a^T``; ``concat``: the ``E``'s concatenated; ``column``: the column's ``E``
 ==============  ===================================================================================
 
+**Exact evaluations**: where every term of a product or sum is known exactly (``E = 0``), each
+product's significand fits the dtype and every partial sum in any order is a float (all terms are
+multiples of ``2**q`` and ``sum |t| <= (2**p - 1) 2**q``: integer or dyadic data, ReLU's kink
+regime), the result is exact and ``E = 0`` (:func:`exact_sum`, :func:`exact_products`): a derivative
+taken at an exact kink then gets no jump allowance, so a wrong convention there is caught.
+
 **Second-order safety**: where a nonlinear function propagates an error, the derivative is bounded
 over the whole interval ``[a - E_a, a + E_a]`` (not taken at ``a``): the extrema of ``|f'|`` and
 ``|f''|`` on an interval lie at its ends or at the critical points inside it, which are known in
@@ -543,6 +549,13 @@ class _Walk:
     #: error, products) of a sum whose terms an implementation may accumulate in any order (a matmul,
     #: and add/sub chains: the bias in addmm's accumulator, ``X W + b - y``, an expression's terms)
     frames: dict[int, tuple[int, F64, F64, F64, int]] = field(default_factory=dict)
+    #: node id -> (lowest bit exponent over the frame's terms, all terms exact) for the exactness test
+    exact_frames: dict[int, tuple[F64, Mask]] = field(default_factory=dict)
+
+    def exact_frame(self, nid: int) -> tuple[F64, Mask]:
+        if nid in self.exact_frames:
+            return self.exact_frames[nid]
+        return float_bits(self.vals[nid])[0], np.asarray(self.Es[nid] == 0)
 
     def frame(self, nid: int) -> tuple[int, F64, F64, F64, int]:
         """A node's frame: its own (matmul, add, sub) or that of one term (any other node)."""
@@ -553,6 +566,48 @@ class _Walk:
 
     def eta_ftz(self) -> float:
         return self.reg.eta if self.reg.ftz else 0.0
+
+
+def float_bits(x: F64) -> tuple[F64, F64]:
+    """``(lsb, msb)``: the exponents of the lowest and highest set bits of each float64 value
+    (``x = sum of bits 2**lsb .. 2**msb``); ``(+inf, -inf)`` for 0, ``(-inf, +inf)`` for inf/NaN."""
+    x = np.asarray(x, dtype=np.float64)
+    ax = np.abs(x)
+    fin = np.isfinite(ax) & (ax > 0)
+    m, e = np.frexp(np.where(fin, ax, 1.0))
+    M = np.ldexp(m, 53).astype(np.int64)  # the 53-bit significand, an integer
+    tz = np.log2((M & -M).astype(np.float64))
+    lsb = np.where(fin, e - 53 + tz, np.where(ax == 0, np.inf, -np.inf))
+    msb = np.where(fin, e - 1.0, np.where(ax == 0, -np.inf, np.inf))
+    return np.asarray(lsb), np.asarray(msb)
+
+
+def exact_sum(S: F64, q: F64, ok: Mask, w: _Walk) -> Mask:
+    """Where a sum of terms that are all exact (``ok``) and all multiples of ``2**q`` with
+    ``sum |t| = S`` is computed exactly in any order: every partial sum is a multiple of ``2**q``
+    of magnitude at most ``S``, a float of the dtype when ``S <= (2**p - 1) 2**q`` and ``2**q`` is
+    not below the subnormal spacing (the smallest normal number with flush-to-zero)."""
+    fmt = w.fmt
+    qlow = fmt.emin if w.reg.ftz else fmt.emin - fmt.precision + 1
+    with np.errstate(over="ignore", invalid="ignore"):
+        fits = S <= (2.0**fmt.precision - 1) * np.exp2(np.minimum(q, 2000.0))
+    return np.asarray(ok & fits & (q >= qlow) & (S <= fmt.max_finite))
+
+
+def exact_products(A: F64, EA: F64, B: F64, EB: F64, w: _Walk) -> tuple[Mask, F64]:
+    """Element-wise (broadcast): whether ``a^ b^`` is exactly ``a b`` (both known exactly and the
+    product's significand fits the dtype without underflow, or an exact zero factor) and the
+    product's lowest bit exponent."""
+    la, ma = float_bits(A)
+    lb, mb = float_bits(B)
+    fmt = w.fmt
+    qlow = fmt.emin if w.reg.ftz else fmt.emin - fmt.precision + 1
+    with np.errstate(invalid="ignore"):
+        width = (ma - la) + (mb - lb) + 2  # the product's significand has at most this many bits
+        lsb = la + lb
+        fits = (EA == 0) & (EB == 0) & (width <= fmt.precision) & (lsb >= qlow) & (np.abs(A) * np.abs(B) <= fmt.max_finite)
+        zero = ((A == 0) & (EA == 0)) | ((B == 0) & (EB == 0))
+    return np.asarray(fits | zero), np.asarray(np.where(zero, np.inf, lsb))
 
 
 def _rule_leaf(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
@@ -585,7 +640,12 @@ def _rule_matmul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     P = (A + EA) @ (B + EB)
     prop = EA @ B + A @ EB + EA @ EB
     w.frames[node.id] = (m, P, np.zeros_like(P), prop, m)
-    return np.asarray(g * P + prop + (1 + g) * n_eta * w.reg.eta)
+    E_mm = g * P + prop + (1 + g) * n_eta * w.reg.eta
+    # exact evaluation (integer or dyadic data): every product exact and every partial sum a float
+    ok, lsb = exact_products(a[0][:, :, None], EA[:, :, None], a[1][None, :, :], EB[None, :, :], w)
+    q, allok = np.min(lsb, axis=1), np.all(ok, axis=1)
+    w.exact_frames[node.id] = (np.asarray(q), np.asarray(allok))
+    return np.asarray(np.where(exact_sum(P, q, allok, w), 0.0, E_mm))
 
 
 def _rule_sum(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
@@ -597,7 +657,10 @@ def _rule_sum(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     if not math.isfinite(g):
         w.vacuous[node.id] = f"a sum of {n} terms: (n - 1) u = {(n - 1) * w.reg.u:.3g} >= 1"
     S = np.sum(A + E[0], axis=axis)
-    return np.asarray(g * S + np.sum(E[0], axis=axis) + (1 + g) * max(n - 1, 0) * w.eta_ftz())
+    E_s = g * S + np.sum(E[0], axis=axis) + (1 + g) * max(n - 1, 0) * w.eta_ftz()
+    q = np.min(float_bits(a[0])[0], axis=axis)
+    exact = exact_sum(np.asarray(S), np.asarray(q), np.asarray(np.all(E[0] == 0, axis=axis)), w)
+    return np.asarray(np.where(exact, 0.0, E_s))
 
 
 def _rule_addsub(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
@@ -615,13 +678,17 @@ def _rule_addsub(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     m = f0[0] + f1[0]
     Sp, Sl, P, prods = f0[1] + f1[1], f0[2] + f1[2], f0[3] + f1[3], f0[4] + f1[4]
     w.frames[node.id] = (m, Sp, Sl, P, prods)
+    (q0, ok0), (q1, ok1) = w.exact_frame(node.args[0]), w.exact_frame(node.args[1])
+    q, ok = np.minimum(q0, q1), ok0 & ok1
+    w.exact_frames[node.id] = (np.asarray(q), np.asarray(ok))
+    exact = exact_sum(Sp + Sl, q, ok, w)
     if m < 3 and prods == 0:  # a + b: one rounding in any order
-        return np.asarray(seq)
+        return np.asarray(np.where(exact, 0.0, seq))
     g, g1 = w.gam(m), w.gam(m - 1)
     if not math.isfinite(g):
         w.vacuous[node.id] = f"a sum of {m} terms (products and added arrays): m u = {m * w.reg.u:.3g} >= 1"
     fused = g * Sp + g1 * Sl + P + (1 + g) * (prods * w.reg.eta + (m - 1) * w.eta_ftz())
-    return np.asarray(np.maximum(seq, fused))
+    return np.asarray(np.where(exact, 0.0, np.maximum(seq, fused)))
 
 
 def _rule_mul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
@@ -639,13 +706,16 @@ def _rule_mul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
             src = w.graph.nodes[on.args[0]].shape
             n = math.prod(src) if on.attrs.get("axis") is None else src[int(on.attrs["axis"])]
             extra = max(extra, (1 + w.reg.gamma(n)) * n * w.reg.eta)
-    return np.asarray(w.reg.u * (A + E[0]) * (B + E[1]) + prop + w.reg.eta + extra)
+    E_m = w.reg.u * (A + E[0]) * (B + E[1]) + prop + w.reg.eta + extra
+    ok, _ = exact_products(a[0], E[0], a[1], E[1], w)
+    return np.asarray(np.where(ok, 0.0, E_m))
 
 
 def _rule_square(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     """``mul`` of ``a`` by itself: ``|a^^2 - a^2| = |a^ - a| |a^ + a| <= E (2|a| + E)``."""
     A = np.abs(a[0])
-    return np.asarray(w.reg.u * (A + E[0]) ** 2 + E[0] * (2 * A + E[0]) + w.reg.eta)
+    ok, _ = exact_products(a[0], E[0], a[0], E[0], w)
+    return np.asarray(np.where(ok, 0.0, w.reg.u * (A + E[0]) ** 2 + E[0] * (2 * A + E[0]) + w.reg.eta))
 
 
 def _rule_div(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
