@@ -1,11 +1,15 @@
 """The automatic error bounds of a model's step (harness.models.bounds).
 
 Property tests (Hypothesis, with ``target`` steering towards the largest error/bound ratio): correct
-evaluations of MLP steps -- PyTorch autograd on CPU (functional and ``nn.Linear``, every dtype) and
-NumPy by hand (float32/float64; BLAS, for-loop in forward and reverse order, pairwise sums) -- never
-exceed the rigorous bound against a reference (mpmath at 50 digits for float64; float64 for the
-other dtypes, with the float64 evaluation's own rigorous bound added); a wrong derivative
-(tanh' = 1 - z) exceeds it. Rule tests pin single-operation bounds derived by hand.
+evaluations of MLP steps -- PyTorch autograd on CPU (functional and ``nn.Linear``/activation modules,
+every dtype) and NumPy by hand (float32/float64; BLAS, for-loop in forward and reverse order, pairwise
+sums) -- never exceed the rigorous bound against the exact truth (the plan and model_truth), nor against
+an independent reference on a graph built here (mpmath at 50 digits for float64; float64 plus its own
+rigorous bound for the other dtypes); a wrong derivative (tanh' = 1 - z) and ReLU'(0) = 1 at exact kinks
+exceed it. The linear step: every summation order of tests/orders.py and torch within the automatic
+bound wherever within the hand-derived one, and the auto/hand ratio within the documented factor.
+Kernel tests: torch's activation and elementary-function kernels and NumPy's formulas on dense grids
+within the function-accuracy table. Rule tests pin single-operation bounds derived by hand.
 """
 
 from __future__ import annotations
