@@ -1,11 +1,15 @@
 """The automatic error bounds of a model's step (harness.models.bounds).
 
 Property tests (Hypothesis, with ``target`` steering towards the largest error/bound ratio): correct
-evaluations of MLP steps -- PyTorch autograd on CPU (functional and ``nn.Linear``, every dtype) and
-NumPy by hand (float32/float64; BLAS, for-loop in forward and reverse order, pairwise sums) -- never
-exceed the rigorous bound against a reference (mpmath at 50 digits for float64; float64 for the
-other dtypes, with the float64 evaluation's own rigorous bound added); a wrong derivative
-(tanh' = 1 - z) exceeds it. Rule tests pin single-operation bounds derived by hand.
+evaluations of MLP steps -- PyTorch autograd on CPU (functional and ``nn.Linear``/activation modules,
+every dtype) and NumPy by hand (float32/float64; BLAS, for-loop in forward and reverse order, pairwise
+sums) -- never exceed the rigorous bound against the exact truth (the plan and model_truth), nor against
+an independent reference on a graph built here (mpmath at 50 digits for float64; float64 plus its own
+rigorous bound for the other dtypes); a wrong derivative (tanh' = 1 - z) and ReLU'(0) = 1 at exact kinks
+exceed it. The linear step: every summation order of tests/orders.py and torch within the automatic
+bound wherever within the hand-derived one, and the auto/hand ratio within the documented factor.
+Kernel tests: torch's activation and elementary-function kernels and NumPy's formulas on dense grids
+within the function-accuracy table. Rule tests pin single-operation bounds derived by hand.
 """
 
 from __future__ import annotations
@@ -273,7 +277,7 @@ def _sum0(a, order, dt):
     return acc
 
 
-def numpy_step(inputs, names, act, reduction, lr, fmt, order, *, wrong_tanh=False):
+def numpy_step(inputs, names, act, reduction, lr, fmt, order, *, wrong_tanh=False, relu_at_zero_one=False):
     dt = np.float32 if fmt.name == "float32" else np.float64
     one = dt(1)
     P = {p: np.asarray(inputs[p], dtype=dt) for p in names}
@@ -282,7 +286,8 @@ def numpy_step(inputs, names, act, reduction, lr, fmt, order, *, wrong_tanh=Fals
     sl = dt(float(SLOPE))
     fwd = {
         "tanh": np.tanh, "sigmoid": lambda z: one / (one + np.exp(-z)),
-        "softplus": lambda z: np.log1p(np.exp(z)),
+        # torch's definition: z itself above 20 (log1p(exp(z)) alone overflows float32 beyond 88)
+        "softplus": lambda z: np.where(z > 20, z, np.log1p(np.exp(np.minimum(z, dt(20))))),
         "gelu": lambda z: (z * dt(0.5) * (one + _ERF(z.astype(np.float64) / math.sqrt(2)).astype(dt))).astype(dt),
         "relu": lambda z: np.maximum(z, dt(0)), "leaky_relu": lambda z: np.where(z > 0, z, sl * z),
     }[act]
@@ -290,6 +295,8 @@ def numpy_step(inputs, names, act, reduction, lr, fmt, order, *, wrong_tanh=Fals
     def grad(z, h):
         if wrong_tanh:
             return one - z
+        if relu_at_zero_one:  # the mutant: ReLU'(0) = 1 while torch's convention (declared) is 0
+            return (z >= 0).astype(dt)
         return {
             "tanh": lambda: one - h * h, "sigmoid": lambda: h * (one - h),
             "softplus": lambda: one / (one + np.exp(-z)),
@@ -504,22 +511,29 @@ def test_wrong_tanh_derivative_exceeds_the_bound(fmt, impl):
 
 
 def test_matmul_sum_and_update_rules_by_hand():
-    """A 1-row linear step in float32 with exact products: the rules' constants by hand."""
+    """A 1-row product in float32: gamma_2 |A||B| and two products' underflow; the sum of one term adds
+    nothing; with integer data the same product is exact (bound 0)."""
     g = Graph()
     A = g.add("input", (), (1, 2), name="X")
     B = g.add("param", (), (2, 1), name="W")
     C = g.add("matmul", (A, B), (1, 1))
     S = g.add("sum", (C,), (1,), axis=0)
     g.outputs = {"C": C, "S": S}
-    vals = [np.array([[1.0, 2.0]]), np.array([[3.0], [4.0]]), np.array([[11.0]]), np.array([11.0])]
-    mb = model_bounds(g, vals, FLOAT32)
+    a = round_to_format(np.array([[0.1, 0.2]]), FLOAT32)
+    b = round_to_format(np.array([[0.3], [0.7]]), FLOAT32)
+    c = a @ b  # exact in float64: products of float32s and their sum of two
+    mb = model_bounds(g, [a, b, c, c[0]], FLOAT32)
     u = 2.0**-24
     g2 = 2 * u / (1 - 2 * u)
-    eta = 2.0**-150
-    # gamma_2 (|A||B| = 11) + (1 + gamma_2) 2 eta; the sum of one term adds nothing
-    assert mb.rigorous["C"][0, 0] == pytest.approx((g2 * 11 + (1 + g2) * 2 * eta), rel=1e-8)
+    mag = float((np.abs(a) @ np.abs(b))[0, 0])
+    assert mb.rigorous["C"][0, 0] == pytest.approx(g2 * mag + (1 + g2) * 2 * 2.0**-150, rel=1e-8)
     assert mb.rigorous["S"][0] == pytest.approx(mb.rigorous["C"][0, 0], rel=1e-8)
-    assert mb.rigorous["C"][0, 0] >= g2 * 11
+    exact = model_bounds(g, [np.array([[1.0, 2.0]]), np.array([[3.0], [4.0]]), np.array([[11.0]]), np.array([11.0])], FLOAT32)
+    assert exact.rigorous["C"][0, 0] == 0.0 and exact.rigorous["S"][0] == 0.0
+    # 2**20 + 2**-4 is not a float32 (21 + 4 bits > 24): no longer exact
+    big = model_bounds(g, [np.array([[2.0**20, 2.0**-4]]), np.array([[1.0], [1.0]]), np.array([[2.0**20 + 2.0**-4]]),
+                           np.array([2.0**20 + 2.0**-4])], FLOAT32)
+    assert big.rigorous["C"][0, 0] > 0.0
 
 
 def test_const_rounding_and_held_learning_rate():
@@ -698,13 +712,15 @@ def test_fused_reduction_rule_covers_any_order_of_x_w_plus_b_minus_y():
     f = g.add("add", (xw, b), (1, 1))
     r = g.add("sub", (f, y), (1, 1))
     g.outputs = {"R": r}
-    vals = [np.array([[1.5]]), np.array([[3.0]]), np.array([0.25]), np.array([[-1.0]]), np.array([[4.5]]),
-            np.array([[4.75]]), np.array([[5.75]])]
+    x0, w0 = float(np.float32(0.1)), float(np.float32(3.3))
+    xw = x0 * w0  # exact in float64
+    vals = [np.array([[x0]]), np.array([[w0]]), np.array([0.25]), np.array([[-1.0]]), np.array([[xw]]),
+            np.array([[xw + 0.25]]), np.array([[xw + 1.25]])]
     mb = model_bounds(g, vals, FLOAT32)
     g3, g2 = FLOAT32.gamma(3), FLOAT32.gamma(2)
-    assert mb.rigorous["R"][0, 0] == pytest.approx(g3 * 4.5 + g2 * (0.25 + 1.0) + (1 + g3) * 2.0**-150, rel=1e-8)
-    # the graph's own order alone would give less: u (4.75 + ...) + u (5.75 + ...) + gamma_1 4.5
-    assert mb.rigorous["R"][0, 0] > FLOAT32.unit_roundoff * (4.5 + 4.75 + 5.75) * 1.01
+    assert mb.rigorous["R"][0, 0] == pytest.approx(g3 * xw + g2 * (0.25 + 1.0) + (1 + g3) * 2.0**-150, rel=1e-8)
+    # the graph's own order alone would give less: gamma_1 |x w| + u (|x w + b| + ...) + u (|R| + ...)
+    assert mb.rigorous["R"][0, 0] > FLOAT32.unit_roundoff * (xw + (xw + 0.25) + (xw + 1.25)) * 1.01
 
 
 def test_linear_ratio_table_within_the_documented_factor():
@@ -817,3 +833,134 @@ _ERFC = np.vectorize(math.erfc, otypes=[np.float64])
 def _sig_stable(z):
     e = np.exp(-np.abs(z))
     return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+@pytest.mark.parametrize("fmt", [FLOAT64, FLOAT32, FLOAT16, BFLOAT16], ids=lambda f: f.name)
+@pytest.mark.parametrize("name", ["exp", "log", "sqrt", "sin", "cos", "erf", "abs"])
+def test_torch_elementary_kernels_within_the_function_accuracy(name, fmt):
+    """The expression kind's functions: torch's value and autograd derivative on a dense grid within
+    elementary_value_bound / elementary_grad_bound of an exact argument (mpmath references)."""
+    torch = pytest.importorskip("torch")
+    from harness.bounds import Regime, flush_to_zero_default
+    from harness.models.bounds import FnContext, elementary_grad_bound, elementary_value_bound
+
+    dt = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[fmt.name]
+    lo, hi = {"exp": (-20, 11), "log": (1e-3, 1e4), "sqrt": (1e-3, 1e4)}.get(name, (-40, 40))
+    z = np.unique(round_to_format(np.linspace(lo, hi, 3001), fmt))
+    z = z[(z > 0) | (name not in ("log", "sqrt"))]
+    zt = torch.tensor(z, dtype=dt, requires_grad=True)
+    y = getattr(torch, name)(zt)
+    y.sum().backward()
+    got_y, got_g = y.detach().double().numpy(), zt.grad.double().numpy()
+    with mpmath.workdps(40):
+        f = {"exp": mpmath.exp, "log": mpmath.log, "sqrt": mpmath.sqrt, "sin": mpmath.sin, "cos": mpmath.cos,
+             "erf": mpmath.erf, "abs": abs}[name]
+        fp = {"exp": mpmath.exp, "log": lambda v: 1 / v, "sqrt": lambda v: 1 / (2 * mpmath.sqrt(v)), "sin": mpmath.cos,
+              "cos": lambda v: -mpmath.sin(v), "erf": lambda v: 2 / mpmath.sqrt(mpmath.pi) * mpmath.exp(-v * v),
+              "abs": lambda v: mpmath.sign(v)}[name]
+        ey = np.array([float(abs(mpmath.mpf(g) - f(mpmath.mpf(v)))) for g, v in zip(got_y, z, strict=True)])
+        eg = np.array([float(abs(mpmath.mpf(g) - fp(mpmath.mpf(v)))) for g, v in zip(got_g, z, strict=True)])
+        exact_y = np.array([float(f(mpmath.mpf(v))) for v in z])
+    ctx = FnContext(fmt, Regime(fmt, flush_to_zero_default(fmt)), FUNCTION_ULPS)
+    zero = np.zeros_like(z)
+    by = elementary_value_bound(name, z, zero, ctx)
+    bg = elementary_grad_bound(name, z, zero, exact_y, by, ctx)
+    assert np.all(ey <= by), (name, fmt.name, z[np.argmax(ey - by)], float(np.max(ey / by)))
+    assert np.all(eg <= bg), (name, fmt.name, z[np.argmax(eg - bg)], float(np.max(eg / bg)))
+
+
+def test_to_step_bounds_keeps_the_bounds_and_names_overrides():
+    graph = mlp_graph(2, 2, (3,), 1, "tanh", "sum", 0.1)
+    inputs, _ = draw_case(0, FLOAT32, 2, 2, (3,), 1, 1.0, "plain")
+    vals = evaluate_float64(graph, inputs, fn_float64=FNS64)
+    mb = model_bounds(graph, vals, FLOAT32, function_ulps={"tanh": 4.0})
+    sb = mb.to_step_bounds()
+    assert set(sb.rigorous) == set(graph.outputs)
+    assert all(np.array_equal(sb.rigorous[q], mb.rigorous[q]) for q in graph.outputs)
+    assert "tanh 4" in sb.note and sb.vacuous == {}
+    pos, neg = mb.signed_inf_allowed("loss")
+    assert not bool(pos) and not bool(neg)
+
+
+@pytest.mark.parametrize("fmt", [FLOAT64, FLOAT32], ids=lambda f: f.name)
+@pytest.mark.parametrize("act", ["tanh", "sigmoid", "softplus"])
+def test_numpy_activation_formulas_within_the_function_accuracy(act, fmt):
+    """NumPy's ufuncs (SIMD kernels in float32) in the formulas a NumPy step uses -- tanh and 1 - y^2,
+    1/(1 + exp(-z)) and y (1 - y), softplus with torch's threshold and 1/(1 + exp(-z)) -- on a dense
+    grid, within the bounds of an exact argument."""
+    from harness.bounds import Regime
+    from harness.models.bounds import FnContext
+
+    dt = np.float32 if fmt.name == "float32" else np.float64
+    z = np.unique(round_to_format(np.concatenate([np.linspace(-30, 30, 200001), np.linspace(-1e-3, 1e-3, 2001)]), fmt)).astype(dt)
+    one = dt(1)
+    with np.errstate(over="ignore"):
+        if act == "tanh":
+            y = np.tanh(z)
+            g = one - y * y
+        elif act == "sigmoid":
+            y = one / (one + np.exp(-z))
+            g = y * (one - y)
+        else:
+            y = np.where(z > 20, z, np.log1p(np.exp(np.minimum(z, dt(20)))))
+            g = one / (one + np.exp(-z))
+    z64 = z.astype(np.float64)
+    exact_y = {"tanh": np.tanh, "sigmoid": _sig_stable, "softplus": lambda t: np.logaddexp(0, t)}[act](z64)
+    exact_g = {"tanh": lambda t: 1 / np.cosh(t) ** 2, "sigmoid": lambda t: _sig_stable(t) * _sig_stable(-t),
+               "softplus": _sig_stable}[act](z64)
+    ctx = FnContext(fmt, Regime(fmt, False), FUNCTION_ULPS)
+    zero = np.zeros_like(z64)
+    by = activation_value_bound(act, z64, zero, ctx)
+    bg = activation_grad_bound(act, z64, zero, exact_y, by, ctx)
+    slack = 4e-16 * (np.abs(exact_y) + np.abs(exact_g)) if fmt.name == "float64" else 0.0  # float64 references
+    ey, eg = np.abs(y.astype(np.float64) - exact_y), np.abs(g.astype(np.float64) - exact_g)
+    assert np.all(ey <= by + slack), (act, fmt.name, z64[np.argmax(ey / by)], float(np.max(ey / by)))
+    assert np.all(eg <= bg + slack), (act, fmt.name, z64[np.argmax(eg / bg)], float(np.max(eg / bg)))
+
+
+def test_flush_to_zero_bounds_cover_a_flushing_evaluation():
+    """float16 and bfloat16 allow flush-to-zero by default, float32 when declared: a torch float32 step
+    run with denormals flushed (torch.set_flush_denormal) on inputs whose products are subnormal stays
+    within the flush-to-zero bound, which is larger than the gradual-underflow one there."""
+    torch = pytest.importorskip("torch")
+    n, d, hidden, k = 4, 3, (5,), 2
+    inputs, names = draw_case(5, FLOAT32, n, d, hidden, k, 2.0**-64, "tiny")
+    graph, truth = plan_and_truth(n, d, hidden, k, "tanh", "sum", 0.1, inputs, FLOAT32)
+    gradual = model_bounds(graph, truth.node_values, FLOAT32)
+    ftz = model_bounds(graph, truth.node_values, FLOAT32, flush_to_zero=True)
+    assert not gradual.flush_to_zero and ftz.flush_to_zero
+    assert model_bounds(graph, truth.node_values, FLOAT16).flush_to_zero
+    assert np.all(ftz.rigorous["grad_W1"] >= gradual.rigorous["grad_W1"])
+    assert np.any(ftz.rigorous["grad_W1"] > 100 * gradual.rigorous["grad_W1"])
+    if not torch.set_flush_denormal(True):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        got = run_impl("torch", inputs, names, "tanh", "sum", 0.1, FLOAT32)
+    finally:
+        torch.set_flush_denormal(False)
+    for q in graph.outputs:
+        err = np.abs((np.asarray(got[q]).reshape(truth.hi[q].shape) - truth.hi[q]) - truth.lo[q])
+        assert np.all(err <= ftz.rigorous[q]), q
+
+
+@pytest.mark.parametrize("fmt", [FLOAT64, FLOAT32], ids=lambda f: f.name)
+def test_relu_derivative_at_an_exact_kink_is_caught(fmt):
+    """Integer data: the pre-activations are computed exactly (E = 0, exact_sum), some are exactly 0,
+    and ReLU'(0) = 1 instead of the declared 0 leaves the bound of the first layer's gradients;
+    the correct convention stays within it."""
+    rng = np.random.default_rng(7)
+    n, d, hidden, k = 6, 3, (4,), 2
+    inputs = {"X": rng.integers(-2, 3, (n, d)).astype(float), "y": rng.integers(-2, 3, (n, k)).astype(float),
+              "W1": rng.integers(-2, 3, (d, 4)).astype(float), "b1": np.zeros(4),
+              "W2": rng.integers(-2, 3, (4, k)).astype(float), "b2": rng.integers(-2, 3, (k,)).astype(float)}
+    names = ["W1", "b1", "W2", "b2"]
+    z = inputs["X"] @ inputs["W1"]
+    assert np.any(z == 0)
+    graph, truth = plan_and_truth(n, d, hidden, k, "relu", "sum", 0.125, inputs, fmt)
+    z_node = [nd for nd in graph.nodes if nd.op == "fn"][0].args[0]
+    assert np.any(truth.node_values[z_node] == 0)  # the plan's pre-activation has exact zeros
+    ok = numpy_step(inputs, names, "relu", "sum", 0.125, fmt, "blas")
+    assert not errors_vs_truth(graph, truth, fmt, ok)[1]
+    bad = numpy_step(inputs, names, "relu", "sum", 0.125, fmt, "blas", relu_at_zero_one=True)
+    caught = {q for q, *_ in errors_vs_truth(graph, truth, fmt, bad)[1]}
+    assert caught & {"grad_W1", "grad_b1"}, caught

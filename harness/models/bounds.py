@@ -50,6 +50,12 @@ rigorous, not only first-order):
 ``transpose``   ``E_a^T``; ``concat``: the ``E``'s concatenated; ``column``: the column's ``E``
 ==============  ===================================================================================
 
+**Exact evaluations**: where every term of a product or sum is known exactly (``E = 0``), each
+product's significand fits the dtype and every partial sum in any order is a float (all terms are
+multiples of ``2**q`` and ``sum |t| <= (2**p - 1) 2**q``: integer or dyadic data, ReLU's kink
+regime), the result is exact and ``E = 0`` (:func:`exact_sum`, :func:`exact_products`): a derivative
+taken at an exact kink then gets no jump allowance, so a wrong convention there is caught.
+
 **Second-order safety**: where a nonlinear function propagates an error, the derivative is bounded
 over the whole interval ``[a - E_a, a + E_a]`` (not taken at ``a``): the extrema of ``|f'|`` and
 ``|f''|`` on an interval lie at its ends or at the critical points inside it, which are known in
@@ -68,6 +74,15 @@ intermediates (``|v| + E_v``; for a reduction ``(1 + u)^n`` times the sum of mag
 dtype's largest finite value; ``inf_allowed`` and ``nan_allowed`` are both True on every element
 that depends (through the graph's element-wise data dependencies) on such an intermediate. The
 rigorous bound is ``inf`` there.
+
+**What the bounds cover**: any order of each sum (matmul, ``sum``, and add/sub chains, which are
+flattened: the bias accumulated with the products, an expression's terms in the implementation's
+association), FMA, wider accumulators (a half-type matmul accumulated in float32 and rounded once),
+the half types' element-wise operations and functions computed in float32 and rounded once, the loss
+scale applied before or after its sum. Limits: a product chain re-associated by an implementation
+is covered in its relative error but not in its underflow count; TF32 is not modelled (CPU only);
+elementary functions are trusted to the accuracy of :data:`FUNCTION_ULPS` (measured and cited per
+entry; override it per call for another library).
 """
 
 from __future__ import annotations
@@ -80,7 +95,7 @@ from fractions import Fraction
 import numpy as np
 import numpy.typing as npt
 
-from ..bounds import LAMBDA, Regime, flush_to_zero_default, learning_rate_spread
+from ..bounds import LAMBDA, Regime, StepBounds, flush_to_zero_default, learning_rate_spread
 from ..floats import FLOAT32, FLOAT64, FloatFormat, round_to_format
 from .graph import Graph, Node
 
@@ -100,7 +115,9 @@ SAFETY = 1.0 + 2.0**-30
 #: We take the largest of these per function. float16 and bfloat16 are computed in float32 and
 #: rounded (torch's opmath, NumPy's half loops, ml_dtypes): the entry applies to the float32
 #: evaluation and one more rounding in the half type is counted.
-#: erf: 3 (torch's float64 erf measured at 3 ULPs against SciPy, whose own error is ~1).
+#: erf: 3 (torch's float64 erf measured at 3 ULPs against SciPy, whose own error is ~1). sqrt: 1, not
+#: IEEE's 0.5: torch's float32 CPU sqrt measured at 0.75 ULP (4e5 random points; exp 0.56, log 0.86,
+#: sin/cos 0.60, tanh 0.51 in float32; all <= 0.52 in float64 against mpmath).
 #: ``gelu_erf``: the erf inside PyTorch's CPU GELU kernel is its own vectorized approximation, not
 #: ``torch.erf``: measured on torch 2.13 (4e6 points in [-8, 8]) as an absolute error up to 11.3 u in
 #: float32 (5.7 ULPs of 1) and 3.5 u in float64; 8 ULPs (16 u) is taken, as an absolute error (ULPs of 1).
@@ -117,7 +134,7 @@ FUNCTION_ULPS: dict[str, float] = {
     "gelu_erf": 8.0,
     "sin": 1.0,
     "cos": 1.0,
-    "sqrt": 0.5,
+    "sqrt": 1.0,
     "pow": 1.0,
 }
 
@@ -168,6 +185,30 @@ class ModelBounds:
     function_ulps: dict[str, float] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     flush_to_zero: bool = False
+
+    @property
+    def vacuous(self) -> dict[str, str]:
+        """quantity -> why its rigorous bound is infinite (the notes that name a graded quantity)."""
+        return {q: why for q, why in self.notes.items() if q in self.rigorous}
+
+    def signed_inf_allowed(self, q: str) -> tuple[Mask, Mask]:
+        """(``+inf`` allowed, ``-inf`` allowed): both wherever ``inf_allowed`` (no sign tracking)."""
+        return self.inf_allowed[q], self.inf_allowed[q]
+
+    @property
+    def may_overflow(self) -> dict[str, Mask]:
+        """``inf_allowed | nan_allowed`` per quantity."""
+        return {q: self.inf_allowed[q] | self.nan_allowed[q] for q in self.inf_allowed}
+
+    def to_step_bounds(self) -> StepBounds:
+        """The same bounds as a :class:`harness.bounds.StepBounds` (the linear path's container, for
+        code that grades with it): the function accuracy used is named in its ``note``."""
+        used = ", ".join(f"{k} {v:g}" for k, v in self.function_ulps.items() if k not in FUNCTION_ULPS or v != FUNCTION_ULPS[k])
+        note = ("automatic bounds (harness.models.bounds)"
+                + (f"; function accuracy overridden or added: {used}" if used else ""))
+        return StepBounds(rigorous=dict(self.rigorous), expected=dict(self.expected), inf_allowed=dict(self.inf_allowed),
+                          nan_allowed=dict(self.nan_allowed), note=note, vacuous=self.vacuous,
+                          flush_to_zero=self.flush_to_zero)
 
 
 def compute_format(fmt: FloatFormat) -> FloatFormat:
@@ -269,7 +310,8 @@ def elementary_grad_bound(name: str, a: F64, E: F64, y: F64, Ey: F64, ctx: FnCon
     over the interval, or from the forward value where autograd uses it (exp: ``y``, error ``Ey``;
     sqrt: ``1/(2y)``, ``Ey / (2|y|(|y| - Ey))``), the larger; plus the formula's evaluation: exp's
     or cos/sin's ULPs, erf' ``2/sqrt(pi) exp(-z^2)`` (the rounding of ``z^2`` through exp,
-    exp's ULPs, two products), one division for log and sqrt (the doubling is exact); abs: the
+    exp's ULPs, two products; autograd runs it as separate operations, each rounded to the dtype
+    even for the half types), one division for log and sqrt (the doubling is exact); abs: the
     jump 2 where the interval contains 0 (``E > 0``)."""
     lo, hi = a - E, a + E
     uc = ctx.uc
@@ -291,9 +333,11 @@ def elementary_grad_bound(name: str, a: F64, E: F64, y: F64, Ey: F64, ctx: FnCon
         ev = 2 * uc * (gmax + route)
     elif name in ("sin", "cos"):
         ev = ctx.lib("cos" if name == "sin" else "sin", np.ones_like(a))
-    else:  # erf
+    else:  # erf: autograd's ``2/sqrt(pi) * exp(-(z.pow(2))) * grad``, separate ops, each rounded to the dtype
         M = np.maximum(np.abs(lo), np.abs(hi))
-        ev = (uc * M * M * (1 + 4 * uc) + 2 * float(ctx.ulps["exp"]) * uc + 3 * uc) * (gmax + route) * (1 + 4 * uc)
+        ud = ctx.fmt.unit_roundoff
+        ev = ((ud * M * M * (1 + 4 * ud) + 2 * float(ctx.ulps["exp"]) * uc + 3 * ud + 2.0**-24)
+              * (gmax + route) * (1 + 4 * ud))
         ev = ev + 2 * float(ctx.ulps["exp"]) * ctx.cfmt.underflow_quantum
     return np.asarray(route + ctx.finish(ev, gmax + route))
 
@@ -505,6 +549,13 @@ class _Walk:
     #: error, products) of a sum whose terms an implementation may accumulate in any order (a matmul,
     #: and add/sub chains: the bias in addmm's accumulator, ``X W + b - y``, an expression's terms)
     frames: dict[int, tuple[int, F64, F64, F64, int]] = field(default_factory=dict)
+    #: node id -> (lowest bit exponent over the frame's terms, all terms exact) for the exactness test
+    exact_frames: dict[int, tuple[F64, Mask]] = field(default_factory=dict)
+
+    def exact_frame(self, nid: int) -> tuple[F64, Mask]:
+        if nid in self.exact_frames:
+            return self.exact_frames[nid]
+        return float_bits(self.vals[nid])[0], np.asarray(self.Es[nid] == 0)
 
     def frame(self, nid: int) -> tuple[int, F64, F64, F64, int]:
         """A node's frame: its own (matmul, add, sub) or that of one term (any other node)."""
@@ -515,6 +566,48 @@ class _Walk:
 
     def eta_ftz(self) -> float:
         return self.reg.eta if self.reg.ftz else 0.0
+
+
+def float_bits(x: F64) -> tuple[F64, F64]:
+    """``(lsb, msb)``: the exponents of the lowest and highest set bits of each float64 value
+    (``x = sum of bits 2**lsb .. 2**msb``); ``(+inf, -inf)`` for 0, ``(-inf, +inf)`` for inf/NaN."""
+    x = np.asarray(x, dtype=np.float64)
+    ax = np.abs(x)
+    fin = np.isfinite(ax) & (ax > 0)
+    m, e = np.frexp(np.where(fin, ax, 1.0))
+    M = np.ldexp(m, 53).astype(np.int64)  # the 53-bit significand, an integer
+    tz = np.log2((M & -M).astype(np.float64))
+    lsb = np.where(fin, e - 53 + tz, np.where(ax == 0, np.inf, -np.inf))
+    msb = np.where(fin, e - 1.0, np.where(ax == 0, -np.inf, np.inf))
+    return np.asarray(lsb), np.asarray(msb)
+
+
+def exact_sum(S: F64, q: F64, ok: Mask, w: _Walk) -> Mask:
+    """Where a sum of terms that are all exact (``ok``) and all multiples of ``2**q`` with
+    ``sum |t| = S`` is computed exactly in any order: every partial sum is a multiple of ``2**q``
+    of magnitude at most ``S``, a float of the dtype when ``S <= (2**p - 1) 2**q`` and ``2**q`` is
+    not below the subnormal spacing (the smallest normal number with flush-to-zero)."""
+    fmt = w.fmt
+    qlow = fmt.emin if w.reg.ftz else fmt.emin - fmt.precision + 1
+    with np.errstate(over="ignore", invalid="ignore"):
+        fits = S <= (2.0**fmt.precision - 1) * np.exp2(np.minimum(q, 2000.0))
+    return np.asarray(ok & fits & (q >= qlow) & (S <= fmt.max_finite))
+
+
+def exact_products(A: F64, EA: F64, B: F64, EB: F64, w: _Walk) -> tuple[Mask, F64]:
+    """Element-wise (broadcast): whether ``a^ b^`` is exactly ``a b`` (both known exactly and the
+    product's significand fits the dtype without underflow, or an exact zero factor) and the
+    product's lowest bit exponent."""
+    la, ma = float_bits(A)
+    lb, mb = float_bits(B)
+    fmt = w.fmt
+    qlow = fmt.emin if w.reg.ftz else fmt.emin - fmt.precision + 1
+    with np.errstate(invalid="ignore"):
+        width = (ma - la) + (mb - lb) + 2  # the product's significand has at most this many bits
+        lsb = la + lb
+        fits = (EA == 0) & (EB == 0) & (width <= fmt.precision) & (lsb >= qlow) & (np.abs(A) * np.abs(B) <= fmt.max_finite)
+        zero = ((A == 0) & (EA == 0)) | ((B == 0) & (EB == 0))
+    return np.asarray(fits | zero), np.asarray(np.where(zero, np.inf, lsb))
 
 
 def _rule_leaf(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
@@ -547,7 +640,12 @@ def _rule_matmul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     P = (A + EA) @ (B + EB)
     prop = EA @ B + A @ EB + EA @ EB
     w.frames[node.id] = (m, P, np.zeros_like(P), prop, m)
-    return np.asarray(g * P + prop + (1 + g) * n_eta * w.reg.eta)
+    E_mm = g * P + prop + (1 + g) * n_eta * w.reg.eta
+    # exact evaluation (integer or dyadic data): every product exact and every partial sum a float
+    ok, lsb = exact_products(a[0][:, :, None], EA[:, :, None], a[1][None, :, :], EB[None, :, :], w)
+    q, allok = np.min(lsb, axis=1), np.all(ok, axis=1)
+    w.exact_frames[node.id] = (np.asarray(q), np.asarray(allok))
+    return np.asarray(np.where(exact_sum(P, q, allok, w), 0.0, E_mm))
 
 
 def _rule_sum(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
@@ -559,7 +657,10 @@ def _rule_sum(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     if not math.isfinite(g):
         w.vacuous[node.id] = f"a sum of {n} terms: (n - 1) u = {(n - 1) * w.reg.u:.3g} >= 1"
     S = np.sum(A + E[0], axis=axis)
-    return np.asarray(g * S + np.sum(E[0], axis=axis) + (1 + g) * max(n - 1, 0) * w.eta_ftz())
+    E_s = g * S + np.sum(E[0], axis=axis) + (1 + g) * max(n - 1, 0) * w.eta_ftz()
+    q = np.min(float_bits(a[0])[0], axis=axis)
+    exact = exact_sum(np.asarray(S), np.asarray(q), np.asarray(np.all(E[0] == 0, axis=axis)), w)
+    return np.asarray(np.where(exact, 0.0, E_s))
 
 
 def _rule_addsub(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
@@ -577,13 +678,17 @@ def _rule_addsub(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     m = f0[0] + f1[0]
     Sp, Sl, P, prods = f0[1] + f1[1], f0[2] + f1[2], f0[3] + f1[3], f0[4] + f1[4]
     w.frames[node.id] = (m, Sp, Sl, P, prods)
+    (q0, ok0), (q1, ok1) = w.exact_frame(node.args[0]), w.exact_frame(node.args[1])
+    q, ok = np.minimum(q0, q1), ok0 & ok1
+    w.exact_frames[node.id] = (np.asarray(q), np.asarray(ok))
+    exact = exact_sum(Sp + Sl, q, ok, w)
     if m < 3 and prods == 0:  # a + b: one rounding in any order
-        return np.asarray(seq)
+        return np.asarray(np.where(exact, 0.0, seq))
     g, g1 = w.gam(m), w.gam(m - 1)
     if not math.isfinite(g):
         w.vacuous[node.id] = f"a sum of {m} terms (products and added arrays): m u = {m * w.reg.u:.3g} >= 1"
     fused = g * Sp + g1 * Sl + P + (1 + g) * (prods * w.reg.eta + (m - 1) * w.eta_ftz())
-    return np.asarray(np.maximum(seq, fused))
+    return np.asarray(np.where(exact, 0.0, np.maximum(seq, fused)))
 
 
 def _rule_mul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
@@ -601,13 +706,16 @@ def _rule_mul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
             src = w.graph.nodes[on.args[0]].shape
             n = math.prod(src) if on.attrs.get("axis") is None else src[int(on.attrs["axis"])]
             extra = max(extra, (1 + w.reg.gamma(n)) * n * w.reg.eta)
-    return np.asarray(w.reg.u * (A + E[0]) * (B + E[1]) + prop + w.reg.eta + extra)
+    E_m = w.reg.u * (A + E[0]) * (B + E[1]) + prop + w.reg.eta + extra
+    ok, _ = exact_products(a[0], E[0], a[1], E[1], w)
+    return np.asarray(np.where(ok, 0.0, E_m))
 
 
 def _rule_square(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     """``mul`` of ``a`` by itself: ``|a^^2 - a^2| = |a^ - a| |a^ + a| <= E (2|a| + E)``."""
     A = np.abs(a[0])
-    return np.asarray(w.reg.u * (A + E[0]) ** 2 + E[0] * (2 * A + E[0]) + w.reg.eta)
+    ok, _ = exact_products(a[0], E[0], a[0], E[0], w)
+    return np.asarray(np.where(ok, 0.0, w.reg.u * (A + E[0]) ** 2 + E[0] * (2 * A + E[0]) + w.reg.eta))
 
 
 def _rule_div(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
