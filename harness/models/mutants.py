@@ -34,7 +34,7 @@ from .step import ModelStepResult
 
 CAUGHT_BY_BOUND = ("disagree",)
 PRECISION = ("disagree", "suspect")
-_DTYPES = ("float64", "float32", "float16")
+_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
 
 def tanh_grad_one_minus_z(name: str, z: Arr, h: Arr, spec: ModelSpec) -> Arr:
