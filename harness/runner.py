@@ -240,7 +240,8 @@ def check_case(
     if case.model is not None:  # a model's step: graded by harness.models on the plan of its model
         graded: dict[int, Any] = {}
         model_records = grade_model_steps(case.model, base, results, seen, case.lr, case.reduction, fmt,
-                                          flush_to_zero=opts.flush_to_zero or impl.flush_to_zero, graded=graded)
+                                          flush_to_zero=opts.flush_to_zero or impl.flush_to_zero,
+                                          function_ulps=impl.function_ulps, graded=graded)
         if runs > 1:
             from .repeat import apply_repeat
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, NamedTuple
@@ -91,6 +91,9 @@ class Implementation:
             ``model``); otherwise it takes the model contract of :mod:`harness.models.step`
             (``fn(X, y, params, *, model, lr, reduction, steps)``). Which cases it runs is decided by
             one rule, :func:`harness.models.spec.model_rule_mismatch`.
+        function_ulps: for a model implementation, the accuracy of its elementary functions in ULPs
+            (``{"tanh": 4}``), overriding :data:`harness.models.bounds.FUNCTION_ULPS` for its bounds;
+            the values used are named in every record's ``oracle_method``.
     """
 
     name: str
@@ -108,6 +111,7 @@ class Implementation:
     flush_to_zero: bool = False
     optimizers: tuple[str, ...] = ("plain",)
     models: tuple[object, ...] = ()
+    function_ulps: Mapping[str, float] | None = None
 
 
 REGISTRY: dict[str, Implementation] = {}
@@ -129,6 +133,7 @@ def implementation(
     flush_to_zero: bool = False,
     optimizers: Iterable[str] = ("plain",),
     models: Iterable[object] = (),
+    function_ulps: Mapping[str, float] | None = None,
 ) -> Callable[[StepFn], StepFn]:
     """Register a step function under ``name``.
 
@@ -152,6 +157,9 @@ def implementation(
             ...
             return [harness.models.ModelStepResult(loss, grads, params), ...]
 
+    ``function_ulps={"tanh": 4}`` states the accuracy of the step's elementary functions where it is
+    not the documented one of :data:`harness.models.bounds.FUNCTION_ULPS` (a fast approximation).
+
     A PyTorch forward ``forward(X, params) -> prediction`` (a ``torch.autograd.Function`` called
     in it, say) becomes such a step with :func:`harness.models.torch_forward_step`.
 
@@ -172,6 +180,10 @@ def implementation(
     bad = model_pattern_problem(patterns)
     if bad:
         raise PluginError(f"implementation {name!r}: models: {bad}")
+    ulps = dict(function_ulps) if function_ulps is not None else None
+    if ulps is not None and not all(isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+                                    and 0 <= v < float("inf") for k, v in ulps.items()):
+        raise PluginError(f"implementation {name!r}: function_ulps must map function names to finite ULP counts >= 0, got {ulps!r}")
 
     def deco(fn: StepFn) -> StepFn:
         old = REGISTRY.get(name)
@@ -183,7 +195,7 @@ def implementation(
             correct=correct, expected=tuple(expected), dtypes=tuple(dtypes) if dtypes is not None else None,
             devices=tuple(devices) if devices is not None else None, kind=kind,
             default=default, error_model=error_model, known_bug=known_bug, flush_to_zero=flush_to_zero,
-            optimizers=rules, models=patterns,
+            optimizers=rules, models=patterns, function_ulps=ulps,
         )
         return fn
 

@@ -21,7 +21,7 @@ from ..compare import compare
 from ..floats import FloatFormat, decimal_string, get_format, round_to_format
 from ..frameworks import ResultReadError, read_result, reader_of
 from ..records import Record
-from .bounds import model_bounds
+from .bounds import FUNCTION_ULPS, model_bounds
 from .oracle import model_truth
 from .plan import build_plan
 from .spec import ModelSpec
@@ -193,7 +193,7 @@ def grade_model_steps(
                 exact=decimal_string(exact_at), computed=repr(float(out[q][idx])),
                 rigorous_bound=cmp.rigorous_at_worst, expected_bound=cmp.expected_at_worst,
                 abs_error_at_worst=cmp.abs_error_at_worst, ulp_error_at_worst=cmp.ulp_error_at_worst,
-                counts=cmp.counts, oracle_method=_method(truth, bounds), message=msg, **base,
+                counts=cmp.counts, oracle_method=_method(truth, bounds, graph), message=msg, **base,
             )
             records.append(rec)
         if graded is not None:
@@ -202,8 +202,13 @@ def grade_model_steps(
     return records
 
 
-def _method(truth: Any, bounds: Any) -> str:
-    """The oracle's method and the elementary-function accuracy the bounds assumed, for the record."""
-    ulps = getattr(bounds, "function_ulps", None) or {}
-    used = ", ".join(f"{f} {u:g} ULP" for f, u in sorted(ulps.items()))
-    return f"{truth.method}; bounds assume {used}" if used else str(truth.method)
+def _method(truth: Any, bounds: Any, graph: Any) -> str:
+    """The oracle's method, and the elementary-function accuracy the bounds assumed where the plan
+    has a transcendental function: the documented table, and any override or addition by name."""
+    smooth = any(node.op in ("fn", "fn_grad") and node.attrs.get("fn") not in ("relu", "leaky_relu", "abs")
+                 for node in graph.nodes)
+    if not smooth:
+        return str(truth.method)
+    changed = {f: u for f, u in (bounds.function_ulps or {}).items() if FUNCTION_ULPS.get(f) != u}
+    extra = "; overridden: " + ", ".join(f"{f} {u:g} ULP" for f, u in sorted(changed.items())) if changed else ""
+    return f"{truth.method}; bounds assume elementary functions to harness.models.bounds.FUNCTION_ULPS{extra}"
