@@ -55,6 +55,9 @@ NOT_RUN = {
         "runs as written in tests/test_plugins.py::test_readme_commands_run_as_written (in a copy of examples/ and cases/)",
     ".venv/bin/python -m harness bench --sweep quick --dtypes float32 --no-verification --target-time 0.2 --implementations torch-optim-sgd,torch-optim-sgd-foreach,torch-optim-sgd-fused,torch-optim-adam,torch-optim-adam-foreach,torch-optim-adam-fused,torch-optim-adamw,torch-optim-adamw-foreach,torch-optim-adamw-fused,numpy-optim-sgd,numpy-optim-adam,numpy-optim-adamw":
         "times 15 steps at 8 sizes (about a minute, timings only); tests/test_bench.py runs the benchmark module once, timing off",
+    ".venv/bin/python scripts/model_figures.py --plugin examples/fused_linear_tanh.py   # the tables above and below (about a minute)":
+        "grades the full tier of cases/models.toml with 3 built-ins, 5 mutants and 3 plug-ins (about a minute); "
+        "tests/test_sweep.py grades the same cases for false alarms and tests/test_models_impl.py catches each mutant",
     "scripts/cuda_check.sh OUT_DIR                  # on a CUDA machine: check (CPU+CUDA, TF32 off and on), CUDA tests, benchmark, one report":
         "needs a CUDA machine",
 }
@@ -65,7 +68,10 @@ NOT_RUN_PYTHON = {
         " harness.register_framework, run with tinygrad-like stand-ins in tests/test_frameworks.py",
 }
 #: Commands whose documented exit code is not 0 -> that code.
-EXIT = {"": 0}
+EXIT = {
+    ".venv/bin/python -m harness check --plugin examples/fused_linear_tanh.py --cases cases/models.toml --implementations "
+    "fused-linear-tanh,fused-linear-tanh-wrong --case gen-tanh-1-saturate-n4-d2-k1-sum-s1": 1,  # the wrong backward fails
+}
 VENV_PYTHON = ".venv/bin/python"
 
 
