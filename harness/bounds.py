@@ -646,6 +646,60 @@ def expected_bounds(
     return {"loss": np.asarray(exp_L), "grad_W": exp_gW, "grad_b": exp_gb, "W": exp_W, "b": exp_b}
 
 
+def _nanmax(*values: float) -> float:
+    """The largest of ``values``, NaN if any is NaN (Python's ``max`` can hide a NaN)."""
+    return math.nan if any(math.isnan(v) for v in values) else max(values)
+
+
+def _max_abs(a: F64) -> float:
+    """``max |a|`` as a Python float (two reductions, no temporary); NaN if ``a`` holds a NaN."""
+    a = np.asarray(a)
+    if a.size == 0:
+        return 0.0
+    return _nanmax(float(np.max(a)), -float(np.min(a)))
+
+
+#: Skip :func:`overflow_masks`' products where :func:`_far_from_overflow` proves every mask False
+#: (False: always compute them; tests compare the two).
+OVERFLOW_FAST_PATH = True
+#: The factor by which :func:`_far_from_overflow`'s magnitudes must stay below the largest finite value:
+#: far more than the relative rounding errors (below ``(N + D) 2**-52``) of evaluating them or :func:`overflow_masks`' sums.
+_OVERFLOW_MARGIN = 2.0**-8
+
+
+def _far_from_overflow(
+    X: F64, Y: F64, W: F64, b: F64, R: F64, exact: Mapping[str, F64], rb: ResidualBound, gb: GradientBounds,
+    c: float, lrs: list[float], reg: Regime, G_R: float, G_G: float, G_L: float,
+) -> bool:
+    """Whether every magnitude :func:`overflow_masks` compares with the largest finite value is provably far
+    below it, so that every mask is False: bounds of each intermediate from the largest magnitudes of the
+    inputs (the residual's positive and negative parts are at most ``G_R (D max|X| max|W| + max|b| + max|Y|)
+    + max U``, a gradient's at most ``G_G N max(max|X|, 1) sc`` times that, and so on), with a margin of
+    :data:`_OVERFLOW_MARGIN`. O(N D + N K) work and no matrix product, against the masks' dozen products;
+    any NaN, infinity or doubt (a vacuous bound, a huge sum) answers False and the masks are computed."""
+    n, d = X.shape
+    k = W.shape[1]
+    if n * d * k >= 2**40 or n == 0 or d == 0 or k == 0:
+        return False
+    limit = reg.fmt.max_finite * _OVERFLOW_MARGIN
+    s = 2.0 * c
+    with np.errstate(invalid="ignore", over="ignore"):
+        if np.isnan(rb.E).any() or np.isnan(R).any():  # a NaN error bound (inf * 0) takes part in the masks
+            return False
+        aX = _max_abs(X)
+        P = G_R * (d * aX * _max_abs(W) + _max_abs(b) + _max_abs(Y)) + _max_abs(rb.U)  # pos, neg, so |R^| as used
+        sc = max(2.0, abs(s)) * reg.growth(2)
+        S = sc * P  # the scaled residual's terms
+        G = G_G * n * _nanmax(aX, 1.0) * S  # partial sums of X^T (s R) and 1^T (s R)
+        L = _nanmax(P * P * reg.growth(1), G_L * n * k * P * P)  # the squares and their sum
+        lrm = max(abs(x) for x in lrs)
+        upd = reg.growth(2) * (_nanmax(_max_abs(W), _max_abs(b)) + 2 * lrm * _nanmax(
+            _max_abs(exact["grad_W"]) + _max_abs(gb.gW), _max_abs(exact["grad_b"]) + _max_abs(gb.gb)))
+        ex = _nanmax(*(_max_abs(exact[q]) for q in ("loss", "grad_W", "grad_b", "W", "b")))
+        worst = _nanmax(P, S, G, L, upd, ex)
+    return bool(math.isfinite(worst) and worst <= limit)
+
+
 def overflow_masks(
     X: F64, Y: F64, W: F64, b: F64, R: F64, exact: Mapping[str, F64], rb: ResidualBound, gb: GradientBounds,
     c: float, lrs: list[float], reg: Regime, ut: float,
@@ -667,6 +721,11 @@ def overflow_masks(
     G_R = reg.growth(d + 2) * pscale
     G_G = reg.growth(n + 3) * pscale
     G_L = reg.growth(n * k + 3)
+    if OVERFLOW_FAST_PATH and _far_from_overflow(X, Y, W, b, R, exact, rb, gb, c, lrs, reg, G_R, G_G, G_L):
+        no = np.asarray(False)
+        masks = {"loss": no, "grad_W": np.zeros((d, k), dtype=bool), "grad_b": np.zeros(k, dtype=bool),
+                 "W": np.zeros((d, k), dtype=bool), "b": np.zeros(k, dtype=bool)}
+        return masks, dict(masks), dict(masks), dict(masks)
     c_zero = c != 1.0 and (c <= reg.fmt.underflow_quantum or (reg.ftz and c < reg.fmt.min_normal))
     lr_zero = any(x == 0.0 for x in lrs)  # some correct evaluation multiplies by 0
     eta_tot = rb.U  # absolute parts (underflow, flushed inputs) of the residual

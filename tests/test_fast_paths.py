@@ -203,6 +203,62 @@ def test_expected_bounds_extreme_data_finite_and_positive(scale):
         assert np.all(np.isfinite(e)) and np.all(e > 0), (q, e)
 
 
+
+# ------------------------------------------------------------------ overflow masks: the proof of no overflow
+
+def _masks(sb):
+    return (sb.inf_allowed, sb.nan_allowed, sb.posinf_allowed, sb.neginf_allowed)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 30), d=st.integers(1, 5), k=st.integers(1, 3), seed=st.integers(0, 2**32 - 1),
+       log_scale=st.integers(-40, 1030), fmt=st.sampled_from(FORMATS), reduction=st.sampled_from(("sum", "mean")),
+       log_lr=st.integers(-10, 1000), tf32=st.booleans(), ftz=st.booleans())
+def test_overflow_masks_fast_path_equals_products(n, d, k, seed, log_scale, fmt, reduction, log_lr, tf32, ftz):
+    """Where _far_from_overflow proves every magnitude far below the range, the masks it returns (all False)
+    are the masks the products give, mask for mask, in every format and near each format's overflow threshold."""
+    scale = 2.0 ** (log_scale % (fmt.emax + 24) - 20)  # from tiny to beyond the format's largest value
+    inputs = _inputs(np.random.default_rng(seed), n, d, k, scale)
+    with np.errstate(all="ignore"):
+        inputs = {key: np.asarray(v, dtype=np.float64) for key, v in inputs.items()}
+        if not all(np.isfinite(v).all() for v in inputs.values()):
+            return
+        lr = 2.0 ** (log_lr % 140 - 10)
+        ex = exact_step(exact_inputs_from_floats(inputs), Fraction(lr), reduction)
+        exact = {q: ex.values[q].to_hi_lo()[0] for q in QUANTITIES}
+        kw = {"lr": lr, "reduction": reduction, "fmt": fmt, "tf32": tf32, "flush_to_zero": ftz}
+        taken = []
+        real = bounds_mod._far_from_overflow
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(bounds_mod, "_far_from_overflow", lambda *a: taken.append(real(*a)) or taken[-1])
+            fast = step_bounds(inputs, ex.residual.to_float64(), exact, **kw)
+            mp.setattr(bounds_mod, "OVERFLOW_FAST_PATH", False)
+            slow = step_bounds(inputs, ex.residual.to_float64(), exact, **kw)
+    target(float(any(taken)), label="fast path taken")
+    for got, want in zip(_masks(fast), _masks(slow), strict=True):
+        for q in QUANTITIES:
+            assert np.asarray(got[q]).shape == np.asarray(want[q]).shape, q
+            assert np.array_equal(got[q], want[q]), (q, got[q], want[q])
+    for q in QUANTITIES:
+        assert np.array_equal(fast.rigorous[q], slow.rigorous[q]) and np.array_equal(fast.expected[q], slow.expected[q])
+
+
+def test_overflow_fast_path_taken_for_ordinary_data_and_refused_near_the_range():
+    inputs = _inputs(np.random.default_rng(4), 16, 3, 2, 1.0)
+    sb, ex, exact = _bounds(inputs, FLOAT32)
+    R = ex.residual.to_float64()
+    args = dict(X=inputs["X"], Y=inputs["y"], W=inputs["W"], b=inputs["b"], R=R, exact=exact)
+    reg = bounds_mod.Regime(FLOAT32, False)
+    rb = bounds_mod.residual_bound(inputs["X"], inputs["W"], inputs["b"], inputs["y"], reg, 0.0)
+    gb = bounds_mod.gradient_bounds(inputs["X"], R, rb, 1 / 32, reg, 0.0)
+    ok = bounds_mod._far_from_overflow(*args.values(), rb, gb, 1 / 32, [0.01], reg, 1.0, 1.0, 1.0)
+    assert ok is True
+    near = {**args, "Y": inputs["y"] + FLOAT32.max_finite / 2}  # a residual term near float32's largest value
+    assert bounds_mod._far_from_overflow(*near.values(), rb, gb, 1 / 32, [0.01], reg, 1.0, 1.0, 1.0) is False
+    nan_rb = bounds_mod.ResidualBound(A=rb.A, E=rb.E * np.nan, U=rb.U, gamma=rb.gamma)
+    assert bounds_mod._far_from_overflow(*args.values(), nan_rb, gb, 1 / 32, [0.01], reg, 1.0, 1.0, 1.0) is False
+
+
 # ------------------------------------------------------------------ rigorous loss bound alone
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
