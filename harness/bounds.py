@@ -652,11 +652,9 @@ def _nanmax(*values: float) -> float:
 
 
 def _max_abs(a: F64) -> float:
-    """``max |a|`` as a Python float (two reductions, no temporary); NaN if ``a`` holds a NaN."""
+    """``max |a|`` as a Python float; NaN if ``a`` holds a NaN (``ndarray.max`` propagates it)."""
     a = np.asarray(a)
-    if a.size == 0:
-        return 0.0
-    return _nanmax(float(np.max(a)), -float(np.min(a)))
+    return float(np.abs(a).max()) if a.size else 0.0
 
 
 #: Skip :func:`overflow_masks`' products where :func:`_far_from_overflow` proves every mask False

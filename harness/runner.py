@@ -140,14 +140,15 @@ class CaseCache:
         self.case = case
         self._written: ExactStep | None = None
         self._traj: dict[tuple[str, ...], list[ExactStep]] = {}
-        self._seen: dict[tuple[str, ...], Mapping[str, F64]] = {}
+        self._seen: dict[tuple[str, ...], tuple[Mapping[str, F64], Fraction]] = {}
 
     def written_step(self) -> ExactStep | None:
         if self._written is None and self.case.finite:
             if self.case.written is None:  # written as float64 values (arrays, generated cases): exact as floats
-                for key, seen in self._seen.items():  # the same inputs as a trajectory's first step (float64)
-                    if self._traj[key][0].rounded_bits is None and all(np.array_equal(seen[name], np.asarray(v, dtype=np.float64)) for name, v in self.case.values.items()):
-                        self._written = self._traj[key][0]
+                for key, (seen, lr) in self._seen.items():  # the same inputs as a trajectory's first step (float64)
+                    first = self._traj[key][0]
+                    if first.rounded_bits is None and all(np.array_equal(seen[name], np.asarray(v, dtype=np.float64)) for name, v in self.case.values.items()):
+                        self._written = first if lr == self.case.lr else _with_learning_rate(first, seen, self.case.lr)
                         return self._written
                 inputs = exact_inputs_from_floats(self.case.values)
             else:
@@ -158,9 +159,17 @@ class CaseCache:
     def trajectory(self, seen: Mapping[str, F64], lr: Fraction, key: tuple[str, ...]) -> list[ExactStep]:
         if key not in self._traj:
             self._traj[key] = exact_trajectory(exact_inputs_from_floats(seen), lr, self.case.reduction, self.case.steps)
-            if lr == self.case.lr:
-                self._seen[key] = seen
+            self._seen[key] = (seen, lr)
         return self._traj[key]
+
+
+def _with_learning_rate(step: ExactStep, inputs: Mapping[str, F64], lr: Fraction) -> ExactStep:
+    """The exact step from the same inputs with another learning rate: the loss, the gradients and the
+    residual do not depend on it; ``W - lr grad_W`` and ``b - lr grad_b`` are formed again, exactly."""
+    values = dict(step.values)
+    values["W"] = ScaledInts.from_floats(inputs["W"]) - values["grad_W"].times(lr)
+    values["b"] = ScaledInts.from_floats(inputs["b"]) - values["grad_b"].times(lr)
+    return ExactStep(values=values, residual=step.residual, method=step.method)
 
 
 def _base(case: Case, impl: Implementation, device: str, dtype: str, opts: RunOptions) -> dict[str, Any]:

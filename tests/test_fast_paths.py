@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from harness import bounds as bounds_mod
 from harness.bounds import partial_sum_squares, partial_sum_squares_planes, rigorous_loss_bound, step_bounds
 from harness.exact import ScaledInts
-from harness.floats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64
+from harness.floats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, round_to_format
 from harness.oracle import exact_inputs_from_floats, exact_step
 from harness.records import Record, _jsonable
 from harness.verdicts import QUANTITIES
@@ -292,3 +292,29 @@ def test_to_json_equals_asdict_and_copies_containers():
     got["shape"].append(9)
     got["counts"]["x"] = 1
     assert r.shape == [2, 3] and r.counts == {"agree": 6}
+
+
+# ------------------------------------------------------------------ the written inputs' step, from the trajectory's
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+def test_written_step_reused_with_its_own_learning_rate(dtype):
+    """A case whose values are exact in the dtype: the written inputs' exact step is the trajectory's first
+    step with the case's learning rate (not the dtype's rounding of it) applied exactly, value for value."""
+    from harness.cases import case_from_arrays
+    from harness.implementations import resolve
+    from harness.runner import CaseCache, check_case
+
+    fmt = {"float32": FLOAT32, "float64": FLOAT64, "float16": FLOAT16}[dtype]
+    rng = np.random.default_rng(7)
+    vals = {key: round_to_format(v, fmt) for key, v in _inputs(rng, 20, 3, 2, 1.0).items()}
+    case = case_from_arrays("reuse", vals["X"], vals["y"], vals["W"], vals["b"], lr=0.1, reduction="mean", dtypes=(dtype,))
+    cache = CaseCache(case)
+    check_case(case, resolve(["numpy-hand"])[0], "cpu", dtype, cache=cache)
+    got = cache.written_step()
+    want = exact_step(exact_inputs_from_floats(case.values), case.lr, case.reduction)
+    first = cache.trajectory({}, Fraction(0), (dtype, "cpu"))[0]  # computed by check_case: not recomputed
+    assert got.residual is first.residual  # reused, not computed again
+    assert (got is first) == (dtype == "float64")  # float64 holds lr = 0.1 as written; the others round it
+    for q in QUANTITIES:
+        assert list(got.values[q].to_fractions().ravel()) == list(want.values[q].to_fractions().ravel()), q
+    assert list(got.residual.to_fractions().ravel()) == list(want.residual.to_fractions().ravel())
