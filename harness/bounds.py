@@ -392,8 +392,11 @@ def _residual_bound(X: F64, W: F64, b: F64, Y: F64, reg: Regime, ut: float) -> R
         et = _tf32_eta(reg)
         tf_abs = et * (1 + ut) * (aX.sum(axis=1)[:, None] + aW.sum(axis=0)[None, :]) + d * et**2
     tf = (pscale - 1.0) * absXW + tf_abs
-    dX, dW, db, dY = reg.flushed(X), reg.flushed(W), reg.flushed(b), reg.flushed(Y)
-    d_in = dX @ aW + aX @ dW + dX @ dW + db[None, :] + dY
+    if reg.ftz or not (np.isfinite(aX).all() and np.isfinite(aW).all()):
+        dX, dW, db, dY = reg.flushed(X), reg.flushed(W), reg.flushed(b), reg.flushed(Y)
+        d_in = dX @ aW + aX @ dW + dX @ dW + db[None, :] + dY
+    else:  # nothing is flushed: products of finite magnitudes with zeros, +0 everywhere (no product needed)
+        d_in = np.zeros(absXW.shape, dtype=absXW.dtype)
     A = absXW + ab[None, :] + aY
     g = reg.gamma(d + 2)
     n_under = d + (d + 1 if reg.ftz else 0)
@@ -426,7 +429,6 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
     n = X.shape[0]
     s = 2.0 * c
     aX, aR = np.abs(X), np.abs(R)
-    dX = reg.flushed(X)
     eta, f = reg.eta, 1.0 if reg.ftz else 0.0
     eta_s = 2.0 * reg.scale_underflow(c)
     g = reg.gamma(n + 3)
@@ -439,14 +441,19 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
         if ut:
             et = _tf32_eta(reg)
             tf_abs = et * (1 + ut) * (colX + (abs(s) + eta_s) * (1 + reg.u) * Rh.sum(axis=0)[None, :]) + n * et**2
-        tf = (pscale - 1.0) * abs(s) * (aX.T @ Rh) + tf_abs
         XRh = aX.T @ Rh
-        gW = (abs(s) * (g * XRh + aX.T @ rb.E + dX.T @ Rh) + eta_s * (1 + g) * XRh + (1 + g) * (tf + eta * n_G))
+        tf = (pscale - 1.0) * abs(s) * XRh + tf_abs
+        if reg.ftz or not (np.isfinite(Rh).all() and np.isfinite(aR).all()):
+            dX = reg.flushed(X)
+            dXRh, dXR = dX.T @ Rh, dX.T @ aR
+        else:  # nothing is flushed: zeros times finite magnitudes, +0 everywhere (no product needed)
+            dXRh = dXR = np.zeros(XRh.shape, dtype=XRh.dtype)
+        gW = (abs(s) * (g * XRh + aX.T @ rb.E + dXRh) + eta_s * (1 + g) * XRh + (1 + g) * (tf + eta * n_G))
         sRh = Rh.sum(axis=0)
         n_b = n + 1 + (1 + f) * n + f * (n - 1)
         gb = abs(s) * (g * sRh + rb.E.sum(axis=0)) + eta_s * (1 + g) * sRh + (1 + g) * eta * n_b
         XR = aX.T @ aR
-        U_gW = abs(s) * (aX.T @ rb.U + dX.T @ aR) + eta_s * XR + tf_abs + eta * n_G
+        U_gW = abs(s) * (aX.T @ rb.U + dXR) + eta_s * XR + tf_abs + eta * n_G
         U_gb = abs(s) * rb.U.sum(axis=0) + eta_s * aR.sum(axis=0) + eta * n_b
     return GradientBounds(gW=gW, gb=gb, U_gW=U_gW, U_gb=U_gb, gamma=g)
 
@@ -886,6 +893,20 @@ def step_bounds(
                                      lr_held=lr_held, flush_to_zero=flush_to_zero)
 
 
+def _extreme_magnitudes(values: npt.ArrayLike) -> bool:
+    """Whether a finite nonzero magnitude of ``values`` lies below ``2**-200`` or above ``2**200``
+    (non-finite values and zeros ignored). The smallest and largest magnitudes answer most arrays;
+    only an array holding a zero or a non-finite value is filtered element by element."""
+    m = np.abs(np.asarray(values, dtype=np.float64))
+    if m.size == 0:
+        return False
+    lo, hi = float(m.min()), float(m.max())
+    if lo >= 2.0**-200 and hi <= 2.0**200:  # NaN compares False: filtered below
+        return False
+    m = m[np.isfinite(m) & (m > 0)]
+    return bool(m.size and (m.min() < 2.0**-200 or m.max() > 2.0**200))
+
+
 def _rescue_overflowed_bounds(
     sb: StepBounds, inputs: Mapping[str, F64], residual: F64, exact: Mapping[str, F64], **kw: object,
 ) -> StepBounds:
@@ -903,10 +924,7 @@ def _rescue_overflowed_bounds(
     # the expected bounds square (and the loss's raises to the 4th power) the values: below
     # 2**-200 or above 2**200 that underflows or overflows float64 (an expected bound of
     # 2.5e-323 for a correctly rounded 1e-290): evaluate them in the wider type too
-    mags = [np.abs(np.asarray(v, dtype=np.float64)).ravel() for v in (*inputs.values(), residual, *exact.values())]
-    allm = np.concatenate(mags) if mags else np.zeros(0)
-    allm = allm[np.isfinite(allm) & (allm > 0)]
-    extreme = bool(allm.size and (allm.min() < 2.0**-200 or allm.max() > 2.0**200))
+    extreme = any(_extreme_magnitudes(v) for v in (*inputs.values(), residual, *exact.values()))
     if not any(np.any(m) for m in over.values()) and not any(np.any(m) for m in beyond.values()) and not extreme:
         return sb
     ld = np.longdouble

@@ -318,3 +318,26 @@ def test_written_step_reused_with_its_own_learning_rate(dtype):
     for q in QUANTITIES:
         assert list(got.values[q].to_fractions().ravel()) == list(want.values[q].to_fractions().ravel()), q
     assert list(got.residual.to_fractions().ravel()) == list(want.residual.to_fractions().ravel())
+
+
+# ------------------------------------------------------------------ no flush-to-zero: no products with zeros
+
+def test_unflushed_bounds_skip_zero_products_but_keep_inf_times_zero():
+    """Without flush-to-zero the flushed inputs are zeros: their products with finite magnitudes are +0 and
+    are not formed; an infinite error bound still makes them NaN (0 * inf), as the products would."""
+    rng = np.random.default_rng(9)
+    inputs = _inputs(rng, 12, 3, 2, 1.0)
+    X, Y, W, b = (inputs[key] for key in ("X", "y", "W", "b"))
+    reg = bounds_mod.Regime(FLOAT32, False)
+    rb = bounds_mod.residual_bound(X, W, b, Y, reg, 0.0)
+    zeros = reg.flushed(X)
+    assert np.array_equal(rb.U - reg.fmt.underflow_quantum * 3, zeros @ np.abs(W))  # d_in = +0: U = 3 eta
+    R = X @ W + b - Y
+    gb = bounds_mod.gradient_bounds(X, R, rb, 1.0, reg, 0.0)
+    assert np.isfinite(gb.gW).all()
+    E = rb.E.copy()
+    E[4, 1] = np.inf
+    inf_rb = bounds_mod.ResidualBound(A=rb.A, E=E, U=rb.U, gamma=rb.gamma)
+    gb_inf = bounds_mod.gradient_bounds(X, R, inf_rb, 1.0, reg, 0.0)
+    assert np.isnan(gb_inf.gW[:, 1]).all() and np.isfinite(gb_inf.gW[:, 0]).all()
+    assert np.array_equal(np.isnan(gb_inf.gW), np.isnan(zeros.T @ (np.abs(R) + E)))
