@@ -128,6 +128,7 @@ arm64) the float64 evaluation stands and the message says the bound overflowed.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -293,6 +294,16 @@ def partial_sum_squares(terms: F64, axis: int, sum_sq: F64 | None = None) -> F64
     return order_model(forward, reverse, total, sum_sq, n)
 
 
+@functools.lru_cache(maxsize=256)
+def _order_sums(n: int) -> tuple[float, float]:
+    """``(sum_k k**2, sum_k k (n - k) / (n - 1))`` over ``k = 1..n`` in float64, as :func:`order_model`
+    uses them (computed once per ``n``: a step asks for the same few ``n`` several times)."""
+    k = np.arange(1, n + 1, dtype=np.float64)
+    sum_k2 = float(np.sum(k**2))
+    sum_kvar = float(np.sum(k * (n - k) / (n - 1))) if n > 1 else 0.0
+    return sum_k2, sum_kvar
+
+
 def order_model(forward: F64, reverse: F64, total: F64, sum_sq: F64, n: int) -> F64:
     """The model of :func:`partial_sum_squares` from its parts (arrays of one shape): the largest of the
     forward and reverse sums of squared partial sums and the random-order expectation
@@ -300,9 +311,7 @@ def order_model(forward: F64, reverse: F64, total: F64, sum_sq: F64, n: int) -> 
     for ``n`` terms."""
     mu = total / n
     var = np.maximum(sum_sq / n - mu**2, 0.0)
-    k = np.arange(1, n + 1, dtype=np.float64)
-    sum_k2 = float(np.sum(k**2))
-    sum_kvar = float(np.sum(k * (n - k) / (n - 1))) if n > 1 else 0.0
+    sum_k2, sum_kvar = _order_sums(n)
     random = mu**2 * sum_k2 + var * sum_kvar
     return np.maximum(np.maximum(forward, reverse), random)
 
@@ -973,6 +982,15 @@ def _rescue_overflowed_bounds(
     return sb
 
 
+def _nan_as_inf(values: npt.ArrayLike) -> Any:
+    """``np.nan_to_num(values, nan=inf, posinf=inf)`` (a copy; a 0-d input gives a NumPy scalar), without
+    its five passes where no element is NaN or ``-inf`` (then it changes nothing)."""
+    x = np.array(values, subok=True, copy=True)
+    if x.dtype.kind == "f" and bool(np.all(x > -np.inf)):
+        return x[()] if x.ndim == 0 else x
+    return np.nan_to_num(x, nan=np.inf, posinf=np.inf)
+
+
 def _step_bounds_in(
     wd: type, inputs: Mapping[str, F64], residual: F64, exact: Mapping[str, F64], *, lr: float, reduction: str,
     fmt: FloatFormat, tf32: bool = False, lr_held: float | None = None, flush_to_zero: bool = False,
@@ -1003,8 +1021,8 @@ def _step_bounds_in(
     expected_raw = expected_bounds(X, Y, W, b, R, exact, c, lr, dlr, reg, ut, rb, gb, U_L)
     with np.errstate(invalid="ignore"):
         # NaN (inf * 0 in a vacuous bound) and inf stay inf: a vacuous bound says nothing
-        rigorous = {q: np.nan_to_num(np.asarray(v, dtype=wd), nan=np.inf, posinf=np.inf) for q, v in rigorous.items()}
-        expected = {q: np.minimum(np.nan_to_num(expected_raw[q], nan=np.inf, posinf=np.inf), rigorous[q]) for q in rigorous}
+        rigorous = {q: _nan_as_inf(np.asarray(v, dtype=wd)) for q, v in rigorous.items()}
+        expected = {q: np.minimum(_nan_as_inf(expected_raw[q]), rigorous[q]) for q in rigorous}
     inf_ok, nan_ok, pinf_ok, ninf_ok = overflow_masks(X, Y, W, b, R, exact, rb, gb, c, learning_rates(lr, lr_held, reg), reg, ut)
     return StepBounds(rigorous=rigorous, expected=expected, inf_allowed=inf_ok, nan_allowed=nan_ok,
                       vacuous=_vacuous_reasons(n, d, k, reg, rb, gb, gL), flush_to_zero=reg.ftz,

@@ -341,3 +341,20 @@ def test_unflushed_bounds_skip_zero_products_but_keep_inf_times_zero():
     gb_inf = bounds_mod.gradient_bounds(X, R, inf_rb, 1.0, reg, 0.0)
     assert np.isnan(gb_inf.gW[:, 1]).all() and np.isfinite(gb_inf.gW[:, 0]).all()
     assert np.array_equal(np.isnan(gb_inf.gW), np.isnan(zeros.T @ (np.abs(R) + E)))
+
+
+@pytest.mark.parametrize("values", [np.array([1.0, np.inf, 0.0]), np.array([np.nan, -np.inf, 2.0, np.inf]),
+                                    np.asarray(3.0), np.asarray(np.nan), np.array([[1.0, -2.0]], dtype=np.longdouble),
+                                    np.array([-np.inf], dtype=np.longdouble), np.zeros((0, 2)), np.array([1, 2])])
+def test_nan_as_inf_is_nan_to_num(values):
+    got = bounds_mod._nan_as_inf(values)
+    want = np.nan_to_num(values, nan=np.inf, posinf=np.inf)
+    assert type(got) is type(want) and np.asarray(got).dtype == np.asarray(want).dtype
+    assert np.array_equal(got, want) and got is not values
+
+
+def test_order_sums_cached_equal_direct():
+    for n in (1, 2, 7, 1000):
+        k = np.arange(1, n + 1, dtype=np.float64)
+        want = (float(np.sum(k**2)), float(np.sum(k * (n - k) / (n - 1))) if n > 1 else 0.0)
+        assert bounds_mod._order_sums(n) == want
