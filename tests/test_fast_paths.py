@@ -358,3 +358,34 @@ def test_order_sums_cached_equal_direct():
         k = np.arange(1, n + 1, dtype=np.float64)
         want = (float(np.sum(k**2)), float(np.sum(k * (n - k) / (n - 1))) if n > 1 else 0.0)
         assert bounds_mod._order_sums(n) == want
+
+
+# ------------------------------------------------------------------ whole records: fast paths on and off
+
+def test_records_identical_with_the_fast_paths_off(monkeypatch):
+    """Every field of every record of seed, semantics and some NIST cases (a correct step, a mutant, a float32
+    one) is the same with the fused comparison and the overflow proof as with compare per quantity and the
+    overflow products (scripts/record_identity.py compares whole runs across commits)."""
+    import dataclasses
+    import json
+
+    from harness import compare as compare_mod
+    from harness import runner as runner_mod
+    from harness.cases import load_cases
+    from harness.implementations import load_mutants
+    from harness.runner import verify
+    from tests.conftest import CASES
+
+    load_mutants()
+    cases = [*load_cases([CASES / "seed.toml", CASES / "semantics.toml"]).cases, *load_cases([CASES / "nist.toml"], tier="quick").cases[:4]]
+    impls = ["numpy-hand", "torch-seed", "mutant-float16-accumulation"]
+
+    def run() -> list[str]:
+        return [json.dumps(dataclasses.asdict(r), sort_keys=True) for r in verify(cases, impls, dtypes=None)]
+
+    fast = run()
+    monkeypatch.setattr(runner_mod, "compare_many", lambda items, fmt: [compare_mod.compare(**it, fmt=fmt) for it in items])
+    monkeypatch.setattr(bounds_mod, "OVERFLOW_FAST_PATH", False)
+    slow = run()
+    assert len(fast) == len(slow) > 100
+    assert fast == slow
