@@ -36,7 +36,7 @@ def write(out: str) -> None:
 
     load_builtins()
     load_mutants()
-    cases = load_cases([ROOT / "cases"], tier="quick").cases
+    cases = load_cases(["cases"], tier="quick").cases  # relative: the records' repro lines do not name the folder
     t0 = time.time()
     recs = verify(cases, IMPLEMENTATIONS, dtypes=None)
     recs += verify([c for c in cases if c.optimizer is None][:40], ["numpy-hand", "mutant-float16-accumulation"], dtypes=None,
