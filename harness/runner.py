@@ -146,6 +146,8 @@ class CaseCache:
         if self._written is None and self.case.finite:
             if self.case.written is None:  # written as float64 values (arrays, generated cases): exact as floats
                 for key, (seen, lr) in self._seen.items():  # the same inputs as a trajectory's first step (float64)
+                    if not self._traj[key]:  # a trajectory of no steps (steps = 0) has no first step
+                        continue
                     first = self._traj[key][0]
                     if first.rounded_bits is None and all(np.array_equal(seen[name], np.asarray(v, dtype=np.float64)) for name, v in self.case.values.items()):
                         self._written = first if lr == self.case.lr else _with_learning_rate(first, seen, self.case.lr)
