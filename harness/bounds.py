@@ -128,6 +128,7 @@ arm64) the float64 evaluation stands and the message says the bound overflowed.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -293,6 +294,16 @@ def partial_sum_squares(terms: F64, axis: int, sum_sq: F64 | None = None) -> F64
     return order_model(forward, reverse, total, sum_sq, n)
 
 
+@functools.lru_cache(maxsize=256)
+def _order_sums(n: int) -> tuple[float, float]:
+    """``(sum_k k**2, sum_k k (n - k) / (n - 1))`` over ``k = 1..n`` in float64, as :func:`order_model`
+    uses them (computed once per ``n``: a step asks for the same few ``n`` several times)."""
+    k = np.arange(1, n + 1, dtype=np.float64)
+    sum_k2 = float(np.sum(k**2))
+    sum_kvar = float(np.sum(k * (n - k) / (n - 1))) if n > 1 else 0.0
+    return sum_k2, sum_kvar
+
+
 def order_model(forward: F64, reverse: F64, total: F64, sum_sq: F64, n: int) -> F64:
     """The model of :func:`partial_sum_squares` from its parts (arrays of one shape): the largest of the
     forward and reverse sums of squared partial sums and the random-order expectation
@@ -300,9 +311,7 @@ def order_model(forward: F64, reverse: F64, total: F64, sum_sq: F64, n: int) -> 
     for ``n`` terms."""
     mu = total / n
     var = np.maximum(sum_sq / n - mu**2, 0.0)
-    k = np.arange(1, n + 1, dtype=np.float64)
-    sum_k2 = float(np.sum(k**2))
-    sum_kvar = float(np.sum(k * (n - k) / (n - 1))) if n > 1 else 0.0
+    sum_k2, sum_kvar = _order_sums(n)
     random = mu**2 * sum_k2 + var * sum_kvar
     return np.maximum(np.maximum(forward, reverse), random)
 
@@ -392,8 +401,11 @@ def _residual_bound(X: F64, W: F64, b: F64, Y: F64, reg: Regime, ut: float) -> R
         et = _tf32_eta(reg)
         tf_abs = et * (1 + ut) * (aX.sum(axis=1)[:, None] + aW.sum(axis=0)[None, :]) + d * et**2
     tf = (pscale - 1.0) * absXW + tf_abs
-    dX, dW, db, dY = reg.flushed(X), reg.flushed(W), reg.flushed(b), reg.flushed(Y)
-    d_in = dX @ aW + aX @ dW + dX @ dW + db[None, :] + dY
+    if reg.ftz or not (np.isfinite(aX).all() and np.isfinite(aW).all()):
+        dX, dW, db, dY = reg.flushed(X), reg.flushed(W), reg.flushed(b), reg.flushed(Y)
+        d_in = dX @ aW + aX @ dW + dX @ dW + db[None, :] + dY
+    else:  # nothing is flushed: products of finite magnitudes with zeros, +0 everywhere (no product needed)
+        d_in = np.zeros(absXW.shape, dtype=absXW.dtype)
     A = absXW + ab[None, :] + aY
     g = reg.gamma(d + 2)
     n_under = d + (d + 1 if reg.ftz else 0)
@@ -426,7 +438,6 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
     n = X.shape[0]
     s = 2.0 * c
     aX, aR = np.abs(X), np.abs(R)
-    dX = reg.flushed(X)
     eta, f = reg.eta, 1.0 if reg.ftz else 0.0
     eta_s = 2.0 * reg.scale_underflow(c)
     g = reg.gamma(n + 3)
@@ -439,14 +450,19 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
         if ut:
             et = _tf32_eta(reg)
             tf_abs = et * (1 + ut) * (colX + (abs(s) + eta_s) * (1 + reg.u) * Rh.sum(axis=0)[None, :]) + n * et**2
-        tf = (pscale - 1.0) * abs(s) * (aX.T @ Rh) + tf_abs
         XRh = aX.T @ Rh
-        gW = (abs(s) * (g * XRh + aX.T @ rb.E + dX.T @ Rh) + eta_s * (1 + g) * XRh + (1 + g) * (tf + eta * n_G))
+        tf = (pscale - 1.0) * abs(s) * XRh + tf_abs
+        if reg.ftz or not (np.isfinite(Rh).all() and np.isfinite(aR).all()):
+            dX = reg.flushed(X)
+            dXRh, dXR = dX.T @ Rh, dX.T @ aR
+        else:  # nothing is flushed: zeros times finite magnitudes, +0 everywhere (no product needed)
+            dXRh = dXR = np.zeros(XRh.shape, dtype=XRh.dtype)
+        gW = (abs(s) * (g * XRh + aX.T @ rb.E + dXRh) + eta_s * (1 + g) * XRh + (1 + g) * (tf + eta * n_G))
         sRh = Rh.sum(axis=0)
         n_b = n + 1 + (1 + f) * n + f * (n - 1)
         gb = abs(s) * (g * sRh + rb.E.sum(axis=0)) + eta_s * (1 + g) * sRh + (1 + g) * eta * n_b
         XR = aX.T @ aR
-        U_gW = abs(s) * (aX.T @ rb.U + dX.T @ aR) + eta_s * XR + tf_abs + eta * n_G
+        U_gW = abs(s) * (aX.T @ rb.U + dXR) + eta_s * XR + tf_abs + eta * n_G
         U_gb = abs(s) * rb.U.sum(axis=0) + eta_s * aR.sum(axis=0) + eta * n_b
     return GradientBounds(gW=gW, gb=gb, U_gW=U_gW, U_gb=U_gb, gamma=g)
 
@@ -646,6 +662,58 @@ def expected_bounds(
     return {"loss": np.asarray(exp_L), "grad_W": exp_gW, "grad_b": exp_gb, "W": exp_W, "b": exp_b}
 
 
+def _nanmax(*values: float) -> float:
+    """The largest of ``values``, NaN if any is NaN (Python's ``max`` can hide a NaN)."""
+    return math.nan if any(math.isnan(v) for v in values) else max(values)
+
+
+def _max_abs(a: F64) -> float:
+    """``max |a|`` as a Python float; NaN if ``a`` holds a NaN (``ndarray.max`` propagates it)."""
+    a = np.asarray(a)
+    return float(np.abs(a).max()) if a.size else 0.0
+
+
+#: Skip :func:`overflow_masks`' products where :func:`_far_from_overflow` proves every mask False
+#: (False: always compute them; tests compare the two).
+OVERFLOW_FAST_PATH = True
+#: The factor by which :func:`_far_from_overflow`'s magnitudes must stay below the largest finite value:
+#: far more than the relative rounding errors (below ``(N + D) 2**-52``) of evaluating them or :func:`overflow_masks`' sums.
+_OVERFLOW_MARGIN = 2.0**-8
+
+
+def _far_from_overflow(
+    X: F64, Y: F64, W: F64, b: F64, R: F64, exact: Mapping[str, F64], rb: ResidualBound, gb: GradientBounds,
+    c: float, lrs: list[float], reg: Regime, G_R: float, G_G: float, G_L: float,
+) -> bool:
+    """Whether every magnitude :func:`overflow_masks` compares with the largest finite value is provably far
+    below it, so that every mask is False: bounds of each intermediate from the largest magnitudes of the
+    inputs (the residual's positive and negative parts are at most ``G_R (D max|X| max|W| + max|b| + max|Y|)
+    + max U``, a gradient's at most ``G_G N max(max|X|, 1) sc`` times that, and so on), with a margin of
+    :data:`_OVERFLOW_MARGIN`. O(N D + N K) work and no matrix product, against the masks' dozen products;
+    any NaN, infinity or doubt (a vacuous bound, a huge sum) answers False and the masks are computed."""
+    n, d = X.shape
+    k = W.shape[1]
+    if n * d * k >= 2**40 or n == 0 or d == 0 or k == 0:
+        return False
+    limit = reg.fmt.max_finite * _OVERFLOW_MARGIN
+    s = 2.0 * c
+    with np.errstate(invalid="ignore", over="ignore"):
+        if np.isnan(rb.E).any() or np.isnan(R).any():  # a NaN error bound (inf * 0) takes part in the masks
+            return False
+        aX = _max_abs(X)
+        P = G_R * (d * aX * _max_abs(W) + _max_abs(b) + _max_abs(Y)) + _max_abs(rb.U)  # pos, neg, so |R^| as used
+        sc = max(2.0, abs(s)) * reg.growth(2)
+        S = sc * P  # the scaled residual's terms
+        G = G_G * n * _nanmax(aX, 1.0) * S  # partial sums of X^T (s R) and 1^T (s R)
+        L = _nanmax(P * P * reg.growth(1), G_L * n * k * P * P)  # the squares and their sum
+        lrm = max(abs(x) for x in lrs)
+        upd = reg.growth(2) * (_nanmax(_max_abs(W), _max_abs(b)) + 2 * lrm * _nanmax(
+            _max_abs(exact["grad_W"]) + _max_abs(gb.gW), _max_abs(exact["grad_b"]) + _max_abs(gb.gb)))
+        ex = _nanmax(*(_max_abs(exact[q]) for q in ("loss", "grad_W", "grad_b", "W", "b")))
+        worst = _nanmax(P, S, G, L, upd, ex)
+    return bool(math.isfinite(worst) and worst <= limit)
+
+
 def overflow_masks(
     X: F64, Y: F64, W: F64, b: F64, R: F64, exact: Mapping[str, F64], rb: ResidualBound, gb: GradientBounds,
     c: float, lrs: list[float], reg: Regime, ut: float,
@@ -667,6 +735,11 @@ def overflow_masks(
     G_R = reg.growth(d + 2) * pscale
     G_G = reg.growth(n + 3) * pscale
     G_L = reg.growth(n * k + 3)
+    if OVERFLOW_FAST_PATH and _far_from_overflow(X, Y, W, b, R, exact, rb, gb, c, lrs, reg, G_R, G_G, G_L):
+        no = np.asarray(False)
+        masks = {"loss": no, "grad_W": np.zeros((d, k), dtype=bool), "grad_b": np.zeros(k, dtype=bool),
+                 "W": np.zeros((d, k), dtype=bool), "b": np.zeros(k, dtype=bool)}
+        return masks, dict(masks), dict(masks), dict(masks)
     c_zero = c != 1.0 and (c <= reg.fmt.underflow_quantum or (reg.ftz and c < reg.fmt.min_normal))
     lr_zero = any(x == 0.0 for x in lrs)  # some correct evaluation multiplies by 0
     eta_tot = rb.U  # absolute parts (underflow, flushed inputs) of the residual
@@ -829,6 +902,20 @@ def step_bounds(
                                      lr_held=lr_held, flush_to_zero=flush_to_zero)
 
 
+def _extreme_magnitudes(values: npt.ArrayLike) -> bool:
+    """Whether a finite nonzero magnitude of ``values`` lies below ``2**-200`` or above ``2**200``
+    (non-finite values and zeros ignored). The smallest and largest magnitudes answer most arrays;
+    only an array holding a zero or a non-finite value is filtered element by element."""
+    m = np.abs(np.asarray(values, dtype=np.float64))
+    if m.size == 0:
+        return False
+    lo, hi = float(m.min()), float(m.max())
+    if lo >= 2.0**-200 and hi <= 2.0**200:  # NaN compares False: filtered below
+        return False
+    m = m[np.isfinite(m) & (m > 0)]
+    return bool(m.size and (m.min() < 2.0**-200 or m.max() > 2.0**200))
+
+
 def _rescue_overflowed_bounds(
     sb: StepBounds, inputs: Mapping[str, F64], residual: F64, exact: Mapping[str, F64], **kw: object,
 ) -> StepBounds:
@@ -846,10 +933,7 @@ def _rescue_overflowed_bounds(
     # the expected bounds square (and the loss's raises to the 4th power) the values: below
     # 2**-200 or above 2**200 that underflows or overflows float64 (an expected bound of
     # 2.5e-323 for a correctly rounded 1e-290): evaluate them in the wider type too
-    mags = [np.abs(np.asarray(v, dtype=np.float64)).ravel() for v in (*inputs.values(), residual, *exact.values())]
-    allm = np.concatenate(mags) if mags else np.zeros(0)
-    allm = allm[np.isfinite(allm) & (allm > 0)]
-    extreme = bool(allm.size and (allm.min() < 2.0**-200 or allm.max() > 2.0**200))
+    extreme = any(_extreme_magnitudes(v) for v in (*inputs.values(), residual, *exact.values()))
     if not any(np.any(m) for m in over.values()) and not any(np.any(m) for m in beyond.values()) and not extreme:
         return sb
     ld = np.longdouble
@@ -898,6 +982,15 @@ def _rescue_overflowed_bounds(
     return sb
 
 
+def _nan_as_inf(values: npt.ArrayLike) -> Any:
+    """``np.nan_to_num(values, nan=inf, posinf=inf)`` (a copy; a 0-d input gives a NumPy scalar), without
+    its five passes where no element is NaN or ``-inf`` (then it changes nothing)."""
+    x = np.array(values, subok=True, copy=True)
+    if x.dtype.kind == "f" and bool(np.all(x > -np.inf)):
+        return x[()] if x.ndim == 0 else x
+    return np.nan_to_num(x, nan=np.inf, posinf=np.inf)
+
+
 def _step_bounds_in(
     wd: type, inputs: Mapping[str, F64], residual: F64, exact: Mapping[str, F64], *, lr: float, reduction: str,
     fmt: FloatFormat, tf32: bool = False, lr_held: float | None = None, flush_to_zero: bool = False,
@@ -928,8 +1021,8 @@ def _step_bounds_in(
     expected_raw = expected_bounds(X, Y, W, b, R, exact, c, lr, dlr, reg, ut, rb, gb, U_L)
     with np.errstate(invalid="ignore"):
         # NaN (inf * 0 in a vacuous bound) and inf stay inf: a vacuous bound says nothing
-        rigorous = {q: np.nan_to_num(np.asarray(v, dtype=wd), nan=np.inf, posinf=np.inf) for q, v in rigorous.items()}
-        expected = {q: np.minimum(np.nan_to_num(expected_raw[q], nan=np.inf, posinf=np.inf), rigorous[q]) for q in rigorous}
+        rigorous = {q: _nan_as_inf(np.asarray(v, dtype=wd)) for q, v in rigorous.items()}
+        expected = {q: np.minimum(_nan_as_inf(expected_raw[q]), rigorous[q]) for q in rigorous}
     inf_ok, nan_ok, pinf_ok, ninf_ok = overflow_masks(X, Y, W, b, R, exact, rb, gb, c, learning_rates(lr, lr_held, reg), reg, ut)
     return StepBounds(rigorous=rigorous, expected=expected, inf_allowed=inf_ok, nan_allowed=nan_ok,
                       vacuous=_vacuous_reasons(n, d, k, reg, rb, gb, gL), flush_to_zero=reg.ftz,

@@ -26,7 +26,10 @@ possible. The quantity's verdict is the worst element's, in the order of
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -83,6 +86,49 @@ def _ratio(err: F64, bound: F64) -> F64:
     return np.where(np.isnan(r), np.inf, r)
 
 
+_NAMES = list(ELEMENT_VERDICTS)
+_IV = {v: i for i, v in enumerate(_NAMES)}
+
+
+def _grade_elements(
+    c: F64, hi: F64, lo: F64, rig: F64, exp: F64, pos_ok: npt.NDArray[np.bool_], neg_ok: npt.NDArray[np.bool_],
+    nan_ok: npt.NDArray[np.bool_], finite_impossible: npt.NDArray[np.bool_] | None, fmt: FloatFormat,
+) -> tuple[F64, F64, F64, F64, npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """The element-wise part of :func:`compare` (arrays of one shape): ``(abs_error, ulp_error,
+    rigorous ratio, expected ratio, element verdict codes, overflowed)``. Every operation is per
+    element, so a concatenation of several quantities grades each element as alone."""
+    # an exact value beyond the range allows the infinity of its own sign
+    pos_ok = pos_ok | (hi > fmt.max_finite)
+    neg_ok = neg_ok | (hi < -fmt.max_finite)
+    inf_ok = np.where(c > 0, pos_ok, neg_ok)
+    finite_c = np.isfinite(c)
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs((c - hi) - lo)
+    err = np.where(finite_c & np.isfinite(hi), err, np.inf)
+    err = np.where((c == hi) & (lo == 0), 0.0, err)
+    ulps = ulp_error(c, hi, lo, fmt)
+    # a non-finite result a correct evaluation can produce, or a finite one whose exact
+    # value float64 cannot hold (no error to measure): not graded against the bounds
+    # (a finite result whose exact value float64 cannot hold is graded: its error is
+    # at least 2**970, the distance from the overflow threshold to the largest double)
+    overflowed = (np.isinf(c) & inf_ok) | (np.isnan(c) & nan_ok)
+    rr = _ratio(err, rig)
+    beyond = finite_c & ~np.isfinite(hi)
+    if beyond.any():
+        # error >= 2**970: above any finite bound below it; within a larger or infinite
+        # bound nothing is known (no error measurable): graded suspect there, not agree
+        imposs = rig < 2.0**970
+        if finite_impossible is not None:
+            imposs = imposs | finite_impossible
+        rr = np.where(beyond, np.where(imposs, np.inf, 1.0), rr)
+    er = _ratio(err, exp)
+    iv = _IV
+    er = np.where(beyond, np.inf, er)
+    verdicts = np.where(er <= 1.0, iv["agree"], np.where(rr <= 1.0, iv["suspect"], iv["disagree"]))
+    verdicts = np.where(overflowed, iv["overflow"], verdicts)
+    return err, ulps, rr, er, verdicts, overflowed
+
+
 def compare(
     computed: npt.ArrayLike,
     exact_hi: npt.ArrayLike,
@@ -127,37 +173,10 @@ def compare(
     inf_any = np.broadcast_to(np.asarray(inf_allowed, dtype=bool), c.shape)
     pos_ok = inf_any if posinf_allowed is None else np.broadcast_to(np.asarray(posinf_allowed, dtype=bool), c.shape)
     neg_ok = inf_any if neginf_allowed is None else np.broadcast_to(np.asarray(neginf_allowed, dtype=bool), c.shape)
-    # an exact value beyond the range allows the infinity of its own sign
-    pos_ok = pos_ok | (hi > fmt.max_finite)
-    neg_ok = neg_ok | (hi < -fmt.max_finite)
-    inf_ok = np.where(c > 0, pos_ok, neg_ok)
     nan_ok = np.zeros(c.shape, dtype=bool) if nan_allowed is None else np.broadcast_to(np.asarray(nan_allowed, dtype=bool), c.shape)
-    finite_c = np.isfinite(c)
-    with np.errstate(invalid="ignore", over="ignore"):
-        err = np.abs((c - hi) - lo)
-    err = np.where(finite_c & np.isfinite(hi), err, np.inf)
-    err = np.where((c == hi) & (lo == 0), 0.0, err)
-    ulps = ulp_error(c, hi, lo, fmt)
-    # a non-finite result a correct evaluation can produce, or a finite one whose exact
-    # value float64 cannot hold (no error to measure): not graded against the bounds
-    # (a finite result whose exact value float64 cannot hold is graded: its error is
-    # at least 2**970, the distance from the overflow threshold to the largest double)
-    overflowed = (np.isinf(c) & inf_ok) | (np.isnan(c) & nan_ok)
-    rr = _ratio(err, rig)
-    beyond = finite_c & ~np.isfinite(hi)
-    if beyond.any():
-        # error >= 2**970: above any finite bound below it; within a larger or infinite
-        # bound nothing is known (no error measurable): graded suspect there, not agree
-        imposs = rig < 2.0**970
-        if finite_impossible is not None:
-            imposs = imposs | np.broadcast_to(np.asarray(finite_impossible, dtype=bool), c.shape)
-        rr = np.where(beyond, np.where(imposs, np.inf, 1.0), rr)
-    er = _ratio(err, exp)
-    names = list(ELEMENT_VERDICTS)
-    iv = {v: i for i, v in enumerate(names)}
-    er = np.where(beyond, np.inf, er)
-    verdicts = np.where(er <= 1.0, iv["agree"], np.where(rr <= 1.0, iv["suspect"], iv["disagree"]))
-    verdicts = np.where(overflowed, iv["overflow"], verdicts)
+    imp = None if finite_impossible is None else np.broadcast_to(np.asarray(finite_impossible, dtype=bool), c.shape)
+    err, ulps, rr, er, verdicts, overflowed = _grade_elements(c, hi, lo, rig, exp, pos_ok, neg_ok, nan_ok, imp, fmt)
+    names = _NAMES
     counts = {name: int(np.sum(verdicts == i)) for i, name in enumerate(names)}
     worst_v = int(verdicts.max()) if verdicts.size else 0
     judged = ~overflowed
@@ -193,6 +212,103 @@ def compare(
     )
 
 
+#: The keyword arguments of :func:`compare` a :func:`compare_many` item may give (``computed``,
+#: ``exact_hi``, ``exact_lo``, ``rigorous``, ``expected`` and ``inf_allowed`` are required).
+COMPARE_KEYS = ("computed", "exact_hi", "exact_lo", "rigorous", "expected", "inf_allowed", "nan_allowed",
+                "posinf_allowed", "neginf_allowed", "finite_impossible")
+
+
+def _flat(value: npt.ArrayLike, shape: tuple[int, ...], dtype: type) -> npt.NDArray[Any]:
+    a: npt.NDArray[Any] = np.asarray(value, dtype=dtype)
+    if a.shape != shape:
+        a = np.broadcast_to(a, shape)
+    return a.reshape(-1)
+
+
+def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[Comparison]:
+    """``[compare(**item, fmt=fmt) for item in items]``, field for field, in one pass.
+
+    The quantities of a step are small in a small case, where :func:`compare`'s cost is
+    its few dozen NumPy calls, not their work: here the elements of every item are
+    concatenated, graded once by the same element-wise code (:func:`_grade_elements`),
+    and reduced per item (segment maxima, a segment-keyed stable lexsort for the worst
+    element, a keyed bincount for the counts), which picks the same values and the same
+    worst index as :func:`compare` on each item alone. An item with no elements makes
+    the whole call fall back to :func:`compare` per item.
+
+    Args:
+        items: the keyword arguments of :func:`compare` (:data:`COMPARE_KEYS`), one mapping per quantity.
+        fmt: the dtype computed in (ULPs are counted in it).
+
+    Returns:
+        one :class:`Comparison` per item, in order.
+    """
+    shapes = [np.shape(it["computed"]) for it in items]
+    sizes = [math.prod(shp) for shp in shapes]
+    if not items or min(sizes) == 0:
+        return [compare(**it, fmt=fmt) for it in items]
+
+    def cat(key: str, dtype: type, default: str | None = None, fill: bool = False) -> npt.NDArray[Any]:
+        parts = []
+        for it, shp in zip(items, shapes, strict=True):
+            v = it.get(key)
+            if v is None:
+                v = it[default] if default is not None else np.full(shp, fill, dtype=dtype)
+            parts.append(_flat(v, shp, dtype))
+        return np.concatenate(parts)
+
+    c = cat("computed", np.float64)
+    hi = cat("exact_hi", np.float64)
+    lo = cat("exact_lo", np.float64)
+    rig = cat("rigorous", np.float64)
+    exp = cat("expected", np.float64)
+    pos_ok = cat("posinf_allowed", bool, "inf_allowed")
+    neg_ok = cat("neginf_allowed", bool, "inf_allowed")
+    nan_ok = cat("nan_allowed", bool)
+    imp = cat("finite_impossible", bool)
+    err, ulps, rr, er, verdicts, overflowed = _grade_elements(c, hi, lo, rig, exp, pos_ok, neg_ok, nan_ok, imp, fmt)
+    m = len(items)
+    ends = np.cumsum(sizes)
+    starts = ends - np.asarray(sizes)
+    seg = np.repeat(np.arange(m), sizes)
+    nv = len(_NAMES)
+    counts = np.bincount(seg * nv + verdicts, minlength=m * nv).reshape(m, nv)
+    worst_v = np.maximum.reduceat(verdicts, starts)
+    judged = ~overflowed
+    key_rr = np.where(overflowed, -1.0, rr)
+    order = np.lexsort((np.nan_to_num(ulps, posinf=np.finfo(float).max), key_rr, seg))
+    worst_flat = order[ends - 1]
+    mx_abs = np.maximum.reduceat(np.where(judged, err, 0.0), starts)
+    mx_ulp = np.maximum.reduceat(np.where(judged, ulps, 0.0), starts)
+    mx_rr = np.maximum.reduceat(np.where(judged, rr, 0.0), starts)
+    mx_er = np.maximum.reduceat(np.where(judged, er, 0.0), starts)
+    out = []
+    for i, shp in enumerate(shapes):
+        w = int(worst_flat[i])
+        start = int(starts[i])
+        worst_index = tuple(int(j) for j in np.unravel_index(w - start, shp))
+        max_ulp = float(mx_ulp[i])
+        out.append(Comparison(
+            verdict=_NAMES[int(worst_v[i])],
+            counts={name: int(counts[i, j]) for j, name in enumerate(_NAMES) if counts[i, j]},
+            size=sizes[i],
+            max_abs_error=float(mx_abs[i]),
+            max_ulp_error=max_ulp,
+            bits_of_error=float(bits_of_error(max_ulp)),
+            bound_ratio=float(mx_rr[i]),
+            expected_ratio=float(mx_er[i]),
+            worst_index=worst_index,
+            rigorous_at_worst=float(rig[w]),
+            expected_at_worst=float(exp[w]),
+            ulp=ulps[start:start + sizes[i]].reshape(shp),
+            abs_error_at_worst=float(err[w]),
+            ulp_error_at_worst=float(ulps[w]),
+            computed_at_worst=float(c[w]),
+            exact_at_worst=float(hi[w]),
+        ))
+    return out
+
+
 @dataclass
 class Drift:
     """How far a computed array is from the exact trajectory (the result of exact steps from the start).
@@ -206,10 +322,12 @@ class Drift:
     ulp_error: float
 
 
-def drift(computed: F64, exact_hi: F64, exact_lo: F64, fmt: FloatFormat) -> Drift:
+def drift(computed: F64, exact_hi: F64, exact_lo: F64, fmt: FloatFormat, ulps: F64 | None = None) -> Drift:
     """The drift of ``computed`` (float64, any shape) from the exact trajectory given as the
-    unevaluated sums ``exact_hi + exact_lo`` (same shape); overflow and NaN are not errors here."""
+    unevaluated sums ``exact_hi + exact_lo`` (same shape); overflow and NaN are not errors here.
+    ``ulps``: ``ulp_error(computed, exact_hi, exact_lo, fmt)`` when the caller has it already
+    (a step whose exact trajectory value is the graded exact value: :attr:`Comparison.ulp`)."""
     with np.errstate(all="ignore"):
         err = np.abs((computed - exact_hi) - exact_lo)
-        dul = ulp_error(computed, exact_hi, exact_lo, fmt)
+        dul = ulp_error(computed, exact_hi, exact_lo, fmt) if ulps is None else ulps
     return Drift(float(err.max()) if err.size else 0.0, float(dul.max()) if dul.size else 0.0)

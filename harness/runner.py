@@ -22,7 +22,7 @@ import numpy.typing as npt
 from .bounds import step_bounds
 from .cases import Case, CaseSource, as_cases
 from .classify import classify_exception
-from .compare import compare, drift
+from .compare import compare, compare_many, drift
 from .devices import parse_devices
 from .diagnose import StepFacts, diagnose_step
 from .errors import UsageError
@@ -142,14 +142,17 @@ class CaseCache:
         self.case = case
         self._written: ExactStep | None = None
         self._traj: dict[tuple[str, ...], list[ExactStep]] = {}
-        self._seen: dict[tuple[str, ...], Mapping[str, F64]] = {}
+        self._seen: dict[tuple[str, ...], tuple[Mapping[str, F64], Fraction]] = {}
 
     def written_step(self) -> ExactStep | None:
         if self._written is None and self.case.finite:
             if self.case.written is None:  # written as float64 values (arrays, generated cases): exact as floats
-                for key, seen in self._seen.items():  # the same inputs as a trajectory's first step (float64)
-                    if self._traj[key][0].rounded_bits is None and all(np.array_equal(seen[name], np.asarray(v, dtype=np.float64)) for name, v in self.case.values.items()):
-                        self._written = self._traj[key][0]
+                for key, (seen, lr) in self._seen.items():  # the same inputs as a trajectory's first step (float64)
+                    if not self._traj[key]:  # a trajectory of no steps (steps = 0) has no first step
+                        continue
+                    first = self._traj[key][0]
+                    if first.rounded_bits is None and all(np.array_equal(seen[name], np.asarray(v, dtype=np.float64)) for name, v in self.case.values.items()):
+                        self._written = first if lr == self.case.lr else _with_learning_rate(first, seen, self.case.lr)
                         return self._written
                 inputs = exact_inputs_from_floats(self.case.values)
             else:
@@ -160,9 +163,17 @@ class CaseCache:
     def trajectory(self, seen: Mapping[str, F64], lr: Fraction, key: tuple[str, ...]) -> list[ExactStep]:
         if key not in self._traj:
             self._traj[key] = exact_trajectory(exact_inputs_from_floats(seen), lr, self.case.reduction, self.case.steps)
-            if lr == self.case.lr:
-                self._seen[key] = seen
+            self._seen[key] = (seen, lr)
         return self._traj[key]
+
+
+def _with_learning_rate(step: ExactStep, inputs: Mapping[str, F64], lr: Fraction) -> ExactStep:
+    """The exact step from the same inputs with another learning rate: the loss, the gradients and the
+    residual do not depend on it; ``W - lr grad_W`` and ``b - lr grad_b`` are formed again, exactly."""
+    values = dict(step.values)
+    values["W"] = ScaledInts.from_floats(inputs["W"]) - values["grad_W"].times(lr)
+    values["b"] = ScaledInts.from_floats(inputs["b"]) - values["grad_b"].times(lr)
+    return ExactStep(values=values, residual=step.residual, method=step.method)
 
 
 def _base(case: Case, impl: Implementation, device: str, dtype: str, opts: RunOptions) -> dict[str, Any]:
@@ -560,11 +571,21 @@ def _grade_step(
     exact_hi = {q: hilo[q][0] for q in QUANTITIES}
     residual = ex.residual.to_float64()
     records = []
+    impossible = getattr(bounds, "finite_impossible", None) or {}
+    items = []
     for q in QUANTITIES:
         pinf, ninf = bounds.signed_inf_allowed(q)
-        cmp = compare(out[q], hilo[q][0], hilo[q][1], bounds.rigorous[q], bounds.expected[q], bounds.inf_allowed[q], fmt,
-                      nan_allowed=bounds.nan_allowed[q], posinf_allowed=pinf, neginf_allowed=ninf,
-                      finite_impossible=(getattr(bounds, "finite_impossible", None) or {}).get(q))
+        items.append({"computed": out[q], "exact_hi": hilo[q][0], "exact_lo": hilo[q][1], "rigorous": bounds.rigorous[q],
+                      "expected": bounds.expected[q], "inf_allowed": bounds.inf_allowed[q], "nan_allowed": bounds.nan_allowed[q],
+                      "posinf_allowed": pinf, "neginf_allowed": ninf, "finite_impossible": impossible.get(q)})
+    decimals: dict[Fraction, str] = {}  # the same exact value is often the graded, written and trajectory one
+
+    def decimal(f: Fraction) -> str:
+        if f not in decimals:
+            decimals[f] = decimal_string(f)
+        return decimals[f]
+
+    for q, cmp in zip(QUANTITIES, compare_many(items, fmt), strict=True):
         idx = cmp.worst_index
         exact_f = ex.values[q].fraction_at(idx)
         computed = float(out[q][idx])
@@ -572,7 +593,7 @@ def _grade_step(
             quantity=q, step=t, verdict=cmp.verdict, shape=list(out[q].shape),
             max_abs_error=cmp.max_abs_error, max_ulp_error=cmp.max_ulp_error, bits_of_error=cmp.bits_of_error,
             bound_ratio=cmp.bound_ratio, expected_ratio=cmp.expected_ratio, worst_index=list(idx),
-            exact=decimal_string(exact_f), exact_rational=_rational(exact_f), computed=repr(computed),
+            exact=decimal(exact_f), exact_rational=_rational(exact_f), computed=repr(computed),
             rigorous_bound=cmp.rigorous_at_worst, expected_bound=cmp.expected_at_worst,
             abs_error_at_worst=cmp.abs_error_at_worst, ulp_error_at_worst=cmp.ulp_error_at_worst,
             counts=cmp.counts, oracle_method=ex.method, message=_message(q, cmp, fmt, bounds.vacuous.get(q, "") or getattr(bounds, "out_of_range", {}).get(q, ""),
@@ -584,14 +605,20 @@ def _grade_step(
             rec.bound_ratio = None
         if written is not None:
             wf = written.values[q].fraction_at(idx)
-            rec.exact_written = decimal_string(wf)
+            rec.exact_written = decimal(wf)
             rec.exact_written_rational = _rational(wf)
-            whi, wlo = ScaledInts.scalar(wf).to_hi_lo()
-            rec.ulp_error_written = float(ulp_error(np.array(computed), whi, wlo, fmt))
+            if wf == exact_f:  # the same value: the same double-double (hi, lo are correctly rounded), the same ULPs
+                rec.ulp_error_written = cmp.ulp_error_at_worst
+            else:
+                whi, wlo = ScaledInts.scalar(wf).to_hi_lo()
+                rec.ulp_error_written = float(ulp_error(np.array(computed), whi, wlo, fmt))
         if traj_step is not None and q in ("W", "b"):
-            gone = drift(out[q], *traj_step.values[q].to_hi_lo(), fmt)
+            if traj_step is ex:  # the first step of the trajectory is the graded step: its values and ULPs are at hand
+                gone = drift(out[q], *hilo[q], fmt, ulps=cmp.ulp)
+            else:
+                gone = drift(out[q], *traj_step.values[q].to_hi_lo(), fmt)
             rec.drift_abs_error, rec.drift_ulp_error = gone.abs_error, gone.ulp_error
-            rec.trajectory_exact = decimal_string(traj_step.values[q].fraction_at(idx))
+            rec.trajectory_exact = decimal(traj_step.values[q].fraction_at(idx))
         records.append(rec)
     if bounds.note:
         for rec in records:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.compare import compare
-from harness.floats import FLOAT16, FLOAT32
+from harness.floats import FLOAT16, FLOAT32, round_to_format
 from harness.verdicts import ELEMENT_VERDICTS
 
 
@@ -100,3 +100,70 @@ def test_empty():
 def test_scalar():
     res = cmp(np.array(1.0 + 2.0**-23), np.array(1.0), rig=2.0**-24, exp=2.0**-25)
     assert res.worst_index == () and res.verdict == "disagree" and res.bound_ratio == 2.0
+
+
+def _hostile_item(rng: np.random.Generator, shape: tuple[int, ...], fmt) -> dict:
+    """compare()'s arguments with every kind of element: exact, within and above the bounds, ties,
+    +-inf and NaN (allowed or not, of either sign), exact values beyond float64, zero and infinite bounds."""
+    size = int(np.prod(shape))
+    hi = rng.choice([1.0, -3.0, 0.0, 2.0**-140, 1e300, np.inf, -np.inf], size=size, p=[.3, .2, .1, .1, .1, .1, .1])
+    lo = np.where(np.isfinite(hi), hi * rng.choice([0.0, 2.0**-60], size=size), 0.0)
+    step = rng.choice([0.0, 2.0**-23, 2.0**-20, 2.0**-18, 2.0**-18], size=size)  # repeated errors: ties
+    c = np.where(np.isfinite(hi), hi + step * np.where(hi == 0, 1.0, hi), rng.choice([1.0, -1.0], size=size))
+    c = np.where(rng.random(size) < 0.15, rng.choice([np.inf, -np.inf, np.nan], size=size), c)
+    c = np.where(np.isfinite(c), round_to_format(np.where(np.isfinite(c), c, 0.0), fmt), c)
+    rig = rng.choice([2.0**-19, 0.0, np.inf, 2.0**980], size=size, p=[.7, .1, .1, .1])
+    exp = np.minimum(rig, rng.choice([2.0**-22, 2.0**-19], size=size))
+
+    def mask() -> np.ndarray:
+        return (rng.random(size) < 0.4).reshape(shape)
+
+    item = {"computed": c.reshape(shape), "exact_hi": hi.reshape(shape), "exact_lo": lo.reshape(shape),
+            "rigorous": rig.reshape(shape), "expected": exp.reshape(shape), "inf_allowed": mask()}
+    for key in ("nan_allowed", "posinf_allowed", "neginf_allowed", "finite_impossible"):
+        item[key] = mask() if rng.random() < 0.6 else None
+    if rng.random() < 0.3:  # broadcast scalars, as the loss's bounds are
+        item["rigorous"], item["expected"], item["inf_allowed"] = 2.0**-19, 2.0**-22, False
+    return item
+
+
+def test_compare_many_is_compare_field_for_field():
+    """compare_many (one pass over the concatenated quantities) gives every field of compare on each
+    quantity alone: the same verdicts, counts, maxima, worst index (ties included) and ULP arrays."""
+    from dataclasses import fields
+
+    from harness.compare import compare_many
+    from harness.floats import FLOAT64
+
+    rng = np.random.default_rng(12)
+    shapes = [(), (1,), (3,), (2, 3), (4, 1), (1, 1), (5, 2)]
+    checked = 0
+    for trial in range(300):
+        fmt = (FLOAT32, FLOAT64, FLOAT16)[trial % 3]
+        items = [_hostile_item(rng, shapes[i], fmt) for i in rng.integers(0, len(shapes), size=rng.integers(1, 6))]
+        many = compare_many(items, fmt)
+        assert len(many) == len(items)
+        for item, got in zip(items, many, strict=True):
+            want = compare(**item, fmt=fmt)
+            for f in fields(want):
+                a, b = getattr(got, f.name), getattr(want, f.name)
+                if f.name == "ulp":
+                    assert a.shape == b.shape and np.array_equal(a, b, equal_nan=True)
+                elif isinstance(b, float) and np.isnan(b):
+                    assert np.isnan(a), f.name
+                else:
+                    assert a == b and type(a) is type(b), (f.name, a, b)
+            checked += 1
+    assert checked > 600
+
+
+def test_compare_many_with_an_empty_quantity_falls_back_to_compare():
+    from harness.compare import compare_many
+
+    empty = {"computed": np.zeros((0, 2)), "exact_hi": np.zeros((0, 2)), "exact_lo": np.zeros((0, 2)),
+             "rigorous": np.zeros((0, 2)), "expected": np.zeros((0, 2)), "inf_allowed": np.zeros((0, 2), dtype=bool)}
+    one = {"computed": np.array([1.0 + 2.0**-20]), "exact_hi": np.ones(1), "exact_lo": np.zeros(1),
+           "rigorous": np.array([2.0**-19]), "expected": np.array([2.0**-22]), "inf_allowed": np.zeros(1, dtype=bool)}
+    got = compare_many([empty, one], FLOAT32)
+    assert got[0].size == 0 and got[0].verdict == "agree"
+    assert got[1].verdict == "suspect" and got[1].max_ulp_error == 8.0  # 2**-20 / 2**-23

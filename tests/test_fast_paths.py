@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from harness import bounds as bounds_mod
 from harness.bounds import partial_sum_squares, partial_sum_squares_planes, rigorous_loss_bound, step_bounds
 from harness.exact import ScaledInts
-from harness.floats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64
+from harness.floats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, round_to_format
 from harness.oracle import exact_inputs_from_floats, exact_step
 from harness.records import Record, _jsonable
 from harness.verdicts import QUANTITIES
@@ -203,6 +203,62 @@ def test_expected_bounds_extreme_data_finite_and_positive(scale):
         assert np.all(np.isfinite(e)) and np.all(e > 0), (q, e)
 
 
+
+# ------------------------------------------------------------------ overflow masks: the proof of no overflow
+
+def _masks(sb):
+    return (sb.inf_allowed, sb.nan_allowed, sb.posinf_allowed, sb.neginf_allowed)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 30), d=st.integers(1, 5), k=st.integers(1, 3), seed=st.integers(0, 2**32 - 1),
+       log_scale=st.integers(-40, 1030), fmt=st.sampled_from(FORMATS), reduction=st.sampled_from(("sum", "mean")),
+       log_lr=st.integers(-10, 1000), tf32=st.booleans(), ftz=st.booleans())
+def test_overflow_masks_fast_path_equals_products(n, d, k, seed, log_scale, fmt, reduction, log_lr, tf32, ftz):
+    """Where _far_from_overflow proves every magnitude far below the range, the masks it returns (all False)
+    are the masks the products give, mask for mask, in every format and near each format's overflow threshold."""
+    scale = 2.0 ** (log_scale % (fmt.emax + 24) - 20)  # from tiny to beyond the format's largest value
+    inputs = _inputs(np.random.default_rng(seed), n, d, k, scale)
+    with np.errstate(all="ignore"):
+        inputs = {key: np.asarray(v, dtype=np.float64) for key, v in inputs.items()}
+        if not all(np.isfinite(v).all() for v in inputs.values()):
+            return
+        lr = 2.0 ** (log_lr % 140 - 10)
+        ex = exact_step(exact_inputs_from_floats(inputs), Fraction(lr), reduction)
+        exact = {q: ex.values[q].to_hi_lo()[0] for q in QUANTITIES}
+        kw = {"lr": lr, "reduction": reduction, "fmt": fmt, "tf32": tf32, "flush_to_zero": ftz}
+        taken = []
+        real = bounds_mod._far_from_overflow
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(bounds_mod, "_far_from_overflow", lambda *a: taken.append(real(*a)) or taken[-1])
+            fast = step_bounds(inputs, ex.residual.to_float64(), exact, **kw)
+            mp.setattr(bounds_mod, "OVERFLOW_FAST_PATH", False)
+            slow = step_bounds(inputs, ex.residual.to_float64(), exact, **kw)
+    target(float(any(taken)), label="fast path taken")
+    for got, want in zip(_masks(fast), _masks(slow), strict=True):
+        for q in QUANTITIES:
+            assert np.asarray(got[q]).shape == np.asarray(want[q]).shape, q
+            assert np.array_equal(got[q], want[q]), (q, got[q], want[q])
+    for q in QUANTITIES:
+        assert np.array_equal(fast.rigorous[q], slow.rigorous[q]) and np.array_equal(fast.expected[q], slow.expected[q])
+
+
+def test_overflow_fast_path_taken_for_ordinary_data_and_refused_near_the_range():
+    inputs = _inputs(np.random.default_rng(4), 16, 3, 2, 1.0)
+    sb, ex, exact = _bounds(inputs, FLOAT32)
+    R = ex.residual.to_float64()
+    args = dict(X=inputs["X"], Y=inputs["y"], W=inputs["W"], b=inputs["b"], R=R, exact=exact)
+    reg = bounds_mod.Regime(FLOAT32, False)
+    rb = bounds_mod.residual_bound(inputs["X"], inputs["W"], inputs["b"], inputs["y"], reg, 0.0)
+    gb = bounds_mod.gradient_bounds(inputs["X"], R, rb, 1 / 32, reg, 0.0)
+    ok = bounds_mod._far_from_overflow(*args.values(), rb, gb, 1 / 32, [0.01], reg, 1.0, 1.0, 1.0)
+    assert ok is True
+    near = {**args, "Y": inputs["y"] + FLOAT32.max_finite / 2}  # a residual term near float32's largest value
+    assert bounds_mod._far_from_overflow(*near.values(), rb, gb, 1 / 32, [0.01], reg, 1.0, 1.0, 1.0) is False
+    nan_rb = bounds_mod.ResidualBound(A=rb.A, E=rb.E * np.nan, U=rb.U, gamma=rb.gamma)
+    assert bounds_mod._far_from_overflow(*args.values(), nan_rb, gb, 1 / 32, [0.01], reg, 1.0, 1.0, 1.0) is False
+
+
 # ------------------------------------------------------------------ rigorous loss bound alone
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -236,3 +292,100 @@ def test_to_json_equals_asdict_and_copies_containers():
     got["shape"].append(9)
     got["counts"]["x"] = 1
     assert r.shape == [2, 3] and r.counts == {"agree": 6}
+
+
+# ------------------------------------------------------------------ the written inputs' step, from the trajectory's
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+def test_written_step_reused_with_its_own_learning_rate(dtype):
+    """A case whose values are exact in the dtype: the written inputs' exact step is the trajectory's first
+    step with the case's learning rate (not the dtype's rounding of it) applied exactly, value for value."""
+    from harness.cases import case_from_arrays
+    from harness.implementations import resolve
+    from harness.runner import CaseCache, check_case
+
+    fmt = {"float32": FLOAT32, "float64": FLOAT64, "float16": FLOAT16}[dtype]
+    rng = np.random.default_rng(7)
+    vals = {key: round_to_format(v, fmt) for key, v in _inputs(rng, 20, 3, 2, 1.0).items()}
+    case = case_from_arrays("reuse", vals["X"], vals["y"], vals["W"], vals["b"], lr=0.1, reduction="mean", dtypes=(dtype,))
+    cache = CaseCache(case)
+    check_case(case, resolve(["numpy-hand"])[0], "cpu", dtype, cache=cache)
+    got = cache.written_step()
+    want = exact_step(exact_inputs_from_floats(case.values), case.lr, case.reduction)
+    first = cache.trajectory({}, Fraction(0), (dtype, "cpu"))[0]  # computed by check_case: not recomputed
+    assert got.residual is first.residual  # reused, not computed again
+    assert (got is first) == (dtype == "float64")  # float64 holds lr = 0.1 as written; the others round it
+    for q in QUANTITIES:
+        assert list(got.values[q].to_fractions().ravel()) == list(want.values[q].to_fractions().ravel()), q
+    assert list(got.residual.to_fractions().ravel()) == list(want.residual.to_fractions().ravel())
+
+
+# ------------------------------------------------------------------ no flush-to-zero: no products with zeros
+
+def test_unflushed_bounds_skip_zero_products_but_keep_inf_times_zero():
+    """Without flush-to-zero the flushed inputs are zeros: their products with finite magnitudes are +0 and
+    are not formed; an infinite error bound still makes them NaN (0 * inf), as the products would."""
+    rng = np.random.default_rng(9)
+    inputs = _inputs(rng, 12, 3, 2, 1.0)
+    X, Y, W, b = (inputs[key] for key in ("X", "y", "W", "b"))
+    reg = bounds_mod.Regime(FLOAT32, False)
+    rb = bounds_mod.residual_bound(X, W, b, Y, reg, 0.0)
+    zeros = reg.flushed(X)
+    assert np.array_equal(rb.U - reg.fmt.underflow_quantum * 3, zeros @ np.abs(W))  # d_in = +0: U = 3 eta
+    R = X @ W + b - Y
+    gb = bounds_mod.gradient_bounds(X, R, rb, 1.0, reg, 0.0)
+    assert np.isfinite(gb.gW).all()
+    E = rb.E.copy()
+    E[4, 1] = np.inf
+    inf_rb = bounds_mod.ResidualBound(A=rb.A, E=E, U=rb.U, gamma=rb.gamma)
+    gb_inf = bounds_mod.gradient_bounds(X, R, inf_rb, 1.0, reg, 0.0)
+    assert np.isnan(gb_inf.gW[:, 1]).all() and np.isfinite(gb_inf.gW[:, 0]).all()
+    assert np.array_equal(np.isnan(gb_inf.gW), np.isnan(zeros.T @ (np.abs(R) + E)))
+
+
+@pytest.mark.parametrize("values", [np.array([1.0, np.inf, 0.0]), np.array([np.nan, -np.inf, 2.0, np.inf]),
+                                    np.asarray(3.0), np.asarray(np.nan), np.array([[1.0, -2.0]], dtype=np.longdouble),
+                                    np.array([-np.inf], dtype=np.longdouble), np.zeros((0, 2)), np.array([1, 2])])
+def test_nan_as_inf_is_nan_to_num(values):
+    got = bounds_mod._nan_as_inf(values)
+    want = np.nan_to_num(values, nan=np.inf, posinf=np.inf)
+    assert type(got) is type(want) and np.asarray(got).dtype == np.asarray(want).dtype
+    assert np.array_equal(got, want) and got is not values
+
+
+def test_order_sums_cached_equal_direct():
+    for n in (1, 2, 7, 1000):
+        k = np.arange(1, n + 1, dtype=np.float64)
+        want = (float(np.sum(k**2)), float(np.sum(k * (n - k) / (n - 1))) if n > 1 else 0.0)
+        assert bounds_mod._order_sums(n) == want
+
+
+# ------------------------------------------------------------------ whole records: fast paths on and off
+
+def test_records_identical_with_the_fast_paths_off(monkeypatch):
+    """Every field of every record of seed, semantics and some NIST cases (a correct step, a mutant, a float32
+    one) is the same with the fused comparison and the overflow proof as with compare per quantity and the
+    overflow products (scripts/record_identity.py compares whole runs across commits)."""
+    import dataclasses
+    import json
+
+    from harness import compare as compare_mod
+    from harness import runner as runner_mod
+    from harness.cases import load_cases
+    from harness.implementations import load_mutants
+    from harness.runner import verify
+    from tests.conftest import CASES
+
+    load_mutants()
+    cases = [*load_cases([CASES / "seed.toml", CASES / "semantics.toml"]).cases, *load_cases([CASES / "nist.toml"], tier="quick").cases[:4]]
+    impls = ["numpy-hand", "torch-seed", "mutant-float16-accumulation"]
+
+    def run() -> list[str]:
+        return [json.dumps(dataclasses.asdict(r), sort_keys=True) for r in verify(cases, impls, dtypes=None)]
+
+    fast = run()
+    monkeypatch.setattr(runner_mod, "compare_many", lambda items, fmt: [compare_mod.compare(**it, fmt=fmt) for it in items])
+    monkeypatch.setattr(bounds_mod, "OVERFLOW_FAST_PATH", False)
+    slow = run()
+    assert len(fast) == len(slow) > 100
+    assert fast == slow
