@@ -35,6 +35,7 @@ import numpy as np
 from ..devices import available_devices, device_type
 from ..frameworks import to_framework, unsupported_reason
 from ..implementations import Implementation, StepResult
+from ..models.spec import model_rule_mismatch
 from ..optim.config import BENCHMARK_TABLES, OptimizerConfig, benchmark_optimizer, optimizer_keyword
 
 #: Reduction and learning rate of the benchmarked step (mean keeps 16-bit losses finite at N = 10^6).
@@ -275,6 +276,9 @@ def applicable(impl: Implementation, device: str, dtype: str) -> str | None:
         reason = f"{impl.name} does not support {dtype}"
     if reason is None and impl.devices is not None and device_type(device) not in impl.devices:
         reason = f"{impl.name} does not run on {device}"
+    if reason is None:  # the benchmark times the linear model's step (the one rule: model_rule_mismatch)
+        mismatch = model_rule_mismatch(impl.models, None)
+        reason = f"{impl.name} {mismatch}" if mismatch else None
     return reason
 
 
