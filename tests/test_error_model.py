@@ -66,6 +66,7 @@ def test_expected_bound_calibration_over_orders(capsys):
 def test_selftest_catches_every_mutant_without_false_alarms():
     cases = load_cases([CASES / "seed.toml", CASES / "nist.toml", CASES / "selftest.toml"]).cases
     cases += load_cases([CASES / "optim.toml"], tier="quick").cases  # the optimizer mutants' cases (issue 13)
+    cases += load_cases([CASES / "models.toml"], tier="quick").cases  # the model mutants' cases (issue 14)
     res = run_selftest(cases)
     report = format_selftest(res)
     assert len(res.mutants) >= 12

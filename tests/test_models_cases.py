@@ -389,7 +389,7 @@ def test_exact_inputs_without_a_model_is_refused():
 def test_models_toml_covers_every_activation_depth_polynomial_expression_and_regime():
     quick, full = (load_cases([MODELS], tier=t) for t in ("quick", "full"))
     assert not quick.errors and not full.errors
-    assert len(quick.cases) == 17 and len(full.cases) == 48
+    assert len(quick.cases) == 18 and len(full.cases) == 50
     assert {c.id for c in quick.cases} < {c.id for c in full.cases}
     specs = {c.model for c in full.cases}
     for act in ACTIVATIONS:
@@ -412,7 +412,7 @@ def test_the_cases_listing_shows_each_cases_model(capsys):
     assert main(["cases", "--cases", str(MODELS)]) == 0
     out = capsys.readouterr()
     lines = out.out.splitlines()
-    assert len(lines) == 17 and out.err.strip().splitlines()[-1] == "17 cases"
+    assert len(lines) == 18 and out.err.strip().splitlines()[-1] == "18 cases"
     (tanh,) = [ln for ln in lines if ln.startswith("gen-tanh-1-saturate-")]
     assert tanh.endswith("model: mlp hidden=[8] tanh")
     (expr,) = [ln for ln in lines if ln.startswith("gen-expr-")]
