@@ -623,7 +623,9 @@ def test_overflow_masks_and_vacuous_notes():
     vals = evaluate_float64(graph, inputs, fn_float64=FNS64)
     mb = model_bounds(graph, vals, FLOAT16)
     assert bool(mb.inf_allowed["loss"]) and bool(mb.nan_allowed["loss"])
-    assert math.isinf(float(mb.rigorous["loss"]))
+    # inf and NaN are accepted there, and a finite loss is still graded against a finite bound
+    # (before: an infinite bound, under which any finite loss agreed; tests/test_models_hostile.py)
+    assert math.isfinite(float(mb.rigorous["loss"]))
     # bfloat16: a sum of 300 rows makes gamma infinite (299 u > 1)
     g = Graph()
     x = g.add("input", (), (300, 1), name="X")

@@ -551,6 +551,9 @@ class _Walk:
     frames: dict[int, tuple[int, F64, F64, F64, int]] = field(default_factory=dict)
     #: node id -> (lowest bit exponent over the frame's terms, all terms exact) for the exactness test
     exact_frames: dict[int, tuple[F64, Mask]] = field(default_factory=dict)
+    #: per node (filled in node order by the rigorous walk, given to the expected one): True where
+    #: the element may depend on an intermediate beyond the dtype's range (:func:`_overflow_node`)
+    over: list[Mask] = field(default_factory=list)
 
     def exact_frame(self, nid: int) -> tuple[F64, Mask]:
         if nid in self.exact_frames:
@@ -725,7 +728,7 @@ def _rule_div(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
         den = B - E[1]
         prop = np.where(den > 0, (E[0] * B + A * E[1]) / (B * den), np.inf)
         M = np.where(den > 0, (A + E[0]) / den, np.inf)
-    return np.asarray(w.reg.u * M + prop + w.reg.eta)
+    return _unbounded_past_overflow(node, np.asarray(w.reg.u * M + prop + w.reg.eta), w)
 
 
 def _rule_pow(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
@@ -749,9 +752,10 @@ def _rule_fn(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     """An activation (:func:`activation_value_bound`); another function: no accuracy model (inf)."""
     name = str(node.attrs["fn"])
     if name in _SMOOTH or name in ("relu", "leaky_relu"):
-        return activation_value_bound(name, a[0], E[0], w.ctx, _slope(node))
+        e = activation_value_bound(name, a[0], E[0], w.ctx, _slope(node))
+        return _saturated(node, e, SATURATION_LIMITS[name][0], w)
     if name in _ELEMENTARY or name == "abs":
-        return _domain_checked(node, elementary_value_bound(name, a[0], E[0], w.ctx), w)
+        return _unbounded_past_overflow(node, _domain_checked(node, elementary_value_bound(name, a[0], E[0], w.ctx), w), w)
     w.vacuous[node.id] = f"no accuracy model for the function {name!r} in harness.models.bounds"
     return np.full(node.shape, np.inf)
 
@@ -768,9 +772,14 @@ def _rule_fn_grad(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     else:
         y, Ey = np.zeros(node.shape), np.zeros(node.shape)
     if name in _SMOOTH or name in ("relu", "leaky_relu"):
-        return activation_grad_bound(name, a[0], E[0], y, Ey, w.ctx, _slope(node))
+        e = activation_grad_bound(name, a[0], E[0], y, Ey, w.ctx, _slope(node))
+        limits = SATURATION_LIMITS[name][1]
+        if name == "leaky_relu":
+            s = _slope(node)
+            limits = (0.01 if s is None else s, 1.0)
+        return _saturated(node, e, limits, w)
     if name in _ELEMENTARY or name == "abs":
-        return _domain_checked(node, elementary_grad_bound(name, a[0], E[0], y, Ey, w.ctx), w)
+        return _unbounded_past_overflow(node, _domain_checked(node, elementary_grad_bound(name, a[0], E[0], y, Ey, w.ctx), w), w)
     w.vacuous[node.id] = f"no accuracy model for the derivative of {name!r} in harness.models.bounds"
     return np.full(node.shape, np.inf)
 
@@ -783,6 +792,59 @@ def _domain_checked(node: Node, e: F64, w: _Walk) -> F64:
         w.vacuous[node.id] = (f"the argument of {node.attrs['fn']} may reach its domain's edge within its error bound "
                               "(no finite bound)")
     return np.asarray(np.nan_to_num(e, nan=np.inf))
+
+
+#: Finite values an activation (first tuple) and its derivative (second) can take at an argument
+#: that overflowed to ``+-inf`` (or became NaN where a ``where``-based kernel picks a branch):
+#: tanh ``+-1`` and ``tanh' = 1 - y^2 = 0``; sigmoid 0, 1 and ``y (1 - y) = 0``; ReLU 0 (at
+#: ``-inf``) and its derivative 0 or 1; leaky ReLU's derivative its slope or 1 (the slope filled in
+#: by the rule); softplus 0 (at ``-inf``) and ``sigmoid`` 0 or 1; GELU's limit 0 and its
+#: derivative's 0, 1. Past an overflow a *correct* evaluation may thus return a finite value that
+#: is nowhere near the exact one (``tanh(fl(60000 - 60000 + ...))`` with a partial sum that
+#: overflowed is ``+-1`` where the exact value is ``tanh(0) = 0``): the bound there is the
+#: distance from the exact value to the farthest of these limits (:func:`_saturated`).
+SATURATION_LIMITS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "tanh": ((-1.0, 1.0), (0.0,)),
+    "sigmoid": ((0.0, 1.0), (0.0,)),
+    "relu": ((0.0,), (0.0, 1.0)),
+    "leaky_relu": ((0.0,), (0.01, 1.0)),
+    "softplus": ((0.0,), (0.0, 1.0)),
+    "gelu": ((0.0,), (0.0, 1.0)),
+}
+
+
+def _argument_may_overflow(node: Node, w: _Walk) -> Mask:
+    """Where an argument of ``node`` may be beyond the range (inf, or NaN after ``inf - inf``)."""
+    out = np.zeros(node.shape, dtype=bool)
+    for i in node.args:
+        if i < len(w.over):
+            out = out | np.broadcast_to(w.over[i], node.shape)
+    return np.asarray(out)
+
+
+def _saturated(node: Node, e: F64, limits: tuple[float, ...], w: _Walk) -> F64:
+    """An activation's bound where its argument may have overflowed: at least the distance from the
+    exact value to the farthest finite value the function takes there (:data:`SATURATION_LIMITS`);
+    elsewhere ``e``. The rest of the graph propagates this error like any other, so a finite result
+    past an overflow is still graded (an infinite or NaN one is accepted by ``inf_allowed``)."""
+    past = _argument_may_overflow(node, w)
+    if not past.any():
+        return e
+    v = np.abs(np.asarray(w.vals[node.id], dtype=np.float64))
+    far = np.max([np.abs(np.asarray(w.vals[node.id]) - lim) for lim in limits], axis=0) if limits else v
+    return np.asarray(np.where(past, np.maximum(e, np.maximum(far, v) * _FN_SAFETY), e))
+
+
+def _unbounded_past_overflow(node: Node, e: F64, w: _Walk) -> F64:
+    """An elementary function of an expression model, or a division, whose argument may have
+    overflowed: ``exp(-inf) = 0``, ``1/inf = 0``, ``erf(inf) = 1`` are finite values with no
+    bound on their error; infinite there (noted as vacuous)."""
+    past = _argument_may_overflow(node, w)
+    if not past.any():
+        return e
+    w.vacuous[node.id] = (f"an argument of {node.attrs.get('fn', node.op)} may be beyond {w.fmt.name}'s range, where "
+                          "it returns finite values unrelated to the exact one")
+    return np.asarray(np.where(past, np.inf, e))
 
 
 def _rule_column(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
@@ -810,7 +872,10 @@ RULES: dict[str, Rule] = {
 }
 
 
-def _walk(w: _Walk) -> list[F64]:
+def _walk(w: _Walk, over: list[Mask] | None = None) -> list[F64]:
+    """Every node's error bound in node order; the overflow masks (:func:`_overflow_node`) are
+    computed along (the rigorous walk) or taken from ``over`` (the expected walk uses the rigorous
+    walk's: whether an intermediate may overflow does not depend on the reduction constant)."""
     with np.errstate(over="ignore", invalid="ignore", under="ignore", divide="ignore"):
         for node in w.graph.nodes:
             a = [w.vals[i] for i in node.args]
@@ -818,43 +883,40 @@ def _walk(w: _Walk) -> list[F64]:
             e = RULES[node.op](node, a, E, w)
             e = np.nan_to_num(np.asarray(e, dtype=np.float64), nan=np.inf, posinf=np.inf)
             w.Es.append(np.asarray(np.broadcast_to(e, node.shape), dtype=np.float64))
+            w.over.append(over[node.id] if over is not None else _overflow_node(node, w.vals, w.Es, w.over, w.reg))
     return w.Es
 
 
-def _overflow(graph: Graph, vals: list[F64], Es: list[F64], reg: Regime) -> list[Mask]:
-    """Per node: True where the element depends on an intermediate whose magnitude bound exceeds
-    the dtype's largest finite value (module docstring)."""
+def _overflow_node(node: Node, vals: list[F64], Es: list[F64], out: list[Mask], reg: Regime) -> Mask:
+    """True where the element depends on an intermediate whose magnitude bound exceeds the
+    dtype's largest finite value (module docstring); ``out`` holds the masks of the earlier nodes."""
     big = reg.fmt.max_finite
-    out: list[Mask] = []
     with np.errstate(over="ignore", invalid="ignore"):
-        for node in graph.nodes:
-            v = np.abs(vals[node.id]) + Es[node.id]
-            a = [vals[i] for i in node.args]
-            ov = [out[i] for i in node.args]
-            if node.op == "matmul":
-                m = a[0].shape[-1]
-                mag = reg.growth(m) * ((np.abs(a[0]) + Es[node.args[0]]) @ (np.abs(a[1]) + Es[node.args[1]]))
-                dep = (ov[0].astype(float) @ np.ones(a[1].shape) + np.ones(a[0].shape) @ ov[1].astype(float)) > 0
-                o = (mag > big) | dep | ~np.isfinite(mag)
-            elif node.op == "sum":
-                axis = node.attrs.get("axis")
-                n = a[0].size if axis is None else a[0].shape[axis]
-                smag = reg.growth(n) * np.sum(np.abs(a[0]) + Es[node.args[0]], axis=axis)
-                o = (smag > big) | np.any(ov[0], axis=axis) | ~np.isfinite(smag)
-            elif node.op == "transpose":
-                o = ov[0].T
-            elif node.op == "concat":
-                o = np.concatenate(ov, axis=node.attrs["axis"])
-            elif node.op == "column":
-                j = int(node.attrs["index"])
-                o = ov[0][:, j:j + 1]
-            else:
-                o = np.zeros(node.shape, dtype=bool)
-                for x in ov:
-                    o = o | np.broadcast_to(x, node.shape)
-            o = np.asarray(np.broadcast_to(o | (v > big) | ~np.isfinite(v), node.shape), dtype=bool)
-            out.append(o)
-    return out
+        v = np.abs(vals[node.id]) + Es[node.id]
+        a = [vals[i] for i in node.args]
+        ov = [out[i] for i in node.args]
+        if node.op == "matmul":
+            m = a[0].shape[-1]
+            mag = reg.growth(m) * ((np.abs(a[0]) + Es[node.args[0]]) @ (np.abs(a[1]) + Es[node.args[1]]))
+            dep = (ov[0].astype(float) @ np.ones(a[1].shape) + np.ones(a[0].shape) @ ov[1].astype(float)) > 0
+            o = (mag > big) | dep | ~np.isfinite(mag)
+        elif node.op == "sum":
+            axis = node.attrs.get("axis")
+            n = a[0].size if axis is None else a[0].shape[axis]
+            smag = reg.growth(n) * np.sum(np.abs(a[0]) + Es[node.args[0]], axis=axis)
+            o = (smag > big) | np.any(ov[0], axis=axis) | ~np.isfinite(smag)
+        elif node.op == "transpose":
+            o = ov[0].T
+        elif node.op == "concat":
+            o = np.concatenate(ov, axis=node.attrs["axis"])
+        elif node.op == "column":
+            j = int(node.attrs["index"])
+            o = ov[0][:, j:j + 1]
+        else:
+            o = np.zeros(node.shape, dtype=bool)
+            for x in ov:
+                o = o | np.broadcast_to(x, node.shape)
+        return np.asarray(np.broadcast_to(o | (v > big) | ~np.isfinite(v), node.shape), dtype=bool)
 
 
 def merged_function_ulps(function_ulps: Mapping[str, float] | None) -> dict[str, float]:
@@ -910,9 +972,9 @@ def model_bounds(
 
     rig = _Walk(graph, fmt, reg, ctx, fmt.gamma, vals)
     _walk(rig)
+    over = rig.over
     exp = _Walk(graph, fmt, reg, ctx, expected_gamma, vals)
-    _walk(exp)
-    over = _overflow(graph, vals, rig.Es, reg)
+    _walk(exp, over)
     deps = _dependencies(graph)
     notes: dict[str, str] = {}
     rigorous: dict[str, F64] = {}
@@ -920,9 +982,11 @@ def model_bounds(
     inf_ok: dict[str, Mask] = {}
     nan_ok: dict[str, Mask] = {}
     for q, nid in graph.outputs.items():
+        # where an intermediate may overflow, inf and NaN are accepted (inf_allowed, nan_allowed) and
+        # a finite result is still graded against the bound: past an overflow only the saturating
+        # functions return finite values, and their rule bounds those (SATURATION_LIMITS)
         r = np.asarray(rig.Es[nid] * SAFETY, dtype=np.float64)
         o = over[nid]
-        r = np.where(o, np.inf, r)
         rigorous[q] = np.asarray(r.reshape(graph.nodes[nid].shape))
         expected[q] = np.asarray(np.minimum(exp.Es[nid] * SAFETY, r).reshape(r.shape))
         inf_ok[q] = np.asarray(o.copy())

@@ -24,7 +24,7 @@ from ..records import Record
 from .bounds import model_bounds
 from .oracle import model_truth
 from .plan import build_plan
-from .spec import ModelSpec
+from .spec import ModelSpec, kink_derivative
 
 F64 = npt.NDArray[np.float64]
 
@@ -90,6 +90,10 @@ def read_model_steps(results: Any, spec: ModelSpec, steps: int, shape: tuple[int
             missing = [p for p in shapes if p not in table]
             if missing:
                 return f"step {t}: {field} has no {missing[0]!r} (expected {list(shapes)})"
+            extra = [p for p in table if p not in shapes]
+            if extra:  # a parameter of another model (a third layer, a misspelt name): not the declared model's step
+                return (f"step {t}: {field} has {extra[0]!r}, which is not a parameter of the model "
+                        f"{spec.describe()} (expected exactly {list(shapes)})")
             for p, want in shapes.items():
                 got = _read_one(table[p], f"step {t}: {field}[{p!r}]", want, fmt, framework)
                 if isinstance(got, str):
@@ -181,8 +185,7 @@ def grade_model_steps(
                                  f"{int(truth.undecided[q].sum())} element(s): its correctly rounded value is not decided")
             if bool(truth.kink[q].any()):
                 msg = _join(msg, f"{q}: {int(truth.kink[q].sum())} element(s) depend on an activation argument exactly at "
-                                 f"its kink (ReLU at 0): graded with the convention derivative = {spec.relu_grad_at_zero} "
-                                 "there (torch's is 0)")
+                                 f"its kink ({_kink_convention(spec)})")
             note = getattr(bounds, "notes", {}).get(q, "")
             msg = _join(msg, note)
             rec = Record(
@@ -200,6 +203,18 @@ def grade_model_steps(
             graded[t] = ({q: v[0] for q, v in step_truth.items()}, {q: v[1] for q, v in step_truth.items()})
         prev = {p: out[p] for p in names}
     return records
+
+
+def _kink_convention(spec: ModelSpec) -> str:
+    """``"ReLU at 0: graded with the convention derivative = 0 there (torch's is 0)"`` for the spec's activation
+    (:func:`harness.models.spec.kink_derivative`); an expression's ``Abs`` is graded with derivative 0."""
+    act = spec.activation
+    if act not in ("relu", "leaky_relu"):
+        return "Abs at 0: graded with the derivative 0 there (torch's sign(0) = 0)"
+    name = "ReLU" if act == "relu" else f"leaky ReLU (slope {spec.negative_slope})"
+    ours = kink_derivative(act, spec.negative_slope, spec.relu_grad_at_zero)
+    torch_s = kink_derivative(act, spec.negative_slope, Fraction(0))
+    return f"{name} at 0: graded with the convention derivative = {ours} there (torch's is {torch_s})"
 
 
 def _method(truth: Any, bounds: Any) -> str:
