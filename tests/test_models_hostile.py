@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import harness
-from harness.cases import case_from_arrays
+from harness.cases import as_cases, case_from_arrays
 from harness.floats import FLOAT16, get_format, round_to_format
 from harness.implementations.registry import Implementation
 from harness.models import ModelStepResult
@@ -334,3 +334,28 @@ def test_gelu_tanh_approximation_passes_in_bfloat16_within_its_bounds():
     assert not failing(records)
     fmt = get_format("bfloat16")
     assert round_to_format(np.array([0.5 + 1e-3]), fmt)[0] == 0.5  # below half an ULP at 1/2 in bfloat16
+
+
+def test_an_error_where_every_correct_evaluation_is_exact_is_not_called_a_vacuous_bound():
+    # cases/models.toml's 1-1-1 ReLU net: integers, every quantity exact in float32; its loss tripled
+    # was reported "rigorous bound vacuous" (the bound is 0, not infinite)
+    case = [c for c in as_cases("cases/models.toml") if c.id == "model-relu-1-1-1"]
+    tripled = tampered("tripled", lambda res, p: [ModelStepResult(r.loss * 3, r.grads, r.params) for r in res])
+    (loss,) = [r for r in harness.verify(case, [tripled], dtypes=["float32"]) if r.quantity == "loss"]
+    assert loss.verdict == "disagree" and loss.rigorous_bound == 0.0
+    assert "computed 300.0, exact 100.0" in loss.message and "every correct evaluation is exact" in loss.message
+    assert "vacuous" not in loss.message
+
+
+@pytest.mark.parametrize("act", ["tanh", "gelu", "sigmoid"])
+def test_huge_pre_activations_are_graded_not_a_harness_failure(act):
+    # float32 inputs near 3e38: sech(2e38)**2, Phi(-2e38), sigmoid'(2e38) are balls with exponents
+    # near -1e38; their exact fraction (1 << 1e38) raised OverflowError: "harness failure while
+    # grading" for every correct implementation. They round to 0 in every dtype.
+    spec = ModelSpec(kind="mlp", hidden=(2,), activation=act)
+    X = np.array([[2.0e38, -1.0e38], [1.0, 0.5]])
+    params = {"W1": np.array([[1.0, 0.5], [0.5, -1.0]]), "b1": np.zeros(2), "W2": np.array([[0.5], [0.25]]), "b2": np.zeros(1)}
+    case = case_from_arrays("huge", X, np.array([[1.0], [0.5]]), model=spec, params=params, lr=0.01, dtypes=["float32"])
+    records = verdicts(case, impl("right", torch_model_functional), "float32")
+    assert not failing(records), [r.message for r in failing(records)]
+    assert {r.verdict for r in records} <= {"agree", "overflow"}

@@ -70,10 +70,15 @@ their rigorous terms (a simpler model than :func:`harness.bounds.expected_bounds
 partial sums: for the linear model it is coarser; see :mod:`harness.models.compare_linear`).
 
 **Overflow** (a conservative rule): a node *may overflow* where the magnitude bound of any of its
-intermediates (``|v| + E_v``; for a reduction ``(1 + u)^n`` times the sum of magnitudes) exceeds the
-dtype's largest finite value; ``inf_allowed`` and ``nan_allowed`` are both True on every element
-that depends (through the graph's element-wise data dependencies) on such an intermediate. The
-rigorous bound is ``inf`` there.
+intermediates (``|v| + E_v``; for a reduction ``(1 + u)^n`` times the sum of magnitudes; for GELU
+``2 |z|``, torch's ``x (1 + erf(x / sqrt 2))``, in the computing type) exceeds the dtype's largest
+finite value; ``inf_allowed`` and ``nan_allowed`` are both True on every element that depends
+(through the graph's element-wise data dependencies) on such an intermediate. A *finite* result
+there is still graded against the rigorous bound: the arithmetic operations carry inf and NaN
+forward, and the activations, which may turn them into finite values (``tanh(inf) = 1``, also where
+a partial sum overflowed and the exact argument is 0), get at least the distance from the exact
+value to those values as their bound (:data:`SATURATION_LIMITS`); the elementary functions of an
+expression and divisions get an infinite (vacuous) bound there.
 
 **What the bounds cover**: any order of each sum (matmul, ``sum``, and add/sub chains, which are
 flattened: the bias accumulated with the products, an expression's terms in the implementation's
@@ -905,6 +910,11 @@ def _overflow_node(node: Node, vals: list[F64], Es: list[F64], out: list[Mask], 
             n = a[0].size if axis is None else a[0].shape[axis]
             smag = reg.growth(n) * np.sum(np.abs(a[0]) + Es[node.args[0]], axis=axis)
             o = (smag > big) | np.any(ov[0], axis=axis) | ~np.isfinite(smag)
+        elif node.op == "fn" and node.attrs.get("fn") == "gelu":
+            # torch's CPU GELU forms x (1 + erf(x / sqrt 2)) before halving it: 2|x| may overflow
+            # the computing type (gelu(2e38) is inf in float32 and bfloat16)
+            arg = np.abs(a[0]) + Es[node.args[0]]
+            o = (2 * arg > compute_format(reg.fmt).max_finite) | ov[0]
         elif node.op == "transpose":
             o = ov[0].T
         elif node.op == "concat":

@@ -110,7 +110,8 @@ def _message(q: str, cmp: Any, fmt: FloatFormat) -> str:
     what = {"disagree": "above the rigorous error bound", "suspect": "above the expected bound but within the rigorous one",
             "overflow": f"out of {fmt.name}'s range"}.get(cmp.verdict, cmp.verdict)
     rig = cmp.rigorous_at_worst
-    ratio = f"{cmp.abs_error_at_worst / rig:.3g} x rigorous bound" if np.isfinite(rig) and rig > 0 else "rigorous bound vacuous"
+    ratio = (f"{cmp.abs_error_at_worst / rig:.3g} x rigorous bound" if np.isfinite(rig) and rig > 0
+             else "rigorous bound 0: every correct evaluation is exact here" if rig == 0 else "rigorous bound vacuous")
     return (f"{q}: {bad} of {cmp.size} element(s) {what}; worst at {list(cmp.worst_index)}: computed {cmp.computed_at_worst!r}, "
             f"exact {cmp.exact_at_worst!r}, error {cmp.abs_error_at_worst:.6g} ({ratio}), {cmp.ulp_error_at_worst:.4g} ULPs")
 
