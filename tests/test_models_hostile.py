@@ -138,18 +138,41 @@ def test_a_correct_evaluation_whose_partial_sum_overflows_and_saturates_is_no_fa
     assert not failing(records), [r.message for r in failing(records)]
 
 
-def test_the_saturation_bound_covers_the_limits_of_every_activation():
-    # where the hidden pre-activation may overflow, the activation's bound reaches every finite
-    # value the function takes at +-inf (tanh: +-1) from the exact value
+def test_the_saturation_bound_covers_the_limits_and_the_masks_follow_the_signs():
     spec = ModelSpec(kind="mlp", hidden=(1,), activation="tanh")
-    graph = build_plan(spec, 1, 2, 1, "sum", 0.001)
-    inputs = {"X": np.array([[60000.0, -60000.0]]), "y": np.array([[0.0]]), "W1": np.ones((2, 1)), "b1": np.zeros(1),
-              "W2": np.ones((1, 1)), "b2": np.zeros(1)}
-    truth = model_truth(graph, inputs, FLOAT16)
-    mb = model_bounds(graph, truth.node_values, FLOAT16)
-    # exact: z = 0, h = 0, loss = 0; a correct evaluation may give h = +-1, loss = 1
-    assert bool(mb.inf_allowed["loss"])
+    inputs = {"y": np.array([[0.0]]), "b1": np.zeros(1), "W2": np.ones((1, 1)), "b2": np.zeros(1)}
+
+    def bounds_of(x: list[float]) -> Any:
+        graph = build_plan(spec, 1, len(x), 1, "sum", 0.001)
+        case = {**inputs, "X": np.array([x]), "W1": np.ones((len(x), 1))}
+        return model_bounds(graph, model_truth(graph, case, FLOAT16).node_values, FLOAT16)
+
+    # 60000 - 60000: no partial sum of one sign can leave float16's range: nothing non-finite is
+    # allowed downstream of the hidden layer (grad_W1 = X^T dz may: 60000 times dz's bound); the
+    # bounded tanh keeps the loss's bound at (|tanh| <= 1)^2 = 1 however uncertain z is
+    mb = bounds_of([60000.0, -60000.0])
+    for q in ("loss", "grad_b1", "grad_W2", "grad_b2", "W2", "b2"):
+        assert not bool(np.any(mb.inf_allowed[q] | mb.nan_allowed[q])), q
+    assert 1.0 <= float(mb.rigorous["loss"]) < 1.01
+    # 60000 + 60000 - 60000 - 60000: +inf and -inf partial sums (NaN) possible at z = 0; tanh makes
+    # them +-1 or NaN: downstream, NaN is allowed but never inf, and the finite loss's bound reaches
+    # (+-1 - 0)^2 = 1 (a correct evaluation may give h = +-1 where the exact h is 0)
+    mb = bounds_of([60000.0, 60000.0, -60000.0, -60000.0])
+    assert bool(mb.nan_allowed["loss"]) and not bool(mb.inf_allowed["loss"])
     assert float(mb.rigorous["loss"]) >= 1.0 and math.isfinite(float(mb.rigorous["loss"]))
+    # 40000 + 40000: only +inf at z; tanh(+inf) = 1, finite: no NaN and no inf downstream
+    mb = bounds_of([40000.0, 40000.0])
+    assert not bool(mb.nan_allowed["loss"]) and not bool(mb.inf_allowed["loss"])
+
+
+def test_an_all_nan_step_past_a_one_signed_overflow_is_caught():
+    # before: NaN was allowed on every element depending on an intermediate that may overflow,
+    # whatever its sign: an all-NaN step graded "overflow" everywhere (a passing run)
+    case = overflow_case(40000.0, [[1.0, 0.5], [1.0, 0.25]])
+    nan = tampered("nan", lambda res, p: [ModelStepResult(r.loss * math.nan, {k: v * math.nan for k, v in r.grads.items()},
+                                                          {k: v * math.nan for k, v in r.params.items()}) for r in res])
+    records = verdicts(case, nan, "float16")
+    assert {r.quantity for r in records if r.verdict == "disagree"} == {r.quantity for r in records}
 
 
 # ---------------------------------------------------------------------------------------------------
