@@ -69,16 +69,22 @@ with every reduction's ``gamma_n`` replaced by ``min(gamma_n, lambda sqrt(n) u)`
 their rigorous terms (a simpler model than :func:`harness.bounds.expected_bounds`, which keeps the
 partial sums: for the linear model it is coarser; see :mod:`harness.models.compare_linear`).
 
-**Overflow** (a conservative rule): a node *may overflow* where the magnitude bound of any of its
-intermediates (``|v| + E_v``; for a reduction ``(1 + u)^n`` times the sum of magnitudes; for GELU
-``2 |z|``, torch's ``x (1 + erf(x / sqrt 2))``, in the computing type) exceeds the dtype's largest
-finite value; ``inf_allowed`` and ``nan_allowed`` are both True on every element that depends
-(through the graph's element-wise data dependencies) on such an intermediate. A *finite* result
-there is still graded against the rigorous bound: the arithmetic operations carry inf and NaN
-forward, and the activations, which may turn them into finite values (``tanh(inf) = 1``, also where
-a partial sum overflowed and the exact argument is 0), get at least the distance from the exact
-value to those values as their bound (:data:`SATURATION_LIMITS`); the elementary functions of an
-expression and divisions get an infinite (vacuous) bound there.
+**Overflow** (a conservative rule, :func:`_overflow_node`): per element, whether some correct
+evaluation may give ``+inf``, ``-inf`` or NaN. A sum (matmul, ``sum``, add/sub chains, in any order)
+reaches ``+inf`` only if the terms that may be positive can exceed the range (``(1 + u)^n`` times
+their magnitudes), ``-inf`` likewise, NaN only if both can (``inf - inf``), from an infinite factor
+(``inf * 0``) or from a NaN argument; an intermediate whose magnitude bound ``|v| + E_v`` exceeds the
+range may be inf of its sign; tanh and sigmoid never return inf (NaN only from NaN); ReLU and
+softplus never ``-inf``; GELU gives NaN at ``-inf`` and may overflow where ``2 |z|`` exceeds the
+computing type (torch forms ``x (1 + erf(x / sqrt 2))``); products, quotients, powers and an
+expression's functions of a non-finite argument may be anything non-finite. ``inf_allowed`` is
+``+inf or -inf possible``, ``nan_allowed`` NaN possible. A *finite* result is graded against the
+rigorous bound everywhere: the arithmetic carries inf and NaN forward, and the activations, which
+may turn them into finite values (``tanh(inf) = 1``, also where a partial sum overflowed and the
+exact argument is 0), get at least the distance from the exact value to those values as their
+bound (:data:`SATURATION_LIMITS`; tanh and sigmoid and their derivatives are also capped by their
+ranges, :data:`VALUE_RANGES`); an expression's elementary functions and divisions get an infinite
+(vacuous) bound past a possible overflow.
 
 **What the bounds cover**: any order of each sum (matmul, ``sum``, and add/sub chains, which are
 flattened: the bias accumulated with the products, an expression's terms in the implementation's
