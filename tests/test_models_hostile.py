@@ -382,3 +382,13 @@ def test_huge_pre_activations_are_graded_not_a_harness_failure(act):
     records = verdicts(case, impl("right", torch_model_functional), "float32")
     assert not failing(records), [r.message for r in failing(records)]
     assert {r.verdict for r in records} <= {"agree", "overflow"}
+
+
+def test_an_expression_undefined_at_the_inputs_is_invalid_input_not_a_harness_failure():
+    # a / (x1 - 1) at x1 = 1: the exact step does not exist; it was "harness failure while grading"
+    spec = ModelSpec(kind="expression", expression="a/(x1 - 1)", parameters=("a",))
+    case = case_from_arrays("undefined", np.array([[1.0], [2.0]]), np.array([[1.0], [0.0]]), model=spec,
+                            params={"a": np.array(1.0)}, lr=0.125, dtypes=["float64"])
+    (rec,) = verdicts(case, impl("right", torch_model_functional))
+    assert rec.verdict == "invalid-input" and "undefined at the case's inputs" in rec.message
+    assert "division by an exact zero" in rec.message and "harness failure" not in rec.message

@@ -157,7 +157,13 @@ def grade_model_steps(
                                   message=f"the parameters after step {t - 1} are not finite; later steps are not graded", **base))
             break
         inputs = {"X": seen["X"], "y": seen["y"], **prev}
-        truth = model_truth(graph, inputs, fmt)
+        try:
+            truth = model_truth(graph, inputs, fmt)
+        except ValueError as exc:  # the model itself is undefined there (an expression's exact division by 0)
+            where = "at the case's inputs" if t == 1 else f"at the parameters after step {t - 1}"
+            records.append(Record(quantity="*", step=t, verdict="invalid-input",
+                                  message=f"the model's step is undefined {where}: {exc}; not graded", **base))
+            break
         bounds = model_bounds(graph, truth.node_values, fmt, function_ulps=function_ulps,
                               flush_to_zero=flush_to_zero)
         step_truth: dict[str, tuple[tuple[F64, F64], F64]] = {}
@@ -168,8 +174,9 @@ def grade_model_steps(
             # narrowed by it, so that no value outside the bound of the true value can agree
             # (an infinite radius is a value the truth could not enclose -- NaN ball: not graded there)
             unknown = ~np.isfinite(radius)
-            rig = np.where(unknown, np.inf, np.maximum(bounds.rigorous[q] - radius, 0.0))
-            exp = np.where(unknown, np.inf, np.maximum(bounds.expected[q] - radius, 0.0))
+            with np.errstate(invalid="ignore"):  # inf - inf where the truth is undefined: replaced below
+                rig = np.where(unknown, np.inf, np.maximum(bounds.rigorous[q] - radius, 0.0))
+                exp = np.where(unknown, np.inf, np.maximum(bounds.expected[q] - radius, 0.0))
             hi = np.where(unknown, 0.0, hi)
             lo = np.where(unknown, 0.0, lo)
             cmp = compare(out[q], hi, lo, rig, exp, np.asarray(bounds.inf_allowed[q]) | unknown, fmt,
