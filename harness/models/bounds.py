@@ -849,9 +849,10 @@ def _capped_by_range(name: str, v: F64, e: F64, ranges: Mapping[str, tuple[float
 
 
 def _argument_may_overflow(node: Node, w: _Walk) -> Mask:
-    """Where an argument of ``node`` may be beyond the range (inf, or NaN after ``inf - inf``)."""
+    """Where an argument of ``node`` may be beyond the range (inf, or NaN after ``inf - inf``); for a
+    division its denominator only (an infinite numerator gives inf or NaN, never a finite value)."""
     out = np.zeros(node.shape, dtype=bool)
-    for i in node.args:
+    for i in (node.args[1:] if node.op == "div" else node.args):
         if i < len(w.over):
             out = out | np.broadcast_to(w.over[i], node.shape)
     return np.asarray(out)
