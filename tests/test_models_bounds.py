@@ -394,9 +394,11 @@ def errors_vs_bound(graph, inputs, fmt, lr, got):
             with mpmath.workdps(50):
                 err = np.vectorize(lambda a, b: float(abs(mpmath.mpf(a) - b)), otypes=[float])(g, mps[nid]).reshape(ref.shape)
         bound = mb.rigorous[q] + slack[q]
-        finite = ~mb.inf_allowed[q]
+        # a non-finite result where some correct evaluation forms one is not an error; a finite one
+        # is graded against the bound everywhere (before, an allowed inf counted as an infinite error)
+        allowed = ~np.isfinite(g) & np.where(np.isnan(g), mb.nan_allowed[q], mb.inf_allowed[q])
         with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(finite & (bound > 0), err / bound, np.where(err > 0, np.inf, 0.0))
+            ratio = np.where(allowed, 0.0, np.where(bound > 0, err / bound, np.where(err > 0, np.inf, 0.0)))
         r = float(np.max(ratio)) if ratio.size else 0.0
         worst = max(worst, r)
         if r > 1.0:
