@@ -24,7 +24,7 @@ from ..records import Record
 from .bounds import FUNCTION_ULPS, model_bounds
 from .oracle import model_truth
 from .plan import build_plan
-from .spec import ModelSpec
+from .spec import ModelSpec, kink_derivative
 
 F64 = npt.NDArray[np.float64]
 
@@ -90,6 +90,10 @@ def read_model_steps(results: Any, spec: ModelSpec, steps: int, shape: tuple[int
             missing = [p for p in shapes if p not in table]
             if missing:
                 return f"step {t}: {field} has no {missing[0]!r} (expected {list(shapes)})"
+            extra = [p for p in table if p not in shapes]
+            if extra:  # a parameter of another model (a third layer, a misspelt name): not the declared model's step
+                return (f"step {t}: {field} has {extra[0]!r}, which is not a parameter of the model "
+                        f"{spec.describe()} (expected exactly {list(shapes)})")
             for p, want in shapes.items():
                 got = _read_one(table[p], f"step {t}: {field}[{p!r}]", want, fmt, framework)
                 if isinstance(got, str):
@@ -106,7 +110,8 @@ def _message(q: str, cmp: Any, fmt: FloatFormat) -> str:
     what = {"disagree": "above the rigorous error bound", "suspect": "above the expected bound but within the rigorous one",
             "overflow": f"out of {fmt.name}'s range"}.get(cmp.verdict, cmp.verdict)
     rig = cmp.rigorous_at_worst
-    ratio = f"{cmp.abs_error_at_worst / rig:.3g} x rigorous bound" if np.isfinite(rig) and rig > 0 else "rigorous bound vacuous"
+    ratio = (f"{cmp.abs_error_at_worst / rig:.3g} x rigorous bound" if np.isfinite(rig) and rig > 0
+             else "rigorous bound 0: every correct evaluation is exact here" if rig == 0 else "rigorous bound vacuous")
     return (f"{q}: {bad} of {cmp.size} element(s) {what}; worst at {list(cmp.worst_index)}: computed {cmp.computed_at_worst!r}, "
             f"exact {cmp.exact_at_worst!r}, error {cmp.abs_error_at_worst:.6g} ({ratio}), {cmp.ulp_error_at_worst:.4g} ULPs")
 
@@ -152,7 +157,13 @@ def grade_model_steps(
                                   message=f"the parameters after step {t - 1} are not finite; later steps are not graded", **base))
             break
         inputs = {"X": seen["X"], "y": seen["y"], **prev}
-        truth = model_truth(graph, inputs, fmt)
+        try:
+            truth = model_truth(graph, inputs, fmt)
+        except ValueError as exc:  # the model itself is undefined there (an expression's exact division by 0)
+            where = "at the case's inputs" if t == 1 else f"at the parameters after step {t - 1}"
+            records.append(Record(quantity="*", step=t, verdict="invalid-input",
+                                  message=f"the model's step is undefined {where}: {exc}; not graded", **base))
+            break
         bounds = model_bounds(graph, truth.node_values, fmt, function_ulps=function_ulps,
                               flush_to_zero=flush_to_zero)
         step_truth: dict[str, tuple[tuple[F64, F64], F64]] = {}
@@ -163,8 +174,9 @@ def grade_model_steps(
             # narrowed by it, so that no value outside the bound of the true value can agree
             # (an infinite radius is a value the truth could not enclose -- NaN ball: not graded there)
             unknown = ~np.isfinite(radius)
-            rig = np.where(unknown, np.inf, np.maximum(bounds.rigorous[q] - radius, 0.0))
-            exp = np.where(unknown, np.inf, np.maximum(bounds.expected[q] - radius, 0.0))
+            with np.errstate(invalid="ignore"):  # inf - inf where the truth is undefined: replaced below
+                rig = np.where(unknown, np.inf, np.maximum(bounds.rigorous[q] - radius, 0.0))
+                exp = np.where(unknown, np.inf, np.maximum(bounds.expected[q] - radius, 0.0))
             hi = np.where(unknown, 0.0, hi)
             lo = np.where(unknown, 0.0, lo)
             cmp = compare(out[q], hi, lo, rig, exp, np.asarray(bounds.inf_allowed[q]) | unknown, fmt,
@@ -181,8 +193,7 @@ def grade_model_steps(
                                  f"{int(truth.undecided[q].sum())} element(s): its correctly rounded value is not decided")
             if bool(truth.kink[q].any()):
                 msg = _join(msg, f"{q}: {int(truth.kink[q].sum())} element(s) depend on an activation argument exactly at "
-                                 f"its kink (ReLU at 0): graded with the convention derivative = {spec.relu_grad_at_zero} "
-                                 "there (torch's is 0)")
+                                 f"its kink ({_kink_convention(spec)})")
             note = getattr(bounds, "notes", {}).get(q, "")
             msg = _join(msg, note)
             rec = Record(
@@ -200,6 +211,18 @@ def grade_model_steps(
             graded[t] = ({q: v[0] for q, v in step_truth.items()}, {q: v[1] for q, v in step_truth.items()})
         prev = {p: out[p] for p in names}
     return records
+
+
+def _kink_convention(spec: ModelSpec) -> str:
+    """``"ReLU at 0: graded with the convention derivative = 0 there (torch's is 0)"`` for the spec's activation
+    (:func:`harness.models.spec.kink_derivative`); an expression's ``Abs`` is graded with derivative 0."""
+    act = spec.activation
+    if act not in ("relu", "leaky_relu"):
+        return "Abs at 0: graded with the derivative 0 there (torch's sign(0) = 0)"
+    name = "ReLU" if act == "relu" else f"leaky ReLU (slope {spec.negative_slope})"
+    ours = kink_derivative(act, spec.negative_slope, spec.relu_grad_at_zero)
+    torch_s = kink_derivative(act, spec.negative_slope, Fraction(0))
+    return f"{name} at 0: graded with the convention derivative = {ours} there (torch's is {torch_s})"
 
 
 def _method(truth: Any, bounds: Any, graph: Any) -> str:

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from ..implementations.registry import implementation
-from .spec import ModelSpec
+from .spec import ModelSpec, kink_derivative
 from .step import ModelStepResult
 
 Arr = Any  # a NumPy array of a floating dtype (ml_dtypes.bfloat16 included)
@@ -71,11 +71,7 @@ def erf_float64(z: Any) -> Any:
 def relu_slope_at_zero(spec: ModelSpec, activation: str) -> Fraction:
     """The derivative taken at exactly 0 by ``relu`` / ``leaky_relu`` under the spec's convention:
     ``g0`` for ReLU, ``s + (1 - s) g0`` for leaky ReLU (PyTorch: 0 and ``s``)."""
-    g0 = Fraction(spec.relu_grad_at_zero)
-    if activation == "relu":
-        return g0
-    s = Fraction(spec.negative_slope)
-    return s + (1 - s) * g0
+    return kink_derivative(activation, spec.negative_slope, spec.relu_grad_at_zero)
 
 
 #: Above this argument softplus is evaluated as ``z + log1p(exp(-z))`` (``exp(z)`` would overflow

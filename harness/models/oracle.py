@@ -114,12 +114,41 @@ def _dyadic(man: int, exp: int) -> tuple[int, int]:
     return (man << exp, 1) if exp >= 0 else (man, 1 << -exp)
 
 
-def _ball_parts(v: Any) -> tuple[int, int, int, int]:
-    """``(mid_p, mid_q, rad_p, rad_q)`` exactly, of an ``arb``."""
-    m, e = v.mid().man_exp()
-    r, f = v.rad().man_exp()
-    mp, mq = _dyadic(int(m), int(e))
-    rp, rq = _dyadic(int(r), int(f))
+#: Balls are handled exactly between ``2**-EXTREME_EXPONENT`` and ``2**EXTREME_EXPONENT``, far beyond
+#: the range of every dtype (float64's smallest subnormal is ``2**-1074``, its overflow threshold
+#: ``2**1024``); a ball entirely below (``sech(1e38)**2``, ``sigmoid(-1e38)``: exponents near -1e38,
+#: whose exact fraction would have 1e38 digits) or entirely beyond is replaced by one that rounds the
+#: same way in every dtype (:func:`_ball_parts`).
+EXTREME_EXPONENT = 1500
+
+
+def _ball_parts(v: Any) -> tuple[int, int, int, int] | None:
+    """``(mid_p, mid_q, rad_p, rad_q)`` exactly, of an ``arb``; for a ball below
+    ``2**-EXTREME_EXPONENT`` in magnitude the enclosing ball ``[-2**-E, 2**-E]`` (it rounds to 0 in
+    every dtype); for one entirely beyond ``2**EXTREME_EXPONENT`` the point ``+-2**E`` (it rounds to
+    the same infinity); None for a ball that reaches beyond ``2**E`` but not entirely (no exact
+    fraction of it is computable: the caller grades it as undefined)."""
+    m, e = (int(x) for x in v.mid().man_exp())
+    r, f = (int(x) for x in v.rad().man_exp())
+    top_mid = m.bit_length() + e if m else -math.inf  # |mid| < 2**top_mid
+    top_rad = r.bit_length() + f if r else -math.inf
+    if max(top_mid, top_rad) > EXTREME_EXPONENT:
+        # |mid| >= 2**(top_mid - 1) > rad + 2**E: the whole ball lies beyond 2**E, on mid's side
+        if m and top_mid - 1 > max(top_rad, EXTREME_EXPONENT) + 1:
+            return (1 << EXTREME_EXPONENT) * (1 if m > 0 else -1), 1, 0, 1
+        return None
+    # a part below 2**-E is dropped into the radius (the ball grows by at most 2**-E: it still
+    # encloses the exact value, and rounds the same way in every dtype)
+    tiny = Fraction(0)
+    if m and top_mid < -EXTREME_EXPONENT:
+        m, tiny = 0, Fraction(1, 1 << EXTREME_EXPONENT)
+    if r and top_rad < -EXTREME_EXPONENT:
+        r, tiny = 0, tiny + Fraction(1, 1 << EXTREME_EXPONENT)
+    mp, mq = _dyadic(m, e) if m else (0, 1)
+    rp, rq = _dyadic(r, f) if r else (0, 1)
+    if tiny:
+        rad = Fraction(rp, rq) + tiny
+        rp, rq = rad.numerator, rad.denominator
     return mp, mq, rp, rq
 
 
@@ -535,17 +564,20 @@ def _graded(values: ObjArray, unsure: BoolArray, fmt: FloatFormat, ar: Arith) ->
             hi[i], lo[i] = hi_lo_of_ratio(p, q)
             parts.append((p, q, 0, 1))
             continue
-        if not v.is_finite():
+        got = _ball_parts(v) if v.is_finite() else None
+        if got is None:
             hi[i], lo[i], rad[i], und[i] = math.nan, math.nan, math.inf, True
             parts.append((0, 1, 0, 1))
             continue
-        mp, mq, rp, rq = _ball_parts(v)
+        mp, mq, rp, rq = got
         hi[i], lo[i] = hi_lo_of_ratio(mp, mq)
         if rp:
             r = rp / rq if rp.bit_length() - rq.bit_length() < 1020 else math.inf
             # rp has at most 30 bits (Arb's radius type): rp / rq is exact unless it leaves
             # float64's normal range; round up there
             rad[i] = r if r >= 2.0**-1000 else math.nextafter(r, math.inf)
+            if rp.bit_length() > 53 and math.isfinite(r) and Fraction(rad[i]) < Fraction(rp, rq):
+                rad[i] = math.nextafter(rad[i], math.inf)  # a radius grown by _ball_parts: rounded up
         parts.append((mp, mq, rp, rq))
     shape = values.shape
     und |= _straddles(hi, lo, rad, parts, fmt)

@@ -177,6 +177,17 @@ class ModelSpec:
 LINEAR = ModelSpec()
 
 
+def kink_derivative(activation: str, negative_slope: Fraction, relu_grad_at_zero: Fraction) -> Fraction:
+    """The derivative taken at exactly 0 by ``relu`` / ``leaky_relu`` (the one definition of the
+    convention): ``g0`` for ReLU, ``s + (1 - s) g0`` for leaky ReLU (``g0 = relu_grad_at_zero``,
+    ``s = negative_slope``; PyTorch's: 0 and ``s``, from ``g0 = 0``)."""
+    g0 = Fraction(relu_grad_at_zero)
+    if activation == "relu":
+        return g0
+    s = Fraction(negative_slope)
+    return s + (1 - s) * g0
+
+
 def model_rule_mismatch(patterns: tuple[object, ...], spec: ModelSpec | None) -> str | None:
     """Why an implementation declaring ``patterns`` does not run a case of model ``spec`` (None: it runs it).
 

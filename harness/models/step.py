@@ -7,7 +7,9 @@ is called, for a case with a ``model``, as::
 
 ``X`` (N, D) and ``y`` (N, K) are arrays or tensors of the framework in the case's dtype, on the
 case's device; ``params`` a dict ``{name: array}`` in :meth:`ModelSpec.parameter_names` order
-(``W1`` (D, H1), ``b1`` (H1,), ...), fresh copies the step may update in place; ``model`` the
+(``W1`` (D, H1), ``b1`` (H1,), ...), fresh copies for this call that the step must not write into
+(clone them first: a step that updates them in place gets an ``error`` record naming the mutated
+inputs, as on the linear path, :mod:`harness.isolation`); ``model`` the
 :class:`harness.models.spec.ModelSpec`; ``lr`` a Python float; ``reduction`` ``"sum"`` or ``"mean"``;
 ``steps`` the number of plain SGD steps, each ``p <- p - lr dL/dp`` with ``L`` the squared-error
 loss of :mod:`harness.models.spec`.

@@ -39,7 +39,7 @@ from fractions import Fraction
 
 import sympy as sp
 
-from .spec import ModelSpec
+from .spec import ModelSpec, kink_derivative
 
 #: The argument symbol of every element-wise function.
 Z = sp.Symbol("z", real=True)
@@ -145,7 +145,7 @@ def element_function(name: str, slope: Fraction = Fraction(1, 100), grad_at_zero
     if name == "relu":
         grad = _with_kink(grad, sp.Rational(grad_at_zero.numerator, grad_at_zero.denominator))
     elif name == "leaky_relu":
-        at0 = slope + grad_at_zero * (1 - slope)
+        at0 = kink_derivative(name, slope, grad_at_zero)
         grad = _with_kink(grad, sp.Rational(at0.numerator, at0.denominator))
     elif name == "abs":
         grad = _with_kink(grad, sp.Integer(0))

@@ -1,0 +1,394 @@
+"""Hostile model implementations and values (issue 14's review): no false pass, no false alarm.
+
+Each test pins a finding of the adversarial review of harness.models, or a behaviour that review
+checked (plug-ins that return junk, edge values, correct evaluations written differently, subtly
+wrong ones). The wrong implementations are derived from the model's definition by one slip each
+(stated in their names); the right ones are written here from the definition, independently of
+harness.models' own steps.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import harness
+from harness.cases import as_cases, case_from_arrays
+from harness.floats import FLOAT16, get_format, round_to_format
+from harness.implementations.registry import Implementation
+from harness.models import ModelStepResult
+from harness.models.bounds import model_bounds
+from harness.models.oracle import model_truth
+from harness.models.plan import build_plan
+from harness.models.spec import ModelSpec
+from harness.models.torch_steps import torch_model_functional
+
+FAILING = ("disagree", "error", "invalid-input")
+TANH = ModelSpec(kind="mlp", hidden=(3,), activation="tanh")
+
+
+def impl(name: str, fn: Callable[..., Any], framework: str = "torch") -> Implementation:
+    return Implementation(name=name, framework=framework, fn=fn, models=("any",))
+
+
+def small_case(spec: ModelSpec = TANH, dtypes: tuple[str, ...] = ("float64",), reduction: str = "sum", seed: int = 1,
+               n: int = 4, d: int = 2, k: int = 2) -> Any:
+    rng = np.random.default_rng(seed)
+    params = {p: rng.normal(size=s) for p, s in spec.parameter_shapes(d, k).items()}
+    return case_from_arrays("hostile", rng.normal(size=(n, d)), rng.normal(size=(n, k)), model=spec, params=params,
+                            lr=0.1, dtypes=list(dtypes), reduction=reduction)
+
+
+def verdicts(case: Any, step: Implementation, dtype: str = "float64") -> list[Any]:
+    return harness.verify([case], [step], dtypes=[dtype])
+
+
+def failing(records: list[Any]) -> list[Any]:
+    return [r for r in records if r.verdict in FAILING]
+
+
+def tampered(name: str, change: Callable[[list[ModelStepResult], dict[str, Any]], Any]) -> Implementation:
+    """torch-model-functional's results passed through ``change`` (one hostile edit)."""
+
+    def step(X: Any, y: Any, params: dict[str, Any], **kw: Any) -> Any:
+        return change(torch_model_functional(X, y, params, **kw), params)
+
+    return impl(name, step)
+
+
+# ---------------------------------------------------------------------------------------------------
+# finding: past a possible overflow every bound was infinite, so a wrong finite step agreed
+
+
+def overflow_case(x: float, w1: list[list[float]]) -> Any:
+    """float16 tanh net whose first sample's hidden pre-activations are built from ``x`` (near 65504)."""
+    spec = ModelSpec(kind="mlp", hidden=(2,), activation="tanh")
+    X = np.array([[x, x], [1.0, 2.0]])
+    params = {"W1": np.array(w1), "b1": np.zeros(2), "W2": np.array([[0.5], [0.25]]), "b2": np.zeros(1)}
+    return case_from_arrays("overflow", X, np.array([[1.0], [0.5]]), model=spec, params=params, lr=0.001, dtypes=["float16"])
+
+
+def test_a_wrong_step_past_a_float16_overflow_is_caught_and_the_right_one_agrees():
+    # z = 40000 + 40000 = 80000 > 65504: every correct float16 evaluation forms inf, tanh(inf) = 1
+    # = tanh(80000) to float16. Before the fix every quantity's rigorous bound was inf (any finite
+    # value agreed); a step with 3 x the loss and 2 x every gradient and parameter passed (suspect at worst).
+    case = overflow_case(40000.0, [[1.0, 0.5], [1.0, 0.25]])
+    right = verdicts(case, impl("right", torch_model_functional), "float16")
+    assert not failing(right) and {r.verdict for r in right} <= {"agree", "suspect"}
+    assert all(math.isfinite(r.rigorous_bound) for r in right)
+    doubled = tampered("doubled", lambda res, p: [ModelStepResult(r.loss * 3, {k: v * 2 for k, v in r.grads.items()},
+                                                                  {k: v * 2 for k, v in r.params.items()}) for r in res])
+    wrong = verdicts(case, doubled, "float16")
+    assert {r.quantity for r in failing(wrong)} >= {"grad_b1", "W1", "W2"}
+
+
+def float16_sequential_tanh_step(X: Any, y: Any, params: dict[str, Any], *, model: Any, lr: float, reduction: str,
+                                 steps: int) -> list[ModelStepResult]:
+    """A correct float16 step of a one-hidden-layer tanh net (sum reduction) whose products and sums
+    are float16 operations left to right: a partial sum may overflow to inf where the exact value
+    does not (60000 + 60000 - 60000 - 60000), and tanh(inf) = 1 saturates it to a finite value."""
+    h16 = np.float16
+    X, y = np.asarray(X, dtype=h16), np.asarray(y, dtype=h16)
+    W1, b1, W2, b2 = (np.asarray(params[k], dtype=h16).copy() for k in ("W1", "b1", "W2", "b2"))
+
+    def mm(A: Any, B: Any) -> Any:
+        out = np.zeros((A.shape[0], B.shape[1]), dtype=h16)
+        with np.errstate(all="ignore"):
+            for i in range(A.shape[0]):
+                for j in range(B.shape[1]):
+                    acc = h16(0)
+                    for t in range(A.shape[1]):
+                        acc = h16(acc + h16(A[i, t] * B[t, j]))
+                    out[i, j] = acc
+        return out
+
+    with np.errstate(all="ignore"):
+        z = (mm(X, W1) + b1).astype(h16)
+        h = np.tanh(z.astype(np.float32)).astype(h16)
+        R = ((mm(h, W2) + b2) - y).astype(h16)
+        loss = h16(np.sum((R * R).astype(h16), dtype=h16))
+        g = (h16(2) * R).astype(h16)
+        gW2, gb2 = mm(h.T, g), np.sum(g, axis=0, dtype=h16)
+        dz = (mm(g, W2.T) * (h16(1) - h * h)).astype(h16)
+        gW1, gb1 = mm(X.T, dz), np.sum(dz, axis=0, dtype=h16)
+        grads = {"W1": gW1, "b1": gb1, "W2": gW2, "b2": gb2}
+        lr16 = h16(lr)
+        new = {k: (v - (lr16 * grads[k]).astype(h16)).astype(h16) for k, v in zip(("W1", "b1", "W2", "b2"), (W1, b1, W2, b2), strict=True)}
+    return [ModelStepResult(loss, grads, new)]
+
+
+def test_a_correct_evaluation_whose_partial_sum_overflows_and_saturates_is_no_false_alarm():
+    # z = 60000 * 1 + 60000 * (-1)... with X = [60000, 60000, -60000, -60000] and W1 = 1: exact z = 0,
+    # left to right 60000 + 60000 = inf, then inf: tanh(inf) = 1 where tanh(0) = 0 -- a finite result
+    # 1 away from the exact one, which the saturation rule (SATURATION_LIMITS) must cover
+    spec = ModelSpec(kind="mlp", hidden=(1,), activation="tanh")
+    X = np.array([[60000.0, 60000.0, -60000.0, -60000.0], [1.0, 0.5, 0.25, 2.0]])
+    params = {"W1": np.ones((4, 1)), "b1": np.zeros(1), "W2": np.array([[0.5]]), "b2": np.array([0.25])}
+    case = case_from_arrays("saturate", X, np.array([[0.75], [0.5]]), model=spec, params=params, lr=0.0078125,
+                            dtypes=["float16"])
+    got = float16_sequential_tanh_step(X, case.values["y"], dict(params), model=spec, lr=0.0078125, reduction="sum", steps=1)
+    assert float(got[0].loss) == pytest.approx((0.5 * 1 + 0.25 - 0.75) ** 2 + (0.5 * math.tanh(3.75) + 0.25 - 0.5) ** 2, rel=1e-2)
+    records = verdicts(case, impl("f16-left-to-right", float16_sequential_tanh_step, "numpy"), "float16")
+    assert not failing(records), [r.message for r in failing(records)]
+
+
+def test_the_saturation_bound_covers_the_limits_and_the_masks_follow_the_signs():
+    spec = ModelSpec(kind="mlp", hidden=(1,), activation="tanh")
+    inputs = {"y": np.array([[0.0]]), "b1": np.zeros(1), "W2": np.ones((1, 1)), "b2": np.zeros(1)}
+
+    def bounds_of(x: list[float]) -> Any:
+        graph = build_plan(spec, 1, len(x), 1, "sum", 0.001)
+        case = {**inputs, "X": np.array([x]), "W1": np.ones((len(x), 1))}
+        return model_bounds(graph, model_truth(graph, case, FLOAT16).node_values, FLOAT16)
+
+    # 60000 - 60000: no partial sum of one sign can leave float16's range: nothing non-finite is
+    # allowed downstream of the hidden layer (grad_W1 = X^T dz may: 60000 times dz's bound); the
+    # bounded tanh keeps the loss's bound at (|tanh| <= 1)^2 = 1 however uncertain z is
+    mb = bounds_of([60000.0, -60000.0])
+    for q in ("loss", "grad_b1", "grad_W2", "grad_b2", "W2", "b2"):
+        assert not bool(np.any(mb.inf_allowed[q] | mb.nan_allowed[q])), q
+    assert 1.0 <= float(mb.rigorous["loss"]) < 1.01
+    # 60000 + 60000 - 60000 - 60000: +inf and -inf partial sums (NaN) possible at z = 0; tanh makes
+    # them +-1 or NaN: downstream, NaN is allowed but never inf, and the finite loss's bound reaches
+    # (+-1 - 0)^2 = 1 (a correct evaluation may give h = +-1 where the exact h is 0)
+    mb = bounds_of([60000.0, 60000.0, -60000.0, -60000.0])
+    assert bool(mb.nan_allowed["loss"]) and not bool(mb.inf_allowed["loss"])
+    assert float(mb.rigorous["loss"]) >= 1.0 and math.isfinite(float(mb.rigorous["loss"]))
+    # 40000 + 40000: only +inf at z; tanh(+inf) = 1, finite: no NaN and no inf downstream
+    mb = bounds_of([40000.0, 40000.0])
+    assert not bool(mb.nan_allowed["loss"]) and not bool(mb.inf_allowed["loss"])
+
+
+def test_an_all_nan_step_past_a_one_signed_overflow_is_caught():
+    # before: NaN was allowed on every element depending on an intermediate that may overflow,
+    # whatever its sign: an all-NaN step graded "overflow" everywhere (a passing run)
+    case = overflow_case(40000.0, [[1.0, 0.5], [1.0, 0.25]])
+    nan = tampered("nan", lambda res, p: [ModelStepResult(r.loss * math.nan, {k: v * math.nan for k, v in r.grads.items()},
+                                                          {k: v * math.nan for k, v in r.params.items()}) for r in res])
+    records = verdicts(case, nan, "float16")
+    assert {r.quantity for r in records if r.verdict == "disagree"} == {r.quantity for r in records}
+
+
+# ---------------------------------------------------------------------------------------------------
+# finding: extra keys in grads/params were ignored; contract: params must not be written into
+
+
+def test_a_grads_mapping_with_a_parameter_the_model_does_not_have_is_an_error_naming_it():
+    extra = tampered("extra", lambda res, p: [ModelStepResult(r.loss, {**r.grads, "W3": r.grads["W1"] * 0}, r.params)
+                                              for r in res])
+    (rec,) = verdicts(small_case(), extra)
+    assert rec.verdict == "error" and "'W3'" in rec.message and "not a parameter of the model" in rec.message
+
+
+def test_params_written_in_place_is_an_error_naming_them():
+    def inplace(X: Any, y: Any, params: dict[str, Any], **kw: Any) -> Any:
+        res = torch_model_functional(X, y, params, **kw)
+        with torch.no_grad():
+            params["W2"].copy_(res[-1].params["W2"])  # the update written into the tensor the harness handed
+        return res
+
+    (rec,) = verdicts(small_case(), impl("inplace", inplace))
+    assert rec.verdict == "error" and "mutated its input W2" in rec.message
+
+
+def test_the_leaky_relu_kink_message_names_its_convention():
+    spec = ModelSpec(kind="mlp", hidden=(2,), activation="leaky_relu")
+    params = {"W1": np.array([[1.0, -1.0]]), "b1": np.zeros(2), "W2": np.array([[0.5], [0.75]]), "b2": np.array([0.25])}
+    case = case_from_arrays("kink", np.array([[0.0], [1.0]]), np.array([[1.0], [-1.0]]), model=spec, params=params, lr=0.25)
+    records = verdicts(case, impl("right", torch_model_functional))
+    assert not failing(records)
+    kink = [r for r in records if "kink" in r.message]
+    assert kink and all("derivative = 1/100 there (torch's is 1/100)" in r.message for r in kink)
+
+
+# ---------------------------------------------------------------------------------------------------
+# plug-ins returning junk (checked by the review; pinned)
+
+
+def _with_grad(name: str, value: float) -> Callable[[list[ModelStepResult], dict[str, Any]], Any]:
+    def change(res: list[ModelStepResult], p: dict[str, Any]) -> Any:
+        g = dict(res[0].grads)
+        g[name] = g[name].clone()
+        g[name].view(-1)[0] = value
+        return [ModelStepResult(res[0].loss, g, res[0].params)]
+    return change
+
+
+class RaisingGrads(dict):  # type: ignore[type-arg]
+    def __getitem__(self, key: Any) -> Any:
+        raise RuntimeError("boom")
+
+
+def _exit(res: Any, p: Any) -> Any:
+    sys.exit(0)
+
+
+JUNK: list[tuple[str, Callable[..., Any], str, str]] = [
+    ("nan-grad", _with_grad("W1", math.nan), "disagree", "grad_W1"),
+    ("inf-grad", _with_grad("b1", math.inf), "disagree", "grad_b1"),
+    ("negative-loss", lambda res, p: [ModelStepResult(-r.loss, r.grads, r.params) for r in res], "disagree", "loss"),
+    ("not-updated", lambda res, p: [ModelStepResult(r.loss, r.grads, {k: v.clone() for k, v in p.items()}) for r in res],
+     "disagree", "W1"),
+    ("missing-key", lambda res, p: [ModelStepResult(r.loss, {k: v for k, v in r.grads.items() if k != "b2"}, r.params)
+                                    for r in res], "error", "has no 'b2'"),
+    ("transposed-W1", lambda res, p: [ModelStepResult(r.loss, {**r.grads, "W1": r.grads["W1"].T.contiguous()}, r.params)
+                                      for r in res], "error", "has shape (3, 2), expected (2, 3)"),
+    ("narrower", lambda res, p: [ModelStepResult(r.loss, {**r.grads, "W1": r.grads["W1"].half()}, r.params) for r in res],
+     "error", "narrower dtype"),
+    ("exit", _exit, "error", "sys.exit(0)"),
+    ("raising-mapping", lambda res, p: [ModelStepResult(r.loss, RaisingGrads(r.grads), r.params) for r in res],
+     "error", "RuntimeError: boom"),
+]
+
+
+@pytest.mark.parametrize(("name", "change", "verdict", "where"), JUNK, ids=[j[0] for j in JUNK])
+def test_junk_from_a_plugin_fails_with_a_message_naming_it(name, change, verdict, where):
+    records = verdicts(small_case(), tampered(name, change))
+    bad = [r for r in records if r.verdict == verdict]
+    assert bad, [(r.quantity, r.verdict) for r in records]
+    assert any(where == r.quantity or where in r.message for r in bad)
+
+
+def test_a_generator_of_results_is_graded():
+    records = verdicts(small_case(), tampered("gen", lambda res, p: (r for r in res)))
+    assert records and all(r.verdict == "agree" for r in records)
+
+
+# ---------------------------------------------------------------------------------------------------
+# correct evaluations written differently (no false alarm) and subtle slips (caught)
+
+
+def hand_step(act: Callable[[Any], Any], dact: Callable[[Any, Any], Any], *, b_axis: int = 0, mean_over_n: bool = False,
+              einsum: bool = False) -> Callable[..., list[ModelStepResult]]:
+    """A one-hidden-layer step written by hand in torch in the case's dtype: ``dact(z, h)`` is the
+    activation's derivative; ``b_axis`` the axis grad_b2 sums over (0 is right); ``mean_over_n``
+    divides the mean by N instead of N K; ``einsum`` computes the weight gradients by einsum."""
+
+    def step(X: Any, y: Any, params: dict[str, Any], *, model: Any, lr: float, reduction: str, steps: int) -> Any:
+        p = {k: v.clone() for k, v in params.items()}
+        n, k = y.shape
+        out = []
+        for _ in range(steps):
+            z = X @ p["W1"] + p["b1"]
+            h = act(z)
+            R = h @ p["W2"] + p["b2"] - y
+            c = 1.0 if reduction == "sum" else 1.0 / (n if mean_over_n else n * k)
+            loss = c * (R * R).sum()
+            g = 2 * c * R
+            dz = (g @ p["W2"].T) * dact(z, h)
+            grads = {
+                "W1": torch.einsum("nd,nh->dh", X, dz) if einsum else X.T @ dz, "b1": dz.sum(dim=0),
+                "W2": torch.einsum("nh,nk->hk", h, g) if einsum else h.T @ g,
+                "b2": g.sum(dim=0) if b_axis == 0 else g.sum(dim=1)[:k],
+            }
+            p = {name: p[name] - lr * grads[name] for name in p}
+            out.append(ModelStepResult(loss, grads, p))
+        return out
+
+    return step
+
+
+def _tanh_exp(z: Any) -> Any:
+    e = torch.exp(2 * z)
+    return (e - 1) / (e + 1)
+
+
+def _gelu_grad(z: Any, h: Any) -> Any:
+    return 0.5 * (1 + torch.erf(z / math.sqrt(2))) + z * torch.exp(-z * z / 2) / math.sqrt(2 * math.pi)
+
+
+def _gelu_tanh_grad(z: Any, h: Any) -> Any:
+    zz = z.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(torch.nn.functional.gelu(zz, approximate="tanh").sum(), zz)
+    return g
+
+
+RIGHT = [
+    ("tanh-exp-formula", "tanh", hand_step(_tanh_exp, lambda z, h: 1 - h * h), ("float64", "float32")),
+    ("tanh-einsum", "tanh", hand_step(torch.tanh, lambda z, h: 1 - h * h, einsum=True), ("float64", "float32", "float16", "bfloat16")),
+    ("sigmoid-1-over", "sigmoid", hand_step(lambda z: 1 / (1 + torch.exp(-z)), lambda z, h: h * (1 - h)),
+     ("float64", "float32", "float16", "bfloat16")),
+    ("softplus-sigmoid", "softplus", hand_step(torch.nn.functional.softplus, lambda z, h: torch.sigmoid(z)),
+     ("float64", "float32", "bfloat16")),
+    ("gelu-by-hand", "gelu", hand_step(torch.nn.functional.gelu, _gelu_grad), ("float64", "float32", "float16")),
+]
+
+
+@pytest.mark.parametrize(("name", "act", "step", "dtypes"), RIGHT, ids=[r[0] for r in RIGHT])
+def test_correct_steps_written_differently_agree(name, act, step, dtypes):
+    spec = ModelSpec(kind="mlp", hidden=(3,), activation=act)
+    case = small_case(spec, dtypes, reduction="mean", seed=3, n=5)
+    for dt in dtypes:
+        records = verdicts(case, impl(name, step), dt)
+        assert not failing(records), (dt, [r.message for r in failing(records)])
+
+
+WRONG = [
+    ("sigmoid-s-times-1-plus-s", "sigmoid", hand_step(torch.sigmoid, lambda z, h: h * (1 + h)), "sum", "grad_W1"),
+    ("softplus-derivative-sign-slip", "softplus",
+     hand_step(torch.nn.functional.softplus, lambda z, h: 1 / (1 + torch.exp(z))), "sum", "grad_W1"),
+    ("gelu-tanh-approximation", "gelu",
+     hand_step(lambda z: torch.nn.functional.gelu(z, approximate="tanh"), _gelu_tanh_grad), "sum", "grad_W1"),
+    ("b-summed-over-outputs", "tanh", hand_step(torch.tanh, lambda z, h: 1 - h * h, b_axis=1), "sum", "grad_b2"),
+    ("mean-over-n-not-nk", "tanh", hand_step(torch.tanh, lambda z, h: 1 - h * h, mean_over_n=True), "mean", "loss"),
+]
+
+
+@pytest.mark.parametrize(("name", "act", "step", "reduction", "quantity"), WRONG, ids=[w[0] for w in WRONG])
+def test_subtly_wrong_steps_are_caught_in_float64(name, act, step, reduction, quantity):
+    spec = ModelSpec(kind="mlp", hidden=(3,), activation=act)
+    records = verdicts(small_case(spec, reduction=reduction, seed=3, n=5), impl(name, step))
+    assert quantity in {r.quantity for r in records if r.verdict == "disagree"}
+
+
+def test_gelu_tanh_approximation_passes_in_bfloat16_within_its_bounds():
+    # the tanh approximation differs from GELU's erf form by < 1e-3: far below bfloat16's bounds
+    # (it is a correct bfloat16 GELU for all the bounds can tell); float64 catches it (above)
+    spec = ModelSpec(kind="mlp", hidden=(3,), activation="gelu")
+    step = hand_step(lambda z: torch.nn.functional.gelu(z, approximate="tanh"), _gelu_tanh_grad)
+    records = verdicts(small_case(spec, ("bfloat16",), seed=3, n=5), impl("gelu-tanh", step), "bfloat16")
+    assert not failing(records)
+    fmt = get_format("bfloat16")
+    assert round_to_format(np.array([0.5 + 1e-3]), fmt)[0] == 0.5  # below half an ULP at 1/2 in bfloat16
+
+
+def test_an_error_where_every_correct_evaluation_is_exact_is_not_called_a_vacuous_bound():
+    # cases/models.toml's 1-1-1 ReLU net: integers, every quantity exact in float32; its loss tripled
+    # was reported "rigorous bound vacuous" (the bound is 0, not infinite)
+    case = [c for c in as_cases("cases/models.toml") if c.id == "model-relu-1-1-1"]
+    tripled = tampered("tripled", lambda res, p: [ModelStepResult(r.loss * 3, r.grads, r.params) for r in res])
+    (loss,) = [r for r in harness.verify(case, [tripled], dtypes=["float32"]) if r.quantity == "loss"]
+    assert loss.verdict == "disagree" and loss.rigorous_bound == 0.0
+    assert "computed 300.0, exact 100.0" in loss.message and "every correct evaluation is exact" in loss.message
+    assert "vacuous" not in loss.message
+
+
+@pytest.mark.parametrize("act", ["tanh", "gelu", "sigmoid"])
+def test_huge_pre_activations_are_graded_not_a_harness_failure(act):
+    # float32 inputs near 3e38: sech(2e38)**2, Phi(-2e38), sigmoid'(2e38) are balls with exponents
+    # near -1e38; their exact fraction (1 << 1e38) raised OverflowError: "harness failure while
+    # grading" for every correct implementation. They round to 0 in every dtype.
+    spec = ModelSpec(kind="mlp", hidden=(2,), activation=act)
+    X = np.array([[2.0e38, -1.0e38], [1.0, 0.5]])
+    params = {"W1": np.array([[1.0, 0.5], [0.5, -1.0]]), "b1": np.zeros(2), "W2": np.array([[0.5], [0.25]]), "b2": np.zeros(1)}
+    case = case_from_arrays("huge", X, np.array([[1.0], [0.5]]), model=spec, params=params, lr=0.01, dtypes=["float32"])
+    records = verdicts(case, impl("right", torch_model_functional), "float32")
+    assert not failing(records), [r.message for r in failing(records)]
+    assert {r.verdict for r in records} <= {"agree", "overflow"}
+
+
+def test_an_expression_undefined_at_the_inputs_is_invalid_input_not_a_harness_failure():
+    # a / (x1 - 1) at x1 = 1: the exact step does not exist; it was "harness failure while grading"
+    spec = ModelSpec(kind="expression", expression="a/(x1 - 1)", parameters=("a",))
+    case = case_from_arrays("undefined", np.array([[1.0], [2.0]]), np.array([[1.0], [0.0]]), model=spec,
+                            params={"a": np.array(1.0)}, lr=0.125, dtypes=["float64"])
+    (rec,) = verdicts(case, impl("right", torch_model_functional))
+    assert rec.verdict == "invalid-input" and "undefined at the case's inputs" in rec.message
+    assert "division by an exact zero" in rec.message and "harness failure" not in rec.message
