@@ -369,6 +369,114 @@ def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledIn
     Raises:
         TooWideError: when the exponent range needs more than :data:`MAX_PRODUCTS` digit products.
     """
+    R, gw, gb, loss, _ = step_parts(X, y, W, b, accurate=False)
+    return R, gw, gb, loss
+
+
+#: The accurate variant's method (:func:`step_parts` with ``accurate=True``), as records name it.
+ACCURATE_METHOD = "ozaki-accurate integer slices; |grad_W error| <= 2^-60 sum|terms| (radius subtracted from the bounds)"
+#: The accurate variant's error bound: ``|X^T R - computed| <= 2**-ACCURATE_BITS sum_n |X[n, d] R[n, k]|`` per element.
+ACCURATE_BITS = 60
+
+
+@dataclass
+class Truncation:
+    """Low digit planes left out of the ``X^T R`` product of the accurate variant.
+
+    Attributes:
+        smin: X's digit planes ``s < smin`` are left out (``|X_low| < 2**(qx + B smin)``, same sign as X).
+        umin: R's digit planes ``u < umin`` are left out (``0 <= R_low < 2**(q0 + B umin)``).
+        radius: float64 ``(D, K)``, an upper bound of ``|X^T R - X_t^T R_t|`` (real units), at most
+            ``2**-ACCURATE_BITS`` times a lower bound of ``sum_n |X[n, d] R[n, k]|``.
+    """
+
+    smin: int
+    umin: int
+    radius: F64
+
+
+#: Slack factors covering the rounding of the few float64 operations of :func:`truncation` itself.
+_UP = 1.0 + 2.0**-40
+_DOWN = 1.0 - 2.0**-40
+
+
+def truncation(X: F64, rounded: F64, qx: int, S: int, q0: int, U: int) -> Truncation | None:
+    """The digit planes of ``X`` (over ``2**qx``, ``S`` planes) and ``R`` (over ``2**q0``, ``U`` planes, the
+    top one the sign) that ``X^T R`` can leave out with an error at most ``2**-ACCURATE_BITS`` times the sum
+    of the absolute terms of each element (Ozaki, Ogita, Oishi and Rump, Numer. Algorithms 59, 2012: an
+    accurate rather than error-free product, the dropped slices bounded), or None when nothing can be
+    left out or the bound cannot be proved in float64 (non-finite sums, underflow, a zero sum of terms).
+
+    The bound: with ``X = X_t + X_l`` (``|X_l| < 2**h``, ``|X_t| <= |X|``) and ``R = R_t + R_l``
+    (``0 <= R_l < 2**g``), ``X^T R - X_t^T R_t = X_l^T R + X_t^T R_l``, so per element
+    ``|error| <= 2**h sum_n |R[n, k]| + 2**g sum_n |X[n, d]|``. The sums are bounded above, and
+    ``T = sum_n |X[n, d]| |R[n, k]|`` below, from float64 sums and one float64 product of ``|X|`` and
+    ``|fl(R)|`` with the standard forward error bound ``gamma_n = n u / (1 - n u)`` for any summation
+    order (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., section 3.1), an absolute
+    ``2**-1074`` per term for underflow, and ``|R| <= |fl(R)| (1 + u) + 2**-1075`` for the correctly
+    rounded residual; the plane counts are then checked against ``radius <= 2**-60 T_lo`` element-wise.
+
+    Args:
+        X: float64 ``(N, D)``; rounded: the correctly rounded residual, float64 ``(N, K)``.
+    """
+    n = X.shape[0]
+    if n >= 1 << 40:
+        return None
+    gam = (n + 4) * 2.0**-52  # >= gamma_n for u = 2**-53 (n u < 1/2)
+    tiny = 2.0**-1074
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        ax = np.abs(X)
+        ar = np.abs(rounded)
+        col_x = ax.sum(axis=0) * (1 + gam) * _UP  # >= sum_n |X[n, d]| (nonnegative terms: sums of subnormals are exact)
+        col_r = (ar.sum(axis=0) * (1 + gam) * (1 + 2.0**-52) + (n + 1) * tiny) * _UP  # >= sum_n |R[n, k]|
+        t = ax.T @ ar  # fl(sum_n |X| |fl(R)|)
+        t_lo = ((t - (n + 1) * 2.0 * tiny) / (1 + gam) * (1 - 2.0**-52) - (col_x[:, None] + 1) * tiny) * _DOWN
+    if not (np.isfinite(col_x).all() and np.isfinite(col_r).all() and np.isfinite(t).all()):
+        return None
+    live = col_x > 0  # a zero column of X: that row of X^T R is exactly 0, left out or not
+    if not live.any():
+        return None
+    tl = t_lo[live]
+    if not bool((tl >= 2.0**-900).all()):
+        return None  # a zero, tiny or unprovable sum of terms: no relative budget, exact instead (and no underflow below)
+    budget = tl * 2.0**-(ACCURATE_BITS + 1)  # half of the budget for each operand's dropped planes
+    ratio_x = float(np.min(budget / col_x[live][:, None])) * _DOWN  # 2**g col_x <= budget
+    ratio_r = float(np.min(budget / col_r[None, :])) * _DOWN  # 2**h col_r <= budget
+    if not (ratio_x > 0 and ratio_r > 0):
+        return None
+    g = math.frexp(ratio_x)[1] - 1  # 2**g <= ratio_x
+    h = math.frexp(ratio_r)[1] - 1
+    umin = min(max((g - q0) // B, 0), U - 1)  # keep the sign plane
+    smin = min(max((h - qx) // B, 0), S - 1)
+    # grid exponents of the dropped parts; no truncation where they would underflow float64's arithmetic
+    if umin and q0 + B * umin < -960:
+        umin = 0
+    if smin and qx + B * smin < -960:
+        smin = 0
+    if umin == 0 and smin == 0:
+        return None
+    with np.errstate(over="ignore", under="ignore"):
+        r = np.zeros((X.shape[1], len(col_r)))
+        if umin:
+            r = r + math.ldexp(1.0, q0 + B * umin) * col_x[:, None]
+        if smin:
+            r = r + math.ldexp(1.0, qx + B * smin) * col_r[None, :]
+        r = np.where(live[:, None], r * _UP + 2 * tiny, 0.0)  # the rounding of these few operations, underflow included
+    if not np.isfinite(r).all() or not bool((r[live] <= 2.0**-ACCURATE_BITS * t_lo[live]).all()):
+        return None
+    return Truncation(smin, umin, r)
+
+
+def step_parts(X: F64, y: F64, W: F64, b: F64, accurate: bool = False
+               ) -> tuple[DigitResidual, ScaledInts, ScaledInts, ScaledInts, F64 | None]:
+    """:func:`exact_parts` and, with ``accurate``, ``X^T R`` from fewer digit products (:func:`truncation`):
+    then the fifth value is the radius of ``X^T R``, float64 ``(D, K)`` (real units: ``|X^T R - value|
+    <= radius <= 2**-60 sum_n |X[n, d] R[n, k]|``), None when the product is exact (always without ``accurate``).
+    The residual, ``1^T R`` and ``sum R^2`` are exact either way.
+
+    Raises:
+        TooWideError: when the exponent range needs more than :data:`MAX_PRODUCTS` digit products.
+    """
     X = np.ascontiguousarray(X, dtype=np.float64)
     n, d = X.shape
     k = y.shape[1]
@@ -382,6 +490,7 @@ def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledIn
     gb = np.empty(k, dtype=object)
     gb[:] = res.colsum
     loss = ScaledInts(ScaledInts.scalar(res.sumsq).ints, Fraction(2) ** (2 * q0))
+    radius: F64 | None = None
     # X^T R: the digits of X (base 2**B, as in X W) against R's digits, rows in chunks of CHUNK_N = 2**(53 - 2B):
     # |X digit| <= 2**B and 0 <= R digit < 2**B or R digit = -1, so each product is below 2**(2B) in magnitude and
     # every partial sum of a chunk below CHUNK_N * 2**(2B) = 2**53 (exact in float64, any order); up to ACC_BLOCK
@@ -390,18 +499,22 @@ def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledIn
         gw = ScaledInts(np.zeros((d, k), dtype=object) + 0, Fraction(1))
     else:
         xc, S = xcat
-        if S * U > MAX_PRODUCTS:
-            raise TooWideError(f"X^T R needs {S} x {U} digit products")
+        tr = truncation(X, res.rounded, qx, S, q0, U) if accurate else None
+        smin, umin = (tr.smin, tr.umin) if tr is not None else (0, 0)
+        if (S - smin) * (U - umin) > MAX_PRODUCTS:
+            raise TooWideError(f"X^T R needs {S - smin} x {U - umin} digit products")
+        xs = xc[:, smin * d:]
+        rs = rcat[:, umin * k:]
         acc: Any = None
-        blk = np.zeros((S * d, U * k), dtype=np.int64)
+        blk = np.zeros(((S - smin) * d, (U - umin) * k), dtype=np.int64)
         for j, c0 in enumerate(range(0, n, CHUNK_N)):
-            blk += (xc[c0:c0 + CHUNK_N].T @ rcat[c0:c0 + CHUNK_N]).astype(np.int64)
+            blk += (xs[c0:c0 + CHUNK_N].T @ rs[c0:c0 + CHUNK_N]).astype(np.int64)
             if (j + 1) % ACC_BLOCK == 0 or c0 + CHUNK_N >= n:
                 acc = _obj(blk) if acc is None else acc + _obj(blk)
                 blk[...] = 0
-        acc4 = acc.reshape(S, d, U, k)
-        planes = np.stack([acc4[s, :, u, :] for s in range(S) for u in range(U)])
-        gw_int = _combine(planes, [B * (s + u) for s in range(S) for u in range(U)])
+        acc4 = acc.reshape(S - smin, d, U - umin, k)
+        planes = np.stack([acc4[s - smin, :, u - umin, :] for s in range(smin, S) for u in range(umin, U)])
+        gw_int = _combine(planes, [B * (s + u) for s in range(smin, S) for u in range(umin, U)])
         gw = ScaledInts(gw_int, Fraction(2) ** (qx + q0))
-    return R, gw, ScaledInts(gb, Fraction(2) ** q0), loss
-
+        radius = tr.radius if tr is not None else None
+    return R, gw, ScaledInts(gb, Fraction(2) ** q0), loss, radius
