@@ -369,6 +369,165 @@ def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledIn
     Raises:
         TooWideError: when the exponent range needs more than :data:`MAX_PRODUCTS` digit products.
     """
+    R, gw, gb, loss, _ = step_parts(X, y, W, b, accurate=False)
+    return R, gw, gb, loss
+
+
+#: The accurate variant's method (:func:`step_parts` with ``accurate=True``), as records name it.
+ACCURATE_METHOD = ("ozaki-accurate integer slices; grad_W and W: |error| <= 2^-60 sum|terms| (radius subtracted "
+                   "from the bounds); loss, grad_b, b exact")
+#: The accurate variant's error bound: ``|X^T R - computed| <= 2**-ACCURATE_BITS sum_n |X[n, d] R[n, k]|`` per element.
+ACCURATE_BITS = 60
+
+
+@dataclass
+class Truncation:
+    """The split of the accurate ``X^T R`` (:func:`truncation`).
+
+    Attributes:
+        smin: X's digit planes ``s < smin`` form ``X_l`` (``|X_l| < 2**(qx + B smin)``, same sign as X),
+            the others ``X_t``.
+        umin: R's digit planes ``u < umin`` form ``R_l`` (``0 <= R_l < 2**(q0 + B umin)``), the others ``R_t``.
+        remainder: float64 ``(D, K)``: ``fl(X^T fl(R_l)) + fl(fl(X_l)^T fl(R_t))``, the float64 value of the
+            part of ``X^T R`` that the exact digit products of ``X_t^T R_t`` leave out (summed as rationals).
+        radius: float64 ``(D, K)``, an upper bound of ``|X^T R - X_t^T R_t - remainder|`` (real units), at most
+            ``2**-ACCURATE_BITS`` times a lower bound of ``sum_n |X[n, d] R[n, k]|``.
+    """
+
+    smin: int
+    umin: int
+    remainder: tuple[F64, F64]
+    radius: F64
+
+
+#: Slack factors covering the rounding of the few float64 operations of :func:`truncation` itself.
+_UP = 1.0 + 2.0**-40
+_DOWN = 1.0 - 2.0**-40
+
+
+def _plane_sum(planes_: I64, planes: int, base_exp: int) -> F64:
+    """``fl(sum_{p < planes} planes_[p] 2**(B p + base_exp))`` (``planes_`` int64 ``(P, N, K)``, digits below
+    ``2**B`` of one sign): each term exact (a digit times a power of two, scaled into the normal range), the
+    sum of at most ``planes`` terms of one sign in float64 (relative error ``<= planes u``), then one scaling
+    back (an absolute error ``<= 2**-1075`` where it underflows)."""
+    top = B * (planes - 1) + base_exp
+    shift = max(0, -1000 - base_exp) if top < 900 else 0  # the scaled weights 2**(B p + base_exp + shift) stay normal
+    out = planes_[planes - 1] * 2.0 ** (top + shift)
+    for p in range(planes - 2, -1, -1):
+        out += planes_[p] * 2.0 ** (B * p + base_exp + shift)
+    if shift:
+        out *= 2.0**-shift
+    return out
+
+
+def _low_part(x: F64, h: int) -> F64:
+    """``sign(x) (|x| mod 2**h)``, exact: the bits of ``x`` below ``2**h`` (``-960 <= h <= 960``), i.e. X's digit
+    planes below ``2**h``. ``trunc(x 2**-h) 2**h`` clears them exactly (a scaling by a power of two, exact
+    unless it underflows, and then below 1, where ``trunc`` gives 0 either way); the difference is exact."""
+    out = scratch("xlow", x.shape)  # reused: fresh pages would cost more than the arithmetic
+    np.multiply(x, 2.0**-h, out=out)
+    np.trunc(out, out=out)
+    out *= 2.0**h
+    np.subtract(x, out, out=out)
+    return out
+
+
+def truncation(X: F64, S: int, qx: int, rounded: F64, rdigits: I64, q0: int) -> Truncation | None:
+    """The accurate ``X^T R`` of Ozaki, Ogita, Oishi and Rump (Numer. Algorithms 59, 2012): the high digit
+    planes exactly, the low ones by one float64 product each, the whole within ``2**-ACCURATE_BITS`` of
+    the sum of the absolute terms of each element. None when nothing can be left to float64 or the bound
+    cannot be proved in float64 (non-finite sums, a tiny or zero sum of terms, underflow).
+
+    With ``X = X_t + X_l`` (X's digit planes ``s >= smin`` and below; ``|X_l| < 2**h``, ``h = qx + B smin``)
+    and ``R = R_t + R_l`` (``0 <= R_l < 2**g``, ``g = q0 + B umin``),
+    ``X^T R = X_t^T R_t + X^T R_l + X_l^T R_t``: the first term exact (digit products, as the exact path),
+    the other two in float64 from ``fl(R_l)`` (a sum of at most ``U`` exact planes: relative error
+    ``<= 2**-48``), ``X_l`` (exact, :func:`_low_part`) and ``fl(R_t) = fl(fl(R) - fl(R_l))`` (``fl(R)`` the correctly rounded
+    residual). Their error is at most ``f (2**g sum_n |X[n, d]| + 2**h (sum_n |R[n, k]| + N 2**g))`` plus
+    absolute ``2**-1074`` terms for underflow, with ``f = 2**-45 + 2 gamma_N`` (``gamma_N = N u / (1 - N u)``,
+    the forward error bound of a float64 dot product of length ``N`` in any order, Higham, Accuracy and
+    Stability of Numerical Algorithms, 2nd ed., section 3.1). The sums are bounded above, and
+    ``T = sum_n |X[n, d]| |R[n, k]|`` below, from float64 sums and one float64 product of ``|X|`` and
+    ``|fl(R)|`` (``|R| <= |fl(R)| (1 + 2**-52) + 2**-1075``); the planes are chosen so that the bound is at
+    most ``2**-60 T``, which is then checked element-wise.
+
+    Args:
+        X: float64 ``(N, D)``, ``S`` digit planes over ``2**qx`` (:func:`digits_matrix`);
+        rounded: the correctly rounded residual ``(N, K)``; rdigits: its ``U`` digit planes over ``2**q0``
+        (int64 ``(U, N, K)``, the top plane the sign).
+    """
+    n, d = X.shape
+    k = rounded.shape[1]
+    U = len(rdigits)
+    if n >= 1 << 40:
+        return None
+    gam = (n + 4) * 2.0**-52  # >= 2 gamma_n for u = 2**-53 (n u < 1/2)
+    f = 2.0**-45 + gam
+    tiny = 2.0**-1074
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
+        ax = np.abs(X, out=scratch("absx", X.shape))
+        ar = np.abs(rounded)
+        ones = np.ones(n)
+        col_x = (ones @ ax) * (1 + gam) * _UP  # >= sum_n |X[n, d]| (nonnegative terms: sums of subnormals are exact)
+        col_r = ((ones @ ar) * (1 + gam) * (1 + 2.0**-52) + (n + 1) * tiny) * _UP  # >= sum_n |R[n, k]|
+        t = ax.T @ ar  # fl(sum_n |X| |fl(R)|)
+        t_lo = ((t - (n + 1) * 2.0 * tiny) / (1 + gam) * (1 - 2.0**-52) - (col_x[:, None] + 1) * tiny) * _DOWN
+    if not (np.isfinite(col_x).all() and np.isfinite(col_r).all() and np.isfinite(t).all()):
+        return None
+    live = col_x > 0  # a zero column of X: that row of X^T R is exactly 0 (every term below is 0 there)
+    if not live.any():
+        return None
+    tl = t_lo[live]
+    if not bool((tl >= 2.0**-900).all()):
+        return None  # a zero, tiny or unprovable sum of terms: no relative budget, exact instead (and no underflow below)
+    budget = tl * 2.0**-(ACCURATE_BITS + 2)  # a quarter of the budget for each operand's float64 part
+    ratio_x = float(np.min(budget / (f * col_x[live][:, None]))) * _DOWN  # 2**g f col_x <= budget
+    ratio_r = float(np.min(budget / (f * col_r[None, :]))) * _DOWN
+    if not (ratio_x > 0 and ratio_r > 0):
+        return None
+    g0 = math.frexp(ratio_x)[1] - 1
+    h0 = math.frexp(ratio_r)[1] - 1
+    for shrink in range(3):  # one digit plane fewer for both if the cross term does not fit
+        umin = min(max((g0 - q0) // B - shrink, 0), U - 1)  # keep the sign plane
+        smin = min(max((h0 - qx) // B - shrink, 0), S - 1)
+        if umin and q0 + B * umin < -960:  # grid exponents where float64's arithmetic would underflow: not left out
+            umin = 0
+        if smin and not -960 <= qx + B * smin <= 960:
+            smin = 0
+        if umin == 0 and smin == 0:
+            return None
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            pg = math.ldexp(1.0, q0 + B * umin) if umin else 0.0
+            ph = math.ldexp(1.0, qx + B * smin) if smin else 0.0
+            rel = f * (pg * col_x[:, None] + ph * (col_r[None, :] + n * pg))
+            absolute = tiny * (4 * n + 2 * U * col_x[:, None] + 8 * n * ph + 2 * S * (col_r[None, :] + n * pg))
+            r = np.where(live[:, None], (rel + absolute) * _UP + 2 * tiny, 0.0)
+        if np.isfinite(r).all() and bool((r[live] <= 2.0**-ACCURATE_BITS * t_lo[live]).all()):
+            break
+    else:
+        return None
+    with np.errstate(over="ignore", under="ignore"):
+        r_low = _plane_sum(rdigits, umin, q0) if umin else np.zeros((n, k))  # fl(R_l), nonnegative
+        x_low = _low_part(X, qx + B * smin) if smin else np.zeros_like(X)  # X_l, exact
+        r_top = rounded - r_low  # fl(fl(R) - fl(R_l))
+        rem_a = X.T @ r_low if umin else np.zeros((d, k))
+        rem_b = x_low.T @ r_top if smin else np.zeros((d, k))
+    if not (np.isfinite(rem_a).all() and np.isfinite(rem_b).all()):
+        return None
+    return Truncation(smin, umin, (rem_a, rem_b), r)
+
+
+def step_parts(X: F64, y: F64, W: F64, b: F64, accurate: bool = False
+               ) -> tuple[DigitResidual, ScaledInts, ScaledInts, ScaledInts, F64 | None]:
+    """:func:`exact_parts` and, with ``accurate``, ``X^T R`` from fewer digit products and two float64
+    products (:func:`truncation`):
+    then the fifth value is the radius of ``X^T R``, float64 ``(D, K)`` (real units: ``|X^T R - value|
+    <= radius <= 2**-60 sum_n |X[n, d] R[n, k]|``), None when the product is exact (always without ``accurate``).
+    The residual, ``1^T R`` and ``sum R^2`` are exact either way.
+
+    Raises:
+        TooWideError: when the exponent range needs more than :data:`MAX_PRODUCTS` digit products.
+    """
     X = np.ascontiguousarray(X, dtype=np.float64)
     n, d = X.shape
     k = y.shape[1]
@@ -382,6 +541,7 @@ def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledIn
     gb = np.empty(k, dtype=object)
     gb[:] = res.colsum
     loss = ScaledInts(ScaledInts.scalar(res.sumsq).ints, Fraction(2) ** (2 * q0))
+    radius: F64 | None = None
     # X^T R: the digits of X (base 2**B, as in X W) against R's digits, rows in chunks of CHUNK_N = 2**(53 - 2B):
     # |X digit| <= 2**B and 0 <= R digit < 2**B or R digit = -1, so each product is below 2**(2B) in magnitude and
     # every partial sum of a chunk below CHUNK_N * 2**(2B) = 2**53 (exact in float64, any order); up to ACC_BLOCK
@@ -390,18 +550,24 @@ def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledIn
         gw = ScaledInts(np.zeros((d, k), dtype=object) + 0, Fraction(1))
     else:
         xc, S = xcat
-        if S * U > MAX_PRODUCTS:
-            raise TooWideError(f"X^T R needs {S} x {U} digit products")
+        tr = truncation(X, S, qx, res.rounded, rd, q0) if accurate else None
+        smin, umin = (tr.smin, tr.umin) if tr is not None else (0, 0)
+        if (S - smin) * (U - umin) > MAX_PRODUCTS:
+            raise TooWideError(f"X^T R needs {S - smin} x {U - umin} digit products")
+        xs = xc[:, smin * d:]
+        rs = rcat[:, umin * k:]
         acc: Any = None
-        blk = np.zeros((S * d, U * k), dtype=np.int64)
+        blk = np.zeros(((S - smin) * d, (U - umin) * k), dtype=np.int64)
         for j, c0 in enumerate(range(0, n, CHUNK_N)):
-            blk += (xc[c0:c0 + CHUNK_N].T @ rcat[c0:c0 + CHUNK_N]).astype(np.int64)
+            blk += (xs[c0:c0 + CHUNK_N].T @ rs[c0:c0 + CHUNK_N]).astype(np.int64)
             if (j + 1) % ACC_BLOCK == 0 or c0 + CHUNK_N >= n:
                 acc = _obj(blk) if acc is None else acc + _obj(blk)
                 blk[...] = 0
-        acc4 = acc.reshape(S, d, U, k)
-        planes = np.stack([acc4[s, :, u, :] for s in range(S) for u in range(U)])
-        gw_int = _combine(planes, [B * (s + u) for s in range(S) for u in range(U)])
+        acc4 = acc.reshape(S - smin, d, U - umin, k)
+        planes = np.stack([acc4[s - smin, :, u - umin, :] for s in range(smin, S) for u in range(umin, U)])
+        gw_int = _combine(planes, [B * (s + u) for s in range(smin, S) for u in range(umin, U)])
         gw = ScaledInts(gw_int, Fraction(2) ** (qx + q0))
-    return R, gw, ScaledInts(gb, Fraction(2) ** q0), loss
-
+        if tr is not None:  # the low planes' part, in float64 (within the radius)
+            gw = gw + ScaledInts.from_floats(tr.remainder[0]) + ScaledInts.from_floats(tr.remainder[1])
+            radius = tr.radius
+    return R, gw, ScaledInts(gb, Fraction(2) ** q0), loss, radius

@@ -16,6 +16,17 @@ path when the data's exponent range would need too many slices. Both methods
 give the same rational, bit for bit (``tests/test_fastexact.py``); the scale
 ``c`` of the fast path comes from the plan.
 
+With ``accurate=True`` (the graded step of a check, ``N*D*K >=
+ACCURATE_MIN_WORK``) the slice path may leave the lowest digit planes out of
+``X^T R`` (:func:`harness.fastexact.truncation`: Ozaki, Ogita, Oishi and Rump's
+accurate rather than error-free product): ``grad_W`` and ``W`` are then within a
+proved radius of the exact value, at most ``2**-60`` times the sum of the
+absolute terms (:attr:`ExactStep.radius`; method
+:data:`harness.fastexact.ACCURATE_METHOD`); the loss, ``grad_b``, ``b`` and the
+residual stay exact. The grading subtracts the radius from the bounds
+(:func:`harness.runner`), so no value outside the bound of the exact value
+can agree.
+
 Inputs are either the values *as the implementation saw them* (float arrays
 rounded to its dtype: dyadic rationals) or the values *as written* in the case
 file (decimal rationals such as 1/10). The difference between the two exact
@@ -41,7 +52,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -50,8 +61,8 @@ import numpy.typing as npt
 import sympy as sp
 
 from .exact import FloatInts, ScaledInts
+from .fastexact import ACCURATE_METHOD, TooWideError, step_parts
 from .fastexact import METHOD as FAST_METHOD
-from .fastexact import TooWideError, exact_parts
 from .symbolic import Derivation, derive
 
 METHOD = "exact-rational"
@@ -71,15 +82,20 @@ class ExactStep:
         values: ``loss`` (0-d), ``grad_W`` (D, K), ``grad_b`` (K,), ``W`` (D, K)
             and ``b`` (K,) after the update: exact rationals.
         residual: ``R = X W + 1 b^T - Y`` (N, K), exact.
-        method: how the values were computed (``"exact-rational"`` or ``"exact-integer-slices"``, same rationals).
+        method: how the values were computed (``"exact-rational"`` or ``"exact-integer-slices"``, same rationals;
+            :data:`harness.fastexact.ACCURATE_METHOD` when ``radius`` is not empty).
         rounded_bits: in a trajectory, ``None`` while the step is exact; else the significant
             bits W and b were rounded to, in this step or an earlier one (see :func:`exact_trajectory`).
+        radius: quantity -> float64 array of its shape: ``|value - exact| <= radius`` element-wise
+            (an upper bound, in the quantity's units); quantities not in it are exact. Empty unless
+            the step was computed with ``accurate=True`` and the accurate product was used.
     """
 
     values: dict[str, ScaledInts]
     residual: ScaledInts
     method: str = METHOD
     rounded_bits: int | None = None
+    radius: dict[str, npt.NDArray[np.float64]] = field(default_factory=dict)
 
 
 _TRANSPOSES: dict[sp.Basic, sp.Basic] = {}
@@ -330,9 +346,12 @@ def plan(reduction: str) -> Plan:
 FAST_MIN_WORK = 512
 #: Use the digit-slice path (:mod:`harness.fastexact`) when the inputs are floats; False: always exact rationals.
 USE_FAST = True
+#: With ``accurate=True``, the accurate ``X^T R`` is tried from this many multiply-adds (N*D*K) on; below, exact.
+ACCURATE_MIN_WORK = 1 << 16
 
 
-def exact_step(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str, *, method: str | None = None) -> ExactStep:
+def exact_step(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str, *, method: str | None = None,
+               accurate: bool = False) -> ExactStep:
     """Evaluate loss, gradients and the SGD update exactly.
 
     Args:
@@ -344,6 +363,9 @@ def exact_step(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str, *
             come from floats) or None (choose: slices for float inputs with
             ``N*D*K >= FAST_MIN_WORK``, falling back to rationals when the data's
             exponent range is too wide). Both give the same exact rationals.
+        accurate: allow the slice path's accurate ``X^T R`` (``N*D*K >= ACCURATE_MIN_WORK``): ``grad_W``
+            and ``W`` then carry a proved radius (:attr:`ExactStep.radius`, at most ``2**-60`` times the
+            sum of the absolute terms) and the method says so; False: exact.
 
     Returns:
         the exact step; vectors have the shapes of the inputs (``grad_b`` and ``b`` are (K,)).
@@ -358,7 +380,7 @@ def exact_step(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str, *
         if not floats:
             raise ValueError("the integer-slice oracle needs float inputs (ScaledInts.from_floats)")
         try:
-            return _fast_step(inputs, lr, reduction)
+            return _fast_step(inputs, lr, reduction, accurate and n * d * k >= ACCURATE_MIN_WORK)
         except TooWideError:
             pass
     pl = plan(reduction)
@@ -377,12 +399,18 @@ def exact_step(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str, *
     return ExactStep(values=out, residual=residual)
 
 
-def _fast_step(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str) -> ExactStep:
-    """The step through :func:`harness.fastexact.exact_parts`; the scale ``c`` comes from the plan."""
+def scaled_radius(radius: npt.NDArray[np.float64], factor: Fraction) -> npt.NDArray[np.float64]:
+    """``|factor| radius`` rounded up (a float64 upper bound: relative slack ``2**-50`` and ``2**-1073`` for underflow)."""
+    with np.errstate(over="ignore", under="ignore"):
+        return np.asarray(radius, dtype=np.float64) * (float(abs(factor)) * (1 + 2.0**-50)) + 2.0**-1073
+
+
+def _fast_step(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str, accurate: bool = False) -> ExactStep:
+    """The step through :func:`harness.fastexact.step_parts`; the scale ``c`` comes from the plan."""
     fl = {key: inputs[key].floats for key in ("X", "y", "W", "b")}  # type: ignore[attr-defined]
     n, d = fl["X"].shape
     k = fl["W"].shape[1]
-    R, xtr, sum_r, sum_r2 = exact_parts(fl["X"], fl["y"], fl["W"], fl["b"].reshape(k))
+    R, xtr, sum_r, sum_r2, xtr_radius = step_parts(fl["X"], fl["y"], fl["W"], fl["b"].reshape(k), accurate=accurate)
     pl = plan(reduction)
     c = pl.scale(pl.scalars(n, d, k, lr))
     grad_W = xtr.times(2 * c)
@@ -396,7 +424,11 @@ def _fast_step(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str) -
         "W": W - grad_W.times(lr),
         "b": b - grad_b.times(lr),
     }
-    return ExactStep(values=values, residual=R, method=FAST_METHOD)
+    if xtr_radius is None:
+        return ExactStep(values=values, residual=R, method=FAST_METHOD)
+    r_grad = scaled_radius(xtr_radius, 2 * c)
+    radius = {"grad_W": r_grad, "W": scaled_radius(r_grad, lr)}
+    return ExactStep(values=values, residual=R, method=ACCURATE_METHOD, radius=radius)
 
 
 def exact_inputs_from_floats(arrays: Mapping[str, npt.NDArray[np.float64]]) -> dict[str, ScaledInts]:
@@ -443,7 +475,8 @@ def round_significant(v: ScaledInts, bits: int) -> ScaledInts:
     return ScaledInts(out.reshape(v.shape), Fraction(2) ** e_min)
 
 
-def exact_trajectory(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str, steps: int) -> list[ExactStep]:
+def exact_trajectory(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str, steps: int,
+                     accurate_last: bool = False) -> list[ExactStep]:
     """The exact trajectory: ``steps`` updates, each fed the previous W and b.
 
     Exact while W and b need at most :data:`TRAJECTORY_EXACT_BITS` bits; past that,
@@ -451,6 +484,8 @@ def exact_trajectory(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: 
     step (:func:`round_significant`; the step's ``W`` and ``b`` values are the rounded
     ones and ``rounded_bits`` says so), so the trajectory is exact to within
     ``2**-TRAJECTORY_BITS`` relative per step and its numbers stay bounded.
+    ``accurate_last``: the last step (whose W and b feed no other) may be the accurate one
+    (:func:`exact_step`'s ``accurate``); every earlier step is exact.
 
     Returns:
         one :class:`ExactStep` per step (its ``W`` and ``b`` are after that step).
@@ -458,9 +493,12 @@ def exact_trajectory(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: 
     out: list[ExactStep] = []
     cur = dict(inputs)
     rounded: int | None = None
-    for _ in range(steps):
-        st = exact_step(cur, lr, reduction)
+    for i in range(steps):
+        st = exact_step(cur, lr, reduction, accurate=accurate_last and i == steps - 1)
         W, b = st.values["W"], st.values["b"]
+        if st.radius and (rounded is not None or max(_bits(W), _bits(b)) > TRAJECTORY_EXACT_BITS):
+            st = exact_step(cur, lr, reduction)  # a rounded trajectory stays on exact steps: one error model per step
+            W, b = st.values["W"], st.values["b"]
         if max(_bits(W), _bits(b)) > TRAJECTORY_EXACT_BITS:
             W, b = round_significant(W, TRAJECTORY_BITS), round_significant(b, TRAJECTORY_BITS)
             st.values["W"], st.values["b"] = W, b

@@ -46,7 +46,14 @@ from .models.spec import model_rule_mismatch
 from .optim.config import optimizer_keyword, rule_mismatch
 from .optim.grade import finite_state, grade_update, read_state, split_state
 from .optim.oracle import exact_trajectory as optimizer_trajectory
-from .oracle import ExactStep, exact_inputs_from_floats, exact_inputs_from_written, exact_step, exact_trajectory
+from .oracle import (
+    ExactStep,
+    exact_inputs_from_floats,
+    exact_inputs_from_written,
+    exact_step,
+    exact_trajectory,
+    scaled_radius,
+)
 from .records import Record
 from .results import StepResultsError, collect_steps
 from .semantics import annotate, none_message
@@ -162,7 +169,8 @@ class CaseCache:
 
     def trajectory(self, seen: Mapping[str, F64], lr: Fraction, key: tuple[str, ...]) -> list[ExactStep]:
         if key not in self._traj:
-            self._traj[key] = exact_trajectory(exact_inputs_from_floats(seen), lr, self.case.reduction, self.case.steps)
+            self._traj[key] = exact_trajectory(exact_inputs_from_floats(seen), lr, self.case.reduction, self.case.steps,
+                                               accurate_last=True)
             self._seen[key] = (seen, lr)
         return self._traj[key]
 
@@ -173,7 +181,10 @@ def _with_learning_rate(step: ExactStep, inputs: Mapping[str, F64], lr: Fraction
     values = dict(step.values)
     values["W"] = ScaledInts.from_floats(inputs["W"]) - values["grad_W"].times(lr)
     values["b"] = ScaledInts.from_floats(inputs["b"]) - values["grad_b"].times(lr)
-    return ExactStep(values=values, residual=step.residual, method=step.method)
+    radius = dict(step.radius)
+    if "grad_W" in radius:  # the accurate X^T R: W - lr grad_W is within lr times grad_W's radius
+        radius["W"] = scaled_radius(radius["grad_W"], lr)
+    return ExactStep(values=values, residual=step.residual, method=step.method, radius=radius)
 
 
 def _base(case: Case, impl: Implementation, device: str, dtype: str, opts: RunOptions) -> dict[str, Any]:
@@ -281,7 +292,7 @@ def check_case(
             ex = traj[0]
         else:
             exact_in = {**seen_exact, "W": ScaledInts.from_floats(prev_W), "b": ScaledInts.from_floats(prev_b)}
-            ex = exact_step(exact_in, lr_oracle, case.reduction)
+            ex = exact_step(exact_in, lr_oracle, case.reduction, accurate=True)
         graded_steps[t] = (ex, step_inputs)
         step_records = _grade_step(case, base, t, out, ex, step_inputs, lr_oracle, fmt, opts,
                                    written if t == 1 else None, traj[t - 1] if traj is not None else None, history,
@@ -418,16 +429,64 @@ def _raised(exc: BaseException, which: str) -> tuple[str, str]:
 def _step_bounds_of(
     case: Case, device: str, ex: ExactStep, step_inputs: Mapping[str, F64], lr: Fraction, fmt: FloatFormat,
     opts: RunOptions, error_model: Callable[..., Any] | None, flush_to_zero: bool,
-) -> tuple[dict[str, tuple[F64, F64]], Any, dict[str, Any]]:
-    """The exact values (double-double), the bounds of one step as the grading uses them, and the
-    keyword arguments the bounds were computed with (the one place that calls the error model)."""
-    hilo = {q: ex.values[q].to_hi_lo() for q in QUANTITIES}
+) -> tuple[ExactStep, dict[str, tuple[F64, F64]], Any, dict[str, Any]]:
+    """The oracle's step (``ex``, or the exact one in its place, below), its values (double-double), the
+    bounds of one step as the grading uses them, and the keyword arguments the bounds were computed with
+    (the one place that calls the error model).
+
+    An accurate step (``ex.radius``: values within a proved radius of the exact ones,
+    :func:`harness.oracle.exact_step`'s ``accurate``) is graded with its bounds narrowed by twice the radius
+    (:func:`narrow_by_radius`), so that no value outside the bound of the exact value can agree; where the
+    radius is not negligible against the bound (more than 1/128 of it), or the value is near overflow, the
+    exact step is computed instead (:data:`RADIUS_FRACTION`)."""
     tf32 = bool(opts.effective_tf32 and device.startswith("cuda") and fmt.name == "float32")
     kwargs: dict[str, Any] = {"lr": float(lr), "reduction": case.reduction, "fmt": fmt, "tf32": tf32, "lr_held": float(case.lr)}
     if flush_to_zero:  # only then: a plug-in's own error model need not know the keyword
         kwargs["flush_to_zero"] = True
-    bounds = (error_model or step_bounds)(step_inputs, ex.residual.to_float64(), {q: hilo[q][0] for q in QUANTITIES}, **kwargs)
-    return hilo, bounds, kwargs
+    for _ in range(2):
+        hilo = {q: ex.values[q].to_hi_lo() for q in QUANTITIES}
+        bounds = (error_model or step_bounds)(step_inputs, ex.residual.to_float64(), {q: hilo[q][0] for q in QUANTITIES}, **kwargs)
+        if not ex.radius:
+            break
+        if radius_negligible(ex.radius, bounds, hilo):
+            narrow_by_radius(bounds, ex.radius)
+            break
+        ex = exact_step(exact_inputs_from_floats(step_inputs), lr, case.reduction)  # exact: no radius
+    return ex, hilo, bounds, kwargs
+
+
+#: An accurate step's radius is used only where twice it is at most this fraction of the rigorous bound.
+RADIUS_FRACTION = 2.0**-6
+
+
+def radius_negligible(radius: Mapping[str, F64], bounds: Any, hilo: Mapping[str, tuple[F64, F64]]) -> bool:
+    """Whether an accurate step's radius (:attr:`harness.oracle.ExactStep.radius`) can be subtracted
+    from the bounds: twice the radius at most :data:`RADIUS_FRACTION` of the rigorous bound at every
+    element, the value finite, and no infinity allowed (no element near float64's overflow)."""
+    for q, r in radius.items():
+        rig = np.asarray(bounds.rigorous[q], dtype=np.float64)
+        hi = hilo[q][0]
+        if not (np.isfinite(hi).all() and bool((2 * r <= RADIUS_FRACTION * rig).all())):
+            return False
+        if bool(np.any(bounds.inf_allowed[q])) or bool(np.any(bounds.nan_allowed[q])):
+            return False
+        imposs = (getattr(bounds, "finite_impossible", None) or {}).get(q)
+        if imposs is not None and bool(np.any(imposs)):
+            return False
+    return True
+
+
+def narrow_by_radius(bounds: Any, radius: Mapping[str, F64]) -> None:
+    """Subtract twice the radius of each quantity of an accurate step from its rigorous and expected bounds
+    (in place, at least 0): a value within the narrowed bound of the accurate value is within the bound of
+    the exact value (the radius once for the distance between the two values, once for the bound's own
+    dependence on the value it was computed from; every term of the bounds grows at most as fast as the
+    value; the difference is rounded down). As :mod:`harness.models.grade` does with an enclosure's radius."""
+    for q, r in radius.items():
+        for which in (bounds.rigorous, bounds.expected):
+            with np.errstate(invalid="ignore"):
+                v = np.asarray(which[q], dtype=np.float64) - 2 * r  # rounded down below: at most bound - 2 r
+                which[q] = np.where(r > 0, np.maximum(np.nextafter(v, -np.inf), 0.0), np.maximum(v, 0.0))
 
 
 def _exact_and_bounds(
@@ -435,7 +494,7 @@ def _exact_and_bounds(
     opts: RunOptions, impl: Implementation,
 ) -> tuple[dict[str, tuple[F64, F64]], dict[str, F64]]:
     """The exact values (double-double) and per-element rigorous bounds of one step, as the grading uses them."""
-    hilo, bounds, _ = _step_bounds_of(case, base["device"], ex, step_inputs, lr, fmt, opts, impl.error_model,
+    _, hilo, bounds, _ = _step_bounds_of(case, base["device"], ex, step_inputs, lr, fmt, opts, impl.error_model,
                                       opts.flush_to_zero or impl.flush_to_zero)
     return hilo, dict(bounds.rigorous)
 
@@ -567,7 +626,7 @@ def _grade_step(
     history: list[StepFacts] | None = None, error_model: Callable[..., Any] | None = None,
     flush_to_zero: bool = False,
 ) -> list[Record]:
-    hilo, bounds, kwargs = _step_bounds_of(case, base["device"], ex, step_inputs, lr, fmt, opts, error_model, flush_to_zero)
+    ex, hilo, bounds, kwargs = _step_bounds_of(case, base["device"], ex, step_inputs, lr, fmt, opts, error_model, flush_to_zero)
     exact_hi = {q: hilo[q][0] for q in QUANTITIES}
     residual = ex.residual.to_float64()
     records = []
@@ -624,7 +683,7 @@ def _grade_step(
         for rec in records:
             rec.message = f"{rec.message}; {bounds.note}" if rec.message else bounds.note
     if error_model is None and not bounds.flush_to_zero and any(r.verdict == "disagree" for r in records):
-        _name_flush_to_zero(records, out, hilo, step_inputs, residual, exact_hi, kwargs, fmt)
+        _name_flush_to_zero(records, out, hilo, step_inputs, residual, exact_hi, kwargs, fmt, ex.radius)
     annotate(records, out, ex.values, step_inputs, fmt)
     if history is not None:
         facts = StepFacts(t, fmt, float(lr), float(case.lr), case.reduction, step_inputs, out, exact_hi, bounds.rigorous,
@@ -636,10 +695,12 @@ def _grade_step(
 def _name_flush_to_zero(
     records: list[Record], out: Mapping[str, F64], hilo: Mapping[str, tuple[F64, F64]], step_inputs: Mapping[str, F64],
     residual: F64, exact_hi: Mapping[str, F64], kwargs: Mapping[str, Any], fmt: FloatFormat,
+    radius: Mapping[str, F64] | None = None,
 ) -> None:
     """Name flush-to-zero in the message of a ``disagree`` record that the flush-to-zero
     bounds explain (the verdict stays: only a declared flush-to-zero is graded with them)."""
     ftz = step_bounds(step_inputs, residual, exact_hi, **{**kwargs, "flush_to_zero": True})
+    narrow_by_radius(ftz, radius or {})
     for rec in records:
         q = rec.quantity
         if rec.verdict != "disagree":

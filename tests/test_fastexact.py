@@ -7,13 +7,15 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, settings, target
 from hypothesis import strategies as st
 
 from harness import fastexact
+from harness.bounds import step_bounds
 from harness.exact import ScaledInts
 from harness.floats import get_format, round_to_format
 from harness.oracle import _Evaluator, exact_inputs_from_floats, exact_inputs_from_written, exact_step, plan
+from harness.runner import RADIUS_FRACTION, narrow_by_radius, radius_negligible
 from harness.symbolic import derive
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")
@@ -204,3 +206,162 @@ def test_reused_work_buffers_never_change_an_earlier_result():
         assert (st1.values[q].to_fractions() == v.to_fractions()).all(), q
     assert (st1.residual.to_fractions() == ref.residual.to_fractions()).all()
     assert np.array_equal(st1.residual.to_float64(), ref.residual.to_float64())
+
+
+# ------------------------------------------------------------------ the accurate X^T R (fastexact.truncation)
+
+
+def _exact_xtr_and_terms(arrs: dict[str, np.ndarray]) -> tuple[list[list[Fraction]], list[list[Fraction]]]:
+    """X^T R and sum_n |X[n, d] R[n, k]| in exact rationals, from the exact residual (independent of the slices)."""
+    X = [[Fraction(float(v)) for v in row] for row in arrs["X"]]
+    W = [[Fraction(float(v)) for v in row] for row in arrs["W"]]
+    y = [[Fraction(float(v)) for v in row] for row in arrs["y"]]
+    b = [Fraction(float(v)) for v in arrs["b"]]
+    n, d, k = len(X), len(W), len(b)
+    R = [[sum((X[i][t] * W[t][j] for t in range(d)), Fraction(0)) + b[j] - y[i][j] for j in range(k)] for i in range(n)]
+    xtr = [[sum((X[i][t] * R[i][j] for i in range(n)), Fraction(0)) for j in range(k)] for t in range(d)]
+    terms = [[sum((abs(X[i][t] * R[i][j]) for i in range(n)), Fraction(0)) for j in range(k)] for t in range(d)]
+    return xtr, terms
+
+
+def _check_accurate(arrs: dict[str, np.ndarray]) -> float:
+    """Assert ``|exact - accurate| <= radius <= 2**-60 sum|terms|`` element-wise; return the largest
+    error / (2**-60 sum|terms|) (0 where nothing was left out)."""
+    X, y, W, b = (np.ascontiguousarray(arrs[key], dtype=np.float64) for key in ("X", "y", "W", "b"))
+    _, gw, _, _, radius = fastexact.step_parts(X, y, W, b, accurate=True)
+    _, gw_exact, _, _, none = fastexact.step_parts(X, y, W, b, accurate=False)
+    assert none is None
+    xtr, terms = _exact_xtr_and_terms(arrs)
+    worst = 0.0
+    for t in range(W.shape[0]):
+        for j in range(W.shape[1]):
+            assert gw_exact.fraction_at((t, j)) == xtr[t][j]  # the exact product is exact
+            err = abs(gw.fraction_at((t, j)) - xtr[t][j])
+            if radius is None:
+                assert err == 0
+                continue
+            r = Fraction(float(radius[t, j]))
+            assert err <= r, (t, j, float(err), float(r))
+            assert r <= Fraction(1, 2**fastexact.ACCURATE_BITS) * terms[t][j], (t, j, float(r), float(terms[t][j]))
+            if terms[t][j]:
+                worst = max(worst, float(err / (terms[t][j] / 2**fastexact.ACCURATE_BITS)))
+    return worst
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_accurate_product_within_its_radius(kind, dtype):
+    rng = np.random.default_rng(abs(hash((kind, dtype))) % 2**32)
+    for n, d, k in ((40, 3, 2), (7, 5, 1)):
+        _check_accurate(_rounded(_data(kind, rng, n, d, k), dtype))
+
+
+def test_accurate_product_leaves_planes_out_of_float64_data():
+    """The variant is not a no-op: on float64 data it drops digit planes and says so with a radius."""
+    rng = np.random.default_rng(5)
+    arrs = _data("normal", rng, 64, 4, 3)
+    X, y, W, b = (arrs[key] for key in ("X", "y", "W", "b"))
+    _, _, _, _, radius = fastexact.step_parts(X, y, W, b, accurate=True)
+    assert radius is not None and bool((radius > 0).all())
+    assert _check_accurate(arrs) <= 1.0
+
+
+def test_exactly_zero_residual_stays_exact():
+    """A perfect fit (R = 0: no sum of terms to bound an error by) is computed exactly."""
+    X = np.array([[1.0, 2.0], [3.0, -1.0], [0.5, 0.25]])
+    W = np.array([[0.75], [-1.5]])
+    b = np.array([0.125])
+    y = X @ W + b
+    _, gw, _, _, radius = fastexact.step_parts(X, y, W, b, accurate=True)
+    assert radius is None
+    assert all(gw.fraction_at((t, 0)) == 0 for t in range(2))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kind=st.sampled_from(KINDS), dtype=st.sampled_from(DTYPES), n=st.integers(1, 48), d=st.integers(1, 4),
+       k=st.integers(1, 3), seed=st.integers(0, 2**32 - 1), scale=st.integers(-30, 30))
+def test_accurate_error_largest_against_bound(kind, dtype, n, d, k, seed, scale):
+    """Hypothesis searches (``target``) for the largest error of the accurate product relative to
+    ``2**-60`` times the sum of the absolute terms: it must stay within its radius, and the radius
+    within that bound, everywhere."""
+    rng = np.random.default_rng(seed)
+    arrs = _data(kind, rng, n, d, k)
+    arrs["X"] = arrs["X"] * 2.0**scale
+    worst = _check_accurate(_rounded(arrs, dtype))
+    target(worst, label="error / (2^-60 sum|terms|)")
+    assert worst <= 1.0
+
+
+def test_oracle_names_the_accurate_method_and_its_radius():
+    rng = np.random.default_rng(11)
+    arrs = _data("normal", rng, 1100, 16, 4)  # N*D*K = 70,400 >= ACCURATE_MIN_WORK
+    exact_in = exact_inputs_from_floats(arrs)
+    acc = exact_step(exact_in, Fraction(1, 10), "mean", accurate=True)
+    ref = exact_step(exact_in, Fraction(1, 10), "mean")
+    assert acc.method == fastexact.ACCURATE_METHOD and set(acc.radius) == {"grad_W", "W"}
+    assert ref.method == fastexact.METHOD and not ref.radius
+    for q in ("loss", "grad_b", "b"):  # exact either way
+        assert acc.values[q].fraction_at(()) == ref.values[q].fraction_at(()) if q == "loss" else all(
+            acc.values[q].fraction_at((j,)) == ref.values[q].fraction_at((j,)) for j in range(4))
+    for q in ("grad_W", "W"):
+        for t, j in ((0, 0), (7, 3), (15, 1)):
+            err = abs(acc.values[q].fraction_at((t, j)) - ref.values[q].fraction_at((t, j)))
+            assert err <= Fraction(float(acc.radius[q][t, j]))
+    small = exact_step(exact_inputs_from_floats(_data("normal", rng, 100, 16, 4)), Fraction(1, 10), "mean", accurate=True)
+    assert small.method == fastexact.METHOD and not small.radius  # below ACCURATE_MIN_WORK: exact
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("kind", ["normal", "mixed"])
+def test_narrowed_bounds_of_the_accurate_value_lie_inside_the_exact_bounds(dtype, kind):
+    """Soundness of the grading: with the bounds narrowed by twice the radius, every value the comparison
+    can grade agree (within the narrowed bound of the accurate value) lies within the bound of the exact
+    value: ``|accurate - exact| + narrowed <= exact bound``, in exact rationals, rigorous and expected."""
+    rng = np.random.default_rng(3)
+    arrs = _data("normal", rng, 1100, 16, 4)
+    if kind == "mixed":  # as the benchmark's: each element of X scaled by 2**U(-20, 20)
+        arrs["X"] = arrs["X"] * 2.0 ** rng.integers(-20, 21, arrs["X"].shape)
+    arrs = _rounded(arrs, dtype)
+    exact_in = exact_inputs_from_floats(arrs)
+    lr = Fraction(1, 10)
+    acc = exact_step(exact_in, lr, "mean", accurate=True)
+    ref = exact_step(exact_in, lr, "mean")
+    if not acc.radius:  # float32 data of a narrow range need few planes: nothing is left out, the step is exact
+        assert (dtype, kind) == ("float32", "normal")
+        assert acc.method == fastexact.METHOD
+        return
+    fmt = get_format(dtype)
+    kw = {"lr": float(lr), "reduction": "mean", "fmt": fmt}
+
+    def bounds_of(st):
+        hilo = {q: st.values[q].to_hi_lo() for q in st.values}
+        return hilo, step_bounds(arrs, st.residual.to_float64(), {q: v[0] for q, v in hilo.items()}, **kw)
+
+    hilo_a, b_acc = bounds_of(acc)
+    _, b_ref = bounds_of(ref)
+    assert radius_negligible(acc.radius, b_acc, hilo_a)
+    narrow_by_radius(b_acc, acc.radius)
+    for q in ("grad_W", "W"):
+        for t in range(16):
+            for j in range(4):
+                gap = abs(acc.values[q].fraction_at((t, j)) - ref.values[q].fraction_at((t, j)))
+                assert gap + Fraction(float(b_acc.rigorous[q][t, j])) <= Fraction(float(b_ref.rigorous[q][t, j]))
+                assert gap + Fraction(float(b_acc.expected[q][t, j])) <= Fraction(float(b_ref.expected[q][t, j]))
+
+
+def test_radius_not_negligible_falls_back():
+    """A radius above RADIUS_FRACTION of the bound (or a zero bound) is not used: the runner computes the exact step."""
+
+    class B:
+        rigorous = {"grad_W": np.array([[1.0, 0.0]])}
+        expected = {"grad_W": np.array([[0.5, 0.0]])}
+        inf_allowed = {"grad_W": np.zeros((1, 2), dtype=bool)}
+        nan_allowed = {"grad_W": np.zeros((1, 2), dtype=bool)}
+
+    hilo = {"grad_W": (np.array([[1.0, 2.0]]), np.zeros((1, 2)))}
+    assert not radius_negligible({"grad_W": np.array([[1e-9, 1e-300]])}, B(), hilo)  # zero bound at [0, 1]
+    assert not radius_negligible({"grad_W": np.array([[RADIUS_FRACTION, 0.0]])}, B(), hilo)
+    assert radius_negligible({"grad_W": np.array([[RADIUS_FRACTION / 2, 0.0]])}, B(), hilo)
+    b = B()
+    narrow_by_radius(b, {"grad_W": np.array([[0.25, 0.0]])})
+    assert b.rigorous["grad_W"].tolist() == [[np.nextafter(0.5, 0.0), 0.0]] and b.expected["grad_W"].tolist() == [[0.0, 0.0]]

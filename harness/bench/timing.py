@@ -514,8 +514,9 @@ class OracleTarget:
     """The cost of the exact oracle and of one whole check, against a NumPy float64 step and gradcheck.
 
     - ``numpy-step``: the float64 NumPy step (loss, grad_W, grad_b, W', b') on the inputs.
-    - ``oracle``: :func:`harness.oracle.exact_step` on the same inputs (exact values) and the
-      correctly rounded residual, as a check uses them.
+    - ``oracle``: :func:`harness.oracle.exact_step` on the same inputs and the correctly rounded
+      residual, as a check's graded step uses them (``accurate=True``: exact values, or from
+      N*D*K = 2**16 on ``grad_W`` and ``W`` within a proved ``2**-60`` of the sum of the absolute terms).
     - ``check``: :func:`harness.runner.check_case` of ``numpy-hand`` in ``dtype`` (the step, the
       oracle, both bounds, every comparison).
     - ``gradcheck`` / ``gradcheck-fast``: ``torch.autograd.gradcheck`` of the same (mean) loss with
@@ -572,7 +573,7 @@ class OracleTarget:
 
             from ..oracle import exact_inputs_from_floats, exact_step
 
-            st = exact_step(exact_inputs_from_floats(v), Fraction(LR), REDUCTION)
+            st = exact_step(exact_inputs_from_floats(v), Fraction(LR), REDUCTION, accurate=True)
             st.residual.to_float64()
             return True
         if self.method == "check":
