@@ -12,7 +12,12 @@ from collections.abc import Iterator
 from itertools import islice
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from .errors import HarnessError
+from .floats import FloatFormat, get_format, round_to_format
+from .frameworks import PROTOCOLS, ResultReadError, hint_for, read_result, reader_of
 from .implementations.registry import StepResult
 
 #: The fields of one step's result: loss, grad_W, grad_b, W, b.
@@ -47,3 +52,72 @@ def collect_steps(results: Any, steps: int) -> Any:
     if type(results) in (list, tuple):
         return [StepResult(*r) if type(r) is tuple and len(r) == FIELDS else r for r in results]
     return results
+
+
+def complex_or_object(value: Any) -> str | None:
+    """``"complex values: ..."`` or ``"object values: ..."`` where a value is complex or an object
+    array (converting it to float64 would drop the imaginary part or coerce arbitrary objects)."""
+    if isinstance(value, complex):
+        return f"complex values: {value!r}"
+    dt = getattr(value, "dtype", None)
+    if dt is None:
+        if isinstance(value, list | tuple):
+            try:
+                dt = np.asarray(value).dtype
+            except Exception:
+                return None
+        else:
+            return None
+    is_complex = getattr(dt, "is_complex", None)
+    if isinstance(is_complex, bool) and is_complex:  # torch.dtype
+        return f"complex values: dtype {dt}"
+    try:
+        kind = np.dtype(dt).kind
+    except TypeError:
+        return None
+    if kind == "c":
+        return f"complex values: dtype {dt}"
+    if kind == "O":
+        return f"object values: dtype {dt}"
+    return None
+
+
+
+def read_quantity(value: Any, what: str, want: tuple[int, ...], fmt: FloatFormat | None,
+                  framework: str | None) -> npt.NDArray[np.float64] | str:
+    """One returned quantity as a float64 array of shape ``want``, or why it cannot be graded.
+
+    The one reading of a returned value (the linear step's fields, a model's loss, gradients and
+    parameters): real floating-point values (not complex, not objects), readable through the
+    framework, not of a narrower dtype than ``fmt`` (with the framework's hint), of shape ``want``
+    (size-1 axes aside: a (K,) bias may come back as (1, K)), and numbers of ``fmt``.
+
+    Args:
+        value: what the step returned; what: its name in messages (``"step 1: grad_W"``).
+        want: the expected shape; fmt: the case's dtype (None: no dtype checks); framework: the step's.
+    """
+    bad_kind = complex_or_object(value)
+    if bad_kind:
+        return f"{what} returned {bad_kind}: return real floating-point values of the case's dtype"
+    try:
+        arr, got = read_result(value, reader_of(framework))
+    except ResultReadError as exc:
+        return f"{what} cannot be read as numbers: {exc}"
+    except Exception as exc:  # user objects: anything they raise is this implementation's error
+        return (f"{what} cannot be read as numbers: {type(exc).__name__}: {exc} "
+                f"(return NumPy arrays, torch tensors, or objects with {PROTOCOLS})")
+    if fmt is not None and got is not None and get_format(got).precision < fmt.precision:
+        return (f"{what} returned {got} for a {fmt.name} case: it was computed in a narrower dtype than "
+                f"the case's{hint_for(framework, fmt.name, got)}; not graded")
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.shape != want:
+        if tuple(x for x in arr.shape if x != 1) != tuple(x for x in want if x != 1):
+            return f"{what} has shape {tuple(arr.shape)}, expected {want} (transposed or flattened?)"
+        arr = arr.reshape(want)
+    if fmt is not None:
+        finite = arr[np.isfinite(arr)]
+        if finite.size and np.any(round_to_format(finite, fmt) != finite):
+            dt = getattr(value, "dtype", None)
+            return (f"{what} holds values that are not {fmt.name} numbers"
+                    f"{f' (its dtype is {dt})' if dt is not None else ''}: return tensors in the case's dtype")
+    return arr

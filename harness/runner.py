@@ -27,14 +27,9 @@ from .devices import parse_devices
 from .diagnose import StepFacts, diagnose_step
 from .errors import UsageError
 from .exact import ScaledInts
-from .floats import FloatFormat, decimal_string, get_format, round_to_format, ulp_error
+from .floats import FloatFormat, decimal_string, get_format, ulp_error
 from .frameworks import (
-    PROTOCOLS,
     FrameworkInputError,
-    ResultReadError,
-    hint_for,
-    read_result,
-    reader_of,
     to_float64,
     to_framework,
     unsupported_reason,
@@ -55,7 +50,7 @@ from .oracle import (
     scaled_radius,
 )
 from .records import Record
-from .results import StepResultsError, collect_steps
+from .results import StepResultsError, collect_steps, read_quantity
 from .semantics import annotate, none_message
 from .verdicts import QUANTITIES, failing_verdicts
 
@@ -545,34 +540,6 @@ def _call_with_settings(impl: Implementation, inputs: Mapping[str, Any], lr: flo
             torch.set_float32_matmul_precision(old_prec)
 
 
-def _complex_or_object(value: Any) -> str | None:
-    """``"complex values: ..."`` or ``"object values: ..."`` where a value is complex or an object
-    array (converting it to float64 would drop the imaginary part or coerce arbitrary objects)."""
-    if isinstance(value, complex):
-        return f"complex values: {value!r}"
-    dt = getattr(value, "dtype", None)
-    if dt is None:
-        if isinstance(value, list | tuple):
-            try:
-                dt = np.asarray(value).dtype
-            except Exception:
-                return None
-        else:
-            return None
-    is_complex = getattr(dt, "is_complex", None)
-    if isinstance(is_complex, bool) and is_complex:  # torch.dtype
-        return f"complex values: dtype {dt}"
-    try:
-        kind = np.dtype(dt).kind
-    except TypeError:
-        return None
-    if kind == "c":
-        return f"complex values: dtype {dt}"
-    if kind == "O":
-        return f"object values: dtype {dt}"
-    return None
-
-
 def _validate(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFormat | None = None,
               framework: str | None = None) -> str | None:
     """Why the returned steps cannot be graded (None when they can).
@@ -595,28 +562,9 @@ def _validate(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFormat
                 if name.startswith("grad"):
                     return none_message(name, t)
                 return f"step {t}: {name} is None: return its value (a tensor or array in the case's dtype)"
-            bad_kind = _complex_or_object(getattr(res, name))
-            if bad_kind:
-                return f"step {t}: {name} returned {bad_kind}: return real floating-point values of the case's dtype"
-            try:
-                arr, got = read_result(getattr(res, name), reader_of(framework))
-            except ResultReadError as exc:
-                return f"step {t}: {name} cannot be read as numbers: {exc}"
-            except Exception as exc:
-                return (f"step {t}: {name} cannot be read as numbers: {type(exc).__name__}: {exc} "
-                        f"(return NumPy arrays, torch tensors, or objects with {PROTOCOLS})")
-            if fmt is not None and got is not None and get_format(got).precision < fmt.precision:
-                return (f"step {t}: {name} returned {got} for a {fmt.name} case: it was computed in a narrower dtype than "
-                        f"the case's{hint_for(framework, fmt.name, got)}; not graded")
-            want = _shape_of(name, n, d, k)
-            if arr.shape != want and tuple(x for x in arr.shape if x != 1) != tuple(x for x in want if x != 1):
-                return f"step {t}: {name} has shape {tuple(arr.shape)}, expected {want} (transposed or flattened?)"
-            if fmt is not None:
-                finite = arr[np.isfinite(arr)]
-                if finite.size and np.any(round_to_format(finite, fmt) != finite):
-                    dt = getattr(getattr(res, name), "dtype", None)
-                    return (f"step {t}: {name} holds values that are not {fmt.name} numbers"
-                            f"{f' (its dtype is {dt})' if dt is not None else ''}: return tensors in the case's dtype")
+            got = read_quantity(getattr(res, name), f"step {t}: {name}", _shape_of(name, n, d, k), fmt, framework)
+            if isinstance(got, str):
+                return got
     return None
 
 

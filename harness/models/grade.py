@@ -18,9 +18,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ..compare import compare
-from ..floats import FloatFormat, decimal_string, get_format, round_to_format
-from ..frameworks import ResultReadError, read_result, reader_of
+from ..floats import FloatFormat, decimal_string
 from ..records import Record
+from ..results import read_quantity
 from .bounds import FUNCTION_ULPS, model_bounds
 from .oracle import model_truth
 from .plan import build_plan
@@ -30,29 +30,10 @@ F64 = npt.NDArray[np.float64]
 
 
 def _read_one(value: Any, what: str, want: tuple[int, ...], fmt: FloatFormat, framework: str | None) -> F64 | str:
-    """``value`` as a float64 array of shape ``want``, or why it cannot be graded."""
+    """``value`` as a float64 array of shape ``want``, or why it cannot be graded (:func:`harness.results.read_quantity`)."""
     if value is None:
         return f"{what} is None: return its value (a tensor or array in the case's dtype)"
-    if isinstance(value, complex) or getattr(getattr(value, "dtype", None), "is_complex", False) is True:
-        return f"{what} is complex: return real floating-point values of the case's dtype"
-    try:
-        arr, got = read_result(value, reader_of(framework))
-    except ResultReadError as exc:
-        return f"{what} cannot be read as numbers: {exc}"
-    except Exception as exc:  # user objects: anything they raise is this implementation's error
-        return f"{what} cannot be read as numbers: {type(exc).__name__}: {exc}"
-    if got is not None and get_format(got).precision < fmt.precision:
-        return f"{what} returned {got} for a {fmt.name} case: it was computed in a narrower dtype than the case's; not graded"
-    arr = np.asarray(arr, dtype=np.float64)
-    if arr.shape != want:
-        if arr.size == int(np.prod(want)) and tuple(x for x in arr.shape if x != 1) == tuple(x for x in want if x != 1):
-            arr = arr.reshape(want)
-        else:
-            return f"{what} has shape {tuple(arr.shape)}, expected {want} (transposed or flattened?)"
-    finite = arr[np.isfinite(arr)]
-    if finite.size and np.any(round_to_format(finite, fmt) != finite):
-        return f"{what} holds values that are not {fmt.name} numbers: return tensors in the case's dtype"
-    return arr
+    return read_quantity(value, what, want, fmt, framework)
 
 
 def read_model_steps(results: Any, spec: ModelSpec, steps: int, shape: tuple[int, int, int], fmt: FloatFormat,

@@ -151,19 +151,36 @@ def evaluate_float64(graph: Graph, inputs: Mapping[str, F64], fn_float64: Mappin
                 if key not in fns:
                     fns[key] = _lambdify(node)
                 v = fns[key](*a)
-            elif op == "sum":
-                v = np.asarray(np.sum(a[0], axis=node.attrs.get("axis")))
-            elif op == "transpose":
-                v = a[0].T
-            elif op == "concat":
-                v = np.concatenate(a, axis=node.attrs["axis"])
-            elif op == "column":
-                j = int(node.attrs["index"])
-                v = a[0][:, j:j + 1]
+            elif op in STRUCTURAL:
+                v = np.asarray(structural_value(node, a))
             else:  # pragma: no cover - Graph.add refuses unknown operations
                 raise ValueError(f"unknown operation {op!r}")
             vals.append(np.asarray(v, dtype=np.float64).reshape(node.shape))
     return vals
+
+
+#: The operations that only add up or rearrange elements: the same in every arithmetic (:func:`structural_value`).
+STRUCTURAL = ("sum", "transpose", "concat", "column")
+
+
+def structural_value(node: Node, args: list[Any]) -> Any:
+    """The value of a :data:`STRUCTURAL` node from its arguments' arrays of any element type (float64,
+    exact rationals, balls): the one definition of these operations for every arithmetic.
+
+    Raises:
+        ValueError: for a node whose operation is not structural.
+    """
+    op = node.op
+    if op == "sum":
+        return np.sum(args[0], axis=node.attrs.get("axis"))
+    if op == "transpose":
+        return args[0].T
+    if op == "concat":
+        return np.concatenate(args, axis=node.attrs["axis"])
+    if op == "column":
+        j = int(node.attrs["index"])
+        return args[0][:, j:j + 1]
+    raise ValueError(f"{op!r} is not a structural operation ({', '.join(STRUCTURAL)})")
 
 
 def _lambdify(node: Node) -> Any:

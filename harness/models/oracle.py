@@ -48,7 +48,7 @@ import sympy as sp
 from flint import arb, arb_mat, ctx, fmpq, fmpq_mat
 
 from ..floats import FloatFormat, round_fraction, round_to_format
-from .graph import Graph, Node
+from .graph import STRUCTURAL, Graph, Node, structural_value
 from .symbolic import KINK_FUNCTIONS, RATIONAL_FUNCTIONS, element_function
 
 F64 = npt.NDArray[np.float64]
@@ -516,16 +516,8 @@ def _walk(graph: Graph, inputs: Mapping[str, F64], fmt: FloatFormat, ar: Arith) 
             node_unsure = uns.reshape(shape)
             if op == "fn_grad" and node.attrs.get("fn") in KINK_FUNCTIONS:
                 kink_src = np.array([ar.sign(e) == 0 for e in flat_z], dtype=bool).reshape(shape)
-        elif op == "sum":
-            axis = node.attrs.get("axis")
-            v = np.sum(a[0], axis=axis)
-        elif op == "transpose":
-            v = a[0].T
-        elif op == "concat":
-            v = np.concatenate(a, axis=node.attrs["axis"])
-        elif op == "column":
-            j = int(node.attrs["index"])
-            v = a[0][:, j:j + 1]
+        elif op in STRUCTURAL:
+            v = structural_value(node, a)
         else:  # pragma: no cover - Graph.add refuses unknown operations
             raise ValueError(f"unknown operation {op!r}")
         vals.append(_obj(v, shape))
