@@ -285,7 +285,7 @@ def residual_digits(X: F64, y: F64, W: F64, b: F64) -> tuple[I64, int, F64]:
     (digits ``[0, 2**B)``, the top one 0 or -1), and its correctly rounded float64 value: ``(digits, q0, rounded)``."""
     X = np.ascontiguousarray(X, dtype=np.float64)
     qx, tx = float_range(X)
-    res = _residual(X, y, W, b, qx, None if qx is None else digits_matrix(X, qx, qx, tx))
+    res = _residual(X, y, W, b, qx, tx, None if qx is None else digits_matrix(X, qx, qx, tx))
     return res.digits, res.q0, res.rounded
 
 
@@ -299,14 +299,14 @@ class _Residual:
     sumsq: int  # sum R^2 over 2**(2 q0)
 
 
-def _residual(X: F64, y: F64, W: F64, b: F64, qx: int | None, xcat: tuple[F64, int] | None) -> _Residual:
+def _residual(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float, xcat: tuple[F64, int] | None) -> _Residual:
     n, k = y.shape
     y = np.ascontiguousarray(y, dtype=np.float64)
     b = np.ascontiguousarray(b, dtype=np.float64).reshape(k)
     W = np.ascontiguousarray(W, dtype=np.float64)
     from .slicekernels import residual_digits as residual_kernel
 
-    (qy, ty), (qb, tb), (qw, _) = float_range(y), float_range(b), float_range(W)
+    (qy, ty), (qb, tb), (qw, tw) = float_range(y), float_range(b), float_range(W)
     xw = qx is not None and qw is not None
     qs = [q for q in ((qx + qw) if xw else None, qy, qb) if q is not None]  # type: ignore[operator]
     if not qs:
@@ -318,25 +318,34 @@ def _residual(X: F64, y: F64, W: F64, b: F64, qx: int | None, xcat: tuple[F64, i
     if xw:
         assert qx is not None and qw is not None
         xc, S = digits_matrix(X, qx) if xcat is None else xcat
-        P3 = _first_product(xc, S, W, qw)  # (N, U1, K)
-        u1 = P3.shape[1]
-        P = scratch("xw_t", (u1, n, k))
-        np.copyto(P, P3.transpose(1, 0, 2))
-        P = P.reshape(u1, n * k)
+        P = _first_product(xc, S, W, qw)  # (N, U1, K)
+        u1 = P.shape[1]
         sh = qx + qw - q0
-        bits = sh + B * u1 + 36  # sum of U1 carried digit positions of 53 bits (+ log2 U1 < 31)
+        # |X W| < 2**top_xw (d products, each below 2**(top_x + top_w)): once its U1 positions are carried, the
+        # carry is the sign (0 or -1) after xw_planes planes, often fewer than the U1 + 3 that the positions'
+        # sizes alone guarantee
+        top_xw = int(np.frexp(tx)[1]) + int(np.frexp(tw)[1]) + (X.shape[1] - 1).bit_length()
+        xw_planes = min(u1 + 3, max(u1, -(-(top_xw - qx - qw + 1) // B)))
+        bits = top_xw - q0
     else:
-        P = np.zeros((0, n * k))
+        P = np.zeros((n, 0, k))
         sh = 0
+        xw_planes = 0
     for low, top in ((qy, ty), (qb, tb)):
         if low is not None:
             bits = max(bits, int(np.frexp(top)[1]) - q0)
-    n_alloc = -(-(bits + 2) // B) + 1
+    # |R| < 3 * 2**bits: R and a sign digit fit in n_alloc planes; the carried X W and its sign carry as well
+    n_alloc = max(-(-(bits + 4) // B) + 1, sh // B + xw_planes + 1)
     if n_alloc > MAX_PRODUCTS:
         raise TooWideError("residual too wide")
-    bfull = np.tile(b, n)
+    from .slicekernels import NO_BIT
+
+    def span(low: int | None, top: float) -> tuple[int, int]:  # (lowest set-bit exponent, top bit's exponent)
+        return (NO_BIT, 0) if low is None else (low, int(np.frexp(top)[1]) - 1)
+
     rcat3 = scratch("rcat", (n, n_alloc, k))
-    digs, sign, colsum, gram, rbits, U = residual_kernel(P, sh, y.reshape(-1), bfull, k, q0, n_alloc, rcat3)
+    digs, sign, colsum, gram, rbits, U = residual_kernel(P, sh, xw_planes, y.reshape(-1), span(qy, ty), b, span(qb, tb),
+                                                         k, q0, n_alloc, rcat3)
     # sums over the n_alloc digit planes and the sign plane (weight 2**(B n_alloc))
     w = [B * u for u in range(n_alloc + 1)]
     cs = [sum(int(colsum[u, j]) << w[u] for u in range(n_alloc + 1)) for j in range(k)]
@@ -533,7 +542,7 @@ def step_parts(X: F64, y: F64, W: F64, b: F64, accurate: bool = False
     k = y.shape[1]
     qx, tx = float_range(X)
     xcat = None if qx is None else digits_matrix(X, qx, qx, tx, scratch_ok=True)  # once, for X W and for X^T R
-    res = _residual(X, y, W, b, qx, xcat)
+    res = _residual(X, y, W, b, qx, tx, xcat)
     rd, q0, rcat = res.digits, res.q0, res.rcat
     U = len(rd)
     R = DigitResidual(rd, q0)

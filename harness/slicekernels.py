@@ -39,33 +39,41 @@ GRAM_BLOCK = 1 << 20
 NO_BIT = 1 << 62
 
 
+#: Elements per block of :func:`float_range`'s two branch-free passes.
+RANGE_BLOCK = 1024
+
+
 @njit(cache=True, nogil=True)
 def float_range(x: np.ndarray) -> tuple[int, float]:  # pragma: no cover - compiled
     """(lowest set-bit exponent among the nonzero entries, largest magnitude) of a contiguous
     float64 array, from the bit patterns in one pass; ``2**62`` as the exponent when all are zero.
-    Entries must be finite."""
+    Entries must be finite.
+
+    Branch-free, in blocks: the lowest set bit of each significand ``m`` is ``m & -m``, a power of two that
+    converts to float64 exactly, so its exponent field gives the trailing zero count; the largest
+    magnitude is the largest bit pattern with the sign cleared (monotone in ``|x|`` for finite values)."""
     flat = x.ravel()
     bits = flat.view(np.int64)
     low = NO_BIT
-    top = 0.0
-    for i in range(bits.size):
-        v = bits[i]
-        ex = (v >> 52) & 0x7FF
-        m = v & ((1 << 52) - 1)
-        if ex > 0:
-            m |= 1 << 52
-        if m == 0:
-            continue
-        a = abs(flat[i])
-        if a > top:
-            top = a
-        e = max(ex, 1) - 1075  # exponent of the significand's last bit
-        if e >= low:
-            continue
-        e += math.frexp(float(m & -m))[1] - 1  # plus its trailing zero bits
-        if e < low:
-            low = e
-    return low, top
+    topb = np.int64(0)
+    fbuf = np.empty(RANGE_BLOCK)
+    ebuf = np.empty(RANGE_BLOCK, dtype=np.int64)
+    fb = fbuf.view(np.int64)
+    for e0 in range(0, bits.size, RANGE_BLOCK):
+        n = min(RANGE_BLOCK, bits.size - e0)
+        for e in range(n):
+            v = bits[e0 + e]
+            topb = max(topb, v & 0x7FFFFFFFFFFFFFFF)
+            ex = (v >> 52) & 0x7FF
+            m = (v & ((1 << 52) - 1)) | (np.int64(ex > 0) << 52)
+            fbuf[e] = float(m & -m)  # the significand's lowest set bit (0.0 for a zero)
+            ebuf[e] = max(ex, 1) - 1075  # exponent of the significand's last bit
+        for e in range(n):
+            z = fb[e]
+            low = min(low, ebuf[e] + (z >> 52) - 1023 if z != 0 else NO_BIT)
+    top = np.empty(1, dtype=np.int64)
+    top[0] = topb
+    return low, top.view(np.float64)[0]
 
 
 @njit(cache=True, nogil=True)
@@ -77,24 +85,32 @@ def digits_cat(x: np.ndarray, q1: int, n: int, s0: int, out: np.ndarray) -> np.n
     Args:
         out: float64 ``(rows, (s0 + n) * cols)``, written entirely and returned: digit ``s`` of ``x[i, j]`` at
             ``[i, s * cols + j]``, of the sign of ``x``, ``|digit| < 2**B``. Exact: each digit is a field of bits
-            of the significand ``m`` of ``|x| = m 2**e`` (int64 shifts and masks), placed at bit ``e - q1``.
+            of the significand of ``x``, cut out by exact float64 scalings and integer parts.
     """
     rows, cols = x.shape
     out[:, :s0 * cols] = 0.0
     out = out[:, s0 * cols:]
-    xb = x.view(np.int64)
+    # In float64, exactly: y = x 2**-q1 is an integer below 2**(B n) <= 2**1000 (a scaling by a power of two,
+    # in two factors where 2**-q1 is beyond float64's range), each t_s = trunc(y 2**(-B s)) is exact (a scaling
+    # whose result is 0 or at least 2**-1008, normal, then an integer part), and digit s = t_s - 2**B t_(s+1)
+    # is an integer below 2**B in magnitude, of the sign of x (the same bits as a shift of the significand).
+    if q1 >= -1000:
+        f1 = math.ldexp(1.0, -q1)
+        f2 = 1.0
+    else:
+        f1 = math.ldexp(1.0, 600)
+        f2 = math.ldexp(1.0, -q1 - 600)
+    w = np.empty(n + 1)
+    for s in range(n + 1):
+        w[s] = math.ldexp(1.0, -B * s)
+    base = float(1 << B)
     for i in range(rows):
         for s in range(n):  # digit-major inner loops over j: branch-free, vectorised
+            ws = w[s]
+            ws1 = w[s + 1]
             for j in range(cols):
-                v = xb[i, j]
-                ex = (v >> 52) & 0x7FF
-                m = (v & ((1 << 52) - 1)) | (np.int64(ex > 0) << 52)
-                t = max(ex, 1) - 1075 - q1  # |x| / 2**q1 = m 2**t (t < 0 only where m's low -t bits are 0)
-                a = B * s - t  # digit s holds bits a .. a + B - 1 of m (shifts clamped to 63: m < 2**53)
-                lo = m >> min(max(a, 0), 63)
-                hi = m << min(max(-a, 0), 63)
-                dg = (lo if a >= 0 else hi) & MASK
-                out[i, s * cols + j] = -float(dg) if v < 0 else float(dg)
+                yv = (x[i, j] * f1) * f2
+                out[i, s * cols + j] = np.trunc(yv * ws) - np.trunc(yv * ws1) * base
     return out
 
 
@@ -104,7 +120,7 @@ def round_digits(d: np.ndarray, q0: int) -> np.ndarray:  # pragma: no cover - co
     ``0 <= d[u] < 2**B`` for ``u < U - 1``, ``d[U - 1]`` 0 or -1), over ``2**q0``. Returns ``(M,)``."""
     n1, m = d.shape
     n = n1 - 1
-    mag = np.empty((max(n, 1), m), dtype=np.int64)
+    mag = np.zeros((n + 1, m), dtype=np.int64)
     out = np.empty(m, dtype=np.int64)
     for j in range(m):
         neg = d[n, j] < 0
@@ -118,7 +134,11 @@ def round_digits(d: np.ndarray, q0: int) -> np.ndarray:  # pragma: no cover - co
             if mag[u, j] != 0:
                 h = u
                 lowest = min(lowest, u)
-        out[j] = _round_bits(mag, j, h, lowest, neg, q0)
+        if c:  # -2**(B n): every digit below the sign is 0, the magnitude's carry lands in plane n
+            mag[n, j] = 1
+            h = n
+        out[j] = _round_top(mag[h, j] if h >= 0 else 0, mag[h - 1, j] if h >= 1 else 0,
+                            mag[h - 2, j] if h >= 2 else 0, mag[h - 3, j] if h >= 3 else 0, h, lowest, neg, q0)
     return out.view(np.float64)
 
 
@@ -142,17 +162,47 @@ def _float_digits(z: np.ndarray, q0: int, u: int, out: np.ndarray) -> None:  # p
         out[e] = -dg if v < 0 else dg
 
 
+@njit(cache=True, nogil=True, fastmath=True)
+def _gram_block(f: np.ndarray, n: int, g: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``g[u, v] += sum_{e < n} f[u, e] f[v, e]`` (``u <= v``) for digit planes held as float64 integers below
+    ``2**B`` in magnitude: each product is below ``2**42`` and ``n <= 2**11`` of them sum below ``2**53``, so every
+    partial sum is exact in float64 in any order (which is why reassociation, ``fastmath``, changes nothing)."""
+    nu = f.shape[0]
+    for u in range(nu):
+        fu = f[u]
+        for v in range(u, nu):
+            fv = f[v]
+            t = 0.0
+            for e in range(n):
+                t += fu[e] * fv[e]
+            g[u, v] += np.int64(t)
+
+
 @njit(cache=True, nogil=True)
-def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, bfull: np.ndarray, K: int, q0: int, n_alloc: int,
+def _plane_range(lo: int, top_exp: int, q0: int, n_alloc: int) -> tuple[int, int]:  # pragma: no cover - compiled
+    """Digit planes ``[first, last]`` (base ``2**B`` over ``2**q0``) that can hold set bits of values whose set bits
+    lie between exponents ``lo`` and ``top_exp`` (``lo = NO_BIT``: no values), clipped to ``n_alloc`` planes."""
+    if lo == NO_BIT:
+        return 0, -1
+    return max(0, (lo - q0) // B), min(n_alloc - 1, (top_exp - q0) // B)
+
+
+@njit(cache=True, nogil=True)
+def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrange: tuple[int, int], b: np.ndarray,
+                    brange: tuple[int, int], K: int, q0: int, n_alloc: int,
                     rcat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:  # pragma: no cover
     """The exact residual ``R = X W + 1 b^T - y`` over ``2**q0``, in blocks of :data:`BLOCK` elements,
     every pass over a block's digit planes branch-free.
 
     Args:
-        P: float64 ``(U1, N*K)``: digit position ``u`` of the integer ``X W / 2**(q0 + sh)`` for each
-            element (row-major over ``(N, K)``): exact integers below ``2**53`` in magnitude, any sign.
+        P: float64 ``(N, U1, K)``: digit position ``u`` of the integer ``X W / 2**(q0 + sh)`` for each
+            element: exact integers below ``2**53`` in magnitude, any sign.
         sh: ``q_XW - q0 >= 0``, bits.
-        y, bfull: float64 ``(N*K,)``, ``y`` and ``b`` broadcast over the rows: set bits at or above ``2**q0``.
+        xw_planes: digit planes of ``X W`` carried, at least ``U1``, after which the carry is its sign (0 or -1):
+            ``|X W| / 2**q_XW < 2**(B xw_planes - 1)``.
+        y: float64 ``(N*K,)``; b: float64 ``(K,)``: set bits at or above ``2**q0``.
+        yrange, brange: (lowest set-bit exponent or :data:`NO_BIT`, exponent of the top bit) of ``y`` and ``b``:
+            only the digit planes that can hold their bits are visited.
         K: columns.
         q0: the scale's exponent.
         n_alloc: digit planes to work in (enough for every value plus a sign digit).
@@ -171,7 +221,7 @@ def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, bfull: np.ndarray, K:
     (below ``2**41``), plus digits of ``y`` and ``b`` (below ``2**B``): no int64 overflow; the Gram products are
     below ``2**42``, so :data:`GRAM_BLOCK` of them sum below ``2**62``; the column sums below ``N 2**B``.
     """
-    U1 = P.shape[0]
+    U1 = P.shape[1]
     M = y.size
     a0 = sh // B
     r0 = sh - a0 * B
@@ -185,10 +235,22 @@ def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, bfull: np.ndarray, K:
     gram = np.zeros((nb, nu, nu), dtype=np.int64)
     acc = np.empty((nu, blk), dtype=np.int64)
     c = np.empty(blk, dtype=np.int64)
-    tmp = np.empty(blk, dtype=np.int64)
     mag = np.empty((n_alloc, blk), dtype=np.int64)
+    fbuf = np.empty(blk)
+    ebuf = np.empty(blk, dtype=np.int64)
+    facc = np.empty((nu, blk))
     h = np.empty(blk, dtype=np.int64)
     lowest = np.empty(blk, dtype=np.int64)
+    y0, y1 = _plane_range(yrange[0], yrange[1], q0, n_alloc)
+    b0, b1 = _plane_range(brange[0], brange[1], q0, n_alloc)
+    # b's digits tiled over a block (slot e is column e % K), once
+    btile = np.zeros((max(b1 - b0 + 1, 0), blk), dtype=np.int64)
+    bb = np.empty(blk)
+    for e in range(blk):
+        bb[e] = b[e % K]
+    for u in range(b0, b1 + 1):
+        _float_digits(bb, q0, u, btile[u - b0])
+    yb = y.view(np.int64)
     used = 1
     bad = False
     for e0 in range(0, M, blk):
@@ -197,31 +259,42 @@ def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, bfull: np.ndarray, K:
         # X W's digit positions, carried to B-bit digits and shifted by sh bits
         if U1 > 0:
             c[:n] = 0
-            for u in range(U1 + 3):  # after U1 + 3 digits the carry is the sign (0 or -1)
+            for u in range(xw_planes):  # then the carry is the sign (0 or -1)
                 dst = acc[a0 + u]
                 if u < U1:
-                    src = P[u]
-                    for e in range(n):
-                        v = c[e] + np.int64(src[e0 + e])
-                        dst[e] += (v & MASK) << r0
-                        c[e] = v >> B
+                    i0 = e0 // K  # blocks start on a row
+                    for r in range(n // K):
+                        row = P[i0 + r, u]
+                        for j in range(K):
+                            e = r * K + j
+                            v = c[e] + np.int64(row[j])
+                            dst[e] += (v & MASK) << r0
+                            c[e] = v >> B
                 else:
                     for e in range(n):
                         v = c[e]
                         dst[e] += (v & MASK) << r0
                         c[e] = v >> B
-            dst = acc[a0 + U1 + 3]
+            dst = acc[a0 + xw_planes]
             for e in range(n):
                 dst[e] += c[e] << r0
-        # - y + b, digit by digit
-        for u in range(n_alloc):
-            _float_digits(y[e0:e0 + n], q0, u, tmp)
+        # - y + b, digit by digit, over the planes that can hold their bits (a field of bits of each significand)
+        for u in range(y0, y1 + 1):
             dst = acc[u]
             for e in range(n):
-                dst[e] -= tmp[e]
-            _float_digits(bfull[e0:e0 + n], q0, u, tmp)
+                v = yb[e0 + e]
+                ex = (v >> 52) & 0x7FF
+                m = (v & ((1 << 52) - 1)) | (np.int64(ex > 0) << 52)
+                a = B * u - (max(ex, 1) - 1075 - q0)
+                lo = m >> min(max(a, 0), 63)
+                hi = m << min(max(-a, 0), 63)
+                dg = (lo if a >= 0 else hi) & MASK
+                dst[e] += dg if v < 0 else -dg
+        for u in range(b0, b1 + 1):
+            dst = acc[u]
+            src = btile[u - b0]
             for e in range(n):
-                dst[e] += tmp[e]
+                dst[e] += src[e]
         # carry to two's complement digits
         c[:n] = 0
         for u in range(n_alloc):
@@ -247,15 +320,12 @@ def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, bfull: np.ndarray, K:
                 cu[e] += du[e]
         # into the Gram block of the block's first element: each takes at most GRAM_BLOCK + blk elements
         # products, below (2**20 + 2**9) 2**42 < 2**63
-        g = gram[e0 // GRAM_BLOCK]
         for u in range(nu):
-            du = acc[u]
-            for v_ in range(u, nu):
-                dv = acc[v_]
-                t = np.int64(0)
-                for e in range(n):
-                    t += du[e] * dv[e]
-                g[u, v_] += t
+            src = acc[u]
+            dst = facc[u]
+            for e in range(n):
+                dst[e] = float(src[e])
+        _gram_block(facc, n, gram[e0 // GRAM_BLOCK])
         # digits for X^T R, side by side per row
         i0 = e0 // K  # blocks start on a row
         for u in range(n_alloc):
@@ -295,8 +365,7 @@ def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, bfull: np.ndarray, K:
             src = mag[u]
             for e in range(n):
                 lowest[e] = u if src[e] != 0 else lowest[e]
-        for e in range(n):
-            rbits[e0 + e] = _round_bits(mag, e, h[e], lowest[e], sg[e] < 0, q0)
+        _round_block(mag, h, lowest, sg, n, q0, rbits[e0:e0 + n], fbuf, ebuf)
     if bad:
         raise ValueError("residual digits: too few planes")
     colsum = np.zeros((nu, K), dtype=np.int64)
@@ -307,17 +376,78 @@ def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, bfull: np.ndarray, K:
 
 
 @njit(cache=True, nogil=True)
-def _round_bits(mag: np.ndarray, e: int, h: int, lowest: int, neg: bool, q0: int) -> np.int64:  # pragma: no cover
-    """Bit pattern of the nearest float64 (ties to even, subnormals, ``±inf``) of ``±sum_u mag[u, e] 2**(B u + q0)``
-    (``h``, ``lowest``: the highest and lowest nonzero digit, ``h = -1`` for 0). The pattern of ``q 2**t`` with
+def _round_block(mag: np.ndarray, h: np.ndarray, lowest: np.ndarray, sg: np.ndarray, n: int, q0: int,
+                 out: np.ndarray, fbuf: np.ndarray, ebuf: np.ndarray) -> None:  # pragma: no cover - compiled
+    """:func:`_round_top` of the first ``n`` columns of ``mag`` into ``out`` (int64 bit patterns), branch-free for
+    results in float64's normal range: the top 62 bits ``M`` of the magnitude (top bit at 61) with a sticky bit
+    ``s`` for every lower bit ORed into bit 0, converted by the hardware's round-to-nearest-even int64-to-float64
+    conversion (53 of 62 bits kept, so bit 0 acts only as a sticky bit: exactly the correct rounding), then scaled by
+    ``2**E`` by adding ``E`` to the exponent field, exact while the result is normal. Subnormal results, results near
+    the overflow threshold and zero go through :func:`_round_top`. ``fbuf``, ``ebuf``: work arrays of ``n`` entries."""
+    for e in range(n):
+        hh = h[e]
+        ok1 = np.int64(hh >= 1)
+        ok2 = np.int64(hh >= 2)
+        ok3 = np.int64(hh >= 3)
+        dh = mag[max(hh, 0), e]
+        d1 = mag[max(hh - 1, 0), e] * ok1
+        d2 = mag[max(hh - 2, 0), e] * ok2
+        d3 = mag[max(hh - 3, 0), e] * ok3
+        # p: bit length of the top digit (1..B), a branch-free binary search
+        t = dh
+        p = np.int64(0)
+        s = np.int64(t >= (1 << 16)) * 16
+        t >>= s
+        p += s
+        s = np.int64(t >= (1 << 8)) * 8
+        t >>= s
+        p += s
+        s = np.int64(t >= (1 << 4)) * 4
+        t >>= s
+        p += s
+        s = np.int64(t >= (1 << 2)) * 2
+        t >>= s
+        p += s
+        s = np.int64(t >= 2)
+        t >>= s
+        p += s + t
+        p = max(p, np.int64(1))  # (dh = 0 only for a zero value, which is not taken from here)
+        M = (dh << (62 - p)) | (d1 << (41 - p))
+        s2 = 20 - p
+        M |= (d2 << max(s2, 0)) if s2 >= 0 else (d2 >> 1)
+        stk = (lowest[e] < hh - 3) | ((s2 < 0) & ((d2 & 1) != 0))
+        r3 = p + 1
+        M |= d3 >> r3
+        stk |= (d3 & ((np.int64(1) << r3) - 1)) != 0
+        fbuf[e] = float(M | np.int64(stk))
+        ebuf[e] = B * hh + p - 62 + q0  # value = (M + fraction) 2**E
+    fb = fbuf.view(np.int64)
+    slow = False
+    for e in range(n):
+        E = ebuf[e]
+        good = (h[e] >= 0) & (E >= -1083) & (E <= 961)  # fl(M) 2**E normal: biased exponent 1084 + E (+1) in [1, 2046]
+        slow |= not good
+        out[e] = (fb[e] + (E << 52)) | (np.int64(sg[e] < 0) << 63)
+    if slow:
+        for e in range(n):
+            E = ebuf[e]
+            if not ((h[e] >= 0) & (E >= -1083) & (E <= 961)):
+                hh = h[e]
+                out[e] = _round_top(mag[hh, e] if hh >= 0 else 0, mag[hh - 1, e] if hh >= 1 else 0,
+                                    mag[hh - 2, e] if hh >= 2 else 0, mag[hh - 3, e] if hh >= 3 else 0, hh,
+                                    lowest[e], sg[e] < 0, q0)
+
+
+@njit(cache=True, nogil=True)
+def _round_top(dh: int, d1: int, d2: int, d3: int, h: int, lowest: int, neg: bool,
+               q0: int) -> np.int64:  # pragma: no cover - compiled
+    """Bit pattern of the nearest float64 (ties to even, subnormals, ``±inf``) of ``±sum_u mag_u 2**(B u + q0)``
+    from the magnitude's digits ``mag_h .. mag_(h-3)`` (``dh .. d3``; 0 below plane 0) and ``h``, ``lowest``: its
+    highest and lowest nonzero digit, ``h = -1`` for 0. The pattern of ``q 2**t`` with
     ``t >= -1074`` the last kept bit and ``q <= 2**53`` is ``(t + 1074) 2**52 + q`` for normal and subnormal
     results alike (a carry into bit 53 or 52 moves the exponent field)."""
     if h < 0:
         return np.int64(0)
-    dh = mag[h, e]
-    d1 = mag[h - 1, e] if h >= 1 else 0
-    d2 = mag[h - 2, e] if h >= 2 else 0
-    d3 = mag[h - 3, e] if h >= 3 else 0
     p = 64 - _clz(dh)  # bit length of the top digit, 1..B
     # M: the top 62 bits (top bit at 61); sticky: any lower bit set
     M = (dh << (62 - p)) | (d1 << (41 - p))
@@ -335,7 +465,7 @@ def _round_bits(mag: np.ndarray, e: int, h: int, lowest: int, neg: bool, q0: int
     t = max(E + 61 - 52, -1074)  # exponent of the last kept bit
     drop = t - E  # >= 9
     if drop > 62:
-        q = np.int64(0)  # below half the smallest subnormal
+        q = 0  # below half the smallest subnormal
     else:
         q = M >> drop
         rr = M & ((1 << drop) - 1)
@@ -350,6 +480,6 @@ def _round_bits(mag: np.ndarray, e: int, h: int, lowest: int, neg: bool, q0: int
 
 
 @njit(cache=True, nogil=True)
-def _clz(x: np.int64) -> int:  # pragma: no cover - compiled
+def _clz(x: int) -> int:  # pragma: no cover - compiled
     """Leading zero bits of a positive int64 below ``2**53``."""
     return 64 - (math.frexp(float(x))[1])

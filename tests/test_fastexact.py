@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, target
@@ -365,3 +367,27 @@ def test_radius_not_negligible_falls_back():
     b = B()
     narrow_by_radius(b, {"grad_W": np.array([[0.25, 0.0]])})
     assert b.rigorous["grad_W"].tolist() == [[np.nextafter(0.5, 0.0), 0.0]] and b.expected["grad_W"].tolist() == [[0.0, 0.0]]
+
+
+@settings(max_examples=400, deadline=None)
+@given(a=st.one_of(st.integers(-1130, -1000), st.integers(1000, 1023), st.integers(-1000, 1000)), rows=st.lists(st.tuples(st.integers(2**52, 2**53 - 1), st.booleans(), st.integers(-3, 3)),
+                                                min_size=1, max_size=24),
+       t=st.sampled_from((-1, 0, 1)), gap=st.integers(1, 120), flip=st.booleans())
+def test_kernel_rounds_ties_sticky_bits_subnormals_and_overflow(a, rows, t, gap, flip):
+    """The residual kernel's branch-free rounding (hardware int-to-float conversion with a sticky bit) against
+    the exact reference on residuals built to sit on a rounding tie, just above or below one (a sticky bit
+    ``gap`` bits further down), or anywhere, with exponents from the subnormal range to past the overflow
+    threshold: ``R = x + y_tie + b`` with ``x = m 2**e`` (53 bits), ``y`` half an ULP of ``x`` and ``b = t 2**(e - gap)``."""
+    xs, ys = [], []
+    for m, neg, shift in rows:
+        e = min(a + shift, 1023)  # x = m 2**(e - 52) < 2**1024, finite (rounded where it is subnormal)
+        x = math.ldexp(-m if neg else m, e - 52)
+        xs.append(x)
+        ys.append(-math.ldexp(-1.0 if neg != flip else 1.0, e - 53))  # R = x - y: half an ULP of x, towards or away from 0
+    X = np.array(xs).reshape(-1, 1)
+    y = np.array(ys).reshape(-1, 1)
+    b = np.array([math.ldexp(float(t), a - gap)])
+    W = np.ones((1, 1))
+    _, _, rounded = fastexact.residual_digits(X, y, W, b)
+    exact = (ScaledInts.from_floats(X) + ScaledInts.from_floats(b.reshape(1, 1)) - ScaledInts.from_floats(y))
+    assert np.array_equal(rounded, exact.to_float64())
