@@ -81,6 +81,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import shutil
 import signal
 import sys
@@ -88,7 +89,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -336,6 +336,11 @@ def _process_gone(pid: int) -> bool:
         return False
 
 
+#: Seconds between two looks of the watchdog at the running tasks (and the longest wait for a finished one).
+WATCH_INTERVAL = 0.25
+#: The watchdog looks at the oldest ``WATCH_WINDOW * jobs + WATCH_SLACK`` pending tasks (tasks start in order).
+WATCH_WINDOW = 4
+WATCH_SLACK = 16
 #: Seconds the watchdog waits, after a worker ended in the middle of a task, for pebble to report it.
 WATCHDOG_GRACE = 2.0
 
@@ -436,9 +441,9 @@ def run_supervised(
         # e.g. "<stdin>": a worker would try to run it again, fail, and be restarted forever
         hidden_main = main_file
         del main.__file__
-    # SIGINT must not raise KeyboardInterrupt at an arbitrary point: raised inside
-    # concurrent.futures.wait it can leave a future's lock held, and pebble's threads then
-    # deadlock on it. The handler only notes it; the loop raises it between two waits.
+    # SIGINT must not raise KeyboardInterrupt at an arbitrary point: raised while a future's or the
+    # queue's lock is held, it can leave the lock held, and pebble's threads then deadlock on it.
+    # The handler only notes it; the loop raises it between two waits.
     interrupted: list[int] = []
     old_handler: Any = None
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
@@ -447,19 +452,44 @@ def run_supervised(
                        context=_context(start))
     try:
         futures: dict[Any, int] = {}
+        order: list[Any] = []
+        # each finished future lands here (its done callback): waiting costs O(1) per task, where
+        # concurrent.futures.wait over every pending future costs O(pending) per call
+        done_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         for i, t in enumerate(tasks):
             fut = pool.schedule(task, args=(t.case, t.implementation.name, t.device, t.dtype, opts, os.path.join(markers, f"{i}.pid")),
                                 timeout=limit(t.case))
             futures[fut] = i
+            order.append(fut)
+            fut.add_done_callback(done_queue.put)
         pending = set(futures)
         done_count = 0
         gone_since: dict[int, float] = {}
+        oldest = 0  # index into order of the oldest pending task
+        last_watch = 0.0
         while pending:
-            finished, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
-            # watchdog: pebble takes a worker that exits with status 0 (exit(0) in native code) for one
-            # that retired, and would leave its task running until the timeout
+            finished: set[Any] = set()
+            try:
+                finished.add(done_queue.get(timeout=WATCH_INTERVAL))
+                while True:
+                    finished.add(done_queue.get_nowait())
+            except queue.Empty:
+                pass
+            finished &= pending  # (a future the watchdog cancelled comes back through its callback)
+            pending -= finished
             now = time.monotonic()
-            for running in list(pending):
+            if now - last_watch < WATCH_INTERVAL:
+                watched: list[Any] = []
+            else:
+                # watchdog: pebble takes a worker that exits with status 0 (exit(0) in native code) for one
+                # that retired, and would leave its task running until the timeout. Tasks start in the order
+                # they were scheduled and at most n_jobs run at once, so the running ones are among the
+                # oldest pending: only those are looked at
+                last_watch = now
+                while oldest < len(order) and order[oldest] not in pending:
+                    oldest += 1
+                watched = [f for f in order[oldest:oldest + WATCH_WINDOW * n_jobs + WATCH_SLACK] if f in pending]
+            for running in watched:
                 i = futures[running]
                 try:
                     with open(os.path.join(markers, f"{i}.pid"), encoding="ascii") as fh:
