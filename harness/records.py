@@ -109,7 +109,15 @@ class Record:
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (non-finite floats become the strings ``"inf"``, ``"-inf"``, ``"nan"``)."""
         d = self.__dict__  # the fields' values, copied as dataclasses.asdict does (without its deepcopy of leaves)
-        return {k: _jsonable(_plain(d[k])) for k in _FIELD_NAMES}
+        out: dict[str, Any] = {}
+        for k in _FIELD_NAMES:
+            v = d[k]
+            if isinstance(v, float):
+                v = _jsonable(v)
+            elif isinstance(v, (list, tuple, dict)):
+                v = _plain(v)
+            out[k] = v
+        return out
 
     @classmethod
     def from_json(cls, obj: Any, *, known_verdict: bool = False) -> Record:
@@ -465,8 +473,9 @@ def environment_record(extra: dict[str, Any] | None = None, run: str | None = No
 
 
 def write_jsonl(path: str | Path, records: Iterable[Record], env: dict[str, Any] | None = None,
-                footer: dict[str, Any] | None = None) -> Path:
+                footer: dict[str, Any] | None = None, lines: Iterable[str] = ()) -> Path:
     """Write an environment line then one line per record (and the ``footer`` line, if given), atomically.
+    ``lines``: records already encoded (JSON, without the newline), written after ``records``.
 
     The file is written to a temporary file in the same folder and renamed, so a
     crash never leaves a half-written results file.
@@ -485,6 +494,8 @@ def write_jsonl(path: str | Path, records: Iterable[Record], env: dict[str, Any]
             fh.write(json.dumps(env if env is not None else environment_record()) + "\n")
             for r in records:
                 fh.write(json.dumps(r.to_json()) + "\n")
+            for line in lines:
+                fh.write(line + "\n")
             if footer is not None:
                 fh.write(json.dumps(footer) + "\n")
         os.replace(tmp, path)
@@ -604,6 +615,9 @@ class ResultsStream:
         self.env = env
         self.run = str(env.setdefault("run", new_run_id()))
         self.count = 0
+        # id(record) -> (record, its line's index among the streamed record lines): the final rewrite copies the
+        # streamed lines instead of encoding every record a second time (the record is held, so its id stays its own)
+        self._streamed: dict[int, tuple[Record, int]] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fh: Any = self.path.open("w", encoding="utf-8")
         self._write_line(env)
@@ -616,7 +630,10 @@ class ResultsStream:
         """Write and flush records (one line each)."""
         if self._fh is None:
             return
-        lines = [json.dumps(r.to_json()) + "\n" for r in records]
+        lines: list[str] = []
+        for r in records:
+            self._streamed[id(r)] = (r, self.count + len(lines))
+            lines.append(json.dumps(r.to_json()) + "\n")
         self._fh.write("".join(lines))
         self._fh.flush()
         self.count += len(lines)
@@ -633,7 +650,15 @@ class ResultsStream:
             self._fh = None
         if ordered is not None and not interrupted:
             recs = list(ordered)
-            return write_jsonl(self.path, recs, self.env, footer=self.footer(True, False, len(recs)))
+            with self.path.open(encoding="utf-8") as fh:
+                streamed = fh.read().split("\n")[1:]  # the record lines as written (records do not change once graded)
+            lines: list[str] = []
+            for r in recs:
+                seen = self._streamed.get(id(r))
+                line = streamed[seen[1]] if seen is not None and seen[0] is r and seen[1] < len(streamed) else None
+                lines.append(line if line else json.dumps(r.to_json()))
+            self._streamed.clear()
+            return write_jsonl(self.path, (), self.env, footer=self.footer(True, False, len(recs)), lines=lines)
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(self.footer(False, interrupted, self.count)) + "\n")
         return self.path
