@@ -9,6 +9,7 @@ b records (``drift_abs_error``, ``drift_ulp_error``).
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -137,14 +138,45 @@ def _rational(value: Fraction) -> str | None:
     return s if len(s) <= 80 else None
 
 
+#: Graded steps a :class:`CaseCache` keeps (the most recent ones).
+STEPS_KEPT = 32
+
+
+def inputs_digest(arrays: Mapping[str, F64]) -> bytes:
+    """A digest of float64 arrays' names, shapes and bytes (BLAKE2b): equal digests, equal inputs."""
+    h = hashlib.blake2b(digest_size=20)
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name], dtype=np.float64)
+        h.update(f"{name}{a.shape}".encode())
+        h.update(a.data)
+    return h.digest()
+
+
 class CaseCache:
-    """Exact results shared by every implementation of one case."""
+    """Exact results shared by every implementation of one case: the exact trajectory from the inputs each
+    dtype and device sees, the exact step of the inputs as written, and each graded step's exact values and
+    bounds (:meth:`step_graded`), which implementations that hold the same parameters at a step share."""
 
     def __init__(self, case: Case) -> None:
         self.case = case
         self._written: ExactStep | None = None
-        self._traj: dict[tuple[str, ...], list[ExactStep]] = {}
-        self._seen: dict[tuple[str, ...], tuple[Mapping[str, F64], Fraction]] = {}
+        self._traj: dict[tuple[Any, ...], list[ExactStep]] = {}
+        self._seen: dict[tuple[Any, ...], tuple[Mapping[str, F64], Fraction]] = {}
+        self._steps: dict[tuple[Any, ...], Any] = {}
+
+    def trajectories(self) -> list[list[ExactStep]]:
+        """The exact trajectories computed so far (one per distinct inputs, learning rate, dtype and device)."""
+        return list(self._traj.values())
+
+    def step_graded(self, key: tuple[Any, ...], make: Callable[[], Any]) -> Any:
+        """``make()`` once per ``key`` (the most recent :data:`STEPS_KEPT` kept): ``key`` must hold everything
+        the result depends on (the step's inputs, by :func:`inputs_digest`, the learning rate, the dtype, the
+        device's settings)."""
+        if key not in self._steps:
+            self._steps[key] = make()
+            while len(self._steps) > STEPS_KEPT:
+                self._steps.pop(next(iter(self._steps)))
+        return self._steps[key]
 
     def written_step(self) -> ExactStep | None:
         if self._written is None and self.case.finite:
@@ -162,7 +194,10 @@ class CaseCache:
             self._written = exact_step(inputs, self.case.lr, self.case.reduction)
         return self._written
 
-    def trajectory(self, seen: Mapping[str, F64], lr: Fraction, key: tuple[str, ...]) -> list[ExactStep]:
+    def trajectory(self, seen: Mapping[str, F64], lr: Fraction, key: tuple[Any, ...]) -> list[ExactStep]:
+        """The exact trajectory from ``seen`` with learning rate ``lr``, once per ``key``. The key must tell apart
+        every input the trajectory depends on: frameworks round the same written value differently (torch's
+        float64-to-float16 conversion rounds twice, through float32), so the inputs' digest belongs in it."""
         if key not in self._traj:
             self._traj[key] = exact_trajectory(exact_inputs_from_floats(seen), lr, self.case.reduction, self.case.steps,
                                                accurate_last=True)
@@ -267,7 +302,8 @@ def check_case(
         _mark_known_bug(model_records, impl, device, dtype)
         return model_records
     opt = case.optimizer
-    traj = cache.trajectory(seen, lr_oracle, (dtype, device)) if opts.trajectory and opt is None else None
+    traj = (cache.trajectory(seen, lr_oracle, (dtype, device, lr_oracle, inputs_digest(seen)))
+            if opts.trajectory and opt is None else None)
     written = cache.written_step() if opt is None else None
     opt_traj = optimizer_trajectory(opt, seen, Fraction(lr_float), case.reduction, case.steps, fmt) if opts.trajectory and opt else None
     prev_state: dict[str, dict[str, F64]] = {}
@@ -275,6 +311,7 @@ def check_case(
     records: list[Record] = []
     prev_W, prev_b = seen["W"], seen["b"]
     history: list[StepFacts] = []  # the previous step's facts, for the diagnoses (harness.diagnose)
+    ftz = opts.flush_to_zero or impl.flush_to_zero
     graded_steps: dict[int, tuple[ExactStep, dict[str, F64]]] = {}
     for t, res in enumerate(results, start=1):
         if not (np.isfinite(prev_W).all() and np.isfinite(prev_b).all()):
@@ -283,15 +320,27 @@ def check_case(
             break
         out = res  # float64 arrays, read once by _run_once
         step_inputs = {"X": seen["X"], "y": seen["y"], "W": prev_W, "b": prev_b}
-        if t == 1 and traj is not None:
-            ex = traj[0]
+        from_traj = t == 1 and traj is not None
+
+        def prepare(step_inputs: Mapping[str, F64] = step_inputs, from_traj: bool = from_traj
+                    ) -> tuple[ExactStep, tuple[ExactStep, dict[str, tuple[F64, F64]], Any, dict[str, Any]]]:
+            if from_traj:
+                assert traj is not None
+                ex0 = traj[0]
+            else:
+                exact_in = {**seen_exact, "W": ScaledInts.from_floats(step_inputs["W"]), "b": ScaledInts.from_floats(step_inputs["b"])}
+                ex0 = exact_step(exact_in, lr_oracle, case.reduction, accurate=True)
+            return ex0, _step_bounds_of(case, device, ex0, step_inputs, lr_oracle, fmt, opts, impl.error_model, ftz)
+
+        if impl.error_model is None:  # the built-in bounds: shared by every implementation that holds these inputs
+            key = (from_traj, fmt.name, device, opts.effective_tf32, ftz, lr_oracle, inputs_digest(step_inputs))
+            ex, prepared = cache.step_graded(key, prepare)
         else:
-            exact_in = {**seen_exact, "W": ScaledInts.from_floats(prev_W), "b": ScaledInts.from_floats(prev_b)}
-            ex = exact_step(exact_in, lr_oracle, case.reduction, accurate=True)
+            ex, prepared = prepare()
         graded_steps[t] = (ex, step_inputs)
         step_records = _grade_step(case, base, t, out, ex, step_inputs, lr_oracle, fmt, opts,
                                    written if t == 1 else None, traj[t - 1] if traj is not None else None, history,
-                                   impl.error_model, opts.flush_to_zero or impl.flush_to_zero)
+                                   impl.error_model, ftz, prepared=prepared)
         if opt is not None:  # the update is the optimizer's: graded by harness.optim on what the step held
             if not finite_state(prev_state):
                 records.append(Record(quantity="*", step=t, verdict="overflow",
@@ -299,7 +348,7 @@ def check_case(
                 break
             step_records = [r for r in step_records if r.quantity not in ("W", "b")] + grade_update(
                 opt, base, t, out, {"W": prev_W, "b": prev_b}, prev_state, lr_float, fmt,
-                opts.flush_to_zero or impl.flush_to_zero, opt_traj[t - 1] if opt_traj is not None else None)
+                ftz, opt_traj[t - 1] if opt_traj is not None else None)
             prev_state = split_state(out, opt)
         records.extend(step_records)
         prev_W, prev_b = out["W"], out["b"]
@@ -572,9 +621,12 @@ def _grade_step(
     case: Case, base: dict[str, Any], t: int, out: Mapping[str, F64], ex: ExactStep, step_inputs: Mapping[str, F64],
     lr: Fraction, fmt: FloatFormat, opts: RunOptions, written: ExactStep | None, traj_step: ExactStep | None,
     history: list[StepFacts] | None = None, error_model: Callable[..., Any] | None = None,
-    flush_to_zero: bool = False,
+    flush_to_zero: bool = False, prepared: tuple[ExactStep, dict[str, tuple[F64, F64]], Any, dict[str, Any]] | None = None,
 ) -> list[Record]:
-    ex, hilo, bounds, kwargs = _step_bounds_of(case, base["device"], ex, step_inputs, lr, fmt, opts, error_model, flush_to_zero)
+    """The records of one step. ``prepared``: :func:`_step_bounds_of` of these arguments, when already at hand."""
+    if prepared is None:
+        prepared = _step_bounds_of(case, base["device"], ex, step_inputs, lr, fmt, opts, error_model, flush_to_zero)
+    ex, hilo, bounds, kwargs = prepared
     exact_hi = {q: hilo[q][0] for q in QUANTITIES}
     residual = ex.residual.to_float64()
     records = []

@@ -1,0 +1,51 @@
+"""The exact results a case shares between implementations (harness.runner.CaseCache) are keyed by the
+inputs each implementation saw: frameworks round the same written value differently, and an implementation
+is graded against the exact step of its own inputs whatever ran before it in the process."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from harness.cases import case_from_arrays
+from harness.implementations import resolve
+from harness.runner import CaseCache, check_case, inputs_digest
+
+# float64 values just above a float16 rounding midpoint and within half a float32 ULP of it: numpy (and the
+# harness) round them up to float16, torch's float64-to-float16 conversion rounds twice (through float32) and down
+TIES = [1.391113303138466, 2.625976565928814, 0.8088379075156921]
+
+
+def _case():
+    X = np.array([[0.5], [1.0], [-0.25]])
+    y = np.array(TIES).reshape(3, 1)
+    return case_from_arrays("double-rounding", X, y, np.array([[0.75]]), np.array([0.125]), lr=0.0625, reduction="sum",
+                            dtypes=("float16",), steps=2, tags=("test",))
+
+
+def test_frameworks_round_the_written_values_differently():
+    y = np.array(TIES)
+    numpy_f16 = y.astype(np.float16).astype(np.float64)
+    torch_f16 = torch.tensor(y).to(torch.float16).double().numpy()
+    assert (numpy_f16 != torch_f16).all()  # the premise of the test below (a torch that rounds once makes it moot)
+
+
+def test_each_implementation_is_graded_on_its_own_inputs_whatever_ran_first():
+    case = _case()
+    numpy_hand, torch_seed = resolve(["numpy-hand", "torch-seed"])
+    alone = {r.quantity + str(r.step): r for r in check_case(case, torch_seed, "cpu", "float16", cache=CaseCache(case))}
+    shared = CaseCache(case)
+    check_case(case, numpy_hand, "cpu", "float16", cache=shared)  # fills the shared cache with numpy's inputs first
+    after = {r.quantity + str(r.step): r for r in check_case(case, torch_seed, "cpu", "float16", cache=shared)}
+    assert alone.keys() == after.keys()
+    for key, rec in alone.items():
+        assert (rec.exact_rational, rec.trajectory_exact, rec.verdict, rec.rigorous_bound) == (
+            after[key].exact_rational, after[key].trajectory_exact, after[key].verdict, after[key].rigorous_bound), key
+
+
+def test_inputs_digest_tells_apart_values_shapes_and_names():
+    a = {"X": np.zeros((2, 1)), "y": np.ones((2, 1))}
+    assert inputs_digest(a) == inputs_digest({k: v.copy() for k, v in a.items()})
+    assert inputs_digest(a) != inputs_digest({"X": np.zeros((1, 2)), "y": np.ones((2, 1))})
+    assert inputs_digest(a) != inputs_digest({"X": np.zeros((2, 1)), "y": np.array([[1.0], [np.nextafter(1.0, 2)]])})
+    assert inputs_digest(a) != inputs_digest({"Y": np.zeros((2, 1)), "y": np.ones((2, 1))})
