@@ -4,22 +4,33 @@ otherwise repeat, done before any worker is forked.
 Only imports and pure-Python work (no torch operation, so no thread pool and no
 CUDA context exist when the server forks): the built-in implementations, the
 ``torch._dynamo`` import that ``torch.optim`` makes on first use (about 2 s), and
-the SymPy derivations the oracle caches per process (about 2 s).
+the SymPy derivations the oracle caches per process (about 2 s), the oracle's compiled plans,
+and the integer-slice oracle's numba kernels, loaded from numba's on-disk cache by one small
+exact step of each kind (about 0.6 s; numba starts no thread for them).
 """
 
 from __future__ import annotations
 
 import threading
+from fractions import Fraction
 
+import numpy as np
 import torch  # noqa: F401
 import torch._dynamo  # noqa: F401  (torch.optim imports it lazily, on the first optimizer)
 
 from .implementations import load_builtins
+from .oracle import ACCURATE_MIN_WORK, exact_inputs_from_floats, exact_step, plan
 from .symbolic import derive
 
 load_builtins()
 for _reduction in ("sum", "mean"):
     derive(_reduction)
+    plan(_reduction)
+_n = ACCURATE_MIN_WORK // 16  # an exact step large enough for the slice path and its accurate product
+_x = (np.arange(_n * 16, dtype=np.float64).reshape(_n, 16) % 97) / 7
+_inputs = {"X": _x, "y": np.ones((_n, 1)) / 3, "W": np.full((16, 1), 0.1), "b": np.array([0.2])}
+exact_step(exact_inputs_from_floats(_inputs), Fraction(1, 64), "mean", accurate=True).residual.to_float64()
+del _n, _x, _inputs
 
 #: Threads alive after the preload (the fork server must fork from a single-threaded process).
 THREADS_AFTER_PRELOAD = threading.active_count()

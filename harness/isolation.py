@@ -91,7 +91,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -393,6 +393,8 @@ def run_supervised(
     progress: Callable[[int, int, str], None] | None = None,
     start: str | None = None,
     on_records: Callable[[list[Record]], None] | None = None,
+    batch_task: Callable[..., list[list[Record]]] | None = None,
+    batchable: Callable[[Task], bool] | None = None,
 ) -> list[Record]:
     """Run ``tasks`` in supervised worker processes; one list of records, in task order.
 
@@ -410,6 +412,13 @@ def run_supervised(
         start: the multiprocessing start method (default :func:`start_method`; ``$HARNESS_START_METHOD``).
         on_records: called with each task's records as soon as the task is done (in
             completion order), e.g. to stream them to a results file.
+        batch_task: ``batch_task(units, opts, marker)`` with ``units`` a list of ``(case, implementation_name,
+            device, dtype)``: runs them in one worker call and returns their records, one list per unit
+            (:func:`harness.runner.grade_batch`). With ``batchable``, consecutive tasks of one case that
+            ``batchable`` accepts (trusted code: the harness's own built-ins) go to a worker as one batch: one
+            message each way instead of one per task, and one worker's caches for the whole case. A batch
+            whose worker dies, or that runs past the sum of its tasks' timeouts, is run again task by task, so
+            that every task still gets its own records or its own error record.
 
     Returns:
         the records of every task, in task order; a task whose worker died or ran
@@ -450,18 +459,38 @@ def run_supervised(
         old_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
     pool = ProcessPool(max_workers=n_jobs, initializer=_init_worker, initargs=(list(plugins), os.getcwd(), list(sys.path)),
                        context=_context(start))
+    # batches: runs of consecutive batchable tasks of one case (by identity), else single tasks
+    batches: list[list[int]] = []
+    for i, t in enumerate(tasks):
+        if (batch_task is not None and batchable is not None and batchable(t) and batches and len(batches[-1]) > 0
+                and batchable(tasks[batches[-1][-1]]) and tasks[batches[-1][-1]].case is t.case):
+            batches[-1].append(i)
+        else:
+            batches.append([i])
     try:
-        futures: dict[Any, int] = {}
+        futures: dict[Any, int] = {}  # future -> batch number
         order: list[Any] = []
         # each finished future lands here (its done callback): waiting costs O(1) per task, where
         # concurrent.futures.wait over every pending future costs O(pending) per call
         done_queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        for i, t in enumerate(tasks):
-            fut = pool.schedule(task, args=(t.case, t.implementation.name, t.device, t.dtype, opts, os.path.join(markers, f"{i}.pid")),
-                                timeout=limit(t.case))
-            futures[fut] = i
+
+        def submit(b: int) -> None:
+            members = batches[b]
+            marker = os.path.join(markers, f"{b}.pid")
+            if len(members) == 1:
+                t = tasks[members[0]]
+                fut = pool.schedule(task, args=(t.case, t.implementation.name, t.device, t.dtype, opts, marker),
+                                    timeout=limit(t.case))
+            else:
+                assert batch_task is not None
+                units = [(tasks[i].case, tasks[i].implementation.name, tasks[i].device, tasks[i].dtype) for i in members]
+                fut = pool.schedule(cast(Callable[..., Any], batch_task), args=(units, opts, marker), timeout=sum(limit(tasks[i].case) for i in members))
+            futures[fut] = b
             order.append(fut)
             fut.add_done_callback(done_queue.put)
+
+        for b in range(len(batches)):
+            submit(b)
         pending = set(futures)
         done_count = 0
         gone_since: dict[int, float] = {}
@@ -490,7 +519,7 @@ def run_supervised(
                     oldest += 1
                 watched = [f for f in order[oldest:oldest + WATCH_WINDOW * n_jobs + WATCH_SLACK] if f in pending]
             for running in watched:
-                i = futures[running]
+                i = futures[running]  # the batch number, which names its marker file
                 try:
                     with open(os.path.join(markers, f"{i}.pid"), encoding="ascii") as fh:
                         pid = int(fh.read() or 0)
@@ -504,11 +533,35 @@ def run_supervised(
                         died[i] = ("the worker process ended in the middle of the task with exit status 0 "
                                    "(exit(0) in native code, or os._exit?)")
             for done_fut in finished:
-                i = futures[done_fut]
+                b = futures[done_fut]
+                members = batches[b]
+                if len(members) > 1:
+                    try:
+                        if b in died:
+                            raise _WorkerDiedError(died[b])
+                        got = done_fut.result()
+                        if len(got) != len(members):
+                            raise _WorkerDiedError(f"a batch of {len(members)} tasks returned {len(got)} results")
+                    except BaseException:  # noqa: BLE001 - died, timed out or failed: each task again, on its own
+                        for i in members:
+                            batches.append([i])
+                            submit(len(batches) - 1)
+                            pending.add(order[-1])
+                        continue
+                    for i, recs in zip(members, got, strict=True):
+                        results[i] = recs
+                        if on_records is not None:
+                            on_records(list(recs))
+                        done_count += 1
+                        if progress:
+                            t = tasks[i]
+                            progress(done_count, len(tasks), f"{t.case.id} {t.implementation.name} {t.device} {t.dtype}")
+                    continue
+                i = members[0]
                 t = tasks[i]
                 try:
-                    if i in died:
-                        raise _WorkerDiedError(died[i])
+                    if b in died:
+                        raise _WorkerDiedError(died[b])
                     results[i] = done_fut.result()
                 except TimeoutError:
                     why = (f"ran past the {limit(t.case):g} s timeout (--timeout; running and grading one case, implementation, "

@@ -776,6 +776,21 @@ def grade_task(case: Case, impl_name: str, device: str, dtype: str, opts: RunOpt
             return [error_record(case, impl, device, dtype, opts, _failure_message(exc))]
 
 
+def grade_batch(units: Sequence[tuple[Case, str, str, str]], opts: RunOptions, marker: str | None = None) -> list[list[Record]]:
+    """:func:`grade_task` of each ``(case, implementation_name, device, dtype)`` in turn, in one worker call (a
+    batch of :func:`harness.isolation.run_supervised`: the harness's own built-ins, one case at a time)."""
+    from .isolation import write_marker
+
+    write_marker(marker)
+    return [grade_task(case, impl_name, device, dtype, opts) for case, impl_name, device, dtype in units]
+
+
+def trusted(impl: Implementation) -> bool:
+    """Whether an implementation is one of the harness's own built-ins (registered as ``builtin`` by a module of
+    the harness package), whose tasks may share a worker call; a plug-in always runs in a call of its own."""
+    return impl.kind == "builtin" and (getattr(impl.fn, "__module__", None) or "").startswith("harness.")
+
+
 def _failure_message(exc: BaseException) -> str:
     if isinstance(exc, Exception):
         return f"harness failure while grading: {_exc_text(exc)}"
@@ -875,7 +890,8 @@ def verify(
 
         return run_supervised([Task(c, i, dv, dt) for c, i, dv, dt in units], opts, task=grade_task, error_record=error_record,
                               plugins=plugin_sources(impl_list) if plugins is None else plugins,
-                              jobs=jobs, timeout=timeout, progress=progress, on_records=on_records)
+                              jobs=jobs, timeout=timeout, progress=progress, on_records=on_records,
+                              batch_task=grade_batch, batchable=lambda t: trusted(t.implementation))
     records: list[Record] = []
     caches: dict[int, CaseCache] = {}
     for done, (c, i, dv, dt) in enumerate(units, start=1):

@@ -3,9 +3,8 @@ and the compiled evaluation plan against the SymPy expression walker."""
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest

@@ -277,3 +277,30 @@ def test_assert_agrees_in_a_worker_process_reports_a_crash(tmp_path):
     case = [c for c in seed_cases() if c.id == "seed"]
     with pytest.raises(AssertionError, match="killed by signal SIGSEGV"):
         harness.assert_agrees("test-iso-crash", case, dtypes=["float64"], isolation="process")
+
+
+def test_a_batch_that_dies_or_hangs_is_run_again_task_by_task(tmp_path, monkeypatch):
+    """Tasks of trusted code share a worker call (a batch per case); should one of them end the worker
+    (os._exit, a segfault, C's exit(0)) or run past the batch's time, every task of the batch runs again
+    on its own: each bad step gets exactly its own error record and the good ones their usual records. Here
+    every implementation is treated as trusted, so that the hostile steps land in batches."""
+    from harness import runner
+    from harness.implementations.registry import load_plugin
+
+    path = tmp_path / "bad_batch_steps.py"
+    path.write_text(BAD_STEPS.replace('"bad-', '"test-iso-batch-'))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    load_plugin(str(path))
+    monkeypatch.setattr(runner, "trusted", lambda impl: True)
+    names = ["numpy-hand", "test-iso-batch-os-exit", "test-iso-batch-segfault", "test-iso-batch-native-exit",
+             "test-iso-batch-hang", "test-iso-batch-sys-exit", "torch-seed"]
+    recs = verify(seed_cases(), names, dtypes=["float64"], isolation="process", jobs=2, timeout=5, plugins=[str(path)])
+    for name in names[1:-1]:
+        mine = [r for r in recs if r.implementation == name]
+        cause = CAUSES[name.replace("test-iso-batch-", "bad-")]
+        assert len(mine) == 2 and all(r.verdict == "error" and cause in r.message for r in mine), (name, [r.message for r in mine])
+    good = [r.to_json() for r in recs if r.implementation in ("numpy-hand", "torch-seed")]
+    alone = [r.to_json() for r in verify(seed_cases(), ["numpy-hand", "torch-seed"], dtypes=["float64"])]
+    assert [{k: v for k, v in r.items() if k != "repro"} for r in good] == [{k: v for k, v in r.items() if k != "repro"} for r in alone]
+    order = [(r.case, r.implementation) for r in recs]
+    assert [x for j, x in enumerate(order) if j == 0 or order[j - 1] != x] == [(c, n) for c in ("seed", "seed-mean") for n in names]
