@@ -293,11 +293,24 @@ def _die_with_parent() -> None:
         pass
 
 
-def write_marker(marker: str | None) -> None:
-    """First thing a task does in a worker: write the worker's pid where the supervisor's watchdog looks."""
+def write_marker(marker: str | None, unit: int | None = None) -> None:
+    """First thing a task does in a worker: write the worker's pid where the supervisor's watchdog looks; in a
+    batch, before each of its tasks, also the task's place in the batch and when it started (``time.monotonic``,
+    a clock every process of the machine shares), so that the watchdog holds each task to its own time limit."""
     if marker is not None:
         with open(marker, "w", encoding="ascii") as fh:
-            fh.write(str(os.getpid()))
+            fh.write(str(os.getpid()) if unit is None else f"{os.getpid()} {unit} {time.monotonic()!r}")
+
+
+def read_marker(marker: str) -> tuple[int, int | None, float | None]:
+    """``(pid, unit, started)`` from a marker file (:func:`write_marker`); raises OSError or ValueError."""
+    with open(marker, encoding="ascii") as fh:
+        parts = fh.read().split()
+    if not parts:
+        raise ValueError("empty marker")
+    if len(parts) == 3:
+        return int(parts[0]), int(parts[1]), float(parts[2])
+    return int(parts[0]), None, None
 
 
 @contextmanager
@@ -411,14 +424,16 @@ def run_supervised(
         progress: ``progress(done, total, label)`` as tasks finish.
         start: the multiprocessing start method (default :func:`start_method`; ``$HARNESS_START_METHOD``).
         on_records: called with each task's records as soon as the task is done (in
-            completion order), e.g. to stream them to a results file.
+            completion order; the tasks of a batch when the whole batch is done), e.g. to stream them to a
+            results file.
         batch_task: ``batch_task(units, opts, marker)`` with ``units`` a list of ``(case, implementation_name,
             device, dtype)``: runs them in one worker call and returns their records, one list per unit
             (:func:`harness.runner.grade_batch`). With ``batchable``, consecutive tasks of one case that
             ``batchable`` accepts (trusted code: the harness's own built-ins) go to a worker as one batch: one
             message each way instead of one per task, and one worker's caches for the whole case. A batch
             whose worker dies, or that runs past the sum of its tasks' timeouts, is run again task by task, so
-            that every task still gets its own records or its own error record.
+            that every task still gets its own records or its own error record; the watchdog holds each task of a
+            batch to its own time limit (its place and start in the marker file, :func:`write_marker`).
 
     Returns:
         the records of every task, in task order; a task whose worker died or ran
@@ -426,7 +441,8 @@ def run_supervised(
 
     On ``KeyboardInterrupt`` (SIGINT) the pending tasks are cancelled, the workers
     stopped, and the exception propagates; every finished task was already passed
-    to ``on_records``.
+    to ``on_records``, except the tasks of a batch that was still running (at most one
+    case's built-in tasks per worker: a batch's records come back when it ends).
     """
     from pebble import ProcessExpired, ProcessPool
 
@@ -521,9 +537,18 @@ def run_supervised(
             for running in watched:
                 i = futures[running]  # the batch number, which names its marker file
                 try:
-                    with open(os.path.join(markers, f"{i}.pid"), encoding="ascii") as fh:
-                        pid = int(fh.read() or 0)
+                    pid, unit, started = read_marker(os.path.join(markers, f"{i}.pid"))
                 except (OSError, ValueError):
+                    continue
+                members = batches[i]
+                if (unit is not None and started is not None and 0 <= unit < len(members) and not running.done()
+                        and now - started > limit(tasks[members[unit]].case)):
+                    # a task of a batch past its own time limit: the batch is stopped and its tasks run again
+                    # one by one, where that task gets its own timeout error record
+                    running.cancel()
+                    pending.discard(running)
+                    finished.add(running)
+                    died[i] = f"task {unit} of the batch ran past its timeout"
                     continue
                 if pid and _process_gone(pid):
                     if now - gone_since.setdefault(i, now) > WATCHDOG_GRACE and not running.done():

@@ -781,8 +781,11 @@ def grade_batch(units: Sequence[tuple[Case, str, str, str]], opts: RunOptions, m
     batch of :func:`harness.isolation.run_supervised`: the harness's own built-ins, one case at a time)."""
     from .isolation import write_marker
 
-    write_marker(marker)
-    return [grade_task(case, impl_name, device, dtype, opts) for case, impl_name, device, dtype in units]
+    out = []
+    for j, (case, impl_name, device, dtype) in enumerate(units):
+        write_marker(marker, j)  # the watchdog holds each task to its own time limit
+        out.append(grade_task(case, impl_name, device, dtype, opts))
+    return out
 
 
 def trusted(impl: Implementation) -> bool:

@@ -162,20 +162,31 @@ def _float_digits(z: np.ndarray, q0: int, u: int, out: np.ndarray) -> None:  # p
         out[e] = -dg if v < 0 else dg
 
 
+#: Elements whose digit products :func:`_gram_block` sums in float64 at a time (``2**11`` products below ``2**42``
+#: sum below ``2**53``: exact).
+GRAM_CHUNK = 1 << 11
+
+
 @njit(cache=True, nogil=True, fastmath=True)
-def _gram_block(f: np.ndarray, n: int, g: np.ndarray) -> None:  # pragma: no cover - compiled
-    """``g[u, v] += sum_{e < n} f[u, e] f[v, e]`` (``u <= v``) for digit planes held as float64 integers below
-    ``2**B`` in magnitude: each product is below ``2**42`` and ``n <= 2**11`` of them sum below ``2**53``, so every
-    partial sum is exact in float64 in any order (which is why reassociation, ``fastmath``, changes nothing)."""
+def _gram_block(f: np.ndarray, n: int, e0: int, gram: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``gram[(e0 + c) // GRAM_BLOCK, u, v] += sum f[u, e] f[v, e]`` (``u <= v``) over the first ``n`` elements of a
+    block that starts at element ``e0``, for digit planes held as float64 integers below ``2**B`` in magnitude, in
+    chunks ``c`` of :data:`GRAM_CHUNK` elements: each product is below ``2**42`` and a chunk's sum below ``2**53``, so
+    every partial sum is exact in float64 in any order (which is why reassociation, ``fastmath``, changes nothing);
+    each chunk's sum goes to the int64 row of the :data:`GRAM_BLOCK` elements its first element belongs to, which
+    thus takes at most ``GRAM_BLOCK + GRAM_CHUNK`` products: below ``2**63``."""
     nu = f.shape[0]
-    for u in range(nu):
-        fu = f[u]
-        for v in range(u, nu):
-            fv = f[v]
-            t = 0.0
-            for e in range(n):
-                t += fu[e] * fv[e]
-            g[u, v] += np.int64(t)
+    for c0 in range(0, n, GRAM_CHUNK):
+        c1 = min(n, c0 + GRAM_CHUNK)
+        g = gram[(e0 + c0) // GRAM_BLOCK]
+        for u in range(nu):
+            fu = f[u]
+            for v in range(u, nu):
+                fv = f[v]
+                t = 0.0
+                for e in range(c0, c1):
+                    t += fu[e] * fv[e]
+                g[u, v] += np.int64(t)
 
 
 @njit(cache=True, nogil=True)
@@ -318,14 +329,13 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
             cu = colacc[u]
             for e in range(n):
                 cu[e] += du[e]
-        # into the Gram block of the block's first element: each takes at most GRAM_BLOCK + blk elements
-        # products, below (2**20 + 2**9) 2**42 < 2**63
+        # the Gram sums of the planes, exact (in float64 over chunks of GRAM_CHUNK elements, see _gram_block)
         for u in range(nu):
             src = acc[u]
             dst = facc[u]
             for e in range(n):
                 dst[e] = float(src[e])
-        _gram_block(facc, n, gram[e0 // GRAM_BLOCK])
+        _gram_block(facc, n, e0, gram)
         # digits for X^T R, side by side per row
         i0 = e0 // K  # blocks start on a row
         for u in range(n_alloc):

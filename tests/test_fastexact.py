@@ -390,3 +390,17 @@ def test_kernel_rounds_ties_sticky_bits_subnormals_and_overflow(a, rows, t, gap,
     _, _, rounded = fastexact.residual_digits(X, y, W, b)
     exact = (ScaledInts.from_floats(X) + ScaledInts.from_floats(b.reshape(1, 1)) - ScaledInts.from_floats(y))
     assert np.array_equal(rounded, exact.to_float64())
+
+
+@pytest.mark.parametrize("k", [2049, 4097])
+@pytest.mark.parametrize("kind", ["minus-one", "normal"])
+def test_loss_exact_with_more_columns_than_a_gram_chunk(k, kind):
+    """More than 2**11 residuals in one kernel block (K > 2048 columns: a block is one row): the Gram sums of the
+    loss stay exact (every residual -1 makes every digit 2**21 - 1, whose squares no float64 sum of 2049 holds)."""
+    rng = np.random.default_rng(k)
+    if kind == "minus-one":
+        arrs = {"X": np.zeros((2, 1)), "y": np.ones((2, k)), "W": np.zeros((1, k)), "b": np.zeros(k)}
+    else:
+        arrs = {"X": rng.standard_normal((2, 3)), "y": rng.standard_normal((2, k)), "W": rng.standard_normal((3, k)),
+                "b": rng.standard_normal(k)}
+    _same(arrs, Fraction(1, 64), "sum")

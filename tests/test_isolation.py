@@ -288,7 +288,14 @@ def test_a_batch_that_dies_or_hangs_is_run_again_task_by_task(tmp_path, monkeypa
     from harness.implementations.registry import load_plugin
 
     path = tmp_path / "bad_batch_steps.py"
-    path.write_text(BAD_STEPS.replace('"bad-', '"test-iso-batch-'))
+    slow = textwrap.dedent('''
+
+        @harness.implementation("bad-slow", framework="numpy")
+        def slow(X, y, W, b, *, lr, reduction, steps):  # past its own 5 s, well within the batch's sum of limits
+            time.sleep(8)
+            return _hand(X, y, W, b, lr, reduction, steps)
+    ''')
+    path.write_text((BAD_STEPS + slow).replace('"bad-', '"test-iso-batch-'))
     monkeypatch.syspath_prepend(str(tmp_path))
     load_plugin(str(path))
     monkeypatch.setattr(runner, "trusted", lambda impl: True)
@@ -304,3 +311,10 @@ def test_a_batch_that_dies_or_hangs_is_run_again_task_by_task(tmp_path, monkeypa
     assert [{k: v for k, v in r.items() if k != "repro"} for r in good] == [{k: v for k, v in r.items() if k != "repro"} for r in alone]
     order = [(r.case, r.implementation) for r in recs]
     assert [x for j, x in enumerate(order) if j == 0 or order[j - 1] != x] == [(c, n) for c in ("seed", "seed-mean") for n in names]
+    # a task past its own time limit in a batch that would otherwise end well within the sum of its tasks' limits
+    recs = verify(seed_cases(), ["numpy-hand", "test-iso-batch-slow", "torch-seed"], dtypes=["float64"], isolation="process",
+                  jobs=2, timeout=5, plugins=[str(path)])
+    mine = [r for r in recs if r.implementation == "test-iso-batch-slow"]
+    assert len(mine) == 2 and all(r.verdict == "error" and "ran past the 5 s timeout" in r.message for r in mine), mine
+    good = [r.to_json() for r in recs if r.implementation in ("numpy-hand", "torch-seed")]
+    assert [{k: v for k, v in r.items() if k != "repro"} for r in good] == [{k: v for k, v in r.items() if k != "repro"} for r in alone]
