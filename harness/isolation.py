@@ -122,7 +122,9 @@ def snapshot(inputs: Mapping[str, Any], framework: str | None = None) -> dict[st
     return {key: np.array(to_float64(v, framework), dtype=np.float64, copy=True) for key, v in inputs.items()}
 
 
-def _same_bits(a: F64, b: F64) -> bool:
+def same_bits(a: F64, b: F64) -> bool:
+    """Whether two float64 arrays have the same shape and the same bits, element by element (``-0.0`` is not
+    ``0.0``; a NaN equals a NaN of the same payload)."""
     if a.shape != b.shape:
         return False
     return bool(np.array_equal(np.ascontiguousarray(a).view(np.uint64), np.ascontiguousarray(b).view(np.uint64)))
@@ -141,7 +143,7 @@ def mutated_inputs(inputs: Mapping[str, Any], before: Mapping[str, F64], framewo
         except Exception:
             changed.append(key)
             continue
-        if not _same_bits(now, ref):
+        if not same_bits(now, ref):
             changed.append(key)
     return changed
 

@@ -49,3 +49,13 @@ def test_inputs_digest_tells_apart_values_shapes_and_names():
     assert inputs_digest(a) != inputs_digest({"X": np.zeros((1, 2)), "y": np.ones((2, 1))})
     assert inputs_digest(a) != inputs_digest({"X": np.zeros((2, 1)), "y": np.array([[1.0], [np.nextafter(1.0, 2)]])})
     assert inputs_digest(a) != inputs_digest({"Y": np.zeros((2, 1)), "y": np.ones((2, 1))})
+
+
+def test_inputs_id_is_bitwise():
+    cache = CaseCache(_case())
+    a = {"X": np.zeros((2, 1)), "y": np.ones((2, 1))}
+    first = cache.inputs_id(a)
+    assert cache.inputs_id({k: v.copy() for k, v in a.items()}) == first
+    assert cache.inputs_id({"X": -np.zeros((2, 1)), "y": np.ones((2, 1))}) != first  # -0.0 is not 0.0, bit for bit
+    assert cache.inputs_id({"X": np.zeros((1, 2)), "y": np.ones((2, 1))}) not in (first,)
+    assert cache.inputs_id({"X": np.zeros((2, 1)), "Y": np.ones((2, 1))}) not in (first,)
