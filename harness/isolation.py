@@ -295,13 +295,26 @@ def _die_with_parent() -> None:
         pass
 
 
+#: Bytes of a batch's marker record (:func:`write_marker`), padded with spaces.
+MARKER_WIDTH = 64
+
+
 def write_marker(marker: str | None, unit: int | None = None) -> None:
     """First thing a task does in a worker: write the worker's pid where the supervisor's watchdog looks; in a
     batch, before each of its tasks, also the task's place in the batch and when it started (``time.monotonic``,
     a clock every process of the machine shares), so that the watchdog holds each task to its own time limit."""
-    if marker is not None:
+    if marker is None:
+        return
+    if unit is None:
         with open(marker, "w", encoding="ascii") as fh:
-            fh.write(str(os.getpid()) if unit is None else f"{os.getpid()} {unit} {time.monotonic()!r}")
+            fh.write(str(os.getpid()))
+        return
+    held = WORKER.get("marker")  # a batch's marker stays open: one write per task, at offset 0, fixed width
+    if held is None or held[0] != marker:
+        if held is not None:
+            os.close(held[1])
+        WORKER["marker"] = held = (marker, os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+    os.pwrite(held[1], f"{os.getpid()} {unit} {time.monotonic()!r}".ljust(MARKER_WIDTH).encode("ascii"), 0)
 
 
 def read_marker(marker: str) -> tuple[int, int | None, float | None]:
