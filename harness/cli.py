@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="torch.set_float32_matmul_precision for the run (default: highest)")
     check.add_argument("--no-trajectory", action="store_true", help="skip the exact trajectory (drift) computation")
     check.add_argument("--isolation", choices=("process", "inline"), default="process",
-                       help="process (default): run each case/implementation/device/dtype in a supervised worker process, so that a step "
+                       help="process (default): run each case/implementation/device/dtype in a supervised worker process (the "
+                            "harness's own built-ins one case at a time, each held to its own timeout), so that a step "
                             "that crashes, calls os._exit or hangs becomes an error record and the run goes on; inline: in this process "
                             "(for a debugger). Both give every call its own inputs, check that it did not write into them and catch sys.exit")
     check.add_argument("--jobs", "-j", type=_positive_int, default=None, metavar="N",
