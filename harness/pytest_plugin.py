@@ -202,7 +202,7 @@ class HarnessState:
     notes: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # "the previous results ... are kept as ..." lines
     _plugins_loaded: bool = False
-    _caches: dict[str, Any] = field(default_factory=dict)
+    _caches: dict[tuple[str, Any], Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.options = HarnessOptions.from_config(self.config)
@@ -277,8 +277,9 @@ class HarnessState:
         (the last few cases are kept: items of one case run one after the other)."""
         from .runner import CaseCache
 
-        cache = self._caches.pop(case.id, None) or CaseCache(case)
-        self._caches[case.id] = cache
+        key = (case.id, case.source)  # ids repeat across case files
+        cache = self._caches.pop(key, None) or CaseCache(case)
+        self._caches[key] = cache
         while len(self._caches) > 8:
             self._caches.pop(next(iter(self._caches)))
         return cache

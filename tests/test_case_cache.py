@@ -59,3 +59,17 @@ def test_inputs_id_is_bitwise():
     assert cache.inputs_id({"X": -np.zeros((2, 1)), "y": np.ones((2, 1))}) != first  # -0.0 is not 0.0, bit for bit
     assert cache.inputs_id({"X": np.zeros((1, 2)), "y": np.ones((2, 1))}) not in (first,)
     assert cache.inputs_id({"X": np.zeros((2, 1)), "Y": np.ones((2, 1))}) not in (first,)
+
+
+def test_pytest_plugin_keeps_cases_of_one_id_from_two_files_apart(pytestconfig, tmp_path):
+    """Case ids repeat across case files: the plugin's cache of exact results is per id and file."""
+    import dataclasses
+
+    from harness.pytest_plugin import HarnessState
+
+    state = HarnessState(pytestconfig)
+    a = _case()
+    b = dataclasses.replace(a, source=str(tmp_path / "other.toml"))
+    assert a.id == b.id and a.source != b.source
+    assert state.case_cache(a) is not state.case_cache(b)
+    assert state.case_cache(a) is state.case_cache(a)
