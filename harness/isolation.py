@@ -81,6 +81,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
 import queue
 import shutil
 import signal
@@ -317,6 +318,42 @@ def write_marker(marker: str | None, unit: int | None = None) -> None:
     os.pwrite(held[1], f"{os.getpid()} {unit} {time.monotonic()!r}".ljust(MARKER_WIDTH).encode("ascii"), 0)
 
 
+def report_unit(marker: str | None, records: list[Record]) -> None:
+    """In a batch, after each task: append its records to the batch's records file (``marker + ".rec"``), one
+    frame each (8-byte little-endian length, then the pickle), written by one ``os.write``, so that the supervisor
+    streams them as they are graded (:func:`read_units`) and keeps them if the batch is stopped later."""
+    if marker is None:
+        return
+    path = marker + ".rec"
+    held = WORKER.get("records")
+    if held is None or held[0] != path:
+        if held is not None:
+            os.close(held[1])
+        WORKER["records"] = held = (path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    data = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
+    os.write(held[1], len(data).to_bytes(8, "little") + data)
+
+
+def read_units(marker: str, offset: int) -> tuple[list[list[Record]], int]:
+    """The complete frames of a batch's records file (:func:`report_unit`) from byte ``offset``, and the offset
+    after the last complete one (a frame still being written is left for the next read)."""
+    try:
+        with open(marker + ".rec", "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except OSError:
+        return [], offset
+    out: list[list[Record]] = []
+    pos = 0
+    while pos + 8 <= len(data):
+        size = int.from_bytes(data[pos:pos + 8], "little")
+        if pos + 8 + size > len(data):
+            break
+        out.append(pickle.loads(data[pos + 8:pos + 8 + size]))  # noqa: S301 - written by this run's own workers
+        pos += 8 + size
+    return out, offset + pos
+
+
 def read_marker(marker: str) -> tuple[int, int | None, float | None]:
     """``(pid, unit, started)`` from a marker file (:func:`write_marker`); raises OSError or ValueError."""
     with open(marker, encoding="ascii") as fh:
@@ -439,8 +476,8 @@ def run_supervised(
         progress: ``progress(done, total, label)`` as tasks finish.
         start: the multiprocessing start method (default :func:`start_method`; ``$HARNESS_START_METHOD``).
         on_records: called with each task's records as soon as the task is done (in
-            completion order; the tasks of a batch when the whole batch is done), e.g. to stream them to a
-            results file.
+            completion order; the tasks of a running batch within a quarter of a second), e.g. to stream them
+            to a results file.
         batch_task: ``batch_task(units, opts, marker)`` with ``units`` a list of ``(case, implementation_name,
             device, dtype)``: runs them in one worker call and returns their records, one list per unit
             (:func:`harness.runner.grade_batch`). With ``batchable``, consecutive tasks of one case that
@@ -456,8 +493,8 @@ def run_supervised(
 
     On ``KeyboardInterrupt`` (SIGINT) the pending tasks are cancelled, the workers
     stopped, and the exception propagates; every finished task was already passed
-    to ``on_records``, except the tasks of a batch that was still running (at most one
-    case's built-in tasks per worker: a batch's records come back when it ends).
+    to ``on_records``, those of the batches still running included (their workers write each
+    task's records as it ends, :func:`report_unit`).
     """
     from pebble import ProcessExpired, ProcessPool
 
@@ -524,6 +561,29 @@ def run_supervised(
             submit(b)
         pending = set(futures)
         done_count = 0
+        streamed: dict[int, tuple[int, int]] = {}  # batch -> (its tasks handed on so far, offset in its records file)
+
+        def hand_on(i: int, recs: list[Record]) -> None:
+            nonlocal done_count
+            results[i] = recs
+            if on_records is not None:
+                on_records(list(recs))
+            done_count += 1
+            if progress:
+                t = tasks[i]
+                progress(done_count, len(tasks), f"{t.case.id} {t.implementation.name} {t.device} {t.dtype}")
+
+        def harvest(b: int) -> int:
+            """Hand on the tasks of batch ``b`` whose records its worker has written; the number handed on."""
+            count, offset = streamed.get(b, (0, 0))
+            got, offset = read_units(os.path.join(markers, f"{b}.pid"), offset)
+            for recs in got:
+                if count < len(batches[b]):
+                    hand_on(batches[b][count], recs)
+                    count += 1
+            streamed[b] = (count, offset)
+            return count
+
         gone_since: dict[int, float] = {}
         oldest = 0  # index into order of the oldest pending task
         last_watch = 0.0
@@ -551,6 +611,8 @@ def run_supervised(
                 watched = [f for f in order[oldest:oldest + WATCH_WINDOW * n_jobs + WATCH_SLACK] if f in pending]
             for running in watched:
                 i = futures[running]  # the batch number, which names its marker file
+                if len(batches[i]) > 1:
+                    harvest(i)  # stream the records of the batch's finished tasks
                 try:
                     pid, unit, started = read_marker(os.path.join(markers, f"{i}.pid"))
                 except (OSError, ValueError):
@@ -576,26 +638,21 @@ def run_supervised(
                 b = futures[done_fut]
                 members = batches[b]
                 if len(members) > 1:
+                    handed = harvest(b)  # the tasks whose records the worker wrote before it ended
                     try:
                         if b in died:
                             raise _WorkerDiedError(died[b])
                         got = done_fut.result()
                         if len(got) != len(members):
                             raise _WorkerDiedError(f"a batch of {len(members)} tasks returned {len(got)} results")
-                    except BaseException:  # noqa: BLE001 - died, timed out or failed: each task again, on its own
-                        for i in members:
+                    except BaseException:  # noqa: BLE001 - died, timed out or failed: each task not yet graded again, alone
+                        for i in members[handed:]:
                             batches.append([i])
                             submit(len(batches) - 1)
                             pending.add(order[-1])
                         continue
-                    for i, recs in zip(members, got, strict=True):
-                        results[i] = recs
-                        if on_records is not None:
-                            on_records(list(recs))
-                        done_count += 1
-                        if progress:
-                            t = tasks[i]
-                            progress(done_count, len(tasks), f"{t.case.id} {t.implementation.name} {t.device} {t.dtype}")
+                    for i, recs in zip(members[handed:], got[handed:], strict=True):
+                        hand_on(i, recs)
                     continue
                 i = members[0]
                 t = tasks[i]
@@ -620,12 +677,11 @@ def run_supervised(
                     why = f"the worker process failed: {text}"
                 if results[i] is None:
                     results[i] = [error_record(t.case, t.implementation, t.device, t.dtype, opts, why)]
-                if on_records is not None:
-                    on_records(list(results[i] or []))
-                done_count += 1
-                if progress:
-                    progress(done_count, len(tasks), f"{t.case.id} {t.implementation.name} {t.device} {t.dtype}")
-            if interrupted:  # after the tasks that finished meanwhile were handed on
+                hand_on(i, results[i] or [])
+            if interrupted:  # after the tasks that finished meanwhile were handed on, those of running batches too
+                for fut in list(pending):
+                    if len(batches[futures[fut]]) > 1:
+                        harvest(futures[fut])
                 raise KeyboardInterrupt
     except BaseException:
         for fut in futures:  # KeyboardInterrupt, or a failing on_records: nothing more is started

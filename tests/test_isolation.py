@@ -290,6 +290,12 @@ def test_a_batch_that_dies_or_hangs_is_run_again_task_by_task(tmp_path, monkeypa
     path = tmp_path / "bad_batch_steps.py"
     slow = textwrap.dedent('''
 
+        @harness.implementation("bad-count", framework="numpy")
+        def count(X, y, W, b, *, lr, reduction, steps):  # a correct step that counts its calls
+            with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "calls.txt"), "a") as fh:
+                fh.write("x")
+            return _hand(X, y, W, b, lr, reduction, steps)
+
         @harness.implementation("bad-slow", framework="numpy")
         def slow(X, y, W, b, *, lr, reduction, steps):  # past its own 5 s, well within the batch's sum of limits
             time.sleep(8)
@@ -311,6 +317,12 @@ def test_a_batch_that_dies_or_hangs_is_run_again_task_by_task(tmp_path, monkeypa
     assert [{k: v for k, v in r.items() if k != "repro"} for r in good] == [{k: v for k, v in r.items() if k != "repro"} for r in alone]
     order = [(r.case, r.implementation) for r in recs]
     assert [x for j, x in enumerate(order) if j == 0 or order[j - 1] != x] == [(c, n) for c in ("seed", "seed-mean") for n in names]
+    # a task graded before its batch's worker dies is handed on from the batch's records file, not run again
+    recs = verify(seed_cases(), ["test-iso-batch-count", "test-iso-batch-os-exit"], dtypes=["float64"], isolation="process",
+                  jobs=2, timeout=5, plugins=[str(path)])
+    assert (tmp_path / "calls.txt").read_text() == "xx"  # once per case
+    assert {r.verdict for r in recs if r.implementation == "test-iso-batch-count"} == {"agree"}
+    assert all(r.verdict == "error" for r in recs if r.implementation == "test-iso-batch-os-exit")
     # a task past its own time limit in a batch that would otherwise end well within the sum of its tasks' limits
     recs = verify(seed_cases(), ["numpy-hand", "test-iso-batch-slow", "torch-seed"], dtypes=["float64"], isolation="process",
                   jobs=2, timeout=5, plugins=[str(path)])
