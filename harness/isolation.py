@@ -482,10 +482,11 @@ def run_supervised(
             device, dtype)``: runs them in one worker call and returns their records, one list per unit
             (:func:`harness.runner.grade_batch`). With ``batchable``, consecutive tasks of one case that
             ``batchable`` accepts (trusted code: the harness's own built-ins) go to a worker as one batch: one
-            message each way instead of one per task, and one worker's caches for the whole case. A batch
-            whose worker dies, or that runs past the sum of its tasks' timeouts, is run again task by task, so
-            that every task still gets its own records or its own error record; the watchdog holds each task of a
-            batch to its own time limit (its place and start in the marker file, :func:`write_marker`).
+            worker's caches for the whole case. The worker writes each task's records as the task ends
+            (:func:`report_unit`), which the supervisor streams; the watchdog holds each task of a batch to its
+            own time limit (its place and start in the marker file, :func:`write_marker`). A batch whose worker
+            dies, or whose task runs past its limit, has its unfinished tasks run again one by one, so that every
+            task still gets its own records or its own error record.
 
     Returns:
         the records of every task, in task order; a task whose worker died or ran
