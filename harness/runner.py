@@ -208,7 +208,8 @@ class CaseCache:
     def trajectory(self, seen: Mapping[str, F64], lr: Fraction, key: tuple[Any, ...]) -> list[ExactStep]:
         """The exact trajectory from ``seen`` with learning rate ``lr``, once per ``key``. The key must tell apart
         every input the trajectory depends on: frameworks round the same written value differently (torch's
-        float64-to-float16 conversion rounds twice, through float32), so the inputs' digest belongs in it."""
+        float64-to-float16 conversion rounds twice, through float32), so the inputs themselves
+        (:meth:`inputs_id`) belong in it."""
         if key not in self._traj:
             self._traj[key] = exact_trajectory(exact_inputs_from_floats(seen), lr, self.case.reduction, self.case.steps,
                                                accurate_last=True)
