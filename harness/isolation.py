@@ -331,7 +331,9 @@ def report_unit(marker: str | None, records: list[Record]) -> None:
             os.close(held[1])
         WORKER["records"] = held = (path, os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
     data = pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL)
-    os.write(held[1], len(data).to_bytes(8, "little") + data)
+    frame = memoryview(len(data).to_bytes(8, "little") + data)
+    while frame:  # a short write (a full disk) is finished or raises, never left as half a frame
+        frame = frame[os.write(held[1], frame):]
 
 
 def read_units(marker: str, offset: int) -> tuple[list[list[Record]], int]:
@@ -349,7 +351,10 @@ def read_units(marker: str, offset: int) -> tuple[list[list[Record]], int]:
         size = int.from_bytes(data[pos:pos + 8], "little")
         if pos + 8 + size > len(data):
             break
-        out.append(pickle.loads(data[pos + 8:pos + 8 + size]))  # noqa: S301 - written by this run's own workers
+        try:
+            out.append(pickle.loads(data[pos + 8:pos + 8 + size]))  # noqa: S301 - written by this run's own workers
+        except Exception:  # noqa: BLE001 - a damaged frame: nothing more is read from it (the batch's own result,
+            break  # or its unfinished tasks run again alone, give those tasks their records)
         pos += 8 + size
     return out, offset + pos
 
@@ -376,10 +381,12 @@ def exit_status_guard() -> Iterator[None]:
         os._exit = _REAL_EXIT
 
 
-def cached(key: tuple[str, str], make: Callable[[], Any], keep: int = 4) -> Any:
-    """A worker's cache of the exact results of its last ``keep`` cases."""
+def cached(key: tuple[str, str], make: Callable[[], Any], keep: int = 4, replace: bool = False) -> Any:
+    """A worker's cache of the exact results of its last ``keep`` cases (``replace``: a new one for ``key``)."""
     caches: dict[tuple[str, str], Any] = WORKER["caches"]
-    value = caches.pop(key, None) or make()
+    value = caches.pop(key, None)
+    if value is None or replace:
+        value = make()
     caches[key] = value
     while len(caches) > keep:
         caches.pop(next(iter(caches)))

@@ -278,7 +278,9 @@ class HarnessState:
         from .runner import CaseCache
 
         key = (case.id, case.source)  # ids repeat across case files
-        cache = self._caches.pop(key, None) or CaseCache(case)
+        cache = self._caches.pop(key, None)
+        if cache is None or not cache.serves(case):  # cases built in code share the source "<memory>"
+            cache = CaseCache(case)
         self._caches[key] = cache
         while len(self._caches) > 8:
             self._caches.pop(next(iter(self._caches)))

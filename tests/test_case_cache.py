@@ -73,3 +73,26 @@ def test_pytest_plugin_keeps_cases_of_one_id_from_two_files_apart(pytestconfig, 
     assert a.id == b.id and a.source != b.source
     assert state.case_cache(a) is not state.case_cache(b)
     assert state.case_cache(a) is state.case_cache(a)
+
+
+def test_cases_built_in_code_with_one_id_do_not_share_exact_results(pytestconfig):
+    """Cases built in code all have the source "<memory>" and may repeat an id: a worker's cache (and the pytest
+    plugin's) serves a case only if it is that case (same values, learning rate, steps, reduction...)."""
+    import dataclasses
+
+    from harness.pytest_plugin import HarnessState
+    from harness.runner import RunOptions, grade_task
+
+    a = _case()
+    b = dataclasses.replace(a, reduction="mean")
+    assert (a.id, a.source) == (b.id, b.source)
+    fresh = [r.to_json() for r in check_case(b, resolve(["numpy-hand"])[0], "cpu", "float16", cache=CaseCache(b))]
+    grade_task(a, "numpy-hand", "cpu", "float16", RunOptions())  # fills the worker's cache for (id, "<memory>")
+    after = [r.to_json() for r in grade_task(b, "numpy-hand", "cpu", "float16", RunOptions())]
+    assert after == fresh and {r["verdict"] for r in after} == {"agree"}
+    state = HarnessState(pytestconfig)
+    assert state.case_cache(a) is not state.case_cache(b)
+    assert state.case_cache(b) is state.case_cache(b)
+    assert CaseCache(a).serves(dataclasses.replace(a)) and not CaseCache(a).serves(b)
+    c = dataclasses.replace(a, values={**a.values, "y": np.array(TIES[::-1]).reshape(3, 1)})
+    assert not CaseCache(a).serves(c)
