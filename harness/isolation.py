@@ -465,7 +465,7 @@ def run_supervised(
     progress: Callable[[int, int, str], None] | None = None,
     start: str | None = None,
     on_records: Callable[[list[Record]], None] | None = None,
-    batch_task: Callable[..., list[list[Record]]] | None = None,
+    batch_task: Callable[..., int] | None = None,
     batchable: Callable[[Task], bool] | None = None,
 ) -> list[Record]:
     """Run ``tasks`` in supervised worker processes; one list of records, in task order.
@@ -486,8 +486,8 @@ def run_supervised(
             completion order; the tasks of a running batch within a quarter of a second), e.g. to stream them
             to a results file.
         batch_task: ``batch_task(units, opts, marker)`` with ``units`` a list of ``(case, implementation_name,
-            device, dtype)``: runs them in one worker call and returns their records, one list per unit
-            (:func:`harness.runner.grade_batch`). With ``batchable``, consecutive tasks of one case that
+            device, dtype)``: runs them in one worker call, writes each unit's records with :func:`report_unit`
+            as it ends and returns the number of units run (:func:`harness.runner.grade_batch`). With ``batchable``, consecutive tasks of one case that
             ``batchable`` accepts (trusted code: the harness's own built-ins) go to a worker as one batch: one
             worker's caches for the whole case. The worker writes each task's records as the task ends
             (:func:`report_unit`), which the supervisor streams; the watchdog holds each task of a batch to its
@@ -646,21 +646,18 @@ def run_supervised(
                 b = futures[done_fut]
                 members = batches[b]
                 if len(members) > 1:
-                    handed = harvest(b)  # the tasks whose records the worker wrote before it ended
+                    # the records of the batch's tasks come through its records file (report_unit), not with the result
                     try:
                         if b in died:
                             raise _WorkerDiedError(died[b])
-                        got = done_fut.result()
-                        if len(got) != len(members):
-                            raise _WorkerDiedError(f"a batch of {len(members)} tasks returned {len(got)} results")
-                    except BaseException:  # noqa: BLE001 - died, timed out or failed: each task not yet graded again, alone
-                        for i in members[handed:]:
-                            batches.append([i])
-                            submit(len(batches) - 1)
-                            pending.add(order[-1])
-                        continue
-                    for i, recs in zip(members[handed:], got[handed:], strict=True):
-                        hand_on(i, recs)
+                        done_fut.result()
+                    except BaseException:  # noqa: BLE001 - died, timed out or failed: handled below
+                        pass
+                    handed = harvest(b)  # every task whose records the worker wrote, before or as it ended
+                    for i in members[handed:]:  # died, timed out, failed or a damaged frame: each such task again, alone
+                        batches.append([i])
+                        submit(len(batches) - 1)
+                        pending.add(order[-1])
                     continue
                 i = members[0]
                 t = tasks[i]

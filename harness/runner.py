@@ -815,17 +815,20 @@ def grade_task(case: Case, impl_name: str, device: str, dtype: str, opts: RunOpt
             return [error_record(case, impl, device, dtype, opts, _failure_message(exc))]
 
 
-def grade_batch(units: Sequence[tuple[Case, str, str, str]], opts: RunOptions, marker: str | None = None) -> list[list[Record]]:
+def grade_batch(units: Sequence[tuple[Case, str, str, str]], opts: RunOptions, marker: str | None = None) -> int:
     """:func:`grade_task` of each ``(case, implementation_name, device, dtype)`` in turn, in one worker call (a
-    batch of :func:`harness.isolation.run_supervised`: the harness's own built-ins, one case at a time)."""
+    batch of :func:`harness.isolation.run_supervised`: the harness's own built-ins, one case at a time); each
+    unit's records go to the supervisor through :func:`harness.isolation.report_unit` as the unit ends.
+
+    Returns:
+        the number of units run."""
     from .isolation import report_unit, write_marker
 
-    out = []
     for j, (case, impl_name, device, dtype) in enumerate(units):
         write_marker(marker, j)  # the watchdog holds each task to its own time limit
-        out.append(grade_task(case, impl_name, device, dtype, opts))
-        report_unit(marker, out[-1])  # the supervisor streams it now, and keeps it should the batch be stopped later
-    return out
+        # the supervisor streams the records now, and keeps them should the batch be stopped later
+        report_unit(marker, grade_task(case, impl_name, device, dtype, opts))
+    return len(units)
 
 
 def trusted(impl: Implementation) -> bool:
