@@ -181,9 +181,9 @@ class CaseCache:
             if same and (c.written is None) != (case.written is None):
                 return False
             if same and c.written is not None and case.written is not None:
+                # (a NaN written value never equals itself: such a case just gets a cache of its own)
                 same = c.written.keys() == case.written.keys() and all(
-                    np.shape(c.written[k]) == np.shape(case.written[k])
-                    and all(a == b or (a != a and b != b) for a, b in zip(np.ravel(c.written[k]), np.ravel(case.written[k]), strict=True))
+                    np.shape(c.written[k]) == np.shape(case.written[k]) and bool(np.array_equal(c.written[k], case.written[k]))
                     for k in c.written)
             return bool(same)
         except Exception:  # noqa: BLE001 - a field that cannot be compared: not the same case

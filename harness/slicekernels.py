@@ -147,19 +147,25 @@ BLOCK = 512
 
 
 @njit(cache=True, nogil=True)
+def _digit_of(v: int, q0: int, u: int) -> np.int64:  # pragma: no cover - compiled
+    """Signed digit ``u`` (base ``2**B``) of ``z / 2**q0`` for the float64 ``z`` whose bit pattern is ``v`` (set bits
+    at or above ``2**q0``), branch-free: a field of bits of the significand, shifts clamped to 63 (the significand
+    is below 2**53)."""
+    ex = (v >> 52) & 0x7FF
+    m = (v & ((1 << 52) - 1)) | (np.int64(ex > 0) << 52)
+    a = B * u - (max(ex, 1) - 1075 - q0)
+    lo = m >> min(max(a, 0), 63)
+    hi = m << min(max(-a, 0), 63)
+    dg = (lo if a >= 0 else hi) & MASK
+    return -dg if v < 0 else dg
+
+
+@njit(cache=True, nogil=True)
 def _float_digits(z: np.ndarray, q0: int, u: int, out: np.ndarray) -> None:  # pragma: no cover - compiled
-    """``out[e]`` = signed digit ``u`` (base ``2**B``) of ``z[e] / 2**q0`` (set bits of ``z`` at or above ``2**q0``),
-    branch-free: a field of bits of the significand, shifts clamped to 63 (the significand is below 2**53)."""
+    """``out[e]`` = :func:`_digit_of` digit ``u`` of ``z[e] / 2**q0``."""
     zb = z.view(np.int64)
     for e in range(z.size):
-        v = zb[e]
-        ex = (v >> 52) & 0x7FF
-        m = (v & ((1 << 52) - 1)) | (np.int64(ex > 0) << 52)
-        a = B * u - (max(ex, 1) - 1075 - q0)
-        lo = m >> min(max(a, 0), 63)
-        hi = m << min(max(-a, 0), 63)
-        dg = (lo if a >= 0 else hi) & MASK
-        out[e] = -dg if v < 0 else dg
+        out[e] = _digit_of(zb[e], q0, u)
 
 
 #: Elements whose digit products :func:`_gram_block` sums in float64 at a time (``2**11`` products below ``2**42``
@@ -293,14 +299,7 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
         for u in range(y0, y1 + 1):
             dst = acc[u]
             for e in range(n):
-                v = yb[e0 + e]
-                ex = (v >> 52) & 0x7FF
-                m = (v & ((1 << 52) - 1)) | (np.int64(ex > 0) << 52)
-                a = B * u - (max(ex, 1) - 1075 - q0)
-                lo = m >> min(max(a, 0), 63)
-                hi = m << min(max(-a, 0), 63)
-                dg = (lo if a >= 0 else hi) & MASK
-                dst[e] += dg if v < 0 else -dg
+                dst[e] -= _digit_of(yb[e0 + e], q0, u)
         for u in range(b0, b1 + 1):
             dst = acc[u]
             src = btile[u - b0]

@@ -96,3 +96,18 @@ def test_cases_built_in_code_with_one_id_do_not_share_exact_results(pytestconfig
     assert CaseCache(a).serves(dataclasses.replace(a)) and not CaseCache(a).serves(b)
     c = dataclasses.replace(a, values={**a.values, "y": np.array(TIES[::-1]).reshape(3, 1)})
     assert not CaseCache(a).serves(c)
+
+
+def test_serves_compares_the_written_values():
+    from harness.cases import load_cases
+    from tests.conftest import CASES
+
+    a, b = (load_cases([CASES / "seed.toml"]).cases[0] for _ in range(2))
+    assert a is not b and a.written is not None and CaseCache(a).serves(b)
+    import dataclasses
+
+    other = dict(a.written)
+    key = next(iter(other))
+    other[key] = other[key].copy()
+    other[key].flat[0] = other[key].flat[0] + 1
+    assert not CaseCache(a).serves(dataclasses.replace(b, written=other))
