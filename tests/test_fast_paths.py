@@ -18,7 +18,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, target
+from hypothesis import HealthCheck, example, given, settings, target
 from hypothesis import strategies as st
 
 from harness import bounds as bounds_mod
@@ -214,10 +214,12 @@ def _masks(sb):
 @given(n=st.integers(1, 30), d=st.integers(1, 5), k=st.integers(1, 3), seed=st.integers(0, 2**32 - 1),
        log_scale=st.integers(-40, 1030), fmt=st.sampled_from(FORMATS), reduction=st.sampled_from(("sum", "mean")),
        log_lr=st.integers(-10, 1000), tf32=st.booleans(), ftz=st.booleans())
+@example(n=1, d=1, k=1, seed=0, log_scale=-1, fmt=FLOAT64, reduction="sum", log_lr=0, tf32=False, ftz=False)  # 2**1026
 def test_overflow_masks_fast_path_equals_products(n, d, k, seed, log_scale, fmt, reduction, log_lr, tf32, ftz):
     """Where _far_from_overflow proves every magnitude far below the range, the masks it returns (all False)
     are the masks the products give, mask for mask, in every format and near each format's overflow threshold."""
-    scale = 2.0 ** (log_scale % (fmt.emax + 24) - 20)  # from tiny to beyond the format's largest value
+    # from tiny to beyond the format's largest value (float64's largest power of two: 2**1023, a Python float)
+    scale = 2.0 ** min(log_scale % (fmt.emax + 24) - 20, 1023)
     inputs = _inputs(np.random.default_rng(seed), n, d, k, scale)
     with np.errstate(all="ignore"):
         inputs = {key: np.asarray(v, dtype=np.float64) for key, v in inputs.items()}
