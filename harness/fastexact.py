@@ -372,6 +372,32 @@ def _combine(planes: I64, weights: list[int]) -> npt.NDArray[Any]:
     return acc
 
 
+def position_sum(p4: I64, w0: int) -> npt.NDArray[Any]:
+    """``sum_{s,u} p4[s, :, u, :] 2**(B (w0 + s + u))`` as Python ints, float64-free and with few object operations.
+
+    Args:
+        p4: int64 ``(S, D, U, K)``, any values (``|v| < 2**63``).
+
+    Returns:
+        object ``(D, K)``. Each entry is split into its low ``B`` bits and the rest (``v = lo + 2**B hi``,
+        ``0 <= lo < 2**B``, ``|hi| < 2**(63 - B)``), the parts added by digit position in int64 (at most
+        ``min(S, U)`` pairs share a position: sums below ``2**(64 - B) min(S, U) <= 2**52``), carried to two's
+        complement digits (:func:`carry`), packed three digits (``3 B = 63`` bits) to an int64 limb, and the
+        few limbs combined in Python integers (a linear regrouping: exact for the signed top limb too).
+    """
+    S, d, U, k = p4.shape
+    pos = np.zeros((S + U, d, k), dtype=np.int64)
+    for s_ in range(S):
+        for u in range(U):
+            v = p4[s_, :, u, :]
+            pos[s_ + u] += v & _MASK
+            pos[s_ + u + 1] += v >> B
+    dg = carry(pos)
+    limbs = [dg[i] + (dg[i + 1] << B if i + 1 < len(dg) else 0) + (dg[i + 2] << 2 * B if i + 2 < len(dg) else 0)
+             for i in range(0, len(dg), 3)]
+    return _combine(np.stack(limbs), [B * (w0 + i) for i in range(0, len(dg), 3)])
+
+
 def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledInts, ScaledInts, ScaledInts]:
     """The exact residual, ``X^T R`` (D, K), ``1^T R`` (K,) and ``sum R^2`` (0-d): no scale factor ``c`` applied.
 
@@ -569,12 +595,18 @@ def step_parts(X: F64, y: F64, W: F64, b: F64, accurate: bool = False
         blk = np.zeros(((S - smin) * d, (U - umin) * k), dtype=np.int64)
         for j, c0 in enumerate(range(0, n, CHUNK_N)):
             blk += (xs[c0:c0 + CHUNK_N].T @ rs[c0:c0 + CHUNK_N]).astype(np.int64)
+            if n <= CHUNK_N * ACC_BLOCK:
+                continue  # a single block: blk holds the whole sum
             if (j + 1) % ACC_BLOCK == 0 or c0 + CHUNK_N >= n:
                 acc = _obj(blk) if acc is None else acc + _obj(blk)
                 blk[...] = 0
-        acc4 = acc.reshape(S - smin, d, U - umin, k)
-        planes = np.stack([acc4[s - smin, :, u - umin, :] for s in range(smin, S) for u in range(umin, U)])
-        gw_int = _combine(planes, [B * (s + u) for s in range(smin, S) for u in range(umin, U)])
+        blk_last = blk
+        if n <= CHUNK_N * ACC_BLOCK:  # one int64 block: combined by digit position in int64
+            gw_int = position_sum(blk_last.reshape(S - smin, d, U - umin, k), smin + umin)
+        else:
+            acc4 = acc.reshape(S - smin, d, U - umin, k)
+            planes = np.stack([acc4[s - smin, :, u - umin, :] for s in range(smin, S) for u in range(umin, U)])
+            gw_int = _combine(planes, [B * (s + u) for s in range(smin, S) for u in range(umin, U)])
         gw = ScaledInts(gw_int, Fraction(2) ** (qx + q0))
         if tr is not None:  # the low planes' part, in float64 (within the radius)
             gw = gw + ScaledInts.from_floats(tr.remainder[0]) + ScaledInts.from_floats(tr.remainder[1])

@@ -104,13 +104,20 @@ def digits_cat(x: np.ndarray, q1: int, n: int, s0: int, out: np.ndarray) -> np.n
     for s in range(n + 1):
         w[s] = math.ldexp(1.0, -B * s)
     base = float(1 << B)
+    yv = np.empty(cols)
+    tp = np.empty(cols)  # t_s of each column (t_0 = y, an integer)
     for i in range(rows):
-        for s in range(n):  # digit-major inner loops over j: branch-free, vectorised
-            ws = w[s]
+        xi = x[i]
+        for j in range(cols):
+            yv[j] = (xi[j] * f1) * f2
+            tp[j] = yv[j]
+        for s in range(n):  # digit-major inner loops over j: branch-free, vectorised; each t_s computed once
             ws1 = w[s + 1]
+            o = out[i, s * cols:(s + 1) * cols]
             for j in range(cols):
-                yv = (x[i, j] * f1) * f2
-                out[i, s * cols + j] = np.trunc(yv * ws) - np.trunc(yv * ws1) * base
+                t1 = np.trunc(yv[j] * ws1)
+                o[j] = tp[j] - t1 * base
+                tp[j] = t1
     return out
 
 
@@ -186,13 +193,20 @@ def _gram_block(f: np.ndarray, n: int, e0: int, gram: np.ndarray) -> None:  # pr
         c1 = min(n, c0 + GRAM_CHUNK)
         g = gram[(e0 + c0) // GRAM_BLOCK]
         for u in range(nu):
-            fu = f[u]
+            fu = f[u, c0:c1]
             for v in range(u, nu):
-                fv = f[v]
-                t = 0.0
-                for e in range(c0, c1):
-                    t += fu[e] * fv[e]
-                g[u, v] += np.int64(t)
+                g[u, v] += np.int64(_dot(fu, f[v, c0:c1]))
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _dot(a: np.ndarray, b: np.ndarray) -> float:  # pragma: no cover - compiled
+    """``sum a[e] b[e]`` in float64, in any order (``fastmath``: vectorised; :func:`_gram_block` calls it only where
+    every partial sum is an exact integer, so the order changes nothing). A loop from 0 over whole arrays: LLVM
+    vectorises it about four times better than the same loop over an offset range."""
+    t = 0.0
+    for e in range(a.size):
+        t += a[e] * b[e]
+    return t
 
 
 @njit(cache=True, nogil=True)

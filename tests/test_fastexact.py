@@ -404,3 +404,18 @@ def test_loss_exact_with_more_columns_than_a_gram_chunk(k, kind):
         arrs = {"X": rng.standard_normal((2, 3)), "y": rng.standard_normal((2, k)), "W": rng.standard_normal((3, k)),
                 "b": rng.standard_normal(k)}
     _same(arrs, Fraction(1, 64), "sum")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 40), st.data())
+def test_position_sum_of_int64_digit_products(S, U, w0, data):
+    """X^T R's digit-position combination in int64 (one accumulation block) against Python integers, for every
+    int64 value from -2**63 to 2**63 - 1 (the extremes carry through every digit and the signed top limb)."""
+    edge = st.sampled_from([-2**63, -2**63 + 1, -1, 0, 1, 2**21 - 1, 2**21, -2**21, 2**62, 2**63 - 1])
+    vals = data.draw(st.lists(st.one_of(edge, st.integers(-2**63, 2**63 - 1)), min_size=S * U * 2, max_size=S * U * 2))
+    p4 = np.array(vals, dtype=np.int64).reshape(S, 1, U, 2)
+    got = fastexact.position_sum(p4, w0)
+    for c in range(2):
+        want = sum(int(p4[s, 0, u, c]) << (fastexact.B * (w0 + s + u)) for s in range(S) for u in range(U))
+        target(float(abs(want).bit_length()), label=f"bits of sum {c}")
+        assert int(got[0, c]) == want
