@@ -347,14 +347,10 @@ def _residual(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float, xcat: t
     digs, sign, colsum, gram, rbits, U = residual_kernel(P, sh, xw_planes, y.reshape(-1), span(qy, ty), b, span(qb, tb),
                                                          k, q0, n_alloc, rcat3)
     # sums over the n_alloc digit planes and the sign plane (weight 2**(B n_alloc))
-    w = [B * u for u in range(n_alloc + 1)]
-    cs = [sum(int(colsum[u, j]) << w[u] for u in range(n_alloc + 1)) for j in range(k)]
-    g = gram.sum(axis=0, dtype=object) if len(gram) > 1 else gram[0]
-    total = 0
-    for u in range(n_alloc + 1):
-        for v in range(u, n_alloc + 1):
-            if g[u, v]:
-                total += (int(g[u, v]) << (w[u] + w[v])) * (1 if u == v else 2)
+    cs = list(position_sum(colsum[:, :, None, None], 0)[:, 0])
+    # sum R^2 = sum_{u <= v} (2 - [u = v]) gram[u, v] 2**(B (u + v)) (gram entries below 2**62: doubled below 2**63)
+    g2 = np.triu(gram, 1) * 2 + gram * np.eye(n_alloc + 1, dtype=np.int64)
+    total = int(position_sum(np.ascontiguousarray(g2.transpose(1, 0, 2))[:, :, :, None], 0).sum())
     # U planes: the digits below U - 1, then the sign (the planes U - 1 .. n_alloc - 1 are its extension)
     digs[U - 1] = sign
     rcat3[:, U - 1, :] = sign.reshape(n, k)
@@ -373,29 +369,19 @@ def _combine(planes: I64, weights: list[int]) -> npt.NDArray[Any]:
 
 
 def position_sum(p4: I64, w0: int) -> npt.NDArray[Any]:
-    """``sum_{s,u} p4[s, :, u, :] 2**(B (w0 + s + u))`` as Python ints, float64-free and with few object operations.
+    """``sum_{s,u} p4[s, :, u, :] 2**(B (w0 + s + u))`` as Python ints (object ``(D, K)``), from int64 ``p4``
+    ``(S, D, U, K)`` of any values: the sums by digit position and their carries in int64, as two's complement
+    words (:func:`harness.slicekernels.position_words`), each value read from its bytes."""
+    from .slicekernels import position_words
 
-    Args:
-        p4: int64 ``(S, D, U, K)``, any values (``|v| < 2**63``).
-
-    Returns:
-        object ``(D, K)``. Each entry is split into its low ``B`` bits and the rest (``v = lo + 2**B hi``,
-        ``0 <= lo < 2**B``, ``|hi| < 2**(63 - B)``), the parts added by digit position in int64 (at most
-        ``min(S, U)`` pairs share a position: sums below ``2**(64 - B) min(S, U) <= 2**52``), carried to two's
-        complement digits (:func:`carry`), packed three digits (``3 B = 63`` bits) to an int64 limb, and the
-        few limbs combined in Python integers (a linear regrouping: exact for the signed top limb too).
-    """
-    S, d, U, k = p4.shape
-    pos = np.zeros((S + U, d, k), dtype=np.int64)
-    for s_ in range(S):
-        for u in range(U):
-            v = p4[s_, :, u, :]
-            pos[s_ + u] += v & _MASK
-            pos[s_ + u + 1] += v >> B
-    dg = carry(pos)
-    limbs = [dg[i] + (dg[i + 1] << B if i + 1 < len(dg) else 0) + (dg[i + 2] << 2 * B if i + 2 < len(dg) else 0)
-             for i in range(0, len(dg), 3)]
-    return _combine(np.stack(limbs), [B * (w0 + i) for i in range(0, len(dg), 3)])
+    _, d, _, k = p4.shape
+    words = position_words(np.ascontiguousarray(p4, dtype=np.int64))
+    buf = words.tobytes()
+    step = words.shape[1] * 8
+    sh = B * w0
+    out = np.empty(d * k, dtype=object)
+    out[:] = [int.from_bytes(buf[i:i + step], "little", signed=True) << sh for i in range(0, len(buf), step)]
+    return out.reshape(d, k)
 
 
 def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledInts, ScaledInts, ScaledInts]:
@@ -445,11 +431,12 @@ def _plane_sum(planes_: I64, planes: int, base_exp: int) -> F64:
     ``2**B`` of one sign): each term exact (a digit times a power of two, scaled into the normal range), the
     sum of at most ``planes`` terms of one sign in float64 (relative error ``<= planes u``), then one scaling
     back (an absolute error ``<= 2**-1075`` where it underflows)."""
+    from .slicekernels import weighted_plane_sum
+
     top = B * (planes - 1) + base_exp
     shift = max(0, -1000 - base_exp) if top < 900 else 0  # the scaled weights 2**(B p + base_exp + shift) stay normal
-    out = planes_[planes - 1] * 2.0 ** (top + shift)
-    for p in range(planes - 2, -1, -1):
-        out += planes_[p] * 2.0 ** (B * p + base_exp + shift)
+    weights = np.array([2.0 ** (B * p + base_exp + shift) for p in range(planes)])
+    out = weighted_plane_sum(planes_.reshape(len(planes_), -1), weights).reshape(planes_.shape[1:])
     if shift:
         out *= 2.0**-shift
     return out
@@ -459,11 +446,10 @@ def _low_part(x: F64, h: int) -> F64:
     """``sign(x) (|x| mod 2**h)``, exact: the bits of ``x`` below ``2**h`` (``-960 <= h <= 960``), i.e. X's digit
     planes below ``2**h``. ``trunc(x 2**-h) 2**h`` clears them exactly (a scaling by a power of two, exact
     unless it underflows, and then below 1, where ``trunc`` gives 0 either way); the difference is exact."""
+    from .slicekernels import low_part
+
     out = scratch("xlow", x.shape)  # reused: fresh pages would cost more than the arithmetic
-    np.multiply(x, 2.0**-h, out=out)
-    np.trunc(out, out=out)
-    out *= 2.0**h
-    np.subtract(x, out, out=out)
+    low_part(x, 2.0**-h, 2.0**h, out)
     return out
 
 

@@ -14,6 +14,8 @@ checkout compiles them (a few seconds, once), later processes load the cache.
   rounded float64 value, the digits side by side for the ``X^T R`` product, their column
   sums (``1^T R``) and the Gram sums of the digit planes (``sum R^2``).
 - :func:`round_digits`: the correctly rounded float64 of normalised two's complement digits.
+- :func:`weighted_plane_sum`, :func:`low_part`: the float64 parts of the accurate ``X^T R`` in one pass each.
+- :func:`position_words`: sums of int64 digit products by digit position, carried to two's complement words.
 
 Loops run over blocks of elements with the digit plane outermost, so that the
 inner loops are branch-free and LLVM vectorises them.
@@ -506,3 +508,84 @@ def _round_top(dh: int, d1: int, d2: int, d3: int, h: int, lowest: int, neg: boo
 def _clz(x: int) -> int:  # pragma: no cover - compiled
     """Leading zero bits of a positive int64 below ``2**53``."""
     return 64 - (math.frexp(float(x))[1])
+
+
+@njit(cache=True, nogil=True)
+def position_words(p4: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """``sum_{s,u} p4[s, a, u, j] 2**(B (s + u))`` for every ``(a, j)``, as two's complement words: int64
+    ``(D * K, words)``, little-endian (element ``a K + j``; the bytes of a row are the value's two's complement,
+    the last word's top bit its sign).
+
+    Args:
+        p4: int64 ``(S, D, U, K)``, any values.
+
+    Exact in int64: each entry is split into its low ``B`` bits and the rest (``v = lo + 2**B hi``, ``0 <= lo < 2**B``,
+    ``|hi| <= 2**(63 - B)``); at most ``min(S, U)`` pairs share a digit position, so each position's sum is below
+    ``min(S, U) 2**(64 - B) < 2**63`` for ``min(S, U) < 2**20``; the sums are carried to two's complement digits of
+    ``B`` bits (the carry settles to the sign, 0 or -1, within three digits past the last position), whose bits are
+    laid end to end and the rest of the last word filled with the sign. Raises ValueError if ``min(S, U) >= 2**20``."""
+    S, d, U, k = p4.shape
+    if min(S, U) >= 1 << 20:
+        raise ValueError("position_words: too many digit pairs per position")
+    npos = S + U + 3
+    nw = (npos * B) // 64 + 1  # at least one sign bit above the digits
+    out = np.zeros((d * k, nw), dtype=np.int64)
+    pos = np.empty(npos, dtype=np.int64)
+    for a in range(d):
+        for j in range(k):
+            pos[:] = 0
+            for s in range(S):
+                for u in range(U):
+                    v = p4[s, a, u, j]
+                    pos[s + u] += v & MASK
+                    pos[s + u + 1] += v >> B
+            c = np.int64(0)
+            for w in range(npos):
+                v = c + pos[w]
+                pos[w] = v & MASK
+                c = v >> B
+            row = out[a * k + j]
+            cur = np.uint64(0)
+            nb = 0
+            o = 0
+            for w in range(npos):
+                dg = np.uint64(pos[w])
+                cur |= dg << np.uint64(nb)
+                nb += B
+                if nb >= 64:
+                    row[o] = np.int64(cur)
+                    o += 1
+                    nb -= 64
+                    cur = dg >> np.uint64(B - nb)  # the digit's bits that did not fit (nb of them)
+            if c < 0:  # the sign: every bit above the digits set
+                cur |= ~np.uint64(0) << np.uint64(nb)
+            row[o] = np.int64(cur)
+            for m in range(o + 1, nw):
+                row[m] = c
+    return out
+
+
+@njit(cache=True, nogil=True)
+def weighted_plane_sum(planes: np.ndarray, weights: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """``fl(...fl(fl(planes[P-1] w[P-1]) + planes[P-2] w[P-2]) ... + planes[0] w[0])`` per element, in that order
+    (``planes`` int64 ``(>= P, M)``, ``weights`` float64 ``(P,)``): the float64 operations of NumPy's
+    ``out = planes[P-1] * w[P-1]; out += planes[p] * w[p]`` for ``p = P-2 .. 0``, in one pass. Returns ``(M,)``."""
+    P = weights.size
+    m = planes.shape[1]
+    out = np.empty(m)
+    for e in range(m):
+        acc = float(planes[P - 1, e]) * weights[P - 1]
+        for p in range(P - 2, -1, -1):
+            acc += float(planes[p, e]) * weights[p]
+        out[e] = acc
+    return out
+
+
+@njit(cache=True, nogil=True)
+def low_part(x: np.ndarray, down: float, up: float, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``out = x - trunc(x down) up`` element-wise (2-D float64 arrays of one shape, ``down = 2**-h``, ``up = 2**h``):
+    the bits of ``x`` below ``2**h``, as :func:`harness.fastexact.truncation` defines them, in one pass."""
+    rows, cols = x.shape
+    for i in range(rows):
+        for j in range(cols):
+            out[i, j] = x[i, j] - np.trunc(x[i, j] * down) * up
