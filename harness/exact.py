@@ -35,8 +35,9 @@ def _int_scale_of(values: npt.NDArray[np.float64]) -> tuple[ObjArray, Fraction]:
         return np.zeros(x.shape, dtype=object), Fraction(1)
     q = int(e[nz].min())
     shifts = np.where(nz, e - q, 0)
-    ints = m53.astype(object) * np.power(np.full(x.shape, 2, dtype=object), shifts.astype(object))
-    return ints, Fraction(2) ** q
+    ints = np.empty(x.size, dtype=object)
+    ints[:] = [m << s for m, s in zip(m53.ravel().tolist(), shifts.ravel().tolist(), strict=True)]
+    return ints.reshape(x.shape), Fraction(2) ** q
 
 
 class ScaledInts:

@@ -16,11 +16,13 @@ matrix products of Ozaki, Ogita, Oishi and Rump (Numer. Algorithms 59, 2012),
 with the splitting taken to the full width, so the result is exact, not
 merely accurate.
 
-- ``R = X W + 1 b^T - Y`` exact, as base-``2**21`` digits (``N x K`` int64
-  planes, two's complement: nonnegative digits and a top digit 0 or -1),
-  over the scale ``2**q0``. :meth:`DigitResidual.to_float64` rounds it
-  correctly (round half to even, subnormals and overflow included) with
-  int64 operations only; its exact integers are built only when asked for.
+- ``R = X W + 1 b^T - Y`` exact, as base-``2**21`` digits (``K x N`` planes
+  of ``R^T``, integers held in float64 for the ``X^T R`` product; two's
+  complement: nonnegative digits and a top digit 0 or -1), over the scale
+  ``2**q0``, computed column by column over contiguous memory, with its
+  correctly rounded float64 value (round half to even, subnormals and
+  overflow included, int64 operations only); its exact integers are built
+  only when asked for.
 - ``grad_W = 2c X^T R``, ``grad_b = 2c 1^T R``, ``loss = c sum R^2`` exact,
   then ``W' = W - lr grad_W`` and ``b' = b - lr grad_b`` in exact rationals.
 
@@ -185,11 +187,17 @@ def _obj(a: I64) -> npt.NDArray[Any]:
 
 class DigitResidual(ScaledInts):
     """The exact residual as two's complement base-``2**B`` digits over ``2**q0`` (a :class:`ScaledInts`
-    whose integer array is built only when read)."""
+    whose integer array is built only when read).
+
+    Args:
+        d: ``(U, N, K)`` digits (int64 or float64 holding integers; any strides: the planes of ``R^T``
+            transposed are a view): ``[0, 2**B)`` below the top one, which is 0 or -1.
+        q0: the scale's exponent.
+    """
 
     __slots__ = ("_digits", "_f64", "_ints", "_q0")
 
-    def __init__(self, d: I64, q0: int) -> None:  # noqa: D107 - see class
+    def __init__(self, d: npt.NDArray[Any], q0: int) -> None:  # noqa: D107 - see class
         self._digits = d
         self._q0 = q0
         self._ints: npt.NDArray[Any] | None = None
@@ -200,7 +208,7 @@ class DigitResidual(ScaledInts):
         if self._ints is None:
             acc = np.zeros(self._digits.shape[1:], dtype=object)
             for u in range(len(self._digits) - 1, -1, -1):
-                acc = acc * (1 << B) + _obj(self._digits[u])
+                acc = acc * (1 << B) + _obj(self._digits[u].astype(np.int64))
             self._ints = acc
         return self._ints
 
@@ -233,7 +241,7 @@ class DigitResidual(ScaledInts):
         return self._f64
 
     def _round(self) -> F64:
-        d = np.ascontiguousarray(self._digits.reshape(len(self._digits), -1))
+        d = np.ascontiguousarray(self._digits.reshape(len(self._digits), -1), dtype=np.int64)
         from .slicekernels import round_digits
 
         return round_digits(d, self._q0).reshape(self._digits.shape[1:])
@@ -247,13 +255,13 @@ class DigitResidual(ScaledInts):
 
 
 def _first_product(xcat: F64, S: int, W: F64, qw: int) -> F64:
-    """Digit positions of the integer ``(X / 2**qx) @ (W / 2**qw)``, exact, as float64 ``(N, U1, K)``:
+    """Digit positions of the integer ``((X / 2**qx) @ (W / 2**qw))^T``, exact, as float64 ``(U1, K, N)``:
     position ``u`` holds ``sum_{s+t=u} X_s W_t``, integers below ``2**53`` in magnitude.
 
-    ``xcat``: X's digits side by side, ``(N, S*D)`` (:func:`digits_matrix`). One matmul against W's digits
-    stacked so that column block ``u`` holds ``W_{u-s}`` in row block ``s``: contraction length ``S*D`` per
-    chunk, at most :data:`CHUNK_D` (``|sum| <= CHUNK_D * 2**(2B) = 2**53``, exact in any order); longer
-    contractions are cut into chunks whose int64 sums are carried to digits below ``2**B``."""
+    ``xcat``: X's digits side by side, ``(N, S*D)`` (:func:`digits_matrix`). One matmul of W's digits,
+    stacked so that row block ``u`` holds ``W_{u-s}^T`` in column block ``s``, against ``xcat^T``: contraction
+    length ``S*D`` per chunk, at most :data:`CHUNK_D` (``|sum| <= CHUNK_D * 2**(2B) = 2**53``, exact in any
+    order); longer contractions are cut into chunks whose int64 sums are carried to digits below ``2**B``."""
     n, sd = xcat.shape
     d, k = W.shape
     wd = digits(W, qw, B, qw)
@@ -262,10 +270,12 @@ def _first_product(xcat: F64, S: int, W: F64, qw: int) -> F64:
         raise TooWideError(f"X W needs {S} x {T} digit products")
     U = S + T - 1
     if sd <= CHUNK_D:
-        wbig = np.zeros((S, d, U, k))
+        wbig = np.zeros((U, k, S, d))
+        wt = np.transpose(wd, (0, 2, 1))  # (T, K, D)
         for s_ in range(S):
-            wbig[s_, :, s_:s_ + T, :] = np.moveaxis(wd, 0, 1)
-        return np.matmul(xcat, wbig.reshape(S * d, U * k), out=scratch("xw", (n, U * k))).reshape(n, U, k)
+            wbig[s_:s_ + T, :, s_, :] = wt
+        out = scratch("xw", (U * k, n))
+        return np.matmul(wbig.reshape(U * k, S * d), xcat.T, out=out).reshape(U, k, n)
     if -(-d // CHUNK_D) * min(S, T) >= 1024:
         raise TooWideError("too many chunk terms for int64 accumulation")
     acc = np.zeros((U, n, k), dtype=np.int64)
@@ -277,7 +287,7 @@ def _first_product(xcat: F64, S: int, W: F64, qw: int) -> F64:
         for s_ in range(S):
             for t in range(T):
                 acc[s_ + t] += P[s_, :, t, :].astype(np.int64)
-    return np.ascontiguousarray(np.moveaxis(carry(acc), 0, 1).astype(np.float64))  # digits below 2**B
+    return np.ascontiguousarray(np.transpose(carry(acc), (0, 2, 1)).astype(np.float64))  # digits below 2**B
 
 
 def residual_digits(X: F64, y: F64, W: F64, b: F64) -> tuple[I64, int, F64]:
@@ -286,15 +296,14 @@ def residual_digits(X: F64, y: F64, W: F64, b: F64) -> tuple[I64, int, F64]:
     X = np.ascontiguousarray(X, dtype=np.float64)
     qx, tx = float_range(X)
     res = _residual(X, y, W, b, qx, tx, None if qx is None else digits_matrix(X, qx, qx, tx))
-    return res.digits, res.q0, res.rounded
+    return np.ascontiguousarray(np.transpose(res.planes, (0, 2, 1)), dtype=np.int64), res.q0, res.rounded
 
 
 @dataclass
 class _Residual:
-    digits: I64  # (U, N, K)
+    planes: F64  # (U, K, N): the digits of R^T, float64 integers (the top plane the sign, 0 or -1)
     q0: int
     rounded: F64  # (N, K), read-only
-    rcat: F64  # (N, U*K), possibly with a row stride: digit u of R[i, k] at [i, u*K + k]
     colsum: list[int]  # 1^T R over 2**q0, per column
     sumsq: int  # sum R^2 over 2**(2 q0)
 
@@ -312,14 +321,14 @@ def _residual(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float, xcat: t
     if not qs:
         z = np.zeros((n, k))
         z.flags.writeable = False
-        return _Residual(np.zeros((1, n, k), dtype=np.int64), 0, z, np.zeros((n, k)), [0] * k, 0)
+        return _Residual(np.zeros((1, k, n)), 0, z, [0] * k, 0)
     q0 = min(qs)
     bits = 0  # bits of every value over 2**q0, a bound
     if xw:
         assert qx is not None and qw is not None
         xc, S = digits_matrix(X, qx) if xcat is None else xcat
-        P = _first_product(xc, S, W, qw)  # (N, U1, K)
-        u1 = P.shape[1]
+        P = _first_product(xc, S, W, qw)  # (U1, K, N)
+        u1 = P.shape[0]
         sh = qx + qw - q0
         # |X W| < 2**top_xw (d products, each below 2**(top_x + top_w)): once its U1 positions are carried, the
         # carry is the sign (0 or -1) after xw_planes planes, often fewer than the U1 + 3 that the positions'
@@ -328,7 +337,7 @@ def _residual(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float, xcat: t
         xw_planes = min(u1 + 3, max(u1, -(-(top_xw - qx - qw + 1) // B)))
         bits = top_xw - q0
     else:
-        P = np.zeros((n, 0, k))
+        P = np.zeros((0, k, n))
         sh = 0
         xw_planes = 0
     for low, top in ((qy, ty), (qb, tb)):
@@ -343,20 +352,17 @@ def _residual(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float, xcat: t
     def span(low: int | None, top: float) -> tuple[int, int]:  # (lowest set-bit exponent, top bit's exponent)
         return (NO_BIT, 0) if low is None else (low, int(np.frexp(top)[1]) - 1)
 
-    rcat3 = scratch("rcat", (n, n_alloc, k))
-    digs, sign, colsum, gram, rbits, U = residual_kernel(P, sh, xw_planes, y.reshape(-1), span(qy, ty), b, span(qb, tb),
-                                                         k, q0, n_alloc, rcat3)
+    yt = np.ascontiguousarray(y.T)
+    planes, colsum, gram, rbits, U = residual_kernel(P, sh, xw_planes, yt, span(qy, ty), b, span(qb, tb), q0, n_alloc)
     # sums over the n_alloc digit planes and the sign plane (weight 2**(B n_alloc))
     cs = list(position_sum(colsum[:, :, None, None], 0)[:, 0])
     # sum R^2 = sum_{u <= v} (2 - [u = v]) gram[u, v] 2**(B (u + v)) (gram entries below 2**62: doubled below 2**63)
     g2 = np.triu(gram, 1) * 2 + gram * np.eye(n_alloc + 1, dtype=np.int64)
     total = int(position_sum(np.ascontiguousarray(g2.transpose(1, 0, 2))[:, :, :, None], 0).sum())
-    # U planes: the digits below U - 1, then the sign (the planes U - 1 .. n_alloc - 1 are its extension)
-    digs[U - 1] = sign
-    rcat3[:, U - 1, :] = sign.reshape(n, k)
-    rounded = rbits.view(np.float64).reshape(n, k)
+    # U planes: the digits below U - 1, then the sign (the kernel wrote it there)
+    rounded = np.ascontiguousarray(rbits.view(np.float64).T)
     rounded.flags.writeable = False
-    return _Residual(digs[:U].reshape(U, n, k), q0, rounded, rcat3[:, :U, :].reshape(n, U * k), cs, total)
+    return _Residual(planes[:U], q0, rounded, cs, total)
 
 
 def _combine(planes: I64, weights: list[int]) -> npt.NDArray[Any]:
@@ -426,8 +432,8 @@ _UP = 1.0 + 2.0**-40
 _DOWN = 1.0 - 2.0**-40
 
 
-def _plane_sum(planes_: I64, planes: int, base_exp: int) -> F64:
-    """``fl(sum_{p < planes} planes_[p] 2**(B p + base_exp))`` (``planes_`` int64 ``(P, N, K)``, digits below
+def _plane_sum(planes_: F64, planes: int, base_exp: int) -> F64:
+    """``fl(sum_{p < planes} planes_[p] 2**(B p + base_exp))`` (``planes_`` ``(P, ...)``, contiguous, digits below
     ``2**B`` of one sign): each term exact (a digit times a power of two, scaled into the normal range), the
     sum of at most ``planes`` terms of one sign in float64 (relative error ``<= planes u``), then one scaling
     back (an absolute error ``<= 2**-1075`` where it underflows)."""
@@ -453,7 +459,7 @@ def _low_part(x: F64, h: int) -> F64:
     return out
 
 
-def truncation(X: F64, S: int, qx: int, rounded: F64, rdigits: I64, q0: int) -> Truncation | None:
+def truncation(X: F64, S: int, qx: int, rounded: F64, rplanes: F64, q0: int) -> Truncation | None:
     """The accurate ``X^T R`` of Ozaki, Ogita, Oishi and Rump (Numer. Algorithms 59, 2012): the high digit
     planes exactly, the low ones by one float64 product each, the whole within ``2**-ACCURATE_BITS`` of
     the sum of the absolute terms of each element. None when nothing can be left to float64 or the bound
@@ -474,12 +480,12 @@ def truncation(X: F64, S: int, qx: int, rounded: F64, rdigits: I64, q0: int) -> 
 
     Args:
         X: float64 ``(N, D)``, ``S`` digit planes over ``2**qx`` (:func:`digits_matrix`);
-        rounded: the correctly rounded residual ``(N, K)``; rdigits: its ``U`` digit planes over ``2**q0``
-        (int64 ``(U, N, K)``, the top plane the sign).
+        rounded: the correctly rounded residual ``(N, K)``; rplanes: the ``U`` digit planes of its transpose over
+        ``2**q0`` (float64 integers ``(U, K, N)``, the top plane the sign).
     """
     n, d = X.shape
     k = rounded.shape[1]
-    U = len(rdigits)
+    U = len(rplanes)
     if n >= 1 << 40:
         return None
     gam = (n + 4) * 2.0**-52  # >= 2 gamma_n for u = 2**-53 (n u < 1/2)
@@ -528,7 +534,7 @@ def truncation(X: F64, S: int, qx: int, rounded: F64, rdigits: I64, q0: int) -> 
     else:
         return None
     with np.errstate(over="ignore", under="ignore"):
-        r_low = _plane_sum(rdigits, umin, q0) if umin else np.zeros((n, k))  # fl(R_l), nonnegative
+        r_low = _plane_sum(rplanes, umin, q0).T if umin else np.zeros((n, k))  # fl(R_l), nonnegative
         x_low = _low_part(X, qx + B * smin) if smin else np.zeros_like(X)  # X_l, exact
         r_top = rounded - r_low  # fl(fl(R) - fl(R_l))
         rem_a = X.T @ r_low if umin else np.zeros((d, k))
@@ -555,9 +561,9 @@ def step_parts(X: F64, y: F64, W: F64, b: F64, accurate: bool = False
     qx, tx = float_range(X)
     xcat = None if qx is None else digits_matrix(X, qx, qx, tx, scratch_ok=True)  # once, for X W and for X^T R
     res = _residual(X, y, W, b, qx, tx, xcat)
-    rd, q0, rcat = res.digits, res.q0, res.rcat
-    U = len(rd)
-    R = DigitResidual(rd, q0)
+    pl, q0 = res.planes, res.q0  # (U, K, N)
+    U = len(pl)
+    R = DigitResidual(np.transpose(pl, (0, 2, 1)), q0)
     R._f64 = res.rounded
     gb = np.empty(k, dtype=object)
     gb[:] = res.colsum
@@ -571,16 +577,16 @@ def step_parts(X: F64, y: F64, W: F64, b: F64, accurate: bool = False
         gw = ScaledInts(np.zeros((d, k), dtype=object) + 0, Fraction(1))
     else:
         xc, S = xcat
-        tr = truncation(X, S, qx, res.rounded, rd, q0) if accurate else None
+        tr = truncation(X, S, qx, res.rounded, pl, q0) if accurate else None
         smin, umin = (tr.smin, tr.umin) if tr is not None else (0, 0)
         if (S - smin) * (U - umin) > MAX_PRODUCTS:
             raise TooWideError(f"X^T R needs {S - smin} x {U - umin} digit products")
         xs = xc[:, smin * d:]
-        rs = rcat[:, umin * k:]
+        rs = pl[umin:].reshape((U - umin) * k, n)  # R^T's planes u >= umin, one row per (plane, column)
         acc: Any = None
-        blk = np.zeros(((S - smin) * d, (U - umin) * k), dtype=np.int64)
+        blk = np.zeros(((U - umin) * k, (S - smin) * d), dtype=np.int64)
         for j, c0 in enumerate(range(0, n, CHUNK_N)):
-            blk += (xs[c0:c0 + CHUNK_N].T @ rs[c0:c0 + CHUNK_N]).astype(np.int64)
+            blk += (rs[:, c0:c0 + CHUNK_N] @ xs[c0:c0 + CHUNK_N]).astype(np.int64)
             if n <= CHUNK_N * ACC_BLOCK:
                 continue  # a single block: blk holds the whole sum
             if (j + 1) % ACC_BLOCK == 0 or c0 + CHUNK_N >= n:
@@ -588,9 +594,9 @@ def step_parts(X: F64, y: F64, W: F64, b: F64, accurate: bool = False
                 blk[...] = 0
         blk_last = blk
         if n <= CHUNK_N * ACC_BLOCK:  # one int64 block: combined by digit position in int64
-            gw_int = position_sum(blk_last.reshape(S - smin, d, U - umin, k), smin + umin)
+            gw_int = position_sum(blk_last.reshape(U - umin, k, S - smin, d).transpose(2, 3, 0, 1), smin + umin)
         else:
-            acc4 = acc.reshape(S - smin, d, U - umin, k)
+            acc4 = acc.reshape(U - umin, k, S - smin, d).transpose(2, 3, 0, 1)
             planes = np.stack([acc4[s - smin, :, u - umin, :] for s in range(smin, S) for u in range(umin, U)])
             gw_int = _combine(planes, [B * (s + u) for s in range(smin, S) for u in range(umin, U)])
         gw = ScaledInts(gw_int, Fraction(2) ** (qx + q0))

@@ -10,9 +10,9 @@ checkout compiles them (a few seconds, once), later processes load the cache.
 - :func:`float_range`: lowest set-bit exponent and largest magnitude of a float64 array.
 - :func:`digits_cat`: base-``2**B`` signed digits of ``x / 2**q``, digit-major per row.
 - :func:`residual_digits`: the exact residual ``R = X W + 1 b^T - Y`` in two's complement
-  digits, from the exact digit products of ``X W``, with in the same pass its correctly
-  rounded float64 value, the digits side by side for the ``X^T R`` product, their column
-  sums (``1^T R``) and the Gram sums of the digit planes (``sum R^2``).
+  digits (planes of ``R^T``, float64, ready for the ``X^T R`` product), from the exact digit
+  products of ``X W``, with in the same pass its correctly rounded float64 value, the column
+  sums of the planes (``1^T R``) and their Gram sums (``sum R^2``).
 - :func:`round_digits`: the correctly rounded float64 of normalised two's complement digits.
 - :func:`weighted_plane_sum`, :func:`low_part`: the float64 parts of the accurate ``X^T R`` in one pass each.
 - :func:`position_words`: sums of int64 digit products by digit position, carried to two's complement words.
@@ -222,48 +222,53 @@ def _plane_range(lo: int, top_exp: int, q0: int, n_alloc: int) -> tuple[int, int
 
 @njit(cache=True, nogil=True)
 def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrange: tuple[int, int], b: np.ndarray,
-                    brange: tuple[int, int], K: int, q0: int, n_alloc: int,
-                    rcat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:  # pragma: no cover
-    """The exact residual ``R = X W + 1 b^T - y`` over ``2**q0``, in blocks of :data:`BLOCK` elements,
-    every pass over a block's digit planes branch-free.
+                    brange: tuple[int, int], q0: int, n_alloc: int,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:  # pragma: no cover - compiled
+    """The exact residual ``R = X W + 1 b^T - y`` over ``2**q0``, column by column (the elements of ``R^T`` in
+    order, ``e = j N + i``), in blocks of :data:`BLOCK` elements, every pass over a block's digit planes
+    branch-free and over contiguous memory (``b``'s digits and the column sums by the block's column segments).
 
     Args:
-        P: float64 ``(N, U1, K)``: digit position ``u`` of the integer ``X W / 2**(q0 + sh)`` for each
-            element: exact integers below ``2**53`` in magnitude, any sign.
+        P: float64 ``(U1, K, N)``: digit position ``u`` of the integer ``X W / 2**(q0 + sh)`` for each
+            element of ``(X W)^T``: exact integers below ``2**53`` in magnitude, any sign.
         sh: ``q_XW - q0 >= 0``, bits.
         xw_planes: digit planes of ``X W`` carried, at least ``U1``, after which the carry is its sign (0 or -1):
             ``|X W| / 2**q_XW < 2**(B xw_planes - 1)``.
-        y: float64 ``(N*K,)``; b: float64 ``(K,)``: set bits at or above ``2**q0``.
+        y: float64 ``(K, N)`` (``Y^T``, contiguous); b: float64 ``(K,)``: set bits at or above ``2**q0``.
         yrange, brange: (lowest set-bit exponent or :data:`NO_BIT`, exponent of the top bit) of ``y`` and ``b``:
             only the digit planes that can hold their bits are visited.
-        K: columns.
         q0: the scale's exponent.
         n_alloc: digit planes to work in (enough for every value plus a sign digit).
-        rcat: float64 ``(N, n_alloc, K)``, written entirely: the digits side by side per row.
 
     Returns:
-        ``digs`` int64 ``(n_alloc, N*K)`` in ``[0, 2**B)`` and ``sign`` int64 ``(N*K,)`` (0 or -1): the value is
-        ``sum_u digs[u] 2**(B u) + sign 2**(B n_alloc)`` (``rcat`` holds the same digits);
-        ``colsum`` int64 ``(n_alloc + 1, K)``: column sums of the planes, the sign plane last;
-        ``gram`` int64 ``(blocks, n_alloc + 1, n_alloc + 1)``: ``sum d_u d_v`` (``u <= v``, sign plane last) over
-        :data:`GRAM_BLOCK` elements each; the rounded residual's float64 bit patterns ``(N*K,)``; and ``U``, the
-        planes needed (the value is also ``sum_{u < U-1} digs[u] 2**(B u) + sign 2**(B (U-1))``).
-        Raises ValueError if ``n_alloc`` is too small.
+        ``planes`` float64 ``(n_alloc, K, N)``: the digits of ``R^T``, ``[0, 2**B)`` in planes below ``U - 1`` and
+        the sign (0 or -1) in plane ``U - 1`` (the planes above are not meaningful): ``R^T = sum_{u < U} planes[u]
+        2**(B u)``; ``colsum`` int64 ``(n_alloc + 1, K)``: column sums of the planes ``0 .. n_alloc - 1`` and of
+        the sign plane (last), for the value ``sum_u digit_u 2**(B u) + sign 2**(B n_alloc)``; ``gram`` int64
+        ``(blocks, n_alloc + 1, n_alloc + 1)``: ``sum d_u d_v`` (``u <= v``, the same planes) over
+        :data:`GRAM_BLOCK` elements each; the rounded residual's float64 bit patterns ``(K, N)``; and ``U``, the
+        planes needed. Raises ValueError if ``n_alloc`` is too small.
 
     Bounds: ``P``'s digits carried in int64 (carries below ``2**33``), shifted left by under ``B`` bits
     (below ``2**41``), plus digits of ``y`` and ``b`` (below ``2**B``): no int64 overflow; the Gram products are
     below ``2**42``, so :data:`GRAM_BLOCK` of them sum below ``2**62``; the column sums below ``N 2**B``.
     """
-    U1 = P.shape[1]
-    M = y.size
+    U1 = P.shape[0]
+    K = y.shape[0]
+    N = y.shape[1]
+    M = K * N
     a0 = sh // B
     r0 = sh - a0 * B
     nu = n_alloc + 1  # with the sign plane
-    blk = max(1, BLOCK // K) * K  # a multiple of K: slot e of every block is column e % K
-    digs = np.empty((n_alloc, M), dtype=np.int64)
+    blk = BLOCK
+    planes = np.empty((n_alloc, K, N))
+    pf = planes.reshape(n_alloc, M)
+    Pf = P.reshape(U1, M)
+    yf = y.reshape(M)
+    yb = yf.view(np.int64)
     sign = np.empty(M, dtype=np.int64)
     rbits = np.empty(M, dtype=np.int64)
-    colacc = np.zeros((nu, blk), dtype=np.int64)
+    colsum = np.zeros((nu, K), dtype=np.int64)
     nb = max(1, -(-M // GRAM_BLOCK))
     gram = np.zeros((nb, nu, nu), dtype=np.int64)
     acc = np.empty((nu, blk), dtype=np.int64)
@@ -276,18 +281,17 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
     lowest = np.empty(blk, dtype=np.int64)
     y0, y1 = _plane_range(yrange[0], yrange[1], q0, n_alloc)
     b0, b1 = _plane_range(brange[0], brange[1], q0, n_alloc)
-    # b's digits tiled over a block (slot e is column e % K), once
-    btile = np.zeros((max(b1 - b0 + 1, 0), blk), dtype=np.int64)
-    bb = np.empty(blk)
-    for e in range(blk):
-        bb[e] = b[e % K]
-    for u in range(b0, b1 + 1):
-        _float_digits(bb, q0, u, btile[u - b0])
-    yb = y.view(np.int64)
+    bdig = np.zeros((K, max(b1 - b0 + 1, 0)), dtype=np.int64)  # b's digits, per column
+    bbits = b.view(np.int64)
+    for j in range(K):
+        for u in range(b0, b1 + 1):
+            bdig[j, u - b0] = _digit_of(bbits[j], q0, u)
     used = 1
     bad = False
     for e0 in range(0, M, blk):
         n = min(blk, M - e0)
+        j0 = e0 // N  # the block's elements lie in columns j0 .. j1 (a block may span several columns)
+        j1 = (e0 + n - 1) // N
         acc[:, :n] = 0
         # X W's digit positions, carried to B-bit digits and shifted by sh bits
         if U1 > 0:
@@ -295,14 +299,11 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
             for u in range(xw_planes):  # then the carry is the sign (0 or -1)
                 dst = acc[a0 + u]
                 if u < U1:
-                    i0 = e0 // K  # blocks start on a row
-                    for r in range(n // K):
-                        row = P[i0 + r, u]
-                        for j in range(K):
-                            e = r * K + j
-                            v = c[e] + np.int64(row[j])
-                            dst[e] += (v & MASK) << r0
-                            c[e] = v >> B
+                    src = Pf[u]
+                    for e in range(n):
+                        v = c[e] + np.int64(src[e0 + e])
+                        dst[e] += (v & MASK) << r0
+                        c[e] = v >> B
                 else:
                     for e in range(n):
                         v = c[e]
@@ -316,16 +317,19 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
             dst = acc[u]
             for e in range(n):
                 dst[e] -= _digit_of(yb[e0 + e], q0, u)
-        for u in range(b0, b1 + 1):
-            dst = acc[u]
-            src = btile[u - b0]
-            for e in range(n):
-                dst[e] += src[e]
-        # carry to two's complement digits
+        for j in range(j0, j1 + 1):
+            s0 = max(e0, j * N) - e0
+            s1 = min(e0 + n, (j + 1) * N) - e0
+            for u in range(b0, b1 + 1):
+                dst = acc[u]
+                bd = bdig[j, u - b0]
+                for e in range(s0, s1):
+                    dst[e] += bd
+        # carry to two's complement digits, written out as float64 (exact: below 2**B)
         c[:n] = 0
         for u in range(n_alloc):
             src = acc[u]
-            out = digs[u]
+            out = pf[u]
             for e in range(n):
                 v = c[e] + src[e]
                 d = v & MASK
@@ -338,12 +342,16 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
             bad |= (v != 0) & (v != -1)
             src[e] = v
             sign[e0 + e] = v
-        # column sums and Gram sums of the planes (sign plane last)
-        for u in range(nu):
-            du = acc[u]
-            cu = colacc[u]
-            for e in range(n):
-                cu[e] += du[e]
+        # column sums of the planes (sign plane last)
+        for j in range(j0, j1 + 1):
+            s0 = max(e0, j * N) - e0
+            s1 = min(e0 + n, (j + 1) * N) - e0
+            for u in range(nu):
+                du = acc[u]
+                t = np.int64(0)
+                for e in range(s0, s1):
+                    t += du[e]
+                colsum[u, j] += t
         # the Gram sums of the planes, exact (in float64 over chunks of GRAM_CHUNK elements, see _gram_block)
         for u in range(nu):
             src = acc[u]
@@ -351,14 +359,6 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
             for e in range(n):
                 dst[e] = float(src[e])
         _gram_block(facc, n, e0, gram)
-        # digits for X^T R, side by side per row
-        i0 = e0 // K  # blocks start on a row
-        for u in range(n_alloc):
-            src = acc[u]
-            for r in range(n // K):
-                dst = rcat[i0 + r, u]
-                for j in range(K):
-                    dst[j] = src[r * K + j]
         # planes needed: the highest digit that is not the sign's extension, plus a sign digit
         h[:n] = -1
         for u in range(n_alloc):
@@ -393,11 +393,11 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
         _round_block(mag, h, lowest, sg, n, q0, rbits[e0:e0 + n], fbuf, ebuf)
     if bad:
         raise ValueError("residual digits: too few planes")
-    colsum = np.zeros((nu, K), dtype=np.int64)
-    for u in range(nu):
-        for e in range(blk):
-            colsum[u, e % K] += colacc[u, e]
-    return digs, sign, colsum, gram, rbits, used
+    # the sign in plane U - 1 (the planes U - 1 .. n_alloc - 1 hold its extension)
+    out = pf[used - 1]
+    for e in range(M):
+        out[e] = sign[e]
+    return planes, colsum, gram, rbits.reshape(K, N), used
 
 
 @njit(cache=True, nogil=True)
@@ -568,7 +568,7 @@ def position_words(p4: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
 @njit(cache=True, nogil=True)
 def weighted_plane_sum(planes: np.ndarray, weights: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     """``fl(...fl(fl(planes[P-1] w[P-1]) + planes[P-2] w[P-2]) ... + planes[0] w[0])`` per element, in that order
-    (``planes`` int64 ``(>= P, M)``, ``weights`` float64 ``(P,)``): the float64 operations of NumPy's
+    (``planes`` int64 or float64 integers ``(>= P, M)``, ``weights`` float64 ``(P,)``): the float64 operations of NumPy's
     ``out = planes[P-1] * w[P-1]; out += planes[p] * w[p]`` for ``p = P-2 .. 0``, in one pass. Returns ``(M,)``."""
     P = weights.size
     m = planes.shape[1]
