@@ -390,6 +390,32 @@ def position_sum(p4: I64, w0: int) -> npt.NDArray[Any]:
     return out.reshape(d, k)
 
 
+def plus_floats(ints: npt.NDArray[Any], q: int, floats: tuple[F64, ...]) -> ScaledInts:
+    """``ints 2**q + sum(floats)`` exactly, in one pass over the elements in Python integers (the value of
+    ``ScaledInts(ints, 2**q) + ScaledInts.from_floats(f) + ...``, over the same scale: the least of ``2**q`` and of
+    each array's scale, the lowest ``2**(e - 53)`` of a nonzero float ``m 2**e`` (``m`` its significand in
+    ``[1/2, 1)``), or 1 for an all-zero array).
+
+    Args:
+        ints: object array of Python ints; floats: finite float64 arrays of its shape.
+    """
+    parts = []
+    low = q
+    for f in floats:
+        mant, ex = np.frexp(np.asarray(f, dtype=np.float64))
+        m = np.ldexp(mant, 53).astype(np.int64)  # exact: f = m 2**(ex - 53)
+        e = ex.astype(np.int64) - 53
+        nz = m != 0
+        low = min(low, int(e[nz].min()) if nz.any() else 0)  # (an all-zero array: scale 1, as from_floats)
+        parts.append((m.ravel().tolist(), np.where(nz, e, 1 << 30).ravel().tolist()))
+    vals = [int(v) << (q - low) for v in ints.ravel().tolist()]
+    for ms, es in parts:
+        vals = [v + (mm << (ee - low)) if mm else v for v, mm, ee in zip(vals, ms, es, strict=True)]
+    out = np.empty(len(vals), dtype=object)
+    out[:] = vals
+    return ScaledInts(out.reshape(np.shape(ints)), Fraction(2) ** low)
+
+
 def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledInts, ScaledInts, ScaledInts]:
     """The exact residual, ``X^T R`` (D, K), ``1^T R`` (K,) and ``sum R^2`` (0-d): no scale factor ``c`` applied.
 
@@ -601,6 +627,6 @@ def step_parts(X: F64, y: F64, W: F64, b: F64, accurate: bool = False
             gw_int = _combine(planes, [B * (s + u) for s in range(smin, S) for u in range(umin, U)])
         gw = ScaledInts(gw_int, Fraction(2) ** (qx + q0))
         if tr is not None:  # the low planes' part, in float64 (within the radius)
-            gw = gw + ScaledInts.from_floats(tr.remainder[0]) + ScaledInts.from_floats(tr.remainder[1])
+            gw = plus_floats(gw_int, qx + q0, tr.remainder)
             radius = tr.radius
     return R, gw, ScaledInts(gb, Fraction(2) ** q0), loss, radius

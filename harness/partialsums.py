@@ -16,12 +16,195 @@ in order (the same arithmetic as :func:`harness.bounds.partial_sum_squares_plane
 Squares are of the products themselves (never ``X**2 W**2``, which can underflow or
 overflow where the product does not). float64 only; the bounds' extended-precision
 re-evaluation keeps the NumPy path.
+
+Every accumulator gets exactly the float64 operations, in exactly the order, of the plain
+loops (row by row for :func:`product_partial_sums`, term by term for
+:func:`residual_partial_sums`; no fastmath, so no reassociation or FMA contraction): the
+results do not depend on the layout below, which only decides how independent
+accumulators are interleaved so that LLVM vectorises the innermost loop over contiguous
+memory and keeps each accumulator in a register across a few consecutive terms (4 rows,
+resp. 4 terms ``j``, per load/store of it):
+
+- :func:`product_partial_sums` vectorises over the ``D`` columns of ``A`` (``D >= K``) or
+  the ``K`` columns of ``Bm`` (``D < K``), 4 rows per step;
+- :func:`residual_partial_sums` vectorises over blocks of rows of a transposed copy of ``X``
+  (``K <= 8``: few independent accumulators per row) or over the ``K`` columns of ``W``
+  (``K > 8``), 4 terms ``j`` per step.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
+
+#: Rows per block of :func:`_residual_row_blocks` (the transposed block and its accumulators stay in cache) ...
+_ROW_BLOCK = 256
+#: ... and at most this many ``rows * K`` per block.
+_ROW_BLOCK_ELEMENTS = 2048
+#: Padding (float64) of the block's rows: no power-of-two stride between them.
+_ROW_PAD = 8
+#: :func:`residual_partial_sums` vectorises over rows up to this ``K``, over ``K`` above it.
+_RESIDUAL_MAX_K_ROWS = 8
+
+
+@njit(cache=True, nogil=True)
+def _product_vec_d(A: np.ndarray, Bm: np.ndarray,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """:func:`product_partial_sums` with the accumulators laid out ``(K, D)``: inner loop over ``j``."""
+    n, d = A.shape
+    k = Bm.shape[1]
+    F = np.zeros((k, d))
+    fwd = np.zeros((k, d))
+    ss = np.zeros((k, d))
+    n4 = n - n % 4
+    for i in range(0, n4, 4):
+        for c in range(k):
+            b0 = Bm[i, c]
+            b1 = Bm[i + 1, c]
+            b2 = Bm[i + 2, c]
+            b3 = Bm[i + 3, c]
+            for j in range(d):
+                x = F[c, j]
+                fr = fwd[c, j]
+                sr = ss[c, j]
+                t = A[i, j] * b0
+                x = x + t
+                fr = fr + x * x
+                sr = sr + t * t
+                t = A[i + 1, j] * b1
+                x = x + t
+                fr = fr + x * x
+                sr = sr + t * t
+                t = A[i + 2, j] * b2
+                x = x + t
+                fr = fr + x * x
+                sr = sr + t * t
+                t = A[i + 3, j] * b3
+                x = x + t
+                fr = fr + x * x
+                sr = sr + t * t
+                F[c, j] = x
+                fwd[c, j] = fr
+                ss[c, j] = sr
+    for i in range(n4, n):
+        for c in range(k):
+            b0 = Bm[i, c]
+            for j in range(d):
+                t = A[i, j] * b0
+                x = F[c, j] + t
+                F[c, j] = x
+                fwd[c, j] += x * x
+                ss[c, j] += t * t
+    total = F.copy()
+    rev = np.zeros((k, d))
+    S = F  # reverse partial sums, from the whole sum down
+    for i in range(0, n4, 4):
+        for c in range(k):
+            b0 = Bm[i, c]
+            b1 = Bm[i + 1, c]
+            b2 = Bm[i + 2, c]
+            b3 = Bm[i + 3, c]
+            for j in range(d):
+                x = S[c, j]
+                vr = rev[c, j]
+                vr = vr + x * x
+                x = x - A[i, j] * b0
+                vr = vr + x * x
+                x = x - A[i + 1, j] * b1
+                vr = vr + x * x
+                x = x - A[i + 2, j] * b2
+                vr = vr + x * x
+                x = x - A[i + 3, j] * b3
+                S[c, j] = x
+                rev[c, j] = vr
+    for i in range(n4, n):
+        for c in range(k):
+            b0 = Bm[i, c]
+            for j in range(d):
+                x = S[c, j]
+                rev[c, j] += x * x
+                S[c, j] = x - A[i, j] * b0
+    return fwd.T.copy(), rev.T.copy(), total.T.copy(), ss.T.copy()
+
+
+@njit(cache=True, nogil=True)
+def _product_vec_k(A: np.ndarray, Bm: np.ndarray,
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """:func:`product_partial_sums` with the accumulators laid out ``(D, K)``: inner loop over ``c``."""
+    n, d = A.shape
+    k = Bm.shape[1]
+    F = np.zeros((d, k))
+    fwd = np.zeros((d, k))
+    ss = np.zeros((d, k))
+    n4 = n - n % 4
+    for i in range(0, n4, 4):
+        for j in range(d):
+            a0 = A[i, j]
+            a1 = A[i + 1, j]
+            a2 = A[i + 2, j]
+            a3 = A[i + 3, j]
+            for c in range(k):
+                x = F[j, c]
+                fr = fwd[j, c]
+                sr = ss[j, c]
+                t = a0 * Bm[i, c]
+                x = x + t
+                fr = fr + x * x
+                sr = sr + t * t
+                t = a1 * Bm[i + 1, c]
+                x = x + t
+                fr = fr + x * x
+                sr = sr + t * t
+                t = a2 * Bm[i + 2, c]
+                x = x + t
+                fr = fr + x * x
+                sr = sr + t * t
+                t = a3 * Bm[i + 3, c]
+                x = x + t
+                fr = fr + x * x
+                sr = sr + t * t
+                F[j, c] = x
+                fwd[j, c] = fr
+                ss[j, c] = sr
+    for i in range(n4, n):
+        for j in range(d):
+            a0 = A[i, j]
+            for c in range(k):
+                t = a0 * Bm[i, c]
+                x = F[j, c] + t
+                F[j, c] = x
+                fwd[j, c] += x * x
+                ss[j, c] += t * t
+    total = F.copy()
+    rev = np.zeros((d, k))
+    S = F  # reverse partial sums, from the whole sum down
+    for i in range(0, n4, 4):
+        for j in range(d):
+            a0 = A[i, j]
+            a1 = A[i + 1, j]
+            a2 = A[i + 2, j]
+            a3 = A[i + 3, j]
+            for c in range(k):
+                x = S[j, c]
+                vr = rev[j, c]
+                vr = vr + x * x
+                x = x - a0 * Bm[i, c]
+                vr = vr + x * x
+                x = x - a1 * Bm[i + 1, c]
+                vr = vr + x * x
+                x = x - a2 * Bm[i + 2, c]
+                vr = vr + x * x
+                x = x - a3 * Bm[i + 3, c]
+                S[j, c] = x
+                rev[j, c] = vr
+    for i in range(n4, n):
+        for j in range(d):
+            a0 = A[i, j]
+            for c in range(k):
+                x = S[j, c]
+                rev[j, c] += x * x
+                S[j, c] = x - a0 * Bm[i, c]
+    return fwd, rev, total, ss
 
 
 @njit(cache=True, nogil=True)
@@ -33,38 +216,226 @@ def product_partial_sums(A: np.ndarray, Bm: np.ndarray,
         A: float64 ``(N, D)``; Bm: float64 ``(N, K)``.
 
     Returns:
-        ``(forward, reverse, total, sum_sq)``, float64 ``(D, K)`` each: ``sum_i F_i^2`` with ``F_i`` the
-        forward partial sums, ``sum_i S_i^2`` with ``S_i = total - (terms before i)``, the total ``F_N``,
-        and ``sum_i (A[i, j] Bm[i, k])^2``.
+        ``(forward, reverse, total, sum_sq)``, float64 ``(D, K)`` each (C-contiguous, separate arrays):
+        ``sum_i F_i^2`` with ``F_i`` the forward partial sums, ``sum_i S_i^2`` with
+        ``S_i = total - (terms before i)``, the total ``F_N``, and ``sum_i (A[i, j] Bm[i, k])^2``.
+        Each accumulator is formed in row order ``i`` exactly as by the plain loops.
     """
-    n, d = A.shape
-    k = Bm.shape[1]
-    F = np.zeros((d, k))
-    fwd = np.zeros((d, k))
-    ss = np.zeros((d, k))
-    for i in range(n):
-        for j in range(d):
-            a = A[i, j]
-            Fj = F[j]
-            fj = fwd[j]
-            sj = ss[j]
+    if A.shape[1] >= Bm.shape[1]:
+        return _product_vec_d(A, Bm)
+    return _product_vec_k(A, Bm)
+
+
+@njit(cache=True, nogil=True)
+def _residual_row_blocks(X: np.ndarray, W: np.ndarray, b: np.ndarray, Y: np.ndarray, out: np.ndarray,
+                         ) -> None:  # pragma: no cover - compiled
+    """:func:`residual_partial_sums` into ``out`` ``(4, N, K)``, vectorised over blocks of rows."""
+    n, d = X.shape
+    k = W.shape[1]
+    bs = max(1, min(_ROW_BLOCK, max(16, _ROW_BLOCK_ELEMENTS // max(k, 1)), n))
+    w = bs + _ROW_PAD
+    xt = np.empty((d, w))  # X's block, transposed
+    F = np.empty((k, w))
+    f = np.empty((k, w))
+    s = np.empty((k, w))
+    v = np.empty((k, w))
+    tot = np.empty((k, w))
+    d4 = d - d % 4
+    for i0 in range(0, n, bs):
+        nb = min(bs, n - i0)
+        r = 0
+        while r + 4 <= nb:
+            for j in range(d):
+                xt[j, r] = X[i0 + r, j]
+                xt[j, r + 1] = X[i0 + r + 1, j]
+                xt[j, r + 2] = X[i0 + r + 2, j]
+                xt[j, r + 3] = X[i0 + r + 3, j]
+            r += 4
+        while r < nb:
+            for j in range(d):
+                xt[j, r] = X[i0 + r, j]
+            r += 1
+        for c in range(k):
+            for r in range(nb):
+                F[c, r] = 0.0
+                f[c, r] = 0.0
+                s[c, r] = 0.0
+            for j in range(0, d4, 4):
+                w0 = W[j, c]
+                w1 = W[j + 1, c]
+                w2 = W[j + 2, c]
+                w3 = W[j + 3, c]
+                for r in range(nb):
+                    x = F[c, r]
+                    fr = f[c, r]
+                    sr = s[c, r]
+                    t = xt[j, r] * w0
+                    x = x + t
+                    fr = fr + x * x
+                    sr = sr + t * t
+                    t = xt[j + 1, r] * w1
+                    x = x + t
+                    fr = fr + x * x
+                    sr = sr + t * t
+                    t = xt[j + 2, r] * w2
+                    x = x + t
+                    fr = fr + x * x
+                    sr = sr + t * t
+                    t = xt[j + 3, r] * w3
+                    x = x + t
+                    fr = fr + x * x
+                    sr = sr + t * t
+                    F[c, r] = x
+                    f[c, r] = fr
+                    s[c, r] = sr
+            for j in range(d4, d):
+                w0 = W[j, c]
+                for r in range(nb):
+                    t = xt[j, r] * w0
+                    x = F[c, r] + t
+                    F[c, r] = x
+                    f[c, r] += x * x
+                    s[c, r] += t * t
+            bc = b[c]
+            for r in range(nb):
+                x = F[c, r] + bc
+                fr = f[c, r] + x * x
+                x = x - Y[i0 + r, c]
+                fr += x * x
+                F[c, r] = x
+                tot[c, r] = x
+                f[c, r] = fr
+                v[c, r] = 0.0
+            for j in range(0, d4, 4):
+                w0 = W[j, c]
+                w1 = W[j + 1, c]
+                w2 = W[j + 2, c]
+                w3 = W[j + 3, c]
+                for r in range(nb):
+                    x = F[c, r]
+                    vr = v[c, r]
+                    vr = vr + x * x
+                    x = x - xt[j, r] * w0
+                    vr = vr + x * x
+                    x = x - xt[j + 1, r] * w1
+                    vr = vr + x * x
+                    x = x - xt[j + 2, r] * w2
+                    vr = vr + x * x
+                    x = x - xt[j + 3, r] * w3
+                    F[c, r] = x
+                    v[c, r] = vr
+            for j in range(d4, d):
+                w0 = W[j, c]
+                for r in range(nb):
+                    x = F[c, r]
+                    v[c, r] += x * x
+                    F[c, r] = x - xt[j, r] * w0
+            for r in range(nb):
+                x = F[c, r]
+                vr = v[c, r] + x * x
+                x = x - bc
+                vr += x * x
+                v[c, r] = vr
+        for r in range(nb):
             for c in range(k):
-                t = a * Bm[i, c]
-                Fj[c] += t
-                fj[c] += Fj[c] * Fj[c]
-                sj[c] += t * t
-    total = F.copy()
-    rev = np.zeros((d, k))
-    S = F  # reverse partial sums, from the whole sum down
+                out[0, i0 + r, c] = f[c, r]
+                out[1, i0 + r, c] = v[c, r]
+                out[2, i0 + r, c] = tot[c, r]
+                out[3, i0 + r, c] = s[c, r]
+
+
+@njit(cache=True, nogil=True)
+def _residual_rows(X: np.ndarray, W: np.ndarray, b: np.ndarray, Y: np.ndarray, out: np.ndarray,
+                   ) -> None:  # pragma: no cover - compiled
+    """:func:`residual_partial_sums` into ``out`` ``(4, N, K)``, row by row, vectorised over ``K``."""
+    n, d = X.shape
+    k = W.shape[1]
+    F = np.empty(k)
+    f = np.empty(k)
+    s = np.empty(k)
+    v = np.empty(k)
+    d4 = d - d % 4
     for i in range(n):
-        for j in range(d):
-            a = A[i, j]
-            Sj = S[j]
-            rj = rev[j]
+        for c in range(k):
+            F[c] = 0.0
+            f[c] = 0.0
+            s[c] = 0.0
+        for j in range(0, d4, 4):
+            a0 = X[i, j]
+            a1 = X[i, j + 1]
+            a2 = X[i, j + 2]
+            a3 = X[i, j + 3]
             for c in range(k):
-                rj[c] += Sj[c] * Sj[c]
-                Sj[c] -= a * Bm[i, c]
-    return fwd, rev, total, ss
+                x = F[c]
+                fr = f[c]
+                sr = s[c]
+                t = a0 * W[j, c]
+                x = x + t
+                fr = fr + x * x
+                sr = sr + t * t
+                t = a1 * W[j + 1, c]
+                x = x + t
+                fr = fr + x * x
+                sr = sr + t * t
+                t = a2 * W[j + 2, c]
+                x = x + t
+                fr = fr + x * x
+                sr = sr + t * t
+                t = a3 * W[j + 3, c]
+                x = x + t
+                fr = fr + x * x
+                sr = sr + t * t
+                F[c] = x
+                f[c] = fr
+                s[c] = sr
+        for j in range(d4, d):
+            a0 = X[i, j]
+            for c in range(k):
+                t = a0 * W[j, c]
+                x = F[c] + t
+                F[c] = x
+                f[c] += x * x
+                s[c] += t * t
+        for c in range(k):
+            x = F[c] + b[c]
+            fr = f[c] + x * x
+            x = x - Y[i, c]
+            fr += x * x
+            F[c] = x
+            out[0, i, c] = fr
+            out[2, i, c] = x
+            out[3, i, c] = s[c]
+            v[c] = 0.0
+        for j in range(0, d4, 4):
+            a0 = X[i, j]
+            a1 = X[i, j + 1]
+            a2 = X[i, j + 2]
+            a3 = X[i, j + 3]
+            for c in range(k):
+                x = F[c]
+                vr = v[c]
+                vr = vr + x * x
+                x = x - a0 * W[j, c]
+                vr = vr + x * x
+                x = x - a1 * W[j + 1, c]
+                vr = vr + x * x
+                x = x - a2 * W[j + 2, c]
+                vr = vr + x * x
+                x = x - a3 * W[j + 3, c]
+                F[c] = x
+                v[c] = vr
+        for j in range(d4, d):
+            a0 = X[i, j]
+            for c in range(k):
+                x = F[c]
+                v[c] += x * x
+                F[c] = x - a0 * W[j, c]
+        for c in range(k):
+            x = F[c]
+            vr = v[c] + x * x
+            x = x - b[c]
+            vr += x * x
+            out[1, i, c] = vr
 
 
 @njit(cache=True, nogil=True)
@@ -78,48 +449,15 @@ def residual_partial_sums(X: np.ndarray, W: np.ndarray, b: np.ndarray, Y: np.nda
     Returns:
         ``(forward, reverse, total, sum_sq_products)``, float64 ``(N, K)`` each: as
         :func:`product_partial_sums`, with ``sum_sq_products = sum_j (X[i, j] W[j, k])^2`` (the products
-        only; the caller adds ``b^2 + Y^2``).
+        only; the caller adds ``b^2 + Y^2``). The four are C-contiguous views of one ``(4, N, K)`` array
+        (one allocation instead of four). Each accumulator is formed term by term exactly as by the
+        plain loops.
     """
-    n, d = X.shape
+    n = X.shape[0]
     k = W.shape[1]
-    fwd = np.empty((n, k))
-    rev = np.empty((n, k))
-    total = np.empty((n, k))
-    ssp = np.empty((n, k))
-    F = np.empty(k)
-    f = np.empty(k)
-    s = np.empty(k)
-    r = np.empty(k)
-    for i in range(n):
-        F[:] = 0.0
-        f[:] = 0.0
-        s[:] = 0.0
-        for j in range(d):
-            a = X[i, j]
-            Wj = W[j]
-            for c in range(k):
-                t = a * Wj[c]
-                F[c] += t
-                f[c] += F[c] * F[c]
-                s[c] += t * t
-        for c in range(k):
-            F[c] += b[c]
-            f[c] += F[c] * F[c]
-            F[c] -= Y[i, c]
-            f[c] += F[c] * F[c]
-            total[i, c] = F[c]
-            fwd[i, c] = f[c]
-            ssp[i, c] = s[c]
-            r[c] = 0.0
-        for j in range(d):
-            a = X[i, j]
-            Wj = W[j]
-            for c in range(k):
-                r[c] += F[c] * F[c]
-                F[c] -= a * Wj[c]
-        for c in range(k):
-            r[c] += F[c] * F[c]
-            F[c] -= b[c]
-            r[c] += F[c] * F[c]
-            rev[i, c] = r[c]
-    return fwd, rev, total, ssp
+    out = np.empty((4, n, k))
+    if k <= _RESIDUAL_MAX_K_ROWS:
+        _residual_row_blocks(X, W, b, Y, out)
+    else:
+        _residual_rows(X, W, b, Y, out)
+    return out[0], out[1], out[2], out[3]

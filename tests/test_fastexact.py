@@ -419,3 +419,22 @@ def test_position_sum_of_int64_digit_products(S, U, w0, data):
         want = sum(int(p4[s, 0, u, c]) << (fastexact.B * (w0 + s + u)) for s in range(S) for u in range(U))
         target(float(abs(want).bit_length()), label=f"bits of sum {c}")
         assert int(got[0, c]) == want
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-1100, 1100), st.data())
+def test_plus_floats_is_the_scaled_ints_sum(q, data):
+    """The accurate product's remainders added to X_t^T R_t's integers: the same value and the same
+    representation (ints and scale) as ScaledInts' own additions, for zeros, subnormals and huge floats."""
+    floats_ = st.one_of(st.sampled_from([0.0, -0.0, 5e-324, -5e-324, 1.0, -2.0**1023, 1.7976931348623157e308]),
+                        st.floats(allow_nan=False, allow_infinity=False))
+    shape = data.draw(st.sampled_from([(1, 1), (2, 3)]))
+    size = shape[0] * shape[1]
+    ints = np.empty(size, dtype=object)
+    ints[:] = data.draw(st.lists(st.integers(-2**200, 2**200), min_size=size, max_size=size))
+    ints = ints.reshape(shape)
+    fs = tuple(np.array(data.draw(st.lists(floats_, min_size=size, max_size=size))).reshape(shape) for _ in range(2))
+    got = fastexact.plus_floats(ints, q, fs)
+    want = ScaledInts(ints, Fraction(2) ** q) + ScaledInts.from_floats(fs[0]) + ScaledInts.from_floats(fs[1])
+    assert got.scale == want.scale
+    assert [int(v) for v in got.ints.ravel()] == [int(v) for v in want.ints.ravel()]
