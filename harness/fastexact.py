@@ -180,8 +180,10 @@ def carry(d: I64) -> I64:
 
 
 def _obj(a: I64) -> npt.NDArray[Any]:
+    """An object array of Python ints with the values of the int64 array ``a`` (any shape, empty included)."""
     out = np.empty(a.shape, dtype=object)
-    out[...] = a.tolist() if a.ndim else int(a)
+    if a.size:
+        out[...] = a.tolist() if a.ndim else int(a)
     return out
 
 
@@ -252,6 +254,20 @@ class DigitResidual(ScaledInts):
     @property
     def T(self) -> ScaledInts:  # noqa: N802
         return ScaledInts(self.ints.T, self.scale)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle and copy the digits (not the Python integers, rebuilt when read) and the rounded values,
+        which stay read-only in the copy."""
+        return (_restore_digit_residual, (self._digits, self._q0, self._f64))
+
+
+def _restore_digit_residual(digits: npt.NDArray[Any], q0: int, f64: F64 | None) -> DigitResidual:
+    out = DigitResidual(digits, q0)
+    if f64 is not None:
+        f64 = np.array(f64, dtype=np.float64)
+        f64.flags.writeable = False
+        out._f64 = f64
+    return out
 
 
 def _first_product(xcat: F64, S: int, W: F64, qw: int) -> F64:
@@ -453,6 +469,9 @@ class Truncation:
     radius: F64
 
 
+#: The most low digit planes of R that :func:`truncation` leaves to float64 (:func:`_plane_sum` scales their weights by
+#: one power of two into float64's range: from 2**-1000, the top one below 2**(B (MAX_LOW_PLANES - 1) - 1000) = 2**869).
+MAX_LOW_PLANES = 90
 #: Slack factors covering the rounding of the few float64 operations of :func:`truncation` itself.
 _UP = 1.0 + 2.0**-40
 _DOWN = 1.0 - 2.0**-40
@@ -541,7 +560,9 @@ def truncation(X: F64, S: int, qx: int, rounded: F64, rplanes: F64, q0: int) -> 
     g0 = math.frexp(ratio_x)[1] - 1
     h0 = math.frexp(ratio_r)[1] - 1
     for shrink in range(3):  # one digit plane fewer for both if the cross term does not fit
-        umin = min(max((g0 - q0) // B - shrink, 0), U - 1)  # keep the sign plane
+        # keep the sign plane; at most MAX_LOW_PLANES planes left to float64 (their weights, scaled into float64's range
+        # by _plane_sum, then span under 2**(B MAX_LOW_PLANES) = 2**1890)
+        umin = min(max((g0 - q0) // B - shrink, 0), U - 1, MAX_LOW_PLANES)
         smin = min(max((h0 - qx) // B - shrink, 0), S - 1)
         if umin and q0 + B * umin < -960:  # grid exponents where float64's arithmetic would underflow: not left out
             umin = 0
