@@ -18,6 +18,7 @@ import numpy as np
 import torch  # noqa: F401
 import torch._dynamo  # noqa: F401  (torch.optim imports it lazily, on the first optimizer)
 
+from .fastexact import step_parts
 from .implementations import load_builtins
 from .oracle import ACCURATE_MIN_WORK, exact_inputs_from_floats, exact_step, plan
 from .symbolic import derive
@@ -26,11 +27,12 @@ load_builtins()
 for _reduction in ("sum", "mean"):
     derive(_reduction)
     plan(_reduction)
-_n = ACCURATE_MIN_WORK // 16  # an exact step large enough for the slice path and its accurate product
+_n = ACCURATE_MIN_WORK // 16  # an exact step large enough for the slice path (and its accurate product, below)
 _x = (np.arange(_n * 16, dtype=np.float64).reshape(_n, 16) % 97) / 7
 _inputs = {"X": _x, "y": np.ones((_n, 1)) / 3, "W": np.full((16, 1), 0.1), "b": np.array([0.2])}
 try:  # a warm-up only: the fork server skips a preload module that raises ImportError, but dies of anything else
     exact_step(exact_inputs_from_floats(_inputs), Fraction(1, 64), "mean", accurate=True).residual.to_float64()
+    step_parts(_inputs["X"], _inputs["y"], _inputs["W"], _inputs["b"], accurate=True)  # the accurate product's kernels
 except Exception:  # noqa: BLE001, S110 - the workers then load the kernels on first use, as without the preload
     pass
 del _n, _x, _inputs

@@ -17,7 +17,7 @@ give the same rational, bit for bit (``tests/test_fastexact.py``); the scale
 ``c`` of the fast path comes from the plan.
 
 With ``accurate=True`` (the graded step of a check, ``N*D*K >=
-ACCURATE_MIN_WORK``) the slice path may leave the lowest digit planes out of
+ACCURATE_MIN_WORK``, where :func:`harness.fastexact.accurate_pays`) the slice path may leave the lowest digit planes out of
 ``X^T R`` (:func:`harness.fastexact.truncation`: Ozaki, Ogita, Oishi and Rump's
 accurate rather than error-free product): ``grad_W`` and ``W`` are then within a
 proved radius of the exact value, at most ``2**-60`` times the sum of the
@@ -363,7 +363,8 @@ def exact_step(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str, *
             come from floats) or None (choose: slices for float inputs with
             ``N*D*K >= FAST_MIN_WORK``, falling back to rationals when the data's
             exponent range is too wide). Both give the same exact rationals.
-        accurate: allow the slice path's accurate ``X^T R`` (``N*D*K >= ACCURATE_MIN_WORK``): ``grad_W``
+        accurate: allow the slice path's accurate ``X^T R`` (``N*D*K >= ACCURATE_MIN_WORK``, and only where it has
+            measured cheaper than the exact product: :func:`harness.fastexact.accurate_pays`): ``grad_W``
             and ``W`` then carry a proved radius (:attr:`ExactStep.radius`, at most ``2**-60`` times the
             sum of the absolute terms) and the method says so; False: exact.
 
@@ -410,7 +411,8 @@ def _fast_step(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str, a
     fl = {key: inputs[key].floats for key in ("X", "y", "W", "b")}  # type: ignore[attr-defined]
     n, d = fl["X"].shape
     k = fl["W"].shape[1]
-    R, xtr, sum_r, sum_r2, xtr_radius = step_parts(fl["X"], fl["y"], fl["W"], fl["b"].reshape(k), accurate=accurate)
+    R, xtr, sum_r, sum_r2, xtr_radius = step_parts(fl["X"], fl["y"], fl["W"], fl["b"].reshape(k), accurate=accurate,
+                                                   when_cheaper=True)
     pl = plan(reduction)
     c = pl.scale(pl.scalars(n, d, k, lr))
     grad_W = xtr.times(2 * c)

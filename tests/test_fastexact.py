@@ -293,7 +293,29 @@ def test_accurate_error_largest_against_bound(kind, dtype, n, d, k, seed, scale)
     assert worst <= 1.0
 
 
-def test_oracle_names_the_accurate_method_and_its_radius():
+@pytest.fixture
+def accurate_everywhere(monkeypatch):
+    """The oracle tries the accurate product at every size from ACCURATE_MIN_WORK (not only where it pays)."""
+    monkeypatch.setattr(fastexact, "ACCURATE_MIN_DK", 0)
+    monkeypatch.setattr(fastexact, "ACCURATE_MIN_PAIRS", 0)
+
+
+def test_oracle_tries_the_accurate_product_only_where_it_pays():
+    """From ACCURATE_MIN_WORK, the oracle's accurate=True leaves planes to float64 only where accurate_pays: not for
+    D*K = 64 (exact, no radius), but for D*K = 1024 with mixed-magnitude float64 data (5 x 9 digit-plane pairs)."""
+    rng = np.random.default_rng(12)
+    small = _data("normal", rng, 1100, 16, 4)
+    st_ = exact_step(exact_inputs_from_floats(small), Fraction(1, 10), "mean", accurate=True)
+    assert st_.method == fastexact.METHOD and not st_.radius
+    wide = _data("normal", rng, 70, 64, 16)
+    wide["X"] = wide["X"] * 2.0 ** rng.integers(-20, 21, wide["X"].shape)
+    assert fastexact.accurate_pays(64, 16, 5, 8) and not fastexact.accurate_pays(16, 4, 5, 8)
+    assert not fastexact.accurate_pays(64, 16, 3, 7)
+    st_ = exact_step(exact_inputs_from_floats(wide), Fraction(1, 10), "mean", accurate=True)
+    assert st_.method == fastexact.ACCURATE_METHOD and set(st_.radius) == {"grad_W", "W"}
+
+
+def test_oracle_names_the_accurate_method_and_its_radius(accurate_everywhere):
     rng = np.random.default_rng(11)
     arrs = _data("normal", rng, 1100, 16, 4)  # N*D*K = 70,400 >= ACCURATE_MIN_WORK
     exact_in = exact_inputs_from_floats(arrs)
@@ -314,7 +336,7 @@ def test_oracle_names_the_accurate_method_and_its_radius():
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("kind", ["normal", "mixed"])
-def test_narrowed_bounds_of_the_accurate_value_lie_inside_the_exact_bounds(dtype, kind):
+def test_narrowed_bounds_of_the_accurate_value_lie_inside_the_exact_bounds(dtype, kind, accurate_everywhere):
     """Soundness of the grading: with the bounds narrowed by twice the radius, every value the comparison
     can grade agree (within the narrowed bound of the accurate value) lies within the bound of the exact
     value: ``|accurate - exact| + narrowed <= exact bound``, in exact rationals, rigorous and expected."""

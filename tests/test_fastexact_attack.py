@@ -294,10 +294,12 @@ def test_hypothesis_accurate_product_within_radius(n, d, k, seed, ex, ew, eb, ey
     target(worst, label="error / (2^-60 sum|terms|)")
 
 
-def test_oracle_accurate_step_with_subnormal_scale_and_large_residual():
+def test_oracle_accurate_step_with_subnormal_scale_and_large_residual(monkeypatch):
     """Through the oracle (N*D*K >= ACCURATE_MIN_WORK, accurate=True): q0 = qx + qw near -2126 and a residual of
     about 2**110, so that the low digit planes left to float64 span more than 2000 bits. Must not raise; grad_W and
     W within their radius of the reference, the rest exact."""
+    monkeypatch.setattr(fastexact, "ACCURATE_MIN_DK", 0)  # the accurate product at any D*K (not only where it pays)
+    monkeypatch.setattr(fastexact, "ACCURATE_MIN_PAIRS", 0)
     n = ACCURATE_MIN_WORK
     rng = np.random.default_rng(0)
     arrs = _arrs(rng.standard_normal((n, 1)) * 2.0**-1000, rng.standard_normal((n, 1)) * 2.0**90,
@@ -313,9 +315,11 @@ def test_oracle_accurate_step_with_subnormal_scale_and_large_residual():
             assert (a == e).all(), q
 
 
-def test_oracle_accurate_radius_on_column_scaled_data():
+def test_oracle_accurate_radius_on_column_scaled_data(monkeypatch):
     """The accurate step through the oracle on columns of X scaled 2**-300 .. 2**300 (the budget set by the
     smallest sum of terms): grad_W and W within their radius of the reference, the rest exact."""
+    monkeypatch.setattr(fastexact, "ACCURATE_MIN_DK", 0)  # the accurate product at any D*K (not only where it pays)
+    monkeypatch.setattr(fastexact, "ACCURATE_MIN_PAIRS", 0)
     rng = np.random.default_rng(9)
     n, d, k = 4096, 4, 4
     X = rng.standard_normal((n, d)) * 2.0 ** np.array([-300, -20, 40, 300])
