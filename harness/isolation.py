@@ -171,9 +171,21 @@ _SIGINT: dict[str, bool] = {"watching": False, "received": False}
 def sigint_flag() -> Iterator[None]:
     """While an inline step runs: note a real SIGINT before raising KeyboardInterrupt as usual, so that a
     ``KeyboardInterrupt`` *raised by the step* (``raise KeyboardInterrupt``) is told apart from Ctrl-C
-    (:func:`reraise_real_interrupt`). Only in the main thread, and only over Python's default handler."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler or _SIGINT["watching"]):
+    (:func:`reraise_real_interrupt`). Only in the main thread, and only over Python's default handler, or where
+    SIGINT is ignored (a job started in the background): there no Ctrl-C can arrive, so every KeyboardInterrupt is
+    raised by code."""
+    if threading.current_thread() is not threading.main_thread() or _SIGINT["watching"]:
+        yield
+        return
+    current = signal.getsignal(signal.SIGINT)
+    if current is signal.SIG_IGN:
+        _SIGINT.update(watching=True, received=False)
+        try:
+            yield
+        finally:
+            _SIGINT["watching"] = False
+        return
+    if current is not signal.default_int_handler:
         yield
         return
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 
 import pytest
 
@@ -66,21 +67,36 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
 
 
-def _check(tmp_path, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def _sigint(disposition) -> Callable[[], None]:
+    """A ``preexec_fn`` that gives the child this SIGINT disposition (pytest may itself run in the background, where
+    SIGINT is ignored and children inherit that)."""
+    import signal
+
+    return lambda: signal.signal(signal.SIGINT, disposition)
+
+
+def _check(tmp_path, *args: str, timeout: float = 240, sigint_ignored: bool = False) -> subprocess.CompletedProcess:
+    import signal
+
     return subprocess.run([sys.executable, "-m", "harness", "check", "--report", "none", "-q", *args],
-                          capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=timeout)
+                          capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=timeout,
+                          preexec_fn=_sigint(signal.SIG_IGN if sigint_ignored else signal.SIG_DFL))
 
 
 def _records(path) -> list[dict]:
     return [r for r in map(json.loads, path.read_text().splitlines()) if r.get("kind") == "record"]
 
 
-@pytest.mark.parametrize("isolation", ["inline", "process"])
+@pytest.mark.parametrize("isolation", ["inline", "process", "inline-sigint-ignored"])
 def test_base_exceptions_from_user_code_are_error_records(tmp_path, isolation):
+    """sys.exit, KeyboardInterrupt, BaseException and GeneratorExit raised by a step are that step's error records,
+    and the run goes on; also in a run started as a background job (SIGINT ignored: no Ctrl-C can arrive, so a
+    KeyboardInterrupt is the step's, where it stopped the whole run with exit 130 before)."""
     (tmp_path / "hostile.py").write_text(HOSTILE)
     out = _check(tmp_path, "--cases", str(CASES / "seed.toml"), "--case", "seed", "--dtypes", "float32",
                  "--plugin", str(tmp_path / "hostile.py"), "--implementations", ",".join(["numpy-hand", *BAD]),
-                 "--isolation", isolation, "--results", str(tmp_path / "r.jsonl"))
+                 "--isolation", isolation.split("-")[0], "--results", str(tmp_path / "r.jsonl"),
+                 sigint_ignored=isolation.endswith("ignored"))
     assert out.returncode == 1, out.stdout + out.stderr
     recs = _records(tmp_path / "r.jsonl")
     for name in BAD:

@@ -19,6 +19,12 @@ from tests.conftest import CASES, ROOT
 LONG = ["check", "--all", "--cases", str(CASES / "generated.toml"), "--devices", "cpu", "--dtypes", "float64,float32"]
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT back to its default in the child, as in a terminal: pytest itself may run as a background job, where
+    SIGINT is ignored and the child would inherit that (then no Ctrl-C could stop it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def harness_proc():
     """Start ``python -m harness ...`` in its own process group; the group is killed at teardown if still there."""
@@ -26,7 +32,7 @@ def harness_proc():
 
     def start(*args: str) -> subprocess.Popen:
         proc = subprocess.Popen([sys.executable, "-m", "harness", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, start_new_session=True)
+                                text=True, start_new_session=True, preexec_fn=_ctrl_c_as_in_a_terminal)
         started.append(proc)
         return proc
 
