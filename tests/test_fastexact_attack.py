@@ -104,19 +104,19 @@ def test_chunked_first_product():
 # ------------------------------------------------------------------ values
 
 
-def test_powers_of_two_across_every_exponent():
+@pytest.mark.parametrize("sgn", [1.0, -1.0])
+@pytest.mark.parametrize("q0", [-1074, -600, 0, 971])
+def test_powers_of_two_across_every_exponent(q0, sgn):
     """R = ±2**e (and ±(2 - 2**-52) 2**e, (1 - 2**-53) 2**e) for every e above several scales: carries out of
     every digit, negative powers of two whose magnitude needs the sign plane, rounding at the subnormal and
     overflow thresholds."""
-    for q0 in (-1074, -600, 0, 971):
-        vals = [m * 2.0**e for e in range(q0, 1024) for m in (1.0, 1.5, 1 - 2.0**-53, 1 + 2.0**-52)
-                if e < 1023 or m <= 1.5]
-        for sgn in (1.0, -1.0):
-            y = np.concatenate([sgn * np.array(vals), [2.0**q0]])
-            for yy in (y.reshape(-1, 1), y.reshape(1, -1)):
-                n, k = yy.shape
-                _same(_arrs(np.zeros((n, 1)), yy, np.zeros((1, k)), np.zeros(k)))
-                _same(_arrs(np.ones((n, 1)), yy, np.full((1, k), 2.0**q0), np.full(k, -(2.0**q0))), reduction="mean")
+    vals = [m * 2.0**e for e in range(q0, 1024) for m in (1.0, 1.5, 1 - 2.0**-53, 1 + 2.0**-52)
+            if e < 1023 or m <= 1.5]
+    y = np.concatenate([sgn * np.array(vals), [2.0**q0]])
+    for yy in (y.reshape(-1, 1), y.reshape(1, -1)):
+        n, k = yy.shape
+        _same(_arrs(np.zeros((n, 1)), yy, np.zeros((1, k)), np.zeros(k)))
+        _same(_arrs(np.ones((n, 1)), yy, np.full((1, k), 2.0**q0), np.full(k, -(2.0**q0))), reduction="mean")
 
 
 @pytest.mark.parametrize("case", ["zeros", "zero-column", "y-zero", "b-zero", "x-zero", "w-zero", "negzero",
