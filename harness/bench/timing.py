@@ -516,7 +516,8 @@ class OracleTarget:
     - ``numpy-step``: the float64 NumPy step (loss, grad_W, grad_b, W', b') on the inputs.
     - ``oracle``: :func:`harness.oracle.exact_step` on the same inputs and the correctly rounded
       residual, as a check's graded step uses them (``accurate=True``: exact values, or from
-      N*D*K = 2**16 on ``grad_W`` and ``W`` within a proved ``2**-60`` of the sum of the absolute terms).
+      N*D*K = 2**16 on, where :func:`harness.fastexact.accurate_pays`, ``grad_W`` and ``W`` within a proved
+      ``2**-60`` of the sum of the absolute terms).
     - ``check``: :func:`harness.runner.check_case` of ``numpy-hand`` in ``dtype`` (the step, the
       oracle, both bounds, every comparison).
     - ``gradcheck`` / ``gradcheck-fast``: ``torch.autograd.gradcheck`` of the same (mean) loss with
