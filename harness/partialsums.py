@@ -25,8 +25,8 @@ accumulators are interleaved so that LLVM vectorises the innermost loop over con
 memory and keeps each accumulator in a register across a few consecutive terms (4 rows,
 resp. 4 terms ``j``, per load/store of it):
 
-- :func:`product_partial_sums` vectorises over the ``D`` columns of ``A`` (``D >= K``) or
-  the ``K`` columns of ``Bm`` (``D < K``), 4 rows per step;
+- :func:`product_partial_sums` vectorises over the ``D`` columns of ``A`` (``D >= K``, one kernel with the
+  operands swapped: IEEE multiplication commutes exactly) or the ``K`` columns of ``Bm`` (``D < K``), 4 rows per step;
 - :func:`residual_partial_sums` vectorises over blocks of rows of a transposed copy of ``X``
   (``K <= 8``: few independent accumulators per row) or over the ``K`` columns of ``W``
   (``K > 8``), 4 terms ``j`` per step.
@@ -48,89 +48,10 @@ _RESIDUAL_MAX_K_ROWS = 8
 
 
 @njit(cache=True, nogil=True)
-def _product_vec_d(A: np.ndarray, Bm: np.ndarray,
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """:func:`product_partial_sums` with the accumulators laid out ``(K, D)``: inner loop over ``j``."""
-    n, d = A.shape
-    k = Bm.shape[1]
-    F = np.zeros((k, d))
-    fwd = np.zeros((k, d))
-    ss = np.zeros((k, d))
-    n4 = n - n % 4
-    for i in range(0, n4, 4):
-        for c in range(k):
-            b0 = Bm[i, c]
-            b1 = Bm[i + 1, c]
-            b2 = Bm[i + 2, c]
-            b3 = Bm[i + 3, c]
-            for j in range(d):
-                x = F[c, j]
-                fr = fwd[c, j]
-                sr = ss[c, j]
-                t = A[i, j] * b0
-                x = x + t
-                fr = fr + x * x
-                sr = sr + t * t
-                t = A[i + 1, j] * b1
-                x = x + t
-                fr = fr + x * x
-                sr = sr + t * t
-                t = A[i + 2, j] * b2
-                x = x + t
-                fr = fr + x * x
-                sr = sr + t * t
-                t = A[i + 3, j] * b3
-                x = x + t
-                fr = fr + x * x
-                sr = sr + t * t
-                F[c, j] = x
-                fwd[c, j] = fr
-                ss[c, j] = sr
-    for i in range(n4, n):
-        for c in range(k):
-            b0 = Bm[i, c]
-            for j in range(d):
-                t = A[i, j] * b0
-                x = F[c, j] + t
-                F[c, j] = x
-                fwd[c, j] += x * x
-                ss[c, j] += t * t
-    total = F.copy()
-    rev = np.zeros((k, d))
-    S = F  # reverse partial sums, from the whole sum down
-    for i in range(0, n4, 4):
-        for c in range(k):
-            b0 = Bm[i, c]
-            b1 = Bm[i + 1, c]
-            b2 = Bm[i + 2, c]
-            b3 = Bm[i + 3, c]
-            for j in range(d):
-                x = S[c, j]
-                vr = rev[c, j]
-                vr = vr + x * x
-                x = x - A[i, j] * b0
-                vr = vr + x * x
-                x = x - A[i + 1, j] * b1
-                vr = vr + x * x
-                x = x - A[i + 2, j] * b2
-                vr = vr + x * x
-                x = x - A[i + 3, j] * b3
-                S[c, j] = x
-                rev[c, j] = vr
-    for i in range(n4, n):
-        for c in range(k):
-            b0 = Bm[i, c]
-            for j in range(d):
-                x = S[c, j]
-                rev[c, j] += x * x
-                S[c, j] = x - A[i, j] * b0
-    return fwd.T.copy(), rev.T.copy(), total.T.copy(), ss.T.copy()
-
-
-@njit(cache=True, nogil=True)
 def _product_vec_k(A: np.ndarray, Bm: np.ndarray,
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """:func:`product_partial_sums` with the accumulators laid out ``(D, K)``: inner loop over ``c``."""
+    """:func:`product_partial_sums` with the accumulators laid out ``(D, K)``: inner loop over ``c`` (the columns of
+    ``Bm``; called with the operands swapped for an inner loop over the columns of ``A``)."""
     n, d = A.shape
     k = Bm.shape[1]
     F = np.zeros((d, k))
@@ -221,8 +142,9 @@ def product_partial_sums(A: np.ndarray, Bm: np.ndarray,
         ``S_i = total - (terms before i)``, the total ``F_N``, and ``sum_i (A[i, j] Bm[i, k])^2``.
         Each accumulator is formed in row order ``i`` exactly as by the plain loops.
     """
-    if A.shape[1] >= Bm.shape[1]:
-        return _product_vec_d(A, Bm)
+    if A.shape[1] >= Bm.shape[1]:  # the inner loop over the longer of D and K: the operands swapped (a * b == b * a)
+        fwd, rev, total, ss = _product_vec_k(Bm, A)
+        return fwd.T.copy(), rev.T.copy(), total.T.copy(), ss.T.copy()
     return _product_vec_k(A, Bm)
 
 

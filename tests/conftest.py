@@ -71,3 +71,13 @@ def optimizer_of(table: dict):
     out = optimizer_config(table, err)
     assert out is not None
     return out
+
+
+@pytest.fixture
+def accurate_everywhere(monkeypatch):
+    """The oracle tries the accurate X^T R at every size from ACCURATE_MIN_WORK (not only where
+    harness.fastexact.accurate_pays): for the tests of the accurate product through the oracle."""
+    from harness import fastexact
+
+    monkeypatch.setattr(fastexact, "ACCURATE_MIN_DK", 0)
+    monkeypatch.setattr(fastexact, "ACCURATE_MIN_PAIRS", 0)

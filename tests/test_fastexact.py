@@ -294,13 +294,6 @@ def test_accurate_error_largest_against_bound(kind, dtype, n, d, k, seed, scale)
     assert worst <= 1.0
 
 
-@pytest.fixture
-def accurate_everywhere(monkeypatch):
-    """The oracle tries the accurate product at every size from ACCURATE_MIN_WORK (not only where it pays)."""
-    monkeypatch.setattr(fastexact, "ACCURATE_MIN_DK", 0)
-    monkeypatch.setattr(fastexact, "ACCURATE_MIN_PAIRS", 0)
-
-
 def test_oracle_tries_the_accurate_product_only_where_it_pays():
     """From ACCURATE_MIN_WORK, the oracle's accurate=True leaves planes to float64 only where accurate_pays: not for
     D*K = 64 (exact, no radius), but for D*K = 1024 with mixed-magnitude float64 data (5 x 9 digit-plane pairs)."""

@@ -295,47 +295,42 @@ def test_hypothesis_accurate_product_within_radius(n, d, k, seed, ex, ew, eb, ey
     target(worst, label="error / (2^-60 sum|terms|)")
 
 
-def test_oracle_accurate_step_with_subnormal_scale_and_large_residual(monkeypatch):
-    """Through the oracle (N*D*K >= ACCURATE_MIN_WORK, accurate=True): q0 = qx + qw near -2126 and a residual of
-    about 2**110, so that the low digit planes left to float64 span more than 2000 bits. Must not raise; grad_W and
-    W within their radius of the reference, the rest exact."""
-    monkeypatch.setattr(fastexact, "ACCURATE_MIN_DK", 0)  # the accurate product at any D*K (not only where it pays)
-    monkeypatch.setattr(fastexact, "ACCURATE_MIN_PAIRS", 0)
-    n = ACCURATE_MIN_WORK
-    rng = np.random.default_rng(0)
-    arrs = _arrs(rng.standard_normal((n, 1)) * 2.0**-1000, rng.standard_normal((n, 1)) * 2.0**90,
-                 np.array([[3 * 2.0**-1074]]), np.array([2.0**110]))
+def _accurate_within_radius(arrs: dict[str, np.ndarray], lr: Fraction):
+    """The oracle's accurate step against the rational reference: grad_W and W within their radius, the rest exact.
+    Returns (accurate, reference)."""
     inp = exact_inputs_from_floats(arrs)
-    acc = exact_step(inp, Fraction(1, 8), "mean", accurate=True)
-    ref = exact_step(inp, Fraction(1, 8), "mean", method="exact-rational")
+    acc = exact_step(inp, lr, "mean", accurate=True)
+    ref = exact_step(inp, lr, "mean", method="exact-rational")
     for q, v in ref.values.items():
         a, e = acc.values[q].to_fractions(), v.to_fractions()
         if q in acc.radius:
             assert all(abs(a[i] - e[i]) <= Fraction(float(acc.radius[q][i])) for i in np.ndindex(a.shape)), q
         else:
             assert (a == e).all(), q
+    return acc, ref
 
 
-def test_oracle_accurate_radius_on_column_scaled_data(monkeypatch):
+def test_oracle_accurate_step_with_subnormal_scale_and_large_residual(accurate_everywhere):
+    """Through the oracle (N*D*K >= ACCURATE_MIN_WORK, accurate=True): q0 = qx + qw near -2126 and a residual of
+    about 2**110, so that the low digit planes left to float64 span more than 2000 bits. Must not raise; grad_W and
+    W within their radius of the reference, the rest exact."""
+    n = ACCURATE_MIN_WORK
+    rng = np.random.default_rng(0)
+    arrs = _arrs(rng.standard_normal((n, 1)) * 2.0**-1000, rng.standard_normal((n, 1)) * 2.0**90,
+                 np.array([[3 * 2.0**-1074]]), np.array([2.0**110]))
+    _accurate_within_radius(arrs, Fraction(1, 8))
+
+
+def test_oracle_accurate_radius_on_column_scaled_data(accurate_everywhere):
     """The accurate step through the oracle on columns of X scaled 2**-300 .. 2**300 (the budget set by the
     smallest sum of terms): grad_W and W within their radius of the reference, the rest exact."""
-    monkeypatch.setattr(fastexact, "ACCURATE_MIN_DK", 0)  # the accurate product at any D*K (not only where it pays)
-    monkeypatch.setattr(fastexact, "ACCURATE_MIN_PAIRS", 0)
     rng = np.random.default_rng(9)
     n, d, k = 4096, 4, 4
     X = rng.standard_normal((n, d)) * 2.0 ** np.array([-300, -20, 40, 300])
     W = rng.standard_normal((d, k)) * 2.0 ** np.array([[280], [0], [-60], [-290]])
     b = rng.standard_normal(k)
     y = X @ W + b + rng.standard_normal((n, k)) * 2.0**-30
-    inp = exact_inputs_from_floats(_arrs(X, y, W, b))
-    acc = exact_step(inp, Fraction(1, 10), "mean", accurate=True)
-    ref = exact_step(inp, Fraction(1, 10), "mean", method="exact-rational")
-    for q, v in ref.values.items():
-        a, e = acc.values[q].to_fractions(), v.to_fractions()
-        if q in acc.radius:
-            assert all(abs(a[i] - e[i]) <= Fraction(float(acc.radius[q][i])) for i in np.ndindex(a.shape)), q
-        else:
-            assert (a == e).all(), q
+    acc, ref = _accurate_within_radius(_arrs(X, y, W, b), Fraction(1, 10))
     assert (acc.residual.to_fractions() == ref.residual.to_fractions()).all()
 
 
