@@ -366,12 +366,20 @@ def _squares_safe(*arrays: F64) -> bool:
 class ResidualBound:
     """:func:`residual_bound`'s result: ``A`` (magnitudes of the terms), ``E`` (the
     rigorous bound of ``|R^ - R|``), ``U`` (its first-order absolute part: underflow,
-    flushed inputs, TF32 underflow) and ``gamma`` (``gamma_{D+2}``)."""
+    flushed inputs, TF32 underflow) and ``gamma`` (``gamma_{D+2}``).
+
+    ``U_uniform``: the one value of every element of ``U`` when it has no flushed-input or TF32 part (``n_R eta``:
+    gradual underflow only), else None. The sums of ``U`` (:func:`gradient_bounds`, :func:`loss_bound`) are then
+    formed in closed form (``|X|^T U = (|X|^T 1) U_uniform``): in float64 ``U`` is a multiple of the smallest
+    subnormal, and ``|X|^T U`` through BLAS multiplies subnormals (microcode on x86: 5.7 ms against 0.1 ms at
+    N = 15,625, D = 16, K = 4) and rounds each of its N products on the subnormal grid (an absolute error up to
+    ``N eta``, where the closed form's is one rounding)."""
 
     A: F64
     E: F64
     U: F64
     gamma: float
+    U_uniform: float | None = None
 
 
 def _tf32_eta(reg: Regime) -> float:
@@ -401,7 +409,8 @@ def _residual_bound(X: F64, W: F64, b: F64, Y: F64, reg: Regime, ut: float) -> R
         et = _tf32_eta(reg)
         tf_abs = et * (1 + ut) * (aX.sum(axis=1)[:, None] + aW.sum(axis=0)[None, :]) + d * et**2
     tf = (pscale - 1.0) * absXW + tf_abs
-    if reg.ftz or not (np.isfinite(aX).all() and np.isfinite(aW).all()):
+    flushed = reg.ftz or not (np.isfinite(aX).all() and np.isfinite(aW).all())
+    if flushed:
         dX, dW, db, dY = reg.flushed(X), reg.flushed(W), reg.flushed(b), reg.flushed(Y)
         d_in = dX @ aW + aX @ dW + dX @ dW + db[None, :] + dY
     else:  # nothing is flushed: products of finite magnitudes with zeros, +0 everywhere (no product needed)
@@ -412,7 +421,8 @@ def _residual_bound(X: F64, W: F64, b: F64, Y: F64, reg: Regime, ut: float) -> R
     U = d_in + tf_abs + n_under * reg.eta  # TF32's relative part is modelled probabilistically
     with np.errstate(invalid="ignore", over="ignore"):
         E = g * (A + tf) + d_in + tf + (1.0 + g) * n_under * reg.eta
-    return ResidualBound(A=A, E=E, U=U, gamma=g)
+    uniform = not (ut or reg.ftz or flushed)
+    return ResidualBound(A=A, E=E, U=U, gamma=g, U_uniform=n_under * reg.eta if uniform else None)
 
 
 @dataclass
@@ -462,8 +472,11 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
         n_b = n + 1 + (1 + f) * n + f * (n - 1)
         gb = abs(s) * (g * sRh + rb.E.sum(axis=0)) + eta_s * (1 + g) * sRh + (1 + g) * eta * n_b
         XR = aX.T @ aR
-        U_gW = abs(s) * (aX.T @ rb.U + dXR) + eta_s * XR + tf_abs + eta * n_G
-        U_gb = abs(s) * rb.U.sum(axis=0) + eta_s * aR.sum(axis=0) + eta * n_b
+        # |X|^T U and 1^T U: in closed form where U is one value (ResidualBound.U_uniform)
+        XU = aX.T @ rb.U if rb.U_uniform is None else np.broadcast_to(colX * rb.U_uniform, XR.shape)
+        sU = rb.U.sum(axis=0) if rb.U_uniform is None else np.full(aR.shape[1], n * rb.U_uniform)
+        U_gW = abs(s) * (XU + dXR) + eta_s * XR + tf_abs + eta * n_G
+        U_gb = abs(s) * sU + eta_s * aR.sum(axis=0) + eta * n_b
     return GradientBounds(gW=gW, gb=gb, U_gW=U_gW, U_gb=U_gb, gamma=g)
 
 
@@ -479,7 +492,10 @@ def loss_bound(R: F64, rb: ResidualBound, c: float, reg: Regime) -> tuple[F64, F
         Rh = aR + rb.E
         sRh2 = np.sum(Rh**2)
         rig = abs(c) * (g * sRh2 + np.sum(rb.E * (2 * aR + rb.E))) + eta_c * (1 + g) * sRh2 + (1 + g) * reg.eta * n_L
-        U = abs(c) * np.sum(rb.U * (2 * aR + rb.U)) + eta_c * np.sum(aR**2) + reg.eta * n_L
+        # sum U (2 |R| + U), in closed form where U is one value (ResidualBound.U_uniform)
+        UR = (np.sum(rb.U * (2 * aR + rb.U)) if rb.U_uniform is None
+              else rb.U_uniform * (2 * np.sum(aR) + nk * rb.U_uniform))
+        U = abs(c) * UR + eta_c * np.sum(aR**2) + reg.eta * n_L
     return np.asarray(rig), np.asarray(U), g
 
 

@@ -164,6 +164,15 @@ class CaseCache:
         self._seen: dict[tuple[Any, ...], tuple[Mapping[str, F64], Fraction]] = {}
         self._steps: dict[tuple[Any, ...], Any] = {}
         self._inputs: list[Mapping[str, F64]] = []
+        self._finite: bool | None = None
+
+    @property
+    def finite(self) -> bool:
+        """:attr:`Case.finite` of the case, read once (a pass over every input; the cache holds the case's
+        values fixed, as its exact results do)."""
+        if self._finite is None:
+            self._finite = self.case.finite
+        return self._finite
 
     def serves(self, case: Case) -> bool:
         """Whether this cache's exact results are those of ``case``: the same object, or a case with the same
@@ -214,7 +223,7 @@ class CaseCache:
         return self._steps[key]
 
     def written_step(self) -> ExactStep | None:
-        if self._written is None and self.case.finite:
+        if self._written is None and self.finite:
             if self.case.written is None:  # written as float64 values (arrays, generated cases): exact as floats
                 for key, (seen, lr) in self._seen.items():  # the same inputs as a trajectory's first step (float64)
                     if not self._traj[key]:  # a trajectory of no steps (steps = 0) has no first step
@@ -290,7 +299,7 @@ def check_case(
         reason = f"{impl.name} {mismatch}" if mismatch else None
     if reason:
         return [_whole_run_record(base, "unsupported", reason)]
-    if not case.finite:
+    if not cache.finite:
         bad = [k for k, v in case.values.items() if not np.isfinite(v).all()]
         return [_whole_run_record(base, "invalid-input", f"non-finite values (NaN or inf) in {', '.join(bad)}: no exact value exists")]
     fmt = get_format(dtype)

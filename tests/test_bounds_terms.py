@@ -258,6 +258,79 @@ def test_float64_underflow_quantum_is_the_smallest_subnormal():
     assert Regime(FLOAT64, True).eta == 2.0**-1022
 
 
+def _uniform_case(seed, scale_bits=20):
+    rng = np.random.default_rng(seed)
+    n, d, k = 257, 5, 3
+    X = rng.normal(size=(n, d)) * np.exp2(rng.integers(-scale_bits, scale_bits + 1, (n, d)))
+    W, b = rng.normal(size=(d, k)), rng.normal(size=k)
+    R = rng.normal(size=(n, k)) * np.exp2(rng.integers(-30, 31, (n, k)))
+    return X, W, b, R
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_uniform_underflow_sums_in_closed_form_float64(seed):
+    """float64, gradual underflow: U = D * 2**-1074 at every element (U_uniform), so |X|^T U and 1^T U are
+    formed as (|X|^T 1) U_uniform and N U_uniform. Each must be the exact rational value of the model's
+    first-order absolute part up to a few roundings (BLAS's |X|^T U rounds each of its N subnormal products
+    to the grid of 2**-1074: an error up to N * 2**-1075)."""
+    from harness.bounds import gradient_bounds, loss_bound, residual_bound
+
+    X, W, b, R = _uniform_case(seed)
+    n, d = X.shape
+    k = R.shape[1]
+    y = X @ W + b - R
+    reg = Regime(FLOAT64, False)
+    eta = 2.0**-1074
+    rb = residual_bound(X, W, b, y, reg, 0.0)
+    assert rb.U_uniform == d * eta and bool((rb.U == d * eta).all())
+    for c in (1.0, 1.0 / (n * k)):
+        gb = gradient_bounds(X, R, rb, c, reg, 0.0)
+        s = Fraction(2) * Fraction(c)
+        ue = Fraction(d) * Fraction(eta)
+        colx = [sum(Fraction(abs(v)) for v in X[:, j]) for j in range(d)]
+        eta_s = Fraction(2 * reg.scale_underflow(c))
+        for j in range(d):
+            for m in range(k):
+                xr = sum(Fraction(abs(X[i, j])) * Fraction(abs(R[i, m])) for i in range(n))
+                exact = s * colx[j] * ue + eta_s * xr + Fraction(eta) * (n + 1 + colx[j])
+                assert abs(Fraction(gb.U_gW[j, m]) - exact) <= 4 * Fraction(eta) + exact * Fraction(1, 2**40), (j, m)
+        for m in range(k):
+            exact = s * n * ue + eta_s * sum(Fraction(abs(v)) for v in R[:, m]) + Fraction(eta) * (2 * n + 1)
+            assert abs(Fraction(gb.U_gb[m]) - exact) <= 4 * Fraction(eta) + exact * Fraction(1, 2**40)
+        _, U_L, _ = loss_bound(R, rb, c, reg)
+        sum_r = sum(Fraction(abs(v)) for v in R.ravel())
+        sum_r2 = sum(Fraction(v) ** 2 for v in R.ravel())
+        exact = Fraction(c) * ue * (2 * sum_r + n * k * ue) + Fraction(reg.scale_underflow(c)) * sum_r2 + Fraction(eta) * (2 * n * k + 1)
+        assert abs(Fraction(float(U_L)) - exact) <= 4 * Fraction(eta) + exact * Fraction(1, 2**40)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_uniform_underflow_closed_form_equals_the_general_sums(seed):
+    """float32 (U = D * 2**-150, a normal float64, so BLAS's sums are accurate): the closed form and the general
+    sums of U (U_uniform=None) give the same U_gW, U_gb and loss part to float64 rounding; with flush-to-zero or
+    TF32 U has flushed-input or TF32 parts and no uniform value (the general sums are used)."""
+    import dataclasses
+
+    from harness.bounds import gradient_bounds, loss_bound, residual_bound
+
+    X, W, b, R = _uniform_case(seed, 10)
+    y = X @ W + b - R
+    reg = Regime(FLOAT32, False)
+    rb = residual_bound(X, W, b, y, reg, 0.0)
+    assert rb.U_uniform == X.shape[1] * reg.eta == X.shape[1] * 2.0**-150
+    general = dataclasses.replace(rb, U_uniform=None)
+    for c in (1.0, 1.0 / R.size):
+        a, g = gradient_bounds(X, R, rb, c, reg, 0.0), gradient_bounds(X, R, general, c, reg, 0.0)
+        np.testing.assert_allclose(a.U_gW, g.U_gW, rtol=2.0**-44, atol=0)
+        np.testing.assert_allclose(a.U_gb, g.U_gb, rtol=2.0**-44, atol=0)
+        np.testing.assert_allclose(loss_bound(R, rb, c, reg)[1], loss_bound(R, general, c, reg)[1], rtol=2.0**-44, atol=0)
+        for other in (a.gW, a.gb):  # the rigorous bounds do not use U
+            assert np.isfinite(other).all()
+        np.testing.assert_array_equal(a.gW, g.gW)
+    assert residual_bound(X, W, b, y, Regime(FLOAT16, True), 0.0).U_uniform is None
+    assert residual_bound(X, W, b, y, reg, 2.0**-11).U_uniform is None
+
+
 # ---------------------------------------------------------------- flush-to-zero named in the message
 
 def _flushing_step(X, y, W, b, *, lr, reduction, steps):
