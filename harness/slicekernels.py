@@ -325,15 +325,19 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
                 bd = bdig[j, u - b0]
                 for e in range(s0, s1):
                     dst[e] += bd
-        # carry to two's complement digits, written out as float64 (exact: below 2**B)
+        # carry to two's complement digits, written out as float64 (exact: below 2**B) to the planes and to the
+        # block's float64 copy that the Gram sums read
         c[:n] = 0
         for u in range(n_alloc):
             src = acc[u]
             out = pf[u]
+            fdst = facc[u]
             for e in range(n):
                 v = c[e] + src[e]
                 d = v & MASK
-                out[e0 + e] = d
+                fd = float(d)
+                out[e0 + e] = fd
+                fdst[e] = fd
                 src[e] = d
                 c[e] = v >> B
         src = acc[n_alloc]
@@ -353,21 +357,22 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
                     t += du[e]
                 colsum[u, j] += t
         # the Gram sums of the planes, exact (in float64 over chunks of GRAM_CHUNK elements, see _gram_block)
-        for u in range(nu):
-            src = acc[u]
-            dst = facc[u]
-            for e in range(n):
-                dst[e] = float(src[e])
-        _gram_block(facc, n, e0, gram)
-        # planes needed: the highest digit that is not the sign's extension, plus a sign digit
-        h[:n] = -1
-        for u in range(n_alloc):
-            src = acc[u]
-            sg = acc[n_alloc]
-            for e in range(n):
-                h[e] = u if src[e] != (sg[e] & MASK) else h[e]
+        src = acc[n_alloc]  # the sign plane (the digit planes' float64 copies were written by the carry)
+        dst = facc[n_alloc]
         for e in range(n):
-            used = max(used, h[e] + 2)
+            dst[e] = float(src[e])
+        _gram_block(facc, n, e0, gram)
+        # planes needed: the highest plane u where some digit is not the sign's extension (sg & MASK), plus a sign
+        # digit: u + 2 (an OR over the block per plane, from the top down to the planes already known to be needed)
+        sg = acc[n_alloc]
+        for u in range(n_alloc - 1, used - 2, -1):
+            src = acc[u]
+            t = np.int64(0)
+            for e in range(n):
+                t |= src[e] ^ (sg[e] & MASK)
+            if t != 0:
+                used = u + 2
+                break
         # magnitudes: -value = sum (MASK - d_u) 2**(B u) + 1 for the negative ones
         sg = acc[n_alloc]
         for e in range(n):
