@@ -382,23 +382,120 @@ class ResidualBound:
     U_uniform: float | None = None
 
 
+@dataclass
+class _Scan:
+    """One pass over an ``(N, M)`` float64 array ``a`` (``partialsums.magnitude_scan``).
+
+    ``abs``: ``np.abs(a)``; ``sq``: ``np.abs(a)**2`` (X) or ``a**2`` (R), None where not formed (Y);
+    ``cols``: ``(3, M)``: ``a``, ``np.abs(a)`` and ``sq`` summed over the rows in NumPy's order for ``M >= 2``
+    (read them through :meth:`colsum`); ``max_abs``: ``float(np.abs(a).max())`` (NaN where ``a`` holds a NaN,
+    0.0 when empty); ``finite``, ``nan``: ``np.isfinite(a).all()``, ``np.isnan(a).any()``; ``extreme``:
+    :func:`_extreme_magnitudes` of ``a``."""
+
+    abs: F64
+    sq: F64 | None
+    cols: F64
+    max_abs: float
+    finite: bool
+    nan: bool
+    extreme: bool
+
+    def colsum(self, row: int, full: F64) -> F64:
+        """``cols[row]``, which is ``full.sum(axis=0)`` bit for bit where ``M >= 2`` (``full``: the array that row
+        sums); where ``M == 1`` NumPy sums the single column pairwise, so ``full`` is summed by NumPy."""
+        return self.cols[row] if self.cols.shape[1] >= 2 else np.sum(full, axis=0)
+
+
+def _scan(a: F64, mode: int) -> _Scan:
+    """:class:`_Scan` of ``a`` (C-contiguous float64 ``(N, M)``); ``mode``: 0 no square, 1 ``|a|**2``, 2 ``a**2``."""
+    from .partialsums import magnitude_scan
+
+    absa = np.empty(a.shape)
+    sq = np.empty(a.shape) if mode else None
+    cols = np.empty((3, a.shape[1]))
+    top, low, nan = magnitude_scan(a, absa, np.empty((0, 0)) if sq is None else sq, mode, cols)
+    top, low, nan = float(top), float(low), bool(nan)
+    finite = not nan and top < math.inf
+    # with only finite values the extremes are the largest and the smallest nonzero magnitude; else filter (rare)
+    extreme = (low < 2.0**-200 or top > 2.0**200) if finite else _extreme_magnitudes(absa)
+    return _Scan(abs=absa, sq=sq, cols=cols, max_abs=math.nan if nan else top, finite=finite, nan=nan,
+                 extreme=extreme)
+
+
+@dataclass
+class _Prepared:
+    """Arrays and facts shared by :func:`step_bounds`' terms (float64, compiled path), each formed once:
+    passes over ``X`` (N, D), ``Y`` and ``R`` (N, K), and the facts of ``ResidualBound.E`` and ``U`` and the
+    element-wise gradient and loss terms once ``residual_bound`` has formed them (keyed by the ``E`` array).
+
+    Every consumer gets exactly the values its NumPy expression forms (``np.abs(X)`` is ``X.abs``, and so on);
+    see :func:`_prepare` for when this path is taken."""
+
+    X: _Scan
+    Y: _Scan
+    R: _Scan
+    #: (E, U, np.isnan(E).any(), _max_abs(U)) from residual_bound's kernel
+    residual_facts: tuple[F64, F64, bool, float] | None = None
+    #: (E, Rh, Rh**2, E * (2 |R| + E), (2, K) column sums of Rh and E, np.isfinite(Rh).all())
+    _terms: tuple[F64, F64, F64, F64, F64, bool] | None = None
+
+    def residual_terms(self, E: F64) -> tuple[F64, F64, F64, F64, bool]:
+        """``(Rh, Rh**2, E * (2 |R| + E), cols, np.isfinite(Rh).all())`` with ``Rh = |R| + E`` (``partialsums.
+        gradient_terms``), formed once per ``E``; ``cols`` ``(2, K)``: ``Rh`` and ``E`` summed over the rows in
+        NumPy's order (valid for ``K >= 2``)."""
+        if self._terms is None or self._terms[0] is not E:
+            from .partialsums import gradient_terms
+
+            aR = self.R.abs
+            Rh, Rh2, EL = np.empty(aR.shape), np.empty(aR.shape), np.empty(aR.shape)
+            cols = np.empty((2, aR.shape[1]))
+            finite = bool(gradient_terms(aR, E, Rh, Rh2, EL, cols))
+            self._terms = (E, Rh, Rh2, EL, cols, finite)
+        return self._terms[1:]
+
+    def residual_facts_of(self, rb: ResidualBound) -> tuple[bool, float] | None:
+        """``(np.isnan(rb.E).any(), _max_abs(rb.U))`` where ``rb`` is the bound this step's kernel formed."""
+        f = self.residual_facts
+        return (f[2], f[3]) if f is not None and f[0] is rb.E and f[1] is rb.U else None
+
+
+def _prepare(inputs: Mapping[str, F64], residual: F64) -> _Prepared | None:
+    """The shared passes of :class:`_Prepared` where the compiled path applies: :data:`USE_KERNELS`, at least
+    :data:`KERNEL_MIN_WORK` terms, and ``X``, ``y``, ``R`` C-contiguous float64 (as float64 views of them; the
+    kernels' outputs are C-contiguous, so every NumPy reduction and BLAS product that reads them sees the layout
+    the NumPy expressions give for C-contiguous inputs). Else None: the NumPy expressions throughout."""
+    X, Y, R = (np.asarray(a, dtype=np.float64) for a in (inputs["X"], inputs["y"], residual))
+    W, b = np.asarray(inputs["W"]), np.asarray(inputs["b"])
+    shapes_agree = (X.ndim == 2 and W.ndim == 2 and Y.shape == R.shape == (X.shape[0], W.shape[1])
+                    and W.shape[0] == X.shape[1] and b.shape == (W.shape[1],))  # else NumPy says what is wrong
+    if not (USE_KERNELS and shapes_agree and X.shape[0] * W.size >= KERNEL_MIN_WORK
+            and all(a.flags.c_contiguous for a in (X, Y, R))):
+        return None
+    return _Prepared(X=_scan(X, 1), Y=_scan(Y, 0), R=_scan(R, 2))
+
+
 def _tf32_eta(reg: Regime) -> float:
     return reg.fmt.min_normal if reg.ftz else TF32.underflow_quantum
 
 
-def residual_bound(X: F64, W: F64, b: F64, Y: F64, reg: Regime, ut: float) -> ResidualBound:
+def residual_bound(X: F64, W: F64, b: F64, Y: F64, reg: Regime, ut: float, *,
+                   pre: _Prepared | None = None) -> ResidualBound:
     """``E_R`` of the module docstring: ``gamma_{D+2} A + dIn + TF32 + (1 + gamma_{D+2}) n_R eta``.
 
     Args:
         X, W, b, Y: the inputs (exact float64 values).
         reg: the rounding model.
         ut: TF32's unit roundoff when the products' inputs are rounded to TF32, else 0.
+        pre: :func:`step_bounds`' shared passes over these ``X`` and ``Y`` (the same values, fewer passes), or None.
     """
     with np.errstate(invalid="ignore", over="ignore"):
-        return _residual_bound(X, W, b, Y, reg, ut)
+        return _residual_bound(X, W, b, Y, reg, ut, pre)
 
 
-def _residual_bound(X: F64, W: F64, b: F64, Y: F64, reg: Regime, ut: float) -> ResidualBound:
+def _residual_bound(X: F64, W: F64, b: F64, Y: F64, reg: Regime, ut: float, pre: _Prepared | None = None,
+                    ) -> ResidualBound:
+    if pre is not None:
+        return _residual_bound_prepared(X, W, b, reg, ut, pre)
     d = X.shape[1]
     aX, aW, ab, aY = np.abs(X), np.abs(W), np.abs(b), np.abs(Y)
     absXW = aX @ aW
@@ -425,6 +522,36 @@ def _residual_bound(X: F64, W: F64, b: F64, Y: F64, reg: Regime, ut: float) -> R
     return ResidualBound(A=A, E=E, U=U, gamma=g, U_uniform=n_under * reg.eta if uniform else None)
 
 
+def _residual_bound_prepared(X: F64, W: F64, b: F64, reg: Regime, ut: float, pre: _Prepared) -> ResidualBound:
+    """:func:`_residual_bound` with ``|X|``, ``|Y|`` and ``np.isfinite(X).all()`` from ``pre`` and the
+    element-wise ``A``, ``E``, ``U`` (N, K) in one compiled pass (``partialsums.residual_terms``: the same
+    expressions); records ``np.isnan(E).any()`` and ``max |U|`` in ``pre.residual_facts``."""
+    from .partialsums import residual_terms
+
+    d = X.shape[1]
+    aX, aW, ab, aY = pre.X.abs, np.abs(W), np.abs(b), pre.Y.abs
+    absXW = aX @ aW
+    pscale = (1.0 + ut) ** 2
+    none = np.empty((0, 0))
+    tf_abs = none
+    if ut:
+        et = _tf32_eta(reg)
+        tf_abs = et * (1 + ut) * (aX.sum(axis=1)[:, None] + aW.sum(axis=0)[None, :]) + d * et**2
+    flushed = reg.ftz or not (pre.X.finite and np.isfinite(aW).all())
+    d_in = none
+    if flushed:
+        dX, dW, db, dY = reg.flushed(X), reg.flushed(W), reg.flushed(b), reg.flushed(pre.Y.abs)
+        d_in = dX @ aW + aX @ dW + dX @ dW + db[None, :] + dY
+    g = reg.gamma(d + 2)
+    n_under = d + (d + 1 if reg.ftz else 0)
+    A, E, U = np.empty(absXW.shape), np.empty(absXW.shape), np.empty(absXW.shape)
+    e_nan, u_max = residual_terms(absXW, ab, aY, d_in, tf_abs, flushed, bool(ut), pscale - 1.0, g,
+                                  n_under * reg.eta, (1.0 + g) * n_under * reg.eta, A, E, U)
+    pre.residual_facts = (E, U, bool(e_nan), float(u_max))
+    uniform = not (ut or reg.ftz or flushed)
+    return ResidualBound(A=A, E=E, U=U, gamma=g, U_uniform=n_under * reg.eta if uniform else None)
+
+
 @dataclass
 class GradientBounds:
     """:func:`gradient_bounds`' result: rigorous bounds and their first-order absolute parts."""
@@ -436,7 +563,8 @@ class GradientBounds:
     gamma: float
 
 
-def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut: float) -> GradientBounds:
+def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut: float, *,
+                    pre: _Prepared | None = None) -> GradientBounds:
     """Rigorous bounds of grad_W = s X^T R and grad_b = s 1^T R (module docstring).
 
     Args:
@@ -444,58 +572,81 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
         rb: the residual's bound.
         c: the exact scale (1 or 1/(N K)).
         reg: the rounding model; ut: TF32's unit roundoff for the products, or 0.
+        pre: :func:`step_bounds`' shared passes over these ``X`` and ``R`` (the same values, fewer passes), or None.
     """
     n = X.shape[0]
     s = 2.0 * c
-    aX, aR = np.abs(X), np.abs(R)
     eta, f = reg.eta, 1.0 if reg.ftz else 0.0
     eta_s = 2.0 * reg.scale_underflow(c)
     g = reg.gamma(n + 3)
     pscale = (1.0 + ut) ** 2
+    if pre is not None:
+        aX, aR = pre.X.abs, pre.R.abs
+        Rh, _, _, cols, Rh_finite = pre.residual_terms(rb.E)
+        R_finite = pre.R.finite
+        colX = pre.X.colsum(1, aX)[:, None]
+        sRh = cols[0] if cols.shape[1] >= 2 else Rh.sum(axis=0)
+        sE = cols[1] if cols.shape[1] >= 2 else rb.E.sum(axis=0)
+        saR = pre.R.colsum(1, aR)
+    else:
+        aX, aR = np.abs(X), np.abs(R)
     with np.errstate(invalid="ignore", over="ignore"):
-        Rh = aR + rb.E
-        colX = aX.sum(axis=0)[:, None]
+        if pre is None:
+            Rh = aR + rb.E
+            colX = aX.sum(axis=0)[:, None]
+            Rh_finite, R_finite = bool(np.isfinite(Rh).all()), bool(np.isfinite(aR).all())
+            sRh, sE, saR = Rh.sum(axis=0), rb.E.sum(axis=0), aR.sum(axis=0)
         n_G = n + 1 + (1 + f) * colX + f * (n - 1)
         tf_abs = np.zeros_like(colX)
         if ut:
             et = _tf32_eta(reg)
-            tf_abs = et * (1 + ut) * (colX + (abs(s) + eta_s) * (1 + reg.u) * Rh.sum(axis=0)[None, :]) + n * et**2
+            tf_abs = et * (1 + ut) * (colX + (abs(s) + eta_s) * (1 + reg.u) * sRh[None, :]) + n * et**2
         XRh = aX.T @ Rh
         tf = (pscale - 1.0) * abs(s) * XRh + tf_abs
-        if reg.ftz or not (np.isfinite(Rh).all() and np.isfinite(aR).all()):
+        if reg.ftz or not (Rh_finite and R_finite):
             dX = reg.flushed(X)
             dXRh, dXR = dX.T @ Rh, dX.T @ aR
         else:  # nothing is flushed: zeros times finite magnitudes, +0 everywhere (no product needed)
             dXRh = dXR = np.zeros(XRh.shape, dtype=XRh.dtype)
         gW = (abs(s) * (g * XRh + aX.T @ rb.E + dXRh) + eta_s * (1 + g) * XRh + (1 + g) * (tf + eta * n_G))
-        sRh = Rh.sum(axis=0)
         n_b = n + 1 + (1 + f) * n + f * (n - 1)
-        gb = abs(s) * (g * sRh + rb.E.sum(axis=0)) + eta_s * (1 + g) * sRh + (1 + g) * eta * n_b
+        gb = abs(s) * (g * sRh + sE) + eta_s * (1 + g) * sRh + (1 + g) * eta * n_b
         XR = aX.T @ aR
         # |X|^T U and 1^T U: in closed form where U is one value (ResidualBound.U_uniform)
         XU = aX.T @ rb.U if rb.U_uniform is None else np.broadcast_to(colX * rb.U_uniform, XR.shape)
         sU = rb.U.sum(axis=0) if rb.U_uniform is None else np.full(aR.shape[1], n * rb.U_uniform)
         U_gW = abs(s) * (XU + dXR) + eta_s * XR + tf_abs + eta * n_G
-        U_gb = abs(s) * sU + eta_s * aR.sum(axis=0) + eta * n_b
+        U_gb = abs(s) * sU + eta_s * saR + eta * n_b
     return GradientBounds(gW=gW, gb=gb, U_gW=U_gW, U_gb=U_gb, gamma=g)
 
 
-def loss_bound(R: F64, rb: ResidualBound, c: float, reg: Regime) -> tuple[F64, F64, float]:
-    """Rigorous bound of the loss ``c sum R^2``, its first-order absolute part, and ``gamma_{NK+3}``."""
+def loss_bound(R: F64, rb: ResidualBound, c: float, reg: Regime, *,
+               pre: _Prepared | None = None) -> tuple[F64, F64, float]:
+    """Rigorous bound of the loss ``c sum R^2``, its first-order absolute part, and ``gamma_{NK+3}``.
+
+    ``pre``: :func:`step_bounds`' shared passes over this ``R`` (the same values, fewer passes), or None."""
     nk = R.size
-    aR = np.abs(R)
     g = reg.gamma(nk + 3)
     eta_c = reg.scale_underflow(c)
     f = 1.0 if reg.ftz else 0.0
     n_L = 2 * nk + 1 + f * (nk - 1)
     with np.errstate(invalid="ignore", over="ignore"):
-        Rh = aR + rb.E
-        sRh2 = np.sum(Rh**2)
-        rig = abs(c) * (g * sRh2 + np.sum(rb.E * (2 * aR + rb.E))) + eta_c * (1 + g) * sRh2 + (1 + g) * reg.eta * n_L
+        if pre is not None:
+            # Rh**2 and E (2|R| + E) from the compiled pass; |R|**2 is R**2 (the same bits but for a NaN's sign,
+            # and a NaN sum is NaN either way)
+            aR, R2 = pre.R.abs, pre.R.sq
+            assert R2 is not None
+            _, Rh2, EL, _, _ = pre.residual_terms(rb.E)
+        else:
+            aR = np.abs(R)
+            Rh = aR + rb.E
+            Rh2, EL, R2 = Rh**2, rb.E * (2 * aR + rb.E), aR**2
+        sRh2 = np.sum(Rh2)
+        rig = abs(c) * (g * sRh2 + np.sum(EL)) + eta_c * (1 + g) * sRh2 + (1 + g) * reg.eta * n_L
         # sum U (2 |R| + U), in closed form where U is one value (ResidualBound.U_uniform)
         UR = (np.sum(rb.U * (2 * aR + rb.U)) if rb.U_uniform is None
               else rb.U_uniform * (2 * np.sum(aR) + nk * rb.U_uniform))
-        U = abs(c) * UR + eta_c * np.sum(aR**2) + reg.eta * n_L
+        U = abs(c) * UR + eta_c * np.sum(R2) + reg.eta * n_L
     return np.asarray(rig), np.asarray(U), g
 
 
@@ -606,6 +757,35 @@ def _kernel_partial_sums(X: F64, Y: F64, W: F64, b: F64, R: F64, wt: float) -> t
     return V_R, V_gW_pss, sumT2, V_gb_pss
 
 
+def _prepared_partial_sums(X: F64, Y: F64, W: F64, b: F64, R: F64, wt: float, pre: _Prepared,
+                           ) -> tuple[F64, F64, F64, F64, F64, F64, F64]:
+    """:func:`_kernel_partial_sums` with ``V_R`` formed in one compiled pass (``partialsums.residual_variance``:
+    the same expression, :func:`order_model` element-wise) and ``sum R**2`` over the rows from ``pre``.
+
+    Returns:
+        ``(V_R, V_gW_pss, sumT2, V_gb_pss, R**2 * V_R, V_R**2, V_R.sum(axis=0))``: ``(N, K)``, ``(D, K)``,
+        ``(D, K)``, ``(K,)``, ``(N, K)``, ``(N, K)``, ``(K,)``, float64 (the last from the kernel for ``K >= 2``).
+    """
+    from .partialsums import product_partial_sums, residual_partial_sums, residual_variance
+
+    n, d = X.shape
+    X, W, b, Y, R = (np.ascontiguousarray(a, dtype=np.float64) for a in (X, W, b, Y, R))
+    R2 = pre.R.sq
+    assert R2 is not None
+    fwd, rev, tot, sumP2 = residual_partial_sums(X, W, b, Y)
+    V_R, RV, VR2 = np.empty(Y.shape), np.empty(Y.shape), np.empty(Y.shape)
+    cols = np.empty((1, Y.shape[1]))
+    sum_k2, sum_kvar = _order_sums(d + 2)
+    residual_variance(fwd, rev, tot, sumP2, b, Y, R2, 1 + 2 * wt, d + 2, sum_k2, sum_kvar, V_R, RV, VR2, cols)
+    sumVR = cols[0] if cols.shape[1] >= 2 else V_R.sum(axis=0)
+    fwd, rev, tot, sumT2 = product_partial_sums(X, R)
+    V_gW_pss = order_model(fwd, rev, tot, sumT2, n)
+    sumR2 = pre.R.colsum(2, R2)
+    fwd, rev, tot, _ = product_partial_sums(np.ones((n, 1)), R)
+    V_gb_pss = order_model(fwd[0], rev[0], tot[0], sumR2, n)
+    return V_R, V_gW_pss, sumT2, V_gb_pss, RV, VR2, sumVR
+
+
 def _numpy_partial_sums(X: F64, Y: F64, W: F64, b: F64, R: F64, wt: float) -> tuple[F64, F64, F64, F64]:
     """:func:`_kernel_partial_sums` in NumPy, in the arrays' own type (float64 or longdouble)."""
     n, k = Y.shape
@@ -638,26 +818,34 @@ def _numpy_partial_sums(X: F64, Y: F64, W: F64, b: F64, R: F64, wt: float) -> tu
 
 def expected_bounds(
     X: F64, Y: F64, W: F64, b: F64, R: F64, exact: Mapping[str, F64], c: float, lr: float, dlr: float,
-    reg: Regime, ut: float, rb: ResidualBound, gb: GradientBounds, U_L: F64,
+    reg: Regime, ut: float, rb: ResidualBound, gb: GradientBounds, U_L: F64, *, pre: _Prepared | None = None,
 ) -> dict[str, F64]:
-    """Probabilistic bounds (module docstring), before capping by the rigorous ones."""
+    """Probabilistic bounds (module docstring), before capping by the rigorous ones.
+
+    ``pre``: :func:`step_bounds`' shared passes over these ``X`` and ``R`` (the same values, fewer passes), or None."""
     u = reg.u
     s = 2.0 * c
     lr = abs(lr)
     wt = (ut / u) ** 2 if u > 0 else 0.0  # TF32 input roundings, relative to u
-    aX = np.abs(X)
     with np.errstate(invalid="ignore", over="ignore"):
-        if USE_KERNELS and X.dtype == np.float64 and X.shape[0] * W.size >= KERNEL_MIN_WORK:  # compiled, two passes
-            V_R, V_gW_pss, sumT2, V_gb_pss = _kernel_partial_sums(X, Y, W, b, R, wt)
+        if pre is not None:  # compiled, with the shared passes: |X|**2, R**2 and their sums formed once
+            V_R, V_gW_pss, sumT2, V_gb_pss, RV, VR2, sumVR = _prepared_partial_sums(X, Y, W, b, R, wt, pre)
+            X2T, R2 = pre.X.sq.T if pre.X.sq is not None else np.abs(X).T ** 2, pre.R.sq
+            assert R2 is not None
+            sumR, sumR2 = pre.R.colsum(0, R), pre.R.colsum(2, R2)
         else:
-            V_R, V_gW_pss, sumT2, V_gb_pss = _numpy_partial_sums(X, Y, W, b, R, wt)
+            if USE_KERNELS and X.dtype == np.float64 and X.shape[0] * W.size >= KERNEL_MIN_WORK:  # compiled, two passes
+                V_R, V_gW_pss, sumT2, V_gb_pss = _kernel_partial_sums(X, Y, W, b, R, wt)
+            else:
+                V_R, V_gW_pss, sumT2, V_gb_pss = _numpy_partial_sums(X, Y, W, b, R, wt)
+            X2T, R2 = np.abs(X).T ** 2, R**2
+            sumR, sumR2 = R.sum(axis=0), np.sum(R2, axis=0)
+            RV, VR2, sumVR = R2 * V_R, V_R**2, V_R.sum(axis=0)
         sumT = X.T @ R
-        V_gW = (aX.T**2) @ V_R + (2 + 2 * wt) * sumT2 + sumT**2 + V_gW_pss
-        sumR = R.sum(axis=0)
-        sumR2 = np.sum(R**2, axis=0)
-        V_gb = V_R.sum(axis=0) + sumR2 + sumR**2 + V_gb_pss
-        sq = (R**2).ravel()
-        V_L = 4 * np.sum(R**2 * V_R) + np.sum(sq**2) + 2 * np.sum(sq) ** 2 + partial_sum_squares(sq[None, :], axis=1)[0]
+        V_gW = X2T @ V_R + (2 + 2 * wt) * sumT2 + sumT**2 + V_gW_pss
+        V_gb = sumVR + sumR2 + sumR**2 + V_gb_pss
+        sq = R2.ravel()
+        V_L = 4 * np.sum(RV) + np.sum(sq**2) + 2 * np.sum(sq) ** 2 + partial_sum_squares(sq[None, :], axis=1)[0]
         lam = LAMBDA * u
         exp_gW = lam * abs(s) * np.sqrt(V_gW) + gb.U_gW
         exp_gb = lam * abs(s) * np.sqrt(V_gb) + gb.U_gb
@@ -668,7 +856,7 @@ def expected_bounds(
         # below exp(-lambda^2); never more than lambda^2 u^2 sum V_R. It dominates when
         # the residual is far smaller than its rounding errors (near-zero residuals)
         sum_VR = np.sum(V_R)
-        second_L = u**2 * min(sum_VR + LAMBDA**3 * np.sqrt(np.sum(V_R**2) / 2), LAMBDA**2 * sum_VR)
+        second_L = u**2 * min(sum_VR + LAMBDA**3 * np.sqrt(np.sum(VR2) / 2), LAMBDA**2 * sum_VR)
         exp_L = lam * abs(c) * np.sqrt(V_L) + abs(c) * second_L + U_L
         gW, gbv = exact["grad_W"], exact["grad_b"]
         exp_W = (lam * np.sqrt(lr**2 * s**2 * V_gW + 2 * (lr * gW) ** 2 + exact["W"] ** 2)
@@ -699,25 +887,33 @@ _OVERFLOW_MARGIN = 2.0**-8
 
 def _far_from_overflow(
     X: F64, Y: F64, W: F64, b: F64, R: F64, exact: Mapping[str, F64], rb: ResidualBound, gb: GradientBounds,
-    c: float, lrs: list[float], reg: Regime, G_R: float, G_G: float, G_L: float,
+    c: float, lrs: list[float], reg: Regime, G_R: float, G_G: float, G_L: float, pre: _Prepared | None = None,
 ) -> bool:
     """Whether every magnitude :func:`overflow_masks` compares with the largest finite value is provably far
     below it, so that every mask is False: bounds of each intermediate from the largest magnitudes of the
     inputs (the residual's positive and negative parts are at most ``G_R (D max|X| max|W| + max|b| + max|Y|)
     + max U``, a gradient's at most ``G_G N max(max|X|, 1) sc`` times that, and so on), with a margin of
     :data:`_OVERFLOW_MARGIN`. O(N D + N K) work and no matrix product, against the masks' dozen products;
-    any NaN, infinity or doubt (a vacuous bound, a huge sum) answers False and the masks are computed."""
+    any NaN, infinity or doubt (a vacuous bound, a huge sum) answers False and the masks are computed.
+
+    ``pre``: :func:`step_bounds`' shared passes (the NaN checks and largest magnitudes of ``X``, ``Y``, ``R``,
+    ``rb.E``, ``rb.U`` from them), or None."""
     n, d = X.shape
     k = W.shape[1]
     if n * d * k >= 2**40 or n == 0 or d == 0 or k == 0:
         return False
     limit = reg.fmt.max_finite * _OVERFLOW_MARGIN
     s = 2.0 * c
+    facts = pre.residual_facts_of(rb) if pre is not None else None
     with np.errstate(invalid="ignore", over="ignore"):
-        if np.isnan(rb.E).any() or np.isnan(R).any():  # a NaN error bound (inf * 0) takes part in the masks
+        if pre is not None and facts is not None:
+            E_nan, R_nan, aX, aY, aU = facts[0], pre.R.nan, pre.X.max_abs, pre.Y.max_abs, facts[1]
+        else:
+            E_nan, R_nan = bool(np.isnan(rb.E).any()), bool(np.isnan(R).any())
+            aX, aY, aU = _max_abs(X), _max_abs(Y), _max_abs(rb.U)
+        if E_nan or R_nan:  # a NaN error bound (inf * 0) takes part in the masks
             return False
-        aX = _max_abs(X)
-        P = G_R * (d * aX * _max_abs(W) + _max_abs(b) + _max_abs(Y)) + _max_abs(rb.U)  # pos, neg, so |R^| as used
+        P = G_R * (d * aX * _max_abs(W) + _max_abs(b) + aY) + aU  # pos, neg, so |R^| as used
         sc = max(2.0, abs(s)) * reg.growth(2)
         S = sc * P  # the scaled residual's terms
         G = G_G * n * _nanmax(aX, 1.0) * S  # partial sums of X^T (s R) and 1^T (s R)
@@ -732,7 +928,7 @@ def _far_from_overflow(
 
 def overflow_masks(
     X: F64, Y: F64, W: F64, b: F64, R: F64, exact: Mapping[str, F64], rb: ResidualBound, gb: GradientBounds,
-    c: float, lrs: list[float], reg: Regime, ut: float,
+    c: float, lrs: list[float], reg: Regime, ut: float, *, pre: _Prepared | None = None,
 ) -> tuple[dict[str, Mask], dict[str, Mask], dict[str, Mask], dict[str, Mask]]:
     """``inf_allowed``, ``nan_allowed``, ``posinf_allowed`` and ``neginf_allowed`` per quantity
     (module docstring).
@@ -742,6 +938,7 @@ def overflow_masks(
     ``inf - inf`` is allowed only where partial sums of both signs can overflow.
     Scaling placements covered: ``2c`` applied to R before the sum, ``2R`` before the
     sum and ``/(N K)`` after, or ``2c`` after the sum (largest factor ``max(2, |s|)``).
+    ``pre``: :func:`step_bounds`' shared passes, for :func:`_far_from_overflow`, or None.
     """
     n, d = X.shape
     k = W.shape[1]
@@ -751,7 +948,7 @@ def overflow_masks(
     G_R = reg.growth(d + 2) * pscale
     G_G = reg.growth(n + 3) * pscale
     G_L = reg.growth(n * k + 3)
-    if OVERFLOW_FAST_PATH and _far_from_overflow(X, Y, W, b, R, exact, rb, gb, c, lrs, reg, G_R, G_G, G_L):
+    if OVERFLOW_FAST_PATH and _far_from_overflow(X, Y, W, b, R, exact, rb, gb, c, lrs, reg, G_R, G_G, G_L, pre):
         no = np.asarray(False)
         masks = {"loss": no, "grad_W": np.zeros((d, k), dtype=bool), "grad_b": np.zeros(k, dtype=bool),
                  "W": np.zeros((d, k), dtype=bool), "b": np.zeros(k, dtype=bool)}
@@ -912,10 +1109,11 @@ def step_bounds(
     Returns:
         :class:`StepBounds` (absolute errors, same units as the quantities).
     """
+    pre = _prepare(inputs, residual)  # the shared passes over X, y, R (None: NumPy expressions throughout)
     sb = _step_bounds_in(np.float64, inputs, residual, exact, lr=lr, reduction=reduction, fmt=fmt, tf32=tf32,
-                         lr_held=lr_held, flush_to_zero=flush_to_zero)
-    return _rescue_overflowed_bounds(sb, inputs, residual, exact, lr=lr, reduction=reduction, fmt=fmt, tf32=tf32,
-                                     lr_held=lr_held, flush_to_zero=flush_to_zero)
+                         lr_held=lr_held, flush_to_zero=flush_to_zero, pre=pre)
+    return _rescue_overflowed_bounds(sb, inputs, residual, exact, pre=pre, lr=lr, reduction=reduction, fmt=fmt,
+                                     tf32=tf32, lr_held=lr_held, flush_to_zero=flush_to_zero)
 
 
 def _extreme_magnitudes(values: npt.ArrayLike) -> bool:
@@ -933,7 +1131,8 @@ def _extreme_magnitudes(values: npt.ArrayLike) -> bool:
 
 
 def _rescue_overflowed_bounds(
-    sb: StepBounds, inputs: Mapping[str, F64], residual: F64, exact: Mapping[str, F64], **kw: object,
+    sb: StepBounds, inputs: Mapping[str, F64], residual: F64, exact: Mapping[str, F64], *,
+    pre: _Prepared | None = None, **kw: object,
 ) -> StepBounds:
     """Re-evaluate, in extended precision (``np.longdouble``, exponent range to 1e4932 on x86),
     the bounds that are infinite in float64 only because evaluating them overflowed (not
@@ -942,14 +1141,20 @@ def _rescue_overflowed_bounds(
     elements (relative error ~2**-60, far inside the bounds' own ``u``). Where the bound is
     still beyond float64 it stays ``inf`` and :attr:`StepBounds.out_of_range` says so; where
     the exact value is beyond float64 by more than the bound, a finite result is impossible
-    (:attr:`StepBounds.finite_impossible`)."""
+    (:attr:`StepBounds.finite_impossible`). ``pre``: :func:`step_bounds`' shared passes (whether ``X``, ``y``
+    and the residual hold extreme magnitudes), or None."""
     over = {q: (~np.isfinite(np.asarray(sb.rigorous[q])) | ~np.isfinite(np.asarray(sb.expected[q])))
             for q in sb.rigorous if q not in sb.vacuous}
     beyond = {q: ~np.isfinite(np.asarray(exact[q], dtype=np.float64)) for q in exact}
     # the expected bounds square (and the loss's raises to the 4th power) the values: below
     # 2**-200 or above 2**200 that underflows or overflows float64 (an expected bound of
     # 2.5e-323 for a correctly rounded 1e-290): evaluate them in the wider type too
-    extreme = any(_extreme_magnitudes(v) for v in (*inputs.values(), residual, *exact.values()))
+    if pre is None:
+        extreme = any(_extreme_magnitudes(v) for v in (*inputs.values(), residual, *exact.values()))
+    else:  # X, y and the residual from the shared passes
+        shared = {"X": pre.X.extreme, "y": pre.Y.extreme}
+        extreme = (pre.R.extreme or any(shared[q] if q in shared else _extreme_magnitudes(v) for q, v in inputs.items())
+                   or any(_extreme_magnitudes(v) for v in exact.values()))
     if not any(np.any(m) for m in over.values()) and not any(np.any(m) for m in beyond.values()) and not extreme:
         return sb
     ld = np.longdouble
@@ -1010,8 +1215,10 @@ def _nan_as_inf(values: npt.ArrayLike) -> Any:
 def _step_bounds_in(
     wd: type, inputs: Mapping[str, F64], residual: F64, exact: Mapping[str, F64], *, lr: float, reduction: str,
     fmt: FloatFormat, tf32: bool = False, lr_held: float | None = None, flush_to_zero: bool = False,
+    pre: _Prepared | None = None,
 ) -> StepBounds:
-    """:func:`step_bounds` evaluated in the floating type ``wd`` (float64, or longdouble for the rescue)."""
+    """:func:`step_bounds` evaluated in the floating type ``wd`` (float64, or longdouble for the rescue);
+    ``pre``: :func:`_prepare` of these inputs (float64 only), or None."""
     X: F64
     Y: F64
     W: F64
@@ -1025,21 +1232,22 @@ def _step_bounds_in(
     c = 1.0 if reduction == "sum" else 1.0 / (n * k)
     ut = TF32.unit_roundoff if (tf32 and fmt.precision > TF32.precision) else 0.0
     dlr = learning_rate_spread(lr, lr_held, reg)
-    rb = residual_bound(X, W, b, Y, reg, ut)
-    gb = gradient_bounds(X, R, rb, c, reg, ut)
-    rig_L, U_L, gL = loss_bound(R, rb, c, reg)
+    rb = residual_bound(X, W, b, Y, reg, ut, pre=pre)
+    gb = gradient_bounds(X, R, rb, c, reg, ut, pre=pre)
+    rig_L, U_L, gL = loss_bound(R, rb, c, reg, pre=pre)
     u2 = update_rounding(fmt)
     gW_abs, gb_abs = np.abs(exact["grad_W"]), np.abs(exact["grad_b"])
     rig_W = update_bound(np.abs(exact["W"]), gW_abs, gb.gW, lr, dlr, u2, reg.eta)
     rig_b = update_bound(np.abs(exact["b"]), gb_abs, gb.gb, lr, dlr, u2, reg.eta)
     rigorous = {"loss": rig_L * _SAFETY, "grad_W": gb.gW * _SAFETY, "grad_b": gb.gb * _SAFETY,
                 "W": rig_W * _SAFETY, "b": rig_b * _SAFETY}
-    expected_raw = expected_bounds(X, Y, W, b, R, exact, c, lr, dlr, reg, ut, rb, gb, U_L)
+    expected_raw = expected_bounds(X, Y, W, b, R, exact, c, lr, dlr, reg, ut, rb, gb, U_L, pre=pre)
     with np.errstate(invalid="ignore"):
         # NaN (inf * 0 in a vacuous bound) and inf stay inf: a vacuous bound says nothing
         rigorous = {q: _nan_as_inf(np.asarray(v, dtype=wd)) for q, v in rigorous.items()}
         expected = {q: np.minimum(_nan_as_inf(expected_raw[q]), rigorous[q]) for q in rigorous}
-    inf_ok, nan_ok, pinf_ok, ninf_ok = overflow_masks(X, Y, W, b, R, exact, rb, gb, c, learning_rates(lr, lr_held, reg), reg, ut)
+    inf_ok, nan_ok, pinf_ok, ninf_ok = overflow_masks(X, Y, W, b, R, exact, rb, gb, c, learning_rates(lr, lr_held, reg),
+                                                      reg, ut, pre=pre)
     return StepBounds(rigorous=rigorous, expected=expected, inf_allowed=inf_ok, nan_allowed=nan_ok,
                       vacuous=_vacuous_reasons(n, d, k, reg, rb, gb, gL), flush_to_zero=reg.ftz,
                       posinf_allowed=pinf_ok, neginf_allowed=ninf_ok)

@@ -383,3 +383,214 @@ def residual_partial_sums(X: np.ndarray, W: np.ndarray, b: np.ndarray, Y: np.nda
     else:
         _residual_rows(X, W, b, Y, out)
     return out[0], out[1], out[2], out[3]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fused element-wise passes of :func:`harness.bounds.step_bounds` (float64, C-contiguous arrays).
+#
+# Each kernel replaces a few whole-array NumPy expressions of :mod:`harness.bounds` by one pass. Every element gets
+# exactly the IEEE operations, in exactly the order, of the NumPy expression it replaces (named in each docstring;
+# no fastmath, so no contraction or reassociation); outputs are written into arrays the caller allocates with NumPy.
+# Column sums reproduce ``a.sum(axis=0)`` of a C-contiguous ``(N, M)`` array with ``M >= 2``: NumPy then adds the
+# rows in order into a zero-initialised output (``((0.0 + a[0]) + a[1]) + ...``; with ``M == 1`` it sums pairwise,
+# and the caller uses NumPy). ``np.maximum(a, b)`` is reproduced as :func:`_np_maximum`.
+
+@njit(cache=True, nogil=True, inline="always")
+def _np_maximum(a: float, b: float) -> float:  # pragma: no cover - compiled
+    """``np.maximum(a, b)`` on float64 bit for bit: a NaN ``a``, else a NaN ``b``, else ``a`` where ``a > b``, else
+    ``b`` (so ``np.maximum(-0.0, 0.0)`` is ``0.0`` and ``np.maximum(0.0, -0.0)`` is ``-0.0``)."""
+    return a if (a > b or a != a) else b
+
+
+#: Rows per block of :func:`magnitude_scan` (a block of 4 columns of the input and outputs stays in L1).
+_SCAN_ROWS = 64
+
+
+@njit(cache=True, nogil=True)
+def magnitude_scan(a: np.ndarray, absa: np.ndarray, sq: np.ndarray, mode: int, cols: np.ndarray,
+                   ) -> tuple[float, float, bool]:  # pragma: no cover - compiled
+    """One pass over ``a`` (float64 ``(N, M)``): ``np.abs(a)``, a square, column sums and the extreme magnitudes.
+
+    Args:
+        a: the array; absa: out ``(N, M)``, ``np.abs(a)``; sq: out ``(N, M)``, ``np.abs(a)**2`` (``mode == 1``),
+            ``a**2`` (``mode == 2``), not written (``mode == 0``); cols: out ``(3, M)``: ``a.sum(axis=0)``,
+            ``np.abs(a).sum(axis=0)`` and the square's ``.sum(axis=0)`` (rows added in order from 0.0, as NumPy
+            does for ``M >= 2``; the third is 0 for ``mode == 0``).
+
+    Returns:
+        ``(largest, smallest_nonzero, any_nan)``: the largest magnitude (NaNs skipped, ``inf`` counted; 0.0 when
+        empty), the smallest nonzero one (NaNs skipped; ``inf`` when there is none), and ``np.isnan(a).any()``.
+
+    Columns are taken 4 at a time with their 12 sums in registers, rows in blocks of :data:`_SCAN_ROWS`; each sum
+    still adds its column's rows in order.
+    """
+    n, m = a.shape
+    for c in range(m):
+        cols[0, c] = 0.0
+        cols[1, c] = 0.0
+        cols[2, c] = 0.0
+    mx0 = mx1 = mx2 = mx3 = 0.0
+    mn0 = mn1 = mn2 = mn3 = np.inf
+    nan = False
+    m4 = m - m % 4
+    for i0 in range(0, n, _SCAN_ROWS):
+        i1 = min(n, i0 + _SCAN_ROWS)
+        for c0 in range(0, m4, 4):
+            p0, p1, p2, p3 = cols[0, c0], cols[0, c0 + 1], cols[0, c0 + 2], cols[0, c0 + 3]
+            q0, q1, q2, q3 = cols[1, c0], cols[1, c0 + 1], cols[1, c0 + 2], cols[1, c0 + 3]
+            r0, r1, r2, r3 = cols[2, c0], cols[2, c0 + 1], cols[2, c0 + 2], cols[2, c0 + 3]
+            for i in range(i0, i1):
+                x0, x1, x2, x3 = a[i, c0], a[i, c0 + 1], a[i, c0 + 2], a[i, c0 + 3]
+                y0, y1, y2, y3 = abs(x0), abs(x1), abs(x2), abs(x3)
+                absa[i, c0], absa[i, c0 + 1], absa[i, c0 + 2], absa[i, c0 + 3] = y0, y1, y2, y3
+                p0, p1, p2, p3 = p0 + x0, p1 + x1, p2 + x2, p3 + x3
+                q0, q1, q2, q3 = q0 + y0, q1 + y1, q2 + y2, q3 + y3
+                if mode == 1:
+                    t0, t1, t2, t3 = y0 * y0, y1 * y1, y2 * y2, y3 * y3
+                    sq[i, c0], sq[i, c0 + 1], sq[i, c0 + 2], sq[i, c0 + 3] = t0, t1, t2, t3
+                    r0, r1, r2, r3 = r0 + t0, r1 + t1, r2 + t2, r3 + t3
+                elif mode == 2:
+                    t0, t1, t2, t3 = x0 * x0, x1 * x1, x2 * x2, x3 * x3
+                    sq[i, c0], sq[i, c0 + 1], sq[i, c0 + 2], sq[i, c0 + 3] = t0, t1, t2, t3
+                    r0, r1, r2, r3 = r0 + t0, r1 + t1, r2 + t2, r3 + t3
+                mx0 = y0 if y0 > mx0 else mx0
+                mx1 = y1 if y1 > mx1 else mx1
+                mx2 = y2 if y2 > mx2 else mx2
+                mx3 = y3 if y3 > mx3 else mx3
+                mn0 = y0 if (y0 < mn0 and y0 > 0.0) else mn0
+                mn1 = y1 if (y1 < mn1 and y1 > 0.0) else mn1
+                mn2 = y2 if (y2 < mn2 and y2 > 0.0) else mn2
+                mn3 = y3 if (y3 < mn3 and y3 > 0.0) else mn3
+                nan = nan or (x0 != x0) or (x1 != x1) or (x2 != x2) or (x3 != x3)
+            cols[0, c0], cols[0, c0 + 1], cols[0, c0 + 2], cols[0, c0 + 3] = p0, p1, p2, p3
+            cols[1, c0], cols[1, c0 + 1], cols[1, c0 + 2], cols[1, c0 + 3] = q0, q1, q2, q3
+            cols[2, c0], cols[2, c0 + 1], cols[2, c0 + 2], cols[2, c0 + 3] = r0, r1, r2, r3
+        for c in range(m4, m):
+            p, q, r = cols[0, c], cols[1, c], cols[2, c]
+            for i in range(i0, i1):
+                x = a[i, c]
+                y = abs(x)
+                absa[i, c] = y
+                p = p + x
+                q = q + y
+                if mode == 1:
+                    t = y * y
+                    sq[i, c] = t
+                    r = r + t
+                elif mode == 2:
+                    t = x * x
+                    sq[i, c] = t
+                    r = r + t
+                mx0 = y if y > mx0 else mx0
+                mn0 = y if (y < mn0 and y > 0.0) else mn0
+                nan = nan or (x != x)
+            cols[0, c], cols[1, c], cols[2, c] = p, q, r
+    return max(max(mx0, mx1), max(mx2, mx3)), min(min(mn0, mn1), min(mn2, mn3)), nan
+
+
+@njit(cache=True, nogil=True)
+def residual_terms(absXW: np.ndarray, ab: np.ndarray, aY: np.ndarray, d_in: np.ndarray, tf_abs: np.ndarray,
+                   has_d_in: bool, has_tf: bool, pm1: float, g: float, c1: float, c2: float,
+                   A: np.ndarray, E: np.ndarray, U: np.ndarray) -> tuple[bool, float]:  # pragma: no cover - compiled
+    """``A``, ``E`` and ``U`` of ``bounds.residual_bound`` in one pass (float64 ``(N, K)``; ``ab`` ``(K,)``)::
+
+        tf = pm1 * absXW + tf_abs                # pm1 = (1 + ut)**2 - 1
+        A = absXW + ab[None, :] + aY
+        U = d_in + tf_abs + c1                   # c1 = n_under * eta
+        E = g * (A + tf) + d_in + tf + c2        # c2 = (1 + g) * n_under * eta
+
+    ``d_in`` and ``tf_abs`` are read only where ``has_d_in`` / ``has_tf`` (else they are zeros: 0.0 is used).
+
+    Returns:
+        ``(np.isnan(E).any(), float(np.abs(U).max()))`` (the latter 0.0 when empty, NaN where ``U`` holds a NaN).
+    """
+    n, k = absXW.shape
+    e_nan = False
+    u_max = 0.0
+    u_nan = False
+    for i in range(n):
+        for c in range(k):
+            x = absXW[i, c]
+            di = d_in[i, c] if has_d_in else 0.0
+            ta = tf_abs[i, c] if has_tf else 0.0
+            tf = pm1 * x + ta
+            a = (x + ab[c]) + aY[i, c]
+            u = (di + ta) + c1
+            e = ((g * (a + tf) + di) + tf) + c2
+            A[i, c] = a
+            U[i, c] = u
+            E[i, c] = e
+            if e != e:
+                e_nan = True
+            au = abs(u)
+            if u != u:
+                u_nan = True
+            elif au > u_max:
+                u_max = au
+    return e_nan, (np.nan if u_nan else u_max)
+
+
+@njit(cache=True, nogil=True)
+def gradient_terms(aR: np.ndarray, E: np.ndarray, Rh: np.ndarray, Rh2: np.ndarray, EL: np.ndarray,
+                   cols: np.ndarray) -> bool:  # pragma: no cover - compiled
+    """The element-wise terms of ``bounds.gradient_bounds`` and ``bounds.loss_bound`` (float64 ``(N, K)``)::
+
+        Rh = aR + E;  Rh2 = Rh**2;  EL = E * (2 * aR + E)
+        cols[0] = Rh.sum(axis=0);  cols[1] = E.sum(axis=0)      # rows in order from 0.0 (K >= 2)
+
+    Returns:
+        ``np.isfinite(Rh).all()``.
+    """
+    n, k = aR.shape
+    for c in range(k):
+        cols[0, c] = 0.0
+        cols[1, c] = 0.0
+    finite = True
+    for i in range(n):
+        for c in range(k):
+            r = aR[i, c]
+            e = E[i, c]
+            h = r + e
+            Rh[i, c] = h
+            Rh2[i, c] = h * h
+            EL[i, c] = e * (2.0 * r + e)
+            cols[0, c] = cols[0, c] + h
+            cols[1, c] = cols[1, c] + e
+            if not (abs(h) < np.inf):
+                finite = False
+    return finite
+
+
+@njit(cache=True, nogil=True)
+def residual_variance(fwd: np.ndarray, rev: np.ndarray, tot: np.ndarray, sumP2: np.ndarray, b: np.ndarray,
+                      Y: np.ndarray, R2: np.ndarray, w1: float, n_terms: int, sum_k2: float, sum_kvar: float,
+                      V_R: np.ndarray, RV: np.ndarray, VR2: np.ndarray, cols: np.ndarray,
+                      ) -> None:  # pragma: no cover - compiled
+    """``V_R`` of ``bounds.expected_bounds`` from :func:`residual_partial_sums`' outputs, in one pass (float64
+    ``(N, K)``; ``b`` ``(K,)``), with ``order_model`` written out element-wise::
+
+        sum_sq = sumP2 + b[None, :]**2 + Y**2
+        mu = tot / n_terms
+        var = np.maximum(sum_sq / n_terms - mu**2, 0.0)
+        random = mu**2 * sum_k2 + var * sum_kvar
+        V_R = sumP2 * w1 + np.maximum(np.maximum(fwd, rev), random)     # w1 = 1 + 2 wt
+        RV = R2 * V_R;  VR2 = V_R**2;  cols[0] = V_R.sum(axis=0)         # R2 = R**2; rows in order (K >= 2)
+    """
+    n, k = V_R.shape
+    nt = float(n_terms)
+    for c in range(k):
+        cols[0, c] = 0.0
+    for i in range(n):
+        for c in range(k):
+            p2 = sumP2[i, c]
+            y = Y[i, c]
+            bc = b[c]
+            ss = (p2 + bc * bc) + y * y
+            mu = tot[i, c] / nt
+            var = _np_maximum(ss / nt - mu * mu, 0.0)
+            rnd = mu * mu * sum_k2 + var * sum_kvar
+            v = p2 * w1 + _np_maximum(_np_maximum(fwd[i, c], rev[i, c]), rnd)
+            V_R[i, c] = v
+            RV[i, c] = R2[i, c] * v
+            VR2[i, c] = v * v
+            cols[0, c] = cols[0, c] + v
