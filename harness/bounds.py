@@ -845,7 +845,9 @@ def expected_bounds(
         V_gW = X2T @ V_R + (2 + 2 * wt) * sumT2 + sumT**2 + V_gW_pss
         V_gb = sumVR + sumR2 + sumR**2 + V_gb_pss
         sq = R2.ravel()
-        V_L = 4 * np.sum(RV) + np.sum(sq**2) + 2 * np.sum(sq) ** 2 + partial_sum_squares(sq[None, :], axis=1)[0]
+        sum_sq2 = np.sum(sq**2)  # pairwise, as partial_sum_squares' own sum over the (1, N K) row would be
+        V_L = (4 * np.sum(RV) + sum_sq2 + 2 * np.sum(sq) ** 2
+               + partial_sum_squares(sq[None, :], axis=1, sum_sq=np.reshape(sum_sq2, (1,)))[0])
         lam = LAMBDA * u
         exp_gW = lam * abs(s) * np.sqrt(V_gW) + gb.U_gW
         exp_gb = lam * abs(s) * np.sqrt(V_gb) + gb.U_gb
