@@ -18,6 +18,7 @@ import pytest
 from harness.bench import timing
 from harness.devices import parse_devices, parse_dtypes
 from harness.implementations import load_entry_points, load_plugin, resolve
+from harness.memory import keep_freed_memory
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -44,6 +45,7 @@ def pytest_configure(config: pytest.Config) -> None:
     timing.set_tf32(config.getoption("--bench-tf32") == "on")
     threads = config.getoption("--bench-threads") or timing.default_threads()
     config.stash[_PINNED] = timing.pin_threads(threads)
+    keep_freed_memory()  # as the command line and its workers do (harness.memory): the steps and checks alike
 
 
 _PINNED = pytest.StashKey[dict]()

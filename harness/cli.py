@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .errors import HarnessError, UsageError
+from .memory import keep_freed_memory
 
 if TYPE_CHECKING:
     from .progress import Progress
@@ -473,6 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or (argv[0].startswith("-") and argv[0] not in ("-h", "--help")):
         argv = ["check", *argv]
     args = parser.parse_args(argv)
+    keep_freed_memory()  # this process runs the checks (or supervises workers that do): see harness.memory
     try:
         return COMMANDS[args.command](args)
     except HarnessError as exc:

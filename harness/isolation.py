@@ -97,6 +97,8 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 import numpy as np
 import numpy.typing as npt
 
+from .memory import keep_freed_memory
+
 if TYPE_CHECKING:
     from .cases import Case
     from .implementations import Implementation
@@ -267,6 +269,7 @@ def _init_worker(plugins: Sequence[str], cwd: str, path: Sequence[str]) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         _SIGINT["watching"] = True  # ... so a KeyboardInterrupt in a worker was raised by code: an error record
         _die_with_parent()
+        keep_freed_memory()  # the worker runs the checks: see harness.memory
         os.chdir(cwd)
         for p in reversed(path):
             if p not in sys.path:
