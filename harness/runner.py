@@ -164,15 +164,6 @@ class CaseCache:
         self._seen: dict[tuple[Any, ...], tuple[Mapping[str, F64], Fraction]] = {}
         self._steps: dict[tuple[Any, ...], Any] = {}
         self._inputs: list[Mapping[str, F64]] = []
-        self._finite: bool | None = None
-
-    @property
-    def finite(self) -> bool:
-        """:attr:`Case.finite` of the case, read once (a pass over every input; the cache holds the case's
-        values fixed, as its exact results do)."""
-        if self._finite is None:
-            self._finite = self.case.finite
-        return self._finite
 
     def serves(self, case: Case) -> bool:
         """Whether this cache's exact results are those of ``case``: the same object, or a case with the same
@@ -222,8 +213,10 @@ class CaseCache:
                 self._steps.pop(next(iter(self._steps)))
         return self._steps[key]
 
-    def written_step(self) -> ExactStep | None:
-        if self._written is None and self.finite:
+    def written_step(self, finite: bool | None = None) -> ExactStep | None:
+        """The exact step of the inputs as written (None where an input is not finite). ``finite``:
+        :attr:`Case.finite` where the caller has just read it (else it is read here: a pass over every input)."""
+        if self._written is None and (self.case.finite if finite is None else finite):
             if self.case.written is None:  # written as float64 values (arrays, generated cases): exact as floats
                 for key, (seen, lr) in self._seen.items():  # the same inputs as a trajectory's first step (float64)
                     if not self._traj[key]:  # a trajectory of no steps (steps = 0) has no first step
@@ -299,7 +292,8 @@ def check_case(
         reason = f"{impl.name} {mismatch}" if mismatch else None
     if reason:
         return [_whole_run_record(base, "unsupported", reason)]
-    if not cache.finite:
+    finite = case.finite  # read once per check (a pass over every input): a caller may change a case's arrays
+    if not finite:
         bad = [k for k, v in case.values.items() if not np.isfinite(v).all()]
         return [_whole_run_record(base, "invalid-input", f"non-finite values (NaN or inf) in {', '.join(bad)}: no exact value exists")]
     fmt = get_format(dtype)
@@ -349,7 +343,7 @@ def check_case(
     opt = case.optimizer
     seen_id = cache.inputs_id(seen)
     traj = cache.trajectory(seen, lr_oracle, (dtype, device, lr_oracle, seen_id)) if opts.trajectory and opt is None else None
-    written = cache.written_step() if opt is None else None
+    written = cache.written_step(finite) if opt is None else None
     opt_traj = optimizer_trajectory(opt, seen, Fraction(lr_float), case.reduction, case.steps, fmt) if opts.trajectory and opt else None
     prev_state: dict[str, dict[str, F64]] = {}
     seen_exact = exact_inputs_from_floats(seen)

@@ -111,3 +111,16 @@ def test_serves_compares_the_written_values():
     other[key] = other[key].copy()
     other[key].flat[0] = other[key].flat[0] + 1
     assert not CaseCache(a).serves(dataclasses.replace(b, written=other))
+
+
+def test_a_case_changed_in_place_is_read_again_for_non_finite_inputs():
+    """A caller that writes a NaN into a case's X between two checks sharing one cache gets invalid-input (the
+    finiteness is read per check, not kept by the cache: a kept answer made it an overflow of the dtype)."""
+    case = case_from_arrays("mutated", np.array([[0.5], [1.0]]), np.array([[1.0], [2.0]]), np.array([[0.75]]),
+                            np.array([0.125]), lr=0.0625, reduction="sum", dtypes=("float64",), tags=("test",))
+    impl = resolve(["numpy-hand"])[0]
+    cache = CaseCache(case)
+    assert {r.verdict for r in check_case(case, impl, "cpu", "float64", cache=cache)} == {"agree"}
+    case.values["X"][0, 0] = np.nan
+    records = check_case(case, impl, "cpu", "float64", cache=cache)
+    assert [r.verdict for r in records] == ["invalid-input"] and "in X" in records[0].message

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import pytest
+
+import harness.memory as memory
 
 SCRIPT = r"""
 import resource, sys
@@ -26,23 +29,38 @@ print(faults(20, 2**20))
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def _glibc() -> bool:
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").gnu_get_libc_version  # noqa: B018
+    except (OSError, AttributeError):
+        return False
+    return sys.platform.startswith("linux")
+
+
+@pytest.mark.skipif(not _glibc(), reason="mallopt's thresholds: glibc only (not macOS, Windows or musl)")
 def test_repeated_large_allocations_fault_no_new_pages():
     """After a 64 MB block was freed, 20 allocations of 8 MB: with the thresholds set they reuse the heap (no page
     faults after the first); without them each is a fresh mapping (hundreds of faults, fewer than 2,048 pages each
     where the kernel maps huge pages). Each run is a fresh process: the settings are per process."""
-    keep = subprocess.run([sys.executable, "-c", SCRIPT, "keep"], capture_output=True, text=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}  # glibc's own tunables would set them too
+    keep = subprocess.run([sys.executable, "-c", SCRIPT, "keep"], capture_output=True, text=True, timeout=120, env=env)
     assert keep.returncode == 0, keep.stderr
-    plain = subprocess.run([sys.executable, "-c", SCRIPT, "plain"], capture_output=True, text=True, timeout=120)
+    plain = subprocess.run([sys.executable, "-c", SCRIPT, "plain"], capture_output=True, text=True, timeout=120, env=env)
     assert plain.returncode == 0, plain.stderr
     assert int(keep.stdout) < 50 <= 4 * 50 <= int(plain.stdout), (keep.stdout, plain.stdout)
 
 
 def test_not_glibc_changes_nothing(monkeypatch):
-    """Elsewhere than Linux the call reports False and sets nothing."""
-    import harness.memory as memory
+    """Elsewhere than Linux the call reports False without loading the C library (so nothing is set)."""
+
+    def no_library(*args, **kwargs):
+        raise AssertionError("the C library must not be loaded off Linux")
 
     monkeypatch.setattr(memory, "_applied", None)
     monkeypatch.setattr(memory.sys, "platform", "darwin")
+    monkeypatch.setattr(memory.ctypes, "CDLL", no_library)
     assert memory.keep_freed_memory() is False
-    monkeypatch.setattr(memory, "_applied", None)  # the real platform's answer again for later callers
+    assert memory.keep_freed_memory() is False  # answered once per process
