@@ -401,9 +401,15 @@ class _Scan:
     extreme: bool
 
     def colsum(self, row: int, full: F64) -> F64:
-        """``cols[row]``, which is ``full.sum(axis=0)`` bit for bit where ``M >= 2`` (``full``: the array that row
-        sums); where ``M == 1`` NumPy sums the single column pairwise, so ``full`` is summed by NumPy."""
-        return self.cols[row] if self.cols.shape[1] >= 2 else np.sum(full, axis=0)
+        """``full.sum(axis=0)`` (``full``: the array that ``cols[row]`` sums), by :func:`_column_sums`."""
+        return _column_sums(self.cols[row], full)
+
+
+def _column_sums(in_order: F64, full: F64) -> F64:
+    """``full.sum(axis=0)`` bit for bit, for a C-contiguous ``(N, M)`` array ``full``: ``in_order`` (a kernel's sums
+    of the rows in order from 0.0, which is NumPy's order for ``M >= 2``) where ``M >= 2``; where ``M == 1`` NumPy
+    sums the single column pairwise, so ``full`` is summed by NumPy."""
+    return in_order if full.shape[1] >= 2 else np.sum(full, axis=0)
 
 
 def _scan(a: F64, mode: int) -> _Scan:
@@ -494,60 +500,45 @@ def residual_bound(X: F64, W: F64, b: F64, Y: F64, reg: Regime, ut: float, *,
 
 def _residual_bound(X: F64, W: F64, b: F64, Y: F64, reg: Regime, ut: float, pre: _Prepared | None = None,
                     ) -> ResidualBound:
-    if pre is not None:
-        return _residual_bound_prepared(X, W, b, reg, ut, pre)
+    """With ``pre``: ``|X|``, ``|Y|`` and ``np.isfinite(X).all()`` from the shared passes and the element-wise
+    ``A``, ``E``, ``U`` (N, K) in one compiled pass (``partialsums.residual_terms``: the same expressions), which
+    records ``np.isnan(E).any()`` and ``max |U|`` in ``pre.residual_facts``."""
     d = X.shape[1]
-    aX, aW, ab, aY = np.abs(X), np.abs(W), np.abs(b), np.abs(Y)
+    aW, ab = np.abs(W), np.abs(b)
+    aX, aY = (pre.X.abs, pre.Y.abs) if pre is not None else (np.abs(X), np.abs(Y))
     absXW = aX @ aW
     pscale = (1.0 + ut) ** 2
     # TF32: each product's inputs rounded (relative ut, absolute eta_t for subnormal float32 inputs)
-    tf_abs = np.zeros_like(absXW)
+    tf_abs: F64 | None = None
     if ut:
         et = _tf32_eta(reg)
         tf_abs = et * (1 + ut) * (aX.sum(axis=1)[:, None] + aW.sum(axis=0)[None, :]) + d * et**2
-    tf = (pscale - 1.0) * absXW + tf_abs
-    flushed = reg.ftz or not (np.isfinite(aX).all() and np.isfinite(aW).all())
+    x_finite = pre.X.finite if pre is not None else bool(np.isfinite(aX).all())
+    flushed = reg.ftz or not (x_finite and np.isfinite(aW).all())
+    d_in: F64 | None = None  # None: nothing is flushed (products of finite magnitudes with zeros, +0 everywhere)
     if flushed:
         dX, dW, db, dY = reg.flushed(X), reg.flushed(W), reg.flushed(b), reg.flushed(Y)
         d_in = dX @ aW + aX @ dW + dX @ dW + db[None, :] + dY
-    else:  # nothing is flushed: products of finite magnitudes with zeros, +0 everywhere (no product needed)
-        d_in = np.zeros(absXW.shape, dtype=absXW.dtype)
-    A = absXW + ab[None, :] + aY
     g = reg.gamma(d + 2)
     n_under = d + (d + 1 if reg.ftz else 0)
-    U = d_in + tf_abs + n_under * reg.eta  # TF32's relative part is modelled probabilistically
-    with np.errstate(invalid="ignore", over="ignore"):
-        E = g * (A + tf) + d_in + tf + (1.0 + g) * n_under * reg.eta
-    uniform = not (ut or reg.ftz or flushed)
-    return ResidualBound(A=A, E=E, U=U, gamma=g, U_uniform=n_under * reg.eta if uniform else None)
+    if pre is not None:
+        from .partialsums import residual_terms
 
-
-def _residual_bound_prepared(X: F64, W: F64, b: F64, reg: Regime, ut: float, pre: _Prepared) -> ResidualBound:
-    """:func:`_residual_bound` with ``|X|``, ``|Y|`` and ``np.isfinite(X).all()`` from ``pre`` and the
-    element-wise ``A``, ``E``, ``U`` (N, K) in one compiled pass (``partialsums.residual_terms``: the same
-    expressions); records ``np.isnan(E).any()`` and ``max |U|`` in ``pre.residual_facts``."""
-    from .partialsums import residual_terms
-
-    d = X.shape[1]
-    aX, aW, ab, aY = pre.X.abs, np.abs(W), np.abs(b), pre.Y.abs
-    absXW = aX @ aW
-    pscale = (1.0 + ut) ** 2
-    none = np.empty((0, 0))
-    tf_abs = none
-    if ut:
-        et = _tf32_eta(reg)
-        tf_abs = et * (1 + ut) * (aX.sum(axis=1)[:, None] + aW.sum(axis=0)[None, :]) + d * et**2
-    flushed = reg.ftz or not (pre.X.finite and np.isfinite(aW).all())
-    d_in = none
-    if flushed:
-        dX, dW, db, dY = reg.flushed(X), reg.flushed(W), reg.flushed(b), reg.flushed(pre.Y.abs)
-        d_in = dX @ aW + aX @ dW + dX @ dW + db[None, :] + dY
-    g = reg.gamma(d + 2)
-    n_under = d + (d + 1 if reg.ftz else 0)
-    A, E, U = np.empty(absXW.shape), np.empty(absXW.shape), np.empty(absXW.shape)
-    e_nan, u_max = residual_terms(absXW, ab, aY, d_in, tf_abs, flushed, bool(ut), pscale - 1.0, g,
-                                  n_under * reg.eta, (1.0 + g) * n_under * reg.eta, A, E, U)
-    pre.residual_facts = (E, U, bool(e_nan), float(u_max))
+        none = np.empty((0, 0))
+        A, E, U = np.empty(absXW.shape), np.empty(absXW.shape), np.empty(absXW.shape)
+        e_nan, u_max = residual_terms(absXW, ab, aY, none if d_in is None else d_in, none if tf_abs is None else tf_abs,
+                                      d_in is not None, tf_abs is not None, pscale - 1.0, g, n_under * reg.eta,
+                                      (1.0 + g) * n_under * reg.eta, A, E, U)
+        pre.residual_facts = (E, U, bool(e_nan), float(u_max))
+    else:
+        zeros = np.zeros(absXW.shape, dtype=absXW.dtype)
+        d_in = zeros if d_in is None else d_in
+        tf_abs = zeros if tf_abs is None else tf_abs
+        tf = (pscale - 1.0) * absXW + tf_abs
+        A = absXW + ab[None, :] + aY
+        U = d_in + tf_abs + n_under * reg.eta  # TF32's relative part is modelled probabilistically
+        with np.errstate(invalid="ignore", over="ignore"):
+            E = g * (A + tf) + d_in + tf + (1.0 + g) * n_under * reg.eta
     uniform = not (ut or reg.ftz or flushed)
     return ResidualBound(A=A, E=E, U=U, gamma=g, U_uniform=n_under * reg.eta if uniform else None)
 
@@ -585,8 +576,7 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
         Rh, _, _, cols, Rh_finite = pre.residual_terms(rb.E)
         R_finite = pre.R.finite
         colX = pre.X.colsum(1, aX)[:, None]
-        sRh = cols[0] if cols.shape[1] >= 2 else Rh.sum(axis=0)
-        sE = cols[1] if cols.shape[1] >= 2 else rb.E.sum(axis=0)
+        sRh, sE = _column_sums(cols[0], Rh), _column_sums(cols[1], rb.E)
         saR = pre.R.colsum(1, aR)
     else:
         aX, aR = np.abs(X), np.abs(R)
@@ -777,7 +767,7 @@ def _prepared_partial_sums(X: F64, Y: F64, W: F64, b: F64, R: F64, wt: float, pr
     cols = np.empty((1, Y.shape[1]))
     sum_k2, sum_kvar = _order_sums(d + 2)
     residual_variance(fwd, rev, tot, sumP2, b, Y, R2, 1 + 2 * wt, d + 2, sum_k2, sum_kvar, V_R, RV, VR2, cols)
-    sumVR = cols[0] if cols.shape[1] >= 2 else V_R.sum(axis=0)
+    sumVR = _column_sums(cols[0], V_R)
     fwd, rev, tot, sumT2 = product_partial_sums(X, R)
     V_gW_pss = order_model(fwd, rev, tot, sumT2, n)
     sumR2 = pre.R.colsum(2, R2)
