@@ -122,7 +122,7 @@ def snapshot(inputs: Mapping[str, Any], framework: str | None = None) -> dict[st
     (read with ``framework``'s own reader where it registered one)."""
     from .frameworks import to_float64
 
-    return {key: np.array(to_float64(v, framework), dtype=np.float64, copy=True) for key, v in inputs.items()}
+    return {key: to_float64(v, framework, copy=True) for key, v in inputs.items()}
 
 
 def same_bits(a: F64, b: F64) -> bool:
@@ -142,7 +142,7 @@ def mutated_inputs(inputs: Mapping[str, Any], before: Mapping[str, F64], framewo
     changed = []
     for key, ref in before.items():
         try:
-            now = np.asarray(to_float64(inputs[key], framework), dtype=np.float64)
+            now = to_float64(inputs[key], framework, copy=False)
         except Exception:
             changed.append(key)
             continue

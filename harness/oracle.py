@@ -433,8 +433,19 @@ def _fast_step(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str, a
     return ExactStep(values=values, residual=R, method=ACCURATE_METHOD, radius=radius)
 
 
-def exact_inputs_from_floats(arrays: Mapping[str, npt.NDArray[np.float64]]) -> dict[str, ScaledInts]:
-    """Exact values of float arrays (the inputs as an implementation saw them)."""
+def exact_inputs_from_floats(arrays: Mapping[str, npt.NDArray[np.float64]], *, finite: bool = False) -> dict[str, ScaledInts]:
+    """Exact values of float arrays (the inputs as an implementation saw them).
+
+    Args:
+        arrays: float arrays (any float dtype; float64 arrays are kept, not copied).
+        finite: True where the caller has just checked that every value is finite (float64 arrays
+            then skip :meth:`ScaledInts.from_floats`' own pass over them).
+
+    Raises:
+        ValueError: for a NaN or infinite value (``finite=False``)."""
+    if finite:
+        return {k: FloatInts(v) if isinstance(v, np.ndarray) and v.dtype == np.float64 else ScaledInts.from_floats(v)
+                for k, v in arrays.items()}
     return {k: ScaledInts.from_floats(v) for k, v in arrays.items()}
 
 

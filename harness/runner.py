@@ -231,14 +231,15 @@ class CaseCache:
             self._written = exact_step(inputs, self.case.lr, self.case.reduction)
         return self._written
 
-    def trajectory(self, seen: Mapping[str, F64], lr: Fraction, key: tuple[Any, ...]) -> list[ExactStep]:
+    def trajectory(self, seen: Mapping[str, F64], lr: Fraction, key: tuple[Any, ...],
+                   exact: Mapping[str, ScaledInts] | None = None) -> list[ExactStep]:
         """The exact trajectory from ``seen`` with learning rate ``lr``, once per ``key``. The key must tell apart
         every input the trajectory depends on: frameworks round the same written value differently (torch's
         float64-to-float16 conversion rounds twice, through float32), so the inputs themselves
-        (:meth:`inputs_id`) belong in it."""
+        (:meth:`inputs_id`) belong in it. ``exact``: ``seen``'s exact values where the caller has them."""
         if key not in self._traj:
-            self._traj[key] = exact_trajectory(exact_inputs_from_floats(seen), lr, self.case.reduction, self.case.steps,
-                                               accurate_last=True)
+            start = exact if exact is not None else exact_inputs_from_floats(seen)
+            self._traj[key] = exact_trajectory(start, lr, self.case.reduction, self.case.steps, accurate_last=True)
             self._seen[key] = (seen, lr)
         return self._traj[key]
 
@@ -342,11 +343,12 @@ def check_case(
         return model_records
     opt = case.optimizer
     seen_id = cache.inputs_id(seen)
-    traj = cache.trajectory(seen, lr_oracle, (dtype, device, lr_oracle, seen_id)) if opts.trajectory and opt is None else None
+    seen_exact = exact_inputs_from_floats(seen, finite=True)  # seen: finite, checked above
+    traj = (cache.trajectory(seen, lr_oracle, (dtype, device, lr_oracle, seen_id), seen_exact)
+            if opts.trajectory and opt is None else None)
     written = cache.written_step(finite) if opt is None else None
     opt_traj = optimizer_trajectory(opt, seen, Fraction(lr_float), case.reduction, case.steps, fmt) if opts.trajectory and opt else None
     prev_state: dict[str, dict[str, F64]] = {}
-    seen_exact = exact_inputs_from_floats(seen)
     records: list[Record] = []
     prev_W, prev_b = seen["W"], seen["b"]
     history: list[StepFacts] = []  # the previous step's facts, for the diagnoses (harness.diagnose)

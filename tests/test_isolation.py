@@ -178,6 +178,34 @@ def test_mutation_check_is_bitwise():
     assert mutated_inputs(inputs, before) == ["X", "W"]
 
 
+def test_snapshot_shares_no_memory_with_float64_inputs():
+    """A float64 array or CPU tensor reads as itself (no conversion): the snapshot must still be a copy, or a
+    step that writes into its input would write into the harness's reference too and pass the check."""
+    import torch
+
+    inputs = {"X": np.array([[0.5, 1.0]]), "W": torch.tensor([[1.0], [2.0]], dtype=torch.float64)}
+    before = snapshot(inputs)
+    assert not np.shares_memory(before["X"], inputs["X"])
+    assert not np.shares_memory(before["W"], inputs["W"].numpy())
+    inputs["X"] *= 2.0
+    inputs["W"].add_(1.0)
+    assert before["X"].tolist() == [[0.5, 1.0]] and before["W"].tolist() == [[1.0], [2.0]]
+    assert mutated_inputs(inputs, before) == ["X", "W"]
+
+
+def test_read_result_copies_unless_told_not_to():
+    import torch
+
+    from harness.frameworks.interchange import read_result
+
+    a = np.array([1.0, 2.0])
+    t = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    assert not np.shares_memory(read_result(a)[0], a)
+    assert not np.shares_memory(read_result(t)[0], t.numpy())
+    assert read_result(a, copy=False)[0] is a  # a float64 array is read as itself where the caller allows it
+    assert np.shares_memory(read_result(t, copy=False)[0], t.numpy())
+
+
 def test_sys_exit_in_process_is_an_error_record():
     @harness.implementation("test-iso-exit", framework="numpy")
     def leave(X, y, W, b, *, lr, reduction, steps):

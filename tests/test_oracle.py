@@ -95,3 +95,13 @@ def test_scaled_ints_round_trip_and_hi_lo():
     assert lo[0] == float(Fraction(1, 10) - Fraction(0.1))
     with pytest.raises(ValueError):
         ScaledInts.from_floats(np.array([np.nan]))
+
+
+def test_exact_inputs_from_floats_checked_finite_skips_only_the_check():
+    arrays = {"X": np.array([[0.1, -3.0e-310], [2.0**60, -0.0]]), "b": np.array([0.5], dtype=np.float32)}
+    plain, checked = exact_inputs_from_floats(arrays), exact_inputs_from_floats(arrays, finite=True)
+    for key in arrays:
+        assert plain[key].to_fractions().tolist() == checked[key].to_fractions().tolist()
+    assert checked["X"].floats is arrays["X"]  # float64: kept, not copied
+    with pytest.raises(ValueError, match="NaN or inf"):
+        exact_inputs_from_floats({"X": np.array([1.0, np.nan])})

@@ -74,11 +74,12 @@ def to_framework(values: npt.NDArray[np.float64], framework: str, dtype: str, de
     return obj
 
 
-def to_float64(value: Any, framework: str | None = None) -> npt.NDArray[np.float64]:
+def to_float64(value: Any, framework: str | None = None, copy: bool = True) -> npt.NDArray[np.float64]:
     """A value a step of ``framework`` returned or was given, as a float64 NumPy array (exact), read
     with the framework's own ``to_numpy`` if it registered one, else through the interchange
-    protocols (:func:`harness.frameworks.interchange.read_result`).
+    protocols (:func:`harness.frameworks.interchange.read_result`). ``copy``: True: memory the caller
+    owns, shared with nothing; False: possibly the value's own memory (to be read at once).
 
     Raises:
         harness.frameworks.ResultReadError: for a value that cannot be read as real numbers."""
-    return read_result(value, reader_of(framework))[0]
+    return read_result(value, reader_of(framework), copy)[0]

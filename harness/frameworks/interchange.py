@@ -95,7 +95,7 @@ def _torch_of(value: Any) -> Any:
     return torch if torch is not None and isinstance(value, torch.Tensor) else None
 
 
-def read_result(value: Any, to_numpy: Any = None) -> tuple[F64, str | None]:
+def read_result(value: Any, to_numpy: Any = None, copy: bool = True) -> tuple[F64, str | None]:
     """A value a step returned (or an input it was given) as float64 values, and the name of its dtype.
 
     Args:
@@ -103,6 +103,9 @@ def read_result(value: Any, to_numpy: Any = None) -> tuple[F64, str | None]:
             ``__array__``, ``__dlpack__`` or ``.numpy()`` (a JAX array, a TensorFlow tensor, a CuPy
             array, a tinygrad tensor).
         to_numpy: the framework's own reader (:attr:`Framework.to_numpy`), tried before the protocols.
+        copy: True: the array returned shares no memory with ``value`` (a copy the caller owns);
+            False: it may be ``value`` itself or a view of its memory (a float64 NumPy array, a float64
+            CPU tensor), for a caller that only reads it at once.
 
     Returns:
         (float64 array of the same shape, exact; dtype name as :func:`dtype_name` gives it, from the
@@ -117,10 +120,10 @@ def read_result(value: Any, to_numpy: Any = None) -> tuple[F64, str | None]:
     if torch is not None:
         if value.is_complex():
             raise ResultReadError(f"a torch tensor of complex values (dtype {value.dtype})")
-        return value.detach().to(device="cpu", dtype=torch.float64).numpy(), dtype_name(value)
+        return value.detach().to(device="cpu", dtype=torch.float64, copy=copy).numpy(), dtype_name(value)
     if isinstance(value, np.ndarray | np.generic | float | int | list | tuple):
         arr = _native(value, type(value).__name__)
-        return arr.astype(np.float64), dtype_name(value) or dtype_name(arr)
+        return arr.astype(np.float64, copy=copy), dtype_name(value) or dtype_name(arr)
     attempts: list[tuple[str, Any]] = []
     if to_numpy is not None:
         attempts.append(("the framework's to_numpy", lambda: to_numpy(value)))
@@ -138,14 +141,14 @@ def read_result(value: Any, to_numpy: Any = None) -> tuple[F64, str | None]:
         try:
             got = read()
             if _torch_of(got) is not None:
-                return read_result(got)[0], dtype_name(value) or dtype_name(got)
+                return read_result(got, copy=copy)[0], dtype_name(value) or dtype_name(got)
             arr = _native(got, f"{label} of a {type(value).__name__}")
         except ResultReadError:
             raise
         except Exception as exc:
             failures.append(f"{label} raised {type(exc).__name__}: {_text(exc)}")
             continue
-        return arr.astype(np.float64), dtype_name(value) or dtype_name(arr)
+        return arr.astype(np.float64, copy=copy), dtype_name(value) or dtype_name(arr)
     raise ResultReadError(f"a {type(value).__name__} could not be read as numbers ({'; '.join(failures)}): "
                           f"return NumPy arrays, torch tensors, or objects with {PROTOCOLS}")
 
