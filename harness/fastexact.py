@@ -373,7 +373,9 @@ def _residual(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float, xcat: t
     # sums over the n_alloc digit planes and the sign plane (weight 2**(B n_alloc))
     cs = list(position_sum(colsum[:, :, None, None], 0)[:, 0])
     # sum R^2 = sum_{u <= v} (2 - [u = v]) gram[u, v] 2**(B (u + v)) (gram entries below 2**62: doubled below 2**63)
-    g2 = np.triu(gram, 1) * 2 + gram * np.eye(n_alloc + 1, dtype=np.int64)
+    g2 = gram * 2  # the kernel writes u <= v only: the strict upper triangle doubled, the diagonal once
+    diag = np.arange(n_alloc + 1)
+    g2[:, diag, diag] = gram[:, diag, diag]
     total = int(position_sum(np.ascontiguousarray(g2.transpose(1, 0, 2))[:, :, :, None], 0).sum())
     # U planes: the digits below U - 1, then the sign (the kernel wrote it there)
     rounded = np.ascontiguousarray(rbits.view(np.float64).T)

@@ -273,11 +273,16 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
     gram = np.zeros((nb, nu, nu), dtype=np.int64)
     acc = np.empty((nu, blk), dtype=np.int64)
     c = np.empty(blk, dtype=np.int64)
-    mag = np.empty((n_alloc, blk), dtype=np.int64)
-    fbuf = np.empty(blk)
-    ebuf = np.empty(blk, dtype=np.int64)
+    ym = np.empty(blk, dtype=np.int64)
+    ys = np.empty(blk, dtype=np.int64)
+    yn = np.empty(blk, dtype=np.int64)
+    w0 = np.empty(blk, dtype=np.int64)
+    w1 = np.empty(blk, dtype=np.int64)
+    w2 = np.empty(blk, dtype=np.int64)
+    w3 = np.empty(blk, dtype=np.int64)
     facc = np.empty((nu, blk))
     h = np.empty(blk, dtype=np.int64)
+    hm = np.empty(blk, dtype=np.int64)
     lowest = np.empty(blk, dtype=np.int64)
     y0, y1 = _plane_range(yrange[0], yrange[1], q0, n_alloc)
     b0, b1 = _plane_range(brange[0], brange[1], q0, n_alloc)
@@ -312,18 +317,32 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
             dst = acc[a0 + xw_planes]
             for e in range(n):
                 dst[e] += c[e] << r0
-        # - y + b, digit by digit, over the planes that can hold their bits (a field of bits of each significand)
+        # - y + b, digit by digit, over the planes that can hold their bits (a field of bits of each significand):
+        # y's significand, the exponent of its bit 0 over 2**q0 and its sign decoded once per element
+        if y1 >= y0:
+            for e in range(n):
+                v = yb[e0 + e]
+                ex = (v >> 52) & 0x7FF
+                ym[e] = (v & ((1 << 52) - 1)) | (np.int64(ex > 0) << 52)
+                ys[e] = max(ex, 1) - 1075 - q0
+                yn[e] = ~(v >> 63)  # -1 for y >= 0 (its digits subtracted), 0 for y < 0 (added)
         for u in range(y0, y1 + 1):
             dst = acc[u]
             for e in range(n):
-                dst[e] -= _digit_of(yb[e0 + e], q0, u)
+                a = B * u - ys[e]  # the digit: bits a .. a + B - 1 of the significand (shifts clamped to 63)
+                m = ym[e]
+                lo = m >> min(max(a, 0), 63)
+                hi = m << min(max(-a, 0), 63)
+                dg = (lo if a >= 0 else hi) & MASK
+                sn = yn[e]
+                dst[e] += (dg ^ sn) - sn
         for j in range(j0, j1 + 1):
             s0 = max(e0, j * N) - e0
             s1 = min(e0 + n, (j + 1) * N) - e0
             for u in range(b0, b1 + 1):
-                dst = acc[u]
+                dst = acc[u, s0:s1]  # (loops from 0 over whole arrays: see _dot)
                 bd = bdig[j, u - b0]
-                for e in range(s0, s1):
+                for e in range(dst.size):
                     dst[e] += bd
         # carry to two's complement digits, written out as float64 (exact: below 2**B) to the planes and to the
         # block's float64 copy that the Gram sums read
@@ -340,20 +359,44 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
                 fdst[e] = fd
                 src[e] = d
                 c[e] = v >> B
+        # the lowest nonzero digit (``lowest``, ``n_alloc`` if none) and the highest digit that is not 0 (``h``) and
+        # not MASK (``hm``), -1 if none: the highest digit that is not the sign's extension, for either sign (a loop
+        # of its own: with more arrays in one loop LLVM's checks that they do not overlap exceed its limit, and it
+        # would not vectorise)
+        h[:n] = -1
+        hm[:n] = -1
+        lowest[:n] = n_alloc
+        for u in range(n_alloc):
+            src = acc[u]
+            for e in range(n):
+                d = src[e]
+                h[e] = u if d != 0 else h[e]
+                hm[e] = u if d != MASK else hm[e]
+                lowest[e] = min(lowest[e], u if d != 0 else n_alloc)
+        # the sign (0 or -1), and the magnitude's highest nonzero digit h: the value's for a positive one; for a
+        # negative one, whose magnitude's digits are (MASK - d_u) above its lowest nonzero digit, 2**B - d_u there
+        # and 0 below (the +1 of -value = sum (MASK - d_u) 2**(B u) + 1 carries up to the lowest nonzero digit),
+        # the highest digit not MASK or the lowest nonzero one, whichever is higher (-1 for no nonzero digit)
         src = acc[n_alloc]
+        top = -1  # the highest digit of the block that is not its value's sign extension
         for e in range(n):
             v = c[e] + src[e]
             bad |= (v != 0) & (v != -1)
             src[e] = v
             sign[e0 + e] = v
+            neg = v < 0
+            lo = lowest[e]
+            hx = hm[e] if neg else h[e]
+            top = max(top, hx)
+            h[e] = ((max(hx, lo) if lo < n_alloc else np.int64(-1)) if neg else hx)
         # column sums of the planes (sign plane last)
         for j in range(j0, j1 + 1):
             s0 = max(e0, j * N) - e0
             s1 = min(e0 + n, (j + 1) * N) - e0
             for u in range(nu):
-                du = acc[u]
+                du = acc[u, s0:s1]
                 t = np.int64(0)
-                for e in range(s0, s1):
+                for e in range(du.size):
                     t += du[e]
                 colsum[u, j] += t
         # the Gram sums of the planes, exact (in float64 over chunks of GRAM_CHUNK elements, see _gram_block)
@@ -362,40 +405,28 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
         for e in range(n):
             dst[e] = float(src[e])
         _gram_block(facc, n, e0, gram)
-        # planes needed: the highest plane u where some digit is not the sign's extension (sg & MASK), plus a sign
-        # digit: u + 2 (an OR over the block per plane, from the top down to the planes already known to be needed)
-        sg = acc[n_alloc]
-        for u in range(n_alloc - 1, used - 2, -1):
-            src = acc[u]
-            t = np.int64(0)
-            for e in range(n):
-                t |= src[e] ^ (sg[e] & MASK)
-            if t != 0:
-                used = u + 2
-                break
-        # magnitudes: -value = sum (MASK - d_u) 2**(B u) + 1 for the negative ones
-        sg = acc[n_alloc]
-        for e in range(n):
-            c[e] = -sg[e]  # 1 where negative
+        # planes needed: the highest plane where some digit is not the sign's extension (sg & MASK), plus a sign
+        # digit
+        used = max(used, top + 2)
+        # the two's complement digits in planes h .. h - 3 (0 below plane 0), from which _round_block takes the
+        # magnitude's top digits: branch-free selections plane by plane (two arrays a loop: see above)
+        w0[:n] = 0
+        w1[:n] = 0
+        w2[:n] = 0
+        w3[:n] = 0
         for u in range(n_alloc):
             src = acc[u]
-            dst = mag[u]
             for e in range(n):
-                neg = sg[e] < 0
-                v = (MASK - src[e]) + c[e]
-                dst[e] = (v & MASK) if neg else src[e]
-                c[e] = (v >> B) if neg else 0
-        h[:n] = -1
-        lowest[:n] = n_alloc
-        for u in range(n_alloc):
-            src = mag[u]
+                k = h[e] - u
+                d = src[e]
+                w0[e] = d if k == 0 else w0[e]
+                w1[e] = d if k == 1 else w1[e]
             for e in range(n):
-                h[e] = u if src[e] != 0 else h[e]
-        for u in range(n_alloc - 1, -1, -1):
-            src = mag[u]
-            for e in range(n):
-                lowest[e] = u if src[e] != 0 else lowest[e]
-        _round_block(mag, h, lowest, sg, n, q0, rbits[e0:e0 + n], fbuf, ebuf)
+                k = h[e] - u
+                d = src[e]
+                w2[e] = d if k == 2 else w2[e]
+                w3[e] = d if k == 3 else w3[e]
+        _round_block(w0, w1, w2, w3, h, lowest, acc[n_alloc], n, q0, rbits[e0:e0 + n])
     if bad:
         raise ValueError("residual digits: too few planes")
     # the sign in plane U - 1 (the planes U - 1 .. n_alloc - 1 hold its extension)
@@ -406,23 +437,36 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
 
 
 @njit(cache=True, nogil=True)
-def _round_block(mag: np.ndarray, h: np.ndarray, lowest: np.ndarray, sg: np.ndarray, n: int, q0: int,
-                 out: np.ndarray, fbuf: np.ndarray, ebuf: np.ndarray) -> None:  # pragma: no cover - compiled
-    """:func:`_round_top` of the first ``n`` columns of ``mag`` into ``out`` (int64 bit patterns), branch-free for
-    results in float64's normal range: the top 62 bits ``M`` of the magnitude (top bit at 61) with a sticky bit
-    ``s`` for every lower bit ORed into bit 0, converted by the hardware's round-to-nearest-even int64-to-float64
-    conversion (53 of 62 bits kept, so bit 0 acts only as a sticky bit: exactly the correct rounding), then scaled by
-    ``2**E`` by adding ``E`` to the exponent field, exact while the result is normal. Subnormal results, results near
-    the overflow threshold and zero go through :func:`_round_top`. ``fbuf``, ``ebuf``: work arrays of ``n`` entries."""
+def _mag_digit(d: int, u: int, lowest: int, neg: bool) -> np.int64:  # pragma: no cover - compiled
+    """Digit ``u`` of the magnitude of a value from its two's complement digit ``d`` (``[0, 2**B)``) there and its
+    lowest nonzero digit ``lowest``, branch-free: ``d`` for a positive value; for a negative one (``-value = sum
+    (MASK - d_v) 2**(B v) + 1``, the +1 carried up to the lowest nonzero digit) ``MASK - d`` above ``lowest``,
+    ``2**B - d`` at it (``d >= 1``: at most MASK) and 0 below it."""
+    m = (MASK - d + np.int64(u == lowest)) * np.int64(u >= lowest)
+    return m if neg else np.int64(d)
+
+
+@njit(cache=True, nogil=True)
+def _round_block(w0: np.ndarray, w1: np.ndarray, w2: np.ndarray, w3: np.ndarray, h: np.ndarray, lowest: np.ndarray,
+                 sg: np.ndarray, n: int, q0: int, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """:func:`_round_top` of the first ``n`` values into ``out`` (int64 bit patterns), given their magnitudes'
+    highest and lowest nonzero digits ``h`` and ``lowest``, their signs ``sg`` (0 or -1) and their two's complement
+    digits ``w0 .. w3`` in planes ``h .. h - 3`` (0 below plane 0; the magnitude's digits from :func:`_mag_digit`),
+    branch-free for results in float64's normal range: the top 62 bits ``M`` of the magnitude (top bit at 61) with
+    a sticky bit ``s`` for every lower bit ORed into bit 0, rounded to 53 bits to nearest, ties to even, in integer
+    arithmetic (``q = (M + 255 + bit 9 of M) >> 9``, below ``2**62 + 2**9``: 9 bits dropped, bit 0 acting only as a
+    sticky bit: exactly the correct rounding, ``q <= 2**53``), whose ``q 2**(E + 9)`` has the pattern
+    ``(E + 9 + 1074) 2**52 + q`` while the result is normal. Subnormal results, results near the overflow threshold
+    and zero go through :func:`_round_top`. One loop writing one array, so that LLVM vectorises it."""
+    slow = False
     for e in range(n):
         hh = h[e]
-        ok1 = np.int64(hh >= 1)
-        ok2 = np.int64(hh >= 2)
-        ok3 = np.int64(hh >= 3)
-        dh = mag[max(hh, 0), e]
-        d1 = mag[max(hh - 1, 0), e] * ok1
-        d2 = mag[max(hh - 2, 0), e] * ok2
-        d3 = mag[max(hh - 3, 0), e] * ok3
+        lw = lowest[e]
+        neg = sg[e] < 0
+        dh = _mag_digit(w0[e], hh, lw, neg)
+        d1 = _mag_digit(w1[e], hh - 1, lw, neg)
+        d2 = _mag_digit(w2[e], hh - 2, lw, neg)
+        d3 = _mag_digit(w3[e], hh - 3, lw, neg)
         # p: bit length of the top digit (1..B), a branch-free binary search
         t = dh
         p = np.int64(0)
@@ -444,28 +488,28 @@ def _round_block(mag: np.ndarray, h: np.ndarray, lowest: np.ndarray, sg: np.ndar
         p = max(p, np.int64(1))  # (dh = 0 only for a zero value, which is not taken from here)
         M = (dh << (62 - p)) | (d1 << (41 - p))
         s2 = 20 - p
-        M |= (d2 << max(s2, 0)) if s2 >= 0 else (d2 >> 1)
-        stk = (lowest[e] < hh - 3) | ((s2 < 0) & ((d2 & 1) != 0))
+        M |= (d2 << max(s2, np.int64(0))) if s2 >= 0 else (d2 >> 1)
+        stk = (lw < hh - 3) | ((s2 < 0) & ((d2 & 1) != 0))
         r3 = p + 1
         M |= d3 >> r3
         stk |= (d3 & ((np.int64(1) << r3) - 1)) != 0
-        fbuf[e] = float(M | np.int64(stk))
-        ebuf[e] = B * hh + p - 62 + q0  # value = (M + fraction) 2**E
-    fb = fbuf.view(np.int64)
-    slow = False
-    for e in range(n):
-        E = ebuf[e]
-        good = (h[e] >= 0) & (E >= -1083) & (E <= 961)  # fl(M) 2**E normal: biased exponent 1084 + E (+1) in [1, 2046]
+        M |= np.int64(stk)
+        q = (M + 0xFF + ((M >> 9) & 1)) >> 9
+        E = B * hh + p - 62 + q0  # value = (M + fraction) 2**E
+        good = (hh >= 0) & (E >= -1083) & (E <= 961)  # q 2**(E + 9) normal: biased exponent 1084 + E (+1) in [1, 2046]
         slow |= not good
-        out[e] = (fb[e] + (E << 52)) | (np.int64(sg[e] < 0) << 63)
+        out[e] = (((E + 1083) << 52) + q) | (np.int64(neg) << 63)
     if slow:
         for e in range(n):
-            E = ebuf[e]
-            if not ((h[e] >= 0) & (E >= -1083) & (E <= 961)):
-                hh = h[e]
-                out[e] = _round_top(mag[hh, e] if hh >= 0 else 0, mag[hh - 1, e] if hh >= 1 else 0,
-                                    mag[hh - 2, e] if hh >= 2 else 0, mag[hh - 3, e] if hh >= 3 else 0, hh,
-                                    lowest[e], sg[e] < 0, q0)
+            hh = h[e]
+            lw = lowest[e]
+            neg = sg[e] < 0
+            dtop = int(_mag_digit(w0[e], hh, lw, neg))
+            E = B * hh + (64 - _clz(max(dtop, 1))) - 62 + q0  # as above (p: the bit length of dtop, at least 1)
+            if not ((hh >= 0) & (E >= -1083) & (E <= 961)):
+                out[e] = _round_top(dtop if hh >= 0 else 0, int(_mag_digit(w1[e], hh - 1, lw, neg)) if hh >= 1 else 0,
+                                    int(_mag_digit(w2[e], hh - 2, lw, neg)) if hh >= 2 else 0,
+                                    int(_mag_digit(w3[e], hh - 3, lw, neg)) if hh >= 3 else 0, hh, lw, neg, q0)
 
 
 @njit(cache=True, nogil=True)

@@ -454,3 +454,32 @@ def test_plus_floats_is_the_scaled_ints_sum(q, data):
     want = ScaledInts(ints, Fraction(2) ** q) + ScaledInts.from_floats(fs[0]) + ScaledInts.from_floats(fs[1])
     assert got.scale == want.scale
     assert [int(v) for v in got.ints.ravel()] == [int(v) for v in want.ints.ravel()]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(st.tuples(st.integers(-1, 1), st.integers(-1, 1), st.integers(-30, 110)), min_size=1, max_size=40),
+       w=st.integers(-60, 60), b=st.tuples(st.integers(-1, 1), st.integers(-80, 80)), base=st.sampled_from((-1074, -600, 0, 850)),
+       k=st.integers(1, 3), repeat=st.sampled_from((1, 200)))
+def test_kernel_on_signed_powers_of_two_and_their_borrow_chains(rows, w, b, base, k, repeat):
+    """The residual kernel's digits and rounding on sums of signed powers of two (``R = x 2**w + b - y`` with
+    ``x``, ``b``, ``y`` each 0 or ``±2**e``): residuals that are exact powers ``±2**(B u)`` (a negative one's two's
+    complement is a borrow chain through all-zero low digits up to a digit of MASK), exact zeros, mixed signs,
+    subnormal and near-overflow values, over one or several blocks and columns, against the exact reference."""
+    xs = np.array([sx * math.ldexp(1.0, base + e) for sx, _, e in rows] * repeat).reshape(-1, 1)
+    ys = np.array([sy * math.ldexp(1.0, base + e + sy * 21) for _, sy, e in rows] * repeat)
+    if base + 110 + 21 > 1023 or base + w + 110 > 1023:  # keep every input finite
+        xs = np.minimum(xs, 2.0**1000) * (xs != 0)
+        ys = np.clip(ys, -2.0**1000, 2.0**1000)
+    n = xs.shape[0]
+    X = xs
+    W = np.full((1, k), math.ldexp(1.0, min(w, 0) if base > 0 else w))
+    bv = np.full(k, float(b[0]) * math.ldexp(1.0, base + b[1]))
+    y = np.stack([np.roll(ys, j) for j in range(k)], axis=1).reshape(n, k)
+    digits, q0, rounded = fastexact.residual_digits(X, y, W, bv)
+    exact = ScaledInts.from_floats(X) @ ScaledInts.from_floats(W) + ScaledInts.from_floats(bv.reshape(1, k)) \
+        - ScaledInts.from_floats(y)
+    assert np.array_equal(rounded.view(np.int64), exact.to_float64().view(np.int64))
+    U = digits.shape[0]
+    got = sum(digits[u].astype(object) * (1 << (fastexact.B * u)) for u in range(U))
+    want = exact.ints * exact.scale / Fraction(2) ** q0
+    assert all(int(g) == v for g, v in zip(got.ravel(), want.ravel(), strict=True))
