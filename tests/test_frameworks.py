@@ -322,6 +322,31 @@ def test_an_adapter_that_changes_the_dtype_is_an_error_naming_it() -> None:
     assert "narrowing-fw made a float32 input for a float64 case; hint for float32 in float64" in rec.message
 
 
+def test_masked_arrays_are_read_as_their_data() -> None:
+    """``np.isfinite(masked).all()`` skips masked elements: an input or a result read as a masked array would let a
+    masked inf or NaN through. Both are read as their data: an input that overflows float16 is an ``overflow``
+    record (not graded: a step returning zeros must not agree), a masked NaN result is graded as NaN."""
+    harness.register_framework("masked-fw", to_framework=lambda a, device: np.ma.masked_invalid(a))
+
+    def zeros(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, steps: int) -> list[harness.StepResult]:
+        z = lambda *s: np.zeros(s, np.float16)  # noqa: E731
+        return [harness.StepResult(np.float16(0), z(1, 1), z(1), z(1, 1), z(1))] * steps
+
+    case = harness.make_case("masked-overflow", [[100000.0], [1.0]], [[1.0], [1.0]], [[1.0]], [0.0], lr="0.5",
+                             steps=1, dtypes=("float16",), reduction="sum")
+    rec = _only(harness.verify([case], [_register("fw-masked-zeros", zeros, "masked-fw")], dtypes="float16"))
+    assert rec.verdict == "overflow" and "inputs X overflow float16" in rec.message
+
+    def masked_nan(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, steps: int) -> Iterator[Any]:
+        for loss, gW, gb, W1, b1 in _sgd(np.asarray(X), np.asarray(y), np.asarray(W), np.asarray(b), lr, reduction, steps):
+            yield harness.StepResult(loss, np.ma.masked_invalid(np.full_like(gW, np.nan)), gb, W1, b1)
+
+    records = harness.verify([_case(steps=1)], [_register("fw-masked-nan", masked_nan, "masked-fw")], dtypes="float64")
+    assert {r.verdict for r in records if r.quantity == "grad_W"} == {"disagree"}
+    assert {r.verdict for r in records if r.quantity != "grad_W"} == {"agree"}
+    assert read_result(np.ma.masked_invalid(np.array([1.0, np.inf])))[0].tolist() == [1.0, np.inf]
+
+
 def test_builtin_frameworks_cannot_be_replaced_and_unknown_ones_are_named() -> None:
     with pytest.raises(PluginError, match="built in"):
         register_framework("jax", to_framework=lambda a, d: a)

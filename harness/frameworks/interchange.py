@@ -75,12 +75,14 @@ def dtype_name(value: Any) -> str | None:
 
 
 def _native(arr: Any, what: str) -> Any:
-    """``arr`` as a NumPy array of real numbers (its dtype kept).
+    """``arr`` as a plain NumPy array of real numbers (its dtype kept): a subclass is read as its data, so that a
+    masked array's masked NaN or inf is seen by every later test (``np.isfinite(masked).all()`` skips masked
+    elements), and a matrix as a 2-D array.
 
     Raises:
         ResultReadError: for object, complex, string or other non-numeric dtypes."""
-    if not isinstance(arr, np.ndarray):
-        arr = np.asarray(arr)
+    if type(arr) is not np.ndarray:
+        arr = np.asarray(arr)  # a view of a subclass's data, not a copy
     kind = arr.dtype.kind
     if kind in "fiub" or arr.dtype.name in DTYPES:  # ml_dtypes' bfloat16 has kind "V"
         return arr
