@@ -156,25 +156,22 @@ BLOCK = 512
 
 
 @njit(cache=True, nogil=True)
-def _digit_of(v: int, q0: int, u: int) -> np.int64:  # pragma: no cover - compiled
-    """Signed digit ``u`` (base ``2**B``) of ``z / 2**q0`` for the float64 ``z`` whose bit pattern is ``v`` (set bits
-    at or above ``2**q0``), branch-free: a field of bits of the significand, shifts clamped to 63 (the significand
-    is below 2**53)."""
-    ex = (v >> 52) & 0x7FF
-    m = (v & ((1 << 52) - 1)) | (np.int64(ex > 0) << 52)
-    a = B * u - (max(ex, 1) - 1075 - q0)
+def _significand_field(m: int, a: int) -> int:  # pragma: no cover - compiled
+    """Bits ``a .. a + B - 1`` of the significand ``m`` (below ``2**53``; bits below 0 are 0), branch-free, the
+    shifts clamped to 63."""
     lo = m >> min(max(a, 0), 63)
     hi = m << min(max(-a, 0), 63)
-    dg = (lo if a >= 0 else hi) & MASK
-    return -dg if v < 0 else dg
+    return (lo if a >= 0 else hi) & MASK
 
 
 @njit(cache=True, nogil=True)
-def _float_digits(z: np.ndarray, q0: int, u: int, out: np.ndarray) -> None:  # pragma: no cover - compiled
-    """``out[e]`` = :func:`_digit_of` digit ``u`` of ``z[e] / 2**q0``."""
-    zb = z.view(np.int64)
-    for e in range(z.size):
-        out[e] = _digit_of(zb[e], q0, u)
+def _digit_of(v: int, q0: int, u: int) -> np.int64:  # pragma: no cover - compiled
+    """Signed digit ``u`` (base ``2**B``) of ``z / 2**q0`` for the float64 ``z`` whose bit pattern is ``v`` (set bits
+    at or above ``2**q0``), branch-free: a field of bits of the significand (:func:`_significand_field`)."""
+    ex = (v >> 52) & 0x7FF
+    m = (v & ((1 << 52) - 1)) | (np.int64(ex > 0) << 52)
+    dg = np.int64(_significand_field(int(m), B * u - (max(ex, 1) - 1075 - q0)))
+    return -dg if v < 0 else dg
 
 
 #: Elements whose digit products :func:`_gram_block` sums in float64 at a time (``2**11`` products below ``2**42``
@@ -329,11 +326,7 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
         for u in range(y0, y1 + 1):
             dst = acc[u]
             for e in range(n):
-                a = B * u - ys[e]  # the digit: bits a .. a + B - 1 of the significand (shifts clamped to 63)
-                m = ym[e]
-                lo = m >> min(max(a, 0), 63)
-                hi = m << min(max(-a, 0), 63)
-                dg = (lo if a >= 0 else hi) & MASK
+                dg = _significand_field(ym[e], B * u - ys[e])  # as _digit_of, the decoding done above
                 sn = yn[e]
                 dst[e] += (dg ^ sn) - sn
         for j in range(j0, j1 + 1):
