@@ -97,13 +97,19 @@ def lowest_exponent(x: F64) -> int | None:
     return float_range(x)[0]
 
 
-def float_range(x: F64) -> tuple[int | None, float]:
+def float_range(x: F64, name: str = "an input") -> tuple[int | None, float]:
     """(lowest set-bit exponent among the nonzero entries or None, largest magnitude) of a float array,
-    one pass (:func:`harness.slicekernels.float_range`; numba is imported on first use, not with this module)."""
+    one pass (:func:`harness.slicekernels.float_range`; numba is imported on first use, not with this module).
+
+    Raises:
+        ValueError: when ``x`` (``name`` in the message) holds a NaN or an infinity, which has no exact value
+            (the kernel's largest magnitude is then inf or NaN: their bit patterns lie above every finite one)."""
     from .slicekernels import NO_BIT
     from .slicekernels import float_range as kernel
 
     low, top = kernel(np.ascontiguousarray(x, dtype=np.float64))
+    if not math.isfinite(top):
+        raise ValueError(f"{name} holds a NaN or an infinite value: it has no exact value")
     return (None if low == NO_BIT else int(low)), float(top)
 
 
@@ -127,6 +133,7 @@ def digits_matrix(x: F64, q: int, low: int | None = None, top: float | None = No
 
     Raises:
         TooWideError: when ``x / 2**q`` exceeds float64's range.
+        ValueError: when ``x`` holds a NaN or an infinity (read from ``x`` unless ``low`` and ``top`` are given).
     """
     from .slicekernels import digits_cat
 
@@ -150,6 +157,7 @@ def digits(x: F64, q: int, base: int = B, low: int | None = None) -> F64:
 
     Raises:
         TooWideError: when ``x / 2**q`` exceeds float64's range (the data needs too many digits anyway).
+        ValueError: when ``x`` holds a NaN or an infinity.
     """
     x = np.asarray(x, dtype=np.float64)
     if base != B:
@@ -308,9 +316,13 @@ def _first_product(xcat: F64, S: int, W: F64, qw: int) -> F64:
 
 def residual_digits(X: F64, y: F64, W: F64, b: F64) -> tuple[I64, int, F64]:
     """Exact ``R = X W + 1 b^T - y`` as two's complement base-``2**B`` digits ``(U, N, K)`` over ``2**q0``
-    (digits ``[0, 2**B)``, the top one 0 or -1), and its correctly rounded float64 value: ``(digits, q0, rounded)``."""
+    (digits ``[0, 2**B)``, the top one 0 or -1), and its correctly rounded float64 value: ``(digits, q0, rounded)``.
+
+    Raises:
+        ValueError: when an input holds a NaN or an infinity (the message names it).
+        TooWideError: when the exponent range needs more than :data:`MAX_PRODUCTS` digit products."""
     X = np.ascontiguousarray(X, dtype=np.float64)
-    qx, tx = float_range(X)
+    qx, tx = float_range(X, "X")
     res = _residual(X, y, W, b, qx, tx, None if qx is None else digits_matrix(X, qx, qx, tx))
     return np.ascontiguousarray(np.transpose(res.planes, (0, 2, 1)), dtype=np.int64), res.q0, res.rounded
 
@@ -331,7 +343,7 @@ def _residual(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float, xcat: t
     W = np.ascontiguousarray(W, dtype=np.float64)
     from .slicekernels import residual_digits as residual_kernel
 
-    (qy, ty), (qb, tb), (qw, tw) = float_range(y), float_range(b), float_range(W)
+    (qy, ty), (qb, tb), (qw, tw) = float_range(y, "y"), float_range(b, "b"), float_range(W, "W")
     xw = qx is not None and qw is not None
     qs = [q for q in ((qx + qw) if xw else None, qy, qb) if q is not None]  # type: ignore[operator]
     if not qs:
@@ -438,6 +450,7 @@ def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledIn
     """The exact residual, ``X^T R`` (D, K), ``1^T R`` (K,) and ``sum R^2`` (0-d): no scale factor ``c`` applied.
 
     Raises:
+        ValueError: when an input holds a NaN or an infinity (the message names it).
         TooWideError: when the exponent range needs more than :data:`MAX_PRODUCTS` digit products.
     """
     R, gw, gb, loss, _ = step_parts(X, y, W, b, accurate=False)
@@ -620,12 +633,13 @@ def step_parts(X: F64, y: F64, W: F64, b: F64, accurate: bool = False, when_chea
     it has measured faster than the exact product (:func:`accurate_pays`).
 
     Raises:
+        ValueError: when an input holds a NaN or an infinity (the message names it).
         TooWideError: when the exponent range needs more than :data:`MAX_PRODUCTS` digit products.
     """
     X = np.ascontiguousarray(X, dtype=np.float64)
     n, d = X.shape
     k = y.shape[1]
-    qx, tx = float_range(X)
+    qx, tx = float_range(X, "X")
     xcat = None if qx is None else digits_matrix(X, qx, qx, tx, scratch_ok=True)  # once, for X W and for X^T R
     res = _residual(X, y, W, b, qx, tx, xcat)
     pl, q0 = res.planes, res.q0  # (U, K, N)

@@ -483,3 +483,22 @@ def test_kernel_on_signed_powers_of_two_and_their_borrow_chains(rows, w, b, base
     got = sum(digits[u].astype(object) * (1 << (fastexact.B * u)) for u in range(U))
     want = exact.ints * exact.scale / Fraction(2) ** q0
     assert all(int(g) == v for g, v in zip(got.ravel(), want.ravel(), strict=True))
+
+
+@pytest.mark.parametrize("bad", [math.inf, -math.inf, math.nan, -math.nan])
+@pytest.mark.parametrize("name", ["X", "y", "W", "b"])
+def test_non_finite_inputs_raise_and_name_the_input(name, bad):
+    """A NaN or infinite input has no exact value: every entry point of the slices (the residual, the exact parts, the
+    accurate step, the digits) raises a ValueError naming it instead of returning digits of a garbage width (the
+    kernel's largest magnitude of an array holding inf or NaN is inf or NaN, which was read as a width before)."""
+    rng = np.random.default_rng(3)
+    arrs = {"X": rng.standard_normal((40, 3)), "y": rng.standard_normal((40, 2)), "W": rng.standard_normal((3, 2)),
+            "b": rng.standard_normal(2)}
+    arrs[name].flat[arrs[name].size // 2] = bad
+    for call in (lambda: fastexact.residual_digits(arrs["X"], arrs["y"], arrs["W"], arrs["b"]),
+                 lambda: fastexact.exact_parts(arrs["X"], arrs["y"], arrs["W"], arrs["b"]),
+                 lambda: fastexact.step_parts(arrs["X"], arrs["y"], arrs["W"], arrs["b"], accurate=True)):
+        with pytest.raises(ValueError, match=rf"^{name} holds a NaN or an infinite value"):
+            call()
+    with pytest.raises(ValueError, match="NaN or an infinite value"):
+        fastexact.digits(arrs[name], -1100)
