@@ -138,6 +138,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .floats import FLOAT32, TF32, FloatFormat, round_to_format
+from .shapes import check_step_shapes
 
 F64 = npt.NDArray[np.float64]
 Mask = npt.NDArray[np.bool_]
@@ -812,7 +813,14 @@ def expected_bounds(
 ) -> dict[str, F64]:
     """Probabilistic bounds (module docstring), before capping by the rigorous ones.
 
-    ``pre``: :func:`step_bounds`' shared passes over these ``X`` and ``R`` (the same values, fewer passes), or None."""
+    ``pre``: :func:`step_bounds`' shared passes over these ``X`` and ``R`` (the same values, fewer passes), or None.
+
+    Raises:
+        ValueError: when the shapes of ``X``, ``Y``, ``W``, ``b`` (``(K,)``) and ``R`` do not agree
+            (:func:`harness.shapes.check_step_shapes`: the compiled partial sums would read past an array's end)."""
+    check_step_shapes(X, Y, W, b, R)
+    if np.ndim(b) != 1:
+        raise ValueError(f"b has shape {np.shape(b)}: expected (K,)")
     u = reg.u
     s = 2.0 * c
     lr = abs(lr)
@@ -1100,7 +1108,14 @@ def step_bounds(
 
     Returns:
         :class:`StepBounds` (absolute errors, same units as the quantities).
+
+    Raises:
+        ValueError: when the shapes of ``inputs`` and ``residual`` do not agree (:func:`harness.shapes.check_step_shapes`,
+            naming the array; ``b`` may be ``(K, 1)`` or ``(1, K)``).
     """
+    k = check_step_shapes(inputs["X"], inputs["y"], inputs["W"], inputs["b"], residual)[2]
+    if np.shape(inputs["b"]) != (k,):
+        inputs = {**inputs, "b": np.reshape(inputs["b"], (k,))}
     pre = _prepare(inputs, residual)  # the shared passes over X, y, R (None: NumPy expressions throughout)
     sb = _step_bounds_in(np.float64, inputs, residual, exact, lr=lr, reduction=reduction, fmt=fmt, tf32=tf32,
                          lr_held=lr_held, flush_to_zero=flush_to_zero, pre=pre)

@@ -25,8 +25,14 @@ ObjArray = npt.NDArray[Any]
 
 
 def _int_scale_of(values: npt.NDArray[np.float64]) -> tuple[ObjArray, Fraction]:
-    """Exact ``(ints, 2**q)`` for a float64 array (all values finite)."""
+    """Exact ``(ints, 2**q)`` for a float64 array.
+
+    Raises:
+        ValueError: for a NaN or an infinity (no exact value; a :class:`FloatInts` built without
+            :meth:`ScaledInts.from_floats`' check reaches here when its integers are first read)."""
     x = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError("cannot represent NaN or inf exactly")
     mant, exp = np.frexp(x)  # x = mant * 2**exp, 0.5 <= |mant| < 1
     m53 = np.ldexp(mant, 53).astype(np.int64)  # exact integer significand
     e = exp.astype(np.int64) - 53
@@ -57,14 +63,21 @@ class ScaledInts:
     # -------------------------------------------------------------- construction
     @classmethod
     def from_floats(cls, values: npt.ArrayLike) -> ScaledInts:
-        """Exact value of a finite float array (any float dtype, converted to float64 exactly).
+        """Exact value of a finite float array (float64 or narrower: float16, bfloat16, float32; integers and wider
+        floats where float64 holds every value exactly).
 
         Raises:
-            ValueError: if a value is NaN or infinite.
+            ValueError: if a value is NaN or infinite, complex, or not exactly a float64 (a long double with more
+                bits, an integer above 2**53, a Fraction in an object array): converting it would round it.
         """
-        x = np.asarray(values, dtype=np.float64)
+        a = np.asarray(values)
+        if a.dtype.kind == "c":
+            raise ValueError(f"cannot represent complex values (dtype {a.dtype}) as real exact values")
+        x = np.asarray(a, dtype=np.float64)
         if not np.isfinite(x).all():
             raise ValueError("cannot represent NaN or inf exactly")
+        if (a.dtype.kind in "iuO" or (a.dtype.kind == "f" and a.dtype.itemsize > 8)) and not np.array_equal(x.astype(a.dtype), a):
+            raise ValueError(f"values of dtype {a.dtype} that float64 cannot hold exactly: converting them would round them")
         return FloatInts(x)
 
     @classmethod

@@ -50,6 +50,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .exact import ScaledInts
+from .shapes import check_step_shapes
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -114,8 +115,14 @@ def float_range(x: F64, name: str = "an input") -> tuple[int | None, float]:
 
 
 def _plan_digits(x: F64, q: int, base: int, low: int | None, top: float) -> tuple[int, int, int]:
-    """(``q1``, digits, zero digits below) for :func:`digits` of ``x`` over ``2**q``."""
-    assert low is not None and low >= q
+    """(``q1``, digits, zero digits below) for :func:`digits` of ``x`` over ``2**q``.
+
+    Raises:
+        ValueError: when ``q`` lies above ``low`` (``x / 2**q`` would not be an integer) or ``top`` is not finite."""
+    if low is None or low < q:
+        raise ValueError(f"digits over 2**{q}: the lowest set bit of x is 2**{low}, below it (x / 2**q is not an integer)")
+    if not math.isfinite(top):
+        raise ValueError("x holds a NaN or an infinite value: it has no exact value")
     s0 = (low - q) // base  # digits below s0 are zero: work over 2**(q + base s0)
     q1 = q + base * s0
     width = int(np.frexp(top)[1]) - q1  # |x / 2**q1| < 2**width
@@ -169,9 +176,19 @@ def digits(x: F64, q: int, base: int = B, low: int | None = None) -> F64:
     return out.reshape(rows, S, cols).transpose(1, 0, 2).reshape((S, *x.shape))
 
 
+#: :func:`carry` takes int64 values below this magnitude: a carry is below ``2**(63 - B)``, so that a value plus
+#: the carry into it stays within int64.
+CARRY_LIMIT = (1 << 63) - (1 << (63 - B))
+
+
 def carry(d: I64) -> I64:
-    """Normalise signed digits (any int64 values) to two's complement base ``2**B``:
-    digits ``0 <= d < 2**B`` below a top digit that is 0 or -1 (planes appended as needed)."""
+    """Normalise signed digits (int64 values of magnitude below :data:`CARRY_LIMIT`) to two's complement base
+    ``2**B``: digits ``0 <= d < 2**B`` below a top digit that is 0 or -1 (planes appended as needed).
+
+    Raises:
+        ValueError: for a value at or beyond :data:`CARRY_LIMIT` in magnitude (its carry would overflow int64)."""
+    if d.size and bool(((d >= CARRY_LIMIT) | (d <= -CARRY_LIMIT)).any()):
+        raise ValueError(f"carry: a digit at or beyond 2**63 - 2**{63 - B} in magnitude would overflow int64")
     planes = list(d)
     out: list[I64] = []
     c = np.zeros_like(planes[0])
@@ -319,8 +336,10 @@ def residual_digits(X: F64, y: F64, W: F64, b: F64) -> tuple[I64, int, F64]:
     (digits ``[0, 2**B)``, the top one 0 or -1), and its correctly rounded float64 value: ``(digits, q0, rounded)``.
 
     Raises:
-        ValueError: when an input holds a NaN or an infinity (the message names it).
+        ValueError: when an input holds a NaN or an infinity, or the shapes do not agree (:func:`harness.shapes.check_step_shapes`;
+            the message names the input).
         TooWideError: when the exponent range needs more than :data:`MAX_PRODUCTS` digit products."""
+    check_step_shapes(X, y, W, b)
     X = np.ascontiguousarray(X, dtype=np.float64)
     qx, tx = float_range(X, "X")
     res = _residual(X, y, W, b, qx, tx, None if qx is None else digits_matrix(X, qx, qx, tx))
@@ -428,11 +447,17 @@ def plus_floats(ints: npt.NDArray[Any], q: int, floats: tuple[F64, ...]) -> Scal
 
     Args:
         ints: object array of Python ints; floats: finite float64 arrays of its shape.
+
+    Raises:
+        ValueError: for a NaN or an infinity in ``floats`` (no exact value).
     """
     parts = []
     low = q
     for f in floats:
-        mant, ex = np.frexp(np.asarray(f, dtype=np.float64))
+        f = np.asarray(f, dtype=np.float64)
+        if not np.isfinite(f).all():
+            raise ValueError("plus_floats: a NaN or an infinite value has no exact value")
+        mant, ex = np.frexp(f)
         m = np.ldexp(mant, 53).astype(np.int64)  # exact: f = m 2**(ex - 53)
         e = ex.astype(np.int64) - 53
         nz = m != 0
@@ -450,7 +475,8 @@ def exact_parts(X: F64, y: F64, W: F64, b: F64) -> tuple[DigitResidual, ScaledIn
     """The exact residual, ``X^T R`` (D, K), ``1^T R`` (K,) and ``sum R^2`` (0-d): no scale factor ``c`` applied.
 
     Raises:
-        ValueError: when an input holds a NaN or an infinity (the message names it).
+        ValueError: when an input holds a NaN or an infinity, or the shapes do not agree (:func:`harness.shapes.check_step_shapes`;
+            the message names the input).
         TooWideError: when the exponent range needs more than :data:`MAX_PRODUCTS` digit products.
     """
     R, gw, gb, loss, _ = step_parts(X, y, W, b, accurate=False)
@@ -633,9 +659,11 @@ def step_parts(X: F64, y: F64, W: F64, b: F64, accurate: bool = False, when_chea
     it has measured faster than the exact product (:func:`accurate_pays`).
 
     Raises:
-        ValueError: when an input holds a NaN or an infinity (the message names it).
+        ValueError: when an input holds a NaN or an infinity, or the shapes do not agree (:func:`harness.shapes.check_step_shapes`;
+            the message names the input).
         TooWideError: when the exponent range needs more than :data:`MAX_PRODUCTS` digit products.
     """
+    check_step_shapes(X, y, W, b)
     X = np.ascontiguousarray(X, dtype=np.float64)
     n, d = X.shape
     k = y.shape[1]

@@ -90,8 +90,9 @@ def digits_cat(x: np.ndarray, q1: int, n: int, s0: int, out: np.ndarray) -> np.n
             of the significand of ``x``, cut out by exact float64 scalings and integer parts.
     """
     rows, cols = x.shape
+    full = out
     out[:, :s0 * cols] = 0.0
-    out = out[:, s0 * cols:]
+    out = out[:, s0 * cols:]  # the n digits after the s0 zero ones (``full``, all of them, is returned)
     # In float64, exactly: y = x 2**-q1 is an integer below 2**(B n) <= 2**1000 (a scaling by a power of two,
     # in two factors where 2**-q1 is beyond float64's range), each t_s = trunc(y 2**(-B s)) is exact (a scaling
     # whose result is 0 or at least 2**-1008, normal, then an integer part), and digit s = t_s - 2**B t_(s+1)
@@ -120,7 +121,7 @@ def digits_cat(x: np.ndarray, q1: int, n: int, s0: int, out: np.ndarray) -> np.n
                 t1 = np.trunc(yv[j] * ws1)
                 o[j] = tp[j] - t1 * base
                 tp[j] = t1
-    return out
+    return full
 
 
 @njit(cache=True, nogil=True)
