@@ -566,8 +566,10 @@ def narrow_learning_rate(facts: StepFacts) -> Finding | None:
         for g, p in GRADS:
             if fails(facts, g):  # the gradient itself is right
                 continue
-            shift = (facts.lr - lr_f) * facts.exact[g].reshape(facts.computed[p].shape)
-            if explained(facts, p, facts.exact[p] + shift, tolerance(facts, p, 1.0, 0.0, facts.exact[p], shift)):
+            with np.errstate(invalid="ignore", over="ignore"):  # inf - inf where an exact value is beyond the range
+                shift = (facts.lr - lr_f) * facts.exact[g].reshape(facts.computed[p].shape)
+                shifted = facts.exact[p] + shift
+            if explained(facts, p, shifted, tolerance(facts, p, 1.0, 0.0, facts.exact[p], shift)):
                 claimed.append(p)
         if claimed:
             return Finding(f"learning rate held in {F.name}", tuple(claimed),

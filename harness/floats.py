@@ -198,22 +198,23 @@ def ulp_error(computed: npt.ArrayLike, exact_hi: npt.ArrayLike, exact_lo: npt.Ar
     lo = np.zeros_like(hi) if exact_lo is None else np.asarray(exact_lo, dtype=np.float64)
     out = np.full(np.broadcast(c, hi).shape, np.inf)
     ok = np.isfinite(c) & np.isfinite(hi) & (np.abs(c) <= fmt.max_finite) & (np.abs(hi) <= fmt.max_finite)
-    cb, co = _ord_parts(c, fmt)
-    eb, eo = _ord_parts(hi, fmt)
-    _, ee = np.frexp(np.abs(hi))
-    ee = ee.astype(np.int64) - 1
-    eq = np.where(np.abs(hi) >= fmt.min_normal, ee, fmt.emin) - fmt.precision + 1
-    # the low part moves the exact value within (or just across) hi's binade
-    eo = eo + np.ldexp(np.abs(lo) * np.sign(lo) * np.sign(np.where(hi == 0, 1.0, hi)), -eq)
-    half = 2.0 ** (fmt.precision - 1)
-    same_sign = (np.sign(c) * np.sign(hi) >= 0)
-    # same sign: difference of ords, computed binade part first to keep precision
-    diff_same = np.abs((cb - eb).astype(np.float64) * half + (co - eo))
-    # opposite signs: ords add up
-    diff_opp = (cb + eb).astype(np.float64) * half + co + eo
-    dist = np.where(same_sign, diff_same, diff_opp)
-    exact_equal = (c == hi) & (lo == 0)
-    dist = np.where(exact_equal, 0.0, dist)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite and out-of-range elements: inf, set below
+        cb, co = _ord_parts(c, fmt)
+        eb, eo = _ord_parts(hi, fmt)
+        _, ee = np.frexp(np.abs(hi))
+        ee = ee.astype(np.int64) - 1
+        eq = np.where(np.abs(hi) >= fmt.min_normal, ee, fmt.emin) - fmt.precision + 1
+        # the low part moves the exact value within (or just across) hi's binade
+        eo = eo + np.ldexp(np.abs(lo) * np.sign(lo) * np.sign(np.where(hi == 0, 1.0, hi)), -eq)
+        half = 2.0 ** (fmt.precision - 1)
+        same_sign = (np.sign(c) * np.sign(hi) >= 0)
+        # same sign: difference of ords, computed binade part first to keep precision
+        diff_same = np.abs((cb - eb).astype(np.float64) * half + (co - eo))
+        # opposite signs: ords add up
+        diff_opp = (cb + eb).astype(np.float64) * half + co + eo
+        dist = np.where(same_sign, diff_same, diff_opp)
+        exact_equal = (c == hi) & (lo == 0)
+        dist = np.where(exact_equal, 0.0, dist)
     out[ok] = dist[ok]
     return out
 

@@ -107,9 +107,10 @@ def _hostile_item(rng: np.random.Generator, shape: tuple[int, ...], fmt) -> dict
     +-inf and NaN (allowed or not, of either sign), exact values beyond float64, zero and infinite bounds."""
     size = int(np.prod(shape))
     hi = rng.choice([1.0, -3.0, 0.0, 2.0**-140, 1e300, np.inf, -np.inf], size=size, p=[.3, .2, .1, .1, .1, .1, .1])
-    lo = np.where(np.isfinite(hi), hi * rng.choice([0.0, 2.0**-60], size=size), 0.0)
-    step = rng.choice([0.0, 2.0**-23, 2.0**-20, 2.0**-18, 2.0**-18], size=size)  # repeated errors: ties
-    c = np.where(np.isfinite(hi), hi + step * np.where(hi == 0, 1.0, hi), rng.choice([1.0, -1.0], size=size))
+    with np.errstate(invalid="ignore"):  # inf * 0 where hi is infinite, replaced by np.where
+        lo = np.where(np.isfinite(hi), hi * rng.choice([0.0, 2.0**-60], size=size), 0.0)
+        step = rng.choice([0.0, 2.0**-23, 2.0**-20, 2.0**-18, 2.0**-18], size=size)  # repeated errors: ties
+        c = np.where(np.isfinite(hi), hi + step * np.where(hi == 0, 1.0, hi), rng.choice([1.0, -1.0], size=size))
     c = np.where(rng.random(size) < 0.15, rng.choice([np.inf, -np.inf, np.nan], size=size), c)
     c = np.where(np.isfinite(c), round_to_format(np.where(np.isfinite(c), c, 0.0), fmt), c)
     rig = rng.choice([2.0**-19, 0.0, np.inf, 2.0**980], size=size, p=[.7, .1, .1, .1])

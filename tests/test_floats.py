@@ -36,7 +36,8 @@ def test_round_to_format_matches_framework_conversion(fmt, convert):
         np.array([0.0, -0.0, 1.0, 65504.0, 65520.0, 1e-8, 2.0**-24 * 1.5, 2.0**-25, 3.4e38, 1e39]),
     ])
     got = round_to_format(x, fmt)
-    want = convert(x)
+    with np.errstate(over="ignore"):  # 1e39 and 65520 overflow the narrower type: inf, as round_to_format gives
+        want = convert(x)
     np.testing.assert_array_equal(got, want)
 
 
