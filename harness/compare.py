@@ -4,7 +4,7 @@ For each element: ``abs_error = |c - e|``, the ULP error in the dtype, bits of
 error, and the ratio of the error to the rigorous and to the expected bound
 (see :mod:`harness.bounds`). Element verdicts (:data:`harness.verdicts.ELEMENT_VERDICTS`):
 
-- ``agree``: error within the expected bound (or zero);
+- ``agree``: error within the expected bound and the rigorous one (or zero);
 - ``suspect``: above the expected bound, within the rigorous one;
 - ``disagree``: above the rigorous bound (impossible for a correct evaluation),
   and every non-finite element that no correct evaluation produces: ``inf``
@@ -124,7 +124,9 @@ def _grade_elements(
     er = _ratio(err, exp)
     iv = _IV
     er = np.where(beyond, np.inf, er)
-    verdicts = np.where(er <= 1.0, iv["agree"], np.where(rr <= 1.0, iv["suspect"], iv["disagree"]))
+    # above the rigorous bound first: disagree even where an expected bound exceeds the rigorous one (a plug-in's
+    # error model may give one; the built-in expected bounds are capped by the rigorous ones)
+    verdicts = np.where(rr <= 1.0, np.where(er <= 1.0, iv["agree"], iv["suspect"]), iv["disagree"])
     verdicts = np.where(overflowed, iv["overflow"], verdicts)
     return err, ulps, rr, er, verdicts, overflowed
 
@@ -164,17 +166,23 @@ def compare(
 
     Returns:
         a :class:`Comparison`.
+
+    Raises:
+        ValueError: naming the argument, for an exact value, a bound or a mask of another shape than ``computed``
+            (one value, 0-d, holds for every element), non-real values, or a negative bound.
     """
-    c = np.asarray(computed, dtype=np.float64)
-    hi = np.broadcast_to(np.asarray(exact_hi, dtype=np.float64), c.shape)
-    lo = np.broadcast_to(np.asarray(exact_lo, dtype=np.float64), c.shape)
-    rig = np.broadcast_to(np.asarray(rigorous, dtype=np.float64), c.shape)
-    exp = np.broadcast_to(np.asarray(expected, dtype=np.float64), c.shape)
-    inf_any = np.broadcast_to(np.asarray(inf_allowed, dtype=bool), c.shape)
-    pos_ok = inf_any if posinf_allowed is None else np.broadcast_to(np.asarray(posinf_allowed, dtype=bool), c.shape)
-    neg_ok = inf_any if neginf_allowed is None else np.broadcast_to(np.asarray(neginf_allowed, dtype=bool), c.shape)
-    nan_ok = np.zeros(c.shape, dtype=bool) if nan_allowed is None else np.broadcast_to(np.asarray(nan_allowed, dtype=bool), c.shape)
-    imp = None if finite_impossible is None else np.broadcast_to(np.asarray(finite_impossible, dtype=bool), c.shape)
+    c = _real(computed, "computed")
+    shape = c.shape
+    hi = _flat(exact_hi, shape, np.float64, "exact_hi").reshape(shape)
+    lo = _flat(exact_lo, shape, np.float64, "exact_lo").reshape(shape)
+    rig = _flat(rigorous, shape, np.float64, "rigorous").reshape(shape)
+    exp = _flat(expected, shape, np.float64, "expected").reshape(shape)
+    inf_any = _flat(inf_allowed, shape, bool, "inf_allowed").reshape(shape)
+    pos_ok = inf_any if posinf_allowed is None else _flat(posinf_allowed, shape, bool, "posinf_allowed").reshape(shape)
+    neg_ok = inf_any if neginf_allowed is None else _flat(neginf_allowed, shape, bool, "neginf_allowed").reshape(shape)
+    nan_ok = np.zeros(shape, dtype=bool) if nan_allowed is None else _flat(nan_allowed, shape, bool, "nan_allowed").reshape(shape)
+    imp = None if finite_impossible is None else _flat(finite_impossible, shape, bool, "finite_impossible").reshape(shape)
+    _nonnegative(rig, exp)
     err, ulps, rr, er, verdicts, overflowed = _grade_elements(c, hi, lo, rig, exp, pos_ok, neg_ok, nan_ok, imp, fmt)
     names = _NAMES
     counts = {name: int(np.sum(verdicts == i)) for i, name in enumerate(names)}
@@ -218,11 +226,34 @@ COMPARE_KEYS = ("computed", "exact_hi", "exact_lo", "rigorous", "expected", "inf
                 "posinf_allowed", "neginf_allowed", "finite_impossible")
 
 
-def _flat(value: npt.ArrayLike, shape: tuple[int, ...], dtype: type) -> npt.NDArray[Any]:
-    a: npt.NDArray[Any] = np.asarray(value, dtype=dtype)
+def _real(value: npt.ArrayLike, key: str) -> F64:
+    """``value`` as a float64 array; complex, string and object values refused (a cast would drop or parse them)."""
+    kind = np.asarray(value).dtype.kind
+    if kind not in "fiub":
+        raise ValueError(f"compare: {key} must hold real numbers, got dtype kind {kind!r}")
+    return np.asarray(value, dtype=np.float64)
+
+
+def _flat(value: npt.ArrayLike, shape: tuple[int, ...], dtype: type, key: str) -> npt.NDArray[Any]:
+    """``value`` flattened, of ``shape`` exactly, or one value (0-d) that holds for every element.
+
+    Raises:
+        ValueError: naming ``key``, for another shape (no broadcasting: a ``(3,)`` exact value against ``(3, 3)``
+            computed values would grade each row against it) or non-real values."""
+    a: npt.NDArray[Any] = _real(value, key) if dtype is np.float64 else np.asarray(value, dtype=dtype)
     if a.shape != shape:
+        if a.ndim != 0:
+            raise ValueError(f"compare: {key} has shape {a.shape}, the computed values {shape}")
         a = np.broadcast_to(a, shape)
     return a.reshape(-1)
+
+
+def _nonnegative(rig: F64, exp: F64) -> None:
+    """Raise ValueError if a bound holds a negative value (an error divided by it would be a negative ratio: within
+    the bound, whatever the error). NaN is allowed: graded as no bound (``disagree`` unless the error is 0)."""
+    for key, a in (("rigorous", rig), ("expected", exp)):
+        if bool((a < 0).any()):
+            raise ValueError(f"compare: the {key} bound holds a negative value: an error bound is at least 0")
 
 
 def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[Comparison]:
@@ -242,6 +273,9 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
 
     Returns:
         one :class:`Comparison` per item, in order.
+
+    Raises:
+        ValueError: as :func:`compare`.
     """
     shapes = [np.shape(it["computed"]) for it in items]
     sizes = [math.prod(shp) for shp in shapes]
@@ -254,7 +288,7 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
             v = it.get(key)
             if v is None:
                 v = it[default] if default is not None else np.full(shp, fill, dtype=dtype)
-            parts.append(_flat(v, shp, dtype))
+            parts.append(_flat(v, shp, dtype, key))
         return np.concatenate(parts)
 
     c = cat("computed", np.float64)
@@ -266,6 +300,7 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
     neg_ok = cat("neginf_allowed", bool, "inf_allowed")
     nan_ok = cat("nan_allowed", bool)
     imp = cat("finite_impossible", bool)
+    _nonnegative(rig, exp)
     err, ulps, rr, er, verdicts, overflowed = _grade_elements(c, hi, lo, rig, exp, pos_ok, neg_ok, nan_ok, imp, fmt)
     m = len(items)
     ends = np.cumsum(sizes)

@@ -99,3 +99,8 @@ class UsageError(HarnessError):
 
 class PluginError(HarnessError):
     """A plug-in module could not be imported or registered an invalid implementation."""
+
+
+class ErrorModelError(HarnessError):
+    """An implementation's own error model (``error_model=``) returned bounds the comparison cannot use: a
+    quantity missing, a shape other than the quantity's, or a negative bound (which every error would be within)."""

@@ -83,6 +83,16 @@ def complex_or_object(value: Any) -> str | None:
 
 
 
+def _exact_in_float64(value: npt.NDArray[Any] | np.generic, arr: npt.ArrayLike) -> bool:
+    """Whether the float64 array ``arr`` read from the NumPy ``value`` holds its values exactly (integers above 2**53
+    and long doubles with more bits than float64 are rounded by the conversion; other dtypes convert exactly)."""
+    dt = value.dtype
+    if not (dt.kind in "iu" or (dt.kind == "f" and dt.itemsize > 8)):
+        return True
+    back = np.asarray(arr).astype(dt)
+    return bool(np.array_equal(back, np.asarray(value), equal_nan=dt.kind == "f"))
+
+
 def read_quantity(value: Any, what: str, want: tuple[int, ...], fmt: FloatFormat | None,
                   framework: str | None) -> npt.NDArray[np.float64] | str:
     """One returned quantity as a float64 array of shape ``want``, or why it cannot be graded.
@@ -106,6 +116,9 @@ def read_quantity(value: Any, what: str, want: tuple[int, ...], fmt: FloatFormat
     except Exception as exc:  # user objects: anything they raise is this implementation's error
         return (f"{what} cannot be read as numbers: {type(exc).__name__}: {exc} "
                 f"(return NumPy arrays, torch tensors, or objects with {PROTOCOLS})")
+    if isinstance(value, np.ndarray | np.generic) and not _exact_in_float64(value, arr):
+        return (f"{what} holds values of dtype {value.dtype} that float64 cannot hold exactly (they would be rounded "
+                "before grading): return values of the case's dtype")
     if fmt is not None and got is not None and get_format(got).precision < fmt.precision:
         return (f"{what} returned {got} for a {fmt.name} case: it was computed in a narrower dtype than "
                 f"the case's{hint_for(framework, fmt.name, got)}; not graded")

@@ -26,12 +26,11 @@ from .classify import classify_exception
 from .compare import compare, compare_many, drift
 from .devices import parse_devices
 from .diagnose import StepFacts, diagnose_step
-from .errors import UsageError
+from .errors import ErrorModelError, UsageError
 from .exact import ScaledInts
 from .floats import FloatFormat, decimal_string, get_format, ulp_error
 from .frameworks import (
     FrameworkInputError,
-    to_float64,
     to_framework,
     unsupported_reason,
 )
@@ -422,10 +421,6 @@ def _fresh_inputs(case: Case, impl: Implementation, dtype: str, device: str) -> 
         return {key: to_framework(v, impl.framework, dtype, device) for key, v in case.values.items()}
 
 
-def _outputs(res: Any, n: int, d: int, k: int, framework: str | None = None) -> dict[str, F64]:
-    return {name: to_float64(getattr(res, name), framework).reshape(_shape_of(name, n, d, k)) for name in QUANTITIES}
-
-
 @dataclass
 class _Failed:
     """Why a call cannot be graded."""
@@ -459,10 +454,9 @@ def _run_once(
             read = read_model_steps(list(results) if isinstance(results, list | tuple) else results, case.model, case.steps,
                                     (n, d, k), fmt, impl.framework)
             return _Failed("error", which + read) if isinstance(read, str) else read
-        problem = _validate(results, case.steps, n, d, k, fmt, impl.framework)
-        if problem:
-            return _Failed("error", which + problem)
-        outs = [_outputs(res, n, d, k, impl.framework) for res in list(results)]
+        outs = _read_results(results, case.steps, n, d, k, fmt, impl.framework)  # each value read once: what is
+        if isinstance(outs, str):  # checked is what is graded (an __array__ may answer differently when asked again)
+            return _Failed("error", which + outs)
         if case.optimizer is not None:  # the optimizer's state after each step, graded with the update
             for t, (res, o) in enumerate(zip(results, outs, strict=True), start=1):
                 state, problem = read_state(res, case.optimizer, {"W": (d, k), "b": (k,)}, impl.framework)
@@ -532,6 +526,8 @@ def _step_bounds_of(
     for _ in range(2):
         hilo = {q: ex.values[q].to_hi_lo() for q in QUANTITIES}
         bounds = (error_model or step_bounds)(step_inputs, ex.residual.to_float64(), {q: hilo[q][0] for q in QUANTITIES}, **kwargs)
+        if error_model is not None:
+            _check_error_model(error_model, bounds, case.shape)
         if not ex.radius:
             break
         if radius_negligible(ex.radius, bounds, hilo):
@@ -539,6 +535,32 @@ def _step_bounds_of(
             break
         ex = exact_step(exact_inputs_from_floats(step_inputs), lr, case.reduction)  # exact: no radius
     return ex, hilo, bounds, kwargs
+
+
+def _check_error_model(error_model: Callable[..., Any], bounds: Any, shape: tuple[int, int, int]) -> None:
+    """Raise :class:`harness.errors.ErrorModelError`, naming the error model and the quantity, unless every bound and
+    mask it returned has the quantity's shape (or is one value, for every element) and no bound is negative or NaN
+    (an error divided by a negative bound is within it, whatever the error: a wrong value would agree)."""
+    name = getattr(error_model, "__qualname__", None) or repr(error_model)
+    n, d, k = shape
+    for q in QUANTITIES:
+        want = _shape_of(q, n, d, k)
+        for part in ("rigorous", "expected", "inf_allowed", "nan_allowed"):
+            try:
+                value = np.asarray(getattr(bounds, part)[q])
+            except Exception as exc:  # noqa: BLE001 - a missing field or quantity, or values NumPy cannot read
+                raise ErrorModelError(f"the error model {name} returned no {part} bound for {q} "
+                                      f"({type(exc).__name__}: {exc}); not graded") from None
+            if value.shape not in (want, ()):
+                raise ErrorModelError(f"the error model {name} returned a {part} bound of shape {value.shape} for {q}, "
+                                      f"whose shape is {want}; not graded")
+            if part in ("rigorous", "expected"):
+                if value.dtype.kind not in "fiu":
+                    raise ErrorModelError(f"the error model {name} returned {part} bounds of dtype {value.dtype} for {q}; "
+                                          "not graded")
+                if bool(np.any(np.asarray(value, dtype=np.float64) < 0)) or bool(np.any(np.isnan(value))):
+                    raise ErrorModelError(f"the error model {name} returned a negative or NaN {part} bound for {q}: an "
+                                          "error bound is at least 0 (use inf for no bound); not graded")
 
 
 #: An accurate step's radius is used only where twice it is at most this fraction of the rigorous bound.
@@ -631,9 +653,11 @@ def _call_with_settings(impl: Implementation, inputs: Mapping[str, Any], lr: flo
             torch.set_float32_matmul_precision(old_prec)
 
 
-def _validate(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFormat | None = None,
-              framework: str | None = None) -> str | None:
-    """Why the returned steps cannot be graded (None when they can).
+def _read_results(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFormat | None = None,
+                  framework: str | None = None) -> list[dict[str, F64]] | str:
+    """The returned steps as float64 arrays of the quantities' shapes, one dict per step, or why they cannot
+    be graded. Each field is read once (:func:`harness.results.read_quantity`, a copy the harness owns): the
+    values checked are the values graded, whatever a result's attributes or ``__array__`` answer later.
 
     Shapes must match (size-1 axes aside: a (K,) bias may come back as (1, K)),
     and the values must be numbers of the case's dtype: a step that silently
@@ -645,18 +669,31 @@ def _validate(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFormat
         return f"expected a list of StepResult, got {type(results).__name__}"
     if len(results) != steps:
         return f"expected {steps} StepResult(s), one per step, got {len(results)}"
+    out: list[dict[str, F64]] = []
     for t, res in enumerate(results, start=1):
+        arrays: dict[str, F64] = {}
         for name in QUANTITIES:
-            if not hasattr(res, name):
+            missing = object()
+            value = getattr(res, name, missing)
+            if value is missing:
                 return f"step {t}: result has no field {name!r} (return harness.StepResult(loss, grad_W, grad_b, W, b))"
-            if getattr(res, name) is None:
+            if value is None:
                 if name.startswith("grad"):
                     return none_message(name, t)
                 return f"step {t}: {name} is None: return its value (a tensor or array in the case's dtype)"
-            got = read_quantity(getattr(res, name), f"step {t}: {name}", _shape_of(name, n, d, k), fmt, framework)
+            got = read_quantity(value, f"step {t}: {name}", _shape_of(name, n, d, k), fmt, framework)
             if isinstance(got, str):
                 return got
-    return None
+            arrays[name] = got
+        out.append(arrays)
+    return out
+
+
+def _validate(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFormat | None = None,
+              framework: str | None = None) -> str | None:
+    """Why the returned steps cannot be graded (None when they can): :func:`_read_results`' answer."""
+    got = _read_results(results, steps, n, d, k, fmt, framework)
+    return got if isinstance(got, str) else None
 
 
 def _grade_step(
@@ -843,6 +880,8 @@ def trusted(impl: Implementation) -> bool:
 
 
 def _failure_message(exc: BaseException) -> str:
+    if isinstance(exc, ErrorModelError):
+        return str(exc)
     if isinstance(exc, Exception):
         return f"harness failure while grading: {_exc_text(exc)}"
     return f"the implementation's code raised {_exc_text(exc)} (a BaseException), outside the step call; not graded"

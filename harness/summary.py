@@ -246,7 +246,7 @@ def explain_failures(records: Sequence[Record], strict: bool = False, max_groups
         if g.counted:
             status = "FAILS the run"
         elif any(r.known_bug for r in g.records):
-            status = "a known framework bug, probed on this machine: reported, NOT counted (--strict counts it)"
+            status = "a known framework bug its implementation declares (known_bug): reported, NOT counted (--strict counts it)"
         else:
             status = "passes without --strict"
         lines.append(f"- {g.implementation}: {counts} record(s) in {g.cases} case(s); {status}")

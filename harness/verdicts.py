@@ -201,7 +201,7 @@ def run_outcome(records: Sequence[Verdicted], *, strict: bool = False, load_erro
         reasons.append(f"exit 1: {parts or unknown} record(s) fail{' with --strict' if strict and counts['suspect'] else ''}")
     if known and not strict:
         kinds = sorted({r.known_bug for r in known})
-        reasons.append(f"not counted: {len(known)} failing record(s) are a known framework bug the harness probed for "
+        reasons.append(f"not counted: {len(known)} failing record(s) are a known framework bug their implementation declares "
                        f"({'; '.join(kinds[:3])}{'; ...' if len(kinds) > 3 else ''}); --strict counts them")
     if load_errors or counts["invalid-input"]:
         code = 2 if code == 0 else code

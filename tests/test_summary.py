@@ -56,7 +56,7 @@ def test_groups_merge_dtypes_and_put_what_fails_the_run_first():
     assert lines[1] == "- my-step: 2 disagree record(s) in 2 case(s); FAILS the run"
     assert lines[2] == "    looks like: gradient off by a factor of 1/2"
     assert "    reproduce: python -m harness check --case a --dtypes float32" in lines
-    fused = lines.index("- torch-optim-sgd-fused: 2 disagree record(s) in 1 case(s); a known framework bug, probed on this machine: "
+    fused = lines.index("- torch-optim-sgd-fused: 2 disagree record(s) in 1 case(s); a known framework bug its implementation declares (known_bug): "
                         "reported, NOT counted (--strict counts it)")
     assert lines[fused + 1] == f"    known framework bug: {KNOWN}"
     assert "suspect record(s) in 1 case(s); passes without --strict" in text
