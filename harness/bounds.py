@@ -823,7 +823,11 @@ def expected_bounds(
         raise ValueError(f"b has shape {np.shape(b)}: expected (K,)")
     u = reg.u
     s = 2.0 * c
-    lr = abs(lr)
+    # a NumPy scalar of lr's own type (float64, or longdouble in the rescue): a Python float's
+    # ``lr**2`` raises OverflowError above about 1.3e154, a NumPy one becomes inf (under errstate
+    # below), so the bound is infinite and the extended-precision rescue or out_of_range takes over
+    lr_abs: Any = np.abs(np.asarray(lr))[()]
+    lr = lr_abs
     wt = (ut / u) ** 2 if u > 0 else 0.0  # TF32 input roundings, relative to u
     with np.errstate(invalid="ignore", over="ignore"):
         if pre is not None:  # compiled, with the shared passes: |X|**2, R**2 and their sums formed once

@@ -44,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import CaseFileError, LimitError, quote
-from .floats import DTYPES, FloatFormat, round_to_format
+from .floats import DTYPES, FloatFormat, inexact_in_float64, round_to_format
 from .generate import generate_table
 from .limits import MAX_POLYNOMIAL_DEGREE, Limits, check_size, elements, exact_number
 from .models.generate import MODEL_REGIMES, model_values, regime_model, regime_problem
@@ -572,15 +572,9 @@ def case_from_arrays(
     def err(key: str | None, detail: str) -> CaseFileError:
         return CaseFileError(detail, path=source, case_id=id, key=key)
 
-    def floats(raw: Any, key: str, err: Any) -> npt.NDArray[np.float64]:
-        try:
-            return np.asarray(raw, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise err(key, f"expected an array of numbers ({exc})") from None
-
     spec = model_spec(model, err)
     _model_settings(spec, optimizer, err)
-    vals = {"X": floats(X, "X", err), "y": floats(y, "y", err)}
+    vals = {"X": exact_float64_array(X, "X", err), "y": exact_float64_array(y, "y", err)}
     if vals["y"].ndim == 1:
         vals["y"] = vals["y"].reshape(-1, 1)
     n, d = vals["X"].shape if vals["X"].ndim == 2 else (0, 0)
@@ -592,13 +586,13 @@ def case_from_arrays(
         for key, raw in (("W", W), ("b", b)):
             if raw is None:
                 raise err(key, "missing required key")
-            vals[key] = floats(raw, key, err)
+            vals[key] = exact_float64_array(raw, key, err)
         shapes.update({"W": (d, k), "b": (k,)})
     for key, want in shapes.items():
         if vals[key].shape != want or 0 in want:
             raise err(key, f"expected shape {want}, got {vals[key].shape}")
     if spec is not None:
-        vals.update(model_parameters(spec, params, W, b, d, k, err, floats))
+        vals.update(model_parameters(spec, params, W, b, d, k, err, exact_float64_array))
     lr_exact, dts = validate_settings(lr, steps, reduction, dtypes, err)
     return Case(
         id=id, values=vals, lr=lr_exact, steps=steps, reduction=reduction, dtypes=dts,
@@ -608,6 +602,66 @@ def case_from_arrays(
 
 
 # ---------------------------------------------------------------- parsing values
+
+
+#: What :func:`exact_float64_array` suggests for values float64 cannot hold.
+_AS_WRITTEN = ("give values float64 holds exactly, or build the case with make_case, which reads numbers as written "
+               "(Fractions, decimal strings)")
+
+
+def exact_float64_array(raw: Any, key: str, err: Callable[[str | None, str], CaseFileError]) -> npt.NDArray[np.float64]:
+    """``raw`` as a float64 array holding exactly the values given (:func:`case_from_arrays`' reading of an array).
+
+    Converting is refused where it would change the case silently: complex values (NumPy drops the
+    imaginary part with a warning only), strings and bytes (NumPy parses them), a masked array with
+    a masked element (its hidden data would be read as a value), and values float64 cannot hold
+    exactly -- integers above 2**53, long doubles with more bits, objects such as ``Fraction(1, 3)``
+    -- compared after converting the float64 values back to the original dtype (as
+    :meth:`harness.exact.ScaledInts.from_floats` refuses them for the oracle). Booleans, integers
+    and floats that convert exactly are accepted.
+
+    Raises:
+        CaseFileError (from ``err``, naming ``key``): with the element and the reason.
+    """
+    if isinstance(raw, np.ma.MaskedArray):
+        mask = np.ma.getmaskarray(raw)
+        if mask.any():
+            first = [int(i) for i in np.argwhere(mask)[0]]
+            raise err(key, f"is a masked array with {int(mask.sum())} masked element(s) (the first at {first}): a masked "
+                           "element has no value to check, and converting would read the data under the mask; fill "
+                           "or remove the masked elements first (numpy.ma.filled)")
+        raw = np.ma.getdata(raw)
+    try:
+        a = np.asarray(raw)
+    except (TypeError, ValueError) as exc:
+        raise err(key, f"expected an array of numbers ({exc})") from None
+    kind = a.dtype.kind
+    if kind in "US":
+        raise err(key, f"expected an array of numbers, got text (dtype {a.dtype}): strings are not parsed here; give "
+                       "numbers, or build the case with make_case, which reads decimal strings exactly")
+    if kind == "c":
+        raise err(key, f"expected real numbers, got complex values (dtype {a.dtype}): float64 has no imaginary part, "
+                       "and dropping it would change the case")
+    if kind in "Mm":
+        raise err(key, f"expected an array of numbers, got dtype {a.dtype}")
+    if kind == "O":
+        for v in a.flat:
+            if v is None or isinstance(v, str | bytes | complex | np.complexfloating | np.ma.core.MaskedConstant):
+                what = ("a masked element" if isinstance(v, np.ma.core.MaskedConstant)
+                        else "None" if v is None else f"{type(v).__name__} {quote(v)}")
+                raise err(key, f"expected an array of real numbers, got {what}")
+    try:
+        x = np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError) as exc:
+        what = f"dtype {a.dtype}" if kind == "V" else str(exc)
+        raise err(key, f"expected an array of numbers ({what})") from None
+    inexact = inexact_in_float64(a, x)
+    if inexact.any():
+        at = tuple(int(i) for i in np.argwhere(inexact)[0])
+        raise err(key, f"holds {int(inexact.sum())} value(s) of dtype {a.dtype} that float64 cannot hold exactly: "
+                       f"converting would round them (element {list(at)}: {quote(a[at])} would become "
+                       f"{float(x[at])!r}); {_AS_WRITTEN}")
+    return x
 
 
 def _exact_scalar(raw: Any, key: str, err: Any) -> Fraction | float:

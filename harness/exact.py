@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .floats import inexact_in_float64
+
 ObjArray = npt.NDArray[Any]
 
 
@@ -76,7 +78,7 @@ class ScaledInts:
         x = np.asarray(a, dtype=np.float64)
         if not np.isfinite(x).all():
             raise ValueError("cannot represent NaN or inf exactly")
-        if (a.dtype.kind in "iuO" or (a.dtype.kind == "f" and a.dtype.itemsize > 8)) and not np.array_equal(x.astype(a.dtype), a):
+        if inexact_in_float64(a, x).any():
             raise ValueError(f"values of dtype {a.dtype} that float64 cannot hold exactly: converting them would round them")
         return FloatInts(x)
 

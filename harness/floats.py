@@ -27,6 +27,7 @@ import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -185,7 +186,9 @@ def ulp_error(computed: npt.ArrayLike, exact_hi: npt.ArrayLike, exact_lo: npt.Ar
     Args:
         computed: float64 array of values representable in ``fmt`` (the implementation's output).
         exact_hi, exact_lo: the exact value as an unevaluated double-double
-            (``exact_lo`` may be ``None``); same shape as ``computed``.
+            (``exact_lo`` may be ``None``); same shape as ``computed``. Where ``exact_hi``
+            is 0 the exact value is ``exact_lo`` (its sign and binade); a low part that
+            takes the value across a binade boundary is counted in the spacing beyond it.
         fmt: the dtype the implementation computed in; ULPs are counted in it.
 
     Returns:
@@ -196,6 +199,11 @@ def ulp_error(computed: npt.ArrayLike, exact_hi: npt.ArrayLike, exact_lo: npt.Ar
     c = np.asarray(computed, dtype=np.float64)
     hi = np.asarray(exact_hi, dtype=np.float64)
     lo = np.zeros_like(hi) if exact_lo is None else np.asarray(exact_lo, dtype=np.float64)
+    # a zero high part: the exact value is the low part alone (its sign, its binade)
+    hi, lo = np.broadcast_arrays(hi, lo)
+    hi_zero = hi == 0
+    if hi_zero.any():
+        hi, lo = np.where(hi_zero, lo, hi), np.where(hi_zero, 0.0, lo)
     out = np.full(np.broadcast(c, hi).shape, np.inf)
     ok = np.isfinite(c) & np.isfinite(hi) & (np.abs(c) <= fmt.max_finite) & (np.abs(hi) <= fmt.max_finite)
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite and out-of-range elements: inf, set below
@@ -204,14 +212,23 @@ def ulp_error(computed: npt.ArrayLike, exact_hi: npt.ArrayLike, exact_lo: npt.Ar
         _, ee = np.frexp(np.abs(hi))
         ee = ee.astype(np.int64) - 1
         eq = np.where(np.abs(hi) >= fmt.min_normal, ee, fmt.emin) - fmt.precision + 1
-        # the low part moves the exact value within (or just across) hi's binade
-        eo = eo + np.ldexp(np.abs(lo) * np.sign(lo) * np.sign(np.where(hi == 0, 1.0, hi)), -eq)
         half = 2.0 ** (fmt.precision - 1)
+        # the low part moves the exact value within (or just across) hi's binade: in units of hi's
+        # quantum, positive away from zero
+        lo_q = np.ldexp(lo * np.sign(hi), -eq)
+        eo = eo + lo_q
+        # across the binade's lower end (hi a power of two, lo towards zero) the quantum is half as
+        # large below a normal binade above the smallest one; across its upper end twice as large
+        # (subnormals and the smallest normal binade share one quantum)
+        below = (eo < 0) & (eb >= 2)
+        above = (eo > half) & (eb >= 1)
+        if below.any() or above.any():
+            eo = np.where(below, 2 * eo, np.where(above, half + (eo - half) / 2, eo))
         same_sign = (np.sign(c) * np.sign(hi) >= 0)
         # same sign: difference of ords, computed binade part first to keep precision
         diff_same = np.abs((cb - eb).astype(np.float64) * half + (co - eo))
         # opposite signs: ords add up
-        diff_opp = (cb + eb).astype(np.float64) * half + co + eo
+        diff_opp = np.abs((cb + eb).astype(np.float64) * half + co + eo)
         dist = np.where(same_sign, diff_same, diff_opp)
         exact_equal = (c == hi) & (lo == 0)
         dist = np.where(exact_equal, 0.0, dist)
@@ -219,16 +236,66 @@ def ulp_error(computed: npt.ArrayLike, exact_hi: npt.ArrayLike, exact_lo: npt.Ar
     return out
 
 
+def inexact_in_float64(a: npt.NDArray[Any], x: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+    """Where ``x`` (the array ``a`` converted to float64) differs from ``a``: the one rule for values float64 cannot hold
+    exactly (a case's arrays, the oracle's inputs, a step's results). All False for the dtypes that convert exactly
+    (bool, float16, float32, float64); integers and long doubles converted back to ``a``'s dtype and compared (NaN
+    matching NaN; integers at or above the type's range never equal); plug-in float types (dtype kind ``"V"``,
+    ``ml_dtypes.bfloat16``) likewise; object entries compared one by one with the Python floats (Python compares ints,
+    floats, Fractions and Decimals exactly; NumPy scalars by their exact values; an entry that cannot be compared
+    counts as inexact).
+
+    Returns:
+        bool array of ``a``'s shape."""
+    kind = a.dtype.kind
+    if not (kind in "iuOV" or (kind == "f" and a.dtype.itemsize > 8)):
+        return np.zeros(a.shape, dtype=bool)
+    if kind == "O":
+        out = np.zeros(a.shape, dtype=bool)
+        for i, (v, f) in enumerate(zip(a.flat, x.ravel().tolist(), strict=True)):
+            try:  # NumPy scalars by their exact values: NumPy compares int64 with float64 in float64
+                if isinstance(v, np.integer):
+                    v = int(v)
+                elif isinstance(v, np.floating) and np.isfinite(v):
+                    v = Fraction(*v.as_integer_ratio())
+                same = bool(v == f) or (f != f and bool(v != v))
+            except Exception:  # noqa: BLE001 - an object that cannot be compared is not known to be exact
+                same = False
+            out.flat[i] = not same
+        return out
+    with np.errstate(invalid="ignore", over="ignore"):
+        back = x.astype(a.dtype)
+        differ = back != a
+        if kind in "fV":
+            differ &= ~(np.isnan(x) & (a != a))
+        else:  # above the integer type's range the cast back is undefined: rounded up past its largest value
+            differ |= x >= 2.0 ** (8 * a.dtype.itemsize - (1 if kind == "i" else 0))
+    return np.asarray(differ, dtype=bool)
+
+
 def bits_of_error(ulps: npt.ArrayLike) -> FloatArray:
     """``log2(1 + ulp_error)``: 0 when exact, 1 at one ULP, ``inf`` for ``inf``."""
     return np.log2(1.0 + np.asarray(ulps, dtype=np.float64))
+
+
+def _floor_log10(a: Fraction) -> int:
+    """``floor(log10(a))`` of a positive rational, exactly, from the bit lengths (no decimal string of
+    the numerator: Python refuses ``str()`` of an int over 4,300 digits)."""
+    bits = a.numerator.bit_length() - a.denominator.bit_length()  # a in (2**(bits - 1), 2**(bits + 1))
+    e = math.floor(bits * math.log10(2))
+    while Fraction(10) ** e > a:
+        e -= 1
+    while Fraction(10) ** (e + 1) <= a:
+        e += 1
+    return e
 
 
 def decimal_string(value: Fraction | float, digits: int = 20) -> str:
     """Exact rational as a decimal string with ``digits`` significant digits.
 
     Exact (no trailing ellipsis) when the decimal expansion terminates within the
-    digits; otherwise correctly rounded and followed by ``"..."``.
+    digits; otherwise correctly rounded and followed by ``"..."``. Any magnitude:
+    a rational with thousands of digits is written with an exponent (``1.5e+5000``).
     """
     if isinstance(value, float):
         if not np.isfinite(value):
@@ -238,9 +305,7 @@ def decimal_string(value: Fraction | float, digits: int = 20) -> str:
         return "0"
     sign = "-" if value < 0 else ""
     a = abs(value)
-    exp10 = len(str(a.numerator)) - len(str(a.denominator))
-    if Fraction(10) ** exp10 > a:
-        exp10 -= 1
+    exp10 = _floor_log10(a)
     scale = Fraction(10) ** (digits - 1 - exp10)
     scaled = a * scale
     m = round(scaled)

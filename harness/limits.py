@@ -120,7 +120,8 @@ def _shown(raw: Any) -> Any:
 def exact_number(raw: Any, key: str | None, err: ErrorFactory) -> Fraction | float:
     """The exact value of one written number; NaN and inf are returned as floats.
 
-    Accepts int, float, ``Decimal``, ``Fraction``, NumPy scalars and decimal strings.
+    Accepts int, float, ``Decimal``, ``Fraction``, NumPy scalars (a long double's exact value, not
+    float64's rounding of it) and decimal strings.
 
     Raises:
         CaseFileError (from ``err``): on a non-number, more than :data:`MAX_DIGITS`
@@ -161,6 +162,17 @@ def exact_number(raw: Any, key: str | None, err: ErrorFactory) -> Fraction | flo
                 raise err(key, f"{quote(_shown(raw))} is outside float64's range (largest finite 1.797e308); values must be finite float64 numbers")
             raise err(key, f"{quote(_shown(raw))} is non-zero but rounds to 0 in float64 (smallest subnormal 4.9e-324); write 0 if 0 is meant")
         return _in_float64_range(Fraction(d), raw, key, err)
-    if isinstance(raw, np.floating | np.integer):
-        return exact_number(raw.item(), key, err)
+    if isinstance(raw, np.integer):
+        return exact_number(int(raw), key, err)
+    if isinstance(raw, np.floating):
+        # exactly, from the type's own ratio: ``.item()`` of a long double is a long double again
+        # (an endless recursion here before), and ``float()`` of it would round it
+        if not np.isfinite(raw):
+            return float(raw)
+        try:
+            num, den = raw.as_integer_ratio()
+        except (AttributeError, OverflowError, ValueError, TypeError):
+            raise err(key, f"cannot read {type(raw).__name__} {quote(raw)} exactly; give a float, an int, "
+                           "a Fraction or decimal text") from None
+        return _in_float64_range(Fraction(num, den), raw, key, err)
     raise err(key, f"expected a number, got {type(raw).__name__} {quote(raw)}")

@@ -16,9 +16,10 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import HarnessError
-from .floats import FloatFormat, get_format, round_to_format
+from .floats import FloatFormat, get_format, inexact_in_float64, round_to_format
 from .frameworks import PROTOCOLS, ResultReadError, hint_for, read_result, reader_of
 from .implementations.registry import StepResult
+from .shapes import same_up_to_size1
 
 #: The fields of one step's result: loss, grad_W, grad_b, W, b.
 FIELDS = 5
@@ -83,16 +84,6 @@ def complex_or_object(value: Any) -> str | None:
 
 
 
-def _exact_in_float64(value: npt.NDArray[Any] | np.generic, arr: npt.ArrayLike) -> bool:
-    """Whether the float64 array ``arr`` read from the NumPy ``value`` holds its values exactly (integers above 2**53
-    and long doubles with more bits than float64 are rounded by the conversion; other dtypes convert exactly)."""
-    dt = value.dtype
-    if not (dt.kind in "iu" or (dt.kind == "f" and dt.itemsize > 8)):
-        return True
-    back = np.asarray(arr).astype(dt)
-    return bool(np.array_equal(back, np.asarray(value), equal_nan=dt.kind == "f"))
-
-
 def read_quantity(value: Any, what: str, want: tuple[int, ...], fmt: FloatFormat | None,
                   framework: str | None) -> npt.NDArray[np.float64] | str:
     """One returned quantity as a float64 array of shape ``want``, or why it cannot be graded.
@@ -116,7 +107,7 @@ def read_quantity(value: Any, what: str, want: tuple[int, ...], fmt: FloatFormat
     except Exception as exc:  # user objects: anything they raise is this implementation's error
         return (f"{what} cannot be read as numbers: {type(exc).__name__}: {exc} "
                 f"(return NumPy arrays, torch tensors, or objects with {PROTOCOLS})")
-    if isinstance(value, np.ndarray | np.generic) and not _exact_in_float64(value, arr):
+    if isinstance(value, np.ndarray | np.generic) and inexact_in_float64(np.asarray(value), np.asarray(arr)).any():
         return (f"{what} holds values of dtype {value.dtype} that float64 cannot hold exactly (they would be rounded "
                 "before grading): return values of the case's dtype")
     if fmt is not None and got is not None and get_format(got).precision < fmt.precision:
@@ -124,7 +115,7 @@ def read_quantity(value: Any, what: str, want: tuple[int, ...], fmt: FloatFormat
                 f"the case's{hint_for(framework, fmt.name, got)}; not graded")
     arr = np.asarray(arr, dtype=np.float64)
     if arr.shape != want:
-        if tuple(x for x in arr.shape if x != 1) != tuple(x for x in want if x != 1):
+        if not same_up_to_size1(tuple(arr.shape), want):
             return f"{what} has shape {tuple(arr.shape)}, expected {want} (transposed or flattened?)"
         arr = arr.reshape(want)
     if fmt is not None:

@@ -38,3 +38,11 @@ def check_step_shapes(X: npt.ArrayLike, y: npt.ArrayLike, W: npt.ArrayLike, b: n
     if residual is not None and np.shape(residual) != (n, k):
         raise ValueError(f"the residual has shape {np.shape(residual)}: expected (N, K) = {(n, k)}")
     return n, d, k
+
+
+def same_up_to_size1(got: tuple[int, ...], want: tuple[int, ...]) -> bool:
+    """Whether an array of shape ``got`` may be read as one of shape ``want``: the same shape, size-1 axes aside
+    (a ``(K,)`` value returned as ``(1, K)`` or ``(K, 1)``, a size-1 one as 0-d). A transposed or flattened array has
+    the right size only: reshaping it would grade its elements against the wrong ones. The one rule for a step's
+    returned quantities (:func:`harness.results.read_quantity`) and optimizer states (:func:`harness.optim.grade.read_state`)."""
+    return got == want or tuple(x for x in got if x != 1) == tuple(x for x in want if x != 1)

@@ -23,6 +23,7 @@ from ..compare import compare, drift
 from ..floats import FloatFormat, decimal_string
 from ..frameworks import to_float64
 from ..records import Record
+from ..shapes import same_up_to_size1
 from .bounds import update_bounds
 from .config import PARAMS, OptimizerConfig
 from .oracle import UpdateTruth, update_truth
@@ -40,8 +41,9 @@ def read_state(res: Any, opt: OptimizerConfig, shapes: Mapping[str, tuple[int, .
 
     ``res.state`` must map ``"W"`` and ``"b"`` to mappings holding every key of
     :meth:`OptimizerConfig.state_keys` (extra keys such as torch.optim's ``step`` are ignored), each
-    an array of the parameter's shape (size-1 axes aside). Values may be of any floating dtype: a
-    state kept narrower than the parameter is graded, not refused (that is a precision finding).
+    an array of the parameter's shape (size-1 axes aside; a transposed or flattened state is refused).
+    Values may be of any floating dtype: a state kept narrower than the parameter is graded, not
+    refused (that is a precision finding).
     """
     state = getattr(res, "state", None)
     keys = opt.state_keys()
@@ -62,8 +64,9 @@ def read_state(res: Any, opt: OptimizerConfig, shapes: Mapping[str, tuple[int, .
                 arr = to_float64(per[k], framework)
             except Exception as exc:  # user objects: anything they raise is this implementation's error
                 return {}, f"state[{p!r}][{k!r}] cannot be read as numbers: {type(exc).__name__}: {exc}"
-            if arr.size != int(np.prod(shapes[p])):
-                return {}, f"state[{p!r}][{k!r}] has shape {tuple(arr.shape)}, expected {shapes[p]}"
+            if not same_up_to_size1(tuple(arr.shape), shapes[p]):
+                return {}, (f"state[{p!r}][{k!r}] has shape {tuple(arr.shape)}, expected {shapes[p]}, the shape of "
+                            f"{p} (transposed or flattened?)")
             out[f"{k}_{p}"] = arr.reshape(shapes[p])
     return out, None
 
@@ -74,6 +77,8 @@ def split_state(flat: Mapping[str, F64], opt: OptimizerConfig) -> dict[str, dict
 
 
 def _rational(value: Fraction) -> str | None:
+    if value.numerator.bit_length() + value.denominator.bit_length() > 300:  # over 80 digits: str() could raise too
+        return None
     s = f"{value.numerator}/{value.denominator}" if value.denominator != 1 else str(value.numerator)
     return s if len(s) <= 80 else None
 
