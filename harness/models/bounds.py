@@ -84,7 +84,10 @@ may turn them into finite values (``tanh(inf) = 1``, also where a partial sum ov
 exact argument is 0), get at least the distance from the exact value to those values as their
 bound (:data:`SATURATION_LIMITS`; tanh and sigmoid and their derivatives are also capped by their
 ranges, :data:`VALUE_RANGES`); an expression's elementary functions and divisions get an infinite
-(vacuous) bound past a possible overflow.
+(vacuous) bound past a possible overflow. A vacuous bound does not accept every finite result:
+where every correct evaluation gives ``inf`` or NaN (:func:`never_finite`: an own overflow carried
+only through operations that keep a non-finite value non-finite) and the exact value is beyond twice
+the range, a finite result is impossible (:attr:`ModelBounds.finite_impossible`; graded ``disagree``).
 
 **What the bounds cover**: any order of each sum (matmul, ``sum``, and add/sub chains, which are
 flattened: the bias accumulated with the products, an expression's terms in the implementation's
@@ -187,6 +190,10 @@ class ModelBounds:
             ``softplus_threshold`` term), to name in the records.
         notes: quantity (or function) -> why a bound is vacuous, or a library approximation used.
         flush_to_zero: whether the bounds allow flushing subnormals to zero.
+        finite_impossible: quantity -> bool array, True where no correct evaluation gives a finite
+            value (:func:`never_finite`): every one gives ``inf`` or NaN there, and the exact value is
+            beyond twice the dtype's largest finite value. A finite result there is wrong whatever
+            the rigorous bound says (it may be vacuous). Empty: nowhere.
     """
 
     rigorous: dict[str, F64]
@@ -196,6 +203,7 @@ class ModelBounds:
     function_ulps: dict[str, float] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     flush_to_zero: bool = False
+    finite_impossible: dict[str, Mask] = field(default_factory=dict)
 
     @property
     def vacuous(self) -> dict[str, str]:
@@ -219,7 +227,7 @@ class ModelBounds:
                 + (f"; function accuracy overridden or added: {used}" if used else ""))
         return StepBounds(rigorous=dict(self.rigorous), expected=dict(self.expected), inf_allowed=dict(self.inf_allowed),
                           nan_allowed=dict(self.nan_allowed), note=note, vacuous=self.vacuous,
-                          flush_to_zero=self.flush_to_zero)
+                          flush_to_zero=self.flush_to_zero, finite_impossible=dict(self.finite_impossible) or None)
 
 
 def compute_format(fmt: FloatFormat) -> FloatFormat:
@@ -1053,6 +1061,116 @@ def _overflow_node(node: Node, vals: list[F64], Es: list[F64], signs: list[tuple
         return P, P, anyN | anyinf
 
 
+# ---------------------------------------------------------------------------------------------------
+# where no correct evaluation is finite
+
+
+#: Functions ``f`` with ``f(+-inf)`` and ``f(NaN)`` all non-finite (inf or NaN): a non-finite
+#: argument gives a non-finite value (log(inf) = inf, log(-inf) = NaN, sqrt likewise, sin and cos of
+#: inf are NaN, abs(-inf) = inf); for ``fn_grad`` nodes, the derivatives with that property (sin' =
+#: cos, cos' = -sin). Not exp (exp(-inf) = 0), erf, the activations or the other derivatives, which
+#: may turn an infinite argument into a finite value.
+_NONFINITE_PRESERVING = {"fn": ("log", "sqrt", "sin", "cos", "abs"), "fn_grad": ("sin", "cos")}
+
+
+def _exp_surely_overflows(z: F64, Ez: F64, fmt: FloatFormat) -> Mask:
+    """Where ``exp(z^)`` is beyond ``fmt``'s range for every argument ``|z^ - z| <= Ez``: ``z - Ez`` above
+    ``log(max_finite) + 2u + 2**-10`` (the margin covers the rounding threshold ``max_finite (1 + u)``, the
+    library's few ULPs, the half types' float32 evaluation and the float64 evaluation of this test):
+    the computed value rounds to ``inf`` (or the library's ``inf``)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        lim = math.log(fmt.max_finite) + 2.0 * fmt.unit_roundoff + 2.0**-10
+        return np.asarray(np.isfinite(z) & np.isfinite(Ez) & (z - Ez * SAFETY > lim))
+
+
+def never_finite(graph: Graph, vals: list[F64], Es: list[F64], fmt: FloatFormat) -> list[Mask]:
+    """Per node, where *no* correct evaluation of the plan in ``fmt`` gives a finite value (every one
+    gives ``+-inf`` or NaN), element-wise.
+
+    The argument rests on the invariant of the rigorous walk (``Es``): at every node, a correct
+    evaluation either gives a non-finite value or a finite one within ``E`` of the exact value. So:
+
+    - *own overflow*: where ``|v| - E > max_finite`` no finite value is within ``E`` of ``v``;
+      ``exp`` (and ``exp``'s derivative, ``out`` or ``exp(z^)``) also where its argument is surely
+      past ``log(max_finite)`` (:func:`_exp_surely_overflows`; the test that still works where the
+      exact value is beyond float64 and ``v``, ``E`` are ``inf``);
+    - *propagation*, only through operations that keep a non-finite value non-finite in IEEE
+      arithmetic whatever the other operand: a sum (``sum``, ``add``/``sub`` chains, a matrix product,
+      in any order, the bias folded in) with a never-finite *term* (``inf + x`` is ``inf`` or NaN;
+      the terms of an ``add``/``sub`` chain are those :func:`_rule_addsub` flattens, so an overflow
+      of a partial sum that another order avoids is not propagated); a matrix product's term
+      ``a b`` where one factor is never finite and the other surely nonzero (``|b| > E_b``: a BLAS
+      that skips zero factors cannot drop it); ``mul``, ``square``, ``pow`` of a never-finite factor
+      (``inf * 0`` is NaN); a ``div`` of a never-finite numerator (``inf / x`` is ``inf`` or NaN, while
+      ``x / inf = 0``); log, sqrt, sin, cos, abs (:data:`_NONFINITE_PRESERVING`); transposes,
+      columns, concatenations. The loss scale times a ``sum`` (which an implementation may apply
+      to every term before summing, ``mean``) propagates only the sum's never-finite terms.
+    - everything else (exp of a non-finite argument, erf, the activations, which saturate, and
+      their derivatives; ``x / inf``) is never finite only by its own overflow test, whose ``E``
+      already allows their finite values past an overflow (:func:`_saturated`,
+      :func:`_unbounded_past_overflow`: infinite, so the test fails).
+    """
+    big = fmt.max_finite
+    never: list[Mask] = []
+    terms: dict[int, Mask] = {}  # frame nodes (matmul, add, sub, sum): where a term is never finite
+    frames = ("matmul", "add", "sub")
+
+    def term(i: int) -> Mask:
+        return terms[i] if graph.nodes[i].op in frames else never[i]
+
+    with np.errstate(invalid="ignore", over="ignore"):
+        for node in graph.nodes:
+            shape = node.shape
+            v = np.asarray(vals[node.id], dtype=np.float64)
+            E = np.asarray(Es[node.id], dtype=np.float64)
+            own = np.isfinite(v) & np.isfinite(E) & (np.abs(v) * (1 - 2.0**-50) - E * SAFETY > big)
+            args = node.args
+            op = node.op
+            fn = node.attrs.get("fn")
+            if op in ("input", "param", "const"):
+                nf = np.zeros(shape, dtype=bool)
+            elif op == "matmul":
+                (ia, ib) = args
+                nfa, nfb = never[ia], never[ib]
+                nza = (np.abs(vals[ia]) > Es[ia]) | nfa
+                nzb = (np.abs(vals[ib]) > Es[ib]) | nfb
+                t = ((nfa.astype(float) @ nzb.astype(float)) > 0) | ((nza.astype(float) @ nfb.astype(float)) > 0)
+                terms[node.id] = np.asarray(t)
+                nf = t | own
+            elif op in ("add", "sub"):
+                t = np.broadcast_to(term(args[0]), shape) | np.broadcast_to(term(args[1]), shape)
+                terms[node.id] = np.asarray(t)
+                nf = t | own
+            elif op == "sum":
+                axis = node.attrs.get("axis")
+                t = np.asarray(np.any(never[args[0]], axis=axis)).reshape(shape)
+                terms[node.id] = t
+                nf = t | own
+            elif op == "mul":
+                nf = own.copy()
+                for c, o in ((args[0], args[1]), (args[1], args[0])):
+                    cn, on = graph.nodes[c], graph.nodes[o]
+                    scale_of_sum = cn.op == "const" and not cn.attrs.get("held") and cn.shape == () and on.op == "sum"
+                    nf = nf | np.broadcast_to(terms[o] if scale_of_sum else never[o], shape)
+            elif op in ("div", "square", "pow"):  # the numerator, the base (an integer power >= 2)
+                nf = own | np.broadcast_to(never[args[0]], shape)
+            elif op in ("fn", "fn_grad") and fn == "exp":
+                nf = own | _exp_surely_overflows(vals[args[0]], Es[args[0]], fmt)
+            elif op in ("fn", "fn_grad") and fn in _NONFINITE_PRESERVING[op]:
+                nf = own | np.broadcast_to(never[args[0]], shape)
+            elif op == "transpose":
+                nf = never[args[0]].T
+            elif op == "column":
+                j = int(node.attrs["index"])
+                nf = never[args[0]][:, j:j + 1]
+            elif op == "concat":
+                nf = np.concatenate([never[i] for i in args], axis=node.attrs["axis"])
+            else:  # the activations, erf and the other derivatives: saturating, own overflow only
+                nf = own
+            never.append(np.asarray(np.broadcast_to(nf, shape), dtype=bool))
+    return never
+
+
 def merged_function_ulps(function_ulps: Mapping[str, float] | None) -> dict[str, float]:
     """:data:`FUNCTION_ULPS` with the caller's overrides (unknown names are kept: a user's function)."""
     table = dict(FUNCTION_ULPS)
@@ -1110,11 +1228,13 @@ def model_bounds(
     exp = _Walk(graph, fmt, reg, ctx, expected_gamma, vals)
     _walk(exp, over)
     deps = _dependencies(graph)
+    never = never_finite(graph, vals, rig.Es, fmt)
     notes: dict[str, str] = {}
     rigorous: dict[str, F64] = {}
     expected: dict[str, F64] = {}
     inf_ok: dict[str, Mask] = {}
     nan_ok: dict[str, Mask] = {}
+    finite_impossible: dict[str, Mask] = {}
     for q, nid in graph.outputs.items():
         # where an intermediate may overflow, inf and NaN are accepted (inf_allowed, nan_allowed) and
         # a finite result is still graded against the bound: past an overflow only the saturating
@@ -1125,6 +1245,11 @@ def model_bounds(
         pinf, ninf, nan = rig.signs[nid]
         inf_ok[q] = np.asarray((pinf | ninf).copy())
         nan_ok[q] = np.asarray(nan.copy())
+        with np.errstate(invalid="ignore"):
+            far = 0.5 * np.abs(vals[nid]) > fmt.max_finite  # beyond twice the range (float64's too); NaN: False
+        imposs = np.asarray((never[nid] & far).reshape(r.shape))
+        if imposs.any():
+            finite_impossible[q] = imposs
         why = [rig.vacuous[i] for i in sorted(deps[nid]) if i in rig.vacuous]
         if why:
             notes[q] = f"the rigorous bound is vacuous ({why[0]}; {fmt.name})"
@@ -1134,7 +1259,7 @@ def model_bounds(
         notes["softplus"] = (f"torch's softplus returns z for z > {SOFTPLUS_THRESHOLD:g} and its derivative 1 there: "
                              f"an absolute error up to exp(-20) = {SOFTPLUS_THRESHOLD_ERROR:.3g} in value and derivative")
     return ModelBounds(rigorous=rigorous, expected=expected, inf_allowed=inf_ok, nan_allowed=nan_ok,
-                       function_ulps=table, notes=notes, flush_to_zero=reg.ftz)
+                       function_ulps=table, notes=notes, flush_to_zero=reg.ftz, finite_impossible=finite_impossible)
 
 
 def _dependencies(graph: Graph) -> list[set[int]]:
@@ -1157,4 +1282,5 @@ def bound_float64_reference(graph: Graph, node_values: list[F64]) -> dict[str, F
 __all__ = ["CRITICAL_POINTS", "FUNCTION_ULPS", "RULES", "SOFTPLUS_THRESHOLD", "SOFTPLUS_THRESHOLD_ERROR",
            "ModelBounds", "activation_grad_bound", "activation_value_bound", "bound_float64_reference",
            "elementary_grad_bound", "elementary_value_bound",
-           "compute_format", "constant_rounding", "interval_max_abs", "merged_function_ulps", "model_bounds"]
+           "compute_format", "constant_rounding", "interval_max_abs", "merged_function_ulps", "model_bounds",
+           "never_finite"]

@@ -84,15 +84,30 @@ def read_model_steps(results: Any, spec: ModelSpec, steps: int, shape: tuple[int
     return outs
 
 
-def _message(q: str, cmp: Any, fmt: FloatFormat) -> str:
+def _finite_impossible(bounds: Any, q: str, unknown: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_] | None:
+    """Where no correct evaluation of ``q`` is finite (:attr:`harness.models.bounds.ModelBounds.finite_impossible`),
+    leaving out the elements whose exact value is not enclosed; None where nowhere."""
+    imposs = (getattr(bounds, "finite_impossible", None) or {}).get(q)
+    if imposs is None:
+        return None
+    imposs = np.asarray(imposs, dtype=bool) & ~unknown
+    return imposs if bool(imposs.any()) else None
+
+
+def _message(q: str, cmp: Any, fmt: FloatFormat, never_finite: bool = False) -> str:
     if cmp.verdict == "agree":
         return ""
     bad = cmp.counts.get(cmp.verdict, 0)
     what = {"disagree": "above the rigorous error bound", "suspect": "above the expected bound but within the rigorous one",
             "overflow": f"out of {fmt.name}'s range"}.get(cmp.verdict, cmp.verdict)
     rig = cmp.rigorous_at_worst
-    ratio = (f"{cmp.abs_error_at_worst / rig:.3g} x rigorous bound" if np.isfinite(rig) and rig > 0
-             else "rigorous bound 0: every correct evaluation is exact here" if rig == 0 else "rigorous bound vacuous")
+    if never_finite and cmp.verdict == "disagree" and np.isfinite(cmp.computed_at_worst):
+        what = "finite where no correct evaluation is"
+        ratio = (f"the exact value is beyond {fmt.name}'s range and every correct {fmt.name} evaluation gives inf or NaN "
+                 "there: no finite value is within the rigorous bound")
+    else:
+        ratio = (f"{cmp.abs_error_at_worst / rig:.3g} x rigorous bound" if np.isfinite(rig) and rig > 0
+                 else "rigorous bound 0: every correct evaluation is exact here" if rig == 0 else "rigorous bound vacuous")
     return (f"{q}: {bad} of {cmp.size} element(s) {what}; worst at {list(cmp.worst_index)}: computed {cmp.computed_at_worst!r}, "
             f"exact {cmp.exact_at_worst!r}, error {cmp.abs_error_at_worst:.6g} ({ratio}), {cmp.ulp_error_at_worst:.4g} ULPs")
 
@@ -160,12 +175,25 @@ def grade_model_steps(
                 exp = np.where(unknown, np.inf, np.maximum(bounds.expected[q] - radius, 0.0))
             hi = np.where(unknown, 0.0, hi)
             lo = np.where(unknown, 0.0, lo)
+            # where no correct evaluation is finite (harness.models.bounds.never_finite), a finite result is
+            # wrong whatever the bound (it may be vacuous past an overflow): bounds of 0 there, set only where
+            # the result is finite (the records of inf and NaN results are unchanged); compare's
+            # finite_impossible alone acts only where the exact value is beyond float64. --repeat grades the
+            # other runs against 0 there (step_rig)
+            imposs = _finite_impossible(bounds, q, unknown)
+            if imposs is not None:
+                finite_there = imposs & np.isfinite(out[q])
+                step_rig = np.where(imposs, 0.0, rig)
+                rig = np.where(finite_there, 0.0, rig)
+                exp = np.where(finite_there, 0.0, exp)
+            else:
+                step_rig = rig
             cmp = compare(out[q], hi, lo, rig, exp, np.asarray(bounds.inf_allowed[q]) | unknown, fmt,
-                          nan_allowed=np.asarray(bounds.nan_allowed[q]) | unknown)
-            step_truth[q] = ((hi, lo), rig)
+                          nan_allowed=np.asarray(bounds.nan_allowed[q]) | unknown, finite_impossible=imposs)
+            step_truth[q] = ((hi, lo), step_rig)
             idx = cmp.worst_index
             exact_at = Fraction(float(hi[idx])) + Fraction(float(lo[idx])) if np.isfinite(hi[idx]) else float(hi[idx])
-            msg = _message(q, cmp, fmt)
+            msg = _message(q, cmp, fmt, imposs is not None and bool(imposs[idx]))
             if bool(unknown.any()):
                 msg = _join(msg, f"{q}: the exact value is undefined or could not be enclosed at {int(unknown.sum())} "
                                  "element(s): not graded there")

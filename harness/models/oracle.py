@@ -472,7 +472,11 @@ def _walk(graph: Graph, inputs: Mapping[str, F64], fmt: FloatFormat, ar: Arith) 
         kink_src: BoolArray | None = None
         if op in ("input", "param"):
             name = node.attrs["name"]
-            x = _check_input(name, inputs[name], fmt).reshape(shape)
+            x = _check_input(name, inputs[name], fmt)
+            if x.shape != tuple(shape):  # no silent reshape: a (3, 2) W1 where (2, 3) is expected is a wrong input
+                what = "parameter" if op == "param" else "input"
+                raise ValueError(f"{what} {name}: shape {x.shape}, the plan expects {tuple(shape)} (no reshaping: "
+                                 "pass the array in the model's layout)")
             v = _obj([ar.from_float(float(e)) for e in x.ravel()], (x.size,)).reshape(shape) if x.size else np.empty(shape, dtype=object)
         elif op == "const":
             c = Fraction(node.attrs["value"])
@@ -673,8 +677,9 @@ def model_truth(graph: Graph, inputs: Mapping[str, F64], fmt: FloatFormat) -> Mo
         a :class:`ModelTruth` keyed by ``graph.outputs``.
 
     Raises:
-        ValueError: for a non-finite or non-``fmt`` input, an exact division by zero, or a held
-            constant beyond ``fmt``'s range.
+        ValueError: for a non-finite or non-``fmt`` input, an input or parameter of another shape than
+            the plan's (named; never reshaped, even with the same size), an exact division by zero, or a
+            held constant beyond ``fmt``'s range.
         KeyError: for a missing input name.
     """
     for node in graph.nodes:
