@@ -645,7 +645,8 @@ def l2_penalty(facts: StepFacts) -> Finding | None:
                 obs.add(facts.computed[g] - facts.exact[g], w, tolerance(facts, g, 1.0, u * np.abs(facts.computed[g] - facts.exact[g]), w), p)
                 claim.append(g)
             if fails(facts, p):
-                m = -facts.lr * w
+                with np.errstate(over="ignore"):  # a huge lr times w: inf, as the step's own product would be
+                    m = -facts.lr * w
                 obs.add(facts.computed[p] - facts.exact[p], m, tolerance(facts, p, 1.0, u * np.abs(m), facts.exact[p], m), p)
                 claim.append(p)
         if not claim or (params == ("W",) and (fails(facts, "grad_b") or fails(facts, "b"))):

@@ -152,3 +152,14 @@ def test_a_result_float64_would_round_is_an_error_not_its_rounding_graded():
     records = harness.verify([_case()], ["contracts-long-double"], dtypes="float64", isolation="inline")
     assert [r.verdict for r in records] == ["error"]
     assert "W holds values of dtype float128 that float64 cannot hold exactly" in records[0].message
+
+
+def test_finite_differences_past_the_overflow_of_their_own_loss_are_overflow_not_an_error():
+    """lr = 1e160: after one step the loss overflows float64, so the finite differences form inf - inf. Their step size
+    raised (NaN to int: an error record), then their NaN gradient disagreed with an error model that did not allow it."""
+    rng = np.random.default_rng(0)
+    case = case_from_arrays("huge-lr", X=rng.standard_normal((4, 3)), y=rng.standard_normal((4, 2)),
+                            W=rng.standard_normal((3, 2)), b=rng.standard_normal(2), lr=1e160, steps=3, dtypes=("float64",))
+    records = harness.verify([case], ["finite-differences"], dtypes="float64", isolation="inline")
+    assert not failures(records)
+    assert {(r.step, r.verdict) for r in records if r.quantity in ("grad_W", "grad_b")} == {(1, "agree"), (2, "overflow")}

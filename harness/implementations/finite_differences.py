@@ -66,10 +66,12 @@ def _scale(n: int, k: int, reduction: str) -> float:
 
 
 def loss64(X: F64, y: F64, W: F64, b: F64, reduction: str) -> float:
-    """``c sum (X W + b - y)^2`` evaluated in float64 in the standard way."""
-    R = X @ W + b - y
-    n, k = y.shape
-    return float(_scale(n, k, reduction) * np.sum(R * R))
+    """``c sum (X W + b - y)^2`` evaluated in float64 in the standard way (``inf`` or NaN past overflow, as any
+    float64 evaluation gives: no warning)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        R = X @ W + b - y
+        n, k = y.shape
+        return float(_scale(n, k, reduction) * np.sum(R * R))
 
 
 def _curvatures(X: F64, y: F64, reduction: str) -> tuple[F64, F64]:
@@ -82,14 +84,17 @@ def _curvatures(X: F64, y: F64, reduction: str) -> tuple[F64, F64]:
 
 
 def _step_size(w: float, a: float, loss: float) -> float:
-    """The perturbation h for one parameter: a power of two near ``sqrt(L / a)``."""
+    """The perturbation h for one parameter: a power of two near ``sqrt(L / a)``; 1 where the parameter is not
+    finite (a step before overflowed it: its differences are then inf or NaN, graded as the overflow they are)."""
     base = 1.0 + abs(w)
+    if not math.isfinite(base):
+        return 1.0
     if a > 0 and loss > 0 and math.isfinite(loss):
         h = math.sqrt(loss / a)
         h = min(max(h, base * 2.0**-H_RANGE), base * 2.0**H_RANGE)
     else:
         h = base
-    return 2.0 ** round(math.log2(h))
+    return 2.0 ** round(math.log2(h)) if math.isfinite(h) and h > 0 else 1.0
 
 
 def perturbations(X: F64, y: F64, W: F64, b: F64, reduction: str) -> Iterator[tuple[str, tuple[int, ...], float, float, float]]:
@@ -134,6 +139,10 @@ def fd_error_model(
     zeros: dict[str, F64] = {"loss": np.zeros(()), "grad_W": np.zeros_like(W), "grad_b": np.zeros_like(b), "W": W, "b": b}
     base = step_bounds(inputs, residual, exact, lr=lr, reduction=reduction, fmt=f64, lr_held=lr_held)
     grad_bound = {"W": np.zeros_like(W), "b": np.zeros_like(b)}
+    # where a perturbed loss may overflow float64, its difference may be inf - inf: the gradient NaN or inf, and the
+    # update with it (an upper bound of the perturbed loss from the residual's magnitudes, plus its rounding bound)
+    spills = {"W": np.zeros(W.shape, dtype=bool), "b": np.zeros(b.shape, dtype=bool)}
+    scale = 1.0 if reduction == "sum" else 1.0 / Y.size
     for name, idx, a, wp, wm in perturbations(X, Y, W, b, reduction):
         w = float(W[idx] if name == "W" else b[idx])
         col = np.abs(X[:, idx[0]]) if name == "W" else np.ones(X.shape[0])
@@ -148,6 +157,10 @@ def fd_error_model(
             e_q = rigorous_loss_bound(q_inputs, Rq, reduction=reduction, fmt=f64)
             if not math.isfinite(e_q):  # overflowed in float64: the extended-precision re-evaluation
                 e_q = float(step_bounds(q_inputs, Rq, zeros, lr=0.0, reduction=reduction, fmt=f64).rigorous["loss"])
+            with np.errstate(over="ignore"):
+                top = float(np.sum(np.square(Rq, dtype=np.longdouble))) * scale * (1 + 2.0**-40) + e_q
+            if not top <= f64.max_finite:
+                spills[name][idx] = True
             e_pm.append(e_q)
         den = Fraction(wp) - Fraction(wm)
         s = abs(Fraction(wp) + Fraction(wm) - 2 * Fraction(w))
@@ -162,7 +175,12 @@ def fd_error_model(
     rig_b = update_bound(np.abs(exact["b"]), gb_abs, rig_gb, lr, dlr, g2, eta) * safety
     rigorous = {"loss": base.rigorous["loss"], "grad_W": rig_gW, "grad_b": rig_gb, "W": rig_W, "b": rig_b}
     expected = {**rigorous, "loss": base.expected["loss"]}
-    return StepBounds(rigorous=rigorous, expected=expected, inf_allowed=base.inf_allowed, nan_allowed=base.nan_allowed,
+    inf_ok, nan_ok = dict(base.inf_allowed), dict(base.nan_allowed)
+    for q, p in (("grad_W", "W"), ("grad_b", "b")):
+        for d in (inf_ok, nan_ok):
+            d[q] = np.asarray(d[q], dtype=bool) | spills[p]
+            d[p] = np.asarray(d[p], dtype=bool) | spills[p]
+    return StepBounds(rigorous=rigorous, expected=expected, inf_allowed=inf_ok, nan_allowed=nan_ok,
                       note="finite differences: graded against their own error bound (truncation 0: L is quadratic in "
                            "each parameter; rounding of the two loss evaluations and of the perturbed points)")
 
