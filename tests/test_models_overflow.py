@@ -215,3 +215,99 @@ def test_model_truth_refuses_a_parameter_of_another_shape_with_the_same_size() -
         model_truth(graph, bad, get_format("float64"))
     with pytest.raises(ValueError, match=r"input X: shape \(8, 1\)"):
         model_truth(graph, dict(inputs, X=inputs["X"].reshape(8, 1)), get_format("float64"))
+
+
+# ---------------------------------------------------------------------------------------------------
+# the sign of an infinity (adversarial review: +inf graded "overflow" where every correct evaluation
+# that overflows gives -inf; harness.models.bounds.signed_infinities)
+
+SIGN_CASES = [("float64", 1000.0), ("float32", 100.0), ("float16", 12.0), ("bfloat16", 100.0)]
+
+
+def signed_case(dtype: str, x: float, s: float) -> Any:
+    # exp(a*x1) at a*x1 = x beyond the range: the loss is +e^(2x); with x1 = s*x and a = s, grad_a = 2 r x1 e^x
+    # has the sign s and the updated a = a - lr grad_a the sign -s, every one beyond the range
+    return expression_case(EXP, s * x, dtype, params={"a": s})
+
+
+def torch_constant_step(loss: float, value: float) -> Implementation:
+    """:func:`constant_step` in torch (NumPy has no bfloat16)."""
+    import torch
+
+    def step(X: Any, y: Any, params: dict[str, Any], *, model: Any, lr: Any, reduction: str, steps: int) -> Any:
+        v = {p: torch.tensor(value, dtype=X.dtype) for p in params}
+        return [ModelStepResult(torch.tensor(loss, dtype=X.dtype), dict(v), dict(v)) for _ in range(steps)]
+
+    return Implementation(name="constant-model-torch", framework="torch", fn=step, models=("any",))
+
+
+@pytest.mark.parametrize(("dtype", "x"), SIGN_CASES)
+@pytest.mark.parametrize("s", [1.0, -1.0])
+def test_an_infinity_of_the_wrong_sign_disagrees(dtype: str, x: float, s: float) -> None:
+    right = {"loss": np.inf, "grad_a": s * np.inf, "a": -s * np.inf}
+    for liar in (np.inf, -np.inf):
+        liar_step = torch_constant_step(liar, liar) if dtype == "bfloat16" else constant_step(liar, liar)
+        recs = harness.verify([signed_case(dtype, x, s)], [liar_step], dtypes=dtype)
+        v = by_quantity(recs)
+        for q, want in right.items():
+            assert v[q] == ("overflow" if liar == want else "disagree"), (q, liar, v)
+        wrong = [r for r in recs if r.verdict == "disagree"]
+        assert wrong and failures(recs, False)
+        assert all("infinite with a sign no correct evaluation gives" in (r.message or "") for r in wrong)
+
+
+@pytest.mark.parametrize(("dtype", "x"), SIGN_CASES)
+@pytest.mark.parametrize("s", [1.0, -1.0])
+def test_right_sign_infinities_of_correct_evaluations_still_overflow(dtype: str, x: float, s: float) -> None:
+    case = signed_case(dtype, x, s)
+    by_hand = Implementation(name="numpy-exp-by-hand", framework="numpy", fn=numpy_exp_step, models=("any",))
+    for impl in ("torch-model-functional",) + ((by_hand,) if dtype != "bfloat16" else ()):  # the expression kind's implementations
+        recs = harness.verify([case], [impl], dtypes=dtype)
+        assert {r.verdict for r in recs} == {"overflow"}, [(r.quantity, r.verdict, r.computed, r.message) for r in recs]
+        got = {r.quantity: float(r.computed) for r in recs}
+        assert got == {"loss": np.inf, "grad_a": s * np.inf, "a": -s * np.inf}, got
+
+
+def test_signed_masks_exclude_only_the_impossible_sign() -> None:
+    spec = ModelSpec(kind="expression", expression="exp(a*x1)", parameters=("a",))
+    graph = build_plan(spec, 1, 1, 1, "sum", Fraction(1, 8))
+    for s in (1.0, -1.0):
+        truth = model_truth(graph, {"X": np.array([[s * 100.0]]), "y": np.array([[0.5]]), "a": np.array(s)}, FLOAT32)
+        b = model_bounds(graph, truth.node_values, FLOAT32)
+        pos = {q: bool(b.signed_inf_allowed(q)[0]) for q in ("loss", "grad_a", "a")}
+        neg = {q: bool(b.signed_inf_allowed(q)[1]) for q in ("loss", "grad_a", "a")}
+        assert pos == {"loss": True, "grad_a": s > 0, "a": s < 0}, (s, pos)
+        assert neg == {"loss": False, "grad_a": s < 0, "a": s > 0}, (s, neg)
+        # within inf_allowed, and carried to the linear path's container
+        for q in ("loss", "grad_a", "a"):
+            assert not (b.signed_inf_allowed(q)[0] & ~b.inf_allowed[q]).any()
+            sb = b.to_step_bounds()
+            assert sb.signed_inf_allowed(q)[0] == b.signed_inf_allowed(q)[0]
+            assert sb.signed_inf_allowed(q)[1] == b.signed_inf_allowed(q)[1]
+
+
+@pytest.mark.parametrize("expr", ["exp(a*x1) - exp(a*x1 - 1)", "a*x1*exp(a*x1)", "exp(a*x1)/(a*x1 - 99)",
+                                  "exp(a*x1)*exp(a*x1)", "(a*x1 - 100.5)*exp(a*x1)"])
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_correct_evaluations_with_cancellations_and_sign_changes_still_pass(expr: str, dtype: str) -> None:
+    # products, quotients and differences of overflowing terms whose signs the masks must not get wrong
+    x = 100.0 if dtype == "float32" else 12.0
+    for s in (1.0, -1.0):
+        case = expression_case({"expression": expr, "parameters": ["a"]}, s * x, dtype, params={"a": s})
+        recs = harness.verify([case], ["torch-model-functional"], dtypes=dtype)
+        assert not [r for r in recs if r.verdict in FAILING], [(r.quantity, r.verdict, r.computed, r.message) for r in recs]
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "softplus", "gelu"])
+def test_correct_float64_mlps_with_overflowing_hidden_layers_still_pass(activation: str) -> None:
+    fmt = get_format("float64")
+    big = float(np.sqrt(fmt.max_finite)) * 4
+    rng = np.random.default_rng(11)
+    spec = {"hidden": [3], "activation": activation}
+    params = {"W1": np.round(rng.normal(size=(2, 3)) * 4) * big, "b1": np.array([0.5, -1.0, 2.0]),
+              "W2": np.round(rng.normal(size=(3, 1)) * 4), "b2": np.array([0.25])}
+    X = np.round(rng.normal(size=(4, 2)) * 4) * big
+    case = case_from_arrays("mlp-overflow", X=X, y=np.ones((4, 1)), lr=0.125, dtypes=("float64",), model=spec, params=params)
+    recs = harness.verify([case], ["torch-model-nn", "torch-model-functional", "numpy-model"], dtypes="float64")
+    assert recs and not [r for r in recs if r.verdict in FAILING], [(r.implementation, r.quantity, r.verdict, r.message)
+                                                                    for r in recs if r.verdict in FAILING]

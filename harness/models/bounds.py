@@ -78,7 +78,11 @@ range may be inf of its sign; tanh and sigmoid never return inf (NaN only from N
 softplus never ``-inf``; GELU gives NaN at ``-inf`` and may overflow where ``2 |z|`` exceeds the
 computing type (torch forms ``x (1 + erf(x / sqrt 2))``); products, quotients, powers and an
 expression's functions of a non-finite argument may be anything non-finite. ``inf_allowed`` is
-``+inf or -inf possible``, ``nan_allowed`` NaN possible. A *finite* result is graded against the
+``+inf or -inf possible``, ``nan_allowed`` NaN possible; ``posinf_allowed`` and ``neginf_allowed``
+narrow ``inf_allowed`` by the sign bits each node's values can have (:func:`signed_infinities`: a
+product's sign is the XOR of its factors', a sum of terms that cannot be positive is never ``+inf``,
+``x^2`` and ``exp`` never ``-inf``): the grading calls an infinity of a sign no correct evaluation
+produces ``disagree``. A *finite* result is graded against the
 rigorous bound everywhere: the arithmetic carries inf and NaN forward, and the activations, which
 may turn them into finite values (``tanh(inf) = 1``, also where a partial sum overflowed and the
 exact argument is 0), get at least the distance from the exact value to those values as their
@@ -186,6 +190,9 @@ class ModelBounds:
         expected: quantity -> probabilistic bound (``<= rigorous``).
         inf_allowed, nan_allowed: quantity -> bool array, True where a correct evaluation may form
             an intermediate beyond the dtype's range (module docstring: a conservative rule).
+        posinf_allowed, neginf_allowed: quantity -> bool array, True where a correct evaluation may
+            give ``+inf`` (``-inf``) (:func:`signed_infinities`; within ``inf_allowed``). A quantity
+            missing here allows both signs wherever ``inf_allowed``.
         function_ulps: the accuracy used per elementary function (ULPs; and the absolute
             ``softplus_threshold`` term), to name in the records.
         notes: quantity (or function) -> why a bound is vacuous, or a library approximation used.
@@ -204,6 +211,8 @@ class ModelBounds:
     notes: dict[str, str] = field(default_factory=dict)
     flush_to_zero: bool = False
     finite_impossible: dict[str, Mask] = field(default_factory=dict)
+    posinf_allowed: dict[str, Mask] = field(default_factory=dict)
+    neginf_allowed: dict[str, Mask] = field(default_factory=dict)
 
     @property
     def vacuous(self) -> dict[str, str]:
@@ -211,8 +220,11 @@ class ModelBounds:
         return {q: why for q, why in self.notes.items() if q in self.rigorous}
 
     def signed_inf_allowed(self, q: str) -> tuple[Mask, Mask]:
-        """(``+inf`` allowed, ``-inf`` allowed): both wherever ``inf_allowed`` (no sign tracking)."""
-        return self.inf_allowed[q], self.inf_allowed[q]
+        """(``+inf`` allowed, ``-inf`` allowed) for quantity ``q`` (:func:`signed_infinities`); both
+        wherever ``inf_allowed`` for a quantity without per-sign masks."""
+        pos = self.posinf_allowed.get(q, self.inf_allowed[q])
+        neg = self.neginf_allowed.get(q, self.inf_allowed[q])
+        return pos, neg
 
     @property
     def may_overflow(self) -> dict[str, Mask]:
@@ -227,7 +239,9 @@ class ModelBounds:
                 + (f"; function accuracy overridden or added: {used}" if used else ""))
         return StepBounds(rigorous=dict(self.rigorous), expected=dict(self.expected), inf_allowed=dict(self.inf_allowed),
                           nan_allowed=dict(self.nan_allowed), note=note, vacuous=self.vacuous,
-                          flush_to_zero=self.flush_to_zero, finite_impossible=dict(self.finite_impossible) or None)
+                          flush_to_zero=self.flush_to_zero, finite_impossible=dict(self.finite_impossible) or None,
+                          posinf_allowed={q: self.signed_inf_allowed(q)[0] for q in self.inf_allowed},
+                          neginf_allowed={q: self.signed_inf_allowed(q)[1] for q in self.inf_allowed})
 
 
 def compute_format(fmt: FloatFormat) -> FloatFormat:
@@ -1062,6 +1076,181 @@ def _overflow_node(node: Node, vals: list[F64], Es: list[F64], signs: list[tuple
 
 
 # ---------------------------------------------------------------------------------------------------
+# the sign of an infinity
+
+
+#: Operations and functions whose non-NaN results always have a positive sign bit: ``x * x``
+#: (``(-0)^2 = +0``, ``(-inf)^2 = +inf``), ``exp`` and exp's derivative (``exp(z)`` or the forward
+#: value; ``exp(-inf) = +0``): never ``-inf``, never ``-0``.
+_POSITIVE_SIGN = (("square", None), ("fn", "exp"), ("fn_grad", "exp"))
+
+
+def signed_infinities(graph: Graph, vals: list[F64], Es: list[F64], signs: list[tuple[Mask, Mask, Mask]],
+                      reg: Regime, never: list[Mask] | None = None) -> list[tuple[Mask, Mask]]:
+    """Per node, ``(+inf possible, -inf possible)`` for some correct evaluation: the overflow walk's
+    masks (``signs``, :func:`_overflow_node`) narrowed by the *sign bits* the node's non-NaN values
+    can have. Every narrowing removes an infinity only where a necessary condition for it fails, so
+    each mask stays a superset of what correct evaluations produce (the grading then calls an
+    infinity outside it ``disagree``):
+
+    - *sign bits* ``(sp, sn)`` of every node: whether a non-NaN value of a correct evaluation may have
+      a positive (negative) sign bit, zeros and infinities included. A finite value is within ``E`` of
+      the exact value ``v`` (the rigorous walk's invariant, on which the grading of finite values
+      rests), so it has the sign of ``v`` where ``|v| > E`` (with a margin ``2**-40`` for the float64
+      evaluation of ``v``), and there is none where no correct evaluation is finite (``never``,
+      :func:`never_finite`); an infinite one is in the node's own ``(+inf, -inf)`` masks.
+    - ``mul`` and ``div``: the sign bit of a non-NaN product or quotient is the XOR of its arguments'
+      (IEEE 754 §6.3, zeros and infinities included; ``inf * 0`` and ``inf / inf`` are NaN), in any
+      association of a product chain: ``+inf`` needs arguments of the same sign bit, ``-inf`` of
+      opposite ones. A scalar constant times a ``sum`` (the loss scale, which an implementation may
+      apply to every term, ``mean``) also takes the sum's terms' sign bits.
+    - ``square``, ``exp`` and exp's derivative: positive sign bit only (:data:`_POSITIVE_SIGN`).
+    - sums (``matmul``, ``sum``, ``add``/``sub`` chains flattened as :func:`_signed_parts` flattens
+      them, in any order, FMA, wider accumulators): a sum of terms that are all ``<= 0`` (negative
+      sign bit or zero) never exceeds 0, so ``+inf`` needs a term that may have a positive sign bit,
+      and a positive term or partial sum beyond the range: an infinite term (its own ``+inf``
+      mask; for a matrix product an infinite factor of a product that may be positive), or
+      ``(1 + u)^m`` times the positive parts of the finite terms above the largest float (the
+      walk's test, with the terms that cannot be positive counted as 0: their sign bits, besides
+      its ``|a| > E_a`` test of a product's sign). The sum's own rounding is one of these partial
+      sums (the growth counts it), so the walk's own-overflow test ``v + E > max``, which an
+      infinite ``E`` past an overflow makes true for both signs, is not needed. ``-inf`` likewise.
+      The sign bits of a sum: negative only if every term's are (``(-0) + (-0) = -0``, a sum of
+      negative numbers does not round to 0); positive only if some term's may be.
+    - every other operation keeps the walk's masks (the activations', where ReLU, softplus and
+      GELU never give ``-inf``; the elementary functions', both signs past an overflow).
+    """
+    big = reg.fmt.max_finite
+    out: list[tuple[Mask, Mask]] = []
+    bits: list[tuple[Mask, Mask]] = []
+    term_bits: dict[int, tuple[Mask, Mask]] = {}  # frames: any term may have a positive / negative sign bit
+    parts: dict[int, tuple[F64, F64, int]] = {}  # frames: positive and negative parts of their terms, count
+    frames = ("matmul", "sum", "add", "sub")
+
+    def bc(x: Mask | bool, shape: tuple[int, ...]) -> Mask:
+        return np.asarray(np.broadcast_to(x, shape), dtype=bool)
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        for node in graph.nodes:
+            shape, op, args = node.shape, node.op, node.args
+            fn = node.attrs.get("fn")
+            v = np.asarray(vals[node.id], dtype=np.float64)
+            e = np.asarray(Es[node.id], dtype=np.float64)
+            P, Q = bc(signs[node.id][0], shape), bc(signs[node.id][1], shape)
+            # a finite value may have a positive (negative) sign bit: unless |v| > E and v < 0 (v > 0)
+            fin_p = ~((v < 0) & (np.abs(v) * (1 - 2.0**-40) > e))
+            fin_n = ~((v > 0) & (np.abs(v) * (1 - 2.0**-40) > e))
+            if never is not None:  # no finite value at all
+                fin_p, fin_n = fin_p & ~never[node.id], fin_n & ~never[node.id]
+            term_p, term_n = bc(True, shape), bc(True, shape)  # sign bits every non-NaN value is among
+            if op == "matmul":
+                ia, ib = args
+                (pa, na), (pb, nb) = bits[ia], bits[ib]
+                (Pa, Qa), (Pb, Qb) = out[ia], out[ib]
+                A, B = vals[ia], vals[ib]
+                EA, EB = Es[ia], Es[ib]
+                mag = (np.abs(A) + EA)[:, :, None] * (np.abs(B) + EB)[None, :, :]
+                prod = A[:, :, None] * B[None, :, :]
+                sure = ((np.abs(A) > EA)[:, :, None] & (np.abs(B) > EB)[None, :, :]) | (mag == 0)
+                prod_p = (pa[:, :, None] & pb[None, :, :]) | (na[:, :, None] & nb[None, :, :])
+                prod_n = (pa[:, :, None] & nb[None, :, :]) | (na[:, :, None] & pb[None, :, :])
+                pos = np.sum(np.where((sure & (prod < 0)) | ~prod_p, 0.0, mag), axis=1)
+                neg = np.sum(np.where((sure & (prod > 0)) | ~prod_n, 0.0, mag), axis=1)
+                m = A.shape[-1]
+                g = reg.growth(m)
+                inf_a = (Pa | Qa).astype(float)
+                inf_b = (Pb | Qb).astype(float)
+                bad = (inf_a @ np.ones(B.shape) + np.ones(A.shape) @ inf_b) > 0
+                term_p, term_n = np.any(prod_p, axis=1), np.any(prod_n, axis=1)
+                P = P & term_p & ((g * pos > big) | ~np.isfinite(g * pos) | bad)
+                Q = Q & term_n & ((g * neg > big) | ~np.isfinite(g * neg) | bad)
+                parts[node.id] = (pos, neg, m)
+            elif op == "sum":
+                axis = node.attrs.get("axis")
+                a, ea = vals[args[0]], Es[args[0]]
+                pa, na = bits[args[0]]
+                Pa, Qa = out[args[0]]
+                n = a.size if axis is None else a.shape[axis]
+                g = reg.growth(n)
+                pos = np.asarray(np.sum(np.where(pa, np.maximum(a + ea, 0.0), 0.0), axis=axis)).reshape(shape)
+                neg = np.asarray(np.sum(np.where(na, np.maximum(ea - a, 0.0), 0.0), axis=axis)).reshape(shape)
+                term_p = np.asarray(np.any(pa, axis=axis)).reshape(shape)
+                term_n = np.asarray(np.any(na, axis=axis)).reshape(shape)
+                anyP = np.asarray(np.any(Pa, axis=axis)).reshape(shape)
+                anyQ = np.asarray(np.any(Qa, axis=axis)).reshape(shape)
+                P = P & term_p & ((g * pos > big) | ~np.isfinite(g * pos) | anyP)
+                Q = Q & term_n & ((g * neg > big) | ~np.isfinite(g * neg) | anyQ)
+                parts[node.id] = (pos, neg, n)
+            elif op in ("add", "sub"):
+                pos_t, neg_t, m_t = [], [], 0
+                tp_t, tn_t, P_t, Q_t = [], [], [], []
+                for k, i in enumerate(args):
+                    if i in parts and graph.nodes[i].op in frames:
+                        pi, ni, mi = parts[i]
+                        tpi, tni = term_bits[i]
+                    else:
+                        tpi, tni = bits[i]
+                        pi = np.where(tpi, np.maximum(vals[i] + Es[i], 0.0), 0.0)
+                        ni = np.where(tni, np.maximum(Es[i] - vals[i], 0.0), 0.0)
+                        mi = 1
+                    Pi, Qi = out[i]
+                    if op == "sub" and k == 1:
+                        pi, ni, tpi, tni, Pi, Qi = ni, pi, tni, tpi, Qi, Pi
+                    pos_t.append(pi)
+                    neg_t.append(ni)
+                    m_t += mi
+                    tp_t.append(tpi)
+                    tn_t.append(tni)
+                    P_t.append(Pi)
+                    Q_t.append(Qi)
+                pos, neg = pos_t[0] + pos_t[1], neg_t[0] + neg_t[1]
+                g = reg.growth(m_t)
+                term_p, term_n = bc(tp_t[0] | tp_t[1], shape), bc(tn_t[0] | tn_t[1], shape)
+                P = P & term_p & bc((g * pos > big) | ~np.isfinite(g * pos) | P_t[0] | P_t[1], shape)
+                Q = Q & term_n & bc((g * neg > big) | ~np.isfinite(g * neg) | Q_t[0] | Q_t[1], shape)
+                parts[node.id] = (np.asarray(pos), np.asarray(neg), m_t)
+            elif op in ("mul", "div"):
+                (pa, na), (pb, nb) = bits[args[0]], bits[args[1]]
+                same = bc((pa & pb) | (na & nb), shape)
+                diff = bc((pa & nb) | (na & pb), shape)
+                if op == "mul":
+                    for c, o in ((args[0], args[1]), (args[1], args[0])):
+                        cn, on = graph.nodes[c], graph.nodes[o]
+                        if cn.op == "const" and not cn.attrs.get("held") and cn.shape == () and on.op == "sum":
+                            pc, nc = bits[c]
+                            tp, tn = term_bits[o]
+                            same = same | bc((pc & tp) | (nc & tn), shape)
+                            diff = diff | bc((pc & tn) | (nc & tp), shape)
+                term_p, term_n = same, diff
+                P, Q = P & same, Q & diff
+            elif (op, fn if op in ("fn", "fn_grad") else None) in _POSITIVE_SIGN:
+                term_n = bc(False, shape)
+                Q = bc(False, shape)
+            elif op == "transpose":
+                P, Q = out[args[0]][0].T, out[args[0]][1].T
+                term_p, term_n = bits[args[0]][0].T, bits[args[0]][1].T
+            elif op == "column":
+                j = int(node.attrs["index"])
+                P, Q = out[args[0]][0][:, j:j + 1], out[args[0]][1][:, j:j + 1]
+                term_p, term_n = bits[args[0]][0][:, j:j + 1], bits[args[0]][1][:, j:j + 1]
+            elif op == "concat":
+                ax = node.attrs["axis"]
+                P = np.concatenate([out[i][0] for i in args], axis=ax)
+                Q = np.concatenate([out[i][1] for i in args], axis=ax)
+                term_p = np.concatenate([bits[i][0] for i in args], axis=ax)
+                term_n = np.concatenate([bits[i][1] for i in args], axis=ax)
+            P, Q = bc(P, shape), bc(Q, shape)
+            if op in frames:
+                term_bits[node.id] = (bc(term_p, shape), bc(term_n, shape))
+            if op in ("transpose", "column", "concat"):
+                bits.append((bc(term_p, shape), bc(term_n, shape)))
+            else:
+                bits.append((bc(term_p & (P | fin_p), shape), bc(term_n & (Q | fin_n), shape)))
+            out.append((np.asarray(P.copy()), np.asarray(Q.copy())))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
 # where no correct evaluation is finite
 
 
@@ -1229,12 +1418,15 @@ def model_bounds(
     _walk(exp, over)
     deps = _dependencies(graph)
     never = never_finite(graph, vals, rig.Es, fmt)
+    signed = signed_infinities(graph, vals, rig.Es, rig.signs, reg, never)
     notes: dict[str, str] = {}
     rigorous: dict[str, F64] = {}
     expected: dict[str, F64] = {}
     inf_ok: dict[str, Mask] = {}
     nan_ok: dict[str, Mask] = {}
     finite_impossible: dict[str, Mask] = {}
+    posinf_ok: dict[str, Mask] = {}
+    neginf_ok: dict[str, Mask] = {}
     for q, nid in graph.outputs.items():
         # where an intermediate may overflow, inf and NaN are accepted (inf_allowed, nan_allowed) and
         # a finite result is still graded against the bound: past an overflow only the saturating
@@ -1245,6 +1437,9 @@ def model_bounds(
         pinf, ninf, nan = rig.signs[nid]
         inf_ok[q] = np.asarray((pinf | ninf).copy())
         nan_ok[q] = np.asarray(nan.copy())
+        # the sign of an infinity (signed_infinities: the walk's masks narrowed by sign bits)
+        posinf_ok[q] = np.asarray(signed[nid][0].copy())
+        neginf_ok[q] = np.asarray(signed[nid][1].copy())
         with np.errstate(invalid="ignore"):
             far = 0.5 * np.abs(vals[nid]) > fmt.max_finite  # beyond twice the range (float64's too); NaN: False
         imposs = np.asarray((never[nid] & far).reshape(r.shape))
@@ -1259,7 +1454,8 @@ def model_bounds(
         notes["softplus"] = (f"torch's softplus returns z for z > {SOFTPLUS_THRESHOLD:g} and its derivative 1 there: "
                              f"an absolute error up to exp(-20) = {SOFTPLUS_THRESHOLD_ERROR:.3g} in value and derivative")
     return ModelBounds(rigorous=rigorous, expected=expected, inf_allowed=inf_ok, nan_allowed=nan_ok,
-                       function_ulps=table, notes=notes, flush_to_zero=reg.ftz, finite_impossible=finite_impossible)
+                       function_ulps=table, notes=notes, flush_to_zero=reg.ftz, finite_impossible=finite_impossible,
+                       posinf_allowed=posinf_ok, neginf_allowed=neginf_ok)
 
 
 def _dependencies(graph: Graph) -> list[set[int]]:
@@ -1283,4 +1479,4 @@ __all__ = ["CRITICAL_POINTS", "FUNCTION_ULPS", "RULES", "SOFTPLUS_THRESHOLD", "S
            "ModelBounds", "activation_grad_bound", "activation_value_bound", "bound_float64_reference",
            "elementary_grad_bound", "elementary_value_bound",
            "compute_format", "constant_rounding", "interval_max_abs", "merged_function_ulps", "model_bounds",
-           "never_finite"]
+           "never_finite", "signed_infinities"]

@@ -101,7 +101,10 @@ def _message(q: str, cmp: Any, fmt: FloatFormat, never_finite: bool = False) -> 
     what = {"disagree": "above the rigorous error bound", "suspect": "above the expected bound but within the rigorous one",
             "overflow": f"out of {fmt.name}'s range"}.get(cmp.verdict, cmp.verdict)
     rig = cmp.rigorous_at_worst
-    if never_finite and cmp.verdict == "disagree" and np.isfinite(cmp.computed_at_worst):
+    if cmp.verdict == "disagree" and np.isinf(cmp.computed_at_worst):
+        what = "infinite with a sign no correct evaluation gives"
+        ratio = f"no correct {fmt.name} evaluation gives {cmp.computed_at_worst!r} here: harness.models.bounds.signed_infinities"
+    elif never_finite and cmp.verdict == "disagree" and np.isfinite(cmp.computed_at_worst):
         what = "finite where no correct evaluation is"
         ratio = (f"the exact value is beyond {fmt.name}'s range and every correct {fmt.name} evaluation gives inf or NaN "
                  "there: no finite value is within the rigorous bound")
@@ -188,8 +191,12 @@ def grade_model_steps(
                 exp = np.where(finite_there, 0.0, exp)
             else:
                 step_rig = rig
+            # an infinity of a sign no correct evaluation produces is disagree (harness.models.bounds.signed_infinities)
+            pinf, ninf = bounds.signed_inf_allowed(q)
             cmp = compare(out[q], hi, lo, rig, exp, np.asarray(bounds.inf_allowed[q]) | unknown, fmt,
-                          nan_allowed=np.asarray(bounds.nan_allowed[q]) | unknown, finite_impossible=imposs)
+                          nan_allowed=np.asarray(bounds.nan_allowed[q]) | unknown,
+                          posinf_allowed=np.asarray(pinf) | unknown, neginf_allowed=np.asarray(ninf) | unknown,
+                          finite_impossible=imposs)
             step_truth[q] = ((hi, lo), step_rig)
             idx = cmp.worst_index
             exact_at = Fraction(float(hi[idx])) + Fraction(float(lo[idx])) if np.isfinite(hi[idx]) else float(hi[idx])
