@@ -689,13 +689,6 @@ def _read_results(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFo
     return out
 
 
-def _validate(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFormat | None = None,
-              framework: str | None = None) -> str | None:
-    """Why the returned steps cannot be graded (None when they can): :func:`_read_results`' answer."""
-    got = _read_results(results, steps, n, d, k, fmt, framework)
-    return got if isinstance(got, str) else None
-
-
 def _grade_step(
     case: Case, base: dict[str, Any], t: int, out: Mapping[str, F64], ex: ExactStep, step_inputs: Mapping[str, F64],
     lr: Fraction, fmt: FloatFormat, opts: RunOptions, written: ExactStep | None, traj_step: ExactStep | None,

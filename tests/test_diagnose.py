@@ -290,3 +290,19 @@ def test_assert_agrees_names_the_diagnosis(selftest_case):
     with pytest.raises(AssertionError) as info:
         harness.assert_agrees("mutant-missing-factor-2", [selftest_case], dtypes=["float64"])
     assert f"Diagnosis: looks like: {HALF}; every element of" in str(info.value)
+
+
+@pytest.mark.parametrize("case", [
+    dict(X=np.array([[0.0, 1.875]]), y=np.array([[0.0]]), W=np.array([[0.0], [0.0]]), b=np.array([1.0]), lr=0.1,
+         reduction="sum", dtype="float16"),
+    dict(X=np.array([[-1.75, 0.0]]), y=np.array([[1.125]]), W=np.array([[-0.5], [0.0]]), b=np.array([0.0]), lr=0.1,
+         reduction="sum", dtype="bfloat16"),
+])
+def test_momentum_along_one_direction_is_not_named_a_stale_gradient(case):
+    """Found by Hypothesis (test_a_buggy_step_gets_its_own_diagnosis_or_none): one row, one live feature, so every
+    update lies along the previous one; momentum and an update with the previous step's gradient both fit (the
+    momentum hypothesis bowed out, the stale one named it). Both now mark such records ambiguous: no name."""
+    inputs, results = run_steps(case["X"], case["y"], case["W"], case["b"], lr=case["lr"], reduction=case["reduction"],
+                                dtype=case["dtype"], steps=3, bug="momentum")
+    got = diagnoses(inputs, results, lr=case["lr"], reduction=case["reduction"], dtype=case["dtype"])
+    assert all("momentum 0.9" in d for d in got), got

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.runner import _validate
+from harness.runner import _read_results
 
 
 class _Res:
@@ -23,19 +23,22 @@ def _step(conv: object) -> list[_Res]:
 
 
 @pytest.mark.parametrize("conv", [lambda a: np.asarray(a) + 0j, lambda a: np.asarray(a, dtype=object)])
-def test_validate_rejects_complex_and_object_numpy(conv: object) -> None:
-    msg = _validate(_step(conv), 1, 1, 1, 1)
-    assert msg is not None and ("complex values" in msg or "object values" in msg)
+def test_read_results_rejects_complex_and_object_numpy(conv: object) -> None:
+    msg = _read_results(_step(conv), 1, 1, 1, 1)
+    assert isinstance(msg, str) and ("complex values" in msg or "object values" in msg)
 
 
-def test_validate_rejects_complex_torch() -> None:
+def test_read_results_rejects_complex_torch() -> None:
     torch = pytest.importorskip("torch")
-    msg = _validate(_step(lambda a: torch.tensor(a).to(torch.complex64)), 1, 1, 1, 1)
-    assert msg is not None and "complex values" in msg
+    msg = _read_results(_step(lambda a: torch.tensor(a).to(torch.complex64)), 1, 1, 1, 1)
+    assert isinstance(msg, str) and "complex values" in msg
 
 
-def test_validate_accepts_real() -> None:
-    assert _validate(_step(lambda a: np.asarray(a)), 1, 1, 1, 1) is None
+def test_read_results_accepts_real() -> None:
+    got = _read_results(_step(lambda a: np.asarray(a)), 1, 1, 1, 1)
+    assert not isinstance(got, str)
+    assert [sorted(step) for step in got] == [["W", "b", "grad_W", "grad_b", "loss"]]
+    assert all(np.array_equal(got[0][q], np.ones(np.shape(got[0][q]))) for q in got[0])
 
 
 def _f32_neg_bounds():  # X = 1, y = 0, W = -3e38 in float32: grad = -6e38 overflows to -inf only
