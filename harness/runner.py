@@ -29,6 +29,7 @@ from .diagnose import StepFacts, diagnose_step
 from .errors import ErrorModelError, UsageError
 from .exact import ScaledInts
 from .floats import FloatFormat, decimal_string, get_format, ulp_error
+from .fpenv import FPEnvironmentError, ieee_default, restore_default
 from .frameworks import (
     FrameworkInputError,
     to_framework,
@@ -275,12 +276,35 @@ def check_case(
 ) -> list[Record]:
     """Run one implementation on one case, device and dtype; grade every step.
 
+    The step runs, and the harness computes, in IEEE 754's default floating-point environment
+    (:func:`harness.fpenv.ieee_default`: rounding to nearest, gradual underflow, no traps), whatever the
+    caller's; the caller's is given back afterwards. An environment the step leaves changed
+    (``torch.set_flush_denormal(True)``, ``fesetround``) is restored before its results are read, and named
+    in the message of every record of the check.
+
     Returns:
         one record per quantity and step, or a single record (quantity ``"*"``)
         with verdict ``unsupported``, ``invalid-input`` or ``error``.
     """
     opts = opts or RunOptions()
-    cache = cache or CaseCache(case)
+    notes: list[str] = []
+    try:
+        with ieee_default() as entry:
+            if not entry.is_default:
+                notes.append(f"this check was called with {entry.describe()}; the step ran, and was graded, in IEEE 754's "
+                             "default floating-point environment (rounding to nearest, gradual underflow, no traps), and the "
+                             "caller's environment was given back afterwards")
+            records = _check_case(case, impl, device, dtype, opts, cache or CaseCache(case), notes)
+    except FPEnvironmentError as exc:
+        records = [_whole_run_record(_base(case, impl, device, dtype, opts), "error", f"{exc}; not graded")]
+    for note in notes:
+        for r in records:
+            r.message = f"{r.message}; {note}" if r.message else note
+    return records
+
+
+def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts: RunOptions, cache: CaseCache,
+                notes: list[str]) -> list[Record]:
     base = _base(case, impl, device, dtype, opts)
     reason = unsupported_reason(impl.framework, device, dtype, impl.dtypes)
     if reason is None and impl.dtypes is not None and dtype not in impl.dtypes:
@@ -323,7 +347,7 @@ def check_case(
     for run in range(1, runs + 1):
         if run > 1:
             fw_inputs = _fresh_inputs(case, impl, dtype, device)  # every call gets its own copies
-        got = _run_once(impl, fw_inputs, seen, lr_float, case, device, opts, run, runs, n, d, k, fmt)
+        got = _run_once(impl, fw_inputs, seen, lr_float, case, device, opts, run, runs, n, d, k, fmt, notes)
         if isinstance(got, _Failed):
             return [_whole_run_record(base, got.verdict, got.message)]
         all_results.append(got)
@@ -431,18 +455,54 @@ class _Failed:
 
 def _run_once(
     impl: Implementation, fw_inputs: Mapping[str, Any], seen: Mapping[str, F64], lr: float, case: Case, device: str,
-    opts: RunOptions, run: int, runs: int, n: int, d: int, k: int, fmt: FloatFormat,
+    opts: RunOptions, run: int, runs: int, n: int, d: int, k: int, fmt: FloatFormat, notes: list[str],
 ) -> Any:
     """Call the step once on its own inputs; its results, or :class:`_Failed` when they cannot be graded.
 
     ``SystemExit`` is caught (a step must not end the run), and inputs the step
-    wrote into make it an error (see :mod:`harness.isolation`)."""
+    wrote into make it an error (see :mod:`harness.isolation`). A floating-point environment the step
+    leaves changed is restored before anything else is computed, and named in ``notes``."""
     which = f"run {run} of {runs}: " if runs > 1 else ""
     try:
         results = _call_with_settings(impl, fw_inputs, lr, case, device, opts)
     except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit, custom BaseException: user code
+        problem = _environment_left(notes, which + "the step")
         reraise_real_interrupt(exc)
-        return _Failed(*_raised(exc, which))
+        return _Failed("error", problem) if problem else _Failed(*_raised(exc, which))
+    problem = _environment_left(notes, which + "the step")
+    if problem:
+        return _Failed("error", problem)
+    got = _read_run(impl, fw_inputs, seen, results, case, run, runs, n, d, k, fmt)
+    reading = which + "reading the step's results (their __len__, __iter__, __array__ or attributes)"
+    try:
+        found = restore_default()
+    except FPEnvironmentError as exc:
+        return _Failed("error", f"{reading} changed the floating-point environment: {exc}; not graded")
+    if found is not None:  # the harness converted the values in that environment: they may be wrong
+        return _Failed("error", f"{reading} changed the floating-point environment ({found.describe()}) while the "
+                                "harness read them, so the values read may not be the values returned; not graded")
+    return got
+
+
+def _environment_left(notes: list[str], who: str) -> str | None:
+    """Restore IEEE 754's default floating-point environment after user code ran (:func:`harness.fpenv.restore_default`);
+    add what the code left changed to ``notes``. Returns the error message when the default cannot be restored."""
+    try:
+        found = restore_default()
+    except FPEnvironmentError as exc:
+        return f"{who} changed the floating-point environment: {exc}; not graded"
+    if found is not None:
+        note = (f"{who} left the floating-point environment changed: {found.describe()}; the harness restored IEEE 754's "
+                "default (rounding to nearest, gradual underflow, no traps) before computing anything")
+        if note not in notes:
+            notes.append(note)
+    return None
+
+
+def _read_run(impl: Implementation, fw_inputs: Mapping[str, Any], seen: Mapping[str, F64], results: Any, case: Case,
+              run: int, runs: int, n: int, d: int, k: int, fmt: FloatFormat) -> Any:
+    """The mutation check and the reading of one call's results (:func:`_run_once`)."""
+    which = f"run {run} of {runs}: " if runs > 1 else ""
     changed = mutated_inputs(fw_inputs, seen, impl.framework)
     if changed:
         return _Failed("error", mutation_message(changed, run, runs))

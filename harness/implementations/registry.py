@@ -300,6 +300,7 @@ def load_plugin(module: str) -> None:
                 raise
         else:
             importlib.import_module(module)
+        _restore_environment_after(f"plug-in {module!r}")
     except PluginError:
         raise
     except KeyboardInterrupt:
@@ -320,5 +321,27 @@ def load_entry_points() -> list[str]:
             ep.load()
         except Exception as exc:
             raise PluginError(f"entry point {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}") from exc
+        _restore_environment_after(f"entry point {ep.name!r} ({ep.value})")
         loaded.append(ep.name)
     return loaded
+
+
+def _restore_environment_after(what: str) -> None:
+    """Put IEEE 754's default floating-point environment back after importing user code, with a warning naming it:
+    a library linked with -ffast-math turns flush-to-zero on when it is loaded, and the cases read afterwards (their
+    decimal values parsed in that environment) would lose their subnormals (:mod:`harness.fpenv`).
+
+    Raises:
+        PluginError: when the default cannot be restored."""
+    import warnings
+
+    from ..fpenv import FPEnvironmentError, restore_default
+
+    try:
+        found = restore_default()
+    except FPEnvironmentError as exc:
+        raise PluginError(f"importing {what} changed the floating-point environment: {exc}") from exc
+    if found is not None:
+        warnings.warn(f"importing {what} changed the floating-point environment: {found.describe()}; the harness "
+                      "restored IEEE 754's default (rounding to nearest, gradual underflow, no traps), in which every step "
+                      "runs and is graded", RuntimeWarning, stacklevel=3)

@@ -1,0 +1,231 @@
+"""The floating-point environment the harness computes in: IEEE 754's defaults, checked and restored.
+
+Every float64 value the harness computes (the correctly rounded residual, the
+oracle's digit slices, the error bounds, ULP distances) assumes binary64
+arithmetic in IEEE 754's default environment: rounding to nearest, ties to
+even; gradual underflow (subnormal operands and results kept as they are); no
+trapping exceptions (IEEE 754-2019, sections 4.3, 7.5 and 8). That
+environment is state of the calling thread (x86-64: the MXCSR and the x87
+control word; AArch64: the FPCR), and code the harness runs can change it and
+leave it changed:
+
+- ``torch.set_flush_denormal(True)`` turns on *flush-to-zero* (FTZ: subnormal
+  results become 0) and *denormals-are-zero* (DAZ: subnormal operands read as 0);
+- a shared library linked with ``-ffast-math`` or ``-Ofast`` (GCC's
+  ``crtfastmath.o``) turns both on when it is loaded, for the whole process;
+- ``fesetround`` changes the rounding direction; ``feenableexcept`` makes an
+  overflow or underflow a SIGFPE.
+
+Under DAZ the oracle reads a subnormal input as zero: a step that computes in
+that environment and the truth computed after it would agree on the same wrong
+value. So :func:`harness.runner.check_case` grades inside :func:`ieee_default`,
+and after every call of an implementation :func:`restore_default` puts the
+default back and names what the call left changed.
+
+The environment is read by its effects, with Python floats (CPython's float
+arithmetic is the C ``double`` arithmetic of the calling thread), so the probes
+work on any platform; traps and the rounding direction are also read through
+C99's ``<fenv.h>`` where the C library exports it (``fegetround``; glibc's
+``fegetexcept``). The default is set with ``fesetenv(FE_DFL_ENV)`` (glibc,
+macOS), else with ``fesetround(FE_TONEAREST)`` and, where torch is loaded,
+``torch.set_flush_denormal(False)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import struct
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+
+def _from_bits(bits: int) -> float:
+    """The binary64 value of a bit pattern: no decimal parsing and no arithmetic, so exact in any environment (a
+    literal ``5e-324``, parsed when a module is compiled with flush-to-zero on, is 0.0, and the .pyc keeps it)."""
+    return float(struct.unpack("<d", struct.pack("<Q", bits))[0])
+
+
+#: Operands of the probes, module globals so that CPython cannot fold the arithmetic when it compiles, each
+#: from its bit pattern.
+_ONE = _from_bits(0x3FF0000000000000)
+_HALF = _from_bits(0x3FE0000000000000)
+_TINY = _from_bits(1)  # the smallest subnormal, 2**-1074
+_SCALE = _from_bits(0x43B0000000000000)  # 2**60
+_MIN_NORMAL = _from_bits(0x0010000000000000)  # 2**-1022
+_EPS = _from_bits(0x3C30000000000000)  # 2**-60, below half an ULP of 1 in either direction
+
+#: glibc's <fenv.h> exception bits on x86 and AArch64 (the same values on both), for the names of enabled traps.
+_TRAP_NAMES = ((0x01, "invalid"), (0x04, "divide-by-zero"), (0x08, "overflow"), (0x10, "underflow"), (0x20, "inexact"))
+#: C99's FE_TONEAREST: 0 on x86, AArch64, POWER and RISC-V.
+_FE_TONEAREST = 0
+#: ``fenv_t`` is 32 bytes on x86-64 glibc, 8 on AArch64; 512 holds any of them.
+_FENV_BYTES = 512
+
+
+class FPEnvironmentError(RuntimeError):
+    """The IEEE 754 default environment could not be set: the harness cannot compute its truth in it."""
+
+
+@dataclass(frozen=True)
+class FPEnvironment:
+    """What a thread's floating-point environment does, as far as the harness's arithmetic is concerned.
+
+    Attributes:
+        rounding: ``"to nearest"`` (IEEE 754's default), ``"upward"``, ``"downward"`` or ``"toward zero"``.
+        flush_to_zero: subnormal results are replaced by zero (FTZ).
+        denormals_are_zero: subnormal operands are read as zero (DAZ; on AArch64 one bit does both).
+        traps: the exceptions that raise SIGFPE instead of returning IEEE 754's default result
+            (where the C library can say; else empty).
+    """
+
+    rounding: str = "to nearest"
+    flush_to_zero: bool = False
+    denormals_are_zero: bool = False
+    traps: tuple[str, ...] = ()
+
+    @property
+    def is_default(self) -> bool:
+        """IEEE 754's default: rounding to nearest, gradual underflow, no traps."""
+        return self == DEFAULT
+
+    def describe(self) -> str:
+        """What differs from the default, in words (``""`` for the default)."""
+        parts = []
+        if self.flush_to_zero and self.denormals_are_zero:
+            parts.append("flush-to-zero and denormals-are-zero on (subnormal results and operands read as 0: "
+                         "what torch.set_flush_denormal(True) and libraries built with -ffast-math set)")
+        elif self.flush_to_zero:
+            parts.append("flush-to-zero on (subnormal results replaced by 0)")
+        elif self.denormals_are_zero:
+            parts.append("denormals-are-zero on (subnormal operands read as 0)")
+        if self.rounding != "to nearest":
+            parts.append(f"rounding {self.rounding} instead of to nearest")
+        if self.traps:
+            parts.append(f"traps on {', '.join(self.traps)} (a SIGFPE instead of IEEE 754's default result)")
+        return "; ".join(parts)
+
+
+DEFAULT = FPEnvironment()
+
+
+def _load_libm() -> ctypes.CDLL | None:
+    for name in (ctypes.util.find_library("m"), None):  # None: the symbols the process already has
+        try:
+            lib = ctypes.CDLL(name)
+            lib.fegetround.restype = ctypes.c_int
+            lib.fesetround.argtypes = [ctypes.c_int]
+            lib.fegetenv.argtypes = [ctypes.c_void_p]
+            lib.fesetenv.argtypes = [ctypes.c_void_p]
+            return lib
+        except (OSError, AttributeError):
+            continue
+    return None
+
+
+_LIBM = _load_libm()
+
+
+def _default_env_pointer() -> ctypes.c_void_p | None:
+    """``FE_DFL_ENV``: ``(const fenv_t *) -1`` in glibc, ``&_FE_DFL_ENV`` on macOS, else None."""
+    if _LIBM is None:
+        return None
+    if sys.platform.startswith("linux"):
+        import platform
+
+        if platform.libc_ver()[0] == "glibc":
+            return ctypes.c_void_p(-1)
+        return None
+    if sys.platform == "darwin":
+        try:
+            return ctypes.c_void_p(ctypes.addressof(ctypes.c_char.in_dll(_LIBM, "_FE_DFL_ENV")))
+        except ValueError:
+            return None
+    return None
+
+
+_DFL_ENV = _default_env_pointer()
+#: glibc's ``fegetexcept`` (the enabled traps), where the C library has it.
+_FEGETEXCEPT = getattr(_LIBM, "fegetexcept", None) if _LIBM is not None else None
+if _FEGETEXCEPT is not None:
+    _FEGETEXCEPT.restype = ctypes.c_int
+
+
+def _enabled_traps() -> tuple[str, ...]:
+    if _FEGETEXCEPT is None:
+        return ()
+    bits = int(_FEGETEXCEPT())
+    return tuple(name for bit, name in _TRAP_NAMES if bits & bit)
+
+
+def current() -> FPEnvironment:
+    """The calling thread's floating-point environment, read by its effects on Python floats.
+
+    Where a trap is enabled only the traps are read (a probe could raise SIGFPE): the other fields keep their
+    default values."""
+    traps = _enabled_traps()
+    if traps:
+        return FPEnvironment(traps=traps)
+    daz = _TINY * _SCALE == 0.0  # 2**-1014, normal and exact, unless the subnormal operand reads as 0
+    ftz = _MIN_NORMAL * _HALF == 0.0  # 2**-1023, subnormal and exact, unless the result is flushed
+    up = _ONE + _EPS > _ONE
+    below = _ONE - _EPS < _ONE
+    neg_below = -_ONE - _EPS < -_ONE
+    rounding = ("upward" if up else "downward" if neg_below else "toward zero" if below else "to nearest")
+    return FPEnvironment(rounding=rounding, flush_to_zero=ftz, denormals_are_zero=daz)
+
+
+def _set_default() -> None:
+    if _DFL_ENV is not None:
+        _LIBM.fesetenv(_DFL_ENV)  # type: ignore[union-attr]
+        return
+    if _LIBM is not None:
+        _LIBM.fesetround(_FE_TONEAREST)
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_flush_denormal(False)
+
+
+def restore_default() -> FPEnvironment | None:
+    """Put IEEE 754's default environment back if it was changed.
+
+    Returns:
+        the environment found, when it was not the default; None when it was.
+
+    Raises:
+        FPEnvironmentError: when the default cannot be set on this platform (the environment found is named).
+    """
+    found = current()
+    if found.is_default:
+        return None
+    _set_default()
+    after = current()
+    if not after.is_default:
+        raise FPEnvironmentError(f"the floating-point environment has {found.describe()}, and the harness could not "
+                                 f"restore IEEE 754's default on this platform (left: {after.describe()})")
+    return found
+
+
+@contextlib.contextmanager
+def ieee_default() -> Iterator[FPEnvironment]:
+    """Run a block in IEEE 754's default environment; give the caller's environment back afterwards.
+
+    Yields:
+        the caller's environment, as found on entry (:class:`FPEnvironment`).
+
+    Raises:
+        FPEnvironmentError: on entry, when the default cannot be set.
+    """
+    saved = None
+    if _LIBM is not None:
+        saved = ctypes.create_string_buffer(_FENV_BYTES)
+        if _LIBM.fegetenv(saved) != 0:
+            saved = None
+    found = restore_default() or DEFAULT
+    try:
+        yield found
+    finally:
+        if saved is not None:  # else the default stays: nothing to give back exactly
+            _LIBM.fesetenv(saved)  # type: ignore[union-attr]
