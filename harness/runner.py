@@ -33,6 +33,7 @@ from .fpenv import FPEnvironmentError, ieee_default, restore_default
 from .frameworks import (
     FrameworkInputError,
     to_framework,
+    torch_switches,
     unsupported_reason,
 )
 from .implementations import Implementation, implementation_of, resolve
@@ -463,13 +464,14 @@ def _run_once(
     wrote into make it an error (see :mod:`harness.isolation`). A floating-point environment the step
     leaves changed is restored before anything else is computed, and named in ``notes``."""
     which = f"run {run} of {runs}: " if runs > 1 else ""
+    switches = torch_switches.read()
     try:
         results = _call_with_settings(impl, fw_inputs, lr, case, device, opts)
     except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit, custom BaseException: user code
-        problem = _environment_left(notes, which + "the step")
+        problem = _environment_left(notes, which + "the step", switches)
         reraise_real_interrupt(exc)
         return _Failed("error", problem) if problem else _Failed(*_raised(exc, which))
-    problem = _environment_left(notes, which + "the step")
+    problem = _environment_left(notes, which + "the step", switches)
     if problem:
         return _Failed("error", problem)
     got = _read_run(impl, fw_inputs, seen, results, case, run, runs, n, d, k, fmt)
@@ -484,9 +486,16 @@ def _run_once(
     return got
 
 
-def _environment_left(notes: list[str], who: str) -> str | None:
-    """Restore IEEE 754's default floating-point environment after user code ran (:func:`harness.fpenv.restore_default`);
-    add what the code left changed to ``notes``. Returns the error message when the default cannot be restored."""
+def _environment_left(notes: list[str], who: str, switches: torch_switches.TorchSwitches | None) -> str | None:
+    """Restore IEEE 754's default floating-point environment after a step ran (:func:`harness.fpenv.restore_default`),
+    and torch's switches as they were before it (``switches``, :mod:`harness.frameworks.torch_switches`); add what the
+    step left changed to ``notes``. Returns the error message when the default cannot be restored."""
+    left = torch_switches.restore(switches)
+    if left:
+        note = (f"{who} left torch's global switches changed: {'; '.join(left)}; the harness set them back before "
+                "the next step")
+        if note not in notes:
+            notes.append(note)
     try:
         found = restore_default()
     except FPEnvironmentError as exc:
