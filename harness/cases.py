@@ -45,6 +45,7 @@ import numpy.typing as npt
 
 from .errors import CaseFileError, LimitError, quote
 from .floats import DTYPES, FloatFormat, inexact_in_float64, round_to_format
+from .fpenv import in_ieee_default
 from .generate import generate_table
 from .limits import MAX_POLYNOMIAL_DEGREE, Limits, check_size, elements, exact_number
 from .models.generate import MODEL_REGIMES, model_values, regime_model, regime_problem
@@ -541,6 +542,7 @@ def make_case(
     )
 
 
+@in_ieee_default  # decimal values become float64 by float arithmetic: with flush-to-zero on, 3e-320 would read as 0
 def case_from_arrays(
     id: str,
     X: npt.ArrayLike,
@@ -1182,6 +1184,7 @@ def _internal(exc: BaseException, path: str, what: str) -> CaseFileError:
                          "this is a harness bug, please report it", path=path)
 
 
+@in_ieee_default  # as case_from_arrays
 def load_cases(paths: Iterable[str | Path], *, tier: str = "full", data_roots: Iterable[str | Path] = (),
                limits: Limits | None = None) -> LoadResult:
     """Load every case from the given files and folders.

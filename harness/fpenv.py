@@ -36,10 +36,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 
 def _from_bits(bits: int) -> float:
@@ -229,3 +231,17 @@ def ieee_default() -> Iterator[FPEnvironment]:
     finally:
         if saved is not None:  # else the default stays: nothing to give back exactly
             _LIBM.fesetenv(saved)  # type: ignore[union-attr]
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def in_ieee_default(fn: _F) -> _F:
+    """Decorate ``fn`` to run in :func:`ieee_default` (the caller's environment given back when it returns)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with ieee_default():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

@@ -305,3 +305,20 @@ def test_the_probes_operands_survive_compilation_with_flush_to_zero_on():
         assert mod.current().is_default
     finally:
         del sys.modules[mod.__name__]
+
+
+def test_cases_are_read_in_the_default_whatever_the_callers_environment(tmp_path):
+    """A caller with FTZ/DAZ on (a conftest that loaded an -Ofast library) got a case file's 3e-320 refused as
+    rounding to 0, and case_from_arrays refused Fraction(3e-320) the same way: both read in the default now."""
+    import torch
+
+    from harness.cases import load_cases
+
+    (tmp_path / "sub.toml").write_text(CASE_FILE)
+    y = [[Fraction(3e-320)]]  # made first: Fraction(float) is 0 under DAZ too (frexp of a subnormal scales it)
+    torch.set_flush_denormal(True)
+    loaded = load_cases([tmp_path / "sub.toml"])
+    made = case_from_arrays("from-fractions", X=[[0.0]], y=y, W=[[0.0]], b=[0.0], lr=1.0)
+    assert fpenv.current().flush_to_zero  # given back
+    fpenv.restore_default()
+    assert [c.values["y"][0, 0] for c in loaded.cases] == [3e-320] and made.values["y"][0, 0] == 3e-320
