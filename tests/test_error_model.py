@@ -67,6 +67,8 @@ def test_selftest_catches_every_mutant_without_false_alarms():
     cases = load_cases([CASES / "seed.toml", CASES / "nist.toml", CASES / "selftest.toml"]).cases
     cases += load_cases([CASES / "optim.toml"], tier="quick").cases  # the optimizer mutants' cases (issue 13)
     cases += load_cases([CASES / "models.toml"], tier="quick").cases  # the model mutants' cases (issue 14)
+    cases += [c for c in load_cases([CASES / "generated.toml"], tier="quick").cases  # mutant-flush-denormal's
+              if c.id.startswith(("gen-grid-subnormal", "gen-grid-tiny"))]
     res = run_selftest(cases)
     report = format_selftest(res)
     assert len(res.mutants) >= 12

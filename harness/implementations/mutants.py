@@ -18,7 +18,7 @@ import torch
 
 from ..floats import TF32, round_to_format
 from .registry import StepResult, implementation
-from .torch_steps import leaf, snapshot, squared_error
+from .torch_steps import leaf, snapshot, squared_error, torch_seed
 
 CAUGHT_BY_BOUND = ("disagree",)
 PRECISION = ("disagree", "suspect")
@@ -303,3 +303,11 @@ def float32_internally(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: 
     res = _numpy_loop(X.astype(f32), y.astype(f32), W.astype(f32), b.astype(f32), lr=lr, reduction=reduction, steps=steps,
                       grads=_correct_grads)
     return [StepResult(*(np.asarray(v, dtype=np.float64) for v in (r.loss, r.grad_W, r.grad_b, r.W, r.b))) for r in res]
+
+
+@implementation("mutant-flush-denormal", framework="torch", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
+                dtypes=("float64", "float32"),
+                description="torch.set_flush_denormal(True) called for speed and never turned off: subnormals flushed")
+def flush_denormal(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    torch.set_flush_denormal(True)  # the bug: FTZ/DAZ on in this thread from here on (the harness restores IEEE 754's default)
+    return torch_seed(X, y, W, b, lr=lr, reduction=reduction, steps=steps)
