@@ -291,6 +291,9 @@ def check_case(
     notes: list[str] = []
     try:
         with ieee_default() as entry:
+            torch_switches.warm_thread_pool()  # torch's threads start in the default (see harness.frameworks.torch_switches)
+            if _POOL_FLUSHES and impl.framework == "torch":
+                return [_whole_run_record(_base(case, impl, device, dtype, opts), "error", _POOL_FLUSHES[0])]
             if not entry.is_default:
                 notes.append(f"this check was called with {entry.describe()}; the step ran, and was graded, in IEEE 754's "
                              "default floating-point environment (rounding to nearest, gradual underflow, no traps), and the "
@@ -505,7 +508,20 @@ def _environment_left(notes: list[str], who: str, switches: torch_switches.Torch
                 "default (rounding to nearest, gradual underflow, no traps) before computing anything")
         if note not in notes:
             notes.append(note)
+        if (found.flush_to_zero or found.denormals_are_zero) and torch_switches.thread_pool_flushes():
+            if not _POOL_FLUSHES:
+                _POOL_FLUSHES.append(f"not graded: torch's intra-op threads in this process flush subnormals to zero since "
+                                     f"a step left flush-to-zero on ({note}); the harness converts a torch step's inputs "
+                                     "and results in those threads and cannot reset them")
+            return (f"{who} left flush-to-zero on in torch's intra-op threads too (it started them, or changed their "
+                    "number, with FTZ/DAZ on), which the harness cannot reset: its results, read in those threads, may have "
+                    "lost their subnormals, and no later torch step in this process is graded; not graded")
     return None
+
+
+#: Why torch steps are no longer graded in this process (:func:`_environment_left`): one message, once a step has
+#: left torch's intra-op threads flushing subnormals.
+_POOL_FLUSHES: list[str] = []
 
 
 def _read_run(impl: Implementation, fw_inputs: Mapping[str, Any], seen: Mapping[str, F64], results: Any, case: Case,
