@@ -43,6 +43,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
+
 
 def _from_bits(bits: int) -> float:
     """The binary64 value of a bit pattern: no decimal parsing and no arithmetic, so exact in any environment (a
@@ -210,9 +212,34 @@ def restore_default() -> FPEnvironment | None:
     return found
 
 
+#: NumPy's default handling of floating-point errors (``numpy.geterr()`` in a fresh process): a warning for a
+#: division by zero, an overflow or an invalid operation, nothing for an underflow. ``np.seterr(all="raise")``
+#: (a debugging habit) made the harness's own float64 arithmetic raise FloatingPointError while grading.
+NUMPY_ERRORS = {"divide": "warn", "over": "warn", "under": "ignore", "invalid": "warn"}
+
+
+def restore_numpy_errors() -> dict[str, str] | None:
+    """Put NumPy's default error handling back (:data:`NUMPY_ERRORS`) if it was changed.
+
+    Returns:
+        the handling found (``numpy.geterr()``), when it was not the default; None when it was."""
+    found = {key: str(value) for key, value in np.geterr().items()}
+    if found == NUMPY_ERRORS:
+        return None
+    np.seterr(divide="warn", over="warn", under="ignore", invalid="warn")  # NUMPY_ERRORS
+    return found
+
+
+def describe_numpy_errors(found: dict[str, str]) -> str:
+    """``"NumPy's error handling changed (over='raise', ...)"``: what differs from :data:`NUMPY_ERRORS`."""
+    diff = ", ".join(f"{k}={v!r}" for k, v in sorted(found.items()) if NUMPY_ERRORS.get(k) != v)
+    return f"NumPy's floating-point error handling changed (np.seterr: {diff})"
+
+
 @contextlib.contextmanager
 def ieee_default() -> Iterator[FPEnvironment]:
-    """Run a block in IEEE 754's default environment; give the caller's environment back afterwards.
+    """Run a block in IEEE 754's default environment, and with NumPy's default error handling
+    (:data:`NUMPY_ERRORS`); give the caller's environment and handling back afterwards.
 
     Yields:
         the caller's environment, as found on entry (:class:`FPEnvironment`).
@@ -227,7 +254,8 @@ def ieee_default() -> Iterator[FPEnvironment]:
             saved = None
     found = restore_default() or DEFAULT
     try:
-        yield found
+        with np.errstate(divide="warn", over="warn", under="ignore", invalid="warn"):  # NUMPY_ERRORS: NumPy's handling too (a context: the caller's comes back with it)
+            yield found
     finally:
         if saved is not None:  # else the default stays: nothing to give back exactly
             _LIBM.fesetenv(saved)  # type: ignore[union-attr]

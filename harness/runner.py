@@ -29,7 +29,7 @@ from .diagnose import StepFacts, diagnose_step
 from .errors import ErrorModelError, UsageError
 from .exact import ScaledInts
 from .floats import FloatFormat, decimal_string, get_format, ulp_error
-from .fpenv import FPEnvironmentError, ieee_default, restore_default
+from .fpenv import FPEnvironmentError, describe_numpy_errors, ieee_default, restore_default, restore_numpy_errors
 from .frameworks import (
     FrameworkInputError,
     to_framework,
@@ -135,6 +135,8 @@ def repro_command(case: Case, impl: str, device: str, dtype: str, extra: Sequenc
 
 
 def _rational(value: Fraction) -> str | None:
+    if value.numerator.bit_length() + value.denominator.bit_length() > 300:  # over 80 digits: never converted (a
+        return None  # lower sys.set_int_max_str_digits made the conversion raise, an error record for a correct step)
     s = f"{value.numerator}/{value.denominator}" if value.denominator != 1 else str(value.numerator)
     return s if len(s) <= 80 else None
 
@@ -494,9 +496,12 @@ def _environment_left(notes: list[str], who: str, switches: torch_switches.Torch
     and torch's switches as they were before it (``switches``, :mod:`harness.frameworks.torch_switches`); add what the
     step left changed to ``notes``. Returns the error message when the default cannot be restored."""
     left = torch_switches.restore(switches)
+    numpy_errors = restore_numpy_errors()
+    if numpy_errors is not None:
+        left.append(describe_numpy_errors(numpy_errors))
     if left:
-        note = (f"{who} left torch's global switches changed: {'; '.join(left)}; the harness set them back before "
-                "the next step")
+        note = (f"{who} left global switches changed: {'; '.join(left)}; the harness set them back before computing "
+                "anything")
         if note not in notes:
             notes.append(note)
     try:

@@ -322,3 +322,66 @@ def test_cases_are_read_in_the_default_whatever_the_callers_environment(tmp_path
     assert fpenv.current().flush_to_zero  # given back
     fpenv.restore_default()
     assert [c.values["y"][0, 0] for c in loaded.cases] == [3e-320] and made.values["y"][0, 0] == 3e-320
+
+
+# ------------------------------------------------------------------ NumPy's error handling, int-to-string digits
+
+def _underflowing_case():
+    """Products below float64's range (1e-200 * 1e-200): NumPy signals underflow in the harness's own arithmetic."""
+    return case_from_arrays("underflows", X=np.full((3, 2), 1e-200), y=np.full((3, 1), 1e-300), W=np.full((2, 1), 1e-200),
+                            b=np.zeros(1), lr=0.5, reduction="sum", dtypes=("float64",))
+
+
+def test_a_caller_with_numpy_errors_raising_gets_grades_not_errors():
+    """Found by an attack (helper-40): np.seterr(all="raise") in the caller or at a plug-in's import made the
+    harness's own arithmetic raise FloatingPointError: 'harness failure while grading' error records on numpy-hand
+    and torch-seed, and generated case files that failed to load."""
+    from harness.cases import load_cases
+
+    with np.errstate(all="raise"):
+        records = harness.verify([_underflowing_case()], ["numpy-hand", "torch-seed"], dtypes="float64", isolation="inline")
+        loaded = load_cases([ROOT / "cases" / "generated.toml"], tier="quick")
+        assert np.geterr()["under"] == "raise"  # the caller's, given back
+    assert {r.verdict for r in records} == {"agree"}, [r.message for r in records if r.verdict != "agree"]
+    assert loaded.cases and not loaded.errors
+
+
+def test_a_plugin_that_sets_numpy_errors_to_raise_is_named_and_undone(tmp_path):
+    from harness.implementations import load_plugin
+
+    (tmp_path / "raises_plugin.py").write_text("import numpy as np\nnp.seterr(all='raise')\n")
+    before = np.geterr()
+    try:
+        with pytest.warns(RuntimeWarning, match="NumPy's floating-point error handling changed"):
+            load_plugin(str(tmp_path / "raises_plugin.py"))
+        assert np.geterr() == fpenv.NUMPY_ERRORS
+    finally:
+        np.seterr(**before)
+
+
+def test_a_torch_step_that_leaves_numpy_errors_raising_is_named_and_the_grading_goes_on():
+    def step(X, y, W, b, *, lr, reduction, steps):
+        np.seterr(all="raise")  # left on (a torch step is not called inside an errstate)
+        return _np_step(X.numpy(), y.numpy(), W.numpy(), b.numpy(), lr=lr, reduction=reduction, steps=steps)
+
+    before = np.geterr()
+    impl = harness.Implementation("leaves-numpy-raising", "torch", step, kind="plugin")
+    try:
+        records = harness.verify([_underflowing_case()], [impl, "numpy-hand"], dtypes="float64", isolation="inline")
+    finally:
+        np.seterr(**before)
+    mine = [r for r in records if r.implementation == "leaves-numpy-raising"]
+    assert all("NumPy's floating-point error handling changed" in r.message for r in mine)
+    assert {r.verdict for r in records if r.implementation == "numpy-hand"} == {"agree"}
+
+
+def test_a_lower_int_to_string_limit_does_not_make_errors_of_long_exact_values():
+    """sys.set_int_max_str_digits(640) (or PYTHONINTMAXSTRDIGITS=640): the exact loss of a subnormal residual has a
+    denominator of about 650 digits, and writing it raised ValueError: an error record for a correct step."""
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(640)
+    try:
+        records = harness.verify([_subnormal_case()], ["numpy-hand"], dtypes="float64", isolation="inline")
+    finally:
+        sys.set_int_max_str_digits(limit)
+    assert {r.verdict for r in records} == {"agree"}, [r.message for r in records]

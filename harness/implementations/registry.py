@@ -335,8 +335,12 @@ def _restore_environment_after(what: str) -> None:
         PluginError: when the default cannot be restored."""
     import warnings
 
-    from ..fpenv import FPEnvironmentError, restore_default
+    from ..fpenv import FPEnvironmentError, describe_numpy_errors, restore_default, restore_numpy_errors
 
+    numpy_errors = restore_numpy_errors()
+    if numpy_errors is not None:
+        warnings.warn(f"importing {what} left {describe_numpy_errors(numpy_errors)}; the harness restored NumPy's "
+                      "default (the harness's own arithmetic would raise FloatingPointError)", RuntimeWarning, stacklevel=3)
     try:
         found = restore_default()
     except FPEnvironmentError as exc:
