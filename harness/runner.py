@@ -10,6 +10,7 @@ b records (``drift_abs_error``, ``drift_ulp_error``).
 from __future__ import annotations
 
 import hashlib
+import os
 import shlex
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -470,13 +471,14 @@ def _run_once(
     leaves changed is restored before anything else is computed, and named in ``notes``."""
     which = f"run {run} of {runs}: " if runs > 1 else ""
     switches = torch_switches.read()
+    cwd = os.getcwd()
     try:
         results = _call_with_settings(impl, fw_inputs, lr, case, device, opts)
     except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit, custom BaseException: user code
-        problem = _environment_left(notes, which + "the step", switches)
+        problem = _environment_left(notes, which + "the step", switches, cwd)
         reraise_real_interrupt(exc)
         return _Failed("error", problem) if problem else _Failed(*_raised(exc, which))
-    problem = _environment_left(notes, which + "the step", switches)
+    problem = _environment_left(notes, which + "the step", switches, cwd)
     if problem:
         return _Failed("error", problem)
     got = _read_run(impl, fw_inputs, seen, results, case, run, runs, n, d, k, fmt)
@@ -491,14 +493,25 @@ def _run_once(
     return got
 
 
-def _environment_left(notes: list[str], who: str, switches: torch_switches.TorchSwitches | None) -> str | None:
+def _environment_left(notes: list[str], who: str, switches: torch_switches.TorchSwitches | None, cwd: str) -> str | None:
     """Restore IEEE 754's default floating-point environment after a step ran (:func:`harness.fpenv.restore_default`),
-    and torch's switches as they were before it (``switches``, :mod:`harness.frameworks.torch_switches`); add what the
-    step left changed to ``notes``. Returns the error message when the default cannot be restored."""
+    torch's switches as they were before it (``switches``, :mod:`harness.frameworks.torch_switches`), NumPy's error
+    handling and the working directory (``cwd``: a relative results or report path would be written elsewhere); add what
+    the step left changed to ``notes``. Returns the error message when the default cannot be restored."""
     left = torch_switches.restore(switches)
     numpy_errors = restore_numpy_errors()
     if numpy_errors is not None:
         left.append(describe_numpy_errors(numpy_errors))
+    try:
+        now: str | None = os.getcwd()
+    except OSError:  # the step removed the directory it moved to
+        now = None
+    if now != cwd:
+        os.chdir(cwd)
+        left.append(f"the working directory changed to {now!r} (os.chdir)")
+    alarm = _cancel_alarm()
+    if alarm:
+        left.append(alarm)
     if left:
         note = (f"{who} left global switches changed: {'; '.join(left)}; the harness set them back before computing "
                 "anything")
@@ -522,6 +535,23 @@ def _environment_left(notes: list[str], who: str, switches: torch_switches.Torch
                     "number, with FTZ/DAZ on), which the harness cannot reset: its results, read in those threads, may have "
                     "lost their subnormals, and no later torch step in this process is graded; not graded")
     return None
+
+
+def _cancel_alarm() -> str | None:
+    """Cancel an interval timer (``signal.alarm``, ``signal.setitimer(ITIMER_REAL, ...)``) a step left armed: its
+    SIGALRM would end the process later, in the middle of another step's grading or, in a worker, between tasks
+    (where the pool could not replace the worker and the run stopped). Returns what was cancelled, in words."""
+    import signal
+
+    if not hasattr(signal, "setitimer"):  # pragma: no cover - Windows
+        return None
+    try:
+        delay, interval = signal.setitimer(signal.ITIMER_REAL, 0.0)
+    except (OSError, ValueError):  # pragma: no cover
+        return None
+    if delay == 0.0 and interval == 0.0:
+        return None
+    return f"an alarm armed to fire in {delay:.3g} s (signal.alarm or signal.setitimer; cancelled)"
 
 
 #: Why torch steps are no longer graded in this process (:func:`_environment_left`): one message, once a step has

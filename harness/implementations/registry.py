@@ -281,8 +281,11 @@ def load_plugin(module: str) -> None:
         PluginError: naming the module if it cannot be imported, whatever its import raised
             (``sys.exit()`` at import included; a ``KeyboardInterrupt`` is passed on: Ctrl-C).
     """
+    import os
     import sys
 
+    cwd = os.getcwd()
+    sigint = _sigint_handler()
     try:
         if module.endswith(".py"):
             name = plugin_module_name(module)
@@ -300,7 +303,7 @@ def load_plugin(module: str) -> None:
                 raise
         else:
             importlib.import_module(module)
-        _restore_environment_after(f"plug-in {module!r}")
+        _restore_environment_after(f"plug-in {module!r}", cwd, sigint)
     except PluginError:
         raise
     except KeyboardInterrupt:
@@ -315,25 +318,57 @@ def load_entry_points() -> list[str]:
     Returns:
         the names of the entry points loaded.
     """
+    import os
+
     loaded = []
+    cwd = os.getcwd()
+    sigint = _sigint_handler()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             ep.load()
         except Exception as exc:
             raise PluginError(f"entry point {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}") from exc
-        _restore_environment_after(f"entry point {ep.name!r} ({ep.value})")
+        _restore_environment_after(f"entry point {ep.name!r} ({ep.value})", cwd, sigint)
         loaded.append(ep.name)
     return loaded
 
 
-def _restore_environment_after(what: str) -> None:
-    """Put IEEE 754's default floating-point environment back after importing user code, with a warning naming it:
-    a library linked with -ffast-math turns flush-to-zero on when it is loaded, and the cases read afterwards (their
-    decimal values parsed in that environment) would lose their subnormals (:mod:`harness.fpenv`).
+def _sigint_handler() -> Any:
+    """The SIGINT handler (None outside the main thread, where it cannot be set)."""
+    import signal
+    import threading
+
+    return signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
+
+
+def _restore_environment_after(what: str, cwd: str, sigint: Any) -> None:
+    """Put IEEE 754's default floating-point environment, NumPy's error handling and the working directory ``cwd``
+    back after importing user code, with a warning naming it: a library linked with -ffast-math turns flush-to-zero
+    on when it is loaded, and the cases read afterwards (their decimal values parsed in that environment) would lose
+    their subnormals (:mod:`harness.fpenv`); ``os.chdir(os.path.dirname(__file__))``, a common idiom, made relative
+    ``--cases``, ``--results`` and ``--report`` paths resolve in the plug-in's folder; and the SIGINT handler
+    ``sigint`` (see :func:`harness.isolation.sigint_flag`).
 
     Raises:
         PluginError: when the default cannot be restored."""
+    import os
     import warnings
+
+    try:
+        now: str | None = os.getcwd()
+    except OSError:
+        now = None
+    if now != cwd:
+        os.chdir(cwd)
+        warnings.warn(f"importing {what} changed the working directory to {now!r} (os.chdir); the harness changed it "
+                      f"back to {cwd!r}, where relative paths are read and written", RuntimeWarning, stacklevel=3)
+    if sigint is not None and _sigint_handler() is not sigint:  # e.g. "save a checkpoint on Ctrl-C": inline, every
+        import signal  # KeyboardInterrupt a step raised was then taken for Ctrl-C, and the run stopped there
+
+        signal.signal(signal.SIGINT, sigint)
+        warnings.warn(f"importing {what} installed its own SIGINT (Ctrl-C) handler; the harness put its own back, so "
+                      "that Ctrl-C stops the run and a step's KeyboardInterrupt is that step's error",
+                      RuntimeWarning, stacklevel=3)
 
     from ..fpenv import FPEnvironmentError, describe_numpy_errors, restore_default, restore_numpy_errors
 

@@ -1,0 +1,91 @@
+"""Process state a step or a plug-in's import can leave changed, other than the floating-point environment
+(tests/test_fpenv.py) and torch's switches (tests/test_torch_switches.py). Found by an attack (helper-40)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import harness
+from harness.cases import case_from_arrays
+from tests.test_grading_contracts import _np_step
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _case():
+    rng = np.random.default_rng(11)
+    return case_from_arrays("state", X=rng.standard_normal((5, 2)), y=rng.standard_normal((5, 1)),
+                            W=rng.standard_normal((2, 1)), b=rng.standard_normal(1), lr=0.25, dtypes=("float64",))
+
+
+def test_a_step_that_changes_the_working_directory_is_moved_back_and_named(tmp_path):
+    """Inline, the results stream's relative path then pointed into the step's folder: the run's own file got no
+    footer and an earlier run's file there was rewritten with this run's footer and the old records."""
+    def step(X, y, W, b, *, lr, reduction, steps):
+        os.chdir(tmp_path)
+        return _np_step(X, y, W, b, lr=lr, reduction=reduction, steps=steps)
+
+    cwd = os.getcwd()
+    records = harness.verify([_case()], [harness.Implementation("moves", "numpy", step, kind="plugin")], dtypes="float64",
+                             isolation="inline")
+    assert os.getcwd() == cwd
+    assert all(r.verdict == "agree" and f"the working directory changed to {str(tmp_path)!r}" in r.message for r in records)
+
+
+def test_a_plugin_that_changes_the_working_directory_at_import_is_moved_back_with_a_warning(tmp_path):
+    """os.chdir(os.path.dirname(__file__)) at import: relative --cases, --results and --report resolved in the
+    plug-in's folder, and the user's own results file stayed as an earlier passing run left it."""
+    from harness.implementations import load_plugin
+
+    (tmp_path / "moves_plugin.py").write_text("import os\nos.chdir(os.path.dirname(os.path.abspath(__file__)))\n")
+    cwd = os.getcwd()
+    with pytest.warns(RuntimeWarning, match="changed the working directory"):
+        load_plugin(str(tmp_path / "moves_plugin.py"))
+    assert os.getcwd() == cwd
+
+
+def test_an_alarm_a_step_leaves_armed_is_cancelled_and_named():
+    """A step's own watchdog (signal.setitimer) never cancelled: its SIGALRM ended the process later; in a worker,
+    between tasks, where pebble could not replace the worker and the whole run stopped with half its records.
+    In a child process: a regression kills the child, not this test process."""
+    script = textwrap.dedent('''
+        import signal, time, numpy as np, harness
+        from harness.cases import case_from_arrays
+        from tests.test_grading_contracts import _np_step
+        from tests.test_process_state import _case
+
+        def step(X, y, W, b, *, lr, reduction, steps):
+            signal.setitimer(signal.ITIMER_REAL, 0.3)  # SIGALRM's default action ends the process
+            return _np_step(X, y, W, b, lr=lr, reduction=reduction, steps=steps)
+
+        recs = harness.verify([_case()], [harness.Implementation("arms-alarm", "numpy", step, kind="plugin")],
+                              dtypes="float64", isolation="inline")
+        time.sleep(0.6)
+        print(all(r.verdict == "agree" and "an alarm armed to fire in" in r.message for r in recs))
+    ''')
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "True", (proc.returncode, proc.stdout, proc.stderr)
+
+
+def test_a_plugin_that_installs_a_sigint_handler_at_import_gets_the_harness_handler_back(tmp_path):
+    """Inline, a KeyboardInterrupt raised by a step was then taken for Ctrl-C: the run stopped (exit 130) at the
+    first such step, instead of giving it an error record."""
+    from harness.implementations import load_plugin
+
+    (tmp_path / "ctrl_c_plugin.py").write_text(
+        "import signal\nsignal.signal(signal.SIGINT, lambda signum, frame: print('saving a checkpoint'))\n")
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.warns(RuntimeWarning, match="installed its own SIGINT"):
+            load_plugin(str(tmp_path / "ctrl_c_plugin.py"))
+        assert signal.getsignal(signal.SIGINT) is before
+    finally:
+        signal.signal(signal.SIGINT, before)
