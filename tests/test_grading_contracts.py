@@ -14,19 +14,9 @@ from harness.cases import case_from_arrays
 from harness.compare import compare, compare_many
 from harness.floats import get_format
 from harness.verdicts import failures
+from tests.steps import np_step as _np_step
 
 F64 = get_format("float64")
-
-
-def _np_step(X, y, W, b, *, lr, reduction, steps):
-    out = []
-    for _ in range(steps):
-        r = X @ W + b - y
-        s = 1.0 if reduction == "sum" else 1.0 / r.size
-        gW, gb = 2 * s * (X.T @ r), 2 * s * r.sum(axis=0)
-        W, b = W - lr * gW, b - lr * gb
-        out.append(StepResult(np.asarray((r * r).sum() * s, dtype=X.dtype), gW, gb, W, b))
-    return out
 
 
 def _case(dtype: str = "float64"):

@@ -15,7 +15,7 @@ import pytest
 
 import harness
 from harness.cases import case_from_arrays
-from tests.test_grading_contracts import _np_step
+from tests.steps import np_step as _np_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,7 +59,7 @@ def test_an_alarm_a_step_leaves_armed_is_cancelled_and_named():
     script = textwrap.dedent('''
         import signal, time, numpy as np, harness
         from harness.cases import case_from_arrays
-        from tests.test_grading_contracts import _np_step
+        from tests.steps import np_step as _np_step
         from tests.test_process_state import _case
 
         def step(X, y, W, b, *, lr, reduction, steps):

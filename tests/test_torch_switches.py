@@ -20,7 +20,7 @@ import torch
 import harness
 from harness.cases import case_from_arrays
 from harness.frameworks import torch_switches
-from tests.test_grading_contracts import _np_step
+from tests.steps import np_step as _np_step
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +107,7 @@ FRESH_PROCESS = textwrap.dedent('''
     import numpy as np, torch, harness
     from harness import StepResult
     from harness.cases import case_from_arrays
-    from tests.test_grading_contracts import _np_step
+    from tests.steps import np_step as _np_step
 
     def starts_threads_in_ftz(X, y, W, b, *, lr, reduction, steps):
         torch.set_flush_denormal(True)  # for speed, never turned off ...
