@@ -430,6 +430,15 @@ WATCH_WINDOW = 4
 WATCH_SLACK = 16
 #: Seconds the watchdog waits, after a worker ended in the middle of a task, for pebble to report it.
 WATCHDOG_GRACE = 2.0
+#: How many times :func:`run_supervised` replaces a pool that broke (a worker that died between two tasks).
+MAX_POOL_REBUILDS = 3
+
+
+def _aborted(fut: Any) -> bool:
+    """Whether pebble aborted ``fut`` because its pool broke (not because its own task failed)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    return bool(fut.done() and not fut.cancelled() and isinstance(fut.exception(), BrokenProcessPool))
 
 
 def start_method() -> str:
@@ -548,8 +557,12 @@ def run_supervised(
     old_handler: Any = None
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         old_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
-    pool = ProcessPool(max_workers=n_jobs, initializer=_init_worker, initargs=(list(plugins), os.getcwd(), list(sys.path)),
-                       context=_context(start))
+    def new_pool() -> Any:
+        return ProcessPool(max_workers=n_jobs, initializer=_init_worker, initargs=(list(plugins), os.getcwd(), list(sys.path)),
+                           context=_context(start))
+
+    pool = new_pool()
+    rebuilds = 0
     # batches: runs of consecutive batchable tasks of one case (by identity), else single tasks
     batches: list[list[int]] = []
     for i, t in enumerate(tasks):
@@ -619,6 +632,34 @@ def run_supervised(
             except queue.Empty:
                 pass
             finished &= pending  # (a future the watchdog cancelled comes back through its callback)
+            if not pool.active or any(_aborted(f) for f in finished):
+                # a worker died between two tasks (a timer or a thread a step left behind): pebble then aborts
+                # every task it holds and takes no more. Those tasks did not fail: they run again, in a new pool,
+                # each alone; after MAX_POOL_REBUILDS such breaks the tasks left get an error record instead
+                rebuilds += 1
+                stale = [f for f in order if f in pending and (not f.done() or _aborted(f))]
+                pending.difference_update(stale)
+                finished.difference_update(stale)  # the tasks that did finish are handed on below, as usual
+                for f in stale:
+                    f.cancel()
+                pool.stop()
+                pool.join()
+                pool = new_pool()
+                for f in stale:
+                    b = futures[f]
+                    handed = harvest(b) if len(batches[b]) > 1 else 0
+                    for i in batches[b][handed:]:
+                        if results[i] is not None:
+                            continue
+                        if rebuilds > MAX_POOL_REBUILDS:
+                            t = tasks[i]
+                            hand_on(i, [error_record(t.case, t.implementation, t.device, t.dtype, opts, (
+                                f"not run: the worker pool broke {rebuilds} times (a worker process died between two "
+                                "tasks: a timer or a thread that a step left behind?); the tasks left were not run"))])
+                            continue
+                        batches.append([i])
+                        submit(len(batches) - 1)
+                        pending.add(order[-1])
             pending -= finished
             now = time.monotonic()
             if now - last_watch < WATCH_INTERVAL:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -89,3 +90,39 @@ def test_a_plugin_that_installs_a_sigint_handler_at_import_gets_the_harness_hand
         assert signal.getsignal(signal.SIGINT) is before
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+DEFERRED_EXIT = textwrap.dedent('''
+    import os, threading, time, harness
+    from tests.steps import np_step
+
+    _started = []
+
+    @harness.implementation("exits-later", framework="numpy")
+    def step(X, y, W, b, *, lr, reduction, steps):
+        if not _started:  # once per worker process: a thread that ends the process 0.4 s later, between tasks or not
+            _started.append(1)
+            threading.Thread(target=lambda: (time.sleep(0.4), os._exit(3)), daemon=True).start()
+        return np_step(X, y, W, b, lr=lr, reduction=reduction, steps=steps)
+''')
+
+
+def test_a_worker_that_dies_between_tasks_does_not_stop_the_run(tmp_path):
+    """Found by an attack (helper-40): a worker that died with no task running broke pebble's pool ('Unexpected
+    error within the Pool'): the run stopped with a traceback and about half its records (3 runs of 3 before).
+    Now the pool is replaced and the aborted tasks run again; a task in whose middle the worker died gets its
+    error record, as before."""
+    (tmp_path / "exits_later.py").write_text(DEFERRED_EXIT)
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "harness", "check", "--plugin", str(tmp_path / "exits_later.py"),
+                           "--implementations", "exits-later,numpy-hand,torch-seed", "--jobs", "1", "--report", "none",
+                           "--results", str(out), "-q"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert "Unexpected error within the Pool" not in proc.stderr and proc.returncode in (0, 1), proc.stderr[-2000:]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines[-1]["kind"] == "run-end" and lines[-1]["completed"] is True
+    tasks: dict[str, set] = {"exits-later": set(), "numpy-hand": set(), "torch-seed": set()}
+    for r in lines:
+        if r.get("kind", "record") == "record":
+            tasks[r["implementation"]].add((r["case"], r["dtype"]))
+            assert r["verdict"] != "error" or "the worker process died" in r["message"], r["message"]
+    assert tasks["exits-later"] == tasks["numpy-hand"] == tasks["torch-seed"] and len(tasks["numpy-hand"]) > 200  # all tasks
