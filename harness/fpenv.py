@@ -22,11 +22,13 @@ value. So :func:`harness.runner.check_case` grades inside :func:`ieee_default`,
 and after every call of an implementation :func:`restore_default` puts the
 default back and names what the call left changed.
 
-The environment is read by its effects, with Python floats (CPython's float
-arithmetic is the C ``double`` arithmetic of the calling thread), so the probes
-work on any platform; traps and the rounding direction are also read through
-C99's ``<fenv.h>`` where the C library exports it (``fegetround``; glibc's
-``fegetexcept``). The default is set with ``fesetenv(FE_DFL_ENV)`` (glibc,
+On x86-64 with glibc the environment is read from the registers themselves
+(``fegetenv``: the MXCSR's rounding, FTZ, DAZ and exception masks, and the
+x87 control word, whose precision and rounding govern long double arithmetic,
+which the bounds use to rescue overflowed values). Elsewhere it is read by its
+effects on Python floats (CPython's float arithmetic is the C ``double``
+arithmetic of the calling thread), traps through glibc's ``fegetexcept``
+where it exists. The default is set with ``fesetenv(FE_DFL_ENV)`` (glibc,
 macOS), else with ``fesetround(FE_TONEAREST)`` and, where torch is loaded,
 ``torch.set_flush_denormal(False)``.
 """
@@ -83,12 +85,15 @@ class FPEnvironment:
         denormals_are_zero: subnormal operands are read as zero (DAZ; on AArch64 one bit does both).
         traps: the exceptions that raise SIGFPE instead of returning IEEE 754's default result
             (where the C library can say; else empty).
+        x87_control: x86-64: the x87 control word (long double arithmetic), as ``"0x0c7f"``, where its precision,
+            rounding or masks are not the default ``0x037f``; else empty.
     """
 
     rounding: str = "to nearest"
     flush_to_zero: bool = False
     denormals_are_zero: bool = False
     traps: tuple[str, ...] = ()
+    x87_control: str = ""
 
     @property
     def is_default(self) -> bool:
@@ -109,6 +114,8 @@ class FPEnvironment:
             parts.append(f"rounding {self.rounding} instead of to nearest")
         if self.traps:
             parts.append(f"traps on {', '.join(self.traps)} (a SIGFPE instead of IEEE 754's default result)")
+        if self.x87_control:
+            parts.append(f"x87 control word {self.x87_control} instead of 0x037f (long double precision or rounding)")
         return "; ".join(parts)
 
 
@@ -157,6 +164,40 @@ if _FEGETEXCEPT is not None:
     _FEGETEXCEPT.restype = ctypes.c_int
 
 
+def _x86_64_glibc() -> bool:
+    import platform
+
+    return (_LIBM is not None and sys.platform.startswith("linux") and platform.machine() == "x86_64"
+            and platform.libc_ver()[0] == "glibc")
+
+
+#: glibc's x86-64 ``fenv_t``: the x87 control word at byte 0, the MXCSR at byte 28 (sysdeps/x86/fpu/bits/fenv.h).
+_X86_64 = _x86_64_glibc()
+#: x86 exception bits, in the x87 control word's masks (bits 0-5) and the MXCSR's (bits 7-12).
+_X86_TRAPS = ((0x01, "invalid"), (0x02, "denormal operand"), (0x04, "divide-by-zero"), (0x08, "overflow"),
+              (0x10, "underflow"), (0x20, "inexact"))
+_MXCSR_ROUNDING = ("to nearest", "downward", "upward", "toward zero")
+
+
+def _x86_registers() -> tuple[int, int]:
+    """The x87 control word and the MXCSR of the calling thread (``fegetenv``)."""
+    buf = ctypes.create_string_buffer(_FENV_BYTES)
+    _LIBM.fegetenv(buf)  # type: ignore[union-attr]
+    cw, = struct.unpack_from("<H", buf.raw, 0)
+    mxcsr, = struct.unpack_from("<I", buf.raw, 28)
+    return int(cw), int(mxcsr)
+
+
+def _from_registers(cw: int, mxcsr: int) -> FPEnvironment:
+    """:class:`FPEnvironment` from x86-64's registers: no arithmetic, so no trap can fire while reading them (glibc's
+    ``fegetexcept`` reads the x87 masks only: a trap unmasked in the MXCSR alone made the probes raise SIGFPE)."""
+    unmasked = (~cw & 0x3F) | (~(mxcsr >> 7) & 0x3F)
+    traps = tuple(name for bit, name in _X86_TRAPS if unmasked & bit)
+    return FPEnvironment(rounding=_MXCSR_ROUNDING[(mxcsr >> 13) & 3], flush_to_zero=bool(mxcsr & 0x8000),
+                         denormals_are_zero=bool(mxcsr & 0x40), traps=traps,
+                         x87_control="" if (cw & 0x0F00) == 0x0300 else f"0x{cw:04x}")  # precision, rounding
+
+
 def _enabled_traps() -> tuple[str, ...]:
     if _FEGETEXCEPT is None:
         return ()
@@ -165,10 +206,11 @@ def _enabled_traps() -> tuple[str, ...]:
 
 
 def current() -> FPEnvironment:
-    """The calling thread's floating-point environment, read by its effects on Python floats.
-
-    Where a trap is enabled only the traps are read (a probe could raise SIGFPE): the other fields keep their
-    default values."""
+    """The calling thread's floating-point environment: on x86-64 with glibc from its registers (the MXCSR and the
+    x87 control word, :func:`_from_registers`); elsewhere by its effects on Python floats, where, if a trap is
+    enabled, only the traps are read (a probe could raise SIGFPE) and the other fields keep their default values."""
+    if _X86_64:
+        return _from_registers(*_x86_registers())
     traps = _enabled_traps()
     if traps:
         return FPEnvironment(traps=traps)

@@ -385,3 +385,50 @@ def test_a_lower_int_to_string_limit_does_not_make_errors_of_long_exact_values()
     finally:
         sys.set_int_max_str_digits(limit)
     assert {r.verdict for r in records} == {"agree"}, [r.message for r in records]
+
+
+SET_REGISTERS = textwrap.dedent('''
+    import ctypes, ctypes.util, struct
+
+    LIBM = ctypes.CDLL(ctypes.util.find_library("m"))
+
+    def set_fenv(cw=None, mxcsr=None):
+        """Write the x87 control word and/or the MXCSR alone (glibc's x86-64 fenv_t: bytes 0 and 28)."""
+        buf = ctypes.create_string_buffer(512)
+        LIBM.fegetenv(buf)
+        raw = bytearray(buf.raw)
+        if cw is not None:
+            struct.pack_into("<H", raw, 0, cw)
+        if mxcsr is not None:
+            struct.pack_into("<I", raw, 28, mxcsr)
+        LIBM.fesetenv(ctypes.create_string_buffer(bytes(raw), 512))
+''')
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="writes x86-64's MXCSR and x87 control word")
+def test_a_trap_unmasked_in_the_mxcsr_alone_is_read_and_undone_without_firing(tmp_path):
+    """Found by a review (helper-41): glibc's fegetexcept reads the x87 masks only, so a trap unmasked in the MXCSR
+    alone (what _MM_SET_EXCEPTION_MASK does in a C extension) was 'no trap', and the probe's own subnormal product
+    raised SIGFPE: an inline run ended with exit 136 and no records. In a child process: a regression kills it."""
+    script = SET_REGISTERS + textwrap.dedent('''
+        from harness import fpenv
+        set_fenv(mxcsr=0x1F80 & ~(0x10 << 7))  # underflow unmasked in the MXCSR only
+        env = fpenv.current()
+        print(env.traps, fpenv.restore_default() == env, fpenv.current().is_default)
+    ''')
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.splitlines()[0] == "('underflow',) True True", (proc.returncode, proc.stdout)
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="writes x86-64's x87 control word")
+def test_the_x87_control_word_is_read_and_restored(tmp_path):
+    """Found by the same review: 24-bit precision and rounding toward zero in the x87 control word went unseen; the
+    bounds' long double rescue of overflowed values was computed in it (other bounds on a case near 1e300)."""
+    namespace: dict = {}
+    exec(SET_REGISTERS, namespace)
+    namespace["set_fenv"](cw=0x0C7F)
+    assert np.longdouble(1) + np.longdouble(2.0**-30) == np.longdouble(1)  # the hazard: 24-bit long doubles
+    env = fpenv.current()
+    assert env.x87_control == "0x0c7f" and "x87 control word 0x0c7f" in env.describe()
+    assert fpenv.restore_default() == env and fpenv.current().is_default
+    assert np.longdouble(1) + np.longdouble(2.0**-30) > np.longdouble(1)
