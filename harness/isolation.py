@@ -430,8 +430,11 @@ WATCH_WINDOW = 4
 WATCH_SLACK = 16
 #: Seconds the watchdog waits, after a worker ended in the middle of a task, for pebble to report it.
 WATCHDOG_GRACE = 2.0
-#: How many times :func:`run_supervised` replaces a pool that broke (a worker that died between two tasks).
+#: How many times in a row, with no task finished in between, :func:`run_supervised` replaces a pool that broke
+#: (a worker that died between two tasks, or a stall).
 MAX_POOL_REBUILDS = 3
+#: Seconds beyond the longest task's time limit with no task finished after which the pool counts as broken.
+STALL_GRACE = 30.0
 
 
 def _aborted(fut: Any) -> bool:
@@ -562,7 +565,8 @@ def run_supervised(
                            context=_context(start))
 
     pool = new_pool()
-    rebuilds = 0
+    rebuilds = 0  # breaks of the pool in a row with no task finished in between
+    done_at_break = -1
     # batches: runs of consecutive batchable tasks of one case (by identity), else single tasks
     batches: list[list[int]] = []
     for i, t in enumerate(tasks):
@@ -623,6 +627,10 @@ def run_supervised(
         gone_since: dict[int, float] = {}
         oldest = 0  # index into order of the oldest pending task
         last_watch = 0.0
+        last_progress = time.monotonic()
+        done_seen = 0
+        retried: set[int] = set()  # tasks whose worker died in their middle, run once more
+        stall_limit = max(limit(t.case) for t in tasks) + STALL_GRACE
         while pending:
             finished: set[Any] = set()
             try:
@@ -632,11 +640,19 @@ def run_supervised(
             except queue.Empty:
                 pass
             finished &= pending  # (a future the watchdog cancelled comes back through its callback)
-            if not pool.active or any(_aborted(f) for f in finished):
+            now = time.monotonic()
+            if finished or done_count != done_seen:  # a future finished, or a running batch handed on a task
+                last_progress, done_seen = now, done_count
+            stalled = now - last_progress > stall_limit
+            if not pool.active or stalled or any(_aborted(f) for f in finished):
                 # a worker died between two tasks (a timer or a thread a step left behind): pebble then aborts
-                # every task it holds and takes no more. Those tasks did not fail: they run again, in a new pool,
-                # each alone; after MAX_POOL_REBUILDS such breaks the tasks left get an error record instead
-                rebuilds += 1
+                # every task it holds and takes no more; or nothing finished for longer than any task may run
+                # (pebble's task pipe jammed by a worker that died while reading it). Those tasks did not fail:
+                # they run again, in a new pool, each alone; after MAX_POOL_REBUILDS breaks in a row with no task
+                # finished in between, the tasks left get an error record instead
+                rebuilds = rebuilds + 1 if done_count == done_at_break else 1
+                done_at_break = done_count
+                last_progress = now
                 stale = [f for f in order if f in pending and (not f.done() or _aborted(f))]
                 pending.difference_update(stale)
                 finished.difference_update(stale)  # the tasks that did finish are handed on below, as usual
@@ -654,8 +670,9 @@ def run_supervised(
                         if rebuilds > MAX_POOL_REBUILDS:
                             t = tasks[i]
                             hand_on(i, [error_record(t.case, t.implementation, t.device, t.dtype, opts, (
-                                f"not run: the worker pool broke {rebuilds} times (a worker process died between two "
-                                "tasks: a timer or a thread that a step left behind?); the tasks left were not run"))])
+                                f"not run: the worker pool broke {rebuilds} times in a row with no task finished in "
+                                "between (a worker process died between two tasks: a timer or a thread that a step left "
+                                "behind?); the tasks left were not run"))])
                             continue
                         batches.append([i])
                         submit(len(batches) - 1)
@@ -725,6 +742,12 @@ def run_supervised(
                     why = (f"ran past the {limit(t.case):g} s timeout (--timeout; running and grading one case, implementation, "
                            "device and dtype); the worker process was stopped")
                 except ProcessExpired as exc:
+                    if i not in retried:  # once more, alone: the worker may have been ended by a thread or a timer
+                        retried.add(i)    # an earlier step left behind, not by this task (found by a review)
+                        batches.append([i])
+                        submit(len(batches) - 1)
+                        pending.add(order[-1])
+                        continue
                     why = died_message(exc.exitcode)
                 except _WorkerDiedError as exc:
                     why = str(exc)
