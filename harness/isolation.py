@@ -741,16 +741,14 @@ def run_supervised(
                 except TimeoutError:
                     why = (f"ran past the {limit(t.case):g} s timeout (--timeout; running and grading one case, implementation, "
                            "device and dtype); the worker process was stopped")
-                except ProcessExpired as exc:
+                except (ProcessExpired, _WorkerDiedError) as exc:
                     if i not in retried:  # once more, alone: the worker may have been ended by a thread or a timer
                         retried.add(i)    # an earlier step left behind, not by this task (found by a review)
                         batches.append([i])
                         submit(len(batches) - 1)
                         pending.add(order[-1])
                         continue
-                    why = died_message(exc.exitcode)
-                except _WorkerDiedError as exc:
-                    why = str(exc)
+                    why = died_message(exc.exitcode) if isinstance(exc, ProcessExpired) else str(exc)
                 except BaseException as exc:  # noqa: BLE001 - a result that cannot be sent back, or any BaseException
                     # a worker ignores SIGINT: a KeyboardInterrupt (SystemExit, ...) that came back from it was raised
                     # by user code there; the supervisor never re-raises it (its own Ctrl-C is `interrupted`)
