@@ -471,14 +471,14 @@ def _run_once(
     leaves changed is restored before anything else is computed, and named in ``notes``."""
     which = f"run {run} of {runs}: " if runs > 1 else ""
     switches = torch_switches.read()
-    cwd = os.getcwd()
+    before = (os.getcwd(), _alarm_armed())
     try:
         results = _call_with_settings(impl, fw_inputs, lr, case, device, opts)
     except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit, custom BaseException: user code
-        problem = _environment_left(notes, which + "the step", switches, cwd)
+        problem = _environment_left(notes, which + "the step", switches, before)
         reraise_real_interrupt(exc)
         return _Failed("error", problem) if problem else _Failed(*_raised(exc, which))
-    problem = _environment_left(notes, which + "the step", switches, cwd)
+    problem = _environment_left(notes, which + "the step", switches, before)
     if problem:
         return _Failed("error", problem)
     got = _read_run(impl, fw_inputs, seen, results, case, run, runs, n, d, k, fmt)
@@ -493,11 +493,14 @@ def _run_once(
     return got
 
 
-def _environment_left(notes: list[str], who: str, switches: torch_switches.TorchSwitches | None, cwd: str) -> str | None:
+def _environment_left(notes: list[str], who: str, switches: torch_switches.TorchSwitches | None,
+                      before: tuple[str, bool]) -> str | None:
     """Restore IEEE 754's default floating-point environment after a step ran (:func:`harness.fpenv.restore_default`),
     torch's switches as they were before it (``switches``, :mod:`harness.frameworks.torch_switches`), NumPy's error
-    handling and the working directory (``cwd``: a relative results or report path would be written elsewhere); add what
-    the step left changed to ``notes``. Returns the error message when the default cannot be restored."""
+    handling, the working directory (``before[0]``: a relative results or report path would be written elsewhere) and,
+    where the caller had none armed (``before[1]``), the interval timer; add what the step left changed to ``notes``.
+    Returns the error message when the default cannot be restored."""
+    cwd, caller_alarm = before
     left = torch_switches.restore(switches)
     numpy_errors = restore_numpy_errors()
     if numpy_errors is not None:
@@ -509,7 +512,7 @@ def _environment_left(notes: list[str], who: str, switches: torch_switches.Torch
     if now != cwd:
         os.chdir(cwd)
         left.append(f"the working directory changed to {now!r} (os.chdir)")
-    alarm = _cancel_alarm()
+    alarm = None if caller_alarm else _cancel_alarm()  # a caller's timer (pytest-timeout's signal method) is theirs
     if alarm:
         left.append(alarm)
     if left:
@@ -535,6 +538,15 @@ def _environment_left(notes: list[str], who: str, switches: torch_switches.Torch
                     "number, with FTZ/DAZ on), which the harness cannot reset: its results, read in those threads, may have "
                     "lost their subnormals, and no later torch step in this process is graded; not graded")
     return None
+
+
+def _alarm_armed() -> bool:
+    """Whether the process's real-time interval timer is armed (``signal.getitimer(ITIMER_REAL)``)."""
+    import signal
+
+    if not hasattr(signal, "getitimer"):  # pragma: no cover - Windows
+        return False
+    return signal.getitimer(signal.ITIMER_REAL) != (0.0, 0.0)
 
 
 def _cancel_alarm() -> str | None:

@@ -126,3 +126,17 @@ def test_a_worker_that_dies_between_tasks_does_not_stop_the_run(tmp_path):
             tasks[r["implementation"]].add((r["case"], r["dtype"]))
             assert r["verdict"] != "error" or "the worker process died" in r["message"], r["message"]
     assert tasks["exits-later"] == tasks["numpy-hand"] == tasks["torch-seed"] and len(tasks["numpy-hand"]) > 200  # all tasks
+
+
+def test_a_timer_the_caller_armed_is_left_alone():
+    """pytest-timeout's signal method arms the real-time timer for a whole test: a check inside it must not cancel it."""
+    records = None
+    signal.signal(signal.SIGALRM, lambda signum, frame: None)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 100.0)
+        records = harness.verify([_case()], ["numpy-hand"], dtypes="float64", isolation="inline")
+        assert signal.getitimer(signal.ITIMER_REAL)[0] > 50.0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0.0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    assert records and all(r.verdict == "agree" and "alarm" not in r.message for r in records)
