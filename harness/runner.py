@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import interpreter_state
 from .bounds import step_bounds
 from .cases import Case, CaseSource, as_cases
 from .classify import classify_exception
@@ -471,7 +472,7 @@ def _run_once(
     leaves changed is restored before anything else is computed, and named in ``notes``."""
     which = f"run {run} of {runs}: " if runs > 1 else ""
     switches = torch_switches.read()
-    before = (os.getcwd(), _alarm_armed())
+    before = (os.getcwd(), _alarm_armed(), interpreter_state.read())
     try:
         results = _call_with_settings(impl, fw_inputs, lr, case, device, opts)
     except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit, custom BaseException: user code
@@ -494,14 +495,16 @@ def _run_once(
 
 
 def _environment_left(notes: list[str], who: str, switches: torch_switches.TorchSwitches | None,
-                      before: tuple[str, bool]) -> str | None:
+                      before: tuple[str, bool, interpreter_state.InterpreterState]) -> str | None:
     """Restore IEEE 754's default floating-point environment after a step ran (:func:`harness.fpenv.restore_default`),
     torch's switches as they were before it (``switches``, :mod:`harness.frameworks.torch_switches`), NumPy's error
-    handling, the working directory (``before[0]``: a relative results or report path would be written elsewhere) and,
-    where the caller had none armed (``before[1]``), the interval timer; add what the step left changed to ``notes``.
+    handling, the working directory (``before[0]``: a relative results or report path would be written elsewhere),
+    where the caller had none armed (``before[1]``), the interval timer, and the recursion limit and standard streams
+    (``before[2]``, :mod:`harness.interpreter_state`); add what the step left changed to ``notes``.
     Returns the error message when the default cannot be restored."""
-    cwd, caller_alarm = before
+    cwd, caller_alarm, interpreter = before
     left = torch_switches.restore(switches)
+    left += interpreter_state.restore(interpreter)
     numpy_errors = restore_numpy_errors()
     if numpy_errors is not None:
         left.append(describe_numpy_errors(numpy_errors))

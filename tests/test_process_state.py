@@ -140,3 +140,74 @@ def test_a_timer_the_caller_armed_is_left_alone():
         signal.setitimer(signal.ITIMER_REAL, 0.0)
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
     assert records and all(r.verdict == "agree" and "alarm" not in r.message for r in records)
+
+
+def test_a_step_that_lowers_the_recursion_limit_is_set_back_and_named():
+    """sys.setrecursionlimit(60) in a step: every later implementation's grading failed with RecursionError (48 error
+    records blamed on torch-seed, numpy-hand and the others in the seed cases, inline)."""
+    def step(X, y, W, b, *, lr, reduction, steps):
+        sys.setrecursionlimit(60)
+        return _np_step(X, y, W, b, lr=lr, reduction=reduction, steps=steps)
+
+    limit = sys.getrecursionlimit()
+    records = harness.verify([_case()], [harness.Implementation("lowers-limit", "numpy", step, kind="plugin"), "numpy-hand",
+                                         "torch-seed"], dtypes="float64", isolation="inline")
+    assert sys.getrecursionlimit() == limit
+    assert records and all(r.verdict == "agree" for r in records), [r.message for r in records if r.verdict != "agree"]
+    assert all(("the recursion limit changed to 60" in r.message) == (r.implementation == "lowers-limit") for r in records)
+
+
+def test_a_step_that_replaces_sys_stdout_is_set_back_and_named():
+    """sys.stdout = open(os.devnull, "w") to silence a noisy library, never undone: the run's summary went nowhere."""
+    import io
+
+    def step(X, y, W, b, *, lr, reduction, steps):
+        sys.stdout = io.StringIO()
+        return _np_step(X, y, W, b, lr=lr, reduction=reduction, steps=steps)
+
+    out = sys.stdout
+    records = harness.verify([_case()], [harness.Implementation("silences", "numpy", step, kind="plugin")], dtypes="float64",
+                             isolation="inline")
+    assert sys.stdout is out
+    assert records and all(r.verdict == "agree" and "sys.stdout replaced by StringIO (set back)" in r.message for r in records)
+
+
+CLOSES_STDOUT = textwrap.dedent('''
+    import sys, harness
+    from tests.steps import np_step
+
+    @harness.implementation("closes-stdout", framework="numpy")
+    def step(X, y, W, b, *, lr, reduction, steps):
+        sys.stdout.close()
+        return np_step(X, y, W, b, lr=lr, reduction=reduction, steps=steps)
+''')
+
+
+def test_a_step_that_closes_sys_stdout_does_not_fail_a_passing_run(tmp_path):
+    """sys.stdout.close() in a step, inline: the run's records all passed, then printing the summary raised
+    'ValueError: I/O operation on closed file' and the run exited 1. The file descriptor stays open (Python's
+    standard streams do not own it), so the harness writes on through a new stream on it."""
+    (tmp_path / "closes_stdout.py").write_text(CLOSES_STDOUT)
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "harness", "check", "--plugin", str(tmp_path / "closes_stdout.py"),
+                           "--case", "seed", "--implementations", "closes-stdout,numpy-hand", "--dtypes", "float64",
+                           "--isolation", "inline", "--report", "none", "--results", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "exit 0: every graded record passes" in proc.stdout
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    closer = [r for r in records if r.get("implementation") == "closes-stdout"]
+    assert closer and all("sys.stdout closed (reopened on file descriptor 1)" in r["message"] for r in closer)
+
+
+def test_a_plugin_that_lowers_the_recursion_limit_at_import_is_set_back_with_a_warning(tmp_path):
+    from harness.implementations import load_plugin
+
+    (tmp_path / "limit_plugin.py").write_text("import sys\nsys.setrecursionlimit(80)\n")
+    limit = sys.getrecursionlimit()
+    try:
+        with pytest.warns(RuntimeWarning, match="left the recursion limit changed to 80"):
+            load_plugin(str(tmp_path / "limit_plugin.py"))
+        assert sys.getrecursionlimit() == limit
+    finally:
+        sys.setrecursionlimit(limit)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, NamedTuple
 
+from .. import interpreter_state
 from ..errors import PluginError
 from ..frameworks import framework_of
 
@@ -286,6 +287,7 @@ def load_plugin(module: str) -> None:
 
     cwd = os.getcwd()
     sigint = _sigint_handler()
+    state = interpreter_state.read()
     try:
         if module.endswith(".py"):
             name = plugin_module_name(module)
@@ -303,7 +305,7 @@ def load_plugin(module: str) -> None:
                 raise
         else:
             importlib.import_module(module)
-        _restore_environment_after(f"plug-in {module!r}", cwd, sigint)
+        _restore_environment_after(f"plug-in {module!r}", cwd, sigint, state)
     except PluginError:
         raise
     except KeyboardInterrupt:
@@ -323,12 +325,13 @@ def load_entry_points() -> list[str]:
     loaded = []
     cwd = os.getcwd()
     sigint = _sigint_handler()
+    state = interpreter_state.read()
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             ep.load()
         except Exception as exc:
             raise PluginError(f"entry point {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}") from exc
-        _restore_environment_after(f"entry point {ep.name!r} ({ep.value})", cwd, sigint)
+        _restore_environment_after(f"entry point {ep.name!r} ({ep.value})", cwd, sigint, state)
         loaded.append(ep.name)
     return loaded
 
@@ -341,13 +344,14 @@ def _sigint_handler() -> Any:
     return signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
 
 
-def _restore_environment_after(what: str, cwd: str, sigint: Any) -> None:
+def _restore_environment_after(what: str, cwd: str, sigint: Any, state: interpreter_state.InterpreterState) -> None:
     """Put IEEE 754's default floating-point environment, NumPy's error handling and the working directory ``cwd``
     back after importing user code, with a warning naming it: a library linked with -ffast-math turns flush-to-zero
     on when it is loaded, and the cases read afterwards (their decimal values parsed in that environment) would lose
     their subnormals (:mod:`harness.fpenv`); ``os.chdir(os.path.dirname(__file__))``, a common idiom, made relative
-    ``--cases``, ``--results`` and ``--report`` paths resolve in the plug-in's folder; and the SIGINT handler
-    ``sigint`` (see :func:`harness.isolation.sigint_flag`).
+    ``--cases``, ``--results`` and ``--report`` paths resolve in the plug-in's folder; the SIGINT handler
+    ``sigint`` (see :func:`harness.isolation.sigint_flag`); and the recursion limit and standard streams ``state``
+    (:mod:`harness.interpreter_state`: a lowered limit failed the grading of every later step).
 
     Raises:
         PluginError: when the default cannot be restored."""
@@ -369,6 +373,8 @@ def _restore_environment_after(what: str, cwd: str, sigint: Any) -> None:
         warnings.warn(f"importing {what} installed its own SIGINT (Ctrl-C) handler; the harness put its own back, so "
                       "that Ctrl-C stops the run and a step's KeyboardInterrupt is that step's error",
                       RuntimeWarning, stacklevel=3)
+    for change in interpreter_state.restore(state):
+        warnings.warn(f"importing {what} left {change}", RuntimeWarning, stacklevel=3)
 
     from ..fpenv import FPEnvironmentError, describe_numpy_errors, restore_default, restore_numpy_errors
 
