@@ -14,7 +14,20 @@ The switches (torch 2.x; each is read and set by its public function):
   ``torch.is_deterministic_algorithms_warn_only_enabled`` / ``torch.use_deterministic_algorithms``;
 - anomaly detection: ``torch.is_anomaly_enabled`` / ``torch.autograd.set_detect_anomaly``;
 - the number of intra-op threads: ``torch.get_num_threads`` / ``torch.set_num_threads`` (the order of torch's
-  parallel reductions depends on it, so the records would depend on which step ran before).
+  parallel reductions depends on it, so the records would depend on which step ran before);
+- autocast on each device type: ``torch.is_autocast_enabled(device_type)``, ``torch.get_autocast_dtype`` /
+  ``torch.set_autocast_enabled``, ``torch.set_autocast_dtype`` (``torch.autocast("cpu", dtype=torch.bfloat16)``
+  entered and never left made every later float32 torch step compute in bfloat16: 240 ``disagree`` records on
+  torch-seed and the other torch built-ins in the seed case);
+- the default device: ``torch.get_default_device`` / ``torch.set_default_device``;
+- modes and hooks a step entered and never left (their ``__enter__`` without ``__exit__``), which are stacks that
+  torch reads through private functions, used only where they exist: ``TorchFunctionMode`` and
+  ``TorchDispatchMode`` (``torch._C._len_torch_function_stack``, ``_pop_torch_function_stack``,
+  ``_len_torch_dispatch_stack``, ``_pop_torch_dispatch_stack``: a mode left on made every later torch
+  step fail to create its inputs) and the default saved-tensor hooks (``torch.autograd.graph.saved_tensors_hooks``;
+  ``torch._C._autograd._top_saved_tensors_default_hooks``, ``_pop_saved_tensors_default_hooks``: hooks that alter
+  what autograd saves gave 320 ``disagree`` records on the correct torch built-ins). What a step pushed is popped,
+  down to what the caller had.
 
 The float32 matmul precision is set by the harness for each call (:mod:`harness.runner`) and FTZ/DAZ belong to
 the floating-point environment (:mod:`harness.fpenv`).
@@ -26,10 +39,17 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
+#: Device types whose autocast state is read and restored (where torch knows the device type).
+AUTOCAST_DEVICES = ("cpu", "cuda")
+#: Most modes or hooks popped after one step (a step that pushed more is described, not cleaned further).
+MAX_POPS = 1000
+
 
 @dataclass(frozen=True)
 class TorchSwitches:
-    """The switches' values (see the module docstring)."""
+    """The switches' values (see the module docstring). ``autocast``: ``(device_type, enabled, dtype)`` per device
+    type; ``function_modes`` / ``dispatch_modes``: the depths of the mode stacks (None where torch has no such
+    function); ``saved_hooks``: the top default saved-tensor hooks ``(pack, unpack)`` or None."""
 
     grad_enabled: bool
     default_dtype: Any
@@ -37,12 +57,62 @@ class TorchSwitches:
     deterministic_warn_only: bool
     anomaly: bool
     threads: int
+    autocast: tuple[tuple[str, bool, Any], ...] = ()
+    default_device: Any = None
+    function_modes: int | None = 0
+    dispatch_modes: int | None = 0
+    saved_hooks: tuple[Any, Any] | None = None
 
 
 def _defaults(torch: Any, threads: int) -> TorchSwitches:
     """torch's own defaults: what a step that imports torch for the first time starts from (its thread count, unknown
-    to the harness then, is left as the step leaves it)."""
-    return TorchSwitches(True, torch.float32, False, False, False, threads)
+    to the harness then, is left as the step leaves it; autocast off in the dtype the step leaves)."""
+    return TorchSwitches(True, torch.float32, False, False, False, threads,
+                         tuple((dev, False, dtype) for dev, _, dtype in _autocast(torch)), torch.device("cpu"), 0, 0, None)
+
+
+def _autocast(torch: Any) -> tuple[tuple[str, bool, Any], ...]:
+    out = []
+    for dev in AUTOCAST_DEVICES:
+        try:
+            out.append((dev, bool(torch.is_autocast_enabled(dev)), torch.get_autocast_dtype(dev)))
+        except (AttributeError, RuntimeError, TypeError):  # an older torch, or a device type this build lacks
+            continue
+    return tuple(out)
+
+
+def _private(fn: Any, *args: Any) -> Any:
+    """Call one of torch's private stack functions; None where this torch lacks it or refuses."""
+    try:
+        return fn(*args)
+    except (AttributeError, RuntimeError, TypeError):
+        return None
+
+
+def _function_stack(torch: Any) -> list[Any] | None:
+    """The torch-function modes, bottom first (torch's raw stack functions, which no mode intercepts)."""
+    return _private(lambda: [torch._C._get_function_stack_at(i) for i in range(torch._C._len_torch_function_stack())])
+
+
+def _is_device_context(mode: Any) -> bool:
+    """Whether ``mode`` is the default device's mode (``torch.set_default_device``), which torch keeps at the bottom
+    of the stack and removes itself: it is restored as the default device, not popped."""
+    return type(mode).__name__ == "DeviceContext" and type(mode).__module__ == "torch.utils._device"
+
+
+def _function_modes(torch: Any) -> int | None:
+    """The number of torch-function modes on the stack, the default device's not counted."""
+    stack = _function_stack(torch)
+    return None if stack is None else sum(not _is_device_context(m) for m in stack)
+
+
+def _dispatch_modes(torch: Any) -> int | None:
+    return _private(lambda: torch._C._len_torch_dispatch_stack())
+
+
+def _top_hooks(torch: Any) -> tuple[Any, Any] | None:
+    top = _private(lambda: torch._C._autograd._top_saved_tensors_default_hooks(True))
+    return (top[0], top[1]) if isinstance(top, tuple) and len(top) == 2 else None
 
 
 def read() -> TorchSwitches | None:
@@ -50,9 +120,15 @@ def read() -> TorchSwitches | None:
     torch = sys.modules.get("torch")
     if torch is None or not hasattr(torch, "is_grad_enabled"):  # not imported, or halfway through its import
         return None
+    device = getattr(torch, "get_default_device", None)
     return TorchSwitches(torch.is_grad_enabled(), torch.get_default_dtype(), torch.are_deterministic_algorithms_enabled(),
                          torch.is_deterministic_algorithms_warn_only_enabled(), torch.is_anomaly_enabled(),
-                         torch.get_num_threads())
+                         torch.get_num_threads(), _autocast(torch), device() if device is not None else None,
+                         _function_modes(torch), _dispatch_modes(torch), _top_hooks(torch))
+
+
+def _same_hooks(a: tuple[Any, Any] | None, b: tuple[Any, Any] | None) -> bool:
+    return a is b or (a is not None and b is not None and a[0] is b[0] and a[1] is b[1])
 
 
 def restore(before: TorchSwitches | None) -> list[str]:
@@ -62,12 +138,18 @@ def restore(before: TorchSwitches | None) -> list[str]:
     Returns:
         what the step had changed, in words, one item per switch (empty when nothing changed).
     """
+    torch = sys.modules.get("torch")
+    if torch is None or not hasattr(torch, "is_grad_enabled"):
+        return []
+    # first what a step pushed (a mode left on intercepts the very functions that read the other switches)
+    changed = _pop_stacks(torch, before)
     now = read()
     if now is None:
-        return []
-    torch = sys.modules["torch"]
+        return changed
     want = before if before is not None else _defaults(torch, now.threads)
-    changed = []
+    if want.default_device is not None and now.default_device != want.default_device:
+        torch.set_default_device(None if want.default_device == torch.device("cpu") else want.default_device)
+        changed.append(f"default device {now.default_device} (torch.set_default_device)")
     if now.grad_enabled != want.grad_enabled:
         torch.set_grad_enabled(want.grad_enabled)
         changed.append(f"grad mode {'off' if not now.grad_enabled else 'on'} (torch.set_grad_enabled({now.grad_enabled}))")
@@ -83,6 +165,58 @@ def restore(before: TorchSwitches | None) -> list[str]:
     if now.threads != want.threads:  # the order of torch's parallel reductions depends on it
         torch.set_num_threads(want.threads)
         changed.append(f"{now.threads} intra-op threads instead of {want.threads} (torch.set_num_threads)")
+    changed += _restore_autocast(torch, now, want)
+    return changed
+
+
+def _restore_autocast(torch: Any, now: TorchSwitches, want: TorchSwitches) -> list[str]:
+    changed = []
+    was = {dev: (on, dtype) for dev, on, dtype in want.autocast}
+    for dev, on, dtype in now.autocast:
+        if dev not in was or (on, dtype) == was[dev] or (not on and not was[dev][0]):
+            continue  # the dtype matters only while autocast is on
+        torch.set_autocast_enabled(dev, was[dev][0])
+        torch.set_autocast_dtype(dev, was[dev][1])
+        if not was[dev][0]:
+            torch.clear_autocast_cache()
+        changed.append(f"autocast on {dev} {'on' if on else 'off'} in {dtype} (torch.autocast entered and not left)")
+    return changed
+
+
+def _pop_stacks(torch: Any, want: TorchSwitches | None) -> list[str]:
+    """Pop the torch-function and dispatch modes and the default saved-tensor hooks a step pushed and never popped,
+    down to what the caller had (``want``; None: none), with torch's raw stack functions. The default device's mode
+    is left to :func:`restore` (``torch.set_default_device``)."""
+    changed = []
+    keep = want.function_modes if want is not None else 0
+    names: list[str] = []
+    stack = _function_stack(torch)
+    while stack is not None and keep is not None and len(names) < MAX_POPS:
+        if sum(not _is_device_context(m) for m in stack) <= keep or _is_device_context(stack[-1]):
+            break
+        names.append(type(_private(lambda: torch._C._pop_torch_function_stack())).__name__)
+        stack = _function_stack(torch)
+    if names:
+        changed.append(f"torch function mode(s) {', '.join(dict.fromkeys(names))} entered and not left (popped)")
+    keep = want.dispatch_modes if want is not None else 0
+    names = []
+    depth = _dispatch_modes(torch)
+    while depth is not None and keep is not None and depth > keep and len(names) < MAX_POPS:
+        names.append(type(_private(lambda: torch._C._pop_torch_dispatch_stack(None))).__name__)
+        depth = _dispatch_modes(torch)
+    if names:
+        changed.append(f"torch dispatch mode(s) {', '.join(dict.fromkeys(names))} entered and not left (popped)")
+    hooks = want.saved_hooks if want is not None else None
+    popped = 0
+    while not _same_hooks(_top_hooks(torch), hooks) and _top_hooks(torch) is not None and popped < MAX_POPS:
+        try:
+            torch._C._autograd._pop_saved_tensors_default_hooks()
+        except (AttributeError, RuntimeError):
+            break
+        popped += 1
+    if popped:
+        changed.append(f"{popped} default saved-tensor hook pair(s) pushed and not popped "
+                       "(torch.autograd.graph.saved_tensors_hooks entered and not left; popped)")
     return changed
 
 
