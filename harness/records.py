@@ -54,6 +54,12 @@ class Record:
     implementation saw them (rounded to ``dtype``); ``exact_written`` for the
     inputs as written (decimal), with ``ulp_error_written`` counting ULPs from
     it: the difference is input representation error, not arithmetic error.
+    ``exact_rational`` is the exact value as a fraction (None when it would take
+    over 80 characters); ``exact_radius`` is None when ``exact`` is exact, else
+    (an accurate step of the integer-slice oracle, named in ``oracle_method``)
+    the proved radius of ``exact`` at ``worst_index``: ``|exact - true| <=
+    exact_radius`` (``exact_rational`` and ``exact_written_rational`` are then
+    None).
     ``known_bug`` names a known framework bug that the implementation probed for
     and found (see :mod:`harness.verdicts` for how it counts). ``diagnosis`` names
     the likely cause of a failing record in a few words ("gradient accumulation",
@@ -79,6 +85,7 @@ class Record:
     worst_index: list[int] | None = None
     exact: str | None = None
     exact_rational: str | None = None
+    exact_radius: float | None = None
     computed: str | None = None
     rigorous_bound: float | None = None
     expected_bound: float | None = None

@@ -859,20 +859,22 @@ def _grade_step(
             quantity=q, step=t, verdict=cmp.verdict, shape=list(out[q].shape),
             max_abs_error=cmp.max_abs_error, max_ulp_error=cmp.max_ulp_error, bits_of_error=cmp.bits_of_error,
             bound_ratio=cmp.bound_ratio, expected_ratio=cmp.expected_ratio, worst_index=list(idx),
-            exact=decimal(exact_f), exact_rational=_rational(exact_f), computed=repr(computed),
+            exact=decimal(exact_f), exact_rational=None if q in ex.radius else _rational(exact_f), computed=repr(computed),
             rigorous_bound=cmp.rigorous_at_worst, expected_bound=cmp.expected_at_worst,
             abs_error_at_worst=cmp.abs_error_at_worst, ulp_error_at_worst=cmp.ulp_error_at_worst,
             counts=cmp.counts, oracle_method=ex.method, message=_message(q, cmp, fmt, bounds.vacuous.get(q, "") or getattr(bounds, "out_of_range", {}).get(q, ""),
                              vacuous_bound=q in bounds.vacuous),
             **base,
         )
+        if q in ex.radius:  # an accurate step: the value is within its radius of the exact one, not the exact rational
+            rec.exact_radius = float(ex.radius[q][idx])
         if not np.isfinite(cmp.rigorous_at_worst) and cmp.bound_ratio == 0 and cmp.max_abs_error > 0:
             # error / inf reads 0, as if exact: there is no rigorous ratio (vacuous or beyond float64)
             rec.bound_ratio = None
         if written is not None:
             wf = written.values[q].fraction_at(idx)
             rec.exact_written = decimal(wf)
-            rec.exact_written_rational = _rational(wf)
+            rec.exact_written_rational = None if q in written.radius else _rational(wf)
             if wf == exact_f:  # the same value: the same double-double (hi, lo are correctly rounded), the same ULPs
                 rec.ulp_error_written = cmp.ulp_error_at_worst
             else:

@@ -394,3 +394,33 @@ def test_records_identical_with_the_fast_paths_off(monkeypatch):
     slow = run()
     assert len(fast) == len(slow) > 100
     assert fast == slow
+
+
+def test_an_accurate_step_names_its_radius_and_claims_no_exact_rational():
+    """Found by an attack (helper-42): on the accurate X^T R (N*D*K >= 2**16, D*K >= 1024, mixed-magnitude float64)
+    the records of grad_W and W gave the accurate value as ``exact_rational``, a fraction that is not the exact one
+    (only ``oracle_method`` said otherwise). Now ``exact_rational`` is None there and ``exact_radius`` bounds
+    ``|exact - true|``; the other quantities, exact on that path too, have no radius."""
+    from harness.cases import case_from_arrays
+    from harness.implementations import resolve
+    from harness.runner import check_case
+
+    rng = np.random.default_rng(0)
+    n, d, k = 64, 32, 32
+
+    def mix(shape):
+        return rng.standard_normal(shape) * 2.0 ** rng.integers(-40, 41, shape)
+
+    X, W, b, y = mix((n, d)), mix((d, k)), mix((k,)), mix((n, k))
+    case = case_from_arrays("mixed-accurate", X, y, W, b, lr=0.001, reduction="mean", dtypes=("float64",))
+    recs = {r.quantity: r for r in check_case(case, resolve(["numpy-hand"])[0], "cpu", "float64")}
+    truth = exact_step(exact_inputs_from_floats({"X": X, "y": y, "W": W, "b": b}), Fraction(0.001), "mean",
+                       method="exact-rational")
+    for q in ("grad_W", "W"):
+        r = recs[q]
+        assert r.oracle_method.startswith("ozaki-accurate") and r.exact_rational is None, (q, r.oracle_method)
+        assert r.exact_radius is not None and 0 < r.exact_radius
+        true = truth.values[q].fraction_at(tuple(r.worst_index))
+        assert abs(Fraction(r.exact_radius)) <= abs(true) * Fraction(2) ** -40  # the radius is tiny against the value
+    assert all(recs[q].exact_radius is None for q in ("loss", "grad_b", "b"))
+    assert all(r.verdict == "agree" for r in recs.values())

@@ -135,7 +135,7 @@ def runs_html(runs: Sequence[Run], shown: int = 100) -> Markup:
                 rv = _esc(r.verdict)
                 add(f"<tr><td>{_esc(r.quantity)}</td><td>{_esc(r.step)}</td><td><span class=\"v v-{rv}\">{rv}</span></td>"
                     f"<td>{fmt_bits(r.bits_of_error)}</td><td>{_esc(num(r.max_ulp_error))}</td>"
-                    f"<td>{'-' if r.worst_index is None else _esc(r.worst_index)}</td><td>{_esc(r.exact or '-')}</td>"
+                    f"<td>{'-' if r.worst_index is None else _esc(r.worst_index)}</td><td>{_esc(r.exact or '-')}{'' if r.exact_radius is None else ' &plusmn; ' + _esc(num(r.exact_radius))}</td>"
                     f"<td>{_esc(r.computed or '-')}</td><td>{_esc(num(r.max_abs_error))}</td><td>{_esc(num(r.rigorous_bound))}</td>"
                     f"<td>{_esc(num(r.expected_bound))}</td><td>{_esc(num(r.bound_ratio))}</td><td>{_esc(r.exact_written or '-')}</td>"
                     f"<td>{_esc(num(r.ulp_error_written))}</td><td>{_esc(r.oracle_method or '-')}</td></tr>\n")
