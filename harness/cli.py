@@ -243,6 +243,13 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise UsageError(f"--report {args.report}: the same file as --results")
         check_previous_path(report_path, "--report")
     impls = [s.strip() for s in args.implementations.split(",") if s.strip()] if args.implementations else None
+    # names checked before the earlier results are moved aside: a typo must not replace them with an empty run
+    from .devices import parse_dtypes
+    from .implementations import implementation_of
+
+    for name in impls or ():
+        implementation_of(name)
+    parse_dtypes(args.dtypes)
     extra = [a for mod in args.plugin for a in ("--plugin", mod)]
     if args.tf32 == "on":
         extra += ["--tf32", "on"]

@@ -132,3 +132,20 @@ def test_report_keeps_the_earlier_page_too(tmp_path, capsys):
     assert main(["report", str(tmp_path / "results.jsonl"), "-o", str(tmp_path / "results.jsonl")]) == 2
     assert "is one of the results files read" in capsys.readouterr().err
     assert (tmp_path / "results.jsonl").read_text().startswith('{"kind": "environment"')
+
+
+@pytest.mark.parametrize("typo", [["--implementations", "numpy-hnad"], ["--dtypes", "float31"]])
+def test_a_typo_in_a_name_is_a_usage_error_before_the_earlier_results_are_moved(tmp_path, capsys, typo):
+    """Found by a new-user trial (helper-43): a typo in --implementations (or --dtypes) kept the earlier results as
+    .prev, replaced them with an empty run and exited 2; a second typo replaced the .prev copy too: the good results
+    were gone. The names are now checked before anything is moved."""
+    assert _run(tmp_path, capsys)[0] == 0
+    first = (tmp_path / "results.jsonl").read_bytes()
+    args = [*SEED, "--results", str(tmp_path / "results.jsonl"), "--report", "none"]
+    for i, a in enumerate(args):  # the typo replaces the run's own value of that option
+        if a == typo[0]:
+            args[i + 1] = typo[1]
+    for _ in range(2):
+        assert main(args) == 2
+        assert typo[1] in capsys.readouterr().err
+    assert (tmp_path / "results.jsonl").read_bytes() == first and not previous_path(tmp_path / "results.jsonl").exists()
