@@ -211,3 +211,14 @@ def test_verify_takes_the_registered_function_itself():
 
     with pytest.raises(harness.UsageError, match="is not registered: decorate it with @harness.implementation"):
         harness.verify([seed_case()], [unregistered])
+
+
+def test_a_plugin_that_registers_nothing_gets_a_warning(tmp_path):
+    """Found by a new-user trial (helper-43): ``--plugin examples`` (a folder, imported as a namespace package) or a
+    module whose step lacks the decorator was accepted silently, and the next error only said ``unknown implementation
+    'my-step'``."""
+    from harness.implementations import load_plugin
+
+    (tmp_path / "undecorated_step.py").write_text("def step(X, y, W, b, *, lr, reduction, steps):\n    return []\n")
+    with pytest.warns(RuntimeWarning, match="registered no implementation and no framework"):
+        load_plugin(str(tmp_path / "undecorated_step.py"))

@@ -285,9 +285,12 @@ def load_plugin(module: str) -> None:
     import os
     import sys
 
+    from ..frameworks.registry import FRAMEWORKS
+
     cwd = os.getcwd()
     sigint = _sigint_handler()
     state = interpreter_state.read()
+    registered = (len(REGISTRY), len(FRAMEWORKS))
     try:
         if module.endswith(".py"):
             name = plugin_module_name(module)
@@ -304,8 +307,16 @@ def load_plugin(module: str) -> None:
                 sys.modules.pop(name, None)
                 raise
         else:
+            if module in sys.modules:
+                return
             importlib.import_module(module)
         _restore_environment_after(f"plug-in {module!r}", cwd, sigint, state)
+        if (len(REGISTRY), len(FRAMEWORKS)) == registered:
+            import warnings
+
+            warnings.warn(f"plug-in {module!r} registered no implementation and no framework (decorate a step with "
+                          "@harness.implementation(name, framework=...); a folder or a package's __init__ imports no "
+                          "module by itself)", RuntimeWarning, stacklevel=2)
     except PluginError:
         raise
     except KeyboardInterrupt:
