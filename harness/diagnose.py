@@ -111,6 +111,9 @@ class StepFacts:
         rigorous: per-element rigorous error bounds of a correct step (same shapes).
         failing: the quantities whose verdict is ``disagree`` (filled by :func:`diagnose_step`).
         previous: the previous step's facts (its own ``previous`` dropped), None at step 1.
+        right_before: the quantities that were within their rigorous bounds at some earlier step (filled by
+            :func:`diagnose_step` in the facts it returns): a bug that acts from step 1 (a constant factor) fails
+            there, where momentum (plain SGD at step 1) does not.
     """
 
     step: int
@@ -124,6 +127,7 @@ class StepFacts:
     rigorous: Mapping[str, F64]
     failing: frozenset[str] = frozenset()
     previous: StepFacts | None = None
+    right_before: frozenset[str] = frozenset()
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -512,6 +516,9 @@ def update_factor(facts: StepFacts) -> Finding | None:
         return Finding(AMBIGUOUS, tuple(several)) if several else None
     f, what, why = next(iter(found.values()))
     claimed = [p for p, c in found.items() if c[0] == f]
+    if f != 0 and facts.previous is not None and set(claimed) & facts.previous.right_before and _momentum_also_fits(
+            facts, claimed):  # right at an earlier step, and momentum fits too: momentum in bfloat16 was named this
+        return Finding(AMBIGUOUS, tuple(claimed))
     name = _grouped(claimed, "update")
     if f == 0:
         who = " and ".join(claimed)
@@ -520,6 +527,24 @@ def update_factor(facts: StepFacts) -> Finding | None:
                        "moves it (missing optimizer.step(), or it updated a copy)")
     label = what or f"a factor of {f:g}"
     return Finding(f"{name} off by {label} ({why})", tuple(claimed), "the gradient is right; the step moved by that multiple of the exact update")
+
+
+def _momentum_also_fits(facts: StepFacts, claimed: Sequence[str]) -> bool:
+    """Whether momentum (the exact update plus beta times the previous one, beta in [MIN_BETA, 1]) fits the
+    parameters ``claimed`` as well, element by element with a margin for a buffer kept in the dtype: then another
+    hypothesis about the update is not told apart from it (few elements, wide bounds). False at step 1."""
+    prev = facts.previous
+    if prev is None:
+        return False
+    ratios = []
+    for p in claimed:
+        m = (prev.computed[p] - prev.inputs[p]).reshape(facts.computed[p].shape)
+        off = facts.computed[p] - facts.exact[p]
+        live = np.abs(m) > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios.append((off[live] / m[live]).ravel())
+    r = np.concatenate(ratios) if ratios else np.zeros(0)
+    return bool(r.size and np.all((r >= MIN_BETA / 2) & (r <= 1.5)))
 
 
 def stale_gradient(facts: StepFacts) -> Finding | None:
@@ -539,18 +564,7 @@ def stale_gradient(facts: StepFacts) -> Finding | None:
             claimed.append(p)
     if not claimed:
         return None
-    # momentum (the exact update plus beta times the previous one, beta in [MIN_BETA, 1]) possibly fitting as well,
-    # element by element with a margin for a buffer kept in the dtype: not told apart (few elements, wide bounds: a
-    # momentum bug in bfloat16 was named this one)
-    ratios = []
-    for p in claimed:
-        m = (prev.computed[p] - prev.inputs[p]).reshape(facts.computed[p].shape)
-        off = facts.computed[p] - facts.exact[p]
-        live = np.abs(m) > 0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratios.append((off[live] / m[live]).ravel())
-    r = np.concatenate(ratios) if ratios else np.zeros(0)
-    if r.size and bool(np.all((r >= MIN_BETA / 2) & (r <= 1.5))):
+    if _momentum_also_fits(facts, claimed):  # a momentum bug in bfloat16 was named this one
         return Finding(AMBIGUOUS, tuple(claimed))
     return Finding("update with the previous step's gradient", tuple(claimed),
                    f"{' and '.join(claimed)} moved by lr times step {facts.step - 1}'s gradient, not step {facts.step}'s "
@@ -851,7 +865,10 @@ def diagnose_step(records: Sequence[Any], facts: StepFacts, hypotheses: Sequence
             for found in (findings(dataclasses.replace(facts, failing=frozenset(open_)), hyp) if open_ else []):
                 for q in found.quantities:
                     _name(open_.pop(q), found)
-    return dataclasses.replace(facts, failing=frozenset(), previous=None)
+    failing = dataclasses.replace(facts, failing=frozenset(r.quantity for r in records if r.verdict == "disagree"))
+    right = frozenset(q for q in facts.computed if q in facts.exact and q in facts.rigorous and not fails(failing, q))
+    before = facts.previous.right_before if facts.previous is not None else frozenset()
+    return dataclasses.replace(facts, failing=frozenset(), previous=None, right_before=before | right)
 
 
 def _name(rec: Any, found: Finding) -> None:

@@ -166,6 +166,17 @@ def test_a_buggy_step_gets_its_own_diagnosis_or_none(case, bug):
     assert all(want in d for d in got), got
 
 
+def test_momentum_in_bfloat16_is_not_named_an_update_applied_twice():
+    """Found by the search above: three rows in bfloat16, where 0.9 g_1 + g_2 is within the bounds of 2 g_2, so the
+    update looked applied twice at steps 2 and 3; both fit, so neither may be named (before: "update of b off by a
+    factor of 2")."""
+    X, y = np.array([[0.0], [1.0], [-3.0]]), np.zeros((3, 1))
+    inputs, results = run_steps(X, y, np.ones((1, 1)), np.ones(1), lr=0.01, reduction="sum", dtype="bfloat16", steps=3,
+                                bug="momentum")
+    got = diagnoses(inputs, results, lr=0.01, reduction="sum", dtype="bfloat16")
+    assert all("momentum 0.9" in d for d in got), got
+
+
 def test_the_half_sum_bug_is_named_in_every_dtype():
     X, y = np.array([[1.0, 2.0], [3.0, -1.0], [0.5, 2.5]]), np.array([[1.0], [-2.0], [0.25]])
     W, b = np.array([[0.5], [-0.25]]), np.array([0.125])
