@@ -139,6 +139,7 @@ import numpy.typing as npt
 
 from .floats import FLOAT32, TF32, FloatFormat, round_to_format
 from .shapes import check_step_shapes
+from .sharedrounding import shared_residual_errors
 
 F64 = npt.NDArray[np.float64]
 Mask = npt.NDArray[np.bool_]
@@ -851,8 +852,22 @@ def expected_bounds(
         V_L = (4 * np.sum(RV) + sum_sq2 + 2 * np.sum(sq) ** 2
                + partial_sum_squares(sq[None, :], axis=1, sum_sq=np.reshape(sum_sq2, (1,)))[0])
         lam = LAMBDA * u
-        exp_gW = lam * abs(s) * np.sqrt(V_gW) + gb.U_gW
-        exp_gb = lam * abs(s) * np.sqrt(V_gb) + gb.U_gb
+        # the part of the residual's rounding errors that rows share (harness.sharedrounding): each family of
+        # shared terms by its worst case or its group model, added to the independent model's bound
+        shared = shared_residual_errors(X, W, b, Y, rb.A, u, ut, lam=LAMBDA)
+        sh_gW, sh_gb = np.zeros_like(sumT2), np.zeros_like(sumR2)
+        sh_L: Any = 0.0
+        if shared.det is not None:
+            aX = pre.X.abs if pre is not None else np.abs(X)
+            sh_gW = sh_gW + aX.T @ shared.det
+            sh_gb = sh_gb + shared.det.sum(axis=0)
+            sh_L = sh_L + 2 * np.sum(np.abs(R) * shared.det)
+        if shared.var is not None:
+            sh_gW = sh_gW + LAMBDA * np.sqrt(X2T @ shared.var)
+            sh_gb = sh_gb + LAMBDA * np.sqrt(shared.var.sum(axis=0))
+            sh_L = sh_L + 2 * LAMBDA * np.sqrt(np.sum(R2 * shared.var))
+        exp_gW = lam * abs(s) * np.sqrt(V_gW) + abs(s) * sh_gW + gb.U_gW
+        exp_gb = lam * abs(s) * np.sqrt(V_gb) + abs(s) * sh_gb + gb.U_gb
         # second order: the loss squares the residual, so its error has the term
         # sum dR^2 (>= 0, it does not cancel and grows like N K). Its mean is at most
         # u^2 sum V_R; each term lies in [0, lambda^2 u^2 V_R], so by Hoeffding the sum
@@ -861,12 +876,12 @@ def expected_bounds(
         # the residual is far smaller than its rounding errors (near-zero residuals)
         sum_VR = np.sum(V_R)
         second_L = u**2 * min(sum_VR + LAMBDA**3 * np.sqrt(np.sum(VR2) / 2), LAMBDA**2 * sum_VR)
-        exp_L = lam * abs(c) * np.sqrt(V_L) + abs(c) * second_L + U_L
+        exp_L = lam * abs(c) * np.sqrt(V_L) + abs(c) * (second_L + sh_L) + U_L
         gW, gbv = exact["grad_W"], exact["grad_b"]
         exp_W = (lam * np.sqrt(lr**2 * s**2 * V_gW + 2 * (lr * gW) ** 2 + exact["W"] ** 2)
-                 + (lr + dlr) * gb.U_gW + dlr * np.abs(gW) + 2 * reg.eta)
+                 + (lr + dlr) * (gb.U_gW + abs(s) * sh_gW) + dlr * np.abs(gW) + 2 * reg.eta)
         exp_b = (lam * np.sqrt(lr**2 * s**2 * V_gb + 2 * (lr * gbv) ** 2 + exact["b"] ** 2)
-                 + (lr + dlr) * gb.U_gb + dlr * np.abs(gbv) + 2 * reg.eta)
+                 + (lr + dlr) * (gb.U_gb + abs(s) * sh_gb) + dlr * np.abs(gbv) + 2 * reg.eta)
     return {"loss": np.asarray(exp_L), "grad_W": exp_gW, "grad_b": exp_gb, "W": exp_W, "b": exp_b}
 
 
