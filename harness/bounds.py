@@ -96,6 +96,10 @@ loss, which squares the residual, carries the second-order term
 (mean plus a Hoeffding deviation: the sum of the squared residual errors
 does not cancel and grows like N K; it dominates for near-zero residuals).
 
+Rows that share a term (the bias ``b`` added to every row, a feature or a label value repeated in many rows)
+round it alike, so those errors are not independent: their part is added by :mod:`harness.sharedrounding`
+(a worst case or a model of independent groups, per family of shared terms; see its docstring and limits).
+
 ``LAMBDA = 6`` gives a failure probability below ``3e-8`` per element; the
 calibration test (``tests/test_error_model.py::test_expected_bound_calibration_over_orders``)
 measures the largest observed error / expected-bound ratio over evaluation
