@@ -858,7 +858,7 @@ def expected_bounds(
         lam = LAMBDA * u
         # the part of the residual's rounding errors that rows share (harness.sharedrounding): each family of
         # shared terms by its worst case or its group model, added to the independent model's bound
-        shared = shared_residual_errors(X, W, b, Y, rb.A, u, ut, lam=LAMBDA)
+        shared = shared_residual_errors(X, W, b, Y, rb.A, u, ut, lam=LAMBDA, compiled=USE_KERNELS)
         sh_gW, sh_gb = np.zeros_like(sumT2), np.zeros_like(sumR2)
         sh_L: Any = 0.0
         if shared.det is not None:

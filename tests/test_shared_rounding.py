@@ -31,7 +31,7 @@ from harness.floats import FORMATS
 from harness.implementations import resolve
 from harness.oracle import exact_inputs_from_floats, exact_step
 from harness.runner import check_case
-from harness.sharedrounding import repeating_columns, shared_residual_errors, value_multiplicity
+from harness.sharedrounding import column_multiplicity, repeating_columns, shared_residual_errors, value_multiplicity
 from harness.symbolic import QUANTITIES
 
 SEARCH = settings(max_examples=25, deadline=None, derandomize=True,
@@ -64,6 +64,64 @@ def test_the_screen_keeps_repeating_columns_and_leaves_chance_collisions_out():
         repeating = np.column_stack([continuous[:, 0], rng.integers(0, 300, n) * 0.1, rng.integers(0, 2, n),
                                      np.repeat(rng.standard_normal(n // 50 + 1), 50)[:n]])
         assert repeating_columns(repeating) == [1, 2, 3], n
+
+
+def _counted(x: np.ndarray) -> np.ndarray:
+    """Multiplicities by np.unique (-0.0 counted with 0.0, NaN once), independent of the module's three paths."""
+    _, inverse, counts = np.unique(np.where(x == 0, 0.0, x), return_inverse=True, return_counts=True)
+    m = counts[inverse.ravel()].astype(np.int64)
+    m[np.isnan(x)] = 1
+    return m
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.integers(2_000, 40_000), st.integers(1, 40), st.integers(0, 400), st.booleans(), st.booleans(),
+       st.integers(0, 2**32 - 1))
+def test_column_multiplicity_matches_a_count_on_its_probe_sorted_and_hashed_paths(n, levels, noise, sort, nan, seed):
+    """Long columns of a few levels (the strided probe's comparison path), many levels (the sorted and hashed
+    paths), levels the probe misses (continuous noise, sorted runs), NaN and -0.0: every multiplicity as counted."""
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-levels // 2, levels, n).astype(np.float64) / 4
+    x[rng.integers(0, n, noise)] = rng.standard_normal(noise)
+    if nan:
+        x[rng.integers(0, n, 3)] = np.nan
+    x[x == 0] = np.where(rng.random(int(np.sum(x == 0))) < 0.5, -0.0, 0.0)
+    if sort:
+        x = np.sort(x)
+    assert np.array_equal(column_multiplicity(x), _counted(x))
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(st.integers(1, 3_000), st.integers(1, 6), st.integers(1, 4), st.sampled_from(["integer", "rounded",
+       "indicator", "intercept", "continuous"]), st.booleans(), st.booleans(), st.booleans(), st.integers(0, 2**32 - 1))
+def test_the_compiled_shared_part_equals_the_numpy_one(n, d, k, kind, integer_y, zero_b, tf32, seed):
+    """The compiled loop (float64) against the NumPy path on the same inputs: the same families shared, the same
+    models chosen, the same ``det`` and ``var`` floats, with repeated X and Y (few large groups: the worst case; many
+    small ones: the group model), zero weights and biases, TF32."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    if kind == "integer":
+        X = rng.integers(-3, 4, (n, d)).astype(np.float64)
+    elif kind == "rounded":  # many small groups: the group model
+        X = np.round(30 * X)
+    elif kind == "indicator":
+        X[:, 0] = rng.integers(0, 2, n)
+    elif kind == "intercept":
+        X[:, -1] = 1.0
+    X = X.astype(np.float32).astype(np.float64)
+    W = rng.standard_normal((d, k)).astype(np.float32).astype(np.float64)
+    W[rng.random((d, k)) < 0.2] = 0.0
+    b = np.zeros(k) if zero_b else rng.standard_normal(k).astype(np.float32).astype(np.float64)
+    Y = rng.integers(-2, 3, (n, k)).astype(np.float64) if integer_y else (X @ W + b).astype(np.float32).astype(np.float64)
+    A = np.abs(X) @ np.abs(W) + np.abs(b) + np.abs(Y)
+    u, ut = (2.0**-24, 2.0**-11) if tf32 else (2.0**-24, 0.0)
+    numpy_part = shared_residual_errors(X, W, b, Y, A, u, ut, lam=LAMBDA, compiled=False)
+    compiled_part = shared_residual_errors(X, W, b, Y, A, u, ut, lam=LAMBDA, compiled=True)
+    assert compiled_part.any_shared == numpy_part.any_shared
+    for ours, theirs in ((compiled_part.det, numpy_part.det), (compiled_part.var, numpy_part.var)):
+        assert (ours is None) == (theirs is None)
+        if ours is not None:
+            assert theirs is not None and np.array_equal(np.broadcast_to(theirs, (n, k)), ours)
 
 
 def test_a_step_without_shared_terms_gets_no_shared_part():
