@@ -51,8 +51,12 @@ one compiled loop (:func:`_shared_kernel`, two passes over the elements, the Num
 **Known limits** (an attack, helper-44, issue 12's twelfth round): every group's error with one sign (a common
 fractional part shared by all groups), or a shared fractional part with no repeated value, exceeds the model on
 constructed data; and on data with shared terms the expected bound is 0.09 (a bias) to 0.57 (integer X) of the
-rigorous one, so some precision bugs there no longer show as ``suspect``. Summing each family's rounding
-errors with their signs would tighten both.
+rigorous one, so some precision bugs there no longer show as ``suspect``. Summing the errors with their signs, as
+the harness's own partial sums (``X W``, ``-Y``, ...) would round them, does not bound an implementation's: its low
+bits are its own (torch's float64 matmul leaves the last bit of ``X W`` set in 31% of rows, NumPy's in 50%, and the
+errors of adding b then sum to 2.6e-12 against 2.0e-14; issue 12's thirteenth round). Only rows whose sum stays in
+the partial sum's binade round b alike whatever those bits; signing those tightens the bound where ``|b|`` is small
+against ``|X W|`` (3 to 30 times) and not for ``b`` of the size of ``X W``.
 """
 
 from __future__ import annotations
@@ -103,8 +107,9 @@ def column_multiplicity(x: F) -> npt.NDArray[np.int64]:
 
     Where a strided probe of the column shows at most :data:`FEW_VALUES` values (indicator, categorical), the rows
     holding each are counted by comparison and only the other rows are sorted. Sorting the column finds its repeated
-    values; where there are at most :data:`FEW_VALUES`, each is compared with the column; else where they are few against the rows, a hashed filter picks the rows that may hold one and only
-    those are looked up (a binary search per row costs more than the sort)."""
+    values; where there are at most :data:`FEW_VALUES`, each is compared with the column; else where they are few
+    against the rows, a hashed filter picks the rows that may hold one and only those are looked up (a binary search
+    per row costs more than the sort)."""
     x = np.asarray(x)
     n = x.shape[0]
     m = np.ones(n, dtype=np.int64)
@@ -118,10 +123,17 @@ def column_multiplicity(x: F) -> npt.NDArray[np.int64]:
                 if size > 1:
                     m[equal] = size
                 rest &= ~equal
-            if rest.any():
-                rows = np.flatnonzero(rest)
-                m[rows] = column_multiplicity(x[rows])
+            rows = np.flatnonzero(rest)
+            if rows.size:  # the rows the probe's values miss (NaN among them: never equal), by sorting
+                m[rows] = _sorted_multiplicity(x[rows])
             return m
+    return _sorted_multiplicity(x)
+
+
+def _sorted_multiplicity(x: F) -> npt.NDArray[np.int64]:
+    """:func:`column_multiplicity` by sorting (no probe)."""
+    n = x.shape[0]
+    m = np.ones(n, dtype=np.int64)
     col = np.sort(x)
     starts, counts = _runs(col)
     keep = counts > 1
@@ -143,6 +155,12 @@ def column_multiplicity(x: F) -> npt.NDArray[np.int64]:
     hit = values[idx] == x
     m[rows[hit]] = sizes[idx[hit]]
     return m
+
+
+def _sequential_sum(a: F) -> float:
+    """The sum of ``a``'s elements one after another in C order (the compiled loop's order, so that both paths choose
+    the same model at a near-tie; NumPy's pairwise ``sum`` chose another: helper-45)."""
+    return float(np.cumsum(a, axis=None)[-1]) if a.size else 0.0
 
 
 def _runs(col: F) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
@@ -182,7 +200,11 @@ def repeating_columns(a: F) -> list[int]:
     a = np.asarray(a)
     n, cols = a.shape
     size = max(SAMPLE_MIN, math.isqrt(SAMPLE_PAIRS * n) + 1)
-    sample = a if 2 * size >= n else a[np.unique(np.random.default_rng(0).integers(0, n, size))]
+    if 2 * size >= n:
+        sample = a
+    else:  # distinct rows, ascending (np.unique's result, without its hashing)
+        rows = np.sort(np.random.default_rng(0).integers(0, n, size))
+        sample = a[rows[np.concatenate(([True], rows[1:] != rows[:-1]))]]
     s = np.sort(sample, axis=0)
     rows = s.shape[0]
     need = max(2.0, SHARED_FRACTION * rows * (rows - 1) / (2.0 * max(n - 1, 1)))
@@ -208,9 +230,8 @@ def shared_residual_errors(X: F, W: F, b: F, Y: F, A: F, u: float, ut: float = 0
             rounded to it, else 0.
         lam: the expected bounds' multiplier (``harness.bounds.LAMBDA``): which of a family's two models is smaller.
         compiled: use the compiled kernel (:func:`_shared_kernel`) where a column of X or Y repeats, every array is
-            float64 and ``A`` finite (the same float64 operations per element; a family's two sums, which only
-            choose its model, are summed in another order); else, and for the extended-precision re-evaluation,
-            NumPy.
+            float64 and ``A`` finite (the same float64 operations in the same order, the two sums that choose a
+            family's model included: the same floats); else, and for the extended-precision re-evaluation, NumPy.
 
     Returns:
         :class:`SharedErrors` of shape ``(N, K)``.
@@ -299,7 +320,7 @@ def shared_residual_errors(X: F, W: F, b: F, Y: F, A: F, u: float, ut: float = 0
             # the family's worst case or its group model, whichever is smaller for a reduction with unit weights
             # (grad_b's; valid either way for any weights). For one group of all N rows (b) the worst case always
             # is: sum beta <= sqrt(N sum beta^2) (Cauchy-Schwarz)
-            if bool(np.all(m >= n)) or np.sum(beta) <= lam * np.sqrt(np.sum(m * beta**2)):
+            if bool(np.all(m >= n)) or _sequential_sum(beta) <= lam * np.sqrt(_sequential_sum(m * beta**2)):
                 if det is None and isinstance(rows, slice):
                     det = beta
                 else:
@@ -332,10 +353,10 @@ def _shared_kernel(X: np.ndarray, W: np.ndarray, b: np.ndarray, Y: np.ndarray, A
     """:func:`shared_residual_errors`' loop over the families in two passes over the elements, float64 (``A``
     finite): the first sums each family's ``beta`` and ``m beta**2`` (which of its two models), the second adds each
     family's part to ``det`` or ``var``, families in the NumPy path's order (X's columns, b, Y's columns), each
-    ``beta`` with the NumPy path's operations in its order (so ``det`` and ``var`` are the same floats where the
-    same models are chosen). ``fx``, ``fy``: the shared columns of X and Y; ``mx``, ``my``: their multiplicities
-    ``(N, F)``; ``c_own = u + 2 ut``. Returns ``(det, var, flags)``, flags = (some term shared, det used, var
-    used)."""
+    ``beta`` with the NumPy path's operations in its order and each family's sums element after element in C order
+    (:func:`_sequential_sum`), so ``det`` and ``var`` are the same floats. ``fx``, ``fy``: the shared columns of X
+    and Y; ``mx``, ``my``: their multiplicities ``(N, F)``; ``c_own = u + 2 ut``. Returns ``(det, var, flags)``,
+    flags = (some term shared, det used, var used)."""
     n, k = A.shape
     nx, ny = fx.shape[0], fy.shape[0]
     nf = nx + 1 + ny

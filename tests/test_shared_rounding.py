@@ -91,6 +91,49 @@ def test_column_multiplicity_matches_a_count_on_its_probe_sorted_and_hashed_path
     assert np.array_equal(column_multiplicity(x), _counted(x))
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_both_paths_choose_the_same_model_at_a_near_tie(seed):
+    """Many small groups and one large group whose value is bisected to where the worst case and the group model tie,
+    then stepped ULP by ULP across it: both paths choose alike at every step (helper-45: NumPy's pairwise sum chose
+    the group model where the compiled loop's sum chose the worst case, in 26 of 30 such searches)."""
+    rng = np.random.default_rng(seed)
+    groups = int(rng.integers(80, 200))
+    values, sizes, big = 1 + rng.random(groups), rng.integers(2, 6, groups), int(rng.integers(20, 200))
+    order = rng.permutation(int(sizes.sum()) + big)
+
+    def parts(v):
+        X = np.concatenate([np.repeat(values, sizes), np.full(big, v)])[order][:, None]
+        W, b, Y = np.ones((1, 1)), np.zeros(1), np.zeros((X.shape[0], 1))
+        A = np.abs(X) @ np.abs(W) + np.abs(b) + np.abs(Y)
+        return [shared_residual_errors(X, W, b, Y, A, 2.0**-24, lam=LAMBDA, compiled=c) for c in (False, True)]
+
+    lo, hi = 0.5, 100.0  # the group model at lo, the worst case at hi
+    assert parts(lo)[0].var is not None and parts(hi)[0].var is None
+    while np.nextafter(lo, hi) < hi:
+        mid = (lo + hi) / 2
+        if mid in (lo, hi):
+            break
+        lo, hi = (lo, mid) if parts(mid)[0].var is None else (mid, hi)
+    for step in range(-8, 9):
+        numpy_part, compiled_part = parts(lo + step * np.spacing(lo))
+        assert (numpy_part.var is None) == (compiled_part.var is None), step
+        assert np.array_equal(numpy_part.det if numpy_part.det is not None else 0.0,
+                              compiled_part.det if compiled_part.det is not None else 0.0), step
+
+
+@pytest.mark.parametrize("nan_fraction", [1.0, 0.5, 0.99])
+def test_long_columns_of_nan_count_every_nan_once(nan_fraction):
+    """A probe that shows NaN (never equal to itself) leaves those rows to the sort (it recursed without end before:
+    helper-45); through the shared part too."""
+    n = 10_000
+    x = np.where(np.arange(n) < nan_fraction * n, np.nan, np.arange(n) % 3)
+    assert np.array_equal(column_multiplicity(x), _counted(x))
+    X, W, b, Y = x[:, None], np.ones((1, 1)), np.zeros(1), np.zeros((n, 1))
+    A = np.abs(X) @ np.abs(W) + np.abs(b) + np.abs(Y)
+    for compiled in (False, True):
+        assert shared_residual_errors(X, W, b, Y, A, 2.0**-24, compiled=compiled).any_shared == (nan_fraction < 1)
+
+
 @settings(max_examples=80, deadline=None, derandomize=True)
 @given(st.integers(1, 3_000), st.integers(1, 6), st.integers(1, 4), st.sampled_from(["integer", "rounded",
        "indicator", "intercept", "continuous"]), st.booleans(), st.booleans(), st.booleans(), st.integers(0, 2**32 - 1))
