@@ -45,8 +45,8 @@ group model for many small ones.
 of the kept ones counted exactly (:func:`column_multiplicity`: by comparison with the few values of a categorical
 column, else by sorting), and, where a column of X or Y repeats and the arrays are float64, the families are taken in
 one compiled loop (:func:`_shared_kernel`, two passes over the elements, the NumPy path's operations per element;
-``tests/test_shared_rounding.py`` compares the two bit for bit). Four-valued X, 1,000,000 x 16 x 4: 2.6 s in NumPy,
-1.5 s so (one thread; issue 12's thirteenth round).
+``tests/test_shared_rounding.py`` compares the two bit for bit). Four-valued X, 1,000,000 x 16 x 4: 2.5 s in NumPy,
+1.8 s so (one thread; issue 12's thirteenth round).
 
 **Known limits** (an attack, helper-44, issue 12's twelfth round): every group's error with one sign (a common
 fractional part shared by all groups), or a shared fractional part with no repeated value, exceeds the model on
