@@ -99,6 +99,10 @@ does not cancel and grows like N K; it dominates for near-zero residuals).
 Rows that share a term (the bias ``b`` added to every row, a feature or a label value repeated in many rows)
 round it alike, so those errors are not independent: their part is added by :mod:`harness.sharedrounding`
 (a worst case or a model of independent groups, per family of shared terms; see its docstring and limits).
+A reduction whose *terms* repeat (few distinct values: integer labels at ``W = 0``, an indicator feature times such a
+residual) rounds alike every addition of one value that lands in one binade, so its partial sums' errors add up like
+N: where :func:`harness.repeatedsums.repeated_reductions` finds such terms, their worst case ``u sqrt(n sum s_i^2)``
+is added (:mod:`harness.repeatedsums`).
 
 ``LAMBDA = 6`` gives a failure probability below ``3e-8`` per element; the
 calibration test (``tests/test_error_model.py::test_expected_bound_calibration_over_orders``)
@@ -142,6 +146,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .floats import FLOAT32, TF32, FloatFormat, round_to_format
+from .repeatedsums import repeated_reductions, worst_case_part
 from .shapes import check_step_shapes
 from .sharedrounding import shared_residual_errors
 
@@ -828,6 +833,7 @@ def expected_bounds(
         raise ValueError(f"b has shape {np.shape(b)}: expected (K,)")
     u = reg.u
     s = 2.0 * c
+    n, k = Y.shape
     # a NumPy scalar of lr's own type (float64, or longdouble in the rescue): a Python float's
     # ``lr**2`` raises OverflowError above about 1.3e154, a NumPy one becomes inf (under errstate
     # below), so the bound is infinite and the extended-precision rescue or out_of_range takes over
@@ -853,8 +859,8 @@ def expected_bounds(
         V_gb = sumVR + sumR2 + sumR**2 + V_gb_pss
         sq = R2.ravel()
         sum_sq2 = np.sum(sq**2)  # pairwise, as partial_sum_squares' own sum over the (1, N K) row would be
-        V_L = (4 * np.sum(RV) + sum_sq2 + 2 * np.sum(sq) ** 2
-               + partial_sum_squares(sq[None, :], axis=1, sum_sq=np.reshape(sum_sq2, (1,)))[0])
+        pss_L = partial_sum_squares(sq[None, :], axis=1, sum_sq=np.reshape(sum_sq2, (1,)))[0]
+        V_L = 4 * np.sum(RV) + sum_sq2 + 2 * np.sum(sq) ** 2 + pss_L
         lam = LAMBDA * u
         # the part of the residual's rounding errors that rows share (harness.sharedrounding): each family of
         # shared terms by its worst case or its group model, added to the independent model's bound
@@ -870,6 +876,14 @@ def expected_bounds(
             sh_gW = sh_gW + LAMBDA * np.sqrt(X2T @ shared.var)
             sh_gb = sh_gb + LAMBDA * np.sqrt(shared.var.sum(axis=0))
             sh_L = sh_L + 2 * LAMBDA * np.sqrt(np.sum(R2 * shared.var))
+        # reductions whose terms repeat (harness.repeatedsums): their partial sums' errors at their worst case
+        rep = repeated_reductions(X, R, reg.fmt, LAMBDA)
+        if rep.grad_W is not None:
+            sh_gW = sh_gW + worst_case_part(rep.grad_W, V_gW_pss, n, u)
+        if rep.grad_b is not None:
+            sh_gb = sh_gb + worst_case_part(rep.grad_b, V_gb_pss, n, u)
+        if rep.loss:
+            sh_L = sh_L + worst_case_part(True, pss_L, n * k, u)
         exp_gW = lam * abs(s) * np.sqrt(V_gW) + abs(s) * sh_gW + gb.U_gW
         exp_gb = lam * abs(s) * np.sqrt(V_gb) + abs(s) * sh_gb + gb.U_gb
         # second order: the loss squares the residual, so its error has the term

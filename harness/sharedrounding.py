@@ -61,8 +61,9 @@ against ``|X W|`` (3 to 30 times) and not for ``b`` of the size of ``X W``.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -186,25 +187,38 @@ SAMPLE_PAIRS = 20
 SHARED_FRACTION = 0.25
 
 
-def repeating_columns(a: F) -> list[int]:
-    """The columns of ``a`` (N, C) whose values repeat enough to matter, found on a sample of ``s`` rows.
+@functools.lru_cache(maxsize=32)
+def screen_rows(n: int) -> npt.NDArray[np.intp] | slice:
+    """The rows :func:`repeating_columns` screens among ``n``: ``max(SAMPLE_MIN, sqrt(SAMPLE_PAIRS n))`` distinct rows
+    drawn uniformly with a fixed seed (the same verdicts on every run; a stride would miss groups that sorted data keeps
+    together), ascending (a read-only array, drawn once per ``n``); every row (a slice) up to twice that size."""
+    size = max(SAMPLE_MIN, math.isqrt(SAMPLE_PAIRS * n) + 1)
+    if 2 * size >= n:
+        return slice(None)
+    rows = np.sort(np.random.default_rng(0).integers(0, n, size))  # distinct, ascending (np.unique without its hashing)
+    rows = rows[np.concatenate(([True], rows[1:] != rows[:-1]))]
+    rows.flags.writeable = False
+    return rows
+
+
+def repeating_columns(a: F, held: Callable[[F], F] | None = None) -> list[int]:
+    """The columns of ``a`` (N, C) whose values repeat enough to matter, found on a sample of ``s`` rows
+    (:func:`screen_rows`).
 
     Two sampled rows hold one value with probability ``sum_G m_G (m_G - 1) / (N (N - 1))`` (``m_G`` the sizes of the
     groups of equal values), so the sample shows about ``s^2 / (2 N^2) sum_G m_G (m_G - 1)`` equal pairs. A column
     is kept where that estimate reaches ``SHARED_FRACTION * N`` (and at least two pairs): its shared variance
     (``sum_G m_G^2 beta^2``, module docstring) is then a fair part of the independent model's (``N beta^2``). The
-    chance collisions of continuous data stay below it. The sample is drawn with a fixed seed (the same verdicts on
-    every run) and uniformly (a stride would miss groups that sorted data keeps together); up to twice its size,
-    every row is used.
+    chance collisions of continuous data stay below it.
+
+    ``held``: the values compared are ``held(sample)`` (an array of the sample's shape; NaN equals nothing), applied
+    to the sampled rows only (:mod:`harness.repeatedsums` rounds them to a dtype and leaves zeros out).
     """
     a = np.asarray(a)
     n, cols = a.shape
-    size = max(SAMPLE_MIN, math.isqrt(SAMPLE_PAIRS * n) + 1)
-    if 2 * size >= n:
-        sample = a
-    else:  # distinct rows, ascending (np.unique's result, without its hashing)
-        rows = np.sort(np.random.default_rng(0).integers(0, n, size))
-        sample = a[rows[np.concatenate(([True], rows[1:] != rows[:-1]))]]
+    sample = a[screen_rows(n)]
+    if held is not None:
+        sample = held(sample)
     s = np.sort(sample, axis=0)
     rows = s.shape[0]
     need = max(2.0, SHARED_FRACTION * rows * (rows - 1) / (2.0 * max(n - 1, 1)))

@@ -67,7 +67,12 @@ error ~1e-15) is covered by the factor ``1 + 2**-30`` applied to every bound.
 with every reduction's ``gamma_n`` replaced by ``min(gamma_n, lambda sqrt(n) u)``
 (``lambda`` = :data:`harness.bounds.LAMBDA`); single roundings, function errors and underflow keep
 their rigorous terms (a simpler model than :func:`harness.bounds.expected_bounds`, which keeps the
-partial sums: for the linear model it is coarser; see :mod:`harness.models.compare_linear`).
+partial sums: for the linear model it is coarser; see :mod:`harness.models.compare_linear`). Where a
+reduction's terms repeat (:func:`harness.repeatedsums.repeating_terms`: a matrix product's element whose row and
+column both repeat, a ``sum``'s terms along its axis), their partial sums' errors repeat with them and add up like
+``n``, so the expected walk takes their first-order worst case there, ``n u`` (every partial sum's error
+with one sign; finite where ``gamma_n`` is vacuous, ``n u >= 1``: a bfloat16 sum of 300 ones stops at 256)
+(:mod:`harness.repeatedsums`).
 
 **Overflow** (a conservative rule, :func:`_overflow_node`): per element, whether some correct
 evaluation may give ``+inf``, ``-inf`` or NaN. A sum (matmul, ``sum``, add/sub chains, in any order)
@@ -115,6 +120,7 @@ import numpy.typing as npt
 
 from ..bounds import LAMBDA, Regime, StepBounds, flush_to_zero_default, learning_rate_spread
 from ..floats import FLOAT32, FLOAT64, FloatFormat, round_to_format
+from ..repeatedsums import repeating_terms
 from .graph import Graph, Node
 
 F64 = npt.NDArray[np.float64]
@@ -589,6 +595,9 @@ class _Walk:
     over: list[Mask] = field(default_factory=list)
     #: per node (rigorous walk): (+inf possible, -inf possible, NaN possible)
     signs: list[tuple[Mask, Mask, Mask]] = field(default_factory=list)
+    #: the expected walk's reduction constant where a reduction's terms repeat (:mod:`harness.repeatedsums`: their
+    #: partial sums' errors repeat with them): the first-order worst case ``n u``; None in the rigorous walk
+    repeated_gam: Callable[[int], float] | None = None
     #: node id -> (positive, negative magnitudes, terms) of a sum frame, for the overflow masks
     sign_frames: dict[int, tuple[F64, F64, int]] = field(default_factory=dict)
 
@@ -606,6 +615,18 @@ class _Walk:
 
     def eta_ftz(self) -> float:
         return self.reg.eta if self.reg.ftz else 0.0
+
+    def gam_of(self, n: int, repeated: Callable[[], Mask]) -> float | F64:
+        """The reduction constant of ``n`` terms per element: ``gam(n)``, or, in the expected walk, the rigorous
+        constant where ``repeated()`` (a mask of the result's elements, asked for only then) says the terms repeat."""
+        g = self.gam(n)
+        if self.repeated_gam is None or n < 2 or not math.isfinite(g):
+            return g
+        worst = self.repeated_gam(n)
+        if g >= worst:  # min(gamma_n, lambda sqrt(n) u) >= n u already (n <= lambda**2): no screen
+            return g
+        mask = repeated()
+        return np.where(mask, worst, g) if mask.any() else g
 
 
 def float_bits(x: F64) -> tuple[F64, F64]:
@@ -680,7 +701,14 @@ def _rule_matmul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     P = (A + EA) @ (B + EB)
     prop = EA @ B + A @ EB + EA @ EB
     w.frames[node.id] = (m, P, np.zeros_like(P), prop, m)
-    E_mm = g * P + prop + (1 + g) * n_eta * w.reg.eta
+
+    def repeated() -> Mask:  # element (i, j) sums a[0][i, :] * a[1][:, j]: repeated where both factors repeat
+        if a[0].ndim != 2 or a[1].ndim != 2:
+            return np.zeros(P.shape, dtype=bool)
+        return np.outer(repeating_terms(a[0].T, w.fmt), repeating_terms(a[1], w.fmt))
+
+    ge = w.gam_of(m, repeated)
+    E_mm = ge * P + prop + (1 + ge) * n_eta * w.reg.eta
     # exact evaluation (integer or dyadic data): every product exact and every partial sum a float
     ok, lsb = exact_products(a[0][:, :, None], EA[:, :, None], a[1][None, :, :], EB[None, :, :], w)
     q, allok = np.min(lsb, axis=1), np.all(ok, axis=1)
@@ -697,7 +725,13 @@ def _rule_sum(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     if not math.isfinite(g):
         w.vacuous[node.id] = f"a sum of {n} terms: (n - 1) u = {(n - 1) * w.reg.u:.3g} >= 1"
     S = np.sum(A + E[0], axis=axis)
-    E_s = g * S + np.sum(E[0], axis=axis) + (1 + g) * max(n - 1, 0) * w.eta_ftz()
+
+    def repeated() -> Mask:  # the terms of each result element: one column each
+        cols = a[0].reshape(-1, 1) if axis is None else np.moveaxis(a[0], int(axis), 0).reshape(n, -1)
+        return repeating_terms(cols, w.fmt).reshape(np.shape(S))
+
+    ge = w.gam_of(n - 1, repeated) if n > 1 else g
+    E_s = ge * S + np.sum(E[0], axis=axis) + (1 + ge) * max(n - 1, 0) * w.eta_ftz()
     q = np.min(float_bits(a[0])[0], axis=axis)
     exact = exact_sum(np.asarray(S), np.asarray(q), np.asarray(np.all(E[0] == 0, axis=axis)), w)
     return np.asarray(np.where(exact, 0.0, E_s))
@@ -1414,7 +1448,10 @@ def model_bounds(
     rig = _Walk(graph, fmt, reg, ctx, fmt.gamma, vals)
     _walk(rig)
     over = rig.over
-    exp = _Walk(graph, fmt, reg, ctx, expected_gamma, vals)
+    def repeated_gamma(n: int) -> float:  # the first-order worst case, every partial sum's error with one sign
+        return n * u
+
+    exp = _Walk(graph, fmt, reg, ctx, expected_gamma, vals, repeated_gam=repeated_gamma)
     _walk(exp, over)
     deps = _dependencies(graph)
     never = never_finite(graph, vals, rig.Es, fmt)
