@@ -146,7 +146,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .floats import FLOAT32, TF32, FloatFormat, round_to_format
-from .repeatedsums import repeated_reductions, worst_case_part
+from .repeatedsums import ExactContext, repeated_reductions, worst_case_part
 from .shapes import check_step_shapes
 from .sharedrounding import shared_residual_errors
 
@@ -877,7 +877,7 @@ def expected_bounds(
             sh_gb = sh_gb + LAMBDA * np.sqrt(shared.var.sum(axis=0))
             sh_L = sh_L + 2 * LAMBDA * np.sqrt(np.sum(R2 * shared.var))
         # reductions whose terms repeat (harness.repeatedsums): their partial sums' errors at their worst case
-        rep = repeated_reductions(X, R, reg.fmt, LAMBDA)
+        rep = repeated_reductions(X, R, reg.fmt, LAMBDA, ExactContext(W, b, Y, rb.A, float(c), reg.ftz, ut > 0))
         if rep.grad_W is not None:
             sh_gW = sh_gW + worst_case_part(rep.grad_W, V_gW_pss, n, u)
         if rep.grad_b is not None:

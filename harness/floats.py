@@ -145,6 +145,20 @@ def round_to_format(values: npt.ArrayLike, fmt: FloatFormat) -> FloatArray:
     return out
 
 
+def float_bits(x: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    """``(lsb, msb)``: the exponents of the lowest and highest set bits of each float64 value
+    (``x = sum of bits 2**lsb .. 2**msb``); ``(+inf, -inf)`` for 0, ``(-inf, +inf)`` for inf/NaN."""
+    x = np.asarray(x, dtype=np.float64)
+    ax = np.abs(x)
+    fin = np.isfinite(ax) & (ax > 0)
+    m, e = np.frexp(np.where(fin, ax, 1.0))
+    M = np.ldexp(m, 53).astype(np.int64)  # the 53-bit significand, an integer
+    tz = np.log2((M & -M).astype(np.float64))
+    lsb = np.where(fin, e - 53 + tz, np.where(ax == 0, np.inf, -np.inf))
+    msb = np.where(fin, e - 1.0, np.where(ax == 0, -np.inf, np.inf))
+    return np.asarray(lsb), np.asarray(msb)
+
+
 def round_fraction(value: Fraction, fmt: FloatFormat) -> Fraction | float:
     """Round an exact rational to ``fmt`` (nearest, ties to even), exactly.
 

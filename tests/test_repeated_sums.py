@@ -19,7 +19,14 @@ from harness.cases import case_from_arrays
 from harness.floats import get_format
 from harness.implementations import resolve
 from harness.models.spec import ModelSpec
-from harness.repeatedsums import repeated_reductions, repeating_terms, worst_case_part
+from harness.repeatedsums import (
+    ExactContext,
+    exact_reductions,
+    few_residue_columns,
+    repeated_reductions,
+    repeating_terms,
+    worst_case_part,
+)
 from harness.runner import check_case
 
 F32 = get_format("float32")
@@ -155,3 +162,80 @@ def test_search_categorical_data_for_a_false_suspect(data, dtype) -> None:  # ty
             assert r.verdict == "agree", (impl.name, r.quantity, r.verdict, r.expected_ratio)
             worst = max(worst, r.expected_ratio or 0.0)
     target(worst)
+
+
+def _dropped_row(X, y, W, b, *, lr, reduction, steps):  # type: ignore[no-untyped-def]
+    """grad_b without the first row: an off-by-one in the reduction (1 term in N)."""
+    from harness.implementations.registry import StepResult
+
+    n, k = y.shape
+    dt = X.dtype.type
+    c = dt(1) if reduction == "sum" else dt(1.0 / (n * k))
+    R = X @ W + b - y
+    gW, gb = (dt(2) * c) * (X.T @ R), (dt(2) * c) * R[1:].sum(axis=0)
+    return [StepResult(c * np.sum(R * R), gW, gb, W - lr * gW, b - lr * gb)]
+
+
+@pytest.mark.parametrize("labels", ["ones", "0-2"])
+def test_exact_sums_keep_their_sensitivity(labels: str) -> None:
+    """Integer labels at W = 0, the sum reduction: every partial sum is an integer below 2**24, so every correct
+    evaluation is exact and no worst case is added. An off-by-one row in grad_b stays ``suspect`` in float32 (4.84 and
+    9.68; without the exactness rule it was ``agree`` at 0.27: helper-46) and ``disagree`` in float64."""
+    from harness.implementations.registry import Implementation
+
+    n = 10_000
+    y = np.ones((n, 2)) if labels == "ones" else np.random.default_rng(0).integers(0, 3, (n, 2)).astype(float)
+    bug = Implementation(name="dropped-row", fn=_dropped_row, framework="numpy", kind="plugin")
+    for dtype, verdict in (("float32", "suspect"), ("float64", "disagree")):
+        case = case_from_arrays("integers", np.ones((n, 1)), y, np.zeros((1, 2)), np.zeros(2), lr=1e-3, reduction="sum",
+                                dtypes=(dtype,))
+        for impl in resolve(["numpy-hand", "torch-seed"]):
+            records = check_case(case, impl, "cpu", dtype)
+            assert all(r.verdict == "agree" and r.max_abs_error == 0 for r in records if r.quantity.startswith(("grad", "loss")))
+        got = {r.quantity: r for r in check_case(case, bug, "cpu", dtype)}
+        assert got["grad_b"].verdict == verdict, (dtype, got["grad_b"].expected_ratio)
+
+
+def test_which_reductions_are_exact() -> None:
+    n = 1024
+    rng = np.random.default_rng(1)
+    X = np.column_stack([np.ones(n), rng.integers(0, 2, n)]).astype(float)
+    W, b = np.zeros((2, 2)), np.zeros(2)
+    Y = rng.integers(-3, 4, (n, 2)).astype(float)
+    R = X @ W + b - Y
+    A = np.abs(X) @ np.abs(W) + np.abs(b) + np.abs(Y)
+
+    def ctx(c: float, tf32: bool = False, Y: np.ndarray = Y, A: np.ndarray = A) -> ExactContext:
+        return ExactContext(W, b, Y, A, c, False, tf32)
+
+    gW, gb, loss = exact_reductions(X, R, F32, ctx(1.0))
+    assert gW.all() and gb.all() and loss
+    # mean: c = 1 / (N K) = 2**-11 is a power of two (exact scaling); N K = 3 * 1024 is not
+    assert exact_reductions(X, R, F32, ctx(1.0 / (n * 2)))[1].all()
+    assert not exact_reductions(X, R, F32, ctx(1.0 / (n * 3)))[1].any()
+    # TF32 rounds the products' inputs; 0.1 is not on a grid that stays within float32's 24 bits over 1024 terms
+    assert not exact_reductions(X, R, F32, ctx(1.0, tf32=True))[1].any()
+    Yd = Y + 0.1
+    assert not exact_reductions(X, X @ W + b - Yd, F32, ctx(1.0, Y=Yd, A=np.abs(Yd)))[1].any()
+    # float16: integers up to 2**11; the column sums of |R| (about 2,000) pass, the squares' sum (about 4,000) does not
+    gW16, gb16, loss16 = exact_reductions(X, R, get_format("float16"), ctx(1.0))
+    assert gb16.all() == bool((np.sum(np.abs(R), axis=0) <= 2**11 - 1).all()) and not loss16
+
+
+@pytest.mark.parametrize(("dtype", "n"), [("float32", 4000), ("float64", 50_000)])
+def test_terms_that_share_their_low_bits_are_taken_at_their_worst_case(dtype: str, n: int) -> None:
+    """Labels that are distinct integers plus 0.3 (no value repeats) round alike in a sequential sum: below the
+    spacing of the partial sums' top binade every term holds the same bits. ``torch-seed``'s grad_W was ``suspect`` at
+    2.96 (float32, N = 4,000) and 10.6 (float64, N = 50,000; helper-46); their residues take at most 8 values."""
+    y = (np.random.default_rng(1).permutation(n) + 0.3).reshape(n, 1)
+    X = np.ones((n, 1))
+    assert few_residue_columns(-y, get_format(dtype)) == [0]
+    case = case_from_arrays("fraction", X, y, np.zeros((1, 1)), np.zeros(1), lr=1e-3, reduction="sum", dtypes=(dtype,))
+    for impl in resolve(["numpy-hand", "torch-seed"]):
+        records = check_case(case, impl, "cpu", dtype)
+        assert all(r.verdict == "agree" for r in records), [(r.quantity, r.verdict, r.expected_ratio) for r in records]
+    # continuous and one-decimal data are not flagged (their residues take as many values as there are rows, or
+    # about 24 of both signs)
+    rng = np.random.default_rng(2)
+    assert few_residue_columns(rng.standard_normal((3000, 1)), F64) == []
+    assert few_residue_columns(np.round(rng.standard_normal((10_000, 1)) * 100, 1), F64) == []

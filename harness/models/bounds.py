@@ -119,7 +119,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..bounds import LAMBDA, Regime, StepBounds, flush_to_zero_default, learning_rate_spread
-from ..floats import FLOAT32, FLOAT64, FloatFormat, round_to_format
+from ..floats import FLOAT32, FLOAT64, FloatFormat, float_bits, round_to_format
 from ..repeatedsums import repeating_terms
 from .graph import Graph, Node
 
@@ -627,20 +627,6 @@ class _Walk:
             return g
         mask = repeated()
         return np.where(mask, worst, g) if mask.any() else g
-
-
-def float_bits(x: F64) -> tuple[F64, F64]:
-    """``(lsb, msb)``: the exponents of the lowest and highest set bits of each float64 value
-    (``x = sum of bits 2**lsb .. 2**msb``); ``(+inf, -inf)`` for 0, ``(-inf, +inf)`` for inf/NaN."""
-    x = np.asarray(x, dtype=np.float64)
-    ax = np.abs(x)
-    fin = np.isfinite(ax) & (ax > 0)
-    m, e = np.frexp(np.where(fin, ax, 1.0))
-    M = np.ldexp(m, 53).astype(np.int64)  # the 53-bit significand, an integer
-    tz = np.log2((M & -M).astype(np.float64))
-    lsb = np.where(fin, e - 53 + tz, np.where(ax == 0, np.inf, -np.inf))
-    msb = np.where(fin, e - 1.0, np.where(ax == 0, -np.inf, np.inf))
-    return np.asarray(lsb), np.asarray(msb)
 
 
 def exact_sum(S: F64, q: F64, ok: Mask, w: _Walk) -> Mask:
