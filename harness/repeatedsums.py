@@ -44,8 +44,12 @@ sample is rounded to the dtype); ``X``'s columns only where some column of the r
 reduction of at most ``lambda**2 = 36`` terms, whose independent part is already at least the worst case
 (``lambda u sqrt(V) >= u sqrt(n V)``).
 
-**Known limits.** Terms that do not repeat but share their low bits (a common fractional part) correlate too and are
-not flagged (as :mod:`harness.sharedrounding`'s same limit); a sum in an order whose partial sums exceed all three
+**Terms that share their low bits** (:func:`few_residue_columns`): distinct terms whose residues modulo the spacing
+of the partial sums' top binade take few values (distinct integers plus 0.3) round alike there too, and are taken as
+repeats.
+
+**Known limits.** Residues of many values but with a common sign (a bias short of "few values") still correlate and
+are not flagged; the models path screens exact repeats only; a sum in an order whose partial sums exceed all three
 modelled orders (all positive terms first, then all negative ones) is not covered, as in the independent model.
 """
 
