@@ -62,7 +62,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .floats import FloatFormat, float_bits, round_to_format
-from .sharedrounding import repeating_columns, screen_rows
+from .sharedrounding import repeating_columns, repeating_in_sample, screen_rows
 
 F = npt.NDArray[np.floating]
 Mask = npt.NDArray[np.bool_]
@@ -132,10 +132,13 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
     def held(a: F) -> F:
         return _nonzero_held(a, fmt)
 
-    loss = bool(repeating_columns(np.reshape(R, (-1, 1)), lambda a: np.abs(held(a))))  # the squares: all columns
+    sample = held(np.asarray(R)[screen_rows(n)])  # one sample of rows, rounded, for every screen
+    loss = bool(repeating_in_sample(np.abs(sample).reshape(-1, 1), n * k))  # the squares: all columns together
     gb: Mask | None = None
     gW: Mask | None = None
-    r_cols = sorted(set(repeating_columns(R, held)) | set(few_residue_columns(R, fmt))) if n > lam**2 else []
+    r_cols: list[int] = []
+    if n > lam**2:
+        r_cols = sorted(set(repeating_in_sample(sample, n)) | set(_few_residues(sample, _top_grid(R, fmt))))
     if r_cols:
         gb = np.zeros(k, dtype=bool)
         gb[r_cols] = True
@@ -221,14 +224,17 @@ def few_residue_columns(R: F, fmt: FloatFormat) -> list[int]:
     model's bound in float64 at N = 50,000, helper-46): its residues take about 8 values, all of one sign; continuous
     data's take as many values as the sample has rows, decimal data's (one decimal place) about 24, of both signs."""
     R = np.asarray(R)
-    grid = _top_grid(R, fmt)
-    sample = R[screen_rows(R.shape[0])]
-    r = np.sort(_nonzero_residue(_nonzero_held(sample, fmt), grid), axis=0)  # NaN last
+    return _few_residues(_nonzero_held(R[screen_rows(R.shape[0])], fmt), _top_grid(R, fmt))
+
+
+def _few_residues(held: F, grid: F) -> list[int]:
+    """:func:`few_residue_columns` of a sample already rounded (zeros as NaN, :func:`_nonzero_held`)."""
+    r = np.sort(_nonzero_residue(held, grid), axis=0)  # NaN last
     valid = ~np.isnan(r)
     count = valid.sum(axis=0)
     new_value = np.concatenate((valid[:1], valid[1:] & (r[1:] != r[:-1])), axis=0)
     distinct = new_value.sum(axis=0)
-    return [j for j in range(R.shape[1]) if count[j] >= MIN_RESIDUES and distinct[j] <= FEW_RESIDUES]
+    return [j for j in range(r.shape[1]) if count[j] >= MIN_RESIDUES and distinct[j] <= FEW_RESIDUES]
 
 
 def _top_grid(R: F, fmt: FloatFormat) -> F:
@@ -236,7 +242,8 @@ def _top_grid(R: F, fmt: FloatFormat) -> F:
     ``S`` (where a sum of terms of one sign makes half its additions), a power of two; 0 where ``S`` is 0 or not
     finite."""
     with np.errstate(all="ignore"):
-        S = np.sum(np.abs(np.asarray(R, dtype=np.float64)), axis=0)
+        aR = np.abs(np.asarray(R, dtype=np.float64))
+        S = np.ones(aR.shape[0]) @ aR  # a product, not a strided reduction: only the binade matters
         _, e = np.frexp(np.where(np.isfinite(S) & (S > 0), S / 2, 1.0))
         g = np.ldexp(1.0, np.maximum(e - 1, fmt.emin) - fmt.precision + 1)
     return np.where(np.isfinite(S) & (S > 0), g, 0.0)

@@ -215,12 +215,15 @@ def repeating_columns(a: F, held: Callable[[F], F] | None = None) -> list[int]:
     to the sampled rows only (:mod:`harness.repeatedsums` rounds them to a dtype and leaves zeros out).
     """
     a = np.asarray(a)
-    n, cols = a.shape
-    sample = a[screen_rows(n)]
-    if held is not None:
-        sample = held(sample)
+    sample = a[screen_rows(a.shape[0])]
+    return repeating_in_sample(sample if held is None else held(sample), a.shape[0])
+
+
+def repeating_in_sample(sample: F, n: int) -> list[int]:
+    """:func:`repeating_columns`' count on its sample ``(s, C)`` (the rows :func:`screen_rows` of ``n`` chose, as
+    compared: NaN equals nothing)."""
     s = np.sort(sample, axis=0)
-    rows = s.shape[0]
+    rows, cols = s.shape
     need = max(2.0, SHARED_FRACTION * rows * (rows - 1) / (2.0 * max(n - 1, 1)))
     if rows < 2:
         return []
