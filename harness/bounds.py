@@ -45,10 +45,11 @@ carried by a factor at most ``1 + gamma_n`` to the result:
   (two roundings of ``c``, the scale, the product, ``N - 1`` additions),
   ``|s| (gamma |X|^T Rh + |X|^T E_R + dX^T Rh) + eta_s (1 + gamma) |X|^T Rh + (1 + gamma) eta n_G``
   where ``eta_s = 2 eta_c`` is the underflow of ``fl(2c)`` and
-  ``n_G = N + 1 + (1 + f) |X|^T 1 + f (N - 1)`` (``f = 1`` with flush-to-zero)
+  ``n_G = max(1, |s|) (N + f (N - 1)) + 1 + (1 + f) |X|^T 1`` (``f = 1`` with flush-to-zero)
   counts the underflows of the N products, of the final scale, of the
   per-element scale (then multiplied by ``|X_ij|``), and with flush-to-zero of
-  the doublings ``2R`` and of the additions;
+  the doublings ``2R`` and of the additions (the products' and additions'
+  scaled by ``|s|`` where the scale is applied after the sum);
 - grad_b: the same with ``|X|`` replaced by ones;
 - loss (:func:`loss_bound`), ``gamma = gamma_{NK+3}``: ``|c| (gamma sum Rh^2 + sum E_R (2|R| + E_R))
   + eta_c (1 + gamma) sum Rh^2 + (1 + gamma) eta (2 N K + 1 + f (N K - 1))``
@@ -597,7 +598,10 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
             colX = aX.sum(axis=0)[:, None]
             Rh_finite, R_finite = bool(np.isfinite(Rh).all()), bool(np.isfinite(aR).all())
             sRh, sE, saR = Rh.sum(axis=0), rb.E.sum(axis=0), aR.sum(axis=0)
-        n_G = n + 1 + (1 + f) * colX + f * (n - 1)
+        # the products' and the flushed additions' underflows are scaled by |s| where the scale comes after the sum
+        # (NumPy's 2c (X^T R): a float32 product of 2**-150 rounds to 0 and 2 doubles the loss; helper-47)
+        grow = max(1.0, abs(s))
+        n_G = grow * (n + f * (n - 1)) + 1 + (1 + f) * colX
         tf_abs = np.zeros_like(colX)
         if ut:
             et = _tf32_eta(reg)
@@ -610,7 +614,7 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
         else:  # nothing is flushed: zeros times finite magnitudes, +0 everywhere (no product needed)
             dXRh = dXR = np.zeros(XRh.shape, dtype=XRh.dtype)
         gW = (abs(s) * (g * XRh + aX.T @ rb.E + dXRh) + eta_s * (1 + g) * XRh + (1 + g) * (tf + eta * n_G))
-        n_b = n + 1 + (1 + f) * n + f * (n - 1)
+        n_b = grow * (n + f * (n - 1)) + 1 + (1 + f) * n
         gb = abs(s) * (g * sRh + sE) + eta_s * (1 + g) * sRh + (1 + g) * eta * n_b
         XR = aX.T @ aR
         # |X|^T U and 1^T U: in closed form where U is one value (ResidualBound.U_uniform)

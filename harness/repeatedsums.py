@@ -138,11 +138,12 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
     gW: Mask | None = None
     r_cols: list[int] = []
     if n > lam**2:
-        r_cols = sorted(set(repeating_in_sample(sample, n)) | set(_few_residues(sample, _top_grid(R, fmt))))
+        r_cols = sorted(set(repeating_in_sample(sample, n)) | set(_shared_low_bits(sample, _top_grid(R, fmt))))
     if r_cols:
         gb = np.zeros(k, dtype=bool)
         gb[r_cols] = True
-        x_cols = repeating_columns(X, held)
+        xs = held(X[screen_rows(n)])
+        x_cols = sorted(set(repeating_in_sample(xs, n)) | set(_shared_low_bits(xs, _top_grid(X, fmt))))
         if x_cols:
             gW = np.zeros((d, k), dtype=bool)
             gW[np.ix_(x_cols, r_cols)] = True
@@ -195,56 +196,73 @@ def exact_reductions(X: F, R: F, fmt: FloatFormat, ctx: ExactContext) -> tuple[M
                   & (amax <= limit * np.exp2(np.minimum(q_terms, 2000.0))))
         q_r = np.min(lr, axis=0)  # (K,): a multiple of 2**q_terms where the residual is exact
         wr = np.max(np.where(np.isfinite(lr), mr - lr + 1, 0.0), axis=0)
-        scaled_ok = q_r + e >= qlow
-        sr = 2 * ctx.c * np.sum(np.abs(R), axis=0)  # the scaled sums' magnitudes: within range
-        gb = res_ok & ((q_r == np.inf) | (scaled_ok & (sr <= big)
-                                          & (np.sum(np.abs(R), axis=0) <= limit * np.exp2(np.minimum(q_r, 2000.0)))))
+        # the terms' grid, scaled before the sum or not (2c applied after it), on the dtype's grid; the sums, scaled
+        # or not, within range
+        scaled_ok = q_r + min(e, 0) >= qlow
+        sa = np.sum(np.abs(R), axis=0)
+        gb = res_ok & ((q_r == np.inf) | (scaled_ok & (sa <= big) & (2 * ctx.c * sa <= big)
+                                          & (sa <= limit * np.exp2(np.minimum(q_r, 2000.0)))))
         q_xr = qx[:, None] + q_r[None, :]
         T = np.abs(X).T @ np.abs(R)
-        prods = (wx[:, None] + wr[None, :] <= p) & (q_xr + e >= qlow) & (T <= big) & (2 * ctx.c * T <= big)
+        prods = (wx[:, None] + wr[None, :] <= p) & (q_xr + min(e, 0) >= qlow) & (T <= big) & (2 * ctx.c * T <= big)
         gW = res_ok[None, :] & ((q_xr == np.inf) | (prods & (T <= limit * np.exp2(np.minimum(q_xr, 2000.0)))))
         q2 = 2 * float(np.min(q_r))
         sq = float(np.sum(R * R))
-        loss = bool(res_ok.all()) and (q2 == np.inf or (bool(np.all(2 * wr <= p)) and q2 + ec - 1 >= qlow and sq <= big
-                                                       and sq <= limit * 2.0 ** min(q2, 2000.0)))
+        loss = bool(res_ok.all()) and (q2 == np.inf or (bool(np.all(2 * wr <= p)) and q2 + min(ec - 1, 0) >= qlow
+                                                       and sq <= big and sq <= limit * 2.0 ** min(q2, 2000.0)))
     return np.asarray(gW), np.asarray(gb), loss
 
 
 #: :func:`few_residue_columns` keeps a column whose sampled residues take at most this many values ...
 FEW_RESIDUES = 16
+#: ... or whose mean is at least this fraction of their root mean square (a common sign: random residues' is about
+#: ``1 / sqrt(2048) = 0.02`` on the sample, decimal data's 0.013, continuous data's 0.004) ...
+RESIDUE_BIAS = 0.15
 #: ... among at least this many nonzero ones.
 MIN_RESIDUES = 64
 
 
 def few_residue_columns(R: F, fmt: FloatFormat) -> list[int]:
     """The columns of ``R`` ``(N, K)`` whose terms, though distinct, share their low bits: their residues modulo the
-    spacing of the partial sums' top binade (:func:`_top_grid`), which a sequential sum rounds away there, take at most
-    :data:`FEW_RESIDUES` values on :func:`harness.sharedrounding.screen_rows`' sample (zeros aside, at least
-    :data:`MIN_RESIDUES` of them). An integer plus 0.3 in every row is the case (an error 10.6 times the independent
-    model's bound in float64 at N = 50,000, helper-46): its residues take about 8 values, all of one sign; continuous
-    data's take as many values as the sample has rows, decimal data's (one decimal place) about 24, of both signs."""
+    spacing of the partial sums' top binade or of the binade below (:func:`_top_grid`; a sequential sum rounds them away
+    there), on :func:`harness.sharedrounding.screen_rows`' sample (zeros aside, at least :data:`MIN_RESIDUES` of them),
+    take at most :data:`FEW_RESIDUES` values or have a mean of one sign (:data:`RESIDUE_BIAS`).
+
+    Distinct integers plus 0.3 are the case (an error 10.6 times the independent model's bound in float64 at
+    N = 50,000, helper-46): their residues take about 8 values, all of one sign; plus 0.25 (a tie at the top spacing,
+    all residues 0 at the one below) and labels whose residues take 17 values, mostly of one sign, were missed by a
+    screen of one spacing and few values alone (1.07 and 2.20, helper-47). Continuous data's residues take as many
+    values as the sample has rows, decimal data's (one decimal place) about 24, both of mean about 0."""
     R = np.asarray(R)
-    return _few_residues(_nonzero_held(R[screen_rows(R.shape[0])], fmt), _top_grid(R, fmt))
+    return _shared_low_bits(_nonzero_held(R[screen_rows(R.shape[0])], fmt), _top_grid(R, fmt))
 
 
-def _few_residues(held: F, grid: F) -> list[int]:
-    """:func:`few_residue_columns` of a sample already rounded (zeros as NaN, :func:`_nonzero_held`)."""
-    r = np.sort(_nonzero_residue(held, grid), axis=0)  # NaN last
-    valid = ~np.isnan(r)
-    count = valid.sum(axis=0)
-    new_value = np.concatenate((valid[:1], valid[1:] & (r[1:] != r[:-1])), axis=0)
-    distinct = new_value.sum(axis=0)
-    return [j for j in range(r.shape[1]) if count[j] >= MIN_RESIDUES and distinct[j] <= FEW_RESIDUES]
+def _shared_low_bits(held: F, grid: F) -> list[int]:
+    """:func:`few_residue_columns` of a sample already rounded (zeros as NaN, :func:`_nonzero_held`); ``grid`` the top
+    spacing per column (the one below is half of it)."""
+    out: set[int] = set()
+    for g in (grid, grid / 2):
+        r = np.sort(_nonzero_residue(held, g), axis=0)  # NaN last
+        valid = ~np.isnan(r)
+        count = valid.sum(axis=0)
+        new_value = np.concatenate((valid[:1], valid[1:] & (r[1:] != r[:-1])), axis=0)
+        distinct = new_value.sum(axis=0)
+        z = np.where(valid, r, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            bias = np.abs(z.sum(axis=0)) / np.sqrt(np.maximum(count, 1) * (z * z).sum(axis=0))
+        out.update(j for j in range(r.shape[1])
+                   if count[j] >= MIN_RESIDUES and (distinct[j] <= FEW_RESIDUES or bias[j] >= RESIDUE_BIAS))
+    return sorted(out)
 
 
 def _top_grid(R: F, fmt: FloatFormat) -> F:
-    """Per column ``(K,)``: the spacing of ``fmt``'s floats in the binade of half the column's sum of magnitudes
-    ``S`` (where a sum of terms of one sign makes half its additions), a power of two; 0 where ``S`` is 0 or not
-    finite."""
+    """Per column ``(K,)``: the spacing of ``fmt``'s floats in the binade of the column's sum of magnitudes ``S``
+    (where a sum of terms of one sign ends; the binade below, half that spacing, takes half its additions), a power of
+    two; 0 where ``S`` is 0 or not finite."""
     with np.errstate(all="ignore"):
         aR = np.abs(np.asarray(R, dtype=np.float64))
         S = np.ones(aR.shape[0]) @ aR  # a product, not a strided reduction: only the binade matters
-        _, e = np.frexp(np.where(np.isfinite(S) & (S > 0), S / 2, 1.0))
+        _, e = np.frexp(np.where(np.isfinite(S) & (S > 0), S, 1.0))
         g = np.ldexp(1.0, np.maximum(e - 1, fmt.emin) - fmt.precision + 1)
     return np.where(np.isfinite(S) & (S > 0), g, 0.0)
 

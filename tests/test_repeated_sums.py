@@ -239,3 +239,43 @@ def test_terms_that_share_their_low_bits_are_taken_at_their_worst_case(dtype: st
     rng = np.random.default_rng(2)
     assert few_residue_columns(rng.standard_normal((3000, 1)), F64) == []
     assert few_residue_columns(np.round(rng.standard_normal((10_000, 1)) * 100, 1), F64) == []
+
+
+def test_a_feature_that_shares_its_low_bits_with_a_constant_residual() -> None:
+    """X's column screened like R's: distinct integers plus 0.3 against a constant residual, so grad_W sums terms
+    that share their low bits. torch-seed's grad_W was ``suspect`` at 3.29 (float64, N = 10,000; helper-47)."""
+    n = 10_000
+    X = (np.random.default_rng(0).permutation(n) + 1.3).reshape(n, 1)
+    case = case_from_arrays("x-fraction", X, -np.ones((n, 1)), np.zeros((1, 1)), np.zeros(1), lr=1e-3, reduction="sum",
+                            dtypes=("float64",))
+    for impl in resolve(["numpy-hand", "torch-seed"]):
+        records = check_case(case, impl, "cpu", "float64")
+        assert all(r.verdict == "agree" for r in records), [(r.quantity, r.verdict, r.expected_ratio) for r in records]
+
+
+def test_a_tie_at_the_top_spacing_is_screened() -> None:
+    """Integers plus 0.25 in float32 at N = 3,000: at the spacing of half the sum every residue is 0, at the top
+    spacing every addition is a tie (helper-47: ``suspect`` at 1.04-1.07 with one spacing screened)."""
+    n = 3000
+    y = np.random.default_rng(5).integers(0, 4000, (n, 2)) + 0.25  # sums near 6e6: float32 spacing 0.5 there
+    assert few_residue_columns(-y, F32) == [0, 1]
+    case = case_from_arrays("quarter", np.ones((n, 1)), y, np.zeros((1, 2)), np.zeros(2), lr=1e-3, reduction="sum",
+                            dtypes=("float32",))
+    for impl in resolve(["numpy-hand", "torch-seed"]):
+        records = check_case(case, impl, "cpu", "float32")
+        assert all(r.verdict == "agree" for r in records), [(r.quantity, r.verdict, r.expected_ratio) for r in records]
+
+
+def test_exactness_needs_the_unscaled_sum_on_the_dtype_grid() -> None:
+    """float16, the sum reduction: products 3 * 2**-25 lie below float16's subnormal spacing 2**-24. NumPy forms
+    ``X^T R`` before doubling it, so the sum rounds (1.1683e-05 against an exact 1.1623e-05): not exact, although
+    the doubled products would be on the grid (helper-47)."""
+    n = 65
+    X, y = np.full((n, 1), 3 * 2.0**-15), np.full((n, 1), -(2.0**-10))
+    W, b = np.zeros((1, 1)), np.zeros(1)
+    R = X @ W + b - y
+    A = np.abs(X) @ np.abs(W) + np.abs(b) + np.abs(y)
+    gW, gb, _ = exact_reductions(X, R, get_format("float16"), ExactContext(W, b, y, A, 1.0, False, False))
+    assert not gW.any() and gb.all()
+    computed = 2 * float((X.astype(np.float16).T @ R.astype(np.float16))[0, 0])
+    assert computed != 2 * n * 3 * 2.0**-25  # it does round
