@@ -134,6 +134,9 @@ def round_to_format(values: npt.ArrayLike, fmt: FloatFormat) -> FloatArray:
     x = np.asarray(values, dtype=np.float64)
     if fmt.precision == 53 and fmt.emin == -1022:
         return x.copy()
+    if fmt.precision == 24 and fmt.emin == -126 and fmt.max_finite == float(np.finfo(np.float32).max):
+        with np.errstate(over="ignore"):  # IEEE 754's conversion: the same rounding, in one pass
+            return x.astype(np.float32).astype(np.float64)
     out = x.copy()
     finite = np.isfinite(x) & (x != 0)
     xf = x[finite]

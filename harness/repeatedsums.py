@@ -45,11 +45,11 @@ reduction of at most ``lambda**2 = 36`` terms, whose independent part is already
 (``lambda u sqrt(V) >= u sqrt(n V)``).
 
 **Terms that share their low bits** (:func:`few_residue_columns`): distinct terms whose residues modulo the spacing
-of the partial sums' top binade take few values (distinct integers plus 0.3) round alike there too, and are taken as
-repeats.
+of the partial sums' top binade (or the one below) have a mean of one sign (distinct integers plus 0.3) round alike
+there too, and are taken as repeats.
 
-**Known limits.** Residues of many values but with a common sign (a bias short of "few values") still correlate and
-are not flagged; the models path screens exact repeats only; a sum in an order whose partial sums exceed all three
+**Known limits.** Residues with a weak common sign (a mean below 0.15 of their root mean square) still correlate at
+large N and are not flagged; the models path screens exact repeats only; a sum in an order whose partial sums exceed all three
 modelled orders (all positive terms first, then all negative ones) is not covered, as in the independent model.
 """
 
@@ -213,26 +213,26 @@ def exact_reductions(X: F, R: F, fmt: FloatFormat, ctx: ExactContext) -> tuple[M
     return np.asarray(gW), np.asarray(gb), loss
 
 
-#: :func:`few_residue_columns` keeps a column whose sampled residues take at most this many values ...
-FEW_RESIDUES = 16
-#: ... or whose mean is at least this fraction of their root mean square (a common sign: random residues' is about
-#: ``1 / sqrt(2048) = 0.02`` on the sample, decimal data's 0.013, continuous data's 0.004) ...
+#: :func:`few_residue_columns` keeps a column whose sampled residues have a mean at least this fraction of their root
+#: mean square (a common sign; random residues' is about ``1 / sqrt(2048) = 0.02`` on the sample, decimal data's 0.013,
+#: continuous data's 0.004) ...
 RESIDUE_BIAS = 0.15
 #: ... among at least this many nonzero ones.
 MIN_RESIDUES = 64
 
 
 def few_residue_columns(R: F, fmt: FloatFormat) -> list[int]:
-    """The columns of ``R`` ``(N, K)`` whose terms, though distinct, share their low bits: their residues modulo the
-    spacing of the partial sums' top binade or of the binade below (:func:`_top_grid`; a sequential sum rounds them away
-    there), on :func:`harness.sharedrounding.screen_rows`' sample (zeros aside, at least :data:`MIN_RESIDUES` of them),
-    take at most :data:`FEW_RESIDUES` values or have a mean of one sign (:data:`RESIDUE_BIAS`).
+    """The columns of ``R`` ``(N, K)`` whose terms, though distinct, share their low bits with one sign: their
+    residues modulo the spacing of the partial sums' top binade or of the binade below (:func:`_top_grid`; a
+    sequential sum rounds them away there), on :func:`harness.sharedrounding.screen_rows`' sample (zeros aside, at
+    least :data:`MIN_RESIDUES` of them), have a mean of one sign (:data:`RESIDUE_BIAS`). Residues of both signs in
+    balance round away in balance (the independent model holds); a common sign adds up like N.
 
     Distinct integers plus 0.3 are the case (an error 10.6 times the independent model's bound in float64 at
-    N = 50,000, helper-46): their residues take about 8 values, all of one sign; plus 0.25 (a tie at the top spacing,
-    all residues 0 at the one below) and labels whose residues take 17 values, mostly of one sign, were missed by a
-    screen of one spacing and few values alone (1.07 and 2.20, helper-47). Continuous data's residues take as many
-    values as the sample has rows, decimal data's (one decimal place) about 24, both of mean about 0."""
+    N = 50,000, helper-46): their residues are all of one sign. So are integers plus 0.25 at a spacing of 0.5 (every
+    addition a tie; missed by a screen at half the sum's spacing, where every residue is 0: 3.39, helper-47) and
+    labels whose residues take 17 values, mostly of one sign (2.20). Continuous data's residues, and decimal data's
+    (one decimal place), have a mean near 0."""
     R = np.asarray(R)
     return _shared_low_bits(_nonzero_held(R[screen_rows(R.shape[0])], fmt), _top_grid(R, fmt))
 
@@ -241,17 +241,15 @@ def _shared_low_bits(held: F, grid: F) -> list[int]:
     """:func:`few_residue_columns` of a sample already rounded (zeros as NaN, :func:`_nonzero_held`); ``grid`` the top
     spacing per column (the one below is half of it)."""
     out: set[int] = set()
+    ones = np.ones(held.shape[0])
     for g in (grid, grid / 2):
-        r = np.sort(_nonzero_residue(held, g), axis=0)  # NaN last
+        r = _nonzero_residue(held, g)
         valid = ~np.isnan(r)
-        count = valid.sum(axis=0)
-        new_value = np.concatenate((valid[:1], valid[1:] & (r[1:] != r[:-1])), axis=0)
-        distinct = new_value.sum(axis=0)
         z = np.where(valid, r, 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            bias = np.abs(z.sum(axis=0)) / np.sqrt(np.maximum(count, 1) * (z * z).sum(axis=0))
-        out.update(j for j in range(r.shape[1])
-                   if count[j] >= MIN_RESIDUES and (distinct[j] <= FEW_RESIDUES or bias[j] >= RESIDUE_BIAS))
+        count = ones @ valid.astype(np.float64)  # column sums as products (not strided reductions)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            bias = np.abs(ones @ z) / np.sqrt(np.maximum(count, 1) * (ones @ (z * z)))
+        out.update(j for j in range(r.shape[1]) if count[j] >= MIN_RESIDUES and bias[j] >= RESIDUE_BIAS)
     return sorted(out)
 
 

@@ -76,3 +76,19 @@ def test_decimal_string():
     assert decimal_string(Fraction(-5872025, 4194304)) == "-1.3999998569488525391..."
     assert decimal_string(Fraction(10) ** 30) == "1e+30"
     assert decimal_string(0.0) == "0"
+
+
+def test_float32_rounding_agrees_with_the_exact_rational_rounding() -> None:
+    """round_to_format's float32 path (NumPy's conversion) against round_fraction (exact rationals, ties to even) on
+    ties, subnormals, the underflow and overflow edges and random magnitudes."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(7)
+    edges = [2.0**-149, 2.0**-150, 3 * 2.0**-151, 2.0**-126 * (1 - 2.0**-24), 1 + 2.0**-24, 1 + 3 * 2.0**-24,
+             float(np.finfo(np.float32).max), float(np.finfo(np.float32).max) * (1 + 2.0**-25), 3.4028235e38 * 1.0000001,
+             0.0, -0.0, 0.1, -2.0**-149 * 1.5]
+    x = np.concatenate([edges, -np.array(edges), rng.standard_normal(300) * np.exp2(rng.integers(-160, 130, 300))])
+    got = round_to_format(x, FLOAT32)
+    for v, g in zip(x, got, strict=True):
+        want = round_fraction(Fraction(float(v)), FLOAT32)
+        assert (float(want) == g) or (np.isinf(g) and np.isinf(float(want)) and np.sign(g) == np.sign(float(want))), v
