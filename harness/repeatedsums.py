@@ -39,17 +39,23 @@ labels at ``W = 0`` are the common case: there every correct built-in errs by ex
 
 **Cost.** Sensitivity: on such data the expected bound of the flagged reductions nears half the rigorous one (a
 sequential sum of repeated terms can really err that much), so a precision bug there shows as ``disagree`` only
-where it exceeds the rigorous bound. Time: the screen of the residual on a sample of about 2,048 rows (only the
-sample is rounded to the dtype); ``X``'s columns only where some column of the residual repeats; nothing for a
-reduction of at most ``lambda**2 = 36`` terms, whose independent part is already at least the worst case
-(``lambda u sqrt(V) >= u sqrt(n V)``).
+where it exceeds the rigorous bound. Time: the repeats are screened on a sample of about 2,048 rows, the residues'
+sign over every row (a few passes over ``R``); ``X``'s columns only where some column of the residual is flagged;
+nothing for a reduction of at most ``lambda**2 = 36`` terms, whose independent part is already at least the worst
+case (``lambda u sqrt(V) >= u sqrt(n V)``). About 1 ms per check at 15,625 x 16 x 4 (one thread).
 
 **Terms that share their low bits** (:func:`few_residue_columns`): distinct terms whose residues modulo the spacing
-of the partial sums' top binade (or the one below) have a mean of one sign (distinct integers plus 0.3) round alike
-there too, and are taken as repeats.
+of the partial sums' top binade (or the one below) have a sum of one sign, ``|sum r_i| >= 3 sqrt(sum r_i^2)`` over
+every row (distinct integers plus 0.3), round alike there too, and are taken as repeats.
 
-**Known limits.** Residues with a weak common sign (a mean below 0.15 of their root mean square) still correlate at
-large N and are not flagged; the models path screens exact repeats only; a sum in an order whose partial sums exceed all three
+**Products** ``X_ij R_ik``: flagged where both factors' columns are; and, for a repeating feature (an indicator, a
+sign), where the products' own residues share a sign (an indicator picks one residue class out of a balanced residual
+column: 1.54; a random-sign feature times labels of those signs times an integer plus 0.3: 15.5 at N = 100,000;
+helper-48).
+
+**Known limits.** Products whose residues share a sign where the feature neither repeats nor shares a sign itself
+are not flagged (``X = s (m + 0.3)`` against ``R = s``, ``s`` random signs: 11.0 at N = 50,000; constructed,
+helper-48): screening every product would cost a pass over ``N D K`` terms; the models path screens exact repeats only; a sum in an order whose partial sums exceed all three
 modelled orders (all positive terms first, then all negative ones) is not covered, as in the independent model.
 """
 
@@ -138,16 +144,23 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
     gW: Mask | None = None
     r_cols: list[int] = []
     if n > lam**2:
-        r_cols = sorted(set(repeating_in_sample(sample, n)) | set(_shared_low_bits(sample, _top_grid(R, fmt))))
+        r_cols = sorted(set(repeating_in_sample(sample, n)) | set(few_residue_columns(R, fmt)))
     if r_cols:
         gb = np.zeros(k, dtype=bool)
         gb[r_cols] = True
+    if n > lam**2:
         xs = held(X[screen_rows(n)])
-        x_cols = sorted(set(repeating_in_sample(xs, n)) | set(_shared_low_bits(xs, _top_grid(X, fmt))))
-        if x_cols:
-            gW = np.zeros((d, k), dtype=bool)
-            gW[np.ix_(x_cols, r_cols)] = True
-    if exact is not None and (loss or gb is not None):
+        x_repeat = repeating_in_sample(xs, n)
+        x_cols = sorted(set(x_repeat) | set(few_residue_columns(X, fmt))) if r_cols else []
+        gW = np.zeros((d, k), dtype=bool)
+        gW[np.ix_(x_cols, r_cols)] = True
+        # a repeating feature (an indicator, a sign) times the residual: the products' own residues, over every row
+        # (an indicator picks the rows of one residue class out of a balanced column: 1.54, helper-48)
+        R_held = _held(R, fmt)
+        for j in x_repeat:
+            gW[j, few_residue_columns(X[:, j:j + 1] * R_held, fmt)] = True
+        gW = gW if gW.any() else None
+    if exact is not None and (loss or gb is not None or gW is not None):
         ex_gW, ex_gb, ex_loss = exact_reductions(X, R, fmt, exact)
         gW = None if gW is None or not (gW & ~ex_gW).any() else gW & ~ex_gW
         gb = None if gb is None or not (gb & ~ex_gb).any() else gb & ~ex_gb
@@ -213,43 +226,44 @@ def exact_reductions(X: F, R: F, fmt: FloatFormat, ctx: ExactContext) -> tuple[M
     return np.asarray(gW), np.asarray(gb), loss
 
 
-#: :func:`few_residue_columns` keeps a column whose sampled residues have a mean at least this fraction of their root
-#: mean square (a common sign; random residues' is about ``1 / sqrt(2048) = 0.02`` on the sample, decimal data's 0.013,
-#: continuous data's 0.004) ...
-RESIDUE_BIAS = 0.15
+#: :func:`few_residue_columns` keeps a column whose residues' sum reaches this many times their root sum of squares
+#: (``z``: about a standard normal for residues of balanced signs, so 3 flags 0.3% of continuous columns) ...
+RESIDUE_Z = 3.0
 #: ... among at least this many nonzero ones.
 MIN_RESIDUES = 64
 
 
 def few_residue_columns(R: F, fmt: FloatFormat) -> list[int]:
     """The columns of ``R`` ``(N, K)`` whose terms, though distinct, share their low bits with one sign: their
-    residues modulo the spacing of the partial sums' top binade or of the binade below (:func:`_top_grid`; a
-    sequential sum rounds them away there), on :func:`harness.sharedrounding.screen_rows`' sample (zeros aside, at
-    least :data:`MIN_RESIDUES` of them), have a mean of one sign (:data:`RESIDUE_BIAS`). Residues of both signs in
-    balance round away in balance (the independent model holds); a common sign adds up like N.
+    residues ``r_i`` modulo the spacing of the partial sums' top binade or of the binade below (:func:`_top_grid`;
+    a sequential sum rounds them away there), over every row (zeros aside, at least :data:`MIN_RESIDUES`), have
+    ``z = |sum r_i| / sqrt(sum r_i^2) >= RESIDUE_Z``.
 
-    Distinct integers plus 0.3 are the case (an error 10.6 times the independent model's bound in float64 at
-    N = 50,000, helper-46): their residues are all of one sign. So are integers plus 0.25 at a spacing of 0.5 (every
-    addition a tie; missed by a screen at half the sum's spacing, where every residue is 0: 3.39, helper-47) and
-    labels whose residues take 17 values, mostly of one sign (2.20). Continuous data's residues, and decimal data's
-    (one decimal place), have a mean near 0."""
+    Why ``z``: the part of the errors that the residues' common sign adds is about ``|sum r_i|``, the independent
+    model's ``lambda sqrt(sum r_i^2)`` (``lambda = 6``); below ``z = 3`` it keeps half its margin. Residues of both
+    signs in balance give ``z`` of order 1 whatever N; a common sign, however weak, grows ``z`` like ``sqrt(N)``, which
+    a sample of rows cannot see at large N (a bias of 0.12 of the residues' size was ``suspect`` at 1.81 at
+    N = 100,000; a bias in the last half of sorted rows only at 1.54; helper-48).
+
+    Distinct integers plus 0.3 are the case (10.6 times the independent model's bound in float64 at N = 50,000,
+    helper-46), integers plus 0.25 at a spacing of 0.5 (every addition a tie; 3.39, helper-47) and integers plus a
+    fraction in float32, whose residues average ``f - 1/2`` in every binade (1.20, helper-48). Continuous data's
+    residues and decimal data's (one decimal place) are balanced."""
     R = np.asarray(R)
-    return _shared_low_bits(_nonzero_held(R[screen_rows(R.shape[0])], fmt), _top_grid(R, fmt))
-
-
-def _shared_low_bits(held: F, grid: F) -> list[int]:
-    """:func:`few_residue_columns` of a sample already rounded (zeros as NaN, :func:`_nonzero_held`); ``grid`` the top
-    spacing per column (the one below is half of it)."""
+    if R.shape[0] < MIN_RESIDUES:
+        return []
+    held = _nonzero_held(R, fmt)
+    grid = _top_grid(R, fmt)
     out: set[int] = set()
-    ones = np.ones(held.shape[0])
+    ones = np.ones(R.shape[0])
     for g in (grid, grid / 2):
         r = _nonzero_residue(held, g)
         valid = ~np.isnan(r)
         z = np.where(valid, r, 0.0)
         count = ones @ valid.astype(np.float64)  # column sums as products (not strided reductions)
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            bias = np.abs(ones @ z) / np.sqrt(np.maximum(count, 1) * (ones @ (z * z)))
-        out.update(j for j in range(r.shape[1]) if count[j] >= MIN_RESIDUES and bias[j] >= RESIDUE_BIAS)
+            score = np.abs(ones @ z) / np.sqrt(ones @ (z * z))
+        out.update(j for j in range(R.shape[1]) if count[j] >= MIN_RESIDUES and score[j] >= RESIDUE_Z)
     return sorted(out)
 
 
@@ -274,6 +288,12 @@ def _nonzero_residue(held: F, grid: F) -> F:
         g = np.where(grid > 0, grid, 1.0)
         r = np.where(grid > 0, held - g * np.rint(held / g), held)
     return np.where(r == 0, np.nan, r)
+
+
+def _held(a: F, fmt: FloatFormat) -> F:
+    """``a`` rounded to ``fmt`` (float64 values)."""
+    with np.errstate(all="ignore"):
+        return round_to_format(np.asarray(a, dtype=np.float64), fmt)
 
 
 def _nonzero_held(a: F, fmt: FloatFormat) -> F:
