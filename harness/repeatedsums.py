@@ -42,7 +42,7 @@ sequential sum of repeated terms can really err that much), so a precision bug t
 where it exceeds the rigorous bound. Time: the repeats are screened on a sample of about 2,048 rows, the residues'
 sign over every row (a few passes over ``R``); ``X``'s columns only where some column of the residual is flagged;
 nothing for a reduction of at most ``lambda**2 = 36`` terms, whose independent part is already at least the worst
-case (``lambda u sqrt(V) >= u sqrt(n V)``). About 1 ms per check at 15,625 x 16 x 4 (one thread).
+case (``lambda u sqrt(V) >= u sqrt(n V)``). About 1 ms per check at 15,625 x 16 x 4 (one thread; the residues in one compiled pass).
 
 **Terms that share their low bits** (:func:`few_residue_columns`): distinct terms whose residues modulo the spacing
 of the partial sums' top binade (or the one below) have a sum of one sign, ``|sum r_i| >= 3 sqrt(sum r_i^2)`` over
@@ -66,6 +66,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
 from .floats import FloatFormat, float_bits, round_to_format
 from .sharedrounding import repeating_columns, repeating_in_sample, screen_rows
@@ -156,7 +157,7 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
         gW[np.ix_(x_cols, r_cols)] = True
         # a repeating feature (an indicator, a sign) times the residual: the products' own residues, over every row
         # (an indicator picks the rows of one residue class out of a balanced column: 1.54, helper-48)
-        R_held = _held(R, fmt)
+        R_held = _held(R, fmt) if x_repeat else R
         for j in x_repeat:
             gW[j, few_residue_columns(X[:, j:j + 1] * R_held, fmt)] = True
         gW = gW if gW.any() else None
@@ -252,19 +253,36 @@ def few_residue_columns(R: F, fmt: FloatFormat) -> list[int]:
     R = np.asarray(R)
     if R.shape[0] < MIN_RESIDUES:
         return []
-    held = _nonzero_held(R, fmt)
-    grid = _top_grid(R, fmt)
-    out: set[int] = set()
-    ones = np.ones(R.shape[0])
-    for g in (grid, grid / 2):
-        r = _nonzero_residue(held, g)
-        valid = ~np.isnan(r)
-        z = np.where(valid, r, 0.0)
-        count = ones @ valid.astype(np.float64)  # column sums as products (not strided reductions)
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            score = np.abs(ones @ z) / np.sqrt(ones @ (z * z))
-        out.update(j for j in range(R.shape[1]) if count[j] >= MIN_RESIDUES and score[j] >= RESIDUE_Z)
-    return sorted(out)
+    held = np.ascontiguousarray(_held(R, fmt))
+    grid = np.ascontiguousarray(_top_grid(R, fmt), dtype=np.float64)
+    stats = _residue_sums(held, grid)  # (2, 3, K): per grid, count, sum and sum of squares of the nonzero residues
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        score = np.abs(stats[:, 1]) / np.sqrt(stats[:, 2])
+    flagged = (stats[:, 0] >= MIN_RESIDUES) & (score >= RESIDUE_Z)
+    return [j for j in range(R.shape[1]) if bool(flagged[:, j].any())]
+
+
+@njit(cache=True, nogil=True)
+def _residue_sums(held: np.ndarray, grid: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """One pass over ``held`` ``(N, K)`` (values of the dtype as float64): for the spacings ``grid[k]`` and
+    ``grid[k] / 2``, the count, sum and sum of squares of each column's nonzero residues ``v - g rint(v / g)`` (in
+    ``[-g/2, g/2]``: the bits a partial sum on that grid rounds away; zeros, NaN and a zero grid skipped)."""
+    n, k = held.shape
+    out = np.zeros((2, 3, k))
+    for i in range(n):
+        for j in range(k):
+            v = held[i, j]
+            g = grid[j]
+            if v == 0.0 or v != v or g == 0.0:
+                continue
+            for t in range(2):
+                gt = g if t == 0 else g * 0.5
+                r = v - gt * np.rint(v / gt)
+                if r != 0.0 and r == r:
+                    out[t, 0, j] += 1.0
+                    out[t, 1, j] += r
+                    out[t, 2, j] += r * r
+    return out
 
 
 def _top_grid(R: F, fmt: FloatFormat) -> F:
@@ -277,17 +295,6 @@ def _top_grid(R: F, fmt: FloatFormat) -> F:
         _, e = np.frexp(np.where(np.isfinite(S) & (S > 0), S, 1.0))
         g = np.ldexp(1.0, np.maximum(e - 1, fmt.emin) - fmt.precision + 1)
     return np.where(np.isfinite(S) & (S > 0), g, 0.0)
-
-
-def _nonzero_residue(held: F, grid: F) -> F:
-    """``held`` modulo ``grid`` (per column, into ``[-grid/2, grid/2]``), NaN where that is 0 or ``held`` is NaN:
-    adding a term to a partial sum on that grid rounds away exactly those bits, so terms with equal residues round
-    alike (exact repeats are a special case: an integer plus 0.3 in every row is another). A zero grid leaves the
-    values as they are."""
-    with np.errstate(all="ignore"):
-        g = np.where(grid > 0, grid, 1.0)
-        r = np.where(grid > 0, held - g * np.rint(held / g), held)
-    return np.where(r == 0, np.nan, r)
 
 
 def _held(a: F, fmt: FloatFormat) -> F:
