@@ -277,6 +277,8 @@ def _residue_sums(held: np.ndarray, grid: np.ndarray) -> np.ndarray:  # pragma: 
                 continue
             for t in range(2):
                 gt = g if t == 0 else g * 0.5
+                if gt == 0.0:  # half the smallest subnormal spacing: no grid (numba raises on x / 0)
+                    continue
                 r = v - gt * np.rint(v / gt)
                 if r != 0.0 and r == r:
                     out[t, 0, j] += 1.0

@@ -323,3 +323,12 @@ def test_integers_plus_a_fraction_in_float32() -> None:
     y = np.stack([rng.permutation(n) for _ in range(2)], axis=1) + 0.2
     bad = [g for g in _grade(np.ones((n, 1)), y, "float32") if g[2] != "agree"]
     assert not bad, bad
+
+
+def test_the_residue_screen_on_subnormal_columns() -> None:
+    """A column whose sum's spacing is the smallest subnormal (2**-1074): the spacing below it is 0, which the
+    compiled pass skipped only after dividing by it (ZeroDivisionError in the sweep's subnormal case)."""
+    col = np.full((100, 1), 5e-324)
+    col[::3] = 1e-323
+    assert few_residue_columns(col, F64) == []
+    assert few_residue_columns(-col, F64) == []
