@@ -27,7 +27,7 @@ column ``k`` of the residual rounded to the dtype repeats; ``grad_W = s X^T R`` 
 addition, column ``j`` of ``X`` repeats (a continuous feature makes every product's low bits its own); the loss
 ``c sum R^2`` where the residual's magnitudes, all columns together, repeat. "Repeats enough" is
 :func:`harness.sharedrounding.repeating_columns`' screen (equal pairs on a sample: a shared part at least a quarter
-of the independent one).
+of the independent one), or the residues' screen below.
 
 **Exact sums** (:func:`exact_reductions`). Where every correct evaluation computes a flagged reduction exactly, in any
 order, no partial sum rounds and the worst case is not added: the residual column exact (its products' significands
@@ -40,9 +40,10 @@ labels at ``W = 0`` are the common case: there every correct built-in errs by ex
 **Cost.** Sensitivity: on such data the expected bound of the flagged reductions nears half the rigorous one (a
 sequential sum of repeated terms can really err that much), so a precision bug there shows as ``disagree`` only
 where it exceeds the rigorous bound. Time: the repeats are screened on a sample of about 2,048 rows, the residues'
-sign over every row (a few passes over ``R``); ``X``'s columns only where some column of the residual is flagged;
-nothing for a reduction of at most ``lambda**2 = 36`` terms, whose independent part is already at least the worst
-case (``lambda u sqrt(V) >= u sqrt(n V)``). About 1 ms per check at 15,625 x 16 x 4 (one thread; the residues in one compiled pass).
+sign over every row (one compiled pass over ``R``); ``X``'s residues only where some column of the residual is
+flagged, a repeating feature's products always; nothing for a reduction of at most ``lambda**2 = 36`` terms, whose
+independent part is already at least the worst case (``lambda u sqrt(V) >= u sqrt(n V)``). About 1.3 ms per check
+at 15,625 x 16 x 4 (one thread).
 
 **Terms that share their low bits** (:func:`few_residue_columns`): distinct terms whose residues modulo the spacing
 of the partial sums' top binade (or the one below) have a sum of one sign, ``|sum r_i| >= 3 sqrt(sum r_i^2)`` over
@@ -55,8 +56,9 @@ helper-48).
 
 **Known limits.** Products whose residues share a sign where the feature neither repeats nor shares a sign itself
 are not flagged (``X = s (m + 0.3)`` against ``R = s``, ``s`` random signs: 11.0 at N = 50,000; constructed,
-helper-48): screening every product would cost a pass over ``N D K`` terms; the models path screens exact repeats only; a sum in an order whose partial sums exceed all three
-modelled orders (all positive terms first, then all negative ones) is not covered, as in the independent model.
+helper-48): screening every product would cost a pass over ``N D K`` terms. The models path screens exact repeats
+only. A sum in an order whose partial sums exceed all three modelled orders (all positive terms first, then all
+negative ones) is not covered, as in the independent model.
 """
 
 from __future__ import annotations

@@ -617,8 +617,9 @@ class _Walk:
         return self.reg.eta if self.reg.ftz else 0.0
 
     def gam_of(self, n: int, repeated: Callable[[], Mask]) -> float | F64:
-        """The reduction constant of ``n`` terms per element: ``gam(n)``, or, in the expected walk, the rigorous
-        constant where ``repeated()`` (a mask of the result's elements, asked for only then) says the terms repeat."""
+        """The reduction constant of ``n`` terms per element: ``gam(n)``, or, in the expected walk, the first-order
+        worst case ``repeated_gam(n)`` where ``repeated()`` (a mask of the result's elements, asked for only when that
+        is larger) says the terms repeat."""
         g = self.gam(n)
         if self.repeated_gam is None or n < 2 or not math.isfinite(g):
             return g
@@ -1434,6 +1435,7 @@ def model_bounds(
     rig = _Walk(graph, fmt, reg, ctx, fmt.gamma, vals)
     _walk(rig)
     over = rig.over
+
     def repeated_gamma(n: int) -> float:  # the first-order worst case, every partial sum's error with one sign
         return n * u
 
