@@ -162,6 +162,24 @@ def float_bits(x: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
     return np.asarray(lsb), np.asarray(msb)
 
 
+def lowest_exponent(fmt: FloatFormat, flush_to_zero: bool) -> int:
+    """The exponent of the finest grid of ``fmt``'s floats: the smallest subnormal's (``emin - p + 1``), or with
+    flush-to-zero the smallest normal number's (``emin``)."""
+    return fmt.emin if flush_to_zero else fmt.emin - fmt.precision + 1
+
+
+def sums_exactly(S: npt.ArrayLike, q: npt.ArrayLike, fmt: FloatFormat, flush_to_zero: bool) -> npt.NDArray[np.bool_]:
+    """Where a sum of exact terms, all multiples of ``2**q`` with ``sum |t| = S``, is exact in ``fmt`` in any order:
+    every partial sum is a multiple of ``2**q`` of magnitude at most ``S``, a float of the dtype when
+    ``S <= (2**p - 1) 2**q``, ``2**q`` is not below :func:`lowest_exponent`'s grid and ``S`` is finite in ``fmt``.
+    Element-wise (broadcast); ``q = +inf`` (no nonzero term) passes the grid test."""
+    S = np.asarray(S, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        fits = S <= (2.0**fmt.precision - 1) * np.exp2(np.minimum(q, 2000.0))
+    return np.asarray(fits & (q >= lowest_exponent(fmt, flush_to_zero)) & (S <= fmt.max_finite))
+
+
 def round_fraction(value: Fraction, fmt: FloatFormat) -> Fraction | float:
     """Round an exact rational to ``fmt`` (nearest, ties to even), exactly.
 

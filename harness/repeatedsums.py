@@ -70,7 +70,7 @@ import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from .floats import FloatFormat, float_bits, round_to_format
+from .floats import FloatFormat, float_bits, lowest_exponent, round_to_format, sums_exactly
 from .sharedrounding import repeating_columns, repeating_in_sample, screen_rows
 
 F = npt.NDArray[np.floating]
@@ -145,13 +145,11 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
     loss = bool(repeating_in_sample(np.abs(sample).reshape(-1, 1), n * k))  # the squares: all columns together
     gb: Mask | None = None
     gW: Mask | None = None
-    r_cols: list[int] = []
     if n > lam**2:
         r_cols = sorted(set(repeating_in_sample(sample, n)) | set(few_residue_columns(R, fmt)))
-    if r_cols:
-        gb = np.zeros(k, dtype=bool)
-        gb[r_cols] = True
-    if n > lam**2:
+        if r_cols:
+            gb = np.zeros(k, dtype=bool)
+            gb[r_cols] = True
         xs = held(X[screen_rows(n)])
         x_repeat = repeating_in_sample(xs, n)
         x_cols = sorted(set(x_repeat) | set(few_residue_columns(X, fmt))) if r_cols else []
@@ -190,10 +188,9 @@ def exact_reductions(X: F, R: F, fmt: FloatFormat, ctx: ExactContext) -> tuple[M
     none = (np.zeros((d, k), dtype=bool), np.zeros(k, dtype=bool), False)
     mant, ec = math.frexp(ctx.c)
     p = fmt.precision
-    qlow = fmt.emin if ctx.ftz else fmt.emin - p + 1
+    qlow = lowest_exponent(fmt, ctx.ftz)
     if ctx.tf32 or mant != 0.5 or ec - 1 < qlow or not np.isfinite(R).all():
         return none  # c not a power of two, or one that underflows the dtype: scaled terms are rounded
-    limit = 2.0**p - 1
     big = fmt.max_finite
     e = ec  # 2c = 2**e
     with np.errstate(invalid="ignore", over="ignore"):
@@ -208,24 +205,22 @@ def exact_reductions(X: F, R: F, fmt: FloatFormat, ctx: ExactContext) -> tuple[M
         prod_ok = np.all((wx[:, None] + ww <= p) | (wx[:, None] == 0) | (ww == 0), axis=0)  # (K,)
         q_terms = np.minimum(np.min(qx[:, None] + lw, axis=0), np.minimum(lb, np.min(ly, axis=0)))  # (K,)
         amax = np.max(np.asarray(ctx.A, dtype=np.float64), axis=0)
-        res_ok = (prod_ok & (q_terms >= qlow) & np.isfinite(q_terms) & (amax <= big)
-                  & (amax <= limit * np.exp2(np.minimum(q_terms, 2000.0))))
+        res_ok = prod_ok & np.isfinite(q_terms) & sums_exactly(amax, q_terms, fmt, ctx.ftz)
         q_r = np.min(lr, axis=0)  # (K,): a multiple of 2**q_terms where the residual is exact
         wr = np.max(np.where(np.isfinite(lr), mr - lr + 1, 0.0), axis=0)
         # the terms' grid, scaled before the sum or not (2c applied after it), on the dtype's grid; the sums, scaled
         # or not, within range
-        scaled_ok = q_r + min(e, 0) >= qlow
         sa = np.sum(np.abs(R), axis=0)
-        gb = res_ok & ((q_r == np.inf) | (scaled_ok & (sa <= big) & (2 * ctx.c * sa <= big)
-                                          & (sa <= limit * np.exp2(np.minimum(q_r, 2000.0)))))
+        gb = res_ok & ((q_r == np.inf) | (sums_exactly(sa, q_r, fmt, ctx.ftz) & (q_r + min(e, 0) >= qlow)
+                                          & (2 * ctx.c * sa <= big)))
         q_xr = qx[:, None] + q_r[None, :]
         T = np.abs(X).T @ np.abs(R)
-        prods = (wx[:, None] + wr[None, :] <= p) & (q_xr + min(e, 0) >= qlow) & (T <= big) & (2 * ctx.c * T <= big)
-        gW = res_ok[None, :] & ((q_xr == np.inf) | (prods & (T <= limit * np.exp2(np.minimum(q_xr, 2000.0)))))
+        prods = (wx[:, None] + wr[None, :] <= p) & (q_xr + min(e, 0) >= qlow) & (2 * ctx.c * T <= big)
+        gW = res_ok[None, :] & ((q_xr == np.inf) | (prods & sums_exactly(T, q_xr, fmt, ctx.ftz)))
         q2 = 2 * float(np.min(q_r))
         sq = float(np.sum(R * R))
         loss = bool(res_ok.all()) and (q2 == np.inf or (bool(np.all(2 * wr <= p)) and q2 + min(ec - 1, 0) >= qlow
-                                                       and sq <= big and sq <= limit * 2.0 ** min(q2, 2000.0)))
+                                                       and bool(sums_exactly(sq, q2, fmt, ctx.ftz))))
     return np.asarray(gW), np.asarray(gb), loss
 
 

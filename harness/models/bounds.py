@@ -119,7 +119,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..bounds import LAMBDA, Regime, StepBounds, flush_to_zero_default, learning_rate_spread
-from ..floats import FLOAT32, FLOAT64, FloatFormat, float_bits, round_to_format
+from ..floats import FLOAT32, FLOAT64, FloatFormat, float_bits, lowest_exponent, round_to_format, sums_exactly
 from ..repeatedsums import repeating_terms
 from .graph import Graph, Node
 
@@ -635,11 +635,7 @@ def exact_sum(S: F64, q: F64, ok: Mask, w: _Walk) -> Mask:
     ``sum |t| = S`` is computed exactly in any order: every partial sum is a multiple of ``2**q``
     of magnitude at most ``S``, a float of the dtype when ``S <= (2**p - 1) 2**q`` and ``2**q`` is
     not below the subnormal spacing (the smallest normal number with flush-to-zero)."""
-    fmt = w.fmt
-    qlow = fmt.emin if w.reg.ftz else fmt.emin - fmt.precision + 1
-    with np.errstate(over="ignore", invalid="ignore"):
-        fits = S <= (2.0**fmt.precision - 1) * np.exp2(np.minimum(q, 2000.0))
-    return np.asarray(ok & fits & (q >= qlow) & (S <= fmt.max_finite))
+    return np.asarray(ok & sums_exactly(S, q, w.fmt, w.reg.ftz))
 
 
 def exact_products(A: F64, EA: F64, B: F64, EB: F64, w: _Walk) -> tuple[Mask, F64]:
@@ -649,7 +645,7 @@ def exact_products(A: F64, EA: F64, B: F64, EB: F64, w: _Walk) -> tuple[Mask, F6
     la, ma = float_bits(A)
     lb, mb = float_bits(B)
     fmt = w.fmt
-    qlow = fmt.emin if w.reg.ftz else fmt.emin - fmt.precision + 1
+    qlow = lowest_exponent(fmt, w.reg.ftz)
     with np.errstate(invalid="ignore"):
         width = (ma - la) + (mb - lb) + 2  # the product's significand has at most this many bits
         lsb = la + lb
