@@ -40,8 +40,8 @@ labels at ``W = 0`` are the common case: there every correct built-in errs by ex
 **Cost.** Sensitivity: on such data the expected bound of the flagged reductions nears half the rigorous one (a
 sequential sum of repeated terms can really err that much), so a precision bug there shows as ``disagree`` only
 where it exceeds the rigorous bound. Time: the repeats are screened on a sample of about 2,048 rows, the residues'
-sign over every row (one compiled pass over ``R``); ``X``'s residues only where some column of the residual is
-flagged, a repeating feature's products always; nothing for a reduction of at most ``lambda**2 = 36`` terms, whose
+sign over every row (one compiled pass over ``R``); ``X``'s residues and every feature's products with the flagged
+residual columns only where some column of the residual is flagged, a repeating feature's products always; nothing for a reduction of at most ``lambda**2 = 36`` terms, whose
 independent part is already at least the worst case (``lambda u sqrt(V) >= u sqrt(n V)``). About 1.3 ms per check
 at 15,625 x 16 x 4 (one thread).
 
@@ -49,14 +49,16 @@ at 15,625 x 16 x 4 (one thread).
 of the partial sums' top binade (or the one below) have a sum of one sign, ``|sum r_i| >= 3 sqrt(sum r_i^2)`` over
 every row (distinct integers plus 0.3), round alike there too, and are taken as repeats.
 
-**Products** ``X_ij R_ik``: flagged where both factors' columns are; and, for a repeating feature (an indicator, a
-sign), where the products' own residues share a sign (an indicator picks one residue class out of a balanced residual
-column: 1.54; a random-sign feature times labels of those signs times an integer plus 0.3: 15.5 at N = 100,000;
-helper-48).
+**Products** ``X_ij R_ik``: flagged where both factors' columns are; and where the products' own residues share a
+sign, screened over every row for a repeating feature (an indicator, a sign) against every residual column (an
+indicator picks one residue class out of a balanced residual column: 1.54; a random-sign feature times labels of those
+signs times an integer plus 0.3: 15.5 at N = 100,000; helper-48) and for every feature against a flagged residual
+column (``X = s (m + 0.3)`` against ``R = s``, ``s`` random signs: every product ``m + 0.3``, though neither factor's
+residues share a sign: 11.0 at N = 50,000, helper-48; 0.29 now).
 
-**Known limits.** Products whose residues share a sign where the feature neither repeats nor shares a sign itself
-are not flagged (``X = s (m + 0.3)`` against ``R = s``, ``s`` random signs: 11.0 at N = 50,000; constructed,
-helper-48): screening every product would cost a pass over ``N D K`` terms. The models path screens exact repeats
+**Known limits.** Products whose residues share a sign where neither the feature nor the residual column repeats or
+shares a sign itself are not screened (a pass over all ``N D K`` products; distinct values of both factors make their
+products' low bits their own, and no such case is known). The models path screens exact repeats
 only. A sum in an order whose partial sums exceed all three modelled orders (all positive terms first, then all
 negative ones) is not covered, as in the independent model.
 """
@@ -155,11 +157,17 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
         x_cols = sorted(set(x_repeat) | set(few_residue_columns(X, fmt))) if r_cols else []
         gW = np.zeros((d, k), dtype=bool)
         gW[np.ix_(x_cols, r_cols)] = True
-        # a repeating feature (an indicator, a sign) times the residual: the products' own residues, over every row
-        # (an indicator picks the rows of one residue class out of a balanced column: 1.54, helper-48)
-        R_held = _held(R, fmt) if x_repeat else R
-        for j in x_repeat:
-            gW[j, few_residue_columns(X[:, j:j + 1] * R_held, fmt)] = True
+        # the products' own residues, over every row: a repeating feature (an indicator, a sign) times every residual
+        # column (an indicator picks the rows of one residue class out of a balanced column: 1.54, helper-48), and
+        # every feature times a flagged residual column (a feature s (m + 0.3) against a residual of signs s: every
+        # product is m + 0.3, though neither factor's residues share a sign: 11.0 at N = 50,000, helper-48)
+        R_held = _held(R, fmt) if x_repeat or r_cols else R
+        x_set = set(x_repeat)
+        for j in range(d):
+            cols = list(range(k)) if j in x_set else r_cols
+            if cols:
+                hit = few_residue_columns(X[:, j:j + 1] * R_held[:, cols], fmt)
+                gW[j, [cols[i] for i in hit]] = True
         gW = gW if gW.any() else None
     if exact is not None and (loss or gb is not None or gW is not None):
         ex_gW, ex_gb, ex_loss = exact_reductions(X, R, fmt, exact)

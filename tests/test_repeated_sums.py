@@ -315,6 +315,35 @@ def test_products_of_a_sign_feature_share_their_low_bits() -> None:
     assert not bad, bad
 
 
+def test_products_share_their_low_bits_where_only_the_residual_repeats() -> None:
+    """A feature ``s (m + 0.3)`` (distinct values, residues of balanced signs) against a residual of the signs ``s``
+    (labels ``-s`` at ``W = 0``): every product is ``m + 0.3``. Only the residual repeats, so the products were not
+    screened and torch-seed's grad_W was ``suspect`` at 11.0 (float64, N = 50,000; 4.6 at N = 20,000; helper-48's
+    known limit). Now every feature's products with a flagged residual column are screened. A grad_W that drops one
+    row of its sum (a term of about 10^4 against a sum near 1.25 10^9) still fails."""
+    from harness.implementations.registry import Implementation, StepResult
+
+    n = 20_000
+    rng = np.random.default_rng(0)
+    s = np.where(rng.random((n, 1)) < 0.5, 1.0, -1.0)
+    X = np.concatenate([s * (rng.permutation(n)[:, None] + 0.3), np.ones((n, 1))], axis=1)
+    y = -s * np.ones((n, 2))
+    assert few_residue_columns(X[:, :1], F64) == []  # the feature alone is balanced
+    bad = [g for g in _grade(X, y, "float64") if g[2] != "agree"]
+    assert not bad, bad
+
+    def dropped_row(X, y, W, b, *, lr, reduction, steps):  # type: ignore[no-untyped-def]
+        R = X @ W + b - y
+        gW, gb = 2 * (X[1:].T @ R[1:]), 2 * R.sum(axis=0)
+        return [StepResult(np.sum(R * R), gW, gb, W - lr * gW, b - lr * gb)]
+
+    case = case_from_arrays("sign-products", X, y, np.zeros((2, 2)), np.zeros(2), lr=1e-3, reduction="sum",
+                            dtypes=("float64",))
+    got = {r.quantity: r for r in check_case(case, Implementation(name="dropped-row", fn=dropped_row,
+                                                                  framework="numpy", kind="plugin"), "cpu", "float64")}
+    assert got["grad_W"].verdict == "disagree", got["grad_W"].expected_ratio
+
+
 def test_integers_plus_a_fraction_in_float32() -> None:
     """Distinct integers plus 0.2 in float32 (N = 17,000): in every binade the residues average ``f - 1/2``, a weak
     common sign that adds up across binades (numpy-hand's grad_b ``suspect`` at 1.13, helper-48)."""
