@@ -161,13 +161,11 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
         # column (an indicator picks the rows of one residue class out of a balanced column: 1.54, helper-48), and
         # every feature times a flagged residual column (a feature s (m + 0.3) against a residual of signs s: every
         # product is m + 0.3, though neither factor's residues share a sign: 11.0 at N = 50,000, helper-48)
-        R_held = _held(R, fmt) if x_repeat or r_cols else R
-        x_set = set(x_repeat)
-        for j in range(d):
-            cols = list(range(k)) if j in x_set else r_cols
-            if cols:
-                hit = few_residue_columns(X[:, j:j + 1] * R_held[:, cols], fmt)
-                gW[j, [cols[i] for i in hit]] = True
+        screen = np.zeros((d, k), dtype=bool)
+        screen[x_repeat, :] = True
+        screen[:, r_cols] = True
+        if screen.any():
+            gW |= few_residue_products(X, _held(R, fmt), screen, fmt)
         gW = gW if gW.any() else None
     if exact is not None and (loss or gb is not None or gW is not None):
         ex_gW, ex_gb, ex_loss = exact_reductions(X, R, fmt, exact)
@@ -260,11 +258,78 @@ def few_residue_columns(R: F, fmt: FloatFormat) -> list[int]:
         return []
     held = np.ascontiguousarray(_held(R, fmt))
     grid = np.ascontiguousarray(_top_grid(R, fmt), dtype=np.float64)
-    stats = _residue_sums(held, grid)  # (2, 3, K): per grid, count, sum and sum of squares of the nonzero residues
+    flagged = _shared_sign(_residue_sums(held, grid))
+    return [j for j in range(R.shape[1]) if bool(flagged[j])]
+
+
+def few_residue_products(X: F, R_held: F, screen: Mask, fmt: FloatFormat) -> Mask:
+    """Which reductions ``sum_i X_ij R_ik`` of ``grad_W`` sum products whose low bits share one sign, as
+    :func:`few_residue_columns` finds them on each column of products ``X[:, j] * R_held[:, k]`` rounded to ``fmt``,
+    for the pairs ``(j, k)`` where ``screen`` (bool ``(D, K)``) is set: bool ``(D, K)``, False elsewhere.
+
+    Args:
+        X: ``(N, D)`` the features (values exact in ``fmt``); R_held: ``(N, K)`` the residual rounded to ``fmt``.
+
+    In float32 and float64 one compiled pass over the rows forms, rounds and screens every product
+    (:func:`_product_residue_sums`, no ``N x D x K`` array); other formats screen the products column by column."""
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    n = X.shape[0]
+    out = np.zeros(screen.shape, dtype=bool)
+    cols = np.flatnonzero(screen.any(axis=0))
+    if n < MIN_RESIDUES or not cols.size:
+        return out
+    Rc = np.ascontiguousarray(np.asarray(R_held, dtype=np.float64)[:, cols])
+    if fmt.name in ("float32", "float64"):
+        with np.errstate(all="ignore"):
+            grid = _grid_of(np.abs(X).T @ np.abs(Rc), fmt)  # (D, C): the spacing at each products' sum of magnitudes
+        out[:, cols] = _shared_sign(_product_residue_sums(X, Rc, np.ascontiguousarray(grid), fmt.name == "float32"))
+    else:
+        for j in np.flatnonzero(screen[:, cols].any(axis=1)):
+            out[j, cols[few_residue_columns(X[:, j:j + 1] * Rc, fmt)]] = True
+    return out & screen
+
+
+def _shared_sign(stats: np.ndarray) -> Mask:
+    """The screen's rule on residue statistics ``(2, 3, ...)`` (per spacing: the count, sum and sum of squares of the
+    nonzero residues): at least :data:`MIN_RESIDUES` of them and ``z >= RESIDUE_Z``, at either spacing."""
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         score = np.abs(stats[:, 1]) / np.sqrt(stats[:, 2])
-    flagged = (stats[:, 0] >= MIN_RESIDUES) & (score >= RESIDUE_Z)
-    return [j for j in range(R.shape[1]) if bool(flagged[:, j].any())]
+    return np.asarray(((stats[:, 0] >= MIN_RESIDUES) & (score >= RESIDUE_Z)).any(axis=0))
+
+
+@njit(cache=True, nogil=True)
+def _product_residue_sums(X: np.ndarray, R: np.ndarray, grid: np.ndarray,
+                          to_float32: bool) -> np.ndarray:  # pragma: no cover - compiled
+    """:func:`_residue_sums` of the products ``X[i, j] * R[i, c]`` (``X`` ``(N, D)``, ``R`` ``(N, C)``, float64,
+    finite), each rounded to float32 where ``to_float32`` (a product of two float32 values is exact in float64, so the
+    conversion rounds it once, to nearest even, as the step does), at the spacings ``grid[j, c]`` and half of it:
+    ``(2, 3, D, C)``. Each residue ``v - g rint(v / g)`` is exact (``g`` a power of two; ``|v| / g`` below ``2**54``,
+    ``g`` being the spacing at a sum of magnitudes of at least ``|v|``)."""
+    n, d = X.shape
+    m = R.shape[1]
+    out = np.zeros((2, 3, d, m))
+    for i in range(n):
+        for j in range(d):
+            x = X[i, j]
+            if x == 0.0:
+                continue
+            for c in range(m):
+                v = x * R[i, c]
+                if to_float32:
+                    v = float(np.float32(v))
+                g = grid[j, c]
+                if v == 0.0 or v != v or g == 0.0:
+                    continue
+                for t in range(2):
+                    gt = g if t == 0 else g * 0.5
+                    if gt == 0.0:  # half the smallest subnormal spacing: no grid (numba raises on x / 0)
+                        continue
+                    r = v - gt * np.rint(v / gt)
+                    if r != 0.0 and r == r:
+                        out[t, 0, j, c] += 1.0
+                        out[t, 1, j, c] += r
+                        out[t, 2, j, c] += r * r
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -298,10 +363,15 @@ def _top_grid(R: F, fmt: FloatFormat) -> F:
     two; 0 where ``S`` is 0 or not finite."""
     with np.errstate(all="ignore"):
         aR = np.abs(np.asarray(R, dtype=np.float64))
-        S = np.ones(aR.shape[0]) @ aR  # a product, not a strided reduction: only the binade matters
-        _, e = np.frexp(np.where(np.isfinite(S) & (S > 0), S, 1.0))
-        g = np.ldexp(1.0, np.maximum(e - 1, fmt.emin) - fmt.precision + 1)
-    return np.where(np.isfinite(S) & (S > 0), g, 0.0)
+        return _grid_of(np.ones(aR.shape[0]) @ aR, fmt)  # a product, not a strided reduction: only the binade matters
+
+
+def _grid_of(S: F, fmt: FloatFormat) -> F:
+    """The spacing of ``fmt``'s floats in the binade of each sum of magnitudes ``S`` (any shape), a power of two; 0
+    where ``S`` is 0 or not finite."""
+    ok = np.isfinite(S) & (S > 0)
+    _, e = np.frexp(np.where(ok, S, 1.0))
+    return np.where(ok, np.ldexp(1.0, np.maximum(e - 1, fmt.emin) - fmt.precision + 1), 0.0)
 
 
 def _held(a: F, fmt: FloatFormat) -> F:

@@ -23,6 +23,7 @@ from harness.repeatedsums import (
     ExactContext,
     exact_reductions,
     few_residue_columns,
+    few_residue_products,
     repeated_reductions,
     repeating_terms,
     worst_case_part,
@@ -361,3 +362,31 @@ def test_the_residue_screen_on_subnormal_columns() -> None:
     col[::3] = 1e-323
     assert few_residue_columns(col, F64) == []
     assert few_residue_columns(-col, F64) == []
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+def test_the_compiled_product_screen_is_the_column_screen(dtype: str) -> None:
+    """:func:`few_residue_products` (one compiled pass in float32 and float64) flags exactly the pairs that
+    :func:`few_residue_columns` flags on each column of products rounded to the dtype, on data that share low bits in
+    the products only (signs times integers plus 0.3), in the feature (integers plus 0.3), in neither (continuous),
+    and with zeros (an indicator)."""
+    from harness.floats import round_to_format
+
+    fmt = get_format(dtype)
+    n = 3000
+    rng = np.random.default_rng(7)
+    s = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+    m = rng.permutation(n) % 1000
+    X = np.stack([s * (m + 0.3), m + 0.3, rng.standard_normal(n), (rng.random(n) < 0.3) * 1.0, s], axis=1)
+    R = np.stack([s, -np.ones(n), rng.standard_normal(n), s * (m + 0.3)], axis=1)
+    X, R = round_to_format(X, fmt), round_to_format(R, fmt)
+    screen = np.ones((X.shape[1], R.shape[1]), dtype=bool)
+    screen[2, 2] = False  # an unscreened pair stays False
+    got = few_residue_products(X, R, screen, fmt)
+    want = np.zeros_like(screen)
+    for j in range(X.shape[1]):
+        want[j, few_residue_columns(X[:, j:j + 1] * R, fmt)] = True
+    assert np.array_equal(got, want & screen), (got, want)
+    assert not got[2, 2]
+    if dtype != "float16":  # (float16: the products' sums overflow it, so there is no spacing to screen at)
+        assert got[0, 0]  # s (m + 0.3) times s: every product m + 0.3
