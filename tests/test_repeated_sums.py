@@ -27,6 +27,7 @@ from harness.repeatedsums import (
     repeated_reductions,
     repeating_terms,
     worst_case_part,
+    z_threshold,
 )
 from harness.runner import check_case
 
@@ -364,12 +365,37 @@ def test_the_residue_screen_on_subnormal_columns() -> None:
     assert few_residue_columns(-col, F64) == []
 
 
+def _screen_by_hand(v: np.ndarray, top: float, fmt, tests: int) -> bool:  # type: ignore[no-untyped-def]
+    """The residue screen of one reduction's terms ``v`` (rounded to ``fmt``) in NumPy, from its definition: residues
+    at the dtype's spacing at ``top`` (the sum of magnitudes) and half of it, and at the spacing at the running sum in
+    row order and a quarter of it; flagged where some spacing has at least 64 nonzero residues and ``z`` reaches
+    ``z_threshold(tests)``."""
+    nz = v[v != 0]
+
+    def spacing(a: np.ndarray) -> np.ndarray:
+        _, e = np.frexp(np.where(a > 0, a, 1.0))
+        return np.where(a > 0, np.ldexp(1.0, np.maximum(e - 1, fmt.emin) - fmt.precision + 1), 0.0)
+
+    g_top = float(spacing(np.array([top]))[0])
+    g_run = spacing(np.abs(np.cumsum(nz)))
+    for g in (np.full(nz.shape, g_top), np.full(nz.shape, g_top / 2), g_run, g_run / 4):
+        with np.errstate(all="ignore"):
+            q = nz / g
+            ok = (g > 0) & (np.abs(q) < 2.0**52)
+            r = np.where(ok, nz - g * np.rint(q), 0.0)
+        r = r[r != 0]
+        if r.size >= 64 and abs(r.sum()) >= z_threshold(tests) * np.sqrt(np.sum(r * r)):
+            return True
+    return False
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
-def test_the_compiled_product_screen_is_the_column_screen(dtype: str) -> None:
-    """:func:`few_residue_products` (one compiled pass in float32 and float64) flags exactly the pairs that
-    :func:`few_residue_columns` flags on each column of products rounded to the dtype, on data that share low bits in
-    the products only (signs times integers plus 0.3), in the feature (integers plus 0.3), in neither (continuous),
-    and with zeros (an indicator)."""
+def test_the_compiled_product_screen_is_the_screen_by_hand(dtype: str) -> None:
+    """:func:`few_residue_products` (one compiled pass in float32 and float64, feature by feature otherwise) flags
+    exactly the pairs that the screen's definition, written out in NumPy, flags on each column of products rounded to
+    the dtype: on data that share low bits in the products only (signs times integers plus 0.3), in the feature
+    (integers plus 0.3), in neither (continuous), with zeros (an indicator), and of random signs (integers of random
+    signs plus 0.25: their running sum stays near sqrt(N) times their size)."""
     from harness.floats import round_to_format
 
     fmt = get_format(dtype)
@@ -377,16 +403,23 @@ def test_the_compiled_product_screen_is_the_column_screen(dtype: str) -> None:
     rng = np.random.default_rng(7)
     s = np.where(rng.random(n) < 0.5, 1.0, -1.0)
     m = rng.permutation(n) % 1000
-    X = np.stack([s * (m + 0.3), m + 0.3, rng.standard_normal(n), (rng.random(n) < 0.3) * 1.0, s], axis=1)
-    R = np.stack([s, -np.ones(n), rng.standard_normal(n), s * (m + 0.3)], axis=1)
+    X = np.stack([s * (m + 0.3), m + 0.3, rng.standard_normal(n), (rng.random(n) < 0.3) * 1.0, s, np.ones(n)], axis=1)
+    R = np.stack([s, -np.ones(n), rng.standard_normal(n), s * (m + 0.3), 0.25 - s * (1000 * m + 1)], axis=1)
     X, R = round_to_format(X, fmt), round_to_format(R, fmt)
     screen = np.ones((X.shape[1], R.shape[1]), dtype=bool)
     screen[2, 2] = False  # an unscreened pair stays False
     got = few_residue_products(X, R, screen, fmt)
+    tests = 4 * int(screen.sum())
     want = np.zeros_like(screen)
-    for j in range(X.shape[1]):
-        want[j, few_residue_columns(X[:, j:j + 1] * R, fmt)] = True
-    assert np.array_equal(got, want & screen), (got, want)
+    with np.errstate(all="ignore"):  # float16: R's last column overflows it (inf, and NaN times the indicator's zeros)
+        for j in range(X.shape[1]):
+            for k in range(R.shape[1]):
+                prod = round_to_format(X[:, j] * R[:, k], fmt)
+                top = float(np.sum(np.abs(X[:, j] * R[:, k])))
+                want[j, k] = screen[j, k] and _screen_by_hand(prod, top, fmt, tests)
+    assert np.array_equal(got, want), (got, want)
     assert not got[2, 2]
     if dtype != "float16":  # (float16: the products' sums overflow it, so there is no spacing to screen at)
         assert got[0, 0]  # s (m + 0.3) times s: every product m + 0.3
+    if dtype == "float32":  # terms of random signs plus 0.25: a running sum near 2.7e7 (spacing 2), where the sum of
+        assert got[5, 4]  # their magnitudes, 1.5e9, has the spacing 128
