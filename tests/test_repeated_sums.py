@@ -423,3 +423,53 @@ def test_the_compiled_product_screen_is_the_screen_by_hand(dtype: str) -> None:
         assert got[0, 0]  # s (m + 0.3) times s: every product m + 0.3
     if dtype == "float32":  # terms of random signs plus 0.25: a running sum near 2.7e7 (spacing 2), where the sum of
         assert got[5, 4]  # their magnitudes, 1.5e9, has the spacing 128
+
+
+def test_terms_of_random_signs_are_screened_at_their_running_sum() -> None:
+    """An intercept, labels ``s (m + 1)`` of random signs and ``b = 0.25`` in float32 (N = 100,000): every residual
+    is an integer plus 0.25, and the running sum stays near 6e6 (spacing 0.5), far below the sum of magnitudes
+    (5e9, spacing 512), where the residues are 0. torch-seed's grad_W was ``suspect`` at 15.2 and numpy-hand's at
+    1.64 with only the top spacings screened (helper-49)."""
+    n = 100_000
+    rng = np.random.default_rng(0)
+    s = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+    y = (s * (rng.permutation(n) + 1))[:, None]
+    case = case_from_arrays("walk", np.ones((n, 1)), y, np.zeros((1, 1)), np.array([0.25]), lr=1e-3,
+                            reduction="sum", dtypes=("float32",))
+    for impl in resolve(["numpy-hand", "torch-seed"]):
+        records = check_case(case, impl, "cpu", "float32")
+        assert all(r.verdict == "agree" for r in records), [(r.quantity, r.verdict, r.expected_ratio) for r in records]
+
+
+def test_continuous_products_are_not_flagged_by_chance() -> None:
+    """A continuous feature's products with a repeating residual (integer labels plus 0.5 at W = 0) have residues of
+    balanced signs. With a fixed ``z >= 3`` over 64 pairs and two spacings, some grad_W element was flagged by chance
+    in 10 of 40 such cases (N = 20,000, D = 16, K = 4), and there a bug 25 times the independent bound passed as
+    ``agree`` (helper-49). The threshold grows with the number of tests: none of 20 is flagged, and that bug shows."""
+    from harness.implementations.registry import Implementation, StepResult
+
+    n, d, k = 20_000, 16, 4
+    flagged = []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        X, R = rng.standard_normal((n, d)), rng.integers(-2, 3, (n, k)) + 0.5
+        rep = repeated_reductions(X, R, F64, LAMBDA)
+        assert rep.grad_b is not None  # the residual repeats
+        flagged.append(0 if rep.grad_W is None else int(rep.grad_W.sum()))
+    assert flagged == [0] * 20, flagged
+
+    rng = np.random.default_rng(2)
+    X, R = rng.standard_normal((n, d)), rng.integers(-2, 3, (n, k)) + 0.5
+
+    def bumped(X, y, W, b, *, lr, reduction, steps):  # type: ignore[no-untyped-def]
+        R = X @ W + b - y
+        gW = 2 * (X.T @ R)
+        gW[15, 1] += 1e-13 * np.abs(gW).max()  # the element flagged by chance before
+        gb = 2 * R.sum(axis=0)
+        return [StepResult(np.sum(R * R), gW, gb, W - lr * gW, b - lr * gb)]
+
+    case = case_from_arrays("bumped", X, -R, np.zeros((d, k)), np.zeros(k), lr=1e-3, reduction="sum",
+                            dtypes=("float64",))
+    got = {r.quantity: r for r in check_case(case, Implementation(name="bumped", fn=bumped, framework="numpy",
+                                                                  kind="plugin"), "cpu", "float64")}
+    assert got["grad_W"].verdict == "suspect", got["grad_W"].expected_ratio
