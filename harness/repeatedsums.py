@@ -24,7 +24,8 @@ the independent part stays, so the bound only grows, and the rigorous bound stil
 
 **Which reductions** (the terms as the step forms them, in its dtype): ``grad_b = s 1^T R`` column ``k`` where the
 column ``k`` of the residual rounded to the dtype repeats; ``grad_W = s X^T R`` element ``(j, k)`` where, in
-addition, column ``j`` of ``X`` repeats (a continuous feature makes every product's low bits its own); the loss
+addition, column ``j`` of ``X`` repeats (a continuous feature makes every product's low bits its own), or where the
+products' residues share a sign (below); the loss
 ``c sum R^2`` where the residual's magnitudes, all columns together, repeat. "Repeats enough" is
 :func:`harness.sharedrounding.repeating_columns`' screen (equal pairs on a sample: a shared part at least a quarter
 of the independent one), or the residues' screen below.
@@ -40,8 +41,8 @@ labels at ``W = 0`` are the common case: there every correct built-in errs by ex
 **Cost.** Sensitivity: on such data the expected bound of the flagged reductions nears half the rigorous one (a
 sequential sum of repeated terms can really err that much), so a precision bug there shows as ``disagree`` only
 where it exceeds the rigorous bound. Time: the repeats are screened on a sample of about 2,048 rows, the residues'
-sign over every row (one compiled pass over ``R``); ``X``'s residues and every feature's products with the flagged
-residual columns only where some column of the residual is flagged (one compiled pass over the products: about 40 ms
+sign over every row (one compiled pass over ``R``); every feature's products with the flagged residual columns only
+where some column of the residual is flagged (one compiled pass over the products: about 40 ms
 at 100,000 x 16 x 4), a repeating feature's products always; nothing for a reduction of at most ``lambda**2 = 36``
 terms, whose independent part is already at least the worst case (``lambda u sqrt(V) >= u sqrt(n V)``). About 1.3 ms
 per check at 15,625 x 16 x 4 where nothing is flagged (one thread).
@@ -162,13 +163,15 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
             gb[r_cols] = True
         xs = held(X[screen_rows(n)])
         x_repeat = repeating_in_sample(xs, n)
-        x_cols = sorted(set(x_repeat) | set(few_residue_columns(X, fmt))) if r_cols else []
         gW = np.zeros((d, k), dtype=bool)
-        gW[np.ix_(x_cols, r_cols)] = True
+        gW[np.ix_(x_repeat, r_cols)] = True  # both factors repeat: so do their products
         # the products' own residues, over every row: a repeating feature (an indicator, a sign) times every residual
         # column (an indicator picks the rows of one residue class out of a balanced column: 1.54, helper-48), and
         # every feature times a flagged residual column (a feature s (m + 0.3) against a residual of signs s: every
-        # product is m + 0.3, though neither factor's residues share a sign: 11.0 at N = 50,000, helper-48)
+        # product is m + 0.3, though neither factor's residues share a sign: 11.0 at N = 50,000, helper-48; a feature
+        # of integers plus 0.3 against a constant residual). X's own residues are not screened: where the residual
+        # column is flagged the products' screen sees what they would show, and on their own they flagged continuous
+        # features by chance (helper-50: a bug 21 times the bound passed)
         screen = np.zeros((d, k), dtype=bool)
         screen[x_repeat, :] = True
         screen[:, r_cols] = True
@@ -248,7 +251,7 @@ MIN_RESIDUES = 64
 #: threshold is raised with the number of tests (Bonferroni), so that chance flags, which cost the flagged elements
 #: their sensitivity, stay this rare per call (helper-49: at a fixed ``z >= 3`` a continuous feature's products with an
 #: integer residual flagged some ``grad_W`` element in 10 of 40 cases, where a bug 25 times the bound passed).
-FAMILY_ALPHA = 0.01
+FAMILY_ALPHA = 0.005
 #: The spacings screened: the dtype's spacing at the sum of magnitudes (where a sum of terms of one sign ends) and half
 #: of it, and at the running sum of the terms in row order (where a sum of terms of both signs stays, about sqrt(N)
 #: times smaller: integers plus 0.25 of random signs in float32 were ``suspect`` at 15.2 at N = 100,000, helper-49) and
@@ -259,7 +262,8 @@ SPACINGS = 4
 def z_threshold(tests: int) -> float:
     """The ``z`` a screen of ``tests`` (columns times spacings) requires: :data:`RESIDUE_Z`, or the normal quantile
     that keeps the chance of any flag on residues of balanced signs below :data:`FAMILY_ALPHA` (two-sided,
-    Bonferroni), whichever is larger: 3.0 up to 6 tests, 3.54 for 24 (4 columns), 4.04 for 256 (D K = 64)."""
+    Bonferroni), whichever is larger: 3.0 for one test, 3.60 for 16 (4 columns at 4 spacings), 4.27 for 256
+    (D K = 64). Two calls screen a step (the residual's columns, the products), so chance flags stay near 1% per step."""
     return max(RESIDUE_Z, NormalDist().inv_cdf(1.0 - FAMILY_ALPHA / (2.0 * max(tests, 1))))
 
 
