@@ -53,9 +53,9 @@ integers plus 0.3), round alike there too, and are taken as repeats. The spacing
 sums' top binade and the one below (terms of one sign), and of the running sum's binade in row order and a quarter of
 it (terms of both signs, whose partial sums stay about ``sqrt(N)`` times smaller: integers of random signs plus 0.25
 in float32 were 15.2, helper-49). ``z`` is 3, raised with the number of tests of a call (:func:`z_threshold`) so that
-continuous data is flagged by chance in about 1% of calls.
+continuous data is flagged by chance in about 0.5% of calls, 1% of steps.
 
-**Products** ``X_ij R_ik``: flagged where both factors' columns are; and where the products' own residues share a
+**Products** ``X_ij R_ik``: flagged where both factors' columns repeat; and where the products' own residues share a
 sign, screened over every row for a repeating feature (an indicator, a sign) against every residual column (an
 indicator picks one residue class out of a balanced residual column: 1.54; a random-sign feature times labels of those
 signs times an integer plus 0.3: 15.5 at N = 100,000; helper-48) and for every feature against a flagged residual
