@@ -60,7 +60,11 @@ sign, screened over every row for a repeating feature (an indicator, a sign) aga
 indicator picks one residue class out of a balanced residual column: 1.54; a random-sign feature times labels of those
 signs times an integer plus 0.3: 15.5 at N = 100,000; helper-48) and for every feature against a flagged residual
 column (``X = s (m + 0.3)`` against ``R = s``, ``s`` random signs: every product ``m + 0.3``, though neither factor's
-residues share a sign: 11.0 at N = 50,000, helper-48; 0.29 now).
+residues share a sign: 11.0 at N = 50,000, helper-48; 0.29 now). Where ``2c`` is not a power of two (a mean over
+``N K`` that is not one) the residual is screened a second time scaled by ``2c`` in the dtype, as a mean's backward
+pass forms it before the sum: integer features ``9 m + 2`` against a constant residual share no low bits, their
+products with ``fl(2c R)``, about ``(m + 2/9) 2**-8``, do (torch-seed's grad_W: 3.87 in float32 at N = 4,608,
+helper-51).
 
 **Known limits.** Products whose residues share a sign where neither the feature nor the residual column repeats or
 shares a sign itself are not screened: screening every pair costs a pass over all ``N D K`` products, and more chance
@@ -157,14 +161,25 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
     gb: Mask | None = None
     gW: Mask | None = None
     if n > lam**2:
-        r_cols = sorted(set(repeating_in_sample(sample, n)) | set(few_residue_columns(R, fmt)))
+        repeats = repeating_in_sample(sample, n)
+        R_held = _held(R, fmt)
+        # the residuals whose products a correct step sums: R, and where 2c is not a power of two (a mean over N K
+        # rows and columns that is not one) also R scaled by 2c in the dtype, as a mean's backward pass forms it
+        # before the sum (torch's grad_W was suspect at 3.87 on integer features against a constant residual,
+        # N = 4,608, float32, where R's products share no low bits: helper-51)
+        residuals = [R_held]
+        if exact is not None and math.frexp(2.0 * exact.c)[0] != 0.5:
+            with np.errstate(all="ignore"):
+                residuals.append(_held(R_held * float(_held(np.array([2.0 * exact.c]), fmt)[0]), fmt))
+        flagged = [sorted(set(repeats) | set(few_residue_columns(Rs, fmt))) for Rs in residuals]
+        r_cols = sorted(set().union(*flagged))
         if r_cols:
             gb = np.zeros(k, dtype=bool)
             gb[r_cols] = True
         xs = held(X[screen_rows(n)])
         x_repeat = repeating_in_sample(xs, n)
         gW = np.zeros((d, k), dtype=bool)
-        gW[np.ix_(x_repeat, r_cols)] = True  # both factors repeat: so do their products
+        gW[np.ix_(x_repeat, r_cols)] = True  # a repeating feature times a flagged residual column
         # the products' own residues, over every row: a repeating feature (an indicator, a sign) times every residual
         # column (an indicator picks the rows of one residue class out of a balanced column: 1.54, helper-48), and
         # every feature times a flagged residual column (a feature s (m + 0.3) against a residual of signs s: every
@@ -172,11 +187,12 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
         # of integers plus 0.3 against a constant residual). X's own residues are not screened: where the residual
         # column is flagged the products' screen sees what they would show, and on their own they flagged continuous
         # features by chance (helper-50: a bug 21 times the bound passed)
-        screen = np.zeros((d, k), dtype=bool)
-        screen[x_repeat, :] = True
-        screen[:, r_cols] = True
-        if screen.any():
-            gW |= few_residue_products(X, _held(R, fmt), screen, fmt)
+        for Rs, cols in zip(residuals, flagged, strict=True):
+            screen = np.zeros((d, k), dtype=bool)
+            screen[x_repeat, :] = True
+            screen[:, cols] = True
+            if screen.any():
+                gW |= few_residue_products(X, Rs, screen, fmt)
         gW = gW if gW.any() else None
     if exact is not None and (loss or gb is not None or gW is not None):
         ex_gW, ex_gb, ex_loss = exact_reductions(X, R, fmt, exact)
@@ -291,7 +307,7 @@ def few_residue_columns(R: F, fmt: FloatFormat) -> list[int]:
         return []
     held = np.ascontiguousarray(_held(R, fmt))
     grid = np.ascontiguousarray(_top_grid(R, fmt), dtype=np.float64)[None, :]
-    stats = _residue_sums(np.ones((n, 1)), held, grid, False, fmt.emin, fmt.precision)[:, :, 0, :]
+    stats = _residue_sums(np.ones((n, 1)), held, grid, False, fmt.emin, fmt.precision, _largest_spacing(fmt))[:, :, 0, :]
     flagged = _shared_sign(stats, SPACINGS * k)
     return [j for j in range(k) if bool(flagged[j])]
 
@@ -318,14 +334,15 @@ def few_residue_products(X: F, R_held: F, screen: Mask, fmt: FloatFormat) -> Mas
     with np.errstate(all="ignore"):
         grid = _grid_of(np.abs(X).T @ np.abs(Rc), fmt)  # (D, C): the spacing at each products' sum of magnitudes
     if fmt.name in ("float32", "float64"):
-        stats = _residue_sums(X, Rc, np.ascontiguousarray(grid), fmt.name == "float32", fmt.emin, fmt.precision)
+        stats = _residue_sums(X, Rc, np.ascontiguousarray(grid), fmt.name == "float32", fmt.emin, fmt.precision,
+                              _largest_spacing(fmt))
         out[:, cols] = _shared_sign(stats, tests)
     else:
         for j in np.flatnonzero(screen[:, cols].any(axis=1)):
             with np.errstate(all="ignore"):  # (a residual beyond the dtype's range is inf, times a zero NaN: skipped)
                 held = np.ascontiguousarray(_held(X[:, j:j + 1] * Rc, fmt))
             stats = _residue_sums(np.ones((n, 1)), held, np.ascontiguousarray(grid[j:j + 1]), False, fmt.emin,
-                                  fmt.precision)
+                                  fmt.precision, _largest_spacing(fmt))
             out[j, cols] = _shared_sign(stats[:, :, 0, :], tests)
     return out & screen
 
@@ -344,15 +361,16 @@ RESIDUE_BLOCK = 256
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _residue_sums(X: np.ndarray, R: np.ndarray, grid: np.ndarray, to_float32: bool, emin: int,
-                  precision: int) -> np.ndarray:  # pragma: no cover - compiled
+def _residue_sums(X: np.ndarray, R: np.ndarray, grid: np.ndarray, to_float32: bool, emin: int, precision: int,
+                  top: float) -> np.ndarray:  # pragma: no cover - compiled
     """One pass over the products ``v = X[i, j] * R[i, c]`` (``X`` ``(N, D)``, ``R`` ``(N, C)``, float64; a column
     of ones for the terms ``R`` themselves), each rounded to float32 where ``to_float32`` (a product of two float32
     values is exact in float64, so the conversion rounds it once, to nearest even, as the step does): for each pair
     ``(j, c)`` and each of the :data:`SPACINGS` spacings ``g`` (``grid[j, c]`` and half of it; the dtype's spacing at
     the running sum of the pair's products in row order, ``emin`` and ``precision`` the dtype's, and a quarter of it),
     the count, sum and sum of squares of the nonzero residues ``v - g rint(v / g)`` (in ``[-g/2, g/2]``: the bits a
-    partial sum on that grid rounds away): ``(SPACINGS, 3, D, C)``. Zeros, NaN and infinities add nothing, and a zero
+    partial sum on that grid rounds away), in units of ``grid[j, c]`` (``top``, the dtype's largest spacing, where it
+    is 0), which leaves ``z`` as it is: ``(SPACINGS, 3, D, C)``. Zeros, NaN and infinities add nothing, and a zero
     spacing nothing. Each residue is exact (``g`` a power of two); where ``|v| / g >= 2**52`` it is 0.
 
     In blocks of :data:`RESIDUE_BLOCK` rows per pair, each pass branch-free over contiguous arrays (IEEE division,
@@ -388,6 +406,10 @@ def _residue_sums(X: np.ndarray, R: np.ndarray, grid: np.ndarray, to_float32: bo
                     k = max(eb - 1023, emin) - precision + 1
                     gb = ((k + 1023) << 52) if k >= -1022 else (np.int64(1) << max(k + 1074, 0))
                     g2b[e] = 0 if eb == 0x7FF else gb
+                # residues in units of the top spacing (the running sum's is at most about it), so that neither
+                # their squares overflow (products near 2**1000: never flagged, helper-51) nor a subnormal residue's
+                # square underflows to 0 (a z of inf: chance flags on continuous data near 1e-298, helper-51)
+                unit = grid[j, c] if grid[j, c] > 0.0 else top
                 for t in range(4):
                     gt = grid[j, c] * (1.0 if t == 0 else 0.5)
                     f = 1.0 if t == 2 else 0.25
@@ -395,7 +417,7 @@ def _residue_sums(X: np.ndarray, R: np.ndarray, grid: np.ndarray, to_float32: bo
                         g = gt if t < 2 else g2[e] * f
                         q = v[e] / g
                         r = v[e] - g * np.rint(q)
-                        rr[e] = r if (g != 0.0) & (np.abs(q) < 2.0**52) else 0.0
+                        rr[e] = r / unit if (g != 0.0) & (np.abs(q) < 2.0**52) else 0.0
                     cnt, sm, sq = _residue_moments(rr, nb)
                     out[t, 0, j, c] += cnt
                     out[t, 1, j, c] += sm
@@ -425,6 +447,11 @@ def _top_grid(R: F, fmt: FloatFormat) -> F:
     with np.errstate(all="ignore"):
         aR = np.abs(np.asarray(R, dtype=np.float64))
         return _grid_of(np.ones(aR.shape[0]) @ aR, fmt)  # a product, not a strided reduction: only the binade matters
+
+
+def _largest_spacing(fmt: FloatFormat) -> float:
+    """The spacing of ``fmt``'s floats in its largest binade, ``2**(emax - p + 1)``."""
+    return math.ldexp(1.0, fmt.emax - fmt.precision + 1)
 
 
 def _grid_of(S: F, fmt: FloatFormat) -> F:

@@ -473,3 +473,29 @@ def test_continuous_products_are_not_flagged_by_chance() -> None:
     got = {r.quantity: r for r in check_case(case, Implementation(name="bumped", fn=bumped, framework="numpy",
                                                                   kind="plugin"), "cpu", "float64")}
     assert got["grad_W"].verdict == "suspect", got["grad_W"].expected_ratio
+
+
+def test_residues_of_huge_and_tiny_terms() -> None:
+    """The residues' statistics are kept in units of the spacing. Products near 2**1000 (``X = 2**480 (m + 0.3)``
+    against a residual of ``-2**480``): the squares of their residues overflowed, ``z`` was 0 and torch-seed's grad_W
+    ``suspect`` at 10.94 (float64, N = 50,000), as the same data unscaled is not. Continuous residuals near 1e-298:
+    their residues are subnormal, their squares were 0, ``z`` infinite, and both columns flagged (helper-51)."""
+    n = 50_000
+    m = np.random.default_rng(0).permutation(n).reshape(n, 1).astype(float)
+    bad = [g for g in _grade(np.ldexp(m + 0.3, 480), np.ldexp(np.ones((n, 1)), 480), "float64") if g[2] != "agree"]
+    assert not bad, bad
+    rng = np.random.default_rng(0)
+    assert few_residue_columns(np.ldexp(rng.standard_normal((n, 2)), -990), F64) == []
+
+
+def test_a_mean_scales_the_residual_before_the_sum() -> None:
+    """The mean reduction over N K = 4,608 rows (2c not a power of two): torch's backward pass sums ``X fl(2c R)``,
+    whose low bits share a sign where ``X R``'s do not (integer features ``9 m + 2`` against a constant residual:
+    ``(m + 2/9) 2**-8``). torch-seed's grad_W was ``suspect`` at 3.87 in float32 (helper-51)."""
+    n = 4608
+    X = 9 * np.random.default_rng(0).permutation(n).reshape(n, 1).astype(float) + 2
+    case = case_from_arrays("mean-scaled", X, np.ones((n, 1)), np.zeros((1, 1)), np.zeros(1), lr=1e-3,
+                            reduction="mean", dtypes=("float32",))
+    for impl in resolve(["numpy-hand", "torch-seed"]):
+        records = check_case(case, impl, "cpu", "float32")
+        assert all(r.verdict == "agree" for r in records), [(r.quantity, r.verdict, r.expected_ratio) for r in records]
