@@ -44,8 +44,9 @@ where it exceeds the rigorous bound. Time: the repeats are screened on a sample 
 sign over every row (one compiled pass over ``R``); every feature's products with the flagged residual columns only
 where some column of the residual is flagged (one compiled pass over the products: about 40 ms
 at 100,000 x 16 x 4), a repeating feature's products always; nothing for a reduction of at most ``lambda**2 = 36``
-terms, whose independent part is already at least the worst case (``lambda u sqrt(V) >= u sqrt(n V)``). About 1.3 ms
-per check at 15,625 x 16 x 4 where nothing is flagged (one thread).
+terms, whose independent part is already at least the worst case (``lambda u sqrt(V) >= u sqrt(n V)``). About 2.1 ms
+per check at 15,625 x 16 x 4 where nothing is flagged (one thread; 1.3 ms under the sum, or a mean over a power of
+two, where the residual is screened once).
 
 **Terms that share their low bits** (:func:`few_residue_columns`): distinct terms whose residues modulo a spacing
 at which their sum rounds have a sum of one sign, ``|sum r_i| >= z sqrt(sum r_i^2)`` over every row (distinct
