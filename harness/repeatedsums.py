@@ -63,9 +63,12 @@ signs times an integer plus 0.3: 15.5 at N = 100,000; helper-48) and for every f
 column (``X = s (m + 0.3)`` against ``R = s``, ``s`` random signs: every product ``m + 0.3``, though neither factor's
 residues share a sign: 11.0 at N = 50,000, helper-48; 0.29 now). Where ``2c`` is not a power of two (a mean over
 ``N K`` that is not one) the residual is screened a second time scaled by ``2c`` in the dtype, as a mean's backward
-pass forms it before the sum: integer features ``9 m + 2`` against a constant residual share no low bits, their
-products with ``fl(2c R)``, about ``(m + 2/9) 2**-8``, do (torch-seed's grad_W: 3.87 in float32 at N = 4,608,
-helper-51).
+pass forms it before the sum (``fl(2 R fl(c))``): integer features ``9 m + 2`` against a constant residual share
+no low bits, their products with the scaled residual, about ``(m + 2/9) 2**-8``, do (torch-seed's grad_W: 3.87 in
+float32 at N = 4,608, helper-51). The two residuals' screens count as one family of tests (:func:`z_threshold`).
+The cost in sensitivity: the bound covers every correct order, so it widens for an implementation that scales after
+the sum too (numpy-hand's grad_W times ``1 + 1e-4`` on integer data at N = 4,608: ``agree`` at 0.58, ``suspect`` at
+7.1 without the second screen, helper-52).
 
 **Known limits.** Products whose residues share a sign where neither the feature nor the residual column repeats or
 shares a sign itself are not screened: screening every pair costs a pass over all ``N D K`` products, and more chance
@@ -170,9 +173,10 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
         # N = 4,608, float32, where R's products share no low bits: helper-51)
         residuals = [R_held]
         if exact is not None and math.frexp(2.0 * exact.c)[0] != 0.5:
-            with np.errstate(all="ignore"):
-                residuals.append(_held(R_held * float(_held(np.array([2.0 * exact.c]), fmt)[0]), fmt))
-        flagged = [sorted(set(repeats) | set(few_residue_columns(Rs, fmt))) for Rs in residuals]
+            with np.errstate(all="ignore"):  # fl(2 R fl(c)), as torch forms it (fl(c) may be subnormal: helper-52)
+                residuals.append(_held(2.0 * R_held * float(_held(np.array([exact.c]), fmt)[0]), fmt))
+        # one family of tests for both residuals: the chance of a flag on continuous data stays per step
+        flagged = [sorted(set(repeats) | set(few_residue_columns(Rs, fmt, len(residuals)))) for Rs in residuals]
         r_cols = sorted(set().union(*flagged))
         if r_cols:
             gb = np.zeros(k, dtype=bool)
@@ -193,7 +197,7 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
             screen[x_repeat, :] = True
             screen[:, cols] = True
             if screen.any():
-                gW |= few_residue_products(X, Rs, screen, fmt)
+                gW |= few_residue_products(X, Rs, screen, fmt, len(residuals))
         gW = gW if gW.any() else None
     if exact is not None and (loss or gb is not None or gW is not None):
         ex_gW, ex_gb, ex_loss = exact_reductions(X, R, fmt, exact)
@@ -284,12 +288,12 @@ def z_threshold(tests: int) -> float:
     return max(RESIDUE_Z, NormalDist().inv_cdf(1.0 - FAMILY_ALPHA / (2.0 * max(tests, 1))))
 
 
-def few_residue_columns(R: F, fmt: FloatFormat) -> list[int]:
+def few_residue_columns(R: F, fmt: FloatFormat, family: int = 1) -> list[int]:
     """The columns of ``R`` ``(N, K)`` whose terms, though distinct, share their low bits with one sign: their
     residues ``r_i`` modulo a spacing at which a sum of them rounds (:data:`SPACINGS`: of the partial sums' top binade
     and the one below, :func:`_top_grid`; of the running sum's binade in row order, and a quarter of it), over every
     row (zeros aside, at least :data:`MIN_RESIDUES`), have ``z = |sum r_i| / sqrt(sum r_i^2)`` of at least
-    :func:`z_threshold` of ``SPACINGS K`` tests.
+    :func:`z_threshold` of ``SPACINGS K family`` tests (``family``: the calls that screen one step's reductions alike).
 
     Why ``z``: the part of the errors that the residues' common sign adds is about ``|sum r_i|``, the independent
     model's ``lambda sqrt(sum r_i^2)`` (``lambda = 6``); below ``z = 3`` it keeps half its margin. Residues of both
@@ -309,15 +313,15 @@ def few_residue_columns(R: F, fmt: FloatFormat) -> list[int]:
     held = np.ascontiguousarray(_held(R, fmt))
     grid = np.ascontiguousarray(_top_grid(R, fmt), dtype=np.float64)[None, :]
     stats = _residue_sums(np.ones((n, 1)), held, grid, False, fmt.emin, fmt.precision, _largest_spacing(fmt))[:, :, 0, :]
-    flagged = _shared_sign(stats, SPACINGS * k)
+    flagged = _shared_sign(stats, SPACINGS * k * family)
     return [j for j in range(k) if bool(flagged[j])]
 
 
-def few_residue_products(X: F, R_held: F, screen: Mask, fmt: FloatFormat) -> Mask:
+def few_residue_products(X: F, R_held: F, screen: Mask, fmt: FloatFormat, family: int = 1) -> Mask:
     """Which reductions ``sum_i X_ij R_ik`` of ``grad_W`` sum products whose low bits share one sign, as
     :func:`few_residue_columns` finds them on a column of products ``X[:, j] * R_held[:, k]`` rounded to ``fmt``, for
-    the pairs ``(j, k)`` where ``screen`` (bool ``(D, K)``) is set, with the threshold of all the pairs' tests: bool
-    ``(D, K)``, False elsewhere.
+    the pairs ``(j, k)`` where ``screen`` (bool ``(D, K)``) is set, with the threshold of all the pairs' tests (times
+    ``family``, as :func:`few_residue_columns`): bool ``(D, K)``, False elsewhere.
 
     Args:
         X: ``(N, D)`` the features (values exact in ``fmt``); R_held: ``(N, K)`` the residual rounded to ``fmt``.
@@ -330,7 +334,7 @@ def few_residue_products(X: F, R_held: F, screen: Mask, fmt: FloatFormat) -> Mas
     cols = np.flatnonzero(screen.any(axis=0))
     if n < MIN_RESIDUES or not cols.size:
         return out
-    tests = SPACINGS * int(screen.sum())
+    tests = SPACINGS * int(screen.sum()) * family
     Rc = np.ascontiguousarray(np.asarray(R_held, dtype=np.float64)[:, cols])
     with np.errstate(all="ignore"):
         grid = _grid_of(np.abs(X).T @ np.abs(Rc), fmt)  # (D, C): the spacing at each products' sum of magnitudes
@@ -371,7 +375,7 @@ def _residue_sums(X: np.ndarray, R: np.ndarray, grid: np.ndarray, to_float32: bo
     the running sum of the pair's products in row order, ``emin`` and ``precision`` the dtype's, and a quarter of it),
     the count, sum and sum of squares of the nonzero residues ``v - g rint(v / g)`` (in ``[-g/2, g/2]``: the bits a
     partial sum on that grid rounds away), in units of ``grid[j, c]`` (``top``, the dtype's largest spacing, where it
-    is 0), which leaves ``z`` as it is: ``(SPACINGS, 3, D, C)``. Zeros, NaN and infinities add nothing, and a zero
+    is 0), which leaves ``z`` as it is; residues below ``2**-500`` units are left out: ``(SPACINGS, 3, D, C)``. Zeros, NaN and infinities add nothing, and a zero
     spacing nothing. Each residue is exact (``g`` a power of two); where ``|v| / g >= 2**52`` it is 0.
 
     In blocks of :data:`RESIDUE_BLOCK` rows per pair, each pass branch-free over contiguous arrays (IEEE division,
@@ -409,7 +413,10 @@ def _residue_sums(X: np.ndarray, R: np.ndarray, grid: np.ndarray, to_float32: bo
                     g2b[e] = 0 if eb == 0x7FF else gb
                 # residues in units of the top spacing (the running sum's is at most about it), so that neither
                 # their squares overflow (products near 2**1000: never flagged, helper-51) nor a subnormal residue's
-                # square underflows to 0 (a z of inf: chance flags on continuous data near 1e-298, helper-51)
+                # square underflows to 0 (a z of inf: chance flags on continuous data near 1e-298, helper-51); a
+                # residue below 2**-500 units (a running sum left near 0 by huge terms that cancelled) is left out:
+                # its error is nothing beside the partial sums the bound already holds, and its square would be 0
+                # (every column flagged: helper-52)
                 unit = grid[j, c] if grid[j, c] > 0.0 else top
                 for t in range(4):
                     gt = grid[j, c] * (1.0 if t == 0 else 0.5)
@@ -418,7 +425,8 @@ def _residue_sums(X: np.ndarray, R: np.ndarray, grid: np.ndarray, to_float32: bo
                         g = gt if t < 2 else g2[e] * f
                         q = v[e] / g
                         r = v[e] - g * np.rint(q)
-                        rr[e] = r / unit if (g != 0.0) & (np.abs(q) < 2.0**52) else 0.0
+                        ru = r / unit
+                        rr[e] = ru if (g != 0.0) & (np.abs(q) < 2.0**52) & (np.abs(ru) >= 2.0**-500) else 0.0
                     cnt, sm, sq = _residue_moments(rr, nb)
                     out[t, 0, j, c] += cnt
                     out[t, 1, j, c] += sm

@@ -479,13 +479,19 @@ def test_residues_of_huge_and_tiny_terms() -> None:
     """The residues' statistics are kept in units of the spacing. Products near 2**1000 (``X = 2**480 (m + 0.3)``
     against a residual of ``-2**480``): the squares of their residues overflowed, ``z`` was 0 and torch-seed's grad_W
     ``suspect`` at 10.94 (float64, N = 50,000), as the same data unscaled is not. Continuous residuals near 1e-298:
-    their residues are subnormal, their squares were 0, ``z`` infinite, and both columns flagged (helper-51)."""
+    their residues are subnormal, their squares were 0, ``z`` infinite, and both columns flagged (helper-51); and
+    so were residues far below the unit (helper-52)."""
     n = 50_000
     m = np.random.default_rng(0).permutation(n).reshape(n, 1).astype(float)
     bad = [g for g in _grade(np.ldexp(m + 0.3, 480), np.ldexp(np.ones((n, 1)), 480), "float64") if g[2] != "agree"]
     assert not bad, bad
     rng = np.random.default_rng(0)
     assert few_residue_columns(np.ldexp(rng.standard_normal((n, 2)), -990), F64) == []
+    # two huge terms that cancel, then continuous ones: the running sum's residues are 2**-700 of the unit, whose
+    # squares were 0 (every column flagged, helper-52)
+    R = rng.standard_normal((n, 2))
+    R[0], R[1] = 1e200, -1e200
+    assert few_residue_columns(R, F64) == []
 
 
 def test_a_mean_scales_the_residual_before_the_sum() -> None:
