@@ -168,7 +168,7 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
         repeats = repeating_in_sample(sample, n)
         R_held = _held(R, fmt)
         # the residuals whose products a correct step sums: R, and where 2c is not a power of two (a mean over N K
-        # rows and columns that is not one) also R scaled by 2c in the dtype, as a mean's backward pass forms it
+        # elements, N K not a power of two) also R scaled by 2c in the dtype, as a mean's backward pass forms it
         # before the sum (torch's grad_W was suspect at 3.87 on integer features against a constant residual,
         # N = 4,608, float32, where R's products share no low bits: helper-51)
         residuals = [R_held]
