@@ -277,7 +277,7 @@ FAMILY_ALPHA = 0.005
 #: of it, and at the running sum of the terms in row order (where a sum of terms of both signs stays, about sqrt(N)
 #: times smaller: integers plus 0.25 of random signs in float32 were ``suspect`` at 15.2 at N = 100,000, helper-49) and
 #: a quarter of it (the partial sums of an order with several accumulators, BLAS's).
-SPACINGS = 4
+SPACINGS = 4  # (the order :func:`_residue_sums` forms them in: top, half of it, running sum, a quarter of it)
 
 
 def z_threshold(tests: int) -> float:
@@ -383,7 +383,7 @@ def _residue_sums(X: np.ndarray, R: np.ndarray, grid: np.ndarray, to_float32: bo
     sequential loop, and the spacing at it is built from its exponent field."""
     n, d = X.shape
     m = R.shape[1]
-    out = np.zeros((4, 3, d, m))
+    out = np.zeros((SPACINGS, 3, d, m))
     run = np.zeros((d, m))
     blk = RESIDUE_BLOCK
     v = np.empty(blk)
@@ -418,7 +418,7 @@ def _residue_sums(X: np.ndarray, R: np.ndarray, grid: np.ndarray, to_float32: bo
                 # its error is nothing beside the partial sums the bound already holds, and its square would be 0
                 # (every column flagged: helper-52)
                 unit = grid[j, c] if grid[j, c] > 0.0 else top
-                for t in range(4):
+                for t in range(SPACINGS):
                     gt = grid[j, c] * (1.0 if t == 0 else 0.5)
                     f = 1.0 if t == 2 else 0.25
                     for e in range(nb):
