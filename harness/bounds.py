@@ -424,6 +424,18 @@ def _column_sums(in_order: F64, full: F64) -> F64:
     return in_order if full.shape[1] >= 2 else np.sum(full, axis=0)
 
 
+def _row_sum(a: npt.NDArray[Any]) -> Any:
+    """``a.sum(axis=0)`` bit for bit: compiled (``partialsums.column_sums``, the rows in NumPy's order) for a
+    C-contiguous float64 ``(N, M)`` array with ``M >= 2`` where :data:`USE_KERNELS`, else by NumPy."""
+    if USE_KERNELS and a.dtype == np.float64 and a.ndim == 2 and a.shape[1] >= 2 and a.flags.c_contiguous:
+        from .partialsums import column_sums
+
+        out = np.empty(a.shape[1])
+        column_sums(a, out)
+        return out
+    return np.sum(a, axis=0)
+
+
 def _scan(a: F64, mode: int) -> _Scan:
     """:class:`_Scan` of ``a`` (C-contiguous float64 ``(N, M)``); ``mode``: 0 no square, 1 ``|a|**2``, 2 ``a**2``."""
     from .partialsums import magnitude_scan
@@ -874,11 +886,11 @@ def expected_bounds(
         if shared.det is not None:
             aX = pre.X.abs if pre is not None else np.abs(X)
             sh_gW = sh_gW + aX.T @ shared.det
-            sh_gb = sh_gb + shared.det.sum(axis=0)
+            sh_gb = sh_gb + _row_sum(shared.det)
             sh_L = sh_L + 2 * np.sum(np.abs(R) * shared.det)
         if shared.var is not None:
             sh_gW = sh_gW + LAMBDA * np.sqrt(X2T @ shared.var)
-            sh_gb = sh_gb + LAMBDA * np.sqrt(shared.var.sum(axis=0))
+            sh_gb = sh_gb + LAMBDA * np.sqrt(_row_sum(shared.var))
             sh_L = sh_L + 2 * LAMBDA * np.sqrt(np.sum(R2 * shared.var))
         # reductions whose terms repeat (harness.repeatedsums): their partial sums' errors at their worst case
         rep = repeated_reductions(X, R, reg.fmt, LAMBDA, ExactContext(W, b, Y, rb.A, float(c), reg.ftz, ut > 0))

@@ -222,18 +222,29 @@ def repeating_columns(a: F, held: Callable[[F], F] | None = None) -> list[int]:
 def repeating_in_sample(sample: F, n: int) -> list[int]:
     """:func:`repeating_columns`' count on its sample ``(s, C)`` (the rows :func:`screen_rows` of ``n`` chose, as
     compared: NaN equals nothing)."""
-    s = np.sort(sample, axis=0)
-    rows, cols = s.shape
+    rows, cols = sample.shape
     need = max(2.0, SHARED_FRACTION * rows * (rows - 1) / (2.0 * max(n - 1, 1)))
     if rows < 2:
         return []
-    # equal pairs per column, all columns at once: a run of r equal values holds r (r - 1) / 2 of them, the sum over
-    # its rows of each row's distance to the run's first row (the running maximum of the rows where a run starts)
-    index = np.arange(rows)[:, None]
-    first = np.where(np.concatenate((np.ones((1, cols), dtype=bool), s[1:] != s[:-1])), index, 0)
-    np.maximum.accumulate(first, axis=0, out=first)
-    pairs = (index - first).sum(axis=0)
+    s = np.sort(sample, axis=0)
+    pairs = _equal_pairs(s[1:] == s[:-1])  # (NaN equals nothing: NaNs, sorted last, form no run)
     return [j for j in range(cols) if float(pairs[j]) >= need]
+
+
+@njit(cache=True, nogil=True)
+def _equal_pairs(eq: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """The pairs of equal values per column of a column-wise sorted ``(rows, C)`` array, from ``eq`` (bool
+    ``(rows - 1, C)``: each row equal to the one before it): int64 ``(C,)``. A run of ``r`` equal values holds
+    ``r (r - 1) / 2`` of them: each row of a run adds its distance to the run's first row."""
+    rows, cols = eq.shape
+    out = np.zeros(cols, dtype=np.int64)
+    run = np.zeros(cols, dtype=np.int64)
+    for i in range(rows):
+        for c in range(cols):
+            r = run[c] + 1 if eq[i, c] else 0
+            run[c] = r
+            out[c] += r
+    return out
 
 
 def shared_residual_errors(X: F, W: F, b: F, Y: F, A: F, u: float, ut: float = 0.0, *, lam: float = 6.0,

@@ -403,23 +403,14 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
         # digit
         used = max(used, top + 2)
         # the two's complement digits in planes h .. h - 3 (0 below plane 0), from which _round_block takes the
-        # magnitude's top digits: branch-free selections plane by plane (two arrays a loop: see above)
-        w0[:n] = 0
-        w1[:n] = 0
-        w2[:n] = 0
-        w3[:n] = 0
-        for u in range(n_alloc):
-            src = acc[u]
-            for e in range(n):
-                k = h[e] - u
-                d = src[e]
-                w0[e] = d if k == 0 else w0[e]
-                w1[e] = d if k == 1 else w1[e]
-            for e in range(n):
-                k = h[e] - u
-                d = src[e]
-                w2[e] = d if k == 2 else w2[e]
-                w3[e] = d if k == 3 else w3[e]
+        # magnitude's top digits: read where they lie (the block's planes stay in cache; selecting them plane by plane,
+        # branch-free, cost a fifth of the kernel on mixed-magnitude data: 3.66 against 2.97 ms at N K = 62,500)
+        for e in range(n):
+            hh = h[e]
+            w0[e] = acc[hh, e] if hh >= 0 else 0
+            w1[e] = acc[hh - 1, e] if hh >= 1 else 0
+            w2[e] = acc[hh - 2, e] if hh >= 2 else 0
+            w3[e] = acc[hh - 3, e] if hh >= 3 else 0
         _round_block(w0, w1, w2, w3, h, lowest, acc[n_alloc], n, q0, rbits[e0:e0 + n])
     if bad:
         raise ValueError("residual digits: too few planes")

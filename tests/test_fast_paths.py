@@ -424,3 +424,35 @@ def test_an_accurate_step_names_its_radius_and_claims_no_exact_rational():
         assert abs(Fraction(r.exact_radius)) <= abs(true) * Fraction(2) ** -40  # the radius is tiny against the value
     assert all(recs[q].exact_radius is None for q in ("loss", "grad_b", "b"))
     assert all(r.verdict == "agree" for r in recs.values())
+
+
+# ------------------------------------------------------------------ compiled column sums
+
+@settings(max_examples=80, deadline=None)
+@given(n=st.integers(1, 3000), m=st.integers(2, 9), seed=st.integers(0, 2**32 - 1), spread=st.integers(0, 80),
+       special=st.booleans())
+def test_compiled_column_sums_are_numpy_column_sums_bit_for_bit(n, m, seed, spread, special):
+    """``partialsums.column_sums`` (and ``bounds._row_sum``, which calls it) against ``a.sum(axis=0)``, bit for bit:
+    mixed magnitudes make every change of the order of the additions visible (the sums of values of spread
+    ``2**spread`` round at every step); -0.0 alone (NumPy adds from +0.0: the sum is +0.0), NaN and infinities."""
+    from harness.partialsums import column_sums
+
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, m)) * np.exp2(rng.integers(-spread, spread + 1, (n, m)))
+    if special:
+        a[:, 0] = -0.0
+        a[rng.integers(0, n), 1] = np.inf
+        if m > 2:
+            a[rng.integers(0, n), 2] = np.nan
+    out = np.empty(m)
+    column_sums(a, out)
+    want = a.sum(axis=0)
+    assert out.tobytes() == want.tobytes()
+    assert bounds_mod._row_sum(a).tobytes() == want.tobytes()
+    if special:
+        assert math.copysign(1.0, out[0]) == 1.0  # 0.0 + -0.0 ... = +0.0, as NumPy's
+    # one column (NumPy sums it pairwise) and other dtypes go to NumPy
+    one = a[:, :1].copy()
+    assert bounds_mod._row_sum(one).tobytes() == one.sum(axis=0).tobytes()
+    wide = a.astype(np.longdouble)
+    assert bounds_mod._row_sum(wide).tobytes() == wide.sum(axis=0).tobytes()

@@ -342,3 +342,17 @@ def test_a_precision_bug_is_still_caught_on_data_with_shared_terms(kind):
     graded = _grade(X, y, W, b, float(np.float32(1e-3)), "mean", computed, FORMATS["float32"])
     assert graded["grad_W"].verdict in ("suspect", "disagree"), graded["grad_W"]
     assert graded["grad_b"].verdict in ("suspect", "disagree") or kind == "binary", graded["grad_b"]
+
+
+def test_equal_pairs_are_counted_by_hand():
+    """Per sorted column, the pairs of equal values: runs of 3 and 2 are 3 + 1 = 4 pairs; NaNs (never equal) none;
+    -0.0 and 0.0 are equal (one run of 3: 3 pairs); all distinct: 0; a long run of 100: 4,950."""
+    from harness.sharedrounding import _equal_pairs
+
+    cols = [np.array([1.0, 1.0, 1.0, 2.0, 2.0, np.nan, np.nan]), np.array([-0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0]),
+            np.arange(7.0)]
+    s = np.sort(np.column_stack(cols), axis=0)
+    assert _equal_pairs(s[1:] == s[:-1]).tolist() == [4, 3, 0]
+    run = np.full((100, 1), 0.5)
+    assert _equal_pairs(run[1:] == run[:-1]).tolist() == [4950]
+    assert _equal_pairs(np.zeros((0, 2), dtype=bool)).tolist() == [0, 0]
