@@ -293,7 +293,7 @@ def partial_sum_squares(terms: F64, axis: int, sum_sq: F64 | None = None) -> F64
     rows = max(1, _PSS_BLOCK // max(n, 1))
     for r0 in range(0, t2.shape[0], rows):  # blocks that stay in cache: one pass over memory, not seven
         blk = t2[r0:r0 + rows]
-        fwd = np.cumsum(blk, axis=1)
+        fwd = _running_sums(blk)
         tot = fwd[:, -1:].copy()
         forward[r0:r0 + rows] = np.einsum("ij,ij->i", fwd, fwd)
         rev = np.subtract(tot, fwd, out=fwd)
@@ -422,6 +422,19 @@ def _column_sums(in_order: F64, full: F64) -> F64:
     of the rows in order from 0.0, which is NumPy's order for ``M >= 2``) where ``M >= 2``; where ``M == 1`` NumPy
     sums the single column pairwise, so ``full`` is summed by NumPy."""
     return in_order if full.shape[1] >= 2 else np.sum(full, axis=0)
+
+
+def _running_sums(a: npt.NDArray[Any]) -> Any:
+    """``np.cumsum(a, axis=1)`` of a 2-D array bit for bit, in its memory layout (``np.empty_like``'s, as NumPy's
+    accumulation allocates it: a later reduction over it, ``einsum``, sums in the order of that layout): compiled
+    (``partialsums.running_sums``) for float64 where :data:`USE_KERNELS`, else by NumPy."""
+    if USE_KERNELS and a.dtype == np.float64:
+        from .partialsums import running_sums
+
+        out = np.empty_like(a)
+        running_sums(a, out)
+        return out
+    return np.cumsum(a, axis=1)
 
 
 def _row_sum(a: npt.NDArray[Any]) -> Any:
