@@ -62,8 +62,11 @@ carried by a factor at most ``1 + gamma_n`` to the result:
   formed in a wider type, float32 for the half types, and rounded to the dtype is
   rounded twice)::
 
-      p^ = fl(lr' g^):  |p^ - lr g| <= P = (1 + u2) ((lr + dlr) E_g + dlr |g|) + u2 lr |g| + eta
-      |W'^ - W'| <= u2 |W'| + (1 + u2) P + eta
+      p^ = fl(lr' g^):  |p^ - lr g| <= P = (1 + u2) ((lr + dlr) E_g + dlr |g|) + u2 lr |g| + e1
+      |W'^ - W'| <= u2 |W'| + (1 + u2) P + e2
+
+  with ``e1 = e2 = eta`` (gradual underflow); with flush-to-zero the smallest normal number only where a value of
+  that operation can be subnormal, element by element (:func:`update_underflow`).
 
 With TF32 matmuls, the inputs of ``X W`` and ``X^T (sR)`` are rounded to TF32
 (relative ``2**-11``, absolute ``2**-137`` for subnormal float32 inputs): each
@@ -739,7 +742,8 @@ def update_rounding(fmt: FloatFormat) -> float:
     return u + u_w * (1 + u)
 
 
-def update_bound(new_abs: F64, g_abs: F64, E_g: F64, lr: float, dlr: float, u2: float, eta: float) -> F64:
+def update_bound(new_abs: F64, g_abs: F64, E_g: F64, lr: float, dlr: float, u2: float, eta: Any,
+                 eta2: Any = None) -> F64:
     """Rigorous bound of ``W' = W - lr g`` computed as ``fl(W - fl(lr' g^))``.
 
     Args:
@@ -747,18 +751,57 @@ def update_bound(new_abs: F64, g_abs: F64, E_g: F64, lr: float, dlr: float, u2: 
         lr: the learning rate the oracle used; dlr: ``max |lr' - lr|``
             (:func:`learning_rate_spread`).
         u2: the relative error of one rounding step (:func:`update_rounding`).
-        eta: the absolute error of one underflowing operation.
+        eta, eta2: the absolute errors ``e1`` of the product and ``e2`` of the difference (one value, or per
+            element: :func:`update_underflow`); ``eta2`` None: ``eta`` for both.
 
     Derivation: ``p^ = lr' g^ (1 + d1) + e1``, so ``p^ - lr g = (lr' - lr) g^ (1 + d1)
     + lr (g^ - g)(1 + d1) + lr g d1 + e1``, at most
-    ``P = (1 + u2)((lr + dlr) E_g + dlr |g|) + u2 lr |g| + eta``; then
+    ``P = (1 + u2)((lr + dlr) E_g + dlr |g|) + u2 lr |g| + e1``; then
     ``W'^ = (W - p^)(1 + d2) + e2`` with ``|W - p^| <= |W'| + P``:
-    ``|W'^ - W'| <= u2 |W'| + (1 + u2) P + eta``.
+    ``|W'^ - W'| <= u2 |W'| + (1 + u2) P + e2``.
     """
-    lr = abs(lr)
     with np.errstate(invalid="ignore", over="ignore"):
-        P = (1 + u2) * ((lr + dlr) * E_g + dlr * g_abs) + u2 * lr * g_abs + eta
-        return u2 * new_abs + (1 + u2) * P + eta
+        P = _product_error(g_abs, E_g, lr, dlr, u2, eta)
+        return u2 * new_abs + (1 + u2) * P + (eta if eta2 is None else eta2)
+
+
+def _product_error(g_abs: F64, E_g: F64, lr: float, dlr: float, u2: float, e1: Any) -> Any:
+    """``P``, the bound of ``|p^ - lr g|`` for the update's product ``p^ = fl(lr' g^)`` (:func:`update_bound`)."""
+    lr = abs(lr)
+    return (1 + u2) * ((lr + dlr) * E_g + dlr * g_abs) + u2 * lr * g_abs + e1
+
+
+def update_underflow(reg: Regime, old_abs: F64, new_abs: F64, g_abs: F64, E_g: F64, lr: float, dlr: float,
+                     u2: float) -> tuple[Any, Any]:
+    """The absolute parts ``(e1, e2)`` of the errors of the update's product ``p^ = fl(lr' g^)`` and difference
+    ``fl(W - p^)`` (:func:`update_bound`), per element (arrays of ``W``'s shape, or one value).
+
+    Gradual underflow: ``eta``, half the subnormal spacing, each. Flush-to-zero (``reg.ftz``): an operation errs by
+    up to the smallest normal number ``mn`` only where one of its values can lie below ``mn`` (a subnormal input
+    read as 0, a result below ``mn`` written as 0); elsewhere every value is normal and flushing changes nothing
+    (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., sec. 2.1): the product where ``g^`` may be
+    subnormal (``|g| - E_g < mn``; a flushed ``g^`` loses ``lr' |g^| <= max(1, lr + dlr) mn``) or the product
+    itself may be (``(lr + dlr)(|g| + E_g) < mn``); the difference where ``W`` is subnormal (``|W| < mn``) or the
+    difference may be (``|W'| - P < 2 mn``, ``P`` the product's error bound: ``|W - p^| >= |W'| - P``). Half the
+    subnormal spacing stays as a floor. A flush allowed everywhere added ``2 mn`` to every element: in float16
+    ``2**-13``, about 9 ULPs of a weight near 0.02, and a learning rate 1.3 times too large agreed.
+
+    Args:
+        old_abs: ``|W|`` before the step; new_abs: ``|W'|`` exact; g_abs: ``|g|`` exact; E_g: the bound of
+            ``|g^ - g|``; lr, dlr, u2: as :func:`update_bound`.
+    """
+    if not reg.ftz:
+        return reg.eta, reg.eta
+    mn = reg.fmt.min_normal
+    floor = reg.fmt.underflow_quantum
+    lr_max = abs(lr) + dlr
+    with np.errstate(invalid="ignore", over="ignore"):
+        subnormal_g = g_abs - E_g < mn
+        small_p = lr_max * (g_abs + E_g) < mn
+        e1 = np.where(subnormal_g | small_p, mn * max(1.0, lr_max), floor)
+        P = _product_error(g_abs, E_g, lr, dlr, u2, e1)
+        e2 = np.where((old_abs < mn) | (new_abs - P < 2 * mn), mn, floor)
+    return e1, e2
 
 
 #: Form the expected bounds' partial sums with the compiled kernels of :mod:`harness.partialsums` (float64);
@@ -849,10 +892,13 @@ def _numpy_partial_sums(X: F64, Y: F64, W: F64, b: F64, R: F64, wt: float) -> tu
 def expected_bounds(
     X: F64, Y: F64, W: F64, b: F64, R: F64, exact: Mapping[str, F64], c: float, lr: float, dlr: float,
     reg: Regime, ut: float, rb: ResidualBound, gb: GradientBounds, U_L: F64, *, pre: _Prepared | None = None,
+    update_eta: tuple[Any, Any] | None = None,
 ) -> dict[str, F64]:
     """Probabilistic bounds (module docstring), before capping by the rigorous ones.
 
     ``pre``: :func:`step_bounds`' shared passes over these ``X`` and ``R`` (the same values, fewer passes), or None.
+    ``update_eta``: the updates' absolute errors ``e1 + e2`` of ``W`` and of ``b`` (:func:`update_underflow`), or
+    None for ``2 eta`` everywhere.
 
     Raises:
         ValueError: when the shapes of ``X``, ``Y``, ``W``, ``b`` (``(K,)``) and ``R`` do not agree
@@ -925,10 +971,11 @@ def expected_bounds(
         second_L = u**2 * min(sum_VR + LAMBDA**3 * np.sqrt(np.sum(VR2) / 2), LAMBDA**2 * sum_VR)
         exp_L = lam * abs(c) * np.sqrt(V_L) + abs(c) * (second_L + sh_L) + U_L
         gW, gbv = exact["grad_W"], exact["grad_b"]
+        eta_W, eta_b = update_eta if update_eta is not None else (2 * reg.eta, 2 * reg.eta)
         exp_W = (lam * np.sqrt(lr**2 * s**2 * V_gW + 2 * (lr * gW) ** 2 + exact["W"] ** 2)
-                 + (lr + dlr) * (gb.U_gW + abs(s) * sh_gW) + dlr * np.abs(gW) + 2 * reg.eta)
+                 + (lr + dlr) * (gb.U_gW + abs(s) * sh_gW) + dlr * np.abs(gW) + eta_W)
         exp_b = (lam * np.sqrt(lr**2 * s**2 * V_gb + 2 * (lr * gbv) ** 2 + exact["b"] ** 2)
-                 + (lr + dlr) * (gb.U_gb + abs(s) * sh_gb) + dlr * np.abs(gbv) + 2 * reg.eta)
+                 + (lr + dlr) * (gb.U_gb + abs(s) * sh_gb) + dlr * np.abs(gbv) + eta_b)
     return {"loss": np.asarray(exp_L), "grad_W": exp_gW, "grad_b": exp_gb, "W": exp_W, "b": exp_b}
 
 
@@ -1310,11 +1357,14 @@ def _step_bounds_in(
     rig_L, U_L, gL = loss_bound(R, rb, c, reg, pre=pre)
     u2 = update_rounding(fmt)
     gW_abs, gb_abs = np.abs(exact["grad_W"]), np.abs(exact["grad_b"])
-    rig_W = update_bound(np.abs(exact["W"]), gW_abs, gb.gW, lr, dlr, u2, reg.eta)
-    rig_b = update_bound(np.abs(exact["b"]), gb_abs, gb.gb, lr, dlr, u2, reg.eta)
+    eta_W = update_underflow(reg, np.abs(W), np.abs(exact["W"]), gW_abs, gb.gW, lr, dlr, u2)
+    eta_b = update_underflow(reg, np.abs(b), np.abs(exact["b"]), gb_abs, gb.gb, lr, dlr, u2)
+    rig_W = update_bound(np.abs(exact["W"]), gW_abs, gb.gW, lr, dlr, u2, *eta_W)
+    rig_b = update_bound(np.abs(exact["b"]), gb_abs, gb.gb, lr, dlr, u2, *eta_b)
     rigorous = {"loss": rig_L * _SAFETY, "grad_W": gb.gW * _SAFETY, "grad_b": gb.gb * _SAFETY,
                 "W": rig_W * _SAFETY, "b": rig_b * _SAFETY}
-    expected_raw = expected_bounds(X, Y, W, b, R, exact, c, lr, dlr, reg, ut, rb, gb, U_L, pre=pre)
+    expected_raw = expected_bounds(X, Y, W, b, R, exact, c, lr, dlr, reg, ut, rb, gb, U_L, pre=pre,
+                                   update_eta=(eta_W[0] + eta_W[1], eta_b[0] + eta_b[1]))
     with np.errstate(invalid="ignore"):
         # NaN (inf * 0 in a vacuous bound) and inf stay inf: a vacuous bound says nothing
         rigorous = {q: _nan_as_inf(np.asarray(v, dtype=wd)) for q, v in rigorous.items()}

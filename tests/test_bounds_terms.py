@@ -439,3 +439,72 @@ def test_underflowing_products_scaled_after_the_sum() -> None:
     got = {r.quantity: r for r in check_case(case, resolve(["numpy-hand"])[0], "cpu", "float32")}
     assert got["grad_W"].max_abs_error == 2 * n * 2.0**-150  # every product lost: the error is exactly this
     assert got["grad_W"].verdict == "agree" and 0.9 < (got["grad_W"].bound_ratio or 0) <= 1
+
+
+# ---------------------------------------------------------------- flush-to-zero in the update, element by element
+
+def test_update_underflow_takes_the_flush_only_where_a_value_can_be_subnormal():
+    """float16 with flush-to-zero (its default): mn = 2**-14. A gradient of 0.5 and lr = 2**-4 (product 2**-5) and a
+    weight of 0.25 (W' near 0.22): every value normal, both errors the gradual floor 2**-25; a subnormal gradient
+    (2**-16): e1 = mn; a product below mn (g = 2**-8, lr = 2**-8: 2**-16): e1 = mn; a subnormal weight (2**-15):
+    e2 = mn; a difference that cancels to below mn (W' = 2**-15): e2 = mn. lr = 4 > 1: a flushed subnormal gradient
+    loses 4 |g^| < 4 mn, so e1 = 4 mn. Gradual underflow (FTZ off): eta = 2**-25 everywhere."""
+    from harness.bounds import update_underflow
+
+    ftz, mn, floor = Regime(FLOAT16, True), 2.0**-14, 2.0**-25
+    zero = np.zeros(1)
+
+    def etas(old, new, g, lr, reg=ftz):
+        e1, e2 = update_underflow(reg, np.array([old]), np.array([new]), np.array([g]), zero, lr, 0.0, 2.0**-11)
+        return float(np.asarray(e1).ravel()[0]), float(np.asarray(e2).ravel()[0])
+
+    assert etas(0.25, 0.25 - 2.0**-5, 0.5, 2.0**-4) == (floor, floor)
+    assert etas(0.25, 0.25, 2.0**-16, 2.0**-4)[0] == mn
+    assert etas(0.25, 0.25, 2.0**-8, 2.0**-8)[0] == mn
+    assert etas(2.0**-15, 0.25, 0.5, 2.0**-4)[1] == mn
+    assert etas(0.25, 2.0**-15, 0.5, 2.0**-4)[1] == mn
+    assert etas(0.25, 0.25, 2.0**-16, 4.0)[0] == 4 * mn
+    assert etas(2.0**-15, 2.0**-15, 2.0**-16, 4.0, Regime(FLOAT16, False)) == (floor, floor)
+
+
+def _float16_step(X, y, W, b, lr):
+    """A float16 step evaluated in float16 operation by operation (NumPy's float16 arithmetic), the learning rate as
+    given: (W', b')."""
+    h = np.float16
+    X16, y16, W16, b16 = (np.asarray(a, dtype=h) for a in (X, y, W, b))
+    R = X16 @ W16 + b16 - y16
+    g2 = h(2) / h(R.size)
+    gW, gb = (X16.T @ R) * g2, R.sum(axis=0) * g2
+    return (W16 - h(lr) * gW).astype(float), (b16 - h(lr) * gb).astype(float)
+
+
+def test_float16_update_catches_a_wrong_learning_rate_on_small_weights():
+    """helper-53's data (float16, mean, 4 x 2 -> 2, weights near 2**-6, lr = 5e-4) in the plain step: the flush-to-zero
+    allowance of 2**-14 per operation on every element made W's bound 1.34e-4, about 9 ULPs of W near 0.019, and a
+    learning rate 1.3 times too large (an error of about 5 ULPs) agreed. No value of the update is near float16's
+    subnormal range, so the allowance is not taken: W's bound 1.19e-5, and that step disagrees; the correct
+    float16 step still agrees."""
+    X = [[0.75, 0.875], [0.625, 1.0], [0.5, 0.75], [0.875, 0.625]]
+    y = [[-0.75, -0.5], [-0.625, -1.0], [-0.875, -0.5], [-0.5, -0.75]]
+    W = (np.array([[1, 1.5], [1.25, 1.75]]) * 2.0**-6).tolist()
+    b = (np.array([1, 1.5]) * 2.0**-6).tolist()
+    lr = float(round_to_format(np.array([5e-4]), FLOAT16)[0])
+    bnd, hilo = bounds_for(X, y, W, b, lr, "mean", FLOAT16)
+    assert float(np.max(bnd.rigorous["W"])) < 2e-5
+    good_W, good_b = _float16_step(X, y, W, b, lr)
+    assert grade(bnd, hilo, "W", good_W, FLOAT16).verdict == "agree"
+    assert grade(bnd, hilo, "b", good_b, FLOAT16).verdict == "agree"
+    bad_W, bad_b = _float16_step(X, y, W, b, 1.3 * lr)
+    assert grade(bnd, hilo, "W", bad_W, FLOAT16).verdict == "disagree"
+    assert grade(bnd, hilo, "b", bad_b, FLOAT16).verdict == "disagree"
+
+
+def test_float16_update_that_flushes_a_subnormal_weight_stays_within_its_bound():
+    """float16, sum, X = 1, W = 2**-15 (subnormal), b = 0, y = W (R = 0, g = 0): W' = W. A step that flushes its
+    subnormal input returns 0, an error of 2**-15 < mn: allowed in float16 (flush-to-zero by default), where the
+    weight is subnormal; a weight of 0.25 flushed to 0 is not."""
+    bnd, hilo = bounds_for([[1.0]], [[2.0**-15]], [[2.0**-15]], [0.0], 0.125, "sum", FLOAT16)
+    assert hilo["W"][0][0, 0] == 2.0**-15
+    assert grade(bnd, hilo, "W", [[0.0]], FLOAT16).verdict != "disagree"
+    bnd, hilo = bounds_for([[1.0]], [[0.25]], [[0.25]], [0.0], 0.125, "sum", FLOAT16)
+    assert grade(bnd, hilo, "W", [[0.0]], FLOAT16).verdict == "disagree"

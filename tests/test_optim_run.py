@@ -216,3 +216,22 @@ def test_float16_adam_with_small_ordinary_gradients_is_graded_not_vacuous() -> N
         assert {r.verdict for r in bad if r.quantity in ("W", "b")} == {"disagree"}
     finally:
         REGISTRY.pop("test-adam-ascent", None)
+
+
+def test_float16_sgd_nesterov_without_its_momentum_term_disagrees() -> None:
+    """helper-53: float16, Nesterov SGD (momentum 0.9), weights near 2**-6, lr = 5e-4, 3 steps, no value near float16's
+    subnormal range. The update bounds allowed flush-to-zero's 2**-14 per operation on every element by default
+    (about 76 ULPs of W), and mutant-sgd-nesterov-dropped (errors of 15-43 ULPs) agreed in all 21 records. Updates
+    now take underflow as gradual unless a step declares flush_to_zero (as Adam's): the correct steps agree, the
+    mutant's W and b disagree."""
+    load_mutants()
+    X = [[0.75, 0.875], [0.625, 1.0], [0.5, 0.75], [0.875, 0.625]]
+    y = [[-0.75, -0.5], [-0.625, -1.0], [-0.875, -0.5], [-0.5, -0.75]]
+    W = (np.array([[1, 1.5], [1.25, 1.75]]) * 2.0**-6).tolist()
+    b = (np.array([1, 1.5]) * 2.0**-6).tolist()
+    case = make_case("opt-f16-nesterov-small-weights", X, y, W, b, lr="5e-4", steps=3, reduction="mean",
+                     optimizer={"name": "sgd", "momentum": 0.9, "nesterov": True})
+    good = verify([case], ["torch-optim-sgd", "numpy-optim-sgd"], dtypes=["float16"])
+    assert good and {r.verdict for r in good} == {"agree"}
+    bad = verify([case], ["mutant-sgd-nesterov-dropped"], dtypes=["float16"])
+    assert {r.verdict for r in bad if r.quantity in ("W", "b")} == {"disagree"}

@@ -9,7 +9,7 @@ roundings of the update's own operations and of the hyper-parameters as the impl
 ``|d| <= u2`` with ``u2 = u + u_w (1 + u)`` (:func:`harness.bounds.update_rounding`: an operation may
 be computed in a wider type -- PyTorch's float32 opmath for float16 and bfloat16 -- and rounded to the
 dtype), ``|e| <= eta`` (:class:`harness.bounds.Regime`: half the subnormal spacing, or the smallest
-normal number with flush-to-zero, always allowed for float16 and bfloat16). A hyper-parameter ``h``
+normal number where the step declares flush-to-zero, :func:`_eta`). A hyper-parameter ``h``
 (a Python float) is held in the operation's type: relative error ``r_h = u2`` (normal) or up to
 ``2**emin / |h|`` where it is subnormal in the dtype (at most 100%: flushed to 0). Hyper-parameters
 derived in float64 (``1 - tau``, ``1 - beta``, ``lr / (1 - beta1^t)``, ``sqrt(1 - beta2^t)``) add
@@ -68,7 +68,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ..bounds import LAMBDA, Regime, flush_to_zero_default, update_rounding
+from ..bounds import LAMBDA, Regime, update_rounding
 from ..floats import FloatFormat
 from .config import OptimizerConfig
 from .rules import sgd_rule
@@ -140,7 +140,13 @@ def _kernels(fmt: FloatFormat) -> tuple[float, Callable[[float], float], Callabl
 
 
 def _eta(fmt: FloatFormat, flush_to_zero: bool) -> float:
-    return Regime(fmt, flush_to_zero or flush_to_zero_default(fmt)).eta
+    """The absolute error of one underflowing operation of an update: gradual underflow (half the subnormal spacing)
+    unless the step declares ``flush_to_zero``, in every dtype, as for Adam (:func:`adam_bounds`). An update is
+    element-wise, and its half-precision kernels compute in float32 (PyTorch's opmath), where float16's subnormals are
+    normal numbers: nothing flushes them. With the flush allowed by default in float16 every element's bound gained
+    ``2**-14`` per operation, about 76 ULPs of a weight near 0.016, and a Nesterov step that dropped its momentum term
+    was ``agree`` at 15-43 ULPs (helper-53)."""
+    return Regime(fmt, flush_to_zero).eta
 
 
 def sgd_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[str, F64],
@@ -186,15 +192,14 @@ def adam_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[
     error, about 2**-52, is covered by a safety factor).
 
     Underflow is gradual here (``eta`` half the subnormal spacing) unless the step declares
-    ``flush_to_zero``; float16 and bfloat16 do not allow flush-to-zero by default as the SGD
-    bounds do. Flushing is an absolute error of up to the smallest normal number per operation: for
+    ``flush_to_zero`` (as the SGD bounds, :func:`_eta`). Flushing is an absolute error of up to the smallest normal number per operation: for
     float16 that is 2**-14, more than Adam's second moment ``v = (1 - beta2) g^2`` itself for every
     ``|g| < 0.25``, which made the bound of the division vacuous (infinite) for ordinary gradients
     and let a wrong step (the learning rate's sign flipped, a missing bias correction) be graded
     ``agree``. A flushed ``v`` makes the step divide by 0: such a result is not finite, graded
     where the bound is vacuous (v near 0 against eps) as before."""
     u2, rig, exp = _kernels(fmt)
-    eta = Regime(fmt, flush_to_zero).eta
+    eta = _eta(fmt, flush_to_zero)
     b1, b2 = (float(x) for x in opt["betas"])
     w1, w2 = 1 - b1, 1 - b2
     wd = float(opt["weight_decay"])
