@@ -26,7 +26,8 @@ the independent part stays, so the bound only grows, and the rigorous bound stil
 column ``k`` of the residual rounded to the dtype repeats; ``grad_W = s X^T R`` element ``(j, k)`` where, in
 addition, column ``j`` of ``X`` repeats (a continuous feature makes every product's low bits its own), or where the
 products' residues share a sign (below); the loss
-``c sum R^2`` where the residual's magnitudes, all columns together, repeat. "Repeats enough" is
+``c sum R^2`` where the residual's magnitudes, all columns together, repeat, or the squares' residues share a sign
+(:func:`few_residue_columns` on the ``N K`` squares in C order). "Repeats enough" is
 :func:`harness.sharedrounding.repeating_columns`' screen (equal pairs on a sample: a shared part at least a quarter
 of the independent one), or the residues' screen below.
 
@@ -44,9 +45,9 @@ where it exceeds the rigorous bound. Time: the repeats are screened on a sample 
 sign over every row (one compiled pass over ``R``); every feature's products with the flagged residual columns only
 where some column of the residual is flagged (one compiled pass over the products: about 40 ms
 at 100,000 x 16 x 4), a repeating feature's products always; nothing for a reduction of at most ``lambda**2 = 36``
-terms, whose independent part is already at least the worst case (``lambda u sqrt(V) >= u sqrt(n V)``). About 2.1 ms
-per check at 15,625 x 16 x 4 where nothing is flagged (one thread; 1.3 ms under the sum, or a mean over a power of
-two, where the residual is screened once).
+terms, whose independent part is already at least the worst case (``lambda u sqrt(V) >= u sqrt(n V)``). About 2.8 ms
+per check at 15,625 x 16 x 4 where nothing is flagged (one thread; 0.5 ms of it the loss's squares; 0.5 ms less under
+the sum, or a mean over a power of two, where the residual is screened once).
 
 **Terms that share their low bits** (:func:`few_residue_columns`): distinct terms whose residues modulo a spacing
 at which their sum rounds have a sum of one sign, ``|sum r_i| >= z sqrt(sum r_i^2)`` over every row (distinct
@@ -54,7 +55,8 @@ integers plus 0.3), round alike there too, and are taken as repeats. The spacing
 sums' top binade and the one below (terms of one sign), and of the running sum's binade in row order and a quarter of
 it (terms of both signs, whose partial sums stay about ``sqrt(N)`` times smaller: integers of random signs plus 0.25
 in float32 were 15.2, helper-49). ``z`` is 3, raised with the number of tests of a call (:func:`z_threshold`) so that
-continuous data is flagged by chance in about 0.5% of calls, 1% of steps.
+continuous data is flagged by chance in about 0.5% of calls, 1.5% of steps (three calls: the residual's columns, the
+products, the loss's squares).
 
 **Products** ``X_ij R_ik``: flagged where both factors' columns repeat; and where the products' own residues share a
 sign, screened over every row for a repeating feature (an indicator, a sign) against every residual column (an
@@ -161,12 +163,18 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
         return _nonzero_held(a, fmt)
 
     sample = held(np.asarray(R)[screen_rows(n)])  # one sample of rows, rounded, for every screen
-    loss = bool(repeating_in_sample(np.abs(sample).reshape(-1, 1), n * k))  # the squares: all columns together
+    R_held = _held(R, fmt)
+    # the loss's terms, the squares, all columns together in C order (the order (R * R).sum() adds them): their
+    # magnitudes repeat, or their residues share a sign (distinct m + 0.5 squared all end in .25: a sequential sum of
+    # 100,000 of them, float64, was suspect at 17.3; helper-54)
+    loss = bool(repeating_in_sample(np.abs(sample).reshape(-1, 1), n * k))
+    if not loss:
+        with np.errstate(all="ignore"):
+            loss = bool(few_residue_columns(_held(R_held * R_held, fmt).reshape(-1, 1), fmt))
     gb: Mask | None = None
     gW: Mask | None = None
     if n > lam**2:
         repeats = repeating_in_sample(sample, n)
-        R_held = _held(R, fmt)
         # the residuals whose products a correct step sums: R, and where 2c is not a power of two (a mean over N K
         # elements, N K not a power of two) also R scaled by 2c in the dtype, as a mean's backward pass forms it
         # before the sum (torch's grad_W was suspect at 3.87 on integer features against a constant residual,
@@ -284,7 +292,8 @@ def z_threshold(tests: int) -> float:
     """The ``z`` a screen of ``tests`` (columns times spacings) requires: :data:`RESIDUE_Z`, or the normal quantile
     that keeps the chance of any flag on residues of balanced signs below :data:`FAMILY_ALPHA` (two-sided,
     Bonferroni), whichever is larger: 3.0 for one test, 3.60 for 16 (4 columns at 4 spacings), 4.27 for 256
-    (D K = 64). Two calls screen a step (the residual's columns, the products), so chance flags stay near 1% per step."""
+    (D K = 64). Three calls screen a step (the residual's columns, the products, the loss's squares), so chance flags stay
+    near 1.5% per step."""
     return max(RESIDUE_Z, NormalDist().inv_cdf(1.0 - FAMILY_ALPHA / (2.0 * max(tests, 1))))
 
 

@@ -505,3 +505,37 @@ def test_a_mean_scales_the_residual_before_the_sum() -> None:
     for impl in resolve(["numpy-hand", "torch-seed"]):
         records = check_case(case, impl, "cpu", "float32")
         assert all(r.verdict == "agree" for r in records), [(r.quantity, r.verdict, r.expected_ratio) for r in records]
+
+
+def test_the_loss_screens_its_squares_residues() -> None:
+    """helper-54: the loss is a reduction of the N K squares, and its screen saw only exact repeats of |R|. Distinct
+    half-integers m + 0.5 square to m^2 + m + 0.25: every square ends in .25, so where the sum of squares is in
+    float64's binade below 2**53 (spacing 1) a sequential sum rounds 0.25 away with one sign at each addition. A
+    correct step that sums the squares row after row was ``suspect`` at 17.3 (N = 100,000), at 7.72 here (N = 20,000;
+    0.31 now). The squares' residues are now screened as the residual's columns are (one more call: chance flags
+    on continuous data stay rare, 1 in 100 steps here); the correct sequential step agrees."""
+    from harness.implementations.registry import Implementation, StepResult
+
+    def sequential_loss(X, y, W, b, *, lr, reduction, steps):  # type: ignore[no-untyped-def]
+        R = X @ W + b - y
+        loss = np.add.accumulate((R * R).ravel())[-1]  # each addition rounded to float64, in C order
+        gW, gb = 2.0 * (X.T @ R), 2.0 * R.sum(axis=0)
+        return [StepResult(loss, gW, gb, W - lr * gW, b - lr * gb)]
+
+    n = 20_000
+    m = np.random.default_rng(0).integers(0, int(math.sqrt(0.99 * 2.0**53 * 3 / n)), n).astype(float)  # E m^2 = top^2 / 3
+    R = (m + 0.5).reshape(n, 1)
+    assert np.all(R * R % 1 == 0.25) and 2.0**52 < float(np.sum(R * R)) < 2.0**53
+    rep = repeated_reductions(np.ones((n, 1)), R, F64, LAMBDA)
+    assert rep.loss
+    case = case_from_arrays("half-integers", np.ones((n, 1)), -R, np.zeros((1, 1)), np.zeros(1), lr=0.1,
+                            reduction="sum", dtypes=("float64",))
+    impl = Implementation(name="sequential-loss", fn=sequential_loss, framework="numpy", kind="plugin")
+    got = {r.quantity: r for r in check_case(case, impl, "cpu", "float64")}
+    assert got["loss"].verdict == "agree", got["loss"].expected_ratio
+    # continuous residuals: the squares' screen flags the loss by chance rarely
+    flags = 0
+    for seed in range(100):
+        Rc = np.random.default_rng(seed).standard_normal((5_000, 4))
+        flags += repeated_reductions(np.ones((5_000, 1)), Rc, F64, LAMBDA).loss
+    assert flags <= 2, flags
