@@ -76,9 +76,13 @@ the sum too (numpy-hand's grad_W times ``1 + 1e-4`` on integer data at N = 4,608
 shares a sign itself are not screened: screening every pair costs a pass over all ``N D K`` products, and more chance
 flags. Such data can be built: ``X = (m + 0.3) / r`` against ``R = r``, ``r`` of random signs and magnitudes in
 ``[0.5, 2)``, every product about ``m + 0.3``: ``torch-seed``'s ``grad_W`` is ``suspect`` at 10.9 at N = 50,000
-(helper-49). The models path screens exact repeats
+(helper-49). The residues are screened at the spacings of the running sum in row order, not in reverse order: data
+built so that its residues balance at the four screened spacings and share a sign at the reverse running sum's gives a
+step that sums each column in reverse order ``suspect`` at 4.3 (float64, N = 100,000; helper-54; screening two more
+spacings would cost half the screen's time again). The models path screens exact repeats
 only. A sum in an order whose partial sums exceed all three modelled orders (all positive terms first, then all
-negative ones) is not covered, as in the independent model.
+negative ones, or the terms sorted: a sum of sorted Gaussian terms is ``suspect`` at 10.3 at N = 100,000 in float64,
+helper-54) is not covered, as in the independent model.
 """
 
 from __future__ import annotations
