@@ -781,9 +781,9 @@ def update_underflow(reg: Regime, old_abs: F64, new_abs: F64, g_abs: F64, E_g: F
     read as 0, a result below ``mn`` written as 0); elsewhere every value is normal and flushing changes nothing
     (Higham, Accuracy and Stability of Numerical Algorithms, 2nd ed., sec. 2.1): the product where ``g^`` may be
     subnormal (``|g| - E_g < mn``; a flushed ``g^`` loses ``lr' |g^| <= max(1, lr + dlr) mn``) or the product
-    itself may be (``(lr + dlr)(|g| + E_g) < mn``); the difference where ``W`` is subnormal (``|W| < mn``) or the
-    difference may be (``|W'| - P < 2 mn``, ``P`` the product's error bound: ``|W - p^| >= |W'| - P``). Half the
-    subnormal spacing stays as a floor. A flush allowed everywhere added ``2 mn`` to every element: in float16
+    itself may be (its least magnitude ``(lr - dlr)(|g| - E_g)(1 - u2) < 2 mn``); the difference where ``W`` is
+    subnormal (``|W| < mn``) or the difference may be (``|W'| - P < 2 mn``, ``P`` the product's error bound:
+    ``|W - p^| >= |W'| - P``). Half the subnormal spacing stays as a floor. A flush allowed everywhere added ``2 mn`` to every element: in float16
     ``2**-13``, about 9 ULPs of a weight near 0.02, and a learning rate 1.3 times too large agreed.
 
     Args:
@@ -797,7 +797,7 @@ def update_underflow(reg: Regime, old_abs: F64, new_abs: F64, g_abs: F64, E_g: F
     lr_max = abs(lr) + dlr
     with np.errstate(invalid="ignore", over="ignore"):
         subnormal_g = g_abs - E_g < mn
-        small_p = lr_max * (g_abs + E_g) < mn
+        small_p = (abs(lr) - dlr) * (g_abs - E_g) * (1 - u2) < 2 * mn  # the least |p^| (lr' may be lr - dlr)
         e1 = np.where(subnormal_g | small_p, mn * max(1.0, lr_max), floor)
         P = _product_error(g_abs, E_g, lr, dlr, u2, e1)
         e2 = np.where((old_abs < mn) | (new_abs - P < 2 * mn), mn, floor)

@@ -452,10 +452,10 @@ def test_update_underflow_takes_the_flush_only_where_a_value_can_be_subnormal():
     from harness.bounds import update_underflow
 
     ftz, mn, floor = Regime(FLOAT16, True), 2.0**-14, 2.0**-25
-    zero = np.zeros(1)
 
-    def etas(old, new, g, lr, reg=ftz):
-        e1, e2 = update_underflow(reg, np.array([old]), np.array([new]), np.array([g]), zero, lr, 0.0, 2.0**-11)
+    def etas(old, new, g, lr, reg=ftz, E_g=0.0):
+        e1, e2 = update_underflow(reg, np.array([old]), np.array([new]), np.array([g]), np.array([E_g]), lr, 0.0,
+                                  2.0**-11)
         return float(np.asarray(e1).ravel()[0]), float(np.asarray(e2).ravel()[0])
 
     assert etas(0.25, 0.25 - 2.0**-5, 0.5, 2.0**-4) == (floor, floor)
@@ -464,6 +464,10 @@ def test_update_underflow_takes_the_flush_only_where_a_value_can_be_subnormal():
     assert etas(2.0**-15, 0.25, 0.5, 2.0**-4)[1] == mn
     assert etas(0.25, 2.0**-15, 0.5, 2.0**-4)[1] == mn
     assert etas(0.25, 0.25, 2.0**-16, 4.0)[0] == 4 * mn
+    # the product's least magnitude decides, not its largest: g^ within [2**-4, 3 * 2**-4] (g = 2**-3, E_g = 2**-4)
+    # times lr = 2**-10 may be 2**-14 (1 - u2), below mn, though it may also be 3 * 2**-14
+    assert etas(0.25, 0.25, 2.0**-3, 2.0**-10, E_g=2.0**-4)[0] == mn
+    assert etas(0.25, 0.25, 2.0**-3, 2.0**-8, E_g=2.0**-4)[0] == floor  # at least 2**-12 (1 - u2): normal
     assert etas(2.0**-15, 2.0**-15, 2.0**-16, 4.0, Regime(FLOAT16, False)) == (floor, floor)
 
 
