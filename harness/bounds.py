@@ -15,7 +15,8 @@ All magnitudes below are of exact values (from the oracle).
   (a sum that lands among the subnormals is exact);
 - *flush-to-zero* (float16 and bfloat16 always, since their kernels commonly
   flush -- oneDNN's bfloat16 matmul on CPUs, tensor cores --; any dtype when
-  the implementation or the run declares ``flush_to_zero``): a subnormal
+  the implementation or the run declares ``flush_to_zero``; the update
+  ``W - lr g``, element-wise, only where declared, :func:`update_underflow`): a subnormal
   result becomes 0, an error below ``eta = 2**emin`` (the smallest normal
   number) for *every* operation, sums included, and a subnormal *input* may
   be read as 0 (denormals-are-zero): the inputs ``X, W, b, Y`` are then
@@ -783,8 +784,10 @@ def update_underflow(reg: Regime, old_abs: F64, new_abs: F64, g_abs: F64, E_g: F
     subnormal (``|g| - E_g < mn``; a flushed ``g^`` loses ``lr' |g^| <= max(1, lr + dlr) mn``) or the product
     itself may be (its least magnitude ``(lr - dlr)(|g| - E_g)(1 - u2) < 2 mn``); the difference where ``W`` is
     subnormal (``|W| < mn``) or the difference may be (``|W'| - P < 2 mn``, ``P`` the product's error bound:
-    ``|W - p^| >= |W'| - P``). Half the subnormal spacing stays as a floor. A flush allowed everywhere added ``2 mn`` to every element: in float16
-    ``2**-13``, about 9 ULPs of a weight near 0.02, and a learning rate 1.3 times too large agreed.
+    ``|W - p^| >= |W'| - P``); a flushed ``g^`` or product loses at most ``(lr + dlr)(|g| + E_g)(1 + u2)`` too. Half
+    the subnormal spacing stays as a floor. :func:`step_bounds` passes flush-to-zero only where the step declares it
+    (the update is element-wise); a flush allowed everywhere added ``2 mn`` to every element: in float16 ``2**-13``,
+    about 9 ULPs of a weight near 0.02, and a learning rate 1.3 times too large agreed.
 
     Args:
         old_abs: ``|W|`` before the step; new_abs: ``|W'|`` exact; g_abs: ``|g|`` exact; E_g: the bound of
@@ -798,7 +801,9 @@ def update_underflow(reg: Regime, old_abs: F64, new_abs: F64, g_abs: F64, E_g: F
     with np.errstate(invalid="ignore", over="ignore"):
         subnormal_g = g_abs - E_g < mn
         small_p = (abs(lr) - dlr) * (g_abs - E_g) * (1 - u2) < 2 * mn  # the least |p^| (lr' may be lr - dlr)
-        e1 = np.where(subnormal_g | small_p, mn * max(1.0, lr_max), floor)
+        # a flushed g^ loses lr' |g^|, a flushed product |p^|: both at most max(1, lr_max) mn and lr_max (|g| + E_g)(1 + u2)
+        lost = np.minimum(mn * max(1.0, lr_max), lr_max * (g_abs + E_g) * (1 + u2))
+        e1 = np.where(subnormal_g | small_p, lost + floor, floor)
         P = _product_error(g_abs, E_g, lr, dlr, u2, e1)
         e2 = np.where((old_abs < mn) | (new_abs - P < 2 * mn), mn, floor)
     return e1, e2
@@ -1351,14 +1356,19 @@ def _step_bounds_in(
     reg = Regime(fmt, bool(flush_to_zero or flush_to_zero_default(fmt)))
     c = 1.0 if reduction == "sum" else 1.0 / (n * k)
     ut = TF32.unit_roundoff if (tf32 and fmt.precision > TF32.precision) else 0.0
-    dlr = learning_rate_spread(lr, lr_held, reg)
+    # the update W - lr g is element-wise (computed in float32 for the half types, where float16's subnormals are
+    # normal numbers): its operations and the learning rate it holds flush only where the step declares flush-to-zero
+    # (with float16's default allowance lr = 1e-5 could be 0 and a flushed product lose all of lr g: a step that
+    # skipped the update agreed at 77-116 ULPs, helper-55)
+    upd_reg = Regime(fmt, bool(flush_to_zero))
+    dlr = learning_rate_spread(lr, lr_held, upd_reg)
     rb = residual_bound(X, W, b, Y, reg, ut, pre=pre)
     gb = gradient_bounds(X, R, rb, c, reg, ut, pre=pre)
     rig_L, U_L, gL = loss_bound(R, rb, c, reg, pre=pre)
     u2 = update_rounding(fmt)
     gW_abs, gb_abs = np.abs(exact["grad_W"]), np.abs(exact["grad_b"])
-    eta_W = update_underflow(reg, np.abs(W), np.abs(exact["W"]), gW_abs, gb.gW, lr, dlr, u2)
-    eta_b = update_underflow(reg, np.abs(b), np.abs(exact["b"]), gb_abs, gb.gb, lr, dlr, u2)
+    eta_W = update_underflow(upd_reg, np.abs(W), np.abs(exact["W"]), gW_abs, gb.gW, lr, dlr, u2)
+    eta_b = update_underflow(upd_reg, np.abs(b), np.abs(exact["b"]), gb_abs, gb.gb, lr, dlr, u2)
     rig_W = update_bound(np.abs(exact["W"]), gW_abs, gb.gW, lr, dlr, u2, *eta_W)
     rig_b = update_bound(np.abs(exact["b"]), gb_abs, gb.gb, lr, dlr, u2, *eta_b)
     rigorous = {"loss": rig_L * _SAFETY, "grad_W": gb.gW * _SAFETY, "grad_b": gb.gb * _SAFETY,
@@ -1369,7 +1379,7 @@ def _step_bounds_in(
         # NaN (inf * 0 in a vacuous bound) and inf stay inf: a vacuous bound says nothing
         rigorous = {q: _nan_as_inf(np.asarray(v, dtype=wd)) for q, v in rigorous.items()}
         expected = {q: np.minimum(_nan_as_inf(expected_raw[q]), rigorous[q]) for q in rigorous}
-    inf_ok, nan_ok, pinf_ok, ninf_ok = overflow_masks(X, Y, W, b, R, exact, rb, gb, c, learning_rates(lr, lr_held, reg),
+    inf_ok, nan_ok, pinf_ok, ninf_ok = overflow_masks(X, Y, W, b, R, exact, rb, gb, c, learning_rates(lr, lr_held, upd_reg),
                                                       reg, ut, pre=pre)
     return StepBounds(rigorous=rigorous, expected=expected, inf_allowed=inf_ok, nan_allowed=nan_ok,
                       vacuous=_vacuous_reasons(n, d, k, reg, rb, gb, gL), flush_to_zero=reg.ftz,

@@ -444,30 +444,29 @@ def test_underflowing_products_scaled_after_the_sum() -> None:
 # ---------------------------------------------------------------- flush-to-zero in the update, element by element
 
 def test_update_underflow_takes_the_flush_only_where_a_value_can_be_subnormal():
-    """float16 with flush-to-zero (its default): mn = 2**-14. A gradient of 0.5 and lr = 2**-4 (product 2**-5) and a
-    weight of 0.25 (W' near 0.22): every value normal, both errors the gradual floor 2**-25; a subnormal gradient
-    (2**-16): e1 = mn; a product below mn (g = 2**-8, lr = 2**-8: 2**-16): e1 = mn; a subnormal weight (2**-15):
-    e2 = mn; a difference that cancels to below mn (W' = 2**-15): e2 = mn. lr = 4 > 1: a flushed subnormal gradient
-    loses 4 |g^| < 4 mn, so e1 = 4 mn. Gradual underflow (FTZ off): eta = 2**-25 everywhere."""
+    """float16 with flush-to-zero declared: mn = 2**-14, u2 = 2**-11 here, floor 2**-25 (half the subnormal spacing).
+    A gradient of 0.5 and lr = 2**-4 (product 2**-5) and a weight of 0.25: every value normal, both errors the floor.
+    A subnormal gradient (2**-16, lr = 2**-4): the flushed g^ loses lr |g^| <= 2**-20 (1 + u2), less than mn. A
+    product below mn (g = 2**-8, lr = 2**-8): at most 2**-16 (1 + u2). lr = 4, g = 2**-15: 4 |g| (1 + u2) = 2**-13
+    (1 + u2). A subnormal weight (2**-15) or a difference that cancels below mn: e2 = mn. The product's least
+    magnitude decides, not its largest: g^ within [2**-4, 3 * 2**-4] times 2**-10 may be below mn (e1 = mn), times
+    2**-8 it is at least 2**-12 (1 - u2). Gradual underflow (not declared): the floor everywhere."""
     from harness.bounds import update_underflow
 
-    ftz, mn, floor = Regime(FLOAT16, True), 2.0**-14, 2.0**-25
+    ftz, mn, floor, u2 = Regime(FLOAT16, True), 2.0**-14, 2.0**-25, 2.0**-11
 
     def etas(old, new, g, lr, reg=ftz, E_g=0.0):
-        e1, e2 = update_underflow(reg, np.array([old]), np.array([new]), np.array([g]), np.array([E_g]), lr, 0.0,
-                                  2.0**-11)
+        e1, e2 = update_underflow(reg, np.array([old]), np.array([new]), np.array([g]), np.array([E_g]), lr, 0.0, u2)
         return float(np.asarray(e1).ravel()[0]), float(np.asarray(e2).ravel()[0])
 
     assert etas(0.25, 0.25 - 2.0**-5, 0.5, 2.0**-4) == (floor, floor)
-    assert etas(0.25, 0.25, 2.0**-16, 2.0**-4)[0] == mn
-    assert etas(0.25, 0.25, 2.0**-8, 2.0**-8)[0] == mn
+    assert etas(0.25, 0.25, 2.0**-16, 2.0**-4)[0] == 2.0**-20 * (1 + u2) + floor
+    assert etas(0.25, 0.25, 2.0**-8, 2.0**-8)[0] == 2.0**-16 * (1 + u2) + floor
+    assert etas(0.25, 0.25, 2.0**-15, 4.0)[0] == 2.0**-13 * (1 + u2) + floor
     assert etas(2.0**-15, 0.25, 0.5, 2.0**-4)[1] == mn
     assert etas(0.25, 2.0**-15, 0.5, 2.0**-4)[1] == mn
-    assert etas(0.25, 0.25, 2.0**-16, 4.0)[0] == 4 * mn
-    # the product's least magnitude decides, not its largest: g^ within [2**-4, 3 * 2**-4] (g = 2**-3, E_g = 2**-4)
-    # times lr = 2**-10 may be 2**-14 (1 - u2), below mn, though it may also be 3 * 2**-14
-    assert etas(0.25, 0.25, 2.0**-3, 2.0**-10, E_g=2.0**-4)[0] == mn
-    assert etas(0.25, 0.25, 2.0**-3, 2.0**-8, E_g=2.0**-4)[0] == floor  # at least 2**-12 (1 - u2): normal
+    assert etas(0.25, 0.25, 2.0**-3, 2.0**-10, E_g=2.0**-4)[0] == mn + floor
+    assert etas(0.25, 0.25, 2.0**-3, 2.0**-8, E_g=2.0**-4)[0] == floor
     assert etas(2.0**-15, 2.0**-15, 2.0**-16, 4.0, Regime(FLOAT16, False)) == (floor, floor)
 
 
@@ -505,10 +504,26 @@ def test_float16_update_catches_a_wrong_learning_rate_on_small_weights():
 
 def test_float16_update_that_flushes_a_subnormal_weight_stays_within_its_bound():
     """float16, sum, X = 1, W = 2**-15 (subnormal), b = 0, y = W (R = 0, g = 0): W' = W. A step that flushes its
-    subnormal input returns 0, an error of 2**-15 < mn: allowed in float16 (flush-to-zero by default), where the
+    subnormal input returns 0, an error of 2**-15 < mn: allowed where the step declares flush-to-zero, where the
     weight is subnormal; a weight of 0.25 flushed to 0 is not."""
-    bnd, hilo = bounds_for([[1.0]], [[2.0**-15]], [[2.0**-15]], [0.0], 0.125, "sum", FLOAT16)
+    bnd, hilo = bounds_for([[1.0]], [[2.0**-15]], [[2.0**-15]], [0.0], 0.125, "sum", FLOAT16, flush_to_zero=True)
     assert hilo["W"][0][0, 0] == 2.0**-15
     assert grade(bnd, hilo, "W", [[0.0]], FLOAT16).verdict != "disagree"
-    bnd, hilo = bounds_for([[1.0]], [[0.25]], [[0.25]], [0.0], 0.125, "sum", FLOAT16)
+    bnd, hilo = bounds_for([[1.0]], [[0.25]], [[0.25]], [0.0], 0.125, "sum", FLOAT16, flush_to_zero=True)
     assert grade(bnd, hilo, "W", [[0.0]], FLOAT16).verdict == "disagree"
+
+
+def test_float16_update_with_a_learning_rate_below_the_smallest_normal():
+    """helper-55: float16, lr = 1e-5 (below 2**-14, subnormal in float16). With float16's default flush-to-zero the
+    learning rate could be held as 0 and the product flushed (the bound allowed all of lr g): a step that skipped the
+    update agreed at 77-116 ULPs, one with lr 1.3 and 1.9 times too large at 23-104. The update holds lr and flushes
+    only where the step declares it: the correct float16 step agrees, the skipped update disagrees."""
+    rng = np.random.default_rng(5)
+    X, y = rng.uniform(0.5, 1.0, (8, 2)).tolist(), rng.uniform(-1.0, -0.5, (8, 2)).tolist()
+    W, b = (rng.uniform(0.5, 1.5, (2, 2)) * 2.0**-10).tolist(), (rng.uniform(0.5, 1.5, 2) * 2.0**-10).tolist()
+    lr = float(round_to_format(np.array([1e-5]), FLOAT16)[0])
+    assert 0 < lr < 2.0**-14
+    bnd, hilo = bounds_for(X, y, W, b, lr, "mean", FLOAT16, lr_held=1e-5)
+    good_W, _ = _float16_step(X, y, W, b, 1e-5)
+    assert grade(bnd, hilo, "W", good_W, FLOAT16).verdict == "agree"
+    assert grade(bnd, hilo, "W", W, FLOAT16).verdict == "disagree"  # the update skipped

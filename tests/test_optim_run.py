@@ -235,3 +235,42 @@ def test_float16_sgd_nesterov_without_its_momentum_term_disagrees() -> None:
     assert good and {r.verdict for r in good} == {"agree"}
     bad = verify([case], ["mutant-sgd-nesterov-dropped"], dtypes=["float16"])
     assert {r.verdict for r in bad if r.quantity in ("W", "b")} == {"disagree"}
+
+
+def test_float16_optimizer_steps_with_a_learning_rate_below_the_smallest_normal() -> None:
+    """helper-55: float16, lr = 1e-5 (subnormal in float16), weights near 2**-10, 3 steps. A subnormal
+    hyper-parameter's holding error was the smallest normal number over |lr|, uncapped: 6.1 (610%), and SGD with the
+    update's sign flipped agreed at 116-174 ULPs. Now min(1, eta / |lr|) with eta half the subnormal spacing
+    (gradual: flushed only where declared): the correct steps agree, the sign-flipped one disagrees."""
+    from harness.optim.numpy_steps import numpy_optim_sgd
+
+    def ascent(X, y, W, b, *, lr, reduction, steps, optimizer):  # type: ignore[no-untyped-def]
+        return numpy_optim_sgd(X, y, W, b, lr=-lr, reduction=reduction, steps=steps, optimizer=optimizer)
+
+    X = [[0.75, 0.875], [0.625, 1.0], [0.5, 0.75], [0.875, 0.625]]
+    y = [[-0.75, -0.5], [-0.625, -1.0], [-0.875, -0.5], [-0.5, -0.75]]
+    W = (np.array([[1, 1.5], [1.25, 1.75]]) * 2.0**-10).tolist()
+    b = (np.array([1, 1.5]) * 2.0**-10).tolist()
+    case = make_case("opt-f16-lr-subnormal", X, y, W, b, lr="1e-5", steps=3, reduction="sum", optimizer={"name": "sgd"})
+    good = verify([case], ["torch-optim-sgd", "numpy-optim-sgd"], dtypes=["float16"])
+    assert good and {r.verdict for r in good} == {"agree"}
+    harness.implementation("test-sgd-ascent", framework="numpy", optimizers=("sgd",), correct=False)(ascent)
+    try:
+        bad = verify([case], ["test-sgd-ascent"], dtypes=["float16"])
+        assert {r.verdict for r in bad if r.quantity in ("W", "b")} == {"disagree"}
+    finally:
+        REGISTRY.pop("test-sgd-ascent", None)
+
+
+def test_an_underflow_before_a_learning_rate_above_one_is_scaled_by_it() -> None:
+    """helper-55: SGD with weight decay 0.5 and lr = 16 on a weight of one subnormal spacing q (X = 1, y = 0, sum):
+    torch rounds d = g + wd W = 2.5 q to 2 q (ties to even), and the update multiplies that half-spacing error by 16:
+    8 q. The bound added each operation's underflow unscaled (about 3 q) and the correct steps disagreed at 3.05
+    (float16) and 2.27 (bfloat16). Each operation's underflow is now scaled by the hyper-parameters above 1."""
+    for dt, q in (("float16", 2.0**-24), ("bfloat16", 2.0**-133)):
+        case = make_case(f"sgd-wd-lr16-{dt}", [[1.0]], [[0.0]], [[q]], [0.0], lr="16", reduction="sum",
+                         optimizer={"name": "sgd", "weight_decay": 0.5})
+        recs = verify([case], ["torch-optim-sgd", "torch-optim-sgd-foreach"], dtypes=[dt])
+        w = [r for r in recs if r.quantity == "W"]
+        assert w and {r.verdict for r in w} == {"agree"}, [(r.verdict, r.bound_ratio) for r in w]
+        assert max(r.max_abs_error for r in w) == 8 * q  # the error the bound must hold

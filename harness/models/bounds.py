@@ -593,6 +593,9 @@ class _Walk:
     #: per node (filled in node order by the rigorous walk, given to the expected one): True where
     #: the element may depend on an intermediate beyond the dtype's range (:func:`_overflow_node`)
     over: list[Mask] = field(default_factory=list)
+    #: the regime a held constant (the learning rate) is rounded in: flushed to 0 only where the step declares
+    #: flush-to-zero, as :func:`harness.bounds.step_bounds` holds it; None: ``reg``
+    held_reg: Regime | None = None
     #: per node (rigorous walk): (+inf possible, -inf possible, NaN possible)
     signs: list[tuple[Mask, Mask, Mask]] = field(default_factory=list)
     #: the expected walk's reduction constant where a reduction's terms repeat (:mod:`harness.repeatedsums`: their
@@ -666,7 +669,7 @@ def _rule_const(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     c64 = float(value)
     in_fmt = float(round_to_format(np.array([c64]), w.fmt)[0])
     if node.attrs.get("held"):
-        return np.full(node.shape, learning_rate_spread(in_fmt, c64, w.reg))
+        return np.full(node.shape, learning_rate_spread(in_fmt, c64, w.held_reg or w.reg))
     if Fraction(in_fmt) == value:
         return np.zeros(node.shape)
     return np.full(node.shape, constant_rounding(w.fmt) * abs(c64) + w.reg.scale_underflow(c64))
@@ -1428,14 +1431,15 @@ def model_bounds(
     def expected_gamma(n: int) -> float:
         return min(fmt.gamma(n), LAMBDA * math.sqrt(n) * u)
 
-    rig = _Walk(graph, fmt, reg, ctx, fmt.gamma, vals)
+    held = Regime(fmt, bool(flush_to_zero))
+    rig = _Walk(graph, fmt, reg, ctx, fmt.gamma, vals, held_reg=held)
     _walk(rig)
     over = rig.over
 
     def repeated_gamma(n: int) -> float:  # the first-order worst case, every partial sum's error with one sign
         return n * u
 
-    exp = _Walk(graph, fmt, reg, ctx, expected_gamma, vals, repeated_gam=repeated_gamma)
+    exp = _Walk(graph, fmt, reg, ctx, expected_gamma, vals, repeated_gam=repeated_gamma, held_reg=held)
     _walk(exp, over)
     deps = _dependencies(graph)
     never = never_finite(graph, vals, rig.Es, fmt)

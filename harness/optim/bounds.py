@@ -11,7 +11,7 @@ be computed in a wider type -- PyTorch's float32 opmath for float16 and bfloat16
 dtype), ``|e| <= eta`` (:class:`harness.bounds.Regime`: half the subnormal spacing, or the smallest
 normal number where the step declares flush-to-zero, :func:`_eta`). A hyper-parameter ``h``
 (a Python float) is held in the operation's type: relative error ``r_h = u2`` (normal) or up to
-``2**emin / |h|`` where it is subnormal in the dtype (at most 100%: flushed to 0). Hyper-parameters
+``min(1, eta / |h|)`` where it is subnormal in the dtype (:func:`holding`; at most 100%: flushed to 0). Hyper-parameters
 derived in float64 (``1 - tau``, ``1 - beta``, ``lr / (1 - beta1^t)``, ``sqrt(1 - beta2^t)``) add
 their float64 error (torch.optim computes them in Python floats; its fused kernels in double).
 
@@ -24,7 +24,9 @@ roundings (a product formed in the dtype and then scaled again, an intermediate 
 and is held with factor ``prod (1 + r_h)``: by Higham (2002) Lemma 3.1 ``prod (1 + d_j) = 1 + theta_k``,
 ``|theta_k| <= gamma_k``,
 
-    |out^ - out| <= sum_i |c_i x_i| ((1 + u2)^(n_i + T - 1 + SLACK) prod_h (1 + r_h) - 1) + N_ops eta.
+    |out^ - out| <= sum_i |c_i x_i| ((1 + u2)^(n_i + T - 1 + SLACK) prod_h (1 + r_h) - 1) + N_ops eta amp
+
+(``amp``: the most the multiplications after an operation can scale its underflow by, :func:`amplification`).
 
 **Adam, AdamW** (:func:`adam_bounds`), each step with the error ``E`` of the previous one carried
 (``w = 1 - beta1``, ``w2 = 1 - beta2``, ``K(n) = (1 + u2)^n - 1``; magnitudes of exact values):
@@ -107,23 +109,41 @@ class Terms:
     def __neg__(self) -> Terms:
         return self
 
-    def bound(self, u: float, eta: float, k: Callable[[float], float]) -> F64:
-        """``sum_i |c_i x_i| ((1 + k(n_i + T - 1 + SLACK)) h_i - 1) + N_ops eta``, with ``k`` the
-        rigorous ``K(n) = (1 + u)^n - 1`` or the expected one."""
+    def bound(self, u: float, eta: float, k: Callable[[float], float], amp: float = 1.0) -> F64:
+        """``sum_i |c_i x_i| ((1 + k(n_i + T - 1 + SLACK)) h_i - 1) + N_ops eta amp``, with ``k`` the
+        rigorous ``K(n) = (1 + u)^n - 1`` or the expected one, and ``amp`` the most that the operations after an
+        underflowing one can scale its absolute error by (:func:`amplification`)."""
         t = len(self.terms)
         total = np.zeros_like(self.terms[0][0])
         ops = t - 1
         for a, n, h in self.terms:
             total = total + a * ((1 + k(n + t - 1 + SLACK)) * h - 1)
             ops += n
-        return (total + ops * eta) * _SAFETY
+        return (total + ops * eta * amp) * _SAFETY
 
 
-def holding(h: float, u2: float, fmt: FloatFormat, derived: float = 0.0) -> float:
+def amplification(hypers: Mapping[str, Hyper]) -> float:
+    """The most the multiplications after an operation can scale its absolute (underflow) error by: the product of
+    the hyper-parameters larger than 1 as held (``|h| (1 + r_h)``), at least 1. An intermediate rounded in the
+    subnormal range (``d = g + wd W`` of a subnormal weight, off by half the subnormal spacing) is multiplied by
+    ``lr`` afterwards: with ``lr = 16`` a correct float16 step erred by 8 spacings against a bound of about 3
+    (helper-55)."""
+    amp = 1.0
+    for hp in hypers.values():
+        amp *= max(1.0, abs(hp.value) * (1 + hp.rel))
+    return amp
+
+
+def holding(h: float, u2: float, fmt: FloatFormat, derived: float = 0.0, eta: float | None = None) -> float:
     """Relative error of a hyper-parameter ``h`` as an implementation holds it (module docstring);
-    ``derived``: its own float64 error when computed from others."""
+    ``derived``: its own float64 error when computed from others; ``eta``: the absolute error of rounding a
+    subnormal value (:func:`_eta`; None: half the subnormal spacing, gradual underflow). A value below the smallest
+    normal number errs by at most ``eta``, and by at most all of itself (flushed to 0): ``min(1, eta / |h|)``.
+    (The smallest normal number over ``|h|`` was taken, uncapped: 6.1 for ``lr = 1e-5`` in float16, and a step
+    with the update's sign flipped agreed at 116-174 ULPs, helper-55.)"""
     ah = abs(h)
-    sub = fmt.min_normal / ah if 0 < ah < fmt.min_normal else 0.0
+    e = fmt.underflow_quantum if eta is None else eta
+    sub = min(1.0, e / ah) if 0 < ah < fmt.min_normal else 0.0
     return u2 + sub + derived
 
 
@@ -166,11 +186,13 @@ def sgd_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[s
     u2, rig, exp = _kernels(fmt)
     eta = _eta(fmt, flush_to_zero)
     hp = {
-        "lr": Hyper(lr, holding(lr, u2, fmt)),
-        "momentum": Hyper(float(opt["momentum"]), holding(float(opt["momentum"]), u2, fmt)),
-        "one_minus_dampening": Hyper(1 - float(opt["dampening"]), holding(1 - float(opt["dampening"]), u2, fmt, U64)),
-        "weight_decay": Hyper(float(opt["weight_decay"]), holding(float(opt["weight_decay"]), u2, fmt)),
+        "lr": Hyper(lr, holding(lr, u2, fmt, eta=eta)),
+        "momentum": Hyper(float(opt["momentum"]), holding(float(opt["momentum"]), u2, fmt, eta=eta)),
+        "one_minus_dampening": Hyper(1 - float(opt["dampening"]),
+                                     holding(1 - float(opt["dampening"]), u2, fmt, U64, eta=eta)),
+        "weight_decay": Hyper(float(opt["weight_decay"]), holding(float(opt["weight_decay"]), u2, fmt, eta=eta)),
     }
+    amp = amplification(hp)
     rigorous: dict[str, F64] = {}
     expected: dict[str, F64] = {}
     for p in params:
@@ -179,8 +201,8 @@ def sgd_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[s
         st = {k: Terms([(np.abs(v), 0, 1.0)]) for k, v in state.get(p, {}).items()}
         new_w, new = sgd_rule(w, g, st, t, opt, hp)
         for name, terms in ((p, new_w), *((f"{k}_{p}", v) for k, v in new.items())):
-            rigorous[name] = terms.bound(u2, eta, rig)
-            expected[name] = np.minimum(terms.bound(u2, eta, exp), rigorous[name])
+            rigorous[name] = terms.bound(u2, eta, rig, amp)
+            expected[name] = np.minimum(terms.bound(u2, eta, exp, amp), rigorous[name])
     return rigorous, expected
 
 
@@ -208,8 +230,8 @@ def adam_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[
     c2 = math.sqrt(bc2)
     s = lr / bc1
     r_c2 = u2 + 4 * U64 * (1 + b2**t / bc2)
-    r_s = holding(lr, u2, fmt) + 4 * U64 * (1 + b1**t / bc1)
-    r_eps = holding(eps, u2, fmt)
+    r_s = holding(lr, u2, fmt, eta=eta) + 4 * U64 * (1 + b1**t / bc1)
+    r_eps = holding(eps, u2, fmt, eta=eta)
     rigorous: dict[str, F64] = {}
     expected: dict[str, F64] = {}
     for p in params:
