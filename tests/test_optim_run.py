@@ -218,6 +218,14 @@ def test_float16_adam_with_small_ordinary_gradients_is_graded_not_vacuous() -> N
         REGISTRY.pop("test-adam-ascent", None)
 
 
+def _small_weights(scale: float) -> tuple[list[list[float]], list[list[float]], list[list[float]], list[float]]:
+    """helper-53's 4 x 2 -> 2 data (features in [0.5, 1], labels in [-1, -0.5]) with weights and bias near ``scale``:
+    ``(X, y, W, b)``."""
+    X = [[0.75, 0.875], [0.625, 1.0], [0.5, 0.75], [0.875, 0.625]]
+    y = [[-0.75, -0.5], [-0.625, -1.0], [-0.875, -0.5], [-0.5, -0.75]]
+    return X, y, (np.array([[1, 1.5], [1.25, 1.75]]) * scale).tolist(), (np.array([1, 1.5]) * scale).tolist()
+
+
 def test_float16_sgd_nesterov_without_its_momentum_term_disagrees() -> None:
     """helper-53: float16, Nesterov SGD (momentum 0.9), weights near 2**-6, lr = 5e-4, 3 steps, no value near float16's
     subnormal range. The update bounds allowed flush-to-zero's 2**-14 per operation on every element by default
@@ -225,11 +233,7 @@ def test_float16_sgd_nesterov_without_its_momentum_term_disagrees() -> None:
     now take underflow as gradual unless a step declares flush_to_zero (as Adam's): the correct steps agree, the
     mutant's W and b disagree."""
     load_mutants()
-    X = [[0.75, 0.875], [0.625, 1.0], [0.5, 0.75], [0.875, 0.625]]
-    y = [[-0.75, -0.5], [-0.625, -1.0], [-0.875, -0.5], [-0.5, -0.75]]
-    W = (np.array([[1, 1.5], [1.25, 1.75]]) * 2.0**-6).tolist()
-    b = (np.array([1, 1.5]) * 2.0**-6).tolist()
-    case = make_case("opt-f16-nesterov-small-weights", X, y, W, b, lr="5e-4", steps=3, reduction="mean",
+    case = make_case("opt-f16-nesterov-small-weights", *_small_weights(2.0**-6), lr="5e-4", steps=3, reduction="mean",
                      optimizer={"name": "sgd", "momentum": 0.9, "nesterov": True})
     good = verify([case], ["torch-optim-sgd", "numpy-optim-sgd"], dtypes=["float16"])
     assert good and {r.verdict for r in good} == {"agree"}
@@ -247,11 +251,8 @@ def test_float16_optimizer_steps_with_a_learning_rate_below_the_smallest_normal(
     def ascent(X, y, W, b, *, lr, reduction, steps, optimizer):  # type: ignore[no-untyped-def]
         return numpy_optim_sgd(X, y, W, b, lr=-lr, reduction=reduction, steps=steps, optimizer=optimizer)
 
-    X = [[0.75, 0.875], [0.625, 1.0], [0.5, 0.75], [0.875, 0.625]]
-    y = [[-0.75, -0.5], [-0.625, -1.0], [-0.875, -0.5], [-0.5, -0.75]]
-    W = (np.array([[1, 1.5], [1.25, 1.75]]) * 2.0**-10).tolist()
-    b = (np.array([1, 1.5]) * 2.0**-10).tolist()
-    case = make_case("opt-f16-lr-subnormal", X, y, W, b, lr="1e-5", steps=3, reduction="sum", optimizer={"name": "sgd"})
+    case = make_case("opt-f16-lr-subnormal", *_small_weights(2.0**-10), lr="1e-5", steps=3, reduction="sum",
+                     optimizer={"name": "sgd"})
     good = verify([case], ["torch-optim-sgd", "numpy-optim-sgd"], dtypes=["float16"])
     assert good and {r.verdict for r in good} == {"agree"}
     harness.implementation("test-sgd-ascent", framework="numpy", optimizers=("sgd",), correct=False)(ascent)
