@@ -79,8 +79,8 @@ flags. Such data can be built: ``X = (m + 0.3) / r`` against ``R = r``, ``r`` of
 (helper-49). The residues are screened at the spacings of the running sum in row order, not in reverse order: data
 built so that its residues balance at the four screened spacings and share a sign at the reverse running sum's gives a
 step that sums each column in reverse order ``suspect`` at 4.3 (float64, N = 100,000; helper-54; screening two more
-spacings would cost half the screen's time again). The models path screens exact repeats
-only. A sum in an order whose partial sums exceed all three modelled orders (all positive terms first, then all
+spacings would cost half the screen's time again). The models path screens each reduction's operands (exact repeats
+and residues, :func:`repeating_terms`), not the products' own residues. A sum in an order whose partial sums exceed all three modelled orders (all positive terms first, then all
 negative ones, or the terms sorted: a sum of sorted Gaussian terms is ``suspect`` at 10.3 at N = 100,000 in float64,
 helper-54) is not covered, as in the independent model.
 """
@@ -500,12 +500,17 @@ def _nonzero_held(a: F, fmt: FloatFormat) -> F:
 
 def repeating_terms(terms: F, fmt: FloatFormat) -> Mask:
     """Which columns of ``terms`` ``(n, C)``, each the terms of one reduction, repeat enough (zeros aside, the values
-    rounded to ``fmt``): bool ``(C,)``. For a reduction that sums another operation's results
-    (:mod:`harness.models.bounds`: a matrix product's rows and columns, a ``sum`` along an axis)."""
+    rounded to ``fmt``) or, though distinct, share their low bits with one sign (:func:`few_residue_columns`): bool
+    ``(C,)``. For a reduction that sums another operation's results (:mod:`harness.models.bounds`: a matrix product's
+    rows and columns, a ``sum`` along an axis). (Exact repeats only, the README's integers plus 0.3 through a model
+    whose hidden unit is 1 left ``torch-model-nn``'s ``grad_W2`` ``suspect`` at 6.1 where the linear path's ``grad_W``
+    agrees: helper-56.)"""
     terms = np.asarray(terms)
     out = np.zeros(terms.shape[1], dtype=bool)
     if terms.shape[0] >= 2 and terms.shape[1]:
         out[repeating_columns(terms, lambda a: _nonzero_held(a, fmt))] = True
+        with np.errstate(all="ignore"):
+            out[few_residue_columns(np.asarray(terms, dtype=np.float64), fmt)] = True
     return out
 
 

@@ -539,3 +539,19 @@ def test_the_loss_screens_its_squares_residues() -> None:
         Rc = np.random.default_rng(seed).standard_normal((5_000, 4))
         flags += repeated_reductions(np.ones((5_000, 1)), Rc, F64, LAMBDA).loss
     assert flags <= 2, flags
+
+
+def test_the_models_path_screens_residues_too() -> None:
+    """helper-56: the README's data (distinct integers plus 0.3) through the models path: a relu MLP with one hidden
+    unit fixed at 1 (X = 1, W1 = 1, b1 = 0, W2 = b2 = 0, sum), so grad_W2 sums the residual m + 0.3. The models path
+    screened exact repeats only: torch-model-nn's grad_W2 was ``suspect`` at 6.1 (N = 50,000; 4.30 here) where the
+    linear path's grad_W agrees. Its reductions' columns are now screened for residues too; both built-ins agree."""
+    n = 30_000
+    m = np.random.default_rng(0).choice(np.arange(1, 10**6), n, replace=False).astype(float)
+    params = {"W1": np.array([[1.0]]), "b1": np.array([0.0]), "W2": np.array([[0.0]]), "b2": np.array([0.0])}
+    case = case_from_arrays("m-plus-0.3", np.ones((n, 1)), (-(m + 0.3)).reshape(n, 1), lr=1e-12, reduction="sum",
+                            dtypes=("float64",), model=ModelSpec(kind="mlp", hidden=(1,), activation="relu"),
+                            params=params)
+    for impl in resolve(["torch-model-nn", "numpy-model"]):
+        records = check_case(case, impl, "cpu", "float64")
+        assert all(r.verdict == "agree" for r in records), [(r.quantity, r.verdict, r.expected_ratio) for r in records]

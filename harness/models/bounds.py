@@ -593,9 +593,10 @@ class _Walk:
     #: per node (filled in node order by the rigorous walk, given to the expected one): True where
     #: the element may depend on an intermediate beyond the dtype's range (:func:`_overflow_node`)
     over: list[Mask] = field(default_factory=list)
-    #: the regime a held constant (the learning rate) is rounded in: flushed to 0 only where the step declares
-    #: flush-to-zero, as :func:`harness.bounds.step_bounds` holds it; None: ``reg``
-    held_reg: Regime | None = None
+    #: the regime of the update's nodes (role ``"update"``: the learning rate it holds, ``lr g``, ``p - lr g``):
+    #: element-wise, they flush only where the step declares flush-to-zero, as :func:`harness.bounds.step_bounds`'s
+    #: update; None: ``reg``
+    update_reg: Regime | None = None
     #: per node (rigorous walk): (+inf possible, -inf possible, NaN possible)
     signs: list[tuple[Mask, Mask, Mask]] = field(default_factory=list)
     #: the expected walk's reduction constant where a reduction's terms repeat (:mod:`harness.repeatedsums`: their
@@ -616,8 +617,13 @@ class _Walk:
         zero = np.zeros_like(self.Es[nid])
         return 1, zero, np.abs(self.vals[nid]) + self.Es[nid], self.Es[nid], 0
 
-    def eta_ftz(self) -> float:
-        return self.reg.eta if self.reg.ftz else 0.0
+    def regime(self, node: Node) -> Regime:
+        """The rounding regime of ``node``'s operation: :attr:`update_reg` for the update's nodes, else ``reg``."""
+        return self.update_reg if self.update_reg is not None and node.role == "update" else self.reg
+
+    def eta_ftz(self, node: Node | None = None) -> float:
+        reg = self.reg if node is None else self.regime(node)
+        return reg.eta if reg.ftz else 0.0
 
     def gam_of(self, n: int, repeated: Callable[[], Mask]) -> float | F64:
         """The reduction constant of ``n`` terms per element: ``gam(n)``, or, in the expected walk, the first-order
@@ -669,7 +675,7 @@ def _rule_const(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     c64 = float(value)
     in_fmt = float(round_to_format(np.array([c64]), w.fmt)[0])
     if node.attrs.get("held"):
-        return np.full(node.shape, learning_rate_spread(in_fmt, c64, w.held_reg or w.reg))
+        return np.full(node.shape, learning_rate_spread(in_fmt, c64, w.regime(node)))
     if Fraction(in_fmt) == value:
         return np.zeros(node.shape)
     return np.full(node.shape, constant_rounding(w.fmt) * abs(c64) + w.reg.scale_underflow(c64))
@@ -733,7 +739,7 @@ def _rule_addsub(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     rounding, ``S_o`` those of the other terms, ``P`` their propagated errors, ``f = 1`` with
     flush-to-zero)."""
     Es = E[0] + E[1]
-    seq = w.reg.u * (np.abs(w.vals[node.id]) + Es) + Es + w.eta_ftz()
+    seq = w.reg.u * (np.abs(w.vals[node.id]) + Es) + Es + w.eta_ftz(node)
     f0, f1 = w.frame(node.args[0]), w.frame(node.args[1])
     m = f0[0] + f1[0]
     Sp, Sl, P, prods = f0[1] + f1[1], f0[2] + f1[2], f0[3] + f1[3], f0[4] + f1[4]
@@ -747,7 +753,7 @@ def _rule_addsub(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     g, g1 = w.gam(m), w.gam(m - 1)
     if not math.isfinite(g):
         w.vacuous[node.id] = f"a sum of {m} terms (products and added arrays): m u = {m * w.reg.u:.3g} >= 1"
-    fused = g * Sp + g1 * Sl + P + (1 + g) * (prods * w.reg.eta + (m - 1) * w.eta_ftz())
+    fused = g * Sp + g1 * Sl + P + (1 + g) * (prods * w.regime(node).eta + (m - 1) * w.eta_ftz(node))
     return np.asarray(np.where(exact, 0.0, np.maximum(seq, fused)))
 
 
@@ -766,7 +772,7 @@ def _rule_mul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
             src = w.graph.nodes[on.args[0]].shape
             n = math.prod(src) if on.attrs.get("axis") is None else src[int(on.attrs["axis"])]
             extra = max(extra, (1 + w.reg.gamma(n)) * n * w.reg.eta)
-    E_m = w.reg.u * (A + E[0]) * (B + E[1]) + prop + w.reg.eta + extra
+    E_m = w.reg.u * (A + E[0]) * (B + E[1]) + prop + w.regime(node).eta + extra
     ok, _ = exact_products(a[0], E[0], a[1], E[1], w)
     return np.asarray(np.where(ok, 0.0, E_m))
 
@@ -1431,15 +1437,15 @@ def model_bounds(
     def expected_gamma(n: int) -> float:
         return min(fmt.gamma(n), LAMBDA * math.sqrt(n) * u)
 
-    held = Regime(fmt, bool(flush_to_zero))
-    rig = _Walk(graph, fmt, reg, ctx, fmt.gamma, vals, held_reg=held)
+    update = Regime(fmt, bool(flush_to_zero))
+    rig = _Walk(graph, fmt, reg, ctx, fmt.gamma, vals, update_reg=update)
     _walk(rig)
     over = rig.over
 
     def repeated_gamma(n: int) -> float:  # the first-order worst case, every partial sum's error with one sign
         return n * u
 
-    exp = _Walk(graph, fmt, reg, ctx, expected_gamma, vals, repeated_gam=repeated_gamma, held_reg=held)
+    exp = _Walk(graph, fmt, reg, ctx, expected_gamma, vals, repeated_gam=repeated_gamma, update_reg=update)
     _walk(exp, over)
     deps = _dependencies(graph)
     never = never_finite(graph, vals, rig.Es, fmt)
