@@ -964,6 +964,8 @@ def expected_bounds(
             sh_gb = sh_gb + worst_case_part(rep.grad_b, V_gb_pss, n, u)
         if rep.loss:
             sh_L = sh_L + worst_case_part(True, pss_L, n * k, u)
+        elif rep.loss_bias:  # distinct squares whose residues share a sign: their measured systematic error
+            sh_L = sh_L + rep.loss_bias
         exp_gW = lam * abs(s) * np.sqrt(V_gW) + abs(s) * sh_gW + gb.U_gW
         exp_gb = lam * abs(s) * np.sqrt(V_gb) + abs(s) * sh_gb + gb.U_gb
         # second order: the loss squares the residual, so its error has the term

@@ -114,13 +114,14 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from ..bounds import LAMBDA, Regime, StepBounds, flush_to_zero_default, learning_rate_spread
 from ..floats import FLOAT32, FLOAT64, FloatFormat, float_bits, lowest_exponent, round_to_format, sums_exactly
-from ..repeatedsums import repeating_terms
+from ..repeatedsums import repeating_terms, repeating_terms_bias
 from .graph import Graph, Node
 
 F64 = npt.NDArray[np.float64]
@@ -718,12 +719,18 @@ def _rule_sum(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
         w.vacuous[node.id] = f"a sum of {n} terms: (n - 1) u = {(n - 1) * w.reg.u:.3g} >= 1"
     S = np.sum(A + E[0], axis=axis)
 
-    def repeated() -> Mask:  # the terms of each result element: one column each
+    bias: Any = 0.0
+    if w.repeated_gam is not None and n - 1 > LAMBDA**2:  # the expected walk, where the worst case exceeds its model
+        # (the terms of each result element, one column each)
         cols = a[0].reshape(-1, 1) if axis is None else np.moveaxis(a[0], int(axis), 0).reshape(n, -1)
-        return repeating_terms(cols, w.fmt).reshape(np.shape(S))
+        repeats, b = repeating_terms_bias(cols, w.fmt)
+        rep_mask, bias = repeats.reshape(np.shape(S)), b.reshape(np.shape(S))
+    else:
+        rep_mask = np.zeros(np.shape(S), dtype=bool)
 
-    ge = w.gam_of(n - 1, repeated) if n > 1 else g
-    E_s = ge * S + np.sum(E[0], axis=axis) + (1 + ge) * max(n - 1, 0) * w.eta_ftz()
+    ge = w.gam_of(n - 1, lambda: rep_mask) if n > 1 else g
+    # repeated terms: their worst case; distinct terms whose residues share a sign: that sign's systematic error
+    E_s = ge * S + bias + np.sum(E[0], axis=axis) + (1 + ge) * max(n - 1, 0) * w.eta_ftz()
     q = np.min(float_bits(a[0])[0], axis=axis)
     exact = exact_sum(np.asarray(S), np.asarray(q), np.asarray(np.all(E[0] == 0, axis=axis)), w)
     return np.asarray(np.where(exact, 0.0, E_s))
