@@ -442,7 +442,7 @@ def _running_sums(a: npt.NDArray[Any]) -> Any:
 
 
 def _row_sum(a: npt.NDArray[Any]) -> Any:
-    """``a.sum(axis=0)`` bit for bit: compiled (``partialsums.column_sums``, the rows in NumPy's order) for a
+    """``a.sum(axis=0)`` bit for bit (NaN payloads aside): compiled (``partialsums.column_sums``, the rows in NumPy's order) for a
     C-contiguous float64 ``(N, M)`` array with ``M >= 2`` where :data:`USE_KERNELS`, else by NumPy."""
     if USE_KERNELS and a.dtype == np.float64 and a.ndim == 2 and a.shape[1] >= 2 and a.flags.c_contiguous:
         from .partialsums import column_sums
