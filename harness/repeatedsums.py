@@ -82,7 +82,10 @@ flags. Such data can be built: ``X = (m + 0.3) / r`` against ``R = r``, ``r`` of
 (helper-49). The residues are screened at the spacings of the running sum in row order, not in reverse order: data
 built so that its residues balance at the four screened spacings and share a sign at the reverse running sum's gives a
 step that sums each column in reverse order ``suspect`` at 4.3 (float64, N = 100,000; helper-54; screening two more
-spacings would cost half the screen's time again). The models path screens each reduction's operands (exact repeats
+spacings would cost half the screen's time again). Likewise at the spacing of 8 or 16 accumulators (an eighth of the
+running sum's): a loss summed in 8 strided accumulators, on squares built to balance at the four screened spacings,
+is ``suspect`` at 1.8-3.5 (float32 and float64, N K = 40,000 to 200,000; helper-58), where the measured bias
+(:func:`residue_bias`) misses what the finer spacing rounds away; the same data summed in order agrees. The models path screens each reduction's operands (exact repeats
 and residues, :func:`repeating_terms`), not the products' own residues. A sum in an order whose partial sums exceed all three modelled orders (all positive terms first, then all
 negative ones, or the terms sorted: a sum of sorted Gaussian terms is ``suspect`` at 10.3 at N = 100,000 in float64,
 helper-54) is not covered, as in the independent model.
