@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -210,12 +211,18 @@ def test_float16_adam_with_small_ordinary_gradients_is_graded_not_vacuous() -> N
     params = [r for r in recs if r.quantity in ("W", "b")]
     assert params and {r.verdict for r in params} == {"agree"}
     assert not [r for r in params if "vacuous" in r.message]
-    harness.implementation("test-adam-ascent", framework="torch", optimizers=("adam",), correct=False)(_adam_ascent)
+    _wrong_update_disagrees(case, "test-adam-ascent", _adam_ascent, "torch", "adam")
+
+
+def _wrong_update_disagrees(case: Any, name: str, fn: Any, framework: str, rule: str) -> None:
+    """Register ``fn`` as a wrong ``rule`` step named ``name``, assert that its W and b disagree in float16 on
+    ``case``, and unregister it."""
+    harness.implementation(name, framework=framework, optimizers=(rule,), correct=False)(fn)
     try:
-        bad = verify([case], ["test-adam-ascent"], dtypes=["float16"])
+        bad = verify([case], [name], dtypes=["float16"])
         assert {r.verdict for r in bad if r.quantity in ("W", "b")} == {"disagree"}
     finally:
-        REGISTRY.pop("test-adam-ascent", None)
+        REGISTRY.pop(name, None)
 
 
 def _small_weights(scale: float) -> tuple[list[list[float]], list[list[float]], list[list[float]], list[float]]:
@@ -255,12 +262,7 @@ def test_float16_optimizer_steps_with_a_learning_rate_below_the_smallest_normal(
                      optimizer={"name": "sgd"})
     good = verify([case], ["torch-optim-sgd", "numpy-optim-sgd"], dtypes=["float16"])
     assert good and {r.verdict for r in good} == {"agree"}
-    harness.implementation("test-sgd-ascent", framework="numpy", optimizers=("sgd",), correct=False)(ascent)
-    try:
-        bad = verify([case], ["test-sgd-ascent"], dtypes=["float16"])
-        assert {r.verdict for r in bad if r.quantity in ("W", "b")} == {"disagree"}
-    finally:
-        REGISTRY.pop("test-sgd-ascent", None)
+    _wrong_update_disagrees(case, "test-sgd-ascent", ascent, "numpy", "sgd")
 
 
 def test_an_underflow_before_a_learning_rate_above_one_is_scaled_by_it() -> None:
