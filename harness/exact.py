@@ -60,7 +60,7 @@ class ScaledInts:
 
     def __init__(self, ints: ObjArray, scale: Fraction) -> None:
         self.ints = ints
-        self.scale = Fraction(scale)
+        self.scale = scale if type(scale) is Fraction else Fraction(scale)  # (Fractions are immutable: shared)
 
     # -------------------------------------------------------------- construction
     @classmethod

@@ -313,42 +313,49 @@ def bits_of_error(ulps: npt.ArrayLike) -> FloatArray:
     return np.log2(1.0 + np.asarray(ulps, dtype=np.float64))
 
 
-def _floor_log10(a: Fraction) -> int:
-    """``floor(log10(a))`` of a positive rational, exactly, from the bit lengths (no decimal string of
-    the numerator: Python refuses ``str()`` of an int over 4,300 digits)."""
-    bits = a.numerator.bit_length() - a.denominator.bit_length()  # a in (2**(bits - 1), 2**(bits + 1))
+def _floor_log10(p: int, q: int) -> int:
+    """``floor(log10(p / q))`` of positive integers ``p``, ``q``, exactly, from the bit lengths and integer
+    comparisons (no decimal string of ``p``: Python refuses ``str()`` of an int over 4,300 digits)."""
+    bits = p.bit_length() - q.bit_length()  # p / q in (2**(bits - 1), 2**(bits + 1))
     e = math.floor(bits * math.log10(2))
-    while Fraction(10) ** e > a:
+    while _pow10_above(e, p, q):
         e -= 1
-    while Fraction(10) ** (e + 1) <= a:
+    while not _pow10_above(e + 1, p, q):
         e += 1
     return e
+
+
+def _pow10_above(e: int, p: int, q: int) -> bool:
+    """Whether ``10**e > p / q`` (``p``, ``q`` positive integers), in integers."""
+    return 10**e * q > p if e >= 0 else q > p * 10**-e
 
 
 def decimal_string(value: Fraction | float, digits: int = 20) -> str:
     """Exact rational as a decimal string with ``digits`` significant digits.
 
     Exact (no trailing ellipsis) when the decimal expansion terminates within the
-    digits; otherwise correctly rounded and followed by ``"..."``. Any magnitude:
+    digits; otherwise correctly rounded (half to even, as ``round`` of a
+    :class:`fractions.Fraction`) and followed by ``"..."``. Any magnitude:
     a rational with thousands of digits is written with an exponent (``1.5e+5000``).
+    Integer arithmetic on the numerator and denominator throughout (a few
+    microseconds, against about 30 in :class:`fractions.Fraction` arithmetic).
     """
     if isinstance(value, float):
-        if not np.isfinite(value):
+        if not math.isfinite(value):
             return repr(value)
-        value = Fraction(value)
-    if value == 0:
+        p, q = value.as_integer_ratio()
+    else:
+        p, q = value.numerator, value.denominator
+    if p == 0:
         return "0"
-    sign = "-" if value < 0 else ""
-    a = abs(value)
-    exp10 = _floor_log10(a)
-    scale = Fraction(10) ** (digits - 1 - exp10)
-    scaled = a * scale
-    m = round(scaled)
-    if m >= 10**digits:  # rounding carried into a new digit
+    sign = "-" if p < 0 else ""
+    p = abs(p)
+    exp10 = _floor_log10(p, q)
+    m, exact = _scaled_round(p, q, digits - 1 - exp10)
+    if m >= 10**digits:  # rounding carried into a new digit (then the value is not exact at these digits)
         exp10 += 1
-        scale /= 10
-        m = round(a * scale)
-    exact = m == scaled
+        m, exact = _scaled_round(p, q, digits - 1 - exp10)
+        exact = False
     s = str(m).rstrip("0") if exact else str(m)
     point = exp10 + 1
     if -6 < exp10 < digits:
@@ -361,3 +368,12 @@ def decimal_string(value: Fraction | float, digits: int = 20) -> str:
     else:
         body = (s[0] + ("." + s[1:] if len(s) > 1 else "")) + f"e{exp10:+d}"
     return sign + body + ("" if exact else "...")
+
+
+def _scaled_round(p: int, q: int, e: int) -> tuple[int, bool]:
+    """``p / q * 10**e`` rounded to the nearest integer, ties to even, and whether it was an integer already."""
+    num, den = (p * 10**e, q) if e >= 0 else (p, q * 10**-e)
+    m, r = divmod(num, den)
+    if 2 * r > den or (2 * r == den and m & 1):
+        m += 1
+    return m, r == 0

@@ -835,7 +835,6 @@ def _grade_step(
         prepared = _step_bounds_of(case, base["device"], ex, step_inputs, lr, fmt, opts, error_model, flush_to_zero)
     ex, hilo, bounds, kwargs = prepared
     exact_hi = {q: hilo[q][0] for q in QUANTITIES}
-    residual = ex.residual.to_float64()
     records = []
     impossible = getattr(bounds, "finite_impossible", None) or {}
     items = []
@@ -844,12 +843,13 @@ def _grade_step(
         items.append({"computed": out[q], "exact_hi": hilo[q][0], "exact_lo": hilo[q][1], "rigorous": bounds.rigorous[q],
                       "expected": bounds.expected[q], "inf_allowed": bounds.inf_allowed[q], "nan_allowed": bounds.nan_allowed[q],
                       "posinf_allowed": pinf, "neginf_allowed": ninf, "finite_impossible": impossible.get(q)})
-    decimals: dict[Fraction, str] = {}  # the same exact value is often the graded, written and trajectory one
+    decimals: dict[tuple[int, int], str] = {}  # the same exact value is often the graded, written and trajectory one
 
     def decimal(f: Fraction) -> str:
-        if f not in decimals:
-            decimals[f] = decimal_string(f)
-        return decimals[f]
+        key = (f.numerator, f.denominator)  # (a Fraction's own hash costs a modular inverse)
+        if key not in decimals:
+            decimals[key] = decimal_string(f)
+        return decimals[key]
 
     for q, cmp in zip(QUANTITIES, compare_many(items, fmt), strict=True):
         idx = cmp.worst_index
@@ -892,7 +892,7 @@ def _grade_step(
         for rec in records:
             rec.message = f"{rec.message}; {bounds.note}" if rec.message else bounds.note
     if error_model is None and not bounds.flush_to_zero and any(r.verdict == "disagree" for r in records):
-        _name_flush_to_zero(records, out, hilo, step_inputs, residual, exact_hi, kwargs, fmt, ex.radius)
+        _name_flush_to_zero(records, out, hilo, step_inputs, ex.residual.to_float64(), exact_hi, kwargs, fmt, ex.radius)
     annotate(records, out, ex.values, step_inputs, fmt)
     if history is not None:
         facts = StepFacts(t, fmt, float(lr), float(case.lr), case.reduction, step_inputs, out, exact_hi, bounds.rigorous,

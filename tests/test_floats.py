@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness.floats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, bits_of_error, decimal_string, round_fraction, round_to_format, ulp_error
 
@@ -92,3 +95,73 @@ def test_float32_rounding_agrees_with_the_exact_rational_rounding() -> None:
     for v, g in zip(x, got, strict=True):
         want = round_fraction(Fraction(float(v)), FLOAT32)
         assert (float(want) == g) or (np.isinf(g) and np.isinf(float(want)) and np.sign(g) == np.sign(float(want))), v
+
+
+def _reference_decimal_string(value: Fraction | float, digits: int = 20) -> str:
+    """The harness's earlier decimal_string, in Fraction arithmetic (kept as the reference: the integer version
+    must write the same string for every rational)."""
+    if isinstance(value, float):
+        if not np.isfinite(value):
+            return repr(value)
+        value = Fraction(value)
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    a = abs(value)
+    bits = a.numerator.bit_length() - a.denominator.bit_length()
+    exp10 = math.floor(bits * math.log10(2))
+    while Fraction(10) ** exp10 > a:
+        exp10 -= 1
+    while Fraction(10) ** (exp10 + 1) <= a:
+        exp10 += 1
+    scale = Fraction(10) ** (digits - 1 - exp10)
+    scaled = a * scale
+    m = round(scaled)
+    if m >= 10**digits:
+        exp10 += 1
+        scale /= 10
+        m = round(a * scale)
+    exact = m == scaled
+    s = str(m).rstrip("0") if exact else str(m)
+    point = exp10 + 1
+    if -6 < exp10 < digits:
+        if point <= 0:
+            body = "0." + "0" * (-point) + s
+        elif point >= len(s):
+            body = s + "0" * (point - len(s))
+        else:
+            body = s[:point] + "." + s[point:]
+    else:
+        body = (s[0] + ("." + s[1:] if len(s) > 1 else "")) + f"e{exp10:+d}"
+    return sign + body + ("" if exact else "...")
+
+
+_DECIMAL_EDGES = [Fraction(5, 10**21), Fraction(15, 10**21), Fraction(25, 10**21), Fraction(99999999999999999995, 10**20),
+                  Fraction(999999999999999999995, 10**21), Fraction(1, 3), Fraction(2, 3), Fraction(10) ** -7, Fraction(10) ** 20,
+                  Fraction(10) ** 19 - 1, Fraction(10) ** 20 + 5, Fraction(1, 2**1074), Fraction(2**1024 - 2**971),
+                  Fraction(3, 2) * Fraction(10) ** 5000, Fraction(1, 7) * Fraction(10) ** -400, Fraction(123456789, 1000)]
+
+
+@settings(max_examples=400, deadline=None)
+@given(num=st.integers(min_value=-(10**60), max_value=10**60), den=st.integers(min_value=1, max_value=10**45),
+       scale=st.integers(min_value=-400, max_value=400), digits=st.integers(min_value=1, max_value=25))
+def test_decimal_string_is_the_rational_reference_on_random_rationals(num: int, den: int, scale: int, digits: int) -> None:
+    value = Fraction(num, den) * Fraction(10) ** scale
+    assert decimal_string(value, digits) == _reference_decimal_string(value, digits)
+
+
+@settings(max_examples=400, deadline=None)
+@given(x=st.floats(allow_nan=True, allow_infinity=True), digits=st.integers(min_value=1, max_value=25))
+def test_decimal_string_is_the_rational_reference_on_floats(x: float, digits: int) -> None:
+    assert decimal_string(x, digits) == _reference_decimal_string(x, digits)
+
+
+@pytest.mark.parametrize("digits", [1, 2, 5, 20, 21])
+def test_decimal_string_ties_carries_and_extremes_are_the_rational_reference(digits: int) -> None:
+    for v in _DECIMAL_EDGES + [-v for v in _DECIMAL_EDGES]:
+        assert decimal_string(v, digits) == _reference_decimal_string(v, digits), (v, digits)
+    # by hand: ties go to even, a carry adds a digit
+    assert decimal_string(Fraction(25, 10), 1) == "2..."
+    assert decimal_string(Fraction(35, 10), 1) == "4..."
+    assert decimal_string(Fraction(995, 1000), 2) == "1.0..."
+    assert decimal_string(Fraction(1, 2**1074)) == "4.9406564584124654418e-324..."
