@@ -112,6 +112,29 @@ def test_entry_point_group_loads_a_plugin(tmp_path, monkeypatch):
     assert REGISTRY["test-entry-point-step"].framework == "torch"
 
 
+def test_an_entry_point_that_exits_on_import_is_an_error_not_a_green_run(tmp_path, monkeypatch):
+    """``sys.exit(0)`` while an entry point's module is imported ended ``check`` with status 0, nothing graded and no
+    results file (helper-60): it is a plug-in error, exit 2, naming the entry point and the SystemExit."""
+
+    from harness.errors import PluginError
+
+    (tmp_path / "ep_exit_mod.py").write_text("import sys\nsys.exit(0)\n")
+    dist = tmp_path / "ep_exit-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-exit\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[harness.implementations]\nexiting-step = ep_exit_mod\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginError, match=r"entry point 'exiting-step' \(ep_exit_mod\) failed to load: SystemExit: 0"):
+        load_entry_points()
+    results = tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "harness", "check", "--implementations", "exiting-step", "--cases",
+                           str(CASES / "seed.toml"), "--results", str(results), "--report", "none"],
+                          capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"},
+                          timeout=300)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "SystemExit" in proc.stderr and "exiting-step" in proc.stderr
+
+
 def _readme_blocks() -> dict[str, str]:
     text = (ROOT / "README.md").read_text()
     section = text.split("## Verifying your own implementation", 1)[1].split("\n## ", 1)[0]

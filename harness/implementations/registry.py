@@ -340,7 +340,9 @@ def load_entry_points() -> list[str]:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
             ep.load()
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - SystemExit included: sys.exit(0) on import ended check green (helper-60)
             raise PluginError(f"entry point {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}") from exc
         _restore_environment_after(f"entry point {ep.name!r} ({ep.value})", cwd, sigint, state)
         loaded.append(ep.name)
