@@ -51,6 +51,7 @@ numbers of unbounded size.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -401,9 +402,28 @@ def exact_step(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str, *
 
 
 def scaled_radius(radius: npt.NDArray[np.float64], factor: Fraction) -> npt.NDArray[np.float64]:
-    """``|factor| radius`` rounded up (a float64 upper bound: relative slack ``2**-50`` and ``2**-1073`` for underflow)."""
-    with np.errstate(over="ignore", under="ignore"):
-        return np.asarray(radius, dtype=np.float64) * (float(abs(factor)) * (1 + 2.0**-50)) + 2.0**-1073
+    """``|factor| radius`` rounded up: a float64 upper bound, ``inf`` where it exceeds float64's range.
+
+    ``|factor|`` is first rounded up to a float64 ``f`` (:func:`float_at_least`: ``f >= |factor|`` also where the
+    factor is subnormal, below float64's least subnormal or beyond its range, where ``float()`` rounds it to 0 or
+    raises: helper-59); then ``fl(fl(radius f) (1 + 2**-50)) + 2**-1073`` holds the two roundings to nearest of
+    the products: relative ``2**-53`` each where normal (``(1 - 2**-53)**2 (1 + 2**-50) > 1``), absolute
+    ``2**-1075`` each below (the added ``2**-1073`` is exact there). A zero radius stays ``2**-1073`` whatever the
+    factor (``0 * inf`` would be NaN)."""
+    f = float_at_least(abs(Fraction(factor)))
+    r = np.asarray(radius, dtype=np.float64)
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        out = (r * f) * (1 + 2.0**-50) + 2.0**-1073
+    return np.where(r == 0, 2.0**-1073, out)
+
+
+def float_at_least(q: Fraction) -> float:
+    """The least float64 at or above the rational ``q`` (``inf`` above the largest finite float64)."""
+    try:
+        f = float(q)
+    except OverflowError:  # Fraction's float() divides integers: a result beyond the range raises
+        return math.inf
+    return math.nextafter(f, math.inf) if Fraction(f) < q else f
 
 
 def _fast_step(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str, accurate: bool = False) -> ExactStep:

@@ -334,6 +334,48 @@ def test_oracle_accurate_radius_on_column_scaled_data(accurate_everywhere):
     assert (acc.residual.to_fractions() == ref.residual.to_fractions()).all()
 
 
+@pytest.mark.parametrize("lr", [Fraction(1, 2**1100), Fraction(3, 10**320), Fraction(2**1100), Fraction(5, 2**1074)],
+                         ids=["below-least-subnormal", "subnormal-decimal", "beyond-range", "subnormal"])
+def test_accurate_radius_holds_for_learning_rates_outside_float64s_normal_range(accurate_everywhere, lr):
+    """W's radius is lr times grad_W's: float(lr) rounded an exact lr below float64's least subnormal to 0 (a radius
+    of 2**-1073 against an error of 1.5e-318), rounded a subnormal one by up to a quarter, and raised OverflowError
+    beyond the range (helper-59). Every W within its radius of the exact-rational reference (an infinite radius
+    bounds anything), the rest exact."""
+    rng = np.random.default_rng(3)
+    n, d, k = 64, 32, 32
+    X = rng.standard_normal((n, d)) * 2.0 ** rng.integers(-60, 60, (n, d))
+    W = rng.standard_normal((d, k)) * 2.0 ** rng.integers(-30, 30, (d, k))
+    b, y = rng.standard_normal(k), rng.standard_normal((n, k)) * 2.0 ** rng.integers(-100, 60, (n, k))
+    inp = exact_inputs_from_floats(_arrs(X, y, W, b))
+    acc = exact_step(inp, lr, "sum", accurate=True)
+    ref = exact_step(inp, lr, "sum", method="exact-rational")
+    assert "W" in acc.radius
+    for q, v in ref.values.items():
+        a, e = acc.values[q].to_fractions(), v.to_fractions()
+        if q not in acc.radius:
+            assert (a == e).all(), q
+            continue
+        r = acc.radius[q]
+        assert not np.isnan(r).any() and (r > 0).all(), q
+        for i in np.ndindex(a.shape):
+            assert math.isinf(r[i]) or abs(a[i] - e[i]) <= Fraction(float(r[i])), (q, i)
+
+
+def test_scaled_radius_rounds_the_factor_up():
+    """By hand: the factor's float64 at or above it, then the radius times it rounded up."""
+    from harness.oracle import float_at_least, scaled_radius
+
+    assert float_at_least(Fraction(1, 2**1100)) == 2.0**-1074
+    assert float_at_least(Fraction(2**1100)) == math.inf
+    assert float_at_least(Fraction(1, 3)) == math.nextafter(1 / 3, math.inf)  # 1/3 rounds down to nearest
+    assert float_at_least(Fraction(1, 10)) == 0.1  # 1/10 rounds up to nearest (0.1000000000000000055...)
+    assert float_at_least(Fraction(3, 10**320)) == math.nextafter(3e-320, math.inf)  # the subnormal 3e-320 lies below 3/10**320
+    r = scaled_radius(np.array([1.0, 0.0, 2.0**-1074]), Fraction(1, 2**1100))
+    assert r[0] >= 2.0**-1074 and r[1] == 2.0**-1073 and r[2] >= 2.0**-1074
+    big = scaled_radius(np.array([1.0, 0.0]), Fraction(2**1100))
+    assert big[0] == math.inf and big[1] == 2.0**-1073  # 0 times an unbounded factor: 0, not NaN
+
+
 # ------------------------------------------------------------------ position_sum, plus_floats
 
 
