@@ -277,3 +277,36 @@ def test_an_underflow_before_a_learning_rate_above_one_is_scaled_by_it() -> None
         w = [r for r in recs if r.quantity == "W"]
         assert w and {r.verdict for r in w} == {"agree"}, [(r.verdict, r.bound_ratio) for r in w]
         assert max(r.max_abs_error for r in w) == 8 * q  # the error the bound must hold
+
+
+def _frozen_update(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, steps: int, optimizer: Any = None) -> Any:
+    """A wrong SGD step (numpy): the gradient right, the update skipped (W and b as handed, a zero momentum buffer)."""
+    out = []
+    for _ in range(steps):
+        with np.errstate(all="ignore"):
+            R = X @ W + b - y
+            c = X.dtype.type(1 if reduction == "sum" else 1 / R.size)
+            loss, gW, gb = c * np.sum(R * R), (2 * c) * (X.T @ R), (2 * c) * R.sum(axis=0)
+        state = {"W": {"momentum_buffer": np.zeros_like(W)}, "b": {"momentum_buffer": np.zeros_like(b)}}
+        out.append(OptimizerStepResult(loss, gW, gb, W.copy(), b.copy(), state=state))
+    return out
+
+
+@pytest.mark.parametrize("rule", ["sgd", "adam"])
+def test_an_update_is_graded_where_its_gradient_is_finite(rule: str) -> None:
+    """helper-60: one column of the gradient overflows float16 (R = 120,000), the other is ordinary. The whole update
+    went ungraded (one ``overflow`` record) and a step that skipped its update passed the run. The rules are
+    element-wise: the finite column's update and state are graded, the other column's say why they are not; the
+    correct steps pass, the frozen one disagrees."""
+    optimizer = {"name": "sgd", "momentum": 0.9} if rule == "sgd" else {"name": "adam"}
+    case = make_case(f"opt-partial-overflow-{rule}", [[1.0]], [[-60000.0, 0.0]], [[60000.0, 0.5]], [0.0, 0.0], lr="0.1",
+                     steps=1, optimizer=optimizer)
+    good = verify([case], [f"torch-optim-{rule}", f"numpy-optim-{rule}"], dtypes=["float16"])
+    assert good and {r.verdict for r in good} == {"overflow"}  # every quantity has its overflowing column
+    params = [r for r in good if r.quantity in ("W", "b")]
+    assert len(params) == 4  # W and b of both steps: graded, not one record for the whole update
+    for r in params:
+        assert r.counts == {"agree": 1, "overflow": 1} and r.worst_index[-1] == 1, (r.implementation, r.quantity, r.counts)
+        assert "not graded at 1 of 2 element(s), where the step's gradient is not finite" in r.message
+    if rule == "sgd":
+        _wrong_update_disagrees(case, "test-sgd-frozen", _frozen_update, "numpy", "sgd")

@@ -110,10 +110,14 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
     """
     params = {p: np.asarray(prev_params[p], dtype=np.float64) for p in PARAMS}
     grads = {p: out[f"grad_{p}"] for p in PARAMS}
-    if not all(bool(np.isfinite(g).all()) for g in grads.values()):
-        # the rule applied to an infinite or NaN gradient has no exact value; the gradient's own records grade it
+    # the rule applied to an infinite or NaN gradient element has no exact value (the gradient's own records grade
+    # it); every rule here is element-wise, so the other elements are graded: a step that skipped the whole update
+    # agreed where one element of its gradient overflowed (helper-60)
+    ungraded = {p: ~np.isfinite(g) for p, g in grads.items()}
+    if all(bool(m.all()) for m in ungraded.values()):
         return [Record(quantity="*", step=t, verdict="overflow", message=f"the gradient of step {t} is not finite "
                        "(see its grad_W and grad_b records): the optimizer update of this step is not graded", **base)]
+    grads = {p: np.where(ungraded[p], 0.0, g) if ungraded[p].any() else g for p, g in grads.items()}
     truth = update_truth(opt, params, grads, prev_state, t, Fraction(lr), fmt)
     rigorous, expected = update_bounds(opt, params, grads, prev_state, t, lr, fmt, flush_to_zero)
     records = []
@@ -122,16 +126,23 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
         hi, lo = exact.to_hi_lo()
         rig, exp = rigorous[q], expected[q]
         vacuous = ~np.isfinite(rig)
+        skip = ungraded[q if q in PARAMS else q.rsplit("_", 1)[1]]
+        if skip.any():  # no exact value there: every value, inf and NaN included, is accepted
+            rig, exp = np.where(skip, np.inf, rig), np.where(skip, np.inf, exp)
         with np.errstate(all="ignore"):
-            beyond = (np.abs(hi) + np.where(vacuous, 0.0, rig)) > fmt.max_finite
-        allowed = vacuous | beyond
-        cmp = compare(out[q], hi, lo, rig, exp, allowed, fmt, nan_allowed=vacuous)
+            beyond = (np.abs(hi) + np.where(vacuous | skip, 0.0, rig)) > fmt.max_finite
+        allowed = vacuous | skip | beyond
+        cmp = compare(out[q], hi, lo, rig, exp, allowed, fmt, nan_allowed=vacuous | skip)
         idx = cmp.worst_index
         ef = exact.fraction_at(idx)
         msg = _message(q, cmp, fmt)
         if bool(vacuous.any()):
             note = (f"{q}: the rigorous bound is vacuous at {int(vacuous.sum())} element(s) (eps or a hyper-parameter "
                     f"below {fmt.name}'s resolution where the second moment is near 0: no correct value is excluded)")
+            msg = f"{msg}; {note}" if msg else note
+        if bool(skip.any()):
+            note = (f"{q}: not graded at {int(skip.sum())} of {skip.size} element(s), where the step's gradient is not "
+                    "finite (see its gradient's record): the rule applied to inf or NaN has no exact value")
             msg = f"{msg}; {note}" if msg else note
         if q in truth.straddles:
             note = (f"{q}: the exact value's enclosure straddles a rounding boundary of {fmt.name} at "
