@@ -27,7 +27,7 @@ possible. The quantity's verdict is the worst element's, in the order of
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .floats import FloatFormat, bits_of_error, ulp_error
-from .verdicts import ELEMENT_VERDICTS
+from .verdicts import ELEMENT_VERDICTS, failing_verdicts
 
 F64 = npt.NDArray[np.float64]
 
@@ -59,6 +59,8 @@ class Comparison:
         ulp: the per-element ULP errors (for tests and plots).
         computed_at_worst, exact_at_worst: the computed value and the exact value
             (rounded to float64) at the worst element.
+        codes: the per-element verdicts, as indices into :data:`harness.verdicts.ELEMENT_VERDICTS`
+            (:meth:`elements` reads them).
     """
 
     verdict: str
@@ -77,6 +79,14 @@ class Comparison:
     ulp_error_at_worst: float = 0.0
     computed_at_worst: float = 0.0
     exact_at_worst: float = 0.0
+    codes: npt.NDArray[np.int64] | None = None
+
+    def elements(self, verdicts: Iterable[str]) -> npt.NDArray[np.bool_]:
+        """Bool array of the quantity's shape: the elements whose verdict is one of ``verdicts``."""
+        if self.codes is None:
+            raise ValueError("this comparison kept no per-element verdicts")
+        wanted = [_IV[v] for v in verdicts if v in _IV]
+        return np.isin(self.codes, wanted)
 
 
 def _ratio(err: F64, bound: F64) -> F64:
@@ -198,7 +208,7 @@ def compare(
     if not c.size:
         return Comparison(verdict="agree", counts={}, size=0, max_abs_error=0.0, max_ulp_error=0.0, bits_of_error=0.0,
                           bound_ratio=0.0, expected_ratio=0.0, worst_index=(), rigorous_at_worst=0.0,
-                          expected_at_worst=0.0, ulp=ulps)
+                          expected_at_worst=0.0, ulp=ulps, codes=verdicts.reshape(shape))
     max_ulp = float(np.max(np.where(judged, ulps, 0.0)))
     return Comparison(
         verdict=names[worst_v],
@@ -217,6 +227,7 @@ def compare(
         ulp_error_at_worst=float(ulps[worst_index]),
         computed_at_worst=float(c[worst_index]),
         exact_at_worst=float(hi[worst_index]),
+        codes=verdicts.reshape(shape),
     )
 
 
@@ -340,9 +351,19 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
             ulp_error_at_worst=float(ulps[w]),
             computed_at_worst=float(c[w]),
             exact_at_worst=float(hi[w]),
+            codes=verdicts[start:start + sizes[i]].reshape(shp),
         ))
     return out
 
+
+
+def failing_kept_values(cmp: Comparison, computed: npt.ArrayLike, before: npt.ArrayLike) -> bool:
+    """Whether every element of a parameter that fails its comparison ``cmp`` (:func:`harness.verdicts.failing_verdicts`,
+    strict) kept its value from ``before`` the step, bit for bit: an update skipped there, not a wrong one
+    (:meth:`harness.implementations.KnownBug.explains`)."""
+    failing = cmp.elements(failing_verdicts(strict=True))
+    c = np.asarray(computed, dtype=np.float64)
+    return bool(np.array_equal(c[failing], np.reshape(np.asarray(before, dtype=np.float64), c.shape)[failing]))
 
 @dataclass
 class Drift:

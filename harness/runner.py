@@ -25,7 +25,7 @@ from . import interpreter_state
 from .bounds import step_bounds
 from .cases import Case, CaseSource, as_cases
 from .classify import classify_exception
-from .compare import compare, compare_many, drift
+from .compare import compare, compare_many, drift, failing_kept_values
 from .devices import parse_devices
 from .diagnose import StepFacts, diagnose_step
 from .errors import ErrorModelError, UsageError
@@ -38,7 +38,7 @@ from .frameworks import (
     torch_switches,
     unsupported_reason,
 )
-from .implementations import Implementation, implementation_of, resolve
+from .implementations import Implementation, implementation_of, known_bug_of, resolve
 from .isolation import mutated_inputs, mutation_message, reraise_real_interrupt, same_bits, snapshot
 from .models.grade import grade_model_steps, read_model_steps
 from .models.spec import model_rule_mismatch
@@ -385,6 +385,7 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
     history: list[StepFacts] = []  # the previous step's facts, for the diagnoses (harness.diagnose)
     ftz = opts.flush_to_zero or impl.flush_to_zero
     graded_steps: dict[int, tuple[ExactStep, dict[str, F64]]] = {}
+    kept: dict[int, bool] = {}  # by id of a W or b record: its failing elements kept their values (a known bug's check)
     for t, res in enumerate(results, start=1):
         if not (np.isfinite(prev_W).all() and np.isfinite(prev_b).all()):
             records.append(Record(quantity="*", step=t, verdict="overflow",
@@ -413,7 +414,7 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
         graded_steps[t] = (ex, step_inputs)
         step_records = _grade_step(case, base, t, out, ex, step_inputs, lr_oracle, fmt, opts,
                                    written if t == 1 else None, traj[t - 1] if traj is not None else None, history,
-                                   impl.error_model, ftz, prepared=prepared)
+                                   impl.error_model, ftz, prepared=prepared, kept=kept)
         if opt is not None:  # the update is the optimizer's: graded by harness.optim on what the step held
             if not finite_state(prev_state):
                 records.append(Record(quantity="*", step=t, verdict="overflow",
@@ -421,7 +422,7 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
                 break
             step_records = [r for r in step_records if r.quantity not in ("W", "b")] + grade_update(
                 opt, base, t, out, {"W": prev_W, "b": prev_b}, prev_state, lr_float, fmt,
-                ftz, opt_traj[t - 1] if opt_traj is not None else None)
+                ftz, opt_traj[t - 1] if opt_traj is not None else None, kept=kept)
             prev_state = split_state(out, opt)
         records.extend(step_records)
         prev_W, prev_b = out["W"], out["b"]
@@ -435,7 +436,7 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
             return _exact_and_bounds(case, base, ex, step_inputs, lr_oracle, fmt, opts, impl)
 
         apply_repeat(records, [list(res_k) for res_k in all_results], fmt, exact_of_step)
-    _mark_known_bug(records, impl, device, dtype)
+    _mark_known_bug(records, impl, device, dtype, kept)
     return records
 
 
@@ -746,16 +747,21 @@ def _exact_and_bounds(
 KNOWN_BUG = "known framework bug: "
 
 
-def _mark_known_bug(records: list[Record], impl: Implementation, device: str, dtype: str) -> None:
-    """Name a known framework bug in the messages of failing records (verdicts unchanged)."""
+def _mark_known_bug(records: list[Record], impl: Implementation, device: str, dtype: str,
+                    failing_unchanged: Mapping[int, bool] | None = None) -> None:
+    """Name a known framework bug in the messages of the failing records it explains (verdicts unchanged;
+    :meth:`harness.implementations.KnownBug.explains`). ``failing_unchanged``: by ``id`` of a W or b record, whether
+    every failing element kept its value from before the step (:func:`harness.compare.failing_kept_values`; None for a model's step)."""
     failing = [r for r in records if r.verdict in failing_verdicts(strict=True)]
     if not failing or impl.known_bug is None:
         return
-    reason = impl.known_bug(device, dtype)
-    if reason:
-        for r in failing:
-            r.known_bug = reason
-            r.message = f"{KNOWN_BUG}{reason}; {r.message}"
+    bug = known_bug_of(impl, device, dtype)
+    if bug is None:
+        return
+    for r in failing:
+        if bug.explains(r.quantity, (failing_unchanged or {}).get(id(r))):
+            r.known_bug = bug.reason
+            r.message = f"{KNOWN_BUG}{bug.reason}; {r.message}"
 
 
 def _call(impl: Implementation, inputs: Mapping[str, Any], lr: float, case: Case) -> Any:
@@ -829,8 +835,10 @@ def _grade_step(
     lr: Fraction, fmt: FloatFormat, opts: RunOptions, written: ExactStep | None, traj_step: ExactStep | None,
     history: list[StepFacts] | None = None, error_model: Callable[..., Any] | None = None,
     flush_to_zero: bool = False, prepared: tuple[ExactStep, dict[str, tuple[F64, F64]], Any, dict[str, Any]] | None = None,
+    kept: dict[int, bool] | None = None,
 ) -> list[Record]:
-    """The records of one step. ``prepared``: :func:`_step_bounds_of` of these arguments, when already at hand."""
+    """The records of one step. ``prepared``: :func:`_step_bounds_of` of these arguments, when already at hand.
+    ``kept``: filled, by ``id`` of each failing W and b record, with :func:`harness.compare.failing_kept_values`."""
     if prepared is None:
         prepared = _step_bounds_of(case, base["device"], ex, step_inputs, lr, fmt, opts, error_model, flush_to_zero)
     ex, hilo, bounds, kwargs = prepared
@@ -887,6 +895,8 @@ def _grade_step(
                 gone = drift(out[q], *traj_step.values[q].to_hi_lo(), fmt)
             rec.drift_abs_error, rec.drift_ulp_error = gone.abs_error, gone.ulp_error
             rec.trajectory_exact = decimal(traj_step.values[q].fraction_at(idx))
+        if kept is not None and q in ("W", "b") and cmp.verdict in failing_verdicts(strict=True):
+            kept[id(rec)] = failing_kept_values(cmp, out[q], step_inputs[q])
         records.append(rec)
     if bounds.note:
         for rec in records:

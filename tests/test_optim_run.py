@@ -122,6 +122,64 @@ def test_fused_sgd_half_precision_bug_is_caught_and_labelled_where_torch_has_it(
     assert {r.verdict for r in verify([case], ["torch-optim-sgd", "torch-optim-sgd-foreach"], dtypes=["float16", "bfloat16"])} == {"agree"}
 
 
+
+def _fused_half_loss(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, steps: int) -> Any:
+    """A wrong fused-SGD step: half the loss (so half the gradient and a wrong update), through torch's fused SGD."""
+    W = W.detach().clone().requires_grad_(True)
+    b = b.detach().clone().requires_grad_(True)
+    opt = torch.optim.SGD([W, b], lr=lr, fused=True)
+    out = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = 0.5 * torch.nn.functional.mse_loss(X @ W + b, y, reduction=reduction)
+        loss.backward()
+        gW, gb = W.grad.clone(), b.grad.clone()
+        opt.step()
+        out.append(harness.StepResult(loss.detach(), gW, gb, W.detach().clone(), b.detach().clone()))
+    return out
+
+
+def test_a_known_bug_explains_only_the_failures_it_can_cause() -> None:
+    """helper-60: a plug-in that declared the fused-SGD probe as its known bug and halved its loss had all 73 of its
+    failing records (loss, gradients, W, b) excused, and the run passed. The bug explains the update only, and a W or b
+    record only where every failing element kept its value (skipped, not wrong): here the halved update is wrong outside
+    the full SIMD blocks that torch's bug leaves alone (b's 4 elements, W's tail), and none of this step's failures
+    is excused."""
+    from harness.implementations.torch_steps import fused_sgd_known_bug
+
+    harness.implementation("test-fused-half-loss", framework="torch", dtypes=("float16", "bfloat16"), correct=False,
+                           known_bug=fused_sgd_known_bug)(_fused_half_loss)
+    try:
+        rng = np.random.default_rng(5)
+        # W of 20 elements: a full SIMD block that torch's bug leaves alone (where the probe finds it) and a tail
+        # that the halved gradient updates wrongly; the worst element is a skipped one
+        case = make_case("fused-half-loss", rng.integers(-4, 5, (4, 5)).tolist(), rng.integers(-4, 5, (4, 4)).tolist(),
+                         (rng.integers(-8, 9, (5, 4)) / 8).tolist(), [0.5, 0.25, -0.5, 1.0], lr="0.0625", steps=2)
+        recs = verify([case], ["test-fused-half-loss"], dtypes=["float16", "bfloat16"])
+        failing = [r for r in recs if r.verdict == "disagree"]
+        assert {"loss", "grad_W", "grad_b", "W", "b"} <= {r.quantity for r in failing}
+        assert not [r for r in failing if r.known_bug], [(r.quantity, r.dtype) for r in failing if r.known_bug]
+    finally:
+        REGISTRY.pop("test-fused-half-loss", None)
+
+
+def test_known_bug_explains_by_quantity_and_by_a_skipped_update() -> None:
+    """By hand: a bug of some quantities explains no other; one that skips updates explains a W or b record only where
+    every failing element kept its value from before the step; a plain string is a bug of every quantity."""
+    from harness.implementations import KnownBug, known_bug_of
+
+    bug = KnownBug("skips", quantities=("W", "b", "momentum_buffer_W"), skips_update=True)
+    assert not bug.explains("loss", None) and not bug.explains("grad_W", True)
+    assert bug.explains("W", True) and not bug.explains("W", False) and not bug.explains("b", None)
+    assert bug.explains("momentum_buffer_W", None)
+    assert KnownBug("any").explains("loss", None)
+    impl = REGISTRY["torch-seed"]
+    assert known_bug_of(impl, "cpu", "float16") is None
+    from dataclasses import replace
+
+    assert known_bug_of(replace(impl, known_bug=lambda d, t: "words"), "cpu", "float16") == KnownBug("words")
+    assert known_bug_of(replace(impl, known_bug=lambda d, t: None), "cpu", "float16") is None
+
 OPTIM_MUTANTS = {
     "mutant-adam-no-bias-correction": "gen-optim-adam-normal-n3-d2-k2-mean-s3",
     "mutant-adam-eps-inside-sqrt": "gen-optim-adam-tiny-n3-d2-k2-mean-s3",

@@ -73,9 +73,12 @@ class Implementation:
             evaluation in its dtype (``finite-differences``); None = the standard
             forward error model.
         known_bug: ``known_bug(device, dtype)`` describes a known bug of the
-            framework that makes this pair fail (None if none): failing records
-            keep their verdict and their message names the bug; the selftest
-            does not count them as false alarms.
+            framework that makes this pair fail (None if none): a :class:`KnownBug` (the
+            quantities it can make fail, and whether it leaves parameters unchanged), or a
+            string (then every quantity). Failing records it explains
+            (:meth:`KnownBug.explains`) keep their verdict, their message names the bug and
+            they are reported, not counted (``--strict`` counts them); the selftest does not
+            count them as false alarms.
         flush_to_zero: the implementation may flush subnormal inputs, intermediates
             and results to zero (FTZ/DAZ kernels): it is graded with the
             flush-to-zero bounds in every dtype (as float16 and bfloat16 always
@@ -108,11 +111,50 @@ class Implementation:
     kind: str = "builtin"
     default: bool = True
     error_model: Callable[..., Any] | None = None
-    known_bug: Callable[[str, str], str | None] | None = None
+    known_bug: Callable[[str, str], str | KnownBug | None] | None = None
     flush_to_zero: bool = False
     optimizers: tuple[str, ...] = ("plain",)
     models: tuple[object, ...] = ()
     function_ulps: Mapping[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class KnownBug:
+    """A known framework bug behind some failing records of an implementation (what ``known_bug`` returns).
+
+    Attributes:
+        reason: the bug, in words (each explained record's ``known_bug`` field and message).
+        quantities: the quantities it can make fail; None: every one. A failing record of another quantity
+            is counted as usual (a fused-update bug explains no loss or gradient).
+        skips_update: the bug leaves parameters at their values before the step: a failing ``W`` or ``b``
+            record is explained only where every failing element kept that value (a wrong update is not a
+            skipped one, and a record holding both is counted).
+    """
+
+    reason: str
+    quantities: tuple[str, ...] | None = None
+    skips_update: bool = False
+
+    def explains(self, quantity: str, failing_unchanged: bool | None) -> bool:
+        """Whether this bug explains a failing record of ``quantity``; ``failing_unchanged``: whether every failing
+        element of a ``W`` or ``b`` record kept its value from before the step (None where not known: then not
+        explained where :attr:`skips_update` needs it)."""
+        if self.quantities is not None and quantity not in self.quantities:
+            return False
+        if self.skips_update and quantity in ("W", "b"):
+            return failing_unchanged is True
+        return True
+
+
+def known_bug_of(impl: Implementation, device: str, dtype: str) -> KnownBug | None:
+    """The known bug ``impl`` declares for ``device`` and ``dtype`` (its ``known_bug`` probe's answer, a string
+    taken as a bug of every quantity), or None: the one reading of the declaration."""
+    if impl.known_bug is None:
+        return None
+    found = impl.known_bug(device, dtype)
+    if not found:
+        return None
+    return found if isinstance(found, KnownBug) else KnownBug(str(found))
 
 
 REGISTRY: dict[str, Implementation] = {}
@@ -130,7 +172,7 @@ def implementation(
     kind: str = "plugin",
     default: bool = True,
     error_model: Callable[..., Any] | None = None,
-    known_bug: Callable[[str, str], str | None] | None = None,
+    known_bug: Callable[[str, str], str | KnownBug | None] | None = None,
     flush_to_zero: bool = False,
     optimizers: Iterable[str] = ("plain",),
     models: Iterable[object] = (),

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..optim.torch_steps import optim_steps
-from .registry import StepResult, implementation
+from .registry import KnownBug, StepResult, implementation
 
 
 def leaf(t: torch.Tensor) -> torch.Tensor:
@@ -133,11 +133,15 @@ def fused_sgd_skips_lowp_updates(dtype: str) -> bool:
     return bool((p.detach() == 1).any())
 
 
-def fused_sgd_known_bug(device: str, dtype: str) -> str | None:
-    """The known bug behind a failing ``torch-optim-sgd-fused`` record, if this machine has it."""
+def fused_sgd_known_bug(device: str, dtype: str) -> KnownBug | None:
+    """The known bug behind a failing ``torch-optim-sgd-fused`` record, if this machine has it: it explains the
+    update only (W, b and the momentum buffers; never the loss or the gradients), and a W or b record only where its
+    worst element kept its value from before the step (skipped, not wrong: helper-60's plug-in that reused this probe
+    and halved its loss had every failure excused)."""
     if device.split(":")[0] == "cpu" and dtype in ("float16", "bfloat16") and fused_sgd_skips_lowp_updates(dtype):
-        return ("fused SGD on the CPU skips the update of every full SIMD block of a float16/bfloat16 parameter "
-                "(pytorch/pytorch#191763, confirmed on this machine by a probe)")
+        return KnownBug("fused SGD on the CPU skips the update of every full SIMD block of a float16/bfloat16 parameter "
+                        "(pytorch/pytorch#191763, confirmed on this machine by a probe)",
+                        quantities=("W", "b", "momentum_buffer_W", "momentum_buffer_b"), skips_update=True)
     return None
 
 
