@@ -326,7 +326,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         render_report([path], args.report)
         report_note = f", report {args.report}" + (f" (the previous one kept as {kept_report})" if kept_report else "")
     print(f"{verdict_line(records)}; results {path}{report_note}")
-    outcome = run_outcome(records, strict=args.strict, load_errors=len(errors))
+    # each implementation named must grade something (one shard may hold none of its cases: the whole run is judged)
+    outcome = run_outcome(records, strict=args.strict, load_errors=len(errors), named=(impls or []) if not args.shard else [])
     for line in outcome.reasons:  # the last lines say why the run passes or fails, in plain words
         print(line)
     return outcome.code

@@ -625,6 +625,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if note is not None and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         state.notes.append(note)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    elif note is None and state.options.implementations and state.options.shard is None:
+        from .verdicts import ungraded_named
+
+        # each implementation named with --harness-implementations must grade something (as `check`'s exit code)
+        silent = ungraded_named(state.records, state.options.implementations)
+        if silent:
+            state.notes.extend(f"harness: {line}" for line in silent)
+            if session.exitstatus == pytest.ExitCode.OK:
+                session.exitstatus = pytest.ExitCode.TESTS_FAILED
     if not state.records:
         return
     state.records.sort(key=record_sort_key)

@@ -184,8 +184,33 @@ class RunOutcome:
     reasons: list[str] = field(default_factory=list)
 
 
-def run_outcome(records: Sequence[Verdicted], *, strict: bool = False, load_errors: int = 0) -> RunOutcome:
-    """Decide a run's exit code from its records (and the number of case files or cases that failed to load)."""
+def ungraded_named(records: Sequence[Verdicted], named: Iterable[str]) -> list[str]:
+    """Why each implementation of ``named`` (the ones a user asked for by name) fails a run that graded something:
+    no record of ``records`` grades it (:func:`graded`), one line each, empty when all did or nothing was graded
+    (then :func:`nothing_graded` says so). Each would otherwise pass unseen beside the others (a plug-in whose
+    framework is not installed, or that runs on no device of this machine, exited 0 next to ``torch-seed``:
+    helper-60)."""
+    if nothing_graded(records):
+        return []
+    seen = {getattr(r, "implementation", None) for r in records if graded(r)}
+    lines = []
+    for name in dict.fromkeys(named):
+        if name in seen:
+            continue
+        messages = (str(getattr(r, "message", "")) for r in records
+                    if getattr(r, "implementation", None) == name and r.verdict == "unsupported")
+        why = sorted({m.split("; ")[0] for m in messages if m})
+        lines.append(f"{name}, named in the implementations, graded nothing (no record, or every record is unsupported, "
+                     "invalid-input or a whole-run overflow): nothing graded is no pass"
+                     + (" (unsupported because: " + "; ".join(w[:200] for w in why[:3]) + ("; ..." if len(why) > 3 else "") + ")"
+                        if why else ""))
+    return lines
+
+
+def run_outcome(records: Sequence[Verdicted], *, strict: bool = False, load_errors: int = 0,
+                named: Iterable[str] = ()) -> RunOutcome:
+    """Decide a run's exit code from its records (and the number of case files or cases that failed to load, and
+    the implementations the user named: each must grade something, :func:`ungraded_named`)."""
     from collections import Counter
 
     bad = _FROZEN["failures"](records, strict)
@@ -211,6 +236,10 @@ def run_outcome(records: Sequence[Verdicted], *, strict: bool = False, load_erro
         if counts["invalid-input"]:
             what.append(f"{counts['invalid-input']} invalid-input record(s)")
         reasons.append(f"{'exit 2' if code == 2 else 'also'}: bad input: {', '.join(what)}")
+    silent = ungraded_named(records, named)
+    if silent:
+        code = code or 1
+        reasons.extend(f"exit 1: {line}" for line in silent)
     if _FROZEN["nothing_graded"](records):
         code = code or 1
         reasons.append("exit 1: nothing was graded (no record, or every record is unsupported, invalid-input or a whole-run overflow): "

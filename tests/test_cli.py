@@ -90,3 +90,20 @@ def test_derive_prints_formulas_and_cross_check():
     assert "dL/dW = 2*X.T*(X*W - Y + 1*b.T)" in res.stdout
     assert "(2/(K*N))*X.T*(X*W - Y + 1*b.T)" in res.stdout
     assert res.stdout.count("cross-check") == 2 and "DISAGREES" not in res.stdout
+
+
+def test_a_named_implementation_that_grades_nothing_exits_1(tmp_path):
+    """helper-60: ``check --implementations torch-seed,tf-step`` without TensorFlow exited 0 (the reason printed only
+    when nothing at all was graded). Each implementation named must grade something; one unsupported in every selected
+    dtype fails the run and the last lines say why."""
+    plug = tmp_path / "f16plug.py"
+    plug.write_text('import harness\n\n\n@harness.implementation("float16-only-step", framework="torch", dtypes=("float16",))\n'
+                    'def float16_only(X, y, W, b, *, lr, reduction, steps):\n    raise AssertionError("never called")\n')
+    args = ("check", "--plugin", str(plug), "--cases", "cases/seed.toml", "--dtypes", "float64", "--report", "none")
+    both = run(*args, "--implementations", "torch-seed,float16-only-step", "--results", str(tmp_path / "a.jsonl"))
+    assert both.returncode == 1, both.stdout + both.stderr
+    assert ("exit 1: float16-only-step, named in the implementations, graded nothing (no record, or every record is "
+            "unsupported, invalid-input or a whole-run overflow): nothing graded is no pass (unsupported because: "
+            "float16-only-step does not support float64)") in both.stdout
+    alone = run(*args, "--implementations", "torch-seed", "--results", str(tmp_path / "b.jsonl"))
+    assert alone.returncode == 0, alone.stdout + alone.stderr

@@ -217,3 +217,39 @@ def test_one(harness_case, harness_dtype, harness_implementation, harness_device
     assert sorted(seen) == ids
     result = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "--harness-cases", "cases.toml", "--harness-shard", "3/2")
     assert result.ret != 0 and "--harness-shard '3/2'" in result.stderr.str()
+
+
+FLOAT16_ONLY = '''
+import torch
+import harness
+
+
+@harness.implementation("float16-only-step", framework="torch", dtypes=("float16",))
+def float16_only(X, y, W, b, *, lr, reduction, steps):
+    raise AssertionError("never called: this step supports float16 only")
+'''
+
+SWEEP_TEST = '''
+from harness.api import raise_on_failure
+
+
+def test_each(harness_case, harness_dtype, harness_implementation, harness_device, harness_check):
+    raise_on_failure(harness_check(harness_case, harness_implementation, harness_device, harness_dtype), harness_implementation.name)
+'''
+
+
+def test_a_named_implementation_that_grades_nothing_fails_the_session(pytester, monkeypatch):
+    """helper-60: ``--harness-implementations torch-seed,tf-step`` without TensorFlow: 6 passed, 6 skipped, exit 0. Each
+    implementation named must grade something (as ``check``'s exit code, :func:`harness.verdicts.ungraded_named`); one
+    unsupported in every selected dtype fails the session and says why. Named alone, it passes where it grades."""
+    _env(monkeypatch)
+    pytester.makefile(".toml", cases=CASE_FILE)
+    pytester.makepyfile(f16plug=FLOAT16_ONLY, test_sweep=SWEEP_TEST)
+    args = ("-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "--harness-cases", "cases.toml", "--harness-devices", "cpu",
+            "--harness-plugin", "f16plug.py", "--harness-dtypes", "float64")
+    both = pytester.runpytest_subprocess(*args, "--harness-implementations", "torch-seed,float16-only-step")
+    assert both.ret == pytest.ExitCode.TESTS_FAILED
+    assert "harness: float16-only-step, named in the implementations, graded nothing" in both.stdout.str()
+    assert "float16-only-step does not support float64" in both.stdout.str()
+    alone = pytester.runpytest_subprocess(*args, "--harness-implementations", "torch-seed")
+    assert alone.ret == pytest.ExitCode.OK
