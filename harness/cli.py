@@ -207,7 +207,7 @@ def _input_files(cases: list, plugins: list[str]) -> list[str]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .implementations import load_entry_points, load_plugin
+    from .implementations import REGISTRY, load_entry_points, load_plugin
     from .records import ResultsStream, check_output_path, check_previous_path, environment_record, keep_previous, previous_path
     from .runner import RunOptions, verify
     from .shard import parse_shard, select_shard
@@ -328,6 +328,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"{verdict_line(records)}; results {path}{report_note}")
     # each implementation named must grade something (one shard may hold none of its cases: the whole run is judged)
     outcome = run_outcome(records, strict=args.strict, load_errors=len(errors), named=(impls or []) if not args.shard else [])
+    own = sorted(name for name in {r.implementation for r in records if r.verdict != "unsupported"}
+                 if name in REGISTRY and REGISTRY[name].kind != "builtin" and REGISTRY[name].error_model is not None)
+    if own:  # a plug-in's own bounds decide its verdicts: said where the verdicts are read
+        print(f"note: {', '.join(own)} graded against its own error model (error_model=), not the harness's forward error bounds")
     for line in outcome.reasons:  # the last lines say why the run passes or fails, in plain words
         print(line)
     return outcome.code

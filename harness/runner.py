@@ -898,9 +898,13 @@ def _grade_step(
         if kept is not None and q in ("W", "b") and cmp.verdict in failing_verdicts(strict=True):
             kept[id(rec)] = failing_kept_values(cmp, out[q], step_inputs[q])
         records.append(rec)
-    if bounds.note:
+    notes = [bounds.note] if bounds.note else []
+    if error_model is not None:  # a plug-in's bounds loosen or tighten every verdict: every record says whose they are
+        name = getattr(error_model, "__qualname__", None) or repr(error_model)
+        notes.append(f"graded against the implementation's own error model ({name}), not the harness's forward error bounds")
+    for note in notes:
         for rec in records:
-            rec.message = f"{rec.message}; {bounds.note}" if rec.message else bounds.note
+            rec.message = f"{rec.message}; {note}" if rec.message else note
     if error_model is None and not bounds.flush_to_zero and any(r.verdict == "disagree" for r in records):
         _name_flush_to_zero(records, out, hilo, step_inputs, ex.residual.to_float64(), exact_hi, kwargs, fmt, ex.radius)
     annotate(records, out, ex.values, step_inputs, fmt)

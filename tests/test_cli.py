@@ -107,3 +107,21 @@ def test_a_named_implementation_that_grades_nothing_exits_1(tmp_path):
             "float16-only-step does not support float64)") in both.stdout
     alone = run(*args, "--implementations", "torch-seed", "--results", str(tmp_path / "b.jsonl"))
     assert alone.returncode == 0, alone.stdout + alone.stderr
+
+
+def test_a_plugins_own_error_model_is_named_in_the_last_lines(tmp_path):
+    """helper-60: a plug-in's error_model decides its verdicts (bounds of 1e30 made a step that returned zeros agree),
+    and nothing said so. Every record's message names the model, and `check`'s last lines name the implementation."""
+    plug = tmp_path / "emplug.py"
+    plug.write_text("import harness\nfrom harness.bounds import step_bounds\n\n\ndef own_bounds(*args, **kwargs):\n"
+                    "    return step_bounds(*args, **kwargs)\n\n\n"
+                    "@harness.implementation(\"own-model-step\", framework=\"torch\", error_model=own_bounds)\n"
+                    "def own_model_step(X, y, W, b, *, lr, reduction, steps):\n"
+                    "    from harness.implementations.torch_steps import torch_seed\n"
+                    "    return torch_seed(X, y, W, b, lr=lr, reduction=reduction, steps=steps)\n")
+    res = run("check", "--plugin", str(plug), "--implementations", "own-model-step", "--cases", "cases/seed.toml",
+              "--dtypes", "float64", "--report", "none", "--results", str(tmp_path / "r.jsonl"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "note: own-model-step graded against its own error model (error_model=), not the harness's forward error bounds" in res.stdout
+    recs = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines() if '"kind": "record"' in line]
+    assert recs and all("own error model (own_bounds)" in r["message"] for r in recs)

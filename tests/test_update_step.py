@@ -129,6 +129,9 @@ def test_finite_difference_bound_catches_forward_differences():
     assert fwd.verdict == "disagree"
     # a = (1/4) sum x^2 = 7.5, h = 0.5: the forward difference is -30 + 7.5 * 0.5 = -26.25
     assert fwd.computed == "-26.25"
+    # whose bounds decided the verdict is in every record (a plug-in's loose model made a zero step agree unseen: helper-60)
+    assert all("graded against the implementation's own error model (fd_error_model)" in r.message
+               for r in recs if r.implementation == "test-forward-differences")
     central = [r for r in recs if r.implementation == "finite-differences"]
     assert {r.verdict for r in central} == {"agree"}
 
