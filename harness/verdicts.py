@@ -186,16 +186,18 @@ class RunOutcome:
 
 def ungraded_named(records: Sequence[Verdicted], named: Iterable[str]) -> list[str]:
     """Why each implementation of ``named`` (the ones a user asked for by name) fails a run that graded something:
-    no record of ``records`` grades it (:func:`graded`), one line each, empty when all did or nothing was graded
-    (then :func:`nothing_graded` says so). Each would otherwise pass unseen beside the others (a plug-in whose
+    it has records and none grades it (:func:`graded`), one line each, empty when all did or nothing was graded
+    (then :func:`nothing_graded` says so; an implementation without any record did not run: pytest's ``-k``
+    deselected its items, helper-61). Each would otherwise pass unseen beside the others (a plug-in whose
     framework is not installed, or that runs on no device of this machine, exited 0 next to ``torch-seed``:
     helper-60)."""
     if nothing_graded(records):
         return []
     seen = {getattr(r, "implementation", None) for r in records if graded(r)}
+    ran = {getattr(r, "implementation", None) for r in records}
     lines = []
     for name in dict.fromkeys(named):
-        if name in seen:
+        if name in seen or name not in ran:  # no record at all: not run (pytest's -k deselected it), not ungraded
             continue
         messages = (str(getattr(r, "message", "")) for r in records
                     if getattr(r, "implementation", None) == name and r.verdict == "unsupported")

@@ -253,3 +253,6 @@ def test_a_named_implementation_that_grades_nothing_fails_the_session(pytester, 
     assert "float16-only-step does not support float64" in both.stdout.str()
     alone = pytester.runpytest_subprocess(*args, "--harness-implementations", "torch-seed")
     assert alone.ret == pytest.ExitCode.OK
+    # deselected by -k, its items never ran: not ungraded (helper-61)
+    picked = pytester.runpytest_subprocess(*args, "--harness-implementations", "torch-seed,float16-only-step", "-k", "torch-seed")
+    assert picked.ret == pytest.ExitCode.OK, picked.stdout.str()

@@ -227,3 +227,19 @@ def test_readme_documents_the_policy_table():
     assert "## Verdicts and exit codes" in readme
     for v in verdicts.VERDICTS:
         assert f"`{v}`" in readme
+
+
+def test_ungraded_named_needs_records_of_the_implementation_and_none_graded():
+    """An implementation named that has only unsupported records fails a run that graded something; one without
+    any record did not run (pytest's -k deselected it: helper-61) and is not named; nothing graded at all is
+    nothing_graded's to say."""
+    from harness.verdicts import ungraded_named
+
+    good = rec("agree")
+    other = rec("unsupported", implementation="other-step", message="other-step does not support float64; more")
+    lines = ungraded_named([good, other], ["torch-seed", "other-step", "absent-step"])
+    assert lines == ["other-step, named in the implementations, graded nothing (no record, or every record is unsupported, "
+                     "invalid-input or a whole-run overflow): nothing graded is no pass (unsupported because: other-step "
+                     "does not support float64)"]
+    assert ungraded_named([other], ["other-step"]) == []  # nothing graded at all
+    assert ungraded_named([good], ["torch-seed"]) == []
