@@ -365,6 +365,24 @@ def test_an_update_is_graded_where_its_gradient_is_finite(rule: str) -> None:
     assert len(params) == 4  # W and b of both steps: graded, not one record for the whole update
     for r in params:
         assert r.counts == {"agree": 1, "overflow": 1} and r.worst_index[-1] == 1, (r.implementation, r.quantity, r.counts)
-        assert "not graded at 1 of 2 element(s), where the step's gradient is not finite" in r.message
+        assert "at 1 of 2 element(s) the step's gradient is not finite" in r.message
     if rule == "sgd":
         _wrong_update_disagrees(case, "test-sgd-frozen", _frozen_update, "numpy", "sgd")
+
+
+def test_a_finite_update_where_the_gradient_is_not_finite_disagrees() -> None:
+    """helper-62: where the gradient overflowed the update was accepted whatever it held (W = 123, b = -321 agreed,
+    "not graded at 1 of 2 element(s)"). The rule applied to inf or NaN gives inf or NaN: a finite value there is
+    disagree, the correct steps' inf and NaN are overflow."""
+    from harness.optim.numpy_steps import numpy_optim_sgd
+
+    def finite_there(X: Any, y: Any, W: Any, b: Any, **kw: Any) -> Any:
+        out = numpy_optim_sgd(X, y, W, b, **kw)
+        for r in out:
+            r.W[~np.isfinite(r.W)] = 123.0
+            r.b[~np.isfinite(r.b)] = -321.0
+        return out
+
+    case = make_case("opt-partial-overflow-finite", [[1.0]], [[-60000.0, 0.0]], [[60000.0, 0.5]], [0.0, 0.0], lr="0.1",
+                     steps=1, optimizer={"name": "sgd", "momentum": 0.9})
+    _wrong_update_disagrees(case, "test-sgd-finite-where-inf", finite_there, "numpy", "sgd")

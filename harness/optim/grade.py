@@ -129,12 +129,14 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
         rig, exp = rigorous[q], expected[q]
         vacuous = ~np.isfinite(rig)
         skip = ungraded[q if q in PARAMS else q.rsplit("_", 1)[1]]
-        if skip.any():  # no exact value there: every value, inf and NaN included, is accepted
+        if skip.any():  # no exact value there: the rule applied to inf or NaN gives inf or NaN, never a finite value
             rig, exp = np.where(skip, np.inf, rig), np.where(skip, np.inf, exp)
+            hi, lo = np.where(skip, np.inf, hi), np.where(skip, 0.0, lo)
         with np.errstate(all="ignore"):
             beyond = (np.abs(hi) + np.where(vacuous | skip, 0.0, rig)) > fmt.max_finite
         allowed = vacuous | skip | beyond
-        cmp = compare(out[q], hi, lo, rig, exp, allowed, fmt, nan_allowed=vacuous | skip)
+        cmp = compare(out[q], hi, lo, rig, exp, allowed, fmt, nan_allowed=vacuous | skip,
+                      finite_impossible=skip if skip.any() else None)
         idx = cmp.worst_index
         ef = exact.fraction_at(idx)
         msg = _message(q, cmp, fmt)
@@ -143,8 +145,9 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
                     f"below {fmt.name}'s resolution where the second moment is near 0: no correct value is excluded)")
             msg = f"{msg}; {note}" if msg else note
         if bool(skip.any()):
-            note = (f"{q}: not graded at {int(skip.sum())} of {skip.size} element(s), where the step's gradient is not "
-                    "finite (see its gradient's record): the rule applied to inf or NaN has no exact value")
+            note = (f"{q}: at {int(skip.sum())} of {skip.size} element(s) the step's gradient is not finite (see its "
+                    "gradient's record): the rule applied to inf or NaN has no exact value, and only inf or NaN is accepted "
+                    "there (a finite value is disagree)")
             msg = f"{msg}; {note}" if msg else note
         if q in truth.straddles:
             note = (f"{q}: the exact value's enclosure straddles a rounding boundary of {fmt.name} at "
