@@ -357,13 +357,32 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
 
 
 
-def failing_kept_values(cmp: Comparison, computed: npt.ArrayLike, before: npt.ArrayLike) -> bool:
-    """Whether every element of a parameter that fails its comparison ``cmp`` (:func:`harness.verdicts.failing_verdicts`,
-    strict) kept its value from ``before`` the step, bit for bit: an update skipped there, not a wrong one
+@dataclass(frozen=True)
+class FailingElements:
+    """The failing elements of one quantity's comparison (:func:`failing_elements`).
+
+    Attributes:
+        flat: their flat indices in C order (a contiguous parameter's memory order), int64.
+        size: the quantity's number of elements.
+        unchanged: whether every one kept its value from before the step, bit for bit (False where no value
+            before the step was given: a state).
+    """
+
+    flat: npt.NDArray[np.int64]
+    size: int
+    unchanged: bool
+
+
+def failing_elements(cmp: Comparison, computed: npt.ArrayLike, before: npt.ArrayLike | None = None) -> FailingElements:
+    """The elements of a quantity that fail its comparison ``cmp`` (:func:`harness.verdicts.failing_verdicts`, strict),
+    and whether each kept its value ``before`` the step: an update skipped there, not a wrong one
     (:meth:`harness.implementations.KnownBug.explains`)."""
     failing = cmp.elements(failing_verdicts(strict=True))
     c = np.asarray(computed, dtype=np.float64)
-    return bool(np.array_equal(c[failing], np.reshape(np.asarray(before, dtype=np.float64), c.shape)[failing]))
+    kept = before is not None and bool(np.array_equal(
+        c[failing], np.reshape(np.asarray(before, dtype=np.float64), c.shape)[failing]))
+    return FailingElements(np.flatnonzero(failing), int(c.size), kept)
+
 
 @dataclass
 class Drift:

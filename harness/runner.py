@@ -25,7 +25,7 @@ from . import interpreter_state
 from .bounds import step_bounds
 from .cases import Case, CaseSource, as_cases
 from .classify import classify_exception
-from .compare import compare, compare_many, drift, failing_kept_values
+from .compare import FailingElements, compare, compare_many, drift, failing_elements
 from .devices import parse_devices
 from .diagnose import StepFacts, diagnose_step
 from .errors import ErrorModelError, UsageError
@@ -385,7 +385,7 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
     history: list[StepFacts] = []  # the previous step's facts, for the diagnoses (harness.diagnose)
     ftz = opts.flush_to_zero or impl.flush_to_zero
     graded_steps: dict[int, tuple[ExactStep, dict[str, F64]]] = {}
-    kept: dict[int, bool] = {}  # by id of a W or b record: its failing elements kept their values (a known bug's check)
+    kept: dict[int, FailingElements] = {}  # by id of a failing update record: its failing elements (a known bug's check)
     for t, res in enumerate(results, start=1):
         if not (np.isfinite(prev_W).all() and np.isfinite(prev_b).all()):
             records.append(Record(quantity="*", step=t, verdict="overflow",
@@ -748,18 +748,24 @@ KNOWN_BUG = "known framework bug: "
 
 
 def _mark_known_bug(records: list[Record], impl: Implementation, device: str, dtype: str,
-                    failing_unchanged: Mapping[int, bool] | None = None) -> None:
+                    failing: Mapping[int, FailingElements] | None = None) -> None:
     """Name a known framework bug in the messages of the failing records it explains (verdicts unchanged;
-    :meth:`harness.implementations.KnownBug.explains`). ``failing_unchanged``: by ``id`` of a W or b record, whether
-    every failing element kept its value from before the step (:func:`harness.compare.failing_kept_values`; None for a model's step)."""
-    failing = [r for r in records if r.verdict in failing_verdicts(strict=True)]
-    if not failing or impl.known_bug is None:
+    :meth:`harness.implementations.KnownBug.explains`). ``failing``: by ``id`` of a failing record of the update
+    (W, b, a state), its failing elements (:func:`harness.compare.failing_elements`; None for a model's step). W and b
+    first: a state's record is explained only beside its parameter's of the same step."""
+    bad = [r for r in records if r.verdict in failing_verdicts(strict=True)]
+    if not bad or impl.known_bug is None:
         return
     bug = known_bug_of(impl, device, dtype)
     if bug is None:
         return
-    for r in failing:
-        if bug.explains(r.quantity, (failing_unchanged or {}).get(id(r))):
+    facts = failing or {}
+    explained: set[tuple[int, str]] = set()
+    for r in sorted(bad, key=lambda r: r.quantity not in ("W", "b")):
+        param = r.quantity if r.quantity in ("W", "b") else r.quantity.rsplit("_", 1)[-1]
+        if bug.explains(r.quantity, facts.get(id(r)), parameter_explained=(r.step, param) in explained):
+            if r.quantity in ("W", "b"):
+                explained.add((r.step, r.quantity))
             r.known_bug = bug.reason
             r.message = f"{KNOWN_BUG}{bug.reason}; {r.message}"
 
@@ -835,10 +841,10 @@ def _grade_step(
     lr: Fraction, fmt: FloatFormat, opts: RunOptions, written: ExactStep | None, traj_step: ExactStep | None,
     history: list[StepFacts] | None = None, error_model: Callable[..., Any] | None = None,
     flush_to_zero: bool = False, prepared: tuple[ExactStep, dict[str, tuple[F64, F64]], Any, dict[str, Any]] | None = None,
-    kept: dict[int, bool] | None = None,
+    kept: dict[int, FailingElements] | None = None,
 ) -> list[Record]:
     """The records of one step. ``prepared``: :func:`_step_bounds_of` of these arguments, when already at hand.
-    ``kept``: filled, by ``id`` of each failing W and b record, with :func:`harness.compare.failing_kept_values`."""
+    ``kept``: filled, by ``id`` of each failing W and b record, with :func:`harness.compare.failing_elements`."""
     if prepared is None:
         prepared = _step_bounds_of(case, base["device"], ex, step_inputs, lr, fmt, opts, error_model, flush_to_zero)
     ex, hilo, bounds, kwargs = prepared
@@ -896,7 +902,7 @@ def _grade_step(
             rec.drift_abs_error, rec.drift_ulp_error = gone.abs_error, gone.ulp_error
             rec.trajectory_exact = decimal(traj_step.values[q].fraction_at(idx))
         if kept is not None and q in ("W", "b") and cmp.verdict in failing_verdicts(strict=True):
-            kept[id(rec)] = failing_kept_values(cmp, out[q], step_inputs[q])
+            kept[id(rec)] = failing_elements(cmp, out[q], step_inputs[q])
         records.append(rec)
     notes = [bounds.note] if bounds.note else []
     if error_model is not None:  # a plug-in's bounds loosen or tighten every verdict: every record says whose they are

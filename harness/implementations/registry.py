@@ -27,11 +27,14 @@ import importlib.util
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .. import interpreter_state
 from ..errors import PluginError
 from ..frameworks import framework_of
+
+if TYPE_CHECKING:  # the comparison's facts, read by KnownBug.explains (no import at run time: data flows to compare)
+    from ..compare import FailingElements
 
 ENTRY_POINT_GROUP = "harness.implementations"
 
@@ -128,22 +131,32 @@ class KnownBug:
             is counted as usual (a fused-update bug explains no loss or gradient).
         skips_update: the bug leaves parameters at their values before the step: a failing ``W`` or ``b``
             record is explained only where every failing element kept that value (a wrong update is not a
-            skipped one, and a record holding both is counted).
+            skipped one), and a failing state record (a momentum buffer) only beside its parameter's explained
+            record of the same step.
+        block: the bug touches only whole blocks of this many elements (SIMD vectors: the first
+            ``size // block * block`` elements of a parameter, in memory order): a failing element outside
+            them is not explained (a step that skipped the update of a 1-element W is no instance of it).
     """
 
     reason: str
     quantities: tuple[str, ...] | None = None
     skips_update: bool = False
+    block: int | None = None
 
-    def explains(self, quantity: str, failing_unchanged: bool | None) -> bool:
-        """Whether this bug explains a failing record of ``quantity``; ``failing_unchanged``: whether every failing
-        element of a ``W`` or ``b`` record kept its value from before the step (None where not known: then not
-        explained where :attr:`skips_update` needs it)."""
+    def explains(self, quantity: str, failing: FailingElements | None = None, parameter_explained: bool = False) -> bool:
+        """Whether this bug explains a failing record of ``quantity`` whose failing elements are ``failing``
+        (:func:`harness.compare.failing_elements`; None where not known: then not explained where
+        :attr:`skips_update` needs them); ``parameter_explained``: for a state, whether its parameter's record of the
+        same step is failing and explained."""
         if self.quantities is not None and quantity not in self.quantities:
             return False
-        if self.skips_update and quantity in ("W", "b"):
-            return failing_unchanged is True
-        return True
+        if not self.skips_update:
+            return True
+        if failing is None:
+            return False
+        if self.block is not None and not bool((failing.flat < failing.size // self.block * self.block).all()):
+            return False
+        return failing.unchanged if quantity in ("W", "b") else parameter_explained
 
 
 def known_bug_of(impl: Implementation, device: str, dtype: str) -> KnownBug | None:

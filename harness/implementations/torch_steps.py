@@ -133,15 +133,31 @@ def fused_sgd_skips_lowp_updates(dtype: str) -> bool:
     return bool((p.detach() == 1).any())
 
 
+@functools.cache
+def fused_sgd_skipped_block(dtype: str) -> int | None:
+    """The block of pytorch/pytorch#191763 on this machine: the fewest elements (up to 64) of which fused SGD leaves
+    some unchanged (a SIMD vector of ``dtype``: 16 on an AVX2 CPU), or None where it leaves none."""
+    for n in range(1, 65):
+        p = torch.ones(n, dtype=getattr(torch, dtype), requires_grad=True)
+        p.grad = torch.ones_like(p)
+        torch.optim.SGD([p], lr=0.5, fused=True).step()
+        if bool((p.detach() == 1).any()):
+            return n
+    return None
+
+
 def fused_sgd_known_bug(device: str, dtype: str) -> KnownBug | None:
     """The known bug behind a failing ``torch-optim-sgd-fused`` record, if this machine has it: it explains the
-    update only (W, b and the momentum buffers; never the loss or the gradients), and a W or b record only where its
-    worst element kept its value from before the step (skipped, not wrong: helper-60's plug-in that reused this probe
-    and halved its loss had every failure excused)."""
+    update only (W, b and the momentum buffers; never the loss or the gradients), in whole SIMD blocks only
+    (:func:`fused_sgd_skipped_block`), a W or b record only where every failing element kept its value from before
+    the step (skipped, not wrong), and a buffer only beside its parameter's skipped update (helper-60's plug-in that
+    reused this probe and halved its loss had every failure excused; helper-61's that never updated a 3-element
+    W, or kept zero buffers, had theirs too)."""
     if device.split(":")[0] == "cpu" and dtype in ("float16", "bfloat16") and fused_sgd_skips_lowp_updates(dtype):
         return KnownBug("fused SGD on the CPU skips the update of every full SIMD block of a float16/bfloat16 parameter "
                         "(pytorch/pytorch#191763, confirmed on this machine by a probe)",
-                        quantities=("W", "b", "momentum_buffer_W", "momentum_buffer_b"), skips_update=True)
+                        quantities=("W", "b", "momentum_buffer_W", "momentum_buffer_b"), skips_update=True,
+                        block=fused_sgd_skipped_block(dtype))
     return None
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..compare import compare, drift, failing_kept_values
+from ..compare import FailingElements, compare, drift, failing_elements
 from ..floats import FloatFormat, decimal_string
 from ..frameworks import to_float64
 from ..records import Record
@@ -100,7 +100,7 @@ def _message(q: str, cmp: Any, fmt: FloatFormat) -> str:
 
 def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Mapping[str, F64], prev_params: Mapping[str, F64],
                  prev_state: Mapping[str, Mapping[str, F64]], lr: float, fmt: FloatFormat, flush_to_zero: bool,
-                 traj: UpdateTruth | None, kept: dict[int, bool] | None = None) -> list[Record]:
+                 traj: UpdateTruth | None, kept: dict[int, FailingElements] | None = None) -> list[Record]:
     """The records of the update of step ``t``: one per quantity of :func:`quantity_names`.
 
     Args:
@@ -108,7 +108,8 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
         out: the step's results as float64 arrays: ``grad_W``, ``grad_b``, ``W``, ``b`` and the state.
         prev_params, prev_state: what the implementation held before the step (its own).
         lr: the learning rate handed to it; traj: the exact trajectory's step ``t`` (drift), or None.
-        kept: filled, by ``id`` of each failing W and b record, with :func:`harness.compare.failing_kept_values`.
+        kept: filled, by ``id`` of each failing record, with :func:`harness.compare.failing_elements` (W and b against
+            their values before the step).
     """
     params = {p: np.asarray(prev_params[p], dtype=np.float64) for p in PARAMS}
     grads = {p: out[f"grad_{p}"] for p in PARAMS}
@@ -167,8 +168,8 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
             gone = drift(out[q], *traj.values[q].to_hi_lo(), fmt)
             rec.drift_abs_error, rec.drift_ulp_error = gone.abs_error, gone.ulp_error
             rec.trajectory_exact = decimal_string(traj.values[q].fraction_at(idx))
-        if kept is not None and q in PARAMS and cmp.verdict in failing_verdicts(strict=True):
-            kept[id(rec)] = failing_kept_values(cmp, out[q], params[q])
+        if kept is not None and cmp.verdict in failing_verdicts(strict=True):
+            kept[id(rec)] = failing_elements(cmp, out[q], params[q] if q in PARAMS else None)
         records.append(rec)
     return records
 
