@@ -9,6 +9,7 @@ b records (``drift_abs_error``, ``drift_ulp_error``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import shlex
@@ -387,36 +388,47 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
     graded_steps: dict[int, tuple[ExactStep, dict[str, F64]]] = {}
     kept: dict[int, FailingElements] = {}  # by id of a failing update record: its failing elements (a known bug's check)
     for t, res in enumerate(results, start=1):
-        if not (np.isfinite(prev_W).all() and np.isfinite(prev_b).all()):
+        # the output columns of the linear model are independent (column k of a step reads W[:, k] and b[k] only): a
+        # column left inf or NaN by the previous step is graded as such (only inf or NaN accepted), the others as usual
+        # (stopping at the first overflowed column left every later step of the others ungraded: a stale gradient and
+        # momentum passed, helper-62)
+        lost = _columns_not_finite(prev_W, prev_b)
+        if lost.all() or (lost.any() and impl.error_model is not None):
             records.append(Record(quantity="*", step=t, verdict="overflow",
                                   message=f"W or b after step {t - 1} is not finite; later steps are not graded", **base))
             break
         out = res  # float64 arrays, read once by _run_once
         step_inputs = {"X": seen["X"], "y": seen["y"], "W": prev_W, "b": prev_b}
+        graded_inputs = step_inputs if not lost.any() else _without_columns(step_inputs, lost)
         from_traj = t == 1 and traj is not None
 
-        def prepare(step_inputs: Mapping[str, F64] = step_inputs, from_traj: bool = from_traj
+        def prepare(step_inputs: Mapping[str, F64] = graded_inputs, from_traj: bool = from_traj, patched: bool = bool(lost.any())
                     ) -> tuple[ExactStep, tuple[ExactStep, dict[str, tuple[F64, F64]], Any, dict[str, Any]]]:
             if from_traj:
                 assert traj is not None
                 ex0 = traj[0]
             else:
-                exact_in = {**seen_exact, "W": ScaledInts.from_floats(step_inputs["W"]), "b": ScaledInts.from_floats(step_inputs["b"])}
+                exact_xy = exact_inputs_from_floats({"X": step_inputs["X"], "y": step_inputs["y"]}) if patched else seen_exact
+                exact_in = {**exact_xy, "W": ScaledInts.from_floats(step_inputs["W"]), "b": ScaledInts.from_floats(step_inputs["b"])}
                 ex0 = exact_step(exact_in, lr_oracle, case.reduction, accurate=True)
             return ex0, _step_bounds_of(case, device, ex0, step_inputs, lr_oracle, fmt, opts, impl.error_model, ftz)
 
         if impl.error_model is None:  # the built-in bounds: shared by every implementation that holds these inputs
             key = (from_traj, fmt.name, device, opts.effective_tf32, ftz, lr_oracle, seen_id,
-                   inputs_digest({"W": step_inputs["W"], "b": step_inputs["b"]}))  # X and y: seen's
+                   inputs_digest({"W": graded_inputs["W"], "b": graded_inputs["b"]}),  # X and y: seen's
+                   tuple(np.flatnonzero(lost).tolist()))  # y's columns zeroed there
             ex, prepared = cache.step_graded(key, prepare)
         else:
             ex, prepared = prepare()
-        graded_steps[t] = (ex, step_inputs)
-        step_records = _grade_step(case, base, t, out, ex, step_inputs, lr_oracle, fmt, opts,
+        if lost.any():
+            prepared = _only_non_finite_in(prepared, lost, t)
+        else:  # (--repeat grades its other runs against these: not where columns were lost)
+            graded_steps[t] = (ex, step_inputs)
+        step_records = _grade_step(case, base, t, out, ex, graded_inputs, lr_oracle, fmt, opts,
                                    written if t == 1 else None, traj[t - 1] if traj is not None else None, history,
                                    impl.error_model, ftz, prepared=prepared, kept=kept)
         if opt is not None:  # the update is the optimizer's: graded by harness.optim on what the step held
-            if not finite_state(prev_state):
+            if not finite_state(prev_state) and not lost.any() and not _state_partly_finite(prev_state):
                 records.append(Record(quantity="*", step=t, verdict="overflow",
                                       message=f"the optimizer state after step {t - 1} is not finite; later steps are not graded", **base))
                 break
@@ -438,6 +450,71 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
         apply_repeat(records, [list(res_k) for res_k in all_results], fmt, exact_of_step)
     _mark_known_bug(records, impl, device, dtype, kept)
     return records
+
+
+def _columns_not_finite(W: F64, b: F64) -> npt.NDArray[np.bool_]:
+    """``(K,)``: the output columns ``k`` whose ``W[:, k]`` or ``b[k]`` holds inf or NaN."""
+    W = np.asarray(W, dtype=np.float64)
+    return np.asarray(~(np.isfinite(W).all(axis=0) & np.isfinite(np.reshape(b, -1))), dtype=bool)
+
+
+def _state_partly_finite(state: Mapping[str, Mapping[str, F64]]) -> bool:
+    """Whether some element of the optimizer's state is finite in every array of its parameter (the update rules are
+    element-wise: :func:`harness.optim.grade_update` grades those elements)."""
+    for arrays in state.values():
+        ok = None
+        for a in arrays.values():
+            fin = np.isfinite(np.asarray(a, dtype=np.float64))
+            ok = fin if ok is None else ok & fin
+        if ok is not None and bool(ok.any()):
+            return True
+    return False
+
+
+def _without_columns(step_inputs: Mapping[str, F64], lost: npt.NDArray[np.bool_]) -> dict[str, F64]:
+    """The step's inputs with the ``lost`` columns of ``W``, ``b`` and ``y`` set to 0: their residual is 0 exactly, so
+    that the other columns' exact values and bounds are those of the step itself (the scale ``c`` counts every column:
+    the shapes are kept)."""
+    W = np.array(step_inputs["W"], dtype=np.float64)
+    b = np.array(step_inputs["b"], dtype=np.float64)
+    y = np.array(step_inputs["y"], dtype=np.float64)
+    W[:, lost] = 0.0
+    b.reshape(-1)[lost] = 0.0
+    y[:, lost] = 0.0
+    return {"X": step_inputs["X"], "y": y, "W": W, "b": b}
+
+
+def _only_non_finite_in(prepared: tuple[ExactStep, dict[str, tuple[F64, F64]], Any, dict[str, Any]],
+                        lost: npt.NDArray[np.bool_], t: int) -> tuple[ExactStep, dict[str, tuple[F64, F64]], Any, dict[str, Any]]:
+    """``prepared`` (:func:`_step_bounds_of`) of the step without its ``lost`` columns, for grading the step itself:
+    the loss and the lost columns of grad_W, grad_b, W and b read from an inf or NaN, so a correct step gives inf or NaN
+    there and only they are accepted (a finite value is ``disagree``: exact value inf, finite impossible); the bounds
+    object is a new one (the cached one is shared)."""
+    ex, hilo, bounds, kwargs = prepared
+    k = lost.size
+    masks = {"loss": np.ones((), dtype=bool), "grad_b": lost, "b": lost}
+    for q in ("grad_W", "W"):
+        masks[q] = np.broadcast_to(lost, np.shape(hilo[q][0])[:-1] + (k,))
+    masks = {q: np.reshape(m, np.shape(hilo[q][0])) for q, m in masks.items()}
+    hilo = {q: (np.where(masks[q], np.inf, hi), np.where(masks[q], 0.0, lo)) for q, (hi, lo) in hilo.items()}
+    impossible = bounds.finite_impossible or {}
+
+    def widen(d: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        return None if d is None else {q: np.asarray(v, dtype=bool) | masks[q] for q, v in d.items()}
+
+    note = (f"output column(s) {np.flatnonzero(lost).tolist()} of W or b were not finite after step {t - 1}: the other "
+            "columns are graded (each column of the step reads its own W[:, k] and b[k]); the loss and those columns "
+            "read an inf or NaN, and only inf or NaN is accepted there")
+    graded = dataclasses.replace(
+        bounds,
+        rigorous={q: np.where(masks[q], np.inf, v) for q, v in bounds.rigorous.items()},
+        expected={q: np.where(masks[q], np.inf, v) for q, v in bounds.expected.items()},
+        inf_allowed=widen(bounds.inf_allowed), nan_allowed=widen(bounds.nan_allowed),
+        posinf_allowed=widen(bounds.posinf_allowed), neginf_allowed=widen(bounds.neginf_allowed),
+        finite_impossible={q: np.asarray(impossible.get(q, False), dtype=bool) | masks[q] for q in masks},
+        note=f"{bounds.note}; {note}" if bounds.note else note,
+    )
+    return ex, hilo, graded, kwargs
 
 
 def case_mismatch(impl: Implementation, case: Case) -> str | None:
@@ -913,11 +990,12 @@ def _grade_step(
             rec.message = f"{rec.message}; {note}" if rec.message else note
     if error_model is None and not bounds.flush_to_zero and any(r.verdict == "disagree" for r in records):
         _name_flush_to_zero(records, out, hilo, step_inputs, ex.residual.to_float64(), exact_hi, kwargs, fmt, ex.radius)
-    annotate(records, out, ex.values, step_inputs, fmt)
-    if history is not None:
-        facts = StepFacts(t, fmt, float(lr), float(case.lr), case.reduction, step_inputs, out, exact_hi, bounds.rigorous,
-                          previous=history[-1] if history else None)
-        history[-1:] = [diagnose_step(records, facts)]
+    with np.errstate(all="ignore"):  # (an exact value of inf where a column was lost: the hypotheses' arithmetic is theirs)
+        annotate(records, out, ex.values, step_inputs, fmt)
+        if history is not None:
+            facts = StepFacts(t, fmt, float(lr), float(case.lr), case.reduction, step_inputs, out, exact_hi, bounds.rigorous,
+                              previous=history[-1] if history else None)
+            history[-1:] = [diagnose_step(records, facts)]
     return records
 
 

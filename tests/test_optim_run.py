@@ -413,7 +413,7 @@ def test_an_update_is_graded_where_its_gradient_is_finite(rule: str) -> None:
     assert len(params) == 4  # W and b of both steps: graded, not one record for the whole update
     for r in params:
         assert r.counts == {"agree": 1, "overflow": 1} and r.worst_index[-1] == 1, (r.implementation, r.quantity, r.counts)
-        assert "at 1 of 2 element(s) the step's gradient is not finite" in r.message
+        assert "at 1 of 2 element(s) the step's gradient, or the parameter or state it held, is not finite" in r.message
     if rule == "sgd":
         _wrong_update_disagrees(case, "test-sgd-frozen", _frozen_update, "numpy", "sgd")
 
@@ -434,3 +434,34 @@ def test_a_finite_update_where_the_gradient_is_not_finite_disagrees() -> None:
     case = make_case("opt-partial-overflow-finite", [[1.0]], [[-60000.0, 0.0]], [[60000.0, 0.5]], [0.0, 0.0], lr="0.1",
                      steps=1, optimizer={"name": "sgd", "momentum": 0.9})
     _wrong_update_disagrees(case, "test-sgd-finite-where-inf", finite_there, "numpy", "sgd")
+
+
+@pytest.mark.parametrize("rule", ["sgd", "adam"])
+def test_an_optimizer_step_after_a_lost_column_is_graded_on_the_others(rule: str) -> None:
+    """helper-62: column 0 overflows float16 at step 1 (W, its momentum buffer or moments become inf); the state was
+    not finite, so steps 2-4 went ungraded and a step that stopped updating after step 1 passed. The rules are
+    element-wise and the columns independent: column 1's update and state are graded at every step."""
+    from harness.optim.numpy_steps import numpy_optim_adam, numpy_optim_sgd
+
+    step_fn = numpy_optim_sgd if rule == "sgd" else numpy_optim_adam
+
+    def stops_after_one(X: Any, y: Any, W: Any, b: Any, **kw: Any) -> Any:
+        out = step_fn(X, y, W, b, **kw)
+        for prev, r in zip(out, out[1:], strict=False):
+            r.W[...] = prev.W
+            r.b[...] = prev.b
+        return out
+
+    optimizer = {"name": "sgd", "momentum": 0.5} if rule == "sgd" else {"name": "adam"}
+    case = make_case(f"opt-lost-column-{rule}", [[1.0]], [[-60000.0, 1.0]], [[0.0, 0.0]], [0.0, 0.0], lr="1" if rule == "sgd" else "0.125",
+                     steps=4, reduction="sum", optimizer=optimizer)
+    good = verify([case], [f"torch-optim-{rule}", f"numpy-optim-{rule}"], dtypes=["float16"])
+    assert good and {r.verdict for r in good} <= {"agree", "overflow"} and {r.step for r in good} == {1, 2, 3, 4}
+    later = [r for r in good if r.quantity == "W" and r.step > 1]
+    assert later and all(r.counts.get("agree") == 1 for r in later), [(r.step, r.counts) for r in later]
+    harness.implementation(f"test-{rule}-stops", framework="numpy", optimizers=(rule,), correct=False)(stops_after_one)
+    try:
+        bad = verify([case], [f"test-{rule}-stops"], dtypes=["float16"])
+        assert {r.step for r in bad if r.verdict == "disagree" and r.quantity in ("W", "b")} >= {2, 3}
+    finally:
+        REGISTRY.pop(f"test-{rule}-stops", None)

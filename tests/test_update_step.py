@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from harness.cases import load_cases, make_case
 from harness.floats import get_format, round_fraction
 from harness.implementations import REGISTRY, StepResult, implementation, load_builtins, resolve
 from harness.implementations.finite_differences import fd_error_model, loss64
+from harness.implementations.numpy_steps import numpy_hand
 from harness.runner import verify
 from tests.conftest import CASES
 
@@ -215,3 +217,48 @@ def test_fused_sgd_skips_half_precision_updates_on_cpu(dtype):
         assert fused["b"].verdict == "agree"  # b has one element: the scalar tail of the kernel updates it
     else:
         assert fused["W"].verdict == "agree"
+
+
+# ---------------------------------------------------------------- a column lost to overflow
+
+
+def _lost_column_cases() -> list[Any]:
+    """helper-62's cases: column 0's labels overflow W[0, 0] at step 1 (float16, float32, float64); column 1 is
+    ordinary; 5 steps."""
+    return [make_case(f"lost-column-{dt}", [[1.0], [1.0]], [[-big, 1.0], [-big, 2.0]], [[0.0, 0.5]], [0.0, 0.25], lr=lr,
+                      steps=5, reduction="sum", dtypes=(dt,))
+            for dt, big, lr in (("float16", 30000.0, "1"), ("float32", 1e38, "0.125"), ("float64", 5e307, "0.125"))]
+
+
+def test_a_column_lost_to_overflow_leaves_the_other_columns_graded():
+    """helper-62: W[0, 0] overflowed at step 1 and every later step went ungraded ("W or b after step 1 is not finite"),
+    so mutant-stale-gradient and mutant-momentum passed in all three dtypes. Each output column reads its own W[:, k]
+    and b[k]: column 1 is graded at every step, and the loss and column 0, read from an inf, accept inf or NaN only.
+    The correct steps pass; the mutants disagree, and a step that returns finite junk where column 0 is lost too."""
+    from harness.implementations import load_mutants
+
+    load_mutants()
+    cases = _lost_column_cases()
+    good = verify(cases, ["torch-seed", "numpy-hand", "torch-func"])
+    assert {r.verdict for r in good} == {"overflow"} and {r.step for r in good} == {1, 2, 3, 4, 5}
+    for r in (r for r in good if r.quantity == "W" and r.step > 1):
+        assert r.counts == {"agree": 1, "overflow": 1}, (r.implementation, r.case, r.step, r.counts)
+        assert "output column(s) [0] of W or b were not finite after step" in r.message
+    for mutant in ("mutant-stale-gradient", "mutant-momentum"):
+        bad = verify(cases, [mutant])
+        assert {r.dtype for r in bad if r.verdict == "disagree"} == {"float16", "float32", "float64"}, mutant
+
+    @implementation("test-finite-where-lost", framework="numpy", correct=False)
+    def finite_where_lost(X, y, W, b, *, lr, reduction, steps):
+        out = numpy_hand(X, y, W, b, lr=lr, reduction=reduction, steps=steps)
+        for r in out[1:]:
+            for a in (r.grad_W, r.W):
+                a[~np.isfinite(a)] = 7.0
+        return out
+
+    try:
+        junk = verify(cases, ["test-finite-where-lost"])
+        assert {(r.quantity, r.verdict) for r in junk if r.step > 1 and r.quantity in ("grad_W", "W")} == {
+            ("grad_W", "disagree"), ("W", "disagree")}
+    finally:
+        REGISTRY.pop("test-finite-where-lost", None)

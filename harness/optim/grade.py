@@ -116,11 +116,18 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
     # the rule applied to an infinite or NaN gradient element has no exact value (the gradient's own records grade
     # it); every rule here is element-wise, so the other elements are graded: a step that skipped the whole update
     # agreed where one element of its gradient overflowed (helper-60)
-    ungraded = {p: ~np.isfinite(g) for p, g in grads.items()}
+    # likewise an element whose parameter or state the previous step left inf or NaN (its output column overflowed)
+    ungraded = {p: ~np.isfinite(g) | ~np.isfinite(np.reshape(params[p], np.shape(g))) for p, g in grads.items()}
+    for p, per in prev_state.items():
+        for a in per.values():
+            ungraded[p] = ungraded[p] | ~np.isfinite(np.reshape(np.asarray(a, dtype=np.float64), ungraded[p].shape))
     if all(bool(m.all()) for m in ungraded.values()):
-        return [Record(quantity="*", step=t, verdict="overflow", message=f"the gradient of step {t} is not finite "
-                       "(see its grad_W and grad_b records): the optimizer update of this step is not graded", **base)]
+        return [Record(quantity="*", step=t, verdict="overflow", message=f"the gradient of step {t}, or what the step "
+                       "held before it, is not finite (see its records): the optimizer update of this step is not graded", **base)]
     grads = {p: np.where(ungraded[p], 0.0, g) if ungraded[p].any() else g for p, g in grads.items()}
+    params = {p: np.where(np.reshape(ungraded[p], np.shape(v)), 0.0, v) if ungraded[p].any() else v for p, v in params.items()}
+    prev_state = {p: {k: np.where(np.reshape(ungraded[p], np.shape(a)), 0.0, a) if ungraded[p].any() else a for k, a in per.items()}
+                  for p, per in prev_state.items()}
     truth = update_truth(opt, params, grads, prev_state, t, Fraction(lr), fmt)
     rigorous, expected = update_bounds(opt, params, grads, prev_state, t, lr, fmt, flush_to_zero)
     records = []
@@ -146,9 +153,9 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
                     f"below {fmt.name}'s resolution where the second moment is near 0: no correct value is excluded)")
             msg = f"{msg}; {note}" if msg else note
         if bool(skip.any()):
-            note = (f"{q}: at {int(skip.sum())} of {skip.size} element(s) the step's gradient is not finite (see its "
-                    "gradient's record): the rule applied to inf or NaN has no exact value, and only inf or NaN is accepted "
-                    "there (a finite value is disagree)")
+            note = (f"{q}: at {int(skip.sum())} of {skip.size} element(s) the step's gradient, or the parameter or state "
+                    "it held, is not finite: the rule applied to inf or NaN has no exact value, and only inf or NaN is "
+                    "accepted there (a finite value is disagree)")
             msg = f"{msg}; {note}" if msg else note
         if q in truth.straddles:
             note = (f"{q}: the exact value's enclosure straddles a rounding boundary of {fmt.name} at "
@@ -169,7 +176,7 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
             rec.drift_abs_error, rec.drift_ulp_error = gone.abs_error, gone.ulp_error
             rec.trajectory_exact = decimal_string(traj.values[q].fraction_at(idx))
         if kept is not None and cmp.verdict in failing_verdicts(strict=True):
-            kept[id(rec)] = failing_elements(cmp, out[q], params[q] if q in PARAMS else None)
+            kept[id(rec)] = failing_elements(cmp, out[q], np.asarray(prev_params[q], dtype=np.float64) if q in PARAMS else None)
         records.append(rec)
     return records
 
