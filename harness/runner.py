@@ -426,7 +426,7 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
             graded_steps[t] = (ex, step_inputs)
         step_records = _grade_step(case, base, t, out, ex, graded_inputs, lr_oracle, fmt, opts,
                                    written if t == 1 else None, traj[t - 1] if traj is not None else None, history,
-                                   impl.error_model, ftz, prepared=prepared, kept=kept)
+                                   impl.error_model, ftz, prepared=prepared, kept=kept, held=step_inputs)
         if opt is not None:  # the update is the optimizer's: graded by harness.optim on what the step held
             if not finite_state(prev_state) and not lost.any() and not _state_partly_finite(prev_state):
                 records.append(Record(quantity="*", step=t, verdict="overflow",
@@ -918,10 +918,11 @@ def _grade_step(
     lr: Fraction, fmt: FloatFormat, opts: RunOptions, written: ExactStep | None, traj_step: ExactStep | None,
     history: list[StepFacts] | None = None, error_model: Callable[..., Any] | None = None,
     flush_to_zero: bool = False, prepared: tuple[ExactStep, dict[str, tuple[F64, F64]], Any, dict[str, Any]] | None = None,
-    kept: dict[int, FailingElements] | None = None,
+    kept: dict[int, FailingElements] | None = None, held: Mapping[str, F64] | None = None,
 ) -> list[Record]:
     """The records of one step. ``prepared``: :func:`_step_bounds_of` of these arguments, when already at hand.
-    ``kept``: filled, by ``id`` of each failing W and b record, with :func:`harness.compare.failing_elements`."""
+    ``kept``: filled, by ``id`` of each failing W and b record, with :func:`harness.compare.failing_elements` against
+    ``held`` (the W and b the step held; ``step_inputs`` where None: they differ where lost columns were zeroed)."""
     if prepared is None:
         prepared = _step_bounds_of(case, base["device"], ex, step_inputs, lr, fmt, opts, error_model, flush_to_zero)
     ex, hilo, bounds, kwargs = prepared
@@ -979,7 +980,7 @@ def _grade_step(
             rec.drift_abs_error, rec.drift_ulp_error = gone.abs_error, gone.ulp_error
             rec.trajectory_exact = decimal(traj_step.values[q].fraction_at(idx))
         if kept is not None and q in ("W", "b") and cmp.verdict in failing_verdicts(strict=True):
-            kept[id(rec)] = failing_elements(cmp, out[q], step_inputs[q])
+            kept[id(rec)] = failing_elements(cmp, out[q], (held or step_inputs)[q])
         records.append(rec)
     notes = [bounds.note] if bounds.note else []
     if error_model is not None:  # a plug-in's bounds loosen or tighten every verdict: every record says whose they are

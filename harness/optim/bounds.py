@@ -301,3 +301,50 @@ def update_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mappin
     """:func:`sgd_bounds` or :func:`adam_bounds`, by ``opt.name``."""
     fn = sgd_bounds if opt.name == "sgd" else adam_bounds
     return fn(opt, params, grads, state, t, lr, fmt, flush_to_zero)
+
+
+#: An intermediate within this factor of the dtype's largest finite value may round up past it (overflow).
+OVERFLOW_MARGIN = 1 + 2.0**-6
+
+
+def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[str, F64],
+                          state: Mapping[str, Mapping[str, F64]], new_state: Mapping[str, F64], lr: float,
+                          fmt: FloatFormat) -> dict[str, npt.NDArray[np.bool_]]:
+    """Per parameter, the elements where an intermediate of a correct evaluation of the rule may overflow ``fmt``
+    although the parameter's exact new value does not: there a correct step's parameter is inf, NaN or left where it
+    was, and its bound is vacuous (helper-61: Nesterov's ``d + momentum buf`` of 76,000 in float16 gave torch's
+    correct W = -inf; Adam's ``exp_avg_sq`` beyond float16 left W at 2.0 where the exact one is 1.99).
+
+    The intermediates, by magnitude in float64 from the held values and the exact new state ``new_state``
+    (quantity name -> its value's float64, e.g. ``momentum_buffer_W``): the gradient with weight decay ``d``; SGD's
+    ``momentum buf``, new buffer, Nesterov's ``d + momentum buf`` and ``lr d``; Adam's moments, ``beta2 v``,
+    ``(1 - beta2) d`` and ``d d`` (``numpy-optim-adam`` squares first: its ``exp_avg_sq`` of 1e38-sized gradients is
+    inf in float32, helper-63). Each counts where it reaches ``max_finite / OVERFLOW_MARGIN``."""
+    big = fmt.max_finite / OVERFLOW_MARGIN
+    wd = float(opt["weight_decay"])
+    out: dict[str, npt.NDArray[np.bool_]] = {}
+    with np.errstate(over="ignore", invalid="ignore"):
+        for p in params:
+            theta = np.abs(np.asarray(params[p], dtype=np.float64))
+            d = np.abs(np.asarray(grads[p], dtype=np.float64))
+            if wd != 0 and opt.name != "adamw":
+                d = d + wd * theta
+            peaks = [d]
+            prev = state.get(p, {})
+            if opt.name == "sgd":
+                mu = float(opt["momentum"])
+                eff = d
+                if mu != 0:
+                    buf = np.abs(np.asarray(new_state[f"momentum_buffer_{p}"], dtype=np.float64))
+                    peaks += [buf, mu * np.abs(np.asarray(prev.get("momentum_buffer", 0.0), dtype=np.float64))]
+                    eff = d + mu * buf if opt["nesterov"] else buf
+                peaks += [eff, abs(lr) * eff]
+            else:
+                b2 = float(opt["betas"][1])
+                peaks += [np.abs(np.asarray(new_state[f"{k}_{p}"], dtype=np.float64)) for k in ("exp_avg", "exp_avg_sq")]
+                peaks += [b2 * np.abs(np.asarray(prev.get("exp_avg_sq", 0.0), dtype=np.float64)), (1 - b2) * d, d * d]
+            hit = np.zeros(theta.shape, dtype=bool)
+            for a in peaks:
+                hit |= ~(np.broadcast_to(a, theta.shape) < big)  # (NaN: counted)
+            out[p] = hit
+    return out

@@ -25,7 +25,7 @@ from ..frameworks import to_float64
 from ..records import Record
 from ..shapes import same_up_to_size1
 from ..verdicts import failing_verdicts
-from .bounds import update_bounds
+from .bounds import intermediate_overflow, update_bounds
 from .config import PARAMS, OptimizerConfig
 from .oracle import UpdateTruth, update_truth
 
@@ -115,35 +115,49 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
     grads = {p: out[f"grad_{p}"] for p in PARAMS}
     # the rule applied to an infinite or NaN gradient element has no exact value (the gradient's own records grade
     # it); every rule here is element-wise, so the other elements are graded: a step that skipped the whole update
-    # agreed where one element of its gradient overflowed (helper-60)
-    # likewise an element whose parameter or state the previous step left inf or NaN (its output column overflowed)
-    ungraded = {p: ~np.isfinite(g) | ~np.isfinite(np.reshape(params[p], np.shape(g))) for p, g in grads.items()}
+    # agreed where one element of its gradient overflowed (helper-60). There, and where the parameter is inf or NaN
+    # (its output column overflowed at an earlier step), a correct step gives inf or NaN only ("inf_only"); where a
+    # state the step held is inf or NaN (Adam's exp_avg_sq beyond float16 leaves W where it was: helper-63), anything
+    # ("unknown")
+    inf_only = {p: ~np.isfinite(g) | ~np.isfinite(np.reshape(params[p], np.shape(g))) for p, g in grads.items()}
+    unknown = {p: np.zeros(m.shape, dtype=bool) for p, m in inf_only.items()}
     for p, per in prev_state.items():
         for a in per.values():
-            ungraded[p] = ungraded[p] | ~np.isfinite(np.reshape(np.asarray(a, dtype=np.float64), ungraded[p].shape))
-    if all(bool(m.all()) for m in ungraded.values()):
+            unknown[p] = unknown[p] | ~np.isfinite(np.reshape(np.asarray(a, dtype=np.float64), unknown[p].shape))
+    masked = {p: inf_only[p] | unknown[p] for p in inf_only}
+    if all(bool(m.all()) for m in masked.values()):
         return [Record(quantity="*", step=t, verdict="overflow", message=f"the gradient of step {t}, or what the step "
                        "held before it, is not finite (see its records): the optimizer update of this step is not graded", **base)]
-    grads = {p: np.where(ungraded[p], 0.0, g) if ungraded[p].any() else g for p, g in grads.items()}
-    params = {p: np.where(np.reshape(ungraded[p], np.shape(v)), 0.0, v) if ungraded[p].any() else v for p, v in params.items()}
-    prev_state = {p: {k: np.where(np.reshape(ungraded[p], np.shape(a)), 0.0, a) if ungraded[p].any() else a for k, a in per.items()}
+    grads = {p: np.where(masked[p], 0.0, g) if masked[p].any() else g for p, g in grads.items()}
+    params = {p: np.where(np.reshape(masked[p], np.shape(v)), 0.0, v) if masked[p].any() else v for p, v in params.items()}
+    prev_state = {p: {k: np.where(np.reshape(masked[p], np.shape(a)), 0.0, a) if masked[p].any() else a for k, a in per.items()}
                   for p, per in prev_state.items()}
     truth = update_truth(opt, params, grads, prev_state, t, Fraction(lr), fmt)
     rigorous, expected = update_bounds(opt, params, grads, prev_state, t, lr, fmt, flush_to_zero)
+    with np.errstate(over="ignore", invalid="ignore"):
+        new_state = {q: truth.values[q].to_hi_lo()[0] for q in quantity_names(opt) if q not in PARAMS}
+    spills = intermediate_overflow(opt, params, grads, prev_state, new_state, lr, fmt)
     records = []
     for q in quantity_names(opt):
         exact = truth.values[q]
         hi, lo = exact.to_hi_lo()
         rig, exp = rigorous[q], expected[q]
+        p = q if q in PARAMS else q.rsplit("_", 1)[1]
+        # where an intermediate of a correct evaluation may overflow, the parameter is vacuous and a state may be inf
+        spill = spills[p] & ~masked[p]
+        if q in PARAMS:
+            rig, exp = np.where(spill | unknown[p], np.inf, rig), np.where(spill | unknown[p], np.inf, exp)
+        else:
+            rig, exp = np.where(unknown[p], np.inf, rig), np.where(unknown[p], np.inf, exp)
         vacuous = ~np.isfinite(rig)
-        skip = ungraded[q if q in PARAMS else q.rsplit("_", 1)[1]]
+        skip = inf_only[p]
         if skip.any():  # no exact value there: the rule applied to inf or NaN gives inf or NaN, never a finite value
             rig, exp = np.where(skip, np.inf, rig), np.where(skip, np.inf, exp)
             hi, lo = np.where(skip, np.inf, hi), np.where(skip, 0.0, lo)
         with np.errstate(all="ignore"):
             beyond = (np.abs(hi) + np.where(vacuous | skip, 0.0, rig)) > fmt.max_finite
-        allowed = vacuous | skip | beyond
-        cmp = compare(out[q], hi, lo, rig, exp, allowed, fmt, nan_allowed=vacuous | skip,
+        allowed = vacuous | skip | beyond | spill
+        cmp = compare(out[q], hi, lo, rig, exp, allowed, fmt, nan_allowed=vacuous | skip | spill,
                       finite_impossible=skip if skip.any() else None)
         idx = cmp.worst_index
         ef = exact.fraction_at(idx)
@@ -153,9 +167,18 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
                     f"below {fmt.name}'s resolution where the second moment is near 0: no correct value is excluded)")
             msg = f"{msg}; {note}" if msg else note
         if bool(skip.any()):
-            note = (f"{q}: at {int(skip.sum())} of {skip.size} element(s) the step's gradient, or the parameter or state "
-                    "it held, is not finite: the rule applied to inf or NaN has no exact value, and only inf or NaN is "
-                    "accepted there (a finite value is disagree)")
+            note = (f"{q}: at {int(skip.sum())} of {skip.size} element(s) the step's gradient, or the parameter it held, "
+                    "is not finite: the rule applied to inf or NaN has no exact value, and only inf or NaN is accepted "
+                    "there (a finite value is disagree)")
+            msg = f"{msg}; {note}" if msg else note
+        if bool((unknown[p] & ~skip).any()):
+            note = (f"{q}: not graded at {int((unknown[p] & ~skip).sum())} of {skip.size} element(s), where a state the "
+                    "step held is inf or NaN (a correct step may leave the parameter there, or not)")
+            msg = f"{msg}; {note}" if msg else note
+        if bool(spill.any()):
+            note = (f"{q}: at {int(spill.sum())} of {spill.size} element(s) an intermediate of a correct evaluation may "
+                    f"overflow {fmt.name} (a moment, the momentum term, lr times the update): "
+                    + ("not graded there" if q in PARAMS else "inf or NaN accepted there"))
             msg = f"{msg}; {note}" if msg else note
         if q in truth.straddles:
             note = (f"{q}: the exact value's enclosure straddles a rounding boundary of {fmt.name} at "

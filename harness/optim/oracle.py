@@ -20,7 +20,6 @@ the hyper-parameters as the Python floats it was handed (:func:`harness.optim.ru
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -68,11 +67,20 @@ def _fractions(a: F64) -> npt.NDArray[Any]:
     return out.reshape(a.shape)
 
 
+def _floor_log2(x: Fraction) -> int:
+    """``floor(log2(|x|))`` of a nonzero rational, exactly, in integers (``math.log2`` converts to float first, which
+    raised OverflowError beyond float64's range, a momentum trajectory past 1.7e308 an error record (helper-63), and
+    rounds a value just below ``2**k`` up to it)."""
+    n, d = abs(x.numerator), x.denominator
+    e = n.bit_length() - d.bit_length()
+    return e if (n >= d << e if e >= 0 else n << -e >= d) else e - 1
+
+
 def round_to_nearest(x: Fraction, fmt: FloatFormat) -> Fraction:
     """``x`` rounded to the nearest value of ``fmt`` (ties to even), subnormals included (range not checked)."""
     if x == 0:
         return Fraction(0)
-    e = max(math.floor(math.log2(abs(x))), fmt.emin)
+    e = max(_floor_log2(x), fmt.emin)  # (exact: math.log2 of a float rounded x up to 2**k just below it)
     quantum = Fraction(2) ** (e - fmt.precision + 1)
     q = x / quantum
     if abs(q) >= 2**fmt.precision:  # log2 rounded down past a power of two
@@ -203,7 +211,7 @@ def _trimmed(v: ScaledInts) -> ScaledInts:
         if x == 0 or x.denominator.bit_length() + x.numerator.bit_length() <= 2 * TRAJECTORY_BITS:
             out[i] = x
             continue
-        e = math.floor(math.log2(abs(x)))
+        e = _floor_log2(x)
         q = Fraction(2) ** (e - TRAJECTORY_BITS)
         out[i] = round(x / q) * q
     return ScaledInts.from_fractions(out.reshape(fr.shape))
