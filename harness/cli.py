@@ -331,7 +331,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     own = sorted(name for name in {r.implementation for r in records if r.verdict != "unsupported"}
                  if name in REGISTRY and REGISTRY[name].kind != "builtin" and REGISTRY[name].error_model is not None)
     if own:  # a plug-in's own bounds decide its verdicts: said where the verdicts are read
-        print(f"note: {', '.join(own)} graded against its own error model (error_model=), not the harness's forward error bounds")
+        print(f"note: {', '.join(own)} graded against {'its' if len(own) == 1 else 'their'} own error model (error_model=), "
+              "not the harness's forward error bounds")
     for line in outcome.reasons:  # the last lines say why the run passes or fails, in plain words
         print(line)
     return outcome.code

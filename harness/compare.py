@@ -356,7 +356,6 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
     return out
 
 
-
 @dataclass(frozen=True)
 class FailingElements:
     """The failing elements of one quantity's comparison (:func:`failing_elements`).

@@ -191,9 +191,9 @@ def ungraded_named(records: Sequence[Verdicted], named: Iterable[str]) -> list[s
     deselected its items, helper-61). Each would otherwise pass unseen beside the others (a plug-in whose
     framework is not installed, or that runs on no device of this machine, exited 0 next to ``torch-seed``:
     helper-60)."""
-    if nothing_graded(records):
+    if _FROZEN["nothing_graded"](records):  # (the frozen policy, as run_outcome's: see _FROZEN)
         return []
-    seen = {getattr(r, "implementation", None) for r in records if graded(r)}
+    seen = {getattr(r, "implementation", None) for r in records if _frozen_graded(r)}
     ran = {getattr(r, "implementation", None) for r in records}
     lines = []
     for name in dict.fromkeys(named):
