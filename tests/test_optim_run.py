@@ -529,3 +529,31 @@ def test_the_fused_bug_is_still_named_where_a_column_was_lost() -> None:
         assert failing and all(r.known_bug for r in failing), [(r.step, r.quantity) for r in failing if not r.known_bug]
     else:
         assert not failing
+
+
+def test_adams_square_counts_as_an_overflow_only_where_the_step_overflowed_it() -> None:
+    """helper-64: counting g*g as an intermediate everywhere left W and b ungraded at every float16 gradient above 254
+    (no built-in squares first there: torch's moments stay finite), and Adam with the learning rate's sign flipped
+    passed at g = 300. It counts only where the step's own exp_avg_sq is inf or NaN: the flipped step disagrees, the
+    correct ones agree."""
+    from harness.optim.numpy_steps import numpy_optim_adam
+
+    case = make_case("adam-g300-float16", [[1.0]], [[0.0]], [[150.0]], [0.0], lr="1", steps=3, reduction="sum",
+                     optimizer={"name": "adam"})
+    good = verify([case], ["torch-optim-adam", "torch-optim-adam-foreach", "numpy-optim-adam"], dtypes=["float16"])
+    assert good and {r.verdict for r in good} == {"agree"}
+
+    def uphill(X: Any, y: Any, W: Any, b: Any, *, lr: float, **kw: Any) -> Any:
+        return numpy_optim_adam(X, y, W, b, lr=-lr, **kw)
+
+    _wrong_update_disagrees(case, "test-adam-uphill-g300", uphill, "numpy", "adam")
+
+
+def test_adams_step_size_times_its_moment_may_overflow() -> None:
+    """helper-64: lr = 1e30 in bfloat16 (maximize, betas 0.5 and 0.9): torch's addcdiv forms lr / (1 - beta1^t) times
+    exp_avg, about 1e47, beyond float32, and gives W = inf where the exact W (1e30) is finite; it was disagree. That
+    product is an intermediate of a correct evaluation: the W bound is vacuous there."""
+    case = make_case("adam-huge-lr-bfloat16", [[-0.935, 0.165]], [[2.51e17]], [[-3.78e17], [5.47e15]], [8.19e16], lr="1e30",
+                     steps=4, reduction="mean", optimizer={"name": "adam", "maximize": True, "betas": [0.5, 0.9]})
+    good = verify([case], ["torch-optim-adam", "torch-optim-adam-foreach"], dtypes=["bfloat16"])
+    assert good and {r.verdict for r in good} <= {"agree", "overflow"}, [(r.step, r.quantity, r.verdict) for r in good]

@@ -308,8 +308,8 @@ OVERFLOW_MARGIN = 1 + 2.0**-6
 
 
 def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[str, F64],
-                          state: Mapping[str, Mapping[str, F64]], new_state: Mapping[str, F64], lr: float,
-                          fmt: FloatFormat) -> dict[str, npt.NDArray[np.bool_]]:
+                          state: Mapping[str, Mapping[str, F64]], new_state: Mapping[str, F64], t: int, lr: float,
+                          fmt: FloatFormat, returned: Mapping[str, F64] | None = None) -> dict[str, npt.NDArray[np.bool_]]:
     """Per parameter, the elements where an intermediate of a correct evaluation of the rule may overflow ``fmt``
     although the parameter's exact new value does not: there a correct step's parameter is inf, NaN or left where it
     was, and its bound is vacuous (helper-61: Nesterov's ``d + momentum buf`` of 76,000 in float16 gave torch's
@@ -318,8 +318,11 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
     The intermediates, by magnitude in float64 from the held values and the exact new state ``new_state``
     (quantity name -> its value's float64, e.g. ``momentum_buffer_W``): the gradient with weight decay ``d``; SGD's
     ``momentum buf``, new buffer, Nesterov's ``d + momentum buf`` and ``lr d``; Adam's moments, ``beta2 v``,
-    ``(1 - beta2) d`` and ``d d`` (``numpy-optim-adam`` squares first: its ``exp_avg_sq`` of 1e38-sized gradients is
-    inf in float32, helper-63). Each counts where it reaches ``max_finite / OVERFLOW_MARGIN``."""
+    ``(1 - beta2) d`` and ``lr / (1 - beta1^t)`` times the new moment at step ``t`` (torch's ``addcdiv`` forms it: W = inf at
+    lr = 1e18, helper-64). Each counts where it reaches ``max_finite / OVERFLOW_MARGIN``. ``d d`` counts only where
+    the step's own ``exp_avg_sq`` (``returned``, by quantity name) is inf or NaN: an order that squares first
+    overflows it (``numpy-optim-adam``'s float32 of 1e38-sized gradients, helper-63), the others do not, and
+    counting it everywhere left W ungraded at every float16 gradient above 254 (helper-64)."""
     big = fmt.max_finite / OVERFLOW_MARGIN
     wd = float(opt["weight_decay"])
     out: dict[str, npt.NDArray[np.bool_]] = {}
@@ -331,6 +334,7 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
                 d = d + wd * theta
             peaks = [d]
             prev = state.get(p, {})
+            hit = np.zeros(theta.shape, dtype=bool)
             if opt.name == "sgd":
                 mu = float(opt["momentum"])
                 eff = d
@@ -340,10 +344,16 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
                     eff = d + mu * buf if opt["nesterov"] else buf
                 peaks += [eff, abs(lr) * eff]
             else:
-                b2 = float(opt["betas"][1])
-                peaks += [np.abs(np.asarray(new_state[f"{k}_{p}"], dtype=np.float64)) for k in ("exp_avg", "exp_avg_sq")]
-                peaks += [b2 * np.abs(np.asarray(prev.get("exp_avg_sq", 0.0), dtype=np.float64)), (1 - b2) * d, d * d]
-            hit = np.zeros(theta.shape, dtype=bool)
+                b1, b2 = (float(x) for x in opt["betas"])
+                step_size = abs(lr) / (1 - b1**t)  # (step t, from 1: 1 - beta1^t > 0)
+                m_new = np.abs(np.asarray(new_state[f"exp_avg_{p}"], dtype=np.float64))
+                peaks += [m_new, np.abs(np.asarray(new_state[f"exp_avg_sq_{p}"], dtype=np.float64)),
+                          b2 * np.abs(np.asarray(prev.get("exp_avg_sq", 0.0), dtype=np.float64)), (1 - b2) * d,
+                          step_size * m_new]
+                v_out = None if returned is None else returned.get(f"exp_avg_sq_{p}")
+                if v_out is not None:
+                    squared_first = ~np.isfinite(np.reshape(np.asarray(v_out, dtype=np.float64), theta.shape))
+                    hit |= squared_first & ~(d * d < big)
             for a in peaks:
                 hit |= ~(np.broadcast_to(a, theta.shape) < big)  # (NaN: counted)
             out[p] = hit

@@ -136,12 +136,13 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
     rigorous, expected = update_bounds(opt, params, grads, prev_state, t, lr, fmt, flush_to_zero)
     with np.errstate(over="ignore", invalid="ignore"):
         new_state = {q: truth.values[q].to_hi_lo()[0] for q in quantity_names(opt) if q not in PARAMS}
-    spills = intermediate_overflow(opt, params, grads, prev_state, new_state, lr, fmt)
+    spills = intermediate_overflow(opt, params, grads, prev_state, new_state, t, lr, fmt, returned=out)
     records = []
     for q in quantity_names(opt):
         exact = truth.values[q]
         hi, lo = exact.to_hi_lo()
         rig, exp = rigorous[q], expected[q]
+        rule_vacuous = ~np.isfinite(rig)  # (the rule's own: eps below the dtype's resolution; named below as such)
         p = q if q in PARAMS else q.rsplit("_", 1)[1]
         # where an intermediate of a correct evaluation may overflow, the parameter is vacuous and a state may be inf
         spill = spills[p] & ~masked[p]
@@ -162,8 +163,8 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
         idx = cmp.worst_index
         ef = exact.fraction_at(idx)
         msg = _message(q, cmp, fmt)
-        if bool(vacuous.any()):
-            note = (f"{q}: the rigorous bound is vacuous at {int(vacuous.sum())} element(s) (eps or a hyper-parameter "
+        if bool((rule_vacuous & ~masked[p] & ~spill).any()):
+            note = (f"{q}: the rigorous bound is vacuous at {int((rule_vacuous & ~masked[p] & ~spill).sum())} element(s) (eps or a hyper-parameter "
                     f"below {fmt.name}'s resolution where the second moment is near 0: no correct value is excluded)")
             msg = f"{msg}; {note}" if msg else note
         if bool(skip.any()):
