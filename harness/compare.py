@@ -363,8 +363,8 @@ class FailingElements:
     Attributes:
         flat: their flat indices in C order (a contiguous parameter's memory order), int64.
         size: the quantity's number of elements.
-        unchanged: whether every one kept its value from before the step, bit for bit (False where no value
-            before the step was given: a state).
+        unchanged: whether every one kept its value from before the step, bit for bit (the values given: a
+            state's failing elements are read on its parameter; False where none was given).
     """
 
     flat: npt.NDArray[np.int64]

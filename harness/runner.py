@@ -828,8 +828,7 @@ def _mark_known_bug(records: list[Record], impl: Implementation, device: str, dt
                     failing: Mapping[int, FailingElements] | None = None) -> None:
     """Name a known framework bug in the messages of the failing records it explains (verdicts unchanged;
     :meth:`harness.implementations.KnownBug.explains`). ``failing``: by ``id`` of a failing record of the update
-    (W, b, a state), its failing elements (:func:`harness.compare.failing_elements`; None for a model's step). W and b
-    first: a state's record is explained only beside its parameter's of the same step."""
+    (W, b, a state), its failing elements (:func:`harness.compare.failing_elements`; None for a model's step)."""
     bad = [r for r in records if r.verdict in failing_verdicts(strict=True)]
     if not bad or impl.known_bug is None:
         return
@@ -837,12 +836,8 @@ def _mark_known_bug(records: list[Record], impl: Implementation, device: str, dt
     if bug is None:
         return
     facts = failing or {}
-    explained: set[tuple[int, str]] = set()
-    for r in sorted(bad, key=lambda r: r.quantity not in ("W", "b")):
-        param = r.quantity if r.quantity in ("W", "b") else r.quantity.rsplit("_", 1)[-1]
-        if bug.explains(r.quantity, facts.get(id(r)), parameter_explained=(r.step, param) in explained):
-            if r.quantity in ("W", "b"):
-                explained.add((r.step, r.quantity))
+    for r in bad:
+        if bug.explains(r.quantity, facts.get(id(r))):
             r.known_bug = bug.reason
             r.message = f"{KNOWN_BUG}{bug.reason}; {r.message}"
 

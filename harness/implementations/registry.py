@@ -129,10 +129,10 @@ class KnownBug:
         reason: the bug, in words (each explained record's ``known_bug`` field and message).
         quantities: the quantities it can make fail; None: every one. A failing record of another quantity
             is counted as usual (a fused-update bug explains no loss or gradient).
-        skips_update: the bug leaves parameters at their values before the step: a failing ``W`` or ``b``
-            record is explained only where every failing element kept that value (a wrong update is not a
-            skipped one), and a failing state record (a momentum buffer) only beside its parameter's explained
-            record of the same step.
+        skips_update: the bug leaves parameters (and their state) at their values before the step: a failing record
+            is explained only where, at every failing element, the parameter kept its value from before the step (for
+            ``W`` and ``b`` the record's own values; for a state, a momentum buffer, its parameter's: a wrong update is
+            not a skipped one, and a record holding both is counted).
         block: the bug touches only whole blocks of this many elements (SIMD vectors: the first
             ``size // block * block`` elements of a parameter, in memory order): a failing element outside
             them is not explained (a step that skipped the update of a 1-element W is no instance of it).
@@ -143,11 +143,10 @@ class KnownBug:
     skips_update: bool = False
     block: int | None = None
 
-    def explains(self, quantity: str, failing: FailingElements | None = None, parameter_explained: bool = False) -> bool:
+    def explains(self, quantity: str, failing: FailingElements | None = None) -> bool:
         """Whether this bug explains a failing record of ``quantity`` whose failing elements are ``failing``
-        (:func:`harness.compare.failing_elements`; None where not known: then not explained where
-        :attr:`skips_update` needs them); ``parameter_explained``: for a state, whether its parameter's record of the
-        same step is failing and explained."""
+        (:func:`harness.compare.failing_elements`, ``unchanged`` read on the record's parameter; None where not
+        known: then not explained where :attr:`skips_update` needs them)."""
         if self.quantities is not None and quantity not in self.quantities:
             return False
         if not self.skips_update:
@@ -156,7 +155,7 @@ class KnownBug:
             return False
         if self.block is not None and not bool((failing.flat < failing.size // self.block * self.block).all()):
             return False
-        return failing.unchanged if quantity in ("W", "b") else parameter_explained
+        return failing.unchanged
 
 
 def known_bug_of(impl: Implementation, device: str, dtype: str) -> KnownBug | None:

@@ -149,10 +149,10 @@ def fused_sgd_skipped_block(dtype: str) -> int | None:
 def fused_sgd_known_bug(device: str, dtype: str) -> KnownBug | None:
     """The known bug behind a failing ``torch-optim-sgd-fused`` record, if this machine has it: it explains the
     update only (W, b and the momentum buffers; never the loss or the gradients), in whole SIMD blocks only
-    (:func:`fused_sgd_skipped_block`), a W or b record only where every failing element kept its value from before
-    the step (skipped, not wrong), and a buffer only beside its parameter's skipped update (helper-60's plug-in that
-    reused this probe and halved its loss had every failure excused; helper-61's that never updated a 3-element
-    W, or kept zero buffers, had theirs too)."""
+    (:func:`fused_sgd_skipped_block`), and a W, b or buffer record only where the parameter kept its value from
+    before the step at every failing element (skipped, not wrong; with lr = 0 a skip changes nothing, and the
+    skipped buffer is the only sign of it) (helper-60's plug-in that reused this probe and halved its loss had every
+    failure excused; helper-61's that never updated a 3-element W, or kept zero buffers, had theirs too)."""
     if device.split(":")[0] == "cpu" and dtype in ("float16", "bfloat16") and fused_sgd_skips_lowp_updates(dtype):
         return KnownBug("fused SGD on the CPU skips the update of every full SIMD block of a float16/bfloat16 parameter "
                         "(pytorch/pytorch#191763, confirmed on this machine by a probe)",

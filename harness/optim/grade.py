@@ -108,8 +108,8 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
         out: the step's results as float64 arrays: ``grad_W``, ``grad_b``, ``W``, ``b`` and the state.
         prev_params, prev_state: what the implementation held before the step (its own).
         lr: the learning rate handed to it; traj: the exact trajectory's step ``t`` (drift), or None.
-        kept: filled, by ``id`` of each failing record, with :func:`harness.compare.failing_elements` (W and b against
-            their values before the step).
+        kept: filled, by ``id`` of each failing record, with :func:`harness.compare.failing_elements` (on the record's
+            parameter, against its values before the step).
     """
     params = {p: np.asarray(prev_params[p], dtype=np.float64) for p in PARAMS}
     grads = {p: out[f"grad_{p}"] for p in PARAMS}
@@ -200,7 +200,8 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
             rec.drift_abs_error, rec.drift_ulp_error = gone.abs_error, gone.ulp_error
             rec.trajectory_exact = decimal_string(traj.values[q].fraction_at(idx))
         if kept is not None and cmp.verdict in failing_verdicts(strict=True):
-            kept[id(rec)] = failing_elements(cmp, out[q], np.asarray(prev_params[q], dtype=np.float64) if q in PARAMS else None)
+            # (a state's failing elements are read on its parameter: did the step leave it where it was there?)
+            kept[id(rec)] = failing_elements(cmp, out[p], np.asarray(prev_params[p], dtype=np.float64))
         records.append(rec)
     return records
 
