@@ -364,7 +364,7 @@ class FailingElements:
         flat: their flat indices in C order (a contiguous parameter's memory order), int64.
         size: the quantity's number of elements.
         unchanged: whether every one kept its value from before the step, bit for bit (the values given: a
-            state's failing elements are read on its parameter; False where none was given).
+            state's failing elements are read on its parameter).
     """
 
     flat: npt.NDArray[np.int64]
@@ -372,14 +372,13 @@ class FailingElements:
     unchanged: bool
 
 
-def failing_elements(cmp: Comparison, computed: npt.ArrayLike, before: npt.ArrayLike | None = None) -> FailingElements:
+def failing_elements(cmp: Comparison, computed: npt.ArrayLike, before: npt.ArrayLike) -> FailingElements:
     """The elements of a quantity that fail its comparison ``cmp`` (:func:`harness.verdicts.failing_verdicts`, strict),
     and whether each kept its value ``before`` the step: an update skipped there, not a wrong one
     (:meth:`harness.implementations.KnownBug.explains`)."""
     failing = cmp.elements(failing_verdicts(strict=True))
     c = np.asarray(computed, dtype=np.float64)
-    kept = before is not None and bool(np.array_equal(
-        c[failing], np.reshape(np.asarray(before, dtype=np.float64), c.shape)[failing]))
+    kept = bool(np.array_equal(c[failing], np.reshape(np.asarray(before, dtype=np.float64), c.shape)[failing]))
     return FailingElements(np.flatnonzero(failing), int(c.size), kept)
 
 

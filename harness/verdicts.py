@@ -184,6 +184,16 @@ class RunOutcome:
     reasons: list[str] = field(default_factory=list)
 
 
+def _unsupported_because(records: Iterable[Verdicted]) -> str:
+    """``"unsupported because: ..."``: the first clause of up to three distinct messages of the ``unsupported`` records
+    (200 characters each), or ``""`` where there is none."""
+    messages = (str(getattr(r, "message", "")) for r in records if r.verdict == "unsupported")
+    why = sorted({m.split("; ")[0] for m in messages if m})
+    if not why:
+        return ""
+    return "unsupported because: " + "; ".join(w[:200] for w in why[:3]) + ("; ..." if len(why) > 3 else "")
+
+
 def ungraded_named(records: Sequence[Verdicted], named: Iterable[str]) -> list[str]:
     """Why each implementation of ``named`` (the ones a user asked for by name) fails a run that graded something:
     it has records and none grades it (:func:`graded`), one line each, empty when all did or nothing was graded
@@ -199,13 +209,9 @@ def ungraded_named(records: Sequence[Verdicted], named: Iterable[str]) -> list[s
     for name in dict.fromkeys(named):
         if name in seen or name not in ran:  # no record at all: not run (pytest's -k deselected it), not ungraded
             continue
-        messages = (str(getattr(r, "message", "")) for r in records
-                    if getattr(r, "implementation", None) == name and r.verdict == "unsupported")
-        why = sorted({m.split("; ")[0] for m in messages if m})
+        why = _unsupported_because(r for r in records if getattr(r, "implementation", None) == name)
         lines.append(f"{name}, named in the implementations, graded nothing (no record, or every record is unsupported, "
-                     "invalid-input or a whole-run overflow): nothing graded is no pass"
-                     + (" (unsupported because: " + "; ".join(w[:200] for w in why[:3]) + ("; ..." if len(why) > 3 else "") + ")"
-                        if why else ""))
+                     "invalid-input or a whole-run overflow): nothing graded is no pass" + (f" ({why})" if why else ""))
     return lines
 
 
@@ -247,10 +253,9 @@ def run_outcome(records: Sequence[Verdicted], *, strict: bool = False, load_erro
         reasons.append("exit 1: nothing was graded (no record, or every record is unsupported, invalid-input or a whole-run overflow): "
                        "nothing graded is no pass"
                        if code == 1 else "nothing was graded")
-        messages = (str(getattr(r, "message", "")) for r in records if r.verdict == "unsupported")
-        why = sorted({m.split("; ")[0] for m in messages if m})
+        why = _unsupported_because(records)
         if why:  # e.g. the step's framework is not installed: say it here, not only in the results file
-            reasons.append("unsupported because: " + "; ".join(w[:200] for w in why[:3]) + ("; ..." if len(why) > 3 else ""))
+            reasons.append(why)
     if code == 0:
         notes = []
         if any(r.verdict == "suspect" for r in records) and not strict:
