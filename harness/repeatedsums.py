@@ -427,7 +427,9 @@ def _residue_sums(X: np.ndarray, R: np.ndarray, grid: np.ndarray, to_float32: bo
 
     In blocks of :data:`RESIDUE_BLOCK` rows per pair, each pass branch-free over contiguous arrays (IEEE division,
     ``error_model="numpy"``: a zero spacing gives inf or NaN, which the selection drops); the running sum is the one
-    sequential loop, and the spacing at it is built from its exponent field."""
+    sequential loop, and the spacing at it is built from its exponent field, and so is its reciprocal: the divisions
+    by powers of two are multiplications by their reciprocals wherever those are floats (exactly the same results:
+    ``tests/test_repeated_sums.py`` compares the two bit for bit)."""
     n, d = X.shape
     m = R.shape[1]
     out = np.zeros((SPACINGS, 3, d, m))
@@ -438,6 +440,8 @@ def _residue_sums(X: np.ndarray, R: np.ndarray, grid: np.ndarray, to_float32: bo
     csb = cs.view(np.int64)
     g2 = np.empty(blk)
     g2b = g2.view(np.int64)
+    ig2 = np.empty(blk)
+    ig2b = ig2.view(np.int64)
     rr = np.empty(blk)
     for i0 in range(0, n, blk):
         nb = min(blk, n - i0)
@@ -452,12 +456,18 @@ def _residue_sums(X: np.ndarray, R: np.ndarray, grid: np.ndarray, to_float32: bo
                     sr += v[e]
                     cs[e] = sr
                 run[j, c] = sr
-                # the dtype's spacing in the running sum's binade (at least emin's; none for a non-finite sum)
+                # the dtype's spacing 2**k in the running sum's binade (at least emin's; none for a non-finite sum),
+                # and its reciprocal 2**-k where both it and the quarter spacing's, 2**(2 - k), are normal floats (k
+                # from -1021 to 1022); ``inexact`` counts the elements where they are not
+                inexact = 0
                 for e in range(nb):
                     eb = (csb[e] >> 52) & 0x7FF
                     k = max(eb - 1023, emin) - precision + 1
                     gb = ((k + 1023) << 52) if k >= -1022 else (np.int64(1) << max(k + 1074, 0))
                     g2b[e] = 0 if eb == 0x7FF else gb
+                    ok = (k >= -1021) & (k <= 1022) & (eb != 0x7FF)
+                    ig2b[e] = ((1023 - k) << 52) if ok else 0
+                    inexact += 0 if ok else 1
                 # residues in units of the top spacing (the running sum's is at most about it), so that neither
                 # their squares overflow (products near 2**1000: never flagged, helper-51) nor a subnormal residue's
                 # square underflows to 0 (a z of inf: chance flags on continuous data near 1e-298, helper-51); a
@@ -465,15 +475,37 @@ def _residue_sums(X: np.ndarray, R: np.ndarray, grid: np.ndarray, to_float32: bo
                 # its error is nothing beside the partial sums the bound already holds, and its square would be 0
                 # (every column flagged: helper-52)
                 unit = grid[j, c] if grid[j, c] > 0.0 else top
+                # dividing by a power of two whose reciprocal is a float is multiplying by that reciprocal (the same
+                # real quotient, rounded once: the same result, and about a fifth faster): the unit and the grid's
+                # spacings from 2**-1023 on, the running sum's where every element of the block has one (else the
+                # division, as for the smaller spacings)
+                by_unit = unit >= 2.0**-1023
+                iu = 1.0 / unit
                 for t in range(SPACINGS):
                     gt = grid[j, c] * (1.0 if t == 0 else 0.5)
                     f = 1.0 if t == 2 else 0.25
-                    for e in range(nb):
-                        g = gt if t < 2 else g2[e] * f
-                        q = v[e] / g
-                        r = v[e] - g * np.rint(q)
-                        ru = r / unit
-                        rr[e] = ru if (g != 0.0) & (np.abs(q) < 2.0**52) & (np.abs(ru) >= 2.0**-500) else 0.0
+                    fi = 1.0 if t == 2 else 4.0
+                    if by_unit and t < 2 and (gt >= 2.0**-1023 or gt == 0.0):
+                        igt = 1.0 / gt  # (inf for a zero spacing, whose residues the selection drops)
+                        for e in range(nb):
+                            q = v[e] * igt
+                            r = v[e] - gt * np.rint(q)
+                            ru = r * iu
+                            rr[e] = ru if (gt != 0.0) & (np.abs(q) < 2.0**52) & (np.abs(ru) >= 2.0**-500) else 0.0
+                    elif by_unit and t >= 2 and inexact == 0:
+                        for e in range(nb):
+                            g = g2[e] * f
+                            q = v[e] * (ig2[e] * fi)
+                            r = v[e] - g * np.rint(q)
+                            ru = r * iu
+                            rr[e] = ru if (g != 0.0) & (np.abs(q) < 2.0**52) & (np.abs(ru) >= 2.0**-500) else 0.0
+                    else:
+                        for e in range(nb):
+                            g = gt if t < 2 else g2[e] * f
+                            q = v[e] / g
+                            r = v[e] - g * np.rint(q)
+                            ru = r / unit
+                            rr[e] = ru if (g != 0.0) & (np.abs(q) < 2.0**52) & (np.abs(ru) >= 2.0**-500) else 0.0
                     cnt, sm, sq = _residue_moments(rr, nb)
                     out[t, 0, j, c] += cnt
                     out[t, 1, j, c] += sm
