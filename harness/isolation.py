@@ -14,7 +14,12 @@ Two layers protect a run from the implementations it grades:
   verdict can change;
 - any ``BaseException`` raised by a step or by reading its results (``sys.exit(0)``,
   ``raise KeyboardInterrupt``, ``GeneratorExit``, a ``__str__`` or ``__array__`` that exits) is caught and becomes
-  an ``error`` record ("called sys.exit(0)") instead of ending the run.
+  an ``error`` record ("called sys.exit(0)") instead of ending the run;
+- while the step runs and its results are read, ``os._exit`` (and ``posix._exit``) raise instead of ending the
+  process (:func:`exit_call_guard`), so that ``os._exit(0)`` inside pytest's process is an ``error`` record, not a
+  session that ends with status 0 (a green CI); a forked child of the step exits as before. What it cannot stop:
+  ``exit(0)`` from native code (``ctypes``), and ``os._exit`` from a thread other than the step's;
+  ``--isolation process`` (the CLI's default) reports those too.
 
 **Supervised workers** (:func:`run_supervised`; the CLI's default, ``--isolation
 process``; ``harness.verify(..., isolation="process")``): each (case,
@@ -383,6 +388,72 @@ def read_marker(marker: str) -> tuple[int, int | None, float | None]:
     if len(parts) == 3:
         return int(parts[0]), int(parts[1]), float(parts[2])
     return int(parts[0]), None, None
+
+
+class ExitCalled(BaseException):
+    """``os._exit(code)`` called by a step while :func:`exit_call_guard` was active (a ``BaseException``, as
+    ``SystemExit`` is: code that catches ``Exception`` does not swallow it)."""
+
+    def __init__(self, code: object) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def _in_signal_handler(frame: Any) -> bool:
+    """Whether ``frame`` or a frame below it on the stack runs the code of a Python signal handler installed now."""
+    handlers = set()
+    for sig in signal.valid_signals():
+        try:
+            h = signal.getsignal(sig)
+        except (ValueError, OSError):
+            continue
+        code = getattr(getattr(h, "__func__", h), "__code__", None)
+        if code is not None:
+            handlers.add(code)
+    while frame is not None:
+        if frame.f_code in handlers:
+            return True
+        frame = frame.f_back
+    return False
+
+
+@contextmanager
+def exit_call_guard() -> Iterator[list[object]]:
+    """While a step runs in this process (and its results are read): ``os._exit(code)`` and ``posix._exit(code)``
+    raise :class:`ExitCalled` instead of ending the process; the yielded list collects the codes, so that a step
+    that catches the exception is still an error (:func:`harness.runner.check_case`).
+
+    Only the thread that runs the guard (the step's) is guarded, and not a signal handler running in it (pebble's
+    SIGTERM handler stops a worker past its timeout with ``os._exit``). In a process forked by the step (``multiprocessing``
+    with ``fork``) the real ``os._exit`` runs: a child ends as it would have. A call from any other thread runs the
+    ``os._exit`` the guard replaced: a thread an earlier step left running must not make the step running now an
+    error (helper-40's worker test). Nor is native code's ``exit(0)`` guarded. Nested guards (a worker's
+    :func:`exit_status_guard`) are given back in order."""
+    import posix
+
+    pid, tid = os.getpid(), threading.get_ident()
+    codes: list[object] = []
+    before = (os._exit, getattr(posix, "_exit", None))
+
+    def raising(code: object) -> NoReturn:
+        if os.getpid() != pid:  # a forked child of the step: it ends as it would have
+            _REAL_EXIT(code)  # type: ignore[arg-type]
+        if threading.get_ident() != tid or _in_signal_handler(sys._getframe(1)):
+            # another thread (perhaps one an earlier step left running), or a signal handler (pebble's SIGTERM handler
+            # ends a worker past its timeout with os._exit): not this step's call
+            before[0](code)  # type: ignore[arg-type]
+        codes.append(code)
+        raise ExitCalled(code)
+
+    os._exit = raising  # type: ignore[assignment]
+    if before[1] is not None:
+        posix._exit = raising  # type: ignore[assignment]
+    try:
+        yield codes
+    finally:
+        os._exit = before[0]
+        if before[1] is not None:
+            posix._exit = before[1]
 
 
 @contextmanager

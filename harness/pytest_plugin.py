@@ -203,6 +203,9 @@ class HarnessState:
     kept: list[str] = field(default_factory=list)  # "the previous results ... are kept as ..." lines
     _plugins_loaded: bool = False
     _caches: dict[tuple[str, Any], Any] = field(default_factory=dict)
+    #: implementations named in a test's ``harness(implementations=...)`` marker (a worker's too, under xdist): each
+    #: must grade something, as those named with ``--harness-implementations``
+    marker_named: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.options = HarnessOptions.from_config(self.config)
@@ -349,6 +352,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         dtypes = parse_dtypes(opts.dtypes if opts.dtypes is not None else _as_list(defaults.get("dtypes")))
         impl_names = opts.implementations if opts.implementations is not None else _as_list(defaults.get("implementations"))
         impls = resolve(impl_names) if "harness_implementation" in wanted else [None]
+        if opts.implementations is None and impl_names and "harness_implementation" in wanted:
+            state.marker_named.extend(n for n in impl_names if n not in state.marker_named)
         available = available_devices() if "harness_device" in wanted else ["cpu"]
         device_spec = opts.devices if opts.devices is not None else defaults.get("devices")
         devices = parse_devices(device_spec) if "harness_device" in wanted else [None]
@@ -584,9 +589,12 @@ def pytest_configure_node(node: Any) -> None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """xdist controller: collect the part file a finished worker wrote."""
-    part = getattr(node, "workeroutput", {}).get("harness_part")
+    output = getattr(node, "workeroutput", {})
+    state = _state(node.config)
+    part = output.get("harness_part")
     if part:
-        _state(node.config).part_files.append(Path(part))
+        state.part_files.append(Path(part))
+    state.marker_named.extend(n for n in output.get("harness_marker_named", ()) if n not in state.marker_named)
 
 
 def record_sort_key(rec: Record) -> tuple[Any, ...]:
@@ -601,6 +609,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = _state(session.config)
     workerinput = getattr(session.config, "workerinput", None)
     if workerinput is not None:
+        session.config.workeroutput["harness_marker_named"] = list(state.marker_named)  # type: ignore[attr-defined]
         if state.records and state.parts_dir is not None:
             state.parts_dir.mkdir(parents=True, exist_ok=True)
             part = state.parts_dir / f"{workerinput.get('workerid', 'gw')}.jsonl"
@@ -625,11 +634,12 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if note is not None and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
         state.notes.append(note)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    elif note is None and state.options.implementations and state.options.shard is None:
+    elif note is None and (state.options.implementations or state.marker_named) and state.options.shard is None:
         from .verdicts import ungraded_named
 
-        # each implementation named with --harness-implementations must grade something (as `check`'s exit code)
-        silent = ungraded_named(state.records, state.options.implementations)
+        # each implementation named with --harness-implementations, or else in a test's harness marker, must grade
+        # something (as `check`'s exit code)
+        silent = ungraded_named(state.records, state.options.implementations or state.marker_named)
         if silent:
             state.notes.extend(f"harness: {line}" for line in silent)
             if session.exitstatus == pytest.ExitCode.OK:

@@ -40,7 +40,7 @@ from .frameworks import (
     unsupported_reason,
 )
 from .implementations import Implementation, implementation_of, known_bug_of, resolve
-from .isolation import mutated_inputs, mutation_message, reraise_real_interrupt, same_bits, snapshot
+from .isolation import exit_call_guard, mutated_inputs, mutation_message, reraise_real_interrupt, same_bits, snapshot
 from .models.grade import grade_model_steps, read_model_steps
 from .models.spec import model_rule_mismatch
 from .optim.config import optimizer_keyword, rule_mismatch
@@ -545,9 +545,25 @@ def _run_once(
 ) -> Any:
     """Call the step once on its own inputs; its results, or :class:`_Failed` when they cannot be graded.
 
-    ``SystemExit`` is caught (a step must not end the run), and inputs the step
-    wrote into make it an error (see :mod:`harness.isolation`). A floating-point environment the step
+    ``SystemExit`` is caught and ``os._exit`` raises while the step runs (a step must not end the run:
+    :func:`harness.isolation.exit_call_guard`), and inputs the step wrote into make it an error (see
+    :mod:`harness.isolation`). A floating-point environment the step
     leaves changed is restored before anything else is computed, and named in ``notes``."""
+    which = f"run {run} of {runs}: " if runs > 1 else ""
+    with exit_call_guard() as exits:  # os._exit in this process: an error record, not the end of the run
+        got = _run_guarded(impl, fw_inputs, seen, lr, case, device, opts, run, runs, n, d, k, fmt, notes)
+    if exits:  # (also where the step caught the exception and went on)
+        code = _safe_repr(exits[0])
+        return _Failed("error", which + f"called os._exit({code}): a step must return its results, not end the "
+                                        "process; not graded")
+    return got
+
+
+def _run_guarded(
+    impl: Implementation, fw_inputs: Mapping[str, Any], seen: Mapping[str, F64], lr: float, case: Case, device: str,
+    opts: RunOptions, run: int, runs: int, n: int, d: int, k: int, fmt: FloatFormat, notes: list[str],
+) -> Any:
+    """:func:`_run_once` inside its guard."""
     which = f"run {run} of {runs}: " if runs > 1 else ""
     switches = torch_switches.read()
     before = (os.getcwd(), _alarm_armed(), interpreter_state.read())

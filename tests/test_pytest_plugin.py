@@ -256,3 +256,33 @@ def test_a_named_implementation_that_grades_nothing_fails_the_session(pytester, 
     # deselected by -k, its items never ran: not ungraded (helper-61)
     picked = pytester.runpytest_subprocess(*args, "--harness-implementations", "torch-seed,float16-only-step", "-k", "torch-seed")
     assert picked.ret == pytest.ExitCode.OK, picked.stdout.str()
+
+
+MARKED_SWEEP_TEST = '''
+import pytest
+from harness.api import raise_on_failure
+
+
+@pytest.mark.harness(implementations=["torch-seed", "float16-only-step"])
+def test_each(harness_case, harness_dtype, harness_implementation, harness_device, harness_check):
+    raise_on_failure(harness_check(harness_case, harness_implementation, harness_device, harness_dtype), harness_implementation.name)
+'''
+
+
+def test_an_implementation_named_in_a_marker_that_grades_nothing_fails_the_session(pytester, monkeypatch):
+    """Left in issue 12's seventeenth round, done in the eighteenth: an implementation named in a test's ``harness``
+    marker and unsupported in every selected dtype passed unseen beside torch-seed (exit 0), where the same name given
+    with ``--harness-implementations`` fails the session. Now the marker's names are held to the same rule, serially
+    and under xdist (each worker reports the names its markers gave to the controller)."""
+    _env(monkeypatch)
+    pytester.makefile(".toml", cases=CASE_FILE)
+    pytester.makepyfile(f16plug=FLOAT16_ONLY, test_sweep=MARKED_SWEEP_TEST)
+    args = ("-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "--harness-cases", "cases.toml", "--harness-devices", "cpu",
+            "--harness-plugin", "f16plug.py", "--harness-dtypes", "float64")
+    for extra in ([], ["-n", "2"]):
+        res = pytester.runpytest_subprocess(*args, *extra)
+        assert res.ret == pytest.ExitCode.TESTS_FAILED, (extra, res.stdout.str()[-3000:])
+        assert "harness: float16-only-step, named in the implementations, graded nothing" in res.stdout.str(), extra
+    # deselected by -k, its items never ran: not ungraded
+    res = pytester.runpytest_subprocess(*args, "-k", "torch-seed")
+    assert res.ret == pytest.ExitCode.OK, res.stdout.str()[-3000:]
