@@ -1207,6 +1207,7 @@ def step_bounds(
     tf32: bool = False,
     lr_held: float | None = None,
     flush_to_zero: bool = False,
+    half_flush: bool = True,
 ) -> StepBounds:
     """Rigorous and expected error bounds for loss, grad_W, grad_b, W and b.
 
@@ -1223,8 +1224,11 @@ def step_bounds(
             Python float, wider than ``fmt``; PyTorch multiplies a float16 or
             bfloat16 tensor by a Python scalar in float32): see
             :func:`learning_rate_spread`.
-        flush_to_zero: the implementation may flush subnormals to zero (always
-            assumed for float16 and bfloat16).
+        flush_to_zero: the implementation may flush subnormals to zero (declared).
+        half_flush: float16 and bfloat16 products and sums may flush subnormals to zero without a declaration
+            (:func:`flush_to_zero_default`; the default). False where a probe found that the step's framework does
+            not flush in this dtype on this device (:func:`harness.frameworks.flushes_subnormals`): the allowance of
+            up to the smallest normal number per operation hid every error in values near it (helper-65).
 
     Returns:
         :class:`StepBounds` (absolute errors, same units as the quantities).
@@ -1238,9 +1242,9 @@ def step_bounds(
         inputs = {**inputs, "b": np.reshape(inputs["b"], (k,))}
     pre = _prepare(inputs, residual)  # the shared passes over X, y, R (None: NumPy expressions throughout)
     sb = _step_bounds_in(np.float64, inputs, residual, exact, lr=lr, reduction=reduction, fmt=fmt, tf32=tf32,
-                         lr_held=lr_held, flush_to_zero=flush_to_zero, pre=pre)
+                         lr_held=lr_held, flush_to_zero=flush_to_zero, half_flush=half_flush, pre=pre)
     return _rescue_overflowed_bounds(sb, inputs, residual, exact, pre=pre, lr=lr, reduction=reduction, fmt=fmt,
-                                     tf32=tf32, lr_held=lr_held, flush_to_zero=flush_to_zero)
+                                     tf32=tf32, lr_held=lr_held, flush_to_zero=flush_to_zero, half_flush=half_flush)
 
 
 def _extreme_magnitudes(values: npt.ArrayLike) -> bool:
@@ -1342,7 +1346,7 @@ def _nan_as_inf(values: npt.ArrayLike) -> Any:
 def _step_bounds_in(
     wd: type, inputs: Mapping[str, F64], residual: F64, exact: Mapping[str, F64], *, lr: float, reduction: str,
     fmt: FloatFormat, tf32: bool = False, lr_held: float | None = None, flush_to_zero: bool = False,
-    pre: _Prepared | None = None,
+    half_flush: bool = True, pre: _Prepared | None = None,
 ) -> StepBounds:
     """:func:`step_bounds` evaluated in the floating type ``wd`` (float64, or longdouble for the rescue);
     ``pre``: :func:`_prepare` of these inputs (float64 only), or None."""
@@ -1355,7 +1359,7 @@ def _step_bounds_in(
     exact = {q: np.asarray(v, dtype=wd) for q, v in exact.items()}
     n, d = X.shape
     k = W.shape[1]
-    reg = Regime(fmt, bool(flush_to_zero or flush_to_zero_default(fmt)))
+    reg = Regime(fmt, bool(flush_to_zero or (half_flush and flush_to_zero_default(fmt))))
     c = 1.0 if reduction == "sum" else 1.0 / (n * k)
     ut = TF32.unit_roundoff if (tf32 and fmt.precision > TF32.precision) else 0.0
     # the update W - lr g is element-wise (computed in float32 for the half types, where float16's subnormals are

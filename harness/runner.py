@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import interpreter_state
-from .bounds import step_bounds
+from .bounds import flush_to_zero_default, step_bounds
 from .cases import Case, CaseSource, as_cases
 from .classify import classify_exception
 from .compare import FailingElements, compare, compare_many, drift, failing_elements
@@ -35,6 +35,7 @@ from .floats import FloatFormat, decimal_string, get_format, ulp_error
 from .fpenv import FPEnvironmentError, describe_numpy_errors, ieee_default, restore_default, restore_numpy_errors
 from .frameworks import (
     FrameworkInputError,
+    flushes_subnormals,
     to_framework,
     torch_switches,
     unsupported_reason,
@@ -365,6 +366,7 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
         graded: dict[int, Any] = {}
         model_records = grade_model_steps(case.model, base, results, seen, case.lr, case.reduction, fmt,
                                           flush_to_zero=opts.flush_to_zero or impl.flush_to_zero,
+                                          half_flush=_half_flush(impl, device, fmt),
                                           function_ulps=impl.function_ulps, graded=graded)
         if runs > 1:
             from .repeat import apply_repeat
@@ -385,6 +387,7 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
     prev_W, prev_b = seen["W"], seen["b"]
     history: list[StepFacts] = []  # the previous step's facts, for the diagnoses (harness.diagnose)
     ftz = opts.flush_to_zero or impl.flush_to_zero
+    half_flush = _half_flush(impl, device, fmt)
     graded_steps: dict[int, tuple[ExactStep, dict[str, F64]]] = {}
     kept: dict[int, FailingElements] = {}  # by id of a failing update record: its failing elements (a known bug's check)
     for t, res in enumerate(results, start=1):
@@ -411,10 +414,11 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
                 exact_xy = exact_inputs_from_floats({"X": step_inputs["X"], "y": step_inputs["y"]}) if patched else seen_exact
                 exact_in = {**exact_xy, "W": ScaledInts.from_floats(step_inputs["W"]), "b": ScaledInts.from_floats(step_inputs["b"])}
                 ex0 = exact_step(exact_in, lr_oracle, case.reduction, accurate=True)
-            return ex0, _step_bounds_of(case, device, ex0, step_inputs, lr_oracle, fmt, opts, impl.error_model, ftz)
+            return ex0, _step_bounds_of(case, device, ex0, step_inputs, lr_oracle, fmt, opts, impl.error_model, ftz,
+                                        half_flush)
 
         if impl.error_model is None:  # the built-in bounds: shared by every implementation that holds these inputs
-            key = (from_traj, fmt.name, device, opts.effective_tf32, ftz, lr_oracle, seen_id,
+            key = (from_traj, fmt.name, device, opts.effective_tf32, ftz, half_flush, lr_oracle, seen_id,
                    inputs_digest({"W": graded_inputs["W"], "b": graded_inputs["b"]}),  # X and y: seen's
                    tuple(np.flatnonzero(lost).tolist()))  # y's columns zeroed there
             ex, prepared = cache.step_graded(key, prepare)
@@ -426,7 +430,8 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
             graded_steps[t] = (ex, step_inputs)
         step_records = _grade_step(case, base, t, out, ex, graded_inputs, lr_oracle, fmt, opts,
                                    written if t == 1 else None, traj[t - 1] if traj is not None else None, history,
-                                   impl.error_model, ftz, prepared=prepared, kept=kept, held=step_inputs)
+                                   impl.error_model, ftz, prepared=prepared, kept=kept, held=step_inputs,
+                                   half_flush=half_flush)
         if opt is not None:  # the update is the optimizer's: graded by harness.optim on what the step held
             if not finite_state(prev_state) and not lost.any() and not _state_partly_finite(prev_state):
                 records.append(Record(quantity="*", step=t, verdict="overflow",
@@ -450,6 +455,16 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
         apply_repeat(records, [list(res_k) for res_k in all_results], fmt, exact_of_step)
     _mark_known_bug(records, impl, device, dtype, kept)
     return records
+
+
+def _half_flush(impl: Implementation, device: str, fmt: FloatFormat) -> bool:
+    """Whether the built-in bounds let this step's float16 or bfloat16 products and sums flush subnormals to zero
+    without a declaration (:func:`harness.bounds.flush_to_zero_default`): unless a probe of its framework in this
+    dtype on this device found no flush (:func:`harness.frameworks.subnormals.flushes_subnormals`; where the probe
+    cannot run, the allowance stays)."""
+    if not flush_to_zero_default(fmt):
+        return True  # (no allowance in float32 and float64 either way)
+    return flushes_subnormals(impl.framework, device, fmt.name) is not False
 
 
 def _columns_not_finite(W: F64, b: F64) -> npt.NDArray[np.bool_]:
@@ -737,7 +752,7 @@ def _raised(exc: BaseException, which: str) -> tuple[str, str]:
 
 def _step_bounds_of(
     case: Case, device: str, ex: ExactStep, step_inputs: Mapping[str, F64], lr: Fraction, fmt: FloatFormat,
-    opts: RunOptions, error_model: Callable[..., Any] | None, flush_to_zero: bool,
+    opts: RunOptions, error_model: Callable[..., Any] | None, flush_to_zero: bool, half_flush: bool = True,
 ) -> tuple[ExactStep, dict[str, tuple[F64, F64]], Any, dict[str, Any]]:
     """The oracle's step (``ex``, or the exact one in its place, below), its values (double-double), the
     bounds of one step as the grading uses them, and the keyword arguments the bounds were computed with
@@ -752,6 +767,8 @@ def _step_bounds_of(
     kwargs: dict[str, Any] = {"lr": float(lr), "reduction": case.reduction, "fmt": fmt, "tf32": tf32, "lr_held": float(case.lr)}
     if flush_to_zero:  # only then: a plug-in's own error model need not know the keyword
         kwargs["flush_to_zero"] = True
+    if not half_flush and error_model is None:  # (the built-in bounds only: a plug-in's model is its own)
+        kwargs["half_flush"] = False
     for _ in range(2):
         hilo = {q: ex.values[q].to_hi_lo() for q in QUANTITIES}
         bounds = (error_model or step_bounds)(step_inputs, ex.residual.to_float64(), {q: hilo[q][0] for q in QUANTITIES}, **kwargs)
@@ -832,7 +849,7 @@ def _exact_and_bounds(
 ) -> tuple[dict[str, tuple[F64, F64]], dict[str, F64]]:
     """The exact values (double-double) and per-element rigorous bounds of one step, as the grading uses them."""
     _, hilo, bounds, _ = _step_bounds_of(case, base["device"], ex, step_inputs, lr, fmt, opts, impl.error_model,
-                                      opts.flush_to_zero or impl.flush_to_zero)
+                                      opts.flush_to_zero or impl.flush_to_zero, _half_flush(impl, base["device"], fmt))
     return hilo, dict(bounds.rigorous)
 
 
@@ -929,13 +946,14 @@ def _grade_step(
     lr: Fraction, fmt: FloatFormat, opts: RunOptions, written: ExactStep | None, traj_step: ExactStep | None,
     history: list[StepFacts] | None = None, error_model: Callable[..., Any] | None = None,
     flush_to_zero: bool = False, prepared: tuple[ExactStep, dict[str, tuple[F64, F64]], Any, dict[str, Any]] | None = None,
-    kept: dict[int, FailingElements] | None = None, held: Mapping[str, F64] | None = None,
+    kept: dict[int, FailingElements] | None = None, held: Mapping[str, F64] | None = None, half_flush: bool = True,
 ) -> list[Record]:
     """The records of one step. ``prepared``: :func:`_step_bounds_of` of these arguments, when already at hand.
     ``kept``: filled, by ``id`` of each failing W and b record, with :func:`harness.compare.failing_elements` against
     ``held`` (the W and b the step held; ``step_inputs`` where None: they differ where lost columns were zeroed)."""
     if prepared is None:
-        prepared = _step_bounds_of(case, base["device"], ex, step_inputs, lr, fmt, opts, error_model, flush_to_zero)
+        prepared = _step_bounds_of(case, base["device"], ex, step_inputs, lr, fmt, opts, error_model, flush_to_zero,
+                                   half_flush)
     ex, hilo, bounds, kwargs = prepared
     exact_hi = {q: hilo[q][0] for q in QUANTITIES}
     records = []

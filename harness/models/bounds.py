@@ -12,7 +12,8 @@ float64), never an implementation's output.
 ``|d| <= u``, ``|e| <= eta``; ``eta`` is half the subnormal spacing for products, quotients and
 function values with gradual underflow (sums are then exact in the subnormal range), and the
 smallest normal number for *every* operation with flush-to-zero (float16 and bfloat16 by default,
-:func:`harness.bounds.flush_to_zero_default`), which also lets a subnormal input be read as 0.
+:func:`harness.bounds.flush_to_zero_default`, unless a probe of the step's framework found no flush:
+:func:`harness.frameworks.subnormals.flushes_subnormals`), which also lets a subnormal input be read as 0.
 
 **Rules**, one per operation (:data:`RULES`; ``a^ = a + da``, ``|da| <= E_a``, magnitudes
 ``|a| + E_a`` bound the computed arguments, so every product of errors is kept: the bounds are
@@ -1410,6 +1411,7 @@ def model_bounds(
     *,
     function_ulps: Mapping[str, float] | None = None,
     flush_to_zero: bool = False,
+    half_flush: bool = True,
 ) -> ModelBounds:
     """Rigorous and expected error bounds of every graded quantity of a model's step.
 
@@ -1418,8 +1420,10 @@ def model_bounds(
         node_values: every node's exact value as float64 (the truth's ``node_values``), in node order.
         fmt: the dtype the implementation computed in.
         function_ulps: overrides of :data:`FUNCTION_ULPS` (ULPs per function name).
-        flush_to_zero: the implementation may flush subnormals (always allowed for float16 and
-            bfloat16, :func:`harness.bounds.flush_to_zero_default`).
+        flush_to_zero: the implementation may flush subnormals (declared).
+        half_flush: float16 and bfloat16 operations may flush subnormals without a declaration (the default,
+            :func:`harness.bounds.flush_to_zero_default`); False where a probe found that the step's framework does not
+            (as :func:`harness.bounds.step_bounds`).
 
     Returns:
         :class:`ModelBounds` keyed by ``graph.outputs``' names (absolute errors, the quantities' units).
@@ -1437,7 +1441,7 @@ def model_bounds(
             raise ValueError(f"node_values[{node.id}] ({node.op}): shape {arr.shape}, expected {node.shape}")
         vals.append(arr.reshape(node.shape))
     table = merged_function_ulps(function_ulps)
-    reg = Regime(fmt, bool(flush_to_zero or flush_to_zero_default(fmt)))
+    reg = Regime(fmt, bool(flush_to_zero or (half_flush and flush_to_zero_default(fmt))))
     ctx = FnContext(fmt, reg, table)
     u = fmt.unit_roundoff
 

@@ -121,7 +121,8 @@ def _join(a: str, b: str) -> str:
 
 def grade_model_steps(
     spec: ModelSpec, base: Mapping[str, Any], outs: Sequence[Mapping[str, F64]], seen: Mapping[str, F64], lr: Fraction,
-    reduction: str, fmt: FloatFormat, *, flush_to_zero: bool = False, function_ulps: Mapping[str, float] | None = None,
+    reduction: str, fmt: FloatFormat, *, flush_to_zero: bool = False, half_flush: bool = True,
+    function_ulps: Mapping[str, float] | None = None,
     graded: dict[int, Any] | None = None,
 ) -> list[Record]:
     """The records of every step of a model implementation.
@@ -136,6 +137,8 @@ def grade_model_steps(
         reduction: ``"sum"`` or ``"mean"``.
         fmt: the dtype computed in.
         flush_to_zero: grade with the flush-to-zero underflow terms (the implementation declares FTZ).
+        half_flush: float16 and bfloat16 may flush without a declaration (False: a probe found that the step's
+            framework does not; :func:`harness.models.bounds.model_bounds`).
         function_ulps: the accuracy of elementary functions, overriding :data:`harness.models.bounds.FUNCTION_ULPS`.
         graded: when given, filled with ``{step: ({q: (hi, lo)}, {q: rigorous bound})}`` for every graded
             step (``--repeat`` grades the other runs against them: :func:`harness.repeat.apply_repeat`).
@@ -164,7 +167,7 @@ def grade_model_steps(
                                   message=f"the model's step is undefined {where}: {exc}; not graded", **base))
             break
         bounds = model_bounds(graph, truth.node_values, fmt, function_ulps=function_ulps,
-                              flush_to_zero=flush_to_zero)
+                              flush_to_zero=flush_to_zero, half_flush=half_flush)
         step_truth: dict[str, tuple[tuple[F64, F64], F64]] = {}
         for q in graph.outputs:
             hi, lo = truth.hi[q], truth.lo[q]
