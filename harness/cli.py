@@ -21,6 +21,8 @@ from .errors import HarnessError, UsageError
 from .memory import keep_freed_memory
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .progress import Progress
 
 DEFAULT_RESULTS = "reports/results.jsonl"
@@ -207,12 +209,18 @@ def _input_files(cases: list, plugins: list[str]) -> list[str]:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .implementations import REGISTRY, load_entry_points, load_plugin
-    from .records import ResultsStream, check_output_path, check_previous_path, environment_record, keep_previous, previous_path
+    from .implementations import load_entry_points, load_plugin
+    from .records import (
+        ResultsStream,
+        check_output_path,
+        check_previous_path,
+        environment_record,
+        has_footer,
+        keep_previous,
+        previous_path,
+    )
     from .runner import RunOptions, verify
     from .shard import parse_shard, select_shard
-    from .summary import by_device_dtype, determinism_table, explain_failures, summary_table, verdict_line
-    from .verdicts import run_outcome
 
     shard = parse_shard(args.shard)
     for mod in args.plugin:
@@ -273,6 +281,17 @@ def cmd_check(args: argparse.Namespace) -> int:
                          f"{exc.strerror or exc}; nothing was run") from exc
     if kept is not None:
         print(f"note: the previous results {results_path} are kept as {kept} (an older copy there is replaced)", file=sys.stderr)
+    # ... and so is an earlier report, now too: interrupted at any moment (Ctrl-C while the results were rewritten, or
+    # twice), the run never left an earlier run's report at the path next to its own results (helper-66)
+    kept_report = None
+    if args.report != "none":
+        try:
+            kept_report = keep_previous(report_path)
+        except OSError as exc:
+            raise UsageError(f"--report {args.report}: cannot keep the previous report as {previous_path(report_path)}: "
+                             f"{exc.strerror or exc}; nothing was run") from exc
+        if kept_report is not None:
+            print(f"note: the previous report {args.report} is kept as {kept_report}", file=sys.stderr)
     stream = ResultsStream(results_path, env)
     finished: list = []
 
@@ -302,7 +321,29 @@ def cmd_check(args: argparse.Namespace) -> int:
     except BaseException:
         stream.finish(interrupted=False)  # a footer that says the run did not complete
         raise
-    path = stream.finish(records)  # rewritten atomically in the deterministic order, with the completed footer
+    try:
+        path = stream.finish(records)  # rewritten atomically in the deterministic order, with the completed footer
+    except KeyboardInterrupt:  # every task had finished: the streamed file is ended as interrupted, unless replaced
+        if has_footer(results_path):
+            print(f"interrupted: the run had completed; its results are in {results_path}; no report was written",
+                  file=sys.stderr, flush=True)
+            return 130
+        return _interrupted(args, stream, finished)
+    try:
+        return _after_run(args, records, path, cases, selected, errors, impls, kept_report)
+    except KeyboardInterrupt:
+        print(f"interrupted: the run had completed; its results are in {path}; the summary or the report may be "
+              "missing", file=sys.stderr, flush=True)
+        return 130
+
+
+def _after_run(args: argparse.Namespace, records: list, path: Path, cases: list, selected: int, errors: list,
+               impls: list[str] | None, kept_report: Path | None) -> int:
+    """``check``'s summary, report and exit code, after its results file was completed."""
+    from .implementations import REGISTRY
+    from .summary import by_device_dtype, determinism_table, explain_failures, summary_table, verdict_line
+    from .verdicts import run_outcome
+
     if not args.quiet:
         print(summary_table(records))
         print()
@@ -322,7 +363,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.report != "none":
         from .report import render_report
 
-        kept_report = keep_previous(args.report)
         render_report([path], args.report)
         report_note = f", report {args.report}" + (f" (the previous one kept as {kept_report})" if kept_report else "")
     print(f"{verdict_line(records)}; results {path}{report_note}")

@@ -411,6 +411,18 @@ def check_previous_path(path: str | Path, option: str) -> None:
         raise UsageError(f"{option} {path}: {prev}, where the previous run's file is kept, is not a regular file; move it away")
 
 
+def has_footer(path: str | Path) -> bool:
+    """Whether the results file at ``path`` ends with a ``run-end`` footer (False for a missing or unreadable file)."""
+    try:
+        with Path(path).open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 4096))
+            lines = [line for line in fh.read().splitlines() if line.strip()]
+        return bool(lines) and json.loads(lines[-1]).get("kind") == "run-end"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def keep_previous(path: str | Path) -> Path | None:
     """Keep the file at ``path`` as :func:`previous_path` before a new run replaces it.
 
@@ -570,6 +582,12 @@ def check_output_path(path: str | Path, option: str, inputs: Iterable[str | Path
     if not text.strip():
         raise UsageError(f"{option} {text!r}: empty path; give a file name")
     p = Path(text)
+    try:
+        os.lstat(p)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # (a new file; a parent that is a file is named below)
+    except OSError as exc:  # a name too long for the file system, a loop of links: Path's own checks raise these
+        raise UsageError(f"{option} {text}: {exc.strerror or exc}") from exc
     if p.is_symlink():
         raise UsageError(f"{option} {text}: is a symbolic link; give the path of a regular file (the run replaces the file)")
     try:
@@ -606,6 +624,15 @@ def check_output_path(path: str | Path, option: str, inputs: Iterable[str | Path
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"{option} {text}: cannot create folder {parent}: {exc.strerror or exc}") from exc
+    # a file is created there, under the longest name the run uses (write_jsonl's temporary file): a name too long
+    # for the file system, /proc or /sys passed the checks above and failed at the run's end (a traceback, exit 1;
+    # helper-66)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"{option} {text}: cannot write a file there: {exc.strerror or exc}") from exc
     return p
 
 

@@ -103,8 +103,11 @@ def test_sigkill_leaves_every_finished_record_in_the_file(tmp_path, harness_proc
     assert f"{len(recs)} records" in res.stdout
 
 
-@pytest.mark.parametrize("bad", ["file/x.jsonl", "folder", "", "folder/"])
+@pytest.mark.parametrize("bad", ["file/x.jsonl", "folder", "", "folder/", "x" * 300 + ".jsonl", "y" * 248 + ".jsonl"])
 def test_bad_results_path_fails_before_the_run_with_exit_2(tmp_path, bad):
+    """(helper-66: a name too long for the file system, 300 characters, raised OSError after the checks, a traceback
+    and exit 1; one that fits, 254 characters, but whose temporary file for the final rewrite does not, passed them and
+    failed at the run's end.)"""
     (tmp_path / "file").write_text("a regular file")
     (tmp_path / "folder").mkdir()
     path = str(tmp_path / bad) if bad else ""
@@ -135,6 +138,9 @@ def test_output_path_checks():
         check_output_path("", "--results")
     with pytest.raises(UsageError, match="is a folder"):
         check_output_path(str(ROOT), "--results")
+    if sys.platform.startswith("linux"):  # folders the checks of access rights let pass, where no file can be made
+        with pytest.raises(UsageError, match="cannot write a file there"):
+            check_output_path("/proc/x.jsonl", "--results")
 
 
 # ------------------------------------------------------------------ sharding
@@ -255,3 +261,52 @@ def test_no_eta_from_the_first_two_percent_of_the_tasks():
     p = Progress("check", tty=False)
     assert p.line(1, 1648, "x").endswith("ETA ? x") and p.line(32, 1648, "x").endswith("ETA ? x")
     assert "ETA ?" not in p.line(33, 1648, "x") and "ETA ?" not in p.line(1, 4, "x")
+
+
+def _check_args(tmp_path: Path) -> list[str]:
+    return ["check", "--cases", str(CASES / "seed.toml"), "--implementations", "numpy-hand", "--dtypes", "float64",
+            "--isolation", "inline", "-q", "--results", str(tmp_path / "r.jsonl"), "--report", str(tmp_path / "a.html")]
+
+
+def test_ctrl_c_while_the_results_are_rewritten_leaves_no_earlier_report(tmp_path, monkeypatch, capsys):
+    """helper-66: a Ctrl-C just after the last task, while the completed results were rewritten, left them without a
+    footer and an earlier run's report at the ``--report`` path, where it looked like this run's. Now the earlier
+    report is moved aside before the run starts, and the results end with an interrupted footer."""
+    from harness import cli
+    from harness.records import ResultsStream, has_footer, read_jsonl
+
+    (tmp_path / "a.html").write_text("an earlier run's green report")
+    finish = ResultsStream.finish
+
+    def interrupted_rewrite(self, ordered=None, *, interrupted=False):  # type: ignore[no-untyped-def]
+        if ordered is not None and not interrupted:
+            raise KeyboardInterrupt
+        return finish(self, ordered, interrupted=interrupted)
+
+    monkeypatch.setattr(ResultsStream, "finish", interrupted_rewrite)
+    assert cli.main(_check_args(tmp_path)) == 130
+    assert (tmp_path / "a.prev.html").read_text() == "an earlier run's green report"
+    assert not (tmp_path / "a.html").exists() or "INTERRUPTED" in (tmp_path / "a.html").read_text()
+    assert has_footer(tmp_path / "r.jsonl")
+    res = read_jsonl(tmp_path / "r.jsonl")
+    end = res.runs[-1].end
+    assert end is not None and end["interrupted"] is True and res.records
+
+
+def test_ctrl_c_while_the_report_is_rendered_after_a_completed_run(tmp_path, monkeypatch, capsys):
+    """The same after the results were completed: exit 130, the results complete (their footer says so), no report at
+    the path, the earlier one kept, and stderr says which."""
+    from harness import cli, report
+    from harness.records import read_jsonl
+
+    (tmp_path / "a.html").write_text("an earlier run's green report")
+
+    def interrupted_render(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "render_report", interrupted_render)
+    assert cli.main(_check_args(tmp_path)) == 130
+    assert "the run had completed" in capsys.readouterr().err
+    assert not (tmp_path / "a.html").exists()
+    assert (tmp_path / "a.prev.html").read_text() == "an earlier run's green report"
+    assert read_jsonl(tmp_path / "r.jsonl").completed
