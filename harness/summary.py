@@ -170,7 +170,7 @@ def cause(rec: Record) -> str:
         return f"known framework bug: {rec.known_bug}"
     if rec.diagnosis:
         return rec.diagnosis
-    first = rec.message.split("; ", 1)[0].strip()
+    first = rec.message.split("\n", 1)[0].split("; ", 1)[0].strip()  # (an error's traceback text follows a newline)
     if rec.quantity and first.startswith(f"{rec.quantity}: "):
         first = first[len(rec.quantity) + 2:]
     first = first.split(": ", 1)[0]
@@ -260,7 +260,8 @@ def explain_failures(records: Sequence[Record], strict: bool = False, max_groups
         lines.append(f"    dtypes: {g.dtypes}")
         lines.append(f"    e.g. {_example_line(g.example)}")
         if g.example.message and not g.example.diagnosis and not g.example.known_bug:
-            lines.append(f"    message: {g.example.message[:300]}{'...' if len(g.example.message) > 300 else ''}")
+            text = f"{g.example.message[:300]}{'...' if len(g.example.message) > 300 else ''}"
+            lines.append("    message: " + text.replace("\n", "\n      "))  # a raised error's text on indented lines
         if g.example.repro:
             lines.append(f"    reproduce: {g.example.repro}")
     if len(groups) > max_groups:

@@ -64,6 +64,16 @@ def test_groups_merge_dtypes_and_put_what_fails_the_run_first():
     assert all(g.counted for g in failure_groups(recs, strict=True))
 
 
+def test_a_raised_error_keeps_the_layout():
+    """helper-66: a plug-in step that raised made the cause line "the implementation raised ValueError" followed by an
+    unindented "ValueError", and the message by an unindented "ValueError: nope" (its text after a newline)."""
+    r = rec("error", "*", 0, message="the implementation raised ValueError\nValueError: nope")
+    assert cause(r) == "the implementation raised ValueError"
+    lines = explain_failures([r]).splitlines()
+    assert all(line.startswith(("- ", "    ")) for line in lines[1:]), lines
+    assert "      ValueError: nope" in lines
+
+
 def test_nothing_failed_explains_nothing():
     assert explain_failures([rec("agree"), rec("overflow", "loss"), rec("unsupported", "*", 0)]) == ""
 
