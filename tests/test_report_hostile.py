@@ -212,11 +212,12 @@ def test_an_empty_file_among_good_ones_is_a_warning(tmp_path, capsys):
 def test_run_footer_completed_interrupted_and_unknown_kinds(tmp_path, capsys):
     body = valid_lines()[:6]
     done = write(tmp_path / "done.jsonl", body)
-    cut = write(tmp_path / "cut.jsonl", body, end=False)
-    failed = write(tmp_path / "failed.jsonl", body, end=False)
+    cut = write(tmp_path / "cut.jsonl", body, env={**ENV, "run": "run-2"}, end=False)  # (four runs: one run read twice
+    failed = write(tmp_path / "failed.jsonl", body, env={**ENV, "run": "run-3"}, end=False)  # is a warning of its own)
     with failed.open("ab") as fh:
         fh.write(json.dumps({"kind": "run-end", "completed": False, "records": 6}).encode() + b"\n")
-    odd = write(tmp_path / "odd.jsonl", [body[0], b'{"kind": "progress", "done": 3}', b'{"kind": "progress"}', body[1]])
+    odd = write(tmp_path / "odd.jsonl", [body[0], b'{"kind": "progress", "done": 3}', b'{"kind": "progress"}', body[1]],
+                env={**ENV, "run": "run-4"})
     assert read_jsonl(done).status == "completed" and read_jsonl(done).runs[0].run == "run-1"
     assert read_jsonl(cut).status == "interrupted or still running"
     assert read_jsonl(failed).status == "incomplete"
@@ -228,8 +229,8 @@ def test_run_footer_completed_interrupted_and_unknown_kinds(tmp_path, capsys):
     out = tmp_path / "r.html"
     assert main(["report", str(done), str(cut), str(failed), str(odd), "-o", str(out)]) == 0
     err = capsys.readouterr().err
-    assert f"warning: {cut}:1: run 'run-1' has no run-end line" in err and "interrupted or still running" in err
-    assert f"warning: {failed}:1: run 'run-1' ended without completing" in err
+    assert f"warning: {cut}:1: run 'run-2' has no run-end line" in err and "interrupted or still running" in err
+    assert f"warning: {failed}:1: run 'run-3' ended without completing" in err
     assert f"note: {odd}: skipped 2 line(s) of kind 'progress'" in err
     assert f"{done}" not in err
     html = out.read_text()
@@ -380,3 +381,17 @@ def test_no_traceback_from_the_command_on_a_file_of_junk(tmp_path):
         assert proc.returncode in codes, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr
         assert ("warning:" if proc.returncode == 0 else "error:") in proc.stderr
+
+
+def test_one_run_read_twice_is_named(tmp_path, capsys):
+    """helper-66: ``report r.jsonl r.jsonl`` (or a copy of a file beside it) counted every record twice, silently. The
+    run's id, read a second time, is now a warning naming both files."""
+    path = write(tmp_path / "a.jsonl", valid_lines()[:20])
+    copy = write(tmp_path / "b.jsonl", valid_lines()[:20])
+    out = tmp_path / "r.html"
+    assert main(["report", str(path), str(copy), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"{copy}: run run-1 was read already (from {path}): its records are counted twice" in err
+    other = write(tmp_path / "c.jsonl", valid_lines()[:20], env={**ENV, "run": "run-2"})
+    assert main(["report", str(path), str(other), "-o", str(out)]) == 0
+    assert "read already" not in capsys.readouterr().err

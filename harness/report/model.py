@@ -452,6 +452,15 @@ def _build_model(results_paths: Iterable[str | Path]) -> ReportModel:
         notes.extend(res.notes)
         files.append(SourceFile(str(p), len(res.records), res.malformed_count, res.status,
                                 [r.run for r in res.runs if r.run], len(res.environments)))
+    # one run read twice (the same file given twice, or a copy) counts every record of it twice (helper-66)
+    first_read: dict[str, str] = {}
+    for src in files:
+        for run in src.runs:
+            if run in first_read:
+                warnings.append(f"{src.path}: run {run} was read already (from {first_read[run]}): its records are "
+                                "counted twice; give each results file once")
+            else:
+                first_read[run] = src.path
 
     # one pass over the records: everything else is computed from the groups
     cell_facts: dict[tuple[str, str, str], list[_Fact]] = defaultdict(list)
