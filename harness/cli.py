@@ -249,6 +249,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         report_path = check_output_path(args.report, "--report", inputs)
         if report_path.resolve() == results_path.resolve():
             raise UsageError(f"--report {args.report}: the same file as --results")
+        # each output's earlier file is kept as NAME.prev.EXT: one must not be the other's (helper-67: the earlier
+        # report was lost, and the notes named the wrong files)
+        if (report_path.resolve() == previous_path(results_path).resolve()
+                or results_path.resolve() == previous_path(report_path).resolve()):
+            raise UsageError(f"--report {args.report}: it and --results {args.results} would keep their earlier files "
+                             "in each other's place (NAME.prev.EXT); give them other names")
         check_previous_path(report_path, "--report")
     impls = [s.strip() for s in args.implementations.split(",") if s.strip()] if args.implementations else None
     # names checked before the earlier results are moved aside: a typo must not replace them with an empty run

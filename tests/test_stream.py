@@ -310,3 +310,22 @@ def test_ctrl_c_while_the_report_is_rendered_after_a_completed_run(tmp_path, mon
     assert not (tmp_path / "a.html").exists()
     assert (tmp_path / "a.prev.html").read_text() == "an earlier run's green report"
     assert read_jsonl(tmp_path / "r.jsonl").completed
+
+
+@pytest.mark.parametrize("results, report", [("r.jsonl", "r.prev.jsonl"), ("a.prev.html", "a.html"),
+                                             ("r.jsonl", "z" * 244 + ".html")])
+def test_outputs_that_would_fail_or_lose_a_file_are_refused_before_the_run(tmp_path, results, report):
+    """helper-67: ``--results r.jsonl --report r.prev.jsonl`` (or the mirror) kept each earlier file in the other's
+    place: the earlier report was lost and the notes named the wrong files; a 244-character report name passed the
+    path check (the results' temporary name) and failed in the report's own temporary file, 4 characters longer, at
+    the run's end. Both are exit 2 before the run now, and the earlier files stay as they were."""
+    (tmp_path / results).write_text("earlier results")
+    if len(report) < 200:
+        (tmp_path / report).write_text("earlier report")
+    res = subprocess.run([sys.executable, "-m", "harness", "check", "--cases", str(CASES / "seed.toml"),
+                          "--implementations", "numpy-hand", "--dtypes", "float64", "-q",
+                          "--results", str(tmp_path / results), "--report", str(tmp_path / report)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines()[-1].startswith(f"error: --report {tmp_path / report}")
+    assert (tmp_path / results).read_text() == "earlier results"
