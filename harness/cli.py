@@ -216,7 +216,6 @@ def cmd_check(args: argparse.Namespace) -> int:
         check_previous_path,
         environment_record,
         has_footer,
-        keep_previous,
         previous_path,
     )
     from .runner import RunOptions, verify
@@ -278,26 +277,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     run = {"isolation": args.isolation, "jobs": args.jobs, "timeout": args.timeout, "plugins": list(args.plugin)}
     env = environment_record({"argv": sys.argv[1:], "tf32_option": args.tf32, "matmul_precision_option": args.matmul_precision,
                               "isolation": args.isolation, "repeat": args.repeat, "shard": args.shard})
-    # an earlier run's results are kept (results.prev.jsonl), never lost silently; the new file
-    # replaces the old one now: a stale file must not look like this run's
-    try:
-        kept = keep_previous(results_path)
-    except OSError as exc:
-        raise UsageError(f"--results {args.results}: cannot keep the previous file as {previous_path(results_path)}: "
-                         f"{exc.strerror or exc}; nothing was run") from exc
-    if kept is not None:
-        print(f"note: the previous results {results_path} are kept as {kept} (an older copy there is replaced)", file=sys.stderr)
-    # ... and so is an earlier report, now too: interrupted at any moment (Ctrl-C while the results were rewritten, or
-    # twice), the run never left an earlier run's report at the path next to its own results (helper-66)
-    kept_report = None
-    if args.report != "none":
-        try:
-            kept_report = keep_previous(report_path)
-        except OSError as exc:
-            raise UsageError(f"--report {args.report}: cannot keep the previous report as {previous_path(report_path)}: "
-                             f"{exc.strerror or exc}; nothing was run") from exc
-        if kept_report is not None:
-            print(f"note: the previous report {args.report} is kept as {kept_report}", file=sys.stderr)
+    # an earlier run's results are kept (results.prev.jsonl), never lost silently; the new file replaces the old one
+    # now: a stale file must not look like this run's; and so is an earlier report, now too: interrupted at any moment
+    # (Ctrl-C while the results were rewritten, or twice), the run never left an earlier run's report at the path next
+    # to its own results (helper-66)
+    _keep_earlier(results_path, "--results", "results")
+    kept_report = _keep_earlier(report_path, "--report", "report") if args.report != "none" else None
     stream = ResultsStream(results_path, env)
     finished: list = []
 
@@ -341,6 +326,25 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"interrupted: the run had completed; its results are in {path}; the summary or the report may be "
               "missing", file=sys.stderr, flush=True)
         return 130
+
+
+def _keep_earlier(path: Path, option: str, what: str) -> Path | None:
+    """Keep the file at ``path`` as ``NAME.prev.EXT`` before a run replaces it (:func:`harness.records.keep_previous`),
+    saying so on stderr; its new path, or None where there was none.
+
+    Raises:
+        UsageError: when it cannot be kept (nothing was run)."""
+    from .records import keep_previous, previous_path
+
+    try:
+        kept = keep_previous(path)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot keep the previous {what} as {previous_path(path)}: "
+                         f"{exc.strerror or exc}; nothing was run") from exc
+    if kept is not None:
+        print(f"note: the previous {what} {path} {'are' if what == 'results' else 'is'} kept as {kept} (an older copy "
+              "there is replaced)", file=sys.stderr)
+    return kept
 
 
 def _after_run(args: argparse.Namespace, records: list, path: Path, cases: list, selected: int, errors: list,
