@@ -18,8 +18,9 @@ Two layers protect a run from the implementations it grades:
 - while the step runs and its results are read, ``os._exit`` (and ``posix._exit``) raise instead of ending the
   process (:func:`exit_call_guard`), so that ``os._exit(0)`` inside pytest's process is an ``error`` record, not a
   session that ends with status 0 (a green CI); a forked child of the step exits as before. What it cannot stop:
-  ``exit(0)`` from native code (``ctypes``), and ``os._exit`` from a thread other than the step's;
-  ``--isolation process`` (the CLI's default) reports those too.
+  ``exit(0)`` from native code (``ctypes``), ``os._exit`` from a thread other than the step's or from a signal
+  handler, a reference to ``os._exit`` taken before the step ran, ``os.execv``, and an ``atexit`` handler that calls
+  ``os._exit(0)`` (helper-67); ``--isolation process`` (the CLI's default) reports those too.
 
 **Supervised workers** (:func:`run_supervised`; the CLI's default, ``--isolation
 process``; ``harness.verify(..., isolation="process")``): each (case,
@@ -429,11 +430,10 @@ def exit_call_guard() -> Iterator[list[object]]:
     ``os._exit`` the guard replaced: a thread an earlier step left running must not make the step running now an
     error (helper-40's worker test). Nor is native code's ``exit(0)`` guarded. Nested guards (a worker's
     :func:`exit_status_guard`) are given back in order."""
-    import posix
-
+    posix = sys.modules.get("posix")  # (imported by os on every POSIX system; absent on Windows)
     pid, tid = os.getpid(), threading.get_ident()
     codes: list[object] = []
-    before = (os._exit, getattr(posix, "_exit", None))
+    before = (os._exit, getattr(posix, "_exit", None) if posix is not None else None)
 
     def raising(code: object) -> NoReturn:
         if os.getpid() != pid:  # a forked child of the step: it ends as it would have
@@ -447,13 +447,13 @@ def exit_call_guard() -> Iterator[list[object]]:
 
     os._exit = raising  # type: ignore[assignment]
     if before[1] is not None:
-        posix._exit = raising  # type: ignore[assignment]
+        setattr(posix, "_exit", raising)  # noqa: B010 - (a module known only at run time)
     try:
         yield codes
     finally:
         os._exit = before[0]
         if before[1] is not None:
-            posix._exit = before[1]
+            setattr(posix, "_exit", before[1])  # noqa: B010
 
 
 @contextmanager

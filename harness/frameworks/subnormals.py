@@ -10,10 +10,11 @@ do not flush. So the allowance is kept where a probe of the step's framework, in
 flush (:func:`flushes_subnormals`), or where the probe cannot run; a framework bug is probed for, never assumed.
 
 The probe (exact values: powers of two, and their sums, every one a float of the dtype, so that every correct
-evaluation that does not flush returns them exactly): matrix products (the shapes of :data:`PROBE_SHAPES`: the kernels differ by size and
-shape) whose every product is subnormal (``2**(emin - 3)``) and whose sums are subnormal (one term) or normal; the same products element-wise; a subnormal input times a power of two that
-makes it normal (an input read as zero, DAZ); a difference of two normal numbers that is subnormal; the sum of a
-column of subnormal values. Any result other than the exact value counts as a flush.
+evaluation that does not flush returns them exactly): matrix products (the shapes of :data:`PROBE_SHAPES`: the
+kernels differ by size and shape) whose every product is subnormal (``2**(emin - 3)``) and whose sums are subnormal
+(one term) or normal; the same products element-wise; a subnormal input times a power of two that makes it normal
+(an input read as zero, DAZ); a difference of two normal numbers that is subnormal; the sum of a column of subnormal
+values. Any result other than the exact value counts as a flush.
 """
 
 from __future__ import annotations
