@@ -339,7 +339,7 @@ def _keep_earlier(path: Path, option: str, what: str) -> Path | None:
     try:
         kept = keep_previous(path)
     except OSError as exc:
-        raise UsageError(f"{option} {path}: cannot keep the previous {what} as {previous_path(path)}: "
+        raise UsageError(f"{option} {path}: cannot keep the previous file as {previous_path(path)}: "
                          f"{exc.strerror or exc}; nothing was run") from exc
     if kept is not None:
         print(f"note: the previous {what} {path} {'are' if what == 'results' else 'is'} kept as {kept} (an older copy "
