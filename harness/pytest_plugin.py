@@ -118,6 +118,8 @@ def pytest_configure(config: pytest.Config) -> None:
         "parametrization of this test (command-line --harness-* options win)",
     )
     config.stash[_STATE] = HarnessState(config)
+    if getattr(config, "workerinput", None) is None:  # the controller (or a serial session) writes the outputs
+        _check_outputs(config.stash[_STATE].options)
     if config.getoption("harness_plugin"):
         # asked for explicitly: import the user's modules now, so that tests calling
         # harness.assert_agrees("their-name") find them registered
@@ -127,6 +129,28 @@ def pytest_configure(config: pytest.Config) -> None:
             config.stash[_STATE].load_plugins()
         except PluginError as exc:
             raise pytest.UsageError(str(exc)) from exc
+
+
+def _check_outputs(options: HarnessOptions) -> None:
+    """``--harness-results`` and ``--harness-report`` checked before any test runs, as ``check`` checks its outputs
+    (:func:`harness.records.check_output_path`; and neither may be the other's ``NAME.prev.EXT``, where each keeps its
+    earlier file): a bad path failed at the session's end, after every test had run (helper-66, helper-67)."""
+    from .errors import UsageError
+    from .records import check_output_path, check_previous_path, previous_path
+
+    try:
+        paths = []
+        for path, option in ((options.results, "--harness-results"), (options.report, "--harness-report")):
+            if path is not None:
+                paths.append(check_output_path(path, option))
+                check_previous_path(path, option)
+        if len(paths) == 2 and (paths[0].resolve() == paths[1].resolve()
+                                or paths[1].resolve() == previous_path(paths[0]).resolve()
+                                or paths[0].resolve() == previous_path(paths[1]).resolve()):
+            raise UsageError(f"--harness-report {options.report}: the same file as --harness-results {options.results}, "
+                             "or one keeps its earlier file in the other's place (NAME.prev.EXT); give them other names")
+    except UsageError as exc:
+        raise pytest.UsageError(f"autograd-harness: {exc}") from None
 
 
 # ------------------------------------------------------------------ state

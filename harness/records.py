@@ -829,7 +829,8 @@ def read_jsonl(path: str | Path) -> ResultsFile:
                 continue
             except ValueError as exc:
                 msg = getattr(exc, "msg", None) or str(exc)
-                bad(lineno, f"skipped a line that is not valid JSON ({msg[:100]}); the run was probably interrupted")
+                bad(lineno, f"skipped a line that is not valid JSON ({msg[:100]}): cut off by an interrupted run, or "
+                            "damaged or edited since")
                 continue
             if type(obj) is not dict:
                 bad(lineno, f"skipped a line that is not a JSON object (a JSON {type(obj).__name__})")

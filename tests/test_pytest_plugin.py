@@ -286,3 +286,21 @@ def test_an_implementation_named_in_a_marker_that_grades_nothing_fails_the_sessi
     # deselected by -k, its items never ran: not ungraded
     res = pytester.runpytest_subprocess(*args, "-k", "torch-seed")
     assert res.ret == pytest.ExitCode.OK, res.stdout.str()[-3000:]
+
+
+def test_bad_output_paths_stop_the_session_before_any_test(pytester, monkeypatch):
+    """As ``check``: a ``--harness-results`` where no file can be made, or a ``--harness-report`` that is the results'
+    ``NAME.prev.EXT`` (each keeps its earlier file there), is a usage error before any test runs; they failed at the
+    session's end, after every test (helper-66, helper-67)."""
+    _env(monkeypatch)
+    pytester.makefile(".toml", cases=CASE_FILE)
+    pytester.makepyfile(test_sweep=SWEEP_TEST)
+    base = ("-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "--harness-cases", "cases.toml", "--harness-devices", "cpu",
+            "--harness-dtypes", "float64", "--harness-implementations", "numpy-hand")
+    for extra, why in ((("--harness-results", "x" * 300 + ".jsonl"), "File name too long"),
+                       (("--harness-results", "r.jsonl", "--harness-report", "r.prev.jsonl"), "other's place")):
+        res = pytester.runpytest_subprocess(*base, *extra)
+        assert res.ret == pytest.ExitCode.USAGE_ERROR, res.stdout.str()[-2000:]
+        assert why in res.stderr.str() and "passed" not in res.stdout.str()
+    ok = pytester.runpytest_subprocess(*base, "--harness-results", "out/r.jsonl")
+    assert ok.ret == pytest.ExitCode.OK and (pytester.path / "out" / "r.jsonl").is_file()
