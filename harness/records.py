@@ -625,8 +625,8 @@ def check_output_path(path: str | Path, option: str, inputs: Iterable[str | Path
     except OSError as exc:
         raise UsageError(f"{option} {text}: cannot create folder {parent}: {exc.strerror or exc}") from exc
     # a file is created there, under the longest name the run uses (the temporary files of write_jsonl and of the
-    # report's write_atomic, ".NAME.XXXXXXXX.tmp"): a name too long for the file system, /proc or /sys passed the checks
-    # above and failed at the run's end (a traceback, exit 1; helpers 66 and 67)
+    # report's write_atomic: a dot, the name, a dot, 8 random characters, ".tmp"): a name too long for the file system,
+    # /proc or /sys passed the checks above and failed at the run's end (a traceback, exit 1; helpers 66 and 67)
     try:
         fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
         os.close(fd)
