@@ -133,8 +133,8 @@ def _plan_digits(x: F64, q: int, base: int, low: int | None, top: float) -> tupl
 
 def digits_matrix(x: F64, q: int, low: int | None = None, top: float | None = None,
                   scratch_ok: bool = False) -> tuple[F64, int]:
-    """Base-``2**B`` digits of the integers ``x / 2**q`` (2-D ``x``, rows by digit):
-    ``(out, S)`` with ``out`` float64 ``(rows, S * cols)``, digit ``s`` of ``x[i, j]`` at ``[i, s * cols + j]``
+    """Base-``2**B`` digits of the integers ``x / 2**q`` (2-D ``x``), plane-major and transposed:
+    ``(out, S)`` with ``out`` float64 ``(S * cols, rows)``, digit ``s`` of ``x[i, j]`` at ``[s * cols + j, i]``
     (as :func:`digits`; one pass, :func:`harness.slicekernels.digits_cat`). ``scratch_ok``: ``out`` may be
     this thread's scratch buffer (:func:`scratch`), valid until the next call that uses it.
 
@@ -148,9 +148,9 @@ def digits_matrix(x: F64, q: int, low: int | None = None, top: float | None = No
     if low is None or top is None:
         low, top = float_range(x)
     if top == 0.0:
-        return np.zeros((x.shape[0], x.shape[1])), 1
+        return np.zeros((x.shape[1], x.shape[0])), 1
     q1, n, s0 = _plan_digits(x, q, B, low, top)
-    shape = (x.shape[0], (s0 + n) * x.shape[1])
+    shape = ((s0 + n) * x.shape[1], x.shape[0])
     return digits_cat(x, q1, n, s0, scratch("xcat", shape) if scratch_ok else np.empty(shape)), s0 + n
 
 
@@ -173,7 +173,7 @@ def digits(x: F64, q: int, base: int = B, low: int | None = None) -> F64:
     lo, top = float_range(x2)
     out, S = digits_matrix(x2, q, lo if low is None else low, top)
     rows, cols = x2.shape
-    return out.reshape(rows, S, cols).transpose(1, 0, 2).reshape((S, *x.shape))
+    return out.reshape(S, cols, rows).transpose(0, 2, 1).reshape((S, *x.shape))
 
 
 #: :func:`carry` takes int64 values below this magnitude: a carry is below ``2**(63 - B)``, so that a value plus
@@ -295,40 +295,44 @@ def _restore_digit_residual(digits: npt.NDArray[Any], q0: int, f64: F64 | None) 
     return out
 
 
-def _first_product(xcat: F64, S: int, W: F64, qw: int) -> F64:
+def _first_product(xt: F64, S: int, W: F64, qw: int) -> F64:
     """Digit positions of the integer ``((X / 2**qx) @ (W / 2**qw))^T``, exact, as float64 ``(U1, K, N)``:
     position ``u`` holds ``sum_{s+t=u} X_s W_t``, integers below ``2**53`` in magnitude.
 
-    ``xcat``: X's digits side by side, ``(N, S*D)`` (:func:`digits_matrix`). One matmul of W's digits,
-    stacked so that row block ``u`` holds ``W_{u-s}^T`` in column block ``s``, against ``xcat^T``: contraction
-    length ``S*D`` per chunk, at most :data:`CHUNK_D` (``|sum| <= CHUNK_D * 2**(2B) = 2**53``, exact in any
-    order); longer contractions are cut into chunks whose int64 sums are carried to digits below ``2**B``."""
-    n, sd = xcat.shape
+    ``xt``: X's digits, plane-major and transposed, ``(S*D, N)`` (:func:`digits_matrix`). For each digit ``s``
+    of X, one matmul of W's digits stacked ``(T*K, D)`` against plane ``s`` (``(D, N)``) gives the products
+    ``W_t^T X_s^T`` of every ``t`` at once, added into positions ``s .. s+T-1``: ``S*T*K*D*N`` multiply-adds,
+    none of them of a zero block. Position ``u`` sums at most ``min(S, T) * D <= S*D`` products, each at most
+    ``2**(2B)``, so while ``S*D`` is at most :data:`CHUNK_D` every partial sum stays within ``2**53`` and is
+    exact in any order; longer contractions are cut into chunks of ``D`` whose int64 sums are carried to digits
+    below ``2**B``."""
+    sd, n = xt.shape
     d, k = W.shape
     wd = digits(W, qw, B, qw)
     T = len(wd)
     if S * T > MAX_PRODUCTS:
         raise TooWideError(f"X W needs {S} x {T} digit products")
     U = S + T - 1
+    wc = np.ascontiguousarray(np.transpose(wd, (0, 2, 1)).reshape(T * k, d))  # row t*K + j: W_t[:, j]
+    x3 = xt.reshape(S, d, n)
     if sd <= CHUNK_D:
-        wbig = np.zeros((U, k, S, d))
-        wt = np.transpose(wd, (0, 2, 1))  # (T, K, D)
-        for s_ in range(S):
-            wbig[s_:s_ + T, :, s_, :] = wt
-        out = scratch("xw", (U * k, n))
-        return np.matmul(wbig.reshape(U * k, S * d), xcat.T, out=out).reshape(U, k, n)
+        out = scratch("xw", (U, k, n))
+        out[T:] = 0.0
+        np.matmul(wc, x3[0], out=out[:T].reshape(T * k, n))
+        if S > 1:
+            part = scratch("xw-part", (T * k, n))
+            for s_ in range(1, S):
+                np.matmul(wc, x3[s_], out=part)
+                out[s_:s_ + T] += part.reshape(T, k, n)
+        return out
     if -(-d // CHUNK_D) * min(S, T) >= 1024:
         raise TooWideError("too many chunk terms for int64 accumulation")
-    acc = np.zeros((U, n, k), dtype=np.int64)
-    x3 = xcat.reshape(n, S, d)
+    acc = np.zeros((U, k, n), dtype=np.int64)
     for c0 in range(0, d, CHUNK_D):
-        xs = np.moveaxis(x3[:, :, c0:c0 + CHUNK_D], 1, 0).reshape(S * n, -1)
-        wc = np.moveaxis(wd[:, c0:c0 + CHUNK_D, :], 0, 1).reshape(-1, T * k)
-        P = (xs @ wc).reshape(S, n, T, k)  # exact: |sum| <= CHUNK_D * 2**(2B) = 2**53 (top digits <= 2**B)
         for s_ in range(S):
-            for t in range(T):
-                acc[s_ + t] += P[s_, :, t, :].astype(np.int64)
-    return np.ascontiguousarray(np.transpose(carry(acc), (0, 2, 1)).astype(np.float64))  # digits below 2**B
+            P = wc[:, c0:c0 + CHUNK_D] @ x3[s_, c0:c0 + CHUNK_D]  # exact: |sum| <= CHUNK_D * 2**(2B) = 2**53
+            acc[s_:s_ + T] += P.reshape(T, k, n).astype(np.int64)
+    return carry(acc).astype(np.float64)  # digits below 2**B
 
 
 def residual_digits(X: F64, y: F64, W: F64, b: F64) -> tuple[I64, int, F64]:
@@ -691,7 +695,7 @@ def step_parts(X: F64, y: F64, W: F64, b: F64, accurate: bool = False, when_chea
         smin, umin = (tr.smin, tr.umin) if tr is not None else (0, 0)
         if (S - smin) * (U - umin) > MAX_PRODUCTS:
             raise TooWideError(f"X^T R needs {S - smin} x {U - umin} digit products")
-        xs = xc[:, smin * d:]
+        xs = xc[smin * d:].T  # (N, (S - smin) * D), a view of the transposed digits
         rs = pl[umin:].reshape((U - umin) * k, n)  # R^T's planes u >= umin, one row per (plane, column)
         acc: Any = None
         blk = np.zeros(((U - umin) * k, (S - smin) * d), dtype=np.int64)

@@ -8,7 +8,7 @@ and cached on disk (numba ``cache=True``): the first call in a fresh
 checkout compiles them (a few seconds, once), later processes load the cache.
 
 - :func:`float_range`: lowest set-bit exponent and largest magnitude of a float64 array.
-- :func:`digits_cat`: base-``2**B`` signed digits of ``x / 2**q``, digit-major per row.
+- :func:`digits_cat`: base-``2**B`` signed digits of ``x / 2**q``, plane-major and transposed.
 - :func:`residual_digits`: the exact residual ``R = X W + 1 b^T - Y`` in two's complement
   digits (planes of ``R^T``, float64, ready for the ``X^T R`` product), from the exact digit
   products of ``X W``, with in the same pass its correctly rounded float64 value, the column
@@ -78,21 +78,24 @@ def float_range(x: np.ndarray) -> tuple[int, float]:  # pragma: no cover - compi
     return low, top.view(np.float64)[0]
 
 
+#: Rows per block of :func:`digits_cat` (its working columns stay in the L1 cache).
+DIGIT_ROWS = 256
+
+
 @njit(cache=True, nogil=True)
 def digits_cat(x: np.ndarray, q1: int, n: int, s0: int, out: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     """Signed base-``2**B`` digits of the integers ``x / 2**q1`` (``x`` 2-D float64, finite, ``q1`` at most
     its lowest set-bit exponent, every ``|x| / 2**q1 < 2**(B n)``): ``n`` digits, placed after ``s0`` zero
-    digits (the digits of ``x / 2**(q1 - B s0)``).
+    digits (the digits of ``x / 2**(q1 - B s0)``), plane-major and transposed.
 
     Args:
-        out: float64 ``(rows, (s0 + n) * cols)``, written entirely and returned: digit ``s`` of ``x[i, j]`` at
-            ``[i, s * cols + j]``, of the sign of ``x``, ``|digit| < 2**B``. Exact: each digit is a field of bits
-            of the significand of ``x``, cut out by exact float64 scalings and integer parts.
+        out: float64 ``((s0 + n) * cols, rows)``, written entirely and returned: digit ``s`` of ``x[i, j]`` at
+            ``[s * cols + j, i]`` (row block ``s`` is the transpose of plane ``s``, the layout in which the digit
+            products of :mod:`harness.fastexact` read it), of the sign of ``x``, ``|digit| < 2**B``. Exact: each
+            digit is a field of bits of the significand of ``x``, cut out by exact float64 scalings and integer parts.
     """
     rows, cols = x.shape
-    full = out
-    out[:, :s0 * cols] = 0.0
-    out = out[:, s0 * cols:]  # the n digits after the s0 zero ones (``full``, all of them, is returned)
+    out[:s0 * cols, :] = 0.0
     # In float64, exactly: y = x 2**-q1 is an integer below 2**(B n) <= 2**1000 (a scaling by a power of two,
     # in two factors where 2**-q1 is beyond float64's range), each t_s = trunc(y 2**(-B s)) is exact (a scaling
     # whose result is 0 or at least 2**-1008, normal, then an integer part), and digit s = t_s - 2**B t_(s+1)
@@ -107,21 +110,22 @@ def digits_cat(x: np.ndarray, q1: int, n: int, s0: int, out: np.ndarray) -> np.n
     for s in range(n + 1):
         w[s] = math.ldexp(1.0, -B * s)
     base = float(1 << B)
-    yv = np.empty(cols)
-    tp = np.empty(cols)  # t_s of each column (t_0 = y, an integer)
-    for i in range(rows):
-        xi = x[i]
+    yv = np.empty(DIGIT_ROWS)
+    tp = np.empty(DIGIT_ROWS)  # t_s of each row of the block (t_0 = y, an integer)
+    for i0 in range(0, rows, DIGIT_ROWS):
+        m = min(rows, i0 + DIGIT_ROWS) - i0
         for j in range(cols):
-            yv[j] = (xi[j] * f1) * f2
-            tp[j] = yv[j]
-        for s in range(n):  # digit-major inner loops over j: branch-free, vectorised; each t_s computed once
-            ws1 = w[s + 1]
-            o = out[i, s * cols:(s + 1) * cols]
-            for j in range(cols):
-                t1 = np.trunc(yv[j] * ws1)
-                o[j] = tp[j] - t1 * base
-                tp[j] = t1
-    return full
+            for r in range(m):
+                yv[r] = (x[i0 + r, j] * f1) * f2
+                tp[r] = yv[r]
+            for s in range(n):  # digit-major inner loops over the block's rows: contiguous stores, vectorised
+                ws1 = w[s + 1]
+                o = out[(s0 + s) * cols + j, i0:i0 + m]
+                for r in range(m):
+                    t1 = np.trunc(yv[r] * ws1)
+                    o[r] = tp[r] - t1 * base
+                    tp[r] = t1
+    return out
 
 
 @njit(cache=True, nogil=True)

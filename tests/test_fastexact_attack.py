@@ -101,6 +101,41 @@ def test_chunked_first_product():
     _same(_arrs(X, X @ W, W, np.zeros(2)), reduction="sum")
 
 
+@pytest.mark.parametrize(("n", "d", "xbits", "spread", "planes"), [
+    (3, 512, 53, 20, 4), (300, 512, 53, 20, 4), (3, 1024, 21, 21, 2), (2, 2048, 21, 0, 1), (3, 682, 53, 0, 3),
+    (5, 1, 53, 300, None)])
+def test_first_product_at_its_exactness_edge(n, d, xbits, spread, planes):
+    """S * D at or just under 2048 (= CHUNK_D, the last contraction summed in float64) with the largest digits of
+    one sign in every plane (all-ones significands): each position sums up to min(S, T) * D products of up to
+    2**42, added one digit of X at a time into the same float64 positions; an accumulation that rounded, or a
+    position added twice, would show in X W's exact digits. And a wide X over one column (many digits, one product
+    per plane)."""
+    rng = np.random.default_rng(d + spread)
+    X = -(2.0**xbits - 1) * 2.0 ** rng.integers(0, spread + 1, (n, d))
+    X[0, 0] = -(2.0**xbits - 1)  # the lowest exponent and the widest spread both present
+    X[-1, -1] = -(2.0**xbits - 1) * 2.0**spread
+    W = -(2.0**53 - 1) * 2.0 ** rng.integers(0, 60, (d, 3))
+    if planes is not None:
+        qx = int(fastexact.float_range(X)[0])
+        S = fastexact.digits_matrix(X, qx)[1]
+        assert S == planes and S * d <= fastexact.CHUNK_D and S * (d + 1) > fastexact.CHUNK_D, (S, d)
+    else:
+        W = W[:, :1] / 2.0**59
+    _same(_arrs(X, X @ W, W, np.zeros(W.shape[1])), reduction="sum")
+
+
+@pytest.mark.parametrize("d", [fastexact.CHUNK_D, fastexact.CHUNK_D + 1])
+def test_first_product_sums_of_largest_digits_across_the_chunk_length(d):
+    """One digit of X and two of W, every digit 2**21 - 1: a position sums D products of (2**21 - 1)**2. At D = 2048
+    the sum, 2048 (2**21 - 1)**2, is below 2**53 (the float64 path, exact); at D = 2049 it is an odd integer of 54
+    bits, which float64 would round, so it must take the chunked int64 path."""
+    X = np.full((3, d), -(2.0**21 - 1))
+    W = np.full((d, 2), -(2.0**42 - 1))
+    assert fastexact.digits_matrix(X, 0)[1] == 1
+    _same(_arrs(X, X @ W, W, np.zeros(2)), reduction="sum")
+    _same(_arrs(X, np.zeros((3, 2)), W, np.ones(2)), reduction="sum")
+
+
 # ------------------------------------------------------------------ values
 
 

@@ -93,13 +93,32 @@ def test_digits_over_a_scale_far_below_the_lowest_bit_decode_to_the_value(q):
     the digits after them, while the count included them (1.0 decoded as 5.2e-26 for q = -100)."""
     x = np.array([[1.0, -3.5, 2.0**40 + 1, 0.0]])
     out, S = fastexact.digits_matrix(x, q)
-    assert out.shape == (1, S * x.shape[1])
+    assert out.shape == (S * x.shape[1], 1)  # plane-major, transposed: digit s of x[0, j] at [s * cols + j, 0]
     for j, v in enumerate(x[0]):
-        value = sum(Fraction(int(out[0, s * x.shape[1] + j])) * 2 ** (B * s) for s in range(S)) * Fraction(2) ** q
+        value = sum(Fraction(int(out[s * x.shape[1] + j, 0])) * 2 ** (B * s) for s in range(S)) * Fraction(2) ** q
         assert value == Fraction(v)
     d = fastexact.digits(x, q)
     assert [sum(Fraction(int(d[s, 0, j])) * 2 ** (B * s) for s in range(len(d))) * Fraction(2) ** q
             for j in range(4)] == [Fraction(v) for v in x[0]]
+
+
+@pytest.mark.parametrize("rows", [1, 255, 256, 257, 600])
+def test_digits_matrix_is_plane_major_and_transposed_across_row_blocks(rows):
+    """Every digit at ``[s * cols + j, i]``, for row counts around the kernel's 256-row blocks (a block's last rows
+    written into the wrong columns, or left unwritten, would decode to another value)."""
+    from harness.slicekernels import DIGIT_ROWS
+
+    assert DIGIT_ROWS == 256
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, 3)) * 2.0 ** rng.integers(-40, 41, (rows, 3))
+    x[rows // 2, 1] = 0.0
+    q = int(fastexact.float_range(x)[0])
+    out, S = fastexact.digits_matrix(x, q)
+    assert out.shape == (S * 3, rows)
+    for i in range(rows):
+        for j in range(3):
+            value = sum(Fraction(int(out[s * 3 + j, i])) * 2 ** (B * s) for s in range(S)) * Fraction(2) ** q
+            assert value == Fraction(float(x[i, j])), (i, j)
 
 
 def test_digits_matrix_rejects_a_non_finite_top():
