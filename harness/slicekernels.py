@@ -78,8 +78,9 @@ def float_range(x: np.ndarray) -> tuple[int, float]:  # pragma: no cover - compi
     return low, top.view(np.float64)[0]
 
 
-#: Rows per block of :func:`digits_cat` (its working columns stay in the L1 cache).
-DIGIT_ROWS = 256
+#: Rows per block of :func:`digits_cat`: its two working columns (16 KiB) stay in the L1 or L2 cache, and each of the
+#: S * D rows it writes at once gets 8 KiB runs (256 rows: 4-15% slower at N = 156,250, as fast at 15,625).
+DIGIT_ROWS = 1024
 
 
 @njit(cache=True, nogil=True)

@@ -124,6 +124,24 @@ def test_first_product_at_its_exactness_edge(n, d, xbits, spread, planes):
     _same(_arrs(X, X @ W, W, np.zeros(W.shape[1])), reduction="sum")
 
 
+@pytest.mark.parametrize("d", [1, fastexact.PER_PLANE_MIN_D - 1, fastexact.PER_PLANE_MIN_D, 17])
+@pytest.mark.parametrize("kind", ["mixed", "wide", "largest"])
+def test_first_product_either_side_of_its_per_plane_threshold(d, kind):
+    """X W's digit positions by one stacked product (D < PER_PLANE_MIN_D) and by one product per digit plane of X
+    (from it on), with many planes on each side (mixed magnitudes, a wide exponent range, the largest digits)."""
+    rng = np.random.default_rng(d * 3 + len(kind))
+    n, k = 700, 3
+    if kind == "mixed":
+        X, W = _random(rng, (n, d), -20, 20), _random(rng, (d, k), -3, 3)
+    elif kind == "wide":
+        X, W = _random(rng, (n, d), -100, 100), _random(rng, (d, k), -40, 40)
+    else:
+        X = -(2.0**53 - 1) * 2.0 ** rng.integers(0, 64, (n, d))
+        W = (2.0**53 - 1) * 2.0 ** rng.integers(0, 64, (d, k))
+    y = X @ W + rng.standard_normal((n, k))
+    _same(_arrs(X, y, W, rng.standard_normal(k)), reduction="mean")
+
+
 @pytest.mark.parametrize("d", [fastexact.CHUNK_D, fastexact.CHUNK_D + 1])
 def test_first_product_sums_of_largest_digits_across_the_chunk_length(d):
     """One digit of X and two of W, every digit 2**21 - 1: a position sums D products of (2**21 - 1)**2. At D = 2048

@@ -102,13 +102,13 @@ def test_digits_over_a_scale_far_below_the_lowest_bit_decode_to_the_value(q):
             for j in range(4)] == [Fraction(v) for v in x[0]]
 
 
-@pytest.mark.parametrize("rows", [1, 255, 256, 257, 600])
+@pytest.mark.parametrize("rows", [1, 1023, 1024, 1025, 2100])
 def test_digits_matrix_is_plane_major_and_transposed_across_row_blocks(rows):
-    """Every digit at ``[s * cols + j, i]``, for row counts around the kernel's 256-row blocks (a block's last rows
+    """Every digit at ``[s * cols + j, i]``, for row counts around the kernel's 1024-row blocks (a block's last rows
     written into the wrong columns, or left unwritten, would decode to another value)."""
     from harness.slicekernels import DIGIT_ROWS
 
-    assert DIGIT_ROWS == 256
+    assert DIGIT_ROWS == 1024
     rng = np.random.default_rng(rows)
     x = rng.standard_normal((rows, 3)) * 2.0 ** rng.integers(-40, 41, (rows, 3))
     x[rows // 2, 1] = 0.0
