@@ -174,6 +174,8 @@ def digits(x: F64, q: int, base: int = B, low: int | None = None) -> F64:
     x = np.asarray(x, dtype=np.float64)
     if base != B:
         raise ValueError(f"digits are {B} bits wide")
+    if x.size == 0:  # no element: one plane of no digits (a reshape to (-1, 0) has no size to infer)
+        return np.zeros((1, *x.shape))
     x2 = np.ascontiguousarray(x.reshape(-1, x.shape[-1]) if x.ndim >= 1 else x.reshape(1, 1))
     lo, top = float_range(x2)
     out, S = digits_matrix(x2, q, lo if low is None else low, top)

@@ -102,6 +102,13 @@ def test_digits_over_a_scale_far_below_the_lowest_bit_decode_to_the_value(q):
             for j in range(4)] == [Fraction(v) for v in x[0]]
 
 
+@pytest.mark.parametrize("shape", [(0,), (3, 0), (0, 3), (2, 0, 4)])
+def test_digits_of_an_empty_array_are_one_plane_of_its_shape(shape):
+    """``digits`` of an array without elements (helper-68: a last dimension of 0 raised ValueError from a reshape)."""
+    d = fastexact.digits(np.zeros(shape), 0)
+    assert d.shape == (1, *shape)
+
+
 @pytest.mark.parametrize("rows", [1, 1023, 1024, 1025, 2100])
 def test_digits_matrix_is_plane_major_and_transposed_across_row_blocks(rows):
     """Every digit at ``[s * cols + j, i]``, for row counts around the kernel's 1024-row blocks (a block's last rows
