@@ -679,6 +679,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         env = environment_record({
             "argv": sys.argv[1:], "runner": "pytest", "xdist_workers": len(state.part_files),
             "tf32_option": "on" if state.options.tf32 else "off", "matmul_precision_option": state.options.matmul_precision,
+            # as check's: `report` names the shards of a split run that it was not given
+            "shard": None if state.options.shard is None else "{}/{}".format(*state.options.shard),
         })
         # the run-end footer of every results file (see harness.records); a session stopped by Ctrl-C is not complete
         stopped = exitstatus == pytest.ExitCode.INTERRUPTED

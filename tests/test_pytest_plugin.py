@@ -208,13 +208,22 @@ def test_one(harness_case, harness_dtype, harness_implementation, harness_device
     for k in (1, 2):
         result = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "--harness-cases", "cases.toml",
                                                "--harness-implementations", "numpy-hand", "--harness-devices", "cpu", "-v",
-                                               "--harness-shard", f"{k}/2")
+                                               "--harness-shard", f"{k}/2", "--harness-results", f"r{k}.jsonl")
         want = [i for i in ids if shard_index(i, 2) == k]
         result.assert_outcomes(passed=len(want))
         got = [i for i in ids if f"test_one[{i}-float64-numpy-hand-cpu] PASSED" in result.stdout.str()]
         assert got == want
         seen += got
     assert sorted(seen) == ids
+    # the results name their shard, as check's do: report warns of a shard not given (and not of one given)
+    from harness.records import read_jsonl
+    from harness.report.model import build_model
+
+    assert [e.get("shard") for e in read_jsonl(pytester.path / "r1.jsonl").environments] == ["1/2"]
+    assert any("shard 2/2 of a run split with --shard K/2 is not among the files read" in w
+               for w in build_model([pytester.path / "r1.jsonl"]).warnings)
+    assert not any("not among the files read" in w
+                   for w in build_model([pytester.path / "r1.jsonl", pytester.path / "r2.jsonl"]).warnings)
     result = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "--harness-cases", "cases.toml", "--harness-shard", "3/2")
     assert result.ret != 0 and "--harness-shard '3/2'" in result.stderr.str()
 

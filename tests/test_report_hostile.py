@@ -395,3 +395,25 @@ def test_one_run_read_twice_is_named(tmp_path, capsys):
     other = write(tmp_path / "c.jsonl", valid_lines()[:20], env={**ENV, "run": "run-2"})
     assert main(["report", str(path), str(other), "-o", str(out)]) == 0
     assert "read already" not in capsys.readouterr().err
+
+
+def test_a_shard_without_the_others_is_named(tmp_path, capsys):
+    """helper-66: ``report`` of the results of ``check --shard 1/2`` alone looked like a whole run (every case of
+    shard 2 absent, nothing said). The shards missing from a run split with ``--shard K/N`` are now a warning; all of
+    them, or a run without shards, say nothing; a shard value edited into nonsense is not one."""
+    one = write(tmp_path / "s1.jsonl", valid_lines()[:20], env={**ENV, "shard": "1/3"})
+    two = write(tmp_path / "s2.jsonl", valid_lines()[:20], env={**ENV, "run": "run-2", "shard": "2/3"})
+    three = write(tmp_path / "s3.jsonl", valid_lines()[:20], env={**ENV, "run": "run-3", "shard": "3/3"})
+    out = tmp_path / "r.html"
+    assert main(["report", str(one), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "shards 2/3, 3/3 of a run split with --shard K/3 are not among the files read (only 1/3)" in err
+    assert "shards 2/3, 3/3" in out.read_text()
+    assert main(["report", str(one), str(three), "-o", str(out)]) == 0
+    assert "shard 2/3 of a run split with --shard K/3 is not among the files read (only 1/3, 3/3)" in capsys.readouterr().err
+    assert main(["report", str(one), str(two), str(three), "-o", str(out)]) == 0
+    assert "not among the files read" not in capsys.readouterr().err
+    plain = write(tmp_path / "plain.jsonl", valid_lines()[:20], env={**ENV, "run": "run-4"})
+    odd = write(tmp_path / "odd.jsonl", valid_lines()[:20], env={**ENV, "run": "run-5", "shard": "7/2"})
+    assert main(["report", str(plain), str(odd), "-o", str(out)]) == 0
+    assert "not among the files read" not in capsys.readouterr().err

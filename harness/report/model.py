@@ -28,6 +28,7 @@ from typing import Any
 from ..errors import UsageError
 from ..figures import ulp_caveat
 from ..records import Malformed, Record, ResultsFile, read_jsonl
+from ..shard import parse_shard
 from ..verdicts import FAILING, SEVERITY, STRICT_ONLY, VERDICTS, quantity_rank, worst_verdict
 
 #: Records kept in the drill-down of one run: every record that does not
@@ -302,6 +303,18 @@ def environment_of(env: dict[str, Any], source: str) -> Environment:
     return Environment(source, fields, extra)
 
 
+def _shard_of(env: dict[str, Any]) -> tuple[int, int] | None:
+    """``(K, N)`` of an environment record's ``shard`` (``check --shard K/N``), or None (no shard, or a value that is
+    not ``K/N``: a file edited by hand)."""
+    text = env.get("shard")
+    if not isinstance(text, str):
+        return None
+    try:
+        return parse_shard(text)
+    except UsageError:
+        return None
+
+
 def _bits_key(r: Record) -> float:
     b = _finite(r.bits_of_error)
     return -1.0 if b is None else b
@@ -435,9 +448,14 @@ def _build_model(results_paths: Iterable[str | Path]) -> ReportModel:
     malformed: list[Malformed] = []
     notes: list[str] = []
     malformed_total = 0
+    shards: dict[int, set[int]] = defaultdict(set)  # N -> the K of every `check --shard K/N` read
     for p in results_paths:
         res = read_results(p)
         sources.append(str(p))
+        for e in res.environments:
+            shard = _shard_of(e)
+            if shard is not None:
+                shards[shard[1]].add(shard[0])
         envs.extend(environment_of(e, str(p)) for e in res.environments)
         if not res.environments:
             warnings.append(f"{p}: no environment record (the first line of a results file describes the machine)")
@@ -461,6 +479,15 @@ def _build_model(results_paths: Iterable[str | Path]) -> ReportModel:
                                 "counted twice; give each results file once")
             else:
                 first_read[run] = src.path
+    # a run split with --shard K/N is whole only with all N shards: one shard's file alone looks like a whole run
+    for n, have in sorted(shards.items()):
+        missing = [k for k in range(1, n + 1) if k not in have]
+        if missing:
+            warnings.append(f"shard{'s' if len(missing) > 1 else ''} {', '.join(f'{k}/{n}' for k in missing)} of a run split "
+                            f"with --shard K/{n} {'are' if len(missing) > 1 else 'is'} not among the files read (only "
+                            f"{', '.join(f'{k}/{n}' for k in sorted(have))}): unless {'they' if len(missing) > 1 else 'it'} had no case "
+                            "(check exits 2 and writes no results then), the report covers part of that run's cases; give "
+                            "every shard's results file")
 
     # one pass over the records: everything else is computed from the groups
     cell_facts: dict[tuple[str, str, str], list[_Fact]] = defaultdict(list)
