@@ -245,3 +245,15 @@ def test_a_plugin_that_registers_nothing_gets_a_warning(tmp_path):
     (tmp_path / "undecorated_step.py").write_text("def step(X, y, W, b, *, lr, reduction, steps):\n    return []\n")
     with pytest.warns(RuntimeWarning, match="registered no implementation and no framework"):
         load_plugin(str(tmp_path / "undecorated_step.py"))
+
+
+def test_a_plugin_that_registers_nothing_is_named_once_per_run(tmp_path):
+    """helper-66: ``check --plugin`` of such a module warned in the supervisor and again in every worker process
+    that loaded it (three times with two workers). The supervisor's warning is the one."""
+    (tmp_path / "undecorated_step.py").write_text("def step(X, y, W, b, *, lr, reduction, steps):\n    return []\n")
+    out = subprocess.run([sys.executable, "-m", "harness", "check", "--plugin", "undecorated_step.py", "--cases",
+                          str(CASES / "seed.toml"), "--implementations", "numpy-hand", "--isolation", "process", "--jobs", "2",
+                          "--results", str(tmp_path / "r.jsonl"), "--report", "none", "-q"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stderr.count("registered no implementation and no framework") == 1, out.stderr[-2000:]
