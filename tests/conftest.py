@@ -5,7 +5,16 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+# The packages with extension modules that the tests load, imported before any test: pytester drops, at a test's
+# teardown, every module the test imported first, and a package imported again in the same process (its extension
+# modules kept) corrupts memory. torch imported inside a pytester test made the next test that used it fail with
+# "SystemError: ... bad call flags", and a serial run of tests/test_pytest_plugin.py and tests/test_report.py crash in
+# the garbage collector (tests/test_pytest_plugin.py::test_extension_packages_are_loaded_before_any_pytester_test).
+import flint  # noqa: F401
+import numba  # noqa: F401
+import numpy  # noqa: F401
 import pytest
+import torch  # noqa: F401
 
 # The plugin is normally loaded through its pytest11 entry point; naming it here
 # makes the suite work from a checkout that is not (re)installed. The entry point

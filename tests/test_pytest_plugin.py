@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tests.conftest import ROOT
 
@@ -66,6 +67,13 @@ def test_wrong_step(harness_verify):
 def _env(monkeypatch):
     # subprocesses import this checkout's harness, whatever the venv has installed
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
+
+
+def test_extension_packages_are_loaded_before_any_pytester_test(pytester):
+    """pytester drops the modules a test imports first at its teardown; torch imported again later in the same process
+    corrupted memory (a serial run of this file and tests/test_report.py crashed in the garbage collector, after
+    "SystemError: ... bad call flags"). tests/conftest.py imports them before any test."""
+    assert all(name in sys.modules for name in ("torch", "numpy", "numba", "flint"))
 
 
 def test_plugin_is_inert_when_unused(pytester, monkeypatch):
@@ -127,8 +135,6 @@ def test_harness_verify_fixture_grades_a_users_step(pytester, monkeypatch):
 
 def test_parametrized_fixtures_marks_and_absent_devices(pytester, monkeypatch):
     _env(monkeypatch)
-    import torch
-
     pytester.makefile(".toml", cases=CASE_FILE)
     pytester.makepyfile(test_sweep='''
 def test_one(harness_case, harness_dtype, harness_implementation, harness_device, harness_check):
