@@ -612,8 +612,11 @@ def truncation(X: F64, S: int, qx: int, rounded: F64, rplanes: F64, q0: int) -> 
     if not bool((tl >= 2.0**-900).all()):
         return None  # a zero, tiny or unprovable sum of terms: no relative budget, exact instead (and no underflow below)
     budget = tl * 2.0**-(ACCURATE_BITS + 2)  # a quarter of the budget for each operand's float64 part
-    ratio_x = float(np.min(budget / (f * col_x[live][:, None]))) * _DOWN  # 2**g f col_x <= budget
-    ratio_r = float(np.min(budget / (f * col_r[None, :]))) * _DOWN
+    # f col_x (or f col_r) below the smallest subnormal makes a ratio inf, whose frexp exponent is 0: g0 (h0) -1, which
+    # leaves more planes to the exact product than needed (the radius is checked below in any case)
+    with np.errstate(divide="ignore", over="ignore"):
+        ratio_x = float(np.min(budget / (f * col_x[live][:, None]))) * _DOWN  # 2**g f col_x <= budget
+        ratio_r = float(np.min(budget / (f * col_r[None, :]))) * _DOWN
     if not (ratio_x > 0 and ratio_r > 0):
         return None
     g0 = math.frexp(ratio_x)[1] - 1
