@@ -95,7 +95,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -284,10 +283,8 @@ def _init_worker(plugins: Sequence[str], cwd: str, path: Sequence[str]) -> None:
         from .implementations import load_builtins, load_entry_points, load_plugin
 
         load_builtins()
-        with warnings.catch_warnings():  # the supervisor loaded the same plug-ins first, and said it once
-            warnings.filterwarnings("ignore", message=r"plug-in .* registered no implementation", category=RuntimeWarning)
-            for mod in plugins:
-                load_plugin(mod)
+        for mod in plugins:
+            load_plugin(mod, warn_if_empty=False)  # the supervisor loaded the same plug-ins first, and said it once
         load_entry_points()
     except BaseException as exc:  # noqa: BLE001 - including SystemExit from a plug-in's import
         WORKER["init_error"] = f"the worker process could not load the plug-ins: {type(exc).__name__}: {exc}"

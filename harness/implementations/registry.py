@@ -326,11 +326,13 @@ def _origin(fn: Callable[..., Any]) -> tuple[str, str]:
     return (os.path.realpath(code.co_filename) if code is not None else "", getattr(fn, "__qualname__", ""))
 
 
-def load_plugin(module: str) -> None:
+def load_plugin(module: str, *, warn_if_empty: bool = True) -> None:
     """Import a plug-in module by dotted name (or a path to a ``.py`` file).
 
     A ``.py`` file is loaded under a private name (:func:`plugin_module_name`), the same in the
-    supervisor and in every worker; loading it again reuses the module.
+    supervisor and in every worker; loading it again reuses the module. ``warn_if_empty``: a
+    RuntimeWarning where the module registered no implementation and no framework (a worker process,
+    which loads the plug-ins the supervisor loaded first, passes False: the supervisor said it once).
 
     Raises:
         PluginError: naming the module if it cannot be imported, whatever its import raised
@@ -365,7 +367,7 @@ def load_plugin(module: str) -> None:
                 return
             importlib.import_module(module)
         _restore_environment_after(f"plug-in {module!r}", cwd, sigint, state)
-        if (len(REGISTRY), len(FRAMEWORKS)) == registered:
+        if warn_if_empty and (len(REGISTRY), len(FRAMEWORKS)) == registered:
             import warnings
 
             warnings.warn(f"plug-in {module!r} registered no implementation and no framework (decorate a step with "
