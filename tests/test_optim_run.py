@@ -579,3 +579,138 @@ def test_the_fused_bug_explains_a_skipped_buffer_where_the_skip_leaves_no_mark_o
         assert failing and all(r.known_bug for r in failing), [(r.step, r.quantity) for r in failing if not r.known_bug]
     else:
         assert not failing
+
+
+def _float16_adam(name: str, wrong: str) -> None:
+    """Register a float16 Adam step (NumPy, ``numpy_update``'s rule) that squares the gradient first, as an order may:
+    ``exp_avg_sq`` is inf where ``g g`` overflows float16 (|g| > 255.9), and ``wrong`` says what it then does there:
+    ``"kept"`` leaves W where it was (``m / inf = 0``: correct), ``"sgd"`` falls back to ``W - lr g``, ``"nan"`` writes
+    NaN into W, ``"garbage"`` writes -1234 into ``exp_avg`` and moves W by +3 from step 2 on."""
+    from harness.optim.numpy_steps import numpy_update
+
+    def step(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, steps: int, optimizer: Any) -> Any:
+        params, state, out = {"W": W, "b": b}, {"W": {}, "b": {}}, []
+        for t in range(1, steps + 1):
+            R = X @ params["W"] + params["b"] - y
+            g = {"W": np.float16(2) * (X.T @ R), "b": np.float16(2) * R.sum(axis=0)}
+            for p in ("W", "b"):
+                w_new, st = numpy_update("adam", params[p], g[p], state[p], t, lr, optimizer)
+                with np.errstate(over="ignore"):
+                    big = ~np.isfinite(g[p] * g[p])
+                st["exp_avg_sq"] = np.where(big, np.float16(np.inf), st["exp_avg_sq"]).astype(np.float16)
+                if wrong == "sgd":
+                    w_new = np.where(big, params[p] - np.float16(lr) * g[p], w_new)
+                elif wrong == "nan":
+                    w_new = np.where(big, np.float16(np.nan), w_new)
+                elif wrong == "garbage" and t >= 2:
+                    st["exp_avg"] = np.where(big, np.float16(-1234.0), st["exp_avg"]).astype(np.float16)
+                    w_new = np.where(big, params[p] + np.float16(3), w_new)
+                else:
+                    w_new = np.where(big, params[p], w_new)
+                params[p], state[p] = w_new.astype(np.float16), st
+            out.append(OptimizerStepResult(np.sum(R * R), g["W"], g["b"], params["W"], params["b"],
+                                           {p: dict(state[p]) for p in ("W", "b")}))
+        return out
+
+    harness.implementation(name, framework="numpy", optimizers=("adam",), dtypes=("float16",), correct=wrong == "kept")(step)
+
+
+@pytest.mark.parametrize("wrong", ["kept", "sgd", "nan", "garbage"])
+def test_a_second_moment_beyond_float16_accepts_only_what_a_correct_step_gives(wrong: str) -> None:
+    """helper-69: grad_W = 800 in float16 (X = [[20], [1]], y = [[0], [1]], W = 1, sum): a step whose exp_avg_sq is
+    inf there (g g squared first) had W ungraded at that element, and its state at every later step. A step that fell
+    back to plain SGD (W = -7.0 against an exact 0.99, then 49.2), one that wrote NaN into W, and one that wrote -1234
+    into exp_avg and moved W by +3 all passed, with no failing record. A correct evaluation gives W = 0.99 (no
+    overflow) or W = 1.0 (m / inf = 0), its exp_avg does not depend on v, and at later steps the rule in IEEE
+    arithmetic leaves W where it was: the step that does so passes, the others fail."""
+    from harness.verdicts import failures
+
+    case = make_case("adam-float16-square-overflows", [[20.0], [1.0]], [[0.0], [1.0]], [[1.0]], [0.0], lr="0.01",
+                     steps=3, reduction="sum", optimizer={"name": "adam"})
+    name = f"test-adam-float16-square-{wrong}"
+    _float16_adam(name, wrong)
+    try:
+        recs = verify([case], [name], dtypes=["float16"])
+    finally:
+        REGISTRY.pop(name, None)
+    bad = failures(recs)
+    if wrong == "kept":
+        assert not bad, [(r.step, r.quantity, r.verdict, r.message) for r in bad]
+        w = [r for r in recs if r.quantity == "W"]
+        assert [r.verdict for r in w] == ["agree"] * 3 and all(r.computed == "1.0" for r in w)
+        assert "graded against the parameter left where it was" in w[0].message
+        assert [r.verdict for r in recs if r.quantity == "exp_avg_W"] == ["agree"] * 3  # graded at every step
+    else:
+        first = {"sgd": ("W", 1), "nan": ("W", 1), "garbage": ("exp_avg_W", 2)}[wrong]
+        assert any((r.quantity, r.step) == first and r.verdict == "disagree" for r in bad), [
+            (r.step, r.quantity, r.verdict, r.computed) for r in recs]
+
+
+def test_adams_bound_is_finite_where_the_second_moment_is_below_float16s_subnormals() -> None:
+    """helper-69: float16 Adam with eps = 2**-10 (a normal float16) and gradients of 2e-4 .. 6e-3 (mean, lr = 2**-7):
+    v = 0.001 g^2 lies below float16's subnormals, whose absolute slack swamped eps in the chain (E_den >= den), so
+    the rigorous bound of every W and b element was infinite, and a step that moved every parameter by +1, -3 or +100
+    agreed. Every evaluation's denominator is at least eps: the bound is finite (below 0.5, the smallest move), the
+    moved steps disagree, and the built-in steps in every form still agree."""
+    from harness.optim.numpy_steps import numpy_optim_adam
+
+    X = [[1.0, -0.625, 1.875], [-1.375, -0.625, 0.875], [0.0, 2.0, 0.25], [-0.625, -0.375, -1.125]]
+    y = [[-3.046875, 3.125], [0.671875, -0.109375], [1.0625, 2.9375], [1.390625, -2.828125]]
+    W = [[-1.25084375, 0.62973437], [0.6236875, 1.24779687], [-0.74925, 1.75309375]]
+    case = make_case("adam-float16-v-below-subnormals", X, y, W, [0.0, 0.0], lr=str(2**-7), steps=3, reduction="mean",
+                     optimizer={"name": "adam", "eps": 2**-10})
+    good = verify([case], BUILTINS["adam"], dtypes=["float16"])
+    assert good and {r.verdict for r in good} == {"agree"}, [(r.implementation, r.step, r.quantity, r.verdict) for r in good if r.verdict != "agree"]
+    upd = [r for r in good if r.quantity in ("W", "b")]
+    assert all(r.bound_ratio is not None and np.isfinite(r.rigorous_bound) and r.rigorous_bound < 0.5 for r in upd), [
+        (r.quantity, r.rigorous_bound) for r in upd]
+    one = make_case("adam-float16-v-below-subnormals-1", X, y, W, [0.0, 0.0], lr=str(2**-7), steps=1, reduction="mean",
+                    optimizer={"name": "adam", "eps": 2**-10})  # (later steps grade the update from what the step held)
+    for jump in (1.0, -3.0, 100.0):
+        def moved(X: Any, y: Any, W: Any, b: Any, *, jump: float = jump, **kw: Any) -> Any:
+            return [OptimizerStepResult(r.loss, r.grad_W, r.grad_b, (r.W + np.float16(jump)).astype(np.float16),
+                                        (r.b + np.float16(jump)).astype(np.float16), r.state)
+                    for r in numpy_optim_adam(X, y, W, b, **kw)]
+
+        _wrong_update_disagrees(one, f"test-adam-moved-{jump}", moved, "numpy", "adam")
+
+
+def test_what_a_correct_step_gives_from_a_state_that_is_not_finite() -> None:
+    """The outcomes of harness.optim.bounds.held_not_finite, by hand: Adam (betas 0.9, 0.999) holding exp_avg_sq = inf
+    leaves W where it was (m / inf = 0; not the exact update), NaN where it is NaN, and exp_avg_sq itself cannot be
+    finite; exp_avg = inf makes W and exp_avg not finite. With betas of 0 the old moments drop out: the exact values, or
+    NaN (0 inf in IEEE). SGD's infinite buffer leaves no finite W or buffer. And the eps cap (_eps_cap) by hand."""
+    from harness.bounds import update_rounding
+    from harness.floats import get_format
+    from harness.optim.bounds import _eps_cap, held_not_finite, kept_parameter
+
+    def config(raw: dict[str, Any]) -> Any:
+        return make_case("config", X, Y, W0, B0, lr="0.01", optimizer=raw).optimizer
+
+    inf, nan = np.inf, np.nan
+    adam = config({"name": "adam"})
+    st = {"W": {"exp_avg": np.array([[1.0, inf, 1.0, 1.0]]), "exp_avg_sq": np.array([[inf, 1.0, nan, 1.0]])}}
+    o = held_not_finite(adam, st, {"W": (1, 4)})["W"]
+    assert o.param_kept.tolist() == [[True, False, True, False]] and o.param_no_exact.tolist() == o.param_kept.tolist()
+    assert o.param_impossible.tolist() == [[False, True, False, False]]
+    assert o.param_nan.tolist() == [[True, True, True, False]] and o.param_inf.tolist() == [[False, True, False, False]]
+    assert o.state_impossible["exp_avg"].tolist() == [[False, True, False, False]]
+    assert o.state_impossible["exp_avg_sq"].tolist() == [[True, False, True, False]]
+    zero = held_not_finite(config({"name": "adam", "betas": [0.0, 0.0]}), st, {"W": (1, 4)})["W"]
+    assert not zero.param_impossible.any() and not zero.param_kept.any() and not zero.state_impossible["exp_avg"].any()
+    assert zero.param_nan.tolist() == [[True, True, True, False]] and zero.state_inf["exp_avg"].tolist() == [[False, True, False, False]]
+    sgd = config({"name": "sgd", "momentum": 0.9})
+    s = held_not_finite(sgd, {"W": {"momentum_buffer": np.array([[-inf, 2.0]])}}, {"W": (1, 2)})["W"]
+    assert s.param_impossible.tolist() == [[True, False]] and s.state_impossible["momentum_buffer"].tolist() == [[True, False]]
+    # AdamW's kept value is the decayed one: 2 (1 - 0.5 * 0.1) = 1.9; Adam's the parameter itself, with no error
+    f16 = get_format("float16")
+    kept = kept_parameter(config({"name": "adamw", "weight_decay": 0.1}), {"W": np.array([[2.0]])}, 0.5, f16)
+    u2 = update_rounding(f16)  # E_1 = K(4) |theta| (1 + lr lambda) + eta, and float64's own 2**-51 |theta| (1 + lr lambda)
+    e1 = ((1 + u2) ** 4 - 1) * 2.0 * 1.05 + f16.underflow_quantum + 2.0**-51 * 2.0 * 1.05
+    assert kept["W"][0].tolist() == [[2.0 * (1 - 0.5 * 0.1)]] and kept["W"][1][0, 0] == pytest.approx(e1, rel=1e-8)
+    assert kept_parameter(adam, {"W": np.array([[2.0]])}, 0.5, get_format("float16"))["W"][1].tolist() == [[0.0]]
+    # |r^ - r| <= (|m| + E_m) / (eps (1 - r_eps)) (1 + k1) + eta + |m| / eps: m = 1, E_m = 0, eps = 2**-10,
+    # r_eps = k1 = 2**-11, eta = 0: 2**10 (1 + 2**-11) / (1 - 2**-11) + 2**10
+    cap = _eps_cap(np.array([1.0]), np.array([0.0]), 2.0**-10, 2.0**-11, 2.0**-11, 0.0)
+    assert cap[0] == pytest.approx(2.0**10 * (1 + 2.0**-11) / (1 - 2.0**-11) + 2.0**10, rel=1e-15)
+    assert np.isinf(_eps_cap(np.array([1.0]), np.array([0.0]), 1e-8, 1.0, 2.0**-11, 0.0)).all()  # eps flushed: none

@@ -44,8 +44,10 @@ and is held with factor ``prod (1 + r_h)``: by Higham (2002) Lemma 3.1 ``prod (1
   ``r_c2 = u2 + 4 u64 (1 + beta2^t / (1 - beta2^t))`` (``pow``, the cancellation of ``1 - beta2^t``,
   the square root, all in float64, then held): ``E_q = (E_S / c2 + q r_c2) / (1 - r_c2) (1 + u2) + u2 q + eta``;
 - ``den = q + eps``: ``E_den = E_q + r_eps eps + u2 (den + E_q) + eta``;
-- ``r = m / den``: ``E_r = (E_m + |r| E_den) / (den - E_den) (1 + u2) + u2 |r| + eta`` (infinite, a
-  vacuous bound, where ``E_den >= den``: eps below the dtype's resolution and ``V`` near 0);
+- ``r = m / den``: ``E_r = (E_m + |r| E_den) / (den - E_den) (1 + u2) + u2 |r| + eta``, and at most
+  ``(|m| + E_m) / (eps (1 - r_eps)) (1 + u2) + eta + |m| / eps`` (every evaluation's denominator is at least ``eps``
+  as held, :func:`_eps_cap`); infinite, a vacuous bound, only where ``eps`` as held may be 0 (flushed, or below
+  the dtype's resolution) and ``E_den >= den`` (``V`` near 0);
 - ``p = s r``, ``s = lr / (1 - beta1^t)`` with ``r_s = r_lr + 4 u64 (1 + beta1^t / (1 - beta1^t))``:
   ``E_p = s E_r (1 + r_s) + |p| r_s + u2 (|p| + s E_r (1 + r_s) + |p| r_s) + eta``;
 - ``theta' = theta1 - p``: ``E = E_1 + E_p + u2 (|theta'| + E_1 + E_p) + eta``.
@@ -287,12 +289,26 @@ def _adam_chain(opt: OptimizerConfig, theta: F64, g: F64, m_: F64, v_: F64, vmax
     r = m / den
     gap = den - E_den
     E_r = np.where(gap > 0, (E_m + np.abs(r) * E_den) / np.where(gap > 0, gap, 1.0), np.inf) * (1 + k(1)) + k(1) * np.abs(r) + eta
+    E_r = np.minimum(E_r, _eps_cap(m, E_m, eps, r_eps, k(1), eta))
     p = s * r
     sE = s * E_r * (1 + r_s) + np.abs(p) * r_s
     E_p = sE + k(1) * (np.abs(p) + sE) + eta
     new = th1 - p
     out["theta"] = E_1 + E_p + k(1) * (np.abs(new) + E_1 + E_p) + eta
     return out
+
+
+def _eps_cap(m: F64, E_m: F64, eps: float, r_eps: float, k1: float, eta: float) -> F64:
+    """A bound on ``|r^ - r|`` for Adam's ``r = m / (q + eps)`` that holds whatever the error of ``q``: every evaluation
+    forms ``q >= 0`` and adds ``eps`` as held, so its denominator is at least ``eps (1 - r_eps)`` (rounding is
+    monotonic) and ``|r^| <= (|m| + E_m) / (eps (1 - r_eps)) (1 + k1) + eta``, while ``|r| <= |m| / eps``: their sum.
+    Infinite where ``eps`` as held may be 0 (``r_eps >= 1``: flushed or below the dtype's resolution). (Without it,
+    float16 second moments below the subnormals, whose absolute slack ``3 eta`` swamps ``eps``, left the chain's bound
+    vacuous for every gradient below about 0.01, and a step that moved every weight by +100 agreed: helper-69.)"""
+    if not r_eps < 1 or eps <= 0:
+        return np.full(np.shape(m), np.inf)
+    am = np.abs(m)
+    return (am + E_m) / (eps * (1 - r_eps)) * (1 + k1) + eta + am / eps
 
 
 def update_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[str, F64],
@@ -306,14 +322,41 @@ def update_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mappin
 #: An intermediate within this factor of the dtype's largest finite value may round up past it (overflow).
 OVERFLOW_MARGIN = 1 + 2.0**-6
 
+Mask = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """Per element of one parameter, the values besides the update's exact one (and its bounds) that a correct
+    evaluation of the rule may give (:func:`intermediate_overflow`, :func:`held_not_finite`).
+
+    Attributes:
+        param_inf, param_nan: the parameter may be ``+-inf``; NaN.
+        param_kept: the parameter may be left where it was, or only decayed (AdamW's ``theta (1 - lr lambda)``): an
+            Adam step whose second moment is ``+inf`` divides by it (``m / inf = 0``). Graded against
+            :func:`kept_parameter` there.
+        param_no_exact: the update's exact value is no correct result (the rule applied to a state that is not
+            finite): there only the other outcomes are.
+        param_impossible: no finite value is correct (``+-inf`` and NaN are).
+        state_inf, state_impossible: per state key, ``+-inf`` or NaN may be correct; no finite value is.
+    """
+
+    param_inf: Mask
+    param_nan: Mask
+    param_kept: Mask
+    param_no_exact: Mask
+    param_impossible: Mask
+    state_inf: dict[str, Mask]
+    state_impossible: dict[str, Mask]
+
 
 def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[str, F64],
                           state: Mapping[str, Mapping[str, F64]], new_state: Mapping[str, F64], t: int, lr: float,
-                          fmt: FloatFormat, returned: Mapping[str, F64] | None = None) -> dict[str, npt.NDArray[np.bool_]]:
+                          fmt: FloatFormat, returned: Mapping[str, F64] | None = None) -> dict[str, Outcomes]:
     """Per parameter, the elements where an intermediate of a correct evaluation of the rule may overflow ``fmt``
-    although the parameter's exact new value does not: there a correct step's parameter is inf, NaN or left where it
-    was, and its bound is vacuous (helper-61: Nesterov's ``d + momentum buf`` of 76,000 in float16 gave torch's
-    correct W = -inf; Adam's ``exp_avg_sq`` beyond float16 left W at 2.0 where the exact one is 1.99).
+    although the exact new values do not, and what a correct step may give there besides them (:class:`Outcomes`;
+    helper-61: Nesterov's ``d + momentum buf`` of 76,000 in float16 gave torch's correct W = -inf; Adam's
+    ``exp_avg_sq`` beyond float16 left W at 2.0 where the exact one is 1.99).
 
     The intermediates, by magnitude in float64 from the held values and the exact new state ``new_state``
     (quantity name -> its value's float64, e.g. ``momentum_buffer_W``): the gradient with weight decay ``d``; SGD's
@@ -322,39 +365,126 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
     lr = 1e18, helper-64). Each counts where it reaches ``max_finite / OVERFLOW_MARGIN``. ``d d`` counts only where
     the step's own ``exp_avg_sq`` (``returned``, by quantity name) is inf or NaN: an order that squares first
     overflows it (``numpy-optim-adam``'s float32 of 1e38-sized gradients, helper-63), the others do not, and
-    counting it everywhere left W ungraded at every float16 gradient above 254 (helper-64)."""
+    counting it everywhere left W ungraded at every float16 gradient above 254 (helper-64).
+
+    What each may give: SGD, the parameter and the buffer ``+-inf`` or NaN. Adam: where ``d`` or the first moment
+    may overflow, the parameter and ``exp_avg`` ``+-inf`` or NaN (``m / den`` infinite); where the second moment may,
+    ``exp_avg_sq`` (and ``max_exp_avg_sq``) ``inf``, and the parameter left where it was (or decayed); where the
+    step size times the moment may, the parameter ``+-inf``. Nothing else: the parameter was ungraded there, and a
+    step that fell back to plain SGD where ``g g`` overflowed float16 (W = -7 against an exact 0.99) agreed
+    (helper-69)."""
     big = fmt.max_finite / OVERFLOW_MARGIN
     wd = float(opt["weight_decay"])
-    out: dict[str, npt.NDArray[np.bool_]] = {}
+    keys = opt.state_keys()
+    out: dict[str, Outcomes] = {}
+
+    def hits(a: npt.ArrayLike, shape: tuple[int, ...]) -> Mask:
+        return ~(np.broadcast_to(np.asarray(a, dtype=np.float64), shape) < big)  # (NaN: counted)
+
     with np.errstate(over="ignore", invalid="ignore"):
         for p in params:
             theta = np.abs(np.asarray(params[p], dtype=np.float64))
+            shape = theta.shape
             d = np.abs(np.asarray(grads[p], dtype=np.float64))
             if wd != 0 and opt.name != "adamw":
                 d = d + wd * theta
-            peaks = [d]
             prev = state.get(p, {})
-            hit = np.zeros(theta.shape, dtype=bool)
+            none = np.zeros(shape, dtype=bool)
             if opt.name == "sgd":
                 mu = float(opt["momentum"])
+                hit = hits(d, shape)
                 eff = d
                 if mu != 0:
                     buf = np.abs(np.asarray(new_state[f"momentum_buffer_{p}"], dtype=np.float64))
-                    peaks += [buf, mu * np.abs(np.asarray(prev.get("momentum_buffer", 0.0), dtype=np.float64))]
+                    hit |= hits(buf, shape) | hits(mu * np.abs(np.asarray(prev.get("momentum_buffer", 0.0), dtype=np.float64)), shape)
                     eff = d + mu * buf if opt["nesterov"] else buf
-                peaks += [eff, abs(lr) * eff]
-            else:
-                b1, b2 = (float(x) for x in opt["betas"])
-                step_size = abs(lr) / (1 - b1**t)  # (step t, from 1: 1 - beta1^t > 0)
-                m_new = np.abs(np.asarray(new_state[f"exp_avg_{p}"], dtype=np.float64))
-                peaks += [m_new, np.abs(np.asarray(new_state[f"exp_avg_sq_{p}"], dtype=np.float64)),
-                          b2 * np.abs(np.asarray(prev.get("exp_avg_sq", 0.0), dtype=np.float64)), (1 - b2) * d,
-                          step_size * m_new]
-                v_out = None if returned is None else returned.get(f"exp_avg_sq_{p}")
-                if v_out is not None:
-                    squared_first = ~np.isfinite(np.reshape(np.asarray(v_out, dtype=np.float64), theta.shape))
-                    hit |= squared_first & ~(d * d < big)
-            for a in peaks:
-                hit |= ~(np.broadcast_to(a, theta.shape) < big)  # (NaN: counted)
-            out[p] = hit
+                hit |= hits(eff, shape) | hits(abs(lr) * eff, shape)
+                out[p] = Outcomes(hit, hit, none, none, none, {k: hit for k in keys}, {k: none for k in keys})
+                continue
+            b1, b2 = (float(x) for x in opt["betas"])
+            step_size = abs(lr) / (1 - b1**t)  # (step t, from 1: 1 - beta1^t > 0)
+            m_new = np.abs(np.asarray(new_state[f"exp_avg_{p}"], dtype=np.float64))
+            m_hit = hits(d, shape) | hits(m_new, shape)
+            v_hit = (hits(d, shape) | hits(np.asarray(new_state[f"exp_avg_sq_{p}"], dtype=np.float64), shape)
+                     | hits(b2 * np.abs(np.asarray(prev.get("exp_avg_sq", 0.0), dtype=np.float64)), shape)
+                     | hits((1 - b2) * d, shape))
+            v_out = None if returned is None else returned.get(f"exp_avg_sq_{p}")
+            if v_out is not None:
+                squared_first = ~np.isfinite(np.reshape(np.asarray(v_out, dtype=np.float64), shape))
+                v_hit |= squared_first & hits(d * d, shape)
+            state_inf = {"exp_avg": m_hit, "exp_avg_sq": v_hit, "max_exp_avg_sq": v_hit}
+            to_inf = m_hit | hits(step_size * m_new, shape)
+            out[p] = Outcomes(to_inf, to_inf, v_hit, none, none, {k: state_inf[k] for k in keys}, {k: none for k in keys})
+    return out
+
+
+def held_not_finite(opt: OptimizerConfig, state: Mapping[str, Mapping[str, F64]], shapes: Mapping[str, tuple[int, ...]],
+                    ) -> dict[str, Outcomes]:
+    """Per parameter, what a correct step gives where a state it held is ``inf`` or NaN (an earlier step's moment beyond
+    the dtype, :func:`intermediate_overflow`): the rule in IEEE arithmetic (:class:`Outcomes`).
+
+    - SGD's buffer: the new buffer and the parameter are not finite.
+    - Adam's ``exp_avg`` (``beta1 > 0``): the new one and the parameter are not finite (``m / den`` is infinite or
+      NaN). With ``beta1 = 0`` the old one drops out (``0 m``, NaN in IEEE): the exact values, or ``inf`` or NaN.
+    - Adam's ``exp_avg_sq`` (``beta2 > 0``), or amsgrad's ``max_exp_avg_sq``: the new second moment is not finite,
+      and the parameter is left where it was, or decayed (``m / inf = 0``), or NaN (a NaN moment); not the exact
+      update. With ``beta2 = 0``: the exact values too.
+
+    (These elements were not graded at all: a step that wrote -1234 into ``exp_avg`` and moved W by +3 agreed
+    there, helper-69.)"""
+    out: dict[str, Outcomes] = {}
+    keys = opt.state_keys()
+    for p, shape in shapes.items():
+        prev = state.get(p, {})
+        z = np.zeros(shape, dtype=bool)
+
+        def bad(k: str, shape: tuple[int, ...] = shape, prev: Mapping[str, F64] = prev) -> Mask:
+            a = prev.get(k)
+            return (np.zeros(shape, dtype=bool) if a is None else
+                    ~np.isfinite(np.reshape(np.asarray(a, dtype=np.float64), shape)))
+
+        if opt.name == "sgd":
+            bb = bad("momentum_buffer")
+            out[p] = Outcomes(bb, bb, z, z, bb, {k: z for k in keys}, {k: bb for k in keys})
+            continue
+        b1, b2 = (float(x) for x in opt["betas"])
+        bm, bv = bad("exp_avg"), bad("exp_avg_sq")
+        bx = bad("max_exp_avg_sq") if "max_exp_avg_sq" in keys else z
+        m_gone = bm if b1 != 0 else z  # the new first moment cannot be finite: nor can the parameter
+        m_nan = bm & ~m_gone  # beta1 = 0: 0 m is NaN in IEEE, or the moment drops out
+        v_gone = bv if b2 != 0 else z
+        v_nan = bv & ~v_gone
+        big_v = (v_gone | bx) & ~m_gone  # the denominator's moment is +inf (the parameter kept) or NaN
+        state_imp = {"exp_avg": m_gone, "exp_avg_sq": v_gone, "max_exp_avg_sq": v_gone | bx}
+        state_inf = {"exp_avg": m_nan, "exp_avg_sq": v_nan, "max_exp_avg_sq": v_nan}
+        out[p] = Outcomes(param_inf=m_gone, param_nan=m_nan | m_gone | v_nan | big_v, param_kept=big_v,
+                          param_no_exact=big_v, param_impossible=m_gone,
+                          state_inf={k: state_inf[k] | state_imp[k] for k in keys},
+                          state_impossible={k: state_imp[k] for k in keys})
+    return out
+
+
+def kept_parameter(opt: OptimizerConfig, params: Mapping[str, F64], lr: float, fmt: FloatFormat,
+                   flush_to_zero: bool = False) -> dict[str, tuple[F64, F64, F64]]:
+    """Per parameter, the value an Adam step leaves where its second moment is ``+inf`` (``Outcomes.param_kept``):
+    ``theta``, or AdamW's decayed ``theta (1 - lr lambda)``, as ``(value, rigorous, expected)`` float64 arrays: the
+    value in float64 and absolute bounds of a correct evaluation's error, ``E_1`` of :func:`adam_bounds` plus the
+    float64 product's own error (``2**-51 |theta| (1 + lr lambda)``; 0 where nothing is decayed: the parameter
+    itself, exactly)."""
+    u2, rig, exp = _kernels(fmt)
+    eta = _eta(fmt, flush_to_zero)
+    wd = float(opt["weight_decay"])
+    out: dict[str, tuple[F64, F64, F64]] = {}
+    for p, v in params.items():
+        theta = np.asarray(v, dtype=np.float64)
+        if opt.name != "adamw" or wd == 0:
+            z = np.zeros(theta.shape)
+            out[p] = (theta, z, z)
+            continue
+        f = 1 + abs(lr * wd)
+        own = 2.0**-51 * np.abs(theta) * f
+        with np.errstate(over="ignore", invalid="ignore"):
+            r = (rig(4) * np.abs(theta) * f + eta + own) * _SAFETY
+            e = np.minimum((exp(4) * np.abs(theta) * f + eta + own) * _SAFETY, r)
+            out[p] = (theta * (1 - lr * wd), r, e)
     return out

@@ -25,7 +25,7 @@ from ..frameworks import to_float64
 from ..records import Record
 from ..shapes import same_up_to_size1
 from ..verdicts import failing_verdicts
-from .bounds import intermediate_overflow, update_bounds
+from .bounds import held_not_finite, intermediate_overflow, kept_parameter, update_bounds
 from .config import PARAMS, OptimizerConfig
 from .oracle import UpdateTruth, update_truth
 
@@ -112,31 +112,31 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
             parameter, against its values before the step).
     """
     params = {p: np.asarray(prev_params[p], dtype=np.float64) for p in PARAMS}
+    prev_state_in = prev_state
     grads = {p: out[f"grad_{p}"] for p in PARAMS}
+    shapes = {p: np.shape(g) for p, g in grads.items()}
     # the rule applied to an infinite or NaN gradient element has no exact value (the gradient's own records grade
     # it); every rule here is element-wise, so the other elements are graded: a step that skipped the whole update
     # agreed where one element of its gradient overflowed (helper-60). There, and where the parameter is inf or NaN
-    # (its output column overflowed at an earlier step), a correct step gives inf or NaN only ("inf_only"); where a
-    # state the step held is inf or NaN (Adam's exp_avg_sq beyond float16 leaves W where it was: helper-63), anything
-    # ("unknown")
+    # (its output column overflowed at an earlier step), a correct step gives inf or NaN only ("inf_only"). Where a
+    # state the step held is inf or NaN, what the rule gives in IEEE arithmetic (held_not_finite: Adam's exp_avg_sq
+    # beyond float16 leaves W where it was, helper-63; those elements were not graded at all, and a step that wrote
+    # -1234 into exp_avg there agreed, helper-69)
     inf_only = {p: ~np.isfinite(g) | ~np.isfinite(np.reshape(params[p], np.shape(g))) for p, g in grads.items()}
-    unknown = {p: np.zeros(m.shape, dtype=bool) for p, m in inf_only.items()}
-    for p, per in prev_state.items():
-        for a in per.values():
-            unknown[p] = unknown[p] | ~np.isfinite(np.reshape(np.asarray(a, dtype=np.float64), unknown[p].shape))
-    masked = {p: inf_only[p] | unknown[p] for p in inf_only}
-    if all(bool(m.all()) for m in masked.values()):
-        return [Record(quantity="*", step=t, verdict="overflow", message=f"the gradient of step {t}, or what the step "
-                       "held before it, is not finite (see its records): the optimizer update of this step is not graded", **base)]
-    grads = {p: np.where(masked[p], 0.0, g) if masked[p].any() else g for p, g in grads.items()}
-    params = {p: np.where(np.reshape(masked[p], np.shape(v)), 0.0, v) if masked[p].any() else v for p, v in params.items()}
-    prev_state = {p: {k: np.where(np.reshape(masked[p], np.shape(a)), 0.0, a) if masked[p].any() else a for k, a in per.items()}
-                  for p, per in prev_state.items()}
+    if all(bool(m.all()) for m in inf_only.values()):
+        return [Record(quantity="*", step=t, verdict="overflow", message=f"the gradient of step {t}, or the parameter the "
+                       "step held, is not finite (see its records): the optimizer update of this step is not graded", **base)]
+    held = held_not_finite(opt, prev_state, shapes)
+    grads = {p: np.where(inf_only[p], 0.0, g) if inf_only[p].any() else g for p, g in grads.items()}
+    params = {p: np.where(np.reshape(inf_only[p], np.shape(v)), 0.0, v) if inf_only[p].any() else v for p, v in params.items()}
+    with np.errstate(invalid="ignore"):
+        prev_state = {p: {k: _finite_or_zero(a, inf_only[p]) for k, a in per.items()} for p, per in prev_state.items()}
     truth = update_truth(opt, params, grads, prev_state, t, Fraction(lr), fmt)
     rigorous, expected = update_bounds(opt, params, grads, prev_state, t, lr, fmt, flush_to_zero)
     with np.errstate(over="ignore", invalid="ignore"):
         new_state = {q: truth.values[q].to_hi_lo()[0] for q in quantity_names(opt) if q not in PARAMS}
     spills = intermediate_overflow(opt, params, grads, prev_state, new_state, t, lr, fmt, returned=out)
+    kept_values = kept_parameter(opt, params, lr, fmt, flush_to_zero)
     records = []
     for q in quantity_names(opt):
         exact = truth.values[q]
@@ -144,27 +144,39 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
         rig, exp = rigorous[q], expected[q]
         rule_vacuous = ~np.isfinite(rig)  # (the rule's own: eps below the dtype's resolution; named below as such)
         p = q if q in PARAMS else q.rsplit("_", 1)[1]
-        # where an intermediate of a correct evaluation may overflow, the parameter is vacuous and a state may be inf
-        spill = spills[p] & ~masked[p]
-        if q in PARAMS:
-            rig, exp = np.where(spill | unknown[p], np.inf, rig), np.where(spill | unknown[p], np.inf, exp)
-        else:
-            rig, exp = np.where(unknown[p], np.inf, rig), np.where(unknown[p], np.inf, exp)
-        vacuous = ~np.isfinite(rig)
         skip = inf_only[p]
-        if skip.any():  # no exact value there: the rule applied to inf or NaN gives inf or NaN, never a finite value
-            rig, exp = np.where(skip, np.inf, rig), np.where(skip, np.inf, exp)
-            hi, lo = np.where(skip, np.inf, hi), np.where(skip, 0.0, lo)
+        sp, hd = spills[p], held[p]
+        if q in PARAMS:
+            impossible = skip | hd.param_impossible
+            inf_ok = (sp.param_inf | hd.param_inf) & ~impossible
+            nan_ok = (sp.param_nan | hd.param_nan) & ~impossible
+            kept_ok = (sp.param_kept | hd.param_kept) & ~impossible
+            no_exact = hd.param_no_exact & ~impossible
+        else:
+            k = q[: -len(p) - 1]
+            impossible = skip | hd.state_impossible[k]
+            inf_ok = nan_ok = (sp.state_inf[k] | hd.state_inf[k]) & ~impossible
+            kept_ok = no_exact = np.zeros(np.shape(skip), dtype=bool)
+        kept_used = np.zeros(np.shape(skip), dtype=bool)
+        if kept_ok.any():  # graded against the parameter kept where it is nearer (in bounds), or the only outcome
+            kv, kr, ke = kept_values[p]
+            kept_used = kept_ok & (no_exact | (_bound_distance(out[q], kv, kr) < _bound_distance(out[q], hi, rig)))
+            hi, lo = np.where(kept_used, kv, hi), np.where(kept_used, 0.0, lo)
+            rig, exp = np.where(kept_used, kr, rig), np.where(kept_used, ke, exp)
+        if impossible.any():  # no exact value there: the rule applied to inf or NaN gives inf or NaN, never a finite value
+            rig, exp = np.where(impossible, np.inf, rig), np.where(impossible, np.inf, exp)
+            hi, lo = np.where(impossible, np.inf, hi), np.where(impossible, 0.0, lo)
+        vacuous = ~np.isfinite(rig)
         with np.errstate(all="ignore"):
-            beyond = (np.abs(hi) + np.where(vacuous | skip, 0.0, rig)) > fmt.max_finite
-        allowed = vacuous | skip | beyond | spill
-        cmp = compare(out[q], hi, lo, rig, exp, allowed, fmt, nan_allowed=vacuous | skip | spill,
-                      finite_impossible=skip if skip.any() else None)
+            beyond = (np.abs(hi) + np.where(vacuous | impossible, 0.0, rig)) > fmt.max_finite
+        cmp = compare(out[q], hi, lo, rig, exp, vacuous | impossible | beyond | inf_ok, fmt,
+                      nan_allowed=vacuous | impossible | nan_ok, finite_impossible=impossible if impossible.any() else None)
         idx = cmp.worst_index
         ef = exact.fraction_at(idx)
         msg = _message(q, cmp, fmt)
-        if bool((rule_vacuous & ~masked[p] & ~spill).any()):
-            note = (f"{q}: the rigorous bound is vacuous at {int((rule_vacuous & ~masked[p] & ~spill).sum())} element(s) (eps or a hyper-parameter "
+        graded_rule = ~impossible & ~inf_ok & ~kept_used
+        if bool((rule_vacuous & graded_rule).any()):
+            note = (f"{q}: the rigorous bound is vacuous at {int((rule_vacuous & graded_rule).sum())} element(s) (eps or a hyper-parameter "
                     f"below {fmt.name}'s resolution where the second moment is near 0: no correct value is excluded)")
             msg = f"{msg}; {note}" if msg else note
         if bool(skip.any()):
@@ -172,14 +184,24 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
                     "is not finite: the rule applied to inf or NaN has no exact value, and only inf or NaN is accepted "
                     "there (a finite value is disagree)")
             msg = f"{msg}; {note}" if msg else note
-        if bool((unknown[p] & ~skip).any()):
-            note = (f"{q}: not graded at {int((unknown[p] & ~skip).sum())} of {skip.size} element(s), where a state the "
-                    "step held is inf or NaN (a correct step may leave the parameter there, or not)")
+        held_bad = _held_bad(prev_state_in, p, shapes[p]) & ~skip
+        if bool(held_bad.any()):
+            note = (f"{q}: at {int(held_bad.sum())} of {skip.size} element(s) a state the step held is inf or NaN: graded "
+                    "as the rule gives it in IEEE arithmetic (an infinite second moment leaves the parameter where it was, "
+                    "or only decayed; an infinite first moment or momentum buffer leaves it inf or NaN)")
             msg = f"{msg}; {note}" if msg else note
-        if bool(spill.any()):
-            note = (f"{q}: at {int(spill.sum())} of {spill.size} element(s) an intermediate of a correct evaluation may "
-                    f"overflow {fmt.name} (a moment, the momentum term, lr times the update): "
-                    + ("not graded there" if q in PARAMS else "inf or NaN accepted there"))
+        spilled = (sp.param_inf | sp.param_kept if q in PARAMS else sp.state_inf[q[: -len(p) - 1]]) & ~skip & ~held_bad
+        if bool(spilled.any()):
+            accepted = ("its exact value, " + ("inf or NaN" if bool((sp.param_inf & spilled).any()) else "")
+                        + (" or " if bool((sp.param_inf & spilled).any()) and bool((sp.param_kept & spilled).any()) else "")
+                        + ("the parameter left where it was (or only decayed)" if bool((sp.param_kept & spilled).any()) else "")
+                        if q in PARAMS else "its exact value, inf or NaN")
+            note = (f"{q}: at {int(spilled.sum())} of {spilled.size} element(s) an intermediate of a correct evaluation may "
+                    f"overflow {fmt.name} (a moment, the momentum term, lr times the update): {accepted} accepted there")
+            msg = f"{msg}; {note}" if msg else note
+        if bool(kept_used.any()):
+            note = (f"{q}: {int(kept_used.sum())} element(s) graded against the parameter left where it was (or only "
+                    "decayed), as a correct step whose second moment is inf leaves it")
             msg = f"{msg}; {note}" if msg else note
         if q in truth.straddles:
             note = (f"{q}: the exact value's enclosure straddles a rounding boundary of {fmt.name} at "
@@ -204,6 +226,30 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
             kept[id(rec)] = failing_elements(cmp, out[p], np.asarray(prev_params[p], dtype=np.float64))
         records.append(rec)
     return records
+
+
+def _finite_or_zero(a: F64, skip: npt.NDArray[np.bool_]) -> F64:
+    """``a`` with 0 where it, or the gradient or parameter (``skip``), is not finite: inputs the exact rule can take
+    (the outcomes there are :func:`harness.optim.bounds.held_not_finite`'s)."""
+    a = np.asarray(a, dtype=np.float64)
+    gone = ~np.isfinite(a) | np.reshape(skip, a.shape)
+    return np.where(gone, 0.0, a) if gone.any() else a
+
+
+def _held_bad(state: Mapping[str, Mapping[str, F64]], p: str, shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
+    """Where a state of parameter ``p`` the step held is not finite."""
+    bad = np.zeros(shape, dtype=bool)
+    for a in state.get(p, {}).values():
+        bad |= ~np.isfinite(np.reshape(np.asarray(a, dtype=np.float64), shape))
+    return bad
+
+
+def _bound_distance(computed: F64, ref: F64, bound: F64) -> F64:
+    """``|computed - ref| / bound`` per element (0 where they are equal, inf where they differ and the bound is 0;
+    NaN for a NaN ``computed``): how far, in bounds, a result lies from a reference."""
+    with np.errstate(all="ignore"):
+        diff = np.abs(np.asarray(computed, dtype=np.float64) - ref)
+        return np.where(diff == 0, 0.0, diff / bound)
 
 
 def finite_state(state: Mapping[str, Mapping[str, F64]]) -> bool:
