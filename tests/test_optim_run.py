@@ -468,11 +468,13 @@ def test_an_optimizer_step_after_a_lost_column_is_graded_on_the_others(rule: str
 
 
 @pytest.mark.parametrize("rule", ["adam", "adamw"])
-def test_a_moment_beyond_float16_leaves_the_parameter_ungraded_not_wrong(rule: str) -> None:
+def test_a_moment_beyond_float16_leaves_the_parameter_kept_not_wrong(rule: str) -> None:
     """helper-63 and helper-61: a finite gradient of -20,000 makes (1 - beta2) g^2 = 4e5 overflow float16: exp_avg_sq is
     inf and a correct step leaves W where it was (m / inf = 0), W = 2.0 against an exact 1.99. The correct steps were
-    disagree; an intermediate that may overflow leaves the parameter vacuous there, the moment may be inf, and the
-    elements whose held state is inf at later steps are not graded."""
+    disagree; where an intermediate may overflow, the parameter may be its exact value or kept (AdamW: decayed), the
+    moment may be inf, and where the held state is inf at later steps the rule in IEEE arithmetic keeps the parameter
+    (helper-69: the parameter was ungraded there, and wrong steps passed:
+    test_a_second_moment_beyond_float16_accepts_only_what_a_correct_step_gives)."""
     case = make_case(f"opt-{rule}-v-beyond-float16", [[1.0], [1.0]], [[5000.0, 1.0], [5000.0, 1.0]], [[0.0, 0.0]], [0.0, 0.0],
                      lr="0.01", steps=3, reduction="sum", optimizer={"name": rule})
     impls = [f"torch-optim-{rule}", f"torch-optim-{rule}-foreach"] + (["numpy-optim-adam"] if rule == "adam" else [])
