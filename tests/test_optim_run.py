@@ -607,6 +607,11 @@ def _float16_adam(name: str, wrong: str) -> None:
                 elif wrong == "garbage" and t >= 2:
                     st["exp_avg"] = np.where(big, np.float16(-1234.0), st["exp_avg"]).astype(np.float16)
                     w_new = np.where(big, params[p] + np.float16(3), w_new)
+                elif wrong == "held-nan" and t >= 2:  # NaN where the held v is +inf (m / inf is 0, not NaN)
+                    w_new = np.where(big, np.float16(np.nan), w_new)
+                elif wrong == "v-nan" and t >= 2:  # the new v NaN where the held one is +inf (b2 inf + ... is +inf)
+                    st["exp_avg_sq"] = np.where(big, np.float16(np.nan), st["exp_avg_sq"]).astype(np.float16)
+                    w_new = np.where(big, params[p], w_new)
                 else:
                     w_new = np.where(big, params[p], w_new)
                 params[p], state[p] = w_new.astype(np.float16), st
@@ -617,14 +622,15 @@ def _float16_adam(name: str, wrong: str) -> None:
     harness.implementation(name, framework="numpy", optimizers=("adam",), dtypes=("float16",), correct=wrong == "kept")(step)
 
 
-@pytest.mark.parametrize("wrong", ["kept", "sgd", "nan", "garbage"])
+@pytest.mark.parametrize("wrong", ["kept", "sgd", "nan", "garbage", "held-nan", "v-nan"])
 def test_a_second_moment_beyond_float16_accepts_only_what_a_correct_step_gives(wrong: str) -> None:
     """helper-69: grad_W = 800 in float16 (X = [[20], [1]], y = [[0], [1]], W = 1, sum): a step whose exp_avg_sq is
     inf there (g g squared first) had W ungraded at that element, and its state at every later step. A step that fell
     back to plain SGD (W = -7.0 against an exact 0.99, then 49.2), one that wrote NaN into W, and one that wrote -1234
     into exp_avg and moved W by +3 all passed, with no failing record. A correct evaluation gives W = 0.99 (no
     overflow) or W = 1.0 (m / inf = 0), its exp_avg does not depend on v, and at later steps the rule in IEEE
-    arithmetic leaves W where it was: the step that does so passes, the others fail."""
+    arithmetic leaves W where it was: the step that does so passes, the others fail. helper-70: NaN in W, or in the new
+    exp_avg_sq, where the held one is +inf passed after the first fix (m / inf is 0 and b2 inf + w2 d^2 is +inf)."""
     from harness.verdicts import failures
 
     case = make_case("adam-float16-square-overflows", [[20.0], [1.0]], [[0.0], [1.0]], [[1.0]], [0.0], lr="0.01",
@@ -643,7 +649,8 @@ def test_a_second_moment_beyond_float16_accepts_only_what_a_correct_step_gives(w
         assert "graded against the parameter left where it was" in w[0].message
         assert [r.verdict for r in recs if r.quantity == "exp_avg_W"] == ["agree"] * 3  # graded at every step
     else:
-        first = {"sgd": ("W", 1), "nan": ("W", 1), "garbage": ("exp_avg_W", 2)}[wrong]
+        first = {"sgd": ("W", 1), "nan": ("W", 1), "garbage": ("exp_avg_W", 2), "held-nan": ("W", 2),
+                 "v-nan": ("exp_avg_sq_W", 2)}[wrong]
         assert any((r.quantity, r.step) == first and r.verdict == "disagree" for r in bad), [
             (r.step, r.quantity, r.verdict, r.computed) for r in recs]
 
@@ -679,8 +686,8 @@ def test_adams_bound_is_finite_where_the_second_moment_is_below_float16s_subnorm
 
 def test_what_a_correct_step_gives_from_a_state_that_is_not_finite() -> None:
     """The outcomes of harness.optim.bounds.held_not_finite, by hand: Adam (betas 0.9, 0.999) holding exp_avg_sq = inf
-    leaves W where it was (m / inf = 0; not the exact update), NaN where it is NaN, and exp_avg_sq itself cannot be
-    finite; exp_avg = inf makes W and exp_avg not finite. With betas of 0 the old moments drop out: the exact values, or
+    leaves W where it was (m / inf = 0; not the exact update, not NaN), NaN where it is NaN, and exp_avg_sq itself
+    cannot be finite (+inf, or NaN from NaN); exp_avg = inf makes W and exp_avg not finite. With betas of 0 the old moments drop out: the exact values, or
     NaN (0 inf in IEEE). SGD's infinite buffer leaves no finite W or buffer. And the eps cap (_eps_cap) by hand."""
     from harness.bounds import update_rounding
     from harness.floats import get_format
@@ -693,11 +700,13 @@ def test_what_a_correct_step_gives_from_a_state_that_is_not_finite() -> None:
     adam = config({"name": "adam"})
     st = {"W": {"exp_avg": np.array([[1.0, inf, 1.0, 1.0]]), "exp_avg_sq": np.array([[inf, 1.0, nan, 1.0]])}}
     o = held_not_finite(adam, st, {"W": (1, 4)})["W"]
-    assert o.param_kept.tolist() == [[True, False, True, False]] and o.param_no_exact.tolist() == o.param_kept.tolist()
-    assert o.param_impossible.tolist() == [[False, True, False, False]]
-    assert o.param_nan.tolist() == [[True, True, True, False]] and o.param_inf.tolist() == [[False, True, False, False]]
+    assert o.param_kept.tolist() == [[True, False, False, False]] and o.param_no_exact.tolist() == o.param_kept.tolist()
+    assert o.param_impossible.tolist() == [[False, True, True, False]]
+    assert o.param_nan.tolist() == [[False, True, True, False]] and o.param_inf.tolist() == [[False, True, False, False]]
     assert o.state_impossible["exp_avg"].tolist() == [[False, True, False, False]]
     assert o.state_impossible["exp_avg_sq"].tolist() == [[True, False, True, False]]
+    assert o.state_inf["exp_avg_sq"].tolist() == [[True, False, False, False]]  # +inf stays +inf: not NaN (helper-70)
+    assert o.state_nan["exp_avg_sq"].tolist() == [[False, False, True, False]]
     zero = held_not_finite(config({"name": "adam", "betas": [0.0, 0.0]}), st, {"W": (1, 4)})["W"]
     assert not zero.param_impossible.any() and not zero.param_kept.any() and not zero.state_impossible["exp_avg"].any()
     assert zero.param_nan.tolist() == [[True, True, True, False]] and zero.state_inf["exp_avg"].tolist() == [[False, True, False, False]]
@@ -716,3 +725,61 @@ def test_what_a_correct_step_gives_from_a_state_that_is_not_finite() -> None:
     cap = _eps_cap(np.array([1.0]), np.array([0.0]), 2.0**-10, 2.0**-11, 2.0**-11, 0.0)
     assert cap[0] == pytest.approx(2.0**10 * (1 + 2.0**-11) / (1 - 2.0**-11) + 2.0**10, rel=1e-15)
     assert np.isinf(_eps_cap(np.array([1.0]), np.array([0.0]), 1e-8, 1.0, 2.0**-11, 0.0)).all()  # eps flushed: none
+
+
+@pytest.mark.parametrize("which", ["lerp", "decay", "step-size"])
+def test_overflowing_intermediates_of_correct_adam_steps_are_no_disagreement(which: str) -> None:
+    """helper-70, correct steps graded disagree:
+    - lerp: AdamW with lr lambda = 2 flips W = 1.6e38 each step; torch's exp_avg.lerp_(grad, 0.1) forms d - m_ =
+      -3.5e38, beyond float32 (and bfloat16's float32 arithmetic): exp_avg = -inf where the exact one is -3.2e36 (the
+      first fix graded it exactly; before, not at all);
+    - decay: AdamW, float16, lr = 6e4, lambda = 1: torch's for-loop and foreach store theta (1 - lr lambda) = -65999 in
+      float16, -inf, where the exact W is -5975.5;
+    - step-size: Adam, lr = 1e38: lr / (1 - beta1) = 1e39 is beyond float32, and the fused form (float32, bfloat16)
+      and NumPy's (float32) give W = inf where the exact W, about 1e38, is finite. (torch's for-loop and foreach
+      raise 'value cannot be converted to type float without overflow' there: an error record, left out here.)
+    Each intermediate may now overflow: inf or NaN is accepted there, and these steps have no failing record."""
+    from harness.verdicts import failures
+
+    if which == "lerp":
+        case = make_case("adamw-lerp-beyond-float32", [[1.0, 0.0]], [[0.0]], [[1.6e38], [1.0]], [0.0], lr="0.001", steps=3,
+                         reduction="sum", optimizer={"name": "adamw", "weight_decay": 2000.0})
+        impls, dtypes = BUILTINS["adamw"], ["float32", "bfloat16"]
+    elif which == "decay":
+        case = make_case("adamw-decay-beyond-float16", [[0.1]], [[0.35]], [[1.1]], [0.0], lr="60000", steps=1,
+                         reduction="sum", optimizer={"name": "adamw", "weight_decay": 1.0})
+        impls, dtypes = BUILTINS["adamw"], ["float16"]
+    else:
+        case = make_case("adam-step-size-beyond-float32", [[0.1]], [[0.35]], [[2.0]], [0.0], lr="1e38", steps=1,
+                         reduction="sum", optimizer={"name": "adam"})
+        impls, dtypes = ["torch-optim-adam-fused", "numpy-optim-adam"], ["float32", "bfloat16"]
+    recs = verify([case], impls, dtypes=dtypes)
+    assert recs and not failures(recs), [(r.implementation, r.dtype, r.step, r.quantity, r.verdict, r.computed)
+                                         for r in failures(recs)]
+    assert any(r.verdict == "overflow" for r in recs)  # the overflowing step was graded (inf accepted), not skipped
+
+
+def test_an_infinity_of_the_wrong_sign_is_disagree_where_the_exact_update_is_beyond_the_range() -> None:
+    """helper-70: float16 SGD, lr = 1000, grad_W = 800: the exact W = 1 - 8e5 lies beyond float16, so a correct step
+    gives -inf; a step that wrote +inf passed (with momentum too: its intermediate lr d may overflow, which accepted
+    either sign). Where the exact value is surely beyond the range, only its sign is accepted."""
+    from harness.optim.numpy_steps import numpy_optim_sgd
+
+    for opt in ({"name": "sgd"}, {"name": "sgd", "momentum": 0.9}):
+        case = make_case("sgd-update-beyond-float16", [[20.0], [1.0]], [[0.0], [1.0]], [[1.0]], [0.0], lr="1000", steps=1,
+                         reduction="sum", optimizer=opt)
+        good = verify([case], ["numpy-optim-sgd", "torch-optim-sgd"], dtypes=["float16"])
+        w = [r for r in good if r.quantity == "W"]
+        assert w and all(r.verdict == "overflow" and r.computed == "-inf" for r in w), [(r.verdict, r.computed) for r in w]
+
+        def flipped(X: Any, y: Any, W: Any, b: Any, **kw: Any) -> Any:
+            out = numpy_optim_sgd(X, y, W, b, **kw)
+            return [OptimizerStepResult(r.loss, r.grad_W, r.grad_b, np.where(np.isinf(r.W), -r.W, r.W).astype(r.W.dtype),
+                                        r.b, r.state) for r in out]
+
+        harness.implementation("test-sgd-wrong-sign-inf", framework="numpy", optimizers=("sgd",), correct=False)(flipped)
+        try:
+            bad = verify([case], ["test-sgd-wrong-sign-inf"], dtypes=["float16"])
+        finally:
+            REGISTRY.pop("test-sgd-wrong-sign-inf", None)
+        assert [r.verdict for r in bad if r.quantity == "W"] == ["disagree"]

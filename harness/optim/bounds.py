@@ -337,8 +337,8 @@ class Outcomes:
             :func:`kept_parameter` there.
         param_no_exact: the update's exact value is no correct result (the rule applied to a state that is not
             finite): there only the other outcomes are.
-        param_impossible: no finite value is correct (``+-inf`` and NaN are).
-        state_inf, state_impossible: per state key, ``+-inf`` or NaN may be correct; no finite value is.
+        param_impossible: no finite value is correct (only what ``param_inf`` and ``param_nan`` allow).
+        state_inf, state_nan, state_impossible: the same per state key (``+-inf``; NaN; nothing finite).
     """
 
     param_inf: Mask
@@ -347,6 +347,7 @@ class Outcomes:
     param_no_exact: Mask
     param_impossible: Mask
     state_inf: dict[str, Mask]
+    state_nan: dict[str, Mask]
     state_impossible: dict[str, Mask]
 
 
@@ -399,12 +400,16 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
                     hit |= hits(buf, shape) | hits(mu * np.abs(np.asarray(prev.get("momentum_buffer", 0.0), dtype=np.float64)), shape)
                     eff = d + mu * buf if opt["nesterov"] else buf
                 hit |= hits(eff, shape) | hits(abs(lr) * eff, shape)
-                out[p] = Outcomes(hit, hit, none, none, none, {k: hit for k in keys}, {k: none for k in keys})
+                out[p] = Outcomes(hit, hit, none, none, none, {k: hit for k in keys}, {k: hit for k in keys},
+                                  {k: none for k in keys})
                 continue
             b1, b2 = (float(x) for x in opt["betas"])
             step_size = abs(lr) / (1 - b1**t)  # (step t, from 1: 1 - beta1^t > 0)
+            m_prev = np.abs(np.asarray(prev.get("exp_avg", 0.0), dtype=np.float64))
             m_new = np.abs(np.asarray(new_state[f"exp_avg_{p}"], dtype=np.float64))
-            m_hit = hits(d, shape) | hits(m_new, shape)
+            # the first moment, and lerp's d - m_ (torch's exp_avg.lerp_(grad, 1 - beta1): -inf where the exact moment
+            # is -3.2e36 and d - m_ -3.5e38, float32, helper-70)
+            m_hit = hits(d, shape) | hits(m_new, shape) | hits(d + m_prev, shape)
             v_hit = (hits(d, shape) | hits(np.asarray(new_state[f"exp_avg_sq_{p}"], dtype=np.float64), shape)
                      | hits(b2 * np.abs(np.asarray(prev.get("exp_avg_sq", 0.0), dtype=np.float64)), shape)
                      | hits((1 - b2) * d, shape))
@@ -412,9 +417,15 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
             if v_out is not None:
                 squared_first = ~np.isfinite(np.reshape(np.asarray(v_out, dtype=np.float64), shape))
                 v_hit |= squared_first & hits(d * d, shape)
+            # the parameter: through the moment, the step size alone (lr / (1 - beta1^t) beyond float32 while the
+            # exact W is finite: W = inf from the fused form, helper-70) or times the moment, and AdamW's decay
+            # theta (1 - lr lambda) (stored in float16 by torch's for-loop: -inf where the exact W is -5975, helper-70)
+            to_inf = m_hit | hits(step_size, shape) | hits(step_size * m_new, shape)
+            if opt.name == "adamw" and wd != 0:
+                to_inf |= hits(abs(lr * wd), shape) | hits(theta * abs(1 - lr * wd), shape)
             state_inf = {"exp_avg": m_hit, "exp_avg_sq": v_hit, "max_exp_avg_sq": v_hit}
-            to_inf = m_hit | hits(step_size * m_new, shape)
-            out[p] = Outcomes(to_inf, to_inf, v_hit, none, none, {k: state_inf[k] for k in keys}, {k: none for k in keys})
+            out[p] = Outcomes(to_inf, to_inf, v_hit, none, none, {k: state_inf[k] for k in keys},
+                              {k: state_inf[k] for k in keys}, {k: none for k in keys})
     return out
 
 
@@ -426,9 +437,10 @@ def held_not_finite(opt: OptimizerConfig, state: Mapping[str, Mapping[str, F64]]
     - SGD's buffer: the new buffer and the parameter are not finite.
     - Adam's ``exp_avg`` (``beta1 > 0``): the new one and the parameter are not finite (``m / den`` is infinite or
       NaN). With ``beta1 = 0`` the old one drops out (``0 m``, NaN in IEEE): the exact values, or ``inf`` or NaN.
-    - Adam's ``exp_avg_sq`` (``beta2 > 0``), or amsgrad's ``max_exp_avg_sq``: the new second moment is not finite,
-      and the parameter is left where it was, or decayed (``m / inf = 0``), or NaN (a NaN moment); not the exact
-      update. With ``beta2 = 0``: the exact values too.
+    - Adam's ``exp_avg_sq`` (``beta2 > 0``), or amsgrad's ``max_exp_avg_sq``, at ``+inf``: the new second moment is
+      ``+inf`` (its terms are all ``>= 0``) and the parameter is left where it was, or decayed (``m / inf = 0``):
+      nothing else, not the exact update, not NaN (NaN passed there, helper-70); at NaN: NaN. With ``beta2 = 0`` the
+      old moment drops out: the exact values, or NaN.
 
     (These elements were not graded at all: a step that wrote -1234 into ``exp_avg`` and moved W by +3 agreed
     there, helper-69.)"""
@@ -445,21 +457,29 @@ def held_not_finite(opt: OptimizerConfig, state: Mapping[str, Mapping[str, F64]]
 
         if opt.name == "sgd":
             bb = bad("momentum_buffer")
-            out[p] = Outcomes(bb, bb, z, z, bb, {k: z for k in keys}, {k: bb for k in keys})
+            out[p] = Outcomes(bb, bb, z, z, bb, {k: bb for k in keys}, {k: bb for k in keys}, {k: bb for k in keys})
             continue
         b1, b2 = (float(x) for x in opt["betas"])
         bm, bv = bad("exp_avg"), bad("exp_avg_sq")
+        bv_inf = bv & (np.broadcast_to(np.asarray(prev.get("exp_avg_sq", 0.0), dtype=np.float64).reshape(-1), (bv.size,))
+                       .reshape(shape) == np.inf)
         bx = bad("max_exp_avg_sq") if "max_exp_avg_sq" in keys else z
-        m_gone = bm if b1 != 0 else z  # the new first moment cannot be finite: nor can the parameter
-        m_nan = bm & ~m_gone  # beta1 = 0: 0 m is NaN in IEEE, or the moment drops out
-        v_gone = bv if b2 != 0 else z
-        v_nan = bv & ~v_gone
-        big_v = (v_gone | bx) & ~m_gone  # the denominator's moment is +inf (the parameter kept) or NaN
-        state_imp = {"exp_avg": m_gone, "exp_avg_sq": v_gone, "max_exp_avg_sq": v_gone | bx}
-        state_inf = {"exp_avg": m_nan, "exp_avg_sq": v_nan, "max_exp_avg_sq": v_nan}
-        out[p] = Outcomes(param_inf=m_gone, param_nan=m_nan | m_gone | v_nan | big_v, param_kept=big_v,
-                          param_no_exact=big_v, param_impossible=m_gone,
-                          state_inf={k: state_inf[k] | state_imp[k] for k in keys},
+        bx_inf = bx & (np.broadcast_to(np.asarray(prev.get("max_exp_avg_sq", 0.0), dtype=np.float64).reshape(-1), (bx.size,))
+                       .reshape(shape) == np.inf)
+        m_gone = bm if b1 != 0 else z  # the new first moment is not finite: inf (b1 m + w1 d) or NaN (lerp), and W too
+        m_drop = bm & ~m_gone  # beta1 = 0: the old moment drops out (the exact values), or 0 inf is NaN
+        v_inf = bv_inf if b2 != 0 else z  # the new second moment is +inf: b2 inf + w2 d^2 (all terms >= 0)
+        v_nan = (bv & ~bv_inf) if b2 != 0 else z  # a NaN (or -inf) second moment: NaN
+        v_drop = bv & ~v_inf & ~v_nan  # beta2 = 0: the exact values, or NaN
+        den_nan = (v_nan | (bx & ~bx_inf)) & ~m_gone  # the denominator's moment is NaN: W is NaN
+        kept = (v_inf | bx_inf) & ~den_nan & ~m_gone  # ... +inf: m / inf = 0, W kept (or decayed), nothing else
+        state_imp = {"exp_avg": m_gone, "exp_avg_sq": v_inf | v_nan, "max_exp_avg_sq": v_inf | v_nan | bx}
+        state_inf = {"exp_avg": m_gone | m_drop, "exp_avg_sq": v_inf, "max_exp_avg_sq": (v_inf | bx_inf) & ~v_nan & ~(bx & ~bx_inf)}
+        state_nan = {"exp_avg": m_gone | m_drop, "exp_avg_sq": v_nan | v_drop,
+                     "max_exp_avg_sq": v_nan | (bx & ~bx_inf) | v_drop}
+        out[p] = Outcomes(param_inf=m_gone | m_drop, param_nan=m_gone | m_drop | den_nan | v_drop, param_kept=kept,
+                          param_no_exact=kept, param_impossible=m_gone | den_nan,
+                          state_inf={k: state_inf[k] for k in keys}, state_nan={k: state_nan[k] for k in keys},
                           state_impossible={k: state_imp[k] for k in keys})
     return out
 

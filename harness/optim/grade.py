@@ -148,14 +148,15 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
         sp, hd = spills[p], held[p]
         if q in PARAMS:
             impossible = skip | hd.param_impossible
-            inf_ok = (sp.param_inf | hd.param_inf) & ~impossible
-            nan_ok = (sp.param_nan | hd.param_nan) & ~impossible
+            inf_ok = skip | ((sp.param_inf & ~hd.param_impossible) | hd.param_inf)
+            nan_ok = skip | ((sp.param_nan & ~hd.param_impossible) | hd.param_nan)
             kept_ok = (sp.param_kept | hd.param_kept) & ~impossible
             no_exact = hd.param_no_exact & ~impossible
         else:
             k = q[: -len(p) - 1]
             impossible = skip | hd.state_impossible[k]
-            inf_ok = nan_ok = (sp.state_inf[k] | hd.state_inf[k]) & ~impossible
+            inf_ok = skip | ((sp.state_inf[k] & ~hd.state_impossible[k]) | hd.state_inf[k])
+            nan_ok = skip | ((sp.state_nan[k] & ~hd.state_impossible[k]) | hd.state_nan[k])
             kept_ok = no_exact = np.zeros(np.shape(skip), dtype=bool)
         kept_used = np.zeros(np.shape(skip), dtype=bool)
         if kept_ok.any():  # graded against the parameter kept where it is nearer (in bounds), or the only outcome
@@ -166,11 +167,20 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
         if impossible.any():  # no exact value there: the rule applied to inf or NaN gives inf or NaN, never a finite value
             rig, exp = np.where(impossible, np.inf, rig), np.where(impossible, np.inf, exp)
             hi, lo = np.where(impossible, np.inf, hi), np.where(impossible, 0.0, lo)
-        vacuous = ~np.isfinite(rig)
+        vacuous = ~np.isfinite(rig) & ~impossible  # (where nothing finite is correct, inf_ok and nan_ok say what is)
+        # an infinity where the exact value (within its bound) is beyond the range: of its sign only (+inf passed
+        # where the exact W is -8e5 in float16, helper-70); elsewhere where allowed, of either sign, but never -inf
+        # for a second moment (its terms are all >= 0)
         with np.errstate(all="ignore"):
-            beyond = (np.abs(hi) + np.where(vacuous | impossible, 0.0, rig)) > fmt.max_finite
-        cmp = compare(out[q], hi, lo, rig, exp, vacuous | impossible | beyond | inf_ok, fmt,
-                      nan_allowed=vacuous | impossible | nan_ok, finite_impossible=impossible if impossible.any() else None)
+            reach = np.where(vacuous | impossible, 0.0, rig)
+            # (surely beyond: every overflowing path gives the exact value's sign, W' = theta - s with |s| > |theta|)
+            either = inf_ok & ~(~impossible & ~vacuous & (np.abs(hi) - reach > fmt.max_finite))
+            pos = vacuous | either | (~impossible & (hi + reach > fmt.max_finite))
+            neg = vacuous | either | (~impossible & (hi - reach < -fmt.max_finite))
+        if q not in PARAMS and q.startswith(("exp_avg_sq_", "max_exp_avg_sq_")):
+            neg = np.zeros_like(neg)
+        cmp = compare(out[q], hi, lo, rig, exp, pos | neg, fmt, nan_allowed=vacuous | nan_ok, posinf_allowed=pos,
+                      neginf_allowed=neg, finite_impossible=impossible if impossible.any() else None)
         idx = cmp.worst_index
         ef = exact.fraction_at(idx)
         msg = _message(q, cmp, fmt)
