@@ -368,12 +368,14 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
     overflows it (``numpy-optim-adam``'s float32 of 1e38-sized gradients, helper-63), the others do not, and
     counting it everywhere left W ungraded at every float16 gradient above 254 (helper-64).
 
-    What each may give: SGD, the parameter and the buffer ``+-inf`` or NaN. Adam: where ``d`` or the first moment
-    may overflow, the parameter and ``exp_avg`` ``+-inf`` or NaN (``m / den`` infinite); where the second moment may,
-    ``exp_avg_sq`` (and ``max_exp_avg_sq``) ``inf``, and the parameter left where it was (or decayed); where the
-    step size times the moment may, the parameter ``+-inf``. Nothing else: the parameter was ungraded there, and a
-    step that fell back to plain SGD where ``g g`` overflowed float16 (W = -7 against an exact 0.99) agreed
-    (helper-69)."""
+    What each may give: SGD, the parameter and the buffer ``+-inf`` or NaN. Adam: where ``d``, the first moment or
+    lerp's ``d - m_`` may overflow, the parameter and ``exp_avg`` ``+-inf`` or NaN (``m / den`` infinite); where the
+    second moment may, ``exp_avg_sq`` (and ``max_exp_avg_sq``) ``inf``, and the parameter left where it was (or
+    decayed); where the step size, alone or times the moment, or AdamW's ``lr lambda`` or decayed
+    ``theta (1 - lr lambda)`` may, the parameter ``+-inf`` or NaN. Nothing else: the parameter was ungraded there,
+    and a step that fell back to plain SGD where ``g g`` overflowed float16 (W = -7 against an exact 0.99) agreed
+    (helper-69). (:func:`harness.optim.grade.grade_update` keeps an infinity to the exact value's sign where that
+    value is surely beyond the range.)"""
     big = fmt.max_finite / OVERFLOW_MARGIN
     wd = float(opt["weight_decay"])
     keys = opt.state_keys()

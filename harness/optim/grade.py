@@ -207,7 +207,8 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
                         + ("the parameter left where it was (or only decayed)" if bool((sp.param_kept & spilled).any()) else "")
                         if q in PARAMS else "its exact value, inf or NaN")
             note = (f"{q}: at {int(spilled.sum())} of {spilled.size} element(s) an intermediate of a correct evaluation may "
-                    f"overflow {fmt.name} (a moment, the momentum term, lr times the update): {accepted} accepted there")
+                    f"overflow {fmt.name} (a moment, lerp's g - m, the momentum term, the step size, AdamW's decay, lr "
+                    f"times the update): {accepted} accepted there")
             msg = f"{msg}; {note}" if msg else note
         if bool(kept_used.any()):
             note = (f"{q}: {int(kept_used.sum())} element(s) graded against the parameter left where it was (or only "
