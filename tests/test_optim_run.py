@@ -702,17 +702,23 @@ def test_what_a_correct_step_gives_from_a_state_that_is_not_finite() -> None:
     o = held_not_finite(adam, st, {"W": (1, 4)})["W"]
     assert o.param_kept.tolist() == [[True, False, False, False]] and o.param_no_exact.tolist() == o.param_kept.tolist()
     assert o.param_impossible.tolist() == [[False, True, True, False]]
-    assert o.param_nan.tolist() == [[False, True, True, False]] and o.param_inf.tolist() == [[False, True, False, False]]
+    assert o.param_nan.tolist() == [[False, True, True, False]] and o.param_neg.tolist() == [[False, True, False, False]]
+    assert not o.param_pos.any()  # exp_avg = +inf: W = theta - s m / den is -inf (or NaN), never +inf (helper-71)
+    assert o.state_pos["exp_avg"].tolist() == [[False, True, False, False]] and not o.state_neg["exp_avg"].any()
     assert o.state_impossible["exp_avg"].tolist() == [[False, True, False, False]]
     assert o.state_impossible["exp_avg_sq"].tolist() == [[True, False, True, False]]
-    assert o.state_inf["exp_avg_sq"].tolist() == [[True, False, False, False]]  # +inf stays +inf: not NaN (helper-70)
+    assert o.state_pos["exp_avg_sq"].tolist() == [[True, False, False, False]]  # +inf stays +inf: not NaN (helper-70)
+    assert not o.state_neg["exp_avg_sq"].any()
     assert o.state_nan["exp_avg_sq"].tolist() == [[False, False, True, False]]
     zero = held_not_finite(config({"name": "adam", "betas": [0.0, 0.0]}), st, {"W": (1, 4)})["W"]
     assert not zero.param_impossible.any() and not zero.param_kept.any() and not zero.state_impossible["exp_avg"].any()
-    assert zero.param_nan.tolist() == [[True, True, True, False]] and zero.state_inf["exp_avg"].tolist() == [[False, True, False, False]]
+    assert zero.param_nan.tolist() == [[True, True, True, False]] and zero.state_pos["exp_avg"].tolist() == [[False, True, False, False]]
     sgd = config({"name": "sgd", "momentum": 0.9})
     s = held_not_finite(sgd, {"W": {"momentum_buffer": np.array([[-inf, 2.0]])}}, {"W": (1, 2)})["W"]
     assert s.param_impossible.tolist() == [[True, False]] and s.state_impossible["momentum_buffer"].tolist() == [[True, False]]
+    # buffer -inf: the new one -inf, W = theta - lr buf +inf, no NaN (a flipped infinity or NaN passed: helper-71)
+    assert s.param_pos.tolist() == [[True, False]] and not s.param_neg.any() and not s.param_nan.any()
+    assert s.state_neg["momentum_buffer"].tolist() == [[True, False]] and not s.state_pos["momentum_buffer"].any()
     # AdamW's kept value is the decayed one: 2 (1 - 0.5 * 0.1) = 1.9; Adam's the parameter itself, with no error
     f16 = get_format("float16")
     kept = kept_parameter(config({"name": "adamw", "weight_decay": 0.1}), {"W": np.array([[2.0]])}, 0.5, f16)
@@ -783,3 +789,97 @@ def test_an_infinity_of_the_wrong_sign_is_disagree_where_the_exact_update_is_bey
         finally:
             REGISTRY.pop("test-sgd-wrong-sign-inf", None)
         assert [r.verdict for r in bad if r.quantity == "W"] == ["disagree"]
+
+
+def test_fused_amsgrad_may_keep_its_maximum_where_the_gradient_is_nan() -> None:
+    """helper-71: b = 40,000 in float16 (3e38 in float32) with X = 0 makes grad_b overflow and grad_W = 0 inf = NaN.
+    torch's fused amsgrad keeps max_exp_avg_sq there (IEEE 754's maximumNumber: max(0, NaN) = 0), the for-loop form
+    gives NaN (torch.maximum): both are correct, and the fused form's 0.0 was disagree at every step."""
+    from harness.verdicts import failures
+
+    for rule, b0, dtypes in (("adam", 40000.0, ["float16", "bfloat16"]), ("adamw", 3e38, ["bfloat16", "float32"])):
+        case = make_case(f"{rule}-amsgrad-nan-gradient", [[0.0]], [[0.0, 0.0]], [[0.0, 0.0]], [b0, 0.0], lr="0.01", steps=3,
+                         reduction="sum", optimizer={"name": rule, "amsgrad": True})
+        recs = verify([case], [f"torch-optim-{rule}-fused", f"torch-optim-{rule}"], dtypes=dtypes)
+        assert recs and not failures(recs), [(r.implementation, r.dtype, r.step, r.quantity, r.verdict, r.computed)
+                                             for r in failures(recs)]
+
+
+def test_adamws_decay_may_overflow_with_the_sign_opposite_to_the_update() -> None:
+    """helper-71: AdamW in float16, lr = 65,000, lr lambda = 3, betas (0, 0.99999), step 6 from a zero state, W =
+    40,000, grad -1: torch's for-loop and foreach store the decayed W, 40,000 (1 - 3) = -80,000, as -inf, then add
+    the update: W = -inf, where the exact W, +79,215, is beyond float16 on the other side (the fused form gives +inf).
+    Both are correct; "an infinity of the exact value's sign only" made the first two disagree. Graded directly
+    (the state set by hand: lr = 65,000 would not fit a case's float16 inputs otherwise)."""
+    from harness.floats import get_format
+    from harness.optim.grade import grade_update
+
+    lr, wd = 65000.0, 3 / 65000
+    opt = make_case("cfg", X, Y, W0, B0, lr="0.01", optimizer={"name": "adamw", "weight_decay": wd,
+                                                                 "betas": [0.0, 0.99999]}).optimizer
+    for form in ({"foreach": False}, {"foreach": True}, {"fused": True}):
+        W = torch.tensor([[40000.0]], dtype=torch.float16, requires_grad=True)
+        b = torch.tensor([0.0], dtype=torch.float16, requires_grad=True)
+        o = torch.optim.AdamW([W, b], lr=lr, weight_decay=wd, betas=(0.0, 0.99999), **form)
+        for p in (W, b):
+            o.state[p] = {"step": torch.tensor(5.0), "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+        W.grad, b.grad = torch.tensor([[-1.0]], dtype=torch.float16), torch.tensor([0.0], dtype=torch.float16)
+        before = {"W": W.detach().double().numpy().copy(), "b": b.detach().double().numpy().copy()}
+        o.step()
+        out = {"grad_W": np.array([[-1.0]]), "grad_b": np.array([0.0]), "W": W.detach().double().numpy(),
+               "b": b.detach().double().numpy()}
+        for n, p in (("W", W), ("b", b)):
+            for k in ("exp_avg", "exp_avg_sq"):
+                out[f"{k}_{n}"] = o.state[p][k].double().numpy()
+        held = {"W": {"exp_avg": np.zeros((1, 1)), "exp_avg_sq": np.zeros((1, 1))}, "b": {"exp_avg": np.zeros(1), "exp_avg_sq": np.zeros(1)}}
+        recs = grade_update(opt, {"case": "x", "implementation": str(form), "dtype": "float16", "device": "cpu"}, 6, out,
+                            before, held, lr, get_format("float16"), False, None)
+        w = [r for r in recs if r.quantity == "W"]
+        assert [r.verdict for r in w] == ["overflow"], (form, [(r.verdict, r.computed, r.message) for r in w])
+
+
+@pytest.mark.parametrize("which", ["sgd-held-buffer", "sgd-nesterov-held-buffer", "adam-held-moment", "sgd-decayed-gradient"])
+def test_infinities_take_the_sign_ieee_arithmetic_gives(which: str) -> None:
+    """helper-71, wrong steps that passed: the new buffer and W where SGD's held momentum buffer is +inf (the buffer
+    stays +inf, W = theta - lr buf is -inf, never NaN: numpy-optim-sgd stores a buffer of 120,000 in float16 at step 1
+    while W = 58,816 stays finite); W where Adam's held exp_avg is +inf (W = -inf, or NaN by lerp; never +inf); and
+    float32 SGD whose d = g + 10 W = 7e38 overflows in every evaluation (W = -inf only, the exact W 9.3e37 finite).
+    The correct steps pass; a flipped infinity, or NaN where none arises, is disagree."""
+    from harness.optim.numpy_steps import numpy_optim_adam, numpy_optim_sgd
+    from harness.verdicts import failures
+
+    if which.startswith("sgd") and which != "sgd-decayed-gradient":
+        case = make_case(which, [[1.0]], [[30000.0]], [[60000.0]], [0.0], lr="0.01", steps=2, reduction="sum",
+                         optimizer={"name": "sgd", "momentum": 0.9, "weight_decay": 1.0, "nesterov": which.startswith("sgd-nest")})
+        base, rule, dtype, steps_from = numpy_optim_sgd, "sgd", "float16", 2
+    elif which == "adam-held-moment":
+        case = make_case(which, [[1.0]], [[49000.0]], [[50000.0]], [0.0], lr="0.01", steps=2, reduction="sum",
+                         optimizer={"name": "adam", "weight_decay": 20.0, "betas": [0.9, 0.99999999]})
+        base, rule, dtype, steps_from = numpy_optim_adam, "adam", "float16", 2
+    else:
+        case = make_case(which, [[1.0]], [[2.5e38]], [[1e38]], [0.0], lr="0.01", steps=1, reduction="sum",
+                         optimizer={"name": "sgd", "weight_decay": 10.0})
+        base, rule, dtype, steps_from = numpy_optim_sgd, "sgd", "float32", 1
+    good = verify([case], [f"numpy-optim-{rule}"], dtypes=[dtype])
+    assert not failures(good) and any(r.quantity == "W" and r.computed == "-inf" for r in good), [
+        (r.step, r.quantity, r.verdict, r.computed) for r in good]
+    for how in ("flip", "nan"):
+        def wrong(X: Any, y: Any, W: Any, b: Any, *, how: str = how, **kw: Any) -> Any:
+            out = []
+            for t, r in enumerate(base(X, y, W, b, **kw), start=1):
+                bad = np.isinf(r.W) & (t >= steps_from)
+                Wn = np.where(bad, -r.W if how == "flip" else np.nan, r.W).astype(r.W.dtype)
+                out.append(OptimizerStepResult(r.loss, r.grad_W, r.grad_b, Wn, r.b, r.state))
+            return out
+
+        name = f"test-{which}-{how}"
+        harness.implementation(name, framework="numpy", optimizers=(rule,), dtypes=(dtype,), correct=False)(wrong)
+        try:
+            recs = verify([case], [name], dtypes=[dtype])
+        finally:
+            REGISTRY.pop(name, None)
+        if which == "adam-held-moment" and how == "nan":
+            assert not failures(recs)  # (NaN is lerp's m' = m_ + w (d - m_) = inf - inf there: a correct outcome)
+        else:
+            assert any(r.quantity == "W" and r.step == steps_from and r.verdict == "disagree" for r in recs), [
+                (r.step, r.quantity, r.verdict, r.computed) for r in recs]

@@ -331,24 +331,39 @@ class Outcomes:
     evaluation of the rule may give (:func:`intermediate_overflow`, :func:`held_not_finite`).
 
     Attributes:
-        param_inf, param_nan: the parameter may be ``+-inf``; NaN.
+        param_pos, param_neg, param_nan: the parameter may be ``+inf``; ``-inf``; NaN.
         param_kept: the parameter may be left where it was, or only decayed (AdamW's ``theta (1 - lr lambda)``): an
             Adam step whose second moment is ``+inf`` divides by it (``m / inf = 0``). Graded against
             :func:`kept_parameter` there.
         param_no_exact: the update's exact value is no correct result (the rule applied to a state that is not
             finite): there only the other outcomes are.
-        param_impossible: no finite value is correct (only what ``param_inf`` and ``param_nan`` allow).
-        state_inf, state_nan, state_impossible: the same per state key (``+-inf``; NaN; nothing finite).
+        param_impossible: no finite value is correct (only what ``param_pos``, ``param_neg`` and ``param_nan`` allow).
+        state_pos, state_neg, state_nan, state_impossible: the same per state key.
     """
 
-    param_inf: Mask
+    param_pos: Mask
+    param_neg: Mask
     param_nan: Mask
     param_kept: Mask
     param_no_exact: Mask
     param_impossible: Mask
-    state_inf: dict[str, Mask]
+    state_pos: dict[str, Mask]
+    state_neg: dict[str, Mask]
     state_nan: dict[str, Mask]
     state_impossible: dict[str, Mask]
+
+
+def _mark(pos: Mask, neg: Mask, mask: Mask, sign: npt.ArrayLike) -> None:
+    """Add :func:`_signs` of ``mask`` and ``sign`` to ``pos`` and ``neg``, in place."""
+    p, n = _signs(mask, sign)
+    pos |= p
+    neg |= n
+
+
+def _signs(mask: Mask, sign: npt.ArrayLike) -> tuple[Mask, Mask]:
+    """``(+inf allowed, -inf allowed)`` where ``mask``: the infinity of ``sign``'s sign (both where it is 0 or NaN)."""
+    sg = np.broadcast_to(np.asarray(sign, dtype=np.float64), mask.shape)
+    return mask & ~(sg < 0), mask & ~(sg > 0)
 
 
 def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[str, F64],
@@ -382,57 +397,94 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
     out: dict[str, Outcomes] = {}
 
     def hits(a: npt.ArrayLike, shape: tuple[int, ...]) -> Mask:
-        return ~(np.broadcast_to(np.asarray(a, dtype=np.float64), shape) < big)  # (NaN: counted)
+        return ~(np.broadcast_to(np.abs(np.asarray(a, dtype=np.float64)), shape) < big)  # (NaN: counted)
+
+    def signed(a: npt.ArrayLike, shape: tuple[int, ...]) -> F64:
+        return np.broadcast_to(np.asarray(a, dtype=np.float64), shape)
 
     with np.errstate(over="ignore", invalid="ignore"):
         for p in params:
-            theta = np.abs(np.asarray(params[p], dtype=np.float64))
+            theta = np.asarray(params[p], dtype=np.float64)
             shape = theta.shape
-            d = np.abs(np.asarray(grads[p], dtype=np.float64))
+            g = np.reshape(np.asarray(grads[p], dtype=np.float64), shape)
+            d = -g if opt["maximize"] else g  # signed, as the rule forms it (maximize negates the gradient first)
             if wd != 0 and opt.name != "adamw":
                 d = d + wd * theta
             prev = state.get(p, {})
             none = np.zeros(shape, dtype=bool)
+            # each overflowing intermediate X gives the parameter -sign(X) inf (W' = theta - lr X, lr > 0), and where
+            # two of opposite signs may overflow, inf - inf: NaN
+            w_pos, w_neg, w_nan = none.copy(), none.copy(), none.copy()
+            s_pos, s_neg, s_nan = none.copy(), none.copy(), none.copy()
+
             if opt.name == "sgd":
-                mu = float(opt["momentum"])
-                hit = hits(d, shape)
+                mu, damp = float(opt["momentum"]), float(opt["dampening"])
+                h_d = hits(d, shape)
+                _mark(w_pos, w_neg, h_d, -np.sign(signed(d, shape)) * np.sign(lr))
                 eff = d
                 if mu != 0:
-                    buf = np.abs(np.asarray(new_state[f"momentum_buffer_{p}"], dtype=np.float64))
-                    hit |= hits(buf, shape) | hits(mu * np.abs(np.asarray(prev.get("momentum_buffer", 0.0), dtype=np.float64)), shape)
+                    buf = signed(new_state[f"momentum_buffer_{p}"], shape)
+                    buf_prev = signed(prev.get("momentum_buffer", 0.0), shape)
+                    h_buf, h_prev = hits(buf, shape), hits(mu * buf_prev, shape)
+                    _mark(w_pos, w_neg, h_buf, -np.sign(signed(buf, shape)) * np.sign(lr))
+                    _mark(w_pos, w_neg, h_prev, -np.sign(signed(buf_prev, shape)) * np.sign(lr))
+                    _mark(s_pos, s_neg, h_d, d)
+                    _mark(s_pos, s_neg, h_buf, buf)
+                    _mark(s_pos, s_neg, h_prev, buf_prev)
+                    if damp == 1:  # (1 - dampening) d = 0 inf
+                        s_nan |= h_d
+                        w_nan |= h_d
                     eff = d + mu * buf if opt["nesterov"] else buf
-                hit |= hits(eff, shape) | hits(abs(lr) * eff, shape)
-                out[p] = Outcomes(hit, hit, none, none, none, {k: hit for k in keys}, {k: hit for k in keys},
-                                  {k: none for k in keys})
+                h_eff = hits(eff, shape) | hits(abs(lr) * eff, shape)
+                _mark(w_pos, w_neg, h_eff, -np.sign(signed(eff, shape)) * np.sign(lr))
+                w_nan |= (w_pos & w_neg) | ((w_pos | w_neg) & (lr == 0))
+                s_nan |= s_pos & s_neg
+                out[p] = Outcomes(w_pos, w_neg, w_nan, none, none, none, {k: s_pos for k in keys}, {k: s_neg for k in keys},
+                                  {k: s_nan for k in keys}, {k: none for k in keys})
                 continue
             b1, b2 = (float(x) for x in opt["betas"])
             step_size = abs(lr) / (1 - b1**t)  # (step t, from 1: 1 - beta1^t > 0)
-            m_prev = np.abs(np.asarray(prev.get("exp_avg", 0.0), dtype=np.float64))
-            m_new = np.abs(np.asarray(new_state[f"exp_avg_{p}"], dtype=np.float64))
-            # the first moment, and lerp's d - m_ (torch's exp_avg.lerp_(grad, 1 - beta1): -inf where the exact moment
-            # is -3.2e36 and d - m_ -3.5e38, float32, helper-70)
-            m_hit = hits(d, shape) | hits(m_new, shape) | hits(d + m_prev, shape)
-            v_hit = (hits(d, shape) | hits(np.asarray(new_state[f"exp_avg_sq_{p}"], dtype=np.float64), shape)
-                     | hits(b2 * np.abs(np.asarray(prev.get("exp_avg_sq", 0.0), dtype=np.float64)), shape)
-                     | hits((1 - b2) * d, shape))
+            m_prev = signed(prev.get("exp_avg", 0.0), shape)
+            m_new = signed(new_state[f"exp_avg_{p}"], shape)
+            # the first moment: d, the moment itself, and lerp's d - m_ (torch's exp_avg.lerp_(grad, 1 - beta1): -inf
+            # where the exact moment is -3.2e36 and d - m_ -3.5e38, float32, helper-70)
+            h_d, h_m, h_lerp = hits(d, shape), hits(m_new, shape), hits(np.abs(d) + np.abs(m_prev), shape)
+            _mark(s_pos, s_neg, h_d, d)
+            _mark(s_pos, s_neg, h_m, m_new)
+            _mark(s_pos, s_neg, h_lerp, d - m_prev)
+            m_pos, m_neg = s_pos.copy(), s_neg.copy()
+            m_hit = h_d | h_m | h_lerp
+            v_hit = (h_d | hits(new_state[f"exp_avg_sq_{p}"], shape)
+                     | hits(b2 * np.abs(signed(prev.get("exp_avg_sq", 0.0), shape)), shape) | hits((1 - b2) * np.abs(d), shape))
             v_out = None if returned is None else returned.get(f"exp_avg_sq_{p}")
             if v_out is not None:
                 squared_first = ~np.isfinite(np.reshape(np.asarray(v_out, dtype=np.float64), shape))
                 v_hit |= squared_first & hits(d * d, shape)
-            # the parameter: through the moment, the step size alone (lr / (1 - beta1^t) beyond float32 while the
-            # exact W is finite: W = inf from the fused form, helper-70) or times the moment, and AdamW's decay
-            # theta (1 - lr lambda) (stored in float16 by torch's for-loop: -inf where the exact W is -5975, helper-70)
-            to_inf = m_hit | hits(step_size, shape) | hits(step_size * m_new, shape)
+            # the parameter: -sign(m) inf through the moment, the step size alone (lr / (1 - beta1^t) beyond float32
+            # while the exact W is finite: W = inf from the fused form, helper-70) or times the moment, and AdamW's
+            # decayed theta (1 - lr lambda), of its own sign (stored in float16 by torch's for-loop: -inf where the exact
+            # W is -5975, helper-70; and -inf where the exact W is +79,215, the update of the other sign, helper-71)
+            _mark(w_pos, w_neg, h_d, -np.sign(signed(d, shape)) * np.sign(lr))
+            _mark(w_pos, w_neg, h_m | hits(step_size, shape) | hits(step_size * m_new, shape),
+                  -np.sign(signed(m_new, shape)) * np.sign(lr))
+            _mark(w_pos, w_neg, h_lerp, -np.sign(signed(d - m_prev, shape)) * np.sign(lr))
+            to_inf = m_hit | hits(step_size, shape) | hits(step_size * np.abs(m_new), shape)
             if opt.name == "adamw" and wd != 0:
-                to_inf |= hits(abs(lr * wd), shape) | hits(theta * abs(1 - lr * wd), shape)
-            state_inf = {"exp_avg": m_hit, "exp_avg_sq": v_hit, "max_exp_avg_sq": v_hit}
-            out[p] = Outcomes(to_inf, to_inf, v_hit, none, none, {k: state_inf[k] for k in keys},
-                              {k: state_inf[k] for k in keys}, {k: none for k in keys})
+                h_decay = hits(lr * wd, shape) | hits(np.abs(theta) * abs(1 - lr * wd), shape)
+                pos, neg = _signs(h_decay, theta * (1 - lr * wd) if abs(lr * wd) < math.inf else -theta)
+                w_pos |= pos
+                w_neg |= neg
+                to_inf |= h_decay
+            state_pos = {"exp_avg": m_pos, "exp_avg_sq": v_hit, "max_exp_avg_sq": v_hit}
+            state_neg = {"exp_avg": m_neg, "exp_avg_sq": none, "max_exp_avg_sq": none}  # (v >= 0)
+            state_nan = {"exp_avg": m_hit, "exp_avg_sq": none, "max_exp_avg_sq": none}  # (lerp: inf - inf)
+            out[p] = Outcomes(w_pos, w_neg, to_inf, v_hit, none, none, {k: state_pos[k] for k in keys},
+                              {k: state_neg[k] for k in keys}, {k: state_nan[k] for k in keys}, {k: none for k in keys})
     return out
 
 
 def held_not_finite(opt: OptimizerConfig, state: Mapping[str, Mapping[str, F64]], shapes: Mapping[str, tuple[int, ...]],
-                    ) -> dict[str, Outcomes]:
+                    lr: float = 1.0) -> dict[str, Outcomes]:
     """Per parameter, what a correct step gives where a state it held is ``inf`` or NaN (an earlier step's moment beyond
     the dtype, :func:`intermediate_overflow`): the rule in IEEE arithmetic (:class:`Outcomes`).
 
@@ -452,23 +504,32 @@ def held_not_finite(opt: OptimizerConfig, state: Mapping[str, Mapping[str, F64]]
         prev = state.get(p, {})
         z = np.zeros(shape, dtype=bool)
 
-        def bad(k: str, shape: tuple[int, ...] = shape, prev: Mapping[str, F64] = prev) -> Mask:
+        def held(k: str, shape: tuple[int, ...] = shape, prev: Mapping[str, F64] = prev) -> F64:
             a = prev.get(k)
-            return (np.zeros(shape, dtype=bool) if a is None else
-                    ~np.isfinite(np.reshape(np.asarray(a, dtype=np.float64), shape)))
+            return np.zeros(shape) if a is None else np.reshape(np.asarray(a, dtype=np.float64), shape)
+
+        def bad(k: str) -> Mask:
+            return ~np.isfinite(held(k))
 
         if opt.name == "sgd":
             bb = bad("momentum_buffer")
-            out[p] = Outcomes(bb, bb, z, z, bb, {k: bb for k in keys}, {k: bb for k in keys}, {k: bb for k in keys})
+            buf = held("momentum_buffer")
+            b_pos, b_neg = bb & (buf == np.inf), bb & (buf == -np.inf)
+            b_nan = bb & ~b_pos & ~b_neg
+            # the new buffer mu buf_ + (1 - dampening) d keeps buf_'s infinity; W = theta - lr buf: its opposite
+            # (a flipped infinity, or NaN, passed: helper-71); NaN from NaN, and from 0 inf where lr = 0
+            w_nan = b_nan | (bb if lr == 0 else z)
+            out[p] = Outcomes(b_neg, b_pos, w_nan, z, z, bb, {k: b_pos for k in keys}, {k: b_neg for k in keys},
+                              {k: b_nan for k in keys}, {k: bb for k in keys})
             continue
         b1, b2 = (float(x) for x in opt["betas"])
         bm, bv = bad("exp_avg"), bad("exp_avg_sq")
-        bv_inf = bv & (np.broadcast_to(np.asarray(prev.get("exp_avg_sq", 0.0), dtype=np.float64).reshape(-1), (bv.size,))
-                       .reshape(shape) == np.inf)
+        m_held = held("exp_avg")
+        bv_inf = bv & (held("exp_avg_sq") == np.inf)
         bx = bad("max_exp_avg_sq") if "max_exp_avg_sq" in keys else z
-        bx_inf = bx & (np.broadcast_to(np.asarray(prev.get("max_exp_avg_sq", 0.0), dtype=np.float64).reshape(-1), (bx.size,))
-                       .reshape(shape) == np.inf)
-        m_gone = bm if b1 != 0 else z  # the new first moment is not finite: inf (b1 m + w1 d) or NaN (lerp), and W too
+        bx_inf = bx & (held("max_exp_avg_sq") == np.inf)
+        m_gone = bm if b1 != 0 else z  # the new first moment is not finite: b1 m_ + w1 d keeps m_'s infinity (lerp: NaN)
+        m_pos, m_neg = m_gone & (m_held == np.inf), m_gone & (m_held == -np.inf)
         m_drop = bm & ~m_gone  # beta1 = 0: the old moment drops out (the exact values), or 0 inf is NaN
         v_inf = bv_inf if b2 != 0 else z  # the new second moment is +inf: b2 inf + w2 d^2 (all terms >= 0)
         v_nan = (bv & ~bv_inf) if b2 != 0 else z  # a NaN (or -inf) second moment: NaN
@@ -476,13 +537,16 @@ def held_not_finite(opt: OptimizerConfig, state: Mapping[str, Mapping[str, F64]]
         den_nan = (v_nan | (bx & ~bx_inf)) & ~m_gone  # the denominator's moment is NaN: W is NaN
         kept = (v_inf | bx_inf) & ~den_nan & ~m_gone  # ... +inf: m / inf = 0, W kept (or decayed), nothing else
         state_imp = {"exp_avg": m_gone, "exp_avg_sq": v_inf | v_nan, "max_exp_avg_sq": v_inf | v_nan | bx}
-        state_inf = {"exp_avg": m_gone | m_drop, "exp_avg_sq": v_inf, "max_exp_avg_sq": (v_inf | bx_inf) & ~v_nan & ~(bx & ~bx_inf)}
+        v_pos = {"exp_avg_sq": v_inf, "max_exp_avg_sq": (v_inf | bx_inf) & ~v_nan & ~(bx & ~bx_inf)}
         state_nan = {"exp_avg": m_gone | m_drop, "exp_avg_sq": v_nan | v_drop,
                      "max_exp_avg_sq": v_nan | (bx & ~bx_inf) | v_drop}
-        out[p] = Outcomes(param_inf=m_gone | m_drop, param_nan=m_gone | m_drop | den_nan | v_drop, param_kept=kept,
-                          param_no_exact=kept, param_impossible=m_gone | den_nan,
-                          state_inf={k: state_inf[k] for k in keys}, state_nan={k: state_nan[k] for k in keys},
-                          state_impossible={k: state_imp[k] for k in keys})
+        state_pos = {"exp_avg": m_pos | m_drop, **v_pos}
+        state_neg = {"exp_avg": m_neg | m_drop, "exp_avg_sq": z, "max_exp_avg_sq": z}
+        # W = th1 - s m / den: the opposite of m's infinity, or NaN (lerp's moment; an infinite den too)
+        out[p] = Outcomes(param_pos=m_neg | m_drop, param_neg=m_pos | m_drop, param_nan=m_gone | m_drop | den_nan | v_drop,
+                          param_kept=kept, param_no_exact=kept, param_impossible=m_gone | den_nan,
+                          state_pos={k: state_pos[k] for k in keys}, state_neg={k: state_neg[k] for k in keys},
+                          state_nan={k: state_nan[k] for k in keys}, state_impossible={k: state_imp[k] for k in keys})
     return out
 
 

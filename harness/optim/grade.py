@@ -84,14 +84,17 @@ def _rational(value: Fraction) -> str | None:
     return s if len(s) <= 80 else None
 
 
-def _message(q: str, cmp: Any, fmt: FloatFormat) -> str:
+def _message(q: str, cmp: Any, fmt: FloatFormat, no_exact_at_worst: bool = False) -> str:
     if cmp.verdict == "agree":
         return ""
     bad = cmp.counts.get(cmp.verdict, 0)
     what = {"disagree": "above the rigorous error bound of the update", "suspect": "above the expected bound of the update "
             "but within the rigorous one", "overflow": f"out of {fmt.name}'s range"}.get(cmp.verdict, cmp.verdict)
     rig = cmp.rigorous_at_worst
-    if cmp.verdict == "overflow" and not np.isfinite(rig):
+    if no_exact_at_worst:  # (no finite value is correct there: only the infinities or NaN the rule gives)
+        what = ("not finite, as the rule applied to what the step held gives it" if cmp.verdict == "overflow" else
+                "not what the rule applied to what the step held gives (no finite value is correct there)")
+    elif cmp.verdict == "overflow" and not np.isfinite(rig):
         what = "not finite where the rigorous bound is vacuous (no correct value, inf or NaN included, is excluded there)"
     ratio = f"{cmp.abs_error_at_worst / rig:.3g} x rigorous bound" if np.isfinite(rig) and rig > 0 else "rigorous bound vacuous"
     return (f"{q}: {bad} of {cmp.size} element(s) {what}; worst at {list(cmp.worst_index)}: error {cmp.abs_error_at_worst:.6g} "
@@ -126,7 +129,8 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
     if all(bool(m.all()) for m in inf_only.values()):
         return [Record(quantity="*", step=t, verdict="overflow", message=f"the gradient of step {t}, or the parameter the "
                        "step held, is not finite (see its records): the optimizer update of this step is not graded", **base)]
-    held = held_not_finite(opt, prev_state, shapes)
+    held = held_not_finite(opt, prev_state, shapes, lr)
+    grads_in = grads
     grads = {p: np.where(inf_only[p], 0.0, g) if inf_only[p].any() else g for p, g in grads.items()}
     params = {p: np.where(np.reshape(inf_only[p], np.shape(v)), 0.0, v) if inf_only[p].any() else v for p, v in params.items()}
     with np.errstate(invalid="ignore"):
@@ -148,42 +152,50 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
         sp, hd = spills[p], held[p]
         if q in PARAMS:
             impossible = skip | hd.param_impossible
-            inf_ok = skip | ((sp.param_inf & ~hd.param_impossible) | hd.param_inf)
+            pos_ok = (sp.param_pos & ~hd.param_impossible) | hd.param_pos
+            neg_ok = (sp.param_neg & ~hd.param_impossible) | hd.param_neg
             nan_ok = skip | ((sp.param_nan & ~hd.param_impossible) | hd.param_nan)
             kept_ok = (sp.param_kept | hd.param_kept) & ~impossible
             no_exact = hd.param_no_exact & ~impossible
         else:
             k = q[: -len(p) - 1]
             impossible = skip | hd.state_impossible[k]
-            inf_ok = skip | ((sp.state_inf[k] & ~hd.state_impossible[k]) | hd.state_inf[k])
+            pos_ok = (sp.state_pos[k] & ~hd.state_impossible[k]) | hd.state_pos[k]
+            neg_ok = (sp.state_neg[k] & ~hd.state_impossible[k]) | hd.state_neg[k]
             nan_ok = skip | ((sp.state_nan[k] & ~hd.state_impossible[k]) | hd.state_nan[k])
             kept_ok = no_exact = np.zeros(np.shape(skip), dtype=bool)
+            if k == "max_exp_avg_sq":  # max(held, NaN) may be the held maximum (fused Adam, IEEE 754's maximumNumber:
+                # torch's fused amsgrad kept 0.0 where a NaN gradient gave the for-loop's NaN, helper-71)
+                nan_g = np.isnan(np.reshape(grads_in[p], np.shape(skip)))
+                vmax_held = np.reshape(np.asarray(prev_state_in.get(p, {}).get(k, np.zeros(np.shape(skip))), dtype=np.float64),
+                                       np.shape(skip))
+                kept_ok = nan_g & np.isfinite(vmax_held)
+                no_exact = kept_ok
+                impossible = impossible & ~kept_ok
+        inf_ok = skip | pos_ok | neg_ok
         kept_used = np.zeros(np.shape(skip), dtype=bool)
         if kept_ok.any():  # graded against the parameter kept where it is nearer (in bounds), or the only outcome
-            kv, kr, ke = kept_values[p]
+            kv, kr, ke = kept_values[p] if q in PARAMS else (vmax_held, np.zeros(np.shape(skip)), np.zeros(np.shape(skip)))
             kept_used = kept_ok & (no_exact | (_bound_distance(out[q], kv, kr) < _bound_distance(out[q], hi, rig)))
             hi, lo = np.where(kept_used, kv, hi), np.where(kept_used, 0.0, lo)
             rig, exp = np.where(kept_used, kr, rig), np.where(kept_used, ke, exp)
         if impossible.any():  # no exact value there: the rule applied to inf or NaN gives inf or NaN, never a finite value
             rig, exp = np.where(impossible, np.inf, rig), np.where(impossible, np.inf, exp)
-            hi, lo = np.where(impossible, np.inf, hi), np.where(impossible, 0.0, lo)
-        vacuous = ~np.isfinite(rig) & ~impossible  # (where nothing finite is correct, inf_ok and nan_ok say what is)
-        # an infinity where the exact value (within its bound) is beyond the range: of its sign only (+inf passed
-        # where the exact W is -8e5 in float16, helper-70); elsewhere where allowed, of either sign, but never -inf
-        # for a second moment (its terms are all >= 0)
+            hi, lo = np.where(impossible, np.nan, hi), np.where(impossible, 0.0, lo)  # (no exact value: matches nothing)
+        vacuous = ~np.isfinite(rig) & ~impossible  # (where nothing finite is correct, the outcomes say what is)
+        # an infinity: of the exact value's sign where it (within its bound) may lie beyond the range; of the sign an
+        # overflowing intermediate gives (Outcomes); either where the step's gradient or parameter is not finite
         with np.errstate(all="ignore"):
             reach = np.where(vacuous | impossible, 0.0, rig)
-            # (surely beyond: every overflowing path gives the exact value's sign, W' = theta - s with |s| > |theta|)
-            either = inf_ok & ~(~impossible & ~vacuous & (np.abs(hi) - reach > fmt.max_finite))
-            pos = vacuous | either | (~impossible & (hi + reach > fmt.max_finite))
-            neg = vacuous | either | (~impossible & (hi - reach < -fmt.max_finite))
+            pos = vacuous | skip | pos_ok | (~impossible & (hi + reach > fmt.max_finite))
+            neg = vacuous | skip | neg_ok | (~impossible & (hi - reach < -fmt.max_finite))
         if q not in PARAMS and q.startswith(("exp_avg_sq_", "max_exp_avg_sq_")):
-            neg = np.zeros_like(neg)
+            neg = np.zeros_like(neg)  # (a second moment's terms are all >= 0)
         cmp = compare(out[q], hi, lo, rig, exp, pos | neg, fmt, nan_allowed=vacuous | nan_ok, posinf_allowed=pos,
                       neginf_allowed=neg, finite_impossible=impossible if impossible.any() else None)
         idx = cmp.worst_index
         ef = exact.fraction_at(idx)
-        msg = _message(q, cmp, fmt)
+        msg = _message(q, cmp, fmt, bool(impossible[idx]))
         graded_rule = ~impossible & ~inf_ok & ~kept_used
         if bool((rule_vacuous & graded_rule).any()):
             note = (f"{q}: the rigorous bound is vacuous at {int((rule_vacuous & graded_rule).sum())} element(s) (eps or a hyper-parameter "
@@ -200,12 +212,14 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
                     "as the rule gives it in IEEE arithmetic (an infinite second moment leaves the parameter where it was, "
                     "or only decayed; an infinite first moment or momentum buffer leaves it inf or NaN)")
             msg = f"{msg}; {note}" if msg else note
-        spilled = (sp.param_inf | sp.param_kept if q in PARAMS else sp.state_inf[q[: -len(p) - 1]]) & ~skip & ~held_bad
+        sp_inf = (sp.param_pos | sp.param_neg | sp.param_nan) if q in PARAMS else (
+            sp.state_pos[q[: -len(p) - 1]] | sp.state_neg[q[: -len(p) - 1]] | sp.state_nan[q[: -len(p) - 1]])
+        spilled = (sp_inf | sp.param_kept if q in PARAMS else sp_inf) & ~skip & ~held_bad
         if bool(spilled.any()):
-            accepted = ("its exact value, " + ("inf or NaN" if bool((sp.param_inf & spilled).any()) else "")
-                        + (" or " if bool((sp.param_inf & spilled).any()) and bool((sp.param_kept & spilled).any()) else "")
+            accepted = ("its exact value, " + ("inf (of the sign it gives) or NaN" if bool((sp_inf & spilled).any()) else "")
+                        + (" or " if bool((sp_inf & spilled).any()) and bool((sp.param_kept & spilled).any()) else "")
                         + ("the parameter left where it was (or only decayed)" if bool((sp.param_kept & spilled).any()) else "")
-                        if q in PARAMS else "its exact value, inf or NaN")
+                        if q in PARAMS else "its exact value, or inf (of the sign it gives) or NaN")
             note = (f"{q}: at {int(spilled.sum())} of {spilled.size} element(s) an intermediate of a correct evaluation may "
                     f"overflow {fmt.name} (a moment, lerp's g - m, the momentum term, the step size, AdamW's decay, lr "
                     f"times the update): {accepted} accepted there")
