@@ -712,7 +712,8 @@ def test_what_a_correct_step_gives_from_a_state_that_is_not_finite() -> None:
     assert o.state_nan["exp_avg_sq"].tolist() == [[False, False, True, False]]
     zero = held_not_finite(config({"name": "adam", "betas": [0.0, 0.0]}), st, {"W": (1, 4)})["W"]
     assert not zero.param_impossible.any() and not zero.param_kept.any() and not zero.state_impossible["exp_avg"].any()
-    assert zero.param_nan.tolist() == [[True, True, True, False]] and zero.state_pos["exp_avg"].tolist() == [[False, True, False, False]]
+    assert zero.param_nan.tolist() == [[True, True, True, False]] and zero.state_nan["exp_avg"].tolist() == [[False, True, False, False]]
+    assert not (zero.param_pos | zero.param_neg | zero.state_pos["exp_avg"]).any()  # 0 inf: NaN, no infinity (helper-72)
     sgd = config({"name": "sgd", "momentum": 0.9})
     s = held_not_finite(sgd, {"W": {"momentum_buffer": np.array([[-inf, 2.0]])}}, {"W": (1, 2)})["W"]
     assert s.param_impossible.tolist() == [[True, False]] and s.state_impossible["momentum_buffer"].tolist() == [[True, False]]
@@ -883,3 +884,75 @@ def test_infinities_take_the_sign_ieee_arithmetic_gives(which: str) -> None:
         else:
             assert any(r.quantity == "W" and r.step == steps_from and r.verdict == "disagree" for r in recs), [
                 (r.step, r.quantity, r.verdict, r.computed) for r in recs]
+
+
+def _torch_update_graded(raw: dict[str, Any], form: dict[str, Any], dtype: str, w: float, g: float,
+                         held: dict[str, float], t: int, lr: float) -> list[Any]:
+    """One torch.optim step of a 1-element W (and a benign b) from a hand-set held state (step t), graded by
+    grade_update: states a case's history cannot reach, or not in float16's input range."""
+    from harness.floats import get_format
+    from harness.optim.grade import grade_update
+
+    opt = make_case("cfg", X, Y, W0, B0, lr="0.01", optimizer=raw).optimizer
+    td = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+    cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[raw["name"]]
+    Wt = torch.tensor([[w]], dtype=td, requires_grad=True)
+    bt = torch.tensor([0.5], dtype=td, requires_grad=True)
+    o = cls([Wt, bt], lr=lr, **opt.torch_kwargs(), **form)
+    keys = opt.state_keys()
+    for p, h in ((Wt, {k: held[k] for k in keys}), (bt, {k: 1.0 if k != "exp_avg" else 0.1 for k in keys})):
+        st: dict[str, Any] = {k: torch.full_like(p, v) for k, v in h.items()}
+        if raw["name"] != "sgd":
+            st["step"] = torch.tensor(float(t - 1))
+        o.state[p] = st
+    Wt.grad, bt.grad = torch.tensor([[g]], dtype=td), torch.tensor([0.25], dtype=td)
+    before = {"W": Wt.detach().double().numpy().copy(), "b": bt.detach().double().numpy().copy()}
+    held_in = {n: {k: o.state[p][k].double().numpy().copy() for k in keys} for n, p in (("W", Wt), ("b", bt))}
+    grads = {"grad_W": Wt.grad.double().numpy().copy(), "grad_b": bt.grad.double().numpy().copy()}
+    o.step()
+    out = {**grads, "W": Wt.detach().double().numpy(), "b": bt.detach().double().numpy()}
+    for n, p in (("W", Wt), ("b", bt)):
+        for k in keys:
+            out[f"{k}_{n}"] = o.state[p][k].double().numpy()
+    return grade_update(opt, {"case": "x", "implementation": str(form), "dtype": dtype, "device": "cpu"}, t, out, before,
+                        held_in, lr, get_format(dtype), False, None)
+
+
+@pytest.mark.parametrize("which", ["opposite-d", "lerp-high-weight", "float16-denominator"])
+def test_torch_steps_from_hand_set_states_are_no_disagreement(which: str) -> None:
+    """helper-72, correct torch steps graded disagree (each form, from a hand-set held state):
+    - opposite-d: SGD holding a buffer of +inf whose d = g + W overflows to -inf in float16: buffer and W are NaN
+      (inf - inf), where only the held buffer's infinities were accepted;
+    - lerp-high-weight: Adam with beta1 = 0.3 (lerp weight 0.7 >= 1/2: torch forms d - (d - m_)(1 - w)) where
+      d - m_ overflows: exp_avg = +inf where the exact one is -5e37, the sign opposite to the other lerp form's;
+    - float16-denominator: Adam, betas (0.9, 0.99999999), step 2, held v = m = 60,000: the for-loop and foreach
+      forms store sqrt(v) / sqrt(1 - beta2^t) = 1.7e6 in float16, inf, and leave W at 1.0 (m / inf = 0) where the
+      exact W is 0.836 (the fused form's)."""
+    from harness.verdicts import failures
+
+    inf = float("inf")
+    raw, dtype, w, g, held, t, lr = {
+        "opposite-d": ({"name": "sgd", "momentum": 0.9, "weight_decay": 1.0}, "float16", -40000.0, -40000.0,
+                       {"momentum_buffer": inf}, 2, 0.01),
+        "lerp-high-weight": ({"name": "adam", "betas": [0.3, 0.999]}, "float32", 1.0, -2e38,
+                             {"exp_avg": 3e38, "exp_avg_sq": 1e30}, 3, 1e-3),
+        "float16-denominator": ({"name": "adam", "betas": [0.9, 0.99999999]}, "float16", 1.0, 1.0,
+                                {"exp_avg": 60000.0, "exp_avg_sq": 60000.0}, 2, 1.0)}[which]
+    for form in ({"foreach": False}, {"foreach": True}, {"fused": True}):
+        recs = _torch_update_graded(raw, form, dtype, w, g, held, t, lr)
+        assert not failures(recs), (form, [(r.quantity, r.verdict, r.computed, r.exact) for r in failures(recs)])
+
+
+def test_a_weight_decay_term_beyond_the_range_is_no_disagreement() -> None:
+    """helper-72: torch's SGD for-loop and foreach form wd W alone (grad.add(param, alpha=wd)): 72,000 in float16
+    (W = 36,000, wd = 2), 4e38 in bfloat16's float32 arithmetic (W = 2e38), inf, though d = g + wd W and the exact
+    update are finite: W = -inf and the buffer inf were disagree. wd W is an intermediate that may overflow now."""
+    from harness.verdicts import failures
+
+    for dtype, Xc, yc, Wc in (("float16", [[1.0], [1.0]], [[50000.0], [50000.0]], [[36000.0]]),
+                              ("bfloat16", [[1.0]], [[2.5e38]], [[2e38]])):
+        case = make_case("wd-theta-overflow", Xc, yc, Wc, [0.0], lr="0.0001", steps=1, reduction="sum",
+                         optimizer={"name": "sgd", "weight_decay": 2.0, "momentum": 0.9})
+        recs = verify([case], BUILTINS["sgd"][:3], dtypes=[dtype])
+        assert recs and not failures(recs), [(r.implementation, r.quantity, r.verdict, r.computed) for r in failures(recs)]
+        assert any(r.quantity == "W" and r.computed == "-inf" for r in recs)

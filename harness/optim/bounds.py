@@ -417,10 +417,15 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
             w_pos, w_neg, w_nan = none.copy(), none.copy(), none.copy()
             s_pos, s_neg, s_nan = none.copy(), none.copy(), none.copy()
 
+            # the weight decay term wd theta alone may overflow where d = g + wd theta does not (torch's
+            # grad.add(param, alpha=wd) in float16: W = -inf where the exact W is 35,998, helper-72): d takes its infinity
+            wd_theta = wd * theta if (wd != 0 and opt.name != "adamw") else np.zeros(shape)
+            h_wd = hits(wd_theta, shape)
             if opt.name == "sgd":
                 mu, damp = float(opt["momentum"]), float(opt["dampening"])
                 h_d = hits(d, shape)
                 _mark(w_pos, w_neg, h_d, -np.sign(signed(d, shape)) * np.sign(lr))
+                _mark(w_pos, w_neg, h_wd, -np.sign(wd_theta) * np.sign(lr))
                 eff = d
                 if mu != 0:
                     buf = signed(new_state[f"momentum_buffer_{p}"], shape)
@@ -429,11 +434,14 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
                     _mark(w_pos, w_neg, h_buf, -np.sign(signed(buf, shape)) * np.sign(lr))
                     _mark(w_pos, w_neg, h_prev, -np.sign(signed(buf_prev, shape)) * np.sign(lr))
                     _mark(s_pos, s_neg, h_d, d)
+                    _mark(s_pos, s_neg, h_wd, wd_theta)
                     _mark(s_pos, s_neg, h_buf, buf)
                     _mark(s_pos, s_neg, h_prev, buf_prev)
                     if damp == 1:  # (1 - dampening) d = 0 inf
-                        s_nan |= h_d
-                        w_nan |= h_d
+                        s_nan |= h_d | h_wd
+                        w_nan |= h_d | h_wd
+                    if opt["nesterov"]:  # mu buf alone (mu > 1) may overflow where d + mu buf does not
+                        _mark(w_pos, w_neg, hits(mu * buf, shape), -np.sign(buf) * np.sign(lr))
                     eff = d + mu * buf if opt["nesterov"] else buf
                 h_eff = hits(eff, shape) | hits(abs(lr) * eff, shape)
                 _mark(w_pos, w_neg, h_eff, -np.sign(signed(eff, shape)) * np.sign(lr))
@@ -448,13 +456,16 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
             m_new = signed(new_state[f"exp_avg_{p}"], shape)
             # the first moment: d, the moment itself, and lerp's d - m_ (torch's exp_avg.lerp_(grad, 1 - beta1): -inf
             # where the exact moment is -3.2e36 and d - m_ -3.5e38, float32, helper-70)
+            # (lerp's d - m_ overflows to either sign's moment: m_ + w (d - m_) for w < 1/2, d - (1 - w)(d - m_) otherwise,
+            # torch's threshold: +inf where the exact moment is -5e37 with beta1 = 0.3, helper-72)
             h_d, h_m, h_lerp = hits(d, shape), hits(m_new, shape), hits(np.abs(d) + np.abs(m_prev), shape)
             _mark(s_pos, s_neg, h_d, d)
+            _mark(s_pos, s_neg, h_wd, wd_theta)
             _mark(s_pos, s_neg, h_m, m_new)
-            _mark(s_pos, s_neg, h_lerp, d - m_prev)
+            _mark(s_pos, s_neg, h_lerp, 0.0)
             m_pos, m_neg = s_pos.copy(), s_neg.copy()
-            m_hit = h_d | h_m | h_lerp
-            v_hit = (h_d | hits(new_state[f"exp_avg_sq_{p}"], shape)
+            m_hit = h_d | h_wd | h_m | h_lerp
+            v_hit = (h_d | h_wd | hits(new_state[f"exp_avg_sq_{p}"], shape)
                      | hits(b2 * np.abs(signed(prev.get("exp_avg_sq", 0.0), shape)), shape) | hits((1 - b2) * np.abs(d), shape))
             v_out = None if returned is None else returned.get(f"exp_avg_sq_{p}")
             if v_out is not None:
@@ -465,9 +476,14 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
             # decayed theta (1 - lr lambda), of its own sign (stored in float16 by torch's for-loop: -inf where the exact
             # W is -5975, helper-70; and -inf where the exact W is +79,215, the update of the other sign, helper-71)
             _mark(w_pos, w_neg, h_d, -np.sign(signed(d, shape)) * np.sign(lr))
+            _mark(w_pos, w_neg, h_wd, -np.sign(wd_theta) * np.sign(lr))
             _mark(w_pos, w_neg, h_m | hits(step_size, shape) | hits(step_size * m_new, shape),
                   -np.sign(signed(m_new, shape)) * np.sign(lr))
-            _mark(w_pos, w_neg, h_lerp, -np.sign(signed(d - m_prev, shape)) * np.sign(lr))
+            _mark(w_pos, w_neg, h_lerp, 0.0)
+            # the denominator sqrt(V) / sqrt(1 - beta2^t), stored in float16 by torch's for-loop and foreach: inf, so
+            # m / inf = 0 and W kept where the exact W is 0.836 (helper-72)
+            V = signed(new_state[f"max_exp_avg_sq_{p}" if opt["amsgrad"] else f"exp_avg_sq_{p}"], shape)
+            kept = v_hit | hits(np.sqrt(np.abs(V)) / math.sqrt(1 - b2**t), shape)
             to_inf = m_hit | hits(step_size, shape) | hits(step_size * np.abs(m_new), shape)
             if opt.name == "adamw" and wd != 0:
                 h_decay = hits(lr * wd, shape) | hits(np.abs(theta) * abs(1 - lr * wd), shape)
@@ -478,7 +494,7 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
             state_pos = {"exp_avg": m_pos, "exp_avg_sq": v_hit, "max_exp_avg_sq": v_hit}
             state_neg = {"exp_avg": m_neg, "exp_avg_sq": none, "max_exp_avg_sq": none}  # (v >= 0)
             state_nan = {"exp_avg": m_hit, "exp_avg_sq": none, "max_exp_avg_sq": none}  # (lerp: inf - inf)
-            out[p] = Outcomes(w_pos, w_neg, to_inf, v_hit, none, none, {k: state_pos[k] for k in keys},
+            out[p] = Outcomes(w_pos, w_neg, to_inf, kept, none, none, {k: state_pos[k] for k in keys},
                               {k: state_neg[k] for k in keys}, {k: state_nan[k] for k in keys}, {k: none for k in keys})
     return out
 
@@ -540,10 +556,10 @@ def held_not_finite(opt: OptimizerConfig, state: Mapping[str, Mapping[str, F64]]
         v_pos = {"exp_avg_sq": v_inf, "max_exp_avg_sq": (v_inf | bx_inf) & ~v_nan & ~(bx & ~bx_inf)}
         state_nan = {"exp_avg": m_gone | m_drop, "exp_avg_sq": v_nan | v_drop,
                      "max_exp_avg_sq": v_nan | (bx & ~bx_inf) | v_drop}
-        state_pos = {"exp_avg": m_pos | m_drop, **v_pos}
-        state_neg = {"exp_avg": m_neg | m_drop, "exp_avg_sq": z, "max_exp_avg_sq": z}
+        state_pos = {"exp_avg": m_pos, **v_pos}  # (beta1 = 0: 0 inf is NaN, never an infinity: helper-72)
+        state_neg = {"exp_avg": m_neg, "exp_avg_sq": z, "max_exp_avg_sq": z}
         # W = th1 - s m / den: the opposite of m's infinity, or NaN (lerp's moment; an infinite den too)
-        out[p] = Outcomes(param_pos=m_neg | m_drop, param_neg=m_pos | m_drop, param_nan=m_gone | m_drop | den_nan | v_drop,
+        out[p] = Outcomes(param_pos=m_neg, param_neg=m_pos, param_nan=m_gone | m_drop | den_nan | v_drop,
                           param_kept=kept, param_no_exact=kept, param_impossible=m_gone | den_nan,
                           state_pos={k: state_pos[k] for k in keys}, state_neg={k: state_neg[k] for k in keys},
                           state_nan={k: state_nan[k] for k in keys}, state_impossible={k: state_imp[k] for k in keys})

@@ -152,9 +152,11 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
         sp, hd = spills[p], held[p]
         if q in PARAMS:
             impossible = skip | hd.param_impossible
+            # (where the held state is not finite, this step's own overflows, found with it taken as 0, give no sign of
+            # their own; against the held state's infinity, one of the other sign gives inf - inf: NaN)
             pos_ok = (sp.param_pos & ~hd.param_impossible) | hd.param_pos
             neg_ok = (sp.param_neg & ~hd.param_impossible) | hd.param_neg
-            nan_ok = skip | ((sp.param_nan & ~hd.param_impossible) | hd.param_nan)
+            nan_ok = skip | sp.param_nan | hd.param_nan | (hd.param_pos & sp.param_neg) | (hd.param_neg & sp.param_pos)
             kept_ok = (sp.param_kept | hd.param_kept) & ~impossible
             no_exact = hd.param_no_exact & ~impossible
         else:
@@ -162,14 +164,18 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
             impossible = skip | hd.state_impossible[k]
             pos_ok = (sp.state_pos[k] & ~hd.state_impossible[k]) | hd.state_pos[k]
             neg_ok = (sp.state_neg[k] & ~hd.state_impossible[k]) | hd.state_neg[k]
-            nan_ok = skip | ((sp.state_nan[k] & ~hd.state_impossible[k]) | hd.state_nan[k])
+            nan_ok = (skip | sp.state_nan[k] | hd.state_nan[k] | (hd.state_pos[k] & sp.state_neg[k])
+                      | (hd.state_neg[k] & sp.state_pos[k]))
             kept_ok = no_exact = np.zeros(np.shape(skip), dtype=bool)
             if k == "max_exp_avg_sq":  # max(held, NaN) may be the held maximum (fused Adam, IEEE 754's maximumNumber:
-                # torch's fused amsgrad kept 0.0 where a NaN gradient gave the for-loop's NaN, helper-71)
+                # torch's fused amsgrad kept 0.0 where a NaN gradient gave the for-loop's NaN, helper-71; and kept 4.0
+                # where the held exp_avg_sq was NaN, helper-72)
                 nan_g = np.isnan(np.reshape(grads_in[p], np.shape(skip)))
-                vmax_held = np.reshape(np.asarray(prev_state_in.get(p, {}).get(k, np.zeros(np.shape(skip))), dtype=np.float64),
-                                       np.shape(skip))
-                kept_ok = nan_g & np.isfinite(vmax_held)
+                held_in = prev_state_in.get(p, {})
+                vmax_held = np.reshape(np.asarray(held_in.get(k, np.zeros(np.shape(skip))), dtype=np.float64), np.shape(skip))
+                v_nan = np.isnan(np.reshape(np.asarray(held_in.get("exp_avg_sq", np.zeros(np.shape(skip))), dtype=np.float64),
+                                            np.shape(skip)))
+                kept_ok = (nan_g | v_nan) & np.isfinite(vmax_held)
                 no_exact = kept_ok
                 impossible = impossible & ~kept_ok
         inf_ok = skip | pos_ok | neg_ok
