@@ -699,7 +699,7 @@ def test_what_a_correct_step_gives_from_a_state_that_is_not_finite() -> None:
     inf, nan = np.inf, np.nan
     adam = config({"name": "adam"})
     st = {"W": {"exp_avg": np.array([[1.0, inf, 1.0, 1.0]]), "exp_avg_sq": np.array([[inf, 1.0, nan, 1.0]])}}
-    o = held_not_finite(adam, st, {"W": (1, 4)})["W"]
+    o = held_not_finite(adam, st, {"W": np.zeros((1, 4))})["W"]
     assert o.param_kept.tolist() == [[True, False, False, False]] and o.param_no_exact.tolist() == o.param_kept.tolist()
     assert o.param_impossible.tolist() == [[False, True, True, False]]
     assert o.param_nan.tolist() == [[False, True, True, False]] and o.param_neg.tolist() == [[False, True, False, False]]
@@ -710,12 +710,12 @@ def test_what_a_correct_step_gives_from_a_state_that_is_not_finite() -> None:
     assert o.state_pos["exp_avg_sq"].tolist() == [[True, False, False, False]]  # +inf stays +inf: not NaN (helper-70)
     assert not o.state_neg["exp_avg_sq"].any()
     assert o.state_nan["exp_avg_sq"].tolist() == [[False, False, True, False]]
-    zero = held_not_finite(config({"name": "adam", "betas": [0.0, 0.0]}), st, {"W": (1, 4)})["W"]
+    zero = held_not_finite(config({"name": "adam", "betas": [0.0, 0.0]}), st, {"W": np.zeros((1, 4))})["W"]
     assert not zero.param_impossible.any() and not zero.param_kept.any() and not zero.state_impossible["exp_avg"].any()
     assert zero.param_nan.tolist() == [[True, True, True, False]] and zero.state_nan["exp_avg"].tolist() == [[False, True, False, False]]
     assert not (zero.param_pos | zero.param_neg | zero.state_pos["exp_avg"]).any()  # 0 inf: NaN, no infinity (helper-72)
     sgd = config({"name": "sgd", "momentum": 0.9})
-    s = held_not_finite(sgd, {"W": {"momentum_buffer": np.array([[-inf, 2.0]])}}, {"W": (1, 2)})["W"]
+    s = held_not_finite(sgd, {"W": {"momentum_buffer": np.array([[-inf, 2.0]])}}, {"W": np.zeros((1, 2))})["W"]
     assert s.param_impossible.tolist() == [[True, False]] and s.state_impossible["momentum_buffer"].tolist() == [[True, False]]
     # buffer -inf: the new one -inf, W = theta - lr buf +inf, no NaN (a flipped infinity or NaN passed: helper-71)
     assert s.param_pos.tolist() == [[True, False]] and not s.param_neg.any() and not s.param_nan.any()

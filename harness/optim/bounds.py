@@ -339,6 +339,9 @@ class Outcomes:
             finite): there only the other outcomes are.
         param_impossible: no finite value is correct (only what ``param_pos``, ``param_neg`` and ``param_nan`` allow).
         state_pos, state_neg, state_nan, state_impossible: the same per state key.
+        state_kept: per state key, the state may stay at the value the step held (fused amsgrad's maximum where the new
+            second moment is NaN: IEEE 754's maximumNumber, ``max(held, NaN) = held``); there only it and the other
+            outcomes are, not the exact value.
     """
 
     param_pos: Mask
@@ -351,6 +354,7 @@ class Outcomes:
     state_neg: dict[str, Mask]
     state_nan: dict[str, Mask]
     state_impossible: dict[str, Mask]
+    state_kept: dict[str, Mask]
 
 
 def _mark(pos: Mask, neg: Mask, mask: Mask, sign: npt.ArrayLike) -> None:
@@ -447,8 +451,10 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
                 _mark(w_pos, w_neg, h_eff, -np.sign(signed(eff, shape)) * np.sign(lr))
                 w_nan |= (w_pos & w_neg) | ((w_pos | w_neg) & (lr == 0))
                 s_nan |= s_pos & s_neg
-                out[p] = Outcomes(w_pos, w_neg, w_nan, none, none, none, {k: s_pos for k in keys}, {k: s_neg for k in keys},
-                                  {k: s_nan for k in keys}, {k: none for k in keys})
+                out[p] = Outcomes(param_pos=w_pos, param_neg=w_neg, param_nan=w_nan, param_kept=none, param_no_exact=none,
+                                  param_impossible=none, state_pos={k: s_pos for k in keys}, state_neg={k: s_neg for k in keys},
+                                  state_nan={k: s_nan for k in keys}, state_impossible={k: none for k in keys},
+                                  state_kept={k: none for k in keys})
                 continue
             b1, b2 = (float(x) for x in opt["betas"])
             step_size = abs(lr) / (1 - b1**t)  # (step t, from 1: 1 - beta1^t > 0)
@@ -494,12 +500,14 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
             state_pos = {"exp_avg": m_pos, "exp_avg_sq": v_hit, "max_exp_avg_sq": v_hit}
             state_neg = {"exp_avg": m_neg, "exp_avg_sq": none, "max_exp_avg_sq": none}  # (v >= 0)
             state_nan = {"exp_avg": m_hit, "exp_avg_sq": none, "max_exp_avg_sq": none}  # (lerp: inf - inf)
-            out[p] = Outcomes(w_pos, w_neg, to_inf, kept, none, none, {k: state_pos[k] for k in keys},
-                              {k: state_neg[k] for k in keys}, {k: state_nan[k] for k in keys}, {k: none for k in keys})
+            out[p] = Outcomes(param_pos=w_pos, param_neg=w_neg, param_nan=to_inf, param_kept=kept, param_no_exact=none,
+                              param_impossible=none, state_pos={k: state_pos[k] for k in keys},
+                              state_neg={k: state_neg[k] for k in keys}, state_nan={k: state_nan[k] for k in keys},
+                              state_impossible={k: none for k in keys}, state_kept={k: none for k in keys})
     return out
 
 
-def held_not_finite(opt: OptimizerConfig, state: Mapping[str, Mapping[str, F64]], shapes: Mapping[str, tuple[int, ...]],
+def held_not_finite(opt: OptimizerConfig, state: Mapping[str, Mapping[str, F64]], grads: Mapping[str, F64],
                     lr: float = 1.0) -> dict[str, Outcomes]:
     """Per parameter, what a correct step gives where a state it held is ``inf`` or NaN (an earlier step's moment beyond
     the dtype, :func:`intermediate_overflow`): the rule in IEEE arithmetic (:class:`Outcomes`).
@@ -511,12 +519,16 @@ def held_not_finite(opt: OptimizerConfig, state: Mapping[str, Mapping[str, F64]]
       ``+inf`` (its terms are all ``>= 0``) and the parameter is left where it was, or decayed (``m / inf = 0``):
       nothing else, not the exact update, not NaN (NaN passed there, helper-70); at NaN: NaN. With ``beta2 = 0`` the
       old moment drops out: the exact values, or NaN.
+    - Fused amsgrad's maximum may stay at the held one where the new second moment is NaN (``state_kept``).
+
+    ``grads``: the step's gradients as it returned them (their shapes are the parameters'; NaN ones included).
 
     (These elements were not graded at all: a step that wrote -1234 into ``exp_avg`` and moved W by +3 agreed
     there, helper-69.)"""
     out: dict[str, Outcomes] = {}
     keys = opt.state_keys()
-    for p, shape in shapes.items():
+    for p, g in grads.items():
+        shape = np.shape(g)
         prev = state.get(p, {})
         z = np.zeros(shape, dtype=bool)
 
@@ -535,8 +547,10 @@ def held_not_finite(opt: OptimizerConfig, state: Mapping[str, Mapping[str, F64]]
             # the new buffer mu buf_ + (1 - dampening) d keeps buf_'s infinity; W = theta - lr buf: its opposite
             # (a flipped infinity, or NaN, passed: helper-71); NaN from NaN, and from 0 inf where lr = 0
             w_nan = b_nan | (bb if lr == 0 else z)
-            out[p] = Outcomes(b_neg, b_pos, w_nan, z, z, bb, {k: b_pos for k in keys}, {k: b_neg for k in keys},
-                              {k: b_nan for k in keys}, {k: bb for k in keys})
+            out[p] = Outcomes(param_pos=b_neg, param_neg=b_pos, param_nan=w_nan, param_kept=z, param_no_exact=z,
+                              param_impossible=bb, state_pos={k: b_pos for k in keys}, state_neg={k: b_neg for k in keys},
+                              state_nan={k: b_nan for k in keys}, state_impossible={k: bb for k in keys},
+                              state_kept={k: z for k in keys})
             continue
         b1, b2 = (float(x) for x in opt["betas"])
         bm, bv = bad("exp_avg"), bad("exp_avg_sq")
@@ -551,6 +565,9 @@ def held_not_finite(opt: OptimizerConfig, state: Mapping[str, Mapping[str, F64]]
         v_nan = (bv & ~bv_inf) if b2 != 0 else z  # a NaN (or -inf) second moment: NaN
         v_drop = bv & ~v_inf & ~v_nan  # beta2 = 0: the exact values, or NaN
         den_nan = (v_nan | (bx & ~bx_inf)) & ~m_gone  # the denominator's moment is NaN: W is NaN
+        # fused amsgrad's max(held, NaN) keeps its held maximum where the new second moment is NaN (a NaN gradient, or a
+        # NaN held one): torch kept 0.0 where the for-loop gave NaN (helper-71), 4.0 where v was NaN (helper-72)
+        max_kept = (np.isnan(np.asarray(g, dtype=np.float64)) | np.isnan(held("exp_avg_sq"))) & ~bx
         kept = (v_inf | bx_inf) & ~den_nan & ~m_gone  # ... +inf: m / inf = 0, W kept (or decayed), nothing else
         state_imp = {"exp_avg": m_gone, "exp_avg_sq": v_inf | v_nan, "max_exp_avg_sq": v_inf | v_nan | bx}
         v_pos = {"exp_avg_sq": v_inf, "max_exp_avg_sq": (v_inf | bx_inf) & ~v_nan & ~(bx & ~bx_inf)}
@@ -562,7 +579,8 @@ def held_not_finite(opt: OptimizerConfig, state: Mapping[str, Mapping[str, F64]]
         out[p] = Outcomes(param_pos=m_neg, param_neg=m_pos, param_nan=m_gone | m_drop | den_nan | v_drop,
                           param_kept=kept, param_no_exact=kept, param_impossible=m_gone | den_nan,
                           state_pos={k: state_pos[k] for k in keys}, state_neg={k: state_neg[k] for k in keys},
-                          state_nan={k: state_nan[k] for k in keys}, state_impossible={k: state_imp[k] for k in keys})
+                          state_nan={k: state_nan[k] for k in keys}, state_impossible={k: state_imp[k] for k in keys},
+                          state_kept={k: max_kept if k == "max_exp_avg_sq" else z for k in keys})
     return out
 
 

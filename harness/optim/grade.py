@@ -129,8 +129,7 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
     if all(bool(m.all()) for m in inf_only.values()):
         return [Record(quantity="*", step=t, verdict="overflow", message=f"the gradient of step {t}, or the parameter the "
                        "step held, is not finite (see its records): the optimizer update of this step is not graded", **base)]
-    held = held_not_finite(opt, prev_state, shapes, lr)
-    grads_in = grads
+    held = held_not_finite(opt, prev_state, grads, lr)
     grads = {p: np.where(inf_only[p], 0.0, g) if inf_only[p].any() else g for p, g in grads.items()}
     params = {p: np.where(np.reshape(inf_only[p], np.shape(v)), 0.0, v) if inf_only[p].any() else v for p, v in params.items()}
     with np.errstate(invalid="ignore"):
@@ -166,22 +165,14 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
             neg_ok = (sp.state_neg[k] & ~hd.state_impossible[k]) | hd.state_neg[k]
             nan_ok = (skip | sp.state_nan[k] | hd.state_nan[k] | (hd.state_pos[k] & sp.state_neg[k])
                       | (hd.state_neg[k] & sp.state_pos[k]))
-            kept_ok = no_exact = np.zeros(np.shape(skip), dtype=bool)
-            if k == "max_exp_avg_sq":  # max(held, NaN) may be the held maximum (fused Adam, IEEE 754's maximumNumber:
-                # torch's fused amsgrad kept 0.0 where a NaN gradient gave the for-loop's NaN, helper-71; and kept 4.0
-                # where the held exp_avg_sq was NaN, helper-72)
-                nan_g = np.isnan(np.reshape(grads_in[p], np.shape(skip)))
-                held_in = prev_state_in.get(p, {})
-                vmax_held = np.reshape(np.asarray(held_in.get(k, np.zeros(np.shape(skip))), dtype=np.float64), np.shape(skip))
-                v_nan = np.isnan(np.reshape(np.asarray(held_in.get("exp_avg_sq", np.zeros(np.shape(skip))), dtype=np.float64),
-                                            np.shape(skip)))
-                kept_ok = (nan_g | v_nan) & np.isfinite(vmax_held)
-                no_exact = kept_ok
-                impossible = impossible & ~kept_ok
+            kept_ok = no_exact = hd.state_kept[k]  # (fused amsgrad's maximum: the held value itself, exactly)
+            impossible = impossible & ~kept_ok
         inf_ok = skip | pos_ok | neg_ok
         kept_used = np.zeros(np.shape(skip), dtype=bool)
         if kept_ok.any():  # graded against the parameter kept where it is nearer (in bounds), or the only outcome
-            kv, kr, ke = kept_values[p] if q in PARAMS else (vmax_held, np.zeros(np.shape(skip)), np.zeros(np.shape(skip)))
+            zero = np.zeros(np.shape(skip))
+            kv, kr, ke = kept_values[p] if q in PARAMS else (
+                np.reshape(np.asarray(prev_state_in.get(p, {}).get(k, zero), dtype=np.float64), np.shape(skip)), zero, zero)
             kept_used = kept_ok & (no_exact | (_bound_distance(out[q], kv, kr) < _bound_distance(out[q], hi, rig)))
             hi, lo = np.where(kept_used, kv, hi), np.where(kept_used, 0.0, lo)
             rig, exp = np.where(kept_used, kr, rig), np.where(kept_used, ke, exp)
