@@ -90,7 +90,7 @@ class Comparison:
 
 
 def _ratio(err: F64, bound: F64) -> F64:
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # a huge error over a tiny bound: inf
         r = err / bound
     r = np.where(err == 0, 0.0, r)
     return np.where(np.isnan(r), np.inf, r)

@@ -392,3 +392,63 @@ def test_an_expression_undefined_at_the_inputs_is_invalid_input_not_a_harness_fa
     (rec,) = verdicts(case, impl("right", torch_model_functional))
     assert rec.verdict == "invalid-input" and "undefined at the case's inputs" in rec.message
     assert "division by an exact zero" in rec.message and "harness failure" not in rec.message
+
+
+# ---------------------------------------------------------------------------------------------------
+# finding (helper-73): a ball the first precision could not enclose stopped the precision loop, and
+# every quantity it reached went ungraded: a wrong step agreed
+
+
+def _times_two_plus_one(results: list[ModelStepResult], params: dict[str, Any]) -> list[ModelStepResult]:
+    for r in results:
+        r.loss = r.loss * 2 + 1
+        r.grads = {p: g * 2 + 1 for p, g in r.grads.items()}
+        r.params = {p: v * 2 + 1 for p, v in r.params.items()}
+    return results
+
+
+@pytest.mark.parametrize(("activation", "w"), [("sigmoid", -1e100), ("softplus", 1e100), ("sigmoid", -1.7e308)])
+def test_an_argument_beyond_the_first_precision_is_enclosed_and_a_wrong_step_disagrees(activation: str, w: float):
+    # one hidden pre-activation at w (sigmoid(-1e100) = 0 and softplus(1e100) = 1e100 in every correct float64
+    # evaluation: the step is finite). At 128 bits Arb's exp of an argument above 2**256 is [+/- inf] (and the
+    # loop stopped there: all 9 quantities "not graded there", the wrong step below agreed with exit 0); the truth
+    # is finite at a higher precision, and every quantity is graded
+    spec = ModelSpec(kind="mlp", hidden=(2,), activation=activation)
+    params = {"W1": np.array([[w, 0.5]]), "b1": np.array([0.0, 0.25]), "W2": np.array([[1.0], [0.5]]), "b2": np.zeros(1)}
+    case = case_from_arrays("huge-argument", np.array([[1.0], [0.5]]), np.array([[0.5], [0.25]]), model=spec,
+                            params=params, lr=0.125, dtypes=["float64"])
+    truth = model_truth(build_plan(spec, 2, 1, 1, "sum", 0.125), {"X": case.values["X"], "y": case.values["y"], **params},
+                        get_format("float64"))
+    assert truth.precision_bits > 128 and all(np.isfinite(r).all() for r in truth.radius.values())
+    right = verdicts(case, impl("right", torch_model_functional))
+    assert not failing(right) and all("not graded" not in r.message for r in right), [r.message for r in right]
+    wrong = verdicts(case, tampered("times-two-plus-one", _times_two_plus_one))
+    assert len(wrong) == 9 and all(r.verdict == "disagree" for r in wrong), [(r.quantity, r.verdict) for r in wrong]
+
+
+@pytest.mark.parametrize(("activation", "bits"), [("softplus", 2048), ("tanh", 2048)])
+def test_pre_activations_beyond_float64_are_enclosed_at_the_wide_precisions(activation: str, bits: int):
+    # float64 hidden pre-activations near 2**1033 (X and W1 near 2**514: beyond float64, a correct step overflows to
+    # inf and saturates): softplus and tanh's derivative are [+/- inf] at 1024 bits; they were "not graded there"
+    # (so anything passed) and are enclosed at the precision named
+    big = 2.0**514
+    X = np.array([[3.0, -1.0], [1.0, 2.0]]) * big
+    spec = ModelSpec(kind="mlp", hidden=(2,), activation=activation)
+    params = {"W1": np.array([[2.0, -1.0], [1.0, 3.0]]) * big, "b1": np.array([0.5, -1.0]),
+              "W2": np.array([[1.0], [-2.0]]), "b2": np.array([0.25])}
+    truth = model_truth(build_plan(spec, 2, 2, 1, "sum", 0.125), {"X": X, "y": np.ones((2, 1)), **params},
+                        get_format("float64"))
+    assert truth.precision_bits == bits and f"arb-ball-{bits}bit" in truth.method
+    assert all(np.isfinite(r).all() for r in truth.radius.values()), {q: r for q, r in truth.radius.items()}
+
+
+def test_a_quantity_undefined_at_every_element_is_invalid_input_not_agree():
+    # log(a) at a = -1: no exact value exists anywhere (the ball is NaN at every precision). Each record graded
+    # nothing, yet was agree (showing an exact value of 0), and the run passed with exit 0
+    spec = ModelSpec(kind="expression", expression="log(a) * x1", parameters=("a",))
+    case = case_from_arrays("undefined-everywhere", np.array([[1.0], [2.0]]), np.array([[1.0], [0.0]]), model=spec,
+                            params={"a": np.array(-1.0)}, lr=0.125, dtypes=["float64"])
+    records = verdicts(case, impl("right", torch_model_functional))
+    assert records and all(r.verdict == "invalid-input" for r in records), [(r.quantity, r.verdict) for r in records]
+    assert all("at every element" in r.message and "nothing graded" in r.message and r.exact == "nan" for r in records)
+    assert harness.verdicts.run_outcome(records).code == 2  # bad input: exit 2, never a pass

@@ -10,6 +10,7 @@ derived from the plan (:mod:`harness.models.bounds`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from typing import Any
@@ -204,7 +205,12 @@ def grade_model_steps(
             idx = cmp.worst_index
             exact_at = Fraction(float(hi[idx])) + Fraction(float(lo[idx])) if np.isfinite(hi[idx]) else float(hi[idx])
             msg = _message(q, cmp, fmt, imposs is not None and bool(imposs[idx]))
-            if bool(unknown.any()):
+            verdict = cmp.verdict
+            if unknown.size and bool(unknown.all()):  # nothing of this quantity graded: never a pass (was agree with
+                verdict, exact_at = "invalid-input", math.nan  # an exact value of 0 shown; helper-73)
+                msg = (f"{q}: the exact value is undefined, or could not be enclosed at {truth.precision_bits} bits, at "
+                       f"every element ({unknown.size}): nothing graded")
+            elif bool(unknown.any()):
                 msg = _join(msg, f"{q}: the exact value is undefined or could not be enclosed at {int(unknown.sum())} "
                                  "element(s): not graded there")
             if bool(truth.undecided[q].any()):
@@ -216,7 +222,7 @@ def grade_model_steps(
             note = getattr(bounds, "notes", {}).get(q, "")
             msg = _join(msg, note)
             rec = Record(
-                quantity=q, step=t, verdict=cmp.verdict, shape=list(out[q].shape),
+                quantity=q, step=t, verdict=verdict, shape=list(out[q].shape),
                 max_abs_error=cmp.max_abs_error, max_ulp_error=cmp.max_ulp_error, bits_of_error=cmp.bits_of_error,
                 bound_ratio=cmp.bound_ratio if np.isfinite(cmp.rigorous_at_worst) or cmp.max_abs_error == 0 else None,
                 expected_ratio=cmp.expected_ratio, worst_index=list(idx),

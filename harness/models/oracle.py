@@ -59,6 +59,11 @@ ObjArray = npt.NDArray[Any]
 EXACT_METHOD = "exact-rational"
 #: Working precisions of the ball arithmetic, tried in order.
 PRECISIONS = (128, 256, 512, 1024)
+#: ... and after them, only while some ball is not finite: an elementary function of an argument far beyond
+#: float64's range (a float64 hidden pre-activation reaches ``D * 2**2048``) needs a precision above the argument's
+#: exponent (softplus, ``log(1 + exp(z))``, of ``z`` near ``2**1033`` is ``[+/- inf]`` at 1024 bits and finite at
+#: 2048; tanh's derivative there at 4096).
+WIDE_PRECISIONS = (2048, 4096)
 #: A ball is narrow enough when its radius is at most this many ULPs of the dtype at its midpoint.
 RADIUS_ULPS = 2.0**-20
 
@@ -546,6 +551,7 @@ class _Graded:
     radius: F64
     parts: list[tuple[int, int, int, int]]
     undecided: BoolArray
+    not_finite: BoolArray  # the ball itself is not finite (undefined, or not enclosed at this precision)
 
 
 def _graded(values: ObjArray, unsure: BoolArray, fmt: FloatFormat, ar: Arith) -> _Graded:
@@ -553,6 +559,7 @@ def _graded(values: ObjArray, unsure: BoolArray, fmt: FloatFormat, ar: Arith) ->
     size = flat.size
     hi, lo, rad = np.empty(size), np.empty(size), np.zeros(size)
     und = unsure.ravel().copy()
+    not_finite = np.zeros(size, dtype=bool)
     parts: list[tuple[int, int, int, int]] = []
     for i, v in enumerate(flat):
         if isinstance(ar, _Exact):
@@ -562,7 +569,7 @@ def _graded(values: ObjArray, unsure: BoolArray, fmt: FloatFormat, ar: Arith) ->
             continue
         got = _ball_parts(v) if v.is_finite() else None
         if got is None:
-            hi[i], lo[i], rad[i], und[i] = math.nan, math.nan, math.inf, True
+            hi[i], lo[i], rad[i], und[i], not_finite[i] = math.nan, math.nan, math.inf, True, True
             parts.append((0, 1, 0, 1))
             continue
         mp, mq, rp, rq = got
@@ -577,7 +584,8 @@ def _graded(values: ObjArray, unsure: BoolArray, fmt: FloatFormat, ar: Arith) ->
         parts.append((mp, mq, rp, rq))
     shape = values.shape
     und |= _straddles(hi, lo, rad, parts, fmt)
-    return _Graded(hi.reshape(shape), lo.reshape(shape), rad.reshape(shape), parts, und.reshape(shape))
+    return _Graded(hi.reshape(shape), lo.reshape(shape), rad.reshape(shape), parts, und.reshape(shape),
+                   not_finite.reshape(shape))
 
 
 def straddle_flags(parts: list[tuple[int, int, int, int]], fmt: FloatFormat) -> BoolArray:
@@ -643,9 +651,14 @@ def _ulp_exact(mid: Fraction, fmt: FloatFormat) -> Fraction:
 def _narrow_enough(graded: Mapping[str, _Graded], fmt: FloatFormat) -> bool:
     """Whether every graded ball is exact, or narrower than :data:`RADIUS_ULPS` ULP of ``fmt`` and
     inside one rounding interval (which also means no undecided kink branch): otherwise more
-    precision may help. Undefined (NaN) values do not ask for more. Radii near float64's
-    underflow threshold are compared exactly."""
+    precision may help. A ball that is not finite (Arb's ``[+/- inf]`` or ``nan``) asks for more
+    too: it is what an undefined value gives, but also what a precision too low gives (``exp`` of an
+    argument above ``2**256`` at 128 bits is ``[+/- inf]``, and ``log`` of that ``nan``; at 512 bits it
+    is finite): left at the first precision, every quantity it reaches went ungraded and a wrong
+    step passed (helper-73). Radii near float64's underflow threshold are compared exactly."""
     for g in graded.values():
+        if g.not_finite.any():
+            return False
         finite = np.isfinite(g.hi)
         if (g.undecided & finite).any():
             return False
@@ -692,14 +705,17 @@ def model_truth(graph: Graph, inputs: Mapping[str, F64], fmt: FloatFormat) -> Mo
         return _truth(graph, vals, kinks, graded, ar, EXACT_METHOD, 0)
     old = ctx.prec
     try:
-        for prec in PRECISIONS:
-            ctx.prec = prec
+        used = 0
+        for prec in PRECISIONS + WIDE_PRECISIONS:
+            if prec > PRECISIONS[-1] and not any(g.not_finite.any() for g in graded.values()):
+                break  # (finite balls straddling a rounding boundary stay undecided: not worth these precisions)
+            ctx.prec = used = prec
             ar = _Ball()
             vals, kinks, unsure = _walk(graph, inputs, fmt, ar)
             graded = {q: _graded(vals[nid], unsure[nid], fmt, ar) for q, nid in graph.outputs.items()}
             if _narrow_enough(graded, fmt):
                 break
-        return _truth(graph, vals, kinks, graded, ar, f"arb-ball-{prec}bit; round-to-nearest from the enclosure", prec)
+        return _truth(graph, vals, kinks, graded, ar, f"arb-ball-{used}bit; round-to-nearest from the enclosure", used)
     finally:
         ctx.prec = old
 
