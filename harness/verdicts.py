@@ -18,7 +18,9 @@ sweep test and the benchmark's correctness check) asks this module:
 verdict            severity  fails a run       meaning
 =================  ========  ================  ==========================================
 ``agree``          0         no                error within the expected (probabilistic) bound
-``unsupported``    1         no                the framework lacks this dtype/device pair
+``unsupported``    1         no                the framework lacks this dtype/device pair, or
+                                               no element of a model's quantity has a
+                                               computable exact value (not graded)
 ``overflow``       2         no                a non-finite element where the exact value, or an
                                                intermediate that some correct evaluation order
                                                forms, leaves the range (NaN only where inf - inf

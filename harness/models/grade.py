@@ -206,19 +206,25 @@ def grade_model_steps(
             exact_at = Fraction(float(hi[idx])) + Fraction(float(lo[idx])) if np.isfinite(hi[idx]) else float(hi[idx])
             msg = _message(q, cmp, fmt, imposs is not None and bool(imposs[idx]))
             verdict = cmp.verdict
-            if unknown.size and bool(unknown.all()):  # nothing of this quantity graded: never a pass (was agree with
-                verdict, exact_at = "invalid-input", math.nan  # an exact value of 0 shown; helper-73)
-                msg = (f"{q}: the exact value is undefined, or could not be enclosed at {truth.precision_bits} bits, at "
-                       f"every element ({unknown.size}): nothing graded")
-            elif bool(unknown.any()):
-                msg = _join(msg, f"{q}: the exact value is undefined or could not be enclosed at {int(unknown.sum())} "
-                                 "element(s): not graded there")
-            if bool(truth.undecided[q].any()):
-                msg = _join(msg, f"{q}: the exact value's enclosure straddles a rounding boundary of {fmt.name} at "
-                                 f"{int(truth.undecided[q].sum())} element(s): its correctly rounded value is not decided")
-            if bool(truth.kink[q].any()):
-                msg = _join(msg, f"{q}: {int(truth.kink[q].sum())} element(s) depend on an activation argument exactly at "
-                                 f"its kink ({_kink_convention(spec)})")
+            if unknown.size and bool(unknown.all()):
+                # nothing of this quantity graded: unsupported (the harness cannot grade it), never agree (it was agree,
+                # with an exact value of 0 shown, and a run of such records passed: helper-73); not invalid-input either:
+                # a correct step fails nothing here (the oracle's own formula can be 0/0 where the limit is finite, a
+                # doubly exponential value can need more than 4096 bits: helper-74)
+                verdict, exact_at = "unsupported", math.nan
+                msg = (f"{q}: not graded: the exact value is undefined, or could not be enclosed at "
+                       f"{truth.precision_bits} bits, at every element ({unknown.size})")
+            else:
+                if bool(unknown.any()):
+                    msg = _join(msg, f"{q}: the exact value is undefined or could not be enclosed at {int(unknown.sum())} "
+                                     "element(s): not graded there")
+                if bool((truth.undecided[q] & ~unknown).any()):
+                    msg = _join(msg, f"{q}: the exact value's enclosure straddles a rounding boundary of {fmt.name} at "
+                                     f"{int((truth.undecided[q] & ~unknown).sum())} element(s): its correctly rounded value "
+                                     "is not decided")
+                if bool(truth.kink[q].any()):
+                    msg = _join(msg, f"{q}: {int(truth.kink[q].sum())} element(s) depend on an activation argument exactly "
+                                     f"at its kink ({_kink_convention(spec)})")
             note = getattr(bounds, "notes", {}).get(q, "")
             msg = _join(msg, note)
             rec = Record(

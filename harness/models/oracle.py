@@ -138,8 +138,11 @@ def _ball_parts(v: Any) -> tuple[int, int, int, int] | None:
     top_mid = m.bit_length() + e if m else -math.inf  # |mid| < 2**top_mid
     top_rad = r.bit_length() + f if r else -math.inf
     if max(top_mid, top_rad) > EXTREME_EXPONENT:
-        # |mid| >= 2**(top_mid - 1) > rad + 2**E: the whole ball lies beyond 2**E, on mid's side
-        if m and top_mid - 1 > max(top_rad, EXTREME_EXPONENT) + 1:
+        # |mid| >= 2**(top_mid - 1) and rad < 2**top_rad <= 2**(top_mid - 2): the whole ball lies beyond
+        # 2**(top_mid - 2) >= 2**(E - 1) on mid's side, far beyond every dtype's overflow threshold (it rounds to that
+        # infinity, as the point 2**E does). (The test asked for 2**(top_mid - 1) > rad + 2**E + ..., which left
+        # the balls of midpoints in [2**E, 2**(E + 2)) unknown at every precision: any value passed there, helper-74)
+        if m and top_rad <= top_mid - 2:
             return (1 << EXTREME_EXPONENT) * (1 if m > 0 else -1), 1, 0, 1
         return None
     # a part below 2**-E is dropped into the radius (the ball grows by at most 2**-E: it still
