@@ -1306,6 +1306,34 @@ def _exp_surely_overflows(z: F64, Ez: F64, fmt: FloatFormat) -> Mask:
         return np.asarray(np.isfinite(z) & np.isfinite(Ez) & (z - Ez * SAFETY > lim))
 
 
+#: ``log2`` of twice float64's largest finite value (just below 1025): a product whose magnitude is surely above it
+#: rounds to ``inf`` in float64, and so in every narrower type and accumulator (:func:`never_finite`).
+_LOG2_PRODUCT_OVERFLOW = 1025.0
+
+
+def _log2_least(v: F64, E: F64) -> F64:
+    """Per element, ``log2`` of a lower bound on the magnitude of a finite correct evaluation of a node of exact value
+    ``v`` (float64) within ``E`` of it, ``|v| (1 - 2**-50) - E``, less ``2**-30`` for the logarithm's rounding; ``-inf``
+    where there is none (``v`` or ``E`` not finite, or the bound not positive)."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        lo = np.abs(v) * (1 - 2.0**-50) - E * SAFETY
+        ok = np.isfinite(v) & np.isfinite(E) & (lo > 0)
+        return np.where(ok, np.log2(np.where(ok, lo, 1.0)) - 2.0**-30, -np.inf)
+
+
+def _products_overflow(la: F64, lb: F64) -> Mask:
+    """Where the matrix product ``a @ b`` ``(n, m) @ (m, p)`` has a term ``a_ij b_jk`` whose magnitude is surely past
+    :data:`_LOG2_PRODUCT_OVERFLOW` (``la``, ``lb``: :func:`_log2_least` of the factors): ``max_j la_ij + lb_jk``
+    above it, over the ``j`` that can reach it."""
+    out = np.zeros((la.shape[0], lb.shape[1]), dtype=bool)
+    if not la.size or not lb.size:
+        return out
+    reach = np.max(la, axis=0) + np.max(lb, axis=1) > _LOG2_PRODUCT_OVERFLOW
+    for j in np.flatnonzero(reach):
+        out |= (la[:, j, None] + lb[None, j, :]) > _LOG2_PRODUCT_OVERFLOW
+    return out
+
+
 def never_finite(graph: Graph, vals: list[F64], Es: list[F64], fmt: FloatFormat) -> list[Mask]:
     """Per node, where *no* correct evaluation of the plan in ``fmt`` gives a finite value (every one
     gives ``+-inf`` or NaN), element-wise.
@@ -1328,6 +1356,11 @@ def never_finite(graph: Graph, vals: list[F64], Es: list[F64], fmt: FloatFormat)
       ``x / inf = 0``); log, sqrt, sin, cos, abs (:data:`_NONFINITE_PRESERVING`); transposes,
       columns, concatenations. The loss scale times a ``sum`` (which an implementation may apply
       to every term before summing, ``mean``) propagates only the sum's never-finite terms.
+    - *a product past float64's range*: a matrix product's term, a ``mul`` or a ``square`` whose factors' least
+      magnitudes (``|v| - E``, :func:`_log2_least`) multiply to more than twice float64's largest value: the
+      product rounds to ``inf`` in every type and accumulator up to float64 (so also where the exact value is
+      beyond float64 and the own test cannot be made: a float64 softplus network's ``grad_W2`` near ``2**1501``,
+      whose wrong finite values were ``suspect`` within a vacuous bound; helper-74);
     - everything else (exp of a non-finite argument, erf, the activations, which saturate, and
       their derivatives; ``x / inf``) is never finite only by its own overflow test, whose ``E``
       already allows their finite values past an overflow (:func:`_saturated`,
@@ -1358,6 +1391,7 @@ def never_finite(graph: Graph, vals: list[F64], Es: list[F64], fmt: FloatFormat)
                 nza = (np.abs(vals[ia]) > Es[ia]) | nfa
                 nzb = (np.abs(vals[ib]) > Es[ib]) | nfb
                 t = ((nfa.astype(float) @ nzb.astype(float)) > 0) | ((nza.astype(float) @ nfb.astype(float)) > 0)
+                t = t | _products_overflow(_log2_least(vals[ia], Es[ia]), _log2_least(vals[ib], Es[ib]))
                 terms[node.id] = np.asarray(t)
                 nf = t | own
             elif op in ("add", "sub"):
@@ -1370,13 +1404,16 @@ def never_finite(graph: Graph, vals: list[F64], Es: list[F64], fmt: FloatFormat)
                 terms[node.id] = t
                 nf = t | own
             elif op == "mul":
-                nf = own.copy()
+                nf = own | (_log2_least(vals[args[0]], Es[args[0]]) + _log2_least(vals[args[1]], Es[args[1]])
+                            > _LOG2_PRODUCT_OVERFLOW)
                 for c, o in ((args[0], args[1]), (args[1], args[0])):
                     cn, on = graph.nodes[c], graph.nodes[o]
                     scale_of_sum = cn.op == "const" and not cn.attrs.get("held") and cn.shape == () and on.op == "sum"
                     nf = nf | np.broadcast_to(terms[o] if scale_of_sum else never[o], shape)
             elif op in ("div", "square", "pow"):  # the numerator, the base (an integer power >= 2)
                 nf = own | np.broadcast_to(never[args[0]], shape)
+                if op == "square":
+                    nf = nf | (2 * _log2_least(vals[args[0]], Es[args[0]]) > _LOG2_PRODUCT_OVERFLOW)
             elif op in ("fn", "fn_grad") and fn == "exp":
                 nf = own | _exp_surely_overflows(vals[args[0]], Es[args[0]], fmt)
             elif op in ("fn", "fn_grad") and fn in _NONFINITE_PRESERVING[op]:
