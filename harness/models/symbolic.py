@@ -27,7 +27,11 @@ of the allowed functions :data:`ALLOWED_FUNCTIONS` with one positional argument;
 attribute, a subscript, a string, a keyword, an unknown name or function, is a ``ValueError``
 naming it), and only then parsed by ``sympy.parse_expr`` with an explicit namespace of those
 symbols and functions (decimals become exact rationals). Powers must have integer exponents (or
-``1/2``, i.e. ``sqrt``).
+``1/2``, i.e. ``sqrt``). The parse is unevaluated (``evaluate=False``): the plan, its bounds and
+``torch-model-functional`` follow the operations as written. SymPy's evaluation rewrote them
+(``log(exp(a*x1))`` is ``a*x1``, ``(a*x1 + 1) - 1`` is ``a*x1``), so the bounds lacked the written
+text's roundings and a correct step that evaluated the text was ``disagree`` (4.18 times the rigorous
+bound; helper-65).
 """
 
 from __future__ import annotations
@@ -270,9 +274,10 @@ def parse_expression(text: str, parameters: tuple[str, ...], d: int) -> ParsedEx
     local.update(ALLOWED_FUNCTIONS)
     global_ns: dict[str, object] = {
         "__builtins__": {}, "Integer": sp.Integer, "Float": sp.Float, "Rational": sp.Rational, "Symbol": sp.Symbol,
+        "Add": sp.Add, "Mul": sp.Mul, "Pow": sp.Pow,  # (the unevaluated parse writes the operators as these)
     }
     expr = parse_expr(text, local_dict=local, global_dict=global_ns,
-                      transformations=(*standard_transformations, convert_xor, rationalize), evaluate=True)
+                      transformations=(*standard_transformations, convert_xor, rationalize), evaluate=False)
     if not isinstance(expr, sp.Expr):
         raise ValueError(f"expression {text!r} is not a scalar formula")
     extra = {s.name for s in expr.free_symbols} - set(syms)

@@ -167,10 +167,12 @@ def torch_model_nn(X: torch.Tensor, y: torch.Tensor, params: Mapping[str, torch.
 
 
 def expression_function(spec: ModelSpec, d: int) -> Callable[..., Any]:
-    """The ``expression`` model as a torch function ``f(x1, ..., xD, p1, ..., pM)``: the text parsed
-    by :func:`harness.models.symbolic.parse_expression` (the one safe parser), then
-    ``sympy.lambdify(..., modules="torch")`` (exact rational constants become Python floats, which
-    torch rounds to the dtype).
+    """The ``expression`` model as a torch function ``f(like, x1, ..., xD, p1, ..., pM)``: the text parsed
+    by :func:`harness.models.symbolic.parse_expression` (the one safe parser, unevaluated: the operations as
+    written), then ``sympy.lambdify(..., modules="torch")`` (exact rational constants become Python floats, which
+    torch rounds to the dtype). ``like``: a tensor whose dtype and device a function of constants only is computed in
+    (``sqrt(2)``, ``exp(0)``, ``2**3`` are written as calls on Python numbers, which torch's functions refuse: they
+    raised ``TypeError``; now a tensor of the dtype, as the plan computes them).
 
     Raises:
         ValueError: from the parser, naming what is not allowed.
@@ -180,7 +182,27 @@ def expression_function(spec: ModelSpec, d: int) -> Callable[..., Any]:
     from .symbolic import parse_expression
 
     parsed = parse_expression(str(spec.expression), tuple(spec.parameters), d)
-    return sympy.lambdify([*parsed.inputs, *parsed.parameters], parsed.expr, modules="torch")
+    like: list[torch.Tensor] = []
+
+    def tensor(x: Any) -> torch.Tensor:
+        return x if isinstance(x, torch.Tensor) else torch.tensor(x, dtype=like[0].dtype, device=like[0].device)
+
+    def unary(f: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[Any], torch.Tensor]:
+        return lambda x: f(tensor(x))
+
+    def power(base: Any, exponent: Any) -> torch.Tensor:
+        return torch.pow(tensor(base), exponent)
+
+    names: dict[str, Callable[..., torch.Tensor]] = {
+        name: unary(getattr(torch, name)) for name in ("sqrt", "exp", "log", "sin", "cos", "tanh", "erf", "abs")}
+    names["pow"] = power
+    inner = sympy.lambdify([*parsed.inputs, *parsed.parameters], parsed.expr, modules=[names, "torch"])
+
+    def evaluate(like_tensor: torch.Tensor, *args: Any) -> Any:
+        like[:] = [like_tensor]
+        return inner(*args)
+
+    return evaluate
 
 
 def functional_forward(spec: ModelSpec, d: int) -> Callable[[torch.Tensor, Mapping[str, torch.Tensor]], torch.Tensor]:
@@ -189,7 +211,7 @@ def functional_forward(spec: ModelSpec, d: int) -> Callable[[torch.Tensor, Mappi
         fn = expression_function(spec, d)
 
         def forward_expression(X: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-            value = fn(*(X[:, j] for j in range(X.shape[1])), *(params[p] for p in spec.parameters))
+            value = fn(X, *(X[:, j] for j in range(X.shape[1])), *(params[p] for p in spec.parameters))
             value = torch.as_tensor(value, dtype=X.dtype, device=X.device)
             return value.expand(X.shape[0]).reshape(X.shape[0], 1)
 
