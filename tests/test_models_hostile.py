@@ -590,3 +590,54 @@ def test_functions_of_constants_run_and_pass(text: str):
     records = harness.verify([case], ["torch-model-functional"], dtypes=dtypes)
     assert len(records) == 12 and all(r.verdict == "agree" for r in records), [(r.dtype, r.quantity, r.verdict, r.message[-120:])
                                                                                for r in records if r.verdict != "agree"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# finding (helper-75): past twice float64's range, where every correct evaluation is inf, a finite result was
+# suspect (a pass) after a power, a division or a sum of in-range terms; after a product it is disagree
+
+
+def _finite_junk(X: Any, y: Any, params: Any, **kw: Any) -> Any:
+    """torch-model-functional's step with every infinity replaced by +-1 (a wrong step: finite where no correct
+    evaluation is)."""
+    results = torch_model_functional(X, y, params, **kw)
+    for r in results:
+        def fix(v: Any) -> Any:
+            return torch.nan_to_num(v, posinf=1.0, neginf=-1.0)
+        r.loss, r.grads, r.params = fix(r.loss), {k: fix(v) for k, v in r.grads.items()}, {k: fix(v) for k, v in r.params.items()}
+    return results
+
+
+_HALF_BIG = 0.75 * 2.0**1023
+_PAST_RANGE = [
+    ("a*x1**3 at x1 = 2**400", ModelSpec(kind="expression", expression="a*x1**3", parameters=("a",)),
+     np.array([[2.0**400]]), np.zeros((1, 1)), {"a": np.array(1.0)}, ("loss", "grad_a", "a")),
+    ("polynomial of degree 3 at x = 2**400", ModelSpec(kind="polynomial", polynomial=3), np.array([[2.0**400]]),
+     np.zeros((1, 1)), {"W": np.ones((3, 1)), "b": np.zeros(1)}, ("loss", "grad_b")),
+    ("x1/a at 2**1000 / 2**-100", ModelSpec(kind="expression", expression="x1/a", parameters=("a",)),
+     np.array([[2.0**1000]]), np.zeros((1, 1)), {"a": np.array(2.0**-100)}, ("loss", "grad_a", "a")),
+    ("grad_b over 4 rows of 1.5 * 2**1023", ModelSpec(kind="linear"), np.zeros((4, 1)), np.zeros((4, 1)),
+     {"W": np.ones((1, 1)), "b": np.array([_HALF_BIG])}, ("loss", "grad_b")),
+]
+
+
+@pytest.mark.parametrize(("title", "spec", "X", "y", "params", "caught"), _PAST_RANGE, ids=[c[0] for c in _PAST_RANGE])
+def test_finite_results_past_twice_the_range_after_powers_divisions_and_sums_disagree(title, spec, X, y, params, caught):
+    case = case_from_arrays("past-range", X, y, model=spec, params=params, lr=2.0**-1000, dtypes=["float64"])
+    right = verdicts(case, impl("right", torch_model_functional))
+    assert not failing(right), [(r.quantity, r.verdict, r.message) for r in failing(right)]
+    wrong = {r.quantity: r for r in verdicts(case, impl("finite-junk", _finite_junk))}
+    assert all(wrong[q].verdict == "disagree" and "finite where no correct evaluation is" in wrong[q].message
+               for q in caught), {q: (r.verdict, r.computed, r.exact[:20]) for q, r in wrong.items()}
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3])
+@pytest.mark.parametrize("scale", [0.49, 0.51, 0.9])
+def test_one_sign_sums_near_twice_the_range_are_not_false_alarms(rows: int, scale: float):
+    # rows of b = scale * 2**1024 summed into grad_b: from 2 * 0.51 on the exact sum is past the range, but only the
+    # one-sign rule's 2**1025.5 makes it "never finite": torch's step passes on both sides, and so does numpy-model
+    case = case_from_arrays("sum-edge", np.zeros((rows, 1)), np.zeros((rows, 1)), model=ModelSpec(kind="linear"),
+                            params={"W": np.ones((1, 1)), "b": np.array([scale * 2.0**1023 * 2])}, lr=2.0**-1000,
+                            dtypes=["float64"])
+    records = harness.verify([case], [impl("right", torch_model_functional), "numpy-model"], dtypes=["float64"])
+    assert records and not failing(records), [(r.implementation, r.quantity, r.verdict, r.message) for r in failing(records)]

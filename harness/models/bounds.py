@@ -1334,6 +1334,28 @@ def _products_overflow(la: F64, lb: F64) -> Mask:
     return out
 
 
+def _one_sign_sum_overflows(terms: list[tuple[F64, F64, Mask]], n: int, fmt: FloatFormat) -> Mask | None:
+    """Where a sum of ``n`` terms of one sign (each surely nonzero, or exactly 0) has least magnitudes that add up past
+    twice float64's largest value: every order of its additions ends at ``inf`` (each rounding loses at most a factor
+    ``1 - u``, and ``(1 - u)^n >= 3/4`` is asked for: past ``2**1025.5 * 3/4 > 2**1025``). ``terms``: per term,
+    ``(log2 least magnitude, sign of the exact value, exactly zero)`` arrays of the sum's shape (:func:`_log2_least`);
+    None where ``n u > 1/4``."""
+    if n * fmt.unit_roundoff > 0.25 or not terms:
+        return None
+    top = np.max([t[0] for t in terms], axis=0)
+    pos = np.ones(top.shape, dtype=bool)
+    neg = np.ones(top.shape, dtype=bool)
+    acc = np.zeros(top.shape)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        for la, sign, zero in terms:
+            sure = np.isfinite(la)
+            pos &= (sure & (sign > 0)) | zero
+            neg &= (sure & (sign < 0)) | zero
+            acc += np.where(sure, np.exp2(la - np.where(np.isfinite(top), top, 0.0)), 0.0)
+        total = np.log2(acc) + top
+    return np.asarray((pos | neg) & np.isfinite(top) & (total > _LOG2_PRODUCT_OVERFLOW + 0.5))
+
+
 def never_finite(graph: Graph, vals: list[F64], Es: list[F64], fmt: FloatFormat) -> list[Mask]:
     """Per node, where *no* correct evaluation of the plan in ``fmt`` gives a finite value (every one
     gives ``+-inf`` or NaN), element-wise.
@@ -1391,9 +1413,18 @@ def never_finite(graph: Graph, vals: list[F64], Es: list[F64], fmt: FloatFormat)
                 nza = (np.abs(vals[ia]) > Es[ia]) | nfa
                 nzb = (np.abs(vals[ib]) > Es[ib]) | nfb
                 t = ((nfa.astype(float) @ nzb.astype(float)) > 0) | ((nza.astype(float) @ nfb.astype(float)) > 0)
-                t = t | _products_overflow(_log2_least(vals[ia], Es[ia]), _log2_least(vals[ib], Es[ib]))
+                la, lb = _log2_least(vals[ia], Es[ia]), _log2_least(vals[ib], Es[ib])
+                t = t | _products_overflow(la, lb)
                 terms[node.id] = np.asarray(t)
                 nf = t | own
+                m = la.shape[1]
+                if m and np.max(la) + np.max(lb) + math.log2(m) > _LOG2_PRODUCT_OVERFLOW + 0.5:
+                    A, B = np.asarray(vals[ia]), np.asarray(vals[ib])
+                    zA, zB = (A == 0) & (Es[ia] == 0), (B == 0) & (Es[ib] == 0)
+                    over = _one_sign_sum_overflows(
+                        [(la[:, j, None] + lb[None, j, :], np.sign(A[:, j, None]) * np.sign(B[None, j, :]),
+                          zA[:, j, None] | zB[None, j, :]) for j in range(m)], m, fmt)
+                    nf = nf | over if over is not None else nf
             elif op in ("add", "sub"):
                 t = np.broadcast_to(term(args[0]), shape) | np.broadcast_to(term(args[1]), shape)
                 terms[node.id] = np.asarray(t)
@@ -1403,6 +1434,14 @@ def never_finite(graph: Graph, vals: list[F64], Es: list[F64], fmt: FloatFormat)
                 t = np.asarray(np.any(never[args[0]], axis=axis)).reshape(shape)
                 terms[node.id] = t
                 nf = t | own
+                a, ea = np.asarray(vals[args[0]], dtype=np.float64), np.asarray(Es[args[0]], dtype=np.float64)
+                la = _log2_least(a, ea)
+                cnt = a.size if axis is None else a.shape[axis]
+                if cnt and np.max(la) + math.log2(cnt) > _LOG2_PRODUCT_OVERFLOW + 0.5:
+                    la_, sg_, z_ = (x.reshape(-1) if axis is None else np.moveaxis(x, axis, 0)  # the summed axis first
+                                    for x in (la, np.sign(a), (a == 0) & (ea == 0)))
+                    over = _one_sign_sum_overflows([(la_[i], sg_[i], z_[i]) for i in range(cnt)], cnt, fmt)
+                    nf = nf | np.asarray(over).reshape(shape) if over is not None else nf
             elif op == "mul":
                 nf = own | (_log2_least(vals[args[0]], Es[args[0]]) + _log2_least(vals[args[1]], Es[args[1]])
                             > _LOG2_PRODUCT_OVERFLOW)
@@ -1412,8 +1451,14 @@ def never_finite(graph: Graph, vals: list[F64], Es: list[F64], fmt: FloatFormat)
                     nf = nf | np.broadcast_to(terms[o] if scale_of_sum else never[o], shape)
             elif op in ("div", "square", "pow"):  # the numerator, the base (an integer power >= 2)
                 nf = own | np.broadcast_to(never[args[0]], shape)
-                if op == "square":
-                    nf = nf | (2 * _log2_least(vals[args[0]], Es[args[0]]) > _LOG2_PRODUCT_OVERFLOW)
+                if op in ("square", "pow"):  # base^p past twice float64's range: every evaluation (x*x*x, x^2 x) overflows
+                    p = 2 if op == "square" else int(node.attrs["exponent"])
+                    nf = nf | (p * _log2_least(vals[args[0]], Es[args[0]]) > _LOG2_PRODUCT_OVERFLOW)
+                else:  # |x^| / |y^| >= (|x| - E_x) / (|y| + E_y) past twice float64's range
+                    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+                        den = np.abs(np.asarray(vals[args[1]], dtype=np.float64)) + np.asarray(Es[args[1]], dtype=np.float64) * SAFETY
+                        most = np.where(np.isfinite(den) & (den > 0), np.log2(np.where(den > 0, den, 1.0)) + 2.0**-30, np.inf)
+                    nf = nf | (_log2_least(vals[args[0]], Es[args[0]]) - most > _LOG2_PRODUCT_OVERFLOW)
             elif op in ("fn", "fn_grad") and fn == "exp":
                 nf = own | _exp_surely_overflows(vals[args[0]], Es[args[0]], fmt)
             elif op in ("fn", "fn_grad") and fn in _NONFINITE_PRESERVING[op]:
