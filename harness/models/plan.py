@@ -210,6 +210,10 @@ class _ExpressionBuilder:
             return acc
         if isinstance(e, sp.Pow):
             base, ex = e.base, e.exp
+            if ex == 1:  # (the unevaluated parse keeps x**1 and x**0 as written)
+                return self.build(base)
+            if ex == 0:  # x**0 = 1 for every x, its derivative 0 (torch's pow(x, 0) and its backward)
+                return self.const(1)
             if ex.is_negative:
                 one = self.const(1)
                 b = self.build(sp.Pow(base, -ex))

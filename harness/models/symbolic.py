@@ -218,6 +218,19 @@ def _check_ast(text: str, names: set[str]) -> None:
                 raise ValueError(f"expression {text!r}: function {node.id!r} used without an argument")
 
 
+def _numeric_exponents(e: sp.Basic) -> sp.Basic:
+    """``e`` with each constant exponent written as an expression (``x1**(1/2)``: the unevaluated parse keeps ``1/2``
+    as ``1 * 2**-1``) replaced by its value, the rest of the tree kept as parsed (unevaluated)."""
+    if not e.args:
+        return e
+    args = [_numeric_exponents(a) for a in e.args]
+    if isinstance(e, sp.Pow) and not args[1].free_symbols and not args[1].is_Number:
+        args[1] = sp.sympify(args[1].doit())
+    if all(a is b for a, b in zip(args, e.args, strict=True)):
+        return e
+    return e.func(*args, evaluate=False)
+
+
 def _check_powers(expr: sp.Expr, text: str) -> None:
     """Raise ValueError for a power that is not an integer or ``1/2`` (``-1/2``) power."""
     for p in expr.atoms(sp.Pow):
@@ -283,6 +296,7 @@ def parse_expression(text: str, parameters: tuple[str, ...], d: int) -> ParsedEx
     extra = {s.name for s in expr.free_symbols} - set(syms)
     if extra:
         raise ValueError(f"expression {text!r}: unknown symbol {sorted(extra)[0]!r}")
+    expr = _numeric_exponents(expr)
     _check_powers(expr, text)
     return ParsedExpression(expr, tuple(syms[n] for n in ins), tuple(syms[p] for p in parameters))
 
