@@ -358,7 +358,7 @@ def check_expression(spec: ModelSpec, d: int, err: Callable[[str | None, str], C
     try:
         parse(spec.expression, tuple(spec.parameters), d)
     except ValueError as exc:
-        raise err("model.expression", f"{exc} (inputs x1 .. x{d} for D = {d})") from None
+        raise err("model.expression", f"{exc} (inputs {'x1 (or x)' if d == 1 else f'x1 .. x{d}'} for D = {d})") from None
 
 
 def model_size(spec: ModelSpec, n: int, d: int, k: int) -> tuple[int, int]:

@@ -256,7 +256,10 @@ def explain_failures(records: Sequence[Record], strict: bool = False, max_groups
             label = "looks like"  # a diagnosis (harness.diagnose): the one hypothesis that explains the values
         else:
             label = "cause"  # no diagnosis: the first clause of the message, numbers written #
-        lines.append(f"    {label}: {g.cause.removeprefix('known framework bug: ')}")
+        shown = g.cause.removeprefix("known framework bug: ")
+        if label == "cause" and "#" in shown:  # (helper-77: "# of # element(s)" read as a rendering bug)
+            shown += " (# stands for the numbers, which vary within the group)"
+        lines.append(f"    {label}: {shown}")
         lines.append(f"    dtypes: {g.dtypes}")
         lines.append(f"    e.g. {_example_line(g.example)}")
         if g.example.message and not g.example.diagnosis and not g.example.known_bug:

@@ -258,6 +258,13 @@ def run_outcome(records: Sequence[Verdicted], *, strict: bool = False, load_erro
         why = _unsupported_because(records)
         if why:  # e.g. the step's framework is not installed: say it here, not only in the results file
             reasons.append(why)
+    partly = [r for r in records if r.verdict == "unsupported" and r.quantity != "*"]
+    if partly and not _FROZEN["nothing_graded"](records):  # a model's quantity with no exact value: said, not only in the file
+        ex = partly[0]
+        why = str(getattr(ex, "message", "")).split("; ")[0]
+        reasons.append(f"not graded: {len(partly)} record(s) of a quantity whose exact value could not be computed "
+                       f"(unsupported), e.g. case {getattr(ex, 'case', '?')}, {getattr(ex, 'implementation', '?')}, "
+                       f"{getattr(ex, 'dtype', '?')}, step {ex.step}: {why[:200]}")
     if code == 0:
         notes = []
         if any(r.verdict == "suspect" for r in records) and not strict:

@@ -655,3 +655,17 @@ def test_powers_as_written_are_planned(text: str):
     records = harness.verify([case], ["torch-model-functional"], dtypes=["float64", "float32"])
     assert len(records) == 10 and all(r.verdict == "agree" for r in records), [(r.dtype, r.quantity, r.verdict, r.message[-160:])
                                                                                for r in records if r.verdict != "agree"]
+
+
+def test_a_quantity_not_graded_is_said_in_the_last_lines_of_a_run_that_passes():
+    # helper-77: beside graded cases, a case whose every quantity was unsupported (x1**(1/2) at x1 = -1) showed rows of
+    # "unsupported" and the run exited 0 with no reason on the terminal
+    spec = ModelSpec(kind="expression", expression="a*x1**(1/2)", parameters=("a",))
+    bad = case_from_arrays("sqrt-of-negative", np.array([[-1.0]]), np.array([[0.0]]), model=spec,
+                           params={"a": np.array(1.5)}, lr=0.125, dtypes=["float64"])
+    good = case_from_arrays("fine", np.array([[1.0]]), np.array([[0.0]]), model=spec, params={"a": np.array(1.5)},
+                            lr=0.125, dtypes=["float64"])
+    records = harness.verify([good, bad], ["torch-model-functional"], dtypes=["float64"])
+    outcome = harness.verdicts.run_outcome(records)
+    note = [line for line in outcome.reasons if line.startswith("not graded: ")]
+    assert outcome.code == 0 and len(note) == 1 and "case sqrt-of-negative" in note[0] and "3 record(s)" in note[0], outcome
