@@ -40,9 +40,12 @@ class Progress:
         self._last = float("-inf")
         self._bar: Any = None
         self._done = 0
+        self._first: tuple[float, int] | None = None  # (time, done) of the first progress with a task done
 
     def __call__(self, done: int, total: int, label: str = "") -> None:
         self._done = done
+        if self._first is None and done > 0:
+            self._first = (time.monotonic(), done)
         if self.tty:
             if self._bar is None:
                 from tqdm import tqdm
@@ -60,10 +63,18 @@ class Progress:
 
     def line(self, done: int, total: int, label: str, now: float | None = None) -> str:
         """The plain progress line."""
-        elapsed = (now if now is not None else time.monotonic()) - self.start
+        at = now if now is not None else time.monotonic()
+        elapsed = at - self.start
         pct = 100.0 * done / total if total else 100.0
-        # no ETA from the first 2% of the tasks: the first ones carry the start-up (workers, imports) and would say hours
-        eta = "ETA ?" if done == 0 or (done < total and done * 50 < total) else f"ETA {_fmt(elapsed / done * (total - done))}"
+        # no ETA from the first 2% of the tasks: the first ones carry the start-up (workers, imports) and would say hours;
+        # once a first task is done, the rate is the tasks' since then (a 3 s run's first line said 1m09s: helper-77)
+        if done == 0 or (done < total and done * 50 < total):
+            eta = "ETA ?"
+        elif self._first is not None and done < total:
+            t1, d1 = self._first
+            eta = "ETA ?" if done <= d1 else f"ETA {_fmt((at - t1) / (done - d1) * (total - done))}"
+        else:
+            eta = f"ETA {_fmt(elapsed / done * (total - done))}"
         prefix = f"{self.desc}: " if self.desc else ""
         return f"{prefix}[{done}/{total}] {pct:3.0f}% elapsed {_fmt(elapsed)} {eta} {label}".rstrip()
 

@@ -329,3 +329,23 @@ def test_outputs_that_would_fail_or_lose_a_file_are_refused_before_the_run(tmp_p
     assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
     assert res.stderr.strip().splitlines()[-1].startswith(f"error: --report {tmp_path / report}")
     assert (tmp_path / results).read_text() == "earlier results"
+
+
+def test_the_eta_leaves_out_the_start_up_carried_by_the_first_task(monkeypatch):
+    # helper-77: a 3 s run's first plain line said "ETA 1m09s": the first task carried the start-up (imports, compiled
+    # kernels), and the rate was taken from it. The first line now says "ETA ?", later ones use the rate since then
+    import io
+
+    from harness import progress as progress_module
+    from harness.progress import Progress
+
+    clock = [100.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    buf = io.StringIO()
+    p = Progress("check", stream=buf, tty=False, every=0.0)
+    clock[0] = 160.0  # the first task: 60 s of start-up
+    p(1, 10, "a")
+    clock[0] = 170.0  # 2 more tasks in 10 s: 5 s each, 7 to go
+    p(3, 10, "b")
+    lines = buf.getvalue().splitlines()
+    assert lines[0].endswith("ETA ? a") and lines[1].endswith("ETA 35.0s b"), lines
