@@ -1378,11 +1378,13 @@ def never_finite(graph: Graph, vals: list[F64], Es: list[F64], fmt: FloatFormat)
       ``x / inf = 0``); log, sqrt, sin, cos, abs (:data:`_NONFINITE_PRESERVING`); transposes,
       columns, concatenations. The loss scale times a ``sum`` (which an implementation may apply
       to every term before summing, ``mean``) propagates only the sum's never-finite terms.
-    - *a product past float64's range*: a matrix product's term, a ``mul`` or a ``square`` whose factors' least
-      magnitudes (``|v| - E``, :func:`_log2_least`) multiply to more than twice float64's largest value: the
-      product rounds to ``inf`` in every type and accumulator up to float64 (so also where the exact value is
-      beyond float64 and the own test cannot be made: a float64 softplus network's ``grad_W2`` near ``2**1501``,
-      whose wrong finite values were ``suspect`` within a vacuous bound; helper-74);
+    - *past float64's range*: a matrix product's term, a ``mul``, a ``square`` or ``pow`` whose factors' least
+      magnitudes (``|v| - E``, :func:`_log2_least`) multiply to more than twice float64's largest value, a ``div``
+      whose numerator's least magnitude over the denominator's largest is, and a ``sum`` or matrix product of terms
+      of one sign whose least magnitudes add up past it (:func:`_one_sign_sum_overflows`): the result rounds to
+      ``inf`` in every type and accumulator up to float64 (so also where the exact value is beyond float64 and the
+      own test cannot be made: a float64 softplus network's ``grad_W2`` near ``2**1501``, whose wrong finite values
+      were ``suspect`` within a vacuous bound; helpers 74 and 75);
     - everything else (exp of a non-finite argument, erf, the activations, which saturate, and
       their derivatives; ``x / inf``) is never finite only by its own overflow test, whose ``E``
       already allows their finite values past an overflow (:func:`_saturated`,
@@ -1418,7 +1420,7 @@ def never_finite(graph: Graph, vals: list[F64], Es: list[F64], fmt: FloatFormat)
                 terms[node.id] = np.asarray(t)
                 nf = t | own
                 m = la.shape[1]
-                if m and np.max(la) + np.max(lb) + math.log2(m) > _LOG2_PRODUCT_OVERFLOW + 0.5:
+                if m and la.size and lb.size and np.max(la) + np.max(lb) + math.log2(m) > _LOG2_PRODUCT_OVERFLOW + 0.5:
                     A, B = np.asarray(vals[ia]), np.asarray(vals[ib])
                     zA, zB = (A == 0) & (Es[ia] == 0), (B == 0) & (Es[ib] == 0)
                     over = _one_sign_sum_overflows(
@@ -1437,7 +1439,7 @@ def never_finite(graph: Graph, vals: list[F64], Es: list[F64], fmt: FloatFormat)
                 a, ea = np.asarray(vals[args[0]], dtype=np.float64), np.asarray(Es[args[0]], dtype=np.float64)
                 la = _log2_least(a, ea)
                 cnt = a.size if axis is None else a.shape[axis]
-                if cnt and np.max(la) + math.log2(cnt) > _LOG2_PRODUCT_OVERFLOW + 0.5:
+                if cnt and a.size and np.max(la) + math.log2(cnt) > _LOG2_PRODUCT_OVERFLOW + 0.5:
                     la_, sg_, z_ = (x.reshape(-1) if axis is None else np.moveaxis(x, axis, 0)  # the summed axis first
                                     for x in (la, np.sign(a), (a == 0) & (ea == 0)))
                     over = _one_sign_sum_overflows([(la_[i], sg_[i], z_[i]) for i in range(cnt)], cnt, fmt)
