@@ -66,7 +66,7 @@ is how that downgrade is caught.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -356,6 +356,18 @@ class Outcomes:
     state_impossible: dict[str, Mask]
     state_kept: dict[str, Mask]
 
+    @classmethod
+    def alike(cls, keys: Iterable[str], *, param_pos: Mask, param_neg: Mask, param_nan: Mask, param_kept: Mask,
+              param_no_exact: Mask, param_impossible: Mask, state_pos: Mask, state_neg: Mask, state_nan: Mask,
+              state_impossible: Mask, state_kept: Mask) -> Outcomes:
+        """The outcomes of a rule whose every state key shares one mask of each kind (SGD's momentum buffer)."""
+        keys = list(keys)
+        return cls(param_pos=param_pos, param_neg=param_neg, param_nan=param_nan, param_kept=param_kept,
+                   param_no_exact=param_no_exact, param_impossible=param_impossible,
+                   state_pos={k: state_pos for k in keys}, state_neg={k: state_neg for k in keys},
+                   state_nan={k: state_nan for k in keys}, state_impossible={k: state_impossible for k in keys},
+                   state_kept={k: state_kept for k in keys})
+
 
 def _mark(pos: Mask, neg: Mask, mask: Mask, sign: npt.ArrayLike) -> None:
     """Add :func:`_signs` of ``mask`` and ``sign`` to ``pos`` and ``neg``, in place."""
@@ -451,10 +463,9 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
                 _mark(w_pos, w_neg, h_eff, -np.sign(signed(eff, shape)) * np.sign(lr))
                 w_nan |= (w_pos & w_neg) | ((w_pos | w_neg) & (lr == 0))
                 s_nan |= s_pos & s_neg
-                out[p] = Outcomes(param_pos=w_pos, param_neg=w_neg, param_nan=w_nan, param_kept=none, param_no_exact=none,
-                                  param_impossible=none, state_pos={k: s_pos for k in keys}, state_neg={k: s_neg for k in keys},
-                                  state_nan={k: s_nan for k in keys}, state_impossible={k: none for k in keys},
-                                  state_kept={k: none for k in keys})
+                out[p] = Outcomes.alike(keys, param_pos=w_pos, param_neg=w_neg, param_nan=w_nan, param_kept=none,
+                                        param_no_exact=none, param_impossible=none, state_pos=s_pos, state_neg=s_neg,
+                                        state_nan=s_nan, state_impossible=none, state_kept=none)
                 continue
             b1, b2 = (float(x) for x in opt["betas"])
             step_size = abs(lr) / (1 - b1**t)  # (step t, from 1: 1 - beta1^t > 0)
@@ -547,10 +558,9 @@ def held_not_finite(opt: OptimizerConfig, state: Mapping[str, Mapping[str, F64]]
             # the new buffer mu buf_ + (1 - dampening) d keeps buf_'s infinity; W = theta - lr buf: its opposite
             # (a flipped infinity, or NaN, passed: helper-71); NaN from NaN, and from 0 inf where lr = 0
             w_nan = b_nan | (bb if lr == 0 else z)
-            out[p] = Outcomes(param_pos=b_neg, param_neg=b_pos, param_nan=w_nan, param_kept=z, param_no_exact=z,
-                              param_impossible=bb, state_pos={k: b_pos for k in keys}, state_neg={k: b_neg for k in keys},
-                              state_nan={k: b_nan for k in keys}, state_impossible={k: bb for k in keys},
-                              state_kept={k: z for k in keys})
+            out[p] = Outcomes.alike(keys, param_pos=b_neg, param_neg=b_pos, param_nan=w_nan, param_kept=z, param_no_exact=z,
+                                    param_impossible=bb, state_pos=b_pos, state_neg=b_neg, state_nan=b_nan,
+                                    state_impossible=bb, state_kept=z)
             continue
         b1, b2 = (float(x) for x in opt["betas"])
         bm, bv = bad("exp_avg"), bad("exp_avg_sq")
