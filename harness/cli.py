@@ -531,6 +531,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 COMMANDS = {"check": cmd_check, "derive": cmd_derive, "cases": cmd_cases, "selftest": cmd_selftest, "report": cmd_report, "bench": cmd_bench}
 
 
+def _printable_streams() -> None:
+    """Let standard output and error print any text: a lone surrogate (an undecodable byte of a file name or of a
+    plug-in's exception text, as Python keeps it) is printed as its backslash escape. In a UTF-8 locale the streams'
+    strict errors made ``check`` end with a traceback at its summary, after the grading (helper-79)."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", "strict") == "strict":
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # pragma: no cover - a closed or detached stream
+                pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -538,6 +551,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = ["check", *argv]
     args = parser.parse_args(argv)
     keep_freed_memory()  # this process runs the checks (or supervises workers that do): see harness.memory
+    _printable_streams()
     try:
         return COMMANDS[args.command](args)
     except HarnessError as exc:

@@ -47,7 +47,6 @@ serial run write the same records.
 from __future__ import annotations
 
 import fnmatch
-import json
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -637,9 +636,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         if state.records and state.parts_dir is not None:
             state.parts_dir.mkdir(parents=True, exist_ok=True)
             part = state.parts_dir / f"{workerinput.get('workerid', 'gw')}.jsonl"
+            from .records import encode_line
+
             with part.open("w", encoding="utf-8") as fh:
                 for r in state.records:
-                    fh.write(json.dumps(r.to_json()) + "\n")
+                    fh.write(encode_line(r.to_json()) + "\n")
             session.config.workeroutput["harness_part"] = str(part)  # type: ignore[attr-defined]
         return
     if state.part_files:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .verdicts import SEVERITY
+from .verdicts import SEVERITY, contradiction
 
 
 @dataclass
@@ -305,7 +305,8 @@ def check_record(obj: Any, *, known_verdict: bool = True) -> dict[str, Any]:
     lists of non-negative integers (``shape``, ``worst_index``), a list of strings
     (``tags``) and an object of non-negative integer counts (``counts``). ``null`` is
     accepted only where the field is optional (``... | None``). Unknown keys are ignored.
-    Without ``known_verdict`` the verdict may be any string.
+    With ``known_verdict`` the verdict must also agree with the record's own counts and ratios
+    (:func:`harness.verdicts.contradiction`); without it the verdict may be any string.
 
     Raises:
         MalformedRecordError: naming the first offending key and quoting its value.
@@ -325,6 +326,10 @@ def check_record(obj: Any, *, known_verdict: bool = True) -> dict[str, Any]:
     kw = {k: v for k, v in obj.items() if k in checks} if unknown else dict(obj)
     for k in slow:
         kw[k] = checks[k][1](k, kw[k])
+    if known_verdict:
+        why = contradiction(kw["verdict"], kw.get("counts") or {}, kw.get("bound_ratio"), kw.get("expected_ratio"))
+        if why is not None:
+            raise MalformedRecordError(f"its verdict {kw['verdict']!r} contradicts its own figures: {why} (edited by hand?)")
     return kw
 
 
@@ -348,6 +353,29 @@ def _plain(v: Any) -> Any:
         return tuple(_plain(x) for x in v)
     if isinstance(v, dict):
         return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def encode_line(obj: dict[str, Any]) -> str:
+    """One line of a results file (without its newline): ``obj`` as JSON, where every string holds only text that
+    UTF-8 can carry. A lone surrogate (``"\\udcff"``: an undecodable byte of a file name or an exception text, as
+    Python's ``surrogateescape`` keeps it) is written as its escape in words, ``\\udcff``: written as JSON's
+    ``\\udcff`` escape, :func:`read_jsonl` (rightly) finds the line malformed, and a failing record was lost from
+    every count (helper-79)."""
+    text = json.dumps(obj)
+    if ("\\ud" in text or "\\uD" in text) and _lone_surrogate(obj):
+        text = json.dumps(_text_only(obj))
+    return text
+
+
+def _text_only(v: Any) -> Any:
+    """``v`` with each lone surrogate in its strings (keys included) replaced by its backslash escape."""
+    if isinstance(v, str):
+        return v.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(v, list | tuple):
+        return [_text_only(x) for x in v]
+    if isinstance(v, dict):
+        return {_text_only(k): _text_only(x) for k, x in v.items()}
     return v
 
 
@@ -510,13 +538,13 @@ def write_jsonl(path: str | Path, records: Iterable[Record], env: dict[str, Any]
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a results file is shared like any other output
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(env if env is not None else environment_record()) + "\n")
+            fh.write(encode_line(env if env is not None else environment_record()) + "\n")
             for r in records:
-                fh.write(json.dumps(r.to_json()) + "\n")
+                fh.write(encode_line(r.to_json()) + "\n")
             for line in lines:
                 fh.write(line + "\n")
             if footer is not None:
-                fh.write(json.dumps(footer) + "\n")
+                fh.write(encode_line(footer) + "\n")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -657,7 +685,7 @@ class ResultsStream:
         self._write_line(env)
 
     def _write_line(self, obj: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(obj) + "\n")
+        self._fh.write(encode_line(obj) + "\n")
         self._fh.flush()
 
     def add(self, records: Iterable[Record]) -> None:
@@ -667,7 +695,7 @@ class ResultsStream:
         lines: list[str] = []
         for r in records:
             self._streamed[id(r)] = (r, self.count + len(lines))
-            lines.append(json.dumps(r.to_json()) + "\n")
+            lines.append(encode_line(r.to_json()) + "\n")
         self._fh.write("".join(lines))
         self._fh.flush()
         self.count += len(lines)
@@ -690,11 +718,11 @@ class ResultsStream:
             for r in recs:
                 seen = self._streamed.get(id(r))
                 line = streamed[seen[1]] if seen is not None and seen[0] is r and seen[1] < len(streamed) else None
-                lines.append(line if line else json.dumps(r.to_json()))
+                lines.append(line if line else encode_line(r.to_json()))
             self._streamed.clear()
             return write_jsonl(self.path, (), self.env, footer=self.footer(True, False, len(recs)), lines=lines)
         with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(self.footer(False, interrupted, self.count)) + "\n")
+            fh.write(encode_line(self.footer(False, interrupted, self.count)) + "\n")
         return self.path
 
     def close(self) -> None:

@@ -43,6 +43,12 @@ def synthetic_records(n_cases: int, seed: int = 0) -> list[Record]:
                                 verdict, r = "disagree", 1.0 + r * 100
                             elif pick[i] < 0.01:
                                 verdict = "suspect"
+                            # the ratios a verdict implies (harness.verdicts.contradiction): agree within the expected
+                            # bound, suspect within the rigorous one
+                            if verdict == "agree":
+                                r = min(r, 0.5)
+                            elif verdict == "suspect":
+                                r = min(max(r, 0.51), 1.0)
                             b = float(bits[i])
                             ulp = 2.0**b - 1.0
                             exact = 0.5 + (i % 997) / 1000.0

@@ -210,13 +210,14 @@ def test_an_empty_file_among_good_ones_is_a_warning(tmp_path, capsys):
 
 
 def test_run_footer_completed_interrupted_and_unknown_kinds(tmp_path, capsys):
-    body = valid_lines()[:6]
+    cases = valid_lines(4)  # each file's records grade other cases (records graded twice are a warning of their own)
+    body, body2, body3, body4 = (cases[80 * i:80 * i + 6] for i in range(4))
     done = write(tmp_path / "done.jsonl", body)
-    cut = write(tmp_path / "cut.jsonl", body, env={**ENV, "run": "run-2"}, end=False)  # (four runs: one run read twice
-    failed = write(tmp_path / "failed.jsonl", body, env={**ENV, "run": "run-3"}, end=False)  # is a warning of its own)
+    cut = write(tmp_path / "cut.jsonl", body2, env={**ENV, "run": "run-2"}, end=False)  # (four runs: one run read twice
+    failed = write(tmp_path / "failed.jsonl", body3, env={**ENV, "run": "run-3"}, end=False)  # is a warning of its own)
     with failed.open("ab") as fh:
         fh.write(json.dumps({"kind": "run-end", "completed": False, "records": 6}).encode() + b"\n")
-    odd = write(tmp_path / "odd.jsonl", [body[0], b'{"kind": "progress", "done": 3}', b'{"kind": "progress"}', body[1]],
+    odd = write(tmp_path / "odd.jsonl", [body4[0], b'{"kind": "progress", "done": 3}', b'{"kind": "progress"}', body4[1]],
                 env={**ENV, "run": "run-4"})
     assert read_jsonl(done).status == "completed" and read_jsonl(done).runs[0].run == "run-1"
     assert read_jsonl(cut).status == "interrupted or still running"
@@ -417,3 +418,106 @@ def test_a_shard_without_the_others_is_named(tmp_path, capsys):
     odd = write(tmp_path / "odd.jsonl", valid_lines()[:20], env={**ENV, "run": "run-5", "shard": "7/2"})
     assert main(["report", str(plain), str(odd), "-o", str(out)]) == 0
     assert "not among the files read" not in capsys.readouterr().err
+
+
+def test_a_lone_surrogate_is_written_as_text_and_read_back(tmp_path):
+    """helper-79: a plug-in's exception text (or a case file's path) holding an undecodable byte, kept by Python as a
+    lone surrogate, was written as JSON's ``\\udcff`` escape; the reader rightly found each such line malformed, and a
+    run's failures were missing from every count of its report. Every writer now writes it as its escape in words."""
+    from harness.records import ResultsStream, encode_line, write_jsonl
+
+    bad = "cannot open /data/" + b"\xff.bin".decode("utf-8", "surrogateescape")
+    rec = Record(case="c" + bad[-5:], implementation="i", device="cpu", dtype="float32", quantity="*", step=0,
+                 verdict="error", message=bad)
+    env = {**ENV, "command": "check --results r" + b"\xfe".decode("utf-8", "surrogateescape") + ".jsonl"}
+    written = write_jsonl(tmp_path / "w.jsonl", [rec], env=env, footer={**END, "run": "run-1", "records": 1})
+    stream = ResultsStream(tmp_path / "s.jsonl", dict(env))
+    stream.add([rec])
+    streamed = stream.finish([rec])
+    for path in (written, streamed):
+        res = read_jsonl(path)
+        assert res.malformed_count == 0 and not res.warnings, res.warnings
+        assert [r.message for r in res.records] == ["cannot open /data/\\udcff.bin"]
+        assert res.records[0].verdict == "error" and res.environments[0]["command"].endswith("r\\udcfe.jsonl")
+    # text that UTF-8 can carry is written as before (an astral character is a valid pair of escapes)
+    assert json.loads(encode_line({"m": "\u00e9 \U0001f600"})) == {"m": "\u00e9 \U0001f600"}
+    stream.close()
+
+
+def test_a_lone_surrogate_in_a_check_run_keeps_the_failure(tmp_path, capsys):
+    """helper-79's run: a plug-in raising an error whose text holds an undecodable byte; ``check`` exits 1 and the
+    report built from its results file counts the error (it showed 0 records)."""
+    plugin = tmp_path / "sur.py"
+    plugin.write_text(
+        "import harness\n\n"
+        "@harness.implementation(name='sur', framework='numpy')\n"
+        "def sur(X, y, W, b, lr, steps=1, reduction='sum'):\n"
+        "    raise RuntimeError('cannot open ' + b'/data/\\xff.bin'.decode('utf-8', 'surrogateescape'))\n")
+    results = tmp_path / "s.jsonl"
+    code = main(["check", "--cases", str(ROOT / "cases" / "seed.toml"), "--case", "seed", "--dtypes", "float32",
+                 "--devices", "cpu", "--plugin", str(plugin), "--implementations", "sur", "--results", str(results),
+                 "--report", "none"])
+    assert code == 1
+    res = read_jsonl(results)
+    assert res.malformed_count == 0 and [r.verdict for r in res.records] == ["error"]
+    assert "/data/\\udcff.bin" in res.records[0].message
+    capsys.readouterr()
+    model = build_model([results])
+    assert model.counts == {"error": 1} and model.malformed_total == 0
+
+
+@pytest.mark.parametrize("edit, why", [
+    ({"verdict": "agree", "counts": {"agree": 7, "disagree": 1}, "bound_ratio": 5.1e5}, "1 of its elements are disagree"),
+    ({"verdict": "agree", "counts": {"agree": 8}, "bound_ratio": 5.1e5}, "its bound_ratio, 510000, is above 1"),
+    ({"verdict": "suspect", "counts": {"suspect": 8}, "bound_ratio": 3.0}, "its bound_ratio, 3, is above 1"),
+    ({"verdict": "agree", "expected_ratio": 2.5}, "its expected_ratio, 2.5, is above 1"),
+    ({"verdict": "overflow", "counts": {"overflow": 1, "suspect": 2}}, "2 of its elements are suspect"),
+    ({"verdict": "agree", "counts": {"agree": 1, "bogus": 1}}, "1 of its elements are bogus"),
+])
+def test_a_verdict_that_contradicts_its_own_figures_is_malformed(edit, why, tmp_path, capsys):
+    """helper-79: every ``disagree`` of a results file edited to ``agree``, its bound ratio (5.1e5), counts and message
+    left as they were, was reported as 40 records, 40 agree. A verdict less severe than its own counts or ratios say
+    (:func:`harness.verdicts.contradiction`) makes the line malformed, named with its file and line."""
+    path = write(tmp_path / "r.jsonl", [line(case="c0"), line(case="c1", **edit), line(case="c2")])
+    res = read_jsonl(path)
+    assert [r.case for r in res.records] == ["c0", "c2"] and res.malformed_count == 1
+    assert str(res.malformed[0]).startswith(f"{path}:3: skipped a malformed record: its verdict {edit['verdict']!r} "
+                                            f"contradicts its own figures: {why}")
+    assert main(["report", str(path), "-o", str(tmp_path / "r.html")]) == 0
+    assert "contradicts its own figures" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fields", [
+    {"verdict": "disagree", "counts": {"agree": 8}, "bound_ratio": 0.2},  # --repeat: runs that differ (harness.repeat)
+    {"verdict": "error", "counts": {}, "bound_ratio": None},
+    {"verdict": "suspect", "counts": {"agree": 6, "suspect": 2}, "bound_ratio": 1.0, "expected_ratio": 1.7},
+    {"verdict": "agree", "counts": {"agree": 8}, "bound_ratio": 1.0, "expected_ratio": 1.0},
+    {"verdict": "overflow", "counts": {"agree": 3, "overflow": 1}, "bound_ratio": "inf"},
+])
+def test_verdicts_their_figures_allow_are_read(fields, tmp_path):
+    res = read_jsonl(write(tmp_path / "r.jsonl", [line(**fields)]))
+    assert res.malformed_count == 0 and [r.verdict for r in res.records] == [fields["verdict"]], res.warnings
+
+
+def test_overlapping_shards_and_files_of_two_commits_are_named(tmp_path, capsys):
+    """helper-79: shards of two splits (1/2, 2/2 and 1/3), a second run of one shard, or a whole run given with its
+    shards were merged without a word into more records than the cases have; a stale shard of another commit stood in
+    for a fresh one. The records graded twice are a warning naming both files (with how many have another verdict),
+    and so are runs of different commits."""
+    lines = valid_lines()[:40]
+    a = write(tmp_path / "a.jsonl", lines[:20], env={**ENV, "git_commit": "a" * 40})
+    b = write(tmp_path / "b.jsonl", lines[20:], env={**ENV, "run": "run-2", "git_commit": "a" * 40})
+    out = tmp_path / "r.html"
+    assert main(["report", str(a), str(b), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "graded already" not in err and "git commits" not in err
+    stale = [json.dumps({**json.loads(x), "verdict": "disagree", "bound_ratio": 3.0}).encode() for x in lines[15:25]]
+    c = write(tmp_path / "c.jsonl", stale, env={**ENV, "run": "run-3", "git_commit": "b" * 40})
+    assert main(["report", str(a), str(b), str(c), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    first = Record.from_json(json.loads(lines[15]))
+    assert (f"{c}: 10 record(s) grade what {a} and other files graded already (e.g. {first.case} {first.implementation} "
+            f"{first.device} {first.dtype} step {first.step} {first.quantity}): shards that overlap, or a results file of "
+            "another run; both copies are counted; 10 of them with another verdict") in err
+    assert f"the files come from 2 git commits ({'a' * 12}: {a}, {b}; {'b' * 12}: {c})" in err
+    assert "graded already" in out.read_text()

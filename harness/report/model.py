@@ -303,6 +303,44 @@ def environment_of(env: dict[str, Any], source: str) -> Environment:
     return Environment(source, fields, extra)
 
 
+def record_key(r: Record) -> tuple[Any, ...]:
+    """What a record grades: its case, implementation, device, dtype, TF32 and matmul-precision settings, step and
+    quantity. Two records with one key graded the same thing (in two runs)."""
+    return (r.case, r.implementation, r.device, r.dtype, r.tf32, r.matmul_precision, r.step, r.quantity)
+
+
+def _overlap_warnings(per_file: list[tuple[str, list[Record]]]) -> list[str]:
+    """One warning per file whose records grade what an earlier file's records graded (:func:`record_key`): shards
+    that overlap, or a stale results file given with a fresh one. Both copies stay in every count, as read; the
+    warning says how many records overlap and how many of them have another verdict, with an example (overlapping
+    shards were merged into twice the records without a word, helper-79)."""
+    seen: dict[tuple[Any, ...], tuple[str, str]] = {}  # key -> (the first file that graded it, its verdict)
+    out: list[str] = []
+    for path, recs in per_file:
+        again: list[tuple[Record, str, str]] = []
+        mine: dict[tuple[Any, ...], tuple[str, str]] = {}
+        for r in recs:
+            key = record_key(r)
+            first = seen.get(key)
+            if first is not None and first[0] != path:
+                again.append((r, *first))
+            mine.setdefault(key, (path, r.verdict))
+        for key, v in mine.items():
+            seen.setdefault(key, v)
+        if not again:
+            continue
+        other = [(r, f, v) for r, f, v in again if v != r.verdict]
+        r, f, _ = (other or again)[0]
+        example = f"{r.case} {r.implementation} {r.device} {r.dtype} step {r.step} {r.quantity}"
+        text = (f"{path}: {len(again)} record(s) grade what {f}{' and other files' if len({x[1] for x in again}) > 1 else ''} "
+                f"graded already (e.g. {example}): shards that overlap, or a results file of another run; both copies are "
+                "counted")
+        if other:
+            text += f"; {len(other)} of them with another verdict (e.g. {other[0][2]} in {f}, {r.verdict} here)"
+        out.append(text)
+    return out
+
+
 def _shard_of(env: dict[str, Any]) -> tuple[int, int] | None:
     """``(K, N)`` of an environment record's ``shard`` (``check --shard K/N``), or None (no shard, or a value that is
     not ``K/N``: a file edited by hand)."""
@@ -449,9 +487,14 @@ def _build_model(results_paths: Iterable[str | Path]) -> ReportModel:
     notes: list[str] = []
     malformed_total = 0
     shards: dict[int, set[int]] = defaultdict(set)  # N -> the K of every `check --shard K/N` read
+    per_file: list[tuple[str, list[Record]]] = []
+    commits: dict[str, list[str]] = defaultdict(list)  # git commit -> the files whose runs it graded
     for p in results_paths:
         res = read_results(p)
         sources.append(str(p))
+        per_file.append((str(p), res.records))
+        for c in {e.get("git_commit") for e in res.environments if isinstance(e.get("git_commit"), str)}:
+            commits[str(c)].append(str(p))
         for e in res.environments:
             shard = _shard_of(e)
             if shard is not None:
@@ -472,13 +515,20 @@ def _build_model(results_paths: Iterable[str | Path]) -> ReportModel:
                                 [r.run for r in res.runs if r.run], len(res.environments)))
     # one run read twice (the same file given twice, or a copy) counts every record of it twice (helper-66)
     first_read: dict[str, str] = {}
+    read_again: set[str] = set()
     for src in files:
         for run in src.runs:
             if run in first_read:
                 warnings.append(f"{src.path}: run {run} was read already (from {first_read[run]}): its records are "
                                 "counted twice; give each results file once")
+                read_again.add(src.path)
             else:
                 first_read[run] = src.path
+    warnings.extend(_overlap_warnings([(path, recs) for path, recs in per_file if path not in read_again]))
+    if len(commits) > 1:  # a stale file of an older commit standing in for a shard (helper-79)
+        warnings.append(f"the files come from {len(commits)} git commits ("
+                        + "; ".join(f"{c[:12]}: {', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''}" for c, paths in commits.items())
+                        + "): their records were graded by different code")
     # a run split with --shard K/N is whole only with all N shards: one shard's file alone looks like a whole run
     for n, have in sorted(shards.items()):
         missing = [k for k in range(1, n + 1) if k not in have]
