@@ -43,12 +43,13 @@ def _positive_int(text: str) -> int:
 
 
 def _positive_float(text: str) -> float:
+    from .timeouts import parse_timeout
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+        value = parse_timeout(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--timeout: ")) from None
+    assert value is not None
     return value
 
 

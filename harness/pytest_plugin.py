@@ -92,7 +92,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="inline (default): checks run in the pytest process (every call gets its own inputs, writing into them "
                          "or calling sys.exit is an error); process: each check runs in a supervised worker process, so that a step "
                          "that crashes, calls os._exit or hangs fails its own item and the session goes on")
-    group.addoption("--harness-timeout", type=float, metavar="SECONDS", default=None,
+    group.addoption("--harness-timeout", metavar="SECONDS", default=None,
                     help="with --harness-isolation process: seconds one case/implementation/device/dtype may take "
                          "(default: 60 s plus 1 s per million N*D*K*steps)")
     group.addoption("--harness-flush-to-zero", action="store_true", default=False,
@@ -139,9 +139,10 @@ def _check_outputs(options: HarnessOptions) -> None:
 
     try:
         paths = []
+        inputs = _input_paths(options) if options.results is not None or options.report is not None else []
         for path, option in ((options.results, "--harness-results"), (options.report, "--harness-report")):
             if path is not None:
-                paths.append(check_output_path(path, option))
+                paths.append(check_output_path(path, option, inputs))
                 check_previous_path(path, option)
         if len(paths) == 2 and (paths[0].resolve() == paths[1].resolve()
                                 or paths[1].resolve() == previous_path(paths[0]).resolve()
@@ -150,6 +151,25 @@ def _check_outputs(options: HarnessOptions) -> None:
                              "or one keeps its earlier file in the other's place (NAME.prev.EXT); give them other names")
     except UsageError as exc:
         raise pytest.UsageError(f"autograd-harness: {exc}") from None
+
+
+def _input_paths(options: HarnessOptions) -> list[str]:
+    """The files the session's checks read, which no output may replace: the ``.py`` plug-ins, and the case files
+    given (every file under a case folder: its case files and their data). ``--harness-results cases.toml`` replaced
+    the case file with records (helper-78)."""
+    out = [p for p in options.plugins if p.endswith(".py")]
+    roots = options.cases
+    if roots is None:
+        from .api import cases_dir
+
+        roots = [str(cases_dir())]
+    for root in roots:
+        path = Path(root)
+        if path.is_dir():
+            out.extend(str(f) for f in path.rglob("*") if f.is_file())
+        else:
+            out.append(root)
+    return out
 
 
 # ------------------------------------------------------------------ state
@@ -163,6 +183,16 @@ def _shard_option(text: str | None) -> tuple[int, int] | None:
         return parse_shard(text, "--harness-shard")
     except UsageError as exc:
         raise pytest.UsageError(str(exc)) from None
+
+
+def _timeout_option(text: str | None) -> float | None:
+    from .errors import UsageError
+    from .timeouts import parse_timeout
+
+    try:
+        return parse_timeout(text, "--harness-timeout")
+    except UsageError as exc:
+        raise pytest.UsageError(f"autograd-harness: {exc}") from None
 
 
 @dataclass
@@ -205,7 +235,7 @@ class HarnessOptions:
             results=Path(results) if results else None,
             report=Path(report) if report else None,
             isolation=config.getoption("--harness-isolation"),
-            timeout=config.getoption("--harness-timeout"),
+            timeout=_timeout_option(config.getoption("--harness-timeout")),
             shard=_shard_option(config.getoption("--harness-shard")),
             flush_to_zero=bool(config.getoption("--harness-flush-to-zero")),
         )
@@ -272,6 +302,15 @@ class HarnessState:
             self._case_errors = [str(e) for e in res.errors]
             self._cases = cases
         return self._cases
+
+    def good_cases(self) -> list[Case]:
+        """:meth:`cases`, failing the calling test when a case file (or a case in one) could not be loaded: a fixture
+        that grades the selected cases never passes on the part that loaded (``harness_verify`` passed with a case
+        file's misspelled key or invalid TOML ignored, helper-78)."""
+        cases = self.cases()
+        if self._case_errors:
+            pytest.fail("bad case file(s):\n" + "\n".join(self._case_errors), pytrace=False)
+        return cases
 
     def run_options(self) -> Any:
         """The :class:`harness.RunOptions` of the ``--harness-*`` options (TF32, matmul precision, repro)."""
@@ -361,7 +400,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     from .errors import HarnessError
     from .floats import DTYPES
     from .implementations import resolve
-    from .optim.config import rule_mismatch
+    from .runner import case_mismatch
 
     state = _state(metafunc.config)
     opts = state.options
@@ -396,8 +435,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         else:
             case_dtypes = [None]
         for dtype, impl, device in itertools.product(case_dtypes, impls, devices):
-            if case is not None and impl is not None and rule_mismatch(impl.optimizers, case.optimizer) is not None:
-                continue  # the one rule of which implementation runs which case (as verify)
+            if case is not None and impl is not None and case_mismatch(impl, case) is not None:
+                continue  # the one rule of which implementation runs which case (as verify): its update rule and model
             values = {"harness_case": case, "harness_dtype": dtype, "harness_implementation": impl, "harness_device": device}
             marks: list[Any] = []
             if device is not None:
@@ -436,17 +475,28 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             item.user_properties.append(_ITEM_PROPERTY)
 
 
+#: Why the harness skips an item (the start of the skip's reason), other than for an absent device: an item skipped
+#: for another reason was skipped by its test (a skip marker, ``pytest.skip``), which is not for the harness to judge.
+_HARNESS_SKIPS = ("unsupported: ", "overflow: ", "no harness case matches")
+#: Reasons of the items skipped for a device absent from this machine.
+_NO_DEVICE_SKIPS = ("is not available on this machine", "none of the requested devices")
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Count the harness's items, and those that ran (passed or failed) or were skipped for an absent device."""
+    """Count the harness's items, and those that ran (passed or failed), were skipped for an absent device, or were
+    skipped by their test (a skip marker: nothing graded there is the test's choice, helper-78)."""
     if _ITEM_PROPERTY not in [tuple(p) for p in report.user_properties]:
         return
-    tally = _ITEMS.setdefault(id(_ITEMS), {"items": 0, "ran": 0, "no_device": 0})
+    tally = _ITEMS.setdefault(id(_ITEMS), {"items": 0, "ran": 0, "no_device": 0, "skipped_by_test": 0})
     if report.when == "setup":
         tally["items"] += 1
     if report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        if "is not available on this machine" in reason:
+        reason = reason.removeprefix("Skipped: ")
+        if any(text in reason for text in _NO_DEVICE_SKIPS):
             tally["no_device"] += 1
+        elif not reason.startswith(_HARNESS_SKIPS):
+            tally["skipped_by_test"] += 1
     elif report.when == "call" or report.failed:
         tally["ran"] += 1
 
@@ -464,8 +514,17 @@ def _nothing_graded_note(state: HarnessState) -> str | None:
         return None
     if state.records and not nothing_graded(state.records):
         return None
-    if not state.records and (tally["ran"] or tally["no_device"]):
-        return None  # items that grade through their own code, or only absent devices: not for the harness to judge
+    if not state.records and (tally["ran"] or tally["skipped_by_test"]):
+        return None  # items that grade through their own code, or that their tests skipped: not for the harness to judge
+    if not state.records and tally["no_device"]:
+        if state.options.devices is None:
+            return None  # the devices of a test's harness marker, absent here: skipped with the reason
+        from .devices import available_devices
+
+        # asked for on the command line, as `check --devices cuda` (which exits 2): a GPU job whose runner has lost its
+        # GPU skipped every item and passed (helper-78)
+        return (f"harness: nothing was graded: no device asked for with --harness-devices {state.options.devices} is "
+                f"available on this machine (available: {', '.join(available_devices())}); nothing graded is no pass")
     return ("harness: nothing was graded (every harness item was skipped as unsupported, or the case selection or "
             "shard selected no case, or every record is unsupported, invalid-input or a whole-run overflow): "
             "nothing graded is no pass")
@@ -511,11 +570,7 @@ def harness_options(pytestconfig: pytest.Config) -> HarnessOptions:
 @pytest.fixture(scope="session")
 def harness_cases(pytestconfig: pytest.Config) -> list[Case]:
     """The cases selected by ``--harness-cases``, ``--harness-case`` and ``--harness-tier``."""
-    state = _state(pytestconfig)
-    cases = state.cases()
-    if state._case_errors:
-        pytest.fail("bad case file(s):\n" + "\n".join(state._case_errors), pytrace=False)
-    return cases
+    return _state(pytestconfig).good_cases()
 
 
 @pytest.fixture
@@ -583,6 +638,11 @@ def harness_verify(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
 
         state.load_plugins()
         if callable(step) and not isinstance(step, Implementation) and all(i.fn is not step for i in REGISTRY.values()):
+            if state.options.isolation == "process":
+                pytest.fail(f"harness_verify: {getattr(step, '__name__', 'the step')} is a plain function, and "
+                            "--harness-isolation process grades in a worker process, which imports implementations from "
+                            "plug-in modules only: register it with @harness.implementation in a module given with "
+                            "--harness-plugin (then pass its name), or run inline (the default)", pytrace=False)
             step = Implementation(name=getattr(step, "__name__", "step"), framework=framework, fn=step, kind="plugin")
         avail = available_devices()
         requested = parse_devices(devices if devices is not None else state.options.devices)
@@ -590,7 +650,7 @@ def harness_verify(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
         if not present:
             pytest.skip(f"none of the requested devices {', '.join(requested)} is available (available: {', '.join(avail)})")
         # a thin layer over harness.assert_agrees: the same run, the same verdict policy, the same message
-        return assert_agrees(step, state.cases() if cases is None else cases, devices=present,
+        return assert_agrees(step, state.good_cases() if cases is None else cases, devices=present,
                              dtypes=dtypes if dtypes is not None else state.options.dtypes, strict=strict,
                              options=state.run_options(), on_records=state.records.extend,
                              isolation=state.options.isolation, timeout=state.options.timeout)
@@ -669,10 +729,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             state.notes.extend(f"harness: {line}" for line in silent)
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    if not state.records:
+    if not state.records and state.options.results is None:
         return
     state.records.sort(key=record_sort_key)
-    if state.options.results is not None:
+    if state.options.results is not None:  # (also with no record: an earlier session's file must not pass for this one's)
         import sys
 
         from .records import environment_record, keep_previous, write_jsonl
@@ -691,7 +751,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             if kept is not None:
                 state.kept.append(f"harness: the previous {path} is kept as {kept}")
         write_jsonl(state.options.results, state.records, env, footer=footer)
-        if state.options.report is not None:
+        if not state.records:
+            state.notes.append(f"harness: this session graded nothing: {state.options.results} holds no record"
+                               + (", and no report was written" if state.options.report is not None else ""))
+        elif state.options.report is not None:
             try:
                 from .report import render_report  # type: ignore[import-not-found,unused-ignore]
             except ImportError:
@@ -722,8 +785,15 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     tr.write_line(verdict_line(state.records) + note)
     from .verdicts import run_outcome
 
-    for line in run_outcome(state.records).reasons:  # a probed known framework bug: reported, not counted
+    outcome = run_outcome(state.records)
+    for line in outcome.reasons:  # a probed known framework bug: reported, not counted
         if line.startswith("not counted"):
             tr.write_line(line)
+    if outcome.code != 0 and exitstatus == pytest.ExitCode.OK:
+        # the tests that graded them passed: a test that calls harness_check judges its records itself (the summary said
+        # "FAILS the run" above a green session, helper-78)
+        tr.write_line("harness: the failing records above did not fail this session: the tests that graded them passed; "
+                      "a test that calls harness_check decides with its own assertions (harness.api.raise_on_failure(records, "
+                      "name) raises on them)")
     for line in [*state.kept, *state.notes]:
         tr.write_line(line)

@@ -319,3 +319,92 @@ def test_bad_output_paths_stop_the_session_before_any_test(pytester, monkeypatch
         assert why in res.stderr.str() and "passed" not in res.stdout.str()
     ok = pytester.runpytest_subprocess(*base, "--harness-results", "out/r.jsonl")
     assert ok.ret == pytest.ExitCode.OK and (pytester.path / "out" / "r.jsonl").is_file()
+
+
+BASE = ("-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "--harness-cases", "cases.toml")
+
+
+def test_sessions_that_graded_wrongly_or_nothing_do_not_pass_silently(pytester, monkeypatch):
+    """helper-78's green sessions: ``harness_verify`` graded the good cases of a selection with a bad case file and
+    passed; ``--harness-devices cuda`` on a machine without one skipped every item and passed (``check --devices
+    cuda`` exits 2); and a test that calls ``harness_check`` without asserting passed under a summary that said
+    "FAILS the run"."""
+    _env(monkeypatch)
+    pytester.makefile(".toml", cases=CASE_FILE, bad=CASE_FILE.replace('id = "tiny-fit"', 'id = "typo"') + "setps = 3\n")
+    pytester.makepyfile(test_user=USER_TESTS, test_sweep=SWEEP_TEST, test_nocheck='''
+def test_each(harness_case, harness_dtype, harness_implementation, harness_device, harness_check):
+    harness_check(harness_case, harness_implementation, harness_device, harness_dtype)   # (no assertion)
+''', test_plugin='''
+import harness
+from test_user import forgets_the_two
+harness.implementation("forgets-the-two", framework="torch", default=False)(forgets_the_two)
+''')
+    res = pytester.runpytest_subprocess(*BASE, "--harness-cases", "bad.toml", "--harness-devices", "cpu",
+                                        "test_user.py::test_good_step")
+    assert res.ret == pytest.ExitCode.TESTS_FAILED and "bad case file(s)" in res.stdout.str() and "'setps'" in res.stdout.str()
+    if not torch.cuda.is_available():
+        res = pytester.runpytest_subprocess(*BASE, "--harness-devices", "cuda", "--harness-implementations", "numpy-hand",
+                                            "test_sweep.py")
+        assert res.ret == pytest.ExitCode.TESTS_FAILED, res.stdout.str()[-2000:]
+        assert "harness: nothing was graded: no device asked for with --harness-devices cuda is available" in res.stdout.str()
+    res = pytester.runpytest_subprocess(*BASE, "--harness-plugin", "test_plugin.py", "--harness-devices", "cpu",
+                                        "--harness-implementations", "forgets-the-two", "--harness-dtypes", "float64",
+                                        "test_nocheck.py")
+    out = res.stdout.str()
+    assert res.ret == pytest.ExitCode.OK and "FAILS the run" in out  # the test's own choice, as written
+    assert "harness: the failing records above did not fail this session: the tests that graded them passed" in out
+
+
+def test_skipped_tests_built_in_models_and_plain_steps_under_isolation(pytester, monkeypatch):
+    """helper-78's false alarms: a harness test skipped by its own marker made the session "nothing was graded";
+    ``--harness-isolation process`` failed the built-in model implementations on a linear case (parametrized by the
+    optimizer rule only, not by the one rule of :func:`harness.runner.case_mismatch`); a plain function given to
+    ``harness_verify`` under process isolation failed with "not registered in the worker process"."""
+    _env(monkeypatch)
+    pytester.makefile(".toml", cases=CASE_FILE)
+    pytester.makepyfile(test_skipped='''
+import pytest
+
+@pytest.mark.skip(reason="later")
+def test_each(harness_case, harness_dtype, harness_implementation, harness_device, harness_check):
+    harness_check(harness_case, harness_implementation, harness_device, harness_dtype)
+
+
+def test_other():
+    pass
+''', test_sweep=SWEEP_TEST, test_user=USER_TESTS)
+    res = pytester.runpytest_subprocess(*BASE, "test_skipped.py")
+    assert res.ret == pytest.ExitCode.OK and "nothing was graded" not in res.stdout.str(), res.stdout.str()[-2000:]
+    res = pytester.runpytest_subprocess(*BASE, "--harness-dtypes", "float64", "--harness-devices", "cpu",
+                                        "--harness-isolation", "process", "test_sweep.py", "-v")
+    out = res.stdout.str()
+    assert res.ret == pytest.ExitCode.OK, out[-3000:]
+    assert "numpy-model" not in out and "torch-model" not in out and "numpy-hand-cpu] PASSED" in out
+    res = pytester.runpytest_subprocess(*BASE, "--harness-devices", "cpu", "--harness-isolation", "process",
+                                        "test_user.py::test_good_step")
+    assert res.ret == pytest.ExitCode.TESTS_FAILED
+    assert "good_step is a plain function, and --harness-isolation process grades in a worker process" in res.stdout.str()
+
+
+def test_timeout_values_and_outputs_that_check_refuses(pytester, monkeypatch):
+    """helper-78: ``--harness-timeout`` took -1, 0, nan and inf (``check --timeout`` refuses them, one parse:
+    :func:`harness.timeouts.parse_timeout`); ``--harness-results cases.toml`` replaced the case file; a session that
+    made no record left an earlier session's results file in place, marked completed."""
+    _env(monkeypatch)
+    pytester.makefile(".toml", cases=CASE_FILE)
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    for value in ("-1", "0", "nan", "inf", "soon"):
+        res = pytester.runpytest_subprocess(*BASE, "--harness-timeout", value, "test_plain.py")
+        assert res.ret == pytest.ExitCode.USAGE_ERROR
+        assert f"--harness-timeout: expected a number of seconds > 0, got '{value}'" in res.stderr.str()
+    before = (pytester.path / "cases.toml").read_text()
+    res = pytester.runpytest_subprocess(*BASE, "--harness-results", "cases.toml", "test_plain.py")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR and "is one of the run's input files" in res.stderr.str()
+    assert (pytester.path / "cases.toml").read_text() == before
+    old = pytester.path / "res.jsonl"
+    old.write_text('{"kind": "environment", "run": "old"}\n{"kind": "run-end", "run": "old", "completed": true, "records": 0}\n')
+    res = pytester.runpytest_subprocess(*BASE, "--harness-results", "res.jsonl", "test_plain.py")
+    assert res.ret == pytest.ExitCode.OK and "harness: this session graded nothing: res.jsonl holds no record" in res.stdout.str()
+    lines = [json.loads(line) for line in old.read_text().splitlines()]
+    assert [x["kind"] for x in lines] == ["environment", "run-end"] and lines[0]["run"] != "old" and lines[1]["records"] == 0
+    assert '"old"' in (pytester.path / "res.prev.jsonl").read_text()
