@@ -521,3 +521,14 @@ def test_overlapping_shards_and_files_of_two_commits_are_named(tmp_path, capsys)
             "another run; both copies are counted; 10 of them with another verdict") in err
     assert f"the files come from 2 git commits ({'a' * 12}: {a}, {b}; {'b' * 12}: {c})" in err
     assert "graded already" in out.read_text()
+
+
+def test_a_failing_record_whose_kind_was_edited_is_malformed_not_a_note(tmp_path):
+    """helper-79: ``"kind": "Record"`` on a ``disagree`` line skipped it with a note ("unknown to this version") and no
+    warning. A line of an unknown kind that carries a failing verdict is malformed; other unknown kinds stay notes."""
+    path = write(tmp_path / "r.jsonl", [line(case="c0"), line(case="c1", kind="Record", verdict="disagree", bound_ratio=3.0),
+                                        b'{"kind": "progress", "verdict": "agree"}'])
+    res = read_jsonl(path)
+    assert [r.case for r in res.records] == ["c0"] and res.malformed_count == 1
+    assert "kind 'Record', unknown to this version, that holds the failing verdict 'disagree'" in str(res.malformed[0])
+    assert res.notes == [f"{path}: skipped 1 line(s) of kind 'progress', unknown to this version (line 4)"]
