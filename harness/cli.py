@@ -189,26 +189,6 @@ def _progress_printer(quiet: bool, desc: str = "check") -> Progress | None:
     return make_progress(quiet, desc)
 
 
-def _input_files(cases: list, plugins: list[str]) -> list[str]:
-    """The files a run reads: its case files, the CSV data files they name, its ``.py`` plug-ins
-    (an output path must be none of them)."""
-    import tomllib
-    from pathlib import Path
-
-    out = [p for p in plugins if p.endswith(".py")]
-    for source in dict.fromkeys(c.source for c in cases if c.source and c.source != "<memory>"):
-        out.append(source)
-        try:
-            doc = tomllib.loads(Path(source).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        for spec in doc.get("case", []) if isinstance(doc.get("case"), list) else []:
-            data = spec.get("data") if isinstance(spec, dict) else None
-            if isinstance(data, str) and data:
-                out.append(str(Path(source).parent / data))
-    return out
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     from .implementations import load_entry_points, load_plugin
     from .records import (
@@ -218,6 +198,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         environment_record,
         has_footer,
         previous_path,
+        run_input_files,
     )
     from .runner import RunOptions, verify
     from .shard import parse_shard, select_shard
@@ -242,7 +223,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if missing:
         raise UsageError(f"device(s) {', '.join(missing)} not available on this machine (available: {', '.join(available_devices())})")
     # the outputs are checked before the first case runs: a run is never lost to a bad path at its end
-    inputs = _input_files(cases, args.plugin)
+    inputs = run_input_files([c.source for c in cases if c.source and c.source != "<memory>"], args.plugin)
     results_path = check_output_path(args.results, "--results", inputs)
     check_previous_path(results_path, "--results")
     if args.report != "none":
@@ -277,7 +258,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                       trajectory=not args.no_trajectory, extra_repro=extra, repeat=args.repeat, flush_to_zero=args.flush_to_zero)
     run = {"isolation": args.isolation, "jobs": args.jobs, "timeout": args.timeout, "plugins": list(args.plugin)}
     env = environment_record({"argv": sys.argv[1:], "tf32_option": args.tf32, "matmul_precision_option": args.matmul_precision,
-                              "isolation": args.isolation, "repeat": args.repeat, "shard": args.shard})
+                              "isolation": args.isolation, "repeat": args.repeat, "shard": args.shard,
+                              "flush_to_zero": bool(args.flush_to_zero)})
     # an earlier run's results are kept (results.prev.jsonl), never lost silently; the new file replaces the old one
     # now: a stale file must not look like this run's; and so is an earlier report, now too: interrupted at any moment
     # (Ctrl-C while the results were rewritten, or twice), the run never left an earlier run's report at the path next

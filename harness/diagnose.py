@@ -364,6 +364,12 @@ def _factor_labels(facts: StepFacts) -> list[tuple[float, str, str]]:
     cands.append((0.5, "a factor of 1/2", "half-sum convention"))
     for m in MULTIPLES:
         cands.append((float(m), f"a factor of {m}", f"backward() ran {m} times into one .grad"))
+    return _distinct(cands)
+
+
+def _distinct(cands: Sequence[tuple[float, str, str]]) -> list[tuple[float, str, str]]:
+    """``cands`` with one entry per distinct factor, in order; a factor that two entries share keeps the first's label
+    and names both explanations."""
     out: list[tuple[float, str, str]] = []
     for f, what, why in cands:
         same = next((i for i, (g, _, _) in enumerate(out) if abs(g - f) <= 1e-12 * abs(f)), None)
@@ -475,9 +481,21 @@ def _same_factor_before(facts: StepFacts, p: str, f: float) -> bool:
 
 
 def _update_candidates(facts: StepFacts) -> list[tuple[float, str, str]]:
+    """(factor, what, why) of the updates tried by :func:`update_factor`: the factors of :func:`_factor_labels`, but
+    explained as what they are where the gradient is right, a learning rate scaled (the gradient's own explanations,
+    "backward() ran 4 times", named an update whose gradient agreed: helper-81)."""
+    n, _, k = facts.shape
     cands = [(0.0, "", ""), (2.0, "", "applied twice per step, or lr doubled"), (-1.0, "", "W + lr * grad: uphill"),
              (0.5, "", "lr halved")]
-    return cands + [(f, what, why) for f, what, why in _factor_labels(facts) if f not in (2.0, -1.0, 0.5)]
+    sizes = [(float(n), "N", "N, the batch size"), (float(k), "K", "K, the outputs"), (float(n * k), "N*K", "N*K")]
+    for size, sym, words in sizes:
+        if size > 1:
+            cands.append((size, f"a factor of {sym}", f"lr multiplied by {words}"))
+            cands.append((1.0 / size, f"a factor of 1/{sym}", f"lr divided by {words}"))
+    for m in MULTIPLES:
+        if m != 2:
+            cands.append((float(m), f"a factor of {m}", f"applied {m} times per step, or lr multiplied by {m}"))
+    return _distinct(cands)
 
 
 def _stale_hyp(facts: StepFacts, g: str, p: str) -> tuple[F64, F64] | None:
@@ -524,7 +542,8 @@ def update_factor(facts: StepFacts) -> Finding | None:
         who = " and ".join(claimed)
         return Finding(f"skipped {name} ({who} unchanged)", tuple(claimed),
                        f"{who} {'is' if len(claimed) == 1 else 'are'} unchanged by the step although the exact update "
-                       "moves it (missing optimizer.step(), or it updated a copy)")
+                       "moves it (missing optimizer.step(), or it updated a copy; at step 1 also W and b copied before "
+                       "optimizer.step(), which later steps tell apart)")
     label = what or f"a factor of {f:g}"
     return Finding(f"{name} off by {label} ({why})", tuple(claimed), "the gradient is right; the step moved by that multiple of the exact update")
 
@@ -642,7 +661,8 @@ def momentum(facts: StepFacts) -> Finding | None:
             along.add(facts.computed[p] - facts.inputs[p], m, tolerance(facts, p, 2.0, 0.0, facts.inputs[p], m), p)
         if estimate(along, -np.inf, np.inf) is not None:
             return Finding(AMBIGUOUS, tuple(claim))
-    return Finding(f"SGD with momentum {_beta_text(beta)} (the cases model plain SGD)", tuple(claim),
+    running = " (a running sum of every gradient so far: gradients accumulated into the update)" if _beta_text(beta) == "1" else ""
+    return Finding(f"SGD with momentum {_beta_text(beta)}{running} (the cases model plain SGD)", tuple(claim),
                    f"each update is {_beta_text(beta)} x the previous update + lr x the exact gradient")
 
 

@@ -154,22 +154,18 @@ def _check_outputs(options: HarnessOptions) -> None:
 
 
 def _input_paths(options: HarnessOptions) -> list[str]:
-    """The files the session's checks read, which no output may replace: the ``.py`` plug-ins, and the case files
-    given (every file under a case folder: its case files and their data). ``--harness-results cases.toml`` replaced
-    the case file with records (helper-78)."""
-    out = [p for p in options.plugins if p.endswith(".py")]
+    """The files the session's checks read, which no output may replace (:func:`harness.records.run_input_files`: the
+    plug-ins, the case files given or found in the case folders, and the data files they name).
+    ``--harness-results cases.toml`` replaced the case file with records (helper-78)."""
+    from .cases import iter_case_files
+    from .records import run_input_files
+
     roots = options.cases
     if roots is None:
         from .api import cases_dir
 
         roots = [str(cases_dir())]
-    for root in roots:
-        path = Path(root)
-        if path.is_dir():
-            out.extend(str(f) for f in path.rglob("*") if f.is_file())
-        else:
-            out.append(root)
-    return out
+    return run_input_files([str(f) for f in iter_case_files(roots)], options.plugins)
 
 
 # ------------------------------------------------------------------ state
@@ -510,12 +506,14 @@ def _nothing_graded_note(state: HarnessState) -> str | None:
     from .verdicts import nothing_graded
 
     tally = _ITEMS.get(id(_ITEMS))
-    if not tally or not tally["items"]:
+    # items that their tests skipped (a skip marker) are not for the harness to judge, and count for nothing either way:
+    # an unrelated skipif beside items skipped for an absent device made a session without a GPU pass (helper-80)
+    if not tally or not tally["items"] - tally["skipped_by_test"]:
         return None
     if state.records and not nothing_graded(state.records):
         return None
-    if not state.records and (tally["ran"] or tally["skipped_by_test"]):
-        return None  # items that grade through their own code, or that their tests skipped: not for the harness to judge
+    if not state.records and tally["ran"]:
+        return None  # items that grade through their own code: not for the harness to judge
     if not state.records and tally["no_device"]:
         if state.options.devices is None:
             return None  # the devices of a test's harness marker, absent here: skipped with the reason
@@ -703,17 +701,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                     fh.write(encode_line(r.to_json()) + "\n")
             session.config.workeroutput["harness_part"] = str(part)  # type: ignore[attr-defined]
         return
+    lost_records = False
     if state.part_files:
         from .records import read_jsonl
 
         for part in state.part_files:
-            state.records.extend(read_jsonl(part).records)
+            got = read_jsonl(part)
+            state.records.extend(got.records)
+            if got.malformed_count:  # a worker's records that did not read back: never dropped without a word
+                state.notes.append(f"harness: {got.malformed_count} record line(s) of a pytest-xdist worker could not be "
+                                   f"read back and are not in the results: {'; '.join(map(str, got.malformed[:3]))}")
+                lost_records = True
             part.unlink(missing_ok=True)
         if state.parts_dir is not None and state.parts_dir.is_dir():
             try:
                 state.parts_dir.rmdir()
             except OSError:
                 pass
+    if lost_records and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
     note = _nothing_graded_note(state)
     _ITEMS.clear()
     if note is not None and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
@@ -742,6 +748,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             "tf32_option": "on" if state.options.tf32 else "off", "matmul_precision_option": state.options.matmul_precision,
             # as check's: `report` names the shards of a split run that it was not given
             "shard": None if state.options.shard is None else "{}/{}".format(*state.options.shard),
+            "flush_to_zero": state.options.flush_to_zero,  # (report: a run with it grades under other bounds)
         })
         # the run-end footer of every results file (see harness.records); a session stopped by Ctrl-C is not complete
         stopped = exitstatus == pytest.ExitCode.INTERRUPTED

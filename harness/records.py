@@ -327,7 +327,8 @@ def check_record(obj: Any, *, known_verdict: bool = True) -> dict[str, Any]:
     for k in slow:
         kw[k] = checks[k][1](k, kw[k])
     if known_verdict:
-        why = contradiction(kw["verdict"], kw.get("counts") or {}, kw.get("bound_ratio"), kw.get("expected_ratio"))
+        why = contradiction(kw["verdict"], kw["quantity"], kw.get("counts") or {}, kw.get("bound_ratio"),
+                            kw.get("expected_ratio"))
         if why is not None:
             raise MalformedRecordError(f"its verdict {kw['verdict']!r} contradicts its own figures: {why} (edited by hand?)")
     return kw
@@ -589,6 +590,27 @@ class RunSpan:
     @property
     def completed(self) -> bool:
         return self.end is not None and self.end.get("completed") is True
+
+
+def run_input_files(case_files: Iterable[str], plugins: Iterable[str]) -> list[str]:
+    """The files a run reads, which no output may replace: its ``.py`` plug-ins, its case files and the CSV data
+    files they name (``data = "..."``, next to the case file). One list for ``check`` and the pytest plugin (the
+    plugin listed every file under a case folder, so a results file kept there was refused on the second run,
+    helper-80)."""
+    import tomllib
+
+    out = [p for p in plugins if p.endswith(".py")]
+    for source in dict.fromkeys(case_files):
+        out.append(source)
+        try:
+            doc = tomllib.loads(Path(source).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        for spec in doc.get("case", []) if isinstance(doc.get("case"), list) else []:
+            data = spec.get("data") if isinstance(spec, dict) else None
+            if isinstance(data, str) and data:
+                out.append(str(Path(source).parent / data))
+    return out
 
 
 def check_output_path(path: str | Path, option: str, inputs: Iterable[str | Path] = ()) -> Path:

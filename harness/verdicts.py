@@ -89,20 +89,34 @@ def worst_verdict(verdicts: Iterable[str]) -> str:
     return max(verdicts, key=severity, default="agree")
 
 
-def contradiction(verdict: str, counts: dict[str, int], bound_ratio: float | None, expected_ratio: float | None
-                  ) -> str | None:
-    """Why a record's ``verdict`` contradicts its own figures, in words, or None when it does not: a record's verdict
-    is at least as severe as the worst verdict among its elements (``counts``: :data:`ELEMENT_VERDICTS` -> how many;
-    :mod:`harness.repeat` may make it more severe, nothing makes it less), an error within the expected bound
-    (``agree``) has ``expected_ratio`` and ``bound_ratio`` at most 1, and one within the rigorous bound (``suspect``)
-    ``bound_ratio`` at most 1 (the ratios: worst error over the bound). A results file edited by hand from
-    ``disagree`` to ``agree`` was reported as passing (helper-79). A verdict outside :data:`VERDICTS`: None."""
+def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_ratio: float | None,
+                  expected_ratio: float | None) -> str | None:
+    """Why a record's ``verdict`` contradicts its own figures, in words, or None when it does not:
+
+    - a whole-run record (``quantity`` ``"*"``) grades no element, so it is never ``agree`` or ``suspect`` (a file
+      edited from ``error`` to ``agree`` was one agreeing record, helper-80);
+    - a record's verdict is at least as severe as the worst verdict among its elements (``counts``:
+      :data:`ELEMENT_VERDICTS` -> how many; :mod:`harness.repeat` may make it more severe, nothing makes it less),
+      except ``unsupported`` (no element has an exact value: a model's quantity, where a non-finite element is
+      counted ``overflow``), whose elements are ``agree`` or ``overflow`` only;
+    - an error within the expected bound (``agree``) has ``expected_ratio`` and ``bound_ratio`` at most 1, and one
+      within the rigorous bound (``suspect``) ``bound_ratio`` at most 1 (the ratios: worst error over the bound).
+
+    A results file edited by hand from ``disagree`` to ``agree`` was reported as passing (helper-79). A verdict outside
+    :data:`VERDICTS`: None."""
     if verdict not in SEVERITY:
         return None
+    if quantity == "*" and verdict in ("agree", "suspect"):
+        return "a whole-run record (quantity '*') grades no element"
     held = [v for v, n in counts.items() if n]
-    worst = max(held, key=severity) if held else None
-    if worst is not None and severity(worst) > SEVERITY[verdict]:
-        return f"{counts[worst]} of its elements are {worst}"
+    if verdict == "unsupported":
+        worse = [v for v in held if v not in ("agree", "overflow")]
+        if worse:
+            return f"{counts[worse[0]]} of its elements are {worse[0]}"
+    else:
+        worst = max(held, key=severity) if held else None
+        if worst is not None and severity(worst) > SEVERITY[verdict]:
+            return f"{counts[worst]} of its elements are {worst}"
     if verdict in ("agree", "suspect") and bound_ratio is not None and bound_ratio > 1:
         return f"its bound_ratio, {bound_ratio:.6g}, is above 1 (an error beyond the rigorous bound)"
     if verdict == "agree" and expected_ratio is not None and expected_ratio > 1:

@@ -108,10 +108,13 @@ def run_steps(X, y, W, b, *, lr, reduction, dtype, steps, bug=None):
         f = {"half": 1.0, "sign": -2.0}.get(bug or "", 2.0)
         gW, gb = (f * c) * (Xt.T @ R), (f * c) * R.sum(0)
         uW, ub = gW, gb
-        if bug == "momentum":
+        if bug in ("momentum", "running-sum"):
+            beta = 0.9 if bug == "momentum" else 1.0
             if buf is not None:
-                uW, ub = 0.9 * buf[0] + gW, 0.9 * buf[1] + gb
+                uW, ub = beta * buf[0] + gW, beta * buf[1] + gb
             buf = (uW, ub)
+        if bug == "lr-times-n":  # the gradient right, the learning rate scaled by the batch size
+            uW, ub = n * gW, n * gb
         Wt, bt = Wt - lr * uW, bt - lr * ub
         out.append({q: v.to(torch.float64).numpy() for q, v in zip(QUANTITIES, (loss, gW, gb, Wt, bt), strict=True)})
     return {k: v.to(torch.float64).numpy() for k, v in t.items()}, out
@@ -317,3 +320,18 @@ def test_momentum_along_one_direction_is_not_named_a_stale_gradient(case):
                                 dtype=case["dtype"], steps=3, bug="momentum")
     got = diagnoses(inputs, results, lr=case["lr"], reduction=case["reduction"], dtype=case["dtype"])
     assert all("momentum 0.9" in d for d in got), got
+
+
+def test_an_update_factor_is_named_a_learning_rate_where_the_gradient_is_right():
+    """helper-81: a step whose learning rate was scaled by the batch size (its gradient right) was named "update off by
+    a factor of 4 (backward() ran 4 times into one .grad)", a gradient's cause where the gradient agreed; a running sum
+    of the gradients was "SGD with momentum 1" without the word accumulation."""
+    rng = np.random.default_rng(3)
+    X, y, W, b = rng.normal(size=(5, 3)), rng.normal(size=(5, 2)), rng.normal(size=(3, 2)), rng.normal(size=2)
+    inputs, results = run_steps(X, y, W, b, lr=0.01, reduction="sum", dtype="float64", steps=3, bug="lr-times-n")
+    got = set(diagnoses(inputs, results, lr=0.01, reduction="sum", dtype="float64"))
+    assert got == {"update off by a factor of N (lr multiplied by N, the batch size)"}, got
+    inputs, results = run_steps(X, y, W, b, lr=0.01, reduction="sum", dtype="float64", steps=3, bug="running-sum")
+    got = set(diagnoses(inputs, results, lr=0.01, reduction="sum", dtype="float64"))
+    assert got == {"SGD with momentum 1 (a running sum of every gradient so far: gradients accumulated into the update) "
+                   "(the cases model plain SGD)"}, got

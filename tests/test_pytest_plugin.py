@@ -331,6 +331,16 @@ def test_sessions_that_graded_wrongly_or_nothing_do_not_pass_silently(pytester, 
     "FAILS the run"."""
     _env(monkeypatch)
     pytester.makefile(".toml", cases=CASE_FILE, bad=CASE_FILE.replace('id = "tiny-fit"', 'id = "typo"') + "setps = 3\n")
+    pytester.makepyfile(test_skipif='''
+import sys
+
+import pytest
+
+
+@pytest.mark.skipif(sys.platform == "linux", reason="not on linux")
+def test_elsewhere(harness_case, harness_dtype, harness_implementation, harness_device, harness_check):
+    harness_check(harness_case, harness_implementation, harness_device, harness_dtype)
+''')
     pytester.makepyfile(test_user=USER_TESTS, test_sweep=SWEEP_TEST, test_nocheck='''
 def test_each(harness_case, harness_dtype, harness_implementation, harness_device, harness_check):
     harness_check(harness_case, harness_implementation, harness_device, harness_dtype)   # (no assertion)
@@ -343,8 +353,9 @@ harness.implementation("forgets-the-two", framework="torch", default=False)(forg
                                         "test_user.py::test_good_step")
     assert res.ret == pytest.ExitCode.TESTS_FAILED and "bad case file(s)" in res.stdout.str() and "'setps'" in res.stdout.str()
     if not torch.cuda.is_available():
+        # (also beside a harness test that its own skipif skips: it counts for nothing either way, helper-80)
         res = pytester.runpytest_subprocess(*BASE, "--harness-devices", "cuda", "--harness-implementations", "numpy-hand",
-                                            "test_sweep.py")
+                                            "test_sweep.py", "test_skipif.py")
         assert res.ret == pytest.ExitCode.TESTS_FAILED, res.stdout.str()[-2000:]
         assert "harness: nothing was graded: no device asked for with --harness-devices cuda is available" in res.stdout.str()
     res = pytester.runpytest_subprocess(*BASE, "--harness-plugin", "test_plugin.py", "--harness-devices", "cpu",
@@ -401,6 +412,12 @@ def test_timeout_values_and_outputs_that_check_refuses(pytester, monkeypatch):
     res = pytester.runpytest_subprocess(*BASE, "--harness-results", "cases.toml", "test_plain.py")
     assert res.ret == pytest.ExitCode.USAGE_ERROR and "is one of the run's input files" in res.stderr.str()
     assert (pytester.path / "cases.toml").read_text() == before
+    # a results file kept in the case folder: refused never (only case and data files are inputs, as for check)
+    (pytester.path / "mc").mkdir()
+    (pytester.path / "mc" / "cases.toml").write_text(before)
+    for _ in range(2):
+        res = pytester.runpytest_subprocess(*BASE[:-1], "mc", "--harness-results", "mc/r.jsonl", "test_plain.py")
+        assert res.ret == pytest.ExitCode.OK, res.stderr.str()[-1000:]
     old = pytester.path / "res.jsonl"
     old.write_text('{"kind": "environment", "run": "old"}\n{"kind": "run-end", "run": "old", "completed": true, "records": 0}\n')
     res = pytester.runpytest_subprocess(*BASE, "--harness-results", "res.jsonl", "test_plain.py")

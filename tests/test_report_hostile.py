@@ -473,6 +473,8 @@ def test_a_lone_surrogate_in_a_check_run_keeps_the_failure(tmp_path, capsys):
     ({"verdict": "agree", "expected_ratio": 2.5}, "its expected_ratio, 2.5, is above 1"),
     ({"verdict": "overflow", "counts": {"overflow": 1, "suspect": 2}}, "2 of its elements are suspect"),
     ({"verdict": "agree", "counts": {"agree": 1, "bogus": 1}}, "1 of its elements are bogus"),
+    ({"verdict": "agree", "quantity": "*", "counts": {}, "bound_ratio": None}, "a whole-run record (quantity '*') grades no"),
+    ({"verdict": "unsupported", "counts": {"agree": 1, "disagree": 2}}, "2 of its elements are disagree"),
 ])
 def test_a_verdict_that_contradicts_its_own_figures_is_malformed(edit, why, tmp_path, capsys):
     """helper-79: every ``disagree`` of a results file edited to ``agree``, its bound ratio (5.1e5), counts and message
@@ -493,6 +495,8 @@ def test_a_verdict_that_contradicts_its_own_figures_is_malformed(edit, why, tmp_
     {"verdict": "suspect", "counts": {"agree": 6, "suspect": 2}, "bound_ratio": 1.0, "expected_ratio": 1.7},
     {"verdict": "agree", "counts": {"agree": 8}, "bound_ratio": 1.0, "expected_ratio": 1.0},
     {"verdict": "overflow", "counts": {"agree": 3, "overflow": 1}, "bound_ratio": "inf"},
+    {"verdict": "unsupported", "counts": {"agree": 1, "overflow": 2}, "bound_ratio": None},  # a model's, no exact value
+    {"verdict": "error", "quantity": "*", "counts": {}, "bound_ratio": None},
 ])
 def test_verdicts_their_figures_allow_are_read(fields, tmp_path):
     res = read_jsonl(write(tmp_path / "r.jsonl", [line(**fields)]))
@@ -521,6 +525,25 @@ def test_overlapping_shards_and_files_of_two_commits_are_named(tmp_path, capsys)
             "another run; both copies are counted; 10 of them with another verdict") in err
     assert f"the files come from 2 git commits ({'a' * 12}: {a}, {b}; {'b' * 12}: {c})" in err
     assert "graded already" in out.read_text()
+    # a --flush-to-zero run of the same cases grades them under other bounds: not an overlap (helper-80)
+    ftz = write(tmp_path / "f.jsonl", lines[:20], env={**ENV, "run": "run-4", "git_commit": "a" * 40, "flush_to_zero": True})
+    assert main(["report", str(a), str(b), str(ftz), "-o", str(out)]) == 0
+    assert "graded already" not in capsys.readouterr().err
+
+
+def test_a_models_unsupported_record_with_non_finite_elements_reads_back(tmp_path, capsys):
+    """helper-80: a model quantity with no exact value at any element is ``unsupported``, and its NaN elements are
+    counted ``overflow``; the first contradiction rule read such records back as malformed, and the report lost them."""
+    cases = tmp_path / "sq.toml"
+    cases.write_text('[[case]]\nid = "sqrt-of-negative"\nmodel = { expression = "a*x1**(1/2)", parameters = ["a"] }\n'
+                     'X = [[-1]]\ny = [[0]]\nparams = { a = 1.5 }\nlr = "0.125"\nreduction = "sum"\ndtypes = ["float64"]\n')
+    results = tmp_path / "sq.jsonl"
+    main(["check", "--cases", str(cases), "--implementations", "torch-model-functional", "--devices", "cpu",
+          "--results", str(results), "--report", "none"])
+    capsys.readouterr()
+    res = read_jsonl(results)
+    assert res.malformed_count == 0, res.warnings
+    assert any(r.verdict == "unsupported" and r.counts.get("overflow") for r in res.records), [(r.verdict, r.counts) for r in res.records]
 
 
 def test_a_failing_record_whose_kind_was_edited_is_malformed_not_a_note(tmp_path):

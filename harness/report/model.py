@@ -309,18 +309,19 @@ def record_key(r: Record) -> tuple[Any, ...]:
     return (r.case, r.implementation, r.device, r.dtype, r.tf32, r.matmul_precision, r.step, r.quantity)
 
 
-def _overlap_warnings(per_file: list[tuple[str, list[Record]]]) -> list[str]:
-    """One warning per file whose records grade what an earlier file's records graded (:func:`record_key`): shards
-    that overlap, or a stale results file given with a fresh one. Both copies stay in every count, as read; the
-    warning says how many records overlap and how many of them have another verdict, with an example (overlapping
-    shards were merged into twice the records without a word, helper-79)."""
+def _overlap_warnings(per_file: list[tuple[str, Any, list[Record]]]) -> list[str]:
+    """One warning per file whose records grade what an earlier file's records graded (:func:`record_key`, under the
+    same run options: a ``--flush-to-zero`` run grades the same records under other bounds, helper-80): shards that
+    overlap, or a stale results file given with a fresh one. ``per_file``: (path, run options, records). Both copies
+    stay in every count, as read; the warning says how many records overlap and how many of them have another
+    verdict, with an example (overlapping shards were merged into twice the records without a word, helper-79)."""
     seen: dict[tuple[Any, ...], tuple[str, str]] = {}  # key -> (the first file that graded it, its verdict)
     out: list[str] = []
-    for path, recs in per_file:
+    for path, options, recs in per_file:
         again: list[tuple[Record, str, str]] = []
         mine: dict[tuple[Any, ...], tuple[str, str]] = {}
         for r in recs:
-            key = record_key(r)
+            key = (options, *record_key(r))
             first = seen.get(key)
             if first is not None and first[0] != path:
                 again.append((r, *first))
@@ -487,12 +488,14 @@ def _build_model(results_paths: Iterable[str | Path]) -> ReportModel:
     notes: list[str] = []
     malformed_total = 0
     shards: dict[int, set[int]] = defaultdict(set)  # N -> the K of every `check --shard K/N` read
-    per_file: list[tuple[str, list[Record]]] = []
+    per_file: list[tuple[str, Any, list[Record]]] = []
     commits: dict[str, list[str]] = defaultdict(list)  # git commit -> the files whose runs it graded
     for p in results_paths:
         res = read_results(p)
         sources.append(str(p))
-        per_file.append((str(p), res.records))
+        # the run options under which the same records grade differently (one file, one run's options)
+        options = tuple(e.get("flush_to_zero") is True for e in res.environments[:1])
+        per_file.append((str(p), options, res.records))
         for c in {e.get("git_commit") for e in res.environments if isinstance(e.get("git_commit"), str)}:
             commits[str(c)].append(str(p))
         for e in res.environments:
@@ -524,7 +527,7 @@ def _build_model(results_paths: Iterable[str | Path]) -> ReportModel:
                 read_again.add(src.path)
             else:
                 first_read[run] = src.path
-    warnings.extend(_overlap_warnings([(path, recs) for path, recs in per_file if path not in read_again]))
+    warnings.extend(_overlap_warnings([f for f in per_file if f[0] not in read_again]))
     if len(commits) > 1:  # a stale file of an older commit standing in for a shard (helper-79)
         warnings.append(f"the files come from {len(commits)} git commits ("
                         + "; ".join(f"{c[:12]}: {', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''}" for c, paths in commits.items())
