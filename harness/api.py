@@ -57,8 +57,13 @@ def default_cases(tags: Iterable[str] | None = None, tier: str = DEFAULT_TIER) -
 
 
 def plugin_arg(impl: Implementation) -> list[str]:
-    """``--plugin`` arguments that make a repro command find a user's implementation."""
-    if impl.kind != "plugin":
+    """``--plugin`` arguments that make a repro command find a user's implementation; none for a step that is not
+    registered under its name (a plain function given to :func:`assert_agrees`: ``check --plugin`` of its file would
+    register nothing, and the command failed with "unknown implementation", helper-82; its repro line says what to do,
+    :func:`repro_line`)."""
+    from .implementations import REGISTRY
+
+    if impl.kind != "plugin" or REGISTRY.get(impl.name) is not impl:
         return []
     try:
         src = inspect.getsourcefile(inspect.unwrap(impl.fn))  # a wrapped step (torch_forward_step): its forward's file
@@ -72,10 +77,27 @@ def plugin_arg(impl: Implementation) -> list[str]:
         return ["--plugin", src]
 
 
-def _repro_line(rec: Record) -> str:
+def repro_options(options: RunOptions, impl: Implementation) -> RunOptions:
+    """``options`` with the ``--plugin`` arguments a repro command of ``impl`` needs (:func:`plugin_arg`) before its
+    own, each once (the fixtures of the pytest plugin and :func:`assert_agrees`)."""
+    arg, extra = plugin_arg(impl), list(options.extra_repro)
+    if arg and not any(extra[i:i + 2] == arg for i in range(len(extra) - 1)):
+        extra = [*arg, *extra]
+    return dataclasses.replace(options, extra_repro=extra)
+
+
+def repro_line(rec: Record) -> str:
+    """``"Reproduce: <command>"`` of a failing record, with what the command still needs: a case file for a case built
+    in memory, and registration for a step that is not registered under its name."""
+    from .implementations import REGISTRY
+
+    notes = []
     if "--cases" not in rec.repro:
-        return f"Reproduce: {rec.repro}  (the case was built in memory: save it to a TOML file and add --cases FILE)"
-    return f"Reproduce: {rec.repro}"
+        notes.append("the case was built in memory: save it to a TOML file and add --cases FILE")
+    if rec.implementation not in REGISTRY:
+        notes.append(f"{rec.implementation} is a plain function: decorate it with @harness.implementation("
+                     f"\"{rec.implementation}\", framework=...) in its module and add --plugin FILE for check to find it")
+    return f"Reproduce: {rec.repro}" + (f"  ({'; '.join(notes)})" if notes else "")
 
 
 def _g(x: float | None) -> str:
@@ -87,7 +109,7 @@ def format_failure(rec: Record) -> str:
     the measure the verdict is made of (error / bound), mismatched elements, the worst element with its index, exact and computed
     values, the bound, ULPs, any diagnosis of autograd misuse, and a repro command."""
     if rec.quantity == "*":
-        return f"{rec.implementation} on case {rec.case!r} ({rec.device}, {rec.dtype}): {rec.verdict}: {rec.message}\n{_repro_line(rec)}"
+        return f"{rec.implementation} on case {rec.case!r} ({rec.device}, {rec.dtype}): {rec.verdict}: {rec.message}\n{repro_line(rec)}"
     counts = rec.counts or {}
     bad = sum(v for k, v in counts.items() if k != "agree")
     size = sum(counts.values()) or 1
@@ -104,7 +126,7 @@ def format_failure(rec: Record) -> str:
     ]
     if rec.message and not rec.message.startswith(f"{rec.quantity}: "):
         lines.append(f"Diagnosis: {rec.message}")
-    lines.append(_repro_line(rec))
+    lines.append(repro_line(rec))
     return "\n".join(lines)
 
 
@@ -145,7 +167,7 @@ def assert_agrees(
     """
     impl = implementation_of(step)
     opts = options or RunOptions()
-    opts = dataclasses.replace(opts, extra_repro=[*plugin_arg(impl), *opts.extra_repro])
+    opts = repro_options(opts, impl)
     records = verify(default_cases() if cases is None else cases, [impl], devices=devices, dtypes=dtypes, options=opts,
                      isolation=isolation, jobs=1 if isolation == "process" else None, timeout=timeout)
     if on_records is not None:

@@ -470,7 +470,8 @@ def gradient_factor(facts: StepFacts) -> Finding | None:
     name = _grouped(claimed, "gradient")
     diag = (f"{name} is zero ({why})" if f == 0 else f"{name} with the wrong sign ({why})" if f == -1
             else f"{name} off by {what} ({why})")
-    return Finding(diag, tuple(claimed), f"every element of {', '.join(claimed)} matches, within the error bound")
+    # ("every element of grad_W matches" read as if the gradient were right: helper-82)
+    return Finding(diag, tuple(claimed), f"this factor explains every element of {', '.join(claimed)}, within the error bound")
 
 
 def _same_factor_before(facts: StepFacts, p: str, f: float) -> bool:

@@ -582,14 +582,16 @@ def harness_check(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
     state = _state(pytestconfig)
 
     def check(case: Case, implementation: str | Implementation, device: str, dtype: str) -> list[Record]:
+        from .api import repro_options
         from .implementations import resolve
         from .runner import check_case
 
         impl = resolve([implementation])[0] if isinstance(implementation, str) else implementation
+        opts = repro_options(state.run_options(), impl)  # a repro line names the plug-in's file (helper-82)
         if state.options.isolation == "process":
-            records = state.run_isolated([case], impl, [device], [dtype], state.run_options())
+            records = state.run_isolated([case], impl, [device], [dtype], opts)
         else:
-            records = check_case(case, impl, device, dtype, state.run_options(), state.case_cache(case))
+            records = check_case(case, impl, device, dtype, opts, state.case_cache(case))
         state.records.extend(records)
         if records and all(r.verdict == "unsupported" for r in records):
             pytest.skip(f"unsupported: {records[0].message}")

@@ -303,7 +303,7 @@ def test_assert_agrees_names_the_diagnosis(selftest_case):
 
     with pytest.raises(AssertionError) as info:
         harness.assert_agrees("mutant-missing-factor-2", [selftest_case], dtypes=["float64"])
-    assert f"Diagnosis: looks like: {HALF}; every element of" in str(info.value)
+    assert f"Diagnosis: looks like: {HALF}; this factor explains every element of" in str(info.value)
 
 
 @pytest.mark.parametrize("case", [

@@ -257,3 +257,27 @@ def test_a_plugin_that_registers_nothing_is_named_once_per_run(tmp_path):
                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stderr.count("registered no implementation and no framework") == 1, out.stderr[-2000:]
+
+
+def test_a_plain_functions_repro_line_says_what_check_needs(tmp_path):
+    """helper-82: the ``Reproduce:`` line of a plain function given to ``assert_agrees`` named ``--plugin`` its file, which
+    registers nothing, so the command failed with "unknown implementation". It now names no plug-in and says what the
+    command needs; a registered step's line names its file."""
+    import harness
+    from harness.api import repro_line
+    from harness.records import Record
+
+    def loose_step(X, y, W, b, *, lr, reduction, steps):  # never registered
+        raise AssertionError("not called")
+
+    impl = harness.Implementation(name="loose_step", framework="numpy", fn=loose_step, kind="plugin")
+    from harness.api import plugin_arg
+
+    assert plugin_arg(impl) == []
+    rec = Record(case="seed", implementation="loose_step", device="cpu", dtype="float32", quantity="*", step=0,
+                 verdict="error", repro="python -m harness check --cases cases/seed.toml --implementations loose_step")
+    assert repro_line(rec).endswith("(loose_step is a plain function: decorate it with @harness.implementation("
+                                    "\"loose_step\", framework=...) in its module and add --plugin FILE for check to find it)")
+    from harness.implementations import implementation_of
+
+    assert plugin_arg(implementation_of("numpy-hand")) == []  # a built-in: check finds it by name
