@@ -36,6 +36,7 @@ from .fpenv import FPEnvironmentError, describe_numpy_errors, ieee_default, rest
 from .frameworks import (
     FrameworkInputError,
     flushes_subnormals,
+    jax_switches,
     to_framework,
     torch_switches,
     unsupported_reason,
@@ -581,9 +582,12 @@ def _run_guarded(
     """:func:`_run_once` inside its guard."""
     which = f"run {run} of {runs}: " if runs > 1 else ""
     switches = torch_switches.read()
-    before = (os.getcwd(), _alarm_armed(), interpreter_state.read())
+    before = (os.getcwd(), _alarm_armed(), interpreter_state.read(), jax_switches.read())
     try:
         results = _call_with_settings(impl, fw_inputs, lr, case, device, opts)
+    except StepResultsError as exc:  # a generator that yielded more than steps results (harness.results.collect_steps)
+        problem = _environment_left(notes, which + "the step", switches, before)
+        return _Failed("error", problem) if problem else _Failed("error", which + str(exc))
     except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit, custom BaseException: user code
         problem = _environment_left(notes, which + "the step", switches, before)
         reraise_real_interrupt(exc)
@@ -604,15 +608,16 @@ def _run_guarded(
 
 
 def _environment_left(notes: list[str], who: str, switches: torch_switches.TorchSwitches | None,
-                      before: tuple[str, bool, interpreter_state.InterpreterState]) -> str | None:
+                      before: tuple[str, bool, interpreter_state.InterpreterState, dict[str, Any] | None]) -> str | None:
     """Restore IEEE 754's default floating-point environment after a step ran (:func:`harness.fpenv.restore_default`),
     torch's switches as they were before it (``switches``, :mod:`harness.frameworks.torch_switches`), NumPy's error
     handling, the working directory (``before[0]``: a relative results or report path would be written elsewhere),
     where the caller had none armed (``before[1]``), the interval timer, and the recursion limit and standard streams
     (``before[2]``, :mod:`harness.interpreter_state`); add what the step left changed to ``notes``.
     Returns the error message when the default cannot be restored."""
-    cwd, caller_alarm, interpreter = before
+    cwd, caller_alarm, interpreter, jax_config = before
     left = torch_switches.restore(switches)
+    left += jax_switches.restore(jax_config)
     left += interpreter_state.restore(interpreter)
     numpy_errors = restore_numpy_errors()
     if numpy_errors is not None:
@@ -876,13 +881,21 @@ def _mark_known_bug(records: list[Record], impl: Implementation, device: str, dt
 
 
 def _call(impl: Implementation, inputs: Mapping[str, Any], lr: float, case: Case) -> Any:
-    """Call the step with its contract: the model contract (:mod:`harness.models.step`) for a case with a model."""
+    """Call the step with its contract: the model contract (:mod:`harness.models.step`) for a case with a model.
+
+    A generator (or any iterator) of results is run here, to its end or to ``steps + 1`` results
+    (:func:`harness.results.collect_steps`): its body is the step, so it runs under the call's settings, and what it
+    raises, writes into its inputs or leaves changed is the step's, checked after it as after any step (its body ran
+    only when the results were read, after those checks: a generator that wrote into W and b agreed, and one that
+    left grad mode off failed the next implementation's step, helper-83)."""
     if case.model is not None:
         n, d, k = case.shape
         params = {p: inputs[p] for p in case.model.parameter_names(d, k)}
-        return impl.fn(inputs["X"], inputs["y"], params, model=case.model, lr=lr, reduction=case.reduction, steps=case.steps)
-    return impl.fn(inputs["X"], inputs["y"], inputs["W"], inputs["b"], lr=lr, reduction=case.reduction, steps=case.steps,
-                   **optimizer_keyword(case.optimizer))
+        got = impl.fn(inputs["X"], inputs["y"], params, model=case.model, lr=lr, reduction=case.reduction, steps=case.steps)
+    else:
+        got = impl.fn(inputs["X"], inputs["y"], inputs["W"], inputs["b"], lr=lr, reduction=case.reduction, steps=case.steps,
+                      **optimizer_keyword(case.optimizer))
+    return collect_steps(got, case.steps)
 
 
 def _call_with_settings(impl: Implementation, inputs: Mapping[str, Any], lr: float, case: Case, device: str, opts: RunOptions) -> Any:

@@ -1,0 +1,108 @@
+"""A step that yields its results: the generator's body is the step (helper-83).
+
+The harness checks a step's inputs for writes and restores the global switches it left changed when the step
+returns; a generator's body ran only later, while the results were read, after those checks. So a generator that
+wrote into W and b agreed, and one that left grad mode off failed the next, correct, implementation. The generator
+is now run to its end inside the call (:func:`harness.runner._call`), and JAX's configuration is restored as torch's
+switches are (:mod:`harness.frameworks.jax_switches`)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import harness
+from harness.runner import RunOptions, verify
+from tests.conftest import CASES
+
+SEED = CASES / "seed.toml"
+
+
+def _numpy_steps(X, y, W, b, *, lr, reduction, steps, in_place=False):
+    n, k = y.shape
+    c = 2.0 if reduction == "sum" else 2.0 / (n * k)
+    for _ in range(steps):
+        R = X @ W + b - y
+        loss = (R * R).sum() if reduction == "sum" else (R * R).mean()
+        gW, gb = c * (X.T @ R), c * R.sum(axis=0)
+        if in_place:  # the arrays it was handed
+            W -= lr * gW
+            b -= lr * gb
+        else:
+            W, b = W - lr * gW, b - lr * gb
+        yield loss, gW, gb, W.copy(), b.copy()
+
+
+def _impl(name, fn, framework="numpy"):
+    return harness.Implementation(name=name, framework=framework, fn=fn, kind="plugin")
+
+
+def test_a_generator_that_writes_into_its_inputs_is_an_error():
+    def writes(X, y, W, b, *, lr, reduction, steps):
+        yield from _numpy_steps(X, y, W, b, lr=lr, reduction=reduction, steps=steps, in_place=True)
+
+    def reads(X, y, W, b, *, lr, reduction, steps):
+        yield from _numpy_steps(X, y, W, b, lr=lr, reduction=reduction, steps=steps)
+
+    recs = verify([SEED], [_impl("gen-writes", writes)], dtypes=["float64"], options=RunOptions(trajectory=False))
+    assert recs and all(r.verdict == "error" for r in recs)
+    assert recs[0].message.startswith("mutated its inputs W, b: a step must not write into"), recs[0].message
+    recs = verify([SEED], [_impl("gen-reads", reads)], dtypes=["float64"], options=RunOptions(trajectory=False))
+    assert recs and {r.verdict for r in recs} == {"agree"}
+
+
+def test_a_generator_that_leaves_grad_mode_off_is_named_and_the_next_step_is_graded():
+    def torch_steps(X, y, W, b, *, lr, reduction, steps):
+        W, b = W.detach().clone().requires_grad_(True), b.detach().clone().requires_grad_(True)
+        for t in range(steps):
+            loss = torch.nn.functional.mse_loss(X @ W + b, y, reduction=reduction)
+            loss.backward()
+            with torch.no_grad():
+                W -= lr * W.grad
+                b -= lr * b.grad
+            out = (loss.detach(), W.grad.clone(), b.grad.clone(), W.detach().clone(), b.detach().clone())
+            W.grad = b.grad = None
+            if t == steps - 1:
+                torch.set_grad_enabled(False)  # as evaluation code begins, left on
+            yield out
+
+    recs = verify([SEED], [_impl("gen-nograd", torch_steps, "torch"), "torch-seed"], dtypes=["float32"], jobs=1,
+                  options=RunOptions(trajectory=False))
+    assert torch.is_grad_enabled()
+    assert {r.verdict for r in recs} == {"agree"}, {(r.implementation, r.verdict, r.message[:80]) for r in recs}
+    mine = [r for r in recs if r.implementation == "gen-nograd"]
+    assert all("grad mode off (torch.set_grad_enabled(False))" in r.message for r in mine)
+
+
+def test_jax_configuration_left_changed_is_restored_and_named():
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    was = jax.config.read("jax_enable_x64")
+    jax.config.update("jax_enable_x64", True)
+    try:
+        def run(X, y, W, b, lr, reduction, steps):
+            f = lambda W, b: (jnp.sum if reduction == "sum" else jnp.mean)((X @ W + b - y) ** 2)  # noqa: E731
+            out = []
+            for _ in range(steps):
+                loss, (gW, gb) = jax.value_and_grad(f, argnums=(0, 1))(W, b)
+                W, b = W - lr * gW, b - lr * gb
+                out.append((loss, gW, gb, W, b))
+            return out
+
+        def leaver(X, y, W, b, *, lr, reduction, steps):
+            out = run(X, y, W, b, lr, reduction, steps)
+            jax.config.update("jax_enable_x64", False)
+            return out
+
+        def good(X, y, W, b, *, lr, reduction, steps):
+            return run(X, y, W, b, lr, reduction, steps)
+
+        impls = [harness.Implementation(name=n, framework="jax", fn=f, kind="plugin", flush_to_zero=True)
+                 for n, f in (("jax-leaver", leaver), ("jax-good", good))]
+        recs = verify([SEED], impls, dtypes=["float64"], jobs=1, options=RunOptions(trajectory=False))
+        assert jax.config.read("jax_enable_x64") is True
+        assert {r.verdict for r in recs} == {"agree"}, {(r.implementation, r.verdict, r.message[:100]) for r in recs}
+        assert all("JAX's jax_enable_x64 False (jax.config.update)" in r.message for r in recs if r.implementation == "jax-leaver")
+    finally:
+        jax.config.update("jax_enable_x64", was)
