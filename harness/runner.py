@@ -937,6 +937,9 @@ def _read_results(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFo
     out: list[dict[str, F64]] = []
     for t, res in enumerate(results, start=1):
         arrays: dict[str, F64] = {}
+        if type(res) is tuple:  # (a plain tuple of five became a StepResult: harness.results.collect_steps)
+            return (f"step {t}: a tuple of {len(res)} value(s); a result is five, (loss, grad_W, grad_b, W, b), or a "
+                    "harness.StepResult")
         for name in QUANTITIES:
             missing = object()
             value = getattr(res, name, missing)

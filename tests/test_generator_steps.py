@@ -106,3 +106,14 @@ def test_jax_configuration_left_changed_is_restored_and_named():
         assert all("JAX's jax_enable_x64 False (jax.config.update)" in r.message for r in recs if r.implementation == "jax-leaver")
     finally:
         jax.config.update("jax_enable_x64", was)
+
+
+@pytest.mark.parametrize("size", [4, 6])
+def test_a_result_tuple_of_the_wrong_length_is_named(size):
+    """helper-83: a 6-tuple (or a 4-tuple) per step was "result has no field 'loss'"."""
+    def step(X, y, W, b, *, lr, reduction, steps):
+        return [tuple([X.sum()] * size) for _ in range(steps)]
+
+    recs = verify([SEED], [_impl(f"tuple-{size}", step)], dtypes=["float64"], options=RunOptions(trajectory=False))
+    assert recs and all(r.verdict == "error" and f"step 1: a tuple of {size} value(s); a result is five, (loss, grad_W, "
+                        "grad_b, W, b)" in r.message for r in recs), [r.message for r in recs]
