@@ -8,12 +8,17 @@ switches are (:mod:`harness.frameworks.jax_switches`)."""
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+import sys
+
 import pytest
 import torch
 
 import harness
+from harness.records import read_jsonl
 from harness.runner import RunOptions, verify
-from tests.conftest import CASES
+from tests.conftest import CASES, ROOT
 
 SEED = CASES / "seed.toml"
 
@@ -74,38 +79,53 @@ def test_a_generator_that_leaves_grad_mode_off_is_named_and_the_next_step_is_gra
     assert all("grad mode off (torch.set_grad_enabled(False))" in r.message for r in mine)
 
 
-def test_jax_configuration_left_changed_is_restored_and_named():
-    jax = pytest.importorskip("jax")
-    import jax.numpy as jnp
+LEAKS_X64 = '''
+import jax
+import jax.numpy as jnp
 
-    was = jax.config.read("jax_enable_x64")
-    jax.config.update("jax_enable_x64", True)
-    try:
-        def run(X, y, W, b, lr, reduction, steps):
-            f = lambda W, b: (jnp.sum if reduction == "sum" else jnp.mean)((X @ W + b - y) ** 2)  # noqa: E731
-            out = []
-            for _ in range(steps):
-                loss, (gW, gb) = jax.value_and_grad(f, argnums=(0, 1))(W, b)
-                W, b = W - lr * gW, b - lr * gb
-                out.append((loss, gW, gb, W, b))
-            return out
+import harness
 
-        def leaver(X, y, W, b, *, lr, reduction, steps):
-            out = run(X, y, W, b, lr, reduction, steps)
-            jax.config.update("jax_enable_x64", False)
-            return out
+jax.config.update("jax_enable_x64", True)
 
-        def good(X, y, W, b, *, lr, reduction, steps):
-            return run(X, y, W, b, lr, reduction, steps)
 
-        impls = [harness.Implementation(name=n, framework="jax", fn=f, kind="plugin", flush_to_zero=True)
-                 for n, f in (("jax-leaver", leaver), ("jax-good", good))]
-        recs = verify([SEED], impls, dtypes=["float64"], jobs=1, options=RunOptions(trajectory=False))
-        assert jax.config.read("jax_enable_x64") is True
-        assert {r.verdict for r in recs} == {"agree"}, {(r.implementation, r.verdict, r.message[:100]) for r in recs}
-        assert all("JAX's jax_enable_x64 False (jax.config.update)" in r.message for r in recs if r.implementation == "jax-leaver")
-    finally:
-        jax.config.update("jax_enable_x64", was)
+def run(X, y, W, b, lr, reduction, steps):
+    f = lambda W, b: (jnp.sum if reduction == "sum" else jnp.mean)((X @ W + b - y) ** 2)
+    out = []
+    for _ in range(steps):
+        loss, (gW, gb) = jax.value_and_grad(f, argnums=(0, 1))(W, b)
+        W, b = W - lr * gW, b - lr * gb
+        out.append((loss, gW, gb, W, b))
+    return out
+
+
+@harness.implementation("jax-leaver", framework="jax", flush_to_zero=True)
+def leaver(X, y, W, b, *, lr, reduction, steps):
+    out = run(X, y, W, b, lr, reduction, steps)
+    jax.config.update("jax_enable_x64", False)  # left changed for the next step
+    return out
+
+
+@harness.implementation("jax-good", framework="jax", flush_to_zero=True)
+def good(X, y, W, b, *, lr, reduction, steps):
+    return run(X, y, W, b, lr, reduction, steps)
+'''
+
+
+def test_jax_configuration_left_changed_is_restored_and_named(tmp_path):
+    """(In a ``check`` process of its own: JAX is never imported into the test workers, which fork.)"""
+    if importlib.util.find_spec("jax") is None:
+        pytest.skip("JAX is an optional extra: pip install 'autograd-harness[jax]'")
+    plugin = tmp_path / "leaks_x64.py"
+    plugin.write_text(LEAKS_X64)
+    out = tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "harness", "check", "--cases", str(SEED), "--plugin", str(plugin),
+                           "--implementations", "jax-leaver,jax-good", "--dtypes", "float64", "--devices", "cpu",
+                           "--jobs", "1", "--results", str(out), "--report", "none"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    recs = read_jsonl(out).records
+    assert recs and {r.verdict for r in recs} == {"agree"}
+    assert all("JAX's jax_enable_x64 False (jax.config.update)" in r.message for r in recs if r.implementation == "jax-leaver")
 
 
 @pytest.mark.parametrize("size", [4, 6])
