@@ -301,6 +301,8 @@ def check_case(
             torch_switches.warm_thread_pool()  # torch's threads start in the default (see harness.frameworks.torch_switches)
             if _POOL_FLUSHES and impl.framework == "torch":
                 return [_whole_run_record(_base(case, impl, device, dtype, opts), "error", _POOL_FLUSHES[0])]
+            if _JAX_LEFT and impl.framework == "jax":
+                return [_whole_run_record(_base(case, impl, device, dtype, opts), "error", _JAX_LEFT[0])]
             if not entry.is_default:
                 notes.append(f"this check was called with {entry.describe()}; the step ran, and was graded, in IEEE 754's "
                              "default floating-point environment (rounding to nearest, gradual underflow, no traps), and the "
@@ -618,6 +620,7 @@ def _environment_left(notes: list[str], who: str, switches: torch_switches.Torch
     cwd, caller_alarm, interpreter, jax_config = before
     left = torch_switches.restore(switches)
     left += jax_switches.restore(jax_config)
+    stuck = jax_switches.unrestored(jax_config)
     left += interpreter_state.restore(interpreter)
     numpy_errors = restore_numpy_errors()
     if numpy_errors is not None:
@@ -637,6 +640,12 @@ def _environment_left(notes: list[str], who: str, switches: torch_switches.Torch
                 "anything")
         if note not in notes:
             notes.append(note)
+    if stuck:  # a thread-local override (jax.enable_x64(True).__enter__() never left): no public function undoes it
+        if not _JAX_LEFT:
+            _JAX_LEFT.append(f"not graded: a step left JAX's {', '.join(stuck)} in effect in this process (a context manager "
+                             "entered and never left), which the harness cannot undo: a JAX step here would compute under it")
+        return (f"{who} left JAX's {', '.join(stuck)} in effect (a context manager such as jax.enable_x64(...) entered and "
+                "never left), which the harness cannot undo; no later JAX step in this process is graded; not graded")
     try:
         found = restore_default()
     except FPEnvironmentError as exc:
@@ -686,15 +695,26 @@ def _cancel_alarm() -> str | None:
 #: Why torch steps are no longer graded in this process (:func:`_environment_left`): one message, once a step has
 #: left torch's intra-op threads flushing subnormals.
 _POOL_FLUSHES: list[str] = []
+#: Why JAX steps are no longer graded in this process (:func:`_environment_left`): one message, once a step has left a
+#: JAX option that no public function restores (helper-84: the next JAX step's records depended on it).
+_JAX_LEFT: list[str] = []
 
 
 def _read_run(impl: Implementation, fw_inputs: Mapping[str, Any], seen: Mapping[str, F64], results: Any, case: Case,
               run: int, runs: int, n: int, d: int, k: int, fmt: FloatFormat) -> Any:
     """The mutation check and the reading of one call's results (:func:`_run_once`)."""
-    which = f"run {run} of {runs}: " if runs > 1 else ""
+    got = _read_step_results(impl, results, case, run, runs, n, d, k, fmt)
+    # after the reading, which runs user code too (an __array__ that wrote into W agreed: helper-84)
     changed = mutated_inputs(fw_inputs, seen, impl.framework)
     if changed:
         return _Failed("error", mutation_message(changed, run, runs))
+    return got
+
+
+def _read_step_results(impl: Implementation, results: Any, case: Case, run: int, runs: int, n: int, d: int, k: int,
+                       fmt: FloatFormat) -> Any:
+    """:func:`_read_run`'s reading of one call's results: float64 arrays per step, or :class:`_Failed`."""
+    which = f"run {run} of {runs}: " if runs > 1 else ""
     # reading the results runs user code too (__len__, __iter__, __array__, __getattr__): anything it raises,
     # sys.exit included, is this implementation's error; the results are read once, into float64 arrays
     try:

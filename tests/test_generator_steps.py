@@ -12,6 +12,7 @@ import importlib.util
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -108,6 +109,20 @@ def leaver(X, y, W, b, *, lr, reduction, steps):
 @harness.implementation("jax-good", framework="jax", flush_to_zero=True)
 def good(X, y, W, b, *, lr, reduction, steps):
     return run(X, y, W, b, lr, reduction, steps)
+
+
+@harness.implementation("jax-rank-leaver", framework="jax", flush_to_zero=True)
+def rank_leaver(X, y, W, b, *, lr, reduction, steps):
+    out = run(X, y, W, b, lr, reduction, steps)
+    jax.config.update("jax_numpy_rank_promotion", "raise")  # an option with a context manager (not config.read-able)
+    return out
+
+
+@harness.implementation("jax-context-left", framework="jax", flush_to_zero=True)
+def context_left(X, y, W, b, *, lr, reduction, steps):
+    out = run(X, y, W, b, lr, reduction, steps)
+    jax.enable_x64(False).__enter__()  # a thread-local value: no public function takes it back
+    return out
 '''
 
 
@@ -118,14 +133,28 @@ def test_jax_configuration_left_changed_is_restored_and_named(tmp_path):
     plugin = tmp_path / "leaks_x64.py"
     plugin.write_text(LEAKS_X64)
     out = tmp_path / "r.jsonl"
-    proc = subprocess.run([sys.executable, "-m", "harness", "check", "--cases", str(SEED), "--plugin", str(plugin),
-                           "--implementations", "jax-leaver,jax-good", "--dtypes", "float64", "--devices", "cpu",
-                           "--jobs", "1", "--results", str(out), "--report", "none"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    cmd = [sys.executable, "-m", "harness", "check", "--cases", str(SEED), "--plugin", str(plugin),
+           "--implementations", "jax-leaver,jax-good", "--dtypes", "float64", "--devices", "cpu",
+           "--jobs", "1", "--results", str(out), "--report", "none"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     recs = read_jsonl(out).records
     assert recs and {r.verdict for r in recs} == {"agree"}
     assert all("JAX's jax_enable_x64 False (jax.config.update)" in r.message for r in recs if r.implementation == "jax-leaver")
+    # helper-84: the options with context managers were never read; a thread-local value left in effect is not graded,
+    # nor any later JAX step in that process (the next step's records depended on it)
+    for impls, code in (("jax-rank-leaver,jax-good", 0), ("jax-context-left,jax-good", 1)):
+        proc = subprocess.run([*cmd[:8], "--implementations", impls, *cmd[10:]], cwd=ROOT, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == code, proc.stdout[-3000:] + proc.stderr[-2000:]
+        recs = read_jsonl(out).records
+        if code == 0:
+            assert {r.verdict for r in recs} == {"agree"}
+            assert all("JAX's jax_numpy_rank_promotion 'raise' (jax.config.update)" in r.message
+                       for r in recs if r.implementation == "jax-rank-leaver")
+        else:
+            assert {r.verdict for r in recs} == {"error"}
+            assert all("which the harness cannot undo" in r.message for r in recs), {r.message for r in recs}
 
 
 @pytest.mark.parametrize("size", [4, 6])
@@ -137,3 +166,23 @@ def test_a_result_tuple_of_the_wrong_length_is_named(size):
     recs = verify([SEED], [_impl(f"tuple-{size}", step)], dtypes=["float64"], options=RunOptions(trajectory=False))
     assert recs and all(r.verdict == "error" and f"step 1: a tuple of {size} value(s); a result is five, (loss, grad_W, "
                         "grad_b, W, b)" in r.message for r in recs), [r.message for r in recs]
+
+
+def test_inputs_written_while_the_results_are_read_are_an_error():
+    """helper-84: a result whose ``__array__`` wrote into W agreed (the inputs were compared before the results were
+    read, which runs user code too)."""
+    class Sneaky:
+        def __init__(self, value, target):
+            self.value, self.target = value, target
+
+        def __array__(self, dtype=None, copy=None):
+            self.target += 1.0
+            return np.asarray(self.value, dtype=dtype)
+
+    def step(X, y, W, b, *, lr, reduction, steps):
+        return [(loss, gW, gb, Sneaky(W2, W), b2) for loss, gW, gb, W2, b2 in
+                _numpy_steps(X, y, W.copy(), b.copy(), lr=lr, reduction=reduction, steps=steps)]
+
+    recs = verify([SEED], [_impl("sneaky-reader", step)], dtypes=["float64"], options=RunOptions(trajectory=False))
+    assert recs and all(r.verdict == "error" and r.message.startswith("mutated its input W") for r in recs), \
+        [r.message for r in recs]
