@@ -222,6 +222,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     missing = [d for d in parse_devices(args.devices) if d not in available_devices()]
     if missing:
         raise UsageError(f"device(s) {', '.join(missing)} not available on this machine (available: {', '.join(available_devices())})")
+    impls = [s.strip() for s in args.implementations.split(",") if s.strip()] if args.implementations else None
+    # names checked before the outputs (which makes their folders) and before the earlier results are moved aside: a typo
+    # must not replace them with an empty run, nor leave an empty folder (helper-82)
+    from .devices import parse_dtypes
+    from .implementations import implementation_of
+
+    for name in impls or ():
+        implementation_of(name)
+    parse_dtypes(args.dtypes)
     # the outputs are checked before the first case runs: a run is never lost to a bad path at its end
     inputs = run_input_files([c.source for c in cases if c.source and c.source != "<memory>"], args.plugin)
     results_path = check_output_path(args.results, "--results", inputs)
@@ -237,14 +246,6 @@ def cmd_check(args: argparse.Namespace) -> int:
             raise UsageError(f"--report {args.report}: it and --results {args.results} would keep their earlier files "
                              "in each other's place (NAME.prev.EXT); give them other names")
         check_previous_path(report_path, "--report")
-    impls = [s.strip() for s in args.implementations.split(",") if s.strip()] if args.implementations else None
-    # names checked before the earlier results are moved aside: a typo must not replace them with an empty run
-    from .devices import parse_dtypes
-    from .implementations import implementation_of
-
-    for name in impls or ():
-        implementation_of(name)
-    parse_dtypes(args.dtypes)
     extra = [a for mod in args.plugin for a in ("--plugin", mod)]
     if args.tf32 == "on":
         extra += ["--tf32", "on"]

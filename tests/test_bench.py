@@ -127,6 +127,32 @@ def test_step_check_rejects_a_wrong_gradient():
     assert right.check() is None
 
 
+def test_step_check_grades_the_timed_call_on_every_row():
+    """helper-86: a step that used only the first 256 rows was timed at N = 10,000 and passed: the check ran the step
+    again on the first 256 rows. It now grades the timed call's own results on all the inputs."""
+    from harness.implementations.numpy_steps import numpy_hand
+
+    def first_rows(X, y, W, b, *, lr, reduction, steps):
+        return numpy_hand(X[:256], y[:256], W, b, lr=lr, reduction=reduction, steps=steps)
+
+    target = timing.make_step_target(Implementation("first-rows", "numpy", first_rows), timing.Size(1000, 2, 1),
+                                     "cpu", "float64")
+    target.setup()
+    target()
+    assert "disagree against the exact oracle" in (target.check() or "")
+    calls = []
+
+    def changes_after_its_first_call(X, y, W, b, *, lr, reduction, steps):
+        calls.append(1)
+        return numpy_hand(X, y, W, b, lr=lr * len(calls), reduction=reduction, steps=steps)
+
+    target = timing.make_step_target(Implementation("drifts", "numpy", changes_after_its_first_call),
+                                     timing.Size(300, 2, 1), "cpu", "float64")
+    target()
+    target()  # the timed calls: the second is wrong (lr doubled)
+    assert "against the exact oracle" in (target.check() or "")
+
+
 def test_bandwidth_target_counts_read_and_write_of_a_copy():
     assert timing.BandwidthTarget("cpu", "copy", 4096).bytes == 8192
     read = timing.BandwidthTarget("cpu", "read", 4096)

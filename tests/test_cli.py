@@ -125,3 +125,15 @@ def test_a_plugins_own_error_model_is_named_in_the_last_lines(tmp_path):
     assert "note: own-model-step graded against its own error model (error_model=), not the harness's forward error bounds" in res.stdout
     recs = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines() if '"kind": "record"' in line]
     assert recs and all("own error model (own_bounds)" in r["message"] for r in recs)
+
+
+def test_an_unknown_implementation_name_leaves_no_output_folder(tmp_path, capsys):
+    """helper-82: ``check --implementations`` with a typo exited 2 but had already made the results' folder (the
+    names were checked after the outputs)."""
+    from harness.cli import main
+
+    out = tmp_path / "out"
+    code = main(["check", "--cases", str(CASES / "seed.toml"), "--implementations", "nosuch",
+                 "--results", str(out / "r.jsonl"), "--report", str(out / "r.html")])
+    assert code == 2 and "unknown implementation 'nosuch'" in capsys.readouterr().err
+    assert not out.exists()

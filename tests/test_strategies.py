@@ -81,3 +81,14 @@ def test_failing_property_shrinks_to_a_minimal_case_and_prints_it_as_toml():
     # shrunk: one row, one feature, two outputs (the smallest K where N*K != N), one step, mean
     assert 'id = "hyp-' in snippet and "-n1-d1-k2-mean-s1" in snippet
     assert 'reduction = "mean"' in snippet and "steps = 1" in snippet
+
+
+@FAST
+@given(cases(max_n=4, max_d=3, max_k=2, dtypes=("float16",)))
+def test_drawn_cases_fit_their_narrowest_dtype(case):
+    """helper-86: with float16 among the dtypes (a default), the mixed regime drew inputs up to 2**21, which overflow
+    float16: the correct step then graded nothing, and the property failed. No drawn input overflows its dtypes now."""
+    note_case(case)
+    for key in ("X", "y", "W", "b"):
+        assert np.all(np.abs(case.values[key]) <= 2.0**14), key
+    harness.assert_agrees("numpy-hand", [case], dtypes=["float16"], options=RunOptions(trajectory=False))

@@ -34,6 +34,18 @@ def benchmarks_dir() -> Path:
     return path
 
 
+def _positive_int(text: str) -> int:
+    """``--threads``: an integer of at least 1 (``-1`` ended in pytest's INTERNALERROR and ``0`` was dropped silently,
+    helper-86)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of threads >= 1, got {text!r}")
+    return value
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add the ``bench`` subcommand to the CLI's subparsers."""
     p = sub.add_parser("bench", help="time the update step on every device (pytest-benchmark) and compare with the bandwidth floor")
@@ -43,7 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtypes", metavar="LIST", help="comma-separated dtypes (default: every dtype each implementation supports)")
     p.add_argument("--implementations", metavar="LIST", help="comma-separated names (default: every correct registered one)")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import MODULE that registers implementations (repeatable)")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch and NumPy's BLAS (default: CPUs available to the process)")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="CPU threads for torch and NumPy's BLAS, at least 1 (default: CPUs available to the process)")
     p.add_argument("--tf32", choices=("off", "on"), default="off", help="allow TF32 for float32 CUDA matmuls (default: off)")
     p.add_argument("--max-work", type=float, default=2**26, metavar="W", help="skip sizes with N*D*K above W (default: 2^26)")
     p.add_argument("--target-time", type=float, default=0.3, metavar="S", help="seconds of timed rounds per benchmark (default: 0.3)")
