@@ -371,6 +371,14 @@ def _as_list(value: str | Iterable[str] | None) -> list[str] | None:
     return list(value)
 
 
+#: The harness's own skip reasons, written by the skips and read by :func:`pytest_runtest_logreport` (one definition).
+_SKIP_UNSUPPORTED = "unsupported: "
+_SKIP_OVERFLOW = "overflow: "
+_SKIP_NO_CASE = "no harness case matches the selection"
+_SKIP_ABSENT = "is not available on this machine"
+_SKIP_NONE_PRESENT = "none of the requested devices"
+
+
 def _device_param(device: str, available: Sequence[str]) -> tuple[list[Any], str | None]:
     """Marks and skip reason for one device."""
     from .devices import device_type
@@ -382,7 +390,7 @@ def _device_param(device: str, available: Sequence[str]) -> tuple[list[Any], str
     elif kind == "mps":
         marks.append(pytest.mark.mps)
     present = device in available or (device == "cuda" and any(d.startswith("cuda") for d in available))
-    reason = None if present else f"device {device} is not available on this machine (available: {', '.join(available)})"
+    reason = None if present else f"device {device} {_SKIP_ABSENT} (available: {', '.join(available)})"
     return marks, reason
 
 
@@ -442,7 +450,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             pid = "-".join(_id_part(values[f]) for f in wanted)
             params.append(pytest.param(*(values[f] for f in wanted), marks=marks, id=pid))
     if not params:
-        reason = "no harness case matches the selection (--harness-case, --harness-cases, marker tags)"
+        reason = f"{_SKIP_NO_CASE} (--harness-case, --harness-cases, marker tags)"
         metafunc.parametrize(wanted, [pytest.param(*([None] * len(wanted)), marks=pytest.mark.skip(reason=reason), id="no-cases")])
         return
     metafunc.parametrize(wanted, params)
@@ -471,11 +479,12 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             item.user_properties.append(_ITEM_PROPERTY)
 
 
-#: Why the harness skips an item (the start of the skip's reason), other than for an absent device: an item skipped
-#: for another reason was skipped by its test (a skip marker, ``pytest.skip``), which is not for the harness to judge.
-_HARNESS_SKIPS = ("unsupported: ", "overflow: ", "no harness case matches")
+#: Why the harness skips an item (the start of the skip's reason, as the skips below write it), other than for an
+#: absent device: an item skipped for another reason was skipped by its test (a skip marker, ``pytest.skip``), which is
+#: not for the harness to judge.
+_HARNESS_SKIPS = (_SKIP_UNSUPPORTED, _SKIP_OVERFLOW, _SKIP_NO_CASE)
 #: Reasons of the items skipped for a device absent from this machine.
-_NO_DEVICE_SKIPS = ("is not available on this machine", "none of the requested devices")
+_NO_DEVICE_SKIPS = (_SKIP_ABSENT, _SKIP_NONE_PRESENT)
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -594,11 +603,11 @@ def harness_check(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
             records = check_case(case, impl, device, dtype, opts, state.case_cache(case))
         state.records.extend(records)
         if records and all(r.verdict == "unsupported" for r in records):
-            pytest.skip(f"unsupported: {records[0].message}")
+            pytest.skip(f"{_SKIP_UNSUPPORTED}{records[0].message}")
         if records and all(r.quantity == "*" and r.verdict in ("unsupported", "overflow") for r in records):
             # inputs that are inf once rounded to the dtype: nothing to grade in this item (the session
             # fails if no item graded anything: see pytest_sessionfinish)
-            pytest.skip(f"overflow: {records[0].message}; not graded")
+            pytest.skip(f"{_SKIP_OVERFLOW}{records[0].message}; not graded")
         return records
 
     return check
@@ -648,7 +657,7 @@ def harness_verify(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
         requested = parse_devices(devices if devices is not None else state.options.devices)
         present = [d for d in requested if d in avail or (d == "cuda" and any(a.startswith("cuda") for a in avail))]
         if not present:
-            pytest.skip(f"none of the requested devices {', '.join(requested)} is available (available: {', '.join(avail)})")
+            pytest.skip(f"{_SKIP_NONE_PRESENT} {', '.join(requested)} is available (available: {', '.join(avail)})")
         # a thin layer over harness.assert_agrees: the same run, the same verdict policy, the same message
         return assert_agrees(step, state.good_cases() if cases is None else cases, devices=present,
                              dtypes=dtypes if dtypes is not None else state.options.dtypes, strict=strict,
