@@ -151,7 +151,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .floats import FLOAT32, TF32, FloatFormat, round_to_format
-from .repeatedsums import ExactContext, repeated_reductions, worst_case_part
+from .repeatedsums import ExactContext, exact_reductions, repeated_reductions, worst_case_part
 from .shapes import check_step_shapes
 from .sharedrounding import shared_residual_errors
 
@@ -190,6 +190,10 @@ class StepBounds:
             evaluation gives a finite result there. None = nowhere known.
         out_of_range: quantity -> why a (non-vacuous) bound is infinite: it exceeds
             float64's range (its size, from an extended-precision evaluation).
+        rigorous_inexact: the rigorous bounds as if no reduction were exact, where some is
+            (:func:`harness.repeatedsums.exact_reductions` sets those bounds to 0); None where none is.
+            A step that transforms the exact terms (a factor, another dtype) rounds them: the
+            tolerance of :mod:`harness.diagnose`'s hypotheses (:meth:`tolerance_bounds`).
     """
 
     rigorous: dict[str, F64]
@@ -203,6 +207,12 @@ class StepBounds:
     neginf_allowed: dict[str, Mask] | None = None
     finite_impossible: dict[str, Mask] | None = None
     out_of_range: dict[str, str] = field(default_factory=dict)
+    rigorous_inexact: dict[str, F64] | None = None
+
+    def tolerance_bounds(self) -> dict[str, F64]:
+        """The rigorous bounds of a step that transforms the exact terms: :attr:`rigorous_inexact` where some
+        reduction is exact, else :attr:`rigorous`."""
+        return dict(self.rigorous if self.rigorous_inexact is None else self.rigorous_inexact)
 
     def signed_inf_allowed(self, q: str) -> tuple[Mask, Mask]:
         """(``+inf`` allowed, ``-inf`` allowed) for quantity ``q``: where a correct evaluation can
@@ -1371,22 +1381,39 @@ def _step_bounds_in(
     rb = residual_bound(X, W, b, Y, reg, ut, pre=pre)
     gb = gradient_bounds(X, R, rb, c, reg, ut, pre=pre)
     rig_L, U_L, gL = loss_bound(R, rb, c, reg, pre=pre)
+    # where every correct evaluation computes a reduction exactly, in any order (harness.repeatedsums.exact_reductions:
+    # integer data on a narrow grid), its bound is 0: the magnitudes' bound was up to 19 times |grad| there, and a
+    # gradient without its factor 2, or of the wrong sign, agreed in float16 and bfloat16 (helper-88)
+    ex_gW, ex_gb, ex_loss = exact_reductions(np.asarray(X, dtype=np.float64), np.asarray(R, dtype=np.float64), fmt,
+                                             ExactContext(W, b, Y, rb.A, float(c), reg.ftz, ut > 0))
     u2 = update_rounding(fmt)
     gW_abs, gb_abs = np.abs(exact["grad_W"]), np.abs(exact["grad_b"])
-    eta_W = update_underflow(upd_reg, np.abs(W), np.abs(exact["W"]), gW_abs, gb.gW, lr, dlr, u2)
-    eta_b = update_underflow(upd_reg, np.abs(b), np.abs(exact["b"]), gb_abs, gb.gb, lr, dlr, u2)
-    rig_W = update_bound(np.abs(exact["W"]), gW_abs, gb.gW, lr, dlr, u2, *eta_W)
-    rig_b = update_bound(np.abs(exact["b"]), gb_abs, gb.gb, lr, dlr, u2, *eta_b)
-    rigorous = {"loss": rig_L * _SAFETY, "grad_W": gb.gW * _SAFETY, "grad_b": gb.gb * _SAFETY,
-                "W": rig_W * _SAFETY, "b": rig_b * _SAFETY}
+
+    def rigorous_of(gbx: GradientBounds, rig_Lx: F64) -> tuple[dict[str, F64], Any, Any]:
+        """The rigorous bounds of every quantity from these gradient and loss bounds, and the updates' underflows."""
+        eta_W = update_underflow(upd_reg, np.abs(W), np.abs(exact["W"]), gW_abs, gbx.gW, lr, dlr, u2)
+        eta_b = update_underflow(upd_reg, np.abs(b), np.abs(exact["b"]), gb_abs, gbx.gb, lr, dlr, u2)
+        rig_W = update_bound(np.abs(exact["W"]), gW_abs, gbx.gW, lr, dlr, u2, *eta_W)
+        rig_b = update_bound(np.abs(exact["b"]), gb_abs, gbx.gb, lr, dlr, u2, *eta_b)
+        with np.errstate(invalid="ignore"):  # NaN (inf * 0 in a vacuous bound) and inf stay inf: a vacuous bound says nothing
+            out = {q: _nan_as_inf(np.asarray(v * _SAFETY, dtype=wd)) for q, v in
+                   (("loss", rig_Lx), ("grad_W", gbx.gW), ("grad_b", gbx.gb), ("W", rig_W), ("b", rig_b))}
+        return out, eta_W, eta_b
+
+    rigorous_inexact: dict[str, F64] | None = None
+    if ex_gW.any() or ex_gb.any() or ex_loss:
+        rigorous_inexact = rigorous_of(gb, rig_L)[0]
+        gb = GradientBounds(gW=np.where(ex_gW, 0.0, gb.gW), gb=np.where(ex_gb, 0.0, gb.gb), U_gW=np.where(ex_gW, 0.0, gb.U_gW),
+                            U_gb=np.where(ex_gb, 0.0, gb.U_gb), gamma=gb.gamma)
+        if ex_loss:
+            rig_L, U_L = np.zeros_like(rig_L), np.zeros_like(U_L)
+    rigorous, eta_W, eta_b = rigorous_of(gb, rig_L)
     expected_raw = expected_bounds(X, Y, W, b, R, exact, c, lr, dlr, reg, ut, rb, gb, U_L, pre=pre,
                                    update_eta=(eta_W[0] + eta_W[1], eta_b[0] + eta_b[1]))
     with np.errstate(invalid="ignore"):
-        # NaN (inf * 0 in a vacuous bound) and inf stay inf: a vacuous bound says nothing
-        rigorous = {q: _nan_as_inf(np.asarray(v, dtype=wd)) for q, v in rigorous.items()}
         expected = {q: np.minimum(_nan_as_inf(expected_raw[q]), rigorous[q]) for q in rigorous}
     inf_ok, nan_ok, pinf_ok, ninf_ok = overflow_masks(X, Y, W, b, R, exact, rb, gb, c, learning_rates(lr, lr_held, upd_reg),
                                                       reg, ut, pre=pre)
     return StepBounds(rigorous=rigorous, expected=expected, inf_allowed=inf_ok, nan_allowed=nan_ok,
                       vacuous=_vacuous_reasons(n, d, k, reg, rb, gb, gL), flush_to_zero=reg.ftz,
-                      posinf_allowed=pinf_ok, neginf_allowed=ninf_ok)
+                      posinf_allowed=pinf_ok, neginf_allowed=ninf_ok, rigorous_inexact=rigorous_inexact)

@@ -524,9 +524,9 @@ def make_case(
     if written["y"].shape[0] != n:
         raise err("y", f"y has {written['y'].shape[0]} rows but X has {n}")
     k = written["y"].shape[1]
+    if k == 0:  # (a linear case too: K = 0 was graded, an "overflow" of the empty W, and the mean's 1/(N K) raised)
+        raise err("y", f"y must have at least one column, got shape {written['y'].shape}")
     if spec is not None:
-        if k == 0:
-            raise err("y", f"y must have at least one column, got shape {written['y'].shape}")
         written.update(model_parameters(spec, params, W, b, d, k, err, _exact_array))
     else:
         if written["W"].shape != (d, k):

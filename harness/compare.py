@@ -372,6 +372,20 @@ class FailingElements:
     unchanged: bool
 
 
+#: :func:`bound_ratio_text` where the rigorous bound is 0.
+EXACT_BOUND_TEXT = "rigorous bound 0: every correct evaluation is exact here"
+
+
+def bound_ratio_text(error: float, rigorous: float, infinite: str = "rigorous bound vacuous") -> str:
+    """The worst element's error against its rigorous bound, for a record's message (every grader writes it
+    so): ``"2.5 x rigorous bound"``; :data:`EXACT_BOUND_TEXT` where the bound is 0 (a reduction every
+    correct evaluation computes exactly: :func:`harness.repeatedsums.exact_reductions`); ``infinite`` where it
+    is infinite (the caller says why)."""
+    if not math.isfinite(rigorous):
+        return infinite
+    return EXACT_BOUND_TEXT if rigorous == 0 else f"{error / rigorous:.3g} x rigorous bound"
+
+
 def failing_elements(cmp: Comparison, computed: npt.ArrayLike, before: npt.ArrayLike) -> FailingElements:
     """The elements of a quantity that fail its comparison ``cmp`` (:func:`harness.verdicts.failing_verdicts`, strict),
     and whether each kept its value ``before`` the step: an update skipped there, not a wrong one

@@ -114,6 +114,9 @@ class StepFacts:
         right_before: the quantities that were within their rigorous bounds at some earlier step (filled by
             :func:`diagnose_step` in the facts it returns): a bug that acts from step 1 (a constant factor) fails
             there, where momentum (plain SGD at step 1) does not.
+        transformed: the rigorous bounds of a step that transforms the exact terms (:meth:`harness.bounds.StepBounds.
+            tolerance_bounds`: a reduction every correct evaluation computes exactly has ``rigorous`` 0, but the
+            same terms times a factor round), which :func:`tolerance` scales; None: ``rigorous``.
     """
 
     step: int
@@ -128,6 +131,7 @@ class StepFacts:
     failing: frozenset[str] = frozenset()
     previous: StepFacts | None = None
     right_before: frozenset[str] = frozenset()
+    transformed: Mapping[str, F64] | None = None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -152,7 +156,8 @@ Hypothesis = Callable[[StepFacts], "Finding | None"]
 
 
 def tolerance(facts: StepFacts, q: str, scale: float | F64 = 1.0, extra: float | F64 = 0.0, *terms: F64) -> F64:
-    """``scale * bound + u |computed| + eta + extra`` plus this module's float64 rounding of ``terms``.
+    """``scale * bound + u |computed| + eta + extra`` plus this module's float64 rounding of ``terms`` (``bound``:
+    :attr:`StepFacts.transformed`, the rigorous bound of the transformed terms).
 
     Args:
         facts: the step.
@@ -165,7 +170,8 @@ def tolerance(facts: StepFacts, q: str, scale: float | F64 = 1.0, extra: float |
     u, eta = facts.fmt.unit_roundoff, facts.fmt.underflow_quantum
     with np.errstate(over="ignore", invalid="ignore"):
         slack = F64_SLACK * (c + sum((np.abs(t) for t in terms), np.zeros_like(c)))
-        return np.asarray(scale * facts.rigorous[q] + u * c + eta + extra + slack, dtype=np.float64)
+        bound = (facts.rigorous if facts.transformed is None else facts.transformed)[q]
+        return np.asarray(scale * bound + u * c + eta + extra + slack, dtype=np.float64)
 
 
 def fails(facts: StepFacts, q: str) -> bool:
@@ -305,7 +311,8 @@ def _regrade(facts: StepFacts, inputs: Mapping[str, F64], lr: float, fmt: FloatF
 
 def exact_and_bounds(inputs: Mapping[str, F64], lr: float, reduction: str, fmt: FloatFormat,
                      lr_held: float | None = None) -> tuple[dict[str, F64], dict[str, F64]]:
-    """The exact values (rounded to float64) and the rigorous bounds of a correct step.
+    """The exact values (rounded to float64) and the rigorous bounds of a correct step, as if no reduction were exact
+    (:meth:`harness.bounds.StepBounds.tolerance_bounds`: a hypothesis' computation rounds what a correct one may not).
 
     Args:
         inputs: ``X``, ``y``, ``W``, ``b`` as float64 arrays of values exact in ``fmt``.
@@ -320,7 +327,7 @@ def exact_and_bounds(inputs: Mapping[str, F64], lr: float, reduction: str, fmt: 
     ex = exact_step(exact_inputs_from_floats({k: inputs[k] for k in ("X", "y", "W", "b")}), Fraction(lr), reduction)
     hi = {q: v.to_hi_lo()[0] for q, v in ex.values.items()}
     b = step_bounds(inputs, ex.residual.to_float64(), hi, lr=lr, reduction=reduction, fmt=fmt, lr_held=lr_held)
-    return hi, dict(b.rigorous)
+    return hi, b.tolerance_bounds()
 
 
 def reported_before_update(facts: StepFacts) -> Finding | None:
@@ -335,10 +342,12 @@ def reported_before_update(facts: StepFacts) -> Finding | None:
     if got is None:
         return None
     ex, rig = got
-    moved = dataclasses.replace(facts, rigorous=rig)  # tolerances of a step graded at the reported parameters
+    moved = dataclasses.replace(facts, rigorous=rig, transformed=None)  # tolerances of a correct step at the reported parameters
     claimed = [q for q in ("loss", "grad_W", "grad_b") if explained(facts, q, ex[q], tolerance(moved, q, 1.0, 0.0, ex[q]))]
     if not any(q.startswith("grad") for q in claimed):
         return None
+    if all(_any_factor_fits(facts, q) for q in claimed if q.startswith("grad")):
+        return None  # a constant factor of the gradient explains it as well (a half-sum step in bfloat16, N = 1: CI)
     return Finding("W and b reported before the update", tuple(claimed),
                    f"the loss and gradient of step {facts.step} are the exact ones at the W and b it reports: the step "
                    "returns its parameters before applying the update (copy them after optimizer.step())")
@@ -464,6 +473,13 @@ def gradient_factor(facts: StepFacts) -> Finding | None:
         return Finding(AMBIGUOUS, tuple(several + [p for g, p in GRADS if g in several])) if several else None
     f, what, why = next(iter(found.values()))
     claimed = [g for g, c in found.items() if c[0] == f]
+    # backward() run m times scales both gradients: where the other one is right, that reason is dropped, and the factor
+    # is in this gradient's own formula if no other reason is left (grad_W * 2 alone was "backward() ran 2 times":
+    # helper-91)
+    right = [g for g, _ in GRADS if g not in claimed and g in facts.computed and g in facts.exact and not fails(facts, g)]
+    if len(claimed) == 1 and right:
+        kept = [p for p in why.split("; or ") if not p.startswith("backward() ran")]
+        why = "; or ".join(kept) if kept else f"{right[0]} is right: a factor in {claimed[0]}'s own formula"
     claimed += [p for g, p in GRADS if g in claimed and _follows_gradient(facts, g, p, f)]
     if explained(facts, "loss", f * facts.exact["loss"], tolerance(facts, "loss", abs(f), 0.0, f * facts.exact["loss"])):
         claimed.append("loss")
@@ -736,7 +752,8 @@ def transposed_layout(facts: StepFacts) -> Finding | None:
         if got is None:
             return None
         ex, rig = got
-    at = dataclasses.replace(facts, rigorous={q: relayout(v) if q in ("grad_W", "W") else v for q, v in rig.items()})
+    at = dataclasses.replace(facts, rigorous={q: relayout(v) if q in ("grad_W", "W") else v for q, v in rig.items()},
+                             transformed=None)
     claimed = []
     for q in ("loss", "grad_W", "grad_b", "W", "b"):
         hyp = relayout(ex[q]) if q in ("grad_W", "W") else ex[q]
@@ -770,6 +787,9 @@ def narrower_dtype(facts: StepFacts) -> Finding | None:
     failing = [q for q in ("loss", "grad_W", "grad_b", "W", "b") if fails(facts, q)]
     if not any(q in ("loss", "grad_W", "grad_b") for q in failing):
         return None  # a narrower computation shows before the update: W or b alone wrong is something else
+    if facts.transformed is not None and not any(fails(dataclasses.replace(facts, rigorous=facts.transformed), q)
+                                                 for q in failing):
+        return None  # failing only a bound of 0 (an exact reduction): any rounding fails it, no dtype is told apart
     for F in NARROW_FORMATS:
         if F.precision > facts.fmt.precision - NARROWER_BY or (F is TF32 and facts.fmt.name != "float32"):
             continue  # TF32 is a mode of float32 matmuls; float16 is told from it by its fingerprint

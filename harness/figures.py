@@ -79,9 +79,18 @@ def ratio_text(x: float | None) -> str:
     return "-" if x is None else f"{x:.3g}"
 
 
+def worst_ratio_text(rec: Any) -> str:
+    """``rec``'s worst error / rigorous bound: ``0.0123``, or ``inf (the bound is 0: every correct evaluation is exact
+    here)`` where an exact reduction's bound of 0 is exceeded (:func:`harness.repeatedsums.exact_reductions`)."""
+    text = ratio_text(rec.bound_ratio)
+    if text == "inf" and _float(getattr(rec, "rigorous_bound", None)) == 0:
+        text += " (the bound is 0: every correct evaluation is exact here)"
+    return text
+
+
 def lead(rec: Any) -> str:
     """The measure the verdict is made of: ``error / rigorous bound 0.0123, error / expected bound 0.456``."""
-    return f"error / rigorous bound {ratio_text(rec.bound_ratio)}, error / expected bound {ratio_text(rec.expected_ratio)}"
+    return f"error / rigorous bound {worst_ratio_text(rec)}, error / expected bound {ratio_text(rec.expected_ratio)}"
 
 
 def ulp_text(rec: Any) -> str:

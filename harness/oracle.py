@@ -371,10 +371,16 @@ def exact_step(inputs: Mapping[str, ScaledInts], lr: Fraction, reduction: str, *
 
     Returns:
         the exact step; vectors have the shapes of the inputs (``grad_b`` and ``b`` are (K,)).
+
+    Raises:
+        ValueError: for the mean over no element (``N K = 0``: its ``1 / (N K)`` is undefined), and for
+            the slice method without float inputs.
     """
     X, y, W, b = inputs["X"], inputs["y"], inputs["W"], inputs["b"]
     n, d = X.shape
     k = W.shape[1]
+    if reduction == "mean" and n * k == 0:  # (it raised ZeroDivisionError: helper-87)
+        raise ValueError(f"the mean over N K = {n} x {k} = 0 elements is undefined: y needs a row and a column")
     floats = all(isinstance(inputs[key], FloatInts) for key in ("X", "y", "W", "b"))
     if method is None:
         method = FAST_METHOD if (USE_FAST and floats and n * d * k >= FAST_MIN_WORK) else METHOD

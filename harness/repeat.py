@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .compare import bound_ratio_text
 from .floats import FloatFormat, ulp_error
 from .symbolic import QUANTITIES
 from .verdicts import severity
@@ -121,10 +122,11 @@ def apply_repeat(
                     idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(ratio)), ratio.shape))
                     worst = (float(ratio.max()), k, idx, float(err[idx]))
             if worst is not None and severity(rec.verdict) < severity("disagree"):
-                ratio_w, k, idx, err_w = worst
+                _, k, idx, err_w = worst
                 rec.verdict = "disagree"
+                rig_w = float(np.broadcast_to(bound, np.shape(hi))[idx]) if np.ndim(bound) else float(bound)
                 note = (f"{q}: not deterministic beyond the rigorous bound: run {k} of {n_runs} on the same inputs is off by "
-                        f"{err_w:.6g} at {list(idx)} ({ratio_w:.3g} x rigorous bound); the runs spread by {s.spread_abs:.6g} "
+                        f"{err_w:.6g} at {list(idx)} ({bound_ratio_text(err_w, rig_w)}); the runs spread by {s.spread_abs:.6g} "
                         f"({s.spread_ulps:.4g} ULPs), {s.identical:.0%} of them bitwise equal to run 1")
                 rec.message = f"{note}; {rec.message}" if rec.message else note
         same_inputs = same_inputs and all(_same(o[t - 1][p], runs[0][t - 1][p]) for o in runs for p in params)

@@ -33,13 +33,15 @@ sum's spacing, a real but small bias, flagged in about a third of float32 steps 
 :func:`harness.sharedrounding.repeating_columns`' screen (equal pairs on a sample: a shared part at least a quarter
 of the independent one), or the residues' screen below.
 
-**Exact sums** (:func:`exact_reductions`). Where every correct evaluation computes a flagged reduction exactly, in any
-order, no partial sum rounds and the worst case is not added: the residual column exact (its products' significands
-fit the dtype, its terms on one grid ``2**q`` and each row's sum of magnitudes at most ``(2**p - 1) 2**q``), the
-reduction's terms on one grid with their sum of magnitudes within the same limit, and the scale ``2c`` a power of two
-(the ``sum`` reduction, or ``N K`` a power of two; torch's backward of a mean scales each term before the sum). Integer
-labels at ``W = 0`` are the common case: there every correct built-in errs by exactly 0, and an off-by-one row in
-``grad_b`` (float32, N = 10,000) stays ``suspect`` at 4.84 (helper-46 found it ``agree`` at 0.27 without this rule).
+**Exact sums** (:func:`exact_reductions`). Where every correct evaluation computes a reduction exactly, in any
+order, no partial sum rounds: the worst case is not added, and :mod:`harness.bounds` sets that quantity's bounds to
+0. Exact means: the residual column exact (its products' significands fit the dtype, its terms on one grid ``2**q``
+and each row's sum of magnitudes at most ``(2**p - 1) 2**q``), the reduction's terms on one grid with their sum of
+magnitudes within the same limit, and the scale ``2c`` a power of two (the ``sum`` reduction, or ``N K`` a power of
+two; torch's backward of a mean scales each term before the sum). Integer labels at ``W = 0`` are the common case:
+there every correct built-in errs by exactly 0, and an off-by-one row in ``grad_b`` (float32, N = 10,000) is
+``disagree`` (helper-46 found it ``agree`` at 0.27 without this rule, ``suspect`` at 4.84 with the worst case left
+out; helper-88 found gradient ascent ``agree`` on integer data of a nearly fitted model before the bounds were 0).
 
 **Cost.** Sensitivity: on such data the expected bound of the flagged reductions nears half the rigorous one (a
 sequential sum of repeated terms can really err that much), so a precision bug there shows as ``disagree`` only
@@ -231,6 +233,15 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
     return RepeatedReductions(gW, gb, loss, loss_bias)
 
 
+def _lowest_bit(x: F) -> float:
+    """The exponent of the lowest set bit among the nonzero entries of a finite float64 array, ``+inf`` for none
+    (:func:`harness.slicekernels.float_range`, one compiled pass)."""
+    from .slicekernels import NO_BIT, float_range
+
+    low, _ = float_range(x)
+    return math.inf if low == NO_BIT else float(low)
+
+
 def exact_reductions(X: F, R: F, fmt: FloatFormat, ctx: ExactContext) -> tuple[Mask, Mask, bool]:
     """Which of a step's reductions every correct evaluation computes exactly, in any order: ``grad_W`` ``(D, K)``,
     ``grad_b`` ``(K,)`` and the loss (module docstring, *Exact sums*).
@@ -240,9 +251,10 @@ def exact_reductions(X: F, R: F, fmt: FloatFormat, ctx: ExactContext) -> tuple[M
     partial sum, in any order, a float: it is exact (as :func:`harness.models.bounds.exact_sum`). Here the residual
     column ``k`` must be exact first (its products' significands fit, its terms ``X W``, ``b``, ``-Y`` on one grid
     ``2**q_k``, every row's ``A_ik`` within the limit), and the scale ``2c`` a power of two (the sum, or ``N K`` one),
-    so that scaling each term before the sum (torch's backward of a mean) is exact too. Conservative: the widths and
-    lowest bits of a column are its extremes, so a reduction may be called inexact that is exact (its worst case is
-    then kept, never the reverse)."""
+    so that scaling each term before the sum (torch's backward of a mean) is exact too, by ``2c`` or by ``c`` and then 2
+    (a mean taken first, then doubled: the grid is checked at ``c``'s, one bit finer than ``2c``'s). Conservative: the
+    widths and lowest bits of a column are its extremes, so a reduction may be called inexact that is exact (its worst
+    case is then kept and its bound is not 0, never the reverse)."""
     X = np.asarray(X, dtype=np.float64)
     R = np.asarray(R, dtype=np.float64)
     n, d = X.shape
@@ -251,33 +263,40 @@ def exact_reductions(X: F, R: F, fmt: FloatFormat, ctx: ExactContext) -> tuple[M
     mant, ec = math.frexp(ctx.c)
     p = fmt.precision
     qlow = lowest_exponent(fmt, ctx.ftz)
-    if ctx.tf32 or mant != 0.5 or ec - 1 < qlow or not np.isfinite(R).all():
+    if ctx.tf32 or mant != 0.5 or ec - 1 < qlow:
         return none  # c not a power of two, or one that underflows the dtype: scaled terms are rounded
     big = fmt.max_finite
     e = ec  # 2c = 2**e
     with np.errstate(invalid="ignore", over="ignore"):
+        # first a screen from Y and b alone (one compiled pass over Y, none over X): a residual column's grid is at
+        # most their lowest set bits, so a column whose largest A exceeds (2**p - 1) 2**min(ly, lb) is not exact
+        lb, _ = float_bits(np.asarray(ctx.b, dtype=np.float64).reshape(k))
+        yt = np.ascontiguousarray(np.asarray(ctx.Y, dtype=np.float64).T)
+        ly_col = np.array([_lowest_bit(yt[j]) for j in range(k)], dtype=np.float64)
+        amax = np.max(np.asarray(ctx.A, dtype=np.float64), axis=0) if n else np.zeros(k)
+        if not sums_exactly(amax, np.minimum(ly_col, lb), fmt, ctx.ftz).any() or not np.isfinite(R).all():
+            return none
+        ly, _ = float_bits(np.asarray(ctx.Y, dtype=np.float64))
         lx, mx = float_bits(X)
         lw, mw = float_bits(np.asarray(ctx.W, dtype=np.float64))
-        lb, _ = float_bits(np.asarray(ctx.b, dtype=np.float64).reshape(k))
-        ly, _ = float_bits(np.asarray(ctx.Y, dtype=np.float64))
         lr, mr = float_bits(R)
         qx = np.min(lx, axis=0)  # (D,): +inf for an all-zero column
         wx = np.max(np.where(np.isfinite(lx), mx - lx + 1, 0.0), axis=0)
         ww = np.where(np.isfinite(lw), mw - lw + 1, 0.0)
         prod_ok = np.all((wx[:, None] + ww <= p) | (wx[:, None] == 0) | (ww == 0), axis=0)  # (K,)
         q_terms = np.minimum(np.min(qx[:, None] + lw, axis=0), np.minimum(lb, np.min(ly, axis=0)))  # (K,)
-        amax = np.max(np.asarray(ctx.A, dtype=np.float64), axis=0)
         res_ok = prod_ok & np.isfinite(q_terms) & sums_exactly(amax, q_terms, fmt, ctx.ftz)
         q_r = np.min(lr, axis=0)  # (K,): a multiple of 2**q_terms where the residual is exact
         wr = np.max(np.where(np.isfinite(lr), mr - lr + 1, 0.0), axis=0)
-        # the terms' grid, scaled before the sum or not (2c applied after it), on the dtype's grid; the sums, scaled
-        # or not, within range
+        # the terms' grid, scaled before the sum or not, by 2c = 2**e or by c = 2**(e - 1) first and 2 after (a mean
+        # then doubled: 2 (X^T R / N) held 2**(q - 1) at the subnormal edge, helper-90), on the dtype's grid; the sums,
+        # scaled or not, within range
         sa = np.sum(np.abs(R), axis=0)
-        gb = res_ok & ((q_r == np.inf) | (sums_exactly(sa, q_r, fmt, ctx.ftz) & (q_r + min(e, 0) >= qlow)
+        gb = res_ok & ((q_r == np.inf) | (sums_exactly(sa, q_r, fmt, ctx.ftz) & (q_r + min(e - 1, 0) >= qlow)
                                           & (2 * ctx.c * sa <= big)))
         q_xr = qx[:, None] + q_r[None, :]
         T = np.abs(X).T @ np.abs(R)
-        prods = (wx[:, None] + wr[None, :] <= p) & (q_xr + min(e, 0) >= qlow) & (2 * ctx.c * T <= big)
+        prods = (wx[:, None] + wr[None, :] <= p) & (q_xr + min(e - 1, 0) >= qlow) & (2 * ctx.c * T <= big)
         gW = res_ok[None, :] & ((q_xr == np.inf) | (prods & sums_exactly(T, q_xr, fmt, ctx.ftz)))
         q2 = 2 * float(np.min(q_r))
         sq = float(np.sum(R * R))

@@ -26,7 +26,7 @@ from . import interpreter_state
 from .bounds import flush_to_zero_default, step_bounds
 from .cases import Case, CaseSource, as_cases
 from .classify import classify_exception
-from .compare import FailingElements, compare, compare_many, drift, failing_elements
+from .compare import FailingElements, bound_ratio_text, compare, compare_many, drift, failing_elements
 from .devices import parse_devices
 from .diagnose import StepFacts, diagnose_step
 from .errors import ErrorModelError, UsageError
@@ -350,9 +350,16 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
         return [_whole_run_record(base, "overflow", f"inputs {', '.join(bad)} overflow {dtype}: they are inf once rounded")]
     with np.errstate(all="ignore"):
         lr_held = case.lr_in(fmt)
-    if not np.isfinite(lr_held):  # the step would multiply by inf: a property of the case, not of the implementation
-        return [_whole_run_record(base, "invalid-input", f"lr = {float(case.lr):g} overflows {dtype}: it is inf once rounded "
-                                  f"to {dtype} (largest finite {dtype}: {fmt.max_finite:g}); not graded in {dtype}")]
+    # the learning rate, and the hyper-parameters torch.optim casts to the dtype (weight_decay, eps), beyond the dtype's
+    # largest finite value: inf once rounded, or refused by torch's conversion ("cannot be converted ... without
+    # overflow", from just above it: 65519 in float16, helper-90); the step would multiply by inf, or a correct one
+    # raises: a property of the case, not of the implementation
+    over = [f"{key} = {v:g}" for key, v in (("lr", float(case.lr)), *(case.optimizer.numbers() if case.optimizer else ()))
+            if not abs(v) <= fmt.max_finite]
+    if over:  # (lr_held is inf only where lr is above the largest finite value)
+        return [_whole_run_record(base, "invalid-input", f"{', '.join(over)} overflows {dtype}: "
+                                  f"beyond its largest finite value {fmt.max_finite:g} (inf once rounded, or refused by "
+                                  f"torch's conversion); not graded in {dtype}")]
     lr_float = float(case.lr)
     lr_oracle = Fraction(lr_held)
     runs = max(1, opts.repeat)
@@ -1060,7 +1067,7 @@ def _grade_step(
         annotate(records, out, ex.values, step_inputs, fmt)
         if history is not None:
             facts = StepFacts(t, fmt, float(lr), float(case.lr), case.reduction, step_inputs, out, exact_hi, bounds.rigorous,
-                              previous=history[-1] if history else None)
+                              previous=history[-1] if history else None, transformed=bounds.rigorous_inexact)
             history[-1:] = [diagnose_step(records, facts)]
     return records
 
@@ -1108,12 +1115,13 @@ def _message(q: str, cmp: Any, fmt: FloatFormat, vacuous: str = "", vacuous_boun
         what = ("above the expected (probabilistic) bound; the rigorous bound is vacuous (n u >= 1), so nothing "
                 "bounds it in the worst case" if vacuous_bound else
                 "above the expected (probabilistic) bound; the rigorous bound is beyond float64's range")
-    ratio = (("rigorous bound vacuous (n u >= 1)" if vacuous_bound else "rigorous bound beyond float64's range")
-             if not np.isfinite(rig) else f"{cmp.abs_error_at_worst / rig if rig else float('inf'):.3g} x rigorous bound")
-    exp_ratio = cmp.abs_error_at_worst / cmp.expected_at_worst if cmp.expected_at_worst else float("inf")
+    ratio = bound_ratio_text(cmp.abs_error_at_worst, rig, "rigorous bound vacuous (n u >= 1)" if vacuous_bound
+                             else "rigorous bound beyond float64's range")
+    if rig != 0:  # (a bound of 0 is the expected one too)
+        exp_ratio = cmp.abs_error_at_worst / cmp.expected_at_worst if cmp.expected_at_worst else float("inf")
+        ratio = f"{ratio}; error / expected bound = {exp_ratio:.3g}"
     msg = (f"{q}: {bad} of {cmp.size} element(s) {what}; worst at {list(cmp.worst_index)}: error {cmp.abs_error_at_worst:.6g} "
-           f"({ratio}; error / expected bound = {exp_ratio:.3g}), "
-           f"{cmp.ulp_error_at_worst:.4g} ULPs")
+           f"({ratio}), {cmp.ulp_error_at_worst:.4g} ULPs")
     return f"{msg}; {vacuous}" if vacuous else msg
 
 

@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from .figures import meaningful_bits, ulp_caveat
+from .figures import meaningful_bits, ulp_caveat, worst_ratio_text
 from .records import Record
 from .verdicts import FAILING, NOT_GRADED, SEVERITY, STRICT_ONLY, VERDICTS, fails, quantity_rank, severity, worst_verdict
 
@@ -228,7 +228,7 @@ def failure_groups(records: Sequence[Record], strict: bool = False) -> list[Fail
 
 def _example_line(r: Record) -> str:
     where = f"{r.quantity} (step {r.step})" if r.quantity != "*" else "the whole run"
-    ratio = f", error / rigorous bound {r.bound_ratio:.3g}" if r.bound_ratio is not None else ""
+    ratio = f", error / rigorous bound {worst_ratio_text(r)}" if r.bound_ratio is not None else ""
     return f"{where} of case {r.case} ({r.device}, {r.dtype}): {r.verdict}{ratio}"
 
 

@@ -47,6 +47,7 @@ def test_malformed_toml_names_the_file_and_line_and_other_files_still_load(tmp_p
     ('dtypes = ["float8"]', "dtypes", "unknown dtype 'float8'"),
     ("lr = -1", "lr", "positive finite"),
     ("W = [[2.0, 1.0]]", "W", "W must be (D, K) = (1, 1)"),
+    ("y = [[]]", "y", "y must have at least one column"),  # K = 0: a linear case was graded (helper-87)
     ("colour = 3", "colour", "unknown key(s) ['colour']"),
 ])
 def test_wrong_types_and_values_name_case_and_key(tmp_path, line, key, needle):

@@ -110,6 +110,44 @@ def test_figure_svg_is_inline_svg_with_one_line_per_device(tmp_path):
     assert figure_svg(path) == svg  # deterministic: no dates, fixed ids
 
 
+def test_tables_mark_the_time_of_a_step_that_failed_its_check(tmp_path):
+    # the twenty-second round left a failing check's time unmarked in the tables (only the exit code said so): the
+    # benchmark now records the check's message, and both tables write "(check FAILED)" after that time, only there
+    raw = _synthetic()
+    wrong = next(b for b in raw["benchmarks"] if b["extra_info"].get("kind") == "step" and b["extra_info"]["n"] == 100
+                 and b["extra_info"]["device"] == "cpu")
+    wrong["extra_info"]["check_failed"] = "grad_W: disagree against the exact oracle"
+    data = analysis.from_json(raw)
+    assert [s.n for s in data.steps if s.check_failed] == [100]
+    rows = [line for line in analysis.step_tables(data).splitlines() if line.startswith("float32")]
+    assert [line.split()[1] for line in rows if analysis.CHECK_FAILED in line] == ["100"]
+    assert analysis.CHECK_FAILED not in analysis.largest_table(data)  # the largest size passed
+
+
+def test_a_benchmarked_step_that_fails_its_check_is_marked_in_the_json_and_the_tables(capfd, tmp_path):
+    """End to end: a plug-in that uses only the first two rows, timed on the tiny sweep, fails the run (exit 1) and its
+    time carries the check's message in the JSON and the mark in the printed tables."""
+    from harness.cli import main
+
+    (tmp_path / "first_rows_plugin.py").write_text(
+        "import harness\nfrom harness.implementations.numpy_steps import numpy_hand\n\n\n"
+        "@harness.implementation('first-rows-only', framework='numpy')\n"
+        "def first_rows(X, y, W, b, *, lr, reduction, steps):\n"
+        "    return numpy_hand(X[:2], y[:2], W, b, lr=lr, reduction=reduction, steps=steps)\n")
+    out_json = tmp_path / "bench.json"
+    rc = main(["bench", "--sweep", "tiny", "--devices", "cpu", "--dtypes", "float64", "--implementations", "first-rows-only",
+               "--plugin", str(tmp_path / "first_rows_plugin.py"), "--no-verification", "--target-time", "0.01",
+               "--json", str(out_json), "--html", "none"])
+    out, err = capfd.readouterr()
+    assert rc == 1, out[-2000:] + err[-2000:]
+    steps = [b["extra_info"] for b in json.loads(out_json.read_text())["benchmarks"] if b["extra_info"]["kind"] == "step"]
+    failed = {info["n"]: info["check_failed"] for info in steps}
+    assert any("disagree against the exact oracle" in v for v in failed.values()), failed
+    marked = [line for line in out.splitlines() if analysis.CHECK_FAILED in line]
+    bad_n = {str(n) for n, v in failed.items() if v}
+    assert marked and all(bad_n & set(line.replace("N=", " ").split()) for line in marked), out[-3000:]
+
+
 def test_step_check_rejects_a_wrong_gradient():
     def wrong(X, y, W, b, *, lr, reduction, steps):
         R = X @ W + b - y
@@ -210,3 +248,17 @@ def test_oracle_table_ratios():
     md = analysis.oracle_table(data, markdown=True)
     row = md.splitlines()[2]
     assert "| 16 | 16 | 1 | 1 | float64 | normal |" in row and "20x" in row and "100x" in row and "0.5x" in row and "0.25x" in row
+
+
+def test_bench_without_the_test_extras_says_what_to_install(capfd, monkeypatch):
+    # helper-91: after the README's first set-up command (no [test] extras), bench printed pytest's "No module named
+    # pytest" and "pytest exited with 1 and wrote no reports/bench.json"
+    import importlib.util
+
+    from harness.cli import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pytest_benchmark" else real(name, *a))
+    rc = main(["bench", "--sweep", "tiny", "--devices", "cpu", "--disable"])
+    err = capfd.readouterr().err
+    assert rc == 2 and "pytest_benchmark missing" in err and '-e ".[test]"' in err, err

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from harness import diagnose as dg
@@ -160,6 +160,9 @@ def test_a_correct_step_never_gets_a_diagnosis(case):
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(small_cases(), st.sampled_from(["half", "sign", "momentum"]))
+# (found by this test in CI, twenty-third round: the half-sum step was also named "W and b reported before the update")
+@example({"X": np.array([[2.0625, 0.0, 1.5625]]), "y": np.array([[0.0]]), "W": np.array([[1.0], [0.0], [0.0]]),
+          "b": np.array([0.0]), "lr": 0.1, "reduction": "sum", "dtype": "bfloat16"}, "half")
 def test_a_buggy_step_gets_its_own_diagnosis_or_none(case, bug):
     """A wrong step may go unnamed where the bounds are too wide to tell, but is never named another bug."""
     inputs, results = run_steps(case["X"], case["y"], case["W"], case["b"], lr=case["lr"], reduction=case["reduction"],
@@ -335,3 +338,21 @@ def test_an_update_factor_is_named_a_learning_rate_where_the_gradient_is_right()
     got = set(diagnoses(inputs, results, lr=0.01, reduction="sum", dtype="float64"))
     assert got == {"SGD with momentum 1 (a running sum of every gradient so far: gradients accumulated into the update) "
                    "(the cases model plain SGD)"}, got
+
+
+def test_a_factor_in_one_gradient_alone_is_not_named_a_cause_that_scales_both():
+    # helper-91: a step whose grad_W is twice the right one (and W moved by it) while grad_b is right was named "grad_W
+    # off by a factor of 2 (backward() ran 2 times into one .grad)"; backward() twice doubles grad_b too
+    from harness.cases import make_case
+    from harness.implementations import Implementation, StepResult
+
+    def doubled_grad_w(X, y, W, b, *, lr, reduction, steps):
+        R = X @ W + b - y
+        gW, gb = 4.0 * (X.T @ R), 2.0 * R.sum(axis=0)
+        return [StepResult(np.sum(R * R), gW, gb, W - lr * gW, b - lr * gb)]
+
+    case = make_case("one-grad", [[1.0, 2.0], [3.0, -1.0], [0.5, 2.5]], [[1.0], [-2.0], [0.25]], [[0.5], [-0.25]], [0.125],
+                     lr="0.1", dtypes=["float64"])
+    recs = {r.quantity: r for r in verify([case], [Implementation("doubled-grad-w", "numpy", doubled_grad_w)])}
+    assert recs["grad_b"].verdict == "agree" and recs["grad_W"].verdict == "disagree"
+    assert recs["grad_W"].diagnosis == "grad_W off by a factor of 2 (grad_b is right: a factor in grad_W's own formula)", recs["grad_W"]

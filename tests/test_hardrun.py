@@ -221,6 +221,13 @@ def test_an_lr_beyond_the_dtypes_range_is_invalid_input_for_that_dtype():
     f16 = [r for r in recs if r.dtype == "float16"]
     assert len(f16) == 1 and f16[0].verdict == "invalid-input" and "lr = 70000 overflows float16" in f16[0].message, f16
     assert all(r.verdict != "error" for r in recs if r.dtype == "float32")
+    # helper-90: 65519 rounds to float16's 65504, but torch refuses to convert it ("without overflow"): torch-seed was an
+    # error record; above the largest finite value is invalid input, at it the case is graded
+    edge = [make_case(f"lr-{v}", [[1.0]], [[2.0]], [[0.5]], [0.0], lr=v, steps=1, reduction="sum", dtypes=["float16"])
+            for v in (65519, 65504)]
+    by_case = {r.case: r for r in verify(edge, ["torch-seed"], dtypes=["float16"]) if r.quantity in ("*", "W")}
+    assert by_case["lr-65519"].verdict == "invalid-input" and "lr = 65519 overflows float16" in by_case["lr-65519"].message
+    assert by_case["lr-65504"].verdict != "invalid-input" and by_case["lr-65504"].quantity == "W", by_case
 
 
 HANG = textwrap.dedent('''

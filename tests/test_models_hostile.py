@@ -539,6 +539,13 @@ _WRITTEN_TEXTS: dict[str, Callable[[Any, Any], Any]] = {
     "exp(log(a*x1))": lambda x, a: torch.exp(torch.log(a * x)),
     "sqrt((a*x1)**2)": lambda x, a: torch.sqrt((a * x) ** 2),
     "(a*x1*3)/3": lambda x, a: (a * x * 3) / 3,
+    # a unary minus of a sum: Python's - on the parse distributed it and cancelled 1 - 1 (-(a*x1 + 1 - 1) was -a*x1:
+    # twenty-third round); a sum of negative terms only, and a difference of a coefficient times a sum
+    "-(a*x1 + 1 - 1)": lambda x, a: -((a * x + 1) - 1),
+    "-(a*x1 + 1 - 1) - 1": lambda x, a: -((a * x + 1) - 1) - 1,
+    "1 - 2*(a*x1 + 1 - 1)": lambda x, a: 1 - 2 * ((a * x + 1) - 1),
+    # lowercase abs was evaluated by the parse (only the names SymPy knows get evaluate=False): Abs(a*x1) (helper-92)
+    "abs((a*x1 + 1) - 1)": lambda x, a: torch.abs((a * x + 1) - 1),
 }
 
 
@@ -575,6 +582,95 @@ def test_an_expression_is_graded_as_written(text: str, dtype: str):
                                                                if r.verdict != "agree"]
     wrong = {r.quantity: r.verdict for r in verdicts(case, _text_step(text, slip=1.01), dtype)}
     assert wrong["grad_a"] == "disagree", wrong
+
+
+def _slipped_step(name: str, fn: Callable[[Any, Any], Any], slip: float) -> Implementation:
+    """A step that computes ``fn(x1, params)`` in torch, trained by autograd with ``slip`` times the loss's gradient."""
+    from harness.models.forward import sgd_steps
+
+    def forward(X: Any, p: Any) -> Any:
+        out = fn(X[:, 0:1], p)
+        return out if slip == 1.0 else out * slip - out.detach() * (slip - 1)
+
+    def step(X: Any, y: Any, params: Any, *, model: Any, lr: float, reduction: str, steps: int) -> Any:
+        return sgd_steps(forward, X, y, params, lr=lr, reduction=reduction, steps=steps)
+
+    return impl(f"{name}-{slip}", step)
+
+
+@pytest.mark.parametrize(("text", "fn", "params", "xs", "dtype", "slip"), [
+    # float32, c = 2**30: in any order the three-term sum a*x1 + c - c loses a*x1 (a bound about 64 wide)
+    ("a*x1 + (c - c)", lambda x, p: p["a"] * x + (p["c"] - p["c"]), {"a": 1.5, "c": 2.0**30}, (0.1, 1.0), "float32", 1.01),
+    # float16: x1/(a*b) overflows (a*b = 2**17), the text's x1/a/b does not: the bound was vacuous (inf)
+    ("(x1/a)/b", lambda x, p: (x / p["a"]) / p["b"], {"a": 256.0, "b": 512.0}, (100.0, 1000.0), "float16", 2.0),
+])
+def test_brackets_narrow_the_bound(text: str, fn: Callable[[Any, Any], Any], params: dict[str, float],
+                                   xs: tuple[float, float], dtype: str, slip: float):
+    # helper-76 (twenty-first round; fixed in the twenty-third): SymPy's parse merged a bracketed sum or quotient into
+    # the one around it, so the bound covered every order of the merged chain. With a*x1 + (c - c) in float32, a
+    # gradient 10 times too large agreed (bound ratio 0.02); (x1/a)/b was planned as x1/(a*b). Now a bracket is one
+    # node, computed first: a correct step of the text and torch-model-functional agree, the wrong gradient is caught
+    rng = np.random.default_rng(0)
+    X = rng.uniform(*xs, size=(32, 1))
+    spec = ModelSpec(kind="expression", expression=text, parameters=tuple(params))
+    case = case_from_arrays("bracketed", X, rng.normal(size=(32, 1)) * 1e-3, model=spec,
+                            params={k: np.array(v) for k, v in params.items()}, lr=0.125, dtypes=[dtype])
+    right = harness.verify([case], [_slipped_step("text", fn, 1.0), "torch-model-functional"], dtypes=[dtype])
+    assert len(right) == 10 and all(r.verdict == "agree" for r in right), [(r.implementation, r.quantity, r.verdict)
+                                                                             for r in right if r.verdict != "agree"]
+    wrong = {r.quantity: r.verdict for r in verdicts(case, _slipped_step("text", fn, slip), dtype)}
+    assert wrong["grad_a"] == "disagree", wrong
+
+
+@pytest.mark.parametrize(("text", "params", "dtype", "shift"), [
+    ("x1 - a/0.5", {"a": 1.5}, "float64", 0.0),  # printed -a/1/2 + x1 by lambdify: x1 - a/2
+    ("x1 - 1.5*a/1e-3", {"a": 0.25}, "float32", 0.0),
+    # printed -a*b*c + x1: a*b = 2**17 overflows float16, the text's b*c = 1 does not (y = x1 - 256: a small loss)
+    ("x1 - a*(b*c)", {"a": 256.0, "b": 512.0, "c": 2.0**-9}, "float16", 256.0),
+])
+def test_torch_model_functional_computes_the_parse_not_lambdifys_text(text: str, params: dict[str, float], dtype: str,
+                                                                       shift: float):
+    # helper-90: torch-model-functional ran sympy.lambdify's printed text of the parse, which is not the parse: a
+    # quotient by a decimal after a minus lost its bracket (x1 - a/0.5 computed x1 - a/2: disagree on every quantity)
+    # and a bracketed product after a minus was re-associated (x1 - a*(b*c) overflowed float16 where the text does
+    # not). It now evaluates the parse node by node, in the plan's order
+    spec = ModelSpec(kind="expression", expression=text, parameters=tuple(params))
+    X = np.linspace(0.5, 1.5, 8).reshape(8, 1)
+    case = case_from_arrays("parse", X, X - shift, model=spec, params={k: np.array(v) for k, v in params.items()},
+                            lr=2.0**-20, dtypes=[dtype])
+    records = harness.verify([case], ["torch-model-functional"], dtypes=[dtype])
+    assert records and all(r.verdict == "agree" for r in records), [(r.quantity, r.verdict, r.message[:160]) for r in records
+                                                                    if r.verdict != "agree"]
+
+
+def test_a_negative_power_of_a_bracketed_product_is_not_spread_over_its_factors():
+    # helper-92: x1*(a*b)**-2 was planned (and run by torch-model-functional) as x1/(a**2*b**2): with a = 2**70,
+    # b = 2**-70 in float32, a**2 overflows where the text's a*b = 1 does not, every bound was vacuous, and a gradient
+    # 100 times too large agreed. The power is now rebuilt unevaluated: 1/((a*b)**2), as written
+    rng = np.random.default_rng(0)
+    X = rng.uniform(100.0, 1000.0, size=(32, 1))
+    spec = ModelSpec(kind="expression", expression="x1*(a*b)**-2", parameters=("a", "b"))
+    case = case_from_arrays("neg-power", X, X + rng.normal(size=(32, 1)), model=spec,
+                            params={"a": np.array(2.0**70), "b": np.array(2.0**-70)}, lr=2.0**-20, dtypes=["float32"])
+    fn = lambda x, p: x * (p["a"] * p["b"]) ** -2  # noqa: E731
+    right = harness.verify([case], [_slipped_step("text", fn, 1.0), "torch-model-functional"], dtypes=["float32"])
+    assert len(right) == 10 and all(r.verdict == "agree" for r in right), [(r.implementation, r.quantity, r.verdict)
+                                                                             for r in right if r.verdict != "agree"]
+    wrong = {r.quantity: r.verdict for r in verdicts(case, _slipped_step("text", fn, 100.0), "float32")}
+    assert wrong["grad_a"] == "disagree", wrong
+
+
+def test_a_chain_without_brackets_is_bounded_in_any_order():
+    # the other side of test_brackets_narrow_the_bound: a*x1 + c - c, written without brackets, is one sum whose terms an
+    # implementation may add in any order (README, "Any model"): a step that computes a*x1 + (c - c) is correct there
+    spec = ModelSpec(kind="expression", expression="a*x1 + c - c", parameters=("a", "c"))
+    rng = np.random.default_rng(0)
+    case = case_from_arrays("chain", rng.uniform(0.1, 1.0, size=(32, 1)), rng.normal(size=(32, 1)) * 1e-3, model=spec,
+                            params={"a": np.array(1.5), "c": np.array(2.0**30)}, lr=0.125, dtypes=["float32"])
+    other_order = _slipped_step("other-order", lambda x, p: p["a"] * x + (p["c"] - p["c"]), 1.0)
+    records = harness.verify([case], [other_order, "torch-model-functional"], dtypes=["float32"])
+    assert len(records) == 10 and all(r.verdict == "agree" for r in records), [(r.implementation, r.quantity, r.verdict)
+                                                                               for r in records if r.verdict != "agree"]
 
 
 @pytest.mark.parametrize("text", ["sqrt(2)*a*x1", "exp(1)*a*x1", "log(2)*a*x1 + exp(0)", "2**3*a*x1", "2**-2*a*x1",

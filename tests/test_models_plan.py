@@ -219,7 +219,44 @@ def test_parse_expression_exact_and_safe() -> None:
     assert sp.simplify(p.expr - (a * x1**2 + sp.Rational(1, 10) * b - sp.Abs(x1))) == 0  # 0.1 is exactly 1/10
 
 
+@pytest.mark.parametrize(("text", "nested"), [
+    # (each node's arguments sorted: atoms first, then by their text)
+    ("a*x1 + (b - b)", "Add(Add(b, Mul(-1, b)), Mul(a, x1))"),  # a bracketed sum stays one term
+    ("(a*x1 + b) - b", "Add(Add(b, Mul(a, x1)), Mul(-1, b))"),
+    ("((a*x1 + b)) - b", "Add(Add(b, Mul(a, x1)), Mul(-1, b))"),
+    ("a - (b + x1)", "Add(a, Mul(-1, Add(b, x1)))"),
+    ("(x1/a)/b", "Mul(Mul(x1, Pow(-1, a)), Pow(-1, b))"),
+    ("a*(b*x1)", "Mul(a, Mul(b, x1))"),
+    ("a*x1 + (\n  b - b)", "Add(Add(b, Mul(-1, b)), Mul(a, x1))"),  # across lines
+    ("(a + b)^2 + (x1^2 - b)", "Add(Add(Mul(-1, b), Pow(2, x1)), Pow(2, Add(a, b)))"),
+    # chains without brackets are merged (a sum of three terms in any order; denominators multiplied)
+    ("a*x1 + b - b", "Add(b, Mul(-1, b), Mul(a, x1))"),
+    ("(a*x1 + b - b)", "Add(b, Mul(-1, b), Mul(a, x1))"),
+    ("x1/a/b", "Mul(x1, Pow(-1, a), Pow(-1, b))"),
+    # a unary minus of an operation stays -1 times it (Python's - distributed and combined: -(x1 + 1 - 1) was -x1)
+    ("-(x1 + 1 - 1)", "Mul(-1, Add(1, x1, Mul(-1, 1)))"),
+    ("a/-(x1*b)", "Mul(a, Pow(-1, Mul(-1, Mul(b, x1))))"),
+    # every allowed function unevaluated (abs and erf were evaluated: abs((x1 + 1) - 1) was Abs(x1), abs(exp(1)) E)
+    ("abs((x1 + 1) - 1)", "Abs(Add(Add(1, x1), Mul(-1, 1)))"),
+    ("erf(b - b)*x1", "Mul(erf(Add(b, Mul(-1, b))), x1)"),
+    ("a*abs(exp(1))", "Mul(Abs(exp(1)), a)"),
+])
+def test_parse_expression_keeps_brackets(text: str, nested: str) -> None:
+    # helper-76 (twenty-first round, fixed in the twenty-third): SymPy's unevaluated parse merged a bracketed sum into
+    # the sum around it, so a*x1 + (b - b) was bounded as a three-term sum in any order: in float32 with b = 2**30 a
+    # gradient ten times too large agreed (tests/test_models_hostile.py)
+    def shape(e: sp.Basic) -> str:
+        if not e.args:
+            return str(e)
+        args = sorted((shape(a) for a in e.args), key=lambda t: (t.startswith(("Add", "Mul", "Pow")), t))
+        return f"{type(e).__name__}({', '.join(args)})"
+
+    assert shape(parse_expression(text, ("a", "b"), 1).expr) == nested
+
+
 @pytest.mark.parametrize(("text", "needle"), [
+    ("__grouped__(a)", "unknown function '__grouped__'"),  # (the name the parse writes before a bracket)
+    ("a*x1 # + b*x1**2", "a comment ('#') is not allowed"),  # (Python's parser dropped it: helper-92)
     ("__import__('os').system('true')", "__import__"),
     ("open('/etc/passwd')", "'open'"),
     ("eval('1')", "'eval'"),
@@ -245,3 +282,6 @@ def test_parse_expression_refuses(text: str, needle: str) -> None:
 def test_parameter_names_that_clash_are_refused() -> None:
     with pytest.raises(ValueError, match="clashes"):
         parse_expression("exp * 2", ("exp",), 1)
+    for name in ("Integer", "Float", "Mul", "Rational", "__negated__"):  # names the parse writes (helper-92: TypeError)
+        with pytest.raises(ValueError, match="clashes with an input, a function or a name of the parser"):
+            parse_expression(f"{name}*x1", (name,), 1)

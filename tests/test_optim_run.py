@@ -231,6 +231,7 @@ def test_a_skipped_update_outside_whole_simd_blocks_is_not_the_fused_bug(optimiz
 OPTIM_MUTANTS = {
     "mutant-adam-no-bias-correction": "gen-optim-adam-normal-n3-d2-k2-mean-s3",
     "mutant-adam-eps-inside-sqrt": "gen-optim-adam-tiny-n3-d2-k2-mean-s3",
+    "mutant-adam-amsgrad-max-unused": "gen-optim-adam-amsgrad-falling-normal-n3-d2-k1-sum-s3",
     "mutant-adamw-coupled-decay": "gen-optim-adamw-normal-n3-d2-k2-mean-s3",
     "mutant-sgd-zero-momentum-buffer": "gen-optim-sgd-momentum-normal-n3-d2-k2-mean-s3",
     "mutant-sgd-nesterov-dropped": "gen-optim-sgd-nesterov-normal-n3-d2-k2-sum-s3",
@@ -247,6 +248,28 @@ def test_every_optimizer_mutant_is_caught() -> None:
     for name, case_id in OPTIM_MUTANTS.items():
         recs = verify([cases[case_id]], [name])
         assert any(r.verdict in REGISTRY[name].expected for r in recs), (name, Counter(r.verdict for r in recs))
+
+
+def test_a_hyper_parameter_beyond_the_dtype_is_invalid_input_as_the_learning_rate_is() -> None:
+    # helper-89: weight_decay = 1e39 (float32) and eps = 1e5 (float16) are inf once torch.optim casts them to the dtype;
+    # correct steps were graded against the exact rational (disagree: -inf against -2.5e36, b unchanged against -1e-7)
+    # or failed converting it (error). Such a case is invalid in that dtype, as lr = 1e39 already was; the same case is
+    # graded in float64
+    cases = [make_case("wd-huge", X, Y, W0, B0, lr="0.01", steps=2, optimizer={"name": "sgd", "weight_decay": 1e39},
+                       dtypes=["float32", "float64"]),
+             make_case("eps-huge", X, Y, W0, B0, lr="0.01", steps=2, optimizer={"name": "adamw", "eps": 1e5},
+                       dtypes=["float16", "float64"]),
+             # (helper-90: just above float16's largest finite value, 65504, though it rounds to it: torch refuses it)
+             make_case("wd-edge", X, Y, W0, B0, lr="0.01", steps=2, optimizer={"name": "sgd", "weight_decay": 65519},
+                       dtypes=["float16", "float64"])]
+    recs = verify(cases, ["torch-optim-sgd", "numpy-optim-sgd", "torch-optim-adamw", "numpy-optim-adamw"])
+    low = [r for r in recs if r.dtype != "float64"]
+    assert low and all(r.verdict == "invalid-input" for r in low), [(r.case, r.dtype, r.verdict) for r in low]
+    assert all("weight_decay = 1e+39 overflows float32" in r.message for r in low if r.case == "wd-huge")
+    assert all("eps = 100000 overflows float16" in r.message for r in low if r.case == "eps-huge")
+    assert all("weight_decay = 65519 overflows float16" in r.message for r in low if r.case == "wd-edge")
+    high = [r for r in recs if r.dtype == "float64"]
+    assert high and {r.verdict for r in high} == {"agree"}, [(r.case, r.quantity, r.verdict) for r in high]
 
 
 def test_an_infinite_gradient_leaves_the_update_ungraded_never_a_harness_error() -> None:

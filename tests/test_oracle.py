@@ -105,3 +105,12 @@ def test_exact_inputs_from_floats_checked_finite_skips_only_the_check():
     assert checked["X"].floats is arrays["X"]  # float64: kept, not copied
     with pytest.raises(ValueError, match="NaN or inf"):
         exact_inputs_from_floats({"X": np.array([1.0, np.nan])})
+
+
+@pytest.mark.parametrize("method", ["exact-rational", "exact-integer-slices"])
+def test_the_mean_over_no_element_is_a_value_error(method: str) -> None:
+    # helper-87: K = 0 (or N = 0) under the mean raised ZeroDivisionError (its 1 / (N K)); the sum over no element is 0
+    empty = exact_inputs_from_floats({"X": np.ones((2, 1)), "y": np.zeros((2, 0)), "W": np.zeros((1, 0)), "b": np.zeros(0)})
+    with pytest.raises(ValueError, match="mean over N K = 2 x 0 = 0 elements"):
+        exact_step(empty, Fraction(1, 10), "mean", method=method)
+    assert exact_step(empty, Fraction(1, 10), "sum", method="exact-rational").values["loss"].to_fractions() == Fraction(0)

@@ -17,6 +17,7 @@ from numba import njit
 
 from harness.bounds import LAMBDA
 from harness.cases import case_from_arrays
+from harness.compare import EXACT_BOUND_TEXT
 from harness.floats import get_format, round_to_format
 from harness.implementations import resolve
 from harness.models.spec import ModelSpec
@@ -34,6 +35,7 @@ from harness.repeatedsums import (
     z_threshold,
 )
 from harness.runner import check_case
+from harness.summary import explain_failures
 
 F32 = get_format("float32")
 F64 = get_format("float64")
@@ -185,14 +187,15 @@ def _dropped_row(X, y, W, b, *, lr, reduction, steps):  # type: ignore[no-untype
 @pytest.mark.parametrize("labels", ["ones", "0-2"])
 def test_exact_sums_keep_their_sensitivity(labels: str) -> None:
     """Integer labels at W = 0, the sum reduction: every partial sum is an integer below 2**24, so every correct
-    evaluation is exact and no worst case is added. An off-by-one row in grad_b stays ``suspect`` in float32 (4.84 and
-    9.68; without the exactness rule it was ``agree`` at 0.27: helper-46) and ``disagree`` in float64."""
+    evaluation is exact and no worst case is added. An off-by-one row in grad_b was ``suspect`` in float32 (4.84 and
+    9.68; without the exactness rule it was ``agree`` at 0.27: helper-46); since the twenty-third round the exact
+    reductions' bounds are 0 (helper-88), and it is ``disagree`` in both dtypes."""
     from harness.implementations.registry import Implementation
 
     n = 10_000
     y = np.ones((n, 2)) if labels == "ones" else np.random.default_rng(0).integers(0, 3, (n, 2)).astype(float)
     bug = Implementation(name="dropped-row", fn=_dropped_row, framework="numpy", kind="plugin")
-    for dtype, verdict in (("float32", "suspect"), ("float64", "disagree")):
+    for dtype, verdict in (("float32", "disagree"), ("float64", "disagree")):
         case = case_from_arrays("integers", np.ones((n, 1)), y, np.zeros((1, 2)), np.zeros(2), lr=1e-3, reduction="sum",
                                 dtypes=(dtype,))
         for impl in resolve(["numpy-hand", "torch-seed"]):
@@ -200,6 +203,75 @@ def test_exact_sums_keep_their_sensitivity(labels: str) -> None:
             assert all(r.verdict == "agree" and r.max_abs_error == 0 for r in records if r.quantity.startswith(("grad", "loss")))
         got = {r.quantity: r for r in check_case(case, bug, "cpu", dtype)}
         assert got["grad_b"].verdict == verdict, (dtype, got["grad_b"].expected_ratio)
+
+
+def _scaled_gradient(mult: float):  # type: ignore[no-untyped-def]
+    """A NumPy step whose gradient is ``mult / 2`` times the right one (-1: gradient ascent, 0.5: no factor 2, 0: none)."""
+    from harness.implementations.registry import StepResult
+
+    def step(X, y, W, b, *, lr, reduction, steps):  # type: ignore[no-untyped-def]
+        n, k = y.shape
+        dt = X.dtype.type
+        c = dt(1) if reduction == "sum" else dt(1.0 / (n * k))
+        R = X @ W + b - y
+        gW, gb = (dt(2 * mult) * c) * (X.T @ R), (dt(2 * mult) * c) * R.sum(axis=0)
+        return [StepResult(c * np.sum(R * R), gW, gb, W - lr * gW, b - lr * gb)]
+
+    return step
+
+
+@pytest.mark.parametrize(("dtype", "n", "d", "top_x", "top_w"), [("float32", 64, 2, 1000, 4000), ("float16", 32, 2, 31, 31)])
+def test_exact_reductions_are_bounded_by_zero(dtype: str, n: int, d: int, top_x: int, top_w: int) -> None:
+    """helper-88: integer X and W whose products, residuals and partial sums all fit the dtype, and a nearly fitted
+    model (y = X W - r, r in {-1, 0, 1}): every correct evaluation, in any order, is exact, but the bounds came from the
+    magnitudes (gamma_{D+2} (|X||W| + |y|) per residual element against |R| <= 1), so gradient ascent, a gradient
+    without its factor 2 and no gradient at all agreed (0.03-0.47 of the expected bound). Exact reductions now have a
+    bound of 0 (harness.repeatedsums.exact_reductions): the correct steps agree with error 0, the wrong ones disagree."""
+    from harness.implementations.registry import Implementation
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(1, top_x + 1, (n, d)).astype(float)
+    W = rng.integers(1, top_w + 1, (d, 1)).astype(float)
+    case = case_from_arrays("exact-integers", X, X @ W - rng.integers(-1, 2, (n, 1)), W, [0.0], lr=2.0**-6,
+                            reduction="sum", dtypes=(dtype,))
+    for impl in resolve(["numpy-hand", "torch-seed"]):
+        records = check_case(case, impl, "cpu", dtype)
+        assert records and all(r.verdict == "agree" for r in records), [(r.quantity, r.verdict) for r in records]
+        assert all(r.max_abs_error == 0 for r in records if r.quantity.startswith(("grad", "loss")))
+    for mult in (-1.0, 0.5, 0.0):
+        bug = Implementation(name=f"gradient-times-{mult}", fn=_scaled_gradient(mult), framework="numpy", kind="plugin")
+        recs = {r.quantity: r for r in check_case(case, bug, "cpu", dtype)}
+        assert recs["grad_W"].verdict == recs["grad_b"].verdict == "disagree", (mult, recs)
+        # the message says why the bound is 0 (it read "inf x rigorous bound; error / expected bound = inf"), and so
+        # does the summary's example line ("error / rigorous bound inf")
+        assert EXACT_BOUND_TEXT in recs["grad_W"].message and " inf x " not in recs["grad_W"].message
+        assert "inf (the bound is 0: every correct evaluation is exact here)" in explain_failures(list(recs.values()))
+
+
+def _mean_then_doubled(X, y, W, b, *, lr, reduction, steps):  # type: ignore[no-untyped-def]
+    """A correct mean-reduction step (K = 1) that scales by 1/N first and doubles after: 2 (X^T R / N), 2 mean(R)."""
+    from harness.implementations.registry import StepResult
+
+    n = y.shape[0]
+    R = X @ W + b - y
+    gW, gb = 2 * (X.T @ R / n), 2 * R.mean(axis=0)
+    return [StepResult(np.mean(R * R), gW, gb, W - lr * gW, b - lr * gb)]
+
+
+@pytest.mark.parametrize(("dtype", "q"), [("float64", -1073), ("float32", -148)])
+def test_a_mean_then_doubled_at_the_subnormal_edge_is_not_exact(dtype: str, q: int) -> None:
+    """helper-90: y = (2**q, 0, 0, 0), X = 1, W = b = 0: the exact grad_b is 2 * 2**q / 4 = 2**(q - 1), the smallest
+    subnormal. exact_reductions checked the grid of the terms scaled by 2c = 2**(q - 1)... but a step that takes the
+    mean first holds 2**(q - 2), which rounds: the bound of 0 made that correct step disagree. The grid is now checked
+    one bit finer (c, then 2); the step agrees, numpy-hand still with error 0."""
+    from harness.implementations.registry import Implementation
+
+    case = case_from_arrays("subnormal-mean", np.ones((4, 1)), np.array([[2.0**q], [0.0], [0.0], [0.0]]), np.zeros((1, 1)),
+                            np.zeros(1), lr=0.0625, reduction="mean", dtypes=(dtype,))
+    step = Implementation(name="mean-then-doubled", fn=_mean_then_doubled, framework="numpy", kind="plugin")
+    for impl in (step, *resolve(["numpy-hand"])):
+        records = check_case(case, impl, "cpu", dtype)
+        assert records and all(r.verdict == "agree" for r in records), [(r.quantity, r.verdict, r.message) for r in records]
 
 
 def test_which_reductions_are_exact() -> None:

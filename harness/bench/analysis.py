@@ -60,6 +60,8 @@ class StepTiming:
     rounds: int
     floor: float | None = None
     regime: str = ""
+    #: the correctness check's problem when the timed step failed it (``extra_info["check_failed"]``), else ``""``
+    check_failed: str = ""
 
     @property
     def ratio(self) -> float | None:
@@ -134,7 +136,8 @@ def from_json(raw: Mapping[str, Any], path: str = "<memory>", stat: str = "min")
             bw[info["device"]] = max(bw.get(info["device"], 0.0), rate)
         elif kind == "step":
             steps.append(StepTiming(info["implementation"], info["device"], info["dtype"], int(info["n"]), int(info["d"]),
-                                    int(info["k"]), _time(b), int(info["bytes"]), int(b["stats"]["rounds"])))
+                                    int(info["k"]), _time(b), int(info["bytes"]), int(b["stats"]["rounds"]),
+                                    check_failed=str(info.get("check_failed") or "")))
         elif kind == "verify":
             verify.append({**info, "seconds": _time(b), "rounds": int(b["stats"]["rounds"])})
         elif kind == "oracle":
@@ -164,7 +167,8 @@ def classify(steps: Iterable[StepTiming], bandwidth: Mapping[str, float]) -> lis
         bw = bandwidth.get(s.device)
         floor = s.bytes / bw if bw else None
         out.append(StepTiming(s.implementation, s.device, s.dtype, s.n, s.d, s.k, s.seconds, s.bytes, s.rounds, floor,
-                              regime(s.seconds, floor, t0[(s.implementation, s.device, s.dtype, s.d, s.k)][1])))
+                              regime(s.seconds, floor, t0[(s.implementation, s.device, s.dtype, s.d, s.k)][1]),
+                              s.check_failed))
     return out
 
 
@@ -205,6 +209,17 @@ def format_seconds(s: float | None) -> str:
     return f"{s:.3g} s"  # pragma: no cover
 
 
+#: Written after the time of a step whose results failed its correctness check (the time of a wrong step).
+CHECK_FAILED = " (check FAILED)"
+
+
+def _step_time(s: StepTiming | None) -> str:
+    """A step's time for a table cell, marked :data:`CHECK_FAILED` where its results failed the check."""
+    if s is None:
+        return "n/a"
+    return format_seconds(s.seconds) + (CHECK_FAILED if s.check_failed else "")
+
+
 def _ratio(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3g}x"
 
@@ -235,8 +250,8 @@ def step_tables(data: BenchData) -> str:
             g = idx.get((gpu, dtype, n, d, k)) if gpu else None
             speed = _ratio(c.seconds / g.seconds) if c and g else "n/a"
             rows.append([dtype, str(n), str(d), str(k),
-                         format_seconds(c.seconds) if c else "n/a", _ratio(c.ratio) if c else "n/a", c.regime if c else "",
-                         format_seconds(g.seconds) if g else "n/a", _ratio(g.ratio) if g else "n/a", g.regime if g else "", speed])
+                         _step_time(c), _ratio(c.ratio) if c else "n/a", c.regime if c else "",
+                         _step_time(g), _ratio(g.ratio) if g else "n/a", g.regime if g else "", speed])
         header = ["dtype", "N", "D", "K", "cpu", "cpu/floor", "cpu regime", gname, f"{gname}/floor", f"{gname} regime", "speedup"]
         lines = [f"== {impl} ({data.stat} per step; floor = minimal bytes / measured bandwidth)", _table(header, rows)]
         series = sorted({(s.dtype, s.d, s.k) for s in timings})
@@ -274,7 +289,7 @@ def largest_size_ratios(data: BenchData) -> list[StepTiming]:
 
 def largest_table(data: BenchData) -> str:
     """Step time as a multiple of the bandwidth floor at the largest size of each series."""
-    rows = [[s.implementation, s.device, s.dtype, f"N={s.n} D={s.d} K={s.k}", format_seconds(s.seconds),
+    rows = [[s.implementation, s.device, s.dtype, f"N={s.n} D={s.d} K={s.k}", _step_time(s),
              format_seconds(s.floor), _ratio(s.ratio), s.regime] for s in largest_size_ratios(data)]
     return _table(["implementation", "device", "dtype", "largest size", "time", "floor", "time/floor", "regime"], rows)
 

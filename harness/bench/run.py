@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import html
+import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -136,10 +138,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rc = 0
     json_path = args.from_json or args.json
     if not args.from_json:
+        missing = [m for m in ("pytest", "pytest_benchmark") if importlib.util.find_spec(m) is None]
+        if missing:  # (the first set-up command installs without them: "No module named pytest", no JSON; helper-91)
+            raise UsageError(f"bench runs pytest-benchmark, which is not installed ({', '.join(missing)} missing): install the "
+                             "test extras, .venv/bin/pip install -c constraints/cpu.txt -e \".[test]\"")
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         cmd = pytest_command(args)
         print("running: " + " ".join(cmd), file=sys.stderr, flush=True)
-        rc = subprocess.call(cmd)
+        # its own session: a parent's pytest-xdist worker variables made pytest-benchmark disable timing there (a
+        # `harness bench` from an xdist test timed nothing and wrote no JSON)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}
+        rc = subprocess.call(cmd, env=env)
         if args.disable:
             return rc
         if not Path(json_path).is_file():

@@ -101,7 +101,7 @@ the range, a finite result is impossible (:attr:`ModelBounds.finite_impossible`;
 
 **What the bounds cover**: any order of each sum (matmul, ``sum``, and add/sub chains, which are
 flattened: the bias accumulated with the products, an expression's terms in the implementation's
-association), FMA, wider accumulators (a half-type matmul accumulated in float32 and rounded once),
+association; a sum the expression's text brackets is one term, :func:`harness.models.graph.grouped`), FMA, wider accumulators (a half-type matmul accumulated in float32 and rounded once),
 the half types' element-wise operations and functions computed in float32 and rounded once, the loss
 scale applied before or after its sum. Limits: a product chain re-associated by an implementation
 is covered in its relative error but not in its underflow count; TF32 is not modelled (CPU only);
@@ -123,7 +123,7 @@ import numpy.typing as npt
 from ..bounds import LAMBDA, Regime, StepBounds, flush_to_zero_default, learning_rate_spread
 from ..floats import FLOAT32, FLOAT64, FloatFormat, float_bits, lowest_exponent, round_to_format, sums_exactly
 from ..repeatedsums import repeating_terms, repeating_terms_bias
-from .graph import Graph, Node
+from .graph import Graph, Node, grouped
 
 F64 = npt.NDArray[np.float64]
 Mask = npt.NDArray[np.bool_]
@@ -613,7 +613,8 @@ class _Walk:
         return float_bits(self.vals[nid])[0], np.asarray(self.Es[nid] == 0)
 
     def frame(self, nid: int) -> tuple[int, F64, F64, F64, int]:
-        """A node's frame: its own (matmul, add, sub) or that of one term (any other node)."""
+        """A node's frame: its own (matmul, add, sub) or that of one term (any other node, and a sum the
+        expression's text brackets, which :func:`_rule_addsub` gives no frame: :func:`harness.models.graph.grouped`)."""
         if nid in self.frames:
             return self.frames[nid]
         zero = np.zeros_like(self.Es[nid])
@@ -751,10 +752,11 @@ def _rule_addsub(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     f0, f1 = w.frame(node.args[0]), w.frame(node.args[1])
     m = f0[0] + f1[0]
     Sp, Sl, P, prods = f0[1] + f1[1], f0[2] + f1[2], f0[3] + f1[3], f0[4] + f1[4]
-    w.frames[node.id] = (m, Sp, Sl, P, prods)
     (q0, ok0), (q1, ok1) = w.exact_frame(node.args[0]), w.exact_frame(node.args[1])
     q, ok = np.minimum(q0, q1), ok0 & ok1
-    w.exact_frames[node.id] = (np.asarray(q), np.asarray(ok))
+    if not grouped(node):  # a bracketed sum is one term of the sum it feeds (computed first, as written)
+        w.frames[node.id] = (m, Sp, Sl, P, prods)
+        w.exact_frames[node.id] = (np.asarray(q), np.asarray(ok))
     exact = exact_sum(Sp + Sl, q, ok, w)
     if m < 3 and prods == 0:  # a + b: one rounding in any order
         return np.asarray(np.where(exact, 0.0, seq))
@@ -1060,7 +1062,8 @@ def _overflow_node(node: Node, vals: list[F64], Es: list[F64], signs: list[tuple
             if op == "sub":
                 p1, n1 = n1, p1
             pos, neg = p0 + p1, n0 + n1
-            frames[node.id] = (np.asarray(pos), np.asarray(neg), m0 + m1)
+            if not grouped(node):  # (a bracketed sum is one term of the sum it feeds)
+                frames[node.id] = (np.asarray(pos), np.asarray(neg), m0 + m1)
             g = reg.growth(m0 + m1)
             (P0, Q0, N0), (P1, Q1, N1) = signs[args[0]], signs[args[1]]
             if op == "sub":
@@ -1219,7 +1222,7 @@ def signed_infinities(graph: Graph, vals: list[F64], Es: list[F64], signs: list[
                 pos_t, neg_t, m_t = [], [], 0
                 tp_t, tn_t, P_t, Q_t = [], [], [], []
                 for k, i in enumerate(args):
-                    if i in parts and graph.nodes[i].op in frames:
+                    if i in parts and graph.nodes[i].op in frames and not grouped(graph.nodes[i]):
                         pi, ni, mi = parts[i]
                         tpi, tni = term_bits[i]
                     else:
@@ -1396,7 +1399,7 @@ def never_finite(graph: Graph, vals: list[F64], Es: list[F64], fmt: FloatFormat)
     frames = ("matmul", "add", "sub")
 
     def term(i: int) -> Mask:
-        return terms[i] if graph.nodes[i].op in frames else never[i]
+        return terms[i] if graph.nodes[i].op in frames and not grouped(graph.nodes[i]) else never[i]
 
     with np.errstate(invalid="ignore", over="ignore"):
         for node in graph.nodes:

@@ -17,8 +17,10 @@ Regimes (:data:`MODEL_REGIMES`); fan_in, fan_out are a weight's (rows, columns):
   in every dtype (tanh and sigmoid saturated: tanh'(z) <= 7e-5, sigmoid'(z) <= 4.2e-3): X uniform in [-1, 1];
   hidden layer l's weights uniform with ``|W_l| <= 1.5 / (fan_in * M)`` where M is the largest
   ``|h_{l-1}|`` (so ``|h_{l-1} W_l| <= 1.5``) and its bias ``+-`` uniform in [7, 12].
-- ``large`` (``mlp``): as ``saturate`` with biases uniform in [17, 38]: every pre-activation lies in
-  [15.48, 39.52], on both sides of torch's softplus threshold 20.
+- ``large`` (``mlp``): as ``saturate`` with biases uniform in [10, 38]: every pre-activation lies in
+  [8.48, 39.52], on both sides of torch's softplus threshold 20, and through the band below it where softplus'
+  derivative ``sigmoid(z)`` differs from 1 in float32 (``z < 16.6``; from [17, 38] a backward that took it as 1
+  from ``z = 10`` on passed every case: helper-89).
 - ``kink`` (``mlp``): integers: X in [-2, 2], weights in [-1, 1], y in [-4, 4]; the first hidden
   layer's bias is chosen so that in each column h one pre-activation (at a row drawn per column) is
   exactly 0: ``b1[h] = -(X W1)[i_h, h]``. For ``relu`` the next hidden layer gets the same
@@ -123,7 +125,7 @@ def model_values(spec: ModelSpec, regime: str, seed: int, n: int, d: int, k: int
     if regime == "kink":
         _kink(spec, rng, n, d, k, out)
     elif regime in ("saturate", "large"):
-        _banded(spec, rng, n, d, k, out, (17.0, 38.0) if regime == "large" else (7.0, 12.0), regime == "saturate", fix)
+        _banded(spec, rng, n, d, k, out, (10.0, 38.0) if regime == "large" else (7.0, 12.0), regime == "saturate", fix)
     else:
         out["X"] = fix(rng.standard_normal((n, d)))
         for name, shape in shapes.items():

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..compare import compare
+from ..compare import bound_ratio_text, compare
 from ..floats import FloatFormat, decimal_string
 from ..records import Record
 from ..results import read_quantity
@@ -110,8 +110,7 @@ def _message(q: str, cmp: Any, fmt: FloatFormat, never_finite: bool = False) -> 
         ratio = (f"the exact value is beyond {fmt.name}'s range and every correct {fmt.name} evaluation gives inf or NaN "
                  "there: no finite value is within the rigorous bound")
     else:
-        ratio = (f"{cmp.abs_error_at_worst / rig:.3g} x rigorous bound" if np.isfinite(rig) and rig > 0
-                 else "rigorous bound 0: every correct evaluation is exact here" if rig == 0 else "rigorous bound vacuous")
+        ratio = bound_ratio_text(cmp.abs_error_at_worst, rig)
     return (f"{q}: {bad} of {cmp.size} element(s) {what}; worst at {list(cmp.worst_index)}: computed {cmp.computed_at_worst!r}, "
             f"exact {cmp.exact_at_worst!r}, error {cmp.abs_error_at_worst:.6g} ({ratio}), {cmp.ulp_error_at_worst:.4g} ULPs")
 

@@ -23,8 +23,9 @@ Operations (``Node.op``) and their meaning; shapes are NumPy shapes, broadcastin
               rate, as on the linear path); False when the truth uses the exact value and the
               bounds count the constant's rounding to the dtype (leaky ReLU's slope)
 ``matmul``    ``a @ b``, (n, m) @ (m, p): a reduction of m products per element
-``add``       ``a + b`` (broadcasting: the bias add)
-``sub``       ``a - b``
+``add``       ``a + b`` (broadcasting: the bias add); ``attrs["grouped"]``: a sum the expression's text
+              brackets (:func:`grouped`)
+``sub``       ``a - b`` (``attrs["grouped"]`` as for ``add``)
 ``mul``       ``a * b`` element-wise (broadcasting: a scalar times an array)
 ``div``       ``a / b`` element-wise
 ``square``    ``a * a``
@@ -105,6 +106,19 @@ class Graph:
             raise ValueError(f"node {nid} ({op}): arguments {args} must be earlier nodes")
         self.nodes.append(Node(nid, op, tuple(args), tuple(shape), dict(attrs), role))
         return nid
+
+    def mark_grouped(self, nid: int) -> None:
+        """Mark node ``nid`` as a bracketed sum of an expression's text (:func:`grouped`)."""
+        node = self.nodes[nid]
+        self.nodes[nid] = Node(node.id, node.op, node.args, node.shape, {**node.attrs, "grouped": True}, node.role)
+
+
+def grouped(node: Node) -> bool:
+    """Whether ``node`` is a sum that an expression's text brackets (``a*x1 + (b - c)``: ``attrs["grouped"]``). An
+    ``add``/``sub`` chain, a matrix product or a ``sum`` that feeds an ``add``/``sub`` is otherwise one sum with it,
+    whose terms an implementation may add in any order (:mod:`harness.models.bounds`); a grouped one is computed
+    first, as written, and is one term of the sum it feeds."""
+    return bool(node.attrs.get("grouped"))
 
 
 def evaluate_float64(graph: Graph, inputs: Mapping[str, F64], fn_float64: Mapping[str, Any] | None = None) -> list[F64]:

@@ -16,6 +16,10 @@ Each is ``numpy-model`` (:mod:`harness.models.numpy_steps`) with one bug, regist
   two conventions differ only where a pre-activation is exactly 0: it is caught on such cases
   (the ``kink`` regime) and agrees everywhere else -- a convention, not a bug, unless it differs
   from the declared one.
+- ``mutant-model-softplus-threshold``: softplus' derivative taken as 1 from ``z > 10`` (a threshold copied too
+  low: torch's softplus is ``z`` itself above 20, where ``sigmoid(z)`` is 1 in float32; from 10 to about 16.6
+  it is not). Caught where a pre-activation lies in that band (the ``large`` regime since the twenty-third round;
+  helper-89 found the band missed by every shipped case).
 - ``mutant-model-float16-hidden-accumulation``: the hidden layer's matrix products (``X W1`` and
   the gradient ``X^T delta_1``) with float16 inputs, products and running sums, in a float32 or
   float64 step: a precision downgrade (``disagree`` or ``suspect``).
@@ -23,7 +27,8 @@ Each is ``numpy-model`` (:mod:`harness.models.numpy_steps`) with one bug, regist
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +62,13 @@ def relu_grad_one_at_zero(name: str, z: Arr, h: Arr, spec: ModelSpec) -> Arr:
     return activation_grad(name, z, h, spec)
 
 
+def softplus_grad_one_from_ten(name: str, z: Arr, h: Arr, spec: ModelSpec) -> Arr:
+    """The bug: softplus' derivative 1 from ``z > 10`` on (``sigmoid(z)`` below it)."""
+    if name == "softplus":
+        return np.where(z > 10, z.dtype.type(1), activation_grad(name, z, h, spec)).astype(z.dtype)
+    return activation_grad(name, z, h, spec)
+
+
 def half_dot(a: Arr, b: Arr) -> Arr:
     """``a @ b`` with float16 inputs, products and running sums (a half-precision accumulator), returned in ``a``'s dtype."""
     a16 = a.astype(np.float16)
@@ -74,20 +86,24 @@ def hidden_in_float16(a: Arr, b: Arr, layer: int, where: str) -> Arr:
     return matmul(a, b, layer, where)
 
 
-@implementation("mutant-model-tanh-derivative", framework="numpy", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
-                dtypes=_DTYPES, models=({"kind": "mlp", "activation": "tanh"},),
-                description="tanh'(z) = 1 - z instead of 1 - tanh(z)^2 in the backward pass")
-def tanh_derivative(X: Arr, y: Arr, params: Mapping[str, Arr], *, model: ModelSpec, lr: float, reduction: str,
-                    steps: int) -> list[ModelStepResult]:
-    return numpy_model_steps(X, y, params, model, lr, reduction, steps, act_grad=tanh_grad_one_minus_z)
+def _derivative_mutant(name: str, models: tuple[Any, ...], description: str,
+                       act_grad: Callable[[str, Arr, Arr, ModelSpec], Arr]) -> Callable[..., list[ModelStepResult]]:
+    """Register ``numpy-model`` with the activation derivative ``act_grad`` as the mutant ``name``; the step."""
+    def step(X: Arr, y: Arr, params: Mapping[str, Arr], *, model: ModelSpec, lr: float, reduction: str,
+             steps: int) -> list[ModelStepResult]:
+        return numpy_model_steps(X, y, params, model, lr, reduction, steps, act_grad=act_grad)
+
+    step.__name__ = step.__qualname__ = name.removeprefix("mutant-model-").replace("-", "_")
+    implementation(name, framework="numpy", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant", dtypes=_DTYPES,
+                   models=models, description=description)(step)
+    return step
 
 
-@implementation("mutant-model-missing-chain-factor", framework="numpy", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
-                dtypes=_DTYPES, models=("mlp",),
-                description="the activation derivative dropped when backpropagating to the hidden layer")
-def missing_chain_factor(X: Arr, y: Arr, params: Mapping[str, Arr], *, model: ModelSpec, lr: float, reduction: str,
-                         steps: int) -> list[ModelStepResult]:
-    return numpy_model_steps(X, y, params, model, lr, reduction, steps, act_grad=no_chain_factor)
+tanh_derivative = _derivative_mutant("mutant-model-tanh-derivative", ({"kind": "mlp", "activation": "tanh"},),
+                                     "tanh'(z) = 1 - z instead of 1 - tanh(z)^2 in the backward pass", tanh_grad_one_minus_z)
+missing_chain_factor = _derivative_mutant("mutant-model-missing-chain-factor", ("mlp",),
+                                          "the activation derivative dropped when backpropagating to the hidden layer",
+                                          no_chain_factor)
 
 
 @implementation("mutant-model-transposed-hidden-grad", framework="numpy", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
@@ -107,12 +123,12 @@ def transposed_hidden_grad(X: Arr, y: Arr, params: Mapping[str, Arr], *, model: 
     return numpy_model_steps(X, y, params, model, lr, reduction, steps, mm=transposed)
 
 
-@implementation("mutant-model-relu-grad-at-zero", framework="numpy", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
-                dtypes=_DTYPES, models=({"kind": "mlp", "activation": "relu", "relu_grad_at_zero": None},),
-                description="ReLU'(0) = 1 while declaring torch's convention 0 (caught only where a pre-activation is exactly 0)")
-def relu_grad_at_zero(X: Arr, y: Arr, params: Mapping[str, Arr], *, model: ModelSpec, lr: float, reduction: str,
-                      steps: int) -> list[ModelStepResult]:
-    return numpy_model_steps(X, y, params, model, lr, reduction, steps, act_grad=relu_grad_one_at_zero)
+relu_grad_at_zero = _derivative_mutant(
+    "mutant-model-relu-grad-at-zero", ({"kind": "mlp", "activation": "relu", "relu_grad_at_zero": None},),
+    "ReLU'(0) = 1 while declaring torch's convention 0 (caught only where a pre-activation is exactly 0)", relu_grad_one_at_zero)
+softplus_threshold = _derivative_mutant(
+    "mutant-model-softplus-threshold", ({"kind": "mlp", "activation": "softplus"},),
+    "softplus'(z) taken as 1 from z > 10 (torch's threshold is 20) in the backward pass", softplus_grad_one_from_ten)
 
 
 @implementation("mutant-model-float16-hidden-accumulation", framework="numpy", correct=False, expected=PRECISION, kind="mutant",

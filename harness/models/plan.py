@@ -48,6 +48,9 @@ from .symbolic import (
     element_function,
     function_name,
     parse_expression,
+    power_form,
+    product_chain,
+    sum_chain,
 )
 
 F64 = npt.NDArray[np.float64]
@@ -175,30 +178,29 @@ class _ExpressionBuilder:
         self.memo[e] = nid
         return nid
 
+    def term(self, t: sp.Basic) -> int:
+        """The node of a sum's term ``t``: a sum itself only where the text brackets it (the parse merges the rest,
+        :func:`harness.models.symbolic.parse_expression`), so its node is marked grouped (:func:`harness.models.graph.grouped`)."""
+        nid = self.build(t)
+        if isinstance(t, sp.Add) and self.g.nodes[nid].op in ("add", "sub"):
+            self.g.mark_grouped(nid)
+        return nid
+
     def _build(self, e: sp.Basic) -> int:
         g = self.g
         if e.is_Rational:
             return self.const(e)
         if isinstance(e, sp.Add):
-            terms = list(e.as_ordered_terms())
-            pos = [t for t in terms if not t.could_extract_minus_sign()]
-            neg = [-t for t in terms if t.could_extract_minus_sign()]
-            acc = self.build(pos[0]) if pos else self.build(-neg.pop(0))
-            for t in pos[1:]:
-                b = self.build(t)
-                acc = g.add("add", (acc, b), self.joint(acc, b))
-            for t in neg:
-                b = self.build(t)
-                acc = g.add("sub", (acc, b), self.joint(acc, b))
+            first, rest = sum_chain(e)
+            acc = self.term(first)
+            for op, t in rest:
+                b = self.term(t)
+                acc = g.add(op, (acc, b), self.joint(acc, b))
             return acc
         if isinstance(e, sp.Mul):
-            num: list[int] = []
-            den: list[int] = []
-            for fac in e.as_ordered_factors():
-                if isinstance(fac, sp.Pow) and fac.exp.is_negative:
-                    den.append(self.build(sp.Pow(fac.base, -fac.exp)))
-                else:
-                    num.append(self.build(fac))
+            num_e, den_e = product_chain(e)
+            num = [self.build(f) for f in num_e]
+            den = [self.build(f) for f in den_e]
             acc = num[0] if num else self.const(1)
             for b in num[1:]:
                 acc = g.add("mul", (acc, b), self.joint(acc, b))
@@ -209,23 +211,20 @@ class _ExpressionBuilder:
                 acc = g.add("div", (acc, dd), self.joint(acc, dd))
             return acc
         if isinstance(e, sp.Pow):
-            base, ex = e.base, e.exp
-            if ex == 1:  # (the unevaluated parse keeps x**1 and x**0 as written)
-                return self.build(base)
-            if ex == 0:  # x**0 = 1 for every x, its derivative 0 (torch's pow(x, 0) and its backward)
+            form, operand, n = power_form(e)
+            if form == "one":  # (torch's pow(x, 0) and its backward: 1, derivative 0)
                 return self.const(1)
-            if ex.is_negative:
-                one = self.const(1)
-                b = self.build(sp.Pow(base, -ex))
-                return g.add("div", (one, b), self.shape_of(b))
-            a = self.build(base)
-            if ex == sp.Rational(1, 2):
+            one = self.const(1) if form == "reciprocal" else None  # (the 1 first: the plan's node order as before)
+            a = self.build(operand)
+            if form == "base":  # (the unevaluated parse keeps x**1 as written)
+                return a
+            if one is not None:
+                return g.add("div", (one, a), self.shape_of(a))
+            if form == "sqrt":
                 return _fn(g, element_function("sqrt"), a, self.shape_of(a))
-            if ex.is_Integer and int(ex) >= 2:
-                if int(ex) == 2:
-                    return g.add("square", (a,), self.shape_of(a))
-                return g.add("pow", (a,), self.shape_of(a), exponent=int(ex))
-            raise ValueError(f"power {e} is not supported")  # pragma: no cover - parse_expression refuses it
+            if form == "square":
+                return g.add("square", (a,), self.shape_of(a))
+            return g.add("pow", (a,), self.shape_of(a), exponent=n)
         if isinstance(e, sp.Function):
             a = self.build(e.args[0])
             return _fn(g, element_function(function_name(e)), a, self.shape_of(a))

@@ -28,7 +28,8 @@ attribute, a subscript, a string, a keyword, an unknown name or function, is a `
 naming it), and only then parsed by ``sympy.parse_expr`` with an explicit namespace of those
 symbols and functions (decimals become exact rationals). Powers must have integer exponents (or
 ``1/2``, i.e. ``sqrt``). The parse is unevaluated (``evaluate=False``): the plan, its bounds and
-``torch-model-functional`` follow the operations as written. SymPy's evaluation rewrote them
+``torch-model-functional`` follow the operations as written, brackets included (:func:`_mark_brackets`: a
+bracketed sum or product is one node, computed first). SymPy's evaluation rewrote them
 (``log(exp(a*x1))`` is ``a*x1``, ``(a*x1 + 1) - 1`` is ``a*x1``), so the bounds lacked the written
 text's roundings and a correct step that evaluated the text was ``disagree`` (4.18 times the rigorous
 bound; helper-65).
@@ -40,6 +41,7 @@ import ast
 import functools
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import sympy as sp
 
@@ -182,6 +184,8 @@ def input_names(d: int) -> tuple[str, ...]:
 
 def _check_ast(text: str, names: set[str]) -> None:
     """Raise ValueError naming the first construct of ``text`` that is not allowed."""
+    if "#" in text:  # (Python's parser drops a comment: "a*x1 # + b*x1**2" was a*x1, helper-92)
+        raise ValueError(f"expression {text!r}: a comment ('#') is not allowed")
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as exc:
@@ -216,6 +220,83 @@ def _check_ast(text: str, names: set[str]) -> None:
             parents = [p for p in ast.walk(tree) if isinstance(p, ast.Call) and p.func is node]
             if not parents:
                 raise ValueError(f"expression {text!r}: function {node.id!r} used without an argument")
+
+
+#: The name :func:`parse_expression` writes before a bracketed operand (:func:`_mark_brackets`); an identity at parse time.
+GROUP_CALL = "__grouped__"
+#: The call :func:`_mark_brackets` writes for a unary minus of an operation (``-(x1 + 1 - 1)``): ``-1`` times its
+#: operand, unevaluated (Python's ``-`` on a SymPy sum evaluated it: distributed, then ``1 - 1`` cancelled to ``-x1``).
+NEGATE_CALL = "__negated__"
+#: Operator families whose chains SymPy's unevaluated parse merges into one ``Add`` or ``Mul``.
+_CHAIN_FAMILIES: tuple[tuple[type[ast.operator], ...], ...] = ((ast.Add, ast.Sub), (ast.Mult, ast.Div))
+
+
+def _mark_brackets(text: str) -> str:
+    """``text`` with :data:`GROUP_CALL` written before each bracket that holds an operand of an operator of the same
+    family (``a*x1 + (b - c)``, ``(x1/a)/b``, ``a*(b*x1)``): SymPy's unevaluated parse flattens nested sums and
+    products (its ``EvaluateFalseTransformer.flatten``), so without the call ``a*x1 + (2**30 - 2**30)`` became one sum
+    of three terms, which the bounds may add in any order (a float32 bound about 64 wide: a gradient ten times too
+    large agreed). A call keeps the operand one node, a term or factor computed first, as the text says.
+
+    Brackets are read from Python's :mod:`ast` positions (``^`` read as ``**``, as :func:`parse_expression`'s
+    ``convert_xor`` does): a left operand is bracketed when a ``(`` lies between its parent's start and its own (a
+    parenthesised parent starts after its own bracket), a right one when the last character before it is ``(``.
+    Chains written without brackets (``a + b - c``, ``x1/a/b``) are merged as before.
+
+    A unary minus of an operation or a call (``-(x1 + 1 - 1)``, ``-(a*(b*c))``, ``-exp(a)``) becomes a
+    :data:`NEGATE_CALL` of it: Python's ``-`` on the parsed operand evaluated it (a sum was distributed and its terms
+    combined: ``-(x1 + 1 - 1)`` was ``-x1``, without the text's roundings)."""
+    src = text.strip().replace("\r\n", "\n").replace("\r", "\n").replace("^", "**")
+    raw = src.encode()
+    starts = [0]
+    for line in raw.split(b"\n")[:-1]:
+        starts.append(starts[-1] + len(line) + 1)
+
+    def at(line: int, col: int) -> int:
+        return starts[line - 1] + col
+
+    inserts: set[int] = set()
+    negations: list[tuple[int, int]] = []  # (position of the '-', end of the operand)
+    for node in ast.walk(ast.parse(src, mode="eval")):
+        if (isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub)
+                and isinstance(node.operand, ast.BinOp | ast.UnaryOp | ast.Call)):
+            assert node.end_lineno is not None and node.end_col_offset is not None
+            negations.append((at(node.lineno, node.col_offset), at(node.end_lineno, node.end_col_offset)))
+        if not isinstance(node, ast.BinOp):
+            continue
+        family = next((f for f in _CHAIN_FAMILIES if isinstance(node.op, f)), None)
+        if family is None:
+            continue
+        for child, left in ((node.left, True), (node.right, False)):
+            if not (isinstance(child, ast.BinOp) and isinstance(child.op, family)):
+                continue
+            c0 = at(child.lineno, child.col_offset)
+            if left:
+                before = raw[at(node.lineno, node.col_offset):c0]
+                if b"(" in before:
+                    inserts.add(at(node.lineno, node.col_offset) + before.rindex(b"("))
+            else:
+                before = raw[:c0].rstrip()
+                if before.endswith(b"("):
+                    inserts.add(len(before) - 1)
+    # edits at positions of the original text, applied from its end: (position, characters replaced, new text, order at
+    # one position: a closing bracket goes after a replacement there)
+    edits = [(pos, 0, GROUP_CALL.encode(), 1) for pos in inserts]
+    for start, end in negations:  # '-' becomes '__negated__(' and a ')' closes the operand
+        edits += [(start, 1, NEGATE_CALL.encode() + b"(", 0), (end, 0, b")", 1)]
+    for pos, n, new, _ in sorted(edits, key=lambda e: (e[0], -e[3]), reverse=True):
+        raw = raw[:pos] + new + raw[pos + n:]
+    return raw.decode()
+
+
+#: The names the unevaluated parse writes (numbers, symbols and the operators): no parameter may take one.
+_PARSER_NAMES: dict[str, object] = {"Integer": sp.Integer, "Float": sp.Float, "Rational": sp.Rational, "Symbol": sp.Symbol,
+                                    "Add": sp.Add, "Mul": sp.Mul, "Pow": sp.Pow}
+
+
+def _unevaluated(fn: sp.FunctionClass) -> Any:
+    """``fn`` applied without evaluation (whatever keywords the parse passes)."""
+    return lambda e, **_: fn(e, evaluate=False)
 
 
 def _numeric_exponents(e: sp.Basic) -> sp.Basic:
@@ -274,8 +355,8 @@ def parse_expression(text: str, parameters: tuple[str, ...], d: int) -> ParsedEx
 
     ins = input_names(d)
     for p in parameters:
-        if p in ins or p in ALLOWED_FUNCTIONS or p == "x":
-            raise ValueError(f"parameter name {p!r} clashes with an input or a function")
+        if p in ins or p in ALLOWED_FUNCTIONS or p in ("x", GROUP_CALL, NEGATE_CALL, *_PARSER_NAMES):
+            raise ValueError(f"parameter name {p!r} clashes with an input, a function or a name of the parser")
     syms = {n: sp.Symbol(n, real=True) for n in (*ins, *parameters)}
     names = set(syms)
     if d == 1:
@@ -284,12 +365,13 @@ def parse_expression(text: str, parameters: tuple[str, ...], d: int) -> ParsedEx
     local: dict[str, object] = dict(syms)
     if d == 1:
         local["x"] = syms["x1"]
-    local.update(ALLOWED_FUNCTIONS)
-    global_ns: dict[str, object] = {
-        "__builtins__": {}, "Integer": sp.Integer, "Float": sp.Float, "Rational": sp.Rational, "Symbol": sp.Symbol,
-        "Add": sp.Add, "Mul": sp.Mul, "Pow": sp.Pow,  # (the unevaluated parse writes the operators as these)
-    }
-    expr = parse_expr(text, local_dict=local, global_dict=global_ns,
+    # every allowed function unevaluated: the parse adds evaluate=False only to the names SymPy knows (not abs, erf), so
+    # abs((a*x1 + 1) - 1) was Abs(a*x1) and abs(exp(1)) the constant E, which the plan cannot run (helper-92)
+    local.update({name: _unevaluated(fn) for name, fn in ALLOWED_FUNCTIONS.items()})
+    local[GROUP_CALL] = lambda e: e  # (a bracketed operand: the call stops the parse from merging it into its parent)
+    local[NEGATE_CALL] = lambda e: sp.Mul(sp.Integer(-1), e, evaluate=False)
+    global_ns: dict[str, object] = {"__builtins__": {}, **_PARSER_NAMES}
+    expr = parse_expr(_mark_brackets(text), local_dict=local, global_dict=global_ns,
                       transformations=(*standard_transformations, convert_xor, rationalize), evaluate=False)
     if not isinstance(expr, sp.Expr):
         raise ValueError(f"expression {text!r} is not a scalar formula")
@@ -299,6 +381,68 @@ def parse_expression(text: str, parameters: tuple[str, ...], d: int) -> ParsedEx
     expr = _numeric_exponents(expr)
     _check_powers(expr, text)
     return ParsedExpression(expr, tuple(syms[n] for n in ins), tuple(syms[p] for p in parameters))
+
+
+def sum_chain(e: sp.Add) -> tuple[sp.Basic, list[tuple[str, sp.Basic]]]:
+    """How a parsed sum is computed, left to right, by the plan (:mod:`harness.models.plan`) and by
+    ``torch-model-functional`` alike: its first term, then ``("add", term)`` for the other terms SymPy orders
+    first and ``("sub", term)`` for those with a minus sign (``a - b`` is ``a`` then ``("sub", b)``)."""
+    terms = list(e.as_ordered_terms())
+    pos = [t for t in terms if not t.could_extract_minus_sign()]
+    neg = [t for t in terms if t.could_extract_minus_sign()]
+    first, neg = (pos[0], neg) if pos else (neg[0], neg[1:])  # (all terms negative: the first as written)
+    return first, [("add", t) for t in pos[1:]] + [("sub", negated(t)) for t in neg]
+
+
+def negated(t: sp.Basic) -> sp.Basic:
+    """``-t`` of a term with a minus sign, without SymPy's evaluation (``-t`` distributes a coefficient over a sum and
+    combines its terms: ``-(-1*(x1 + 1 - 1))`` must stay ``x1 + 1 - 1``): its negative number factor flipped, or
+    ``-1 * t`` unevaluated."""
+    if t.is_Number:
+        return -t
+    if isinstance(t, sp.Mul):
+        args = list(t.args)
+        i = next((j for j, a in enumerate(args) if a.is_Number and a.is_negative), None)
+        if i is not None:
+            flipped = -args[i]
+            rest = args[:i] + ([flipped] if flipped != 1 else []) + args[i + 1:]
+            return rest[0] if len(rest) == 1 else sp.Mul(*rest, evaluate=False)
+    return sp.Mul(sp.Integer(-1), t, evaluate=False)
+
+
+def product_chain(e: sp.Mul) -> tuple[list[sp.Basic], list[sp.Basic]]:
+    """How a parsed product is computed, by the plan and by ``torch-model-functional`` alike: the numerator's
+    factors multiplied left to right, divided by the product of the denominator's (``x**-k`` read as ``x**k``)."""
+    num: list[sp.Basic] = []
+    den: list[sp.Basic] = []
+    for fac in e.as_ordered_factors():
+        if isinstance(fac, sp.Pow) and fac.exp.is_negative:
+            den.append(sp.Pow(fac.base, -fac.exp, evaluate=False))  # ((a*b)**-2: not a**2*b**2)
+        else:
+            num.append(fac)
+    return num, den
+
+
+def power_form(e: sp.Pow) -> tuple[str, sp.Basic, int]:
+    """How a parsed power is computed, by the plan and by ``torch-model-functional`` alike: ``(form, operand,
+    exponent)`` with form ``"base"`` (``x**1``: the base itself), ``"one"`` (``x**0``: 1 for every x, derivative 0, as
+    torch's ``pow(x, 0)``), ``"reciprocal"`` (``x**-k``: 1 over the operand ``x**k``, rebuilt unevaluated, so that
+    ``(a*b)**-2`` is not ``a**-2*b**-2``), ``"sqrt"``, ``"square"`` or ``"pow"`` (the integer exponent >= 3).
+
+    Raises:
+        ValueError: for another exponent (:func:`parse_expression` refuses them)."""
+    base, ex = e.base, e.exp
+    if ex == 1:
+        return "base", base, 1
+    if ex == 0:
+        return "one", base, 0
+    if ex.is_negative:
+        return "reciprocal", sp.Pow(base, -ex, evaluate=False), -1
+    if ex == sp.Rational(1, 2):
+        return "sqrt", base, 0
+    if ex.is_Integer and int(ex) >= 2:
+        return ("square", base, 2) if int(ex) == 2 else ("pow", base, int(ex))
+    raise ValueError(f"power {e} is not supported")
 
 
 def function_name(f: sp.Basic) -> str:

@@ -10,8 +10,8 @@
 - ``torch-model-functional``: the same model from ``torch.nn.functional`` and ``X @ W1 + b1`` on
   leaf tensors, trained by :func:`harness.models.forward.sgd_steps` (the loop every forward-based
   implementation shares). It also runs the ``expression`` kind: the expression parsed by
-  :func:`harness.models.symbolic.parse_expression` and turned into torch operations by
-  ``sympy.lambdify(..., modules="torch")`` (:func:`expression_function`); the inputs ``x1 .. xD``
+  :func:`harness.models.symbolic.parse_expression` and evaluated node by node with torch operations, in the
+  plan's order (:func:`expression_function`); the inputs ``x1 .. xD``
   are the columns of X, each parameter a 0-d leaf tensor. (``numpy-model`` does not run
   expressions: a hand backward of an arbitrary formula is the plan's reverse mode, not an
   independent implementation.)
@@ -169,38 +169,72 @@ def torch_model_nn(X: torch.Tensor, y: torch.Tensor, params: Mapping[str, torch.
 def expression_function(spec: ModelSpec, d: int) -> Callable[..., Any]:
     """The ``expression`` model as a torch function ``f(like, x1, ..., xD, p1, ..., pM)``: the text parsed
     by :func:`harness.models.symbolic.parse_expression` (the one safe parser, unevaluated: the operations as
-    written), then ``sympy.lambdify(..., modules="torch")`` (exact rational constants become Python floats, which
-    torch rounds to the dtype). ``like``: a tensor whose dtype and device a function of constants only is computed in
-    (``sqrt(2)``, ``exp(0)``, ``2**3`` are written as calls on Python numbers, which torch's functions refuse: they
-    raised ``TypeError``; now a tensor of the dtype, as the plan computes them).
+    written, brackets included), then evaluated node by node with torch operations in the order the plan computes
+    them (:func:`harness.models.symbolic.sum_chain`, :func:`harness.models.symbolic.product_chain`). Constants are
+    exact rationals turned into Python floats and tensors of the dtype; ``like``: a tensor whose dtype and device
+    they take (``sqrt(2)``, ``exp(0)``, ``2**3`` are tensors of the dtype, as the plan computes them).
+
+    ``sympy.lambdify`` printed the parse as Python text until the twenty-third round, which is not the parse:
+    ``x1 - a/0.5`` was printed ``-a/1/2 + x1`` (``x1 - a/2``), and ``x1 - a*(b*c)`` ``-a*b*c + x1`` (another order,
+    which overflows float16 where the bracket does not; helper-90).
 
     Raises:
         ValueError: from the parser, naming what is not allowed.
     """
-    import sympy
+    import sympy as sp
 
-    from .symbolic import parse_expression
+    from .symbolic import function_name, parse_expression, power_form, product_chain, sum_chain
 
     parsed = parse_expression(str(spec.expression), tuple(spec.parameters), d)
-    like: list[torch.Tensor] = []
+    symbols = [*parsed.inputs, *parsed.parameters]
+    torch_fns: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        name: getattr(torch, name) for name in ("sqrt", "exp", "log", "sin", "cos", "tanh", "erf", "abs")}
 
-    def tensor(x: Any) -> torch.Tensor:
-        return x if isinstance(x, torch.Tensor) else torch.tensor(x, dtype=like[0].dtype, device=like[0].device)
+    def evaluate(like: torch.Tensor, *args: Any) -> Any:
+        env = dict(zip(symbols, args, strict=True))
 
-    def unary(f: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[Any], torch.Tensor]:
-        return lambda x: f(tensor(x))
+        def const(value: sp.Basic) -> torch.Tensor:
+            return torch.tensor(float(value), dtype=like.dtype, device=like.device)
 
-    def power(base: Any, exponent: Any) -> torch.Tensor:
-        return torch.pow(tensor(base), exponent)
+        def ev(e: sp.Basic) -> torch.Tensor:
+            if e in env:
+                return env[e]
+            if e.is_Rational:
+                return const(e)
+            if isinstance(e, sp.Add):
+                first, rest = sum_chain(e)
+                acc = ev(first)
+                for op, t in rest:
+                    acc = acc + ev(t) if op == "add" else acc - ev(t)
+                return acc
+            if isinstance(e, sp.Mul):
+                num, den = product_chain(e)
+                acc = ev(num[0]) if num else const(1)
+                for f in num[1:]:
+                    acc = acc * ev(f)
+                if den:
+                    dd = ev(den[0])
+                    for f in den[1:]:
+                        dd = dd * ev(f)
+                    acc = acc / dd
+                return acc
+            if isinstance(e, sp.Pow):
+                form, operand, n = power_form(e)
+                a = ev(operand)
+                if form == "one":  # torch's pow(x, 0): 1, derivative 0 (the plan's constant 1)
+                    return torch.pow(a, 0)
+                if form == "reciprocal":
+                    return const(1) / a
+                if form == "sqrt":
+                    return torch.sqrt(a)
+                if form == "square":
+                    return a * a
+                return a if form == "base" else torch.pow(a, n)
+            if isinstance(e, sp.Function):
+                return torch_fns[function_name(e)](ev(e.args[0]))
+            raise ValueError(f"expression node {e} ({type(e).__name__}) is not supported")  # pragma: no cover - the parser refuses it
 
-    names: dict[str, Callable[..., torch.Tensor]] = {
-        name: unary(getattr(torch, name)) for name in ("sqrt", "exp", "log", "sin", "cos", "tanh", "erf", "abs")}
-    names["pow"] = power
-    inner = sympy.lambdify([*parsed.inputs, *parsed.parameters], parsed.expr, modules=[names, "torch"])
-
-    def evaluate(like_tensor: torch.Tensor, *args: Any) -> Any:
-        like[:] = [like_tensor]
-        return inner(*args)
+        return ev(parsed.expr)
 
     return evaluate
 
@@ -232,7 +266,7 @@ def functional_forward(spec: ModelSpec, d: int) -> Callable[[torch.Tensor, Mappi
 
 
 @implementation("torch-model-functional", framework="torch", kind="builtin", models=(*TORCH_LAYER_MODELS, "expression"),
-                description="torch.nn.functional and X @ W1 + b1 on leaf tensors (expressions by sympy.lambdify to torch), "
+                description="torch.nn.functional and X @ W1 + b1 on leaf tensors (expressions node by node in torch), "
                             "F.mse_loss, backward(), update under no_grad, .grad = None")
 def torch_model_functional(X: torch.Tensor, y: torch.Tensor, params: Mapping[str, torch.Tensor], *, model: ModelSpec,
                            lr: float, reduction: str, steps: int) -> list[ModelStepResult]:

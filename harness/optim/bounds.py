@@ -92,7 +92,8 @@ class Hyper:
     rel: float
 
     def __mul__(self, other: Terms) -> Terms:
-        return Terms([(abs(self.value) * a, n + 1, h * (1 + self.rel)) for a, n, h in other.terms])
+        with np.errstate(over="ignore"):  # a magnitude past float64 is inf: a vacuous bound, not a warning on stderr
+            return Terms([(abs(self.value) * a, n + 1, h * (1 + self.rel)) for a, n, h in other.terms])
 
 
 class Terms:

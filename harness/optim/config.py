@@ -78,6 +78,17 @@ class OptimizerConfig:
                 out[key] = float(val)
         return out
 
+    def numbers(self) -> list[tuple[str, float]]:
+        """Every number argument as the Python float an implementation is handed: ``[("momentum", 0.9), ("beta1",
+        0.9), ...]`` (``betas`` as ``beta1`` and ``beta2``)."""
+        out: list[tuple[str, float]] = []
+        for key, val in self.torch_kwargs().items():
+            if isinstance(val, tuple):
+                out += [(f"beta{i + 1}", v) for i, v in enumerate(val)]
+            elif not isinstance(val, bool):
+                out.append((key, val))
+        return out
+
     def state_keys(self) -> tuple[str, ...]:
         """The state this configuration keeps per parameter (empty for SGD without momentum)."""
         if self.name == "sgd":

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..compare import FailingElements, compare, drift, failing_elements
+from ..compare import FailingElements, bound_ratio_text, compare, drift, failing_elements
 from ..floats import FloatFormat, decimal_string
 from ..frameworks import to_float64
 from ..records import Record
@@ -96,7 +96,7 @@ def _message(q: str, cmp: Any, fmt: FloatFormat, no_exact_at_worst: bool = False
                 "not what the rule applied to what the step held gives (no finite value is correct there)")
     elif cmp.verdict == "overflow" and not np.isfinite(rig):
         what = "not finite where the rigorous bound is vacuous (no correct value, inf or NaN included, is excluded there)"
-    ratio = f"{cmp.abs_error_at_worst / rig:.3g} x rigorous bound" if np.isfinite(rig) and rig > 0 else "rigorous bound vacuous"
+    ratio = bound_ratio_text(cmp.abs_error_at_worst, rig)
     return (f"{q}: {bad} of {cmp.size} element(s) {what}; worst at {list(cmp.worst_index)}: error {cmp.abs_error_at_worst:.6g} "
             f"({ratio}), {cmp.ulp_error_at_worst:.4g} ULPs")
 

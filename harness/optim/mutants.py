@@ -3,7 +3,8 @@
 Each is the NumPy hand implementation (:mod:`harness.optim.numpy_steps`) with one bug, registered
 with ``correct=False`` and the verdicts that count as catching it (``disagree`` for a wrong rule,
 ``disagree`` or ``suspect`` for a precision downgrade). The cases that expose them are in
-``cases/optim.toml`` (a dampening, Nesterov, AdamW weight decay, bias correction at step 1).
+``cases/optim.toml`` (a dampening, Nesterov, AdamW weight decay, bias correction at step 1, amsgrad's second
+moment falling below its maximum).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _loop(X: Arr, y: Arr, W: Arr, b: Arr, lr: float, reduction: str, steps: int,
 
 
 def _adam_variant(w: Arr, g: Arr, st: dict[str, Arr], t: int, lr: float, opt: OptimizerConfig, *, bias_correction: bool = True,
-                  eps_inside: bool = False, coupled: bool = False) -> tuple[Arr, dict[str, Arr]]:
+                  eps_inside: bool = False, coupled: bool = False, max_unused: bool = False) -> tuple[Arr, dict[str, Arr]]:
     kw = opt.torch_kwargs()
     b1, b2 = kw["betas"]
     dt = w.dtype.type
@@ -59,6 +60,8 @@ def _adam_variant(w: Arr, g: Arr, st: dict[str, Arr], t: int, lr: float, opt: Op
     if kw["amsgrad"]:
         big_v = np.maximum(st.get("max_exp_avg_sq", zeros), v)
         new["max_exp_avg_sq"] = big_v
+        if max_unused:  # the maximum is kept and reported, but the step divides by the current v
+            big_v = v
     bc1, bc2 = (1 - b1**t, 1 - b2**t) if bias_correction else (1.0, 1.0)
     if eps_inside:
         denom = np.sqrt(big_v / dt(bc2) + dt(kw["eps"]))
@@ -104,6 +107,9 @@ _register("mutant-adam-no-bias-correction", ("adam", "adamw"), "Adam without the
           lambda w, g, st, t, lr, opt: _adam_variant(w, g, st, t, lr, opt, bias_correction=False))
 _register("mutant-adam-eps-inside-sqrt", ("adam", "adamw"), "eps inside the square root: sqrt(v_hat + eps)", ("disagree",),
           lambda w, g, st, t, lr, opt: _adam_variant(w, g, st, t, lr, opt, eps_inside=True))
+_register("mutant-adam-amsgrad-max-unused", ("adam", "adamw"),
+          "amsgrad's running maximum kept in max_exp_avg_sq but the step divides by the current v",
+          ("disagree",), lambda w, g, st, t, lr, opt: _adam_variant(w, g, st, t, lr, opt, max_unused=True))
 _register("mutant-adamw-coupled-decay", ("adamw",), "AdamW's weight decay applied as L2 on the gradient (Adam's coupled decay)",
           ("disagree",), lambda w, g, st, t, lr, opt: _adam_variant(w, g, st, t, lr, opt, coupled=True))
 _register("mutant-sgd-zero-momentum-buffer", ("sgd",), "momentum buffer started at zero, not at the first gradient",
