@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +141,7 @@ def assert_agrees(
     isolation: str = "inline",
     timeout: float | None = None,
     on_records: Callable[[list[Record]], None] | None = None,
+    plugins: Sequence[str] | None = None,
 ) -> list[Record]:
     """Verify ``step`` and raise if the run fails by :mod:`harness.verdicts`' policy.
 
@@ -156,6 +157,8 @@ def assert_agrees(
             supervised worker process (a crash, ``os._exit`` or a hang past ``timeout``
             becomes a failure instead of ending the caller). Either way ``step`` gets its
             own inputs, writing into them or calling ``sys.exit`` is an ``error``.
+        plugins: as :func:`harness.verify`: what a worker process imports to find ``step``
+            (default: the file that defines it).
 
     Returns:
         the records, when the run passes.
@@ -169,7 +172,7 @@ def assert_agrees(
     opts = options or RunOptions()
     opts = repro_options(opts, impl)
     records = verify(default_cases() if cases is None else cases, [impl], devices=devices, dtypes=dtypes, options=opts,
-                     isolation=isolation, jobs=1 if isolation == "process" else None, timeout=timeout)
+                     isolation=isolation, jobs=1 if isolation == "process" else None, timeout=timeout, plugins=plugins)
     if on_records is not None:
         on_records(records)
     raise_on_failure(records, impl.name, strict=strict)

@@ -11,6 +11,8 @@ Known autograd misuse gets its own explanation instead of a bare traceback:
 
 from __future__ import annotations
 
+import re
+
 #: (substring of the exception text, explanation) pairs, checked in order.
 KNOWN_MISUSE: tuple[tuple[str, str], ...] = (
     ("a leaf Variable that requires grad is being used in an in-place operation",
@@ -31,16 +33,23 @@ KNOWN_MISUSE: tuple[tuple[str, str], ...] = (
 FRAMEWORK_LACKS: tuple[tuple[str, str], ...] = (
     ("`fused=True` requires all the params to be floating point Tensors of supported devices",
      "fused torch.optim kernels do not exist for this dtype/device pair"),
-    ("\" not implemented for '", "the framework has no kernel for this dtype on this device"),
 )
 
+#: torch's kernel-missing error (``"addmm_impl_cpu_" not implemented for 'Half'``), and the scalar type it names.
+TORCH_NO_KERNEL = re.compile(r"\" not implemented for '([^']*)'")
+#: torch's names of the graded dtypes, as that error spells them.
+TORCH_SCALAR_TYPES = {"float64": "Double", "float32": "Float", "float16": "Half", "bfloat16": "BFloat16"}
 
-def classify_exception(exc: BaseException) -> tuple[str, str]:
-    """Return ``(verdict, message)`` for an exception raised by an implementation.
+
+def classify_exception(exc: BaseException, dtype: str | None = None) -> tuple[str, str]:
+    """Return ``(verdict, message)`` for an exception raised by an implementation graded in ``dtype``.
 
     The verdict is ``"unsupported"`` when the text says the framework lacks a
     kernel for the dtype/device pair (fused optimizers off their devices,
-    ``"addmm_impl_cpu_" not implemented for 'Half'``), else ``"error"``; the
+    ``"addmm_impl_cpu_" not implemented for 'Half'`` where ``dtype`` is float16, or
+    ``dtype`` None), else ``"error"``: a missing kernel for another scalar type than
+    the graded one (``'Long'`` in a float32 case) is the step's own cast, and
+    was ``unsupported``, so a step that crashed so passed (helper-93); the
     message names known autograd misuse in plain words, otherwise the
     exception type and text.
     """
@@ -48,6 +57,13 @@ def classify_exception(exc: BaseException) -> tuple[str, str]:
     for needle, explanation in FRAMEWORK_LACKS:
         if needle in text:
             return "unsupported", explanation
+    lacks = TORCH_NO_KERNEL.search(text)
+    if lacks is not None:
+        named = lacks.group(1)
+        if dtype is None or TORCH_SCALAR_TYPES.get(dtype) == named:
+            return "unsupported", "the framework has no kernel for this dtype on this device"
+        return "error", (f"the framework has no kernel for {named!r}, which is not the graded dtype {dtype} "
+                         f"({TORCH_SCALAR_TYPES.get(dtype, dtype)!r}): the step computes in another type of its own")
     for needle, explanation in KNOWN_MISUSE:
         if needle in text:
             return "error", explanation

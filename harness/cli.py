@@ -202,8 +202,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     from .runner import RunOptions, verify
     from .shard import parse_shard, select_shard
+    from .timeouts import check_timeout_isolation
 
     shard = parse_shard(args.shard)
+    check_timeout_isolation(args.timeout, args.isolation)
     for mod in args.plugin:
         load_plugin(mod)
     load_entry_points()
@@ -295,9 +297,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         return _interrupted(args, stream, finished)
     except BaseException:
         stream.finish(interrupted=False)  # a footer that says the run did not complete
+        _say_diverted(stream)
         raise
     try:
         path = stream.finish(records)  # rewritten atomically in the deterministic order, with the completed footer
+        _say_diverted(stream)
     except KeyboardInterrupt:  # every task had finished: the streamed file is ended as interrupted, unless replaced
         if has_footer(results_path):
             print(f"interrupted: the run had completed; its results are in {results_path}; no report was written",
@@ -310,6 +314,15 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"interrupted: the run had completed; its results are in {path}; the summary or the report may be "
               "missing", file=sys.stderr, flush=True)
         return 130
+
+
+def _say_diverted(stream: Any) -> None:
+    """Say on stderr where the run's results went when another writer replaced its file meanwhile
+    (:attr:`harness.records.ResultsStream.diverted`)."""
+    if stream.diverted is not None:
+        print(f"warning: {stream.path} was replaced while this run wrote it (another run given the same --results?); "
+              f"this run's results are in {stream.diverted}, and the file at {stream.path} is not this run's",
+              file=sys.stderr, flush=True)
 
 
 def _keep_earlier(path: Path, option: str, what: str) -> Path | None:
@@ -386,6 +399,7 @@ def full_sweep_command() -> str:
 def _interrupted(args: argparse.Namespace, stream: Any, finished: list) -> int:
     """SIGINT during ``check``: keep what finished, footer ``interrupted``, a report marked so; exit 130."""
     path = stream.finish(interrupted=True)
+    _say_diverted(stream)
     print(f"interrupted: the workers are stopped; {len(finished)} record(s) kept in {path}; rendering the report...",
           file=sys.stderr, flush=True)
     note = ""

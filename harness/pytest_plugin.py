@@ -82,7 +82,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="comma-separated: float64,float32,float16,bfloat16 or all (default: each case's own)")
     group.addoption("--harness-implementations", metavar="LIST", default=None,
                     help="comma-separated implementation names (default: the test's harness marker, else every correct one)")
-    group.addoption("--harness-plugin", "--plugin", action="append", metavar="MODULE", default=[], dest="harness_plugin",
+    group.addoption("--harness-plugin", action="append", metavar="MODULE", default=[], dest="harness_plugin",
                     help="import MODULE (dotted name or .py file) that registers implementations, before collection (repeatable)")
     group.addoption("--harness-tf32", choices=("off", "on"), default="off",
                     help="allow TF32 for float32 CUDA matmuls (default: off); recorded in every record")
@@ -181,14 +181,16 @@ def _shard_option(text: str | None) -> tuple[int, int] | None:
         raise pytest.UsageError(str(exc)) from None
 
 
-def _timeout_option(text: str | None) -> float | None:
+def _timeout_option(text: str | None, isolation: str) -> float | None:
     from .errors import UsageError
-    from .timeouts import parse_timeout
+    from .timeouts import check_timeout_isolation, parse_timeout
 
     try:
-        return parse_timeout(text, "--harness-timeout")
+        timeout = parse_timeout(text, "--harness-timeout")
+        check_timeout_isolation(timeout, isolation, "--harness-timeout", "--harness-isolation process")
     except UsageError as exc:
         raise pytest.UsageError(f"autograd-harness: {exc}") from None
+    return timeout
 
 
 @dataclass
@@ -231,7 +233,7 @@ class HarnessOptions:
             results=Path(results) if results else None,
             report=Path(report) if report else None,
             isolation=config.getoption("--harness-isolation"),
-            timeout=_timeout_option(config.getoption("--harness-timeout")),
+            timeout=_timeout_option(config.getoption("--harness-timeout"), config.getoption("--harness-isolation")),
             shard=_shard_option(config.getoption("--harness-shard")),
             flush_to_zero=bool(config.getoption("--harness-flush-to-zero")),
         )
@@ -250,6 +252,9 @@ class HarnessState:
     _case_errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # "the previous results ... are kept as ..." lines
+    #: the session's exit status once this plugin's rules have decided it (the terminal summary's own argument is the
+    #: status before them)
+    final_status: int | None = None
     _plugins_loaded: bool = False
     _caches: dict[tuple[str, Any], Any] = field(default_factory=dict)
     #: implementations named in a test's ``harness(implementations=...)`` marker (a worker's too, under xdist): each
@@ -329,9 +334,16 @@ class HarnessState:
         ``os._exit`` or a hang becomes an ``error`` record, and so fails this item only."""
         from . import runner
 
-        plugins = [*self.options.plugins, *(p for p in runner.plugin_sources([impl]) if p not in self.options.plugins)]
         return runner.verify(cases, [impl], devices=devices, dtypes=dtypes, options=opts, isolation="process", jobs=1,
-                             timeout=self.options.timeout, plugins=plugins)
+                             timeout=self.options.timeout, plugins=self.worker_plugins(impl))
+
+    def worker_plugins(self, impl: Implementation) -> list[str]:
+        """What a worker process imports to find ``impl``: the ``--harness-plugin`` modules, then the file that
+        defines ``impl`` (``harness_verify`` gave the worker the file alone, and a step that a ``--harness-plugin``
+        module registers from another file was not registered there: helper-95)."""
+        from .runner import plugin_sources
+
+        return [*self.options.plugins, *(p for p in plugin_sources([impl]) if p not in self.options.plugins)]
 
     def case_cache(self, case: Case) -> Any:
         """The exact results of ``case`` shared by its implementations, dtypes and devices
@@ -472,10 +484,16 @@ class _BadCase:
 _ITEM_PROPERTY = ("harness_item", True)
 
 
+#: The fixtures that grade: a test that uses one is one of the harness's items too (a ``harness_verify`` test skipped
+#: because no device asked for with ``--harness-devices`` is present went uncounted, and the session passed: helper-95).
+GRADING_FIXTURES = ("harness_check", "harness_verify")
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark the harness's own items (parametrized by its fixtures): their reports tell whether anything was graded."""
+    """Mark the harness's own items (parametrized by its fixtures, or grading with ``harness_check`` or
+    ``harness_verify``): their reports tell whether anything was graded."""
     for item in items:
-        if any(f in getattr(item, "fixturenames", ()) for f in PARAM_FIXTURES):
+        if any(f in getattr(item, "fixturenames", ()) for f in (*PARAM_FIXTURES, *GRADING_FIXTURES)):
             item.user_properties.append(_ITEM_PROPERTY)
 
 
@@ -580,13 +598,29 @@ def harness_cases(pytestconfig: pytest.Config) -> list[Case]:
     return _state(pytestconfig).good_cases()
 
 
+def _own_combination(request: pytest.FixtureRequest, case: Any, impl: Implementation, device: str, dtype: str) -> bool:
+    """Whether the item is one of the harness's parametrized items for exactly this combination: parametrized by all
+    four fixtures (:data:`PARAM_FIXTURES`), with these values. Only such an item stands for one combination alone."""
+    callspec = getattr(request.node, "callspec", None)
+    params = getattr(callspec, "params", None) or {}
+    if not all(f in params for f in PARAM_FIXTURES):
+        return False
+    own = params["harness_implementation"]
+    return (params["harness_case"] is case and getattr(own, "name", own) == impl.name
+            and params["harness_device"] == device and params["harness_dtype"] == dtype)
+
+
 @pytest.fixture
-def harness_check(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
+def harness_check(pytestconfig: pytest.Config, request: pytest.FixtureRequest) -> Callable[..., list[Record]]:
     """``check(case, implementation, device, dtype) -> list[Record]``: grade one combination.
 
     The records are kept for ``--harness-results`` and the terminal summary. An
     ``unsupported`` combination, or one whose inputs overflow the dtype (a whole-run ``overflow``
-    record: nothing graded), is recorded, then the test is skipped with the reason.
+    record: nothing graded), is recorded; in an item parametrized by the four harness fixtures with
+    exactly this combination, the test is then skipped with the reason. Elsewhere (a test that
+    loops over combinations) the records are returned: a skip there ended the loop, and the
+    combinations after it were never graded (helper-95); they grade nothing, and
+    :func:`harness.api.raise_on_failure` of records that grade nothing raises.
     """
     state = _state(pytestconfig)
 
@@ -602,6 +636,8 @@ def harness_check(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
         else:
             records = check_case(case, impl, device, dtype, opts, state.case_cache(case))
         state.records.extend(records)
+        if not _own_combination(request, case, impl, device, dtype):
+            return records
         if records and all(r.verdict == "unsupported" for r in records):
             pytest.skip(f"{_SKIP_UNSUPPORTED}{records[0].message}")
         if records and all(r.quantity == "*" and r.verdict in ("unsupported", "overflow") for r in records):
@@ -643,7 +679,7 @@ def harness_verify(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
     ) -> list[Record]:
         from .api import assert_agrees
         from .devices import available_devices, parse_devices
-        from .implementations import REGISTRY, Implementation
+        from .implementations import REGISTRY, Implementation, implementation_of
 
         state.load_plugins()
         if callable(step) and not isinstance(step, Implementation) and all(i.fn is not step for i in REGISTRY.values()):
@@ -659,10 +695,12 @@ def harness_verify(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
         if not present:
             pytest.skip(f"{_SKIP_NONE_PRESENT} {', '.join(requested)} is available (available: {', '.join(avail)})")
         # a thin layer over harness.assert_agrees: the same run, the same verdict policy, the same message
+        process = state.options.isolation == "process"
         return assert_agrees(step, state.good_cases() if cases is None else cases, devices=present,
                              dtypes=dtypes if dtypes is not None else state.options.dtypes, strict=strict,
                              options=state.run_options(), on_records=state.records.extend,
-                             isolation=state.options.isolation, timeout=state.options.timeout)
+                             isolation=state.options.isolation, timeout=state.options.timeout,
+                             plugins=state.worker_plugins(implementation_of(step)) if process else None)
 
     return verify
 
@@ -746,6 +784,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             state.notes.extend(f"harness: {line}" for line in silent)
             if session.exitstatus == pytest.ExitCode.OK:
                 session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    state.final_status = session.exitstatus
     if not state.records and state.options.results is None:
         return
     state.records.sort(key=record_sort_key)
@@ -801,13 +840,16 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if state.options.report is not None and not state.notes:
         note += f", report {state.options.report}"
     tr.write_line(verdict_line(state.records) + note)
-    from .verdicts import run_outcome
+    from .verdicts import failures, run_outcome
 
     outcome = run_outcome(state.records)
     for line in outcome.reasons:  # a probed known framework bug: reported, not counted
         if line.startswith("not counted"):
             tr.write_line(line)
-    if outcome.code != 0 and exitstatus == pytest.ExitCode.OK:
+    final = exitstatus if state.final_status is None else state.final_status
+    # (only for failing records: records that graded nothing are the "nothing was graded" note's, which fails the
+    # session; the line was printed above that note, helper-95)
+    if failures(state.records) and final == pytest.ExitCode.OK:
         # the tests that graded them passed: a test that calls harness_check judges its records itself (the summary said
         # "FAILS the run" above a green session, helper-78)
         tr.write_line("harness: the failing records above did not fail this session: the tests that graded them passed; "

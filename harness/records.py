@@ -328,7 +328,8 @@ def check_record(obj: Any, *, known_verdict: bool = True) -> dict[str, Any]:
         kw[k] = checks[k][1](k, kw[k])
     if known_verdict:
         why = contradiction(kw["verdict"], kw["quantity"], kw.get("counts") or {}, kw.get("bound_ratio"),
-                            kw.get("expected_ratio"))
+                            kw.get("expected_ratio"), abs_error_at_worst=kw.get("abs_error_at_worst"),
+                            rigorous_bound=kw.get("rigorous_bound"), expected_bound=kw.get("expected_bound"))
         if why is not None:
             raise MalformedRecordError(f"its verdict {kw['verdict']!r} contradicts its own figures: {why} (edited by hand?)")
     return kw
@@ -692,7 +693,11 @@ class ResultsStream:
     ``open`` replaces any older file at the path with the environment line;
     :meth:`add` writes and flushes records as they are graded; :meth:`finish`
     ends the file with the run-end footer (completed runs: rewritten atomically
-    in the given order)."""
+    in the given order). The run reads back its own file, never the path: where another
+    writer replaced the file at the path meanwhile (two runs given one ``--results``),
+    the run's file ends beside it as ``NAME.RUN.EXT`` (:attr:`diverted`) and neither
+    run's records are lost or mixed (the second run's completed file held the first
+    one's records under its own environment line, helper-94)."""
 
     def __init__(self, path: str | Path, env: dict[str, Any]) -> None:
         self.path = Path(path)
@@ -703,7 +708,11 @@ class ResultsStream:
         # streamed lines instead of encoding every record a second time (the record is held, so its id stays its own)
         self._streamed: dict[int, tuple[Record, int]] = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh: Any = self.path.open("w", encoding="utf-8")
+        self._fh: Any = self.path.open("w+", encoding="utf-8")
+        st = os.fstat(self._fh.fileno())
+        self._identity = (st.st_dev, st.st_ino)
+        #: where the run's file ended, when not at :attr:`path` (another writer had replaced the file there)
+        self.diverted: Path | None = None
         self._write_line(env)
 
     def _write_line(self, obj: dict[str, Any]) -> None:
@@ -725,27 +734,50 @@ class ResultsStream:
     def footer(self, completed: bool, interrupted: bool, records: int) -> dict[str, Any]:
         return {"kind": "run-end", "run": self.run, "completed": completed, "records": records, "interrupted": interrupted}
 
+    def _target(self) -> Path:
+        """Where the run's file ends: :attr:`path` while the file there is the one this run opened, else
+        ``NAME.RUN.EXT`` beside it (recorded in :attr:`diverted`)."""
+        try:
+            st = os.stat(self.path)
+            if (st.st_dev, st.st_ino) == self._identity:
+                return self.path
+        except OSError:
+            pass
+        self.diverted = self.path.with_name(f"{self.path.stem}.{self.run}{self.path.suffix}")
+        return self.diverted
+
     def finish(self, ordered: Iterable[Record] | None = None, *, interrupted: bool = False) -> Path:
         """End the file. ``ordered`` (a completed run's records): rewrite the file atomically
         in that order with a completed footer; else append an incomplete footer to what was
-        streamed (``interrupted``: stopped by SIGINT)."""
-        if self._fh is not None:
+        streamed (``interrupted``: stopped by SIGINT).
+
+        Returns:
+            the path of the run's file: :attr:`path`, or :attr:`diverted` where another writer replaced it."""
+        target = self._target()
+        if self._fh is not None:  # the lines as this run wrote them, from its own file (records do not change once graded)
+            self._fh.flush()
+            self._fh.seek(0)
+            text = self._fh.read()
             self._fh.close()
             self._fh = None
+        else:
+            text = target.read_text(encoding="utf-8") if target == self.path else ""
+        streamed = text.split("\n")[1:]
         if ordered is not None and not interrupted:
             recs = list(ordered)
-            with self.path.open(encoding="utf-8") as fh:
-                streamed = fh.read().split("\n")[1:]  # the record lines as written (records do not change once graded)
             lines: list[str] = []
             for r in recs:
                 seen = self._streamed.get(id(r))
                 line = streamed[seen[1]] if seen is not None and seen[0] is r and seen[1] < len(streamed) else None
                 lines.append(line if line else encode_line(r.to_json()))
             self._streamed.clear()
-            return write_jsonl(self.path, (), self.env, footer=self.footer(True, False, len(recs)), lines=lines)
-        with self.path.open("a", encoding="utf-8") as fh:
-            fh.write(encode_line(self.footer(False, interrupted, self.count)) + "\n")
-        return self.path
+            return write_jsonl(target, (), self.env, footer=self.footer(True, False, len(recs)), lines=lines)
+        footer = self.footer(False, interrupted, self.count)
+        if target == self.path:
+            with self.path.open("a", encoding="utf-8") as fh:
+                fh.write(encode_line(footer) + "\n")
+            return self.path
+        return write_jsonl(target, (), self.env, footer=footer, lines=[line for line in streamed if line])
 
     def close(self) -> None:
         if self._fh is not None:
@@ -782,7 +814,7 @@ class ResultsFile:
     def status(self) -> str:
         """``"completed"``, ``"interrupted or still running"``, ``"incomplete"`` (a footer that
         says so) or ``"no environment line"``."""
-        if not self.runs:
+        if not self.environments and all(r.end is None for r in self.runs):
             return "no environment line"
         if self.completed:
             return "completed"
@@ -895,8 +927,10 @@ def read_jsonl(path: str | Path) -> ResultsFile:
                 except MalformedRecordError as exc:
                     bad(lineno, f"skipped a malformed record: {exc}")
                     continue
-                if runs:
-                    runs[-1].records += 1
+                if not runs or runs[-1].end is not None:
+                    runs.append(RunSpan(lineno))  # records without an environment line: a run of their own (its
+                    # footer's count was compared with none of them, helper-94)
+                runs[-1].records += 1
             elif kind == "environment":
                 envs.append(obj)
                 run_id = obj.get("run")

@@ -59,6 +59,7 @@ from .oracle import (
 from .records import Record
 from .results import StepResultsError, collect_steps, read_quantity
 from .semantics import annotate, none_message
+from .timeouts import check_timeout_isolation
 from .verdicts import QUANTITIES, failing_verdicts
 
 F64 = npt.NDArray[np.float64]
@@ -600,7 +601,7 @@ def _run_guarded(
     except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit, custom BaseException: user code
         problem = _environment_left(notes, which + "the step", switches, before)
         reraise_real_interrupt(exc)
-        return _Failed("error", problem) if problem else _Failed(*_raised(exc, which))
+        return _Failed("error", problem) if problem else _Failed(*_raised(exc, which, fmt.name))
     problem = _environment_left(notes, which + "the step", switches, before)
     if problem:
         return _Failed("error", problem)
@@ -769,12 +770,12 @@ def _exc_text(exc: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
-def _raised(exc: BaseException, which: str) -> tuple[str, str]:
-    """(verdict, message) of a step that raised ``exc`` (any BaseException)."""
+def _raised(exc: BaseException, which: str, dtype: str) -> tuple[str, str]:
+    """(verdict, message) of a step graded in ``dtype`` that raised ``exc`` (any BaseException)."""
     if isinstance(exc, SystemExit):
         return "error", which + _exc_text(exc)
     try:
-        kind, message = classify_exception(exc) if isinstance(exc, Exception) else (
+        kind, message = classify_exception(exc, dtype) if isinstance(exc, Exception) else (
             "error", f"the implementation raised {type(exc).__name__} (a BaseException: not an Exception)")
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     except BaseException:  # noqa: BLE001 - the exception's __str__ is user code
@@ -1263,11 +1264,16 @@ def verify(
     Returns:
         the records, in case, implementation, device, dtype, step, quantity order
         (the same in both modes and for any ``jobs``).
+
+    Raises:
+        UsageError: for an unknown ``isolation``, or a ``timeout`` without ``isolation="process"``
+            (:func:`harness.timeouts.check_timeout_isolation`).
     """
     from .devices import parse_dtypes
 
     if isolation not in ("inline", "process"):
         raise UsageError(f"isolation must be 'inline' or 'process', got {isolation!r}")
+    check_timeout_isolation(timeout, isolation, "timeout", "isolation='process'")
     opts = options or RunOptions()
     impl_list = resolve(None) if implementations is None else [implementation_of(i) for i in implementations]
     devs = parse_devices(devices)

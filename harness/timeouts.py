@@ -24,3 +24,15 @@ def parse_timeout(text: str | float | None, option: str = "--timeout") -> float 
     if not (value > 0 and math.isfinite(value)):
         raise UsageError(f"{option}: expected a number of seconds > 0, got {text!r}")
     return value
+
+
+def check_timeout_isolation(timeout: float | None, isolation: str, option: str = "--timeout",
+                            isolation_option: str = "--isolation process") -> None:
+    """A timeout holds only a step run in a supervised worker process: refuse one given with inline isolation.
+
+    Raises:
+        UsageError: naming ``option`` and ``isolation_option``, for a timeout with ``isolation`` other than
+            ``"process"`` (it was taken and ignored: a hanging step hung the run, helper-95)."""
+    if timeout is not None and isolation != "process":
+        raise UsageError(f"{option} {timeout:g}: a timeout needs {isolation_option} (an inline step runs in this "
+                         "process, where nothing can stop it); give both, or neither")

@@ -43,6 +43,7 @@ whole-run ``overflow`` record: inputs that overflow the dtype) fails: nothing gr
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -89,8 +90,17 @@ def worst_verdict(verdicts: Iterable[str]) -> str:
     return max(verdicts, key=severity, default="agree")
 
 
+def _beyond(error: float | None, bound: float | None) -> bool:
+    """Whether a finite ``error`` is above ``bound`` as :func:`harness.compare.compare` rates it (``error / bound > 1``;
+    an error of 0 never is; None for either: not known)."""
+    if error is None or bound is None or not math.isfinite(error) or error == 0:
+        return False
+    return bound == 0 or error / bound > 1
+
+
 def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_ratio: float | None,
-                  expected_ratio: float | None) -> str | None:
+                  expected_ratio: float | None, *, abs_error_at_worst: float | None = None,
+                  rigorous_bound: float | None = None, expected_bound: float | None = None) -> str | None:
     """Why a record's ``verdict`` contradicts its own figures, in words, or None when it does not:
 
     - a whole-run record (``quantity`` ``"*"``) grades no element, so it is never ``agree`` or ``suspect`` (a file
@@ -100,7 +110,10 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
       except ``unsupported`` (no element has an exact value: a model's quantity, where a non-finite element is
       counted ``overflow``), whose elements are ``agree`` or ``overflow`` only;
     - an error within the expected bound (``agree``) has ``expected_ratio`` and ``bound_ratio`` at most 1, and one
-      within the rigorous bound (``suspect``) ``bound_ratio`` at most 1 (the ratios: worst error over the bound).
+      within the rigorous bound (``suspect``) ``bound_ratio`` at most 1 (the ratios: worst error over the bound);
+      so do its worst element's error and bounds (``abs_error_at_worst`` over ``rigorous_bound`` and
+      ``expected_bound``), and none of these is NaN (a file edited to ``agree`` with its ratios and counts
+      removed or set to NaN passed, helper-94).
 
     A results file edited by hand from ``disagree`` to ``agree`` was reported as passing (helper-79). A verdict outside
     :data:`VERDICTS`: None."""
@@ -117,6 +130,18 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
         worst = max(held, key=severity) if held else None
         if worst is not None and severity(worst) > SEVERITY[verdict]:
             return f"{counts[worst]} of its elements are {worst}"
+    if verdict in ("agree", "suspect"):
+        figures = {"bound_ratio": bound_ratio, "expected_ratio": expected_ratio, "abs_error_at_worst": abs_error_at_worst,
+                   "rigorous_bound": rigorous_bound, "expected_bound": expected_bound}
+        nan = [k for k, v in figures.items() if v is not None and math.isnan(v)]
+        if nan:
+            return f"its {nan[0]} is NaN (a graded element's figures are numbers)"
+        if _beyond(abs_error_at_worst, rigorous_bound):
+            return (f"its worst element's error, {abs_error_at_worst:.6g}, is above its rigorous bound, "
+                    f"{rigorous_bound:.6g}")
+        if verdict == "agree" and _beyond(abs_error_at_worst, expected_bound):
+            return (f"its worst element's error, {abs_error_at_worst:.6g}, is above its expected bound, "
+                    f"{expected_bound:.6g}")
     if verdict in ("agree", "suspect") and bound_ratio is not None and bound_ratio > 1:
         return f"its bound_ratio, {bound_ratio:.6g}, is above 1 (an error beyond the rigorous bound)"
     if verdict == "agree" and expected_ratio is not None and expected_ratio > 1:

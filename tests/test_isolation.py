@@ -257,7 +257,7 @@ def test_sys_exit_under_pytest_fails_the_item_and_the_session_goes_on(pytester, 
             assert True
     ''')
     pytester.syspathinsert()
-    res = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "--plugin", "bad_plugin", "-q")
+    res = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "--harness-plugin", "bad_plugin", "-q")
     res.assert_outcomes(passed=1, failed=1)
     res.stdout.fnmatch_lines(["*called sys.exit(0)*"])
 
@@ -285,7 +285,7 @@ def test_os_exit_under_pytest_with_process_isolation_fails_its_item_only(pyteste
             assert {{r.verdict for r in recs}} == {{"agree"}}
     ''')
     pytester.syspathinsert()
-    res = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "--plugin", "dying_plugin", "--harness-isolation", "process", "-q")
+    res = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "--harness-plugin", "dying_plugin", "--harness-isolation", "process", "-q")
     res.assert_outcomes(passed=1, failed=1)
     res.stdout.fnmatch_lines(["*called os._exit(0)*"])
 
@@ -350,7 +350,7 @@ def test_os_exit_inline_under_pytest_fails_its_item_not_the_session(pytester, mo
             assert os._exit.__name__ == "_exit"  # given back after each step
     ''')
     pytester.syspathinsert()
-    res = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "--plugin", "exiting_steps", "-q")
+    res = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "--harness-plugin", "exiting_steps", "-q")
     res.assert_outcomes(passed=2, failed=3)
     assert res.ret == 1
     assert len([line for line in res.stdout.lines if "called os._exit(0): a step must return its results" in line]) >= 3

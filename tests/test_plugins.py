@@ -182,10 +182,10 @@ def test_pytest_plugin_option_loads_a_plugin(tmp_path):
             else:
                 raise AssertionError("the accumulating step passed")
     ''').format(cases=str(CASES / "seed.toml")))
-    out = subprocess.run([sys.executable, "-m", "pytest", *_pytest_plugin_args(), "-p", "no:cacheprovider", "--plugin", "user_step.py",
+    out = subprocess.run([sys.executable, "-m", "pytest", *_pytest_plugin_args(), "-p", "no:cacheprovider", "--harness-plugin", "user_step.py",
                           "-q", "test_user.py"], cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    bad = subprocess.run([sys.executable, "-m", "pytest", *_pytest_plugin_args(), "-p", "no:cacheprovider", "--plugin", "no_such_module_xyz",
+    bad = subprocess.run([sys.executable, "-m", "pytest", *_pytest_plugin_args(), "-p", "no:cacheprovider", "--harness-plugin", "no_such_module_xyz",
                           "-q", "test_user.py"], cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300)
     assert bad.returncode != 0
     assert "cannot import plug-in 'no_such_module_xyz': ModuleNotFoundError" in bad.stderr

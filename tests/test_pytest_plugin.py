@@ -425,3 +425,101 @@ def test_timeout_values_and_outputs_that_check_refuses(pytester, monkeypatch):
     lines = [json.loads(line) for line in old.read_text().splitlines()]
     assert [x["kind"] for x in lines] == ["environment", "run-end"] and lines[0]["run"] != "old" and lines[1]["records"] == 0
     assert '"old"' in (pytester.path / "res.prev.jsonl").read_text()
+
+
+WRONG_NUMPY_PLUGIN = '''
+import harness
+
+
+@harness.implementation("numpy-double", framework="numpy")
+def step(X, y, W, b, *, lr, reduction, steps):
+    out = []
+    for _ in range(steps):
+        r = X @ W + b - y
+        n = r.size if reduction == "mean" else 1
+        gW = 4 * X.T @ r / n   # wrong: a factor 2 too many
+        gb = 2 * r.sum(axis=0) / n
+        loss = (r * r).sum() / n
+        W = W - lr * gW
+        b = b - lr * gb
+        out.append(harness.StepResult(loss, gW, gb, W, b))
+    return out
+'''
+
+
+def test_a_loop_of_checks_grades_every_combination_it_asks_for(pytester, monkeypatch):
+    """helper-95: a test looping over dtypes with ``harness_check`` was skipped at its first unsupported pair
+    (bfloat16 for a NumPy step), so the wrong float32 and float64 steps after it were never graded; the session passed,
+    and the summary said that failing records did not fail it. Only an item parametrized with exactly that combination
+    is skipped; a loop gets the records back."""
+    _env(monkeypatch)
+    pytester.makefile(".toml", cases=CASE_FILE)
+    pytester.makepyfile(regnp=WRONG_NUMPY_PLUGIN, test_loop='''
+from harness.api import raise_on_failure
+
+
+def test_all_dtypes(harness_cases, harness_check):
+    records = []
+    for case in harness_cases:
+        for dtype in ("bfloat16", "float32", "float64"):
+            records += harness_check(case, "numpy-double", "cpu", dtype)
+    assert {r.dtype for r in records if r.verdict == "unsupported"} == {"bfloat16"}
+    raise_on_failure(records, "numpy-double")
+''')
+    res = pytester.runpytest_subprocess(*BASE, "--harness-plugin", "regnp.py", "test_loop.py")
+    out = res.stdout.str()
+    assert res.ret == pytest.ExitCode.TESTS_FAILED, out[-3000:]
+    assert "1 failed" in out and "checks of 'numpy-double' failed" in out and "tiny-fit (float32)" in out, out[-3000:]
+    assert "did not fail this session" not in out
+
+
+def test_a_verify_test_without_its_requested_device_fails_the_session(pytester, monkeypatch):
+    """helper-95: ``harness_verify`` with ``--harness-devices cuda`` on a machine without CUDA skipped its test and the
+    session passed (the parametrized items already failed so: nothing graded is no pass)."""
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the device is present")
+    _env(monkeypatch)
+    pytester.makefile(".toml", cases=CASE_FILE)
+    pytester.makepyfile(test_user=USER_TESTS)
+    res = pytester.runpytest_subprocess(*BASE, "--harness-devices", "cuda", "test_user.py::test_wrong_step")
+    out = res.stdout.str()
+    assert res.ret == pytest.ExitCode.TESTS_FAILED, out[-3000:]
+    assert "harness: nothing was graded: no device asked for with --harness-devices cuda is available" in out
+
+
+def test_the_plugin_claims_only_harness_options_and_a_timeout_needs_process_isolation(pytester, monkeypatch):
+    """helper-95: the plug-in option had the alias ``--plugin``, so any other suite defining ``--plugin`` failed with
+    argparse's conflict once the harness was installed; ``--harness-timeout`` without process isolation was taken and
+    ignored (a hanging step hung the session), as ``check --isolation inline --timeout`` was."""
+    _env(monkeypatch)
+    pytester.makeconftest('def pytest_addoption(parser):\n    parser.addoption("--plugin", default=None)\n')
+    pytester.makepyfile(test_plain="def test_plain(pytestconfig):\n    assert pytestconfig.getoption('--plugin') == 'x'\n")
+    res = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "--plugin", "x")
+    assert res.ret == pytest.ExitCode.OK, res.stdout.str()[-2000:] + res.stderr.str()[-2000:]
+    res = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "--harness-timeout", "3", "test_plain.py")
+    assert res.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--harness-timeout 3: a timeout needs --harness-isolation process" in res.stderr.str()
+    res = pytester.runpytest_subprocess("-p", "harness.pytest_plugin", "--harness-timeout", "3", "--harness-isolation",
+                                        "process", "--plugin", "x", "test_plain.py")
+    assert res.ret == pytest.ExitCode.OK, res.stdout.str()[-2000:] + res.stderr.str()[-2000:]
+    cli = subprocess.run([sys.executable, "-m", "harness", "check", "--case", "seed", "--isolation", "inline", "--timeout", "2",
+                          "--results", str(pytester.path / "r.jsonl")], capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 2 and "--timeout 2: a timeout needs --isolation process" in cli.stderr
+    assert not (pytester.path / "r.jsonl").exists()
+
+
+def test_verify_in_a_worker_process_imports_the_harness_plugin_modules(pytester, monkeypatch):
+    """helper-95: under ``--harness-isolation process``, ``harness_verify("name")`` of a step that a
+    ``--harness-plugin`` module registers from another file was an error in every record ("not registered in the
+    worker process"): the worker got the defining file only, not the plug-in modules (``harness_check`` got both)."""
+    _env(monkeypatch)
+    pytester.makefile(".toml", cases=CASE_FILE)
+    pytester.makepyfile(user_steps=USER_TESTS.split("def test_good_step")[0],
+                        register='import harness\nimport user_steps\n\nharness.implementation("u-good", framework="torch")'
+                                 '(user_steps.good_step)\n',
+                        test_named='def test_by_name(harness_verify):\n    assert harness_verify("u-good", dtypes="float64")\n')
+    res = pytester.runpytest_subprocess(*BASE, "--harness-plugin", "register.py", "--harness-isolation", "process",
+                                        "--harness-devices", "cpu", "test_named.py")
+    out = res.stdout.str()
+    assert res.ret == pytest.ExitCode.OK, out[-3000:]
+    assert "1 passed" in out

@@ -104,7 +104,7 @@ HOSTILE: dict[str, bytes] = {
 
 
 def test_check_record_accepts_the_contract_and_converts_non_finite_strings():
-    kw = check_record({**base(), "max_abs_error": "inf", "bound_ratio": "nan", "max_ulp_error": 3, "shape": [4, 2],
+    kw = check_record({**base(), "verdict": "disagree", "max_abs_error": "inf", "bound_ratio": "nan", "max_ulp_error": 3, "shape": [4, 2],
                        "counts": {"agree": 8}, "tags": ["t"], "tf32": None, "exact": "inf", "unknown_key": [1, {"x": None}]})
     assert kw["max_abs_error"] == float("inf") and kw["bound_ratio"] != kw["bound_ratio"]
     assert kw["max_ulp_error"] == 3.0 and isinstance(kw["max_ulp_error"], float)
@@ -475,6 +475,15 @@ def test_a_lone_surrogate_in_a_check_run_keeps_the_failure(tmp_path, capsys):
     ({"verdict": "agree", "counts": {"agree": 1, "bogus": 1}}, "1 of its elements are bogus"),
     ({"verdict": "agree", "quantity": "*", "counts": {}, "bound_ratio": None}, "a whole-run record (quantity '*') grades no"),
     ({"verdict": "unsupported", "counts": {"agree": 1, "disagree": 2}}, "2 of its elements are disagree"),
+    # helper-94: disagree edited to agree, its ratios and counts removed or NaN, its worst element's figures left
+    ({"verdict": "agree", "counts": {"agree": 1}, "bound_ratio": None, "expected_ratio": None, "abs_error_at_worst": 1.4,
+      "rigorous_bound": 2.5e-6}, "its worst element's error, 1.4, is above its rigorous bound, 2.5e-06"),
+    ({"verdict": "suspect", "bound_ratio": None, "abs_error_at_worst": 1e-30, "rigorous_bound": 0.0},
+     "its worst element's error, 1e-30, is above its rigorous bound, 0"),
+    ({"verdict": "agree", "expected_ratio": None, "abs_error_at_worst": 0.5, "rigorous_bound": 1.0, "expected_bound": 0.25},
+     "its worst element's error, 0.5, is above its expected bound, 0.25"),
+    ({"verdict": "agree", "bound_ratio": "nan"}, "its bound_ratio is NaN"),
+    ({"verdict": "suspect", "rigorous_bound": "nan", "abs_error_at_worst": 3.0}, "its rigorous_bound is NaN"),
 ])
 def test_a_verdict_that_contradicts_its_own_figures_is_malformed(edit, why, tmp_path, capsys):
     """helper-79: every ``disagree`` of a results file edited to ``agree``, its bound ratio (5.1e5), counts and message
@@ -497,6 +506,13 @@ def test_a_verdict_that_contradicts_its_own_figures_is_malformed(edit, why, tmp_
     {"verdict": "overflow", "counts": {"agree": 3, "overflow": 1}, "bound_ratio": "inf"},
     {"verdict": "unsupported", "counts": {"agree": 1, "overflow": 2}, "bound_ratio": None},  # a model's, no exact value
     {"verdict": "error", "quantity": "*", "counts": {}, "bound_ratio": None},
+    # an exact value beyond float64's range, its error not measurable, within a bound above 2**970: suspect
+    {"verdict": "suspect", "counts": {"suspect": 1}, "bound_ratio": 1.0, "abs_error_at_worst": "inf", "rigorous_bound": 1e300},
+    # an exact reduction (bound 0) computed exactly; an error the ratio rounds to 1
+    {"verdict": "agree", "counts": {"agree": 1}, "bound_ratio": 0.0, "abs_error_at_worst": 0.0, "rigorous_bound": 0.0},
+    {"verdict": "agree", "bound_ratio": 1.0, "expected_ratio": 1.0, "abs_error_at_worst": 1.0000000000000002,
+     "rigorous_bound": 1.0000000000000002, "expected_bound": 1.0000000000000002},
+    {"verdict": "disagree", "counts": {"agree": 1}, "bound_ratio": "nan"},
 ])
 def test_verdicts_their_figures_allow_are_read(fields, tmp_path):
     res = read_jsonl(write(tmp_path / "r.jsonl", [line(**fields)]))
@@ -555,3 +571,27 @@ def test_a_failing_record_whose_kind_was_edited_is_malformed_not_a_note(tmp_path
     assert [r.case for r in res.records] == ["c0"] and res.malformed_count == 1
     assert "kind 'Record', unknown to this version, that holds the failing verdict 'disagree'" in str(res.malformed[0])
     assert res.notes == [f"{path}: skipped 1 line(s) of kind 'progress', unknown to this version (line 4)"]
+
+
+def test_overlaps_within_one_file_and_records_without_an_environment_line_are_named(tmp_path):
+    """helper-94: two runs concatenated into one file (``cat a.jsonl b.jsonl``) overlapped without a word (given as
+    two files they are named), a run's lines repeated were counted twice silently, and a file of records without its
+    environment line was said to hold 0 records against its footer's count."""
+    lines = valid_lines()[:12]
+    a = write(tmp_path / "a.jsonl", lines)
+    b = write(tmp_path / "b.jsonl", lines[:5], env={**ENV, "run": "run-2"})
+    both = tmp_path / "both.jsonl"
+    both.write_bytes(a.read_bytes() + b.read_bytes())
+    warnings = build_model([both]).warnings
+    assert any(w.startswith(f"{both} (its run run-2 from line 15): 5 record(s) grade what {both} (its run run-1 from line 1) "
+                            "graded already") for w in warnings), warnings
+    twice = write(tmp_path / "twice.jsonl", lines + lines[:3])
+    warnings = build_model([twice]).warnings
+    assert any(w.startswith(f"{twice}: 3 record(s) grade what the same run graded already") for w in warnings), warnings
+    assert not [w for w in build_model([a]).warnings if "graded already" in w]
+    noenv = write(tmp_path / "noenv.jsonl", lines, env=None)
+    res = read_jsonl(noenv)
+    assert len(res.records) == 12 and res.status == "completed"  # (as before: its footer says so)
+    assert not [w for w in res.warnings if "the file holds" in w], res.warnings
+    bare = write(tmp_path / "bare.jsonl", lines, env=None, end=False)
+    assert read_jsonl(bare).status == "no environment line"

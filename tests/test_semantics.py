@@ -198,6 +198,43 @@ def test_fused_sgd_off_its_devices_is_unsupported():
     assert verdict == "unsupported" and "fused" in message
 
 
+def _kernel_error(dtype: torch.dtype) -> RuntimeError:
+    """torch's own missing-kernel error for ``dtype`` on the CPU (mse_loss has no integer kernel)."""
+    with pytest.raises(RuntimeError) as info:
+        torch.nn.functional.mse_loss(torch.ones(2, dtype=dtype), torch.ones(2, dtype=dtype))
+    return info.value
+
+
+def test_a_missing_kernel_is_unsupported_only_for_the_graded_dtype():
+    """helper-93: any text with ``" not implemented for '`` was ``unsupported``, so a step that cast its loss to
+    integers (``"mse_cpu" not implemented for 'Long'``) passed every float dtype of the case that took that path."""
+    err = _kernel_error(torch.long)
+    assert "not implemented for 'Long'" in str(err)
+    for dtype in ("float64", "float32", "float16", "bfloat16"):
+        verdict, message = classify_exception(err, dtype)
+        assert verdict == "error" and f"no kernel for 'Long', which is not the graded dtype {dtype}" in message
+    own = RuntimeError('"addmm_impl_cpu_" not implemented for \'Half\'')
+    assert classify_exception(own, "float16")[0] == "unsupported"
+    assert classify_exception(own, "float32")[0] == "error"
+    assert classify_exception(own)[0] == "unsupported"  # no dtype known (the inputs' creation)
+
+    @implementation("casts-to-long-on-mean", framework="torch")
+    def casts(X, y, W, b, *, lr, reduction, steps):
+        if reduction == "mean":
+            torch.nn.functional.mse_loss((X @ W + b).long(), y.long())
+        raise AssertionError("only the mean path is tried here")
+
+    from harness.implementations import REGISTRY
+
+    cases = [c for c in load_cases([CASES / "seed.toml"]).cases if c.reduction == "mean"][:1]
+    try:
+        recs = verify(cases, ["casts-to-long-on-mean"], dtypes=("float32", "float64"))
+    finally:
+        REGISTRY.pop("casts-to-long-on-mean", None)
+    assert [(r.verdict, r.quantity) for r in recs] == [("error", "*"), ("error", "*")]
+    assert "which is not the graded dtype float32 ('Float')" in recs[0].message
+
+
 def test_mutants_never_run_by_default():
     from harness.implementations import resolve
 

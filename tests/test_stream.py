@@ -349,3 +349,36 @@ def test_the_eta_leaves_out_the_start_up_carried_by_the_first_task(monkeypatch):
     p(3, 10, "b")
     lines = buf.getvalue().splitlines()
     assert lines[0].endswith("ETA ? a") and lines[1].endswith("ETA 35.0s b"), lines
+
+
+@pytest.mark.parametrize("completed", [True, False])
+def test_a_results_file_replaced_by_another_writer_is_neither_mixed_nor_lost(tmp_path, completed):
+    """helper-94: two ``check`` runs given one ``--results``: the second run's final rewrite read the streamed lines back
+    from the path, where the first run's file now stood, so its completed file held the first run's records (all agree)
+    under its own environment line and footer, and the first run's file was lost. A run reads back its own file; where
+    the path holds another file, its own ends beside it as NAME.RUN.EXT."""
+    from harness.records import ResultsStream, environment_record, read_jsonl, write_jsonl
+    from tests.report_data import synthetic_records
+
+    mine = [r for r in synthetic_records(1, seed=3) if r.verdict != "agree"][:5]
+    theirs = synthetic_records(1, seed=4)[:7]
+    path = tmp_path / "r.jsonl"
+    stream = ResultsStream(path, environment_record({"argv": ["mine"]}))
+    stream.add(mine)
+    other = write_jsonl(tmp_path / "other.jsonl", theirs, environment_record({"argv": ["theirs"]}),
+                        footer={"kind": "run-end", "run": "theirs", "completed": True, "records": len(theirs)})
+    os.replace(other, path)  # the other run's atomic rewrite lands at the path
+    got = stream.finish(list(reversed(mine))) if completed else stream.finish(interrupted=True)
+    assert got == stream.diverted == tmp_path / f"r.{stream.run}.jsonl"
+    at_path = read_jsonl(path)
+    assert [r.case for r in at_path.records] == [r.case for r in theirs] and at_path.environments[0]["argv"] == ["theirs"]
+    own = read_jsonl(got)
+    assert own.environments[0]["run"] == stream.run and own.malformed_count == 0
+    assert [r.to_json() for r in own.records] == [r.to_json() for r in (reversed(mine) if completed else mine)]
+    assert [(span.run, span.end["completed"], span.end["records"], span.records) for span in own.runs] == \
+        [(stream.run, completed, len(mine), len(mine))]
+    # undisturbed, the run's file stays at its path
+    quiet = ResultsStream(tmp_path / "q.jsonl", environment_record({}))
+    quiet.add(mine)
+    assert quiet.finish(mine) == tmp_path / "q.jsonl" and quiet.diverted is None
+    assert len(read_jsonl(tmp_path / "q.jsonl").records) == len(mine)

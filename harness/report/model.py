@@ -309,37 +309,68 @@ def record_key(r: Record) -> tuple[Any, ...]:
     return (r.case, r.implementation, r.device, r.dtype, r.tf32, r.matmul_precision, r.step, r.quantity)
 
 
-def _overlap_warnings(per_file: list[tuple[str, Any, list[Record]]]) -> list[str]:
-    """One warning per file whose records grade what an earlier file's records graded (:func:`record_key`, under the
+def _overlap_warnings(per_run: list[tuple[str, Any, list[Record]]]) -> list[str]:
+    """One warning per run whose records grade what an earlier run's records graded (:func:`record_key`, under the
     same run options: a ``--flush-to-zero`` run grades the same records under other bounds, helper-80): shards that
-    overlap, or a stale results file given with a fresh one. ``per_file``: (path, run options, records). Both copies
-    stay in every count, as read; the warning says how many records overlap and how many of them have another
-    verdict, with an example (overlapping shards were merged into twice the records without a word, helper-79)."""
-    seen: dict[tuple[Any, ...], tuple[str, str]] = {}  # key -> (the first file that graded it, its verdict)
+    overlap, or a stale results file given with a fresh one, or two runs in one file (concatenated: helper-94); and one
+    per run that grades one thing twice (its lines repeated by hand). ``per_run``: (what to call the run: its file, and
+    the run where a file holds several; run options; records). Both copies stay in every count, as read; the warning
+    says how many records overlap and how many of them have another verdict, with an example (overlapping shards were
+    merged into twice the records without a word, helper-79)."""
+    seen: dict[tuple[Any, ...], tuple[str, str]] = {}  # key -> (the first run that graded it, its verdict)
     out: list[str] = []
-    for path, options, recs in per_file:
+    for label, options, recs in per_run:
         again: list[tuple[Record, str, str]] = []
+        twice: list[Record] = []
         mine: dict[tuple[Any, ...], tuple[str, str]] = {}
         for r in recs:
             key = (options, *record_key(r))
+            if key in mine:
+                twice.append(r)
+                continue
             first = seen.get(key)
-            if first is not None and first[0] != path:
+            if first is not None:
                 again.append((r, *first))
-            mine.setdefault(key, (path, r.verdict))
+            mine[key] = (label, r.verdict)
         for key, v in mine.items():
             seen.setdefault(key, v)
+        if twice:
+            out.append(f"{label}: {len(twice)} record(s) grade what the same run graded already (e.g. {_example(twice[0])}): "
+                       "its lines repeated (edited or concatenated by hand?); both copies are counted")
         if not again:
             continue
         other = [(r, f, v) for r, f, v in again if v != r.verdict]
         r, f, _ = (other or again)[0]
-        example = f"{r.case} {r.implementation} {r.device} {r.dtype} step {r.step} {r.quantity}"
-        text = (f"{path}: {len(again)} record(s) grade what {f}{' and other files' if len({x[1] for x in again}) > 1 else ''} "
-                f"graded already (e.g. {example}): shards that overlap, or a results file of another run; both copies are "
+        text = (f"{label}: {len(again)} record(s) grade what {f}{' and other files' if len({x[1] for x in again}) > 1 else ''} "
+                f"graded already (e.g. {_example(r)}): shards that overlap, or a results file of another run; both copies are "
                 "counted")
         if other:
             text += f"; {len(other)} of them with another verdict (e.g. {other[0][2]} in {f}, {r.verdict} here)"
         out.append(text)
     return out
+
+
+def _example(r: Record) -> str:
+    return f"{r.case} {r.implementation} {r.device} {r.dtype} step {r.step} {r.quantity}"
+
+
+def _runs_of(path: str, res: Any) -> list[tuple[str, Any, list[Record]]]:
+    """The runs of one results file for :func:`_overlap_warnings`: (what to call it, its run options, its records).
+    A file of several runs whose record counts account for every record is split run by run (``path (run R)``);
+    else it is one."""
+    def options(env: dict[str, Any] | None) -> Any:
+        # the run options under which the same records grade differently
+        return () if env is None else (env.get("flush_to_zero") is True,)
+
+    spans, envs = res.runs, res.environments
+    if len(spans) > 1 and len(envs) == len(spans) and sum(s.records for s in spans) == len(res.records):
+        out, start = [], 0
+        for i, (span, env) in enumerate(zip(spans, envs, strict=True), start=1):
+            out.append((f"{path} (its run {span.run or i} from line {span.line})", options(env),
+                        res.records[start:start + span.records]))
+            start += span.records
+        return out
+    return [(path, options(envs[0] if envs else None), res.records)]
 
 
 def _shard_of(env: dict[str, Any]) -> tuple[int, int] | None:
@@ -488,14 +519,12 @@ def _build_model(results_paths: Iterable[str | Path]) -> ReportModel:
     notes: list[str] = []
     malformed_total = 0
     shards: dict[int, set[int]] = defaultdict(set)  # N -> the K of every `check --shard K/N` read
-    per_file: list[tuple[str, Any, list[Record]]] = []
+    per_file: list[tuple[str, str, Any, list[Record]]] = []  # (file, what to call the run, run options, records)
     commits: dict[str, list[str]] = defaultdict(list)  # git commit -> the files whose runs it graded
     for p in results_paths:
         res = read_results(p)
         sources.append(str(p))
-        # the run options under which the same records grade differently (one file, one run's options)
-        options = tuple(e.get("flush_to_zero") is True for e in res.environments[:1])
-        per_file.append((str(p), options, res.records))
+        per_file.extend((str(p), *run) for run in _runs_of(str(p), res))
         for c in {e.get("git_commit") for e in res.environments if isinstance(e.get("git_commit"), str)}:
             commits[str(c)].append(str(p))
         for e in res.environments:
@@ -527,7 +556,7 @@ def _build_model(results_paths: Iterable[str | Path]) -> ReportModel:
                 read_again.add(src.path)
             else:
                 first_read[run] = src.path
-    warnings.extend(_overlap_warnings([f for f in per_file if f[0] not in read_again]))
+    warnings.extend(_overlap_warnings([f[1:] for f in per_file if f[0] not in read_again]))
     if len(commits) > 1:  # a stale file of an older commit standing in for a shard (helper-79)
         warnings.append(f"the files come from {len(commits)} git commits ("
                         + "; ".join(f"{c[:12]}: {', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''}" for c, paths in commits.items())
