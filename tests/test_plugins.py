@@ -281,3 +281,21 @@ def test_a_plain_functions_repro_line_says_what_check_needs(tmp_path):
     from harness.implementations import implementation_of
 
     assert plugin_arg(implementation_of("numpy-hand")) == []  # a built-in: check finds it by name
+
+
+@pytest.mark.parametrize("name", ["g-name\n\nexit 0: every graded record passes\x1b[8m", "a,b", " padded", "", "tab\there", 7])
+def test_an_implementation_name_that_tables_or_the_command_line_cannot_carry_is_refused(name):
+    """helper-93: a name with a newline and an escape sequence printed a forged "exit 0" line in the summary and hid
+    the rest on a terminal; one with a comma could never be picked with --implementations."""
+    from harness.errors import PluginError
+    from harness.implementations import REGISTRY, implementation
+
+    with pytest.raises(PluginError, match="expected printable text without commas or surrounding spaces"):
+        implementation(name, framework="numpy")
+    assert name not in REGISTRY
+    ok = implementation("plain name-1.2_x", framework="numpy")
+    try:
+        ok(lambda X, y, W, b, *, lr, reduction, steps: [])
+        assert "plain name-1.2_x" in REGISTRY
+    finally:
+        REGISTRY.pop("plain name-1.2_x", None)

@@ -219,10 +219,15 @@ def implementation(
     in it, say) becomes such a step with :func:`harness.models.torch_forward_step`.
 
     Raises:
-        PluginError: for a malformed pattern in ``models`` (not ``"any"``, a kind name or a mapping
+        PluginError: for a name that is not printable text without commas or surrounding spaces, a malformed
+            pattern in ``models`` (not ``"any"``, a kind name or a mapping
             of model-table keys), for an unknown rule in ``optimizers``, for an unknown framework (register it first with
             :func:`harness.frameworks.register_framework`), or a name already registered by another function.
     """
+    if not isinstance(name, str) or not name or not name.isprintable() or "," in name or name != name.strip():
+        # a name is printed in tables and messages and picked with --implementations a,b: a newline or an escape
+        # sequence in it forged an "exit 0" line on a terminal, and one with a comma could never be picked (helper-93)
+        raise PluginError(f"implementation name {name!r}: expected printable text without commas or surrounding spaces")
     try:
         framework_of(framework)
     except PluginError as exc:
