@@ -595,3 +595,24 @@ def test_overlaps_within_one_file_and_records_without_an_environment_line_are_na
     assert not [w for w in res.warnings if "the file holds" in w], res.warnings
     bare = write(tmp_path / "bare.jsonl", lines, env=None, end=False)
     assert read_jsonl(bare).status == "no environment line"
+
+
+def test_report_exit_status_fails_on_failing_records_malformed_lines_and_unfinished_runs(tmp_path, capsys):
+    """helper-94: ``report`` exited 0 whatever it read, and its last line left out the malformed lines, so a CI step
+    merging shards could not fail on a damaged part. ``--exit-status`` exits as ``check`` would, 2 for bad input."""
+    lines = valid_lines()[:10]
+    good = write(tmp_path / "good.jsonl", [line(case=f"c{i}") for i in range(3)])
+    out = str(tmp_path / "r.html")
+    assert main(["report", str(good), "-o", out, "--exit-status"]) == 0
+    failing = write(tmp_path / "failing.jsonl", [line(case="f", verdict="disagree", bound_ratio=3.0)], env={**ENV, "run": "r2"})
+    assert main(["report", str(good), str(failing), "-o", out, "--exit-status"]) == 1
+    assert main(["report", str(good), str(failing), "-o", out]) == 0
+    damaged = write(tmp_path / "damaged.jsonl", [*lines[:3], b"{not json"], env={**ENV, "run": "r3"})
+    capsys.readouterr()
+    assert main(["report", str(damaged), "-o", out, "--exit-status"]) == 2
+    captured = capsys.readouterr()
+    assert "1 malformed line(s) left out; report" in captured.out
+    assert "exit 2: bad input: 1 malformed line(s) left out" in captured.err
+    cut = write(tmp_path / "cut.jsonl", lines[:3], env={**ENV, "run": "r4"}, end=False)
+    assert main(["report", str(cut), "-o", out, "--exit-status"]) == 2
+    assert f"{cut}: its run did not complete" in capsys.readouterr().err
