@@ -325,7 +325,7 @@ def _say_diverted(stream: Any) -> None:
     (:attr:`harness.records.ResultsStream.diverted`)."""
     if stream.diverted is not None:
         print(f"warning: {stream.path} was replaced while this run wrote it (another run given the same --results?); "
-              f"this run's results are in {stream.diverted}, and the file at {stream.path} is not this run's",
+              f"this run's results are in {stream.diverted} (what is at {stream.path} now, if anything, is not this run's)",
               file=sys.stderr, flush=True)
 
 

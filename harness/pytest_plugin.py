@@ -598,16 +598,54 @@ def harness_cases(pytestconfig: pytest.Config) -> list[Case]:
     return _state(pytestconfig).good_cases()
 
 
-def _own_combination(request: pytest.FixtureRequest, case: Any, impl: Implementation, device: str, dtype: str) -> bool:
-    """Whether the item is one of the harness's parametrized items for exactly this combination: parametrized by all
-    four fixtures (:data:`PARAM_FIXTURES`), with these values. Only such an item stands for one combination alone."""
-    callspec = getattr(request.node, "callspec", None)
-    params = getattr(callspec, "params", None) or {}
-    if not all(f in params for f in PARAM_FIXTURES):
+#: The records each item graded with ``harness_check`` (for :func:`pytest_runtest_makereport`).
+_ITEM_RECORDS = pytest.StashKey[list]()
+
+
+def _skip_now(request: pytest.FixtureRequest, case: Any, impl: Implementation, device: str, dtype: str) -> bool:
+    """Whether a ``harness_check`` call that graded nothing skips its item at once: the item's first call, the item
+    parametrized by some of the harness fixtures (:data:`PARAM_FIXTURES`), each with this call's value (the case by
+    its id: a test may pass a modified copy; a device or dtype given in code need not be a parameter, helper-96). A
+    test that loops over combinations its parameters do not give gets the records back instead: a skip ended the loop,
+    and the combinations after it went ungraded (helper-95)."""
+    if len(request.node.stash.get(_ITEM_RECORDS, [])) > 0:
         return False
-    own = params["harness_implementation"]
-    return (params["harness_case"] is case and getattr(own, "name", own) == impl.name
-            and params["harness_device"] == device and params["harness_dtype"] == dtype)
+    callspec = getattr(request.node, "callspec", None)
+    params = {f: v for f, v in (getattr(callspec, "params", None) or {}).items() if f in PARAM_FIXTURES}
+    if not params:
+        return False
+    call = {"harness_case": getattr(case, "id", case), "harness_implementation": impl.name, "harness_device": device,
+            "harness_dtype": dtype}
+    mine = {"harness_case": getattr(params.get("harness_case"), "id", None),
+            "harness_implementation": getattr(params.get("harness_implementation"), "name", None),
+            "harness_device": params.get("harness_device"), "harness_dtype": params.get("harness_dtype")}
+    return all(call[f] == mine[f] for f in params)
+
+
+def _nothing_graded_reason(records: Sequence[Record]) -> str | None:
+    """The skip reason of records that grade nothing (all ``unsupported``, or a whole-run ``overflow``: inputs that
+    are inf once rounded to the dtype), or None where they grade something."""
+    if records and all(r.verdict == "unsupported" for r in records):
+        return f"{_SKIP_UNSUPPORTED}{records[0].message}"
+    if records and all(r.quantity == "*" and r.verdict in ("unsupported", "overflow") for r in records):
+        overflow = next(r for r in records if r.verdict == "overflow")
+        return f"{_SKIP_OVERFLOW}{overflow.message}; not graded"
+    return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A test that passed having graded nothing with ``harness_check`` (every call unsupported, in a loop) is reported
+    skipped with the reason, as an item that skipped at once (:func:`_skip_now`): it counts toward "nothing was
+    graded", never as a pass."""
+    outcome = yield
+    report = outcome.get_result()
+    records = item.stash.get(_ITEM_RECORDS, None)
+    if report.when == "call" and report.passed and records:
+        reason = _nothing_graded_reason(records)
+        if reason is not None:
+            report.outcome = "skipped"
+            report.longrepr = (str(item.path), (item.location[1] or 0) + 1, f"Skipped: {reason}")
 
 
 @pytest.fixture
@@ -616,11 +654,11 @@ def harness_check(pytestconfig: pytest.Config, request: pytest.FixtureRequest) -
 
     The records are kept for ``--harness-results`` and the terminal summary. An
     ``unsupported`` combination, or one whose inputs overflow the dtype (a whole-run ``overflow``
-    record: nothing graded), is recorded; in an item parametrized by the four harness fixtures with
-    exactly this combination, the test is then skipped with the reason. Elsewhere (a test that
-    loops over combinations) the records are returned: a skip there ended the loop, and the
-    combinations after it were never graded (helper-95); they grade nothing, and
-    :func:`harness.api.raise_on_failure` of records that grade nothing raises.
+    record: nothing graded), is recorded; in an item parametrized with this combination (its first
+    call, :func:`_skip_now`), the test is then skipped with the reason. Elsewhere (a test that
+    loops over combinations) the records are returned, and a test that passes having graded
+    nothing is reported skipped; :func:`harness.api.raise_on_failure` of records that grade
+    nothing raises.
     """
     state = _state(pytestconfig)
 
@@ -636,14 +674,11 @@ def harness_check(pytestconfig: pytest.Config, request: pytest.FixtureRequest) -
         else:
             records = check_case(case, impl, device, dtype, opts, state.case_cache(case))
         state.records.extend(records)
-        if not _own_combination(request, case, impl, device, dtype):
-            return records
-        if records and all(r.verdict == "unsupported" for r in records):
-            pytest.skip(f"{_SKIP_UNSUPPORTED}{records[0].message}")
-        if records and all(r.quantity == "*" and r.verdict in ("unsupported", "overflow") for r in records):
-            # inputs that are inf once rounded to the dtype: nothing to grade in this item (the session
-            # fails if no item graded anything: see pytest_sessionfinish)
-            pytest.skip(f"{_SKIP_OVERFLOW}{records[0].message}; not graded")
+        first = _skip_now(request, case, impl, device, dtype)
+        request.node.stash.setdefault(_ITEM_RECORDS, []).extend(records)
+        reason = _nothing_graded_reason(records) if first else None
+        if reason is not None:  # (the session fails if no item graded anything: see pytest_sessionfinish)
+            pytest.skip(reason)
         return records
 
     return check
@@ -692,7 +727,10 @@ def harness_verify(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
         avail = available_devices()
         requested = parse_devices(devices if devices is not None else state.options.devices)
         present = [d for d in requested if d in avail or (d == "cuda" and any(a.startswith("cuda") for a in avail))]
-        if not present:
+        if not present and devices is not None:  # the test's own choice, as a marker's devices: not for the harness to judge
+            pytest.skip(f"the devices this test asks for ({', '.join(requested)}) are not available here "
+                        f"(available: {', '.join(avail)})")
+        if not present:  # asked for with --harness-devices: counted (see _nothing_graded_note)
             pytest.skip(f"{_SKIP_NONE_PRESENT} {', '.join(requested)} is available (available: {', '.join(avail)})")
         # a thin layer over harness.assert_agrees: the same run, the same verdict policy, the same message
         process = state.options.isolation == "process"

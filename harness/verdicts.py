@@ -136,6 +136,11 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
         nan = [k for k, v in figures.items() if v is not None and math.isnan(v)]
         if nan:
             return f"its {nan[0]} is NaN (a graded element's figures are numbers)"
+        if abs_error_at_worst is not None and math.isinf(abs_error_at_worst) and (
+                verdict == "agree" or (rigorous_bound is not None and rigorous_bound < 2.0**970)):
+            # an error not measurable (an exact value beyond float64) is suspect at best, and only within a bound of
+            # 2**970 or more (harness.compare): helper-96
+            return f"its worst element's error is infinite, which no {verdict} element has (within a bound below 2**970)"
         if _beyond(abs_error_at_worst, rigorous_bound):
             return (f"its worst element's error, {abs_error_at_worst:.6g}, is above its rigorous bound, "
                     f"{rigorous_bound:.6g}")

@@ -523,3 +523,47 @@ def test_verify_in_a_worker_process_imports_the_harness_plugin_modules(pytester,
     out = res.stdout.str()
     assert res.ret == pytest.ExitCode.OK, out[-3000:]
     assert "1 passed" in out
+
+
+def test_partly_parametrized_items_and_loops_that_grade_nothing_are_skips(pytester, monkeypatch):
+    """helper-96: an item parametrized by case, dtype and implementation with the device fixed in code failed with
+    "nothing was graded" on its unsupported pairs (it is one combination: skipped, as before); a loop whose every
+    combination is unsupported passed (it graded nothing: skipped, and a session of only such items fails); a test
+    asking for CUDA in code on a machine without it was blamed on --harness-devices."""
+    _env(monkeypatch)
+    pytester.makefile(".toml", cases=CASE_FILE)
+    pytester.makepyfile(test_partial='''
+import dataclasses
+
+import pytest
+from harness.api import raise_on_failure
+
+
+@pytest.mark.harness(implementations=["numpy-hand"], dtypes=["float64", "bfloat16"])
+def test_cpu_only(harness_case, harness_dtype, harness_implementation, harness_check):
+    case = dataclasses.replace(harness_case, description="a copy")
+    raise_on_failure(harness_check(case, harness_implementation, "cpu", harness_dtype), "numpy-hand")
+
+
+def test_loop_of_unsupported(harness_cases, harness_check):
+    for case in harness_cases:
+        harness_check(case, "numpy-hand", "cpu", "bfloat16")
+
+
+def test_cuda_in_code(harness_verify):
+    harness_verify("numpy-hand", devices="cuda")
+''')
+    res = pytester.runpytest_subprocess(*BASE, "test_partial.py::test_cpu_only", "-rs")
+    out = res.stdout.str()
+    assert res.ret == pytest.ExitCode.OK, out[-3000:]
+    assert "1 passed, 1 skipped" in out and "unsupported: " in out
+    res = pytester.runpytest_subprocess(*BASE, "test_partial.py::test_loop_of_unsupported", "-rs")
+    out = res.stdout.str()
+    assert res.ret == pytest.ExitCode.TESTS_FAILED and "1 skipped" in out and "harness: nothing was graded" in out, out[-3000:]
+    res = pytester.runpytest_subprocess(*BASE, "test_partial.py::test_loop_of_unsupported", "test_partial.py::test_cpu_only")
+    assert res.ret == pytest.ExitCode.OK and "1 passed, 2 skipped" in res.stdout.str(), res.stdout.str()[-3000:]
+    if not torch.cuda.is_available():
+        res = pytester.runpytest_subprocess(*BASE, "--harness-devices", "cpu", "test_partial.py::test_cuda_in_code", "-rs")
+        out = res.stdout.str()
+        assert res.ret == pytest.ExitCode.OK and "the devices this test asks for (cuda) are not available here" in out
+        assert "--harness-devices cpu is available" not in out, out[-3000:]

@@ -484,6 +484,9 @@ def test_a_lone_surrogate_in_a_check_run_keeps_the_failure(tmp_path, capsys):
      "its worst element's error, 0.5, is above its expected bound, 0.25"),
     ({"verdict": "agree", "bound_ratio": "nan"}, "its bound_ratio is NaN"),
     ({"verdict": "suspect", "rigorous_bound": "nan", "abs_error_at_worst": 3.0}, "its rigorous_bound is NaN"),
+    # helper-96: the error set to inf, which _beyond's finite test skipped
+    ({"verdict": "agree", "abs_error_at_worst": "inf", "bound_ratio": None}, "its worst element's error is infinite"),
+    ({"verdict": "suspect", "abs_error_at_worst": "inf", "rigorous_bound": 1e-3}, "its worst element's error is infinite"),
 ])
 def test_a_verdict_that_contradicts_its_own_figures_is_malformed(edit, why, tmp_path, capsys):
     """helper-79: every ``disagree`` of a results file edited to ``agree``, its bound ratio (5.1e5), counts and message
@@ -585,9 +588,13 @@ def test_overlaps_within_one_file_and_records_without_an_environment_line_are_na
     warnings = build_model([both]).warnings
     assert any(w.startswith(f"{both} (its run run-2 from line 15): 5 record(s) grade what {both} (its run run-1 from line 1) "
                             "graded already") for w in warnings), warnings
-    twice = write(tmp_path / "twice.jsonl", lines + lines[:3])
+    # lines of one run repeated: its footer's count says so (one run may grade a thing twice: two pytest tests did)
+    twice = tmp_path / "twice.jsonl"
+    text = a.read_text().splitlines()
+    twice.write_text("\n".join([*text[:-1], *text[1:4], text[-1]]) + "\n")
     warnings = build_model([twice]).warnings
-    assert any(w.startswith(f"{twice}: 3 record(s) grade what the same run graded already") for w in warnings), warnings
+    assert any("its run-end line counts 12 record(s); the file holds 15" in w for w in warnings), warnings
+    assert not [w for w in warnings if "graded already" in w]
     assert not [w for w in build_model([a]).warnings if "graded already" in w]
     noenv = write(tmp_path / "noenv.jsonl", lines, env=None)
     res = read_jsonl(noenv)

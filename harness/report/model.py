@@ -312,8 +312,9 @@ def record_key(r: Record) -> tuple[Any, ...]:
 def _overlap_warnings(per_run: list[tuple[str, Any, list[Record]]]) -> list[str]:
     """One warning per run whose records grade what an earlier run's records graded (:func:`record_key`, under the
     same run options: a ``--flush-to-zero`` run grades the same records under other bounds, helper-80): shards that
-    overlap, or a stale results file given with a fresh one, or two runs in one file (concatenated: helper-94); and one
-    per run that grades one thing twice (its lines repeated by hand). ``per_run``: (what to call the run: its file, and
+    overlap, or a stale results file given with a fresh one, or two runs in one file (concatenated: helper-94). One run
+    may grade one thing twice (two pytest tests that grade it): not warned; lines repeated by hand show in the footer's
+    count. ``per_run``: (what to call the run: its file, and
     the run where a file holds several; run options; records). Both copies stay in every count, as read; the warning
     says how many records overlap and how many of them have another verdict, with an example (overlapping shards were
     merged into twice the records without a word, helper-79)."""
@@ -321,22 +322,15 @@ def _overlap_warnings(per_run: list[tuple[str, Any, list[Record]]]) -> list[str]
     out: list[str] = []
     for label, options, recs in per_run:
         again: list[tuple[Record, str, str]] = []
-        twice: list[Record] = []
         mine: dict[tuple[Any, ...], tuple[str, str]] = {}
         for r in recs:
             key = (options, *record_key(r))
-            if key in mine:
-                twice.append(r)
-                continue
             first = seen.get(key)
             if first is not None:
                 again.append((r, *first))
-            mine[key] = (label, r.verdict)
+            mine.setdefault(key, (label, r.verdict))
         for key, v in mine.items():
             seen.setdefault(key, v)
-        if twice:
-            out.append(f"{label}: {len(twice)} record(s) grade what the same run graded already (e.g. {_example(twice[0])}): "
-                       "its lines repeated (edited or concatenated by hand?); both copies are counted")
         if not again:
             continue
         other = [(r, f, v) for r, f, v in again if v != r.verdict]
