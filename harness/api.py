@@ -179,6 +179,11 @@ def assert_agrees(
     return records
 
 
+#: How :func:`raise_on_failure`'s message for records that grade nothing starts (the pytest plugin reports such a test
+#: as skipped where every record it graded says so).
+NOTHING_GRADED = "nothing was graded for"
+
+
 def raise_on_failure(records: list[Record], name: str, *, strict: bool = False) -> None:
     """Raise ``AssertionError`` when ``records`` fail a run (:func:`harness.verdicts.fails`) or grade nothing.
 
@@ -198,4 +203,4 @@ def raise_on_failure(records: list[Record], name: str, *, strict: bool = False) 
     if nothing_graded(records):
         what = "no record at all (no case, no dtype or no step)" if not records else \
             f"every one of the {len(records)} record(s) is unsupported, invalid-input or a whole-run overflow"
-        raise AssertionError(f"nothing was graded for {name!r}: {what}; nothing graded is no pass")
+        raise AssertionError(f"{NOTHING_GRADED} {name!r}: {what}; nothing graded is no pass")

@@ -145,9 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", default=DEFAULT_REPORT, metavar="PATH", help=f"HTML file to write (default: {DEFAULT_REPORT})")
     report.add_argument("--title", default="Agreement report", help="page title")
     report.add_argument("--exit-status", action="store_true",
-                        help="exit as check would on the records read (1: a record fails; 2: malformed lines, or a file "
-                             "whose run did not complete), after writing the report (default: 0 once it is written), so "
-                             "that a CI step merging shards fails with them")
+                        help="exit as check would on the records read (1: a record fails; 2: malformed lines, a file "
+                             "whose run did not complete, or a shard of a split run missing), after writing the report "
+                             "(default: 0 once it is written), so that a CI step merging shards fails with them")
     report.add_argument("--bench", action="append", default=[], metavar="BENCH.json",
                         help="pytest-benchmark JSON from `harness bench`: adds its time-against-size figures and tables (repeatable)")
 
@@ -519,7 +519,6 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise UsageError(f"--output {args.output}: is one of the results files read")
     kept = keep_previous(args.output)  # as `check` does: an earlier report is kept, never lost silently
     path = write_atomic(args.output, page)
-    unfinished = [f.path for f in model.files if f.status != "completed"]
     left_out = f"; {model.malformed_total} malformed line(s) left out" if model.malformed_total else ""
     print(f"{verdict_line(model.records)} from {len(model.sources)} file(s){left_out}; report {path}"
           + (f" (the previous one kept as {kept})" if kept else ""))
@@ -528,10 +527,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .verdicts import run_outcome
 
     outcome = run_outcome(model.records)
-    for line in outcome.reasons:
-        print(line, file=sys.stderr)
     problems = ([f"{model.malformed_total} malformed line(s) left out"] if model.malformed_total else []) + \
-        [f"{p}: its run did not complete (or the file has no environment line)" for p in unfinished]
+        [f"{f.path}: its run did not complete (or the file has no environment line)" for f in model.unfinished] + \
+        ([f"shard(s) {', '.join(model.missing_shards)} not among the files read"] if model.missing_shards else [])
+    for line in outcome.reasons:
+        if not (problems and line.startswith("exit 0")):  # (the bad input's exit 2 below says why instead)
+            print(line, file=sys.stderr)
     if problems:
         print(f"{'exit 2' if outcome.code == 0 else 'also'}: bad input: {'; '.join(problems)}", file=sys.stderr)
     return outcome.code or (2 if problems else 0)

@@ -604,15 +604,16 @@ _ITEM_RECORDS = pytest.StashKey[list]()
 
 def _skip_now(request: pytest.FixtureRequest, case: Any, impl: Implementation, device: str, dtype: str) -> bool:
     """Whether a ``harness_check`` call that graded nothing skips its item at once: the item's first call, the item
-    parametrized by some of the harness fixtures (:data:`PARAM_FIXTURES`), each with this call's value (the case by
-    its id: a test may pass a modified copy; a device or dtype given in code need not be a parameter, helper-96). A
-    test that loops over combinations its parameters do not give gets the records back instead: a skip ended the loop,
-    and the combinations after it went ungraded (helper-95)."""
+    parametrized by the implementation and the dtype at least (what makes a pair unsupported) and by any of the other
+    harness fixtures (:data:`PARAM_FIXTURES`), each with this call's value (the case by its id: a test may pass a
+    modified copy; a device given in code need not be a parameter, helper-96). A test that loops over combinations its
+    parameters do not give gets the records back instead: a skip ended the loop, and the combinations after it went
+    ungraded (helper-95; a loop over implementations in an item parametrized by case and dtype, helper-97)."""
     if len(request.node.stash.get(_ITEM_RECORDS, [])) > 0:
         return False
     callspec = getattr(request.node, "callspec", None)
     params = {f: v for f, v in (getattr(callspec, "params", None) or {}).items() if f in PARAM_FIXTURES}
-    if not params:
+    if not {"harness_implementation", "harness_dtype"} <= set(params):
         return False
     call = {"harness_case": getattr(case, "id", case), "harness_implementation": impl.name, "harness_device": device,
             "harness_dtype": dtype}
@@ -635,13 +636,20 @@ def _nothing_graded_reason(records: Sequence[Record]) -> str | None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    """A test that passed having graded nothing with ``harness_check`` (every call unsupported, in a loop) is reported
-    skipped with the reason, as an item that skipped at once (:func:`_skip_now`): it counts toward "nothing was
-    graded", never as a pass."""
+    """A test that passed having graded nothing with ``harness_check`` (every call unsupported, in a loop), or failed
+    only because :func:`harness.api.raise_on_failure` said so, is reported skipped with the reason, as an item that
+    skipped at once (:func:`_skip_now`): it counts toward "nothing was graded", never as a pass."""
     outcome = yield
     report = outcome.get_result()
     records = item.stash.get(_ITEM_RECORDS, None)
-    if report.when == "call" and report.passed and records:
+    if report.when != "call" or not records:  # (inert for every test that graded nothing with harness_check)
+        return
+    from .api import NOTHING_GRADED
+
+    # (or failed only because raise_on_failure found that its records grade nothing: a loop's unsupported pairs)
+    said = call.excinfo is not None and call.excinfo.errisinstance(AssertionError) and \
+        str(call.excinfo.value).startswith(NOTHING_GRADED)
+    if report.passed or (report.failed and said):
         reason = _nothing_graded_reason(records)
         if reason is not None:
             report.outcome = "skipped"
@@ -727,10 +735,13 @@ def harness_verify(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
         avail = available_devices()
         requested = parse_devices(devices if devices is not None else state.options.devices)
         present = [d for d in requested if d in avail or (d == "cuda" and any(a.startswith("cuda") for a in avail))]
-        if not present and devices is not None:  # the test's own choice, as a marker's devices: not for the harness to judge
+        asked = set(parse_devices(state.options.devices)) if state.options.devices is not None else set()
+        if not present and devices is not None and not asked & set(requested):
+            # the test's own choice, as a marker's devices, and not asked for with --harness-devices: not for the harness
+            # to judge (a test asking for cuda in code, run with --harness-devices cpu, was blamed on the option, helper-96)
             pytest.skip(f"the devices this test asks for ({', '.join(requested)}) are not available here "
                         f"(available: {', '.join(avail)})")
-        if not present:  # asked for with --harness-devices: counted (see _nothing_graded_note)
+        if not present:  # asked for with --harness-devices (too): counted (see _nothing_graded_note; helper-97)
             pytest.skip(f"{_SKIP_NONE_PRESENT} {', '.join(requested)} is available (available: {', '.join(avail)})")
         # a thin layer over harness.assert_agrees: the same run, the same verdict policy, the same message
         process = state.options.isolation == "process"

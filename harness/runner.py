@@ -363,23 +363,15 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
                                   f"torch's conversion); not graded in {dtype}")]
     lr_float = float(case.lr)
     lr_oracle = Fraction(lr_held)
-    # a call on other inputs first: a step that keeps something between calls (a cache keyed by shape, a module-level
-    # model whose .grad accumulates, a step right on its first call only) is graded on a call that is not its first in
-    # this process, whatever --jobs and --isolation (its records depended on both: exit 0 with --jobs 4, helper-93)
-    prior = None if _own_step(impl) else _prior_call(case, impl, dtype, device, lr_float, opts, n, d, k, fmt)
-    if prior is not None and _JAX_LEFT and impl.framework == "jax":  # it left JAX in a state no step here is graded in
-        return [_whole_run_record(base, prior.verdict, prior.message)]
     runs = max(1, opts.repeat)
     all_results: list[Any] = []
     for run in range(1, runs + 1):
         if run > 1:
             fw_inputs = _fresh_inputs(case, impl, dtype, device)  # every call gets its own copies
         got = _run_once(impl, fw_inputs, seen, lr_float, case, device, opts, run, runs, n, d, k, fmt, notes)
-        if isinstance(got, _Failed):  # (a step that fails on every call: named by the graded call's failure)
+        if isinstance(got, _Failed):
             return [_whole_run_record(base, got.verdict, got.message)]
         all_results.append(got)
-    if prior is not None:  # it failed on the call before only
-        return [_whole_run_record(base, prior.verdict, prior.message)]
     results = all_results[0]
     if case.model is not None:  # a model's step: graded by harness.models on the plan of its model
         graded: dict[int, Any] = {}
@@ -557,36 +549,6 @@ def case_mismatch(impl: Implementation, case: Case) -> str | None:
     Two rules, each defined once: the update rule (:func:`harness.optim.config.rule_mismatch`) and the
     model (:func:`harness.models.spec.model_rule_mismatch`: an implementation of models never takes W, b)."""
     return rule_mismatch(impl.optimizers, case.optimizer) or model_rule_mismatch(impl.models, case.model)
-
-
-def _own_step(impl: Implementation) -> bool:
-    """Whether ``impl`` is one of the harness's own steps (a built-in or a mutant, defined in the harness package),
-    which keep nothing between calls; a plug-in is not known to."""
-    return impl.kind in ("builtin", "mutant") and (getattr(impl.fn, "__module__", None) or "").startswith("harness.")
-
-
-#: What a failure on the prior call (:func:`_prior_call`) is called in its record's message.
-PRIOR_CALL = "on a call on other inputs (y changed) made just before the graded one, in the same process: "
-
-
-def _prior_call(case: Case, impl: Implementation, dtype: str, device: str, lr: float, opts: RunOptions,
-                n: int, d: int, k: int, fmt: FloatFormat) -> _Failed | None:
-    """Call a plug-in once on other inputs of the same shapes, dtype and device before its graded call, and forget its
-    results: ``y`` becomes ``y + 1`` where ``|y| < 1`` and ``-y`` elsewhere, so that every element differs once rounded
-    to the dtype. A correct step gives its graded call the same results as without this call; one that keeps something
-    between calls shows it on the graded call in every mode. The call is guarded as the graded one; its failure (it
-    raised, exited, wrote into its inputs) is returned, and is the record where the graded call does not fail (None:
-    it did not fail)."""
-    y = np.asarray(case.values["y"], dtype=np.float64)
-    with np.errstate(all="ignore"):
-        values = {**case.values, "y": np.where(np.abs(y) < 1, y + 1, -y)}
-    other = dataclasses.replace(case, values=values, written=None)
-    try:
-        inputs = _fresh_inputs(other, impl, dtype, device)
-    except Exception:  # noqa: BLE001 - the graded call's inputs were made: a failure here is not the step's
-        return None
-    got = _run_once(impl, inputs, snapshot(inputs, impl.framework), lr, other, device, opts, 1, 1, n, d, k, fmt, [])
-    return _Failed(got.verdict, PRIOR_CALL + got.message) if isinstance(got, _Failed) else None
 
 
 def _fresh_inputs(case: Case, impl: Implementation, dtype: str, device: str) -> dict[str, Any]:

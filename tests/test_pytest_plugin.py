@@ -552,7 +552,16 @@ def test_loop_of_unsupported(harness_cases, harness_check):
 
 def test_cuda_in_code(harness_verify):
     harness_verify("numpy-hand", devices="cuda")
+
+
+@pytest.mark.harness(dtypes=["bfloat16", "float64"])
+def test_loop_over_implementations(harness_case, harness_dtype, harness_check):
+    records = []
+    for name in ("numpy-hand", "numpy-double"):
+        records += harness_check(harness_case, name, "cpu", harness_dtype)
+    raise_on_failure(records, "both")
 ''')
+    pytester.makepyfile(regnp=WRONG_NUMPY_PLUGIN)
     res = pytester.runpytest_subprocess(*BASE, "test_partial.py::test_cpu_only", "-rs")
     out = res.stdout.str()
     assert res.ret == pytest.ExitCode.OK, out[-3000:]
@@ -567,3 +576,12 @@ def test_cuda_in_code(harness_verify):
         out = res.stdout.str()
         assert res.ret == pytest.ExitCode.OK and "the devices this test asks for (cuda) are not available here" in out
         assert "--harness-devices cpu is available" not in out, out[-3000:]
+        # asked for with --harness-devices too (a GPU job whose runner lost its GPU): nothing graded is no pass (helper-97)
+        res = pytester.runpytest_subprocess(*BASE, "--harness-devices", "cuda", "test_partial.py::test_cuda_in_code")
+        assert res.ret == pytest.ExitCode.TESTS_FAILED and "harness: nothing was graded" in res.stdout.str()
+    # helper-97: an item parametrized by case and dtype looping over implementations skipped at its first unsupported
+    # pair, and the wrong step after it was never graded
+    res = pytester.runpytest_subprocess(*BASE, "--harness-plugin", "regnp.py", "test_partial.py::test_loop_over_implementations",
+                                        "-rs")
+    out = res.stdout.str()
+    assert res.ret == pytest.ExitCode.TESTS_FAILED and "1 failed, 1 skipped" in out and "numpy-double" in out, out[-3000:]

@@ -619,7 +619,13 @@ def test_report_exit_status_fails_on_failing_records_malformed_lines_and_unfinis
     assert main(["report", str(damaged), "-o", out, "--exit-status"]) == 2
     captured = capsys.readouterr()
     assert "1 malformed line(s) left out; report" in captured.out
-    assert "exit 2: bad input: 1 malformed line(s) left out" in captured.err
+    assert "exit 2: bad input: 1 malformed line(s) left out" in captured.err and "exit 0" not in captured.err
     cut = write(tmp_path / "cut.jsonl", lines[:3], env={**ENV, "run": "r4"}, end=False)
     assert main(["report", str(cut), "-o", out, "--exit-status"]) == 2
     assert f"{cut}: its run did not complete" in capsys.readouterr().err
+    # helper-98: one shard of a split run given alone passed
+    half = write(tmp_path / "half.jsonl", [line(case="h")], env={**ENV, "run": "r5", "shard": "1/2"})
+    assert main(["report", str(half), "-o", out, "--exit-status"]) == 2
+    assert "shard(s) 2/2 not among the files read" in capsys.readouterr().err
+    other = write(tmp_path / "other.jsonl", [line(case="o")], env={**ENV, "run": "r6", "shard": "2/2"})
+    assert main(["report", str(half), str(other), "-o", out, "--exit-status"]) == 0

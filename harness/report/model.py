@@ -260,6 +260,8 @@ class ReportModel:
     malformed: list[Malformed] = field(default_factory=list)
     malformed_total: int = 0
     notes: list[str] = field(default_factory=list)
+    #: ``K/N`` of every shard of a run split with ``--shard K/N`` that is not among the files read
+    missing_shards: list[str] = field(default_factory=list)
 
     @property
     def unfinished(self) -> list[SourceFile]:
@@ -556,8 +558,10 @@ def _build_model(results_paths: Iterable[str | Path]) -> ReportModel:
                         + "; ".join(f"{c[:12]}: {', '.join(paths[:3])}{', ...' if len(paths) > 3 else ''}" for c, paths in commits.items())
                         + "): their records were graded by different code")
     # a run split with --shard K/N is whole only with all N shards: one shard's file alone looks like a whole run
+    missing_shards: list[str] = []
     for n, have in sorted(shards.items()):
         missing = [k for k in range(1, n + 1) if k not in have]
+        missing_shards.extend(f"{k}/{n}" for k in missing)
         if missing:
             warnings.append(f"shard{'s' if len(missing) > 1 else ''} {', '.join(f'{k}/{n}' for k in missing)} of a run split "
                             f"with --shard K/{n} {'are' if len(missing) > 1 else 'is'} not among the files read (only "
@@ -610,5 +614,5 @@ def _build_model(results_paths: Iterable[str | Path]) -> ReportModel:
         implementations=impls, devices=devices, dtypes=dtypes, device_dtypes=device_dtypes,
         matrix=matrix, runs=runs, cases=sorted({k[0] for k in run_facts}), reductions=reductions,
         seed=seed, detail_total=total, detail_capped=capped,
-        files=files, malformed=malformed, malformed_total=malformed_total, notes=notes,
+        files=files, malformed=malformed, malformed_total=malformed_total, notes=notes, missing_shards=missing_shards,
     )
