@@ -209,7 +209,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .timeouts import check_timeout_isolation
 
     shard = parse_shard(args.shard)
-    check_timeout_isolation(args.timeout, args.isolation)
+    check_timeout_isolation(args.timeout, args.isolation)  # (verify checks it too: here before any output is made)
     for mod in args.plugin:
         load_plugin(mod)
     load_entry_points()

@@ -609,18 +609,14 @@ def _skip_now(request: pytest.FixtureRequest, case: Any, impl: Implementation, d
     modified copy; a device given in code need not be a parameter, helper-96). A test that loops over combinations its
     parameters do not give gets the records back instead: a skip ended the loop, and the combinations after it went
     ungraded (helper-95; a loop over implementations in an item parametrized by case and dtype, helper-97)."""
-    if len(request.node.stash.get(_ITEM_RECORDS, [])) > 0:
+    if request.node.stash.get(_ITEM_RECORDS, None):
         return False
     callspec = getattr(request.node, "callspec", None)
     params = {f: v for f, v in (getattr(callspec, "params", None) or {}).items() if f in PARAM_FIXTURES}
     if not {"harness_implementation", "harness_dtype"} <= set(params):
         return False
-    call = {"harness_case": getattr(case, "id", case), "harness_implementation": impl.name, "harness_device": device,
-            "harness_dtype": dtype}
-    mine = {"harness_case": getattr(params.get("harness_case"), "id", None),
-            "harness_implementation": getattr(params.get("harness_implementation"), "name", None),
-            "harness_device": params.get("harness_device"), "harness_dtype": params.get("harness_dtype")}
-    return all(call[f] == mine[f] for f in params)
+    call = {"harness_case": case, "harness_implementation": impl, "harness_device": device, "harness_dtype": dtype}
+    return all(_id_part(call[f]) == _id_part(v) for f, v in params.items())  # (as the item's id names them)
 
 
 def _nothing_graded_reason(records: Sequence[Record]) -> str | None:

@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.conftest import HAND_STEP_SOURCE, ROOT
 
 CASE_FILE = '''
 [[case]]
@@ -428,22 +428,13 @@ def test_timeout_values_and_outputs_that_check_refuses(pytester, monkeypatch):
 
 
 WRONG_NUMPY_PLUGIN = '''
+import numpy as np
 import harness
-
+''' + HAND_STEP_SOURCE + '''
 
 @harness.implementation("numpy-double", framework="numpy")
-def step(X, y, W, b, *, lr, reduction, steps):
-    out = []
-    for _ in range(steps):
-        r = X @ W + b - y
-        n = r.size if reduction == "mean" else 1
-        gW = 4 * X.T @ r / n   # wrong: a factor 2 too many
-        gb = 2 * r.sum(axis=0) / n
-        loss = (r * r).sum() / n
-        W = W - lr * gW
-        b = b - lr * gb
-        out.append(harness.StepResult(loss, gW, gb, W, b))
-    return out
+def step(X, y, W, b, *, lr, reduction, steps):  # wrong: grad_W a factor 2 too large (the update from the right one)
+    return [r._replace(grad_W=2 * r.grad_W) for r in _hand(X, y, W, b, lr, reduction, steps)]
 '''
 
 
