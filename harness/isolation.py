@@ -529,6 +529,29 @@ def _context(method: str | None = None) -> Any:
     return ctx
 
 
+def start_fork_server(start: str | None = None) -> bool:
+    """Start the fork server now, so that its preload (:mod:`harness._preload`: torch, ``torch._dynamo``, the
+    built-ins, the SymPy derivations and the oracle's kernels, about 3 s on one core) runs while the caller does its
+    own start-up (its torch import, loading the cases), on the other core, instead of after it.
+
+    A caller about to run :func:`run_supervised` calls it as early as it can; the pool then finds the server
+    running (or still preloading: its first worker waits for the preload, as it would anyway). Nothing is
+    started under another start method (``spawn``, ``fork``, ``$HARNESS_START_METHOD``). The server exits with
+    this process (see the module docstring).
+
+    Returns:
+        True when the fork server runs (or was running), False when another start method is in use.
+    """
+    method = start or os.environ.get("HARNESS_START_METHOD") or start_method()
+    if method != "forkserver":
+        return False
+    from multiprocessing import forkserver
+
+    _context(method)  # sets the preload before the server starts
+    forkserver.ensure_running()
+    return True
+
+
 class _WorkerDiedError(Exception):
     """A worker the watchdog found dead in the middle of a task."""
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -453,3 +454,34 @@ def test_os_exit_from_a_signal_handler_still_ends_the_process(tmp_path):
     proc = subprocess.run([sys.executable, str(tmp_path / "signal_exit.py"), str(CASES / "seed.toml")], env=_env(),
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 5, (proc.returncode, proc.stderr[-2000:])
+
+
+def _fork_servers() -> set[int]:
+    """The pids of this process's children that run multiprocessing's fork server (Linux: from /proc)."""
+    out = set()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"forkserver" in cmd:
+            out.add(int(pid))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc (Linux)")
+def test_start_fork_server_starts_only_the_fork_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``check`` starts the fork server before it loads its cases (its preload overlaps them); under another start
+    method nothing is started, and a pool then starts its workers as before."""
+    from harness.isolation import start_fork_server
+
+    before = _fork_servers()
+    monkeypatch.setenv("HARNESS_START_METHOD", "spawn")
+    assert start_fork_server() is False
+    assert _fork_servers() == before
+    monkeypatch.delenv("HARNESS_START_METHOD")
+    assert start_fork_server() is True
+    servers = _fork_servers()
+    assert len(servers) == 1 and servers >= before  # one server per process, started now or by an earlier pool
+    assert start_fork_server() is True and _fork_servers() == servers

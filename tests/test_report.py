@@ -241,3 +241,40 @@ def test_the_command_row_is_the_command_line_as_it_ran():
     # a results file written before the "command" field: its harness arguments, as before
     old = environment_of({"kind": "environment", "argv": ["check", "--all"]}, "r.jsonl").fields
     assert [v for label, v in old if label == "command"] == ["python -m harness check --all"]
+
+
+def test_optimizer_rules_section_shows_the_families_present_only() -> None:
+    """The rules shown are those whose state the records hold (momentum_buffer_*: SGD; exp_avg*: Adam, AdamW), each
+    rule's update in MathML, derived from SymPy's rule (the momentum buffer's update holds the dampening and the
+    weight decay it is the rule of)."""
+    from harness.optim.report import family_html, rules_section
+
+    assert rules_section({"grad_W", "W", "loss"}) is None
+    sgd = rules_section({"W", "momentum_buffer_W"})
+    assert sgd is not None and sgd[0] == "Optimizer update rules"
+    assert "SGD with momentum" in sgd[1] and "Adam (L2" not in sgd[1] and "<mrow>" in sgd[1]
+    assert "sgd (Nesterov)" in sgd[1] and "b_t" in sgd[1]
+    both = rules_section({"exp_avg_b", "momentum_buffer_W"})
+    assert both is not None and "AdamW" in both[1] and "SGD with momentum" in both[1]
+    assert both[1].index("<h4>SGD with momentum") < both[1].index("<h4>Adam (L2")  # FAMILIES' order, not the records'
+    with pytest.raises(KeyError, match="no optimizer rule family 'grad'"):
+        family_html("grad")
+
+
+def test_warm_up_changes_nothing_on_the_page(tmp_path: Path, two_jobs: tuple[Path, Path]) -> None:
+    """``check`` calls :func:`harness.report.warm_up` while its workers start: a page rendered after it, in a fresh
+    process, is the page rendered without it (but for the time it was made)."""
+    import subprocess
+    import sys
+
+    results = [str(p) for p in two_jobs]
+    src = ("import sys, harness.report as r\n"
+           "if sys.argv[1] == 'warm':\n    r.warm_up()\n"
+           "sys.stdout.write(r.render_html(r.build_model(sys.argv[2:])))\n")
+    pages = [subprocess.run([sys.executable, "-c", src, mode, *results], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).resolve().parent.parent).stdout for mode in ("cold", "warm")]
+
+    def without_time(page: str) -> str:
+        return re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \w*", "TIME", page)
+
+    assert len(pages[0]) > 10_000 and without_time(pages[0]) == without_time(pages[1])

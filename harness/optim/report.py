@@ -9,6 +9,7 @@ at ``t = 1`` the buffer is the gradient itself), Adam with L2 weight decay and a
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from html import escape
 from typing import Any
@@ -27,25 +28,38 @@ FAMILIES = (
 _NAMES = {"theta": "θ_t", "momentum_buffer": "b_t", "exp_avg": "m_t", "exp_avg_sq": "v_t", "max_exp_avg_sq": "v^max_t"}
 
 
-def rules_section(quantities: Iterable[str]) -> tuple[str, str] | None:
-    """``(title, html)`` of the rules of the families whose state appears in ``quantities``
-    (record quantities), or None when there is no optimizer record."""
+@functools.cache
+def family_html(key: str) -> str:
+    """The HTML of the rule family whose state quantities start with ``key`` (a key of :data:`FAMILIES`):
+    its title and each rule's update in presentation MathML. Derived once per process (SymPy: about 0.3 s
+    for the three families; :func:`harness.report.warm_up` derives them while a run's workers start).
+
+    Raises:
+        KeyError: for a key not in :data:`FAMILIES`.
+    """
     import sympy as sp
 
     from .rules import symbolic_rule
 
+    families = {k: (t, c) for k, t, c in FAMILIES}
+    if key not in families:
+        raise KeyError(f"no optimizer rule family {key!r} (known: {', '.join(families)})")
+    title, configs = families[key]
+    parts = [f"<h4>{escape(title)}</h4>"]
+    for opt in configs:
+        label = f"{opt.name}{' (Nesterov)' if opt.name == 'sgd' and opt['nesterov'] else ''}"
+        rows: list[Any] = []
+        for name, expr in symbolic_rule(opt).items():
+            rows.append(f"<tr><td>{escape(_NAMES[name])}</td><td>{sp.mathml(expr, printer='presentation')}</td></tr>")
+        parts.append(f"<p>{escape(label)}</p><table class=\"derivation\">{''.join(rows)}</table>")
+    return "".join(parts)
+
+
+def rules_section(quantities: Iterable[str]) -> tuple[str, str] | None:
+    """``(title, html)`` of the rules of the families whose state appears in ``quantities``
+    (record quantities), or None when there is no optimizer record."""
     qs = set(quantities)
-    parts: list[str] = []
-    for key, title, configs in FAMILIES:
-        if not any(q.startswith(key + "_") for q in qs):
-            continue
-        parts.append(f"<h4>{escape(title)}</h4>")
-        for opt in configs:
-            label = f"{opt.name}{' (Nesterov)' if opt.name == 'sgd' and opt['nesterov'] else ''}"
-            rows: list[Any] = []
-            for name, expr in symbolic_rule(opt).items():
-                rows.append(f"<tr><td>{escape(_NAMES[name])}</td><td>{sp.mathml(expr, printer='presentation')}</td></tr>")
-            parts.append(f"<p>{escape(label)}</p><table class=\"derivation\">{''.join(rows)}</table>")
+    parts = [family_html(key) for key, _, _ in FAMILIES if any(q.startswith(key + "_") for q in qs)]
     if not parts:
         return None
     intro = ("<p>Each optimizer update is graded against this rule applied to what the implementation held before "

@@ -14,6 +14,7 @@ file in the same folder, renamed over the target once complete.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -62,7 +63,9 @@ class ExtraSection:
     id: str = ""
 
 
+@functools.cache
 def _env() -> jinja2.Environment:
+    """The report's template environment, made once per process (its templates are compiled once)."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("harness.report", "templates"),
         autoescape=True,
@@ -205,6 +208,22 @@ def _derivations(reductions: Sequence[str]) -> list[tuple[str, list[tuple[str, M
         # results file: trusted markup.
         out.append((red, [(q, Markup(m)) for q, m in ml.items()]))
     return out
+
+
+def warm_up() -> None:
+    """Do the report's record-independent work now: import its figures' modules (matplotlib), parse its template
+    and derive the optimizer rules it may show (:func:`harness.optim.report.family_html`), about 1 s on one core.
+
+    ``check`` calls it while its worker processes start (the fork server's preload, about 3 s, keeps this
+    process waiting there), so that the report at the end of the run costs only the records. It changes no
+    output: the same page is rendered with or without it.
+    """
+    from ..optim.report import FAMILIES, family_html
+    from . import plots  # noqa: F401  (matplotlib: the largest import of the report)
+
+    _env().get_template("report.html.j2")
+    for key, _, _ in FAMILIES:
+        family_html(key)
 
 
 def render_html(model: ReportModel, *, title: str = "Agreement report",
