@@ -20,4 +20,4 @@ def test_optim_sweep(harness_case, harness_dtype, harness_implementation, harnes
     raise_on_failure(records, harness_implementation.name)
     graded = [r for r in records if r.quantity not in ("*", "loss", "grad_W", "grad_b")]
     if graded:  # the update and the state are graded, by the optimizer's oracle
-        assert {r.oracle_method for r in graded} <= {"exact-rational", "interval-enclosure-256bit; round-to-nearest from the enclosure"}
+        assert {r.oracle_method for r in graded} <= {"exact-rational", "arb-ball-256bit; round-to-nearest from the enclosure"}

@@ -9,7 +9,7 @@ Modules, one job each (data flows case -> rule -> oracle & implementations -> bo
   and its SymPy form (the symbolic update with its state);
 - :mod:`harness.optim.reference`: a plain-Python transcription of the torch.optim docs'
   pseudo-code, the independent check of the rules;
-- :mod:`harness.optim.oracle`: exact rationals (SGD family) or rigorous interval enclosures
+- :mod:`harness.optim.oracle`: exact rationals (SGD family) or rigorous interval enclosures (Arb balls)
   (Adam, AdamW) of one update and of the exact trajectory;
 - :mod:`harness.optim.bounds`: rigorous first-order forward error bounds and expected bounds
   of one update;

@@ -4,14 +4,19 @@
   in the parameter, the gradient, the state and the hyper-parameters, so it stays rational: evaluated
   exactly in ``Fraction`` (``oracle_method = "exact-rational"``).
 - **Adam, AdamW** (amsgrad too): the square roots (``sqrt(V)``, ``sqrt(1 - beta2^t)``) and the
-  division are not rational. The rule is evaluated in rigorous interval arithmetic (mpmath's interval
-  context, :data:`PRECISION` = 256-bit endpoints, outward rounding): an enclosure ``[lo, hi]`` of the
-  exact value whose relative width is about 2**-250, far below half a ULP of float64 (2**-53). The
+  division are not rational. The rule is evaluated in rigorous ball arithmetic (python-flint ``arb``,
+  as :mod:`harness.models.oracle`: midpoint-radius balls at :data:`PRECISION` = 256 bits, every
+  operation's ball containing the exact result): an enclosure ``[lo, hi] = [mid - rad, mid + rad]`` of
+  the exact value whose relative width is about 2**-250, far below half a ULP of float64 (2**-53). The
   value graded against is the enclosure's midpoint (to that precision, the exact value); the
   correctly rounded value in the dtype is the round-to-nearest of the enclosure, and where ``lo`` and
   ``hi`` round to different values of the dtype (the enclosure straddles a rounding boundary: a tie,
   to 2**-250) the oracle says so (:attr:`UpdateTruth.straddles`) instead of choosing one
-  (``oracle_method = "interval-enclosure-256bit; round-to-nearest from the enclosure"``).
+  (``oracle_method = "arb-ball-256bit; round-to-nearest from the enclosure"``). A ball that is not
+  finite (a division by a ball containing 0: ``eps = 0`` where the second moment is 0, ``0 / 0`` or
+  ``m / 0``; no exact value or an infinite one) is graded against 0, as the earlier mpmath oracle's
+  ``[-inf, +inf]`` was, and is reported among the straddles (undecided); the square root of a ball
+  that reaches below 0 raises ``ValueError``, as mpmath's did.
 
 Inputs are the values *the implementation held* (its own previous parameter and state, its own
 gradient of this step: :mod:`harness.optim.grade`), as float64 arrays (exact binary rationals), and
@@ -20,15 +25,14 @@ the hyper-parameters as the Python floats it was handed (:func:`harness.optim.ru
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from mpmath.ctx_iv import MPIntervalContext
-from mpmath.libmp import to_rational
+from flint import arb, ctx, fmpq
 
 from ..exact import ScaledInts
 from ..floats import FloatFormat
@@ -37,10 +41,11 @@ from .config import OptimizerConfig
 from .rules import apply_rule, exact_hyper_parameters
 
 F64 = npt.NDArray[np.float64]
-#: Bits of the interval endpoints (Adam, AdamW).
+_T = TypeVar("_T")
+#: Working precision (bits) of the ball arithmetic (Adam, AdamW): of the balls' midpoints.
 PRECISION = 256
 EXACT_METHOD = "exact-rational"
-INTERVAL_METHOD = f"interval-enclosure-{PRECISION}bit; round-to-nearest from the enclosure"
+INTERVAL_METHOD = f"arb-ball-{PRECISION}bit; round-to-nearest from the enclosure"
 
 
 @dataclass
@@ -90,45 +95,102 @@ def round_to_nearest(x: Fraction, fmt: FloatFormat) -> Fraction:
 
 
 class _Intervals:
-    """The interval arithmetic of the Adam oracle (own context: mpmath's global precision is untouched)."""
-
-    def __init__(self) -> None:
-        self.ctx = MPIntervalContext()
-        self.ctx.prec = PRECISION
+    """The ball arithmetic of the Adam oracle (python-flint ``arb``). Every operation reads python-flint's
+    global working precision: build the balls and apply the rule only inside :func:`_at_precision`, which
+    sets it to :data:`PRECISION` and restores it (other modules use python-flint)."""
 
     def of(self, a: F64 | Fraction) -> Any:
         if isinstance(a, Fraction):
-            return self.ctx.mpf(a.numerator) / a.denominator
+            return arb(fmpq(a.numerator, a.denominator))  # rounded to PRECISION, the error in the radius
         out = np.empty(a.size, dtype=object)
-        out[:] = [self.ctx.mpf(float(x)) for x in a.ravel()]
+        out[:] = [arb(float(x)) for x in a.ravel()]  # exact: a float64 is a dyadic rational
         return out.reshape(a.shape)
 
     def hyper(self, hp: Mapping[str, Fraction]) -> dict[str, Any]:
-        """The hyper-parameters as 0-d object arrays of intervals (so that NumPy, not mpmath, dispatches
+        """The hyper-parameters as 0-d object arrays of balls (so that NumPy, not python-flint, dispatches
         ``hyper * array``), ``sqrt(1 - beta2^t)`` enclosed from the exact ``1 - beta2^t``."""
         def box(x: Any) -> Any:
             out = np.empty((), dtype=object)
             out[()] = x
             return out
         out = {k: box(self.of(v)) for k, v in hp.items() if k != "bias_correction2"}
-        out["bias_correction2_sqrt"] = box(self.ctx.sqrt(self.of(hp["bias_correction2"])))
+        out["bias_correction2_sqrt"] = box(self._sqrt(self.of(hp["bias_correction2"])))
         return out
 
+    @staticmethod
+    def _sqrt(x: Any) -> Any:
+        if not x >= 0:  # (arb: every point of the ball >= 0; false for a NaN ball)
+            raise ValueError(f"square root of a negative number: of the ball {x.str(radius=True)}")
+        return x.sqrt()
+
     def sqrt(self, a: Any) -> Any:
-        return np.vectorize(self.ctx.sqrt, otypes=[object])(a) if isinstance(a, np.ndarray) else self.ctx.sqrt(a)
+        return np.vectorize(self._sqrt, otypes=[object])(a) if isinstance(a, np.ndarray) else self._sqrt(a)
 
     def maximum(self, a: Any, b: Any) -> Any:
-        def mx(x: Any, y: Any) -> Any:
-            (xa, xb), (ya, yb) = self.ends(x), self.ends(y)
-            lo, hi = max(xa, ya), max(xb, yb)
-            return self.ctx.mpf([self.ctx.mpf(lo.numerator) / lo.denominator, self.ctx.mpf(hi.numerator) / hi.denominator])
-        return np.vectorize(mx, otypes=[object])(a, b)
+        """Element-wise ``max`` (Arb's ``arb_max``: a ball containing ``[max(lo), max(hi)]``, outward rounded;
+        one of the two unchanged where it is above the other)."""
+        return np.vectorize(lambda x, y: x.max(y), otypes=[object])(a, b)
 
     @staticmethod
-    def ends(x: Any) -> tuple[Fraction, Fraction]:
-        """The enclosure's endpoints as exact rationals."""
-        lo, hi = x._mpi_  # mpmath's (lower, upper) raw mpf tuples: exact binary numbers
-        return Fraction(*to_rational(lo)), Fraction(*to_rational(hi))
+    def ends(x: Any) -> tuple[Fraction, Fraction] | None:
+        """The ball's endpoints ``mid -+ rad`` as exact rationals (its midpoint and radius are exact binary
+        numbers); None for a ball that is not finite (no exact bounds: a division by a ball containing 0)."""
+        if not x.is_finite():
+            return None
+        m, e = (int(v) for v in x.mid().man_exp())
+        r, f = (int(v) for v in x.rad().man_exp())
+        mid = Fraction(m << e) if e >= 0 else Fraction(m, 1 << -e)
+        if not r:
+            return mid, mid
+        rad = Fraction(r << f) if f >= 0 else Fraction(r, 1 << -f)
+        return mid - rad, mid + rad
+
+
+def _at_precision(fn: Callable[[], _T]) -> _T:
+    """``fn()`` with python-flint's working precision at :data:`PRECISION`, restored after (as
+    :func:`harness.models.oracle.model_truth` does)."""
+    old = ctx.prec
+    try:
+        ctx.prec = PRECISION
+        return fn()
+    finally:
+        ctx.prec = old
+
+
+def adam_enclosures(opt: OptimizerConfig, params: Mapping[str, Any], grads: Mapping[str, Any],
+                    state: Mapping[str, Mapping[str, Any]], t: int, hp: Mapping[str, Fraction]) -> dict[str, Any]:
+    """The Adam/AdamW rule (:func:`harness.optim.rules.adam_rule`) in ball arithmetic at :data:`PRECISION`
+    bits: per quantity (``W``, ``exp_avg_W``, ..., as :attr:`UpdateTruth.values`), an object array of
+    ``arb`` balls, each containing the exact value of the rule (or not finite: see the module docstring).
+
+    Args:
+        params, grads, state: float64 arrays (what the implementation held) or object arrays of
+            rationals (``Fraction``, ``int``: the exact trajectory); missing moments are zeros.
+        hp: :func:`harness.optim.rules.exact_hyper_parameters`.
+    """
+    ia = _Intervals()
+
+    def conv(a: Any) -> Any:
+        arr = np.asarray(a)
+        if arr.dtype != object:
+            return ia.of(arr.astype(np.float64))  # (float64, float32, ...: exact)
+        out = np.empty(arr.size, dtype=object)
+        out[:] = [ia.of(Fraction(x)) for x in arr.ravel()]
+        return out.reshape(arr.shape)
+
+    def enclose() -> dict[str, Any]:
+        ihp = ia.hyper(hp)
+        out: dict[str, Any] = {}
+        for p in params:
+            zeros = np.zeros(np.shape(params[p]))
+            prev = state.get(p, {})
+            st = {k: conv(prev.get(k, zeros)) for k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")}
+            w, new = apply_rule(conv(params[p]), conv(grads[p]), st, t, opt, ihp, ia.sqrt, ia.maximum)
+            out[p] = w
+            out.update((f"{k}_{p}", v) for k, v in new.items())
+        return out
+
+    return _at_precision(enclose)
 
 
 def update_truth(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[str, F64],
@@ -154,25 +216,23 @@ def update_truth(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping
             for k, v in new.items():
                 values[f"{k}_{p}"] = ScaledInts.from_fractions(v)
         return UpdateTruth(values, EXACT_METHOD)
-    ia = _Intervals()
-    ihp = ia.hyper(hp)
-    for p in params:
-        shape = params[p].shape
-        zeros = np.zeros(shape)
-        prev = state.get(p, {})
-        st = {k: ia.of(np.asarray(prev.get(k, zeros), dtype=np.float64)) for k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")}
-        w, new = apply_rule(ia.of(params[p]), ia.of(grads[p]), st, t, opt, ihp, ia.sqrt, ia.maximum)
-        for name, enc in ((p, w), *((f"{k}_{p}", v) for k, v in new.items())):
-            mids = np.empty(enc.size, dtype=object)
-            bad: list[tuple[int, ...]] = []
-            for i, x in enumerate(np.asarray(enc).ravel()):
-                lo, hi = ia.ends(x)
-                mids[i] = (lo + hi) / 2
-                if round_to_nearest(lo, fmt) != round_to_nearest(hi, fmt):
-                    bad.append(tuple(int(j) for j in np.unravel_index(i, shape)))
-            values[name] = ScaledInts.from_fractions(mids.reshape(shape))
-            if bad:
-                straddles[name] = bad
+    for name, enc in adam_enclosures(opt, params, grads, state, t, hp).items():
+        shape = params[name if name in params else name.rsplit("_", 1)[1]].shape
+        mids = np.empty(int(np.prod(shape)), dtype=object)
+        bad: list[tuple[int, ...]] = []
+        for i, x in enumerate(np.asarray(enc).ravel()):
+            ends = _Intervals.ends(x)
+            if ends is None:  # no exact value, or an infinite one: graded against 0 (as the mpmath oracle's [-inf, inf]), undecided
+                mids[i] = Fraction(0)
+                bad.append(tuple(int(j) for j in np.unravel_index(i, shape)))
+                continue
+            lo, hi = ends
+            mids[i] = (lo + hi) / 2
+            if lo != hi and round_to_nearest(lo, fmt) != round_to_nearest(hi, fmt):
+                bad.append(tuple(int(j) for j in np.unravel_index(i, shape)))
+        values[name] = ScaledInts.from_fractions(mids.reshape(shape))
+        if bad:
+            straddles[name] = bad
     return UpdateTruth(values, INTERVAL_METHOD, straddles)
 
 
@@ -229,23 +289,10 @@ def _update_fractions(opt: OptimizerConfig, params: Mapping[str, Any], grads: Ma
             for k, v in new.items():
                 values[f"{k}_{p}"] = ScaledInts.from_fractions(np.asarray(v, dtype=object))
         return UpdateTruth(values, EXACT_METHOD)
-    ia = _Intervals()
-    ihp = ia.hyper(hp)
-
-    def conv(a: Any) -> Any:
-        arr = np.asarray(a, dtype=object)
-        out = np.empty(arr.size, dtype=object)
-        out[:] = [ia.of(Fraction(x)) for x in arr.ravel()]
-        return out.reshape(arr.shape)
-
-    for p in params:
-        shape = np.asarray(params[p], dtype=object).shape
-        zeros = np.zeros(shape, dtype=object)
-        prev = state.get(p, {})
-        st = {k: conv(prev.get(k, zeros)) for k in ("exp_avg", "exp_avg_sq", "max_exp_avg_sq")}
-        w, new = apply_rule(conv(params[p]), conv(grads[p]), st, t, opt, ihp, ia.sqrt, ia.maximum)
-        for name, enc in ((p, w), *((f"{k}_{p}", v) for k, v in new.items())):
-            mids = np.empty(np.asarray(enc).size, dtype=object)
-            mids[:] = [sum(ia.ends(x)) / 2 for x in np.asarray(enc).ravel()]
-            values[name] = ScaledInts.from_fractions(mids.reshape(shape))
+    for name, enc in adam_enclosures(opt, params, grads, state, t, hp).items():
+        arr = np.asarray(enc)
+        mids = np.empty(arr.size, dtype=object)
+        # (a ball that is not finite: 0, as the mpmath oracle's [-inf, inf] gave; see update_truth)
+        mids[:] = [sum(e) / 2 if (e := _Intervals.ends(x)) is not None else Fraction(0) for x in arr.ravel()]
+        values[name] = ScaledInts.from_fractions(mids.reshape(arr.shape))
     return UpdateTruth(values, INTERVAL_METHOD)

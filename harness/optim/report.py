@@ -63,6 +63,6 @@ def rules_section(quantities: Iterable[str]) -> tuple[str, str] | None:
     if not parts:
         return None
     intro = ("<p>Each optimizer update is graded against this rule applied to what the implementation held before "
-             "the step (its parameters and state, its own gradient): exact rationals for SGD, 256-bit interval "
+             "the step (its parameters and state, its own gradient): exact rationals for SGD, 256-bit Arb ball "
              "enclosures for Adam and AdamW (harness/optim/).</p>")
     return "Optimizer update rules", intro + "".join(parts)

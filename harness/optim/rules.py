@@ -5,7 +5,7 @@ One definition per rule (:func:`sgd_rule`, :func:`adam_rule`) is evaluated in se
 - SymPy symbols (:func:`symbolic_rule`): the symbolic update with its state, for the report's
   derivation and for the symbolic cross-check against :mod:`harness.optim.reference`;
 - exact rationals (``Fraction`` object arrays): the SGD family's oracle (:mod:`harness.optim.oracle`);
-- rigorous intervals (mpmath ``iv``): Adam's and AdamW's oracle;
+- rigorous balls (python-flint ``arb``): Adam's and AdamW's oracle;
 - error terms (:class:`harness.optim.bounds.Terms`): the SGD family's error bounds.
 
 The rules are torch.optim's, as its documentation states them (torch 2.x ``SGD``, ``Adam``, ``AdamW``)
