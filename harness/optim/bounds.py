@@ -13,7 +13,8 @@ normal number where the step declares flush-to-zero, :func:`_eta`). A hyper-para
 (a Python float) is held in the operation's type: relative error ``r_h = u2`` (normal) or up to
 ``min(1, eta / |h|)`` where it is subnormal in the dtype (:func:`holding`; at most 100%: flushed to 0). Hyper-parameters
 derived in float64 (``1 - tau``, ``1 - beta``, ``lr / (1 - beta1^t)``, ``sqrt(1 - beta2^t)``) add
-their float64 error (torch.optim computes them in Python floats; its fused kernels in double).
+their float64 error (torch.optim computes them in Python floats; its fused kernels in double). Adam's bias
+corrections may instead be computed in float32 for float32 and narrower parameters (below).
 
 **SGD family** (:func:`sgd_bounds`). Every output of :func:`harness.optim.rules.sgd_rule` is a sum of
 ``T`` terms ``c_i x_i``, ``x_i`` one of ``theta, g, buf`` and ``c_i`` a signed product of ``n_i``
@@ -42,15 +43,38 @@ and is held with factor ``prod (1 + r_h)``: by Higham (2002) Lemma 3.1 ``prod (1
 - ``S = sqrt(V)``: ``|sqrt(V^) - sqrt(V)| <= min(E_V / sqrt(V), sqrt(E_V))``, then one rounding;
 - ``q = S / c2``, ``c2 = sqrt(1 - beta2^t)`` with relative error
   ``r_c2 = u2 + 4 u64 (1 + beta2^t / (1 - beta2^t))`` (``pow``, the cancellation of ``1 - beta2^t``,
-  the square root, all in float64, then held): ``E_q = (E_S / c2 + q r_c2) / (1 - r_c2) (1 + u2) + u2 q + eta``;
+  the square root, all in float64, then held), or the float32 one below where larger:
+  ``E_q = (E_S / c2 + q r_c2) / (1 - r_c2) (1 + u2) + u2 q + eta``;
 - ``den = q + eps``: ``E_den = E_q + r_eps eps + u2 (den + E_q) + eta``;
 - ``r = m / den``: ``E_r = (E_m + |r| E_den) / (den - E_den) (1 + u2) + u2 |r| + eta``, and at most
   ``(|m| + E_m) / (eps (1 - r_eps)) (1 + u2) + eta + |m| / eps`` (every evaluation's denominator is at least ``eps``
   as held, :func:`_eps_cap`); infinite, a vacuous bound, only where ``eps`` as held may be 0 (flushed, or below
   the dtype's resolution) and ``E_den >= den`` (``V`` near 0);
-- ``p = s r``, ``s = lr / (1 - beta1^t)`` with ``r_s = r_lr + 4 u64 (1 + beta1^t / (1 - beta1^t))``:
-  ``E_p = s E_r (1 + r_s) + |p| r_s + u2 (|p| + s E_r (1 + r_s) + |p| r_s) + eta``;
+- ``p = s r``, ``s = lr / (1 - beta1^t)`` with ``r_s = r_lr + 4 u64 (1 + beta1^t / (1 - beta1^t))``, or the float32
+  one below where larger: ``E_p = s E_r (1 + r_s) + |p| r_s + u2 (|p| + s E_r (1 + r_s) + |p| r_s) + eta``;
 - ``theta' = theta1 - p``: ``E = E_1 + E_p + u2 (|theta'| + E_1 + E_p) + eta``.
+
+**Bias corrections in float32** (:func:`float32_bias_corrections`, float32, float16 and bfloat16 parameters): optax's
+Adam in JAX float32, torch.optim's capturable and differentiable paths (float32 ``step`` tensors, also for half
+parameters) and TF1's Adam (a float32 running product ``beta^t``) round ``beta`` to float32 and cancel ``1 - beta^t``
+there, which amplifies float32's rounding ``u = 2**-24`` by ``rho = beta^t / (1 - beta^t)`` (999 for beta2 = 0.999 at
+step 1). With ``fl32(beta) = beta (1 + d0)`` (``|d0| = |fl32(beta) - beta| / beta``, computed: 0.216 ``u`` for 0.999;
+0 where ``beta`` is kept exact), a power within ``C_POW = 8`` units ``u`` (4 ULPs) or formed as a product of ``t``
+factors (``|prod (1 + d_j) - 1| <= (1 + u)^(t - 1) - 1`` over the ``t - 1`` products, Higham 2002 Lemma 3.1), ``fl(beta^t) = beta^t (1 + theta)``
+with ``|theta| <= (1 + d0)^t max(1 + C_POW u, (1 + u)^(t - 1)) - 1``; the subtraction rounds once (exact by Sterbenz
+where ``beta^t >= 1/2``, counted anyway), so ``1 - beta^t`` errs relatively by at most
+
+    r_bc = (1 + (|theta| beta^t + a) / (1 - beta^t)) (1 + u) - 1
+
+(``a = max(C_POW, t) 2**-149``: the power's own underflow). Then ``r_c2 = max(sqrt(1 + r_bc2)(1 + r_o)(1 + h_c2) - 1,
+1 - sqrt(1 - r_bc2)(1 - r_o)(1 - h_c2))`` (the square root rounded, then held in the dtype) and
+``r_s = (1 + r_lr32)(1 + r_o)(1 + h_s) / (1 - r_bc1) - 1`` (``lr`` held in float32, the division rounded, held): for
+float32 ``r_o = u2`` (a float64 operation rounded to float32 too) and ``h = 0``; below it ``r_o = u`` and ``h`` the
+dtype's holding of ``c2`` and of ``lr`` (``s >= lr``). Each is taken as the larger of it and the float64 one, so both
+evaluations are covered; float64 parameters keep the float64 model (float32 corrections for float64 parameters are
+``disagree``, as they should be). The cost: float32 Adam's bound at step 1 with beta2 = 0.999 is about 48 ULPs of the
+parameter (a few from step 2). (With float64 corrections only, optax's float32 Adam was ``disagree`` at 1.9-3.5 times
+the bound, torch's differentiable Adam at 1.3-2.3: helper-101.)
 
 The state quantities are graded against ``E_m``, ``E_v`` and ``E_V``.
 
@@ -73,7 +97,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..bounds import LAMBDA, Regime, update_rounding
-from ..floats import FloatFormat
+from ..floats import FLOAT32, FLOAT64, FloatFormat
 from .config import OptimizerConfig
 from .rules import sgd_rule
 
@@ -81,6 +105,10 @@ F64 = npt.NDArray[np.float64]
 #: Extra roundings allowed per term of the SGD family (module docstring).
 SLACK = 2
 U64 = 2.0**-53
+U32 = 2.0**-24
+#: A float32 ``pow``'s relative error in units of ``U32``: 4 ULPs (CUDA's documented ``powf`` bound; glibc's is below 1
+#: ULP), one ULP being at most ``2 U32`` of a normal value.
+C_POW = 8
 _SAFETY = 1.0 + 2.0**-30
 
 
@@ -234,6 +262,9 @@ def adam_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[
     s = lr / bc1
     r_c2 = u2 + 4 * U64 * (1 + b2**t / bc2)
     r_s = holding(lr, u2, fmt, eta=eta) + 4 * U64 * (1 + b1**t / bc1)
+    if fmt.precision < FLOAT64.precision:  # (or in float32: both are covered, module docstring)
+        r_c2_32, r_s_32 = float32_bias_corrections(b1, b2, t, lr, u2, fmt, eta, flush_to_zero)
+        r_c2, r_s = max(r_c2, r_c2_32), max(r_s, r_s_32)
     r_eps = holding(eps, u2, fmt, eta=eta)
     rigorous: dict[str, F64] = {}
     expected: dict[str, F64] = {}
@@ -253,6 +284,56 @@ def adam_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[
             if name in rigorous:
                 expected[name] = np.minimum(expected[name], rigorous[name])
     return rigorous, expected
+
+
+def bias_correction_error(beta: float, t: int) -> float:
+    """Relative error bound ``r_bc`` of ``1 - beta^t`` computed in float32 (module docstring): ``beta`` held exactly or
+    rounded to float32 (``|delta_0| = |fl32(beta) - beta| / beta``, known: at most ``u``, 0.216 ``u`` for 0.999; its
+    subnormal holding below float32's normal range), the power with at most ``C_POW`` units ``u`` (a ``pow`` function) or
+    as a product of ``t`` factors (``(1 + u)^(t - 1) - 1``, Higham 2002 Lemma 3.1; the power's own underflow adds at
+    most ``max(C_POW, t)`` subnormal spacings), the cancellation's amplification ``beta^t / (1 - beta^t)``, and the
+    subtraction's own rounding ``u``. Infinite where ``1 - beta^t`` is not positive."""
+    bt = beta**t
+    bc = 1 - bt
+    if not bc > 0:
+        return math.inf
+    b32 = float(np.float32(beta))  # (round to nearest; 0 <= beta < 1)
+    d0 = abs(b32 - beta) / beta if FLOAT32.min_normal <= beta else holding(beta, U32, FLOAT32)
+    with np.errstate(over="ignore"):
+        pw = max(C_POW * U32, math.expm1((t - 1) * math.log1p(U32)))
+        theta = math.expm1(t * math.log1p(d0) + math.log1p(pw))
+    under = max(C_POW, t) * 2.0 * FLOAT32.underflow_quantum
+    return (1 + (theta * bt + under) / bc) * (1 + U32) - 1
+
+
+def float32_bias_corrections(b1: float, b2: float, t: int, lr: float, u2: float, fmt: FloatFormat, eta: float,
+                             flush_to_zero: bool = False) -> tuple[float, float]:
+    """``(r_c2, r_s)`` of :func:`adam_bounds` where ``c2 = sqrt(1 - beta2^t)`` and ``s = lr / (1 - beta1^t)`` are computed
+    in float32 (module docstring): optax's Adam in JAX float32, torch.optim's capturable and differentiable paths with
+    their float32 ``step`` tensors. With ``1 - beta^t`` off by ``r_bc`` (:func:`bias_correction_error`), ``lr`` held in
+    float32 (``r_lr``), the square root and the division rounded in float32 and, for a narrower dtype, the results held
+    in it (``h``):
+    ``r_c2 = max(sqrt(1 + r_bc2)(1 + r_o)(1 + h_c2) - 1, 1 - sqrt(1 - r_bc2)(1 - r_o)(1 - h_c2))`` and
+    ``r_s = (1 + r_lr)(1 + r_o)(1 + h_s) / (1 - r_bc1) - 1``, with ``r_o = u2`` for float32 (a float64 operation rounded
+    to float32 too) and ``u`` below it. (With the float64 corrections only, optax's float32 Adam was ``disagree`` at
+    1.9-3.5 times the bound and torch's differentiable Adam at 1.3-2.3: helper-101.)"""
+    eta32 = Regime(FLOAT32, flush_to_zero).eta
+    r_lr = holding(lr, U32, FLOAT32, eta=eta32)
+    r_bc1, r_bc2 = bias_correction_error(b1, t), bias_correction_error(b2, t)
+    if fmt.precision >= FLOAT32.precision:
+        r_o, h_c2, h_s = u2, 0.0, 0.0
+    else:
+        c2 = math.sqrt(max(1 - b2**t, 0.0))
+        r_o = U32
+        h_c2 = holding(c2, fmt.unit_roundoff, fmt, eta=eta) if c2 > 0 else math.inf
+        h_s = holding(lr, fmt.unit_roundoff, fmt, eta=eta)  # (s >= lr: s errs no more below the normal range than lr)
+    if not r_bc2 < 1:
+        r_c2 = math.inf
+    else:
+        r_c2 = max(math.sqrt(1 + r_bc2) * (1 + r_o) * (1 + h_c2) - 1,
+                   1 - math.sqrt(1 - r_bc2) * (1 - r_o) * max(0.0, 1 - h_c2))
+    r_s = (1 + r_lr) * (1 + r_o) * (1 + h_s) / (1 - r_bc1) - 1 if r_bc1 < 1 else math.inf
+    return r_c2, r_s
 
 
 def _adam_chain(opt: OptimizerConfig, theta: F64, g: F64, m_: F64, v_: F64, vmax_: F64, k: Callable[[float], float],
