@@ -127,6 +127,33 @@ needs a positive term or partial sum beyond the range (the loss, a sum of square
 times ``c > 0``, is never ``-inf``; ``W - lr' g`` is ``-inf`` where ``g`` can be
 ``+inf``); the grading calls an infinity of the other sign ``disagree``.
 
+**Typical-order NaN** (:attr:`StepBounds.nan_typical`, :func:`typical_nan_masks`). The
+masks above hold for *any* order: for the gradients' sums over N, ``inf - inf`` is allowed
+wherever the sum of all positive terms and the sum of all negative terms (scaled, times the
+growth) both pass the range, i.e. in an order that sums the terms sorted by sign. They decide
+``overflow`` against ``disagree``. No library sums that way: in the data's order the partial
+sums of ordinary data stay near ``sqrt(N)`` times a term, and a step returning NaN everywhere
+passed as ``overflow`` (float16, N = 2000, ``|R|`` about 64, helper-100). So a second mask, for
+grad_W and grad_b (W and b inherit it), allows NaN only where the other NaN sources hold (an
+infinite term times a zero ``X_ij``, a zero scale, a NaN residual) or where, among the partial
+sums of the orders libraries use, one exceeds ``+max`` and one ``-max``. Those orders are
+modelled by the terms' own order (:func:`typical_partial_sums`): every contiguous range of rows
+(sequential sums either way, blocked and pairwise trees: its sums are differences of prefix
+sums, the largest ``max_{i <= j} P_j - P_i``), every contiguous range within each residue class
+of the rows mod ``L`` for ``L`` in :data:`TYPICAL_LANES` (2 to 64: SIMD and unrolled
+accumulators), and every contiguous range of those ``L`` class totals in lane order (the lanes
+combined sequentially or pairwise; halving the lanes gives class totals mod ``L / 2``). The
+terms are ``X_ij S_ik`` with the magnitudes the any-order masks use (``max(2, |s|) (1 + u)**2
+Rmag``, ``+-inf`` where the scaled residual can overflow), the residual's sign (both signs where
+``|R| <= E_R``), and the partial sums times the growth ``(1 + u)**(N + 3)``: a model of those
+orders, not a bound (an order outside it, or the sign-sorted one, can form a NaN it does not
+allow). It is computed only where the fast path (:func:`_far_from_overflow`) did not return and
+the any-order mask allows ``inf - inf``, in chunks of :data:`_TYPICAL_CHUNK` elements (memory
+``O(N K + D K)``, not ``O(N D K)``). A NaN that ``nan_allowed`` allows but ``nan_typical`` does not
+is graded ``suspect`` (:func:`harness.compare.compare`), its message quoting the largest partial
+sums (:attr:`StepBounds.typical_partial_sums`); the loss and the residual's sum over D keep the
+any-order rule.
+
 **Evaluating the bounds** in float64 can overflow (values near 1e300: the bound of
 ``b' = -2e300`` is about 1e285, but its ``E_g`` term is 1e584) or underflow (the
 expected bound squares values: below about 1e-154 the squares vanish and a
@@ -194,6 +221,12 @@ class StepBounds:
             (:func:`harness.repeatedsums.exact_reductions` sets those bounds to 0); None where none is.
             A step that transforms the exact terms (a factor, another dtype) rounds them: the
             tolerance of :mod:`harness.diagnose`'s hypotheses (:meth:`tolerance_bounds`).
+        nan_typical: quantity -> bool array, True where NaN is possible in the orders libraries sum in (within
+            :attr:`nan_allowed`; the module docstring's *typical-order NaN*): a NaN allowed by :attr:`nan_allowed` but
+            not here is graded ``suspect``, not ``overflow``. None = :attr:`nan_allowed` (an error model's own bounds).
+        typical_partial_sums: for grad_W, grad_b, W and b (theirs: their gradient's), ``(A, B)``: the largest positive
+            and negative partial sums of the gradient's reduction over N in those orders (scaled, with the growth of
+            its roundings; NaN where not computed); None where none was computed.
     """
 
     rigorous: dict[str, F64]
@@ -208,6 +241,12 @@ class StepBounds:
     finite_impossible: dict[str, Mask] | None = None
     out_of_range: dict[str, str] = field(default_factory=dict)
     rigorous_inexact: dict[str, F64] | None = None
+    nan_typical: dict[str, Mask] | None = None
+    typical_partial_sums: dict[str, tuple[F64, F64]] | None = None
+
+    def typical_nan(self, q: str) -> Mask:
+        """Where NaN is typical-possible for quantity ``q`` (:attr:`nan_typical`; :attr:`nan_allowed` where None)."""
+        return self.nan_allowed[q] if self.nan_typical is None else self.nan_typical[q]
 
     def tolerance_bounds(self) -> dict[str, F64]:
         """The rigorous bounds of a step that transforms the exact terms: :attr:`rigorous_inexact` where some
@@ -1056,12 +1095,105 @@ def _far_from_overflow(
     return bool(math.isfinite(worst) and worst <= limit)
 
 
+#: The lane counts of the strided accumulators (SIMD lanes, unrolled loops) :func:`typical_nan_masks` models: lane
+#: ``l`` of ``L`` sums rows ``l, l + L, l + 2 L, ...``.
+TYPICAL_LANES = (2, 4, 8, 16, 32, 64)
+#: Elements (rows times pairs) :func:`typical_nan_masks` holds in one chunk of its terms.
+_TYPICAL_CHUNK = 2**20
+
+
+def _rise_fall(P: F64) -> tuple[F64, F64]:
+    """The largest increase and the largest decrease of ``P`` along axis 0 (a later element minus an earlier one, or
+    the reverse; 0 at least): for prefix sums that start with 0, the largest and the most negative sums of a
+    contiguous range of the terms (``max_{i <= j} P_j - P_i``)."""
+    rise = np.max(P - np.minimum.accumulate(P, axis=0), axis=0)
+    fall = np.max(np.maximum.accumulate(P, axis=0) - P, axis=0)
+    return rise, fall
+
+
+def _prefix(T: F64) -> F64:
+    """Prefix sums of ``T`` along axis 0, starting with a row of zeros."""
+    P = np.zeros((T.shape[0] + 1,) + T.shape[1:], dtype=T.dtype)
+    np.cumsum(T, axis=0, out=P[1:])
+    return P
+
+
+def typical_partial_sums(hi: F64, lo: F64, limit: float = math.inf) -> tuple[F64, F64]:
+    """The largest positive and the largest negative (as a magnitude) partial sums, per column, of terms whose values
+    lie in ``[lo, hi]`` (``(n, m)``, rows in the data's order), over the orders libraries sum in: every contiguous
+    range of rows (sequential sums either way, blocked and pairwise trees, their combinations); every contiguous
+    range within each residue class of the rows mod ``L`` for ``L`` in :data:`TYPICAL_LANES` (an accumulator per lane),
+    and every contiguous range of those ``L`` class totals in lane order (the lanes combined sequentially or
+    pairwise; halving the lanes gives the class totals mod ``L / 2``, already counted). A term that can be ``+inf``
+    (``-inf``, or NaN) makes the positive (negative) extreme ``inf``. Not a bound over every order: the terms sorted
+    by sign reach the sum of all positive and of all negative terms (:func:`overflow_masks`).
+
+    ``limit``: a column whose two extremes both exceed it is left as it stands (at least that far; the rest of
+    its orders are not searched)."""
+    n, m = hi.shape
+    with np.errstate(invalid="ignore", over="ignore"):
+        A = np.where(np.any(~(hi < np.inf), axis=0), np.inf, 0.0)  # NaN compares False: inf
+        B = np.where(np.any(~(lo > -np.inf), axis=0), np.inf, 0.0)
+        h = np.where(np.isfinite(hi), hi, 0.0)
+        low = h if np.array_equal(hi, lo) else np.where(np.isfinite(lo), lo, 0.0)
+        for L in (1, *TYPICAL_LANES):
+            if L > 1 and L >= n:  # one term per class: its ranges are single rows, its totals' ranges row ranges
+                break
+            open_ = ~((A > limit) & (B > limit))
+            if not open_.any():
+                break
+            cols = slice(None) if open_.all() else np.flatnonzero(open_)
+            rows = -(-n // L) * L
+            parts = ((h, True, True),) if low is h else ((h, True, False), (low, False, True))
+            for arr, want_a, want_b in parts:
+                arr = arr[:, cols]
+                if rows != n:  # zeros pad the last lane round: they change no range's sum
+                    arr = np.concatenate([arr, np.zeros((rows - n, arr.shape[1]), dtype=arr.dtype)])
+                P = _prefix(arr.reshape(rows // L, L, arr.shape[1]))
+                rise, fall = _rise_fall(P)
+                tot_rise, tot_fall = _rise_fall(_prefix(P[-1]))
+                if want_a:
+                    A[cols] = np.fmax(A[cols], np.fmax(rise.max(axis=0), tot_rise))
+                if want_b:
+                    B[cols] = np.fmax(B[cols], np.fmax(fall.max(axis=0), tot_fall))
+        # an overflowed float64 prefix sum (inf - inf) counts as beyond the range
+        A, B = np.where(np.isnan(A), np.inf, A), np.where(np.isnan(B), np.inf, B)
+    return A, B
+
+
+def typical_nan_masks(Xm: F64, S_hi: F64, S_lo: F64, both: Mask, growth: float, big: float) -> tuple[Mask, F64, F64]:
+    """The typical-order part of ``sum_i Xm_ij S_ik``'s NaN: ``(mask, A, B)``, ``(D', K)`` each (``D'`` the columns of
+    ``Xm``). ``mask``: True where, among the partial sums of :func:`typical_partial_sums` (the terms ``Xm_ij S_ik`` in
+    the data's order, ``S`` within ``[S_lo, S_hi]``, times ``growth``), one exceeds ``+big`` and one ``-big``.
+    ``A`` and ``B``: the largest positive and negative partial sums (``growth`` applied; NaN where not computed).
+    Computed only where ``both`` (some order overflows both ways: the mask is False elsewhere), in chunks of
+    :data:`_TYPICAL_CHUNK` elements (memory ``O(N K + D K)``, not ``O(N D K)``)."""
+    n = Xm.shape[0]
+    A = np.full(both.shape, np.nan)
+    B = np.full(both.shape, np.nan)
+    jj, kk = np.nonzero(both)
+    step = max(1, _TYPICAL_CHUNK // max(n, 1))
+    with np.errstate(invalid="ignore", over="ignore"):
+        for at in range(0, jj.size, step):
+            j, k = jj[at:at + step], kk[at:at + step]
+            x = Xm[:, j]
+            p1, p2 = x * S_hi[:, k], x * S_lo[:, k]  # 0 * inf: NaN, the other product decides (or both NaN: inf)
+            hi, lo = np.fmax(p1, p2), np.fmin(p1, p2)
+            a, b = typical_partial_sums(hi, lo, big / growth)
+            A[j, k], B[j, k] = growth * a, growth * b
+    return both & (A > big) & (B > big), A, B
+
+
 def overflow_masks(
     X: F64, Y: F64, W: F64, b: F64, R: F64, exact: Mapping[str, F64], rb: ResidualBound, gb: GradientBounds,
     c: float, lrs: list[float], reg: Regime, ut: float, *, pre: _Prepared | None = None,
+    typical: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Mask], dict[str, Mask], dict[str, Mask], dict[str, Mask]]:
     """``inf_allowed``, ``nan_allowed``, ``posinf_allowed`` and ``neginf_allowed`` per quantity
     (module docstring).
+
+    ``typical``: a dict, filled with ``"nan"`` (quantity -> :attr:`StepBounds.nan_typical`) and ``"sums"``
+    (:attr:`StepBounds.typical_partial_sums`), or None.
 
     Magnitudes of intermediates are bounded with ``(1 + u)**n`` (the growth of ``n``
     roundings, finite where ``gamma_n`` is not). Signs are tracked so that
@@ -1082,6 +1214,8 @@ def overflow_masks(
         no = np.asarray(False)
         masks = {"loss": no, "grad_W": np.zeros((d, k), dtype=bool), "grad_b": np.zeros(k, dtype=bool),
                  "W": np.zeros((d, k), dtype=bool), "b": np.zeros(k, dtype=bool)}
+        if typical is not None:
+            typical["nan"], typical["sums"] = dict(masks), None
         return masks, dict(masks), dict(masks), dict(masks)
     c_zero = c != 1.0 and (c <= reg.fmt.underflow_quantum or (reg.ftz and c < reg.fmt.min_normal))
     lr_zero = any(x == 0.0 for x in lrs)  # some correct evaluation multiplies by 0
@@ -1110,8 +1244,17 @@ def overflow_masks(
         Sp = np.where(r_can_pos | s_pinf, Sm, 0.0)
         Sn = np.where(r_can_neg | s_ninf, Sm, 0.0)
 
+        # the signed scaled terms, rows in the data's order (typical_nan_masks): the magnitudes above (sc Rmag) with
+        # the residual's sign, both signs where it is not known (|R| <= E_R), +-inf where the scaled residual can
+        # overflow with that sign (every term at its largest magnitude, not the lower end of the negative ones: the
+        # largest values of a period such as (a, a, -2a) would drift by 10 u a a period)
+        mag = sc * Rmag
+        S_hi = np.where(s_pinf, np.inf, np.where(r_can_pos, mag, -mag))
+        S_lo = np.where(s_ninf, -np.inf, np.where(r_can_neg, -mag, mag))
+
         def reduce(Xm: F64) -> tuple[Mask, Mask]:
-            """(inf possible, NaN possible) for sum_i Xm_ij S_ik, any order and scale placement."""
+            """(inf possible, NaN possible) for sum_i Xm_ij S_ik, any order and scale placement; appends the
+            typical-order NaN mask and partial sums to ``typical_parts``."""
             Xp, Xn = np.clip(Xm, 0, None), np.clip(-Xm, 0, None)
 
             def mm(a: F64, bb: F64) -> F64:  # a @ bb with 0 * inf = 0
@@ -1127,13 +1270,17 @@ def overflow_masks(
             signed.append((gpos > big, gneg > big))
             ginf = (gpos > big) | (gneg > big)
             zero_x = (Xm == 0).astype(float)
-            nan = ((gpos > big) & (gneg > big)) | ((zero_x.T @ (s_pinf | s_ninf).astype(float)) > 0)
-            nan = nan | (np.ones_like(Xm).T @ s_nan.astype(float) > 0)
+            both = (gpos > big) & (gneg > big)  # some order (the terms sorted by sign) overflows both ways
+            other = (zero_x.T @ (s_pinf | s_ninf).astype(float)) > 0
+            other = other | (np.ones_like(Xm).T @ s_nan.astype(float) > 0)
             # the scale applied after the sum: an overflowed sum times a zero scale
-            nan = nan | (ginf & c_zero)
-            return ginf, nan
+            other = other | (ginf & c_zero)
+            typ_both, A, B = typical_nan_masks(Xm, S_hi, S_lo, both, G_G, big)
+            typical_parts.append((typ_both | other, A, B))
+            return ginf, both | other
 
         signed: list[tuple[Mask, Mask]] = []
+        typical_parts: list[tuple[Mask, F64, F64]] = []
         gW_inf, gW_nan = reduce(X)
         gb_inf, gb_nan = reduce(np.ones((n, 1)))
         gb_inf, gb_nan = gb_inf[0], gb_nan[0]
@@ -1175,6 +1322,13 @@ def overflow_masks(
 
         W_inf, W_nan = upd(gW_inf, gW_nan, gb.gW, np.abs(exact["grad_W"]), W, exact["W"])
         b_inf, b_nan = upd(gb_inf, gb_nan, gb.gb, np.abs(exact["grad_b"]), b, exact["b"])
+        if typical is not None:  # W and b inherit their gradients' typical-order NaN
+            (gW_typ, gW_A, gW_B), (gb_typ, gb_A, gb_B) = typical_parts
+            gb_typ, gb_A, gb_B = gb_typ[0], gb_A[0], gb_B[0]
+            typical["nan"] = {"loss": np.asarray(L_nan), "grad_W": gW_typ, "grad_b": gb_typ,
+                              "W": upd(gW_inf, gW_typ, gb.gW, np.abs(exact["grad_W"]), W, exact["W"])[1],
+                              "b": upd(gb_inf, gb_typ, gb.gb, np.abs(exact["grad_b"]), b, exact["b"])[1]}
+            typical["sums"] = {"grad_W": (gW_A, gW_B), "grad_b": (gb_A, gb_B), "W": (gW_A, gW_B), "b": (gb_A, gb_B)}
         W_p, W_n = upd_signed(gW_p, gW_n, gb.gW, exact["grad_W"], W, exact["W"])
         b_p, b_n = upd_signed(gb_p, gb_n, gb.gb, exact["grad_b"], b, exact["b"])
     inf = {"loss": np.asarray(L_inf), "grad_W": gW_inf, "grad_b": gb_inf, "W": W_inf, "b": b_inf}
@@ -1412,8 +1566,10 @@ def _step_bounds_in(
                                    update_eta=(eta_W[0] + eta_W[1], eta_b[0] + eta_b[1]))
     with np.errstate(invalid="ignore"):
         expected = {q: np.minimum(_nan_as_inf(expected_raw[q]), rigorous[q]) for q in rigorous}
+    typical: dict[str, Any] = {}
     inf_ok, nan_ok, pinf_ok, ninf_ok = overflow_masks(X, Y, W, b, R, exact, rb, gb, c, learning_rates(lr, lr_held, upd_reg),
-                                                      reg, ut, pre=pre)
+                                                      reg, ut, pre=pre, typical=typical)
     return StepBounds(rigorous=rigorous, expected=expected, inf_allowed=inf_ok, nan_allowed=nan_ok,
                       vacuous=_vacuous_reasons(n, d, k, reg, rb, gb, gL), flush_to_zero=reg.ftz,
-                      posinf_allowed=pinf_ok, neginf_allowed=ninf_ok, rigorous_inexact=rigorous_inexact)
+                      posinf_allowed=pinf_ok, neginf_allowed=ninf_ok, rigorous_inexact=rigorous_inexact,
+                      nan_typical=typical["nan"], typical_partial_sums=typical["sums"])

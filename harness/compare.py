@@ -15,7 +15,10 @@ error, and the ratio of the error to the rigorous and to the expected bound
   (``inf`` where the exact value or an intermediate of some correct evaluation
   order leaves the range, *of a sign* some correct evaluation produces: the loss
   is never ``-inf``; ``NaN`` where ``inf - inf`` or ``0 * inf`` is possible).
-  These are left out of the statistics. A finite element whose exact value is
+  These are left out of the statistics. A ``NaN`` that only an order summing the
+  terms by sign forms (``nan_allowed`` but not ``nan_typical``:
+  :attr:`harness.bounds.StepBounds.nan_typical`) is ``suspect`` instead, left out
+  of the statistics too (no error is measured; its worst-element figures say so). A finite element whose exact value is
   beyond float64's range errs by at least ``2**970``: ``disagree`` unless the
   rigorous bound is that large (then ``suspect``).
 
@@ -103,10 +106,12 @@ _IV = {v: i for i, v in enumerate(_NAMES)}
 def _grade_elements(
     c: F64, hi: F64, lo: F64, rig: F64, exp: F64, pos_ok: npt.NDArray[np.bool_], neg_ok: npt.NDArray[np.bool_],
     nan_ok: npt.NDArray[np.bool_], finite_impossible: npt.NDArray[np.bool_] | None, fmt: FloatFormat,
-) -> tuple[F64, F64, F64, F64, npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    nan_typ: npt.NDArray[np.bool_] | None = None,
+) -> tuple[F64, F64, F64, F64, npt.NDArray[np.int64], npt.NDArray[np.bool_], F64]:
     """The element-wise part of :func:`compare` (arrays of one shape): ``(abs_error, ulp_error,
-    rigorous ratio, expected ratio, element verdict codes, overflowed)``. Every operation is per
-    element, so a concatenation of several quantities grades each element as alone."""
+    rigorous ratio, expected ratio, element verdict codes, overflowed, worst-element key)``. Every operation
+    is per element, so a concatenation of several quantities grades each element as alone. ``nan_typ``: where
+    NaN is typical-possible (None: wherever ``nan_ok``); a NaN allowed by ``nan_ok`` alone is ``suspect``."""
     # an exact value beyond the range allows the infinity of its own sign
     pos_ok = pos_ok | (hi > fmt.max_finite)
     neg_ok = neg_ok | (hi < -fmt.max_finite)
@@ -138,7 +143,16 @@ def _grade_elements(
     # error model may give one; the built-in expected bounds are capped by the rigorous ones)
     verdicts = np.where(rr <= 1.0, np.where(er <= 1.0, iv["agree"], iv["suspect"]), iv["disagree"])
     verdicts = np.where(overflowed, iv["overflow"], verdicts)
-    return err, ulps, rr, er, verdicts, overflowed
+    # the worst element: the largest rigorous ratio (non-finite results a correct evaluation can produce: -1);
+    # a NaN that only a sign-sorted order forms is suspect, ranked as a ratio of 1 (above agreeing and suspect
+    # finite elements but for a tie, below any disagreeing one), so that the record names it
+    key_rr = np.where(overflowed, -1.0, rr)
+    if nan_typ is not None:
+        atypical = np.isnan(c) & nan_ok & ~nan_typ
+        if atypical.any():
+            verdicts = np.where(atypical, iv["suspect"], verdicts)
+            key_rr = np.where(atypical, 1.0, key_rr)
+    return err, ulps, rr, er, verdicts, overflowed, key_rr
 
 
 def compare(
@@ -153,6 +167,7 @@ def compare(
     posinf_allowed: npt.ArrayLike | None = None,
     neginf_allowed: npt.ArrayLike | None = None,
     finite_impossible: npt.ArrayLike | None = None,
+    nan_typical: npt.ArrayLike | None = None,
 ) -> Comparison:
     """Compare ``computed`` against the exact ``exact_hi + exact_lo``.
 
@@ -173,6 +188,9 @@ def compare(
         finite_impossible: per-element bool: the exact value is beyond float64 by more than
             the rigorous bound (:attr:`harness.bounds.StepBounds.finite_impossible`): a finite
             result there is ``disagree``.
+        nan_typical: per-element bool: NaN is possible in the orders libraries sum in
+            (:attr:`harness.bounds.StepBounds.nan_typical`); a NaN allowed by ``nan_allowed`` but not here
+            (only the terms summed by sign give it) is ``suspect``. None = ``nan_allowed``.
 
     Returns:
         a :class:`Comparison`.
@@ -192,14 +210,15 @@ def compare(
     neg_ok = inf_any if neginf_allowed is None else _flat(neginf_allowed, shape, bool, "neginf_allowed").reshape(shape)
     nan_ok = np.zeros(shape, dtype=bool) if nan_allowed is None else _flat(nan_allowed, shape, bool, "nan_allowed").reshape(shape)
     imp = None if finite_impossible is None else _flat(finite_impossible, shape, bool, "finite_impossible").reshape(shape)
+    typ = None if nan_typical is None else _flat(nan_typical, shape, bool, "nan_typical").reshape(shape)
     _nonnegative(rig, exp)
-    err, ulps, rr, er, verdicts, overflowed = _grade_elements(c, hi, lo, rig, exp, pos_ok, neg_ok, nan_ok, imp, fmt)
+    err, ulps, rr, er, verdicts, overflowed, key_rr = _grade_elements(c, hi, lo, rig, exp, pos_ok, neg_ok, nan_ok, imp, fmt,
+                                                                      typ)
     names = _NAMES
     counts = {name: int(np.sum(verdicts == i)) for i, name in enumerate(names)}
     worst_v = int(verdicts.max()) if verdicts.size else 0
     judged = ~overflowed
     if c.size:
-        key_rr = np.where(overflowed, -1.0, rr)
         order = np.lexsort((np.nan_to_num(ulps.ravel(), posinf=np.finfo(float).max), key_rr.ravel()))
         flat_worst = int(order[-1])
         worst_index = tuple(int(i) for i in np.unravel_index(flat_worst, c.shape))
@@ -234,7 +253,7 @@ def compare(
 #: The keyword arguments of :func:`compare` a :func:`compare_many` item may give (``computed``,
 #: ``exact_hi``, ``exact_lo``, ``rigorous``, ``expected`` and ``inf_allowed`` are required).
 COMPARE_KEYS = ("computed", "exact_hi", "exact_lo", "rigorous", "expected", "inf_allowed", "nan_allowed",
-                "posinf_allowed", "neginf_allowed", "finite_impossible")
+                "posinf_allowed", "neginf_allowed", "finite_impossible", "nan_typical")
 
 
 def _real(value: npt.ArrayLike, key: str) -> F64:
@@ -311,8 +330,15 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
     neg_ok = cat("neginf_allowed", bool, "inf_allowed")
     nan_ok = cat("nan_allowed", bool)
     imp = cat("finite_impossible", bool)
+    typ = None
+    if any(it.get("nan_typical") is not None for it in items):  # (an item without one: its nan_allowed)
+        first = np.cumsum([0, *sizes[:-1]])
+        typ = np.concatenate([nan_ok[a:a + size] if it.get("nan_typical") is None
+                              else _flat(it["nan_typical"], shp, bool, "nan_typical")
+                              for it, shp, a, size in zip(items, shapes, first, sizes, strict=True)])
     _nonnegative(rig, exp)
-    err, ulps, rr, er, verdicts, overflowed = _grade_elements(c, hi, lo, rig, exp, pos_ok, neg_ok, nan_ok, imp, fmt)
+    err, ulps, rr, er, verdicts, overflowed, key_rr = _grade_elements(c, hi, lo, rig, exp, pos_ok, neg_ok, nan_ok, imp, fmt,
+                                                                      typ)
     m = len(items)
     ends = np.cumsum(sizes)
     starts = ends - np.asarray(sizes)
@@ -321,7 +347,6 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
     counts = np.bincount(seg * nv + verdicts, minlength=m * nv).reshape(m, nv)
     worst_v = np.maximum.reduceat(verdicts, starts)
     judged = ~overflowed
-    key_rr = np.where(overflowed, -1.0, rr)
     order = np.lexsort((np.nan_to_num(ulps, posinf=np.finfo(float).max), key_rr, seg))
     worst_flat = order[ends - 1]
     mx_abs = np.maximum.reduceat(np.where(judged, err, 0.0), starts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
 import shlex
 import traceback
@@ -23,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import interpreter_state
-from .bounds import flush_to_zero_default, step_bounds
+from .bounds import TYPICAL_LANES, flush_to_zero_default, step_bounds
 from .cases import Case, CaseSource, as_cases
 from .classify import classify_exception
 from .compare import FailingElements, bound_ratio_text, compare, compare_many, drift, failing_elements
@@ -536,6 +537,7 @@ def _only_non_finite_in(prepared: tuple[ExactStep, dict[str, tuple[F64, F64]], A
         rigorous={q: np.where(masks[q], np.inf, v) for q, v in bounds.rigorous.items()},
         expected={q: np.where(masks[q], np.inf, v) for q, v in bounds.expected.items()},
         inf_allowed=widen(bounds.inf_allowed), nan_allowed=widen(bounds.nan_allowed),
+        nan_typical=widen(getattr(bounds, "nan_typical", None)),
         posinf_allowed=widen(bounds.posinf_allowed), neginf_allowed=widen(bounds.neginf_allowed),
         finite_impossible={q: np.asarray(impossible.get(q, False), dtype=bool) | masks[q] for q in masks},
         note=f"{bounds.note}; {note}" if bounds.note else note,
@@ -1002,12 +1004,17 @@ def _grade_step(
     exact_hi = {q: hilo[q][0] for q in QUANTITIES}
     records = []
     impossible = getattr(bounds, "finite_impossible", None) or {}
+    # where NaN is possible only in an order that sums the terms by sign (harness.bounds.StepBounds.nan_typical):
+    # suspect, not overflow (a step returning NaN everywhere passed as an overflow on ordinary data, helper-100)
+    typical = getattr(bounds, "nan_typical", None) or {}
+    sums = getattr(bounds, "typical_partial_sums", None) or {}
     items = []
     for q in QUANTITIES:
         pinf, ninf = bounds.signed_inf_allowed(q)
         items.append({"computed": out[q], "exact_hi": hilo[q][0], "exact_lo": hilo[q][1], "rigorous": bounds.rigorous[q],
                       "expected": bounds.expected[q], "inf_allowed": bounds.inf_allowed[q], "nan_allowed": bounds.nan_allowed[q],
-                      "posinf_allowed": pinf, "neginf_allowed": ninf, "finite_impossible": impossible.get(q)})
+                      "posinf_allowed": pinf, "neginf_allowed": ninf, "finite_impossible": impossible.get(q),
+                      "nan_typical": typical.get(q)})
     decimals: dict[tuple[int, int], str] = {}  # the same exact value is often the graded, written and trajectory one
 
     def decimal(f: Fraction) -> str:
@@ -1028,9 +1035,11 @@ def _grade_step(
             rigorous_bound=cmp.rigorous_at_worst, expected_bound=cmp.expected_at_worst,
             abs_error_at_worst=cmp.abs_error_at_worst, ulp_error_at_worst=cmp.ulp_error_at_worst,
             counts=cmp.counts, oracle_method=ex.method, message=_message(q, cmp, fmt, bounds.vacuous.get(q, "") or getattr(bounds, "out_of_range", {}).get(q, ""),
-                             vacuous_bound=q in bounds.vacuous),
+                             vacuous_bound=q in bounds.vacuous, sign_sorted=_sign_sorted_sums(cmp, sums.get(q))),
             **base,
         )
+        if cmp.verdict == "suspect" and math.isnan(computed):  # a NaN only a sign-sorted order forms: no error measured
+            rec.abs_error_at_worst = rec.ulp_error_at_worst = None
         if q in ex.radius:  # an accurate step: the value is within its radius of the exact one, not the exact rational
             rec.exact_radius = float(ex.radius[q][idx])
         if not np.isfinite(cmp.rigorous_at_worst) and cmp.bound_ratio == 0 and cmp.max_abs_error > 0:
@@ -1096,11 +1105,32 @@ def _name_flush_to_zero(
                            "declare it: @harness.implementation(..., flush_to_zero=True) or --flush-to-zero; " + rec.message)
 
 
-def _message(q: str, cmp: Any, fmt: FloatFormat, vacuous: str = "", vacuous_bound: bool = True) -> str:
+def _sign_sorted_sums(cmp: Any, sums: tuple[F64, F64] | None) -> tuple[float, float] | None:
+    """``(A, B)`` of :attr:`harness.bounds.StepBounds.typical_partial_sums` at the worst element of a ``suspect``
+    comparison whose worst element is NaN (a NaN only an order summing the terms by sign forms); None otherwise."""
+    if cmp.verdict != "suspect" or not math.isnan(cmp.computed_at_worst) or sums is None:
+        return None
+    idx = cmp.worst_index
+    return float(np.asarray(sums[0])[idx]), float(np.asarray(sums[1])[idx])
+
+
+def _message(q: str, cmp: Any, fmt: FloatFormat, vacuous: str = "", vacuous_bound: bool = True,
+             sign_sorted: tuple[float, float] | None = None) -> str:
     if cmp.verdict == "agree":
         return f"{q}: {vacuous}" if vacuous else ""
     bad = cmp.counts.get(cmp.verdict, 0)
     c = cmp.computed_at_worst
+    if cmp.verdict == "suspect" and np.isnan(c):
+        big = fmt.max_finite
+        figures = (f"the largest partial sums are +{sign_sorted[0]:.6g} and -{sign_sorted[1]:.6g} (the range: "
+                   f"+-{big:.6g})" if sign_sorted is not None else f"no partial sums of both signs leave +-{big:.6g}")
+        msg = (f"{q}: {bad} of {cmp.size} element(s) NaN where only an order summing the terms by sign gives NaN; "
+               f"worst at {list(cmp.worst_index)}: NaN where the exact value is {cmp.exact_at_worst:.6g}. NaN needs "
+               f"partial sums of both signs beyond {fmt.name}'s range (inf - inf), and in the data's order, blocks "
+               f"and strided accumulators of up to {TYPICAL_LANES[-1]} lanes {figures} (the scale, and the growth of "
+               "the roundings, included), so only an order summing the terms by sign gives NaN (its sums of all "
+               "positive and all negative terms overflow); counted a pass only without --strict")
+        return f"{msg}; {vacuous}" if vacuous else msg
     if cmp.verdict == "disagree" and not np.isfinite(c):
         what = "NaN" if np.isnan(c) else repr(c)
         why = ("no correct evaluation forms inf - inf or 0 * inf here" if np.isnan(c)

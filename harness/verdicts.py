@@ -25,7 +25,9 @@ verdict            severity  fails a run       meaning
                                                intermediate that some correct evaluation order
                                                forms, leaves the range (NaN only where inf - inf
                                                or 0 * inf can occur); elsewhere NaN/inf is disagree
-``suspect``        3         with ``strict``   above the expected bound, within the rigorous one
+``suspect``        3         with ``strict``   above the expected bound, within the rigorous one;
+                                               or a NaN that only an order summing the terms by
+                                               sign forms (:mod:`harness.bounds`, typical-order NaN)
 ``invalid-input``  4         yes               the case cannot be graded (NaN/inf inputs)
 ``disagree``       5         yes               above the rigorous bound: impossible for a
                                                correct evaluation (NaN/inf included)
