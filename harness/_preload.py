@@ -11,17 +11,24 @@ exact step of each kind (about 0.6 s; numba starts no thread for them).
 
 from __future__ import annotations
 
+import signal
 import threading
 from fractions import Fraction
 
-import numpy as np
-import torch  # noqa: F401
-import torch._dynamo  # noqa: F401  (torch.optim imports it lazily, on the first optimizer)
+# Ctrl-C reaches the whole process group, the fork server too: the supervisor alone handles it (it stops the pool and
+# keeps every finished record), and the server ignores SIGINT once its preload is done (multiprocessing.forkserver);
+# here, while it preloads (``check`` starts it before it loads its cases), a KeyboardInterrupt printed 40 lines of
+# traceback under the supervisor's "interrupted" (helper-104)
+signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-from .fastexact import step_parts
-from .implementations import load_builtins
-from .oracle import ACCURATE_MIN_WORK, exact_inputs_from_floats, exact_step, plan
-from .symbolic import derive
+import numpy as np  # noqa: E402
+import torch  # noqa: E402, F401
+import torch._dynamo  # noqa: E402, F401  (torch.optim imports it lazily, on the first optimizer)
+
+from .fastexact import step_parts  # noqa: E402
+from .implementations import load_builtins  # noqa: E402
+from .oracle import ACCURATE_MIN_WORK, exact_inputs_from_floats, exact_step, plan  # noqa: E402
+from .symbolic import derive  # noqa: E402
 
 load_builtins()
 for _reduction in ("sum", "mean"):

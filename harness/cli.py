@@ -210,14 +210,26 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     shard = parse_shard(args.shard)
     check_timeout_isolation(args.timeout, args.isolation)  # (verify checks it too: here before any output is made)
+    for mod in args.plugin:
+        load_plugin(mod)
+    load_entry_points()
+    impls = [s.strip() for s in args.implementations.split(",") if s.strip()] if args.implementations else None
+    # names checked before the outputs (which makes their folders) and before the earlier results are moved aside: a typo
+    # must not replace them with an empty run, nor leave an empty folder (helper-82); and before the fork server starts
+    from .devices import parse_dtypes
+    from .implementations import implementation_of
+
+    for name in impls or ():
+        implementation_of(name)
+    parse_dtypes(args.dtypes)
     early_server = False
     if args.isolation == "process":
         from .isolation import start_fork_server
 
-        early_server = start_fork_server()  # its ~3 s preload overlaps this process's own start-up (the cases, the torch import)
-    for mod in args.plugin:
-        load_plugin(mod)
-    load_entry_points()
+        # its ~3 s preload overlaps this process's own start-up (the cases, the torch import, the report's warm-up);
+        # started after the plug-ins: the server and its workers inherit this process's environment as it is now
+        # (a plug-in that sets OMP_NUM_THREADS at import, helper-104)
+        early_server = start_fork_server()
     cases, errors = _select(args.cases, args.case, args.tier, args=args)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
@@ -233,19 +245,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     missing = [d for d in parse_devices(args.devices) if d not in available_devices()]
     if missing:
         raise UsageError(f"device(s) {', '.join(missing)} not available on this machine (available: {', '.join(available_devices())})")
-    impls = [s.strip() for s in args.implementations.split(",") if s.strip()] if args.implementations else None
-    # names checked before the outputs (which makes their folders) and before the earlier results are moved aside: a typo
-    # must not replace them with an empty run, nor leave an empty folder (helper-82)
-    from .devices import parse_dtypes
-    from .implementations import implementation_of
-
-    for name in impls or ():
-        implementation_of(name)
-    parse_dtypes(args.dtypes)
     if early_server and args.report != "none":
         from .report import warm_up
 
-        warm_up()  # the fork server is still preloading: the report's fixed work costs nothing here, ~1 s at the end
+        try:
+            warm_up()  # the fork server is still preloading: the report's fixed work costs nothing here, ~1 s at the end
+        except Exception:  # noqa: BLE001, S110 - a report that cannot be made must not lose the run: the records come
+            pass  # first, and the report at the end says why it failed (MPLBACKEND=nosuchbackend, helper-104)
     # the outputs are checked before the first case runs: a run is never lost to a bad path at its end
     inputs = run_input_files([c.source for c in cases if c.source and c.source != "<memory>"], args.plugin)
     results_path = check_output_path(args.results, "--results", inputs)

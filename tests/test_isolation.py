@@ -456,8 +456,10 @@ def test_os_exit_from_a_signal_handler_still_ends_the_process(tmp_path):
     assert proc.returncode == 5, (proc.returncode, proc.stderr[-2000:])
 
 
-def _fork_servers() -> set[int]:
-    """The pids of this process's children that run multiprocessing's fork server (Linux: from /proc)."""
+def _fork_servers(parent: int | None = None) -> set[int]:
+    """The pids of the children of ``parent`` (default: this process) that run multiprocessing's fork server
+    (Linux: from /proc)."""
+    parent = os.getpid() if parent is None else parent
     out = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -465,7 +467,7 @@ def _fork_servers() -> set[int]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"forkserver" in cmd:
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"forkserver" in cmd:
             out.add(int(pid))
     return out
 
@@ -485,3 +487,89 @@ def test_start_fork_server_starts_only_the_fork_server(monkeypatch: pytest.Monke
     servers = _fork_servers()
     assert len(servers) == 1 and servers >= before  # one server per process, started now or by an earlier pool
     assert start_fork_server() is True and _fork_servers() == servers
+
+
+_ENV_PROBE = '''
+import multiprocessing
+import os
+
+if multiprocessing.parent_process() is None:  # the supervisor (or an inline run), not a worker importing the plug-in
+    os.environ["HARNESS_TEST_ENV_FROM"] = "supervisor"
+import harness
+import numpy as np
+
+
+@harness.implementation("env-probe", framework="numpy", dtypes=("float64",))
+def step(X, y, W, b, *, lr, reduction, steps):
+    inherited = os.environ.get("HARNESS_TEST_ENV_FROM") == "supervisor"
+    out = []
+    for _ in range(steps):
+        R = X @ W + b - y
+        c = 1.0 / R.size if reduction == "mean" else 1.0
+        gW, gb = 2 * c * X.T @ R, 2 * c * R.sum(axis=0)
+        # right only in a worker whose environment is the supervisor's after the plug-ins loaded
+        W, b = W - lr * gW * (1.0 if inherited else 3.0), b - lr * gb
+        out.append(harness.StepResult(c * float((R * R).sum()), gW, gb, W, b))
+    return out
+'''
+
+
+def _check_cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("HARNESS_START_METHOD", "HARNESS_TEST_"))}
+    return subprocess.run([sys.executable, "-m", "harness", "check", "--cases", str(CASES / "seed.toml"), "-q", *args],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300, env={**base, **(env or {})})
+
+
+def test_workers_inherit_the_environment_the_plugins_set(tmp_path: Path) -> None:
+    """``check`` starts the fork server early, but after the plug-ins load: a plug-in that sets an environment
+    variable at import (``OMP_NUM_THREADS=1`` before ``import torch``, a common idiom) has it reach the server and
+    every worker, as in an inline run. Started before them, the workers ran torch with other thread counts than the
+    run's environment line said, and float32 records differed from an inline run's (helper-104)."""
+    plugin = tmp_path / "env_probe.py"
+    plugin.write_text(_ENV_PROBE)
+    for isolation in ("process", "inline"):
+        proc = _check_cli(tmp_path, "--plugin", str(plugin), "--implementations", "env-probe", "--isolation", isolation, "--dtypes", "float64",
+                          "--results", str(tmp_path / f"{isolation}.jsonl"), "--report", "none")
+        assert proc.returncode == 0, (isolation, proc.stdout[-2000:], proc.stderr[-2000:])
+        recs = [json.loads(line) for line in (tmp_path / f"{isolation}.jsonl").read_text().splitlines()]
+        assert {r["verdict"] for r in recs if r.get("kind") == "record"} == {"agree"}
+
+
+def test_a_report_that_cannot_be_made_loses_no_record(tmp_path: Path) -> None:
+    """The report's warm-up runs before the first case; where matplotlib cannot be imported (``MPLBACKEND`` naming
+    no backend) the run still grades every case and keeps its completed results file, and the report's own error
+    comes at the end, as before the warm-up existed (it lost the run: helper-104)."""
+    results = tmp_path / "r.jsonl"
+    proc = _check_cli(tmp_path, "--case", "seed", "--results", str(results), "--report", str(tmp_path / "r.html"),
+                      env={"MPLBACKEND": "nosuchbackend"})
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    assert sum(r.get("kind") == "record" for r in lines) > 100
+    assert lines[-1]["kind"] == "run-end" and lines[-1]["completed"] is True
+    assert not (tmp_path / "r.html").exists() and "nosuchbackend" in proc.stderr, (proc.returncode, proc.stderr[-2000:])
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc (Linux)")
+def test_ctrl_c_while_the_fork_server_preloads_prints_no_traceback(tmp_path: Path) -> None:
+    """Ctrl-C reaches the whole process group; ``check`` starts the fork server before its cases load, so Ctrl-C in
+    the first seconds lands in the server's preload, which printed 40 lines of ``KeyboardInterrupt`` traceback under
+    ``check``'s own "interrupted" (helper-104). The preload ignores SIGINT (the supervisor handles it)."""
+    import signal
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("HARNESS_START_METHOD")}
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "check", "--cases", str(CASES / "seed.toml"), "-q",
+                             "--results", str(tmp_path / "r.jsonl"), "--report", "none"], cwd=tmp_path, env=base,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 60
+        while not _fork_servers(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _fork_servers(proc.pid), "the fork server never started"
+        time.sleep(0.3)  # inside its preload (about 3 s: torch, torch._dynamo, the derivations)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)  # until the server, which shares the pipes, has exited too
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130 and "interrupted" in (out + err), (proc.returncode, err[-3000:])
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
