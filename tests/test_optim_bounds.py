@@ -139,14 +139,15 @@ def f32_bias_step(opt: OptimizerConfig, w: np.ndarray, g: np.ndarray, state: dic
                   wrong: str | None = None, power: str = "pow") -> tuple[np.ndarray, dict]:
     """A NumPy Adam/AdamW step in the parameters' dtype whose bias corrections are computed in float32, as optax in JAX
     float32, torch.optim's capturable path and TF1's Adam do: beta as ``np.float32``, ``1 - beta**t`` and its square root
-    in float32, ``lr / (1 - beta1**t)`` in float32. ``wrong``: ``"t+1"`` (the corrections one step ahead) or
+    in float32, ``lr / (1 - beta1**t)`` in float32. ``wrong``: ``"t+1"`` or ``"t-1"`` (the corrections one step ahead
+    or behind) or
     ``"no-sqrt"`` (``1 - beta2**t`` where its square root belongs). ``power``: ``"pow"`` (float32 ``**``) or
     ``"product"`` (a float32 running product of ``beta``, as TF1's ``beta1_power`` variable)."""
     dt = np.dtype(dtype).type
     f32 = np.float32
     kw = opt.torch_kwargs()
     b1, b2 = kw["betas"]
-    tt = f32(t + 1 if wrong == "t+1" else t)
+    tt = f32(t + 1 if wrong == "t+1" else t - 1 if wrong == "t-1" else t)
     if power == "pow":
         p1, p2 = f32(b1) ** tt, f32(b2) ** tt
     else:
@@ -248,6 +249,31 @@ def test_float32_bias_corrections_agree_and_their_bugs_do_not(dtype: str, beta2:
             # d - beta1 (d - m_), 58% of m there, where t + 1 moves the update by 29%)
             if t <= 10 and _visible(ahead, dtype) and not (dtype == "float16" and b1 > 0.9 and t == 1):
                 assert _f32_bias_ratio(table, dtype, t, lr, PIN_W, PIN_G, PIN_S, "t+1") > 1, (table, lr)
+
+
+def test_running_product_is_float32s_own_and_an_off_by_one_step_count_is_no_longer_inside_it() -> None:
+    """The float32 running product ``beta^t`` (TF1's ``beta_power *= beta``) is computed, not bounded: the worst case of
+    ``t - 1`` roundings, ``(1 + u)^(t - 1) - 1``, grows linearly in ``t`` (2,000 ``u`` at t = 2,000), and with
+    beta2 = 0.9999 a step whose second correction used ``t - 1`` agreed from t = 1,500 on (helper-105), where the real
+    product is 447 ``u`` off at t = 2,000 and the bug moves ``beta^t`` by 1e-4 of it (1,700 ``u``)."""
+    import struct
+
+    from harness.optim.bounds import U32, running_product
+
+    def f32(x: float) -> float:  # round to nearest float32 through the C library, not NumPy
+        return struct.unpack("f", struct.pack("f", x))[0]
+
+    for beta, t in ((0.999, 1), (0.9, 37), (0.9999, 2000), (0.5, 160)):
+        b = f32(beta)
+        p = b
+        for _ in range(t - 1):
+            p = f32(p * b)  # (a float64 product of two float32 values is exact: 48 bits; one rounding, to float32)
+        assert running_product(b, t) == p, (beta, t)
+    assert abs(running_product(f32(0.9999), 2000) - 0.9999**2000) / U32 == pytest.approx(447.3, abs=0.1)
+    table = {"name": "adam", "betas": [0.9, 0.9999], "eps": 1e-6}
+    for t in (1000, 1500, 2000):
+        assert _f32_bias_ratio(table, "float32", t, 2.0**-20, PIN_W, PIN_G, PIN_S, None, "product") <= 1, t
+        assert _f32_bias_ratio(table, "float32", t, 2.0**-20, PIN_W, PIN_G, PIN_S, "t-1") > 1, t
 
 
 small = st.floats(-4, 4, allow_nan=False, width=16)

@@ -59,14 +59,19 @@ Adam in JAX float32, torch.optim's capturable and differentiable paths (float32 
 parameters) and TF1's Adam (a float32 running product ``beta^t``) round ``beta`` to float32 and cancel ``1 - beta^t``
 there, which amplifies float32's rounding ``u = 2**-24`` by ``rho = beta^t / (1 - beta^t)`` (999 for beta2 = 0.999 at
 step 1). With ``fl32(beta) = beta (1 + d0)`` (``|d0| = |fl32(beta) - beta| / beta``, computed: 0.216 ``u`` for 0.999;
-0 where ``beta`` is kept exact), a power within ``C_POW = 8`` units ``u`` (4 ULPs) or formed as a product of ``t``
-factors (``|prod (1 + d_j) - 1| <= (1 + u)^(t - 1) - 1`` over the ``t - 1`` products, Higham 2002 Lemma 3.1), ``fl(beta^t) = beta^t (1 + theta)``
-with ``|theta| <= (1 + d0)^t max(1 + C_POW u, (1 + u)^(t - 1)) - 1``; the subtraction rounds once (exact by Sterbenz
-where ``beta^t >= 1/2``, counted anyway), so ``1 - beta^t`` errs relatively by at most
+0 where ``beta`` is kept exact) and a power within ``C_POW = 8`` units ``u`` (4 ULPs), ``fl(beta^t) = beta^t (1 + theta)``
+with ``|theta| <= (1 + d0)^t (1 + C_POW u) - 1``; or formed as a running product of ``t`` factors ``fl32(beta)`` (TF1's
+``beta_power *= beta``), which is deterministic: it is computed here, in float32 as the step does
+(:func:`running_product`), and its own distance from ``beta^t`` taken (plus ``2 u64 beta^t`` for float64's
+``beta^t``). The worst case of a product of ``t`` roundings, ``(1 + u)^(t - 1) - 1`` (Higham 2002 Lemma 3.1), grows
+linearly in ``t``: it was this bound's first form, and with beta2 = 0.9999 a step using ``1 - beta2^(t - 1)`` agreed
+from t = 1,500 on (helper-105), where the real running product is 546 ``u`` off at t = 2,000 and the bug 1,700.
+The subtraction rounds once (exact by Sterbenz where ``beta^t >= 1/2``, counted anyway), so ``1 - beta^t`` errs
+relatively by at most
 
-    r_bc = (1 + (|theta| beta^t + a) / (1 - beta^t)) (1 + u) - 1
+    r_bc = (1 + max(|theta| beta^t + a, |P_t - beta^t| + 2 u64 beta^t) / (1 - beta^t)) (1 + u) - 1
 
-(``a = max(C_POW, t) 2**-149``: the power's own underflow). Then ``r_c2 = max(sqrt(1 + r_bc2)(1 + r_o)(1 + h_c2) - 1,
+(``P_t`` the running product; ``a = C_POW 2**-149``: the power's own underflow). Then ``r_c2 = max(sqrt(1 + r_bc2)(1 + r_o)(1 + h_c2) - 1,
 1 - sqrt(1 - r_bc2)(1 - r_o)(1 - h_c2))`` (the square root rounded, then held in the dtype) and
 ``r_s = (1 + r_lr32)(1 + r_o)(1 + h_s) / (1 - r_bc1) - 1`` (``lr`` held in float32, the division rounded, held): for
 float32 ``r_o = u2`` (a float64 operation rounded to float32 too) and ``h = 0``; below it ``r_o = u`` and ``h`` the
@@ -89,6 +94,7 @@ is how that downgrade is caught.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -286,12 +292,25 @@ def adam_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[
     return rigorous, expected
 
 
+@functools.lru_cache(maxsize=256)
+def running_product(beta32: float, t: int) -> float:
+    """``fl32(beta)^t`` formed as a float32 running product (``p = beta; p *= beta`` ``t - 1`` times, each product
+    rounded to nearest in float32, subnormals kept): what TF1's Adam holds as ``beta_power`` at step ``t``.
+
+    Args:
+        beta32: a float32 value (``float(np.float32(beta))``); t: the step, at least 1.
+
+    Returns:
+        the float32 product as a float (exact). NumPy's ``multiply.accumulate`` is sequential, left to right."""
+    return float(np.multiply.accumulate(np.full(t, beta32, dtype=np.float32))[-1])
+
+
 def bias_correction_error(beta: float, t: int) -> float:
     """Relative error bound ``r_bc`` of ``1 - beta^t`` computed in float32 (module docstring): ``beta`` held exactly or
     rounded to float32 (``|delta_0| = |fl32(beta) - beta| / beta``, known: at most ``u``, 0.216 ``u`` for 0.999; its
-    subnormal holding below float32's normal range), the power with at most ``C_POW`` units ``u`` (a ``pow`` function) or
-    as a product of ``t`` factors (``(1 + u)^(t - 1) - 1``, Higham 2002 Lemma 3.1; the power's own underflow adds at
-    most ``max(C_POW, t)`` subnormal spacings), the cancellation's amplification ``beta^t / (1 - beta^t)``, and the
+    subnormal holding below float32's normal range), the power with at most ``C_POW`` units ``u`` (a ``pow`` function,
+    its own underflow at most ``C_POW`` subnormal spacings) or as the float32 running product (:func:`running_product`,
+    its distance from ``beta^t`` computed), the cancellation's amplification ``beta^t / (1 - beta^t)``, and the
     subtraction's own rounding ``u``. Infinite where ``1 - beta^t`` is not positive."""
     bt = beta**t
     bc = 1 - bt
@@ -300,10 +319,10 @@ def bias_correction_error(beta: float, t: int) -> float:
     b32 = float(np.float32(beta))  # (round to nearest; 0 <= beta < 1)
     d0 = abs(b32 - beta) / beta if FLOAT32.min_normal <= beta else holding(beta, U32, FLOAT32)
     with np.errstate(over="ignore"):
-        pw = max(C_POW * U32, math.expm1((t - 1) * math.log1p(U32)))
-        theta = math.expm1(t * math.log1p(d0) + math.log1p(pw))
-    under = max(C_POW, t) * 2.0 * FLOAT32.underflow_quantum
-    return (1 + (theta * bt + under) / bc) * (1 + U32) - 1
+        theta = math.expm1(t * math.log1p(d0) + math.log1p(C_POW * U32))
+    power = theta * bt + C_POW * 2.0 * FLOAT32.underflow_quantum
+    product = abs(running_product(b32, t) - bt) + 2 * U64 * bt  # (bt: float64's pow, within an ULP)
+    return (1 + max(power, product) / bc) * (1 + U32) - 1
 
 
 def float32_bias_corrections(b1: float, b2: float, t: int, lr: float, u2: float, fmt: FloatFormat, eta: float,
