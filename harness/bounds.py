@@ -140,12 +140,15 @@ sums of the orders libraries use, one exceeds ``+max`` and one ``-max``. Those o
 modelled by the terms' own order (:func:`typical_partial_sums`): every contiguous range of rows
 (sequential sums either way, blocked and pairwise trees: its sums are differences of prefix
 sums, the largest ``max_{i <= j} P_j - P_i``), every contiguous range within each residue class
-of the rows mod ``L`` for ``L`` in :data:`TYPICAL_LANES` (2 to 64: SIMD and unrolled
+of the rows mod ``L`` for ``L`` in :data:`TYPICAL_LANES` (2 to 128: SIMD and unrolled
 accumulators), and every contiguous range of those ``L`` class totals in lane order (the lanes
 combined sequentially or pairwise; halving the lanes gives class totals mod ``L / 2``). The
 terms are ``X_ij S_ik`` with the magnitudes the any-order masks use (``max(2, |s|) (1 + u)**2
 Rmag``, ``+-inf`` where the scaled residual can overflow), the residual's sign (both signs where
-``|R| <= E_R``), and the partial sums times the growth ``(1 + u)**(N + 3)``: a model of those
+``|R| <= E_R``), and the partial sums times the typical growth
+``1 + min(LAMBDA sqrt(N + 3) u, gamma_{N + 3})`` (the expected bounds' probabilistic constant, Higham and Mary
+2019; times the scale's ``(1 + u)**2``, never more than the rigorous ``(1 + u)**(N + 3)``, which is 403 for float16
+at N = 12288 and made exact partial sums of 256 look past the range, helper-105): a model of those
 orders, not a bound (an order outside it, or the sign-sorted one, can form a NaN it does not
 allow). It is computed only where the fast path (:func:`_far_from_overflow`) did not return and
 the any-order mask allows ``inf - inf``, in chunks of :data:`_TYPICAL_CHUNK` elements (memory
@@ -1097,9 +1100,9 @@ def _far_from_overflow(
 
 #: The lane counts of the strided accumulators (SIMD lanes, unrolled loops) :func:`typical_nan_masks` models: lane
 #: ``l`` of ``L`` sums rows ``l, l + L, l + 2 L, ...``.
-TYPICAL_LANES = (2, 4, 8, 16, 32, 64)
+TYPICAL_LANES = (2, 4, 8, 16, 32, 64, 128)
 #: Elements (rows times pairs) :func:`typical_nan_masks` holds in one chunk of its terms.
-_TYPICAL_CHUNK = 2**20
+_TYPICAL_CHUNK = 2**18
 
 
 def _rise_fall(P: F64) -> tuple[F64, F64]:
@@ -1136,6 +1139,9 @@ def typical_partial_sums(hi: F64, lo: F64, limit: float = math.inf) -> tuple[F64
         B = np.where(np.any(~(lo > -np.inf), axis=0), np.inf, 0.0)
         h = np.where(np.isfinite(hi), hi, 0.0)
         low = h if np.array_equal(hi, lo) else np.where(np.isfinite(lo), lo, 0.0)
+        # two flat work buffers, reused for every lane count (no allocation per pass over the (n, m) terms)
+        size = (n + 2 * TYPICAL_LANES[-1]) * m
+        buf, tmp = np.empty(size), np.empty(size)
         for L in (1, *TYPICAL_LANES):
             if L > 1 and L >= n:  # one term per class: its ranges are single rows, its totals' ranges row ranges
                 break
@@ -1143,19 +1149,29 @@ def typical_partial_sums(hi: F64, lo: F64, limit: float = math.inf) -> tuple[F64
             if not open_.any():
                 break
             cols = slice(None) if open_.all() else np.flatnonzero(open_)
-            rows = -(-n // L) * L
+            rounds = -(-n // L)
             parts = ((h, True, True),) if low is h else ((h, True, False), (low, False, True))
             for arr, want_a, want_b in parts:
                 arr = arr[:, cols]
-                if rows != n:  # zeros pad the last lane round: they change no range's sum
-                    arr = np.concatenate([arr, np.zeros((rows - n, arr.shape[1]), dtype=arr.dtype)])
-                P = _prefix(arr.reshape(rows // L, L, arr.shape[1]))
-                rise, fall = _rise_fall(P)
-                tot_rise, tot_fall = _rise_fall(_prefix(P[-1]))
-                if want_a:
-                    A[cols] = np.fmax(A[cols], np.fmax(rise.max(axis=0), tot_rise))
+                mc = arr.shape[1]
+                # prefix sums per lane, (rounds + 1, L, mc): a round of zeros first, zeros padding the last round
+                # (they change no range's sum)
+                flat = buf[:(rounds + 1) * L * mc].reshape((rounds + 1) * L, mc)
+                flat[:L] = 0.0
+                flat[L:L + n] = arr
+                flat[L + n:] = 0.0
+                P = flat.reshape(rounds + 1, L, mc)
+                np.cumsum(P[1:], axis=0, out=P[1:])
+                work = tmp[:P.size].reshape(P.shape)
+                tot = _prefix(P[-1])  # the class totals in lane order, prefix sums (L + 1, mc)
+                if want_a:  # the largest rise of P along the rounds: max_{i <= j} P_j - P_i
+                    np.minimum.accumulate(P, axis=0, out=work)
+                    np.subtract(P, work, out=work)
+                    A[cols] = np.fmax(A[cols], np.fmax(work.max(axis=(0, 1)), _rise_fall(tot)[0]))
                 if want_b:
-                    B[cols] = np.fmax(B[cols], np.fmax(fall.max(axis=0), tot_fall))
+                    np.maximum.accumulate(P, axis=0, out=work)
+                    np.subtract(work, P, out=work)
+                    B[cols] = np.fmax(B[cols], np.fmax(work.max(axis=(0, 1)), _rise_fall(tot)[1]))
         # an overflowed float64 prefix sum (inf - inf) counts as beyond the range
         A, B = np.where(np.isnan(A), np.inf, A), np.where(np.isnan(B), np.inf, B)
     return A, B
@@ -1210,6 +1226,9 @@ def overflow_masks(
     G_R = reg.growth(d + 2) * pscale
     G_G = reg.growth(n + 3) * pscale
     G_L = reg.growth(n * k + 3)
+    # the typical-order model's growth of a partial sum (module docstring): probabilistic, as the expected bounds',
+    # 1 + min(LAMBDA sqrt(N + 3) u, gamma_{N + 3}), never more than the rigorous G_G
+    G_T = min(G_G, pscale * (1.0 + min(LAMBDA * math.sqrt(n + 3) * reg.u, reg.gamma(n + 3))))
     if OVERFLOW_FAST_PATH and _far_from_overflow(X, Y, W, b, R, exact, rb, gb, c, lrs, reg, G_R, G_G, G_L, pre):
         no = np.asarray(False)
         masks = {"loss": no, "grad_W": np.zeros((d, k), dtype=bool), "grad_b": np.zeros(k, dtype=bool),
@@ -1275,7 +1294,7 @@ def overflow_masks(
             other = other | (np.ones_like(Xm).T @ s_nan.astype(float) > 0)
             # the scale applied after the sum: an overflowed sum times a zero scale
             other = other | (ginf & c_zero)
-            typ_both, A, B = typical_nan_masks(Xm, S_hi, S_lo, both, G_G, big)
+            typ_both, A, B = typical_nan_masks(Xm, S_hi, S_lo, both, G_T, big)
             typical_parts.append((typ_both | other, A, B))
             return ginf, both | other
 
