@@ -286,6 +286,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     # now: a stale file must not look like this run's; and so is an earlier report, now too: interrupted at any moment
     # (Ctrl-C while the results were rewritten, or twice), the run never left an earlier run's report at the path next
     # to its own results (helper-66)
+    args.outputs_touched = True  # from here an interrupt is handled below, with the records kept (main's message is for before)
     _keep_earlier(results_path, "--results", "results")
     kept_report = _keep_earlier(report_path, "--report", "report") if args.report != "none" else None
     stream = ResultsStream(results_path, env)
@@ -589,7 +590,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        if args.command == "check" and not getattr(args, "outputs_touched", False):
+            print("interrupted before the first case ran: no results or report written (any earlier ones are where they "
+                  "were)", file=sys.stderr)
+        else:
+            print("interrupted", file=sys.stderr)
         return 130
 
 

@@ -573,3 +573,5 @@ def test_ctrl_c_while_the_fork_server_preloads_prints_no_traceback(tmp_path: Pat
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130 and "interrupted" in (out + err), (proc.returncode, err[-3000:])
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    if "before the first case ran" in err:  # (else the run had started: its records kept, as tests/test_hardrun.py checks)
+        assert not (tmp_path / "r.jsonl").exists()
