@@ -217,6 +217,19 @@ def test_the_emulated_steps_reduce_as_described():
     assert math.isnan(_lanes16(alt)) and math.isnan(_sign_sorted(alt)) and _seq(alt) == 0
 
 
+def _period_three_sums(n: int, a: float) -> tuple[float, float]:
+    """The largest positive and negative typical partial sums of float16 residuals ``(a, a, -2a)`` repeated over
+    ``n`` rows (X = 1), by hand: each term ``|R^| <= (1 + u)**3 |R| + Ua`` (the residual's D + 2 = 3 roundings;
+    ``Ua = 3 eta``, eta = 2**-14, the underflows of its 2 D + 1 flushed operations: ``ResidualBound.U``), times the
+    scale 2 (1 + u)**2, the partial sums times the typical growth ``1 + 6 sqrt(n + 3) u``; every period sums to
+    ``2 (1 + u)**2 Ua > 0``, so the largest sum is ``n / 3 - 1`` periods and two terms ``a``, the most negative one
+    term ``-2a``."""
+    Ua = 3 * 2.0**-14
+    sc, G = 2 * (1 + U) ** 2, 1 + 6 * math.sqrt(n + 3) * U
+    return (G * sc * (2 * ((1 + U) ** 3 * a + Ua) + (n // 3 - 1) * Ua),
+            G * sc * ((1 + U) ** 3 * 2 * a + Ua))
+
+
 def test_period_three_masks_and_partial_sums_by_hand():
     sb = _bounds(PERIOD3)
     for q in ("grad_W", "grad_b", "W", "b"):
@@ -226,10 +239,7 @@ def test_period_three_masks_and_partial_sums_by_hand():
     # sums times the typical growth 1 + min(LAMBDA sqrt(N + 3) u, gamma_{N + 3}) = 1 + 6 sqrt(1539) / 2048 = 1.1149
     # (gamma_1539 = 3.02; the rigorous (1 + u)**1539 is 2.12). Every period (a, a, -2a) then sums to
     # 2 (1 + u)**2 Ua > 0: the largest sum is 511 periods and two terms a, the most negative one term -2a
-    Ua = 3 * 2.0**-14
-    sc, G = 2 * (1 + U) ** 2, 1 + 6 * math.sqrt(1536 + 3) * U
-    want_A = G * sc * (2 * ((1 + U) ** 3 * 256 + Ua) + 511 * Ua)
-    want_B = G * sc * ((1 + U) ** 3 * 512 + Ua)
+    want_A, want_B = _period_three_sums(1536, 256.0)
     A, B = (float(np.asarray(v)[0]) for v in sb.typical_partial_sums["grad_b"])
     assert A == pytest.approx(want_A, rel=1e-8) and B == pytest.approx(want_B, rel=1e-8)
     assert np.asarray(sb.typical_partial_sums["grad_W"][0]).tolist() == [[A]]  # X = 1: the same terms
@@ -313,10 +323,7 @@ def test_long_period_three_is_not_grown_rigorously():
     sb = _bounds_fmt(LONG_PERIOD3, FLOAT16)
     for q in ("grad_W", "grad_b", "W", "b"):
         assert np.all(sb.nan_allowed[q]) and not np.any(sb.nan_typical[q]), q
-    Ua = 3 * 2.0**-14
-    sc, G = 2 * (1 + U) ** 2, 1 + 6 * math.sqrt(12288 + 3) * U
-    want_A = G * sc * (2 * ((1 + U) ** 3 * 64 + Ua) + 4095 * Ua)
-    want_B = G * sc * ((1 + U) ** 3 * 128 + Ua)
+    want_A, want_B = _period_three_sums(12288, 64.0)
     A, B = (float(np.asarray(v)[0]) for v in sb.typical_partial_sums["grad_b"])
     assert A == pytest.approx(want_A, rel=1e-8) and B == pytest.approx(want_B, rel=1e-8)
     assert 339 < B < A < 345
