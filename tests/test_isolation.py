@@ -550,28 +550,32 @@ def test_a_report_that_cannot_be_made_loses_no_record(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc (Linux)")
 def test_ctrl_c_while_the_fork_server_preloads_prints_no_traceback(tmp_path: Path) -> None:
-    """Ctrl-C reaches the whole process group; ``check`` starts the fork server before its cases load, so Ctrl-C in
-    the first seconds lands in the server's preload, which printed 40 lines of ``KeyboardInterrupt`` traceback under
-    ``check``'s own "interrupted" (helper-104). The preload ignores SIGINT (the supervisor handles it)."""
+    """Ctrl-C reaches the whole process group, the fork server too; ``check`` starts the server before its cases load,
+    so Ctrl-C in the first seconds lands in the server's preload, which printed 40 lines of ``KeyboardInterrupt``
+    traceback under ``check``'s own "interrupted" (helper-104). The preload ignores SIGINT (the supervisor handles it):
+    here the server alone gets it, in its preload, and the run goes on as if nothing happened. (The group's Ctrl-C
+    is not sent: landing in the supervisor's own ``import torch``, it aborts in torch's C++ code at random.)"""
     import signal
 
     base = {k: v for k, v in os.environ.items() if not k.startswith("HARNESS_START_METHOD")}
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "check", "--cases", str(CASES / "seed.toml"), "-q",
-                             "--results", str(tmp_path / "r.jsonl"), "--report", "none"], cwd=tmp_path, env=base,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "check", "--cases", str(CASES / "seed.toml"), "--case", "seed",
+                             "--dtypes", "float64", "-q", "--results", str(tmp_path / "r.jsonl"), "--report", "none"],
+                            cwd=tmp_path, env=base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while not _fork_servers(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert _fork_servers(proc.pid), "the fork server never started"
+        servers = _fork_servers(proc.pid)
+        assert servers, "the fork server never started"
         time.sleep(0.3)  # inside its preload (about 3 s: torch, torch._dynamo, the derivations)
-        os.killpg(proc.pid, signal.SIGINT)
-        out, err = proc.communicate(timeout=60)  # until the server, which shares the pipes, has exited too
+        for pid in servers:
+            os.kill(pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=240)  # until the server, which shares the pipes, has exited too
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert proc.returncode == 130 and "interrupted" in (out + err), (proc.returncode, err[-3000:])
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
-    if "before the first case ran" in err:  # (else the run had started: its records kept, as tests/test_hardrun.py checks)
-        assert not (tmp_path / "r.jsonl").exists()
+    assert proc.returncode == 0, (proc.returncode, out[-2000:], err[-2000:])
+    recs = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert recs[-1]["kind"] == "run-end" and recs[-1]["completed"] is True and len(recs) > 50
