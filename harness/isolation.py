@@ -534,7 +534,9 @@ def start_fork_server(start: str | None = None) -> bool:
     built-ins, the SymPy derivations and the oracle's kernels, about 3 s on one core) runs while the caller does its
     own start-up (its torch import, loading the cases), on the other core, instead of after it.
 
-    A caller about to run :func:`run_supervised` calls it as early as it can; the pool then finds the server
+    A caller about to run :func:`run_supervised` calls it as early as it can once its environment is settled: the
+    server, and every worker it forks, inherit ``os.environ`` as it is at this call (``check`` calls it after loading
+    the plug-ins, one of which may set ``OMP_NUM_THREADS`` at import: helper-104). The pool then finds the server
     running (or still preloading: its first worker waits for the preload, as it would anyway). Nothing is
     started under another start method (``spawn``, ``fork``, ``$HARNESS_START_METHOD``). The server exits with
     this process (see the module docstring).
