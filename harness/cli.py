@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exit as check would on the records read (1: a record fails; 2: malformed lines, a file "
                              "whose run did not complete, or a shard of a split run missing), after writing the report "
                              "(default: 0 once it is written), so that a CI step merging shards fails with them")
+    report.add_argument("--strict", action="store_true",
+                        help="with --exit-status: exit 1 on suspect records and known framework bugs too, as "
+                             "check --strict (the shards of a strict run merged)")
     report.add_argument("--bench", action="append", default=[], metavar="BENCH.json",
                         help="pytest-benchmark JSON from `harness bench`: adds its time-against-size figures and tables (repeatable)")
 
@@ -500,6 +503,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_model, render_html, write_atomic
     from .summary import verdict_line
 
+    if args.strict and not args.exit_status:
+        raise UsageError("--strict decides the exit status: give --exit-status with it")
     model = build_model(args.results)
     listed = {str(b) for b in model.malformed}
     shown = 0
@@ -542,7 +547,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return 0
     from .verdicts import run_outcome
 
-    outcome = run_outcome(model.records)
+    outcome = run_outcome(model.records, strict=args.strict)
     problems = ([f"{model.malformed_total} malformed line(s) left out"] if model.malformed_total else []) + \
         [f"{f.path}: its run did not complete (or the file has no environment line)" for f in model.unfinished] + \
         ([f"shard(s) {', '.join(model.missing_shards)} not among the files read"] if model.missing_shards else [])

@@ -629,3 +629,19 @@ def test_report_exit_status_fails_on_failing_records_malformed_lines_and_unfinis
     assert "shard(s) 2/2 not among the files read" in capsys.readouterr().err
     other = write(tmp_path / "other.jsonl", [line(case="o")], env={**ENV, "run": "r6", "shard": "2/2"})
     assert main(["report", str(half), str(other), "-o", out, "--exit-status"]) == 0
+
+
+def test_report_strict_fails_suspect_records_as_check_strict_does(tmp_path, capsys):
+    """helper-105: ``check --strict`` fails suspect records, but ``report --exit-status`` had no ``--strict``, so a CI
+    step merging the shards of a strict run passed them (a NaN only a sign-sorted sum forms is ``suspect``)."""
+    good = write(tmp_path / "good.jsonl", [line(case=f"c{i}") for i in range(3)])
+    sus = write(tmp_path / "sus.jsonl", [line(case="s", verdict="suspect", bound_ratio=0.5, expected_ratio=2.0)],
+                env={**ENV, "run": "r2"})
+    out = str(tmp_path / "r.html")
+    assert main(["report", str(good), str(sus), "-o", out, "--exit-status"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(good), str(sus), "-o", out, "--exit-status", "--strict"]) == 1
+    assert "exit 1: 1 suspect record(s) fail with --strict" in capsys.readouterr().err
+    assert main(["report", str(good), "-o", out, "--exit-status", "--strict"]) == 0
+    assert main(["report", str(good), str(sus), "-o", out, "--strict"]) == 2  # a usage error: it decides the exit status
+    assert "give --exit-status with it" in capsys.readouterr().err
