@@ -247,10 +247,6 @@ class StepBounds:
     nan_typical: dict[str, Mask] | None = None
     typical_partial_sums: dict[str, tuple[F64, F64]] | None = None
 
-    def typical_nan(self, q: str) -> Mask:
-        """Where NaN is typical-possible for quantity ``q`` (:attr:`nan_typical`; :attr:`nan_allowed` where None)."""
-        return self.nan_allowed[q] if self.nan_typical is None else self.nan_typical[q]
-
     def tolerance_bounds(self) -> dict[str, F64]:
         """The rigorous bounds of a step that transforms the exact terms: :attr:`rigorous_inexact` where some
         reduction is exact, else :attr:`rigorous`."""
