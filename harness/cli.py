@@ -332,7 +332,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             return 130
         return _interrupted(args, stream, finished)
     try:
-        return _after_run(args, records, path, cases, selected, errors, impls, kept_report)
+        return _after_run(args, records, path, cases, selected, errors, impls, kept_report, stream.written)
     except KeyboardInterrupt:
         print(f"interrupted: the run had completed; its results are in {path}; the summary or the report may be "
               "missing", file=sys.stderr, flush=True)
@@ -368,8 +368,9 @@ def _keep_earlier(path: Path, option: str, what: str) -> Path | None:
 
 
 def _after_run(args: argparse.Namespace, records: list, path: Path, cases: list, selected: int, errors: list,
-               impls: list[str] | None, kept_report: Path | None) -> int:
-    """``check``'s summary, report and exit code, after its results file was completed."""
+               impls: list[str] | None, kept_report: Path | None, written: Any = None) -> int:
+    """``check``'s summary, report and exit code, after its results file was completed (``written``: that file's
+    :attr:`harness.records.ResultsStream.written`, or None to read it)."""
     from .implementations import REGISTRY
     from .summary import by_device_dtype, determinism_table, explain_failures, summary_table, verdict_line
     from .verdicts import run_outcome
@@ -393,7 +394,8 @@ def _after_run(args: argparse.Namespace, records: list, path: Path, cases: list,
     if args.report != "none":
         from .report import render_report
 
-        render_report([path], args.report)
+        # the file as this run wrote it (ResultsStream.written: what reading it back finds, without reading it)
+        render_report([written if written is not None else path], args.report)
         report_note = f", report {args.report}" + (f" (the previous one kept as {kept_report})" if kept_report else "")
     print(f"{verdict_line(records)}; results {path}{report_note}")
     # each implementation named must grade something (one shard may hold none of its cases: the whole run is judged)

@@ -26,7 +26,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
-from ..records import Record
+from ..records import Record, ResultsFile
 from ..verdicts import VERDICTS
 from .model import ReportModel, Run, build_model, environment_table, fmt_num, no_gc
 
@@ -308,13 +308,14 @@ def write_atomic(path: str | Path, text: str) -> Path:
     return path
 
 
-def render_report(results_paths: Iterable[str | Path], out_path: str | Path, *, title: str = "Agreement report",
+def render_report(results_paths: Iterable[str | Path | ResultsFile], out_path: str | Path, *, title: str = "Agreement report",
                   extra_sections: Iterable[ExtraSection | tuple[str, str]] = ()) -> Path:
     """Merge results files into one self-contained HTML report, written atomically.
 
     Args:
         results_paths: JSON-lines results files (from ``check``, the pytest
-            plugin, several machines or shards).
+            plugin, several machines or shards), or files already read
+            (:class:`harness.records.ResultsFile`, e.g. ``ResultsStream.written``).
         out_path: the HTML file to write (folders are created).
         title: page title.
         extra_sections: more sections appended after the figures, as

@@ -483,12 +483,14 @@ def read_results(path: str | Path) -> ResultsFile:
         raise UsageError(f"{path}: cannot read results file ({exc.strerror or exc})") from exc
 
 
-def build_model(results_paths: Sequence[str | Path] | Iterable[str | Path]) -> ReportModel:
+def build_model(results_paths: Sequence[str | Path | ResultsFile] | Iterable[str | Path | ResultsFile]) -> ReportModel:
     """Read and aggregate results files for the report.
 
     Args:
         results_paths: JSON-lines results files (``harness check --results``),
-            from one or several machines; their records are merged.
+            from one or several machines; their records are merged. An item may also be a
+            :class:`harness.records.ResultsFile` already read (what :func:`harness.records.read_jsonl`
+            returns, or :attr:`harness.records.ResultsStream.written`).
 
     Returns:
         the :class:`ReportModel`. Lines that could not be read (a file cut off
@@ -505,7 +507,7 @@ def build_model(results_paths: Sequence[str | Path] | Iterable[str | Path]) -> R
         return _build_model(results_paths)
 
 
-def _build_model(results_paths: Iterable[str | Path]) -> ReportModel:
+def _build_model(results_paths: Iterable[str | Path | ResultsFile]) -> ReportModel:
     sources: list[str] = []
     envs: list[Environment] = []
     warnings: list[str] = []
@@ -517,8 +519,10 @@ def _build_model(results_paths: Iterable[str | Path]) -> ReportModel:
     shards: dict[int, set[int]] = defaultdict(set)  # N -> the K of every `check --shard K/N` read
     per_file: list[tuple[str, str, Any, list[Record]]] = []  # (file, what to call the run, run options, records)
     commits: dict[str, list[str]] = defaultdict(list)  # git commit -> the files whose runs it graded
-    for p in results_paths:
-        res = read_results(p)
+    for item in results_paths:
+        # a ResultsFile: a file already read (harness.records.ResultsStream.written: a run's file as it wrote it)
+        res = item if isinstance(item, ResultsFile) else read_results(item)
+        p = res.path if isinstance(item, ResultsFile) else item
         sources.append(str(p))
         per_file.extend((str(p), *run) for run in _runs_of(str(p), res))
         for c in {e.get("git_commit") for e in res.environments if isinstance(e.get("git_commit"), str)}:
