@@ -23,7 +23,8 @@ never uses them as the truth: the exact oracle stays the reference).
   perturbed points, ``|s| <= u(|w+h| + |w-h|)``).
 - *Rounding error*: each loss evaluation errs by at most ``e+-``, the rigorous
   loss bound of :func:`harness.bounds.step_bounds` at the perturbed point
-  (residual magnitudes ``|R| + |dw| |X_:j|``); the subtraction, the difference
+  (residual magnitudes ``|R| + |dw| |X_:j|``; evaluated column by column, batched over the points: a
+  perturbation of ``W_jk`` or ``b_k`` changes only column ``k`` of its terms); the subtraction, the difference
   of the perturbed points and the division add three roundings. So
 
       |g_fd - g| <= (1 + gamma_3)(|a s| + (e+ + e-) / |den|) + gamma_3 |g| + 3 eta.
@@ -51,7 +52,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..bounds import Regime, StepBounds, learning_rate_spread, rigorous_loss_bound, step_bounds, update_bound
+from ..bounds import (
+    Regime,
+    StepBounds,
+    flush_to_zero_default,
+    learning_rate_spread,
+    rigorous_loss_bound,
+    step_bounds,
+    update_bound,
+)
 from ..floats import get_format
 from .registry import StepResult, implementation
 
@@ -113,11 +122,145 @@ def perturbations(X: F64, y: F64, W: F64, b: F64, reduction: str) -> Iterator[tu
             yield name, idx, float(A[idx]), w + h, w - h
 
 
+#: the relative safety margin :func:`harness.bounds.rigorous_loss_bound` multiplies its float64 evaluation by
+#: (``harness.bounds._SAFETY``; ``tests/test_finite_differences_bounds.py`` checks the bounds agree)
+_SAFETY = 1.0 + 2.0**-30
+#: at most this many (N, perturbation) elements per batch of :func:`_perturbed_loss_bounds` (8 MiB per float64 array)
+_BATCH_ELEMENTS = 1 << 20
+
+
+def _perturbed_point(X: F64, Y: F64, W: F64, b: F64, R: F64, name: str, idx: tuple[int, ...], wq: float,
+                     reduction: str, zeros: dict[str, F64]) -> tuple[float, bool]:
+    """The rigorous loss bound at one perturbed point and whether its loss may spill past float64's range, from the
+    whole perturbed residual (:func:`harness.bounds.rigorous_loss_bound`; where it overflows float64, the
+    extended-precision re-evaluation of :func:`harness.bounds.step_bounds`). ``R``: the residual's magnitudes."""
+    f64 = get_format("float64")
+    w = float(W[idx] if name == "W" else b[idx])
+    col = np.abs(X[:, idx[0]]) if name == "W" else np.ones(X.shape[0])
+    k = idx[1] if name == "W" else idx[0]
+    Wq, bq = W.copy(), b.copy()
+    (Wq if name == "W" else bq)[idx] = wq
+    Rq = R.copy()
+    with np.errstate(over="ignore", invalid="ignore"):
+        Rq[:, k] += abs(wq - w) * col
+    q_inputs = {"X": X, "y": Y, "W": Wq, "b": bq}
+    e_q = rigorous_loss_bound(q_inputs, Rq, reduction=reduction, fmt=f64)
+    if not math.isfinite(e_q):  # overflowed in float64: the extended-precision re-evaluation
+        e_q = float(step_bounds(q_inputs, Rq, zeros, lr=0.0, reduction=reduction, fmt=f64).rigorous["loss"])
+    scale = 1.0 if reduction == "sum" else 1.0 / Y.size
+    with np.errstate(over="ignore"):
+        top = float(np.sum(np.square(Rq, dtype=np.longdouble))) * scale * (1 + 2.0**-40) + e_q
+    return e_q, not top <= f64.max_finite
+
+
+def _perturbed_loss_bounds(X: F64, Y: F64, W: F64, b: F64, R: F64, names: list[str], idxs: list[tuple[int, ...]],
+                           wqs: F64, reduction: str, zeros: dict[str, F64]) -> tuple[F64, npt.NDArray[np.bool_]]:
+    """:func:`_perturbed_point` for every perturbed point ``(names[p], idxs[p]) -> wqs[p]``, column by column, batched.
+
+    Perturbing ``W[j, k]`` (``b[k]``) changes only column ``k`` of :func:`harness.bounds.rigorous_loss_bound`'s
+    element-wise terms (float64, gradual underflow: ``flush_to_zero_default(float64)`` is False, no TF32):
+    ``|X| |W|``, ``A``, the residual's bound ``E = gamma_{D+2} A + (1 + gamma_{D+2}) D eta`` and the residual's
+    magnitudes ``|R| + |dw| |X_:j|`` (``+ |dw|``); only the loss bound's two sums over all N K elements (``(|R| +
+    E)^2`` and ``E (2 |R| + E)``) and the longdouble sum of the squared residual (the spill test) mix the columns.
+    So each column of the base point is summed once, and for each perturbed point the perturbed column's terms are
+    formed (the same float64 expressions as ``rigorous_loss_bound``'s, in a ``(points, N)`` array, at most
+    :data:`_BATCH_ELEMENTS` elements at a time) and summed and
+    added to the other columns' sums: the same formula, only the order of its sums (and of the ``|X| |W|``
+    column's dot product) differs.
+
+    Why it stays rigorous: every term is a nonnegative float64 value formed as in ``rigorous_loss_bound`` (its
+    underflows are the formula's ``eta`` terms), and a float64 sum of ``m`` nonnegative values in any order lies
+    within a factor ``(1 - u)^m .. (1 + u)^m`` of their exact sum (likewise the dot product of D terms). Along the
+    longest chain there are at most ``m = N K + D + 16`` roundings, so where ``m u <= 2^-32`` the float64 value in
+    this order is at least ``(1 - 2^-32)`` times the exact value of the formula, and ``_SAFETY = 1 + 2^-30`` (which
+    ``rigorous_loss_bound`` applies as well) more than covers it; past that the bound is multiplied by
+    ``1 + 2 m u >= 1 / (1 - m u)`` explicitly.
+
+    Where the inputs or a perturbed value are not finite, or a point's float64 bound is not finite (overflow: the
+    extended-precision re-evaluation), that point is evaluated by :func:`_perturbed_point`.
+    """
+    f64 = get_format("float64")
+    reg = Regime(f64, flush_to_zero_default(f64))
+    npts = len(names)
+    e_out = np.empty(npts)
+    spill = np.zeros(npts, dtype=bool)
+    n, k = Y.shape
+    d = X.shape[1]
+    batched = np.isfinite(wqs)
+    if reg.ftz or not all(bool(np.isfinite(a).all()) for a in (X, Y, W, b)):
+        batched[:] = False
+    todo = [p for p in range(npts) if not batched[p]]
+    pts = np.flatnonzero(batched)
+    if pts.size:
+        nk = n * k
+        c = 1.0 if reduction == "sum" else 1.0 / (n * k)
+        scale = 1.0 if reduction == "sum" else 1.0 / Y.size
+        g_R, g_L = reg.gamma(d + 2), reg.gamma(nk + 3)
+        e_const = (1.0 + g_R) * d * reg.eta  # residual_bound's (1 + g) n_under eta, n_under = D (no flush-to-zero)
+        eta_c = reg.scale_underflow(c)
+        n_L = 2 * nk + 1
+        m = nk + d + 16
+        order = 1.0 if m * reg.u <= 2.0**-32 else 1.0 + 2 * m * reg.u
+        aXT = np.ascontiguousarray(np.abs(X).T)  # (D, N)
+        aYT, aRT = np.ascontiguousarray(np.abs(Y).T), np.ascontiguousarray(R.T)  # (K, N)
+        aW, ab = np.abs(W), np.abs(b)
+        with np.errstate(over="ignore", invalid="ignore"):
+            # the base point's terms, column by column (rows of the transposed (K, N) arrays)
+            E0 = g_R * (np.ascontiguousarray((np.abs(X) @ aW).T) + ab[:, None] + aYT) + e_const
+            Rh0 = aRT + E0
+            cols = np.stack([np.sum(Rh0**2, axis=1), np.sum(E0 * (2 * aRT + E0), axis=1)])  # (2, K)
+            cols_top = np.sum(np.square(aRT, dtype=np.longdouble), axis=1)  # (K,)
+        # the sums of the other columns (in order; in longdouble for the spill test)
+        others = np.array([[sum((float(cols[r, q]) for q in range(k) if q != kk), 0.0) for kk in range(k)]
+                           for r in range(2)])
+        others_top = np.array([sum((cols_top[q] for q in range(k) if q != kk), np.longdouble(0)) for kk in range(k)],
+                              dtype=np.longdouble)
+        is_w = np.array([names[p] == "W" for p in pts], dtype=bool)
+        kq = np.array([idxs[p][1] if names[p] == "W" else idxs[p][0] for p in pts], dtype=np.intp)
+        jq = np.array([idxs[p][0] if names[p] == "W" else 0 for p in pts], dtype=np.intp)
+        w = np.where(is_w, W[jq, kq], b[kq])
+        wq = wqs[pts]
+        step = max(1, _BATCH_ELEMENTS // max(n, 1))
+        for lo in range(0, pts.size, step):
+            sl = slice(lo, lo + step)
+            p_w, p_k, p_j, p_wq = is_w[sl], kq[sl], jq[sl], wq[sl]
+            pcount = p_k.size
+            aWq = aW[:, p_k]  # (D, P): each point's column of |W|
+            rows = np.arange(pcount)
+            aWq[p_j[p_w], rows[p_w]] = np.abs(p_wq[p_w])
+            abq = ab[p_k]
+            abq[~p_w] = np.abs(p_wq[~p_w])
+            dq = np.abs(p_wq - w[sl])
+            colq = np.where(p_w[:, None], aXT[p_j], 1.0)  # (P, N): |X_:j|, or ones for b
+            with np.errstate(over="ignore", invalid="ignore"):
+                Aq = aWq.T @ aXT + abq[:, None] + aYT[p_k]
+                Eq = g_R * Aq + e_const
+                Rq = aRT[p_k] + dq[:, None] * colq
+                Rh = Rq + Eq
+                sRh2 = others[0, p_k] + np.sum(Rh**2, axis=1)
+                sEL = others[1, p_k] + np.sum(Eq * (2 * Rq + Eq), axis=1)
+                rig = abs(c) * (g_L * sRh2 + sEL) + eta_c * (1 + g_L) * sRh2 + (1 + g_L) * reg.eta * n_L
+                e_q = rig * _SAFETY * order
+                top_sq = others_top[p_k] + np.sum(np.square(Rq, dtype=np.longdouble), axis=1)
+                top = top_sq.astype(np.float64) * scale * (1 + 2.0**-40) + e_q
+            ok = np.isfinite(e_q)
+            e_out[pts[sl][ok]] = e_q[ok]
+            spill[pts[sl][ok]] = ~(top[ok] <= f64.max_finite)
+            todo.extend(int(p) for p in pts[sl][~ok])
+    for p in todo:
+        e_out[p], spill[p] = _perturbed_point(X, Y, W, b, R, names[p], idxs[p], float(wqs[p]), reduction, zeros)
+    return e_out, spill
+
+
 def fd_error_model(
     inputs: Mapping[str, F64], residual: F64, exact: Mapping[str, F64], *, lr: float, reduction: str, fmt: Any,
     tf32: bool = False, lr_held: float | None = None, flush_to_zero: bool = False,
 ) -> StepBounds:
     """Bounds for :func:`finite_differences` (same signature as :func:`harness.bounds.step_bounds`).
+
+    The rigorous loss bounds of the perturbed points (two per parameter element) are evaluated column by column,
+    batched over the points (:func:`_perturbed_loss_bounds`): a perturbation of ``W[j, k]`` or ``b[k]`` changes only
+    column ``k`` of the loss bound's terms.
 
     Args:
         inputs: ``X``, ``y``, ``W``, ``b`` of the step (float64).
@@ -142,26 +285,15 @@ def fd_error_model(
     # where a perturbed loss may overflow float64, its difference may be inf - inf: the gradient NaN or inf, and the
     # update with it (an upper bound of the perturbed loss from the residual's magnitudes, plus its rounding bound)
     spills = {"W": np.zeros(W.shape, dtype=bool), "b": np.zeros(b.shape, dtype=bool)}
-    scale = 1.0 if reduction == "sum" else 1.0 / Y.size
-    for name, idx, a, wp, wm in perturbations(X, Y, W, b, reduction):
+    perts = list(perturbations(X, Y, W, b, reduction))
+    names = [name for name, *_ in perts for _q in (0, 1)]
+    idxs = [idx for _n, idx, *_ in perts for _q in (0, 1)]
+    wqs = np.array([wq for *_r, wp, wm in perts for wq in (wp, wm)], dtype=np.float64)
+    e_all, spill_all = _perturbed_loss_bounds(X, Y, W, b, R, names, idxs, wqs, reduction, zeros)
+    for i, (name, idx, a, wp, wm) in enumerate(perts):
         w = float(W[idx] if name == "W" else b[idx])
-        col = np.abs(X[:, idx[0]]) if name == "W" else np.ones(X.shape[0])
-        k = idx[1] if name == "W" else idx[0]
-        e_pm = []
-        for wq in (wp, wm):
-            Wq, bq = W.copy(), b.copy()
-            (Wq if name == "W" else bq)[idx] = wq
-            Rq = R.copy()
-            Rq[:, k] += abs(wq - w) * col
-            q_inputs = {"X": X, "y": Y, "W": Wq, "b": bq}
-            e_q = rigorous_loss_bound(q_inputs, Rq, reduction=reduction, fmt=f64)
-            if not math.isfinite(e_q):  # overflowed in float64: the extended-precision re-evaluation
-                e_q = float(step_bounds(q_inputs, Rq, zeros, lr=0.0, reduction=reduction, fmt=f64).rigorous["loss"])
-            with np.errstate(over="ignore"):
-                top = float(np.sum(np.square(Rq, dtype=np.longdouble))) * scale * (1 + 2.0**-40) + e_q
-            if not top <= f64.max_finite:
-                spills[name][idx] = True
-            e_pm.append(e_q)
+        spills[name][idx] = bool(spill_all[2 * i] or spill_all[2 * i + 1])
+        e_pm = (float(e_all[2 * i]), float(e_all[2 * i + 1]))
         den = Fraction(wp) - Fraction(wm)
         s = abs(Fraction(wp) + Fraction(wm) - 2 * Fraction(w))
         g = abs(float(exact["grad_W"][idx] if name == "W" else exact["grad_b"][idx]))
