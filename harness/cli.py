@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import gc
 import os
 import sys
 import time
@@ -298,6 +299,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     def on_records(recs: list) -> None:
         stream.add(recs)
         finished.extend(recs)
+        # the records are kept to the end of the run and hold no reference cycles: moved out of the cyclic
+        # collector's reach (gc.freeze), whose full passes over every record kept cost ~10% of this process's CPU
+        # on a run of 90,000 records (the workers' share of the machine)
+        gc.freeze()
 
     progress = _progress_printer(args.quiet)
     records: list = []

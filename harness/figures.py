@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .floats import get_format
+from .floats import FORMATS, FloatFormat, get_format
 
 #: The reasons :func:`ulp_caveat` gives.
 BELOW_NORMAL = "ULPs not meaningful: exact value below the dtype's smallest normal"
@@ -27,15 +27,36 @@ ABSOLUTE_BOUND = "ULPs not meaningful: the bound exceeds the exact value (cancel
 NEAR_ZERO = "ULPs not meaningful: an element's exact value is near zero: error far inside an absolute bound"
 
 
-def _float(x: Any) -> float | None:
+def _float(x: Any, _isfinite: Any = math.isfinite) -> float | None:
     """``x`` as a finite float (None if it is not one); a decimal string cut short with ``...`` reads as its digits."""
+    if type(x) is float:  # the common case, the same answer as below without the conversions
+        return x if _isfinite(x) else None
     if isinstance(x, str):
         x = x.strip().rstrip(".").rstrip("\u2026")
     try:
         v = float(x)
     except (TypeError, ValueError, OverflowError):
         return None
-    return v if math.isfinite(v) else None
+    return v if _isfinite(v) else None
+
+
+#: dtype -> (its format, smallest normal, precision - 1): what :func:`ulp_caveat` reads of :func:`get_format`'s answer,
+#: read once per dtype (``min_normal`` is a property); an entry is used only while ``FORMATS`` still holds that format.
+_LIMITS: dict[str, tuple[FloatFormat, float, int]] = {}
+
+
+def _limits(dtype: Any) -> tuple[float, int] | None:
+    """``(min_normal, precision - 1)`` of ``dtype``'s format, None for a dtype :func:`get_format` does not know."""
+    hit = _LIMITS.get(dtype) if type(dtype) is str else None
+    if hit is not None and FORMATS.get(dtype) is hit[0]:
+        return hit[1], hit[2]
+    try:
+        fmt = get_format(dtype)
+    except KeyError:
+        return None
+    if type(dtype) is str:
+        _LIMITS[dtype] = (fmt, fmt.min_normal, fmt.precision - 1)
+    return fmt.min_normal, fmt.precision - 1
 
 
 def ulp_caveat(rec: Any) -> str | None:
@@ -48,30 +69,37 @@ def ulp_caveat(rec: Any) -> str | None:
       its value or more (``bits_of_error >= precision - 1``): that element's exact
       value is near zero and its error far inside the absolute bound.
     """
-    if getattr(rec, "quantity", "*") == "*" or rec.bits_of_error is None:
+    if getattr(rec, "quantity", "*") == "*":
         return None
-    if rec.max_abs_error == 0:
-        return None  # the computed values are exact: 0 ULPs says exactly that
-    try:
-        fmt = get_format(rec.dtype)
-    except KeyError:
+    bits = rec.bits_of_error
+    if bits is None or rec.max_abs_error == 0:
+        return None  # (an error of 0: the computed values are exact, and 0 ULPs says exactly that)
+    limits = _limits(rec.dtype)
+    if limits is None:
         return None
     exact = _float(rec.exact)
-    if exact is not None and abs(exact) < fmt.min_normal:
-        return BELOW_NORMAL
-    bound = _float(rec.rigorous_bound)
-    if exact is not None and bound is not None and bound >= abs(exact):
-        return ABSOLUTE_BOUND
-    within = rec.bound_ratio is not None and rec.bound_ratio <= 1.0
-    if within and rec.bits_of_error >= fmt.precision - 1:
+    if exact is not None:
+        exact = abs(exact)
+        if exact < limits[0]:
+            return BELOW_NORMAL
+        bound = _float(rec.rigorous_bound)
+        if bound is not None and bound >= exact:
+            return ABSOLUTE_BOUND
+    ratio = rec.bound_ratio
+    if ratio is not None and ratio <= 1.0 and bits >= limits[1]:
         return NEAR_ZERO
     return None
 
 
 def meaningful_bits(rec: Any) -> float | None:
     """``rec.bits_of_error`` where it means something (see :func:`ulp_caveat`), else None."""
-    b = _float(rec.bits_of_error)
-    return None if b is None or ulp_caveat(rec) else b
+    return caveat_and_bits(rec)[1]
+
+
+def caveat_and_bits(rec: Any) -> tuple[str | None, float | None]:
+    """``(ulp_caveat(rec), meaningful_bits(rec))`` with the caveat worked out once."""
+    why = ulp_caveat(rec)
+    return why, (None if why else _float(rec.bits_of_error))
 
 
 def ratio_text(x: float | None) -> str:

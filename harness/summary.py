@@ -6,10 +6,11 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
-from .figures import meaningful_bits, ulp_caveat, worst_ratio_text
+from .figures import caveat_and_bits, worst_ratio_text
 from .records import Record
-from .verdicts import FAILING, NOT_GRADED, SEVERITY, STRICT_ONLY, VERDICTS, fails, quantity_rank, severity, worst_verdict
+from .verdicts import FAILING, NOT_GRADED, SEVERITY, STRICT_ONLY, VERDICTS, fails, quantity_rank, severity
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -20,32 +21,54 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join([fmt.format(*header), line, *(fmt.format(*r) for r in rows)])
 
 
-def _ratio(rs: Iterable[Record]) -> str:
-    """The largest error / rigorous bound of ``rs``: the measure the verdict is made of."""
-    vals = [r.bound_ratio for r in rs if r.bound_ratio is not None]
-    return f"{max(vals):.3g}" if vals else "-"
-
-
-def _bits(rs: Sequence[Record]) -> str:
-    """The worst bits of error where they mean something; ``n/m`` where every figure is not meaningful."""
-    vals = [b for r in rs if (b := meaningful_bits(r)) is not None]
-    if vals:
-        return f"{max(vals):.2f}"
-    return "n/m" if any(ulp_caveat(r) for r in rs) else "-"
-
-
-def _verdict(rs: Sequence[Record]) -> str:
-    """The worst verdict, marked when every record with it is a probed known framework bug."""
-    v = worst_verdict(r.verdict for r in rs)
-    worst = [r for r in rs if r.verdict == v]
-    return f"{v} (known bug)" if v in FAILING + STRICT_ONLY and all(r.known_bug for r in worst) else v
-
-
-def _footnote(records: Iterable[Record]) -> str:
-    reasons = sorted({why for r in records if (why := ulp_caveat(r))})
+def _footnote_of(reasons: Iterable[str]) -> str:
+    reasons = sorted(reasons)
     if not reasons:
         return ""
     return "\n\nerror/bound: worst error / rigorous bound (above 1: disagree). n/m: " + "; ".join(reasons)
+
+
+#: The verdicts a summary row marks ``(known bug)`` when every record with it is one.
+_MARKED = frozenset(FAILING + STRICT_ONLY)
+
+
+def _ratio_text(ratio: float | None) -> str:
+    """A row's error / rigorous bound: the largest ``bound_ratio`` of its records (None: none)."""
+    return "-" if ratio is None else f"{ratio:.3g}"
+
+
+def _bits_text(bits: float | None, caveat: bool) -> str:
+    """A row's worst bits of error where they mean something; ``n/m`` where none does and some record says why."""
+    if bits is not None:
+        return f"{bits:.2f}"
+    return "n/m" if caveat else "-"
+
+
+class _Agg:
+    """A group of records accumulated record by record in run order: its largest ``bound_ratio``, largest meaningful
+    bits of error, whether a record's ULP figures are not meaningful, and its worst verdict (the first of the most
+    severe, as ``max`` picks it; a running maximum in run order keeps the first of equal values and skips a NaN that
+    is not first, as ``max`` over the same values does)."""
+
+    __slots__ = ("ratio", "bits", "caveat", "sev", "verdicts")
+
+    def __init__(self) -> None:
+        self.ratio: float | None = None
+        self.bits: float | None = None
+        self.caveat = False
+        self.sev = -1
+        self.verdicts: Counter[str] = Counter()
+
+    def add(self, ratio: float | None, bits: float | None, caveat: bool, sev: int, verdict: str) -> None:
+        if ratio is not None and (self.ratio is None or ratio > self.ratio):
+            self.ratio = ratio
+        if bits is not None and (self.bits is None or bits > self.bits):
+            self.bits = bits
+        if caveat:
+            self.caveat = True
+        if sev > self.sev:
+            self.sev = sev
+        self.verdicts[verdict] += 1
 
 
 def summary_table(records: Sequence[Record], max_rows: int = 200, max_notable: int = 20) -> str:
@@ -60,41 +83,129 @@ def summary_table(records: Sequence[Record], max_rows: int = 200, max_notable: i
     worst rows whose verdict is disagree, error, suspect or invalid-input (the rest are
     explained, grouped by cause, by :func:`explain_failures`).
     """
-    groups: dict[tuple[str, ...], list[Record]] = defaultdict(list)
+    # One pass over the records: each record's ULP caveat and meaningful bits (meaningful_bits' answer) are worked out
+    # once, not once per table and the footnote. A row's figures are running maxima in run order, kept in flat lists
+    # (an object per row, most rows holding one record, made the garbage collector the largest cost).
+    unknown = len(VERDICTS)
+    sev_of = SEVERITY.get
+    index: dict[tuple[str, ...], int] = {}
+    keys: list[tuple[str, ...]] = []
+    g_ratio: list[float | None] = []
+    g_bits: list[float | None] = []
+    g_caveat: list[bool] = []
+    g_sev: list[int] = []
+    g_verdict: list[str] = []
+    marked: dict[int, list[Record]] = {}  # row -> its records whose verdict a row may mark "(known bug)"
+    # each record's row and figures, for the per-implementation table (which then reads no record again)
+    r_row: list[int] = []
+    r_ratio: list[float | None] = []
+    r_bits: list[float | None] = []
+    r_caveat: list[bool] = []
+    r_sev: list[int] = []
+    r_verdict: list[str] = []
+    reasons: set[str] = set()
+    setdefault = index.setdefault
     for r in records:
-        groups[(r.case, r.implementation, r.device, r.dtype, r.quantity)].append(r)
-    header = ("case", "implementation", "device", "dtype", "quantity", "error/bound", "worst bits", "verdict")
-    rows = [(*key, _ratio(rs), _bits(rs), _verdict(rs)) for key, rs in groups.items()]
-    if len(rows) <= max_rows:
-        return _table(header, rows) + _footnote(records)
-    agg: dict[tuple[str, ...], list[Record]] = defaultdict(list)
-    for r in records:
-        agg[(r.implementation, r.device, r.dtype)].append(r)
+        why, b = caveat_and_bits(r)
+        if why:
+            reasons.add(why)
+        verdict = r.verdict
+        sev = sev_of(verdict, unknown)
+        ratio = r.bound_ratio
+        key = (r.case, r.implementation, r.device, r.dtype, r.quantity)
+        gi = setdefault(key, len(keys))
+        if gi == len(keys):  # a new row
+            keys.append(key)
+            g_ratio.append(ratio)
+            g_bits.append(b)
+            g_caveat.append(bool(why))
+            g_sev.append(sev)
+            g_verdict.append(verdict)
+        else:
+            if ratio is not None and ((old := g_ratio[gi]) is None or ratio > old):
+                g_ratio[gi] = ratio
+            if b is not None and ((old := g_bits[gi]) is None or b > old):
+                g_bits[gi] = b
+            if why:
+                g_caveat[gi] = True
+            if sev > g_sev[gi]:
+                g_sev[gi] = sev
+                g_verdict[gi] = verdict
+        if verdict in _MARKED:
+            marked.setdefault(gi, []).append(r)
+        r_row.append(gi)
+        r_ratio.append(ratio)
+        r_bits.append(b)
+        r_caveat.append(bool(why))
+        r_sev.append(sev)
+        r_verdict.append(verdict)
 
-    def counts(rs: list[Record]) -> str:
-        c = Counter(r.verdict for r in rs)
+    def verdict_text(gi: int) -> str:
+        """The worst verdict, marked when every record with it is a probed known framework bug."""
+        v = g_verdict[gi]
+        if v in _MARKED and all(r.known_bug for r in marked[gi] if r.verdict == v):
+            return f"{v} (known bug)"
+        return v
+
+    def row(gi: int) -> tuple[str, ...]:
+        return (*keys[gi], _ratio_text(g_ratio[gi]), _bits_text(g_bits[gi], g_caveat[gi]), verdict_text(gi))
+
+    footnote = _footnote_of(reasons)
+    header = ("case", "implementation", "device", "dtype", "quantity", "error/bound", "worst bits", "verdict")
+    if len(keys) <= max_rows:
+        return _table(header, [row(gi) for gi in range(len(keys))]) + footnote
+    agg: dict[tuple[str, ...], _Agg] = {}
+    cases: dict[tuple[str, ...], set[str]] = {}
+    for gi, ratio, b, caveat, sev, verdict in zip(r_row, r_ratio, r_bits, r_caveat, r_sev, r_verdict, strict=True):
+        case, impl, device, dtype, _ = keys[gi]
+        akey = (impl, device, dtype)
+        a = agg.get(akey)
+        if a is None:
+            a = agg[akey] = _Agg()
+            cases[akey] = set()
+        a.add(ratio, b, caveat, sev, verdict)
+        cases[akey].add(case)
+
+    def counts(c: Counter[str]) -> str:
         return ", ".join(f"{c[v]} {v}" for v in VERDICTS if c[v])
 
-    agg_rows = [(*k, str(len({r.case for r in rs})), _ratio(rs), _bits(rs), counts(rs)) for k, rs in agg.items()]
+    agg_rows = [(*k, str(len(cases[k])), _ratio_text(a.ratio), _bits_text(a.bits, a.caveat), counts(a.verdicts))
+                for k, a in agg.items()]
     out = _table(("implementation", "device", "dtype", "cases", "error/bound", "worst bits", "records"), agg_rows)
-    # the rows worth reading: the verdicts that fail a run, with --strict or without (unknown ones too)
+    # the rows worth reading: the verdicts that fail a run, with --strict or without (unknown ones too); the rows
+    # in table order, then by severity, most severe first (a stable sort)
     worth = [v for v in reversed(VERDICTS) if v in FAILING + STRICT_ONLY]
-    notable = [row for row in rows if (v := row[-1].split(" ")[0]) in worth or v not in SEVERITY]
+    # (a row holds one only where its worst verdict is one of those, or unknown: the others are not even looked at)
+    notable = [line for line in (row(gi) for gi in range(len(keys)) if g_verdict[gi] in _MARKED or g_sev[gi] == unknown)
+               if (v := line[-1].split(" ")[0]) in worth or v not in SEVERITY]
     notable.sort(key=lambda row: -severity(row[-1].split(" ")[0]))
     if notable:
         out += f"\n\nRows that are {', '.join(worth)} ({len(notable)}):\n" + _table(header, notable[:max_notable])
         if len(notable) > max_notable:
             out += f"\n... and {len(notable) - max_notable} more: grouped by cause below; every one in the results file and the HTML report"
-    return out + _footnote(records)
+    return out + footnote
+
+
+#: Verdicts that fail a run without ``strict`` (a known bug aside), and those that say nothing of correctness.
+_FAILING = frozenset(FAILING)
+_NOT_GRADED = frozenset(NOT_GRADED)
 
 
 def verdict_line(records: Sequence[Record]) -> str:
     """``"1234 records: 1200 agree, 30 suspect, 4 disagree (5 failing records a known framework bug)"``."""
-    counts = Counter(r.verdict for r in records)
+    # one pass over the records: (verdict, known_bug) counted, then folded in first-seen order
+    counts: Counter[str] = Counter()
+    known = 0
+    for (verdict, known_bug), n in Counter(map(_VERDICT_OF, records)).items():
+        counts[verdict] += n
+        if known_bug and verdict in _MARKED:
+            known += n
     parts = [f"{counts[v]} {v}" for v in VERDICTS if counts[v]] + [f"{n} {v!r}" for v, n in counts.items() if v not in SEVERITY]
-    known = sum(1 for r in records if r.known_bug and r.verdict in FAILING + STRICT_ONLY)
     note = f" ({known} failing record(s) a known framework bug)" if known else ""
     return f"{len(records)} records: " + (", ".join(parts) + note if parts else "none")
+
+
+_VERDICT_OF = attrgetter("verdict", "known_bug")
 
 
 def _device_label(r: Record) -> str:
@@ -112,10 +223,14 @@ def by_device_dtype(records: Sequence[Record]) -> str:
     """
     groups: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     failed: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-    for r in records:
-        groups[(_device_label(r), r.dtype)][r.verdict] += 1
-        if fails(r) and r.verdict not in NOT_GRADED:  # the device computed something wrong (bad input is no device's fault)
-            failed[(_device_label(r), r.dtype)][r.verdict] += 1
+    # counted in one C-speed pass over (device, tf32, dtype, verdict, known_bug), then folded in first-seen order
+    # (the order a Counter of failing verdicts per device and dtype lists them in)
+    for (device, tf32, dtype, verdict, known_bug), n in Counter(map(_BY_DEVICE_KEY, records)).items():
+        key = (f"{device} (tf32)" if tf32 else device, dtype)
+        groups[key][verdict] += n
+        # fails(r) and not NOT_GRADED: the device computed something wrong (bad input is no device's fault)
+        if verdict not in SEVERITY or (verdict in _FAILING and not known_bug and verdict not in _NOT_GRADED):
+            failed[key][verdict] += n
     lines = []
     for (dev, dt), cnt in sorted(groups.items()):
         parts = ", ".join(f"{cnt[v]} {v}" for v in VERDICTS if cnt[v])
@@ -133,6 +248,9 @@ def by_device_dtype(records: Sequence[Record]) -> str:
             verdicts.append(", ".join(good) + (" agrees" if len(good) == 1 else " agree") + " with the oracle")
         lines.append("cross-device: " + "; ".join(verdicts))
     return "\n".join(lines)
+
+
+_BY_DEVICE_KEY = attrgetter("device", "tf32", "dtype", "verdict", "known_bug")
 
 
 def determinism_rows(records: Sequence[Record]) -> list[tuple[str, str, str, int, float, float, float]]:
@@ -209,15 +327,17 @@ class FailureGroup:
         return ", ".join(f"{dt} ({n})" for dt, n in Counter(r.dtype for r in self.records).most_common())
 
 
+#: The verdicts :func:`failure_groups` leaves out: every known one that fails no run, even with ``strict``.
+_NOT_WORTH = frozenset(SEVERITY) - frozenset(FAILING + STRICT_ONLY)
+
+
 def failure_groups(records: Sequence[Record], strict: bool = False) -> list[FailureGroup]:
     """The failing records (disagree, error, invalid-input, suspect, unknown verdicts; probed known bugs
     too), grouped by implementation, :func:`cause` and whether they fail the run: first the groups that
     fail it (most severe verdict, then most records), then those that do not (known framework bugs, suspect)."""
-    worth = set(FAILING + STRICT_ONLY)
     groups: dict[tuple[str, str, bool], list[Record]] = defaultdict(list)
-    for r in records:
-        if r.verdict in worth or r.verdict not in SEVERITY:
-            groups[(r.implementation, cause(r), fails(r, strict))].append(r)
+    for r in [r for r in records if r.verdict not in _NOT_WORTH]:  # (a failing verdict, or an unknown one)
+        groups[(r.implementation, cause(r), fails(r, strict))].append(r)
     out = []
     for (impl, why, counted), rs in groups.items():
         example = min(rs, key=lambda r: (r.step, quantity_rank(r.quantity), -severity(r.verdict), -(r.bound_ratio or 0.0)))
