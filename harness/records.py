@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import operator
 import os
 import platform
 import subprocess
@@ -931,13 +932,13 @@ def _as_read(rec: Record, line: str) -> Record | None:
     if "\\ud" in line or "\\uD" in line or 4 * len(line) > MAX_LINE_BYTES:
         return None
     d = rec.__dict__
-    if len(d) != len(_FIELD_NAMES) or any(type(v) not in _JSON_TYPES for v in d.values()):
+    if len(d) != len(_FIELD_NAMES) or not _JSON_TYPES.issuperset(map(type, d.values())):
         return None  # (an attribute beyond the fields is not written: checked as read, without it)
     counts = d["counts"]
     if type(counts) is dict and any(type(k) is not str for k in counts):
         return None  # JSON turns keys into strings
     kw = check_record(d, known_verdict=True)
-    if all(kw[k] is d[k] for k in _FIELD_NAMES):
+    if all(map(operator.is_, map(kw.__getitem__, _FIELD_NAMES), map(d.__getitem__, _FIELD_NAMES))):
         return rec
     out = Record.__new__(Record)  # a value converted (an int in a float field reads back as a float)
     out.__dict__.update(kw)
