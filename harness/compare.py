@@ -270,6 +270,8 @@ def _flat(value: npt.ArrayLike, shape: tuple[int, ...], dtype: type, key: str) -
     Raises:
         ValueError: naming ``key``, for another shape (no broadcasting: a ``(3,)`` exact value against ``(3, 3)``
             computed values would grade each row against it) or non-real values."""
+    if type(value) is np.ndarray and value.dtype == dtype and value.shape == shape:  # already so (the usual case)
+        return value.reshape(-1)
     a: npt.NDArray[Any] = _real(value, key) if dtype is np.float64 else np.asarray(value, dtype=dtype)
     if a.shape != shape:
         if a.ndim != 0:

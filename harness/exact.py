@@ -173,7 +173,8 @@ class ScaledInts:
 
     def fraction_at(self, index: tuple[int, ...]) -> Fraction:
         """The exact value at ``index``."""
-        return Fraction(int(self.ints[index])) * self.scale
+        s = self.scale  # (one normalizing gcd, not the two of a Fraction product)
+        return Fraction(int(self.ints[index]) * s.numerator, s.denominator)
 
     def to_hi_lo(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         """Unevaluated double-double ``hi + lo`` (error at most ``2**-106`` relative

@@ -202,8 +202,9 @@ def round_fraction(value: Fraction, fmt: FloatFormat) -> Fraction | float:
     return sign * r
 
 
-def _ord_parts(x: FloatArray, fmt: FloatFormat) -> tuple[npt.NDArray[np.int64], FloatArray]:
-    """Binade index and offset of ``|x|``: ``ord(|x|) = binade * 2**(p-1) + offset``."""
+def _ord_parts(x: FloatArray, fmt: FloatFormat) -> tuple[npt.NDArray[np.int64], FloatArray, npt.NDArray[np.int64]]:
+    """Binade index and offset of ``|x|``: ``ord(|x|) = binade * 2**(p-1) + offset``; and the exponent
+    of ``|x|``'s quantum (``qexp``: the offset is ``|x| / 2**qexp`` less the binade's first value)."""
     a = np.abs(x)
     _, e = np.frexp(a)
     e = e.astype(np.int64) - 1  # a = m * 2**e with 1 <= m < 2
@@ -212,7 +213,7 @@ def _ord_parts(x: FloatArray, fmt: FloatFormat) -> tuple[npt.NDArray[np.int64], 
     half = 2.0 ** (fmt.precision - 1)
     offset = np.ldexp(a, -qexp) - np.where(normal, half, 0.0)
     binade = np.where(normal, e - fmt.emin + 1, 0)
-    return binade, offset
+    return binade, offset, qexp
 
 
 def ulp_error(computed: npt.ArrayLike, exact_hi: npt.ArrayLike, exact_lo: npt.ArrayLike | None, fmt: FloatFormat) -> FloatArray:
@@ -235,18 +236,16 @@ def ulp_error(computed: npt.ArrayLike, exact_hi: npt.ArrayLike, exact_lo: npt.Ar
     hi = np.asarray(exact_hi, dtype=np.float64)
     lo = np.zeros_like(hi) if exact_lo is None else np.asarray(exact_lo, dtype=np.float64)
     # a zero high part: the exact value is the low part alone (its sign, its binade)
-    hi, lo = np.broadcast_arrays(hi, lo)
+    if hi.shape != lo.shape:
+        hi, lo = np.broadcast_arrays(hi, lo)
     hi_zero = hi == 0
     if hi_zero.any():
         hi, lo = np.where(hi_zero, lo, hi), np.where(hi_zero, 0.0, lo)
     out = np.full(np.broadcast(c, hi).shape, np.inf)
     ok = np.isfinite(c) & np.isfinite(hi) & (np.abs(c) <= fmt.max_finite) & (np.abs(hi) <= fmt.max_finite)
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite and out-of-range elements: inf, set below
-        cb, co = _ord_parts(c, fmt)
-        eb, eo = _ord_parts(hi, fmt)
-        _, ee = np.frexp(np.abs(hi))
-        ee = ee.astype(np.int64) - 1
-        eq = np.where(np.abs(hi) >= fmt.min_normal, ee, fmt.emin) - fmt.precision + 1
+        cb, co, _ = _ord_parts(c, fmt)
+        eb, eo, eq = _ord_parts(hi, fmt)  # eq: the exponent of hi's quantum
         half = 2.0 ** (fmt.precision - 1)
         # the low part moves the exact value within (or just across) hi's binade: in units of hi's
         # quantum, positive away from zero

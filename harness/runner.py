@@ -1023,6 +1023,7 @@ def _grade_step(
             decimals[key] = decimal_string(f)
         return decimals[key]
 
+    differ: list[tuple[Record, float, Fraction]] = []  # records whose written value differs from the exact one
     for q, cmp in zip(QUANTITIES, compare_many(items, fmt), strict=True):
         idx = cmp.worst_index
         exact_f = ex.values[q].fraction_at(idx)
@@ -1051,9 +1052,8 @@ def _grade_step(
             rec.exact_written_rational = None if q in written.radius else _rational(wf)
             if wf == exact_f:  # the same value: the same double-double (hi, lo are correctly rounded), the same ULPs
                 rec.ulp_error_written = cmp.ulp_error_at_worst
-            else:
-                whi, wlo = ScaledInts.scalar(wf).to_hi_lo()
-                rec.ulp_error_written = float(ulp_error(np.array(computed), whi, wlo, fmt))
+            else:  # measured below, in one call for every such quantity of the step
+                differ.append((rec, computed, wf))
         if traj_step is not None and q in ("W", "b"):
             if traj_step is ex:  # the first step of the trajectory is the graded step: its values and ULPs are at hand
                 gone = drift(out[q], *hilo[q], fmt, ulps=cmp.ulp)
@@ -1064,6 +1064,12 @@ def _grade_step(
         if kept is not None and q in ("W", "b") and cmp.verdict in failing_verdicts(strict=True):
             kept[id(rec)] = failing_elements(cmp, out[q], (held or step_inputs)[q])
         records.append(rec)
+    if differ:  # (ulp_error is element-wise: one call grades each as alone)
+        # each value's double-double of its own scale, as ever (a common scale may take the other path of to_hi_lo)
+        whi, wlo = zip(*(ScaledInts.scalar(wf).to_hi_lo() for _, _, wf in differ), strict=True)
+        ulps = ulp_error(np.array([c for _, c, _ in differ]), np.array(whi), np.array(wlo), fmt).tolist()
+        for (rec, _, _), u in zip(differ, ulps, strict=True):
+            rec.ulp_error_written = u
     notes = [bounds.note] if bounds.note else []
     if error_model is not None:  # a plug-in's bounds loosen or tighten every verdict: every record says whose they are
         name = getattr(error_model, "__qualname__", None) or repr(error_model)
@@ -1074,7 +1080,7 @@ def _grade_step(
     if error_model is None and not bounds.flush_to_zero and any(r.verdict == "disagree" for r in records):
         _name_flush_to_zero(records, out, hilo, step_inputs, ex.residual.to_float64(), exact_hi, kwargs, fmt, ex.radius)
     with np.errstate(all="ignore"):  # (an exact value of inf where a column was lost: the hypotheses' arithmetic is theirs)
-        annotate(records, out, ex.values, step_inputs, fmt)
+        annotate(records, out, ex.values, step_inputs, fmt, exact_hi)
         if history is not None:
             facts = StepFacts(t, fmt, float(lr), float(case.lr), case.reduction, step_inputs, out, exact_hi, bounds.rigorous,
                               previous=history[-1] if history else None, transformed=bounds.rigorous_inexact)

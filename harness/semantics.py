@@ -47,6 +47,7 @@ def none_message(quantity: str, step: int) -> str:
 
 def update_note(
     quantity: str, computed: F64, previous: F64, exact: Any, fmt: FloatFormat, verdict: str,
+    exact_hi: F64 | None = None,
 ) -> str | None:
     """A note on a W or b record whose value did not move.
 
@@ -57,6 +58,9 @@ def update_note(
         exact: the exact :class:`harness.exact.ScaledInts` value after the update.
         fmt: the dtype.
         verdict: the record's verdict.
+        exact_hi: ``exact`` rounded to float64 (the high part of its ``to_hi_lo``), when at hand: an element
+            where it is finite and differs from the old value moved (an exact value equal to a float rounds to
+            it), with no exact value read.
 
     Returns:
         for an ``agree`` record with unchanged elements whose exact update rounds
@@ -69,26 +73,40 @@ def update_note(
     same = c == p
     if not same.any():
         return None
-    moved: list[tuple[tuple[int, ...], Fraction]] = []
-    for idx in zip(*np.nonzero(same), strict=True):
-        ef = exact.fraction_at(tuple(int(i) for i in idx))
-        if ef != Fraction(float(p[idx])):
-            moved.append((tuple(int(i) for i in idx), ef))
-    if not moved:
-        return None
     if verdict != "agree":
         return None
-    idx, ef = moved[0]
+    if exact_hi is None:
+        surely = [False] * int(np.count_nonzero(same))
+    else:  # (an infinite one, beyond float64 or standing for a lost column, is not read: the exact value decides)
+        hi = np.asarray(exact_hi, dtype=np.float64).reshape(c.shape)
+        surely = ((hi != p) & np.isfinite(hi))[same].tolist()
+    moved = 0
+    first: tuple[tuple[int, ...], Fraction] | None = None  # the first element that moved (C order)
+    for idx, known in zip(zip(*(i.tolist() for i in np.nonzero(same)), strict=True), surely, strict=True):
+        if known:
+            moved += 1
+            if first is None:
+                first = (idx, exact.fraction_at(idx))
+            continue
+        ef = exact.fraction_at(idx)
+        # ef != Fraction(p[idx]): both in lowest terms with a positive denominator (no Fraction built per element)
+        if (ef.numerator, ef.denominator) != float(p[idx]).as_integer_ratio():
+            moved += 1
+            if first is None:
+                first = (idx, ef)
+    if first is None:
+        return None
+    idx, ef = first
     if round_fraction(ef, fmt) != Fraction(float(p[idx])):
         return None
     change = ef - Fraction(float(p[idx]))
-    return (f"update below the resolution of {fmt.name}: {len(moved)} element(s) of {quantity} did not move; at {list(idx)} "
+    return (f"update below the resolution of {fmt.name}: {moved} element(s) of {quantity} did not move; at {list(idx)} "
             f"the exact change {decimal_string(change, 6)} is under half an ULP of {_fmt(float(p[idx]))}, so the unchanged "
             f"value is the correctly rounded result, not a skipped step")
 
 
 def annotate(records: list[Any], out: Mapping[str, F64], exact_values: Mapping[str, Any], step_inputs: Mapping[str, F64],
-             fmt: FloatFormat) -> None:
+             fmt: FloatFormat, exact_hi: Mapping[str, F64] | None = None) -> None:
     """Note, in the messages of one step's ``agree`` W and b records, elements left unchanged because
     the exact update is below the dtype's resolution (in place; see :func:`update_note`).
 
@@ -98,10 +116,13 @@ def annotate(records: list[Any], out: Mapping[str, F64], exact_values: Mapping[s
         exact_values: the exact quantities (``ScaledInts``).
         step_inputs: the inputs of this step (``W`` and ``b`` before the update).
         fmt: the dtype.
+        exact_hi: the exact quantities rounded to float64, when at hand (:func:`update_note`).
     """
     for rec in records:
         if rec.quantity not in ("W", "b") or rec.verdict != "agree":
             continue
-        note = update_note(rec.quantity, out[rec.quantity], step_inputs[rec.quantity], exact_values[rec.quantity], fmt, rec.verdict)
+        q = rec.quantity
+        note = update_note(q, out[q], step_inputs[q], exact_values[q], fmt, rec.verdict,
+                           None if exact_hi is None else exact_hi[q])
         if note:
             rec.message = f"{note}; {rec.message}" if rec.message else note
