@@ -355,29 +355,34 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
     mx_ulp = np.maximum.reduceat(np.where(judged, ulps, 0.0), starts)
     mx_rr = np.maximum.reduceat(np.where(judged, rr, 0.0), starts)
     mx_er = np.maximum.reduceat(np.where(judged, er, 0.0), starts)
+    # the per-item values as Python ints and floats, each array converted once (tolist: the same values as float())
+    at_worst = [a[worst_flat].tolist() for a in (rig, exp, err, ulps, c, hi)]
+    maxima = [a.tolist() for a in (mx_abs, mx_ulp, mx_rr, mx_er)]
+    counts_l, worst_v_l, worst_l, starts_l = counts.tolist(), worst_v.tolist(), worst_flat.tolist(), starts.tolist()
     out = []
     for i, shp in enumerate(shapes):
-        w = int(worst_flat[i])
-        start = int(starts[i])
+        w = worst_l[i]
+        start = starts_l[i]
         worst_index = tuple(int(j) for j in np.unravel_index(w - start, shp))
-        max_ulp = float(mx_ulp[i])
+        rig_w, exp_w, err_w, ulp_w, c_w, hi_w = (a[i] for a in at_worst)
+        abs_i, max_ulp, rr_i, er_i = (a[i] for a in maxima)
         out.append(Comparison(
-            verdict=_NAMES[int(worst_v[i])],
-            counts={name: int(counts[i, j]) for j, name in enumerate(_NAMES) if counts[i, j]},
+            verdict=_NAMES[worst_v_l[i]],
+            counts={name: n for name, n in zip(_NAMES, counts_l[i], strict=True) if n},
             size=sizes[i],
-            max_abs_error=float(mx_abs[i]),
+            max_abs_error=abs_i,
             max_ulp_error=max_ulp,
             bits_of_error=float(bits_of_error(max_ulp)),
-            bound_ratio=float(mx_rr[i]),
-            expected_ratio=float(mx_er[i]),
+            bound_ratio=rr_i,
+            expected_ratio=er_i,
             worst_index=worst_index,
-            rigorous_at_worst=float(rig[w]),
-            expected_at_worst=float(exp[w]),
+            rigorous_at_worst=rig_w,
+            expected_at_worst=exp_w,
             ulp=ulps[start:start + sizes[i]].reshape(shp),
-            abs_error_at_worst=float(err[w]),
-            ulp_error_at_worst=float(ulps[w]),
-            computed_at_worst=float(c[w]),
-            exact_at_worst=float(hi[w]),
+            abs_error_at_worst=err_w,
+            ulp_error_at_worst=ulp_w,
+            computed_at_worst=c_w,
+            exact_at_worst=hi_w,
             codes=verdicts[start:start + sizes[i]].reshape(shp),
         ))
     return out

@@ -987,6 +987,13 @@ def _read_results(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFo
     return out
 
 
+#: :func:`harness.floats.decimal_string` of exact values, by (numerator, denominator): the same exact value is often
+#: the graded, written and trajectory one of a step, and a step's exact values recur in every implementation graded
+#: on the same inputs (the first step, the exact trajectory). Emptied when it holds :data:`_DECIMALS_HELD` of them.
+_DECIMALS: dict[tuple[int, int], str] = {}
+_DECIMALS_HELD = 1 << 15
+
+
 def _grade_step(
     case: Case, base: dict[str, Any], t: int, out: Mapping[str, F64], ex: ExactStep, step_inputs: Mapping[str, F64],
     lr: Fraction, fmt: FloatFormat, opts: RunOptions, written: ExactStep | None, traj_step: ExactStep | None,
@@ -1015,13 +1022,15 @@ def _grade_step(
                       "expected": bounds.expected[q], "inf_allowed": bounds.inf_allowed[q], "nan_allowed": bounds.nan_allowed[q],
                       "posinf_allowed": pinf, "neginf_allowed": ninf, "finite_impossible": impossible.get(q),
                       "nan_typical": typical.get(q)})
-    decimals: dict[tuple[int, int], str] = {}  # the same exact value is often the graded, written and trajectory one
 
     def decimal(f: Fraction) -> str:
         key = (f.numerator, f.denominator)  # (a Fraction's own hash costs a modular inverse)
-        if key not in decimals:
-            decimals[key] = decimal_string(f)
-        return decimals[key]
+        text = _DECIMALS.get(key)
+        if text is None:
+            if len(_DECIMALS) >= _DECIMALS_HELD:
+                _DECIMALS.clear()
+            text = _DECIMALS[key] = decimal_string(f)
+        return text
 
     differ: list[tuple[Record, float, Fraction]] = []  # records whose written value differs from the exact one
     for q, cmp in zip(QUANTITIES, compare_many(items, fmt), strict=True):
