@@ -991,7 +991,7 @@ def _read_results(results: Any, steps: int, n: int, d: int, k: int, fmt: FloatFo
 #: the graded, written and trajectory one of a step, and a step's exact values recur in every implementation graded
 #: on the same inputs (the first step, the exact trajectory). Emptied when it holds :data:`_DECIMALS_HELD` of them.
 _DECIMALS: dict[tuple[int, int], str] = {}
-_DECIMALS_HELD = 1 << 15
+_DECIMALS_HELD = 1 << 12
 
 
 def _grade_step(
