@@ -218,22 +218,24 @@ def cmd_check(args: argparse.Namespace) -> int:
         load_plugin(mod)
     load_entry_points()
     impls = [s.strip() for s in args.implementations.split(",") if s.strip()] if args.implementations else None
-    # names checked before the outputs (which makes their folders) and before the earlier results are moved aside: a typo
-    # must not replace them with an empty run, nor leave an empty folder (helper-82); and before the fork server starts
     from .devices import parse_dtypes
     from .implementations import implementation_of
 
-    for name in impls or ():
-        implementation_of(name)
     parse_dtypes(args.dtypes)
     early_server = False
     if args.isolation == "process":
         from .isolation import start_fork_server
 
-        # its ~3 s preload overlaps this process's own start-up (the cases, the torch import, the report's warm-up);
-        # started after the plug-ins: the server and its workers inherit this process's environment as it is now
-        # (a plug-in that sets OMP_NUM_THREADS at import, helper-104)
+        # its ~3 s preload overlaps this process's own start-up (the implementations' torch import, the cases, the
+        # report's warm-up); started after the plug-ins: the server and its workers inherit this process's environment
+        # as it is now (a plug-in that sets OMP_NUM_THREADS at import, helper-104). (Before the names below: looking a
+        # built-in up imports torch, ~1 s, which the first record waited for; after a typo the server, still
+        # preloading, exits with this process within its preload's ~3 s.)
         early_server = start_fork_server()
+    # names checked before the outputs (which makes their folders) and before the earlier results are moved aside: a typo
+    # must not replace them with an empty run, nor leave an empty folder (helper-82)
+    for name in impls or ():
+        implementation_of(name)
     cases, errors = _select(args.cases, args.case, args.tier, args=args)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
