@@ -901,7 +901,7 @@ def read_back(path: str | Path, env: dict[str, Any], records: list[Record], line
     if len(lines) != len(records):
         raise ValueError(f"{len(records)} records but {len(lines)} lines")
     reader = _LineReader(str(path))
-    reader.raw_line(1, encode_line(env).encode("utf-8"))
+    reader.raw_line(1, _within(encode_line(env).encode("utf-8")))
     for lineno, (rec, line) in enumerate(zip(records, lines, strict=True), start=2):
         as_read = None
         try:
@@ -912,15 +912,22 @@ def read_back(path: str | Path, env: dict[str, Any], records: list[Record], line
             continue
         if as_read is None:  # read from its line, as read_jsonl would
             raw = line.encode("utf-8")
-            reader.raw_line(lineno, raw if len(raw) <= MAX_LINE_BYTES else None)
+            reader.raw_line(lineno, _within(raw))
         else:
             reader.record(lineno, as_read)
-    reader.raw_line(len(lines) + 2, encode_line(footer).encode("utf-8"))
+    reader.raw_line(len(lines) + 2, _within(encode_line(footer).encode("utf-8")))
     return reader.result()
+
+
+def _within(raw: bytes) -> bytes | None:
+    """A line's bytes as :func:`_lines` reads them: None where longer than :data:`MAX_LINE_BYTES`."""
+    return raw if len(raw) <= MAX_LINE_BYTES else None
 
 
 #: the types a JSON round trip gives back as they are (a tuple comes back a list, a float subclass a float)
 _JSON_TYPES = frozenset({str, int, float, bool, type(None), list, dict})
+#: the scalar types a JSON round trip gives back as they are (inside a list or a dict: nothing nested deeper)
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _as_read(rec: Record, line: str) -> Record | None:
@@ -934,9 +941,11 @@ def _as_read(rec: Record, line: str) -> Record | None:
     d = rec.__dict__
     if len(d) != len(_FIELD_NAMES) or not _JSON_TYPES.issuperset(map(type, d.values())):
         return None  # (an attribute beyond the fields is not written: checked as read, without it)
-    counts = d["counts"]
-    if type(counts) is dict and any(type(k) is not str for k in counts):
-        return None  # JSON turns keys into strings
+    for v in d.values():  # inside a list or a dict too: JSON gives back only its own scalar types, keys as strings
+        if type(v) is list and not _JSON_SCALARS.issuperset(map(type, v)):
+            return None  # (a str or int subclass in tags or shape: a str or int read back, helper-111)
+        if type(v) is dict and (any(type(k) is not str for k in v) or not _JSON_SCALARS.issuperset(map(type, v.values()))):
+            return None
     kw = check_record(d, known_verdict=True)
     if all(map(operator.is_, map(kw.__getitem__, _FIELD_NAMES), map(d.__getitem__, _FIELD_NAMES))):
         return rec
