@@ -186,9 +186,6 @@ def summary_table(records: Sequence[Record], max_rows: int = 200, max_notable: i
     return out + footnote
 
 
-#: Verdicts that fail a run without ``strict`` (a known bug aside), and those that say nothing of correctness.
-_FAILING = frozenset(FAILING)
-_NOT_GRADED = frozenset(NOT_GRADED)
 
 
 def verdict_line(records: Sequence[Record]) -> str:
@@ -223,14 +220,10 @@ def by_device_dtype(records: Sequence[Record]) -> str:
     """
     groups: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
     failed: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
-    # counted in one C-speed pass over (device, tf32, dtype, verdict, known_bug), then folded in first-seen order
-    # (the order a Counter of failing verdicts per device and dtype lists them in)
-    for (device, tf32, dtype, verdict, known_bug), n in Counter(map(_BY_DEVICE_KEY, records)).items():
-        key = (f"{device} (tf32)" if tf32 else device, dtype)
-        groups[key][verdict] += n
-        # fails(r) and not NOT_GRADED: the device computed something wrong (bad input is no device's fault)
-        if verdict not in SEVERITY or (verdict in _FAILING and not known_bug and verdict not in _NOT_GRADED):
-            failed[key][verdict] += n
+    for r in records:
+        groups[(_device_label(r), r.dtype)][r.verdict] += 1
+        if fails(r) and r.verdict not in NOT_GRADED:  # the device computed something wrong (bad input is no device's fault)
+            failed[(_device_label(r), r.dtype)][r.verdict] += 1
     lines = []
     for (dev, dt), cnt in sorted(groups.items()):
         parts = ", ".join(f"{cnt[v]} {v}" for v in VERDICTS if cnt[v])
@@ -248,9 +241,6 @@ def by_device_dtype(records: Sequence[Record]) -> str:
             verdicts.append(", ".join(good) + (" agrees" if len(good) == 1 else " agree") + " with the oracle")
         lines.append("cross-device: " + "; ".join(verdicts))
     return "\n".join(lines)
-
-
-_BY_DEVICE_KEY = attrgetter("device", "tf32", "dtype", "verdict", "known_bug")
 
 
 def determinism_rows(records: Sequence[Record]) -> list[tuple[str, str, str, int, float, float, float]]:
