@@ -939,6 +939,8 @@ def _as_read(rec: Record, line: str) -> Record | None:
     if "\\ud" in line or "\\uD" in line or 4 * len(line) > MAX_LINE_BYTES:
         return None
     d = rec.__dict__
+    if d.get("kind") != "record":  # another kind is a note or malformed by its own rule: read_jsonl's, from the line
+        return None
     if len(d) != len(_FIELD_NAMES) or not _JSON_TYPES.issuperset(map(type, d.values())):
         return None  # (an attribute beyond the fields is not written: checked as read, without it)
     for v in d.values():  # inside a list or a dict too: JSON gives back only its own scalar types, keys as strings

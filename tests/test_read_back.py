@@ -97,6 +97,7 @@ HOSTILE: dict[str, list[object]] = {
     "tags": [["t"], ("t",), [1], []],
     "case": ["c", "\x00", "\ud800x"],
     "exact_rational": [None, "1/3", 3],
+    "kind": ["record", "other", "Record", 1],
 }
 
 
