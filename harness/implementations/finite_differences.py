@@ -87,7 +87,8 @@ def _curvatures(X: F64, y: F64, reduction: str) -> tuple[F64, F64]:
     """``a = (1/2) d^2 L / dw^2`` for each element of W (D, K) and b (K,), in float64."""
     n, k = y.shape
     c = _scale(n, k, reduction)
-    aW = np.repeat((c * np.sum(X * X, axis=0))[:, None], k, axis=1)
+    with np.errstate(over="ignore"):  # huge X: an infinite curvature, as float64 gives it (_step_size clamps the step)
+        aW = np.repeat((c * np.sum(X * X, axis=0))[:, None], k, axis=1)
     ab = np.full(k, c * n)
     return aW, ab
 
