@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from .progress import Progress
+    from .records import ResultsFile
 
 DEFAULT_RESULTS = "reports/results.jsonl"
 DEFAULT_REPORT = "reports/agreement.html"
@@ -380,7 +381,7 @@ def _keep_earlier(path: Path, option: str, what: str) -> Path | None:
 
 
 def _after_run(args: argparse.Namespace, records: list, path: Path, cases: list, selected: int, errors: list,
-               impls: list[str] | None, kept_report: Path | None, written: Any = None) -> int:
+               impls: list[str] | None, kept_report: Path | None, written: ResultsFile | None = None) -> int:
     """``check``'s summary, report and exit code, after its results file was completed (``written``: that file's
     :attr:`harness.records.ResultsStream.written`, or None to read it)."""
     from .implementations import REGISTRY
