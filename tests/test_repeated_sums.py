@@ -817,3 +817,72 @@ def test_the_residue_pass_at_the_reciprocals_edge() -> None:
     got, want = _residue_sums(*args), _residue_sums_by_division(*args)
     assert want[3, 0, 0, 0] > 0  # the quarter spacing of the running sum's binade has residues
     assert np.array_equal(got.view(np.uint64), want.view(np.uint64)), (got, want)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_residue_inputs())
+def test_the_terms_pass_is_the_product_pass_with_a_column_of_ones(args) -> None:  # type: ignore[no-untyped-def]
+    """``_term_residue_sums`` (the terms themselves: the residual's columns, the loss's squares) reads no column of
+    ones and multiplies by none; its statistics are the product pass's with ``X`` a column of ones, bit for bit, on
+    random, subnormal, zero, huge and non-finite terms (a NaN or an infinity is dropped either way)."""
+    from harness.repeatedsums import _residue_sums, _term_residue_sums
+
+    _, R, grid, _, emin, precision, top = args
+    R = np.ascontiguousarray(R)
+    grid = np.ascontiguousarray(grid[:1])
+    got = _term_residue_sums(R, grid, emin, precision, top)
+    want = _residue_sums(np.ones((R.shape[0], 1)), R, grid, False, emin, precision, top)
+    assert got.shape == want.shape
+    assert np.array_equal(got.view(np.uint64), want.view(np.uint64)), (got, want)
+
+
+def _one_column_grid_by_product(a: np.ndarray, fmt) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """``_top_grid`` of one column as it was: the spacing at ``np.ones(N) @ |a|`` (NumPy's product)."""
+    from harness.repeatedsums import _grid_of
+
+    with np.errstate(all="ignore"):
+        aR = np.abs(np.asarray(a, dtype=np.float64))
+        return _grid_of(np.ones(aR.shape[0]) @ aR, fmt)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 70_000), st.integers(-1074, 1023), st.sampled_from(["normal", "ones", "ints", "edges", "tiny"]),
+       st.sampled_from(["float16", "bfloat16", "float32", "float64"]), st.integers(0, 2**32 - 1))
+def test_the_top_grid_of_one_column_is_the_products(n: int, scale: int, kind: str, name: str, seed: int) -> None:
+    """``_top_grid`` of a single column (the loss's squares) sums the magnitudes pairwise where that sum provably lies
+    in the binade of the product ``np.ones(N) @ |a|`` it replaced (else it forms the product): the same spacing on
+    normal data, on sums that land exactly on a power of two (ones, integers), on subnormal, huge, overflowing and
+    non-finite terms."""
+    from harness.repeatedsums import _top_grid
+
+    rng = np.random.default_rng(seed)
+    if kind == "ones":
+        a = np.ones((n, 1))
+    elif kind == "ints":
+        a = rng.integers(0, 4, (n, 1)).astype(np.float64)
+    elif kind == "edges":
+        a = rng.choice(_EDGE_VALUES, size=(n, 1))
+    elif kind == "tiny":
+        a = np.full((n, 1), 5e-324) * rng.integers(0, 3, (n, 1))
+    else:
+        a = rng.standard_normal((n, 1))
+    with np.errstate(all="ignore"):
+        a = np.ldexp(a, scale // 2) if kind not in ("edges", "tiny") else a
+    fmt = get_format(name)
+    got, want = _top_grid(a, fmt), _one_column_grid_by_product(a, fmt)
+    assert np.array_equal(got, want), (got, want)
+
+
+def test_the_top_grid_of_one_column_at_a_power_of_two() -> None:
+    """Sums at and just beside a power of two (1024 ones: exactly 2**10 in every order; one term less or more): the
+    pairwise sum cannot tell the binade apart from a reordered one's there, so the product is formed, and the spacing
+    is the product's."""
+    from harness.repeatedsums import _one_column_sum, _top_grid
+
+    for n in (1023, 1024, 1025, 2**16):
+        a = np.ones((n, 1))
+        assert np.array_equal(_top_grid(a, F64), _one_column_grid_by_product(a, F64))
+    assert _one_column_sum(np.ones((1024, 1))) is None  # at the binade's edge: not sure, the product decides
+    assert _one_column_sum(np.full((1000, 1), 1.5)) is not None
+    assert _one_column_sum(np.zeros((10, 1))) is not None
+    assert _one_column_sum(np.array([[math.inf], [1.0]])) is None
