@@ -183,7 +183,7 @@ import numpy.typing as npt
 from .floats import FLOAT32, TF32, FloatFormat, round_to_format
 from .repeatedsums import ExactContext, exact_reductions, repeated_reductions, worst_case_part
 from .shapes import check_step_shapes
-from .sharedrounding import shared_residual_errors
+from .sharedrounding import sample_pairs, shared_residual_errors
 
 F64 = npt.NDArray[np.float64]
 Mask = npt.NDArray[np.bool_]
@@ -992,7 +992,8 @@ def expected_bounds(
         lam = LAMBDA * u
         # the part of the residual's rounding errors that rows share (harness.sharedrounding): each family of
         # shared terms by its worst case or its group model, added to the independent model's bound
-        shared = shared_residual_errors(X, W, b, Y, rb.A, u, ut, lam=LAMBDA, compiled=USE_KERNELS)
+        x_pairs = sample_pairs(X)  # X's sample screened once, for both models
+        shared = shared_residual_errors(X, W, b, Y, rb.A, u, ut, lam=LAMBDA, compiled=USE_KERNELS, x_pairs=x_pairs)
         sh_gW, sh_gb = np.zeros_like(sumT2), np.zeros_like(sumR2)
         sh_L: Any = 0.0
         if shared.det is not None:
@@ -1005,7 +1006,8 @@ def expected_bounds(
             sh_gb = sh_gb + LAMBDA * np.sqrt(_row_sum(shared.var))
             sh_L = sh_L + 2 * LAMBDA * np.sqrt(np.sum(R2 * shared.var))
         # reductions whose terms repeat (harness.repeatedsums): their partial sums' errors at their worst case
-        rep = repeated_reductions(X, R, reg.fmt, LAMBDA, ExactContext(W, b, Y, rb.A, float(c), reg.ftz, ut > 0))
+        rep = repeated_reductions(X, R, reg.fmt, LAMBDA, ExactContext(W, b, Y, rb.A, float(c), reg.ftz, ut > 0),
+                                  x_pairs=x_pairs)
         if rep.grad_W is not None:
             sh_gW = sh_gW + worst_case_part(rep.grad_W, V_gW_pss, n, u)
         if rep.grad_b is not None:

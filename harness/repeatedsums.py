@@ -104,7 +104,7 @@ import numpy.typing as npt
 from numba import njit
 
 from .floats import FloatFormat, float_bits, lowest_exponent, round_to_format, sums_exactly
-from .sharedrounding import repeating_columns, repeating_in_sample, screen_rows
+from .sharedrounding import SamplePairs, repeating_columns, repeating_in_sample, screen_rows
 
 F = npt.NDArray[np.floating]
 Mask = npt.NDArray[np.bool_]
@@ -150,8 +150,8 @@ class ExactContext:
     tf32: bool
 
 
-def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactContext | None = None
-                        ) -> RepeatedReductions:
+def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactContext | None = None, *,
+                        x_pairs: SamplePairs | None = None) -> RepeatedReductions:
     """The reductions of a step whose terms repeat enough for their partial sums' errors to be taken at their
     worst case (module docstring).
 
@@ -164,6 +164,9 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
             case ``u sqrt(n sum s_i^2)``.
         exact: the step's other inputs and arithmetic, to leave out the reductions that every correct evaluation
             computes exactly (:func:`exact_reductions`); None: none is left out.
+        x_pairs: :func:`harness.sharedrounding.sample_pairs` of this ``X`` where the caller formed it, or None. Its
+            pairs less its zeros' are the features' screen where rounding its sample to ``fmt`` changes nothing (as
+            ``X`` exact in ``fmt`` gives); else the screen compares the rounded sample itself.
 
     Returns:
         :class:`RepeatedReductions`.
@@ -206,8 +209,7 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
         if r_cols:
             gb = np.zeros(k, dtype=bool)
             gb[r_cols] = True
-        xs = held(X[screen_rows(n)])
-        x_repeat = repeating_in_sample(xs, n)
+        x_repeat = _repeating_features(X, fmt, x_pairs)
         gW = np.zeros((d, k), dtype=bool)
         gW[np.ix_(x_repeat, r_cols)] = True  # a repeating feature times a flagged residual column
         # the products' own residues, over every row: a repeating feature (an indicator, a sign) times every residual
@@ -231,6 +233,19 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
         loss = loss and not ex_loss
         loss_bias = 0.0 if ex_loss else loss_bias
     return RepeatedReductions(gW, gb, loss, loss_bias)
+
+
+def _repeating_features(X: F, fmt: FloatFormat, x_pairs: SamplePairs | None) -> list[int]:
+    """:func:`repeating_in_sample` of ``X``'s sample rounded to ``fmt``, zeros as NaN (:func:`_nonzero_held`): from
+    ``x_pairs`` (its pairs less its zeros' pairs) where the sample rounded to ``fmt`` is the sample itself (NaN where
+    NaN), so that the two count the same pairs; else by comparing the rounded sample."""
+    if x_pairs is None:
+        return repeating_in_sample(_nonzero_held(X[screen_rows(X.shape[0])], fmt), X.shape[0])
+    sample = np.asarray(x_pairs.sample, dtype=np.float64)
+    held = _held(sample, fmt)
+    if np.array_equal(held, sample, equal_nan=True):
+        return x_pairs.repeating(zeros=False)
+    return repeating_in_sample(np.where(held == 0, np.nan, held), X.shape[0])
 
 
 def _lowest_bit(x: F) -> float:

@@ -223,12 +223,53 @@ def repeating_in_sample(sample: F, n: int) -> list[int]:
     """:func:`repeating_columns`' count on its sample ``(s, C)`` (the rows :func:`screen_rows` of ``n`` chose, as
     compared: NaN equals nothing, ``-0.0`` equals ``0.0``; a type wider than float64 is compared as its float64
     rounding, which can only join values, never part equal ones: more pairs, a wider bound)."""
-    rows, cols = sample.shape
-    need = max(2.0, SHARED_FRACTION * rows * (rows - 1) / (2.0 * max(n - 1, 1)))
+    rows = sample.shape[0]
     if rows < 2:
         return []
-    pairs = equal_pairs(sample)
-    return [j for j in range(cols) if float(pairs[j]) >= need]
+    return _enough_pairs(equal_pairs(sample), rows, n)
+
+
+def _enough_pairs(pairs: npt.NDArray[np.int64], rows: int, n: int) -> list[int]:
+    """The columns whose ``pairs`` (equal pairs in a sample of ``rows >= 2`` of ``n`` rows) reach
+    :func:`repeating_columns`' count."""
+    need = max(2.0, SHARED_FRACTION * rows * (rows - 1) / (2.0 * max(n - 1, 1)))
+    return [j for j in range(pairs.shape[0]) if float(pairs[j]) >= need]
+
+
+@dataclass(frozen=True)
+class SamplePairs:
+    """The equal pairs of :func:`repeating_columns`' sample of an ``(N, C)`` array's rows (:func:`sample_pairs`), for
+    the screens that compare one array's sample twice (:mod:`harness.bounds`: X's, as it is here and zeros left out).
+
+    Attributes:
+        n: the array's rows ``N``.
+        sample: the sampled rows ``(s, C)`` (:func:`screen_rows`), as the array holds them.
+        pairs: int64 ``(C,)``: :func:`equal_pairs` of ``sample``.
+        zero_pairs: int64 ``(C,)``: the pairs among each column's zeros (``z (z - 1) / 2`` for ``z`` elements of
+            ``sample`` whose float64 value is ``+0.0`` or ``-0.0``), which :func:`equal_pairs` counts in ``pairs``.
+    """
+
+    n: int
+    sample: F
+    pairs: npt.NDArray[np.int64]
+    zero_pairs: npt.NDArray[np.int64]
+
+    def repeating(self, zeros: bool = True) -> list[int]:
+        """:func:`repeating_in_sample` of the sample (``zeros``), or of the sample with its zeros as NaN (equal to
+        nothing: ``pairs - zero_pairs``)."""
+        rows = self.sample.shape[0]
+        if rows < 2:
+            return []
+        return _enough_pairs(self.pairs if zeros else self.pairs - self.zero_pairs, rows, self.n)
+
+
+def sample_pairs(a: F) -> SamplePairs:
+    """:class:`SamplePairs` of ``a`` ``(N, C)``: one pass of :func:`equal_pairs` over its sample, and its zeros
+    counted (``repeating()`` is :func:`repeating_columns` of ``a``)."""
+    a = np.asarray(a)
+    sample = a[screen_rows(a.shape[0])]
+    z = np.count_nonzero(np.asarray(sample, dtype=np.float64) == 0, axis=0).astype(np.int64)
+    return SamplePairs(a.shape[0], sample, equal_pairs(sample), z * (z - 1) // 2)
 
 
 def equal_pairs(a: F) -> npt.NDArray[np.int64]:
@@ -287,7 +328,7 @@ def _hashed_pairs(bits: np.ndarray) -> np.ndarray:  # pragma: no cover - compile
 
 
 def shared_residual_errors(X: F, W: F, b: F, Y: F, A: F, u: float, ut: float = 0.0, *, lam: float = 6.0,
-                           compiled: bool = True) -> SharedErrors:
+                           compiled: bool = True, x_pairs: SamplePairs | None = None) -> SharedErrors:
     """The shared part of the residual's rounding errors (module docstring).
 
     Args:
@@ -299,6 +340,7 @@ def shared_residual_errors(X: F, W: F, b: F, Y: F, A: F, u: float, ut: float = 0
         compiled: use the compiled kernel (:func:`_shared_kernel`) where a column of X or Y repeats, every array is
             float64 and ``A`` finite (the same float64 operations in the same order, the two sums that choose a
             family's model included: the same floats); else, and for the extended-precision re-evaluation, NumPy.
+        x_pairs: :func:`sample_pairs` of this ``X`` where the caller formed it (its screen, not formed again), or None.
 
     Returns:
         :class:`SharedErrors` of shape ``(N, K)``.
@@ -306,7 +348,8 @@ def shared_residual_errors(X: F, W: F, b: F, Y: F, A: F, u: float, ut: float = 0
     n, d = X.shape
     k = W.shape[1]
     wd = np.result_type(X, W, b, Y, A)
-    x_cols, y_cols = repeating_columns(X), repeating_columns(Y)
+    x_cols = x_pairs.repeating() if x_pairs is not None else repeating_columns(X)
+    y_cols = repeating_columns(Y)
     mX = {j: column_multiplicity(X[:, j]) for j in x_cols}
     mY = {j: column_multiplicity(Y[:, j]) for j in y_cols}
     b_shared = n > 1 and bool(np.any(b != 0))

@@ -886,3 +886,74 @@ def test_the_top_grid_of_one_column_at_a_power_of_two() -> None:
     assert _one_column_sum(np.full((1000, 1), 1.5)) is not None
     assert _one_column_sum(np.zeros((10, 1))) is not None
     assert _one_column_sum(np.array([[math.inf], [1.0]])) is None
+
+
+@st.composite
+def _features(draw):  # type: ignore[no-untyped-def]
+    """Features ``(N, D)`` of many kinds (continuous, integers, indicators with many zeros, signed zeros, NaN and
+    infinities, subnormals), rounded to a dtype or not (then the screen's rounding changes the sample), and a
+    residual."""
+    n = draw(st.sampled_from([40, 300, 5000, 9000]))
+    d = draw(st.integers(1, 5))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kinds = [draw(st.sampled_from(["normal", "ints", "indicator", "zeros", "edges", "tiny"])) for _ in range(d)]
+    cols = []
+    for kind in kinds:
+        if kind == "normal":
+            cols.append(rng.standard_normal(n))
+        elif kind == "ints":
+            cols.append(rng.integers(-3, 4, n).astype(np.float64))
+        elif kind == "indicator":
+            cols.append((rng.random(n) < 0.2).astype(np.float64) * rng.choice([1.0, -0.0, 0.0], n))
+        elif kind == "zeros":
+            cols.append(rng.choice([0.0, -0.0], n))
+        elif kind == "edges":
+            cols.append(rng.choice(_EDGE_VALUES, n))
+        else:
+            cols.append(np.ldexp(rng.integers(0, 3, n).astype(np.float64), -1074) + rng.choice([0.0, 2.0**-149], n))
+    X = np.stack(cols, axis=1)
+    name = draw(st.sampled_from(["float16", "bfloat16", "float32", "float64"]))
+    fmt = get_format(name)
+    if draw(st.booleans()):
+        with np.errstate(all="ignore"):
+            X = round_to_format(X, fmt)
+    R = np.round(rng.standard_normal((n, 2)) * 4) + draw(st.sampled_from([0.0, 0.3]))
+    return X, R, fmt
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_features())
+def test_one_screen_of_the_features_serves_both_models(args) -> None:  # type: ignore[no-untyped-def]
+    """``expected_bounds`` screens X's sample once (``sharedrounding.sample_pairs``) for the shared-rounding model and
+    the repeated sums: the screens are the ones each formed on its own, bit for bit, on features with zeros of both
+    signs, NaN, infinities and subnormals, exact in the dtype or not (where rounding changes the sample the repeated
+    sums compare the rounded sample, as before)."""
+    from harness.sharedrounding import repeating_columns, sample_pairs
+
+    X, R, fmt = args
+    x_pairs = sample_pairs(X)
+    assert x_pairs.repeating() == repeating_columns(X)
+    for exact in (None, ExactContext(np.zeros((X.shape[1], 2)), np.zeros(2), -R, np.abs(R), 1.0 / R.size, False,
+                                     False)):
+        with np.errstate(all="ignore"):
+            want = repeated_reductions(X, R, fmt, LAMBDA, exact)
+            got = repeated_reductions(X, R, fmt, LAMBDA, exact, x_pairs=x_pairs)
+        for field in ("grad_W", "grad_b"):
+            a, b = getattr(got, field), getattr(want, field)
+            assert (a is None) == (b is None) and (a is None or np.array_equal(a, b)), field
+        assert (got.loss, got.loss_bias) == (want.loss, want.loss_bias)
+
+
+def test_the_features_screen_counts_no_zero_as_a_repeat() -> None:
+    """A sparse feature's zeros repeat for the shared-rounding model (a zero term is shared) but not for the repeated
+    sums (a zero term rounds nothing; its other values are distinct): one screen, both counts."""
+    from harness.repeatedsums import _repeating_features
+    from harness.sharedrounding import sample_pairs
+
+    rng = np.random.default_rng(4)
+    sparse = np.where(rng.random(20_000) < 0.05, rng.standard_normal(20_000), 0.0)
+    X = np.stack([sparse, rng.standard_normal(20_000)], axis=1)
+    pairs = sample_pairs(X)
+    assert pairs.repeating() == [0]
+    assert pairs.repeating(zeros=False) == []
+    assert _repeating_features(X, F64, pairs) == _repeating_features(X, F64, None) == []
