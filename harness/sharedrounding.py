@@ -46,7 +46,10 @@ of the kept ones counted exactly (:func:`column_multiplicity`: by comparison wit
 column, else by sorting), and, where a column of X or Y repeats and the arrays are float64, the families are taken in
 one compiled loop (:func:`_shared_kernel`, two passes over the elements, the NumPy path's operations per element;
 ``tests/test_shared_rounding.py`` compares the two bit for bit). Four-valued X, 1,000,000 x 16 x 4: 2.5 s in NumPy,
-1.8 s so (one thread; issue 12's thirteenth round).
+1.8 s so (one thread; issue 12's thirteenth round). Where ``b`` is the only shared term (continuous data), its
+family is one compiled pass too (:func:`_b_family`, the same floats: 0.39 against 0.17 ms for the whole shared part at
+15,625 x 16 x 4, float64 arrays, one thread). X's sample may be screened by the caller (:func:`sample_pairs`), once
+for this model and :mod:`harness.repeatedsums`.
 
 **Known limits** (an attack, helper-44, issue 12's twelfth round): every group's error with one sign (a common
 fractional part shared by all groups), or a shared fractional part with no repeated value, exceeds the model on
@@ -268,8 +271,8 @@ def sample_pairs(a: F) -> SamplePairs:
     counted (``repeating()`` is :func:`repeating_columns` of ``a``)."""
     a = np.asarray(a)
     sample = a[screen_rows(a.shape[0])]
-    z = np.count_nonzero(np.asarray(sample, dtype=np.float64) == 0, axis=0).astype(np.int64)
-    return SamplePairs(a.shape[0], sample, equal_pairs(sample), z * (z - 1) // 2)
+    pairs, z = _pairs_and_zeros(sample)
+    return SamplePairs(a.shape[0], sample, pairs, z * (z - 1) // 2)
 
 
 def equal_pairs(a: F) -> npt.NDArray[np.int64]:
@@ -280,6 +283,12 @@ def equal_pairs(a: F) -> npt.NDArray[np.int64]:
     Counted in a hash table of the values' float64 bits per column (:func:`_hashed_pairs`): one pass over the
     values, where sorting each column cost about 7 times as much (2,048 x 16 float64: 83 against 596 us, AMD EPYC,
     one thread)."""
+    return _pairs_and_zeros(a)[0]
+
+
+def _pairs_and_zeros(a: F) -> npt.NDArray[np.int64]:
+    """int64 ``(2, C)``: :func:`equal_pairs` of ``a`` ``(rows, C)``, and how many elements of each column are zero
+    (``+0.0`` or ``-0.0`` as float64)."""
     a = np.asarray(a)
     bits = (np.asarray(a, dtype=np.float64) + 0.0).view(np.uint64)  # + 0.0: -0.0 becomes 0.0 (NaN stays NaN)
     return _hashed_pairs(bits.reshape(a.shape))
@@ -291,7 +300,8 @@ def _hashed_pairs(bits: np.ndarray) -> np.ndarray:  # pragma: no cover - compile
     skipped): per column, an open-addressing table of at least ``2 rows`` slots (load at most one half), keyed by
     the bits, holding how many of each value were seen; each value adds that count to its column's pairs (the
     ``j``-th of a group adds ``j - 1``: ``m (m - 1) / 2`` in all). Slots by Fibonacci hashing (Knuth: the top bits of
-    ``bits * 0x9E3779B97F4A7C15``), collisions by linear probing."""
+    ``bits * 0x9E3779B97F4A7C15``), collisions by linear probing. Returns int64 ``(2, C)``: the pairs, and the
+    zeros (bits 0) of each column."""
     rows, cols = bits.shape
     lg = 4
     while (1 << lg) < 2 * rows:
@@ -303,14 +313,16 @@ def _hashed_pairs(bits: np.ndarray) -> np.ndarray:  # pragma: no cover - compile
     inf = np.uint64(0x7FF0000000000000)
     keys = np.empty(size, dtype=np.uint64)
     seen = np.zeros(size, dtype=np.int64)
-    out = np.zeros(cols, dtype=np.int64)
+    out = np.zeros((2, cols), dtype=np.int64)
     for c in range(cols):
         seen[:] = 0
         total = 0
+        zeros = 0
         for i in range(rows):
             key = bits[i, c]
             if (key & magnitude) > inf:  # a NaN: equal to nothing
                 continue
+            zeros += key == 0
             h = np.intp((key * mul) >> shift)
             while True:
                 m = seen[h]
@@ -323,7 +335,8 @@ def _hashed_pairs(bits: np.ndarray) -> np.ndarray:  # pragma: no cover - compile
                     seen[h] = m + 1
                     break
                 h = (h + 1) & (size - 1)
-        out[c] = total
+        out[0, c] = total
+        out[1, c] = zeros
     return out
 
 
@@ -355,7 +368,11 @@ def shared_residual_errors(X: F, W: F, b: F, Y: F, A: F, u: float, ut: float = 0
     b_shared = n > 1 and bool(np.any(b != 0))
     if not (x_cols or y_cols or b_shared):
         return SharedErrors(None, None, False)
-    # compiled where some column of X or Y repeats (b alone: NumPy's few passes allocate less, and allocating costs)
+    if compiled and not (x_cols or y_cols) and _compiled_b_alone(b, Y, A, wd):  # b alone: one compiled pass
+        det_b = np.empty(Y.shape)
+        if _b_family(b, Y, A, float(u), det_b):
+            return SharedErrors(det_b, None, True)
+    # compiled where some column of X or Y repeats
     if compiled and (x_cols or y_cols) and wd == np.float64 and bool(np.isfinite(A).all()):
         empty = np.zeros((n, 0), dtype=np.int64)
         fx = np.array(x_cols, dtype=np.int64)
@@ -440,6 +457,46 @@ def shared_residual_errors(X: F, W: F, b: F, Y: F, A: F, u: float, ut: float = 0
                 var = np.zeros((n, k), dtype=wd) if var is None else var
                 var[rows] += m * beta**2
     return SharedErrors(det, var, True)
+
+
+def _compiled_b_alone(b: F, Y: F, A: F, wd: np.dtype) -> bool:
+    """Whether :func:`_b_family` may take the family of ``b`` where it is the only shared term: float64 arrays, ``Y``
+    and ``A`` C-contiguous ``(N, K)`` (NumPy's ``b - Y`` is then C-contiguous too, and so the family's array)."""
+    return bool(wd == np.float64 and b.ndim == 1 and Y.flags.c_contiguous and A.flags.c_contiguous
+                and Y.shape == A.shape and Y.shape[1:] == b.shape)
+
+
+@njit(cache=True, nogil=True)
+def _b_family(b: np.ndarray, Y: np.ndarray, A: np.ndarray, u: float, det: np.ndarray) -> bool:  # pragma: no cover
+    """The family of ``b`` where no column of X or Y repeats (:func:`shared_residual_errors`' NumPy loop for one term
+    shared by all N rows, always its worst case: ``det`` is its ``beta``) into ``det`` ``(N, K)``, float64, with the
+    NumPy path's operations in its order::
+
+        M = min(|b - Y|, |Y|) + A - |Y| - |b|;  beta = min(|b|, u M)
+
+    Returns False (``det`` then unfinished, for the NumPy path) where some ``u M`` is zero or not finite or some
+    ``b`` is not finite: elsewhere both minima compare a value with a nonzero finite one or two ``+0.0`` (absolute
+    values), so they are NumPy's whatever its rule for NaN and signed zeros; there the same floats."""
+    n, k = Y.shape
+    for c in range(k):
+        if not np.isfinite(b[c]):
+            return False
+    for i in range(n):
+        for c in range(k):
+            t = b[c]
+            at = abs(t)
+            y = Y[i, c]
+            ay = abs(y)
+            m = abs(t - y)
+            m = m if (m < ay or m != m) else ay  # np.minimum's rule
+            m = m + A[i, c]
+            m = m - ay
+            m = m - at
+            m = m * u
+            if not (m != 0.0 and abs(m) < np.inf):
+                return False
+            det[i, c] = at if (at < m or at != at) else m
+    return True
 
 
 @njit(cache=True, nogil=True)

@@ -17,6 +17,7 @@ What is pinned here, each part independently of the model's code:
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -165,6 +166,59 @@ def test_the_compiled_shared_part_equals_the_numpy_one(n, d, k, kind, integer_y,
         assert (ours is None) == (theirs is None)
         if ours is not None:
             assert theirs is not None and np.array_equal(np.broadcast_to(theirs, (n, k)), ours)
+
+
+_B_EDGES = [0.0, -0.0, 5e-324, -5e-324, 1e-300, 2.0**-1022, 1.0, -2.5, 1e300, 1.7976931348623157e308, math.inf,
+            -math.inf, math.nan]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(2, 700), st.integers(1, 4), st.sampled_from(["continuous", "fitted", "edges", "tiny", "zero_xw"]),
+       st.booleans(), st.integers(0, 2**32 - 1))
+def test_b_alone_compiled_equals_numpy(n, k, kind, edge_b, seed):
+    """Where ``b`` is the only shared term (continuous X and Y: the benchmark's data), its family is taken in one
+    compiled pass (``_b_family``); its ``det`` is the NumPy path's bit for bit (signed zeros included) on continuous
+    data, a residual fitted to 0, subnormal and huge values, infinities and NaN (where some ``u M`` is zero or not
+    finite the compiled pass hands over to NumPy), and a zero product ``X W`` (``M`` rounds below 0)."""
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 3))
+    W = rng.standard_normal((3, k))
+    b = rng.standard_normal(k)
+    if edge_b:
+        b[rng.integers(0, k)] = rng.choice(_B_EDGES)
+    if kind == "zero_xw":
+        W[:] = 0.0
+    Y = X @ W + b if kind == "fitted" else rng.standard_normal((n, k))
+    if kind == "edges":  # (a few: where Y's column repeats, the other compiled loop takes it)
+        mask = rng.random((n, k)) < 0.02
+        Y[mask] = rng.choice(_B_EDGES, int(mask.sum()))
+    elif kind == "tiny":
+        X, b, Y = X * 1e-300, b * 1e-300, Y * 1e-300
+    with np.errstate(all="ignore"):
+        A = np.abs(X) @ np.abs(W) + np.abs(b) + np.abs(Y)
+        numpy_part = shared_residual_errors(X, W, b, Y, A, 2.0**-24, lam=LAMBDA, compiled=False)
+        compiled_part = shared_residual_errors(X, W, b, Y, A, 2.0**-24, lam=LAMBDA, compiled=True)
+    assert compiled_part.any_shared == numpy_part.any_shared
+    for ours, theirs in ((compiled_part.det, numpy_part.det), (compiled_part.var, numpy_part.var)):
+        assert (ours is None) == (theirs is None)
+        if ours is not None and theirs is not None:
+            theirs = np.broadcast_to(theirs, ours.shape)
+            assert np.array_equal(ours, theirs, equal_nan=True)
+            assert np.array_equal(np.signbit(ours), np.signbit(theirs))
+
+
+def test_b_alone_compiled_takes_a_rounding_below_zero():
+    """``M = min(|b - y|, |y|) + A - |y| - |b|`` rounds below 0 where ``X W`` is 0 (``A = |b| + |y|`` rounded): then
+    ``beta`` is that negative ``u M``, as NumPy forms it, not 0."""
+    from harness.sharedrounding import _b_family
+
+    b = np.array([0.1])
+    Y = np.array([[0.7], [3.3], [-1e-17], [2.0**-30]])
+    A = np.abs(b) + np.abs(Y)
+    det = np.empty(Y.shape)
+    assert _b_family(b, Y, A, 2.0**-24, det)
+    want = shared_residual_errors(np.zeros((4, 1)), np.zeros((1, 1)), b, Y, A, 2.0**-24, compiled=False).det
+    assert want is not None and np.array_equal(det, want)
 
 
 def test_a_step_without_shared_terms_gets_no_shared_part():
