@@ -1000,7 +1000,7 @@ def expected_bounds(
             aX = pre.X.abs if pre is not None else np.abs(X)
             sh_gW = sh_gW + aX.T @ shared.det
             sh_gb = sh_gb + _row_sum(shared.det)
-            sh_L = sh_L + 2 * np.sum(np.abs(R) * shared.det)
+            sh_L = sh_L + 2 * np.sum((pre.R.abs if pre is not None else np.abs(R)) * shared.det)
         if shared.var is not None:
             sh_gW = sh_gW + LAMBDA * np.sqrt(X2T @ shared.var)
             sh_gb = sh_gb + LAMBDA * np.sqrt(_row_sum(shared.var))

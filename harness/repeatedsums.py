@@ -241,9 +241,10 @@ def _repeating_features(X: F, fmt: FloatFormat, x_pairs: SamplePairs | None) -> 
     NaN), so that the two count the same pairs; else by comparing the rounded sample."""
     if x_pairs is None:
         return repeating_in_sample(_nonzero_held(X[screen_rows(X.shape[0])], fmt), X.shape[0])
-    sample = np.asarray(x_pairs.sample, dtype=np.float64)
+    sample = np.ascontiguousarray(x_pairs.sample, dtype=np.float64)
     held = _held(sample, fmt)
-    if np.array_equal(held, sample, equal_nan=True):
+    # the same bits (first: cheaper), or the same values and NaN where NaN (rounding changes a NaN's payload)
+    if np.array_equal(held.view(np.uint64), sample.view(np.uint64)) or np.array_equal(held, sample, equal_nan=True):
         return x_pairs.repeating(zeros=False)
     return repeating_in_sample(np.where(held == 0, np.nan, held), X.shape[0])
 
