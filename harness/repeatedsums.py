@@ -507,19 +507,22 @@ def _residue_pass(X: np.ndarray, R: np.ndarray, grid: np.ndarray, to_float32: bo
         nb = min(blk, n - i0)
         for j in range(d):
             for c in range(m):
-                if terms:
+                sr = run[j, c]
+                if terms:  # the terms and their running sum in one loop
                     for e in range(nb):
                         p = R[i0 + e, c]
-                        v[e] = p if np.isfinite(p) else 0.0
+                        p = p if np.isfinite(p) else 0.0
+                        v[e] = p
+                        sr += p
+                        cs[e] = sr
                 else:
                     for e in range(nb):
                         p = X[i0 + e, j] * R[i0 + e, c]
                         p = float(np.float32(p)) if to_float32 else p
                         v[e] = p if np.isfinite(p) else 0.0
-                sr = run[j, c]
-                for e in range(nb):
-                    sr += v[e]
-                    cs[e] = sr
+                    for e in range(nb):
+                        sr += v[e]
+                        cs[e] = sr
                 run[j, c] = sr
                 # the dtype's spacing 2**k in the running sum's binade (at least emin's; none for a non-finite sum),
                 # and its reciprocal 2**-k where both it and the quarter spacing's, 2**(2 - k), are normal floats (k
