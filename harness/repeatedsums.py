@@ -49,9 +49,11 @@ where it exceeds the rigorous bound. Time: the repeats are screened on a sample 
 sign over every row (one compiled pass over ``R``); every feature's products with the flagged residual columns only
 where some column of the residual is flagged (one compiled pass over the products: about 40 ms
 at 100,000 x 16 x 4), a repeating feature's products always; nothing for a reduction of at most ``lambda**2 = 36``
-terms, whose independent part is already at least the worst case (``lambda u sqrt(V) >= u sqrt(n V)``). About 2.8 ms
-per check at 15,625 x 16 x 4 where nothing is flagged (one thread; 0.5 ms of it the loss's squares; 0.5 ms less under
-the sum, or a mean over a power of two, where the residual is screened once).
+terms, whose independent part is already at least the worst case (``lambda u sqrt(V) >= u sqrt(n V)``). About 1.7 ms
+per check at 15,625 x 16 x 4 where nothing is flagged (one thread, helper-112; 2.5 ms before the terms' screens read
+the terms themselves and the loss's squares' sum of magnitudes was summed pairwise; about 0.45 ms of it the loss's
+squares; less under the sum, or a mean over a power of two, where the residual is screened once), with X's sample
+screened once for this model and :mod:`harness.sharedrounding` (:func:`harness.sharedrounding.sample_pairs`).
 
 **Terms that share their low bits** (:func:`few_residue_columns`): distinct terms whose residues modulo a spacing
 at which their sum rounds have a sum of one sign, ``|sum r_i| >= z sqrt(sum r_i^2)`` over every row (distinct
