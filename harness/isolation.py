@@ -131,22 +131,59 @@ def snapshot(inputs: Mapping[str, Any], framework: str | None = None) -> dict[st
     return {key: to_float64(v, framework, copy=True) for key, v in inputs.items()}
 
 
-def same_bits(a: F64, b: F64) -> bool:
-    """Whether two float64 arrays have the same shape and the same bits, element by element (``-0.0`` is not
-    ``0.0``; a NaN equals a NaN of the same payload)."""
-    if a.shape != b.shape:
+def same_bits(a: npt.NDArray[Any], b: npt.NDArray[Any]) -> bool:
+    """Whether two arrays have the same dtype, the same shape and the same bits, element by element (``-0.0`` is not
+    ``0.0``; a NaN equals a NaN of the same payload only). For float64 arrays, or arrays of another dtype of 1, 2, 4
+    or 8 bytes (float32, float16, bfloat16)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
         return False
-    return bool(np.array_equal(np.ascontiguousarray(a).view(np.uint64), np.ascontiguousarray(b).view(np.uint64)))
+    bits = np.dtype(f"u{a.dtype.itemsize}")
+    return bool(np.array_equal(np.ascontiguousarray(a).view(bits), np.ascontiguousarray(b).view(bits)))
 
 
-def mutated_inputs(inputs: Mapping[str, Any], before: Mapping[str, F64], framework: str | None = None) -> list[str]:
+def native_copies(inputs: Mapping[str, Any], seen: Mapping[str, F64]) -> dict[str, npt.NDArray[Any]]:
+    """Bitwise copies, in their own dtype, of the inputs that are plain NumPy float arrays (``type(v) is np.ndarray``
+    of float16, bfloat16, float32 or float64), taken before a call, for :func:`mutated_inputs`: comparing an input
+    with its copy converts nothing and reads half the bytes (float32; a quarter for float16) of a comparison in
+    float64. A float64 input's copy is its snapshot ``seen[key]`` itself (:func:`snapshot` copies float64 bit for
+    bit); other inputs (tensors, other frameworks' arrays, subclasses) get none and are compared as float64.
+
+    Args:
+        inputs: the objects a call is handed, by name.
+        seen: their :func:`snapshot`, taken before the call.
+
+    Returns:
+        by name, a C-contiguous array of the input's dtype and shape that shares no memory with it."""
+    out: dict[str, npt.NDArray[Any]] = {}
+    for key, v in inputs.items():
+        if type(v) is not np.ndarray or not (v.dtype.kind == "f" or v.dtype.name == "bfloat16"):
+            continue
+        if v.dtype.itemsize not in (2, 4, 8):  # (long double: compared as float64, as before)
+            continue
+        out[key] = seen[key] if v.dtype == np.float64 else np.array(v, copy=True, order="C")
+    return out
+
+
+def mutated_inputs(inputs: Mapping[str, Any], before: Mapping[str, F64], framework: str | None = None,
+                   native: Mapping[str, npt.NDArray[Any]] | None = None) -> list[str]:
     """The names of the inputs whose values (or shapes) differ, bit for bit, from the snapshot ``before``.
 
-    An input that can no longer be read (freed, resized into junk) counts as mutated."""
+    ``native``: :func:`native_copies` of the same inputs, taken before the call. An input that has one is compared
+    with it in its own dtype: it must still be a plain NumPy array of the same dtype, shape and bits, which is at
+    least as strict as comparing it in float64 (the conversion to float64 is exact and one to one, but for the
+    payload of a signaling NaN, which it quiets: such a change is caught here, not there). Every other input is read
+    as float64 (``framework``'s reader) and compared with ``before``. An input that can no longer be read (freed,
+    resized into junk) counts as mutated."""
     from .frameworks import to_float64
 
     changed = []
     for key, ref in before.items():
+        held = native.get(key) if native is not None else None
+        if held is not None:
+            obj = inputs[key]
+            if type(obj) is not np.ndarray or not same_bits(obj, held):
+                changed.append(key)
+            continue
         try:
             now = to_float64(inputs[key], framework, copy=False)
         except Exception:

@@ -43,7 +43,7 @@ from .frameworks import (
     unsupported_reason,
 )
 from .implementations import Implementation, implementation_of, known_bug_of, resolve
-from .isolation import exit_call_guard, mutated_inputs, mutation_message, reraise_real_interrupt, same_bits, snapshot
+from .isolation import exit_call_guard, mutated_inputs, mutation_message, native_copies, reraise_real_interrupt, same_bits, snapshot
 from .models.grade import grade_model_steps, read_model_steps
 from .models.spec import model_rule_mismatch
 from .optim.config import optimizer_keyword, rule_mismatch
@@ -347,6 +347,7 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
     # the harness's own float64 copies, taken before the call: the oracle grades against
     # these, never against the objects the step was handed (which it may have written into)
     seen = snapshot(fw_inputs, impl.framework)
+    native = native_copies(fw_inputs, seen)  # (the mutation check's copies: in the inputs' own dtype)
     if not all(np.isfinite(v).all() for v in seen.values()):
         bad = [key for key, v in seen.items() if not np.isfinite(v).all()]
         return [_whole_run_record(base, "overflow", f"inputs {', '.join(bad)} overflow {dtype}: they are inf once rounded")]
@@ -369,7 +370,7 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
     for run in range(1, runs + 1):
         if run > 1:
             fw_inputs = _fresh_inputs(case, impl, dtype, device)  # every call gets its own copies
-        got = _run_once(impl, fw_inputs, seen, lr_float, case, device, opts, run, runs, n, d, k, fmt, notes)
+        got = _run_once(impl, fw_inputs, seen, native, lr_float, case, device, opts, run, runs, n, d, k, fmt, notes)
         if isinstance(got, _Failed):
             return [_whole_run_record(base, got.verdict, got.message)]
         all_results.append(got)
@@ -568,8 +569,9 @@ class _Failed:
 
 
 def _run_once(
-    impl: Implementation, fw_inputs: Mapping[str, Any], seen: Mapping[str, F64], lr: float, case: Case, device: str,
-    opts: RunOptions, run: int, runs: int, n: int, d: int, k: int, fmt: FloatFormat, notes: list[str],
+    impl: Implementation, fw_inputs: Mapping[str, Any], seen: Mapping[str, F64], native: Mapping[str, npt.NDArray[Any]],
+    lr: float, case: Case, device: str, opts: RunOptions, run: int, runs: int, n: int, d: int, k: int, fmt: FloatFormat,
+    notes: list[str],
 ) -> Any:
     """Call the step once on its own inputs; its results, or :class:`_Failed` when they cannot be graded.
 
@@ -579,7 +581,7 @@ def _run_once(
     leaves changed is restored before anything else is computed, and named in ``notes``."""
     which = f"run {run} of {runs}: " if runs > 1 else ""
     with exit_call_guard() as exits:  # os._exit in this process: an error record, not the end of the run
-        got = _run_guarded(impl, fw_inputs, seen, lr, case, device, opts, run, runs, n, d, k, fmt, notes)
+        got = _run_guarded(impl, fw_inputs, seen, native, lr, case, device, opts, run, runs, n, d, k, fmt, notes)
     if exits:  # (also where the step caught the exception and went on)
         code = _safe_repr(exits[0])
         return _Failed("error", which + f"called os._exit({code}): a step must return its results, not end the "
@@ -588,8 +590,9 @@ def _run_once(
 
 
 def _run_guarded(
-    impl: Implementation, fw_inputs: Mapping[str, Any], seen: Mapping[str, F64], lr: float, case: Case, device: str,
-    opts: RunOptions, run: int, runs: int, n: int, d: int, k: int, fmt: FloatFormat, notes: list[str],
+    impl: Implementation, fw_inputs: Mapping[str, Any], seen: Mapping[str, F64], native: Mapping[str, npt.NDArray[Any]],
+    lr: float, case: Case, device: str, opts: RunOptions, run: int, runs: int, n: int, d: int, k: int, fmt: FloatFormat,
+    notes: list[str],
 ) -> Any:
     """:func:`_run_once` inside its guard."""
     which = f"run {run} of {runs}: " if runs > 1 else ""
@@ -607,7 +610,7 @@ def _run_guarded(
     problem = _environment_left(notes, which + "the step", switches, before)
     if problem:
         return _Failed("error", problem)
-    got = _read_run(impl, fw_inputs, seen, results, case, run, runs, n, d, k, fmt)
+    got = _read_run(impl, fw_inputs, seen, native, results, case, run, runs, n, d, k, fmt)
     reading = which + "reading the step's results (their __len__, __iter__, __array__ or attributes)"
     try:
         found = restore_default()
@@ -710,12 +713,14 @@ _POOL_FLUSHES: list[str] = []
 _JAX_LEFT: list[str] = []
 
 
-def _read_run(impl: Implementation, fw_inputs: Mapping[str, Any], seen: Mapping[str, F64], results: Any, case: Case,
-              run: int, runs: int, n: int, d: int, k: int, fmt: FloatFormat) -> Any:
-    """The mutation check and the reading of one call's results (:func:`_run_once`)."""
+def _read_run(impl: Implementation, fw_inputs: Mapping[str, Any], seen: Mapping[str, F64],
+              native: Mapping[str, npt.NDArray[Any]], results: Any, case: Case, run: int, runs: int, n: int, d: int, k: int,
+              fmt: FloatFormat) -> Any:
+    """The mutation check (against the snapshot ``seen`` and the :func:`harness.isolation.native_copies` ``native``,
+    both taken before the call) and the reading of one call's results (:func:`_run_once`)."""
     got = _read_step_results(impl, results, case, run, runs, n, d, k, fmt)
     # after the reading, which runs user code too (an __array__ that wrote into W agreed: helper-84)
-    changed = mutated_inputs(fw_inputs, seen, impl.framework)
+    changed = mutated_inputs(fw_inputs, seen, impl.framework, native)
     if changed:
         return _Failed("error", mutation_message(changed, run, runs))
     return got

@@ -179,6 +179,94 @@ def test_mutation_check_is_bitwise():
     assert mutated_inputs(inputs, before) == ["X", "W"]
 
 
+def _zero_case(id: str):  # noqa: A002 - the case's id
+    from harness.cases import case_from_arrays
+
+    return case_from_arrays(id, [[0.0, 1.0], [2.0, 0.5]], [[1.0], [0.0]], [[0.5], [0.0]], [0.25], lr=0.1, reduction="mean")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "float16"])
+def test_a_numpy_step_that_flips_the_sign_of_a_zero_in_its_inputs_is_an_error(dtype):
+    """Writing ``-0.0`` over ``0.0`` changes no value as a number: the check compares bits (in the input's own dtype
+    for a NumPy array, :func:`harness.isolation.native_copies`), so it is still a mutation, in every dtype."""
+    hand = _numpy_hand_fn()
+
+    @harness.implementation("test-iso-negate-zeros", framework="numpy")
+    def negate_zeros(X, y, W, b, *, lr, reduction, steps):
+        out = hand(X, y, W, b, lr=lr, reduction=reduction, steps=steps)
+        X[X == 0] = -0.0
+        return out
+
+    recs = verify([_zero_case("zeros")], ["test-iso-negate-zeros", "numpy-hand"], dtypes=[dtype])
+    bad = [r for r in recs if r.implementation == "test-iso-negate-zeros"]
+    assert [(r.verdict, r.quantity) for r in bad] == [("error", "*")]
+    assert bad[0].message.startswith("mutated its input X:"), bad[0].message
+    assert {r.verdict for r in recs if r.implementation == "numpy-hand"} == {"agree"}
+
+
+@pytest.mark.parametrize("change", ["reshape", "flag"])
+def test_a_numpy_step_that_reshapes_its_input_in_place_is_an_error(change):
+    """``y.shape = ...`` keeps every bit and the object, and changes the shape: a mutation. Clearing the
+    ``writeable`` flag changes no bit: not one."""
+    hand = _numpy_hand_fn()
+
+    @harness.implementation("test-iso-reshape-y", framework="numpy")
+    def reshape_y(X, y, W, b, *, lr, reduction, steps):
+        out = hand(X, y, W, b, lr=lr, reduction=reduction, steps=steps)
+        if change == "reshape":
+            y.shape = (y.size,)
+        else:
+            y.flags.writeable = False
+        return out
+
+    recs = verify([_zero_case("reshape")], ["test-iso-reshape-y"], dtypes=["float32"])
+    if change == "reshape":
+        assert [(r.verdict, r.message.split(":")[0]) for r in recs] == [("error", "mutated its input y")]
+    else:
+        assert {r.verdict for r in recs} == {"agree"}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_the_mutation_check_of_numpy_inputs_sees_nan_payloads(dtype):
+    """A NaN whose payload changed is a mutation (not caught as equal NaNs), and so is a signaling NaN made quiet:
+    the hardware's float32-to-float64 conversion quiets it, so only the comparison in the input's own dtype sees it
+    (NumPy converts float16 in software, keeping the payload)."""
+    from harness.isolation import native_copies
+
+    bits = np.dtype(f"u{np.dtype(dtype).itemsize}")
+    quiet, signaling = {"float32": (0x7FC00001, 0x7F800001), "float16": (0x7E01, 0x7C01)}[dtype]
+    for before_bits, after_bits in ((quiet, quiet + 1), (signaling, quiet)):
+        X = np.array([[1.0, 2.0]], dtype=dtype)
+        X.view(bits)[0, 1] = before_bits
+        inputs = {"X": X}
+        with np.errstate(invalid="ignore"):  # (the conversion of a signaling NaN raises the invalid flag)
+            seen = snapshot(inputs)
+        native = native_copies(inputs, seen)
+        assert not np.shares_memory(native["X"], X) and mutated_inputs(inputs, seen, native=native) == []
+        X.view(bits)[0, 1] = after_bits
+        assert mutated_inputs(inputs, seen, native=native) == ["X"]
+    with np.errstate(invalid="ignore"):
+        assert mutated_inputs(inputs, seen) == ([] if dtype == "float32" else ["X"])  # (float32: the same NaN in float64)
+
+
+def test_native_copies_are_for_plain_numpy_float_arrays_only():
+    """A float64 array's copy is its snapshot (no second copy); a tensor, a subclass or an integer array has none
+    and is compared as float64, as before."""
+    import torch
+
+    from harness.isolation import native_copies
+
+    inputs = {"X": np.array([[1.0]]), "y": np.array([[1.0]], dtype=np.float32), "W": torch.ones(1, 1),
+              "b": np.ma.masked_array([1.0]), "i": np.array([1])}
+    seen = snapshot(inputs)
+    native = native_copies(inputs, seen)
+    assert native.keys() == {"X", "y"} and native["X"] is seen["X"] and native["y"].dtype == np.float32
+    inputs["W"].mul_(-1.0)
+    inputs["b"][0] = 2.0
+    inputs["i"][0] = 2
+    assert mutated_inputs(inputs, seen, native=native) == ["W", "b", "i"]
+
+
 def test_snapshot_shares_no_memory_with_float64_inputs():
     """A float64 array or CPU tensor reads as itself (no conversion): the snapshot must still be a copy, or a
     step that writes into its input would write into the harness's reference too and pass the check."""
