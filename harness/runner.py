@@ -10,6 +10,7 @@ b records (``drift_abs_error``, ``drift_ulp_error``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 import os
@@ -114,13 +115,24 @@ def _shape_of(name: str, n: int, d: int, k: int) -> tuple[int, ...]:
 
 def python_command() -> str:
     """The interpreter as a user types it: ``.venv/bin/python`` when this one is the virtual
-    environment ``.venv`` of the current directory (the README's set-up), else ``python``."""
+    environment ``.venv`` of the current directory (the README's set-up), else ``python``. Found once per
+    directory and interpreter (:func:`_python_in`: two ``stat`` calls, a tenth of a millisecond that every check
+    paid for its records' ``repro``); a ``.venv`` made or removed in that directory later in the process is not seen."""
     import os
     import sys
 
-    venv = os.path.join(os.getcwd(), ".venv")
+    return _python_in(os.getcwd(), sys.prefix, sys.base_prefix)
+
+
+@functools.lru_cache(maxsize=16)
+def _python_in(cwd: str, prefix: str, base_prefix: str) -> str:
+    """:func:`python_command` in the directory ``cwd`` for the interpreter of ``sys.prefix`` ``prefix`` and
+    ``sys.base_prefix`` ``base_prefix``."""
+    import os
+
+    venv = os.path.join(cwd, ".venv")
     try:
-        if sys.prefix != sys.base_prefix and os.path.samefile(sys.prefix, venv):
+        if prefix != base_prefix and os.path.samefile(prefix, venv):
             return os.path.join(".venv", "bin", "python")
     except OSError:
         pass
@@ -348,8 +360,8 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
     # these, never against the objects the step was handed (which it may have written into)
     seen = snapshot(fw_inputs, impl.framework)
     native = native_copies(fw_inputs, seen)  # (the mutation check's copies: in the inputs' own dtype)
-    if not all(np.isfinite(v).all() for v in seen.values()):
-        bad = [key for key, v in seen.items() if not np.isfinite(v).all()]
+    bad = _not_finite(seen, native)
+    if bad:
         return [_whole_run_record(base, "overflow", f"inputs {', '.join(bad)} overflow {dtype}: they are inf once rounded")]
     with np.errstate(all="ignore"):
         lr_held = case.lr_in(fmt)
@@ -478,6 +490,18 @@ def _half_flush(impl: Implementation, device: str, fmt: FloatFormat) -> bool:
     if not flush_to_zero_default(fmt):
         return True  # (no allowance in float32 and float64 either way)
     return flushes_subnormals(impl.framework, device, fmt.name) is not False
+
+
+def _not_finite(seen: Mapping[str, F64], native: Mapping[str, npt.NDArray[Any]]) -> list[str]:
+    """The names of the inputs that hold a NaN or an infinity, in ``seen``'s order: each read once, in its own dtype
+    where ``native`` (:func:`harness.isolation.native_copies`) holds a NumPy float copy of it (the same values as its
+    float64 snapshot in ``seen``, converted exactly, in half the bytes for float32), else in ``seen``."""
+    bad = []
+    for key, v in seen.items():
+        held = native.get(key)
+        if not np.isfinite(held if held is not None and held.dtype.kind == "f" else v).all():
+            bad.append(key)
+    return bad
 
 
 def _columns_not_finite(W: F64, b: F64) -> npt.NDArray[np.bool_]:

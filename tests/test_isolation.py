@@ -267,6 +267,18 @@ def test_native_copies_are_for_plain_numpy_float_arrays_only():
     assert mutated_inputs(inputs, seen, native=native) == ["W", "b", "i"]
 
 
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_an_input_that_overflows_its_dtype_is_seen_in_its_own_dtype(dtype):
+    """The inputs' finiteness is read from their NumPy copies in their own dtype (runner._not_finite): a value
+    beyond the dtype's range is inf there too, an ``overflow`` record naming the input, as in float64."""
+    from harness.cases import case_from_arrays
+
+    big = 1e5 if dtype == "float16" else 1e39
+    case = case_from_arrays("overflows", [[1.0], [2.0]], [[1.0], [big]], [[0.5]], [0.25], lr=0.1, reduction="mean")
+    recs = verify([case], ["numpy-hand"], dtypes=[dtype])
+    assert [(r.verdict, r.quantity) for r in recs] == [("overflow", "*")]
+    assert recs[0].message.startswith(f"inputs y overflow {dtype}"), recs[0].message
+
 def test_snapshot_shares_no_memory_with_float64_inputs():
     """A float64 array or CPU tensor reads as itself (no conversion): the snapshot must still be a copy, or a
     step that writes into its input would write into the harness's reference too and pass the check."""
