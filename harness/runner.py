@@ -43,6 +43,7 @@ from .frameworks import (
     torch_switches,
     unsupported_reason,
 )
+from .frameworks.dispatch import NATIVE
 from .implementations import Implementation, implementation_of, known_bug_of, resolve
 from .isolation import exit_call_guard, mutated_inputs, mutation_message, native_copies, reraise_real_interrupt, same_bits, snapshot
 from .models.grade import grade_model_steps, read_model_steps
@@ -343,17 +344,24 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
         reason = f"{impl.name} {mismatch}" if mismatch else None
     if reason:
         return [_whole_run_record(base, "unsupported", reason)]
-    finite = case.finite  # read once per check (a pass over every input): a caller may change a case's arrays
-    if not finite:
-        bad = [k for k, v in case.values.items() if not np.isfinite(v).all()]
-        return [_whole_run_record(base, "invalid-input", f"non-finite values (NaN or inf) in {', '.join(bad)}: no exact value exists")]
+    # whether every input is finite (a pass over every input), read once per check (a caller may change a case's
+    # arrays): first where a framework's conversion might turn a NaN or inf into a number; for NumPy and torch, whose
+    # conversion keeps them, finite inputs as handed over imply it, and it is read only where those are not (or where
+    # they could not be made): the same verdicts, in the same order, one pass fewer
+    finite: bool | None = case.finite if impl.framework not in NATIVE else None
+    if finite is False:
+        return [_invalid_input(base, case)]
     fmt = get_format(dtype)
     n, d, k = case.shape
     try:
         fw_inputs = _fresh_inputs(case, impl, dtype, device)
     except FrameworkInputError as exc:  # e.g. JAX without jax_enable_x64 makes float32 of float64
+        if finite is None and not case.finite:
+            return [_invalid_input(base, case)]
         return [_whole_run_record(base, "error", f"could not create the inputs on {device}: {exc}; not graded")]
     except Exception as exc:  # e.g. out of device memory
+        if finite is None and not case.finite:
+            return [_invalid_input(base, case)]
         _, why = classify_exception(exc)
         return [_whole_run_record(base, "error", f"could not create the inputs on {device} ({why}): {type(exc).__name__}: {exc}")]
     # the harness's own float64 copies, taken before the call: the oracle grades against
@@ -361,8 +369,11 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
     seen = snapshot(fw_inputs, impl.framework)
     native = native_copies(fw_inputs, seen)  # (the mutation check's copies: in the inputs' own dtype)
     bad = _not_finite(seen, native)
+    if bad and finite is None and not case.finite:
+        return [_invalid_input(base, case)]
     if bad:
         return [_whole_run_record(base, "overflow", f"inputs {', '.join(bad)} overflow {dtype}: they are inf once rounded")]
+    finite = True
     with np.errstate(all="ignore"):
         lr_held = case.lr_in(fmt)
     # the learning rate, and the hyper-parameters torch.optim casts to the dtype (weight_decay, eps), beyond the dtype's
@@ -490,6 +501,12 @@ def _half_flush(impl: Implementation, device: str, fmt: FloatFormat) -> bool:
     if not flush_to_zero_default(fmt):
         return True  # (no allowance in float32 and float64 either way)
     return flushes_subnormals(impl.framework, device, fmt.name) is not False
+
+
+def _invalid_input(base: dict[str, Any], case: Case) -> Record:
+    """The ``invalid-input`` record of a case with a NaN or an infinity among its inputs (naming them)."""
+    bad = [k for k, v in case.values.items() if not np.isfinite(v).all()]
+    return _whole_run_record(base, "invalid-input", f"non-finite values (NaN or inf) in {', '.join(bad)}: no exact value exists")
 
 
 def _not_finite(seen: Mapping[str, F64], native: Mapping[str, npt.NDArray[Any]]) -> list[str]:

@@ -117,6 +117,34 @@ lr = "0.1"
     assert by_case["has-inf"].verdict == "invalid-input" and "in y" in by_case["has-inf"].message
 
 
+@pytest.mark.parametrize("impl", ["numpy-hand", "torch-seed"])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+def test_non_finite_inputs_are_invalid_and_finite_ones_beyond_the_dtype_overflow(impl, dtype):
+    """For NumPy and torch the case's finiteness is read only where the inputs as handed over are not finite (their
+    conversion keeps a NaN or inf): the verdicts are those of reading it first, invalid-input before overflow."""
+    big = {"float16": 1e5, "float32": 1e39, "float64": 1e300}[dtype]
+    cases = [harness.case_from_arrays("nan", [[float("nan")], [1.0]], [[1.0], [big]], [[1.0]], [0.0], lr=0.5),
+             harness.case_from_arrays("inf", [[1.0], [1.0]], [[1.0], [-np.inf]], [[1.0]], [0.0], lr=0.5),
+             harness.case_from_arrays("big", [[1.0], [1.0]], [[1.0], [big]], [[1.0]], [0.0], lr=0.5)]
+    recs = {r.case: r for r in verify(cases, [impl], dtypes=[dtype]) if r.quantity in ("*", "grad_W")}
+    assert recs["nan"].verdict == "invalid-input" and "in X:" in recs["nan"].message
+    assert recs["inf"].verdict == "invalid-input" and "in y:" in recs["inf"].message
+    assert recs["big"].verdict == ("overflow" if dtype != "float64" else "agree"), recs["big"].message
+
+
+def test_a_non_finite_case_whose_inputs_cannot_be_made_is_invalid_not_an_error(monkeypatch):
+    """invalid-input comes before a failure to make the inputs (out of memory), as when the case's finiteness was
+    read before making them."""
+    def fails(arr, framework, dtype, device):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8 bytes")
+
+    monkeypatch.setattr(harness.runner, "to_framework", fails)
+    nan = harness.case_from_arrays("nan", [[float("nan")]], [[1.0]], [[1.0]], [0.0], lr=0.5)
+    good = harness.case_from_arrays("good", [[1.0]], [[1.0]], [[1.0]], [0.0], lr=0.5)
+    recs = {r.case: r for r in verify([nan, good], ["torch-seed", "numpy-hand"], dtypes=["float32"])}
+    assert recs["nan"].verdict == "invalid-input" and "in X:" in recs["nan"].message
+    assert recs["good"].verdict == "error" and "out of memory" in recs["good"].message
+
 def test_a_case_too_large_for_device_memory_is_an_error_record_and_the_run_goes_on(monkeypatch):
     real = harness.runner.to_framework
 
