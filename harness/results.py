@@ -84,6 +84,16 @@ def complex_or_object(value: Any) -> str | None:
 
 
 
+def _numbers_of_by_type(value: Any, fmt: FloatFormat) -> bool:
+    """Whether every value read from ``value`` is a number of ``fmt`` whatever it holds, so that :func:`read_quantity`
+    need not round them to ``fmt`` to find out: where ``fmt`` is float64 (every float64 value is one: the rounding is
+    the identity), or ``value`` is a plain NumPy array (``type(value) is np.ndarray``, whose conversion is NumPy's own)
+    of ``fmt``'s dtype (float16 or float32)."""
+    if fmt.name == "float64":
+        return True
+    return type(value) is np.ndarray and value.dtype.kind == "f" and value.dtype.name == fmt.name
+
+
 def read_quantity(value: Any, what: str, want: tuple[int, ...], fmt: FloatFormat | None,
                   framework: str | None) -> npt.NDArray[np.float64] | str:
     """One returned quantity as a float64 array of shape ``want``, or why it cannot be graded.
@@ -118,7 +128,7 @@ def read_quantity(value: Any, what: str, want: tuple[int, ...], fmt: FloatFormat
         if not same_up_to_size1(tuple(arr.shape), want):
             return f"{what} has shape {tuple(arr.shape)}, expected {want} (transposed or flattened?)"
         arr = arr.reshape(want)
-    if fmt is not None:
+    if fmt is not None and not _numbers_of_by_type(value, fmt):
         finite = arr[np.isfinite(arr)]
         if finite.size and np.any(round_to_format(finite, fmt) != finite):
             dt = getattr(value, "dtype", None)

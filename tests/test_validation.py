@@ -49,3 +49,28 @@ def test_bias_as_a_row_is_accepted():
 
     recs = verify([_case()], [_impl("test-bias-row", bias_row)], dtypes=["float32"])
     assert {r.verdict for r in recs} == {"agree"}
+
+
+class _ClaimsFloat32:
+    """A result that says it is float32 and hands over float64 values that are not float32 numbers."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, values):
+        self.values = np.asarray(values, dtype=np.float64)
+        self.shape = self.values.shape
+
+    def __array__(self, dtype=None, copy=None):
+        return self.values if dtype is None else self.values.astype(dtype)
+
+
+def test_a_result_that_claims_the_dtype_is_still_checked_value_by_value():
+    """Only a plain NumPy array of the case's dtype is taken as its numbers by type (results._numbers_of_by_type):
+    an object that says float32 and gives float64 values is checked, as before."""
+    def claims(X, y, W, b, *, lr, reduction, steps):
+        return [r._replace(loss=_ClaimsFloat32(float(r.loss) + 2.0**-40))
+                for r in numpy_hand(X, y, W, b, lr=lr, reduction=reduction, steps=steps)]
+
+    (rec,) = verify([_case()], [_impl("test-claims-float32", claims)], dtypes=["float32"])
+    assert rec.verdict == "error" and rec.message.startswith("step 1: loss holds values that are not float32 numbers"), \
+        rec.message
