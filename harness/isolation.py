@@ -8,7 +8,8 @@ Two layers protect a run from the implementations it grades:
   another implementation, another call or the harness's own float64 copies);
 - the harness keeps a float64 *snapshot* of the inputs taken before the call and,
   after it, compares the inputs it handed over against it bit for bit
-  (:func:`mutated_inputs`): a step that wrote into them (``X[...] = 0``,
+  (:func:`mutated_inputs`; a plain NumPy array against a copy in its own dtype,
+  :func:`native_copies`): a step that wrote into them (``X[...] = 0``,
   ``W.add_(...)``) gets one ``error`` record ("mutated its input X") and is not
   graded; the oracle only ever sees the snapshot, so no other implementation's
   verdict can change;

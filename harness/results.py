@@ -83,7 +83,6 @@ def complex_or_object(value: Any) -> str | None:
     return None
 
 
-
 def _numbers_of_by_type(value: Any, fmt: FloatFormat) -> bool:
     """Whether every value read from ``value`` is a number of ``fmt`` whatever it holds, so that :func:`read_quantity`
     need not round them to ``fmt`` to find out: where ``fmt`` is float64 (every float64 value is one: the rounding is

@@ -758,7 +758,8 @@ def _read_run(impl: Implementation, fw_inputs: Mapping[str, Any], seen: Mapping[
               native: Mapping[str, npt.NDArray[Any]], results: Any, case: Case, run: int, runs: int, n: int, d: int, k: int,
               fmt: FloatFormat) -> Any:
     """The mutation check (against the snapshot ``seen`` and the :func:`harness.isolation.native_copies` ``native``,
-    both taken before the call) and the reading of one call's results (:func:`_run_once`)."""
+    both taken before the first call: every run's inputs are made alike, bit for bit) and the reading of one call's
+    results (:func:`_run_once`)."""
     got = _read_step_results(impl, results, case, run, runs, n, d, k, fmt)
     # after the reading, which runs user code too (an __array__ that wrote into W agreed: helper-84)
     changed = mutated_inputs(fw_inputs, seen, impl.framework, native)
