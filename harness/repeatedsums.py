@@ -389,17 +389,20 @@ def residue_bias(R: F, fmt: FloatFormat, family: int = 1) -> tuple[list[int], F]
     n, k = R.shape
     if n < MIN_RESIDUES or k == 0:
         return [], np.zeros(k)
-    return _held_residue_bias(np.ascontiguousarray(_held(R, fmt)), fmt, family)
+    # the top spacing at the sum of the terms as given (which need not be numbers of fmt: the models path's), not at
+    # the sum of the rounded terms: the two differ where the rounding carries the sum across a power of two
+    return _held_residue_bias(np.ascontiguousarray(_held(R, fmt)), fmt, family, _top_grid(R, fmt))
 
 
-def _held_residue_bias(held: F, fmt: FloatFormat, family: int = 1) -> tuple[list[int], F]:
+def _held_residue_bias(held: F, fmt: FloatFormat, family: int = 1, top: F | None = None) -> tuple[list[int], F]:
     """:func:`residue_bias` of terms already rounded to ``fmt``: ``held`` a C-contiguous float64 ``(N, K)`` array of
     values exact in ``fmt`` (``_held(held, fmt)`` is ``held``, NaN payloads aside, which the screen drops), with
-    ``N >= MIN_RESIDUES`` and ``K >= 1`` (:func:`repeated_reductions` holds its residuals and squares once)."""
+    ``N >= MIN_RESIDUES`` and ``K >= 1`` (:func:`repeated_reductions` holds its residuals and squares once).
+    ``top``: :func:`_top_grid` of the terms as :func:`residue_bias` was given them, or None: of ``held``."""
     n, k = held.shape
     if n < MIN_RESIDUES or k == 0:
         return [], np.zeros(k)
-    top = _top_grid(held, fmt)
+    top = _top_grid(held, fmt) if top is None else top
     grid = np.ascontiguousarray(top, dtype=np.float64)[None, :]
     stats = _term_residue_sums(held, grid, fmt.emin, fmt.precision, _largest_spacing(fmt))[:, :, 0, :]
     flagged = _shared_sign(stats, SPACINGS * k * family)

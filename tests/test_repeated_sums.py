@@ -957,3 +957,53 @@ def test_the_features_screen_counts_no_zero_as_a_repeat() -> None:
     assert pairs.repeating() == [0]
     assert pairs.repeating(zeros=False) == []
     assert _repeating_features(X, F64, pairs) == _repeating_features(X, F64, None) == []
+
+
+def _residue_bias_as_it_was(R: np.ndarray, fmt) -> tuple[list[int], np.ndarray]:  # type: ignore[no-untyped-def]
+    """``residue_bias`` as f09d525 formed it: the terms rounded to ``fmt``, the top spacing at the sum of the
+    magnitudes of the terms *as given* (``np.ones(N) @ |R|``), the product pass with a column of ones."""
+    from harness.repeatedsums import (
+        MIN_RESIDUES,
+        SPACINGS,
+        _grid_of,
+        _held,
+        _largest_spacing,
+        _residue_sums,
+        _shared_sign,
+    )
+
+    n, k = R.shape
+    if n < MIN_RESIDUES or k == 0:
+        return [], np.zeros(k)
+    held = np.ascontiguousarray(_held(R, fmt))
+    with np.errstate(all="ignore"):
+        top = _grid_of(np.ones(n) @ np.abs(R), fmt)
+    grid = np.ascontiguousarray(top, dtype=np.float64)[None, :]
+    stats = _residue_sums(np.ones((n, 1)), held, grid, False, fmt.emin, fmt.precision, _largest_spacing(fmt))[:, :, 0, :]
+    flagged = _shared_sign(stats, SPACINGS * k)
+    unit = np.where(top > 0, top, _largest_spacing(fmt))
+    with np.errstate(invalid="ignore", over="ignore"):
+        counted = stats[:, 0, :] >= MIN_RESIDUES
+        bias = np.sum(np.where(counted, np.abs(stats[:, 1, :]), 0.0), axis=0) * unit
+    return [j for j in range(k) if bool(flagged[j])], np.asarray(bias)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(64, 400), st.sampled_from(["float16", "bfloat16", "float32"]), st.floats(0.0, 1e-3),
+       st.integers(0, 2**32 - 1))
+def test_residue_bias_of_terms_not_exact_in_the_dtype(n: int, name: str, below: float, seed: int) -> None:
+    """``residue_bias`` of terms that are not numbers of the dtype (the models path, ``repeating_terms_bias``, hands
+    over a node's float64 values): the same flags and bias as before ``_held_residue_bias`` (the top spacing at the
+    sum of the terms as given, not at the sum of the rounded terms; the two differ where the rounding carries the sum
+    across a power of two: terms of integers plus a quarter, each rounded down by under half a spacing)."""
+    from harness.repeatedsums import residue_bias
+
+    fmt = get_format(name)
+    rng = np.random.default_rng(seed)
+    h = round_to_format(rng.integers(1, 50, size=n) + 0.25, fmt)
+    h = round_to_format(h * (2.0 ** math.ceil(math.log2(h.sum())) / h.sum()) * (1 - below), fmt)
+    _, e = np.frexp(h)
+    raw = h + np.ldexp(1.0, np.maximum(e - 1, fmt.emin) - fmt.precision + 1) * rng.uniform(0.3, 0.499, size=n)
+    R = raw.reshape(-1, 1)
+    got, want = residue_bias(R, fmt), _residue_bias_as_it_was(R, fmt)
+    assert got[0] == want[0] and np.array_equal(got[1], want[1]), (got, want)
