@@ -265,3 +265,49 @@ class FloatInts(ScaledInts):
 
     def fraction_at(self, index: tuple[int, ...]) -> Fraction:
         return Fraction(float(self.floats[index]))
+
+
+class Difference(ScaledInts):
+    """The exact value ``a - factor b``, kept as its operands: the integer array and its scale (``a - b.times(factor)``)
+    are formed on first use, and :meth:`fraction_at` reads one element of each operand without forming them (a
+    record that reads a few elements of a step's update never pays for the whole array)."""
+
+    __slots__ = ("_ints", "_scale", "a", "b", "factor")
+
+    def __init__(self, a: ScaledInts, b: ScaledInts, factor: Fraction) -> None:  # noqa: D107 - see class
+        self.a, self.b, self.factor = a, b, Fraction(factor)
+        self._ints: ObjArray | None = None
+        self._scale: Fraction | None = None
+
+    def _build(self) -> None:
+        whole = self.a - self.b.times(self.factor)
+        self._ints, self._scale = whole.ints, whole.scale
+
+    @property
+    def ints(self) -> ObjArray:
+        if self._ints is None:
+            self._build()
+        assert self._ints is not None
+        return self._ints
+
+    @ints.setter
+    def ints(self, value: ObjArray) -> None:
+        self._ints = value
+
+    @property
+    def scale(self) -> Fraction:
+        if self._scale is None:
+            self._build()
+        assert self._scale is not None
+        return self._scale
+
+    @scale.setter
+    def scale(self, value: Fraction) -> None:
+        self._scale = Fraction(value)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.a.shape
+
+    def fraction_at(self, index: tuple[int, ...]) -> Fraction:
+        return self.a.fraction_at(index) - self.factor * self.b.fraction_at(index)

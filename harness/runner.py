@@ -32,7 +32,7 @@ from .compare import FailingElements, bound_ratio_text, compare, compare_many, d
 from .devices import parse_devices
 from .diagnose import StepFacts, diagnose_step
 from .errors import ErrorModelError, UsageError
-from .exact import ScaledInts
+from .exact import Difference, ScaledInts
 from .floats import FloatFormat, decimal_string, get_format, ulp_error
 from .fpenv import FPEnvironmentError, describe_numpy_errors, ieee_default, restore_default, restore_numpy_errors
 from .frameworks import (
@@ -269,10 +269,11 @@ class CaseCache:
 
 def _with_learning_rate(step: ExactStep, inputs: Mapping[str, F64], lr: Fraction) -> ExactStep:
     """The exact step from the same inputs with another learning rate: the loss, the gradients and the
-    residual do not depend on it; ``W - lr grad_W`` and ``b - lr grad_b`` are formed again, exactly."""
+    residual do not depend on it; ``W - lr grad_W`` and ``b - lr grad_b`` are formed again, exactly
+    (:class:`harness.exact.Difference`: element by element where only a few are read, as the records do)."""
     values = dict(step.values)
-    values["W"] = ScaledInts.from_floats(inputs["W"]) - values["grad_W"].times(lr)
-    values["b"] = ScaledInts.from_floats(inputs["b"]) - values["grad_b"].times(lr)
+    values["W"] = Difference(ScaledInts.from_floats(inputs["W"]), values["grad_W"], lr)
+    values["b"] = Difference(ScaledInts.from_floats(inputs["b"]), values["grad_b"], lr)
     radius = dict(step.radius)
     if "grad_W" in radius:  # the accurate X^T R: W - lr grad_W is within lr times grad_W's radius
         radius["W"] = scaled_radius(radius["grad_W"], lr)

@@ -7,7 +7,9 @@
 - :func:`harness.bounds.expected_bounds`' matrix-product sums of squares against the
   element-wise ones (and the guard that keeps squares from under/overflowing);
 - :func:`harness.bounds.rigorous_loss_bound` against ``step_bounds(...).rigorous["loss"]``;
-- :meth:`Record.to_json` against :func:`dataclasses.asdict`.
+- :meth:`Record.to_json` against :func:`dataclasses.asdict`;
+- :class:`harness.exact.Difference` (the written inputs' update, element by element) against
+  ``a - b.times(factor)`` formed whole.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from hypothesis import strategies as st
 
 from harness import bounds as bounds_mod
 from harness.bounds import partial_sum_squares, partial_sum_squares_planes, rigorous_loss_bound, step_bounds
-from harness.exact import ScaledInts
+from harness.exact import Difference, ScaledInts
 from harness.floats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, round_to_format
 from harness.oracle import exact_inputs_from_floats, exact_step
 from harness.records import Record, _jsonable
@@ -54,6 +56,28 @@ def test_to_hi_lo_non_dyadic_matches_fractions(ints, num, den_odd, shift):
     for n, i in enumerate(ints):
         h, low = _hi_lo_reference(i, s)
         assert hi[n] == h and lo[n] == low and math.copysign(1, lo[n]) == math.copysign(1, low), (i, s)
+
+
+_hostile_floats = st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.sampled_from([0.0, -0.0, 5e-324, -5e-324, 1.7976931348623157e308]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=st.lists(_hostile_floats, min_size=1, max_size=6), data=st.data(),
+       factor=st.one_of(st.fractions(), st.sampled_from([Fraction(0), Fraction(1, 3), Fraction(-7, 10**30), Fraction(10**300, 3)])),
+       num=st.integers(1, 2**80), den_odd=st.integers(0, 2**40).map(lambda v: 2 * v + 1), shift=st.integers(-1200, 1200))
+def test_difference_equals_the_whole_subtraction(a, data, factor, num, den_odd, shift):
+    """Element by element, and formed whole (ints, scale, hi and lo), ``Difference(a, b, f)`` is
+    ``a - b.times(f)``: float ``a``, ``b`` over a non-dyadic scale, any factor (zero, negative, huge, tiny)."""
+    ints = data.draw(st.lists(st.one_of(st.integers(-(2**200), 2**200), st.sampled_from([0, 1, -1])), min_size=len(a), max_size=len(a)))
+    x = ScaledInts.from_floats(np.array(a))
+    y = ScaledInts(np.array(ints, dtype=object), Fraction(num, den_odd) * Fraction(2) ** shift)
+    lazy, whole = Difference(x, y, factor), x - y.times(factor)
+    assert lazy.shape == whole.shape
+    for n in range(len(a)):
+        assert lazy.fraction_at((n,)) == whole.fraction_at((n,))
+    assert list(lazy.to_fractions()) == list(whole.to_fractions())
+    for got, want in zip(lazy.to_hi_lo(), whole.to_hi_lo(), strict=True):
+        assert np.array_equal(np.signbit(got), np.signbit(want)) and np.array_equal(got, want)
 
 
 def test_to_hi_lo_non_dyadic_pinned():
@@ -319,6 +343,8 @@ def test_written_step_reused_with_its_own_learning_rate(dtype):
     assert got.residual is first.residual  # reused, not computed again
     assert (got is first) == (dtype == "float64")  # float64 holds lr = 0.1 as written; the others round it
     for q in QUANTITIES:
+        for idx in np.ndindex(*want.values[q].shape):  # (the records read single elements: W and b formed lazily)
+            assert got.values[q].fraction_at(idx) == want.values[q].fraction_at(idx), (q, idx)
         assert list(got.values[q].to_fractions().ravel()) == list(want.values[q].to_fractions().ravel()), q
     assert list(got.residual.to_fractions().ravel()) == list(want.residual.to_fractions().ravel())
 
