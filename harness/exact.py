@@ -14,6 +14,7 @@ Nothing here rounds. Conversion out (:meth:`ScaledInts.to_fractions`,
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from math import gcd, lcm
 from typing import Any
@@ -26,13 +27,24 @@ from .floats import inexact_in_float64
 ObjArray = npt.NDArray[Any]
 
 
+#: Arrays of at most this many elements are converted element by element in Python (:func:`_int_scale_of`,
+#: :meth:`ScaledInts.to_hi_lo`'s dyadic path): the same operations on the same values (``math.frexp`` and
+#: ``math.ldexp`` are C's, as NumPy's are), without the fixed cost of a dozen NumPy calls (the two paths cost the
+#: same at about 32 elements: a small case's inputs and the oracle's K-vectors and scalars take this one).
+SMALL_ARRAY = 32
+
+
 def _int_scale_of(values: npt.NDArray[np.float64]) -> tuple[ObjArray, Fraction]:
-    """Exact ``(ints, 2**q)`` for a float64 array.
+    """Exact ``(ints, 2**q)`` for a float64 array: ``q`` the least exponent of a last bit of a 53-bit significand
+    among the non-zero values, ``ints`` each significand shifted left by its exponent less ``q`` (``(zeros, 1)``
+    where every value is 0).
 
     Raises:
         ValueError: for a NaN or an infinity (no exact value; a :class:`FloatInts` built without
             :meth:`ScaledInts.from_floats`' check reaches here when its integers are first read)."""
     x = np.asarray(values, dtype=np.float64)
+    if x.size <= SMALL_ARRAY:
+        return _int_scale_of_small(x)
     if not np.isfinite(x).all():
         raise ValueError("cannot represent NaN or inf exactly")
     mant, exp = np.frexp(x)  # x = mant * 2**exp, 0.5 <= |mant| < 1
@@ -46,6 +58,45 @@ def _int_scale_of(values: npt.NDArray[np.float64]) -> tuple[ObjArray, Fraction]:
     ints = np.empty(x.size, dtype=object)
     ints[:] = [m << s for m, s in zip(m53.ravel().tolist(), shifts.ravel().tolist(), strict=True)]
     return ints.reshape(x.shape), Fraction(2) ** q
+
+
+def _int_scale_of_small(x: npt.NDArray[np.float64]) -> tuple[ObjArray, Fraction]:
+    """:func:`_int_scale_of` of a small array, element by element: the same significands, exponents and shifts."""
+    flat = x.ravel().tolist()
+    if not all(math.isfinite(v) for v in flat):
+        raise ValueError("cannot represent NaN or inf exactly")
+    parts = [math.frexp(v) for v in flat]  # v = mant * 2**exp, 0.5 <= |mant| < 1
+    m53 = [int(math.ldexp(mant, 53)) for mant, _ in parts]  # exact integer significand
+    e = [exp - 53 for _, exp in parts]
+    live = [ej for mj, ej in zip(m53, e, strict=True) if mj != 0]
+    if not live:
+        return np.zeros(x.shape, dtype=object), Fraction(1)
+    q = min(live)
+    ints = np.empty(x.size, dtype=object)
+    ints[:] = [m << (ej - q) if m != 0 else m for m, ej in zip(m53, e, strict=True)]
+    return ints.reshape(x.shape), Fraction(2) ** q
+
+
+def _dyadic_hi_lo_small(ints: ObjArray, q: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+    """:meth:`ScaledInts.to_hi_lo`'s dyadic path (scale ``2**-q``) for a small array, element by element: the same
+    ``hi``, ``lo`` and the same test of the normal range; None where that test fails (a value whose ``hi`` or
+    nonzero ``lo`` falls below ``2**-1021`` once scaled, or a value or its scaled ``hi`` is beyond float64's range):
+    the caller then takes the general path, as for a large array."""
+    his: list[float] = []
+    los: list[float] = []
+    for i in ints.ravel().tolist():
+        try:
+            h = float(i)
+            lo = float(int(i) - int(h))
+            hs, ls = math.ldexp(h, -q), math.ldexp(lo, -q)  # (C's ldexp, as NumPy's; where NumPy's gives inf, this raises)
+        except OverflowError:
+            return None
+        if (h != 0 and abs(hs) < 2.0**-1021) or (ls != 0 and abs(ls) < 2.0**-1021):
+            return None
+        his.append(hs)
+        los.append(ls)
+    shape = np.shape(ints)
+    return np.array(his, dtype=np.float64).reshape(shape), np.array(los, dtype=np.float64).reshape(shape)
 
 
 class ScaledInts:
@@ -187,18 +238,23 @@ class ScaledInts:
         if s.numerator == 1 and s.denominator == 1 << q:
             # dyadic fast path: float(int) is correctly rounded; scaling by 2**-q is exact
             # unless the result leaves float64's normal range, which falls back below
-            try:
-                for n, i in enumerate(self.ints.ravel()):
-                    h = float(i)
-                    hi[n] = h
-                    lo[n] = float(int(i) - int(h))
-                hi_s, lo_s = np.ldexp(hi, -q), np.ldexp(lo, -q)
-                nz = hi != 0  # before scaling: a value whose hi underflows to zero falls back below
-                small_lo = (lo_s != 0) & (np.abs(lo_s) < 2.0**-1021)
-                if np.all(np.abs(hi_s[nz]) >= 2.0**-1021) and np.isfinite(hi_s).all() and not small_lo.any():
-                    return hi_s.reshape(self.shape), lo_s.reshape(self.shape)
-            except OverflowError:
-                pass
+            if self.ints.size <= SMALL_ARRAY:
+                small = _dyadic_hi_lo_small(self.ints, q)
+                if small is not None:
+                    return small
+            else:
+                try:
+                    for n, i in enumerate(self.ints.ravel()):
+                        h = float(i)
+                        hi[n] = h
+                        lo[n] = float(int(i) - int(h))
+                    hi_s, lo_s = np.ldexp(hi, -q), np.ldexp(lo, -q)
+                    nz = hi != 0  # before scaling: a value whose hi underflows to zero falls back below
+                    small_lo = (lo_s != 0) & (np.abs(lo_s) < 2.0**-1021)
+                    if np.all(np.abs(hi_s[nz]) >= 2.0**-1021) and np.isfinite(hi_s).all() and not small_lo.any():
+                        return hi_s.reshape(self.shape), lo_s.reshape(self.shape)
+                except OverflowError:
+                    pass
         # value = i p / d; Python's int / int is correctly rounded (as float(Fraction) is, which
         # uses it), and the remainder i p / d - h = (i p h_d - h_n d) / (d h_d) with h = h_n / h_d
         # exactly: the same two roundings as float(f) and float(f - h), without Fraction objects

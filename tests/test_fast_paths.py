@@ -9,7 +9,9 @@
 - :func:`harness.bounds.rigorous_loss_bound` against ``step_bounds(...).rigorous["loss"]``;
 - :meth:`Record.to_json` against :func:`dataclasses.asdict`;
 - :class:`harness.exact.Difference` (the written inputs' update, element by element) against
-  ``a - b.times(factor)`` formed whole.
+  ``a - b.times(factor)`` formed whole;
+- small arrays (:data:`harness.exact.SMALL_ARRAY`) converted element by element in Python against the
+  NumPy path: the same integers and scale, the same double-doubles.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from fractions import Fraction
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -24,6 +27,7 @@ from hypothesis import HealthCheck, example, given, settings, target
 from hypothesis import strategies as st
 
 from harness import bounds as bounds_mod
+from harness import exact as exact_mod
 from harness.bounds import partial_sum_squares, partial_sum_squares_planes, rigorous_loss_bound, step_bounds
 from harness.exact import Difference, ScaledInts
 from harness.floats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, round_to_format
@@ -78,6 +82,65 @@ def test_difference_equals_the_whole_subtraction(a, data, factor, num, den_odd, 
     assert list(lazy.to_fractions()) == list(whole.to_fractions())
     for got, want in zip(lazy.to_hi_lo(), whole.to_hi_lo(), strict=True):
         assert np.array_equal(np.signbit(got), np.signbit(want)) and np.array_equal(got, want)
+
+
+def _both_paths(make):
+    """``make()`` with every array small (element by element) and with none (NumPy), for comparing the paths."""
+    with mock.patch.object(exact_mod, "SMALL_ARRAY", 10**9):
+        small = make()
+    with mock.patch.object(exact_mod, "SMALL_ARRAY", -1):
+        large = make()
+    return small, large
+
+
+def _same_floats(a, b):
+    return a.shape == b.shape and np.array_equal(a, b) and np.array_equal(np.signbit(a), np.signbit(b))
+
+
+_any_floats = st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                        st.sampled_from([0.0, -0.0, 5e-324, -5e-324, 2.0**-1022, 2.0**-1021, 1.7976931348623157e308]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(values=st.lists(_any_floats, min_size=0, max_size=30), cols=st.sampled_from([1, 2]))
+@example(values=[0.0, -0.0], cols=1)
+@example(values=[5e-324, 1.7976931348623157e308], cols=2)
+def test_small_arrays_convert_as_numpy_does(values, cols):
+    """Float64 values to exact integers and a scale, and back to double-doubles: bit for bit as the NumPy path,
+    zeros, subnormals and the largest values included; a non-finite value refused alike."""
+    x = np.array(values[: len(values) - len(values) % cols], dtype=np.float64).reshape(-1, cols)
+    small, large = _both_paths(lambda: exact_mod.FloatInts(x))
+    assert small.scale == large.scale and type(small.scale) is type(large.scale)
+    assert small.ints.shape == large.ints.shape and small.ints.dtype == large.ints.dtype == object
+    assert [type(i) for i in small.ints.ravel()] == [type(i) for i in large.ints.ravel()]
+    assert list(small.ints.ravel()) == list(large.ints.ravel())
+    hl_small, hl_large = _both_paths(lambda: ScaledInts(large.ints, large.scale).to_hi_lo())
+    assert all(_same_floats(a, b) for a, b in zip(hl_small, hl_large, strict=True))
+    for bad in (math.nan, math.inf, -math.inf):
+        def refused(bad=bad):
+            with pytest.raises(ValueError) as err:
+                _ = exact_mod.FloatInts(np.append(x.ravel(), bad)).ints
+            return str(err.value)
+        assert len(set(_both_paths(refused))) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(ints=st.lists(st.one_of(st.integers(-(2**70), 2**70), st.integers(-(2**1100), 2**1100), st.sampled_from([0, 1, -1])),
+                     min_size=1, max_size=8),
+       q=st.integers(0, 2300))
+@example(ints=[1], q=1021)
+@example(ints=[1, 2**60 + 1], q=1080)
+@example(ints=[2**1100], q=0)
+def test_small_dyadic_to_hi_lo_as_numpy_does(ints, q):
+    """The dyadic path of ``to_hi_lo`` (scale ``2**-q``) element by element against NumPy's: values beyond the range,
+    a ``hi`` or ``lo`` below the normal range (then the general path, in both), bit for bit."""
+    v = ScaledInts(np.array(ints, dtype=object), Fraction(1, 2**q))
+    small, large = _both_paths(v.to_hi_lo)
+    assert all(_same_floats(a, b) for a, b in zip(small, large, strict=True))
+    for n, i in enumerate(ints):
+        h, low = _hi_lo_reference(i, Fraction(1, 2**q))
+        if math.isfinite(h) and abs(h) >= 2.0**-1021:  # (the dyadic path is exact where normal)
+            assert small[0][n] == h and small[1][n] == low
 
 
 def test_to_hi_lo_non_dyadic_pinned():
