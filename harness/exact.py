@@ -276,19 +276,18 @@ class ScaledInts:
         return self.to_hi_lo()[0]
 
 
-class FloatInts(ScaledInts):
-    """The exact value of a finite float64 array, kept as the floats: the integer array and
-    its scale are built on first use (the fast oracle reads :attr:`floats` and never needs them)."""
+class LazyScaledInts(ScaledInts):
+    """A :class:`ScaledInts` whose integer array and scale are formed on first use, by :meth:`_build` (each
+    subclass says from what), for values that are often read only through their own cheaper views."""
 
-    __slots__ = ("_ints", "_scale", "floats")
+    __slots__ = ("_ints", "_scale")
 
-    def __init__(self, floats: npt.NDArray[np.float64]) -> None:  # noqa: D107 - see class
-        self.floats = floats
+    def __init__(self) -> None:  # noqa: D107 - see class
         self._ints: ObjArray | None = None
         self._scale: Fraction | None = None
 
     def _build(self) -> None:
-        self._ints, self._scale = _int_scale_of(self.floats)
+        raise NotImplementedError
 
     @property
     def ints(self) -> ObjArray:
@@ -311,6 +310,20 @@ class FloatInts(ScaledInts):
     @scale.setter
     def scale(self, value: Fraction) -> None:
         self._scale = Fraction(value)
+
+
+class FloatInts(LazyScaledInts):
+    """The exact value of a finite float64 array, kept as the floats: the integer array and
+    its scale are built on first use (the fast oracle reads :attr:`floats` and never needs them)."""
+
+    __slots__ = ("floats",)
+
+    def __init__(self, floats: npt.NDArray[np.float64]) -> None:  # noqa: D107 - see class
+        super().__init__()
+        self.floats = floats
+
+    def _build(self) -> None:
+        self._ints, self._scale = _int_scale_of(self.floats)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -323,43 +336,20 @@ class FloatInts(ScaledInts):
         return Fraction(float(self.floats[index]))
 
 
-class Difference(ScaledInts):
+class Difference(LazyScaledInts):
     """The exact value ``a - factor b``, kept as its operands: the integer array and its scale (``a - b.times(factor)``)
     are formed on first use, and :meth:`fraction_at` reads one element of each operand without forming them (a
     record that reads a few elements of a step's update never pays for the whole array)."""
 
-    __slots__ = ("_ints", "_scale", "a", "b", "factor")
+    __slots__ = ("a", "b", "factor")
 
     def __init__(self, a: ScaledInts, b: ScaledInts, factor: Fraction) -> None:  # noqa: D107 - see class
+        super().__init__()
         self.a, self.b, self.factor = a, b, Fraction(factor)
-        self._ints: ObjArray | None = None
-        self._scale: Fraction | None = None
 
     def _build(self) -> None:
         whole = self.a - self.b.times(self.factor)
         self._ints, self._scale = whole.ints, whole.scale
-
-    @property
-    def ints(self) -> ObjArray:
-        if self._ints is None:
-            self._build()
-        assert self._ints is not None
-        return self._ints
-
-    @ints.setter
-    def ints(self, value: ObjArray) -> None:
-        self._ints = value
-
-    @property
-    def scale(self) -> Fraction:
-        if self._scale is None:
-            self._build()
-        assert self._scale is not None
-        return self._scale
-
-    @scale.setter
-    def scale(self, value: Fraction) -> None:
-        self._scale = Fraction(value)
 
     @property
     def shape(self) -> tuple[int, ...]:
