@@ -15,6 +15,7 @@ Nothing here rounds. Conversion out (:meth:`ScaledInts.to_fractions`,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from fractions import Fraction
 from math import gcd, lcm
 from typing import Any
@@ -276,18 +277,31 @@ class ScaledInts:
         return self.to_hi_lo()[0]
 
 
+def _difference_parts(a: ScaledInts, b: ScaledInts, factor: Fraction) -> tuple[ObjArray, Fraction]:
+    """``(ints, scale)`` of ``a - factor b``, exactly (:class:`Difference`)."""
+    whole = a - b.times(factor)
+    return whole.ints, whole.scale
+
+
 class LazyScaledInts(ScaledInts):
-    """A :class:`ScaledInts` whose integer array and scale are formed on first use, by :meth:`_build` (each
-    subclass says from what), for values that are often read only through their own cheaper views."""
+    """A :class:`ScaledInts` whose integer array and scale are formed on first use, by ``form(*args)`` (a module-level
+    function, so that the value pickles), for values that are often read only through their own cheaper views.
 
-    __slots__ = ("_ints", "_scale")
+    Args:
+        form: returns ``(ints, scale)``; args: its arguments."""
 
-    def __init__(self) -> None:  # noqa: D107 - see class
+    __slots__ = ("_ints", "_scale", "_form")
+
+    def __init__(self, form: Callable[..., tuple[ObjArray, Fraction]], *args: Any) -> None:  # noqa: D107 - see class
         self._ints: ObjArray | None = None
         self._scale: Fraction | None = None
+        self._form: tuple[Callable[..., tuple[ObjArray, Fraction]], tuple[Any, ...]] | None = (form, args)
 
     def _build(self) -> None:
-        raise NotImplementedError
+        assert self._form is not None
+        form, args = self._form
+        self._ints, self._scale = form(*args)
+        self._form = None  # (its arguments are no longer needed for the integers)
 
     @property
     def ints(self) -> ObjArray:
@@ -319,11 +333,8 @@ class FloatInts(LazyScaledInts):
     __slots__ = ("floats",)
 
     def __init__(self, floats: npt.NDArray[np.float64]) -> None:  # noqa: D107 - see class
-        super().__init__()
+        super().__init__(_int_scale_of, floats)
         self.floats = floats
-
-    def _build(self) -> None:
-        self._ints, self._scale = _int_scale_of(self.floats)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -344,12 +355,9 @@ class Difference(LazyScaledInts):
     __slots__ = ("a", "b", "factor")
 
     def __init__(self, a: ScaledInts, b: ScaledInts, factor: Fraction) -> None:  # noqa: D107 - see class
-        super().__init__()
-        self.a, self.b, self.factor = a, b, Fraction(factor)
-
-    def _build(self) -> None:
-        whole = self.a - self.b.times(self.factor)
-        self._ints, self._scale = whole.ints, whole.scale
+        factor = Fraction(factor)
+        super().__init__(_difference_parts, a, b, factor)
+        self.a, self.b, self.factor = a, b, factor
 
     @property
     def shape(self) -> tuple[int, ...]:
