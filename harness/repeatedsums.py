@@ -53,7 +53,10 @@ terms, whose independent part is already at least the worst case (``lambda u sqr
 per check at 15,625 x 16 x 4 where nothing is flagged (one thread, helper-112; 2.5 ms before the terms' screens read
 the terms themselves and the loss's squares' sum of magnitudes was summed pairwise; about 0.45 ms of it the loss's
 squares; less under the sum, or a mean over a power of two, where the residual is screened once), with X's sample
-screened once for this model and :mod:`harness.sharedrounding` (:func:`harness.sharedrounding.sample_pairs`).
+screened once for this model and :mod:`harness.sharedrounding` (:func:`harness.sharedrounding.sample_pairs`). The
+squares, the residual and the scaled residual are formed with their sums of magnitudes in one compiled pass, which
+gives their top spacings where proved (:func:`_term_screens`; the call 1.17 to 1.05 ms in float64, 1.37 to 1.20 ms
+in float32, one thread, helper-116).
 
 **Terms that share their low bits** (:func:`few_residue_columns`): distinct terms whose residues modulo a spacing
 at which their sum rounds have a sum of one sign, ``|sum r_i| >= z sqrt(sum r_i^2)`` over every row (distinct
@@ -183,30 +186,26 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
         return _nonzero_held(a, fmt)
 
     sample = held(np.asarray(R)[screen_rows(n)])  # one sample of rows, rounded, for every screen
-    R_held = np.ascontiguousarray(_held(R, fmt))
     # the loss's terms, the squares, all columns together in C order (the order (R * R).sum() adds them): their
     # magnitudes repeat, or their residues share a sign (distinct m + 0.5 squared all end in .25: a sequential sum of
     # 100,000 of them, float64, was suspect at 17.3; helper-54)
     loss = bool(repeating_in_sample(np.abs(sample).reshape(-1, 1), n * k))
-    loss_bias = 0.0
-    if not loss:  # distinct squares whose residues share a sign: their measured bias, not the worst case
-        with np.errstate(all="ignore"):
-            cols, bias = _held_residue_bias(_held(R_held * R_held, fmt).reshape(-1, 1), fmt)
-        loss_bias = float(bias[0]) if cols else 0.0
+    # the residuals whose products a correct step sums: R, and where 2c is not a power of two (a mean over N K
+    # elements, N K not a power of two) also R scaled by 2c in the dtype, as a mean's backward pass forms it before
+    # the sum (torch's grad_W was suspect at 3.87 on integer features against a constant residual, N = 4,608, float32,
+    # where R's products share no low bits: helper-51)
+    cf = None
+    if n > lam**2 and exact is not None and math.frexp(2.0 * exact.c)[0] != 0.5:
+        cf = float(_held(np.array([exact.c]), fmt)[0])
+    residuals = _Residuals(R, fmt, cf)
+    # distinct squares whose residues share a sign: their measured bias, not the worst case; the residuals' own
+    # residues (one family of tests for both residuals: the chance of a flag on continuous data stays per step)
+    loss_bias, few = _term_screens(residuals, not loss, n > lam**2)
     gb: Mask | None = None
     gW: Mask | None = None
     if n > lam**2:
         repeats = repeating_in_sample(sample, n)
-        # the residuals whose products a correct step sums: R, and where 2c is not a power of two (a mean over N K
-        # elements, N K not a power of two) also R scaled by 2c in the dtype, as a mean's backward pass forms it
-        # before the sum (torch's grad_W was suspect at 3.87 on integer features against a constant residual,
-        # N = 4,608, float32, where R's products share no low bits: helper-51)
-        residuals = [R_held]
-        if exact is not None and math.frexp(2.0 * exact.c)[0] != 0.5:
-            with np.errstate(all="ignore"):  # fl(2 R fl(c)), as torch forms it (fl(c) may be subnormal: helper-52)
-                residuals.append(_held(2.0 * R_held * float(_held(np.array([exact.c]), fmt)[0]), fmt))
-        # one family of tests for both residuals: the chance of a flag on continuous data stays per step
-        flagged = [sorted(set(repeats) | set(_held_residue_bias(Rs, fmt, len(residuals))[0])) for Rs in residuals]
+        flagged = [sorted(set(repeats) | set(cols)) for cols in few]
         r_cols = sorted(set().union(*flagged))
         if r_cols:
             gb = np.zeros(k, dtype=bool)
@@ -221,12 +220,12 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
         # of integers plus 0.3 against a constant residual). X's own residues are not screened: where the residual
         # column is flagged the products' screen sees what they would show, and on their own they flagged continuous
         # features by chance (helper-50: a bug 21 times the bound passed)
-        for Rs, cols in zip(residuals, flagged, strict=True):
+        for i, cols in enumerate(flagged):
             screen = np.zeros((d, k), dtype=bool)
             screen[x_repeat, :] = True
             screen[:, cols] = True
             if screen.any():
-                gW |= few_residue_products(X, Rs, screen, fmt, len(residuals))
+                gW |= few_residue_products(X, residuals.held(i), screen, fmt, len(residuals))
         gW = gW if gW.any() else None
     if exact is not None and (loss or loss_bias or gb is not None or gW is not None):
         ex_gW, ex_gb, ex_loss = exact_reductions(X, R, fmt, exact)
@@ -235,6 +234,92 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
         loss = loss and not ex_loss
         loss_bias = 0.0 if ex_loss else loss_bias
     return RepeatedReductions(gW, gb, loss, loss_bias)
+
+
+class _Residuals:
+    """The residuals :func:`repeated_reductions` screens, each rounded to ``fmt`` as the step holds it, formed on
+    first use: ``R_held = fl(R)`` (:func:`_held`), and where ``cf`` (``fl(c)``) is given the scaled residual
+    ``fl(2 R_held cf)``, as torch forms it (``fl(c)`` may be subnormal: helper-52)."""
+
+    def __init__(self, R: F, fmt: FloatFormat, cf: float | None) -> None:
+        self.R, self.fmt, self.cf = R, fmt, cf
+        self._held: list[F] = []
+
+    def __len__(self) -> int:
+        return 1 if self.cf is None else 2
+
+    def preset(self, R_held: F, R_scaled: F | None) -> None:
+        """The residuals as formed elsewhere (the same floats as :meth:`held` forms; ``R_scaled`` where ``cf``)."""
+        self._held = [R_held] if R_scaled is None else [R_held, R_scaled]
+
+    def held(self, i: int) -> F:
+        """Residual ``i`` (0: ``R_held``; 1: the scaled one, where ``cf`` is given), a C-contiguous float64 ``(N, K)`` array."""
+        if not self._held:
+            self._held.append(np.ascontiguousarray(_held(self.R, self.fmt)))
+        if i and len(self._held) == 1 and self.cf is not None:
+            with np.errstate(all="ignore"):
+                self._held.append(_held(2.0 * self._held[0] * self.cf, self.fmt))
+        return self._held[i]
+
+
+def _term_screens(residuals: _Residuals, squares: bool, columns: bool) -> tuple[float, list[list[int]]]:
+    """The screens of :func:`repeated_reductions` on the terms themselves: where ``squares``, the loss's bias
+    (``loss_bias``: :func:`residue_bias` of the squares ``fl(R_held R_held)``, all columns together as one column in C
+    order, where flagged, else 0.0); where ``columns``, :func:`few_residue_columns` of each residual (one list of
+    columns per residual, as one family of ``len(residuals)`` screens), else no list.
+
+    In float32 and float64 with at least :data:`MIN_RESIDUES` rows, one compiled pass over ``R`` forms the arrays and
+    the sums of magnitudes (:func:`_held_terms`) where every top spacing is proved from those sums
+    (:func:`_binade_proved`: a sum in any order, as :func:`_top_grid`'s, lies in that binade), and each array is
+    screened (:func:`_term_residue_sums`); else :func:`_held_residue_bias` of each array as NumPy forms it (a
+    non-finite term, a sum at a binade's edge, another format): the same lists and floats either way
+    (``tests/test_repeated_sums.py``)."""
+    fmt = residuals.fmt
+    R = np.asarray(residuals.R)
+    n, k = R.shape
+    to_float32 = _fused_rounding(fmt)
+    if (squares or columns) and to_float32 is not None and n >= MIN_RESIDUES and k:
+        scaled = columns and residuals.cf is not None
+        R_held, sq, R_scaled = np.empty((n, k)), np.empty((n * k, 1)), np.empty((n, k) if scaled else (0, k))
+        with np.errstate(all="ignore"):
+            sums = _held_terms(np.ascontiguousarray(R, dtype=np.float64), to_float32, residuals.cf or 0.0, R_held, sq,
+                               R_scaled)
+        need = ([0] if squares else []) + (list(range(1, 1 + (2 if scaled else 1) * k)) if columns else [])
+        if all(_binade_proved(float(sums[i]), n * k if i == 0 else n) for i in need):
+            residuals.preset(R_held, R_scaled if scaled else None)
+            top = _grid_of(sums, fmt)
+            emin, p, big = fmt.emin, fmt.precision, _largest_spacing(fmt)
+            loss_bias = 0.0
+            if squares:
+                stats = _term_residue_sums(sq, top[None, :1], emin, p, big)[:, :, 0, :]
+                cols, bias = _residue_verdict(stats, top[:1], fmt, 1)
+                loss_bias = float(bias[0]) if cols else 0.0
+            few: list[list[int]] = []
+            if columns:
+                for i in range(len(residuals)):
+                    t = np.ascontiguousarray(top[1 + i * k:1 + (i + 1) * k])
+                    stats = _term_residue_sums(residuals.held(i), t[None, :], emin, p, big)[:, :, 0, :]
+                    few.append(_residue_verdict(stats, t, fmt, len(residuals))[0])
+            return loss_bias, few
+    loss_bias = 0.0
+    if squares:
+        with np.errstate(all="ignore"):
+            held = residuals.held(0)
+            cols, bias = _held_residue_bias(_held(held * held, fmt).reshape(-1, 1), fmt)
+        loss_bias = float(bias[0]) if cols else 0.0
+    few = [_held_residue_bias(residuals.held(i), fmt, len(residuals))[0] for i in range(len(residuals))] if columns \
+        else []
+    return loss_bias, few
+
+
+def _fused_rounding(fmt: FloatFormat) -> bool | None:
+    """How :func:`_held_terms` rounds to ``fmt`` as :func:`_held` does: True for float32 (a conversion), False
+    for float64 (none), None for another format (not compiled)."""
+    if fmt.precision == 53 and fmt.emin == -1022:
+        return False
+    if fmt.precision == 24 and fmt.emin == -126 and fmt.max_finite == float(np.finfo(np.float32).max):
+        return True
+    return None
 
 
 def _repeating_features(X: F, fmt: FloatFormat, x_pairs: SamplePairs | None) -> list[int]:
@@ -405,6 +490,13 @@ def _held_residue_bias(held: F, fmt: FloatFormat, family: int = 1, top: F | None
     top = _top_grid(held, fmt) if top is None else top
     grid = np.ascontiguousarray(top, dtype=np.float64)[None, :]
     stats = _term_residue_sums(held, grid, fmt.emin, fmt.precision, _largest_spacing(fmt))[:, :, 0, :]
+    return _residue_verdict(stats, top, fmt, family)
+
+
+def _residue_verdict(stats: F, top: F, fmt: FloatFormat, family: int) -> tuple[list[int], F]:
+    """:func:`residue_bias`' flagged columns and bias from the residues' statistics ``(SPACINGS, 3, K)``
+    (:func:`_term_residue_sums`) at the top spacings ``top`` ``(K,)``."""
+    k = stats.shape[2]
     flagged = _shared_sign(stats, SPACINGS * k * family)
     unit = np.where(top > 0, top, _largest_spacing(fmt))  # the residues' unit (_residue_sums)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -586,6 +678,54 @@ def _residue_pass(X: np.ndarray, R: np.ndarray, grid: np.ndarray, to_float32: bo
     return out
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _held_terms(R: np.ndarray, to_float32: bool, cf: float, R_held: np.ndarray, squares: np.ndarray,
+                R_scaled: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
+    """The terms :func:`repeated_reductions` screens, formed from ``R`` ``(N, K)`` (float64) in one pass, and their
+    sums of magnitudes. ``fl`` rounds to float32 where ``to_float32`` (IEEE's conversion, to nearest even, overflow
+    to infinity: ``astype(np.float32)``), else nothing (float64): :func:`_held`'s rounding in those formats. Writes
+    ``R_held`` ``(N, K)``: ``r = fl(R)``; ``squares`` (``N K`` elements, C order): ``fl(r r)``; ``R_scaled``
+    ``(N, K)`` where it has rows (else nothing): ``fl((2 r) cf)``, as ``_held(2.0 * R_held * cf)``. Returns float64
+    ``(1 + 2 K,)``: the sum of the squares' magnitudes, then each column's of ``R_held``, then of ``R_scaled`` (0
+    where not formed), each in its own order (each column's rows in turn, the squares' columns then added): only their
+    binades are used, where :func:`_binade_proved` says that every order's sum lies there. A non-finite term makes its
+    sum non-finite."""
+    n, m = R.shape
+    scaled = R_scaled.shape[0] > 0
+    out = np.zeros(1 + 2 * m)
+    # element after element in C order (R_held, the squares and R_scaled share its flat index), each sum in lanes of
+    # one column each, ``L`` of them (a multiple of ``m``)
+    lanes = m * max(1, 16 // m)
+    acc = np.zeros((3, lanes))
+    nm = n * m
+    Rf = R.reshape(nm)
+    hf = R_held.reshape(nm)
+    qf = squares.reshape(nm)
+    xf = R_scaled.reshape(R_scaled.size)
+    for j0 in range(0, nm, lanes):
+        for lane in range(min(lanes, nm - j0)):
+            j = j0 + lane
+            r = Rf[j]
+            r = float(np.float32(r)) if to_float32 else r
+            hf[j] = r
+            q = r * r
+            q = float(np.float32(q)) if to_float32 else q
+            qf[j] = q
+            acc[0, lane] += np.abs(q)
+            acc[1, lane] += np.abs(r)
+            if scaled:
+                x = 2.0 * r * cf
+                x = float(np.float32(x)) if to_float32 else x
+                xf[j] = x
+                acc[2, lane] += np.abs(x)
+    for lane in range(lanes):
+        c = lane % m
+        out[0] += acc[0, lane]
+        out[1 + c] += acc[1, lane]
+        out[1 + m + c] += acc[2, lane]
+    return out
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def _residue_moments(r: np.ndarray, n: int) -> tuple[float, float, float]:  # pragma: no cover - compiled
     """The count of nonzero entries among ``r[:n]``, their sum and their sum of squares (finite values: reassociated,
@@ -629,11 +769,21 @@ def _one_column_sum(aR: F) -> F | None:
     s = float(np.sum(aR[:, 0]))
     if s == 0.0:
         return np.zeros(1)
+    return np.array([s]) if _binade_proved(s, n) else None
+
+
+def _binade_proved(s: float, n: int) -> bool:
+    """Whether every order of summing the ``n`` nonnegative terms whose sum in some order is ``s`` gives a sum in
+    ``s``'s binade, a normal one (:func:`_one_column_sum`'s argument: ``s (1 -+ 4 n 2**-53)`` share it, well below
+    overflow), or 0 (``s`` is 0: every term is). False where it is not proved (``n 2**-53 > 10**-3``, a non-finite
+    ``s``)."""
+    if n * 2.0**-53 > 1e-3:
+        return False
+    if s == 0.0:
+        return True
     delta = 4.0 * n * 2.0**-53
     lo, hi = s * (1.0 - delta), s * (1.0 + delta)
-    if not (2.0**-1021 <= lo and hi < 2.0**1022) or math.frexp(lo)[1] != math.frexp(hi)[1]:
-        return None
-    return np.array([s])
+    return 2.0**-1021 <= lo and hi < 2.0**1022 and math.frexp(lo)[1] == math.frexp(hi)[1]
 
 
 def _largest_spacing(fmt: FloatFormat) -> float:

@@ -1007,3 +1007,63 @@ def test_residue_bias_of_terms_not_exact_in_the_dtype(n: int, name: str, below: 
     R = raw.reshape(-1, 1)
     got, want = residue_bias(R, fmt), _residue_bias_as_it_was(R, fmt)
     assert got[0] == want[0] and np.array_equal(got[1], want[1]), (got, want)
+
+
+def _term_screens_by_numpy(R: np.ndarray, fmt, cf: float | None) -> tuple[float, list[list[int]], list[np.ndarray]]:  # type: ignore[no-untyped-def]
+    """``repeated_reductions``' screens of the terms themselves as NumPy forms them: the loss's squares
+    ``fl(R_held R_held)`` as one column, then ``R_held`` and (where ``cf``) ``fl(2 R_held cf)``, each array screened
+    by ``_held_residue_bias``; the loss's bias, the flagged columns and the held residuals."""
+    from harness.repeatedsums import _held, _held_residue_bias
+
+    with np.errstate(all="ignore"):
+        R_held = np.ascontiguousarray(_held(R, fmt))
+        cols, bias = _held_residue_bias(_held(R_held * R_held, fmt).reshape(-1, 1), fmt)
+        residuals = [R_held] if cf is None else [R_held, _held(2.0 * R_held * cf, fmt)]
+    few = [_held_residue_bias(Rs, fmt, len(residuals))[0] for Rs in residuals]
+    return (float(bias[0]) if cols else 0.0), few, residuals
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(1, 700), st.integers(1, 5), st.sampled_from(["float16", "bfloat16", "float32", "float64"]),
+       st.sampled_from(["normal", "ints", "half", "edges", "tiny", "huge", "signs"]), st.integers(-60, 60),
+       st.sampled_from([None, 1.0 / 3, 2.0**-20 / 3, 1e-40, 1e-310]), st.booleans(), st.integers(0, 2**32 - 1))
+def test_the_term_screens_are_numpys(n: int, k: int, name: str, kind: str, scale: int, cf: float | None,
+                                     held_first: bool, seed: int) -> None:
+    """``_term_screens`` (float32 and float64: the squares, the residual and the scaled residual formed in one
+    compiled pass with their sums of magnitudes, the top spacings from those sums where proved) against the arrays
+    as NumPy forms them, each screened by ``_held_residue_bias``: the same bias, the same columns and the same held
+    residuals, bit for bit, on normal data, integers, integers plus a half (squares that tie), the edge values
+    (subnormal, huge, non-finite), subnormal and near-overflow terms (squares that overflow or underflow), signs,
+    from 1 row up (below ``MIN_RESIDUES``: NumPy's path)."""
+    from harness.repeatedsums import _Residuals, _term_screens
+
+    fmt = get_format(name)
+    rng = np.random.default_rng(seed)
+    if kind == "ints":
+        R = rng.integers(-40, 40, (n, k)).astype(np.float64)
+    elif kind == "half":
+        R = rng.integers(-40, 40, (n, k)) + 0.5
+    elif kind == "edges":
+        R = rng.choice(_EDGE_VALUES, size=(n, k))
+    elif kind == "tiny":
+        R = rng.standard_normal((n, k)) * 1e-300 * rng.integers(0, 3, (n, k))
+    elif kind == "huge":
+        R = rng.uniform(0.5, 1.0, (n, k)) * fmt.max_finite * rng.choice([-1.0, 1.0], (n, k))
+    elif kind == "signs":
+        R = rng.choice([-1.0, 1.0], (n, k))
+    else:
+        R = rng.standard_normal((n, k))
+    with np.errstate(all="ignore"):
+        R = np.ldexp(R, scale) if kind in ("normal", "ints", "half") else R
+        if held_first:
+            R = round_to_format(R, fmt)
+        cfh = None if cf is None else float(round_to_format(np.array([cf]), fmt)[0])
+    residuals = _Residuals(R, fmt, cfh)
+    bias, few = _term_screens(residuals, True, True)
+    want_bias, want_few, want_held = _term_screens_by_numpy(R, fmt, cfh)
+    assert math.copysign(1.0, bias) == math.copysign(1.0, want_bias), (bias, want_bias)
+    assert bias == want_bias or (math.isnan(bias) and math.isnan(want_bias)), (bias, want_bias)
+    assert few == want_few
+    for i, want in enumerate(want_held):
+        got = residuals.held(i)
+        assert got.shape == want.shape and np.array_equal(got, want, equal_nan=True)
