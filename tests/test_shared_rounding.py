@@ -451,16 +451,21 @@ def test_equal_pairs_match_a_counter(rows):
 def test_equal_pairs_survive_colliding_slots():
     """Values whose hashes share a slot of the table (found by search on the table's hash: the top bits of the bits
     times Knuth's constant) are counted apart (linear probing compares the values, the slot decides nothing): 4,096
-    values in 128 groups of one slot, and their negatives, against the reference count."""
-    from harness.sharedrounding import equal_pairs
+    values in 128 groups of one slot, and their negatives, against the reference count; and the same values in
+    several columns, each column counted on its own (a slot holds one column's value: the tables are not cleared
+    between columns)."""
+    from harness.sharedrounding import HASH_MAX_BITS, HASH_SPREAD, equal_pairs
 
-    lg = 13  # a table for 4,096 rows: 8,192 slots
+    rows = 4096
+    lg = max(4, min(HASH_MAX_BITS, (HASH_SPREAD * rows - 1).bit_length()), (2 * rows - 1).bit_length())  # the kernel's
     mul, shift = np.uint64(0x9E3779B97F4A7C15), np.uint64(64 - lg)
     cand = np.arange(1.0, 2.0**21).view(np.uint64)
     slot = (cand * mul) >> shift
     same = cand[slot == np.bincount(slot.astype(np.int64)).argmax()].view(np.float64)[:128]
     assert same.size >= 64  # the search found many values of one slot
-    col = np.resize(same, 4096)
+    col = np.resize(same, rows)
     np.random.default_rng(3).shuffle(col)
     both = np.column_stack([col, -col])
     assert equal_pairs(both).tolist() == _pairs_by_counter(both)
+    shared = np.column_stack([col, col[::-1], np.resize(np.unique(col)[::-1], rows), col])
+    assert equal_pairs(shared).tolist() == _pairs_by_counter(shared)
