@@ -1067,3 +1067,30 @@ def test_the_term_screens_are_numpys(n: int, k: int, name: str, kind: str, scale
     for i, want in enumerate(want_held):
         got = residuals.held(i)
         assert got.shape == want.shape and np.array_equal(got, want, equal_nan=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 8), st.sampled_from([F32, F64, get_format("float16")]),
+       st.integers(0, 2**32 - 1))
+def test_the_compiled_verdict_is_numpys(k: int, family: int, fmt, seed: int) -> None:  # type: ignore[no-untyped-def]
+    """``_residue_verdict`` (compiled: ``_verdict``) against its NumPy formula, ``_shared_sign``'s rule and the bias
+    summed over the spacings: the same flags and the same bias bit for bit, on counts about ``MIN_RESIDUES``, sums and
+    sums of squares of any size, zeros (a zero sum of squares: inf or NaN scores), infinities and NaN, tops of 0."""
+    from harness.repeatedsums import MIN_RESIDUES, _largest_spacing, _residue_verdict, _shared_sign
+
+    rng = np.random.default_rng(seed)
+    stats = np.empty((SPACINGS, 3, k))
+    stats[:, 0] = rng.integers(MIN_RESIDUES - 2, MIN_RESIDUES + 2, (SPACINGS, k))
+    stats[:, 1] = rng.standard_normal((SPACINGS, k)) * np.exp2(rng.integers(-60, 60, (SPACINGS, k)))
+    stats[:, 2] = np.abs(rng.standard_normal((SPACINGS, k))) * np.exp2(rng.integers(-60, 60, (SPACINGS, k)))
+    edges = rng.random((SPACINGS, 3, k)) < 0.1
+    stats[edges] = rng.choice([0.0, -0.0, math.inf, -math.inf, math.nan, 1e308], int(edges.sum()))
+    top = np.where(rng.random(k) < 0.3, 0.0, np.exp2(rng.integers(-1074, 1000, k).astype(np.float64)))
+    got_cols, got_bias = _residue_verdict(stats, top, fmt, family)
+    flagged = _shared_sign(stats, SPACINGS * k * family)
+    unit = np.where(top > 0, top, _largest_spacing(fmt))
+    with np.errstate(invalid="ignore", over="ignore"):
+        counted = stats[:, 0, :] >= MIN_RESIDUES
+        bias = np.sum(np.where(counted, np.abs(stats[:, 1, :]), 0.0), axis=0) * unit
+    assert got_cols == [j for j in range(k) if bool(flagged[j])]
+    assert np.array_equal(got_bias.view(np.uint64), np.asarray(bias).view(np.uint64)), (got_bias, bias)
