@@ -182,14 +182,11 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
     if n * k <= lam**2:
         return RepeatedReductions(None, None, False)
 
-    def held(a: F) -> F:
-        return _nonzero_held(a, fmt)
-
-    sample = held(np.asarray(R)[screen_rows(n)])  # one sample of rows, rounded, for every screen
+    sample, magnitudes = _held_sample(R, fmt)  # one sample of rows, rounded, for every screen
     # the loss's terms, the squares, all columns together in C order (the order (R * R).sum() adds them): their
     # magnitudes repeat, or their residues share a sign (distinct m + 0.5 squared all end in .25: a sequential sum of
     # 100,000 of them, float64, was suspect at 17.3; helper-54)
-    loss = bool(repeating_in_sample(np.abs(sample).reshape(-1, 1), n * k))
+    loss = bool(repeating_in_sample(magnitudes, n * k))
     # the residuals whose products a correct step sums: R, and where 2c is not a power of two (a mean over N K
     # elements, N K not a power of two) also R scaled by 2c in the dtype, as a mean's backward pass forms it before
     # the sum (torch's grad_W was suspect at 3.87 on integer features against a constant residual, N = 4,608, float32,
@@ -234,6 +231,38 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
         loss = loss and not ex_loss
         loss_bias = 0.0 if ex_loss else loss_bias
     return RepeatedReductions(gW, gb, loss, loss_bias)
+
+
+def _held_sample(R: F, fmt: FloatFormat) -> tuple[F, F]:
+    """:func:`repeated_reductions`' sample of ``R`` ``(N, K)``: the rows :func:`harness.sharedrounding.screen_rows`
+    draws, rounded to ``fmt``, zeros as NaN (:func:`_nonzero_held`), ``(s, K)``; and their magnitudes in C order
+    ``(s K, 1)``. In float32 and float64 (a float64 ``R``) one compiled pass (:func:`_held_sample_pass`), else NumPy:
+    the same values either way (NaN where NaN)."""
+    rows = screen_rows(R.shape[0])
+    to_float32 = _fused_rounding(fmt)
+    if to_float32 is None or np.asarray(R).dtype != np.float64:
+        sample = _nonzero_held(np.asarray(R)[rows], fmt)
+        return sample, np.abs(sample).reshape(-1, 1)
+    index = np.arange(R.shape[0]) if isinstance(rows, slice) else rows
+    return _held_sample_pass(np.asarray(R), index, to_float32)
+
+
+@njit(cache=True, nogil=True)
+def _held_sample_pass(R: np.ndarray, rows: np.ndarray, to_float32: bool) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+    """:func:`_held_sample` compiled: ``R[rows]`` rounded to float32 where ``to_float32`` (IEEE's conversion, as
+    :func:`_held`), zeros as NaN, and the magnitudes of that in C order."""
+    s = rows.shape[0]
+    k = R.shape[1]
+    sample = np.empty((s, k))
+    magnitudes = np.empty((s * k, 1))
+    for a in range(s):
+        for c in range(k):
+            r = R[rows[a], c]
+            r = float(np.float32(r)) if to_float32 else r
+            r = np.nan if r == 0.0 else r
+            sample[a, c] = r
+            magnitudes[a * k + c, 0] = np.abs(r)
+    return sample, magnitudes
 
 
 class _Residuals:

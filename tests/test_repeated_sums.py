@@ -1094,3 +1094,23 @@ def test_the_compiled_verdict_is_numpys(k: int, family: int, fmt, seed: int) -> 
         bias = np.sum(np.where(counted, np.abs(stats[:, 1, :]), 0.0), axis=0) * unit
     assert got_cols == [j for j in range(k) if bool(flagged[j])]
     assert np.array_equal(got_bias.view(np.uint64), np.asarray(bias).view(np.uint64)), (got_bias, bias)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 5000), st.integers(1, 5), st.sampled_from(["float32", "float64"]), st.integers(0, 2**32 - 1))
+def test_the_compiled_sample_is_numpys(n: int, k: int, name: str, seed: int) -> None:
+    """``_held_sample`` (compiled in float32 and float64) against NumPy's ``_nonzero_held`` of the sampled rows and
+    their magnitudes: the same values, NaN where NaN, on the edge values (signed zeros, subnormals, values that round
+    to 0 or overflow in float32, infinities, NaN) among normal ones, sampled or every row (``screen_rows``)."""
+    from harness.repeatedsums import _held_sample, _nonzero_held
+    from harness.sharedrounding import screen_rows
+
+    rng = np.random.default_rng(seed)
+    R = rng.standard_normal((n, k))
+    edges = rng.random((n, k)) < 0.2
+    R[edges] = rng.choice(_EDGE_VALUES + [1e-46, -1e-46, 3.5e38, 1e39], int(edges.sum()))
+    fmt = get_format(name)
+    sample, magnitudes = _held_sample(R, fmt)
+    want = _nonzero_held(R[screen_rows(n)], fmt)
+    assert np.array_equal(sample, want, equal_nan=True)
+    assert np.array_equal(magnitudes, np.abs(want).reshape(-1, 1), equal_nan=True)
