@@ -727,6 +727,10 @@ def _residue_pass(X: np.ndarray, R: np.ndarray, grid: np.ndarray, to_float32: bo
     return out
 
 
+#: :func:`_magnitude_sums` adds ``TERM_ROWS`` rows of elements at a time, in lanes.
+TERM_ROWS = 8
+
+
 @njit(cache=True, nogil=True, error_model="numpy")
 def _held_terms(R: np.ndarray, to_float32: bool, cf: float, R_held: np.ndarray, squares: np.ndarray,
                 R_scaled: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
@@ -736,42 +740,66 @@ def _held_terms(R: np.ndarray, to_float32: bool, cf: float, R_held: np.ndarray, 
     ``R_held`` ``(N, K)``: ``r = fl(R)``; ``squares`` (``N K`` elements, C order): ``fl(r r)``; ``R_scaled``
     ``(N, K)`` where it has rows (else nothing): ``fl((2 r) cf)``, as ``_held(2.0 * R_held * cf)``. Returns float64
     ``(1 + 2 K,)``: the sum of the squares' magnitudes, then each column's of ``R_held``, then of ``R_scaled`` (0
-    where not formed), each in its own order (in lanes of one column each, then the lanes added): only their
+    where not formed), in no particular order (:func:`_magnitude_sums`): only their
     binades are used, where :func:`_binade_proved` says that every order's sum lies there. A non-finite term makes its
     sum non-finite."""
     n, m = R.shape
     scaled = R_scaled.shape[0] > 0
-    out = np.zeros(1 + 2 * m)
-    # element after element in C order (R_held, the squares and R_scaled share its flat index), each sum in lanes of
-    # one column each, ``L`` of them (a multiple of ``m``)
-    lanes = m * max(1, 16 // m)
-    acc = np.zeros((3, lanes))
     nm = n * m
     Rf = R.reshape(nm)
     hf = R_held.reshape(nm)
     qf = squares.reshape(nm)
     xf = R_scaled.reshape(R_scaled.size)
-    for j0 in range(0, nm, lanes):
-        for lane in range(min(lanes, nm - j0)):
-            j = j0 + lane
-            r = Rf[j]
-            r = float(np.float32(r)) if to_float32 else r
+    # element after element in C order (R_held, the squares and R_scaled share the flat index), one loop per case
+    # (each element's operations alone, so that it vectorises), then the sums over the arrays formed
+    if to_float32 and scaled:
+        for j in range(nm):
+            r = float(np.float32(Rf[j]))
             hf[j] = r
-            q = r * r
-            q = float(np.float32(q)) if to_float32 else q
-            qf[j] = q
-            acc[0, lane] += np.abs(q)
-            acc[1, lane] += np.abs(r)
-            if scaled:
-                x = 2.0 * r * cf
-                x = float(np.float32(x)) if to_float32 else x
-                xf[j] = x
-                acc[2, lane] += np.abs(x)
-    for lane in range(lanes):
-        c = lane % m
-        out[0] += acc[0, lane]
-        out[1 + c] += acc[1, lane]
-        out[1 + m + c] += acc[2, lane]
+            qf[j] = float(np.float32(r * r))
+            xf[j] = float(np.float32(2.0 * r * cf))
+    elif to_float32:
+        for j in range(nm):
+            r = float(np.float32(Rf[j]))
+            hf[j] = r
+            qf[j] = float(np.float32(r * r))
+    elif scaled:
+        for j in range(nm):
+            r = Rf[j]
+            hf[j] = r
+            qf[j] = r * r
+            xf[j] = 2.0 * r * cf
+    else:
+        for j in range(nm):
+            r = Rf[j]
+            hf[j] = r
+            qf[j] = r * r
+    out = np.zeros(1 + 2 * m)
+    out[0] = _magnitude_sums(qf, 1)[0]
+    out[1:1 + m] = _magnitude_sums(hf, m)
+    if scaled:
+        out[1 + m:] = _magnitude_sums(xf, m)
+    return out
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc"})
+def _magnitude_sums(x: np.ndarray, m: int) -> np.ndarray:  # pragma: no cover - compiled
+    """Per column of ``x`` (``n m`` elements of an ``(n, m)`` array in C order), the sum of its elements'
+    magnitudes ``(m,)``, in lanes of one column each (``m TERM_ROWS`` of them, then the lanes added), in an order of
+    LLVM's choosing: reassociated (only ``reassoc`` of the fast-math flags: each addition rounded, NaN and infinity
+    as IEEE's), so that it vectorises. For :func:`_binade_proved`, which holds for every order."""
+    L = m * TERM_ROWS
+    acc = np.zeros(L)
+    nm = x.shape[0]
+    full = nm - nm % L
+    for j0 in range(0, full, L):
+        for lane in range(L):
+            acc[lane] += np.abs(x[j0 + lane])
+    out = np.zeros(m)
+    for j in range(full, nm):
+        out[j % m] += np.abs(x[j])
+    for lane in range(L):
+        out[lane % m] += acc[lane]
     return out
 
 

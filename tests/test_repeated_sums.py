@@ -1024,8 +1024,9 @@ def _term_screens_by_numpy(R: np.ndarray, fmt, cf: float | None) -> tuple[float,
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.integers(1, 700), st.integers(1, 5), st.sampled_from(["float16", "bfloat16", "float32", "float64"]),
-       st.sampled_from(["normal", "ints", "half", "edges", "tiny", "huge", "signs"]), st.integers(-60, 60),
+@given(st.one_of(st.integers(1, 100), st.integers(64, 3000), st.sampled_from([63, 64, 65, 127, 128, 129, 1024, 2048])),
+       st.integers(1, 5), st.sampled_from(["float16", "bfloat16", "float32", "float64", "float32", "float64"]),
+       st.sampled_from(["normal", "ints", "half", "edges", "tiny", "huge", "signs", "ones"]), st.integers(-60, 60),
        st.sampled_from([None, 1.0 / 3, 2.0**-20 / 3, 1e-40, 1e-310]), st.booleans(), st.integers(0, 2**32 - 1))
 def test_the_term_screens_are_numpys(n: int, k: int, name: str, kind: str, scale: int, cf: float | None,
                                      held_first: bool, seed: int) -> None:
@@ -1034,7 +1035,8 @@ def test_the_term_screens_are_numpys(n: int, k: int, name: str, kind: str, scale
     as NumPy forms them, each screened by ``_held_residue_bias``: the same bias, the same columns and the same held
     residuals, bit for bit, on normal data, integers, integers plus a half (squares that tie), the edge values
     (subnormal, huge, non-finite), subnormal and near-overflow terms (squares that overflow or underflow), signs,
-    from 1 row up (below ``MIN_RESIDUES``: NumPy's path)."""
+    ones (sums of magnitudes on a power of two: not proved, NumPy's path), from 1 row up (below ``MIN_RESIDUES``:
+    NumPy's path)."""
     from harness.repeatedsums import _Residuals, _term_screens
 
     fmt = get_format(name)
@@ -1051,10 +1053,12 @@ def test_the_term_screens_are_numpys(n: int, k: int, name: str, kind: str, scale
         R = rng.uniform(0.5, 1.0, (n, k)) * fmt.max_finite * rng.choice([-1.0, 1.0], (n, k))
     elif kind == "signs":
         R = rng.choice([-1.0, 1.0], (n, k))
+    elif kind == "ones":  # sums of magnitudes on a power of two where N is one: not proved, NumPy's path
+        R = np.ones((n, k))
     else:
         R = rng.standard_normal((n, k))
     with np.errstate(all="ignore"):
-        R = np.ldexp(R, scale) if kind in ("normal", "ints", "half") else R
+        R = np.ldexp(R, scale) if kind in ("normal", "ints", "half", "ones") else R
         if held_first:
             R = round_to_format(R, fmt)
         cfh = None if cf is None else float(round_to_format(np.array([cf]), fmt)[0])
