@@ -209,7 +209,8 @@ def repeated_reductions(X: F, R: F, fmt: FloatFormat, lam: float, exact: ExactCo
             gb[r_cols] = True
         x_repeat = _repeating_features(X, fmt, x_pairs)
         gW = np.zeros((d, k), dtype=bool)
-        gW[np.ix_(x_repeat, r_cols)] = True  # a repeating feature times a flagged residual column
+        if x_repeat and r_cols:
+            gW[np.ix_(x_repeat, r_cols)] = True  # a repeating feature times a flagged residual column
         # the products' own residues, over every row: a repeating feature (an indicator, a sign) times every residual
         # column (an indicator picks the rows of one residue class out of a balanced column: 1.54, helper-48), and
         # every feature times a flagged residual column (a feature s (m + 0.3) against a residual of signs s: every
@@ -360,11 +361,26 @@ def _repeating_features(X: F, fmt: FloatFormat, x_pairs: SamplePairs | None) -> 
     if x_pairs is None:
         return repeating_in_sample(_nonzero_held(X[screen_rows(X.shape[0])], fmt), X.shape[0])
     sample = np.ascontiguousarray(x_pairs.sample, dtype=np.float64)
+    to_float32 = _fused_rounding(fmt)
+    # float64: rounding changes nothing (a copy); float32: each value its own rounding, or NaN where NaN (rounding
+    # changes a NaN's payload), in one compiled pass; else the same test on the rounded sample
+    if to_float32 is False or (to_float32 and _rounds_to_itself(sample.reshape(-1))):
+        return x_pairs.repeating(zeros=False)
     held = _held(sample, fmt)
-    # the same bits (first: cheaper), or the same values and NaN where NaN (rounding changes a NaN's payload)
-    if np.array_equal(held.view(np.uint64), sample.view(np.uint64)) or np.array_equal(held, sample, equal_nan=True):
+    if to_float32 is None and np.array_equal(held, sample, equal_nan=True):
         return x_pairs.repeating(zeros=False)
     return repeating_in_sample(np.where(held == 0, np.nan, held), X.shape[0])
+
+
+@njit(cache=True, nogil=True)
+def _rounds_to_itself(x: np.ndarray) -> bool:  # pragma: no cover - compiled
+    """Whether every element of ``x`` (float64, 1-d) rounded to float32 (IEEE's conversion, as :func:`_held`) equals
+    itself, or is NaN where it is NaN: ``np.array_equal(_held(x, FLOAT32), x, equal_nan=True)``."""
+    for v in x:
+        r = float(np.float32(v))
+        if not (r == v or (r != r and v != v)):
+            return False
+    return True
 
 
 def _lowest_bit(x: F) -> float:

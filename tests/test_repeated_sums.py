@@ -1118,3 +1118,35 @@ def test_the_compiled_sample_is_numpys(n: int, k: int, name: str, seed: int) -> 
     want = _nonzero_held(R[screen_rows(n)], fmt)
     assert np.array_equal(sample, want, equal_nan=True)
     assert np.array_equal(magnitudes, np.abs(want).reshape(-1, 1), equal_nan=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(2, 3000), st.integers(1, 4), st.sampled_from(["float16", "bfloat16", "float32", "float64"]),
+       st.sampled_from(["exact", "float64", "edges", "repeats"]), st.integers(0, 2**32 - 1))
+def test_the_features_screen_from_the_pairs_is_numpys(n: int, d: int, name: str, kind: str, seed: int) -> None:
+    """``_repeating_features`` from ``sample_pairs`` (float64: no rounding to test; float32: a compiled test that the
+    sample rounds to itself) against the NumPy test it replaced: the same columns, on features exact in the dtype,
+    not exact in it, with signed zeros, NaN (another payload too) and infinities, and repeating ones."""
+    from harness.repeatedsums import _held, _repeating_features
+    from harness.sharedrounding import repeating_in_sample, sample_pairs
+
+    fmt = get_format(name)
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, d))
+    if kind == "exact":
+        X = round_to_format(X, fmt)
+    elif kind == "edges":
+        edges = rng.random((n, d)) < 0.3
+        X[edges] = rng.choice(_EDGE_VALUES + [np.uint64(0x7FF8DEADBEEF0001).view(np.float64)], int(edges.sum()))
+        with np.errstate(all="ignore"):
+            X = round_to_format(X, fmt) if rng.random() < 0.5 else X
+    elif kind == "repeats":
+        X = round_to_format(rng.integers(-2, 3, (n, d)) * 0.1, fmt)
+    pairs = sample_pairs(X)
+    sample = np.ascontiguousarray(pairs.sample, dtype=np.float64)
+    held = _held(sample, fmt)
+    if np.array_equal(held.view(np.uint64), sample.view(np.uint64)) or np.array_equal(held, sample, equal_nan=True):
+        want = pairs.repeating(zeros=False)
+    else:
+        want = repeating_in_sample(np.where(held == 0, np.nan, held), n)
+    assert _repeating_features(X, fmt, pairs) == want
