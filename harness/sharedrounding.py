@@ -290,7 +290,7 @@ def _pairs_and_zeros(a: F) -> npt.NDArray[np.int64]:
     """int64 ``(2, C)``: :func:`equal_pairs` of ``a`` ``(rows, C)``, and how many elements of each column are zero
     (``+0.0`` or ``-0.0`` as float64)."""
     a = np.asarray(a)
-    bits = (np.asarray(a, dtype=np.float64) + 0.0).view(np.uint64)  # + 0.0: -0.0 becomes 0.0 (NaN stays NaN)
+    bits = np.ascontiguousarray(a, dtype=np.float64).view(np.uint64)  # (-0.0 is taken as 0.0 there)
     return _hashed_pairs(bits.reshape(a.shape))
 
 
@@ -303,8 +303,8 @@ HASH_MAX_BITS = 14
 
 @njit(cache=True, nogil=True)
 def _hashed_pairs(bits: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
-    """:func:`equal_pairs` of the float64 bits ``(rows, C)`` (uint64, ``-0.0`` already ``0.0``; NaN patterns are
-    skipped): per column, an open-addressing table of at least ``2 rows`` slots (load at most one half; more, up to
+    """:func:`equal_pairs` of the float64 bits ``(rows, C)`` (uint64; ``-0.0``'s bits are taken as ``0.0``'s, NaN
+    patterns are skipped): per column, an open-addressing table of at least ``2 rows`` slots (load at most one half; more, up to
     :data:`HASH_SPREAD` per value, where that stays within ``2**HASH_MAX_BITS`` slots), keyed by the bits, holding how
     many of each value were seen; each value adds that count to its column's pairs (the ``j``-th of a group adds
     ``j - 1``: ``m (m - 1) / 2`` in all). Slots by Fibonacci hashing (Knuth: the top bits of
@@ -322,6 +322,7 @@ def _hashed_pairs(bits: np.ndarray) -> np.ndarray:  # pragma: no cover - compile
     mul = np.uint64(0x9E3779B97F4A7C15)
     magnitude = np.uint64(0x7FFFFFFFFFFFFFFF)
     inf = np.uint64(0x7FF0000000000000)
+    negative_zero = np.uint64(0x8000000000000000)
     keys = np.empty(size, dtype=np.uint64)
     seen = np.empty(size, dtype=np.int64)
     owner = np.full(size, -1, dtype=np.int64)  # the column whose value a slot holds (-1: none yet)
@@ -331,6 +332,7 @@ def _hashed_pairs(bits: np.ndarray) -> np.ndarray:  # pragma: no cover - compile
         zeros = 0
         for i in range(rows):
             key = bits[i, c]
+            key = key if key != negative_zero else np.uint64(0)  # -0.0 is 0.0
             if (key & magnitude) > inf:  # a NaN: equal to nothing
                 continue
             zeros += key == 0
