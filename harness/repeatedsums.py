@@ -269,7 +269,8 @@ def _held_sample_pass(R: np.ndarray, rows: np.ndarray, to_float32: bool) -> tupl
 class _Residuals:
     """The residuals :func:`repeated_reductions` screens, each rounded to ``fmt`` as the step holds it, formed on
     first use: ``R_held = fl(R)`` (:func:`_held`), and where ``cf`` (``fl(c)``) is given the scaled residual
-    ``fl(2 R_held cf)``, as torch forms it (``fl(c)`` may be subnormal: helper-52)."""
+    ``fl(2 R_held cf)``, as torch forms it (``fl(c)`` may be subnormal: helper-52). Read only (a preset ``R_held`` may
+    be ``R``'s own array: :func:`_term_screens` in float64)."""
 
     def __init__(self, R: F, fmt: FloatFormat, cf: float | None) -> None:
         self.R, self.fmt, self.cf = R, fmt, cf
@@ -310,10 +311,12 @@ def _term_screens(residuals: _Residuals, squares: bool, columns: bool) -> tuple[
     to_float32 = _fused_rounding(fmt)
     if (squares or columns) and to_float32 is not None and n >= MIN_RESIDUES and k:
         scaled = columns and residuals.cf is not None
-        R_held, sq, R_scaled = np.empty((n, k)), np.empty((n * k, 1)), np.empty((n, k) if scaled else (0, k))
+        R64 = np.ascontiguousarray(R, dtype=np.float64)
+        R_held = np.empty((n, k) if to_float32 else (0, k))  # (float64: the residual held is R64, read only)
+        sq, R_scaled = np.empty((n * k, 1)), np.empty((n, k) if scaled else (0, k))
         with np.errstate(all="ignore"):
-            sums = _held_terms(np.ascontiguousarray(R, dtype=np.float64), to_float32, residuals.cf or 0.0, R_held, sq,
-                               R_scaled)
+            sums = _held_terms(R64, to_float32, residuals.cf or 0.0, R_held, sq, R_scaled)
+        R_held = R_held if to_float32 else R64
         terms = np.zeros(1 + 2 * k, dtype=np.int64)  # the terms of each sum needed, 0 for one not needed
         terms[0] = n * k if squares else 0
         terms[1:1 + (2 if scaled else 1) * k] = n if columns else 0
@@ -753,7 +756,7 @@ def _held_terms(R: np.ndarray, to_float32: bool, cf: float, R_held: np.ndarray, 
     """The terms :func:`repeated_reductions` screens, formed from ``R`` ``(N, K)`` (float64) in one pass, and their
     sums of magnitudes. ``fl`` rounds to float32 where ``to_float32`` (IEEE's conversion, to nearest even, overflow
     to infinity: ``astype(np.float32)``), else nothing (float64): :func:`_held`'s rounding in those formats. Writes
-    ``R_held`` ``(N, K)``: ``r = fl(R)``; ``squares`` (``N K`` elements, C order): ``fl(r r)``; ``R_scaled``
+    ``R_held`` ``(N, K)``: ``r = fl(R)`` (in float64 nothing: ``R_held`` is then unread, ``R`` is it); ``squares`` (``N K`` elements, C order): ``fl(r r)``; ``R_scaled``
     ``(N, K)`` where it has rows (else nothing): ``fl((2 r) cf)``, as ``_held(2.0 * R_held * cf)``. Returns float64
     ``(1 + 2 K,)``: the sum of the squares' magnitudes, then each column's of ``R_held``, then of ``R_scaled`` (0
     where not formed), in no particular order (:func:`_magnitude_sums`): only their
@@ -763,7 +766,7 @@ def _held_terms(R: np.ndarray, to_float32: bool, cf: float, R_held: np.ndarray, 
     scaled = R_scaled.shape[0] > 0
     nm = n * m
     Rf = R.reshape(nm)
-    hf = R_held.reshape(nm)
+    hf = R_held.reshape(R_held.size)
     qf = squares.reshape(nm)
     xf = R_scaled.reshape(R_scaled.size)
     # element after element in C order (R_held, the squares and R_scaled share the flat index), one loop per case
@@ -779,20 +782,21 @@ def _held_terms(R: np.ndarray, to_float32: bool, cf: float, R_held: np.ndarray, 
             r = float(np.float32(Rf[j]))
             hf[j] = r
             qf[j] = float(np.float32(r * r))
-    elif scaled:
+    elif scaled:  # (float64: R_held is R, not written)
         for j in range(nm):
             r = Rf[j]
-            hf[j] = r
             qf[j] = r * r
             xf[j] = 2.0 * r * cf
     else:
         for j in range(nm):
             r = Rf[j]
-            hf[j] = r
             qf[j] = r * r
     out = np.zeros(1 + 2 * m)
     out[0] = _magnitude_sums(qf, 1)[0]
-    out[1:1 + m] = _magnitude_sums(hf, m)
+    if to_float32:
+        out[1:1 + m] = _magnitude_sums(hf, m)
+    else:
+        out[1:1 + m] = _magnitude_sums(Rf, m)
     if scaled:
         out[1 + m:] = _magnitude_sums(xf, m)
     return out

@@ -1062,6 +1062,7 @@ def test_the_term_screens_are_numpys(n: int, k: int, name: str, kind: str, scale
         if held_first:
             R = round_to_format(R, fmt)
         cfh = None if cf is None else float(round_to_format(np.array([cf]), fmt)[0])
+    R.flags.writeable = bool(seed % 2)  # (the bounds hand over a read-only residual)
     residuals = _Residuals(R, fmt, cfh)
     bias, few = _term_screens(residuals, True, True)
     want_bias, want_few, want_held = _term_screens_by_numpy(R, fmt, cfh)
