@@ -48,8 +48,8 @@ one compiled loop (:func:`_shared_kernel`, two passes over the elements, the Num
 ``tests/test_shared_rounding.py`` compares the two bit for bit). Four-valued X, 1,000,000 x 16 x 4: 2.5 s in NumPy,
 1.8 s so (one thread; issue 12's thirteenth round). Where ``b`` is the only shared term (continuous data), its
 family is one compiled pass too (:func:`_b_family`, the same floats: 0.39 against 0.17 ms for the whole shared part at
-15,625 x 16 x 4, float64 arrays, one thread; the pass vectorised, 0.13 to 0.09 ms of it, helper-116). X's sample may be screened by the caller (:func:`sample_pairs`), once
-for this model and :mod:`harness.repeatedsums`.
+15,625 x 16 x 4, float64 arrays, one thread; the pass vectorised, 0.13 to 0.09 ms of it, helper-116). X's sample may
+be screened by the caller (:func:`sample_pairs`), once for this model and :mod:`harness.repeatedsums`.
 
 **Known limits** (an attack, helper-44, issue 12's twelfth round): every group's error with one sign (a common
 fractional part shared by all groups), or a shared fractional part with no repeated value, exceeds the model on
@@ -282,7 +282,7 @@ def equal_pairs(a: F) -> npt.NDArray[np.int64]:
 
     Counted in a hash table of the values' float64 bits per column (:func:`_hashed_pairs`): one pass over the
     values, where sorting each column cost about 7 times as much (2,048 x 16 float64: 83 against 596 us, AMD EPYC,
-    one thread; 115 us on this Xeon with the wider tables, 187 before)."""
+    one thread; on an Intel Xeon 115 us with the wider tables, 187 before)."""
     return _pairs_and_zeros(a)[0]
 
 
@@ -304,13 +304,13 @@ HASH_MAX_BITS = 14
 @njit(cache=True, nogil=True)
 def _hashed_pairs(bits: np.ndarray) -> np.ndarray:  # pragma: no cover - compiled
     """:func:`equal_pairs` of the float64 bits ``(rows, C)`` (uint64; ``-0.0``'s bits are taken as ``0.0``'s, NaN
-    patterns are skipped): per column, an open-addressing table of at least ``2 rows`` slots (load at most one half; more, up to
-    :data:`HASH_SPREAD` per value, where that stays within ``2**HASH_MAX_BITS`` slots), keyed by the bits, holding how
-    many of each value were seen; each value adds that count to its column's pairs (the ``j``-th of a group adds
-    ``j - 1``: ``m (m - 1) / 2`` in all). Slots by Fibonacci hashing (Knuth: the top bits of
+    patterns are skipped): per column, an open-addressing table of at least ``2 rows`` slots (load at most one half;
+    more, up to :data:`HASH_SPREAD` per value, where that stays within ``2**HASH_MAX_BITS`` slots), keyed by the bits,
+    holding how many of each value were seen; each value adds that count to its column's pairs (the ``j``-th of a
+    group adds ``j - 1``: ``m (m - 1) / 2`` in all). Slots by Fibonacci hashing (Knuth: the top bits of
     ``bits * 0x9E3779B97F4A7C15``), collisions by linear probing; a slot belongs to the column whose number it is
-    tagged with (no table cleared between columns). Returns int64 ``(2, C)``: the pairs, and the zeros (bits 0) of
-    each column."""
+    tagged with (no table cleared between columns). Returns int64 ``(2, C)``: the pairs, and the zeros (``+0.0`` or
+    ``-0.0``) of each column."""
     rows, cols = bits.shape
     lg = 4
     while (1 << lg) < 2 * rows:

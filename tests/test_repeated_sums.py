@@ -1009,7 +1009,8 @@ def test_residue_bias_of_terms_not_exact_in_the_dtype(n: int, name: str, below: 
     assert got[0] == want[0] and np.array_equal(got[1], want[1]), (got, want)
 
 
-def _term_screens_by_numpy(R: np.ndarray, fmt, cf: float | None) -> tuple[float, list[list[int]], list[np.ndarray]]:  # type: ignore[no-untyped-def]
+def _term_screens_by_numpy(R: np.ndarray, fmt,  # type: ignore[no-untyped-def]
+                           cf: float | None) -> tuple[float, list[list[int]], list[np.ndarray]]:
     """``repeated_reductions``' screens of the terms themselves as NumPy forms them: the loss's squares
     ``fl(R_held R_held)`` as one column, then ``R_held`` and (where ``cf``) ``fl(2 R_held cf)``, each array screened
     by ``_held_residue_bias``; the loss's bias, the flagged columns and the held residuals."""
