@@ -885,30 +885,30 @@ def _kernel_partial_sums(X: F64, Y: F64, W: F64, b: F64, R: F64, wt: float) -> t
 
 def _prepared_partial_sums(X: F64, Y: F64, W: F64, b: F64, R: F64, wt: float, pre: _Prepared,
                            ) -> tuple[F64, F64, F64, F64, F64, F64, F64]:
-    """:func:`_kernel_partial_sums` with ``V_R`` formed in one compiled pass (``partialsums.residual_variance``:
-    the same expression, :func:`order_model` element-wise) and ``sum R**2`` over the rows from ``pre``.
+    """:func:`_kernel_partial_sums` with ``V_R`` formed in one compiled pass (``partialsums.residual_variance_fused``:
+    the same expression, :func:`order_model` element-wise, from the partial sums as they are formed), ``X^T R``'s and
+    ``1^T R``'s partial sums in one (``partialsums.product_partial_sums_and_ones``) and ``sum R**2`` over the rows
+    from ``pre``.
 
     Returns:
         ``(V_R, V_gW_pss, sumT2, V_gb_pss, R**2 * V_R, V_R**2, V_R.sum(axis=0))``: ``(N, K)``, ``(D, K)``,
         ``(D, K)``, ``(K,)``, ``(N, K)``, ``(N, K)``, ``(K,)``, float64 (the last from the kernel for ``K >= 2``).
     """
-    from .partialsums import product_partial_sums, residual_partial_sums, residual_variance
+    from .partialsums import product_partial_sums_and_ones, residual_variance_fused
 
     n, d = X.shape
     X, W, b, Y, R = (np.ascontiguousarray(a, dtype=np.float64) for a in (X, W, b, Y, R))
     R2 = pre.R.sq
     assert R2 is not None
-    fwd, rev, tot, sumP2 = residual_partial_sums(X, W, b, Y)
     V_R, RV, VR2 = np.empty(Y.shape), np.empty(Y.shape), np.empty(Y.shape)
     cols = np.empty((1, Y.shape[1]))
     sum_k2, sum_kvar = _order_sums(d + 2)
-    residual_variance(fwd, rev, tot, sumP2, b, Y, R2, 1 + 2 * wt, d + 2, sum_k2, sum_kvar, V_R, RV, VR2, cols)
+    residual_variance_fused(X, W, b, Y, R2, 1 + 2 * wt, d + 2, sum_k2, sum_kvar, V_R, RV, VR2, cols)
     sumVR = _column_sums(cols[0], V_R)
-    fwd, rev, tot, sumT2 = product_partial_sums(X, R)
+    fwd, rev, tot, sumT2, fwd1, rev1, tot1 = product_partial_sums_and_ones(X, R)
     V_gW_pss = order_model(fwd, rev, tot, sumT2, n)
     sumR2 = pre.R.colsum(2, R2)
-    fwd, rev, tot, _ = product_partial_sums(np.ones((n, 1)), R)
-    V_gb_pss = order_model(fwd[0], rev[0], tot[0], sumR2, n)
+    V_gb_pss = order_model(fwd1, rev1, tot1, sumR2, n)
     return V_R, V_gW_pss, sumT2, V_gb_pss, RV, VR2, sumVR
 
 

@@ -149,9 +149,147 @@ def product_partial_sums(A: np.ndarray, Bm: np.ndarray,
 
 
 @njit(cache=True, nogil=True)
+def _product_vec_k_ones(A: np.ndarray, Bm: np.ndarray,
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                   np.ndarray]:  # pragma: no cover - compiled
+    """:func:`_product_vec_k` of ``(A, Bm)`` and of ``(A, ones((N, 1)))`` in one pass: the second's terms
+    ``A[i, j] * 1.0`` (``A[i, j]`` itself) in accumulators of their own, with the same operations in the same order as
+    their own call's. Returns the first's four ``(D, K)`` and the second's forward, reverse and total, ``(D,)``."""
+    n, d = A.shape
+    k = Bm.shape[1]
+    F = np.zeros((d, k))
+    fwd = np.zeros((d, k))
+    ss = np.zeros((d, k))
+    F1 = np.zeros(d)
+    fwd1 = np.zeros(d)
+    n4 = n - n % 4
+    for i in range(0, n4, 4):
+        for j in range(d):
+            a0 = A[i, j]
+            a1 = A[i + 1, j]
+            a2 = A[i + 2, j]
+            a3 = A[i + 3, j]
+            for c in range(k):
+                x = F[j, c]
+                fr = fwd[j, c]
+                sr = ss[j, c]
+                t = a0 * Bm[i, c]
+                x = x + t
+                fr = fr + x * x
+                sr = sr + t * t
+                t = a1 * Bm[i + 1, c]
+                x = x + t
+                fr = fr + x * x
+                sr = sr + t * t
+                t = a2 * Bm[i + 2, c]
+                x = x + t
+                fr = fr + x * x
+                sr = sr + t * t
+                t = a3 * Bm[i + 3, c]
+                x = x + t
+                fr = fr + x * x
+                sr = sr + t * t
+                F[j, c] = x
+                fwd[j, c] = fr
+                ss[j, c] = sr
+            x = F1[j]
+            fr = fwd1[j]
+            x = x + a0 * 1.0
+            fr = fr + x * x
+            x = x + a1 * 1.0
+            fr = fr + x * x
+            x = x + a2 * 1.0
+            fr = fr + x * x
+            x = x + a3 * 1.0
+            fr = fr + x * x
+            F1[j] = x
+            fwd1[j] = fr
+    for i in range(n4, n):
+        for j in range(d):
+            a0 = A[i, j]
+            for c in range(k):
+                t = a0 * Bm[i, c]
+                x = F[j, c] + t
+                F[j, c] = x
+                fwd[j, c] += x * x
+                ss[j, c] += t * t
+            x = F1[j] + a0 * 1.0
+            F1[j] = x
+            fwd1[j] += x * x
+    total = F.copy()
+    total1 = F1.copy()
+    rev = np.zeros((d, k))
+    rev1 = np.zeros(d)
+    S = F  # reverse partial sums, from the whole sum down
+    S1 = F1
+    for i in range(0, n4, 4):
+        for j in range(d):
+            a0 = A[i, j]
+            a1 = A[i + 1, j]
+            a2 = A[i + 2, j]
+            a3 = A[i + 3, j]
+            for c in range(k):
+                x = S[j, c]
+                vr = rev[j, c]
+                vr = vr + x * x
+                x = x - a0 * Bm[i, c]
+                vr = vr + x * x
+                x = x - a1 * Bm[i + 1, c]
+                vr = vr + x * x
+                x = x - a2 * Bm[i + 2, c]
+                vr = vr + x * x
+                x = x - a3 * Bm[i + 3, c]
+                S[j, c] = x
+                rev[j, c] = vr
+            x = S1[j]
+            vr = rev1[j]
+            vr = vr + x * x
+            x = x - a0 * 1.0
+            vr = vr + x * x
+            x = x - a1 * 1.0
+            vr = vr + x * x
+            x = x - a2 * 1.0
+            vr = vr + x * x
+            x = x - a3 * 1.0
+            S1[j] = x
+            rev1[j] = vr
+    for i in range(n4, n):
+        for j in range(d):
+            a0 = A[i, j]
+            for c in range(k):
+                x = S[j, c]
+                rev[j, c] += x * x
+                S[j, c] = x - a0 * Bm[i, c]
+            x = S1[j]
+            rev1[j] += x * x
+            S1[j] = x - a0 * 1.0
+    return fwd, rev, total, ss, fwd1, rev1, total1
+
+
+@njit(cache=True, nogil=True)
+def product_partial_sums_and_ones(X: np.ndarray, R: np.ndarray,
+                                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                             np.ndarray]:  # pragma: no cover - compiled
+    """``product_partial_sums(X, R)`` and the forward, reverse and total of ``product_partial_sums(ones((N, 1)), R)``
+    (``(K,)`` each, its ``[0]``), the same bits, in one pass over ``R`` where ``D >= K`` (``X^T R``'s kernel has
+    ``R``'s columns outermost there: each gets the accumulators of ``1^T R`` beside it); else the two calls."""
+    if X.shape[1] >= R.shape[1]:
+        fwd, rev, total, ss, fwd1, rev1, total1 = _product_vec_k_ones(R, X)
+        return fwd.T.copy(), rev.T.copy(), total.T.copy(), ss.T.copy(), fwd1, rev1, total1
+    fwd, rev, total, ss = product_partial_sums(X, R)
+    f1, r1, t1, _ = product_partial_sums(np.ones((X.shape[0], 1)), R)
+    return fwd, rev, total, ss, f1[0].copy(), r1[0].copy(), t1[0].copy()
+
+
+@njit(cache=True, nogil=True)
 def _residual_row_blocks(X: np.ndarray, W: np.ndarray, b: np.ndarray, Y: np.ndarray, out: np.ndarray,
+                         fuse: bool, R2: np.ndarray, weight: float, n_terms: int, sum_k2: float, sum_kvar: float,
+                         V_R: np.ndarray, RV: np.ndarray, VR2: np.ndarray, cols: np.ndarray,
                          ) -> None:  # pragma: no cover - compiled
-    """:func:`residual_partial_sums` into ``out`` ``(4, N, K)``, vectorised over blocks of rows."""
+    """:func:`residual_partial_sums` into ``out`` ``(4, N, K)``, vectorised over blocks of rows; ``fuse``: instead
+    of ``out``, :func:`residual_variance` of each block's partial sums as it is formed (its ``w1`` is ``weight``:
+    ``w1`` names a weight of ``W`` here; ``out`` is not written;
+    ``cols[0]`` still adds each column's rows in order: the blocks in order, each block's rows in order)."""
     n, d = X.shape
     k = W.shape[1]
     bs = max(1, min(_ROW_BLOCK, max(16, _ROW_BLOCK_ELEMENTS // max(k, 1)), n))
@@ -258,12 +396,17 @@ def _residual_row_blocks(X: np.ndarray, W: np.ndarray, b: np.ndarray, Y: np.ndar
                 x = x - bc
                 vr += x * x
                 v[c, r] = vr
-        for r in range(nb):
-            for c in range(k):
-                out[0, i0 + r, c] = f[c, r]
-                out[1, i0 + r, c] = v[c, r]
-                out[2, i0 + r, c] = tot[c, r]
-                out[3, i0 + r, c] = s[c, r]
+            if fuse:  # residual_variance's expressions, element by element (the block's column c)
+                for r in range(nb):
+                    _variance_element(f[c, r], v[c, r], tot[c, r], s[c, r], b[c], Y[i0 + r, c], R2[i0 + r, c], weight,
+                                      float(n_terms), sum_k2, sum_kvar, V_R, RV, VR2, cols, i0 + r, c)
+        if not fuse:
+            for r in range(nb):
+                for c in range(k):
+                    out[0, i0 + r, c] = f[c, r]
+                    out[1, i0 + r, c] = v[c, r]
+                    out[2, i0 + r, c] = tot[c, r]
+                    out[3, i0 + r, c] = s[c, r]
 
 
 @njit(cache=True, nogil=True)
@@ -379,7 +522,8 @@ def residual_partial_sums(X: np.ndarray, W: np.ndarray, b: np.ndarray, Y: np.nda
     k = W.shape[1]
     out = np.empty((4, n, k))
     if k <= _RESIDUAL_MAX_K_ROWS:
-        _residual_row_blocks(X, W, b, Y, out)
+        none = np.empty((0, 0))
+        _residual_row_blocks(X, W, b, Y, out, False, none, 0.0, 1, 0.0, 0.0, none, none, none, none)
     else:
         _residual_rows(X, W, b, Y, out)
     return out[0], out[1], out[2], out[3]
@@ -612,15 +756,40 @@ def residual_variance(fwd: np.ndarray, rev: np.ndarray, tot: np.ndarray, sumP2: 
         cols[0, c] = 0.0
     for i in range(n):
         for c in range(k):
-            p2 = sumP2[i, c]
-            y = Y[i, c]
-            bc = b[c]
-            ss = (p2 + bc * bc) + y * y
-            mu = tot[i, c] / nt
-            var = _np_maximum(ss / nt - mu * mu, 0.0)
-            rnd = mu * mu * sum_k2 + var * sum_kvar
-            v = p2 * w1 + _np_maximum(_np_maximum(fwd[i, c], rev[i, c]), rnd)
-            V_R[i, c] = v
-            RV[i, c] = R2[i, c] * v
-            VR2[i, c] = v * v
-            cols[0, c] = cols[0, c] + v
+            _variance_element(fwd[i, c], rev[i, c], tot[i, c], sumP2[i, c], b[c], Y[i, c], R2[i, c], w1, nt, sum_k2,
+                              sum_kvar, V_R, RV, VR2, cols, i, c)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _variance_element(fw: float, rv: float, to: float, p2: float, bc: float, y: float, r2: float, w1: float,
+                      nt: float, sum_k2: float, sum_kvar: float, V_R: np.ndarray, RV: np.ndarray, VR2: np.ndarray,
+                      cols: np.ndarray, i: int, c: int) -> None:  # pragma: no cover - compiled
+    """One element of :func:`residual_variance` (its docstring's expressions), written at ``[i, c]``, and
+    ``cols[0, c] += V_R[i, c]``."""
+    ss = (p2 + bc * bc) + y * y
+    mu = to / nt
+    var = _np_maximum(ss / nt - mu * mu, 0.0)
+    rnd = mu * mu * sum_k2 + var * sum_kvar
+    v = p2 * w1 + _np_maximum(_np_maximum(fw, rv), rnd)
+    V_R[i, c] = v
+    RV[i, c] = r2 * v
+    VR2[i, c] = v * v
+    cols[0, c] = cols[0, c] + v
+
+
+@njit(cache=True, nogil=True)
+def residual_variance_fused(X: np.ndarray, W: np.ndarray, b: np.ndarray, Y: np.ndarray, R2: np.ndarray, w1: float,
+                            n_terms: int, sum_k2: float, sum_kvar: float, V_R: np.ndarray, RV: np.ndarray,
+                            VR2: np.ndarray, cols: np.ndarray) -> None:  # pragma: no cover - compiled
+    """:func:`residual_variance` of :func:`residual_partial_sums` ``(X, W, b, Y)`` (the same outputs bit for bit),
+    without the ``(4, N, K)`` array of partial sums where ``K <= 8``: each block of rows' sums go straight into the
+    element-wise expressions (one pass fewer over N K elements, and no 4 N K allocation)."""
+    k = W.shape[1]
+    if k <= _RESIDUAL_MAX_K_ROWS:
+        for c in range(k):
+            cols[0, c] = 0.0
+        _residual_row_blocks(X, W, b, Y, np.empty((0, 0, 0)), True, R2, w1, n_terms, sum_k2, sum_kvar, V_R, RV, VR2,
+                             cols)
+    else:
+        fwd, rev, tot, sumP2 = residual_partial_sums(X, W, b, Y)
+        residual_variance(fwd, rev, tot, sumP2, b, Y, R2, w1, n_terms, sum_k2, sum_kvar, V_R, RV, VR2, cols)

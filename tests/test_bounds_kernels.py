@@ -21,7 +21,14 @@ import harness.bounds as bounds_mod
 from harness.bounds import order_model, step_bounds
 from harness.floats import BFLOAT16, FLOAT16, FLOAT32, FLOAT64, round_to_format
 from harness.oracle import exact_inputs_from_floats, exact_step
-from harness.partialsums import gradient_terms, magnitude_scan, residual_terms, residual_variance
+from harness.partialsums import (
+    gradient_terms,
+    magnitude_scan,
+    residual_partial_sums,
+    residual_terms,
+    residual_variance,
+    residual_variance_fused,
+)
 from harness.verdicts import QUANTITIES
 
 KINDS = ("random", "huge", "tiny", "subnormal", "special")
@@ -209,6 +216,34 @@ def test_residual_variance_maximum_of_zeros_and_nans_pinned():
     assert _bits(V_R[:, :2]).tolist() == [0, 0] and np.isnan(V_R[0, 2])
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", [(1, 1, 1), (7, 3, 2), (300, 4, 4), (261, 5, 8), (517, 16, 4), (97, 70, 1),
+                                   (40, 6, 9), (1030, 2, 3)], ids=str)
+def test_residual_variance_fused_equals_two_passes(shape, kind):
+    """``residual_variance_fused`` (the partial sums of each block of rows straight into ``residual_variance``'s
+    expressions) gives the bits of ``residual_variance`` of ``residual_partial_sums`` (NaN payloads included) and of
+    the NumPy expressions of ``_kernel_partial_sums``: tails of D past a multiple of 4, K past 8 (the row-by-row
+    kernel), N past a block of rows."""
+    n, d, k = shape
+    rng = _rng("fused-variance", shape, kind)
+    X, W, Y, R2 = _data(rng, (n, d), kind), _data(rng, (d, k), kind), _data(rng, (n, k), kind), _data(rng, (n, k), kind)
+    b = _data(rng, (k,), kind)
+    for w1 in (1.0, 1 + 2 * 4.0**13):
+        sum_k2, sum_kvar = bounds_mod._order_sums(d + 2)
+        got = [np.full((n, k), 7.0), np.full((n, k), 7.0), np.full((n, k), 7.0), np.full((1, k), 7.0)]
+        want = [np.empty((n, k)), np.empty((n, k)), np.empty((n, k)), np.empty((1, k))]
+        with np.errstate(all="ignore"):
+            residual_variance_fused(X, W, b, Y, R2, w1, d + 2, sum_k2, sum_kvar, *got)
+            residual_variance(*residual_partial_sums(X, W, b, Y), b, Y, R2, w1, d + 2, sum_k2, sum_kvar, *want)
+            fwd, rev, tot, sumP2 = residual_partial_sums(X, W, b, Y)
+            numpy = _variance_numpy(fwd, rev, tot, sumP2, b, Y, R2, w1, d + 2)
+        for g, w in zip(got, want, strict=True):
+            assert np.array_equal(_bits(g), _bits(w))
+        assert _same(got[0], numpy[0]) and _same(got[1], numpy[1]) and _same(got[2], numpy[2])
+        if k >= 2:
+            assert _same(got[3][0], numpy[3])
+
+
 # ------------------------------------------------------------------------------------------------ step_bounds
 
 def _step_inputs(rng, n, d, k, fmt, kind):
@@ -286,3 +321,4 @@ def _assert_same_bounds(fast, slow):
                 assert ok, (name, q)
     assert fast.vacuous == slow.vacuous and fast.out_of_range == slow.out_of_range
     assert fast.flush_to_zero == slow.flush_to_zero and fast.note == slow.note
+

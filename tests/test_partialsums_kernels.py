@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, target
 from hypothesis import strategies as st
 
-from harness.partialsums import product_partial_sums, residual_partial_sums
+from harness.partialsums import product_partial_sums, product_partial_sums_and_ones, residual_partial_sums
 
 Quad = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
@@ -203,6 +203,27 @@ def test_kernels_equal_numpy_reference_large(n: int, d: int, k: int, kind: str) 
     _assert_same(product_partial_sums(X, Y), _product_numpy(X, Y))
     ones = np.ones((n, 1))
     _assert_same(product_partial_sums(ones, Y), _product_numpy(ones, Y))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(("n", "d", "k"), SMALL_SHAPES + LARGE_SHAPES[:3])
+def test_product_partial_sums_and_ones_equal_two_calls(n: int, d: int, k: int, kind: str) -> None:
+    """``product_partial_sums_and_ones(X, R)``: ``product_partial_sums(X, R)`` and ``product_partial_sums(ones, R)``'s
+    forward, reverse and total (its row 0) bit for bit, NaN payloads included (the fused pass where D >= K, the two
+    calls where D < K), and the NumPy reference of both; C-contiguous outputs of the two calls' shapes."""
+    rng = np.random.default_rng(zlib.crc32(f"{n}-{d}-{k}-{kind}-ones".encode()))
+    X, R = _values(rng, (n, d), kind), _values(rng, (n, k), kind)
+    got = product_partial_sums_and_ones(X, R)
+    ones = np.ones((n, 1))
+    want = (*product_partial_sums(X, R), *(a[0] for a in product_partial_sums(ones, R)[:3]))
+    assert len(got) == 7
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape and g.flags.c_contiguous and g.dtype == np.float64
+        assert np.array_equal(g.view(np.int64), np.ascontiguousarray(w).view(np.int64))
+    _assert_same(got[:4], _product_numpy(X, R))
+    ref = _product_numpy(ones, R)
+    for g, w in zip(got[4:], ref[:3], strict=True):
+        assert _same(g, w[0])
 
 
 def test_kernels_non_contiguous_inputs() -> None:
