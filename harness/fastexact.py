@@ -333,11 +333,23 @@ def _first_product(xt: F64, S: int, W: F64, qw: int) -> F64:
             return np.matmul(wbig.reshape(U * k, S * d), xt, out=out.reshape(U * k, n)).reshape(U, k, n)
         out[T:] = 0.0
         np.matmul(wc, x3[0], out=out[:T].reshape(T * k, n))
-        if S > 1:
-            part = scratch("xw-part", (T * k, n))
-            for s_ in range(1, S):
-                np.matmul(wc, x3[s_], out=part)
-                out[s_:s_ + T] += part.reshape(T, k, n)
+        gemm = _dgemm()
+        part = None
+        for s_ in range(1, S):
+            # positions s .. s+T-1 += W's digits times plane s: in place by BLAS (C = A B + C on the transposes,
+            # Fortran-ordered views of the C-ordered blocks), or by a product and an addition without SciPy; exact
+            # either way (every partial sum an integer below 2**53)
+            block = out[s_:s_ + T].reshape(T * k, n)
+            if gemm is not None:
+                res = gemm(1.0, x3[s_].T, wc.T, 1.0, block.T, overwrite_c=1)
+                if res.ctypes.data == block.ctypes.data:
+                    continue
+                block[...] = res.T  # (a copy was made after all: its values)
+                continue
+            if part is None:
+                part = scratch("xw-part", (T * k, n))
+            np.matmul(wc, x3[s_], out=part)
+            block += part
         return out
     if -(-d // CHUNK_D) * min(S, T) >= 1024:
         raise TooWideError("too many chunk terms for int64 accumulation")
@@ -347,6 +359,21 @@ def _first_product(xt: F64, S: int, W: F64, qw: int) -> F64:
             P = wc[:, c0:c0 + CHUNK_D] @ x3[s_, c0:c0 + CHUNK_D]  # exact: |sum| <= CHUNK_D * 2**(2B) = 2**53
             acc[s_:s_ + T] += P.reshape(T, k, n).astype(np.int64)
     return carry(acc).astype(np.float64)  # digits below 2**B
+
+
+_GEMM: list[Any] = []
+
+
+def _dgemm() -> Any:
+    """SciPy's BLAS ``dgemm`` (``C = alpha A B + beta C``, in place on a Fortran-ordered ``C``), or None without SciPy
+    (not a dependency of this project: :func:`_first_product` then adds each product to its positions itself)."""
+    if not _GEMM:
+        try:
+            from scipy.linalg.blas import dgemm
+        except ImportError:  # pragma: no cover - SciPy is installed where the tests run
+            dgemm = None
+        _GEMM.append(dgemm)
+    return _GEMM[0]
 
 
 def residual_digits(X: F64, y: F64, W: F64, b: F64) -> tuple[I64, int, F64]:
