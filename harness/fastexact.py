@@ -671,10 +671,10 @@ def truncation(X: F64, S: int, qx: int, rounded: F64, rplanes: F64, q0: int) -> 
         return None
     with np.errstate(over="ignore", under="ignore"):
         r_low = _plane_sum(rplanes, umin, q0).T if umin else np.zeros((n, k))  # fl(R_l), nonnegative
-        x_low = _low_part(X, qx + B * smin) if smin else np.zeros_like(X)  # X_l, exact
         r_top = rounded - r_low  # fl(fl(R) - fl(R_l))
         rem_a = X.T @ r_low if umin else np.zeros((d, k))
-        rem_b = x_low.T @ r_top if smin else np.zeros((d, k))
+        # X_l (exact) only where there is one (no array of zeros the size of X for smin = 0, whose product is not formed)
+        rem_b = _low_part(X, qx + B * smin).T @ r_top if smin else np.zeros((d, k))
     if not (np.isfinite(rem_a).all() and np.isfinite(rem_b).all()):
         return None
     return Truncation(smin, umin, (rem_a, rem_b), r)
