@@ -502,3 +502,71 @@ def test_non_finite_inputs_raise_and_name_the_input(name, bad):
             call()
     with pytest.raises(ValueError, match="NaN or an infinite value"):
         fastexact.digits(arrs[name], -1100)
+
+
+def _hostile_matrix(kind: str, rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
+    """Float64 matrices whose digits test :func:`harness.slicekernels.digits_cat` at its edges."""
+    if kind == "subnormal":
+        x = rng.standard_normal((rows, cols)) * 2.0 ** rng.integers(-1074, -1010, (rows, cols))
+    elif kind == "huge":
+        x = rng.standard_normal((rows, cols)) * 2.0 ** rng.integers(900, 1000, (rows, cols))
+    elif kind == "ones":  # all-ones significands: every digit at its largest magnitude, both signs
+        x = (2.0**53 - 1) * 2.0 ** rng.integers(-40, 40, (rows, cols)) * rng.choice([-1.0, 1.0], (rows, cols))
+    elif kind == "zeros":  # mostly zeros, signed zeros among them
+        x = np.where(rng.random((rows, cols)) < 0.8, rng.choice([-0.0, 0.0], (rows, cols)),
+                     rng.standard_normal((rows, cols)))
+    else:  # mixed magnitudes
+        x = rng.standard_normal((rows, cols)) * 2.0 ** rng.integers(-60, 60, (rows, cols))
+    x[0, 0] = x[0, 0] if x.size > 1 else 1.0
+    return x
+
+
+@pytest.mark.parametrize("kind", ["subnormal", "huge", "ones", "zeros", "mixed"])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (1030, 7), (1030, 8), (2100, 16), (5, 40)])
+@pytest.mark.parametrize("below", [0, 1, 45])
+def test_digits_matrix_are_the_integers_digits(kind, shape, below):
+    """:func:`fastexact.digits_matrix` (the kernel's strided column reads below DIGIT_TRANSPOSE_COLS columns, its copy
+    of each block transposed from there on, blocks of DIGIT_ROWS rows and a partial last one) against the digits of
+    the exact integers ``x / 2**q`` in Python: signed digits of ``x``'s sign, zero digits +0.0, ``below`` bits under
+    the lowest set bit (then ``s0`` zero planes)."""
+    rng = np.random.default_rng(sum(shape) + below)
+    x = _hostile_matrix(kind, rng, *shape)
+    low = fastexact.lowest_exponent(x)
+    assert low is not None
+    q = low - below
+    out, S = fastexact.digits_matrix(x, q)
+    rows, cols = x.shape
+    assert out.shape == (S * cols, rows)
+    ints = [[int(Fraction(float(v)) / Fraction(2) ** q) for v in row] for row in x]
+    for i in range(rows):
+        for j in range(cols):
+            v = ints[i][j]
+            mag, sgn = abs(v), (-1 if v < 0 else 1)
+            want = [float(sgn * ((mag >> (fastexact.B * s)) & fastexact._MASK)) for s in range(S)]
+            got = out[j::cols, i]
+            assert got.tolist() == want, (i, j)
+            assert not np.signbit(got[got == 0]).any()  # zero digits are +0.0
+            assert mag >> (fastexact.B * S) == 0
+
+
+@pytest.mark.parametrize("kind", ["mixed", "ones", "subnormal", "zeros"])
+@pytest.mark.parametrize("d", [3, 8, 16])
+def test_first_product_with_and_without_scipy_gemm(monkeypatch, kind, d):
+    """:func:`fastexact._first_product`'s per-plane path adds each plane's product into its positions in place with
+    SciPy's dgemm, or by a product and an addition without SciPy: the same digit positions bit for bit, and their
+    weighted sum is the exact integer ``X W / 2**(qx + qw)`` (Python integers)."""
+    rng = np.random.default_rng(d)
+    n, k = 300, 3
+    X = _hostile_matrix(kind, rng, n, d)
+    W = (2.0**53 - 1) * 2.0 ** rng.integers(-30, 30, (d, k)) * rng.choice([-1.0, 1.0], (d, k))
+    qx, qw = fastexact.lowest_exponent(X), fastexact.lowest_exponent(W)
+    xc, S = fastexact.digits_matrix(X, qx)
+    with_gemm = np.array(fastexact._first_product(xc, S, W, qw))
+    monkeypatch.setattr(fastexact, "_GEMM", [None])
+    without = np.array(fastexact._first_product(xc, S, W, qw))
+    assert with_gemm.tobytes() == without.tobytes()
+    xi = np.array([[int(Fraction(float(v)) / Fraction(2) ** qx) for v in row] for row in X], dtype=object)
+    wi = np.array([[int(Fraction(float(v)) / Fraction(2) ** qw) for v in row] for row in W], dtype=object)
+    want = (xi.dot(wi)).T
+    got = sum(with_gemm[u].astype(np.int64).astype(object) * (1 << (fastexact.B * u)) for u in range(len(with_gemm)))
+    assert (got == want).all()
