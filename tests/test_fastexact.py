@@ -570,3 +570,26 @@ def test_first_product_with_and_without_scipy_gemm(monkeypatch, kind, d):
     want = (xi.dot(wi)).T
     got = sum(with_gemm[u].astype(np.int64).astype(object) * (1 << (fastexact.B * u)) for u in range(len(with_gemm)))
     assert (got == want).all()
+
+
+@pytest.mark.parametrize("planes", [1, 2, 4, 9, 90])
+@pytest.mark.parametrize("m", [1, 1023, 1025, 3000])
+@pytest.mark.parametrize("base", [-1094, -1000, -131, 0, 900])
+@pytest.mark.parametrize("dtype", [np.float64, np.int64])
+def test_weighted_plane_sum_is_numpys_sum_in_its_order(planes, m, base, dtype):
+    """:func:`harness.slicekernels.weighted_plane_sum` (blocks of PLANE_SUM_BLOCK elements, a partial last one) against
+    NumPy's ``out = planes[P-1] * w[P-1]; out += planes[p] * w[p]`` for ``p = P-2 .. 0``, bit for bit: digits at their
+    largest, zeros, weights from subnormal (and products that underflow) to past the overflow threshold."""
+    from harness.slicekernels import weighted_plane_sum
+
+    rng = np.random.default_rng(planes * m + base + 2000)
+    pl = rng.integers(0, 1 << fastexact.B, (planes + 1, m)).astype(dtype)
+    pl[:, ::5] = 0
+    pl[:, 1::7] = fastexact._MASK
+    w = np.array([math.ldexp(1.0, max(min(fastexact.B * p + base, 1023), -1074)) for p in range(planes)])
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+        want = pl[planes - 1].astype(np.float64) * w[planes - 1]
+        for p in range(planes - 2, -1, -1):
+            want += pl[p].astype(np.float64) * w[p]
+        got = weighted_plane_sum(pl, w)
+    assert got.tobytes() == want.tobytes()
