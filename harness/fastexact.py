@@ -41,6 +41,7 @@ falls back to the reference path.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
@@ -366,14 +367,32 @@ _GEMM: list[Any] = []
 
 def _dgemm() -> Any:
     """SciPy's BLAS ``dgemm`` (``C = alpha A B + beta C``, in place on a Fortran-ordered ``C``), or None without SciPy
-    (not a dependency of this project: :func:`_first_product` then adds each product to its positions itself)."""
+    (not a dependency of this project: :func:`_first_product` then adds each product to its positions itself).
+
+    SciPy's wheels bring a BLAS library of their own, loaded here on first use with its default thread count, after
+    any pinning of NumPy's (:func:`harness.bench.timing.pin_threads`): its threads are set to NumPy's BLAS threads
+    (threadpoolctl), so that the oracle runs on as many threads with SciPy as without. Where that cannot be done (NumPy's
+    library not found by its path), None: the products without SciPy."""
     if not _GEMM:
-        try:
-            from scipy.linalg.blas import dgemm
-        except ImportError:  # pragma: no cover - SciPy is installed where the tests run
-            dgemm = None
-        _GEMM.append(dgemm)
+        _GEMM.append(_load_dgemm())
     return _GEMM[0]
+
+
+def _load_dgemm() -> Any:
+    try:
+        from scipy.linalg.blas import dgemm
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - SciPy is installed where the tests run
+        return None
+    libs = ThreadpoolController().select(user_api="blas").lib_controllers
+    numpy_threads = [c.num_threads for c in libs if f"{os.sep}numpy" in c.filepath]
+    scipy_own = [c for c in libs if f"{os.sep}scipy" in c.filepath and f"{os.sep}numpy" not in c.filepath]
+    if scipy_own:
+        if not numpy_threads:  # pragma: no cover - wheels of both, as here, name their folders
+            return None
+        for c in scipy_own:
+            c.set_num_threads(min(numpy_threads))
+    return dgemm
 
 
 def residual_digits(X: F64, y: F64, W: F64, b: F64) -> tuple[I64, int, F64]:

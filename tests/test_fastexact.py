@@ -593,3 +593,28 @@ def test_weighted_plane_sum_is_numpys_sum_in_its_order(planes, m, base, dtype):
             want += pl[p].astype(np.float64) * w[p]
         got = weighted_plane_sum(pl, w)
     assert got.tobytes() == want.tobytes()
+
+
+def test_scipy_blas_runs_on_numpys_blas_threads(monkeypatch):
+    """SciPy's own BLAS (its wheels bring one, loaded on the first product, after any pinning of NumPy's) is set to
+    NumPy's BLAS thread count when :func:`fastexact._dgemm` loads it: the oracle's products run on the pinned threads."""
+    pytest.importorskip("scipy.linalg.blas")
+    from threadpoolctl import ThreadpoolController
+
+    libs = ThreadpoolController().select(user_api="blas").lib_controllers
+    numpy_libs = [c for c in libs if "numpy" in c.filepath and "scipy.libs" not in c.filepath]
+    scipy_libs = [c for c in libs if "scipy.libs" in c.filepath]
+    if not numpy_libs or not scipy_libs:
+        pytest.skip("NumPy and SciPy share one BLAS library here")
+    saved = [(c, c.num_threads) for c in numpy_libs + scipy_libs]
+    try:
+        for c in numpy_libs:
+            c.set_num_threads(1)
+        for c in scipy_libs:
+            c.set_num_threads(2)
+        monkeypatch.setattr(fastexact, "_GEMM", [])
+        assert fastexact._dgemm() is not None
+        assert [c.get_num_threads() for c in scipy_libs] == [1] * len(scipy_libs)
+    finally:
+        for c, n in saved:
+            c.set_num_threads(n)
