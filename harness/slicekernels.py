@@ -81,10 +81,12 @@ def float_range(x: np.ndarray) -> tuple[int, float]:  # pragma: no cover - compi
 #: Rows per block of :func:`digits_cat`: its two working columns (16 KiB) stay in the L1 or L2 cache, and each of the
 #: S * D rows it writes at once gets 8 KiB runs (256 rows: 4-15% slower at N = 156,250, as fast at 15,625).
 DIGIT_ROWS = 1024
-#: Columns from which :func:`digits_cat` copies each block of rows transposed before cutting digits: at N = 15,625,
-#: D = 16, 5 planes, 0.58-0.66 against 0.69-0.80 ms; at D = 2 (N = 100,000) the strided reads were faster (0.44 against
-#: 0.55 ms).
+#: Columns from which (to which) :func:`digits_cat` copies each block of rows transposed before cutting digits: at
+#: N = 15,625, 0.52-0.66 against 0.69-0.95 ms for D = 16 (5 planes), 8.9 against 11.6 ms for D = 100 and 33 against
+#: 46 ms for D = 300; the strided reads were faster at D = 2 (N = 100,000: 0.44 against 0.55 ms) and D = 2,100
+#: (N = 3,000: 65 against 78 ms, a transposed block of 17 MB).
 DIGIT_TRANSPOSE_COLS = 8
+DIGIT_TRANSPOSE_MAX_COLS = 512
 
 
 @njit(cache=True, nogil=True)
@@ -117,9 +119,10 @@ def digits_cat(x: np.ndarray, q1: int, n: int, s0: int, out: np.ndarray) -> np.n
     base = float(1 << B)
     yv = np.empty(DIGIT_ROWS)
     tp = np.empty(DIGIT_ROWS)  # t_s of each row of the block (t_0 = y, an integer)
-    # From DIGIT_TRANSPOSE_COLS columns on, the block is first copied transposed, row by row (contiguous reads; its rows
-    # padded so that the columns do not alias in the cache), rather than read a column at a time with a stride
-    tr = cols >= DIGIT_TRANSPOSE_COLS
+    # From DIGIT_TRANSPOSE_COLS to DIGIT_TRANSPOSE_MAX_COLS columns, the block is first copied transposed, row by row
+    # (contiguous reads; its rows padded so that the columns do not alias in the cache), rather than read a column at a
+    # time with a stride
+    tr = DIGIT_TRANSPOSE_COLS <= cols <= DIGIT_TRANSPOSE_MAX_COLS
     xb = np.empty((cols if tr else 0, DIGIT_ROWS + 8))
     for i0 in range(0, rows, DIGIT_ROWS):
         m = min(rows, i0 + DIGIT_ROWS) - i0

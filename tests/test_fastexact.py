@@ -522,11 +522,11 @@ def _hostile_matrix(kind: str, rng: np.random.Generator, rows: int, cols: int) -
 
 
 @pytest.mark.parametrize("kind", ["subnormal", "huge", "ones", "zeros", "mixed"])
-@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (1030, 7), (1030, 8), (2100, 16), (5, 40)])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (1030, 7), (1030, 8), (2100, 16), (5, 40), (3, 512), (3, 513)])
 @pytest.mark.parametrize("below", [0, 1, 45])
 def test_digits_matrix_are_the_integers_digits(kind, shape, below):
-    """:func:`fastexact.digits_matrix` (the kernel's strided column reads below DIGIT_TRANSPOSE_COLS columns, its copy
-    of each block transposed from there on, blocks of DIGIT_ROWS rows and a partial last one) against the digits of
+    """:func:`fastexact.digits_matrix` (the kernel's strided column reads outside DIGIT_TRANSPOSE_COLS ..
+    DIGIT_TRANSPOSE_MAX_COLS columns, its copy of each block transposed within, blocks of DIGIT_ROWS rows and a partial last one) against the digits of
     the exact integers ``x / 2**q`` in Python: signed digits of ``x``'s sign, zero digits +0.0, ``below`` bits under
     the lowest set bit (then ``s0`` zero planes)."""
     rng = np.random.default_rng(sum(shape) + below)
