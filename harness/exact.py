@@ -198,7 +198,7 @@ class ScaledInts:
 
     def times(self, factor: Fraction | int) -> ScaledInts:
         """Multiply by an exact scalar (changes the scale, or the sign of the ints)."""
-        f = Fraction(factor)
+        f = factor if type(factor) is Fraction else Fraction(factor)  # (Fractions are immutable: the same value)
         if f < 0:
             return ScaledInts(-self.ints, self.scale * -f)
         if f == 0:

@@ -216,6 +216,8 @@ class Plan:
         self.der = der
         self._names = {der.N: "N", der.D: "D", der.K: "K", der.lr: "eta"}
         self._nodes: dict[sp.Basic, tuple[int, Node]] = {}
+        self._slots = 0  # coefficient products compiled (:meth:`_product`)
+        self._scalars: dict[tuple[int, int, int, Fraction], _Scalars] = {}
         self.residual = self._compile(der.residual)
         self.outputs = {name: self._compile(expr) for name, expr in der.expressions().items()}
         self.scale = self._scalar(der.scale)
@@ -287,15 +289,13 @@ class Plan:
             return add
         if isinstance(expr, sp.MatMul):
             mats = [self._compile(a) for a in expr.args if isinstance(a, sp.MatrixExpr)]
-            coeffs = [self._scalar(a) for a in expr.args if not isinstance(a, sp.MatrixExpr)]
+            coeff_of = self._product([self._scalar(a) for a in expr.args if not isinstance(a, sp.MatrixExpr)])
 
             def matmul(env: Mapping[str, ScaledInts], sc: Mapping[str, Fraction], memo: dict[int, Value]) -> Value:
                 acc = _mat(mats[0](env, sc, memo))
                 for m in mats[1:]:
                     acc = acc @ _mat(m(env, sc, memo))
-                coeff = Fraction(1)
-                for c in coeffs:
-                    coeff *= c(sc)
+                coeff = coeff_of(sc)
                 return acc.times(coeff) if coeff != 1 else acc
             return matmul
         if isinstance(expr, sp.Trace):
@@ -315,20 +315,58 @@ class Plan:
             if len(parts) != 1:
                 raise ValueError(f"unsupported scalar product {expr}")
             part = parts[0]
+            smul_coeff = self._product(coeffs)
 
             def smul(env: Mapping[str, ScaledInts], sc: Mapping[str, Fraction], memo: dict[int, Value]) -> Value:
-                coeff = Fraction(1)
-                for c in coeffs:
-                    coeff *= c(sc)
-                return _mat(part(env, sc, memo)).times(coeff)
+                return _mat(part(env, sc, memo)).times(smul_coeff(sc))
             return smul
         if isinstance(expr, sp.MatrixExpr):
             raise ValueError(f"unsupported matrix expression node {type(expr).__name__}: {expr}")
         f = self._scalar(expr)
         return lambda env, sc, memo: f(sc)
 
+    def _product(self, coeffs: list[Scalar]) -> Scalar:
+        """The product of the scalars ``coeffs`` (1 for none), in their order from ``Fraction(1)`` on; kept in the
+        :class:`_Scalars`' own cache (the same value for the same ``N``, ``D``, ``K`` and ``eta``, every step)."""
+        slot = self._slots
+        self._slots += 1
+
+        def product(s: Mapping[str, Fraction]) -> Fraction:
+            cache = s.coeffs if isinstance(s, _Scalars) else None
+            if cache is not None and slot in cache:
+                return cache[slot]
+            out = Fraction(1)
+            for c in coeffs:
+                out *= c(s)
+            if cache is not None:
+                cache[slot] = out
+            return out
+        return product
+
     def scalars(self, n: int, d: int, k: int, lr: Fraction) -> dict[str, Fraction]:
-        return {"N": Fraction(n), "D": Fraction(d), "K": Fraction(k), "eta": Fraction(lr)}
+        """``N``, ``D``, ``K`` and ``eta`` as Fractions: one :class:`_Scalars` per distinct ``(n, d, k, lr)``
+        (the last :data:`_SCALARS_KEPT`), whose cache keeps the plan's coefficients of those sizes."""
+        key = (n, d, k, lr)
+        sc = self._scalars.get(key)
+        if sc is None:
+            if len(self._scalars) >= _SCALARS_KEPT:
+                self._scalars.clear()
+            sc = self._scalars[key] = _Scalars({"N": Fraction(n), "D": Fraction(d), "K": Fraction(k), "eta": Fraction(lr)})
+        return sc
+
+
+#: :meth:`Plan.scalars` keeps at most this many sizes and learning rates (then starts over).
+_SCALARS_KEPT = 256
+
+
+class _Scalars(dict[str, Fraction]):
+    """A plan's scalars with a cache of its coefficients' values for them (:meth:`Plan._product`)."""
+
+    __slots__ = ("coeffs",)
+
+    def __init__(self, values: Mapping[str, Fraction]) -> None:
+        super().__init__(values)
+        self.coeffs: dict[int, Fraction] = {}
 
 
 def _mat(v: Value) -> ScaledInts:
