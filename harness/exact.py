@@ -171,11 +171,12 @@ class ScaledInts:
     def _aligned(self, other: ScaledInts) -> tuple[ObjArray, ObjArray, Fraction]:
         """Both operands over one common scale ``s`` with integer multipliers."""
         a, b = self.scale, other.scale
-        s = Fraction(gcd(a.numerator, b.numerator), lcm(a.denominator, b.denominator))
-        fa, fb = a / s, b / s  # integers by construction
-        assert fa.denominator == 1 and fb.denominator == 1
-        ia = self.ints if fa == 1 else self.ints * fa.numerator
-        ib = other.ints if fb == 1 else other.ints * fb.numerator
+        an, ad, bn, bd = a.numerator, a.denominator, b.numerator, b.denominator
+        g, m = gcd(an, bn), lcm(ad, bd)
+        s = Fraction(g, m)  # (g and m are coprime: g's primes divide a's and b's numerators, m's their denominators)
+        fa, fb = (an // g) * (m // ad), (bn // g) * (m // bd)  # a / s and b / s, integers by construction
+        ia = self.ints if fa == 1 else self.ints * fa
+        ib = other.ints if fb == 1 else other.ints * fb
         return ia, ib, s
 
     def __add__(self, other: ScaledInts) -> ScaledInts:
