@@ -335,10 +335,23 @@ def partial_sum_squares(terms: F64, axis: int, sum_sq: F64 | None = None) -> F64
     Returns:
         array of ``terms``' dtype with ``axis`` removed.
     """
-    t = np.moveaxis(np.asarray(terms), axis, -1)  # a view; contiguous already when axis is the last one
+    t = np.asarray(terms)
+    if axis not in (-1, t.ndim - 1):
+        t = np.moveaxis(t, axis, -1)  # a view; contiguous already when axis is the last one
     n = t.shape[-1]
     lead = t.shape[:-1]
     t2 = t.reshape(math.prod(lead), n)
+    if 1 <= n and t2.shape[0] * n <= _PSS_BLOCK and t2.dtype in (np.float64, np.longdouble):
+        # one block (a small array): the loop's operations on the whole array, without its copies into place
+        fwd = _running_sums(t2)
+        tot = fwd[:, -1:].copy()
+        fwd_sq = np.einsum("ij,ij->i", fwd, fwd).reshape(lead)
+        rev = np.subtract(tot, fwd, out=fwd)
+        rev += t2  # rev_k = total - F_{k-1}
+        rev_sq = np.einsum("ij,ij->i", rev, rev).reshape(lead)
+        if sum_sq is None:
+            sum_sq = np.sum(np.square(t), axis=-1)
+        return order_model(fwd_sq, rev_sq, tot[:, 0].reshape(lead), sum_sq, n)
     forward: npt.NDArray[Any] = np.empty(t2.shape[0], dtype=t2.dtype)
     reverse: npt.NDArray[Any] = np.empty_like(forward)
     total: npt.NDArray[Any] = np.empty_like(forward)
@@ -723,12 +736,12 @@ def loss_bound(R: F64, rb: ResidualBound, c: float, reg: Regime, *,
             aR = np.abs(R)
             Rh = aR + rb.E
             Rh2, EL, R2 = Rh**2, rb.E * (2 * aR + rb.E), aR**2
-        sRh2 = np.sum(Rh2)
-        rig = abs(c) * (g * sRh2 + np.sum(EL)) + eta_c * (1 + g) * sRh2 + (1 + g) * reg.eta * n_L
+        sRh2 = Rh2.sum()
+        rig = abs(c) * (g * sRh2 + EL.sum()) + eta_c * (1 + g) * sRh2 + (1 + g) * reg.eta * n_L
         # sum U (2 |R| + U), in closed form where U is one value (ResidualBound.U_uniform)
-        UR = (np.sum(rb.U * (2 * aR + rb.U)) if rb.U_uniform is None
-              else rb.U_uniform * (2 * np.sum(aR) + nk * rb.U_uniform))
-        U = abs(c) * UR + eta_c * np.sum(R2) + reg.eta * n_L
+        UR = ((rb.U * (2 * aR + rb.U)).sum() if rb.U_uniform is None
+              else rb.U_uniform * (2 * aR.sum() + nk * rb.U_uniform))
+        U = abs(c) * UR + eta_c * R2.sum() + reg.eta * n_L
     return np.asarray(rig), np.asarray(U), g
 
 
@@ -920,7 +933,11 @@ def _numpy_partial_sums(X: F64, Y: F64, W: F64, b: F64, R: F64, wt: float) -> tu
     if d + 2 <= _PLANE_LOOP_MAX:
         # few terms per element of R: partial sums plane by plane over (N, K) arrays, no (N, K, D + 2) array
         def plane(j: int) -> F64:
-            return X[:, j, None] * W[j][None, :] if j < d else (np.broadcast_to(b[None, :], (n, k)) if j == d else -Y)
+            if j < d:
+                return X[:, j, None] * W[j][None, :]
+            if j == d:  # (the sums broadcast b's row; a full (N, K) plane only where it is the first)
+                return b[None, :] if d else np.broadcast_to(b[None, :], (n, k))
+            return -Y
         sumP2 = X**2 @ W**2 if safe else sum((plane(j) ** 2 for j in range(d)), np.zeros((n, k), dtype=X.dtype))
         pss_R = partial_sum_squares_planes(plane, d + 2, sum_sq=sumP2 + b[None, :] ** 2 + Y**2)
     else:
@@ -938,7 +955,7 @@ def _numpy_partial_sums(X: F64, Y: F64, W: F64, b: F64, R: F64, wt: float) -> tu
     sumT2 = (X**2).T @ R**2 if safe else np.sum(np.square(T), axis=2)
     V_gW_pss = partial_sum_squares(T, axis=2, sum_sq=sumT2)
     del T
-    V_gb_pss = partial_sum_squares(np.ascontiguousarray(R.T), axis=1, sum_sq=np.sum(R**2, axis=0))
+    V_gb_pss = partial_sum_squares(np.ascontiguousarray(R.T), axis=1, sum_sq=(R**2).sum(axis=0))
     return V_R, V_gW_pss, sumT2, V_gb_pss
 
 
@@ -980,15 +997,15 @@ def expected_bounds(
             else:
                 V_R, V_gW_pss, sumT2, V_gb_pss = _numpy_partial_sums(X, Y, W, b, R, wt)
             X2T, R2 = np.abs(X).T ** 2, R**2
-            sumR, sumR2 = R.sum(axis=0), np.sum(R2, axis=0)
+            sumR, sumR2 = R.sum(axis=0), R2.sum(axis=0)
             RV, VR2, sumVR = R2 * V_R, V_R**2, V_R.sum(axis=0)
         sumT = X.T @ R
         V_gW = X2T @ V_R + (2 + 2 * wt) * sumT2 + sumT**2 + V_gW_pss
         V_gb = sumVR + sumR2 + sumR**2 + V_gb_pss
         sq = R2.ravel()
-        sum_sq2 = np.sum(sq**2)  # pairwise, as partial_sum_squares' own sum over the (1, N K) row would be
+        sum_sq2 = (sq**2).sum()  # pairwise, as partial_sum_squares' own sum over the (1, N K) row would be
         pss_L = partial_sum_squares(sq[None, :], axis=1, sum_sq=np.reshape(sum_sq2, (1,)))[0]
-        V_L = 4 * np.sum(RV) + sum_sq2 + 2 * np.sum(sq) ** 2 + pss_L
+        V_L = 4 * RV.sum() + sum_sq2 + 2 * sq.sum() ** 2 + pss_L
         lam = LAMBDA * u
         # the part of the residual's rounding errors that rows share (harness.sharedrounding): each family of
         # shared terms by its worst case or its group model, added to the independent model's bound
@@ -1000,11 +1017,11 @@ def expected_bounds(
             aX = pre.X.abs if pre is not None else np.abs(X)
             sh_gW = sh_gW + aX.T @ shared.det
             sh_gb = sh_gb + _row_sum(shared.det)
-            sh_L = sh_L + 2 * np.sum((pre.R.abs if pre is not None else np.abs(R)) * shared.det)
+            sh_L = sh_L + 2 * ((pre.R.abs if pre is not None else np.abs(R)) * shared.det).sum()
         if shared.var is not None:
             sh_gW = sh_gW + LAMBDA * np.sqrt(X2T @ shared.var)
             sh_gb = sh_gb + LAMBDA * np.sqrt(_row_sum(shared.var))
-            sh_L = sh_L + 2 * LAMBDA * np.sqrt(np.sum(R2 * shared.var))
+            sh_L = sh_L + 2 * LAMBDA * np.sqrt((R2 * shared.var).sum())
         # reductions whose terms repeat (harness.repeatedsums): their partial sums' errors at their worst case
         rep = repeated_reductions(X, R, reg.fmt, LAMBDA, ExactContext(W, b, Y, rb.A, float(c), reg.ftz, ut > 0),
                                   x_pairs=x_pairs)
@@ -1024,8 +1041,8 @@ def expected_bounds(
         # exceeds the mean by more than lambda^3 u^2 sqrt(sum V_R^2 / 2) with probability
         # below exp(-lambda^2); never more than lambda^2 u^2 sum V_R. It dominates when
         # the residual is far smaller than its rounding errors (near-zero residuals)
-        sum_VR = np.sum(V_R)
-        second_L = u**2 * min(sum_VR + LAMBDA**3 * np.sqrt(np.sum(VR2) / 2), LAMBDA**2 * sum_VR)
+        sum_VR = V_R.sum()
+        second_L = u**2 * min(sum_VR + LAMBDA**3 * np.sqrt(VR2.sum() / 2), LAMBDA**2 * sum_VR)
         exp_L = lam * abs(c) * np.sqrt(V_L) + abs(c) * (second_L + sh_L) + U_L
         gW, gbv = exact["grad_W"], exact["grad_b"]
         eta_W, eta_b = update_eta if update_eta is not None else (2 * reg.eta, 2 * reg.eta)
@@ -1083,13 +1100,14 @@ def _far_from_overflow(
             aX, aY, aU = _max_abs(X), _max_abs(Y), _max_abs(rb.U)
         if E_nan or R_nan:  # a NaN error bound (inf * 0) takes part in the masks
             return False
-        P = G_R * (d * aX * _max_abs(W) + _max_abs(b) + aY) + aU  # pos, neg, so |R^| as used
+        aW, ab = _max_abs(W), _max_abs(b)
+        P = G_R * (d * aX * aW + ab + aY) + aU  # pos, neg, so |R^| as used
         sc = max(2.0, abs(s)) * reg.growth(2)
         S = sc * P  # the scaled residual's terms
         G = G_G * n * _nanmax(aX, 1.0) * S  # partial sums of X^T (s R) and 1^T (s R)
         L = _nanmax(P * P * reg.growth(1), G_L * n * k * P * P)  # the squares and their sum
         lrm = max(abs(x) for x in lrs)
-        upd = reg.growth(2) * (_nanmax(_max_abs(W), _max_abs(b)) + 2 * lrm * _nanmax(
+        upd = reg.growth(2) * (_nanmax(aW, ab) + 2 * lrm * _nanmax(
             _max_abs(exact["grad_W"]) + _max_abs(gb.gW), _max_abs(exact["grad_b"]) + _max_abs(gb.gb)))
         ex = _nanmax(*(_max_abs(exact[q]) for q in ("loss", "grad_W", "grad_b", "W", "b")))
         worst = _nanmax(P, S, G, L, upd, ex)
@@ -1467,7 +1485,7 @@ def _rescue_overflowed_bounds(
         shared = {"X": pre.X.extreme, "y": pre.Y.extreme}
         extreme = (pre.R.extreme or any(shared[q] if q in shared else _extreme_magnitudes(v) for q, v in inputs.items())
                    or any(_extreme_magnitudes(v) for v in exact.values()))
-    if not any(np.any(m) for m in over.values()) and not any(np.any(m) for m in beyond.values()) and not extreme:
+    if not any(m.any() for m in over.values()) and not any(m.any() for m in beyond.values()) and not extreme:
         return sb
     ld = np.longdouble
     if np.finfo(ld).maxexp <= np.finfo(np.float64).maxexp:  # no wider exponent here (e.g. macOS arm64)
@@ -1519,7 +1537,7 @@ def _nan_as_inf(values: npt.ArrayLike) -> Any:
     """``np.nan_to_num(values, nan=inf, posinf=inf)`` (a copy; a 0-d input gives a NumPy scalar), without
     its five passes where no element is NaN or ``-inf`` (then it changes nothing)."""
     x = np.array(values, subok=True, copy=True)
-    if x.dtype.kind == "f" and bool(np.all(x > -np.inf)):
+    if x.dtype.kind == "f" and bool((x > -np.inf).all()):
         return x[()] if x.ndim == 0 else x
     return np.nan_to_num(x, nan=np.inf, posinf=np.inf)
 
