@@ -1473,6 +1473,8 @@ def _rescue_overflowed_bounds(
     the exact value is beyond float64 by more than the bound, a finite result is impossible
     (:attr:`StepBounds.finite_impossible`). ``pre``: :func:`step_bounds`' shared passes (whether ``X``, ``y``
     and the residual hold extreme magnitudes), or None."""
+    if pre is None and _nothing_to_rescue(sb, inputs, residual, exact):
+        return sb
     over = {q: (~np.isfinite(np.asarray(sb.rigorous[q])) | ~np.isfinite(np.asarray(sb.expected[q])))
             for q in sb.rigorous if q not in sb.vacuous}
     beyond = {q: ~np.isfinite(np.asarray(exact[q], dtype=np.float64)) for q in exact}
@@ -1531,6 +1533,25 @@ def _rescue_overflowed_bounds(
             finite_impossible[q] = np.asarray(beyond[q] & (np.abs(ex[q]) - rig_w > big64))
         sb.finite_impossible = finite_impossible
     return sb
+
+
+def _nothing_to_rescue(sb: StepBounds, inputs: Mapping[str, F64], residual: F64, exact: Mapping[str, F64]) -> bool:
+    """A sufficient test, in a few passes, that :func:`_rescue_overflowed_bounds` (without ``pre``) changes nothing:
+    every non-vacuous bound and every exact value finite (a sum of an array's elements is finite only where each is:
+    an infinity or a NaN makes it infinite or NaN; a sum that overflows answers False) and every magnitude of the
+    inputs, the residual and the exact values, together, within ``[2**-200, 2**200]`` (then each array's
+    :func:`_extreme_magnitudes` is False; a zero or a NaN answers False). False: the full test decides."""
+    total = 0.0
+    for q, v in sb.rigorous.items():
+        if q not in sb.vacuous:
+            total += float(np.asarray(v).sum()) + float(np.asarray(sb.expected[q]).sum())
+    for v in exact.values():
+        total += float(np.asarray(v, dtype=np.float64).sum())
+    if not math.isfinite(total):
+        return False
+    m = np.abs(np.concatenate([np.asarray(v, dtype=np.float64).ravel()
+                               for v in (*inputs.values(), residual, *exact.values())]))
+    return bool(m.size == 0 or (m.min() >= 2.0**-200 and m.max() <= 2.0**200))
 
 
 def _nan_as_inf(values: npt.ArrayLike) -> Any:
