@@ -233,10 +233,9 @@ class ScaledInts:
         """Unevaluated double-double ``hi + lo`` (error at most ``2**-106`` relative
         in float64's normal range); ``±inf`` where the value exceeds float64's range.
         """
-        hi = np.empty(self.ints.size)
-        lo = np.empty(self.ints.size)
         s = self.scale
         q = s.denominator.bit_length() - 1
+        flat = self.ints.ravel().tolist()  # (an object array's own elements)
         if s.numerator == 1 and s.denominator == 1 << q:
             # dyadic fast path: float(int) is correctly rounded; scaling by 2**-q is exact
             # unless the result leaves float64's normal range, which falls back below
@@ -246,10 +245,9 @@ class ScaledInts:
                     return small
             else:
                 try:
-                    for n, i in enumerate(self.ints.ravel()):
-                        h = float(i)
-                        hi[n] = h
-                        lo[n] = float(int(i) - int(h))
+                    rounded = [float(i) for i in flat]
+                    hi = np.array(rounded, dtype=np.float64)
+                    lo = np.array([float(int(i) - int(h)) for i, h in zip(flat, rounded, strict=True)], dtype=np.float64)
                     hi_s, lo_s = np.ldexp(hi, -q), np.ldexp(lo, -q)
                     nz = hi != 0  # before scaling: a value whose hi underflows to zero falls back below
                     small_lo = (lo_s != 0) & (np.abs(lo_s) < 2.0**-1021)
@@ -261,17 +259,21 @@ class ScaledInts:
         # uses it), and the remainder i p / d - h = (i p h_d - h_n d) / (d h_d) with h = h_n / h_d
         # exactly: the same two roundings as float(f) and float(f - h), without Fraction objects
         p, den = s.numerator, s.denominator
-        for n, i in enumerate(self.ints.ravel()):
+        his: list[float] = []
+        los: list[float] = []
+        for i in flat:
             num = int(i) * p
             try:
                 h = num / den
             except OverflowError:
-                hi[n], lo[n] = (np.inf if num > 0 else -np.inf), 0.0
+                his.append(np.inf if num > 0 else -np.inf)
+                los.append(0.0)
                 continue
-            hi[n] = h
+            his.append(h)
             hn, hd = h.as_integer_ratio()
-            lo[n] = (num * hd - hn * den) / (den * hd)
-        return hi.reshape(self.shape), lo.reshape(self.shape)
+            los.append((num * hd - hn * den) / (den * hd))
+        shape = self.shape
+        return np.array(his, dtype=np.float64).reshape(shape), np.array(los, dtype=np.float64).reshape(shape)
 
     def to_float64(self) -> npt.NDArray[np.float64]:
         """Nearest float64 to each value (``±inf`` beyond range). Correctly rounded."""
