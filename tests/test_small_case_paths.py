@@ -1,0 +1,106 @@
+"""The small-case fast paths of the oracle and the bounds give the same bits as the general ones."""
+
+from __future__ import annotations
+
+import dataclasses
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import harness.bounds as hb
+from harness.bench.timing import Size, oracle_inputs
+from harness.exact import ScaledInts
+from harness.floats import get_format
+from harness.oracle import exact_inputs_from_floats, exact_step, plan
+
+Q = ("loss", "grad_W", "grad_b", "W", "b")
+
+
+def _bits(x: object) -> object:
+    if isinstance(x, np.ndarray | np.generic):
+        a = np.asarray(x)
+        return (str(a.dtype), a.shape, a.tobytes())
+    if isinstance(x, dict):
+        return {k: _bits(v) for k, v in x.items()}
+    if isinstance(x, tuple | list):
+        return tuple(_bits(v) for v in x)
+    return x
+
+
+def _fields(sb: hb.StepBounds) -> dict[str, object]:
+    return {f.name: _bits(getattr(sb, f.name)) for f in dataclasses.fields(sb)}
+
+
+def _cases() -> list[tuple[dict[str, np.ndarray], str, str]]:
+    out = []
+    for size in (Size(1, 1, 1), Size(16, 1, 1), Size(16, 10, 1), Size(9, 3, 2)):
+        base = oracle_inputs(size, "float64", "normal")
+        out.append((base, "float64", "mean"))
+        out.append(({k: v * 2.0**600 for k, v in base.items()}, "float64", "sum"))  # extreme magnitudes
+        out.append(({k: v * 1e300 for k, v in base.items()}, "float64", "sum"))  # bounds overflow
+        out.append(({**base, "b": np.zeros_like(base["b"])}, "float64", "mean"))  # zeros
+        out.append((oracle_inputs(size, "float16", "mixed"), "float16", "mean"))
+    return out
+
+
+@pytest.mark.parametrize("case", range(20))
+def test_rescue_shortcut_changes_nothing(case: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_nothing_to_rescue``'s True answers: the full test of ``_rescue_overflowed_bounds`` returns the same bits."""
+    vals, dt, red = _cases()[case]
+    if not all(np.isfinite(v).all() for v in vals.values()):
+        pytest.skip("inputs beyond the dtype's range")
+    ex = exact_step(exact_inputs_from_floats(vals), Fraction(0.01), red)
+    hi = {q: ex.values[q].to_hi_lo()[0] for q in Q}
+    R = ex.residual.to_float64()
+    kw = {"lr": 0.01, "reduction": red, "fmt": get_format(dt), "lr_held": 0.01}
+    fast = hb.step_bounds(vals, R, hi, **kw)  # type: ignore[arg-type]
+    monkeypatch.setattr(hb, "_nothing_to_rescue", lambda *a: False)
+    full = hb.step_bounds(vals, R, hi, **kw)  # type: ignore[arg-type]
+    assert _fields(fast) == _fields(full)
+
+
+@pytest.mark.parametrize("shape,axis", [((3, 5, 7), 2), ((4, 9), 1), ((1, 40), 1), ((6, 5), 0), ((2, 3, 4), 1)])
+def test_partial_sum_squares_one_block(shape: tuple[int, ...], axis: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-block path against the block loop over that one block, bit for bit, float64 and longdouble."""
+    rng = np.random.default_rng(5)
+    for dtype in (np.float64, np.longdouble):
+        t = (rng.normal(size=shape) * np.exp2(rng.integers(-30, 30, shape))).astype(dtype)
+        one = hb.partial_sum_squares(t, axis)
+        monkeypatch.setattr(hb, "_PSS_ONE_BLOCK", False)
+        loop = hb.partial_sum_squares(t, axis)
+        monkeypatch.undo()
+        assert one.dtype == loop.dtype and one.shape == loop.shape
+        if dtype == np.float64:
+            assert one.tobytes() == loop.tobytes()
+        else:  # (a long double's padding bytes are not its value)
+            assert np.array_equal(one, loop) and np.array_equal(np.signbit(one), np.signbit(loop))
+
+
+def test_plan_coefficients_cached_per_size() -> None:
+    """A step computed with the plan's coefficient cache filled equals one computed from a fresh cache."""
+    for red in ("sum", "mean"):
+        vals = oracle_inputs(Size(6, 3, 2), "float64", "mixed")
+        first = exact_step(exact_inputs_from_floats(vals), Fraction(1, 10), red)
+        again = exact_step(exact_inputs_from_floats(vals), Fraction(1, 10), red)
+        plan(red)._scalars.clear()
+        fresh = exact_step(exact_inputs_from_floats(vals), Fraction(1, 10), red)
+        for st in (again, fresh):
+            for q in Q:
+                assert st.values[q].scale == first.values[q].scale
+                assert st.values[q].ints.tolist() == first.values[q].ints.tolist()
+
+
+def test_to_hi_lo_matches_fractions() -> None:
+    """``to_hi_lo`` of arrays above SMALL_ARRAY: hi the nearest float64, lo the nearest to the remainder (normal range),
+    on dyadic and non-dyadic scales, with values beyond float64's range as inf."""
+    rng = np.random.default_rng(3)
+    ints = np.empty(40, dtype=object)
+    ints[:] = [int(v) << int(s) for v, s in zip(rng.integers(-2**62, 2**62, 40), rng.integers(0, 80, 40), strict=True)]
+    for scale in (Fraction(1, 2**70), Fraction(1, 3 * 2**40), Fraction(7, 160)):
+        hi, lo = ScaledInts(ints, scale).to_hi_lo()
+        for i, h, low in zip(ints, hi, lo, strict=True):
+            f = Fraction(i) * scale
+            assert h == float(f) and low == float(f - Fraction(h))
+    hi, _ = ScaledInts(ints, Fraction(2) ** 1100).to_hi_lo()
+    assert all((h == np.inf) == (i > 0) and (h == -np.inf) == (i < 0) for i, h in zip(ints, hi, strict=True))
