@@ -179,6 +179,13 @@ _X86_TRAPS = ((0x01, "invalid"), (0x02, "denormal operand"), (0x04, "divide-by-z
 _MXCSR_ROUNDING = ("to nearest", "downward", "upward", "toward zero")
 
 
+#: The bits of the x87 control word and of the MXCSR that :func:`_from_registers` reads, and their values in IEEE 754's
+#: default (:data:`DEFAULT`): the x87 masks all set and precision and rounding 0x0300; the MXCSR's DAZ (bit 6) off,
+#: masks (bits 7-12) all set, rounding (bits 13-14) to nearest, FTZ (bit 15) off. The exception flags are not read.
+_CW_DEFAULT_MASK, _CW_DEFAULT = 0x0F3F, 0x033F
+_MXCSR_DEFAULT_MASK, _MXCSR_DEFAULT = 0xFFC0, 0x1F80
+
+
 def _x86_registers() -> tuple[int, int]:
     """The x87 control word and the MXCSR of the calling thread (``fegetenv``)."""
     buf = ctypes.create_string_buffer(_FENV_BYTES)
@@ -210,7 +217,10 @@ def current() -> FPEnvironment:
     x87 control word, :func:`_from_registers`); elsewhere by its effects on Python floats, where, if a trap is
     enabled, only the traps are read (a probe could raise SIGFPE) and the other fields keep their default values."""
     if _X86_64:
-        return _from_registers(*_x86_registers())
+        cw, mxcsr = _x86_registers()
+        if (cw & _CW_DEFAULT_MASK) == _CW_DEFAULT and (mxcsr & _MXCSR_DEFAULT_MASK) == _MXCSR_DEFAULT:
+            return DEFAULT  # (what _from_registers gives for these registers: the default, without building it)
+        return _from_registers(cw, mxcsr)
     traps = _enabled_traps()
     if traps:
         return FPEnvironment(traps=traps)
