@@ -906,10 +906,23 @@ def diagnose_step(records: Sequence[Any], facts: StepFacts, hypotheses: Sequence
             for found in (findings(dataclasses.replace(facts, failing=frozenset(open_)), hyp) if open_ else []):
                 for q in found.quantities:
                     _name(open_.pop(q), found)
-    failing = dataclasses.replace(facts, failing=frozenset(r.quantity for r in records if r.verdict == "disagree"))
+    failing = _replaced(facts, failing=frozenset(r.quantity for r in records if r.verdict == "disagree"))
     right = frozenset(q for q in facts.computed if q in facts.exact and q in facts.rigorous and not fails(failing, q))
     before = facts.previous.right_before if facts.previous is not None else frozenset()
-    return dataclasses.replace(facts, failing=frozenset(), previous=None, right_before=before | right)
+    return _replaced(facts, failing=frozenset(), previous=None, right_before=before | right)
+
+
+def _replaced(facts: StepFacts, **changes: Any) -> StepFacts:
+    """``dataclasses.replace(facts, **changes)`` of a :class:`StepFacts` (no ``__post_init__``, every field set by
+    ``__init__``: the same fields, the same values), without its per-field ``__init__`` calls (every graded step
+    makes two)."""
+    if type(facts) is not StepFacts:  # a subclass: its own __init__
+        return dataclasses.replace(facts, **changes)
+    new = object.__new__(StepFacts)
+    fields = new.__dict__
+    fields.update(facts.__dict__)
+    fields.update(changes)
+    return new
 
 
 def _name(rec: Any, found: Finding) -> None:

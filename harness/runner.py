@@ -145,12 +145,22 @@ def repro_command(case: Case, impl: str, device: str, dtype: str, extra: Sequenc
 
     A generated case is found again with the tier that holds it (``--all``, or ``--tier large`` for
     a ``tier = "large"`` table's case, tagged ``large``): the quick tier keeps one case per table."""
-    parts = [python_command(), "-m", "harness", "check"]
-    if case.source and case.source != "<memory>":
-        parts += ["--cases", case.source]
-        if "generated" in case.tags:
-            parts += ["--tier", "large"] if "large" in case.tags else ["--all"]
-    parts += ["--case", case.id, "--implementations", impl, "--devices", device, "--dtypes", dtype, *extra]
+    source = case.source if case.source and case.source != "<memory>" else None
+    tier = None if source is None or "generated" not in case.tags else ("large" if "large" in case.tags else "all")
+    return _repro(python_command(), source, tier, case.id, impl, device, dtype, tuple(extra))
+
+
+@functools.lru_cache(maxsize=1024)
+def _repro(python: str, source: str | None, tier: str | None, case_id: str, impl: str, device: str, dtype: str,
+           extra: tuple[str, ...]) -> str:
+    """:func:`repro_command`'s line, of strings only (kept: a check's records, and every dtype and device of a
+    case, repeat it; ``shlex.join`` was a tenth of a small check's record-making)."""
+    parts = [python, "-m", "harness", "check"]
+    if source is not None:
+        parts += ["--cases", source]
+        if tier is not None:
+            parts += ["--tier", "large"] if tier == "large" else ["--all"]
+    parts += ["--case", case_id, "--implementations", impl, "--devices", device, "--dtypes", dtype, *extra]
     return shlex.join(parts)
 
 

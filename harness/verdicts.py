@@ -45,6 +45,7 @@ whole-run ``overflow`` record: inputs that overflow the dtype) fails: nothing gr
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -189,7 +190,13 @@ def quantity_rank(quantity: str) -> int:
 
 def failing_verdicts(strict: bool = False) -> frozenset[str]:
     """The verdicts that fail a run: :data:`FAILING`, plus :data:`STRICT_ONLY` with ``strict``."""
-    return frozenset(FAILING) | (frozenset(STRICT_ONLY) if strict else frozenset())
+    return _failing_verdicts(bool(strict), FAILING, STRICT_ONLY)
+
+
+@functools.lru_cache(maxsize=8)
+def _failing_verdicts(strict: bool, failing: tuple[str, ...], strict_only: tuple[str, ...]) -> frozenset[str]:
+    """:func:`failing_verdicts` of the tuples as they are now (keyed by them: a rebound tuple is read again)."""
+    return frozenset(failing) | (frozenset(strict_only) if strict else frozenset())
 
 
 def fails(rec: Verdicted, strict: bool = False) -> bool:
