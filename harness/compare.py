@@ -100,6 +100,8 @@ def _ratio(err: F64, bound: F64) -> F64:
 
 
 _NAMES = list(ELEMENT_VERDICTS)
+#: float64's largest finite value (what :func:`numpy.nan_to_num` puts for an infinity).
+_F64_MAX = float(np.finfo(np.float64).max)
 _IV = {v: i for i, v in enumerate(_NAMES)}
 
 
@@ -320,8 +322,10 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
             v = it.get(key)
             if v is None:
                 v = it[default] if default is not None else np.full(shp, fill, dtype=dtype)
-            parts.append(_flat(v, shp, dtype, key))
-        return np.concatenate(parts)
+            # (an array of the dtype and shape already, the usual case, is what _flat checks first: flattened by
+            # the concatenation below, in C order, as its reshape(-1) would)
+            parts.append(v if type(v) is np.ndarray and v.dtype == dtype and v.shape == shp else _flat(v, shp, dtype, key))
+        return np.concatenate(parts, axis=None)
 
     c = cat("computed", np.float64)
     hi = cat("exact_hi", np.float64)
@@ -349,7 +353,8 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
     counts = np.bincount(seg * nv + verdicts, minlength=m * nv).reshape(m, nv)
     worst_v = np.maximum.reduceat(verdicts, starts)
     judged = ~overflowed
-    order = np.lexsort((np.nan_to_num(ulps, posinf=np.finfo(float).max), key_rr, seg))
+    # (np.nan_to_num(ulps, posinf=_F64_MAX): NaN read as 0, +-inf as +-_F64_MAX, in four ufunc calls)
+    order = np.lexsort((np.maximum(np.minimum(np.where(np.isnan(ulps), 0.0, ulps), _F64_MAX), -_F64_MAX), key_rr, seg))
     worst_flat = order[ends - 1]
     mx_abs = np.maximum.reduceat(np.where(judged, err, 0.0), starts)
     mx_ulp = np.maximum.reduceat(np.where(judged, ulps, 0.0), starts)
