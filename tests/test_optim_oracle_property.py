@@ -61,7 +61,11 @@ def sign_a_minus_c_sqrt(a: Fraction, c: Fraction, q: Fraction) -> int:
         return -sc
     if sa != sc:
         return sa
-    return sa * sgn(a * a - c * c * q)
+    # a^2 - c^2 q over the positive denominator ad^2 cd^2 qd, in integers (Fraction's gcds on these
+    # numbers of thousands of digits took most of this test's time)
+    lhs = a.numerator**2 * c.denominator**2 * q.denominator
+    rhs = c.numerator**2 * q.numerator * a.denominator**2
+    return sa * ((lhs > rhs) - (lhs < rhs))
 
 
 def exact_rule(name: str, amsgrad: bool, maximize: bool, b1: Fraction, b2: Fraction, eps: Fraction, wd: Fraction,
