@@ -965,7 +965,7 @@ def _numpy_partial_sums(X: F64, Y: F64, W: F64, b: F64, R: F64, wt: float) -> tu
 def expected_bounds(
     X: F64, Y: F64, W: F64, b: F64, R: F64, exact: Mapping[str, F64], c: float, lr: float, dlr: float,
     reg: Regime, ut: float, rb: ResidualBound, gb: GradientBounds, U_L: F64, *, pre: _Prepared | None = None,
-    update_eta: tuple[Any, Any] | None = None,
+    update_eta: tuple[Any, Any] | None = None, shapes_checked: bool = False,
 ) -> dict[str, F64]:
     """Probabilistic bounds (module docstring), before capping by the rigorous ones.
 
@@ -975,8 +975,10 @@ def expected_bounds(
 
     Raises:
         ValueError: when the shapes of ``X``, ``Y``, ``W``, ``b`` (``(K,)``) and ``R`` do not agree
-            (:func:`harness.shapes.check_step_shapes`: the compiled partial sums would read past an array's end)."""
-    check_step_shapes(X, Y, W, b, R)
+            (:func:`harness.shapes.check_step_shapes`: the compiled partial sums would read past an array's end);
+            not checked again with ``shapes_checked`` (:func:`step_bounds`, which checked these very arrays' shapes)."""
+    if not shapes_checked:
+        check_step_shapes(X, Y, W, b, R)
     if np.ndim(b) != 1:
         raise ValueError(f"b has shape {np.shape(b)}: expected (K,)")
     u = reg.u
@@ -1445,7 +1447,7 @@ def step_bounds(
         inputs = {**inputs, "b": np.reshape(inputs["b"], (k,))}
     pre = _prepare(inputs, residual)  # the shared passes over X, y, R (None: NumPy expressions throughout)
     sb = _step_bounds_in(np.float64, inputs, residual, exact, lr=lr, reduction=reduction, fmt=fmt, tf32=tf32,
-                         lr_held=lr_held, flush_to_zero=flush_to_zero, half_flush=half_flush, pre=pre)
+                         lr_held=lr_held, flush_to_zero=flush_to_zero, half_flush=half_flush, pre=pre, shapes_checked=True)
     return _rescue_overflowed_bounds(sb, inputs, residual, exact, pre=pre, lr=lr, reduction=reduction, fmt=fmt,
                                      tf32=tf32, lr_held=lr_held, flush_to_zero=flush_to_zero, half_flush=half_flush)
 
@@ -1571,10 +1573,11 @@ def _nan_as_inf(values: npt.ArrayLike) -> Any:
 def _step_bounds_in(
     wd: type, inputs: Mapping[str, F64], residual: F64, exact: Mapping[str, F64], *, lr: float, reduction: str,
     fmt: FloatFormat, tf32: bool = False, lr_held: float | None = None, flush_to_zero: bool = False,
-    half_flush: bool = True, pre: _Prepared | None = None,
+    half_flush: bool = True, pre: _Prepared | None = None, shapes_checked: bool = False,
 ) -> StepBounds:
     """:func:`step_bounds` evaluated in the floating type ``wd`` (float64, or longdouble for the rescue);
-    ``pre``: :func:`_prepare` of these inputs (float64 only), or None."""
+    ``pre``: :func:`_prepare` of these inputs (float64 only), or None; ``shapes_checked``: the caller has checked the
+    shapes of these ``inputs`` and ``residual`` (:func:`harness.shapes.check_step_shapes`, ``b`` as ``(K,)``)."""
     X: F64
     Y: F64
     W: F64
@@ -1624,7 +1627,7 @@ def _step_bounds_in(
             rig_L, U_L = np.zeros_like(rig_L), np.zeros_like(U_L)
     rigorous, eta_W, eta_b = rigorous_of(gb, rig_L)
     expected_raw = expected_bounds(X, Y, W, b, R, exact, c, lr, dlr, reg, ut, rb, gb, U_L, pre=pre,
-                                   update_eta=(eta_W[0] + eta_W[1], eta_b[0] + eta_b[1]))
+                                   update_eta=(eta_W[0] + eta_W[1], eta_b[0] + eta_b[1]), shapes_checked=shapes_checked)
     with np.errstate(invalid="ignore"):
         expected = {q: np.minimum(_nan_as_inf(expected_raw[q]), rigorous[q]) for q in rigorous}
     typical: dict[str, Any] = {}

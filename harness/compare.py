@@ -111,6 +111,16 @@ def _ulp_sort_key(ulps: F64) -> F64:
 _IV = {v: i for i, v in enumerate(_NAMES)}
 
 
+def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """``tuple(int(j) for j in np.unravel_index(flat, shape))`` for an index within the (C-ordered) shape, in
+    Python integers."""
+    out = []
+    for n in reversed(shape):
+        flat, j = divmod(flat, n)
+        out.append(j)
+    return tuple(reversed(out))
+
+
 def _grade_elements(
     c: F64, hi: F64, lo: F64, rig: F64, exp: F64, pos_ok: npt.NDArray[np.bool_], neg_ok: npt.NDArray[np.bool_],
     nan_ok: npt.NDArray[np.bool_], finite_impossible: npt.NDArray[np.bool_] | None, fmt: FloatFormat,
@@ -373,7 +383,7 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
     for i, shp in enumerate(shapes):
         w = worst_l[i]
         start = starts_l[i]
-        worst_index = tuple(int(j) for j in np.unravel_index(w - start, shp))
+        worst_index = _unravel(w - start, shp)
         rig_w, exp_w, err_w, ulp_w, c_w, hi_w = (a[i] for a in at_worst)
         abs_i, max_ulp, rr_i, er_i = (a[i] for a in maxima)
         out.append(Comparison(

@@ -51,12 +51,12 @@ class FloatFormat:
     emin: int
     emax: int
 
-    @property
+    @functools.cached_property
     def unit_roundoff(self) -> float:
         """``u = 2**-p`` (Higham 2002, eq. 2.5)."""
         return 2.0 ** -self.precision
 
-    @property
+    @functools.cached_property
     def underflow_quantum(self) -> float:
         """``eta = 2**(emin - p)``, half the spacing of the subnormals.
 
@@ -71,12 +71,12 @@ class FloatFormat:
         """Largest finite value, ``(2 - 2**(1-p)) * 2**emax`` (computed once per format)."""
         return float((2 - Fraction(2) ** (1 - self.precision)) * Fraction(2) ** self.emax)
 
-    @property
+    @functools.cached_property
     def min_normal(self) -> float:
         """Smallest positive normal value, ``2**emin``."""
         return 2.0**self.emin
 
-    @property
+    @functools.cached_property
     def min_subnormal(self) -> float:
         """Smallest positive subnormal value, ``2**(emin - p + 1)``."""
         return 2.0 ** (self.emin - self.precision + 1)

@@ -425,7 +425,10 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
     opt = case.optimizer
     seen_id = cache.inputs_id(seen)
     seen_exact = exact_inputs_from_floats(seen, finite=True)  # seen: finite, checked above
-    traj = (cache.trajectory(seen, lr_oracle, (dtype, device, lr_oracle, seen_id), seen_exact)
+    # the learning rate in the cache keys as its (numerator, denominator): equal exactly where the Fractions are (both
+    # in lowest terms), without a Fraction's hash (a modular inverse) at every lookup
+    lr_key = (lr_oracle.numerator, lr_oracle.denominator)
+    traj = (cache.trajectory(seen, lr_oracle, (dtype, device, lr_key, seen_id), seen_exact)
             if opts.trajectory and opt is None else None)
     written = cache.written_step(finite) if opt is None else None
     opt_traj = optimizer_trajectory(opt, seen, Fraction(lr_float), case.reduction, case.steps, fmt) if opts.trajectory and opt else None
@@ -465,7 +468,7 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
                                         half_flush)
 
         if impl.error_model is None:  # the built-in bounds: shared by every implementation that holds these inputs
-            key = (from_traj, fmt.name, device, opts.effective_tf32, ftz, half_flush, lr_oracle, seen_id,
+            key = (from_traj, fmt.name, device, opts.effective_tf32, ftz, half_flush, lr_key, seen_id,
                    inputs_digest({"W": graded_inputs["W"], "b": graded_inputs["b"]}),  # X and y: seen's
                    tuple(np.flatnonzero(lost).tolist()))  # y's columns zeroed there
             ex, prepared = cache.step_graded(key, prepare)
@@ -1114,10 +1117,13 @@ def _grade_step(
             # error / inf reads 0, as if exact: there is no rigorous ratio (vacuous or beyond float64)
             rec.bound_ratio = None
         if written is not None:
-            wf = written.values[q].fraction_at(idx)
+            # (the written step is often the graded one, or shares its values: the same object, the same value)
+            same_value = written.values[q] is ex.values[q]
+            wf = exact_f if same_value else written.values[q].fraction_at(idx)
             rec.exact_written = decimal(wf)
-            rec.exact_written_rational = None if q in written.radius else _rational(wf)
-            if wf == exact_f:  # the same value: the same double-double (hi, lo are correctly rounded), the same ULPs
+            rec.exact_written_rational = (None if q in written.radius else rec.exact_rational
+                                          if same_value and q not in ex.radius else _rational(wf))
+            if same_value or wf == exact_f:  # the same value: the same double-double (hi, lo are correctly rounded), the same ULPs
                 rec.ulp_error_written = cmp.ulp_error_at_worst
             else:  # measured below, in one call for every such quantity of the step
                 differ.append((rec, computed, wf))
@@ -1127,7 +1133,7 @@ def _grade_step(
             else:
                 gone = drift(out[q], *traj_step.values[q].to_hi_lo(), fmt)
             rec.drift_abs_error, rec.drift_ulp_error = gone.abs_error, gone.ulp_error
-            rec.trajectory_exact = decimal(traj_step.values[q].fraction_at(idx))
+            rec.trajectory_exact = decimal(exact_f if traj_step.values[q] is ex.values[q] else traj_step.values[q].fraction_at(idx))
         if kept is not None and q in ("W", "b") and cmp.verdict in failing_verdicts(strict=True):
             kept[id(rec)] = failing_elements(cmp, out[q], (held or step_inputs)[q])
         records.append(rec)
