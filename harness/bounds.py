@@ -173,7 +173,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -387,9 +387,10 @@ def order_model(forward: F64, reverse: F64, total: F64, sum_sq: F64, n: int) -> 
     ``mu**2 sum_k k**2 + var sum_k k (n - k) / (n - 1)`` (``mu = total / n``, ``var = sum_sq / n - mu**2``)
     for ``n`` terms."""
     mu = total / n
-    var = np.maximum(sum_sq / n - mu**2, 0.0)
+    mu2 = mu**2  # (the same square, formed once)
+    var = np.maximum(sum_sq / n - mu2, 0.0)
     sum_k2, sum_kvar = _order_sums(n)
-    random = mu**2 * sum_k2 + var * sum_kvar
+    random = mu2 * sum_k2 + var * sum_kvar
     return np.maximum(np.maximum(forward, reverse), random)
 
 
@@ -435,6 +436,20 @@ def _squares_safe(*arrays: F64) -> bool:
     """Whether every nonzero magnitude lies in ``[2**-250, 2**250]`` (float64), or the type is wider."""
     if any(np.asarray(a).dtype != np.float64 for a in arrays):
         return True  # longdouble: exponent range to 2**16384, squares of float64 values never leave it
+    # every array's magnitudes at once where none is NaN: the same answer as array by array (an empty array adds no
+    # element), one pass of each operation instead of one per array; with a NaN, array by array (an array's NaN
+    # maximum hides its other elements from the first test there, and only there)
+    m = np.abs(np.concatenate([np.asarray(a).ravel() for a in arrays]))
+    if not m.size:
+        return True
+    top = float(m.max())
+    if math.isnan(top):
+        return _squares_safe_each(arrays)
+    return not (top > _SQUARE_SAFE or float(np.min(np.where(m > 0, m, 1.0))) < 1 / _SQUARE_SAFE)
+
+
+def _squares_safe_each(arrays: Sequence[F64]) -> bool:
+    """:func:`_squares_safe` of float64 arrays, array by array."""
     for a in arrays:
         m = np.abs(a)
         if m.size and (float(m.max()) > _SQUARE_SAFE or float(np.min(np.where(m > 0, m, 1.0))) < 1 / _SQUARE_SAFE):
@@ -642,8 +657,7 @@ def _residual_bound(X: F64, W: F64, b: F64, Y: F64, reg: Regime, ut: float, pre:
         tf = (pscale - 1.0) * absXW + tf_abs
         A = absXW + ab[None, :] + aY
         U = d_in + tf_abs + n_under * reg.eta  # TF32's relative part is modelled probabilistically
-        with np.errstate(invalid="ignore", over="ignore"):
-            E = g * (A + tf) + d_in + tf + (1.0 + g) * n_under * reg.eta
+        E = g * (A + tf) + d_in + tf + (1.0 + g) * n_under * reg.eta  # (in residual_bound's errstate, as all of this)
     uniform = not (ut or reg.ftz or flushed)
     return ResidualBound(A=A, E=E, U=U, gamma=g, U_uniform=n_under * reg.eta if uniform else None)
 
