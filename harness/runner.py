@@ -33,7 +33,7 @@ from .devices import parse_devices
 from .diagnose import StepFacts, diagnose_step
 from .errors import ErrorModelError, UsageError
 from .exact import Difference, ScaledInts
-from .floats import FloatFormat, decimal_string, get_format, ulp_error
+from .floats import FloatFormat, decimal_string, get_format, round_to_format, ulp_error
 from .fpenv import FPEnvironmentError, describe_numpy_errors, ieee_default, restore_default, restore_numpy_errors
 from .frameworks import (
     FrameworkInputError,
@@ -385,20 +385,18 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
     if bad:
         return [_whole_run_record(base, "overflow", f"inputs {', '.join(bad)} overflow {dtype}: they are inf once rounded")]
     finite = True
-    with np.errstate(all="ignore"):
-        lr_held = case.lr_in(fmt)
     # the learning rate, and the hyper-parameters torch.optim casts to the dtype (weight_decay, eps), beyond the dtype's
     # largest finite value: inf once rounded, or refused by torch's conversion ("cannot be converted ... without
     # overflow", from just above it: 65519 in float16, helper-90); the step would multiply by inf, or a correct one
     # raises: a property of the case, not of the implementation
     over = [f"{key} = {v:g}" for key, v in (("lr", float(case.lr)), *(case.optimizer.numbers() if case.optimizer else ()))
             if not abs(v) <= fmt.max_finite]
-    if over:  # (lr_held is inf only where lr is above the largest finite value)
+    if over:  # (the learning rate rounded to the dtype is inf only where lr is above the largest finite value)
         return [_whole_run_record(base, "invalid-input", f"{', '.join(over)} overflows {dtype}: "
                                   f"beyond its largest finite value {fmt.max_finite:g} (inf once rounded, or refused by "
                                   f"torch's conversion); not graded in {dtype}")]
     lr_float = float(case.lr)
-    lr_oracle = Fraction(lr_held)
+    lr_oracle = _exact_lr_in(lr_float, fmt)  # Fraction(case.lr_in(fmt))
     runs = max(1, opts.repeat)
     all_results: list[Any] = []
     for run in range(1, runs + 1):
@@ -446,16 +444,17 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
         # (stopping at the first overflowed column left every later step of the others ungraded: a stale gradient and
         # momentum passed, helper-62)
         lost = _columns_not_finite(prev_W, prev_b)
-        if lost.all() or (lost.any() and impl.error_model is not None):
+        lost_any = bool(lost.any())  # (read once: lost is not changed below)
+        if lost.all() or (lost_any and impl.error_model is not None):
             records.append(Record(quantity="*", step=t, verdict="overflow",
                                   message=f"W or b after step {t - 1} is not finite; later steps are not graded", **base))
             break
         out = res  # float64 arrays, read once by _run_once
         step_inputs = {"X": seen["X"], "y": seen["y"], "W": prev_W, "b": prev_b}
-        graded_inputs = step_inputs if not lost.any() else _without_columns(step_inputs, lost)
+        graded_inputs = step_inputs if not lost_any else _without_columns(step_inputs, lost)
         from_traj = t == 1 and traj is not None
 
-        def prepare(step_inputs: Mapping[str, F64] = graded_inputs, from_traj: bool = from_traj, patched: bool = bool(lost.any())
+        def prepare(step_inputs: Mapping[str, F64] = graded_inputs, from_traj: bool = from_traj, patched: bool = lost_any
                     ) -> tuple[ExactStep, tuple[ExactStep, dict[str, tuple[F64, F64]], Any, dict[str, Any]]]:
             if from_traj:
                 assert traj is not None
@@ -470,11 +469,11 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
         if impl.error_model is None:  # the built-in bounds: shared by every implementation that holds these inputs
             key = (from_traj, fmt.name, device, opts.effective_tf32, ftz, half_flush, lr_key, seen_id,
                    inputs_digest({"W": graded_inputs["W"], "b": graded_inputs["b"]}),  # X and y: seen's
-                   tuple(np.flatnonzero(lost).tolist()))  # y's columns zeroed there
+                   tuple(np.flatnonzero(lost).tolist()) if lost_any else ())  # y's columns zeroed there
             ex, prepared = cache.step_graded(key, prepare)
         else:
             ex, prepared = prepare()
-        if lost.any():
+        if lost_any:
             prepared = _only_non_finite_in(prepared, lost, t)
         else:  # (--repeat grades its other runs against these: not where columns were lost)
             graded_steps[t] = (ex, step_inputs)
@@ -483,7 +482,7 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
                                    impl.error_model, ftz, prepared=prepared, kept=kept, held=step_inputs,
                                    half_flush=half_flush)
         if opt is not None:  # the update is the optimizer's: graded by harness.optim on what the step held
-            if not finite_state(prev_state) and not lost.any() and not _state_partly_finite(prev_state):
+            if not finite_state(prev_state) and not lost_any and not _state_partly_finite(prev_state):
                 records.append(Record(quantity="*", step=t, verdict="overflow",
                                       message=f"the optimizer state after step {t - 1} is not finite; later steps are not graded", **base))
                 break
@@ -505,6 +504,16 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
         apply_repeat(records, [list(res_k) for res_k in all_results], fmt, exact_of_step)
     _mark_known_bug(records, impl, device, dtype, kept)
     return records
+
+
+@functools.lru_cache(maxsize=256)
+def _exact_lr_in(lr: float, fmt: FloatFormat) -> Fraction:
+    """``Fraction(case.lr_in(fmt))`` of a case whose learning rate is the float ``lr``, for a finite one within
+    ``fmt``'s range: the rounding to ``fmt``, exactly (a pure function of the two, kept; ``-0.0`` and ``0.0``
+    give the same Fraction)."""
+    with np.errstate(all="ignore"):
+        held = float(round_to_format(np.array([lr]), fmt)[0])
+    return Fraction(held)
 
 
 def _half_flush(impl: Implementation, device: str, fmt: FloatFormat) -> bool:
