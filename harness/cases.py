@@ -142,14 +142,20 @@ class Case:
         return all(bool(np.isfinite(v).all()) for v in self.values.values())
 
     def lr_in(self, fmt: FloatFormat) -> float:
-        """The learning rate as a float64 rounded to ``fmt`` (what the step multiplies by)."""
-        return float(round_to_format(np.array([float(self.lr)]), fmt)[0])
+        """The learning rate as a float64 rounded to ``fmt`` (what the step multiplies by): :func:`lr_held`."""
+        return lr_held(float(self.lr), fmt)
 
     def written_inputs(self) -> dict[str, Written]:
         """Inputs as written, exact: object arrays of Fraction (float for NaN/inf)."""
         if self.written is not None:
             return dict(self.written)
         return {k: _fractions_of(v) for k, v in self.values.items()}
+
+
+def lr_held(lr: float, fmt: FloatFormat) -> float:
+    """A learning rate ``lr`` (its float64) rounded to ``fmt``: what a step in ``fmt`` multiplies by (inf beyond
+    ``fmt``'s range; NumPy's overflow warning is the caller's to silence)."""
+    return float(round_to_format(np.array([lr]), fmt)[0])
 
 
 def validate_settings(

@@ -333,6 +333,8 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
         return [compare(**it, fmt=fmt) for it in items]
 
     def cat(key: str, dtype: type, default: str | None = None, fill: bool = False) -> npt.NDArray[Any]:
+        if default is None and all(it.get(key) is None for it in items):  # (every part np.full(shp, fill): at once)
+            return np.full(sum(sizes), fill, dtype=dtype)
         parts = []
         for it, shp in zip(items, shapes, strict=True):
             v = it.get(key)

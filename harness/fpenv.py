@@ -188,11 +188,16 @@ _MXCSR_DEFAULT_MASK, _MXCSR_DEFAULT = 0xFFC0, 0x1F80
 
 def _x86_registers() -> tuple[int, int]:
     """The x87 control word and the MXCSR of the calling thread (``fegetenv``)."""
-    buf = ctypes.create_string_buffer(_FENV_BYTES)
+    buf = _FENV_BUFFER()  # (what ctypes.create_string_buffer(_FENV_BYTES) makes: zeroed, of this type)
     _LIBM.fegetenv(buf)  # type: ignore[union-attr]
-    cw, = struct.unpack_from("<H", buf.raw, 0)
-    mxcsr, = struct.unpack_from("<I", buf.raw, 28)
+    cw, = _CW_FIELD.unpack_from(buf, 0)  # (read in place: the same bytes as buf.raw's copy)
+    mxcsr, = _MXCSR_FIELD.unpack_from(buf, 28)
     return int(cw), int(mxcsr)
+
+
+#: The type of a ``fenv_t`` buffer (``ctypes.create_string_buffer(_FENV_BYTES)``'s), and the two fields read from it.
+_FENV_BUFFER = ctypes.c_char * _FENV_BYTES
+_CW_FIELD, _MXCSR_FIELD = struct.Struct("<H"), struct.Struct("<I")
 
 
 def _from_registers(cw: int, mxcsr: int) -> FPEnvironment:
@@ -301,7 +306,7 @@ def ieee_default() -> Iterator[FPEnvironment]:
     """
     saved = None
     if _LIBM is not None:
-        saved = ctypes.create_string_buffer(_FENV_BYTES)
+        saved = _FENV_BUFFER()
         if _LIBM.fegetenv(saved) != 0:
             saved = None
     found = restore_default() or DEFAULT

@@ -8,6 +8,7 @@ generator that never ends costs one extra step and cannot hang the run. A plain 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from itertools import islice
 from typing import Any
@@ -69,6 +70,9 @@ def complex_or_object(value: Any) -> str | None:
                 return None
         else:
             return None
+    torch = sys.modules.get("torch")
+    if torch is not None and type(dt) is torch.dtype:  # (NumPy reads no torch dtype: np.dtype below raises TypeError)
+        return f"complex values: dtype {dt}" if dt.is_complex else None  # type: ignore[union-attr]
     is_complex = getattr(dt, "is_complex", None)
     if isinstance(is_complex, bool) and is_complex:  # torch.dtype
         return f"complex values: dtype {dt}"

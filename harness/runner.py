@@ -26,14 +26,14 @@ import numpy.typing as npt
 
 from . import interpreter_state
 from .bounds import TYPICAL_LANES, flush_to_zero_default, step_bounds
-from .cases import Case, CaseSource, as_cases
+from .cases import Case, CaseSource, as_cases, lr_held
 from .classify import classify_exception
 from .compare import FailingElements, bound_ratio_text, compare, compare_many, drift, failing_elements
 from .devices import parse_devices
 from .diagnose import StepFacts, diagnose_step
 from .errors import ErrorModelError, UsageError
 from .exact import Difference, ScaledInts
-from .floats import FloatFormat, decimal_string, get_format, round_to_format, ulp_error
+from .floats import FloatFormat, decimal_string, get_format, ulp_error
 from .fpenv import FPEnvironmentError, describe_numpy_errors, ieee_default, restore_default, restore_numpy_errors
 from .frameworks import (
     FrameworkInputError,
@@ -512,8 +512,7 @@ def _exact_lr_in(lr: float, fmt: FloatFormat) -> Fraction:
     ``fmt``'s range: the rounding to ``fmt``, exactly (a pure function of the two, kept; ``-0.0`` and ``0.0``
     give the same Fraction)."""
     with np.errstate(all="ignore"):
-        held = float(round_to_format(np.array([lr]), fmt)[0])
-    return Fraction(held)
+        return Fraction(lr_held(lr, fmt))
 
 
 def _half_flush(impl: Implementation, device: str, fmt: FloatFormat) -> bool:

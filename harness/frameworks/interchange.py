@@ -14,6 +14,7 @@ is installed with JAX). Every dtype the harness grades in converts to float64 ex
 from __future__ import annotations
 
 import importlib.util
+import sys
 from typing import Any
 
 import numpy as np
@@ -91,8 +92,6 @@ def _native(arr: Any, what: str) -> Any:
 
 
 def _torch_of(value: Any) -> Any:
-    import sys
-
     torch = sys.modules.get("torch")  # a torch tensor exists only once torch is imported
     return torch if torch is not None and isinstance(value, torch.Tensor) else None
 
