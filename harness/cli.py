@@ -288,7 +288,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     run = {"isolation": args.isolation, "jobs": args.jobs, "timeout": args.timeout, "plugins": list(args.plugin)}
     env = environment_record({"argv": sys.argv[1:], "tf32_option": args.tf32, "matmul_precision_option": args.matmul_precision,
                               "isolation": args.isolation, "repeat": args.repeat, "shard": args.shard,
-                              "flush_to_zero": bool(args.flush_to_zero)})
+                              "flush_to_zero": bool(args.flush_to_zero),
+                              # the case files or cases that could not be loaded (check exits 2): the file says so too, so
+                              # that `report --exit-status` on it does too (it read as a clean run, helper-124)
+                              "load_errors": [str(e) for e in errors]})
     # an earlier run's results are kept (results.prev.jsonl), never lost silently; the new file replaces the old one
     # now: a stale file must not look like this run's; and so is an earlier report, now too: interrupted at any moment
     # (Ctrl-C while the results were rewritten, or twice), the run never left an earlier run's report at the path next
@@ -565,6 +568,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     outcome = run_outcome(model.records, strict=args.strict)
     problems = ([f"{model.malformed_total} malformed line(s) left out"] if model.malformed_total else []) + \
         [f"{f.path}: its run did not complete (or the file has no environment line)" for f in model.unfinished] + \
+        [f"{f.path}: {why} (records deleted, repeated or pasted in)" for f in model.files for why in f.miscounted] + \
+        [f"{f.path}: {f.load_errors} case file(s) or case(s) of its run could not be loaded" for f in model.files
+         if f.load_errors] + \
         ([f"shard(s) {', '.join(model.missing_shards)} not among the files read"] if model.missing_shards else [])
     for line in outcome.reasons:
         if not (problems and line.startswith("exit 0")):  # (the bad input's exit 2 below says why instead)

@@ -330,9 +330,16 @@ def check_record(obj: Any, *, known_verdict: bool = True) -> dict[str, Any]:
     if known_verdict:
         why = contradiction(kw["verdict"], kw["quantity"], kw.get("counts") or {}, kw.get("bound_ratio"),
                             kw.get("expected_ratio"), abs_error_at_worst=kw.get("abs_error_at_worst"),
-                            rigorous_bound=kw.get("rigorous_bound"), expected_bound=kw.get("expected_bound"))
+                            rigorous_bound=kw.get("rigorous_bound"), expected_bound=kw.get("expected_bound"),
+                            shape=kw.get("shape"), exact=kw.get("exact"),
+                            computed=kw.get("computed"))
         if why is not None:
             raise MalformedRecordError(f"its verdict {kw['verdict']!r} contradicts its own figures: {why} (edited by hand?)")
+        bug = kw.get("known_bug")
+        if bug and not str(kw.get("message") or "").startswith(f"known framework bug: {bug}"):
+            # the harness names the bug at the head of the message of each record it explains (runner._mark_known_bug):
+            # a known_bug added by hand to a failing record took it out of the exit status (helper-124)
+            raise MalformedRecordError(f"its known_bug {_quote(bug)} is not the one its message names (edited by hand?)")
     return kw
 
 
@@ -592,6 +599,19 @@ class RunSpan:
     @property
     def completed(self) -> bool:
         return self.end is not None and self.end.get("completed") is True
+
+    @property
+    def miscounted(self) -> str | None:
+        """Why this run's lines do not match its ``run-end`` line (another run's id, or another count of records: lines
+        of it deleted, repeated or another run's pasted in), or None where they match or it has no id or count."""
+        ended = self.end.get("run") if self.end is not None else None
+        if self.run is not None and ended is not None and str(ended)[:200] != self.run:
+            return f"its run-end line names another run, {str(ended)[:200]!r}"
+        count = self.end.get("records") if self.end is not None else None
+        if type(count) is not int or count == self.records + self.malformed:
+            return None
+        return (f"its run-end line counts {count} record(s); the file holds {self.records + self.malformed}"
+                + (f" ({self.malformed} malformed)" if self.malformed else ""))
 
 
 def run_input_files(case_files: Iterable[str], plugins: Iterable[str]) -> list[str]:
@@ -1064,8 +1084,6 @@ class _LineReader:
                                 "running" + ("" if r.run else ", or written before results files had one"))
             elif not r.completed:
                 warnings.append(f"{label} ended without completing (its run-end line {r.end_line} says completed: false)")
-            count = r.end.get("records") if r.end is not None else None
-            if type(count) is int and count != r.records + r.malformed:
-                warnings.append(f"{label}: its run-end line counts {count} record(s); the file holds {r.records + r.malformed}"
-                                + (f" ({r.malformed} malformed)" if r.malformed else ""))
+            if r.miscounted:
+                warnings.append(f"{label}: {r.miscounted}")
         return ResultsFile(where, self.envs, self.recs, warnings, self.malformed, self.n_bad, notes, self.runs)

@@ -103,7 +103,8 @@ def _beyond(error: float | None, bound: float | None) -> bool:
 
 def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_ratio: float | None,
                   expected_ratio: float | None, *, abs_error_at_worst: float | None = None,
-                  rigorous_bound: float | None = None, expected_bound: float | None = None) -> str | None:
+                  rigorous_bound: float | None = None, expected_bound: float | None = None,
+                  shape: Sequence[int] | None = None, exact: str | None = None, computed: str | None = None) -> str | None:
     """Why a record's ``verdict`` contradicts its own figures, in words, or None when it does not:
 
     - a whole-run record (``quantity`` ``"*"``) grades no element, so it is never ``agree`` or ``suspect`` (a file
@@ -116,7 +117,15 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
       within the rigorous bound (``suspect``) ``bound_ratio`` at most 1 (the ratios: worst error over the bound);
       so do its worst element's error and bounds (``abs_error_at_worst`` over ``rigorous_bound`` and
       ``expected_bound``), and none of these is NaN (a file edited to ``agree`` with its ratios and counts
-      removed or set to NaN passed, helper-94).
+      removed or set to NaN passed, helper-94);
+    - none of those figures is negative; an ``agree`` or ``suspect`` record of a quantity (not ``"*"``) whose ``counts``
+      are given counts every element of its ``shape``, and one of an array without counts has some figure; and its
+      worst element's ``computed`` value is no farther from its ``exact`` value (decimal strings) than its bounds
+      allow, within float64's rounding of the two strings (a file edited to ``agree`` with its counts emptied, its
+      ratios made negative, or its ratios and error made small while the exact and computed values still showed the
+      violation passed, helper-124);
+    - an ``unsupported`` record of a quantity (not ``"*"``) has no exact value (``exact`` not a finite number: a
+      ``disagree`` record edited to ``unsupported`` was not graded, helper-124).
 
     A results file edited by hand from ``disagree`` to ``agree`` was reported as passing (helper-79). A verdict outside
     :data:`VERDICTS`: None."""
@@ -129,6 +138,8 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
         worse = [v for v in held if v not in ("agree", "overflow")]
         if worse:
             return f"{counts[worse[0]]} of its elements are {worse[0]}"
+        if quantity != "*" and math.isfinite(_decimal(exact)):
+            return f"it has an exact value, {exact}, which no unsupported record of a quantity has"
     else:
         worst = max(held, key=severity) if held else None
         if worst is not None and severity(worst) > SEVERITY[verdict]:
@@ -139,6 +150,22 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
         nan = [k for k, v in figures.items() if v is not None and math.isnan(v)]
         if nan:
             return f"its {nan[0]} is NaN (a graded element's figures are numbers)"
+        negative = [k for k, v in figures.items() if v is not None and v < 0]
+        if negative:
+            return f"its {negative[0]} is negative (errors, bounds and their ratios are not)"
+        size = 1
+        for n in shape or ():
+            size *= int(n)
+        if quantity != "*" and shape is not None and size:
+            # (records built without counts, as some tools and older files have them, name figures instead)
+            if held and sum(counts.values()) != size:
+                return f"its counts grade {sum(counts.values())} of its {size} element(s)"
+            if not held and shape and all(v is None for v in figures.values()):
+                # (not for a scalar's record: Record's defaults, shape [] and nothing else, are how tools build one)
+                return "it grades none of its elements: no counts, no ratio, no error and no bound"
+        far = _far_from_exact(exact, computed, rigorous_bound, expected_bound if verdict == "agree" else None)
+        if far:
+            return far
         if abs_error_at_worst is not None and math.isinf(abs_error_at_worst) and (
                 verdict == "agree" or (rigorous_bound is not None and rigorous_bound < 2.0**970)):
             # an error not measurable (an exact value beyond float64) is suspect at best, and only within a bound of
@@ -154,6 +181,35 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
         return f"its bound_ratio, {bound_ratio:.6g}, is above 1 (an error beyond the rigorous bound)"
     if verdict == "agree" and expected_ratio is not None and expected_ratio > 1:
         return f"its expected_ratio, {expected_ratio:.6g}, is above 1 (an error beyond the expected bound)"
+    return None
+
+
+def _decimal(text: str | None) -> float:
+    """A record's decimal string (``"0.48999989986420189325..."``, ``"1.5e+5000"``, ``"nan"``) as the nearest float64;
+    NaN for None or anything else."""
+    if not isinstance(text, str):
+        return math.nan
+    try:
+        return float(text.removesuffix("..."))
+    except ValueError:
+        return math.nan
+
+
+def _far_from_exact(exact: str | None, computed: str | None, rigorous: float | None,
+                    expected: float | None) -> str | None:
+    """Why the worst element's ``computed`` value is farther from its ``exact`` value than the ``rigorous`` (or
+    ``expected``) bound allows, or None. Both strings are read as float64 and subtracted in float64: the difference is
+    within 2**-50 of the larger magnitude of the true one, so only an error beyond the bound by more than that (and by
+    a relative 1e-9 of the bound) is named; a non-finite value or bound names nothing."""
+    e, c = _decimal(exact), _decimal(computed)
+    if not (math.isfinite(e) and math.isfinite(c)):
+        return None
+    err = abs(c - e)
+    slack = 2.0**-50 * max(abs(c), abs(e))
+    for name, bound in (("rigorous", rigorous), ("expected", expected)):
+        if bound is not None and math.isfinite(bound) and err > bound * (1 + 1e-9) + slack:
+            return (f"its worst element's computed value, {computed}, is {err:.6g} from its exact value, {exact}: above "
+                    f"its {name} bound, {bound:.6g}")
     return None
 
 

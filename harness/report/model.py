@@ -216,6 +216,10 @@ class SourceFile:
     status: str
     runs: list[str]
     environments: int = 0
+    #: per run whose ``run-end`` line counts other than the records read (lines deleted or repeated), why
+    miscounted: list[str] = field(default_factory=list)
+    #: how many case files or cases its runs could not load (their environment lines' ``load_errors``)
+    load_errors: int = 0
 
     @property
     def completed(self) -> bool:
@@ -543,8 +547,15 @@ def _build_model(results_paths: Iterable[str | Path | ResultsFile]) -> ReportMod
         malformed.extend(res.malformed)
         malformed_total += res.malformed_count
         notes.extend(res.notes)
+        not_loaded = [str(e) for env in res.environments if isinstance(env.get("load_errors"), list)
+                      for e in env["load_errors"]]
+        warnings.extend(f"{p}: its run could not load {e}" for e in not_loaded[:10])
+        if len(not_loaded) > 10:
+            warnings.append(f"{p}: its run could not load {len(not_loaded) - 10} more case file(s) or case(s)")
         files.append(SourceFile(str(p), len(res.records), res.malformed_count, res.status,
-                                [r.run for r in res.runs if r.run], len(res.environments)))
+                                [r.run for r in res.runs if r.run], len(res.environments),
+                                [f"run {r.run or '(unnamed)'}: {r.miscounted}" for r in res.runs if r.miscounted],
+                                len(not_loaded)))
     # one run read twice (the same file given twice, or a copy) counts every record of it twice (helper-66)
     first_read: dict[str, str] = {}
     read_again: set[str] = set()
