@@ -124,6 +124,8 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
       allow, within float64's rounding of the two strings (a file edited to ``agree`` with its counts emptied, its
       ratios made negative, or its ratios and error made small while the exact and computed values still showed the
       violation passed, helper-124);
+    - an ``overflow`` record of a quantity (its other elements ``agree``) has a finite worst element, if any, within
+      its bounds;
     - an ``unsupported`` record of a quantity (not ``"*"``) has no exact value (``exact`` not a finite number: a
       ``disagree`` record edited to ``unsupported`` was not graded, helper-124).
 
@@ -181,6 +183,12 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
         return f"its bound_ratio, {bound_ratio:.6g}, is above 1 (an error beyond the rigorous bound)"
     if verdict == "agree" and expected_ratio is not None and expected_ratio > 1:
         return f"its expected_ratio, {expected_ratio:.6g}, is above 1 (an error beyond the expected bound)"
+    if verdict == "overflow" and quantity != "*":
+        # its elements are overflow (non-finite: harness.compare) or agree, and its worst element is a finite one where
+        # it has any: that one agrees (a disagree record edited to overflow passed, helper-124)
+        far = _far_from_exact(exact, computed, rigorous_bound, expected_bound)
+        if far:
+            return far
     return None
 
 

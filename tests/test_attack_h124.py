@@ -54,6 +54,8 @@ EDITS = {
     # counts of fewer elements than the shape holds
     "counts": {"verdict": "agree", "shape": [4, 2], "counts": {"agree": 1}, "bound_ratio": 0.1, "expected_ratio": 0.1,
                "abs_error_at_worst": 2e-8, "computed": "0.18119835853576660156"},
+    # disagree edited to overflow (its finite worst element still beyond the bounds)
+    "overflow": {"verdict": "overflow", "counts": {"overflow": 1}},
     # disagree edited to unsupported (not graded), its exact value still there
     "unsupported": {"verdict": "unsupported", "counts": {"agree": 1}},
 }
