@@ -108,7 +108,8 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
     """Why a record's ``verdict`` contradicts its own figures, in words, or None when it does not:
 
     - a whole-run record (``quantity`` ``"*"``) grades no element, so it is never ``agree`` or ``suspect`` (a file
-      edited from ``error`` to ``agree`` was one agreeing record, helper-80);
+      edited from ``error`` to ``agree`` was one agreeing record, helper-80), and an ``unsupported`` or ``overflow`` one
+      has no element counts, exact or computed value (helper-124);
     - a record's verdict is at least as severe as the worst verdict among its elements (``counts``:
       :data:`ELEMENT_VERDICTS` -> how many; :mod:`harness.repeat` may make it more severe, nothing makes it less),
       except ``unsupported`` (no element has an exact value: a model's quantity, where a non-finite element is
@@ -135,6 +136,10 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
         return None
     if quantity == "*" and verdict in ("agree", "suspect"):
         return "a whole-run record (quantity '*') grades no element"
+    if quantity == "*" and verdict in ("unsupported", "overflow") and (
+            any(counts.values()) or math.isfinite(_decimal(exact)) or math.isfinite(_decimal(computed))):
+        # (a disagree record edited to a whole run's unsupported passed, helper-124)
+        return "a whole-run record (quantity '*') grades no element, yet it has element counts or values"
     held = [v for v, n in counts.items() if n]
     if verdict == "unsupported":
         worse = [v for v in held if v not in ("agree", "overflow")]

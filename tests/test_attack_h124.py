@@ -56,6 +56,8 @@ EDITS = {
                "abs_error_at_worst": 2e-8, "computed": "0.18119835853576660156"},
     # disagree edited to overflow (its finite worst element still beyond the bounds)
     "overflow": {"verdict": "overflow", "counts": {"overflow": 1}},
+    # disagree edited to a whole run's unsupported (not graded)
+    "whole-run": {"verdict": "unsupported", "quantity": "*", "counts": {}},
     # disagree edited to unsupported (not graded), its exact value still there
     "unsupported": {"verdict": "unsupported", "counts": {"agree": 1}},
 }
