@@ -184,9 +184,11 @@ def validate_settings(
     dts = (dtypes,) if isinstance(dtypes, str) else tuple(dtypes)
     if not dts:
         raise err("dtypes", f"no dtype given (an empty list runs nothing); known: {', '.join(DTYPES)}")
-    for dt in dts:
+    for i, dt in enumerate(dts):
         if not isinstance(dt, str) or dt not in DTYPES:
             raise err("dtypes", f"unknown dtype {quote(dt)}; known: {', '.join(DTYPES)}")
+        if dt in dts[:i]:  # (it ran the case twice in that dtype: every record twice, helper-124)
+            raise err("dtypes", f"dtype {quote(dt)} given twice")
     return lr_exact, dts
 
 

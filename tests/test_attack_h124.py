@@ -120,3 +120,13 @@ def test_a_known_bug_added_by_hand_is_malformed(tmp_path, capsys):
     assert "its known_bug \"fake\" is not the one its message names" in capsys.readouterr().err
     named = {**disagree(), "known_bug": "fake", "message": "known framework bug: fake; grad_W: 1 of 1 element(s) above"}
     assert report_exit(write(tmp_path / "s.jsonl", [agree(), named])) == 0  # (as the harness writes it: not counted)
+
+
+def test_a_dtype_given_twice_is_a_case_error(tmp_path, capsys):
+    """`dtypes = ["float32", "float32"]` ran the case twice in float32: every record twice, without a word."""
+    cases = tmp_path / "c.toml"
+    body = 'X = [[1.0]]\ny = [[3.0]]\nW = [[0.5]]\nb = [1.0]\nsteps = 1\nreduction = "sum"\nlr = 0.1\n'
+    cases.write_text(f'[[case]]\nid = "good"\n{body}\n[[case]]\nid = "twice"\n{body}dtypes = ["float32", "float32"]\n')
+    assert main(["cases", "--cases", str(cases)]) == 2
+    captured = capsys.readouterr()
+    assert "case 'twice', key 'dtypes': dtype 'float32' given twice" in captured.err and "good" in captured.out
