@@ -21,6 +21,10 @@ from typing import TYPE_CHECKING, Any
 from .errors import HarnessError, UsageError
 from .memory import keep_freed_memory
 
+# bound here, before any plug-in is imported: a plug-in that replaced harness.verdicts.run_outcome at import made a
+# failing run exit 0 (helper-124; the policy it reads is a frozen copy too, harness.verdicts)
+from .verdicts import run_outcome as _run_outcome
+
 if TYPE_CHECKING:
     from pathlib import Path
 
@@ -389,7 +393,6 @@ def _after_run(args: argparse.Namespace, records: list, path: Path, cases: list,
     :attr:`harness.records.ResultsStream.written`, or None to read it)."""
     from .implementations import REGISTRY
     from .summary import by_device_dtype, determinism_table, explain_failures, summary_table, verdict_line
-    from .verdicts import run_outcome
 
     if not args.quiet:
         print(summary_table(records))
@@ -415,7 +418,7 @@ def _after_run(args: argparse.Namespace, records: list, path: Path, cases: list,
         report_note = f", report {args.report}" + (f" (the previous one kept as {kept_report})" if kept_report else "")
     print(f"{verdict_line(records)}; results {path}{report_note}")
     # each implementation named must grade something (one shard may hold none of its cases: the whole run is judged)
-    outcome = run_outcome(records, strict=args.strict, load_errors=len(errors), named=(impls or []) if not args.shard else [])
+    outcome = _run_outcome(records, strict=args.strict, load_errors=len(errors), named=(impls or []) if not args.shard else [])
     own = sorted(name for name in {r.implementation for r in records if r.verdict != "unsupported"}
                  if name in REGISTRY and REGISTRY[name].kind != "builtin" and REGISTRY[name].error_model is not None)
     if own:  # a plug-in's own bounds decide its verdicts: said where the verdicts are read
@@ -563,9 +566,8 @@ def cmd_report(args: argparse.Namespace) -> int:
           + (f" (the previous one kept as {kept})" if kept else ""))
     if not args.exit_status:
         return 0
-    from .verdicts import run_outcome
 
-    outcome = run_outcome(model.records, strict=args.strict)
+    outcome = _run_outcome(model.records, strict=args.strict)
     problems = ([f"{model.malformed_total} malformed line(s) left out"] if model.malformed_total else []) + \
         [f"{f.path}: its run did not complete (or the file has no environment line)" for f in model.unfinished] + \
         [f"{f.path}: {why} (records deleted, repeated or pasted in)" for f in model.files for why in f.miscounted] + \

@@ -328,6 +328,7 @@ PATCHER = textwrap.dedent('''
     v.failures = lambda records, strict=False: []
     v.fails = lambda rec, strict=False: False
     v.nothing_graded = lambda records: False
+    v.run_outcome = lambda records, **kw: v.RunOutcome(0, ["exit 0: patched"])  # (it passed, helper-124)
 
     @harness.implementation("h-wrong-patched", framework="numpy")
     def step(X, y, W, b, *, lr, reduction, steps):
