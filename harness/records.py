@@ -153,6 +153,11 @@ class Record:
         return rec
 
 
+#: The head of the message of each record a known framework bug explains (:func:`harness.runner.check_case` writes
+#: it; :func:`check_record` reads it).
+KNOWN_BUG = "known framework bug: "
+
+
 class MalformedRecordError(ValueError):
     """A line of a results file breaks the Record contract (a wrong type, a missing field, an unknown verdict)."""
 
@@ -336,7 +341,7 @@ def check_record(obj: Any, *, known_verdict: bool = True) -> dict[str, Any]:
         if why is not None:
             raise MalformedRecordError(f"its verdict {kw['verdict']!r} contradicts its own figures: {why} (edited by hand?)")
         bug = kw.get("known_bug")
-        if bug and not str(kw.get("message") or "").startswith(f"known framework bug: {bug}"):
+        if bug and not str(kw.get("message") or "").startswith(f"{KNOWN_BUG}{bug}"):
             # the harness names the bug at the head of the message of each record it explains (runner._mark_known_bug):
             # a known_bug added by hand to a failing record took it out of the exit status (helper-124)
             raise MalformedRecordError(f"its known_bug {_quote(bug)} is not the one its message names (edited by hand?)")

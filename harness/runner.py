@@ -59,7 +59,7 @@ from .oracle import (
     exact_trajectory,
     scaled_radius,
 )
-from .records import Record
+from .records import KNOWN_BUG, Record
 from .results import StepResultsError, collect_steps, read_quantity
 from .semantics import annotate, none_message
 from .timeouts import check_timeout_isolation
@@ -958,7 +958,6 @@ def _exact_and_bounds(
 
 
 #: Prefix of the message of a failing record explained by a known framework bug.
-KNOWN_BUG = "known framework bug: "
 
 
 def _mark_known_bug(records: list[Record], impl: Implementation, device: str, dtype: str,

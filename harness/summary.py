@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 
 from .figures import caveat_and_bits, worst_ratio_text
-from .records import Record
+from .records import KNOWN_BUG, Record
 from .verdicts import FAILING, NOT_GRADED, SEVERITY, STRICT_ONLY, VERDICTS, fails, quantity_rank, severity
 
 
@@ -275,7 +275,7 @@ def cause(rec: Record) -> str:
     label of a named mistake such as "gradient accumulation: ..."), every number written ``#``, so
     that "W: 3 of 4 element(s) above ..." and "grad_W: 1 of 4 element(s) above ..." are one cause."""
     if rec.known_bug:  # first: one known bug is one group, whatever each record looks like
-        return f"known framework bug: {rec.known_bug}"
+        return f"{KNOWN_BUG}{rec.known_bug}"
     if rec.diagnosis:
         return rec.diagnosis
     first = rec.message.split("\n", 1)[0].split("; ", 1)[0].strip()  # (an error's traceback text follows a newline)
@@ -360,13 +360,13 @@ def explain_failures(records: Sequence[Record], strict: bool = False, max_groups
         else:
             status = "passes without --strict"
         lines.append(f"- {g.implementation}: {counts} record(s) in {g.cases} case(s); {status}")
-        if g.cause.startswith("known framework bug: "):
+        if g.cause.startswith(KNOWN_BUG):
             label = "known framework bug"
         elif g.example.diagnosis:
             label = "looks like"  # a diagnosis (harness.diagnose): the one hypothesis that explains the values
         else:
             label = "cause"  # no diagnosis: the first clause of the message, numbers written #
-        shown = g.cause.removeprefix("known framework bug: ")
+        shown = g.cause.removeprefix(KNOWN_BUG)
         if label == "cause" and "#" in shown:  # (helper-77: "# of # element(s)" read as a rendering bug)
             shown += " (# stands for the numbers, which vary within the group)"
         lines.append(f"    {label}: {shown}")
