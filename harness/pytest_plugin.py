@@ -899,6 +899,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         # "FAILS the run" above a green session, helper-78)
         tr.write_line("harness: the failing records above did not fail this session: the tests that graded them passed; "
                       "a test that calls harness_check decides with its own assertions (harness.api.raise_on_failure(records, "
-                      "name) raises on them)")
+                      "name) raises on them), and one that catches the failure harness_verify raises passes")
     for line in [*state.kept, *state.notes]:
         tr.write_line(line)

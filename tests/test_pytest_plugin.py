@@ -364,6 +364,7 @@ harness.implementation("forgets-the-two", framework="torch", default=False)(forg
     out = res.stdout.str()
     assert res.ret == pytest.ExitCode.OK and "FAILS the run" in out  # the test's own choice, as written
     assert "harness: the failing records above did not fail this session: the tests that graded them passed" in out
+    assert "one that catches the failure harness_verify raises passes" in out  # (the other way to pass, helper-124)
 
 
 def test_skipped_tests_built_in_models_and_plain_steps_under_isolation(pytester, monkeypatch):
