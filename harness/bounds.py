@@ -173,7 +173,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -436,20 +436,6 @@ def _squares_safe(*arrays: F64) -> bool:
     """Whether every nonzero magnitude lies in ``[2**-250, 2**250]`` (float64), or the type is wider."""
     if any(np.asarray(a).dtype != np.float64 for a in arrays):
         return True  # longdouble: exponent range to 2**16384, squares of float64 values never leave it
-    # every array's magnitudes at once where none is NaN: the same answer as array by array (an empty array adds no
-    # element), one pass of each operation instead of one per array; with a NaN, array by array (an array's NaN
-    # maximum hides its other elements from the first test there, and only there)
-    m = np.abs(np.concatenate([np.asarray(a).ravel() for a in arrays]))
-    if not m.size:
-        return True
-    top = float(m.max())
-    if math.isnan(top):
-        return _squares_safe_each(arrays)
-    return not (top > _SQUARE_SAFE or float(np.min(np.where(m > 0, m, 1.0))) < 1 / _SQUARE_SAFE)
-
-
-def _squares_safe_each(arrays: Sequence[F64]) -> bool:
-    """:func:`_squares_safe` of float64 arrays, array by array."""
     for a in arrays:
         m = np.abs(a)
         if m.size and (float(m.max()) > _SQUARE_SAFE or float(np.min(np.where(m > 0, m, 1.0))) < 1 / _SQUARE_SAFE):

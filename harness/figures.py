@@ -16,28 +16,15 @@ the error is far inside its bound: the views then say so instead of showing it.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from .floats import FORMATS, FloatFormat, get_format
+from .verdicts import record_float
 
 #: The reasons :func:`ulp_caveat` gives.
 BELOW_NORMAL = "ULPs not meaningful: exact value below the dtype's smallest normal"
 ABSOLUTE_BOUND = "ULPs not meaningful: the bound exceeds the exact value (cancellation): error far inside an absolute bound"
 NEAR_ZERO = "ULPs not meaningful: an element's exact value is near zero: error far inside an absolute bound"
-
-
-def _float(x: Any, _isfinite: Any = math.isfinite) -> float | None:
-    """``x`` as a finite float (None if it is not one); a decimal string cut short with ``...`` reads as its digits."""
-    if type(x) is float:  # the common case, the same answer as below without the conversions
-        return x if _isfinite(x) else None
-    if isinstance(x, str):
-        x = x.strip().rstrip(".").rstrip("\u2026")
-    try:
-        v = float(x)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return v if _isfinite(v) else None
 
 
 #: dtype -> (its format, smallest normal, precision - 1): what :func:`ulp_caveat` reads of :func:`get_format`'s answer,
@@ -77,12 +64,12 @@ def ulp_caveat(rec: Any) -> str | None:
     limits = _limits(rec.dtype)
     if limits is None:
         return None
-    exact = _float(rec.exact)
+    exact = record_float(rec.exact)
     if exact is not None:
         exact = abs(exact)
         if exact < limits[0]:
             return BELOW_NORMAL
-        bound = _float(rec.rigorous_bound)
+        bound = record_float(rec.rigorous_bound)
         if bound is not None and bound >= exact:
             return ABSOLUTE_BOUND
     ratio = rec.bound_ratio
@@ -99,7 +86,7 @@ def meaningful_bits(rec: Any) -> float | None:
 def caveat_and_bits(rec: Any) -> tuple[str | None, float | None]:
     """``(ulp_caveat(rec), meaningful_bits(rec))`` with the caveat worked out once."""
     why = ulp_caveat(rec)
-    return why, (None if why else _float(rec.bits_of_error))
+    return why, (None if why else record_float(rec.bits_of_error))
 
 
 def ratio_text(x: float | None) -> str:
@@ -111,7 +98,7 @@ def worst_ratio_text(rec: Any) -> str:
     """``rec``'s worst error / rigorous bound: ``0.0123``, or ``inf (the bound is 0: every correct evaluation is exact
     here)`` where an exact reduction's bound of 0 is exceeded (:func:`harness.repeatedsums.exact_reductions`)."""
     text = ratio_text(rec.bound_ratio)
-    if text == "inf" and _float(getattr(rec, "rigorous_bound", None)) == 0:
+    if text == "inf" and record_float(getattr(rec, "rigorous_bound", None)) == 0:
         text += " (the bound is 0: every correct evaluation is exact here)"
     return text
 
@@ -126,6 +113,6 @@ def ulp_text(rec: Any) -> str:
     why = ulp_caveat(rec)
     if why:
         return why
-    u = _float(rec.max_ulp_error)
-    b = _float(rec.bits_of_error)
+    u = record_float(rec.max_ulp_error)
+    b = record_float(rec.bits_of_error)
     return f"{'-' if u is None else f'{u:.4g}'} ULPs, {'-' if b is None else f'{b:.2f}'} bits of error"

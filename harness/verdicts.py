@@ -137,7 +137,7 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
     if quantity == "*" and verdict in ("agree", "suspect"):
         return "a whole-run record (quantity '*') grades no element"
     if quantity == "*" and verdict in ("unsupported", "overflow") and (
-            any(counts.values()) or math.isfinite(_decimal(exact)) or math.isfinite(_decimal(computed))):
+            any(counts.values()) or record_float(exact) is not None or record_float(computed) is not None):
         # (a disagree record edited to a whole run's unsupported passed, helper-124)
         return "a whole-run record (quantity '*') grades no element, yet it has element counts or values"
     held = [v for v, n in counts.items() if n]
@@ -145,7 +145,7 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
         worse = [v for v in held if v not in ("agree", "overflow")]
         if worse:
             return f"{counts[worse[0]]} of its elements are {worse[0]}"
-        if quantity != "*" and math.isfinite(_decimal(exact)):
+        if quantity != "*" and record_float(exact) is not None:
             return f"it has an exact value, {exact}, which no unsupported record of a quantity has"
     else:
         worst = max(held, key=severity) if held else None
@@ -197,15 +197,19 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
     return None
 
 
-def _decimal(text: str | None) -> float:
-    """A record's decimal string (``"0.48999989986420189325..."``, ``"1.5e+5000"``, ``"nan"``) as the nearest float64;
-    NaN for None or anything else."""
-    if not isinstance(text, str):
-        return math.nan
+def record_float(x: Any, _isfinite: Any = math.isfinite) -> float | None:
+    """A record's figure as a finite float, None if it is not one: a float, or a decimal string
+    (``"0.48999989986420189325..."``: cut short with ``...`` it reads as its digits; ``"1.5e+5000"`` and ``"nan"``
+    are not finite). The one reader of a record's decimal strings (:mod:`harness.figures` reads them with it)."""
+    if type(x) is float:  # the common case, the same answer as below without the conversions
+        return x if _isfinite(x) else None
+    if isinstance(x, str):
+        x = x.strip().rstrip(".").rstrip("\u2026")
     try:
-        return float(text.removesuffix("..."))
-    except ValueError:
-        return math.nan
+        v = float(x)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return v if _isfinite(v) else None
 
 
 def _far_from_exact(exact: str | None, computed: str | None, rigorous: float | None,
@@ -214,8 +218,8 @@ def _far_from_exact(exact: str | None, computed: str | None, rigorous: float | N
     ``expected``) bound allows, or None. Both strings are read as float64 and subtracted in float64: the difference is
     within 2**-50 of the larger magnitude of the true one, so only an error beyond the bound by more than that (and by
     a relative 1e-9 of the bound) is named; a non-finite value or bound names nothing."""
-    e, c = _decimal(exact), _decimal(computed)
-    if not (math.isfinite(e) and math.isfinite(c)):
+    e, c = record_float(exact), record_float(computed)
+    if e is None or c is None:
         return None
     err = abs(c - e)
     slack = 2.0**-50 * max(abs(c), abs(e))
