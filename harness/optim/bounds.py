@@ -51,7 +51,16 @@ and is held with factor ``prod (1 + r_h)``: by Higham (2002) Lemma 3.1 ``prod (1
   as held, :func:`_eps_cap`); infinite, a vacuous bound, only where ``eps`` as held may be 0 (flushed, or below
   the dtype's resolution) and ``E_den >= den`` (``V`` near 0);
 - ``p = s r``, ``s = lr / (1 - beta1^t)`` with ``r_s = r_lr + 4 u64 (1 + beta1^t / (1 - beta1^t))``, or the float32
-  one below where larger: ``E_p = s E_r (1 + r_s) + |p| r_s + u2 (|p| + s E_r (1 + r_s) + |p| r_s) + eta``;
+  one below where larger: ``E_p = s E_r (1 + r_s) + |p| r_s + e_sm + u2 (|p| + s E_r (1 + r_s) + |p| r_s + e_sm) + eta``.
+  ``e_sm`` is torch.optim's order: ``addcdiv`` (for-loop, foreach and fused forms) computes ``(s m) / den``, so
+  ``fl(s m) = s m (1 + d) + e`` with ``|e| <= eta`` (Higham 2002, sec. 2.1, underflow as an absolute error) and the
+  quotient ``(s m (1 + d) + e) / den^ (1 + d')``: the relative errors are those of ``s (m / den)`` (one product, one
+  division), and ``e`` adds ``e / den^``, ``den^ >= max(den - E_den, eps (1 - r_eps))`` (:func:`_eps_cap`). So
+  ``e_sm = min(eta, s (1 + r_s)(|m| + E_m)) / max(den - E_den, eps (1 - r_eps))`` where ``s m`` may be below the
+  smallest normal number (``s (1 - r_s)(|m| - E_m) < 2**emin``), else 0 (a product of normal result has no absolute
+  error; rounding ``x`` to the subnormals errs by at most ``min(eta, |x|)``, and ``|fl_h(s) m^| <= s (1 + r_s)(|m| + E_m)``). (Without it, float32
+  Adam at step 1 with a first moment of ``2**-140`` and ``eps = 2**-24``, whose ``s m`` rounds to the least subnormal,
+  was ``disagree`` at 106 times the bound in all three torch.optim forms: helper-127.)
 - ``theta' = theta1 - p``: ``E = E_1 + E_p + u2 (|theta'| + E_1 + E_p) + eta``.
 
 **Bias corrections in float32** (:func:`float32_bias_corrections`, float32, float16 and bfloat16 parameters): optax's
@@ -283,7 +292,8 @@ def adam_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[
         vmax_ = np.asarray(prev.get("max_exp_avg_sq", np.zeros_like(theta)), dtype=np.float64)
         for k, out in ((rig, rigorous), (exp, expected)):
             with np.errstate(all="ignore"):
-                got = _adam_chain(opt, theta, g, m_, v_, vmax_, k, u2, eta, b1, b2, w1, w2, wd, eps, lr, c2, s, r_c2, r_s, r_eps)
+                got = _adam_chain(opt, theta, g, m_, v_, vmax_, k, u2, eta, b1, b2, w1, w2, wd, eps, lr, c2, s, r_c2, r_s, r_eps,
+                                  fmt.min_normal)
             for name, arr in got.items():
                 out[f"{name}_{p}" if name != "theta" else p] = np.where(np.isnan(arr), np.inf, arr * _SAFETY)
         for name in list(expected):
@@ -357,8 +367,9 @@ def float32_bias_corrections(b1: float, b2: float, t: int, lr: float, u2: float,
 
 def _adam_chain(opt: OptimizerConfig, theta: F64, g: F64, m_: F64, v_: F64, vmax_: F64, k: Callable[[float], float],
                 u2: float, eta: float, b1: float, b2: float, w1: float, w2: float, wd: float, eps: float, lr: float,
-                c2: float, s: float, r_c2: float, r_s: float, r_eps: float) -> dict[str, F64]:
-    """The Adam chain of :func:`adam_bounds` with the kernel ``k`` (rigorous or expected)."""
+                c2: float, s: float, r_c2: float, r_s: float, r_eps: float, tiny: float) -> dict[str, F64]:
+    """The Adam chain of :func:`adam_bounds` with the kernel ``k`` (rigorous or expected); ``tiny``: the dtype's smallest
+    normal number."""
     zero = np.zeros_like(theta)
     d, E_d = g, zero
     th1, E_1 = theta, zero
@@ -393,6 +404,11 @@ def _adam_chain(opt: OptimizerConfig, theta: F64, g: F64, m_: F64, v_: F64, vmax
     E_r = np.minimum(E_r, _eps_cap(m, E_m, eps, r_eps, k(1), eta))
     p = s * r
     sE = s * E_r * (1 + r_s) + np.abs(p) * r_s
+    # torch.optim's addcdiv forms (s m) / den: the underflow of a subnormal s m is divided by den (module docstring)
+    low = np.maximum(gap, eps * (1 - r_eps) if r_eps < 1 else 0.0)
+    sm_small = s * (1 - r_s) * np.maximum(np.abs(m) - E_m, 0.0) < tiny
+    e_sm = np.minimum(eta, s * (1 + r_s) * (np.abs(m) + E_m))
+    sE = sE + np.where(sm_small & (e_sm > 0), np.where(low > 0, e_sm / np.where(low > 0, low, 1.0), np.inf), 0.0)
     E_p = sE + k(1) * (np.abs(p) + sE) + eta
     new = th1 - p
     out["theta"] = E_1 + E_p + k(1) * (np.abs(new) + E_1 + E_p) + eta
