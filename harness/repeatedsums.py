@@ -453,7 +453,10 @@ def exact_reductions(X: F, R: F, fmt: FloatFormat, ctx: ExactContext) -> tuple[M
                                           & (2 * ctx.c * sa <= big)))
         q_xr = qx[:, None] + q_r[None, :]
         T = np.abs(X).T @ np.abs(R)
-        prods = (wx[:, None] + wr[None, :] <= p) & (q_xr + min(e - 1, 0) >= qlow) & (2 * ctx.c * T <= big)
+        # the scaled residual 2c R on the dtype's grid too (torch's backward of a mean forms it before the product: a
+        # large feature hid its underflow, helper-127), and the products, scaled first or last
+        prods = ((wx[:, None] + wr[None, :] <= p) & (q_xr + min(e - 1, 0) >= qlow)
+                 & (q_r[None, :] + min(e - 1, 0) >= qlow) & (2 * ctx.c * T <= big))
         gW = res_ok[None, :] & ((q_xr == np.inf) | (prods & sums_exactly(T, q_xr, fmt, ctx.ftz)))
         q2 = 2 * float(np.min(q_r))
         sq = float(np.sum(R * R))

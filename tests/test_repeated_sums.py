@@ -274,6 +274,34 @@ def test_a_mean_then_doubled_at_the_subnormal_edge_is_not_exact(dtype: str, q: i
         assert records and all(r.verdict == "agree" for r in records), [(r.quantity, r.verdict, r.message) for r in records]
 
 
+@pytest.mark.parametrize(("dtype", "q", "big"), [("float32", -149, 60), ("float64", -1074, 500)])
+def test_a_large_feature_does_not_hide_the_scaled_residuals_underflow(dtype: str, q: int, big: int) -> None:
+    """helper-127: X = 2**big in every row, W = b = 0, y = -666 * 2**q (the residual 666 smallest subnormals), the mean
+    over N = 1024 rows: torch's backward scales the residual first, 2 R / 1024 = 1.3 * 2**q, which rounds to 2**q, so
+    its grad_W is 23% below the exact one. exact_reductions checked the grid of the products X (2c R) (2**(big + q -
+    8)), not of 2c R itself, called grad_W exact and bounded it by 0: torch-seed, torch-func and torch-optim-sgd were
+    disagree (grad_W with an infinite ratio, W at 1.4e6 times its bound in float32). The scaled residual's grid is now
+    checked too; they agree, and a step whose grad_W has the wrong sign still disagrees (a gradient off by half is
+    not a bug here: ``2 fl(c R)`` errs by 54%)."""
+    X = np.full((1024, 1), 2.0**big)
+    case = case_from_arrays("large-feature-subnormal-residual", X, np.full((1024, 1), -666 * 2.0**q), np.zeros((1, 1)),
+                            np.zeros(1), lr=0.001, reduction="mean", dtypes=(dtype,))
+    for impl in resolve(["torch-seed", "torch-func", "torch-optim-sgd", "numpy-hand"]):
+        records = check_case(case, impl, "cpu", dtype)
+        assert records and all(r.verdict == "agree" for r in records), \
+            [(impl.name, r.quantity, r.verdict, r.bound_ratio) for r in records]
+    from harness.implementations.registry import Implementation, StepResult
+
+    def flipped_grad_w(X, y, W, b, *, lr, reduction, steps):  # type: ignore[no-untyped-def]
+        R = X @ W + b - y
+        gW, gb = -2 * (X.T @ R) / R.size, 2 * R.sum(axis=0) / R.size
+        return [StepResult(np.mean(R * R), gW, gb, W - lr * gW, b - lr * gb)]
+
+    wrong = check_case(case, Implementation(name="flipped-grad-w", fn=flipped_grad_w, framework="numpy", kind="plugin"), "cpu",
+                       dtype)
+    assert {r.quantity: r.verdict for r in wrong}["grad_W"] == "disagree"
+
+
 def test_which_reductions_are_exact() -> None:
     n = 1024
     rng = np.random.default_rng(1)
