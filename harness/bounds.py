@@ -46,10 +46,12 @@ carried by a factor at most ``1 + gamma_n`` to the result:
   (two roundings of ``c``, the scale, the product, ``N - 1`` additions),
   ``|s| (gamma |X|^T Rh + |X|^T E_R + dX^T Rh) + eta_s (1 + gamma) |X|^T Rh + (1 + gamma) eta n_G``
   where ``eta_s = 2 eta_c`` is the underflow of ``fl(2c)`` and
-  ``n_G = max(1, |s|) (N + f (N - 1)) + 1 + (1 + f) |X|^T 1`` (``f = 1`` with flush-to-zero)
+  ``n_G = max(1, |s|) (N + f (N - 1)) + 1 + m |X|^T 1`` (``f = 1`` with flush-to-zero)
   counts the underflows of the N products, of the final scale, of the
-  per-element scale (then multiplied by ``|X_ij|``), and with flush-to-zero of
-  the doublings ``2R`` and of the additions (the products' and additions'
+  per-element scale (then multiplied by ``|X_ij|``; ``m = 2`` under a mean (``c < 1``), where
+  ``2 fl(c R)``, a mean taken first and then doubled, doubles its underflow,
+  ``m = 1 + f`` under the sum, where with flush-to-zero the doublings ``2R`` flush
+  too), and with flush-to-zero of the additions (the products' and additions'
   scaled by ``|s|`` where the scale is applied after the sum);
 - grad_b: the same with ``|X|`` replaced by ones;
 - loss (:func:`loss_bound`), ``gamma = gamma_{NK+3}``: ``|c| (gamma sum Rh^2 + sum E_R (2|R| + E_R))
@@ -694,7 +696,10 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
         # the products' and the flushed additions' underflows are scaled by |s| where the scale comes after the sum
         # (NumPy's 2c (X^T R): a float32 product of 2**-150 rounds to 0 and 2 doubles the loss; helper-47)
         grow = max(1.0, abs(s))
-        n_G = grow * (n + f * (n - 1)) + 1 + (1 + f) * colX
+        # the per-element scale's underflow, times |X_ij|: under a mean (c < 1) twice, 2 fl(c R) (a mean then doubled)
+        # doubling it (once let a correct float32 step disagree at 1.40 times the bound, helper-127); with flush-to-zero
+        # 2R flushes too
+        n_G = grow * (n + f * (n - 1)) + 1 + (2.0 if abs(s) < 2 else 1.0 + f) * colX
         tf_abs = np.zeros_like(colX)
         if ut:
             et = _tf32_eta(reg)

@@ -10,15 +10,15 @@ quantities. Evaluations:
   shapes: each operation in float64 then rounded to the dtype (exact for
   float16 and for products; a sum of float32 or bfloat16 values far apart in
   exponent may be rounded twice, an error far below the bound's slack), with
-  the scale applied first (``(2c) R``), last (``2c (X^T R)``) or PyTorch's way
-  (``2R / (N K)``), ``c`` rounded once or twice, the learning rate as the
+  the scale applied first (``(2c) R``), last (``2c (X^T R)``), PyTorch's way
+  (``2R / (N K)``) or as a mean then doubled (``2 fl(c R)``), ``c`` rounded once or twice, the learning rate as the
   dtype's or as the Python float in float32, and optionally every input,
   intermediate and result flushed to zero when subnormal (graded with the
   flush-to-zero bounds).
 
 Regimes: normal values, subnormal scale ``c = 1/(N K)`` (float16 with
-``N K > 16384``), tiny values (subnormal products), values near the overflow
-threshold, and long reductions (N up to 2000, where float16's gamma_N is still
+``N K > 16384``), tiny values (subnormal products), a large feature times a
+subnormal residual, values near the overflow threshold, and long reductions (N up to 2000, where float16's gamma_N is still
 finite). The largest ratio found is printed (``-s``) and written to
 ``$BOUNDS_SEARCH_OUT`` (default: a file in the pytest temporary folder);
 ``BOUNDS_SEARCH_EXAMPLES`` sets the number of examples (default 60).
@@ -47,7 +47,7 @@ WORST: dict[str, object] = {"ratio": 0.0, "example": None}
 #: largest ratio per regime and evaluation kind (a flushed scale c makes the gradient 0, an error of
 #: exactly |g|, so the flush-to-zero subnormal-scale ratio sits just below 1 by construction)
 WORST_BY: dict[str, float] = {}
-SCALINGS = ("first", "last", "torch")
+SCALINGS = ("first", "last", "torch", "mean-then-doubled")
 
 
 def _flush(a: np.ndarray, fmt: FloatFormat, on: bool) -> np.ndarray:
@@ -93,6 +93,9 @@ def fast_step(X, y, W, b, lr, lr_held, reduction, fmt, order, scaling, ftz, seed
         if scaling == "torch" and reduction == "mean":
             loss = r(rsum(sq.reshape(-1), 0) / (n * k))
             S = r(r(2 * R) / (n * k))
+        elif scaling == "mean-then-doubled":  # 2 fl(c R): the scale's underflow doubled (helper-127)
+            loss = r(c * rsum(sq.reshape(-1), 0))
+            S = r(2 * r(c * R))
         else:
             loss = r(c * rsum(sq.reshape(-1), 0))
             S = r(r(2 * c) * R)
@@ -111,7 +114,7 @@ def fast_step(X, y, W, b, lr, lr_held, reduction, fmt, order, scaling, ftz, seed
 
 @st.composite
 def search_cases(draw):
-    regime = draw(st.sampled_from(["normal", "subnormal-scale", "tiny", "near-overflow", "long"]))
+    regime = draw(st.sampled_from(["normal", "subnormal-scale", "tiny", "near-overflow", "long", "subnormal-residual"]))
     name = "float16" if regime == "subnormal-scale" else draw(st.sampled_from(["float16", "bfloat16", "float32"]))
     fmt = FORMATS[name]
     reduction = "mean" if regime == "subnormal-scale" else draw(st.sampled_from(["sum", "mean"]))
@@ -138,6 +141,11 @@ def search_cases(draw):
         W = W * 2.0**e
     elif regime == "subnormal-scale":
         y = y * 2.0 ** draw(st.integers(0, 12))
+    elif regime == "subnormal-residual":  # a large feature times a residual among the subnormals (helper-127)
+        ex, a = draw(st.integers(0, fmt.emax // 2)), draw(st.integers(-2, 12))
+        X = np.full_like(X, 2.0**ex)  # one grid (exact_reductions' path), and the rows' roundings add up
+        W = W * 2.0 ** (fmt.emin - ex - a) if draw(st.booleans()) else W * 0.0
+        b, y = b * 2.0 ** (fmt.emin - a), np.broadcast_to(y[:1], y.shape) * 2.0 ** (fmt.emin - a)
     X, W, b, y = (round_to_format(v, fmt) for v in (X, W, b, y))
     assume(all(np.isfinite(v).all() for v in (X, W, b, y)))
     lr = float(round_to_format(np.array([draw(st.sampled_from([0.5, 0.1, 1e-2, 1e-3, 1e-6, 2.0**-20]))]), fmt)[0])

@@ -84,6 +84,26 @@ def test_product_underflow_gradual():
     assert grade(bnd, hilo, "grad_W", [[2 * 3 * 2.0**-80 * 0.0], [0.0]], FLOAT32).verdict != "disagree"
 
 
+def test_a_mean_then_doubled_scale_underflows_once_and_is_doubled():
+    """float32, mean, N = 1024: X = 2**60 in every row, W = b = 0, y = -666 * 2**-149, so R = 666 * 2**-149 (666
+    smallest subnormals) and c = 2**-10. A step that takes the mean first and doubles it (``2 * (c R)``, then ``X^T``:
+    JAX's ``g * x`` then 2 for the derivative of a mean of squares) holds ``fl(c R) = fl(0.65 * 2**-149) = 2**-149``,
+    then ``2**-148``: grad_W = 1024 * 2**60 * 2**-148 = 2048 * 2**-89 where the exact value is 1332 * 2**-89. The
+    underflow ``e`` of the per-element scale is doubled after it: ``2 eta |X_ij|`` per term. The bound counted one
+    ``eta |X_ij|`` (512 * 2**-89 in all) and this correct step was disagree at 1.40 times it (helper-127); torch's
+    ``2 R / 1024`` gives 1024 * 2**-89. Twice the exact gradient still disagrees."""
+    n = 1024
+    X, y = np.full((n, 1), 2.0**60), np.full((n, 1), -666 * 2.0**-149)
+    bnd, hilo = bounds_for(X, y, [[0.0]], [0.0], 2.0**-4, "mean", FLOAT32)
+    assert hilo["grad_W"][0][0, 0] == 1332 * 2.0**-89
+    c_r = float(round_to_format(np.array([666 * 2.0**-159]), FLOAT32)[0])
+    assert c_r == 2.0**-149
+    for computed in (n * 2.0**60 * (2 * c_r), 1024 * 2.0**-89):  # mean then doubled; torch's 2 R / (N K)
+        res = grade(bnd, hilo, "grad_W", [[computed]], FLOAT32)
+        assert res.verdict != "disagree", (computed, res.bound_ratio)
+    assert grade(bnd, hilo, "grad_W", [[2 * 1332 * 2.0**-89]], FLOAT32).verdict == "disagree"
+
+
 def test_product_flushed_to_zero_needs_the_declaration():
     """float32, sum: X = [[2**-70, 2**60]], W = [[2**-70], [0]]: R = 2**-140 is a subnormal that
     gradual underflow keeps exactly (a multiple of 2**-149), so grad_W[1] = 2 * 2**60 * 2**-140
@@ -292,8 +312,9 @@ def test_uniform_underflow_sums_in_closed_form_float64(seed):
         for j in range(d):
             for m in range(k):
                 xr = sum(Fraction(abs(X[i, j])) * Fraction(abs(R[i, m])) for i in range(n))
-                # the products' underflows scaled by |s| where the scale comes after the sum (max(1, |s|) n)
-                exact = s * colx[j] * ue + eta_s * xr + Fraction(eta) * (max(1, s) * n + 1 + colx[j])
+                # the products' underflows scaled by |s| where the scale comes after the sum (max(1, |s|) n); the
+                # per-element scale's twice under a mean (2 fl(c R), helper-127)
+                exact = s * colx[j] * ue + eta_s * xr + Fraction(eta) * (max(1, s) * n + 1 + (2 if c < 1 else 1) * colx[j])
                 assert abs(Fraction(gb.U_gW[j, m]) - exact) <= 4 * Fraction(eta) + exact * Fraction(1, 2**40), (j, m)
         for m in range(k):
             exact = s * n * ue + eta_s * sum(Fraction(abs(v)) for v in R[:, m]) + Fraction(eta) * (max(1, s) * n + n + 1)
