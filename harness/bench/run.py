@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import html
 import importlib.util
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 from ..errors import UsageError
+from ..records import check_previous_path, keep_previous
 from .analysis import BenchData, load, oracle_table, report_text, verify_table
 from .timing import SWEEPS
 
@@ -48,6 +50,30 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    """``--target-time``: a finite number of seconds, at least 0 (``nan`` and ``inf`` failed every benchmark with
+    pytest's tracebacks, a negative time was passed on unchecked; helper-126)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def _work(text: str) -> float:
+    """``--max-work``: a finite N*D*K of at least 1 (``0``, ``nan`` or a negative cap skipped every size and the run
+    exited 0 having timed no step; helper-126)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 1):
+        raise argparse.ArgumentTypeError(f"expected a finite N*D*K >= 1, got {text!r}")
+    return value
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add the ``bench`` subcommand to the CLI's subparsers."""
     p = sub.add_parser("bench", help="time the update step on every device (pytest-benchmark) and compare with the bandwidth floor")
@@ -60,8 +86,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="CPU threads for torch and NumPy's BLAS, at least 1 (default: CPUs available to the process)")
     p.add_argument("--tf32", choices=("off", "on"), default="off", help="allow TF32 for float32 CUDA matmuls (default: off)")
-    p.add_argument("--max-work", type=float, default=2**26, metavar="W", help="skip sizes with N*D*K above W (default: 2^26)")
-    p.add_argument("--target-time", type=float, default=0.3, metavar="S", help="seconds of timed rounds per benchmark (default: 0.3)")
+    p.add_argument("--max-work", type=_work, default=2**26, metavar="W", help="skip sizes with N*D*K above W (default: 2^26)")
+    p.add_argument("--target-time", type=_seconds, default=0.3, metavar="S", help="seconds of timed rounds per benchmark (default: 0.3)")
     p.add_argument("--no-verification", action="store_true", help="skip the verification-cost comparison")
     p.add_argument("--only-verification", action="store_true", help="only the verification-cost comparison (and the bandwidth probe)")
     p.add_argument("--note", default="", help="free text stored in the JSON's machine_info (e.g. 'shared machine, noisy')")
@@ -143,6 +169,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise UsageError(f"bench runs pytest-benchmark, which is not installed ({', '.join(missing)} missing): install the "
                              "test extras, .venv/bin/pip install -c constraints/cpu.txt -e \".[test]\"")
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        if not args.disable:
+            # the earlier run's JSON and page are kept as NAME.prev.*, so that a run that fails before pytest-benchmark
+            # writes its JSON shows no earlier run's tables as its own (it read whatever file was at --json; helper-126)
+            outputs = [("--json", args.json)] + ([("--html", args.html)] if args.html != "none" else [])
+            for option, path in outputs:
+                check_previous_path(path, option)
+            for _, path in outputs:
+                kept = keep_previous(path)
+                if kept is not None:
+                    print(f"note: the previous {path} is kept as {kept}", file=sys.stderr)
         cmd = pytest_command(args)
         print("running: " + " ".join(cmd), file=sys.stderr, flush=True)
         # its own session: a parent's pytest-xdist worker variables made pytest-benchmark disable timing there (a
@@ -159,6 +195,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
     print(report_text(data))
+    if not args.from_json and not args.only_verification and not data.steps:
+        # nothing timed is no benchmark (as nothing graded is no pass): every size above --max-work, or no
+        # implementation that runs in the selected dtypes and devices
+        print(f"error: no update step was timed (every size of the {'quick' if args.quick else args.sweep} sweep above "
+              f"--max-work {args.max_work:g}, or no selected implementation runs in the selected dtypes and devices)",
+              file=sys.stderr)
+        return rc or 1
     if args.html != "none" and data.steps:
         print(f"html: {write_html(data, args.html)}")
     if data.verify:

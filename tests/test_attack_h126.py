@@ -1,0 +1,54 @@
+"""helper-126's adversarial round: defects found by attacking ``bench`` (arguments, a run that fails before it writes
+its JSON) and ``check`` (a results file that cannot be written), each pinned here."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness.cli import main
+from tests.test_bench import _synthetic
+
+BENCH = ["bench", "--sweep", "tiny", "--devices", "cpu", "--dtypes", "float64", "--no-verification", "--target-time", "0.01"]
+
+
+def test_a_bench_run_that_fails_before_writing_its_json_does_not_show_the_previous_runs_tables(tmp_path, capfd):
+    # `bench` read the file at --json after pytest, whatever had written it: a run that failed before pytest-benchmark
+    # wrote its JSON (an implementation it could not resolve, a plug-in that failed to import, a run killed halfway)
+    # printed an earlier run's tables and wrote its HTML page from them, as this run's
+    out_json, out_html = tmp_path / "bench.json", tmp_path / "bench.html"
+    earlier = _synthetic()  # an earlier run's: torch-seed on cpu and cuda:0, float32, D=16, K=4
+    earlier["machine_info"]["harness"]["note"] = "an-earlier-run"
+    out_json.write_text(json.dumps(earlier))
+    before = out_json.read_bytes()
+    rc = main([*BENCH, "--implementations", "no-such-implementation", "--json", str(out_json), "--html", str(out_html)])
+    out, err = capfd.readouterr()
+    assert rc != 0
+    assert "an-earlier-run" not in out and "D=16 K=4" not in out and "cuda:0" not in out, out[-2000:]
+    assert not out_html.exists()
+    assert not out_json.exists() and f"wrote no {out_json}" in err, err[-2000:]
+    # the earlier run's file is not lost: kept beside it, as check keeps its earlier results
+    assert (tmp_path / "bench.prev.json").read_bytes() == before
+    assert "bench.prev.json" in err
+
+
+@pytest.mark.parametrize(("option", "value"), [("--target-time", "nan"), ("--target-time", "-1"), ("--target-time", "inf"),
+                                               ("--max-work", "0"), ("--max-work", "nan"), ("--max-work", "-5")])
+def test_bench_arguments_that_cannot_time_anything_are_usage_errors(option, value, tmp_path, capfd):
+    # --target-time nan failed every benchmark with pytest's ValueError tracebacks, -1 and inf were passed on
+    # unchecked; --max-work 0 or nan skipped every size and exited 0 having timed no step
+    with pytest.raises(SystemExit) as exc:
+        main([*BENCH, "--implementations", "numpy-hand", option, value, "--json", str(tmp_path / "b.json"), "--html", "none"])
+    assert exc.value.code == 2
+    err = capfd.readouterr().err
+    assert f"argument {option}" in err and value in err, err
+    assert not (tmp_path / "b.json").exists()
+
+
+def test_a_bench_run_that_timed_no_step_fails(tmp_path, capfd):
+    # a valid --max-work below every size of the sweep (tiny: N*D*K from 2) timed nothing and exited 0
+    rc = main([*BENCH, "--implementations", "numpy-hand", "--max-work", "1", "--json", str(tmp_path / "b.json"), "--html", "none"])
+    out, err = capfd.readouterr()
+    assert rc == 1, out[-2000:] + err[-2000:]
+    assert "no update step was timed" in err, err[-2000:]
