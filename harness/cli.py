@@ -339,7 +339,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return _interrupted(args, stream, finished)
     except BaseException:
-        stream.finish(interrupted=False)  # a footer that says the run did not complete
+        try:
+            stream.finish(interrupted=False)  # a footer that says the run did not complete
+        except OSError:
+            pass  # nor can the footer be written (a full disk): without one, the file reads as unfinished all the same
         _say_diverted(stream)
         raise
     try:

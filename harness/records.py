@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import HarnessError
 from .verdicts import FAILING, SEVERITY, contradiction
 
 
@@ -713,6 +714,17 @@ def check_output_path(path: str | Path, option: str, inputs: Iterable[str | Path
     return p
 
 
+class ResultsWriteError(HarnessError):
+    """The results file could not be written as the run went (a full disk: ENOSPC; a file size limit: EFBIG). ``check``
+    ended with two chained tracebacks (the write, then the footer's in its handler; helper-126); it now stops the run
+    with this message and exit 2, the file holding the records written before it and no ``completed`` footer."""
+
+    def __init__(self, path: Path, written: int, exc: OSError) -> None:
+        self.path, self.written = path, written
+        super().__init__(f"results file {path}: cannot be written ({exc.strerror or exc}) after {written} record(s); the "
+                         "run was stopped, its file holds those records and does not read as a completed run")
+
+
 class ResultsStream:
     """A results file written as the run goes (see the module docstring).
 
@@ -749,15 +761,29 @@ class ResultsStream:
         self._fh.flush()
 
     def add(self, records: Iterable[Record]) -> None:
-        """Write and flush records (one line each)."""
+        """Write and flush records (one line each).
+
+        Raises:
+            ResultsWriteError: the file cannot be written (a full disk, a file size limit): the file is closed, holding
+                the records written before without a footer, and :meth:`finish` ends it as an unfinished run if it can.
+        """
         if self._fh is None:
             return
         lines: list[str] = []
         for r in records:
             self._streamed[id(r)] = (r, self.count + len(lines))
             lines.append(encode_line(r.to_json()) + "\n")
-        self._fh.write("".join(lines))
-        self._fh.flush()
+        try:
+            self._fh.write("".join(lines))
+            self._fh.flush()
+        except OSError as exc:
+            # the text left in the buffer is dropped: closing flushes it again, which fails again
+            try:
+                self._fh.close()
+            except OSError:
+                pass
+            self._fh = None
+            raise ResultsWriteError(self.path, self.count, exc) from exc
         self.count += len(lines)
 
     def footer(self, completed: bool, interrupted: bool, records: int) -> dict[str, Any]:
@@ -801,7 +827,15 @@ class ResultsStream:
                 lines.append(line if line else encode_line(r.to_json()))
             self._streamed.clear()
             footer = self.footer(True, False, len(recs))
-            path = write_jsonl(target, (), self.env, footer=footer, lines=lines)
+            try:
+                path = write_jsonl(target, (), self.env, footer=footer, lines=lines)
+            except OSError as exc:  # the streamed file is left as it was (write_jsonl replaces it only when written)
+                try:
+                    with target.open("a", encoding="utf-8") as fh:
+                        fh.write(encode_line(self.footer(False, False, self.count)) + "\n")
+                except OSError:
+                    pass  # no footer: the file reads as unfinished all the same
+                raise ResultsWriteError(target, self.count, exc) from exc
             self.written = read_back(path, self.env, recs, lines, footer)
             return path
         footer = self.footer(False, interrupted, self.count)

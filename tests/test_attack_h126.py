@@ -8,6 +8,7 @@ import json
 import pytest
 
 from harness.cli import main
+from tests.conftest import CASES
 from tests.test_bench import _synthetic
 
 BENCH = ["bench", "--sweep", "tiny", "--devices", "cpu", "--dtypes", "float64", "--no-verification", "--target-time", "0.01"]
@@ -52,3 +53,47 @@ def test_a_bench_run_that_timed_no_step_fails(tmp_path, capfd):
     out, err = capfd.readouterr()
     assert rc == 1, out[-2000:] + err[-2000:]
     assert "no update step was timed" in err, err[-2000:]
+
+
+CHECK_ARGS = ["--cases", str(CASES / "seed.toml"), "--dtypes", "float64", "--implementations", "numpy-hand", "--isolation",
+              "inline", "-q", "--report", "none"]
+
+
+def _check_with_file_size_limit(tmp_path, limit: int | None, name: str):
+    """``check`` of numpy-hand on the seed cases in float64, inline, its results file limited to ``limit`` bytes
+    (RLIMIT_FSIZE: a write past it fails with EFBIG, as a full disk fails with ENOSPC; Python ignores SIGXFSZ)."""
+    import resource
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    def limited() -> None:  # pragma: no cover - runs in the child
+        if limit is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    results = tmp_path / f"{name}.jsonl"
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "harness", "check", *CHECK_ARGS, "--results", str(results)],
+                         preexec_fn=limited, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    return out, results
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="RLIMIT_FSIZE in a forked child")
+def test_a_results_file_that_cannot_be_written_is_a_clear_error_and_never_a_complete_run(tmp_path):
+    # a full disk (or a file size limit) ended check with two chained tracebacks (the write, then the footer's write
+    # in the handler); the run must say what failed, exit nonzero, and leave a file that reads as unfinished
+    full_path = tmp_path / "full.jsonl"  # the same run without a limit, in this process: its file's size
+    assert main(["check", *CHECK_ARGS, "--results", str(full_path)]) == 0
+    size = full_path.stat().st_size
+    footer = full_path.read_text().splitlines()[-1]
+    assert '"completed": true' in footer
+    # mid-stream (the second case's records), and at the final rewrite (every record streamed, the footer not)
+    for limit in (size * 2 // 3, size - len(footer) // 2):
+        out, path = _check_with_file_size_limit(tmp_path, limit, f"limit{limit}")
+        assert out.returncode == 2, (limit, out.returncode, out.stderr[-3000:])
+        assert "Traceback" not in out.stderr, out.stderr[-3000:]
+        assert f"error: results file {path}: cannot be written" in out.stderr and "File too large" in out.stderr, out.stderr[-3000:]
+        text = path.read_text(errors="replace")
+        assert '"completed": true' not in text
+        assert main(["report", str(path), "-o", str(tmp_path / "r.html"), "--exit-status"]) != 0
