@@ -128,6 +128,25 @@ def pytest_configure(config: pytest.Config) -> None:
             config.stash[_STATE].load_plugins()
         except PluginError as exc:
             raise pytest.UsageError(str(exc)) from exc
+    if getattr(config, "workerinput", None) is None:
+        _keep_earlier_outputs(config.stash[_STATE])
+
+
+def _keep_earlier_outputs(state: HarnessState) -> None:
+    """Keep an earlier session's ``--harness-results`` and ``--harness-report`` files as ``NAME.prev.EXT``
+    (:func:`harness.records.keep_previous`) as the session starts, as ``check`` does as its run starts: kept at the
+    session's end, a session killed halfway (a CI timeout, SIGKILL) left the earlier session's completed file at the
+    path, which ``report --exit-status`` passed as this session's (helper-126)."""
+    from .records import keep_previous
+
+    for path, option in ((state.options.results, "--harness-results"), (state.options.report, "--harness-report")):
+        try:
+            kept = keep_previous(path) if path is not None else None
+        except OSError as exc:
+            raise pytest.UsageError(f"autograd-harness: {option} {path}: cannot keep the previous file: "
+                                    f"{exc.strerror or exc}; nothing was run") from None
+        if kept is not None:
+            state.kept.append(f"harness: the previous {path} is kept as {kept}")
 
 
 def _check_outputs(options: HarnessOptions) -> None:
@@ -836,7 +855,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if state.options.results is not None:  # (also with no record: an earlier session's file must not pass for this one's)
         import sys
 
-        from .records import environment_record, keep_previous, write_jsonl
+        from .records import environment_record, write_jsonl
 
         env = environment_record({
             "argv": sys.argv[1:], "runner": "pytest", "xdist_workers": len(state.part_files),
@@ -848,10 +867,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         # the run-end footer of every results file (see harness.records); a session stopped by Ctrl-C is not complete
         stopped = exitstatus == pytest.ExitCode.INTERRUPTED
         footer = {"kind": "run-end", "run": env["run"], "completed": not stopped, "records": len(state.records), "interrupted": stopped}
-        for path in (state.options.results, state.options.report):  # an earlier run's files are kept, as by `check`
-            kept = keep_previous(path) if path is not None else None
-            if kept is not None:
-                state.kept.append(f"harness: the previous {path} is kept as {kept}")
+        # (an earlier session's files were kept as the session started: _keep_earlier_outputs)
         write_jsonl(state.options.results, state.records, env, footer=footer)
         if not state.records:
             state.notes.append(f"harness: this session graded nothing: {state.options.results} holds no record"

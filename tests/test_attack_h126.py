@@ -97,3 +97,27 @@ def test_a_results_file_that_cannot_be_written_is_a_clear_error_and_never_a_comp
         text = path.read_text(errors="replace")
         assert '"completed": true' not in text
         assert main(["report", str(path), "-o", str(tmp_path / "r.html"), "--exit-status"]) != 0
+
+
+def test_a_pytest_session_killed_halfway_leaves_no_earlier_sessions_results_at_its_path(tmp_path):
+    # the plugin kept the earlier results file (NAME.prev.jsonl) only at the session's end: a session killed halfway
+    # (a CI timeout, SIGKILL; here os._exit in a test) left the earlier session's completed, passing file at
+    # --harness-results, which `report --exit-status` then passed as this session's (check replaces it as it starts)
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    results, page = tmp_path / "results.jsonl", tmp_path / "agreement.html"
+    earlier = '{"kind": "environment", "run": "an-earlier-session"}\n'
+    results.write_text(earlier)
+    page.write_text("<p>an earlier session's page</p>")
+    (tmp_path / "test_dies.py").write_text("import os\n\n\ndef test_killed_halfway():\n    os._exit(1)\n")
+    out = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "no:xdist", "-p", "harness.pytest_plugin",
+                          "test_dies.py", "--harness-results", str(results), "--harness-report", str(page)],
+                         cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)}, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 1, out.stdout[-2000:] + out.stderr[-2000:]
+    assert not results.exists() and not page.exists()
+    assert (tmp_path / "results.prev.jsonl").read_text() == earlier
+    assert (tmp_path / "agreement.prev.html").read_text() == "<p>an earlier session's page</p>"
