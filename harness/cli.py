@@ -365,6 +365,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _say_diverted(stream: Any) -> None:
     """Say on stderr where the run's results went when another writer replaced its file meanwhile
     (:attr:`harness.records.ResultsStream.diverted`)."""
+    if stream.tampered is not None:
+        print(f"warning: {stream.tampered}", file=sys.stderr, flush=True)
     if stream.diverted is not None:
         print(f"warning: {stream.path} was replaced while this run wrote it (another run given the same --results?); "
               f"this run's results are in {stream.diverted} (what is at {stream.path} now, if anything, is not this run's)",

@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 import uuid
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -754,11 +755,23 @@ class ResultsStream:
         #: after :meth:`finish` of a completed run: what :func:`read_jsonl` finds in the file it wrote, found without
         #: reading it back (:func:`read_back`); None before, or for an incomplete run
         self.written: ResultsFile | None = None
+        #: set by :meth:`finish` where the file did not hold what this run wrote (something else wrote into it)
+        self.tampered: str | None = None
+        # the bytes this run wrote, and their CRC-32: finish reuses the streamed lines only where the file holds them
+        self._size = 0
+        self._crc = 0
         self._write_line(env)
 
+    def _written(self, text: str) -> None:
+        data = text.encode("utf-8")
+        self._size += len(data)
+        self._crc = zlib.crc32(data, self._crc)
+
     def _write_line(self, obj: dict[str, Any]) -> None:
-        self._fh.write(encode_line(obj) + "\n")
+        line = encode_line(obj) + "\n"
+        self._fh.write(line)
         self._fh.flush()
+        self._written(line)
 
     def add(self, records: Iterable[Record]) -> None:
         """Write and flush records (one line each).
@@ -773,8 +786,9 @@ class ResultsStream:
         for r in records:
             self._streamed[id(r)] = (r, self.count + len(lines))
             lines.append(encode_line(r.to_json()) + "\n")
+        text = "".join(lines)
         try:
-            self._fh.write("".join(lines))
+            self._fh.write(text)
             self._fh.flush()
         except OSError as exc:
             # the text left in the buffer is dropped: closing flushes it again, which fails again
@@ -784,6 +798,7 @@ class ResultsStream:
                 pass
             self._fh = None
             raise ResultsWriteError(self.path, self.count, exc) from exc
+        self._written(text)
         self.count += len(lines)
 
     def footer(self, completed: bool, interrupted: bool, records: int) -> dict[str, Any]:
@@ -811,13 +826,28 @@ class ResultsStream:
         target = self._target()
         if self._fh is not None:  # the lines as this run wrote them, from its own file (records do not change once graded)
             self._fh.flush()
-            self._fh.seek(0)
-            text = self._fh.read()
+            self._fh.buffer.seek(0)
+            raw = self._fh.buffer.read()
             self._fh.close()
             self._fh = None
+            if len(raw) == self._size and zlib.crc32(raw) == self._crc:
+                text = raw.decode("utf-8")
+            else:
+                # a stray write into the file's descriptor (a C library's stale descriptor, a plug-in): its lines are not
+                # this run's as written, and copying them by index shifted records (one newline dropped a disagree
+                # record and repeated another: a completed file that passed where check failed, helper-126); every
+                # record is written again from memory
+                self.tampered = (f"{target} was written by something other than this run while it ran ({len(raw)} bytes "
+                                 f"where the run wrote {self._size}); its records were written again from memory")
+                text = ""
         else:
-            text = target.read_text(encoding="utf-8") if target == self.path else ""
+            text = target.read_text(encoding="utf-8") if target == self.path and self.tampered is None else ""
         streamed = text.split("\n")[1:]
+        if self.tampered is not None and ordered is None:  # an unfinished run: its records from memory, as streamed
+            streamed = [encode_line(r.to_json()) for r, _ in sorted(self._streamed.values(), key=operator.itemgetter(1))]
+            self._streamed.clear()
+            footer = self.footer(False, interrupted, len(streamed))
+            return write_jsonl(target, (), self.env, footer=footer, lines=streamed)
         if ordered is not None and not interrupted:
             recs = list(ordered)
             lines: list[str] = []

@@ -121,3 +121,59 @@ def test_a_pytest_session_killed_halfway_leaves_no_earlier_sessions_results_at_i
     assert not results.exists() and not page.exists()
     assert (tmp_path / "results.prev.jsonl").read_text() == earlier
     assert (tmp_path / "agreement.prev.html").read_text() == "<p>an earlier session's page</p>"
+
+
+STALE_FD_PLUGIN = '''
+import os
+import harness
+from harness.implementations.numpy_steps import numpy_hand
+
+
+def _stale_write(data):
+    # a C library writing to a descriptor it closed long ago, which the harness's results file now holds
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}").endswith(".jsonl"):
+                os.write(int(fd), data)
+        except OSError:
+            pass
+
+
+@harness.implementation("stale-fd", framework="numpy")
+def stale_fd(X, y, W, b, *, lr, reduction, steps):
+    out = numpy_hand(X, y, W, b, lr=lr, reduction=reduction, steps=steps)
+    _stale_write(os.environ["STALE_BYTES"].encode("latin-1"))
+    last = out[-1]  # and one wrong value: b of the last step, the run's last record
+    return out[:-1] + [harness.StepResult(last.loss, last.grad_W, last.grad_b, last.W, last.b + 1.0)]
+'''
+
+
+@pytest.mark.skipif(not __import__("os").path.isdir("/proc/self/fd"), reason="finds its descriptor through /proc")
+@pytest.mark.parametrize("stray", ["\n", "\x80junk"])
+def test_a_stray_write_into_the_results_files_descriptor_does_not_turn_a_failing_record_into_a_pass(tmp_path, stray):
+    # the completed run's rewrite copied each record's line from the file as streamed, by its index: one newline written
+    # into the file's descriptor during the run (inline) shifted every later line by one, the run's one disagree record
+    # (its last) was dropped and another repeated, and `report --exit-status` passed the file check had failed (exit 1);
+    # a byte that is not UTF-8 ended the run with a UnicodeDecodeError and no footer. The file is now checked against
+    # what the run wrote (length and CRC-32) and, where it differs, written again from the records in memory
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    (tmp_path / "stale_fd.py").write_text(STALE_FD_PLUGIN)
+    results = tmp_path / "r.jsonl"
+    out = subprocess.run([sys.executable, "-m", "harness", "check", "--cases", str(CASES / "seed.toml"), "--case", "seed",
+                          "--dtypes", "float64", "--plugin", str(tmp_path / "stale_fd.py"), "--implementations", "stale-fd",
+                          "--isolation", "inline", "-q", "--report", "none", "--results", str(results)], cwd=tmp_path,
+                         env={**__import__("os").environ, "PYTHONPATH": str(ROOT), "STALE_BYTES": stray},
+                         capture_output=True, text=True, timeout=240)
+    assert out.returncode == 1 and "exit 1: 1 disagree record(s) fail" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert "was written by something other than this run" in out.stderr, out.stderr[-2000:]
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    recs = [r for r in lines if r["kind"] == "record"]
+    assert len(recs) == 40 and len({(r["step"], r["quantity"]) for r in recs}) == 40
+    assert [(r["step"], r["quantity"]) for r in recs if r["verdict"] == "disagree"] == [(8, "b")]
+    assert lines[-1]["kind"] == "run-end" and lines[-1]["completed"] is True
+    assert main(["report", str(results), "-o", str(tmp_path / "r.html"), "--exit-status"]) == 1
