@@ -177,3 +177,11 @@ def test_a_stray_write_into_the_results_files_descriptor_does_not_turn_a_failing
     assert [(r["step"], r["quantity"]) for r in recs if r["verdict"] == "disagree"] == [(8, "b")]
     assert lines[-1]["kind"] == "run-end" and lines[-1]["completed"] is True
     assert main(["report", str(results), "-o", str(tmp_path / "r.html"), "--exit-status"]) == 1
+
+
+def test_a_bench_json_path_that_cannot_be_written_is_a_usage_error_before_the_run(tmp_path, capfd):
+    # --json /proc/x.json ran the whole benchmark, then pytest-benchmark's FileNotFoundError traceback and "wrote no"
+    rc = main([*BENCH, "--implementations", "numpy-hand", "--json", str(tmp_path), "--html", "none"])
+    out, err = capfd.readouterr()
+    assert rc == 2 and f"error: --json {tmp_path}: is a folder" in err, err[-2000:]
+    assert "running:" not in err  # refused before pytest ran

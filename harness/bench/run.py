@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
-from ..records import check_previous_path, keep_previous
+from ..records import check_output_path, check_previous_path, keep_previous
 from .analysis import BenchData, load, oracle_table, report_text, verify_table
 from .timing import SWEEPS
 
@@ -174,6 +174,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             # writes its JSON shows no earlier run's tables as its own (it read whatever file was at --json; helper-126)
             outputs = [("--json", args.json)] + ([("--html", args.html)] if args.html != "none" else [])
             for option, path in outputs:
+                check_output_path(path, option, [])  # a regular file in a writable folder (a folder, a link, /proc: exit 2)
                 check_previous_path(path, option)
             for _, path in outputs:
                 kept = keep_previous(path)
