@@ -72,10 +72,13 @@ def _check_with_file_size_limit(tmp_path, limit: int | None, name: str):
         if limit is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    results = tmp_path / f"{name}.jsonl"
+    # (the environment line holds the command line and the path: one folder name length for every run, so that the
+    # unlimited run's size is the limited runs' size; an in-process run's line held pytest's own command line)
+    (tmp_path / name).mkdir()
+    results = tmp_path / name / "r.jsonl"
     env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-m", "harness", "check", *CHECK_ARGS, "--results", str(results)],
-                         preexec_fn=limited, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+                         preexec_fn=limited, env=env, cwd=tmp_path / name, capture_output=True, text=True, timeout=240)
     return out, results
 
 
@@ -83,14 +86,14 @@ def _check_with_file_size_limit(tmp_path, limit: int | None, name: str):
 def test_a_results_file_that_cannot_be_written_is_a_clear_error_and_never_a_complete_run(tmp_path):
     # a full disk (or a file size limit) ended check with two chained tracebacks (the write, then the footer's write
     # in the handler); the run must say what failed, exit nonzero, and leave a file that reads as unfinished
-    full_path = tmp_path / "full.jsonl"  # the same run without a limit, in this process: its file's size
-    assert main(["check", *CHECK_ARGS, "--results", str(full_path)]) == 0
+    out, full_path = _check_with_file_size_limit(tmp_path, None, "n0")  # the same run without a limit: its file's size
+    assert out.returncode == 0, out.stderr[-3000:]
     size = full_path.stat().st_size
     footer = full_path.read_text().splitlines()[-1]
     assert '"completed": true' in footer
     # mid-stream (the second case's records), and at the final rewrite (every record streamed, the footer not)
-    for limit in (size * 2 // 3, size - len(footer) // 2):
-        out, path = _check_with_file_size_limit(tmp_path, limit, f"limit{limit}")
+    for j, limit in enumerate((size * 2 // 3, size - len(footer) // 2)):
+        out, path = _check_with_file_size_limit(tmp_path, limit, f"n{j + 1}")
         assert out.returncode == 2, (limit, out.returncode, out.stderr[-3000:])
         assert "Traceback" not in out.stderr, out.stderr[-3000:]
         assert f"error: results file {path}: cannot be written" in out.stderr and "File too large" in out.stderr, out.stderr[-3000:]

@@ -15,6 +15,7 @@ import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import UsageError
@@ -50,28 +51,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _seconds(text: str) -> float:
-    """``--target-time``: a finite number of seconds, at least 0 (``nan`` and ``inf`` failed every benchmark with
-    pytest's tracebacks, a negative time was passed on unchecked; helper-126)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
-    return value
-
-
-def _work(text: str) -> float:
-    """``--max-work``: a finite N*D*K of at least 1 (``0``, ``nan`` or a negative cap skipped every size and the run
-    exited 0 having timed no step; helper-126)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 1):
-        raise argparse.ArgumentTypeError(f"expected a finite N*D*K >= 1, got {text!r}")
-    return value
+def _finite_at_least(least: float, what: str) -> Callable[[str], float]:
+    """An argparse type: a finite number of at least ``least`` (``what`` names it in the error). ``--target-time nan``
+    or ``inf`` failed every benchmark with pytest's tracebacks and a negative time was passed on unchecked;
+    ``--max-work 0``, ``nan`` or a negative cap skipped every size and the run exited 0 having timed no step
+    (helper-126)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value >= least):
+            raise argparse.ArgumentTypeError(f"expected a finite {what} >= {least:g}, got {text!r}")
+        return value
+    return parse
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -86,8 +79,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=_positive_int, metavar="N",
                    help="CPU threads for torch and NumPy's BLAS, at least 1 (default: CPUs available to the process)")
     p.add_argument("--tf32", choices=("off", "on"), default="off", help="allow TF32 for float32 CUDA matmuls (default: off)")
-    p.add_argument("--max-work", type=_work, default=2**26, metavar="W", help="skip sizes with N*D*K above W (default: 2^26)")
-    p.add_argument("--target-time", type=_seconds, default=0.3, metavar="S", help="seconds of timed rounds per benchmark (default: 0.3)")
+    p.add_argument("--max-work", type=_finite_at_least(1, "N*D*K"), default=2**26, metavar="W", help="skip sizes with N*D*K above W (default: 2^26)")
+    p.add_argument("--target-time", type=_finite_at_least(0, "number of seconds"), default=0.3, metavar="S", help="seconds of timed rounds per benchmark (default: 0.3)")
     p.add_argument("--no-verification", action="store_true", help="skip the verification-cost comparison")
     p.add_argument("--only-verification", action="store_true", help="only the verification-cost comparison (and the bandwidth probe)")
     p.add_argument("--note", default="", help="free text stored in the JSON's machine_info (e.g. 'shared machine, noisy')")
