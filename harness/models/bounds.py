@@ -32,7 +32,9 @@ rigorous, not only first-order):
                 with flush-to-zero)
 ``sum``         ``gamma_{n-1} sum(|a| + E_a) + sum E_a + (1 + gamma_{n-1}) (n - 1) eta_ftz``
 ``add``/``sub`` ``u (|a +- b| + E_a + E_b) + E_a + E_b + eta_ftz``
-``mul``         ``u (|a| + E_a)(|b| + E_b) + E_a |b| + |a| E_b + E_a E_b + eta``
+``mul``         ``u (|a| + E_a)(|b| + E_b) + E_a |b| + |a| E_b + E_a E_b + eta``; a scalar constant with
+                declared ``factors`` (the seed's ``2c``): ``eta`` replaced by the worst association's
+                underflow count (:func:`chain_underflow`: ``2 eta`` for ``2 fl(c R)``)
 ``square``      ``mul`` of ``a`` by itself: ``u (|a| + E_a)^2 + 2 |a| E_a + E_a^2 + eta``
 ``div``         ``u M + (E_a |b| + |a| E_b) / (|b| (|b| - E_b)) + eta``, ``M = (|a| + E_a)/(|b| - E_b)``
                 (infinite where ``E_b >= |b|``)
@@ -103,8 +105,12 @@ the range, a finite result is impossible (:attr:`ModelBounds.finite_impossible`;
 flattened: the bias accumulated with the products, an expression's terms in the implementation's
 association; a sum the expression's text brackets is one term, :func:`harness.models.graph.grouped`), FMA, wider accumulators (a half-type matmul accumulated in float32 and rounded once),
 the half types' element-wise operations and functions computed in float32 and rounded once, the loss
-scale applied before or after its sum. Limits: a product chain re-associated by an implementation
-is covered in its relative error but not in its underflow count; TF32 is not modelled (CPU only);
+scale applied before or after its sum, the seed ``2c R``'s scale in any association of the factors
+the plan declares (``attrs["factors"]``: 2 and ``c``; ``(2c) R``, ``2 fl(c R)``, ``c (2R)``), their underflows
+counted in the worst association (:func:`chain_underflow`).
+Limits: any other product chain re-associated by an implementation (an expression's products of inputs
+and parameters, its derivatives' ``g * coeff * power``, ``c`` applied as two factors ``1/N`` and ``1/K``) is
+covered in its relative error but not in its underflow count; TF32 is not modelled (CPU only);
 elementary functions are trusted to the accuracy of :data:`FUNCTION_ULPS` (measured and cited per
 entry; override it per call for another library).
 """
@@ -775,16 +781,79 @@ def _rule_mul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     but each of the ``n`` scaled terms may underflow: ``(1 + gamma_n) n eta`` more is allowed."""
     A, B = np.abs(a[0]), np.abs(a[1])
     prop = E[0] * B + A * E[1] + E[0] * E[1]
-    extra = 0.0
-    for c, other in ((node.args[0], node.args[1]), (node.args[1], node.args[0])):
+    extra: Any = 0.0
+    for i, (c, other) in enumerate(((node.args[0], node.args[1]), (node.args[1], node.args[0]))):
         on, cn = w.graph.nodes[other], w.graph.nodes[c]
         if cn.op == "const" and not cn.attrs.get("held") and cn.shape == () and on.op == "sum":
             src = w.graph.nodes[on.args[0]].shape
             n = math.prod(src) if on.attrs.get("axis") is None else src[int(on.attrs["axis"])]
-            extra = max(extra, (1 + w.reg.gamma(n)) * n * w.reg.eta)
+            extra = np.maximum(extra, (1 + w.reg.gamma(n)) * n * w.reg.eta)
+        if cn.op == "const" and not cn.attrs.get("held") and cn.shape == () and len(cn.attrs.get("factors", ())) > 1:
+            # the scale applied as its factors in another association (2 fl(c R), a mean then doubled): its underflows
+            # beyond the one eta counted below (the constant's own rounding, in E_c |a|, is not subtracted; helper-128)
+            count = chain_underflow([Fraction(f) for f in cn.attrs["factors"]], (B if i == 0 else A) + E[1 - i],
+                                    w.regime(node))
+            extra = np.maximum(extra, count - w.regime(node).eta)
     E_m = w.reg.u * (A + E[0]) * (B + E[1]) + prop + w.regime(node).eta + extra
     ok, _ = exact_products(a[0], E[0], a[1], E[1], w)
     return np.asarray(np.where(ok, 0.0, E_m))
+
+
+def chain_underflow(factors: list[Fraction], mag: F64, reg: Regime) -> F64:
+    """The underflow count of a scalar constant applied to an element-wise operand of magnitude at most ``mag`` as
+    the product chain of its ``factors`` (``2 c R``: the square's 2 and the loss scale ``c``), in the worst
+    association (every binary tree over the factors and the operand: ``(2c) R``, ``2 (c R)``, ``c (2 R)``, ...).
+
+    Each rounding to the subnormal range errs by at most ``eta`` absolute (Higham 2002, §2.1; the smallest normal
+    number with flush-to-zero), then is multiplied by the factors outside its subtree: ``eta`` times their
+    magnitudes (the operand's ``mag`` among them where it is outside), grown by ``(1 + u)`` per later rounding. A
+    product with a power of two of magnitude at least 1 (the 2) is exact below the overflow threshold (no eta); a
+    product of constants alone counts ``eta`` only where it may be below twice the smallest normal number, and each
+    factor's own rounding to the dtype ``eta_f`` (:meth:`harness.bounds.Regime.scale_underflow`) likewise. Returns
+    the largest count over the associations, element-wise (``mag``'s shape)."""
+    k = len(factors)
+    mags = [abs(float(f)) for f in factors]
+    grow = reg.growth(k)
+    exact_scale = [f != 0 and abs(f) >= 1 and (abs(f).numerator & (abs(f).numerator - 1)) == 0 and abs(f).denominator == 1
+                   for f in factors]
+    tiny = 2 * reg.fmt.min_normal
+    leaves = frozenset(range(k + 1))  # k: the operand
+
+    def outside(t: frozenset[int]) -> Any:
+        out: Any = grow
+        for j in leaves - t:
+            out = out * (mag if j == k else mags[j])
+        return out
+
+    def scalar_product(t: frozenset[int]) -> float:
+        return math.prod(mags[j] for j in t)
+
+    memo: dict[frozenset[int], list[Any]] = {}
+
+    def trees(t: frozenset[int]) -> list[Any]:
+        """The underflow counts of every association of the leaves ``t`` (each rounding's eta carried outward)."""
+        if t in memo:
+            return memo[t]
+        if len(t) == 1:
+            (j,) = t
+            memo[t] = [0.0 if j == k else reg.scale_underflow(float(factors[j])) * outside(t)]
+            return memo[t]
+        first, rest = min(t), sorted(t - {min(t)})
+        counts: list[Any] = []
+        for mask in range((1 << len(rest)) - 1):  # every split of t into two parts, the one with `first` listed once
+            left = frozenset([first, *(rest[b] for b in range(len(rest)) if mask >> b & 1)])
+            right = t - left
+            exact = any(len(side) == 1 and min(side) != k and exact_scale[min(side)] for side in (left, right))
+            if exact or (k not in t and scalar_product(t) >= tiny):
+                own: Any = 0.0
+            else:
+                own = reg.eta * outside(t)
+            counts.extend(x + y + own for x in trees(left) for y in trees(right))
+        memo[t] = counts
+        return counts
+
+    return np.asarray(np.maximum.reduce([np.broadcast_to(np.asarray(x, dtype=np.float64), np.shape(mag))
+                                         for x in trees(leaves)]))
 
 
 def _rule_square(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:

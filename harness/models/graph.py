@@ -21,7 +21,9 @@ Operations (``Node.op``) and their meaning; shapes are NumPy shapes, broadcastin
 ``const``     a scalar ``attrs["value"]`` (a ``Fraction``); ``attrs["held"]``: True when the
               implementation holds the dtype-rounded value and the truth uses that (the learning
               rate, as on the linear path); False when the truth uses the exact value and the
-              bounds count the constant's rounding to the dtype (leaky ReLU's slope)
+              bounds count the constant's rounding to the dtype (leaky ReLU's slope); ``attrs["factors"]``
+              (optional): Fractions whose product is the value, which an implementation may apply
+              in any association (the seed's 2 and ``c``: :func:`harness.models.bounds.chain_underflow`)
 ``matmul``    ``a @ b``, (n, m) @ (m, p): a reduction of m products per element
 ``add``       ``a + b`` (broadcasting: the bias add); ``attrs["grouped"]``: a sum the expression's text
               brackets (:func:`grouped`)

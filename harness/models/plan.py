@@ -12,7 +12,8 @@ all walk the same operations:
   column j of ``X``, shape (N, 1); scalar parameters broadcast).
 - loss: ``R = F - y``; ``loss = c * sum(square(R))``, ``c = 1`` (``"sum"``, no multiplication) or
   ``1/(N K)`` (``"mean"``), role ``"loss"``.
-- backward (role ``"backward"``): seed ``G = (2c) * R`` (``dL/dF``); per affine layer
+- backward (role ``"backward"``): seed ``G = (2c) * R`` (``dL/dF``; the constant's ``factors`` 2 and ``c``, which
+  an implementation may apply in any association: ``2 * (c * R)``); per affine layer
   ``grad_W = h^T @ delta``, ``grad_b = sum(delta, axis=0)``, ``delta_prev = (delta @ W^T) * act'(z)``
   with ``act'`` the SymPy derivative (:mod:`harness.models.symbolic`: ``fn_grad`` of ``(z, out)``
   where autograd uses the output, e.g. tanh's ``1 - out**2``). Expression: reverse mode over the
@@ -93,7 +94,9 @@ def _loss_and_seed(g: Graph, pred: int, y: int, n: int, k: int, reduction: str) 
     sq = g.add("square", (r,), (n, k), "loss")
     s = g.add("sum", (sq,), (), "loss", axis=None)
     loss = s if c == 1 else g.add("mul", (g.add("const", (), (), "loss", value=c, held=False), s), (), "loss")
-    two_c = g.add("const", (), (), "backward", value=2 * c, held=False)
+    # factors: the square's 2 and the loss scale c, which an implementation may apply in any association (2 fl(c R):
+    # a mean then doubled); harness.models.bounds.chain_underflow counts the underflows of each (helper-128)
+    two_c = g.add("const", (), (), "backward", value=2 * c, held=False, factors=(Fraction(2), c))
     seed = g.add("mul", (two_c, r), (n, k), "backward")
     return loss, seed
 
