@@ -814,8 +814,7 @@ def chain_underflow(factors: list[Fraction], mag: F64, reg: Regime) -> F64:
     k = len(factors)
     mags = [abs(float(f)) for f in factors]
     grow = reg.growth(k)
-    exact_scale = [f != 0 and abs(f) >= 1 and (abs(f).numerator & (abs(f).numerator - 1)) == 0 and abs(f).denominator == 1
-                   for f in factors]
+    exact_scale = [f.denominator == 1 and abs(f.numerator).bit_count() == 1 for f in factors]  # +-2^j, j >= 0
     tiny = 2 * reg.fmt.min_normal
     leaves = frozenset(range(k + 1))  # k: the operand
 
