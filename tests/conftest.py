@@ -30,10 +30,58 @@ def root() -> Path:
     return ROOT
 
 
+#: The suite's longest tests, longest first (``pytest --durations``, two xdist workers on the 2-core CI machine, the
+#: twenty-ninth round: 167, 142, 36, 31, 29, 28, 28, 27, 26, 24 s). :func:`long_tests_first` starts each of them early.
+LONG_TESTS = (
+    "tests/test_docs.py::test_every_documented_command_and_python_block_runs_as_written",
+    "tests/test_optim_oracle_property.py::test_adam_balls_contain_the_exact_update",
+    "tests/test_pytest_plugin.py::test_partly_parametrized_items_and_loops_that_grade_nothing_are_skips",
+    "tests/test_error_model.py::test_selftest_catches_every_mutant_without_false_alarms",
+    "tests/test_generator_steps.py::test_jax_configuration_left_changed_is_restored_and_named",
+    "tests/test_pytest_plugin.py::test_an_implementation_named_in_a_marker_that_grades_nothing_fails_the_session",
+    "tests/test_pytest_plugin.py::test_serial_and_xdist_runs_write_the_same_records",
+    "tests/test_process_state.py::test_a_worker_that_dies_between_tasks_does_not_stop_the_run",
+    "tests/test_isolation.py::test_bad_plugins_are_error_records_and_the_run_goes_on",
+    "tests/test_plugins.py::test_readme_commands_run_as_written",
+)
+
+
+def long_tests_first(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
+    """``items`` with :data:`LONG_TESTS` moved to the heads of the ``workers`` runs that pytest-xdist's
+    ``--dist worksteal`` first hands out, longest first, round robin (the others keep their order).
+
+    worksteal splits the collection into ``workers`` contiguous runs (``len // workers`` items each, the last one the
+    rest) and later lets an idle worker take the tail of another's queue, never its head: a long test collected late
+    (test_optim_* comes near the end) started when the others were done and one worker ran alone for minutes (a 13 min
+    18 s CI run whose tests took 9 min in the runs before). At their heads every long test starts in the first minutes.
+    """
+    rank = {nodeid: i for i, nodeid in enumerate(LONG_TESTS)}
+    long = sorted((it for it in items if it.nodeid in rank), key=lambda it: rank[it.nodeid])
+    if not long or workers < 1:
+        return items
+    rest = [it for it in items if it.nodeid not in rank]
+    heads: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    for i, it in enumerate(long):
+        heads[i % workers].append(it)
+    out: list[pytest.Item] = []
+    left, start = len(items), 0
+    for w in range(workers):  # worksteal's split: run w has left // (workers - w) items
+        size = left // (workers - w)
+        take = max(0, size - len(heads[w]))
+        out += heads[w] + rest[start:start + take]
+        start += take
+        left -= size
+    return out + rest[start:]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``slow`` tests (torch.compile: tens of seconds) are opt-in: set HARNESS_RUN_SLOW=1 to run them."""
+    """``slow`` tests (torch.compile: tens of seconds) are opt-in: set HARNESS_RUN_SLOW=1 to run them.
+    Under pytest-xdist the longest tests go to the heads of the workers' first runs (:func:`long_tests_first`)."""
     import os
 
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers > 1:
+        items[:] = long_tests_first(items, workers)
     if os.environ.get("HARNESS_RUN_SLOW") == "1":
         return
     skip = pytest.mark.skip(reason="slow: set HARNESS_RUN_SLOW=1 to run")
