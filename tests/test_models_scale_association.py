@@ -119,7 +119,8 @@ def test_the_plan_declares_the_seed_factors():
 
     from harness.models.plan import build_plan
 
-    for red, c in (("mean", Fraction(1, 6)), ("sum", Fraction(1))):
+    # the mean's c = 1/(N K) as its two divisions 1/N and 1/K (helper-130: 2 R / N / K)
+    for red, c, factors in (("mean", Fraction(1, 6), (2, Fraction(1, 3), Fraction(1, 2))), ("sum", Fraction(1), (2, 1))):
         g = build_plan(LINEAR, 3, 1, 2, red, 0.1)
         seeds = [n for n in g.nodes if n.op == "const" and n.role == "backward"]
-        assert [tuple(n.attrs["factors"]) for n in seeds] == [(2, c)] and seeds[0].attrs["value"] == 2 * c
+        assert [tuple(n.attrs["factors"]) for n in seeds] == [factors] and seeds[0].attrs["value"] == 2 * c

@@ -32,9 +32,12 @@ rigorous, not only first-order):
                 with flush-to-zero)
 ``sum``         ``gamma_{n-1} sum(|a| + E_a) + sum E_a + (1 + gamma_{n-1}) (n - 1) eta_ftz``
 ``add``/``sub`` ``u (|a +- b| + E_a + E_b) + E_a + E_b + eta_ftz``
-``mul``         ``u (|a| + E_a)(|b| + E_b) + E_a |b| + |a| E_b + E_a E_b + eta``; a scalar constant with
-                declared ``factors`` (the seed's ``2c``): ``eta`` replaced by the worst association's
-                underflow count (:func:`chain_underflow`: ``2 eta`` for ``2 fl(c R)``)
+``mul``         ``u (|a| + E_a)(|b| + E_b) + E_a |b| + |a| E_b + E_a E_b + eta``; the last product of a declared
+                chain (the seed's ``2c`` as its ``factors`` 2, ``1/N``, ``1/K``; ``attrs["chain"]``: an
+                expression's product of three or more factors, a power's adjoint ``g (p a**(p-1))``): ``eta``
+                replaced by the worst association's underflow count (:func:`chain_underflow`: ``2 eta`` for
+                ``2 fl(c R)``, ``2 (1 + 1/K) eta`` for ``2 ((R / N) / K)``, ``p eta`` for ``(g a**(p-1)) p``), and
+                exact only where no association may underflow
 ``square``      ``mul`` of ``a`` by itself: ``u (|a| + E_a)^2 + 2 |a| E_a + E_a^2 + eta``
 ``div``         ``u M + (E_a |b| + |a| E_b) / (|b| (|b| - E_b)) + eta``, ``M = (|a| + E_a)/(|b| - E_b)``
                 (infinite where ``E_b >= |b|``)
@@ -105,12 +108,19 @@ the range, a finite result is impossible (:attr:`ModelBounds.finite_impossible`;
 flattened: the bias accumulated with the products, an expression's terms in the implementation's
 association; a sum the expression's text brackets is one term, :func:`harness.models.graph.grouped`), FMA, wider accumulators (a half-type matmul accumulated in float32 and rounded once),
 the half types' element-wise operations and functions computed in float32 and rounded once, the loss
-scale applied before or after its sum, the seed ``2c R``'s scale in any association of the factors
-the plan declares (``attrs["factors"]``: 2 and ``c``; ``(2c) R``, ``2 fl(c R)``, ``c (2R)``), their underflows
-counted in the worst association (:func:`chain_underflow`).
-Limits: any other product chain re-associated by an implementation (an expression's products of inputs
-and parameters, its derivatives' ``g * coeff * power``, ``c`` applied as two factors ``1/N`` and ``1/K``) is
-covered in its relative error but not in its underflow count; TF32 is not modelled (CPU only);
+scale applied before or after its sum, and every product chain the plan declares in any association of its
+factors, their underflows counted in the worst association (:func:`chain_underflow`): the seed ``2c R``
+(``attrs["factors"]``: 2 and, under the mean, ``1/N`` and ``1/K``; ``(2c) R``, ``2 fl(c R)``, ``c (2R)``,
+``2 R / N / K`` in either order), an expression's product of three to
+:data:`harness.models.plan.CHAIN_LIMIT` factors (``(a b) x1``, ``(x1 a) b``, ...) and a power's adjoint
+``g (p a**(p-1))`` (``(g a**(p-1)) p``, ``(g p) a**(p-1)``) (``attrs["chain"]``).
+Limits: the relative error of a chain is counted as the plan's roundings: one of each product and one of the
+seed's constant ``2c``, so a seed that rounds constants of its own and multiplies by them apart (``(2/N) (R/K)``,
+``R fl(1/N) fl(1/K) 2``: one and two roundings more) is not covered by the seed's rule (measured: at most 0.79 of
+the bound over 1,500 residuals, helper-130); products the plan does not declare as chains (the backward's adjoint
+times a product's other factors, ``(g b) x1`` regrouped as ``g (b x1)``, or a parameter taken out of the sum over
+rows, ``b sum(g x1)``; a denominator's product; a chain of more than ``CHAIN_LIMIT`` factors) are covered in the
+plan's association only; TF32 is not modelled (CPU only);
 elementary functions are trusted to the accuracy of :data:`FUNCTION_ULPS` (measured and cited per
 entry; override it per call for another library).
 """
@@ -118,7 +128,7 @@ entry; override it per call for another library).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -782,77 +792,158 @@ def _rule_mul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     A, B = np.abs(a[0]), np.abs(a[1])
     prop = E[0] * B + A * E[1] + E[0] * E[1]
     extra: Any = 0.0
-    for i, (c, other) in enumerate(((node.args[0], node.args[1]), (node.args[1], node.args[0]))):
+    for c, other in ((node.args[0], node.args[1]), (node.args[1], node.args[0])):
         on, cn = w.graph.nodes[other], w.graph.nodes[c]
         if cn.op == "const" and not cn.attrs.get("held") and cn.shape == () and on.op == "sum":
             src = w.graph.nodes[on.args[0]].shape
             n = math.prod(src) if on.attrs.get("axis") is None else src[int(on.attrs["axis"])]
             extra = np.maximum(extra, (1 + w.reg.gamma(n)) * n * w.reg.eta)
-        if cn.op == "const" and not cn.attrs.get("held") and cn.shape == () and len(cn.attrs.get("factors", ())) > 1:
-            # the scale applied as its factors in another association (2 fl(c R), a mean then doubled): its underflows
-            # beyond the one eta counted below (the constant's own rounding, in E_c |a|, is not subtracted; helper-128)
-            count = chain_underflow([Fraction(f) for f in cn.attrs["factors"]], (B if i == 0 else A) + E[1 - i],
-                                    w.regime(node))
-            extra = np.maximum(extra, count - w.regime(node).eta)
+    chain = _chain_count(node, w)
+    if chain is not None:
+        # a declared chain (the seed's 2, 1/N, 1/K; an expression's product; a power's adjoint) in another association:
+        # its underflows beyond the one eta counted below (the constants' own roundings, in E |a|, are not subtracted;
+        # helpers 128, 130); the plan's product being exact does not make another association's exact where one may
+        # underflow
+        count, own = chain
+        extra = np.maximum(extra, count - own)
     E_m = w.reg.u * (A + E[0]) * (B + E[1]) + prop + w.regime(node).eta + extra
     ok, _ = exact_products(a[0], E[0], a[1], E[1], w)
+    if chain is not None:
+        ok = ok & (chain[0] == 0)
     return np.asarray(np.where(ok, 0.0, E_m))
 
 
-def chain_underflow(factors: list[Fraction], mag: F64, reg: Regime) -> F64:
-    """The underflow count of a scalar constant applied to an element-wise operand of magnitude at most ``mag`` as
-    the product chain of its ``factors`` (``2 c R``: the square's 2 and the loss scale ``c``), in the worst
-    association (every binary tree over the factors and the operand: ``(2c) R``, ``2 (c R)``, ``c (2 R)``, ...).
+def chain_underflow(factors: Sequence[Fraction], mag: F64 | Sequence[F64], reg: Regime,
+                    low: Sequence[F64] | None = None) -> F64:
+    """The underflow count of a product chain in the worst association: its constant ``factors`` (exact Fractions: the
+    seed's 2, ``1/N`` and ``1/K``; an expression's constants and a power's coefficient) and its operands, of computed
+    magnitudes at most ``mag`` (one array, or one per operand: ``|v| + E_v``) and at least ``low`` (``|v| - E_v``; None:
+    0), multiplied in any binary tree (``(2c) R``, ``2 (c R)``, ``(R / N) / K`` then doubled; ``(x1 a) b``;
+    ``(g a**2) 3``).
 
-    Each rounding to the subnormal range errs by at most ``eta`` absolute (Higham 2002, §2.1; the smallest normal
-    number with flush-to-zero), then is multiplied by the factors outside its subtree: ``eta`` times their
-    magnitudes (the operand's ``mag`` among them where it is outside), grown by ``(1 + u)`` per later rounding. A
-    product with a power of two of magnitude at least 1 (the 2) is exact below the overflow threshold (no eta); a
-    product of constants alone counts ``eta`` only where it may be below twice the smallest normal number, and each
-    factor's own rounding to the dtype ``eta_f`` (:meth:`harness.bounds.Regime.scale_underflow`) likewise. Returns
-    the largest count over the associations, element-wise (``mag``'s shape)."""
+    **Derivation** (Higham 2002, §2.1, the underflow model ``fl(x op y) = (x op y)(1 + d) + e`` with ``|d| <= u``,
+    ``|e| <= eta``: half the subnormal spacing with gradual underflow, the smallest normal number with flush-to-zero):
+    in a tree, the rounding of the product of a subset ``t`` of the leaves errs by ``eta`` absolute beyond its relative
+    error, and that error is multiplied by the leaves outside ``t``: at most ``eta`` times their magnitudes, grown by
+    ``(1 + u)`` per later rounding. The relative parts are the same ``m - 1`` roundings in every tree (the walk's
+    bound of the plan's tree); the absolute parts add up over the tree's internal nodes, so the worst tree is found
+    by dynamic programming over the subsets (``worst(t) = max over splits of worst(l) + worst(r) + own(t)``,
+    element-wise: an upper bound of every tree, ``3**m`` splits). A subset's own ``eta`` is not counted where
+    its rounding cannot reach the subnormal range:
+
+    - one side is a single integer constant (the 2, a power's coefficient): an integer multiple of a float below the
+      smallest normal number is a multiple of the subnormal spacing, a float (with flush-to-zero the computed float is
+      0 or normal and so is the product): no absolute error;
+    - constants alone whose product is at least twice the smallest normal number;
+    - the product of the leaves' least magnitudes ``P_t`` (a constant: its value where normal, else 0) is at least
+      ``2**(|t| - 1)`` times the smallest normal number: by induction a computed subtree product ``s`` is 0 or at least
+      ``P_s 2**-(|s| - 1)`` (a rounding below the smallest normal number returns 0 or at least half its argument:
+      ``fl(p) = 2 eta > p`` on ``(eta, 2 eta)``, ``fl(p) >= p - eta >= p / 2`` above; in the normal range
+      ``fl(p) >= p (1 - u)``), so ``t``'s product is 0 (exact) or at least ``2 P_t 2**-|t|``, normal.
+
+    Each constant factor's own rounding to the dtype ``eta_f`` (:meth:`harness.bounds.Regime.scale_underflow`) is
+    carried by the leaves outside it likewise. Returns the largest count over the associations, element-wise (the
+    broadcast shape of ``mag``)."""
+    mags_in = [np.asarray(mag, dtype=np.float64)] if isinstance(mag, np.ndarray) or np.isscalar(mag) else \
+        [np.asarray(m_, dtype=np.float64) for m_ in mag]
+    lows_in = [np.zeros_like(m_) for m_ in mags_in] if low is None else [np.asarray(v, dtype=np.float64) for v in low]
+    if len(lows_in) != len(mags_in):
+        raise ValueError(f"chain_underflow: {len(lows_in)} lower magnitudes for {len(mags_in)} operands")
     k = len(factors)
-    mags = [abs(float(f)) for f in factors]
-    grow = reg.growth(k)
-    exact_scale = [f.denominator == 1 and abs(f.numerator).bit_count() == 1 for f in factors]  # +-2^j, j >= 0
-    tiny = 2 * reg.fmt.min_normal
-    leaves = frozenset(range(k + 1))  # k: the operand
+    m = k + len(mags_in)  # leaves: the factors, then the operands
+    fmt = reg.fmt
+    shape = np.broadcast_shapes(*(np.shape(x) for x in mags_in))
+    mags: list[Any] = [abs(float(f)) for f in factors] + mags_in
+    lows: list[Any] = [abs(float(f)) if abs(float(f)) >= fmt.min_normal else 0.0 for f in factors] + \
+        [np.maximum(v, 0.0) for v in lows_in]
+    grow = reg.growth(m - 1)
+    integer = [f.denominator == 1 and f != 0 for f in factors] + [False] * len(mags_in)
+    tiny = 2 * fmt.min_normal
+    full = (1 << m) - 1
 
-    def outside(t: frozenset[int]) -> Any:
+    def members(t: int) -> list[int]:
+        return [j for j in range(m) if t >> j & 1]
+
+    def outside(t: int) -> Any:
         out: Any = grow
-        for j in leaves - t:
-            out = out * (mag if j == k else mags[j])
+        for j in members(full & ~t):
+            out = out * mags[j]
         return out
 
-    def scalar_product(t: frozenset[int]) -> float:
-        return math.prod(mags[j] for j in t)
+    def may_underflow(t: int) -> Any:
+        """False where the rounding of the product of ``t`` cannot be below the smallest normal number."""
+        js = members(t)
+        if all(j < k for j in js):
+            return math.prod(mags[j] for j in js) < tiny
+        least: Any = 1.0
+        for j in js:
+            least = least * lows[j]
+        with np.errstate(over="ignore", invalid="ignore"):
+            return np.asarray(~(least >= fmt.min_normal * 2.0 ** (len(js) - 1)))
 
-    memo: dict[frozenset[int], list[Any]] = {}
+    risky = {t: may_underflow(t) for t in range(1, full + 1) if t.bit_count() > 1}
+    if not any(np.any(r) for r in risky.values()) and not any(reg.scale_underflow(float(f)) for f in factors):
+        return np.zeros(shape)  # no rounding of any association reaches the subnormal range (normal data)
+    worst: dict[int, Any] = {}
+    for t in sorted(range(1, full + 1), key=int.bit_count):
+        js = members(t)
+        if len(js) == 1:
+            (j,) = js
+            worst[t] = reg.scale_underflow(float(factors[j])) * outside(t) if j < k else 0.0
+            continue
+        first = t & -t
+        rest = t & ~first
+        own_free: Any = None  # own(t) where one side is a single integer constant: 0
+        best: Any = None
+        sub = rest
+        while True:  # every split of t into l (with t's lowest leaf) and r = t - l, r nonempty
+            left = first | sub
+            right = t & ~left
+            if right:
+                exact = any(side.bit_count() == 1 and integer[side.bit_length() - 1] for side in (left, right))
+                if not exact:
+                    if own_free is None:
+                        own_free = np.where(risky[t], reg.eta * outside(t), 0.0) if np.any(risky[t]) else 0.0
+                    own = own_free
+                else:
+                    own = 0.0
+                cand = worst[left] + worst[right] + own
+                best = cand if best is None else np.maximum(best, cand)
+            if sub == 0:
+                break
+            sub = (sub - 1) & rest
+        worst[t] = best
+    return np.asarray(np.broadcast_to(np.asarray(worst[full], dtype=np.float64), shape), dtype=np.float64)
 
-    def trees(t: frozenset[int]) -> list[Any]:
-        """The underflow counts of every association of the leaves ``t`` (each rounding's eta carried outward)."""
-        if t in memo:
-            return memo[t]
-        if len(t) == 1:
-            (j,) = t
-            memo[t] = [0.0 if j == k else reg.scale_underflow(float(factors[j])) * outside(t)]
-            return memo[t]
-        first, rest = min(t), sorted(t - {min(t)})
-        counts: list[Any] = []
-        for mask in range((1 << len(rest)) - 1):  # every split of t into two parts, the one with `first` listed once
-            left = frozenset([first, *(rest[b] for b in range(len(rest)) if mask >> b & 1)])
-            right = t - left
-            exact = any(len(side) == 1 and min(side) != k and exact_scale[min(side)] for side in (left, right))
-            if exact or (k not in t and scalar_product(t) >= tiny):
-                own: Any = 0.0
+
+def _chain_count(node: Node, w: _Walk) -> tuple[F64, F64] | None:
+    """The declared chain of a ``mul`` (the seed's scale with its ``factors``, ``attrs["chain"]``): its underflow count
+    in the worst association (:func:`chain_underflow`) and the plan's own ``eta`` at this node, or None."""
+    reg = w.regime(node)
+    if "chain" in node.attrs:
+        consts: list[Fraction] = []
+        mags: list[F64] = []
+        lows: list[F64] = []
+        for i in node.attrs["chain"]:
+            leaf = w.graph.nodes[i]
+            if leaf.op == "const" and not leaf.attrs.get("held") and leaf.shape == () and "factors" not in leaf.attrs:
+                consts.append(Fraction(leaf.attrs["value"]))
             else:
-                own = reg.eta * outside(t)
-            counts.extend(x + y + own for x in trees(left) for y in trees(right))
-        memo[t] = counts
-        return counts
-
-    return np.asarray(np.maximum.reduce([np.broadcast_to(np.asarray(x, dtype=np.float64), np.shape(mag))
-                                         for x in trees(leaves)]))
+                v, E = np.abs(np.asarray(w.vals[i], dtype=np.float64)), np.asarray(w.Es[i], dtype=np.float64)
+                mags.append(v + E)
+                lows.append(np.maximum(v - E * SAFETY, 0.0) * (1 - 2.0**-40))
+        if not mags:
+            return None
+        count = chain_underflow(consts, mags, reg, lows)
+        return np.asarray(np.broadcast_to(count, node.shape)), np.asarray(reg.eta)
+    for c, other in ((node.args[0], node.args[1]), (node.args[1], node.args[0])):
+        cn = w.graph.nodes[c]
+        if cn.op == "const" and not cn.attrs.get("held") and cn.shape == () and len(cn.attrs.get("factors", ())) > 1:
+            v, E = np.abs(np.asarray(w.vals[other], dtype=np.float64)), np.asarray(w.Es[other], dtype=np.float64)
+            low = np.maximum(v - E * SAFETY, 0.0) * (1 - 2.0**-40)
+            count = chain_underflow([Fraction(f) for f in cn.attrs["factors"]], v + E, reg, [low])
+            return np.asarray(np.broadcast_to(count, node.shape)), np.asarray(reg.eta)
+    return None
 
 
 def _rule_square(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:

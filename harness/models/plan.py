@@ -12,14 +12,17 @@ all walk the same operations:
   column j of ``X``, shape (N, 1); scalar parameters broadcast).
 - loss: ``R = F - y``; ``loss = c * sum(square(R))``, ``c = 1`` (``"sum"``, no multiplication) or
   ``1/(N K)`` (``"mean"``), role ``"loss"``.
-- backward (role ``"backward"``): seed ``G = (2c) * R`` (``dL/dF``; the constant's ``factors`` 2 and ``c``, which
-  an implementation may apply in any association: ``2 * (c * R)``); per affine layer
+- backward (role ``"backward"``): seed ``G = (2c) * R`` (``dL/dF``; the constant's ``factors`` 2 and, under the mean, ``1/N``
+  and ``1/K`` (:func:`seed_factors`), which an implementation may apply in any association: ``2 * (c * R)``,
+  ``2 R / N / K``); per affine layer
   ``grad_W = h^T @ delta``, ``grad_b = sum(delta, axis=0)``, ``delta_prev = (delta @ W^T) * act'(z)``
   with ``act'`` the SymPy derivative (:mod:`harness.models.symbolic`: ``fn_grad`` of ``(z, out)``
   where autograd uses the output, e.g. tanh's ``1 - out**2``). Expression: reverse mode over the
   tree with each operation's local partials (``d(a b) = b da + a db``, ``d(a/b)``,
   ``d(a**n) = n a**(n-1) da`` from ``sympy.diff``, ``d f(a) = f'(a) da``), summed over rows for the
-  scalar parameters.
+  scalar parameters. The last product of a chain an implementation may group otherwise declares the chain's
+  factors (``attrs["chain"]``, up to :data:`CHAIN_LIMIT`): a product of three or more factors (``x1*a*b``) and a
+  power's adjoint times its local derivative, ``g * (n * a**(n-1))``.
 - update (role ``"update"``): ``p' = p - lr * grad_p`` with ``lr`` a ``const`` node
   (``value = Fraction(lr)`` as written, ``held = True``: the implementation holds lr rounded to
   the dtype and the truth uses that rounding).
@@ -72,6 +75,19 @@ def loss_scale(reduction: str, n: int, k: int) -> Fraction:
     raise ValueError(f"reduction: expected 'sum' or 'mean', got {reduction!r}")
 
 
+#: The longest product chain the plan declares (``attrs["chain"]``): :func:`harness.models.bounds.chain_underflow`
+#: takes the worst of its associations over every split of every subset of its factors (``3**m`` splits of ``m``).
+CHAIN_LIMIT = 6
+
+
+def seed_factors(reduction: str, n: int, k: int) -> tuple[Fraction, ...]:
+    """The factors of the seed's scale ``2c`` as an implementation may apply them: 2 and, under the mean, the
+    divisions by N and by K (each a rounding of its own: ``2 R / N / K``), those equal to 1 left out; ``(2, 1)``
+    under the sum."""
+    parts = [f for f in (Fraction(1, n), Fraction(1, k)) if f != 1] if reduction == "mean" else []
+    return (Fraction(2), *parts) if parts else (Fraction(2), loss_scale(reduction, n, k))
+
+
 def _fn(g: Graph, f: ElementFunction, z: int, shape: tuple[int, ...]) -> int:
     attrs: dict[str, object] = {"fn": f.name, "expr": f.expr}
     if f.slope is not None:
@@ -94,9 +110,10 @@ def _loss_and_seed(g: Graph, pred: int, y: int, n: int, k: int, reduction: str) 
     sq = g.add("square", (r,), (n, k), "loss")
     s = g.add("sum", (sq,), (), "loss", axis=None)
     loss = s if c == 1 else g.add("mul", (g.add("const", (), (), "loss", value=c, held=False), s), (), "loss")
-    # factors: the square's 2 and the loss scale c, which an implementation may apply in any association (2 fl(c R):
-    # a mean then doubled); harness.models.bounds.chain_underflow counts the underflows of each (helper-128)
-    two_c = g.add("const", (), (), "backward", value=2 * c, held=False, factors=(Fraction(2), c))
+    # factors: the square's 2 and the loss scale c as the mean's two divisions 1/N and 1/K, which an implementation may
+    # apply in any association (2 fl(c R): a mean then doubled; 2 R / N / K: torch's mean of a mean);
+    # harness.models.bounds.chain_underflow counts the underflows of each (helpers 128, 130)
+    two_c = g.add("const", (), (), "backward", value=2 * c, held=False, factors=seed_factors(reduction, n, k))
     seed = g.add("mul", (two_c, r), (n, k), "backward")
     return loss, seed
 
@@ -205,8 +222,10 @@ class _ExpressionBuilder:
             num = [self.build(f) for f in num_e]
             den = [self.build(f) for f in den_e]
             acc = num[0] if num else self.const(1)
-            for b in num[1:]:
-                acc = g.add("mul", (acc, b), self.joint(acc, b))
+            for i, b in enumerate(num[1:], 2):
+                # the chain's last product declares its factors: an implementation may multiply them in any order
+                chain: dict[str, object] = {"chain": tuple(num)} if i == len(num) and 3 <= len(num) <= CHAIN_LIMIT else {}
+                acc = g.add("mul", (acc, b), self.joint(acc, b), "forward", **chain)
             if den:
                 dd = den[0]
                 for b in den[1:]:
@@ -285,7 +304,10 @@ class _ExpressionBuilder:
                 e1 = int(rest.as_base_exp()[1]) if rest != 1 else 0
                 power = a[0] if e1 == 1 else g.add("pow" if e1 > 2 else "square", (a[0],), self.shape_of(a[0]), "backward",
                                                    **({"exponent": e1} if e1 > 2 else {}))
-                give(a[0], bmul(gv, bmul(self.const(sp.Rational(coeff), "backward"), power)))
+                k = self.const(sp.Rational(coeff), "backward")
+                local_grad = bmul(k, power)
+                # g * (coeff * power), which an implementation may group (g * power) * coeff or (g * coeff) * power
+                give(a[0], g.add("mul", (gv, local_grad), self.joint(gv, local_grad), "backward", chain=(gv, k, power)))
             elif node.op == "fn":
                 f = element_function(str(node.attrs["fn"]))
                 give(a[0], bmul(gv, _fn_grad(g, f, a[0], vid, self.shape_of(vid))))
