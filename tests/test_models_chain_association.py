@@ -302,3 +302,16 @@ def test_chain_underflow_by_hand():
     np.testing.assert_allclose(got, [eta * reg.growth(2) * 2.0**30], rtol=1e-15)
     # without least magnitudes (0: any rounding may underflow) the last rounding counts too
     np.testing.assert_allclose(chain_underflow([], [a, b, x1], reg), [eta * reg.growth(2) * (2.0**30 + 1)], rtol=1e-15)
+
+
+def test_chain_underflow_stays_finite_where_only_the_outside_factors_pass_float64s_range():
+    """``a b`` subnormal (float64) times ``c d = 2**1200``: the count ``eta 2**1200`` is finite (the whole product,
+    ``2**140``, is too), not the ``inf`` of multiplying the outside magnitudes first (a vacuous bound)."""
+    from harness.bounds import Regime
+    from harness.floats import FLOAT64
+    from harness.models.bounds import chain_underflow
+
+    reg = Regime(FLOAT64, False)
+    a, one, big = np.array([2.0**-1060]), np.array([1.0]), np.array([2.0**600])
+    got = chain_underflow([], [a, one, big, big], reg, [a, one, big, big])
+    assert np.isfinite(got[0]) and 2.0**126 <= got[0] <= 2.0**126 * (1 + 2.0**-28)  # (the growth (1 + u)**3 (1 + 2**-30))

@@ -864,11 +864,23 @@ def chain_underflow(factors: Sequence[Fraction], mag: F64 | Sequence[F64], reg: 
     def members(t: int) -> list[int]:
         return [j for j in range(m) if t >> j & 1]
 
-    def outside(t: int) -> Any:
+    def outside(t: int, start: float) -> Any:
+        """``start`` (an ``eta``) times the growth and the magnitudes of the leaves outside ``t``; where the magnitudes'
+        product alone passes float64's range while ``start`` brings it back, summed in logarithms (and widened by
+        ``2**-36``, above their rounding)."""
+        if start == 0:
+            return 0.0
         out: Any = grow
-        for j in members(full & ~t):
-            out = out * mags[j]
-        return out
+        js = members(full & ~t)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for j in js:
+                out = out * mags[j]
+            if not np.any(np.isinf(out)):
+                return start * out
+            logs: Any = math.log2(grow) + math.log2(start)
+            for j in js:
+                logs = logs + np.log2(mags[j])
+            return np.where(np.isinf(out), np.exp2(logs) * (1 + 2.0**-36), start * out)
 
     def may_underflow(t: int) -> Any:
         """False where the rounding of the product of ``t`` cannot be below the smallest normal number."""
@@ -876,9 +888,9 @@ def chain_underflow(factors: Sequence[Fraction], mag: F64 | Sequence[F64], reg: 
         if all(j < k for j in js):
             return math.prod(mags[j] for j in js) < tiny
         least: Any = 1.0
-        for j in js:
-            least = least * lows[j]
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):  # (inf: not below; inf * 0 = NaN: may underflow)
+            for j in js:
+                least = least * lows[j]
             return np.asarray(~(least >= fmt.min_normal * 2.0 ** (len(js) - 1)))
 
     risky = {t: may_underflow(t) for t in range(1, full + 1) if t.bit_count() > 1}
@@ -889,7 +901,7 @@ def chain_underflow(factors: Sequence[Fraction], mag: F64 | Sequence[F64], reg: 
         js = members(t)
         if len(js) == 1:
             (j,) = js
-            worst[t] = reg.scale_underflow(float(factors[j])) * outside(t) if j < k else 0.0
+            worst[t] = outside(t, reg.scale_underflow(float(factors[j]))) if j < k else 0.0
             continue
         first = t & -t
         rest = t & ~first
@@ -903,7 +915,7 @@ def chain_underflow(factors: Sequence[Fraction], mag: F64 | Sequence[F64], reg: 
                 exact = any(side.bit_count() == 1 and integer[side.bit_length() - 1] for side in (left, right))
                 if not exact:
                     if own_free is None:
-                        own_free = np.where(risky[t], reg.eta * outside(t), 0.0) if np.any(risky[t]) else 0.0
+                        own_free = np.where(risky[t], outside(t, reg.eta), 0.0) if np.any(risky[t]) else 0.0
                     own = own_free
                 else:
                     own = 0.0
