@@ -744,7 +744,14 @@ def _read_bounded(path: Path, limit: int, what: str, err: Callable[[str, str], C
         base = err(key, f"{what} is {st.st_size:,} bytes, over the limit of {limit:,}; raise it with --max-data-bytes")
         raise LimitError(base.detail, path=base.path, case_id=base.case_id, key=base.key)
     try:
-        with open(path, "rb") as fh:
+        # opened without blocking and checked again once open: a file replaced by a fifo after the stat above (a case
+        # file that changed between listing and reading) blocked the run in open() for ever (helper-131)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        with open(fd, "rb", closefd=True) as fh:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a device, fifo or socket)"
+                raise err(key, f"{what} is {kind} (it was replaced while it was read)")
             data = fh.read(limit + 1)
     except OSError as exc:
         raise err(key, f"cannot read {what}: {exc.strerror or exc}") from None
@@ -788,7 +795,9 @@ def read_toml(path: Path, *, limits: Limits | None = None) -> dict[str, Any]:
         raise CaseFileError(data_file_hint(path), path=str(path))
     data = _read_bounded(path, lim.max_data_bytes, "the case file", err, "")
     try:
-        text = data.decode("utf-8")
+        # a byte-order mark (Windows editors write one) is read as the data files' and results files' is; tomllib
+        # refused it as "Invalid statement (at line 1, column 1)", which names no cause (helper-131)
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise CaseFileError(f"invalid TOML: not UTF-8 (byte offset {exc.start}); TOML files are UTF-8",
                             path=str(path), line=data[: exc.start].count(b"\n") + 1) from None
@@ -1039,6 +1048,21 @@ def iter_case_files(paths: Iterable[str | Path]) -> Iterator[Path]:
             yield p
 
 
+def _case_files(paths: Iterable[str | Path], result: LoadResult) -> Iterator[Path]:
+    """:func:`iter_case_files` of ``paths``, with an error in ``result`` for each folder that holds no case file: a
+    folder given to ``--cases`` that held none (empty, unreadable, or a folder named like a case file) was silently
+    nothing, and the run passed on the other cases (helper-131)."""
+    for p in paths:
+        found = False
+        for file in iter_case_files([p]):
+            found = True
+            yield file
+        if not found and Path(p).is_dir():
+            unreadable = not os.access(p, os.R_OK | os.X_OK)
+            result.errors.append(CaseFileError("a folder with no case file (*.toml) in it or below it"
+                                               + (" (it cannot be read: permission denied)" if unreadable else ""), path=str(p)))
+
+
 def tier_name(tier: str) -> str:
     """``tier`` as one of :data:`TIERS` (``"default"`` is ``"full"``).
 
@@ -1213,10 +1237,10 @@ def load_cases(paths: Iterable[str | Path], *, tier: str = "full", data_roots: I
     roots = [Path(r).resolve() for r in data_roots]
     result = LoadResult()
     seen: dict[str, str] = {}
-    for file in iter_case_files(paths):
+    for file in _case_files(paths, result):
         path = str(file)
         try:
-            if not file.exists():
+            if not file.exists() and not file.is_symlink():  # (a link that loops or points nowhere: read_toml says which)
                 result.errors.append(CaseFileError("no such file or folder", path=path))
                 continue
             doc = read_toml(file, limits=lim)

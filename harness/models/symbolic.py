@@ -177,6 +177,83 @@ def activation(spec: ModelSpec) -> ElementFunction:
 _BINOPS = (ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Pow, ast.BitXor)
 
 
+#: The largest power of an input or a parameter an expression may take: the product of the exponents of nested powers
+#: (``(x1**4)**3`` is a 12th power), in magnitude. A larger one leaves every dtype's range for any value but 1, and
+#: its exact value costs memory and time in proportion (``x1**1000000000`` took 50 s and 3.7 GB to grade, helper-131).
+MAX_POWER = 1024
+#: The most bits a constant power in an expression may have (``2**-1074``, float64's smallest subnormal, has 1,075;
+#: ``9**9**9``, 1.2 billion, took as long as ``x1**1000000000`` and ``x1**(10**10**10)`` never finished parsing).
+MAX_CONSTANT_BITS = 20_000
+
+
+def _const_value(node: ast.AST, text: str) -> Fraction | None:
+    """The exact value of a constant subexpression of ``text`` (numbers, + - * /, powers with an integer exponent), or
+    None where it is not one (a name, a call, a power with a fractional exponent, a division by zero: SymPy reads
+    those); computed without building a number of more than :data:`MAX_CONSTANT_BITS` bits.
+
+    Raises:
+        ValueError: for a constant power whose value would have more bits than that (``9**9**9``)."""
+    if isinstance(node, ast.Constant):
+        v = node.value
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            return None
+        try:
+            return Fraction(v)
+        except (OverflowError, ValueError):  # (a float literal beyond the range: inf)
+            return None
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd | ast.USub):
+        inner = _const_value(node.operand, text)
+        return None if inner is None else (-inner if isinstance(node.op, ast.USub) else inner)
+    if not isinstance(node, ast.BinOp):
+        return None
+    left, right = _const_value(node.left, text), _const_value(node.right, text)
+    if left is None or right is None:
+        return None
+    if isinstance(node.op, ast.Add):
+        return left + right
+    if isinstance(node.op, ast.Sub):
+        return left - right
+    if isinstance(node.op, ast.Mult):
+        return left * right
+    if isinstance(node.op, ast.Div):
+        return None if right == 0 else left / right
+    if right.denominator != 1 or (left == 0 and right < 0):
+        return None
+    size = max(left.numerator.bit_length(), left.denominator.bit_length())
+    if abs(left) not in (0, 1) and size * abs(right) > MAX_CONSTANT_BITS:
+        raise ValueError(f"expression {text!r}: the constant power {ast.unparse(node)} has more than "
+                         f"{MAX_CONSTANT_BITS:,} bits (beyond every dtype's range)")
+    return left ** int(right)
+
+
+def _check_power_sizes(text: str, tree: ast.AST) -> None:
+    """Raise ValueError for a constant power of more than :data:`MAX_CONSTANT_BITS` bits or a power of an input or a
+    parameter above :data:`MAX_POWER` (nested powers multiply), before SymPy evaluates any of them."""
+
+    def power(node: ast.AST) -> int:  # the largest power of a name within node (a constant: 0)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow | ast.BitXor):
+            base = power(node.left)
+            exp = _const_value(node.right, text)
+            power(node.right)  # (a name in an exponent is refused by the parse; its constants are checked here)
+            if exp is None:
+                return base
+            if base == 0:
+                _const_value(node, text)
+                return 0
+            p = base * max(1, abs(exp.numerator) // exp.denominator)
+            if p > MAX_POWER:
+                raise ValueError(f"expression {text!r}: {ast.unparse(node)} is a power of {p:,}, over the limit of "
+                                 f"{MAX_POWER:,} (beyond every dtype's range but at 1)")
+            return p
+        if isinstance(node, ast.Name):
+            return 1
+        if isinstance(node, ast.Constant):
+            return 0
+        return max((power(c) for c in ast.iter_child_nodes(node)), default=0)
+
+    power(tree)
+
+
 def input_names(d: int) -> tuple[str, ...]:
     """The input symbols' names of an expression model with D inputs: ``x1 .. xD``."""
     return tuple(f"x{j + 1}" for j in range(d))
@@ -215,6 +292,9 @@ def _check_ast(text: str, names: set[str]) -> None:
                 raise ValueError(f"expression {text!r}: {node.func.id} takes exactly one argument")
         else:
             raise ValueError(f"expression {text!r}: {type(node).__name__} ({ast.unparse(node)!r}) is not allowed")
+    # (SymPy's convert_xor reads ``^`` as ``**``, right-associative and above ``*``: x1^10^10 is x1**(10**10), where
+    # Python's tree has (x1^10)^10; the sizes are checked on the tree SymPy parses)
+    _check_power_sizes(text, ast.parse(text.strip().replace("^", "**"), mode="eval") if "^" in text else tree)
     for node in ast.walk(tree):  # a function name used as a value (``exp + 1``) is not a formula
         if isinstance(node, ast.Name) and node.id in ALLOWED_FUNCTIONS and node.id not in names:
             parents = [p for p in ast.walk(tree) if isinstance(p, ast.Call) and p.func is node]
