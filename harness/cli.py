@@ -575,7 +575,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     outcome = _run_outcome(model.records, strict=args.strict)
     problems = ([f"{model.malformed_total} malformed line(s) left out"] if model.malformed_total else []) + \
         [f"{f.path}: its run did not complete (or the file has no environment line)" for f in model.unfinished] + \
-        [f"{f.path}: {why} (records deleted, repeated or pasted in)" for f in model.files for why in f.miscounted] + \
+        [f"{f.path}: {why} (its lines deleted, repeated, edited or pasted in since the run wrote it)" for f in model.files for why in f.miscounted] + \
         [f"{f.path}: {f.load_errors} case file(s) or case(s) of its run could not be loaded" for f in model.files
          if f.load_errors] + \
         ([f"shard(s) {', '.join(model.missing_shards)} not among the files read"] if model.missing_shards else [])

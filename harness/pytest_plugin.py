@@ -855,7 +855,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if state.options.results is not None:  # (also with no record: an earlier session's file must not pass for this one's)
         import sys
 
-        from .records import environment_record, write_jsonl
+        from .records import environment_record, run_end, write_jsonl
 
         env = environment_record({
             "argv": sys.argv[1:], "runner": "pytest", "xdist_workers": len(state.part_files),
@@ -866,7 +866,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         })
         # the run-end footer of every results file (see harness.records); a session stopped by Ctrl-C is not complete
         stopped = exitstatus == pytest.ExitCode.INTERRUPTED
-        footer = {"kind": "run-end", "run": env["run"], "completed": not stopped, "records": len(state.records), "interrupted": stopped}
+        footer = run_end(env["run"], env, completed=not stopped, interrupted=stopped, records=state.records)
         # (an earlier session's files were kept as the session started: _keep_earlier_outputs)
         write_jsonl(state.options.results, state.records, env, footer=footer)
         if not state.records:

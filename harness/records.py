@@ -37,7 +37,7 @@ import tempfile
 import time
 import uuid
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -602,6 +602,12 @@ class RunSpan:
     end_line: int | None = None
     records: int = 0
     malformed: int = 0
+    #: the records read in this run, by verdict (compared with the ``run-end`` line's ``verdicts``)
+    verdicts: dict[str, int] = field(default_factory=dict)
+    #: how many of them carry a known framework bug (``known_bug``; compared with the ``run-end`` line's ``known_bugs``)
+    known_bugs: int = 0
+    #: how many load errors its environment line lists (``load_errors``; None: no environment line, or not a list)
+    load_errors: int | None = None
 
     @property
     def completed(self) -> bool:
@@ -615,10 +621,48 @@ class RunSpan:
         if self.run is not None and ended is not None and str(ended)[:200] != self.run:
             return f"its run-end line names another run, {str(ended)[:200]!r}"
         count = self.end.get("records") if self.end is not None else None
-        if type(count) is not int or count == self.records + self.malformed:
-            return None
-        return (f"its run-end line counts {count} record(s); the file holds {self.records + self.malformed}"
-                + (f" ({self.malformed} malformed)" if self.malformed else ""))
+        if type(count) is int and count != self.records + self.malformed:
+            return (f"its run-end line counts {count} record(s); the file holds {self.records + self.malformed}"
+                    + (f" ({self.malformed} malformed)" if self.malformed else ""))
+        # a line pasted over another (a disagree record replaced by a copy of an agree one) keeps the count: the
+        # run-end line's verdicts tell (helper-131); with malformed lines the file fails already, and says why
+        said = self.end.get("verdicts") if self.end is not None else None
+        if type(said) is dict and not self.malformed and said != self.verdicts:
+            return (f"its run-end line counts the verdicts {_tally_text(said)}; the file holds {_tally_text(self.verdicts)} "
+                    "(a record's line edited, or pasted over another)")
+        bugs = self.end.get("known_bugs") if self.end is not None else None
+        if type(bugs) is int and not self.malformed and bugs != self.known_bugs:
+            return (f"its run-end line counts {bugs} record(s) a known framework bug explains; the file holds "
+                    f"{self.known_bugs} (a record's known_bug edited?)")
+        errors = self.end.get("load_errors") if self.end is not None else None
+        if type(errors) is int and self.load_errors is not None and errors != self.load_errors:
+            return (f"its run-end line counts {errors} case file(s) or case(s) that could not be loaded; its environment "
+                    f"line lists {self.load_errors} (its load_errors edited?)")
+        return None
+
+
+def verdict_tally(records: Iterable[Record]) -> dict[str, int]:
+    """How many of ``records`` have each verdict, in sorted order of the verdicts: the ``run-end`` line's ``verdicts``
+    (a line edited or pasted over another changes it, where the count of lines stays)."""
+    tally: dict[str, int] = {}
+    for r in records:
+        v = r.verdict if type(r.verdict) is str else str(r.verdict)  # (as JSON writes a key; such a record reads malformed)
+        tally[v] = tally.get(v, 0) + 1
+    return dict(sorted(tally.items()))
+
+
+def _tally_text(tally: dict[Any, Any]) -> str:
+    return "{" + ", ".join(f"{str(k)[:40]}: {str(v)[:20]}" for k, v in sorted(tally.items(), key=lambda kv: str(kv[0]))[:10]) + "}"
+
+
+def run_end(run: str, env: dict[str, Any], *, completed: bool, interrupted: bool, records: Sequence[Record]) -> dict[str, Any]:
+    """The ``run-end`` line of a run: whether it completed, how many records it wrote, of which verdicts
+    (:func:`verdict_tally`) and how many of them a known framework bug explains (``known_bugs``), and how many load
+    errors its environment line lists (``load_errors``)."""
+    errors = env.get("load_errors")
+    return {"kind": "run-end", "run": run, "completed": completed, "records": len(records), "interrupted": interrupted,
+            "verdicts": verdict_tally(records), "known_bugs": sum(1 for r in records if isinstance(r.known_bug, str) and r.known_bug),
+            "load_errors": len(errors) if isinstance(errors, list) else 0}
 
 
 def run_input_files(case_files: Iterable[str], plugins: Iterable[str]) -> list[str]:
@@ -801,8 +845,12 @@ class ResultsStream:
         self._written(text)
         self.count += len(lines)
 
-    def footer(self, completed: bool, interrupted: bool, records: int) -> dict[str, Any]:
-        return {"kind": "run-end", "run": self.run, "completed": completed, "records": records, "interrupted": interrupted}
+    def footer(self, completed: bool, interrupted: bool, records: Sequence[Record]) -> dict[str, Any]:
+        return run_end(self.run, self.env, completed=completed, interrupted=interrupted, records=records)
+
+    def _streamed_records(self) -> list[Record]:
+        """The records streamed so far, in the order written (not those of a write that failed)."""
+        return [r for r, i in sorted(self._streamed.values(), key=operator.itemgetter(1)) if i < self.count]
 
     def _target(self) -> Path:
         """Where the run's file ends: :attr:`path` while the file there is the one this run opened, else
@@ -844,9 +892,10 @@ class ResultsStream:
             text = target.read_text(encoding="utf-8") if target == self.path and self.tampered is None else ""
         streamed = text.split("\n")[1:]
         if self.tampered is not None and ordered is None:  # an unfinished run: its records from memory, as streamed
-            streamed = [encode_line(r.to_json()) for r, _ in sorted(self._streamed.values(), key=operator.itemgetter(1))]
+            written = self._streamed_records()
+            streamed = [encode_line(r.to_json()) for r in written]
             self._streamed.clear()
-            footer = self.footer(False, interrupted, len(streamed))
+            footer = self.footer(False, interrupted, written)
             return write_jsonl(target, (), self.env, footer=footer, lines=streamed)
         if ordered is not None and not interrupted:
             recs = list(ordered)
@@ -856,19 +905,19 @@ class ResultsStream:
                 line = streamed[seen[1]] if seen is not None and seen[0] is r and seen[1] < len(streamed) else None
                 lines.append(line if line else encode_line(r.to_json()))
             self._streamed.clear()
-            footer = self.footer(True, False, len(recs))
+            footer = self.footer(True, False, recs)
             try:
                 path = write_jsonl(target, (), self.env, footer=footer, lines=lines)
             except OSError as exc:  # the streamed file is left as it was (write_jsonl replaces it only when written)
                 try:
                     with target.open("a", encoding="utf-8") as fh:
-                        fh.write(encode_line(self.footer(False, False, self.count)) + "\n")
+                        fh.write(encode_line(self.footer(False, False, self._streamed_records())) + "\n")
                 except OSError:
                     pass  # no footer: the file reads as unfinished all the same
                 raise ResultsWriteError(target, self.count, exc) from exc
             self.written = read_back(path, self.env, recs, lines, footer)
             return path
-        footer = self.footer(False, interrupted, self.count)
+        footer = self.footer(False, interrupted, self._streamed_records())
         if target == self.path:
             with self.path.open("a", encoding="utf-8") as fh:
                 fh.write(encode_line(footer) + "\n")
@@ -1110,12 +1159,23 @@ class _LineReader:
         elif kind == "environment":
             self.envs.append(obj)
             run_id = obj.get("run")
-            self.runs.append(RunSpan(lineno, None if run_id is None else str(run_id)[:200]))
+            errors = obj.get("load_errors", [])
+            self.runs.append(RunSpan(lineno, None if run_id is None else str(run_id)[:200],
+                                     load_errors=len(errors) if isinstance(errors, list) else None))
         elif kind == "run-end":
             completed, count = obj.get("completed"), obj.get("records")
             if type(completed) is not bool or (count is not None and (type(count) is not int or count < 0)):
                 self.bad(lineno, f"skipped a malformed run-end line: expected \"completed\": true/false and \"records\": a "
                                  f"count, got {_quote(completed)} and {_quote(count)}")
+                return
+            tally = obj.get("verdicts")
+            if tally is not None and (type(tally) is not dict or not all(type(n) is int and n >= 0 for n in tally.values())):
+                self.bad(lineno, f"skipped a malformed run-end line: expected \"verdicts\": counts by verdict, got {_quote(tally)}")
+                return
+            bad = next((k for k in ("known_bugs", "load_errors") if obj.get(k) is not None
+                        and (type(obj[k]) is not int or obj[k] < 0)), None)
+            if bad is not None:
+                self.bad(lineno, f"skipped a malformed run-end line: expected \"{bad}\": a count, got {_quote(obj[bad])}")
                 return
             if not self.runs or self.runs[-1].end is not None:
                 self.runs.append(RunSpan(lineno))  # a footer without its header: count it as its own run
@@ -1138,6 +1198,10 @@ class _LineReader:
             self.runs.append(RunSpan(lineno))  # records without an environment line: a run of their own (its
             # footer's count was compared with none of them, helper-94)
         self.runs[-1].records += 1
+        tally = self.runs[-1].verdicts
+        tally[rec.verdict] = tally.get(rec.verdict, 0) + 1
+        if rec.known_bug:
+            self.runs[-1].known_bugs += 1
 
     def result(self) -> ResultsFile:
         where = self.where

@@ -1,16 +1,22 @@
 """helper-131's adversarial round: defects found by attacking case files (an expression whose powers never finish, a
 byte-order mark, a folder that holds no case file, a link that loops, a file replaced by a fifo between listing and
-reading), each pinned here."""
+reading) and results files edited by hand (a line pasted over another, a known bug or the load errors edited), each
+pinned here."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import threading
+from pathlib import Path
 
 import pytest
 
 from harness.cases import load_cases
+from harness.cli import main
+from harness.records import read_jsonl
+from tests.conftest import CASES
 
 GOOD = """
 [[case]]
@@ -123,3 +129,86 @@ def test_a_case_file_replaced_by_a_fifo_after_its_stat_is_refused_without_blocki
     (err,) = res.errors
     assert err.path == str(fifo) and "not a regular file" in str(err), str(err)
     assert stat.S_ISFIFO(real_stat(fifo).st_mode)
+
+
+# ------------------------------------------------------------------ results files edited by hand
+
+CHECK = ["check", "--cases", str(CASES / "seed.toml"), "--case", "seed", "--dtypes", "float64", "--implementations",
+         "numpy-hand", "--isolation", "inline", "-q", "--report", "none"]
+
+
+@pytest.fixture(scope="module")
+def one_run(tmp_path_factory) -> list[str]:
+    """The lines of one check run's results file (numpy-hand on the seed case in float64: 40 agree records)."""
+    path = tmp_path_factory.mktemp("run") / "r.jsonl"
+    assert main([*CHECK, "--results", str(path)]) == 0
+    return path.read_text().splitlines(keepends=True)
+
+
+def _report(tmp_path: Path, lines: list[str], capsys) -> tuple[int, str]:
+    path = tmp_path / "edited.jsonl"
+    path.write_text("".join(lines))
+    rc = main(["report", str(path), "-o", str(tmp_path / "r.html"), "--exit-status"])
+    return rc, capsys.readouterr().err
+
+
+def _failing(line: str) -> str:
+    """A record line made a disagree record, its figures beyond the rigorous bound (as check writes one)."""
+    d = json.loads(line)
+    d.update(verdict="disagree", bound_ratio=2.0, expected_ratio=2.0, counts={"disagree": sum(d["counts"].values()) or 1})
+    return json.dumps(d) + "\n"
+
+
+def test_the_run_end_line_counts_the_verdicts(one_run):
+    end = json.loads(one_run[-1])
+    assert end["verdicts"] == {"agree": len(one_run) - 2} and end["known_bugs"] == 0 and end["load_errors"] == 0
+
+
+def test_a_failing_line_pasted_over_with_a_copy_of_an_agree_line_fails_the_report(one_run, tmp_path, capsys):
+    # the record count stays: a file whose disagree lines were each replaced by a copy of an agree line passed
+    # `report --exit-status` (a run that failed, read as one that passed)
+    env, recs, end = one_run[0], one_run[1:-1], json.loads(one_run[-1])
+    failing = [_failing(recs[3])] + recs[1:]
+    end["verdicts"] = {"agree": len(recs) - 1, "disagree": 1}
+    honest = [env, *failing, json.dumps(end) + "\n"]
+    rc, err = _report(tmp_path, honest, capsys)
+    assert rc == 1, err
+    pasted = [env, recs[5], *failing[1:], json.dumps(end) + "\n"]
+    rc, err = _report(tmp_path, pasted, capsys)
+    assert rc == 2, err
+    assert "its run-end line counts the verdicts {agree: 39, disagree: 1}; the file holds {agree: 40}" in err, err
+    res = read_jsonl(tmp_path / "edited.jsonl")
+    assert res.runs[0].miscounted and len(res.records) == 40
+
+
+def test_a_known_bug_written_into_records_fails_the_report(one_run, tmp_path, capsys):
+    # a failing record given a known_bug (and its message's head) was reported, NOT counted: exit 0
+    env, recs, end = one_run[0], one_run[1:-1], json.loads(one_run[-1])
+    d = json.loads(_failing(recs[3]))
+    d["known_bug"] = "pytorch/pytorch#191763"
+    d["message"] = "known framework bug: pytorch/pytorch#191763 " + d["message"]
+    end["verdicts"] = {"agree": len(recs) - 1, "disagree": 1}
+    rc, err = _report(tmp_path, [env, json.dumps(d) + "\n", *recs[1:], json.dumps(end) + "\n"], capsys)
+    assert rc == 2 and "counts 0 record(s) a known framework bug explains; the file holds 1" in err, err
+
+
+def test_load_errors_deleted_from_the_environment_line_fail_the_report(tmp_path, capsys):
+    # check exited 2 (a case that could not be loaded); deleting the environment line's load_errors made the report pass
+    cases = tmp_path / "c.toml"
+    cases.write_text(GOOD + GOOD.replace('"good"', '"bad"').replace("lr = 0.1", "lr = 1e400"))
+    results = tmp_path / "r.jsonl"
+    assert main(["check", "--cases", str(cases), "--implementations", "numpy-hand", "--isolation", "inline", "-q",
+                 "--report", "none", "--results", str(results)]) == 2
+    lines = results.read_text().splitlines(keepends=True)
+    env = json.loads(lines[0])
+    assert len(env.pop("load_errors")) == 1 and json.loads(lines[-1])["load_errors"] == 1
+    capsys.readouterr()
+    rc, err = _report(tmp_path, [json.dumps(env) + "\n", *lines[1:]], capsys)
+    assert rc == 2 and "counts 1 case file(s) or case(s) that could not be loaded; its environment line lists 0" in err, err
+
+
+def test_a_malformed_tally_makes_the_run_end_line_malformed(one_run, tmp_path, capsys):
+    end = json.loads(one_run[-1])
+    end["verdicts"] = {"agree": "40"}
+    rc, err = _report(tmp_path, [*one_run[:-1], json.dumps(end) + "\n"], capsys)
+    assert rc == 2 and "malformed run-end line" in err, err

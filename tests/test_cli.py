@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from tests.conftest import CASES, ROOT
@@ -23,7 +24,9 @@ def test_check_seed_agrees_and_writes_results(tmp_path):
     env = json.loads(lines[0])
     assert env["kind"] == "environment" and env["torch"]
     recs = [json.loads(line) for line in lines[1:-1]]
-    assert json.loads(lines[-1]) == {"kind": "run-end", "run": env["run"], "completed": True, "records": len(recs), "interrupted": False}
+    assert json.loads(lines[-1]) == {"kind": "run-end", "run": env["run"], "completed": True, "records": len(recs), "interrupted": False,
+        # the verdicts, known bugs and load errors counted (a line pasted over another keeps the count: helper-131)
+        "verdicts": dict(sorted(Counter(r["verdict"] for r in recs).items())), "known_bugs": sum(1 for r in recs if r["known_bug"]), "load_errors": 0}
     assert {r["implementation"] for r in recs} >= {"torch-seed", "numpy-hand"}
     assert "implementation" in res.stdout and "worst bits" in res.stdout and " agree" in res.stdout
 

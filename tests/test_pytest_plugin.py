@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 
 import pytest
 import torch
@@ -118,7 +119,9 @@ def test_harness_verify_fixture_grades_a_users_step(pytester, monkeypatch):
     lines = [json.loads(line) for line in results.read_text().splitlines()]
     assert lines[0]["kind"] == "environment" and lines[0]["runner"] == "pytest"
     recs = lines[1:-1]
-    assert lines[-1] == {"kind": "run-end", "run": lines[0]["run"], "completed": True, "records": len(recs), "interrupted": False}
+    assert lines[-1] == {"kind": "run-end", "run": lines[0]["run"], "completed": True, "records": len(recs), "interrupted": False,
+        # the verdicts, known bugs and load errors counted (a line pasted over another keeps the count: helper-131)
+        "verdicts": dict(sorted(Counter(r["verdict"] for r in recs).items())), "known_bugs": sum(1 for r in recs if r["known_bug"]), "load_errors": 0}
     assert {r["implementation"] for r in recs} == {"good_step", "forgets_the_two"}
     assert len(recs) == 2 * 2 * 5  # two steps, five quantities, each implementation
     assert all(r["matmul_precision"] == "highest" and r["tf32"] is None for r in recs)  # tf32 is recorded for CUDA only

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -79,7 +80,9 @@ def test_sigint_keeps_finished_records_writes_interrupted_footer_and_exits_130(t
     env, recs, footer = lines[0], lines[1:-1], lines[-1]
     assert env["kind"] == "environment" and env["run"] != "an-older-run"
     assert recs and all(r["kind"] == "record" and r["case"].startswith("gen-") for r in recs)
-    assert footer == {"kind": "run-end", "run": env["run"], "completed": False, "records": len(recs), "interrupted": True}
+    assert footer == {"kind": "run-end", "run": env["run"], "completed": False, "records": len(recs), "interrupted": True,
+        # the verdicts, known bugs and load errors counted (a line pasted over another keeps the count: helper-131)
+        "verdicts": dict(sorted(Counter(r["verdict"] for r in recs).items())), "known_bugs": sum(1 for r in recs if r["known_bug"]), "load_errors": 0}
     # every finished task is whole: one task's records are written together
     assert "INTERRUPTED" in html.read_text()
     res = _report(results, tmp_path / "again.html")
