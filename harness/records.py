@@ -904,6 +904,7 @@ class ResultsStream:
                 seen = self._streamed.get(id(r))
                 line = streamed[seen[1]] if seen is not None and seen[0] is r and seen[1] < len(streamed) else None
                 lines.append(line if line else encode_line(r.to_json()))
+            as_streamed = self._streamed_records()  # (what the streamed file holds, should the rewrite fail)
             self._streamed.clear()
             footer = self.footer(True, False, recs)
             try:
@@ -911,7 +912,7 @@ class ResultsStream:
             except OSError as exc:  # the streamed file is left as it was (write_jsonl replaces it only when written)
                 try:
                     with target.open("a", encoding="utf-8") as fh:
-                        fh.write(encode_line(self.footer(False, False, self._streamed_records())) + "\n")
+                        fh.write(encode_line(self.footer(False, False, as_streamed)) + "\n")
                 except OSError:
                     pass  # no footer: the file reads as unfinished all the same
                 raise ResultsWriteError(target, self.count, exc) from exc

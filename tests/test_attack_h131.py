@@ -227,3 +227,27 @@ def test_the_repeated_text_of_records_is_held_once_per_file_read(one_run, tmp_pa
     for name in ("case", "implementation", "device", "dtype", "verdict", "kind", "repro", "oracle_method"):
         assert len({id(getattr(r, name)) for r in recs}) == 1, name
     assert len({id(r.quantity) for r in recs}) == len({r.quantity for r in recs})
+
+
+def test_a_final_rewrite_that_fails_ends_the_streamed_file_with_its_own_counts(one_run, tmp_path, monkeypatch):
+    # the footer appended when the completed run's rewrite fails (a full disk) counts the records the streamed file
+    # holds, and their verdicts: a file that reads back as an unfinished run, never as a miscounted or passing one
+    import harness.records as records_module
+    from harness.records import Record, ResultsFile, ResultsStream, ResultsWriteError
+
+    recs = [Record.from_json(json.loads(line)) for line in one_run[1:-1]]
+    recs[3].verdict, recs[3].bound_ratio, recs[3].counts = "disagree", 2.0, {"disagree": 1}
+    path = tmp_path / "r.jsonl"
+    stream = ResultsStream(path, {"kind": "environment"})
+    stream.add(recs)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(records_module, "write_jsonl", full_disk)
+    with pytest.raises(ResultsWriteError):
+        stream.finish(recs)
+    end = json.loads(path.read_text().splitlines()[-1])
+    assert end["completed"] is False and end["records"] == 40 and end["verdicts"] == {"agree": 39, "disagree": 1}
+    res: ResultsFile = read_jsonl(path)
+    assert not res.runs[0].miscounted and not res.completed
