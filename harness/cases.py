@@ -808,11 +808,38 @@ def read_toml(path: Path, *, limits: Limits | None = None) -> dict[str, Any]:
         line = getattr(exc, "lineno", None) or (int(m.group(1)) if m else None)
         if line is None and "end of document" in str(exc):
             line = text.count("\n") + (0 if text.endswith("\n") else 1)  # the last line
-        raise CaseFileError(f"invalid TOML: {exc}", path=str(path), line=line) from None
+        case_id, key, why = _repeated_key(text, line) if "Cannot overwrite" in str(exc) else (None, None, "")
+        raise CaseFileError(f"invalid TOML: {exc}{why}", path=str(path), line=line, case_id=case_id, key=key) from None
     except RecursionError:
         raise CaseFileError("invalid TOML: arrays or tables nested too deeply to parse", path=str(path)) from None
     except ValueError as exc:  # e.g. an integer of more than 4300 digits
         raise CaseFileError(f"invalid TOML: {quote(str(exc), 120)}", path=str(path)) from None
+
+
+_KEY_RE = re.compile(r'\s*([A-Za-z0-9_-]+|"[^"\n]*")\s*=')
+_ID_RE = re.compile(r'\s*id\s*=\s*"([^"\n]*)"')
+
+
+def _repeated_key(text: str, line: int | None) -> tuple[str | None, str | None, str]:
+    """For tomllib's "Cannot overwrite a value" at ``line``: the case it is in (the ``id`` of the ``[[case]]`` table
+    above it, where one is written before it), the key written again, and a sentence that says so (the message named
+    only the line and column, helper-131)."""
+    lines = text.split("\n")
+    if line is None or not 1 <= line <= len(lines):
+        return None, None, ""
+    m = _KEY_RE.match(lines[line - 1])
+    if m is None:
+        return None, None, ""
+    key = m.group(1).strip('"')
+    case_id = None
+    for above in reversed(lines[: line - 1]):
+        if above.strip().startswith("["):
+            break
+        found = _ID_RE.match(above)
+        if found is not None:
+            case_id = found.group(1)
+    return case_id, key, (f"; the key {quote(key)} is given twice in one table (a file with a repeated key cannot be "
+                          "read: none of its cases load)")
 
 
 def _cell_problem(detail: str) -> str:

@@ -131,6 +131,16 @@ def test_a_case_file_replaced_by_a_fifo_after_its_stat_is_refused_without_blocki
     assert stat.S_ISFIFO(real_stat(fifo).st_mode)
 
 
+def test_a_key_given_twice_is_named_with_its_case(tmp_path):
+    # the message named only the line and column ("Cannot overwrite a value (at line 10, column 9)")
+    path = tmp_path / "dup.toml"
+    path.write_text(GOOD.replace('"good"', '"dup"') + "lr = 0.2\n")
+    res = load_cases([tmp_path / "dup.toml"])
+    (err,) = res.errors
+    assert (err.path, err.line, err.case_id, err.key) == (str(path), 10, "dup", "lr"), str(err)
+    assert "given twice" in str(err) and "none of its cases load" in str(err)
+
+
 # ------------------------------------------------------------------ results files edited by hand
 
 CHECK = ["check", "--cases", str(CASES / "seed.toml"), "--case", "seed", "--dtypes", "float64", "--implementations",
