@@ -611,7 +611,9 @@ class RunSpan:
 
     @property
     def completed(self) -> bool:
-        return self.end is not None and self.end.get("completed") is True
+        # (a run stopped by SIGINT never completed: its run-end line's "completed" edited to true left "interrupted":
+        # true, and the report passed the interrupted run's records as a whole run, helper-131)
+        return self.end is not None and self.end.get("completed") is True and self.end.get("interrupted") is not True
 
     @property
     def miscounted(self) -> str | None:
@@ -1230,7 +1232,9 @@ class _LineReader:
                 warnings.append(f"{label} has no run-end line (the file stops at line {self.last_line}): interrupted or still "
                                 "running" + ("" if r.run else ", or written before results files had one"))
             elif not r.completed:
-                warnings.append(f"{label} ended without completing (its run-end line {r.end_line} says completed: false)")
+                said = ("says both completed: true and interrupted: true (edited by hand?)" if r.end.get("completed") is True
+                        else "says completed: false")
+                warnings.append(f"{label} ended without completing (its run-end line {r.end_line} {said})")
             if r.miscounted:
                 warnings.append(f"{label}: {r.miscounted}")
         return ResultsFile(where, self.envs, self.recs, warnings, self.malformed, self.n_bad, notes, self.runs)

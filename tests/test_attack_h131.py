@@ -261,3 +261,15 @@ def test_a_final_rewrite_that_fails_ends_the_streamed_file_with_its_own_counts(o
     assert end["completed"] is False and end["records"] == 40 and end["verdicts"] == {"agree": 39, "disagree": 1}
     res: ResultsFile = read_jsonl(path)
     assert not res.runs[0].miscounted and not res.completed
+
+
+def test_an_interrupted_run_edited_to_completed_fails_the_report(one_run, tmp_path, capsys):
+    # check exited 130 (SIGINT); its run-end line's "completed": false edited to true, with "interrupted": true left,
+    # passed `report --exit-status` as a whole run
+    env, recs, end = one_run[0], one_run[1:21], json.loads(one_run[-1])
+    end.update(completed=False, interrupted=True, records=20, verdicts={"agree": 20})
+    rc, err = _report(tmp_path, [env, *recs, json.dumps(end) + "\n"], capsys)
+    assert rc == 2 and "says completed: false" in err, err
+    end["completed"] = True
+    rc, err = _report(tmp_path, [env, *recs, json.dumps(end) + "\n"], capsys)
+    assert rc == 2 and "says both completed: true and interrupted: true" in err, err
