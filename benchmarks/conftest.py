@@ -95,7 +95,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict[str, Any]) -> None:
     """Add torch/CUDA versions, device names, TF32 settings and the pinned threads to the JSON."""
-    _, devices, _, sweep = _selection(config)
+    impls, devices, dtypes, sweep = _selection(config)
+    sizes = sweep.sizes(config.getoption("--bench-max-work"))
     machine_info["harness"] = {
         **timing.machine_info(devices),
         "pinned": config.stash.get(_PINNED, {}),
@@ -105,6 +106,10 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         "reduction": timing.REDUCTION,
         "lr": timing.LR,
         "note": config.getoption("--bench-note"),
+        # the implementations with a step to time (a size within --bench-max-work, a device and dtype they run in): the
+        # tables name those of them with no timing (harness.bench.analysis.not_timed)
+        "implementations": [impl.name for impl in impls if sizes and any(
+            timing.applicable(impl, device, dtype) is None for device in devices for dtype in dtypes or timing.ALL_DTYPES)],
     }
 
 

@@ -133,9 +133,12 @@ def test_a_benchmarked_step_that_fails_its_check_is_marked_in_the_json_and_the_t
         "import harness\nfrom harness.implementations.numpy_steps import numpy_hand\n\n\n"
         "@harness.implementation('first-rows-only', framework='numpy')\n"
         "def first_rows(X, y, W, b, *, lr, reduction, steps):\n"
-        "    return numpy_hand(X[:2], y[:2], W, b, lr=lr, reduction=reduction, steps=steps)\n")
+        "    return numpy_hand(X[:2], y[:2], W, b, lr=lr, reduction=reduction, steps=steps)\n\n\n"
+        "@harness.implementation('always-raises', framework='numpy')\n"
+        "def always_raises(X, y, W, b, *, lr, reduction, steps):\n"
+        "    raise RuntimeError('no step here')\n")
     out_json = tmp_path / "bench.json"
-    rc = main(["bench", "--sweep", "tiny", "--devices", "cpu", "--dtypes", "float64", "--implementations", "first-rows-only",
+    rc = main(["bench", "--sweep", "tiny", "--devices", "cpu", "--dtypes", "float64", "--implementations", "first-rows-only,always-raises",
                "--plugin", str(tmp_path / "first_rows_plugin.py"), "--no-verification", "--target-time", "0.01",
                "--json", str(out_json), "--html", "none"])
     out, err = capfd.readouterr()
@@ -146,6 +149,19 @@ def test_a_benchmarked_step_that_fails_its_check_is_marked_in_the_json_and_the_t
     marked = [line for line in out.splitlines() if analysis.CHECK_FAILED in line]
     bad_n = {str(n) for n, v in failed.items() if v}
     assert marked and all(bad_n & set(line.replace("N=", " ").split()) for line in marked), out[-3000:]
+    # an implementation that raised at every size has no row: the tables name it (they left it out without a word)
+    assert "not timed: always-raises: every benchmark of theirs failed" in out, out[-3000:]
+    assert "first-rows-only" not in out.split("not timed:", 1)[1].splitlines()[0]
+
+
+def test_the_tables_name_an_implementation_with_no_timing_only_where_the_run_listed_it():
+    raw = _synthetic()
+    raw["machine_info"]["harness"]["implementations"] = ["torch-seed", "broken-step"]
+    assert analysis.not_timed(analysis.from_json(raw)) == ["broken-step"]
+    assert "not timed: broken-step" in analysis.report_text(analysis.from_json(raw))
+    del raw["machine_info"]["harness"]["implementations"]  # a file of an earlier version: no list, no note
+    assert analysis.not_timed(analysis.from_json(raw)) == []
+    assert "not timed" not in analysis.report_text(analysis.from_json(raw))
 
 
 def test_step_check_rejects_a_wrong_gradient():

@@ -342,6 +342,18 @@ def oracle_table(data: BenchData, markdown: bool = False) -> str:
     return "\n".join(lines)
 
 
+def not_timed(data: BenchData) -> list[str]:
+    """The implementations the run had a step to time for (``machine_info["harness"]["implementations"]``, written by
+    ``benchmarks/conftest.py``) with no timing in ``data``: each of their benchmarks failed (pytest printed why), so
+    the tables leave them out. Empty for a file without that list (an earlier version's) or without step timings."""
+    harness = data.machine.get("harness")
+    wanted = harness.get("implementations") if isinstance(harness, dict) else None
+    if not isinstance(wanted, list) or not data.steps:
+        return []
+    timed = {s.implementation.split("+", 1)[0] for s in data.steps}
+    return [str(name) for name in wanted if str(name) not in timed]
+
+
 def report_text(data: BenchData) -> str:
     """Everything ``python -m harness bench`` prints after a run."""
     parts = [f"benchmark data: {data.path}"]
@@ -352,6 +364,9 @@ def report_text(data: BenchData) -> str:
         parts += ["", "Measured memory bandwidth (large sum / copy, timed like the step):", bandwidth_table(data)]
     if data.steps:
         parts += ["", step_tables(data), "", "At the largest size (time as a multiple of the bandwidth floor):", largest_table(data)]
+        missing = not_timed(data)
+        if missing:  # (an implementation that raised at every size was left out of the tables without a word, helper-126)
+            parts += ["", f"not timed: {', '.join(missing)}: every benchmark of theirs failed (pytest's FAILED lines above say why)"]
     if data.verify:
         parts += ["", f"Cost of verifying one case (float64, CPU; {data.stat} of the rounds):", verify_table(data)]
     if data.oracle:
