@@ -52,11 +52,19 @@ carried by a factor at most ``1 + gamma_n`` to the result:
   ``2 fl(c R)``, a mean taken first and then doubled, doubles its underflow,
   ``m = 1 + f`` under the sum, where with flush-to-zero the doublings ``2R`` flush
   too), and with flush-to-zero of the additions (the products' and additions'
-  scaled by ``|s|`` where the scale is applied after the sum);
-- grad_b: the same with ``|X|`` replaced by ones;
+  scaled by ``|s|`` where the scale is applied after the sum). The per-element scale is the seed
+  ``dL/dpred = 2 c R`` as the product chain of its factors (:func:`seed_factors`: 2, ``1/N``, ``1/K``) and the
+  computed residual, in any association (``(2c) R``, ``2 fl(c R)``, ``2 ((R / N) / K)`` -- torch's
+  ``(R**2).mean(0).mean()`` --, ``(2 (R / N)) / K``, ``2R / (N K)``): where one of them may reach the subnormal range,
+  its worst count (:func:`chain_underflow`, the models path's one rule; ``2 (1 + 1/K) eta`` for ``2 ((R / N) / K)``)
+  replaces ``m eta`` element by element (:func:`seed_underflow`: ``m eta`` is the floor, so normal data keep their
+  bounds; the relative parts, two or three roundings, are within ``gamma``);
+- grad_b: the same with ``|X|`` replaced by ones (the seed's floor ``2 + f``: ``grad_b`` multiplies nothing, so
+  the N products' etas are its seed's too);
 - loss (:func:`loss_bound`), ``gamma = gamma_{NK+3}``: ``|c| (gamma sum Rh^2 + sum E_R (2|R| + E_R))
   + eta_c (1 + gamma) sum Rh^2 + (1 + gamma) eta (2 N K + 1 + f (N K - 1))``
-  (squares, a per-element scale, a final scale, flushed additions);
+  (squares, a per-element scale, a final scale, flushed additions; the scale as ``1/N`` and ``1/K`` in any
+  association, a mean of means included, carries each underflow by factors at most 1: at most ``2 N K + 1``);
 - update ``W' = W - lr g`` (:func:`update_bound`, shared with the finite
   differences): the implementation multiplies by ``lr'``, the learning rate as
   it holds it (the dtype's ``lr``, the Python float, the float32 one, or 0 where
@@ -175,14 +183,15 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from .floats import FLOAT32, TF32, FloatFormat, round_to_format
+from .floats import FLOAT32, FLOAT64, TF32, FloatFormat, round_to_format
 from .repeatedsums import ExactContext, exact_reductions, repeated_reductions, worst_case_part
 from .shapes import check_step_shapes
 from .sharedrounding import sample_pairs, shared_residual_errors
@@ -314,6 +323,258 @@ class Regime:
 def flush_to_zero_default(fmt: FloatFormat) -> bool:
     """Whether the bounds of ``fmt`` allow flush-to-zero without a declaration (float16, bfloat16)."""
     return fmt.precision <= 11
+
+
+def seed_factors(reduction: str, n: int, k: int) -> tuple[Fraction, ...]:
+    """The factors of the seed's scale ``2c`` (``dL/dpred = 2 c R``) as an implementation may apply them: 2 and, under
+    the mean, the divisions by N and by K (each a rounding of its own: ``2 R / N / K``, torch's backward of
+    ``(R**2).mean(0).mean()`` by hand), those equal to 1 left out; ``(2, 1)`` under the sum (and a mean over one
+    element). The linear path (:func:`gradient_bounds`) and the models path (:mod:`harness.models.plan`) both declare
+    the seed by this one definition.
+
+    Raises:
+        ValueError: for another reduction."""
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction: expected 'sum' or 'mean', got {reduction!r}")
+    parts = [f for f in (Fraction(1, n), Fraction(1, k)) if f != 1] if reduction == "mean" else []
+    return (Fraction(2), *parts) if parts else (Fraction(2), Fraction(1))
+
+
+def chain_underflow(factors: Sequence[Fraction], mag: F64 | Sequence[F64], reg: Regime,
+                    low: Sequence[F64] | None = None) -> F64:
+    """The underflow count of a product chain in the worst association: its constant ``factors`` (exact Fractions: the
+    seed's 2, ``1/N`` and ``1/K``; an expression's constants and a power's coefficient) and its operands, of computed
+    magnitudes at most ``mag`` (one array, or one per operand: ``|v| + E_v``) and at least ``low`` (``|v| - E_v``; None:
+    0), multiplied in any binary tree (``(2c) R``, ``2 (c R)``, ``(R / N) / K`` then doubled; ``(x1 a) b``;
+    ``(g a**2) 3``).
+
+    **Derivation** (Higham 2002, §2.1, the underflow model ``fl(x op y) = (x op y)(1 + d) + e`` with ``|d| <= u``,
+    ``|e| <= eta``: half the subnormal spacing with gradual underflow, the smallest normal number with flush-to-zero):
+    in a tree, the rounding of the product of a subset ``t`` of the leaves errs by ``eta`` absolute beyond its relative
+    error, and that error is multiplied by the leaves outside ``t``: at most ``eta`` times their magnitudes, grown by
+    ``(1 + u)`` per later rounding. The relative parts are the same ``m - 1`` roundings in every tree (the walk's
+    bound of the plan's tree); the absolute parts add up over the tree's internal nodes, so the worst tree is found
+    by dynamic programming over the subsets (``worst(t) = max over splits of worst(l) + worst(r) + own(t)``,
+    element-wise: an upper bound of every tree, ``3**m`` splits). A subset's own ``eta`` is not counted where
+    its rounding cannot reach the subnormal range:
+
+    - one side is a single integer constant (the 2, a power's coefficient): an integer multiple of a float below the
+      smallest normal number is a multiple of the subnormal spacing, a float (with flush-to-zero the computed float is
+      0 or normal and so is the product): no absolute error;
+    - constants alone whose product is at least twice the smallest normal number;
+    - the product of the leaves' least magnitudes ``P_t`` (a constant: its value where normal, else 0) is at least
+      ``2**(|t| - 1)`` times the smallest normal number: by induction a computed subtree product ``s`` is 0 or at least
+      ``P_s 2**-(|s| - 1)`` (a rounding below the smallest normal number returns 0 or at least half its argument:
+      ``fl(p) = 2 eta > p`` on ``(eta, 2 eta)``, ``fl(p) >= p - eta >= p / 2`` above; in the normal range
+      ``fl(p) >= p (1 - u)``), so ``t``'s product is 0 (exact) or at least ``2 P_t 2**-|t|``, normal.
+
+    Each constant factor's own rounding to the dtype ``eta_f`` (:meth:`harness.bounds.Regime.scale_underflow`) is
+    carried by the leaves outside it likewise. Returns the largest count over the associations, element-wise (the
+    broadcast shape of ``mag``; in float64, or ``np.longdouble`` where an operand is given in it).
+
+    The one definition of the rule for both paths (helper-132): the models path's walk counts its declared chains by
+    it (:mod:`harness.models.bounds`), the linear path the seed ``2 c R`` (:func:`seed_underflow`). Where the seed is
+    ``2 ((R / N) / K)``, the tree ``((R 1/N) 1/K) 2`` counts ``eta`` for ``R / N`` carried by ``2 / K``, ``eta`` for
+    its quotient by K carried by 2, none for the doubling (an integer): ``2 (1 + 1/K) eta``; ``2 fl(c R)``, the subset
+    ``{1/N, 1/K}`` (exact where ``c`` is normal) times R then doubled: ``2 eta``; ``(2c) R``: one ``eta``. The
+    recursion takes the largest over every split of every subset, so each of these trees, and every other, is below
+    it."""
+    given = [mag] if isinstance(mag, np.ndarray) or np.isscalar(mag) else list(mag)
+    # float64, or np.longdouble where an operand is given in it (a float64 step's counts are multiples of its smallest
+    # subnormal, which float64 itself rounds: gradient_bounds evaluates the seed's count in the wider type)
+    wd = np.result_type(np.float64, *(np.asarray(m_).dtype for m_ in given))
+    mags_in = [np.asarray(m_, dtype=wd) for m_ in given]
+    lows_in = [np.zeros_like(m_) for m_ in mags_in] if low is None else [np.asarray(v, dtype=wd) for v in low]
+    if len(lows_in) != len(mags_in):
+        raise ValueError(f"chain_underflow: {len(lows_in)} lower magnitudes for {len(mags_in)} operands")
+    k = len(factors)
+    m = k + len(mags_in)  # leaves: the factors, then the operands
+    fmt = reg.fmt
+    shape = np.broadcast_shapes(*(np.shape(x) for x in mags_in))
+    mags: list[Any] = [abs(float(f)) for f in factors] + mags_in
+    lows: list[Any] = [abs(float(f)) if abs(float(f)) >= fmt.min_normal else 0.0 for f in factors] + \
+        [np.maximum(v, 0.0) for v in lows_in]
+    grow = reg.growth(m - 1)
+    integer = [f.denominator == 1 and f != 0 for f in factors] + [False] * len(mags_in)
+    tiny = 2 * fmt.min_normal
+    full = (1 << m) - 1
+
+    def members(t: int) -> list[int]:
+        return [j for j in range(m) if t >> j & 1]
+
+    def outside(t: int, start: float) -> Any:
+        """``start`` (an ``eta``) times the growth and the magnitudes of the leaves outside ``t``; where the magnitudes'
+        product alone passes float64's range while ``start`` brings it back, summed in logarithms (and widened by
+        ``2**-36``, above their rounding)."""
+        if start == 0:
+            return 0.0
+        out: Any = wd.type(grow)  # (np.longdouble: the counts of a float64 step below its grid kept)
+        js = members(full & ~t)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for j in js:
+                out = out * mags[j]
+            if not np.any(np.isinf(out)):
+                return start * out
+            logs: Any = math.log2(grow) + math.log2(start)
+            for j in js:
+                logs = logs + np.log2(mags[j])
+            return np.where(np.isinf(out), np.exp2(logs) * (1 + 2.0**-36), start * out)
+
+    def may_underflow(t: int) -> Any:
+        """False where the rounding of the product of ``t`` cannot be below the smallest normal number."""
+        js = members(t)
+        if all(j < k for j in js):
+            return math.prod(mags[j] for j in js) < tiny
+        least: Any = 1.0
+        with np.errstate(over="ignore", invalid="ignore"):  # (inf: not below; inf * 0 = NaN: may underflow)
+            for j in js:
+                least = least * lows[j]
+            return np.asarray(~(least >= fmt.min_normal * 2.0 ** (len(js) - 1)))
+
+    risky = {t: may_underflow(t) for t in range(1, full + 1) if t.bit_count() > 1}
+    if not any(np.any(r) for r in risky.values()) and not any(reg.scale_underflow(float(f)) for f in factors):
+        return np.zeros(shape)  # no rounding of any association reaches the subnormal range (normal data)
+    worst: dict[int, Any] = {}
+    for t in sorted(range(1, full + 1), key=int.bit_count):
+        js = members(t)
+        if len(js) == 1:
+            (j,) = js
+            worst[t] = outside(t, reg.scale_underflow(float(factors[j]))) if j < k else 0.0
+            continue
+        first = t & -t
+        rest = t & ~first
+        own_free: Any = None  # own(t) where one side is a single integer constant: 0
+        best: Any = None
+        sub = rest
+        while True:  # every split of t into l (with t's lowest leaf) and r = t - l, r nonempty
+            left = first | sub
+            right = t & ~left
+            if right:
+                exact = any(side.bit_count() == 1 and integer[side.bit_length() - 1] for side in (left, right))
+                if not exact:
+                    if own_free is None:
+                        own_free = np.where(risky[t], outside(t, reg.eta), 0.0) if np.any(risky[t]) else 0.0
+                    own = own_free
+                else:
+                    own = 0.0
+                cand = worst[left] + worst[right] + own
+                best = cand if best is None else np.maximum(best, cand)
+            if sub == 0:
+                break
+            sub = (sub - 1) & rest
+        worst[t] = best
+    return np.asarray(np.broadcast_to(np.asarray(worst[full], dtype=wd), shape), dtype=wd)
+
+
+def seed_underflow(aR: F64, E: F64, c: float, reg: Regime, floors: Sequence[float]) -> tuple[npt.NDArray[np.intp], list[F64]] | None:
+    """The seed ``dL/dpred = 2 c R``'s underflow beyond ``floor`` etas per element (for each of ``floors``), in the worst association of its
+    factors (:func:`seed_factors`: ``(2c) R``, ``2 fl(c R)``, ``2 ((R / N) / K)``, ``(2 (R / N)) / K``,
+    ``((R / K) / N) 2``, ``(2 R) / (N K)``, ...), counted by :func:`chain_underflow` (the models path's one rule) on
+    the computed residual ``R^``: ``|R| - E <= |R^| <= |R| + E``.
+
+    Returns ``(rows, extras)``: the rows ``i`` (ascending) holding an element whose count may exceed the least
+    ``floor eta``, and per floor ``max(count - floor eta, 0) / eta`` on those rows (``(len(rows), K)``, float64 rounded up: in units of ``eta``, so
+    that a float64 step's counts, multiples of its smallest subnormal, are not rounded by float64 itself; the counts
+    are formed in ``np.longdouble``); None where no element's count exceeds them (normal data: no association can reach
+    the subnormal range, found from the smallest ``|R|`` and the largest ``E`` in two passes; the chain is not
+    evaluated)."""
+    n, k = aR.shape
+    factors = seed_factors("sum" if c == 1 else "mean", n, k)
+    if all(f.denominator == 1 for f in factors):
+        # 2 R under the sum: an integer multiple of a float below the smallest normal number is a float (with
+        # flush-to-zero R^ is 0 or normal and so is 2 R^): no association underflows (chain_underflow's integer rule,
+        # which it applies to one integer leaf, here to their product 2 1)
+        return None
+    consts = [abs(float(f)) for f in factors]
+    fmt = reg.fmt
+    # an element is safe (every association's count 0) where the least |R^| times the smallest product of the constants
+    # (those below 1) is at least 2**(m-1) min_normal, m the leaves: then every subset's least product passes
+    # chain_underflow's test; where a constant or a product of them may underflow, none is
+    c_min = math.prod(f for f in consts if f < 1)
+    if any(reg.scale_underflow(f) for f in consts) or c_min < 2 * fmt.min_normal:
+        threshold = math.inf
+    else:
+        threshold = fmt.min_normal * 2.0 ** len(consts) / c_min * (1 + 2.0**-20)
+    ld = np.longdouble
+    with np.errstate(invalid="ignore", over="ignore"):
+        lo = float(np.min(aR)) if aR.size else math.inf
+        e_max = float(np.max(E)) if E.size else 0.0
+        if lo - e_max * _SAFETY >= threshold:  # (NaN compares False: evaluated below)
+            return None
+        low = np.maximum(aR - E * _SAFETY, 0.0) * (1 - 2.0**-40)
+        risky = ~(low >= threshold).all(axis=1)
+        rows = np.arange(n) if risky.all() else np.flatnonzero(risky)
+        if rows.size == 0:
+            return None
+        low_r = low if rows.size == n else low[rows]
+        ceilings = [ld(floor) * ld(reg.eta) for floor in floors]
+        if math.isinf(threshold):  # a constant's product may underflow: the count depends on |R^| too
+            mag: Any = ((aR[rows] + E[rows]) * _SAFETY).astype(ld)
+            count = chain_underflow(factors, mag, reg, [low_r.astype(ld)])
+            extras = [np.where(np.isnan(count), np.inf, _up64(np.maximum(count - cl, ld(0)) / ld(reg.eta)))
+                      for cl in ceilings]
+        else:
+            extras = _seed_excess_by_low(factors, low_r, reg, len(consts), ceilings, math.isnan(lo + e_max))
+    if not any(np.any(x > 0) for x in extras):
+        return None
+    return rows, extras
+
+
+def _seed_excess_by_low(factors: Sequence[Fraction], low: F64, reg: Regime, k: int, ceilings: Sequence[Any],
+                        nan: bool) -> list[F64]:
+    """``max(count - ceiling, 0) / eta`` (float64, rounded up; per ceiling) of :func:`chain_underflow` of the seed's ``factors``
+    (their products and each of them normal) and one operand of least magnitudes ``low``, element-wise, from a few
+    scalar evaluations: with normal constants the count does not depend on the operand's largest magnitude (only the
+    subsets without it are carried by it, and those cannot underflow) and does not rise with ``low`` (a subset's own
+    ``eta`` is counted only where its least product is below its threshold ``2**(|t| - 1)`` times the smallest normal
+    number). So the elements are grouped by the thresholds they pass (``low P_t`` against them, ``t`` the subsets of
+    the constants with the operand), and each group takes the count at its smallest ``low`` (exact for that element,
+    an upper bound for the others); NaN (``nan``: ``low`` may hold one): infinite."""
+    consts = [abs(float(f)) for f in factors]
+    cuts = np.array(sorted({reg.fmt.min_normal * 2.0 ** bin(t).count("1") / math.prod(consts[j] for j in range(k) if t >> j & 1)
+                            for t in range(1, 1 << k)}))
+    if not nan:  # one group (every element past the same thresholds: an exact fit's residuals, all 0): one value
+        lo_hi = np.searchsorted(cuts, [np.min(low), np.max(low)], side="right")
+        if lo_hi[0] == lo_hi[1]:
+            count = _chain_at(tuple(factors), reg, float(np.min(low)))
+            return [np.broadcast_to(_up64(np.maximum(count - cl, np.longdouble(0)) / np.longdouble(reg.eta)), low.shape)
+                    for cl in ceilings]
+    group = np.searchsorted(cuts, low, side="right")
+    if nan:
+        group = np.where(np.isnan(low), len(cuts) + 1, group)
+    tables = [np.full(len(cuts) + 2, np.inf) for _ in ceilings]
+    present = np.flatnonzero(np.bincount(group.ravel(), minlength=len(cuts) + 2))
+    for g in present:
+        if g > len(cuts):
+            continue
+        count = _chain_at(tuple(factors), reg, float(np.min(low[group == g]) if len(present) > 1 else np.min(low)))
+        for table, cl in zip(tables, ceilings, strict=True):
+            table[g] = _up64(np.maximum(count - cl, np.longdouble(0)) / np.longdouble(reg.eta))
+    return [np.asarray(table[group]) for table in tables]
+
+
+@functools.lru_cache(maxsize=256)
+def _chain_at(factors: tuple[Fraction, ...], reg: Regime, low: float) -> Any:
+    """:func:`chain_underflow` of ``factors`` and one operand of least magnitude ``low`` (its largest: 1, which a
+    count with normal constants does not read), in ``np.longdouble``; cached (an exact fit's residuals: ``low = 0``
+    at every step)."""
+    return chain_underflow(factors, np.ones((), dtype=np.longdouble), reg, [np.asarray(np.longdouble(low))])
+
+
+def _up64(x: Any) -> F64:
+    """``x`` (longdouble) as float64 rounded up (a bound stays a bound)."""
+    with np.errstate(over="ignore"):
+        y = np.asarray(x, dtype=np.float64)
+        return np.asarray(np.where(y < x, np.nextafter(y, np.inf), y))
+
+
+def _eta_times(reg: Regime, units: F64, n: int) -> F64:
+    """An upper bound of ``eta`` times the exact value of ``units``, a float64 sum of ``n`` nonnegative products or
+    terms (its rounding: at most ``gamma_n`` relative and ``n`` smallest subnormals absolute), in float64 rounded up
+    (the product formed in ``np.longdouble``)."""
+    with np.errstate(over="ignore"):
+        up = (units + n * 2.0**-1074) * (1 + 2 * FLOAT64.gamma(n + 2))
+        return _up64(np.longdouble(reg.eta) * up.astype(np.longdouble))
 
 
 def partial_sum_squares(terms: F64, axis: int, sum_sq: F64 | None = None) -> F64:
@@ -665,6 +926,10 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
                     pre: _Prepared | None = None) -> GradientBounds:
     """Rigorous bounds of grad_W = s X^T R and grad_b = s 1^T R (module docstring).
 
+    The seed ``s R``'s underflow is counted by the one rule of both paths: ``m eta`` per element, or where an
+    association of its factors may reach the subnormal range the worst one's count (:func:`seed_underflow`,
+    :func:`chain_underflow`), carried to each gradient element by ``|X_ij|`` (grad_W) or 1 (grad_b) and ``(1 + gamma)``.
+
     Args:
         X: the inputs X; R: the exact residual.
         rb: the residual's bound.
@@ -720,6 +985,22 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
         sU = rb.U.sum(axis=0) if rb.U_uniform is None else np.full(aR.shape[1], n * rb.U_uniform)
         U_gW = abs(s) * (XU + dXR) + eta_s * XR + tf_abs + eta * n_G
         U_gb = abs(s) * sU + eta_s * saR + eta * n_b
+        # the seed's chain in its worst association, beyond the etas per element counted above (n_G: m = 2 under the
+        # mean, 1 + f under the sum; n_b: 2 + f, its n "products" (grow >= 1: grad_b multiplies nothing) and its 1 + f):
+        # only where an association may reach the subnormal range (2 ((R / N) / K) errs by 2 (1 + 1/K) eta, which m = 2
+        # missed: 1.08 times the bound, helper-132)
+        more = seed_underflow(aR, rb.E, c, reg, (2.0 if abs(s) < 2 else 1.0 + f, 2.0 + f))
+        if more is not None:
+            rows, (units_G, units_b) = more  # the excess over each floor in etas, per element of the rows
+            if np.any(units_G > 0):
+                one = rows.size == n and units_G.strides == (0, 0)  # one value (one group): |X|^T 1 times it
+                x_G = _eta_times(reg, colX * units_G[0, 0] if one else (aX if rows.size == n else aX[rows]).T @ units_G, n)
+                gW = gW + (1 + g) * x_G
+                U_gW = U_gW + x_G
+            if np.any(units_b > 0):
+                x_b = _eta_times(reg, units_b.sum(axis=0), n)
+                gb = gb + (1 + g) * x_b
+                U_gb = U_gb + x_b
     return GradientBounds(gW=gW, gb=gb, U_gW=U_gW, U_gb=U_gb, gamma=g)
 
 

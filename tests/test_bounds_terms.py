@@ -293,7 +293,7 @@ def test_uniform_underflow_sums_in_closed_form_float64(seed):
     formed as (|X|^T 1) U_uniform and N U_uniform. Each must be the exact rational value of the model's
     first-order absolute part up to a few roundings (BLAS's |X|^T U rounds each of its N subnormal products
     to the grid of 2**-1074: an error up to N * 2**-1075)."""
-    from harness.bounds import gradient_bounds, loss_bound, residual_bound
+    from harness.bounds import gradient_bounds, loss_bound, residual_bound, seed_underflow
 
     X, W, b, R = _uniform_case(seed)
     n, d = X.shape
@@ -309,15 +309,24 @@ def test_uniform_underflow_sums_in_closed_form_float64(seed):
         ue = Fraction(d) * Fraction(eta)
         colx = [sum(Fraction(abs(v)) for v in X[:, j]) for j in range(d)]
         eta_s = Fraction(2 * reg.scale_underflow(c))
+        # the seed's chain beyond m (grad_W) and 2 (grad_b) etas per element, where a residual's bound reaches it (|R| <=
+        # E_R: the computed residual may be subnormal, and 2 ((R / N) / K) round twice there; helper-132)
+        seed: dict[bool, dict[int, list[Fraction]]] = {True: {}, False: {}}
+        more = seed_underflow(np.abs(R), rb.E, c, reg, (2.0 if c < 1 else 1.0, 2.0))
+        if more is not None:
+            for is_w, units in zip((True, False), more[1], strict=True):
+                seed[is_w] = {int(i): [Fraction(v) * Fraction(eta) for v in row] for i, row in zip(more[0], units, strict=True)}
         for j in range(d):
             for m in range(k):
                 xr = sum(Fraction(abs(X[i, j])) * Fraction(abs(R[i, m])) for i in range(n))
                 # the products' underflows scaled by |s| where the scale comes after the sum (max(1, |s|) n); the
                 # per-element scale's twice under a mean (2 fl(c R), helper-127)
                 exact = s * colx[j] * ue + eta_s * xr + Fraction(eta) * (max(1, s) * n + 1 + (2 if c < 1 else 1) * colx[j])
+                exact += sum(Fraction(abs(X[i, j])) * row[m] for i, row in seed[True].items())
                 assert abs(Fraction(gb.U_gW[j, m]) - exact) <= 4 * Fraction(eta) + exact * Fraction(1, 2**40), (j, m)
         for m in range(k):
             exact = s * n * ue + eta_s * sum(Fraction(abs(v)) for v in R[:, m]) + Fraction(eta) * (max(1, s) * n + n + 1)
+            exact += sum(row[m] for row in seed[False].values())
             assert abs(Fraction(gb.U_gb[m]) - exact) <= 4 * Fraction(eta) + exact * Fraction(1, 2**40)
         _, U_L, _ = loss_bound(R, rb, c, reg)
         sum_r = sum(Fraction(abs(v)) for v in R.ravel())

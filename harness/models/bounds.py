@@ -128,7 +128,7 @@ entry; override it per call for another library).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -136,7 +136,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..bounds import LAMBDA, Regime, StepBounds, flush_to_zero_default, learning_rate_spread
+from ..bounds import LAMBDA, Regime, StepBounds, chain_underflow, flush_to_zero_default, learning_rate_spread
 from ..floats import FLOAT32, FLOAT64, FloatFormat, float_bits, lowest_exponent, round_to_format, sums_exactly
 from ..repeatedsums import repeating_terms, repeating_terms_bias
 from .graph import Graph, Node, grouped
@@ -811,121 +811,6 @@ def _rule_mul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     if chain is not None:
         ok = ok & (chain[0] == 0)
     return np.asarray(np.where(ok, 0.0, E_m))
-
-
-def chain_underflow(factors: Sequence[Fraction], mag: F64 | Sequence[F64], reg: Regime,
-                    low: Sequence[F64] | None = None) -> F64:
-    """The underflow count of a product chain in the worst association: its constant ``factors`` (exact Fractions: the
-    seed's 2, ``1/N`` and ``1/K``; an expression's constants and a power's coefficient) and its operands, of computed
-    magnitudes at most ``mag`` (one array, or one per operand: ``|v| + E_v``) and at least ``low`` (``|v| - E_v``; None:
-    0), multiplied in any binary tree (``(2c) R``, ``2 (c R)``, ``(R / N) / K`` then doubled; ``(x1 a) b``;
-    ``(g a**2) 3``).
-
-    **Derivation** (Higham 2002, §2.1, the underflow model ``fl(x op y) = (x op y)(1 + d) + e`` with ``|d| <= u``,
-    ``|e| <= eta``: half the subnormal spacing with gradual underflow, the smallest normal number with flush-to-zero):
-    in a tree, the rounding of the product of a subset ``t`` of the leaves errs by ``eta`` absolute beyond its relative
-    error, and that error is multiplied by the leaves outside ``t``: at most ``eta`` times their magnitudes, grown by
-    ``(1 + u)`` per later rounding. The relative parts are the same ``m - 1`` roundings in every tree (the walk's
-    bound of the plan's tree); the absolute parts add up over the tree's internal nodes, so the worst tree is found
-    by dynamic programming over the subsets (``worst(t) = max over splits of worst(l) + worst(r) + own(t)``,
-    element-wise: an upper bound of every tree, ``3**m`` splits). A subset's own ``eta`` is not counted where
-    its rounding cannot reach the subnormal range:
-
-    - one side is a single integer constant (the 2, a power's coefficient): an integer multiple of a float below the
-      smallest normal number is a multiple of the subnormal spacing, a float (with flush-to-zero the computed float is
-      0 or normal and so is the product): no absolute error;
-    - constants alone whose product is at least twice the smallest normal number;
-    - the product of the leaves' least magnitudes ``P_t`` (a constant: its value where normal, else 0) is at least
-      ``2**(|t| - 1)`` times the smallest normal number: by induction a computed subtree product ``s`` is 0 or at least
-      ``P_s 2**-(|s| - 1)`` (a rounding below the smallest normal number returns 0 or at least half its argument:
-      ``fl(p) = 2 eta > p`` on ``(eta, 2 eta)``, ``fl(p) >= p - eta >= p / 2`` above; in the normal range
-      ``fl(p) >= p (1 - u)``), so ``t``'s product is 0 (exact) or at least ``2 P_t 2**-|t|``, normal.
-
-    Each constant factor's own rounding to the dtype ``eta_f`` (:meth:`harness.bounds.Regime.scale_underflow`) is
-    carried by the leaves outside it likewise. Returns the largest count over the associations, element-wise (the
-    broadcast shape of ``mag``)."""
-    mags_in = [np.asarray(mag, dtype=np.float64)] if isinstance(mag, np.ndarray) or np.isscalar(mag) else \
-        [np.asarray(m_, dtype=np.float64) for m_ in mag]
-    lows_in = [np.zeros_like(m_) for m_ in mags_in] if low is None else [np.asarray(v, dtype=np.float64) for v in low]
-    if len(lows_in) != len(mags_in):
-        raise ValueError(f"chain_underflow: {len(lows_in)} lower magnitudes for {len(mags_in)} operands")
-    k = len(factors)
-    m = k + len(mags_in)  # leaves: the factors, then the operands
-    fmt = reg.fmt
-    shape = np.broadcast_shapes(*(np.shape(x) for x in mags_in))
-    mags: list[Any] = [abs(float(f)) for f in factors] + mags_in
-    lows: list[Any] = [abs(float(f)) if abs(float(f)) >= fmt.min_normal else 0.0 for f in factors] + \
-        [np.maximum(v, 0.0) for v in lows_in]
-    grow = reg.growth(m - 1)
-    integer = [f.denominator == 1 and f != 0 for f in factors] + [False] * len(mags_in)
-    tiny = 2 * fmt.min_normal
-    full = (1 << m) - 1
-
-    def members(t: int) -> list[int]:
-        return [j for j in range(m) if t >> j & 1]
-
-    def outside(t: int, start: float) -> Any:
-        """``start`` (an ``eta``) times the growth and the magnitudes of the leaves outside ``t``; where the magnitudes'
-        product alone passes float64's range while ``start`` brings it back, summed in logarithms (and widened by
-        ``2**-36``, above their rounding)."""
-        if start == 0:
-            return 0.0
-        out: Any = grow
-        js = members(full & ~t)
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            for j in js:
-                out = out * mags[j]
-            if not np.any(np.isinf(out)):
-                return start * out
-            logs: Any = math.log2(grow) + math.log2(start)
-            for j in js:
-                logs = logs + np.log2(mags[j])
-            return np.where(np.isinf(out), np.exp2(logs) * (1 + 2.0**-36), start * out)
-
-    def may_underflow(t: int) -> Any:
-        """False where the rounding of the product of ``t`` cannot be below the smallest normal number."""
-        js = members(t)
-        if all(j < k for j in js):
-            return math.prod(mags[j] for j in js) < tiny
-        least: Any = 1.0
-        with np.errstate(over="ignore", invalid="ignore"):  # (inf: not below; inf * 0 = NaN: may underflow)
-            for j in js:
-                least = least * lows[j]
-            return np.asarray(~(least >= fmt.min_normal * 2.0 ** (len(js) - 1)))
-
-    risky = {t: may_underflow(t) for t in range(1, full + 1) if t.bit_count() > 1}
-    if not any(np.any(r) for r in risky.values()) and not any(reg.scale_underflow(float(f)) for f in factors):
-        return np.zeros(shape)  # no rounding of any association reaches the subnormal range (normal data)
-    worst: dict[int, Any] = {}
-    for t in sorted(range(1, full + 1), key=int.bit_count):
-        js = members(t)
-        if len(js) == 1:
-            (j,) = js
-            worst[t] = outside(t, reg.scale_underflow(float(factors[j]))) if j < k else 0.0
-            continue
-        first = t & -t
-        rest = t & ~first
-        own_free: Any = None  # own(t) where one side is a single integer constant: 0
-        best: Any = None
-        sub = rest
-        while True:  # every split of t into l (with t's lowest leaf) and r = t - l, r nonempty
-            left = first | sub
-            right = t & ~left
-            if right:
-                exact = any(side.bit_count() == 1 and integer[side.bit_length() - 1] for side in (left, right))
-                if not exact:
-                    if own_free is None:
-                        own_free = np.where(risky[t], outside(t, reg.eta), 0.0) if np.any(risky[t]) else 0.0
-                    own = own_free
-                else:
-                    own = 0.0
-                cand = worst[left] + worst[right] + own
-                best = cand if best is None else np.maximum(best, cand)
-            if sub == 0:
-                break
-            sub = (sub - 1) & rest
-        worst[t] = best
-    return np.asarray(np.broadcast_to(np.asarray(worst[full], dtype=np.float64), shape), dtype=np.float64)
 
 
 def _chain_count(node: Node, w: _Walk) -> tuple[F64, F64] | None:

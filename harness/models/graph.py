@@ -23,7 +23,7 @@ Operations (``Node.op``) and their meaning; shapes are NumPy shapes, broadcastin
               rate, as on the linear path); False when the truth uses the exact value and the
               bounds count the constant's rounding to the dtype (leaky ReLU's slope); ``attrs["factors"]``
               (optional): Fractions whose product is the value, which an implementation may apply
-              in any association (the seed's 2, ``1/N`` and ``1/K``: :func:`harness.models.bounds.chain_underflow`)
+              in any association (the seed's 2, ``1/N`` and ``1/K``: :func:`harness.bounds.chain_underflow`)
 ``matmul``    ``a @ b``, (n, m) @ (m, p): a reduction of m products per element
 ``add``       ``a + b`` (broadcasting: the bias add); ``attrs["grouped"]``: a sum the expression's text
               brackets (:func:`grouped`)
@@ -31,7 +31,7 @@ Operations (``Node.op``) and their meaning; shapes are NumPy shapes, broadcastin
 ``mul``       ``a * b`` element-wise (broadcasting: a scalar times an array); ``attrs["chain"]`` (optional, on the
               last product of a chain): the ids of the chain's factors, which an implementation may multiply in
               any association (an expression's product, a power's derivative ``g * (p * a**(p-1))``:
-              :func:`harness.models.bounds.chain_underflow`)
+              :func:`harness.bounds.chain_underflow`)
 ``div``       ``a / b`` element-wise
 ``square``    ``a * a``
 ``pow``       ``a ** attrs["exponent"]`` (an integer >= 2), evaluated as repeated products

@@ -44,6 +44,7 @@ import numpy as np
 import numpy.typing as npt
 import sympy as sp
 
+from ..bounds import seed_factors
 from .graph import Graph
 from .spec import ModelSpec
 from .symbolic import (
@@ -75,17 +76,9 @@ def loss_scale(reduction: str, n: int, k: int) -> Fraction:
     raise ValueError(f"reduction: expected 'sum' or 'mean', got {reduction!r}")
 
 
-#: The longest product chain the plan declares (``attrs["chain"]``): :func:`harness.models.bounds.chain_underflow`
+#: The longest product chain the plan declares (``attrs["chain"]``): :func:`harness.bounds.chain_underflow`
 #: takes the worst of its associations over every split of every subset of its factors (``3**m`` splits of ``m``).
 CHAIN_LIMIT = 6
-
-
-def seed_factors(reduction: str, n: int, k: int) -> tuple[Fraction, ...]:
-    """The factors of the seed's scale ``2c`` as an implementation may apply them: 2 and, under the mean, the
-    divisions by N and by K (each a rounding of its own: ``2 R / N / K``), those equal to 1 left out; ``(2, 1)``
-    under the sum."""
-    parts = [f for f in (Fraction(1, n), Fraction(1, k)) if f != 1] if reduction == "mean" else []
-    return (Fraction(2), *parts) if parts else (Fraction(2), loss_scale(reduction, n, k))
 
 
 def _fn(g: Graph, f: ElementFunction, z: int, shape: tuple[int, ...]) -> int:
@@ -112,7 +105,7 @@ def _loss_and_seed(g: Graph, pred: int, y: int, n: int, k: int, reduction: str) 
     loss = s if c == 1 else g.add("mul", (g.add("const", (), (), "loss", value=c, held=False), s), (), "loss")
     # factors: the square's 2 and the loss scale c as the mean's two divisions 1/N and 1/K, which an implementation may
     # apply in any association (2 fl(c R): a mean then doubled; 2 R / N / K: torch's mean of a mean);
-    # harness.models.bounds.chain_underflow counts the underflows of each (helpers 128, 130)
+    # harness.bounds.chain_underflow counts the underflows of each (helpers 128, 130)
     two_c = g.add("const", (), (), "backward", value=2 * c, held=False, factors=seed_factors(reduction, n, k))
     seed = g.add("mul", (two_c, r), (n, k), "backward")
     return loss, seed

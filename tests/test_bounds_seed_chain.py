@@ -1,0 +1,180 @@
+"""The linear path counts the seed's underflow by the models path's rule (harness.bounds, :func:`seed_underflow`,
+:func:`chain_underflow`; helper-132).
+
+The seed ``dL/dpred = 2 R / (N K)`` of a mean, computed as torch's ``(R**2).mean(0).mean()`` gives it by hand,
+``2 ((R / N) / K)``, rounds twice among the subnormals: ``2 (1 + 1/K) eta`` per element where the linear path counted
+``2 eta`` (the special case for ``2 fl(c R)``). A correct float32 NumPy step with N = 3, K = 2 and residuals of 393220
+least subnormals times a feature of ``2**60`` was ``disagree`` on ``grad_W`` at 1.08 times the rigorous bound (N = 5,
+262147 least subnormals: 1.23; ``((R / K) / N) 2`` with N = 2, K = 3: 1.08). Now ``agree``; twice the gradient is still
+``disagree``; normal data never evaluate the chain (the bounds unchanged).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import pytest
+
+import harness
+from harness.bounds import Regime, chain_underflow, residual_bound, seed_factors, seed_underflow, step_bounds
+from harness.cases import case_from_arrays
+from harness.floats import FORMATS
+from harness.implementations import StepResult
+from harness.implementations.registry import Implementation
+
+TINY = {"float16": 2.0**-24, "float32": 2.0**-149, "float64": 2.0**-1074}
+LIFT = {"float16": 2.0**4, "float32": 2.0**60, "float64": 2.0**500}
+ORDERS = ("2*((R/N)/K)", "(2*(R/N))/K", "R/K/N*2", "(R*2)/(N*K)")
+
+
+def seed_of(order: str, R: Any, n: int, k: int) -> Any:
+    dt = R.dtype.type
+    if order == "2*((R/N)/K)":
+        return dt(2) * ((R / dt(n)) / dt(k))
+    if order == "(2*(R/N))/K":
+        return (dt(2) * (R / dt(n))) / dt(k)
+    if order == "R/K/N*2":
+        return ((R / dt(k)) / dt(n)) * dt(2)
+    assert order == "(R*2)/(N*K)"
+    return (R * dt(2)) / dt(n * k)
+
+
+def step_with(order: str, wrong: float = 1.0) -> Implementation:
+    """A linear SGD step by hand in NumPy under the mean, its seed evaluated as ``order``."""
+
+    def step(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, steps: int) -> Any:
+        dt = X.dtype.type
+        n, k = y.shape
+        out = []
+        for _ in range(steps):
+            R = (X @ W + b) - y
+            loss = (R * R).mean(0).mean()
+            G = seed_of(order, R, n, k)
+            gW, gb = (X.T @ G) * dt(wrong), G.sum(0) * dt(wrong)
+            W, b = W - dt(lr) * gW, b - dt(lr) * gb
+            out.append(StepResult(loss, gW, gb, W, b))
+        return out
+
+    return Implementation(name=f"numpy-seed-{order}", framework="numpy", fn=step)
+
+
+def subnormal_case(dtype: str, n: int, k: int, j: int) -> Any:
+    """``W = b = 0``, ``y = -R``: every residual ``j`` least subnormals (exact), the feature ``LIFT``."""
+    return case_from_arrays("seed-chain", np.full((n, 1), LIFT[dtype]), -np.full((n, k), j * TINY[dtype]),
+                            np.zeros((1, k)), np.zeros(k), lr=2.0**-4, dtypes=[dtype], reduction="mean")
+
+
+def gradient_records(case: Any, impl: Implementation, dtype: str) -> list[Any]:
+    recs = [r for r in harness.verify([case], [impl], dtypes=[dtype]) if r.quantity in ("grad_W", "grad_b")]
+    assert len(recs) == 2, recs
+    return recs
+
+
+@pytest.mark.parametrize(("n", "k", "j", "order"), [(3, 2, 393220, "2*((R/N)/K)"), (5, 2, 262147, "2*((R/N)/K)"),
+                                                    (2, 3, 393220, "R/K/N*2"), (7, 2, 300001, "2*((R/N)/K)")])
+def test_the_seed_divided_by_n_and_k_then_doubled_agrees(n, k, j, order):
+    # was disagree at 1.08, 1.23, 1.08 and 1.16 times the bound
+    for r in gradient_records(subnormal_case("float32", n, k, j), step_with(order), "float32"):
+        assert r.verdict != "disagree", (r.quantity, r.bound_ratio, r.message)
+        assert r.bound_ratio <= 0.9
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("order", ORDERS)
+def test_every_seed_order_agrees_and_twice_the_gradient_does_not(dtype, order):
+    j = {"float16": 388, "float32": 393220, "float64": 393220}[dtype]
+    for n, k in ((3, 2), (2, 3), (5, 2)):
+        case = subnormal_case(dtype, n, k, j)
+        for r in gradient_records(case, step_with(order), dtype):
+            assert r.verdict != "disagree", (n, k, r.quantity, r.bound_ratio)
+        for r in gradient_records(case, step_with(order, wrong=2.0), dtype):
+            assert r.verdict == "disagree", (n, k, r.quantity, r.verdict, r.bound_ratio)
+
+
+def test_the_linear_and_models_paths_share_one_rule():
+    from harness.models import bounds as model_bounds
+    from harness.models import plan
+
+    assert model_bounds.chain_underflow is chain_underflow and plan.seed_factors is seed_factors
+    assert seed_factors("mean", 3, 2) == (2, Fraction(1, 3), Fraction(1, 2))
+    assert seed_factors("mean", 1, 1) == seed_factors("sum", 4, 5) == (2, 1)
+    with pytest.raises(ValueError):
+        seed_factors("max", 1, 1)
+
+
+def test_the_seed_count_by_hand():
+    """2 ((R / 3) / 2) of a subnormal float32 residual: ``2 (1 + 1/2) eta`` grown by three roundings, beyond the
+    ``m = 2`` etas per element counted before (grad_W) and ``2`` (grad_b), in units of eta; a residual whose every
+    association stays normal: nothing (and the chain not evaluated)."""
+    reg = Regime(FORMATS["float32"], False)
+    eta = reg.eta
+    aR = np.full((3, 2), 393220 * TINY["float32"])
+    E = np.zeros_like(aR)
+    rows, (units_W, units_b) = seed_underflow(aR, E, 1 / 6, reg, (2.0, 2.0))
+    assert list(rows) == [0, 1, 2]
+    np.testing.assert_allclose(units_W, 3 * reg.growth(3) - 2, rtol=1e-12)
+    assert (units_W >= (3 * np.longdouble(reg.growth(3)) - 2)).all()  # rounded up
+    assert float(chain_underflow(seed_factors("mean", 3, 2), np.float64(aR[0, 0]), reg)) >= 3 * eta
+    assert seed_underflow(np.full((3, 2), 1.0), E, 1 / 6, reg, (2.0,)) is None
+    assert seed_underflow(np.full((3, 2), 1e-30), np.full((3, 2), 1e-37), 1 / 6, reg, (2.0,)) is None
+    # one residual that may be computed subnormal (its bound exceeds it): its row alone is evaluated
+    aR2 = np.full((3, 2), 1.0)
+    aR2[1, 0] = 0.0
+    E2 = np.full((3, 2), 1e-40)
+    rows, (units,) = seed_underflow(aR2, E2, 1 / 6, reg, (2.0,))
+    assert list(rows) == [1] and units[0, 0] > 0 and units[0, 1] == 0
+
+
+@pytest.mark.parametrize("low", [0.0, 1e-45, 3e-40, 1e-39, 5e-39])
+def test_grouped_counts_equal_the_element_wise_rule(low):
+    """The grouped evaluation (few scalar counts) against :func:`chain_underflow` element by element: never below it,
+    and equal on a group's smallest residual."""
+    reg = Regime(FORMATS["float32"], False)
+    rng = np.random.default_rng(3)
+    aR = np.abs(rng.standard_normal((40, 3))) * 10.0 ** rng.integers(-46, -36, (40, 3)) + low
+    E = np.full_like(aR, 1e-41)
+    rows, (units,) = seed_underflow(aR, E, 1 / 120, reg, (2.0,))
+    lows = np.maximum(aR - E * (1 + 2.0**-30), 0.0) * (1 - 2.0**-40)
+    ld = np.longdouble
+    want = chain_underflow(seed_factors("mean", 40, 3), ((aR + E) * (1 + 2.0**-30)).astype(ld), reg, [lows.astype(ld)])
+    want_units = np.maximum(want - 2 * ld(reg.eta), 0) / ld(reg.eta)
+    got = np.zeros_like(aR)
+    got[rows] = units
+    assert (got >= want_units).all()
+    assert np.isclose(got, want_units, rtol=1e-12, atol=0).mean() > 0.5
+
+
+def test_a_float64_count_is_evaluated_in_the_wider_type_and_rounded_up():
+    """``eta / 3`` of float64 is below float64's smallest subnormal: the count is formed in ``np.longdouble``, in
+    units of eta, and the gradient's bound rounded up from it."""
+    if np.finfo(np.longdouble).nmant <= np.finfo(np.float64).nmant:
+        pytest.skip("no wider type here")
+    reg = Regime(FORMATS["float64"], False)
+    aR = np.full((2, 3), 5 * TINY["float64"])
+    rows, (units,) = seed_underflow(aR, np.zeros_like(aR), 1 / 6, reg, (2.0,))
+    # N = 2, K = 3: the worst association divides by K first, 2 ((R / 3) / 2): 2 (1 + 1/2) eta; below float64's grid
+    # (1 eta and the growth's 2**-52), kept in units of eta
+    want = 3 * np.longdouble(reg.growth(3)) - 2
+    assert list(rows) == [0, 1]
+    assert (units >= want).all() and np.allclose(units, float(want), rtol=1e-15)
+    assert want > 1
+
+
+def test_normal_data_bounds_do_not_evaluate_the_chain(monkeypatch):
+    rng = np.random.default_rng(7)
+    X, W, b, y = rng.standard_normal((40, 5)), rng.standard_normal((5, 3)), rng.standard_normal(3), rng.standard_normal((40, 3))
+    R = X @ W + b - y
+    exact = {"loss": np.float64(np.mean(R * R)), "grad_W": 2 * X.T @ R / R.size, "grad_b": 2 * R.sum(0) / R.size}
+    exact |= {"W": W - 0.1 * exact["grad_W"], "b": b - 0.1 * exact["grad_b"]}
+    reg = Regime(FORMATS["float32"], False)
+    rb = residual_bound(X, W, b, y, reg, 0.0)
+    assert seed_underflow(np.abs(R), rb.E, 1 / R.size, reg, 2.0) is None
+    calls = []
+    import harness.bounds as hb
+
+    real = hb.chain_underflow
+    monkeypatch.setattr(hb, "chain_underflow", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    step_bounds({"X": X, "y": y, "W": W, "b": b}, R, exact, lr=0.1, reduction="mean", fmt=FORMATS["float32"])
+    assert not calls
