@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import harness
-from harness.bounds import Regime, chain_underflow, residual_bound, seed_factors, seed_underflow, step_bounds
+from harness.bounds import Regime, residual_bound, step_bounds
 from harness.cases import case_from_arrays
 from harness.floats import FORMATS
 from harness.implementations import StepResult
@@ -94,6 +94,7 @@ def test_every_seed_order_agrees_and_twice_the_gradient_does_not(dtype, order):
 
 
 def test_the_linear_and_models_paths_share_one_rule():
+    from harness.bounds import chain_underflow, seed_factors
     from harness.models import bounds as model_bounds
     from harness.models import plan
 
@@ -108,6 +109,8 @@ def test_the_seed_count_by_hand():
     """2 ((R / 3) / 2) of a subnormal float32 residual: ``2 (1 + 1/2) eta`` grown by three roundings, beyond the
     ``m = 2`` etas per element counted before (grad_W) and ``2`` (grad_b), in units of eta; a residual whose every
     association stays normal: nothing (and the chain not evaluated)."""
+    from harness.bounds import chain_underflow, seed_factors, seed_underflow
+
     reg = Regime(FORMATS["float32"], False)
     eta = reg.eta
     aR = np.full((3, 2), 393220 * TINY["float32"])
@@ -131,6 +134,8 @@ def test_the_seed_count_by_hand():
 def test_grouped_counts_equal_the_element_wise_rule(low):
     """The grouped evaluation (few scalar counts) against :func:`chain_underflow` element by element: never below it,
     and equal on a group's smallest residual."""
+    from harness.bounds import chain_underflow, seed_factors, seed_underflow
+
     reg = Regime(FORMATS["float32"], False)
     rng = np.random.default_rng(3)
     aR = np.abs(rng.standard_normal((40, 3))) * 10.0 ** rng.integers(-46, -36, (40, 3)) + low
@@ -149,6 +154,8 @@ def test_grouped_counts_equal_the_element_wise_rule(low):
 def test_a_float64_count_is_evaluated_in_the_wider_type_and_rounded_up():
     """``eta / 3`` of float64 is below float64's smallest subnormal: the count is formed in ``np.longdouble``, in
     units of eta, and the gradient's bound rounded up from it."""
+    from harness.bounds import seed_underflow
+
     if np.finfo(np.longdouble).nmant <= np.finfo(np.float64).nmant:
         pytest.skip("no wider type here")
     reg = Regime(FORMATS["float64"], False)
@@ -163,6 +170,8 @@ def test_a_float64_count_is_evaluated_in_the_wider_type_and_rounded_up():
 
 
 def test_normal_data_bounds_do_not_evaluate_the_chain(monkeypatch):
+    from harness.bounds import seed_underflow
+
     rng = np.random.default_rng(7)
     X, W, b, y = rng.standard_normal((40, 5)), rng.standard_normal((5, 3)), rng.standard_normal(3), rng.standard_normal((40, 3))
     R = X @ W + b - y
