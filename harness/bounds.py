@@ -473,7 +473,8 @@ def seed_underflow(aR: F64, E: F64, c: float, reg: Regime, floors: Sequence[floa
     the computed residual ``R^``: ``|R| - E <= |R^| <= |R| + E``.
 
     Returns ``(rows, extras)``: the rows ``i`` (ascending) holding an element whose count may exceed the least
-    ``floor eta``, and per floor ``max(count - floor eta, 0) / eta`` on those rows (``(len(rows), K)``, float64 rounded up: in units of ``eta``, so
+    ``floor eta``, and per floor ``max(count - floor eta g, 0) / eta`` on those rows (``g``: the chain's growth
+    ``(1 + u)**(m - 1)``, which the count carries and the caller's ``1 + gamma`` covers) (``(len(rows), K)``, float64 rounded up: in units of ``eta``, so
     that a float64 step's counts, multiples of its smallest subnormal, are not rounded by float64 itself; the counts
     are formed in ``np.longdouble``); None where no element's count exceeds them (normal data: no association can reach
     the subnormal range, found from the smallest ``|R|`` and the largest ``E`` in two passes; the chain is not
@@ -507,7 +508,12 @@ def seed_underflow(aR: F64, E: F64, c: float, reg: Regime, floors: Sequence[floa
         if rows.size == 0:
             return None
         low_r = low if rows.size == n else low[rows]
-        ceilings = [ld(floor) * ld(reg.eta) for floor in floors]
+        # the floor grown as the chain's count is (its roundings' (1 + u)**(m - 1)): the caller multiplies the floor
+        # and the excess by 1 + gamma_{N+3} >= (1 + gamma_N)(1 + u)**3 (Higham, Lemma 3.3), which covers the growth
+        # after the seed; so 2 fl(c R), exactly the floor's 2 eta grown, adds nothing (float64 would round a sliver up
+        # to a whole subnormal)
+        grow_c = ld(reg.growth(len(factors)))
+        ceilings = [ld(floor) * ld(reg.eta) * grow_c for floor in floors]
         if math.isinf(threshold):  # a constant's product may underflow: the count depends on |R^| too
             mag: Any = ((aR[rows] + E[rows]) * _SAFETY).astype(ld)
             count = chain_underflow(factors, mag, reg, [low_r.astype(ld)])
