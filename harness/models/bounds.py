@@ -37,7 +37,8 @@ rigorous, not only first-order):
                 expression's product of three or more factors, a power's adjoint ``g (p a**(p-1))``): ``eta``
                 replaced by the worst association's underflow count (:func:`chain_underflow`: ``2 eta`` for
                 ``2 fl(c R)``, ``2 (1 + 1/K) eta`` for ``2 ((R / N) / K)``, ``p eta`` for ``(g a**(p-1)) p``), and
-                exact only where no association may underflow
+                exact only where no association may underflow or the factors' bits make every one exact
+                (:func:`chain_exact`)
 ``square``      ``mul`` of ``a`` by itself: ``u (|a| + E_a)^2 + 2 |a| E_a + E_a^2 + eta``
 ``div``         ``u M + (E_a |b| + |a| E_b) / (|b| (|b| - E_b)) + eta``, ``M = (|a| + E_a)/(|b| - E_b)``
                 (infinite where ``E_b >= |b|``)
@@ -128,7 +129,7 @@ entry; override it per call for another library).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -804,19 +805,50 @@ def _rule_mul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
         # its underflows beyond the one eta counted below (the constants' own roundings, in E |a|, are not subtracted;
         # helpers 128, 130); the plan's product being exact does not make another association's exact where one may
         # underflow
-        count, own = chain
+        count, own, _ = chain
         extra = np.maximum(extra, count - own)
     E_m = w.reg.u * (A + E[0]) * (B + E[1]) + prop + w.regime(node).eta + extra
     ok, _ = exact_products(a[0], E[0], a[1], E[1], w)
     if chain is not None:
-        ok = ok & (chain[0] == 0)
+        # exact in every association: none may underflow, or the factors' own bits say that none rounds (helper-133)
+        ok = ok & ((chain[0] == 0) | chain[2])
     return np.asarray(np.where(ok, 0.0, E_m))
 
 
-def _chain_count(node: Node, w: _Walk) -> tuple[F64, F64] | None:
+def chain_exact(values: Sequence[F64], errors: Sequence[F64], fmt: FloatFormat, flush_to_zero: bool) -> Mask:
+    """Where a product chain the plan evaluates exactly (:func:`exact_products` of its last product) is exact in every
+    association too, element-wise: every factor exact (error 0), no partial product beyond the range (the exponents of
+    the factors' highest bits above 1 adding up to less than the overflow threshold's), and one factor 0 (every
+    association is 0), or the lowest set bits of the factors below 1 adding up to no less than the dtype's finest grid
+    (:func:`lowest_exponent`).
+
+    A partial product's lowest set bit is the sum of its factors' and its significand (the product of their odd parts)
+    divides the whole product's, which fits the dtype: it is a float of the dtype, computed exactly, wherever its lowest
+    bit is on the grid. :func:`chain_underflow`'s count asks more (its partial products may have rounded): exact dyadic
+    data whose partial product is a normal number below ``2**(|t| - 1)`` times the smallest one (``x1 a = 2**-126`` in
+    float32) was no longer exact, and a gradient 1 ulp off agreed where it had disagreed (helper-133)."""
+    exact: Any = True
+    zero: Any = False
+    low: Any = 0.0
+    high: Any = 0.0
+    for v, e in zip(values, errors, strict=True):
+        v = np.asarray(v, dtype=np.float64)
+        exact = exact & (np.asarray(e, dtype=np.float64) == 0)
+        zero = zero | (v == 0)
+        lsb, msb = float_bits(v)
+        low = low + np.minimum(np.where(v == 0, 0.0, lsb), 0.0)  # (inf/NaN: -inf, never exact)
+        high = high + np.maximum(np.where(v == 0, 0.0, msb + 1), 0.0)  # (inf/NaN: inf)
+    # every partial product below 2**high <= the overflow threshold: none is inf (nor, with a factor 0, inf 0 = NaN)
+    in_range = high <= math.frexp(fmt.max_finite)[1]
+    return np.asarray(exact & in_range & (zero | (low >= lowest_exponent(fmt, flush_to_zero))))
+
+
+def _chain_count(node: Node, w: _Walk) -> tuple[F64, F64, Mask] | None:
     """The declared chain of a ``mul`` (the seed's scale with its ``factors``, ``attrs["chain"]``): its underflow count
-    in the worst association (:func:`chain_underflow`) and the plan's own ``eta`` at this node, or None."""
+    in the worst association (:func:`chain_underflow`), the plan's own ``eta`` at this node, and where every
+    association is exact if the plan's is (:func:`chain_exact`), or None."""
     reg = w.regime(node)
+    ftz = reg.ftz or w.reg.ftz
     if "chain" in node.attrs:
         consts: list[Fraction] = []
         mags: list[F64] = []
@@ -832,14 +864,21 @@ def _chain_count(node: Node, w: _Walk) -> tuple[F64, F64] | None:
         if not mags:
             return None
         count = chain_underflow(consts, mags, reg, lows)
-        return np.asarray(np.broadcast_to(count, node.shape)), np.asarray(reg.eta)
+        ids = list(node.attrs["chain"])
+        exact = chain_exact([w.vals[i] for i in ids], [w.Es[i] for i in ids], w.fmt, ftz)
+        return np.asarray(np.broadcast_to(count, node.shape)), np.asarray(reg.eta), np.asarray(np.broadcast_to(exact, node.shape))
     for c, other in ((node.args[0], node.args[1]), (node.args[1], node.args[0])):
         cn = w.graph.nodes[c]
         if cn.op == "const" and not cn.attrs.get("held") and cn.shape == () and len(cn.attrs.get("factors", ())) > 1:
             v, E = np.abs(np.asarray(w.vals[other], dtype=np.float64)), np.asarray(w.Es[other], dtype=np.float64)
             low = np.maximum(v - E * SAFETY, 0.0) * (1 - 2.0**-40)
-            count = chain_underflow([Fraction(f) for f in cn.attrs["factors"]], v + E, reg, [low])
-            return np.asarray(np.broadcast_to(count, node.shape)), np.asarray(reg.eta)
+            factors = [Fraction(f) for f in cn.attrs["factors"]]
+            count = chain_underflow(factors, v + E, reg, [low])
+            # (a factor that is no float, 1/3, makes no association exact: its division rounds)
+            dyadic = all(Fraction(float(f)) == f for f in factors)
+            exact = chain_exact([np.asarray(float(f)) for f in factors] + [w.vals[other]],
+                                [np.asarray(0.0)] * len(factors) + [E], w.fmt, ftz) if dyadic else np.asarray(False)
+            return np.asarray(np.broadcast_to(count, node.shape)), np.asarray(reg.eta), np.asarray(np.broadcast_to(exact, node.shape))
     return None
 
 
