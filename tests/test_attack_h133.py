@@ -1,4 +1,4 @@
-"""helper-133's review of the round's chain-underflow commits.
+"""helper-133's review of the round's chain-underflow, results-footer and case-file commits.
 
 - A declared product chain (``x1*a*b``) on exact dyadic data was graded exact only where :func:`chain_underflow`
   counted no underflow in any association; that count asks a partial product's least magnitude to be ``2**(|t| - 1)``
@@ -6,6 +6,8 @@
   every association) or with a factor 0 lost its exactness: a gradient 1 ulp off agreed (0.29 and 0.4 of the bound)
   where it had disagreed before dfe01fa. :func:`harness.models.bounds.chain_exact` says from the factors' bits where
   every association is exact.
+- An expression's constant powers were sized from a decimal literal's nearest binary float (53 bits), while SymPy reads
+  the literal as its decimal value: ``x1*1.01**400`` (1.01**400 is about 53.7) no longer loaded after 48248fc.
 """
 
 from __future__ import annotations
@@ -90,3 +92,18 @@ def test_chain_exact_by_hand():
     assert not exact(0.0, 2.0**100, 2.0**100)  # (a b = inf, inf 0 = NaN)
     assert not exact(2.0**-10, 2.0**100, 2.0**100)  # a b overflows
     assert not exact(np.inf, 1.0, 1.0) and not exact(np.nan, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("text", ["x1*1.01**400", "x1*1.001**1000", "x1*0.9**5000", "x1*0.1**400", "a*x1^2*1.5**2000"])
+def test_a_decimal_constant_power_is_sized_as_sympy_reads_it(text):
+    from harness.models.symbolic import parse_expression
+
+    parse_expression(text, ("a",), 1)  # was ValueError: "has more than 20,000 bits"
+
+
+@pytest.mark.parametrize("text", ["x1*9**9**9", "x1*0.1**100000", "x1*1.000001**10000000"])
+def test_a_constant_power_of_too_many_bits_is_still_refused(text):
+    from harness.models.symbolic import parse_expression
+
+    with pytest.raises(ValueError, match="more than 20,000 bits"):
+        parse_expression(text, ("a",), 1)

@@ -186,10 +186,13 @@ MAX_POWER = 1024
 MAX_CONSTANT_BITS = 20_000
 
 
-def _const_value(node: ast.AST, text: str) -> Fraction | None:
+def _const_value(node: ast.AST, text: str, src: str | None = None) -> Fraction | None:
     """The exact value of a constant subexpression of ``text`` (numbers, + - * /, powers with an integer exponent), or
     None where it is not one (a name, a call, a power with a fractional exponent, a division by zero: SymPy reads
-    those); computed without building a number of more than :data:`MAX_CONSTANT_BITS` bits.
+    those); computed without building a number of more than :data:`MAX_CONSTANT_BITS` bits. A decimal literal is its
+    decimal value, as SymPy's ``rationalize`` reads it (``1.01`` is 101/100, 7 bits; ``src``: the text ``node`` was
+    parsed from), not its nearest binary float's (53 bits: ``1.01**400``, about 53.7, was refused as more than 20,000
+    bits, helper-133).
 
     Raises:
         ValueError: for a constant power whose value would have more bits than that (``9**9**9``)."""
@@ -197,16 +200,17 @@ def _const_value(node: ast.AST, text: str) -> Fraction | None:
         v = node.value
         if isinstance(v, bool) or not isinstance(v, int | float):
             return None
+        seg = ast.get_source_segment(src, node) if src is not None and isinstance(v, float) else None
         try:
-            return Fraction(v)
-        except (OverflowError, ValueError):  # (a float literal beyond the range: inf)
+            return Fraction(seg.replace("_", "")) if seg is not None else Fraction(v)
+        except (OverflowError, ValueError, ZeroDivisionError):  # (a float literal beyond the range: inf)
             return None
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd | ast.USub):
-        inner = _const_value(node.operand, text)
+        inner = _const_value(node.operand, text, src)
         return None if inner is None else (-inner if isinstance(node.op, ast.USub) else inner)
     if not isinstance(node, ast.BinOp):
         return None
-    left, right = _const_value(node.left, text), _const_value(node.right, text)
+    left, right = _const_value(node.left, text, src), _const_value(node.right, text, src)
     if left is None or right is None:
         return None
     if isinstance(node.op, ast.Add):
@@ -226,19 +230,19 @@ def _const_value(node: ast.AST, text: str) -> Fraction | None:
     return left ** int(right)
 
 
-def _check_power_sizes(text: str, tree: ast.AST) -> None:
+def _check_power_sizes(text: str, tree: ast.AST, src: str | None = None) -> None:
     """Raise ValueError for a constant power of more than :data:`MAX_CONSTANT_BITS` bits or a power of an input or a
     parameter above :data:`MAX_POWER` (nested powers multiply), before SymPy evaluates any of them."""
 
     def power(node: ast.AST) -> int:  # the largest power of a name within node (a constant: 0)
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow | ast.BitXor):
             base = power(node.left)
-            exp = _const_value(node.right, text)
+            exp = _const_value(node.right, text, src)
             power(node.right)  # (a name in an exponent is refused by the parse; its constants are checked here)
             if exp is None:
                 return base
             if base == 0:
-                _const_value(node, text)
+                _const_value(node, text, src)
                 return 0
             p = base * max(1, abs(exp.numerator) // exp.denominator)
             if p > MAX_POWER:
@@ -294,7 +298,8 @@ def _check_ast(text: str, names: set[str]) -> None:
             raise ValueError(f"expression {text!r}: {type(node).__name__} ({ast.unparse(node)!r}) is not allowed")
     # (SymPy's convert_xor reads ``^`` as ``**``, right-associative and above ``*``: x1^10^10 is x1**(10**10), where
     # Python's tree has (x1^10)^10; the sizes are checked on the tree SymPy parses)
-    _check_power_sizes(text, ast.parse(text.strip().replace("^", "**"), mode="eval") if "^" in text else tree)
+    src = text.strip().replace("^", "**") if "^" in text else text.strip()
+    _check_power_sizes(text, ast.parse(src, mode="eval") if "^" in text else tree, src)
     for node in ast.walk(tree):  # a function name used as a value (``exp + 1``) is not a formula
         if isinstance(node, ast.Name) and node.id in ALLOWED_FUNCTIONS and node.id not in names:
             parents = [p for p in ast.walk(tree) if isinstance(p, ast.Call) and p.func is node]
