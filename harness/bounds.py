@@ -474,7 +474,8 @@ def seed_underflow(aR: F64, E: F64, c: float, reg: Regime, floors: Sequence[floa
 
     Returns ``(rows, extras)``: the rows ``i`` (ascending) holding an element whose count may exceed the least
     ``floor eta``, and per floor ``max(count - floor eta g, 0) / eta`` on those rows (``g``: the chain's growth
-    ``(1 + u)**(m - 1)``, which the count carries and the caller's ``1 + gamma`` covers) (``(len(rows), K)``, float64 rounded up: in units of ``eta``, so
+    ``(1 + u)**(m - 1)``, which the count carries and the caller's ``1 + gamma`` covers; the count in true half spacings
+    ``2**(emin - p)``, of which float64's gradual ``eta`` is two: no excess there) (``(len(rows), K)``, float64 rounded up: in units of ``eta``, so
     that a float64 step's counts, multiples of its smallest subnormal, are not rounded by float64 itself; the counts
     are formed in ``np.longdouble``); None where no element's count exceeds them (normal data: no association can reach
     the subnormal range, found from the smallest ``|R|`` and the largest ``E`` in two passes; the chain is not
@@ -513,22 +514,32 @@ def seed_underflow(aR: F64, E: F64, c: float, reg: Regime, floors: Sequence[floa
         # after the seed; so 2 fl(c R), exactly the floor's 2 eta grown, adds nothing (float64 would round a sliver up
         # to a whole subnormal)
         grow_c = ld(reg.growth(len(factors)))
-        ceilings = [ld(floor) * ld(reg.eta) * grow_c for floor in floors]
         if math.isinf(threshold):  # a constant's product may underflow: the count depends on |R^| too
+            ceilings = [ld(floor) * ld(reg.eta) * grow_c for floor in floors]
             mag: Any = ((aR[rows] + E[rows]) * _SAFETY).astype(ld)
             count = chain_underflow(factors, mag, reg, [low_r.astype(ld)])
             extras = [np.where(np.isnan(count), np.inf, _up64(np.maximum(count - cl, ld(0)) / ld(reg.eta)))
                       for cl in ceilings]
         else:
-            extras = _seed_excess_by_low(factors, low_r, reg, len(consts), ceilings, math.isnan(lo + e_max))
+            # normal constants: the count is eta times a coefficient (every own eta carried by constants alone), and
+            # each rounding errs by at most the true half spacing 2**(emin - p), which float64's eta, its smallest
+            # subnormal 2**-1074 (harness.floats.FloatFormat.underflow_quantum), overstates twice: the true count is
+            # the count over ``over`` (2 for float64, 1 otherwise), and so is its excess over the floors (float64's
+            # worst, 3 true etas, is within the floor's 2 eta: a correct step needs nothing more, and adding it let
+            # 2.5 times a float64 gradient of 5-subnormal residuals pass; helper-134)
+            over = ld(1) if reg.ftz else ld(float(Fraction(reg.eta) / Fraction(2) ** (reg.fmt.emin - reg.fmt.precision)))
+            ceilings = [ld(floor) * ld(reg.eta) * grow_c * over for floor in floors]
+            extras = _seed_excess_by_low(factors, low_r, reg, len(consts), ceilings, math.isnan(lo + e_max),
+                                         ld(reg.eta) * over)
     if not any(np.any(x > 0) for x in extras):
         return None
     return rows, extras
 
 
 def _seed_excess_by_low(factors: Sequence[Fraction], low: F64, reg: Regime, k: int, ceilings: Sequence[Any],
-                        nan: bool) -> list[F64]:
-    """``max(count - ceiling, 0) / eta`` (float64, rounded up; per ceiling) of :func:`chain_underflow` of the seed's ``factors``
+                        nan: bool, unit: Any) -> list[F64]:
+    """``max(count - ceiling, 0) / unit`` (float64, rounded up; per ceiling; ``unit``: ``eta``, or float64's
+    ``eta`` times its overstatement 2: :func:`seed_underflow`) of :func:`chain_underflow` of the seed's ``factors``
     (their products and each of them normal) and one operand of least magnitudes ``low``, element-wise, from a few
     scalar evaluations: with normal constants the count does not depend on the operand's largest magnitude (only the
     subsets without it are carried by it, and those cannot underflow) and does not rise with ``low`` (a subset's own
@@ -543,7 +554,7 @@ def _seed_excess_by_low(factors: Sequence[Fraction], low: F64, reg: Regime, k: i
         lo_hi = np.searchsorted(cuts, [np.min(low), np.max(low)], side="right")
         if lo_hi[0] == lo_hi[1]:
             count = _chain_at(tuple(factors), reg, float(np.min(low)))
-            return [np.broadcast_to(_up64(np.maximum(count - cl, np.longdouble(0)) / np.longdouble(reg.eta)), low.shape)
+            return [np.broadcast_to(_up64(np.maximum(count - cl, np.longdouble(0)) / unit), low.shape)
                     for cl in ceilings]
     group = np.searchsorted(cuts, low, side="right")
     if nan:
@@ -555,7 +566,7 @@ def _seed_excess_by_low(factors: Sequence[Fraction], low: F64, reg: Regime, k: i
             continue
         count = _chain_at(tuple(factors), reg, float(np.min(low[group == g]) if len(present) > 1 else np.min(low)))
         for table, cl in zip(tables, ceilings, strict=True):
-            table[g] = _up64(np.maximum(count - cl, np.longdouble(0)) / np.longdouble(reg.eta))
+            table[g] = _up64(np.maximum(count - cl, np.longdouble(0)) / unit)
     return [np.asarray(table[group]) for table in tables]
 
 

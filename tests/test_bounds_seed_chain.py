@@ -152,21 +152,18 @@ def test_grouped_counts_equal_the_element_wise_rule(low):
     assert np.isclose(got, want_units, rtol=1e-12, atol=0).mean() > 0.5
 
 
-def test_a_float64_count_is_evaluated_in_the_wider_type_and_rounded_up():
-    """``eta / 3`` of float64 is below float64's smallest subnormal: the count is formed in ``np.longdouble``, in
-    units of eta, and the gradient's bound rounded up from it."""
+def test_a_float64_seed_needs_nothing_beyond_the_floor():
+    """float64's ``eta`` is its smallest subnormal ``2**-1074``, twice the true half spacing: the worst association's
+    ``2 (1 + 1/2)`` true etas (N = 2, K = 3: ``2 ((R / 3) / 2)``) are within the floor's 2 eta, so the seed adds
+    nothing (it added a whole subnormal per element, which let 2.5 times the gradient pass: helper-134); float32's
+    count, in true etas, still exceeds its floor."""
     from harness.bounds import seed_underflow
 
-    if np.finfo(np.longdouble).nmant <= np.finfo(np.float64).nmant:
-        pytest.skip("no wider type here")
-    reg = Regime(FORMATS["float64"], False)
     aR = np.full((2, 3), 5 * TINY["float64"])
-    rows, (units,) = seed_underflow(aR, np.zeros_like(aR), 1 / 6, reg, (2.0,))
-    # N = 2, K = 3: the worst association divides by K first, 2 ((R / 3) / 2): 2 (1 + 1/2) eta; below float64's grid
-    # (1 eta and the growth's 2**-52), kept in units of eta
-    want = np.longdouble(reg.growth(3))  # (3 - 2) eta, grown as the count is
-    assert list(rows) == [0, 1]
-    assert (units >= want).all() and np.allclose(units, float(want), rtol=1e-15)
+    assert seed_underflow(aR, np.zeros_like(aR), 1 / 6, Regime(FORMATS["float64"], False), (2.0, 2.0)) is None
+    reg32 = Regime(FORMATS["float32"], False)
+    rows, (units,) = seed_underflow(np.full((2, 3), 5 * TINY["float32"]), np.zeros_like(aR), 1 / 6, reg32, (2.0,))
+    assert list(rows) == [0, 1] and (units >= np.longdouble(reg32.growth(3))).all()
 
 
 def test_normal_data_bounds_do_not_evaluate_the_chain(monkeypatch):
