@@ -466,21 +466,15 @@ def chain_underflow(factors: Sequence[Fraction], mag: F64 | Sequence[F64], reg: 
     return np.asarray(np.broadcast_to(np.asarray(worst[full], dtype=wd), shape), dtype=wd)
 
 
-def seed_underflow(aR: F64, E: F64, c: float, reg: Regime, floors: Sequence[float]) -> tuple[npt.NDArray[np.intp], list[F64]] | None:
-    """The seed ``dL/dpred = 2 c R``'s underflow beyond ``floor`` etas per element (for each of ``floors``), in the worst association of its
-    factors (:func:`seed_factors`: ``(2c) R``, ``2 fl(c R)``, ``2 ((R / N) / K)``, ``(2 (R / N)) / K``,
-    ``((R / K) / N) 2``, ``(2 R) / (N K)``, ...), counted by :func:`chain_underflow` (the models path's one rule) on
-    the computed residual ``R^``: ``|R| - E <= |R^| <= |R| + E``.
-
-    Returns ``(rows, extras)``: the rows ``i`` (ascending) holding an element whose count may exceed the least
-    ``floor eta``, and per floor ``max(count - floor eta g, 0) / eta`` on those rows (``g``: the chain's growth
-    ``(1 + u)**(m - 1)``, which the count carries and the caller's ``1 + gamma`` covers; the count in true half spacings
-    ``2**(emin - p)``, of which float64's gradual ``eta`` is two: no excess there) (``(len(rows), K)``, float64 rounded up: in units of ``eta``, so
-    that a float64 step's counts, multiples of its smallest subnormal, are not rounded by float64 itself; the counts
-    are formed in ``np.longdouble``); None where no element's count exceeds them (normal data: no association can reach
-    the subnormal range, found from the smallest ``|R|`` and the largest ``E`` in two passes; the chain is not
-    evaluated)."""
-    n, k = aR.shape
+@functools.lru_cache(maxsize=256)
+def _seed_plan(n: int, k: int, c: float, reg: Regime, floors: tuple[float, ...]
+               ) -> tuple[tuple[Fraction, ...], float, tuple[F64, list[F64]] | None] | None:
+    """What :func:`seed_underflow` and :func:`seed_excess_most` evaluate for an ``N x K`` residual: None where no
+    association of the seed's factors underflows (the sum), else ``(factors, threshold, table)``: the least ``|R^|``
+    from which no association reaches the subnormal range (infinite where a constant or a product of them may
+    underflow), and the excess by group of residuals (:func:`_seed_excess_table`; None where the constants may
+    underflow: the count then depends on ``|R^|`` too). Cached (the same shape, scale and regime at every step and
+    dtype of a run; the tables are read-only)."""
     factors = seed_factors("sum" if c == 1 else "mean", n, k)
     if all(f.denominator == 1 for f in factors):
         # 2 R under the sum: an integer multiple of a float below the smallest normal number is a float (with
@@ -494,80 +488,130 @@ def seed_underflow(aR: F64, E: F64, c: float, reg: Regime, floors: Sequence[floa
     # chain_underflow's test; where a constant or a product of them may underflow, none is
     c_min = math.prod(f for f in consts if f < 1)
     if any(reg.scale_underflow(f) for f in consts) or c_min < 2 * fmt.min_normal:
-        threshold = math.inf
-    else:
-        threshold = fmt.min_normal * 2.0 ** len(consts) / c_min * (1 + 2.0**-20)
+        return factors, math.inf, None
+    threshold = fmt.min_normal * 2.0 ** len(consts) / c_min * (1 + 2.0**-20)
+    ld = np.longdouble
+    # normal constants: the count is eta times a coefficient (every own eta carried by constants alone), and each
+    # rounding errs by at most the true half spacing 2**(emin - p), which float64's eta, its smallest subnormal 2**-1074
+    # (harness.floats.FloatFormat.underflow_quantum), overstates twice: the true count is the count over ``over`` (2 for
+    # float64, 1 otherwise), and so is its excess over the floors (float64's worst, 3 true etas, is within the floor's
+    # 2 eta: a correct step needs nothing more, and adding it let 2.5 times a float64 gradient of 5-subnormal residuals
+    # pass; helper-134). The floor is grown as the chain's count is (its roundings' (1 + u)**(m - 1)): the caller
+    # multiplies the floor and the excess by 1 + gamma_{N+3} >= (1 + gamma_N)(1 + u)**3 (Higham, Lemma 3.3), which
+    # covers the growth after the seed; so 2 fl(c R), exactly the floor's 2 eta grown, adds nothing
+    over = ld(1) if reg.ftz else ld(float(Fraction(reg.eta) / Fraction(2) ** (reg.fmt.emin - reg.fmt.precision)))
+    ceilings = [ld(floor) * ld(reg.eta) * ld(reg.growth(len(factors))) * over for floor in floors]
+    cuts, tables = _seed_excess_table(factors, reg, len(consts), ceilings, ld(reg.eta) * over)
+    for a in (cuts, *tables):
+        a.setflags(write=False)
+    return factors, threshold, (cuts, tables)
+
+
+def seed_excess_most(n: int, k: int, c: float, reg: Regime, floors: Sequence[float]) -> list[float] | None:
+    """The largest excess :func:`seed_underflow` can give any finite residual of an ``N x K`` step, per floor, in
+    units of ``eta`` (its first group's: the count does not rise with ``|R^|``); zeros where no association
+    underflows; None where the constants may underflow (the count then depends on ``|R^|``). A caller whose bounds
+    do not change by adding this much at every element needs no pass over R (:func:`gradient_bounds`)."""
+    plan = _seed_plan(n, k, c, reg, tuple(floors))
+    if plan is None:
+        return [0.0 for _ in floors]
+    table = plan[2]
+    return None if table is None else [float(t[0]) for t in table[1]]
+
+
+def seed_underflow(aR: F64, E: F64, c: float, reg: Regime, floors: Sequence[float]) -> tuple[npt.NDArray[np.intp], list[F64]] | None:
+    """The seed ``dL/dpred = 2 c R``'s underflow beyond ``floor`` etas per element (for each of ``floors``), in the worst association of its
+    factors (:func:`seed_factors`: ``(2c) R``, ``2 fl(c R)``, ``2 ((R / N) / K)``, ``(2 (R / N)) / K``,
+    ``((R / K) / N) 2``, ``(2 R) / (N K)``, ...), counted by :func:`chain_underflow` (the models path's one rule) on
+    the computed residual ``R^``: ``|R| - E <= |R^| <= |R| + E``.
+
+    Returns ``(rows, extras)``: the rows ``i`` (ascending) holding an element whose count may exceed the least
+    ``floor eta`` (every row where half of them or more do: the others' excess is 0), and per floor ``max(count - floor eta g, 0) / eta`` on those rows (``g``: the chain's growth
+    ``(1 + u)**(m - 1)``, which the count carries and the caller's ``1 + gamma`` covers; the count in true half spacings
+    ``2**(emin - p)``, of which float64's gradual ``eta`` is two: no excess there) (``(len(rows), K)``, float64 rounded up: in units of ``eta``, so
+    that a float64 step's counts, multiples of its smallest subnormal, are not rounded by float64 itself; the counts
+    are formed in ``np.longdouble``); None where no element's count exceeds them (normal data: no association can reach
+    the subnormal range, found from the smallest ``|R|`` and the largest ``E`` in two passes; the chain is not
+    evaluated)."""
+    n, k = aR.shape
+    plan = _seed_plan(n, k, c, reg, tuple(floors))
+    if plan is None:
+        return None
+    factors, threshold, table = plan
     ld = np.longdouble
     with np.errstate(invalid="ignore", over="ignore"):
         lo = float(np.min(aR)) if aR.size else math.inf
         e_max = float(np.max(E)) if E.size else 0.0
         if lo - e_max * _SAFETY >= threshold:  # (NaN compares False: evaluated below)
             return None
+        nan = math.isnan(lo + e_max)
+        if table is not None and not nan and not any(np.any(t[:-1] > 0) for t in table[1]):
+            return None  # no residual's count exceeds the floors (float64 with gradual underflow): no pass over R
         low = np.maximum(aR - E * _SAFETY, 0.0) * (1 - 2.0**-40)
         risky = ~(low >= threshold).all(axis=1)
-        rows = np.arange(n) if risky.all() else np.flatnonzero(risky)
-        if rows.size == 0:
+        at_risk = int(np.count_nonzero(risky))
+        if at_risk == 0:
             return None
+        # (every row where half of them or more are at risk: no copies of R's and X's rows; the others' excess is 0,
+        # their residuals past every threshold)
+        rows = np.arange(n) if 2 * at_risk >= n else np.flatnonzero(risky)
         low_r = low if rows.size == n else low[rows]
-        # the floor grown as the chain's count is (its roundings' (1 + u)**(m - 1)): the caller multiplies the floor
-        # and the excess by 1 + gamma_{N+3} >= (1 + gamma_N)(1 + u)**3 (Higham, Lemma 3.3), which covers the growth
-        # after the seed; so 2 fl(c R), exactly the floor's 2 eta grown, adds nothing (float64 would round a sliver up
-        # to a whole subnormal)
-        grow_c = ld(reg.growth(len(factors)))
-        if math.isinf(threshold):  # a constant's product may underflow: the count depends on |R^| too
-            ceilings = [ld(floor) * ld(reg.eta) * grow_c for floor in floors]
+        if table is None:  # a constant's product may underflow: the count depends on |R^| too
+            # the floor grown as the chain's count is (its roundings' (1 + u)**(m - 1)): the caller multiplies the floor
+            # and the excess by 1 + gamma_{N+3} >= (1 + gamma_N)(1 + u)**3 (Higham, Lemma 3.3), which covers the growth
+            # after the seed; so 2 fl(c R), exactly the floor's 2 eta grown, adds nothing
+            ceilings = [ld(floor) * ld(reg.eta) * ld(reg.growth(len(factors))) for floor in floors]
             mag: Any = ((aR[rows] + E[rows]) * _SAFETY).astype(ld)
             count = chain_underflow(factors, mag, reg, [low_r.astype(ld)])
             extras = [np.where(np.isnan(count), np.inf, _up64(np.maximum(count - cl, ld(0)) / ld(reg.eta)))
                       for cl in ceilings]
         else:
-            # normal constants: the count is eta times a coefficient (every own eta carried by constants alone), and
-            # each rounding errs by at most the true half spacing 2**(emin - p), which float64's eta, its smallest
-            # subnormal 2**-1074 (harness.floats.FloatFormat.underflow_quantum), overstates twice: the true count is
-            # the count over ``over`` (2 for float64, 1 otherwise), and so is its excess over the floors (float64's
-            # worst, 3 true etas, is within the floor's 2 eta: a correct step needs nothing more, and adding it let
-            # 2.5 times a float64 gradient of 5-subnormal residuals pass; helper-134)
-            over = ld(1) if reg.ftz else ld(float(Fraction(reg.eta) / Fraction(2) ** (reg.fmt.emin - reg.fmt.precision)))
-            ceilings = [ld(floor) * ld(reg.eta) * grow_c * over for floor in floors]
-            extras = _seed_excess_by_low(factors, low_r, reg, len(consts), ceilings, math.isnan(lo + e_max),
-                                         ld(reg.eta) * over)
+            extras = _seed_excess_by_low(table, low_r, nan)
     if not any(np.any(x > 0) for x in extras):
         return None
     return rows, extras
 
 
-def _seed_excess_by_low(factors: Sequence[Fraction], low: F64, reg: Regime, k: int, ceilings: Sequence[Any],
-                        nan: bool, unit: Any) -> list[F64]:
-    """``max(count - ceiling, 0) / unit`` (float64, rounded up; per ceiling; ``unit``: ``eta``, or float64's
-    ``eta`` times its overstatement 2: :func:`seed_underflow`) of :func:`chain_underflow` of the seed's ``factors``
-    (their products and each of them normal) and one operand of least magnitudes ``low``, element-wise, from a few
-    scalar evaluations: with normal constants the count does not depend on the operand's largest magnitude (only the
-    subsets without it are carried by it, and those cannot underflow) and does not rise with ``low`` (a subset's own
-    ``eta`` is counted only where its least product is below its threshold ``2**(|t| - 1)`` times the smallest normal
-    number). So the elements are grouped by the thresholds they pass (``low P_t`` against them, ``t`` the subsets of
-    the constants with the operand), and each group takes the count at its smallest ``low`` (exact for that element,
-    an upper bound for the others); NaN (``nan``: ``low`` may hold one): infinite."""
+def _seed_excess_table(factors: Sequence[Fraction], reg: Regime, k: int, ceilings: Sequence[Any], unit: Any
+                       ) -> tuple[F64, list[F64]]:
+    """The seed's excess by group of residuals, from a few scalar counts: ``(cuts, tables)``, a residual of least
+    magnitude ``low`` in group ``g = searchsorted(cuts, low, side="right")`` (``cuts[g - 1] <= low < cuts[g]``), and
+    per ceiling ``tables[i][g] = max(count - ceiling, 0) / unit`` (float64, rounded up; ``unit``: ``eta``, or float64's
+    ``eta`` times its overstatement 2: :func:`seed_underflow`), with a last entry, infinite, for a NaN.
+
+    With normal constants (``factors`` and their products) :func:`chain_underflow`'s count of the seed's chain does not
+    depend on the operand's largest magnitude (only the subsets without it are carried by it, and those cannot
+    underflow) and does not rise with ``low`` (a subset ``t``'s own ``eta`` is counted only where its least product
+    ``low P_t`` is below ``2**|t|`` times the smallest normal number): it is a step function of ``low`` with a step at
+    each of those thresholds over ``P_t``, ``t`` the subsets of the constants with the operand. The cuts are those
+    thresholds widened by ``2**-40`` (far above the rounding of ``low P_t``), so that each group's count is the
+    count at its least ``low``, its cut (0 for the first group), and an upper bound of its other elements' counts."""
     consts = [abs(float(f)) for f in factors]
     cuts = np.array(sorted({reg.fmt.min_normal * 2.0 ** bin(t).count("1") / math.prod(consts[j] for j in range(k) if t >> j & 1)
-                            for t in range(1, 1 << k)}))
-    if not nan:  # one group (every element past the same thresholds: an exact fit's residuals, all 0): one value
-        lo_hi = np.searchsorted(cuts, [np.min(low), np.max(low)], side="right")
+                            for t in range(1, 1 << k)})) * (1 + 2.0**-40)
+    tables = [np.full(len(cuts) + 2, np.inf) for _ in ceilings]
+    for g, at in enumerate((0.0, *cuts.tolist())):
+        count = _chain_at(tuple(factors), reg, at)
+        for table, cl in zip(tables, ceilings, strict=True):
+            table[g] = _up64(np.maximum(count - cl, np.longdouble(0)) / unit)
+    return cuts, tables
+
+
+def _seed_excess_by_low(table: tuple[F64, list[F64]], low: F64, nan: bool) -> list[F64]:
+    """The excess (:func:`_seed_excess_table`'s ``table``) of each residual of least magnitude ``low``, element-wise,
+    per ceiling; NaN (``nan``: ``low`` may hold one): infinite. One value broadcast where every residual is in one
+    group (an exact fit's residuals, all 0)."""
+    cuts, tables = table
+    least, most = float(np.min(low)), float(np.max(low))
+    nan = nan or math.isnan(least) or math.isnan(most)  # (|R| - E of an infinite |R| and E: NaN, as with nan in R)
+    if not nan:
+        lo_hi = np.searchsorted(cuts, [least, most], side="right")
         if lo_hi[0] == lo_hi[1]:
-            count = _chain_at(tuple(factors), reg, float(np.min(low)))
-            return [np.broadcast_to(_up64(np.maximum(count - cl, np.longdouble(0)) / unit), low.shape)
-                    for cl in ceilings]
+            return [np.broadcast_to(t[lo_hi[0]], low.shape) for t in tables]
     group = np.searchsorted(cuts, low, side="right")
     if nan:
         group = np.where(np.isnan(low), len(cuts) + 1, group)
-    tables = [np.full(len(cuts) + 2, np.inf) for _ in ceilings]
-    present = np.flatnonzero(np.bincount(group.ravel(), minlength=len(cuts) + 2))
-    for g in present:
-        if g > len(cuts):
-            continue
-        count = _chain_at(tuple(factors), reg, float(np.min(low[group == g]) if len(present) > 1 else np.min(low)))
-        for table, cl in zip(tables, ceilings, strict=True):
-            table[g] = _up64(np.maximum(count - cl, np.longdouble(0)) / unit)
-    return [np.asarray(table[group]) for table in tables]
+    return [np.asarray(t[group]) for t in tables]
 
 
 @functools.lru_cache(maxsize=256)
@@ -939,6 +983,32 @@ class GradientBounds:
     gamma: float
 
 
+def _seed_excess_uniform(most: list[float] | None, reg: Regime, n: int, g: float, colX: F64, gW: F64, gb: F64
+                         ) -> tuple[F64, F64] | None:
+    """The seed's largest excess (``most``: :func:`seed_excess_most`, in etas, for grad_W's and grad_b's floors) at
+    every element, twice over, carried to grad_W and grad_b: ``(x_G, x_b)``, an upper bound of
+    :func:`seed_underflow`'s per-element excess (its sums round within ``gamma_n`` of these: the factor 2 covers
+    them), where adding it leaves the float64 bounds ``gW`` and ``gb`` as they are; None otherwise (or where ``most``
+    is None).
+
+    Then the per-element excess, at most that much, leaves them as they are too (a rounding to nearest is monotone:
+    ``fl(x + a) <= fl(x + b)`` for ``0 <= a <= b``), and :func:`gradient_bounds` needs no pass over R for it: it adds
+    ``(x_G, x_b)`` to the underflow parts ``U_gW`` and ``U_gb`` alone (an upper bound of what the per-element excess
+    adds there, which the expected bounds carry). With mixed-magnitude float32 data half the residuals' bounds exceed
+    them, so every association may be subnormal there, but ``eta |X|`` is far below the last bit of bounds of
+    ``u |X| |R|``: the per-element evaluation cost 2 ms of a 15 ms check at N*D*K = 10^6 for the same bounds."""
+    if most is None:
+        return None
+    if not any(most):  # no residual's count exceeds the floors (float64 with gradual underflow, the sum): nothing
+        return np.zeros(gW.shape), np.zeros(gb.shape)
+    with np.errstate(invalid="ignore", over="ignore"):
+        x_G = 2 * _eta_times(reg, np.broadcast_to(colX * most[0], gW.shape), n)
+        x_b = 2 * _eta_times(reg, np.full(gb.shape, n * most[1]), n)
+        if np.array_equal(gW + (1 + g) * x_G, gW) and np.array_equal(gb + (1 + g) * x_b, gb):
+            return x_G, x_b
+    return None
+
+
 def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut: float, *,
                     pre: _Prepared | None = None) -> GradientBounds:
     """Rigorous bounds of grad_W = s X^T R and grad_b = s 1^T R (module docstring).
@@ -1006,7 +1076,12 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
         # mean, 1 + f under the sum; n_b: 2 + f, its n "products" (grow >= 1: grad_b multiplies nothing) and its 1 + f):
         # only where an association may reach the subnormal range (2 ((R / N) / K) errs by 2 (1 + 1/K) eta, which m = 2
         # missed: 1.08 times the bound, helper-132)
-        more = seed_underflow(aR, rb.E, c, reg, (2.0 if abs(s) < 2 else 1.0 + f, 2.0 + f))
+        floors = (2.0 if abs(s) < 2 else 1.0 + f, 2.0 + f)
+        uniform = _seed_excess_uniform(seed_excess_most(n, aR.shape[1], c, reg, floors), reg, n, g, colX, gW, gb) \
+            if Rh_finite and R_finite else None
+        if uniform is not None:  # the per-element excess changes no bit of gW and gb: U's upper bound without a pass over R
+            U_gW, U_gb = U_gW + uniform[0], U_gb + uniform[1]
+        more = seed_underflow(aR, rb.E, c, reg, floors) if uniform is None else None
         if more is not None:
             rows, (units_G, units_b) = more  # the excess over each floor in etas, per element of the rows
             if np.any(units_G > 0):
