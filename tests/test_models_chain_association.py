@@ -31,6 +31,7 @@ from harness.cases import case_from_arrays
 from harness.implementations.registry import Implementation
 from harness.models import ModelStepResult
 from harness.models.spec import ModelSpec
+from tests.steps import model_seed_step
 
 LINEAR = ModelSpec()
 TINY = {"float16": 2.0**-24, "float32": 2.0**-149, "float64": 2.0**-1074}
@@ -59,23 +60,8 @@ def seed_of(scaling: str, R: Any, n: int, k: int) -> Any:
 
 def seed_step(scaling: str, wrong: float = 1.0) -> Implementation:
     """A linear-model SGD step by hand in NumPy under the mean, its seed evaluated as ``scaling``."""
-
-    def step(X: Any, y: Any, params: dict[str, Any], *, model: Any, lr: float, reduction: str, steps: int) -> Any:
-        dt = X.dtype.type
-        n, k = y.shape
-        W, b = params["W"], params["b"]
-        out = []
-        for _ in range(steps):
-            R = (X @ W + b) - y
-            loss = dt(1.0 / (n * k)) * np.sum(R * R, dtype=X.dtype)
-            G = seed_of(scaling, R, n, k) if reduction == "mean" else dt(2) * R
-            gW = (X.T @ G) * dt(wrong)
-            gb = np.sum(G, axis=0, dtype=X.dtype) * dt(wrong)
-            W, b = W - dt(lr) * gW, b - dt(lr) * gb
-            out.append(ModelStepResult(loss=loss, grads={"W": gW, "b": gb}, params={"W": W, "b": b}))
-        return out
-
-    return Implementation(name=f"numpy-seed-{scaling}", framework="numpy", fn=step, models=("any",))
+    return model_seed_step(f"numpy-seed-{scaling}", lambda R, n, k, reduction: seed_of(scaling, R, n, k)
+                           if reduction == "mean" else R.dtype.type(2) * R, wrong)
 
 
 def seed_case(dtype: str, n: int, k: int, residuals: Any, x: float | None = None) -> Any:

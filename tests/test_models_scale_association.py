@@ -20,8 +20,8 @@ import pytest
 import harness
 from harness.cases import case_from_arrays
 from harness.implementations.registry import Implementation
-from harness.models import ModelStepResult
 from harness.models.spec import ModelSpec
+from tests.steps import model_seed_step
 
 LINEAR = ModelSpec()
 N = 1024
@@ -31,34 +31,27 @@ N = 1024
 SCALINGS = ("first", "mean-then-doubled", "c-last", "torch")
 
 
+def scaled_seed(scaling: str) -> Any:
+    """The seed ``2 c R`` evaluated as ``scaling``."""
+
+    def seed(R: Any, n: int, k: int, reduction: str) -> Any:
+        dt = R.dtype.type
+        c = 1.0 if reduction == "sum" else 1.0 / (n * k)
+        if scaling == "first":
+            return dt(2 * c) * R
+        if scaling == "mean-then-doubled":
+            return dt(2) * (dt(c) * R)
+        if scaling == "c-last":
+            return dt(c) * (dt(2) * R)
+        return (dt(2) * R) / dt(1 if reduction == "sum" else n * k)
+
+    return seed
+
+
 def scaled_step(scaling: str, wrong: float = 1.0) -> Implementation:
     """A linear-model SGD step by hand in NumPy with the seed evaluated as ``scaling`` (``wrong`` scales the result:
     a mutant)."""
-
-    def step(X: Any, y: Any, params: dict[str, Any], *, model: Any, lr: float, reduction: str, steps: int) -> Any:
-        dt = X.dtype.type
-        n, k = y.shape
-        c = 1.0 if reduction == "sum" else 1.0 / (n * k)
-        W, b = params["W"], params["b"]
-        out = []
-        for _ in range(steps):
-            R = (X @ W + b) - y
-            loss = dt(c) * np.sum(R * R, dtype=X.dtype)
-            if scaling == "first":
-                G = dt(2 * c) * R
-            elif scaling == "mean-then-doubled":
-                G = dt(2) * (dt(c) * R)
-            elif scaling == "c-last":
-                G = dt(c) * (dt(2) * R)
-            else:
-                G = (dt(2) * R) / dt(1 if reduction == "sum" else n * k)
-            gW = (X.T @ G) * dt(wrong)
-            gb = np.sum(G, axis=0, dtype=X.dtype) * dt(wrong)
-            W, b = W - dt(lr) * gW, b - dt(lr) * gb
-            out.append(ModelStepResult(loss=loss, grads={"W": gW, "b": gb}, params={"W": W, "b": b}))
-        return out
-
-    return Implementation(name=f"numpy-seed-{scaling}", framework="numpy", fn=step, models=("any",))
+    return model_seed_step(f"numpy-seed-{scaling}", scaled_seed(scaling), wrong)
 
 
 def subnormal_residual_case(dtype: str, reduction: str) -> Any:
