@@ -38,15 +38,18 @@ Fixtures:
   style of ``torch.testing.assert_close`` when a check fails;
 - ``harness_cases``: the selected cases; ``harness_options``: the parsed options.
 
-Under pytest-xdist each worker writes its records to a part file named in
-``workerinput`` by the controller; the controller merges the parts, sorted,
-into the one results file at the end of the session, so ``pytest -n 2`` and a
-serial run write the same records.
+Under pytest-xdist each worker appends its records, item by item, to a part file
+in a folder named in ``workerinput`` by the controller; the controller merges
+every part there, sorted, into the one results file at the end of the session,
+so ``pytest -n 2`` and a serial run write the same records. A worker that goes
+down halfway (killed, crashed) leaves the records it finished, and the results
+file's footer then says that the run did not complete.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import os
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -267,6 +270,11 @@ class HarnessState:
     records: list[Record] = field(default_factory=list)
     part_files: list[Path] = field(default_factory=list)
     parts_dir: Path | None = None
+    #: a pytest-xdist worker's part file, open while its session runs: each item's records are appended and flushed
+    #: as they are made, so that a worker killed halfway leaves the records it had finished
+    _part: Any = None
+    #: the controller's list of pytest-xdist workers that went down without finishing their session (a crash, a kill)
+    crashed_workers: list[str] = field(default_factory=list)
     _cases: list[Case] | None = None
     _case_errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -287,6 +295,28 @@ class HarnessState:
             self.parts_dir = Path(workerinput["harness_parts_dir"])
         elif workerinput is None:
             self.parts_dir = Path(tempfile.gettempdir()) / f"harness-parts-{uuid.uuid4().hex}"
+
+    def keep(self, records: list[Record]) -> None:
+        """Add a check's records to this process's; in a pytest-xdist worker also append them to its part file
+        (flushed, one JSON line each), which the controller merges even when the worker does not finish."""
+        self.records.extend(records)
+        workerinput = getattr(self.config, "workerinput", None)
+        if workerinput is None or self.parts_dir is None or not records:
+            return
+        from .records import encode_line
+
+        if self._part is None:
+            self.parts_dir.mkdir(parents=True, exist_ok=True)
+            # one file per worker process: a worker that replaces a crashed one may take its id
+            name = f"{workerinput.get('workerid', 'gw')}-{os.getpid()}.jsonl"
+            self._part = (self.parts_dir / name).open("w", encoding="utf-8")
+        self._part.write("".join(encode_line(r.to_json()) + "\n" for r in records))
+        self._part.flush()
+
+    def close_part(self) -> None:
+        """Close a worker's part file (if it wrote one)."""
+        if self._part is not None:
+            self._part.close()
 
     # -------------------------------------------------------------- lazy loading
     def load_plugins(self) -> None:
@@ -696,7 +726,7 @@ def harness_check(pytestconfig: pytest.Config, request: pytest.FixtureRequest) -
             records = state.run_isolated([case], impl, [device], [dtype], opts)
         else:
             records = check_case(case, impl, device, dtype, opts, state.case_cache(case))
-        state.records.extend(records)
+        state.keep(records)
         first = _skip_now(request, case, impl, device, dtype)
         request.node.stash.setdefault(_ITEM_RECORDS, []).extend(records)
         reason = _nothing_graded_reason(records) if first else None
@@ -762,7 +792,7 @@ def harness_verify(pytestconfig: pytest.Config) -> Callable[..., list[Record]]:
         process = state.options.isolation == "process"
         return assert_agrees(step, state.good_cases() if cases is None else cases, devices=present,
                              dtypes=dtypes if dtypes is not None else state.options.dtypes, strict=strict,
-                             options=state.run_options(), on_records=state.records.extend,
+                             options=state.run_options(), on_records=state.keep,
                              isolation=state.options.isolation, timeout=state.options.timeout,
                              plugins=state.worker_plugins(implementation_of(step)) if process else None)
 
@@ -782,12 +812,12 @@ def pytest_configure_node(node: Any) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: Any) -> None:
-    """xdist controller: collect the part file a finished worker wrote."""
+    """xdist controller: note a worker that went down without finishing its session (``error`` set: killed, crashed);
+    its part file is merged all the same (:func:`pytest_sessionfinish` reads every part in the folder)."""
     output = getattr(node, "workeroutput", {})
     state = _state(node.config)
-    part = output.get("harness_part")
-    if part:
-        state.part_files.append(Path(part))
+    if error is not None:
+        state.crashed_workers.append(str(getattr(getattr(node, "gateway", None), "id", None) or "a worker"))
     state.marker_named.extend(n for n in output.get("harness_marker_named", ()) if n not in state.marker_named)
 
 
@@ -804,17 +834,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     workerinput = getattr(session.config, "workerinput", None)
     if workerinput is not None:
         session.config.workeroutput["harness_marker_named"] = list(state.marker_named)  # type: ignore[attr-defined]
-        if state.records and state.parts_dir is not None:
-            state.parts_dir.mkdir(parents=True, exist_ok=True)
-            part = state.parts_dir / f"{workerinput.get('workerid', 'gw')}.jsonl"
-            from .records import encode_line
-
-            with part.open("w", encoding="utf-8") as fh:
-                for r in state.records:
-                    fh.write(encode_line(r.to_json()) + "\n")
-            session.config.workeroutput["harness_part"] = str(part)  # type: ignore[attr-defined]
+        state.close_part()  # (written item by item, HarnessState.keep; the controller reads every part in the folder)
         return
     lost_records = False
+    if state.parts_dir is not None and state.parts_dir.is_dir():
+        # every worker's part, a crashed worker's too (the records it finished), in a stable order
+        state.part_files = sorted(state.parts_dir.glob("*.jsonl"))
+    if state.crashed_workers:
+        state.notes.append(f"harness: pytest-xdist worker(s) {', '.join(state.crashed_workers)} went down before "
+                           "finishing: the records they had finished are kept, and the results file says that the "
+                           "run did not complete")
     if state.part_files:
         from .records import read_jsonl
 
@@ -866,7 +895,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         })
         # the run-end footer of every results file (see harness.records); a session stopped by Ctrl-C is not complete
         stopped = exitstatus == pytest.ExitCode.INTERRUPTED
-        footer = run_end(env["run"], env, completed=not stopped, interrupted=stopped, records=state.records)
+        # a session whose xdist worker went down (its items after the crash never ran there) is not complete either
+        footer = run_end(env["run"], env, completed=not stopped and not state.crashed_workers, interrupted=stopped,
+                         records=state.records)
         # (an earlier session's files were kept as the session started: _keep_earlier_outputs)
         write_jsonl(state.options.results, state.records, env, footer=footer)
         if not state.records:
