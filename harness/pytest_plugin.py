@@ -895,9 +895,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         })
         # the run-end footer of every results file (see harness.records); a session stopped by Ctrl-C is not complete
         stopped = exitstatus == pytest.ExitCode.INTERRUPTED
-        # a session whose xdist worker went down (its items after the crash never ran there) is not complete either
-        footer = run_end(env["run"], env, completed=not stopped and not state.crashed_workers, interrupted=stopped,
-                         records=state.records)
+        # nor is a session stopped early by -x or --maxfail (the items after the failure never ran), or one whose xdist
+        # worker went down (its items after the crash never ran there)
+        cut_short = bool(session.shouldstop or session.shouldfail)
+        if cut_short and not stopped:
+            state.notes.append("harness: the session stopped early (-x or --maxfail): the results file says that the "
+                               "run did not complete")
+        footer = run_end(env["run"], env, completed=not (stopped or cut_short or state.crashed_workers),
+                         interrupted=stopped, records=state.records)
         # (an earlier session's files were kept as the session started: _keep_earlier_outputs)
         write_jsonl(state.options.results, state.records, env, footer=footer)
         if not state.records:

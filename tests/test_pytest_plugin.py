@@ -630,3 +630,34 @@ def test_one(harness_case, harness_dtype, harness_implementation, harness_device
     rep = subprocess.run([sys.executable, "-m", "harness", "report", "--exit-status", str(results), "--output",
                           str(tmp_path / "r.html")], capture_output=True, text=True, timeout=300, cwd=pytester.path)
     assert rep.returncode != 0 and "did not complete" in rep.stdout + rep.stderr, rep.stdout[-2000:] + rep.stderr[-2000:]
+
+
+
+def test_a_session_stopped_by_x_writes_an_incomplete_results_file(pytester, monkeypatch, tmp_path):
+    """``pytest -x`` stopped at a test's failure for a reason of its own before the later harness items ran, and the
+    results file's footer said ``completed: true``: ``report --exit-status`` passed the agreeing records it held as the
+    whole run (found by attack in the thirty-second round). A session stopped early (-x, --maxfail) now writes
+    ``completed: false``."""
+    _env(monkeypatch)
+    pytester.makefile(".toml", cases="".join(CASE_FILE.replace('"tiny-fit"', f'"c{i}"').replace('["float32", "float64"]', '["float64"]')
+                                             .replace("steps = 2", "steps = 1") for i in range(3)))
+    pytester.makepyfile(test_sweep='''
+def test_one(harness_case, harness_dtype, harness_implementation, harness_device, harness_check):
+    assert all(r.verdict == "agree" for r in harness_check(harness_case, harness_implementation, harness_device, harness_dtype))
+    assert harness_case.id != "c1", "a failure of the test's own"
+''')
+    results = pytester.path / "results.jsonl"
+    args = ["-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "--harness-cases", "cases.toml",
+            "--harness-implementations", "numpy-hand", "--harness-devices", "cpu", "--harness-results", str(results)]
+    for extra, ran, completed in (([], 3, True), (["-x"], 2, False), (["--maxfail", "1"], 2, False)):
+        result = pytester.runpytest_subprocess(*args, *extra)
+        out = result.stdout.str()
+        lines = [json.loads(line) for line in results.read_text().splitlines()]
+        assert result.ret != 0 and {r["verdict"] for r in lines[1:-1]} == {"agree"}
+        assert len({r["case"] for r in lines[1:-1]}) == ran, out[-3000:]
+        assert lines[-1]["completed"] is completed and lines[-1]["interrupted"] is False
+        assert ("stopped early" in out) is not completed
+    # the -x file holds only agreeing records, yet it is no pass: its run did not complete (case c2 never ran)
+    rep = subprocess.run([sys.executable, "-m", "harness", "report", "--exit-status", str(results), "--output",
+                          str(tmp_path / "r.html")], capture_output=True, text=True, timeout=300, cwd=pytester.path)
+    assert rep.returncode != 0 and "did not complete" in rep.stdout + rep.stderr, rep.stdout[-2000:] + rep.stderr[-2000:]
