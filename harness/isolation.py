@@ -314,6 +314,7 @@ def _init_worker(plugins: Sequence[str], cwd: str, path: Sequence[str]) -> None:
 
     A failure is kept, not raised (a raising initializer would make pebble restart
     the worker forever): every task of this worker then returns an ``error`` record."""
+    WORKER["is_worker"] = True  # (its steps' left threads end the worker, and the supervisor runs the task again)
     try:
         # Ctrl-C reaches the whole process group: the supervisor alone handles it (it stops the
         # pool and keeps every finished record); a worker must not die of it mid-task
@@ -463,8 +464,65 @@ def _in_signal_handler(frame: Any) -> bool:
     return False
 
 
+#: Runs whose steps run in the process that reports the run (``check --isolation inline``, pytest's inline items, the
+#: API): each thread a step left running when it returned, by ident: (the thread, the ``owner`` its guard was given);
+#: and the calls of ``os._exit`` such threads made later, ``(owner, "os._exit(0) from thread 'Thread-1'")``.
+_LEFT_THREADS: dict[int, tuple[threading.Thread, object]] = {}
+_LEFT_EXITS: list[tuple[object, str]] = []
+_WATCHED_PID: list[int] = []
+
+
+def _watch_left_threads() -> None:
+    """Once per process that runs steps inline: ``os._exit`` (and ``posix._exit``) called from a thread that a step
+    left running (:data:`_LEFT_THREADS`) ends that thread (``SystemExit`` there) instead of the process, and is kept
+    for :func:`left_thread_exits`. Any other call (the main thread, another thread, a forked child) runs the
+    ``os._exit`` this replaced. A ``threading.Timer`` left by a step that called ``os._exit(0)`` during a later test
+    had ended pytest's process with status 0, every test after it unrun and no results file written (thirty-second
+    round)."""
+    if _WATCHED_PID and _WATCHED_PID[0] == os.getpid():
+        return
+    posix = sys.modules.get("posix")
+    previous = os._exit
+    previous_posix = getattr(posix, "_exit", None) if posix is not None else None
+    pid = os.getpid()
+
+    def watched(code: object) -> NoReturn:
+        left = _LEFT_THREADS.get(threading.get_ident())
+        if left is None or left[0] is not threading.current_thread() or os.getpid() != pid:
+            previous(code)  # type: ignore[arg-type]
+        try:
+            call = f"os._exit({code!r}) from thread {left[0].name!r}"
+        except Exception:  # noqa: BLE001 - a code whose __repr__ raises
+            call = f"os._exit from thread {left[0].name!r}"
+        _LEFT_EXITS.append((left[1], call))
+        raise SystemExit(code)  # (ends this thread alone: threading ignores SystemExit)
+
+    os._exit = watched  # type: ignore[assignment]
+    if previous_posix is not None:
+        setattr(posix, "_exit", watched)  # noqa: B010 - (a module known only at run time)
+    _WATCHED_PID[:] = [pid]
+
+
+def left_thread_exits() -> list[tuple[object, str]]:
+    """The calls of ``os._exit`` that threads left running by earlier steps made since the last call, each with the
+    ``owner`` given to the :func:`exit_call_guard` of the step that left the thread; empties the list."""
+    out = list(_LEFT_EXITS)
+    del _LEFT_EXITS[: len(out)]
+    return out
+
+
+#: How the message of an ``error`` record of such a call begins (:func:`harness.runner.left_thread_records`).
+LEFT_THREAD_EXIT = "a thread that this step left running when it returned"
+
+
+def is_left_thread_record(record: Record) -> bool:
+    """Whether ``record`` is the ``error`` record of a left thread's ``os._exit`` (a pytest session with one fails,
+    whatever its tests did with their records)."""
+    return record.verdict == "error" and record.quantity == "*" and record.message.startswith(LEFT_THREAD_EXIT)
+
+
 @contextmanager
-def exit_call_guard() -> Iterator[list[object]]:
+def exit_call_guard(owner: object = None) -> Iterator[list[object]]:
     """While a step runs in this process (and its results are read): ``os._exit(code)`` and ``posix._exit(code)``
     raise :class:`ExitCalled` instead of ending the process; the yielded list collects the codes, so that a step
     that catches the exception is still an error (:func:`harness.runner.check_case`).
@@ -474,8 +532,16 @@ def exit_call_guard() -> Iterator[list[object]]:
     with ``fork``) the real ``os._exit`` runs: a child ends as it would have. A call from any other thread runs the
     ``os._exit`` the guard replaced: a thread an earlier step left running must not make the step running now an
     error (helper-40's worker test). Nor is native code's ``exit(0)`` guarded. Nested guards (a worker's
-    :func:`exit_status_guard`) are given back in order."""
+    :func:`exit_status_guard`) are given back in order.
+
+    Outside worker processes, threads the step leaves running are remembered with ``owner`` (any value: the caller's
+    way to name the check later), and their calls of ``os._exit`` end only themselves (:func:`_watch_left_threads`,
+    :func:`left_thread_exits`): such a thread is not the step's to run once the step has returned."""
     posix = sys.modules.get("posix")  # (imported by os on every POSIX system; absent on Windows)
+    inline = not WORKER.get("is_worker")
+    if inline:
+        _watch_left_threads()  # (first, so that the os._exit this guard gives back is the watched one)
+    threads_before = set(threading.enumerate()) if inline else set()
     pid, tid = os.getpid(), threading.get_ident()
     codes: list[object] = []
     before = (os._exit, getattr(posix, "_exit", None) if posix is not None else None)
@@ -499,6 +565,13 @@ def exit_call_guard() -> Iterator[list[object]]:
         os._exit = before[0]
         if before[1] is not None:
             setattr(posix, "_exit", before[1])  # noqa: B010
+        if inline:
+            for t in threading.enumerate():
+                if t not in threads_before and t.ident is not None and t.is_alive():
+                    _LEFT_THREADS[t.ident] = (t, owner)
+            for ident, (t, _) in list(_LEFT_THREADS.items()):
+                if not t.is_alive():
+                    del _LEFT_THREADS[ident]
 
 
 @contextmanager

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -832,6 +833,9 @@ def record_sort_key(rec: Record) -> tuple[Any, ...]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     state = _state(session.config)
     workerinput = getattr(session.config, "workerinput", None)
+    runner = sys.modules.get("harness.runner")  # (imported by the first check: else nothing ran here)
+    if runner is not None:
+        state.keep(runner.left_thread_records())  # a thread a step left running that called os._exit after the last check
     if workerinput is not None:
         session.config.workeroutput["harness_marker_named"] = list(state.marker_named)  # type: ignore[attr-defined]
         state.close_part()  # (written item by item, HarnessState.keep; the controller reads every part in the folder)
@@ -862,6 +866,16 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 pass
     if lost_records and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    from .isolation import is_left_thread_record
+
+    exits = [r for r in state.records if is_left_thread_record(r)]
+    if exits:
+        state.notes.append(f"harness: {len(exits)} thread(s) that a step left running called os._exit later in the "
+                           f"session (the harness ended the thread instead of pytest's process), first left by "
+                           f"{exits[0].implementation!r} on case {exits[0].case!r} ({exits[0].device}, {exits[0].dtype}): "
+                           "see its error record")
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
     note = _nothing_graded_note(state)
     _ITEMS.clear()
     if note is not None and session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.NO_TESTS_COLLECTED):
@@ -882,8 +896,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     state.records.sort(key=record_sort_key)
     if state.options.results is not None:  # (also with no record: an earlier session's file must not pass for this one's)
-        import sys
-
         from .records import environment_record, run_end, write_jsonl
 
         env = environment_record({

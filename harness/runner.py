@@ -339,7 +339,21 @@ def check_case(
     for note in notes:
         for r in records:
             r.message = f"{r.message}; {note}" if r.message else note
-    return records
+    return records + left_thread_records()
+
+
+def left_thread_records() -> list[Record]:
+    """An ``error`` record (quantity ``"*"``) for each call of ``os._exit`` that a thread left running by an earlier
+    check's step made since the last call (:func:`harness.isolation.left_thread_exits`), naming that check's case,
+    implementation, device and dtype: the call ended that thread instead of the process (a run whose steps run inline
+    would have ended there, with that exit status and no record of what was left). :func:`check_case` adds them to the
+    records it returns; the callers that run checks inline call it once more after their last check."""
+    from .isolation import LEFT_THREAD_EXIT, left_thread_exits
+
+    return [owner(f"{LEFT_THREAD_EXIT} called {call} later in the run (after "
+                  "this check had been graded): the harness ended that thread instead of the process, which the call "
+                  "would have ended with every later check unrun; a step must not leave threads that end the process")
+            for owner, call in left_thread_exits() if callable(owner)]
 
 
 def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts: RunOptions, cache: CaseCache,
@@ -643,7 +657,11 @@ def _run_once(
     :mod:`harness.isolation`). A floating-point environment the step
     leaves changed is restored before anything else is computed, and named in ``notes``."""
     which = f"run {run} of {runs}: " if runs > 1 else ""
-    with exit_call_guard() as exits:  # os._exit in this process: an error record, not the end of the run
+
+    def owner(message: str) -> Record:  # (the record of a thread this step leaves running that calls os._exit later)
+        return error_record(case, impl, device, fmt.name, opts, message)
+
+    with exit_call_guard(owner) as exits:  # os._exit in this process: an error record, not the end of the run
         got = _run_guarded(impl, fw_inputs, seen, native, lr, case, device, opts, run, runs, n, d, k, fmt, notes)
     if exits:  # (also where the step caught the exception and went on)
         code = _safe_repr(exits[0])
@@ -1422,4 +1440,8 @@ def verify(
             on_records(got)
         if progress:
             progress(done, len(units), f"{c.id} {i.name} {dv} {dt}")
+    late = left_thread_records()  # (a thread left by the last step that ended itself meanwhile)
+    records.extend(late)
+    if late and on_records is not None:
+        on_records(late)
     return records
