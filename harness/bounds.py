@@ -46,13 +46,14 @@ carried by a factor at most ``1 + gamma_n`` to the result:
   (two roundings of ``c``, the scale, the product, ``N - 1`` additions),
   ``|s| (gamma |X|^T Rh + |X|^T E_R + dX^T Rh) + eta_s (1 + gamma) |X|^T Rh + (1 + gamma) eta n_G``
   where ``eta_s = 2 eta_c`` is the underflow of ``fl(2c)`` and
-  ``n_G = max(1, |s|) (N + f (N - 1)) + 1 + m |X|^T 1`` (``f = 1`` with flush-to-zero)
+  ``n_G = 2 (N + f (N - 1)) + 1 + m |X|^T 1`` (``f = 1`` with flush-to-zero)
   counts the underflows of the N products, of the final scale, of the
   per-element scale (then multiplied by ``|X_ij|``; ``m = 2`` under a mean (``c < 1``), where
   ``2 fl(c R)``, a mean taken first and then doubled, doubles its underflow,
   ``m = 1 + f`` under the sum, where with flush-to-zero the doublings ``2R`` flush
   too), and with flush-to-zero of the additions (the products' and additions'
-  scaled by ``|s|`` where the scale is applied after the sum). The per-element scale is the seed
+  scaled by 2, :func:`seed_carry`, where the seed's 2 is applied after the sum: ``2 (X^T R)``, and
+  ``2 (X^T (R / N))`` under a mean taken first). The per-element scale is the seed
   ``dL/dpred = 2 c R`` as the product chain of its factors (:func:`seed_factors`: 2, ``1/N``, ``1/K``) and the
   computed residual, in any association (``(2c) R``, ``2 fl(c R)``, ``2 ((R / N) / K)`` -- torch's
   ``(R**2).mean(0).mean()`` --, ``(2 (R / N)) / K``, ``2R / (N K)``): where one of them may reach the subnormal range,
@@ -60,7 +61,7 @@ carried by a factor at most ``1 + gamma_n`` to the result:
   replaces ``m eta`` element by element (:func:`seed_underflow`: ``m eta`` is the floor, so normal data keep their
   bounds; the relative parts, two or three roundings, are within ``gamma``);
 - grad_b: the same with ``|X|`` replaced by ones (the seed's floor ``2 + f``: ``grad_b`` multiplies nothing, so
-  the N products' etas are its seed's too);
+  the N products' etas are its seed's too, scaled by ``max(1, |s|)``; the flushed additions' by 2);
 - loss (:func:`loss_bound`), ``gamma = gamma_{NK+3}``: ``|c| (gamma sum Rh^2 + sum E_R (2|R| + E_R))
   + eta_c (1 + gamma) sum Rh^2 + (1 + gamma) eta (2 N K + 1 + f (N K - 1))``
   (squares, a per-element scale, a final scale, flushed additions; the scale as ``1/N`` and ``1/K`` in any
@@ -338,6 +339,21 @@ def seed_factors(reduction: str, n: int, k: int) -> tuple[Fraction, ...]:
         raise ValueError(f"reduction: expected 'sum' or 'mean', got {reduction!r}")
     parts = [f for f in (Fraction(1, n), Fraction(1, k)) if f != 1] if reduction == "mean" else []
     return (Fraction(2), *parts) if parts else (Fraction(2), Fraction(1))
+
+
+def seed_carry(factors: Sequence[Fraction]) -> float:
+    """The most the seed's constant ``factors`` (:func:`seed_factors`) can multiply an underflow by that an operation
+    of the backward pass makes before they are applied: the largest product of a subset of their magnitudes (the
+    factors above 1; 2 for every seed). The gradients are linear in the seed, so an implementation may apply its
+    factors anywhere: at the seed (the plan), after the weight gradient's product (``2 (X^T R)``: NumPy's
+    ``2 * (X.T @ r)``) or after the whole backward pass, with the mean taken first (``2 (X^T ((R / N) / K))``). A
+    rounding of a value the factors of a subset ``t`` have not yet multiplied errs by ``u`` relative, the same
+    rounding as in the plan's order, plus ``eta`` absolute, which the factors outside ``t`` then multiply (Higham 2002,
+    §2.1, the underflow model; as :func:`chain_underflow` carries an ``eta`` by the leaves outside a subset):
+    ``2 (X^T (R / 3))`` errs by ``2 eta`` per product where the plan's ``X^T (2 R / 3)`` counts one (float32, N = 5:
+    1.67 times the bound of :func:`gradient_bounds`, 2.0 on the models path; helper-138). Both paths scale their
+    backward etas by it."""
+    return float(math.prod(max(1.0, abs(float(f))) for f in factors))
 
 
 def chain_underflow(factors: Sequence[Fraction], mag: F64 | Sequence[F64], reg: Regime,
@@ -1045,9 +1061,11 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
             colX = aX.sum(axis=0)[:, None]
             Rh_finite, R_finite = bool(np.isfinite(Rh).all()), bool(np.isfinite(aR).all())
             sRh, sE, saR = Rh.sum(axis=0), rb.E.sum(axis=0), aR.sum(axis=0)
-        # the products' and the flushed additions' underflows are scaled by |s| where the scale comes after the sum
-        # (NumPy's 2c (X^T R): a float32 product of 2**-150 rounds to 0 and 2 doubles the loss; helper-47)
-        grow = max(1.0, abs(s))
+        # the products' and the flushed additions' underflows are scaled by the seed's factors applied after the sum
+        # (NumPy's 2c (X^T R): a float32 product of 2**-150 rounds to 0 and 2 doubles the loss; helper-47), the 2 alone
+        # under a mean taken first (2 (X^T (R / N)): max(1, |s|) = 1 there let a correct float32 step disagree at 1.67
+        # times the bound, helper-138): seed_carry, 2
+        grow = seed_carry(seed_factors("sum" if c == 1 else "mean", n, aR.shape[1]))
         # the per-element scale's underflow, times |X_ij|: under a mean (c < 1) twice, 2 fl(c R) (a mean then doubled)
         # doubling it (once let a correct float32 step disagree at 1.40 times the bound, helper-127); with flush-to-zero
         # 2R flushes too
@@ -1064,7 +1082,9 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
         else:  # nothing is flushed: zeros times finite magnitudes, +0 everywhere (no product needed)
             dXRh = dXR = np.zeros(XRh.shape, dtype=XRh.dtype)
         gW = (abs(s) * (g * XRh + aX.T @ rb.E + dXRh) + eta_s * (1 + g) * XRh + (1 + g) * (tf + eta * n_G))
-        n_b = grow * (n + f * (n - 1)) + 1 + (1 + f) * n
+        # (grad_b has no products: the seed's 2 after its sum doubles the flushed additions alone; its N etas are the
+        # seed's own, counted in any association by the floors below)
+        n_b = max(1.0, abs(s)) * n + grow * f * (n - 1) + 1 + (1 + f) * n
         gb = abs(s) * (g * sRh + sE) + eta_s * (1 + g) * sRh + (1 + g) * eta * n_b
         XR = aX.T @ aR
         # |X|^T U and 1^T U: in closed form where U is one value (ResidualBound.U_uniform)

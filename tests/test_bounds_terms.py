@@ -319,9 +319,10 @@ def test_uniform_underflow_sums_in_closed_form_float64(seed):
         for j in range(d):
             for m in range(k):
                 xr = sum(Fraction(abs(X[i, j])) * Fraction(abs(R[i, m])) for i in range(n))
-                # the products' underflows scaled by |s| where the scale comes after the sum (max(1, |s|) n); the
-                # per-element scale's twice under a mean (2 fl(c R), helper-127)
-                exact = s * colx[j] * ue + eta_s * xr + Fraction(eta) * (max(1, s) * n + 1 + (2 if c < 1 else 1) * colx[j])
+                # the products' underflows scaled by the seed's 2 where it comes after the sum (2 n: 2 (X^T R), and
+                # 2 (X^T (R / N)) under a mean taken first, helper-138); the per-element scale's twice under a mean
+                # (2 fl(c R), helper-127)
+                exact = s * colx[j] * ue + eta_s * xr + Fraction(eta) * (2 * n + 1 + (2 if c < 1 else 1) * colx[j])
                 exact += sum(Fraction(abs(X[i, j])) * row[m] for i, row in seed[True].items())
                 assert abs(Fraction(gb.U_gW[j, m]) - exact) <= 4 * Fraction(eta) + exact * Fraction(1, 2**40), (j, m)
         for m in range(k):

@@ -114,7 +114,10 @@ factors, their underflows counted in the worst association (:func:`chain_underfl
 (``attrs["factors"]``: 2 and, under the mean, ``1/N`` and ``1/K``; ``(2c) R``, ``2 fl(c R)``, ``c (2R)``,
 ``2 R / N / K`` in either order), an expression's product of three to
 :data:`harness.models.plan.CHAIN_LIMIT` factors (``(a b) x1``, ``(x1 a) b``, ...) and a power's adjoint
-``g (p a**(p-1))`` (``(g a**(p-1)) p``, ``(g p) a**(p-1)``) (``attrs["chain"]``).
+``g (p a**(p-1))`` (``(g a**(p-1)) p``, ``(g p) a**(p-1)``) (``attrs["chain"]``), and the seed's factors applied after
+any operation of the backward pass (``2 (X^T R)``, ``2 (X^T ((R / N) / K))``): each backward operation on the seed's
+descendants counts its underflow :func:`harness.bounds.seed_carry` (2) times, and is exact only where its values halved
+would be too (:func:`seed_carries`, :meth:`_Walk.eta`, :meth:`_Walk.shift`; helper-138).
 Limits: the relative error of a chain is counted as the plan's roundings: one of each product and one of the
 seed's constant ``2c``, so a seed that rounds constants of its own and multiplies by them apart (``(2/N) (R/K)``,
 ``R fl(1/N) fl(1/K) 2``: one and two roundings more) is not covered by the seed's rule (measured: at most 0.79 of
@@ -137,7 +140,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..bounds import LAMBDA, Regime, StepBounds, chain_underflow, flush_to_zero_default, learning_rate_spread
+from ..bounds import LAMBDA, Regime, StepBounds, chain_underflow, flush_to_zero_default, learning_rate_spread, seed_carry
 from ..floats import FLOAT32, FLOAT64, FloatFormat, float_bits, lowest_exponent, round_to_format, sums_exactly
 from ..repeatedsums import repeating_terms, repeating_terms_bias
 from .graph import Graph, Node, grouped
@@ -623,6 +626,22 @@ class _Walk:
     repeated_gam: Callable[[int], float] | None = None
     #: node id -> (positive, negative magnitudes, terms) of a sum frame, for the overflow masks
     sign_frames: dict[int, tuple[F64, F64, int]] = field(default_factory=dict)
+    #: node id -> the factor the seed's constants may carry the node's underflows by (:func:`seed_carries`: the
+    #: backward's operations on values the seed's factors may not have multiplied yet); absent: 1
+    carry: dict[int, float] = field(default_factory=dict)
+    #: node id -> the same factor for the seed itself and the nodes of :attr:`carry`: the values another association
+    #: may hold there are at least this many times smaller (a declared chain's least magnitudes, :func:`_chain_count`)
+    seeded: dict[int, float] = field(default_factory=dict)
+
+    def eta(self, node: Node) -> float:
+        """The underflow allowance of one rounding of ``node``: its regime's ``eta`` times :attr:`carry`."""
+        return self.regime(node).eta * self.carry.get(node.id, 1.0)
+
+    def shift(self, node: Node) -> float:
+        """How many bits lower the values ``node`` rounds may lie in another association of the seed's factors:
+        ``log2`` of :attr:`carry` rounded up (0 outside the backward)."""
+        c = self.carry.get(node.id, 1.0)
+        return float(math.ceil(math.log2(c))) if c > 1 else 0.0
 
     def exact_frame(self, nid: int) -> tuple[F64, Mask]:
         if nid in self.exact_frames:
@@ -643,7 +662,7 @@ class _Walk:
 
     def eta_ftz(self, node: Node | None = None) -> float:
         reg = self.reg if node is None else self.regime(node)
-        return reg.eta if reg.ftz else 0.0
+        return (reg.eta * (1.0 if node is None else self.carry.get(node.id, 1.0))) if reg.ftz else 0.0
 
     def gam_of(self, n: int, repeated: Callable[[], Mask]) -> float | F64:
         """The reduction constant of ``n`` terms per element: ``gam(n)``, or, in the expected walk, the first-order
@@ -659,18 +678,19 @@ class _Walk:
         return np.where(mask, worst, g) if mask.any() else g
 
 
-def exact_sum(S: F64, q: F64, ok: Mask, w: _Walk) -> Mask:
+def exact_sum(S: F64, q: F64, ok: Mask, w: _Walk, shift: float = 0.0) -> Mask:
     """Where a sum of terms that are all exact (``ok``) and all multiples of ``2**q`` with
     ``sum |t| = S`` is computed exactly in any order: every partial sum is a multiple of ``2**q``
     of magnitude at most ``S``, a float of the dtype when ``S <= (2**p - 1) 2**q`` and ``2**q`` is
-    not below the subnormal spacing (the smallest normal number with flush-to-zero)."""
-    return np.asarray(ok & sums_exactly(S, q, w.fmt, w.reg.ftz))
+    not below the subnormal spacing (the smallest normal number with flush-to-zero); ``shift``: the same
+    ``2**-shift`` times smaller too (the seed's factors applied later, :meth:`_Walk.shift`)."""
+    return np.asarray(ok & sums_exactly(S, q, w.fmt, w.reg.ftz) & sums_exactly(S * 2.0**-shift, q - shift, w.fmt, w.reg.ftz))
 
 
-def exact_products(A: F64, EA: F64, B: F64, EB: F64, w: _Walk) -> tuple[Mask, F64]:
+def exact_products(A: F64, EA: F64, B: F64, EB: F64, w: _Walk, shift: float = 0.0) -> tuple[Mask, F64]:
     """Element-wise (broadcast): whether ``a^ b^`` is exactly ``a b`` (both known exactly and the
-    product's significand fits the dtype without underflow, or an exact zero factor) and the
-    product's lowest bit exponent."""
+    product's significand fits the dtype without underflow, or an exact zero factor; ``shift``: also
+    ``2**-shift`` times smaller, :meth:`_Walk.shift`) and the product's lowest bit exponent."""
     la, ma = float_bits(A)
     lb, mb = float_bits(B)
     fmt = w.fmt
@@ -678,7 +698,7 @@ def exact_products(A: F64, EA: F64, B: F64, EB: F64, w: _Walk) -> tuple[Mask, F6
     with np.errstate(invalid="ignore"):
         width = (ma - la) + (mb - lb) + 2  # the product's significand has at most this many bits
         lsb = la + lb
-        fits = (EA == 0) & (EB == 0) & (width <= fmt.precision) & (lsb >= qlow) & (np.abs(A) * np.abs(B) <= fmt.max_finite)
+        fits = (EA == 0) & (EB == 0) & (width <= fmt.precision) & (lsb - shift >= qlow) & (np.abs(A) * np.abs(B) <= fmt.max_finite)
         zero = ((A == 0) & (EA == 0)) | ((B == 0) & (EB == 0))
     return np.asarray(fits | zero), np.asarray(np.where(zero, np.inf, lsb))
 
@@ -720,12 +740,12 @@ def _rule_matmul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
         return np.outer(repeating_terms(a[0].T, w.fmt), repeating_terms(a[1], w.fmt))
 
     ge = w.gam_of(m, repeated)
-    E_mm = ge * P + prop + (1 + ge) * n_eta * w.reg.eta
+    E_mm = ge * P + prop + (1 + ge) * n_eta * w.eta(node)
     # exact evaluation (integer or dyadic data): every product exact and every partial sum a float
-    ok, lsb = exact_products(a[0][:, :, None], EA[:, :, None], a[1][None, :, :], EB[None, :, :], w)
+    ok, lsb = exact_products(a[0][:, :, None], EA[:, :, None], a[1][None, :, :], EB[None, :, :], w, w.shift(node))
     q, allok = np.min(lsb, axis=1), np.all(ok, axis=1)
     w.exact_frames[node.id] = (np.asarray(q), np.asarray(allok))
-    return np.asarray(np.where(exact_sum(P, q, allok, w), 0.0, E_mm))
+    return np.asarray(np.where(exact_sum(P, q, allok, w, w.shift(node)), 0.0, E_mm))
 
 
 def _rule_sum(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
@@ -749,9 +769,9 @@ def _rule_sum(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
 
     ge = w.gam_of(n - 1, lambda: rep_mask) if n > 1 else g
     # repeated terms: their worst case; distinct terms whose residues share a sign: that sign's systematic error
-    E_s = ge * S + bias + np.sum(E[0], axis=axis) + (1 + ge) * max(n - 1, 0) * w.eta_ftz()
+    E_s = ge * S + bias + np.sum(E[0], axis=axis) + (1 + ge) * max(n - 1, 0) * w.eta_ftz(node)
     q = np.min(float_bits(a[0])[0], axis=axis)
-    exact = exact_sum(np.asarray(S), np.asarray(q), np.asarray(np.all(E[0] == 0, axis=axis)), w)
+    exact = exact_sum(np.asarray(S), np.asarray(q), np.asarray(np.all(E[0] == 0, axis=axis)), w, w.shift(node))
     return np.asarray(np.where(exact, 0.0, E_s))
 
 
@@ -774,13 +794,13 @@ def _rule_addsub(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     if not grouped(node):  # a bracketed sum is one term of the sum it feeds (computed first, as written)
         w.frames[node.id] = (m, Sp, Sl, P, prods)
         w.exact_frames[node.id] = (np.asarray(q), np.asarray(ok))
-    exact = exact_sum(Sp + Sl, q, ok, w)
+    exact = exact_sum(Sp + Sl, q, ok, w, w.shift(node))
     if m < 3 and prods == 0:  # a + b: one rounding in any order
         return np.asarray(np.where(exact, 0.0, seq))
     g, g1 = w.gam(m), w.gam(m - 1)
     if not math.isfinite(g):
         w.vacuous[node.id] = f"a sum of {m} terms (products and added arrays): m u = {m * w.reg.u:.3g} >= 1"
-    fused = g * Sp + g1 * Sl + P + (1 + g) * (prods * w.regime(node).eta + (m - 1) * w.eta_ftz(node))
+    fused = g * Sp + g1 * Sl + P + (1 + g) * (prods * w.eta(node) + (m - 1) * w.eta_ftz(node))
     return np.asarray(np.where(exact, 0.0, np.maximum(seq, fused)))
 
 
@@ -807,8 +827,8 @@ def _rule_mul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
         # underflow
         count, own, _ = chain
         extra = np.maximum(extra, count - own)
-    E_m = w.reg.u * (A + E[0]) * (B + E[1]) + prop + w.regime(node).eta + extra
-    ok, _ = exact_products(a[0], E[0], a[1], E[1], w)
+    E_m = w.reg.u * (A + E[0]) * (B + E[1]) + prop + (w.regime(node).eta + extra) * w.carry.get(node.id, 1.0)
+    ok, _ = exact_products(a[0], E[0], a[1], E[1], w, w.shift(node))
     if chain is not None:
         # exact in every association: none may underflow, or the factors' own bits say that none rounds (helper-133)
         ok = ok & ((chain[0] == 0) | chain[2])
@@ -843,6 +863,24 @@ def chain_exact(values: Sequence[F64], errors: Sequence[F64], fmt: FloatFormat, 
     return np.asarray(exact & in_range & (zero | (low >= lowest_exponent(fmt, flush_to_zero))))
 
 
+def seed_carries(graph: Graph) -> tuple[dict[int, float], dict[int, float]]:
+    """``(carry, seeded)`` of :class:`_Walk`: the backward's operations on the seed's descendants (role ``"backward"``:
+    the gradients are linear in the seed, so its factors may be applied after any of them, :func:`harness.bounds.seed_carry`,
+    2) and those with the seed itself."""
+    carry: dict[int, float] = {}
+    seeded: dict[int, float] = {}
+    for node in graph.nodes:
+        if node.op == "mul" and not seeded:
+            for i in node.args:
+                leaf = graph.nodes[i]
+                if leaf.op == "const" and "factors" in leaf.attrs:
+                    seeded[node.id] = seed_carry([Fraction(f) for f in leaf.attrs["factors"]])
+            continue
+        if node.role == "backward" and any(i in seeded for i in node.args):
+            carry[node.id] = seeded[node.id] = next(seeded[i] for i in node.args if i in seeded)
+    return carry, seeded
+
+
 def _chain_count(node: Node, w: _Walk) -> tuple[F64, F64, Mask] | None:
     """The declared chain of a ``mul`` (the seed's scale with its ``factors``, ``attrs["chain"]``): its underflow count
     in the worst association (:func:`chain_underflow`), the plan's own ``eta`` at this node, and where every
@@ -860,12 +898,14 @@ def _chain_count(node: Node, w: _Walk) -> tuple[F64, F64, Mask] | None:
             else:
                 v, E = np.abs(np.asarray(w.vals[i], dtype=np.float64)), np.asarray(w.Es[i], dtype=np.float64)
                 mags.append(v + E)
-                lows.append(np.maximum(v - E * SAFETY, 0.0) * (1 - 2.0**-40))
+                # (an operand the seed's factors may not have multiplied yet: up to w.seeded[i] times smaller)
+                lows.append(np.maximum(v - E * SAFETY, 0.0) * (1 - 2.0**-40) / w.seeded.get(i, 1.0))
         if not mags:
             return None
         count = chain_underflow(consts, mags, reg, lows)
         ids = list(node.attrs["chain"])
-        exact = chain_exact([w.vals[i] for i in ids], [w.Es[i] for i in ids], w.fmt, ftz)
+        exact = chain_exact([np.asarray(w.vals[i]) * 2.0 ** -math.ceil(math.log2(w.seeded.get(i, 1.0))) for i in ids],
+                            [w.Es[i] for i in ids], w.fmt, ftz)
         return np.asarray(np.broadcast_to(count, node.shape)), np.asarray(reg.eta), np.asarray(np.broadcast_to(exact, node.shape))
     for c, other in ((node.args[0], node.args[1]), (node.args[1], node.args[0])):
         cn = w.graph.nodes[c]
@@ -896,7 +936,7 @@ def _rule_div(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
         den = B - E[1]
         prop = np.where(den > 0, (E[0] * B + A * E[1]) / (B * den), np.inf)
         M = np.where(den > 0, (A + E[0]) / den, np.inf)
-    return _unbounded_past_overflow(node, np.asarray(w.reg.u * M + prop + w.reg.eta), w)
+    return _unbounded_past_overflow(node, np.asarray(w.reg.u * M + prop + w.eta(node)), w)
 
 
 def _rule_pow(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
@@ -1631,14 +1671,16 @@ def model_bounds(
         return min(fmt.gamma(n), LAMBDA * math.sqrt(n) * u)
 
     update = Regime(fmt, bool(flush_to_zero))
-    rig = _Walk(graph, fmt, reg, ctx, fmt.gamma, vals, update_reg=update)
+    carry, seeded = seed_carries(graph)
+    rig = _Walk(graph, fmt, reg, ctx, fmt.gamma, vals, update_reg=update, carry=carry, seeded=seeded)
     _walk(rig)
     over = rig.over
 
     def repeated_gamma(n: int) -> float:  # the first-order worst case, every partial sum's error with one sign
         return n * u
 
-    exp = _Walk(graph, fmt, reg, ctx, expected_gamma, vals, repeated_gam=repeated_gamma, update_reg=update)
+    exp = _Walk(graph, fmt, reg, ctx, expected_gamma, vals, repeated_gam=repeated_gamma, update_reg=update, carry=carry,
+                seeded=seeded)
     _walk(exp, over)
     deps = _dependencies(graph)
     never = never_finite(graph, vals, rig.Es, fmt)
