@@ -132,3 +132,187 @@ def test_search_the_late_seed_for_a_false_alarm(dtype, path, reduction, units, d
     recs = grad_records(late_case(dtype, path, reduction, n, units, xe), impl, dtype)
     target(min(max(r.bound_ratio or 0.0 for r in recs), 1e30), label="late seed error / bound")
     assert all(r.verdict not in BAD for r in recs), [(r.quantity, r.verdict, r.bound_ratio) for r in recs]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# an expression's parameter multiplied into its adjoint's sum over the rows (the plan's ``b sum(g x1)``)
+
+X1AB = ModelSpec(kind="expression", expression="x1*a*b", parameters=("a", "b"))
+
+
+def x1ab_step(assoc: str, wrong: float = 1.0) -> Implementation:
+    """``x1*a*b`` as the plan's forward ``(a b) x1``, the sum reduction; ``grad_a = b sum(G x1)`` as the plan, or
+    ``sum((G x1) b)`` (``"inside"``), or ``sum(G (x1 b))`` (``"regroup"``), ``grad_b`` likewise with ``a``; ``wrong``
+    scales ``grad_a``."""
+
+    def step(X: Any, y: Any, params: dict[str, Any], *, model: Any, lr: float, reduction: str, steps: int) -> Any:
+        dt = X.dtype.type
+        x = X[:, 0:1]
+        ps = {p: np.asarray(v, dtype=X.dtype) for p, v in params.items()}
+        out = []
+        for _ in range(steps):
+            a, b = ps["a"], ps["b"]
+            R = (a * b) * x - y
+            loss = np.sum(R * R, dtype=X.dtype)
+            G = dt(2) * R
+            g = {}
+            for q, other in (("a", b), ("b", a)):
+                g[q] = {"plan": np.sum(G * x, dtype=X.dtype) * other, "inside": np.sum((G * x) * other, dtype=X.dtype),
+                        "regroup": np.sum(G * (x * other), dtype=X.dtype)}[assoc]
+            g = {q: np.asarray(v * (dt(wrong) if q == "a" else dt(1)), dtype=X.dtype) for q, v in g.items()}
+            ps = {q: np.asarray(ps[q] - dt(lr) * g[q], dtype=X.dtype) for q in ps}
+            out.append(ModelStepResult(loss=loss, grads=g, params=dict(ps)))
+        return out
+
+    return Implementation(name=f"numpy-x1ab-{assoc}-{wrong}", framework="numpy", fn=step, models=("any",))
+
+
+#: ``(exponent of b, exponent of G x1 / 5)``: ``(G x1) b = 5 eta`` per row, a tie rounded down by ``eta``
+X1AB_AT = {"float32": (-99, -51), "float64": (-1000, -75)}
+
+
+def x1ab_case(dtype: str, rows: int = 2) -> Any:
+    """``a = 0``, ``x1 = 1``, ``y = -5 2**(e - 1)``: ``R = -y``, ``G x1 = 5 2**e`` and ``b = 2**eb`` with ``e + eb`` the
+    exponent of ``eta``: the plan's ``b sum(G x1) = 5 rows eta`` is exact for an even number of rows (a bound of 0),
+    while ``sum((G x1) b)`` rounds each row's tie ``5 eta`` to ``4 eta``."""
+    eb, e = X1AB_AT[dtype]
+    X = np.ones((rows, 1))
+    y = np.full((rows, 1), -5 * 2.0 ** (e - 1))
+    return case_from_arrays("x1ab-into-sum", X, y, model=X1AB, params={"a": 0.0, "b": 2.0**eb}, lr=2.0**-4,
+                            dtypes=[dtype], reduction="sum")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("assoc", ["plan", "inside", "regroup"])
+def test_a_parameter_multiplied_into_its_sum_over_the_rows_agrees(dtype, assoc):
+    # "inside" and "regroup": disagree at inf times the bound before (the plan's product exact, a bound of 0)
+    recs = grad_records(x1ab_case(dtype), x1ab_step(assoc), dtype)
+    assert all(r.verdict not in BAD for r in recs), [(r.quantity, r.verdict, r.bound_ratio) for r in recs]
+
+
+#: ``(exponent of G, of x1 / 5, of b)``: ``x1 b = 5 eta`` (a tie), ``G x1`` and ``b sum(G x1)`` exact and normal
+BIG_G_AT = {"float32": (50, -30, -120), "float64": (500, -100, -975)}
+
+
+def big_g_case(dtype: str, rows: int = 2) -> Any:
+    """``a = 0``, ``y = -G / 2``: ``G = 2**eg``, ``x1 = 5 2**ex``, ``b = 2**eb``: the plan's ``b sum(G x1)`` is exact
+    (a bound of 0 before), while ``sum(G (x1 b))`` rounds each row's ``x1 b`` by ``eta`` and ``G`` multiplies that."""
+    eg, ex, eb = BIG_G_AT[dtype]
+    X = np.full((rows, 1), 5 * 2.0**ex)
+    y = np.full((rows, 1), -(2.0 ** (eg - 1)))
+    return case_from_arrays("x1ab-big-g", X, y, model=X1AB, params={"a": 0.0, "b": 2.0**eb}, lr=2.0**-4,
+                            dtypes=[dtype], reduction="sum")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_parameter_regrouped_with_the_rows_value_under_a_large_adjoint_agrees(dtype):
+    # disagree at inf times the bound before, with the seed's carry too (its eta is not multiplied by G)
+    recs = grad_records(big_g_case(dtype), x1ab_step("regroup"), dtype)
+    assert all(r.verdict not in BAD for r in recs), [(r.quantity, r.verdict, r.bound_ratio) for r in recs]
+
+
+@pytest.mark.parametrize(("dtype", "wrong"), [("float32", 2.0), ("float64", 3.0)])
+def test_a_regrouped_gradient_several_times_too_large_is_still_caught(dtype, wrong):
+    # (each row: 4 units computed, 5 exact, an allowance of about 2 (float64: 4, its eta the smallest subnormal): twice
+    # is 3 units off, three times 7)
+    recs = grad_records(big_g_case(dtype), x1ab_step("regroup", wrong), dtype)
+    assert "grad_a" in {r.quantity for r in recs if r.verdict == "disagree"}, [(r.quantity, r.verdict, r.bound_ratio) for r in recs]
+
+
+@pytest.mark.parametrize(("dtype", "wrong"), [("float32", 3.0), ("float64", 5.0)])
+def test_several_times_the_gradient_multiplied_into_the_sum_is_still_caught(dtype, wrong):
+    # (the exact grad_a is 10 eta; the allowance is about 10 eta: each row's chain (G, x1, b) may round twice, and the
+    # seed's 2 may come last: twice the computed 8 eta is within it, three times is not (float32: 1.4 times the bound);
+    # float64's eta is its smallest subnormal, twice the half spacing: three times is 0.7 of the bound, five 1.5)
+    recs = grad_records(x1ab_case(dtype), x1ab_step("inside", wrong), dtype)
+    assert "grad_a" in {r.quantity for r in recs if r.verdict == "disagree"}, [(r.quantity, r.verdict, r.bound_ratio) for r in recs]
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(dtype=st.sampled_from(["float32", "float64"]), assoc=st.sampled_from(["inside", "regroup"]),
+       xs=st.lists(st.integers(1, 2**10), min_size=1, max_size=5), ex=st.integers(-40, 12), ea=st.integers(-40, 12),
+       eb=st.integers(-40, 12), ma=st.integers(0, 31), mb=st.integers(1, 31), ys=st.integers(0, 30))
+def test_search_the_parameter_into_the_sum_for_a_false_alarm(dtype, assoc, xs, ex, ea, eb, ma, mb, ys):
+    """``x1 = xs 2**ex``, ``a = ma 2**ea``, ``b = mb 2**eb`` (exponents times 5, and times 25 in float64: products
+    around the subnormal range) and ``y`` a relative ``2**-ys`` off the prediction."""
+    f = 5 if dtype == "float32" else 25
+    x = [v * 2.0 ** (ex * f) for v in xs]
+    a, b = ma * 2.0 ** (ea * f), mb * 2.0 ** (eb * f)
+    fmt = np.float32 if dtype == "float32" else np.float64
+    y = [float(fmt(v * a * b * (1 + 2.0**-ys))) for v in x]
+    tiny = float(np.finfo(fmt).smallest_subnormal)
+    big = float(np.finfo(fmt).max) / 16
+    if not all(v == 0 or tiny <= abs(v) <= big for v in [*x, *y, a, b]):
+        return
+    if max(abs(v) * max(a, b, 1.0) * max(1.0, abs(2 * (v * a * b - w))) for v, w in zip(x, y, strict=True)) > big:
+        return  # (an association that overflows where the plan's does not is no correct evaluation: x1 a = inf)
+    case = case_from_arrays("x1ab-search", np.array(x).reshape(-1, 1), np.array(y).reshape(-1, 1), model=X1AB,
+                            params={"a": a, "b": b}, lr=2.0**-4, dtypes=[dtype], reduction="sum")
+    recs = grad_records(case, x1ab_step(assoc), dtype)
+    target(min(max(r.bound_ratio or 0.0 for r in recs), 1e30), label="into-sum error / bound")
+    assert all(r.verdict not in BAD for r in recs), [(r.quantity, r.verdict, r.bound_ratio) for r in recs]
+
+
+X1ABC = ModelSpec(kind="expression", expression="x1*a*b*c", parameters=("a", "b", "c"))
+
+
+def x1abc_step(wrong: float = 1.0) -> Implementation:
+    """``x1*a*b*c`` forward as ``((a b) c) x1``; every gradient's scalars multiplied into the rows' terms,
+    ``grad_a = sum(((G x1) b) c)`` (the plan: ``b (c sum(G x1))``), the sum reduction; ``wrong`` scales ``grad_a``."""
+
+    def step(X: Any, y: Any, params: dict[str, Any], *, model: Any, lr: float, reduction: str, steps: int) -> Any:
+        dt = X.dtype.type
+        x = X[:, 0:1]
+        ps = {p: np.asarray(v, dtype=X.dtype) for p, v in params.items()}
+        out = []
+        for _ in range(steps):
+            a, b, c = ps["a"], ps["b"], ps["c"]
+            R = ((a * b) * c) * x - y
+            loss = np.sum(R * R, dtype=X.dtype)
+            G = dt(2) * R
+            g = {"a": np.sum(((G * x) * b) * c, dtype=X.dtype) * dt(wrong), "b": np.sum(((G * x) * a) * c, dtype=X.dtype),
+                 "c": np.sum(((G * x) * a) * b, dtype=X.dtype)}
+            g = {q: np.asarray(v, dtype=X.dtype) for q, v in g.items()}
+            ps = {q: np.asarray(ps[q] - dt(lr) * g[q], dtype=X.dtype) for q in ps}
+            out.append(ModelStepResult(loss=loss, grads=g, params=dict(ps)))
+        return out
+
+    return Implementation(name=f"numpy-x1abc-{wrong}", framework="numpy", fn=step, models=("any",))
+
+
+def x1abc_case() -> Any:
+    """float32 data of a Hypothesis search (normal numbers; ``y`` a relative ``2**-10`` or so off the prediction):
+    ``grad_a = sum(((G x1) b) c)`` was ``disagree`` at infinitely many times the bound (the plan's ``b (c sum(G x1))``
+    exact)."""
+    x = [v * 2.0**-40 for v in (668, 102, 26, 773, 414, 378)]
+    a, b, c = 20.0, 2.0**-50, 2.0**25
+    y = [float(np.float32(v * a * b * c * (1 + 2.0**-10))) for v in x]
+    return case_from_arrays("x1abc", np.array(x).reshape(-1, 1), np.array(y).reshape(-1, 1), model=X1ABC,
+                            params={"a": a, "b": b, "c": c}, lr=2.0**-4, dtypes=["float32"], reduction="sum")
+
+
+def test_two_scalars_multiplied_into_the_rows_sum_agree():
+    recs = grad_records(x1abc_case(), x1abc_step(), "float32")
+    assert all(r.verdict not in BAD for r in recs), [(r.quantity, r.verdict, r.bound_ratio) for r in recs]
+
+
+def test_a_gradient_of_two_scalars_in_the_sum_one_percent_off_is_caught():
+    recs = grad_records(x1abc_case(), x1abc_step(1.01), "float32")
+    assert "grad_a" in {r.quantity for r in recs if r.verdict == "disagree"}, [(r.quantity, r.verdict, r.bound_ratio) for r in recs]
+
+
+def test_a_parameter_multiplied_into_an_exact_sum_of_normal_terms_agrees():
+    """float32, ``a = 16``, ``b = 45056`` (a Hypothesis find): the plan's ``sum(G x1)`` is exact, so its ``grad_a = b
+    sum(G x1)`` rounds once, while ``sum((G x1) b)`` rounds each row's product (28 bits) and the sum of those: 3.48
+    times the bound before (``_scalar_into_sum``'s sum of the scaled terms)."""
+    x = [1.0095391189679503e-10, 3.665263648144901e-10, 1.0095391189679503e-10, 1.0095391189679503e-10,
+         9.094947017729282e-13]
+    y = [7.306155748665333e-05, 0.00026525952853262424, 7.306155748665333e-05, 7.306155748665333e-05,
+         6.582122296094894e-07]
+    case = case_from_arrays("x1ab-normal", np.array(x).reshape(-1, 1), np.array(y).reshape(-1, 1), model=X1AB,
+                            params={"a": 16.0, "b": 45056.0}, lr=2.0**-4, dtypes=["float32"], reduction="sum")
+    for assoc in ("plan", "inside", "regroup"):
+        recs = grad_records(case, x1ab_step(assoc), "float32")
+        assert all(r.verdict not in BAD for r in recs), (assoc, [(r.quantity, r.verdict, r.bound_ratio) for r in recs])
+    recs = grad_records(case, x1ab_step("inside", 1.001), "float32")  # (a relative error of 1e-3: about 17000 u)
+    assert "grad_a" in {r.quantity for r in recs if r.verdict == "disagree"}

@@ -121,10 +121,12 @@ would be too (:func:`seed_carries`, :meth:`_Walk.eta`, :meth:`_Walk.shift`; help
 Limits: the relative error of a chain is counted as the plan's roundings: one of each product and one of the
 seed's constant ``2c``, so a seed that rounds constants of its own and multiplies by them apart (``(2/N) (R/K)``,
 ``R fl(1/N) fl(1/K) 2``: one and two roundings more) is not covered by the seed's rule (measured: at most 0.79 of
-the bound over 1,500 residuals, helper-130); products the plan does not declare as chains (the backward's adjoint
-times a product's other factors, ``(g b) x1`` regrouped as ``g (b x1)``, or a parameter taken out of the sum over
-rows, ``b sum(g x1)``; a denominator's product; a chain of more than ``CHAIN_LIMIT`` factors) are covered in the
-plan's association only; TF32 is not modelled (CPU only);
+the bound over 1,500 residuals, helper-130); a scalar the plan multiplies by a sum over the rows (``b sum(g x1)``)
+is covered multiplied into it and into its terms' product (``sum((g x1) b)``, ``sum(g (x1 b))``, and with up to
+``CHAIN_LIMIT - 2`` such scalars, ``sum(g (x1 (b c)))`` for ``c (b sum(g x1))`` of ``x1*a*b*c``:
+:func:`_scalar_into_sum`, helper-138);
+other products the plan does not declare as chains (a denominator's product; a chain of more than ``CHAIN_LIMIT``
+factors) are covered in the plan's association only; TF32 is not modelled (CPU only);
 elementary functions are trusted to the accuracy of :data:`FUNCTION_ULPS` (measured and cited per
 entry; override it per call for another library).
 """
@@ -809,7 +811,9 @@ def _rule_mul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
 
     A scalar constant (not held: not the learning rate) times a ``sum`` (the loss's ``c sum R^2``) may be applied to every term before
     the sum (``mean`` of ``c R^2``): the relative errors are the same roundings in another order,
-    but each of the ``n`` scaled terms may underflow: ``(1 + gamma_n) n eta`` more is allowed."""
+    but each of the ``n`` scaled terms may underflow: ``(1 + gamma_n) n eta`` more is allowed. Another scalar times a
+    ``sum`` (an expression's parameter times its adjoint summed over the rows, ``b sum(g x1)``) likewise, each term a
+    chain with it (:func:`_scalar_into_sum`)."""
     A, B = np.abs(a[0]), np.abs(a[1])
     prop = E[0] * B + A * E[1] + E[0] * E[1]
     extra: Any = 0.0
@@ -819,6 +823,9 @@ def _rule_mul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
             src = w.graph.nodes[on.args[0]].shape
             n = math.prod(src) if on.attrs.get("axis") is None else src[int(on.attrs["axis"])]
             extra = np.maximum(extra, (1 + w.reg.gamma(n)) * n * w.reg.eta)
+    into = _scalar_into_sum(node, w)
+    if into is not None:
+        extra = np.maximum(extra, into[0])
     chain = _chain_count(node, w)
     if chain is not None:
         # a declared chain (the seed's 2, 1/N, 1/K; an expression's product; a power's adjoint) in another association:
@@ -828,11 +835,83 @@ def _rule_mul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
         count, own, _ = chain
         extra = np.maximum(extra, count - own)
     E_m = w.reg.u * (A + E[0]) * (B + E[1]) + prop + (w.regime(node).eta + extra) * w.carry.get(node.id, 1.0)
+    if into is not None:  # the scaled terms' sum (its underflows in extra)
+        E_m = np.maximum(E_m, into[2] + (w.regime(node).eta + extra) * w.carry.get(node.id, 1.0))
     ok, _ = exact_products(a[0], E[0], a[1], E[1], w, w.shift(node))
+    if into is not None:
+        ok = ok & into[1]
     if chain is not None:
         # exact in every association: none may underflow, or the factors' own bits say that none rounds (helper-133)
         ok = ok & ((chain[0] == 0) | chain[2])
     return np.asarray(np.where(ok, 0.0, E_m))
+
+
+def _scalars_over_sum(nid: int, w: _Walk, depth: int = 0) -> tuple[int, list[int]] | None:
+    """``(the sum, its scalar factors)`` where node ``nid`` is a ``sum``, or a ``mul`` of a scalar (no constant) by
+    such a node (``c (b sum(g x1))``), at most ``CHAIN_LIMIT - 2`` scalars deep; None otherwise."""
+    from .plan import CHAIN_LIMIT
+
+    node = w.graph.nodes[nid]
+    if node.op == "sum":
+        return nid, []
+    if node.op != "mul" or depth >= CHAIN_LIMIT - 2:
+        return None
+    for s_id, o_id in ((node.args[0], node.args[1]), (node.args[1], node.args[0])):
+        sn = w.graph.nodes[s_id]
+        if sn.shape == () and sn.op != "const":
+            below = _scalars_over_sum(o_id, w, depth + 1)
+            if below is not None:
+                return below[0], [*below[1], s_id]
+    return None
+
+
+def _scalar_into_sum(node: Node, w: _Walk) -> tuple[F64, Mask, F64] | None:
+    """A ``mul`` of scalars ``b, c, ...`` (no constant: those are the rule above's) by a ``sum`` of terms ``t`` (the
+    backward's ``b sum(g x1)`` of an expression ``x1*a*b``, ``c (b sum(g x1))`` of ``x1*a*b*c``:
+    :func:`_scalars_over_sum`), which an implementation may multiply into the sum, ``sum((g x1) b)``, and into the
+    term's product, ``sum(g (x1 b))``: each term is a product chain of ``t``'s two factors (or ``t``) and the scalars,
+    in any association. Returns the underflow counts of those chains in their worst association
+    (:func:`chain_underflow`) summed as the sum sums its terms, where the plan's exact product is exact in every
+    association too (every chain exact, :func:`chain_exact`, and the sum of their products exact in any order,
+    :func:`exact_sum`), and the bound of the sum of the chains, ``gamma_{n+k} sum M + sum (M - P)`` over its ``n``
+    terms with ``k`` scalars, ``M`` the product of the leaves' ``|f| + E_f`` and ``P`` of their ``|f|``, plus
+    ``(n - 1) eta_ftz`` (Higham 2002, §3.1: each term passes at most ``k + 1`` products and ``n - 1`` additions; where
+    the plan's sum is exact, ``E = 0``, and the scaled terms' sum is not, the plan's roundings of the scalings do not
+    cover it: ``sum((G x1) b)`` of float32 data was 3.48 times the bound, ``sum(((G x1) b) c)`` infinitely many
+    times, helper-138); None for another ``mul``."""
+    found = _scalars_over_sum(node.id, w)
+    if found is None or not found[1]:
+        return None
+    sid, scalars = found
+    sn = w.graph.nodes[sid]
+    t = w.graph.nodes[sn.args[0]]
+    leaves = [*(t.args if t.op == "mul" else (t.id,)), *scalars]
+    reg = w.regime(node)
+    mags, lows, scaled, rel = [], [], [], []
+    for i in leaves:
+        v, E = np.abs(np.asarray(w.vals[i], dtype=np.float64)), np.asarray(w.Es[i], dtype=np.float64)
+        mags.append(v + E)
+        # (an operand the seed's factors may not have multiplied yet: up to w.seeded[i] times smaller)
+        lows.append(np.maximum(v - E * SAFETY, 0.0) * (1 - 2.0**-40) / w.seeded.get(i, 1.0))
+        scaled.append(np.asarray(w.vals[i], dtype=np.float64) * 2.0 ** -math.ceil(math.log2(w.seeded.get(i, 1.0))))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel.append(np.log1p(E / v))
+    axis = sn.attrs.get("axis")
+    n = math.prod(t.shape) if axis is None else t.shape[int(axis)]
+    with np.errstate(invalid="ignore", over="ignore", under="ignore"):
+        counts = np.broadcast_to(chain_underflow([], mags, reg, lows), t.shape)
+        extra = np.sum(counts, axis=axis)
+        each = np.broadcast_to(chain_exact(scaled, [w.Es[i] for i in leaves], w.fmt, reg.ftz or w.reg.ftz), t.shape)
+        lsb = np.broadcast_to(sum(float_bits(v)[0] for v in scaled), t.shape)
+        q = np.min(lsb, axis=axis)
+        S = np.sum(np.broadcast_to(math.prod(np.abs(v) for v in scaled), t.shape), axis=axis)
+        exact = np.all(each, axis=axis) & exact_sum(np.asarray(S), np.asarray(q), np.asarray(True), w)
+        M = np.broadcast_to(math.prod(mags), t.shape)
+        P = np.broadcast_to(math.prod(np.abs(np.asarray(w.vals[i], dtype=np.float64)) for i in leaves), t.shape)
+        # M - P without cancellation: P (prod(1 + E/|f|) - 1); M itself where a factor is 0 (P = 0)
+        prop = np.where(P > 0, P * np.expm1(np.broadcast_to(sum(rel), t.shape)), M)
+        alt = w.gam(n + len(scalars)) * np.sum(M, axis=axis) + np.sum(prop, axis=axis) + max(n - 1, 0) * w.eta_ftz(node)
+    return np.asarray(extra), np.asarray(exact), np.asarray(alt)
 
 
 def chain_exact(values: Sequence[F64], errors: Sequence[F64], fmt: FloatFormat, flush_to_zero: bool) -> Mask:
