@@ -548,10 +548,13 @@ def test_float16_update_with_a_learning_rate_below_the_smallest_normal():
     """helper-55: float16, lr = 1e-5 (below 2**-14, subnormal in float16). With float16's default flush-to-zero the
     learning rate could be held as 0 and the product flushed (the bound allowed all of lr g): a step that skipped the
     update agreed at 77-116 ULPs, one with lr 1.3 and 1.9 times too large at 23-104. The update holds lr and flushes
-    only where the step declares it: the correct float16 step agrees, the skipped update disagrees."""
+    only where the step declares it: the correct float16 step agrees, the skipped update disagrees. (The inputs are
+    rounded to float16, as the harness hands them to a step: unrounded, the step's own rounding of W, up to 4.3e-7
+    here, was graded as part of its update, which only the old update bound's ``u2 |W'|`` had room for, helper-136.)"""
     rng = np.random.default_rng(5)
-    X, y = rng.uniform(0.5, 1.0, (8, 2)).tolist(), rng.uniform(-1.0, -0.5, (8, 2)).tolist()
-    W, b = (rng.uniform(0.5, 1.5, (2, 2)) * 2.0**-10).tolist(), (rng.uniform(0.5, 1.5, 2) * 2.0**-10).tolist()
+    X, y = rng.uniform(0.5, 1.0, (8, 2)), rng.uniform(-1.0, -0.5, (8, 2))
+    W, b = rng.uniform(0.5, 1.5, (2, 2)) * 2.0**-10, rng.uniform(0.5, 1.5, 2) * 2.0**-10
+    X, y, W, b = (round_to_format(a, FLOAT16).tolist() for a in (X, y, W, b))
     lr = float(round_to_format(np.array([1e-5]), FLOAT16)[0])
     assert 0 < lr < 2.0**-14
     bnd, hilo = bounds_for(X, y, W, b, lr, "mean", FLOAT16, lr_held=1e-5)
