@@ -235,6 +235,7 @@ OPTIM_MUTANTS = {
     "mutant-adamw-coupled-decay": "gen-optim-adamw-normal-n3-d2-k2-mean-s3",
     "mutant-sgd-zero-momentum-buffer": "gen-optim-sgd-momentum-normal-n3-d2-k2-mean-s3",
     "mutant-sgd-nesterov-dropped": "gen-optim-sgd-nesterov-normal-n3-d2-k2-sum-s3",
+    "mutant-sgd-nesterov-sign": "gen-optim-sgd-nesterov-normal-n3-d2-k2-sum-s3",
     "mutant-adam-half-state": "gen-optim-adam-normal-n3-d2-k2-mean-s3",
     "mutant-sgd-half-state": "gen-optim-sgd-momentum-normal-n3-d2-k2-mean-s3",
 }

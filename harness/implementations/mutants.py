@@ -188,6 +188,12 @@ def target_broadcast(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch
     return _seed_step_with(lambda W, b: squared_error(X @ W + b, target, reduction), W, b, lr=lr, steps=steps)
 
 
+@implementation("mutant-drop-last-row", framework="torch", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
+                description="an off-by-one batch slice X[:-1], y[:-1]: the last row never seen (mean over the rows kept)")
+def drop_last_row(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    return _seed_step_with(lambda W, b: squared_error(X[:-1] @ W + b, y[:-1], reduction), W, b, lr=lr, steps=steps)
+
+
 @implementation("mutant-stale-gradient", framework="torch", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
                 description="the update uses the previous step's gradient")
 def stale_gradient(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
@@ -273,6 +279,43 @@ def reported_before_update(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b:
         assert W.grad is not None and b.grad is not None
         out.append(snapshot(loss, W, b, W.grad, b.grad))  # the bug: the snapshot is taken before the update
         opt.step()
+    return out
+
+
+@implementation("mutant-loss-after-update", framework="torch", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
+                description="the loss logged is recomputed after optimizer.step(): the next step's loss")
+def loss_after_update(X: torch.Tensor, y: torch.Tensor, W: torch.Tensor, b: torch.Tensor, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    W, b = leaf(W), leaf(b)
+    opt = torch.optim.SGD([W, b], lr=lr)
+    out = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = squared_error(X @ W + b, y, reduction)
+        loss.backward()
+        assert W.grad is not None and b.grad is not None
+        gW, gb = W.grad.clone(), b.grad.clone()
+        opt.step()
+        with torch.no_grad():
+            loss = squared_error(X @ W + b, y, reduction)  # the bug: evaluated at the updated parameters
+        out.append(snapshot(loss, W, b, gW, gb))
+    return out
+
+
+@implementation("mutant-bias-grad-after-W-update", framework="numpy", correct=False, expected=CAUGHT_BY_BOUND, kind="mutant",
+                dtypes=("float64", "float32", "float16"),
+                description="W updated first, then the residual recomputed for b's gradient (an update order bug)")
+def bias_grad_after_w_update(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, steps: int) -> list[StepResult]:
+    n, k = y.shape
+    c = _scale(X.dtype, n, k, reduction)
+    two = X.dtype.type(2)
+    out = []
+    for _ in range(steps):
+        R = X @ W + b - y
+        loss, gW = c * np.sum(R * R), (two * c) * (X.T @ R)
+        W = W - lr * gW
+        gb = (two * c) * (X @ W + b - y).sum(axis=0)  # the bug: the residual of the updated W
+        b = b - lr * gb
+        out.append(StepResult(loss, gW, gb, W, b))
     return out
 
 

@@ -20,6 +20,8 @@ Each is ``numpy-model`` (:mod:`harness.models.numpy_steps`) with one bug, regist
   low: torch's softplus is ``z`` itself above 20, where ``sigmoid(z)`` is 1 in float32; from 10 to about 16.6
   it is not). Caught where a pre-activation lies in that band (the ``large`` regime since the twenty-third round;
   helper-89 found the band missed by every shipped case).
+- ``mutant-model-gelu-derivative-phi-only``: GELU's derivative taken as ``Phi(z)``, the ``z phi(z)`` term dropped
+  (``z Phi(z)`` differentiated as if ``Phi`` were a constant; models with gelu).
 - ``mutant-model-float16-hidden-accumulation``: the hidden layer's matrix products (``X W1`` and
   the gradient ``X^T delta_1``) with float16 inputs, products and running sums, in a float32 or
   float64 step: a precision downgrade (``disagree`` or ``suspect``).
@@ -27,13 +29,14 @@ Each is ``numpy-model`` (:mod:`harness.models.numpy_steps`) with one bug, regist
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
 from ..implementations.registry import implementation
-from .numpy_steps import Arr, activation_grad, matmul, numpy_model_steps
+from .numpy_steps import Arr, activation_grad, erf_float64, matmul, numpy_model_steps
 from .spec import ModelSpec
 from .step import ModelStepResult
 
@@ -66,6 +69,15 @@ def softplus_grad_one_from_ten(name: str, z: Arr, h: Arr, spec: ModelSpec) -> Ar
     """The bug: softplus' derivative 1 from ``z > 10`` on (``sigmoid(z)`` below it)."""
     if name == "softplus":
         return np.where(z > 10, z.dtype.type(1), activation_grad(name, z, h, spec)).astype(z.dtype)
+    return activation_grad(name, z, h, spec)
+
+
+def gelu_grad_phi_only(name: str, z: Arr, h: Arr, spec: ModelSpec) -> Arr:
+    """The bug: ``gelu'(z)`` taken as ``Phi(z)`` (``z Phi(z)`` differentiated with ``Phi`` held constant: the
+    ``z phi(z)`` term dropped)."""
+    if name == "gelu":
+        z64 = np.asarray(z, dtype=np.float64)
+        return ((1.0 + erf_float64(z64 / math.sqrt(2.0))) / 2.0).astype(z.dtype)
     return activation_grad(name, z, h, spec)
 
 
@@ -129,6 +141,10 @@ relu_grad_at_zero = _derivative_mutant(
 softplus_threshold = _derivative_mutant(
     "mutant-model-softplus-threshold", ({"kind": "mlp", "activation": "softplus"},),
     "softplus'(z) taken as 1 from z > 10 (torch's threshold is 20) in the backward pass", softplus_grad_one_from_ten)
+
+
+gelu_derivative = _derivative_mutant("mutant-model-gelu-derivative-phi-only", ({"kind": "mlp", "activation": "gelu"},),
+                                     "gelu'(z) taken as Phi(z): the z phi(z) term dropped in the backward pass", gelu_grad_phi_only)
 
 
 @implementation("mutant-model-float16-hidden-accumulation", framework="numpy", correct=False, expected=PRECISION, kind="mutant",

@@ -3,7 +3,7 @@
 Each is the NumPy hand implementation (:mod:`harness.optim.numpy_steps`) with one bug, registered
 with ``correct=False`` and the verdicts that count as catching it (``disagree`` for a wrong rule,
 ``disagree`` or ``suspect`` for a precision downgrade). The cases that expose them are in
-``cases/optim.toml`` (a dampening, Nesterov, AdamW weight decay, bias correction at step 1, amsgrad's second
+``cases/optim.toml`` (a dampening, Nesterov (dropped, or its look-ahead's sign flipped), AdamW weight decay, bias correction at step 1, amsgrad's second
 moment falling below its maximum).
 """
 
@@ -95,6 +95,18 @@ def _sgd_no_nesterov(w: Arr, g: Arr, st: dict[str, Arr], t: int, lr: float, opt:
     return numpy_update("sgd", w, g, st, t, lr, plain)
 
 
+def _sgd_nesterov_sign(w: Arr, g: Arr, st: dict[str, Arr], t: int, lr: float, opt: OptimizerConfig) -> tuple[Arr, dict[str, Arr]]:
+    """Nesterov's look-ahead subtracted, ``d - mu buf`` for ``d + mu buf`` (the buffer itself right)."""
+    if not opt["nesterov"]:
+        return numpy_update("sgd", w, g, st, t, lr, opt)
+    plain = OptimizerConfig("sgd", {**opt.args, "nesterov": False})
+    kw = opt.torch_kwargs()
+    _, new = numpy_update("sgd", w, g, st, t, lr, plain)  # the momentum buffer, as torch.optim forms it
+    dt = w.dtype.type
+    d = (-g if kw["maximize"] else g) + dt(kw["weight_decay"]) * w
+    return w - dt(lr) * (d - dt(kw["momentum"]) * new["momentum_buffer"]), new
+
+
 def _half_state() -> Callable[[Arr, Arr, dict[str, Arr], int, float, OptimizerConfig], tuple[Arr, dict[str, Arr]]]:
     def update(w: Arr, g: Arr, st: dict[str, Arr], t: int, lr: float, opt: OptimizerConfig) -> tuple[Arr, dict[str, Arr]]:
         """The state kept in float16 for float32 parameters (torch.optim keeps it in the parameter's dtype)."""
@@ -115,6 +127,7 @@ _register("mutant-adamw-coupled-decay", ("adamw",), "AdamW's weight decay applie
 _register("mutant-sgd-zero-momentum-buffer", ("sgd",), "momentum buffer started at zero, not at the first gradient",
           ("disagree",), _sgd_zero_buffer)
 _register("mutant-sgd-nesterov-dropped", ("sgd",), "Nesterov's look-ahead dropped (plain momentum)", ("disagree",), _sgd_no_nesterov)
+_register("mutant-sgd-nesterov-sign", ("sgd",), "Nesterov's look-ahead subtracted: d - mu buf", ("disagree",), _sgd_nesterov_sign)
 _register("mutant-adam-half-state", ("adam", "adamw"), "Adam's moments kept in float16 for float32 parameters",
           ("disagree", "suspect"), _half_state(), dtypes=("float32",))
 _register("mutant-sgd-half-state", ("sgd",), "the momentum buffer kept in float16 for float32 parameters",
