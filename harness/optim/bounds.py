@@ -32,13 +32,19 @@ and is held with factor ``prod (1 + r_h)``: by Higham (2002) Lemma 3.1 ``prod (1
 **Adam, AdamW** (:func:`adam_bounds`), each step with the error ``E`` of the previous one carried
 (``w = 1 - beta1``, ``w2 = 1 - beta2``, ``K(n) = (1 + u2)^n - 1``; magnitudes of exact values):
 
-- ``d = g + lambda theta`` (Adam's L2): ``E_d = K(3)(|g| + lambda |theta|) + eta``;
+- ``d = g + lambda theta`` (Adam's L2): ``E_d = K(3)(|g| + lambda |theta|) + sigma_lambda (1 + K(3)) lambda |theta| + eta``;
 - AdamW's decay ``theta1 = theta (1 - lr lambda)`` (or ``theta - lr lambda theta``):
   ``E_1 = K(4) |theta| (1 + lr lambda) + eta``;
 - ``m = beta1 m_ + w d`` in any of its forms (``lerp``: ``m_ + w (d - m_)`` for ``w < 1/2``,
   ``d - (1 - w)(d - m_)`` otherwise, or the two products): ``E_m = K(6) A_m + w (1 + K(6)) E_d + 3 eta``
-  with ``A_m`` the largest sum of absolute terms of the three forms;
-- ``v = beta2 v_ + w2 d^2`` (all terms >= 0): ``E_v = K(6)(beta2 v_ + w2 d^2) + w2 (1 + K(6))(2 |d| E_d + E_d^2) + 3 eta``;
+  with ``A_m`` the largest sum of absolute terms of the three forms, plus ``(sigma_w w + sigma_beta1 beta1)(1 + K(6))
+  (|d| + E_d + |m_|)``;
+- ``v = beta2 v_ + w2 d^2`` (all terms >= 0): ``E_v = K(6)(beta2 v_ + w2 d^2) + w2 (1 + K(6))(2 |d| E_d + E_d^2) + 3 eta``
+  plus ``(sigma_beta2 beta2 v_ + sigma_w2 w2 (|d| + E_d)^2)(1 + K(6))``;
+  (``sigma_h = min(1, eta / |h|)`` where ``h`` is below the dtype's smallest normal number, else 0: the subnormal part of
+  its holding, :func:`holding`; each ``K(n)`` counts its normal rounding. torch's float16 ``grad.add(param,
+  alpha=weight_decay)`` holds ``lambda = 3e-6`` in float16, and its Adam was ``disagree`` at 1.48 times the bound of
+  ``exp_avg_sq``; a step written in the dtype holds the betas and ``1 - beta`` there: helper-137);
   amsgrad's ``V = max(V_, v)`` is exact: ``E_V = E_v``;
 - ``S = sqrt(V)``: ``|sqrt(V^) - sqrt(V)| <= min(E_V / sqrt(V), sqrt(E_V))``, then one rounding;
 - ``q = S / c2``, ``c2 = sqrt(1 - beta2^t)`` with relative error
@@ -180,6 +186,19 @@ def amplification(hypers: Mapping[str, Hyper]) -> float:
     return amp
 
 
+def may_vanish(h: float, fmt: FloatFormat, flush_to_zero: bool = False) -> bool:
+    """Whether a correct step may hold the hyper-parameter ``h`` (a Python float) as 0 in ``fmt``: ``h = 0``, ``|h|`` at
+    most half the smallest subnormal (round to nearest, ties to even: nothing but 0 for float64, whose ``h`` is held
+    exactly), or below the smallest normal number where the step declares ``flush_to_zero``. (torch's float16
+    ``add(other, alpha=h)`` holds ``alpha`` in float16: ``alpha = -1e-8`` is 0 there.)"""
+    a = abs(h)
+    if a == 0:
+        return True
+    if flush_to_zero:
+        return a < fmt.min_normal
+    return a <= 2.0 ** (fmt.emin - fmt.precision)
+
+
 def holding(h: float, u2: float, fmt: FloatFormat, derived: float = 0.0, eta: float | None = None) -> float:
     """Relative error of a hyper-parameter ``h`` as an implementation holds it (module docstring);
     ``derived``: its own float64 error when computed from others; ``eta``: the absolute error of rounding a
@@ -281,6 +300,10 @@ def adam_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[
         r_c2_32, r_s_32 = float32_bias_corrections(b1, b2, t, lr, u2, fmt, eta, flush_to_zero)
         r_c2, r_s = max(r_c2, r_c2_32), max(r_s, r_s_32)
     r_eps = holding(eps, u2, fmt, eta=eta)
+    # beyond the one rounding each K(n) counts for holding a hyper-parameter, its subnormal part (:func:`holding` with no
+    # rounding): torch's float16 ``grad.add(param, alpha=weight_decay)`` holds the weight decay in float16 (3e-6 as
+    # 2.98e-6), and a step written in the dtype holds the betas and ``1 - beta`` there (module docstring)
+    sub = {name: holding(h, 0.0, fmt, eta=eta) for name, h in (("wd", wd), ("b1", b1), ("w1", w1), ("b2", b2), ("w2", w2))}
     rigorous: dict[str, F64] = {}
     expected: dict[str, F64] = {}
     for p in params:
@@ -292,7 +315,7 @@ def adam_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[
         vmax_ = np.asarray(prev.get("max_exp_avg_sq", np.zeros_like(theta)), dtype=np.float64)
         for k, out in ((rig, rigorous), (exp, expected)):
             with np.errstate(all="ignore"):
-                got = _adam_chain(opt, theta, g, m_, v_, vmax_, k, u2, eta, b1, b2, w1, w2, wd, eps, lr, c2, s, r_c2, r_s, r_eps,
+                got = _adam_chain(opt, theta, g, m_, v_, vmax_, k, u2, eta, b1, b2, w1, w2, wd, eps, lr, c2, s, r_c2, r_s, r_eps, sub,
                                   fmt.min_normal)
             for name, arr in got.items():
                 out[f"{name}_{p}" if name != "theta" else p] = np.where(np.isnan(arr), np.inf, arr * _SAFETY)
@@ -328,9 +351,12 @@ def bias_correction_error(beta: float, t: int) -> float:
         return math.inf
     b32 = float(np.float32(beta))  # (round to nearest; 0 <= beta < 1)
     d0 = abs(b32 - beta) / beta if FLOAT32.min_normal <= beta else holding(beta, U32, FLOAT32)
-    with np.errstate(over="ignore"):
-        theta = math.expm1(t * math.log1p(d0) + math.log1p(C_POW * U32))
-    power = theta * bt + C_POW * 2.0 * FLOAT32.underflow_quantum
+    # (a beta held as a float32 subnormal errs by up to 100%: (1 + d0)^t passes float64's range from t = 1,024 on, where
+    # math.expm1 raised OverflowError and the whole case was an error record, helper-137; beta^t is 0 in float64 there
+    # and the power's own underflow, ``a``, bounds the float32 one)
+    x = t * math.log1p(d0) + math.log1p(C_POW * U32)
+    theta = math.expm1(x) if x < 700 else math.inf
+    power = (theta * bt if bt > 0 else 0.0) + C_POW * 2.0 * FLOAT32.underflow_quantum
     product = abs(running_product(b32, t) - bt) + 2 * U64 * bt  # (bt: float64's pow, within an ULP)
     return (1 + max(power, product) / bc) * (1 + U32) - 1
 
@@ -367,9 +393,10 @@ def float32_bias_corrections(b1: float, b2: float, t: int, lr: float, u2: float,
 
 def _adam_chain(opt: OptimizerConfig, theta: F64, g: F64, m_: F64, v_: F64, vmax_: F64, k: Callable[[float], float],
                 u2: float, eta: float, b1: float, b2: float, w1: float, w2: float, wd: float, eps: float, lr: float,
-                c2: float, s: float, r_c2: float, r_s: float, r_eps: float, tiny: float) -> dict[str, F64]:
-    """The Adam chain of :func:`adam_bounds` with the kernel ``k`` (rigorous or expected); ``tiny``: the dtype's smallest
-    normal number."""
+                c2: float, s: float, r_c2: float, r_s: float, r_eps: float, sub: Mapping[str, float], tiny: float) -> dict[str, F64]:
+    """The Adam chain of :func:`adam_bounds` with the kernel ``k`` (rigorous or expected); ``sub``: the subnormal parts of
+    the holdings of ``wd``, ``b1``, ``w1``, ``b2``, ``w2`` (:func:`holding` without its rounding); ``tiny``: the dtype's
+    smallest normal number."""
     zero = np.zeros_like(theta)
     d, E_d = g, zero
     th1, E_1 = theta, zero
@@ -379,13 +406,15 @@ def _adam_chain(opt: OptimizerConfig, theta: F64, g: F64, m_: F64, v_: F64, vmax
             E_1 = k(4) * np.abs(theta) * (1 + lr * wd) + eta
         else:
             d = g + wd * theta
-            E_d = k(3) * (np.abs(g) + wd * np.abs(theta)) + eta
+            E_d = k(3) * (np.abs(g) + wd * np.abs(theta)) + sub["wd"] * (1 + k(3)) * wd * np.abs(theta) + eta
     m = b1 * m_ + w1 * d
     am, ad = np.abs(m_), np.abs(d) + E_d
     A_m = np.maximum.reduce([(1 + w1) * am + w1 * ad, (2 - w1) * ad + b1 * am, b1 * am + w1 * ad])
-    E_m = k(6) * A_m + w1 * (1 + k(6)) * E_d + 3 * eta
+    # (a subnormal weight errs absolutely: by up to eta times what it multiplies, ``d - m_`` in lerp's forms)
+    E_m = k(6) * A_m + w1 * (1 + k(6)) * E_d + (sub["w1"] * w1 + sub["b1"] * b1) * (1 + k(6)) * (ad + am) + 3 * eta
     v = b2 * v_ + w2 * d * d
-    E_v = k(6) * (b2 * v_ + w2 * d * d) + w2 * (1 + k(6)) * (2 * np.abs(d) * E_d + E_d * E_d) + 3 * eta
+    E_v = (k(6) * (b2 * v_ + w2 * d * d) + w2 * (1 + k(6)) * (2 * np.abs(d) * E_d + E_d * E_d)
+           + (sub["b2"] * b2 * v_ + sub["w2"] * w2 * ad * ad) * (1 + k(6)) + 3 * eta)
     out = {"exp_avg": E_m, "exp_avg_sq": E_v}
     V = v
     if opt["amsgrad"]:
@@ -501,7 +530,8 @@ def _signs(mask: Mask, sign: npt.ArrayLike) -> tuple[Mask, Mask]:
 
 def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[str, F64],
                           state: Mapping[str, Mapping[str, F64]], new_state: Mapping[str, F64], t: int, lr: float,
-                          fmt: FloatFormat, returned: Mapping[str, F64] | None = None) -> dict[str, Outcomes]:
+                          fmt: FloatFormat, returned: Mapping[str, F64] | None = None,
+                          flush_to_zero: bool = False) -> dict[str, Outcomes]:
     """Per parameter, the elements where an intermediate of a correct evaluation of the rule may overflow ``fmt``
     although the exact new values do not, and what a correct step may give there besides them (:class:`Outcomes`;
     helper-61: Nesterov's ``d + momentum buf`` of 76,000 in float16 gave torch's correct W = -inf; Adam's
@@ -528,6 +558,9 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
     wd = float(opt["weight_decay"])
     keys = opt.state_keys()
     out: dict[str, Outcomes] = {}
+
+    def vanish(h: float) -> bool:  # a hyper-parameter a correct step may hold as 0 (:func:`may_vanish`): 0 inf is NaN
+        return may_vanish(h, fmt, flush_to_zero)
 
     def hits(a: npt.ArrayLike, shape: tuple[int, ...]) -> Mask:
         return ~(np.broadcast_to(np.abs(np.asarray(a, dtype=np.float64)), shape) < big)  # (NaN: counted)
@@ -570,15 +603,19 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
                     _mark(s_pos, s_neg, h_wd, wd_theta)
                     _mark(s_pos, s_neg, h_buf, buf)
                     _mark(s_pos, s_neg, h_prev, buf_prev)
-                    if damp == 1:  # (1 - dampening) d = 0 inf
+                    if vanish(1 - damp):  # (1 - dampening) d = 0 inf (dampening 1, or 1 - dampening held as 0)
                         s_nan |= h_d | h_wd
                         w_nan |= h_d | h_wd
                     if opt["nesterov"]:  # mu buf alone (mu > 1) may overflow where d + mu buf does not
                         _mark(w_pos, w_neg, hits(mu * buf, shape), -np.sign(buf) * np.sign(lr))
+                        if vanish(mu):  # mu held as 0 times a buffer that overflows: NaN
+                            w_nan |= h_buf | h_prev | h_d | h_wd
                     eff = d + mu * buf if opt["nesterov"] else buf
                 h_eff = hits(eff, shape) | hits(abs(lr) * eff, shape)
                 _mark(w_pos, w_neg, h_eff, -np.sign(signed(eff, shape)) * np.sign(lr))
-                w_nan |= (w_pos & w_neg) | ((w_pos | w_neg) & (lr == 0))
+                # (lr held as 0 times an infinite update: NaN; torch's float16 add_(d, alpha=-lr) holds lr = 1e-8 as 0,
+                # and its NaN where wd theta overflowed was disagree, helper-137)
+                w_nan |= (w_pos & w_neg) | ((w_pos | w_neg) & vanish(lr))
                 s_nan |= s_pos & s_neg
                 out[p] = Outcomes.alike(keys, param_pos=w_pos, param_neg=w_neg, param_nan=w_nan, param_kept=none,
                                         param_no_exact=none, param_impossible=none, state_pos=s_pos, state_neg=s_neg,
@@ -618,7 +655,14 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
             # m / inf = 0 and W kept where the exact W is 0.836 (helper-72)
             V = signed(new_state[f"max_exp_avg_sq_{p}" if opt["amsgrad"] else f"exp_avg_sq_{p}"], shape)
             kept = v_hit | hits(np.sqrt(np.abs(V)) / math.sqrt(1 - b2**t), shape)
-            to_inf = m_hit | hits(step_size, shape) | hits(step_size * np.abs(m_new), shape)
+            # the quotient m / den before the step size (optax's order, a step written in the dtype: s (m / den)): it may
+            # overflow where s m / den does not (float16, m = -2116, den = 4.9e-4, lr = 1e-5: W = inf where the exact W is
+            # 44.6, helper-137); and with the second moment's weight 1 - beta2 held as 0, 0 inf is NaN
+            den = np.sqrt(np.abs(V)) / math.sqrt(1 - b2**t) + float(opt["eps"])
+            quot = np.abs(m_new) / den
+            h_quot = hits(quot, shape) | hits(step_size * quot, shape)
+            _mark(w_pos, w_neg, h_quot, -np.sign(m_new) * np.sign(lr))
+            to_inf = m_hit | hits(step_size, shape) | hits(step_size * np.abs(m_new), shape) | h_quot
             if opt.name == "adamw" and wd != 0:
                 h_decay = hits(lr * wd, shape) | hits(np.abs(theta) * abs(1 - lr * wd), shape)
                 pos, neg = _signs(h_decay, theta * (1 - lr * wd) if abs(lr * wd) < math.inf else -theta)
@@ -627,7 +671,8 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
                 to_inf |= h_decay
             state_pos = {"exp_avg": m_pos, "exp_avg_sq": v_hit, "max_exp_avg_sq": v_hit}
             state_neg = {"exp_avg": m_neg, "exp_avg_sq": none, "max_exp_avg_sq": none}  # (v >= 0)
-            state_nan = {"exp_avg": m_hit, "exp_avg_sq": none, "max_exp_avg_sq": none}  # (lerp: inf - inf)
+            v_nan = (h_d | h_wd) if may_vanish(1 - b2, fmt, flush_to_zero) else none  # (1 - beta2) d^2 = 0 inf
+            state_nan = {"exp_avg": m_hit, "exp_avg_sq": v_nan, "max_exp_avg_sq": v_nan}  # (lerp: inf - inf)
             out[p] = Outcomes(param_pos=w_pos, param_neg=w_neg, param_nan=to_inf, param_kept=kept, param_no_exact=none,
                               param_impossible=none, state_pos={k: state_pos[k] for k in keys},
                               state_neg={k: state_neg[k] for k in keys}, state_nan={k: state_nan[k] for k in keys},

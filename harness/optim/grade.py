@@ -138,7 +138,8 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
     rigorous, expected = update_bounds(opt, params, grads, prev_state, t, lr, fmt, flush_to_zero)
     with np.errstate(over="ignore", invalid="ignore"):
         new_state = {q: truth.values[q].to_hi_lo()[0] for q in quantity_names(opt) if q not in PARAMS}
-    spills = intermediate_overflow(opt, params, grads, prev_state, new_state, t, lr, fmt, returned=out)
+    spills = intermediate_overflow(opt, params, grads, prev_state, new_state, t, lr, fmt, returned=out,
+                                   flush_to_zero=flush_to_zero)
     kept_values = kept_parameter(opt, params, lr, fmt, flush_to_zero)
     records = []
     for q in quantity_names(opt):
