@@ -13,7 +13,8 @@ of ``tests/test_optim_bounds.py``'s ``simulate``) and graded by :func:`harness.o
 - torch's float16 ``param.add_(d, alpha=-lr)`` holds ``lr = 1e-8`` as 0: where ``wd theta`` overflows float16 its
   ``0 * -inf`` is NaN, a correct result the overflow rule allowed only for ``lr == 0`` (``disagree``, ratio inf).
 - A step that forms ``m / den`` before the step size (optax's order, a step written in the dtype) overflows float16 where
-  ``s m / den`` does not: ``W = inf`` was ``disagree`` (ratio inf) where the exact W is 112.
+  ``s m / den`` does not: ``W = inf`` was ``disagree`` (ratio inf) where the exact W is 112. And one that holds
+  ``1 - beta2`` as 0 in float16 where ``d d`` overflows forms ``0 inf``, NaN in ``exp_avg_sq`` and W (``disagree``).
 """
 
 from __future__ import annotations
@@ -172,6 +173,23 @@ def test_an_adam_step_whose_quotient_overflows_before_the_step_size_is_not_a_fai
     opt, params, grads, state, new, new_state = quotient_first("float16", -1.0)  # -inf: the wrong sign
     recs = grade(opt, "float16", params, grads, state, 2, 1e-5, new, new_state)
     assert recs["W"].verdict == "disagree"
+
+
+def test_a_float16_step_holding_one_minus_beta2_as_zero_where_d_squared_overflows_gives_nan_and_not_a_failure() -> None:
+    # 1 - beta2 = 2**-40 is 0 in float16, and d d = 1147**2 passes float16's range: (0)(inf) is NaN in exp_avg_sq and W
+    # (disagree, ratio inf, before); a NaN exp_avg_sq where d d cannot overflow is still wrong
+    opt = optimizer_of({"name": "adamw", "betas": [0.9, 1 - 2.0**-40], "eps": 16.0})
+    params, grads = {"W": np.array([[0.5, -0.25]]), "b": np.array([1.0])}, {"W": np.array([[1147.0, 2.0]]), "b": np.array([3.0])}
+    new, new_state = {}, {}
+    with np.errstate(all="ignore"):
+        for p in params:
+            new[p], new_state[p] = simulate(opt, params[p], grads[p], {}, 1, 0.01, "float16", "dtype-scalars")
+    assert math.isnan(new_state["W"]["exp_avg_sq"][0, 0]) and math.isnan(new["W"][0, 0])
+    recs = grade(opt, "float16", params, grads, {}, 1, 0.01, new, new_state)
+    assert not [q for q, r in recs.items() if r.verdict in FAILING], [(q, r.verdict, r.message[:200]) for q, r in recs.items()]
+    new_state["W"]["exp_avg_sq"][0, 1] = math.nan
+    recs = grade(opt, "float16", params, grads, {}, 1, 0.01, new, new_state)
+    assert recs["exp_avg_sq_W"].verdict == "disagree"
 
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")

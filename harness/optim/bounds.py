@@ -662,7 +662,11 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
             quot = np.abs(m_new) / den
             h_quot = hits(quot, shape) | hits(step_size * quot, shape)
             _mark(w_pos, w_neg, h_quot, -np.sign(m_new) * np.sign(lr))
-            to_inf = m_hit | hits(step_size, shape) | hits(step_size * np.abs(m_new), shape) | h_quot
+            # (1 - beta2) d^2 with 1 - beta2 held as 0 (below the dtype's subnormals, in a step written in the dtype) and d
+            # or d d beyond the range: 0 inf is NaN in the second moment, and then in W (float16, beta2 = 1 - 2**-40,
+            # d = 1147: helper-137)
+            v_nan = (h_d | h_wd | hits(d * d, shape)) if may_vanish(1 - b2, fmt, flush_to_zero) else none
+            to_inf = m_hit | hits(step_size, shape) | hits(step_size * np.abs(m_new), shape) | h_quot | v_nan
             if opt.name == "adamw" and wd != 0:
                 h_decay = hits(lr * wd, shape) | hits(np.abs(theta) * abs(1 - lr * wd), shape)
                 pos, neg = _signs(h_decay, theta * (1 - lr * wd) if abs(lr * wd) < math.inf else -theta)
@@ -671,7 +675,6 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
                 to_inf |= h_decay
             state_pos = {"exp_avg": m_pos, "exp_avg_sq": v_hit, "max_exp_avg_sq": v_hit}
             state_neg = {"exp_avg": m_neg, "exp_avg_sq": none, "max_exp_avg_sq": none}  # (v >= 0)
-            v_nan = (h_d | h_wd) if may_vanish(1 - b2, fmt, flush_to_zero) else none  # (1 - beta2) d^2 = 0 inf
             state_nan = {"exp_avg": m_hit, "exp_avg_sq": v_nan, "max_exp_avg_sq": v_nan}  # (lerp: inf - inf)
             out[p] = Outcomes(param_pos=w_pos, param_neg=w_neg, param_nan=to_inf, param_kept=kept, param_no_exact=none,
                               param_impossible=none, state_pos={k: state_pos[k] for k in keys},
