@@ -15,6 +15,8 @@ of ``tests/test_optim_bounds.py``'s ``simulate``) and graded by :func:`harness.o
 - A step that forms ``m / den`` before the step size (optax's order, a step written in the dtype) overflows float16 where
   ``s m / den`` does not: ``W = inf`` was ``disagree`` (ratio inf) where the exact W is 112. And one that holds
   ``1 - beta2`` as 0 in float16 where ``d d`` overflows forms ``0 inf``, NaN in ``exp_avg_sq`` and W (``disagree``).
+- The Adam paper's and optax's order, ``v_hat = v / (1 - beta2^t)`` before its square root, overflows float16 from a
+  gradient of 256 at step 1: ``m_hat / inf = 0`` leaves W where it was, ``disagree`` at 9.0 (exact W 0.99, W 1.0).
 """
 
 from __future__ import annotations
@@ -190,6 +192,32 @@ def test_a_float16_step_holding_one_minus_beta2_as_zero_where_d_squared_overflow
     new_state["W"]["exp_avg_sq"][0, 1] = math.nan
     recs = grade(opt, "float16", params, grads, {}, 1, 0.01, new, new_state)
     assert recs["exp_avg_sq_W"].verdict == "disagree"
+
+
+def optax_order_step(w: np.ndarray, g: np.ndarray, lr: float, eps: float) -> tuple[np.ndarray, dict]:
+    """Adam at step 1 in float16 as the Adam paper and optax write it: bias-corrected moments ``m / (1 - beta1)`` and
+    ``v / (1 - beta2)``, then ``lr m_hat / (sqrt(v_hat) + eps)``, every operation in float16."""
+    h = np.float16
+    d = g.astype(h)
+    m, v = h(0.1) * d, (d * h(0.001)) * d
+    m_hat, v_hat = m / h(0.1), v / h(0.001)
+    return (w.astype(h) - h(lr) * m_hat / (np.sqrt(v_hat) + h(eps))).astype(np.float64), {"exp_avg": m, "exp_avg_sq": v}
+
+
+def test_the_adam_papers_order_whose_bias_corrected_second_moment_overflows_float16_keeps_w_and_is_not_a_failure() -> None:
+    # v_hat = 0.001 * 300**2 / 0.001 = 90,000: inf in float16, so m_hat / inf = 0 and W stays at 1.0 where the exact W is
+    # 0.99 (disagree at 9.0 before: only sqrt(v) / sqrt(1 - beta2^t) was counted); a W moved the wrong way still disagrees
+    opt = optimizer_of({"name": "adam", "eps": 1e-3})
+    params, grads = {"W": np.array([[1.0, 0.5]]), "b": np.array([0.25])}, {"W": np.array([[300.0, 1.0]]), "b": np.array([-0.5])}
+    new, new_state = {}, {}
+    with np.errstate(all="ignore"):
+        for p in params:
+            new[p], new_state[p] = optax_order_step(params[p], grads[p], 0.01, 1e-3)
+    assert new["W"][0, 0] == 1.0
+    recs = grade(opt, "float16", params, grads, {}, 1, 0.01, new, new_state)
+    assert not [q for q, r in recs.items() if r.verdict in FAILING], [(q, r.verdict, r.bound_ratio) for q, r in recs.items()]
+    new["W"][0, 0] = 1.01
+    assert grade(opt, "float16", params, grads, {}, 1, 0.01, new, new_state)["W"].verdict == "disagree"
 
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")

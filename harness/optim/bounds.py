@@ -654,7 +654,12 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
             # the denominator sqrt(V) / sqrt(1 - beta2^t), stored in float16 by torch's for-loop and foreach: inf, so
             # m / inf = 0 and W kept where the exact W is 0.836 (helper-72)
             V = signed(new_state[f"max_exp_avg_sq_{p}" if opt["amsgrad"] else f"exp_avg_sq_{p}"], shape)
-            kept = v_hit | hits(np.sqrt(np.abs(V)) / math.sqrt(1 - b2**t), shape)
+            # (and the bias-corrected moments of the Adam paper's and optax's order, v / (1 - beta2^t) before its square
+            # root, m / (1 - beta1^t): float16 Adam at step 1 with a gradient of 300 has v_hat = 90,000, inf, and W kept
+            # where the exact W is 0.99, disagree at 9.0 before, helper-137)
+            kept = v_hit | hits(np.sqrt(np.abs(V)) / math.sqrt(1 - b2**t), shape) | hits(np.abs(V) / (1 - b2**t), shape)
+            h_mhat = hits(np.abs(m_new) / (1 - b1**t), shape)
+            _mark(w_pos, w_neg, h_mhat, -np.sign(m_new) * np.sign(lr))
             # the quotient m / den before the step size (optax's order, a step written in the dtype: s (m / den)): it may
             # overflow where s m / den does not (float16, m = -2116, den = 4.9e-4, lr = 1e-5: W = inf where the exact W is
             # 44.6, helper-137); and with the second moment's weight 1 - beta2 held as 0, 0 inf is NaN
@@ -666,7 +671,7 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
             # or d d beyond the range: 0 inf is NaN in the second moment, and then in W (float16, beta2 = 1 - 2**-40,
             # d = 1147: helper-137)
             v_nan = (h_d | h_wd | hits(d * d, shape)) if may_vanish(1 - b2, fmt, flush_to_zero) else none
-            to_inf = m_hit | hits(step_size, shape) | hits(step_size * np.abs(m_new), shape) | h_quot | v_nan
+            to_inf = m_hit | hits(step_size, shape) | hits(step_size * np.abs(m_new), shape) | h_quot | v_nan | h_mhat
             if opt.name == "adamw" and wd != 0:
                 h_decay = hits(lr * wd, shape) | hits(np.abs(theta) * abs(1 - lr * wd), shape)
                 pos, neg = _signs(h_decay, theta * (1 - lr * wd) if abs(lr * wd) < math.inf else -theta)
