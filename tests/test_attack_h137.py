@@ -17,6 +17,10 @@ of ``tests/test_optim_bounds.py``'s ``simulate``) and graded by :func:`harness.o
   ``1 - beta2`` as 0 in float16 where ``d d`` overflows forms ``0 inf``, NaN in ``exp_avg_sq`` and W (``disagree``).
 - The Adam paper's and optax's order, ``v_hat = v / (1 - beta2^t)`` before its square root, overflows float16 from a
   gradient of 256 at step 1: ``m_hat / inf = 0`` leaves W where it was, ``disagree`` at 9.0 (exact W 0.99, W 1.0).
+
+And one false pass: the division's eps cap (``|r^ - r| <= |r^|max + |r|``) let a float16 Adam update of the wrong sign
+agree (0.73 of the bound) where the second moment is below float16's subnormals (gradient 0.001, eps = 1e-3); the quotient
+a correct step forms has the sign of ``m``, so ``max(|r^|max - |r|, |r|)`` bounds it: 1.78 for the wrong sign now.
 """
 
 from __future__ import annotations
@@ -218,6 +222,29 @@ def test_the_adam_papers_order_whose_bias_corrected_second_moment_overflows_floa
     assert not [q for q, r in recs.items() if r.verdict in FAILING], [(q, r.verdict, r.bound_ratio) for q, r in recs.items()]
     new["W"][0, 0] = 1.01
     assert grade(opt, "float16", params, grads, {}, 1, 0.01, new, new_state)["W"].verdict == "disagree"
+
+
+@pytest.mark.parametrize("form", ["loop", "foreach", "fused", "sim-loop", "sim-addcdiv", "optax"])
+def test_a_float16_adam_update_of_the_wrong_sign_disagrees_where_the_second_moment_is_below_the_subnormals(form: str) -> None:
+    # g = 0.001: v = 1e-9 is 0 in float16, and a correct step divides m by eps = 1e-3 alone (twice the exact update); the
+    # eps cap bounded |r^ - r| by |r^|max + |r|, so the update of the wrong sign agreed (0.73 of the bound); both have
+    # m's sign, so |r^ - r| <= max(|r^|max - |r|, |r|): the correct forms stay at 0.89 of it, the wrong sign is 1.78
+    opt = optimizer_of({"name": "adam", "eps": 1e-3})
+    params, grads = {"W": np.array([[0.0, 0.0]]), "b": np.array([0.0])}, {"W": np.array([[0.0068817138671875, 0.5]]), "b": np.array([0.001])}
+    if form.startswith("sim-"):
+        new, new_state = {}, {}
+        for p in params:
+            new[p], new_state[p] = simulate(opt, params[p], grads[p], {}, 1, 0.01, "float16", form[4:])
+    elif form == "optax":
+        new, new_state = {}, {}
+        for p in params:
+            new[p], new_state[p] = optax_order_step(params[p], grads[p], 0.01, 1e-3)
+    else:
+        new, new_state = torch_step(form, opt, "float16", params, grads, {}, 1, 0.01)
+    recs = grade(opt, "float16", params, grads, {}, 1, 0.01, new, new_state)
+    assert {r.verdict for r in recs.values()} == {"agree"}, [(q, r.verdict, r.bound_ratio) for q, r in recs.items()]
+    flipped = {p: -v for p, v in new.items()}
+    assert grade(opt, "float16", params, grads, {}, 1, 0.01, flipped, new_state)["b"].verdict == "disagree"
 
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")

@@ -751,11 +751,14 @@ def test_what_a_correct_step_gives_from_a_state_that_is_not_finite() -> None:
     e1 = ((1 + u2) ** 4 - 1) * 2.0 * 1.05 + f16.underflow_quantum + 2.0**-51 * 2.0 * 1.05
     assert kept["W"][0].tolist() == [[2.0 * (1 - 0.5 * 0.1)]] and kept["W"][1][0, 0] == pytest.approx(e1, rel=1e-8)
     assert kept_parameter(adam, {"W": np.array([[2.0]])}, 0.5, get_format("float16"))["W"][1].tolist() == [[0.0]]
-    # |r^ - r| <= (|m| + E_m) / (eps (1 - r_eps)) (1 + k1) + eta + |m| / eps: m = 1, E_m = 0, eps = 2**-10,
-    # r_eps = k1 = 2**-11, eta = 0: 2**10 (1 + 2**-11) / (1 - 2**-11) + 2**10
-    cap = _eps_cap(np.array([1.0]), np.array([0.0]), 2.0**-10, 2.0**-11, 2.0**-11, 0.0)
-    assert cap[0] == pytest.approx(2.0**10 * (1 + 2.0**-11) / (1 - 2.0**-11) + 2.0**10, rel=1e-15)
-    assert np.isinf(_eps_cap(np.array([1.0]), np.array([0.0]), 1e-8, 1.0, 2.0**-11, 0.0)).all()  # eps flushed: none
+    # |r^ - r| <= R + |m| / eps, R = (|m| + E_m) / (eps (1 - r_eps)) (1 + k1) + eta, where m's sign is not certain:
+    # m = 1, E_m = 1, eps = 2**-10, r_eps = k1 = 2**-11, eta = 0: 2**11 (1 + 2**-11) / (1 - 2**-11) + 2**10; where it is
+    # (E_m = 0), r^ and r = 2**9 (den = 2**-9) both lie in [0, R]: max(R - |r|, |r|) (helper-137)
+    cap = _eps_cap(np.array([1.0]), np.array([1.0]), 2.0**-10, 2.0**-11, 2.0**-11, 0.0, np.array([2.0**9]))
+    assert cap[0] == pytest.approx(2.0**11 * (1 + 2.0**-11) / (1 - 2.0**-11) + 2.0**10, rel=1e-15)
+    cap = _eps_cap(np.array([1.0]), np.array([0.0]), 2.0**-10, 2.0**-11, 2.0**-11, 0.0, np.array([2.0**9]))
+    assert cap[0] == pytest.approx(2.0**10 * (1 + 2.0**-11) / (1 - 2.0**-11) - 2.0**9, rel=1e-15)
+    assert np.isinf(_eps_cap(np.array([1.0]), np.array([0.0]), 1e-8, 1.0, 2.0**-11, 0.0, np.array([1.0]))).all()  # eps flushed
 
 
 @pytest.mark.parametrize("which", ["lerp", "decay", "step-size"])

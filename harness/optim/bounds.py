@@ -53,8 +53,9 @@ and is held with factor ``prod (1 + r_h)``: by Higham (2002) Lemma 3.1 ``prod (1
   ``E_q = (E_S / c2 + q r_c2) / (1 - r_c2) (1 + u2) + u2 q + eta``;
 - ``den = q + eps``: ``E_den = E_q + r_eps eps + u2 (den + E_q) + eta``;
 - ``r = m / den``: ``E_r = (E_m + |r| E_den) / (den - E_den) (1 + u2) + u2 |r| + eta``, and at most
-  ``(|m| + E_m) / (eps (1 - r_eps)) (1 + u2) + eta + |m| / eps`` (every evaluation's denominator is at least ``eps``
-  as held, :func:`_eps_cap`); infinite, a vacuous bound, only where ``eps`` as held may be 0 (flushed, or below
+  ``max(R - |r|, |r|)`` with ``R = (|m| + E_m) / (eps (1 - r_eps)) (1 + u2) + eta`` where ``|m| > E_m`` (every
+  evaluation's denominator is at least ``eps`` as held, and its quotient has the sign of ``m`` or is 0), else
+  ``R + |m| / eps`` (:func:`_eps_cap`); infinite, a vacuous bound, only where ``eps`` as held may be 0 (flushed, or below
   the dtype's resolution) and ``E_den >= den`` (``V`` near 0);
 - ``p = s r``, ``s = lr / (1 - beta1^t)`` with ``r_s = r_lr + 4 u64 (1 + beta1^t / (1 - beta1^t))``, or the float32
   one below where larger: ``E_p = s E_r (1 + r_s) + |p| r_s + e_sm + u2 (|p| + s E_r (1 + r_s) + |p| r_s + e_sm) + eta``.
@@ -430,7 +431,7 @@ def _adam_chain(opt: OptimizerConfig, theta: F64, g: F64, m_: F64, v_: F64, vmax
     r = m / den
     gap = den - E_den
     E_r = np.where(gap > 0, (E_m + np.abs(r) * E_den) / np.where(gap > 0, gap, 1.0), np.inf) * (1 + k(1)) + k(1) * np.abs(r) + eta
-    E_r = np.minimum(E_r, _eps_cap(m, E_m, eps, r_eps, k(1), eta))
+    E_r = np.minimum(E_r, _eps_cap(m, E_m, eps, r_eps, k(1), eta, r))
     p = s * r
     sE = s * E_r * (1 + r_s) + np.abs(p) * r_s
     # torch.optim's addcdiv forms (s m) / den: the underflow of a subnormal s m is divided by den (module docstring)
@@ -444,17 +445,23 @@ def _adam_chain(opt: OptimizerConfig, theta: F64, g: F64, m_: F64, v_: F64, vmax
     return out
 
 
-def _eps_cap(m: F64, E_m: F64, eps: float, r_eps: float, k1: float, eta: float) -> F64:
-    """A bound on ``|r^ - r|`` for Adam's ``r = m / (q + eps)`` that holds whatever the error of ``q``: every evaluation
-    forms ``q >= 0`` and adds ``eps`` as held, so its denominator is at least ``eps (1 - r_eps)`` (rounding is
-    monotonic) and ``|r^| <= (|m| + E_m) / (eps (1 - r_eps)) (1 + k1) + eta``, while ``|r| <= |m| / eps``: their sum.
+def _eps_cap(m: F64, E_m: F64, eps: float, r_eps: float, k1: float, eta: float, r: F64) -> F64:
+    """A bound on ``|r^ - r|`` for Adam's ``r = m / (q + eps)`` (``r``: its value, from the exact magnitudes) that holds
+    whatever the error of ``q``: every evaluation forms ``q >= 0`` and adds ``eps`` as held, so its denominator is at
+    least ``eps (1 - r_eps)`` (rounding is monotonic) and ``|r^| <= R = (|m| + E_m) / (eps (1 - r_eps)) (1 + k1) + eta``,
+    while ``|r| <= |m| / eps <= R``. Where ``|m| > E_m`` the computed moment has the sign of ``m``, and so has ``r^`` (or
+    it is 0: a positive denominator, rounding keeps the sign): both lie in ``[0, R]`` on that side, ``|r^ - r| <=
+    max(R - |r|, |r|)``; elsewhere ``R + |m| / eps``. (The sum everywhere let a float16 Adam update of the wrong sign
+    agree where the second moment is below float16's subnormals and eps = 1e-3: a gradient of 0.001, helper-137.)
     Infinite where ``eps`` as held may be 0 (``r_eps >= 1``: flushed or below the dtype's resolution). (Without it,
     float16 second moments below the subnormals, whose absolute slack ``3 eta`` swamps ``eps``, left the chain's bound
     vacuous for every gradient below about 0.01, and a step that moved every weight by +100 agreed: helper-69.)"""
     if not r_eps < 1 or eps <= 0:
         return np.full(np.shape(m), np.inf)
     am = np.abs(m)
-    return (am + E_m) / (eps * (1 - r_eps)) * (1 + k1) + eta + am / eps
+    top = (am + E_m) / (eps * (1 - r_eps)) * (1 + k1) + eta
+    ar = np.abs(r)
+    return np.where(am > E_m, np.maximum(top - ar, ar), top + am / eps)
 
 
 def update_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[str, F64],
