@@ -71,7 +71,8 @@ carried by a factor at most ``1 + gamma_n`` to the result:
   it holds it (the dtype's ``lr``, the Python float, the float32 one, or 0 where
   ``lr`` flushes), ``dlr = max |lr' - lr|``. With ``E_g`` the gradient's bound
   and ``u2 = u + u_w (1 + u)`` (:func:`update_rounding`: a product or a difference
-  formed in a wider type, float32 for the half types, and rounded to the dtype is
+  formed in a wider type (:func:`wider_roundoff`: float32 for the half types, float64 for float32, x87 extended
+  for float64) and rounded to the dtype is
   rounded twice)::
 
       p^ = fl(lr' g^):  |p^ - lr g| <= P = (1 + u2) ((lr + dlr) E_g + dlr |g|) + u2 lr |g| + e1
@@ -1198,15 +1199,25 @@ def learning_rate_spread(lr: float, lr_held: float | None, reg: Regime) -> float
     return max(abs(x - lr) for x in learning_rates(lr, lr_held, reg))
 
 
+def wider_roundoff(fmt: FloatFormat) -> float:
+    """The unit roundoff ``u_w`` of the wider type an update's operation may be formed in before its rounding to
+    ``fmt``: ``2**-24`` below float32's precision (PyTorch's float32 opmath for float16 and bfloat16), ``2**-53``
+    for float32 (a float64 evaluation), ``2**-64`` for float64 (an x87 extended or ``np.longdouble`` evaluation,
+    64 significant bits: a float64 step formed there and rounded back errs by up to ``u 2**e + 2**-64 |z|``, the
+    classic double rounding, Goldberg 1991, "What every computer scientist should know about floating-point
+    arithmetic", and a correct one was disagree at 1.0003 of the binade rule's bound without it; helper-139), 0 above.
+    """
+    p = fmt.precision
+    return 2.0**-24 if p < 24 else 2.0**-53 if p < 53 else 2.0**-64 if p < 64 else 0.0
+
+
 def update_rounding(fmt: FloatFormat) -> float:
     """The relative error of one rounding in the update, ``u + u_w (1 + u)``: the product
     ``lr * g`` and the difference ``W - p`` may be formed in a wider type and then rounded to
-    the dtype (PyTorch's float32 opmath for float16 and bfloat16, a float64 evaluation of a
-    float32 step): ``|fl(fl_w(x)) - x| <= (u + u_w (1 + u)) |x|`` with ``u_w = 2**-24`` below
-    float32's precision, ``2**-53`` for float32, 0 for float64."""
+    the dtype: ``|fl(fl_w(x)) - x| <= (u + u_w (1 + u)) |x|`` with ``u_w`` that type's unit roundoff
+    (:func:`wider_roundoff`; Higham 2002, §2.1, each rounding the standard model)."""
     u = fmt.unit_roundoff
-    u_w = 2.0**-24 if fmt.precision < 24 else 2.0**-53 if fmt.precision < 53 else 0.0
-    return u + u_w * (1 + u)
+    return u + wider_roundoff(fmt) * (1 + u)
 
 
 def update_bound(new_abs: F64, g_abs: F64, E_g: F64, lr: float, dlr: float, u2: float, eta: Any,
@@ -1243,7 +1254,7 @@ def update_bound(new_abs: F64, g_abs: F64, E_g: F64, lr: float, dlr: float, u2: 
 
 def nearest_rounding_bound(z_abs: F64, fmt: FloatFormat) -> F64:
     """A bound on ``|fl(z) - z|`` for every ``|z| <= z_abs``, the rounding to ``fmt`` perhaps after one to the wider
-    type of :func:`update_rounding` (``u_w``), the underflow part (``eta``) not included.
+    type (:func:`wider_roundoff`, ``u_w``), the underflow part (``eta``) not included.
 
     Rounding to nearest errs by at most half the spacing of ``z``'s binade, ``u 2**floor(log2 |z|)`` (a ``z`` that
     rounds up to the next power of two is within half the spacing below it), which is monotonic in ``|z|``; a first
@@ -1254,7 +1265,7 @@ def nearest_rounding_bound(z_abs: F64, fmt: FloatFormat) -> F64:
     """
     z = np.asarray(z_abs)
     u = fmt.unit_roundoff
-    u_w = 2.0**-24 if fmt.precision < 24 else 2.0**-53 if fmt.precision < 53 else 0.0
+    u_w = wider_roundoff(fmt)
     with np.errstate(invalid="ignore", over="ignore"):
         zw = z * (1 + u_w) if u_w else z
         finite = np.isfinite(zw)
