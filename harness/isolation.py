@@ -30,7 +30,10 @@ implementation, device, dtype) is one task in a :class:`pebble.ProcessPool` of
 (``os._exit``, a segfault, the OOM killer) or a task that runs past its timeout
 becomes an ``error`` record naming the cause ("the worker process died: exit code
 0 (os._exit?)", "killed by signal SIGSEGV", "ran past the 60 s timeout"); pebble
-replaces the worker and the other tasks go on. pebble takes a worker that exits
+replaces the worker and the other tasks go on. A task in whose middle the worker died runs
+once more, alone in a new worker (the death may be a thread or a timer that an earlier step
+left there); should it finish, its records are kept beside one ``error`` record saying how
+the worker ended the first time (:func:`retried_message`). pebble takes a worker that exits
 with status 0 for one that retired: ``os._exit(0)`` called by a step is mapped to
 exit code :data:`EXIT_ZERO_CODE` while the task runs, and a watchdog (each task
 writes its worker's pid to a marker file; the supervisor polls twice a second)
@@ -303,6 +306,14 @@ WORKER: dict[str, Any] = {"init_error": None, "caches": {}}
 #: exits with 0 for one that retired normally and would leave its task running until the timeout.
 EXIT_ZERO_CODE = 247
 _REAL_EXIT = os._exit
+
+
+def retried_message(death: str) -> str:
+    """The message of the ``error`` record of a task whose worker died while it ran (``death``, :func:`died_message`)
+    and whose run again, alone in a new worker, finished: its records are kept beside this one."""
+    return (f"the worker process ended while this task ran ({death}); run again alone in a new worker, it finished "
+            "and its records are kept: a step that crashes only some of the time, or a thread or a timer that an "
+            "earlier step left in that worker?")
 
 
 def _exit_during_task(code: int) -> NoReturn:  # pragma: no cover - runs in a worker that then ends
@@ -758,6 +769,7 @@ def run_supervised(
 
     results: list[list[Record] | None] = [None] * len(tasks)
     died: dict[int, str] = {}
+    batch_timeouts: set[int] = set()  # the batches in died stopped for a task past its time limit (not a death)
     markers = tempfile.mkdtemp(prefix="harness-tasks-")
     main = sys.modules.get("__main__")
     hidden_main = None
@@ -844,6 +856,7 @@ def run_supervised(
         last_progress = time.monotonic()
         done_seen = 0
         retried: set[int] = set()  # tasks whose worker died in their middle, run once more
+        first_death: dict[int, str] = {}  # such a task -> how its worker died the first time
         stall_limit = max(limit(t.case) for t in tasks) + STALL_GRACE
         while pending:
             finished: set[Any] = set()
@@ -921,6 +934,7 @@ def run_supervised(
                     pending.discard(running)
                     finished.add(running)
                     died[i] = f"task {unit} of the batch ran past its timeout"
+                    batch_timeouts.add(i)
                     continue
                 if pid and _process_gone(pid):
                     if now - gone_since.setdefault(i, now) > WATCHDOG_GRACE and not running.done():
@@ -934,13 +948,21 @@ def run_supervised(
                 members = batches[b]
                 if len(members) > 1:
                     # the records of the batch's tasks come through its records file (report_unit), not with the result
+                    death = None
                     try:
                         if b in died:
                             raise _WorkerDiedError(died[b])
                         done_fut.result()
-                    except BaseException:  # noqa: BLE001 - died, timed out or failed: handled below
+                    except ProcessExpired as exc:
+                        death = died_message(exc.exitcode)
+                    except _WorkerDiedError as exc:
+                        death = None if b in batch_timeouts else str(exc)
+                    except BaseException:  # noqa: BLE001 - timed out or failed: handled below
                         pass
                     handed = harvest(b)  # every task whose records the worker wrote, before or as it ended
+                    if death is not None and handed < len(members):  # the task that ran when the worker died
+                        retried.add(members[handed])
+                        first_death[members[handed]] = death
                     for i in members[handed:]:  # died, timed out, failed or a damaged frame: each such task again, alone
                         batches.append([i])
                         submit(len(batches) - 1)
@@ -952,17 +974,21 @@ def run_supervised(
                     if b in died:
                         raise _WorkerDiedError(died[b])
                     results[i] = done_fut.result()
+                    if i in first_death:  # its retry finished: the crash must not vanish with the retry's records
+                        results[i] = [*(results[i] or []), error_record(t.case, t.implementation, t.device, t.dtype, opts,
+                                                                        retried_message(first_death[i]))]
                 except TimeoutError:
                     why = (f"ran past the {limit(t.case):g} s timeout (--timeout; running and grading one case, implementation, "
                            "device and dtype); the worker process was stopped")
                 except (ProcessExpired, _WorkerDiedError) as exc:
+                    why = died_message(exc.exitcode) if isinstance(exc, ProcessExpired) else str(exc)
                     if i not in retried:  # once more, alone: the worker may have been ended by a thread or a timer
                         retried.add(i)    # an earlier step left behind, not by this task (found by a review)
+                        first_death[i] = why
                         batches.append([i])
                         submit(len(batches) - 1)
                         pending.add(order[-1])
                         continue
-                    why = died_message(exc.exitcode) if isinstance(exc, ProcessExpired) else str(exc)
                 except BaseException as exc:  # noqa: BLE001 - a result that cannot be sent back, or any BaseException
                     # a worker ignores SIGINT: a KeyboardInterrupt (SystemExit, ...) that came back from it was raised
                     # by user code there; the supervisor never re-raises it (its own Ctrl-C is `interrupted`)

@@ -685,3 +685,56 @@ def test_ctrl_c_while_the_fork_server_preloads_prints_no_traceback(tmp_path: Pat
     assert proc.returncode == 0, (proc.returncode, out[-2000:], err[-2000:])
     recs = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert recs[-1]["kind"] == "run-end" and recs[-1]["completed"] is True and len(recs) > 50
+
+
+FLAKY_STEPS = '''
+
+@harness.implementation("bad-flaky-{kind}", framework="numpy")
+def flaky(X, y, W, b, *, lr, reduction, steps):  # ends its worker the first time it runs, correct after that
+    flag = os.path.join(os.path.dirname(os.path.abspath(__file__)), "crashed-{kind}")
+    if not os.path.exists(flag):
+        open(flag, "w").close()
+        {crash}
+    return _hand(X, y, W, b, lr, reduction, steps)
+'''
+
+
+@pytest.mark.parametrize("kind, crash, cause", [
+    ("segfault", "ctypes.string_at(0)", "killed by signal SIGSEGV"),
+    ("sigkill", "os.kill(os.getpid(), 9)", "killed by signal SIGKILL"),  # (os._exit itself is caught in the step)
+    ("native-exit", "ctypes.CDLL(None).exit(0)", "exit status 0"),
+])
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_step_that_ends_its_worker_once_is_an_error_though_its_retry_agrees(tmp_path, monkeypatch, kind, crash, cause,
+                                                                             batched):
+    """A worker that dies while a task runs is run again alone (the death may be a thread or a timer an earlier step
+    left in that worker); a step that crashes only some of the time then agreed on the retry and the run passed,
+    with no word of the crash (thirty-third round). The retry's records are kept, and one ``error`` record says the
+    worker died and how; so the run fails. Batched (trusted code in one worker call per case) the same."""
+    from harness import runner
+    from harness.implementations.registry import load_plugin
+    from harness.verdicts import run_outcome
+
+    name = f"test-iso-flaky-{kind}-{int(batched)}"
+    path = tmp_path / f"flaky_{kind}_{int(batched)}.py"
+    path.write_text("import ctypes, os\nimport numpy as np\nimport harness\n" + HAND_STEP_SOURCE
+                    + FLAKY_STEPS.replace("bad-flaky-{kind}", name).format(kind=kind, crash=crash))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    load_plugin(str(path))
+    if batched:
+        monkeypatch.setattr(runner, "trusted", lambda impl: True)
+    case = [c for c in seed_cases() if c.id == "seed"]
+    recs = verify(case, ["numpy-hand", name], dtypes=["float64"], isolation="process", jobs=1, timeout=20,
+                  plugins=[str(path)])
+    assert (tmp_path / f"crashed-{kind}").exists()
+    mine = [r for r in recs if r.implementation == name]
+    errors = [r for r in mine if r.verdict == "error"]
+    assert len(errors) == 1 and errors[0].quantity == "*", [(r.quantity, r.verdict, r.message) for r in mine]
+    assert "the worker process ended while this task ran" in errors[0].message and cause in errors[0].message, \
+        errors[0].message
+    assert "run again alone" in errors[0].message
+    graded = [r for r in mine if r.verdict != "error"]
+    hand = [r for r in recs if r.implementation == "numpy-hand"]
+    assert [(r.quantity, r.verdict, r.computed) for r in graded] == [(r.quantity, r.verdict, r.computed) for r in hand]
+    assert all(r.verdict == "agree" for r in hand)
+    assert run_outcome(recs).code == 1
