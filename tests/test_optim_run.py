@@ -754,11 +754,16 @@ def test_what_a_correct_step_gives_from_a_state_that_is_not_finite() -> None:
     # |r^ - r| <= R + |m| / eps, R = (|m| + E_m) / (eps (1 - r_eps)) (1 + k1) + eta, where m's sign is not certain:
     # m = 1, E_m = 1, eps = 2**-10, r_eps = k1 = 2**-11, eta = 0: 2**11 (1 + 2**-11) / (1 - 2**-11) + 2**10; where it is
     # (E_m = 0), r^ and r = 2**9 (den = 2**-9) both lie in [0, R]: max(R - |r|, |r|) (helper-137)
-    cap = _eps_cap(np.array([1.0]), np.array([1.0]), 2.0**-10, 2.0**-11, 2.0**-11, 0.0, np.array([2.0**9]))
-    assert cap[0] == pytest.approx(2.0**11 * (1 + 2.0**-11) / (1 - 2.0**-11) + 2.0**10, rel=1e-15)
-    cap = _eps_cap(np.array([1.0]), np.array([0.0]), 2.0**-10, 2.0**-11, 2.0**-11, 0.0, np.array([2.0**9]))
-    assert cap[0] == pytest.approx(2.0**10 * (1 + 2.0**-11) / (1 - 2.0**-11) - 2.0**9, rel=1e-15)
-    assert np.isinf(_eps_cap(np.array([1.0]), np.array([0.0]), 1e-8, 1.0, 2.0**-11, 0.0, np.array([1.0]))).all()  # eps flushed
+    more, less = _eps_cap(np.array([1.0]), np.array([1.0]), 2.0**-10, 2.0**-11, 2.0**-11, 0.0, np.array([2.0**9]))
+    assert more[0] == less[0] == pytest.approx(2.0**11 * (1 + 2.0**-11) / (1 - 2.0**-11) + 2.0**10, rel=1e-15)
+    # (sign certain: beyond r, R - |r|; short of it, |r| - L with L = (|m| - E_m) / den_hi (1 - k1) - eta, 0 for an
+    # unknown den_hi, helper-141)
+    more, less = _eps_cap(np.array([1.0]), np.array([0.0]), 2.0**-10, 2.0**-11, 2.0**-11, 0.0, np.array([2.0**9]))
+    assert more[0] == pytest.approx(2.0**10 * (1 + 2.0**-11) / (1 - 2.0**-11) - 2.0**9, rel=1e-15) and less[0] == 2.0**9
+    more, less = _eps_cap(np.array([1.0]), np.array([0.0]), 2.0**-10, 2.0**-11, 2.0**-11, 0.0, np.array([2.0**9]), 2.0**-8)
+    assert less[0] == pytest.approx(2.0**9 - 2.0**8 * (1 - 2.0**-11), rel=1e-15)
+    assert all(np.isinf(_eps_cap(np.array([1.0]), np.array([0.0]), 1e-8, 1.0, 2.0**-11, 0.0, np.array([1.0]))[i]).all()
+               for i in (0, 1))  # eps flushed
 
 
 @pytest.mark.parametrize("which", ["lerp", "decay", "step-size"])

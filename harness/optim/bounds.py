@@ -52,11 +52,12 @@ and is held with factor ``prod (1 + r_h)``: by Higham (2002) Lemma 3.1 ``prod (1
   the square root, all in float64, then held), or the float32 one below where larger:
   ``E_q = (E_S / c2 + q r_c2) / (1 - r_c2) (1 + u2) + u2 q + eta``;
 - ``den = q + eps``: ``E_den = E_q + r_eps eps + u2 (den + E_q) + eta``;
-- ``r = m / den``: ``E_r = (E_m + |r| E_den) / (den - E_den) (1 + u2) + u2 |r| + eta``, and at most
-  ``max(R - |r|, |r|)`` with ``R = (|m| + E_m) / (eps (1 - r_eps)) (1 + u2) + eta`` where ``|m| > E_m`` (every
-  evaluation's denominator is at least ``eps`` as held, and its quotient has the sign of ``m`` or is 0), else
-  ``R + |m| / eps`` (:func:`_eps_cap`); infinite, a vacuous bound, only where ``eps`` as held may be 0 (flushed, or below
-  the dtype's resolution) and ``E_den >= den`` (``V`` near 0);
+- ``r = m / den``: ``E_r = (E_m + |r| E_den) / (den - E_den) (1 + u2) + u2 |r| + eta``, and, per side, at most
+  ``R - |r|`` beyond ``r`` and ``|r| - L`` short of it with ``R = (|m| + E_m) / (eps (1 - r_eps)) (1 + u2) + eta`` and
+  ``L = (|m| - E_m) / (den + E_den) (1 - u2) - eta`` where ``|m| > E_m`` (every evaluation's denominator lies in
+  ``[eps (1 - r_eps), den + E_den]``, and its quotient has the sign of ``m`` or is 0), else ``R + |m| / eps`` on both
+  (:func:`_eps_cap`); infinite, a vacuous bound, only where ``eps`` as held may be 0 (flushed, or below the dtype's
+  resolution) and ``E_den >= den`` (``V`` near 0);
 - ``p = s r``, ``s = lr / (1 - beta1^t)`` with ``r_s = r_lr + 4 u64 (1 + beta1^t / (1 - beta1^t))``, or the float32
   one below where larger: ``E_p = s E_r (1 + r_s) + |p| r_s + e_sm + u2 (|p| + s E_r (1 + r_s) + |p| r_s + e_sm) + eta``.
   ``e_sm`` is torch.optim's order: ``addcdiv`` (for-loop, foreach and fused forms) computes ``(s m) / den``, so
@@ -68,7 +69,19 @@ and is held with factor ``prod (1 + r_h)``: by Higham (2002) Lemma 3.1 ``prod (1
   error; rounding ``x`` to the subnormals errs by at most ``min(eta, |x|)``, and ``|fl_h(s) m^| <= s (1 + r_s)(|m| + E_m)``). (Without it, float32
   Adam at step 1 with a first moment of ``2**-140`` and ``eps = 2**-24``, whose ``s m`` rounds to the least subnormal,
   was ``disagree`` at 106 times the bound in all three torch.optim forms: helper-127.)
-- ``theta' = theta1 - p``: ``E = E_1 + E_p + u2 (|theta'| + E_1 + E_p) + eta``.
+  Short of ``p`` (``|p^| < |p|``, or the other sign), where ``|m| > E_m``, also at most ``|p| - P_low``: ``p^`` has the
+  sign of ``s m`` and ``|p^| >= P_low = s (1 - r_s)(|m| - E_m) / (den + E_den) (1 - K(4)) - eta (1 + s (1 + r_s))(1 +
+  1 / (den + E_den))`` in each order: ``(s m) / den`` (addcdiv), ``s (m / den)`` and the Adam paper's and optax's
+  ``lr ((m / (1 - beta1^t)) / den)``, at most three operations, each ``fl(x) >= |x| (1 - u2) - eta`` (Higham 2002, sec.
+  2.1), and one more rounding of a hyper-parameter held in the dtype (``1 - beta1^t`` in optax's order); their underflows
+  reach ``p^`` scaled by at most ``1``, ``s (1 + r_s)``, ``1 / (den + E_den)`` or their product.
+- ``theta' = theta1 - p``: ``E = E_1 + E_p + u2 (|theta'| + E_1 + E_p) + eta``, on each side of the exact ``theta'``
+  with that side's ``E_p`` (a ``p^`` beyond ``p`` puts ``theta'^`` on the other side of ``theta'``: short of ``p`` is
+  above ``theta'`` where ``p > 0``; the subtraction's rounding, at most ``u2 |theta1^ - p^| + eta``, takes back more
+  than it adds where ``p^`` errs away from the side ``theta'^`` lies on). ``update_bounds`` returns the larger of the two
+  as the parameter's bound and each under ``ABOVE`` and ``BELOW`` (:func:`sided_bound`). (With one bound for both sides,
+  where the second moment is below float16's subnormals and ``eps`` small a correct update may be hundreds of times the
+  exact one, and an update of the wrong sign, or none at all, agreed: helper-141.)
 
 **Bias corrections in float32** (:func:`float32_bias_corrections`, float32, float16 and bfloat16 parameters): optax's
 Adam in JAX float32, torch.optim's capturable and differentiable paths (float32 ``step`` tensors, also for half
@@ -132,6 +145,12 @@ U32 = 2.0**-24
 #: ULP), one ULP being at most ``2 U32`` of a normal value.
 C_POW = 8
 _SAFETY = 1.0 + 2.0**-30
+#: The suffixes of the one-sided bounds of an Adam parameter in :func:`update_bounds`' dictionaries: the bound of its
+#: error above the exact value, and below it (:func:`sided_bound`).
+ABOVE, BELOW = "~above", "~below"
+#: The suffix of an Adam parameter's least denominator ``max(den - E_den, eps (1 - r_eps))`` over every correct evaluation
+#: in :func:`update_bounds`' rigorous dictionary (not a bound; :func:`intermediate_overflow` reads it).
+DEN_FLOOR = "~den_floor"
 
 
 @dataclass(frozen=True)
@@ -319,7 +338,12 @@ def adam_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[
                 got = _adam_chain(opt, theta, g, m_, v_, vmax_, k, u2, eta, b1, b2, w1, w2, wd, eps, lr, c2, s, r_c2, r_s, r_eps, sub,
                                   fmt.min_normal)
             for name, arr in got.items():
-                out[f"{name}_{p}" if name != "theta" else p] = np.where(np.isnan(arr), np.inf, arr * _SAFETY)
+                if name == "den_floor":  # (not a bound: the least denominator, :func:`intermediate_overflow` reads it)
+                    if out is rigorous:
+                        out[p + DEN_FLOOR] = np.where(np.isnan(arr), 0.0, arr / _SAFETY)
+                    continue
+                key = p + name[len("theta"):] if name.startswith("theta") else f"{name}_{p}"
+                out[key] = np.where(np.isnan(arr), np.inf, arr * _SAFETY)
         for name in list(expected):
             if name in rigorous:
                 expected[name] = np.minimum(expected[name], rigorous[name])
@@ -431,37 +455,82 @@ def _adam_chain(opt: OptimizerConfig, theta: F64, g: F64, m_: F64, v_: F64, vmax
     r = m / den
     gap = den - E_den
     E_r = np.where(gap > 0, (E_m + np.abs(r) * E_den) / np.where(gap > 0, gap, 1.0), np.inf) * (1 + k(1)) + k(1) * np.abs(r) + eta
-    E_r = np.minimum(E_r, _eps_cap(m, E_m, eps, r_eps, k(1), eta, r))
+    # the eps cap, per side of r: beyond it (|r^| > |r|, m's sign) and short of it (|r^| < |r|, or the other sign)
+    more, less = _eps_cap(m, E_m, eps, r_eps, k(1), eta, r, den + E_den)
     p = s * r
-    sE = s * E_r * (1 + r_s) + np.abs(p) * r_s
     # torch.optim's addcdiv forms (s m) / den: the underflow of a subnormal s m is divided by den (module docstring)
     low = np.maximum(gap, eps * (1 - r_eps) if r_eps < 1 else 0.0)
     sm_small = s * (1 - r_s) * np.maximum(np.abs(m) - E_m, 0.0) < tiny
     e_sm = np.minimum(eta, s * (1 + r_s) * (np.abs(m) + E_m))
-    sE = sE + np.where(sm_small & (e_sm > 0), np.where(low > 0, e_sm / np.where(low > 0, low, 1.0), np.inf), 0.0)
-    E_p = sE + k(1) * (np.abs(p) + sE) + eta
+    e_sm = np.where(sm_small & (e_sm > 0), np.where(low > 0, e_sm / np.where(low > 0, low, 1.0), np.inf), 0.0)
+    out["den_floor"] = low
     new = th1 - p
-    out["theta"] = E_1 + E_p + k(1) * (np.abs(new) + E_1 + E_p) + eta
+    E_p = {}
+    for name, cap in (("more", more), ("less", less)):  # (linear in E_r with positive weights: each side's own bound)
+        sE = s * np.minimum(E_r, cap) * (1 + r_s) + np.abs(p) * r_s + e_sm
+        E_p[name] = sE + k(1) * (np.abs(p) + sE) + eta
+    # short of p, where m's sign is certain: |p^| >= P_low in each order (module docstring), so |p| - P_low bounds it
+    # (e_sm above is the most s m's underflow adds; it takes from p^ no more than eta / den_hi)
+    s_hi, den_hi = abs(s) * (1 + r_s), den + E_den
+    p_low = (abs(s) * max(1 - r_s, 0.0) * np.maximum(np.abs(m) - E_m, 0.0) / den_hi * (1 - k(4))
+             - eta * (1 + s_hi) * (1 + 1 / den_hi))
+    E_p["less"] = np.minimum(E_p["less"], np.where(np.abs(m) > E_m, np.abs(p) - np.maximum(p_low, 0.0), np.inf))
+    # (the subtraction's rounding is at most k1 |th1^ - p^| + eta; where p^ errs to the other side than W'^ - W' lies,
+    # it takes back more than its rounding adds: each side's own E_p)
+    side = {name: E_1 + e + k(1) * (np.abs(new) + E_1 + e) + eta for name, e in E_p.items()}
+    # W' = th1 - p: a computed p^ short of p (or of the other sign) leaves W'^ on p's side of the exact W' (above it
+    # where p > 0), one beyond p on the other side
+    up = np.sign(p) > 0
+    flat = np.sign(p) == 0
+    out["theta"] = np.maximum(side["more"], side["less"])
+    out["theta" + ABOVE] = np.where(flat, out["theta"], np.where(up, side["less"], side["more"]))
+    out["theta" + BELOW] = np.where(flat, out["theta"], np.where(up, side["more"], side["less"]))
     return out
 
 
-def _eps_cap(m: F64, E_m: F64, eps: float, r_eps: float, k1: float, eta: float, r: F64) -> F64:
-    """A bound on ``|r^ - r|`` for Adam's ``r = m / (q + eps)`` (``r``: its value, from the exact magnitudes) that holds
-    whatever the error of ``q``: every evaluation forms ``q >= 0`` and adds ``eps`` as held, so its denominator is at
-    least ``eps (1 - r_eps)`` (rounding is monotonic) and ``|r^| <= R = (|m| + E_m) / (eps (1 - r_eps)) (1 + k1) + eta``,
-    while ``|r| <= |m| / eps <= R``. Where ``|m| > E_m`` the computed moment has the sign of ``m``, and so has ``r^`` (or
-    it is 0: a positive denominator, rounding keeps the sign): both lie in ``[0, R]`` on that side, ``|r^ - r| <=
-    max(R - |r|, |r|)``; elsewhere ``R + |m| / eps``. (The sum everywhere let a float16 Adam update of the wrong sign
-    agree where the second moment is below float16's subnormals and eps = 1e-3: a gradient of 0.001, helper-137.)
-    Infinite where ``eps`` as held may be 0 (``r_eps >= 1``: flushed or below the dtype's resolution). (Without it,
-    float16 second moments below the subnormals, whose absolute slack ``3 eta`` swamps ``eps``, left the chain's bound
-    vacuous for every gradient below about 0.01, and a step that moved every weight by +100 agreed: helper-69.)"""
+def _eps_cap(m: F64, E_m: F64, eps: float, r_eps: float, k1: float, eta: float, r: F64,
+             den_hi: F64 | float = math.inf) -> tuple[F64, F64]:
+    """Bounds on ``|r^ - r|`` for Adam's ``r = m / (q + eps)`` (``r``: its value, from the exact magnitudes) that hold
+    whatever the error of ``q``, as ``(more, less)``: where ``r^`` lies beyond ``r`` (``|r^| > |r|``, of ``m``'s sign) and
+    short of it (``|r^| < |r|``, or of the other sign). Every evaluation forms ``q >= 0`` and adds ``eps`` as held, so its
+    denominator is at least ``eps (1 - r_eps)`` (rounding is monotonic) and ``|r^| <= R = (|m| + E_m) / (eps (1 - r_eps))
+    (1 + k1) + eta``, while ``|r| <= |m| / eps <= R``. Where ``|m| > E_m`` the computed moment has the sign of ``m``, and
+    so has ``r^`` (or it is 0: a positive denominator, rounding keeps the sign), and its denominator is at most
+    ``den_hi = den + E_den``: ``L <= |r^| <= R`` with ``L = max(0, (|m| - E_m) / den_hi (1 - k1) - eta)`` (one rounding,
+    Higham 2002 sec. 2.1, underflow as an absolute error), so ``more = R - |r|`` and ``less = |r| - L``. Elsewhere both
+    are ``R + |m| / eps``. (The sum ``R + |r|`` on both sides let a float16 Adam update of the wrong sign agree where the
+    second moment is below float16's subnormals and eps = 1e-3, helper-137; the symmetric ``max(R - |r|, |r|)`` that
+    replaced it still let a skipped update (``W`` kept) and, where ``R >= 3 |r|`` (eps = 1e-6, a gradient of 1e-3), the
+    update of the wrong sign agree: helper-141.) Infinite where
+    ``eps`` as held may be 0 (``r_eps >= 1``: flushed or below the dtype's resolution). (Without it, float16 second
+    moments below the subnormals, whose absolute slack ``3 eta`` swamps ``eps``, left the chain's bound vacuous for every
+    gradient below about 0.01, and a step that moved every weight by +100 agreed: helper-69.)"""
     if not r_eps < 1 or eps <= 0:
-        return np.full(np.shape(m), np.inf)
+        gone = np.full(np.shape(m), np.inf)
+        return gone, gone
     am = np.abs(m)
     top = (am + E_m) / (eps * (1 - r_eps)) * (1 + k1) + eta
     ar = np.abs(r)
-    return np.where(am > E_m, np.maximum(top - ar, ar), top + am / eps)
+    low = np.maximum((am - E_m) / den_hi * (1 - k1) - eta, 0.0)
+    sure = am > E_m
+    wide = top + am / eps
+    return np.where(sure, np.maximum(top - ar, 0.0), wide), np.where(sure, np.maximum(ar - low, 0.0), wide)
+
+
+def sided_bound(bounds: Mapping[str, F64], q: str, computed: F64, exact_hi: F64, exact_lo: F64) -> F64:
+    """The bound of quantity ``q`` (a key of :func:`update_bounds`' dictionaries) on the side of the exact value each
+    computed element lies: Adam's parameter has one above (``q + ABOVE``) and one below (``q + BELOW``) where the eps
+    cap is one-sided (:func:`_eps_cap`: a correct update has the first moment's sign and lies in ``[L, R]``); each is at
+    most ``bounds[q]``, their maximum. Elsewhere, and where either is not finite, ``bounds[q]``. NaN elements take the
+    lower side's (the verdict of a NaN does not depend on its bound's size where that is finite)."""
+    sym = np.asarray(bounds[q], dtype=np.float64)
+    above, below = bounds.get(q + ABOVE), bounds.get(q + BELOW)
+    if above is None or below is None:
+        return sym
+    with np.errstate(invalid="ignore"):
+        over = (np.asarray(computed, dtype=np.float64) - exact_hi) - exact_lo > 0
+    pick = np.where(over, above, below)
+    return np.where(np.isfinite(above) & np.isfinite(below), pick, sym)
 
 
 def update_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[str, F64],
@@ -538,7 +607,7 @@ def _signs(mask: Mask, sign: npt.ArrayLike) -> tuple[Mask, Mask]:
 def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[str, F64],
                           state: Mapping[str, Mapping[str, F64]], new_state: Mapping[str, F64], t: int, lr: float,
                           fmt: FloatFormat, returned: Mapping[str, F64] | None = None,
-                          flush_to_zero: bool = False) -> dict[str, Outcomes]:
+                          flush_to_zero: bool = False, bounds: Mapping[str, F64] | None = None) -> dict[str, Outcomes]:
     """Per parameter, the elements where an intermediate of a correct evaluation of the rule may overflow ``fmt``
     although the exact new values do not, and what a correct step may give there besides them (:class:`Outcomes`;
     helper-61: Nesterov's ``d + momentum buf`` of 76,000 in float16 gave torch's correct W = -inf; Adam's
@@ -557,7 +626,10 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
     lerp's ``d - m_`` may overflow, the parameter and ``exp_avg`` ``+-inf`` or NaN (``m / den`` infinite); where the
     second moment may, ``exp_avg_sq`` (and ``max_exp_avg_sq``) ``inf``, and the parameter left where it was (or
     decayed); where the step size, alone or times the moment, or AdamW's ``lr lambda`` or decayed
-    ``theta (1 - lr lambda)`` may, the parameter ``+-inf`` or NaN. Nothing else: the parameter was ungraded there,
+    ``theta (1 - lr lambda)`` may, the parameter ``+-inf`` or NaN; so too where the quotient ``m / den`` may, alone, over
+    ``1 - beta1^t`` (the Adam paper's and optax's ``m_hat / (sqrt(v_hat) + eps)``) or times the step size, bounded with
+    ``bounds`` (the rigorous dictionary of :func:`update_bounds`: the first moment's bound and the least denominator,
+    ``DEN_FLOOR``; without it, the exact denominator). Nothing else: the parameter was ungraded there,
     and a step that fell back to plain SGD where ``g g`` overflowed float16 (W = -7 against an exact 0.99) agreed
     (helper-69). (:func:`harness.optim.grade.grade_update` keeps an infinity to the exact value's sign where that
     value is surely beyond the range.)"""
@@ -670,9 +742,19 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
             # the quotient m / den before the step size (optax's order, a step written in the dtype: s (m / den)): it may
             # overflow where s m / den does not (float16, m = -2116, den = 4.9e-4, lr = 1e-5: W = inf where the exact W is
             # 44.6, helper-137); and with the second moment's weight 1 - beta2 held as 0, 0 inf is NaN
-            den = np.sqrt(np.abs(V)) / math.sqrt(1 - b2**t) + float(opt["eps"])
-            quot = np.abs(m_new) / den
-            h_quot = hits(quot, shape) | hits(step_size * quot, shape)
+            # A correct evaluation's denominator may be far below the exact one where the second moment is near the
+            # subnormals (rounded to 0: eps alone): the quotient is bounded with the least denominator of the bounds'
+            # chain (:func:`adam_bounds`, ``den_floor``) and the first moment's own error. (With the exact denominator,
+            # float16 m = 65.7, v = 1e-9 rounded to 0, eps = 1e-3 at step 2: m / eps = inf where m / den = 38,500, W =
+            # -inf disagree; and the Adam paper's and optax's m_hat / (sqrt(v_hat) + eps), the quotient over 1 - beta1^t,
+            # not counted: W = -inf disagree where the exact W is -1.39, helper-141)
+            if bounds is not None and p + DEN_FLOOR in bounds:
+                e_m = np.reshape(np.asarray(bounds[f"exp_avg_{p}"], dtype=np.float64), shape)
+                with np.errstate(divide="ignore"):
+                    quot = (np.abs(m_new) + e_m) / np.reshape(bounds[p + DEN_FLOOR], shape)
+            else:
+                quot = np.abs(m_new) / (np.sqrt(np.abs(V)) / math.sqrt(1 - b2**t) + float(opt["eps"]))
+            h_quot = hits(quot, shape) | hits(quot / (1 - b1**t), shape) | hits(step_size * quot, shape)
             _mark(w_pos, w_neg, h_quot, -np.sign(m_new) * np.sign(lr))
             # (1 - beta2) d^2 with 1 - beta2 held as 0 (below the dtype's subnormals, in a step written in the dtype) and d
             # or d d beyond the range: 0 inf is NaN in the second moment, and then in W (float16, beta2 = 1 - 2**-40,

@@ -25,7 +25,7 @@ from ..frameworks import to_float64
 from ..records import Record
 from ..shapes import same_up_to_size1
 from ..verdicts import failing_verdicts
-from .bounds import held_not_finite, intermediate_overflow, kept_parameter, update_bounds
+from .bounds import held_not_finite, intermediate_overflow, kept_parameter, sided_bound, update_bounds
 from .config import PARAMS, OptimizerConfig
 from .oracle import UpdateTruth, update_truth
 
@@ -139,13 +139,15 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
     with np.errstate(over="ignore", invalid="ignore"):
         new_state = {q: truth.values[q].to_hi_lo()[0] for q in quantity_names(opt) if q not in PARAMS}
     spills = intermediate_overflow(opt, params, grads, prev_state, new_state, t, lr, fmt, returned=out,
-                                   flush_to_zero=flush_to_zero)
+                                   flush_to_zero=flush_to_zero, bounds=rigorous)
     kept_values = kept_parameter(opt, params, lr, fmt, flush_to_zero)
     records = []
     for q in quantity_names(opt):
         exact = truth.values[q]
         hi, lo = exact.to_hi_lo()
-        rig, exp = rigorous[q], expected[q]
+        # (Adam's parameter: the bound on the side of the exact value each element lies, where a correct update's
+        # direction is certain, :func:`harness.optim.bounds.sided_bound`)
+        rig, exp = (sided_bound(b, q, out[q], hi, lo) for b in (rigorous, expected))
         rule_vacuous = ~np.isfinite(rig)  # (the rule's own: eps below the dtype's resolution; named below as such)
         p = q if q in PARAMS else q.rsplit("_", 1)[1]
         skip = inf_only[p]
