@@ -204,3 +204,19 @@ def test_search_correct_float16_adam_steps_near_the_subnormals_for_a_false_alarm
     target(max(ratios, default=0.0), label="error / rigorous bound")
     bad = [(q, r.verdict, r.bound_ratio, r.message[:200]) for q, r in recs.items() if r.verdict in FAILING]
     assert not bad, bad
+
+
+def test_a_nan_parameter_where_only_the_quotient_may_overflow_disagrees() -> None:
+    # the quotient m / eps = 65,700 may overflow float16 (above): W = -inf is a correct result there, but NaN is not:
+    # m / den = +inf times lr / (1 - beta1^2) (held in float16 as a subnormal, not 0) is +inf, and W = theta - inf = -inf;
+    # NaN needs 0 inf (the step size held as 0) or inf - inf. It was accepted (overflow, helper-141)
+    opt, params, grads, state = quotient_case(0.0)
+    new, new_state = correct_step("sim-loop", opt, params, grads, state, 2, 1e-5)
+    new["W"][0, 0] = math.nan
+    assert grade(opt, "float16", params, grads, state, 2, 1e-5, new, new_state)["W"].verdict == "disagree"
+    # lr = 1e-9: the step size 1e-9 / 0.19 is held as 0 in float16 (below half its least subnormal): 0 inf is NaN, a
+    # correct result
+    new, new_state = correct_step("sim-dtype-scalars", opt, params, grads, state, 2, 1e-9)
+    assert math.isnan(new["W"][0, 0])
+    recs = grade(opt, "float16", params, grads, state, 2, 1e-9, new, new_state)
+    assert recs["W"].verdict not in FAILING, (recs["W"].verdict, recs["W"].message)

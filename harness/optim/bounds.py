@@ -760,7 +760,10 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
             # or d d beyond the range: 0 inf is NaN in the second moment, and then in W (float16, beta2 = 1 - 2**-40,
             # d = 1147: helper-137)
             v_nan = (h_d | h_wd | hits(d * d, shape)) if may_vanish(1 - b2, fmt, flush_to_zero) else none
-            to_inf = m_hit | hits(step_size, shape) | hits(step_size * np.abs(m_new), shape) | h_quot | v_nan | h_mhat
+            # (the quotient's overflow gives the parameter -sign(m) inf, NaN only as 0 inf with the step size held as 0: lr
+            # as held, s = lr / (1 - beta1^t) >= lr; NaN was accepted wherever the quotient may overflow, helper-141)
+            q_nan = h_quot if vanish(lr) else none
+            to_inf = m_hit | hits(step_size, shape) | hits(step_size * np.abs(m_new), shape) | q_nan | v_nan | h_mhat
             if opt.name == "adamw" and wd != 0:
                 h_decay = hits(lr * wd, shape) | hits(np.abs(theta) * abs(1 - lr * wd), shape)
                 pos, neg = _signs(h_decay, theta * (1 - lr * wd) if abs(lr * wd) < math.inf else -theta)
