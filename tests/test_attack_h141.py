@@ -220,3 +220,27 @@ def test_a_nan_parameter_where_only_the_quotient_may_overflow_disagrees() -> Non
     assert math.isnan(new["W"][0, 0])
     recs = grade(opt, "float16", params, grads, state, 2, 1e-9, new, new_state)
     assert recs["W"].verdict not in FAILING, (recs["W"].verdict, recs["W"].message)
+
+
+def test_sgd_with_dampening_1_at_step_1_gives_no_nan_where_the_gradient_with_weight_decay_overflows() -> None:
+    # at step 1 the buffer is d itself (torch.optim: no dampening at the first step), so (1 - dampening) d = 0 inf never
+    # forms: d = 1 + 1000 * 100 = 100,001 overflows float16 to +inf in the buffer and W = 100 - 0.01 inf = -inf (torch's
+    # for-loop and foreach) or W = -900 (fused, in float32); a NaN buffer or W was accepted (overflow, helper-141)
+    opt = optimizer_of({"name": "sgd", "momentum": 0.9, "dampening": 1.0, "weight_decay": 1000.0})
+    params = {"W": np.array([[100.0, 1.0]]), "b": np.array([0.5])}
+    grads = {"W": np.array([[1.0, 0.25]]), "b": np.array([0.125])}
+    for form in ("loop", "foreach", "fused"):
+        new, new_state = torch_step(form, opt, "float16", params, grads, {}, 1, 0.01)
+        recs = grade(opt, "float16", params, grads, {}, 1, 0.01, new, new_state)
+        assert not [q for q, r in recs.items() if r.verdict in FAILING], (form, [(q, r.verdict) for q, r in recs.items()])
+    new["W"][0, 0], new_state["W"]["momentum_buffer"][0, 0] = math.nan, math.nan
+    recs = grade(opt, "float16", params, grads, {}, 1, 0.01, new, new_state)
+    assert recs["W"].verdict == recs["momentum_buffer_W"].verdict == "disagree"
+    # at step 2 the held buffer's term 0.9 buf and (1 - 1) d = 0 inf: NaN is correct there
+    state = {p: {"momentum_buffer": np.full(np.shape(v), 2.0)} for p, v in params.items()}
+    truth = update_truth(opt, params, grads, state, 2, Fraction(0.01), F16)
+    new = {p: round_to_format(truth.values[p].to_hi_lo()[0], F16) for p in params}
+    new_state = {p: {"momentum_buffer": round_to_format(truth.values[f"momentum_buffer_{p}"].to_hi_lo()[0], F16)} for p in params}
+    new["W"][0, 0], new_state["W"]["momentum_buffer"][0, 0] = math.nan, math.nan
+    recs = grade(opt, "float16", params, grads, state, 2, 0.01, new, new_state)
+    assert not [q for q, r in recs.items() if r.verdict in FAILING], [(q, r.verdict, r.message[:100]) for q, r in recs.items()]

@@ -682,7 +682,9 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
                     _mark(s_pos, s_neg, h_wd, wd_theta)
                     _mark(s_pos, s_neg, h_buf, buf)
                     _mark(s_pos, s_neg, h_prev, buf_prev)
-                    if vanish(1 - damp):  # (1 - dampening) d = 0 inf (dampening 1, or 1 - dampening held as 0)
+                    # (1 - dampening) d = 0 inf (dampening 1, or 1 - dampening held as 0), from step 2: the first step's buffer
+                    # is d itself (torch.optim's rule: a NaN buffer and W at step 1 were accepted, helper-141)
+                    if vanish(1 - damp) and t > 1 and "momentum_buffer" in prev:
                         s_nan |= h_d | h_wd
                         w_nan |= h_d | h_wd
                     if opt["nesterov"]:  # mu buf alone (mu > 1) may overflow where d + mu buf does not
