@@ -244,3 +244,25 @@ def test_sgd_with_dampening_1_at_step_1_gives_no_nan_where_the_gradient_with_wei
     new["W"][0, 0], new_state["W"]["momentum_buffer"][0, 0] = math.nan, math.nan
     recs = grade(opt, "float16", params, grads, state, 2, 0.01, new, new_state)
     assert not [q for q, r in recs.items() if r.verdict in FAILING], [(q, r.verdict, r.message[:100]) for q, r in recs.items()]
+
+
+def test_a_nan_parameter_where_only_the_bias_corrected_first_moment_may_overflow_disagrees() -> None:
+    # optax's order at step 2, held m = 20,000, v = 1, gradient 0: m = 18,000 and m_hat = 18,000 / 0.19 = 94,737 is inf
+    # in float16, while v_hat = 0.999 / 0.001999 = 500 is not: inf / (sqrt(500) + eps) = inf, W = -inf (exact W: 0.5 -
+    # 1e-5 * 94,737 / 22.4 = 0.458). NaN needs inf / inf (v_hat inf too) or 0 inf (lr held as 0): it was accepted
+    # (overflow) at lr = 1e-5; at lr = 1e-9 (held as 0 in float16) the step's own NaN stays accepted
+    opt = optimizer_of({"name": "adam", "eps": 1e-3})
+    params = {"W": np.array([[0.5, 0.5]]), "b": np.array([0.25])}
+    grads = {"W": np.array([[0.0, 0.0]]), "b": np.array([0.0])}
+    state = {"W": {"exp_avg": np.array([[20000.0, 0.5]]), "exp_avg_sq": np.array([[1.0, 0.25]])},
+             "b": {"exp_avg": np.array([0.5]), "exp_avg_sq": np.array([0.25])}}
+    exact = update_truth(opt, params, grads, state, 2, Fraction(1e-5), F16).values["W"].to_hi_lo()[0][0, 0]
+    assert exact == pytest.approx(0.5 - 1e-5 * (18000 / 0.19) / (math.sqrt(0.999) / math.sqrt(1 - 0.999**2) + 1e-3), rel=1e-9)
+    new, new_state = correct_step("optax", opt, params, grads, state, 2, 1e-5)
+    assert new["W"][0, 0] == -math.inf
+    assert grade(opt, "float16", params, grads, state, 2, 1e-5, new, new_state)["W"].verdict not in FAILING
+    new["W"][0, 0] = math.nan
+    assert grade(opt, "float16", params, grads, state, 2, 1e-5, new, new_state)["W"].verdict == "disagree"
+    new, new_state = correct_step("optax", opt, params, grads, state, 2, 1e-9)
+    assert math.isnan(new["W"][0, 0])
+    assert grade(opt, "float16", params, grads, state, 2, 1e-9, new, new_state)["W"].verdict not in FAILING

@@ -764,8 +764,11 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
             v_nan = (h_d | h_wd | hits(d * d, shape)) if may_vanish(1 - b2, fmt, flush_to_zero) else none
             # (the quotient's overflow gives the parameter -sign(m) inf, NaN only as 0 inf with the step size held as 0: lr
             # as held, s = lr / (1 - beta1^t) >= lr; NaN was accepted wherever the quotient may overflow, helper-141)
+            # (so too m_hat's: inf / den is inf, NaN only as inf / inf where v_hat or sqrt(V) / c2 may overflow as well, or
+            # as 0 inf: optax's float16 NaN was accepted where only m_hat = 94,737 overflows at lr = 1e-5, helper-141)
             q_nan = h_quot if vanish(lr) else none
-            to_inf = m_hit | hits(step_size, shape) | hits(step_size * np.abs(m_new), shape) | q_nan | v_nan | h_mhat
+            mhat_nan = h_mhat if vanish(lr) else h_mhat & kept
+            to_inf = m_hit | hits(step_size, shape) | hits(step_size * np.abs(m_new), shape) | q_nan | v_nan | mhat_nan
             if opt.name == "adamw" and wd != 0:
                 h_decay = hits(lr * wd, shape) | hits(np.abs(theta) * abs(1 - lr * wd), shape)
                 pos, neg = _signs(h_decay, theta * (1 - lr * wd) if abs(lr * wd) < math.inf else -theta)
