@@ -266,3 +266,24 @@ def test_a_nan_parameter_where_only_the_bias_corrected_first_moment_may_overflow
     new, new_state = correct_step("optax", opt, params, grads, state, 2, 1e-9)
     assert math.isnan(new["W"][0, 0])
     assert grade(opt, "float16", params, grads, state, 2, 1e-9, new, new_state)["W"].verdict not in FAILING
+
+
+@pytest.mark.parametrize("form", ["loop", "foreach", "fused"])
+def test_torch_float16_sgd_holding_lr_as_zero_against_an_infinite_held_buffer_is_not_a_failure(form: str) -> None:
+    # a held momentum buffer of +inf (an earlier step's overflow) gives the new buffer +inf and W = theta - lr inf: -inf,
+    # or NaN where lr = 1e-8 is held as 0 (torch's float16 add_(buf, alpha=-lr): 0 inf). The rule allowed that NaN only
+    # for lr == 0: torch's own for-loop and foreach steps were disagree (helper-141's search); a NaN stays wrong where lr is
+    # held (1e-3), and a finite W stays wrong everywhere
+    opt = optimizer_of({"name": "sgd", "momentum": 1.5, "weight_decay": 1e-9})
+    params = {"W": np.array([[250.0, 174.5]]), "b": np.array([-12.3046875, 1.0])}
+    grads = {"W": np.array([[0.0010175704956054688, 0.026214599609375]]), "b": np.array([0.0, 250.0])}
+    state = {"W": {"momentum_buffer": np.array([[math.inf, 0.0]])}, "b": {"momentum_buffer": np.array([1.0, 2330.0])}}
+    new, new_state = torch_step(form, opt, "float16", params, grads, state, 5, 1e-8)
+    recs = grade(opt, "float16", params, grads, state, 5, 1e-8, new, new_state)
+    assert not [q for q, r in recs.items() if r.verdict in FAILING], [(q, r.verdict, r.message[:120]) for q, r in recs.items()]
+    assert math.isnan(new["W"][0, 0]) or new["W"][0, 0] == -math.inf
+    new["W"][0, 0] = 250.0
+    assert grade(opt, "float16", params, grads, state, 5, 1e-8, new, new_state)["W"].verdict == "disagree"
+    held, held_state = torch_step(form, opt, "float16", params, grads, state, 5, 1e-3)
+    held["W"][0, 0] = math.nan
+    assert grade(opt, "float16", params, grads, state, 5, 1e-3, held, held_state)["W"].verdict == "disagree"

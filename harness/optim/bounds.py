@@ -786,7 +786,7 @@ def intermediate_overflow(opt: OptimizerConfig, params: Mapping[str, F64], grads
 
 
 def held_not_finite(opt: OptimizerConfig, state: Mapping[str, Mapping[str, F64]], grads: Mapping[str, F64],
-                    lr: float = 1.0) -> dict[str, Outcomes]:
+                    lr: float = 1.0, fmt: FloatFormat | None = None, flush_to_zero: bool = False) -> dict[str, Outcomes]:
     """Per parameter, what a correct step gives where a state it held is ``inf`` or NaN (an earlier step's moment beyond
     the dtype, :func:`intermediate_overflow`): the rule in IEEE arithmetic (:class:`Outcomes`).
 
@@ -799,12 +799,18 @@ def held_not_finite(opt: OptimizerConfig, state: Mapping[str, Mapping[str, F64]]
       old moment drops out: the exact values, or NaN.
     - Fused amsgrad's maximum may stay at the held one where the new second moment is NaN (``state_kept``).
 
-    ``grads``: the step's gradients as it returned them (their shapes are the parameters'; NaN ones included).
+    ``grads``: the step's gradients as it returned them (their shapes are the parameters'; NaN ones included). ``fmt``:
+    the dtype, where a hyper-parameter may be held as 0 (:func:`may_vanish`: SGD's ``lr`` or ``momentum`` times the held
+    infinity is NaN); None: only a hyper-parameter that is 0.
 
     (These elements were not graded at all: a step that wrote -1234 into ``exp_avg`` and moved W by +3 agreed
     there, helper-69.)"""
     out: dict[str, Outcomes] = {}
     keys = opt.state_keys()
+
+    def vanish(h: float) -> bool:
+        return h == 0 if fmt is None else may_vanish(h, fmt, flush_to_zero)
+
     for p, g in grads.items():
         shape = np.shape(g)
         prev = state.get(p, {})
@@ -823,10 +829,13 @@ def held_not_finite(opt: OptimizerConfig, state: Mapping[str, Mapping[str, F64]]
             b_pos, b_neg = bb & (buf == np.inf), bb & (buf == -np.inf)
             b_nan = bb & ~b_pos & ~b_neg
             # the new buffer mu buf_ + (1 - dampening) d keeps buf_'s infinity; W = theta - lr buf: its opposite
-            # (a flipped infinity, or NaN, passed: helper-71); NaN from NaN, and from 0 inf where lr = 0
-            w_nan = b_nan | (bb if lr == 0 else z)
+            # (a flipped infinity, or NaN, passed: helper-71); NaN from NaN, and from 0 inf where lr (or the momentum) is
+            # held as 0: torch's float16 add_(buf, alpha=-lr) holds lr = 1e-8 as 0, and its NaN W was disagree
+            # (helper-141)
+            s_nan = b_nan | (bb if vanish(float(opt["momentum"])) else z)
+            w_nan = s_nan | (bb if vanish(lr) else z)
             out[p] = Outcomes.alike(keys, param_pos=b_neg, param_neg=b_pos, param_nan=w_nan, param_kept=z, param_no_exact=z,
-                                    param_impossible=bb, state_pos=b_pos, state_neg=b_neg, state_nan=b_nan,
+                                    param_impossible=bb, state_pos=b_pos, state_neg=b_neg, state_nan=s_nan,
                                     state_impossible=bb, state_kept=z)
             continue
         b1, b2 = (float(x) for x in opt["betas"])

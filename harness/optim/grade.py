@@ -129,7 +129,7 @@ def grade_update(opt: OptimizerConfig, base: Mapping[str, Any], t: int, out: Map
     if all(bool(m.all()) for m in inf_only.values()):
         return [Record(quantity="*", step=t, verdict="overflow", message=f"the gradient of step {t}, or the parameter the "
                        "step held, is not finite (see its records): the optimizer update of this step is not graded", **base)]
-    held = held_not_finite(opt, prev_state, grads, lr)
+    held = held_not_finite(opt, prev_state, grads, lr, fmt, flush_to_zero)
     grads = {p: np.where(inf_only[p], 0.0, g) if inf_only[p].any() else g for p, g in grads.items()}
     params = {p: np.where(np.reshape(inf_only[p], np.shape(v)), 0.0, v) if inf_only[p].any() else v for p, v in params.items()}
     with np.errstate(invalid="ignore"):
