@@ -294,9 +294,11 @@ def sgd_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[s
 def adam_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[str, F64],
                 state: Mapping[str, Mapping[str, F64]], t: int, lr: float, fmt: FloatFormat,
                 flush_to_zero: bool = False) -> tuple[dict[str, F64], dict[str, F64]]:
-    """Rigorous and expected bounds of one Adam or AdamW step (module docstring); arguments as
-    :func:`sgd_bounds`. Magnitudes are evaluated in float64 from the held values (their own relative
-    error, about 2**-52, is covered by a safety factor).
+    """Rigorous and expected bounds of one Adam or AdamW step (module docstring); arguments and results as
+    :func:`sgd_bounds`, and per parameter ``p`` its one-sided bounds under ``p + ABOVE`` and ``p + BELOW``
+    (:func:`sided_bound`) and, in the rigorous dictionary only, its least denominator under ``p + DEN_FLOOR`` (not a
+    bound: :func:`intermediate_overflow` reads it). Magnitudes are evaluated in float64 from the held values (their own
+    relative error, about 2**-52, is covered by a safety factor).
 
     Underflow is gradual here (``eta`` half the subnormal spacing) unless the step declares
     ``flush_to_zero`` (as the SGD bounds, :func:`_eta`). Flushing is an absolute error of up to the smallest normal number per operation: for
