@@ -389,6 +389,17 @@ def chain_underflow(factors: Sequence[Fraction], mag: F64 | Sequence[F64], reg: 
       ``fl(p) = 2 eta > p`` on ``(eta, 2 eta)``, ``fl(p) >= p - eta >= p / 2`` above; in the normal range
       ``fl(p) >= p (1 - u)``), so ``t``'s product is 0 (exact) or at least ``2 P_t 2**-|t|``, normal.
 
+    A subset's own count is also at most the magnitude of the product it rounds, ``|q| = |s_l s_r|`` for its split into
+    ``l`` and ``r``: a rounding to nearest errs by at most ``|q|`` (0 is a float; a flush to zero errs by ``|q|``), so
+    ``|e| <= min(eta, |q|)`` (as :meth:`harness.bounds.Regime.scale_underflow` for a constant), carried by the leaves
+    outside it likewise. ``|q| <= H_l H_r`` with ``H_t`` an upper bound of the computed product of ``t`` in every
+    tree: a leaf's magnitude (a constant's ``|f| (1 + u) + eta_f``), and ``H_t = max over splits of H_l H_r (1 + u) +
+    min(eta, H_l H_r)`` (the model above with ``|e| <= min(eta, |q|)``), held in base-2 logarithms (the partial products
+    of a chain of subnormal factors lie far below float64's range). Without it a partial product far below ``eta``
+    counted ``eta`` times the leaves outside it: ``(G b) x1`` of ``x1*a*b`` with ``G b = 2**-163`` rounding to 0
+    counted ``2**-150 x1``, so the plan's exact ``b sum(G x1)`` let a float32 gradient 16 times too large agree at
+    0.0009 of the bound, and a float64 one ``2**40`` times too large at ``1e-56`` (helper-142).
+
     Each constant factor's own rounding to the dtype ``eta_f`` (:meth:`harness.bounds.Regime.scale_underflow`) is
     carried by the leaves outside it likewise. Returns the largest count over the associations, element-wise (the
     broadcast shape of ``mag``; in float64, or ``np.longdouble`` where an operand is given in it).
@@ -455,6 +466,24 @@ def chain_underflow(factors: Sequence[Fraction], mag: F64 | Sequence[F64], reg: 
     risky = {t: may_underflow(t) for t in range(1, full + 1) if t.bit_count() > 1}
     if not any(np.any(r) for r in risky.values()) and not any(reg.scale_underflow(float(f)) for f in factors):
         return np.zeros(shape)  # no rounding of any association reaches the subnormal range (normal data)
+    log_eta = math.log2(reg.eta)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_mag: list[Any] = [np.log2(np.asarray(mm_, dtype=wd)) for mm_ in mags]
+        # H of a single leaf: an operand's magnitude; a constant rounded to the dtype (1 + u) and by its eta_f
+        log_H: dict[int, Any] = {1 << j: (math.log2(abs(float(factors[j])) * (1 + reg.u) + reg.scale_underflow(float(factors[j])))
+                                          if factors[j] != 0 else -math.inf) if j < k else log_mag[j] for j in range(m)}
+
+    def outside_log(t: int, log_start: Any) -> Any:
+        """``2**log_start`` carried as :func:`outside` carries an ``eta``, from logarithms (rounded up; the smallest
+        positive value of the type where the carried value is positive but below its range)."""
+        logs: Any = log_start + math.log2(grow)
+        for j in members(full & ~t):
+            logs = logs + log_mag[j]
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            val = np.exp2(np.asarray(logs, dtype=wd)) * (1 + 2.0**-36)
+            tiny_val = np.finfo(wd).smallest_subnormal
+            return np.where(np.isnan(val), np.inf, np.where((val == 0) & (logs > -np.inf), tiny_val, val))
+
     worst: dict[int, Any] = {}
     for t in sorted(range(1, full + 1), key=int.bit_count):
         js = members(t)
@@ -466,6 +495,19 @@ def chain_underflow(factors: Sequence[Fraction], mag: F64 | Sequence[F64], reg: 
         rest = t & ~first
         own_free: Any = None  # own(t) where one side is a single integer constant: 0
         best: Any = None
+        log_q: Any = -np.inf  # log2 of the most |q| = |s_l s_r| of any split (H_l H_r)
+        sub = rest
+        while True:  # every split of t into l and r (the magnitudes' bound log_q first)
+            left = first | sub
+            right = t & ~left
+            if right:
+                log_q = np.maximum(log_q, log_H[left] + log_H[right])
+            if sub == 0:
+                break
+            sub = (sub - 1) & rest
+        with np.errstate(over="ignore", invalid="ignore"):
+            # H_t = |q| (1 + u) + min(eta, |q|) at the largest |q|
+            log_H[t] = log_q + np.log2(1 + reg.u + np.minimum(np.exp2(np.minimum(log_eta - log_q, 2.0)), 1.0))
         sub = rest
         while True:  # every split of t into l (with t's lowest leaf) and r = t - l, r nonempty
             left = first | sub
@@ -474,7 +516,9 @@ def chain_underflow(factors: Sequence[Fraction], mag: F64 | Sequence[F64], reg: 
                 exact = any(side.bit_count() == 1 and integer[side.bit_length() - 1] for side in (left, right))
                 if not exact:
                     if own_free is None:
-                        own_free = np.where(risky[t], outside(t, reg.eta), 0.0) if np.any(risky[t]) else 0.0
+                        # |e| <= min(eta, |q|), carried by the leaves outside t
+                        own_free = (np.where(risky[t], np.minimum(outside(t, reg.eta), outside_log(t, log_q)), 0.0)
+                                    if np.any(risky[t]) else 0.0)
                     own = own_free
                 else:
                     own = 0.0
@@ -600,9 +644,9 @@ def _seed_excess_table(factors: Sequence[Fraction], reg: Regime, k: int, ceiling
     per ceiling ``tables[i][g] = max(count - ceiling, 0) / unit`` (float64, rounded up; ``unit``: ``eta``, or float64's
     ``eta`` times its overstatement 2: :func:`seed_underflow`), with a last entry, infinite, for a NaN.
 
-    With normal constants (``factors`` and their products) :func:`chain_underflow`'s count of the seed's chain does not
-    depend on the operand's largest magnitude (only the subsets without it are carried by it, and those cannot
-    underflow) and does not rise with ``low`` (a subset ``t``'s own ``eta`` is counted only where its least product
+    With normal constants (``factors`` and their products) :func:`chain_underflow`'s count of the seed's chain is at
+    most its value at the operand's largest magnitude 1 (only the subsets without it are carried by it, and those cannot
+    underflow; a subset with it counts ``min(eta, |q|)``, ``eta`` there) and does not rise with ``low`` (a subset ``t``'s own ``eta`` is counted only where its least product
     ``low P_t`` is below ``2**|t|`` times the smallest normal number): it is a step function of ``low`` with a step at
     each of those thresholds over ``P_t``, ``t`` the subsets of the constants with the operand. The cuts are those
     thresholds widened by ``2**-40`` (far above the rounding of ``low P_t``), so that each group's count is the
@@ -637,9 +681,10 @@ def _seed_excess_by_low(table: tuple[F64, list[F64]], low: F64, nan: bool) -> li
 
 @functools.lru_cache(maxsize=256)
 def _chain_at(factors: tuple[Fraction, ...], reg: Regime, low: float) -> Any:
-    """:func:`chain_underflow` of ``factors`` and one operand of least magnitude ``low`` (its largest: 1, which a
-    count with normal constants does not read), in ``np.longdouble``; cached (an exact fit's residuals: ``low = 0``
-    at every step)."""
+    """:func:`chain_underflow` of ``factors`` and one operand of least magnitude ``low`` (its largest: 1, where a
+    count with normal constants is its largest: a product with the operand is then at least the smallest normal
+    number, so each own count is ``eta``, not the smaller ``|q|``), in ``np.longdouble``; cached (an exact fit's
+    residuals: ``low = 0`` at every step)."""
     return chain_underflow(factors, np.ones((), dtype=np.longdouble), reg, [np.asarray(np.longdouble(low))])
 
 

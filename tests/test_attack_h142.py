@@ -1,0 +1,126 @@
+"""helper-142's attack on the loosenings of 3bc35b8 (the seed's carry) and c1a39ec (a scalar multiplied into the sum
+over the rows): wrong steps that the new terms let agree.
+
+**A product chain's underflow is at most the partial product itself.** :func:`harness.bounds.chain_underflow` counted
+``eta`` (half the subnormal spacing) for every subset of a chain whose product may round in the subnormal range,
+carried by the magnitudes of the leaves outside it. A rounding to nearest errs by at most ``|q|`` too (0 is a float;
+a flush to zero errs by ``|q|``), so where the partial product ``q`` lies far below ``eta`` its rounding errs by
+``|q|``, not ``eta``: ``(G b) x1`` of ``x1*a*b`` with ``G b = 2**-163`` (float32, ``eta = 2**-150``) rounds to 0 and
+errs by ``2**-163 x1``, where the count said ``2**-150 x1``, 2**13 times more. The row's chain is what autograd computes
+for the forward ``(x1 a) b`` (the adjoint of ``x1 a`` is ``G b``), so the plan's exact ``b sum(G x1)`` must allow the
+value 0 (a correct step), but not 8192 times that: the plan's ``b sum(G x1)`` with the sum reduction taken for the
+mean (16 times the gradient) agreed at 0.0009 of the bound at 78fced3 (float32), and ``grad_a`` 2**40 times too large
+at 1e-56 of it (float64). Now ``min(eta, |q|)`` per rounding: the bound is twice ``|grad_a|`` there (the correct step
+at 0.50, the 16 times gradient disagree at 7.5, 2**40 times at 5.5e11). (At f51f87b, before c1a39ec, the correct
+step was ``disagree`` at infinitely many times its bound of 0.)
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import pytest
+
+import harness
+from harness.bounds import Regime, chain_underflow
+from harness.cases import case_from_arrays
+from harness.floats import FLOAT32, FLOAT64
+from harness.implementations.registry import Implementation
+from harness.models import ModelStepResult
+from harness.models.spec import ModelSpec
+
+BAD = ("disagree", "error", "invalid-input")
+X1AB = ModelSpec(kind="expression", expression="x1*a*b", parameters=("a", "b"))
+
+
+def x1ab_step(assoc: str = "gb-first", wrong: float = 1.0, mean_as_sum: bool = False) -> Implementation:
+    """``x1*a*b`` forward as ``(x1 a) b``; ``grad_a = sum((G b) x1)`` as autograd computes it for that forward (the
+    adjoint of ``x1 a`` is ``G b``: ``"gb-first"``), or the plan's ``b sum(G x1)`` (``"plan"``); ``grad_b = sum(G (x1
+    a))``. ``wrong`` scales ``grad_a``; ``mean_as_sum``: the bug of a seed ``2 R`` under the mean (the sum's gradient,
+    N times the mean's)."""
+
+    def step(X: Any, y: Any, params: dict[str, Any], *, model: Any, lr: float, reduction: str, steps: int) -> Any:
+        dt = X.dtype.type
+        x = X[:, 0:1]
+        n = x.shape[0]
+        ps = {p: np.asarray(v, dtype=X.dtype) for p, v in params.items()}
+        out = []
+        for _ in range(steps):
+            a, b = ps["a"], ps["b"]
+            xa = x * a
+            R = xa * b - y
+            c = dt(1) if reduction == "sum" else dt(1.0 / n)
+            loss = c * np.sum(R * R, dtype=X.dtype)
+            G = (dt(2) * R) if (reduction == "sum" or mean_as_sum) else dt(2.0 / n) * R
+            ga = np.sum((G * b) * x, dtype=X.dtype) if assoc == "gb-first" else b * np.sum(G * x, dtype=X.dtype)
+            g = {"a": ga * dt(wrong), "b": np.sum(G * xa, dtype=X.dtype)}
+            g = {q: np.asarray(v, dtype=X.dtype) for q, v in g.items()}
+            ps = {q: np.asarray(ps[q] - dt(lr) * g[q], dtype=X.dtype) for q in ps}
+            out.append(ModelStepResult(loss=loss, grads=g, params=dict(ps)))
+        return out
+
+    return Implementation(name=f"numpy-x1ab-{assoc}-{wrong}-{mean_as_sum}", framework="numpy", fn=step, models=("any",))
+
+
+def tiny_gb_case(dtype: str, reduction: str, rows: int = 16) -> Any:
+    """``a = 0`` (the prediction 0, ``R = -y`` exact), ``y = 2**ey``, ``x1 = 2**ex``, ``b = 2**eb``; ``G = -2 y c``
+    (``c = 1/16`` under the mean of 16 rows) and ``G b`` far below ``eta``: the exact ``grad_a = b sum(G x1)`` is a
+    power of 2 (float32: ``-2**-119``, a normal number; float64: ``-2**-1020``), ``fl(G b) = 0``."""
+    ey, ex, eb = {"float32": (-60, 40, -100), "float64": (-300, 280, -1000)}[dtype]
+    X = np.full((rows, 1), 2.0**ex)
+    y = np.full((rows, 1), 2.0**ey)
+    return case_from_arrays("x1ab-tiny-gb", X, y, model=X1AB, params={"a": 0.0, "b": 2.0**eb}, lr=2.0**-4,
+                            dtypes=[dtype], reduction=reduction)
+
+
+def grad_a(case: Any, impl: Implementation, dtype: str) -> Any:
+    (rec,) = [r for r in harness.verify([case], [impl], dtypes=[dtype]) if r.quantity == "grad_a"]
+    return rec
+
+
+def test_the_exact_gradient_of_the_tiny_case():
+    # float32, the mean of 16 rows: G = 2 (-2**-60) / 16 = -2**-63, G b = -2**-163, grad_a = 16 (-2**-163) 2**40 = -2**-119
+    rec = grad_a(tiny_gb_case("float32", "mean"), x1ab_step(), "float32")
+    assert float(rec.exact.rstrip(".")) == pytest.approx(-(2.0**-119), rel=1e-15)
+    assert float(rec.computed) == 0.0  # fl(G b) = 0: the correct step returns 0
+    rec = grad_a(tiny_gb_case("float32", "mean"), x1ab_step("plan"), "float32")
+    assert float(rec.computed) == -(2.0**-119) and rec.verdict == "agree"  # the plan's b sum(G x1) is exact
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_the_adjoint_times_a_scalar_rounded_to_zero_agrees(dtype, reduction):
+    # the correct step's grad_a is 0 (every row's G b rounds to 0): an error of |grad_a|, all of it
+    rec = grad_a(tiny_gb_case(dtype, reduction), x1ab_step(), dtype)
+    assert rec.verdict not in BAD, (rec.verdict, rec.bound_ratio)
+
+
+def test_the_sum_for_the_mean_is_caught_where_the_rows_products_round_to_zero():
+    # 16 times the gradient (error 15 |grad_a|); the count allowed 16 rows x 2 x eta x1 = 2**-105, 2**14 |grad_a|:
+    # agree at 0.0009 of the bound at 78fced3; disagree at 7.5 now
+    rec = grad_a(tiny_gb_case("float32", "mean"), x1ab_step("plan", mean_as_sum=True), "float32")
+    assert rec.verdict == "disagree", (rec.verdict, rec.bound_ratio)
+
+
+@pytest.mark.parametrize("wrong", [2.0**40, -(2.0**20), 64.0])
+def test_a_gradient_many_times_too_large_is_caught_float64(wrong):
+    # float64, sum: G b = 2 (-2**-300) 2**-1000 = -2**-1299, far below eta = 2**-1075: the count allowed 16 x 2 x 2**-1075
+    # x 2**280 = 2**-790 for a gradient of -2**-1015 (2**40 times it agreed at 1e-56 of the bound at 78fced3; 64 times
+    # it is disagree at 31.5 now)
+    rec = grad_a(tiny_gb_case("float64", "sum"), x1ab_step("plan", wrong), "float64")
+    assert rec.verdict == "disagree", (rec.verdict, rec.bound_ratio)
+
+
+@pytest.mark.parametrize("fmt", [FLOAT32, FLOAT64])
+def test_a_chains_count_is_at_most_its_partial_products(fmt):
+    """``chain_underflow([], [g, x, b])`` for ``g b`` far below ``eta``: the subsets ``{g, b}`` (at most ``|g b|``,
+    carried by ``x``) and ``{g, x, b}`` ``(G b) x`` (at most ``|g b x|`` plus the first's): about ``2 |g x b|``,
+    by hand; the count was ``eta x`` (2**13 and 2**224 times more)."""
+    reg = Regime(fmt, False)
+    g, x, b = (2.0**-63, 2.0**40, 2.0**-100) if fmt is FLOAT32 else (2.0**-299, 2.0**280, 2.0**-1000)
+    count = float(chain_underflow([], [np.array(g), np.array(x), np.array(b)], reg))
+    eta = Fraction(1, 2 ** (150 if fmt is FLOAT32 else 1075))
+    assert eta * Fraction(x) > 2**12 * Fraction(g) * Fraction(x) * Fraction(b)
+    assert g * x * b <= count <= 4 * g * x * b, (count, g * x * b)
