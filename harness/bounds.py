@@ -282,6 +282,10 @@ class StepBounds:
         return {q: self.inf_allowed[q] | self.nan_allowed[q] for q in self.inf_allowed}
 
 
+#: float64's smallest subnormal, the most float64's own rounding of a magnitude below its range loses
+_F64_TINY = 2.0**-1074
+
+
 @dataclass(frozen=True)
 class Regime:
     """The rounding model of one evaluation (see the module docstring).
@@ -319,6 +323,24 @@ class Regime:
         """``eta_x``: the absolute part of the error of rounding the known value ``x``."""
         ax = abs(x)
         return 0.0 if ax >= self.fmt.min_normal else min(ax, self.eta)
+
+    def rounding_underflow(self, mag: Any, carry: float = 1.0) -> Any:
+        """The absolute part of the error of one rounding of a value of magnitude at most ``mag`` (element-wise), times
+        ``carry``: ``min(carry eta, mag)``. In the underflow model (Higham 2002, §2.1) ``fl(q) = q (1 + d) + e`` with
+        ``|e| <= eta``, and ``|e| <= |q|`` too: a rounding to nearest is no farther from ``q`` than 0 is, a flush to
+        zero errs by ``|q|``. ``carry``: a value that another association holds ``carry`` times smaller, its error then
+        multiplied back (the seed's factors applied later, :func:`seed_carry`): ``carry min(eta, mag / carry)``; or
+        ``carry`` roundings of values whose magnitudes add up to at most ``mag`` (a matrix product's ``m`` products:
+        ``sum_i min(eta, |q_i|) <= min(m eta, sum_i |q_i|)``). The
+        one rule of :func:`chain_underflow`'s own counts and the models path's products (``eta`` alone let a float32
+        adjoint of ``2**-159``, rounded to 0 and then multiplied by inputs of ``2**100``, count ``2**-149`` per row:
+        a hidden layer's gradient 16 times too large agreed at 0.007 of the bound; helper-142). ``mag`` as computed in
+        float64 may be rounded down, or below float64's range (a float64 step's ``2**-99 2**-1000``): it is widened by
+        ``2**-50`` relative and float64's smallest subnormal ``2**-1074`` absolute first, so a float64 step's allowance
+        stays its ``eta`` (``2**-1074``) unless a factor is exactly 0."""
+        with np.errstate(invalid="ignore", over="ignore"):
+            up = np.asarray(mag, dtype=np.float64) * (1 + 2.0**-50) + _F64_TINY
+            return np.where(np.isnan(up), carry * self.eta, np.minimum(carry * self.eta, up))
 
     def flushed(self, a: F64) -> F64:
         """``|a| [|a| < 2**emin]`` with flush-to-zero (inputs read as 0), else zeros."""
@@ -391,7 +413,7 @@ def chain_underflow(factors: Sequence[Fraction], mag: F64 | Sequence[F64], reg: 
 
     A subset's own count is also at most the magnitude of the product it rounds, ``|q| = |s_l s_r|`` for its split into
     ``l`` and ``r``: a rounding to nearest errs by at most ``|q|`` (0 is a float; a flush to zero errs by ``|q|``), so
-    ``|e| <= min(eta, |q|)`` (as :meth:`harness.bounds.Regime.scale_underflow` for a constant), carried by the leaves
+    ``|e| <= min(eta, |q|)`` (:meth:`harness.bounds.Regime.rounding_underflow`, here in logarithms), carried by the leaves
     outside it likewise. ``|q| <= H_l H_r`` with ``H_t`` an upper bound of the computed product of ``t`` in every
     tree: a leaf's magnitude (a constant's ``|f| (1 + u) + eta_f``), and ``H_t = max over splits of H_l H_r (1 + u) +
     min(eta, H_l H_r)`` (the model above with ``|e| <= min(eta, |q|)``), held in base-2 logarithms (the partial products
@@ -468,7 +490,10 @@ def chain_underflow(factors: Sequence[Fraction], mag: F64 | Sequence[F64], reg: 
         return np.zeros(shape)  # no rounding of any association reaches the subnormal range (normal data)
     log_eta = math.log2(reg.eta)
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_mag: list[Any] = [np.log2(np.asarray(mm_, dtype=wd)) for mm_ in mags]
+        # (an operand's magnitude as computed in float64: widened by float64's smallest subnormal, the most its
+        # rounding below float64's range can lose; the relative roundings are within the 2**-36 of outside_log)
+        log_mag: list[Any] = [np.log2(np.asarray(mm_, dtype=wd)) if j < k else np.log2(np.asarray(mm_, dtype=wd) + _F64_TINY)
+                              for j, mm_ in enumerate(mags)]
         # H of a single leaf: an operand's magnitude; a constant rounded to the dtype (1 + u) and by its eta_f
         log_H: dict[int, Any] = {1 << j: (math.log2(abs(float(factors[j])) * (1 + reg.u) + reg.scale_underflow(float(factors[j])))
                                           if factors[j] != 0 else -math.inf) if j < k else log_mag[j] for j in range(m)}

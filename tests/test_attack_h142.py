@@ -124,3 +124,76 @@ def test_a_chains_count_is_at_most_its_partial_products(fmt):
     eta = Fraction(1, 2 ** (150 if fmt is FLOAT32 else 1075))
     assert eta * Fraction(x) > 2**12 * Fraction(g) * Fraction(x) * Fraction(b)
     assert g * x * b <= count <= 4 * g * x * b, (count, g * x * b)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the same for one rounding of the plan's own product: an adjoint far below eta, then multiplied by large inputs.
+# ``delta_1 = (delta_2 W2^T) relu'(z1)`` counted ``eta`` (twice: the seed's carry) for its product of ``2**-159``, and
+# again for the product by relu' = 1, and ``grad_W1 = X^T delta_1`` carried that by ``X = 2**100``: a bound of 2048
+# times ``|grad_W1|`` (1024 times at f51f87b); the wrong gradients below agreed at 0.0073 (16 times) and 0.00098
+# (negated) at 78fced3. Now ``min(eta, |q|)`` per rounding (Regime.rounding_underflow) and none for a product by an
+# exact integer: the correct step (0, all of |grad_W1|) at 0.99999893, the wrong ones disagree at 15.0 and 2.0.
+# (float64's allowance cannot go below its smallest subnormal, a float64 bound: the same float64 case stays loose.)
+
+MLP = ModelSpec(kind="mlp", hidden=(1,), activation="relu")
+
+
+def mlp_step(wrong: float | None = None) -> Implementation:
+    """A one-unit ReLU MLP's step as ``numpy-model`` computes it (``delta_1 = (delta_2 W2^T) relu'(z1)``,
+    ``grad_W1 = X^T delta_1``), or with ``wrong``: ``grad_W1`` as ``wrong ((X^T delta_2) W2^T)`` (the products
+    reassociated, the gradient ``wrong`` times too large: the seed applied twice is ``wrong = 2``)."""
+
+    def step(X: Any, y: Any, params: dict[str, Any], *, model: Any, lr: float, reduction: str, steps: int) -> Any:
+        dt = X.dtype.type
+        ps = {p: np.asarray(v, dtype=X.dtype) for p, v in params.items()}
+        out = []
+        for _ in range(steps):
+            z1 = X @ ps["W1"] + ps["b1"]
+            h1 = np.maximum(z1, dt(0))
+            F = h1 @ ps["W2"] + ps["b2"]
+            R = F - y
+            c = dt(1) if reduction == "sum" else dt(1.0 / R.size)
+            loss = c * np.sum(R * R, dtype=X.dtype)
+            d2 = dt(2) * c * R
+            d1 = (d2 @ ps["W2"].T) * (z1 > 0).astype(X.dtype)
+            g = {"W2": h1.T @ d2, "b2": np.sum(d2, axis=0, dtype=X.dtype), "W1": X.T @ d1, "b1": np.sum(d1, axis=0, dtype=X.dtype)}
+            if wrong is not None:
+                g["W1"] = ((X.T @ d2) @ ps["W2"].T) * dt(wrong)
+            g = {q: np.asarray(v, dtype=X.dtype) for q, v in g.items()}
+            ps = {q: np.asarray(ps[q] - dt(lr) * g[q], dtype=X.dtype) for q in ps}
+            out.append(ModelStepResult(loss=loss, grads=g, params=dict(ps)))
+        return out
+
+    return Implementation(name=f"numpy-mlp-1-{wrong}", framework="numpy", fn=step, models=("any",))
+
+
+def tiny_delta_case(dtype: str, rows: int = 4) -> Any:
+    """``X = 2**ex``, ``W1 = 2**-ex`` (``z1 = 1``, ``h1 = 1``), ``W2 = 2**ew``, ``b1 = b2 = 0``, ``y = F - 2**er``
+    (``R = 2**er`` exact): ``delta_2 = 2**(er + 1)`` and ``delta_2 W2 = 2**(er + 1 + ew)`` far below eta (it rounds to 0),
+    so the correct step's ``grad_W1`` is 0 and the exact one ``rows 2**(ex + er + 1 + ew)``, a normal number (float32:
+    ``4 2**-59``; float64: ``4 2**-599``; ``y`` rounds ``F - R`` to ``-R``: the exact R is ``2**er + F``)."""
+    ex, ew, er = {"float32": (100, -100, -60), "float64": (500, -1000, -100)}[dtype]
+    X = np.full((rows, 1), 2.0**ex)
+    F = 2.0**ew
+    y = np.full((rows, 1), F - 2.0**er)
+    return case_from_arrays("mlp-tiny-delta", X, y, model=MLP, params={"W1": [[2.0**-ex]], "b1": [0.0], "W2": [[F]], "b2": [0.0]},
+                            lr=2.0**-4, dtypes=[dtype], reduction="sum")
+
+
+def grad_w1(case: Any, impl: Implementation, dtype: str) -> Any:
+    (rec,) = [r for r in harness.verify([case], [impl], dtypes=[dtype]) if r.quantity == "grad_W1"]
+    return rec
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_an_adjoint_rounded_to_zero_before_large_inputs_agrees(dtype):
+    rec = grad_w1(tiny_delta_case(dtype), mlp_step(), dtype)
+    assert float(rec.computed) == 0.0
+    assert float(rec.exact.rstrip(".")) == pytest.approx(4 * 2.0 ** (-59 if dtype == "float32" else -599), rel=1e-9)
+    assert rec.verdict not in BAD, (rec.verdict, rec.bound_ratio)
+
+
+@pytest.mark.parametrize(("dtype", "wrong"), [("float32", 16.0), ("float32", -1.0)])
+def test_a_hidden_gradient_many_times_too_large_is_caught_where_its_adjoint_underflows(dtype, wrong):
+    rec = grad_w1(tiny_delta_case(dtype), mlp_step(wrong), dtype)
+    assert rec.verdict == "disagree", (rec.verdict, rec.bound_ratio)

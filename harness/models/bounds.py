@@ -635,9 +635,13 @@ class _Walk:
     #: may hold there are at least this many times smaller (a declared chain's least magnitudes, :func:`_chain_count`)
     seeded: dict[int, float] = field(default_factory=dict)
 
-    def eta(self, node: Node) -> float:
-        """The underflow allowance of one rounding of ``node``: its regime's ``eta`` times :attr:`carry`."""
-        return self.regime(node).eta * self.carry.get(node.id, 1.0)
+    def eta(self, node: Node, mag: Any = None, count: int = 1) -> Any:
+        """The underflow allowance of ``count`` roundings of ``node``: its regime's ``eta`` times :attr:`carry` and
+        ``count``; with ``mag`` (the most the rounded values' magnitudes can add up to, element-wise) at most ``mag``
+        (:meth:`harness.bounds.Regime.rounding_underflow`)."""
+        c = self.carry.get(node.id, 1.0) * count
+        reg = self.regime(node)
+        return reg.eta * c if mag is None else reg.rounding_underflow(mag, c)
 
     def shift(self, node: Node) -> float:
         """How many bits lower the values ``node`` rounds may lie in another association of the seed's factors:
@@ -742,7 +746,8 @@ def _rule_matmul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
         return np.outer(repeating_terms(a[0].T, w.fmt), repeating_terms(a[1], w.fmt))
 
     ge = w.gam_of(m, repeated)
-    E_mm = ge * P + prop + (1 + ge) * n_eta * w.eta(node)
+    # the m products' etas: each at most its product's magnitude, so all at most P (the flushed additions' as before)
+    E_mm = ge * P + prop + (1 + ge) * (w.eta(node, P, m) + (n_eta - m) * w.eta(node))
     # exact evaluation (integer or dyadic data): every product exact and every partial sum a float
     ok, lsb = exact_products(a[0][:, :, None], EA[:, :, None], a[1][None, :, :], EB[None, :, :], w, w.shift(node))
     q, allok = np.min(lsb, axis=1), np.all(ok, axis=1)
@@ -826,17 +831,23 @@ def _rule_mul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     into = _scalar_into_sum(node, w)
     if into is not None:
         extra = np.maximum(extra, into[0])
+    # the product's own rounding: at most its magnitude; none where a factor is an exact integer (an integer multiple of
+    # a float below the smallest normal number is a float: chain_underflow's integer rule), ReLU's derivative 1 or 0
+    with np.errstate(invalid="ignore"):
+        integer = ((E[0] == 0) & np.isfinite(a[0]) & (a[0] == np.round(a[0]))) | ((E[1] == 0) & np.isfinite(a[1]) & (a[1] == np.round(a[1])))
+    own = np.where(integer, 0.0, w.eta(node, (A + E[0]) * (B + E[1])))
+    carry = w.carry.get(node.id, 1.0)
     chain = _chain_count(node, w)
     if chain is not None:
         # a declared chain (the seed's 2, 1/N, 1/K; an expression's product; a power's adjoint) in another association:
-        # its underflows beyond the one eta counted below (the constants' own roundings, in E |a|, are not subtracted;
-        # helpers 128, 130); the plan's product being exact does not make another association's exact where one may
-        # underflow
-        count, own, _ = chain
-        extra = np.maximum(extra, count - own)
-    E_m = w.reg.u * (A + E[0]) * (B + E[1]) + prop + (w.regime(node).eta + extra) * w.carry.get(node.id, 1.0)
+        # its underflows beyond the own rounding counted below (the constants' own roundings, in E |a|, are not
+        # subtracted; helpers 128, 130); the plan's product being exact does not make another association's exact where
+        # one may underflow
+        count = chain[0]
+        extra = np.maximum(extra, count - own / carry)
+    E_m = w.reg.u * (A + E[0]) * (B + E[1]) + prop + own + extra * carry
     if into is not None:  # the scaled terms' sum (its underflows in extra)
-        E_m = np.maximum(E_m, into[2] + (w.regime(node).eta + extra) * w.carry.get(node.id, 1.0))
+        E_m = np.maximum(E_m, into[2] + own + extra * carry)
     ok, _ = exact_products(a[0], E[0], a[1], E[1], w, w.shift(node))
     if into is not None:
         ok = ok & into[1]
@@ -1005,7 +1016,7 @@ def _rule_square(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     """``mul`` of ``a`` by itself: ``|a^^2 - a^2| = |a^ - a| |a^ + a| <= E (2|a| + E)``."""
     A = np.abs(a[0])
     ok, _ = exact_products(a[0], E[0], a[0], E[0], w)
-    return np.asarray(np.where(ok, 0.0, w.reg.u * (A + E[0]) ** 2 + E[0] * (2 * A + E[0]) + w.reg.eta))
+    return np.asarray(np.where(ok, 0.0, w.reg.u * (A + E[0]) ** 2 + E[0] * (2 * A + E[0]) + w.reg.rounding_underflow((A + E[0]) ** 2)))
 
 
 def _rule_div(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
@@ -1015,7 +1026,7 @@ def _rule_div(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
         den = B - E[1]
         prop = np.where(den > 0, (E[0] * B + A * E[1]) / (B * den), np.inf)
         M = np.where(den > 0, (A + E[0]) / den, np.inf)
-    return _unbounded_past_overflow(node, np.asarray(w.reg.u * M + prop + w.eta(node)), w)
+    return _unbounded_past_overflow(node, np.asarray(w.reg.u * M + prop + w.eta(node, M)), w)
 
 
 def _rule_pow(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
