@@ -416,7 +416,9 @@ def chain_underflow(factors: Sequence[Fraction], mag: F64 | Sequence[F64], reg: 
     ``|e| <= min(eta, |q|)`` (:meth:`harness.bounds.Regime.rounding_underflow`, here in logarithms), carried by the leaves
     outside it likewise. ``|q| <= H_l H_r`` with ``H_t`` an upper bound of the computed product of ``t`` in every
     tree: a leaf's magnitude (a constant's ``|f| (1 + u) + eta_f``), and ``H_t = max over splits of H_l H_r (1 + u) +
-    min(eta, H_l H_r)`` (the model above with ``|e| <= min(eta, |q|)``), held in base-2 logarithms (the partial products
+    min(eta, H_l H_r)`` (the model above with ``|e| <= min(eta, |q|)``), or 0 where ``H_l H_r <= eta / 2`` (a rounding
+    to nearest of a value at most a quarter of the subnormal spacing returns 0, as a flush to zero of one at most half
+    the smallest normal number: the products after it are exact zeros), held in base-2 logarithms (the partial products
     of a chain of subnormal factors lie far below float64's range). Without it a partial product far below ``eta``
     counted ``eta`` times the leaves outside it: ``(G b) x1`` of ``x1*a*b`` with ``G b = 2**-163`` rounding to 0
     counted ``2**-150 x1``, so the plan's exact ``b sum(G x1)`` let a float32 gradient 16 times too large agree at
@@ -531,8 +533,11 @@ def chain_underflow(factors: Sequence[Fraction], mag: F64 | Sequence[F64], reg: 
                 break
             sub = (sub - 1) & rest
         with np.errstate(over="ignore", invalid="ignore"):
-            # H_t = |q| (1 + u) + min(eta, |q|) at the largest |q|
-            log_H[t] = log_q + np.log2(1 + reg.u + np.minimum(np.exp2(np.minimum(log_eta - log_q, 2.0)), 1.0))
+            # H_t = |q| (1 + u) + min(eta, |q|) at the largest |q|; 0 where |q| <= eta / 2: the rounding returns 0 (below
+            # half the subnormal spacing, or, flushed, below half the smallest normal number), and the products after it
+            # are exact zeros
+            log_H[t] = np.where(log_q <= log_eta - 1, -np.inf,
+                                log_q + np.log2(1 + reg.u + np.minimum(np.exp2(np.minimum(log_eta - log_q, 2.0)), 1.0)))
         sub = rest
         while True:  # every split of t into l (with t's lowest leaf) and r = t - l, r nonempty
             left = first | sub
@@ -1100,6 +1105,32 @@ def _seed_excess_uniform(most: list[float] | None, reg: Regime, n: int, g: float
     return None
 
 
+def _seed_floor_units(aX: F64, aR: F64, E: F64, c: float, reg: Regime, floor: float, colX: F64) -> F64:
+    """grad_W's count of the seed's per-element underflow in etas, ``|X|^T F``: ``F = floor`` (``m``, the per-element
+    scale's roundings: ``floor |X|^T 1``), except under the mean where a seed ``|2c R|`` lies so far below ``eta``
+    that its chain's count in the worst association (:func:`chain_underflow`, each rounding at most ``min(eta, |q|)``:
+    :meth:`Regime.rounding_underflow`) is below the floor: that count there (then also no excess over the floor for
+    :func:`seed_underflow` to add). A seed of ``2**-160`` (float32, ``R = 2**-149``, N = 4096) rounds to 0 and errs by
+    ``2**-160``, not ``2 eta = 2**-149``; carried by ``X = 2**100`` the floor allowed 2048 times the exact grad_W, so
+    its sign flipped agreed at 0.00098 of the bound (helper-142)."""
+    if c == 1 or not aR.size:
+        return np.asarray(floor * colX)
+    n, k = aR.shape
+    factors = seed_factors("mean", n, k)
+    with np.errstate(invalid="ignore", over="ignore"):
+        # every association's count is at most (2**3 - 1) |2c| (|R| + E) (grown): each rounding on R's path errs by at
+        # most its value, at most twice the exact partial product per earlier rounding; only those far below the floor
+        tiny = np.asarray(8 * 2 * c * (aR + E) * _SAFETY < floor * reg.eta)
+    if not tiny.any():
+        return np.asarray(floor * colX)
+    mag: Any = ((aR[tiny] + E[tiny]) * _SAFETY).astype(np.longdouble)
+    low: Any = (np.maximum(aR[tiny] - E[tiny] * _SAFETY, 0.0) * (1 - 2.0**-40)).astype(np.longdouble)
+    count = chain_underflow(factors, mag, reg, [low])
+    units = np.full(aR.shape, floor)
+    units[tiny] = np.minimum(floor, np.where(np.isnan(count), np.inf, _up64(count / np.longdouble(reg.eta))))
+    return np.asarray(aX.T @ units)
+
+
 def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut: float, *,
                     pre: _Prepared | None = None) -> GradientBounds:
     """Rigorous bounds of grad_W = s X^T R and grad_b = s 1^T R (module docstring).
@@ -1144,7 +1175,8 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
         # the per-element scale's underflow, times |X_ij|: under a mean (c < 1) twice, 2 fl(c R) (a mean then doubled)
         # doubling it (once let a correct float32 step disagree at 1.40 times the bound, helper-127); with flush-to-zero
         # 2R flushes too
-        n_G = grow * (n + f * (n - 1)) + 1 + (2.0 if abs(s) < 2 else 1.0 + f) * colX
+        floors = (2.0 if abs(s) < 2 else 1.0 + f, 2.0 + f)
+        n_G = grow * (n + f * (n - 1)) + 1 + _seed_floor_units(aX, aR, rb.E, c, reg, floors[0], colX)
         tf_abs = np.zeros_like(colX)
         if ut:
             et = _tf32_eta(reg)
@@ -1171,7 +1203,6 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
         # mean, 1 + f under the sum; n_b: 2 + f, its n "products" (grow >= 1: grad_b multiplies nothing) and its 1 + f):
         # only where an association may reach the subnormal range (2 ((R / N) / K) errs by 2 (1 + 1/K) eta, which m = 2
         # missed: 1.08 times the bound, helper-132)
-        floors = (2.0 if abs(s) < 2 else 1.0 + f, 2.0 + f)
         uniform = _seed_excess_uniform(seed_excess_most(n, aR.shape[1], c, reg, floors), reg, n, g, colX, gW, gb) \
             if Rh_finite and R_finite else None
         if uniform is not None:  # the per-element excess changes no bit of gW and gb: U's upper bound without a pass over R

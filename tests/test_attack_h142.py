@@ -27,6 +27,7 @@ import harness
 from harness.bounds import Regime, chain_underflow
 from harness.cases import case_from_arrays
 from harness.floats import FLOAT32, FLOAT64
+from harness.implementations import StepResult
 from harness.implementations.registry import Implementation
 from harness.models import ModelStepResult
 from harness.models.spec import ModelSpec
@@ -196,4 +197,55 @@ def test_an_adjoint_rounded_to_zero_before_large_inputs_agrees(dtype):
 @pytest.mark.parametrize(("dtype", "wrong"), [("float32", 16.0), ("float32", -1.0)])
 def test_a_hidden_gradient_many_times_too_large_is_caught_where_its_adjoint_underflows(dtype, wrong):
     rec = grad_w1(tiny_delta_case(dtype), mlp_step(wrong), dtype)
+    assert rec.verdict == "disagree", (rec.verdict, rec.bound_ratio)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the linear path's seed: its per-element floor ``m eta`` (the scale's rounding under the mean), carried by |X|, where
+# the seed 2 R / (N K) lies far below eta
+
+
+def linear_seed_step(late: bool, wrong: float = 1.0) -> Implementation:
+    """The linear model's step with the seed in the plan's order, ``X^T (fl(2c) R)`` (``late=False``), or the product
+    first, ``2c (X^T R)`` (NumPy's ``2 * (X.T @ r) / n``, exact here); ``wrong`` scales grad_W (-1: the sign flipped)."""
+
+    def step(X: Any, y: Any, W: Any, b: Any, *, lr: float, reduction: str, steps: int) -> Any:
+        dt = X.dtype.type
+        n, k = y.shape
+        c = dt(1.0) if reduction == "sum" else dt(1.0 / (n * k))
+        R = (X @ W + b) - y
+        loss = c * np.sum(R * R, dtype=X.dtype)
+        gW = (dt(2) * c) * (X.T @ R) if late else X.T @ ((dt(2) * c) * R)
+        gW = gW * dt(wrong)
+        gb = np.sum((dt(2) * c) * R, axis=0, dtype=X.dtype)
+        return [StepResult(loss, gW, gb, W - dt(lr) * gW, b - dt(lr) * gb)]
+
+    return Implementation(name=f"numpy-linear-seed-{late}-{wrong}", framework="numpy", fn=step)
+
+
+def tiny_seed_case() -> Any:
+    """float32, the mean of N = 16384 rows: ``X = 2**100``, ``R = 2**-140`` (W = b = 0, ``y = -R``): the seed
+    ``2 R / N = 2**-153`` rounds to 0 (the plan's order gives grad_W = 0), the exact ``grad_W = 2 R X = 2**-39``."""
+    n = 2**14
+    return case_from_arrays("linear-tiny-seed", np.full((n, 1), 2.0**100), np.full((n, 1), -(2.0**-140)), [[0.0]], [0.0],
+                            lr=2.0**-4, dtypes=["float32"], reduction="mean")
+
+
+def grad_w(case: Any, impl: Implementation) -> Any:
+    (rec,) = [r for r in harness.verify([case], [impl], dtypes=["float32"]) if r.quantity == "grad_W"]
+    return rec
+
+
+def test_the_linear_paths_seed_rounded_to_zero_agrees():
+    rec = grad_w(tiny_seed_case(), linear_seed_step(False))
+    assert float(rec.computed) == 0.0 and float(rec.exact.rstrip(".")) == 2.0**-39
+    assert rec.verdict not in BAD, (rec.verdict, rec.bound_ratio)
+    assert grad_w(tiny_seed_case(), linear_seed_step(True)).verdict == "agree"
+
+
+@pytest.mark.parametrize("wrong", [-1.0, 4.0])
+def test_a_linear_gradient_wrong_where_its_seed_underflows_is_caught(wrong):
+    # the floor allowed 2 eta 2**100 per row, 2**-35 = 16 |grad_W|: the sign flipped agreed at 0.12, four times the
+    # gradient at 0.18 (78fced3 and f51f87b alike)
+    rec = grad_w(tiny_seed_case(), linear_seed_step(True, wrong))
     assert rec.verdict == "disagree", (rec.verdict, rec.bound_ratio)
