@@ -335,11 +335,12 @@ class Regime:
         one rule of :func:`chain_underflow`'s own counts and the models path's products (``eta`` alone let a float32
         adjoint of ``2**-159``, rounded to 0 and then multiplied by inputs of ``2**100``, count ``2**-149`` per row:
         a hidden layer's gradient 16 times too large agreed at 0.007 of the bound; helper-142). ``mag`` as computed in
-        float64 may be rounded down, or below float64's range (a float64 step's ``2**-99 2**-1000``): it is widened by
-        ``2**-50`` relative and float64's smallest subnormal ``2**-1074`` absolute first, so a float64 step's allowance
-        stays its ``eta`` (``2**-1074``) unless a factor is exactly 0."""
+        float64 (a product, or a sum of at most ``carry`` products) may be rounded down, or below float64's range (a
+        float64 step's ``2**-99 2**-1000``; 181 products of ``2**-1075`` each summed to 0 in float64 while their exact
+        sum is 6 subnormals): it is widened by ``(carry + 2) 2**-52`` relative and ``carry`` times float64's smallest
+        subnormal ``2**-1074`` absolute first, so a float64 step's allowance stays ``carry eta`` (``eta = 2**-1074``)."""
         with np.errstate(invalid="ignore", over="ignore"):
-            up = np.asarray(mag, dtype=np.float64) * (1 + 2.0**-50) + _F64_TINY
+            up = np.asarray(mag, dtype=np.float64) * (1 + (carry + 2) * 2.0**-52) + carry * _F64_TINY
             return np.where(np.isnan(up), carry * self.eta, np.minimum(carry * self.eta, up))
 
     def flushed(self, a: F64) -> F64:

@@ -249,3 +249,20 @@ def test_a_linear_gradient_wrong_where_its_seed_underflows_is_caught(wrong):
     # gradient at 0.18 (78fced3 and f51f87b alike)
     rec = grad_w(tiny_seed_case(), linear_seed_step(True, wrong))
     assert rec.verdict == "disagree", (rec.verdict, rec.bound_ratio)
+
+
+def test_float64_products_below_float64s_range_keep_their_allowance():
+    """float64, the mean of 256 rows, ``X = 2**-537``, ``R = 2**-533`` (W = b = 0): the seed ``2 R / 256 = 2**-540`` and
+    each product ``X G = 2**-1077`` rounds to 0, so ``numpy-model``'s grad_W is 0 and the exact one ``256 2**-1077 =
+    2**-1069`` (32 subnormals). The magnitude bound of those products, formed in float64, is 0 too: taken as the
+    products' underflow it gave a bound of one subnormal (disagree at 32 during helper-142's work; the allowance is
+    ``carry`` float64 subnormals wider, so a float64 step keeps its ``m eta``)."""
+    import harness.models.numpy_steps  # noqa: F401 - registers numpy-model
+    from harness.implementations.registry import REGISTRY
+
+    n = 256
+    case = case_from_arrays("f64-below-range", np.full((n, 1), 2.0**-537), np.full((n, 1), -(2.0**-533)), model=ModelSpec(),
+                            params={"W": [[0.0]], "b": [0.0]}, lr=2.0**-4, dtypes=["float64"], reduction="mean")
+    (rec,) = [r for r in harness.verify([case], [REGISTRY["numpy-model"]], dtypes=["float64"]) if r.quantity == "grad_W"]
+    assert float(rec.computed) == 0.0 and float(rec.exact.rstrip(".")) == 2.0**-1069
+    assert rec.verdict == "agree", (rec.verdict, rec.bound_ratio)
