@@ -266,3 +266,22 @@ def test_float64_products_below_float64s_range_keep_their_allowance():
     (rec,) = [r for r in harness.verify([case], [REGISTRY["numpy-model"]], dtypes=["float64"]) if r.quantity == "grad_W"]
     assert float(rec.computed) == 0.0 and float(rec.exact.rstrip(".")) == 2.0**-1069
     assert rec.verdict == "agree", (rec.verdict, rec.bound_ratio)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# c1a39ec's rows' chains with a scalar that is itself a product: x1*a*b*c's grad_c is the plan's (a b) sum(G x1), and
+# the chain counted the forward's ``a b`` as one leaf, so ``sum(((G x1) a) b)`` (tests/test_attack_h138.py's
+# x1abc_step, which c1a39ec covers for grad_a) was not covered where ``(G x1) a`` underflows and ``a b`` does not
+
+
+def test_a_parameter_product_multiplied_into_the_rows_sum_factor_by_factor_agrees():
+    """float32, one row: ``x1 = 1``, ``a = 2**-100``, ``b = 2**100``, ``c = 0`` (the prediction 0), ``y = -2**-61``:
+    ``G = 2**-60`` and the plan's ``grad_c = (a b) sum(G x1) = 2**-60`` is exact (a bound of 0), while ``((G x1) a) b``
+    rounds ``2**-160`` to 0: the correct step's ``grad_c`` is 0 (disagree at infinitely many times the bound before)."""
+    from test_attack_h138 import X1ABC, x1abc_step
+
+    case = case_from_arrays("x1abc-product-leaf", np.ones((1, 1)), np.full((1, 1), -(2.0**-61)), model=X1ABC,
+                            params={"a": 2.0**-100, "b": 2.0**100, "c": 0.0}, lr=2.0**-4, dtypes=["float32"], reduction="sum")
+    recs = {r.quantity: r for r in harness.verify([case], [x1abc_step()], dtypes=["float32"])}
+    assert float(recs["grad_c"].computed) == 0.0 and float(recs["grad_c"].exact.rstrip(".")) == 2.0**-60
+    assert all(r.verdict not in BAD for r in recs.values()), [(q, r.verdict, r.bound_ratio) for q, r in recs.items()]

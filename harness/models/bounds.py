@@ -876,6 +876,29 @@ def _scalars_over_sum(nid: int, w: _Walk, depth: int = 0) -> tuple[int, list[int
     return None
 
 
+def _scalar_factors(scalars: list[int], w: _Walk, others: int) -> list[int]:
+    """The leaves of :func:`_scalar_into_sum`'s chains for its ``scalars``: a scalar that is the forward's product of
+    scalars (``a b`` of ``x1*a*b*c``, whose ``grad_c`` the plan forms as ``(a b) sum(G x1)``) is its factors, which an
+    implementation may multiply into the rows one by one (``sum(((G x1) a) b)``: ``(G x1) a`` may underflow where
+    ``a b`` is 1; a correct float32 step was disagree at infinitely many times the bound, and 22 times where the rows'
+    terms were not exact; helper-142), up to :data:`harness.models.plan.CHAIN_LIMIT` leaves with the ``others``; the
+    finer chain's associations include the coarser one's (``a b`` is a subset's product)."""
+    from .plan import CHAIN_LIMIT
+
+    out = list(scalars)
+    changed = True
+    while changed:
+        changed = False
+        for i, nid in enumerate(out):
+            node = w.graph.nodes[nid]
+            if (node.op == "mul" and node.role == "forward" and node.shape == () and len(out) + others + 1 <= CHAIN_LIMIT
+                    and all(w.graph.nodes[j].shape == () and w.graph.nodes[j].op != "const" for j in node.args)):
+                out[i:i + 1] = list(node.args)
+                changed = True
+                break
+    return out
+
+
 def _scalar_into_sum(node: Node, w: _Walk) -> tuple[F64, Mask, F64] | None:
     """A ``mul`` of scalars ``b, c, ...`` (no constant: those are the rule above's) by a ``sum`` of terms ``t`` (the
     backward's ``b sum(g x1)`` of an expression ``x1*a*b``, ``c (b sum(g x1))`` of ``x1*a*b*c``:
@@ -896,7 +919,7 @@ def _scalar_into_sum(node: Node, w: _Walk) -> tuple[F64, Mask, F64] | None:
     sid, scalars = found
     sn = w.graph.nodes[sid]
     t = w.graph.nodes[sn.args[0]]
-    leaves = [*(t.args if t.op == "mul" else (t.id,)), *scalars]
+    leaves = [*(t.args if t.op == "mul" else (t.id,)), *_scalar_factors(scalars, w, len(t.args) if t.op == "mul" else 1)]
     reg = w.regime(node)
     mags, lows, scaled, rel = [], [], [], []
     for i in leaves:
