@@ -142,7 +142,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..bounds import LAMBDA, Regime, StepBounds, chain_underflow, flush_to_zero_default, learning_rate_spread, seed_carry
+from ..bounds import (
+    LAMBDA,
+    Regime,
+    StepBounds,
+    chain_underflow,
+    flush_to_zero_default,
+    learning_rate_spread,
+    nearest_rounding_bound,
+    seed_carry,
+)
 from ..floats import FLOAT32, FLOAT64, FloatFormat, float_bits, lowest_exponent, round_to_format, sums_exactly
 from ..repeatedsums import repeating_terms, repeating_terms_bias
 from .graph import Graph, Node, grouped
@@ -783,7 +792,10 @@ def _rule_sum(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
 
 
 def _rule_addsub(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
-    """One rounding of ``a^ +- b^``: ``u (|a +- b| + E_a + E_b) + E_a + E_b`` (exact when subnormal);
+    """One rounding of ``a^ +- b^``: ``u (|a +- b| + E_a + E_b) + E_a + E_b`` (exact when subnormal; the update's
+    ``p - lr g`` rounds by at most half the spacing of its binade, perhaps after a rounding to a wider type,
+    :func:`harness.bounds.nearest_rounding_bound` of ``|p'| + E_a + E_b``, as on the linear path's
+    :func:`harness.bounds.update_bound`);
     and, since an implementation may fold the addition into a reduction it feeds on (the bias of
     ``addmm`` accumulated with the products, ``X W + b - y`` summed in any order: Higham §3.1 for
     the flattened sum; an expression's terms in the implementation's association), at least the bound
@@ -792,7 +804,10 @@ def _rule_addsub(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     rounding, ``S_o`` those of the other terms, ``P`` their propagated errors, ``f = 1`` with
     flush-to-zero)."""
     Es = E[0] + E[1]
-    seq = w.reg.u * (np.abs(w.vals[node.id]) + Es) + Es + w.eta_ftz(node)
+    if node.role == "update":  # the update's p - lr g: half the spacing of its binade, the linear path's one rule
+        seq = nearest_rounding_bound(np.abs(w.vals[node.id]) + Es, w.fmt) + Es + w.eta_ftz(node)
+    else:
+        seq = w.reg.u * (np.abs(w.vals[node.id]) + Es) + Es + w.eta_ftz(node)
     f0, f1 = w.frame(node.args[0]), w.frame(node.args[1])
     m = f0[0] + f1[0]
     Sp, Sl, P, prods = f0[1] + f1[1], f0[2] + f1[2], f0[3] + f1[3], f0[4] + f1[4]
