@@ -33,7 +33,9 @@ becomes an ``error`` record naming the cause ("the worker process died: exit cod
 replaces the worker and the other tasks go on. A task in whose middle the worker died runs
 once more, alone in a new worker (the death may be a thread or a timer that an earlier step
 left there); should it finish, its records are kept beside one ``error`` record saying how
-the worker ended the first time (:func:`retried_message`). pebble takes a worker that exits
+the worker ended the first time (:func:`retried_message`); a worker that ended *between* two tasks, which pebble
+replaces with no word, gives the last task it finished an ``error`` record (:func:`between_tasks_message`), beside
+that task's records. pebble takes a worker that exits
 with status 0 for one that retired: ``os._exit(0)`` called by a step is mapped to
 exit code :data:`EXIT_ZERO_CODE` while the task runs, and a watchdog (each task
 writes its worker's pid to a marker file; the supervisor polls twice a second)
@@ -314,6 +316,16 @@ def retried_message(death: str) -> str:
     return (f"the worker process ended while this task ran ({death}); run again alone in a new worker, it finished "
             "and its records are kept: a step that crashes only some of the time, or a thread or a timer that an "
             "earlier step left in that worker?")
+
+
+def between_tasks_message(earlier: int) -> str:
+    """The message of the ``error`` record of the last task a worker finished, where that worker then ended though the
+    pool did not stop it, before it ran another task (:func:`run_supervised`); ``earlier``: how many tasks that worker
+    had finished before this one. The task's records are kept beside this one."""
+    who = f"this step, or one of the {earlier} run before it in that worker," if earlier else "this step"
+    return (f"the worker process that ran this task ended after this task had finished, before it ran another one "
+            f"(os._exit, a signal, or exit(0) in native code, from a thread or a timer that {who} left running?); this "
+            "task's records are kept, but a step must not leave threads that end the process")
 
 
 def _exit_during_task(code: int) -> NoReturn:  # pragma: no cover - runs in a worker that then ends
@@ -842,13 +854,52 @@ def run_supervised(
         def harvest(b: int) -> int:
             """Hand on the tasks of batch ``b`` whose records its worker has written; the number handed on."""
             count, offset = streamed.get(b, (0, 0))
+            before = count
             got, offset = read_units(os.path.join(markers, f"{b}.pid"), offset)
             for recs in got:
                 if count < len(batches[b]):
                     hand_on(batches[b][count], recs)
                     count += 1
             streamed[b] = (count, offset)
+            worked(b, batches[b][before:count])
             return count
+
+        # each worker (by pid) that finished tasks, and which (in order), so that a worker that ends between two tasks,
+        # which pebble replaces with no word (status 0: a worker that retired; another status while no task of its
+        # own runs: nothing to fail), is not lost: the last task it finished gets an error record (between_tasks_message)
+        worker_tasks: dict[int, list[int]] = {}
+        ended: set[int] = set()  # workers whose end is accounted for: stopped by the pool, or ended in a task
+        gone_at: dict[int, float] = {}
+
+        def worker_of(b: int) -> int | None:
+            try:
+                return read_marker(os.path.join(markers, f"{b}.pid"))[0] or None
+            except (OSError, ValueError):
+                return None
+
+        def worked(b: int, members: list[int]) -> None:
+            pid = worker_of(b) if members else None
+            if pid is not None and pid not in ended:
+                worker_tasks.setdefault(pid, []).extend(members)
+
+        def worker_ended(pid: int | None) -> None:
+            if pid is not None:
+                ended.add(pid)
+                worker_tasks.pop(pid, None)
+
+        def ended_between_tasks(now: float, busy: set[int], final: bool) -> None:
+            for pid, done_here in list(worker_tasks.items()):
+                if pid in busy or not _process_gone(pid):
+                    continue
+                if not final and now - gone_at.setdefault(pid, now) <= WATCHDOG_GRACE:
+                    continue  # (pebble may yet report it: a task it had taken and not yet marked)
+                worker_ended(pid)
+                i = done_here[-1]
+                t = tasks[i]
+                rec = error_record(t.case, t.implementation, t.device, t.dtype, opts, between_tasks_message(len(done_here) - 1))
+                results[i] = [*(results[i] or []), rec]
+                if on_records is not None:
+                    on_records([rec])
 
         gone_since: dict[int, float] = {}
         oldest = 0  # index into order of the oldest pending task
@@ -883,11 +934,28 @@ def run_supervised(
                 stale = [f for f in order if f in pending and (not f.done() or _aborted(f))]
                 pending.difference_update(stale)
                 finished.difference_update(stale)  # the tasks that did finish are handed on below, as usual
+                # before the pool stops its workers: those that ended already, in the middle of a task that pebble did
+                # not fail (it had not yet seen the task start) or between two tasks, must not vanish with the pool
+                in_task: set[int] = set()
+                for f in stale:
+                    b = futures[f]
+                    pid = worker_of(b)
+                    if pid is None or not _process_gone(pid):
+                        continue
+                    in_task.add(pid)
+                    handed = harvest(b) if len(batches[b]) > 1 else 0
+                    at = batches[b][handed] if handed < len(batches[b]) else None
+                    if at is not None and results[at] is None and at not in retried:
+                        retried.add(at)  # run again alone below; its records then come with this error record
+                        first_death[at] = died_message(None)
+                ended_between_tasks(now, in_task, final=True)
                 for f in stale:
                     f.cancel()
                 pool.stop()
                 pool.join()
                 pool = new_pool()
+                for pid in list(worker_tasks):
+                    worker_ended(pid)  # (stopped with the pool)
                 for f in stale:
                     b = futures[f]
                     handed = harvest(b) if len(batches[b]) > 1 else 0
@@ -917,6 +985,7 @@ def run_supervised(
                 while oldest < len(order) and order[oldest] not in pending:
                     oldest += 1
                 watched = [f for f in order[oldest:oldest + WATCH_WINDOW * n_jobs + WATCH_SLACK] if f in pending]
+            busy: set[int] = set()  # the workers of the running tasks (their deaths are those tasks')
             for running in watched:
                 i = futures[running]  # the batch number, which names its marker file
                 if len(batches[i]) > 1:
@@ -925,6 +994,7 @@ def run_supervised(
                     pid, unit, started = read_marker(os.path.join(markers, f"{i}.pid"))
                 except (OSError, ValueError):
                     continue
+                busy.add(pid)
                 members = batches[i]
                 if (unit is not None and started is not None and 0 <= unit < len(members) and not running.done()
                         and now - started > limit(tasks[members[unit]].case)):
@@ -943,6 +1013,8 @@ def run_supervised(
                         finished.add(running)
                         died[i] = ("the worker process ended in the middle of the task with exit status 0 "
                                    "(exit(0) in native code, or os._exit?)")
+            if watched:
+                ended_between_tasks(now, busy, final=False)
             for done_fut in finished:
                 b = futures[done_fut]
                 members = batches[b]
@@ -960,6 +1032,9 @@ def run_supervised(
                     except BaseException:  # noqa: BLE001 - timed out or failed: handled below
                         pass
                     handed = harvest(b)  # every task whose records the worker wrote, before or as it ended
+                    if (b in batch_timeouts or (death is not None and handed < len(members))
+                            or (not done_fut.cancelled() and isinstance(done_fut.exception(), TimeoutError))):
+                        worker_ended(worker_of(b))  # (stopped by the pool, or ended in a task: not between two tasks)
                     if death is not None and handed < len(members):  # the task that ran when the worker died
                         retried.add(members[handed])
                         first_death[members[handed]] = death
@@ -974,13 +1049,16 @@ def run_supervised(
                     if b in died:
                         raise _WorkerDiedError(died[b])
                     results[i] = done_fut.result()
+                    worked(b, [i])
                     if i in first_death:  # its retry finished: the crash must not vanish with the retry's records
                         results[i] = [*(results[i] or []), error_record(t.case, t.implementation, t.device, t.dtype, opts,
                                                                         retried_message(first_death[i]))]
                 except TimeoutError:
+                    worker_ended(worker_of(b))  # (pebble stopped it)
                     why = (f"ran past the {limit(t.case):g} s timeout (--timeout; running and grading one case, implementation, "
                            "device and dtype); the worker process was stopped")
                 except (ProcessExpired, _WorkerDiedError) as exc:
+                    worker_ended(worker_of(b))
                     why = died_message(exc.exitcode) if isinstance(exc, ProcessExpired) else str(exc)
                     if i not in retried:  # once more, alone: the worker may have been ended by a thread or a timer
                         retried.add(i)    # an earlier step left behind, not by this task (found by a review)
@@ -1005,6 +1083,7 @@ def run_supervised(
                     if len(batches[futures[fut]]) > 1:
                         harvest(futures[fut])
                 raise KeyboardInterrupt
+        ended_between_tasks(time.monotonic(), set(), final=True)  # (every task is done: pebble has reported its deaths)
     except BaseException:
         for fut in futures:  # KeyboardInterrupt, or a failing on_records: nothing more is started
             fut.cancel()
