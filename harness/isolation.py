@@ -18,8 +18,10 @@ Two layers protect a run from the implementations it grades:
   an ``error`` record ("called sys.exit(0)") instead of ending the run;
 - while the step runs and its results are read, ``os._exit`` (and ``posix._exit``) raise instead of ending the
   process (:func:`exit_call_guard`), so that ``os._exit(0)`` inside pytest's process is an ``error`` record, not a
-  session that ends with status 0 (a green CI); a forked child of the step exits as before. What it cannot stop:
-  ``exit(0)`` from native code (``ctypes``), ``os._exit`` from a thread other than the step's or from a signal
+  session that ends with status 0 (a green CI); a forked child of the step exits as before. A thread that the step
+  started (directly or through threads it started, while it ran or later) that calls ``os._exit`` ends alone, and its
+  call is an ``error`` record of that check (:func:`_watch_left_threads`). What it cannot stop:
+  ``exit(0)`` from native code (``ctypes``), ``os._exit`` from a thread no step started or from a signal
   handler, a reference to ``os._exit`` taken before the step ran, ``os.execv``, and an ``atexit`` handler that calls
   ``os._exit(0)`` (helper-67); ``--isolation process`` (the CLI's default) reports those too.
 
@@ -310,21 +312,29 @@ EXIT_ZERO_CODE = 247
 _REAL_EXIT = os._exit
 
 
-def retried_message(death: str) -> str:
+def retried_message(death: str, suspect: str | None = None) -> str:
     """The message of the ``error`` record of a task whose worker died while it ran (``death``, :func:`died_message`)
-    and whose run again, alone in a new worker, finished: its records are kept beside this one."""
+    and whose run again, alone in a new worker, finished: its records are kept beside this one. ``suspect``: the
+    last earlier task in that worker whose step left threads running when it returned (``"impl on case C (cpu,
+    float64)"``), if any."""
+    why = (f"or a thread that the step of {suspect}, run earlier in that worker, left running (it did leave one)?"
+           if suspect else "or a thread or a timer that an earlier step left in that worker?")
     return (f"the worker process ended while this task ran ({death}); run again alone in a new worker, it finished "
-            "and its records are kept: a step that crashes only some of the time, or a thread or a timer that an "
-            "earlier step left in that worker?")
+            f"and its records are kept: a step that crashes only some of the time, {why}")
 
 
-def between_tasks_message(earlier: int) -> str:
-    """The message of the ``error`` record of the last task a worker finished, where that worker then ended though the
-    pool did not stop it, before it ran another task (:func:`run_supervised`); ``earlier``: how many tasks that worker
-    had finished before this one. The task's records are kept beside this one."""
-    who = f"this step, or one of the {earlier} run before it in that worker," if earlier else "this step"
-    return (f"the worker process that ran this task ended after this task had finished, before it ran another one "
-            f"(os._exit, a signal, or exit(0) in native code, from a thread or a timer that {who} left running?); this "
+def between_tasks_message(earlier: int, left: bool) -> str:
+    """The message of the ``error`` record of a task whose worker ended after the task had finished, though the pool
+    did not stop it, before it ran another task (:func:`run_supervised`): the last task that worker finished whose
+    step left threads running (``left``), else the last task it finished; ``earlier``: how many tasks that worker had
+    finished before this one. The task's records are kept beside this one."""
+    if left:
+        why = "this step had left a thread running when it returned: os._exit, a signal or exit(0) in native code from it?"
+    else:
+        who = f"this step, or one of the {earlier} run before it in that worker," if earlier else "this step"
+        why = (f"os._exit, a signal or exit(0) in native code, from a thread or a timer that {who} left running? or "
+               "killed from outside")
+    return (f"the worker process died after this task had finished, before it was given another one ({why}); this "
             "task's records are kept, but a step must not leave threads that end the process")
 
 
@@ -394,6 +404,7 @@ def write_marker(marker: str | None, unit: int | None = None) -> None:
     """First thing a task does in a worker: write the worker's pid where the supervisor's watchdog looks; in a
     batch, before each of its tasks, also the task's place in the batch and when it started (``time.monotonic``,
     a clock every process of the machine shares), so that the watchdog holds each task to its own time limit."""
+    WORKER["task_marker"] = marker if unit is None else None  # (exit_call_guard notes the threads its step left)
     if marker is None:
         return
     if unit is None:
@@ -489,40 +500,104 @@ def _in_signal_handler(frame: Any) -> bool:
 
 #: Runs whose steps run in the process that reports the run (``check --isolation inline``, pytest's inline items, the
 #: API): each thread a step left running when it returned, by ident: (the thread, the ``owner`` its guard was given);
-#: and the calls of ``os._exit`` such threads made later, ``(owner, "os._exit(0) from thread 'Thread-1'")``.
+#: and the calls of ``os._exit`` that threads a step started made, ``(owner, "os._exit(0) from thread 'Thread-1' ...")``.
 _LEFT_THREADS: dict[int, tuple[threading.Thread, object]] = {}
 _LEFT_EXITS: list[tuple[object, str]] = []
 _WATCHED_PID: list[int] = []
+#: The threads running a step now, under :func:`exit_call_guard` (inline), by ident: the guard's ``owner``.
+_GUARDED: dict[int, object] = {}
+#: The attribute in which a ``threading.Thread`` started by a step's thread, or by a thread that such a step started,
+#: carries that step's ``owner`` (set as it starts, :func:`_watch_left_threads`); threads of
+#: ``_thread.start_new_thread`` carry it in :data:`_RAW_OWNERS`, by ident, while they run.
+_OWNER_ATTR = "_harness_step_owner"
+_RAW_OWNERS: dict[int, object] = {}
+_NO_OWNER = object()
+
+
+def _owner_of_this_thread(step_too: bool) -> object:
+    """The ``owner`` of the step that started the calling thread (directly, or through threads it started), or
+    :data:`_NO_OWNER`; ``step_too``: a thread running a step now counts as started by that step."""
+    ident = threading.get_ident()
+    if step_too and ident in _GUARDED:
+        return _GUARDED[ident]
+    if ident in _RAW_OWNERS:
+        return _RAW_OWNERS[ident]
+    current = threading.current_thread()
+    owner = getattr(current, _OWNER_ATTR, _NO_OWNER)
+    if owner is not _NO_OWNER:
+        return owner
+    left = _LEFT_THREADS.get(ident)
+    return left[1] if left is not None and left[0] is current else _NO_OWNER
 
 
 def _watch_left_threads() -> None:
     """Once per process that runs steps inline: ``os._exit`` (and ``posix._exit``) called from a thread that a step
-    left running (:data:`_LEFT_THREADS`) ends that thread (``SystemExit`` there) instead of the process, and is kept
-    for :func:`left_thread_exits`. Any other call (the main thread, another thread, a forked child) runs the
-    ``os._exit`` this replaced. A ``threading.Timer`` left by a step that called ``os._exit(0)`` during a later test
-    had ended pytest's process with status 0, every test after it unrun and no results file written (thirty-second
-    round)."""
+    started ends that thread (``SystemExit`` there) instead of the process, and is kept for :func:`left_thread_exits`:
+    a thread the step left running (:data:`_LEFT_THREADS`), and any thread started, while it ran or later, by the
+    step's thread or by a thread that the step started (``threading.Thread.start`` and ``_thread.start_new_thread``
+    pass the starting thread's step on to the new thread, :func:`_owner_of_this_thread`). Any other call (the main
+    thread, another thread, a forked child) runs the ``os._exit`` this replaced. A ``threading.Timer`` left by a step
+    that called ``os._exit(0)`` during a later test had ended pytest's process with status 0, every test after it
+    unrun and no results file written (thirty-second round); so had a timer started by such a timer, or a thread
+    that ended the process while the step ran (helper-143)."""
     if _WATCHED_PID and _WATCHED_PID[0] == os.getpid():
         return
+    import _thread
+
     posix = sys.modules.get("posix")
     previous = os._exit
     previous_posix = getattr(posix, "_exit", None) if posix is not None else None
     pid = os.getpid()
 
     def watched(code: object) -> NoReturn:
-        left = _LEFT_THREADS.get(threading.get_ident())
-        if left is None or left[0] is not threading.current_thread() or os.getpid() != pid:
+        owner = _owner_of_this_thread(step_too=False) if os.getpid() == pid else _NO_OWNER
+        if owner is _NO_OWNER:
             previous(code)  # type: ignore[arg-type]
+        name = threading.current_thread().name
+        when = ("while the step still ran" if any(o is owner for o in _GUARDED.values())
+                else "later in the run (after this check had been graded)")
         try:
-            call = f"os._exit({code!r}) from thread {left[0].name!r}"
+            call = f"os._exit({code!r}) from thread {name!r} {when}"
         except Exception:  # noqa: BLE001 - a code whose __repr__ raises
-            call = f"os._exit from thread {left[0].name!r}"
-        _LEFT_EXITS.append((left[1], call))
-        raise SystemExit(code)  # (ends this thread alone: threading ignores SystemExit)
+            call = f"os._exit from thread {name!r} {when}"
+        _LEFT_EXITS.append((owner, call))
+        raise SystemExit(code)  # (ends this thread alone: threading and _thread ignore SystemExit)
+
+    thread_start = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        owner = _owner_of_this_thread(step_too=True)
+        if owner is not _NO_OWNER:
+            try:
+                setattr(self, _OWNER_ATTR, owner)
+            except Exception:  # noqa: BLE001, S110 - a Thread subclass that refuses attributes: left as it was
+                pass
+        thread_start(self)
+
+    raw_start = _thread.start_new_thread
+
+    def start_new_thread(function: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> int:
+        owner = _owner_of_this_thread(step_too=True)
+        if owner is _NO_OWNER:
+            return raw_start(function, args, *(() if kwargs is None else (kwargs,)))
+
+        def run(*a: Any, **k: Any) -> Any:
+            ident = threading.get_ident()
+            _RAW_OWNERS[ident] = owner
+            try:
+                return function(*a, **k)
+            finally:
+                _RAW_OWNERS.pop(ident, None)
+
+        return raw_start(run, args, *(() if kwargs is None else (kwargs,)))
 
     os._exit = watched  # type: ignore[assignment]
     if previous_posix is not None:
         setattr(posix, "_exit", watched)  # noqa: B010 - (a module known only at run time)
+    threading.Thread.start = start  # type: ignore[method-assign]
+    for name in ("start_new_thread", "start_new"):  # (threading itself holds its own reference to the original)
+        if getattr(_thread, name, None) is raw_start:
+            setattr(_thread, name, start_new_thread)
     _WATCHED_PID[:] = [pid]
 
 
@@ -535,7 +610,7 @@ def left_thread_exits() -> list[tuple[object, str]]:
 
 
 #: How the message of an ``error`` record of such a call begins (:func:`harness.runner.left_thread_records`).
-LEFT_THREAD_EXIT = "a thread that this step left running when it returned"
+LEFT_THREAD_EXIT = "a thread that this step started, directly or through another thread,"
 
 
 def is_left_thread_record(record: Record) -> bool:
@@ -564,10 +639,13 @@ def exit_call_guard(owner: object = None) -> Iterator[list[object]]:
     inline = not WORKER.get("is_worker")
     if inline:
         _watch_left_threads()  # (first, so that the os._exit this guard gives back is the watched one)
-    threads_before = set(threading.enumerate()) if inline else set()
+    threads_before = set(threading.enumerate())
     pid, tid = os.getpid(), threading.get_ident()
     codes: list[object] = []
     before = (os._exit, getattr(posix, "_exit", None) if posix is not None else None)
+    outer = _GUARDED.get(tid, _NO_OWNER)
+    if inline:
+        _GUARDED[tid] = owner  # (the threads this step starts carry it: _watch_left_threads)
 
     def raising(code: object) -> NoReturn:
         if os.getpid() != pid:  # a forked child of the step: it ends as it would have
@@ -588,7 +666,15 @@ def exit_call_guard(owner: object = None) -> Iterator[list[object]]:
         os._exit = before[0]
         if before[1] is not None:
             setattr(posix, "_exit", before[1])  # noqa: B010
+        if not inline and WORKER.get("task_marker"):  # a worker's task: the supervisor learns that its step left threads
+            if any(t not in threads_before and t.is_alive() for t in threading.enumerate()):
+                with open(WORKER["task_marker"] + ".left", "w", encoding="ascii"):
+                    pass
         if inline:
+            if outer is _NO_OWNER:
+                _GUARDED.pop(tid, None)
+            else:
+                _GUARDED[tid] = outer
             for t in threading.enumerate():
                 if t not in threads_before and t.ident is not None and t.is_alive():
                     _LEFT_THREADS[t.ident] = (t, owner)
@@ -867,7 +953,7 @@ def run_supervised(
         # each worker (by pid) that finished tasks, and which (in order), so that a worker that ends between two tasks,
         # which pebble replaces with no word (status 0: a worker that retired; another status while no task of its
         # own runs: nothing to fail), is not lost: the last task it finished gets an error record (between_tasks_message)
-        worker_tasks: dict[int, list[int]] = {}
+        worker_tasks: dict[int, list[tuple[int, bool]]] = {}  # (a task, whether its step left threads running)
         ended: set[int] = set()  # workers whose end is accounted for: stopped by the pool, or ended in a task
         gone_at: dict[int, float] = {}
 
@@ -880,7 +966,19 @@ def run_supervised(
         def worked(b: int, members: list[int]) -> None:
             pid = worker_of(b) if members else None
             if pid is not None and pid not in ended:
-                worker_tasks.setdefault(pid, []).extend(members)
+                left = len(members) == 1 and os.path.exists(os.path.join(markers, f"{b}.pid.left"))
+                worker_tasks.setdefault(pid, []).extend((i, left) for i in members)
+
+        first_suspect: dict[int, str] = {}  # a task whose worker died in its middle -> a task that left threads there
+
+        def suspect_of(b: int, i: int) -> None:
+            """Note, for task ``i`` of batch ``b`` whose worker died in its middle, the last earlier task of that worker
+            whose step left threads running."""
+            pid = worker_of(b)
+            left = [at for at, was_left in worker_tasks.get(pid, []) if was_left] if pid is not None else []
+            if left:
+                t = tasks[left[-1]]
+                first_suspect[i] = f"{t.implementation.name} on case {t.case.id} ({t.device}, {t.dtype})"
 
         def worker_ended(pid: int | None) -> None:
             if pid is not None:
@@ -894,9 +992,11 @@ def run_supervised(
                 if not final and now - gone_at.setdefault(pid, now) <= WATCHDOG_GRACE:
                     continue  # (pebble may yet report it: a task it had taken and not yet marked)
                 worker_ended(pid)
-                i = done_here[-1]
+                suspects = [at for at, (_, left) in enumerate(done_here) if left]
+                at = suspects[-1] if suspects else len(done_here) - 1
+                i = done_here[at][0]
                 t = tasks[i]
-                rec = error_record(t.case, t.implementation, t.device, t.dtype, opts, between_tasks_message(len(done_here) - 1))
+                rec = error_record(t.case, t.implementation, t.device, t.dtype, opts, between_tasks_message(at, bool(suspects)))
                 results[i] = [*(results[i] or []), rec]
                 if on_records is not None:
                     on_records([rec])
@@ -948,6 +1048,7 @@ def run_supervised(
                     if at is not None and results[at] is None and at not in retried:
                         retried.add(at)  # run again alone below; its records then come with this error record
                         first_death[at] = died_message(None)
+                        suspect_of(b, at)
                 ended_between_tasks(now, in_task, final=True)
                 for f in stale:
                     f.cancel()
@@ -1032,6 +1133,8 @@ def run_supervised(
                     except BaseException:  # noqa: BLE001 - timed out or failed: handled below
                         pass
                     handed = harvest(b)  # every task whose records the worker wrote, before or as it ended
+                    if death is not None and handed < len(members):
+                        suspect_of(b, members[handed])
                     if (b in batch_timeouts or (death is not None and handed < len(members))
                             or (not done_fut.cancelled() and isinstance(done_fut.exception(), TimeoutError))):
                         worker_ended(worker_of(b))  # (stopped by the pool, or ended in a task: not between two tasks)
@@ -1052,12 +1155,14 @@ def run_supervised(
                     worked(b, [i])
                     if i in first_death:  # its retry finished: the crash must not vanish with the retry's records
                         results[i] = [*(results[i] or []), error_record(t.case, t.implementation, t.device, t.dtype, opts,
-                                                                        retried_message(first_death[i]))]
+                                                                        retried_message(first_death[i], first_suspect.get(i)))]
                 except TimeoutError:
                     worker_ended(worker_of(b))  # (pebble stopped it)
                     why = (f"ran past the {limit(t.case):g} s timeout (--timeout; running and grading one case, implementation, "
                            "device and dtype); the worker process was stopped")
                 except (ProcessExpired, _WorkerDiedError) as exc:
+                    if i not in retried:
+                        suspect_of(b, i)
                     worker_ended(worker_of(b))
                     why = died_message(exc.exitcode) if isinstance(exc, ProcessExpired) else str(exc)
                     if i not in retried:  # once more, alone: the worker may have been ended by a thread or a timer

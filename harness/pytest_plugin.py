@@ -870,8 +870,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     exits = [r for r in state.records if is_left_thread_record(r)]
     if exits:
-        state.notes.append(f"harness: {len(exits)} thread(s) that a step left running called os._exit later in the "
-                           f"session (the harness ended the thread instead of pytest's process), first left by "
+        state.notes.append(f"harness: {len(exits)} thread(s) that a step started called os._exit in the "
+                           f"session (the harness ended the thread instead of pytest's process), first started by "
                            f"{exits[0].implementation!r} on case {exits[0].case!r} ({exits[0].device}, {exits[0].dtype}): "
                            "see its error record")
         if session.exitstatus == pytest.ExitCode.OK:

@@ -350,9 +350,9 @@ def left_thread_records() -> list[Record]:
     records it returns; the callers that run checks inline call it once more after their last check."""
     from .isolation import LEFT_THREAD_EXIT, left_thread_exits
 
-    return [owner(f"{LEFT_THREAD_EXIT} called {call} later in the run (after "
-                  "this check had been graded): the harness ended that thread instead of the process, which the call "
-                  "would have ended with every later check unrun; a step must not leave threads that end the process")
+    return [owner(f"{LEFT_THREAD_EXIT} called {call}: the harness ended that thread instead of the process, which "
+                  "the call would have ended with every later check unrun; a step must not start threads that end the "
+                  "process")
             for owner, call in left_thread_exits() if callable(owner)]
 
 

@@ -10,10 +10,25 @@ Found and pinned here:
   is an ``error`` record (the left thread's ``os._exit``). The supervisor now notes which worker finished which task
   and, when such a worker has ended though the pool did not stop it, gives the last task it finished an ``error``
   record (:func:`harness.isolation.between_tasks_message`); the task's graded records are kept.
+- False pass: inline (``check --isolation inline``, pytest's items), ``os._exit(0)`` from a thread that a step's
+  thread started ended the process with status 0, the run cut short and no results footer: a thread started by a
+  thread the step left (a ``Timer`` whose function starts a ``Timer``), a thread that calls ``os._exit(0)`` while the
+  step still runs, and a thread started with ``_thread.start_new_thread``. Only threads alive when the step returned
+  were known. A thread now inherits, as it starts, the check of the thread that starts it (the step's thread while
+  the step runs, or a thread that such a check started); its ``os._exit`` ends that thread alone and is the check's
+  ``error`` record.
+- Misleading blame: a worker killed in the middle of a task by a thread that an earlier step had left there gave the
+  innocent task an error record that could only guess ("a thread or a timer that an earlier step left in that
+  worker?"). A worker's task now notes when its step left threads running (``exit_call_guard``), and the error
+  record names that earlier task (:func:`harness.isolation.retried_message`).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -22,7 +37,7 @@ from harness.cases import load_cases
 from harness.implementations import REGISTRY
 from harness.runner import verify
 from harness.verdicts import run_outcome
-from tests.conftest import CASES, HAND_STEP_SOURCE
+from tests.conftest import CASES, HAND_STEP_SOURCE, ROOT
 
 
 @pytest.fixture(autouse=True)
@@ -32,8 +47,8 @@ def _forget_test_plugins():
         REGISTRY.pop(name, None)
 
 
-# The step leaves a thread that waits until its worker's main thread has left the harness's task (the task was graded
-# and its records sent back), then ends the worker. The other step holds the second worker busy until that worker is
+# The step leaves a thread that waits until its worker's main thread waits for its next task (the task was graded and
+# its records sent back), then ends the worker. The other step holds the second worker busy until that worker is
 # gone, so that the death falls between two tasks, not in the middle of one, whatever the machine's speed.
 LEAVES_A_KILLER = textwrap.dedent('''
     import ctypes, os, signal, sys, threading, time
@@ -44,19 +59,19 @@ LEAVES_A_KILLER = textwrap.dedent('''
 
     HERE = os.path.dirname(os.path.abspath(__file__))
 
-    def _in_task(main):
+    def _waits_for_a_task(main):  # (pebble's worker loop: the task's result was sent, the next one not yet come)
         frame = sys._current_frames().get(main)
         while frame is not None:
-            if frame.f_code.co_name in ("grade_task", "grade_batch"):
+            if frame.f_code.co_name == "fetch_task":
                 return True
             frame = frame.f_back
         return False
 
     def _end_when_idle(main):
         deadline = time.monotonic() + 30
-        while _in_task(main) and time.monotonic() < deadline:
+        while not _waits_for_a_task(main) and time.monotonic() < deadline:
             time.sleep(0.01)
-        time.sleep(0.2)  # (the result on its way to the supervisor)
+        time.sleep(0.3)  # (the result read by the supervisor)
         with open(os.path.join(HERE, "ended.pid"), "w") as fh:
             fh.write(str(os.getpid()))
         {death}
@@ -104,9 +119,109 @@ def test_a_worker_that_dies_between_two_tasks_is_an_error_record(tmp_path, monke
     mine = [r for r in recs if r.implementation == leaves]
     errors = [r for r in mine if r.verdict == "error"]
     assert len(errors) == 1 and errors[0].quantity == "*", [(r.quantity, r.verdict, r.message) for r in mine]
-    assert "ended after this task had finished" in errors[0].message, errors[0].message
+    assert "the worker process died after this task had finished" in errors[0].message, errors[0].message
+    assert "this step had left a thread running" in errors[0].message
     graded = [r for r in mine if r.verdict != "error"]
     assert graded and all(r.verdict == "agree" for r in graded)
     others = [r for r in recs if r.implementation == waits]
     assert others and all(r.verdict == "agree" for r in others), [(r.verdict, r.message) for r in others]
     assert run_outcome(recs).code == 1
+
+
+KILLS_THE_NEXT_TASK = textwrap.dedent('''
+    import os, signal, sys, threading, time
+    import numpy as np
+    import harness
+
+''') + HAND_STEP_SOURCE + textwrap.dedent('''
+
+    HERE = os.path.dirname(os.path.abspath(__file__))
+
+    def _kill_in_the_next_task(main):  # kills its worker once the next task's step runs in it
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            frame = sys._current_frames().get(main)
+            while frame is not None and frame.f_code.co_name != "innocent":
+                frame = frame.f_back
+            if frame is not None:
+                break
+            time.sleep(0.01)
+        open(os.path.join(HERE, "killed"), "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    @harness.implementation("test-h143-leaves-a-killer", framework="numpy")
+    def leaves(X, y, W, b, *, lr, reduction, steps):
+        threading.Thread(target=_kill_in_the_next_task, args=(threading.main_thread().ident,)).start()
+        return _hand(X, y, W, b, lr, reduction, steps)
+
+    @harness.implementation("test-h143-innocent", framework="numpy")
+    def innocent(X, y, W, b, *, lr, reduction, steps):  # correct; the first time, waits to be killed
+        if not os.path.exists(os.path.join(HERE, "killed")):
+            time.sleep(30)
+        return _hand(X, y, W, b, lr, reduction, steps)
+''')
+
+
+def test_a_task_killed_by_a_thread_an_earlier_step_left_names_that_step(tmp_path, monkeypatch):
+    from harness.implementations.registry import load_plugin
+
+    path = tmp_path / "h143_next_task.py"
+    path.write_text(KILLS_THE_NEXT_TASK)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    load_plugin(str(path))
+    case = [c for c in load_cases([CASES / "seed.toml"]).cases if c.id == "seed"]
+    recs = verify(case, ["test-h143-leaves-a-killer", "test-h143-innocent"], dtypes=["float64"], isolation="process",
+                  jobs=1, timeout=60, plugins=[str(path)])
+    assert (tmp_path / "killed").exists()
+    errors = [r for r in recs if r.verdict == "error"]
+    assert len(errors) == 1 and errors[0].implementation == "test-h143-innocent", [(r.implementation, r.message) for r in errors]
+    assert "the worker process ended while this task ran (killed by signal SIGKILL" in errors[0].message
+    assert "test-h143-leaves-a-killer on case seed (cpu, float64)" in errors[0].message, errors[0].message
+    assert all(r.verdict == "agree" for r in recs if r.verdict != "error")
+    assert run_outcome(recs).code == 1
+
+
+THREAD_STEPS = textwrap.dedent('''
+    import _thread, os, threading, time
+    import harness
+    from harness.implementations.numpy_steps import numpy_hand
+
+    ARMED = []
+    KIND = os.environ["H143_KIND"]
+
+    def _starts_a_timer():  # (runs in a thread the step left: the timer it starts was never the step's)
+        threading.Timer(0.05, os._exit, (0,)).start()
+
+    @harness.implementation("leaves-a-thread", framework="numpy")
+    def leaves(X, y, W, b, *, lr, reduction, steps):
+        if not ARMED:
+            ARMED.append(1)
+            if KIND == "grandchild":
+                threading.Timer(0.05, _starts_a_timer).start()
+            elif KIND == "during":  # ends the process while the step still runs, from another thread
+                threading.Thread(target=os._exit, args=(0,)).start()
+                time.sleep(0.3)
+            elif KIND == "raw":
+                _thread.start_new_thread(lambda: (time.sleep(0.1), os._exit(0)), ())
+        return numpy_hand(X, y, W, b, lr=lr, reduction=reduction, steps=steps)
+''')
+
+
+@pytest.mark.parametrize("kind", ["grandchild", "during", "raw"])
+def test_os_exit_from_a_thread_a_step_started_is_an_error_record_inline(tmp_path, kind):
+    (tmp_path / "plug.py").write_text(THREAD_STEPS)
+    results = tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "harness", "check", "--plugin", "plug.py", "--implementations",
+                           "leaves-a-thread,numpy-hand", "--isolation", "inline", "--dtypes", "float64", "--results",
+                           str(results), "--report", "none", "-q"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT), "H143_KIND": kind})
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]  # (0 before: the thread ended the run)
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    recs, footer = lines[1:-1], lines[-1]
+    assert footer["kind"] == "run-end" and footer["completed"] is True
+    errors = [r for r in recs if r["verdict"] == "error"]
+    assert len(errors) == 1 and errors[0]["implementation"] == "leaves-a-thread", [r["message"] for r in errors]
+    assert "called os._exit(0) from thread" in errors[0]["message"], errors[0]["message"]
+    graded = {(r["case"], r["implementation"]) for r in recs if r["verdict"] == "agree"}
+    mine = {c for c, i in graded if i == "leaves-a-thread"}
+    assert mine == {c for c, i in graded if i == "numpy-hand"} and len(mine) > 10

@@ -91,6 +91,6 @@ def test_a_pytest_session_goes_on_and_fails(tmp_path):
     out = proc.stdout
     assert proc.returncode == 1, out[-3000:] + proc.stderr[-2000:]  # (0 before, test_b and test_c unrun)
     assert "PASSED test_user.py::test_b" in out and "PASSED test_user.py::test_c" in out
-    assert "thread(s) that a step left running called os._exit" in out
+    assert "thread(s) that a step started called os._exit" in out
     recs, _ = _records(results)
     assert [r["case"] for r in recs if r["verdict"] == "error"] == ["seed"]
