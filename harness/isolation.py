@@ -847,7 +847,8 @@ def run_supervised(
 
     Returns:
         the records of every task, in task order; a task whose worker died or ran
-        past its timeout has one ``error`` record saying so.
+        past its timeout has one ``error`` record saying so; a task after which its worker died, before it was given
+        another, has its records and one ``error`` record (:func:`between_tasks_message`).
 
     On ``KeyboardInterrupt`` (SIGINT) the pending tasks are cancelled, the workers
     stopped, and the exception propagates; every finished task was already passed
