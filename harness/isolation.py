@@ -972,10 +972,9 @@ def run_supervised(
 
         first_suspect: dict[int, str] = {}  # a task whose worker died in its middle -> a task that left threads there
 
-        def suspect_of(b: int, i: int) -> None:
-            """Note, for task ``i`` of batch ``b`` whose worker died in its middle, the last earlier task of that worker
-            whose step left threads running."""
-            pid = worker_of(b)
+        def suspect_of(pid: int | None, i: int) -> None:
+            """Note, for task ``i`` whose worker ``pid`` died in its middle, the last earlier task of that worker whose
+            step left threads running."""
             left = [at for at, was_left in worker_tasks.get(pid, []) if was_left] if pid is not None else []
             if left:
                 t = tasks[left[-1]]
@@ -1049,7 +1048,7 @@ def run_supervised(
                     if at is not None and results[at] is None and at not in retried:
                         retried.add(at)  # run again alone below; its records then come with this error record
                         first_death[at] = died_message(None)
-                        suspect_of(b, at)
+                        suspect_of(pid, at)
                 ended_between_tasks(now, in_task, final=True)
                 for f in stale:
                     f.cancel()
@@ -1123,19 +1122,22 @@ def run_supervised(
                 if len(members) > 1:
                     # the records of the batch's tasks come through its records file (report_unit), not with the result
                     death = None
+                    expired: int | None = None  # pebble's pid of a worker that died in the batch
                     try:
                         if b in died:
                             raise _WorkerDiedError(died[b])
                         done_fut.result()
                     except ProcessExpired as exc:
                         death = died_message(exc.exitcode)
+                        expired = getattr(exc, "pid", None)
                     except _WorkerDiedError as exc:
                         death = None if b in batch_timeouts else str(exc)
                     except BaseException:  # noqa: BLE001 - timed out or failed: handled below
                         pass
                     handed = harvest(b)  # every task whose records the worker wrote, before or as it ended
                     if death is not None and handed < len(members):
-                        suspect_of(b, members[handed])
+                        suspect_of(expired or worker_of(b), members[handed])
+                        worker_ended(expired)  # (its marker may name no worker yet)
                     if (b in batch_timeouts or (death is not None and handed < len(members))
                             or (not done_fut.cancelled() and isinstance(done_fut.exception(), TimeoutError))):
                         worker_ended(worker_of(b))  # (stopped by the pool, or ended in a task: not between two tasks)
@@ -1162,9 +1164,11 @@ def run_supervised(
                     why = (f"ran past the {limit(t.case):g} s timeout (--timeout; running and grading one case, implementation, "
                            "device and dtype); the worker process was stopped")
                 except (ProcessExpired, _WorkerDiedError) as exc:
+                    expired = getattr(exc, "pid", None) if isinstance(exc, ProcessExpired) else None
                     if i not in retried:
-                        suspect_of(b, i)
+                        suspect_of(expired or worker_of(b), i)
                     worker_ended(worker_of(b))
+                    worker_ended(expired)  # (pebble's pid: the marker may name no worker yet)
                     why = died_message(exc.exitcode) if isinstance(exc, ProcessExpired) else str(exc)
                     if i not in retried:  # once more, alone: the worker may have been ended by a thread or a timer
                         retried.add(i)    # an earlier step left behind, not by this task (found by a review)
