@@ -225,3 +225,34 @@ def test_os_exit_from_a_thread_a_step_started_is_an_error_record_inline(tmp_path
     graded = {(r["case"], r["implementation"]) for r in recs if r["verdict"] == "agree"}
     mine = {c for c, i in graded if i == "leaves-a-thread"}
     assert mine == {c for c, i in graded if i == "numpy-hand"} and len(mine) > 10
+
+
+def test_a_pytest_session_whose_step_started_a_thread_that_ended_it_goes_on_and_fails(tmp_path):
+    """The same inline, in pytest's own process: a thread started by a thread that the step left ended the session with
+    status 0, test_b and test_c unrun and no results file."""
+    (tmp_path / "plug.py").write_text(THREAD_STEPS)
+    (tmp_path / "test_user.py").write_text(textwrap.dedent('''
+        import time
+        from plug import leaves
+
+        def test_a(harness_verify):
+            harness_verify(leaves, dtypes="float64")
+
+        def test_b():
+            time.sleep(0.3)
+
+        def test_c():
+            pass
+    '''))
+    results = tmp_path / "r.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "harness.pytest_plugin",
+                           "test_user.py", "-rA", "--harness-case", "seed", "--harness-results", str(results)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "H143_KIND": "grandchild"})
+    out = proc.stdout
+    assert proc.returncode == 1, out[-3000:] + proc.stderr[-2000:]
+    assert "PASSED test_user.py::test_b" in out and "PASSED test_user.py::test_c" in out
+    assert "thread(s) that a step started called os._exit" in out
+    lines = [json.loads(line) for line in results.read_text().splitlines()]
+    assert lines[-1]["completed"] is True
+    assert [r["case"] for r in lines[1:-1] if r["verdict"] == "error"] == ["seed"]
