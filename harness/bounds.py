@@ -731,7 +731,7 @@ def _eta_times(reg: Regime, units: F64, n: int) -> F64:
     terms (its rounding: at most ``gamma_n`` relative and ``n`` smallest subnormals absolute), in float64 rounded up
     (the product formed in ``np.longdouble``)."""
     with np.errstate(over="ignore"):
-        up = (units + n * 2.0**-1074) * (1 + 2 * FLOAT64.gamma(n + 2))
+        up = (units + n * _F64_TINY) * (1 + 2 * FLOAT64.gamma(n + 2))
         return _up64(np.longdouble(reg.eta) * up.astype(np.longdouble))
 
 
