@@ -230,20 +230,56 @@ class DigitResidual(ScaledInts):
         q0: the scale's exponent.
     """
 
-    __slots__ = ("_digits", "_f64", "_ints", "_q0")
+    __slots__ = ("_chunks", "_digit_array", "_f64", "_ints", "_q0", "_shape")
 
     def __init__(self, d: npt.NDArray[Any], q0: int) -> None:  # noqa: D107 - see class
-        self._digits = d
+        self._digit_array: npt.NDArray[Any] | None = d
+        self._chunks: list[tuple[int, int, F64, int]] | None = None
+        self._shape: tuple[int, ...] = tuple(d.shape[1:])
         self._q0 = q0
         self._ints: npt.NDArray[Any] | None = None
         self._f64: F64 | None = None
 
+    @classmethod
+    def from_row_chunks(cls, chunks: list[tuple[int, int, F64, int]], n: int, k: int, q0: int) -> DigitResidual:
+        """The residual of :func:`_step_by_rows`, from its row chunks ``(r0, r1, planes, used)``: rows ``r0 .. r1 - 1``
+        as :func:`harness.slicekernels.residual_digits` gave them (``planes`` ``(P, K, r1 - r0)``, the sign in plane
+        ``used - 1``). The digits over the common number of planes are put together only when read (a check reads
+        the rounded values alone)."""
+        out = cls(np.zeros((1, 0, 0)), q0)
+        out._digit_array = None
+        out._chunks = chunks
+        out._shape = (n, k)
+        return out
+
+    def _planes(self) -> npt.NDArray[Any]:
+        """The digits ``(U, N, K)`` (built from the row chunks on first use: below a chunk's sign plane its digits,
+        from there up to plane ``U - 2`` its sign's extension, ``2**B - 1`` or 0, and its sign in plane ``U - 1``)."""
+        if self._digit_array is None:
+            assert self._chunks is not None
+            n, k = self._shape
+            u_all = max(used for _, _, _, used in self._chunks)
+            full = np.empty((u_all, k, n))
+            for r0, r1, pl, used in self._chunks:
+                sign = pl[used - 1]
+                full[:used - 1, :, r0:r1] = pl[:used - 1]
+                full[used - 1:u_all - 1, :, r0:r1] = sign * -float(_MASK)
+                full[u_all - 1, :, r0:r1] = sign
+            self._digit_array = np.transpose(full, (0, 2, 1))
+            self._chunks = None
+        return self._digit_array
+
+    @property
+    def _digits(self) -> npt.NDArray[Any]:
+        return self._planes()
+
     @property
     def ints(self) -> npt.NDArray[Any]:
         if self._ints is None:
-            acc = np.zeros(self._digits.shape[1:], dtype=object)
-            for u in range(len(self._digits) - 1, -1, -1):
-                acc = acc * (1 << B) + _obj(self._digits[u].astype(np.int64))
+            dg = self._planes()
+            acc = np.zeros(dg.shape[1:], dtype=object)
+            for u in range(len(dg) - 1, -1, -1):
+                acc = acc * (1 << B) + _obj(dg[u].astype(np.int64))
             self._ints = acc
         return self._ints
 
@@ -262,7 +298,7 @@ class DigitResidual(ScaledInts):
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(self._digits.shape[1:])
+        return self._shape
 
     def to_float64(self) -> F64:
         """Nearest float64 to each value (ties to even, subnormals, ``±inf`` beyond range), int64 arithmetic only.
@@ -276,10 +312,11 @@ class DigitResidual(ScaledInts):
         return self._f64
 
     def _round(self) -> F64:
-        d = np.ascontiguousarray(self._digits.reshape(len(self._digits), -1), dtype=np.int64)
+        dg = self._planes()
+        d = np.ascontiguousarray(dg.reshape(len(dg), -1), dtype=np.int64)
         from .slicekernels import round_digits
 
-        return round_digits(d, self._q0).reshape(self._digits.shape[1:])
+        return round_digits(d, self._q0).reshape(dg.shape[1:])
 
     def to_hi_lo(self) -> tuple[F64, F64]:
         return ScaledInts(self.ints, self.scale).to_hi_lo()
@@ -291,7 +328,7 @@ class DigitResidual(ScaledInts):
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle and copy the digits (not the Python integers, rebuilt when read) and the rounded values,
         which stay read-only in the copy."""
-        return (_restore_digit_residual, (self._digits, self._q0, self._f64))
+        return (_restore_digit_residual, (self._planes(), self._q0, self._f64))
 
 
 def _restore_digit_residual(digits: npt.NDArray[Any], q0: int, f64: F64 | None) -> DigitResidual:
@@ -316,9 +353,13 @@ def _first_product(xt: F64, S: int, W: F64, qw: int) -> F64:
     ``min(S, T) * D <= S*D`` products, each at most ``2**(2B)``, so while ``S*D`` is at most :data:`CHUNK_D`
     every partial sum stays within ``2**53`` and is exact in any order, either way; longer contractions are cut
     into chunks of ``D`` whose int64 sums are carried to digits below ``2**B``."""
+    return _xw_positions(xt, S, digits(W, qw, B, qw))
+
+
+def _xw_positions(xt: F64, S: int, wd: F64) -> F64:
+    """:func:`_first_product` from W's digits ``wd`` (``(T, D, K)``, :func:`digits` over ``2**qw``)."""
     sd, n = xt.shape
-    d, k = W.shape
-    wd = digits(W, qw, B, qw)
+    _, d, k = wd.shape
     T = len(wd)
     if S * T > MAX_PRODUCTS:
         raise TooWideError(f"X W needs {S} x {T} digit products")
@@ -410,6 +451,44 @@ def residual_digits(X: F64, y: F64, W: F64, b: F64) -> tuple[I64, int, F64]:
     return np.ascontiguousarray(np.transpose(res.planes, (0, 2, 1)), dtype=np.int64), res.q0, res.rounded
 
 
+def _span(low: int | None, top: float) -> tuple[int, int]:
+    """(lowest set-bit exponent, top bit's exponent) of an array's :func:`float_range`, as the residual kernel reads it."""
+    from .slicekernels import NO_BIT
+
+    return (NO_BIT, 0) if low is None else (low, int(np.frexp(top)[1]) - 1)
+
+
+def _residual_plan(d: int, q0: int, xr: tuple[int | None, float], wr: tuple[int | None, float],
+                   yr: tuple[int | None, float], br: tuple[int | None, float], u1: int | None) -> tuple[int, int, int]:
+    """``(sh, xw_planes, n_alloc)`` of :func:`harness.slicekernels.residual_digits` over ``2**q0``, from the
+    :func:`float_range` of X, W, y and b and ``u1``, the digit positions of ``X W`` (None without ``X W``).
+
+    Raises:
+        TooWideError: when the residual needs more than :data:`MAX_PRODUCTS` planes."""
+    (qx, tx), (qw, tw) = xr, wr
+    bits = 0  # bits of every value over 2**q0, a bound
+    if u1 is not None:
+        assert qx is not None and qw is not None
+        sh = qx + qw - q0
+        # |X W| < 2**top_xw (d products, each below 2**(top_x + top_w)): once its U1 positions are carried, the
+        # carry is the sign (0 or -1) after xw_planes planes, often fewer than the U1 + 3 that the positions'
+        # sizes alone guarantee
+        top_xw = int(np.frexp(tx)[1]) + int(np.frexp(tw)[1]) + (d - 1).bit_length()
+        xw_planes = min(u1 + 3, max(u1, -(-(top_xw - qx - qw + 1) // B)))
+        bits = top_xw - q0
+    else:
+        sh = 0
+        xw_planes = 0
+    for low, top in (yr, br):
+        if low is not None:
+            bits = max(bits, int(np.frexp(top)[1]) - q0)
+    # |R| < 3 * 2**bits: R and a sign digit fit in n_alloc planes; the carried X W and its sign carry as well
+    n_alloc = max(-(-(bits + 4) // B) + 1, sh // B + xw_planes + 1)
+    if n_alloc > MAX_PRODUCTS:
+        raise TooWideError("residual too wide")
+    return sh, xw_planes, n_alloc
+
+
 @dataclass
 class _Residual:
     planes: F64  # (U, K, N): the digits of R^T, float64 integers (the top plane the sign, 0 or -1)
@@ -434,37 +513,28 @@ def _residual(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float, xcat: t
         z.flags.writeable = False
         return _Residual(np.zeros((1, k, n)), 0, z, [0] * k, 0)
     q0 = min(qs)
-    bits = 0  # bits of every value over 2**q0, a bound
     if xw:
         assert qx is not None and qw is not None
         xc, S = digits_matrix(X, qx) if xcat is None else xcat
         P = _first_product(xc, S, W, qw)  # (U1, K, N)
-        u1 = P.shape[0]
-        sh = qx + qw - q0
-        # |X W| < 2**top_xw (d products, each below 2**(top_x + top_w)): once its U1 positions are carried, the
-        # carry is the sign (0 or -1) after xw_planes planes, often fewer than the U1 + 3 that the positions'
-        # sizes alone guarantee
-        top_xw = int(np.frexp(tx)[1]) + int(np.frexp(tw)[1]) + (X.shape[1] - 1).bit_length()
-        xw_planes = min(u1 + 3, max(u1, -(-(top_xw - qx - qw + 1) // B)))
-        bits = top_xw - q0
     else:
         P = np.zeros((0, k, n))
-        sh = 0
-        xw_planes = 0
-    for low, top in ((qy, ty), (qb, tb)):
-        if low is not None:
-            bits = max(bits, int(np.frexp(top)[1]) - q0)
-    # |R| < 3 * 2**bits: R and a sign digit fit in n_alloc planes; the carried X W and its sign carry as well
-    n_alloc = max(-(-(bits + 4) // B) + 1, sh // B + xw_planes + 1)
-    if n_alloc > MAX_PRODUCTS:
-        raise TooWideError("residual too wide")
-    from .slicekernels import NO_BIT
-
-    def span(low: int | None, top: float) -> tuple[int, int]:  # (lowest set-bit exponent, top bit's exponent)
-        return (NO_BIT, 0) if low is None else (low, int(np.frexp(top)[1]) - 1)
-
+    sh, xw_planes, n_alloc = _residual_plan(X.shape[1], q0, (qx, tx), (qw, tw), (qy, ty), (qb, tb),
+                                            P.shape[0] if xw else None)
     yt = np.ascontiguousarray(y.T)
-    planes, colsum, gram, rbits, U = residual_kernel(P, sh, xw_planes, yt, span(qy, ty), b, span(qb, tb), q0, n_alloc)
+    planes, colsum, gram, rbits, U = residual_kernel(P, sh, xw_planes, yt, _span(qy, ty), b, _span(qb, tb), q0,
+                                                     n_alloc)
+    cs, total = _residual_sums(colsum, gram, n_alloc)
+    # U planes: the digits below U - 1, then the sign (the kernel wrote it there)
+    rounded = np.ascontiguousarray(rbits.view(np.float64).T)
+    rounded.flags.writeable = False
+    return _Residual(planes[:U], q0, rounded, cs, total)
+
+
+def _residual_sums(colsum: I64, gram: I64, n_alloc: int) -> tuple[list[int], int]:
+    """``(1^T R, sum R^2)`` over ``2**q0`` (per column, and ``2**(2 q0)``) as Python ints, from the residual kernel's
+    column sums ``(n_alloc + 1, K)`` and Gram blocks ``(blocks, n_alloc + 1, n_alloc + 1)``
+    (:func:`harness.slicekernels.residual_digits`)."""
     # sums over the n_alloc digit planes and the sign plane (weight 2**(B n_alloc))
     cs = list(position_sum(colsum[:, :, None, None], 0)[:, 0])
     # sum R^2 = sum_{u <= v} (2 - [u = v]) gram[u, v] 2**(B (u + v)) (gram entries below 2**62: doubled below 2**63)
@@ -472,10 +542,7 @@ def _residual(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float, xcat: t
     diag = np.arange(n_alloc + 1)
     g2[:, diag, diag] = gram[:, diag, diag]
     total = int(position_sum(np.ascontiguousarray(g2.transpose(1, 0, 2))[:, :, :, None], 0).sum())
-    # U planes: the digits below U - 1, then the sign (the kernel wrote it there)
-    rounded = np.ascontiguousarray(rbits.view(np.float64).T)
-    rounded.flags.writeable = False
-    return _Residual(planes[:U], q0, rounded, cs, total)
+    return cs, total
 
 
 def _combine(planes: I64, weights: list[int]) -> npt.NDArray[Any]:
@@ -716,6 +783,94 @@ def accurate_pays(d: int, k: int, S: int, U: int) -> bool:
     return d * k >= ACCURATE_MIN_DK and S * U >= ACCURATE_MIN_PAIRS
 
 
+#: Rows of X per chunk of :func:`_step_by_rows` (at most :data:`CHUNK_N`, so that each chunk's ``X^T R`` is one
+#: exact float64 product): the chunk's digits of X (``S * D`` rows), its ``X W`` positions and residual planes stay
+#: in the cache from one pass to the next.
+ROW_CHUNK = 2048
+
+
+def _step_by_rows(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float
+                  ) -> tuple[DigitResidual, ScaledInts, ScaledInts, ScaledInts] | None:
+    """:func:`exact_parts` (the exact ``X^T R``) over chunks of :data:`ROW_CHUNK` rows: for each chunk, X's digits
+    (:func:`harness.slicekernels.digits_cat`, over the whole array's grid), the positions of ``X W``
+    (:func:`_xw_positions`), the residual's digits (:func:`harness.slicekernels.residual_digits`, with the
+    planes of the whole array's plan) and the chunk's ``X^T R`` digit products, added up in int64 by digit pair.
+    Each chunk's residual is in two's complement over its own number of planes (its sign in its top one), which
+    gives the same value in every product. None where X or W is zero or X's digits need more than
+    :data:`CHUNK_D` columns (:func:`_residual` and the product over whole columns then).
+
+    Raises:
+        ValueError, TooWideError: as :func:`step_parts`, in the same order.
+    """
+    from .slicekernels import digits_cat
+    from .slicekernels import residual_digits as residual_kernel
+
+    n, d = X.shape
+    k = y.shape[1]
+    if qx is None:
+        return None
+    q1, nd, s0 = _plan_digits(X, qx, B, qx, tx)
+    S = s0 + nd
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    b = np.ascontiguousarray(b, dtype=np.float64).reshape(k)
+    W = np.ascontiguousarray(W, dtype=np.float64)
+    yr, br, wr = float_range(y, "y"), float_range(b, "b"), float_range(W, "W")
+    qw = wr[0]
+    if qw is None or S * d > CHUNK_D:
+        return None
+    wd = digits(W, qw, B, qw)
+    T = len(wd)
+    if S * T > MAX_PRODUCTS:
+        raise TooWideError(f"X W needs {S} x {T} digit products")
+    q0 = min([qx + qw] + [q for q in (yr[0], br[0]) if q is not None])
+    sh, xw_planes, n_alloc = _residual_plan(d, q0, (qx, tx), wr, yr, br, S + T - 1)
+    yt = np.ascontiguousarray(y.T)
+    ysp, bsp = _span(*yr), _span(*br)
+    rounded = np.empty((n, k))
+    colsum = np.zeros((n_alloc + 1, k), dtype=np.int64)
+    grams = []
+    chunks: list[tuple[int, int, F64, int]] = []
+    # X^T R by digit pair: the products of one chunk (at most CHUNK_N rows) are exact in float64, as in step_parts;
+    # up to ACC_BLOCK chunk sums add up in int64, blocks of them in Python integers
+    blk = np.zeros((n_alloc * k, S * d), dtype=np.int64)
+    acc: Any = None
+    one_block = n <= ROW_CHUNK * ACC_BLOCK
+    for j, r0 in enumerate(range(0, n, ROW_CHUNK)):
+        r1 = min(n, r0 + ROW_CHUNK)
+        m = r1 - r0
+        xc = digits_cat(X[r0:r1], q1, nd, s0, scratch("xcat-rows", (S * d, m)))
+        P = _xw_positions(xc, S, wd)
+        planes, cs, gram, rbits, used = residual_kernel(P, sh, xw_planes, np.ascontiguousarray(yt[:, r0:r1]), ysp,
+                                                        b, bsp, q0, n_alloc)
+        if S * used > MAX_PRODUCTS:  # (the whole residual needs at least as many planes)
+            raise TooWideError(f"X^T R needs {S} x {used} digit products")
+        colsum += cs
+        grams.append(gram)
+        rounded[r0:r1] = rbits.view(np.float64).T
+        chunks.append((r0, r1, planes, used))
+        blk[:used * k] += (planes[:used].reshape(used * k, m) @ xc.T).astype(np.int64)
+        if not one_block and ((j + 1) % ACC_BLOCK == 0 or r1 >= n):
+            acc = _obj(blk) if acc is None else acc + _obj(blk)
+            blk[...] = 0
+    U = max(used for _, _, _, used in chunks)
+    if one_block:
+        gw_int = position_sum(blk[:U * k].reshape(U, k, S, d).transpose(2, 3, 0, 1), 0)
+    else:
+        acc4 = acc[:U * k].reshape(U, k, S, d).transpose(2, 3, 0, 1)
+        gw_int = _combine(np.stack([acc4[s, :, u, :] for s in range(S) for u in range(U)]),
+                          [B * (s + u) for s in range(S) for u in range(U)])
+    if S * U > MAX_PRODUCTS:
+        raise TooWideError(f"X^T R needs {S} x {U} digit products")
+    cs_all, total = _residual_sums(colsum, np.concatenate(grams), n_alloc)
+    rounded.flags.writeable = False
+    R = DigitResidual.from_row_chunks(chunks, n, k, q0)
+    R._f64 = rounded
+    gb = np.empty(k, dtype=object)
+    gb[:] = cs_all
+    loss = ScaledInts(ScaledInts.scalar(total).ints, Fraction(2) ** (2 * q0))
+    return R, ScaledInts(gw_int, Fraction(2) ** (qx + q0)), ScaledInts(gb, Fraction(2) ** q0), loss
+
+
 def step_parts(X: F64, y: F64, W: F64, b: F64, accurate: bool = False, when_cheaper: bool = False
                ) -> tuple[DigitResidual, ScaledInts, ScaledInts, ScaledInts, F64 | None]:
     """:func:`exact_parts` and, with ``accurate``, ``X^T R`` from fewer digit products and two float64
@@ -735,6 +890,10 @@ def step_parts(X: F64, y: F64, W: F64, b: F64, accurate: bool = False, when_chea
     n, d = X.shape
     k = y.shape[1]
     qx, tx = float_range(X, "X")
+    if not accurate or (when_cheaper and d * k < ACCURATE_MIN_DK):  # exact X^T R (accurate_pays is False)
+        by_rows = _step_by_rows(X, y, W, b, qx, tx)
+        if by_rows is not None:
+            return (*by_rows, None)
     xcat = None if qx is None else digits_matrix(X, qx, qx, tx, scratch_ok=True)  # once, for X W and for X^T R
     res = _residual(X, y, W, b, qx, tx, xcat)
     pl, q0 = res.planes, res.q0  # (U, K, N)
