@@ -169,6 +169,32 @@ def test_row_chunks_summed_over_several_int64_blocks(monkeypatch, kind):
         _same(arrs, Fraction(1, 8), "sum")
 
 
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_row_chunks_of_different_plane_counts_join_into_one_residual(sign):
+    """The exact step by row chunks (fastexact.ROW_CHUNK rows each) with residuals far larger in one chunk than in
+    the others, of either sign: each chunk's residual has its own number of digit planes, its sign in its top one;
+    the values, the residual's digits put together when read (each chunk's sign extended to the common planes),
+    their rounding and a pickled copy are the rationals' bit for bit."""
+    import pickle
+
+    rng = np.random.default_rng(11)
+    n = 3 * fastexact.ROW_CHUNK + 7
+    X = rng.standard_normal((n, 3)) * 2.0 ** rng.integers(-20, 20, (n, 3))
+    W, b = rng.standard_normal((3, 2)), rng.standard_normal(2)
+    y = X @ W + b  # residuals of a few low bits ...
+    y[fastexact.ROW_CHUNK + 5:fastexact.ROW_CHUNK + 9] -= sign * 2.0**80  # ... and a few huge ones in the second chunk
+    arrs = {"X": X, "y": y, "W": W, "b": b}
+    _same(arrs, Fraction(1, 8), "mean")
+    R = fastexact.step_parts(X, y, W, b)[0]
+    used = [c[3] for c in R._chunks]  # (before the digits are read)
+    assert len(set(used)) > 1
+    ref = exact_step(exact_inputs_from_floats(arrs), Fraction(1, 8), "mean", method="exact-rational").residual
+    again = pickle.loads(pickle.dumps(R))
+    assert len(R._digits) == max(used)
+    assert (R.to_fractions() == ref.to_fractions()).all() and (again.to_fractions() == ref.to_fractions()).all()
+    assert np.array_equal(R._round(), ref.to_float64()) and np.array_equal(again.to_float64(), ref.to_float64())
+
+
 def test_chunk_sums_stay_exact_at_the_digit_limits():
     """Every digit at its largest magnitude (X digits 2**21 - 1 = all ones, R digits near 2**21) over a full row
     chunk: the partial sums reach 2**53 - O(2**43), still exact; a wrong chunk length would round them."""
