@@ -28,7 +28,11 @@ merely accurate.
 
 The integer work runs in compiled one-pass kernels (:mod:`harness.slicekernels`, numba, imported
 on first use); the two products stay in float64 BLAS. Large intermediates live in per-thread
-scratch buffers (:func:`scratch`) reused across calls.
+scratch buffers (:func:`scratch`) reused across calls. The exact step (without the accurate
+``X^T R``) runs over chunks of :data:`ROW_CHUNK` rows (:func:`_step_by_rows`): each chunk's digits
+of X, ``X W`` positions, residual digits and ``X^T R`` products follow one another while they are
+in the cache, instead of each pass running over all N rows (14-18% off the oracle at
+N*D*K = 10^6 and 10^7 with mixed float64 data, one thread).
 
 The result is the same rational as the reference path
 (:mod:`harness.oracle`'s exact-rational evaluation); ``tests/test_fastexact.py``
@@ -785,7 +789,8 @@ def accurate_pays(d: int, k: int, S: int, U: int) -> bool:
 
 #: Rows of X per chunk of :func:`_step_by_rows` (at most :data:`CHUNK_N`, so that each chunk's ``X^T R`` is one
 #: exact float64 product): the chunk's digits of X (``S * D`` rows), its ``X W`` positions and residual planes stay
-#: in the cache from one pass to the next.
+#: in the cache from one pass to the next (N*D*K = 10^6, mixed float64 data: 1024 and 1536 rows were 1-5% slower
+#: than 2048 for the oracle, the same for a whole check).
 ROW_CHUNK = 2048
 
 
