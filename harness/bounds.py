@@ -359,14 +359,26 @@ def seed_factors(reduction: str, n: int, k: int) -> tuple[Fraction, ...]:
     the mean, the divisions by N and by K (each a rounding of its own: ``2 R / N / K``, torch's backward of
     ``(R**2).mean(0).mean()`` by hand), those equal to 1 left out; ``(2, 1)`` under the sum (and a mean over one
     element). The linear path (:func:`gradient_bounds`) and the models path (:mod:`harness.models.plan`) both declare
-    the seed by this one definition.
+    the seed by this one definition. Cached: they depend on ``(reduction, N, K)`` alone (a tuple of immutable
+    Fractions, shared).
 
     Raises:
         ValueError: for another reduction."""
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduction: expected 'sum' or 'mean', got {reduction!r}")
+    return _seed_factors(reduction, int(n), int(k))
+
+
+@functools.lru_cache(maxsize=256)
+def _seed_factors(reduction: str, n: int, k: int) -> tuple[Fraction, ...]:
     parts = [f for f in (Fraction(1, n), Fraction(1, k)) if f != 1] if reduction == "mean" else []
     return (Fraction(2), *parts) if parts else (Fraction(2), Fraction(1))
+
+
+@functools.lru_cache(maxsize=256)
+def _seed_growth(reduction: str, n: int, k: int) -> float:
+    """:func:`seed_carry` of :func:`seed_factors` (cached: it depends on ``(reduction, N, K)`` alone)."""
+    return seed_carry(seed_factors(reduction, n, k))
 
 
 def seed_carry(factors: Sequence[Fraction]) -> float:
@@ -819,21 +831,25 @@ def partial_sum_squares_planes(term: Callable[[int], F64], n: int, sum_sq: F64) 
     """:func:`partial_sum_squares` of the terms ``term(0), ..., term(n - 1)`` (arrays of one shape,
     reduced element-wise across the ``n`` of them), computed plane by plane: forward partial sums
     ``F_j``, reverse ones ``total - F_{j-1}`` from a second pass, the random-order expectation
-    from ``sum_sq`` (``sum_j term(j)**2``, required). Each plane is asked for twice.
+    from ``sum_sq`` (``sum_j term(j)**2``, required). Each plane is asked for twice (once where all of them
+    together are at most :data:`_PSS_BLOCK` elements: then they are kept).
 
     The same model as :func:`partial_sum_squares` (its docstring); cheaper when ``n`` is small
     and the planes are large (no stacked array, contiguous passes)."""
-    F = np.array(term(0), dtype=np.result_type(term(0), np.float64))
+    first = term(0)
+    # small planes: each formed once and kept for the second pass (the same values)
+    kept = [first, *(term(j) for j in range(1, n))] if np.size(first) * n <= _PSS_BLOCK else None
+    F = np.array(first, dtype=np.result_type(first, np.float64))
     forward = F * F
     for j in range(1, n):
-        F += term(j)
+        F += term(j) if kept is None else kept[j]
         forward += F * F
     total = F.copy()
     S = F  # reverse partial sums, from the whole sum down
     reverse = np.zeros_like(total)
     for j in range(n):
         reverse += S * S
-        S -= term(j)
+        S -= term(j) if kept is None else kept[j]
     return order_model(forward, reverse, total, sum_sq, n)
 
 
@@ -853,10 +869,23 @@ _PSS_ONE_BLOCK = True
 _SQUARE_SAFE = 2.0**250
 
 
+#: :func:`_squares_safe` tests arrays of at most this many elements in all together with one pass.
+_SQUARES_SAFE_JOINED = 4096
+
+
 def _squares_safe(*arrays: F64) -> bool:
     """Whether every nonzero magnitude lies in ``[2**-250, 2**250]`` (float64), or the type is wider."""
     if any(np.asarray(a).dtype != np.float64 for a in arrays):
         return True  # longdouble: exponent range to 2**16384, squares of float64 values never leave it
+    if sum(np.size(a) for a in arrays) <= _SQUARES_SAFE_JOINED:
+        # small arrays: one test of their elements together, the same answer where none is NaN (a NaN hides the
+        # largest magnitude of its own array from ``max``, so an array holding one is tested alone, as below)
+        m = np.abs(np.concatenate([np.ravel(a) for a in arrays]))
+        if not m.size:
+            return True
+        top = float(m.max())
+        if top == top:
+            return not (top > _SQUARE_SAFE or float(np.min(np.where(m > 0, m, 1.0))) < 1 / _SQUARE_SAFE)
     for a in arrays:
         m = np.abs(a)
         if m.size and (float(m.max()) > _SQUARE_SAFE or float(np.min(np.where(m > 0, m, 1.0))) < 1 / _SQUARE_SAFE):
@@ -1172,7 +1201,7 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
         # (NumPy's 2c (X^T R): a float32 product of 2**-150 rounds to 0 and 2 doubles the loss; helper-47), the 2 alone
         # under a mean taken first (2 (X^T (R / N)): max(1, |s|) = 1 there let a correct float32 step disagree at 1.67
         # times the bound, helper-138): seed_carry, 2
-        grow = seed_carry(seed_factors("sum" if c == 1 else "mean", n, aR.shape[1]))
+        grow = _seed_growth("sum" if c == 1 else "mean", n, aR.shape[1])
         # the per-element scale's underflow, times |X_ij|: under a mean (c < 1) twice, 2 fl(c R) (a mean then doubled)
         # doubling it (once let a correct float32 step disagree at 1.40 times the bound, helper-127); with flush-to-zero
         # 2R flushes too
@@ -1371,6 +1400,9 @@ def nearest_rounding_bound(z_abs: F64, fmt: FloatFormat) -> F64:
     with np.errstate(invalid="ignore", over="ignore"):
         zw = z * (1 + u_w) if u_w else z
         finite = np.isfinite(zw)
+        if finite.all():  # (the same values as below, without the selections that every element passes)
+            _, ex = np.frexp(zw)
+            return np.asarray(np.where(zw > 0, np.ldexp(zw.dtype.type(u), ex - 1), 0) + u_w * z)
         _, ex = np.frexp(np.where(finite, zw, 0))  # zw = m 2**ex, 1/2 <= m < 1: 2**floor(log2 zw) = 2**(ex - 1)
         one = np.ones_like(zw)
         half = np.where(finite & (zw > 0), np.ldexp(one * u, ex - 1), 0)
@@ -2093,16 +2125,14 @@ def _nothing_to_rescue(sb: StepBounds, inputs: Mapping[str, F64], residual: F64,
     every non-vacuous bound and every exact value finite (a sum of an array's elements is finite only where each is:
     an infinity or a NaN makes it infinite or NaN; a sum that overflows answers False) and every magnitude of the
     inputs, the residual and the exact values, together, within ``[2**-200, 2**200]`` (then each array's
-    :func:`_extreme_magnitudes` is False; a zero or a NaN answers False). False: the full test decides."""
-    total = 0.0
-    with np.errstate(invalid="ignore", over="ignore"):  # (an infinity's or a NaN's sum: the answer, not a warning)
-        for q, v in sb.rigorous.items():
-            if q not in sb.vacuous:
-                total += float(np.asarray(v).sum()) + float(np.asarray(sb.expected[q]).sum())
-        for v in exact.values():
-            total += float(np.asarray(v, dtype=np.float64).sum())
-    if not math.isfinite(total):
-        return False
+    :func:`_extreme_magnitudes` is False and each exact value finite; a zero or a NaN answers False). The bounds are
+    summed together in one pass (a sum that overflows answers False). False: the full test decides."""
+    # (the exact values' finiteness is the magnitudes' test below: a NaN or an infinity fails it)
+    bounds = [np.ravel(v) for q, r in sb.rigorous.items() if q not in sb.vacuous for v in (r, sb.expected[q])]
+    if bounds:
+        with np.errstate(invalid="ignore", over="ignore"):  # (an infinity's or a NaN's sum: the answer, not a warning)
+            if not math.isfinite(float(np.concatenate(bounds).sum())):
+                return False
     m = np.abs(np.concatenate([np.asarray(v, dtype=np.float64).ravel()
                                for v in (*inputs.values(), residual, *exact.values())]))
     return bool(m.size == 0 or (m.min() >= 2.0**-200 and m.max() <= 2.0**200))
@@ -2153,13 +2183,14 @@ def _step_bounds_in(
                                              ExactContext(W, b, Y, rb.A, float(c), reg.ftz, ut > 0))
     u2 = update_rounding(fmt)
     gW_abs, gb_abs = np.abs(exact["grad_W"]), np.abs(exact["grad_b"])
+    W_abs, b_abs, newW_abs, newb_abs = np.abs(W), np.abs(b), np.abs(exact["W"]), np.abs(exact["b"])
 
     def rigorous_of(gbx: GradientBounds, rig_Lx: F64) -> tuple[dict[str, F64], Any, Any]:
         """The rigorous bounds of every quantity from these gradient and loss bounds, and the updates' underflows."""
-        eta_W = update_underflow(upd_reg, np.abs(W), np.abs(exact["W"]), gW_abs, gbx.gW, lr, dlr, u2)
-        eta_b = update_underflow(upd_reg, np.abs(b), np.abs(exact["b"]), gb_abs, gbx.gb, lr, dlr, u2)
-        rig_W = update_bound(np.abs(exact["W"]), gW_abs, gbx.gW, lr, dlr, u2, *eta_W, fmt=fmt)
-        rig_b = update_bound(np.abs(exact["b"]), gb_abs, gbx.gb, lr, dlr, u2, *eta_b, fmt=fmt)
+        eta_W = update_underflow(upd_reg, W_abs, newW_abs, gW_abs, gbx.gW, lr, dlr, u2)
+        eta_b = update_underflow(upd_reg, b_abs, newb_abs, gb_abs, gbx.gb, lr, dlr, u2)
+        rig_W = update_bound(newW_abs, gW_abs, gbx.gW, lr, dlr, u2, *eta_W, fmt=fmt)
+        rig_b = update_bound(newb_abs, gb_abs, gbx.gb, lr, dlr, u2, *eta_b, fmt=fmt)
         with np.errstate(invalid="ignore"):  # NaN (inf * 0 in a vacuous bound) and inf stay inf: a vacuous bound says nothing
             out = {q: _nan_as_inf(np.asarray(v * _SAFETY, dtype=wd)) for q, v in
                    (("loss", rig_Lx), ("grad_W", gbx.gW), ("grad_b", gbx.gb), ("W", rig_W), ("b", rig_b))}
