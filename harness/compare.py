@@ -130,6 +130,8 @@ def _grade_elements(
     rigorous ratio, expected ratio, element verdict codes, overflowed, worst-element key)``. Every operation
     is per element, so a concatenation of several quantities grades each element as alone. ``nan_typ``: where
     NaN is typical-possible (None: wherever ``nan_ok``); a NaN allowed by ``nan_ok`` alone is ``suspect``."""
+    if bool(np.isfinite(c).all()) and bool(np.isfinite(hi).all()):
+        return _grade_finite_elements(c, hi, lo, rig, exp, fmt)
     # an exact value beyond the range allows the infinity of its own sign
     pos_ok = pos_ok | (hi > fmt.max_finite)
     neg_ok = neg_ok | (hi < -fmt.max_finite)
@@ -171,6 +173,22 @@ def _grade_elements(
             verdicts = np.where(atypical, iv["suspect"], verdicts)
             key_rr = np.where(atypical, 1.0, key_rr)
     return err, ulps, rr, er, verdicts, overflowed, key_rr
+
+
+def _grade_finite_elements(c: F64, hi: F64, lo: F64, rig: F64, exp: F64, fmt: FloatFormat,
+                           ) -> tuple[F64, F64, F64, F64, npt.NDArray[np.int64], npt.NDArray[np.bool_], F64]:
+    """:func:`_grade_elements` where every computed and exact (high part) value is finite, its same expressions
+    without the selections that every element then passes: no result overflowed (nothing to allow or to rank
+    below the others), no exact value lies beyond float64 (``beyond`` is False everywhere), no NaN is computed."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs((c - hi) - lo)
+    err = np.where((c == hi) & (lo == 0), 0.0, err)
+    ulps = ulp_error(c, hi, lo, fmt)
+    rr = _ratio(err, rig)
+    er = _ratio(err, exp)
+    iv = _IV
+    verdicts = np.where(rr <= 1.0, np.where(er <= 1.0, iv["agree"], iv["suspect"]), iv["disagree"])
+    return err, ulps, rr, er, verdicts, np.zeros(verdicts.shape, dtype=bool), rr.copy()
 
 
 def compare(

@@ -14,6 +14,7 @@ Nothing here rounds. Conversion out (:meth:`ScaledInts.to_fractions`,
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from fractions import Fraction
@@ -33,6 +34,13 @@ ObjArray = npt.NDArray[Any]
 #: ``math.ldexp`` are C's, as NumPy's are), without the fixed cost of a dozen NumPy calls (the two paths cost the
 #: same at about 32 elements: a small case's inputs and the oracle's K-vectors and scalars take this one).
 SMALL_ARRAY = 32
+
+
+@functools.lru_cache(maxsize=4096)
+def _power_of_two(q: int) -> Fraction:
+    """``Fraction(2) ** q``, kept per exponent (Fractions are immutable: shared; a float64 array's scale is one of
+    about 2,100 of them)."""
+    return Fraction(2) ** q
 
 
 def _int_scale_of(values: npt.NDArray[np.float64]) -> tuple[ObjArray, Fraction]:
@@ -58,7 +66,7 @@ def _int_scale_of(values: npt.NDArray[np.float64]) -> tuple[ObjArray, Fraction]:
     shifts = np.where(nz, e - q, 0)
     ints = np.empty(x.size, dtype=object)
     ints[:] = [m << s for m, s in zip(m53.ravel().tolist(), shifts.ravel().tolist(), strict=True)]
-    return ints.reshape(x.shape), Fraction(2) ** q
+    return ints.reshape(x.shape), _power_of_two(q)
 
 
 def _int_scale_of_small(x: npt.NDArray[np.float64]) -> tuple[ObjArray, Fraction]:
@@ -75,7 +83,7 @@ def _int_scale_of_small(x: npt.NDArray[np.float64]) -> tuple[ObjArray, Fraction]
     q = min(live)
     ints = np.empty(x.size, dtype=object)
     ints[:] = [m << (ej - q) if m != 0 else m for m, ej in zip(m53, e, strict=True)]
-    return ints.reshape(x.shape), Fraction(2) ** q
+    return ints.reshape(x.shape), _power_of_two(q)
 
 
 def _dyadic_hi_lo_small(ints: ObjArray, q: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:

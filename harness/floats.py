@@ -245,15 +245,15 @@ def ulp_error(computed: npt.ArrayLike, exact_hi: npt.ArrayLike, exact_lo: npt.Ar
     hi_zero = hi == 0
     if hi_zero.any():
         hi, lo = np.where(hi_zero, lo, hi), np.where(hi_zero, 0.0, lo)
-    out = np.full(np.broadcast(c, hi).shape, np.inf)
-    ok = np.isfinite(c) & np.isfinite(hi) & (np.abs(c) <= fmt.max_finite) & (np.abs(hi) <= fmt.max_finite)
+    ok = (np.abs(c) <= fmt.max_finite) & (np.abs(hi) <= fmt.max_finite)  # (False for inf and NaN: not finite)
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite and out-of-range elements: inf, set below
         cb, co, _ = _ord_parts(c, fmt)
         eb, eo, eq = _ord_parts(hi, fmt)  # eq: the exponent of hi's quantum
         half = 2.0 ** (fmt.precision - 1)
         # the low part moves the exact value within (or just across) hi's binade: in units of hi's
         # quantum, positive away from zero
-        lo_q = np.ldexp(lo * np.sign(hi), -eq)
+        sign_hi = np.sign(hi)
+        lo_q = np.ldexp(lo * sign_hi, -eq)
         eo = eo + lo_q
         # across the binade's lower end (hi a power of two, lo towards zero) the quantum is half as
         # large below a normal binade above the smallest one; across its upper end twice as large
@@ -262,7 +262,7 @@ def ulp_error(computed: npt.ArrayLike, exact_hi: npt.ArrayLike, exact_lo: npt.Ar
         above = (eo > half) & (eb >= 1)
         if below.any() or above.any():
             eo = np.where(below, 2 * eo, np.where(above, half + (eo - half) / 2, eo))
-        same_sign = (np.sign(c) * np.sign(hi) >= 0)
+        same_sign = (np.sign(c) * sign_hi >= 0)
         # same sign: difference of ords, computed binade part first to keep precision
         diff_same = np.abs((cb - eb).astype(np.float64) * half + (co - eo))
         # opposite signs: ords add up
@@ -270,6 +270,9 @@ def ulp_error(computed: npt.ArrayLike, exact_hi: npt.ArrayLike, exact_lo: npt.Ar
         dist = np.where(same_sign, diff_same, diff_opp)
         exact_equal = (c == hi) & (lo == 0)
         dist = np.where(exact_equal, 0.0, dist)
+    if ok.all():
+        return dist
+    out = np.full(np.broadcast(c, hi).shape, np.inf)
     out[ok] = dist[ok]
     return out
 
