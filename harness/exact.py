@@ -208,9 +208,10 @@ class ScaledInts:
     def times(self, factor: Fraction | int) -> ScaledInts:
         """Multiply by an exact scalar (changes the scale, or the sign of the ints)."""
         f = factor if type(factor) is Fraction else Fraction(factor)  # (Fractions are immutable: the same value)
-        if f < 0:
+        sign = f.numerator  # (a Fraction's sign is its numerator's: the denominator is positive)
+        if sign < 0:
             return ScaledInts(-self.ints, self.scale * -f)
-        if f == 0:
+        if sign == 0:
             return ScaledInts(np.zeros(self.shape, dtype=object), Fraction(1))
         return ScaledInts(self.ints, self.scale * f)
 
