@@ -948,12 +948,18 @@ def _running_sums(a: npt.NDArray[Any]) -> Any:
     accumulation allocates it: a later reduction over it, ``einsum``, sums in the order of that layout): compiled
     (``partialsums.running_sums``) for float64 where :data:`USE_KERNELS`, else by NumPy."""
     if USE_KERNELS and a.dtype == np.float64:
-        from .partialsums import running_sums
-
         out = np.empty_like(a)
-        running_sums(a, out)
+        _partialsums().running_sums(a, out)
         return out
     return np.cumsum(a, axis=1)
+
+
+@functools.cache
+def _partialsums() -> Any:
+    """:mod:`harness.partialsums`, imported on first use (it compiles with numba), then held."""
+    from . import partialsums
+
+    return partialsums
 
 
 def _row_sum(a: npt.NDArray[Any]) -> Any:
@@ -2138,6 +2144,16 @@ def _nothing_to_rescue(sb: StepBounds, inputs: Mapping[str, F64], residual: F64,
     return bool(m.size == 0 or (m.min() >= 2.0**-200 and m.max() <= 2.0**200))
 
 
+def _nan_as_inf_owned(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``{q: _nan_as_inf(v)}`` of arrays formed for the caller (shared with nothing): where every one holds floats
+    and none a NaN or ``-inf`` (one test of all of them together), the arrays themselves, 0-d ones as NumPy scalars
+    (what :func:`_nan_as_inf` returns there, as copies); else :func:`_nan_as_inf` of each."""
+    arrays = [np.asarray(v) for v in values.values()]
+    if all(a.dtype.kind == "f" for a in arrays) and bool((np.concatenate([a.ravel() for a in arrays]) > -np.inf).all()):
+        return {q: a[()] if a.ndim == 0 else a for q, a in zip(values, arrays, strict=True)}
+    return {q: _nan_as_inf(v) for q, v in values.items()}
+
+
 def _nan_as_inf(values: npt.ArrayLike) -> Any:
     """``np.nan_to_num(values, nan=inf, posinf=inf)`` (a copy; a 0-d input gives a NumPy scalar), without
     its five passes where no element is NaN or ``-inf`` (then it changes nothing)."""
@@ -2192,8 +2208,8 @@ def _step_bounds_in(
         rig_W = update_bound(newW_abs, gW_abs, gbx.gW, lr, dlr, u2, *eta_W, fmt=fmt)
         rig_b = update_bound(newb_abs, gb_abs, gbx.gb, lr, dlr, u2, *eta_b, fmt=fmt)
         with np.errstate(invalid="ignore"):  # NaN (inf * 0 in a vacuous bound) and inf stay inf: a vacuous bound says nothing
-            out = {q: _nan_as_inf(np.asarray(v * _SAFETY, dtype=wd)) for q, v in
-                   (("loss", rig_Lx), ("grad_W", gbx.gW), ("grad_b", gbx.gb), ("W", rig_W), ("b", rig_b))}
+            out = _nan_as_inf_owned({q: np.asarray(v * _SAFETY, dtype=wd) for q, v in
+                                     (("loss", rig_Lx), ("grad_W", gbx.gW), ("grad_b", gbx.gb), ("W", rig_W), ("b", rig_b))})
         return out, eta_W, eta_b
 
     rigorous_inexact: dict[str, F64] | None = None
@@ -2207,7 +2223,7 @@ def _step_bounds_in(
     expected_raw = expected_bounds(X, Y, W, b, R, exact, c, lr, dlr, reg, ut, rb, gb, U_L, pre=pre,
                                    update_eta=(eta_W[0] + eta_W[1], eta_b[0] + eta_b[1]), shapes_checked=shapes_checked)
     with np.errstate(invalid="ignore"):
-        expected = {q: np.minimum(_nan_as_inf(expected_raw[q]), rigorous[q]) for q in rigorous}
+        expected = {q: np.minimum(v, rigorous[q]) for q, v in _nan_as_inf_owned({q: expected_raw[q] for q in rigorous}).items()}
     typical: dict[str, Any] = {}
     inf_ok, nan_ok, pinf_ok, ninf_ok = overflow_masks(X, Y, W, b, R, exact, rb, gb, c, learning_rates(lr, lr_held, upd_reg),
                                                       reg, ut, pre=pre, typical=typical)
