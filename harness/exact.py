@@ -71,12 +71,14 @@ def _int_scale_of(values: npt.NDArray[np.float64]) -> tuple[ObjArray, Fraction]:
 
 def _int_scale_of_small(x: npt.NDArray[np.float64]) -> tuple[ObjArray, Fraction]:
     """:func:`_int_scale_of` of a small array, element by element: the same significands, exponents and shifts."""
-    flat = x.ravel().tolist()
-    if not all(math.isfinite(v) for v in flat):
-        raise ValueError("cannot represent NaN or inf exactly")
-    parts = [math.frexp(v) for v in flat]  # v = mant * 2**exp, 0.5 <= |mant| < 1
-    m53 = [int(math.ldexp(mant, 53)) for mant, _ in parts]  # exact integer significand
-    e = [exp - 53 for _, exp in parts]
+    m53: list[int] = []
+    e: list[int] = []
+    for v in x.ravel().tolist():  # one pass: each value checked, then split (as three passes did)
+        if not math.isfinite(v):
+            raise ValueError("cannot represent NaN or inf exactly")
+        mant, exp = math.frexp(v)  # v = mant * 2**exp, 0.5 <= |mant| < 1
+        m53.append(int(math.ldexp(mant, 53)))  # exact integer significand
+        e.append(exp - 53)
     live = [ej for mj, ej in zip(m53, e, strict=True) if mj != 0]
     if not live:
         return np.zeros(x.shape, dtype=object), Fraction(1)
