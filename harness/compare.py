@@ -29,6 +29,7 @@ possible. The quantity's verdict is the worst element's, in the order of
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -374,7 +375,7 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
     imp = cat("finite_impossible", bool)
     typ = None
     if any(it.get("nan_typical") is not None for it in items):  # (an item without one: its nan_allowed)
-        first = np.cumsum([0, *sizes[:-1]])
+        first = itertools.accumulate(sizes[:-1], initial=0)  # each item's first element
         typ = np.concatenate([nan_ok[a:a + size] if it.get("nan_typical") is None
                               else _flat(it["nan_typical"], shp, bool, "nan_typical")
                               for it, shp, a, size in zip(items, shapes, first, sizes, strict=True)])
