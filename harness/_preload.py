@@ -6,7 +6,11 @@ CUDA context exist when the server forks): the built-in implementations, the
 ``torch._dynamo`` import that ``torch.optim`` makes on first use (about 2 s), and
 the SymPy derivations the oracle caches per process (about 2 s), the oracle's compiled plans,
 and the integer-slice oracle's numba kernels, loaded from numba's on-disk cache by one small
-exact step of each kind (about 0.6 s; numba starts no thread for them).
+exact step of each kind (about 0.6 s; numba starts no thread for them); and :mod:`harness.runner`,
+which each worker's first task imports to find ``grade_task``, with the bounds' compiled passes its first
+check loads (running sums, the equal-pairs count, the family of ``b``), each called once on a few numbers:
+a worker otherwise paid about 0.13 s for the import and 0.04 s for the kernels before its first step,
+which ``--harness-isolation process`` pays on every pytest item (a pool per item).
 """
 
 from __future__ import annotations
@@ -43,6 +47,22 @@ try:  # a warm-up only: the fork server skips a preload module that raises Impor
 except Exception:  # noqa: BLE001, S110 - the workers then load the kernels on first use, as without the preload
     pass
 del _n, _x, _inputs
+
+from . import runner  # noqa: E402, F401  (grade_task's module: a worker's first task would import it)
+from .partialsums import running_sums  # noqa: E402
+from .sharedrounding import equal_pairs, shared_residual_errors  # noqa: E402
+
+try:  # a warm-up only, as above: the kernels a worker's first check loads from numba's cache
+    _a = np.arange(8.0).reshape(2, 4)
+    running_sums(_a, np.empty_like(_a))
+    running_sums(np.asfortranarray(_a), np.empty_like(np.asfortranarray(_a)))
+    equal_pairs(_a)
+    _x = np.arange(1.0, 9.0).reshape(4, 2) / 3  # no column repeats: the family of b alone, compiled
+    _w, _b, _y = np.array([[0.5], [0.25]]), np.array([0.75]), np.arange(4.0).reshape(4, 1) / 7
+    shared_residual_errors(_x, _w, _b, _y, np.abs(_x) @ np.abs(_w) + np.abs(_b) + np.abs(_y), 2.0**-53)
+    del _a, _x, _w, _b, _y
+except Exception:  # noqa: BLE001, S110 - the workers then load the kernels on first use, as without the preload
+    pass
 
 #: Threads alive after the preload (the fork server must fork from a single-threaded process).
 THREADS_AFTER_PRELOAD = threading.active_count()
