@@ -1065,29 +1065,90 @@ class LoadResult:
     errors: list[CaseFileError] = field(default_factory=list)
 
 
-def iter_case_files(paths: Iterable[str | Path]) -> Iterator[Path]:
-    """TOML files named by ``paths`` (files as given, folders searched recursively, sorted)."""
+def iter_case_files(paths: Iterable[str | Path], errors: list[CaseFileError] | None = None) -> Iterator[Path]:
+    """TOML files named by ``paths``: files as given, folders searched recursively (:func:`_folder_case_files`), each
+    folder's files sorted. The one walk of ``check``, ``cases``, ``selftest``, the pytest plugin and
+    :func:`harness.records.run_input_files`'s callers.
+
+    Args:
+        errors: where a part of a folder that cannot be walked is added (a subfolder that cannot be read, a link to a
+            folder that holds it), naming its path; None: such parts are passed over.
+    """
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            yield from sorted(p.rglob("*.toml"))
+            yield from _folder_case_files(p, errors if errors is not None else [])
         else:
             yield p
 
 
+def _folder_case_files(root: Path, errors: list[CaseFileError]) -> list[Path]:
+    """The ``*.toml`` files in ``root`` and below it, sorted (as ``sorted(root.rglob("*.toml"))`` was), with an error in
+    ``errors`` for each subfolder that cannot be read and each link to a folder that holds it (a loop, not followed).
+
+    pathlib's rglob passed a folder it could not list over in silence, and never entered a link to a folder: their case
+    files were not run, and the run passed on the others (helper-146). Links to folders are followed (as pytest does);
+    a folder reached a second time by another path (a link ``latest -> v2`` next to ``v2``) is walked once (under
+    one of its paths, the same each time), so its cases are not loaded twice. A link to a file named ``*.toml`` is listed as it is: one that points
+    nowhere or loops is that file's error when it is read (:func:`read_toml`)."""
+    found: list[Path] = []
+    try:
+        st = os.stat(root)
+    except OSError as exc:
+        errors.append(CaseFileError(f"a folder that cannot be read ({exc.strerror or exc}): its case files are not run",
+                                    path=str(root)))
+        return found
+    seen = {(st.st_dev, st.st_ino)}
+    stack: list[tuple[Path, tuple[tuple[int, int], ...]]] = [(root, ((st.st_dev, st.st_ino),))]
+    while stack:  # (a stack, not recursion: a tree deeper than Python's recursion limit is walked too)
+        folder, above = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            errors.append(CaseFileError(f"a folder that cannot be read ({exc.strerror or exc}): its case files are not "
+                                        "run", path=str(folder)))
+            continue
+        below: list[tuple[Path, tuple[tuple[int, int], ...]]] = []
+        for entry in entries:
+            path = folder / entry.name
+            try:
+                is_dir = entry.is_dir()  # (follows a link)
+            except OSError:  # a link that loops, or that cannot be followed: a *.toml one is named when it is read
+                is_dir = False
+            if not is_dir:
+                if entry.name.endswith(".toml"):
+                    found.append(path)
+                continue
+            try:
+                dst = os.stat(path)
+            except OSError as exc:
+                errors.append(CaseFileError(f"a folder that cannot be read ({exc.strerror or exc}): its case files are "
+                                            "not run", path=str(path)))
+                continue
+            key = (dst.st_dev, dst.st_ino)
+            if key in above:
+                errors.append(CaseFileError("a link to a folder that holds it (a loop): not followed; its case files "
+                                            "are walked once, from the folder itself", path=str(path)))
+            elif key not in seen:
+                seen.add(key)
+                below.append((path, (*above, key)))
+        stack.extend(reversed(below))
+    return sorted(found)
+
+
 def _case_files(paths: Iterable[str | Path], result: LoadResult) -> Iterator[Path]:
-    """:func:`iter_case_files` of ``paths``, with an error in ``result`` for each folder that holds no case file: a
-    folder given to ``--cases`` that held none (empty, unreadable, or a folder named like a case file) was silently
+    """:func:`iter_case_files` of ``paths``, with its errors in ``result``, and an error for each folder that holds no
+    case file: a folder given to ``--cases`` that held none (empty, or a folder named like a case file) was silently
     nothing, and the run passed on the other cases (helper-131)."""
     for p in paths:
         found = False
-        for file in iter_case_files([p]):
+        before = len(result.errors)
+        for file in iter_case_files([p], result.errors):
             found = True
             yield file
-        if not found and Path(p).is_dir():
-            unreadable = not os.access(p, os.R_OK | os.X_OK)
-            result.errors.append(CaseFileError("a folder with no case file (*.toml) in it or below it"
-                                               + (" (it cannot be read: permission denied)" if unreadable else ""), path=str(p)))
+        if not found and Path(p).is_dir() and len(result.errors) == before:
+            result.errors.append(CaseFileError("a folder with no case file (*.toml) in it or below it", path=str(p)))
 
 
 def tier_name(tier: str) -> str:
