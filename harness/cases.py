@@ -1066,7 +1066,7 @@ class LoadResult:
 
 
 def iter_case_files(paths: Iterable[str | Path], errors: list[CaseFileError] | None = None) -> Iterator[Path]:
-    """TOML files named by ``paths``: files as given, folders searched recursively (:func:`_folder_case_files`), each
+    """TOML files named by ``paths``: files as given, folders searched recursively (:func:`_walk`), each
     folder's files sorted. The one walk of ``check``, ``cases``, ``selftest``, the pytest plugin and
     :func:`harness.records.run_input_files`'s callers.
 
@@ -1077,14 +1077,31 @@ def iter_case_files(paths: Iterable[str | Path], errors: list[CaseFileError] | N
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            yield from _folder_case_files(p, errors if errors is not None else [])
+            yield from _walk(p, errors if errors is not None else [])[0]
         else:
             yield p
 
 
-def _folder_case_files(root: Path, errors: list[CaseFileError]) -> list[Path]:
-    """The ``*.toml`` files in ``root`` and below it, sorted (as ``sorted(root.rglob("*.toml"))`` was), with an error in
-    ``errors`` for each subfolder that cannot be read and each link to a folder that holds it (a loop, not followed).
+def read_as_case_file(path: str | Path, case_paths: Iterable[str | Path]) -> bool:
+    """Whether :func:`iter_case_files` of ``case_paths`` reads a file at ``path``, now or once it is written there: a
+    ``*.toml`` name in or below one of the folders it walks (a subfolder not made yet included), or one of the files
+    named. The rule by which ``check`` and the pytest plugin refuse an output path (:func:`harness.records.check_output_path`):
+    ``--results cases/new.toml`` wrote records that the next run read as a case file (helper-146)."""
+    p = Path(path)
+    target = Path(os.path.realpath(p))
+    for root in case_paths:
+        r = Path(root)
+        if r.is_dir():
+            if p.name.endswith(".toml") and any(target.is_relative_to(f) for f in _walk(r, [])[1]):
+                return True
+        elif os.path.realpath(r) == str(target):
+            return True
+    return False
+
+
+def _walk(root: Path, errors: list[CaseFileError]) -> tuple[list[Path], list[Path]]:
+    """The ``*.toml`` files in ``root`` and below it, sorted (as ``sorted(root.rglob("*.toml"))`` was), and the folders
+    walked (their real paths), with an error in ``errors`` for each subfolder that cannot be read and each link to a folder that holds it (a loop, not followed).
 
     pathlib's rglob passed a folder it could not list over in silence, and never entered a link to a folder: their case
     files were not run, and the run passed on the others (helper-146). Links to folders are followed (as pytest does);
@@ -1097,7 +1114,8 @@ def _folder_case_files(root: Path, errors: list[CaseFileError]) -> list[Path]:
     except OSError as exc:
         errors.append(CaseFileError(f"a folder that cannot be read ({exc.strerror or exc}): its case files are not run",
                                     path=str(root)))
-        return found
+        return found, []
+    folders = [Path(os.path.realpath(root))]
     seen = {(st.st_dev, st.st_ino)}
     stack: list[tuple[Path, tuple[tuple[int, int], ...]]] = [(root, ((st.st_dev, st.st_ino),))]
     while stack:  # (a stack, not recursion: a tree deeper than Python's recursion limit is walked too)
@@ -1132,9 +1150,10 @@ def _folder_case_files(root: Path, errors: list[CaseFileError]) -> list[Path]:
                                             "are walked once, from the folder itself", path=str(path)))
             elif key not in seen:
                 seen.add(key)
+                folders.append(Path(os.path.realpath(path)))
                 below.append((path, (*above, key)))
         stack.extend(reversed(below))
-    return sorted(found)
+    return sorted(found), folders
 
 
 def _case_files(paths: Iterable[str | Path], result: LoadResult) -> Iterator[Path]:

@@ -264,11 +264,18 @@ def cmd_check(args: argparse.Namespace) -> int:
         except Exception:  # noqa: BLE001, S110 - a report that cannot be made must not lose the run: the records come
             pass  # first, and the report at the end says why it failed (MPLBACKEND=nosuchbackend, helper-104)
     # the outputs are checked before the first case runs: a run is never lost to a bad path at its end
-    inputs = run_input_files([c.source for c in cases if c.source and c.source != "<memory>"], args.plugin)
-    results_path = check_output_path(args.results, "--results", inputs)
+    # (every case file of the walk, not only those of the selected cases: --case seed --results cases/other.toml
+    # replaced a case file the run did not select, helper-146)
+    from .api import cases_dir
+    from .cases import iter_case_files
+
+    case_paths = args.cases or [str(cases_dir())]
+    inputs = run_input_files([*map(str, iter_case_files(case_paths)),
+                              *(c.source for c in cases if c.source and c.source != "<memory>")], args.plugin)
+    results_path = check_output_path(args.results, "--results", inputs, case_paths)
     check_previous_path(results_path, "--results")
     if args.report != "none":
-        report_path = check_output_path(args.report, "--report", inputs)
+        report_path = check_output_path(args.report, "--report", inputs, case_paths)
         if report_path.resolve() == results_path.resolve():
             raise UsageError(f"--report {args.report}: the same file as --results")
         # each output's earlier file is kept as NAME.prev.EXT: one must not be the other's (helper-67: the earlier

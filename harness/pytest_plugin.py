@@ -165,7 +165,7 @@ def _check_outputs(options: HarnessOptions) -> None:
         inputs = _input_paths(options) if options.results is not None or options.report is not None else []
         for path, option in ((options.results, "--harness-results"), (options.report, "--harness-report")):
             if path is not None:
-                paths.append(check_output_path(path, option, inputs))
+                paths.append(check_output_path(path, option, inputs, _case_paths(options)))
                 check_previous_path(path, option)
         if len(paths) == 2 and (paths[0].resolve() == paths[1].resolve()
                                 or paths[1].resolve() == previous_path(paths[0]).resolve()
@@ -176,6 +176,15 @@ def _check_outputs(options: HarnessOptions) -> None:
         raise pytest.UsageError(f"autograd-harness: {exc}") from None
 
 
+def _case_paths(options: HarnessOptions) -> list[str]:
+    """The session's case files and folders: ``--harness-cases``, else the project's ``cases/``."""
+    if options.cases is not None:
+        return list(options.cases)
+    from .api import cases_dir
+
+    return [str(cases_dir())]
+
+
 def _input_paths(options: HarnessOptions) -> list[str]:
     """The files the session's checks read, which no output may replace (:func:`harness.records.run_input_files`: the
     plug-ins, the case files given or found in the case folders, and the data files they name).
@@ -183,12 +192,7 @@ def _input_paths(options: HarnessOptions) -> list[str]:
     from .cases import iter_case_files
     from .records import run_input_files
 
-    roots = options.cases
-    if roots is None:
-        from .api import cases_dir
-
-        roots = [str(cases_dir())]
-    return run_input_files([str(f) for f in iter_case_files(roots)], options.plugins)
+    return run_input_files([str(f) for f in iter_case_files(_case_paths(options))], options.plugins)
 
 
 # ------------------------------------------------------------------ state

@@ -688,11 +688,17 @@ def run_input_files(case_files: Iterable[str], plugins: Iterable[str]) -> list[s
     return out
 
 
-def check_output_path(path: str | Path, option: str, inputs: Iterable[str | Path] = ()) -> Path:
+def check_output_path(path: str | Path, option: str, inputs: Iterable[str | Path] = (),
+                      case_paths: Iterable[str | Path] = ()) -> Path:
     """Check, before a run starts, that a file can be written at ``path``; create its folder.
 
     Args:
-        inputs: files the run reads (case files, data files, plug-ins): the output must be none of them.
+        inputs: files the run reads (case files, data files, plug-ins): neither the output nor the file where it keeps
+            its earlier one (:func:`previous_path`) may be one of them.
+        case_paths: the run's case files and folders (``--cases``): neither the output nor its previous path may be a
+            file that their walk reads (:func:`harness.cases.read_as_case_file`): ``--results cases/new.toml`` wrote
+            records that the next run read as a case file, and ``--case seed --results cases/other.toml`` replaced a
+            case file the run did not select (helper-146).
 
     Raises:
         UsageError: ``"--results PATH: ..."`` naming why not (empty, a folder, a parent
@@ -724,13 +730,23 @@ def check_output_path(path: str | Path, option: str, inputs: Iterable[str | Path
                 else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
         raise UsageError(f"{option} {text}: is {kind}, not a regular file; the run replaces the file at this path: "
                          "give the path of a regular file (--report none writes no report)")
+    from .cases import read_as_case_file
+
+    prev = previous_path(p)
     for src in inputs:
-        try:
-            same = os.path.realpath(src) == os.path.realpath(p) or (mode is not None and p.exists() and os.path.samefile(src, p))
-        except OSError:
-            same = False
-        if same:
-            raise UsageError(f"{option} {text}: is one of the run's input files ({src}); the run would overwrite it")
+        for out, what in ((p, "is"), (prev, f"keeps its earlier file as {prev}, which is")):
+            try:
+                same = os.path.realpath(src) == os.path.realpath(out) or (out.exists() and os.path.samefile(src, out))
+            except OSError:
+                same = False
+            if same:
+                raise UsageError(f"{option} {text}: {what} one of the run's input files ({src}); the run would overwrite it")
+    case_paths = list(case_paths)
+    for out, what in ((p, "is"), (prev, f"keeps its earlier file as {prev}, which is")):
+        if read_as_case_file(out, case_paths):
+            raise UsageError(f"{option} {text}: {what} a case file of this run (its cases: {', '.join(map(str, case_paths))}): "
+                             "the run would replace it, or the next run read the output as a case file; give a path "
+                             "outside the case folders or a name that does not end in .toml")
     if p.is_dir():
         raise UsageError(f"{option} {text}: is a folder; give a file name inside it")
     if text.endswith(("/", os.sep)):

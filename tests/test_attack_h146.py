@@ -151,3 +151,86 @@ def test_the_pytest_plugin_lists_the_same_files_as_load_cases(tmp_path):
     (tmp_path / "cases" / "more").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     files = [str(f) for f in iter_case_files([tmp_path / "cases"])]
     assert files == [str(tmp_path / "cases" / "good.toml"), str(tmp_path / "cases" / "more" / "far.toml")]
+
+
+# ------------------------------------------------------------------ item 2: an output where the case walk reads
+
+CHECK = ["check", "--implementations", "numpy-hand", "--isolation", "inline", "-q", "--dtypes", "float64"]
+
+
+def _two_case_files(tmp_path: Path) -> Path:
+    folder = tmp_path / "cases"
+    _case(folder, "seed.toml", "seed")
+    _case(folder, "other.toml", "other")
+    return folder
+
+
+@pytest.mark.parametrize("option", ["--results", "--report"])
+def test_an_output_over_a_case_file_that_the_run_does_not_select_is_refused(tmp_path, capsys, option):
+    # check --case seed --results cases/other.toml replaced the case file with records (exit 0), kept it as
+    # other.prev.toml (read as a case file by the next run), and the next such run lost it
+    folder = _two_case_files(tmp_path)
+    other = folder / "other.toml"
+    before = other.read_text()
+    outputs = {"--results": str(tmp_path / "r.jsonl"), "--report": "none"}
+    outputs[option] = str(other)
+    rc = main([*CHECK, "--cases", str(folder), "--case", "seed", "--results", outputs["--results"],
+               "--report", outputs["--report"]])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert f"{option} {other}" in err, err
+    assert other.read_text() == before
+    assert sorted(p.name for p in folder.iterdir()) == ["other.toml", "seed.toml"]
+
+
+@pytest.mark.parametrize("name", ["new.toml", "sub/new.toml"])
+@pytest.mark.parametrize("option", ["--results", "--report"])
+def test_an_output_that_the_next_run_would_read_as_a_case_file_is_refused(tmp_path, capsys, option, name):
+    # check --cases cases --results cases/new.toml wrote records that the next run read as an invalid case file, and
+    # replaced them (kept as new.prev.toml, read too)
+    folder = _two_case_files(tmp_path)
+    outputs = {"--results": str(tmp_path / "r.jsonl"), "--report": "none"}
+    outputs[option] = str(folder / name)
+    rc = main([*CHECK, "--cases", str(folder), "--results", outputs["--results"], "--report", outputs["--report"]])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert f"{option} {folder / name}" in err and "case file" in err, err
+    assert sorted(p.name for p in folder.iterdir()) == ["other.toml", "seed.toml"]
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_an_output_that_keeps_its_earlier_file_as_a_case_file_given_to_cases_is_refused(tmp_path, capsys):
+    # keep_previous renames r.jsonl to r.prev.jsonl: a file the run reads as its case file
+    case = _case(tmp_path, "r.prev.jsonl", "odd")
+    (tmp_path / "r.jsonl").write_text("earlier\n")
+    rc = main([*CHECK, "--cases", str(case), "--results", str(tmp_path / "r.jsonl"), "--report", "none"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"--results {tmp_path / 'r.jsonl'}" in err, err
+    assert case.read_text() == GOOD.format(id="odd")
+
+
+def test_results_and_reports_inside_a_case_folder_are_still_written(tmp_path, capsys):
+    # (helper-80: a results file kept in a case folder is not a case file)
+    folder = _two_case_files(tmp_path)
+    rc = main([*CHECK, "--cases", str(folder), "--results", str(folder / "r.jsonl"), "--report", str(folder / "r.html")])
+    assert rc == 0, capsys.readouterr().err
+    rc = main([*CHECK, "--cases", str(folder), "--results", str(folder / "r.jsonl"), "--report", str(folder / "r.html")])
+    assert rc == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--harness-results", "--harness-report"])
+def test_the_pytest_plugin_refuses_an_output_that_the_case_walk_would_read(tmp_path, option):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    folder = _two_case_files(tmp_path)
+    (tmp_path / "test_user.py").write_text("def test_a():\n    pass\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "harness.pytest_plugin",
+                           "test_user.py", "--harness-cases", str(folder), option, str(folder / "new.toml")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"{option} {folder / 'new.toml'}" in proc.stderr and "case file" in proc.stderr, proc.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["other.toml", "seed.toml"]
+
