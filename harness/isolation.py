@@ -970,15 +970,14 @@ def run_supervised(
                 left = len(members) == 1 and os.path.exists(os.path.join(markers, f"{b}.pid.left"))
                 worker_tasks.setdefault(pid, []).extend((i, left) for i in members)
 
-        first_suspect: dict[int, str] = {}  # a task whose worker died in its middle -> a task that left threads there
-
-        def suspect_of(pid: int | None, i: int) -> None:
-            """Note, for task ``i`` whose worker ``pid`` died in its middle, the last earlier task of that worker whose
-            step left threads running."""
+        def suspect_of(pid: int | None) -> str | None:
+            """The last task of worker ``pid`` whose step left threads running (for a task that worker died in the
+            middle of: what :func:`retried_message` names), or None."""
             left = [at for at, was_left in worker_tasks.get(pid, []) if was_left] if pid is not None else []
-            if left:
-                t = tasks[left[-1]]
-                first_suspect[i] = f"{t.implementation.name} on case {t.case.id} ({t.device}, {t.dtype})"
+            if not left:
+                return None
+            t = tasks[left[-1]]
+            return f"{t.implementation.name} on case {t.case.id} ({t.device}, {t.dtype})"
 
         def worker_ended(pid: int | None) -> None:
             if pid is not None:
@@ -1006,8 +1005,9 @@ def run_supervised(
         last_watch = 0.0
         last_progress = time.monotonic()
         done_seen = 0
-        retried: set[int] = set()  # tasks whose worker died in their middle, run once more
-        first_death: dict[int, str] = {}  # such a task -> how its worker died the first time
+        # a task whose worker died in its middle, run once more alone -> how that worker died, and the last earlier task
+        # of that worker whose step left threads running (suspect_of); a task in it is never run a third time
+        first_death: dict[int, tuple[str, str | None]] = {}
         stall_limit = max(limit(t.case) for t in tasks) + STALL_GRACE
         while pending:
             finished: set[Any] = set()
@@ -1045,10 +1045,9 @@ def run_supervised(
                     in_task.add(pid)
                     handed = harvest(b) if len(batches[b]) > 1 else 0
                     at = batches[b][handed] if handed < len(batches[b]) else None
-                    if at is not None and results[at] is None and at not in retried:
-                        retried.add(at)  # run again alone below; its records then come with this error record
-                        first_death[at] = died_message(None)
-                        suspect_of(pid, at)
+                    if at is not None and results[at] is None and at not in first_death:
+                        # run again alone below; its records then come with this error record
+                        first_death[at] = (died_message(None), suspect_of(pid))
                 ended_between_tasks(now, in_task, final=True)
                 for f in stale:
                     f.cancel()
@@ -1135,15 +1134,12 @@ def run_supervised(
                     except BaseException:  # noqa: BLE001 - timed out or failed: handled below
                         pass
                     handed = harvest(b)  # every task whose records the worker wrote, before or as it ended
-                    if death is not None and handed < len(members):
-                        suspect_of(expired or worker_of(b), members[handed])
+                    if death is not None and handed < len(members):  # the task that ran when the worker died
+                        first_death[members[handed]] = (death, suspect_of(expired or worker_of(b)))
                         worker_ended(expired)  # (its marker may name no worker yet)
                     if (b in batch_timeouts or (death is not None and handed < len(members))
                             or (not done_fut.cancelled() and isinstance(done_fut.exception(), TimeoutError))):
                         worker_ended(worker_of(b))  # (stopped by the pool, or ended in a task: not between two tasks)
-                    if death is not None and handed < len(members):  # the task that ran when the worker died
-                        retried.add(members[handed])
-                        first_death[members[handed]] = death
                     for i in members[handed:]:  # died, timed out, failed or a damaged frame: each such task again, alone
                         batches.append([i])
                         submit(len(batches) - 1)
@@ -1158,21 +1154,19 @@ def run_supervised(
                     worked(b, [i])
                     if i in first_death:  # its retry finished: the crash must not vanish with the retry's records
                         results[i] = [*(results[i] or []), error_record(t.case, t.implementation, t.device, t.dtype, opts,
-                                                                        retried_message(first_death[i], first_suspect.get(i)))]
+                                                                        retried_message(*first_death[i]))]
                 except TimeoutError:
                     worker_ended(worker_of(b))  # (pebble stopped it)
                     why = (f"ran past the {limit(t.case):g} s timeout (--timeout; running and grading one case, implementation, "
                            "device and dtype); the worker process was stopped")
                 except (ProcessExpired, _WorkerDiedError) as exc:
                     expired = getattr(exc, "pid", None) if isinstance(exc, ProcessExpired) else None
-                    if i not in retried:
-                        suspect_of(expired or worker_of(b), i)
+                    suspect = suspect_of(expired or worker_of(b))  # (before worker_ended forgets the worker's tasks)
                     worker_ended(worker_of(b))
                     worker_ended(expired)  # (pebble's pid: the marker may name no worker yet)
                     why = died_message(exc.exitcode) if isinstance(exc, ProcessExpired) else str(exc)
-                    if i not in retried:  # once more, alone: the worker may have been ended by a thread or a timer
-                        retried.add(i)    # an earlier step left behind, not by this task (found by a review)
-                        first_death[i] = why
+                    if i not in first_death:  # once more, alone: the worker may have been ended by a thread or a timer
+                        first_death[i] = (why, suspect)  # an earlier step left behind, not by this task (a review)
                         batches.append([i])
                         submit(len(batches) - 1)
                         pending.add(order[-1])
