@@ -7,7 +7,8 @@ commit, time. Then one :class:`Record` per line (``"kind": "record"``), one
 per case, implementation, device, dtype, quantity and step. The last line of a
 run that ended is the *run-end footer* (``"kind": "run-end"``)::
 
-    {"kind": "run-end", "run": ID, "completed": true, "records": N, "interrupted": false}
+    {"kind": "run-end", "run": ID, "completed": true, "records": N, "interrupted": false,
+     "verdicts": {"agree": N}, "known_bugs": 0, "load_errors": 0}
 
 ``check`` streams its file (:class:`ResultsStream`): the environment line is
 written (replacing any older file at that path) before the first case runs,
@@ -640,6 +641,16 @@ class RunSpan:
         if type(errors) is int and self.load_errors is not None and errors != self.load_errors:
             return (f"its run-end line counts {errors} case file(s) or case(s) that could not be loaded; its environment "
                     f"line lists {self.load_errors} (its load_errors edited?)")
+        end = self.end or {}
+        if self.completed and not self.malformed and (type(end.get("records")) is not int
+                                                      or type(end.get("verdicts")) is not dict):
+            # the counts were compared only where present: a failing run's disagree record edited to agree, with
+            # "verdicts" (and "records") deleted from its run-end line or set to null, passed `report --exit-status`
+            # (helper-146). Every run-end line written since helper-131's round holds both (run_end); a run that did
+            # not complete fails already, and says so.
+            return ("its run-end line does not count its records by verdict (\"records\" and \"verdicts\"; written "
+                    "before the harness's helper-131 round, or edited since): its records cannot be checked against it; "
+                    "run the check again")
         return None
 
 

@@ -234,3 +234,54 @@ def test_the_pytest_plugin_refuses_an_output_that_the_case_walk_would_read(tmp_p
     assert f"{option} {folder / 'new.toml'}" in proc.stderr and "case file" in proc.stderr, proc.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["other.toml", "seed.toml"]
 
+
+# ------------------------------------------------------------------ item 4: a results file edited by hand
+
+
+@pytest.fixture(scope="module")
+def one_run(tmp_path_factory) -> list[str]:
+    """The lines of one check run's results file (numpy-hand on the seed case in float64: 40 agree records)."""
+    from tests.conftest import CASES
+
+    path = tmp_path_factory.mktemp("run") / "r.jsonl"
+    assert main([*CHECK, "--cases", str(CASES / "seed.toml"), "--case", "seed", "--report", "none",
+                 "--results", str(path)]) == 0
+    return path.read_text().splitlines(keepends=True)
+
+
+def _report(tmp_path: Path, lines: list[str], capsys) -> tuple[int, str]:
+    path = tmp_path / "edited.jsonl"
+    path.write_text("".join(lines))
+    capsys.readouterr()
+    rc = main(["report", str(path), "-o", str(tmp_path / "r.html"), "--exit-status"])
+    return rc, capsys.readouterr().err
+
+
+def _failing(line: str) -> str:
+    import json
+
+    d = json.loads(line)
+    d.update(verdict="disagree", bound_ratio=2.0, expected_ratio=2.0, counts={"disagree": sum(d["counts"].values()) or 1})
+    return json.dumps(d) + "\n"
+
+
+@pytest.mark.parametrize("dropped", [("verdicts",), ("verdicts", "records"), ("verdicts", "records", "known_bugs", "load_errors")])
+@pytest.mark.parametrize("how", ["deleted", "null"])
+def test_a_failing_record_edited_to_agree_with_the_run_end_counts_deleted_fails_the_report(one_run, tmp_path, capsys,
+                                                                                         dropped, how):
+    # the run-end line's counts are compared only where present: a failing run whose disagree record was edited to
+    # agree, and the counts deleted from its run-end line (or set to null), passed `report --exit-status` (exit 0)
+    import json
+
+    env, recs, end = one_run[0], one_run[1:-1], json.loads(one_run[-1])
+    end["verdicts"] = {"agree": len(recs) - 1, "disagree": 1}
+    rc, err = _report(tmp_path, [env, _failing(recs[0]), *recs[1:], json.dumps(end) + "\n"], capsys)
+    assert rc == 1, err  # the honest file fails
+    for key in dropped:
+        if how == "deleted":
+            del end[key]
+        else:
+            end[key] = None
+    rc, err = _report(tmp_path, [env, *recs, json.dumps(end) + "\n"], capsys)
+    assert rc == 2, err
+    assert "run-end line" in err, err
