@@ -642,15 +642,15 @@ class RunSpan:
             return (f"its run-end line counts {errors} case file(s) or case(s) that could not be loaded; its environment "
                     f"line lists {self.load_errors} (its load_errors edited?)")
         end = self.end or {}
-        if self.completed and not self.malformed and (type(end.get("records")) is not int
-                                                      or type(end.get("verdicts")) is not dict):
-            # the counts were compared only where present: a failing run's disagree record edited to agree, with
-            # "verdicts" (and "records") deleted from its run-end line or set to null, passed `report --exit-status`
-            # (helper-146). Every run-end line written since helper-131's round holds both (run_end); a run that did
-            # not complete fails already, and says so.
-            return ("its run-end line does not count its records by verdict (\"records\" and \"verdicts\"; written "
-                    "before the harness's helper-131 round, or edited since): its records cannot be checked against it; "
-                    "run the check again")
+        missing = [k for k, kind in (("records", int), ("verdicts", dict), ("known_bugs", int), ("load_errors", int))
+                   if type(end.get(k)) is not kind]
+        if self.completed and not self.malformed and missing:
+            # the counts were compared only where present: a failing run's disagree record edited to agree (or given a
+            # known_bug), its load errors emptied, with the count deleted from its run-end line or set to null, passed
+            # `report --exit-status` (helper-146). Every run-end line written since helper-131's round holds all four
+            # (run_end); a run that did not complete fails already, and says so.
+            return (f"its run-end line does not hold {', '.join(repr(k) for k in missing)} (written before the harness's "
+                    "helper-131 round, or edited since): its records cannot be checked against it; run the check again")
         return None
 
 

@@ -35,7 +35,9 @@ def write(path: Path, records: list[dict[str, Any]], footer_records: int | None 
     verdicts: dict[str, int] = {}  # (as run_end counts them; a run-end line without them fails, helper-146)
     for r in records:
         verdicts[r["verdict"]] = verdicts.get(r["verdict"], 0) + 1
-    lines = [ENV, *records, {"kind": "run-end", "run": "run-1", "completed": True, "records": n, "verdicts": verdicts}]
+    bugs = sum(1 for r in records if r.get("known_bug"))
+    lines = [ENV, *records, {"kind": "run-end", "run": "run-1", "completed": True, "records": n, "verdicts": verdicts,
+                             "known_bugs": bugs, "load_errors": len(ENV.get("load_errors", []))}]
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     return path
 

@@ -285,3 +285,41 @@ def test_a_failing_record_edited_to_agree_with_the_run_end_counts_deleted_fails_
     rc, err = _report(tmp_path, [env, *recs, json.dumps(end) + "\n"], capsys)
     assert rc == 2, err
     assert "run-end line" in err, err
+
+
+@pytest.mark.parametrize("how", ["deleted", "null"])
+def test_a_failing_record_given_a_known_bug_with_the_known_bugs_count_deleted_fails_the_report(one_run, tmp_path,
+                                                                                             capsys, how):
+    # a disagree record given a known_bug and its message's head by hand (as the harness writes one: reported, not
+    # counted), with the run-end line's known_bugs deleted: exit 0
+    import json
+
+    env, recs, end = one_run[0], one_run[1:-1], json.loads(one_run[-1])
+    d = json.loads(_failing(recs[0]))
+    d["known_bug"] = "pytorch/pytorch#1"
+    d["message"] = "known framework bug: pytorch/pytorch#1; " + d["message"]
+    end["verdicts"] = {"agree": len(recs) - 1, "disagree": 1}
+    if how == "deleted":
+        del end["known_bugs"]
+    else:
+        end["known_bugs"] = None
+    rc, err = _report(tmp_path, [env, json.dumps(d) + "\n", *recs[1:], json.dumps(end) + "\n"], capsys)
+    assert rc == 2, err
+    assert "run-end line" in err, err
+
+
+def test_load_errors_deleted_from_both_lines_fail_the_report(tmp_path, capsys):
+    # check exited 2 (a case that could not be loaded); its environment line's load_errors emptied and the run-end
+    # line's count deleted: exit 0
+    import json
+
+    cases = tmp_path / "c.toml"
+    cases.write_text(GOOD.format(id="good") + GOOD.format(id="bad").replace("lr = 0.1", "lr = 1e400"))
+    results = tmp_path / "r.jsonl"
+    assert main([*CHECK, "--cases", str(cases), "--report", "none", "--results", str(results)]) == 2
+    lines = results.read_text().splitlines(keepends=True)
+    env, end = json.loads(lines[0]), json.loads(lines[-1])
+    env["load_errors"] = []
+    del end["load_errors"]
+    rc, err = _report(tmp_path, [json.dumps(env) + "\n", *lines[1:-1], json.dumps(end) + "\n"], capsys)
+    assert rc == 2, err

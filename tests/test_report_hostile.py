@@ -38,15 +38,18 @@ def valid_lines(n_cases: int = 1) -> list[bytes]:
 def write(path: Path, body: list[bytes], *, env: dict[str, Any] | None = ENV, end: bool = True) -> Path:
     lines = ([json.dumps(env).encode()] if env is not None else []) + body
     if end:
-        lines.append(json.dumps({**END, "records": len(body), "verdicts": tally(body)}).encode())
+        lines.append(json.dumps({**END, "records": len(body), "verdicts": tally(body), "known_bugs": tally(body, "known_bug"),
+                                 "load_errors": 0}).encode())
     path.write_bytes(b"".join(line + b"\n" for line in lines))
     return path
 
 
-def tally(body: list[bytes]) -> dict[str, int]:
+def tally(body: list[bytes], known_bug: str = "") -> Any:
     """The run-end line's ``verdicts`` of ``body`` (as :func:`harness.records.run_end` counts them; a completed run's
-    run-end line without them fails, helper-146); lines that are not records are left out."""
+    run-end line without them fails, helper-146); lines that are not records are left out. With ``known_bug``: the
+    count of records that carry one (``known_bugs``)."""
     out: dict[str, int] = {}
+    bugs = 0
     for raw in body:
         try:
             d = json.loads(raw)
@@ -57,7 +60,8 @@ def tally(body: list[bytes]) -> dict[str, int]:
         if (isinstance(d, dict) and d.get("kind", "record") == "record" and isinstance(d.get("verdict"), str)
                 and d["verdict"].isascii() and d["verdict"].replace("-", "").isalpha()):
             out[d["verdict"]] = out.get(d["verdict"], 0) + 1
-    return out
+            bugs += bool(d.get("known_bug"))
+    return bugs if known_bug else out
 
 
 def base() -> dict[str, Any]:
@@ -447,7 +451,8 @@ def test_a_lone_surrogate_is_written_as_text_and_read_back(tmp_path):
     rec = Record(case="c" + bad[-5:], implementation="i", device="cpu", dtype="float32", quantity="*", step=0,
                  verdict="error", message=bad)
     env = {**ENV, "command": "check --results r" + b"\xfe".decode("utf-8", "surrogateescape") + ".jsonl"}
-    written = write_jsonl(tmp_path / "w.jsonl", [rec], env=env, footer={**END, "run": "run-1", "records": 1, "verdicts": {"error": 1}})
+    written = write_jsonl(tmp_path / "w.jsonl", [rec], env=env, footer={**END, "run": "run-1", "records": 1, "verdicts": {"error": 1},
+                                                                           "known_bugs": 0, "load_errors": 0})
     stream = ResultsStream(tmp_path / "s.jsonl", dict(env))
     stream.add([rec])
     streamed = stream.finish([rec])
