@@ -566,11 +566,15 @@ def cmd_report(args: argparse.Namespace) -> int:
             sections.append((f"Benchmarks ({bench_json})", section_html(load(bench_json))))
         except (OSError, ValueError, KeyError) as exc:
             raise UsageError(f"{bench_json}: not a benchmark JSON from `harness bench`: {exc}") from exc
-    from .records import keep_previous
+    from .records import keep_previous, previous_path
 
     page = render_html(model, title=args.title, extra_sections=sections)
     if any(os.path.realpath(src) == os.path.realpath(args.output) for src in args.results):
         raise UsageError(f"--output {args.output}: is one of the results files read")
+    prev = previous_path(args.output)  # (where keep_previous moves an earlier page: report r.prev.jsonl -o r.jsonl
+    if any(os.path.realpath(src) == os.path.realpath(prev) for src in args.results):  # replaced it, helper-146)
+        raise UsageError(f"--output {args.output}: keeps its earlier file as {prev}, one of the results files read; "
+                         "give another name")
     kept = keep_previous(args.output)  # as `check` does: an earlier report is kept, never lost silently
     path = write_atomic(args.output, page)
     left_out = f"; {model.malformed_total} malformed line(s) left out" if model.malformed_total else ""

@@ -323,3 +323,15 @@ def test_load_errors_deleted_from_both_lines_fail_the_report(tmp_path, capsys):
     del end["load_errors"]
     rc, err = _report(tmp_path, [json.dumps(env) + "\n", *lines[1:-1], json.dumps(end) + "\n"], capsys)
     assert rc == 2, err
+
+
+def test_report_refuses_an_output_that_keeps_its_earlier_file_over_a_results_file_it_reads(one_run, tmp_path, capsys):
+    # report r.prev.jsonl -o r.jsonl moved an earlier r.jsonl over r.prev.jsonl, the results file it had just read
+    read = tmp_path / "r.prev.jsonl"
+    read.write_text("".join(one_run))
+    out = tmp_path / "r.jsonl"
+    out.write_text("an earlier page\n")
+    rc = main(["report", str(read), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"--output {out}" in err, err
+    assert read.read_text() == "".join(one_run) and out.read_text() == "an earlier page\n"
