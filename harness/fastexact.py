@@ -259,19 +259,24 @@ class DigitResidual(ScaledInts):
     def _planes(self) -> npt.NDArray[Any]:
         """The digits ``(U, N, K)`` (built from the row chunks on first use: below a chunk's sign plane its digits,
         from there up to plane ``U - 2`` its sign's extension, ``2**B - 1`` or 0, and its sign in plane ``U - 1``)."""
-        if self._digit_array is None:
-            assert self._chunks is not None
-            n, k = self._shape
-            u_all = max(used for _, _, _, used in self._chunks)
-            full = np.empty((u_all, k, n))
-            for r0, r1, pl, used in self._chunks:
-                sign = pl[used - 1]
-                full[:used - 1, :, r0:r1] = pl[:used - 1]
-                full[used - 1:u_all - 1, :, r0:r1] = sign * -float(_MASK)
-                full[u_all - 1, :, r0:r1] = sign
-            self._digit_array = np.transpose(full, (0, 2, 1))
-            self._chunks = None
-        return self._digit_array
+        dg = self._digit_array
+        if dg is None:
+            with _PLANES_LOCK:  # one thread builds them (another that waited finds them built)
+                dg = self._digit_array
+                if dg is None:
+                    assert self._chunks is not None
+                    chunks, n, k = self._chunks, *self._shape
+                    u_all = max(used for _, _, _, used in chunks)
+                    full = np.empty((u_all, k, n))
+                    for r0, r1, pl, used in chunks:
+                        sign = pl[used - 1]
+                        full[:used - 1, :, r0:r1] = pl[:used - 1]
+                        full[used - 1:u_all - 1, :, r0:r1] = (sign != 0) * float(_MASK)  # (+0.0 for a sign 0, as the kernel writes)
+                        full[u_all - 1, :, r0:r1] = sign
+                    dg = np.transpose(full, (0, 2, 1))
+                    self._digit_array = dg
+                    self._chunks = None
+        return dg
 
     @property
     def _digits(self) -> npt.NDArray[Any]:
@@ -787,6 +792,9 @@ def accurate_pays(d: int, k: int, S: int, U: int) -> bool:
     return d * k >= ACCURATE_MIN_DK and S * U >= ACCURATE_MIN_PAIRS
 
 
+#: Held while a :class:`DigitResidual` built from row chunks puts its digits together (once, for every thread).
+_PLANES_LOCK = threading.Lock()
+
 #: Rows of X per chunk of :func:`_step_by_rows` (at most :data:`CHUNK_N`, so that each chunk's ``X^T R`` is one
 #: exact float64 product): the chunk's digits of X (``S * D`` rows), its ``X W`` positions and residual planes stay
 #: in the cache from one pass to the next (N*D*K = 10^6, mixed float64 data: 1024 and 1536 rows were 1-5% slower
@@ -840,6 +848,7 @@ def _step_by_rows(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float
     blk = np.zeros((n_alloc * k, S * d), dtype=np.int64)
     acc: Any = None
     one_block = n <= ROW_CHUNK * ACC_BLOCK
+    U = 1
     for j, r0 in enumerate(range(0, n, ROW_CHUNK)):
         r1 = min(n, r0 + ROW_CHUNK)
         m = r1 - r0
@@ -847,8 +856,12 @@ def _step_by_rows(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float
         P = _xw_positions(xc, S, wd)
         planes, cs, gram, rbits, used = residual_kernel(P, sh, xw_planes, np.ascontiguousarray(yt[:, r0:r1]), ysp,
                                                         b, bsp, q0, n_alloc)
-        if S * used > MAX_PRODUCTS:  # (the whole residual needs at least as many planes)
-            raise TooWideError(f"X^T R needs {S} x {used} digit products")
+        U = max(U, used)
+        if S * U > MAX_PRODUCTS:
+            # too wide: the remaining chunks' residual digits only, for the planes of the whole residual (the error
+            # names them, as the product over whole columns does) and its errors (a chunk's ValueError first)
+            chunks.clear()
+            continue
         colsum += cs
         grams.append(gram)
         rounded[r0:r1] = rbits.view(np.float64).T
@@ -857,15 +870,14 @@ def _step_by_rows(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float
         if not one_block and ((j + 1) % ACC_BLOCK == 0 or r1 >= n):
             acc = _obj(blk) if acc is None else acc + _obj(blk)
             blk[...] = 0
-    U = max(used for _, _, _, used in chunks)
+    if S * U > MAX_PRODUCTS:
+        raise TooWideError(f"X^T R needs {S} x {U} digit products")
     if one_block:
         gw_int = position_sum(blk[:U * k].reshape(U, k, S, d).transpose(2, 3, 0, 1), 0)
     else:
         acc4 = acc[:U * k].reshape(U, k, S, d).transpose(2, 3, 0, 1)
         gw_int = _combine(np.stack([acc4[s, :, u, :] for s in range(S) for u in range(U)]),
                           [B * (s + u) for s in range(S) for u in range(U)])
-    if S * U > MAX_PRODUCTS:
-        raise TooWideError(f"X^T R needs {S} x {U} digit products")
     cs_all, total = _residual_sums(colsum, np.concatenate(grams), n_alloc)
     rounded.flags.writeable = False
     R = DigitResidual.from_row_chunks(chunks, n, k, q0)

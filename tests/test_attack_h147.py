@@ -1,0 +1,104 @@
+"""helper-147's attack on the row-chunked exact step (helper-144) and the small-array fast paths (helper-145): the
+discrepancies found against the code before them (fcf4169), each pinned here."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from harness import fastexact
+from harness.fastexact import TooWideError, step_parts
+
+
+def _two_paths(X, y, W, b):  # noqa: ANN001, ANN202
+    """The residual by row chunks (exact X^T R) and over whole columns (the accurate product's path)."""
+    return step_parts(X, y, W, b)[0], step_parts(X, y, W, b, accurate=True)[0]
+
+
+def test_too_wide_names_the_whole_residuals_planes() -> None:
+    # the first chunk's residual (X = 2**-220) needs 10 planes, the second's (X = 2**500) 44: with S = 43 digits of X
+    # both exceed MAX_PRODUCTS; the error named the first chunk's 10 planes where the whole residual needs 44
+    n = 5000
+    X = np.full((n, 1), 2.0**-220)
+    X[0, 0] = 2.0**-400
+    X[2048:, 0] = 2.0**500
+    with pytest.raises(TooWideError, match=r"^X\^T R needs 43 x 44 digit products$"):
+        step_parts(X, np.zeros((n, 1)), np.ones((1, 1)), np.zeros(1))
+
+
+def test_chunked_digits_are_the_whole_arrays_bit_for_bit() -> None:
+    # a chunk whose residual needs fewer planes, positive: its sign's extension was -0.0 (0 * -(2**B - 1)), the whole
+    # array's kernel writes +0.0
+    rng = np.random.default_rng(3)
+    n = 2048 + 100
+    X = rng.standard_normal((n, 2))
+    X[2048:] *= 2.0**80
+    y = np.zeros((n, 1))
+    W = np.abs(rng.standard_normal((2, 1)))
+    X = np.abs(X)
+    R, R_whole = _two_paths(X, y, W, np.zeros(1))
+    assert R._digits.shape == R_whole._digits.shape
+    assert np.ascontiguousarray(R._digits).tobytes() == np.ascontiguousarray(R_whole._digits).tobytes()
+
+
+def test_digits_put_together_while_another_thread_reads_them() -> None:
+    # a second thread that puts the digits together while the first is between its two reads of the chunks: the
+    # first read None (TypeError: 'NoneType' object is not iterable)
+    rng = np.random.default_rng(5)
+    n = 2048 * 2 + 9
+    X, y, W, b = rng.standard_normal((n, 2)), rng.standard_normal((n, 2)), rng.standard_normal((2, 2)), rng.standard_normal(2)
+    R = step_parts(X, y, W, b)[0]
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            R._planes()
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    class Chunks(list):  # type: ignore[type-arg]
+        started = False
+
+        def __iter__(self):  # noqa: ANN204
+            if not Chunks.started:
+                Chunks.started = True
+                t = threading.Thread(target=other)
+                t.start()
+                t.join(timeout=2.0)  # (where the digits are built under a lock, the other thread waits for it)
+                threads.append(t)
+            return super().__iter__()
+
+    threads: list[threading.Thread] = []
+    R._chunks = Chunks(R._chunks)
+    digits = R._planes()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert R._planes() is digits
+    assert np.array_equal(R.to_hi_lo()[0], step_parts(X, y, W, b, accurate=True)[0].to_hi_lo()[0])
+
+
+def test_threads_read_one_residual() -> None:
+    rng = np.random.default_rng(7)
+    n = 2048 * 3 + 5
+    X, y, W, b = rng.standard_normal((n, 2)), rng.standard_normal((n, 2)), rng.standard_normal((2, 2)), rng.standard_normal(2)
+    errors: list[BaseException] = []
+    for _ in range(10):
+        R = step_parts(X, y, W, b)[0]
+        bar = threading.Barrier(4)
+
+        def go(R: fastexact.DigitResidual = R, bar: threading.Barrier = bar) -> None:
+            bar.wait()
+            try:
+                R._round()
+            except BaseException as e:  # noqa: BLE001
+                errors.append(e)
+
+        ts = [threading.Thread(target=go) for _ in range(4)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+    assert not errors
