@@ -102,3 +102,17 @@ def test_threads_read_one_residual() -> None:
         for t in ts:
             t.join()
     assert not errors
+
+
+def test_nearest_rounding_bound_of_integers_where_no_wider_type() -> None:
+    # precision 64 (u_w = 0): z stays integer-typed, and u in its type was 0, a bound of 0 for |z| = 1 and 3
+    from harness.bounds import nearest_rounding_bound
+    from harness.floats import FloatFormat
+
+    fmt = FloatFormat("x87", 64, -16382, 16383)
+    z = np.array([[0, 1], [3, 2**40]])
+    got = nearest_rounding_bound(z, fmt)
+    want = nearest_rounding_bound(z.astype(np.float64), fmt)
+    assert got.dtype == want.dtype == np.float64
+    assert np.array_equal(got, want)
+    assert got[0, 1] == 2.0**-64
