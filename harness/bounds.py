@@ -366,7 +366,11 @@ def seed_factors(reduction: str, n: int, k: int) -> tuple[Fraction, ...]:
         ValueError: for another reduction."""
     if reduction not in ("sum", "mean"):
         raise ValueError(f"reduction: expected 'sum' or 'mean', got {reduction!r}")
-    return _seed_factors(reduction, int(n), int(k))
+    if isinstance(n, int) and isinstance(k, int):
+        return _seed_factors(reduction, int(n), int(k))
+    # (another type, as Fraction(1, n) reads it: a Fraction N its own value, a float a TypeError; not cached, where
+    # int() would round it and a value equal to an int would share its entry)
+    return _seed_factors.__wrapped__(reduction, n, k)
 
 
 @functools.lru_cache(maxsize=256)

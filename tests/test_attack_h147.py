@@ -116,3 +116,18 @@ def test_nearest_rounding_bound_of_integers_where_no_wider_type() -> None:
     assert got.dtype == want.dtype == np.float64
     assert np.array_equal(got, want)
     assert got[0, 1] == 2.0**-64
+
+
+def test_seed_factors_of_other_types_as_before_the_cache() -> None:
+    # int(n) rounded a Fraction N (5/2 gave 1/2, not 2/5) and let a float through (Fraction(1, 3.0) is a TypeError),
+    # and an equal float would share the int's cache entry
+    from fractions import Fraction
+
+    from harness.bounds import seed_factors
+
+    assert seed_factors("mean", Fraction(5, 2), 2) == (Fraction(2), Fraction(2, 5), Fraction(1, 2))
+    assert seed_factors("mean", 3, 2) == (Fraction(2), Fraction(1, 3), Fraction(1, 2))
+    with pytest.raises(TypeError):
+        seed_factors("mean", 3.0, 2)
+    assert seed_factors("mean", np.int64(3), 2) == (Fraction(2), Fraction(1, 3), Fraction(1, 2))
+    assert seed_factors("sum", True, 1) == (Fraction(2), Fraction(1))
