@@ -131,3 +131,56 @@ def test_seed_factors_of_other_types_as_before_the_cache() -> None:
         seed_factors("mean", 3.0, 2)
     assert seed_factors("mean", np.int64(3), 2) == (Fraction(2), Fraction(1, 3), Fraction(1, 2))
     assert seed_factors("sum", True, 1) == (Fraction(2), Fraction(1))
+
+
+def _whole(monkeypatch: pytest.MonkeyPatch, X, y, W, b):  # noqa: ANN001, ANN202
+    """step_parts over whole columns (the path before the row chunks), or its exception."""
+    with monkeypatch.context() as m:
+        m.setattr(fastexact, "_step_by_rows", lambda *a: None)
+        return _parts_or_error(X, y, W, b)
+
+
+def _parts_or_error(X, y, W, b):  # noqa: ANN001, ANN202
+    try:
+        R, gw, gb, loss, radius = step_parts(X, y, W, b)
+    except (ValueError, TooWideError) as e:
+        return type(e).__name__, str(e)
+    return (R.ints.tolist(), R.scale, R.shape, np.ascontiguousarray(R._digits).tobytes(), R._digits.shape,
+            R.to_float64().tobytes(), R.to_float64().flags.writeable, gw.ints.tolist(), gw.scale, gb.ints.tolist(),
+            gb.scale, loss.ints.tolist(), loss.scale, radius)
+
+
+def test_row_chunks_against_whole_columns(monkeypatch: pytest.MonkeyPatch) -> None:
+    # chunks whose residuals need different numbers of planes, of either sign, zero ones, too-wide ones: every value,
+    # digit (bit for bit), rounding and error message as over whole columns
+    from hypothesis import HealthCheck, given, settings, target
+    from hypothesis import strategies as st
+
+    @settings(max_examples=200, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    @given(st.integers(1, 3), st.sampled_from([1, 2047, 2048, 700]), st.integers(1, 3), st.integers(1, 2),
+           st.integers(0, 2**32 - 1), st.lists(st.integers(-400, 400), min_size=6, max_size=6),
+           st.sampled_from(["random", "exact", "zero", "sign"]))
+    def run(nch: int, last: int, d: int, k: int, seed: int, ex: list[int], ymode: str) -> None:
+        n = 2048 * (nch - 1) + last
+        rng = np.random.default_rng(seed)
+        X = rng.standard_normal((n, d))
+        y = rng.standard_normal((n, k))
+        for j in range(nch):
+            X[2048 * j:2048 * (j + 1)] *= 2.0 ** ex[j]
+            y[2048 * j:2048 * (j + 1)] *= 2.0 ** ex[3 + j]
+        W = rng.standard_normal((d, k))
+        b = rng.standard_normal(k)
+        if ymode == "exact":
+            y = X @ W + b
+        elif ymode == "zero":
+            y[:] = 0
+        elif ymode == "sign":
+            X, W, b = np.abs(X), np.abs(W), np.abs(b)
+            y[2048:] = -np.abs(y[2048:]) * 2.0**60
+        y = np.where(np.isfinite(y), y, 0.0)
+        target(float(len({e // 21 for e in ex[:nch]})), label="distinct plane counts")
+        got = _parts_or_error(X, y, W, b)
+        want = _whole(monkeypatch, X, y, W, b)
+        assert got == want
+
+    run()
