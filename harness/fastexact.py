@@ -337,7 +337,23 @@ class DigitResidual(ScaledInts):
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle and copy the digits (not the Python integers, rebuilt when read) and the rounded values,
         which stay read-only in the copy."""
+        chunks = self._chunks  # (read once, as in _planes)
+        if self._digit_array is None and chunks is not None:
+            # from row chunks: each chunk's planes up to its sign, as they are (the whole residual's digits are not
+            # put together for a copy: at N = 10^7 that peaked above the digits over whole columns)
+            return (_restore_row_chunks, ([(r0, r1, pl[:used], used) for r0, r1, pl, used in chunks], self._shape,
+                                          self._q0, self._f64))
         return (_restore_digit_residual, (self._planes(), self._q0, self._f64))
+
+
+def _restore_row_chunks(chunks: list[tuple[int, int, F64, int]], shape: tuple[int, int], q0: int, f64: F64 | None
+                        ) -> DigitResidual:
+    out = DigitResidual.from_row_chunks(chunks, *shape, q0)
+    if f64 is not None:
+        f64 = np.array(f64, dtype=np.float64)
+        f64.flags.writeable = False
+        out._f64 = f64
+    return out
 
 
 def _restore_digit_residual(digits: npt.NDArray[Any], q0: int, f64: F64 | None) -> DigitResidual:

@@ -184,3 +184,25 @@ def test_row_chunks_against_whole_columns(monkeypatch: pytest.MonkeyPatch) -> No
         assert got == want
 
     run()
+
+
+def test_pickled_row_chunks_without_the_whole_digits() -> None:
+    # a copy pickled from the row chunks (the digits not put together), and one pickled after they were: the same
+    # values, digits, rounding (read-only) as over whole columns
+    import pickle
+
+    rng = np.random.default_rng(9)
+    n = 2048 * 2 + 300
+    X = rng.standard_normal((n, 2))
+    X[2048:4096] *= 2.0**70
+    y = -np.abs(rng.standard_normal((n, 1)))
+    R, R_whole = _two_paths(X, y, rng.standard_normal((2, 1)), np.ones(1))
+    copy = pickle.loads(pickle.dumps(R))
+    assert R._digit_array is None and copy._digit_array is None
+    assert len(pickle.dumps(R)) <= len(pickle.dumps(R_whole)) + 4096
+    for r in (copy, pickle.loads(pickle.dumps(copy)), R):
+        assert np.ascontiguousarray(r._digits).tobytes() == np.ascontiguousarray(R_whole._digits).tobytes()
+        assert r.ints.tolist() == R_whole.ints.tolist() and r.scale == R_whole.scale
+        assert r.to_float64().tobytes() == R_whole.to_float64().tobytes() and not r.to_float64().flags.writeable
+    again = pickle.loads(pickle.dumps(R))  # (from the digits put together)
+    assert again.ints.tolist() == R_whole.ints.tolist()
