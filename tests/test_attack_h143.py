@@ -49,7 +49,8 @@ def _forget_test_plugins():
 
 # The step leaves a thread that waits until its worker's main thread waits for its next task (the task was graded and
 # its records sent back), then ends the worker. The other step holds the second worker busy until that worker is
-# gone, so that the death falls between two tasks, not in the middle of one, whatever the machine's speed.
+# gone, so that the death falls between two tasks, not in the middle of one, whatever the machine's speed; the first
+# step returns only once the second runs, so that the two run in two workers.
 LEAVES_A_KILLER = textwrap.dedent('''
     import ctypes, os, signal, sys, threading, time
     import numpy as np
@@ -79,10 +80,17 @@ LEAVES_A_KILLER = textwrap.dedent('''
     @harness.implementation("test-h143-leaves-{kind}", framework="numpy")
     def leaves(X, y, W, b, *, lr, reduction, steps):
         threading.Thread(target=_end_when_idle, args=(threading.main_thread().ident,)).start()
+        # returns once the other worker runs the other task: a worker that finished this task before the other worker
+        # had started took that task too, and the death then fell after the run (the CI run of 7b2d84f, whose workers
+        # start faster)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(os.path.join(HERE, "waits.started")) and time.monotonic() < deadline:
+            time.sleep(0.01)
         return _hand(X, y, W, b, lr, reduction, steps)
 
     @harness.implementation("test-h143-waits-{kind}", framework="numpy")
     def waits(X, y, W, b, *, lr, reduction, steps):  # correct; returns once the other worker has ended
+        open(os.path.join(HERE, "waits.started"), "w").close()
         path = os.path.join(HERE, "ended.pid")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
