@@ -9,14 +9,13 @@ import json
 import os
 import stat
 import threading
-from pathlib import Path
 
 import pytest
 
 from harness.cases import load_cases
 from harness.cli import main
 from harness.records import read_jsonl
-from tests.conftest import CASES
+from tests.edited_results import failing_line, report_exit_status, seed_run_lines
 
 GOOD = """
 [[case]]
@@ -143,30 +142,10 @@ def test_a_key_given_twice_is_named_with_its_case(tmp_path):
 
 # ------------------------------------------------------------------ results files edited by hand
 
-CHECK = ["check", "--cases", str(CASES / "seed.toml"), "--case", "seed", "--dtypes", "float64", "--implementations",
-         "numpy-hand", "--isolation", "inline", "-q", "--report", "none"]
-
-
 @pytest.fixture(scope="module")
 def one_run(tmp_path_factory) -> list[str]:
     """The lines of one check run's results file (numpy-hand on the seed case in float64: 40 agree records)."""
-    path = tmp_path_factory.mktemp("run") / "r.jsonl"
-    assert main([*CHECK, "--results", str(path)]) == 0
-    return path.read_text().splitlines(keepends=True)
-
-
-def _report(tmp_path: Path, lines: list[str], capsys) -> tuple[int, str]:
-    path = tmp_path / "edited.jsonl"
-    path.write_text("".join(lines))
-    rc = main(["report", str(path), "-o", str(tmp_path / "r.html"), "--exit-status"])
-    return rc, capsys.readouterr().err
-
-
-def _failing(line: str) -> str:
-    """A record line made a disagree record, its figures beyond the rigorous bound (as check writes one)."""
-    d = json.loads(line)
-    d.update(verdict="disagree", bound_ratio=2.0, expected_ratio=2.0, counts={"disagree": sum(d["counts"].values()) or 1})
-    return json.dumps(d) + "\n"
+    return seed_run_lines(tmp_path_factory.mktemp("run"))
 
 
 def test_the_run_end_line_counts_the_verdicts(one_run):
@@ -178,13 +157,13 @@ def test_a_failing_line_pasted_over_with_a_copy_of_an_agree_line_fails_the_repor
     # the record count stays: a file whose disagree lines were each replaced by a copy of an agree line passed
     # `report --exit-status` (a run that failed, read as one that passed)
     env, recs, end = one_run[0], one_run[1:-1], json.loads(one_run[-1])
-    failing = [_failing(recs[3])] + recs[1:]
+    failing = [failing_line(recs[3])] + recs[1:]
     end["verdicts"] = {"agree": len(recs) - 1, "disagree": 1}
     honest = [env, *failing, json.dumps(end) + "\n"]
-    rc, err = _report(tmp_path, honest, capsys)
+    rc, err = report_exit_status(tmp_path, honest, capsys)
     assert rc == 1, err
     pasted = [env, recs[5], *failing[1:], json.dumps(end) + "\n"]
-    rc, err = _report(tmp_path, pasted, capsys)
+    rc, err = report_exit_status(tmp_path, pasted, capsys)
     assert rc == 2, err
     assert "its run-end line counts the verdicts {agree: 39, disagree: 1}; the file holds {agree: 40}" in err, err
     res = read_jsonl(tmp_path / "edited.jsonl")
@@ -194,11 +173,11 @@ def test_a_failing_line_pasted_over_with_a_copy_of_an_agree_line_fails_the_repor
 def test_a_known_bug_written_into_records_fails_the_report(one_run, tmp_path, capsys):
     # a failing record given a known_bug (and its message's head) was reported, NOT counted: exit 0
     env, recs, end = one_run[0], one_run[1:-1], json.loads(one_run[-1])
-    d = json.loads(_failing(recs[3]))
+    d = json.loads(failing_line(recs[3]))
     d["known_bug"] = "pytorch/pytorch#191763"
     d["message"] = "known framework bug: pytorch/pytorch#191763 " + d["message"]
     end["verdicts"] = {"agree": len(recs) - 1, "disagree": 1}
-    rc, err = _report(tmp_path, [env, json.dumps(d) + "\n", *recs[1:], json.dumps(end) + "\n"], capsys)
+    rc, err = report_exit_status(tmp_path, [env, json.dumps(d) + "\n", *recs[1:], json.dumps(end) + "\n"], capsys)
     assert rc == 2 and "counts 0 record(s) a known framework bug explains; the file holds 1" in err, err
 
 
@@ -213,14 +192,14 @@ def test_load_errors_deleted_from_the_environment_line_fail_the_report(tmp_path,
     env = json.loads(lines[0])
     assert len(env.pop("load_errors")) == 1 and json.loads(lines[-1])["load_errors"] == 1
     capsys.readouterr()
-    rc, err = _report(tmp_path, [json.dumps(env) + "\n", *lines[1:]], capsys)
+    rc, err = report_exit_status(tmp_path, [json.dumps(env) + "\n", *lines[1:]], capsys)
     assert rc == 2 and "counts 1 case file(s) or case(s) that could not be loaded; its environment line lists 0" in err, err
 
 
 def test_a_malformed_tally_makes_the_run_end_line_malformed(one_run, tmp_path, capsys):
     end = json.loads(one_run[-1])
     end["verdicts"] = {"agree": "40"}
-    rc, err = _report(tmp_path, [*one_run[:-1], json.dumps(end) + "\n"], capsys)
+    rc, err = report_exit_status(tmp_path, [*one_run[:-1], json.dumps(end) + "\n"], capsys)
     assert rc == 2 and "malformed run-end line" in err, err
 
 
@@ -268,8 +247,8 @@ def test_an_interrupted_run_edited_to_completed_fails_the_report(one_run, tmp_pa
     # passed `report --exit-status` as a whole run
     env, recs, end = one_run[0], one_run[1:21], json.loads(one_run[-1])
     end.update(completed=False, interrupted=True, records=20, verdicts={"agree": 20})
-    rc, err = _report(tmp_path, [env, *recs, json.dumps(end) + "\n"], capsys)
+    rc, err = report_exit_status(tmp_path, [env, *recs, json.dumps(end) + "\n"], capsys)
     assert rc == 2 and "says completed: false" in err, err
     end["completed"] = True
-    rc, err = _report(tmp_path, [env, *recs, json.dumps(end) + "\n"], capsys)
+    rc, err = report_exit_status(tmp_path, [env, *recs, json.dumps(end) + "\n"], capsys)
     assert rc == 2 and "says both completed: true and interrupted: true" in err, err

@@ -10,6 +10,7 @@ import pytest
 
 from harness.cases import iter_case_files, load_cases
 from harness.cli import main
+from tests.edited_results import failing_line, report_exit_status, seed_run_lines
 
 GOOD = """
 [[case]]
@@ -241,28 +242,7 @@ def test_the_pytest_plugin_refuses_an_output_that_the_case_walk_would_read(tmp_p
 @pytest.fixture(scope="module")
 def one_run(tmp_path_factory) -> list[str]:
     """The lines of one check run's results file (numpy-hand on the seed case in float64: 40 agree records)."""
-    from tests.conftest import CASES
-
-    path = tmp_path_factory.mktemp("run") / "r.jsonl"
-    assert main([*CHECK, "--cases", str(CASES / "seed.toml"), "--case", "seed", "--report", "none",
-                 "--results", str(path)]) == 0
-    return path.read_text().splitlines(keepends=True)
-
-
-def _report(tmp_path: Path, lines: list[str], capsys) -> tuple[int, str]:
-    path = tmp_path / "edited.jsonl"
-    path.write_text("".join(lines))
-    capsys.readouterr()
-    rc = main(["report", str(path), "-o", str(tmp_path / "r.html"), "--exit-status"])
-    return rc, capsys.readouterr().err
-
-
-def _failing(line: str) -> str:
-    import json
-
-    d = json.loads(line)
-    d.update(verdict="disagree", bound_ratio=2.0, expected_ratio=2.0, counts={"disagree": sum(d["counts"].values()) or 1})
-    return json.dumps(d) + "\n"
+    return seed_run_lines(tmp_path_factory.mktemp("run"))
 
 
 @pytest.mark.parametrize("dropped", [("verdicts",), ("verdicts", "records"), ("verdicts", "records", "known_bugs", "load_errors")])
@@ -275,14 +255,14 @@ def test_a_failing_record_edited_to_agree_with_the_run_end_counts_deleted_fails_
 
     env, recs, end = one_run[0], one_run[1:-1], json.loads(one_run[-1])
     end["verdicts"] = {"agree": len(recs) - 1, "disagree": 1}
-    rc, err = _report(tmp_path, [env, _failing(recs[0]), *recs[1:], json.dumps(end) + "\n"], capsys)
+    rc, err = report_exit_status(tmp_path, [env, failing_line(recs[0]), *recs[1:], json.dumps(end) + "\n"], capsys)
     assert rc == 1, err  # the honest file fails
     for key in dropped:
         if how == "deleted":
             del end[key]
         else:
             end[key] = None
-    rc, err = _report(tmp_path, [env, *recs, json.dumps(end) + "\n"], capsys)
+    rc, err = report_exit_status(tmp_path, [env, *recs, json.dumps(end) + "\n"], capsys)
     assert rc == 2, err
     assert "run-end line" in err, err
 
@@ -295,7 +275,7 @@ def test_a_failing_record_given_a_known_bug_with_the_known_bugs_count_deleted_fa
     import json
 
     env, recs, end = one_run[0], one_run[1:-1], json.loads(one_run[-1])
-    d = json.loads(_failing(recs[0]))
+    d = json.loads(failing_line(recs[0]))
     d["known_bug"] = "pytorch/pytorch#1"
     d["message"] = "known framework bug: pytorch/pytorch#1; " + d["message"]
     end["verdicts"] = {"agree": len(recs) - 1, "disagree": 1}
@@ -303,7 +283,7 @@ def test_a_failing_record_given_a_known_bug_with_the_known_bugs_count_deleted_fa
         del end["known_bugs"]
     else:
         end["known_bugs"] = None
-    rc, err = _report(tmp_path, [env, json.dumps(d) + "\n", *recs[1:], json.dumps(end) + "\n"], capsys)
+    rc, err = report_exit_status(tmp_path, [env, json.dumps(d) + "\n", *recs[1:], json.dumps(end) + "\n"], capsys)
     assert rc == 2, err
     assert "run-end line" in err, err
 
@@ -321,7 +301,7 @@ def test_load_errors_deleted_from_both_lines_fail_the_report(tmp_path, capsys):
     env, end = json.loads(lines[0]), json.loads(lines[-1])
     env["load_errors"] = []
     del end["load_errors"]
-    rc, err = _report(tmp_path, [json.dumps(env) + "\n", *lines[1:-1], json.dumps(end) + "\n"], capsys)
+    rc, err = report_exit_status(tmp_path, [json.dumps(env) + "\n", *lines[1:-1], json.dumps(end) + "\n"], capsys)
     assert rc == 2, err
 
 

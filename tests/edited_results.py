@@ -1,0 +1,38 @@
+"""Helpers for the tests of results files edited by hand (tests/test_attack_h131.py, tests/test_attack_h146.py): one
+check run's lines, a record line made failing, and ``report --exit-status`` of edited lines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from harness.cli import main
+from tests.conftest import CASES
+
+#: One check run: numpy-hand on the seed case in float64, inline (40 agree records).
+SEED_RUN = ["check", "--cases", str(CASES / "seed.toml"), "--case", "seed", "--dtypes", "float64", "--implementations",
+            "numpy-hand", "--isolation", "inline", "-q", "--report", "none"]
+
+
+def seed_run_lines(folder: Path) -> list[str]:
+    """The lines of the results file of :data:`SEED_RUN`, written in ``folder``."""
+    path = folder / "r.jsonl"
+    assert main([*SEED_RUN, "--results", str(path)]) == 0
+    return path.read_text().splitlines(keepends=True)
+
+
+def report_exit_status(tmp_path: Path, lines: list[str], capsys: Any) -> tuple[int, str]:
+    """``report FILE --exit-status`` of ``lines`` written to a file: its exit status and what it printed to stderr."""
+    path = tmp_path / "edited.jsonl"
+    path.write_text("".join(lines))
+    capsys.readouterr()
+    rc = main(["report", str(path), "-o", str(tmp_path / "r.html"), "--exit-status"])
+    return rc, capsys.readouterr().err
+
+
+def failing_line(line: str) -> str:
+    """A record line made a disagree record, its figures beyond the rigorous bound (as check writes one)."""
+    d = json.loads(line)
+    d.update(verdict="disagree", bound_ratio=2.0, expected_ratio=2.0, counts={"disagree": sum(d["counts"].values()) or 1})
+    return json.dumps(d) + "\n"
