@@ -484,8 +484,8 @@ def _span(low: int | None, top: float) -> tuple[int, int]:
 
 
 def _residual_plan(d: int, q0: int, xr: tuple[int | None, float], wr: tuple[int | None, float],
-                   yr: tuple[int | None, float], br: tuple[int | None, float], u1: int | None) -> tuple[int, int, int]:
-    """``(sh, xw_planes, n_alloc)`` of :func:`harness.slicekernels.residual_digits` over ``2**q0``, from the
+                   yr: tuple[int | None, float], br: tuple[int | None, float], u1: int | None) -> tuple[int, int]:
+    """``(sh, n_alloc)`` of :func:`harness.slicekernels.residual_digits` over ``2**q0``, from the
     :func:`float_range` of X, W, y and b and ``u1``, the digit positions of ``X W`` (None without ``X W``).
 
     Raises:
@@ -507,11 +507,12 @@ def _residual_plan(d: int, q0: int, xr: tuple[int | None, float], wr: tuple[int 
     for low, top in (yr, br):
         if low is not None:
             bits = max(bits, int(np.frexp(top)[1]) - q0)
-    # |R| < 3 * 2**bits: R and a sign digit fit in n_alloc planes; the carried X W and its sign carry as well
+    # |R| < 3 * 2**bits: R and a sign digit fit in n_alloc planes; so do X W and its sign (xw_planes planes), and the
+    # kernel's planes sh // B .. sh // B + U1 that take X W's positions (U1 <= xw_planes)
     n_alloc = max(-(-(bits + 4) // B) + 1, sh // B + xw_planes + 1)
     if n_alloc > MAX_PRODUCTS:
         raise TooWideError("residual too wide")
-    return sh, xw_planes, n_alloc
+    return sh, n_alloc
 
 
 @dataclass
@@ -544,11 +545,9 @@ def _residual(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float, xcat: t
         P = _first_product(xc, S, W, qw)  # (U1, K, N)
     else:
         P = np.zeros((0, k, n))
-    sh, xw_planes, n_alloc = _residual_plan(X.shape[1], q0, (qx, tx), (qw, tw), (qy, ty), (qb, tb),
-                                            P.shape[0] if xw else None)
+    sh, n_alloc = _residual_plan(X.shape[1], q0, (qx, tx), (qw, tw), (qy, ty), (qb, tb), P.shape[0] if xw else None)
     yt = np.ascontiguousarray(y.T)
-    planes, colsum, gram, rbits, U = residual_kernel(P, sh, xw_planes, yt, _span(qy, ty), b, _span(qb, tb), q0,
-                                                     n_alloc)
+    planes, colsum, gram, rbits, U = residual_kernel(P, sh, yt, _span(qy, ty), b, _span(qb, tb), q0, n_alloc)
     cs, total = _residual_sums(colsum, gram, n_alloc)
     # U planes: the digits below U - 1, then the sign (the kernel wrote it there)
     rounded = np.ascontiguousarray(rbits.view(np.float64).T)
@@ -852,7 +851,7 @@ def _step_by_rows(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float
     if S * T > MAX_PRODUCTS:
         raise TooWideError(f"X W needs {S} x {T} digit products")
     q0 = min([qx + qw] + [q for q in (yr[0], br[0]) if q is not None])
-    sh, xw_planes, n_alloc = _residual_plan(d, q0, (qx, tx), wr, yr, br, S + T - 1)
+    sh, n_alloc = _residual_plan(d, q0, (qx, tx), wr, yr, br, S + T - 1)
     yt = np.ascontiguousarray(y.T)
     ysp, bsp = _span(*yr), _span(*br)
     rounded = np.empty((n, k))
@@ -872,8 +871,8 @@ def _step_by_rows(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float
         m = r1 - r0
         xc = digits_cat(X[r0:r1], q1, nd, s0, scratch("xcat-rows", (S * d, m)))
         P = _xw_positions(xc, S, wd)
-        planes, cs, gram, rbits, used = residual_kernel(P, sh, xw_planes, np.ascontiguousarray(yt[:, r0:r1]), ysp,
-                                                        b, bsp, q0, n_alloc)
+        planes, cs, gram, rbits, used = residual_kernel(P, sh, np.ascontiguousarray(yt[:, r0:r1]), ysp, b, bsp, q0,
+                                                        n_alloc)
         U = max(U, used)
         if S * U > MAX_PRODUCTS:
             # too wide: the remaining chunks' residual digits only, for the planes of the whole residual (the error

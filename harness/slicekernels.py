@@ -271,7 +271,7 @@ def _plane_range(lo: int, top_exp: int, q0: int, n_alloc: int) -> tuple[int, int
 
 
 @njit(cache=True, nogil=True)
-def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrange: tuple[int, int], b: np.ndarray,
+def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, yrange: tuple[int, int], b: np.ndarray,
                     brange: tuple[int, int], q0: int, n_alloc: int,
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:  # pragma: no cover - compiled
     """The exact residual ``R = X W + 1 b^T - y`` over ``2**q0``, column by column (the elements of ``R^T`` in
@@ -282,13 +282,12 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
         P: float64 ``(U1, K, N)``: digit position ``u`` of the integer ``X W / 2**(q0 + sh)`` for each
             element of ``(X W)^T``: exact integers below ``2**53`` in magnitude, any sign.
         sh: ``q_XW - q0 >= 0``, bits.
-        xw_planes: digit planes of ``X W`` carried, at least ``U1``, after which the carry is its sign (0 or -1):
-            ``|X W| / 2**q_XW < 2**(B xw_planes - 1)``.
         y: float64 ``(K, N)`` (``Y^T``, contiguous); b: float64 ``(K,)``: set bits at or above ``2**q0``.
         yrange, brange: (lowest set-bit exponent or :data:`NO_BIT`, exponent of the top bit) of ``y`` and ``b``:
             only the digit planes that can hold their bits are visited.
         q0: the scale's exponent.
-        n_alloc: digit planes to work in (enough for every value plus a sign digit).
+        n_alloc: digit planes to work in (enough for every value plus a sign digit, and more than
+            ``sh // B + U1``).
 
     Returns:
         ``planes`` float64 ``(n_alloc, K, N)``: the digits of ``R^T``, ``[0, 2**B)`` in planes below ``U - 1`` and
@@ -299,8 +298,10 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
         :data:`GRAM_BLOCK` elements each; the rounded residual's float64 bit patterns ``(K, N)``; and ``U``, the
         planes needed. Raises ValueError if ``n_alloc`` is too small.
 
-    Bounds: ``P``'s digits carried in int64 (carries below ``2**33``), shifted left by under ``B`` bits
-    (below ``2**41``), plus digits of ``y`` and ``b`` (below ``2**B``): no int64 overflow; the Gram products are
+    Bounds: ``P``'s positions in int64 as they are (below ``2**53``), or split at ``B - r0`` bits (parts below
+    ``2**B`` and ``2**52``), at most one whole or two parts per plane, plus digits of ``y`` and ``b`` (below
+    ``2**B``): every plane below ``2**54`` before the carry, whose carries stay below ``2**34``: no int64 overflow
+    (the value is the same, so are its two's complement digits and its sign); the Gram products are
     below ``2**42``, so :data:`GRAM_BLOCK` of them sum below ``2**62``; the column sums below ``N 2**B``.
     """
     U1 = P.shape[0]
@@ -321,6 +322,8 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
     colsum = np.zeros((nu, K), dtype=np.int64)
     nb = max(1, -(-M // GRAM_BLOCK))
     gram = np.zeros((nb, nu, nu), dtype=np.int64)
+    if U1 > 0 and a0 + U1 >= n_alloc:
+        raise ValueError("residual digits: too few planes")
     acc = np.empty((nu, blk), dtype=np.int64)
     c = np.empty(blk, dtype=np.int64)
     ym = np.empty(blk, dtype=np.int64)
@@ -343,30 +346,32 @@ def residual_digits(P: np.ndarray, sh: int, xw_planes: int, y: np.ndarray, yrang
             bdig[j, u - b0] = _digit_of(bbits[j], q0, u)
     used = 1
     bad = False
+    lbits = B - r0  # P's positions shifted by r0 bits: the low lbits bits stay in their plane, the rest go up one
+    lmask = (np.int64(1) << lbits) - 1
     for e0 in range(0, M, blk):
         n = min(blk, M - e0)
         j0 = e0 // N  # the block's elements lie in columns j0 .. j1 (a block may span several columns)
         j1 = (e0 + n - 1) // N
         acc[:, :n] = 0
-        # X W's digit positions, carried to B-bit digits and shifted by sh bits
+        # X W's digit positions shifted by sh bits, as they are (not carried: the carry below carries them with y's
+        # and b's digits, to the same two's complement digits): position u into plane a0 + u where the shift is whole
+        # planes, else its low B - r0 bits shifted by r0 there and the rest (arithmetic shift) in plane a0 + u + 1
         if U1 > 0:
-            c[:n] = 0
-            for u in range(xw_planes):  # then the carry is the sign (0 or -1)
-                dst = acc[a0 + u]
-                if u < U1:
+            if r0 == 0:
+                for u in range(U1):
+                    dst = acc[a0 + u]
                     src = Pf[u]
                     for e in range(n):
-                        v = c[e] + np.int64(src[e0 + e])
-                        dst[e] += (v & MASK) << r0
-                        c[e] = v >> B
-                else:
+                        dst[e] = np.int64(src[e0 + e])
+            else:
+                for u in range(U1):
+                    dst = acc[a0 + u]
+                    up = acc[a0 + u + 1]
+                    src = Pf[u]
                     for e in range(n):
-                        v = c[e]
-                        dst[e] += (v & MASK) << r0
-                        c[e] = v >> B
-            dst = acc[a0 + xw_planes]
-            for e in range(n):
-                dst[e] += c[e] << r0
+                        v = np.int64(src[e0 + e])
+                        dst[e] += (v & lmask) << r0
+                        up[e] += v >> lbits
         # - y + b, digit by digit, over the planes that can hold their bits (a field of bits of each significand):
         # y's significand, the exponent of its bit 0 over 2**q0 and its sign decoded once per element
         if y1 >= y0:
