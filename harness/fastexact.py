@@ -45,7 +45,6 @@ falls back to the reference path.
 from __future__ import annotations
 
 import math
-import os
 import threading
 from dataclasses import dataclass
 from fractions import Fraction
@@ -370,9 +369,11 @@ def _first_product(xt: F64, S: int, W: F64, qw: int) -> F64:
     position ``u`` holds ``sum_{s+t=u} X_s W_t``, integers below ``2**53`` in magnitude.
 
     ``xt``: X's digits, plane-major and transposed, ``(S*D, N)`` (:func:`digits_matrix`). From
-    :data:`PER_PLANE_MIN_D` columns on, for each digit ``s`` of X one matmul of W's digits stacked ``(T*K, D)``
-    against plane ``s`` (``(D, N)``) gives the products ``W_t^T X_s^T`` of every ``t`` at once, added into
-    positions ``s .. s+T-1``: ``S*T*K*D*N`` multiply-adds, none of them of a zero block. Below it (a contraction
+    :data:`PER_PLANE_MIN_D` columns on, for each position ``u`` one matmul of the digits ``W_{u-s}^T`` that meet
+    there, side by side (:func:`_xw_blocks`), against X's digit planes ``s`` (contiguous rows of ``xt``), written
+    into position ``u``: ``S*T*K*D*N`` multiply-adds, none of them of a zero block (0.09 against 0.12 ms per chunk
+    of 2,048 rows, D = 16, K = 4, 5 x 3 digits, for one matmul per digit of X added into its T positions, in place
+    by SciPy's dgemm, which this no longer needs). Below it (a contraction
     of a few columns, which BLAS runs slowly), one matmul of W's digits stacked so that row block ``u`` holds
     ``W_{u-s}^T`` in column block ``s`` (zero blocks included) against all of ``xt``. Position ``u`` sums at most
     ``min(S, T) * D <= S*D`` products, each at most ``2**(2B)``, so while ``S*D`` is at most :data:`CHUNK_D`
@@ -381,16 +382,31 @@ def _first_product(xt: F64, S: int, W: F64, qw: int) -> F64:
     return _xw_positions(xt, S, digits(W, qw, B, qw))
 
 
-def _xw_positions(xt: F64, S: int, wd: F64) -> F64:
-    """:func:`_first_product` from W's digits ``wd`` (``(T, D, K)``, :func:`digits` over ``2**qw``)."""
+def _xw_blocks(S: int, wd: F64) -> list[tuple[F64, int, int]]:
+    """For each digit position ``u`` of ``X W`` (``U1 = S + T - 1`` of them), W's digits that meet X's there, side by
+    side: ``(Wu, r0, r1)`` with ``Wu`` float64 ``(K, r1 - r0)`` holding ``W_{u-s}^T`` in column block ``s - s_lo``
+    for X's digits ``s = s_lo .. s_hi`` (those with ``0 <= u - s < T``), ``r0 = s_lo D`` and ``r1 = (s_hi + 1) D``:
+    the rows of X's digits, plane-major and transposed (``(S*D, N)``), that it multiplies. ``wd``: W's digits
+    ``(T, D, K)``."""
+    T, d, k = wd.shape
+    out = []
+    for u in range(S + T - 1):
+        lo, hi = max(0, u - T + 1), min(S - 1, u)
+        ws = wd[u - hi:u - lo + 1][::-1]  # W_{u-s} for s = lo .. hi
+        out.append((np.ascontiguousarray(np.transpose(ws, (2, 0, 1)).reshape(k, (hi - lo + 1) * d)), lo * d,
+                    (hi + 1) * d))
+    return out
+
+
+def _xw_positions(xt: F64, S: int, wd: F64, blocks: list[tuple[F64, int, int]] | None = None) -> F64:
+    """:func:`_first_product` from W's digits ``wd`` (``(T, D, K)``, :func:`digits` over ``2**qw``); ``blocks``:
+    :func:`_xw_blocks` of these ``S`` and ``wd`` where the caller formed them (once for many row chunks), or None."""
     sd, n = xt.shape
     _, d, k = wd.shape
     T = len(wd)
     if S * T > MAX_PRODUCTS:
         raise TooWideError(f"X W needs {S} x {T} digit products")
     U = S + T - 1
-    wc = np.ascontiguousarray(np.transpose(wd, (0, 2, 1)).reshape(T * k, d))  # row t*K + j: W_t[:, j]
-    x3 = xt.reshape(S, d, n)
     if sd <= CHUNK_D:
         out = scratch("xw", (U, k, n))
         if d < PER_PLANE_MIN_D:
@@ -398,26 +414,14 @@ def _xw_positions(xt: F64, S: int, wd: F64) -> F64:
             for s_ in range(S):
                 wbig[s_:s_ + T, :, s_, :] = np.transpose(wd, (0, 2, 1))
             return np.matmul(wbig.reshape(U * k, S * d), xt, out=out.reshape(U * k, n)).reshape(U, k, n)
-        out[T:] = 0.0
-        np.matmul(wc, x3[0], out=out[:T].reshape(T * k, n))
-        gemm = _dgemm()
-        part = None
-        for s_ in range(1, S):
-            # positions s .. s+T-1 += W's digits times plane s: in place by BLAS (C = A B + C on the transposes,
-            # Fortran-ordered views of the C-ordered blocks), or by a product and an addition without SciPy; exact
-            # either way (every partial sum an integer below 2**53)
-            block = out[s_:s_ + T].reshape(T * k, n)
-            if gemm is not None:
-                res = gemm(1.0, x3[s_].T, wc.T, 1.0, block.T, overwrite_c=1)
-                if res.ctypes.data == block.ctypes.data:
-                    continue
-                block[...] = res.T  # (a copy was made after all: its values)
-                continue
-            if part is None:
-                part = scratch("xw-part", (T * k, n))
-            np.matmul(wc, x3[s_], out=part)
-            block += part
+        # position u: W's digits that meet X's there, side by side, times X's digits s_lo .. s_hi (contiguous rows of
+        # xt), written in place: one product per position, none of a zero block (exact, as above: every partial sum an
+        # integer, of at most min(S, T) * D products of at most 2**(2B))
+        for u, (wu, r0, r1) in enumerate(blocks if blocks is not None else _xw_blocks(S, wd)):
+            np.matmul(wu, xt[r0:r1], out=out[u])
         return out
+    wc = np.ascontiguousarray(np.transpose(wd, (0, 2, 1)).reshape(T * k, d))  # row t*K + j: W_t[:, j]
+    x3 = xt.reshape(S, d, n)
     if -(-d // CHUNK_D) * min(S, T) >= 1024:
         raise TooWideError("too many chunk terms for int64 accumulation")
     acc = np.zeros((U, k, n), dtype=np.int64)
@@ -426,39 +430,6 @@ def _xw_positions(xt: F64, S: int, wd: F64) -> F64:
             P = wc[:, c0:c0 + CHUNK_D] @ x3[s_, c0:c0 + CHUNK_D]  # exact: |sum| <= CHUNK_D * 2**(2B) = 2**53
             acc[s_:s_ + T] += P.reshape(T, k, n).astype(np.int64)
     return carry(acc).astype(np.float64)  # digits below 2**B
-
-
-_GEMM: list[Any] = []
-
-
-def _dgemm() -> Any:
-    """SciPy's BLAS ``dgemm`` (``C = alpha A B + beta C``, in place on a Fortran-ordered ``C``), or None without SciPy
-    (not a dependency of this project: :func:`_first_product` then adds each product to its positions itself).
-
-    SciPy's wheels bring a BLAS library of their own, loaded here on first use with its default thread count, after
-    any pinning of NumPy's (:func:`harness.bench.timing.pin_threads`): its threads are set to NumPy's BLAS threads
-    (threadpoolctl), so that the oracle runs on as many threads with SciPy as without. Where that cannot be done (NumPy's
-    library not found by its path), None: the products without SciPy."""
-    if not _GEMM:
-        _GEMM.append(_load_dgemm())
-    return _GEMM[0]
-
-
-def _load_dgemm() -> Any:
-    try:
-        from scipy.linalg.blas import dgemm
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - SciPy is installed where the tests run
-        return None
-    libs = ThreadpoolController().select(user_api="blas").lib_controllers
-    numpy_threads = [c.num_threads for c in libs if f"{os.sep}numpy" in c.filepath]
-    scipy_own = [c for c in libs if f"{os.sep}scipy" in c.filepath and f"{os.sep}numpy" not in c.filepath]
-    if scipy_own:
-        if not numpy_threads:  # pragma: no cover - wheels of both, as here, name their folders
-            return None
-        for c in scipy_own:
-            c.set_num_threads(min(numpy_threads))
-    return dgemm
 
 
 def residual_digits(X: F64, y: F64, W: F64, b: F64) -> tuple[I64, int, F64]:
@@ -850,6 +821,7 @@ def _step_by_rows(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float
     T = len(wd)
     if S * T > MAX_PRODUCTS:
         raise TooWideError(f"X W needs {S} x {T} digit products")
+    xw_blocks = _xw_blocks(S, wd)  # (once for every chunk)
     q0 = min([qx + qw] + [q for q in (yr[0], br[0]) if q is not None])
     sh, n_alloc = _residual_plan(d, q0, (qx, tx), wr, yr, br, S + T - 1)
     yt = np.ascontiguousarray(y.T)
@@ -870,7 +842,7 @@ def _step_by_rows(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float
         r1 = min(n, r0 + ROW_CHUNK)
         m = r1 - r0
         xc = digits_cat(X[r0:r1], q1, nd, s0, scratch("xcat-rows", (S * d, m)))
-        P = _xw_positions(xc, S, wd)
+        P = _xw_positions(xc, S, wd, xw_blocks)
         planes, cs, gram, rbits, used = residual_kernel(P, sh, np.ascontiguousarray(yt[:, r0:r1]), ysp, b, bsp, q0,
                                                         n_alloc)
         U = max(U, used)

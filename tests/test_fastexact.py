@@ -577,24 +577,27 @@ def test_digits_matrix_are_the_integers_digits(kind, shape, below):
 
 @pytest.mark.parametrize("kind", ["mixed", "ones", "subnormal", "zeros"])
 @pytest.mark.parametrize("d", [3, 8, 16])
-def test_first_product_with_and_without_scipy_gemm(monkeypatch, kind, d):
-    """:func:`fastexact._first_product`'s per-plane path adds each plane's product into its positions in place with
-    SciPy's dgemm, or by a product and an addition without SciPy: the same digit positions bit for bit, and their
-    weighted sum is the exact integer ``X W / 2**(qx + qw)`` (Python integers)."""
+def test_first_product_positions_are_exact(kind, d):
+    """:func:`fastexact._first_product`'s digit positions (below PER_PLANE_MIN_D columns one matmul with zero blocks,
+    from it one matmul per position, with W's digits formed here or handed over as :func:`fastexact._xw_blocks`): the
+    same positions bit for bit either way, each sum below ``2**53``, and their weighted sum is the exact integer
+    ``X W / 2**(qx + qw)`` (Python integers)."""
     rng = np.random.default_rng(d)
     n, k = 300, 3
     X = _hostile_matrix(kind, rng, n, d)
     W = (2.0**53 - 1) * 2.0 ** rng.integers(-30, 30, (d, k)) * rng.choice([-1.0, 1.0], (d, k))
     qx, qw = fastexact.lowest_exponent(X), fastexact.lowest_exponent(W)
     xc, S = fastexact.digits_matrix(X, qx)
-    with_gemm = np.array(fastexact._first_product(xc, S, W, qw))
-    monkeypatch.setattr(fastexact, "_GEMM", [None])
-    without = np.array(fastexact._first_product(xc, S, W, qw))
-    assert with_gemm.tobytes() == without.tobytes()
+    pos = np.array(fastexact._first_product(xc, S, W, qw))
+    wd = fastexact.digits(W, qw, fastexact.B, qw)
+    handed = np.array(fastexact._xw_positions(xc, S, wd, fastexact._xw_blocks(S, wd)))
+    assert pos.tobytes() == handed.tobytes()
+    assert pos.shape == (S + len(wd) - 1, k, n)
+    assert (np.abs(pos) < 2.0**53).all()
     xi = np.array([[int(Fraction(float(v)) / Fraction(2) ** qx) for v in row] for row in X], dtype=object)
     wi = np.array([[int(Fraction(float(v)) / Fraction(2) ** qw) for v in row] for row in W], dtype=object)
     want = (xi.dot(wi)).T
-    got = sum(with_gemm[u].astype(np.int64).astype(object) * (1 << (fastexact.B * u)) for u in range(len(with_gemm)))
+    got = sum(pos[u].astype(np.int64).astype(object) * (1 << (fastexact.B * u)) for u in range(len(pos)))
     assert (got == want).all()
 
 
@@ -619,28 +622,3 @@ def test_weighted_plane_sum_is_numpys_sum_in_its_order(planes, m, base, dtype):
             want += pl[p].astype(np.float64) * w[p]
         got = weighted_plane_sum(pl, w)
     assert got.tobytes() == want.tobytes()
-
-
-def test_scipy_blas_runs_on_numpys_blas_threads(monkeypatch):
-    """SciPy's own BLAS (its wheels bring one, loaded on the first product, after any pinning of NumPy's) is set to
-    NumPy's BLAS thread count when :func:`fastexact._dgemm` loads it: the oracle's products run on the pinned threads."""
-    pytest.importorskip("scipy.linalg.blas")
-    from threadpoolctl import ThreadpoolController
-
-    libs = ThreadpoolController().select(user_api="blas").lib_controllers
-    numpy_libs = [c for c in libs if "numpy" in c.filepath and "scipy.libs" not in c.filepath]
-    scipy_libs = [c for c in libs if "scipy.libs" in c.filepath]
-    if not numpy_libs or not scipy_libs:
-        pytest.skip("NumPy and SciPy share one BLAS library here")
-    saved = [(c, c.num_threads) for c in numpy_libs + scipy_libs]
-    try:
-        for c in numpy_libs:
-            c.set_num_threads(1)
-        for c in scipy_libs:
-            c.set_num_threads(2)
-        monkeypatch.setattr(fastexact, "_GEMM", [])
-        assert fastexact._dgemm() is not None
-        assert [c.get_num_threads() for c in scipy_libs] == [1] * len(scipy_libs)
-    finally:
-        for c, n in saved:
-            c.set_num_threads(n)
