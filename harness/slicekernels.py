@@ -294,8 +294,11 @@ def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, yrange: tuple[int, in
         the sign (0 or -1) in plane ``U - 1`` (the planes above are not meaningful): ``R^T = sum_{u < U} planes[u]
         2**(B u)``; ``colsum`` int64 ``(n_alloc + 1, K)``: column sums of the planes ``0 .. n_alloc - 1`` and of
         the sign plane (last), for the value ``sum_u digit_u 2**(B u) + sign 2**(B n_alloc)``; ``gram`` int64
-        ``(blocks, n_alloc + 1, n_alloc + 1)``: ``sum d_u d_v`` (``u <= v``, the same planes) over
-        :data:`GRAM_BLOCK` elements each; the rounded residual's float64 bit patterns ``(K, N)``; and ``U``, the
+        ``(blocks, n_alloc + 1, n_alloc + 1)``: ``sum d_u d_v`` (``u <= v``) over :data:`GRAM_BLOCK` elements each, of
+        digits for which ``R = sum_u d_u 2**(B u)`` (each block of :data:`BLOCK` elements over its planes up to its
+        highest digit that is not a sign extension, that digit folded with the sign; the entries of higher planes 0),
+        so that ``sum R**2 = sum_{u <= v} (2 - [u = v]) gram[u, v] 2**(B (u + v))`` as before; the rounded residual's
+        float64 bit patterns ``(K, N)``; and ``U``, the
         planes needed. Raises ValueError if ``n_alloc`` is too small.
 
     Bounds: ``P``'s positions in int64 as they are (below ``2**53``), or split at ``B - r0`` bits (parts below
@@ -450,12 +453,18 @@ def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, yrange: tuple[int, in
                 for e in range(du.size):
                     t += du[e]
                 colsum[u, j] += t
-        # the Gram sums of the planes, exact (in float64 over chunks of GRAM_CHUNK elements, see _gram_block)
-        src = acc[n_alloc]  # the sign plane (the digit planes' float64 copies were written by the carry)
-        dst = facc[n_alloc]
+        # the Gram sums of the planes, exact (in float64 over chunks of GRAM_CHUNK elements, see _gram_block), over the
+        # block's planes 0 .. t (t = max(top, 0)) alone: above top every digit is its value's sign extension, so the
+        # value is sum_{u < t} d_u 2**(B u) + (d_t + sign 2**B) 2**(B t), the top digit folded with the sign, in
+        # [-2**B, 2**B) (the digit planes' float64 copies were written by the carry; row t is overwritten with the
+        # folded digit): (t + 1)(t + 2) / 2 sums, not (n_alloc + 1)(n_alloc + 2) / 2, each product still at most 2**(2B)
+        tt = top if top >= 0 else 0
+        src = acc[n_alloc]  # the sign (0 or -1)
+        dt = acc[tt]
+        dst = facc[tt]
         for e in range(n):
-            dst[e] = float(src[e])
-        _gram_block(facc, n, e0, gram)
+            dst[e] = float(dt[e] + (src[e] << B))
+        _gram_block(facc[:tt + 1], n, e0, gram)
         # planes needed: the highest plane where some digit is not the sign's extension (sg & MASK), plus a sign
         # digit
         used = max(used, top + 2)
