@@ -2,8 +2,9 @@
 otherwise repeat, done before any worker is forked.
 
 Only imports and pure-Python work (no torch operation, so no thread pool and no
-CUDA context exist when the server forks): the built-in implementations, the
-``torch._dynamo`` import that ``torch.optim`` makes on first use (about 2 s), and
+CUDA context exist when the server forks): the built-in implementations (the
+``torch._dynamo`` import that ``torch.optim`` makes on first use, about 1.2 s, is
+:mod:`harness._preload_optim`'s, which a run of NumPy implementations only leaves out), and
 the SymPy derivations the oracle caches per process (about 2 s), the oracle's compiled plans,
 and the integer-slice oracle's numba kernels, loaded from numba's on-disk cache by one small
 exact step of each kind (about 0.6 s; numba starts no thread for them); and :mod:`harness.runner`,
@@ -27,7 +28,6 @@ signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402, F401
-import torch._dynamo  # noqa: E402, F401  (torch.optim imports it lazily, on the first optimizer)
 
 from .fastexact import step_parts  # noqa: E402
 from .implementations import load_builtins  # noqa: E402

@@ -229,6 +229,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     parse_dtypes(args.dtypes)
     early_server = False
     if args.isolation == "process":
+        from .implementations import may_run_torch
         from .isolation import start_fork_server
 
         # its ~3 s preload overlaps this process's own start-up (the implementations' torch import, the cases, the
@@ -236,7 +237,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         # as it is now (a plug-in that sets OMP_NUM_THREADS at import, helper-104). (Before the names below: looking a
         # built-in up imports torch, ~1 s, which the first record waited for; after a typo the server, still
         # preloading, exits with this process within its preload's ~3 s.)
-        early_server = start_fork_server()
+        early_server = start_fork_server(torch_optim=may_run_torch(impls))
     # names checked before the outputs (which makes their folders) and before the earlier results are moved aside: a typo
     # must not replace them with an empty run, nor leave an empty folder (helper-82)
     for name in impls or ():

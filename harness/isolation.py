@@ -58,8 +58,9 @@ not the default: the parent has imported torch and may have initialised CUDA
 (device discovery calls ``cudaGetDeviceCount``) and torch's OpenMP thread pool,
 and a forked child of such a process cannot use CUDA ("initialization error") and
 can deadlock in libgomp. The fork server is a fresh process that imports
-:mod:`harness._preload` once (torch, ``torch._dynamo``, the built-ins and the
-SymPy derivations: imports and pure-Python work only, single-threaded, no CUDA
+:mod:`harness._preload` once (torch, the built-ins and the SymPy derivations, and
+``torch._dynamo`` from :mod:`harness._preload_optim` unless the run has no torch
+implementation: imports and pure-Python work only, single-threaded, no CUDA
 context) and forks clean workers from it; it lives as long as the parent, so
 later pools start in milliseconds. A ``check`` that is killed outright (SIGKILL) leaves
 nothing running: the fork server exits when the parent's end of its pipe closes (each
@@ -747,19 +748,22 @@ def start_method() -> str:
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
-def _context(method: str | None = None) -> Any:
+def _context(method: str | None = None, *, torch_optim: bool = True) -> Any:
     method = method or os.environ.get("HARNESS_START_METHOD") or start_method()
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":
-        # imported once in the server, before anything initialises threads or CUDA; workers fork from it
-        ctx.set_forkserver_preload(["harness._preload", "harness.isolation"])
+        # imported once in the server, before anything initialises threads or CUDA; workers fork from it (the list
+        # counts only when the server starts: a running server keeps its preload)
+        ctx.set_forkserver_preload(["harness._preload", *(["harness._preload_optim"] if torch_optim else []), "harness.isolation"])
     return ctx
 
 
-def start_fork_server(start: str | None = None) -> bool:
-    """Start the fork server now, so that its preload (:mod:`harness._preload`: torch, ``torch._dynamo``, the
-    built-ins, the SymPy derivations and the oracle's kernels, about 3 s on one core) runs while the caller does its
-    own start-up (its torch import, loading the cases), on the other core, instead of after it.
+def start_fork_server(start: str | None = None, *, torch_optim: bool = True) -> bool:
+    """Start the fork server now, so that its preload (:mod:`harness._preload`: torch, the built-ins, the SymPy
+    derivations and the oracle's kernels, and with ``torch_optim`` ``torch._dynamo``, about 3.6 s on one core in all,
+    1.2 s of it ``torch._dynamo``) runs while the caller does its own start-up (its torch import, loading the cases),
+    on the other core, instead of after it. ``torch_optim=False`` (a run with no torch implementation) leaves
+    ``torch._dynamo`` out: a worker that makes a torch optimizer after all imports it itself, with the same records.
 
     A caller about to run :func:`run_supervised` calls it as early as it can once its environment is settled: the
     server, and every worker it forks, inherit ``os.environ`` as it is at this call (``check`` calls it after loading
@@ -776,7 +780,7 @@ def start_fork_server(start: str | None = None) -> bool:
         return False
     from multiprocessing import forkserver
 
-    _context(method)  # sets the preload before the server starts
+    _context(method, torch_optim=torch_optim)  # sets the preload before the server starts
     forkserver.ensure_running()
     return True
 

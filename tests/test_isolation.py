@@ -626,6 +626,45 @@ def _check_cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) ->
                           capture_output=True, text=True, cwd=tmp_path, timeout=300, env={**base, **(env or {})})
 
 
+def test_the_fork_server_preloads_torch_dynamo_only_for_a_run_that_may_make_a_torch_optimizer(tmp_path: Path) -> None:
+    """``torch._dynamo`` (which ``torch.optim`` imports on its first optimizer, about 1.2 s) is in the fork server's
+    preload unless every implementation of the run is named and of another framework. A NumPy plug-in that makes a
+    torch optimizer after all imports it in its worker, and grades as in an inline run."""
+    from harness.implementations import may_run_torch
+
+    assert may_run_torch(None) is True  # every default implementation: the torch.optim ones among them
+    assert may_run_torch(["numpy-hand"]) is False
+    assert may_run_torch(["numpy-hand", "torch-seed"]) is True
+    assert may_run_torch(["no-such-implementation"]) is True  # unknown here: counted as torch
+    plugin = tmp_path / "numpy_with_optim.py"
+    plugin.write_text("import multiprocessing, os, sys\nimport numpy as np\nimport harness\n" + HAND_STEP_SOURCE + textwrap.dedent('''
+
+        @harness.implementation("numpy-with-torch-optim", framework="numpy", dtypes=("float64",))
+        def step(X, y, W, b, *, lr, reduction, steps):
+            import torch
+
+            if multiprocessing.parent_process() is not None and "torch._dynamo" not in sys.modules:  # a worker, no preload
+                open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "no-dynamo-preloaded"), "w").close()
+            torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # imports torch._dynamo here, if not before
+            assert "torch._dynamo" in sys.modules
+            return _hand(X, y, W, b, lr, reduction, steps)
+        '''))
+    assert may_run_torch(["numpy-hand", "numpy-with-torch-optim"]) is True  # not loaded in this process: unknown
+    for isolation in ("process", "inline"):
+        proc = _check_cli(tmp_path, "--plugin", str(plugin), "--implementations", "numpy-with-torch-optim,numpy-hand",
+                          "--case", "seed", "--dtypes", "float64", "--jobs", "1", "--isolation", isolation,
+                          "--results", str(tmp_path / f"{isolation}.jsonl"), "--report", "none")
+        assert proc.returncode == 0, (isolation, proc.stdout[-2000:], proc.stderr[-2000:])
+        assert (tmp_path / "no-dynamo-preloaded").exists() is (isolation == "process")  # (inline: no worker)
+        (tmp_path / "no-dynamo-preloaded").unlink(missing_ok=True)
+    recs = {i: [r for r in map(json.loads, (tmp_path / f"{i}.jsonl").read_text().splitlines()) if r.get("kind") == "record"]
+            for i in ("process", "inline")}
+    assert {r["verdict"] for r in recs["process"]} == {"agree"}
+    assert {r["implementation"] for r in recs["process"]} == {"numpy-with-torch-optim", "numpy-hand"}
+    assert [(r["implementation"], r["quantity"], r["verdict"]) for r in recs["process"]] == \
+        [(r["implementation"], r["quantity"], r["verdict"]) for r in recs["inline"]]
+
+
 def test_workers_inherit_the_environment_the_plugins_set(tmp_path: Path) -> None:
     """``check`` starts the fork server early, but after the plug-ins load: a plug-in that sets an environment
     variable at import (``OMP_NUM_THREADS=1`` before ``import torch``, a common idiom) has it reach the server and

@@ -1,6 +1,6 @@
 """Implementations under test: the registry, the built-ins and the plug-in contract."""
 
-from .catalog import implementation_of, load_builtins, load_mutants, resolve
+from .catalog import implementation_of, load_builtins, load_mutants, may_run_torch, resolve
 from .registry import (
     ENTRY_POINT_GROUP,
     REGISTRY,
@@ -26,5 +26,6 @@ __all__ = [
     "load_entry_points",
     "load_mutants",
     "load_plugin",
+    "may_run_torch",
     "resolve",
 ]
