@@ -106,30 +106,42 @@ def test_sigkill_leaves_every_finished_record_in_the_file(tmp_path, harness_proc
     assert f"{len(recs)} records" in res.stdout
 
 
+def _refused(args: list[str], as_command: bool, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """``check``'s exit code and stderr for ``args``: as the command (``python -m harness``, a process of its own) or
+    through :func:`harness.cli.main` in this process (the same code after ``sys.exit``; a refusal before the run needs
+    no process of its own: each command started torch and the fork server's preload, about 8 s of CPU, to refuse)."""
+    if as_command:
+        res = subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        return res.returncode, res.stderr
+    from harness import cli
+
+    capsys.readouterr()
+    code = cli.main(args)  # an exception other than the refusal propagates: the command would print its traceback
+    return code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("bad", ["file/x.jsonl", "folder", "", "folder/", "x" * 300 + ".jsonl", "y" * 248 + ".jsonl"])
-def test_bad_results_path_fails_before_the_run_with_exit_2(tmp_path, bad):
+def test_bad_results_path_fails_before_the_run_with_exit_2(tmp_path, bad, capsys):
     """(helper-66: a name too long for the file system, 300 characters, raised OSError after the checks, a traceback
     and exit 1; one that fits, 254 characters, but whose temporary file for the final rewrite does not, passed them and
-    failed at the run's end.)"""
+    failed at the run's end.) The first path as the command, the others through ``cli.main``."""
     (tmp_path / "file").write_text("a regular file")
     (tmp_path / "folder").mkdir()
     path = str(tmp_path / bad) if bad else ""
     start = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "harness", "check", *LONG[1:], "--results", path, "--report", "none"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 2, res.stdout + res.stderr
-    assert res.stderr.strip().splitlines()[-1].startswith(f"error: --results {path if path else repr('')}")
-    assert "Traceback" not in res.stderr
+    code, err = _refused([*LONG, "--results", path, "--report", "none"], bad == "file/x.jsonl", capsys)
+    assert code == 2, err
+    assert err.strip().splitlines()[-1].startswith(f"error: --results {path if path else repr('')}")
+    assert "Traceback" not in err
     assert time.monotonic() - start < 60  # nothing was run (the whole set takes many minutes)
 
 
-def test_bad_report_path_fails_before_the_run_and_keeps_the_old_results(tmp_path):
+def test_bad_report_path_fails_before_the_run_and_keeps_the_old_results(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     old = tmp_path / "r.jsonl"
     old.write_text("older results\n")
-    res = subprocess.run([sys.executable, "-m", "harness", "check", *LONG[1:], "--results", str(old),
-                          "--report", str(tmp_path / "file" / "r.html")], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 2 and "error: --report " in res.stderr and "is not a folder" in res.stderr
+    code, err = _refused([*LONG, "--results", str(old), "--report", str(tmp_path / "file" / "r.html")], False, capsys)
+    assert code == 2 and "error: --report " in err and "is not a folder" in err
     assert old.read_text() == "older results\n"
 
 
@@ -317,7 +329,7 @@ def test_ctrl_c_while_the_report_is_rendered_after_a_completed_run(tmp_path, mon
 
 @pytest.mark.parametrize("results, report", [("r.jsonl", "r.prev.jsonl"), ("a.prev.html", "a.html"),
                                              ("r.jsonl", "z" * 244 + ".html")])
-def test_outputs_that_would_fail_or_lose_a_file_are_refused_before_the_run(tmp_path, results, report):
+def test_outputs_that_would_fail_or_lose_a_file_are_refused_before_the_run(tmp_path, results, report, capsys):
     """helper-67: ``--results r.jsonl --report r.prev.jsonl`` (or the mirror) kept each earlier file in the other's
     place: the earlier report was lost and the notes named the wrong files; a 244-character report name passed the
     path check (the results' temporary name) and failed in the report's own temporary file, 4 characters longer, at
@@ -325,12 +337,10 @@ def test_outputs_that_would_fail_or_lose_a_file_are_refused_before_the_run(tmp_p
     (tmp_path / results).write_text("earlier results")
     if len(report) < 200:
         (tmp_path / report).write_text("earlier report")
-    res = subprocess.run([sys.executable, "-m", "harness", "check", "--cases", str(CASES / "seed.toml"),
-                          "--implementations", "numpy-hand", "--dtypes", "float64", "-q",
-                          "--results", str(tmp_path / results), "--report", str(tmp_path / report)],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
-    assert res.stderr.strip().splitlines()[-1].startswith(f"error: --report {tmp_path / report}")
+    code, err = _refused(["check", "--cases", str(CASES / "seed.toml"), "--implementations", "numpy-hand", "--dtypes", "float64",
+                          "-q", "--results", str(tmp_path / results), "--report", str(tmp_path / report)], False, capsys)
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith(f"error: --report {tmp_path / report}")
     assert (tmp_path / results).read_text() == "earlier results"
 
 
