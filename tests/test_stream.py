@@ -191,22 +191,28 @@ def test_bad_shard_is_a_usage_error(bad):
         parse_shard(bad)
 
 
-def test_merged_shards_equal_one_run(tmp_path):
+def test_merged_shards_equal_one_run(tmp_path, capsys):
+    """The one run and the shards (inline) through :func:`harness.cli.main` in this process, as the command runs them
+    (a process each paid torch's import and the derivations again); the merge as the command ``report``."""
+    from harness import cli
+
     common = ["check", "--cases", str(CASES / "semantics.toml"), "--cases", str(CASES / "seed.toml"), "--devices", "cpu",
               "--implementations", "numpy-hand,torch-seed", "--isolation", "inline", "--report", "none", "-q"]
 
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "harness", *common, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    def run(*args: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = cli.main([*common, *args])
+        return code, capsys.readouterr().err
 
-    assert run("--results", str(tmp_path / "all.jsonl")).returncode == 0
+    assert run("--results", str(tmp_path / "all.jsonl"))[0] == 0
     parts = []
     for k in (1, 2, 3):
-        res = run("--shard", f"{k}/3", "--results", str(tmp_path / f"s{k}.jsonl"))
-        assert res.returncode in (0, 2), res.stderr  # 2: a shard that got no case (4 cases in 3 shards)
-        if res.returncode == 0:
+        code, err = run("--shard", f"{k}/3", "--results", str(tmp_path / f"s{k}.jsonl"))
+        assert code in (0, 2), err  # 2: a shard that got no case (4 cases in 3 shards)
+        if code == 0:
             parts.append(tmp_path / f"s{k}.jsonl")
         else:
-            assert "no case to run in shard" in res.stderr
+            assert "no case to run in shard" in err
     assert len(parts) >= 2
     from harness.report import build_model
 
