@@ -16,9 +16,22 @@ which ``--harness-isolation process`` pays on every pytest item (a pool per item
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from fractions import Fraction
+
+#: The process that started this fork server (``check``, or a process running :func:`harness.runner.verify`).
+SERVER_PARENT = os.getppid()
+
+
+def stop_if_orphaned() -> None:
+    """End this fork server at once if the process that started it has exited: a ``check`` refused after it started
+    the server (an unknown implementation, a bad output path) exits within a second or two, and the server, which
+    sees its parent gone only once its preload is done, went on preloading (about 3.6 s of CPU) for nobody."""
+    if os.getppid() != SERVER_PARENT:
+        os._exit(0)
+
 
 # Ctrl-C reaches the whole process group, the fork server too: the supervisor alone handles it (it stops the pool and
 # keeps every finished record), and the server ignores SIGINT once its preload is done (multiprocessing.forkserver);
@@ -29,6 +42,8 @@ signal.signal(signal.SIGINT, signal.SIG_IGN)
 import numpy as np  # noqa: E402
 import torch  # noqa: E402, F401
 
+stop_if_orphaned()
+
 from .fastexact import step_parts  # noqa: E402
 from .implementations import load_builtins  # noqa: E402
 from .oracle import ACCURATE_MIN_WORK, exact_inputs_from_floats, exact_step, plan  # noqa: E402
@@ -38,6 +53,7 @@ load_builtins()
 for _reduction in ("sum", "mean"):
     derive(_reduction)
     plan(_reduction)
+stop_if_orphaned()
 _n = ACCURATE_MIN_WORK // 16  # an exact step large enough for the slice path (and its accurate product, below)
 _x = (np.arange(_n * 16, dtype=np.float64).reshape(_n, 16) % 97) / 7
 _inputs = {"X": _x, "y": np.ones((_n, 1)) / 3, "W": np.full((16, 1), 0.1), "b": np.array([0.2])}
@@ -47,6 +63,7 @@ try:  # a warm-up only: the fork server skips a preload module that raises Impor
 except Exception:  # noqa: BLE001, S110 - the workers then load the kernels on first use, as without the preload
     pass
 del _n, _x, _inputs
+stop_if_orphaned()
 
 from . import runner  # noqa: E402, F401  (grade_task's module: a worker's first task would import it)
 from .partialsums import running_sums  # noqa: E402

@@ -7,4 +7,7 @@ does (the same records, only later).
 
 from __future__ import annotations
 
-import torch._dynamo  # noqa: F401  (torch.optim imports it lazily, on the first optimizer)
+from ._preload import stop_if_orphaned
+
+stop_if_orphaned()  # (a run refused at once: see there)
+import torch._dynamo  # noqa: E402, F401  (torch.optim imports it lazily, on the first optimizer)
