@@ -30,6 +30,20 @@ def root() -> Path:
     return ROOT
 
 
+@pytest.fixture(autouse=True)
+def inner_sessions_without_hypothesis(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pytest sessions a ``pytester`` test starts run without Hypothesis's pytest plugin (``-p
+    no:hypothesispytest`` added to ``PYTEST_ADDOPTS``): no inner session uses Hypothesis, and the plugin imports
+    all of it in every session's terminal summary, about 0.9 s of CPU each where bytecode is not cached
+    (``PYTHONDONTWRITEBYTECODE``: pytest rewrites its modules' asserts again in every process). The harness
+    plugin's behaviour under test does not depend on it."""
+    if "pytester" in request.fixturenames:
+        import os
+
+        request.getfixturevalue("pytester")  # first: it clears PYTEST_ADDOPTS when it starts
+        monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(filter(None, (os.environ.get("PYTEST_ADDOPTS"), "-p no:hypothesispytest"))))
+
+
 #: The suite's longest tests, longest first (``pytest --durations``, two xdist workers on the 2-core CI machine, the
 #: twenty-ninth round: 167, 142, 36, 31, 29, 28, 28, 27, 26, 24 s). :func:`long_tests_first` starts each of them early.
 LONG_TESTS = (
