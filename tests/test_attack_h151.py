@@ -274,3 +274,29 @@ def test_two_threads_stepping_at_once_get_the_one_threads_results() -> None:
     assert len(got) == 3 * len(cases)
     for (i, _), v in got.items():
         assert v == want[i]
+
+
+# ------------------------------------------------------------------ the Gram sums with the top digit folded (059dee5)
+
+
+@pytest.mark.parametrize("r", [-(2**B), -(2 ** (2 * B) - 2**B + 1), -1, 2**B - 1])
+@pytest.mark.parametrize("path", ["rows", "columns"])
+def test_gram_sums_of_one_full_gram_block_at_the_digit_limits(monkeypatch: pytest.MonkeyPatch, r: int,
+                                                              path: str) -> None:
+    # GRAM_BLOCK elements of one residual r (X = 1, W = 1, b = 0, y = 1 - r; over 2**0) in one Gram block: by row
+    # chunks (N = 2048, K = GRAM_BLOCK / 2048 columns) or over whole columns (N = GRAM_BLOCK, K = 1). r = -2**B:
+    # digit 0 below the sign, folded -2**B, its square 2**42 summed to 2**62 on the diagonal; r = -(2**(2B) - 2**B + 1):
+    # digits (MASK, 0), the 0 folded to -2**B, the off-diagonal sum -(2**62 - 2**41) (doubled within int64); sum R**2
+    # and 1^T R exact either way
+    from harness.slicekernels import GRAM_BLOCK
+
+    n = 2048 if path == "rows" else GRAM_BLOCK
+    k = GRAM_BLOCK // n
+    X = np.ones((n, 1))
+    y = np.full((n, k), float(1 - r))
+    if path == "columns":
+        monkeypatch.setattr(fastexact, "_step_by_rows", lambda *a: None)
+    R, gw, gb, loss, radius = step_parts(X, y, np.ones((1, k)), np.zeros(k))
+    assert _fracs(loss) == [Fraction(GRAM_BLOCK * r * r)]
+    assert _fracs(gb) == [Fraction(n * r)] * k and _fracs(gw) == [Fraction(n * r)] * k and radius is None
+    assert (np.asarray(R.to_float64()) == float(r)).all()
