@@ -58,7 +58,7 @@ def _nearest(f: Fraction) -> float:
     try:
         return float(f)
     except OverflowError:
-        return math.copysign(math.inf, f)
+        return math.inf if f > 0 else -math.inf
 
 
 def _fracs(v: ScaledInts) -> list[Fraction]:
@@ -300,3 +300,28 @@ def test_gram_sums_of_one_full_gram_block_at_the_digit_limits(monkeypatch: pytes
     assert _fracs(loss) == [Fraction(GRAM_BLOCK * r * r)]
     assert _fracs(gb) == [Fraction(n * r)] * k and _fracs(gw) == [Fraction(n * r)] * k and radius is None
     assert (np.asarray(R.to_float64()) == float(r)).all()
+
+
+# ------------------------------------------------------------------ hand-made extremes, by rows, over whole columns
+
+
+_MAX, _TINY = float(np.finfo(np.float64).max), 2.0**-1074
+_EXTREMES = {  # X, y, W, b
+    "largest": ([[_MAX]], [[-_MAX]], [[_MAX]], [_MAX]),
+    "largest-signs": ([[-_MAX, _MAX]], [[_MAX, -_MAX]], [[_MAX, _MAX], [-_MAX, _MAX]], [-_MAX, _MAX]),
+    "subnormal": ([[_TINY]], [[_TINY]], [[_TINY]], [0.0]),
+    "subnormal-mixed": ([[_TINY, 3 * _TINY]], [[-_TINY]], [[_TINY], [2.0**-1000]], [_TINY]),
+    "cancel-largest": ([[_MAX / 2]], [[_MAX]], [[2.0]], [0.0]),
+    "minus-powers-of-the-base": ([[1.0], [3.0]], [[1.0 + 2.0**42], [3.0 + 2.0**63]], [[1.0]], [0.0]),
+    "half-ulp": ([[1.0]], [[1.0 + 2.0**-52]], [[1.0]], [2.0**-53]),
+    "signed-zeros": ([[-0.0]], [[-0.0]], [[-0.0]], [-0.0]),
+}
+
+
+@pytest.mark.parametrize("name", list(_EXTREMES))
+@pytest.mark.parametrize("path", ["rows", "columns", "accurate"])
+def test_hand_made_extremes(monkeypatch: pytest.MonkeyPatch, name: str, path: str) -> None:
+    X, y, W, b = (np.array(a, dtype=np.float64) for a in _EXTREMES[name])
+    if path == "columns":
+        monkeypatch.setattr(fastexact, "_step_by_rows", lambda *a: None)
+    _agrees(step_parts(X, y, W, b, accurate=path == "accurate"), _reference(X, y, W, b), exact_gw=path != "accurate")
