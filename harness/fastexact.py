@@ -532,7 +532,9 @@ def _residual_sums(colsum: I64, gram: I64, n_alloc: int) -> tuple[list[int], int
     (:func:`harness.slicekernels.residual_digits`)."""
     # sums over the n_alloc digit planes and the sign plane (weight 2**(B n_alloc))
     cs = list(position_sum(colsum[:, :, None, None], 0)[:, 0])
-    # sum R^2 = sum_{u <= v} (2 - [u = v]) gram[u, v] 2**(B (u + v)) (gram entries below 2**62: doubled below 2**63)
+    # sum R^2 = sum_{u <= v} (2 - [u = v]) gram[u, v] 2**(B (u + v)) (off the diagonal each entry sums at most
+    # GRAM_BLOCK products of at most (2**B - 1) 2**B, below 2**62: doubled below 2**63; the diagonal, up to 2**62 (the
+    # top digit folded with the sign, -2**B, squared), is not doubled: its doubled copy in g2 wraps and is overwritten)
     g2 = gram * 2  # the kernel writes u <= v only: the strict upper triangle doubled, the diagonal once
     diag = np.arange(n_alloc + 1)
     g2[:, diag, diag] = gram[:, diag, diag]
@@ -856,10 +858,12 @@ def _step_by_rows(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float
         rounded[r0:r1] = rbits.view(np.float64).T
         chunks.append((r0, r1, planes, used))
         # the sign plane (0 or -1) folded into the digit below it for the product (digit + 2**B sign, in [-2**B, 2**B)):
-        # one plane of products fewer (an eighth of them at 8 planes); every product is still at most 2**(2B) in
-        # magnitude (X's digits at most 2**B), so every partial sum of the chunk is an integer of magnitude at most
-        # CHUNK_N 2**(2B) = 2**53, exact in float64 in any order. Exact integers both ways: the plane is given back as
-        # it was right after the product (the chunk's residual keeps its two's complement digits)
+        # one plane of products fewer (an eighth of them at 8 planes); every product is at most (2**B - 1) 2**B in
+        # magnitude (X's digits are below 2**B, digits_cat), so every partial sum of the chunk is an integer of
+        # magnitude at most CHUNK_N (2**B - 1) 2**B = 2**53 - 2**32, exact in float64 in any order, and ACC_BLOCK
+        # chunks' sums at most 2**63 - 2**42 in int64 (a chunk's sum of 2**53 would let them reach 2**63, which wraps).
+        # Exact integers both ways: the plane is given back as it was right after the product (the chunk's residual
+        # keeps its two's complement digits)
         fold = used - 1 if used >= 2 else used
         if fold < used:
             sign_part = planes[used - 1] * float(1 << B)

@@ -35,7 +35,8 @@ from numba import njit
 #: Digit width, as in :mod:`harness.fastexact`.
 B = 21
 MASK = (1 << B) - 1
-#: Elements per Gram block of :func:`residual_digits` (products of two digits are below 2**42: 2**20 of them sum below 2**62).
+#: Elements per Gram block of :func:`residual_digits` (products of two digits, one of them a top digit folded with the sign,
+#: in [-2**B, 2**B), are at most 2**42: 2**20 of them sum to at most 2**62, below it off the diagonal).
 GRAM_BLOCK = 1 << 20
 #: :func:`float_range`'s exponent for an array without a nonzero entry.
 NO_BIT = 1 << 62
@@ -209,11 +210,13 @@ GRAM_CHUNK = 1 << 11
 @njit(cache=True, nogil=True, fastmath=True)
 def _gram_block(f: np.ndarray, n: int, e0: int, gram: np.ndarray) -> None:  # pragma: no cover - compiled
     """``gram[(e0 + c) // GRAM_BLOCK, u, v] += sum f[u, e] f[v, e]`` (``u <= v``) over the first ``n`` elements of a
-    block that starts at element ``e0``, for digit planes held as float64 integers below ``2**B`` in magnitude, in
-    chunks ``c`` of :data:`GRAM_CHUNK` elements: each product is below ``2**42`` and a chunk's sum below ``2**53``, so
-    every partial sum is exact in float64 in any order (which is why reassociation, ``fastmath``, changes nothing);
-    each chunk's sum goes to the int64 row of the :data:`GRAM_BLOCK` elements its first element belongs to, which
-    thus takes at most ``GRAM_BLOCK + GRAM_CHUNK`` products: below ``2**63``."""
+    block that starts at element ``e0``, for digit planes held as float64 integers in ``[-2**B, 2**B)``, in
+    chunks ``c`` of :data:`GRAM_CHUNK` elements: each product is at most ``2**42`` and a chunk's sum at most
+    ``2**53``, so every partial sum is exact in float64 in any order (which is why reassociation, ``fastmath``, changes
+    nothing); each chunk's sum goes to the int64 row of the :data:`GRAM_BLOCK` elements its first element belongs to,
+    which thus takes at most ``GRAM_BLOCK + GRAM_CHUNK`` products: below ``2**63`` (exactly ``GRAM_BLOCK`` where the
+    blocks of :func:`residual_digits`, :data:`BLOCK` elements, divide ``GRAM_BLOCK``: the sum of squares doubles
+    the entries off the diagonal)."""
     nu = f.shape[0]
     for c0 in range(0, n, GRAM_CHUNK):
         c1 = min(n, c0 + GRAM_CHUNK)
