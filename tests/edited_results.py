@@ -1,5 +1,6 @@
 """Helpers for the tests of results files edited by hand (tests/test_attack_h131.py, tests/test_attack_h146.py): one
-check run's lines, a record line made failing, and ``report --exit-status`` of edited lines."""
+good case file's text, one check run's lines, a record line made failing, and ``report --exit-status`` of edited
+lines."""
 
 from __future__ import annotations
 
@@ -9,6 +10,18 @@ from typing import Any
 
 from harness.cli import main
 from tests.conftest import CASES
+
+#: One good case (N = D = K = 1, float64) with the id ``{id}``: ``ONE_CASE.format(id=...)``.
+ONE_CASE = """
+[[case]]
+id = "{id}"
+X = [[1.0]]
+y = [[3.0]]
+W = [[2.3]]
+b = [1.4]
+lr = 0.1
+dtypes = ["float64"]
+"""
 
 #: One check run: numpy-hand on the seed case in float64, inline (40 agree records).
 SEED_RUN = ["check", "--cases", str(CASES / "seed.toml"), "--case", "seed", "--dtypes", "float64", "--implementations",

@@ -15,18 +15,9 @@ import pytest
 from harness.cases import load_cases
 from harness.cli import main
 from harness.records import read_jsonl
-from tests.edited_results import failing_line, report_exit_status, seed_run_lines
+from tests.edited_results import ONE_CASE, failing_line, report_exit_status, seed_run_lines
 
-GOOD = """
-[[case]]
-id = "good"
-X = [[1.0]]
-y = [[3.0]]
-W = [[2.3]]
-b = [1.4]
-lr = 0.1
-dtypes = ["float64"]
-"""
+GOOD = ONE_CASE.format(id="good")
 
 
 def _expression_case(expression: str) -> str:

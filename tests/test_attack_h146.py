@@ -10,18 +10,9 @@ import pytest
 
 from harness.cases import iter_case_files, load_cases
 from harness.cli import main
-from tests.edited_results import failing_line, report_exit_status, seed_run_lines
+from tests.edited_results import ONE_CASE, failing_line, report_exit_status, seed_run_lines
 
-GOOD = """
-[[case]]
-id = "{id}"
-X = [[1.0]]
-y = [[3.0]]
-W = [[2.3]]
-b = [1.4]
-lr = 0.1
-dtypes = ["float64"]
-"""
+GOOD = ONE_CASE
 
 
 def _case(folder: Path, name: str, case_id: str) -> Path:
