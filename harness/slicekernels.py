@@ -54,29 +54,35 @@ def float_range(x: np.ndarray) -> tuple[int, float]:  # pragma: no cover - compi
 
     Branch-free, in blocks: the lowest set bit of each significand ``m`` is ``m & -m``, a power of two that
     converts to float64 exactly, so its exponent field gives the trailing zero count; the largest
-    magnitude is the largest bit pattern with the sign cleared (monotone in ``|x|`` for finite values)."""
+    magnitude is the largest bit pattern with the sign cleared (monotone in ``|x|`` for finite values).
+    Integer operations only (but that conversion), the implicit bit and the subnormals' exponent 1 formed
+    arithmetically rather than by comparisons: LLVM vectorises both loops (0.09 against 0.23 ms for
+    N*D = 250,000, with ``max(ex, 1)`` and a comparison for the implicit bit)."""
     flat = x.ravel()
     bits = flat.view(np.int64)
     low = NO_BIT
     topb = np.int64(0)
     fbuf = np.empty(RANGE_BLOCK)
-    ebuf = np.empty(RANGE_BLOCK, dtype=np.int64)
     fb = fbuf.view(np.int64)
     for e0 in range(0, bits.size, RANGE_BLOCK):
         n = min(RANGE_BLOCK, bits.size - e0)
+        blk = bits[e0:e0 + n]
         for e in range(n):
-            v = bits[e0 + e]
+            v = blk[e]
             topb = max(topb, v & 0x7FFFFFFFFFFFFFFF)
-            ex = (v >> 52) & 0x7FF
-            m = (v & ((1 << 52) - 1)) | (np.int64(ex > 0) << 52)
-            fbuf[e] = float(m & -m)  # the significand's lowest set bit (0.0 for a zero)
-            ebuf[e] = max(ex, 1) - 1075  # exponent of the significand's last bit
+            # the significand with its implicit bit 2**52 where the exponent field ex is not 0 ((ex + 2047) >> 11 is
+            # 1 for ex from 1 to 2047, 0 for ex = 0)
+            m = (v & ((1 << 52) - 1)) | (((((v >> 52) & 0x7FF) + 0x7FF) >> 11) << 52)
+            fbuf[e] = float(m & -m)  # the significand's lowest set bit 2**t (0.0 for a zero): exponent field 1023 + t
         for e in range(n):
+            ex = (blk[e] >> 52) & 0x7FF
             z = fb[e]
-            low = min(low, ebuf[e] + (z >> 52) - 1023 if z != 0 else NO_BIT)
+            # the exponent of the significand's last bit is max(ex, 1) - 1075 = ex + [ex = 0] - 1075; its lowest set
+            # bit's, that plus t: the offset 1075 + 1023 taken off once, after the minimum
+            low = min(low, ex + np.int64(ex == 0) + (z >> 52) if z != 0 else NO_BIT)
     top = np.empty(1, dtype=np.int64)
     top[0] = topb
-    return low, top.view(np.float64)[0]
+    return (low - 1075 - 1023 if low != NO_BIT else low), top.view(np.float64)[0]
 
 
 #: Rows per block of :func:`digits_cat`: its two working columns (16 KiB) stay in the L1 or L2 cache, and each of the

@@ -547,6 +547,28 @@ def _hostile_matrix(kind: str, rng: np.random.Generator, rows: int, cols: int) -
     return x
 
 
+@pytest.mark.parametrize("kind", ["subnormal", "huge", "ones", "zeros", "mixed", "integers", "powers"])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (1023, 1), (1025, 2), (700, 16)])
+def test_float_range_against_fractions(kind, shape):
+    """:func:`fastexact.float_range` (the compiled pass, blocks of RANGE_BLOCK elements and a partial last one) against
+    Python's exact values: the lowest set bit's exponent among the nonzero entries (the largest ``e`` with every
+    ``x / 2**e`` an integer, from ``as_integer_ratio``; None for all zeros) and the largest magnitude."""
+    rng = np.random.default_rng(zlib.crc32(f"{kind}{shape}".encode()))
+    if kind == "integers":  # trailing zeros in every significand
+        x = rng.integers(-2**20, 2**20, shape).astype(np.float64) * 2.0**30
+    elif kind == "powers":  # significand fields of 0 (the implicit bit alone), the smallest subnormal, the largest normal
+        x = rng.choice([-1.0, 1.0], shape) * 2.0 ** rng.integers(-1074, 1024, shape).astype(np.float64)
+        x.flat[-1] = np.finfo(np.float64).max
+    else:
+        x = _hostile_matrix(kind, rng, *shape)
+    lows = []
+    for v in x.ravel().tolist():
+        if v != 0.0:
+            num, den = abs(v).as_integer_ratio()  # den a power of two; num odd where den > 1
+            lows.append((num & -num).bit_length() - den.bit_length())
+    assert fastexact.float_range(x) == ((min(lows) if lows else None), float(np.abs(x).max()))
+
+
 @pytest.mark.parametrize("kind", ["subnormal", "huge", "ones", "zeros", "mixed"])
 @pytest.mark.parametrize("shape", [(1, 1), (7, 3), (1030, 7), (1030, 8), (2100, 16), (5, 40), (3, 512), (3, 513)])
 @pytest.mark.parametrize("below", [0, 1, 45])
