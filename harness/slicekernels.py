@@ -18,7 +18,10 @@ checkout compiles them (a few seconds, once), later processes load the cache.
 - :func:`position_words`: sums of int64 digit products by digit position, carried to two's complement words.
 
 Loops run over blocks of elements with the digit plane outermost, so that the
-inner loops are branch-free and LLVM vectorises them.
+inner loops are branch-free and LLVM vectorises them. Each inner loop runs from 0
+over slices of the block (``a[e0:e0 + n]``, not ``a[e0 + e]``), and writes few
+arrays: LLVM vectorises such loops far better (the residual kernel's block loops
+written so: 0.14-0.18 against 0.20 ms per call at 8,192 elements, 9 planes).
 
 Rounding follows IEEE 754 round-to-nearest, ties to even, with gradual underflow
 and overflow to ``±inf``; the reference is :meth:`harness.exact.ScaledInts.to_float64`
@@ -372,23 +375,24 @@ def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, yrange: tuple[int, in
             if r0 == 0:
                 for u in range(U1):
                     dst = acc[a0 + u]
-                    src = Pf[u]
+                    src = Pf[u, e0:e0 + n]
                     for e in range(n):
-                        dst[e] = np.int64(src[e0 + e])
+                        dst[e] = np.int64(src[e])
             else:
                 for u in range(U1):
                     dst = acc[a0 + u]
                     up = acc[a0 + u + 1]
-                    src = Pf[u]
+                    src = Pf[u, e0:e0 + n]
                     for e in range(n):
-                        v = np.int64(src[e0 + e])
+                        v = np.int64(src[e])
                         dst[e] += (v & lmask) << r0
                         up[e] += v >> lbits
         # - y + b, digit by digit, over the planes that can hold their bits (a field of bits of each significand):
         # y's significand, the exponent of its bit 0 over 2**q0 and its sign decoded once per element
         if y1 >= y0:
+            yblk = yb[e0:e0 + n]
             for e in range(n):
-                v = yb[e0 + e]
+                v = yblk[e]
                 ex = (v >> 52) & 0x7FF
                 ym[e] = (v & ((1 << 52) - 1)) | (np.int64(ex > 0) << 52)
                 ys[e] = max(ex, 1) - 1075 - q0
@@ -407,8 +411,8 @@ def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, yrange: tuple[int, in
                 bd = bdig[j, u - b0]
                 for e in range(dst.size):
                     dst[e] += bd
-        # carry to two's complement digits, written out as float64 (exact: below 2**B) to the planes and to the
-        # block's float64 copy that the Gram sums read
+        # carry to two's complement digits, written out as float64 (exact: below 2**B) to the block's float64 copy
+        # that the Gram sums read, then copied to the planes (a loop of its own: one array fewer in the carry's loop)
         c[:n] = 0
         for u in range(n_alloc):
             src = acc[u]
@@ -417,11 +421,12 @@ def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, yrange: tuple[int, in
             for e in range(n):
                 v = c[e] + src[e]
                 d = v & MASK
-                fd = float(d)
-                out[e0 + e] = fd
-                fdst[e] = fd
+                fdst[e] = float(d)
                 src[e] = d
                 c[e] = v >> B
+            ob = out[e0:e0 + n]
+            for e in range(n):
+                ob[e] = fdst[e]
         # the lowest nonzero digit (``lowest``, ``n_alloc`` if none) and the highest digit that is not 0 (``h``) and
         # not MASK (``hm``), -1 if none: the highest digit that is not the sign's extension, for either sign (a loop
         # of its own: with more arrays in one loop LLVM's checks that they do not overlap exceed its limit, and it
@@ -442,11 +447,12 @@ def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, yrange: tuple[int, in
         # the highest digit not MASK or the lowest nonzero one, whichever is higher (-1 for no nonzero digit)
         src = acc[n_alloc]
         top = -1  # the highest digit of the block that is not its value's sign extension
+        sgb = sign[e0:e0 + n]
         for e in range(n):
             v = c[e] + src[e]
             bad |= (v != 0) & (v != -1)
             src[e] = v
-            sign[e0 + e] = v
+            sgb[e] = v
             neg = v < 0
             lo = lowest[e]
             hx = hm[e] if neg else h[e]
