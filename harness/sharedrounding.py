@@ -513,19 +513,21 @@ def _b_family(b: np.ndarray, Y: np.ndarray, A: np.ndarray, u: float, det: np.nda
     dt = det.reshape(n * k)
     bad = 0
     for j0 in range(0, n * k, L):
-        for l in range(min(L, n * k - j0)):
+        j1 = min(n * k, j0 + L)
+        yc, ac, dc = y[j0:j1], a[j0:j1], dt[j0:j1]  # (a loop from 0 over slices: LLVM vectorises it, not one over j0 + l)
+        for l in range(j1 - j0):
             t = bt[l]
             at = abs(t)
-            yv = y[j0 + l]
+            yv = yc[l]
             ay = abs(yv)
             m = abs(t - yv)
             m = m if (m < ay) | (m != m) else ay  # np.minimum's rule
-            m = m + a[j0 + l]
+            m = m + ac[l]
             m = m - ay
             m = m - at
             m = m * u
             bad += 0 if (m != 0.0) & (abs(m) < np.inf) else 1
-            dt[j0 + l] = at if (at < m) | (at != at) else m
+            dc[l] = at if (at < m) | (at != at) else m
     return bad == 0
 
 
