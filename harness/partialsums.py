@@ -397,9 +397,14 @@ def _residual_row_blocks(X: np.ndarray, W: np.ndarray, b: np.ndarray, Y: np.ndar
                 vr += x * x
                 v[c, r] = vr
             if fuse:  # residual_variance's expressions, element by element (the block's column c)
+                nt = float(n_terms)
                 for r in range(nb):
-                    _variance_element(f[c, r], v[c, r], tot[c, r], s[c, r], b[c], Y[i0 + r, c], R2[i0 + r, c], weight,
-                                      float(n_terms), sum_k2, sum_kvar, V_R, RV, VR2, cols, i0 + r, c)
+                    vv = _variance_value(f[c, r], v[c, r], tot[c, r], s[c, r], bc, Y[i0 + r, c], weight, nt, sum_k2,
+                                         sum_kvar)
+                    V_R[i0 + r, c] = vv
+                    RV[i0 + r, c] = R2[i0 + r, c] * vv
+                    VR2[i0 + r, c] = vv * vv
+                    cols[0, c] = cols[0, c] + vv
         if not fuse:
             for r in range(nb):
                 for c in range(k):
@@ -543,7 +548,7 @@ def residual_partial_sums(X: np.ndarray, W: np.ndarray, b: np.ndarray, Y: np.nda
 def _np_maximum(a: float, b: float) -> float:  # pragma: no cover - compiled
     """``np.maximum(a, b)`` on float64 bit for bit: a NaN ``a``, else a NaN ``b``, else ``a`` where ``a > b``, else
     ``b`` (so ``np.maximum(-0.0, 0.0)`` is ``0.0`` and ``np.maximum(0.0, -0.0)`` is ``-0.0``)."""
-    return a if (a > b or a != a) else b
+    return a if (a > b) | (a != a) else b  # (bitwise: no branch per element)
 
 
 @njit(cache=True, nogil=True)
@@ -767,15 +772,22 @@ def _variance_element(fw: float, rv: float, to: float, p2: float, bc: float, y: 
                       cols: np.ndarray, i: int, c: int) -> None:  # pragma: no cover - compiled
     """One element of :func:`residual_variance` (its docstring's expressions), written at ``[i, c]``, and
     ``cols[0, c] += V_R[i, c]``."""
-    ss = (p2 + bc * bc) + y * y
-    mu = to / nt
-    var = _np_maximum(ss / nt - mu * mu, 0.0)
-    rnd = mu * mu * sum_k2 + var * sum_kvar
-    v = p2 * w1 + _np_maximum(_np_maximum(fw, rv), rnd)
+    v = _variance_value(fw, rv, to, p2, bc, y, w1, nt, sum_k2, sum_kvar)
     V_R[i, c] = v
     RV[i, c] = r2 * v
     VR2[i, c] = v * v
     cols[0, c] = cols[0, c] + v
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _variance_value(fw: float, rv: float, to: float, p2: float, bc: float, y: float, w1: float, nt: float,
+                    sum_k2: float, sum_kvar: float) -> float:  # pragma: no cover - compiled
+    """``V_R`` of one element: :func:`residual_variance`'s expressions (``order_model`` written out)."""
+    ss = (p2 + bc * bc) + y * y
+    mu = to / nt
+    var = _np_maximum(ss / nt - mu * mu, 0.0)
+    rnd = mu * mu * sum_k2 + var * sum_kvar
+    return p2 * w1 + _np_maximum(_np_maximum(fw, rv), rnd)
 
 
 @njit(cache=True, nogil=True)
