@@ -493,7 +493,8 @@ def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, yrange: tuple[int, in
             w2[e] = acc[hh - 2, e] if hh >= 2 else 0
             w3[e] = acc[hh - 3, e] if hh >= 3 else 0
         _round_block(w0, w1, w2, w3, h, lowest, acc[n_alloc], n, q0, rbits[e0:e0 + n])
-    if bad:
+    if bad or used > n_alloc:  # (a digit in the top plane that is not the sign's extension: its sign plane, U - 1,
+        # would lie past the planes, and writing it there would write past the array, which numba does not check)
         raise ValueError("residual digits: too few planes")
     # the sign in plane U - 1 (the planes U - 1 .. n_alloc - 1 hold its extension)
     out = pf[used - 1]

@@ -523,3 +523,17 @@ def test_rounding_ties_and_sticky_bits_across_blocks(n, k, base):
     X = rng.choice([-1.0, 0.0, 1.0], (n, 1))
     W = (2.0 ** (e - 54 - sticky)).reshape(1, k)
     _same(_arrs(X, y, W, b), reduction="sum")
+
+
+def test_residual_kernel_refuses_a_digit_in_its_top_plane():
+    """:func:`harness.slicekernels.residual_digits` given too few planes for its value (a caller's plan that is off):
+    ``X W``'s position 2**42 needs planes 0 .. 2 (the digit 1 in plane 2) and a sign plane above, four planes, where
+    three are given; its carry into the sign is 0, so the kernel's test of the sign alone passes. It must raise
+    ValueError rather than write the sign plane (plane 3) past its array of three (numba checks no bounds)."""
+    from harness.slicekernels import NO_BIT, residual_digits
+
+    P = np.full((1, 1, 1), 2.0**42)
+    with pytest.raises(ValueError, match="too few planes"):
+        residual_digits(P, 0, np.zeros((1, 1)), (NO_BIT, 0), np.zeros(1), (NO_BIT, 0), 0, 3)
+    planes, _, _, _, used = residual_digits(P, 0, np.zeros((1, 1)), (NO_BIT, 0), np.zeros(1), (NO_BIT, 0), 0, 4)
+    assert used == 4 and planes[:, 0, 0].tolist() == [0.0, 0.0, 1.0, 0.0]  # 2**42 = 1 * 2**(2 B), sign 0 in plane 3
