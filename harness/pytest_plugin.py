@@ -1,6 +1,8 @@
 """The pytest plugin: run the harness inside ``pytest``, serially or under pytest-xdist.
 
-Registered through the ``pytest11`` entry point (``harness.pytest_plugin``), so
+Registered through the ``pytest11`` entry point (``harness.pytest_plugin``, which
+names this module through the top-level ``harness_pytest_plugin``, so that pytest
+rewrites the asserts of that module only, not of every ``harness`` module), so
 installing the package makes it available in every project; it stays inert
 until a test uses one of its fixtures: it imports neither torch nor SymPy at
 start-up, collects nothing and prints nothing unless records were made. Only

@@ -44,7 +44,7 @@ def _env() -> dict[str, str]:
 
 
 def _pytest_plugin_args() -> list[str]:
-    installed = any(ep.value == "harness.pytest_plugin" for ep in entry_points(group="pytest11"))
+    installed = any(ep.name == "harness.pytest_plugin" for ep in entry_points(group="pytest11"))
     return [] if installed else ["-p", "harness.pytest_plugin"]
 
 
