@@ -73,26 +73,38 @@ def test_bad_case_file_exits_2_naming_file_case_and_key(tmp_path):
     assert {r["case"] for r in recs} == {"ok"}  # the good case still ran and was kept
 
 
-def test_toml_syntax_error_names_the_line(tmp_path):
+def main_in_process(capsys, *args: str) -> tuple[int, str, str]:
+    """``python -m harness ARGS`` as :func:`harness.cli.main` in this process: for the tests of what a command prints
+    and returns that need no process of their own (a process pays torch's import and the start-up again); the exit
+    status of the command as a process is tested by the ones that use :func:`run`."""
+    from harness.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_toml_syntax_error_names_the_line(tmp_path, capsys):
     bad = tmp_path / "syntax.toml"
     bad.write_text('[[case]]\nid = "x"\nX = [[1.0]] 2\n')
-    res = run("cases", "--cases", str(bad))
-    assert res.returncode == 2
-    assert f"{bad}:3: invalid TOML" in res.stderr
+    code, _, err = main_in_process(capsys, "cases", "--cases", str(bad))
+    assert code == 2
+    assert f"{bad}:3: invalid TOML" in err
 
 
-def test_unknown_implementation_is_usage_error():
-    res = run("check", "--cases", str(CASES / "seed.toml"), "--implementations", "nope", "--report", "none")
-    assert res.returncode == 2
-    assert "unknown implementation 'nope'" in res.stderr
+def test_unknown_implementation_is_usage_error(capsys):
+    code, _, err = main_in_process(capsys, "check", "--cases", str(CASES / "seed.toml"), "--implementations", "nope", "--report", "none")
+    assert code == 2
+    assert "unknown implementation 'nope'" in err
 
 
-def test_derive_prints_formulas_and_cross_check():
-    res = run("derive")
-    assert res.returncode == 0
-    assert "dL/dW = 2*X.T*(X*W - Y + 1*b.T)" in res.stdout
-    assert "(2/(K*N))*X.T*(X*W - Y + 1*b.T)" in res.stdout
-    assert res.stdout.count("cross-check") == 2 and "DISAGREES" not in res.stdout
+def test_derive_prints_formulas_and_cross_check(capsys):
+    code, out, _ = main_in_process(capsys, "derive")
+    assert code == 0
+    assert "dL/dW = 2*X.T*(X*W - Y + 1*b.T)" in out
+    assert "(2/(K*N))*X.T*(X*W - Y + 1*b.T)" in out
+    assert out.count("cross-check") == 2 and "DISAGREES" not in out
 
 
 def test_a_named_implementation_that_grades_nothing_exits_1(tmp_path):
