@@ -58,6 +58,7 @@ from .shapes import check_step_shapes
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
+F32 = npt.NDArray[np.float32]
 
 METHOD = "exact-integer-slices"
 #: Digit width of the residual and of the first product's operands (21 + 21 + log2(2048) = 53).
@@ -237,17 +238,17 @@ class DigitResidual(ScaledInts):
 
     def __init__(self, d: npt.NDArray[Any], q0: int) -> None:  # noqa: D107 - see class
         self._digit_array: npt.NDArray[Any] | None = d
-        self._chunks: list[tuple[int, int, F64, int]] | None = None
+        self._chunks: list[tuple[int, int, F32, int]] | None = None
         self._shape: tuple[int, ...] = tuple(d.shape[1:])
         self._q0 = q0
         self._ints: npt.NDArray[Any] | None = None
         self._f64: F64 | None = None
 
     @classmethod
-    def from_row_chunks(cls, chunks: list[tuple[int, int, F64, int]], n: int, k: int, q0: int) -> DigitResidual:
+    def from_row_chunks(cls, chunks: list[tuple[int, int, F32, int]], n: int, k: int, q0: int) -> DigitResidual:
         """The residual of :func:`_step_by_rows`, from its row chunks ``(r0, r1, planes, used)``: rows ``r0 .. r1 - 1``
-        as :func:`harness.slicekernels.residual_digits` gave them (``planes`` ``(P, K, r1 - r0)``, the sign in plane
-        ``used - 1``). The digits over the common number of planes are put together only when read (a check reads
+        as :func:`harness.slicekernels.residual_digits` gave them (``planes`` float32 ``(P, K, r1 - r0)``, the sign in
+        plane ``used - 1``). The digits over the common number of planes are put together only when read (a check reads
         the rounded values alone)."""
         out = cls(np.zeros((1, 0, 0)), q0)
         out._digit_array = None
@@ -345,7 +346,7 @@ class DigitResidual(ScaledInts):
         return (_restore_digit_residual, (self._planes(), self._q0, self._f64))
 
 
-def _restore_row_chunks(chunks: list[tuple[int, int, F64, int]], shape: tuple[int, int], q0: int, f64: F64 | None
+def _restore_row_chunks(chunks: list[tuple[int, int, F32, int]], shape: tuple[int, int], q0: int, f64: F64 | None
                         ) -> DigitResidual:
     out = DigitResidual.from_row_chunks(chunks, *shape, q0)
     if f64 is not None:
@@ -518,7 +519,8 @@ def _residual(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float, xcat: t
         P = np.zeros((0, k, n))
     sh, n_alloc = _residual_plan(X.shape[1], q0, (qx, tx), (qw, tw), (qy, ty), (qb, tb), P.shape[0] if xw else None)
     yt = np.ascontiguousarray(y.T)
-    planes, colsum, gram, rbits, U = residual_kernel(P, sh, yt, _span(qy, ty), b, _span(qb, tb), q0, n_alloc)
+    planes, colsum, gram, rbits, U = residual_kernel(P, sh, yt, _span(qy, ty), b, _span(qb, tb), q0,
+                                                     np.empty((n_alloc, k, n)))
     cs, total = _residual_sums(colsum, gram, n_alloc)
     # U planes: the digits below U - 1, then the sign (the kernel wrote it there)
     rounded = np.ascontiguousarray(rbits.view(np.float64).T)
@@ -831,7 +833,7 @@ def _step_by_rows(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float
     rounded = np.empty((n, k))
     colsum = np.zeros((n_alloc + 1, k), dtype=np.int64)
     grams = []
-    chunks: list[tuple[int, int, F64, int]] = []
+    chunks: list[tuple[int, int, F32, int]] = []
     # X^T R by digit pair: the products of one chunk (at most CHUNK_N rows) are exact in float64, as in step_parts;
     # up to ACC_BLOCK chunk sums add up in int64, blocks of them in Python integers. Held transposed, (S*D, planes*K):
     # each chunk's product is X's digits (S*D, m) times the residual's planes transposed (a product of this shape ran
@@ -845,8 +847,12 @@ def _step_by_rows(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float
         m = r1 - r0
         xc = digits_cat(X[r0:r1], q1, nd, s0, scratch("xcat-rows", (S * d, m)))
         P = _xw_positions(xc, S, wd, xw_blocks)
+        # the chunk's digits into a reused float64 buffer (in the cache from one chunk to the next: at N*D*K = 10^6,
+        # mixed float64 data, the kernel took ~210 us per chunk in a check writing fresh planes, ~165 us into the
+        # buffer, ~137 us alone), kept for the residual as float32 (exact: below 2**B = 2**21, the sign 0 or -1; half
+        # the bytes), its used planes alone
         planes, cs, gram, rbits, used = residual_kernel(P, sh, np.ascontiguousarray(yt[:, r0:r1]), ysp, b, bsp, q0,
-                                                        n_alloc)
+                                                        scratch("rplanes-rows", (n_alloc, k, m)))
         U = max(U, used)
         if S * U > MAX_PRODUCTS:
             # too wide: the remaining chunks' residual digits only, for the planes of the whole residual (the error
@@ -856,21 +862,18 @@ def _step_by_rows(X: F64, y: F64, W: F64, b: F64, qx: int | None, tx: float
         colsum += cs
         grams.append(gram)
         rounded[r0:r1] = rbits.view(np.float64).T
-        chunks.append((r0, r1, planes, used))
-        # the sign plane (0 or -1) folded into the digit below it for the product (digit + 2**B sign, in [-2**B, 2**B)):
+        chunks.append((r0, r1, planes[:used].astype(np.float32), used))
+        # the sign plane (0 or -1) folded into the digit below it for the product (digit + 2**B sign, in [-2**B, 2**B)),
+        # in the float64 buffer (the digit products are 42 bits, their sums more):
         # one plane of products fewer (an eighth of them at 8 planes); every product is at most (2**B - 1) 2**B in
         # magnitude (X's digits are below 2**B, digits_cat), so every partial sum of the chunk is an integer of
         # magnitude at most CHUNK_N (2**B - 1) 2**B = 2**53 - 2**32, exact in float64 in any order, and ACC_BLOCK
         # chunks' sums at most 2**63 - 2**42 in int64 (a chunk's sum of 2**53 would let them reach 2**63, which wraps).
-        # Exact integers both ways: the plane is given back as it was right after the product (the chunk's residual
-        # keeps its two's complement digits)
+        # (The chunk's residual keeps its two's complement digits: its float32 copy was made before the fold.)
         fold = used - 1 if used >= 2 else used
         if fold < used:
-            sign_part = planes[used - 1] * float(1 << B)
-            planes[used - 2] += sign_part
+            planes[used - 2] += planes[used - 1] * float(1 << B)
         blk[:, :fold * k] += (xc @ planes[:fold].reshape(fold * k, m).T).astype(np.int64)
-        if fold < used:
-            planes[used - 2] -= sign_part
         if not one_block and ((j + 1) % ACC_BLOCK == 0 or r1 >= n):
             acc = _obj(blk) if acc is None else acc + _obj(blk)
             blk[...] = 0

@@ -284,7 +284,7 @@ def _plane_range(lo: int, top_exp: int, q0: int, n_alloc: int) -> tuple[int, int
 
 @njit(cache=True, nogil=True)
 def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, yrange: tuple[int, int], b: np.ndarray,
-                    brange: tuple[int, int], q0: int, n_alloc: int,
+                    brange: tuple[int, int], q0: int, planes: np.ndarray,
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:  # pragma: no cover - compiled
     """The exact residual ``R = X W + 1 b^T - y`` over ``2**q0``, column by column (the elements of ``R^T`` in
     order, ``e = j N + i``), in blocks of :data:`BLOCK` elements, every pass over a block's digit planes
@@ -298,11 +298,12 @@ def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, yrange: tuple[int, in
         yrange, brange: (lowest set-bit exponent or :data:`NO_BIT`, exponent of the top bit) of ``y`` and ``b``:
             only the digit planes that can hold their bits are visited.
         q0: the scale's exponent.
-        n_alloc: digit planes to work in (enough for every value plus a sign digit, and more than
-            ``sh // B + U1``).
+        planes: float64 ``(n_alloc, K, N)``, C-contiguous, written (its contents on entry are not read; a caller may
+            reuse one buffer): ``n_alloc`` digit planes to work in (enough for every value plus a sign digit, and more
+            than ``sh // B + U1``).
 
     Returns:
-        ``planes`` float64 ``(n_alloc, K, N)``: the digits of ``R^T``, ``[0, 2**B)`` in planes below ``U - 1`` and
+        ``planes`` (the array given): the digits of ``R^T``, ``[0, 2**B)`` in planes below ``U - 1`` and
         the sign (0 or -1) in plane ``U - 1`` (the planes above are not meaningful): ``R^T = sum_{u < U} planes[u]
         2**(B u)``; ``colsum`` int64 ``(n_alloc + 1, K)``: column sums of the planes ``0 .. n_alloc - 1`` and of
         the sign plane (last), for the value ``sum_u digit_u 2**(B u) + sign 2**(B n_alloc)``; ``gram`` int64
@@ -323,11 +324,13 @@ def residual_digits(P: np.ndarray, sh: int, y: np.ndarray, yrange: tuple[int, in
     K = y.shape[0]
     N = y.shape[1]
     M = K * N
+    n_alloc = planes.shape[0]
+    if planes.shape[1] != K or planes.shape[2] != N:
+        raise ValueError("residual digits: planes of another shape")
     a0 = sh // B
     r0 = sh - a0 * B
     nu = n_alloc + 1  # with the sign plane
     blk = BLOCK
-    planes = np.empty((n_alloc, K, N))
     pf = planes.reshape(n_alloc, M)
     Pf = P.reshape(U1, M)
     yf = y.reshape(M)

@@ -534,6 +534,8 @@ def test_residual_kernel_refuses_a_digit_in_its_top_plane():
 
     P = np.full((1, 1, 1), 2.0**42)
     with pytest.raises(ValueError, match="too few planes"):
-        residual_digits(P, 0, np.zeros((1, 1)), (NO_BIT, 0), np.zeros(1), (NO_BIT, 0), 0, 3)
-    planes, _, _, _, used = residual_digits(P, 0, np.zeros((1, 1)), (NO_BIT, 0), np.zeros(1), (NO_BIT, 0), 0, 4)
-    assert used == 4 and planes[:, 0, 0].tolist() == [0.0, 0.0, 1.0, 0.0]  # 2**42 = 1 * 2**(2 B), sign 0 in plane 3
+        residual_digits(P, 0, np.zeros((1, 1)), (NO_BIT, 0), np.zeros(1), (NO_BIT, 0), 0, np.empty((3, 1, 1)))
+    given = np.full((4, 1, 1), 7.0)  # (the planes given are written, whatever they held)
+    planes, _, _, _, used = residual_digits(P, 0, np.zeros((1, 1)), (NO_BIT, 0), np.zeros(1), (NO_BIT, 0), 0, given)
+    assert used == 4 and planes is given
+    assert planes[:, 0, 0].tolist() == [0.0, 0.0, 1.0, 0.0]  # 2**42 = 1 * 2**(2 B), sign 0 in plane 3
