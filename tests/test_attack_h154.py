@@ -24,6 +24,7 @@ import math
 import subprocess
 import sys
 import zlib
+from collections import Counter
 from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
@@ -562,15 +563,14 @@ def _pipeline_cases() -> list[Any]:
             y = rng.integers(-2**20, 2**20, (n, k)).astype(np.float64) * 2.0**-1060
         else:
             X, y = hostile(kind, (n, d), i), hostile(kind, (n, k), i + 1)
-        X = np.hstack([X, np.zeros((n, 1))])  # a last column of zeros: grad_W's last row exactly 0, its bound 0
-        W = rng.standard_normal((d + 1, k))
+        W = rng.standard_normal((d, k))
         b = np.zeros(k) if kind == "zeros-b" else rng.standard_normal(k)
         cases.append(case_from_arrays(f"h154-{kind}", X, y, W, b, lr=0.125, dtypes=["float64"]))
     return cases
 
 
 def _off_by_one_ulp(X, y, W, b, *, lr, reduction, steps):  # type: ignore[no-untyped-def]
-    """numpy-hand with grad_W's last element (exactly 0 in the cases below) one ulp up: 2**-1074."""
+    """numpy-hand with grad_W's last element one ulp up (within the bounds of the cases below)."""
     out = numpy_hand(X, y, W, b, lr=lr, reduction=reduction, steps=steps)
     g = out[0].grad_W.copy()
     g.flat[-1] = np.nextafter(g.flat[-1], np.inf)
@@ -598,8 +598,24 @@ def _records(cases: list[Any]) -> list[str]:
 def test_pipeline_records_identical_with_the_old_kernels(base, monkeypatch):
     if not base:
         pytest.skip(f"the kernels at {BASE} are not in this checkout's git history")
+    from harness import bounds
+
+    monkeypatch.setattr(bounds, "KERNEL_MIN_WORK", 1)  # the compiled bounds on these small cases too
     cases = _pipeline_cases()
+    calls: Counter[str] = Counter()
+
+    def counted(f: Any, name: str) -> Any:
+        def g(*args: Any) -> Any:
+            calls[name] += 1
+            return f(*args)
+        return g
+
+    for mod, name in KERNELS:
+        monkeypatch.setattr(sys.modules[f"harness.{mod}"], name, counted(getattr(sys.modules[f"harness.{mod}"], name),
+                                                                        name))
     new = _records(cases)
+    # every kernel ran (residual_variance within the fused one alone: K <= 8 here)
+    assert {name for _, name in KERNELS} - set(calls) == {"residual_variance"}, calls
     for mod, name in KERNELS:
         monkeypatch.setattr(sys.modules[f"harness.{mod}"], name, getattr(base[mod], name))
     old = _records(cases)
