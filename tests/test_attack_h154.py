@@ -474,11 +474,17 @@ def _res_data(kind: str, n: int, d: int, k: int) -> tuple[np.ndarray, ...]:
         X = rng.choice([MAX, -MAX, 2.0**1000, 0.0], (n, d))
         W = rng.choice([1.0, -1.0, 0.5, 2.0], (d, k))
         return X, rng.choice([MAX, -MAX, 0.0, 2.0**1020], (n, k)), W, rng.choice([MAX, 0.0], k)
+    X, W, y, b = (hostile("bf16", s, i) for i, s in enumerate(((n, d), (d, k), (n, k), (k,))))
+    if kind == "no-xw":  # no X W digits (U1 = 0): y and b alone
+        return np.zeros_like(X), y, W, b
+    if kind == "no-y":  # y and b zero: X W alone
+        return X, np.zeros_like(y), W, np.zeros_like(b)
     X, W, y, b = (hostile(kind, s, i) for i, s in enumerate(((n, d), (d, k), (n, k), (k,))))
     return X, y, W, b
 
 
-@pytest.mark.parametrize("kind", ["cancel", "narrow-specials", "top", "f16", "bf16", "zeros", "one-nonzero"])
+@pytest.mark.parametrize("kind", ["cancel", "narrow-specials", "top", "f16", "bf16", "zeros", "one-nonzero", "no-xw",
+                                  "no-y"])
 @pytest.mark.parametrize("n, d, k", RES_SHAPES)
 def test_residual_digits_new_old_and_fractions(base, monkeypatch, kind, n, d, k):
     X, y, W, b = _res_data(kind, n, d, k)
