@@ -21,6 +21,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
 import zlib
@@ -65,7 +66,10 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModuleType]:
     """The modules at 7ee37ad (empty where git or that commit is missing: the tests then compare with the independent
     references alone), imported as ``h154_base_<name>`` (numba caches them beside the copies, in a folder
     beside pytest's numbered temporary ones, which later runs find: compiled once)."""
-    folder = tmp_path_factory.getbasetemp().parent / "h154-base-kernels"
+    top = tmp_path_factory.getbasetemp()
+    while top.parent != top and not top.name.startswith("pytest-of-"):  # (above xdist's per-worker folders)
+        top = top.parent
+    folder = (top if top.name.startswith("pytest-of-") else tmp_path_factory.getbasetemp().parent) / "h154-base-kernels"
     folder.mkdir(exist_ok=True)
     mods = {}
     for name in MODULES:
@@ -76,7 +80,9 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> dict[str, ModuleType]:
             return {}
         path = folder / f"h154_base_{name}.py"
         if not path.exists() or path.read_bytes() != src:  # (rewritten only when it differs: numba's cache keeps)
-            path.write_bytes(src)
+            part = path.with_name(f"{path.name}.{os.getpid()}")
+            part.write_bytes(src)
+            os.replace(part, path)  # (atomic: xdist's workers may write it at once)
         modname = f"h154_base_{name}"
         if modname not in sys.modules:
             spec = importlib.util.spec_from_file_location(modname, path)
