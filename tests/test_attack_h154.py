@@ -508,7 +508,9 @@ def test_residual_digits_new_old_and_fractions(base, monkeypatch, kind, n, d, k)
         pytest.skip("too wide for the residual kernel")
     # the old kernel on the same arguments: every output bit for bit
     for args in calls if base else []:
-        new, old = kernel(*args), base["slicekernels"].residual_digits(*args)
+        # (53c2736: the new kernel takes the planes array to write; the old one took its plane count)
+        new = kernel(*args)
+        old = base["slicekernels"].residual_digits(*args[:-1], args[-1].shape[0])
         assert new[4] == old[4]
         for x, y_ in zip(new[:4], old[:4], strict=True):
             assert _same_bits(x, y_)
@@ -633,6 +635,10 @@ def test_pipeline_records_identical_with_the_old_kernels(base, monkeypatch):
     assert {name for _, name in KERNELS} - set(calls) == {"residual_variance"}, calls
     for mod, name in KERNELS:
         monkeypatch.setattr(sys.modules[f"harness.{mod}"], name, getattr(base[mod], name))
+    # (53c2736: the old residual kernel took its plane count where the new one takes the planes array to write; its
+    # callers read the planes it returns)
+    old_residual = base["slicekernels"].residual_digits
+    monkeypatch.setattr(slicekernels, "residual_digits", lambda *a: old_residual(*a[:-1], a[-1].shape[0]))
     old = _records(cases)
     assert len(new) == len(old) and new == old
     # a correct step agrees everywhere (so does one ulp up: within the bounds; its records the old kernels' too); 2**12
@@ -666,14 +672,14 @@ def test_residual_kernel_planes_exactly_enough_or_one_short(v, where):
     P[0, 0, where] = float(v)
     need = _planes_needed(v)
     args = (np.zeros((1, m)), (slicekernels.NO_BIT, 0), np.zeros(1), (slicekernels.NO_BIT, 0), 0)
-    planes, _, _, rbits, used = slicekernels.residual_digits(P, 0, *args[:4], 0, max(need, 2))
+    planes, _, _, rbits, used = slicekernels.residual_digits(P, 0, *args[:4], 0, np.empty((max(need, 2), 1, m)))
     assert used == need
     got = sum(int(planes[u, 0, where]) << (slicekernels.B * u) for u in range(used - 1))
     assert got + (int(planes[used - 1, 0, where]) << (slicekernels.B * (used - 1))) == v
     assert rbits.view(np.float64)[0, where] == float(v) and not rbits.view(np.float64).any(where=np.arange(m) != where)
     if need > 2:
         with pytest.raises(ValueError, match="too few planes"):
-            slicekernels.residual_digits(P, 0, *args[:4], 0, need - 1)
+            slicekernels.residual_digits(P, 0, *args[:4], 0, np.empty((need - 1, 1, m)))
 
 
 @pytest.mark.parametrize("where", [0, 9, 23])
