@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pickle
 import threading
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
@@ -128,6 +129,25 @@ def test_kernel_given_a_buffer_of_garbage_returns_what_a_fresh_buffer_gives(monk
             _agrees(step_parts(*case), want)
 
 
+def _in_two_threads(work: Callable[[int], None]) -> None:
+    """``work(0)`` and ``work(1)`` in two threads at once; what either raised, raised here (an AssertionError naming
+    them)."""
+    errors: list[BaseException] = []
+
+    def run(t: int) -> None:
+        try:
+            work(t)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(t,)) for t in (0, 1)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+
+
 def test_two_threads_stepping_several_cases_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     # each thread its own buffer: two threads step four cases each at the same time (residuals kept unread), then
     # read them all (the float32 chunks put together while the other thread builds its own): each equals the
@@ -139,25 +159,16 @@ def test_two_threads_stepping_several_cases_at_once(monkeypatch: pytest.MonkeyPa
                  enumerate(["random", "fold", "all-negative", "negative-fold"])] for t in (0, 1)}
     wants = {t: [_reference(*c) for c in cases[t]] for t in (0, 1)}
     got: dict[int, list[Any]] = {}
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(2)
+    barrier = threading.Barrier(2, timeout=120)  # (a thread that raised never hangs the other)
 
     def work(t: int) -> None:
-        try:
-            barrier.wait()
-            got[t] = [step_parts(*c) for c in cases[t] * 3]
-            barrier.wait()
-            for parts, want in zip(got[t], wants[t] * 3, strict=True):
-                _agrees(parts, want)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        barrier.wait()
+        got[t] = [step_parts(*c) for c in cases[t] * 3]
+        barrier.wait()
+        for parts, want in zip(got[t], wants[t] * 3, strict=True):
+            _agrees(parts, want)
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in (0, 1)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors, errors
+    _in_two_threads(work)
     assert len(got[0]) == len(got[1]) == 12
 
 
@@ -233,21 +244,12 @@ def test_two_threads_over_full_size_chunks_get_the_one_threads_results() -> None
     cases = [_chunked_case(n, d, k, 900 + t, mode, 40) for t, mode in enumerate(["random", "all-negative"])]
     want = [_parts_key(step_parts(*c)) for c in cases]
     got: dict[int, list[Any]] = {0: [], 1: []}
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(2)
+    barrier = threading.Barrier(2, timeout=120)  # (a thread that raised never hangs the other)
 
     def work(t: int) -> None:
-        try:
-            barrier.wait()
-            got[t] = [step_parts(*cases[t]) for _ in range(8)]
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            errors.append(exc)
+        barrier.wait()
+        got[t] = [step_parts(*cases[t]) for _ in range(8)]
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in (0, 1)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not errors, errors
+    _in_two_threads(work)
     for t in (0, 1):
         assert len(got[t]) == 8 and all(_parts_key(p) == want[t] for p in got[t])
