@@ -131,6 +131,18 @@ lr = "0.1"
 '''
 
 
+def main_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``python -m harness ARGS`` as :func:`harness.cli.main` in this process: its exit code, stdout and stderr, for
+    the tests of what a command prints and returns that need no process of their own (a process pays torch's import
+    and the start-up again). An exception other than a refusal propagates (the command would print its traceback)."""
+    from harness.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def optimizer_of(table: dict):
     """An ``OptimizerConfig`` from a case file's ``optimizer`` table, through the one validation (harness.cases)."""
     from harness.cases import optimizer_config

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.cli import main
-from tests.conftest import CASES
+from tests.conftest import CASES, main_in_process
 
 #: One good case (N = D = K = 1, float64) with the id ``{id}``: ``ONE_CASE.format(id=...)``.
 ONE_CASE = """
@@ -39,9 +39,8 @@ def report_exit_status(tmp_path: Path, lines: list[str], capsys: Any) -> tuple[i
     """``report FILE --exit-status`` of ``lines`` written to a file: its exit status and what it printed to stderr."""
     path = tmp_path / "edited.jsonl"
     path.write_text("".join(lines))
-    capsys.readouterr()
-    rc = main(["report", str(path), "-o", str(tmp_path / "r.html"), "--exit-status"])
-    return rc, capsys.readouterr().err
+    rc, _, err = main_in_process(capsys, "report", str(path), "-o", str(tmp_path / "r.html"), "--exit-status")
+    return rc, err
 
 
 def failing_line(line: str) -> str:

@@ -8,7 +8,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from tests.conftest import CASES, ROOT
+from tests.conftest import CASES, ROOT, main_in_process
 
 PLUGIN = str(ROOT / "tests" / "data" / "missing_factor_two.py")
 
@@ -71,18 +71,6 @@ def test_bad_case_file_exits_2_naming_file_case_and_key(tmp_path):
     assert f"{bad}, case 'wrong-w', key 'W'" in res.stderr
     recs = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()[1:-1]]
     assert {r["case"] for r in recs} == {"ok"}  # the good case still ran and was kept
-
-
-def main_in_process(capsys, *args: str) -> tuple[int, str, str]:
-    """``python -m harness ARGS`` as :func:`harness.cli.main` in this process: for the tests of what a command prints
-    and returns that need no process of their own (a process pays torch's import and the start-up again); the exit
-    status of the command as a process is tested by the ones that use :func:`run`."""
-    from harness.cli import main
-
-    capsys.readouterr()
-    code = main(list(args))
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_toml_syntax_error_names_the_line(tmp_path, capsys):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CASES, ROOT
+from tests.conftest import CASES, ROOT, main_in_process
 
 # long enough (518 cases x every default implementation) that it is always interrupted mid-run
 LONG = ["check", "--all", "--cases", str(CASES / "generated.toml"), "--devices", "cpu", "--dtypes", "float64,float32"]
@@ -113,11 +113,8 @@ def _refused(args: list[str], as_command: bool, capsys: pytest.CaptureFixture[st
     if as_command:
         res = subprocess.run([sys.executable, "-m", "harness", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
         return res.returncode, res.stderr
-    from harness import cli
-
-    capsys.readouterr()
-    code = cli.main(args)  # an exception other than the refusal propagates: the command would print its traceback
-    return code, capsys.readouterr().err
+    code, _, err = main_in_process(capsys, *args)
+    return code, err
 
 
 @pytest.mark.parametrize("bad", ["file/x.jsonl", "folder", "", "folder/", "x" * 300 + ".jsonl", "y" * 248 + ".jsonl"])
@@ -194,15 +191,12 @@ def test_bad_shard_is_a_usage_error(bad):
 def test_merged_shards_equal_one_run(tmp_path, capsys):
     """The one run and the shards (inline) through :func:`harness.cli.main` in this process, as the command runs them
     (a process each paid torch's import and the derivations again); the merge as the command ``report``."""
-    from harness import cli
-
     common = ["check", "--cases", str(CASES / "semantics.toml"), "--cases", str(CASES / "seed.toml"), "--devices", "cpu",
               "--implementations", "numpy-hand,torch-seed", "--isolation", "inline", "--report", "none", "-q"]
 
     def run(*args: str) -> tuple[int, str]:
-        capsys.readouterr()
-        code = cli.main([*common, *args])
-        return code, capsys.readouterr().err
+        code, _, err = main_in_process(capsys, *common, *args)
+        return code, err
 
     assert run("--results", str(tmp_path / "all.jsonl"))[0] == 0
     parts = []
