@@ -188,6 +188,7 @@ arm64) the float64 evaluation stands and the message says the bound overflowed.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -1386,11 +1387,17 @@ def update_bound(new_abs: F64, g_abs: F64, E_g: F64, lr: float, dlr: float, u2: 
     (a weight decay of 1e-5 left in a plain SGD step) agreed at 0.99 of the bound (helper-136).
     """
     with np.errstate(invalid="ignore", over="ignore"):
-        P = _product_error(g_abs, E_g, lr, dlr, u2, eta)
-        e2 = eta if eta2 is None else eta2
-        if fmt is None:
-            return u2 * new_abs + (1 + u2) * P + e2
-        return nearest_rounding_bound(new_abs + P, fmt) + P + e2
+        return _update_bound(new_abs, g_abs, E_g, lr, dlr, u2, eta, eta2, fmt)
+
+
+def _update_bound(new_abs: F64, g_abs: F64, E_g: F64, lr: float, dlr: float, u2: float, eta: Any,
+                  eta2: Any = None, fmt: FloatFormat | None = None) -> F64:
+    """:func:`update_bound`, called inside ``np.errstate(invalid="ignore", over="ignore")``."""
+    P = _product_error(g_abs, E_g, lr, dlr, u2, eta)
+    e2 = eta if eta2 is None else eta2
+    if fmt is None:
+        return u2 * new_abs + (1 + u2) * P + e2
+    return _nearest_rounding_bound(new_abs + P, fmt) + P + e2
 
 
 def nearest_rounding_bound(z_abs: F64, fmt: FloatFormat) -> F64:
@@ -1404,20 +1411,25 @@ def nearest_rounding_bound(z_abs: F64, fmt: FloatFormat) -> F64:
     (:func:`update_rounding`, the standard model). Below the smallest normal number the half spacing is the
     subnormals' ``eta``, which the callers add. Not finite ``z_abs``: ``u2 z_abs`` (inf or NaN, as before).
     """
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _nearest_rounding_bound(z_abs, fmt)
+
+
+def _nearest_rounding_bound(z_abs: F64, fmt: FloatFormat) -> F64:
+    """:func:`nearest_rounding_bound`, called inside ``np.errstate(invalid="ignore", over="ignore")``."""
     z = np.asarray(z_abs)
     u = fmt.unit_roundoff
     u_w = wider_roundoff(fmt)
-    with np.errstate(invalid="ignore", over="ignore"):
-        zw = z * (1 + u_w) if u_w else z
-        finite = np.isfinite(zw)
-        if finite.all():  # (the same values as below, without the selections that every element passes)
-            _, ex = np.frexp(zw)
-            # (u in the type of ``ones_like(zw) * u`` below: an integer zw, where u_w = 0, gives float64, not 0)
-            return np.asarray(np.where(zw > 0, np.ldexp(np.result_type(zw.dtype, u).type(u), ex - 1), 0) + u_w * z)
-        _, ex = np.frexp(np.where(finite, zw, 0))  # zw = m 2**ex, 1/2 <= m < 1: 2**floor(log2 zw) = 2**(ex - 1)
-        one = np.ones_like(zw)
-        half = np.where(finite & (zw > 0), np.ldexp(one * u, ex - 1), 0)
-        return np.where(finite, half + u_w * z, update_rounding(fmt) * z)
+    zw = z * (1 + u_w) if u_w else z
+    finite = np.isfinite(zw)
+    if finite.all():  # (the same values as below, without the selections that every element passes)
+        _, ex = np.frexp(zw)
+        # (u in the type of ``ones_like(zw) * u`` below: an integer zw, where u_w = 0, gives float64, not 0)
+        return np.asarray(np.where(zw > 0, np.ldexp(np.result_type(zw.dtype, u).type(u), ex - 1), 0) + u_w * z)
+    _, ex = np.frexp(np.where(finite, zw, 0))  # zw = m 2**ex, 1/2 <= m < 1: 2**floor(log2 zw) = 2**(ex - 1)
+    one = np.ones_like(zw)
+    half = np.where(finite & (zw > 0), np.ldexp(one * u, ex - 1), 0)
+    return np.where(finite, half + u_w * z, update_rounding(fmt) * z)
 
 
 def _product_error(g_abs: F64, E_g: F64, lr: float, dlr: float, u2: float, e1: Any) -> Any:
@@ -1659,6 +1671,16 @@ def _max_abs(a: F64) -> float:
     return float(np.abs(a).max()) if a.size else 0.0
 
 
+def _max_abs_each(*arrays: F64) -> list[float]:
+    """``[_max_abs(a) for a in arrays]``, from one pass over their elements together (segment maxima of ``|a|``,
+    which propagate a NaN as ``ndarray.max`` does); each array alone where one is empty or not float64."""
+    parts = [np.asarray(a) for a in arrays]
+    if not parts or any(a.size == 0 or a.dtype != np.float64 for a in parts):
+        return [_max_abs(a) for a in parts]
+    starts = list(itertools.accumulate((a.size for a in parts[:-1]), initial=0))
+    return np.maximum.reduceat(np.abs(np.concatenate(parts, axis=None)), starts).tolist()
+
+
 #: Skip :func:`overflow_masks`' products where :func:`_far_from_overflow` proves every mask False
 #: (False: always compute them; tests compare the two).
 OVERFLOW_FAST_PATH = True
@@ -1688,23 +1710,24 @@ def _far_from_overflow(
     s = 2.0 * c
     facts = pre.residual_facts_of(rb) if pre is not None else None
     with np.errstate(invalid="ignore", over="ignore"):
+        quantities = ("loss", "grad_W", "grad_b", "W", "b")
         if pre is not None and facts is not None:
             E_nan, R_nan, aX, aY, aU = facts[0], pre.R.nan, pre.X.max_abs, pre.Y.max_abs, facts[1]
+            aW, ab, gWm, gbm, *ex_each = _max_abs_each(W, b, gb.gW, gb.gb, *(exact[q] for q in quantities))
         else:
             E_nan, R_nan = bool(np.isnan(rb.E).any()), bool(np.isnan(R).any())
-            aX, aY, aU = _max_abs(X), _max_abs(Y), _max_abs(rb.U)
+            aX, aY, aU, aW, ab, gWm, gbm, *ex_each = _max_abs_each(X, Y, rb.U, W, b, gb.gW, gb.gb,
+                                                                   *(exact[q] for q in quantities))
         if E_nan or R_nan:  # a NaN error bound (inf * 0) takes part in the masks
             return False
-        aW, ab = _max_abs(W), _max_abs(b)
         P = G_R * (d * aX * aW + ab + aY) + aU  # pos, neg, so |R^| as used
         sc = max(2.0, abs(s)) * reg.growth(2)
         S = sc * P  # the scaled residual's terms
         G = G_G * n * _nanmax(aX, 1.0) * S  # partial sums of X^T (s R) and 1^T (s R)
         L = _nanmax(P * P * reg.growth(1), G_L * n * k * P * P)  # the squares and their sum
         lrm = max(abs(x) for x in lrs)
-        ex_max = {q: _max_abs(exact[q]) for q in ("loss", "grad_W", "grad_b", "W", "b")}
-        upd = reg.growth(2) * (_nanmax(aW, ab) + 2 * lrm * _nanmax(
-            ex_max["grad_W"] + _max_abs(gb.gW), ex_max["grad_b"] + _max_abs(gb.gb)))
+        ex_max = dict(zip(quantities, ex_each, strict=True))
+        upd = reg.growth(2) * (_nanmax(aW, ab) + 2 * lrm * _nanmax(ex_max["grad_W"] + gWm, ex_max["grad_b"] + gbm))
         ex = _nanmax(*ex_max.values())
         worst = _nanmax(P, S, G, L, upd, ex)
     return bool(math.isfinite(worst) and worst <= limit)
@@ -2139,13 +2162,13 @@ def _nothing_to_rescue(sb: StepBounds, inputs: Mapping[str, F64], residual: F64,
     :func:`_extreme_magnitudes` is False and each exact value finite; a zero or a NaN answers False). The bounds are
     summed together in one pass (a sum that overflows answers False). False: the full test decides."""
     # (the exact values' finiteness is the magnitudes' test below: a NaN or an infinity fails it)
-    bounds = [np.ravel(v) for q, r in sb.rigorous.items() if q not in sb.vacuous for v in (r, sb.expected[q])]
+    bounds = [v for q, r in sb.rigorous.items() if q not in sb.vacuous for v in (r, sb.expected[q])]
     if bounds:
         with np.errstate(invalid="ignore", over="ignore"):  # (an infinity's or a NaN's sum: the answer, not a warning)
-            if not math.isfinite(float(np.concatenate(bounds).sum())):
+            if not math.isfinite(float(np.concatenate(bounds, axis=None).sum())):  # (axis None: each flattened)
                 return False
-    m = np.abs(np.concatenate([np.asarray(v, dtype=np.float64).ravel()
-                               for v in (*inputs.values(), residual, *exact.values())]))
+    m = np.abs(np.concatenate([np.asarray(v, dtype=np.float64) for v in (*inputs.values(), residual, *exact.values())],
+                              axis=None))
     return bool(m.size == 0 or (m.min() >= 2.0**-200 and m.max() <= 2.0**200))
 
 
@@ -2154,7 +2177,7 @@ def _nan_as_inf_owned(values: Mapping[str, Any]) -> dict[str, Any]:
     and none a NaN or ``-inf`` (one test of all of them together), the arrays themselves, 0-d ones as NumPy scalars
     (what :func:`_nan_as_inf` returns there, as copies); else :func:`_nan_as_inf` of each."""
     arrays = [np.asarray(v) for v in values.values()]
-    if all(a.dtype.kind == "f" for a in arrays) and bool((np.concatenate([a.ravel() for a in arrays]) > -np.inf).all()):
+    if all(a.dtype.kind == "f" for a in arrays) and bool((np.concatenate(arrays, axis=None) > -np.inf).all()):
         return {q: a[()] if a.ndim == 0 else a for q, a in zip(values, arrays, strict=True)}
     return {q: _nan_as_inf(v) for q, v in values.items()}
 
@@ -2210,9 +2233,11 @@ def _step_bounds_in(
         """The rigorous bounds of every quantity from these gradient and loss bounds, and the updates' underflows."""
         eta_W = update_underflow(upd_reg, W_abs, newW_abs, gW_abs, gbx.gW, lr, dlr, u2)
         eta_b = update_underflow(upd_reg, b_abs, newb_abs, gb_abs, gbx.gb, lr, dlr, u2)
-        rig_W = update_bound(newW_abs, gW_abs, gbx.gW, lr, dlr, u2, *eta_W, fmt=fmt)
-        rig_b = update_bound(newb_abs, gb_abs, gbx.gb, lr, dlr, u2, *eta_b, fmt=fmt)
-        with np.errstate(invalid="ignore"):  # NaN (inf * 0 in a vacuous bound) and inf stay inf: a vacuous bound says nothing
+        # (update_bound's errstate, once for both; NaN (inf * 0 in a vacuous bound) and inf stay inf below: a vacuous
+        # bound says nothing)
+        with np.errstate(invalid="ignore", over="ignore"):
+            rig_W = _update_bound(newW_abs, gW_abs, gbx.gW, lr, dlr, u2, *eta_W, fmt=fmt)
+            rig_b = _update_bound(newb_abs, gb_abs, gbx.gb, lr, dlr, u2, *eta_b, fmt=fmt)
             out = _nan_as_inf_owned({q: np.asarray(v * _SAFETY, dtype=wd) for q, v in
                                      (("loss", rig_Lx), ("grad_W", gbx.gW), ("grad_b", gbx.gb), ("W", rig_W), ("b", rig_b))})
         return out, eta_W, eta_b

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -104,3 +105,25 @@ def test_to_hi_lo_matches_fractions() -> None:
             assert h == float(f) and low == float(f - Fraction(h))
     hi, _ = ScaledInts(ints, Fraction(2) ** 1100).to_hi_lo()
     assert all((h == np.inf) == (i > 0) and (h == -np.inf) == (i < 0) for i, h in zip(ints, hi, strict=True))
+
+
+def test_max_abs_each_is_max_abs_of_each() -> None:
+    """One pass over several arrays gives each array's own ``_max_abs``: NaN where it holds one, inf, -0.0, 0-d
+    arrays; an empty or a long double array takes the one-by-one path (0.0 for the empty one)."""
+    nan, inf = float("nan"), float("inf")
+    groups = [
+        (np.array([[1.5, -3.0]]), np.array([-0.0]), np.asarray(-7.25), np.array([2.0, nan, -9.0]), np.array([-inf, 1.0])),
+        (np.array([[0.0, -0.0]]), np.array([5e-324]), np.array([-1e308, 1e308])),
+        (np.array([1.0, -2.0]), np.zeros(0), np.array([-4.0])),
+        (np.array([1.0, -2.0]), np.array([-3.0], dtype=np.longdouble)),
+    ]
+    want = [[3.0, 0.0, 7.25, nan, inf], [0.0, 5e-324, 1e308], [2.0, 0.0, 4.0], [2.0, 3.0]]
+    for arrays, expected in zip(groups, want, strict=True):
+        got = hb._max_abs_each(*arrays)
+        assert len(got) == len(expected)
+        for g, e, a in zip(got, expected, arrays, strict=True):
+            assert type(g) is float
+            assert (math.isnan(g) and math.isnan(e)) or g == e, (g, e)
+            m = hb._max_abs(a)
+            assert (math.isnan(g) and math.isnan(m)) or g == m
+
