@@ -127,3 +127,23 @@ def test_max_abs_each_is_max_abs_of_each() -> None:
             m = hb._max_abs(a)
             assert (math.isnan(g) and math.isnan(m)) or g == m
 
+
+def test_dtype_name_held_answers() -> None:
+    """dtype_name's answers, asked once and again (the names held per dtype object), and past the number held."""
+    from harness.frameworks import dtype_name
+
+    cases = [(np.zeros(2), "float64"), (np.zeros(2, dtype=">f8"), "float64"), (np.zeros(2, dtype=np.float32), "float32"),
+             (np.zeros(2, dtype=np.float16), "float16"), (np.zeros(2, dtype=np.int64), None),
+             (np.zeros(2, dtype=np.longdouble), None), (np.float32(1.0), "float32"), (1.5, None), ([1.0], None)]
+    for _ in range(2):
+        for value, name in cases:
+            assert dtype_name(value) == name
+    # many distinct dtype objects (each with its own metadata), more than are held: each answered as itself
+    many = [np.zeros(1, dtype=np.dtype("f4" if i % 2 else "i2", metadata={"i": i})) for i in range(600)]
+    for _ in range(2):
+        assert [dtype_name(a) for a in many] == ["float32" if i % 2 else None for i in range(600)]
+    torch = pytest.importorskip("torch")
+    for _ in range(2):
+        assert dtype_name(torch.zeros(1, dtype=torch.bfloat16)) == "bfloat16"
+        assert dtype_name(torch.zeros(1, dtype=torch.float64)) == "float64"
+        assert dtype_name(torch.zeros(1, dtype=torch.int32)) is None

@@ -62,6 +62,13 @@ def case_array(values: npt.ArrayLike, dtype: str) -> Any:
         return rounded.astype(numpy_dtype(dtype))
 
 
+#: :func:`dtype_name` of NumPy and torch dtype objects (immutable), by ``id``, each with the dtype itself (held, so
+#: its ``id`` is not reused; a hit is the same object): NumPy forms a dtype's ``name`` in Python on every read, a
+#: few microseconds, and a check reads the dtypes of its inputs and of every result. Emptied at :data:`_NAMES_HELD`.
+_NAMES: dict[int, tuple[Any, str | None]] = {}
+_NAMES_HELD = 256
+
+
 def dtype_name(value: Any) -> str | None:
     """The harness's name (``"float32"``, ``"bfloat16"``...) of the dtype ``value`` holds, or None when
     it has no dtype the harness knows (a Python float, an integer array, an object without ``dtype``).
@@ -69,10 +76,19 @@ def dtype_name(value: Any) -> str | None:
     dt = getattr(value, "dtype", None)
     if dt is None:
         return None
+    held = _NAMES.get(id(dt))
+    if held is not None and held[0] is dt:
+        return held[1]
     name = getattr(dt, "name", None)  # NumPy, JAX (NumPy dtypes), TensorFlow DType
     if not isinstance(name, str):
         name = str(dt).removeprefix("torch.")  # torch.float32
-    return name if name in DTYPES else None
+    known = name if name in DTYPES else None
+    torch = sys.modules.get("torch")
+    if isinstance(dt, np.dtype) or (torch is not None and isinstance(dt, torch.dtype)):
+        if len(_NAMES) >= _NAMES_HELD:
+            _NAMES.clear()
+        _NAMES[id(dt)] = (dt, known)
+    return known
 
 
 def _native(arr: Any, what: str) -> Any:
