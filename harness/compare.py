@@ -94,8 +94,10 @@ class Comparison:
 
 
 def _ratio(err: F64, bound: F64) -> F64:
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # a huge error over a tiny bound: inf
-        r = err / bound
+    """``err / bound`` per element: 0 where ``err`` is 0, inf where the quotient is NaN or overflows (a huge error
+    over a tiny bound). Called inside ``np.errstate(divide="ignore", invalid="ignore", over="ignore")`` (its
+    callers' own: the quotient's warnings are not wanted)."""
+    r = err / bound
     r = np.where(err == 0, 0.0, r)
     return np.where(np.isnan(r), np.inf, r)
 
@@ -148,7 +150,9 @@ def _grade_elements(
     # (a finite result whose exact value float64 cannot hold is graded: its error is
     # at least 2**970, the distance from the overflow threshold to the largest double)
     overflowed = (np.isinf(c) & inf_ok) | (np.isnan(c) & nan_ok)
-    rr = _ratio(err, rig)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # (the ratios: _ratio)
+        rr = _ratio(err, rig)
+        er = _ratio(err, exp)
     beyond = finite_c & ~np.isfinite(hi)
     if beyond.any():
         # error >= 2**970: above any finite bound below it; within a larger or infinite
@@ -157,7 +161,6 @@ def _grade_elements(
         if finite_impossible is not None:
             imposs = imposs | finite_impossible
         rr = np.where(beyond, np.where(imposs, np.inf, 1.0), rr)
-    er = _ratio(err, exp)
     iv = _IV
     er = np.where(beyond, np.inf, er)
     # above the rigorous bound first: disagree even where an expected bound exceeds the rigorous one (a plug-in's
@@ -181,12 +184,12 @@ def _grade_finite_elements(c: F64, hi: F64, lo: F64, rig: F64, exp: F64, fmt: Fl
     """:func:`_grade_elements` where every computed and exact (high part) value is finite, its same expressions
     without the selections that every element then passes: no result overflowed (nothing to allow or to rank
     below the others), no exact value lies beyond float64 (``beyond`` is False everywhere), no NaN is computed."""
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # (the error's, and the ratios': _ratio)
         err = np.abs((c - hi) - lo)
-    err = np.where((c == hi) & (lo == 0), 0.0, err)
-    ulps = ulp_error(c, hi, lo, fmt)
-    rr = _ratio(err, rig)
-    er = _ratio(err, exp)
+        err = np.where((c == hi) & (lo == 0), 0.0, err)
+        ulps = ulp_error(c, hi, lo, fmt)
+        rr = _ratio(err, rig)
+        er = _ratio(err, exp)
     iv = _IV
     verdicts = np.where(rr <= 1.0, np.where(er <= 1.0, iv["agree"], iv["suspect"]), iv["disagree"])
     return err, ulps, rr, er, verdicts, np.zeros(verdicts.shape, dtype=bool), rr.copy()
@@ -346,7 +349,7 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
     Raises:
         ValueError: as :func:`compare`.
     """
-    shapes = [np.shape(it["computed"]) for it in items]
+    shapes = [v.shape if type(v) is np.ndarray else np.shape(v) for v in (it["computed"] for it in items)]
     sizes = [math.prod(shp) for shp in shapes]
     if not items or min(sizes) == 0:
         return [compare(**it, fmt=fmt) for it in items]
@@ -398,7 +401,8 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
     mx_er = np.maximum.reduceat(np.where(judged, er, 0.0), starts)
     # the per-item values as Python ints and floats, each array converted once (tolist: the same values as float())
     at_worst = [a[worst_flat].tolist() for a in (rig, exp, err, ulps, c, hi)]
-    maxima = [a.tolist() for a in (mx_abs, mx_ulp, mx_rr, mx_er)]
+    # (bits_of_error is element-wise: of the maxima at once, the same values as of each alone)
+    maxima = [a.tolist() for a in (mx_abs, mx_ulp, mx_rr, mx_er, bits_of_error(mx_ulp))]
     counts_l, worst_v_l, worst_l, starts_l = counts.tolist(), worst_v.tolist(), worst_flat.tolist(), starts.tolist()
     out = []
     for i, shp in enumerate(shapes):
@@ -406,14 +410,14 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
         start = starts_l[i]
         worst_index = _unravel(w - start, shp)
         rig_w, exp_w, err_w, ulp_w, c_w, hi_w = (a[i] for a in at_worst)
-        abs_i, max_ulp, rr_i, er_i = (a[i] for a in maxima)
+        abs_i, max_ulp, rr_i, er_i, bits_i = (a[i] for a in maxima)
         out.append(Comparison(
             verdict=_NAMES[worst_v_l[i]],
             counts={name: n for name, n in zip(_NAMES, counts_l[i], strict=True) if n},
             size=sizes[i],
             max_abs_error=abs_i,
             max_ulp_error=max_ulp,
-            bits_of_error=float(bits_of_error(max_ulp)),
+            bits_of_error=bits_i,
             bound_ratio=rr_i,
             expected_ratio=er_i,
             worst_index=worst_index,
