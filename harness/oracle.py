@@ -216,6 +216,8 @@ class Plan:
         self.der = der
         self._names = {der.N: "N", der.D: "D", der.K: "K", der.lr: "eta"}
         self._nodes: dict[sp.Basic, tuple[int, Node]] = {}
+        #: the memo key (negative) of each chain of matrix factors a MatMul multiplies, by the factors' nodes
+        self._chains: dict[tuple[int, ...], int] = {}
         self._slots = 0  # coefficient products compiled (:meth:`_product`)
         self._scalars: dict[tuple[int, int, int, Fraction], _Scalars] = {}
         self.residual = self._compile(der.residual)
@@ -290,11 +292,18 @@ class Plan:
         if isinstance(expr, sp.MatMul):
             mats = [self._compile(a) for a in expr.args if isinstance(a, sp.MatrixExpr)]
             coeff_of = self._product([self._scalar(a) for a in expr.args if not isinstance(a, sp.MatrixExpr)])
+            # the product of the matrix factors, once per call for every MatMul of the same factors in the same order
+            # (grad_W's and the update's (c X^T) R, grad_b's and the update's R^T 1: the same exact value either way)
+            chain = self._chains.setdefault(tuple(id(m) for m in mats), -1 - len(self._chains))  # (node keys are >= 0)
 
             def matmul(env: Mapping[str, ScaledInts], sc: Mapping[str, Fraction], memo: dict[int, Value]) -> Value:
-                acc = _mat(mats[0](env, sc, memo))
-                for m in mats[1:]:
-                    acc = acc @ _mat(m(env, sc, memo))
+                acc = memo.get(chain)
+                if acc is None:
+                    acc = _mat(mats[0](env, sc, memo))
+                    for m in mats[1:]:
+                        acc = acc @ _mat(m(env, sc, memo))
+                    memo[chain] = acc
+                acc = _mat(acc)
                 coeff = coeff_of(sc)
                 return acc.times(coeff) if coeff != 1 else acc
             return matmul
