@@ -255,7 +255,8 @@ class CaseCache:
                     if not self._traj[key]:  # a trajectory of no steps (steps = 0) has no first step
                         continue
                     first = self._traj[key][0]
-                    if first.rounded_bits is None and all(np.array_equal(seen[name], np.asarray(v, dtype=np.float64)) for name, v in self.case.values.items()):
+                    if first.rounded_bits is None and all(_equal_arrays(seen[name], np.asarray(v, dtype=np.float64))
+                                                          for name, v in self.case.values.items()):
                         self._written = first if lr == self.case.lr else _with_learning_rate(first, seen, self.case.lr)
                         return self._written
                 inputs = exact_inputs_from_floats(self.case.values)
@@ -275,6 +276,12 @@ class CaseCache:
             self._traj[key] = exact_trajectory(start, lr, self.case.reduction, self.case.steps, accurate_last=True)
             self._seen[key] = (seen, lr)
         return self._traj[key]
+
+
+def _equal_arrays(a: F64, b: F64) -> bool:
+    """``np.array_equal(a, b)`` of two float64 arrays (the same shape, every element equal: -0.0 equals 0.0, a NaN
+    nothing), without its conversions and checks of other types."""
+    return a.shape == b.shape and bool((a == b).all())
 
 
 def _with_learning_rate(step: ExactStep, inputs: Mapping[str, F64], lr: Fraction) -> ExactStep:
