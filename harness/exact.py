@@ -73,11 +73,12 @@ def _int_scale_of_small(x: npt.NDArray[np.float64]) -> tuple[ObjArray, Fraction]
     """:func:`_int_scale_of` of a small array, element by element: the same significands, exponents and shifts."""
     m53: list[int] = []
     e: list[int] = []
+    isfinite, frexp, ldexp = math.isfinite, math.frexp, math.ldexp  # (local names: one lookup each)
     for v in x.ravel().tolist():  # one pass: each value checked, then split (as three passes did)
-        if not math.isfinite(v):
+        if not isfinite(v):
             raise ValueError("cannot represent NaN or inf exactly")
-        mant, exp = math.frexp(v)  # v = mant * 2**exp, 0.5 <= |mant| < 1
-        m53.append(int(math.ldexp(mant, 53)))  # exact integer significand
+        mant, exp = frexp(v)  # v = mant * 2**exp, 0.5 <= |mant| < 1
+        m53.append(int(ldexp(mant, 53)))  # exact integer significand
         e.append(exp - 53)
     live = [ej for mj, ej in zip(m53, e, strict=True) if mj != 0]
     if not live:
@@ -95,18 +96,19 @@ def _dyadic_hi_lo_small(ints: ObjArray, q: int) -> tuple[npt.NDArray[np.float64]
     the caller then takes the general path, as for a large array."""
     his: list[float] = []
     los: list[float] = []
+    ldexp = math.ldexp  # (a local name: one lookup)
     for i in ints.ravel().tolist():
         try:
             h = float(i)
             lo = float(int(i) - int(h))
-            hs, ls = math.ldexp(h, -q), math.ldexp(lo, -q)  # (C's ldexp, as NumPy's; where NumPy's gives inf, this raises)
+            hs, ls = ldexp(h, -q), ldexp(lo, -q)  # (C's ldexp, as NumPy's; where NumPy's gives inf, this raises)
         except OverflowError:
             return None
         if (h != 0 and abs(hs) < 2.0**-1021) or (ls != 0 and abs(ls) < 2.0**-1021):
             return None
         his.append(hs)
         los.append(ls)
-    shape = np.shape(ints)
+    shape = ints.shape
     return np.array(his, dtype=np.float64).reshape(shape), np.array(los, dtype=np.float64).reshape(shape)
 
 
