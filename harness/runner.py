@@ -1145,7 +1145,7 @@ def _grade_step(
             rec.abs_error_at_worst = rec.ulp_error_at_worst = None
         if q in ex.radius:  # an accurate step: the value is within its radius of the exact one, not the exact rational
             rec.exact_radius = float(ex.radius[q][idx])
-        if not np.isfinite(cmp.rigorous_at_worst) and cmp.bound_ratio == 0 and cmp.max_abs_error > 0:
+        if not math.isfinite(cmp.rigorous_at_worst) and cmp.bound_ratio == 0 and cmp.max_abs_error > 0:
             # error / inf reads 0, as if exact: there is no rigorous ratio (vacuous or beyond float64)
             rec.bound_ratio = None
         if written is not None:
