@@ -1157,13 +1157,13 @@ def _seed_floor_units(aX: F64, aR: F64, E: F64, c: float, reg: Regime, floor: fl
     if c == 1 or not aR.size:
         return np.asarray(floor * colX)
     n, k = aR.shape
-    factors = seed_factors("mean", n, k)
     with np.errstate(invalid="ignore", over="ignore"):
         # every association's count is at most (2**3 - 1) |2c| (|R| + E) (grown): each rounding on R's path errs by at
         # most its value, at most twice the exact partial product per earlier rounding; only those far below the floor
         tiny = np.asarray(8 * 2 * c * (aR + E) * _SAFETY < floor * reg.eta)
     if not tiny.any():
         return np.asarray(floor * colX)
+    factors = seed_factors("mean", n, k)
     mag: Any = ((aR[tiny] + E[tiny]) * _SAFETY).astype(np.longdouble)
     low: Any = (np.maximum(aR[tiny] - E[tiny] * _SAFETY, 0.0) * (1 - 2.0**-40)).astype(np.longdouble)
     count = chain_underflow(factors, mag, reg, [low])
@@ -1218,7 +1218,7 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
         # 2R flushes too
         floors = (2.0 if abs(s) < 2 else 1.0 + f, 2.0 + f)
         n_G = grow * (n + f * (n - 1)) + 1 + _seed_floor_units(aX, aR, rb.E, c, reg, floors[0], colX)
-        tf_abs = np.zeros_like(colX)
+        tf_abs: Any = 0.0  # (added to arrays of the gradients' shape: as zeros of colX's shape would be, no array)
         if ut:
             et = _tf32_eta(reg)
             tf_abs = et * (1 + ut) * (colX + (abs(s) + eta_s) * (1 + reg.u) * sRh[None, :]) + n * et**2
@@ -1236,8 +1236,9 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
         gb = abs(s) * (g * sRh + sE) + eta_s * (1 + g) * sRh + (1 + g) * eta * n_b
         XR = aX.T @ aR
         # |X|^T U and 1^T U: in closed form where U is one value (ResidualBound.U_uniform)
-        XU = aX.T @ rb.U if rb.U_uniform is None else np.broadcast_to(colX * rb.U_uniform, XR.shape)
-        sU = rb.U.sum(axis=0) if rb.U_uniform is None else np.full(aR.shape[1], n * rb.U_uniform)
+        # (the closed forms broadcast by the sums below, which hold dXR (D, K) and saR (K,): the same values, no array)
+        XU = aX.T @ rb.U if rb.U_uniform is None else colX * rb.U_uniform
+        sU = rb.U.sum(axis=0) if rb.U_uniform is None else n * rb.U_uniform
         U_gW = abs(s) * (XU + dXR) + eta_s * XR + tf_abs + eta * n_G
         U_gb = abs(s) * sU + eta_s * saR + eta * n_b
         # the seed's chain in its worst association, beyond the etas per element counted above (n_G: m = 2 under the
@@ -1618,7 +1619,9 @@ def expected_bounds(
         # shared terms by its worst case or its group model, added to the independent model's bound
         x_pairs = sample_pairs(X)  # X's sample screened once, for both models
         shared = shared_residual_errors(X, W, b, Y, rb.A, u, ut, lam=LAMBDA, compiled=USE_KERNELS, x_pairs=x_pairs)
-        sh_gW, sh_gb = np.zeros_like(sumT2), np.zeros_like(sumR2)
+        # (0.0, added to arrays of grad_W's and grad_b's shapes below: as zeros of those shapes would be, no array)
+        sh_gW: Any = 0.0
+        sh_gb: Any = 0.0
         sh_L: Any = 0.0
         if shared.det is not None:
             aX = pre.X.abs if pre is not None else np.abs(X)
