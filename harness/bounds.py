@@ -885,12 +885,12 @@ def _squares_safe(*arrays: F64) -> bool:
     if sum(np.size(a) for a in arrays) <= _SQUARES_SAFE_JOINED:
         # small arrays: one test of their elements together, the same answer where none is NaN (a NaN hides the
         # largest magnitude of its own array from ``max``, so an array holding one is tested alone, as below)
-        m = np.abs(np.concatenate([np.ravel(a) for a in arrays]))
+        m = np.abs(np.concatenate(arrays, axis=None))  # (axis None: each array flattened)
         if not m.size:
             return True
         top = float(m.max())
         if top == top:
-            return not (top > _SQUARE_SAFE or float(np.min(np.where(m > 0, m, 1.0))) < 1 / _SQUARE_SAFE)
+            return not (top > _SQUARE_SAFE or float(np.where(m > 0, m, 1.0).min()) < 1 / _SQUARE_SAFE)
     for a in arrays:
         m = np.abs(a)
         if m.size and (float(m.max()) > _SQUARE_SAFE or float(np.min(np.where(m > 0, m, 1.0))) < 1 / _SQUARE_SAFE):
@@ -976,7 +976,7 @@ def _row_sum(a: npt.NDArray[Any]) -> Any:
         out = np.empty(a.shape[1])
         column_sums(a, out)
         return out
-    return np.sum(a, axis=0)
+    return np.asarray(a).sum(axis=0)  # (the method: np.sum's Python wrapper aside, the same reduction)
 
 
 def _scan(a: F64, mode: int) -> _Scan:

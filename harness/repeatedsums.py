@@ -430,7 +430,7 @@ def exact_reductions(X: F, R: F, fmt: FloatFormat, ctx: ExactContext) -> tuple[M
         lb, _ = float_bits(np.asarray(ctx.b, dtype=np.float64).reshape(k))
         yt = np.ascontiguousarray(np.asarray(ctx.Y, dtype=np.float64).T)
         ly_col = np.array([_lowest_bit(yt[j]) for j in range(k)], dtype=np.float64)
-        amax = np.max(np.asarray(ctx.A, dtype=np.float64), axis=0) if n else np.zeros(k)
+        amax = np.asarray(ctx.A, dtype=np.float64).max(axis=0) if n else np.zeros(k)
         if not sums_exactly(amax, np.minimum(ly_col, lb), fmt, ctx.ftz).any() or not np.isfinite(R).all():
             return none
         ly, _ = float_bits(np.asarray(ctx.Y, dtype=np.float64))

@@ -379,7 +379,7 @@ def shared_residual_errors(X: F, W: F, b: F, Y: F, A: F, u: float, ut: float = 0
     y_cols = repeating_columns(Y)
     mX = {j: column_multiplicity(X[:, j]) for j in x_cols}
     mY = {j: column_multiplicity(Y[:, j]) for j in y_cols}
-    b_shared = n > 1 and bool(np.any(b != 0))
+    b_shared = n > 1 and bool(np.asarray(b != 0).any())
     if not (x_cols or y_cols or b_shared):
         return SharedErrors(None, None, False)
     if compiled and not (x_cols or y_cols) and _compiled_b_alone(b, Y, A, wd):  # b alone: one compiled pass
