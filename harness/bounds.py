@@ -1416,6 +1416,13 @@ def nearest_rounding_bound(z_abs: F64, fmt: FloatFormat) -> F64:
         return _nearest_rounding_bound(z_abs, fmt)
 
 
+@functools.lru_cache(maxsize=64)
+def _typed(dtype: np.dtype[Any], value: float) -> Any:
+    """``np.result_type(dtype, value).type(value)``: the Python float ``value`` as the NumPy scalar type an array of
+    ``dtype`` times it has (an immutable scalar, kept per dtype and value: the dtype's unit roundoff)."""
+    return np.result_type(dtype, value).type(value)
+
+
 def _nearest_rounding_bound(z_abs: F64, fmt: FloatFormat) -> F64:
     """:func:`nearest_rounding_bound`, called inside ``np.errstate(invalid="ignore", over="ignore")``."""
     z = np.asarray(z_abs)
@@ -1426,7 +1433,7 @@ def _nearest_rounding_bound(z_abs: F64, fmt: FloatFormat) -> F64:
     if finite.all():  # (the same values as below, without the selections that every element passes)
         _, ex = np.frexp(zw)
         # (u in the type of ``ones_like(zw) * u`` below: an integer zw, where u_w = 0, gives float64, not 0)
-        return np.asarray(np.where(zw > 0, np.ldexp(np.result_type(zw.dtype, u).type(u), ex - 1), 0) + u_w * z)
+        return np.asarray(np.where(zw > 0, np.ldexp(_typed(zw.dtype, u), ex - 1), 0) + u_w * z)
     _, ex = np.frexp(np.where(finite, zw, 0))  # zw = m 2**ex, 1/2 <= m < 1: 2**floor(log2 zw) = 2**(ex - 1)
     one = np.ones_like(zw)
     half = np.where(finite & (zw > 0), np.ldexp(one * u, ex - 1), 0)
@@ -1665,7 +1672,10 @@ def expected_bounds(
 
 def _nanmax(*values: float) -> float:
     """The largest of ``values``, NaN if any is NaN (Python's ``max`` can hide a NaN)."""
-    return math.nan if any(math.isnan(v) for v in values) else max(values)
+    for v in values:  # (a loop, not a generator: called seven times a check)
+        if math.isnan(v):
+            return math.nan
+    return max(values)
 
 
 def _max_abs(a: F64) -> float:
