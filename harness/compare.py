@@ -395,22 +395,20 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
     judged = ~overflowed
     order = np.lexsort((_ulp_sort_key(ulps), key_rr, seg))
     worst_flat = order[ends - 1]
-    mx_abs = np.maximum.reduceat(np.where(judged, err, 0.0), starts)
-    mx_ulp = np.maximum.reduceat(np.where(judged, ulps, 0.0), starts)
-    mx_rr = np.maximum.reduceat(np.where(judged, rr, 0.0), starts)
-    mx_er = np.maximum.reduceat(np.where(judged, er, 0.0), starts)
-    # the per-item values as Python ints and floats, each array converted once (tolist: the same values as float())
-    at_worst = [a[worst_flat].tolist() for a in (rig, exp, err, ulps, c, hi)]
-    # (bits_of_error is element-wise: of the maxima at once, the same values as of each alone)
-    maxima = [a.tolist() for a in (mx_abs, mx_ulp, mx_rr, mx_er, bits_of_error(mx_ulp))]
+    # the segment maxima of the judged errors, ULPs and ratios, the four rows at once (maxima are exact)
+    mx = np.maximum.reduceat(np.where(judged, np.array([err, ulps, rr, er]), 0.0), starts, axis=1)
+    # the per-item values as Python ints and floats, each array converted once (tolist: the same values as float()),
+    # one tuple per item; (bits_of_error is element-wise: of the maxima at once, the same values as of each alone)
+    at_worst = list(zip(*(a[worst_flat].tolist() for a in (rig, exp, err, ulps, c, hi)), strict=True))
+    maxima = list(zip(*mx.tolist(), bits_of_error(mx[1]).tolist(), strict=True))
     counts_l, worst_v_l, worst_l, starts_l = counts.tolist(), worst_v.tolist(), worst_flat.tolist(), starts.tolist()
     out = []
     for i, shp in enumerate(shapes):
         w = worst_l[i]
         start = starts_l[i]
         worst_index = _unravel(w - start, shp)
-        rig_w, exp_w, err_w, ulp_w, c_w, hi_w = (a[i] for a in at_worst)
-        abs_i, max_ulp, rr_i, er_i, bits_i = (a[i] for a in maxima)
+        rig_w, exp_w, err_w, ulp_w, c_w, hi_w = at_worst[i]
+        abs_i, max_ulp, rr_i, er_i, bits_i = maxima[i]
         out.append(Comparison(
             verdict=_NAMES[worst_v_l[i]],
             counts={name: n for name, n in zip(_NAMES, counts_l[i], strict=True) if n},
