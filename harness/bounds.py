@@ -1416,10 +1416,12 @@ def nearest_rounding_bound(z_abs: F64, fmt: FloatFormat) -> F64:
         return _nearest_rounding_bound(z_abs, fmt)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64, typed=True)
 def _typed(dtype: np.dtype[Any], value: float) -> Any:
     """``np.result_type(dtype, value).type(value)``: the Python float ``value`` as the NumPy scalar type an array of
-    ``dtype`` times it has (an immutable scalar, kept per dtype and value: the dtype's unit roundoff)."""
+    ``dtype`` times it has (an immutable scalar, kept per dtype and value: the dtype's unit roundoff). Typed: a
+    NumPy float equal to a Python float hashes alike but promotes otherwise (``float16`` with ``np.float64(u)`` is
+    float64, with ``u`` float16), so each type of ``value`` is kept apart."""
     return np.result_type(dtype, value).type(value)
 
 
