@@ -2069,15 +2069,23 @@ def step_bounds(
     Raises:
         ValueError: when the shapes of ``inputs`` and ``residual`` do not agree (:func:`harness.shapes.check_step_shapes`,
             naming the array; ``b`` may be ``(K, 1)`` or ``(1, K)``).
+
+    NumPy's floating-point error handling is ``ignore`` throughout (``np.errstate(all="ignore")``): the bounds hold
+    overflow, underflow and NaN in their own terms, so a caller's ``np.seterr(all="raise")`` (or a warnings filter
+    that turns NumPy's warnings into errors) does not stop them midway (helper-160: under a global
+    ``np.seterr(all="raise")`` about half of hostile inputs raised ``FloatingPointError`` on an underflow). The
+    values are the same either way: error handling only reports.
     """
-    k = check_step_shapes(inputs["X"], inputs["y"], inputs["W"], inputs["b"], residual)[2]
-    if np.shape(inputs["b"]) != (k,):
-        inputs = {**inputs, "b": np.reshape(inputs["b"], (k,))}
-    pre = _prepare(inputs, residual)  # the shared passes over X, y, R (None: NumPy expressions throughout)
-    sb = _step_bounds_in(np.float64, inputs, residual, exact, lr=lr, reduction=reduction, fmt=fmt, tf32=tf32,
-                         lr_held=lr_held, flush_to_zero=flush_to_zero, half_flush=half_flush, pre=pre, shapes_checked=True)
-    return _rescue_overflowed_bounds(sb, inputs, residual, exact, pre=pre, lr=lr, reduction=reduction, fmt=fmt,
-                                     tf32=tf32, lr_held=lr_held, flush_to_zero=flush_to_zero, half_flush=half_flush)
+    with np.errstate(all="ignore"):
+        k = check_step_shapes(inputs["X"], inputs["y"], inputs["W"], inputs["b"], residual)[2]
+        if np.shape(inputs["b"]) != (k,):
+            inputs = {**inputs, "b": np.reshape(inputs["b"], (k,))}
+        pre = _prepare(inputs, residual)  # the shared passes over X, y, R (None: NumPy expressions throughout)
+        sb = _step_bounds_in(np.float64, inputs, residual, exact, lr=lr, reduction=reduction, fmt=fmt, tf32=tf32,
+                             lr_held=lr_held, flush_to_zero=flush_to_zero, half_flush=half_flush, pre=pre,
+                             shapes_checked=True)
+        return _rescue_overflowed_bounds(sb, inputs, residual, exact, pre=pre, lr=lr, reduction=reduction, fmt=fmt,
+                                         tf32=tf32, lr_held=lr_held, flush_to_zero=flush_to_zero, half_flush=half_flush)
 
 
 def _extreme_magnitudes(values: npt.ArrayLike) -> bool:
