@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from flint import arb, ctx, fmpq
+from flint import arb, ctx, fmpq, fmpz
 from hypothesis import HealthCheck, given, settings, target
 from hypothesis import strategies as st
 
@@ -62,9 +62,13 @@ def sign_a_minus_c_sqrt(a: Fraction, c: Fraction, q: Fraction) -> int:
     if sa != sc:
         return sa
     # a^2 - c^2 q over the positive denominator ad^2 cd^2 qd, in integers (Fraction's gcds on these
-    # numbers of thousands of digits took most of this test's time)
-    lhs = a.numerator**2 * c.denominator**2 * q.denominator
-    rhs = c.numerator**2 * q.numerator * a.denominator**2
+    # numbers of thousands of digits took most of this test's time), multiplied as FLINT's fmpz: a's numerator has
+    # up to millions of bits (steps up to 2999), whose squares CPython's Karatsuba took 65% of this test's time in
+    # (8x less as fmpz, GMP's FFT multiplication; the same exact integers)
+    an, ad, cn, cd, qn, qd = (fmpz(v) for v in (a.numerator, a.denominator, c.numerator, c.denominator, q.numerator,
+                                                 q.denominator))
+    lhs = an**2 * cd**2 * qd
+    rhs = cn**2 * qn * ad**2
     return sa * ((lhs > rhs) - (lhs < rhs))
 
 
@@ -99,6 +103,20 @@ def check_w(ends: tuple[Fraction, Fraction] | None, ex: dict[str, Any]) -> None:
     # lo <= wp - step  <=>  step <= wp - lo;   wp - step <= hi  <=>  step >= wp - hi
     assert step_vs(ex["wp"] - lo) <= 0, "the exact update lies below the ball"
     assert step_vs(ex["wp"] - hi) >= 0, "the exact update lies above the ball"
+
+
+def test_sign_a_minus_c_sqrt_exactly():
+    # sqrt(9) = 3, sqrt(8) < 3 < sqrt(10); a rational q = 9/4 (sqrt 3/2); 0 and opposite signs decided by sign alone
+    F = Fraction
+    assert [sign_a_minus_c_sqrt(F(3), F(1), F(q)) for q in (9, 8, 10)] == [0, 1, -1]
+    assert [sign_a_minus_c_sqrt(F(-3), F(-1), F(q)) for q in (9, 8, 10)] == [0, -1, 1]
+    assert [sign_a_minus_c_sqrt(F(3, 2), F(1), F(9, 4) + d) for d in (0, F(-1, 10**40), F(1, 10**40))] == [0, 1, -1]
+    assert [sign_a_minus_c_sqrt(F(a), F(c), F(q)) for a, c, q in ((0, 2, 1), (0, -2, 1), (1, -1, 4), (-1, 1, 4),
+                                                                   (5, 0, 4), (-5, 3, 0))] == [-1, 1, 1, -1, 1, -1]
+    # numbers of a million bits: (2**k + 1)**2 against (2**k + 1)**2 +- 1
+    k = 10**6
+    a = F(2**k + 1)
+    assert [sign_a_minus_c_sqrt(a, F(1), a * a + d) for d in (0, -1, 1)] == [0, 1, -1]
 
 
 @st.composite
