@@ -1146,18 +1146,28 @@ def _seed_excess_uniform(most: list[float] | None, reg: Regime, n: int, g: float
     return None
 
 
-def _seed_floor_units(aX: F64, aR: F64, E: F64, c: float, reg: Regime, floor: float, colX: F64) -> F64:
+def _seed_floor_units(aX: F64, aR: F64, E: F64, c: float, reg: Regime, floor: float, colX: F64,
+                      Rh: F64 | None = None) -> F64:
     """grad_W's count of the seed's per-element underflow in etas, ``|X|^T F``: ``F = floor`` (``m``, the per-element
     scale's roundings: ``floor |X|^T 1``), except under the mean where a seed ``|2c R|`` lies so far below ``eta``
     that its chain's count in the worst association (:func:`chain_underflow`, each rounding at most ``min(eta, |q|)``:
     :meth:`Regime.rounding_underflow`) is below the floor: that count there (then also no excess over the floor for
     :func:`seed_underflow` to add). A seed of ``2**-160`` (float32, ``R = 2**-149``, N = 4096) rounds to 0 and errs by
     ``2**-160``, not ``2 eta = 2**-149``; carried by ``X = 2**100`` the floor allowed 2048 times the exact grad_W, so
-    its sign flipped agreed at 0.00098 of the bound (helper-142)."""
+    its sign flipped agreed at 0.00098 of the bound (helper-142).
+
+    ``Rh``: ``aR + E`` where the caller formed it (the same array's values), or None. With ``c > 0`` the test of each
+    element, ``(16 c x) S < floor eta`` for ``x = aR + E``, is monotone in ``x`` (each rounding is), so where no
+    ``x`` is NaN some element passes it exactly when the least ``x`` does: one pass over ``Rh`` answers the common
+    case, no element tiny, without the element-wise test's four passes and arrays (the same answer; else that test)."""
     if c == 1 or not aR.size:
         return np.asarray(floor * colX)
     n, k = aR.shape
     with np.errstate(invalid="ignore", over="ignore"):
+        if Rh is not None and c > 0:
+            least = np.min(Rh)
+            if not np.isnan(least) and not (8 * 2 * c * least * _SAFETY < floor * reg.eta):
+                return np.asarray(floor * colX)
         # every association's count is at most (2**3 - 1) |2c| (|R| + E) (grown): each rounding on R's path errs by at
         # most its value, at most twice the exact partial product per earlier rounding; only those far below the floor
         tiny = np.asarray(8 * 2 * c * (aR + E) * _SAFETY < floor * reg.eta)
@@ -1217,7 +1227,7 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
         # doubling it (once let a correct float32 step disagree at 1.40 times the bound, helper-127); with flush-to-zero
         # 2R flushes too
         floors = (2.0 if abs(s) < 2 else 1.0 + f, 2.0 + f)
-        n_G = grow * (n + f * (n - 1)) + 1 + _seed_floor_units(aX, aR, rb.E, c, reg, floors[0], colX)
+        n_G = grow * (n + f * (n - 1)) + 1 + _seed_floor_units(aX, aR, rb.E, c, reg, floors[0], colX, Rh)
         tf_abs: Any = 0.0  # (added to arrays of the gradients' shape: as zeros of colX's shape would be, no array)
         if ut:
             et = _tf32_eta(reg)

@@ -214,3 +214,45 @@ def test_the_uniform_excess_gives_the_per_element_bounds_without_a_pass_over_r(m
     np.testing.assert_array_equal(fast.gW, slow.gW)
     np.testing.assert_array_equal(fast.gb, slow.gb)
     assert (fast.U_gW >= slow.U_gW).all() and (fast.U_gb >= slow.U_gb).all()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32", "float64"])
+@pytest.mark.parametrize("ftz", [False, True])
+@pytest.mark.parametrize("wide", [False, True])
+def test_the_seed_floor_from_the_least_term_equals_the_element_wise_test(dtype, ftz, wide):
+    """``_seed_floor_units`` given ``Rh = aR + E`` (one pass: the least element decides whether any is tiny) returns
+    the bits it returns without it (the element-wise test), on data around the test's threshold, with NaN, infinities,
+    zeros and subnormals, in float64 and longdouble; both outcomes (some element tiny, none) occur."""
+    from harness.bounds import _SAFETY, _seed_floor_units
+
+    reg = Regime(FORMATS[dtype], ftz)
+    rng = np.random.default_rng(hash((dtype, ftz, wide)) % 2**32)
+    outcomes = set()
+    for n, k in [(7, 3), (40, 2), (1, 1), (5, 4)]:
+        c = 1.0 / (n * k)
+        floor = 2.0
+        edge = floor * reg.eta / (8 * 2 * c * _SAFETY)  # about where 16 c x S meets floor * eta
+        for trial in range(12):
+            aR = np.abs(rng.standard_normal((n, k))) * edge * 2.0 ** rng.integers(-3, 40, (n, k))
+            E = np.abs(rng.standard_normal((n, k))) * edge * 2.0 ** rng.integers(-60, 2, (n, k))
+            j = rng.integers(0, n * k)
+            if trial % 4 == 1:  # the least term at the threshold, one float either side
+                aR.ravel()[j] = np.nextafter(edge, [0.0, np.inf][trial % 8 == 1])
+                E.ravel()[j] = 0.0
+            elif trial % 4 == 2:  # a NaN, an infinity, a zero, a subnormal
+                aR.ravel()[j] = [np.nan, np.inf, 0.0, 5e-324][trial // 4 % 4]
+            elif trial % 4 == 3:
+                aR.ravel()[j], E.ravel()[j] = np.nan, 0.0
+                aR.ravel()[(j + 1) % (n * k)] = edge * 2.0**-10
+            if wide:
+                aR, E = aR.astype(np.longdouble), E.astype(np.longdouble)
+            aX = np.abs(rng.standard_normal((n, 3))) + 0.5
+            colX = aX.sum(axis=0)[:, None]
+            with np.errstate(all="ignore"):
+                want = _seed_floor_units(aX, aR, E, c, reg, floor, colX)
+                got = _seed_floor_units(aX, aR, E, c, reg, floor, colX, aR + E)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            assert np.array_equal(got, want, equal_nan=True)
+            assert np.asarray(got).tobytes() == np.asarray(want).tobytes()
+            outcomes.add(bool(np.array_equal(want, np.asarray(floor * colX))))
+    assert outcomes == {True, False}
