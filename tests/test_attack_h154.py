@@ -301,7 +301,7 @@ def _scan(mod: ModuleType, a: np.ndarray, mode: int) -> tuple[np.ndarray, np.nda
 
 
 @pytest.mark.parametrize("kind", ["specials", "finite", "subnormal", "wide", "f16", "zeros", "one-nonzero"])
-@pytest.mark.parametrize("rows", [0, 1, 63, 64, 65, 129])
+@pytest.mark.parametrize("rows", [0, 1, 63, 64, 65, 129, 255, 256, 257, 513])  # (blocks of 64 rows, 256 since h162)
 def test_magnitude_scan_new_old_and_reference(base, kind, rows):
     for m in range(1, 10):
         a = hostile(kind, (rows, m), m)
@@ -338,7 +338,7 @@ def test_magnitude_scan_any_layout(base, layout):
 def test_magnitude_scan_one_special_in_each_column(col, value):
     # one NaN (or inf, or the smallest subnormal) in one column among 1-9 (the four-column loop or the tail), in the
     # last row of a block and a partial one: NaN flagged and skipped by both extremes, inf the largest
-    for rows in (64, 65):
+    for rows in (64, 65, 256, 257):
         a = np.full((rows, 9), 0.5)
         a[rows - 1, col] = value
         _, _, _, (top, low, nan) = _scan(partialsums, a, 1)
@@ -348,6 +348,34 @@ def test_magnitude_scan_one_special_in_each_column(col, value):
             assert (top, low, nan) == (math.inf, 0.5, False)
         else:
             assert (top, low, nan) == (0.5, TINY, False)
+
+
+def test_magnitude_scan_nans_across_blocks(base):
+    """NaNs of several payloads and signs in some blocks of rows and not in others, infinities of both signs meeting in a
+    block without NaN terms (a default NaN there, then finite terms after it), 1-9 columns: the column sums carry the
+    NaN each carried before the kernel took its elements in blocks (h162: a block holding NaN terms keeps a NaN sum
+    as it is; elsewhere the compiler may order an addition's operands either way), bit for bit with the old kernel."""
+    if not base:
+        pytest.skip(f"the kernels at {BASE} are not in this checkout's git history")
+    from harness.partialsums import _SCAN_ROWS
+
+    rng = np.random.default_rng(162)
+    rows = 3 * _SCAN_ROWS + 5
+    for m in range(1, 10):
+        for trial in range(4):
+            a = rng.standard_normal((rows, m))
+            for c in range(m):
+                block = rng.integers(0, 4)  # the block of this column's NaNs (3: none)
+                if block < 3:
+                    at = block * _SCAN_ROWS + rng.integers(0, _SCAN_ROWS, 3)
+                    a[np.minimum(at, rows - 1), c] = rng.choice(np.array(NANS), 3)
+                inf_block = rng.integers(0, 3)
+                a[inf_block * _SCAN_ROWS + 7, c], a[inf_block * _SCAN_ROWS + 9, c] = math.inf, -math.inf
+            for mode in (0, 1, 2):
+                new, old = _scan(partialsums, a, mode), _scan(base["partialsums"], a, mode)
+                for x, y in zip(new[:3], old[:3], strict=True):
+                    assert _same_bits(x, y), (m, trial, mode)
+                assert new[3] == old[3]
 
 
 @settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
