@@ -2127,6 +2127,9 @@ def _rescue_overflowed_bounds(
     and the residual hold extreme magnitudes), or None."""
     if pre is None and _nothing_to_rescue(sb, inputs, residual, exact):
         return sb
+    if pre is not None and not (pre.X.extreme or pre.Y.extreme or pre.R.extreme) and _nothing_to_rescue(
+            sb, {q: v for q, v in inputs.items() if q not in ("X", "y")}, None, exact):
+        return sb  # (X, y and the residual from the shared passes: the same answer as below, without their passes)
     over = {q: (~np.isfinite(np.asarray(sb.rigorous[q])) | ~np.isfinite(np.asarray(sb.expected[q])))
             for q in sb.rigorous if q not in sb.vacuous}
     beyond = {q: ~np.isfinite(np.asarray(exact[q], dtype=np.float64)) for q in exact}
@@ -2187,21 +2190,23 @@ def _rescue_overflowed_bounds(
     return sb
 
 
-def _nothing_to_rescue(sb: StepBounds, inputs: Mapping[str, F64], residual: F64, exact: Mapping[str, F64]) -> bool:
+def _nothing_to_rescue(sb: StepBounds, inputs: Mapping[str, F64], residual: F64 | None, exact: Mapping[str, F64]
+                       ) -> bool:
     """A sufficient test, in a few passes, that :func:`_rescue_overflowed_bounds` (without ``pre``) changes nothing:
     every non-vacuous bound and every exact value finite (a sum of an array's elements is finite only where each is:
     an infinity or a NaN makes it infinite or NaN; a sum that overflows answers False) and every magnitude of the
     inputs, the residual and the exact values, together, within ``[2**-200, 2**200]`` (then each array's
     :func:`_extreme_magnitudes` is False and each exact value finite; a zero or a NaN answers False). The bounds are
-    summed together in one pass (a sum that overflows answers False). False: the full test decides."""
+    summed together in one pass (a sum that overflows answers False). False: the full test decides. ``residual`` None
+    (and ``inputs`` without X and y): those arrays' magnitudes left to the caller (with ``pre``: its scans' flags)."""
     # (the exact values' finiteness is the magnitudes' test below: a NaN or an infinity fails it)
     bounds = [v for q, r in sb.rigorous.items() if q not in sb.vacuous for v in (r, sb.expected[q])]
     if bounds:
         with np.errstate(invalid="ignore", over="ignore"):  # (an infinity's or a NaN's sum: the answer, not a warning)
             if not math.isfinite(float(np.concatenate(bounds, axis=None).sum())):  # (axis None: each flattened)
                 return False
-    m = np.abs(np.concatenate([np.asarray(v, dtype=np.float64) for v in (*inputs.values(), residual, *exact.values())],
-                              axis=None))
+    parts = (*inputs.values(), *(() if residual is None else (residual,)), *exact.values())
+    m = np.abs(np.concatenate([np.asarray(v, dtype=np.float64) for v in parts], axis=None))
     return bool(m.size == 0 or (m.min() >= 2.0**-200 and m.max() <= 2.0**200))
 
 

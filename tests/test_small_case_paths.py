@@ -41,16 +41,24 @@ def _cases() -> list[tuple[dict[str, np.ndarray], str, str]]:
         out.append(({k: v * 2.0**600 for k, v in base.items()}, "float64", "sum"))  # extreme magnitudes
         out.append(({k: v * 1e300 for k, v in base.items()}, "float64", "sum"))  # bounds overflow
         out.append(({**base, "b": np.zeros_like(base["b"])}, "float64", "mean"))  # zeros
+        tiny = base["X"].copy()
+        tiny.flat[0] = 2.0**-600
+        out.append(({**base, "X": tiny}, "float64", "mean"))  # one extreme element of X (W, b, y, the values not)
         out.append((oracle_inputs(size, "float16", "mixed"), "float16", "mean"))
     return out
 
 
-@pytest.mark.parametrize("case", range(20))
-def test_rescue_shortcut_changes_nothing(case: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """``_nothing_to_rescue``'s True answers: the full test of ``_rescue_overflowed_bounds`` returns the same bits."""
+@pytest.mark.parametrize("kernels", [False, True])
+@pytest.mark.parametrize("case", range(24))
+def test_rescue_shortcut_changes_nothing(case: int, kernels: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_nothing_to_rescue``'s True answers: the full test of ``_rescue_overflowed_bounds`` returns the same bits;
+    ``kernels``: with the shared passes (``_prepare``; the shortcut then takes X, y and R's flags from them)."""
     vals, dt, red = _cases()[case]
     if not all(np.isfinite(v).all() for v in vals.values()):
         pytest.skip("inputs beyond the dtype's range")
+    if kernels:
+        monkeypatch.setattr(hb, "KERNEL_MIN_WORK", 1)
+        assert hb._prepare(vals, vals["y"]) is not None
     ex = exact_step(exact_inputs_from_floats(vals), Fraction(0.01), red)
     hi = {q: ex.values[q].to_hi_lo()[0] for q in Q}
     R = ex.residual.to_float64()
