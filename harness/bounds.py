@@ -1613,29 +1613,15 @@ def expected_bounds(
     lr = lr_abs
     wt = (ut / u) ** 2 if u > 0 else 0.0  # TF32 input roundings, relative to u
     with np.errstate(invalid="ignore", over="ignore"):
-        if pre is not None:  # compiled, with the shared passes: |X|**2, R**2 and their sums formed once
-            V_R, V_gW_pss, sumT2, V_gb_pss, RV, VR2, sumVR = _prepared_partial_sums(X, Y, W, b, R, wt, pre)
+        if pre is not None:
             X2T, R2 = pre.X.sq.T if pre.X.sq is not None else np.abs(X).T ** 2, pre.R.sq
             assert R2 is not None
-            sumR, sumR2 = pre.R.colsum(0, R), pre.R.colsum(2, R2)
         else:
-            if USE_KERNELS and X.dtype == np.float64 and X.shape[0] * W.size >= KERNEL_MIN_WORK:  # compiled, two passes
-                V_R, V_gW_pss, sumT2, V_gb_pss = _kernel_partial_sums(X, Y, W, b, R, wt)
-            else:
-                V_R, V_gW_pss, sumT2, V_gb_pss = _numpy_partial_sums(X, Y, W, b, R, wt)
             X2T, R2 = np.abs(X).T ** 2, R**2
-            sumR, sumR2 = R.sum(axis=0), R2.sum(axis=0)
-            RV, VR2, sumVR = R2 * V_R, V_R**2, V_R.sum(axis=0)
-        sumT = X.T @ R
-        V_gW = X2T @ V_R + (2 + 2 * wt) * sumT2 + sumT**2 + V_gW_pss
-        V_gb = sumVR + sumR2 + sumR**2 + V_gb_pss
-        sq = R2.ravel()
-        sum_sq2 = (sq**2).sum()  # pairwise, as partial_sum_squares' own sum over the (1, N K) row would be
-        pss_L = partial_sum_squares(sq[None, :], axis=1, sum_sq=np.reshape(sum_sq2, (1,)))[0]
-        V_L = 4 * RV.sum() + sum_sq2 + 2 * sq.sum() ** 2 + pss_L
         lam = LAMBDA * u
         # the part of the residual's rounding errors that rows share (harness.sharedrounding): each family of
-        # shared terms by its worst case or its group model, added to the independent model's bound
+        # shared terms by its worst case or its group model, added to the independent model's bound (first: |X| is
+        # still in the cache from gradient_bounds' products, which the shared terms' product with it reads again)
         x_pairs = sample_pairs(X)  # X's sample screened once, for both models
         shared = shared_residual_errors(X, W, b, Y, rb.A, u, ut, lam=LAMBDA, compiled=USE_KERNELS, x_pairs=x_pairs)
         # (0.0, added to arrays of grad_W's and grad_b's shapes below: as zeros of those shapes would be, no array)
@@ -1651,6 +1637,23 @@ def expected_bounds(
             sh_gW = sh_gW + LAMBDA * np.sqrt(X2T @ shared.var)
             sh_gb = sh_gb + LAMBDA * np.sqrt(_row_sum(shared.var))
             sh_L = sh_L + 2 * LAMBDA * np.sqrt((R2 * shared.var).sum())
+        if pre is not None:  # compiled, with the shared passes: |X|**2, R**2 and their sums formed once
+            V_R, V_gW_pss, sumT2, V_gb_pss, RV, VR2, sumVR = _prepared_partial_sums(X, Y, W, b, R, wt, pre)
+            sumR, sumR2 = pre.R.colsum(0, R), pre.R.colsum(2, R2)
+        else:
+            if USE_KERNELS and X.dtype == np.float64 and X.shape[0] * W.size >= KERNEL_MIN_WORK:  # compiled, two passes
+                V_R, V_gW_pss, sumT2, V_gb_pss = _kernel_partial_sums(X, Y, W, b, R, wt)
+            else:
+                V_R, V_gW_pss, sumT2, V_gb_pss = _numpy_partial_sums(X, Y, W, b, R, wt)
+            sumR, sumR2 = R.sum(axis=0), R2.sum(axis=0)
+            RV, VR2, sumVR = R2 * V_R, V_R**2, V_R.sum(axis=0)
+        sumT = X.T @ R
+        V_gW = X2T @ V_R + (2 + 2 * wt) * sumT2 + sumT**2 + V_gW_pss
+        V_gb = sumVR + sumR2 + sumR**2 + V_gb_pss
+        sq = R2.ravel()
+        sum_sq2 = (sq**2).sum()  # pairwise, as partial_sum_squares' own sum over the (1, N K) row would be
+        pss_L = partial_sum_squares(sq[None, :], axis=1, sum_sq=np.reshape(sum_sq2, (1,)))[0]
+        V_L = 4 * RV.sum() + sum_sq2 + 2 * sq.sum() ** 2 + pss_L
         # reductions whose terms repeat (harness.repeatedsums): their partial sums' errors at their worst case
         rep = repeated_reductions(X, R, reg.fmt, LAMBDA, ExactContext(W, b, Y, rb.A, float(c), reg.ftz, ut > 0),
                                   x_pairs=x_pairs)
