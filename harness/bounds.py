@@ -924,7 +924,7 @@ class _Scan:
 
     ``abs``: ``np.abs(a)``; ``sq``: ``np.abs(a)**2`` (X) or ``a**2`` (R), None where not formed (Y);
     ``cols``: ``(3, M)``: ``a``, ``np.abs(a)`` and ``sq`` summed over the rows in NumPy's order for ``M >= 2``
-    (read them through :meth:`colsum`); ``max_abs``: ``float(np.abs(a).max())`` (NaN where ``a`` holds a NaN,
+    (read them through :meth:`colsum`; X's row 1 alone is formed, Y's none, R's all: the others are 0.0); ``max_abs``: ``float(np.abs(a).max())`` (NaN where ``a`` holds a NaN,
     0.0 when empty); ``finite``, ``nan``: ``np.isfinite(a).all()``, ``np.isnan(a).any()``; ``extreme``:
     :func:`_extreme_magnitudes` of ``a``."""
 
@@ -979,14 +979,15 @@ def _row_sum(a: npt.NDArray[Any]) -> Any:
     return np.asarray(a).sum(axis=0)  # (the method: np.sum's Python wrapper aside, the same reduction)
 
 
-def _scan(a: F64, mode: int) -> _Scan:
-    """:class:`_Scan` of ``a`` (C-contiguous float64 ``(N, M)``); ``mode``: 0 no square, 1 ``|a|**2``, 2 ``a**2``."""
+def _scan(a: F64, mode: int, sums: int = 7) -> _Scan:
+    """:class:`_Scan` of ``a`` (C-contiguous float64 ``(N, M)``); ``mode``: 0 no square, 1 ``|a|**2``, 2 ``a**2``;
+    ``sums``: the rows of ``cols`` formed (``partialsums.magnitude_scan``: 7 all, 2 ``np.abs(a)``'s, 0 none)."""
     from .partialsums import magnitude_scan
 
     absa = np.empty(a.shape)
     sq = np.empty(a.shape) if mode else None
     cols = np.empty((3, a.shape[1]))
-    top, low, nan = magnitude_scan(a, absa, np.empty((0, 0)) if sq is None else sq, mode, cols)
+    top, low, nan = magnitude_scan(a, absa, np.empty((0, 0)) if sq is None else sq, mode, cols, sums)
     top, low, nan = float(top), float(low), bool(nan)
     finite = not nan and top < math.inf
     # with only finite values the extremes are the largest and the smallest nonzero magnitude; else filter (rare)
@@ -1044,7 +1045,8 @@ def _prepare(inputs: Mapping[str, F64], residual: F64) -> _Prepared | None:
     if not (USE_KERNELS and shapes_agree and X.shape[0] * W.size >= KERNEL_MIN_WORK
             and all(a.flags.c_contiguous for a in (X, Y, R))):
         return None
-    return _Prepared(X=_scan(X, 1), Y=_scan(Y, 0), R=_scan(R, 2))
+    # (X's column sums of |X| alone are read, y's none: the others are not formed)
+    return _Prepared(X=_scan(X, 1, 2), Y=_scan(Y, 0, 0), R=_scan(R, 2))
 
 
 def _tf32_eta(reg: Regime) -> float:

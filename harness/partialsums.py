@@ -691,7 +691,25 @@ def _scan_column_sums(ac: np.ndarray, i0: int, i1: int, mode: int, cols: np.ndar
 
 
 @njit(cache=True, nogil=True)
-def magnitude_scan(a: np.ndarray, absa: np.ndarray, sq: np.ndarray, mode: int, cols: np.ndarray,
+def _scan_abs_sums(ac: np.ndarray, i0: int, i1: int, cols: np.ndarray, keep_nan: bool) -> None:  # pragma: no cover
+    """:func:`_scan_column_sums` of ``cols[1]`` alone (``np.abs(a)``'s column sums; rows 0 and 2 not added to)."""
+    m = ac.shape[1]
+    m4 = m - m % 4
+    for c0 in range(0, m4, 4):
+        q0, q1, q2, q3 = cols[1, c0], cols[1, c0 + 1], cols[1, c0 + 2], cols[1, c0 + 3]
+        for i in range(i0, i1):
+            q0, q1 = _add(q0, abs(ac[i, c0]), keep_nan), _add(q1, abs(ac[i, c0 + 1]), keep_nan)
+            q2, q3 = _add(q2, abs(ac[i, c0 + 2]), keep_nan), _add(q3, abs(ac[i, c0 + 3]), keep_nan)
+        cols[1, c0], cols[1, c0 + 1], cols[1, c0 + 2], cols[1, c0 + 3] = q0, q1, q2, q3
+    for c in range(m4, m):
+        q = cols[1, c]
+        for i in range(i0, i1):
+            q = _add(q, abs(ac[i, c]), keep_nan)
+        cols[1, c] = q
+
+
+@njit(cache=True, nogil=True)
+def magnitude_scan(a: np.ndarray, absa: np.ndarray, sq: np.ndarray, mode: int, cols: np.ndarray, sums: int = 7,
                    ) -> tuple[float, float, bool]:  # pragma: no cover - compiled
     """One pass over ``a`` (float64 ``(N, M)``): ``np.abs(a)``, a square, column sums and the extreme magnitudes.
 
@@ -701,6 +719,9 @@ def magnitude_scan(a: np.ndarray, absa: np.ndarray, sq: np.ndarray, mode: int, c
             ``a**2`` (``mode == 2``), not written (``mode == 0``: a C-contiguous array of any shape); cols: out ``(3, M)``: ``a.sum(axis=0)``,
             ``np.abs(a).sum(axis=0)`` and the square's ``.sum(axis=0)`` (rows added in order from 0.0, as NumPy
             does for ``M >= 2``; the third is 0 for ``mode == 0``).
+        sums: which rows of ``cols`` are formed: 7 all three (the default), 2 ``np.abs(a)``'s alone, 0 none (the
+            others 0.0: ``harness.bounds`` reads X's ``np.abs`` sums alone and none of y's, whose additions are left
+            out).
 
     Returns:
         ``(largest, smallest_nonzero, any_nan)``: the largest magnitude (NaNs skipped, ``inf`` counted; 0.0 when
@@ -732,7 +753,10 @@ def magnitude_scan(a: np.ndarray, absa: np.ndarray, sq: np.ndarray, mode: int, c
                                              top, low, np.int64(0))
         nan = max(nan, nan_block)
         # the block's column sums; where it holds a NaN, each sum that is NaN kept as it is (_scan_column_sums)
-        _scan_column_sums(ac, i0, i1, mode, cols, nan_block != 0)
+        if sums == 2:
+            _scan_abs_sums(ac, i0, i1, cols, nan_block != 0)
+        elif sums != 0:
+            _scan_column_sums(ac, i0, i1, mode, cols, nan_block != 0)
     bits = np.empty(2, dtype=np.int64)
     bits[0] = top
     bits[1] = low

@@ -106,6 +106,28 @@ def test_magnitude_scan_equals_numpy(shape, kind):
         assert nan == bool(np.isnan(a).any())
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", SHAPES + [(300, 9), (520, 4)], ids=str)
+def test_magnitude_scan_fewer_column_sums(shape, kind):
+    """``sums=2`` (``np.abs(a)``'s column sums alone: X's in ``bounds._prepare``) and ``sums=0`` (none: y's): every
+    other output and the sums formed are the full call's bits (NaN payloads included), the rows left out 0.0."""
+    a = _data(_rng("scan-sums", shape, kind), shape, kind)
+    for mode in (0, 1, 2):
+        full = [np.full(shape, 7.0), np.full(shape, 7.0), np.full((3, shape[1]), 7.0)]
+        with np.errstate(all="ignore"):
+            want = magnitude_scan(a, *full[:2], mode, full[2])
+            for sums in (2, 0):
+                got = [np.full(shape, 7.0), np.full(shape, 7.0), np.full((3, shape[1]), 7.0)]
+                assert magnitude_scan(a, *got[:2], mode, got[2], sums) == want
+                assert np.array_equal(_bits(got[0]), _bits(full[0])) and np.array_equal(_bits(got[1]), _bits(full[1]))
+                formed = (1,) if sums == 2 else ()
+                for row in range(3):
+                    if row in formed:
+                        assert np.array_equal(_bits(got[2][row]), _bits(full[2][row])), (sums, row)
+                    else:
+                        assert not got[2][row].any() and not np.signbit(got[2][row]).any(), (sums, row)
+
+
 def test_column_sums_add_the_rows_in_order_pinned():
     """Column [1, 2**-53 x 99]: in row order every 1 + 2**-53 rounds (to even) back to 1, so the sum is exactly 1;
     a pairwise sum would first add the small terms (to 99 * 2**-53) and give more. NumPy's ``sum(axis=0)`` of a
