@@ -178,7 +178,8 @@ def test_cli_reports_a_malformed_file_with_its_line_and_still_writes_the_other_r
     bad = _write(tmp_path, "b.toml", "[[case]]\nid = 'x'\nX = [[1.0,\n")
     out = tmp_path / "r.jsonl"
     proc = subprocess.run([sys.executable, "-m", "harness", "check", "--cases", str(tmp_path), "--devices", "cpu",
-                           "--dtypes", "float32", "--implementations", "numpy-hand", "--results", str(out), "--report", "none", "-q"],
+                           "--dtypes", "float32", "--implementations", "numpy-hand", "--results", str(out), "--report", "none", "-q",
+                           "--isolation", "inline"],  # (a file's validation: the workers change nothing of it)
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert f"error: {bad}:3: invalid TOML" in proc.stderr  # the unclosed array on line 3

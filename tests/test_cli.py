@@ -17,6 +17,14 @@ def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
+#: For the tests of a verdict, an exit code or a case file's validation, which the supervised workers do not change
+#: (they grade each task as an inline run does, the same records:
+#: tests/test_isolation.py::test_records_do_not_depend_on_jobs_or_on_isolation): ``--isolation inline`` spares
+#: each run the fork server's preload and the workers (about 2.7 of 6.2 s of CPU for the seed cases).
+#: test_check_seed_agrees_and_writes_results runs the default, ``--isolation process``.
+INLINE = ("--isolation", "inline")
+
+
 def test_check_seed_agrees_and_writes_results(tmp_path):
     res = run("check", "--cases", str(CASES / "seed.toml"), "--devices", "cpu", "--results", str(tmp_path / "r.jsonl"), "--report", "none")
     assert res.returncode == 0, res.stderr
@@ -33,7 +41,7 @@ def test_check_seed_agrees_and_writes_results(tmp_path):
 
 def test_missing_factor_two_is_disagree_with_exit_1(tmp_path):
     res = run("check", "--cases", str(CASES / "seed.toml"), "--plugin", PLUGIN, "--implementations", "missing-factor-2",
-              "--dtypes", "float32", "--results", str(tmp_path / "r.jsonl"), "--report", "none")
+              "--dtypes", "float32", "--results", str(tmp_path / "r.jsonl"), "--report", "none", *INLINE)
     assert res.returncode == 1, res.stdout + res.stderr
     recs = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()[1:-1]]
     g = next(r for r in recs if r["case"] == "seed" and r["quantity"] == "grad_W" and r["step"] == 1)
@@ -49,7 +57,7 @@ def test_missing_factor_two_on_nist_filip(tmp_path):
     rigorous bound exceeds |g| there), so in float64 it is caught as suspect and in
     float32 it cannot be told apart from rounding at all."""
     res = run("check", "--cases", str(CASES / "nist.toml"), "--case", "nist-filip-*", "--plugin", PLUGIN,
-              "--implementations", "missing-factor-2", "--results", str(tmp_path / "r.jsonl"), "--report", "none", "-q")
+              "--implementations", "missing-factor-2", "--results", str(tmp_path / "r.jsonl"), "--report", "none", "-q", *INLINE)
     assert res.returncode == 1
     recs = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()[1:-1]]
 
@@ -66,7 +74,8 @@ def test_bad_case_file_exits_2_naming_file_case_and_key(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[[case]]\nid = "ok"\nX = [[1.0]]\ny = [[2.0]]\nW = [[0.5]]\nb = [0.0]\nlr = 0.1\n\n'
                    '[[case]]\nid = "wrong-w"\nX = [[1.0, 2.0]]\ny = [[2.0]]\nW = [[0.5]]\nb = [0.0]\nlr = 0.1\n')
-    res = run("check", "--cases", str(bad), "--devices", "cpu", "--results", str(tmp_path / "r.jsonl"), "--report", "none", "-q")
+    res = run("check", "--cases", str(bad), "--devices", "cpu", "--results", str(tmp_path / "r.jsonl"), "--report", "none", "-q",
+              *INLINE)
     assert res.returncode == 2
     assert f"{bad}, case 'wrong-w', key 'W'" in res.stderr
     recs = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()[1:-1]]
@@ -102,7 +111,7 @@ def test_a_named_implementation_that_grades_nothing_exits_1(tmp_path):
     plug = tmp_path / "f16plug.py"
     plug.write_text('import harness\n\n\n@harness.implementation("float16-only-step", framework="torch", dtypes=("float16",))\n'
                     'def float16_only(X, y, W, b, *, lr, reduction, steps):\n    raise AssertionError("never called")\n')
-    args = ("check", "--plugin", str(plug), "--cases", "cases/seed.toml", "--dtypes", "float64", "--report", "none")
+    args = ("check", "--plugin", str(plug), "--cases", "cases/seed.toml", "--dtypes", "float64", "--report", "none", *INLINE)
     both = run(*args, "--implementations", "torch-seed,float16-only-step", "--results", str(tmp_path / "a.jsonl"))
     assert both.returncode == 1, both.stdout + both.stderr
     assert ("exit 1: float16-only-step, named in the implementations, graded nothing (no record, or every record is "
