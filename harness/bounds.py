@@ -1455,9 +1455,19 @@ def _nearest_rounding_bound(z_abs: F64, fmt: FloatFormat) -> F64:
 
 
 def _product_error(g_abs: F64, E_g: F64, lr: float, dlr: float, u2: float, e1: Any) -> Any:
-    """``P``, the bound of ``|p^ - lr g|`` for the update's product ``p^ = fl(lr' g^)`` (:func:`update_bound`)."""
+    """``P``, the bound of ``|p^ - lr g|`` for the update's product ``p^ = fl(lr' g^)`` (:func:`update_bound`).
+
+    A term whose factor ``lr + dlr``, ``dlr`` or ``u2 lr`` is 0 is 0 (the product is exact there), not ``0 * inf``: an
+    exact gradient beyond float64 (``|g| = inf`` as a float64) with ``dlr = 0`` (a learning rate held exactly) made
+    the bound NaN, and the finite differences' error model, which takes it as it is, an error record for the case
+    (helper-163: X * 2**500, y * 2**520, lr = 1e-300, N = 128)."""
     lr = abs(lr)
-    return (1 + u2) * ((lr + dlr) * E_g + dlr * g_abs) + u2 * lr * g_abs + e1
+    return (1 + u2) * (_times(lr + dlr, E_g) + _times(dlr, g_abs)) + _times(u2 * lr, g_abs) + e1
+
+
+def _times(c: float, a: Any) -> Any:
+    """``c * a``, but 0.0 where ``c`` is 0 (a term of :func:`_product_error` that is exactly 0, whatever ``a``)."""
+    return c * a if c else 0.0
 
 
 def update_underflow(reg: Regime, old_abs: F64, new_abs: F64, g_abs: F64, E_g: F64, lr: float, dlr: float,
