@@ -346,6 +346,7 @@ def test_a_caller_with_numpy_errors_raising_gets_grades_not_errors():
     assert loaded.cases and not loaded.errors
 
 
+@pytest.mark.filterwarnings("ignore:plug-in .* registered no implementation:RuntimeWarning")  # (the plug-in registers none on purpose)
 def test_a_plugin_that_sets_numpy_errors_to_raise_is_named_and_undone(tmp_path):
     from harness.implementations import load_plugin
 

@@ -41,6 +41,7 @@ def test_a_step_that_changes_the_working_directory_is_moved_back_and_named(tmp_p
     assert all(r.verdict == "agree" and f"the working directory changed to {str(tmp_path)!r}" in r.message for r in records)
 
 
+@pytest.mark.filterwarnings("ignore:plug-in .* registered no implementation:RuntimeWarning")  # (the plug-in registers none on purpose)
 def test_a_plugin_that_changes_the_working_directory_at_import_is_moved_back_with_a_warning(tmp_path):
     """os.chdir(os.path.dirname(__file__)) at import: relative --cases, --results and --report resolved in the
     plug-in's folder, and the user's own results file stayed as an earlier passing run left it."""
@@ -76,6 +77,7 @@ def test_an_alarm_a_step_leaves_armed_is_cancelled_and_named():
     assert proc.returncode == 0 and proc.stdout.strip() == "True", (proc.returncode, proc.stdout, proc.stderr)
 
 
+@pytest.mark.filterwarnings("ignore:plug-in .* registered no implementation:RuntimeWarning")  # (the plug-in registers none on purpose)
 def test_a_plugin_that_installs_a_sigint_handler_at_import_gets_the_harness_handler_back(tmp_path):
     """Inline, a KeyboardInterrupt raised by a step was then taken for Ctrl-C: the run stopped (exit 130) at the
     first such step, instead of giving it an error record."""
@@ -200,6 +202,7 @@ def test_a_step_that_closes_sys_stdout_does_not_fail_a_passing_run(tmp_path):
     assert closer and all("sys.stdout closed (reopened on file descriptor 1)" in r["message"] for r in closer)
 
 
+@pytest.mark.filterwarnings("ignore:plug-in .* registered no implementation:RuntimeWarning")  # (the plug-in registers none on purpose)
 def test_a_plugin_that_lowers_the_recursion_limit_at_import_is_set_back_with_a_warning(tmp_path):
     from harness.implementations import load_plugin
 
