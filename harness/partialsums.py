@@ -553,6 +553,94 @@ def _np_maximum(a: float, b: float) -> float:  # pragma: no cover - compiled
     return a if (a > b) | (a != a) else b  # (bitwise: no branch per element)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _add(s: float, x: float, keep_nan: bool) -> float:  # pragma: no cover - compiled
+    """``s + x``; with ``keep_nan`` a NaN ``s`` stays the NaN it is (where ``s`` and ``x`` are both NaN, x86 returns
+    its first operand's, and the compiler may order an addition's operands either way)."""
+    return s if keep_nan and s != s else s + x
+
+
+#: Terms of :func:`_add_rows`: an element ``x`` itself, ``abs(x)``, ``abs(x) * abs(x)``, ``x * x``.
+_TERM_X, _TERM_ABS, _TERM_ABS_SQUARE, _TERM_SQUARE = 0, 1, 2, 3
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _term(x: float, kind: int) -> float:  # pragma: no cover - compiled
+    """The term of :func:`_add_rows` of an element ``x``: ``kind`` one of :data:`_TERM_X` ... :data:`_TERM_SQUARE`."""
+    if kind == _TERM_ABS:
+        return abs(x)
+    if kind == _TERM_ABS_SQUARE:
+        y = abs(x)
+        return y * y
+    if kind == _TERM_SQUARE:
+        return x * x
+    return x
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_rows(sums: np.ndarray, row: int, keep_nan: bool, arrays: int, a: np.ndarray, b: np.ndarray, kb: int,
+              c: np.ndarray, kc: int) -> None:  # pragma: no cover - compiled
+    """Column sums of a block of rows, the one definition of their order (:func:`column_sums`, :func:`magnitude_scan`,
+    :func:`gradient_terms`): ``sums[row, col] += a[i, col]``, and where ``arrays >= 2`` (``3``) ``sums[row + 1, col]
+    += _term(b[i, col], kb)`` (``sums[row + 2, col] += _term(c[i, col], kc)``), each column's rows ``i`` added in
+    order by :func:`_add` (``keep_nan``) to the sum read from ``sums`` and written back there.
+
+    Args:
+        sums: float64 ``(R, M)``, ``R > row + arrays - 1``. a, b, c: float64 ``(N, M)``, the block's rows (any
+            layout); one array may be passed as two or three of them; those not used (``arrays`` 1 or 2): any of the
+            used ones, neither read nor written. kb, kc: one of :data:`_TERM_X` ... :data:`_TERM_SQUARE`.
+
+    Columns 4 at a time with their ``4 * arrays`` sums in registers (numba does not SLP-vectorise the 4 columns; the
+    independent sums' additions overlap, each sum's own wait on each other's latency), the last ``M % 4`` one at a
+    time. Inlined where it is called, with constant ``arrays``, ``kb`` and ``kc`` (and ``keep_nan`` from
+    :func:`column_sums` and :func:`gradient_terms`): LLVM folds their tests out of the loop and merges the loads of
+    one array passed twice. The callers pass the block as a slice: its row index from 0 needs no test for a negative
+    index (gradient_terms, N = 15,625, K = 4: 51 against 55 us for ``range(i0, i1)`` over the whole arrays).
+    """
+    m = a.shape[1]
+    m4 = m - m % 4
+    r1, r2 = row + 1, row + 2
+    for c0 in range(0, m4, 4):
+        p0, p1, p2, p3 = sums[row, c0], sums[row, c0 + 1], sums[row, c0 + 2], sums[row, c0 + 3]
+        if arrays >= 2:
+            q0, q1, q2, q3 = sums[r1, c0], sums[r1, c0 + 1], sums[r1, c0 + 2], sums[r1, c0 + 3]
+        else:
+            q0, q1, q2, q3 = p0, p1, p2, p3
+        if arrays >= 3:
+            t0, t1, t2, t3 = sums[r2, c0], sums[r2, c0 + 1], sums[r2, c0 + 2], sums[r2, c0 + 3]
+        else:
+            t0, t1, t2, t3 = p0, p1, p2, p3
+        for i in range(a.shape[0]):
+            p0, p1 = _add(p0, a[i, c0], keep_nan), _add(p1, a[i, c0 + 1], keep_nan)
+            p2, p3 = _add(p2, a[i, c0 + 2], keep_nan), _add(p3, a[i, c0 + 3], keep_nan)
+            if arrays >= 2:
+                q0, q1 = _add(q0, _term(b[i, c0], kb), keep_nan), _add(q1, _term(b[i, c0 + 1], kb), keep_nan)
+                q2, q3 = _add(q2, _term(b[i, c0 + 2], kb), keep_nan), _add(q3, _term(b[i, c0 + 3], kb), keep_nan)
+            if arrays >= 3:
+                t0, t1 = _add(t0, _term(c[i, c0], kc), keep_nan), _add(t1, _term(c[i, c0 + 1], kc), keep_nan)
+                t2, t3 = _add(t2, _term(c[i, c0 + 2], kc), keep_nan), _add(t3, _term(c[i, c0 + 3], kc), keep_nan)
+        sums[row, c0], sums[row, c0 + 1], sums[row, c0 + 2], sums[row, c0 + 3] = p0, p1, p2, p3
+        if arrays >= 2:
+            sums[r1, c0], sums[r1, c0 + 1], sums[r1, c0 + 2], sums[r1, c0 + 3] = q0, q1, q2, q3
+        if arrays >= 3:
+            sums[r2, c0], sums[r2, c0 + 1], sums[r2, c0 + 2], sums[r2, c0 + 3] = t0, t1, t2, t3
+    for col in range(m4, m):
+        p = sums[row, col]
+        q = sums[r1, col] if arrays >= 2 else p
+        t = sums[r2, col] if arrays >= 3 else p
+        for i in range(a.shape[0]):
+            p = _add(p, a[i, col], keep_nan)
+            if arrays >= 2:
+                q = _add(q, _term(b[i, col], kb), keep_nan)
+            if arrays >= 3:
+                t = _add(t, _term(c[i, col], kc), keep_nan)
+        sums[row, col] = p
+        if arrays >= 2:
+            sums[r1, col] = q
+        if arrays >= 3:
+            sums[r2, col] = t
+
+
 @njit(cache=True, nogil=True)
 def column_sums(a: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
     """``a.sum(axis=0)`` of a C-contiguous float64 ``(N, M)`` array with ``M >= 2``, bit for bit (but a NaN's payload:
@@ -561,23 +649,14 @@ def column_sums(a: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - c
     additions of M-element rows: 0.28 ms against 0.03 at N = 15,625, M = 4). Columns 4 at a time with their sums in
     registers (each still adds its column's rows in order): an addition's latency per row and 4 columns, not a store
     and a load as well (N = 15,625, M = 4: 13 against 55 us); rows in blocks of :data:`_SCAN_ROWS` (each block in
-    the cache while its columns are taken)."""
-    n, m = a.shape
-    m4 = m - m % 4
-    for c in range(m):
+    the cache while its columns are taken). Each block's sums: :func:`_add_rows`."""
+    n = a.shape[0]
+    for c in range(a.shape[1]):
         out[c] = 0.0
+    sums = out[np.newaxis, :]
     for i0 in range(0, n, _SCAN_ROWS):
-        i1 = min(n, i0 + _SCAN_ROWS)
-        for c0 in range(0, m4, 4):
-            s0, s1, s2, s3 = out[c0], out[c0 + 1], out[c0 + 2], out[c0 + 3]
-            for i in range(i0, i1):
-                s0, s1, s2, s3 = s0 + a[i, c0], s1 + a[i, c0 + 1], s2 + a[i, c0 + 2], s3 + a[i, c0 + 3]
-            out[c0], out[c0 + 1], out[c0 + 2], out[c0 + 3] = s0, s1, s2, s3
-        for c in range(m4, m):
-            s = out[c]
-            for i in range(i0, i1):
-                s = s + a[i, c]
-            out[c] = s
+        rows = a[i0:i0 + _SCAN_ROWS]
+        _add_rows(sums, 0, False, 1, rows, rows, _TERM_X, rows, _TERM_X)
 
 
 @njit(cache=True, nogil=True)
@@ -641,71 +720,31 @@ def _scan_elements(af: np.ndarray, ai: np.ndarray, bf: np.ndarray, sf: np.ndarra
     return top, low, nan
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _add(s: float, x: float, keep_nan: bool) -> float:  # pragma: no cover - compiled
-    """``s + x``; with ``keep_nan`` a NaN ``s`` stays the NaN it is (where ``s`` and ``x`` are both NaN, x86 returns
-    its first operand's, and the compiler may order an addition's operands either way)."""
-    return s if keep_nan and s != s else s + x
-
-
 @njit(cache=True, nogil=True)
 def _scan_column_sums(ac: np.ndarray, i0: int, i1: int, mode: int, cols: np.ndarray, keep_nan: bool,
                       ) -> None:  # pragma: no cover - compiled
-    """:func:`magnitude_scan`'s column sums over rows ``i0 .. i1 - 1`` of ``ac``, added to ``cols`` ``(3, M)`` in row
-    order: columns 4 at a time with their 12 sums in registers (the element-wise values formed again: the same
-    operations, no reads of the outputs). ``keep_nan`` (a block holding a NaN): a sum that is NaN keeps its NaN, the
-    first of its column's NaN terms (quieted) or ``inf - inf``'s, as the sums of one loop over the elements gave it;
-    elsewhere at most one operand of each addition is NaN, whose NaN it gives in either order."""
-    m = ac.shape[1]
-    m4 = m - m % 4
-    for c0 in range(0, m4, 4):
-        p0, p1, p2, p3 = cols[0, c0], cols[0, c0 + 1], cols[0, c0 + 2], cols[0, c0 + 3]
-        q0, q1, q2, q3 = cols[1, c0], cols[1, c0 + 1], cols[1, c0 + 2], cols[1, c0 + 3]
-        r0, r1, r2, r3 = cols[2, c0], cols[2, c0 + 1], cols[2, c0 + 2], cols[2, c0 + 3]
-        for i in range(i0, i1):
-            x0, x1, x2, x3 = ac[i, c0], ac[i, c0 + 1], ac[i, c0 + 2], ac[i, c0 + 3]
-            y0, y1, y2, y3 = abs(x0), abs(x1), abs(x2), abs(x3)
-            p0, p1, p2, p3 = _add(p0, x0, keep_nan), _add(p1, x1, keep_nan), _add(p2, x2, keep_nan), _add(p3, x3, keep_nan)
-            q0, q1, q2, q3 = _add(q0, y0, keep_nan), _add(q1, y1, keep_nan), _add(q2, y2, keep_nan), _add(q3, y3, keep_nan)
-            if mode == 1:
-                r0, r1 = _add(r0, y0 * y0, keep_nan), _add(r1, y1 * y1, keep_nan)
-                r2, r3 = _add(r2, y2 * y2, keep_nan), _add(r3, y3 * y3, keep_nan)
-            elif mode == 2:
-                r0, r1 = _add(r0, x0 * x0, keep_nan), _add(r1, x1 * x1, keep_nan)
-                r2, r3 = _add(r2, x2 * x2, keep_nan), _add(r3, x3 * x3, keep_nan)
-        cols[0, c0], cols[0, c0 + 1], cols[0, c0 + 2], cols[0, c0 + 3] = p0, p1, p2, p3
-        cols[1, c0], cols[1, c0 + 1], cols[1, c0 + 2], cols[1, c0 + 3] = q0, q1, q2, q3
-        cols[2, c0], cols[2, c0 + 1], cols[2, c0 + 2], cols[2, c0 + 3] = r0, r1, r2, r3
-    for c in range(m4, m):
-        p, q, r = cols[0, c], cols[1, c], cols[2, c]
-        for i in range(i0, i1):
-            x = ac[i, c]
-            y = abs(x)
-            p = _add(p, x, keep_nan)
-            q = _add(q, y, keep_nan)
-            if mode == 1:
-                r = _add(r, y * y, keep_nan)
-            elif mode == 2:
-                r = _add(r, x * x, keep_nan)
-        cols[0, c], cols[1, c], cols[2, c] = p, q, r
+    """:func:`magnitude_scan`'s column sums of rows ``i0 .. i1 - 1`` of ``ac`` (float64 ``(N, M)``), of ``np.abs(ac)``
+    and of the square ``mode`` (1 ``abs(x) * abs(x)``, 2 ``x * x``, 0 none) added to ``cols[0]``, ``[1]``, ``[2]``
+    (``(3, M)``; :func:`_add_rows`, one call per ``mode``: constant terms, no test of ``mode`` in the loop, where one
+    call with the term chosen at run time took 79 against 50 us, N = 15,625, M = 4, mode 1). The element-wise values
+    formed again from ``ac``: the same operations as :func:`_scan_elements`' (reading its ``absa`` and ``sq`` as well:
+    308 against 210 us, N = 15,625, M = 16, mode 1)."""
+    rows = ac[i0:i1]
+    if mode == 1:
+        _add_rows(cols, 0, keep_nan, 3, rows, rows, _TERM_ABS, rows, _TERM_ABS_SQUARE)
+    elif mode == 2:
+        _add_rows(cols, 0, keep_nan, 3, rows, rows, _TERM_ABS, rows, _TERM_SQUARE)
+    else:
+        _add_rows(cols, 0, keep_nan, 2, rows, rows, _TERM_ABS, rows, _TERM_ABS)
 
 
 @njit(cache=True, nogil=True)
-def _scan_abs_sums(ac: np.ndarray, i0: int, i1: int, cols: np.ndarray, keep_nan: bool) -> None:  # pragma: no cover
-    """:func:`_scan_column_sums` of ``cols[1]`` alone (``np.abs(a)``'s column sums; rows 0 and 2 not added to)."""
-    m = ac.shape[1]
-    m4 = m - m % 4
-    for c0 in range(0, m4, 4):
-        q0, q1, q2, q3 = cols[1, c0], cols[1, c0 + 1], cols[1, c0 + 2], cols[1, c0 + 3]
-        for i in range(i0, i1):
-            q0, q1 = _add(q0, abs(ac[i, c0]), keep_nan), _add(q1, abs(ac[i, c0 + 1]), keep_nan)
-            q2, q3 = _add(q2, abs(ac[i, c0 + 2]), keep_nan), _add(q3, abs(ac[i, c0 + 3]), keep_nan)
-        cols[1, c0], cols[1, c0 + 1], cols[1, c0 + 2], cols[1, c0 + 3] = q0, q1, q2, q3
-    for c in range(m4, m):
-        q = cols[1, c]
-        for i in range(i0, i1):
-            q = _add(q, abs(ac[i, c]), keep_nan)
-        cols[1, c] = q
+def _scan_abs_sums(absa: np.ndarray, i0: int, i1: int, cols: np.ndarray, keep_nan: bool) -> None:  # pragma: no cover
+    """:func:`magnitude_scan`'s column sums of rows ``i0 .. i1 - 1`` of ``absa`` (float64 ``(N, M)``, ``np.abs(a)``
+    as :func:`_scan_elements` wrote it: read, not formed again; the same bits, ``abs(-0.0)`` 0.0 and NaNs' signs
+    cleared either way) added to ``cols[1]`` (``(3, M)``; :func:`_add_rows`; rows 0 and 2 not added to)."""
+    rows = absa[i0:i1]
+    _add_rows(cols, 1, keep_nan, 1, rows, rows, _TERM_X, rows, _TERM_X)
 
 
 @njit(cache=True, nogil=True)
@@ -728,10 +767,15 @@ def magnitude_scan(a: np.ndarray, absa: np.ndarray, sq: np.ndarray, mode: int, c
         empty), the smallest nonzero one (NaNs skipped; ``inf`` when there is none), and ``np.isnan(a).any()``.
 
     Rows in blocks of :data:`_SCAN_ROWS`: first the block's elements in one vectorised loop (:func:`_scan_elements`:
-    ``absa``, ``sq`` and the extremes, from the magnitudes' bit patterns), then its column sums, columns 4 at a time
-    with their 12 sums in registers, each sum adding its column's rows in order (the element-wise values formed again
-    there: the same operations, no reads of the outputs). N*D = 250,000, D = 16, mode 1: 187 against 266 us for one
-    loop doing both (scalar: numba does not SLP-vectorise the 4 columns).
+    ``absa``, ``sq`` and the extremes, from the magnitudes' bit patterns), then its column sums (:func:`_add_rows`),
+    columns 4 at a time with their 12 sums in registers, each sum adding its column's rows in order
+    (:func:`_scan_column_sums`: the element-wise values formed again from the block of ``a``; :func:`_scan_abs_sums`
+    for ``sums == 2``: the block of ``absa`` read). N*D = 250,000, D = 16, mode 1: 187 against 266 us for one loop
+    doing both (scalar: numba does not SLP-vectorise the 4 columns).
+
+    NaN sums: in a block holding a NaN each sum that is NaN keeps its NaN (:func:`_add`'s ``keep_nan``), the first of
+    its column's NaN terms (quieted) or ``inf - inf``'s, as the sums of one loop over the elements gave it; elsewhere
+    at most one operand of each addition is NaN, whose NaN it gives in either order.
     """
     n, m = a.shape
     ac = np.ascontiguousarray(a)
@@ -752,9 +796,9 @@ def magnitude_scan(a: np.ndarray, absa: np.ndarray, sq: np.ndarray, mode: int, c
         top, low, nan_block = _scan_elements(af[e0:e1], ai[e0:e1], bf[e0:e1], sf[e0:e1] if mode else sf[:0], mode,
                                              top, low, np.int64(0))
         nan = max(nan, nan_block)
-        # the block's column sums; where it holds a NaN, each sum that is NaN kept as it is (_scan_column_sums)
+        # the block's column sums; where it holds a NaN, each sum that is NaN kept as it is (the docstring's NaN sums)
         if sums == 2:
-            _scan_abs_sums(ac, i0, i1, cols, nan_block != 0)
+            _scan_abs_sums(absa, i0, i1, cols, nan_block != 0)
         elif sums != 0:
             _scan_column_sums(ac, i0, i1, mode, cols, nan_block != 0)
     bits = np.empty(2, dtype=np.int64)
@@ -846,8 +890,9 @@ def gradient_terms(aR: np.ndarray, E: np.ndarray, Rh: np.ndarray, Rh2: np.ndarra
         cols[0] = Rh.sum(axis=0);  cols[1] = E.sum(axis=0)      # rows in order from 0.0 (K >= 2)
 
     Rows in blocks of :data:`_SCAN_ROWS`: the block's elements in one loop from 0 over contiguous memory (which LLVM
-    vectorises; numba does not SLP-vectorise a row's K elements), then its column sums, 4 columns at a time in
-    registers, each adding its column's rows in order (N = 15,625, K = 4: 32 against 87 us for one loop doing both).
+    vectorises; numba does not SLP-vectorise a row's K elements), then its column sums (:func:`_add_rows`: 4 columns
+    at a time in registers, each adding its column's rows in order; N = 15,625, K = 4: 32 against 87 us for one loop
+    doing both).
 
     Returns:
         ``np.isfinite(Rh).all()``.
@@ -861,25 +906,12 @@ def gradient_terms(aR: np.ndarray, E: np.ndarray, Rh: np.ndarray, Rh2: np.ndarra
         cols[0, c] = 0.0
         cols[1, c] = 0.0
     bad = 0
-    k4 = k - k % 4
     for i0 in range(0, n, _SCAN_ROWS):
         i1 = min(n, i0 + _SCAN_ROWS)
         bad += _gradient_elements(af[i0 * k:i1 * k], ef[i0 * k:i1 * k], hf[i0 * k:i1 * k], h2f[i0 * k:i1 * k],
                                   lf[i0 * k:i1 * k])
-        for c0 in range(0, k4, 4):
-            p0, p1, p2, p3 = cols[0, c0], cols[0, c0 + 1], cols[0, c0 + 2], cols[0, c0 + 3]
-            q0, q1, q2, q3 = cols[1, c0], cols[1, c0 + 1], cols[1, c0 + 2], cols[1, c0 + 3]
-            for i in range(i0, i1):
-                p0, p1, p2, p3 = p0 + Rh[i, c0], p1 + Rh[i, c0 + 1], p2 + Rh[i, c0 + 2], p3 + Rh[i, c0 + 3]
-                q0, q1, q2, q3 = q0 + er[i, c0], q1 + er[i, c0 + 1], q2 + er[i, c0 + 2], q3 + er[i, c0 + 3]
-            cols[0, c0], cols[0, c0 + 1], cols[0, c0 + 2], cols[0, c0 + 3] = p0, p1, p2, p3
-            cols[1, c0], cols[1, c0 + 1], cols[1, c0 + 2], cols[1, c0 + 3] = q0, q1, q2, q3
-        for c in range(k4, k):
-            p, q = cols[0, c], cols[1, c]
-            for i in range(i0, i1):
-                p = p + Rh[i, c]
-                q = q + er[i, c]
-            cols[0, c], cols[1, c] = p, q
+        rows = er[i0:i1]
+        _add_rows(cols, 0, False, 2, Rh[i0:i1], rows, _TERM_X, rows, _TERM_X)
     return bad == 0
 
 

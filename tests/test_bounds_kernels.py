@@ -144,6 +144,37 @@ def test_column_sums_add_the_rows_in_order_pinned():
     assert np.sum(a[:, :1], axis=0)[0] > 1.0  # one column: NumPy sums pairwise (the kernel's caller uses NumPy)
 
 
+def test_magnitude_scan_abs_sums_of_signed_zeros_and_nan_payloads_pinned():
+    """``sums == 2`` adds the block of ``np.abs(a)`` that the element pass wrote (``absa``, not ``abs`` formed again):
+    -0.0 terms add as +0.0, and a column's NaN sum is its first NaN term with the sign cleared and quieted (x86 returns
+    the NaN operand of an addition, quieted), whether that NaN is in the first block of rows, a later one, or the last
+    partial one, with NaN-free blocks and other NaNs (in its block and later ones) after it; a column of 1.0 then
+    2**-53s sums to 1.0 in row order only (each 1 + 2**-53 rounds to even, back to 1). Six columns: four in registers,
+    a tail of two. The ``sums == 7`` pass (``abs`` formed again) gives the same bits."""
+    from harness.partialsums import _SCAN_ROWS
+
+    def f64(bits: int) -> float:
+        return float(np.array([bits], dtype=np.uint64).view(np.float64)[0])
+
+    rows = 3 * _SCAN_ROWS + 5
+    a = np.full((rows, 6), -0.0)
+    a[:, 1] = -0.5
+    a[_SCAN_ROWS + 7, 1] = f64(0xFFF0000000000ABC)  # negative signalling NaN in block 1
+    a[_SCAN_ROWS + 9, 1] = f64(0x7FF8000000000123)  # more NaNs after it, in its block and the next: the first stays
+    a[2 * _SCAN_ROWS + 1, 1] = f64(0xFFF8000000000456)
+    a[0, 2] = f64(0xFFF8000000000001)  # block 0 alone
+    a[_SCAN_ROWS + 3, 3] = -1.0
+    a[_SCAN_ROWS + 4:, 3] = -(2.0**-53)
+    a[rows - 1, 4] = f64(0xFFF4000000000000)  # the last, partial block; column 4 is in the tail
+    a[:rows - 1, 4] = 1.0
+    want = [0, 0x7FF8000000000ABC, 0x7FF8000000000001, 0x3FF0000000000000, 0x7FFC000000000000, 0]
+    for sums in (2, 7):
+        absa, sq, cols = np.empty(a.shape), np.empty(a.shape), np.full((3, 6), 7.0)
+        magnitude_scan(a, absa, sq, 2, cols, sums)
+        assert _bits(cols[1]).tolist() == want, sums
+        assert _bits(absa).tolist() == (_bits(a) & np.uint64(0x7FFFFFFFFFFFFFFF)).tolist()
+
+
 # ------------------------------------------------------------------------------------------------ residual_terms
 
 @pytest.mark.parametrize("kind", KINDS)
