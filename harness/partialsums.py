@@ -721,21 +721,34 @@ def _scan_elements(af: np.ndarray, ai: np.ndarray, bf: np.ndarray, sf: np.ndarra
 
 
 @njit(cache=True, nogil=True)
-def _scan_column_sums(ac: np.ndarray, i0: int, i1: int, mode: int, cols: np.ndarray, keep_nan: bool,
-                      ) -> None:  # pragma: no cover - compiled
-    """:func:`magnitude_scan`'s column sums of rows ``i0 .. i1 - 1`` of ``ac`` (float64 ``(N, M)``), of ``np.abs(ac)``
-    and of the square ``mode`` (1 ``abs(x) * abs(x)``, 2 ``x * x``, 0 none) added to ``cols[0]``, ``[1]``, ``[2]``
-    (``(3, M)``; :func:`_add_rows`, one call per ``mode``: constant terms, no test of ``mode`` in the loop, where one
-    call with the term chosen at run time took 79 against 50 us, N = 15,625, M = 4, mode 1). The element-wise values
-    formed again from ``ac``: the same operations as :func:`_scan_elements`' (reading its ``absa`` and ``sq`` as well:
-    308 against 210 us, N = 15,625, M = 16, mode 1)."""
+def _scan_sums_abs_square(ac: np.ndarray, i0: int, i1: int, cols: np.ndarray, keep_nan: bool,
+                          ) -> None:  # pragma: no cover - compiled
+    """:func:`magnitude_scan`'s column sums for ``mode == 1``: rows ``i0 .. i1 - 1`` of ``ac`` (float64 ``(N, M)``),
+    of ``abs(ac)`` and of ``abs(ac) * abs(ac)`` added to ``cols[0]``, ``[1]``, ``[2]`` (``(3, M)``; :func:`_add_rows`).
+
+    One function per mode (this, :func:`_scan_sums_square`, :func:`_scan_sums_no_square`), each compiled on its own
+    with constant terms: N = 15,625, M = 4, mode 2, 49 against 50 us with the three calls in one function taking
+    ``mode``, 79 with one call whose term is chosen at run time (base 8648640's single loop: 48-49). The element-wise
+    values formed again from ``ac``, the same operations as :func:`_scan_elements`' (reading its ``absa`` and ``sq``
+    instead: 308 against 210 us, N = 15,625, M = 16, mode 1)."""
     rows = ac[i0:i1]
-    if mode == 1:
-        _add_rows(cols, 0, keep_nan, 3, rows, rows, _TERM_ABS, rows, _TERM_ABS_SQUARE)
-    elif mode == 2:
-        _add_rows(cols, 0, keep_nan, 3, rows, rows, _TERM_ABS, rows, _TERM_SQUARE)
-    else:
-        _add_rows(cols, 0, keep_nan, 2, rows, rows, _TERM_ABS, rows, _TERM_ABS)
+    _add_rows(cols, 0, keep_nan, 3, rows, rows, _TERM_ABS, rows, _TERM_ABS_SQUARE)
+
+
+@njit(cache=True, nogil=True)
+def _scan_sums_square(ac: np.ndarray, i0: int, i1: int, cols: np.ndarray, keep_nan: bool,
+                      ) -> None:  # pragma: no cover - compiled
+    """:func:`_scan_sums_abs_square` for ``mode == 2``: the square ``ac * ac``."""
+    rows = ac[i0:i1]
+    _add_rows(cols, 0, keep_nan, 3, rows, rows, _TERM_ABS, rows, _TERM_SQUARE)
+
+
+@njit(cache=True, nogil=True)
+def _scan_sums_no_square(ac: np.ndarray, i0: int, i1: int, cols: np.ndarray, keep_nan: bool,
+                         ) -> None:  # pragma: no cover - compiled
+    """:func:`_scan_sums_abs_square` for ``mode == 0``: no square, ``cols[2]`` not added to."""
+    rows = ac[i0:i1]
+    _add_rows(cols, 0, keep_nan, 2, rows, rows, _TERM_ABS, rows, _TERM_ABS)
 
 
 @njit(cache=True, nogil=True)
@@ -769,8 +782,8 @@ def magnitude_scan(a: np.ndarray, absa: np.ndarray, sq: np.ndarray, mode: int, c
     Rows in blocks of :data:`_SCAN_ROWS`: first the block's elements in one vectorised loop (:func:`_scan_elements`:
     ``absa``, ``sq`` and the extremes, from the magnitudes' bit patterns), then its column sums (:func:`_add_rows`),
     columns 4 at a time with their 12 sums in registers, each sum adding its column's rows in order
-    (:func:`_scan_column_sums`: the element-wise values formed again from the block of ``a``; :func:`_scan_abs_sums`
-    for ``sums == 2``: the block of ``absa`` read). N*D = 250,000, D = 16, mode 1: 187 against 266 us for one loop
+    (:func:`_scan_sums_abs_square` and the like: the element-wise values formed again from the block of ``a``;
+    :func:`_scan_abs_sums` for ``sums == 2``: the block of ``absa`` read). N*D = 250,000, D = 16, mode 1: 187 against 266 us for one loop
     doing both (scalar: numba does not SLP-vectorise the 4 columns).
 
     NaN sums: in a block holding a NaN each sum that is NaN keeps its NaN (:func:`_add`'s ``keep_nan``), the first of
@@ -799,8 +812,12 @@ def magnitude_scan(a: np.ndarray, absa: np.ndarray, sq: np.ndarray, mode: int, c
         # the block's column sums; where it holds a NaN, each sum that is NaN kept as it is (the docstring's NaN sums)
         if sums == 2:
             _scan_abs_sums(absa, i0, i1, cols, nan_block != 0)
+        elif sums != 0 and mode == 1:
+            _scan_sums_abs_square(ac, i0, i1, cols, nan_block != 0)
+        elif sums != 0 and mode == 2:
+            _scan_sums_square(ac, i0, i1, cols, nan_block != 0)
         elif sums != 0:
-            _scan_column_sums(ac, i0, i1, mode, cols, nan_block != 0)
+            _scan_sums_no_square(ac, i0, i1, cols, nan_block != 0)
     bits = np.empty(2, dtype=np.int64)
     bits[0] = top
     bits[1] = low
