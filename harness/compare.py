@@ -29,6 +29,7 @@ possible. The quantity's verdict is the worst element's, in the order of
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -328,6 +329,19 @@ def _nonnegative(rig: F64, exp: F64) -> None:
             raise ValueError(f"compare: the {key} bound holds a negative value: an error bound is at least 0")
 
 
+@functools.lru_cache(maxsize=256)
+def _segments(sizes: tuple[int, ...]) -> tuple[npt.NDArray[np.int64], ...]:
+    """:func:`compare_many`'s layout of items of ``sizes`` elements concatenated (shape-only, kept, read-only):
+    ``(ends, starts, seg, seg * len(_NAMES))``, each item's end and start, and each element's item (int64)."""
+    ends = np.cumsum(sizes)
+    starts = ends - np.asarray(sizes)
+    seg = np.repeat(np.arange(len(sizes)), sizes)
+    out = (ends, starts, seg, seg * len(_NAMES))
+    for a in out:
+        a.flags.writeable = False
+    return out
+
+
 def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[Comparison]:
     """``[compare(**item, fmt=fmt) for item in items]``, field for field, in one pass.
 
@@ -354,28 +368,29 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
     if not items or min(sizes) == 0:
         return [compare(**it, fmt=fmt) for it in items]
 
-    def cat(key: str, dtype: type, default: str | None = None, fill: bool = False) -> npt.NDArray[Any]:
-        if default is None and all(it.get(key) is None for it in items):  # (every part np.full(shp, fill): at once)
-            return np.full(sum(sizes), fill, dtype=dtype)
-        parts = []
-        for it, shp in zip(items, shapes, strict=True):
-            v = it.get(key)
-            if v is None:
-                v = it[default] if default is not None else np.full(shp, fill, dtype=dtype)
-            # (an array of the dtype and shape already, the usual case, is what _flat checks first: flattened by
-            # the concatenation below, in C order, as its reshape(-1) would)
-            parts.append(v if type(v) is np.ndarray and v.dtype == dtype and v.shape == shp else _flat(v, shp, dtype, key))
-        return np.concatenate(parts, axis=None)
+    total = sum(sizes)
 
-    c = cat("computed", np.float64)
-    hi = cat("exact_hi", np.float64)
-    lo = cat("exact_lo", np.float64)
-    rig = cat("rigorous", np.float64)
-    exp = cat("expected", np.float64)
-    pos_ok = cat("posinf_allowed", bool, "inf_allowed")
-    neg_ok = cat("neginf_allowed", bool, "inf_allowed")
-    nan_ok = cat("nan_allowed", bool)
-    imp = cat("finite_impossible", bool)
+    def cat(keys: Sequence[tuple[str, str | None]], dtype: type, fill: bool = False) -> npt.NDArray[Any]:
+        """The items' values of each key (its default key's where it has none; else ``fill``), each key's
+        concatenated in one row of the result (one concatenation for all the keys)."""
+        parts = []
+        for key, default in keys:
+            if default is None and all(it.get(key) is None for it in items):  # (every part np.full(shp, fill): at once)
+                parts.append(np.full(total, fill, dtype=dtype))
+                continue
+            for it, shp in zip(items, shapes, strict=True):
+                v = it.get(key)
+                if v is None:
+                    v = it[default] if default is not None else np.full(shp, fill, dtype=dtype)
+                # (an array of the dtype and shape already, the usual case, is what _flat checks first: flattened by
+                # the concatenation below, in C order, as its reshape(-1) would)
+                parts.append(v if type(v) is np.ndarray and v.dtype == dtype and v.shape == shp else _flat(v, shp, dtype, key))
+        return np.concatenate(parts, axis=None).reshape(len(keys), total)
+
+    c, hi, lo, rig, exp = cat((("computed", None), ("exact_hi", None), ("exact_lo", None), ("rigorous", None),
+                               ("expected", None)), np.float64)
+    pos_ok, neg_ok, nan_ok, imp = cat((("posinf_allowed", "inf_allowed"), ("neginf_allowed", "inf_allowed"),
+                                       ("nan_allowed", None), ("finite_impossible", None)), bool)
     typ = None
     if any(it.get("nan_typical") is not None for it in items):  # (an item without one: its nan_allowed)
         first = itertools.accumulate(sizes[:-1], initial=0)  # each item's first element
@@ -386,11 +401,9 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
     err, ulps, rr, er, verdicts, overflowed, key_rr = _grade_elements(c, hi, lo, rig, exp, pos_ok, neg_ok, nan_ok, imp, fmt,
                                                                       typ)
     m = len(items)
-    ends = np.cumsum(sizes)
-    starts = ends - np.asarray(sizes)
-    seg = np.repeat(np.arange(m), sizes)
+    ends, starts, seg, seg_keys = _segments(tuple(sizes))
     nv = len(_NAMES)
-    counts = np.bincount(seg * nv + verdicts, minlength=m * nv).reshape(m, nv)
+    counts = np.bincount(seg_keys + verdicts, minlength=m * nv).reshape(m, nv)
     worst_v = np.maximum.reduceat(verdicts, starts)
     judged = ~overflowed
     order = np.lexsort((_ulp_sort_key(ulps), key_rr, seg))

@@ -245,10 +245,16 @@ def ulp_error(computed: npt.ArrayLike, exact_hi: npt.ArrayLike, exact_lo: npt.Ar
     hi_zero = hi == 0
     if hi_zero.any():
         hi, lo = np.where(hi_zero, lo, hi), np.where(hi_zero, 0.0, lo)
-    ok = (np.abs(c) <= fmt.max_finite) & (np.abs(hi) <= fmt.max_finite)  # (False for inf and NaN: not finite)
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite and out-of-range elements: inf, set below
-        cb, co, _ = _ord_parts(c, fmt)
-        eb, eo, eq = _ord_parts(hi, fmt)  # eq: the exponent of hi's quantum
+        if c.shape == hi.shape:  # (element-wise: c's and hi's parts from one pass over both, the same values)
+            both = np.array((c, hi))
+            fits = np.abs(both) <= fmt.max_finite  # (False for inf and NaN: not finite)
+            ok = fits[0] & fits[1]
+            (cb, eb), (co, eo), (_, eq) = _ord_parts(both, fmt)
+        else:
+            ok = (np.abs(c) <= fmt.max_finite) & (np.abs(hi) <= fmt.max_finite)
+            cb, co, _ = _ord_parts(c, fmt)
+            eb, eo, eq = _ord_parts(hi, fmt)  # eq: the exponent of hi's quantum
         half = 2.0 ** (fmt.precision - 1)
         # the low part moves the exact value within (or just across) hi's binade: in units of hi's
         # quantum, positive away from zero
