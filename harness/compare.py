@@ -189,8 +189,8 @@ def _grade_finite_elements(c: F64, hi: F64, lo: F64, rig: F64, exp: F64, fmt: Fl
         err = np.abs((c - hi) - lo)
         err = np.where((c == hi) & (lo == 0), 0.0, err)
         ulps = ulp_error(c, hi, lo, fmt)
-        rr = _ratio(err, rig)
-        er = _ratio(err, exp)
+        ratios = _ratio(err, np.array((rig, exp)))  # (element-wise: both ratios in one pass, the same values)
+        rr, er = ratios[0, ...], ratios[1, ...]  # (arrays, 0-d ones too)
     iv = _IV
     verdicts = np.where(rr <= 1.0, np.where(er <= 1.0, iv["agree"], iv["suspect"]), iv["disagree"])
     return err, ulps, rr, er, verdicts, np.zeros(verdicts.shape, dtype=bool), rr.copy()
