@@ -112,6 +112,24 @@ def _dyadic_hi_lo_small(ints: ObjArray, q: int) -> tuple[npt.NDArray[np.float64]
     return np.array(his, dtype=np.float64).reshape(shape), np.array(los, dtype=np.float64).reshape(shape)
 
 
+def _dyadic_hi_small(ints: ObjArray, q: int) -> npt.NDArray[np.float64] | None:
+    """:func:`_dyadic_hi_lo_small`'s ``hi`` alone (the same values), or None where its test of ``hi`` fails; where only
+    its test of ``lo`` fails, :meth:`ScaledInts.to_hi_lo`'s general path gives this same ``hi`` (both are the value
+    correctly rounded: ``float(i)`` scaled exactly by ``2**-q`` within the normal range)."""
+    his: list[float] = []
+    ldexp = math.ldexp  # (a local name: one lookup)
+    for i in ints.ravel().tolist():
+        try:
+            h = float(i)
+            hs = ldexp(h, -q)
+        except OverflowError:
+            return None
+        if h != 0 and abs(hs) < 2.0**-1021:
+            return None
+        his.append(hs)
+    return np.array(his, dtype=np.float64).reshape(ints.shape)
+
+
 class ScaledInts:
     """An exact rational array ``ints * scale``.
 
@@ -289,7 +307,14 @@ class ScaledInts:
         return np.array(his, dtype=np.float64).reshape(shape), np.array(los, dtype=np.float64).reshape(shape)
 
     def to_float64(self) -> npt.NDArray[np.float64]:
-        """Nearest float64 to each value (``±inf`` beyond range). Correctly rounded."""
+        """Nearest float64 to each value (``±inf`` beyond range). Correctly rounded: :meth:`to_hi_lo`'s ``hi``."""
+        if type(self).to_hi_lo is ScaledInts.to_hi_lo and self.ints.size <= SMALL_ARRAY:  # (not a subclass's own)
+            s = self.scale
+            q = s.denominator.bit_length() - 1
+            if s.numerator == 1 and s.denominator == 1 << q:
+                hi = _dyadic_hi_small(self.ints, q)
+                if hi is not None:
+                    return hi
         return self.to_hi_lo()[0]
 
 

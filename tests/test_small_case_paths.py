@@ -115,6 +115,24 @@ def test_to_hi_lo_matches_fractions() -> None:
     assert all((h == np.inf) == (i > 0) and (h == -np.inf) == (i < 0) for i, h in zip(ints, hi, strict=True))
 
 
+@pytest.mark.parametrize("exp", [70, 1000, 1070, 1130, -1000, -1100])
+def test_small_to_float64_is_the_nearest_float(exp: int) -> None:
+    """``to_float64`` of small arrays (at most SMALL_ARRAY values, a dyadic scale: its hi-only path) is the nearest
+    float64 of each exact value: in the normal range, where the low part would be subnormal (2**-1070), where the value
+    itself is subnormal or 0 once rounded (2**-1130), and beyond float64's range (inf of the value's sign)."""
+    rng = np.random.default_rng(exp % 97)
+    ints = np.empty(12, dtype=object)
+    ints[:] = [int(v) << int(s) for v, s in zip(rng.integers(-2**62, 2**62, 12), rng.integers(0, 40, 12), strict=True)]
+    ints[3] = 0
+    scale = Fraction(2) ** -exp
+    got = ScaledInts(ints, scale).to_float64()
+    assert got.shape == (12,) and got.dtype == np.float64
+    for i, h in zip(ints, got.tolist(), strict=True):
+        f = Fraction(i) * scale
+        want = float(f) if abs(f) < 2**1024 else math.copysign(math.inf, i)
+        assert h == want and math.copysign(1.0, h) == math.copysign(1.0, want if i else 1.0), (i, h, want)
+
+
 def test_max_abs_each_is_max_abs_of_each() -> None:
     """One pass over several arrays gives each array's own ``_max_abs``: NaN where it holds one, inf, -0.0, 0-d
     arrays; an empty or a long double array takes the one-by-one path (0.0 for the empty one)."""
