@@ -329,10 +329,28 @@ def _nonnegative(rig: F64, exp: F64) -> None:
             raise ValueError(f"compare: the {key} bound holds a negative value: an error bound is at least 0")
 
 
-@functools.lru_cache(maxsize=256)
+#: :func:`compare_many` keeps the layouts of at most this many elements in all (:func:`_kept_segments`): a large
+#: step's layout (about 30 MB at 10^6 parameters) is formed each time instead of held for the rest of the run.
+_KEPT_LAYOUT_ELEMENTS = 4096
+
+
 def _segments(sizes: tuple[int, ...]) -> tuple[npt.NDArray[np.int64], ...]:
-    """:func:`compare_many`'s layout of items of ``sizes`` elements concatenated (shape-only, kept, read-only):
-    ``(ends, starts, seg, seg * len(_NAMES))``, each item's end and start, and each element's item (int64)."""
+    """:func:`compare_many`'s layout of items of ``sizes`` elements concatenated (shape-only, read-only):
+    ``(ends, starts, seg, seg * len(_NAMES))``, each item's end and start, and each element's item (int64).
+    Small layouts are kept (:func:`_kept_segments`)."""
+    if sum(sizes) <= _KEPT_LAYOUT_ELEMENTS:
+        return _kept_segments(sizes)
+    return _layout(sizes)
+
+
+@functools.lru_cache(maxsize=256)
+def _kept_segments(sizes: tuple[int, ...]) -> tuple[npt.NDArray[np.int64], ...]:
+    """:func:`_layout`, kept per ``sizes`` (at most 256 layouts of at most :data:`_KEPT_LAYOUT_ELEMENTS` each)."""
+    return _layout(sizes)
+
+
+def _layout(sizes: tuple[int, ...]) -> tuple[npt.NDArray[np.int64], ...]:
+    """:func:`_segments`' arrays, formed (read-only: a kept layout is shared by every later call)."""
     ends = np.cumsum(sizes)
     starts = ends - np.asarray(sizes)
     seg = np.repeat(np.arange(len(sizes)), sizes)

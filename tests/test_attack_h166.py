@@ -127,6 +127,22 @@ def test_compare_many_same_sizes_other_shapes_name_their_own_worst_element() -> 
                 one.worst_index, one.verdict, one.bound_ratio, one.max_ulp_error)
 
 
+def test_compare_many_keeps_small_layouts_only() -> None:
+    """A layout of more than 4,096 elements is formed for its call, not kept for the rest of the run (kept per size,
+    a sweep of 10^6-parameter shapes held about 30 MB each); the large items still name their own worst element."""
+    from harness import compare as cmp
+
+    cmp._kept_segments.cache_clear()
+    big = [0.0] * 5000
+    big[4321] = 2.0**-8
+    got = compare_many([_item(big, (50, 100)), _item([2.0**-12], (1,))], F64)
+    assert [g.worst_index for g in got] == [(43, 21), (0,)]
+    assert [g.verdict for g in got] == ["disagree", "agree"]
+    assert cmp._kept_segments.cache_info().currsize == 0
+    compare_many([_item(big[:4000], (4000,)), _item([0.0], (1,))], F64)  # 4,001 elements: kept
+    assert cmp._kept_segments.cache_info().currsize == 1
+
+
 # ------------------------------------------------------------------------------------------------ ulp_error
 
 
