@@ -121,6 +121,7 @@ def _dyadic_hi_small(ints: ObjArray, q: int) -> npt.NDArray[np.float64] | None:
     for i in ints.ravel().tolist():
         try:
             h = float(i)
+            int(i)  # (what to_hi_lo's lo reads: an element that is not an integer, NaN or inf, fails as it does there)
             hs = ldexp(h, -q)
         except OverflowError:
             return None

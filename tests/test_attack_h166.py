@@ -236,3 +236,15 @@ def test_to_float64_zero_d_and_a_subclass_with_its_own_hi_lo() -> None:
             return np.full(self.shape, 42.0), np.zeros(self.shape)
 
     assert Shifted(_ints([1, 2], (2,)), Fraction(1, 2)).to_float64().tolist() == [42.0, 42.0]
+
+
+@pytest.mark.parametrize("n", [1, 100])
+@pytest.mark.parametrize(("bad", "error"), [(float("nan"), ValueError), (float("inf"), OverflowError)])
+def test_to_float64_refuses_an_element_that_is_not_an_integer_at_every_size(n: int, bad: float, error: type) -> None:
+    """helper-166: with a float NaN or inf among the ints (outside the class's contract), arrays of at most 32
+    elements returned nan / inf from the hi-only path while larger ones raised; now each size raises as to_hi_lo does."""
+    ints = np.array([3] * (n - 1) + [bad], dtype=object)
+    with pytest.raises(error):
+        ScaledInts(ints, Fraction(1, 4)).to_float64()
+    with pytest.raises(error):
+        ScaledInts(ints, Fraction(1, 4)).to_hi_lo()
