@@ -1413,6 +1413,27 @@ def _update_bound(new_abs: F64, g_abs: F64, E_g: F64, lr: float, dlr: float, u2:
     return _nearest_rounding_bound(new_abs + P, fmt) + P + e2
 
 
+def _update_bounds_of_both(parts_W: tuple[F64, F64, F64, Any, Any], parts_b: tuple[F64, F64, F64, Any, Any],
+                           lr: float, dlr: float, u2: float, fmt: FloatFormat) -> tuple[F64, F64]:
+    """``(_update_bound(*parts_W, ...), _update_bound(*parts_b, ...))`` (``parts``: ``new_abs``, ``g_abs``, ``E_g``,
+    ``eta``, ``eta2``), called inside ``np.errstate(invalid="ignore", over="ignore")``: one call on the two joined
+    (each array flattened, then split and reshaped) where every array is float64 and of its own quantity's one shape
+    and both quantities' ``eta`` and ``eta2`` are the same Python floats (gradual underflow); its operations are
+    element-wise, so each element is the same as from its own call. Else the two calls."""
+    newW, gW, EW, e1W, e2W = parts_W
+    newb, gb, Eb, e1b, e2b = parts_b
+    if (type(e1W) is float and type(e2W) is float and e1W == e1b and e2W == e2b and type(e1b) is float
+            and type(e2b) is float
+            and all(isinstance(a, np.ndarray) and a.dtype == np.float64 and a.shape == newW.shape for a in (newW, gW, EW))
+            and all(isinstance(a, np.ndarray) and a.dtype == np.float64 and a.shape == newb.shape for a in (newb, gb, Eb))):
+        m = newW.size
+        both = _update_bound(np.concatenate((newW, newb), axis=None), np.concatenate((gW, gb), axis=None),
+                             np.concatenate((EW, Eb), axis=None), lr, dlr, u2, e1W, e2W, fmt=fmt)
+        return both[:m].reshape(newW.shape), both[m:].reshape(newb.shape)
+    return (_update_bound(newW, gW, EW, lr, dlr, u2, e1W, e2W, fmt=fmt),
+            _update_bound(newb, gb, Eb, lr, dlr, u2, e1b, e2b, fmt=fmt))
+
+
 def nearest_rounding_bound(z_abs: F64, fmt: FloatFormat) -> F64:
     """A bound on ``|fl(z) - z|`` for every ``|z| <= z_abs``, the rounding to ``fmt`` perhaps after one to the wider
     type (:func:`wider_roundoff`, ``u_w``), the underflow part (``eta``) not included.
@@ -2289,8 +2310,8 @@ def _step_bounds_in(
         # (update_bound's errstate, once for both; NaN (inf * 0 in a vacuous bound) and inf stay inf below: a vacuous
         # bound says nothing)
         with np.errstate(invalid="ignore", over="ignore"):
-            rig_W = _update_bound(newW_abs, gW_abs, gbx.gW, lr, dlr, u2, *eta_W, fmt=fmt)
-            rig_b = _update_bound(newb_abs, gb_abs, gbx.gb, lr, dlr, u2, *eta_b, fmt=fmt)
+            rig_W, rig_b = _update_bounds_of_both((newW_abs, gW_abs, gbx.gW, *eta_W), (newb_abs, gb_abs, gbx.gb, *eta_b),
+                                                  lr, dlr, u2, fmt)
             out = _nan_as_inf_owned({q: np.asarray(v * _SAFETY, dtype=wd) for q, v in
                                      (("loss", rig_Lx), ("grad_W", gbx.gW), ("grad_b", gbx.gb), ("W", rig_W), ("b", rig_b))})
         return out, eta_W, eta_b
