@@ -851,7 +851,7 @@ def partial_sum_squares_planes(term: Callable[[int], F64], n: int, sum_sq: F64) 
         forward += F * F
     total = F.copy()
     S = F  # reverse partial sums, from the whole sum down
-    reverse = np.zeros_like(total)
+    reverse = np.zeros(total.shape, dtype=total.dtype)  # (np.zeros_like's Python wrapper: a few us a call)
     for j in range(n):
         reverse += S * S
         S -= term(j) if kept is None else kept[j]
@@ -2272,7 +2272,9 @@ def _step_bounds_in(
 ) -> StepBounds:
     """:func:`step_bounds` evaluated in the floating type ``wd`` (float64, or longdouble for the rescue);
     ``pre``: :func:`_prepare` of these inputs (float64 only), or None; ``shapes_checked``: the caller has checked the
-    shapes of these ``inputs`` and ``residual`` (:func:`harness.shapes.check_step_shapes`, ``b`` as ``(K,)``)."""
+    shapes of these ``inputs`` and ``residual`` (:func:`harness.shapes.check_step_shapes`, ``b`` as ``(K,)``). Called
+    inside ``np.errstate(all="ignore")`` (:func:`step_bounds`, :func:`_rescue_overflowed_bounds`): its own operations
+    enter no errstate of their own (the public functions it calls still do)."""
     X: F64
     Y: F64
     W: F64
@@ -2307,13 +2309,12 @@ def _step_bounds_in(
         """The rigorous bounds of every quantity from these gradient and loss bounds, and the updates' underflows."""
         eta_W = update_underflow(upd_reg, W_abs, newW_abs, gW_abs, gbx.gW, lr, dlr, u2)
         eta_b = update_underflow(upd_reg, b_abs, newb_abs, gb_abs, gbx.gb, lr, dlr, u2)
-        # (update_bound's errstate, once for both; NaN (inf * 0 in a vacuous bound) and inf stay inf below: a vacuous
+        # (update_bound's errstate: the caller's; NaN (inf * 0 in a vacuous bound) and inf stay inf below: a vacuous
         # bound says nothing)
-        with np.errstate(invalid="ignore", over="ignore"):
-            rig_W, rig_b = _update_bounds_of_both((newW_abs, gW_abs, gbx.gW, *eta_W), (newb_abs, gb_abs, gbx.gb, *eta_b),
-                                                  lr, dlr, u2, fmt)
-            out = _nan_as_inf_owned({q: np.asarray(v * _SAFETY, dtype=wd) for q, v in
-                                     (("loss", rig_Lx), ("grad_W", gbx.gW), ("grad_b", gbx.gb), ("W", rig_W), ("b", rig_b))})
+        rig_W, rig_b = _update_bounds_of_both((newW_abs, gW_abs, gbx.gW, *eta_W), (newb_abs, gb_abs, gbx.gb, *eta_b),
+                                              lr, dlr, u2, fmt)
+        out = _nan_as_inf_owned({q: np.asarray(v * _SAFETY, dtype=wd) for q, v in
+                                 (("loss", rig_Lx), ("grad_W", gbx.gW), ("grad_b", gbx.gb), ("W", rig_W), ("b", rig_b))})
         return out, eta_W, eta_b
 
     rigorous_inexact: dict[str, F64] | None = None
@@ -2326,8 +2327,7 @@ def _step_bounds_in(
     rigorous, eta_W, eta_b = rigorous_of(gb, rig_L)
     expected_raw = expected_bounds(X, Y, W, b, R, exact, c, lr, dlr, reg, ut, rb, gb, U_L, pre=pre,
                                    update_eta=(eta_W[0] + eta_W[1], eta_b[0] + eta_b[1]), shapes_checked=shapes_checked)
-    with np.errstate(invalid="ignore"):
-        expected = {q: np.minimum(v, rigorous[q]) for q, v in _nan_as_inf_owned({q: expected_raw[q] for q in rigorous}).items()}
+    expected = {q: np.minimum(v, rigorous[q]) for q, v in _nan_as_inf_owned({q: expected_raw[q] for q in rigorous}).items()}
     typical: dict[str, Any] = {}
     inf_ok, nan_ok, pinf_ok, ninf_ok = overflow_masks(X, Y, W, b, R, exact, rb, gb, c, learning_rates(lr, lr_held, upd_reg),
                                                       reg, ut, pre=pre, typical=typical)
