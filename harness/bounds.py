@@ -1775,10 +1775,10 @@ def _far_from_overflow(
         if pre is not None and facts is not None:
             E_nan, R_nan, aX, aY, aU = facts[0], pre.R.nan, pre.X.max_abs, pre.Y.max_abs, facts[1]
             aW, ab, gWm, gbm, *ex_each = _max_abs_each(W, b, gb.gW, gb.gb, *(exact[q] for q in quantities))
-        else:
-            E_nan, R_nan = bool(np.isnan(rb.E).any()), bool(np.isnan(R).any())
-            aX, aY, aU, aW, ab, gWm, gbm, *ex_each = _max_abs_each(X, Y, rb.U, W, b, gb.gW, gb.gb,
-                                                                   *(exact[q] for q in quantities))
+        else:  # (E's and R's NaN tests from the same pass: max |a| is NaN exactly where a holds a NaN)
+            mE, mR, aX, aY, aU, aW, ab, gWm, gbm, *ex_each = _max_abs_each(rb.E, R, X, Y, rb.U, W, b, gb.gW, gb.gb,
+                                                                           *(exact[q] for q in quantities))
+            E_nan, R_nan = math.isnan(mE), math.isnan(mR)
         if E_nan or R_nan:  # a NaN error bound (inf * 0) takes part in the masks
             return False
         P = G_R * (d * aX * aW + ab + aY) + aU  # pos, neg, so |R^| as used
