@@ -89,19 +89,28 @@ def _int_scale_of_small(x: npt.NDArray[np.float64]) -> tuple[ObjArray, Fraction]
     return ints.reshape(x.shape), _power_of_two(q)
 
 
-def _dyadic_hi_lo_small(ints: ObjArray, q: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]] | None:
+def _dyadic_hi_lo_small(ints: ObjArray, q: int, with_lo: bool = True
+                        ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64] | None] | None:
     """:meth:`ScaledInts.to_hi_lo`'s dyadic path (scale ``2**-q``) for a small array, element by element: the same
     ``hi``, ``lo`` and the same test of the normal range; None where that test fails (a value whose ``hi`` or
     nonzero ``lo`` falls below ``2**-1021`` once scaled, or a value or its scaled ``hi`` is beyond float64's range):
-    the caller then takes the general path, as for a large array."""
+    the caller then takes the general path, as for a large array. ``with_lo`` False (:meth:`ScaledInts.to_float64`):
+    ``hi`` alone, the same values, and ``lo`` None (neither formed nor tested; each element still read as an integer,
+    so one that is not, NaN or inf, fails as it does with ``lo``): where only ``lo``'s test would fail, the general path
+    gives this same ``hi`` (both the value correctly rounded: ``float(i)`` scaled exactly by ``2**-q`` within the
+    normal range)."""
     his: list[float] = []
     los: list[float] = []
     ldexp = math.ldexp  # (a local name: one lookup)
     for i in ints.ravel().tolist():
         try:
             h = float(i)
-            lo = float(int(i) - int(h))
-            hs, ls = ldexp(h, -q), ldexp(lo, -q)  # (C's ldexp, as NumPy's; where NumPy's gives inf, this raises)
+            if with_lo:
+                ls = ldexp(float(int(i) - int(h)), -q)  # (C's ldexp, as NumPy's; where NumPy's gives inf, this raises)
+            else:
+                int(i)  # (lo's read of i: an element that is not an integer, NaN or inf, fails as it does with lo)
+                ls = 0.0
+            hs = ldexp(h, -q)
         except OverflowError:
             return None
         if (h != 0 and abs(hs) < 2.0**-1021) or (ls != 0 and abs(ls) < 2.0**-1021):
@@ -109,26 +118,8 @@ def _dyadic_hi_lo_small(ints: ObjArray, q: int) -> tuple[npt.NDArray[np.float64]
         his.append(hs)
         los.append(ls)
     shape = ints.shape
-    return np.array(his, dtype=np.float64).reshape(shape), np.array(los, dtype=np.float64).reshape(shape)
-
-
-def _dyadic_hi_small(ints: ObjArray, q: int) -> npt.NDArray[np.float64] | None:
-    """:func:`_dyadic_hi_lo_small`'s ``hi`` alone (the same values), or None where its test of ``hi`` fails; where only
-    its test of ``lo`` fails, :meth:`ScaledInts.to_hi_lo`'s general path gives this same ``hi`` (both are the value
-    correctly rounded: ``float(i)`` scaled exactly by ``2**-q`` within the normal range)."""
-    his: list[float] = []
-    ldexp = math.ldexp  # (a local name: one lookup)
-    for i in ints.ravel().tolist():
-        try:
-            h = float(i)
-            int(i)  # (what to_hi_lo's lo reads: an element that is not an integer, NaN or inf, fails as it does there)
-            hs = ldexp(h, -q)
-        except OverflowError:
-            return None
-        if h != 0 and abs(hs) < 2.0**-1021:
-            return None
-        his.append(hs)
-    return np.array(his, dtype=np.float64).reshape(ints.shape)
+    hi = np.array(his, dtype=np.float64).reshape(shape)
+    return hi, (np.array(los, dtype=np.float64).reshape(shape) if with_lo else None)
 
 
 class ScaledInts:
@@ -273,8 +264,8 @@ class ScaledInts:
             # unless the result leaves float64's normal range, which falls back below
             if self.ints.size <= SMALL_ARRAY:
                 small = _dyadic_hi_lo_small(self.ints, q)
-                if small is not None:
-                    return small
+                if small is not None and small[1] is not None:  # (with lo: always an array)
+                    return small[0], small[1]
             else:
                 try:
                     rounded = [float(i) for i in flat]
@@ -313,9 +304,9 @@ class ScaledInts:
             s = self.scale
             q = s.denominator.bit_length() - 1
             if s.numerator == 1 and s.denominator == 1 << q:
-                hi = _dyadic_hi_small(self.ints, q)
-                if hi is not None:
-                    return hi
+                small = _dyadic_hi_lo_small(self.ints, q, with_lo=False)
+                if small is not None:
+                    return small[0]
         return self.to_hi_lo()[0]
 
 
