@@ -248,6 +248,13 @@ class StepBounds:
         typical_partial_sums: for grad_W, grad_b, W and b (theirs: their gradient's), ``(A, B)``: the largest positive
             and negative partial sums of the gradient's reduction over N in those orders (scaled, with the growth of
             its roundings; NaN where not computed); None where none was computed.
+        posinf_typical, neginf_typical: quantity -> bool array, True where ``+inf`` (``-inf``) is possible in the
+            orders libraries sum in (within :attr:`posinf_allowed` / :attr:`neginf_allowed`): a gradient's partial sum
+            in those orders, or its exact value, passes the range with that sign (W and b: their update's terms, or
+            their gradient's typical infinity). An infinity allowed by the any-order masks but not here (only the terms
+            summed by sign give it) is graded ``suspect``, as a NaN outside :attr:`nan_typical` (helper-168: a step
+            returning ``+inf`` for a gradient whose terms sum to 0 in every modelled order passed as ``overflow``).
+            None = the any-order masks.
     """
 
     rigorous: dict[str, F64]
@@ -264,6 +271,8 @@ class StepBounds:
     rigorous_inexact: dict[str, F64] | None = None
     nan_typical: dict[str, Mask] | None = None
     typical_partial_sums: dict[str, tuple[F64, F64]] | None = None
+    posinf_typical: dict[str, Mask] | None = None
+    neginf_typical: dict[str, Mask] | None = None
 
     def tolerance_bounds(self) -> dict[str, F64]:
         """The rigorous bounds of a step that transforms the exact terms: :attr:`rigorous_inexact` where some
@@ -1873,17 +1882,19 @@ def typical_partial_sums(hi: F64, lo: F64, limit: float = math.inf) -> tuple[F64
     return A, B
 
 
-def typical_nan_masks(Xm: F64, S_hi: F64, S_lo: F64, both: Mask, growth: float, big: float) -> tuple[Mask, F64, F64]:
+def typical_nan_masks(Xm: F64, S_hi: F64, S_lo: F64, both: Mask, growth: float, big: float,
+                      where: Mask | None = None) -> tuple[Mask, F64, F64]:
     """The typical-order part of ``sum_i Xm_ij S_ik``'s NaN: ``(mask, A, B)``, ``(D', K)`` each (``D'`` the columns of
     ``Xm``). ``mask``: True where, among the partial sums of :func:`typical_partial_sums` (the terms ``Xm_ij S_ik`` in
     the data's order, ``S`` within ``[S_lo, S_hi]``, times ``growth``), one exceeds ``+big`` and one ``-big``.
     ``A`` and ``B``: the largest positive and negative partial sums (``growth`` applied; NaN where not computed).
-    Computed only where ``both`` (some order overflows both ways: the mask is False elsewhere), in chunks of
-    :data:`_TYPICAL_CHUNK` elements (memory ``O(N K + D K)``, not ``O(N D K)``)."""
+    Computed only where ``where`` (default ``both``: some order overflows both ways; the mask is False elsewhere;
+    :func:`overflow_masks` passes every element where some order overflows either way, for the typical-order
+    infinities), in chunks of :data:`_TYPICAL_CHUNK` elements (memory ``O(N K + D K)``, not ``O(N D K)``)."""
     n = Xm.shape[0]
     A = np.full(both.shape, np.nan)
     B = np.full(both.shape, np.nan)
-    jj, kk = np.nonzero(both)
+    jj, kk = np.nonzero(both if where is None else where)
     step = max(1, _TYPICAL_CHUNK // max(n, 1))
     with np.errstate(invalid="ignore", over="ignore"):
         for at in range(0, jj.size, step):
@@ -1931,6 +1942,7 @@ def overflow_masks(
                  "W": np.zeros((d, k), dtype=bool), "b": np.zeros(k, dtype=bool)}
         if typical is not None:
             typical["nan"], typical["sums"] = dict(masks), None
+            typical["posinf"], typical["neginf"] = dict(masks), dict(masks)
         return masks, dict(masks), dict(masks), dict(masks)
     c_zero = c != 1.0 and (c <= reg.fmt.underflow_quantum or (reg.ftz and c < reg.fmt.min_normal))
     lr_zero = any(x == 0.0 for x in lrs)  # some correct evaluation multiplies by 0
@@ -1990,7 +2002,7 @@ def overflow_masks(
             other = other | (np.ones_like(Xm).T @ s_nan.astype(float) > 0)
             # the scale applied after the sum: an overflowed sum times a zero scale
             other = other | (ginf & c_zero)
-            typ_both, A, B = typical_nan_masks(Xm, S_hi, S_lo, both, G_T, big)
+            typ_both, A, B = typical_nan_masks(Xm, S_hi, S_lo, both, G_T, big, where=ginf)
             typical_parts.append((typ_both | other, A, B))
             return ginf, both | other
 
@@ -2044,6 +2056,17 @@ def overflow_masks(
                               "W": upd(gW_inf, gW_typ, gb.gW, np.abs(exact["grad_W"]), W, exact["W"])[1],
                               "b": upd(gb_inf, gb_typ, gb.gb, np.abs(exact["grad_b"]), b, exact["b"])[1]}
             typical["sums"] = {"grad_W": (gW_A, gW_B), "grad_b": (gb_A, gb_B), "W": (gW_A, gW_B), "b": (gb_A, gb_B)}
+            # the typical-order infinities: +inf (-inf) of a gradient where a partial sum of those orders passes the
+            # range with that sign (A, B: NaN where not computed, which compares False), or the exact value does;
+            # W and b where their update's own terms overflow, or their gradient's typical infinity of the other sign
+            gW_pt = gW_p & ((gW_A > big) | (exact["grad_W"] > big))
+            gW_nt = gW_n & ((gW_B > big) | (exact["grad_W"] < -big))
+            gb_pt = gb_p & ((gb_A > big) | (exact["grad_b"] > big))
+            gb_nt = gb_n & ((gb_B > big) | (exact["grad_b"] < -big))
+            W_pt, W_nt = upd_signed(gW_pt, gW_nt, gb.gW, exact["grad_W"], W, exact["W"])
+            b_pt, b_nt = upd_signed(gb_pt, gb_nt, gb.gb, exact["grad_b"], b, exact["b"])
+            typical["posinf"] = {"loss": np.asarray(L_inf), "grad_W": gW_pt, "grad_b": gb_pt, "W": W_pt, "b": b_pt}
+            typical["neginf"] = {"loss": np.asarray(False), "grad_W": gW_nt, "grad_b": gb_nt, "W": W_nt, "b": b_nt}
         W_p, W_n = upd_signed(gW_p, gW_n, gb.gW, exact["grad_W"], W, exact["W"])
         b_p, b_n = upd_signed(gb_p, gb_n, gb.gb, exact["grad_b"], b, exact["b"])
     inf = {"loss": np.asarray(L_inf), "grad_W": gW_inf, "grad_b": gb_inf, "W": W_inf, "b": b_inf}
@@ -2334,4 +2357,5 @@ def _step_bounds_in(
     return StepBounds(rigorous=rigorous, expected=expected, inf_allowed=inf_ok, nan_allowed=nan_ok,
                       vacuous=_vacuous_reasons(n, d, k, reg, rb, gb, gL), flush_to_zero=reg.ftz,
                       posinf_allowed=pinf_ok, neginf_allowed=ninf_ok, rigorous_inexact=rigorous_inexact,
-                      nan_typical=typical["nan"], typical_partial_sums=typical["sums"])
+                      nan_typical=typical["nan"], typical_partial_sums=typical["sums"],
+                      posinf_typical=typical["posinf"], neginf_typical=typical["neginf"])

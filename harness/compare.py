@@ -128,12 +128,14 @@ def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
 def _grade_elements(
     c: F64, hi: F64, lo: F64, rig: F64, exp: F64, pos_ok: npt.NDArray[np.bool_], neg_ok: npt.NDArray[np.bool_],
     nan_ok: npt.NDArray[np.bool_], finite_impossible: npt.NDArray[np.bool_] | None, fmt: FloatFormat,
-    nan_typ: npt.NDArray[np.bool_] | None = None,
+    nan_typ: npt.NDArray[np.bool_] | None = None, pos_typ: npt.NDArray[np.bool_] | None = None,
+    neg_typ: npt.NDArray[np.bool_] | None = None,
 ) -> tuple[F64, F64, F64, F64, npt.NDArray[np.int64], npt.NDArray[np.bool_], F64]:
     """The element-wise part of :func:`compare` (arrays of one shape): ``(abs_error, ulp_error,
     rigorous ratio, expected ratio, element verdict codes, overflowed, worst-element key)``. Every operation
     is per element, so a concatenation of several quantities grades each element as alone. ``nan_typ``: where
-    NaN is typical-possible (None: wherever ``nan_ok``); a NaN allowed by ``nan_ok`` alone is ``suspect``."""
+    NaN is typical-possible (None: wherever ``nan_ok``); a NaN allowed by ``nan_ok`` alone is ``suspect``. ``pos_typ``,
+    ``neg_typ``: the same for ``+inf`` and ``-inf`` (None: wherever ``pos_ok`` / ``neg_ok``)."""
     if bool(np.isfinite(c).all()) and bool(np.isfinite(hi).all()):
         return _grade_finite_elements(c, hi, lo, rig, exp, fmt)
     # an exact value beyond the range allows the infinity of its own sign
@@ -169,14 +171,20 @@ def _grade_elements(
     verdicts = np.where(rr <= 1.0, np.where(er <= 1.0, iv["agree"], iv["suspect"]), iv["disagree"])
     verdicts = np.where(overflowed, iv["overflow"], verdicts)
     # the worst element: the largest rigorous ratio (non-finite results a correct evaluation can produce: -1);
-    # a NaN that only a sign-sorted order forms is suspect, ranked as a ratio of 1 (above agreeing and suspect
+    # a NaN or an infinity that only a sign-sorted order forms is suspect, ranked as a ratio of 1 (above agreeing and suspect
     # finite elements but for a tie, below any disagreeing one), so that the record names it
     key_rr = np.where(overflowed, -1.0, rr)
+    atypical = np.zeros(c.shape, dtype=bool)
     if nan_typ is not None:
         atypical = np.isnan(c) & nan_ok & ~nan_typ
-        if atypical.any():
-            verdicts = np.where(atypical, iv["suspect"], verdicts)
-            key_rr = np.where(atypical, 1.0, key_rr)
+    if pos_typ is not None or neg_typ is not None:
+        # an infinity only the terms summed by sign form (the exact value beyond the range allows its own sign)
+        pt = pos_ok if pos_typ is None else pos_typ | (hi > fmt.max_finite)
+        nt = neg_ok if neg_typ is None else neg_typ | (hi < -fmt.max_finite)
+        atypical = atypical | (np.isinf(c) & inf_ok & ~np.where(c > 0, pt, nt))
+    if atypical.any():
+        verdicts = np.where(atypical, iv["suspect"], verdicts)
+        key_rr = np.where(atypical, 1.0, key_rr)
     return err, ulps, rr, er, verdicts, overflowed, key_rr
 
 
@@ -209,6 +217,8 @@ def compare(
     neginf_allowed: npt.ArrayLike | None = None,
     finite_impossible: npt.ArrayLike | None = None,
     nan_typical: npt.ArrayLike | None = None,
+    posinf_typical: npt.ArrayLike | None = None,
+    neginf_typical: npt.ArrayLike | None = None,
 ) -> Comparison:
     """Compare ``computed`` against the exact ``exact_hi + exact_lo``.
 
@@ -232,6 +242,9 @@ def compare(
         nan_typical: per-element bool: NaN is possible in the orders libraries sum in
             (:attr:`harness.bounds.StepBounds.nan_typical`); a NaN allowed by ``nan_allowed`` but not here
             (only the terms summed by sign give it) is ``suspect``. None = ``nan_allowed``.
+        posinf_typical, neginf_typical: the same for ``+inf`` and ``-inf``
+            (:attr:`harness.bounds.StepBounds.posinf_typical`); an infinity allowed by ``posinf_allowed``
+            (``neginf_allowed``) but not here is ``suspect``. None = the allowed mask.
 
     Returns:
         a :class:`Comparison`.
@@ -252,9 +265,11 @@ def compare(
     nan_ok = np.zeros(shape, dtype=bool) if nan_allowed is None else _flat(nan_allowed, shape, bool, "nan_allowed").reshape(shape)
     imp = None if finite_impossible is None else _flat(finite_impossible, shape, bool, "finite_impossible").reshape(shape)
     typ = None if nan_typical is None else _flat(nan_typical, shape, bool, "nan_typical").reshape(shape)
+    ptyp = None if posinf_typical is None else _flat(posinf_typical, shape, bool, "posinf_typical").reshape(shape)
+    ntyp = None if neginf_typical is None else _flat(neginf_typical, shape, bool, "neginf_typical").reshape(shape)
     _nonnegative(rig, exp)
     err, ulps, rr, er, verdicts, overflowed, key_rr = _grade_elements(c, hi, lo, rig, exp, pos_ok, neg_ok, nan_ok, imp, fmt,
-                                                                      typ)
+                                                                      typ, ptyp, ntyp)
     names = _NAMES
     counts = {name: int(np.sum(verdicts == i)) for i, name in enumerate(names)}
     worst_v = int(verdicts.max()) if verdicts.size else 0
@@ -294,7 +309,7 @@ def compare(
 #: The keyword arguments of :func:`compare` a :func:`compare_many` item may give (``computed``,
 #: ``exact_hi``, ``exact_lo``, ``rigorous``, ``expected`` and ``inf_allowed`` are required).
 COMPARE_KEYS = ("computed", "exact_hi", "exact_lo", "rigorous", "expected", "inf_allowed", "nan_allowed",
-                "posinf_allowed", "neginf_allowed", "finite_impossible", "nan_typical")
+                "posinf_allowed", "neginf_allowed", "finite_impossible", "nan_typical", "posinf_typical", "neginf_typical")
 
 
 def _real(value: npt.ArrayLike, key: str) -> F64:
@@ -409,15 +424,19 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
                                ("expected", None)), np.float64)
     pos_ok, neg_ok, nan_ok, imp = cat((("posinf_allowed", "inf_allowed"), ("neginf_allowed", "inf_allowed"),
                                        ("nan_allowed", None), ("finite_impossible", None)), bool)
-    typ = None
-    if any(it.get("nan_typical") is not None for it in items):  # (an item without one: its nan_allowed)
+    def typical_of(key: str, allowed: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_] | None:
+        """The items' ``key`` masks concatenated (an item without one: its ``allowed``); None where no item has one."""
+        if all(it.get(key) is None for it in items):
+            return None
         first = itertools.accumulate(sizes[:-1], initial=0)  # each item's first element
-        typ = np.concatenate([nan_ok[a:a + size] if it.get("nan_typical") is None
-                              else _flat(it["nan_typical"], shp, bool, "nan_typical")
-                              for it, shp, a, size in zip(items, shapes, first, sizes, strict=True)])
+        return np.concatenate([allowed[a:a + size] if it.get(key) is None else _flat(it[key], shp, bool, key)
+                               for it, shp, a, size in zip(items, shapes, first, sizes, strict=True)])
+
+    typ = typical_of("nan_typical", nan_ok)
+    ptyp, ntyp = typical_of("posinf_typical", pos_ok), typical_of("neginf_typical", neg_ok)
     _nonnegative(rig, exp)
     err, ulps, rr, er, verdicts, overflowed, key_rr = _grade_elements(c, hi, lo, rig, exp, pos_ok, neg_ok, nan_ok, imp, fmt,
-                                                                      typ)
+                                                                      typ, ptyp, ntyp)
     m = len(items)
     ends, starts, seg, seg_keys = _segments(tuple(sizes))
     nv = len(_NAMES)

@@ -630,6 +630,8 @@ def _only_non_finite_in(prepared: tuple[ExactStep, dict[str, tuple[F64, F64]], A
         expected={q: np.where(masks[q], np.inf, v) for q, v in bounds.expected.items()},
         inf_allowed=widen(bounds.inf_allowed), nan_allowed=widen(bounds.nan_allowed),
         nan_typical=widen(getattr(bounds, "nan_typical", None)),
+        posinf_typical=widen(getattr(bounds, "posinf_typical", None)),
+        neginf_typical=widen(getattr(bounds, "neginf_typical", None)),
         posinf_allowed=widen(bounds.posinf_allowed), neginf_allowed=widen(bounds.neginf_allowed),
         finite_impossible={q: np.asarray(impossible.get(q, False), dtype=bool) | masks[q] for q in masks},
         note=f"{bounds.note}; {note}" if bounds.note else note,
@@ -1114,6 +1116,9 @@ def _grade_step(
     # where NaN is possible only in an order that sums the terms by sign (harness.bounds.StepBounds.nan_typical):
     # suspect, not overflow (a step returning NaN everywhere passed as an overflow on ordinary data, helper-100)
     typical = getattr(bounds, "nan_typical", None) or {}
+    # and so an infinity (helper-168: +inf for a gradient whose terms sum to 0 in every modelled order was overflow)
+    ptypical = getattr(bounds, "posinf_typical", None) or {}
+    ntypical = getattr(bounds, "neginf_typical", None) or {}
     sums = getattr(bounds, "typical_partial_sums", None) or {}
     items = []
     for q in QUANTITIES:
@@ -1121,7 +1126,8 @@ def _grade_step(
         items.append({"computed": out[q], "exact_hi": hilo[q][0], "exact_lo": hilo[q][1], "rigorous": bounds.rigorous[q],
                       "expected": bounds.expected[q], "inf_allowed": bounds.inf_allowed[q], "nan_allowed": bounds.nan_allowed[q],
                       "posinf_allowed": pinf, "neginf_allowed": ninf, "finite_impossible": impossible.get(q),
-                      "nan_typical": typical.get(q)})
+                      "nan_typical": typical.get(q), "posinf_typical": ptypical.get(q),
+                      "neginf_typical": ntypical.get(q)})
 
     def decimal(f: Fraction) -> str:
         key = (f.numerator, f.denominator)  # (a Fraction's own hash costs a modular inverse)
@@ -1225,8 +1231,9 @@ def _name_flush_to_zero(
 
 def _sign_sorted_sums(cmp: Any, sums: tuple[F64, F64] | None) -> tuple[float, float] | None:
     """``(A, B)`` of :attr:`harness.bounds.StepBounds.typical_partial_sums` at the worst element of a ``suspect``
-    comparison whose worst element is NaN (a NaN only an order summing the terms by sign forms); None otherwise."""
-    if cmp.verdict != "suspect" or not math.isnan(cmp.computed_at_worst) or sums is None:
+    comparison whose worst element is NaN or an infinity (only an order summing the terms by sign forms it); None
+    otherwise."""
+    if cmp.verdict != "suspect" or math.isfinite(cmp.computed_at_worst) or sums is None:
         return None
     idx = cmp.worst_index
     return float(np.asarray(sums[0])[idx]), float(np.asarray(sums[1])[idx])
@@ -1248,6 +1255,18 @@ def _message(q: str, cmp: Any, fmt: FloatFormat, vacuous: str = "", vacuous_boun
                f"and strided accumulators of up to {TYPICAL_LANES[-1]} lanes {figures} (the scale, and the growth of "
                "the roundings, included), so only an order summing the terms by sign gives NaN (its sums of all "
                "positive and all negative terms overflow); counted a pass only without --strict")
+        return f"{msg}; {vacuous}" if vacuous else msg
+    if cmp.verdict == "suspect" and np.isinf(c):
+        big = fmt.max_finite
+        a, bb = sign_sorted if sign_sorted is not None else (math.nan, math.nan)
+        part = f"+{a:.6g}" if c > 0 else f"-{bb:.6g}"
+        figures = (f"the largest partial sum of that sign is {part} (the range: +-{big:.6g})" if sign_sorted is not None
+                   and math.isfinite(a if c > 0 else bb) else f"no partial sum of that sign leaves +-{big:.6g}")
+        msg = (f"{q}: {bad} of {cmp.size} element(s) {c:+} where only an order summing the terms by sign overflows; "
+               f"worst at {list(cmp.worst_index)}: {c:+} where the exact value is {cmp.exact_at_worst:.6g}. In the "
+               f"data's order, blocks and strided accumulators of up to {TYPICAL_LANES[-1]} lanes {figures} (the scale, "
+               "and the growth of the roundings, included), so only an order summing the terms by sign gives this "
+               "infinity; counted a pass only without --strict")
         return f"{msg}; {vacuous}" if vacuous else msg
     if cmp.verdict == "disagree" and not np.isfinite(c):
         what = "NaN" if np.isnan(c) else repr(c)
