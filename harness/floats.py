@@ -82,13 +82,31 @@ class FloatFormat:
         return 2.0 ** (self.emin - self.precision + 1)
 
     def gamma(self, n: int | float) -> float:
-        """Higham's ``gamma_n = n u / (1 - n u)`` (Higham 2002, Lemma 3.1).
+        """The bound ``|prod_i (1 + d_i)^(+-1) - 1| <= (1 - u)^-n - 1`` of ``n`` roundings, ``|d_i| <= u``.
 
-        Returns ``inf`` when ``n u >= 1``: the worst-case bound is then vacuous.
+        Each factor lies within ``[1 - u, 1 / (1 - u)]``, so the product lies within ``[(1 - u)^n, (1 - u)^-n]`` for
+        every ``n``. Higham's ``gamma_n = n u / (1 - n u)`` (Higham 2002, Lemma 3.1) is its first-order form, at least
+        as large where ``n u < 1`` (Bernoulli: ``(1 - u)^n >= 1 - n u``) and infinite from ``n u = 1`` on, where this
+        stays finite: a sum of 4,096 terms in float16 or of 256 in bfloat16 still has a worst-case bound (until
+        2026-12-07 the harness used ``gamma_n`` and graded those by the expected bound alone: a float16 gradient 4,096
+        times too large was only ``suspect``). It composes as ``gamma_n`` does: ``(1 + g_a)(1 + g_b) = 1 + g_{a+b}``,
+        ``u + g_n <= g_{n+1}``, ``c g_n <= g_{cn}``.
+
+        Returns:
+            ``expm1(-n log1p(-u))`` in float64 times ``1 + 2**-48`` (each of its three operations errs by at most an
+            ULP or so of float64: the margin makes the result an upper bound); 0 for ``n <= 0``; ``inf`` where it
+            exceeds float64's range.
         """
-        nu = n * self.unit_roundoff
-        return float("inf") if nu >= 1 else nu / (1 - nu)
+        if n <= 0:
+            return 0.0
+        try:
+            return math.expm1(-n * math.log1p(-self.unit_roundoff)) * _GAMMA_MARGIN
+        except OverflowError:
+            return math.inf
 
+
+#: :meth:`FloatFormat.gamma`'s margin over the rounding errors of its float64 evaluation.
+_GAMMA_MARGIN = 1.0 + 2.0**-48
 
 FLOAT64 = FloatFormat("float64", 53, -1022, 1023)
 FLOAT32 = FloatFormat("float32", 24, -126, 127)

@@ -1280,10 +1280,10 @@ def _message(q: str, cmp: Any, fmt: FloatFormat, vacuous: str = "", vacuous_boun
             "overflow": f"out of {fmt.name}'s range (the exact value, or an intermediate of a correct evaluation)"}[cmp.verdict]
     rig = cmp.rigorous_at_worst
     if cmp.verdict == "suspect" and not np.isfinite(rig):
-        what = ("above the expected (probabilistic) bound; the rigorous bound is vacuous (n u >= 1), so nothing "
-                "bounds it in the worst case" if vacuous_bound else
+        what = ("above the expected (probabilistic) bound; the rigorous bound is vacuous (its growth (1 - u)^-m "
+                "exceeds float64), so nothing bounds it in the worst case" if vacuous_bound else
                 "above the expected (probabilistic) bound; the rigorous bound is beyond float64's range")
-    ratio = bound_ratio_text(cmp.abs_error_at_worst, rig, "rigorous bound vacuous (n u >= 1)" if vacuous_bound
+    ratio = bound_ratio_text(cmp.abs_error_at_worst, rig, "rigorous bound vacuous ((1 - u)^-m beyond float64)" if vacuous_bound
                              else "rigorous bound beyond float64's range")
     if rig != 0:  # (a bound of 0 is the expected one too)
         exp_ratio = cmp.abs_error_at_worst / cmp.expected_at_worst if cmp.expected_at_worst else float("inf")

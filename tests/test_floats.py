@@ -23,8 +23,17 @@ def test_unit_roundoffs_and_ranges():
     assert FLOAT32.max_finite == float(np.finfo(np.float32).max)
     assert BFLOAT16.max_finite == float(torch.finfo(torch.bfloat16).max)
     assert FLOAT16.min_subnormal == 2.0**-24
-    assert FLOAT32.gamma(1) == 2.0**-24 / (1 - 2.0**-24)
-    assert FLOAT16.gamma(2048) == float("inf")
+    # gamma_n = (1 - u)^-n - 1, an upper bound within 2**-40 of the value from Fractions; at most Higham's
+    # n u / (1 - n u) where that exists, finite where it does not (n u >= 1), inf only beyond float64
+    for fmt, n in ((FLOAT32, 1), (FLOAT32, 1000), (FLOAT16, 3), (FLOAT16, 2047), (FLOAT16, 2048), (FLOAT16, 12291),
+                   (BFLOAT16, 300), (FLOAT64, 3)):
+        u = Fraction(fmt.unit_roundoff)
+        exact = (1 / (1 - u)) ** n - 1
+        assert float(exact) <= fmt.gamma(n) <= float(exact) * (1 + 2.0**-40), (fmt.name, n)
+        if n * u < 1:
+            assert fmt.gamma(n) <= float(n * u / (1 - n * u)) * (1 + 2.0**-40), (fmt.name, n)
+    assert FLOAT16.gamma(2048) == pytest.approx(1.7189457686628, rel=1e-12)  # e^(2048 u (1 + u/2 + ...)) - 1
+    assert FLOAT16.gamma(0) == 0.0 and BFLOAT16.gamma(200_000) == float("inf")
 
 
 @pytest.mark.parametrize("fmt,convert", [

@@ -78,7 +78,7 @@ partial sums: for the linear model it is coarser; see :mod:`harness.models.compa
 reduction's terms repeat (:func:`harness.repeatedsums.repeating_terms`: a matrix product's element whose row and
 column both repeat, a ``sum``'s terms along its axis), their partial sums' errors repeat with them and add up like
 ``n``, so the expected walk takes their first-order worst case there, ``n u`` (every partial sum's error
-with one sign; finite where ``gamma_n`` is vacuous, ``n u >= 1``: a bfloat16 sum of 300 ones stops at 256)
+with one sign, below ``gamma_n = (1 - u)^-n - 1``: a bfloat16 sum of 300 ones stops at 256)
 (:mod:`harness.repeatedsums`).
 
 **Overflow** (a conservative rule, :func:`_overflow_node`): per element, whether some correct
@@ -743,7 +743,7 @@ def _rule_matmul(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     m = A.shape[-1]
     g = w.gam(m)
     if not math.isfinite(g):
-        w.vacuous[node.id] = f"a matrix product of {m} terms per element: m u = {m * w.reg.u:.3g} >= 1"
+        w.vacuous[node.id] = f"a matrix product of {m} terms per element: its growth (1 - u)^-{m} exceeds float64"
     n_eta = m + ((m - 1) if w.reg.ftz else 0)
     P = (A + EA) @ (B + EB)
     prop = EA @ B + A @ EB + EA @ EB
@@ -771,7 +771,7 @@ def _rule_sum(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     n = A.size if axis is None else A.shape[axis]
     g = w.gam(max(n - 1, 0)) if n > 1 else 0.0
     if not math.isfinite(g):
-        w.vacuous[node.id] = f"a sum of {n} terms: (n - 1) u = {(n - 1) * w.reg.u:.3g} >= 1"
+        w.vacuous[node.id] = f"a sum of {n} terms: its growth (1 - u)^-{n - 1} exceeds float64"
     S = np.sum(A + E[0], axis=axis)
 
     bias: Any = 0.0
@@ -821,7 +821,7 @@ def _rule_addsub(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
         return np.asarray(np.where(exact, 0.0, seq))
     g, g1 = w.gam(m), w.gam(m - 1)
     if not math.isfinite(g):
-        w.vacuous[node.id] = f"a sum of {m} terms (products and added arrays): m u = {m * w.reg.u:.3g} >= 1"
+        w.vacuous[node.id] = f"a sum of {m} terms (products and added arrays): its growth (1 - u)^-{m} exceeds float64"
     fused = g * Sp + g1 * Sl + P + (1 + g) * (prods * w.eta(node) + (m - 1) * w.eta_ftz(node))
     return np.asarray(np.where(exact, 0.0, np.maximum(seq, fused)))
 
