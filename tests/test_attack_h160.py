@@ -96,8 +96,8 @@ def test_nearest_rounding_bound_typed_unit_roundoff(dt: object) -> None:
 # ------------------------------------------------- the update bounds' errstate: the overflow edge under -W error
 _EDGE_X = np.array([[1.0], [1.0]])
 _EDGE_Y = np.array([[-1e150], [1e150]])  # R = (1e150, -1e150): grad_W = 0 exactly, |X|^T |R| = 2e150
-_EDGE_LR = 5.060056327970216e172  # the largest lr whose rigorous W bound is finite (found by bisection): its bound
-_EDGE_LR_UP = 5.0600563279702164e172  # times _SAFETY overflows; one ulp above it, the bound is inf
+_EDGE_LR = 5.0600563279701986e172  # the largest lr whose rigorous W bound is finite (found by bisection, again after
+_EDGE_LR_UP = 5.060056327970199e172  # gamma_n became (1 - u)^-n - 1): its bound times _SAFETY overflows; one ulp above, inf
 
 
 def _edge_bounds(lr: float) -> bounds.StepBounds:
