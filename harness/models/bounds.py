@@ -89,7 +89,9 @@ their magnitudes), ``-inf`` likewise, NaN only if both can (``inf - inf``), from
 range may be inf of its sign; tanh and sigmoid never return inf (NaN only from NaN); ReLU and
 softplus never ``-inf``; GELU gives NaN at ``-inf`` and may overflow where ``2 |z|`` exceeds the
 computing type (torch forms ``x (1 + erf(x / sqrt 2))``); products, quotients, powers and an
-expression's functions of a non-finite argument may be anything non-finite. ``inf_allowed`` is
+expression's functions of a non-finite argument may be anything non-finite; ``log``, ``sqrt`` and their
+derivatives may be NaN or an infinity where their argument's error interval reaches 0 (:func:`domain_edge`: a
+correct evaluation may compute the argument as 0 or below it; the bound is vacuous there). ``inf_allowed`` is
 ``+inf or -inf possible``, ``nan_allowed`` NaN possible; ``posinf_allowed`` and ``neginf_allowed``
 narrow ``inf_allowed`` by the sign bits each node's values can have (:func:`signed_infinities`: a
 product's sign is the XOR of its factors', a sum of terms that cannot be positive is never ``+inf``,
@@ -1092,7 +1094,7 @@ def _rule_fn(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
         e = _capped_by_range(name, w.vals[node.id], e, VALUE_RANGES)
         return _saturated(node, e, SATURATION_LIMITS[name][0], w)
     if name in _ELEMENTARY or name == "abs":
-        return _unbounded_past_overflow(node, _domain_checked(node, elementary_value_bound(name, a[0], E[0], w.ctx), w), w)
+        return _unbounded_past_overflow(node, _domain_checked(node, elementary_value_bound(name, a[0], E[0], w.ctx), a[0], E[0], w), w)
     w.vacuous[node.id] = f"no accuracy model for the function {name!r} in harness.models.bounds"
     return np.full(node.shape, np.inf)
 
@@ -1117,14 +1119,39 @@ def _rule_fn_grad(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
             limits = (0.01 if s is None else s, 1.0)
         return _saturated(node, e, limits, w)
     if name in _ELEMENTARY or name == "abs":
-        return _unbounded_past_overflow(node, _domain_checked(node, elementary_grad_bound(name, a[0], E[0], y, Ey, w.ctx), w), w)
+        return _unbounded_past_overflow(node, _domain_checked(node, elementary_grad_bound(name, a[0], E[0], y, Ey, w.ctx), a[0], E[0], w),
+                                        w)
     w.vacuous[node.id] = f"no accuracy model for the derivative of {name!r} in harness.models.bounds"
     return np.full(node.shape, np.inf)
 
 
-def _domain_checked(node: Node, e: F64, w: _Walk) -> F64:
-    """Infinite (NaN) elements of a function's bound: the error interval leaves the function's
-    domain (log, sqrt at or below 0): noted as vacuous."""
+#: The functions of an expression defined only for ``z > 0`` (their value and derivative), with the
+#: domain edge at 0 (:func:`domain_edge`).
+_DOMAIN_EDGE_FUNCTIONS = ("log", "sqrt")
+
+
+def domain_edge(name: object, a: F64, E: F64) -> Mask:
+    """Where the error interval ``[a - E, a + E]`` of the argument of ``log`` or ``sqrt`` reaches the
+    domain's edge (``a - E <= 0``; all False for other functions): the one definition of the rule.
+    There the function's rigorous bound is infinite (:func:`_domain_checked`: ``f'`` is unbounded on
+    the interval), and a correct evaluation may form a computed argument ``<= 0`` (a cancellation, a
+    rounding, a flushed difference): ``log(0) = -inf``, ``log(-0) = -inf``, ``log`` and ``sqrt`` of a
+    negative value NaN, ``sqrt'(0) = 1/(2 sqrt 0) = inf`` (``-inf`` at ``-0``). The overflow walk
+    allows both infinities there (the infinite bound, :func:`_overflow_node`'s own-overflow test) and NaN
+    (this mask), so a NaN carried on by a function that keeps NaN but not inf (``tanh(sqrt(z))``,
+    ``sigmoid(log(z))``) is ``overflow``, not ``disagree`` (helper-170); elsewhere the argument
+    is surely positive and a NaN or an infinity is graded as before."""
+    if name not in _DOMAIN_EDGE_FUNCTIONS:
+        return np.zeros(np.shape(a), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        return np.asarray(~(np.asarray(a, dtype=np.float64) - np.asarray(E, dtype=np.float64) > 0))
+
+
+def _domain_checked(node: Node, e: F64, a: F64, E: F64, w: _Walk) -> F64:
+    """Infinite elements of a function's bound (``e`` infinite or NaN), at least where the argument
+    ``a`` with error bound ``E`` reaches the domain's edge (:func:`domain_edge`: log, sqrt at or below
+    0): noted as vacuous."""
+    e = np.where(domain_edge(node.attrs["fn"], a, E), np.inf, e)
     bad = ~np.isfinite(e)
     if np.any(bad):
         w.vacuous[node.id] = (f"the argument of {node.attrs['fn']} may reach its domain's edge within its error bound "
@@ -1370,9 +1397,13 @@ def _overflow_node(node: Node, vals: list[F64], Es: list[F64], signs: list[tuple
             P0, Q0, N0 = signs[args[0]]
             return P0 | Q0 | own_pos, z, N0
         # mul, div, pow, the elementary functions of an expression: any sign; NaN wherever an
-        # argument may be non-finite (inf * 0, inf / inf, exp(inf) - ...)
+        # argument may be non-finite (inf * 0, inf / inf, exp(inf) - ...), and for log and sqrt (and
+        # their derivatives) where the argument may be computed <= 0 (:func:`domain_edge`)
         P = anyinf | own_pos | own_neg
-        return P, P, anyN | anyinf
+        N = anyN | anyinf
+        if op in ("fn", "fn_grad"):
+            N = N | np.broadcast_to(domain_edge(fn, vals[args[0]], Es[args[0]]), shape)
+        return P, P, N
 
 
 # ---------------------------------------------------------------------------------------------------
