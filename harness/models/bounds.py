@@ -1138,8 +1138,8 @@ def domain_edge(name: object, a: F64, E: F64) -> Mask:
     rounding, a flushed difference): ``log(0) = -inf``, ``log(-0) = -inf``, ``log`` and ``sqrt`` of a
     negative value NaN, ``sqrt'(0) = 1/(2 sqrt 0) = inf`` (``-inf`` at ``-0``). The overflow walk
     allows both infinities there (the infinite bound, :func:`_overflow_node`'s own-overflow test) and NaN
-    (this mask), so a NaN carried on by a function that keeps NaN but not inf (``tanh(sqrt(z))``,
-    ``sigmoid(log(z))``) is ``overflow``, not ``disagree`` (helper-170); elsewhere the argument
+    (this mask), so a NaN carried on by a function that keeps NaN but never returns inf (``tanh(sqrt(z))``,
+    ``tanh(log(z))``: tanh's bound is finite) is ``overflow``, not ``disagree`` (helper-170); elsewhere the argument
     is surely positive and a NaN or an infinity is graded as before."""
     if name not in _DOMAIN_EDGE_FUNCTIONS:
         return np.zeros(np.shape(a), dtype=bool)
