@@ -50,13 +50,13 @@ def _step(X, y, W, b, lr, reduction, steps, reduce, scale_by_count=True):  # typ
     return out
 
 
-@harness.implementation("t-long-sequential", framework="numpy")
+@harness.implementation("t-long-sequential", framework="numpy", default=False)
 def sequential(X, y, W, b, *, lr, reduction, steps):  # type: ignore[no-untyped-def]
     """A correct step whose every reduction over N is summed in the data's order in the dtype."""
     return _step(X, y, W, b, lr, reduction, steps, _seq)
 
 
-@harness.implementation("t-long-pairwise", framework="numpy")
+@harness.implementation("t-long-pairwise", framework="numpy", default=False)
 def pairwise(X, y, W, b, *, lr, reduction, steps):  # type: ignore[no-untyped-def]
     """A correct step whose every reduction over N is summed pairwise in the dtype."""
     return _step(X, y, W, b, lr, reduction, steps, _pairwise)
