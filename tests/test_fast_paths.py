@@ -307,8 +307,8 @@ def test_overflow_masks_fast_path_equals_products(n, d, k, seed, log_scale, fmt,
     are the masks the products give, mask for mask, in every format and near each format's overflow threshold."""
     # from tiny to beyond the format's largest value (float64's largest power of two: 2**1023, a Python float)
     scale = 2.0 ** min(log_scale % (fmt.emax + 24) - 20, 1023)
-    inputs = _inputs(np.random.default_rng(seed), n, d, k, scale)
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):  # (scale up to 2**1023: a draw beyond float64 is inf, skipped below)
+        inputs = _inputs(np.random.default_rng(seed), n, d, k, scale)
         inputs = {key: np.asarray(v, dtype=np.float64) for key, v in inputs.items()}
         if not all(np.isfinite(v).all() for v in inputs.values()):
             return
