@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,16 +128,18 @@ def _unravel(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
 def _grade_elements(
     c: F64, hi: F64, lo: F64, rig: F64, exp: F64, pos_ok: npt.NDArray[np.bool_], neg_ok: npt.NDArray[np.bool_],
     nan_ok: npt.NDArray[np.bool_], finite_impossible: npt.NDArray[np.bool_] | None, fmt: FloatFormat,
-    nan_typ: npt.NDArray[np.bool_] | None = None, pos_typ: npt.NDArray[np.bool_] | None = None,
-    neg_typ: npt.NDArray[np.bool_] | None = None,
+    typical: Callable[[], tuple[npt.NDArray[np.bool_] | None, ...]] | None = None,
 ) -> tuple[F64, F64, F64, F64, npt.NDArray[np.int64], npt.NDArray[np.bool_], F64]:
     """The element-wise part of :func:`compare` (arrays of one shape): ``(abs_error, ulp_error,
     rigorous ratio, expected ratio, element verdict codes, overflowed, worst-element key)``. Every operation
-    is per element, so a concatenation of several quantities grades each element as alone. ``nan_typ``: where
-    NaN is typical-possible (None: wherever ``nan_ok``); a NaN allowed by ``nan_ok`` alone is ``suspect``. ``pos_typ``,
-    ``neg_typ``: the same for ``+inf`` and ``-inf`` (None: wherever ``pos_ok`` / ``neg_ok``)."""
+    is per element, so a concatenation of several quantities grades each element as alone. ``typical``: returns
+    ``(nan_typ, pos_typ, neg_typ)``, called only where an element is not finite (None: all three None).
+    ``nan_typ``: where NaN is typical-possible (None: wherever ``nan_ok``); a NaN allowed by ``nan_ok`` alone is
+    ``suspect``. ``pos_typ``, ``neg_typ``: the same for ``+inf`` and ``-inf`` (None: wherever ``pos_ok`` /
+    ``neg_ok``)."""
     if bool(np.isfinite(c).all()) and bool(np.isfinite(hi).all()):
         return _grade_finite_elements(c, hi, lo, rig, exp, fmt)
+    nan_typ, pos_typ, neg_typ = typical() if typical is not None else (None, None, None)
     # an exact value beyond the range allows the infinity of its own sign
     pos_ok = pos_ok | (hi > fmt.max_finite)
     neg_ok = neg_ok | (hi < -fmt.max_finite)
@@ -269,7 +271,7 @@ def compare(
     ntyp = None if neginf_typical is None else _flat(neginf_typical, shape, bool, "neginf_typical").reshape(shape)
     _nonnegative(rig, exp)
     err, ulps, rr, er, verdicts, overflowed, key_rr = _grade_elements(c, hi, lo, rig, exp, pos_ok, neg_ok, nan_ok, imp, fmt,
-                                                                      typ, ptyp, ntyp)
+                                                                      lambda: (typ, ptyp, ntyp))
     names = _NAMES
     counts = {name: int(np.sum(verdicts == i)) for i, name in enumerate(names)}
     worst_v = int(verdicts.max()) if verdicts.size else 0
@@ -432,11 +434,13 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
         return np.concatenate([allowed[a:a + size] if it.get(key) is None else _flat(it[key], shp, bool, key)
                                for it, shp, a, size in zip(items, shapes, first, sizes, strict=True)])
 
-    typ = typical_of("nan_typical", nan_ok)
-    ptyp, ntyp = typical_of("posinf_typical", pos_ok), typical_of("neginf_typical", neg_ok)
+    def typical() -> tuple[npt.NDArray[np.bool_] | None, ...]:  # (formed only where an element is not finite)
+        return (typical_of("nan_typical", nan_ok), typical_of("posinf_typical", pos_ok),
+                typical_of("neginf_typical", neg_ok))
+
     _nonnegative(rig, exp)
     err, ulps, rr, er, verdicts, overflowed, key_rr = _grade_elements(c, hi, lo, rig, exp, pos_ok, neg_ok, nan_ok, imp, fmt,
-                                                                      typ, ptyp, ntyp)
+                                                                      typical)
     m = len(items)
     ends, starts, seg, seg_keys = _segments(tuple(sizes))
     nv = len(_NAMES)
