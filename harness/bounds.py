@@ -90,7 +90,7 @@ With TF32 matmuls, the inputs of ``X W`` and ``X^T (sR)`` are rounded to TF32
 (relative ``2**-11``, absolute ``2**-137`` for subnormal float32 inputs): each
 product errs by ``((1 + ut)^2 - 1) |x y| + eta_t (1 + ut)(|x| + |y|) + eta_t^2``.
 
-Where ``gamma_n`` exceeds float64's range (float16 from about ``n = 1.4 10^6``, bfloat16 from about 180,000) the
+Where ``gamma_n`` exceeds float64's range (float16 from about ``n = 1.45 10^6``, bfloat16 from about 181,000) the
 bound is infinite (vacuous) and :attr:`StepBounds.vacuous` says which sum made it so; the record's message quotes it.
 
 **Expected bounds** (probabilistic, Higham and Mary, *A new approach to
