@@ -612,8 +612,8 @@ def test_residual_digits_hypothesis(n, d, k, e_low, spread, seed):
     def arr(shape: tuple[int, ...]) -> np.ndarray:
         return np.ldexp(rng.integers(-2**20, 2**20, shape).astype(np.float64), rng.integers(e_low, e_low + spread + 1,
                                                                                           shape))
-    X, W, b = arr((n, d)), np.ldexp(rng.integers(-64, 64, (d, k)).astype(np.float64), 0), arr((k,))
     with np.errstate(over="ignore", invalid="ignore"):  # (a draw beyond float64: skipped below)
+        X, W, b = arr((n, d)), np.ldexp(rng.integers(-64, 64, (d, k)).astype(np.float64), 0), arr((k,))
         y = X @ W + b if seed % 3 == 0 else arr((n, k))
     if not (np.isfinite(y).all() and np.isfinite(X).all() and np.isfinite(b).all()):
         return
