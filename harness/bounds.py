@@ -324,7 +324,8 @@ class Regime:
 
     def growth(self, n: int | float) -> float:
         """``(1 + u)**n``: the largest factor ``n`` roundings can grow a positive value by
-        (finite for any n, unlike ``1 + gamma_n``; inf when it exceeds float64)."""
+        (the growth of a positive value alone; :meth:`gamma`'s ``(1 - u)^-n - 1`` bounds a relative error either way;
+        inf when it exceeds float64)."""
         try:
             return math.exp(n * math.log1p(self.u)) * _SAFETY
         except OverflowError:

@@ -141,8 +141,9 @@ def _grade_elements(
         return _grade_finite_elements(c, hi, lo, rig, exp, fmt)
     nan_typ, pos_typ, neg_typ = typical() if typical is not None else (None, None, None)
     # an exact value beyond the range allows the infinity of its own sign
-    pos_ok = pos_ok | (hi > fmt.max_finite)
-    neg_ok = neg_ok | (hi < -fmt.max_finite)
+    beyond_pos, beyond_neg = hi > fmt.max_finite, hi < -fmt.max_finite
+    pos_ok = pos_ok | beyond_pos
+    neg_ok = neg_ok | beyond_neg
     inf_ok = np.where(c > 0, pos_ok, neg_ok)
     finite_c = np.isfinite(c)
     with np.errstate(invalid="ignore", over="ignore"):
@@ -181,8 +182,8 @@ def _grade_elements(
         atypical = np.isnan(c) & nan_ok & ~nan_typ
     if pos_typ is not None or neg_typ is not None:
         # an infinity only the terms summed by sign form (the exact value beyond the range allows its own sign)
-        pt = pos_ok if pos_typ is None else pos_typ | (hi > fmt.max_finite)
-        nt = neg_ok if neg_typ is None else neg_typ | (hi < -fmt.max_finite)
+        pt = pos_ok if pos_typ is None else pos_typ | beyond_pos
+        nt = neg_ok if neg_typ is None else neg_typ | beyond_neg
         atypical = atypical | (np.isinf(c) & inf_ok & ~np.where(c > 0, pt, nt))
     if atypical.any():
         verdicts = np.where(atypical, iv["suspect"], verdicts)
