@@ -47,6 +47,17 @@ def _forget_test_plugins():
         REGISTRY.pop(name, None)
 
 
+def _seed_with_plugin(tmp_path, monkeypatch, name, source):
+    """Write ``source`` to ``tmp_path/name``, load it as a plug-in; the seed case and the plug-in's path."""
+    from harness.implementations.registry import load_plugin
+
+    path = tmp_path / name
+    path.write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    load_plugin(str(path))
+    return [c for c in load_cases([CASES / "seed.toml"]).cases if c.id == "seed"], path
+
+
 # The step leaves a thread that waits until its worker's main thread waits for its next task (the task was graded and
 # its records sent back), then ends the worker. The other step holds the second worker busy until that worker is
 # gone, so that the death falls between two tasks, not in the middle of one, whatever the machine's speed; the first
@@ -113,13 +124,8 @@ LEAVES_A_KILLER = textwrap.dedent('''
     ("sigkill", "os.kill(os.getpid(), signal.SIGKILL)"),
 ])
 def test_a_worker_that_dies_between_two_tasks_is_an_error_record(tmp_path, monkeypatch, kind, death):
-    from harness.implementations.registry import load_plugin
-
-    path = tmp_path / f"h143_between_{kind}.py"
-    path.write_text(LEAVES_A_KILLER.replace("{death}", death).replace("{kind}", kind).replace("{{", "{").replace("}}", "}"))
-    monkeypatch.syspath_prepend(str(tmp_path))
-    load_plugin(str(path))
-    case = [c for c in load_cases([CASES / "seed.toml"]).cases if c.id == "seed"]
+    source = LEAVES_A_KILLER.replace("{death}", death).replace("{kind}", kind).replace("{{", "{").replace("}}", "}")
+    case, path = _seed_with_plugin(tmp_path, monkeypatch, f"h143_between_{kind}.py", source)
     leaves, waits = f"test-h143-leaves-{kind}", f"test-h143-waits-{kind}"
     recs = verify(case, [leaves, waits], dtypes=["float64"], isolation="process", jobs=2, timeout=60,
                   plugins=[str(path)])
@@ -171,13 +177,7 @@ KILLS_THE_NEXT_TASK = textwrap.dedent('''
 
 
 def test_a_task_killed_by_a_thread_an_earlier_step_left_names_that_step(tmp_path, monkeypatch):
-    from harness.implementations.registry import load_plugin
-
-    path = tmp_path / "h143_next_task.py"
-    path.write_text(KILLS_THE_NEXT_TASK)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    load_plugin(str(path))
-    case = [c for c in load_cases([CASES / "seed.toml"]).cases if c.id == "seed"]
+    case, path = _seed_with_plugin(tmp_path, monkeypatch, "h143_next_task.py", KILLS_THE_NEXT_TASK)
     recs = verify(case, ["test-h143-leaves-a-killer", "test-h143-innocent"], dtypes=["float64"], isolation="process",
                   jobs=1, timeout=60, plugins=[str(path)])
     assert (tmp_path / "killed").exists()
@@ -264,3 +264,69 @@ def test_a_pytest_session_whose_step_started_a_thread_that_ended_it_goes_on_and_
     lines = [json.loads(line) for line in results.read_text().splitlines()]
     assert lines[-1]["completed"] is True
     assert [r["case"] for r in lines[1:-1] if r["verdict"] == "error"] == ["seed"]
+
+
+# The CI run of bb953e5 (test above, sigkill): pebble saw the worker's death only once the other task had finished,
+# found no task running, and broke the pool; the supervisor stopped that pool, with the other task's worker, before it
+# handed that task on, then took that worker for one that had died between two tasks: the correct task got an error
+# record (a false alarm). Here the supervisor is held in on_records while the other task finishes and the worker dies,
+# so that it meets the broken pool and the other task's result in the same turn, whatever the machine's speed.
+DIES_AFTER_THE_OTHER_TASK = textwrap.dedent('''
+    import os, signal, sys, threading, time
+    import numpy as np
+    import harness
+
+''') + HAND_STEP_SOURCE + textwrap.dedent('''
+
+    HERE = os.path.dirname(os.path.abspath(__file__))
+
+    def _wait_for(name, seconds=30):
+        deadline = time.monotonic() + seconds
+        while not os.path.exists(os.path.join(HERE, name)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def _end_after_the_other():
+        _wait_for("other.returned")
+        time.sleep(0.5)  # (the other task graded and its result read by the pool; the supervisor held in on_records)
+        open(os.path.join(HERE, "ended"), "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    @harness.implementation("test-h143-dies-after", framework="numpy")
+    def dies_after(X, y, W, b, *, lr, reduction, steps):
+        threading.Thread(target=_end_after_the_other).start()
+        _wait_for("other.started")  # (the two tasks in two workers)
+        return _hand(X, y, W, b, lr, reduction, steps)
+
+    @harness.implementation("test-h143-other", framework="numpy")
+    def other(X, y, W, b, *, lr, reduction, steps):  # correct
+        open(os.path.join(HERE, "other.started"), "w").close()
+        _wait_for("held")  # (the supervisor holds in on_records the records of the first task)
+        open(os.path.join(HERE, "other.returned"), "w").close()
+        return _hand(X, y, W, b, lr, reduction, steps)
+''')
+
+
+def test_a_pool_that_breaks_as_the_other_task_finishes_gives_that_task_no_error(tmp_path, monkeypatch):
+    import time
+
+    case, path = _seed_with_plugin(tmp_path, monkeypatch, "h143_dies_after.py", DIES_AFTER_THE_OTHER_TASK)
+
+    def on_records(recs):
+        if recs and recs[0].implementation == "test-h143-dies-after" and not (tmp_path / "held").exists():
+            (tmp_path / "held").touch()
+            deadline = time.monotonic() + 30
+            while not (tmp_path / "ended").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(1.5)  # (pebble sees the death, with no task running, and breaks the pool)
+
+    recs = verify(case, ["test-h143-dies-after", "test-h143-other"], dtypes=["float64"], isolation="process", jobs=2,
+                  timeout=60, plugins=[str(path)], on_records=on_records)
+    assert (tmp_path / "ended").exists()
+    others = [r for r in recs if r.implementation == "test-h143-other"]
+    assert len(others) == 40 and all(r.verdict == "agree" for r in others), \
+        [(r.quantity, r.verdict, r.message) for r in others if r.verdict != "agree"]
+    mine = [r for r in recs if r.implementation == "test-h143-dies-after"]
+    errors = [r for r in mine if r.verdict == "error"]
+    assert len(errors) == 1 and "the worker process died after this task had finished" in errors[0].message, \
+        [(r.quantity, r.verdict, r.message) for r in errors]
+    assert run_outcome(recs).code == 1
