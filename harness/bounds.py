@@ -67,6 +67,9 @@ carried by a factor at most ``1 + gamma_n`` to the result:
   + eta_c (1 + gamma) sum Rh^2 + (1 + gamma) eta (2 N K + 1 + f (N K - 1))``
   (squares, a per-element scale, a final scale, flushed additions; the scale as ``1/N`` and ``1/K`` in any
   association, a mean of means included, carries each underflow by factors at most 1: at most ``2 N K + 1``);
+  two-sided, so below 0 on its lower side once ``gamma >= 1``: the loss has a one-sided floor too
+  (:class:`LossFloor`: rounding to nearest is monotone and keeps ``(1 - u)`` of a non-negative normal result,
+  Higham §2.2, so no order of a sum of non-negative terms gives less than ``(1 - u)^(m - 1)`` of it);
 - update ``W' = W - lr g`` (:func:`update_bound`, shared with the finite
   differences): the implementation multiplies by ``lr'``, the learning rate as
   it holds it (the dtype's ``lr``, the Python float, the float32 one, or 0 where
@@ -256,6 +259,9 @@ class StepBounds:
             summed by sign give it) is graded ``suspect``, as a NaN outside :attr:`nan_typical` (helper-168: a step
             returning ``+inf`` for a gradient whose terms sum to 0 in every modelled order passed as ``overflow``).
             None = the any-order masks.
+        loss_floor: the least value a correct evaluation of the loss can give (:class:`LossFloor`): a finite loss
+            below it is ``disagree`` (:func:`harness.compare.compare`'s ``lower_limit``); None = no floor (an error
+            model's own bounds).
     """
 
     rigorous: dict[str, F64]
@@ -274,6 +280,7 @@ class StepBounds:
     typical_partial_sums: dict[str, tuple[F64, F64]] | None = None
     posinf_typical: dict[str, Mask] | None = None
     neginf_typical: dict[str, Mask] | None = None
+    loss_floor: LossFloor | None = None
 
     def tolerance_bounds(self) -> dict[str, F64]:
         """The rigorous bounds of a step that transforms the exact terms: :attr:`rigorous_inexact` where some
@@ -1315,6 +1322,101 @@ def loss_bound(R: F64, rb: ResidualBound, c: float, reg: Regime, *,
               else rb.U_uniform * (2 * aR.sum() + nk * rb.U_uniform))
         U = abs(c) * UR + eta_c * R2.sum() + reg.eta * n_L
     return np.asarray(rig), np.asarray(U), g
+
+
+@dataclass(frozen=True)
+class LossFloor:
+    """The least value a correct evaluation of the loss ``c sum_i r^_i^2`` can give (:func:`loss_floor`): a one-sided
+    lower limit where :func:`loss_bound`'s two-sided bound says nothing (its lower side is below 0 once ``gamma_{NK+3}
+    >= 1``: float16 ``N K`` above about 1,400, bfloat16 above about 180; a loss of 0 agreed there, helper-171).
+
+    **Derivation** (Higham 2002, §2.2, the model ``fl(x op y) = (x op y)(1 + d) + e``, ``|d| <= u``, and the
+    monotonicity of rounding to nearest: ``x <= y`` implies ``fl(x) <= fl(y)``). For a non-negative real ``v``,
+    ``fl(v) >= (1 - u) v - tau``: ``(1 - u) v`` where ``v`` is normal, and where it is not, ``fl(v) >= 0 >= (1 - u) v
+    - 2**emin`` (flushed) or ``fl(v) >= v - eta`` (gradual underflow); ``tau`` is :attr:`Regime.eta`. So every
+    operation of the loss on non-negative values (a square, a scale, an addition of a partial sum and a term in any
+    order or tree, blocked, pairwise, an FMA's ``r r + s``, a wider accumulator, a conversion) keeps at least ``(1 - u)``
+    of its exact result less ``tau``, and by monotonicity the bound carries through operands that are themselves
+    lower limits: with at most ``m - 1`` additions on any path, a square, a conversion from a wider type (each
+    operation possibly formed in a wider type and rounded to the dtype: ``u2 = u + u_w (1 + u)``,
+    :func:`update_rounding`) and the scale ``c`` (``fl(c) S``, ``S / N / K``, ``c r^2`` per term, a mean of means: two
+    roundings, and ``fl(c)``'s own underflow ``eta_c``, :meth:`Regime.scale_underflow`)::
+
+        L^ >= c_lo (1 - u2)^(m + 4) sum_i t_i - tau (8 m + 8),      c_lo = max(c (1 - u2)^2 - eta_c, 0)
+        L^ >= c_lo (1 - u2)^4 max_i t_i - 8 tau                     (a sum of non-negative terms is at least each)
+
+    with ``t_i = max(|R_i| - E_i, 0)^2`` a lower limit of the computed residual's square (``|r^_i - R_i| <= E_i``,
+    :class:`ResidualBound`), ``m = N K`` and ``8 m + 8`` the underflows of every operation, each formed twice
+    (at most ``m`` squares, ``2 m`` per-term scalings, ``m - 1`` additions, two final scalings), carried by factors
+    at most 1. The floor is the larger of the two, at least 0 (0 where anything is not finite: no check), evaluated
+    in float64 and multiplied down by ``(1 - (m + 8) 2**-51) (1 - 2**-40)`` so that float64's own roundings (each
+    upward at most ``2**-53`` relative, ``m + 4`` of them on a path) only lower it.
+
+    Attributes:
+        R: the exact residual (N, K) float64, or its magnitudes (held, not copied; :meth:`value` takes ``|R|``).
+        E: :attr:`ResidualBound.E` (N, K) float64.
+        c: the loss scale (1 or ``1/(N K)``).
+        reg: the regime the loss bound was formed in.
+        ceiling: an upper limit of :meth:`value` formed without a pass over ``R`` (``(1 - u2)^(m + 4)`` times the exact
+            loss, or ``(1 - u2)^4 c max |R|^2`` where larger): a computed loss at or above it is above the floor
+            without forming it.
+    """
+
+    R: F64
+    E: F64
+    c: float
+    reg: Regime
+    ceiling: float
+
+    def value(self) -> float:
+        """The floor (the loss's units, float64, >= 0); one pass over ``|R|`` and ``E``."""
+        u2 = update_rounding(self.reg.fmt)
+        aR = np.abs(self.R)
+        m = aR.size
+        tau = self.reg.eta
+        c_lo = max(self.c * (1 - u2) ** 2 - self.reg.scale_underflow(self.c), 0.0)
+        with np.errstate(all="ignore"):
+            lo = aR * (1 - 2.0**-50) - self.E * _SAFETY  # (R rounded to float64; E formed in float64: _SAFETY)
+            lo = np.where(lo > 0, lo, 0.0)  # (a NaN or a negative difference: 0)
+            t = lo * lo
+            total = float(t.sum()) if m else 0.0
+            top = float(t.max()) if m else 0.0
+            if not (math.isfinite(total) and math.isfinite(top) and bool(np.isfinite(aR).all())):
+                return 0.0
+            grow = math.exp((m + 4) * math.log1p(-u2))
+            every = c_lo * grow * total * (1 - (m + 8) * 2.0**-51) - tau * (8 * m + 8) * (1 + 2.0**-40)
+            largest = c_lo * (1 - u2) ** 4 * top * (1 - 2.0**-48) - 8 * tau * (1 + 2.0**-40)
+        floor = max(every, largest, 0.0) * (1 - 2.0**-40)
+        return floor if math.isfinite(floor) else 0.0
+
+    def lower_limit(self, computed: npt.ArrayLike) -> float:
+        """The floor where it may decide the grade of ``computed`` (a 0-d loss): :meth:`value` where ``computed`` is
+        below :attr:`ceiling`, else 0.0 (no pass formed: ``computed >= ceiling >= value()``; a non-finite
+        ``computed`` is graded as before, whatever this returns)."""
+        x = float(np.asarray(computed, dtype=np.float64))
+        return self.value() if x < self.ceiling else 0.0
+
+
+def loss_floor(R: F64, rb: ResidualBound, c: float, reg: Regime, exact_loss: float, *,
+               pre: _Prepared | None = None) -> LossFloor:
+    """:class:`LossFloor` of the loss ``c sum R^2`` (the same inputs as :func:`loss_bound`), formed lazily: only its
+    :attr:`LossFloor.ceiling` here (the exact loss, and ``max |R|`` from ``pre``'s pass where at hand), so a small
+    check and a correct loss pay no pass over ``R``.
+
+    Args:
+        R: the exact residual (N, K) float64; rb: its :func:`residual_bound`; c: the scale; reg: the regime.
+        exact_loss: the exact loss (float64; inf or NaN: the floor is formed when graded and is 0 there).
+        pre: :func:`step_bounds`' shared passes over this ``R``, or None.
+    """
+    u2 = update_rounding(reg.fmt)
+    m = R.size
+    with np.errstate(all="ignore"):
+        grow = math.exp((m + 4) * math.log1p(-u2))
+        every = grow * abs(float(exact_loss)) * (1 + 2.0**-30)
+        # the largest term's limit: c max |R|^2 where known, else the exact loss (at least that)
+        top = (c * pre.R.max_abs**2 if pre is not None else abs(float(exact_loss))) * (1 - u2) ** 4 * (1 + 2.0**-30)
+    ceiling = math.inf if every != every or top != top else max(every, top)  # (NaN: always formed)
+    return LossFloor(R=pre.R.abs if pre is not None else R, E=rb.E, c=float(c), reg=reg, ceiling=ceiling)
 
 
 def rigorous_loss_bound(inputs: Mapping[str, F64], residual: F64, *, reduction: str, fmt: FloatFormat,
@@ -2361,4 +2463,5 @@ def _step_bounds_in(
                       vacuous=_vacuous_reasons(n, d, k, reg, rb, gb, gL), flush_to_zero=reg.ftz,
                       posinf_allowed=pinf_ok, neginf_allowed=ninf_ok, rigorous_inexact=rigorous_inexact,
                       nan_typical=typical["nan"], typical_partial_sums=typical["sums"],
-                      posinf_typical=typical["posinf"], neginf_typical=typical["neginf"])
+                      posinf_typical=typical["posinf"], neginf_typical=typical["neginf"],
+                      loss_floor=loss_floor(R, rb, c, reg, float(exact["loss"]), pre=pre) if wd is np.float64 else None)

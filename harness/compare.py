@@ -21,6 +21,8 @@ error, and the ratio of the error to the rigorous and to the expected bound
   of the statistics too (no error is measured; its worst-element figures say so). A finite element whose exact value is
   beyond float64's range errs by at least ``2**970``: ``disagree`` unless the
   rigorous bound is that large (then ``suspect``).
+- a finite element below its ``lower_limit`` (the least value any correct evaluation gives: the loss's floor,
+  :class:`harness.bounds.LossFloor`) is ``disagree`` whatever its two-sided bounds say, ranked as the worst.
 
 A finite element is always graded against its bounds, even where overflow was
 possible. The quantity's verdict is the worst element's, in the order of
@@ -191,6 +193,16 @@ def _grade_elements(
     return err, ulps, rr, er, verdicts, overflowed, key_rr
 
 
+def _below_lower_limit(c: F64, lower: float, verdicts: npt.NDArray[np.int64], key_rr: F64
+                        ) -> tuple[npt.NDArray[np.int64], F64]:
+    """``(verdicts, key_rr)`` with every finite element of ``c`` below ``lower`` made ``disagree`` and ranked first
+    (key ``inf``): no correct evaluation gives a value below its lower limit."""
+    below = np.isfinite(c) & (c < lower)
+    if not below.any():
+        return verdicts, key_rr
+    return np.where(below, _IV["disagree"], verdicts), np.where(below, np.inf, key_rr)
+
+
 def _grade_finite_elements(c: F64, hi: F64, lo: F64, rig: F64, exp: F64, fmt: FloatFormat,
                            ) -> tuple[F64, F64, F64, F64, npt.NDArray[np.int64], npt.NDArray[np.bool_], F64]:
     """:func:`_grade_elements` where every computed and exact (high part) value is finite, its same expressions
@@ -222,6 +234,7 @@ def compare(
     nan_typical: npt.ArrayLike | None = None,
     posinf_typical: npt.ArrayLike | None = None,
     neginf_typical: npt.ArrayLike | None = None,
+    lower_limit: float | None = None,
 ) -> Comparison:
     """Compare ``computed`` against the exact ``exact_hi + exact_lo``.
 
@@ -248,6 +261,8 @@ def compare(
         posinf_typical, neginf_typical: the same for ``+inf`` and ``-inf``
             (:attr:`harness.bounds.StepBounds.posinf_typical`); an infinity allowed by ``posinf_allowed``
             (``neginf_allowed``) but not here is ``suspect``. None = the allowed mask.
+        lower_limit: the least value a correct evaluation gives (one value for every element; the loss's floor,
+            :meth:`harness.bounds.LossFloor.lower_limit`): a finite element below it is ``disagree``. None = none.
 
     Returns:
         a :class:`Comparison`.
@@ -273,6 +288,8 @@ def compare(
     _nonnegative(rig, exp)
     err, ulps, rr, er, verdicts, overflowed, key_rr = _grade_elements(c, hi, lo, rig, exp, pos_ok, neg_ok, nan_ok, imp, fmt,
                                                                       lambda: (typ, ptyp, ntyp))
+    if lower_limit is not None:
+        verdicts, key_rr = _below_lower_limit(c, lower_limit, verdicts, key_rr)
     names = _NAMES
     counts = {name: int(np.sum(verdicts == i)) for i, name in enumerate(names)}
     worst_v = int(verdicts.max()) if verdicts.size else 0
@@ -312,7 +329,8 @@ def compare(
 #: The keyword arguments of :func:`compare` a :func:`compare_many` item may give (``computed``,
 #: ``exact_hi``, ``exact_lo``, ``rigorous``, ``expected`` and ``inf_allowed`` are required).
 COMPARE_KEYS = ("computed", "exact_hi", "exact_lo", "rigorous", "expected", "inf_allowed", "nan_allowed",
-                "posinf_allowed", "neginf_allowed", "finite_impossible", "nan_typical", "posinf_typical", "neginf_typical")
+                "posinf_allowed", "neginf_allowed", "finite_impossible", "nan_typical", "posinf_typical", "neginf_typical",
+                "lower_limit")
 
 
 def _real(value: npt.ArrayLike, key: str) -> F64:
@@ -444,6 +462,10 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
                                                                       typical)
     m = len(items)
     ends, starts, seg, seg_keys = _segments(tuple(sizes))
+    for it, a, size in zip(items, itertools.accumulate(sizes[:-1], initial=0), sizes, strict=True):
+        if it.get("lower_limit") is not None:  # (each item's own: the slice of its elements)
+            verdicts[a:a + size], key_rr[a:a + size] = _below_lower_limit(c[a:a + size], it["lower_limit"],
+                                                                          verdicts[a:a + size], key_rr[a:a + size])
     nv = len(_NAMES)
     counts = np.bincount(seg_keys + verdicts, minlength=m * nv).reshape(m, nv)
     worst_v = np.maximum.reduceat(verdicts, starts)

@@ -1120,6 +1120,7 @@ def _grade_step(
     ptypical = getattr(bounds, "posinf_typical", None) or {}
     ntypical = getattr(bounds, "neginf_typical", None) or {}
     sums = getattr(bounds, "typical_partial_sums", None) or {}
+    lower = _loss_lower_limit(bounds, out)
     items = []
     for q in QUANTITIES:
         pinf, ninf = bounds.signed_inf_allowed(q)
@@ -1127,7 +1128,7 @@ def _grade_step(
                       "expected": bounds.expected[q], "inf_allowed": bounds.inf_allowed[q], "nan_allowed": bounds.nan_allowed[q],
                       "posinf_allowed": pinf, "neginf_allowed": ninf, "finite_impossible": impossible.get(q),
                       "nan_typical": typical.get(q), "posinf_typical": ptypical.get(q),
-                      "neginf_typical": ntypical.get(q)})
+                      "neginf_typical": ntypical.get(q), "lower_limit": lower.get(q)})
 
     def decimal(f: Fraction) -> str:
         key = (f.numerator, f.denominator)  # (a Fraction's own hash costs a modular inverse)
@@ -1151,7 +1152,8 @@ def _grade_step(
             rigorous_bound=cmp.rigorous_at_worst, expected_bound=cmp.expected_at_worst,
             abs_error_at_worst=cmp.abs_error_at_worst, ulp_error_at_worst=cmp.ulp_error_at_worst,
             counts=cmp.counts, oracle_method=ex.method, message=_message(q, cmp, fmt, bounds.vacuous.get(q, "") or getattr(bounds, "out_of_range", {}).get(q, ""),
-                             vacuous_bound=q in bounds.vacuous, sign_sorted=_sign_sorted_sums(cmp, sums.get(q))),
+                             vacuous_bound=q in bounds.vacuous, sign_sorted=_sign_sorted_sums(cmp, sums.get(q)),
+                             lower=lower.get(q)),
             **base,
         )
         if cmp.verdict == "suspect" and math.isnan(computed):  # a NaN only a sign-sorted order forms: no error measured
@@ -1221,12 +1223,21 @@ def _name_flush_to_zero(
             continue
         pinf, ninf = ftz.signed_inf_allowed(q)
         cmp = compare(out[q], hilo[q][0], hilo[q][1], ftz.rigorous[q], ftz.expected[q], ftz.inf_allowed[q], fmt,
-                      nan_allowed=ftz.nan_allowed[q], posinf_allowed=pinf, neginf_allowed=ninf)
+                      nan_allowed=ftz.nan_allowed[q], posinf_allowed=pinf, neginf_allowed=ninf,
+                      lower_limit=_loss_lower_limit(ftz, out).get(q))
         if cmp.verdict != "disagree":
             rec.message = (f"flush-to-zero: {q} is within the bound of an evaluation that flushes subnormal inputs, "
                            f"intermediates or results to zero ({cmp.bound_ratio:.3g} x that bound), not within the "
                            f"gradual-underflow one of {fmt.name}; if the implementation flushes subnormals (FTZ/DAZ), "
                            "declare it: @harness.implementation(..., flush_to_zero=True) or --flush-to-zero; " + rec.message)
+
+
+def _loss_lower_limit(bounds: Any, out: Mapping[str, F64]) -> dict[str, float]:
+    """``{"loss": floor}``: the least value a correct evaluation of this step's loss gives, where the bounds have
+    one (:attr:`harness.bounds.StepBounds.loss_floor`, formed only where the computed loss is below its ceiling);
+    ``{}`` for bounds without one (an error model's own)."""
+    floor = getattr(bounds, "loss_floor", None)
+    return {} if floor is None else {"loss": floor.lower_limit(out["loss"])}
 
 
 def _sign_sorted_sums(cmp: Any, sums: tuple[F64, F64] | None) -> tuple[float, float] | None:
@@ -1240,11 +1251,18 @@ def _sign_sorted_sums(cmp: Any, sums: tuple[F64, F64] | None) -> tuple[float, fl
 
 
 def _message(q: str, cmp: Any, fmt: FloatFormat, vacuous: str = "", vacuous_bound: bool = True,
-             sign_sorted: tuple[float, float] | None = None) -> str:
+             sign_sorted: tuple[float, float] | None = None, lower: float | None = None) -> str:
     if cmp.verdict == "agree":
         return f"{q}: {vacuous}" if vacuous else ""
     bad = cmp.counts.get(cmp.verdict, 0)
     c = cmp.computed_at_worst
+    if cmp.verdict == "disagree" and lower is not None and math.isfinite(c) and c < lower and not cmp.bound_ratio > 1:
+        # (below the floor alone: above the two-sided bound too, the record reads as it did without the floor)
+        msg = (f"{q}: {c!r} is below the least value any evaluation order can give for a sum of non-negative terms: "
+               f"{c:.6g} < floor {lower:.6g} (the exact value is {cmp.exact_at_worst:.6g}; the floor: c (1 - u)^(m + 4) "
+               f"sum max(|R| - E_R, 0)^2 less the underflows, or the largest term's, harness.bounds.LossFloor); "
+               f"{bound_ratio_text(cmp.abs_error_at_worst, cmp.rigorous_at_worst)} of the two-sided rigorous bound")
+        return f"{msg}; {vacuous}" if vacuous else msg
     if cmp.verdict == "suspect" and np.isnan(c):
         big = fmt.max_finite
         figures = (f"the largest partial sums are +{sign_sorted[0]:.6g} and -{sign_sorted[1]:.6g} (the range: "
