@@ -1354,7 +1354,7 @@ class LossFloor:
 
     Attributes:
         R: the exact residual (N, K) float64, or its magnitudes (held, not copied; :meth:`value` takes ``|R|``).
-        E: :attr:`ResidualBound.E` (N, K) float64.
+        E: (N, K) float64, a bound of ``||r^| - |R||``: :attr:`ResidualBound.E`, or a model's (:func:`loss_floor`).
         c: the loss scale (1 or ``1/(N K)``).
         reg: the regime the loss bound was formed in.
         ceiling: an upper limit of :meth:`value` formed without a pass over ``R`` (``(1 - u2)^(m + 4)`` times the exact
@@ -1397,15 +1397,20 @@ class LossFloor:
         return self.value() if x < self.ceiling else 0.0
 
 
-def loss_floor(R: F64, rb: ResidualBound, c: float, reg: Regime, exact_loss: float, *,
+def loss_floor(R: F64, E: F64, c: float, reg: Regime, exact_loss: float, *,
                pre: _Prepared | None = None) -> LossFloor:
-    """:class:`LossFloor` of the loss ``c sum R^2`` (the same inputs as :func:`loss_bound`), formed lazily: only its
+    """:class:`LossFloor` of the loss ``c sum R^2`` (the inputs of :func:`loss_bound`), formed lazily: only its
     :attr:`LossFloor.ceiling` here (the exact loss, and ``max |R|`` from ``pre``'s pass where at hand), so a small
     check and a correct loss pay no pass over ``R``.
 
     Args:
-        R: the exact residual (N, K) float64; rb: its :func:`residual_bound`; c: the scale; reg: the regime.
-        exact_loss: the exact loss (float64; inf or NaN: the floor is formed when graded and is 0 there).
+        R: the exact residual (N, K) float64 (within ``2**-53`` relative of it: a nearest float64).
+        E: (N, K) float64, ``E_i >= ||r^_i| - |R_i||`` for every correct evaluation ``r^``: the linear step's
+            :attr:`ResidualBound.E`; a model's residual node bound plus its truth's enclosure radius
+            (:func:`harness.models.bounds.model_bounds`); ``inf`` where unknown (that term's floor is 0).
+        c: the scale; reg: the regime.
+        exact_loss: an upper limit of the exact loss (float64; inf or NaN: the floor is formed when graded, and is 0
+            where ``R`` is not finite).
         pre: :func:`step_bounds`' shared passes over this ``R``, or None.
     """
     u2 = update_rounding(reg.fmt)
@@ -1416,7 +1421,7 @@ def loss_floor(R: F64, rb: ResidualBound, c: float, reg: Regime, exact_loss: flo
         # the largest term's limit: c max |R|^2 where known, else the exact loss (at least that)
         top = (c * pre.R.max_abs**2 if pre is not None else abs(float(exact_loss))) * (1 - u2) ** 4 * (1 + 2.0**-30)
     ceiling = math.inf if every != every or top != top else max(every, top)  # (NaN: always formed)
-    return LossFloor(R=pre.R.abs if pre is not None else R, E=rb.E, c=float(c), reg=reg, ceiling=ceiling)
+    return LossFloor(R=pre.R.abs if pre is not None else R, E=E, c=float(c), reg=reg, ceiling=ceiling)
 
 
 def rigorous_loss_bound(inputs: Mapping[str, F64], residual: F64, *, reduction: str, fmt: FloatFormat,
@@ -2464,4 +2469,4 @@ def _step_bounds_in(
                       posinf_allowed=pinf_ok, neginf_allowed=ninf_ok, rigorous_inexact=rigorous_inexact,
                       nan_typical=typical["nan"], typical_partial_sums=typical["sums"],
                       posinf_typical=typical["posinf"], neginf_typical=typical["neginf"],
-                      loss_floor=loss_floor(R, rb, c, reg, float(exact["loss"]), pre=pre) if wd is np.float64 else None)
+                      loss_floor=loss_floor(R, rb.E, c, reg, float(exact["loss"]), pre=pre) if wd is np.float64 else None)

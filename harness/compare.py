@@ -538,6 +538,19 @@ def bound_ratio_text(error: float, rigorous: float, infinite: str = "rigorous bo
     return EXACT_BOUND_TEXT if rigorous == 0 else f"{error / rigorous:.3g} x rigorous bound"
 
 
+def below_floor_text(q: str, cmp: Comparison, lower: float | None) -> str:
+    """A record's message where a quantity is ``disagree`` because of its ``lower_limit`` alone (:func:`compare`;
+    the loss's floor, :class:`harness.bounds.LossFloor`): its worst value is finite, below ``lower``, and within the
+    two-sided rigorous bound; ``""`` otherwise (a value above the two-sided bound too reads as it did without it)."""
+    c = cmp.computed_at_worst
+    if cmp.verdict != "disagree" or lower is None or not math.isfinite(c) or not c < lower or cmp.bound_ratio > 1:
+        return ""
+    return (f"{q}: {c!r} is below the least value any evaluation order can give for a sum of non-negative terms: "
+            f"{c:.6g} < floor {lower:.6g} (the exact value is {cmp.exact_at_worst:.6g}; the floor: c (1 - u)^(m + 4) "
+            f"sum max(|R| - E_R, 0)^2 less the underflows, or the largest term's, harness.bounds.LossFloor); "
+            f"within the two-sided rigorous bound ({bound_ratio_text(cmp.abs_error_at_worst, cmp.rigorous_at_worst)})")
+
+
 def failing_elements(cmp: Comparison, computed: npt.ArrayLike, before: npt.ArrayLike) -> FailingElements:
     """The elements of a quantity that fail its comparison ``cmp`` (:func:`harness.verdicts.failing_verdicts`, strict),
     and whether each kept its value ``before`` the step: an update skipped there, not a wrong one

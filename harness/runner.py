@@ -28,7 +28,7 @@ from . import interpreter_state
 from .bounds import TYPICAL_LANES, flush_to_zero_default, step_bounds
 from .cases import Case, CaseSource, as_cases, lr_held
 from .classify import classify_exception
-from .compare import FailingElements, bound_ratio_text, compare, compare_many, drift, failing_elements
+from .compare import FailingElements, below_floor_text, bound_ratio_text, compare, compare_many, drift, failing_elements
 from .devices import parse_devices
 from .diagnose import StepFacts, diagnose_step
 from .errors import ErrorModelError, UsageError
@@ -1256,12 +1256,8 @@ def _message(q: str, cmp: Any, fmt: FloatFormat, vacuous: str = "", vacuous_boun
         return f"{q}: {vacuous}" if vacuous else ""
     bad = cmp.counts.get(cmp.verdict, 0)
     c = cmp.computed_at_worst
-    if cmp.verdict == "disagree" and lower is not None and math.isfinite(c) and c < lower and not cmp.bound_ratio > 1:
-        # (below the floor alone: above the two-sided bound too, the record reads as it did without the floor)
-        msg = (f"{q}: {c!r} is below the least value any evaluation order can give for a sum of non-negative terms: "
-               f"{c:.6g} < floor {lower:.6g} (the exact value is {cmp.exact_at_worst:.6g}; the floor: c (1 - u)^(m + 4) "
-               f"sum max(|R| - E_R, 0)^2 less the underflows, or the largest term's, harness.bounds.LossFloor); "
-               f"{bound_ratio_text(cmp.abs_error_at_worst, cmp.rigorous_at_worst)} of the two-sided rigorous bound")
+    msg = below_floor_text(q, cmp, lower)
+    if msg:
         return f"{msg}; {vacuous}" if vacuous else msg
     if cmp.verdict == "suspect" and np.isnan(c):
         big = fmt.max_finite
