@@ -107,6 +107,10 @@ where every correct evaluation gives ``inf`` or NaN (:func:`never_finite`: an ow
 only through operations that keep a non-finite value non-finite) and the exact value is beyond twice
 the range, a finite result is impossible (:attr:`ModelBounds.finite_impossible`; graded ``disagree``).
 
+**The loss's floor** (:func:`model_loss_floor`): the loss's bound is two-sided, below 0 on its lower side once
+``gamma_{NK}`` is large; a finite loss below :class:`harness.bounds.LossFloor` of the residual node (its bound plus
+the truth's enclosure radius) is ``disagree`` (helper-173).
+
 **What the bounds cover**: any order of each sum (matmul, ``sum``, and add/sub chains, which are
 flattened: the bias accumulated with the products, an expression's terms in the implementation's
 association; a sum the expression's text brackets is one term, :func:`harness.models.graph.grouped`), FMA, wider accumulators (a half-type matmul accumulated in float32 and rounded once),
@@ -146,17 +150,19 @@ import numpy.typing as npt
 
 from ..bounds import (
     LAMBDA,
+    LossFloor,
     Regime,
     StepBounds,
     chain_underflow,
     flush_to_zero_default,
     learning_rate_spread,
+    loss_floor,
     nearest_rounding_bound,
     seed_carry,
 )
 from ..floats import FLOAT32, FLOAT64, FloatFormat, float_bits, lowest_exponent, round_to_format, sums_exactly
 from ..repeatedsums import repeating_terms, repeating_terms_bias
-from .graph import Graph, Node, grouped
+from .graph import Graph, Node, grouped, loss_residual
 
 F64 = npt.NDArray[np.float64]
 Mask = npt.NDArray[np.bool_]
@@ -242,6 +248,8 @@ class ModelBounds:
             value (:func:`never_finite`): every one gives ``inf`` or NaN there, and the exact value is
             beyond twice the dtype's largest finite value. A finite result there is wrong whatever
             the rigorous bound says (it may be vacuous). Empty: nowhere.
+        loss_floor: the least value a correct evaluation of the loss can give (:func:`model_loss_floor`): a finite
+            loss below it is ``disagree``; None = no floor (the truth's enclosure radii not given or not finite).
     """
 
     rigorous: dict[str, F64]
@@ -254,6 +262,7 @@ class ModelBounds:
     finite_impossible: dict[str, Mask] = field(default_factory=dict)
     posinf_allowed: dict[str, Mask] = field(default_factory=dict)
     neginf_allowed: dict[str, Mask] = field(default_factory=dict)
+    loss_floor: LossFloor | None = None
 
     @property
     def vacuous(self) -> dict[str, str]:
@@ -282,7 +291,8 @@ class ModelBounds:
                           nan_allowed=dict(self.nan_allowed), note=note, vacuous=self.vacuous,
                           flush_to_zero=self.flush_to_zero, finite_impossible=dict(self.finite_impossible) or None,
                           posinf_allowed={q: self.signed_inf_allowed(q)[0] for q in self.inf_allowed},
-                          neginf_allowed={q: self.signed_inf_allowed(q)[1] for q in self.inf_allowed})
+                          neginf_allowed={q: self.signed_inf_allowed(q)[1] for q in self.inf_allowed},
+                          loss_floor=self.loss_floor)
 
 
 def compute_format(fmt: FloatFormat) -> FloatFormat:
@@ -1793,6 +1803,8 @@ def model_bounds(
     function_ulps: Mapping[str, float] | None = None,
     flush_to_zero: bool = False,
     half_flush: bool = True,
+    residual_radius: F64 | None = None,
+    loss_radius: float = math.inf,
 ) -> ModelBounds:
     """Rigorous and expected error bounds of every graded quantity of a model's step.
 
@@ -1805,6 +1817,9 @@ def model_bounds(
         half_flush: float16 and bfloat16 operations may flush subnormals without a declaration (the default,
             :func:`harness.bounds.flush_to_zero_default`); False where a probe found that the step's framework does not
             (as :func:`harness.bounds.step_bounds`).
+        residual_radius, loss_radius: the truth's enclosure radii of the loss's residual (N, K) and of the loss
+            (:attr:`harness.models.oracle.ModelTruth.residual_radius`, ``radius["loss"]``), for the loss's floor
+            (:func:`model_loss_floor`); ``residual_radius`` None (the default) or a radius not finite: no floor.
 
     Returns:
         :class:`ModelBounds` keyed by ``graph.outputs``' names (absolute errors, the quantities' units).
@@ -1880,7 +1895,41 @@ def model_bounds(
                              f"an absolute error up to exp(-20) = {SOFTPLUS_THRESHOLD_ERROR:.3g} in value and derivative")
     return ModelBounds(rigorous=rigorous, expected=expected, inf_allowed=inf_ok, nan_allowed=nan_ok,
                        function_ulps=table, notes=notes, flush_to_zero=reg.ftz, finite_impossible=finite_impossible,
-                       posinf_allowed=posinf_ok, neginf_allowed=neginf_ok)
+                       posinf_allowed=posinf_ok, neginf_allowed=neginf_ok,
+                       loss_floor=model_loss_floor(graph, vals, rig.Es, reg, residual_radius, loss_radius))
+
+
+def model_loss_floor(graph: Graph, vals: Sequence[F64], Es: Sequence[F64], reg: Regime, residual_radius: F64 | None,
+                     loss_radius: float) -> LossFloor | None:
+    """The loss's floor on the model path: :func:`harness.bounds.loss_floor` (the one formula, Higham 2002 §2.2: a
+    correct evaluation of ``c sum r^_i^2`` in any order keeps ``(1 - u)`` of each non-negative normal result) of the
+    residual node ``R`` (:func:`harness.models.graph.loss_residual`), with ``E_i`` its rigorous bound plus the
+    truth's radius there: ``|r^_i| >= |R_mid_i| - radius_i - E_i``, never more (the node value is the ball's
+    midpoint, the exact residual within ``radius_i`` of it).
+
+    Args:
+        graph: the plan; vals: every node's value (the midpoints, float64); Es: the rigorous walk's bounds per node;
+        reg: the regime of the walk (flush-to-zero as the bounds).
+        residual_radius: (N, K) float64 rounded up; loss_radius: the loss's (absolute, float64 rounded up).
+
+    Returns:
+        the floor (formed lazily: :meth:`harness.bounds.LossFloor.lower_limit`), or None where no radius is given or
+        one is not finite (the exact value is not enclosed: no check). An infinite ``E_i`` (a vacuous bound, a domain
+        edge: :func:`domain_edge`) gives term ``i`` no floor; a residual value that is not finite gives none at all.
+    """
+    if residual_radius is None or not math.isfinite(loss_radius):
+        return None
+    r, c = loss_residual(graph)
+    shape = graph.nodes[r].shape
+    rad = np.broadcast_to(np.asarray(residual_radius, dtype=np.float64), shape)
+    if not bool(np.isfinite(rad).all()):
+        return None
+    with np.errstate(invalid="ignore", over="ignore"):
+        E = np.broadcast_to(np.asarray(Es[r], dtype=np.float64), shape) * SAFETY
+        E = np.where(np.isnan(E), np.inf, E) + rad  # (LossFloor.value takes E up by 2**-30: float64's roundings here)
+        exact = abs(float(vals[graph.outputs["loss"]])) + loss_radius
+    R = np.broadcast_to(np.asarray(vals[r], dtype=np.float64), shape)
+    return loss_floor(R, E, float(c), reg, exact)
 
 
 def _dependencies(graph: Graph) -> list[set[int]]:
@@ -1904,4 +1953,5 @@ __all__ = ["CRITICAL_POINTS", "FUNCTION_ULPS", "RULES", "SOFTPLUS_THRESHOLD", "S
            "ModelBounds", "activation_grad_bound", "activation_value_bound", "bound_float64_reference",
            "elementary_grad_bound", "elementary_value_bound",
            "compute_format", "constant_rounding", "interval_max_abs", "merged_function_ulps", "model_bounds",
+           "model_loss_floor",
            "never_finite", "signed_infinities"]

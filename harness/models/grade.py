@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..compare import bound_ratio_text, compare
+from ..compare import below_floor_text, bound_ratio_text, compare
 from ..floats import FloatFormat, decimal_string
 from ..records import Record
 from ..results import read_quantity
@@ -95,9 +95,12 @@ def _finite_impossible(bounds: Any, q: str, unknown: npt.NDArray[np.bool_]) -> n
     return imposs if bool(imposs.any()) else None
 
 
-def _message(q: str, cmp: Any, fmt: FloatFormat, never_finite: bool = False) -> str:
+def _message(q: str, cmp: Any, fmt: FloatFormat, never_finite: bool = False, lower: float | None = None) -> str:
     if cmp.verdict == "agree":
         return ""
+    floor = below_floor_text(q, cmp, lower)
+    if floor:
+        return floor
     bad = cmp.counts.get(cmp.verdict, 0)
     what = {"disagree": "above the rigorous error bound", "suspect": "above the expected bound but within the rigorous one",
             "overflow": f"out of {fmt.name}'s range"}.get(cmp.verdict, cmp.verdict)
@@ -167,7 +170,8 @@ def grade_model_steps(
                                   message=f"the model's step is undefined {where}: {exc}; not graded", **base))
             break
         bounds = model_bounds(graph, truth.node_values, fmt, function_ulps=function_ulps,
-                              flush_to_zero=flush_to_zero, half_flush=half_flush)
+                              flush_to_zero=flush_to_zero, half_flush=half_flush,
+                              residual_radius=truth.residual_radius, loss_radius=float(truth.radius["loss"]))
         step_truth: dict[str, tuple[tuple[F64, F64], F64]] = {}
         for q in graph.outputs:
             hi, lo = truth.hi[q], truth.lo[q]
@@ -196,14 +200,17 @@ def grade_model_steps(
                 step_rig = rig
             # an infinity of a sign no correct evaluation produces is disagree (harness.models.bounds.signed_infinities)
             pinf, ninf = bounds.signed_inf_allowed(q)
+            # a finite loss below the least value any correct evaluation gives is disagree (the loss's floor,
+            # harness.models.bounds.model_loss_floor; formed only where the loss is below its ceiling)
+            lower = bounds.loss_floor.lower_limit(out[q]) if q == "loss" and bounds.loss_floor is not None else None
             cmp = compare(out[q], hi, lo, rig, exp, np.asarray(bounds.inf_allowed[q]) | unknown, fmt,
                           nan_allowed=np.asarray(bounds.nan_allowed[q]) | unknown,
                           posinf_allowed=np.asarray(pinf) | unknown, neginf_allowed=np.asarray(ninf) | unknown,
-                          finite_impossible=imposs)
+                          finite_impossible=imposs, lower_limit=lower)
             step_truth[q] = ((hi, lo), step_rig)
             idx = cmp.worst_index
             exact_at = Fraction(float(hi[idx])) + Fraction(float(lo[idx])) if np.isfinite(hi[idx]) else float(hi[idx])
-            msg = _message(q, cmp, fmt, imposs is not None and bool(imposs[idx]))
+            msg = _message(q, cmp, fmt, imposs is not None and bool(imposs[idx]), lower)
             verdict = cmp.verdict
             if unknown.size and bool(unknown.all()):
                 # nothing of this quantity graded: unsupported (the harness cannot grade it), never agree (it was agree,

@@ -57,6 +57,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -124,6 +125,28 @@ def grouped(node: Node) -> bool:
     whose terms an implementation may add in any order (:mod:`harness.models.bounds`); a grouped one is computed
     first, as written, and is one term of the sum it feeds."""
     return bool(node.attrs.get("grouped"))
+
+
+def loss_residual(graph: Graph) -> tuple[int, Fraction]:
+    """``(r, c)``: the node ``r`` of the residual ``R = F - y`` (N, K) and the scale ``c`` (1, or the mean's
+    ``1/(N K)``) of the loss ``c * sum(square(R))`` (:func:`harness.models.plan.build_plan`'s loss, read back from
+    ``graph.outputs["loss"]``).
+
+    Raises:
+        ValueError: for a graph without a ``"loss"`` output, or a loss node of another form.
+    """
+    if "loss" not in graph.outputs:
+        raise ValueError("the graph has no loss output")
+    node = graph.nodes[graph.outputs["loss"]]
+    c = Fraction(1)
+    if node.op == "mul":
+        a, b = (graph.nodes[i] for i in node.args)
+        const, node = (a, b) if a.op == "const" else (b, a)
+        c = Fraction(const.attrs["value"]) if const.op == "const" else Fraction(0)
+    sq = graph.nodes[node.args[0]] if node.op == "sum" and len(node.args) == 1 else None
+    if sq is None or sq.op != "square" or c <= 0:
+        raise ValueError(f"the loss node {graph.outputs['loss']} is not c * sum(square(R))")
+    return sq.args[0], c
 
 
 def evaluate_float64(graph: Graph, inputs: Mapping[str, F64], fn_float64: Mapping[str, Any] | None = None) -> list[F64]:

@@ -48,7 +48,7 @@ import sympy as sp
 from flint import arb, arb_mat, ctx, fmpq, fmpq_mat
 
 from ..floats import FloatFormat, round_fraction, round_to_format
-from .graph import STRUCTURAL, Graph, Node, structural_value
+from .graph import STRUCTURAL, Graph, Node, loss_residual, structural_value
 from .symbolic import KINK_FUNCTIONS, RATIONAL_FUNCTIONS, element_function
 
 F64 = npt.NDArray[np.float64]
@@ -87,6 +87,9 @@ class ModelTruth:
             magnitudes for the bounds).
         method: ``"exact-rational"`` or ``"arb-ball-<prec>bit; round-to-nearest from the enclosure"``.
         precision_bits: the ball arithmetic's final working precision (0 for exact rationals).
+        residual_radius: the enclosure radius of the loss's residual ``R = F - y`` (N, K) around its node value's
+            midpoint (:func:`harness.models.graph.loss_residual`), rounded up to float64: 0 where exact, ``inf`` where
+            the ball is not finite (the loss's floor, :func:`harness.models.bounds.model_bounds`); None: not formed.
     """
 
     hi: dict[str, F64]
@@ -97,6 +100,7 @@ class ModelTruth:
     node_values: list[F64]
     method: str
     precision_bits: int
+    residual_radius: F64 | None = None
 
 
 # ------------------------------------------------------------------ exact helpers
@@ -591,6 +595,28 @@ def _graded(values: ObjArray, unsure: BoolArray, fmt: FloatFormat, ar: Arith) ->
                    not_finite.reshape(shape))
 
 
+def _node_radius(values: ObjArray, ar: Arith) -> F64:
+    """Every element's enclosure radius around its midpoint (the one :meth:`_Ball.to_float` rounds), rounded up to
+    float64: 0 in exact arithmetic, ``inf`` for a ball that is not finite. (Arb's radius is an exact binary number of
+    30 bits, ``v.rad()``; ``float`` rounds it to nearest, one step up covers that: 0.2 us an element, where
+    :func:`_ball_parts`' exact parts take 3 us.)"""
+    if isinstance(ar, _Exact):
+        return np.zeros(values.shape)
+    up, inf = math.nextafter, math.inf
+    rad = [up(float(v.rad()), inf) if v.is_finite() else inf for v in values.ravel()]
+    return np.asarray(rad, dtype=np.float64).reshape(values.shape)
+
+
+def _residual_radius(graph: Graph, vals: list[ObjArray], ar: Arith) -> F64 | None:
+    """:attr:`ModelTruth.residual_radius` (:func:`_node_radius` of the loss's residual); None for a graph without the
+    plan's loss (:func:`harness.models.graph.loss_residual`)."""
+    try:
+        nid = loss_residual(graph)[0]
+    except ValueError:
+        return None
+    return _node_radius(vals[nid], ar)
+
+
 def straddle_flags(parts: list[tuple[int, int, int, int]], fmt: FloatFormat) -> BoolArray:
     """:func:`straddles_rounding_boundary` of many balls, each given exactly as
     ``(mid_p, mid_q, rad_p, rad_q)`` (midpoint ``mid_p / mid_q``, radius ``rad_p / rad_q >= 0``),
@@ -730,4 +756,4 @@ def _truth(graph: Graph, vals: list[ObjArray], kinks: list[BoolArray], graded: M
         hi={q: g.hi for q, g in graded.items()}, lo={q: g.lo for q, g in graded.items()},
         radius={q: g.radius for q, g in graded.items()}, undecided={q: g.undecided for q, g in graded.items()},
         kink={q: kinks[nid].copy() for q, nid in graph.outputs.items()}, node_values=node_values,
-        method=method, precision_bits=prec)
+        method=method, precision_bits=prec, residual_radius=_residual_radius(graph, vals, ar))
