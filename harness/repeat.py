@@ -13,10 +13,11 @@ records of every step and quantity then carry
 
 A spread is graded too: at a step whose inputs (X, y and the previous W, b) are
 the same in every run, every run is compared with the exact value and its
-rigorous bound, element by element, as run 1 is. A run above the rigorous bound
-is impossible for a correct evaluation (a spread beyond twice the rigorous bound
-always implies one), so the record becomes ``disagree`` with a message saying
-which run and by how much. Once the runs' W and b have drifted apart (a
+rigorous bound, element by element, as run 1 is, and below the quantity's lower
+limit where it has one (the loss's floor, :class:`harness.bounds.LossFloor`). A run
+above the rigorous bound, or below that limit, is impossible for a correct evaluation
+(a spread beyond twice the rigorous bound always implies one), so the record becomes
+``disagree`` with a message saying which run and by how much. Once the runs' W and b have drifted apart (a
 multi-step run whose earlier steps differed) their later steps have different
 exact values: the spread is still reported, not graded.
 """
@@ -76,7 +77,8 @@ def spread(values: Sequence[F64], fmt: FloatFormat) -> Spread:
 
 def apply_repeat(
     records: list[Any], runs: Sequence[RunOutputs], fmt: FloatFormat,
-    exact_of_step: Callable[[int], tuple[Mapping[str, tuple[F64, F64]], Mapping[str, F64]] | None],
+    exact_of_step: Callable[[int], tuple[Mapping[str, tuple[F64, F64]], Mapping[str, F64],
+                                         Mapping[str, Callable[[F64], float]]] | None],
     quantities: Sequence[str] = QUANTITIES, params: Sequence[str] = ("W", "b"),
 ) -> None:
     """Add the ``repeat_*`` fields to ``records`` (in place) and grade the other runs.
@@ -86,8 +88,10 @@ def apply_repeat(
         runs: each run's outputs, run 1 first.
         fmt: the dtype.
         exact_of_step: ``exact_of_step(t)`` gives, for step t of run 1, the exact
-            values as double-doubles ``{q: (hi, lo)}`` and the per-element rigorous
-            bounds ``{q: bound}`` (None where step t was not graded).
+            values as double-doubles ``{q: (hi, lo)}``, the per-element rigorous
+            bounds ``{q: bound}`` and the lower limits ``{q: limit}`` of the quantities
+            that have one (``limit(computed)``: :meth:`harness.bounds.LossFloor.lower_limit`;
+            a finite value below it is ``disagree``), or None where step t was not graded.
         quantities: the quantities of a step (a model's: :meth:`harness.models.ModelSpec.quantities`).
         params: the parameters a step updates (a later step starts from them).
     """
@@ -109,18 +113,25 @@ def apply_repeat(
             rec.repeat_spread_abs, rec.repeat_spread_ulps = s.spread_abs, s.spread_ulps
             if graded is None or s.identical == 1.0:
                 continue
-            hilo, rigorous = graded
+            hilo, rigorous, lower = graded
             hi, lo = hilo[q]
             bound = rigorous[q]
             worst: tuple[float, int, tuple[int, ...], float] | None = None
+            floor: tuple[int, tuple[int, ...], float, float] | None = None  # (run, index, value, its lower limit)
             for k, o in enumerate(runs[1:], start=2):
-                err = np.abs((o[t - 1][q] - hi) - lo)
+                v = o[t - 1][q]
+                err = np.abs((v - hi) - lo)
                 with np.errstate(divide="ignore", invalid="ignore"):
                     ratio = np.where(err == 0, 0.0, err / bound)
                 ratio = np.where(np.isnan(ratio), np.inf, ratio)
                 if ratio.size and ratio.max() > 1.0 and (worst is None or ratio.max() > worst[0]):
                     idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(ratio)), ratio.shape))
                     worst = (float(ratio.max()), k, idx, float(err[idx]))
+                limit = lower[q](v) if q in lower and floor is None else None
+                below = np.isfinite(v) & (v < limit) if limit is not None else None
+                if below is not None and below.any():
+                    idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(below)), below.shape))
+                    floor = (k, idx, float(v[idx]), float(limit))  # type: ignore[arg-type]
             if worst is not None and severity(rec.verdict) < severity("disagree"):
                 _, k, idx, err_w = worst
                 rec.verdict = "disagree"
@@ -128,5 +139,13 @@ def apply_repeat(
                 note = (f"{q}: not deterministic beyond the rigorous bound: run {k} of {n_runs} on the same inputs is off by "
                         f"{err_w:.6g} at {list(idx)} ({bound_ratio_text(err_w, rig_w)}); the runs spread by {s.spread_abs:.6g} "
                         f"({s.spread_ulps:.4g} ULPs), {s.identical:.0%} of them bitwise equal to run 1")
+                rec.message = f"{note}; {rec.message}" if rec.message else note
+            elif floor is not None and severity(rec.verdict) < severity("disagree"):
+                k, idx, value, limit = floor
+                rec.verdict = "disagree"
+                note = (f"{q}: not deterministic below its floor: run {k} of {n_runs} on the same inputs gives {value!r} at "
+                        f"{list(idx)}, below the least value any correct evaluation gives ({limit:.6g}, "
+                        f"harness.bounds.LossFloor); the runs spread by {s.spread_abs:.6g} ({s.spread_ulps:.4g} ULPs), "
+                        f"{s.identical:.0%} of them bitwise equal to run 1")
                 rec.message = f"{note}; {rec.message}" if rec.message else note
         same_inputs = same_inputs and all(_same(o[t - 1][p], runs[0][t - 1][p]) for o in runs for p in params)

@@ -984,11 +984,12 @@ def narrow_by_radius(bounds: Any, radius: Mapping[str, F64]) -> None:
 def _exact_and_bounds(
     case: Case, base: Mapping[str, Any], ex: ExactStep, step_inputs: Mapping[str, F64], lr: Fraction, fmt: FloatFormat,
     opts: RunOptions, impl: Implementation,
-) -> tuple[dict[str, tuple[F64, F64]], dict[str, F64]]:
-    """The exact values (double-double) and per-element rigorous bounds of one step, as the grading uses them."""
+) -> tuple[dict[str, tuple[F64, F64]], dict[str, F64], dict[str, Callable[[Any], float]]]:
+    """The exact values (double-double), per-element rigorous bounds and lower limits (:func:`_lower_limits`) of one
+    step, as the grading uses them."""
     _, hilo, bounds, _ = _step_bounds_of(case, base["device"], ex, step_inputs, lr, fmt, opts, impl.error_model,
                                       opts.flush_to_zero or impl.flush_to_zero, _half_flush(impl, base["device"], fmt))
-    return hilo, dict(bounds.rigorous)
+    return hilo, dict(bounds.rigorous), _lower_limits(bounds)
 
 
 #: Prefix of the message of a failing record explained by a known framework bug.
@@ -1232,12 +1233,17 @@ def _name_flush_to_zero(
                            "declare it: @harness.implementation(..., flush_to_zero=True) or --flush-to-zero; " + rec.message)
 
 
-def _loss_lower_limit(bounds: Any, out: Mapping[str, F64]) -> dict[str, float]:
-    """``{"loss": floor}``: the least value a correct evaluation of this step's loss gives, where the bounds have
-    one (:attr:`harness.bounds.StepBounds.loss_floor`, formed only where the computed loss is below its ceiling);
-    ``{}`` for bounds without one (an error model's own)."""
+def _lower_limits(bounds: Any) -> dict[str, Callable[[Any], float]]:
+    """``{"loss": limit}``: ``limit(computed)``, the least value a correct evaluation of this step's loss gives, where
+    the bounds have one (:meth:`harness.bounds.LossFloor.lower_limit`, formed only where the computed loss is below
+    its ceiling); ``{}`` for bounds without one (an error model's own)."""
     floor = getattr(bounds, "loss_floor", None)
-    return {} if floor is None else {"loss": floor.lower_limit(out["loss"])}
+    return {} if floor is None else {"loss": floor.lower_limit}
+
+
+def _loss_lower_limit(bounds: Any, out: Mapping[str, F64]) -> dict[str, float]:
+    """:func:`_lower_limits` at this step's computed values."""
+    return {q: limit(out[q]) for q, limit in _lower_limits(bounds).items()}
 
 
 def _sign_sorted_sums(cmp: Any, sums: tuple[F64, F64] | None) -> tuple[float, float] | None:

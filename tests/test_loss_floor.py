@@ -25,6 +25,7 @@ import harness
 from harness.bounds import step_bounds
 from harness.floats import BFLOAT16, FLOAT16, FloatFormat
 from harness.implementations.registry import Implementation
+from harness.runner import RunOptions
 from harness.verdicts import failures
 
 try:
@@ -307,3 +308,39 @@ def test_a_shipped_mutant_now_caught():
     case = next(c for c in load_cases(["cases"], tier="quick").cases if c.id == "gen-grid-near-zero-residual-n5-d2-k7-sum-s1")
     rec = next(r for r in harness.verify([case], ["mutant-mean-for-sum"], dtypes=["float32"]) if r.quantity == "loss")
     assert rec.verdict == "disagree" and "below the least value" in rec.message, rec.message
+
+
+# ---- --repeat: the other runs are held to the floor too (helper-173: a second run's loss of 0 agreed) ---------------
+
+
+def _repeat_loss(R: np.ndarray, later) -> harness.Record:
+    """The loss record of a float16 ``--repeat 2`` run whose first call's loss is correct (a float32 sum rounded) and
+    whose second call's is ``later(R, c, dt)``."""
+    calls: list[int] = []
+
+    def loss_of(R16, c, dt, t):
+        calls.append(t)
+        if len(calls) == 1:
+            return dt(np.sum(R16.astype(np.float32) ** 2) * c)
+        return later(R16, c, dt)
+
+    recs = harness.verify([_case(R, "float16")], [_impl("t171-repeat", loss_of)], dtypes=["float16"],
+                          options=RunOptions(repeat=2))
+    assert len(calls) == 2
+    (loss,) = [r for r in recs if r.quantity == "loss"]
+    return loss
+
+
+@pytest.mark.parametrize("later", [lambda R, c, dt: dt(0.0), lambda R, c, dt: dt(np.sum(R[:0].astype(np.float32) ** 2))],
+                         ids=["zero", "empty-slice"])
+def test_repeat_a_later_run_below_the_floor_is_disagree(r16, later):
+    loss = _repeat_loss(r16, later)
+    assert loss.verdict == "disagree", loss.message
+    assert "run 2 of 2" in loss.message and "below its floor" in loss.message
+    assert loss.repeat_identical == 0.5
+
+
+def test_repeat_correct_runs_in_two_orders_agree(r16):
+    loss = _repeat_loss(r16, lambda R, c, dt: _evaluate(R.ravel(), "serial", dt, c))
+    assert loss.repeat_identical == 0.5  # (the serial float16 sum is another value than the float32 one)
+    assert loss.verdict == "agree", loss.message

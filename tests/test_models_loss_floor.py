@@ -302,3 +302,22 @@ def test_an_optimizer_steps_zero_loss_is_disagree(optimizer: dict[str, Any], bui
         assert all(r.verdict == "agree" for r in recs if r.quantity != "loss")
         if verdict == "disagree":
             assert all(BELOW in r.message and r.bound_ratio < 1 for r in loss)
+
+
+def test_repeat_a_later_model_run_below_the_floor_is_disagree() -> None:
+    """``--repeat 2`` on the model path: the second call's loss is 0 (its gradients and parameters correct); the other
+    runs are held to the floor as run 1 is (helper-173 found a second run's 0 agreed)."""
+    from harness.runner import RunOptions
+
+    calls: list[int] = []
+
+    def loss_of(loss: Any, R: Any, c: float) -> Any:
+        calls.append(1)
+        return loss if len(calls) == 1 else loss * 0
+
+    recs = harness.verify([_case(RELU, 4096, "float16")], [_impl("t173-repeat", loss_of)], dtypes=["float16"],
+                          options=RunOptions(repeat=2))
+    assert len(calls) == 2
+    (rec,) = [r for r in recs if r.quantity == "loss"]
+    assert rec.verdict == "disagree" and "run 2 of 2" in rec.message and "below its floor" in rec.message, rec.message
+    assert all(r.verdict == "agree" for r in recs if r.quantity != "loss")

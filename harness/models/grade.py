@@ -143,8 +143,9 @@ def grade_model_steps(
         half_flush: float16 and bfloat16 may flush without a declaration (False: a probe found that the step's
             framework does not; :func:`harness.models.bounds.model_bounds`).
         function_ulps: the accuracy of elementary functions, overriding :data:`harness.models.bounds.FUNCTION_ULPS`.
-        graded: when given, filled with ``{step: ({q: (hi, lo)}, {q: rigorous bound})}`` for every graded
-            step (``--repeat`` grades the other runs against them: :func:`harness.repeat.apply_repeat`).
+        graded: when given, filled with ``{step: ({q: (hi, lo)}, {q: rigorous bound}, {q: lower limit})}`` for
+            every graded step (the lower limit of the loss: :meth:`harness.bounds.LossFloor.lower_limit`, where the
+            step has a floor; ``--repeat`` grades the other runs against them: :func:`harness.repeat.apply_repeat`).
 
     Returns:
         per step, one record per quantity of :meth:`ModelSpec.quantities` (``"*"`` records where a step
@@ -245,7 +246,8 @@ def grade_model_steps(
             )
             records.append(rec)
         if graded is not None:
-            graded[t] = ({q: v[0] for q, v in step_truth.items()}, {q: v[1] for q, v in step_truth.items()})
+            graded[t] = ({q: v[0] for q, v in step_truth.items()}, {q: v[1] for q, v in step_truth.items()},
+                         {"loss": bounds.loss_floor.lower_limit} if bounds.loss_floor is not None else {})
         prev = {p: out[p] for p in names}
     return records
 
