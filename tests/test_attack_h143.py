@@ -59,9 +59,11 @@ def _seed_with_plugin(tmp_path, monkeypatch, name, source):
 
 
 # The step leaves a thread that waits until its worker's main thread waits for its next task (the task was graded and
-# its records sent back), then ends the worker. The other step holds the second worker busy until that worker is
-# gone, so that the death falls between two tasks, not in the middle of one, whatever the machine's speed; the first
-# step returns only once the second runs, so that the two run in two workers.
+# its records sent back) and the supervisor has handed those records on (its on_records writes "handed"), then ends
+# the worker. The other step holds the second worker busy until that worker is gone, so that the death falls between
+# two tasks, not in the middle of one, whatever the machine's speed; the first step returns only once the second
+# runs, so that the two run in two workers. (A sleep of 0.3 s stood for "handed": a supervisor held off the CPU longer
+# than that let pebble see the death before it read the result, and fail the finished task as one its worker died in.)
 LEAVES_A_KILLER = textwrap.dedent('''
     import ctypes, os, signal, sys, threading, time
     import numpy as np
@@ -83,7 +85,8 @@ LEAVES_A_KILLER = textwrap.dedent('''
         deadline = time.monotonic() + 30
         while not _waits_for_a_task(main) and time.monotonic() < deadline:
             time.sleep(0.01)
-        time.sleep(0.3)  # (the result read by the supervisor)
+        while not os.path.exists(os.path.join(HERE, "handed")) and time.monotonic() < deadline:
+            time.sleep(0.01)  # (the result read by the supervisor, and the task's records handed on)
         with open(os.path.join(HERE, "ended.pid"), "w") as fh:
             fh.write(str(os.getpid()))
         {death}
@@ -127,9 +130,14 @@ def test_a_worker_that_dies_between_two_tasks_is_an_error_record(tmp_path, monke
     source = LEAVES_A_KILLER.replace("{death}", death).replace("{kind}", kind).replace("{{", "{").replace("}}", "}")
     case, path = _seed_with_plugin(tmp_path, monkeypatch, f"h143_between_{kind}.py", source)
     leaves, waits = f"test-h143-leaves-{kind}", f"test-h143-waits-{kind}"
+
+    def on_records(recs):
+        if recs and recs[0].implementation == leaves:
+            (tmp_path / "handed").touch()
+
     recs = verify(case, [leaves, waits], dtypes=["float64"], isolation="process", jobs=2, timeout=60,
-                  plugins=[str(path)])
-    assert (tmp_path / "ended.pid").exists()
+                  plugins=[str(path)], on_records=on_records)
+    assert (tmp_path / "handed").exists() and (tmp_path / "ended.pid").exists()
     mine = [r for r in recs if r.implementation == leaves]
     errors = [r for r in mine if r.verdict == "error"]
     assert len(errors) == 1 and errors[0].quantity == "*", [(r.quantity, r.verdict, r.message) for r in mine]
@@ -160,6 +168,10 @@ KILLS_THE_NEXT_TASK = textwrap.dedent('''
             if frame is not None:
                 break
             time.sleep(0.01)
+        # ... and the supervisor has read that task's acknowledgement (pebble's): before that, pebble sees no task
+        # running and breaks the pool, and the exit status of the worker is lost ("exit code unknown")
+        while not os.path.exists(os.path.join(HERE, "acknowledged-2")) and time.monotonic() < deadline:
+            time.sleep(0.01)
         open(os.path.join(HERE, "killed"), "w").close()
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -176,8 +188,31 @@ KILLS_THE_NEXT_TASK = textwrap.dedent('''
 ''')
 
 
+def _note_acknowledgements(monkeypatch, where):
+    """Write ``where/acknowledged-N`` once the supervisor's pebble has read the N-th acknowledgement of a task by a
+    worker (the task then counts as running in that worker: a death is that task's, not a broken pool). With a pebble
+    that has no ``TaskManager.task_start`` every such file is there from the start (the wait is then not kept)."""
+    from pebble.pool import process
+
+    real = getattr(process.TaskManager, "task_start", None)
+    if real is None:  # pragma: no cover - another pebble
+        for n in range(1, 9):
+            (where / f"acknowledged-{n}").touch()
+        return
+    seen = []
+
+    def task_start(self, task_id, worker_id):
+        real(self, task_id, worker_id)
+        if worker_id is not None:  # (None: pebble failing a task it never gave a worker)
+            seen.append(task_id)
+            (where / f"acknowledged-{len(seen)}").touch()
+
+    monkeypatch.setattr(process.TaskManager, "task_start", task_start)
+
+
 def test_a_task_killed_by_a_thread_an_earlier_step_left_names_that_step(tmp_path, monkeypatch):
     case, path = _seed_with_plugin(tmp_path, monkeypatch, "h143_next_task.py", KILLS_THE_NEXT_TASK)
+    _note_acknowledgements(monkeypatch, tmp_path)
     recs = verify(case, ["test-h143-leaves-a-killer", "test-h143-innocent"], dtypes=["float64"], isolation="process",
                   jobs=1, timeout=60, plugins=[str(path)])
     assert (tmp_path / "killed").exists()
