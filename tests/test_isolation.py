@@ -693,6 +693,19 @@ def test_a_report_that_cannot_be_made_loses_no_record(tmp_path: Path) -> None:
     assert not (tmp_path / "r.html").exists() and "nosuchbackend" in proc.stderr, (proc.returncode, proc.stderr[-2000:])
 
 
+def _ignores_sigint(pid: int) -> bool:
+    """Whether process ``pid`` ignores SIGINT (Linux: the ``SigIgn`` mask of /proc/PID/status, bit SIGINT - 1); False
+    once it has ended."""
+    import signal
+
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    mask = next((int(line.split()[1], 16) for line in status.splitlines() if line.startswith("SigIgn:")), 0)
+    return bool(mask >> (signal.SIGINT - 1) & 1)
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from /proc (Linux)")
 def test_ctrl_c_while_the_fork_server_preloads_prints_no_traceback(tmp_path: Path) -> None:
     """Ctrl-C reaches the whole process group, the fork server too; ``check`` starts the server before its cases load,
@@ -713,7 +726,11 @@ def test_ctrl_c_while_the_fork_server_preloads_prints_no_traceback(tmp_path: Pat
             time.sleep(0.02)
         servers = _fork_servers(proc.pid)
         assert servers, "the fork server never started"
-        time.sleep(0.3)  # inside its preload (about 3 s: torch, torch._dynamo, the derivations)
+        # inside its preload (about 3 s: torch, torch._dynamo, the derivations), once harness._preload ignores SIGINT:
+        # before that (Python's start-up, about 0.1 s, seconds on a loaded machine: a sleep of 0.3 s stood here) no
+        # code of the harness runs in the server, and a Ctrl-C kills it with Python's own traceback
+        while not all(_ignores_sigint(pid) for pid in servers) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         for pid in servers:
             os.kill(pid, signal.SIGINT)
         out, err = proc.communicate(timeout=240)  # until the server, which shares the pipes, has exited too
