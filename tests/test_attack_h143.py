@@ -58,6 +58,49 @@ def _seed_with_plugin(tmp_path, monkeypatch, name, source):
     return [c for c in load_cases([CASES / "seed.toml"]).cases if c.id == "seed"], path
 
 
+def _note_pebble(monkeypatch, where):
+    """Files in ``where`` as the supervisor's pebble (in this process) goes, for the steps' threads to wait on instead
+    of sleeping: ``acknowledged-N`` once it has read the N-th acknowledgement of a task by a worker (the task then runs
+    in that worker: a death is that task's), ``finished-N`` once it has read the N-th result of a task (the task runs
+    nowhere), ``broken`` once it has broken its pool. With a pebble without those methods every file is there from the
+    start (the waits are then not kept)."""
+    from pebble.pool import process
+
+    task_start = getattr(process.TaskManager, "task_start", None)
+    task_done = getattr(process.TaskManager, "task_done", None)
+    broken = getattr(process.PoolManager, "handle_broken_pool", None)
+    if task_start is None or task_done is None or broken is None:  # pragma: no cover - another pebble
+        for n in range(1, 9):
+            (where / f"acknowledged-{n}").touch()
+            (where / f"finished-{n}").touch()
+        (where / "broken").touch()
+        return
+    counts = {"acknowledged": 0, "finished": 0}
+
+    def note(what):
+        counts[what] += 1
+        (where / f"{what}-{counts[what]}").touch()
+
+    def started(self, task_id, worker_id):
+        task_start(self, task_id, worker_id)
+        if worker_id is not None:  # (None: pebble failing a task it never gave a worker)
+            note("acknowledged")
+
+    def done(self, task_id, result):
+        known = task_id in self.tasks  # (else the result of a task pebble had already ended: ignored)
+        task_done(self, task_id, result)
+        if known:
+            note("finished")
+
+    def breaks(self, error):
+        broken(self, error)
+        (where / "broken").touch()
+
+    monkeypatch.setattr(process.TaskManager, "task_start", started)
+    monkeypatch.setattr(process.TaskManager, "task_done", done)
+    monkeypatch.setattr(process.PoolManager, "handle_broken_pool", breaks)
+
+
 # The step leaves a thread that waits until its worker's main thread waits for its next task (the task was graded and
 # its records sent back) and the supervisor has handed those records on (its on_records writes "handed"), then ends
 # the worker. The other step holds the second worker busy until that worker is gone, so that the death falls between
@@ -188,31 +231,9 @@ KILLS_THE_NEXT_TASK = textwrap.dedent('''
 ''')
 
 
-def _note_acknowledgements(monkeypatch, where):
-    """Write ``where/acknowledged-N`` once the supervisor's pebble has read the N-th acknowledgement of a task by a
-    worker (the task then counts as running in that worker: a death is that task's, not a broken pool). With a pebble
-    that has no ``TaskManager.task_start`` every such file is there from the start (the wait is then not kept)."""
-    from pebble.pool import process
-
-    real = getattr(process.TaskManager, "task_start", None)
-    if real is None:  # pragma: no cover - another pebble
-        for n in range(1, 9):
-            (where / f"acknowledged-{n}").touch()
-        return
-    seen = []
-
-    def task_start(self, task_id, worker_id):
-        real(self, task_id, worker_id)
-        if worker_id is not None:  # (None: pebble failing a task it never gave a worker)
-            seen.append(task_id)
-            (where / f"acknowledged-{len(seen)}").touch()
-
-    monkeypatch.setattr(process.TaskManager, "task_start", task_start)
-
-
 def test_a_task_killed_by_a_thread_an_earlier_step_left_names_that_step(tmp_path, monkeypatch):
     case, path = _seed_with_plugin(tmp_path, monkeypatch, "h143_next_task.py", KILLS_THE_NEXT_TASK)
-    _note_acknowledgements(monkeypatch, tmp_path)
+    _note_pebble(monkeypatch, tmp_path)
     recs = verify(case, ["test-h143-leaves-a-killer", "test-h143-innocent"], dtypes=["float64"], isolation="process",
                   jobs=1, timeout=60, plugins=[str(path)])
     assert (tmp_path / "killed").exists()
@@ -305,7 +326,10 @@ def test_a_pytest_session_whose_step_started_a_thread_that_ended_it_goes_on_and_
 # found no task running, and broke the pool; the supervisor stopped that pool, with the other task's worker, before it
 # handed that task on, then took that worker for one that had died between two tasks: the correct task got an error
 # record (a false alarm). Here the supervisor is held in on_records while the other task finishes and the worker dies,
-# so that it meets the broken pool and the other task's result in the same turn, whatever the machine's speed.
+# so that it meets the broken pool and the other task's result in the same turn, whatever the machine's speed: the
+# worker dies once pebble has read the other task's result, and on_records returns once pebble has broken the pool
+# (sleeps of 0.5 s and 1.5 s stood for both: with pebble's reading of that result held 2 s, the death came while the
+# other task still ran, the pool did not break, and the test passed without f3a22e7's fix).
 DIES_AFTER_THE_OTHER_TASK = textwrap.dedent('''
     import os, signal, sys, threading, time
     import numpy as np
@@ -322,7 +346,7 @@ DIES_AFTER_THE_OTHER_TASK = textwrap.dedent('''
 
     def _end_after_the_other():
         _wait_for("other.returned")
-        time.sleep(0.5)  # (the other task graded and its result read by the pool; the supervisor held in on_records)
+        _wait_for("finished-2")  # (the other task graded and its result read by the pool; the supervisor held in on_records)
         open(os.path.join(HERE, "ended"), "w").close()
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -350,13 +374,13 @@ def test_a_pool_that_breaks_as_the_other_task_finishes_gives_that_task_no_error(
         if recs and recs[0].implementation == "test-h143-dies-after" and not (tmp_path / "held").exists():
             (tmp_path / "held").touch()
             deadline = time.monotonic() + 30
-            while not (tmp_path / "ended").exists() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            time.sleep(1.5)  # (pebble sees the death, with no task running, and breaks the pool)
+            while not (tmp_path / "broken").exists() and time.monotonic() < deadline:
+                time.sleep(0.01)  # (pebble sees the death, with no task running, and breaks the pool)
 
+    _note_pebble(monkeypatch, tmp_path)
     recs = verify(case, ["test-h143-dies-after", "test-h143-other"], dtypes=["float64"], isolation="process", jobs=2,
                   timeout=60, plugins=[str(path)], on_records=on_records)
-    assert (tmp_path / "ended").exists()
+    assert (tmp_path / "ended").exists() and (tmp_path / "broken").exists()
     others = [r for r in recs if r.implementation == "test-h143-other"]
     assert len(others) == 40 and all(r.verdict == "agree" for r in others), \
         [(r.quantity, r.verdict, r.message) for r in others if r.verdict != "agree"]
