@@ -344,3 +344,84 @@ def test_repeat_correct_runs_in_two_orders_agree(r16):
     loss = _repeat_loss(r16, lambda R, c, dt: _evaluate(R.ravel(), "serial", dt, c))
     assert loss.repeat_identical == 0.5  # (the serial float16 sum is another value than the float32 one)
     assert loss.verdict == "agree", loss.message
+
+
+# ---- helper-174: the residual really rounded (the searches above hold X = 1, W = 0: R exact, E_R's rounding unsearched)
+
+
+def _rounded_step(dtype: str, n: int, d: int, k: int, seed: int, mode: str) -> tuple[np.ndarray, ...]:
+    """X (n, d), y (n, k), W (d, k), b (k,) on the dtype's grid; ``mode`` "cancel": y = X W + b rounded (|R| of the
+    order of the residual's own rounding, where the floor must be about 0), "offset": y off by ~2**-6 relative,
+    "random": y independent of X W + b."""
+    rng = np.random.default_rng(seed)
+    dt = _dt(dtype)
+
+    def grid(a: np.ndarray) -> np.ndarray:
+        return np.asarray(np.asarray(a, dtype=dt), dtype=np.float64)
+
+    X = grid(rng.standard_normal((n, d)) * 2.0 ** rng.integers(-4, 4))
+    W = grid(rng.standard_normal((d, k)) * 2.0 ** rng.integers(-4, 4))
+    b = grid(rng.standard_normal(k))
+    p = X @ W + b
+    y = {"cancel": lambda: grid(p), "offset": lambda: grid(p * (1 + 2.0**-6 * rng.standard_normal(p.shape))),
+         "random": lambda: grid(rng.standard_normal((n, k)) * np.abs(p).max())}[mode]()
+    return X, y, W, b
+
+
+def _torch_losses(X, y, W, b, dtype: str, reduction: str) -> tuple[dict[str, float], np.ndarray]:
+    """The loss as real code computes it in ``dtype`` (torch on the CPU): the seed's ``(X @ W + b - y) ** 2`` summed or
+    averaged, ``F.mse_loss`` of ``F.linear``, ``addmm`` with a mean of means, ``X @ W + (b - y)`` summed then divided,
+    and the squared 2-norm; and the seed's residual ``X @ W + b - y`` (N, K) in ``dtype`` (a NumPy array)."""
+    import torch
+
+    td = {"float16": torch.float16, "bfloat16": torch.bfloat16}[dtype]
+    Xt, Wt, bt, yt = (torch.from_numpy(np.asarray(a, dtype=np.float32)).to(td) for a in (X, W, b, y))
+    r = Xt @ Wt + bt - yt
+    mean = reduction == "mean"
+    sq = r**2
+    r2 = torch.addmm(bt, Xt, Wt) - yt
+    r3 = Xt @ Wt + (bt - yt)
+    got = {"seed": sq.mean() if mean else sq.sum(),
+           "mse_loss": torch.nn.functional.mse_loss(torch.nn.functional.linear(Xt, Wt.T, bt), yt, reduction=reduction),
+           "addmm": (r2 * r2).mean(0).mean() if mean else (r2 * r2).sum(0).sum(),
+           "b-y": r3.pow(2).sum() / (r3.numel() if mean else 1),
+           "norm": torch.linalg.vector_norm(r) ** 2 / (r.numel() if mean else 1)}
+    return {name: float(v.float()) for name, v in got.items()}, r.float().numpy().astype(_dt(dtype))
+
+
+@pytest.mark.skipif(BF16 is None, reason="bfloat16 needs ml_dtypes")
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["float16", "bfloat16"]), st.integers(1, 48), st.integers(1, 64), st.integers(1, 3),
+       st.integers(0, 2**32 - 1), st.sampled_from(["cancel", "offset", "random"]), st.sampled_from(["sum", "mean"]),
+       st.booleans())
+def test_no_rounded_residual_evaluation_is_below_the_floor(dtype, n, d, k, seed, mode, reduction, half_flush):
+    """Correct evaluations whose residual is rounded (torch's own kernels; NumPy orders of the same rounded residual)
+    are never below the floor, with the half types' flush allowance (``half_flush``) and without it (gradual
+    underflow: the floor the runner forms where a probe finds the framework does not flush). The floor is formed as
+    the runner forms it (:func:`harness.runner._step_bounds_of`: the oracle's exact residual, ``step_bounds``).
+    helper-174's searches (4,800 examples, N up to 20,000, D up to 64, 13 evaluations, float32 too): max floor / computed
+    0.9945 float16, 0.960 bfloat16 (N K = 1)."""
+    from fractions import Fraction
+
+    from harness.oracle import exact_inputs_from_floats, exact_step
+    from harness.verdicts import QUANTITIES
+
+    X, y, W, b = _rounded_step(dtype, n, d, k, seed, mode)
+    inputs = {"X": X, "y": y, "W": W, "b": b}
+    ex = exact_step(exact_inputs_from_floats(inputs), Fraction(2**-10), reduction)
+    hi = {q: ex.values[q].to_hi_lo()[0] for q in QUANTITIES}
+    fmt = FLOAT16 if dtype == "float16" else BFLOAT16
+    sb = step_bounds(inputs, ex.residual.to_float64(), hi, lr=2.0**-10, reduction=reduction, fmt=fmt,
+                     half_flush=half_flush)
+    assert sb.loss_floor is not None
+    floor = sb.loss_floor.value()
+    got, Rd = _torch_losses(X, y, W, b, dtype, reduction)
+    c = 1.0 if reduction == "sum" else 1.0 / (n * k)
+    with np.errstate(all="ignore"):
+        for order in _ORDERS:
+            got[order] = float(np.asarray(_evaluate(Rd.ravel(), order, _dt(dtype), c), dtype=np.float64))
+    finite = [v for v in got.values() if math.isfinite(v) and v > 0]
+    if finite:
+        target(floor / min(finite), label=f"floor / computed ({dtype})")
+    for name, v in got.items():
+        assert not (math.isfinite(v) and v < floor), (name, v, floor, dtype, n, d, k, mode, reduction, half_flush)
