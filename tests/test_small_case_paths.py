@@ -26,6 +26,8 @@ def _bits(x: object) -> object:
         return {k: _bits(v) for k, v in x.items()}
     if isinstance(x, tuple | list):
         return tuple(_bits(v) for v in x)
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):  # (StepBounds.loss_floor: arrays inside)
+        return (type(x).__name__, tuple((f.name, _bits(getattr(x, f.name))) for f in dataclasses.fields(x)))
     return x
 
 
