@@ -1424,6 +1424,15 @@ def loss_floor(R: F64, E: F64, c: float, reg: Regime, exact_loss: float, *,
     return LossFloor(R=pre.R.abs if pre is not None else R, E=E, c=float(c), reg=reg, ceiling=ceiling)
 
 
+def lower_limits(bounds: Any) -> dict[str, Callable[[npt.ArrayLike], float]]:
+    """The one lookup of the quantities that have a lower limit: ``{"loss": limit}`` with ``limit(computed)`` the
+    least value a correct evaluation of the loss gives (:meth:`LossFloor.lower_limit`: formed only where ``computed``
+    is below its ceiling, else 0.0), where ``bounds`` (a :class:`StepBounds` or a model's
+    :class:`harness.models.bounds.ModelBounds`) has a floor; ``{}`` where it has none (an error model's own bounds)."""
+    floor = getattr(bounds, "loss_floor", None)
+    return {} if floor is None else {"loss": floor.lower_limit}
+
+
 def rigorous_loss_bound(inputs: Mapping[str, F64], residual: F64, *, reduction: str, fmt: FloatFormat,
                         flush_to_zero: bool = False) -> float:
     """The rigorous bound of the loss alone: ``step_bounds(...).rigorous["loss"]`` without TF32,

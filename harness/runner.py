@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import interpreter_state
-from .bounds import TYPICAL_LANES, flush_to_zero_default, step_bounds
+from .bounds import TYPICAL_LANES, flush_to_zero_default, lower_limits, step_bounds
 from .cases import Case, CaseSource, as_cases, lr_held
 from .classify import classify_exception
 from .compare import FailingElements, below_floor_text, bound_ratio_text, compare, compare_many, drift, failing_elements
@@ -985,11 +985,11 @@ def _exact_and_bounds(
     case: Case, base: Mapping[str, Any], ex: ExactStep, step_inputs: Mapping[str, F64], lr: Fraction, fmt: FloatFormat,
     opts: RunOptions, impl: Implementation,
 ) -> tuple[dict[str, tuple[F64, F64]], dict[str, F64], dict[str, Callable[[Any], float]]]:
-    """The exact values (double-double), per-element rigorous bounds and lower limits (:func:`_lower_limits`) of one
-    step, as the grading uses them."""
+    """The exact values (double-double), per-element rigorous bounds and lower limits
+    (:func:`harness.bounds.lower_limits`) of one step, as the grading uses them."""
     _, hilo, bounds, _ = _step_bounds_of(case, base["device"], ex, step_inputs, lr, fmt, opts, impl.error_model,
                                       opts.flush_to_zero or impl.flush_to_zero, _half_flush(impl, base["device"], fmt))
-    return hilo, dict(bounds.rigorous), _lower_limits(bounds)
+    return hilo, dict(bounds.rigorous), lower_limits(bounds)
 
 
 #: Prefix of the message of a failing record explained by a known framework bug.
@@ -1233,17 +1233,9 @@ def _name_flush_to_zero(
                            "declare it: @harness.implementation(..., flush_to_zero=True) or --flush-to-zero; " + rec.message)
 
 
-def _lower_limits(bounds: Any) -> dict[str, Callable[[Any], float]]:
-    """``{"loss": limit}``: ``limit(computed)``, the least value a correct evaluation of this step's loss gives, where
-    the bounds have one (:meth:`harness.bounds.LossFloor.lower_limit`, formed only where the computed loss is below
-    its ceiling); ``{}`` for bounds without one (an error model's own)."""
-    floor = getattr(bounds, "loss_floor", None)
-    return {} if floor is None else {"loss": floor.lower_limit}
-
-
 def _loss_lower_limit(bounds: Any, out: Mapping[str, F64]) -> dict[str, float]:
-    """:func:`_lower_limits` at this step's computed values."""
-    return {q: limit(out[q]) for q, limit in _lower_limits(bounds).items()}
+    """:func:`harness.bounds.lower_limits` at this step's computed values."""
+    return {q: limit(out[q]) for q, limit in lower_limits(bounds).items()}
 
 
 def _sign_sorted_sums(cmp: Any, sums: tuple[F64, F64] | None) -> tuple[float, float] | None:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..bounds import lower_limits
 from ..compare import below_floor_text, bound_ratio_text, compare
 from ..floats import FloatFormat, decimal_string
 from ..records import Record
@@ -174,6 +175,7 @@ def grade_model_steps(
                               flush_to_zero=flush_to_zero, half_flush=half_flush,
                               residual_radius=truth.residual_radius, loss_radius=float(truth.radius["loss"]))
         step_truth: dict[str, tuple[tuple[F64, F64], F64]] = {}
+        limits = lower_limits(bounds)
         for q in graph.outputs:
             hi, lo = truth.hi[q], truth.lo[q]
             radius = truth.radius[q]
@@ -203,7 +205,7 @@ def grade_model_steps(
             pinf, ninf = bounds.signed_inf_allowed(q)
             # a finite loss below the least value any correct evaluation gives is disagree (the loss's floor,
             # harness.models.bounds.model_loss_floor; formed only where the loss is below its ceiling)
-            lower = bounds.loss_floor.lower_limit(out[q]) if q == "loss" and bounds.loss_floor is not None else None
+            lower = limits[q](out[q]) if q in limits else None
             cmp = compare(out[q], hi, lo, rig, exp, np.asarray(bounds.inf_allowed[q]) | unknown, fmt,
                           nan_allowed=np.asarray(bounds.nan_allowed[q]) | unknown,
                           posinf_allowed=np.asarray(pinf) | unknown, neginf_allowed=np.asarray(ninf) | unknown,
@@ -246,8 +248,7 @@ def grade_model_steps(
             )
             records.append(rec)
         if graded is not None:
-            graded[t] = ({q: v[0] for q, v in step_truth.items()}, {q: v[1] for q, v in step_truth.items()},
-                         {"loss": bounds.loss_floor.lower_limit} if bounds.loss_floor is not None else {})
+            graded[t] = ({q: v[0] for q, v in step_truth.items()}, {q: v[1] for q, v in step_truth.items()}, limits)
         prev = {p: out[p] for p in names}
     return records
 
