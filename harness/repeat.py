@@ -127,25 +127,26 @@ def apply_repeat(
                 if ratio.size and ratio.max() > 1.0 and (worst is None or ratio.max() > worst[0]):
                     idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(ratio)), ratio.shape))
                     worst = (float(ratio.max()), k, idx, float(err[idx]))
-                limit = lower[q](v) if q in lower and floor is None else None
-                below = np.isfinite(v) & (v < limit) if limit is not None else None
-                if below is not None and below.any():
-                    idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(below)), below.shape))
-                    floor = (k, idx, float(v[idx]), float(limit))  # type: ignore[arg-type]
-            if worst is not None and severity(rec.verdict) < severity("disagree"):
+                if q in lower and floor is None:
+                    limit = lower[q](v)
+                    below = np.isfinite(v) & (v < limit)
+                    if below.any():
+                        idx = tuple(int(i) for i in np.unravel_index(int(np.argmax(below)), below.shape))
+                        floor = (k, idx, float(v[idx]), float(limit))
+            if severity(rec.verdict) >= severity("disagree") or (worst is None and floor is None):
+                continue
+            if worst is not None:
                 _, k, idx, err_w = worst
-                rec.verdict = "disagree"
                 rig_w = float(np.broadcast_to(bound, np.shape(hi))[idx]) if np.ndim(bound) else float(bound)
-                note = (f"{q}: not deterministic beyond the rigorous bound: run {k} of {n_runs} on the same inputs is off by "
-                        f"{err_w:.6g} at {list(idx)} ({bound_ratio_text(err_w, rig_w)}); the runs spread by {s.spread_abs:.6g} "
-                        f"({s.spread_ulps:.4g} ULPs), {s.identical:.0%} of them bitwise equal to run 1")
-                rec.message = f"{note}; {rec.message}" if rec.message else note
-            elif floor is not None and severity(rec.verdict) < severity("disagree"):
+                what = (f"beyond the rigorous bound: run {k} of {n_runs} on the same inputs is off by {err_w:.6g} at "
+                        f"{list(idx)} ({bound_ratio_text(err_w, rig_w)})")
+            else:
+                assert floor is not None
                 k, idx, value, limit = floor
-                rec.verdict = "disagree"
-                note = (f"{q}: not deterministic below its floor: run {k} of {n_runs} on the same inputs gives {value!r} at "
-                        f"{list(idx)}, below the least value any correct evaluation gives ({limit:.6g}, "
-                        f"harness.bounds.LossFloor); the runs spread by {s.spread_abs:.6g} ({s.spread_ulps:.4g} ULPs), "
-                        f"{s.identical:.0%} of them bitwise equal to run 1")
-                rec.message = f"{note}; {rec.message}" if rec.message else note
+                what = (f"below its floor: run {k} of {n_runs} on the same inputs gives {value!r} at {list(idx)}, below "
+                        f"the least value any correct evaluation gives ({limit:.6g}, harness.bounds.LossFloor)")
+            rec.verdict = "disagree"
+            note = (f"{q}: not deterministic {what}; the runs spread by {s.spread_abs:.6g} ({s.spread_ulps:.4g} ULPs), "
+                    f"{s.identical:.0%} of them bitwise equal to run 1")
+            rec.message = f"{note}; {rec.message}" if rec.message else note
         same_inputs = same_inputs and all(_same(o[t - 1][p], runs[0][t - 1][p]) for o in runs for p in params)
