@@ -37,12 +37,16 @@ once more, alone in a new worker (the death may be a thread or a timer that an e
 left there); should it finish, its records are kept beside one ``error`` record saying how
 the worker ended the first time (:func:`retried_message`); a worker that ended *between* two tasks, which pebble
 replaces with no word, gives the last task it finished an ``error`` record (:func:`between_tasks_message`), beside
-that task's records. pebble takes a worker that exits
+that task's records; so does a worker that died once it had sent a task's result, before pebble read it (pebble then
+fails the task and drops the result: the worker writes each task's records to the task's records file before it sends
+them, and the supervisor keeps those). pebble takes a worker that exits
 with status 0 for one that retired: ``os._exit(0)`` called by a step is mapped to
 exit code :data:`EXIT_ZERO_CODE` while the task runs, and a watchdog (each task
-writes its worker's pid to a marker file; the supervisor polls twice a second)
-reports a worker that ended with status 0 some other way (``exit(0)`` in native
-code) after :data:`WATCHDOG_GRACE` seconds, not after the timeout. The supervisor alone decides the
+writes its worker's pid to a marker file; before that, the worker that pebble saw acknowledge the task counts; the
+supervisor polls twice a second) reports a worker that ended with status 0 some other way (``exit(0)`` in native
+code) after :data:`WATCHDOG_GRACE` seconds, not after the timeout. Each worker's exit status is noted as pebble finds
+it ended (:func:`_watch_pebble`), so that a death pebble does not report (it had not yet read the worker's
+acknowledgement of its task) still names its signal or exit code. The supervisor alone decides the
 exit code (:func:`harness.verdicts.run_outcome`), from the records.
 
 Workers grade their own task (implementation call *and* exact oracle), so the
@@ -785,6 +789,45 @@ def start_fork_server(start: str | None = None, *, torch_optim: bool = True) -> 
     return True
 
 
+def _watch_pebble(pool: Any, exit_codes: dict[int, int | None], acked: dict[Any, int]) -> None:
+    """Note, as ``pool`` (a :class:`pebble.ProcessPool`) goes, what pebble knows and then forgets: the exit status of
+    each worker it finds ended (``exit_codes``, by pid; 0 included, which pebble takes for a worker that retired) and
+    the worker that acknowledged each task (``acked``, by the task's future). pebble drops an ended worker's process
+    object, and with it the exit status, when no task of that worker is running in its eyes (a worker that died
+    before pebble read its acknowledgement of a task: "exit code unknown" before, helper-175's P2); and a worker
+    that ends with status 0 after it acknowledged a task, before the task wrote its marker file, was known to nobody
+    (the task waited for its timeout: P3). Both wrappers run in pebble's own threads, as the methods they wrap did;
+    with another pebble (no such attributes) nothing is noted, and the supervisor knows what it knew before."""
+    pool_manager = getattr(pool, "_pool_manager", None)
+    manager = getattr(pool_manager, "worker_manager", None)
+    inspect = getattr(manager, "inspect_workers", None)
+    workers = getattr(manager, "workers", None)
+    if callable(inspect) and isinstance(workers, dict):
+
+        def inspect_workers() -> Any:
+            before = dict(workers)  # (the pool manager's thread alone changes it while the pool runs)
+            expired = inspect()
+            for pid, proc in before.items():
+                if pid not in workers:  # ended: pebble read its exit status (is_alive), which the object keeps
+                    exit_codes[pid] = getattr(proc, "exitcode", None)
+            return expired
+
+        setattr(manager, "inspect_workers", inspect_workers)  # noqa: B010 - (an instance of pebble's, this pool's alone)
+    task_manager = getattr(pool_manager, "task_manager", None)
+    tasks = getattr(task_manager, "tasks", None)
+    task_start = getattr(task_manager, "task_start", None)
+    if callable(task_start) and isinstance(tasks, dict):
+
+        def started(task_id: Any, worker_id: Any) -> Any:
+            task = tasks.get(task_id)
+            out = task_start(task_id, worker_id)
+            if task is not None and isinstance(worker_id, int) and worker_id > 0:
+                acked[task.future] = worker_id
+            return out
+
+        setattr(task_manager, "task_start", started)  # noqa: B010
+
+
 class _WorkerDiedError(Exception):
     """A worker the watchdog found dead in the middle of a task."""
 
@@ -889,9 +932,14 @@ def run_supervised(
     old_handler: Any = None
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         old_handler = signal.signal(signal.SIGINT, lambda signum, frame: interrupted.append(signum))
+    exit_codes: dict[int, int | None] = {}  # each worker pebble found ended, by pid: its exit status (_watch_pebble)
+    acked: dict[Any, int] = {}  # each task's future: the worker pebble saw acknowledge it
+
     def new_pool() -> Any:
-        return ProcessPool(max_workers=n_jobs, initializer=_init_worker, initargs=(list(plugins), os.getcwd(), list(sys.path)),
+        made = ProcessPool(max_workers=n_jobs, initializer=_init_worker, initargs=(list(plugins), os.getcwd(), list(sys.path)),
                            context=_context(start))
+        _watch_pebble(made, exit_codes, acked)
+        return made
 
     pool = new_pool()
     rebuilds = 0  # breaks of the pool in a row with no task finished in between
@@ -906,6 +954,7 @@ def run_supervised(
             batches.append([i])
     try:
         futures: dict[Any, int] = {}  # future -> batch number
+        future_of: dict[int, Any] = {}  # batch number -> its (latest) future
         order: list[Any] = []
         # each finished future lands here (its done callback): waiting costs O(1) per task, where
         # concurrent.futures.wait over every pending future costs O(pending) per call
@@ -923,6 +972,7 @@ def run_supervised(
                 units = [(tasks[i].case, tasks[i].implementation.name, tasks[i].device, tasks[i].dtype) for i in members]
                 fut = pool.schedule(cast(Callable[..., Any], batch_task), args=(units, opts, marker), timeout=sum(limit(tasks[i].case) for i in members))
             futures[fut] = b
+            future_of[b] = fut
             order.append(fut)
             fut.add_done_callback(done_queue.put)
 
@@ -955,6 +1005,11 @@ def run_supervised(
             worked(b, batches[b][before:count])
             return count
 
+        def reads_back(b: int) -> bool:
+            """Whether the records that batch ``b`` wrote to its records file may be handed on from there: a batch's,
+            and a single task's, but for a task run again after a death (its records come with an error record)."""
+            return len(batches[b]) > 1 or batches[b][0] not in first_death
+
         # each worker (by pid) that finished tasks, and which (in order), so that a worker that ends between two tasks,
         # which pebble replaces with no word (status 0: a worker that retired; another status while no task of its
         # own runs: nothing to fail), is not lost: the last task it finished gets an error record (between_tasks_message)
@@ -965,8 +1020,8 @@ def run_supervised(
         def worker_of(b: int) -> int | None:
             try:
                 return read_marker(os.path.join(markers, f"{b}.pid"))[0] or None
-            except (OSError, ValueError):
-                return None
+            except (OSError, ValueError):  # no marker yet: the worker that pebble saw take the batch, if any
+                return acked.get(future_of.get(b))
 
         def worked(b: int, members: list[int]) -> None:
             pid = worker_of(b) if members else None
@@ -1046,12 +1101,23 @@ def run_supervised(
                     pid = worker_of(b)
                     if pid is None or not _process_gone(pid):
                         continue
+                    handed = harvest(b) if reads_back(b) else 0
+                    if handed == len(batches[b]):
+                        continue  # it wrote every task's records, then died: between two tasks (ended_between_tasks)
                     in_task.add(pid)
-                    handed = harvest(b) if len(batches[b]) > 1 else 0
-                    at = batches[b][handed] if handed < len(batches[b]) else None
-                    if at is not None and results[at] is None and at not in first_death:
-                        # run again alone below; its records then come with this error record
-                        first_death[at] = (died_message(None), suspect_of(pid))
+                    at = batches[b][handed]
+                    if results[at] is None and at not in first_death:
+                        # run again alone below; its records then come with this error record. The exit status is
+                        # pebble's, noted as it found the worker ended (it breaks the pool when it sees no task
+                        # running: it had not yet read the worker's acknowledgement of this one; helper-175's P2)
+                        first_death[at] = (died_message(exit_codes.get(pid)), suspect_of(pid))
+                for f in [*finished, *pending]:
+                    # a task past its timeout whose worker pebble stopped, handed on below: that worker did not end
+                    # between two tasks (before, the task it had finished earlier got a between-tasks record: helper-175)
+                    if f.done() and not f.cancelled() and isinstance(f.exception(), TimeoutError):
+                        pid = worker_of(futures[f])
+                        if pid is not None:
+                            in_task.add(pid)
                 ended_between_tasks(now, in_task, final=True)
                 # the tasks that finished and are handed on below (or in a later turn): their workers, alive now, are
                 # stopped with the pool, not ended between two tasks (a false alarm on a correct task: the CI run of
@@ -1063,11 +1129,11 @@ def run_supervised(
                 pool.stop()
                 pool.join()
                 pool = new_pool()
-                for pid in [*worker_tasks, *stopped]:
-                    worker_ended(pid)  # (stopped with the pool)
+                for pid in [*worker_tasks, *stopped, *(worker_of(futures[f]) for f in stale)]:
+                    worker_ended(pid)  # (stopped with the pool; records read back below are not that worker's last)
                 for f in stale:
                     b = futures[f]
-                    handed = harvest(b) if len(batches[b]) > 1 else 0
+                    handed = harvest(b) if reads_back(b) else 0
                     for i in batches[b][handed:]:
                         if results[i] is not None:
                             continue
@@ -1102,7 +1168,11 @@ def run_supervised(
                 try:
                     pid, unit, started = read_marker(os.path.join(markers, f"{i}.pid"))
                 except (OSError, ValueError):
-                    continue
+                    # no marker yet: the worker that pebble saw take the task, which may have ended already with
+                    # status 0 (pebble ignores that), before the task wrote its marker (helper-175's P3)
+                    pid, unit, started = acked.get(running, 0), None, None
+                    if not pid:
+                        continue
                 busy.add(pid)
                 members = batches[i]
                 if (unit is not None and started is not None and 0 <= unit < len(members) and not running.done()
@@ -1120,7 +1190,10 @@ def run_supervised(
                         running.cancel()
                         pending.discard(running)
                         finished.add(running)
-                        died[i] = ("the worker process ended in the middle of the task with exit status 0 "
+                        code = exit_codes.get(pid)  # (another status: pebble ignored it, not having read the
+                        # worker's acknowledgement of the task as it found the worker ended; helper-175's P2)
+                        died[i] = (died_message(code) if code not in (None, 0) else
+                                   "the worker process ended in the middle of the task with exit status 0 "
                                    "(exit(0) in native code, or os._exit?)")
             if watched:
                 ended_between_tasks(now, busy, final=False)
@@ -1157,9 +1230,18 @@ def run_supervised(
                 i = members[0]
                 t = tasks[i]
                 try:
-                    if b in died:
-                        raise _WorkerDiedError(died[b])
-                    results[i] = done_fut.result()
+                    try:
+                        if b in died:
+                            raise _WorkerDiedError(died[b])
+                        results[i] = done_fut.result()
+                    except (ProcessExpired, _WorkerDiedError):
+                        # the worker writes the task's records to its records file before it sends them: a worker
+                        # that died once it had, before pebble read them (pebble then fails the task and drops its
+                        # result), died between two tasks, not in this one (ended_between_tasks; helper-175's P1)
+                        sent = read_units(os.path.join(markers, f"{b}.pid"), 0)[0]
+                        if not sent:
+                            raise
+                        results[i] = sent[0]
                     worked(b, [i])
                     if i in first_death:  # its retry finished: the crash must not vanish with the retry's records
                         results[i] = [*(results[i] or []), error_record(t.case, t.implementation, t.device, t.dtype, opts,

@@ -1315,7 +1315,25 @@ def grade_task(case: Case, impl_name: str, device: str, dtype: str, opts: RunOpt
 
     The implementation is found by name in the worker's registry (its plug-ins were
     loaded by the pool's initializer); the exact results of the worker's last few
-    cases are kept (:func:`harness.isolation.cached`)."""
+    cases are kept (:func:`harness.isolation.cached`). With a ``marker`` (a single task of the supervisor), the
+    records are also written to the task's records file (:func:`harness.isolation.report_unit`) before they are
+    returned, for the supervisor to keep should the worker die before pebble reads them."""
+    from .isolation import report_unit
+
+    records = _grade_one(case, impl_name, device, dtype, opts, marker)
+    if marker is not None:
+        # a single task's records also go to its records file before pebble sends them back: a worker that dies once
+        # it has sent them, before pebble reads them, is then not taken for one that died in the middle of the task
+        # (pebble fails such a task and drops its result; the supervisor keeps these records: helper-175's P1)
+        try:
+            report_unit(marker, records)
+        except OSError:  # (a full disk: the records still go back through pebble, as before)
+            pass
+    return records
+
+
+def _grade_one(case: Case, impl_name: str, device: str, dtype: str, opts: RunOptions, marker: str | None) -> list[Record]:
+    """:func:`grade_task`'s grading, before its records are written to the task's records file."""
     from .implementations import REGISTRY, load_mutants
     from .isolation import WORKER, cached, exit_status_guard, write_marker
 
