@@ -762,8 +762,11 @@ def test_what_a_correct_step_gives_from_a_state_that_is_not_finite() -> None:
     assert more[0] == pytest.approx(2.0**10 * (1 + 2.0**-11) / (1 - 2.0**-11) - 2.0**9, rel=1e-15) and less[0] == 2.0**9
     more, less = _eps_cap(np.array([1.0]), np.array([0.0]), 2.0**-10, 2.0**-11, 2.0**-11, 0.0, np.array([2.0**9]), 2.0**-8)
     assert less[0] == pytest.approx(2.0**9 - 2.0**8 * (1 - 2.0**-11), rel=1e-15)
-    assert all(np.isinf(_eps_cap(np.array([1.0]), np.array([0.0]), 1e-8, 1.0, 2.0**-11, 0.0, np.array([1.0]))[i]).all()
-               for i in (0, 1))  # eps flushed
+    # eps flushed: beyond r without limit; short of it still |r| - L where m's sign is certain (helper-177), else both
+    more, less = _eps_cap(np.array([1.0]), np.array([0.0]), 1e-8, 1.0, 2.0**-11, 0.0, np.array([1.0]))
+    assert np.isinf(more[0]) and less[0] == 1.0
+    assert all(np.isinf(_eps_cap(np.array([1.0]), np.array([2.0]), 1e-8, 1.0, 2.0**-11, 0.0, np.array([1.0]))[i]).all()
+               for i in (0, 1))
 
 
 @pytest.mark.parametrize("which", ["lerp", "decay", "step-size"])

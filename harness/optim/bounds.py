@@ -458,7 +458,12 @@ def _adam_chain(opt: OptimizerConfig, theta: F64, g: F64, m_: F64, v_: F64, vmax
     gap = den - E_den
     E_r = np.where(gap > 0, (E_m + np.abs(r) * E_den) / np.where(gap > 0, gap, 1.0), np.inf) * (1 + k(1)) + k(1) * np.abs(r) + eta
     # the eps cap, per side of r: beyond it (|r^| > |r|, m's sign) and short of it (|r^| < |r|, or the other sign)
-    more, less = _eps_cap(m, E_m, eps, r_eps, k(1), eta, r, den + E_den)
+    # m's sign is certain where |m| > E_m, or where its terms have one sign: d = g (no L2 decay) or g and theta of one
+    # sign (wd >= 0), or |d| > E_d; and m_ of d's sign or 0. Rounding is monotonic, so every form of m (the two products,
+    # both lerp forms: |fl(w fl(d - m_))| <= |m_| where d lies between 0 and m_, FMA) has m's sign or is 0 (helper-177)
+    d_sure = (E_d == 0) | (g * theta >= 0) | (np.abs(d) > E_d)
+    sure = (np.abs(m) > E_m) | (d_sure & (m_ * d >= 0))
+    more, less = _eps_cap(m, E_m, eps, r_eps, k(1), eta, r, den + E_den, sure)
     p = s * r
     # torch.optim's addcdiv forms (s m) / den: the underflow of a subnormal s m is divided by den (module docstring)
     low = np.maximum(gap, eps * (1 - r_eps) if r_eps < 1 else 0.0)
@@ -476,7 +481,7 @@ def _adam_chain(opt: OptimizerConfig, theta: F64, g: F64, m_: F64, v_: F64, vmax
     s_hi, den_hi = abs(s) * (1 + r_s), den + E_den
     p_low = (abs(s) * max(1 - r_s, 0.0) * np.maximum(np.abs(m) - E_m, 0.0) / den_hi * (1 - k(4))
              - eta * (1 + s_hi) * (1 + 1 / den_hi))
-    E_p["less"] = np.minimum(E_p["less"], np.where(np.abs(m) > E_m, np.abs(p) - np.maximum(p_low, 0.0), np.inf))
+    E_p["less"] = np.minimum(E_p["less"], np.where(sure, np.abs(p) - np.maximum(p_low, 0.0), np.inf))
     # (the subtraction's rounding is at most k1 |th1^ - p^| + eta; where p^ errs to the other side than W'^ - W' lies,
     # it takes back more than its rounding adds: each side's own E_p)
     side = {name: E_1 + e + k(1) * (np.abs(new) + E_1 + e) + eta for name, e in E_p.items()}
@@ -491,48 +496,58 @@ def _adam_chain(opt: OptimizerConfig, theta: F64, g: F64, m_: F64, v_: F64, vmax
 
 
 def _eps_cap(m: F64, E_m: F64, eps: float, r_eps: float, k1: float, eta: float, r: F64,
-             den_hi: F64 | float = math.inf) -> tuple[F64, F64]:
+             den_hi: F64 | float = math.inf, sure: npt.NDArray[np.bool_] | None = None) -> tuple[F64, F64]:
     """Bounds on ``|r^ - r|`` for Adam's ``r = m / (q + eps)`` (``r``: its value, from the exact magnitudes) that hold
     whatever the error of ``q``, as ``(more, less)``: where ``r^`` lies beyond ``r`` (``|r^| > |r|``, of ``m``'s sign) and
     short of it (``|r^| < |r|``, or of the other sign). Every evaluation forms ``q >= 0`` and adds ``eps`` as held, so its
     denominator is at least ``eps (1 - r_eps)`` (rounding is monotonic) and ``|r^| <= R = (|m| + E_m) / (eps (1 - r_eps))
-    (1 + k1) + eta``, while ``|r| <= |m| / eps <= R``. Where ``|m| > E_m`` the computed moment has the sign of ``m``, and
-    so has ``r^`` (or it is 0: a positive denominator, rounding keeps the sign), and its denominator is at most
+    (1 + k1) + eta``, while ``|r| <= |m| / eps <= R``. Where the computed moment has the sign of ``m`` or is 0 (``sure``:
+    ``|m| > E_m``, or the terms of ``m`` have one sign, :func:`_adam_chain`), so has ``r^`` (a denominator >= 0, rounding
+    keeps the sign), and its denominator is at most
     ``den_hi = den + E_den``: ``L <= |r^| <= R`` with ``L = max(0, (|m| - E_m) / den_hi (1 - k1) - eta)`` (one rounding,
     Higham 2002 sec. 2.1, underflow as an absolute error), so ``more = R - |r|`` and ``less = |r| - L``. Elsewhere both
     are ``R + |m| / eps``. (The sum ``R + |r|`` on both sides let a float16 Adam update of the wrong sign agree where the
     second moment is below float16's subnormals and eps = 1e-3, helper-137; the symmetric ``max(R - |r|, |r|)`` that
     replaced it still let a skipped update (``W`` kept) and, where ``R >= 3 |r|`` (eps = 1e-6, a gradient of 1e-3), the
-    update of the wrong sign agree: helper-141.) Infinite where
-    ``eps`` as held may be 0 (``r_eps >= 1``: flushed or below the dtype's resolution). (Without it, float16 second
+    update of the wrong sign agree: helper-141.) ``more`` (and ``less`` where the sign is not sure) is infinite where
+    ``eps`` as held may be 0 (``r_eps >= 1``: flushed or below the dtype's resolution): a denominator of 0 or nearly so
+    takes ``r^`` anywhere beyond ``r``, but never past 0 where the sign is sure, so ``less`` stays ``|r| - L``. (It was
+    infinite on both sides there, and a float16 Adam update of the wrong sign, or one that moved every weight by +1000,
+    agreed with betas near 1 and eps = 1e-11: helper-177.) (Without the cap, float16 second
     moments below the subnormals, whose absolute slack ``3 eta`` swamps ``eps``, left the chain's bound vacuous for every
     gradient below about 0.01, and a step that moved every weight by +100 agreed: helper-69.)"""
+    am = np.abs(m)
+    ar = np.abs(r)
+    if sure is None:
+        sure = am > E_m
+    low = np.maximum((am - E_m) / den_hi * (1 - k1) - eta, 0.0)
+    short = np.maximum(ar - low, 0.0)
     if not r_eps < 1 or eps <= 0:
         gone = np.full(np.shape(m), np.inf)
-        return gone, gone
-    am = np.abs(m)
+        return gone, np.where(sure, short, gone)
     top = (am + E_m) / (eps * (1 - r_eps)) * (1 + k1) + eta
-    ar = np.abs(r)
-    low = np.maximum((am - E_m) / den_hi * (1 - k1) - eta, 0.0)
-    sure = am > E_m
     wide = top + am / eps
-    return np.where(sure, np.maximum(top - ar, 0.0), wide), np.where(sure, np.maximum(ar - low, 0.0), wide)
+    return np.where(sure, np.maximum(top - ar, 0.0), wide), np.where(sure, short, wide)
 
 
 def sided_bound(bounds: Mapping[str, F64], q: str, computed: F64, exact_hi: F64, exact_lo: F64) -> F64:
     """The bound of quantity ``q`` (a key of :func:`update_bounds`' dictionaries) on the side of the exact value each
     computed element lies: Adam's parameter has one above (``q + ABOVE``) and one below (``q + BELOW``) where the eps
     cap is one-sided (:func:`_eps_cap`: a correct update has the first moment's sign and lies in ``[L, R]``); each is at
-    most ``bounds[q]``, their maximum. Elsewhere, and where either is not finite, ``bounds[q]``. NaN elements take the
-    lower side's (the verdict of a NaN does not depend on its bound's size where that is finite)."""
+    most ``bounds[q]``, their maximum. Elsewhere ``bounds[q]``. A side is taken even where the other is infinite (eps
+    held as 0: a correct update may overshoot without limit, but never comes back past ``theta1``; helper-177: the
+    symmetric, infinite bound there let an update of the wrong sign agree). NaN elements take the lower side's where
+    both are finite (the verdict of a NaN does not depend on its bound's size where that is finite), else ``bounds[q]``
+    (infinite: a vacuous bound is what allows a NaN there)."""
     sym = np.asarray(bounds[q], dtype=np.float64)
     above, below = bounds.get(q + ABOVE), bounds.get(q + BELOW)
     if above is None or below is None:
         return sym
+    c = np.asarray(computed, dtype=np.float64)
     with np.errstate(invalid="ignore"):
-        over = (np.asarray(computed, dtype=np.float64) - exact_hi) - exact_lo > 0
+        over = (c - exact_hi) - exact_lo > 0
     pick = np.where(over, above, below)
-    return np.where(np.isfinite(above) & np.isfinite(below), pick, sym)
+    return np.where(np.isfinite(above) & np.isfinite(below) | ~np.isnan(c), pick, sym)
 
 
 def update_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[str, F64],
