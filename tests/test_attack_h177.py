@@ -152,3 +152,55 @@ def test_correct_adam_in_every_order_stays_inside_the_sided_bound_with_eps_held_
     ratio = np.where(fin & np.isfinite(bound) & (bound > 0), err / np.where(bound > 0, bound, 1.0), 0.0)
     target(float(ratio.max()), label="error / sided bound")
     assert np.all(~fin | (err <= bound)), (order, got, hi, err, bound)
+
+
+# ---- the search that found it, bounded: Adam's update of the wrong sign, eps held as 0 ------------------------------
+
+from harness.optim.grade import grade_update  # noqa: E402
+
+
+def _flipped_adam(opt, theta: np.ndarray, g: np.ndarray, lr: float, fmt) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step 1 of Adam/AdamW in float64, the update added instead of subtracted (``theta1 + p``): the parameter, ``m``
+    and ``v``, each rounded once to ``fmt`` (the moments right)."""
+    kw = opt.torch_kwargs()
+    b1, b2 = kw["betas"]
+    d = -g if kw["maximize"] else g
+    th1 = theta
+    if kw["weight_decay"]:
+        if opt.name == "adamw":
+            th1 = theta * (1 - lr * kw["weight_decay"])
+        else:
+            d = d + kw["weight_decay"] * theta
+    m, v = (1 - b1) * d, (1 - b2) * d * d
+    p = lr / (1 - b1) * m / (np.sqrt(v) / np.sqrt(1 - b2) + kw["eps"])
+    return round_to_format(th1 + p, fmt), round_to_format(m, fmt), round_to_format(v, fmt)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@given(name=st.sampled_from(["adam", "adamw"]), dtype=st.sampled_from(["float16", "bfloat16"]),
+       b1=st.sampled_from([0.999999, 0.9999999, 0.9]), b2=st.sampled_from([0.999999, 0.9999999, 0.999]),
+       eps=st.sampled_from([1e-11, 1e-30, 1e-50]), wd=st.sampled_from([0.0, 0.01]), maximize=st.booleans(),
+       lr=st.sampled_from([0.1875, 0.01, 1.0]), w=st.lists(st.floats(-1, 1, width=16), min_size=2, max_size=2),
+       g=st.lists(st.builds(lambda m, e: m * 2.0**e, st.floats(0.5, 1, width=16) | st.floats(-1, -0.5, width=16),
+                            st.integers(-14, 0)), min_size=2, max_size=2))
+def test_search_an_adam_update_of_the_wrong_sign_is_caught_with_eps_held_as_0(
+        name, dtype, b1, b2, eps, wd, maximize, lr, w, g) -> None:
+    """Step 1 (``m_ = 0``: ``m``'s sign is certain) where ``eps`` is 0 in the dtype: the update added instead of
+    subtracted is ``disagree`` wherever it moves ``W`` by more than 4 ULPs. ``target()`` minimises the parameter's
+    ``error / bound`` (the search of the long run reached 1.98 over 3,000 examples, never below 1)."""
+    opt = optimizer_of({"name": name, "betas": [b1, b2], "eps": eps, "weight_decay": wd, "maximize": maximize})
+    fmt = get_format(dtype)
+    theta = round_to_format(np.array([w], dtype=np.float64), fmt)
+    grad = round_to_format(np.array([g], dtype=np.float64), fmt)
+    with np.errstate(all="ignore"):
+        bad, m, v = _flipped_adam(opt, theta, grad, lr, fmt)
+        out = {"grad_W": grad, "grad_b": grad[0, :1], "W": bad, "b": bad[0, :1], "exp_avg_W": m, "exp_avg_b": m[0, :1],
+               "exp_avg_sq_W": v, "exp_avg_sq_b": v[0, :1]}
+        recs = grade_update(opt, dict(case="h177", implementation="flipped", device="cpu", dtype=dtype), 1, out,
+                            {"W": theta, "b": theta[0, :1]}, {"W": {}, "b": {}}, lr, fmt, False, None)
+    rec = next(r for r in recs if r.quantity == "W")
+    moved = np.abs(bad - theta) > 4 * fmt.unit_roundoff * 2 * np.maximum(np.abs(theta), fmt.min_normal)
+    if not moved.any():
+        return
+    target(-(rec.bound_ratio or 0.0), label="-(error / bound) of W")
+    assert rec.verdict == "disagree", (rec.verdict, rec.bound_ratio, rec.message, bad, theta)

@@ -481,7 +481,7 @@ def _adam_chain(opt: OptimizerConfig, theta: F64, g: F64, m_: F64, v_: F64, vmax
     s_hi, den_hi = abs(s) * (1 + r_s), den + E_den
     p_low = (abs(s) * max(1 - r_s, 0.0) * np.maximum(np.abs(m) - E_m, 0.0) / den_hi * (1 - k(4))
              - eta * (1 + s_hi) * (1 + 1 / den_hi))
-    E_p["less"] = np.minimum(E_p["less"], np.where(sure, np.abs(p) - np.maximum(p_low, 0.0), np.inf))
+    E_p["less"] = np.fmin(E_p["less"], np.where(sure, np.abs(p) - np.fmax(p_low, 0.0), np.inf))
     # (the subtraction's rounding is at most k1 |th1^ - p^| + eta; where p^ errs to the other side than W'^ - W' lies,
     # it takes back more than its rounding adds: each side's own E_p)
     side = {name: E_1 + e + k(1) * (np.abs(new) + E_1 + e) + eta for name, e in E_p.items()}
@@ -520,7 +520,9 @@ def _eps_cap(m: F64, E_m: F64, eps: float, r_eps: float, k1: float, eta: float, 
     ar = np.abs(r)
     if sure is None:
         sure = am > E_m
-    low = np.maximum((am - E_m) / den_hi * (1 - k1) - eta, 0.0)
+    # (fmax: where the chain's denominator bound is NaN -- 1 - beta2^t not resolved in float32, r_c2 >= 1 -- L is 0: the
+    # sign argument does not need it; helper-177's search found float16, betas (0.999999, 0.9999999) there)
+    low = np.fmax((am - E_m) / den_hi * (1 - k1) - eta, 0.0)
     short = np.maximum(ar - low, 0.0)
     if not r_eps < 1 or eps <= 0:
         gone = np.full(np.shape(m), np.inf)
