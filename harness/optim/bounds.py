@@ -54,10 +54,12 @@ and is held with factor ``prod (1 + r_h)``: by Higham (2002) Lemma 3.1 ``prod (1
 - ``den = q + eps``: ``E_den = E_q + r_eps eps + u2 (den + E_q) + eta``;
 - ``r = m / den``: ``E_r = (E_m + |r| E_den) / (den - E_den) (1 + u2) + u2 |r| + eta``, and, per side, at most
   ``R - |r|`` beyond ``r`` and ``|r| - L`` short of it with ``R = (|m| + E_m) / (eps (1 - r_eps)) (1 + u2) + eta`` and
-  ``L = (|m| - E_m) / (den + E_den) (1 - u2) - eta`` where ``|m| > E_m`` (every evaluation's denominator lies in
-  ``[eps (1 - r_eps), den + E_den]``, and its quotient has the sign of ``m`` or is 0), else ``R + |m| / eps`` on both
-  (:func:`_eps_cap`); infinite, a vacuous bound, only where ``eps`` as held may be 0 (flushed, or below the dtype's
-  resolution) and ``E_den >= den`` (``V`` near 0);
+  ``L = (|m| - E_m) / (den + E_den) (1 - u2) - eta`` where ``m``'s sign is certain (every evaluation's denominator lies
+  in ``[eps (1 - r_eps), den + E_den]``, and its quotient has the sign of ``m`` or is 0), else ``R + |m| / eps`` on both
+  (:func:`_eps_cap`). ``m``'s sign is certain where ``|m| > E_m`` or where its terms have one sign (``m_`` and ``d`` alike
+  or 0, ``d``'s own sign certain: rounding is monotonic, so each form of ``m`` keeps it; helper-177). Infinite, a vacuous
+  bound, only where ``eps`` as held may be 0 (flushed, or below the dtype's resolution) and ``E_den >= den`` (``V`` near
+  0): beyond ``r`` always, short of it only where ``m``'s sign is not certain (:func:`sided_bound` grades each side);
 - ``p = s r``, ``s = lr / (1 - beta1^t)`` with ``r_s = r_lr + 4 u64 (1 + beta1^t / (1 - beta1^t))``, or the float32
   one below where larger: ``E_p = s E_r (1 + r_s) + |p| r_s + e_sm + u2 (|p| + s E_r (1 + r_s) + |p| r_s + e_sm) + eta``.
   ``e_sm`` is torch.optim's order: ``addcdiv`` (for-loop, foreach and fused forms) computes ``(s m) / den``, so
