@@ -64,6 +64,10 @@ class Record:
     the proved radius of ``exact`` at ``worst_index``: ``|exact - true| <=
     exact_radius`` (``exact_rational`` and ``exact_written_rational`` are then
     None).
+    ``lower_limit`` is the loss's floor where it was formed (a loss record whose computed value is below the floor's
+    ceiling: :meth:`harness.bounds.LossFloor.lower_limit`, the loss's units; None elsewhere): a finite loss below it
+    is ``disagree`` whatever its two-sided bounds say, so a record whose ``computed`` is below it never passes
+    (:func:`harness.verdicts.contradiction`).
     ``known_bug`` names a known framework bug that the implementation probed for
     and found (see :mod:`harness.verdicts` for how it counts). ``diagnosis`` names
     the likely cause of a failing record in a few words ("gradient accumulation",
@@ -95,6 +99,7 @@ class Record:
     expected_bound: float | None = None
     abs_error_at_worst: float | None = None
     ulp_error_at_worst: float | None = None
+    lower_limit: float | None = None
     exact_written: str | None = None
     exact_written_rational: str | None = None
     ulp_error_written: float | None = None
@@ -340,7 +345,7 @@ def check_record(obj: Any, *, known_verdict: bool = True) -> dict[str, Any]:
                             kw.get("expected_ratio"), abs_error_at_worst=kw.get("abs_error_at_worst"),
                             rigorous_bound=kw.get("rigorous_bound"), expected_bound=kw.get("expected_bound"),
                             shape=kw.get("shape"), exact=kw.get("exact"),
-                            computed=kw.get("computed"))
+                            computed=kw.get("computed"), lower_limit=kw.get("lower_limit"))
         if why is not None:
             raise MalformedRecordError(f"its verdict {kw['verdict']!r} contradicts its own figures: {why} (edited by hand?)")
         bug = kw.get("known_bug")

@@ -1157,6 +1157,8 @@ def _grade_step(
                              lower=lower.get(q)),
             **base,
         )
+        if lower.get(q):  # the loss's floor where it was formed: a record whose value is below it never passes
+            rec.lower_limit = lower[q]
         if cmp.verdict == "suspect" and math.isnan(computed):  # a NaN only a sign-sorted order forms: no error measured
             rec.abs_error_at_worst = rec.ulp_error_at_worst = None
         if q in ex.radius:  # an accurate step: the value is within its radius of the exact one, not the exact rational

@@ -104,7 +104,8 @@ def _beyond(error: float | None, bound: float | None) -> bool:
 def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_ratio: float | None,
                   expected_ratio: float | None, *, abs_error_at_worst: float | None = None,
                   rigorous_bound: float | None = None, expected_bound: float | None = None,
-                  shape: Sequence[int] | None = None, exact: str | None = None, computed: str | None = None) -> str | None:
+                  shape: Sequence[int] | None = None, exact: str | None = None, computed: str | None = None,
+                  lower_limit: float | None = None) -> str | None:
     """Why a record's ``verdict`` contradicts its own figures, in words, or None when it does not:
 
     - a whole-run record (``quantity`` ``"*"``) grades no element, so it is never ``agree`` or ``suspect`` (a file
@@ -128,7 +129,12 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
     - an ``overflow`` record of a quantity (its other elements ``agree``) has a finite worst element, if any, within
       its bounds;
     - an ``unsupported`` record of a quantity (not ``"*"``) has no exact value (``exact`` not a finite number: a
-      ``disagree`` record edited to ``unsupported`` was not graded, helper-124).
+      ``disagree`` record edited to ``unsupported`` was not graded, helper-124);
+    - a record with a ``lower_limit`` (the loss's floor, :class:`harness.bounds.LossFloor`: a finite value below it is
+      ``disagree`` whatever the two-sided bounds say, :func:`harness.compare.compare`) fails (:data:`FAILING`) where
+      its worst element's ``computed`` value is finite and below it, and its ``lower_limit`` is a number
+      >= 0 (a loss below the floor, within every two-sided bound, edited from ``disagree`` to ``agree`` passed,
+      helper-176).
 
     A results file edited by hand from ``disagree`` to ``agree`` was reported as passing (helper-79). A verdict outside
     :data:`VERDICTS`: None."""
@@ -140,6 +146,13 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
             any(counts.values()) or record_float(exact) is not None or record_float(computed) is not None):
         # (a disagree record edited to a whole run's unsupported passed, helper-124)
         return "a whole-run record (quantity '*') grades no element, yet it has element counts or values"
+    if lower_limit is not None:
+        if math.isnan(lower_limit) or lower_limit < 0:
+            return f"its lower_limit, {lower_limit!r}, is not a number >= 0 (a floor of a sum of squares is)"
+        c = record_float(computed)
+        if c is not None and c < lower_limit and verdict not in FAILING:
+            return (f"its computed value, {computed}, is below its lower_limit, {lower_limit:.6g}, which only a "
+                    "disagree record's is (no correct evaluation gives a value below its floor)")
     held = [v for v, n in counts.items() if n]
     if verdict == "unsupported":
         worse = [v for v in held if v not in ("agree", "overflow")]

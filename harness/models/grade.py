@@ -244,7 +244,8 @@ def grade_model_steps(
                 exact=decimal_string(exact_at), computed=repr(float(out[q][idx])),
                 rigorous_bound=cmp.rigorous_at_worst, expected_bound=cmp.expected_at_worst,
                 abs_error_at_worst=cmp.abs_error_at_worst, ulp_error_at_worst=cmp.ulp_error_at_worst,
-                counts=cmp.counts, oracle_method=_method(truth, bounds, graph), message=msg, **base,
+                counts=cmp.counts, oracle_method=_method(truth, bounds, graph), message=msg,
+                lower_limit=lower or None, **base,  # (the floor where it was formed: Record.lower_limit)
             )
             records.append(rec)
         if graded is not None:

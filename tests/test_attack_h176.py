@@ -1,0 +1,78 @@
+"""helper-176: an adversary's pass over what the harness reads and writes besides a step's numbers (case files,
+results files, reports, killed runs).
+
+A loss below its floor (:class:`harness.bounds.LossFloor`) is ``disagree`` while its error is within every two-sided
+bound; its record carried nothing that showed the floor, so a results file edited from ``disagree`` to ``agree`` (the
+verdict and counts only) was read as one agreeing record and ``report --exit-status`` passed it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.records import check_record, read_jsonl
+from tests.test_attack_h124 import agree, report_exit, write
+
+
+def below_floor() -> dict[str, Any]:
+    """A float16 loss record as `check` writes it for a loss of a thousandth of the exact one (tests/test_loss_floor's
+    ``thousandth``, N = 12,288): computed 28.59 below the floor 70.30 (about exact (1 - u)^(m + 6), the hand formula
+    there), its error 0.0025 of the rigorous bound and 0.27 of the expected one."""
+    return {"case": "floor-float16-12288", "implementation": "t171", "device": "cpu", "dtype": "float16",
+            "quantity": "loss", "step": 1, "verdict": "disagree", "shape": [], "max_abs_error": 28562.850463867188,
+            "bound_ratio": 0.002467883784181102, "expected_ratio": 0.27310727642731536, "worst_index": [],
+            "exact": "28591.4442138671875", "exact_rational": "234221111/8192", "computed": "28.59375",
+            "rigorous_bound": 11573823.1463541, "expected_bound": 104584.72889303954,
+            "abs_error_at_worst": 28562.850463867188, "lower_limit": 70.29897095806753, "counts": {"disagree": 1},
+            "message": "loss: 28.59375 is below the least value any evaluation order can give for a sum of "
+                       "non-negative terms", "kind": "record"}
+
+
+EDITS = {
+    "agree": {"verdict": "agree", "counts": {"agree": 1}, "message": ""},
+    "suspect": {"verdict": "suspect", "counts": {"suspect": 1}, "message": ""},
+    "unsupported": {"verdict": "unsupported", "counts": {"agree": 1}, "exact": "nan"},
+    "floor-negative": {"verdict": "agree", "counts": {"agree": 1}, "lower_limit": -1.0},
+    "floor-nan": {"verdict": "agree", "counts": {"agree": 1}, "lower_limit": "nan"},
+}
+
+
+def test_the_below_floor_record_itself_reads_back():
+    """The record unedited is a valid disagree record (the check below is not a blanket refusal of lower_limit)."""
+    assert check_record(below_floor())["lower_limit"] == pytest.approx(70.299, rel=1e-4)
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_a_below_floor_loss_edited_to_pass_is_malformed(tmp_path, edit, capsys):
+    path = write(tmp_path / "r.jsonl", [agree(), {**below_floor(), **EDITS[edit]}])
+    res = read_jsonl(path)
+    assert res.malformed_count == 1 and [r.verdict for r in res.records] == ["agree"], res.warnings
+    assert report_exit(path) == 2
+    assert "lower_limit" in capsys.readouterr().err
+
+
+def test_a_loss_above_its_floor_agrees_with_it():
+    """A correct loss whose floor was formed (below the floor's ceiling, above the floor): agree reads back."""
+    rec = {**below_floor(), "verdict": "agree", "counts": {"agree": 1}, "computed": "70.3125", "message": "",
+           "abs_error_at_worst": 28521.1317138671875, "max_abs_error": 28521.1317138671875}
+    assert check_record(rec)["verdict"] == "agree"
+
+
+def test_check_writes_the_floor_into_a_below_floor_record():
+    """The grader writes the floor it graded against (the figure the checks above rest on), for the linear step."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from tests.test_loss_floor import N16, _loss_record, _sum16, _values
+
+    (rec,) = _loss_record(_values(N16, 171), "float16", lambda R, c, dt, t: dt(_sum16(R) / 1000))
+    assert rec.verdict == "disagree" and rec.lower_limit is not None
+    assert float(rec.computed or "nan") < rec.lower_limit < float(rec.exact or "nan")
+    line = json.loads(json.dumps(rec.to_json()))
+    assert check_record(line)["verdict"] == "disagree"
+    with pytest.raises(ValueError, match="below its lower_limit"):
+        check_record({**line, "verdict": "agree", "counts": {"agree": 1}})
