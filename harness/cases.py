@@ -33,6 +33,7 @@ import os
 import re
 import stat
 import tomllib
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -151,6 +152,10 @@ class Case:
             return dict(self.written)
         return {k: _fractions_of(v) for k, v in self.values.items()}
 
+
+#: Unicode categories an id may not hold (:func:`cases_from_table`): control (newline, ESC), format (the bidirectional
+#: overrides, U+202E), line and paragraph separators, surrogates, private use and unassigned code points.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 
 def lr_held(lr: float, fmt: FloatFormat) -> float:
     """A learning rate ``lr`` (its float64) rounded to ``fmt``: what a step in ``fmt`` multiplies by (inf beyond
@@ -1001,6 +1006,12 @@ def cases_from_table(spec: Mapping[str, Any], *, path: str, base: Path, index: i
     case_id = spec.get("id")
     if not isinstance(case_id, str) or not case_id:
         raise CaseFileError(f"[[case]] number {index + 1} has no string 'id' (got {quote(case_id)})", path=path, key="id")
+    hidden = next((ch for ch in case_id if unicodedata.category(ch) in _UNPRINTABLE), None)
+    if hidden is not None:
+        # an id is one printed line of every table, summary and pytest id: a newline, a carriage return or an escape
+        # sequence (ESC [ 8 m conceals what follows) forged or hid lines of check's output (helper-176)
+        raise CaseFileError(f"the id holds the unprintable character U+{ord(hidden):04X} ({unicodedata.name(hidden, 'a control character')}); "
+                            "an id is one line of printable text", path=path, case_id=case_id, key="id")
 
     def err(key: str | None, detail: str) -> CaseFileError:
         return CaseFileError(detail, path=path, case_id=case_id, key=key)

@@ -46,7 +46,7 @@ from .frameworks import (
 from .frameworks.dispatch import NATIVE
 from .implementations import Implementation, implementation_of, known_bug_of, resolve
 from .isolation import exit_call_guard, mutated_inputs, mutation_message, native_copies, reraise_real_interrupt, same_bits, snapshot
-from .models.grade import grade_model_steps, read_model_steps
+from .models.grade import constants_beyond_range, grade_model_steps, read_model_steps
 from .models.spec import model_rule_mismatch
 from .optim.config import optimizer_keyword, rule_mismatch
 from .optim.grade import finite_state, grade_update, read_state, split_state
@@ -412,6 +412,8 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
     # raises: a property of the case, not of the implementation
     over = [f"{key} = {v:g}" for key, v in (("lr", float(case.lr)), *(case.optimizer.numbers() if case.optimizer else ()))
             if not abs(v) <= fmt.max_finite]
+    if case.model is not None:  # an expression's constant beyond the dtype's range: the same (helper-176)
+        over += constants_beyond_range(case.model, n, d, k, case.reduction, case.lr, fmt)
     if over:  # (the learning rate rounded to the dtype is inf only where lr is above the largest finite value)
         return [_whole_run_record(base, "invalid-input", f"{', '.join(over)} overflows {dtype}: "
                                   f"beyond its largest finite value {fmt.max_finite:g} (inf once rounded, or refused by "

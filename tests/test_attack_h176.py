@@ -76,3 +76,76 @@ def test_check_writes_the_floor_into_a_below_floor_record():
     assert check_record(line)["verdict"] == "disagree"
     with pytest.raises(ValueError, match="below its lower_limit"):
         check_record({**line, "verdict": "agree", "counts": {"agree": 1}})
+
+
+# ---- an expression's constant beyond the dtype's range -------------------------------------------------------------
+
+CONSTANT_CASE = """
+[[case]]
+id = "{id}"
+X = [[1.0], [0.5]]
+y = [[3.0], [1.0]]
+lr = 0.125
+model = {{ expression = "{expr}", parameters = ["a"] }}
+params = {{ a = 1.0 }}
+dtypes = ["float64", "float32"]
+"""
+
+
+@pytest.mark.parametrize(("expr", "over"), [("a*1e39*x", {"float32"}), ("a*1e400*x", {"float32", "float64"}),
+                                            ("a*" + "9" * 322 + "*x", {"float32", "float64"})])
+def test_a_constant_beyond_the_dtype_is_invalid_input_not_a_harness_failure(tmp_path, expr, over):
+    """1e39 is above float32's largest finite value (3.4e38) and 1e400 above float64's (1.8e308): a step holds the
+    constant as inf (or torch refuses the conversion), a property of the case, as a learning rate beyond the range is.
+    Each was a harness failure while grading, an ``error`` record for a correct step (``float(Fraction(10**400))``
+    overflowed; 1e39 rounded to float32 is inf, and ``Fraction(inf)`` raised)."""
+    import harness
+    from harness.cases import load_cases
+
+    path = tmp_path / "c.toml"
+    path.write_text(CONSTANT_CASE.format(id="big-constant", expr=expr))
+    loaded = load_cases([str(path)])
+    assert not loaded.errors
+    recs = harness.verify(loaded.cases, ["torch-model-functional"])
+    by_dtype: dict[str, list[Any]] = {}
+    for r in recs:
+        by_dtype.setdefault(r.dtype, []).append(r)
+    for dtype, rs in by_dtype.items():
+        if dtype in over:
+            assert [(r.quantity, r.verdict) for r in rs] == [("*", "invalid-input")], [(r.verdict, r.message) for r in rs]
+            assert "the model's constant" in rs[0].message and f"overflows {dtype}" in rs[0].message
+        else:  # 1e39 in float64: graded, and a correct step passes
+            assert {r.verdict for r in rs} <= {"agree", "suspect"}, [(r.verdict, r.message) for r in rs]
+    assert set(by_dtype) == {"float32", "float64"}
+
+
+# ---- case ids that forge or hide lines of the output ---------------------------------------------------------------
+
+ID_CASE = """
+[[case]]
+id = "{id}"
+X = [[1.0]]
+y = [[3.0]]
+W = [[2.0]]
+b = [1.0]
+lr = 0.1
+dtypes = ["float64"]
+"""
+
+
+@pytest.mark.parametrize(("written", "code"), [(r"x\nexit 0: every graded record passes", "U+000A"),
+                                               (r"x\u001b[8m", "U+001B"), (r"x\r", "U+000D"),
+                                               (r"x\u202Eevil", "U+202E"), (r"x\u2028y", "U+2028")])
+def test_an_id_with_an_unprintable_character_is_refused_and_the_others_load(tmp_path, written, code):
+    """A newline in an id printed a line of the id's choosing in check's table (``exit 0: every graded record
+    passes`` above a failing run's real last line), ESC [ 8 m concealed the rest of the terminal's table, U+202E
+    reversed it; each is refused naming the file, the case and the key, and the next case loads."""
+    from harness.cases import load_cases
+
+    path = tmp_path / "c.toml"
+    path.write_text(ID_CASE.format(id=written) + ID_CASE.format(id="fine \u00fcn\u00efc\u00f8d\u00e9 $(id) a/b"))
+    loaded = load_cases([str(path)])
+    assert [c.id for c in loaded.cases] == ["fine \u00fcn\u00efc\u00f8d\u00e9 $(id) a/b"]
+    (err,) = loaded.errors
+    assert str(err).startswith(f"{path}, case ") and "key 'id'" in str(err) and code in str(err)
+    assert "\n" not in str(err) and "\x1b" not in str(err)

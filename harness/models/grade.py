@@ -254,6 +254,28 @@ def grade_model_steps(
     return records
 
 
+def constants_beyond_range(spec: ModelSpec, n: int, d: int, k: int, reduction: str, lr: Fraction | str | float,
+                           fmt: FloatFormat) -> list[str]:
+    """The constants of the model's forward pass (an expression's numbers, ``a*1e39*x1``) whose magnitude is above
+    ``fmt``'s largest finite value, as text: a step holds them as ``inf`` once rounded (or torch refuses the
+    conversion), like a learning rate beyond the dtype's range, so the case is ``invalid-input`` in ``fmt``
+    (:func:`harness.runner.check_case`). The grading of such a constant was a harness failure, an ``error`` record
+    for a correct step (``float(Fraction)`` of 1e400 overflowed; 1e39 in float32 was inf: helper-176).
+
+    Args: as :func:`harness.models.plan.build_plan` (N, D, K, the reduction, the learning rate) and the dtype."""
+    graph = build_plan(spec, n, d, k, reduction, lr)
+    big = Fraction(fmt.max_finite)
+    out = []
+    for node in graph.nodes:
+        if node.op == "const" and node.role == "forward" and not node.attrs.get("held"):
+            v = Fraction(node.attrs["value"])
+            if abs(v) > big:
+                mag = math.log10(abs(v.numerator)) - math.log10(v.denominator)
+                out.append(f"the model's constant {float(v):g}" if mag < 308 else
+                           f"the model's constant {'-' if v < 0 else ''}10^{mag:.1f}")
+    return out
+
+
 def _kink_convention(spec: ModelSpec) -> str:
     """``"ReLU at 0: graded with the convention derivative = 0 there (torch's is 0)"`` for the spec's activation
     (:func:`harness.models.spec.kink_derivative`); an expression's ``Abs`` is graded with derivative 0."""
