@@ -431,7 +431,7 @@ def _after_run(args: argparse.Namespace, records: list, path: Path, cases: list,
         report_note = f", report {args.report}" + (f" (the previous one kept as {kept_report})" if kept_report else "")
     print(f"{verdict_line(records)}; results {path}{report_note}")
     # each implementation named must grade something (one shard may hold none of its cases: the whole run is judged)
-    outcome = _run_outcome(records, strict=args.strict, load_errors=len(errors), named=(impls or []) if not args.shard else [])
+    outcome = _run_outcome(records, strict=args.strict, load_errors=len(errors), named=(impls or []) if not args.shard else [], unrun=True)
     own = sorted(name for name in {r.implementation for r in records if r.verdict != "unsupported"}
                  if name in REGISTRY and REGISTRY[name].kind != "builtin" and REGISTRY[name].error_model is not None)
     if own:  # a plug-in's own bounds decide its verdicts: said where the verdicts are read

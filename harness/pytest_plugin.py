@@ -294,6 +294,10 @@ class HarnessState:
     #: implementations named in a test's ``harness(implementations=...)`` marker (a worker's too, under xdist): each
     #: must grade something, as those named with ``--harness-implementations``
     marker_named: list[str] = field(default_factory=list)
+    #: implementations that got an item of a test parametrized over ``harness_implementation`` (a worker's too), and
+    #: whether any test was: a named one that got none ran on none of the cases (:func:`harness.verdicts.ungraded_named`)
+    paired: list[str] = field(default_factory=list)
+    parametrized: bool = False
 
     def __post_init__(self) -> None:
         self.options = HarnessOptions.from_config(self.config)
@@ -494,6 +498,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     except HarnessError as exc:
         raise pytest.UsageError(f"autograd-harness: {exc}") from None
     params = []
+    state.parametrized = state.parametrized or "harness_implementation" in wanted
     if "harness_case" in wanted:
         # one failing item per bad case or file: the good cases still run (as on the command line)
         for n, message in enumerate(state._case_errors, start=1):
@@ -509,6 +514,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         for dtype, impl, device in itertools.product(case_dtypes, impls, devices):
             if case is not None and impl is not None and case_mismatch(impl, case) is not None:
                 continue  # the one rule of which implementation runs which case (as verify): its update rule and model
+            if impl is not None and impl.name not in state.paired:
+                state.paired.append(impl.name)
             values = {"harness_case": case, "harness_dtype": dtype, "harness_implementation": impl, "harness_device": device}
             marks: list[Any] = []
             if device is not None:
@@ -826,6 +833,8 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     if error is not None:
         state.crashed_workers.append(str(getattr(getattr(node, "gateway", None), "id", None) or "a worker"))
     state.marker_named.extend(n for n in output.get("harness_marker_named", ()) if n not in state.marker_named)
+    state.paired.extend(n for n in output.get("harness_paired", ()) if n not in state.paired)
+    state.parametrized = state.parametrized or bool(output.get("harness_parametrized"))
 
 
 def record_sort_key(rec: Record) -> tuple[Any, ...]:
@@ -844,6 +853,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         state.keep(runner.left_thread_records())  # a thread a step left running that called os._exit after the last check
     if workerinput is not None:
         session.config.workeroutput["harness_marker_named"] = list(state.marker_named)  # type: ignore[attr-defined]
+        session.config.workeroutput["harness_paired"] = list(state.paired)  # type: ignore[attr-defined]
+        session.config.workeroutput["harness_parametrized"] = state.parametrized  # type: ignore[attr-defined]
         state.close_part()  # (written item by item, HarnessState.keep; the controller reads every part in the folder)
         return
     lost_records = False
@@ -892,7 +903,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
         # each implementation named with --harness-implementations, or else in a test's harness marker, must grade
         # something (as `check`'s exit code)
-        silent = ungraded_named(state.records, state.options.implementations or state.marker_named)
+        named = state.options.implementations or state.marker_named
+        silent = ungraded_named(state.records, named,
+                                unrun=[n for n in named if n not in state.paired] if state.parametrized else ())
         if silent:
             state.notes.extend(f"harness: {line}" for line in silent)
             if session.exitstatus == pytest.ExitCode.OK:

@@ -356,20 +356,30 @@ def _unsupported_because(records: Iterable[Verdicted]) -> str:
     return "unsupported because: " + "; ".join(w[:200] for w in why[:3]) + ("; ..." if len(why) > 3 else "")
 
 
-def ungraded_named(records: Sequence[Verdicted], named: Iterable[str]) -> list[str]:
+def ungraded_named(records: Sequence[Verdicted], named: Iterable[str], *, unrun: bool | Iterable[str] = False) -> list[str]:
     """Why each implementation of ``named`` (the ones a user asked for by name) fails a run that graded something:
     it has records and none grades it (:func:`graded`), one line each, empty when all did or nothing was graded
     (then :func:`nothing_graded` says so; an implementation without any record did not run: pytest's ``-k``
     deselected its items, helper-61). Each would otherwise pass unseen beside the others (a plug-in whose
     framework is not installed, or that runs on no device of this machine, exited 0 next to ``torch-seed``:
-    helper-60)."""
+    helper-60). ``unrun``: the implementations that had no task at all (True: every one without a record: ``check``,
+    where nothing deselects a task; the pytest plugin's, those it made no item for): each without a record is one too,
+    having run on none of the cases, none having the model or update rule it implements
+    (:func:`harness.runner.case_mismatch`; ``check --implementations numpy-hand,numpy-model`` on the linear seed case
+    exited 0, numpy-model graded nothing, helper-176)."""
     if _FROZEN["nothing_graded"](records):  # (the frozen policy, as run_outcome's: see _FROZEN)
         return []
     seen = {getattr(r, "implementation", None) for r in records if _frozen_graded(r)}
     ran = {getattr(r, "implementation", None) for r in records}
+    named = list(dict.fromkeys(named))
+    never = set(named) if unrun is True else set(unrun or ())
     lines = []
-    for name in dict.fromkeys(named):
-        if name in seen or name not in ran:  # no record at all: not run (pytest's -k deselected it), not ungraded
+    for name in named:
+        if name in seen or (name not in ran and name not in never):  # no record: not run (pytest's -k deselected it)
+            continue
+        if name not in ran:
+            lines.append(f"{name}, named in the implementations, ran on none of the cases (none has the model or update "
+                         "rule it implements): nothing graded is no pass")
             continue
         why = _unsupported_because(r for r in records if getattr(r, "implementation", None) == name)
         lines.append(f"{name}, named in the implementations, graded nothing (no record, or every record is unsupported, "
@@ -378,9 +388,10 @@ def ungraded_named(records: Sequence[Verdicted], named: Iterable[str]) -> list[s
 
 
 def run_outcome(records: Sequence[Verdicted], *, strict: bool = False, load_errors: int = 0,
-                named: Iterable[str] = ()) -> RunOutcome:
+                named: Iterable[str] = (), unrun: bool | Iterable[str] = False) -> RunOutcome:
     """Decide a run's exit code from its records (and the number of case files or cases that failed to load, and
-    the implementations the user named: each must grade something, :func:`ungraded_named`)."""
+    the implementations the user named: each must grade something, :func:`ungraded_named`, with ``unrun`` also each
+    one without a record that had no task)."""
     from collections import Counter
 
     bad = _FROZEN["failures"](records, strict)
@@ -406,7 +417,7 @@ def run_outcome(records: Sequence[Verdicted], *, strict: bool = False, load_erro
         if counts["invalid-input"]:
             what.append(f"{counts['invalid-input']} invalid-input record(s)")
         reasons.append(f"{'exit 2' if code == 2 else 'also'}: bad input: {', '.join(what)}")
-    silent = ungraded_named(records, named)
+    silent = ungraded_named(records, named, unrun=unrun)
     if silent:
         code = code or 1
         reasons.extend(f"exit 1: {line}" for line in silent)

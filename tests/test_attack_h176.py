@@ -119,6 +119,45 @@ def test_a_constant_beyond_the_dtype_is_invalid_input_not_a_harness_failure(tmp_
     assert set(by_dtype) == {"float32", "float64"}
 
 
+# ---- an implementation named on the command line that runs on none of the cases ------------------------------------
+
+
+def test_a_named_implementation_that_runs_on_no_case_fails_the_check(tmp_path, capsys):
+    """numpy-model implements models only (linear, mlp, polynomial): on the linear seed case it has no task and no
+    record, and ``check --implementations numpy-hand,numpy-model`` exited 0 on numpy-hand's 40 agree records, the
+    implementation the user named unchecked (as one that runs on no device of the machine did, helper-60)."""
+    from harness.cli import main
+    from tests.edited_results import SEED_RUN
+
+    run = [*SEED_RUN, "--results", str(tmp_path / "r.jsonl")]
+    run[run.index("numpy-hand")] = "numpy-hand,numpy-model"
+    assert main(run) == 1
+    out = "".join(capsys.readouterr())
+    assert "numpy-model, named in the implementations, ran on none of the cases" in out
+    assert len(read_jsonl(tmp_path / "r.jsonl").records) == 40  # numpy-hand's, graded as ever
+
+
+def test_the_pytest_plugin_fails_a_named_implementation_with_no_item(pytester, monkeypatch):
+    """The plugin's parametrization skips a pair the implementation does not run (harness.runner.case_mismatch): with
+    ``--harness-implementations numpy-hand,numpy-model`` on a linear case numpy-model got no item and no record, and
+    the session passed (exit 0); its items deselected with ``-k`` are still not counted against it."""
+    from tests.test_pytest_plugin import CASE_FILE, _env
+
+    _env(monkeypatch)
+    pytester.makefile(".toml", cases=CASE_FILE)
+    pytester.makepyfile(test_sweep='''
+def test_one(harness_case, harness_dtype, harness_implementation, harness_device, harness_check):
+    harness_check(harness_case, harness_implementation, harness_device, harness_dtype)
+''')
+    args = ["-p", "harness.pytest_plugin", "-p", "no:cacheprovider", "--harness-cases", "cases.toml",
+            "--harness-dtypes", "float64", "--harness-devices", "cpu"]
+    result = pytester.runpytest_subprocess(*args, "--harness-implementations", "numpy-hand,numpy-model")
+    assert result.ret == 1, result.stdout.str()
+    assert "numpy-model, named in the implementations, ran on none of the cases" in result.stdout.str()
+    ok = pytester.runpytest_subprocess(*args, "--harness-implementations", "numpy-hand,torch-seed", "-k", "not torch")
+    assert ok.ret == 0, ok.stdout.str()
+
+
 # ---- case ids that forge or hide lines of the output ---------------------------------------------------------------
 
 ID_CASE = """
