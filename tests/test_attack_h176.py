@@ -78,6 +78,17 @@ def test_check_writes_the_floor_into_a_below_floor_record():
         check_record({**line, "verdict": "agree", "counts": {"agree": 1}})
 
 
+def test_the_model_grader_writes_the_floor_too():
+    """The same on the model path (tests/test_models_loss_floor's relu float16 case, N = 4,096, its loss / 1000)."""
+    from tests.test_models_loss_floor import HOSTILE, RELU, _case, _loss_records
+
+    (rec,) = _loss_records(_case(RELU, 4096, "float16"), "float16", HOSTILE["thousandth"])
+    assert rec.verdict == "disagree" and rec.lower_limit is not None
+    assert float(rec.computed or "nan") < rec.lower_limit
+    with pytest.raises(ValueError, match="below its lower_limit"):
+        check_record({**rec.to_json(), "verdict": "agree", "counts": {"agree": 1}})
+
+
 # ---- an expression's constant beyond the dtype's range -------------------------------------------------------------
 
 CONSTANT_CASE = """

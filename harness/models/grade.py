@@ -245,7 +245,8 @@ def grade_model_steps(
                 rigorous_bound=cmp.rigorous_at_worst, expected_bound=cmp.expected_at_worst,
                 abs_error_at_worst=cmp.abs_error_at_worst, ulp_error_at_worst=cmp.ulp_error_at_worst,
                 counts=cmp.counts, oracle_method=_method(truth, bounds, graph), message=msg,
-                lower_limit=lower or None, **base,  # (the floor where it was formed: Record.lower_limit)
+                # the floor where it was formed and graded (Record.lower_limit; not where nothing was: unsupported)
+                lower_limit=(lower or None) if verdict != "unsupported" else None, **base,
             )
             records.append(rec)
         if graded is not None:
