@@ -134,7 +134,7 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
       ``disagree`` whatever the two-sided bounds say, :func:`harness.compare.compare`) fails (:data:`FAILING`) where
       its worst element's ``computed`` value is finite and below it, and its ``lower_limit`` is a number
       >= 0 (a loss below the floor, within every two-sided bound, edited from ``disagree`` to ``agree`` passed,
-      helper-176).
+      helper-176); and a passing record's ``computed`` value reads as a number.
 
     A results file edited by hand from ``disagree`` to ``agree`` was reported as passing (helper-79). A verdict outside
     :data:`VERDICTS`: None."""
@@ -146,6 +146,9 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
             any(counts.values()) or record_float(exact) is not None or record_float(computed) is not None):
         # (a disagree record edited to a whole run's unsupported passed, helper-124)
         return "a whole-run record (quantity '*') grades no element, yet it has element counts or values"
+    if computed is not None and verdict not in FAILING and not _readable(computed):
+        # (a float's repr, as the harness writes it: a hand-edited "0x1.c98p+4" hid a value below its floor, helper-176)
+        return f"its computed value, {computed!r}, is not a number"
     if lower_limit is not None:
         if math.isnan(lower_limit) or lower_limit < 0:
             return f"its lower_limit, {lower_limit!r}, is not a number >= 0 (a floor of a sum of squares is)"
@@ -208,6 +211,19 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
         if far:
             return far
     return None
+
+
+def _readable(x: Any) -> bool:
+    """Whether a record's decimal string (or float) reads as a number, finite or not (:func:`record_float`'s reading)."""
+    if isinstance(x, str):
+        x = x.strip().rstrip(".").rstrip("\u2026")
+    try:
+        float(x)
+    except (TypeError, ValueError):
+        return False
+    except OverflowError:  # pragma: no cover - float() of a string gives inf instead
+        return True
+    return True
 
 
 def record_float(x: Any, _isfinite: Any = math.isfinite) -> float | None:
