@@ -47,36 +47,45 @@ and is held with factor ``prod (1 + r_h)``: by Higham (2002) Lemma 3.1 ``prod (1
   ``exp_avg_sq``; a step written in the dtype holds the betas and ``1 - beta`` there: helper-137);
   amsgrad's ``V = max(V_, v)`` is exact: ``E_V = E_v``;
 - ``S = sqrt(V)``: ``|sqrt(V^) - sqrt(V)| <= min(E_V / sqrt(V), sqrt(E_V))``, then one rounding;
-- ``q = S / c2``, ``c2 = sqrt(1 - beta2^t)`` with relative error
-  ``r_c2 = u2 + 4 u64 (1 + beta2^t / (1 - beta2^t))`` (``pow``, the cancellation of ``1 - beta2^t``,
-  the square root, all in float64, then held), or the float32 one below where larger:
-  ``E_q = (E_S / c2 + q r_c2) / (1 - r_c2) (1 + u2) + u2 q + eta``;
-- ``den = q + eps``: ``E_den = E_q + r_eps eps + u2 (den + E_q) + eta``;
-- ``r = m / den``: ``E_r = (E_m + |r| E_den) / (den - E_den) (1 + u2) + u2 |r| + eta``, and, per side, at most
+- ``q = S / c2``, ``c2 = sqrt(1 - beta2^t)`` held as ``c2 (1 + delta)``, ``-r_c2_dn <= delta <= r_c2_up``, each side
+  ``u2 + 4 u64 (1 + beta2^t / (1 - beta2^t))`` (``pow``, the cancellation of ``1 - beta2^t``, the square root, all in
+  float64, then held), or the float32 one below where larger (its sides differ: below). ``q^`` lies above ``q`` (``c2^``
+  below ``c2``) by at most ``E_q_up = (E_S / c2 + q r_c2_dn) / (1 - r_c2_dn) (1 + u2) + u2 q + eta`` and below it by at
+  most ``E_q_dn = (E_S / c2 + q r_c2_up) / (1 - r_c2_dn) (1 + u2) + u2 q + eta`` (``S^ / c2^`` at most ``E_S / (c2 (1 -
+  r_c2_dn))`` from ``S / c2^``, and ``q (1 / (1 + delta) - 1)`` of the sign of ``-delta``);
+- ``den = q + eps``: ``E_den_up = E_q_up + r_eps eps + u2 (den + E_q_up + r_eps eps) + eta`` above ``den``, and
+  ``E_den_dn``, the same with ``E_q_dn`` first, below it;
+- ``r = m / den``: ``r^ - r = (m^ - m) / den^ + r (den - den^) / den^``, so beyond ``r`` (``|r^| > |r|``, ``m``'s sign)
+  by at most ``E_r_more = (E_m + |r| E_den_dn) / (den - E_den_dn) (1 + u2) + u2 |r| + eta`` and short of it by at most
+  ``E_r_less``, the same with ``E_den_up`` in the numerator (a denominator below ``den`` only enlarges ``|r^|``); and,
+  per side, at most
   ``R - |r|`` beyond ``r`` and ``|r| - L`` short of it with ``R = (|m| + E_m) / (eps (1 - r_eps)) (1 + u2) + eta`` and
-  ``L = (|m| - E_m) / (den + E_den) (1 - u2) - eta`` where ``m``'s sign is certain (every evaluation's denominator lies
-  in ``[eps (1 - r_eps), den + E_den]``, and its quotient has the sign of ``m`` or is 0), else ``R + |m| / eps`` on both
+  ``L = (|m| - E_m) / (den + E_den_up) (1 - u2) - eta`` where ``m``'s sign is certain (every evaluation's denominator lies
+  in ``[eps (1 - r_eps), den + E_den_up]``, and its quotient has the sign of ``m`` or is 0), else ``R + |m| / eps`` on both
   (:func:`_eps_cap`). ``m``'s sign is certain where ``|m| > E_m`` or where its terms have one sign (``m_`` and ``d`` alike
   or 0, ``d``'s own sign certain: rounding is monotonic, so each form of ``m`` keeps it; helper-177). Infinite, a vacuous
-  bound, only where ``eps`` as held may be 0 (flushed, or below the dtype's resolution) and ``E_den >= den`` (``V`` near
+  bound, only where ``eps`` as held may be 0 (flushed, or below the dtype's resolution) and ``E_den_dn >= den`` (``V`` near
   0): beyond ``r`` always, short of it only where ``m``'s sign is not certain (:func:`sided_bound` grades each side);
-- ``p = s r``, ``s = lr / (1 - beta1^t)`` with ``r_s = r_lr + 4 u64 (1 + beta1^t / (1 - beta1^t))``, or the float32
-  one below where larger: ``E_p = s E_r (1 + r_s) + |p| r_s + e_sm + u2 (|p| + s E_r (1 + r_s) + |p| r_s + e_sm) + eta``.
+- ``p = s r``, ``s = lr / (1 - beta1^t)`` held as ``s (1 + delta)``, ``-r_s_dn <= delta <= r_s_up``, each side
+  ``r_lr + 4 u64 (1 + beta1^t / (1 - beta1^t))``, or the float32 one below where larger. ``p^ - p = s^ (r^ - r) + (s^ -
+  s) r``: beyond ``p`` by at most ``E_p_more = s E_r_more (1 + r_s_up) + |p| r_s_up + e_sm + u2 (|p| + ...) + eta`` and
+  short of it by ``E_p_less``, the same with ``E_r_less`` and ``|p| r_s_dn`` (``E = s E_r (1 + r_s_up) + |p| r_s + e_sm``,
+  then ``E + u2 (|p| + E) + eta``).
   ``e_sm`` is torch.optim's order: ``addcdiv`` (for-loop, foreach and fused forms) computes ``(s m) / den``, so
   ``fl(s m) = s m (1 + d) + e`` with ``|e| <= eta`` (Higham 2002, sec. 2.1, underflow as an absolute error) and the
   quotient ``(s m (1 + d) + e) / den^ (1 + d')``: the relative errors are those of ``s (m / den)`` (one product, one
   division), and ``e`` adds ``e / den^``, ``den^ >= max(den - E_den, eps (1 - r_eps))`` (:func:`_eps_cap`). So
-  ``e_sm = min(eta, s (1 + r_s)(|m| + E_m)) / max(den - E_den, eps (1 - r_eps))`` where ``s m`` may be below the
-  smallest normal number (``s (1 - r_s)(|m| - E_m) < 2**emin``), else 0 (a product of normal result has no absolute
-  error; rounding ``x`` to the subnormals errs by at most ``min(eta, |x|)``, and ``|fl_h(s) m^| <= s (1 + r_s)(|m| + E_m)``). (Without it, float32
+  ``e_sm = min(eta, s (1 + r_s_up)(|m| + E_m)) / max(den - E_den_dn, eps (1 - r_eps))`` where ``s m`` may be below the
+  smallest normal number (``s (1 - r_s_dn)(|m| - E_m) < 2**emin``), else 0 (a product of normal result has no absolute
+  error; rounding ``x`` to the subnormals errs by at most ``min(eta, |x|)``, and ``|fl_h(s) m^| <= s (1 + r_s_up)(|m| + E_m)``). (Without it, float32
   Adam at step 1 with a first moment of ``2**-140`` and ``eps = 2**-24``, whose ``s m`` rounds to the least subnormal,
   was ``disagree`` at 106 times the bound in all three torch.optim forms: helper-127.)
   Short of ``p`` (``|p^| < |p|``, or the other sign), where ``|m| > E_m``, also at most ``|p| - P_low``: ``p^`` has the
-  sign of ``s m`` and ``|p^| >= P_low = s (1 - r_s)(|m| - E_m) / (den + E_den) (1 - K(4)) - eta (1 + s (1 + r_s))(1 +
-  1 / (den + E_den))`` in each order: ``(s m) / den`` (addcdiv), ``s (m / den)`` and the Adam paper's and optax's
+  sign of ``s m`` and ``|p^| >= P_low = s (1 - r_s_dn)(|m| - E_m) / (den + E_den_up) (1 - K(4)) - eta (1 + s (1 +
+  r_s_up))(1 + 1 / (den + E_den_up))`` in each order: ``(s m) / den`` (addcdiv), ``s (m / den)`` and the Adam paper's and optax's
   ``lr ((m / (1 - beta1^t)) / den)``, at most three operations, each ``fl(x) >= |x| (1 - u2) - eta`` (Higham 2002, sec.
   2.1), and one more rounding of a hyper-parameter held in the dtype (``1 - beta1^t`` in optax's order); their underflows
-  reach ``p^`` scaled by at most ``1``, ``s (1 + r_s)``, ``1 / (den + E_den)`` or their product.
+  reach ``p^`` scaled by at most ``1``, ``s (1 + r_s_up)``, ``1 / (den + E_den_up)`` or their product.
 - ``theta' = theta1 - p``: ``E = E_1 + E_p + u2 (|theta'| + E_1 + E_p) + eta``, on each side of the exact ``theta'``
   with that side's ``E_p`` (a ``p^`` beyond ``p`` puts ``theta'^`` on the other side of ``theta'``: short of ``p`` is
   above ``theta'`` where ``p > 0``; the subtraction's rounding, at most ``u2 |theta1^ - p^| + eta``, takes back more
@@ -89,25 +98,39 @@ and is held with factor ``prod (1 + r_h)``: by Higham (2002) Lemma 3.1 ``prod (1
 Adam in JAX float32, torch.optim's capturable and differentiable paths (float32 ``step`` tensors, also for half
 parameters) and TF1's Adam (a float32 running product ``beta^t``) round ``beta`` to float32 and cancel ``1 - beta^t``
 there, which amplifies float32's rounding ``u = 2**-24`` by ``rho = beta^t / (1 - beta^t)`` (999 for beta2 = 0.999 at
-step 1). With ``fl32(beta) = beta (1 + d0)`` (``|d0| = |fl32(beta) - beta| / beta``, computed: 0.216 ``u`` for 0.999;
-0 where ``beta`` is kept exact) and a power within ``C_POW = 8`` units ``u`` (4 ULPs), ``fl(beta^t) = beta^t (1 + theta)``
-with ``|theta| <= (1 + d0)^t (1 + C_POW u) - 1``; or formed as a running product of ``t`` factors ``fl32(beta)`` (TF1's
+step 1). With ``fl32(beta) = beta (1 + d0)`` (``d0 = (fl32(beta) - beta) / beta``, computed with its sign: +0.216 ``u``
+for 0.999, -0.28 ``u`` for 0.9999, +0.16 ``u`` for 0.99; 0 where ``beta`` is kept exact; either sign, up to 100%, for a
+``beta`` below float32's normal range) and a power within ``C_POW = 8`` units ``u`` (4 ULPs), ``fl(beta^t)`` lies in
+``[beta^t min(1, (1 + d0)^t)(1 - C_POW u), beta^t max(1, (1 + d0)^t)(1 + C_POW u)]``; or formed as a running product of ``t`` factors ``fl32(beta)`` (TF1's
 ``beta_power *= beta``), which is deterministic: it is computed here, in float32 as the step does
 (:func:`running_product`), and its own distance from ``beta^t`` taken (plus ``2 u64 beta^t`` for float64's
 ``beta^t``). The worst case of a product of ``t`` roundings, ``(1 + u)^(t - 1) - 1`` (Higham 2002 Lemma 3.1), grows
 linearly in ``t``: it was this bound's first form, and with beta2 = 0.9999 a step using ``1 - beta2^(t - 1)`` agreed
 from t = 1,500 on (helper-105), where the real running product is 546 ``u`` off at t = 2,000 and the bug 1,700.
-The subtraction rounds once (exact by Sterbenz where ``beta^t >= 1/2``, counted anyway), so ``1 - beta^t`` errs
-relatively by at most
+The subtraction rounds once (exact by Sterbenz where ``beta^t >= 1/2``, counted anyway). **The sides**: a power below
+``beta^t`` puts ``1 - beta^t`` above its exact value, one above it below, so with ``under`` and ``over`` the most the
+power may lie below and above ``beta^t`` (over the envelope above, ``+ a``, and the running product's ``P_t - beta^t
+-+ 2 u64 beta^t``; ``a = C_POW 2**-149``: the power's own underflow), ``1 - beta^t`` errs relatively by at most
 
-    r_bc = (1 + max(|theta| beta^t + a, |P_t - beta^t| + 2 u64 beta^t) / (1 - beta^t)) (1 + u) - 1
+    r_bc_up = (1 + under / (1 - beta^t)) (1 + u) - 1   above,    r_bc_dn = 1 - (1 - over / (1 - beta^t)) (1 - u)   below
 
-(``P_t`` the running product; ``a = C_POW 2**-149``: the power's own underflow). Then ``r_c2 = max(sqrt(1 + r_bc2)(1 + r_o)(1 + h_c2) - 1,
-1 - sqrt(1 - r_bc2)(1 - r_o)(1 - h_c2))`` (the square root rounded, then held in the dtype) and
-``r_s = (1 + r_lr32)(1 + r_o)(1 + h_s) / (1 - r_bc1) - 1`` (``lr`` held in float32, the division rounded, held): for
-float32 ``r_o = u2`` (a float64 operation rounded to float32 too) and ``h = 0``; below it ``r_o = u`` and ``h`` the
-dtype's holding of ``c2`` and of ``lr`` (``s >= lr``). Each is taken as the larger of it and the float64 one, so both
-evaluations are covered; float64 parameters keep the float64 model (float32 corrections for float64 parameters are
+(:func:`bias_correction_sides`; their larger is the symmetric ``r_bc`` this bound had, :func:`bias_correction_error`).
+Where float32 rounds ``beta2`` down (0.9999, 0.999999, 0.9999999), every float32 power is below ``beta2^t`` but for
+``C_POW u``: ``r_bc2_up`` carries the amplified rounding of ``beta2`` and ``r_bc2_dn`` only ``C_POW u rho + u`` (where
+it rounds up, 0.999, the other way round). The
+rest is monotonic: ``c2`` rises with ``1 - beta2^t`` (the square root, then roundings of either sign), ``s`` falls with
+``1 - beta1^t``; ``q = S / c2`` falls as ``c2`` rises, ``den = q + eps`` with it, ``|r| = |m| / den`` rises, ``|p| = s |r|``
+rises with ``s`` and ``|r|``, in each order (torch's differentiable path folds ``c2`` and ``s`` into ``sqrt(V) / (c2 s) +
+eps / s``: monotonic the same way). So ``r_c2_up = sqrt(1 + r_bc2_up)(1 + r_o)(1 + h_c2) - 1``, ``r_c2_dn = 1 - sqrt(1
+- r_bc2_dn)(1 - r_o)(1 - h_c2)`` (the square root rounded, then held in the dtype), ``r_s_up = (1 + r_lr32)(1 + r_o)(1 +
+h_s) / (1 - r_bc1_dn) - 1`` and ``r_s_dn = 1 - (1 - r_lr32)(1 - r_o)(1 - h_s) / (1 + r_bc1_up)`` (``lr`` held in float32,
+the division rounded, held): for float32 ``r_o = u2`` (a float64 operation rounded to float32 too) and ``h = 0``; below
+it ``r_o = u`` and ``h`` the dtype's holding of ``c2`` and of ``lr`` (``s >= lr``), and the chain above carries each
+side to the update's beyond (``E_p_more``) and short (``E_p_less``) bounds, the parameter's below and above where
+``p > 0``. (With one symmetric allowance, float32 Adam, betas (0.99, 0.9999), whose second correction lagged a step,
+agreed at t = 10,000 to 30,000 at 0.18-0.58 of the bound, on the side float32 never reaches; now 1.9-19.5 times it. At
+t = 40,258 its 14.4 ULPs stay inside the float64 model's own 21: helper-178.) Each side is taken as the larger of it
+and the float64 one, so both evaluations are covered; float64 parameters keep the float64 model (float32 corrections for float64 parameters are
 ``disagree``, as they should be). The cost: float32 Adam's bound at step 1 with beta2 = 0.999 is about 48 ULPs of the
 parameter (a few from step 2). (With float64 corrections only, optax's float32 Adam was ``disagree`` at 1.9-3.5 times
 the bound, torch's differentiable Adam at 1.3-2.3: helper-101.)
@@ -318,11 +341,13 @@ def adam_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[
     bc1, bc2 = 1 - b1**t, 1 - b2**t
     c2 = math.sqrt(bc2)
     s = lr / bc1
-    r_c2 = u2 + 4 * U64 * (1 + b2**t / bc2)
-    r_s = holding(lr, u2, fmt, eta=eta) + 4 * U64 * (1 + b1**t / bc1)
-    if fmt.precision < FLOAT64.precision:  # (or in float32: both are covered, module docstring)
-        r_c2_32, r_s_32 = float32_bias_corrections(b1, b2, t, lr, u2, fmt, eta, flush_to_zero)
-        r_c2, r_s = max(r_c2, r_c2_32), max(r_s, r_s_32)
+    r_c2_64 = u2 + 4 * U64 * (1 + b2**t / bc2)
+    r_s_64 = holding(lr, u2, fmt, eta=eta) + 4 * U64 * (1 + b1**t / bc1)
+    r_c2, r_s = (r_c2_64, r_c2_64), (r_s_64, r_s_64)  # (up, dn): above the exact value, below it
+    if fmt.precision < FLOAT64.precision:  # (or in float32: both are covered, each side the larger, module docstring)
+        c2_32, s_32 = float32_bias_corrections(b1, b2, t, lr, u2, fmt, eta, flush_to_zero)
+        r_c2 = (max(r_c2_64, c2_32[0]), max(r_c2_64, c2_32[1]))
+        r_s = (max(r_s_64, s_32[0]), max(r_s_64, s_32[1]))
     r_eps = holding(eps, u2, fmt, eta=eta)
     # beyond the one rounding each K(n) counts for holding a hyper-parameter, its subnormal part (:func:`holding` with no
     # rounding): torch's float16 ``grad.add(param, alpha=weight_decay)`` holds the weight decay in float16 (3e-6 as
@@ -367,43 +392,77 @@ def running_product(beta32: float, t: int) -> float:
     return float(np.multiply.accumulate(np.full(t, beta32, dtype=np.float32))[-1])
 
 
-def bias_correction_error(beta: float, t: int) -> float:
-    """Relative error bound ``r_bc`` of ``1 - beta^t`` computed in float32 (module docstring): ``beta`` held exactly or
-    rounded to float32 (``|delta_0| = |fl32(beta) - beta| / beta``, known: at most ``u``, 0.216 ``u`` for 0.999; its
-    subnormal holding below float32's normal range), the power with at most ``C_POW`` units ``u`` (a ``pow`` function,
-    its own underflow at most ``C_POW`` subnormal spacings) or as the float32 running product (:func:`running_product`,
-    its distance from ``beta^t`` computed), the cancellation's amplification ``beta^t / (1 - beta^t)``, and the
-    subtraction's own rounding ``u``. Infinite where ``1 - beta^t`` is not positive."""
+def bias_correction_sides(beta: float, t: int) -> tuple[float, float]:
+    """Relative error bounds ``(r_up, r_dn)`` of ``1 - beta^t`` computed in float32 (module docstring): how far above
+    its exact value (``r_up``) and below it (``r_dn``) a float32 evaluation may put it. ``beta`` held exactly or rounded
+    to float32 (``delta_0 = (fl32(beta) - beta) / beta``, computed with its sign: +0.216 ``u`` for 0.999, -0.28 ``u`` for
+    0.9999; its subnormal holding below float32's normal range, of either sign), the power within
+    ``C_POW`` units ``u`` of ``fl32(beta)^t`` (a ``pow`` function, its own underflow at most ``C_POW`` subnormal spacings)
+    or the float32 running product (:func:`running_product`, its signed distance from ``beta^t`` computed, plus ``2 u64
+    beta^t`` for float64's ``beta^t``), the cancellation's amplification ``beta^t / (1 - beta^t)``, and the subtraction's
+    own rounding ``u``. A power below ``beta^t`` puts ``1 - beta^t`` above its exact value, and one above puts it below:
+    with ``lo <= fl(beta^t) <= hi`` over every evaluation counted (the envelope of ``beta^t min(1, (1 + delta_0)^t)(1 -
+    C_POW u) - a``, ``beta^t max(1, (1 + delta_0)^t)(1 + C_POW u) + a`` and the running product's interval),
+    ``r_up = (1 + (beta^t - lo) / (1 - beta^t))(1 + u) - 1`` and ``r_dn = 1 - (1 - (hi - beta^t) / (1 - beta^t))(1 - u)``.
+    Where float32 rounds ``beta`` down (0.9999, 0.999999, 0.9999999) ``r_up`` carries the cancellation of float32's
+    rounding and ``r_dn`` only the power's ``C_POW u`` (helper-178); where it rounds up (0.999, 0.99) the other way
+    round. Both infinite where ``1 - beta^t`` is not positive."""
     bt = beta**t
     bc = 1 - bt
     if not bc > 0:
-        return math.inf
+        return math.inf, math.inf
     b32 = float(np.float32(beta))  # (round to nearest; 0 <= beta < 1)
-    d0 = abs(b32 - beta) / beta if FLOAT32.min_normal <= beta else holding(beta, U32, FLOAT32)
-    # (a beta held as a float32 subnormal errs by up to 100%: (1 + d0)^t passes float64's range from t = 1,024 on, where
-    # math.expm1 raised OverflowError and the whole case was an error record, helper-137; beta^t is 0 in float64 there
-    # and the power's own underflow, ``a``, bounds the float32 one)
-    x = t * math.log1p(d0) + math.log1p(C_POW * U32)
-    theta = math.expm1(x) if x < 700 else math.inf
-    power = (theta * bt if bt > 0 else 0.0) + C_POW * 2.0 * FLOAT32.underflow_quantum
-    product = abs(running_product(b32, t) - bt) + 2 * U64 * bt  # (bt: float64's pow, within an ULP)
-    return (1 + max(power, product) / bc) * (1 + U32) - 1
+    if FLOAT32.min_normal <= beta:
+        d_lo = d_hi = (b32 - beta) / beta  # (the rounding's sign is known: exact, float64 of two doubles)
+    else:  # (a beta held as a float32 subnormal errs by up to 100%, of either sign)
+        d = holding(beta, U32, FLOAT32)
+        d_lo, d_hi = -min(d, 1.0), d
+    # (1 + delta_0)^t, as t log1p(delta_0): past float64's range from t = 1,024 on for a subnormal beta, where
+    # math.expm1 raised OverflowError and the whole case was an error record (helper-137); beta^t is 0 in float64 there
+    # and the power's own underflow, ``a``, bounds the float32 one
+    a = C_POW * 2.0 * FLOAT32.underflow_quantum
+
+    def grown(delta: float) -> float:  # (1 + delta)^t, inf past float64's range, 0 for delta = -1
+        if delta <= -1:
+            return 0.0
+        x = t * math.log1p(delta)
+        return math.exp(x) if x < 700 else math.inf
+
+    if bt > 0:
+        pow_over = bt * (max(1.0, grown(d_hi)) * (1 + C_POW * U32) - 1) + a  # fl(beta^t) - beta^t at most
+        pow_under = bt * (1 - min(1.0, grown(d_lo)) * (1 - C_POW * U32)) + a  # beta^t - fl(beta^t) at most
+    else:
+        pow_over = pow_under = a
+    dev = running_product(b32, t) - bt
+    slack = 2 * U64 * bt  # (bt: float64's pow, within an ULP)
+    over, under = max(pow_over, dev + slack), max(pow_under, -dev + slack)
+    return (1 + under / bc) * (1 + U32) - 1, 1 - (1 - over / bc) * (1 - U32)
+
+
+def bias_correction_error(beta: float, t: int) -> float:
+    """Relative error bound ``r_bc`` of ``1 - beta^t`` computed in float32, of either sign: the larger side of
+    :func:`bias_correction_sides`. Infinite where ``1 - beta^t`` is not positive."""
+    up, dn = bias_correction_sides(beta, t)
+    return max(up, dn)
 
 
 def float32_bias_corrections(b1: float, b2: float, t: int, lr: float, u2: float, fmt: FloatFormat, eta: float,
-                             flush_to_zero: bool = False) -> tuple[float, float]:
+                             flush_to_zero: bool = False) -> tuple[tuple[float, float], tuple[float, float]]:
     """``(r_c2, r_s)`` of :func:`adam_bounds` where ``c2 = sqrt(1 - beta2^t)`` and ``s = lr / (1 - beta1^t)`` are computed
-    in float32 (module docstring): optax's Adam in JAX float32, torch.optim's capturable and differentiable paths with
-    their float32 ``step`` tensors. With ``1 - beta^t`` off by ``r_bc`` (:func:`bias_correction_error`), ``lr`` held in
-    float32 (``r_lr``), the square root and the division rounded in float32 and, for a narrower dtype, the results held
-    in it (``h``):
-    ``r_c2 = max(sqrt(1 + r_bc2)(1 + r_o)(1 + h_c2) - 1, 1 - sqrt(1 - r_bc2)(1 - r_o)(1 - h_c2))`` and
-    ``r_s = (1 + r_lr)(1 + r_o)(1 + h_s) / (1 - r_bc1) - 1``, with ``r_o = u2`` for float32 (a float64 operation rounded
-    to float32 too) and ``u`` below it. (With the float64 corrections only, optax's float32 Adam was ``disagree`` at
-    1.9-3.5 times the bound and torch's differentiable Adam at 1.3-2.3: helper-101.)"""
+    in float32 (module docstring), each a pair ``(up, dn)``: the relative error above the exact value and below it.
+    optax's Adam in JAX float32, torch.optim's capturable and differentiable paths with their float32 ``step``
+    tensors. With ``1 - beta^t`` off by ``r_bc_up`` above and ``r_bc_dn`` below (:func:`bias_correction_sides`), ``lr``
+    held in float32 (``r_lr``), the square root and the division rounded in float32 and, for a narrower dtype, the
+    results held in it (``h``; all of either sign):
+    ``c2``: ``up = sqrt(1 + r_bc2_up)(1 + r_o)(1 + h_c2) - 1``, ``dn = 1 - sqrt(1 - r_bc2_dn)(1 - r_o)(1 - h_c2)``;
+    ``s`` (``1 - beta1^t`` divides): ``up = (1 + r_lr)(1 + r_o)(1 + h_s) / (1 - r_bc1_dn) - 1``,
+    ``dn = 1 - (1 - r_lr)(1 - r_o)(1 - h_s) / (1 + r_bc1_up)``; with ``r_o = u2`` for float32 (a float64 operation
+    rounded to float32 too) and ``u`` below it. Both sides infinite where ``1 - beta^t`` may reach 0 (``r_bc_dn >= 1``).
+    (With the float64 corrections only, optax's float32 Adam was ``disagree`` at 1.9-3.5 times the bound and torch's
+    differentiable Adam at 1.3-2.3: helper-101.)"""
     eta32 = Regime(FLOAT32, flush_to_zero).eta
     r_lr = holding(lr, U32, FLOAT32, eta=eta32)
-    r_bc1, r_bc2 = bias_correction_error(b1, t), bias_correction_error(b2, t)
+    (up1, dn1), (up2, dn2) = bias_correction_sides(b1, t), bias_correction_sides(b2, t)
     if fmt.precision >= FLOAT32.precision:
         r_o, h_c2, h_s = u2, 0.0, 0.0
     else:
@@ -411,21 +470,27 @@ def float32_bias_corrections(b1: float, b2: float, t: int, lr: float, u2: float,
         r_o = U32
         h_c2 = holding(c2, fmt.unit_roundoff, fmt, eta=eta) if c2 > 0 else math.inf
         h_s = holding(lr, fmt.unit_roundoff, fmt, eta=eta)  # (s >= lr: s errs no more below the normal range than lr)
-    if not r_bc2 < 1:
-        r_c2 = math.inf
+    if not dn2 < 1:
+        r_c2 = (math.inf, math.inf)
     else:
-        r_c2 = max(math.sqrt(1 + r_bc2) * (1 + r_o) * (1 + h_c2) - 1,
-                   1 - math.sqrt(1 - r_bc2) * (1 - r_o) * max(0.0, 1 - h_c2))
-    r_s = (1 + r_lr) * (1 + r_o) * (1 + h_s) / (1 - r_bc1) - 1 if r_bc1 < 1 else math.inf
+        r_c2 = (math.sqrt(1 + up2) * (1 + r_o) * (1 + h_c2) - 1,
+                1 - math.sqrt(1 - dn2) * (1 - r_o) * max(0.0, 1 - h_c2))
+    if not dn1 < 1:
+        r_s = (math.inf, math.inf)
+    else:
+        r_s = ((1 + r_lr) * (1 + r_o) * (1 + h_s) / (1 - dn1) - 1,
+               1 - max(0.0, 1 - r_lr) * (1 - r_o) * max(0.0, 1 - h_s) / (1 + up1))
     return r_c2, r_s
 
 
 def _adam_chain(opt: OptimizerConfig, theta: F64, g: F64, m_: F64, v_: F64, vmax_: F64, k: Callable[[float], float],
                 u2: float, eta: float, b1: float, b2: float, w1: float, w2: float, wd: float, eps: float, lr: float,
-                c2: float, s: float, r_c2: float, r_s: float, r_eps: float, sub: Mapping[str, float], tiny: float) -> dict[str, F64]:
+                c2: float, s: float, r_c2: tuple[float, float], r_s: tuple[float, float], r_eps: float, sub: Mapping[str, float],
+                tiny: float) -> dict[str, F64]:
     """The Adam chain of :func:`adam_bounds` with the kernel ``k`` (rigorous or expected); ``sub``: the subnormal parts of
     the holdings of ``wd``, ``b1``, ``w1``, ``b2``, ``w2`` (:func:`holding` without its rounding); ``tiny``: the dtype's
-    smallest normal number."""
+    smallest normal number; ``r_c2``, ``r_s``: the relative errors ``(up, dn)`` of ``c2`` and ``s`` as held, above their
+    exact values and below them (:func:`float32_bias_corrections`)."""
     zero = np.zeros_like(theta)
     d, E_d = g, zero
     th1, E_1 = theta, zero
@@ -452,36 +517,49 @@ def _adam_chain(opt: OptimizerConfig, theta: F64, g: F64, m_: F64, v_: F64, vmax
     S = np.sqrt(V)
     dS = np.minimum(np.where(S > 0, E_v / np.where(S > 0, S, 1.0), np.inf), np.sqrt(E_v))
     E_S = dS + k(1) * (S + dS) + eta
+    # each side of the exact value on its own from here (helper-178): c2^ = c2 (1 + delta), -c2_dn <= delta <= c2_up.
+    # q^ above q (c2^ below c2) by at most (E_S / c2 + q c2_dn) / (1 - c2_dn), below it (c2^ above c2) by at most
+    # E_S / (c2 (1 - c2_dn)) + q c2_up / (1 + c2_up) <= (E_S / c2 + q c2_up) / (1 - c2_dn); then one rounding
+    c2_up, c2_dn = r_c2
+    s_up, s_dn = r_s
     q = S / c2
-    E_q = (E_S / c2 + q * r_c2) / (1 - r_c2) * (1 + k(1)) + k(1) * q + eta
+    E_q_up = (E_S / c2 + q * c2_dn) / (1 - c2_dn) * (1 + k(1)) + k(1) * q + eta
+    E_q_dn = (E_S / c2 + q * c2_up) / (1 - c2_dn) * (1 + k(1)) + k(1) * q + eta
     den = q + eps
-    E_den = E_q + r_eps * eps + k(1) * (den + E_q) + eta
+    # (the sum's rounding is at most k1 (q^ + eps^) <= k1 (den + E_q_up + r_eps eps) on either side)
+    E_den_up = E_q_up + r_eps * eps + k(1) * (den + E_q_up + r_eps * eps) + eta
+    E_den_dn = E_q_dn + r_eps * eps + k(1) * (den + E_q_up + r_eps * eps) + eta
     r = m / den
-    gap = den - E_den
-    E_r = np.where(gap > 0, (E_m + np.abs(r) * E_den) / np.where(gap > 0, gap, 1.0), np.inf) * (1 + k(1)) + k(1) * np.abs(r) + eta
+    gap = den - E_den_dn  # (every evaluation's den^ is at least this)
+    # r^ - r = (m^ - m) / den^ + r (den - den^) / den^: beyond r (|r^| > |r| with m's sign) by at most
+    # (E_m + |r| E_den_dn) / gap, short of it by at most max(E_m / gap, (E_m + |r| E_den_up) / den); then one rounding
+    E_r = {name: np.where(gap > 0, (E_m + np.abs(r) * e) / np.where(gap > 0, gap, 1.0), np.inf) * (1 + k(1))
+           + k(1) * np.abs(r) + eta for name, e in (("more", E_den_dn), ("less", E_den_up))}
     # the eps cap, per side of r: beyond it (|r^| > |r|, m's sign) and short of it (|r^| < |r|, or the other sign)
     # m's sign is certain where |m| > E_m, or where its terms have one sign: d = g (no L2 decay) or g and theta of one
     # sign (wd >= 0), or |d| > E_d; and m_ of d's sign or 0. Rounding is monotonic, so every form of m (the two products,
     # both lerp forms: |fl(w fl(d - m_))| <= |m_| where d lies between 0 and m_, FMA) has m's sign or is 0 (helper-177)
     d_sure = (E_d == 0) | (g * theta >= 0) | (np.abs(d) > E_d)
     sure = (np.abs(m) > E_m) | (d_sure & (m_ * d >= 0))
-    more, less = _eps_cap(m, E_m, eps, r_eps, k(1), eta, r, den + E_den, sure)
+    more, less = _eps_cap(m, E_m, eps, r_eps, k(1), eta, r, den + E_den_up, sure)
     p = s * r
     # torch.optim's addcdiv forms (s m) / den: the underflow of a subnormal s m is divided by den (module docstring)
     low = np.maximum(gap, eps * (1 - r_eps) if r_eps < 1 else 0.0)
-    sm_small = s * (1 - r_s) * np.maximum(np.abs(m) - E_m, 0.0) < tiny
-    e_sm = np.minimum(eta, s * (1 + r_s) * (np.abs(m) + E_m))
+    sm_small = s * (1 - s_dn) * np.maximum(np.abs(m) - E_m, 0.0) < tiny
+    e_sm = np.minimum(eta, s * (1 + s_up) * (np.abs(m) + E_m))
     e_sm = np.where(sm_small & (e_sm > 0), np.where(low > 0, e_sm / np.where(low > 0, low, 1.0), np.inf), 0.0)
     out["den_floor"] = low
     new = th1 - p
     E_p = {}
-    for name, cap in (("more", more), ("less", less)):  # (linear in E_r with positive weights: each side's own bound)
-        sE = s * np.minimum(E_r, cap) * (1 + r_s) + np.abs(p) * r_s + e_sm
+    # p^ - p = s^ (r^ - r) + (s^ - s) r: beyond p by at most s (1 + s_up) E_r_more + |p| s_up, short of it by at most
+    # s (1 + s_up) E_r_less + |p| s_dn (|s^| <= s (1 + s_up) either way); e_sm either way
+    for name, cap, r_side in (("more", more, s_up), ("less", less, s_dn)):  # (each side's own bound)
+        sE = s * np.minimum(E_r[name], cap) * (1 + s_up) + np.abs(p) * r_side + e_sm
         E_p[name] = sE + k(1) * (np.abs(p) + sE) + eta
     # short of p, where m's sign is certain: |p^| >= P_low in each order (module docstring), so |p| - P_low bounds it
     # (e_sm above is the most s m's underflow adds; it takes from p^ no more than eta / den_hi)
-    s_hi, den_hi = abs(s) * (1 + r_s), den + E_den
-    p_low = (abs(s) * max(1 - r_s, 0.0) * np.maximum(np.abs(m) - E_m, 0.0) / den_hi * (1 - k(4))
+    s_hi, den_hi = abs(s) * (1 + s_up), den + E_den_up
+    p_low = (abs(s) * max(1 - s_dn, 0.0) * np.maximum(np.abs(m) - E_m, 0.0) / den_hi * (1 - k(4))
              - eta * (1 + s_hi) * (1 + 1 / den_hi))
     E_p["less"] = np.fmin(E_p["less"], np.where(sure, np.abs(p) - np.fmax(p_low, 0.0), np.inf))
     # (the subtraction's rounding is at most k1 |th1^ - p^| + eta; where p^ errs to the other side than W'^ - W' lies,
