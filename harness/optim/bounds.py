@@ -546,8 +546,15 @@ def _adam_chain(opt: OptimizerConfig, theta: F64, g: F64, m_: F64, v_: F64, vmax
     # torch.optim's addcdiv forms (s m) / den: the underflow of a subnormal s m is divided by den (module docstring)
     low = np.maximum(gap, eps * (1 - r_eps) if r_eps < 1 else 0.0)
     sm_small = s * (1 - s_dn) * np.maximum(np.abs(m) - E_m, 0.0) < tiny
-    e_sm = np.minimum(eta, s * (1 + s_up) * (np.abs(m) + E_m))
-    e_sm = np.where(sm_small & (e_sm > 0), np.where(low > 0, e_sm / np.where(low > 0, low, 1.0), np.inf), 0.0)
+    # min(eta, s m) / low, each term divided by low first: s |m| of a float64 m near the subnormals underflows in the
+    # float64 this bound is computed in (1e-9 x 9.8e-321 is 0), which made e_sm 0 where fl(s m) = 0 removed the whole
+    # update (torch.optim's float64 Adam, lr 1e-10, eps 1e-8: 99.5 x the bound, helper-179); (1 + 4 u64): the bound's
+    # own roundings of the quotient and the product
+    mag = np.abs(m) + E_m
+    low_ = np.where(low > 0, low, 1.0)
+    with np.errstate(over="ignore"):
+        e_sm = np.minimum(eta / low_, s * (1 + s_up) * (mag / low_)) * (1 + 4 * U64)
+    e_sm = np.where(sm_small & (mag > 0), np.where(low > 0, e_sm, np.inf), 0.0)
     out["den_floor"] = low
     new = th1 - p
     E_p = {}
