@@ -78,16 +78,12 @@ def test_wrong_updates_still_disagree_there(kind: str) -> None:
     assert got["W"].verdict == "disagree", (got["W"].bound_ratio, got["W"].exact, got["W"].computed)
 
 
-# Two more false alarms of float64 Adam near float64's own subnormals, both already there at b1648ad, both pinned
-# (xfail strict) for a fix larger than this helper's time: the bound's centre and caps are float64 evaluations of
-# the exact magnitudes, and in float64's subnormals those lose the relative accuracy the chain assumes.
+# Two more false alarms of float64 Adam near float64's own subnormals, both already there at b1648ad: the bound's
+# centre and caps are float64 evaluations of the exact magnitudes, and in float64's subnormals those lose the relative
+# accuracy the chain assumes. The first is fixed (the short side's cap |p| - P_low took the bound's own float64 |p|, of
+# an m rounded to the subnormal grid, for the exact one: 1.000076 x the bound); the second is pinned (xfail strict).
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the cap |p| - P_low of the update's short side (optim.bounds.adam_bounds, E_p['less']) takes the bound's own "
-    "float64 |p| = s |m| / den for the exact one; m = 0.1 g of a subnormal g is rounded to float64's subnormal grid "
-    "(absolute 2**-1075, relative 7.6e-5 here), so where fl(s m) = 0 loses the whole update the error |p| is 1.000076 "
-    "x the bound; the cap needs an upper bound of the exact |p| (the harness's own float64 roundings of m and den)"))
 def test_torch_adam_whose_update_is_lost_with_a_subnormal_first_moment_agrees() -> None:
     # W = 1.3e-319, g = 2.6e-319, m = 2.6e-320, v underflows, den = eps = 1e-30, s = 1e-9: the exact update is
     # lr g / (|g| + eps) = 2.6e-299; torch's fl(s m) = fl(2.6e-329) = 0 leaves W unchanged
@@ -96,6 +92,14 @@ def test_torch_adam_whose_update_is_lost_with_a_subnormal_first_moment_agrees() 
     got = {r.quantity: r for r in harness.verify([case], ["torch-optim-adam"], dtypes=["float64"])}
     assert float(got["W"].computed) == 1.3e-319
     assert got["W"].verdict == "agree", got["W"].bound_ratio
+
+
+def test_a_wrong_sign_update_still_disagrees_where_the_cap_was_widened() -> None:
+    case = case_from_arrays("h179-cap-sign", [[1.0]], [[0.0]], [[1.3e-319]], [0.0], lr=1e-10, reduction="sum",
+                            dtypes=["float64"], optimizer={"name": "adam", "eps": 1e-30})
+    got = {r.quantity: r for r in harness.verify([case], [_wrong("sign")], dtypes=["float64"])}
+    assert got["W"].verdict == "disagree", (got["W"].bound_ratio, got["W"].exact, got["W"].computed)
+    assert got["W"].bound_ratio > 1.9  # (2 |p| against |p| (1 + 1e-4))
 
 
 @pytest.mark.xfail(strict=True, reason=(

@@ -568,7 +568,14 @@ def _adam_chain(opt: OptimizerConfig, theta: F64, g: F64, m_: F64, v_: F64, vmax
     s_hi, den_hi = abs(s) * (1 + s_up), den + E_den_up
     p_low = (abs(s) * max(1 - s_dn, 0.0) * np.maximum(np.abs(m) - E_m, 0.0) / den_hi * (1 - k(4))
              - eta * (1 + s_hi) * (1 + 1 / den_hi))
-    E_p["less"] = np.fmin(E_p["less"], np.where(sure, np.abs(p) - np.fmax(p_low, 0.0), np.inf))
+    # (|p| here is the bound's own float64 s m / den: in float64's subnormals its m is rounded to their grid, by up to
+    # 2**-1075 in each of m's (at most five) operations, so the exact |p| may exceed it by 8 x 2**-1075 s / den floor (divided first)
+    # (an update removed by fl(s m) = 0 was 1.000076 x the bound: W = 1.3e-319, eps 1e-30, lr 1e-10, helper-179);
+    # (1 + 16 u64): its relative roundings)
+    with np.errstate(over="ignore", divide="ignore"):
+        sub64 = np.abs(m) + E_m < 2.0**-1021  # (m's operations may round to float64's subnormal grid only there)
+        p_up = np.abs(p) * (1 + 16 * U64) + np.where(sub64, np.where(low > 0, 4 * 2.0**-1074 / low_ * s_hi, np.inf), 0.0)
+    E_p["less"] = np.fmin(E_p["less"], np.where(sure, p_up - np.fmax(p_low, 0.0), np.inf))
     # (the subtraction's rounding is at most k1 |th1^ - p^| + eta; where p^ errs to the other side than W'^ - W' lies,
     # it takes back more than its rounding adds: each side's own E_p)
     side = {name: E_1 + e + k(1) * (np.abs(new) + E_1 + e) + eta for name, e in E_p.items()}
