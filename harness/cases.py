@@ -156,6 +156,9 @@ class Case:
 #: Unicode categories an id may not hold (:func:`cases_from_table`): control (newline, ESC), format (the bidirectional
 #: overrides, U+202E), line and paragraph separators, surrogates, private use and unassigned code points.
 _UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+#: Format characters an id may hold all the same: the zero-width non-joiner and joiner (U+200C, U+200D), which
+#: correctly spelled words (Persian) and emoji sequences need, and which neither move nor hide other text.
+_JOINERS = frozenset({"\u200c", "\u200d"})
 
 def lr_held(lr: float, fmt: FloatFormat) -> float:
     """A learning rate ``lr`` (its float64) rounded to ``fmt``: what a step in ``fmt`` multiplies by (inf beyond
@@ -1006,7 +1009,7 @@ def cases_from_table(spec: Mapping[str, Any], *, path: str, base: Path, index: i
     case_id = spec.get("id")
     if not isinstance(case_id, str) or not case_id:
         raise CaseFileError(f"[[case]] number {index + 1} has no string 'id' (got {quote(case_id)})", path=path, key="id")
-    hidden = next((ch for ch in case_id if unicodedata.category(ch) in _UNPRINTABLE), None)
+    hidden = next((ch for ch in case_id if unicodedata.category(ch) in _UNPRINTABLE and ch not in _JOINERS), None)
     if hidden is not None:
         # an id is one printed line of every table, summary and pytest id: a newline, a carriage return or an escape
         # sequence (ESC [ 8 m conceals what follows) forged or hid lines of check's output (helper-176)

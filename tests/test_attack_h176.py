@@ -201,3 +201,21 @@ def test_an_id_with_an_unprintable_character_is_refused_and_the_others_load(tmp_
     (err,) = loaded.errors
     assert str(err).startswith(f"{path}, case ") and "key 'id'" in str(err) and code in str(err)
     assert "\n" not in str(err) and "\x1b" not in str(err)
+
+
+def test_an_id_with_a_zero_width_joiner_or_non_joiner_loads():
+    """U+200C and U+200D (format characters, as U+202E) spell Persian words and emoji sequences and neither move nor
+    hide text: ids holding them load (helper-179 found them refused), while U+202E beside them is still refused."""
+    import tempfile
+    from pathlib import Path
+
+    from harness.cases import load_cases
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "c.toml"
+        ids = ["\u0646\u0645\u0648\u0646\u0647\u200c\u0627\u06cc", "\U0001F469\u200d\U0001F52C"]
+        path.write_text("".join(ID_CASE.format(id=i) for i in [*ids, "x\\u200d\\u202Eevil"]))
+        loaded = load_cases([str(path)])
+        assert [c.id for c in loaded.cases] == ids
+        (err,) = loaded.errors
+        assert "U+202E" in str(err) and "key 'id'" in str(err)
