@@ -91,6 +91,18 @@ def _pebble(monkeypatch, where, *, hold_result_of=None, hold_ack=None, until=Non
     monkeypatch.setattr(process.PoolManager, "handle_worker_expiration", expired)
 
 
+def _one_error_beside_agreeing(recs, graded: int, implementation: str | None = None):
+    """The one ``error`` record of ``recs`` (of ``implementation`` where given), the others ``graded`` records that all
+    agree, and a run that fails (exit 1) on that error record alone."""
+    errors = [r for r in recs if r.verdict == "error"]
+    assert len(errors) == 1, [(r.implementation, r.message) for r in errors]
+    assert implementation is None or errors[0].implementation == implementation, errors[0].implementation
+    others = [r for r in recs if r.verdict != "error"]
+    assert len(others) == graded and all(r.verdict == "agree" for r in others)
+    assert run_outcome(recs).code == 1
+    return errors[0]
+
+
 _HEAD = textwrap.dedent('''
     import os, signal, sys, threading, time
     import numpy as np
@@ -150,13 +162,10 @@ def test_a_worker_that_dies_after_sending_its_result_keeps_the_task_records(tmp_
     recs = verify(case, [name], dtypes=["float64"], isolation="process", jobs=1, timeout=60, plugins=[str(path)])
     assert (tmp_path / "killed").exists() and (tmp_path / "expired").exists()
     assert (tmp_path / "calls").read_text() == "x"  # (run once: "xx" before, the finished task ran again)
-    errors = [r for r in recs if r.verdict == "error"]
-    assert len(errors) == 1 and errors[0].quantity == "*", [r.message for r in errors]
-    assert "the worker process died after this task had finished" in errors[0].message, errors[0].message
-    assert "this step had left a thread running" in errors[0].message
-    graded = [r for r in recs if r.verdict != "error"]
-    assert len(graded) == 40 and all(r.verdict == "agree" for r in graded)
-    assert run_outcome(recs).code == 1
+    error = _one_error_beside_agreeing(recs, 40)
+    assert error.quantity == "*"
+    assert "the worker process died after this task had finished" in error.message, error.message
+    assert "this step had left a thread running" in error.message
 
 
 # P2. The first step leaves a thread that kills its worker once the next task's step runs there; pebble's reading of
@@ -186,14 +195,10 @@ def test_a_death_before_pebble_reads_the_acknowledgement_names_its_signal(tmp_pa
     recs = verify(case, ["test-h175-leaves-a-killer", "test-h175-innocent"], dtypes=["float64"], isolation="process",
                   jobs=1, timeout=60, plugins=[str(path)])
     assert (tmp_path / "killed").exists() and (tmp_path / "broken").exists()
-    errors = [r for r in recs if r.verdict == "error"]
-    assert len(errors) == 1 and errors[0].implementation == "test-h175-innocent", [(r.implementation, r.message) for r in errors]
-    assert "exit code unknown" not in errors[0].message, errors[0].message
-    assert "the worker process ended while this task ran (killed by signal SIGKILL" in errors[0].message, errors[0].message
-    assert "test-h175-leaves-a-killer on case seed (cpu, float64)" in errors[0].message
-    graded = [r for r in recs if r.verdict != "error"]
-    assert len(graded) == 80 and all(r.verdict == "agree" for r in graded)
-    assert run_outcome(recs).code == 1
+    error = _one_error_beside_agreeing(recs, 80, "test-h175-innocent")
+    assert "exit code unknown" not in error.message, error.message
+    assert "the worker process ended while this task ran (killed by signal SIGKILL" in error.message, error.message
+    assert "test-h175-leaves-a-killer on case seed (cpu, float64)" in error.message
 
 
 # P2 again, with another task running in the other worker: pebble, finding no task of the dead worker running, ignored
@@ -218,14 +223,10 @@ def test_a_death_before_pebble_reads_the_acknowledgement_beside_another_task_nam
     recs = verify(case, ["test-h175-leaves-a-killer", "test-h175-other", "test-h175-innocent"], dtypes=["float64"],
                   isolation="process", jobs=2, timeout=60, plugins=[str(path)])
     assert (tmp_path / "killed").exists() and (tmp_path / "expired").exists()
-    errors = [r for r in recs if r.verdict == "error"]
-    assert len(errors) == 1 and errors[0].implementation == "test-h175-innocent", [(r.implementation, r.message) for r in errors]
-    assert "exit status 0" not in errors[0].message, errors[0].message
-    assert "the worker process ended while this task ran (killed by signal SIGKILL" in errors[0].message, errors[0].message
-    assert "test-h175-leaves-a-killer on case seed (cpu, float64)" in errors[0].message
-    graded = [r for r in recs if r.verdict != "error"]
-    assert len(graded) == 120 and all(r.verdict == "agree" for r in graded)
-    assert run_outcome(recs).code == 1
+    error = _one_error_beside_agreeing(recs, 120, "test-h175-innocent")
+    assert "exit status 0" not in error.message, error.message
+    assert "the worker process ended while this task ran (killed by signal SIGKILL" in error.message, error.message
+    assert "test-h175-leaves-a-killer on case seed (cpu, float64)" in error.message
 
 
 # P3. In the worker (never in this process), the plug-in makes the first task's marker write end the worker with
@@ -257,15 +258,11 @@ def test_a_worker_that_ends_with_status_0_before_the_marker_is_found_before_the_
     recs = verify(case, ["test-h175-exits-early"], dtypes=["float64"], isolation="process", jobs=1, timeout=30,
                   plugins=[str(path)])
     assert (tmp_path / "exited").exists()
-    errors = [r for r in recs if r.verdict == "error"]
-    assert len(errors) == 1, [r.message for r in errors]
-    assert "ran past" not in errors[0].message, errors[0].message  # (before: the 30 s timeout, then no records)
-    assert "the worker process ended while this task ran" in errors[0].message, errors[0].message
-    assert "exit status 0" in errors[0].message
+    error = _one_error_beside_agreeing(recs, 40)
+    assert "ran past" not in error.message, error.message  # (before: the 30 s timeout, then no records)
+    assert "the worker process ended while this task ran" in error.message, error.message
+    assert "exit status 0" in error.message
     assert (tmp_path / "calls").read_text() == "x"  # (run once, alone, after the death: its records are kept)
-    graded = [r for r in recs if r.verdict != "error"]
-    assert len(graded) == 40 and all(r.verdict == "agree" for r in graded)
-    assert run_outcome(recs).code == 1
 
 
 # T. Two workers: "first" then "hangs" in one, "leaves" in the other. "hangs" runs past its timeout (pebble stops its
