@@ -108,6 +108,45 @@ def test_correct_steps_agree_on_the_pinned_case() -> None:
     assert not bad, bad
 
 
+# ------------------------------------------------------------------ the allowance itself
+
+
+PLAIN = {"momentum": 0.0, "dampening": 0.0, "nesterov": False, "weight_decay": 0.0, "maximize": False}
+
+
+def _underflow_only(opt: OptimizerConfig, t: int, lr: float) -> float:
+    """The rigorous bound of W where every input is 0 (no relative term): the underflow allowance alone."""
+    z = np.zeros(1)
+    state = {} if t == 1 else {"W": {"momentum_buffer": z}}
+    return float(sgd_bounds(opt, {"W": z}, {"W": z}, state, t, lr, get_format("float16"))[0]["W"][0])
+
+
+def test_nesterov_underflow_allowance_is_the_derived_inequality() -> None:
+    # float16, t = 1, lr 0.25, momentum 0.5, weight decay 0.5 (normal, held with r = u2), written out by hand:
+    # U(wd W) = eta; U(d) = eta (1 + u2) + eta; buf = d; U(mu buf) = mu (1 + u2)^2 U(d) + eta;
+    # U(D) = (U(d) + U(mu buf)) (1 + u2) + eta; U(lr D) = lr (1 + u2)^2 U(D) + eta; U(W') = U(lr D)(1 + u2) + eta;
+    # the bound min(N_ops eta amp, (U(W') + 2 eta amp)(1 + u2)^2) (1 + 2**-30), N_ops = 12 (terms W, lr g, lr wd W, lr mu g,
+    # lr mu wd W: 4 additions, 0 + 1 + 2 + 2 + 3 multiplications). 12 eta is 6 subnormal spacings; this 2.63.
+    eta, u2 = 2.0**-25, 2.0**-11 + 2.0**-24 * (1 + 2.0**-11)
+    opt = OptimizerConfig("sgd", {**PLAIN, "momentum": 0.5, "nesterov": True, "weight_decay": 0.5})
+    ud = eta * (1 + u2) + eta
+    umb = 0.5 * (1 + u2) ** 2 * ud + eta
+    uD = (ud + umb) * (1 + u2) + eta
+    uw = (0.25 * (1 + u2) ** 2 * uD + eta) * (1 + u2) + eta
+    amp = 1 + u2 + 2.0**-53  # (amplification: 1 - dampening = 1 held with r = u2 + u64, the one factor not below 1)
+    want = min(12 * eta * amp, (uw + 2 * eta * amp) * (1 + u2) ** 2) * (1 + 2.0**-30)
+    assert 5.25 * eta < want < 5.26 * eta
+    assert _underflow_only(opt, 1, 0.25) == pytest.approx(want, rel=1e-12)
+
+
+def test_plain_sgd_underflow_allowance_did_not_grow() -> None:
+    # W - lr g: one multiplication, one subtraction: 2 eta, as before helper-180 (the rule's association plus SLACK
+    # extra roundings would allow 4 eta; the smaller of the two is taken)
+    amp = 1 + 2.0**-11 + 2.0**-24 * (1 + 2.0**-11) + 2.0**-53
+    assert _underflow_only(OptimizerConfig("sgd", PLAIN), 1, 0.25) == pytest.approx(2 * 2.0**-25 * amp * (1 + 2.0**-30),
+                                                                                   rel=1e-12)
+
+
 # ------------------------------------------------------------------ the search
 
 TORCH_DT = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
