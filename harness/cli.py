@@ -301,6 +301,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     env = environment_record({"argv": sys.argv[1:], "tf32_option": args.tf32, "matmul_precision_option": args.matmul_precision,
                               "isolation": args.isolation, "repeat": args.repeat, "shard": args.shard,
                               "flush_to_zero": bool(args.flush_to_zero),
+                              # the implementations named (each must grade something: the exit status below), for
+                              # `report --exit-status` to apply the same rule (helper-181)
+                              "named": _named(impls, args), "unrun": True,
                               # the case files or cases that could not be loaded (check exits 2): the file says so too, so
                               # that `report --exit-status` on it does too (it read as a clean run, helper-124)
                               "load_errors": [str(e) for e in errors]})
@@ -431,7 +434,7 @@ def _after_run(args: argparse.Namespace, records: list, path: Path, cases: list,
         report_note = f", report {args.report}" + (f" (the previous one kept as {kept_report})" if kept_report else "")
     print(f"{verdict_line(records)}; results {path}{report_note}")
     # each implementation named must grade something (one shard may hold none of its cases: the whole run is judged)
-    outcome = _run_outcome(records, strict=args.strict, load_errors=len(errors), named=(impls or []) if not args.shard else [], unrun=True)
+    outcome = _run_outcome(records, strict=args.strict, load_errors=len(errors), named=_named(impls, args), unrun=True)
     own = sorted(name for name in {r.implementation for r in records if r.verdict != "unsupported"}
                  if name in REGISTRY and REGISTRY[name].kind != "builtin" and REGISTRY[name].error_model is not None)
     if own:  # a plug-in's own bounds decide its verdicts: said where the verdicts are read
@@ -533,6 +536,13 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return 0 if res.passed else 1
 
 
+def _named(impls: list[str] | None, args: argparse.Namespace) -> list[str]:
+    """The implementations a check run names, each of which must grade something (:func:`harness.verdicts.ungraded_named`):
+    those of ``--implementations``, none for a shard (one shard may hold none of an implementation's cases: the whole
+    run is judged). Written into the run's environment line too, for ``report --exit-status``."""
+    return (impls or []) if not args.shard else []
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_model, render_html, write_atomic
     from .summary import verdict_line
@@ -591,6 +601,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         [f"{f.path}: {f.load_errors} case file(s) or case(s) of its run could not be loaded" for f in model.files
          if f.load_errors] + \
         ([f"shard(s) {', '.join(model.missing_shards)} not among the files read"] if model.missing_shards else [])
+    # each implementation a run named must grade something in it, as that run's own exit status required
+    silent = [line for f in model.files for line in f.ungraded]
+    if silent:
+        outcome.code = outcome.code or 1
+        outcome.reasons = [r for r in outcome.reasons if not r.startswith("exit 0")] + [f"exit 1: {line}" for line in silent]
     for line in outcome.reasons:
         if not (problems and line.startswith("exit 0")):  # (the bad input's exit 2 below says why instead)
             print(line, file=sys.stderr)

@@ -591,6 +591,23 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 _ITEMS: dict[int, dict[str, int]] = {}
 
 
+def _named_and_unrun(state: HarnessState) -> tuple[list[str], list[str]]:
+    """The implementations the session names (``--harness-implementations``, or else its tests' harness markers; none
+    for a shard), each of which must grade something, and those of them that got no item (:func:`harness.verdicts.ungraded_named`'s
+    ``named`` and ``unrun``)."""
+    if state.options.shard is not None:
+        return [], []
+    named = list(state.options.implementations or state.marker_named or [])
+    return named, [n for n in named if n not in state.paired] if state.parametrized else []
+
+
+def _named_in_env(state: HarnessState) -> dict[str, Any]:
+    """The results file's environment line's ``named`` and ``unrun`` (:func:`_named_and_unrun`), for ``report
+    --exit-status`` (:meth:`harness.records.ResultsFile.ungraded_named`)."""
+    named, unrun = _named_and_unrun(state)
+    return {"named": named, "unrun": unrun}
+
+
 def _nothing_graded_note(state: HarnessState) -> str | None:
     """``"harness: nothing was graded ..."`` when the harness's own items were collected and none graded anything."""
     from .verdicts import nothing_graded
@@ -903,9 +920,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
         # each implementation named with --harness-implementations, or else in a test's harness marker, must grade
         # something (as `check`'s exit code)
-        named = state.options.implementations or state.marker_named
-        silent = ungraded_named(state.records, named,
-                                unrun=[n for n in named if n not in state.paired] if state.parametrized else ())
+        named, unrun = _named_and_unrun(state)
+        silent = ungraded_named(state.records, named, unrun=unrun)
         if silent:
             state.notes.extend(f"harness: {line}" for line in silent)
             if session.exitstatus == pytest.ExitCode.OK:
@@ -923,6 +939,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             # as check's: `report` names the shards of a split run that it was not given
             "shard": None if state.options.shard is None else "{}/{}".format(*state.options.shard),
             "flush_to_zero": state.options.flush_to_zero,  # (report: a run with it grades under other bounds)
+            # the implementations named, each of which had to grade something (above): `report --exit-status` applies
+            # the same rule (helper-181)
+            **_named_in_env(state),
         })
         # the run-end footer of every results file (see harness.records); a session stopped by Ctrl-C is not complete
         stopped = exitstatus == pytest.ExitCode.INTERRUPTED

@@ -22,6 +22,12 @@ no footer, and its finished records are all in the file.
 Reading (:func:`read_jsonl`) never trusts a line: each is decoded and checked
 against the Record contract (:func:`check_record`) on its own, and a line that
 fails is *malformed*: counted, named with file and line number, never graded.
+
+The environment line declares the version of its run's records (``"records_format"``: :data:`RECORDS_FORMAT`). A
+record of a run that declares it holds every :class:`Record` field (as :meth:`Record.to_json` writes them all); a
+record without one is malformed. A run that declares none (a harness before helper-181's round, or a file built by
+hand) may hold records without some fields (read with the field's default), and then fails ``report --exit-status``
+(:attr:`RunSpan.miscounted`): a field deleted by hand cannot be told from one an older harness never wrote.
 """
 
 from __future__ import annotations
@@ -41,10 +47,17 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import HarnessError
 from .verdicts import FAILING, SEVERITY, contradiction
+
+#: The version of the records a run writes, declared in its environment line (``"records_format"``). Format 2
+#: (helper-181): every record holds every :class:`Record` field, and :func:`read_jsonl` refuses one without a field (a
+#: passing record whose ``computed`` or ``lower_limit`` was deleted could not be checked against its exact value or its
+#: floor, and read as passing). Files without it come from a harness before helper-181's round (format 1: records
+#: may lack ``lower_limit``, added in helper-176's), or were built by hand.
+RECORDS_FORMAT = 2
 
 
 @dataclass
@@ -136,7 +149,7 @@ class Record:
         return out
 
     @classmethod
-    def from_json(cls, obj: Any, *, known_verdict: bool = False) -> Record:
+    def from_json(cls, obj: Any, *, known_verdict: bool = False, complete: bool = False) -> Record:
         """Inverse of :meth:`to_json`, checked against the Record contract.
 
         Unknown keys are ignored (forward compatibility). Every known key must have
@@ -144,12 +157,13 @@ class Record:
         ``"nan"`` strings in float fields become floats. With ``known_verdict``
         (how :func:`read_jsonl` reads files) the verdict must also be one of
         :data:`harness.verdicts.VERDICTS`; without it any string passes, and the
-        verdict policy treats an unknown one as a failure.
+        verdict policy treats an unknown one as a failure. With ``complete`` (a record of a run that declares
+        :data:`RECORDS_FORMAT`) every field of :class:`Record` must be present.
 
         Raises:
             MalformedRecordError: (a ``ValueError``) naming the first key whose value breaks the contract.
         """
-        kw = check_record(obj, known_verdict=known_verdict)
+        kw = check_record(obj, known_verdict=known_verdict, complete=complete)
         rec = cls.__new__(cls)
         # the checked values are exactly the dataclass fields: skip __init__'s ~40 keyword
         # arguments (reading large results files spent most of its time there)
@@ -309,7 +323,7 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Record) if f.default 
 _FACTORY_FIELDS = {f.name: f.default_factory for f in dataclasses.fields(Record) if f.default_factory is not dataclasses.MISSING}
 
 
-def check_record(obj: Any, *, known_verdict: bool = True) -> dict[str, Any]:
+def check_record(obj: Any, *, known_verdict: bool = True, complete: bool = False) -> dict[str, Any]:
     """Check a decoded JSON object against the Record contract; return the known fields, converted.
 
     The contract: ``case``, ``implementation``, ``device``, ``dtype``, ``quantity``
@@ -320,7 +334,10 @@ def check_record(obj: Any, *, known_verdict: bool = True) -> dict[str, Any]:
     (``tags``) and an object of non-negative integer counts (``counts``). ``null`` is
     accepted only where the field is optional (``... | None``). Unknown keys are ignored.
     With ``known_verdict`` the verdict must also agree with the record's own counts and ratios
-    (:func:`harness.verdicts.contradiction`); without it the verdict may be any string.
+    (:func:`harness.verdicts.contradiction`); without it the verdict may be any string. With ``complete`` (a record of
+    a run whose environment line declares :data:`RECORDS_FORMAT`) every field of :class:`Record` is required: the
+    harness writes them all, and a passing record whose ``computed`` or ``lower_limit`` was deleted left nothing to
+    check its verdict against (helper-181).
 
     Raises:
         MalformedRecordError: naming the first offending key and quoting its value.
@@ -330,10 +347,10 @@ def check_record(obj: Any, *, known_verdict: bool = True) -> dict[str, Any]:
     checks = _CHECKS if known_verdict else _CHECKS_ANY_VERDICT
     # Lines written by one harness share their keys, key order and value types: plan the checks once
     # per such signature (which keys need more than a type test, whether any key is unknown).
-    sig = (known_verdict, tuple(obj), tuple(map(type, obj.values())))
+    sig = (known_verdict, complete, tuple(obj), tuple(map(type, obj.values())))
     plan = _PLANS.get(sig)
     if plan is None:
-        plan = _plan(obj, checks)
+        plan = _plan(obj, checks, complete)
         if len(_PLANS) < _MAX_PLANS:
             _PLANS[sig] = plan
     slow, unknown = plan
@@ -360,12 +377,35 @@ _PLANS: dict[tuple[Any, ...], tuple[tuple[str, ...], bool]] = {}
 _MAX_PLANS = 512
 
 
-def _plan(obj: dict[str, Any], checks: dict[str, tuple[tuple[type, ...], Any]]) -> tuple[tuple[str, ...], bool]:
+def _plan(obj: dict[str, Any], checks: dict[str, tuple[tuple[type, ...], Any]],
+          complete: bool = False) -> tuple[tuple[str, ...], bool]:
     missing = [k for k in _REQUIRED if k not in obj]
     if missing:
         raise MalformedRecordError(f"missing required key{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}")
+    absent = absent_fields(obj) if complete else ()
+    if absent:
+        raise MalformedRecordError(
+            f"missing key{'s' if len(absent) > 1 else ''} {', '.join(map(repr, absent[:5]))}{', ...' if len(absent) > 5 else ''}"
+            f": every record of a run that declares records_format {RECORDS_FORMAT} holds all {len(_FIELD_NAMES)} fields "
+            "(deleted by hand?)")
     slow = tuple(k for k, v in obj.items() if k in checks and type(v) not in checks[k][0])
     return slow, any(k not in checks for k in obj)
+
+
+_ABSENT: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def absent_fields(obj: dict[str, Any]) -> tuple[str, ...]:
+    """The :class:`Record` fields that the decoded record line ``obj`` lacks, in field order (one look-up per key order:
+    lines written by one harness share theirs)."""
+    keys = tuple(obj)
+    got = _ABSENT.get(keys)
+    if got is None:
+        held = set(keys)
+        got = tuple(k for k in _FIELD_NAMES if k not in held)
+        if len(_ABSENT) < _MAX_PLANS:
+            _ABSENT[keys] = got
+    return got
 
 
 def _plain(v: Any) -> Any:
@@ -502,6 +542,7 @@ def environment_record(extra: dict[str, Any] | None = None, run: str | None = No
     env: dict[str, Any] = {
         "kind": "environment",
         "run": run or new_run_id(),
+        "records_format": RECORDS_FORMAT,
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "hostname": platform.node(),
         "python": sys.version.split()[0],
@@ -614,6 +655,20 @@ class RunSpan:
     known_bugs: int = 0
     #: how many load errors its environment line lists (``load_errors``; None: no environment line, or not a list)
     load_errors: int | None = None
+    #: the ``records_format`` its environment line declares (None: none, or not a positive integer; see
+    #: :data:`RECORDS_FORMAT`)
+    records_format: int | None = None
+    #: how many of its records lack a :class:`Record` field (read in a run that declares no format), and the first
+    #: one's line and the first field it lacks
+    partial: int = 0
+    partial_first: tuple[int, str] | None = None
+    #: the implementations its run named (its environment line's ``"named"``: ``check --implementations``, the pytest
+    #: plugin's; None where it names none), and which of them had no task (``"unrun"``: True, every one without a
+    #: record): each must grade something, as the run's own exit status required (:func:`harness.verdicts.ungraded_named`)
+    named: list[str] | None = None
+    unrun: bool | list[str] = False
+    #: the index of its first record among the file's records (its records follow one another)
+    first_record: int = 0
 
     @property
     def completed(self) -> bool:
@@ -646,6 +701,13 @@ class RunSpan:
         if type(errors) is int and self.load_errors is not None and errors != self.load_errors:
             return (f"its run-end line counts {errors} case file(s) or case(s) that could not be loaded; its environment "
                     f"line lists {self.load_errors} (its load_errors edited?)")
+        if self.partial and self.partial_first is not None:
+            # (a run that declares the format refuses such a record as malformed; one that declares none is read, but a
+            # field deleted by hand, computed or lower_limit, cannot be told from one an older harness never wrote)
+            line, key = self.partial_first
+            return (f"{self.partial} of its record(s) lack fields that every record of this version holds (line {line} "
+                    f"lacks {key!r}) and its environment line declares no records_format (written by a harness before "
+                    "helper-181's round, or edited since): their verdicts cannot be checked; run the check again")
         end = self.end or {}
         missing = [k for k, kind in (("records", int), ("verdicts", dict), ("known_bugs", int), ("load_errors", int))
                    if type(end.get(k)) is not kind]
@@ -985,6 +1047,22 @@ class ResultsFile:
     notes: list[str] = field(default_factory=list)
     runs: list[RunSpan] = field(default_factory=list)
 
+    def ungraded_named(self) -> list[str]:
+        """Per run whose environment line names implementations (``"named"``), why each of them that graded nothing in
+        that run fails it (:func:`harness.verdicts.ungraded_named` of the run's records: the rule of the run's own exit
+        status), ``"PATH:LINE: run ID: ..."``. A whole-run ``error`` record edited to ``unsupported`` (its counts edited
+        to match) read as passing beside the other implementations' records, where the run itself had failed: where
+        the implementation was named and graded nothing else, this says so (helper-181)."""
+        from .verdicts import ungraded_named
+
+        out: list[str] = []
+        for r in self.runs:
+            if r.named:
+                recs = self.records[r.first_record:r.first_record + r.records]
+                label = f"{self.path}:{r.line}: run {r.run!r}" if r.run else f"{self.path}:{r.line}"
+                out.extend(f"{label}: {line}" for line in ungraded_named(recs, r.named, unrun=r.unrun))
+        return out
+
     @property
     def completed(self) -> bool:
         """Every run in the file has a ``run-end`` line that says it completed."""
@@ -1001,6 +1079,11 @@ class ResultsFile:
         if any(r.end is not None and not r.completed for r in self.runs):
             return "incomplete"
         return "interrupted or still running"
+
+
+def _strings(v: Any) -> TypeGuard[list[str]]:
+    """Whether ``v`` is a list of strings (an environment line's ``named``, ``unrun``)."""
+    return type(v) is list and all(type(x) is str for x in v)
 
 
 def _lines(fh: Any) -> Iterable[tuple[int, bytes | None]]:
@@ -1193,18 +1276,33 @@ class _LineReader:
             return
         kind = obj.get("kind", "record")
         if kind == "record":
+            run = self.runs[-1] if self.runs and self.runs[-1].end is None else None
+            declared = run is not None and run.records_format is not None
             try:
-                rec = Record.from_json(obj, known_verdict=True)
+                rec = Record.from_json(obj, known_verdict=True, complete=declared)
             except MalformedRecordError as exc:
                 self.bad(lineno, f"skipped a malformed record: {exc}")
                 return
             self.record(lineno, rec)
+            if not declared:
+                absent = absent_fields(obj)
+                if absent:
+                    span = self.runs[-1]
+                    span.partial += 1
+                    if span.partial_first is None:
+                        span.partial_first = (lineno, absent[0])
         elif kind == "environment":
             self.envs.append(obj)
             run_id = obj.get("run")
             errors = obj.get("load_errors", [])
+            fmt = obj.get("records_format")
+            named, unrun = obj.get("named"), obj.get("unrun")
             self.runs.append(RunSpan(lineno, None if run_id is None else str(run_id)[:200],
-                                     load_errors=len(errors) if isinstance(errors, list) else None))
+                                     load_errors=len(errors) if isinstance(errors, list) else None,
+                                     records_format=fmt if type(fmt) is int and fmt >= 2 else None,
+                                     named=named if _strings(named) else None,
+                                     unrun=True if unrun is True else unrun if _strings(unrun) else False,
+                                     first_record=len(self.recs)))
         elif kind == "run-end":
             completed, count = obj.get("completed"), obj.get("records")
             if type(completed) is not bool or (count is not None and (type(count) is not int or count < 0)):
@@ -1243,7 +1341,7 @@ class _LineReader:
                 d[name] = texts.setdefault(v, v)
         self.recs.append(rec)
         if not self.runs or self.runs[-1].end is not None:
-            self.runs.append(RunSpan(lineno))  # records without an environment line: a run of their own (its
+            self.runs.append(RunSpan(lineno, first_record=len(self.recs) - 1))  # records without an environment line: a run of their own (its
             # footer's count was compared with none of them, helper-94)
         self.runs[-1].records += 1
         tally = self.runs[-1].verdicts

@@ -10,14 +10,17 @@ from typing import Any
 import pytest
 
 from harness.cli import main
-from harness.records import read_jsonl
+from harness.records import Record, read_jsonl
 
 ENV = {"kind": "environment", "hostname": "h", "run": "run-1"}
 
 
 def disagree() -> dict[str, Any]:
-    """A disagree record as `check` writes it (the figures of a grad_W off by 0.1% in float32)."""
-    return {"case": "seed", "implementation": "wrong", "device": "cpu", "dtype": "float32", "quantity": "grad_W",
+    """A disagree record as `check` writes it (the figures of a grad_W off by 0.1% in float32; every field of a Record
+    present, as check writes them: a record without one fails the run, helper-181)."""
+    blank = Record(case="seed", implementation="wrong", device="cpu", dtype="float32", quantity="grad_W", step=1,
+                   verdict="disagree").to_json()
+    return {**blank, "case": "seed", "implementation": "wrong", "device": "cpu", "dtype": "float32", "quantity": "grad_W",
             "step": 1, "verdict": "disagree", "shape": [1, 1], "max_abs_error": 0.000180975, "bound_ratio": 81.47,
             "expected_ratio": 81.47, "worst_index": [0, 0], "exact": "0.18119835853576660156...",
             "exact_rational": "1520000/8388608", "computed": "0.18137933313846588", "rigorous_bound": 2.22137e-06,

@@ -73,6 +73,13 @@ def line(**changes: Any) -> bytes:
     return json.dumps({**base(), **changes}).encode()
 
 
+def full_line(**changes: Any) -> bytes:
+    """:func:`line` with every other field of a Record at its default, as ``check`` writes each record: a record without
+    a field fails ``report --exit-status`` (helper-181)."""
+    blank = Record(**{k: base()[k] for k in ("case", "implementation", "device", "dtype", "quantity", "step", "verdict")})
+    return json.dumps({**blank.to_json(), **base(), **changes}).encode()
+
+
 def deep(n: int = 100_000) -> bytes:
     return b"[" * n + b"]" * n
 
@@ -630,10 +637,10 @@ def test_report_exit_status_fails_on_failing_records_malformed_lines_and_unfinis
     """helper-94: ``report`` exited 0 whatever it read, and its last line left out the malformed lines, so a CI step
     merging shards could not fail on a damaged part. ``--exit-status`` exits as ``check`` would, 2 for bad input."""
     lines = valid_lines()[:10]
-    good = write(tmp_path / "good.jsonl", [line(case=f"c{i}") for i in range(3)])
+    good = write(tmp_path / "good.jsonl", [full_line(case=f"c{i}") for i in range(3)])
     out = str(tmp_path / "r.html")
     assert main(["report", str(good), "-o", out, "--exit-status"]) == 0
-    failing = write(tmp_path / "failing.jsonl", [line(case="f", verdict="disagree", bound_ratio=3.0)], env={**ENV, "run": "r2"})
+    failing = write(tmp_path / "failing.jsonl", [full_line(case="f", verdict="disagree", bound_ratio=3.0)], env={**ENV, "run": "r2"})
     assert main(["report", str(good), str(failing), "-o", out, "--exit-status"]) == 1
     assert main(["report", str(good), str(failing), "-o", out]) == 0
     damaged = write(tmp_path / "damaged.jsonl", [*lines[:3], b"{not json"], env={**ENV, "run": "r3"})
@@ -646,18 +653,18 @@ def test_report_exit_status_fails_on_failing_records_malformed_lines_and_unfinis
     assert main(["report", str(cut), "-o", out, "--exit-status"]) == 2
     assert f"{cut}: its run did not complete" in capsys.readouterr().err
     # helper-98: one shard of a split run given alone passed
-    half = write(tmp_path / "half.jsonl", [line(case="h")], env={**ENV, "run": "r5", "shard": "1/2"})
+    half = write(tmp_path / "half.jsonl", [full_line(case="h")], env={**ENV, "run": "r5", "shard": "1/2"})
     assert main(["report", str(half), "-o", out, "--exit-status"]) == 2
     assert "shard(s) 2/2 not among the files read" in capsys.readouterr().err
-    other = write(tmp_path / "other.jsonl", [line(case="o")], env={**ENV, "run": "r6", "shard": "2/2"})
+    other = write(tmp_path / "other.jsonl", [full_line(case="o")], env={**ENV, "run": "r6", "shard": "2/2"})
     assert main(["report", str(half), str(other), "-o", out, "--exit-status"]) == 0
 
 
 def test_report_strict_fails_suspect_records_as_check_strict_does(tmp_path, capsys):
     """helper-105: ``check --strict`` fails suspect records, but ``report --exit-status`` had no ``--strict``, so a CI
     step merging the shards of a strict run passed them (a NaN only a sign-sorted sum forms is ``suspect``)."""
-    good = write(tmp_path / "good.jsonl", [line(case=f"c{i}") for i in range(3)])
-    sus = write(tmp_path / "sus.jsonl", [line(case="s", verdict="suspect", bound_ratio=0.5, expected_ratio=2.0)],
+    good = write(tmp_path / "good.jsonl", [full_line(case=f"c{i}") for i in range(3)])
+    sus = write(tmp_path / "sus.jsonl", [full_line(case="s", verdict="suspect", bound_ratio=0.5, expected_ratio=2.0)],
                 env={**ENV, "run": "r2"})
     out = str(tmp_path / "r.html")
     assert main(["report", str(good), str(sus), "-o", out, "--exit-status"]) == 0

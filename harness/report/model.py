@@ -220,6 +220,8 @@ class SourceFile:
     miscounted: list[str] = field(default_factory=list)
     #: how many case files or cases its runs could not load (their environment lines' ``load_errors``)
     load_errors: int = 0
+    #: per implementation that a run named and that graded nothing in it, why (:meth:`harness.records.ResultsFile.ungraded_named`)
+    ungraded: list[str] = field(default_factory=list)
 
     @property
     def completed(self) -> bool:
@@ -555,7 +557,7 @@ def _build_model(results_paths: Iterable[str | Path | ResultsFile]) -> ReportMod
         files.append(SourceFile(str(p), len(res.records), res.malformed_count, res.status,
                                 [r.run for r in res.runs if r.run], len(res.environments),
                                 [f"run {r.run or '(unnamed)'}: {r.miscounted}" for r in res.runs if r.miscounted],
-                                len(not_loaded)))
+                                len(not_loaded), res.ungraded_named()))
     # one run read twice (the same file given twice, or a copy) counts every record of it twice (helper-66)
     first_read: dict[str, str] = {}
     read_again: set[str] = set()
