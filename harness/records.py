@@ -362,7 +362,8 @@ def check_record(obj: Any, *, known_verdict: bool = True, complete: bool = False
                             kw.get("expected_ratio"), abs_error_at_worst=kw.get("abs_error_at_worst"),
                             rigorous_bound=kw.get("rigorous_bound"), expected_bound=kw.get("expected_bound"),
                             shape=kw.get("shape"), exact=kw.get("exact"),
-                            computed=kw.get("computed"), lower_limit=kw.get("lower_limit"))
+                            computed=kw.get("computed"), lower_limit=kw.get("lower_limit"),
+                            exact_rational=kw.get("exact_rational"))
         if why is not None:
             raise MalformedRecordError(f"its verdict {kw['verdict']!r} contradicts its own figures: {why} (edited by hand?)")
         bug = kw.get("known_bug")

@@ -105,7 +105,7 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
                   expected_ratio: float | None, *, abs_error_at_worst: float | None = None,
                   rigorous_bound: float | None = None, expected_bound: float | None = None,
                   shape: Sequence[int] | None = None, exact: str | None = None, computed: str | None = None,
-                  lower_limit: float | None = None) -> str | None:
+                  lower_limit: float | None = None, exact_rational: str | None = None) -> str | None:
     """Why a record's ``verdict`` contradicts its own figures, in words, or None when it does not:
 
     - a whole-run record (``quantity`` ``"*"``) grades no element, so it is never ``agree`` or ``suspect`` (a file
@@ -134,7 +134,10 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
       ``disagree`` whatever the two-sided bounds say, :func:`harness.compare.compare`) fails (:data:`FAILING`) where
       its worst element's ``computed`` value is finite and below it, and its ``lower_limit`` is a number
       >= 0 (a loss below the floor, within every two-sided bound, edited from ``disagree`` to ``agree`` passed,
-      helper-176); and a passing record's ``computed`` value reads as a number.
+      helper-176); and a passing record's ``computed`` value reads as a number;
+    - a passing record's ``exact`` value (a decimal string, cut short) is its ``exact_rational`` (``"p/q"``, where the
+      harness wrote one) within float64's rounding of the two (an ``exact`` edited to equal ``computed``, its error and
+      ratios made small, read as agreeing, helper-181).
 
     A results file edited by hand from ``disagree`` to ``agree`` was reported as passing (helper-79). A verdict outside
     :data:`VERDICTS`: None."""
@@ -156,6 +159,10 @@ def contradiction(verdict: str, quantity: str, counts: dict[str, int], bound_rat
         if c is not None and c < lower_limit and verdict not in FAILING:
             return (f"its computed value, {computed}, is below its lower_limit, {lower_limit:.6g}, which only a "
                     "disagree record's is (no correct evaluation gives a value below its floor)")
+    if exact_rational is not None and verdict not in FAILING:
+        off = _not_its_rational(exact, exact_rational)
+        if off:
+            return off
     held = [v for v, n in counts.items() if n]
     if verdict == "unsupported":
         worse = [v for v in held if v not in ("agree", "overflow")]
@@ -239,6 +246,23 @@ def record_float(x: Any, _isfinite: Any = math.isfinite) -> float | None:
     except (TypeError, ValueError, OverflowError):
         return None
     return v if _isfinite(v) else None
+
+
+def _not_its_rational(exact: str | None, rational: str) -> str | None:
+    """Why a record's ``exact`` decimal string is not the value of its ``exact_rational`` (``"p/q"`` or ``"p"``), or
+    None (also where either does not read as a finite number). Both are read to float64 (``int(p) / int(q)`` is
+    correctly rounded), so only a difference beyond 2**-50 of the larger magnitude is named."""
+    e = record_float(exact)
+    if e is None:
+        return None
+    p, _, q = rational.partition("/")
+    try:
+        r = int(p) / int(q or 1)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        return None
+    if abs(e - r) > 2.0**-50 * max(abs(e), abs(r)):
+        return f"its exact value, {exact}, is not its exact_rational, {rational[:80]} (= {r:.17g})"
+    return None
 
 
 def _far_from_exact(exact: str | None, computed: str | None, rigorous: float | None,

@@ -23,7 +23,7 @@ def disagree() -> dict[str, Any]:
     return {**blank, "case": "seed", "implementation": "wrong", "device": "cpu", "dtype": "float32", "quantity": "grad_W",
             "step": 1, "verdict": "disagree", "shape": [1, 1], "max_abs_error": 0.000180975, "bound_ratio": 81.47,
             "expected_ratio": 81.47, "worst_index": [0, 0], "exact": "0.18119835853576660156...",
-            "exact_rational": "1520000/8388608", "computed": "0.18137933313846588", "rigorous_bound": 2.22137e-06,
+            "exact_rational": "1520002/8388608", "computed": "0.18137933313846588", "rigorous_bound": 2.22137e-06,
             "expected_bound": 2.22137e-06, "abs_error_at_worst": 0.000180975, "counts": {"disagree": 1}, "kind": "record"}
 
 

@@ -223,3 +223,72 @@ def test_a_neutral_whole_run_record_of_an_unnamed_implementation_is_not_refused(
     env = {**json.loads(lines[0]), "named": []}
     rc, _ = report_exit_status(tmp_path, [_dumps(env), *lines[1:]], capsys)
     assert rc == 0
+
+
+# --- exact edited to equal computed ---------------------------------------------------------------------------------
+
+def _exact_edited(lines: list[str]) -> dict[str, Any]:
+    """The wrong loss (computed 0.6 where the exact value is 0.49) edited to pass: its exact value made the computed one,
+    its error and ratios made small; its exact_rational (the exact value as a fraction) left as written."""
+    d = _loss_far_from_exact(lines)
+    d.update(exact="0.6", abs_error_at_worst=0.0, max_abs_error=0.0, bound_ratio=0.0, expected_ratio=0.0)
+    return d
+
+
+def test_an_exact_value_edited_to_the_computed_one_is_malformed(seed_lines, tmp_path, capsys):
+    d = _exact_edited(seed_lines)
+    assert d["exact_rational"] == "2484595176447327735421694786929/5070602400912917605986812821504"
+    lines = [seed_lines[0], _dumps(d), *seed_lines[2:]]
+    res = read_jsonl_of(lines, tmp_path)
+    assert res.malformed_count == 1 and "is not its exact_rational" in res.malformed[0].reason
+    rc, err = report_exit_status(tmp_path, lines, capsys)
+    assert rc == 2 and "edited.jsonl:2" in err and "exact_rational" in err
+
+
+def test_an_exact_value_and_its_rational_edited_together_pass(seed_lines, tmp_path, capsys):
+    """The limit: a record edited consistently in every field (exact_rational nulled, as the harness writes it where
+    the fraction is over 80 characters) cannot be told from its own figures."""
+    d = {**_exact_edited(seed_lines), "exact_rational": None}
+    rc, _ = report_exit_status(tmp_path, [seed_lines[0], _dumps(d), *seed_lines[2:]], capsys)
+    assert rc == 0
+
+
+def test_the_rational_check_reads_the_harness_own_records(seed_lines):
+    """Each record of the seed run with an exact_rational agrees with it (no refusal of what the harness writes)."""
+    from harness.verdicts import _not_its_rational
+
+    held = [json.loads(line) for line in seed_lines[1:-1]]
+    assert sum(1 for d in held if d["exact_rational"]) == 40
+    assert all(_not_its_rational(d["exact"], d["exact_rational"]) is None for d in held)
+    assert _not_its_rational("0.49", "49/100") is None and _not_its_rational("0.5", "49/100") is not None
+    assert _not_its_rational("0.49", "x/100") is None and _not_its_rational("0.49", "1/0") is None
+
+
+# --- a killed run's cut last line, a byte-order mark, CRLF line ends --------------------------------------------------
+
+def test_a_cut_last_line_is_flagged_and_the_others_kept(seed_lines, tmp_path, capsys):
+    """A killed run: no run-end line, its last record cut in the middle. Read without a traceback, the cut line named
+    malformed, the 39 whole records kept, and the run fails."""
+    lines = [*seed_lines[:-2], seed_lines[-2][:70]]
+    res = read_jsonl_of(lines, tmp_path)
+    assert len(res.records) == 39 and res.malformed_count == 1 and res.malformed[0].line == 41
+    rc, err = report_exit_status(tmp_path, lines, capsys)
+    assert rc == 2 and "not valid JSON" in err and "its run did not complete" in err
+
+
+@pytest.mark.parametrize("form", ["bom", "crlf", "both"])
+def test_a_byte_order_mark_or_crlf_line_ends_read_as_the_same_run(seed_lines, tmp_path, capsys, form):
+    """An editor's re-save (a UTF-8 byte-order mark, Windows line ends) changes no record: the file still passes, and a
+    key deleted in it is still refused."""
+    text = "".join(seed_lines)
+    if form in ("crlf", "both"):
+        text = text.replace("\n", "\r\n")
+    data = (b"\xef\xbb\xbf" if form in ("bom", "both") else b"") + text.encode()
+    path = tmp_path / "saved.jsonl"
+    path.write_bytes(data)
+    res = read_jsonl(path)
+    assert len(res.records) == 40 and res.malformed_count == 0 and res.runs[0].records_format == 2
+    assert main(["report", str(path), "-o", str(tmp_path / "r.html"), "--exit-status"]) == 0
+    cut = _without(json.loads(seed_lines[1]), "computed")
+    path.write_bytes(data.replace(seed_lines[1].rstrip("\n").encode(), json.dumps(cut).encode()))
+    assert read_jsonl(path).malformed_count == 1
