@@ -1,0 +1,276 @@
+"""helper-182: an adversary's pass over "any model" (harness/models) for false passes and false alarms.
+
+**False pass (fixed)**: a quotient whose denominator may be beyond the dtype's range had an infinite (vacuous) bound
+(:func:`harness.models.bounds._unbounded_past_overflow`, for ``1/inf = 0``), so every finite value agreed there. A
+sigmoid written by hand, ``a/(1 + exp(-(w*x1 + c)))``, overflows ``exp`` at ``w x1 + c = -100`` in float32 (and
+bfloat16) and at ``-12`` in float16: with one such row among others, ``loss``, ``grad_a`` and ``a`` were graded against
+an infinite bound, and a step returning ``grad_a`` with its sign flipped, or doubled, was ``agree`` (the run passed:
+the correct step's ``grad_w`` is NaN there, ``inf * 0``, an ``overflow`` verdict, which passes). A finite numerator over
+an infinite denominator is ``+-0``, whose error is the exact ``|a / b|``: the bound there is now the larger of the
+division's rule and ``|a| / |b|`` (:func:`harness.models.bounds._rule_div`), rigorous because the walk's ``E`` bounds
+every finite value a correct evaluation gives.
+
+Where the exact denominator is beyond float64's range (``exp(800)``: its magnitude in the walk is inf), no correct
+evaluation of it is finite (:func:`harness.models.bounds.never_finite` of the nodes before the quotient) and the
+bound is ``|a| / |b|`` alone. And where ``exp``'s argument errs by more than about 0.57 (bfloat16 at ``|z|`` near 75),
+its mean-value bound ``exp(a + E) E`` exceeded ``exp(a)``, so the denominator's interval reached 0 and the quotient's
+bound was infinite without a note; ``exp``'s change is now bounded by ``exp(a) expm1(E)`` (exact: exp is increasing),
+and an infinite quotient bound is noted as vacuous.
+
+The searches (:func:`test_search_correct_steps_are_never_false_alarms`, :func:`test_search_sign_flip_is_caught_where_the_bound_is_finite`)
+are bounded Hypothesis runs with ``target()``; their figures are in the report of helper-182.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings, target
+from hypothesis import strategies as st
+
+import harness
+from harness.cases import case_from_arrays
+from harness.implementations.registry import Implementation
+from harness.models import ModelStepResult
+from harness.models.torch_steps import torch_model_functional
+
+FAILING = ("disagree", "error")
+SIGMOID = "a/(1 + exp(-(w*x1 + c)))"
+DTYPES = ("float64", "float32", "float16", "bfloat16")
+
+
+def expression_case(expr: str, params: dict[str, float], X: Any, y: Any, dtype: str, lr: float = 0.125,
+                    reduction: str = "sum") -> Any:
+    return case_from_arrays("h182", np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64), lr=lr, dtypes=(dtype,),
+                            reduction=reduction, model={"expression": expr, "parameters": list(params)},
+                            params={p: np.array(v) for p, v in params.items()})
+
+
+def regraded(name: str, change: Any) -> Implementation:
+    """``torch-model-functional`` with its gradients passed through ``change(param_name, grad)`` and the parameters
+    updated from the changed gradients (``p - lr g``, as the step holds them)."""
+
+    def step(X: Any, y: Any, params: dict[str, Any], *, model: Any, lr: float, reduction: str, steps: int) -> Any:
+        out = []
+        for r in torch_model_functional(X, y, params, model=model, lr=lr, reduction=reduction, steps=steps):
+            g = {k: change(k, v) for k, v in r.grads.items()}
+            out.append(ModelStepResult(r.loss, g, {k: params[k] - lr * g[k] for k in params}))
+        return out
+
+    return Implementation(name=name, framework="torch", fn=step, models=("any",), dtypes=DTYPES)
+
+
+def sign_flip(first: str) -> Implementation:
+    """A sign flipped in one gradient (``first``'s)."""
+    return regraded(f"sign-flip-{first}", lambda k, v: -v if k == first else v)
+
+
+def doubled(first: str) -> Implementation:
+    return regraded(f"doubled-{first}", lambda k, v: 2 * v if k == first else v)
+
+
+def upcast(name: str, compute: torch.dtype, dtypes: tuple[str, ...]) -> Implementation:
+    """A correct step computed in ``compute`` on the dtype's inputs, each output rounded once to the dtype (a fused
+    kernel with float32 or float64 opmath): more accurate than any evaluation in the dtype."""
+
+    def step(X: Any, y: Any, params: dict[str, Any], *, model: Any, lr: float, reduction: str, steps: int) -> Any:
+        dt = X.dtype
+        p = {k: v.to(compute) for k, v in params.items()}
+        out = []
+        for _ in range(steps):
+            r = torch_model_functional(X.to(compute), y.to(compute), p, model=model, lr=lr, reduction=reduction, steps=1)[0]
+            out.append(ModelStepResult(r.loss.to(dt), {k: v.to(dt) for k, v in r.grads.items()},
+                                       {k: v.to(dt) for k, v in r.params.items()}))
+            p = {k: v.to(dt).to(compute) for k, v in r.params.items()}
+        return out
+
+    return Implementation(name=name, framework="torch", fn=step, models=("any",), dtypes=dtypes)
+
+
+def by_impl(records: list[Any]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for r in records:
+        out.setdefault(r.implementation, {})[r.quantity] = r
+    return out
+
+
+def sig(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+# the row whose exp(-z) overflows the dtype, and a row at z = 1 (w = 1, c = 0, a = 1)
+OVERFLOW_Z = {"float32": -100.0, "float16": -12.0, "bfloat16": -100.0}
+
+
+@pytest.mark.parametrize("dtype", sorted(OVERFLOW_Z))
+def test_hand_sigmoid_past_exp_overflow_catches_a_sign_flip(dtype: str) -> None:
+    z = OVERFLOW_Z[dtype]
+    X, y = np.array([[z], [1.0]]), np.array([[0.5], [0.25]])
+    case = expression_case(SIGMOID, {"a": 1.0, "w": 1.0, "c": 0.0}, X, y, dtype)
+    recs = by_impl(harness.verify([case], ["torch-model-functional", sign_flip("a"), doubled("a")], dtypes=dtype))
+    ok = recs["torch-model-functional"]
+    assert not [q for q, r in ok.items() if r.verdict in FAILING], {q: r.message for q, r in ok.items()}
+    # the exact grad_a = sum 2 R s with R = a s - y (a = 1): the overflowing row adds 2 (s - 1/2) s, |.| < 1e-5
+    # (s = 1/(1 + e^12) = 6.1e-6 at float16's z = -12; e^-100 at -100), computed here without the harness
+    # (float16 rounds x1 = 1 exactly, z = -12 exactly: the exact value is that of these inputs)
+    exact = 2 * (sig(1.0) - 0.25) * sig(1.0) + 2 * (sig(z) - 0.5) * sig(z)
+    assert float(ok["grad_a"].exact.replace("...", "")) == pytest.approx(exact, rel=1e-12)
+    assert ok["grad_a"].bound_ratio is not None and math.isfinite(ok["grad_a"].rigorous_bound)  # was inf: vacuous
+    assert ok["grad_a"].rigorous_bound < 0.05 * abs(exact)  # a finite, useful bound (float32 4e-7, bfloat16 0.024)
+    for name in ("sign-flip-a", "doubled-a"):
+        assert recs[name]["grad_a"].verdict == "disagree", (name, recs[name]["grad_a"].message)  # were agree
+        assert recs[name]["a"].verdict == "disagree"
+    assert ok["grad_w"].verdict == "overflow" and ok["grad_w"].computed == "nan"  # torch's inf * 0 there: unchanged
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16"])
+def test_hand_sigmoid_past_exp_overflow_more_accurate_steps_pass(dtype: str) -> None:
+    """The new bound of ``a / inf`` is not below a correct quotient's error: steps computed in float64 (and float32
+    for the half types), rounded once, pass, with every row's ``exp`` overflowing the dtype but one."""
+    z = OVERFLOW_Z[dtype]
+    X = np.array([[z], [z * 1.5], [0.75], [z * 0.75]])
+    y = np.array([[0.5], [0.0], [0.25], [1e-3]])
+    case = expression_case(SIGMOID, {"a": 1.5, "w": 1.0, "c": -0.25}, X, y, dtype, reduction="mean")
+    impls: list[Any] = ["torch-model-functional", upcast("float64-opmath", torch.float64, (dtype,))]
+    if dtype != "float32":
+        impls.append(upcast("float32-opmath", torch.float32, (dtype,)))
+    recs = harness.verify([case], impls, dtypes=dtype)
+    assert not [(r.implementation, r.quantity, r.message[:160]) for r in recs if r.verdict in FAILING]
+    assert all(r.bound_ratio is not None for r in recs if r.quantity in ("loss", "grad_a", "a"))
+
+
+@pytest.mark.parametrize(("dtype", "z"), [("float64", -710.0), ("float64", -800.0), ("float32", -800.0),
+                                          ("bfloat16", -800.0)])
+def test_hand_sigmoid_past_float64s_range(dtype: str, z: float) -> None:
+    """The exact denominator ``1 + exp(-z)`` beyond float64's range (its magnitude in the walk is inf): no correct
+    evaluation of it is finite (:func:`harness.models.bounds.never_finite`), so the quotient is ``+-0`` or NaN and its
+    bound ``|a| / |b| < |a| / 2**1024``; it was vacuous there (exp's argument 'may reach its domain's edge')."""
+    X, y = np.array([[z], [1.0]]), np.array([[0.5], [0.25]])
+    case = expression_case(SIGMOID, {"a": 1.0, "w": 1.0, "c": 0.0}, X, y, dtype)
+    recs = by_impl(harness.verify([case], ["torch-model-functional", sign_flip("a")], dtypes=dtype))
+    ok = recs["torch-model-functional"]
+    assert not [q for q, r in ok.items() if r.verdict in FAILING], {q: r.message for q, r in ok.items()}
+    exact = 2 * (sig(1.0) - 0.25) * sig(1.0)  # the row at z adds 2 (s - 1/2) s with s < e^-700: below float64's range
+    assert float(ok["grad_a"].exact.replace("...", "")) == pytest.approx(exact, rel=1e-12)
+    assert math.isfinite(ok["grad_a"].rigorous_bound) and ok["grad_a"].rigorous_bound < 0.05 * exact
+    assert recs["sign-flip-a"]["grad_a"].verdict == "disagree"  # was agree
+
+
+def test_exp_of_an_argument_with_a_large_error_bounds_a_quotient() -> None:
+    """bfloat16 ``z = -75.25`` (``w x1 + c``, two roundings: ``|z^ - z| <= 0.589``): the mean-value bound of ``exp(-z)``
+    was ``exp(75.84) 0.589 = 1.07 exp(75.25)``, above the value itself, so the quotient ``a / (1 + exp(-z))`` had an
+    infinite bound (silently: no record said so) and ``loss``, ``grad_a`` and ``a`` agreed with anything; the exact
+    change ``exp(75.25) expm1(0.589) = 0.80 exp(75.25)`` keeps the denominator from 0."""
+    X = np.array([[-75.0], [0.75]])
+    y = np.array([[0.0], [0.25]])
+    case = expression_case(SIGMOID, {"a": 1.5, "w": 1.0, "c": -0.25}, X, y, "bfloat16")
+    recs = by_impl(harness.verify([case], ["torch-model-functional", sign_flip("a")], dtypes="bfloat16"))
+    ok = recs["torch-model-functional"]
+    assert not [q for q, r in ok.items() if r.verdict in FAILING]
+    assert all(math.isfinite(ok[q].rigorous_bound) for q in ("loss", "grad_a", "a"))
+    assert recs["sign-flip-a"]["grad_a"].verdict == "disagree"
+
+
+def test_exp_change_is_the_exact_increase() -> None:
+    """``_exp_change``: ``exp(a) expm1(E)`` (values by hand: ``e^1 (e^0.5 - 1) = 1.76370...``), never above the
+    mean-value bound it is given, and that bound where the product overflows."""
+    from harness.models.bounds import _exp_change
+
+    got = _exp_change(np.array([1.0, 800.0]), np.array([0.5, 0.5]), np.array([10.0, np.inf]))
+    assert got[0] == pytest.approx(math.e * (math.exp(0.5) - 1), rel=1e-12) and got[0] >= math.e * math.expm1(0.5)
+    assert got[1] == np.inf
+    assert _exp_change(np.array([1.0]), np.array([0.5]), np.array([1.0]))[0] == 1.0
+
+
+# ----------------------------------------------------------------------------------------------------
+# bounded searches
+
+EXPRS = (
+    ("a*tanh(w*x1 + c)", ("a", "w", "c")),
+    ("a*exp(w*x1)", ("a", "w")),
+    ("a*log(w*x1*x1 + c)", ("a", "w", "c")),
+    (SIGMOID, ("a", "w", "c")),
+    ("a*x1**3 + c*x1", ("a", "c")),
+    ("(a*x1 + c)*(w*x1 - c)", ("a", "w", "c")),
+    ("a/(w + x1*x1)", ("a", "w")),
+    ("tanh(a*tanh(w*x1 + c))", ("a", "w", "c")),
+    ("exp(a*x1) - exp(c*x1)", ("a", "c")),
+    ("a*sqrt(x1*x1 + w)", ("a", "w")),
+)
+POSITIVE = {"a*log(w*x1*x1 + c)": ("w", "c"), "a/(w + x1*x1)": ("w",), "a*sqrt(x1*x1 + w)": ("w",)}
+
+
+@st.composite
+def drawn_case(draw: Any) -> tuple[Any, str, float, str, tuple[str, ...]]:
+    expr, names = draw(st.sampled_from(EXPRS))
+    dtype = draw(st.sampled_from(DTYPES))
+    n = draw(st.sampled_from([1, 2, 3, 17, 64, 257, 1024, 4096]))
+    pe, xe = draw(st.sampled_from([0, 0, -6, -20, 6, 12, -60])), draw(st.sampled_from([0, 0, -6, -20, 6, 12, -60]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    params = {p: float(rng.normal()) * 2.0**pe for p in names}
+    for p in POSITIVE.get(expr, ()):
+        params[p] = abs(params[p]) + 2.0**pe
+    X = rng.normal(size=(n, 1)) * 2.0**xe
+    with np.errstate(all="ignore"):
+        pred = predict64(expr, params, X)
+    if not np.all(np.isfinite(pred)):
+        pred = np.zeros_like(X)
+    # cancelling data (residuals near 0: y the float64 prediction, nudged) or noise
+    y = pred * (1 + rng.normal(size=pred.shape) * 2.0**-12) if draw(st.booleans()) else pred + rng.normal(size=pred.shape)
+    lr = draw(st.sampled_from([0.1, 0.125, 1e-3, 2.0**-20]))
+    reduction = draw(st.sampled_from(["sum", "mean"]))
+    return expression_case(expr, params, X, y, dtype, lr, reduction), dtype, float(np.abs(X).max()), expr, names
+
+
+def predict64(expr: str, params: dict[str, float], X: Any) -> Any:
+    from harness.models.spec import ModelSpec
+    from harness.models.torch_steps import functional_forward
+
+    spec = ModelSpec(kind="expression", expression=expr, parameters=tuple(params))
+    with torch.no_grad():
+        return functional_forward(spec, 1)(torch.tensor(X), {k: torch.tensor(v, dtype=torch.float64)
+                                                            for k, v in params.items()}).numpy()
+
+
+HI64 = upcast("float64-opmath", torch.float64, ("float32", "float16", "bfloat16"))
+OP32 = upcast("float32-opmath", torch.float32, ("float16", "bfloat16"))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
+@given(drawn_case())
+def test_search_correct_steps_are_never_false_alarms(drawn: Any) -> None:
+    """torch autograd of the expression in the dtype, and the same in float64 (float32 for the half types) rounded
+    once: never ``disagree`` or ``error``; the search maximizes a correct step's error / bound."""
+    case, dtype, _, _, _ = drawn
+    recs = harness.verify([case], ["torch-model-functional", HI64, OP32], dtypes=dtype)
+    worst = max((r.bound_ratio for r in recs if r.bound_ratio is not None and r.verdict != "overflow"), default=0.0)
+    target(float(worst), label="correct error / rigorous bound")
+    bad = [(r.implementation, r.quantity, r.verdict, r.message[:200]) for r in recs if r.verdict in FAILING]
+    assert not bad, bad
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
+@given(drawn_case())
+def test_search_sign_flip_is_caught_where_the_bound_is_finite(drawn: Any) -> None:
+    """A gradient with its sign flipped passes only where twice its exact value is within the rigorous bound (the
+    dtype cannot tell), and a finite correct gradient is graded against a finite bound wherever the arguments of
+    ``exp`` stay within float64's range (the bound is vacuous nowhere else): maximizes ``bound / |exact|`` of the
+    flipped gradient where it passes, the bound's looseness."""
+    case, dtype, xmax, expr, names = drawn
+    first = names[0]
+    recs = by_impl(harness.verify([case], ["torch-model-functional", sign_flip(first)], dtypes=dtype))
+    ok, flip = recs["torch-model-functional"], recs[f"sign-flip-{first}"]
+    q = f"grad_{first}"
+    if q not in ok or q not in flip or ok[q].exact in (None, "nan"):
+        return
+    exact = abs(float(ok[q].exact.replace("...", "")))
+    computed = float(ok[q].computed)
+    if math.isfinite(computed) and ok[q].verdict == "agree" and exact > 0:
+        bound = ok[q].rigorous_bound
+        target(float(min(bound / exact, 1e300)), label="rigorous bound / |exact| of a sign-flipped gradient")
+        if flip[q].verdict not in FAILING:
+            assert bound >= 2 * exact * (1 - 2.0**-20) - (ok[q].abs_error_at_worst or 0.0), (q, bound, exact)
