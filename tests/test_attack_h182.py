@@ -17,6 +17,12 @@ its mean-value bound ``exp(a + E) E`` exceeded ``exp(a)``, so the denominator's 
 bound was infinite without a note; ``exp``'s change is now bounded by ``exp(a) expm1(E)`` (exact: exp is increasing),
 and an infinite quotient bound is noted as vacuous.
 
+**Looseness (fixed)**: the half types' activation values (computed in float32 and rounded once, the documented model)
+were bounded by one rounding ``u (|y| + e)``; where float32's whole error interval rounds to one half float ``F`` the
+value is ``F`` (or the float32 value in a fused step): a saturated tanh is exactly +-1, and ``1 - y^2`` exactly 0,
+where the bound allowed ``2**-7`` in bfloat16, and ``mutant-model-missing-chain-factor`` agreed on a saturated
+bfloat16 MLP (:func:`test_saturated_tanh_in_the_half_types_catches_a_dropped_derivative`).
+
 The searches (:func:`test_search_correct_steps_are_never_false_alarms`, :func:`test_search_sign_flip_is_caught_where_the_bound_is_finite`)
 are bounded Hypothesis runs with ``target()``; their figures are in the report of helper-182.
 """
@@ -184,6 +190,63 @@ def test_exp_change_is_the_exact_increase() -> None:
     assert got[0] == pytest.approx(math.e * (math.exp(0.5) - 1), rel=1e-12) and got[0] >= math.e * math.expm1(0.5)
     assert got[1] == np.inf
     assert _exp_change(np.array([1.0]), np.array([0.5]), np.array([1.0]))[0] == 1.0
+
+
+def saturated_tanh_case(dtype: str) -> Any:
+    """A tanh MLP (1 hidden unit, ``W1 = W2 = 1``, biases 0) whose four pre-activations are ``+-10``: ``tanh`` is
+    ``+-1`` in the half types (float32's value rounds there), the residuals ``1/2, -1/2 + 2**-8, 1/2, -1/2 + 2**-8``,
+    so ``sum 2 R = 2**-6`` and ``sum 2 R x = 0``: dropping tanh' moves ``grad_b1`` by ``2**-6`` only."""
+    d = 2.0**-8
+    X = np.array([[10.0], [10.0], [-10.0], [-10.0]])
+    y = np.array([[0.5], [1.5 - d], [-1.5], [-0.5 - d]])
+    return case_from_arrays("saturated-tanh", X, y, lr=0.125, dtypes=(dtype,), model={"hidden": [1], "activation": "tanh"},
+                            params={"W1": np.array([[1.0]]), "b1": np.array([0.0]), "W2": np.array([[1.0]]),
+                                    "b2": np.array([0.0])})
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_saturated_tanh_in_the_half_types_catches_a_dropped_derivative(dtype: str) -> None:
+    """The value of a saturated tanh in the half types is 1 exactly (float32's ``tanh(10) = 1 - 4e-9`` within its
+    ULPs rounds to 1): its bound was ``u (|y| + e)`` (bfloat16: ``2**-8``), and ``1 - y^2`` up to ``2**-7``, so
+    ``mutant-model-missing-chain-factor`` agreed in bfloat16 at 0.23 of the bound of ``grad_b1`` (0.0336 for an error
+    of 0.0078); the delivered value's error is ``|1 - tanh(10)|`` now (:meth:`harness.models.bounds.FnContext.delivered`):
+    ``disagree`` at 3,400 times the bound (float16 caught it through ``grad_b1`` already: 4.0 times, now 6,200)."""
+    import harness.models.mutants  # noqa: F401 - registers the model mutants
+
+    impls: list[Any] = ["numpy-model", "torch-model-nn", "torch-model-functional",
+                        upcast("float32-opmath", torch.float32, (dtype,)), upcast("float64-opmath", torch.float64, (dtype,)),
+                        "mutant-model-missing-chain-factor"]
+    recs = by_impl(harness.verify([saturated_tanh_case(dtype)], impls, dtypes=dtype))
+    for name in impls[:5]:
+        nm = name if isinstance(name, str) else name.name
+        assert not [q for q, r in recs[nm].items() if r.verdict in FAILING], (nm, {q: r.message for q, r in recs[nm].items()})
+    # exact grad_b1 = sum 2 R sech^2(z) W2 with R = tanh(z) - y (the harness is not used: math.tanh, math.cosh)
+    d = 2.0**-8
+    ys = torch.tensor([0.5, 1.5 - d, -1.5, -0.5 - d], dtype=getattr(torch, dtype)).double().tolist()  # bfloat16: 1.5 - d -> 1.5
+    exact = sum(2 * (math.tanh(z) - yv) / math.cosh(z) ** 2 for z, yv in zip([10.0, 10.0, -10.0, -10.0], ys, strict=True))
+    ok = recs["numpy-model"]["grad_b1"]
+    assert float(ok.exact.replace("...", "")) == pytest.approx(exact, rel=1e-9)
+    assert ok.rigorous_bound < 1e-5  # was 0.0336 (bfloat16), 0.0039 (float16)
+    mutant = recs["mutant-model-missing-chain-factor"]
+    assert float(mutant["grad_b1"].computed) == (2.0**-6 if dtype == "float16" else 2.0**-7)  # sum 2 R, tanh' dropped
+    assert mutant["grad_b1"].verdict == "disagree"  # bfloat16: was agree (the whole run passed)
+
+
+def test_delivered_value_of_a_half_type() -> None:
+    """:meth:`FnContext.delivered`: bfloat16, a float32 value within ``pre`` of ``v = tanh(10)`` rounds to 1: the
+    error is ``max(|1 - v|, pre)``; an interval across a rounding boundary keeps ``e``; float32 keeps ``e``."""
+    from harness.bounds import Regime
+    from harness.floats import get_format
+    from harness.models.bounds import FUNCTION_ULPS, FnContext
+
+    bf = get_format("bfloat16")
+    ctx = FnContext(bf, Regime(bf, False), FUNCTION_ULPS)
+    v = np.array([math.tanh(10.0), 1.0 + 2.0**-8])  # the second: the midpoint between 1 and 1 + 2**-7
+    got = ctx.delivered(np.array([2.0**-8, 2.0**-8]), np.array([2.0**-22, 2.0**-22]), v)
+    assert got[0] == pytest.approx(max(1.0 - math.tanh(10.0), 2.0**-22), rel=1e-6) and got[0] >= 2.0**-22
+    assert got[1] == 2.0**-8
+    f32 = get_format("float32")
+    assert FnContext(f32, Regime(f32, False), FUNCTION_ULPS).delivered(np.array([1e-7]), np.array([1e-9]), v[:1])[0] == 1e-7
 
 
 # ----------------------------------------------------------------------------------------------------

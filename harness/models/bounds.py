@@ -46,7 +46,8 @@ rigorous, not only first-order):
                 ``max(gamma_{p-1}, libm pow's ULPs) (|a| + E_a)^p`` (repeated products or ``pow``)
 ``fn``          ``max_{[a - E_a, a + E_a]} |f'| E_a`` plus the library's evaluation error at the
                 computed argument (:data:`FUNCTION_ULPS`), the half types computed in float32 and
-                rounded (``u_h`` more); see :func:`activation_value_bound`
+                rounded (``u_h`` more; an activation's value ``|F - f(a)|`` where float32's whole error interval
+                rounds to one half float ``F``: :meth:`FnContext.delivered`); see :func:`activation_value_bound`
 ``fn_grad``     ``max |f''| E_a`` over the same interval, or, for a derivative written in the forward
                 value (tanh: ``1 - y^2``, sigmoid: ``y (1 - y)``), the exact change of that formula
                 under ``|y^ - y| <= E_y`` (the larger of the two: an implementation may use either);
@@ -475,6 +476,25 @@ class FnContext:
             return err_c + self.reg.eta
         return err_c + self.fmt.unit_roundoff * (mag + err_c) + self.reg.eta
 
+    def delivered(self, e: F64, pre: F64, value: F64) -> F64:
+        """``e`` (a bound of a function value computed in the computing type and delivered in the dtype) narrowed where
+        the delivery is determined: for the half types, a computing-type value within ``pre`` of the exact ``value``
+        whose whole interval rounds to one normal float ``F`` of the dtype (rounding to nearest is monotone: both ends
+        round to ``F``) is delivered as ``F``, an error of ``|F - value|`` exactly (``value`` the truth's nearest
+        float64: ``2**-52 |value|`` more), or kept in the computing type by a fused step that rounds only its outputs
+        (within ``pre``): the larger of the two. The one rounding ``u (mag + err_c)`` of :meth:`finish` allowed ``1 - u``
+        for a saturated ``tanh`` (float32's ``1 - 2**-23`` rounds to 1 in bfloat16), and ``1 - y^2`` up to ``2 u``
+        after it, where every correct evaluation gives 1 and 0 (helper-182). float32 and float64: ``e`` unchanged."""
+        if self.cfmt is self.fmt:
+            return e
+        v = np.asarray(value, dtype=np.float64)
+        with np.errstate(invalid="ignore", over="ignore"):
+            r = np.asarray(pre, dtype=np.float64) * (1 + 2.0**-40) + 2.0**-50 * np.abs(v) + 2.0**-1074
+            lo, hi = round_to_format(v - r, self.fmt), round_to_format(v + r, self.fmt)
+            same = np.isfinite(r) & np.isfinite(lo) & (lo == hi) & (np.abs(lo) >= self.fmt.min_normal)
+            at = np.maximum(np.abs(lo - v) * (1 + 2.0**-50) + 2.0**-52 * np.abs(v), r)
+        return np.asarray(np.where(same, np.minimum(e, at), e))
+
     def lib(self, name: str, mag: F64) -> F64:
         """A library function's own error at a result of magnitude <= ``mag``, in the computing type:
         ``k ULPs <= 2 k u |f| + k 2 eta_sub`` (ULP of a normal ``y`` is at most ``2 u |y|``)."""
@@ -482,7 +502,8 @@ class FnContext:
         return 2.0 * k * self.uc * mag + 2.0 * k * self.cfmt.underflow_quantum
 
 
-def activation_value_bound(name: str, a: F64, E: F64, ctx: FnContext, slope: float | None = None) -> F64:
+def activation_value_bound(name: str, a: F64, E: F64, ctx: FnContext, slope: float | None = None,
+                           value: F64 | None = None) -> F64:
     """Bound of ``|f^(a^) - f(a)|`` for an activation ``f`` given ``|a^ - a| <= E``.
 
     ``f^`` is a correct library evaluation: PyTorch's formulas (tanh: SLEEF/libm tanh; sigmoid
@@ -521,7 +542,8 @@ def activation_value_bound(name: str, a: F64, E: F64, ctx: FnContext, slope: flo
         ev = _gelu_value_eval(lo, hi, mag, ctx)
     else:  # pragma: no cover - _SMOOTH's keys
         raise ValueError(name)
-    return np.asarray(prop + ctx.finish(ev, mag))
+    e = np.asarray(prop + ctx.finish(ev, mag))
+    return e if value is None else ctx.delivered(e, prop + ev, value)
 
 
 def _erf_error(lo: F64, hi: F64, ctx: FnContext, key: str = "gelu_erf") -> tuple[F64, F64]:
@@ -1133,7 +1155,7 @@ def _rule_fn(node: Node, a: list[F64], E: list[F64], w: _Walk) -> F64:
     """An activation (:func:`activation_value_bound`); another function: no accuracy model (inf)."""
     name = str(node.attrs["fn"])
     if name in _SMOOTH or name in ("relu", "leaky_relu"):
-        e = activation_value_bound(name, a[0], E[0], w.ctx, _slope(node))
+        e = activation_value_bound(name, a[0], E[0], w.ctx, _slope(node), value=w.vals[node.id])
         e = _capped_by_range(name, w.vals[node.id], e, VALUE_RANGES)
         return _saturated(node, e, SATURATION_LIMITS[name][0], w)
     if name in _ELEMENTARY or name == "abs":
