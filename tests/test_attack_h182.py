@@ -316,7 +316,7 @@ def test_search_correct_steps_are_never_false_alarms(drawn: Any) -> None:
     assert not bad, bad
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
+@settings(max_examples=35, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
 @given(drawn_case())
 def test_search_sign_flip_is_caught_where_the_bound_is_finite(drawn: Any) -> None:
     """A gradient with its sign flipped passes only where twice its exact value is within the rigorous bound (the
@@ -337,3 +337,52 @@ def test_search_sign_flip_is_caught_where_the_bound_is_finite(drawn: Any) -> Non
         target(float(min(bound / exact, 1e300)), label="rigorous bound / |exact| of a sign-flipped gradient")
         if flip[q].verdict not in FAILING:
             assert bound >= 2 * exact * (1 - 2.0**-20) - (ok[q].abs_error_at_worst or 0.0), (q, bound, exact)
+
+
+@st.composite
+def drawn_mlp(draw: Any) -> tuple[Any, str]:
+    """An MLP in a half type (mostly) with saturating activations at drawn magnitudes (pre-activations up to ~2**6)."""
+    act = draw(st.sampled_from(["tanh", "sigmoid", "softplus", "gelu"]))
+    hidden = draw(st.sampled_from([[1], [3], [4, 3]]))
+    dtype = draw(st.sampled_from(["bfloat16", "float16", "bfloat16", "float16", "float32"]))
+    n, d, k = draw(st.sampled_from([1, 4, 33, 256])), draw(st.sampled_from([1, 3])), draw(st.sampled_from([1, 2]))
+    pe = draw(st.sampled_from([0, 1, 2, 3, 4, -6]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    dims = [d, *hidden, k]
+    params: dict[str, Any] = {}
+    for i in range(len(dims) - 1):
+        params[f"W{i + 1}"] = rng.normal(size=(dims[i], dims[i + 1])) * 2.0**pe
+        params[f"b{i + 1}"] = rng.normal(size=(dims[i + 1],)) * 2.0**pe
+    X = rng.normal(size=(n, d))
+    y = rng.normal(size=(n, k)) * draw(st.sampled_from([1.0, 1e-3, 2.0**pe]))
+    case = case_from_arrays("mlp", X, y, lr=draw(st.sampled_from([0.1, 0.125])), dtypes=(dtype,),
+                            reduction=draw(st.sampled_from(["sum", "mean"])), model={"hidden": hidden, "activation": act},
+                            params=params)
+    return case, dtype
+
+
+MLP_CORRECT = ["numpy-model", "torch-model-nn", "torch-model-functional", HI64, OP32]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
+@given(drawn_mlp())
+def test_search_saturated_mlps_in_the_half_types(drawn: Any) -> None:
+    """Correct MLP steps (and float32/float64 opmath rounded once) against the half types' delivered activation values
+    (:meth:`harness.models.bounds.FnContext.delivered`): never ``disagree``; maximizes a gradient's error / bound, and
+    reports (``target``) how far ``mutant-model-missing-chain-factor`` passes (its error / the correct one's)."""
+    import harness.models.mutants  # noqa: F401
+
+    case, dtype = drawn
+    recs = by_impl(harness.verify([case], [*MLP_CORRECT, "mutant-model-missing-chain-factor"], dtypes=dtype))
+    names = ["numpy-model", "torch-model-nn", "torch-model-functional", HI64.name, OP32.name]
+    bad = [(nm, q, r.message[:200]) for nm in names for q, r in recs.get(nm, {}).items() if r.verdict in FAILING]
+    assert not bad, bad
+    grads = [r.bound_ratio for nm in names for q, r in recs.get(nm, {}).items()
+             if q.startswith("grad_") and r.bound_ratio is not None and r.verdict != "overflow"]
+    target(float(max(grads, default=0.0)), label="correct gradient error / rigorous bound")
+    mutant = recs.get("mutant-model-missing-chain-factor", {})
+    if mutant and not any(r.verdict in FAILING for r in mutant.values()):
+        ref = recs["numpy-model"]
+        slip = max(((r.max_abs_error or 0.0) / max(ref[q].max_abs_error or 0.0, 1e-300) for q, r in mutant.items()
+                    if q.startswith("grad_") and q in ref and r.max_abs_error is not None), default=0.0)
+        target(float(min(slip, 1e12)), label="passing missing-chain-factor error / correct error")
