@@ -249,6 +249,47 @@ def test_delivered_value_of_a_half_type() -> None:
     assert FnContext(f32, Regime(f32, False), FUNCTION_ULPS).delivered(np.array([1e-7]), np.array([1e-9]), v[:1])[0] == 1e-7
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "helper-182, open: bfloat16 mean over N = 4096 rows: the reduction constant (1 - u)^-n - 1 = e^16 = 8.9e6 "
+    "(harness.floats.FloatFormat.gamma) makes grad_a's rigorous bound 1.10 for an exact 8.5e-9 (sum of the terms' "
+    "magnitudes 1.2e-7), so a gradient 4096 times too large (mean taken as sum) is only suspect (1.1e-5 of the bound, "
+    "6.0 times the expected one). Jeannerod & Rump (SIAM J. Matrix Anal. Appl. 34(2), 2013) bound an inner product "
+    "in any order by n u |x|^T |y| with no restriction on n (16 here: the mutant would be disagree at ~6x), but for "
+    "products and sums rounded apart; the harness also covers FMA, whose coverage by that bound is not established "
+    "here"))
+def test_bfloat16_mean_over_4096_rows_taken_as_sum_disagrees() -> None:
+    n = 4096
+    params = {"a": 0.015625, "w": -0.01171875, "c": 0.01171875}
+    rng = np.random.default_rng(466)
+    X = rng.normal(size=(n, 1))
+    pred = predict64("a*tanh(w*x1 + c)", params, X)
+    y = pred * (1 + rng.normal(size=pred.shape) * 2.0**-12)  # a nearly fitted model: the residuals cancel
+    case = expression_case("a*tanh(w*x1 + c)", params, X, y, "bfloat16", reduction="mean")
+    recs = by_impl(harness.verify([case], ["torch-model-functional", regraded("mean-as-sum", lambda k, v: v * n)],
+                                  dtypes="bfloat16"))
+    assert not [q for q, r in recs["torch-model-functional"].items() if r.verdict in FAILING]
+    assert recs["mean-as-sum"]["grad_a"].verdict == "disagree"  # suspect: a pass without --strict
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "helper-182, open: float32 a*x1*w + c*2 with parameters near 1e-18 and y the prediction within 2^-12 (N = 1024): "
+    "each residual's bound is the any-order sum rule's gamma_3 (|a x1 w| + |2c| + |y|) = 3.2e-25, but every order errs by "
+    "at most |a x1 w| = 6e-37 there (2c - y is exact by Sterbenz, and a rounding to nearest of a float plus t errs by "
+    "at most |t|); summed with one sign over the rows, grad_c's bound is 1.4e-21 for an exact 1.2e-20 (11%) where "
+    "correct steps err by 1e-34: a grad_c 6% too large agrees"))
+def test_float32_nearly_fitted_tiny_parameters_catch_a_six_percent_gradient() -> None:
+    params = {"a": -9.569935547709095e-19, "w": -6.288586320468343e-19, "c": -6.781079667558607e-19}
+    rng = np.random.default_rng(10)
+    X = rng.normal(size=(1024, 1))
+    pred = params["a"] * X * params["w"] + 2 * params["c"]
+    y = pred * (1 + rng.normal(size=pred.shape) * 2.0**-12)
+    case = expression_case("a*x1*w + c*2", params, X, y, "float32")
+    recs = by_impl(harness.verify([case], ["torch-model-functional", regraded("six-percent", lambda k, v: v * 1.0625
+                                                                              if k == "c" else v)], dtypes="float32"))
+    assert not [q for q, r in recs["torch-model-functional"].items() if r.verdict in FAILING]
+    assert recs["six-percent"]["grad_c"].verdict == "disagree"
+
+
 # ----------------------------------------------------------------------------------------------------
 # bounded searches
 
