@@ -39,7 +39,12 @@ foreach, fused) and the NumPy step keep: ``d = g + lambda theta``, ``buf = mu bu
 (:class:`Terms`: the ``e`` of an operation inside ``D`` reaches the parameter times ``lr (1 + r_lr)``, not whole), the
 inputs exact (or ``eta`` each where the step flushes them: ``flush_to_zero``), and ``U = (U_out + SLACK eta amp)(1 +
 u2)^SLACK`` for the ``SLACK`` extra roundings anywhere (an association folding ``lr mu``, ``lr`` distributed over the
-look-ahead, an intermediate stored). Both are bounds of an evaluation in the rule's association, so their minimum is
+look-ahead, an intermediate stored). A folded product ``P`` of hyper-parameters (``lr * mu * buf`` in Python: ``lr mu``
+formed in float64, then held in the dtype, as JAX's weak types do) is subnormal in float16 where ``lr`` is small (``1e-5
+* 0.2`` is 34 subnormal spacings): held with up to ``eta / P`` relative error, not ``u2``, so a term with two or more
+hyper-parameters below 1 whose product is below the smallest normal number is held with ``(1 + min(1, eta / P))`` more
+(:meth:`Terms.bound`; a correct float16 step ``W - lr mu buf - lr d`` was ``disagree`` at 1.53 x the bound,
+helper-183). Both are bounds of an evaluation in the rule's association, so their minimum is
 (the expanded count is the smaller with one or two terms). (With ``N_ops eta`` alone, 18 ``eta`` for Nesterov with weight
 decay, 9 subnormal spacings in float16, ``mutant-sgd-nesterov-dropped`` 6.2 and 7.8 spacings off passed at 0.99 and
 0.86 of the bound; now 2.4 times it: helper-180.)
@@ -205,8 +210,10 @@ class Hyper:
             # fl(h^ x^) = h^ x^ (1 + d) + e: the underflow x^ carries is scaled by |h^| (1 + d), and e is the product's
             # own (Terms.under)
             scale = abs(self.value) * (1 + self.rel) * (1 + other.u2)
-            return Terms([(abs(self.value) * a, n + 1, h * (1 + self.rel)) for a, n, h in other.terms],
-                         scale * other.under + other.eta, other.eta, other.u2)
+            v = abs(self.value)
+            below = 0 < v < 1  # (a factor below 1 makes a folded product smaller: Terms.bound)
+            return Terms([(v * a, n + 1, h * (1 + self.rel), c * v if below else c, m + below)
+                          for a, n, h, c, m in other.full()], scale * other.under + other.eta, other.eta, other.u2)
 
 
 class Terms:
@@ -216,16 +223,22 @@ class Terms:
     operations after them (an array or a float, absolute; ``eta`` per operation, ``u2`` the relative rounding that
     scales an earlier underflow in each later operation)."""
 
-    def __init__(self, terms: list[tuple[F64, int, float]], under: F64 | float = 0.0, eta: float = 0.0,
-                 u2: float = 0.0) -> None:
+    def __init__(self, terms: list[tuple[F64, int, float]] | list[tuple[F64, int, float, float, int]],
+                 under: F64 | float = 0.0, eta: float = 0.0, u2: float = 0.0) -> None:
         self.terms = terms
         self.under = under
         self.eta = eta
         self.u2 = u2
 
+    def full(self) -> list[tuple[F64, int, float, float, int]]:
+        """The terms as ``(|c_i x_i|, n_i, prod (1 + r_h), prod of its hyper-parameters below 1 in magnitude, how
+        many)``: the last two give the smallest product of hyper-parameters an evaluation may fold (:meth:`bound`)."""
+        return [t if len(t) == 5 else (t[0], t[1], t[2], 1.0, 0) for t in self.terms]
+
     def __add__(self, other: Terms) -> Terms:
         # fl(a^ + b^) = (a^ + b^)(1 + d) + e
-        return Terms(self.terms + other.terms, (self.under + other.under) * (1 + self.u2) + self.eta, self.eta, self.u2)
+        return Terms([*self.full(), *other.full()], (self.under + other.under) * (1 + self.u2) + self.eta, self.eta,
+                     self.u2)
 
     def __sub__(self, other: Terms) -> Terms:
         return self + other
@@ -233,16 +246,23 @@ class Terms:
     def __neg__(self) -> Terms:
         return self
 
-    def bound(self, u: float, eta: float, k: Callable[[float], float], amp: float = 1.0) -> F64:
+    def bound(self, u: float, eta: float, k: Callable[[float], float], amp: float = 1.0,
+              min_normal: float = 0.0) -> F64:
         """``sum_i |c_i x_i| ((1 + k(n_i + T - 1 + SLACK)) h_i - 1) + min(N_ops eta amp, (under + SLACK eta amp)
         (1 + u)^SLACK)`` (module docstring), with ``k`` the rigorous ``K(n) = (1 + u)^n - 1`` or the expected one,
         ``N_ops = T - 1 + sum_i n_i`` the operations of the expanded sum, ``under`` the underflows of the rule's own
         operations as they reach the result (:class:`Terms`), and ``amp`` the most that the operations after an
-        underflowing one can scale its absolute error by (:func:`amplification`)."""
-        t = len(self.terms)
-        total = np.zeros_like(self.terms[0][0])
+        underflowing one can scale its absolute error by (:func:`amplification`). A term with two or more
+        hyper-parameters below 1 whose product ``P`` is below ``min_normal`` (the dtype's smallest normal number) is
+        held with ``h_i (1 + min(1, eta / P))`` as well: an evaluation may fold them into one Python float held in the
+        dtype, subnormal there (JAX's weakly typed ``lr * mu * buf``; module docstring)."""
+        terms = self.full()
+        t = len(terms)
+        total = np.zeros_like(terms[0][0])
         ops = t - 1
-        for a, n, h in self.terms:
+        for a, n, h, c, m in terms:
+            if m >= 2 and c < min_normal:
+                h = h * (1 + (min(1.0, eta / c) if c > 0 else 1.0))
             total = total + a * ((1 + k(n + t - 1 + SLACK)) * h - 1)
             ops += n
         underflow = np.minimum(ops * eta * amp, (self.under + SLACK * eta * amp) * (1 + u) ** SLACK)
@@ -343,8 +363,8 @@ def sgd_bounds(opt: OptimizerConfig, params: Mapping[str, F64], grads: Mapping[s
         st = {k: Terms([(np.abs(v), 0, 1.0)], read, eta, u2) for k, v in state.get(p, {}).items()}
         new_w, new = sgd_rule(w, g, st, t, opt, hp)
         for name, terms in ((p, new_w), *((f"{k}_{p}", v) for k, v in new.items())):
-            rigorous[name] = terms.bound(u2, eta, rig, amp)
-            expected[name] = np.minimum(terms.bound(u2, eta, exp, amp), rigorous[name])
+            rigorous[name] = terms.bound(u2, eta, rig, amp, fmt.min_normal)
+            expected[name] = np.minimum(terms.bound(u2, eta, exp, amp, fmt.min_normal), rigorous[name])
     return rigorous, expected
 
 
