@@ -600,7 +600,9 @@ def cmd_report(args: argparse.Namespace) -> int:
         [f"{f.path}: {why} (its lines deleted, repeated, edited or pasted in since the run wrote it)" for f in model.files for why in f.miscounted] + \
         [f"{f.path}: {f.load_errors} case file(s) or case(s) of its run could not be loaded" for f in model.files
          if f.load_errors] + \
-        ([f"shard(s) {', '.join(model.missing_shards)} not among the files read"] if model.missing_shards else [])
+        ([f"shard(s) {', '.join(model.missing_shards)} not among the files read"] if model.missing_shards else []) + \
+        [f"{why}: its records counted twice (give each results file once; a copy of one shard's file, its shard edited, "
+         "stands in for another's)" for why in model.read_twice]
     # each implementation a run named must grade something in it, as that run's own exit status required
     silent = [line for f in model.files for line in f.ungraded]
     if silent:

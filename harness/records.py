@@ -537,7 +537,10 @@ def keep_previous(path: str | Path) -> Path | None:
 def environment_record(extra: dict[str, Any] | None = None, run: str | None = None) -> dict[str, Any]:
     """Describe the machine: versions, devices, CPU, threads, TF32 settings, commit, time.
 
-    ``run`` names the run (default: a new :func:`new_run_id`); the run-end footer repeats it."""
+    ``run`` names the run (default: a new :func:`new_run_id`); the run-end footer repeats it. It declares
+    :data:`RECORDS_FORMAT` and so holds the implementations the run named, ``"named"`` (default: none) and ``"unrun"``
+    (default: true), which ``extra`` sets (``check``'s, the pytest plugin's): a line of that format without them is
+    read as edited (:attr:`RunSpan.unnamed`)."""
     import numpy as np
 
     env: dict[str, Any] = {
@@ -553,6 +556,8 @@ def environment_record(extra: dict[str, Any] | None = None, run: str | None = No
         "numpy": np.__version__,
         "git_commit": git_commit(),
         "command": command_line(),
+        "named": [],
+        "unrun": True,
     }
     try:
         import sympy
@@ -670,6 +675,11 @@ class RunSpan:
     unrun: bool | list[str] = False
     #: the index of its first record among the file's records (its records follow one another)
     first_record: int = 0
+    #: why its environment line, which declares :data:`RECORDS_FORMAT`, does not name the implementations its run named
+    #: as every harness of that format writes them (``named``: a list of names; ``unrun``: true or a list of names), or
+    #: None: ``named`` deleted, or ``unrun`` edited to false, read as a run that named none, or whose named
+    #: implementations without a record were deselected, and a run that ``check`` failed passed (helper-184)
+    unnamed: str | None = None
 
     @property
     def completed(self) -> bool:
@@ -702,6 +712,8 @@ class RunSpan:
         if type(errors) is int and self.load_errors is not None and errors != self.load_errors:
             return (f"its run-end line counts {errors} case file(s) or case(s) that could not be loaded; its environment "
                     f"line lists {self.load_errors} (its load_errors edited?)")
+        if self.unnamed is not None:
+            return self.unnamed
         if self.partial and self.partial_first is not None:
             # (a run that declares the format refuses such a record as malformed; one that declares none is read, but a
             # field deleted by hand, computed or lower_limit, cannot be told from one an older harness never wrote)
@@ -1087,6 +1099,23 @@ def _strings(v: Any) -> TypeGuard[list[str]]:
     return type(v) is list and all(type(x) is str for x in v)
 
 
+def _unnamed(env: dict[str, Any], fmt: Any) -> str | None:
+    """Why the environment line ``env``, declaring the records format ``fmt``, lacks the implementations its run named
+    as every harness that declares :data:`RECORDS_FORMAT` writes them (``check``: ``"named"``, a list, and ``"unrun":
+    true``; the pytest plugin: two lists), or None (also for a run that declares no format: written before them)."""
+    if type(fmt) is not int or fmt < RECORDS_FORMAT:
+        return None
+    named, unrun = env.get("named"), env.get("unrun")
+    bad = [f"{k!r} ({_quote(v) if k in env else 'absent'})" for k, v, ok in (("named", named, _strings(named)),
+                                                   ("unrun", unrun, unrun is True or _strings(unrun))) if not ok]
+    if not bad:
+        return None
+    return (f"its environment line declares records_format {fmt} but its {' and '.join(bad)} "
+            f"{'are' if len(bad) > 1 else 'is'} not the implementations' list{'s' if len(bad) > 1 else ''} every run of "
+            "that format writes (\"named\": a list of names, \"unrun\": true or a list of names; deleted or edited?): "
+            "whether an implementation its run named graded nothing cannot be checked")
+
+
 def _lines(fh: Any) -> Iterable[tuple[int, bytes | None]]:
     """(line number, bytes) per line of a binary file; None for a line over :data:`MAX_LINE_BYTES` (never read whole)."""
     lineno = 0
@@ -1303,7 +1332,7 @@ class _LineReader:
                                      records_format=fmt if type(fmt) is int and fmt >= 2 else None,
                                      named=named if _strings(named) else None,
                                      unrun=True if unrun is True else unrun if _strings(unrun) else False,
-                                     first_record=len(self.recs)))
+                                     first_record=len(self.recs), unnamed=_unnamed(obj, fmt)))
         elif kind == "run-end":
             completed, count = obj.get("completed"), obj.get("records")
             if type(completed) is not bool or (count is not None and (type(count) is not int or count < 0)):

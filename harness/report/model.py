@@ -268,6 +268,10 @@ class ReportModel:
     notes: list[str] = field(default_factory=list)
     #: ``K/N`` of every shard of a run split with ``--shard K/N`` that is not among the files read
     missing_shards: list[str] = field(default_factory=list)
+    #: per run read more than once (its id in two files, or twice in one), ``"PATH: run ID (read already from PATH)"``:
+    #: its records counted twice, and a copy of one shard's passing file, its ``shard`` edited, stood in for a failing
+    #: shard (``report --exit-status`` fails it, helper-184)
+    read_twice: list[str] = field(default_factory=list)
 
     @property
     def unfinished(self) -> list[SourceFile]:
@@ -561,12 +565,14 @@ def _build_model(results_paths: Iterable[str | Path | ResultsFile]) -> ReportMod
     # one run read twice (the same file given twice, or a copy) counts every record of it twice (helper-66)
     first_read: dict[str, str] = {}
     read_again: set[str] = set()
+    read_twice: list[str] = []
     for src in files:
         for run in src.runs:
             if run in first_read:
                 warnings.append(f"{src.path}: run {run} was read already (from {first_read[run]}): its records are "
                                 "counted twice; give each results file once")
                 read_again.add(src.path)
+                read_twice.append(f"{src.path}: run {run} (read already from {first_read[run]})")
             else:
                 first_read[run] = src.path
     warnings.extend(_overlap_warnings([f[1:] for f in per_file if f[0] not in read_again]))
@@ -632,4 +638,5 @@ def _build_model(results_paths: Iterable[str | Path | ResultsFile]) -> ReportMod
         matrix=matrix, runs=runs, cases=sorted({k[0] for k in run_facts}), reductions=reductions,
         seed=seed, detail_total=total, detail_capped=capped,
         files=files, malformed=malformed, malformed_total=malformed_total, notes=notes, missing_shards=missing_shards,
+        read_twice=read_twice,
     )
