@@ -680,6 +680,12 @@ class RunSpan:
     #: None: ``named`` deleted, or ``unrun`` edited to false, read as a run that named none, or whose named
     #: implementations without a record were deselected, and a run that ``check`` failed passed (helper-184)
     unnamed: str | None = None
+    #: ``(K, N)`` of a ``check --shard K/N`` run (its environment line's ``"shard"``; None for a whole run, or a
+    #: pytest session's, whose own tests may grade cases of their own), how many of its records grade a case of another
+    #: shard (:func:`harness.shard.shard_index`: never one of ``check``'s), and the first one's line and case
+    shard: tuple[int, int] | None = None
+    off_shard: int = 0
+    off_shard_first: tuple[int, str] | None = None
 
     @property
     def completed(self) -> bool:
@@ -714,6 +720,13 @@ class RunSpan:
                     f"line lists {self.load_errors} (its load_errors edited?)")
         if self.unnamed is not None:
             return self.unnamed
+        if self.off_shard and self.shard is not None and self.off_shard_first is not None:
+            # (a copy of shard 1/2's passing file, its shard edited to 2/2, stood in for the failing shard 2/2: every
+            # case of a check run's shard is of that shard, helper-184)
+            line, case = self.off_shard_first
+            return (f"its environment line says shard {self.shard[0]}/{self.shard[1]} but {self.off_shard} of its "
+                    f"record(s) grade cases of another shard (line {line}: case {case[:80]!r}, of shard "
+                    f"{_shard_index(case, self.shard[1])}/{self.shard[1]}; its shard edited?)")
         if self.partial and self.partial_first is not None:
             # (a run that declares the format refuses such a record as malformed; one that declares none is read, but a
             # field deleted by hand, computed or lower_limit, cannot be told from one an older harness never wrote)
@@ -1116,6 +1129,26 @@ def _unnamed(env: dict[str, Any], fmt: Any) -> str | None:
             "whether an implementation its run named graded nothing cannot be checked")
 
 
+def _shard_index(case: str, n: int) -> int:
+    from .shard import shard_index
+
+    return shard_index(case, n)
+
+
+def _check_shard(env: dict[str, Any]) -> tuple[int, int] | None:
+    """``(K, N)`` of the environment line of a ``check --shard K/N`` run, or None (a whole run, a value that is not
+    ``K/N``, or a pytest session's line, ``"runner": "pytest"``: a test of its own may grade any case)."""
+    from .shard import parse_shard
+
+    text = env.get("shard")
+    if type(text) is not str or "runner" in env:
+        return None
+    try:
+        return parse_shard(text)
+    except HarnessError:
+        return None
+
+
 def _lines(fh: Any) -> Iterable[tuple[int, bytes | None]]:
     """(line number, bytes) per line of a binary file; None for a line over :data:`MAX_LINE_BYTES` (never read whole)."""
     lineno = 0
@@ -1332,7 +1365,8 @@ class _LineReader:
                                      records_format=fmt if type(fmt) is int and fmt >= 2 else None,
                                      named=named if _strings(named) else None,
                                      unrun=True if unrun is True else unrun if _strings(unrun) else False,
-                                     first_record=len(self.recs), unnamed=_unnamed(obj, fmt)))
+                                     first_record=len(self.recs), unnamed=_unnamed(obj, fmt),
+                                     shard=_check_shard(obj)))
         elif kind == "run-end":
             completed, count = obj.get("completed"), obj.get("records")
             if type(completed) is not bool or (count is not None and (type(count) is not int or count < 0)):
@@ -1373,6 +1407,11 @@ class _LineReader:
         if not self.runs or self.runs[-1].end is not None:
             self.runs.append(RunSpan(lineno, first_record=len(self.recs) - 1))  # records without an environment line: a run of their own (its
             # footer's count was compared with none of them, helper-94)
+        span = self.runs[-1]
+        if span.shard is not None and _shard_index(rec.case, span.shard[1]) != span.shard[0]:
+            span.off_shard += 1
+            if span.off_shard_first is None:
+                span.off_shard_first = (lineno, rec.case)
         self.runs[-1].records += 1
         tally = self.runs[-1].verdicts
         tally[rec.verdict] = tally.get(rec.verdict, 0) + 1

@@ -33,8 +33,9 @@ import pytest
 from harness.cli import main
 from harness.implementations import REGISTRY
 from harness.records import read_jsonl
+from harness.shard import shard_index
 from tests.conftest import CASES, main_in_process
-from tests.edited_results import SEED_RUN, report_exit_status
+from tests.edited_results import ONE_CASE, SEED_RUN, report_exit_status
 
 RAISES = '''
 import harness
@@ -104,20 +105,64 @@ def read_jsonl_of(lines: list[str], tmp_path: Path):
 
 # --- one run read twice -------------------------------------------------------------------------------------------------
 
-def _as_shard(lines: list[str], shard: str) -> list[str]:
-    return [_dumps({**json.loads(lines[0]), "shard": shard}), *lines[1:]]
+def _as_shard(lines: list[str], shard: str, run: str | None = None) -> list[str]:
+    """``lines`` with the environment line's ``shard`` edited (and the run's id, in its environment and run-end lines)."""
+    env = {**json.loads(lines[0]), "shard": shard}
+    end = json.loads(lines[-1])
+    assert end["kind"] == "run-end"
+    if run is not None:
+        env["run"] = end["run"] = run
+    return [_dumps(env), *lines[1:-1], _dumps(end)]
 
 
-def test_a_shard_copy_standing_in_for_the_other_shard_fails(two_runs, tmp_path, capsys):
-    """Shard 1/2's passing file copied, its ``shard`` edited to 2/2, given for shard 2/2 (a failing one): exit 0."""
-    a, _ = two_runs
-    one, forged = _as_shard(a, "1/2"), _as_shard(a, "2/2")
-    rc, err = _report(tmp_path, capsys, one, forged)
-    assert rc == 2, err
-    assert "its records counted twice" in err and f"run {json.loads(a[0])['run']} (read already from" in err
-    # the two shards of two runs (each its own id) pass: the rule is the run id, not the shard
-    rc, err = _report(tmp_path, capsys, one, _as_shard(two_runs[1], "2/2"))
+@pytest.fixture(scope="module")
+def shard_files(tmp_path_factory) -> tuple[list[str], list[str]]:
+    """The lines of ``check --shard 1/2`` and ``--shard 2/2`` (numpy-hand, float64, inline) of four one-element cases,
+    ``c1`` ... ``c4`` (CRC-32 puts c1, c2, c3 in shard 2/2 and c4 in 1/2)."""
+    folder = tmp_path_factory.mktemp("h184s")
+    cases = folder / "cases.toml"
+    cases.write_text("".join(ONE_CASE.format(id=f"c{i}") for i in range(1, 5)))
+    assert [shard_index(f"c{i}", 2) for i in range(1, 5)] == [2, 2, 2, 1]
+    out = []
+    for k in (1, 2):
+        path = folder / f"s{k}.jsonl"
+        assert main(["check", "--cases", str(cases), "--implementations", "numpy-hand", "--isolation", "inline", "-q",
+                     "--report", "none", "--shard", f"{k}/2", "--results", str(path)]) == 0
+        out.append(path.read_text().splitlines(keepends=True))
+    return out[0], out[1]
+
+
+def test_two_shards_of_a_split_read_back_cleanly(shard_files, tmp_path, capsys):
+    res = [read_jsonl_of(lines, tmp_path) for lines in shard_files]
+    assert [r.runs[0].shard for r in res] == [(1, 2), (2, 2)] and [r.runs[0].off_shard for r in res] == [0, 0]
+    n = res[0].runs[0].records
+    assert n > 0 and res[1].runs[0].records == 3 * n and {r.case for r in res[0].records} == {"c4"}
+    rc, err = _report(tmp_path, capsys, *shard_files)
     assert rc == 0, err
+
+
+def test_a_shard_copy_standing_in_for_the_other_shard_fails(shard_files, tmp_path, capsys):
+    """Shard 1/2's passing file copied, its ``shard`` edited to 2/2, given for shard 2/2 (a failing one): exit 0."""
+    one, _ = shard_files
+    run = json.loads(one[0])["run"]
+    rc, err = _report(tmp_path, capsys, one, _as_shard(one, "2/2"))
+    assert rc == 2, err
+    assert "its records counted twice" in err and f"run {run} (read already from" in err
+    assert (f"its environment line says shard 2/2 but {len(one) - 2} of its record(s) grade cases of another shard "
+            "(line 2: case 'c4', of shard 1/2" in err)
+    # its run id edited too (in both its lines): its records still belong to shard 1/2
+    rc, err = _report(tmp_path, capsys, one, _as_shard(one, "2/2", run="20261207T000000Z-000000000000"))
+    assert rc == 2 and "read already" not in err and "grade cases of another shard" in err
+
+
+def test_a_pytest_session_shard_is_not_checked_case_by_case(shard_files, tmp_path):
+    """A pytest session's tests may grade cases of their own (``harness_check`` of any case): its records are not
+    held to its shard."""
+    one, _ = shard_files
+    lines = _as_shard(one, "2/2")
+    lines[0] = _dumps({**json.loads(lines[0]), "runner": "pytest"})
+    run = read_jsonl_of(lines, tmp_path).runs[0]
+    assert run.shard is None and run.off_shard == 0 and run.miscounted is None
 
 
 def test_one_file_given_twice_fails(two_runs, tmp_path, capsys):

@@ -653,10 +653,12 @@ def test_report_exit_status_fails_on_failing_records_malformed_lines_and_unfinis
     assert main(["report", str(cut), "-o", out, "--exit-status"]) == 2
     assert f"{cut}: its run did not complete" in capsys.readouterr().err
     # helper-98: one shard of a split run given alone passed
-    half = write(tmp_path / "half.jsonl", [full_line(case="h")], env={**ENV, "run": "r5", "shard": "1/2"})
+    # (each case of its own shard, as check selects them: "o" is of shard 1/2, "h" of 2/2, harness.shard.shard_index;
+    # a record of another shard's case fails the run, helper-184)
+    half = write(tmp_path / "half.jsonl", [full_line(case="o")], env={**ENV, "run": "r5", "shard": "1/2"})
     assert main(["report", str(half), "-o", out, "--exit-status"]) == 2
     assert "shard(s) 2/2 not among the files read" in capsys.readouterr().err
-    other = write(tmp_path / "other.jsonl", [full_line(case="o")], env={**ENV, "run": "r6", "shard": "2/2"})
+    other = write(tmp_path / "other.jsonl", [full_line(case="h")], env={**ENV, "run": "r6", "shard": "2/2"})
     assert main(["report", str(half), str(other), "-o", out, "--exit-status"]) == 0
 
 
