@@ -685,6 +685,10 @@ class RunSpan:
     #: shard (:func:`harness.shard.shard_index`: never one of ``check``'s), and the first one's line and case
     shard: tuple[int, int] | None = None
     off_shard: int = 0
+    #: whether it has no environment line (its first line is a record or its run-end line): no harness writes one so,
+    #: and an environment line whose ``kind`` was edited (``"note"``: skipped as a kind unknown to this version) hid its
+    #: ``named`` and ``records_format`` (helper-184)
+    headless: bool = False
     off_shard_first: tuple[int, str] | None = None
 
     @property
@@ -720,6 +724,10 @@ class RunSpan:
                     f"line lists {self.load_errors} (its load_errors edited?)")
         if self.unnamed is not None:
             return self.unnamed
+        if self.headless and self.end is not None:
+            # (a run without a run-end line fails already, as interrupted or still running)
+            return ("it has no environment line before its records and run-end line (every run's first line; deleted, "
+                    "or its \"kind\" edited?): the implementations it named and its records' format cannot be read")
         if self.off_shard and self.shard is not None and self.off_shard_first is not None:
             # (a copy of shard 1/2's passing file, its shard edited to 2/2, stood in for the failing shard 2/2: every
             # case of a check run's shard is of that shard, helper-184)
@@ -1383,7 +1391,7 @@ class _LineReader:
                 self.bad(lineno, f"skipped a malformed run-end line: expected \"{bad}\": a count, got {_quote(obj[bad])}")
                 return
             if not self.runs or self.runs[-1].end is not None:
-                self.runs.append(RunSpan(lineno))  # a footer without its header: count it as its own run
+                self.runs.append(RunSpan(lineno, headless=True))  # a footer without its header: count it as its own run
             self.runs[-1].end, self.runs[-1].end_line = obj, lineno
         elif type(kind) is str and obj.get("verdict") in FAILING:
             # a newer kind is skipped with a note, but not one that carries a failing verdict: a record whose kind
@@ -1405,7 +1413,7 @@ class _LineReader:
                 d[name] = texts.setdefault(v, v)
         self.recs.append(rec)
         if not self.runs or self.runs[-1].end is not None:
-            self.runs.append(RunSpan(lineno, first_record=len(self.recs) - 1))  # records without an environment line: a run of their own (its
+            self.runs.append(RunSpan(lineno, first_record=len(self.recs) - 1, headless=True))  # records without an environment line: a run of their own (its
             # footer's count was compared with none of them, helper-94)
         span = self.runs[-1]
         if span.shard is not None and _shard_index(rec.case, span.shard[1]) != span.shard[0]:

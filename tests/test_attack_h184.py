@@ -261,3 +261,25 @@ def test_a_run_without_the_declaration_is_not_asked_for_named(unrun_lines, tmp_p
     env = {k: v for k, v in json.loads(unrun_lines[0]).items() if k not in ("records_format", "named", "unrun")}
     res = read_jsonl_of([_dumps(env), *unrun_lines[1:]], tmp_path)
     assert res.runs[0].unnamed is None and res.runs[0].miscounted is None
+
+
+def test_the_named_list_deleted_with_the_declaration_still_passes(raises_lines, tmp_path, capsys):
+    """The limit: a run that declares no records format (a harness before helper-181, whose records already held
+    every field from helper-176's round on) wrote no ``named``; ``records_format`` deleted (or edited to 1) with it,
+    the edit reads as such a run."""
+    for drop, edit in ((("named", "records_format"), {}), (("named",), {"records_format": 1})):
+        rc, err = report_exit_status(tmp_path, _error_edited(raises_lines, edit, drop=drop), capsys)
+        assert rc == 0, (drop, err)
+
+
+@pytest.mark.parametrize("kind", ["note", "Environment"])
+def test_the_environment_line_hidden_fails_the_run(raises_lines, tmp_path, capsys, kind):
+    """The environment line's ``kind`` edited (skipped as a kind unknown to this version, with a note), the whole-run
+    error edited to unsupported: the records read as a run without an environment line, naming nothing, and passed."""
+    lines = _error_edited(raises_lines, {"kind": kind})
+    rc, err = report_exit_status(tmp_path, lines, capsys)
+    assert rc == 2, err
+    assert "it has no environment line before its records and run-end line" in err
+    # its lines deleted instead: the same
+    rc, err = report_exit_status(tmp_path, _error_edited(raises_lines, {})[1:], capsys)
+    assert rc == 2 and "it has no environment line" in err
