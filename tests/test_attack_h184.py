@@ -17,9 +17,14 @@ Forgeries that passed ``report --exit-status`` (exit 0) and now fail it:
 - the environment line's ``named`` deleted (a whole-run ``error`` record of a named implementation edited to
   ``unsupported``, the run-end counts edited to match), or its ``unrun`` edited from true to false (a named
   implementation that ran on none of the cases, which ``check`` failed, read as one deselected): every run that
-  declares ``records_format`` 2 writes both, so a run declaring it without them fails (exit 2).
+  declares ``records_format`` 2 writes both, so a run declaring it without them fails (exit 2);
+- the same shard copy with its run id edited too (environment and run-end lines): a ``check --shard K/N`` run's records
+  all grade cases of shard K (``harness.shard.shard_index``), so one holding another shard's case fails (exit 2);
+- the environment line's ``kind`` edited (``"note"``: skipped as unknown) or the line deleted: the records read as a
+  run without an environment line, naming nothing; such a run with its run-end line fails (exit 2).
 
-The limits stay as helper-181 listed them: ``named`` edited to ``[]`` (a run that named none) cannot be told.
+The limits stay as helper-181 listed them: ``named`` edited to ``[]`` (a run that named none) cannot be told; nor can
+``named`` deleted with ``records_format`` (a run of a harness before helper-181, whose records held every field).
 """
 
 from __future__ import annotations
