@@ -600,9 +600,11 @@ def activation_grad_bound(name: str, a: F64, E: F64, y: F64, Ey: F64, ctx: FnCon
     if name == "tanh":
         route = np.maximum(route, (2 * ay + Ey) * Ey)
         ev = uc * (1 + uc) * (ay + Ey) ** 2 + uc * (gmax + route)
+        ev = np.maximum(ev, _native_half_tanh_grad(ay, Ey, gmax + route, ctx))
     elif name == "sigmoid":
         route = np.maximum(route, (np.abs(1 - 2 * y) + Ey) * Ey)
-        ev = 2 * uc * (1 + uc) * (gmax + route)
+        # the formula in the dtype itself (JAX: g y^ (1 - y^), each product rounded): relative, 3 roundings
+        ev = 2 * max(uc, ctx.fmt.unit_roundoff) * (1 + ctx.fmt.unit_roundoff) ** 2 * (gmax + route)
     elif name == "softplus":
         ev = (ctx.lib("exp", gmax + route) + 2 * uc * (1 + uc) ** 2 * (gmax + route)) * (1 + 2 * uc)
         ev = np.where(lo < -math.log(ctx.cfmt.max_finite), np.maximum(ev, gmax), ev)
@@ -612,6 +614,25 @@ def activation_grad_bound(name: str, a: F64, E: F64, y: F64, Ey: F64, ctx: FnCon
     else:  # pragma: no cover
         raise ValueError(name)
     return np.asarray(route + ctx.finish(ev, gmax + route))
+
+
+def _native_half_tanh_grad(ay: F64, Ey: F64, g: F64, ctx: FnContext) -> F64:
+    """The rounding error of ``tanh'`` written in the forward value and evaluated in the half type itself (not in
+    float32 and rounded once): JAX's jvp ``(g + g y^) (1 - y^)`` (``jax._src.lax.lax``, ``tanh_p``), ``1 - y^ y^``,
+    ``(1 - y^)(1 + y^)``, each operation rounded in the dtype, an error at most
+    ``u (1 + u)^3 ((|y| + E_y)(1 + |y| + E_y) + 3 |g^|)`` per unit of the incoming gradient (``g + g y^`` cancels near
+    ``y^ = -1``: its error ``u |g y^|`` is then multiplied by ``1 - y^ = 2``; ``g`` here: ``|1 - y^2| <= gmax + route``).
+    Where every half value within ``E_y`` of ``y`` is ``+-1`` (``|y| - E_y > 1 - u``, the largest float below 1 being
+    ``1 - u``), every form is exact (``g y^ = +-g``, ``1 - 1 = 0``): 0 there, so a saturated tanh's derivative stays 0
+    (:meth:`FnContext.delivered`; helper-182). Without it, a float16 JAX MLP (``jnp.tanh``, ``jax.grad``) was
+    ``disagree`` at 1.6 times the bound of ``grad_W1`` where ``y^ = -1 + 2**-11`` (helper-185,
+    ``tests/test_attack_h185.py``). float32 and float64: 0 (the computing type's ``uc`` term covers them)."""
+    if ctx.cfmt is ctx.fmt:
+        return np.zeros_like(np.asarray(g, dtype=np.float64))
+    u = ctx.fmt.unit_roundoff
+    m = ay + Ey
+    e = u * (1 + u) ** 3 * (m * (1 + m) + 3 * g)
+    return np.asarray(np.where(ay - Ey > 1 - u, 0.0, e))
 
 
 def _gelu_grad_eval(lo: F64, hi: F64, ctx: FnContext) -> F64:
