@@ -230,3 +230,18 @@ def test_search_native_jvp_tanh_is_never_a_false_alarm(drawn: Any) -> None:
     target(float(worst), label="native-jvp gradient error / rigorous bound")
     bad = [(r.implementation, r.quantity, r.message[:200]) for r in recs if r.verdict in FAILING]
     assert not bad, bad
+
+
+def test_jax_sigmoid_in_float16_is_outside_the_documented_model() -> None:
+    """JAX's float16 ``jax.nn.sigmoid`` is evaluated in float16 (README: outside the model): at ``z = -12`` its
+    ``exp(12) = 162755`` overflows float16 (largest 65504) and the value is 0, where float32's value rounded once is
+    ``1 / (1 + e^12) = 6.1e-6`` (math.exp, no harness; a float16 subnormal); in float32 it is within the model."""
+    pytest.importorskip("jax", reason="JAX is an optional extra: pip install 'autograd-harness[jax]'")
+    import jax
+    import jax.numpy as jnp
+
+    z = jnp.asarray(np.float16(-12.0))
+    assert float(jax.nn.sigmoid(z)) == 0.0
+    one_rounding = float(np.float16(np.float32(1.0 / (1.0 + math.exp(12.0)))))
+    assert one_rounding == pytest.approx(1.0 / (1.0 + math.exp(12.0)), rel=2.0**-6) and one_rounding > 0
+    assert float(jax.nn.sigmoid(z.astype(jnp.float32)).astype(jnp.float16)) == one_rounding
