@@ -294,10 +294,10 @@ class FaithfulTanh(torch.autograd.Function):
         return (g.float() * (1 - y.float() ** 2)).to(g.dtype)
 
 
-@pytest.mark.parametrize(("dtype", "ulps", "undeclared"), [("float16", 2.0**13, 2.02), ("bfloat16", 2.0**16, 3.9)])
+@pytest.mark.parametrize(("dtype", "ulps", "undeclared"), [("float16", 2.0**13, 5.44), ("bfloat16", 2.0**16, 9.71)])
 def test_a_one_ulp_half_tanh_declares_its_ulps_in_float32s(dtype: str, ulps: float, undeclared: float) -> None:
     """A tanh within 1 ULP of the half type is outside the documented model (float32 within 2 ULPs, rounded once):
-    ``disagree`` at ``z = 3..6`` (``grad_W1`` at 2.02 / 3.9 times the bound, as before helper-182's delivered value);
+    ``disagree`` at ``z = 3..6`` (``grad_W1`` at 5.44 / 9.71 times the bound since helper-186; 2.02 / 3.9 before);
     it declares ``function_ulps={"tanh": 2**13}`` (float16: one float16 ULP is ``2**13`` float32 ULPs) or ``2**16``
     (bfloat16), the README's rule, and passes, also at saturation."""
     from tests.test_attack_h182 import saturated_tanh_case

@@ -600,7 +600,7 @@ def activation_grad_bound(name: str, a: F64, E: F64, y: F64, Ey: F64, ctx: FnCon
     if name == "tanh":
         route = np.maximum(route, (2 * ay + Ey) * Ey)
         ev = uc * (1 + uc) * (ay + Ey) ** 2 + uc * (gmax + route)
-        ev = np.maximum(ev, _native_half_tanh_grad(ay, Ey, gmax + route, ctx))
+        ev = np.maximum(ev, _native_half_tanh_grad(ay, Ey, gmax + route, ctx, y))
     elif name == "sigmoid":
         route = np.maximum(route, (np.abs(1 - 2 * y) + Ey) * Ey)
         # the formula in the dtype itself (JAX: g y^ (1 - y^), each product rounded): relative, 3 roundings
@@ -616,22 +616,55 @@ def activation_grad_bound(name: str, a: F64, E: F64, y: F64, Ey: F64, ctx: FnCon
     return np.asarray(route + ctx.finish(ev, gmax + route))
 
 
-def _native_half_tanh_grad(ay: F64, Ey: F64, g: F64, ctx: FnContext) -> F64:
+def _native_half_tanh_grad(ay: F64, Ey: F64, g: F64, ctx: FnContext, y: F64 | None = None) -> F64:
     """The rounding error of ``tanh'`` written in the forward value and evaluated in the half type itself (not in
     float32 and rounded once): JAX's jvp ``(g + g y^) (1 - y^)`` (``jax._src.lax.lax``, ``tanh_p``), ``1 - y^ y^``,
-    ``(1 - y^)(1 + y^)``, each operation rounded in the dtype, an error at most
-    ``u (1 + u)^3 ((|y| + E_y)(1 + |y| + E_y) + 3 |g^|)`` per unit of the incoming gradient (``g + g y^`` cancels near
-    ``y^ = -1``: its error ``u |g y^|`` is then multiplied by ``1 - y^ = 2``; ``g`` here: ``|1 - y^2| <= gmax + route``).
-    Where every half value within ``E_y`` of ``y`` is ``+-1`` (``|y| - E_y > 1 - u``, the largest float below 1 being
-    ``1 - u``), every form is exact (``g y^ = +-g``, ``1 - 1 = 0``): 0 there, so a saturated tanh's derivative stays 0
-    (:meth:`FnContext.delivered`; helper-182). Without it, a float16 JAX MLP (``jnp.tanh``, ``jax.grad``) was
-    ``disagree`` at 1.6 times the bound of ``grad_W1`` where ``y^ = -1 + 2**-11`` (helper-185,
-    ``tests/test_attack_h185.py``). float32 and float64: 0 (the computing type's ``uc`` term covers them)."""
+    ``(1 - y^)(1 + y^)``, each operation rounded in the dtype, per unit of the incoming gradient (``g`` here:
+    ``|1 - y^2| <= gmax + route``; ``y`` the signed value, ``ay = |y|``, ``|y^ - y| <= E_y``):
+
+    - JAX's form: ``fl(g y^)`` errs by ``u |g y^|``, multiplied by ``|1 - y^| <= |1 - y| + E_y`` (``g + g y^``
+      cancels near ``y^ = -1``, where ``1 - y^ = 2``), three more roundings relative:
+      ``u (1 + u)^3 ((|y| + E_y)(|1 - y| + E_y) + 3 |1 - y^2|)`` (``1 + |y| + E_y`` in place of ``|1 - y| + E_y``
+      where ``y`` is not given);
+    - ``fl(1 - fl(y^ y^))``: ``u (1 + u) ((|y| + E_y)^2 + |1 - y^2|)``, and one rounding of the product by ``g``;
+      ``(1 - y^)(1 + y^)``: three roundings relative.
+
+    Where float32's interval ``y +- E_y`` holds at most two neighbouring half floats (the delivered value is one of
+    them, :meth:`FnContext.delivered`; neighbours: their midpoint rounds to one of them), the two forms free of ``g``
+    are evaluated exactly at each candidate ``F`` (``|fl(1 - fl(F F)) -
+    (1 - F^2)|``, ``1 - F^2`` exact in float64) instead of ``u (|y| + E_y)^2``: near ``y = +1`` that term was half
+    the derivative in bfloat16, and a step with ``tanh' = 1 - y`` agreed at ``z = 3.1`` (``y^ = 1 - 2**-8``:
+    ``2**-8`` for ``2**-7``; ``grad_b1`` at 0.455 of the bound, ``disagree`` at 4.58 before the term) and float16
+    gradients scaled by ``1 + 2**-5`` agreed at ``z = 3.3..4.4`` (``disagree`` at 1.07..1.31 before; helper-186,
+    ``tests/test_attack_h186.py``). Every form is exact where ``F = +-1``. Without the term a float16 JAX MLP
+    (``jnp.tanh``, ``jax.grad``) was ``disagree`` at 1.6 times the bound of ``grad_W1`` where ``y^ = -1 + 2**-11``
+    (helper-185, ``tests/test_attack_h185.py``). float32 and float64: 0 (the computing type's ``uc`` term covers
+    them)."""
     if ctx.cfmt is ctx.fmt:
         return np.zeros_like(np.asarray(g, dtype=np.float64))
     u = ctx.fmt.unit_roundoff
     m = ay + Ey
-    e = u * (1 + u) ** 3 * (m * (1 + m) + 3 * g)
+    if y is None:
+        return np.asarray(np.where(ay - Ey > 1 - u, 0.0, u * (1 + u) ** 3 * (m * (1 + m) + 3 * g)))
+    ys = np.asarray(y, dtype=np.float64)
+    jax = u * (1 + u) ** 3 * (m * (np.abs(1 - ys) + Ey) + 3 * g)
+    square = u * (1 + u) * (m * m + g) + u * (1 + u) * (g + u * (1 + u) * (m * m + g))
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = np.asarray(Ey, dtype=np.float64) * (1 + 2.0**-40) + 2.0**-50 * np.abs(ys) + 2.0**-1074
+        lo, hi = round_to_format(ys - r, ctx.fmt), round_to_format(ys + r, ctx.fmt)
+        mid = round_to_format((lo + hi) / 2, ctx.fmt)
+        known = (np.isfinite(lo) & np.isfinite(hi) & ((mid == lo) | (mid == hi))
+                 & (np.minimum(np.abs(lo), np.abs(hi)) >= ctx.fmt.min_normal))
+        e = np.zeros_like(ys)
+        for F in (np.where(known, lo, 0.0), np.where(known, hi, 0.0)):
+            exact = 1 - F * F  # F has at most 11 significant bits: F*F and 1 - F*F exact in float64
+            forms = np.maximum(np.abs(round_to_format(1 - round_to_format(F * F, ctx.fmt), ctx.fmt) - exact),
+                               np.abs(round_to_format(round_to_format(1 - F, ctx.fmt) * round_to_format(1 + F, ctx.fmt),
+                                                      ctx.fmt) - exact))
+            at_F = forms + u * (1 + u) * (np.abs(exact) + forms)  # the product by g, rounded
+            jax_F = u * (1 + u) ** 3 * (np.abs(F) * np.abs(1 - F) + 3 * np.abs(exact))
+            e = np.maximum(e, np.maximum(at_F, jax_F))
+    e = np.where(known, e, np.maximum(jax, square))
     return np.asarray(np.where(ay - Ey > 1 - u, 0.0, e))
 
 
