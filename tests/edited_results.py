@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.cli import main
+from harness.implementations import REGISTRY
 from tests.conftest import CASES, main_in_process
 
 #: One good case (N = D = K = 1, float64) with the id ``{id}``: ``ONE_CASE.format(id=...)``.
@@ -48,3 +49,22 @@ def failing_line(line: str) -> str:
     d = json.loads(line)
     d.update(verdict="disagree", bound_ratio=2.0, expected_ratio=2.0, counts={"disagree": sum(d["counts"].values()) or 1})
     return json.dumps(d) + "\n"
+
+
+def raising_plugin(name: str) -> str:
+    """The source of a plug-in file registering a NumPy step ``name`` that always raises ``ZeroDivisionError`` (a
+    whole-run ``error`` record of an implementation the run named)."""
+    return f'''
+import harness
+
+
+@harness.implementation("{name}", framework="numpy")
+def raises(X, y, W, b, *, lr, reduction, steps):
+    raise ZeroDivisionError("a step that always raises")
+'''
+
+
+def forget_plugins(prefix: str) -> None:
+    """Remove the implementations whose names start with ``prefix`` from the registry (a test's plug-ins)."""
+    for name in [n for n in REGISTRY if n.startswith(prefix)]:
+        REGISTRY.pop(name, None)

@@ -24,26 +24,17 @@ from typing import Any
 import pytest
 
 from harness.cli import main
-from harness.implementations import REGISTRY
 from harness.records import RECORDS_FORMAT, Record, check_record, read_jsonl
 from tests.conftest import CASES
-from tests.edited_results import SEED_RUN, report_exit_status
+from tests.edited_results import SEED_RUN, forget_plugins, raising_plugin, report_exit_status
 
-RAISES = '''
-import harness
-
-
-@harness.implementation("test-h181-raises", framework="numpy")
-def raises(X, y, W, b, *, lr, reduction, steps):
-    raise ZeroDivisionError("a step that always raises")
-'''
+RAISES = raising_plugin("test-h181-raises")
 
 
 @pytest.fixture(autouse=True)
 def _forget_test_plugins():
     yield
-    for name in [n for n in REGISTRY if n.startswith("test-h181-")]:
-        REGISTRY.pop(name, None)
+    forget_plugins("test-h181-")
 
 
 @pytest.fixture(scope="module")

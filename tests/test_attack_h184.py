@@ -36,27 +36,18 @@ from typing import Any
 import pytest
 
 from harness.cli import main
-from harness.implementations import REGISTRY
 from harness.records import read_jsonl
 from harness.shard import shard_index
 from tests.conftest import CASES, main_in_process
-from tests.edited_results import ONE_CASE, SEED_RUN, report_exit_status
+from tests.edited_results import ONE_CASE, SEED_RUN, forget_plugins, raising_plugin, report_exit_status
 
-RAISES = '''
-import harness
-
-
-@harness.implementation("test-h184-raises", framework="numpy")
-def raises(X, y, W, b, *, lr, reduction, steps):
-    raise ZeroDivisionError("a step that always raises")
-'''
+RAISES = raising_plugin("test-h184-raises")
 
 
 @pytest.fixture(autouse=True)
 def _forget_test_plugins():
     yield
-    for name in [n for n in REGISTRY if n.startswith("test-h184-")]:
-        REGISTRY.pop(name, None)
+    forget_plugins("test-h184-")
 
 
 def _dumps(d: dict[str, Any]) -> str:
