@@ -400,7 +400,7 @@ def _run_search(forms: dict[str, Form], setting_: tuple[OptimizerConfig, str, li
 
 
 @seed(0)
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=120, deadline=None, database=None)
 @given(setting())
 def test_other_orders_stay_within_the_bound(setting_: tuple[OptimizerConfig, str, list[Q], list[list[Q]], float]) -> None:
     _run_search(FORMS, setting_, check=True)
@@ -504,7 +504,7 @@ def test_the_expanded_sum_is_outside_the_allowance_by_design(registered: dict[st
 
 
 @seed(0)
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=120, deadline=None, database=None)
 @given(nesterov_setting())
 def test_other_orders_stay_within_the_bound_nesterov_subnormals(
         setting_: tuple[OptimizerConfig, str, list[Q], list[list[Q]], float]) -> None:

@@ -212,7 +212,7 @@ def drawn_tanh_mlp(draw: Any) -> tuple[Any, str]:
     return case, dtype
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
 @given(drawn_tanh_mlp())
 def test_search_native_jvp_tanh_is_never_a_false_alarm(drawn: Any) -> None:
     """The native-jvp step (and JAX where installed) against the half types' bounds: never ``disagree``; maximizes
