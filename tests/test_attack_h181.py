@@ -282,3 +282,22 @@ def test_a_byte_order_mark_or_crlf_line_ends_read_as_the_same_run(seed_lines, tm
     cut = _without(json.loads(seed_lines[1]), "computed")
     path.write_bytes(data.replace(seed_lines[1].rstrip("\n").encode(), json.dumps(cut).encode()))
     assert read_jsonl(path).malformed_count == 1
+
+
+def test_exact_beside_a_subnormal_midpoint_is_its_rational() -> None:
+    """An exact value 2**-1135 above the midpoint of float64's subnormals 12345 and 12346 spacings (its rational
+    ``(24691 * 2**60 + 1) / 2**1135``, written by hand: the harness writes no rational over 80 characters) rounds up,
+    its decimal cut at 20 digits rounds down: the two are one subnormal spacing apart, not a contradiction. An
+    ``exact`` of 1.5e-320 against a rational of 3/2 still is."""
+    import decimal
+
+    from harness.verdicts import contradiction
+
+    num, den = 24691 * 2**60 + 1, 2**1135
+    with decimal.localcontext() as ctx:
+        ctx.prec = 20
+        cut = str(decimal.Decimal(num) / decimal.Decimal(den)) + "..."
+    assert float(cut.rstrip(".")) != num / den  # the two roundings differ (by one spacing)
+    assert contradiction("agree", "grad_W", {"agree": 1}, 0.5, 0.5, exact=cut, exact_rational=f"{num}/{den}") is None
+    assert "exact_rational" in (contradiction("agree", "grad_W", {"agree": 1}, 0.5, 0.5, exact="1.5e-320",
+                                              exact_rational="3/2") or "")
