@@ -64,6 +64,20 @@ def raises(X, y, W, b, *, lr, reduction, steps):
 '''
 
 
+def raising_run_lines(folder: Path, name: str) -> list[str]:
+    """The lines of the results file of ``check`` of numpy-hand and the plug-in :func:`raising_plugin` ``name`` (named
+    with ``--implementations``) on the seed case in float64, written in ``folder``: 40 agree records and one whole-run
+    error record; check exits 1."""
+    plugin = folder / f"{name.replace('-', '_')}.py"
+    plugin.write_text(raising_plugin(name))
+    path = folder / "raises.jsonl"
+    rc = main(["check", "--cases", str(CASES / "seed.toml"), "--case", "seed", "--dtypes", "float64", "--implementations",
+               f"numpy-hand,{name}", "--plugin", str(plugin), "--isolation", "inline", "-q", "--report", "none",
+               "--results", str(path)])
+    assert rc == 1
+    return path.read_text().splitlines(keepends=True)
+
+
 def forget_plugins(prefix: str) -> None:
     """Remove the implementations whose names start with ``prefix`` from the registry (a test's plug-ins)."""
     for name in [n for n in REGISTRY if n.startswith(prefix)]:

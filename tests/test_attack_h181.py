@@ -25,10 +25,7 @@ import pytest
 
 from harness.cli import main
 from harness.records import RECORDS_FORMAT, Record, check_record, read_jsonl
-from tests.conftest import CASES
-from tests.edited_results import SEED_RUN, forget_plugins, raising_plugin, report_exit_status
-
-RAISES = raising_plugin("test-h181-raises")
+from tests.edited_results import SEED_RUN, forget_plugins, raising_run_lines, report_exit_status
 
 
 @pytest.fixture(autouse=True)
@@ -163,17 +160,10 @@ def test_check_record_requires_every_field_only_when_complete():
 # --- a whole-run error record edited to unsupported -------------------------------------------------------------------
 
 @pytest.fixture
-def raises_lines(tmp_path, capsys) -> list[str]:
+def raises_lines(tmp_path) -> list[str]:
     """``check`` of numpy-hand and a plug-in that raises (named), on the seed case: 40 agree records and one whole-run
     error record; check exits 1."""
-    plugin = tmp_path / "h181_raises.py"
-    plugin.write_text(RAISES)
-    path = tmp_path / "raises.jsonl"
-    rc = main(["check", "--cases", str(CASES / "seed.toml"), "--case", "seed", "--dtypes", "float64", "--implementations",
-               "numpy-hand,test-h181-raises", "--plugin", str(plugin), "--isolation", "inline", "-q", "--report", "none",
-               "--results", str(path)])
-    assert rc == 1, capsys.readouterr().err
-    return path.read_text().splitlines(keepends=True)
+    return raising_run_lines(tmp_path, "test-h181-raises")
 
 
 def _edit_error(lines: list[str], verdict: str, message: str | None = None) -> list[str]:

@@ -38,10 +38,8 @@ import pytest
 from harness.cli import main
 from harness.records import read_jsonl
 from harness.shard import shard_index
-from tests.conftest import CASES, main_in_process
-from tests.edited_results import ONE_CASE, SEED_RUN, forget_plugins, raising_plugin, report_exit_status
-
-RAISES = raising_plugin("test-h184-raises")
+from tests.conftest import main_in_process
+from tests.edited_results import ONE_CASE, SEED_RUN, forget_plugins, raising_run_lines, report_exit_status
 
 
 @pytest.fixture(autouse=True)
@@ -181,16 +179,9 @@ def test_a_run_appended_to_its_own_file_fails(two_runs, tmp_path, capsys):
 # --- named and unrun deleted or edited ----------------------------------------------------------------------------------
 
 @pytest.fixture
-def raises_lines(tmp_path, capsys) -> list[str]:
+def raises_lines(tmp_path) -> list[str]:
     """check of numpy-hand and a plug-in that always raises (one whole-run error record) on the seed case: exit 1."""
-    plugin = tmp_path / "raises_plugin.py"
-    plugin.write_text(RAISES)
-    path = tmp_path / "raises.jsonl"
-    rc = main(["check", "--cases", str(CASES / "seed.toml"), "--case", "seed", "--dtypes", "float64", "--implementations",
-               "numpy-hand,test-h184-raises", "--plugin", str(plugin), "--isolation", "inline", "-q", "--report", "none",
-               "--results", str(path)])
-    assert rc == 1, capsys.readouterr().err
-    return path.read_text().splitlines(keepends=True)
+    return raising_run_lines(tmp_path, "test-h184-raises")
 
 
 def _error_edited(lines: list[str], env_edit: dict[str, Any], drop: tuple[str, ...] = ()) -> list[str]:
