@@ -488,9 +488,8 @@ class FnContext:
         if self.cfmt is self.fmt:
             return e
         v = np.asarray(value, dtype=np.float64)
+        r, lo, hi = _delivery_interval(v, pre, self.fmt)
         with np.errstate(invalid="ignore", over="ignore"):
-            r = np.asarray(pre, dtype=np.float64) * (1 + 2.0**-40) + 2.0**-50 * np.abs(v) + 2.0**-1074
-            lo, hi = round_to_format(v - r, self.fmt), round_to_format(v + r, self.fmt)
             same = np.isfinite(r) & np.isfinite(lo) & (lo == hi) & (np.abs(lo) >= self.fmt.min_normal)
             at = np.maximum(np.abs(lo - v) * (1 + 2.0**-50) + 2.0**-52 * np.abs(v), r)
         return np.asarray(np.where(same, np.minimum(e, at), e))
@@ -620,6 +619,17 @@ def activation_grad_bound(name: str, a: F64, E: F64, y: F64, Ey: F64, ctx: FnCon
     return np.asarray(route + ctx.finish(ev, gmax + route))
 
 
+def _delivery_interval(v: F64, err: F64, fmt: FloatFormat) -> tuple[F64, F64, F64]:
+    """The half-type floats a computing-type value within ``err`` of the exact ``v`` (its nearest float64) may be
+    delivered as: ``(r, lo, hi)``, ``r`` the radius widened for float64's own roundings (``2**-40`` of ``err``,
+    ``2**-50 |v|`` and one subnormal spacing) and ``lo``, ``hi`` the two ends ``v -+ r`` rounded to nearest in ``fmt``
+    (rounding is monotone: every value between is delivered between them). Shared by :meth:`FnContext.delivered` and
+    :func:`_native_half_tanh_grad`."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        r = np.asarray(err, dtype=np.float64) * (1 + 2.0**-40) + 2.0**-50 * np.abs(v) + 2.0**-1074
+        return r, round_to_format(v - r, fmt), round_to_format(v + r, fmt)
+
+
 def _native_half_tanh_grad(ay: F64, Ey: F64, g: F64, ctx: FnContext, y: F64 | None = None) -> F64:
     """The rounding error of ``tanh'`` written in the forward value and evaluated in the half type itself (not in
     float32 and rounded once): JAX's jvp ``(g + g y^) (1 - y^)`` (``jax._src.lax.lax``, ``tanh_p``), ``1 - y^ y^``,
@@ -653,9 +663,8 @@ def _native_half_tanh_grad(ay: F64, Ey: F64, g: F64, ctx: FnContext, y: F64 | No
     ys = np.asarray(y, dtype=np.float64)
     jax = u * (1 + u) ** 3 * (m * (np.abs(1 - ys) + Ey) + 3 * g)
     square = u * (1 + u) * (m * m + g) + u * (1 + u) * (g + u * (1 + u) * (m * m + g))
+    _, lo, hi = _delivery_interval(ys, Ey, ctx.fmt)
     with np.errstate(invalid="ignore", over="ignore"):
-        r = np.asarray(Ey, dtype=np.float64) * (1 + 2.0**-40) + 2.0**-50 * np.abs(ys) + 2.0**-1074
-        lo, hi = round_to_format(ys - r, ctx.fmt), round_to_format(ys + r, ctx.fmt)
         mid = round_to_format((lo + hi) / 2, ctx.fmt)
         known = (np.isfinite(lo) & np.isfinite(hi) & ((mid == lo) | (mid == hi))
                  & (np.minimum(np.abs(lo), np.abs(hi)) >= ctx.fmt.min_normal))
