@@ -297,6 +297,10 @@ def numpy_step(inputs, names, act, reduction, lr, fmt, order, *, wrong_tanh=Fals
             return one - z
         if relu_at_zero_one:  # the mutant: ReLU'(0) = 1 while torch's convention (declared) is 0
             return (z >= 0).astype(dt)
+        with np.errstate(over="ignore"):  # softplus' = 1/(1 + exp(-z)): exp overflows to inf for z far below 0, giving 0
+            return _grad_of(z, h)
+
+    def _grad_of(z, h):
         return {
             "tanh": lambda: one - h * h, "sigmoid": lambda: h * (one - h),
             "softplus": lambda: one / (one + np.exp(-z)),
