@@ -391,7 +391,7 @@ def test_exact_inputs_without_a_model_is_refused():
 def test_models_toml_covers_every_activation_depth_polynomial_expression_and_regime():
     quick, full = (load_cases([MODELS], tier=t) for t in ("quick", "full"))
     assert not quick.errors and not full.errors
-    assert len(quick.cases) == 18 and len(full.cases) == 50
+    assert len(quick.cases) == 18 and len(full.cases) == 51
     assert {c.id for c in quick.cases} < {c.id for c in full.cases}
     specs = {c.model for c in full.cases}
     for act in ACTIVATIONS:
