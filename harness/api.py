@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .cases import DEFAULT_TIER, Case, CaseSource, load_cases
-from .errors import HarnessError
+from .errors import HarnessError, terminal_text
 from .figures import lead, ulp_caveat, ulp_text
 from .implementations import Implementation, implementation_of
 from .records import Record
@@ -189,7 +189,7 @@ def raise_on_failure(records: list[Record], name: str, *, strict: bool = False) 
 
     The message counts the failing checks, names the case/dtype pairs, and
     describes the first failure (:func:`harness.verdicts.first_failure`) with
-    :func:`format_failure`.
+    :func:`format_failure`, its unprintable characters escaped (:func:`harness.errors.terminal_text`).
     """
     bad = failures(records, strict)
     if bad:
@@ -197,9 +197,9 @@ def raise_on_failure(records: list[Record], name: str, *, strict: bool = False) 
         assert first is not None
         where = sorted({f"{r.case} ({r.dtype})" for r in bad})
         more = f" on {len(where)} case/dtype pair(s): {', '.join(where[:5])}{', ...' if len(where) > 5 else ''}"
-        raise AssertionError(
+        raise AssertionError(terminal_text(  # (pytest prints it: a step's exception text holds no escape sequence there)
             f"{len(bad)} of {len(records)} checks of {name!r} failed{more}\nFirst failure:\n" + format_failure(first)
-        )
+        ))
     if nothing_graded(records):
         what = "no record at all (no case, no dtype or no step)" if not records else \
             f"every one of the {len(records)} record(s) is unsupported, invalid-input or a whole-run overflow"

@@ -44,7 +44,7 @@ from typing import Any, Union
 import numpy as np
 import numpy.typing as npt
 
-from .errors import CaseFileError, LimitError, quote
+from .errors import JOINERS, UNPRINTABLE, CaseFileError, LimitError, quote
 from .floats import DTYPES, FloatFormat, inexact_in_float64, round_to_format
 from .fpenv import in_ieee_default
 from .generate import generate_table
@@ -153,12 +153,10 @@ class Case:
         return {k: _fractions_of(v) for k, v in self.values.items()}
 
 
-#: Unicode categories an id may not hold (:func:`cases_from_table`): control (newline, ESC), format (the bidirectional
-#: overrides, U+202E), line and paragraph separators, surrogates, private use and unassigned code points.
-_UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
-#: Format characters an id may hold all the same: the zero-width non-joiner and joiner (U+200C, U+200D), which
-#: correctly spelled words (Persian) and emoji sequences need, and which neither move nor hide other text.
-_JOINERS = frozenset({"\u200c", "\u200d"})
+#: Unicode categories an id may not hold (:func:`cases_from_table`), and the joiners it may hold all the same: one
+#: definition with the terminal's sanitiser (:data:`harness.errors.UNPRINTABLE`, :data:`harness.errors.JOINERS`).
+_UNPRINTABLE = UNPRINTABLE
+_JOINERS = JOINERS
 
 def lr_held(lr: float, fmt: FloatFormat) -> float:
     """A learning rate ``lr`` (its float64) rounded to ``fmt``: what a step in ``fmt`` multiplies by (inf beyond

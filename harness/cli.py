@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import HarnessError, UsageError
+from .errors import HarnessError, TerminalStream, UsageError
 from .memory import keep_freed_memory
 
 # bound here, before any plug-in is imported: a plug-in that replaced harness.verdicts.run_outcome at import made a
@@ -594,26 +594,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not args.exit_status:
         return 0
 
-    outcome = _run_outcome(model.records, strict=args.strict)
-    problems = ([f"{model.malformed_total} malformed line(s) left out"] if model.malformed_total else []) + \
-        [f"{f.path}: its run did not complete (or the file has no environment line)" for f in model.unfinished] + \
-        [f"{f.path}: {why} (its lines deleted, repeated, edited or pasted in since the run wrote it)" for f in model.files for why in f.miscounted] + \
-        [f"{f.path}: {f.load_errors} case file(s) or case(s) of its run could not be loaded" for f in model.files
-         if f.load_errors] + \
-        ([f"shard(s) {', '.join(model.missing_shards)} not among the files read"] if model.missing_shards else []) + \
-        [f"{why}: its records counted twice (give each results file once; a copy of one shard's file, its shard edited, "
-         "stands in for another's)" for why in model.read_twice]
-    # each implementation a run named must grade something in it, as that run's own exit status required
-    silent = [line for f in model.files for line in f.ungraded]
-    if silent:
-        outcome.code = outcome.code or 1
-        outcome.reasons = [r for r in outcome.reasons if not r.startswith("exit 0")] + [f"exit 1: {line}" for line in silent]
-    for line in outcome.reasons:
-        if not (problems and line.startswith("exit 0")):  # (the bad input's exit 2 below says why instead)
-            print(line, file=sys.stderr)
-    if problems:
-        print(f"{'exit 2' if outcome.code == 0 else 'also'}: bad input: {'; '.join(problems)}", file=sys.stderr)
-    return outcome.code or (2 if problems else 0)
+    code, lines = model.exit_status(strict=args.strict, run_outcome=_run_outcome)
+    for line in lines:
+        print(line, file=sys.stderr)
+    return code
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -646,6 +630,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     keep_freed_memory()  # this process runs the checks (or supervises workers that do): see harness.memory
     _printable_streams()
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = TerminalStream(out), TerminalStream(err)
+    try:
+        return _main(args)
+    finally:
+        if isinstance(sys.stdout, TerminalStream) and sys.stdout.wrapped is out:
+            sys.stdout = out
+        if isinstance(sys.stderr, TerminalStream) and sys.stderr.wrapped is err:
+            sys.stderr = err
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         return COMMANDS[args.command](args)
     except HarnessError as exc:

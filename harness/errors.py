@@ -8,6 +8,8 @@ quote the offending value.
 from __future__ import annotations
 
 import reprlib
+import unicodedata
+from typing import Any
 
 #: At most this many characters of a quoted value appear in a message.
 QUOTE_LIMIT = 60
@@ -45,6 +47,58 @@ _SHORT_REPR.maxstring = _SHORT_REPR.maxother = _SHORT_REPR.maxlong = 2 * QUOTE_L
 
 def _one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+#: Unicode categories that are not printed text: control (newline, ESC, carriage return), format (the bidirectional
+#: overrides, U+202E), line and paragraph separators, surrogates, private use and unassigned code points. A case id
+#: may hold none of them (:func:`harness.cases.cases_from_table`), and :func:`terminal_text` escapes them.
+UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+#: Format characters that count as printable all the same: the zero-width non-joiner and joiner (U+200C, U+200D),
+#: which correctly spelled words (Persian) and emoji sequences need, and which neither move nor hide other text.
+JOINERS = frozenset({"\u200c", "\u200d"})
+
+
+def _terminal_char(c: str) -> str:
+    if c in "\n\t" or c in JOINERS or unicodedata.category(c) not in UNPRINTABLE:
+        return c
+    return repr(c)[1:-1]
+
+
+def terminal_text(text: str) -> str:
+    """``text`` as it may reach a terminal: every character of :data:`UNPRINTABLE` but newline and tab (ESC, carriage
+    return, NUL, the right-to-left override U+202E, a lone surrogate) written as its Python backslash escape
+    (``\\x1b``, ``\\r``, ``\\u202e``, ``\\udc80``); other text unchanged.
+
+    The one sanitiser of the harness's terminal writers: ``check``'s, ``report``'s and every command's standard output
+    and error (:func:`harness.cli.main`), the progress line and the pytest plugin's summary and failure messages. A
+    plug-in's exception text, or a results file's strings, holding ``\\x1b[2K\\r`` (erase the line, go to its start)
+    had erased a FAIL line printed before it (helper-190). Linear in ``len(text)``; never raises for a ``str``."""
+    if not text or all(line.isprintable() for line in text.split("\n")):
+        return text
+    return "".join(c if c.isprintable() else _terminal_char(c) for c in text)
+
+
+class TerminalStream:
+    """A text stream that writes through :func:`terminal_text`: the standard output and error of
+    every command while :func:`harness.cli.main` runs, so that no text from the data (a plug-in's exception message, a results
+    file's strings) reaches the terminal with its escape sequences, carriage returns or bidirectional overrides.
+    ``wrapped`` is the stream itself, for the progress bar's own control sequences (:class:`harness.progress.Progress`);
+    everything else (``isatty``, ``fileno``, ``flush``, ``encoding``) is the wrapped stream's; a step that closes
+    it closes the wrapped stream, and :func:`harness.interpreter_state.restore` reopens that one in its place."""
+
+    def __init__(self, wrapped: Any) -> None:
+        self.wrapped = wrapped
+
+    def write(self, text: str) -> int:
+        self.wrapped.write(terminal_text(text))
+        return len(text)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.wrapped, name)
 
 
 class HarnessError(Exception):

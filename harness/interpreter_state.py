@@ -21,6 +21,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from .errors import TerminalStream
+
 #: The standard streams restored, by their name in :mod:`sys`.
 STREAMS = ("stdout", "stderr")
 
@@ -89,7 +91,10 @@ def restore(before: InterpreterState) -> list[str]:
             changed.append(f"sys.{name} replaced by {label} (set back)")
         if _closed(stream):
             fresh = _reopened(stream, fd) if fd is not None else None
-            if fresh is not None:
+            if fresh is not None and isinstance(stream, TerminalStream):
+                stream.wrapped = fresh  # (the command's own stream stays: its text is still sanitised)
+                changed.append(f"sys.{name} closed (reopened on file descriptor {fd})")
+            elif fresh is not None:
                 setattr(sys, name, fresh)
                 changed.append(f"sys.{name} closed (reopened on file descriptor {fd})")
             else:

@@ -14,6 +14,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+from .errors import terminal_text
+
 #: Seconds between two plain progress lines (not a terminal), at least.
 PLAIN_EVERY = 5.0
 #: ... and at least this share of the time elapsed, so that a long run's log stays short.
@@ -50,10 +52,12 @@ class Progress:
             if self._bar is None:
                 from tqdm import tqdm
 
-                self._bar = tqdm(total=total, desc=self.desc or None, file=self.stream, unit="task", dynamic_ncols=True, leave=True)
+                # (the bar's own control sequences go to the terminal itself, past harness.cli.TerminalStream)
+                self._bar = tqdm(total=total, desc=self.desc or None, file=getattr(self.stream, "wrapped", self.stream),
+                                 unit="task", dynamic_ncols=True, leave=True)
             self._bar.total = total
             self._bar.n = done
-            self._bar.set_postfix_str(label[-60:], refresh=False)
+            self._bar.set_postfix_str(terminal_text(label[-60:]), refresh=False)
             self._bar.refresh()
             return
         now = time.monotonic()

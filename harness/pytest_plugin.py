@@ -971,28 +971,30 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     state = _state(config)
     if getattr(config, "workerinput", None) is not None:
         return
+    from .errors import terminal_text  # (every line: a step's exception text holds no escape sequence here, helper-190)
+
     if not state.records:
         for line in state.notes:
-            terminalreporter.write_line(line)
+            terminalreporter.write_line(terminal_text(line))
         return
     from .summary import by_device_dtype, explain_failures, verdict_line
 
     tr = terminalreporter
     tr.write_sep("-", "autograd-harness")
-    for line in by_device_dtype(state.records).splitlines():
+    for line in terminal_text(by_device_dtype(state.records)).splitlines():
         tr.write_line(line)
-    for line in explain_failures(state.records, max_groups=6).splitlines():  # the failures grouped by cause, as `check` shows them
+    for line in terminal_text(explain_failures(state.records, max_groups=6)).splitlines():  # the failures grouped by cause, as `check` shows them
         tr.write_line(line)
     note = f"; results {state.options.results}" if state.options.results is not None else ""
     if state.options.report is not None and not state.notes:
         note += f", report {state.options.report}"
-    tr.write_line(verdict_line(state.records) + note)
+    tr.write_line(terminal_text(verdict_line(state.records) + note))
     from .verdicts import failures, run_outcome
 
     outcome = run_outcome(state.records)
     for line in outcome.reasons:  # a probed known framework bug: reported, not counted
         if line.startswith("not counted"):
-            tr.write_line(line)
+            tr.write_line(terminal_text(line))
     final = exitstatus if state.final_status is None else state.final_status
     # (only for failing records: records that graded nothing are the "nothing was graded" note's, which fails the
     # session; the line was printed above that note, helper-95)
@@ -1003,4 +1005,4 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
                       "a test that calls harness_check decides with its own assertions (harness.api.raise_on_failure(records, "
                       "name) raises on them), and one that catches the failure harness_verify raises passes")
     for line in [*state.kept, *state.notes]:
-        tr.write_line(line)
+        tr.write_line(terminal_text(line))

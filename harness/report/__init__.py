@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
@@ -28,7 +29,7 @@ from markupsafe import Markup
 
 from ..records import Record, ResultsFile
 from ..verdicts import VERDICTS
-from .model import ReportModel, Run, build_model, environment_table, fmt_num, no_gc
+from .model import MAX_DETAIL_PER_RUN, ReportModel, Run, build_model, environment_table, fmt_num, no_gc
 
 __all__ = ["ExtraSection", "ReportModel", "build_model", "render_html", "render_report"]
 
@@ -112,7 +113,8 @@ def runs_html(runs: Sequence[Run], shown: int = 100) -> Markup:
     The largest part of the page (one block per run, tens of thousands in a large
     report), so it is built here with plain string formatting rather than by the
     template engine; every value from the data is escaped as the template would
-    (:func:`_esc`). Only the first ``shown`` runs are visible without the script.
+    (:func:`_esc`). Only the first ``shown`` runs are visible without the script. A run whose drill-down leaves out
+    records that do not agree says how many (:data:`harness.report.model.MAX_DETAIL_PER_RUN`).
     """
     out: list[str] = []
     add = out.append
@@ -143,7 +145,13 @@ def runs_html(runs: Sequence[Run], shown: int = 100) -> Markup:
                     f"<td>{_esc(num(r.expected_bound))}</td><td>{_esc(num(r.bound_ratio))}</td><td>{_esc(r.exact_written or '-')}</td>"
                     f"<td>{_esc(num(r.ulp_error_written))}</td><td>{_esc(r.oracle_method or '-')}</td></tr>\n")
             add("</table>\n")
-        omitted = f" {u.omitted} more record{'s' if u.omitted != 1 else ''}{_OMITTED_NOTE}" if u.omitted else ""
+        # (the note said every record that does not agree was listed while the cap of MAX_DETAIL_PER_RUN, or the page's
+        # MAX_DETAIL_TOTAL, left failing records out: 7 of a run's 32 disagree records, helper-190)
+        left = sum(n for v, n in u.counts.items() if v != "agree") - sum(r.verdict != "agree" for r in u.details)
+        omitted = "" if not u.omitted else (
+            f" {u.omitted} more record{'s' if u.omitted != 1 else ''} of this run not listed, {left} of them {'do' if left != 1 else 'does'} not agree "
+            f"(the drill-down lists at most {MAX_DETAIL_PER_RUN} that do not agree, the worst first; the results file holds every record)."
+            if left else f" {u.omitted} more record{'s' if u.omitted != 1 else ''}{_OMITTED_NOTE}")
         add(f"<small>Worst bits of error per quantity: {_esc(u.quantity_bits)}.{omitted}</small>\n")
         if u.repro:
             add(f"<div>reproduce: <code>{_esc(u.repro)}</code></div>")
@@ -226,6 +234,18 @@ def warm_up() -> None:
         family_html(key)
 
 
+@dataclass
+class Outcome:
+    """The page's headline: the exit status of ``report --exit-status`` on the files read
+    (:meth:`harness.report.model.ReportModel.exit_status`), with and without ``--strict``, the lines that say why,
+    and the implementations with a failing record (:func:`harness.verdicts.failures`, without ``--strict``)."""
+
+    code: int
+    strict_code: int
+    lines: list[str]
+    failing: list[str]
+
+
 def render_html(model: ReportModel, *, title: str = "Agreement report",
                 extra_sections: Iterable[ExtraSection | tuple[str, str]] = ()) -> str:
     """Render the report page for ``model`` (see :func:`build_model`) and return the HTML text."""
@@ -248,14 +268,32 @@ def render_html(model: ReportModel, *, title: str = "Agreement report",
     rules = rules_section({r.quantity for r in model.records})
     if rules is not None:
         extras.insert(0, ExtraSection(*rules, id="optimizer-rules"))
+    from ..verdicts import failures
+
+    # the page's headline: report --exit-status's own decision on these files, and the implementations whose records fail
+    code, lines = model.exit_status()
+    outcome = Outcome(code, model.exit_status(strict=True)[0], lines, sorted({r.implementation for r in failures(model.records)}))
     page = _env().get_template("report.html.j2")
     with no_gc():
-        return page.render(
-            m=model, title=title, runs_html=runs_html(model.runs), env_table=environment_table(model.environments), generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        return _visible_controls(page.render(
+            m=model, outcome=outcome, title=title, runs_html=runs_html(model.runs), env_table=environment_table(model.environments), generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             derivations=_derivations(model.reductions),
             plots=[(pid, t, Markup(svg) if svg else None, cap) for pid, t, svg, cap in plots],
             extras=[(e.id or f"extra-{i}", e.title, Markup(e.html)) for i, e in enumerate(extras)],
-        )
+        ))
+
+
+#: Characters no page of the report holds of its own: C0 controls but tab, newline and carriage return (NUL and ESC are
+#: parse errors of HTML), DEL and the C1 controls, and the bidirectional embeddings, overrides and isolates
+#: (U+202A-U+202E, U+2066-U+2069), which reorder the text that follows them.
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _visible_controls(page: str) -> str:
+    """``page`` with each of :data:`_CONTROLS` (from the data: a step's exception text, a results file's strings) written
+    as its Python backslash escape, ``\\x1b``, ``\\x00``, ``\\u202e``, as the terminal shows them
+    (:func:`harness.errors.terminal_text`): the page stays valid HTML, and nothing in it is reordered or hidden."""
+    return _CONTROLS.sub(lambda m: repr(m.group())[1:-1], page)
 
 
 def determinism_section(records: Sequence[Record]) -> ExtraSection | None:

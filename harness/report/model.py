@@ -19,7 +19,7 @@ import gc
 import math
 import shlex
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +29,8 @@ from ..errors import UsageError
 from ..figures import ulp_caveat
 from ..records import Malformed, Record, ResultsFile, read_jsonl
 from ..shard import parse_shard
-from ..verdicts import FAILING, SEVERITY, STRICT_ONLY, VERDICTS, quantity_rank, worst_verdict
+from ..verdicts import FAILING, SEVERITY, STRICT_ONLY, VERDICTS, RunOutcome, quantity_rank, worst_verdict
+from ..verdicts import run_outcome as _run_outcome
 
 #: Records kept in the drill-down of one run: every record that does not
 #: agree (up to this many), plus the worst record of each quantity.
@@ -277,6 +278,35 @@ class ReportModel:
     def unfinished(self) -> list[SourceFile]:
         """The files whose run did not complete (no ``run-end`` line, or one that says so)."""
         return [f for f in self.files if not f.completed]
+
+    def exit_status(self, strict: bool = False, run_outcome: Callable[..., RunOutcome] | None = None) -> tuple[int, list[str]]:
+        """The exit status of ``report --exit-status`` on the files read, and the lines that say why (the command prints
+        them on standard error; the page shows them as its headline): the verdict policy of
+        :func:`harness.verdicts.run_outcome` on the records, each implementation a run named grading something (as that
+        run's own exit status required), and 2 for input that cannot be trusted (malformed lines, a run that did not
+        complete or whose counts do not match its lines, case files its run could not load, a shard missing, a run read
+        twice). ``run_outcome``: the policy to apply (the CLI's copy, bound before any plug-in was imported)."""
+        outcome = (run_outcome or _run_outcome)(self.records, strict=strict)
+        problems = ([f"{self.malformed_total} malformed line(s) left out"] if self.malformed_total else []) + \
+            [f"{f.path}: its run did not complete (or the file has no environment line)" for f in self.unfinished] + \
+            [f"{f.path}: {why} (its lines deleted, repeated, edited or pasted in since the run wrote it)" for f in self.files for why in f.miscounted] + \
+            [f"{f.path}: {f.load_errors} case file(s) or case(s) of its run could not be loaded" for f in self.files
+             if f.load_errors] + \
+            ([f"shard(s) {', '.join(self.missing_shards)} not among the files read"] if self.missing_shards else []) + \
+            [f"{why}: its records counted twice (give each results file once; a copy of one shard's file, its shard edited, "
+             "stands in for another's)" for why in self.read_twice]
+        # each implementation a run named must grade something in it, as that run's own exit status required
+        silent = [line for f in self.files for line in f.ungraded]
+        if silent:
+            outcome.code = outcome.code or 1
+            outcome.reasons = [r for r in outcome.reasons if not r.startswith("exit 0")] + [f"exit 1: {line}" for line in silent]
+        lines: list[str] = []
+        for line in outcome.reasons:
+            if not (problems and line.startswith("exit 0")):  # (the bad input's exit 2 below says why instead)
+                lines.append(line)
+        if problems:
+            lines.append(f"{'exit 2' if outcome.code == 0 else 'also'}: bad input: {'; '.join(problems)}")
+        return outcome.code or (2 if problems else 0), lines
 
 
 def _sort_dtype(dt: str) -> tuple[int, str]:
