@@ -92,6 +92,15 @@ def test_check_prints_no_escape_sequence_of_a_steps_exception(tmp_path: Path, ca
     # the message is all there, escaped, under the failure group of the raising step
     assert f"RuntimeError: {EVIL_SHOWN}" in out
     assert "exit 1: 1 error record(s) fail" in out
+    # the failure message pytest prints (harness_verify, assert_agrees and raise_on_failure raise it)
+    from harness.api import raise_on_failure
+    from harness.records import read_jsonl
+
+    records = [r for r in read_jsonl(tmp_path / "r.jsonl").records if r.implementation == "h190-evil-raise"]
+    with pytest.raises(AssertionError) as raised:
+        raise_on_failure(records, "h190-evil-raise")
+    assert not any(c in str(raised.value) for c in "\x1b\r\x00\u202e")
+    assert f"RuntimeError: {EVIL_SHOWN}" in str(raised.value)
     # the HTML report of the same records: escaped as markup, and no control character in the page (NUL and ESC are
     # parse errors of HTML; U+202E reversed the text after it)
     from harness.report import render_report
