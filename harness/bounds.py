@@ -1418,8 +1418,11 @@ def loss_floor(R: F64, E: F64, c: float, reg: Regime, exact_loss: float, *,
     with np.errstate(all="ignore"):
         grow = math.exp((m + 4) * math.log1p(-u2))
         every = grow * abs(float(exact_loss)) * (1 + 2.0**-30)
-        # the largest term's limit: c max |R|^2 where known, else the exact loss (at least that)
-        top = (c * pre.R.max_abs**2 if pre is not None else abs(float(exact_loss))) * (1 - u2) ** 4 * (1 + 2.0**-30)
+        # the largest term's limit: c max |R|^2 where known, else the exact loss (at least that); a product, not a
+        # power: a Python float's ``**2`` raises OverflowError past about 1.3e154 (a float64 step's residual of 2**1010
+        # in a check of N D K >= 4,096 graded every correct step ``error``, helper-189), a product is inf there
+        top = (c * pre.R.max_abs * pre.R.max_abs if pre is not None else abs(float(exact_loss))) * (1 - u2) ** 4 \
+            * (1 + 2.0**-30)
     ceiling = math.inf if every != every or top != top else max(every, top)  # (NaN: always formed)
     return LossFloor(R=pre.R.abs if pre is not None else R, E=E, c=float(c), reg=reg, ceiling=ceiling)
 

@@ -1053,8 +1053,8 @@ def kept_parameter(opt: OptimizerConfig, params: Mapping[str, F64], lr: float, f
             out[p] = (theta, z, z)
             continue
         f = 1 + abs(lr * wd)
-        own = 2.0**-51 * np.abs(theta) * f
-        with np.errstate(over="ignore", invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):  # (own too: |theta| near float64's top times f is inf)
+            own = 2.0**-51 * np.abs(theta) * f
             r = (rig(4) * np.abs(theta) * f + eta + own) * _SAFETY
             e = np.minimum((exp(4) * np.abs(theta) * f + eta + own) * _SAFETY, r)
             out[p] = (theta * (1 - lr * wd), r, e)
