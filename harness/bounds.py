@@ -48,8 +48,9 @@ carried by a factor at most ``1 + gamma_n`` to the result:
   ``|s| (gamma |X|^T Rh + |X|^T E_R + dX^T Rh) + eta_s (1 + gamma) |X|^T Rh + (1 + gamma) eta n_G``
   where ``eta_s = 2 eta_c`` is the underflow of ``fl(2c)`` and
   ``n_G = 2 (N + f (N - 1)) + 1 + m |X|^T 1`` (``f = 1`` with flush-to-zero)
-  counts the underflows of the N products, of the final scale, of the
-  per-element scale (then multiplied by ``|X_ij|``; ``m = 2`` under a mean (``c < 1``), where
+  counts the underflows of the N products (with gradual underflow and no TF32, only the rows of a non-integer
+  ``X_ij``: an integer times a value of the dtype is a multiple of the subnormal spacing, :func:`_rounded_products`),
+  of the final scale, of the per-element scale (then multiplied by ``|X_ij|``; ``m = 2`` under a mean (``c < 1``), where
   ``2 fl(c R)``, a mean taken first and then doubled, doubles its underflow,
   ``m = 1 + f`` under the sum, where with flush-to-zero the doublings ``2R`` flush
   too), and with flush-to-zero of the additions (the products' and additions'
@@ -1202,6 +1203,24 @@ def _seed_floor_units(aX: F64, aR: F64, E: F64, c: float, reg: Regime, floor: fl
     return np.asarray(aX.T @ units)
 
 
+def _rounded_products(aX: F64, reg: Regime, ut: float) -> Any:
+    """The number of products ``X_ij s^_i`` of grad_W's sum over N whose underflow is counted, per column ``j`` of
+    ``X`` (a (D, 1) array), or ``N`` for every column (an int).
+
+    With gradual underflow and no TF32 rounding of the inputs, a product of an integer ``X_ij`` and a value ``s^`` of
+    the dtype (the computed residual, scaled or not) is an integer multiple of the subnormal spacing: exact wherever
+    it lies below the smallest normal number, and a normal number's rounding above it (within ``gamma``); only the
+    rows whose ``X_ij`` is not an integer can underflow (Higham 2002, sec. 2.1: ``e = 0`` where the result is
+    representable). Integer features (one-hot, counts, signs) counted ``N eta`` that no evaluation could reach: in
+    float32's subnormals a gradient of the wrong sign agreed at 0.69 x the bound (helper-189). With flush-to-zero
+    (a product below the smallest normal number becomes 0) or TF32 every product counts."""
+    n = aX.shape[0]
+    if reg.ftz or ut or n == 0:
+        return n
+    m = np.count_nonzero(aX != np.floor(aX), axis=0)
+    return n if bool((m == n).all()) else m[:, None].astype(np.float64)
+
+
 def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut: float, *,
                     pre: _Prepared | None = None) -> GradientBounds:
     """Rigorous bounds of grad_W = s X^T R and grad_b = s 1^T R (module docstring).
@@ -1247,7 +1266,8 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
         # doubling it (once let a correct float32 step disagree at 1.40 times the bound, helper-127); with flush-to-zero
         # 2R flushes too
         floors = (2.0 if abs(s) < 2 else 1.0 + f, 2.0 + f)
-        n_G = grow * (n + f * (n - 1)) + 1 + _seed_floor_units(aX, aR, rb.E, c, reg, floors[0], colX, Rh)
+        n_G = grow * (_rounded_products(aX, reg, ut) + f * (n - 1)) + 1 + _seed_floor_units(aX, aR, rb.E, c, reg,
+                                                                                           floors[0], colX, Rh)
         tf_abs: Any = 0.0  # (added to arrays of the gradients' shape: as zeros of colX's shape would be, no array)
         if ut:
             et = _tf32_eta(reg)
