@@ -51,11 +51,16 @@ def inner_sessions_without_hypothesis(request: pytest.FixtureRequest, monkeypatc
 #: other worker idle while it ran (twelve were listed before; the 13th-27th ran wherever they were collected). Not
 #: listed: tests/test_peer_gallery.py's jax-sgd (19-23 s), which imports JAX into the worker's process: started first,
 #: every later test of that worker that starts a process did so in a multithreaded JAX process (12 RuntimeWarnings
-#: "os.fork() was called ... JAX is multithreaded"; a test that forks without exec could deadlock).
+#: "os.fork() was called ... JAX is multithreaded"; a test that forks without exec could deadlock). Round 44 split
+#: test_docs.py's one test of every documented command into an item per command (its longest two are listed; the
+#: items that share `check`'s default outputs take turns on a lock, and only the first of them is listed, so that no
+#: worker starts by waiting on it) and test_generator_steps.py's JAX test into its three `check` runs.
 LONG_TESTS = (
-    "tests/test_docs.py::test_every_documented_command_and_python_block_runs_as_written",
+    "tests/test_docs.py::test_documented_command_or_python_block_runs_as_written[README.md -m harness check]",
     "tests/test_error_model.py::test_selftest_catches_every_mutant_without_false_alarms",
-    "tests/test_generator_steps.py::test_jax_configuration_left_changed_is_restored_and_named",
+    "tests/test_generator_steps.py::test_jax_configuration_left_changed_is_restored_and_named[jax-leaver,jax-good]",
+    "tests/test_generator_steps.py::test_jax_configuration_left_changed_is_restored_and_named[jax-rank-leaver,jax-good]",
+    "tests/test_generator_steps.py::test_jax_configuration_left_changed_is_restored_and_named[jax-context-left,jax-good]",
     "tests/test_pytest_plugin.py::test_partly_parametrized_items_and_loops_that_grade_nothing_are_skips",
     "tests/test_pytest_plugin.py::test_skipped_tests_built_in_models_and_plain_steps_under_isolation",
     "tests/test_isolation.py::test_bad_plugins_are_error_records_and_the_run_goes_on",
@@ -65,6 +70,8 @@ LONG_TESTS = (
     "tests/test_pytest_plugin.py::test_a_session_stopped_by_x_writes_an_incomplete_results_file",
     "tests/test_pytest_plugin.py::test_serial_and_xdist_runs_write_the_same_records",
     "tests/test_attack_h147.py::test_row_chunks_against_whole_columns",
+    "tests/test_docs.py::test_documented_command_or_python_block_runs_as_written[README.md -m harness report "
+    "reports/nist-1.jsonl reports/nist-2.jsonl -o reports/nist.html]",
     "tests/test_bounds_terms.py::test_cli_flush_to_zero_option",
     "tests/test_shared_rounding.py::test_equal_pairs_match_a_counter",
     "tests/test_isolation.py::test_a_batch_that_dies_or_hangs_is_run_again_task_by_task",

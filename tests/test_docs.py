@@ -1,6 +1,10 @@
 """The documentation runs as written: every shell command and Python block of README.md, cases/README.md
-and reports/README.md runs here, in document order, from the project's root, with this interpreter for
-`.venv/bin/python` (CI's .ci/run makes .venv exactly as the README's set-up says and runs this suite in it).
+and reports/README.md runs here, from the project's root, with this interpreter for `.venv/bin/python` (CI's
+.ci/run makes .venv exactly as the README's set-up says and runs this suite in it). Each is a test item of its own,
+so that pytest-xdist spreads them over its workers (one test ran them all, in document order: 328 s of one worker
+in a loaded 2-core run, the suite's longest test; the longest item, the quick tier's `check`, is about a quarter of
+it); a command that reads what earlier ones wrote runs in one item with them, in
+document order (NEEDS), and the items that use `check`'s default outputs take turns (LOCK).
 
 A command that cannot run here is listed in NOT_RUN with its reason; a block in a language that is not a
 command (output, configuration) is listed in NOT_COMMANDS. A new command runs by default; a new kind of
@@ -123,35 +127,126 @@ def _run(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_every_documented_command_and_python_block_runs_as_written():
-    """One test, in document order: later commands read what earlier ones wrote (reports/results.jsonl)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "examples")])}
-    ran = 0
+#: Commands that read what earlier commands of the documents wrote -> those commands: they run in the same test
+#: item, in document order, right before it (as they run in the document), and are not items of their own.
+NEEDS = {
+    ".venv/bin/python -m harness report reports/results.jsonl -o reports/agreement.html":
+        (".venv/bin/python -m harness check --cases cases/seed.toml --dtypes float32",),
+    ".venv/bin/python -m harness report reports/nist-1.jsonl reports/nist-2.jsonl -o reports/nist.html":
+        (".venv/bin/python -m harness check --cases cases/nist.toml --shard 1/2 --results reports/nist-1.jsonl --report none",
+         ".venv/bin/python -m harness check --cases cases/nist.toml --shard 2/2 --results reports/nist-2.jsonl --report none"),
+}
+#: The files that `check` and `report` write where no path is given (harness/cli.py's DEFAULT_RESULTS, DEFAULT_REPORT).
+DEFAULT_OUTPUTS = ("reports/results.jsonl", "reports/agreement.html")
+#: Held by each item with a command that writes or reads :data:`DEFAULT_OUTPUTS`, whichever xdist worker runs it: a
+#: `check` renames reports/results.jsonl to results.prev.jsonl before it writes its own, so without it another
+#: item's `check` could replace the file that a `report` reads, or hide it as the report starts.
+LOCK = ROOT / "reports" / ".test_docs.lock"
+
+
+def _default_outputs(command: str) -> bool:
+    """Whether ``command`` writes or reads reports/results.jsonl or reports/agreement.html: a `check` without
+    ``--results`` or ``--report``, a `report` without ``-o``, or either path named."""
+    argv = shlex.split(command, comments=True)
+    if any(a in DEFAULT_OUTPUTS for a in argv):
+        return True
+    if argv[1:3] == ["-m", "harness"] and argv[3:4] == ["check"]:
+        return "--results" not in argv or "--report" not in argv
+    if argv[1:3] == ["-m", "harness"] and argv[3:4] == ["report"]:
+        return "-o" not in argv and "--output" not in argv
+    return False
+
+
+def documented_steps() -> list[pytest.ParameterSet]:
+    """The blocks and commands that run, in document order, as test items: one per Python block and one per shell
+    command, except that a command of :data:`NEEDS` takes the commands it needs into its item (before it). Each
+    item is a list of (block, command), command None for a Python block; its id names the file and the command
+    (or the Python block's first definition), the same from round to round as the documents' lines move."""
+    steps: list[tuple[Block, str | None]] = []
     for block in all_blocks():
-        if block.lang in PYTHON and block.text.splitlines()[:1] and block.text.splitlines()[0] in NOT_RUN_PYTHON:
+        if block.lang in PYTHON and block.text.strip() and block.text.splitlines()[0] not in NOT_RUN_PYTHON:
+            steps.append((block, None))
+        elif block.lang in SHELL:
+            steps += [(block, c) for c in block.commands() if c not in NOT_RUN]
+    needed = {c for cs in NEEDS.values() for c in cs}
+    items = []
+    for block, command in steps:
+        if command in needed:
             continue
-        if block.lang in PYTHON:
-            res = subprocess.run([sys.executable, "-c", block.text], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-            assert res.returncode == 0, f"{block.path}:{block.line}: the python block failed:\n{res.stderr[-3000:]}"
-            ran += 1
-            continue
-        if block.lang not in SHELL:
-            continue
-        for command in block.commands():
-            if command in NOT_RUN:
+        group = [s for s in steps if s[1] in NEEDS.get(command or "", ())] + [(block, command)]
+        if command is None:  # named by its first definition: the Python blocks of the README all define something
+            first = next((line for line in block.text.splitlines() if line.startswith(("def ", "class ", "@"))), "")
+            name = f"{block.path} python: {first.split('  #')[0].strip().rstrip(':')[:70]}"
+        else:
+            name = f"{block.path} " + " ".join(shlex.split(command, comments=True)).replace(VENV_PYTHON + " ", "")
+        items.append(pytest.param(group, id=name))
+    return items
+
+
+def test_the_runnable_steps_are_all_there_and_needs_names_real_commands():
+    """Every command and Python block that runs is in exactly one item; :data:`NEEDS` names commands the documents
+    have, each before the command that needs it."""
+    items = documented_steps()
+    runs = [(b.path, b.line, c) for p in items for b, c in p.values[0]]
+    assert len(runs) == len(set(runs)) >= 12  # 25 today, in 22 items: 19 commands and 6 python blocks (each once)
+    order = [c for _, c in shell_commands()]
+    for command, needs in NEEDS.items():
+        assert command in order and all(n in order and order.index(n) < order.index(command) for n in needs), command
+
+    def results(check: str) -> str:
+        argv = shlex.split(check, comments=True)
+        return argv[argv.index("--results") + 1] if "--results" in argv else DEFAULT_OUTPUTS[0]
+
+    for command in order:  # each results file a `report` reads is written in its item, by what it NEEDS
+        argv = shlex.split(command, comments=True)
+        if argv[1:4] == ["-m", "harness", "report"]:
+            read = {a for a in argv[4:] if a.endswith(".jsonl")}
+            assert read and read <= {results(n) for n in NEEDS.get(command, ())}, command
+    assert len({p.id for p in items}) == len(items)
+
+
+#: The README's command that prints the figures it states: its run is shared by its item and
+#: test_the_readme_states_the_counts_the_figures_script_prints (one run of the script, about 7 s of CPU, where both
+#: run in the same xdist worker).
+FIGURES = ".venv/bin/python scripts/readme_figures.py"
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "examples")])}
+
+
+@pytest.fixture(scope="module")
+def figures_run() -> subprocess.CompletedProcess[str]:
+    """The README's :data:`FIGURES` command, run as written (nothing writes a file the script reads)."""
+    return _run(FIGURES, _env())
+
+
+@pytest.mark.parametrize("steps", documented_steps())
+def test_documented_command_or_python_block_runs_as_written(steps: list[tuple[Block, str | None]], request: pytest.FixtureRequest):
+    """One item per command or Python block (with the commands it reads from before it, :data:`NEEDS`), so that
+    pytest-xdist spreads them over its workers; items that use the default outputs hold :data:`LOCK`."""
+    import fcntl
+
+    env = _env()
+    with open(LOCK, "a") as lock:
+        if any(c is not None and _default_outputs(c) for _, c in steps):
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        for block, command in steps:
+            if command is None:
+                res = subprocess.run([sys.executable, "-c", block.text], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+                assert res.returncode == 0, f"{block.path}:{block.line}: the python block failed:\n{res.stderr[-3000:]}"
                 continue
             if "|" in command or "&&" in command or "$(" in command:
                 pytest.fail(f"{block.path}:{block.line}: {command!r} needs a shell: list it in NOT_RUN or run it here another way")
-            res = _run(command, env)
+            res = request.getfixturevalue("figures_run") if command == FIGURES else _run(command, env)
             want = EXIT.get(command, 0)
             assert res.returncode == want, (f"{block.path}:{block.line}: {command!r} exited {res.returncode} (documented: {want})\n"
                                             f"{res.stdout[-2000:]}\n{res.stderr[-3000:]}")
-            ran += 1
-    assert ran >= 12  # 14 today: 11 commands and 3 python blocks
 
 
-def test_the_readme_states_the_counts_the_figures_script_prints():
-    res = subprocess.run([sys.executable, "scripts/readme_figures.py"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def test_the_readme_states_the_counts_the_figures_script_prints(figures_run: subprocess.CompletedProcess[str]):
+    assert FIGURES in [c for _, c in shell_commands()]  # the README's command, run as written
+    res = figures_run
     assert res.returncode == 0, res.stderr
     figures = dict(line.split(": ", 1) for line in res.stdout.splitlines() if ": " in line and not line.startswith("time "))
     readme = (ROOT / "README.md").read_text()
