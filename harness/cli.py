@@ -430,7 +430,7 @@ def _after_run(args: argparse.Namespace, records: list, path: Path, cases: list,
         from .report import render_report
 
         # the file as this run wrote it (ResultsStream.written: what reading it back finds, without reading it)
-        render_report([written if written is not None else path], args.report)
+        render_report([written if written is not None else path], args.report, run_outcome=_run_outcome)
         report_note = f", report {args.report}" + (f" (the previous one kept as {kept_report})" if kept_report else "")
     print(f"{verdict_line(records)}; results {path}{report_note}")
     # each implementation named must grade something (one shard may hold none of its cases: the whole run is judged)
@@ -472,7 +472,8 @@ def _interrupted(args: argparse.Namespace, stream: Any, finished: list) -> int:
             kept = keep_previous(args.report)
             if kept is not None:
                 print(f"note: the previous report is kept as {kept}", file=sys.stderr)
-            render_report([path], args.report, title="Agreement report (INTERRUPTED: incomplete run)")
+            render_report([path], args.report, title="Agreement report (INTERRUPTED: incomplete run)",
+                          run_outcome=_run_outcome)
             note = f"; report (marked interrupted) {args.report}"
         except Exception as exc:  # the records are safe; a report failure must not hide that
             note = f"; the report could not be rendered: {type(exc).__name__}: {exc}"
@@ -579,7 +580,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             raise UsageError(f"{bench_json}: not a benchmark JSON from `harness bench`: {exc}") from exc
     from .records import keep_previous, previous_path
 
-    page = render_html(model, title=args.title, extra_sections=sections)
+    page = render_html(model, title=args.title, extra_sections=sections, run_outcome=_run_outcome)
     if any(os.path.realpath(src) == os.path.realpath(args.output) for src in args.results):
         raise UsageError(f"--output {args.output}: is one of the results files read")
     prev = previous_path(args.output)  # (where keep_previous moves an earlier page: report r.prev.jsonl -o r.jsonl

@@ -20,7 +20,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +28,7 @@ import jinja2
 from markupsafe import Markup
 
 from ..records import Record, ResultsFile
-from ..verdicts import VERDICTS
+from ..verdicts import VERDICTS, RunOutcome
 from .model import MAX_DETAIL_PER_RUN, ReportModel, Run, build_model, environment_table, fmt_num, no_gc
 
 __all__ = ["ExtraSection", "ReportModel", "build_model", "render_html", "render_report"]
@@ -247,8 +247,14 @@ class Outcome:
 
 
 def render_html(model: ReportModel, *, title: str = "Agreement report",
-                extra_sections: Iterable[ExtraSection | tuple[str, str]] = ()) -> str:
-    """Render the report page for ``model`` (see :func:`build_model`) and return the HTML text."""
+                extra_sections: Iterable[ExtraSection | tuple[str, str]] = (),
+                run_outcome: Callable[..., RunOutcome] | None = None) -> str:
+    """Render the report page for ``model`` (see :func:`build_model`) and return the HTML text.
+
+    ``run_outcome``: the verdict policy of the page's headline (:meth:`ReportModel.exit_status`); ``harness.cli`` passes
+    its copy of :func:`harness.verdicts.run_outcome`, bound before any plug-in was imported (a plug-in that replaced
+    ``harness.verdicts.run_outcome`` at import made ``check``'s own page say "These runs pass" over a run that exits 1,
+    helper-192)."""
     from .plots import bits_of_error_plot, bound_tightness_plot, drift_plot
 
     plots = [
@@ -271,8 +277,8 @@ def render_html(model: ReportModel, *, title: str = "Agreement report",
     from ..verdicts import failures
 
     # the page's headline: report --exit-status's own decision on these files, and the implementations whose records fail
-    code, lines = model.exit_status()
-    outcome = Outcome(code, model.exit_status(strict=True)[0], lines, sorted({r.implementation for r in failures(model.records)}))
+    code, lines = model.exit_status(run_outcome=run_outcome)
+    outcome = Outcome(code, model.exit_status(strict=True, run_outcome=run_outcome)[0], lines, sorted({r.implementation for r in failures(model.records)}))
     page = _env().get_template("report.html.j2")
     with no_gc():
         return _visible_controls(page.render(
@@ -347,7 +353,8 @@ def write_atomic(path: str | Path, text: str) -> Path:
 
 
 def render_report(results_paths: Iterable[str | Path | ResultsFile], out_path: str | Path, *, title: str = "Agreement report",
-                  extra_sections: Iterable[ExtraSection | tuple[str, str]] = ()) -> Path:
+                  extra_sections: Iterable[ExtraSection | tuple[str, str]] = (),
+                  run_outcome: Callable[..., RunOutcome] | None = None) -> Path:
     """Merge results files into one self-contained HTML report, written atomically.
 
     Args:
@@ -359,6 +366,7 @@ def render_report(results_paths: Iterable[str | Path | ResultsFile], out_path: s
         extra_sections: more sections appended after the figures, as
             :class:`ExtraSection` or ``(title, html)`` pairs; ``html`` is
             trusted markup (e.g. benchmark figures as inline SVG).
+        run_outcome: the headline's verdict policy (:func:`render_html`); None: :func:`harness.verdicts.run_outcome`.
 
     Returns:
         ``out_path`` as a Path. Malformed lines of the results files (a run cut
@@ -371,4 +379,4 @@ def render_report(results_paths: Iterable[str | Path | ResultsFile], out_path: s
         UsageError: if a results file is missing or unreadable (named in the message).
     """
     model = build_model(list(results_paths))
-    return write_atomic(out_path, render_html(model, title=title, extra_sections=extra_sections))
+    return write_atomic(out_path, render_html(model, title=title, extra_sections=extra_sections, run_outcome=run_outcome))
