@@ -48,6 +48,11 @@ def _pytest_plugin_args() -> list[str]:
     return [] if installed else ["-p", "harness.pytest_plugin"]
 
 
+#: The options of this file's pytest subprocesses: no cache folder, and no Hypothesis plugin (as tests/conftest.py
+#: gives the pytester sessions): no such session uses Hypothesis, and its plugin cost about 0.9 s of CPU each.
+NO_CACHE_NO_HYPOTHESIS = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
+
+
 def seed_case():
     return next(c for c in load_cases([CASES / "seed.toml"]).cases if c.id == "seed")
 
@@ -160,7 +165,7 @@ def test_readme_commands_run_as_written(tmp_path):
     for line in commands.strip().splitlines():
         argv = shlex.split(line)
         assert argv[0] == ".venv/bin/python"  # as from a fresh clone; this interpreter stands for it
-        extra = _pytest_plugin_args() + ["-p", "no:cacheprovider"] if argv[1:3] == ["-m", "pytest"] else []
+        extra = _pytest_plugin_args() + NO_CACHE_NO_HYPOTHESIS if argv[1:3] == ["-m", "pytest"] else []
         out = subprocess.run([sys.executable, *argv[1:3], *extra, *argv[3:]], cwd=tmp_path, capture_output=True, text=True,
                              env=_env(), timeout=600)
         assert out.returncode == 0, f"{line}\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
@@ -182,10 +187,10 @@ def test_pytest_plugin_option_loads_a_plugin(tmp_path):
             else:
                 raise AssertionError("the accumulating step passed")
     ''').format(cases=str(CASES / "seed.toml")))
-    out = subprocess.run([sys.executable, "-m", "pytest", *_pytest_plugin_args(), "-p", "no:cacheprovider", "--harness-plugin", "user_step.py",
+    out = subprocess.run([sys.executable, "-m", "pytest", *_pytest_plugin_args(), *NO_CACHE_NO_HYPOTHESIS, "--harness-plugin", "user_step.py",
                           "-q", "test_user.py"], cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    bad = subprocess.run([sys.executable, "-m", "pytest", *_pytest_plugin_args(), "-p", "no:cacheprovider", "--harness-plugin", "no_such_module_xyz",
+    bad = subprocess.run([sys.executable, "-m", "pytest", *_pytest_plugin_args(), *NO_CACHE_NO_HYPOTHESIS, "--harness-plugin", "no_such_module_xyz",
                           "-q", "test_user.py"], cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300)
     assert bad.returncode != 0
     assert "cannot import plug-in 'no_such_module_xyz': ModuleNotFoundError" in bad.stderr
