@@ -44,7 +44,7 @@ from typing import Any, Union
 import numpy as np
 import numpy.typing as npt
 
-from .errors import JOINERS, UNPRINTABLE, CaseFileError, LimitError, quote
+from .errors import CaseFileError, LimitError, hidden_char, quote
 from .floats import DTYPES, FloatFormat, inexact_in_float64, round_to_format
 from .fpenv import in_ieee_default
 from .generate import generate_table
@@ -152,11 +152,6 @@ class Case:
             return dict(self.written)
         return {k: _fractions_of(v) for k, v in self.values.items()}
 
-
-#: Unicode categories an id may not hold (:func:`cases_from_table`), and the joiners it may hold all the same: one
-#: definition with the terminal's sanitiser (:data:`harness.errors.UNPRINTABLE`, :data:`harness.errors.JOINERS`).
-_UNPRINTABLE = UNPRINTABLE
-_JOINERS = JOINERS
 
 def lr_held(lr: float, fmt: FloatFormat) -> float:
     """A learning rate ``lr`` (its float64) rounded to ``fmt``: what a step in ``fmt`` multiplies by (inf beyond
@@ -1007,7 +1002,7 @@ def cases_from_table(spec: Mapping[str, Any], *, path: str, base: Path, index: i
     case_id = spec.get("id")
     if not isinstance(case_id, str) or not case_id:
         raise CaseFileError(f"[[case]] number {index + 1} has no string 'id' (got {quote(case_id)})", path=path, key="id")
-    hidden = next((ch for ch in case_id if unicodedata.category(ch) in _UNPRINTABLE and ch not in _JOINERS), None)
+    hidden = next((ch for ch in case_id if hidden_char(ch)), None)  # (one rule with the terminal's sanitiser)
     if hidden is not None:
         # an id is one printed line of every table, summary and pytest id: a newline, a carriage return or an escape
         # sequence (ESC [ 8 m conceals what follows) forged or hid lines of check's output (helper-176)

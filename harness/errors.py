@@ -58,8 +58,14 @@ UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
 JOINERS = frozenset({"\u200c", "\u200d"})
 
 
+def hidden_char(c: str) -> bool:
+    """Whether the character ``c`` is not printed text (:data:`UNPRINTABLE`, the :data:`JOINERS` apart): the one rule of
+    what a case id may not hold (:func:`harness.cases.cases_from_table`) and of what :func:`terminal_text` escapes."""
+    return c not in JOINERS and unicodedata.category(c) in UNPRINTABLE
+
+
 def _terminal_char(c: str) -> str:
-    if c in "\n\t" or c in JOINERS or unicodedata.category(c) not in UNPRINTABLE:
+    if c in "\n\t" or not hidden_char(c):
         return c
     return repr(c)[1:-1]
 
