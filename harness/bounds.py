@@ -204,7 +204,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .floats import FLOAT32, FLOAT64, TF32, FloatFormat, round_to_format
-from .repeatedsums import ExactContext, exact_reductions, repeated_reductions, worst_case_part
+from .repeatedsums import ExactContext, _exact_reductions, repeated_reductions, worst_case_part
 from .shapes import check_step_shapes
 from .sharedrounding import sample_pairs, shared_residual_errors
 
@@ -1180,18 +1180,18 @@ def _seed_floor_units(aX: F64, aR: F64, E: F64, c: float, reg: Regime, floor: fl
     ``Rh``: ``aR + E`` where the caller formed it (the same array's values), or None. With ``c > 0`` the test of each
     element, ``(16 c x) S < floor eta`` for ``x = aR + E``, is monotone in ``x`` (each rounding is), so where no
     ``x`` is NaN some element passes it exactly when the least ``x`` does: one pass over ``Rh`` answers the common
-    case, no element tiny, without the element-wise test's four passes and arrays (the same answer; else that test)."""
+    case, no element tiny, without the element-wise test's four passes and arrays (the same answer; else that test).
+    Called inside ``np.errstate(invalid="ignore", over="ignore")`` (:func:`gradient_bounds`'): it enters none of its own."""
     if c == 1 or not aR.size:
         return np.asarray(floor * colX)
     n, k = aR.shape
-    with np.errstate(invalid="ignore", over="ignore"):
-        if Rh is not None and c > 0:
-            least = np.min(Rh)
-            if not np.isnan(least) and not (8 * 2 * c * least * _SAFETY < floor * reg.eta):
-                return np.asarray(floor * colX)
-        # every association's count is at most (2**3 - 1) |2c| (|R| + E) (grown): each rounding on R's path errs by at
-        # most its value, at most twice the exact partial product per earlier rounding; only those far below the floor
-        tiny = np.asarray(8 * 2 * c * (aR + E) * _SAFETY < floor * reg.eta)
+    if Rh is not None and c > 0:
+        least = np.min(Rh)
+        if not np.isnan(least) and not (8 * 2 * c * least * _SAFETY < floor * reg.eta):
+            return np.asarray(floor * colX)
+    # every association's count is at most (2**3 - 1) |2c| (|R| + E) (grown): each rounding on R's path errs by at
+    # most its value, at most twice the exact partial product per earlier rounding; only those far below the floor
+    tiny = np.asarray(8 * 2 * c * (aR + E) * _SAFETY < floor * reg.eta)
     if not tiny.any():
         return np.asarray(floor * colX)
     factors = seed_factors("mean", n, k)
@@ -1236,6 +1236,13 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
         reg: the rounding model; ut: TF32's unit roundoff for the products, or 0.
         pre: :func:`step_bounds`' shared passes over these ``X`` and ``R`` (the same values, fewer passes), or None.
     """
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _gradient_bounds(X, R, rb, c, reg, ut, pre=pre)
+
+
+def _gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut: float, *,
+                    pre: _Prepared | None = None) -> GradientBounds:
+    """:func:`gradient_bounds`, called inside ``np.errstate(invalid="ignore", over="ignore")`` (its caller's: it enters none of its own)."""
     n = X.shape[0]
     s = 2.0 * c
     eta, f = reg.eta, 1.0 if reg.ftz else 0.0
@@ -1251,66 +1258,65 @@ def gradient_bounds(X: F64, R: F64, rb: ResidualBound, c: float, reg: Regime, ut
         saR = pre.R.colsum(1, aR)
     else:
         aX, aR = np.abs(X), np.abs(R)
-    with np.errstate(invalid="ignore", over="ignore"):
-        if pre is None:
-            Rh = aR + rb.E
-            colX = aX.sum(axis=0)[:, None]
-            Rh_finite, R_finite = bool(np.isfinite(Rh).all()), bool(np.isfinite(aR).all())
-            sRh, sE, saR = Rh.sum(axis=0), rb.E.sum(axis=0), aR.sum(axis=0)
-        # the products' and the flushed additions' underflows are scaled by the seed's factors applied after the sum
-        # (NumPy's 2c (X^T R): a float32 product of 2**-150 rounds to 0 and 2 doubles the loss; helper-47), the 2 alone
-        # under a mean taken first (2 (X^T (R / N)): max(1, |s|) = 1 there let a correct float32 step disagree at 1.67
-        # times the bound, helper-138): seed_carry, 2
-        grow = _seed_growth("sum" if c == 1 else "mean", n, aR.shape[1])
-        # the per-element scale's underflow, times |X_ij|: under a mean (c < 1) twice, 2 fl(c R) (a mean then doubled)
-        # doubling it (once let a correct float32 step disagree at 1.40 times the bound, helper-127); with flush-to-zero
-        # 2R flushes too
-        floors = (2.0 if abs(s) < 2 else 1.0 + f, 2.0 + f)
-        n_G = grow * (_rounded_products(aX, reg, ut) + f * (n - 1)) + 1 + _seed_floor_units(aX, aR, rb.E, c, reg,
-                                                                                           floors[0], colX, Rh)
-        tf_abs: Any = 0.0  # (added to arrays of the gradients' shape: as zeros of colX's shape would be, no array)
-        if ut:
-            et = _tf32_eta(reg)
-            tf_abs = et * (1 + ut) * (colX + (abs(s) + eta_s) * (1 + reg.u) * sRh[None, :]) + n * et**2
-        XRh = aX.T @ Rh
-        tf = (pscale - 1.0) * abs(s) * XRh + tf_abs
-        if reg.ftz or not (Rh_finite and R_finite):
-            dX = reg.flushed(X)
-            dXRh, dXR = dX.T @ Rh, dX.T @ aR
-        else:  # nothing is flushed: zeros times finite magnitudes, +0 everywhere (no product needed)
-            dXRh = dXR = np.zeros(XRh.shape, dtype=XRh.dtype)
-        gW = (abs(s) * (g * XRh + aX.T @ rb.E + dXRh) + eta_s * (1 + g) * XRh + (1 + g) * (tf + eta * n_G))
-        # (grad_b has no products: the seed's 2 after its sum doubles the flushed additions alone; its N etas are the
-        # seed's own, counted in any association by the floors below)
-        n_b = max(1.0, abs(s)) * n + grow * f * (n - 1) + 1 + (1 + f) * n
-        gb = abs(s) * (g * sRh + sE) + eta_s * (1 + g) * sRh + (1 + g) * eta * n_b
-        XR = aX.T @ aR
-        # |X|^T U and 1^T U: in closed form where U is one value (ResidualBound.U_uniform)
-        # (the closed forms broadcast by the sums below, which hold dXR (D, K) and saR (K,): the same values, no array)
-        XU = aX.T @ rb.U if rb.U_uniform is None else colX * rb.U_uniform
-        sU = rb.U.sum(axis=0) if rb.U_uniform is None else n * rb.U_uniform
-        U_gW = abs(s) * (XU + dXR) + eta_s * XR + tf_abs + eta * n_G
-        U_gb = abs(s) * sU + eta_s * saR + eta * n_b
-        # the seed's chain in its worst association, beyond the etas per element counted above (n_G: m = 2 under the
-        # mean, 1 + f under the sum; n_b: 2 + f, its n "products" (grow >= 1: grad_b multiplies nothing) and its 1 + f):
-        # only where an association may reach the subnormal range (2 ((R / N) / K) errs by 2 (1 + 1/K) eta, which m = 2
-        # missed: 1.08 times the bound, helper-132)
-        uniform = _seed_excess_uniform(seed_excess_most(n, aR.shape[1], c, reg, floors), reg, n, g, colX, gW, gb) \
-            if Rh_finite and R_finite else None
-        if uniform is not None:  # the per-element excess changes no bit of gW and gb: U's upper bound without a pass over R
-            U_gW, U_gb = U_gW + uniform[0], U_gb + uniform[1]
-        more = seed_underflow(aR, rb.E, c, reg, floors) if uniform is None else None
-        if more is not None:
-            rows, (units_G, units_b) = more  # the excess over each floor in etas, per element of the rows
-            if np.any(units_G > 0):
-                one = rows.size == n and units_G.strides == (0, 0)  # one value (one group): |X|^T 1 times it
-                x_G = _eta_times(reg, colX * units_G[0, 0] if one else (aX if rows.size == n else aX[rows]).T @ units_G, n)
-                gW = gW + (1 + g) * x_G
-                U_gW = U_gW + x_G
-            if np.any(units_b > 0):
-                x_b = _eta_times(reg, units_b.sum(axis=0), n)
-                gb = gb + (1 + g) * x_b
-                U_gb = U_gb + x_b
+    if pre is None:
+        Rh = aR + rb.E
+        colX = aX.sum(axis=0)[:, None]
+        Rh_finite, R_finite = bool(np.isfinite(Rh).all()), bool(np.isfinite(aR).all())
+        sRh, sE, saR = Rh.sum(axis=0), rb.E.sum(axis=0), aR.sum(axis=0)
+    # the products' and the flushed additions' underflows are scaled by the seed's factors applied after the sum
+    # (NumPy's 2c (X^T R): a float32 product of 2**-150 rounds to 0 and 2 doubles the loss; helper-47), the 2 alone
+    # under a mean taken first (2 (X^T (R / N)): max(1, |s|) = 1 there let a correct float32 step disagree at 1.67
+    # times the bound, helper-138): seed_carry, 2
+    grow = _seed_growth("sum" if c == 1 else "mean", n, aR.shape[1])
+    # the per-element scale's underflow, times |X_ij|: under a mean (c < 1) twice, 2 fl(c R) (a mean then doubled)
+    # doubling it (once let a correct float32 step disagree at 1.40 times the bound, helper-127); with flush-to-zero
+    # 2R flushes too
+    floors = (2.0 if abs(s) < 2 else 1.0 + f, 2.0 + f)
+    n_G = grow * (_rounded_products(aX, reg, ut) + f * (n - 1)) + 1 + _seed_floor_units(aX, aR, rb.E, c, reg,
+                                                                                       floors[0], colX, Rh)
+    tf_abs: Any = 0.0  # (added to arrays of the gradients' shape: as zeros of colX's shape would be, no array)
+    if ut:
+        et = _tf32_eta(reg)
+        tf_abs = et * (1 + ut) * (colX + (abs(s) + eta_s) * (1 + reg.u) * sRh[None, :]) + n * et**2
+    XRh = aX.T @ Rh
+    tf = (pscale - 1.0) * abs(s) * XRh + tf_abs
+    if reg.ftz or not (Rh_finite and R_finite):
+        dX = reg.flushed(X)
+        dXRh, dXR = dX.T @ Rh, dX.T @ aR
+    else:  # nothing is flushed: zeros times finite magnitudes, +0 everywhere (no product needed)
+        dXRh = dXR = np.zeros(XRh.shape, dtype=XRh.dtype)
+    gW = (abs(s) * (g * XRh + aX.T @ rb.E + dXRh) + eta_s * (1 + g) * XRh + (1 + g) * (tf + eta * n_G))
+    # (grad_b has no products: the seed's 2 after its sum doubles the flushed additions alone; its N etas are the
+    # seed's own, counted in any association by the floors below)
+    n_b = max(1.0, abs(s)) * n + grow * f * (n - 1) + 1 + (1 + f) * n
+    gb = abs(s) * (g * sRh + sE) + eta_s * (1 + g) * sRh + (1 + g) * eta * n_b
+    XR = aX.T @ aR
+    # |X|^T U and 1^T U: in closed form where U is one value (ResidualBound.U_uniform)
+    # (the closed forms broadcast by the sums below, which hold dXR (D, K) and saR (K,): the same values, no array)
+    XU = aX.T @ rb.U if rb.U_uniform is None else colX * rb.U_uniform
+    sU = rb.U.sum(axis=0) if rb.U_uniform is None else n * rb.U_uniform
+    U_gW = abs(s) * (XU + dXR) + eta_s * XR + tf_abs + eta * n_G
+    U_gb = abs(s) * sU + eta_s * saR + eta * n_b
+    # the seed's chain in its worst association, beyond the etas per element counted above (n_G: m = 2 under the
+    # mean, 1 + f under the sum; n_b: 2 + f, its n "products" (grow >= 1: grad_b multiplies nothing) and its 1 + f):
+    # only where an association may reach the subnormal range (2 ((R / N) / K) errs by 2 (1 + 1/K) eta, which m = 2
+    # missed: 1.08 times the bound, helper-132)
+    uniform = _seed_excess_uniform(seed_excess_most(n, aR.shape[1], c, reg, floors), reg, n, g, colX, gW, gb) \
+        if Rh_finite and R_finite else None
+    if uniform is not None:  # the per-element excess changes no bit of gW and gb: U's upper bound without a pass over R
+        U_gW, U_gb = U_gW + uniform[0], U_gb + uniform[1]
+    more = seed_underflow(aR, rb.E, c, reg, floors) if uniform is None else None
+    if more is not None:
+        rows, (units_G, units_b) = more  # the excess over each floor in etas, per element of the rows
+        if np.any(units_G > 0):
+            one = rows.size == n and units_G.strides == (0, 0)  # one value (one group): |X|^T 1 times it
+            x_G = _eta_times(reg, colX * units_G[0, 0] if one else (aX if rows.size == n else aX[rows]).T @ units_G, n)
+            gW = gW + (1 + g) * x_G
+            U_gW = U_gW + x_G
+        if np.any(units_b > 0):
+            x_b = _eta_times(reg, units_b.sum(axis=0), n)
+            gb = gb + (1 + g) * x_b
+            U_gb = U_gb + x_b
     return GradientBounds(gW=gW, gb=gb, U_gW=U_gW, U_gb=U_gb, gamma=g)
 
 
@@ -1319,28 +1325,34 @@ def loss_bound(R: F64, rb: ResidualBound, c: float, reg: Regime, *,
     """Rigorous bound of the loss ``c sum R^2``, its first-order absolute part, and ``gamma_{NK+3}``.
 
     ``pre``: :func:`step_bounds`' shared passes over this ``R`` (the same values, fewer passes), or None."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _loss_bound(R, rb, c, reg, pre=pre)
+
+
+def _loss_bound(R: F64, rb: ResidualBound, c: float, reg: Regime, *,
+               pre: _Prepared | None = None) -> tuple[F64, F64, float]:
+    """:func:`loss_bound`, called inside ``np.errstate(invalid="ignore", over="ignore")`` (its caller's: it enters none of its own)."""
     nk = R.size
     g = reg.gamma(nk + 3)
     eta_c = reg.scale_underflow(c)
     f = 1.0 if reg.ftz else 0.0
     n_L = 2 * nk + 1 + f * (nk - 1)
-    with np.errstate(invalid="ignore", over="ignore"):
-        if pre is not None:
-            # Rh**2 and E (2|R| + E) from the compiled pass; |R|**2 is R**2 (the same bits but for a NaN's sign,
-            # and a NaN sum is NaN either way)
-            aR, R2 = pre.R.abs, pre.R.sq
-            assert R2 is not None
-            _, Rh2, EL, _, _ = pre.residual_terms(rb.E)
-        else:
-            aR = np.abs(R)
-            Rh = aR + rb.E
-            Rh2, EL, R2 = Rh**2, rb.E * (2 * aR + rb.E), aR**2
-        sRh2 = Rh2.sum()
-        rig = abs(c) * (g * sRh2 + EL.sum()) + eta_c * (1 + g) * sRh2 + (1 + g) * reg.eta * n_L
-        # sum U (2 |R| + U), in closed form where U is one value (ResidualBound.U_uniform)
-        UR = ((rb.U * (2 * aR + rb.U)).sum() if rb.U_uniform is None
-              else rb.U_uniform * (2 * aR.sum() + nk * rb.U_uniform))
-        U = abs(c) * UR + eta_c * R2.sum() + reg.eta * n_L
+    if pre is not None:
+        # Rh**2 and E (2|R| + E) from the compiled pass; |R|**2 is R**2 (the same bits but for a NaN's sign,
+        # and a NaN sum is NaN either way)
+        aR, R2 = pre.R.abs, pre.R.sq
+        assert R2 is not None
+        _, Rh2, EL, _, _ = pre.residual_terms(rb.E)
+    else:
+        aR = np.abs(R)
+        Rh = aR + rb.E
+        Rh2, EL, R2 = Rh**2, rb.E * (2 * aR + rb.E), aR**2
+    sRh2 = Rh2.sum()
+    rig = abs(c) * (g * sRh2 + EL.sum()) + eta_c * (1 + g) * sRh2 + (1 + g) * reg.eta * n_L
+    # sum U (2 |R| + U), in closed form where U is one value (ResidualBound.U_uniform)
+    UR = ((rb.U * (2 * aR + rb.U)).sum() if rb.U_uniform is None
+          else rb.U_uniform * (2 * aR.sum() + nk * rb.U_uniform))
+    U = abs(c) * UR + eta_c * R2.sum() + reg.eta * n_L
     return np.asarray(rig), np.asarray(U), g
 
 
@@ -1433,16 +1445,22 @@ def loss_floor(R: F64, E: F64, c: float, reg: Regime, exact_loss: float, *,
             where ``R`` is not finite).
         pre: :func:`step_bounds`' shared passes over this ``R``, or None.
     """
+    with np.errstate(all="ignore"):
+        return _loss_floor(R, E, c, reg, exact_loss, pre=pre)
+
+
+def _loss_floor(R: F64, E: F64, c: float, reg: Regime, exact_loss: float, *,
+               pre: _Prepared | None = None) -> LossFloor:
+    """:func:`loss_floor`, called inside ``np.errstate(all="ignore")`` (its caller's: it enters none of its own)."""
     u2 = update_rounding(reg.fmt)
     m = R.size
-    with np.errstate(all="ignore"):
-        grow = math.exp((m + 4) * math.log1p(-u2))
-        every = grow * abs(float(exact_loss)) * (1 + 2.0**-30)
-        # the largest term's limit: c max |R|^2 where known, else the exact loss (at least that); a product, not a
-        # power: a Python float's ``**2`` raises OverflowError past about 1.3e154 (a float64 step's residual of 2**1010
-        # in a check of N D K >= 4,096 graded every correct step ``error``, helper-189), a product is inf there
-        top = (c * pre.R.max_abs * pre.R.max_abs if pre is not None else abs(float(exact_loss))) * (1 - u2) ** 4 \
-            * (1 + 2.0**-30)
+    grow = math.exp((m + 4) * math.log1p(-u2))
+    every = grow * abs(float(exact_loss)) * (1 + 2.0**-30)
+    # the largest term's limit: c max |R|^2 where known, else the exact loss (at least that); a product, not a
+    # power: a Python float's ``**2`` raises OverflowError past about 1.3e154 (a float64 step's residual of 2**1010
+    # in a check of N D K >= 4,096 graded every correct step ``error``, helper-189), a product is inf there
+    top = (c * pre.R.max_abs * pre.R.max_abs if pre is not None else abs(float(exact_loss))) * (1 - u2) ** 4 \
+        * (1 + 2.0**-30)
     ceiling = math.inf if every != every or top != top else max(every, top)  # (NaN: always formed)
     return LossFloor(R=pre.R.abs if pre is not None else R, E=E, c=float(c), reg=reg, ceiling=ceiling)
 
@@ -1782,6 +1800,16 @@ def expected_bounds(
         ValueError: when the shapes of ``X``, ``Y``, ``W``, ``b`` (``(K,)``) and ``R`` do not agree
             (:func:`harness.shapes.check_step_shapes`: the compiled partial sums would read past an array's end);
             not checked again with ``shapes_checked`` (:func:`step_bounds`, which checked these very arrays' shapes)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _expected_bounds(X, Y, W, b, R, exact, c, lr, dlr, reg, ut, rb, gb, U_L, pre=pre, update_eta=update_eta, shapes_checked=shapes_checked)
+
+
+def _expected_bounds(
+    X: F64, Y: F64, W: F64, b: F64, R: F64, exact: Mapping[str, F64], c: float, lr: float, dlr: float,
+    reg: Regime, ut: float, rb: ResidualBound, gb: GradientBounds, U_L: F64, *, pre: _Prepared | None = None,
+    update_eta: tuple[Any, Any] | None = None, shapes_checked: bool = False,
+) -> dict[str, F64]:
+    """:func:`expected_bounds`, called inside ``np.errstate(invalid="ignore", over="ignore")`` (its caller's: it enters none of its own)."""
     if not shapes_checked:
         check_step_shapes(X, Y, W, b, R)
     if np.ndim(b) != 1:
@@ -1795,76 +1823,75 @@ def expected_bounds(
     lr_abs: Any = np.abs(np.asarray(lr))[()]
     lr = lr_abs
     wt = (ut / u) ** 2 if u > 0 else 0.0  # TF32 input roundings, relative to u
-    with np.errstate(invalid="ignore", over="ignore"):
-        if pre is not None:
-            X2T, R2 = pre.X.sq.T if pre.X.sq is not None else np.abs(X).T ** 2, pre.R.sq
-            assert R2 is not None
+    if pre is not None:
+        X2T, R2 = pre.X.sq.T if pre.X.sq is not None else np.abs(X).T ** 2, pre.R.sq
+        assert R2 is not None
+    else:
+        X2T, R2 = np.abs(X).T ** 2, R**2
+    lam = LAMBDA * u
+    # the part of the residual's rounding errors that rows share (harness.sharedrounding): each family of
+    # shared terms by its worst case or its group model, added to the independent model's bound (first: |X| is
+    # still in the cache from gradient_bounds' products, which the shared terms' product with it reads again)
+    x_pairs = sample_pairs(X)  # X's sample screened once, for both models
+    shared = shared_residual_errors(X, W, b, Y, rb.A, u, ut, lam=LAMBDA, compiled=USE_KERNELS, x_pairs=x_pairs)
+    # (0.0, added to arrays of grad_W's and grad_b's shapes below: as zeros of those shapes would be, no array)
+    sh_gW: Any = 0.0
+    sh_gb: Any = 0.0
+    sh_L: Any = 0.0
+    if shared.det is not None:
+        aX = pre.X.abs if pre is not None else np.abs(X)
+        sh_gW = sh_gW + aX.T @ shared.det
+        sh_gb = sh_gb + _row_sum(shared.det)
+        sh_L = sh_L + 2 * ((pre.R.abs if pre is not None else np.abs(R)) * shared.det).sum()
+    if shared.var is not None:
+        sh_gW = sh_gW + LAMBDA * np.sqrt(X2T @ shared.var)
+        sh_gb = sh_gb + LAMBDA * np.sqrt(_row_sum(shared.var))
+        sh_L = sh_L + 2 * LAMBDA * np.sqrt((R2 * shared.var).sum())
+    if pre is not None:  # compiled, with the shared passes: |X|**2, R**2 and their sums formed once
+        V_R, V_gW_pss, sumT2, V_gb_pss, RV, VR2, sumVR = _prepared_partial_sums(X, Y, W, b, R, wt, pre)
+        sumR, sumR2 = pre.R.colsum(0, R), pre.R.colsum(2, R2)
+    else:
+        if USE_KERNELS and X.dtype == np.float64 and X.shape[0] * W.size >= KERNEL_MIN_WORK:  # compiled, two passes
+            V_R, V_gW_pss, sumT2, V_gb_pss = _kernel_partial_sums(X, Y, W, b, R, wt)
         else:
-            X2T, R2 = np.abs(X).T ** 2, R**2
-        lam = LAMBDA * u
-        # the part of the residual's rounding errors that rows share (harness.sharedrounding): each family of
-        # shared terms by its worst case or its group model, added to the independent model's bound (first: |X| is
-        # still in the cache from gradient_bounds' products, which the shared terms' product with it reads again)
-        x_pairs = sample_pairs(X)  # X's sample screened once, for both models
-        shared = shared_residual_errors(X, W, b, Y, rb.A, u, ut, lam=LAMBDA, compiled=USE_KERNELS, x_pairs=x_pairs)
-        # (0.0, added to arrays of grad_W's and grad_b's shapes below: as zeros of those shapes would be, no array)
-        sh_gW: Any = 0.0
-        sh_gb: Any = 0.0
-        sh_L: Any = 0.0
-        if shared.det is not None:
-            aX = pre.X.abs if pre is not None else np.abs(X)
-            sh_gW = sh_gW + aX.T @ shared.det
-            sh_gb = sh_gb + _row_sum(shared.det)
-            sh_L = sh_L + 2 * ((pre.R.abs if pre is not None else np.abs(R)) * shared.det).sum()
-        if shared.var is not None:
-            sh_gW = sh_gW + LAMBDA * np.sqrt(X2T @ shared.var)
-            sh_gb = sh_gb + LAMBDA * np.sqrt(_row_sum(shared.var))
-            sh_L = sh_L + 2 * LAMBDA * np.sqrt((R2 * shared.var).sum())
-        if pre is not None:  # compiled, with the shared passes: |X|**2, R**2 and their sums formed once
-            V_R, V_gW_pss, sumT2, V_gb_pss, RV, VR2, sumVR = _prepared_partial_sums(X, Y, W, b, R, wt, pre)
-            sumR, sumR2 = pre.R.colsum(0, R), pre.R.colsum(2, R2)
-        else:
-            if USE_KERNELS and X.dtype == np.float64 and X.shape[0] * W.size >= KERNEL_MIN_WORK:  # compiled, two passes
-                V_R, V_gW_pss, sumT2, V_gb_pss = _kernel_partial_sums(X, Y, W, b, R, wt)
-            else:
-                V_R, V_gW_pss, sumT2, V_gb_pss = _numpy_partial_sums(X, Y, W, b, R, wt)
-            sumR, sumR2 = R.sum(axis=0), R2.sum(axis=0)
-            RV, VR2, sumVR = R2 * V_R, V_R**2, V_R.sum(axis=0)
-        sumT = X.T @ R
-        V_gW = X2T @ V_R + (2 + 2 * wt) * sumT2 + sumT**2 + V_gW_pss
-        V_gb = sumVR + sumR2 + sumR**2 + V_gb_pss
-        sq = R2.ravel()
-        sum_sq2 = (sq**2).sum()  # pairwise, as partial_sum_squares' own sum over the (1, N K) row would be
-        pss_L = partial_sum_squares(sq[None, :], axis=1, sum_sq=np.reshape(sum_sq2, (1,)))[0]
-        V_L = 4 * RV.sum() + sum_sq2 + 2 * sq.sum() ** 2 + pss_L
-        # reductions whose terms repeat (harness.repeatedsums): their partial sums' errors at their worst case
-        rep = repeated_reductions(X, R, reg.fmt, LAMBDA, ExactContext(W, b, Y, rb.A, float(c), reg.ftz, ut > 0),
-                                  x_pairs=x_pairs)
-        if rep.grad_W is not None:
-            sh_gW = sh_gW + worst_case_part(rep.grad_W, V_gW_pss, n, u)
-        if rep.grad_b is not None:
-            sh_gb = sh_gb + worst_case_part(rep.grad_b, V_gb_pss, n, u)
-        if rep.loss:
-            sh_L = sh_L + worst_case_part(True, pss_L, n * k, u)
-        elif rep.loss_bias:  # distinct squares whose residues share a sign: their measured systematic error
-            sh_L = sh_L + rep.loss_bias
-        exp_gW = lam * abs(s) * np.sqrt(V_gW) + abs(s) * sh_gW + gb.U_gW
-        exp_gb = lam * abs(s) * np.sqrt(V_gb) + abs(s) * sh_gb + gb.U_gb
-        # second order: the loss squares the residual, so its error has the term
-        # sum dR^2 (>= 0, it does not cancel and grows like N K). Its mean is at most
-        # u^2 sum V_R; each term lies in [0, lambda^2 u^2 V_R], so by Hoeffding the sum
-        # exceeds the mean by more than lambda^3 u^2 sqrt(sum V_R^2 / 2) with probability
-        # below exp(-lambda^2); never more than lambda^2 u^2 sum V_R. It dominates when
-        # the residual is far smaller than its rounding errors (near-zero residuals)
-        sum_VR = V_R.sum()
-        second_L = u**2 * min(sum_VR + LAMBDA**3 * np.sqrt(VR2.sum() / 2), LAMBDA**2 * sum_VR)
-        exp_L = lam * abs(c) * np.sqrt(V_L) + abs(c) * (second_L + sh_L) + U_L
-        gW, gbv = exact["grad_W"], exact["grad_b"]
-        eta_W, eta_b = update_eta if update_eta is not None else (2 * reg.eta, 2 * reg.eta)
-        exp_W = (lam * np.sqrt(lr**2 * s**2 * V_gW + 2 * (lr * gW) ** 2 + exact["W"] ** 2)
-                 + (lr + dlr) * (gb.U_gW + abs(s) * sh_gW) + dlr * np.abs(gW) + eta_W)
-        exp_b = (lam * np.sqrt(lr**2 * s**2 * V_gb + 2 * (lr * gbv) ** 2 + exact["b"] ** 2)
-                 + (lr + dlr) * (gb.U_gb + abs(s) * sh_gb) + dlr * np.abs(gbv) + eta_b)
+            V_R, V_gW_pss, sumT2, V_gb_pss = _numpy_partial_sums(X, Y, W, b, R, wt)
+        sumR, sumR2 = R.sum(axis=0), R2.sum(axis=0)
+        RV, VR2, sumVR = R2 * V_R, V_R**2, V_R.sum(axis=0)
+    sumT = X.T @ R
+    V_gW = X2T @ V_R + (2 + 2 * wt) * sumT2 + sumT**2 + V_gW_pss
+    V_gb = sumVR + sumR2 + sumR**2 + V_gb_pss
+    sq = R2.ravel()
+    sum_sq2 = (sq**2).sum()  # pairwise, as partial_sum_squares' own sum over the (1, N K) row would be
+    pss_L = partial_sum_squares(sq[None, :], axis=1, sum_sq=np.reshape(sum_sq2, (1,)))[0]
+    V_L = 4 * RV.sum() + sum_sq2 + 2 * sq.sum() ** 2 + pss_L
+    # reductions whose terms repeat (harness.repeatedsums): their partial sums' errors at their worst case
+    rep = repeated_reductions(X, R, reg.fmt, LAMBDA, ExactContext(W, b, Y, rb.A, float(c), reg.ftz, ut > 0),
+                              x_pairs=x_pairs)
+    if rep.grad_W is not None:
+        sh_gW = sh_gW + worst_case_part(rep.grad_W, V_gW_pss, n, u)
+    if rep.grad_b is not None:
+        sh_gb = sh_gb + worst_case_part(rep.grad_b, V_gb_pss, n, u)
+    if rep.loss:
+        sh_L = sh_L + worst_case_part(True, pss_L, n * k, u)
+    elif rep.loss_bias:  # distinct squares whose residues share a sign: their measured systematic error
+        sh_L = sh_L + rep.loss_bias
+    exp_gW = lam * abs(s) * np.sqrt(V_gW) + abs(s) * sh_gW + gb.U_gW
+    exp_gb = lam * abs(s) * np.sqrt(V_gb) + abs(s) * sh_gb + gb.U_gb
+    # second order: the loss squares the residual, so its error has the term
+    # sum dR^2 (>= 0, it does not cancel and grows like N K). Its mean is at most
+    # u^2 sum V_R; each term lies in [0, lambda^2 u^2 V_R], so by Hoeffding the sum
+    # exceeds the mean by more than lambda^3 u^2 sqrt(sum V_R^2 / 2) with probability
+    # below exp(-lambda^2); never more than lambda^2 u^2 sum V_R. It dominates when
+    # the residual is far smaller than its rounding errors (near-zero residuals)
+    sum_VR = V_R.sum()
+    second_L = u**2 * min(sum_VR + LAMBDA**3 * np.sqrt(VR2.sum() / 2), LAMBDA**2 * sum_VR)
+    exp_L = lam * abs(c) * np.sqrt(V_L) + abs(c) * (second_L + sh_L) + U_L
+    gW, gbv = exact["grad_W"], exact["grad_b"]
+    eta_W, eta_b = update_eta if update_eta is not None else (2 * reg.eta, 2 * reg.eta)
+    exp_W = (lam * np.sqrt(lr**2 * s**2 * V_gW + 2 * (lr * gW) ** 2 + exact["W"] ** 2)
+             + (lr + dlr) * (gb.U_gW + abs(s) * sh_gW) + dlr * np.abs(gW) + eta_W)
+    exp_b = (lam * np.sqrt(lr**2 * s**2 * V_gb + 2 * (lr * gbv) ** 2 + exact["b"] ** 2)
+             + (lr + dlr) * (gb.U_gb + abs(s) * sh_gb) + dlr * np.abs(gbv) + eta_b)
     return {"loss": np.asarray(exp_L), "grad_W": exp_gW, "grad_b": exp_gb, "W": exp_W, "b": exp_b}
 
 
@@ -1912,7 +1939,8 @@ def _far_from_overflow(
     any NaN, infinity or doubt (a vacuous bound, a huge sum) answers False and the masks are computed.
 
     ``pre``: :func:`step_bounds`' shared passes (the NaN checks and largest magnitudes of ``X``, ``Y``, ``R``,
-    ``rb.E``, ``rb.U`` from them), or None."""
+    ``rb.E``, ``rb.U`` from them), or None. Called inside ``np.errstate(invalid="ignore", over="ignore")``
+    (:func:`overflow_masks`'): it enters none of its own."""
     n, d = X.shape
     k = W.shape[1]
     if n * d * k >= 2**40 or n == 0 or d == 0 or k == 0:
@@ -1920,27 +1948,26 @@ def _far_from_overflow(
     limit = reg.fmt.max_finite * _OVERFLOW_MARGIN
     s = 2.0 * c
     facts = pre.residual_facts_of(rb) if pre is not None else None
-    with np.errstate(invalid="ignore", over="ignore"):
-        quantities = ("loss", "grad_W", "grad_b", "W", "b")
-        if pre is not None and facts is not None:
-            E_nan, R_nan, aX, aY, aU = facts[0], pre.R.nan, pre.X.max_abs, pre.Y.max_abs, facts[1]
-            aW, ab, gWm, gbm, *ex_each = _max_abs_each(W, b, gb.gW, gb.gb, *(exact[q] for q in quantities))
-        else:  # (E's and R's NaN tests from the same pass: max |a| is NaN exactly where a holds a NaN)
-            mE, mR, aX, aY, aU, aW, ab, gWm, gbm, *ex_each = _max_abs_each(rb.E, R, X, Y, rb.U, W, b, gb.gW, gb.gb,
-                                                                           *(exact[q] for q in quantities))
-            E_nan, R_nan = math.isnan(mE), math.isnan(mR)
-        if E_nan or R_nan:  # a NaN error bound (inf * 0) takes part in the masks
-            return False
-        P = G_R * (d * aX * aW + ab + aY) + aU  # pos, neg, so |R^| as used
-        sc = max(2.0, abs(s)) * reg.growth(2)
-        S = sc * P  # the scaled residual's terms
-        G = G_G * n * _nanmax(aX, 1.0) * S  # partial sums of X^T (s R) and 1^T (s R)
-        L = _nanmax(P * P * reg.growth(1), G_L * n * k * P * P)  # the squares and their sum
-        lrm = max(abs(x) for x in lrs)
-        ex_max = dict(zip(quantities, ex_each, strict=True))
-        upd = reg.growth(2) * (_nanmax(aW, ab) + 2 * lrm * _nanmax(ex_max["grad_W"] + gWm, ex_max["grad_b"] + gbm))
-        ex = _nanmax(*ex_max.values())
-        worst = _nanmax(P, S, G, L, upd, ex)
+    quantities = ("loss", "grad_W", "grad_b", "W", "b")
+    if pre is not None and facts is not None:
+        E_nan, R_nan, aX, aY, aU = facts[0], pre.R.nan, pre.X.max_abs, pre.Y.max_abs, facts[1]
+        aW, ab, gWm, gbm, *ex_each = _max_abs_each(W, b, gb.gW, gb.gb, *(exact[q] for q in quantities))
+    else:  # (E's and R's NaN tests from the same pass: max |a| is NaN exactly where a holds a NaN)
+        mE, mR, aX, aY, aU, aW, ab, gWm, gbm, *ex_each = _max_abs_each(rb.E, R, X, Y, rb.U, W, b, gb.gW, gb.gb,
+                                                                       *(exact[q] for q in quantities))
+        E_nan, R_nan = math.isnan(mE), math.isnan(mR)
+    if E_nan or R_nan:  # a NaN error bound (inf * 0) takes part in the masks
+        return False
+    P = G_R * (d * aX * aW + ab + aY) + aU  # pos, neg, so |R^| as used
+    sc = max(2.0, abs(s)) * reg.growth(2)
+    S = sc * P  # the scaled residual's terms
+    G = G_G * n * _nanmax(aX, 1.0) * S  # partial sums of X^T (s R) and 1^T (s R)
+    L = _nanmax(P * P * reg.growth(1), G_L * n * k * P * P)  # the squares and their sum
+    lrm = max(abs(x) for x in lrs)
+    ex_max = dict(zip(quantities, ex_each, strict=True))
+    upd = reg.growth(2) * (_nanmax(aW, ab) + 2 * lrm * _nanmax(ex_max["grad_W"] + gWm, ex_max["grad_b"] + gbm))
+    ex = _nanmax(*ex_max.values())
+    worst = _nanmax(P, S, G, L, upd, ex)
     return bool(math.isfinite(worst) and worst <= limit)
 
 
@@ -2066,6 +2093,16 @@ def overflow_masks(
     sum and ``/(N K)`` after, or ``2c`` after the sum (largest factor ``max(2, |s|)``).
     ``pre``: :func:`step_bounds`' shared passes, for :func:`_far_from_overflow`, or None.
     """
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _overflow_masks(X, Y, W, b, R, exact, rb, gb, c, lrs, reg, ut, pre=pre, typical=typical)
+
+
+def _overflow_masks(
+    X: F64, Y: F64, W: F64, b: F64, R: F64, exact: Mapping[str, F64], rb: ResidualBound, gb: GradientBounds,
+    c: float, lrs: list[float], reg: Regime, ut: float, *, pre: _Prepared | None = None,
+    typical: dict[str, Any] | None = None,
+) -> tuple[dict[str, Mask], dict[str, Mask], dict[str, Mask], dict[str, Mask]]:
+    """:func:`overflow_masks`, called inside ``np.errstate(invalid="ignore", over="ignore")`` (its caller's: it enters none of its own)."""
     n, d = X.shape
     k = W.shape[1]
     big = reg.fmt.max_finite
@@ -2088,128 +2125,127 @@ def overflow_masks(
     c_zero = c != 1.0 and (c <= reg.fmt.underflow_quantum or (reg.ftz and c < reg.fmt.min_normal))
     lr_zero = any(x == 0.0 for x in lrs)  # some correct evaluation multiplies by 0
     eta_tot = rb.U  # absolute parts (underflow, flushed inputs) of the residual
-    with np.errstate(invalid="ignore", over="ignore"):
-        # ---- residual: terms X_ij W_jk, b_k, -Y_ik with known signs
-        Pp = np.clip(X, 0, None) @ np.clip(W, 0, None) + np.clip(-X, 0, None) @ np.clip(-W, 0, None)
-        Pn = np.clip(X, 0, None) @ np.clip(-W, 0, None) + np.clip(-X, 0, None) @ np.clip(W, 0, None)
-        pos = G_R * (Pp + np.clip(b, 0, None)[None, :] + np.clip(-Y, 0, None)) + eta_tot
-        neg = G_R * (Pn + np.clip(-b, 0, None)[None, :] + np.clip(Y, 0, None)) + eta_tot
-        # +inf needs a partial sum of the positive terms beyond the range, -inf one of the negative terms
-        r_pinf, r_ninf = pos > big, neg > big
-        r_nan = r_pinf & r_ninf
-        # finite |R^| <= min(|R| + E_R, max(pos, neg)); signs a finite R^ can take
-        Rmag = np.minimum(np.abs(R) + rb.E, np.maximum(pos, neg))
-        r_can_pos = (R + rb.E > 0) | r_pinf
-        r_can_neg = (R - rb.E < 0) | r_ninf
-        # ---- scaled residual: 2R, (2c) R or 2R / (N K): at most max(2, |s|)(1 + u)^2 |R^|
-        sc = max(2.0, abs(s)) * reg.growth(2)
-        S_big = sc * Rmag > big
-        s_pinf = r_pinf | (S_big & r_can_pos)
-        s_ninf = r_ninf | (S_big & r_can_neg)
-        s_nan = r_nan | ((r_pinf | r_ninf) & c_zero)
-        # magnitudes of positive / negative terms of the reductions over N (inf where a term can be inf)
-        Sm = np.where(s_pinf | s_ninf, np.inf, sc * Rmag)
-        Sp = np.where(r_can_pos | s_pinf, Sm, 0.0)
-        Sn = np.where(r_can_neg | s_ninf, Sm, 0.0)
+    # ---- residual: terms X_ij W_jk, b_k, -Y_ik with known signs
+    Pp = np.clip(X, 0, None) @ np.clip(W, 0, None) + np.clip(-X, 0, None) @ np.clip(-W, 0, None)
+    Pn = np.clip(X, 0, None) @ np.clip(-W, 0, None) + np.clip(-X, 0, None) @ np.clip(W, 0, None)
+    pos = G_R * (Pp + np.clip(b, 0, None)[None, :] + np.clip(-Y, 0, None)) + eta_tot
+    neg = G_R * (Pn + np.clip(-b, 0, None)[None, :] + np.clip(Y, 0, None)) + eta_tot
+    # +inf needs a partial sum of the positive terms beyond the range, -inf one of the negative terms
+    r_pinf, r_ninf = pos > big, neg > big
+    r_nan = r_pinf & r_ninf
+    # finite |R^| <= min(|R| + E_R, max(pos, neg)); signs a finite R^ can take
+    Rmag = np.minimum(np.abs(R) + rb.E, np.maximum(pos, neg))
+    r_can_pos = (R + rb.E > 0) | r_pinf
+    r_can_neg = (R - rb.E < 0) | r_ninf
+    # ---- scaled residual: 2R, (2c) R or 2R / (N K): at most max(2, |s|)(1 + u)^2 |R^|
+    sc = max(2.0, abs(s)) * reg.growth(2)
+    S_big = sc * Rmag > big
+    s_pinf = r_pinf | (S_big & r_can_pos)
+    s_ninf = r_ninf | (S_big & r_can_neg)
+    s_nan = r_nan | ((r_pinf | r_ninf) & c_zero)
+    # magnitudes of positive / negative terms of the reductions over N (inf where a term can be inf)
+    Sm = np.where(s_pinf | s_ninf, np.inf, sc * Rmag)
+    Sp = np.where(r_can_pos | s_pinf, Sm, 0.0)
+    Sn = np.where(r_can_neg | s_ninf, Sm, 0.0)
 
-        # the signed scaled terms, rows in the data's order (typical_nan_masks): the magnitudes above (sc Rmag) with
-        # the residual's sign, both signs where it is not known (|R| <= E_R), +-inf where the scaled residual can
-        # overflow with that sign (every term at its largest magnitude, not the lower end of the negative ones: the
-        # largest values of a period such as (a, a, -2a) would drift by 10 u a a period)
-        mag = sc * Rmag
-        S_hi = np.where(s_pinf, np.inf, np.where(r_can_pos, mag, -mag))
-        S_lo = np.where(s_ninf, -np.inf, np.where(r_can_neg, -mag, mag))
+    # the signed scaled terms, rows in the data's order (typical_nan_masks): the magnitudes above (sc Rmag) with
+    # the residual's sign, both signs where it is not known (|R| <= E_R), +-inf where the scaled residual can
+    # overflow with that sign (every term at its largest magnitude, not the lower end of the negative ones: the
+    # largest values of a period such as (a, a, -2a) would drift by 10 u a a period)
+    mag = sc * Rmag
+    S_hi = np.where(s_pinf, np.inf, np.where(r_can_pos, mag, -mag))
+    S_lo = np.where(s_ninf, -np.inf, np.where(r_can_neg, -mag, mag))
 
-        def reduce(Xm: F64) -> tuple[Mask, Mask]:
-            """(inf possible, NaN possible) for sum_i Xm_ij S_ik, any order and scale placement; appends the
-            typical-order NaN mask and partial sums to ``typical_parts``."""
-            Xp, Xn = np.clip(Xm, 0, None), np.clip(-Xm, 0, None)
+    def reduce(Xm: F64) -> tuple[Mask, Mask]:
+        """(inf possible, NaN possible) for sum_i Xm_ij S_ik, any order and scale placement; appends the
+        typical-order NaN mask and partial sums to ``typical_parts``."""
+        Xp, Xn = np.clip(Xm, 0, None), np.clip(-Xm, 0, None)
 
-            def mm(a: F64, bb: F64) -> F64:  # a @ bb with 0 * inf = 0
-                fin = np.where(np.isfinite(bb), bb, 0.0)
-                out = a.T @ fin
-                infs = (a.T > 0).astype(float) @ (~np.isfinite(bb)).astype(float)
-                return np.where(infs > 0, np.inf, out)
+        def mm(a: F64, bb: F64) -> F64:  # a @ bb with 0 * inf = 0
+            fin = np.where(np.isfinite(bb), bb, 0.0)
+            out = a.T @ fin
+            infs = (a.T > 0).astype(float) @ (~np.isfinite(bb)).astype(float)
+            return np.where(infs > 0, np.inf, out)
 
-            gpos = G_G * (mm(Xp, Sp) + mm(Xn, Sn))
-            gneg = G_G * (mm(Xp, Sn) + mm(Xn, Sp))
-            # +inf needs a positive term or partial sum beyond the range, -inf a negative one
-            # (s = 2c > 0 keeps the signs; a zero scale times inf is NaN, not inf)
-            signed.append((gpos > big, gneg > big))
-            ginf = (gpos > big) | (gneg > big)
-            zero_x = (Xm == 0).astype(float)
-            both = (gpos > big) & (gneg > big)  # some order (the terms sorted by sign) overflows both ways
-            other = (zero_x.T @ (s_pinf | s_ninf).astype(float)) > 0
-            other = other | (np.ones_like(Xm).T @ s_nan.astype(float) > 0)
-            # the scale applied after the sum: an overflowed sum times a zero scale
-            other = other | (ginf & c_zero)
-            typ_both, A, B = typical_nan_masks(Xm, S_hi, S_lo, both, G_T, big, where=ginf)
-            typical_parts.append((typ_both | other, A, B))
-            return ginf, both | other
+        gpos = G_G * (mm(Xp, Sp) + mm(Xn, Sn))
+        gneg = G_G * (mm(Xp, Sn) + mm(Xn, Sp))
+        # +inf needs a positive term or partial sum beyond the range, -inf a negative one
+        # (s = 2c > 0 keeps the signs; a zero scale times inf is NaN, not inf)
+        signed.append((gpos > big, gneg > big))
+        ginf = (gpos > big) | (gneg > big)
+        zero_x = (Xm == 0).astype(float)
+        both = (gpos > big) & (gneg > big)  # some order (the terms sorted by sign) overflows both ways
+        other = (zero_x.T @ (s_pinf | s_ninf).astype(float)) > 0
+        other = other | (np.ones_like(Xm).T @ s_nan.astype(float) > 0)
+        # the scale applied after the sum: an overflowed sum times a zero scale
+        other = other | (ginf & c_zero)
+        typ_both, A, B = typical_nan_masks(Xm, S_hi, S_lo, both, G_T, big, where=ginf)
+        typical_parts.append((typ_both | other, A, B))
+        return ginf, both | other
 
-        signed: list[tuple[Mask, Mask]] = []
-        typical_parts: list[tuple[Mask, F64, F64]] = []
-        gW_inf, gW_nan = reduce(X)
-        gb_inf, gb_nan = reduce(np.ones((n, 1)))
-        gb_inf, gb_nan = gb_inf[0], gb_nan[0]
-        gW_inf = gW_inf | (np.abs(exact["grad_W"]) > big)
-        gb_inf = gb_inf | (np.abs(exact["grad_b"]) > big)
-        gW_p = signed[0][0] | (exact["grad_W"] > big)
-        gW_n = signed[0][1] | (exact["grad_W"] < -big)
-        gb_p = signed[1][0][0] | (exact["grad_b"] > big)
-        gb_n = signed[1][1][0] | (exact["grad_b"] < -big)
-        # ---- loss: squares (non-negative), a sum, a scale
-        r_inf = r_pinf | r_ninf
-        sq_inf = r_inf | (Rmag**2 * reg.growth(1) > big)
-        L_inf = bool(sq_inf.any() or G_L * np.sum(np.where(sq_inf, np.inf, Rmag**2)) > big or abs(float(exact["loss"])) > big)
-        L_nan = bool(r_nan.any() or (L_inf and c_zero))
-        # ---- update W - fl(lr' g): inf from g, or from the product / difference; NaN from g,
-        # or from an infinite g times a learning rate that is 0
-        lrm = max(abs(x) for x in lrs)
+    signed: list[tuple[Mask, Mask]] = []
+    typical_parts: list[tuple[Mask, F64, F64]] = []
+    gW_inf, gW_nan = reduce(X)
+    gb_inf, gb_nan = reduce(np.ones((n, 1)))
+    gb_inf, gb_nan = gb_inf[0], gb_nan[0]
+    gW_inf = gW_inf | (np.abs(exact["grad_W"]) > big)
+    gb_inf = gb_inf | (np.abs(exact["grad_b"]) > big)
+    gW_p = signed[0][0] | (exact["grad_W"] > big)
+    gW_n = signed[0][1] | (exact["grad_W"] < -big)
+    gb_p = signed[1][0][0] | (exact["grad_b"] > big)
+    gb_n = signed[1][1][0] | (exact["grad_b"] < -big)
+    # ---- loss: squares (non-negative), a sum, a scale
+    r_inf = r_pinf | r_ninf
+    sq_inf = r_inf | (Rmag**2 * reg.growth(1) > big)
+    L_inf = bool(sq_inf.any() or G_L * np.sum(np.where(sq_inf, np.inf, Rmag**2)) > big or abs(float(exact["loss"])) > big)
+    L_nan = bool(r_nan.any() or (L_inf and c_zero))
+    # ---- update W - fl(lr' g): inf from g, or from the product / difference; NaN from g,
+    # or from an infinite g times a learning rate that is 0
+    lrm = max(abs(x) for x in lrs)
 
-        def upd(g_inf: Mask, g_nan: Mask, E_g: F64, g_abs: F64, p: F64, new: F64) -> tuple[Mask, Mask]:
-            gm = np.where(g_inf, np.inf, g_abs + E_g)
-            inf = g_inf | (reg.growth(2) * (np.abs(p) + lrm * gm) > big) | (np.abs(new) > big)
-            nan = g_nan | (g_inf & lr_zero)
-            return inf, nan
+    def upd(g_inf: Mask, g_nan: Mask, E_g: F64, g_abs: F64, p: F64, new: F64) -> tuple[Mask, Mask]:
+        gm = np.where(g_inf, np.inf, g_abs + E_g)
+        inf = g_inf | (reg.growth(2) * (np.abs(p) + lrm * gm) > big) | (np.abs(new) > big)
+        nan = g_nan | (g_inf & lr_zero)
+        return inf, nan
 
-        def upd_signed(g_p: Mask, g_n: Mask, E_g: F64, g: F64, w: F64, new: F64) -> tuple[Mask, Mask]:
-            """Signs of inf in ``W - fl(lr' g)``: from an infinite g (the opposite sign for lr' > 0),
-            or from a product or difference whose positive (negative) part leaves the range."""
-            lr_pos, lr_neg = any(x > 0 for x in lrs), any(x < 0 for x in lrs)
-            g_hi = np.where(g_p, np.inf, np.clip(g + E_g, 0, None))  # largest positive g^
-            g_lo = np.where(g_n, np.inf, np.clip(-(g - E_g), 0, None))  # largest |negative g^|
-            # -p positive: lr' > 0 with g^ < 0, or lr' < 0 with g^ > 0
-            mp = (g_lo if lr_pos else 0.0) + (g_hi if lr_neg else 0.0)
-            mn = (g_hi if lr_pos else 0.0) + (g_lo if lr_neg else 0.0)
-            up = reg.growth(2) * (np.clip(w, 0, None) + lrm * mp)
-            un = reg.growth(2) * (np.clip(-w, 0, None) + lrm * mn)
-            pos = (lr_pos & g_n) | (lr_neg & g_p) | (up > big) | (new > big)
-            neg = (lr_pos & g_p) | (lr_neg & g_n) | (un > big) | (new < -big)
-            return pos, neg
+    def upd_signed(g_p: Mask, g_n: Mask, E_g: F64, g: F64, w: F64, new: F64) -> tuple[Mask, Mask]:
+        """Signs of inf in ``W - fl(lr' g)``: from an infinite g (the opposite sign for lr' > 0),
+        or from a product or difference whose positive (negative) part leaves the range."""
+        lr_pos, lr_neg = any(x > 0 for x in lrs), any(x < 0 for x in lrs)
+        g_hi = np.where(g_p, np.inf, np.clip(g + E_g, 0, None))  # largest positive g^
+        g_lo = np.where(g_n, np.inf, np.clip(-(g - E_g), 0, None))  # largest |negative g^|
+        # -p positive: lr' > 0 with g^ < 0, or lr' < 0 with g^ > 0
+        mp = (g_lo if lr_pos else 0.0) + (g_hi if lr_neg else 0.0)
+        mn = (g_hi if lr_pos else 0.0) + (g_lo if lr_neg else 0.0)
+        up = reg.growth(2) * (np.clip(w, 0, None) + lrm * mp)
+        un = reg.growth(2) * (np.clip(-w, 0, None) + lrm * mn)
+        pos = (lr_pos & g_n) | (lr_neg & g_p) | (up > big) | (new > big)
+        neg = (lr_pos & g_p) | (lr_neg & g_n) | (un > big) | (new < -big)
+        return pos, neg
 
-        W_inf, W_nan = upd(gW_inf, gW_nan, gb.gW, np.abs(exact["grad_W"]), W, exact["W"])
-        b_inf, b_nan = upd(gb_inf, gb_nan, gb.gb, np.abs(exact["grad_b"]), b, exact["b"])
-        if typical is not None:  # W and b inherit their gradients' typical-order NaN
-            (gW_typ, gW_A, gW_B), (gb_typ, gb_A, gb_B) = typical_parts
-            gb_typ, gb_A, gb_B = gb_typ[0], gb_A[0], gb_B[0]
-            typical["nan"] = {"loss": np.asarray(L_nan), "grad_W": gW_typ, "grad_b": gb_typ,
-                              "W": upd(gW_inf, gW_typ, gb.gW, np.abs(exact["grad_W"]), W, exact["W"])[1],
-                              "b": upd(gb_inf, gb_typ, gb.gb, np.abs(exact["grad_b"]), b, exact["b"])[1]}
-            typical["sums"] = {"grad_W": (gW_A, gW_B), "grad_b": (gb_A, gb_B), "W": (gW_A, gW_B), "b": (gb_A, gb_B)}
-            # the typical-order infinities: +inf (-inf) of a gradient where a partial sum of those orders passes the
-            # range with that sign (A, B: NaN where not computed, which compares False), or the exact value does;
-            # W and b where their update's own terms overflow, or their gradient's typical infinity of the other sign
-            gW_pt = gW_p & ((gW_A > big) | (exact["grad_W"] > big))
-            gW_nt = gW_n & ((gW_B > big) | (exact["grad_W"] < -big))
-            gb_pt = gb_p & ((gb_A > big) | (exact["grad_b"] > big))
-            gb_nt = gb_n & ((gb_B > big) | (exact["grad_b"] < -big))
-            W_pt, W_nt = upd_signed(gW_pt, gW_nt, gb.gW, exact["grad_W"], W, exact["W"])
-            b_pt, b_nt = upd_signed(gb_pt, gb_nt, gb.gb, exact["grad_b"], b, exact["b"])
-            typical["posinf"] = {"loss": np.asarray(L_inf), "grad_W": gW_pt, "grad_b": gb_pt, "W": W_pt, "b": b_pt}
-            typical["neginf"] = {"loss": np.asarray(False), "grad_W": gW_nt, "grad_b": gb_nt, "W": W_nt, "b": b_nt}
-        W_p, W_n = upd_signed(gW_p, gW_n, gb.gW, exact["grad_W"], W, exact["W"])
-        b_p, b_n = upd_signed(gb_p, gb_n, gb.gb, exact["grad_b"], b, exact["b"])
+    W_inf, W_nan = upd(gW_inf, gW_nan, gb.gW, np.abs(exact["grad_W"]), W, exact["W"])
+    b_inf, b_nan = upd(gb_inf, gb_nan, gb.gb, np.abs(exact["grad_b"]), b, exact["b"])
+    if typical is not None:  # W and b inherit their gradients' typical-order NaN
+        (gW_typ, gW_A, gW_B), (gb_typ, gb_A, gb_B) = typical_parts
+        gb_typ, gb_A, gb_B = gb_typ[0], gb_A[0], gb_B[0]
+        typical["nan"] = {"loss": np.asarray(L_nan), "grad_W": gW_typ, "grad_b": gb_typ,
+                          "W": upd(gW_inf, gW_typ, gb.gW, np.abs(exact["grad_W"]), W, exact["W"])[1],
+                          "b": upd(gb_inf, gb_typ, gb.gb, np.abs(exact["grad_b"]), b, exact["b"])[1]}
+        typical["sums"] = {"grad_W": (gW_A, gW_B), "grad_b": (gb_A, gb_B), "W": (gW_A, gW_B), "b": (gb_A, gb_B)}
+        # the typical-order infinities: +inf (-inf) of a gradient where a partial sum of those orders passes the
+        # range with that sign (A, B: NaN where not computed, which compares False), or the exact value does;
+        # W and b where their update's own terms overflow, or their gradient's typical infinity of the other sign
+        gW_pt = gW_p & ((gW_A > big) | (exact["grad_W"] > big))
+        gW_nt = gW_n & ((gW_B > big) | (exact["grad_W"] < -big))
+        gb_pt = gb_p & ((gb_A > big) | (exact["grad_b"] > big))
+        gb_nt = gb_n & ((gb_B > big) | (exact["grad_b"] < -big))
+        W_pt, W_nt = upd_signed(gW_pt, gW_nt, gb.gW, exact["grad_W"], W, exact["W"])
+        b_pt, b_nt = upd_signed(gb_pt, gb_nt, gb.gb, exact["grad_b"], b, exact["b"])
+        typical["posinf"] = {"loss": np.asarray(L_inf), "grad_W": gW_pt, "grad_b": gb_pt, "W": W_pt, "b": b_pt}
+        typical["neginf"] = {"loss": np.asarray(False), "grad_W": gW_nt, "grad_b": gb_nt, "W": W_nt, "b": b_nt}
+    W_p, W_n = upd_signed(gW_p, gW_n, gb.gW, exact["grad_W"], W, exact["W"])
+    b_p, b_n = upd_signed(gb_p, gb_n, gb.gb, exact["grad_b"], b, exact["b"])
     inf = {"loss": np.asarray(L_inf), "grad_W": gW_inf, "grad_b": gb_inf, "W": W_inf, "b": b_inf}
     nan = {"loss": np.asarray(L_nan), "grad_W": gW_nan, "grad_b": gb_nan, "W": W_nan, "b": b_nan}
     # the loss is a sum of squares times c > 0: never -inf
@@ -2399,13 +2435,13 @@ def _nothing_to_rescue(sb: StepBounds, inputs: Mapping[str, F64], residual: F64 
     inputs, the residual and the exact values, together, within ``[2**-200, 2**200]`` (then each array's
     :func:`_extreme_magnitudes` is False and each exact value finite; a zero or a NaN answers False). The bounds are
     summed together in one pass (a sum that overflows answers False). False: the full test decides. ``residual`` None
-    (and ``inputs`` without X and y): those arrays' magnitudes left to the caller (with ``pre``: its scans' flags)."""
+    (and ``inputs`` without X and y): those arrays' magnitudes left to the caller (with ``pre``: its scans' flags).
+    Called inside :func:`step_bounds`' ``np.errstate(all="ignore")`` (an infinity's or a NaN's sum is the answer, not a
+    warning): it enters none of its own."""
     # (the exact values' finiteness is the magnitudes' test below: a NaN or an infinity fails it)
     bounds = [v for q, r in sb.rigorous.items() if q not in sb.vacuous for v in (r, sb.expected[q])]
-    if bounds:
-        with np.errstate(invalid="ignore", over="ignore"):  # (an infinity's or a NaN's sum: the answer, not a warning)
-            if not math.isfinite(float(np.concatenate(bounds, axis=None).sum())):  # (axis None: each flattened)
-                return False
+    if bounds and not math.isfinite(float(np.concatenate(bounds, axis=None).sum())):  # (axis None: each flattened)
+        return False
     parts = (*inputs.values(), *(() if residual is None else (residual,)), *exact.values())
     m = np.abs(np.concatenate([np.asarray(v, dtype=np.float64) for v in parts], axis=None))
     return bool(m.size == 0 or (m.min() >= 2.0**-200 and m.max() <= 2.0**200))
@@ -2438,8 +2474,10 @@ def _step_bounds_in(
     """:func:`step_bounds` evaluated in the floating type ``wd`` (float64, or longdouble for the rescue);
     ``pre``: :func:`_prepare` of these inputs (float64 only), or None; ``shapes_checked``: the caller has checked the
     shapes of these ``inputs`` and ``residual`` (:func:`harness.shapes.check_step_shapes`, ``b`` as ``(K,)``). Called
-    inside ``np.errstate(all="ignore")`` (:func:`step_bounds`, :func:`_rescue_overflowed_bounds`): its own operations
-    enter no errstate of their own (the public functions it calls still do)."""
+    inside ``np.errstate(all="ignore")`` (:func:`step_bounds`, :func:`_rescue_overflowed_bounds`): neither its own
+    operations nor the functions it calls enter an errstate of their own (it calls the public functions' bodies,
+    ``_residual_bound``, ``_gradient_bounds``, ``_loss_bound``, ``_exact_reductions``, ``_expected_bounds``,
+    ``_overflow_masks``, ``_loss_floor``: each errstate cost about 3 us a check)."""
     X: F64
     Y: F64
     W: F64
@@ -2458,13 +2496,13 @@ def _step_bounds_in(
     # skipped the update agreed at 77-116 ULPs, helper-55)
     upd_reg = Regime(fmt, bool(flush_to_zero))
     dlr = learning_rate_spread(lr, lr_held, upd_reg)
-    rb = residual_bound(X, W, b, Y, reg, ut, pre=pre)
-    gb = gradient_bounds(X, R, rb, c, reg, ut, pre=pre)
-    rig_L, U_L, gL = loss_bound(R, rb, c, reg, pre=pre)
+    rb = _residual_bound(X, W, b, Y, reg, ut, pre)
+    gb = _gradient_bounds(X, R, rb, c, reg, ut, pre=pre)
+    rig_L, U_L, gL = _loss_bound(R, rb, c, reg, pre=pre)
     # where every correct evaluation computes a reduction exactly, in any order (harness.repeatedsums.exact_reductions:
     # integer data on a narrow grid), its bound is 0: the magnitudes' bound was up to 19 times |grad| there, and a
     # gradient without its factor 2, or of the wrong sign, agreed in float16 and bfloat16 (helper-88)
-    ex_gW, ex_gb, ex_loss = exact_reductions(np.asarray(X, dtype=np.float64), np.asarray(R, dtype=np.float64), fmt,
+    ex_gW, ex_gb, ex_loss = _exact_reductions(np.asarray(X, dtype=np.float64), np.asarray(R, dtype=np.float64), fmt,
                                              ExactContext(W, b, Y, rb.A, float(c), reg.ftz, ut > 0))
     u2 = update_rounding(fmt)
     gW_abs, gb_abs = np.abs(exact["grad_W"]), np.abs(exact["grad_b"])
@@ -2490,15 +2528,15 @@ def _step_bounds_in(
         if ex_loss:
             rig_L, U_L = np.zeros_like(rig_L), np.zeros_like(U_L)
     rigorous, eta_W, eta_b = rigorous_of(gb, rig_L)
-    expected_raw = expected_bounds(X, Y, W, b, R, exact, c, lr, dlr, reg, ut, rb, gb, U_L, pre=pre,
+    expected_raw = _expected_bounds(X, Y, W, b, R, exact, c, lr, dlr, reg, ut, rb, gb, U_L, pre=pre,
                                    update_eta=(eta_W[0] + eta_W[1], eta_b[0] + eta_b[1]), shapes_checked=shapes_checked)
     expected = {q: np.minimum(v, rigorous[q]) for q, v in _nan_as_inf_owned({q: expected_raw[q] for q in rigorous}).items()}
     typical: dict[str, Any] = {}
-    inf_ok, nan_ok, pinf_ok, ninf_ok = overflow_masks(X, Y, W, b, R, exact, rb, gb, c, learning_rates(lr, lr_held, upd_reg),
+    inf_ok, nan_ok, pinf_ok, ninf_ok = _overflow_masks(X, Y, W, b, R, exact, rb, gb, c, learning_rates(lr, lr_held, upd_reg),
                                                       reg, ut, pre=pre, typical=typical)
     return StepBounds(rigorous=rigorous, expected=expected, inf_allowed=inf_ok, nan_allowed=nan_ok,
                       vacuous=_vacuous_reasons(n, d, k, reg, rb, gb, gL), flush_to_zero=reg.ftz,
                       posinf_allowed=pinf_ok, neginf_allowed=ninf_ok, rigorous_inexact=rigorous_inexact,
                       nan_typical=typical["nan"], typical_partial_sums=typical["sums"],
                       posinf_typical=typical["posinf"], neginf_typical=typical["neginf"],
-                      loss_floor=loss_floor(R, rb.E, c, reg, float(exact["loss"]), pre=pre) if wd is np.float64 else None)
+                      loss_floor=_loss_floor(R, rb.E, c, reg, float(exact["loss"]), pre=pre) if wd is np.float64 else None)

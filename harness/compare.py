@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .floats import FloatFormat, bits_of_error, ulp_error
+from .floats import FloatFormat, _ulp_error, bits_of_error, ulp_error
 from .verdicts import ELEMENT_VERDICTS, failing_verdicts
 
 F64 = npt.NDArray[np.float64]
@@ -211,7 +211,7 @@ def _grade_finite_elements(c: F64, hi: F64, lo: F64, rig: F64, exp: F64, fmt: Fl
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # (the error's, and the ratios': _ratio)
         err = np.abs((c - hi) - lo)
         err = np.where((c == hi) & (lo == 0), 0.0, err)
-        ulps = ulp_error(c, hi, lo, fmt)
+        ulps = _ulp_error(c, hi, lo, fmt)  # (inside this errstate: ulp_error's own, and more)
         ratios = _ratio(err, np.array((rig, exp)))  # (element-wise: both ratios in one pass, the same values)
         rr, er = ratios[0, ...], ratios[1, ...]  # (arrays, 0-d ones too)
     iv = _IV

@@ -195,10 +195,15 @@ def sums_exactly(S: npt.ArrayLike, q: npt.ArrayLike, fmt: FloatFormat, flush_to_
     every partial sum is a multiple of ``2**q`` of magnitude at most ``S``, a float of the dtype when
     ``S <= (2**p - 1) 2**q``, ``2**q`` is not below :func:`lowest_exponent`'s grid and ``S`` is finite in ``fmt``.
     Element-wise (broadcast); ``q = +inf`` (no nonzero term) passes the grid test."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _sums_exactly(S, q, fmt, flush_to_zero)
+
+
+def _sums_exactly(S: npt.ArrayLike, q: npt.ArrayLike, fmt: FloatFormat, flush_to_zero: bool) -> npt.NDArray[np.bool_]:
+    """:func:`sums_exactly`, called inside ``np.errstate(over="ignore", invalid="ignore")`` (its caller's: it enters none of its own)."""
     S = np.asarray(S, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        fits = S <= (2.0**fmt.precision - 1) * np.exp2(np.minimum(q, 2000.0))
+    fits = S <= (2.0**fmt.precision - 1) * np.exp2(np.minimum(q, 2000.0))
     return np.asarray(fits & (q >= lowest_exponent(fmt, flush_to_zero)) & (S <= fmt.max_finite))
 
 
@@ -254,6 +259,12 @@ def ulp_error(computed: npt.ArrayLike, exact_hi: npt.ArrayLike, exact_lo: npt.Ar
         fractional (see module docstring). ``inf`` where either side is not finite
         or beyond ``fmt``'s range, ``0`` where both are equal.
     """
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite and out-of-range elements: inf, set below
+        return _ulp_error(computed, exact_hi, exact_lo, fmt)
+
+
+def _ulp_error(computed: npt.ArrayLike, exact_hi: npt.ArrayLike, exact_lo: npt.ArrayLike | None, fmt: FloatFormat) -> FloatArray:
+    """:func:`ulp_error`, called inside ``np.errstate(invalid="ignore", over="ignore"):  # non-finite and out-of-range elements: inf, set belo`` (its caller's: it enters none of its own)."""
     c = np.asarray(computed, dtype=np.float64)
     hi = np.asarray(exact_hi, dtype=np.float64)
     lo = np.zeros_like(hi) if exact_lo is None else np.asarray(exact_lo, dtype=np.float64)
@@ -263,37 +274,36 @@ def ulp_error(computed: npt.ArrayLike, exact_hi: npt.ArrayLike, exact_lo: npt.Ar
     hi_zero = hi == 0
     if hi_zero.any():
         hi, lo = np.where(hi_zero, lo, hi), np.where(hi_zero, 0.0, lo)
-    with np.errstate(invalid="ignore", over="ignore"):  # non-finite and out-of-range elements: inf, set below
-        if c.shape == hi.shape:  # (element-wise: c's and hi's parts from one pass over both, the same values)
-            both = np.array((c, hi))
-            fits = np.abs(both) <= fmt.max_finite  # (False for inf and NaN: not finite)
-            ok = fits[0] & fits[1]
-            (cb, eb), (co, eo), (_, eq) = _ord_parts(both, fmt)
-        else:
-            ok = (np.abs(c) <= fmt.max_finite) & (np.abs(hi) <= fmt.max_finite)
-            cb, co, _ = _ord_parts(c, fmt)
-            eb, eo, eq = _ord_parts(hi, fmt)  # eq: the exponent of hi's quantum
-        half = 2.0 ** (fmt.precision - 1)
-        # the low part moves the exact value within (or just across) hi's binade: in units of hi's
-        # quantum, positive away from zero
-        sign_hi = np.sign(hi)
-        lo_q = np.ldexp(lo * sign_hi, -eq)
-        eo = eo + lo_q
-        # across the binade's lower end (hi a power of two, lo towards zero) the quantum is half as
-        # large below a normal binade above the smallest one; across its upper end twice as large
-        # (subnormals and the smallest normal binade share one quantum)
-        below = (eo < 0) & (eb >= 2)
-        above = (eo > half) & (eb >= 1)
-        if below.any() or above.any():
-            eo = np.where(below, 2 * eo, np.where(above, half + (eo - half) / 2, eo))
-        same_sign = (np.sign(c) * sign_hi >= 0)
-        # same sign: difference of ords, computed binade part first to keep precision
-        diff_same = np.abs((cb - eb).astype(np.float64) * half + (co - eo))
-        # opposite signs: ords add up
-        diff_opp = np.abs((cb + eb).astype(np.float64) * half + co + eo)
-        dist = np.where(same_sign, diff_same, diff_opp)
-        exact_equal = (c == hi) & (lo == 0)
-        dist = np.where(exact_equal, 0.0, dist)
+    if c.shape == hi.shape:  # (element-wise: c's and hi's parts from one pass over both, the same values)
+        both = np.array((c, hi))
+        fits = np.abs(both) <= fmt.max_finite  # (False for inf and NaN: not finite)
+        ok = fits[0] & fits[1]
+        (cb, eb), (co, eo), (_, eq) = _ord_parts(both, fmt)
+    else:
+        ok = (np.abs(c) <= fmt.max_finite) & (np.abs(hi) <= fmt.max_finite)
+        cb, co, _ = _ord_parts(c, fmt)
+        eb, eo, eq = _ord_parts(hi, fmt)  # eq: the exponent of hi's quantum
+    half = 2.0 ** (fmt.precision - 1)
+    # the low part moves the exact value within (or just across) hi's binade: in units of hi's
+    # quantum, positive away from zero
+    sign_hi = np.sign(hi)
+    lo_q = np.ldexp(lo * sign_hi, -eq)
+    eo = eo + lo_q
+    # across the binade's lower end (hi a power of two, lo towards zero) the quantum is half as
+    # large below a normal binade above the smallest one; across its upper end twice as large
+    # (subnormals and the smallest normal binade share one quantum)
+    below = (eo < 0) & (eb >= 2)
+    above = (eo > half) & (eb >= 1)
+    if below.any() or above.any():
+        eo = np.where(below, 2 * eo, np.where(above, half + (eo - half) / 2, eo))
+    same_sign = (np.sign(c) * sign_hi >= 0)
+    # same sign: difference of ords, computed binade part first to keep precision
+    diff_same = np.abs((cb - eb).astype(np.float64) * half + (co - eo))
+    # opposite signs: ords add up
+    diff_opp = np.abs((cb + eb).astype(np.float64) * half + co + eo)
+    dist = np.where(same_sign, diff_same, diff_opp)
+    exact_equal = (c == hi) & (lo == 0)
+    dist = np.where(exact_equal, 0.0, dist)
     if ok.all():
         return dist
     out = np.full(np.broadcast(c, hi).shape, np.inf)
