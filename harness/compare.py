@@ -360,6 +360,8 @@ def _flat(value: npt.ArrayLike, shape: tuple[int, ...], dtype: type, key: str) -
 def _nonnegative(rig: F64, exp: F64) -> None:
     """Raise ValueError if a bound holds a negative value (an error divided by it would be a negative ratio: within
     the bound, whatever the error). NaN is allowed: graded as no bound (``disagree`` unless the error is 0)."""
+    if not bool((np.fmin(rig, exp) < 0).any()):  # (fmin: the smaller of the two, a NaN ignored: one test of both)
+        return
     for key, a in (("rigorous", rig), ("expected", exp)):
         if bool((a < 0).any()):
             raise ValueError(f"compare: the {key} bound holds a negative value: an error bound is at least 0")
@@ -429,11 +431,11 @@ def compare_many(items: Sequence[Mapping[str, Any]], fmt: FloatFormat) -> list[C
         concatenated in one row of the result (one concatenation for all the keys)."""
         parts = []
         for key, default in keys:
-            if default is None and all(it.get(key) is None for it in items):  # (every part np.full(shp, fill): at once)
+            values = [it.get(key) for it in items]  # (each item's value read once)
+            if default is None and all(v is None for v in values):  # (every part np.full(shp, fill): at once)
                 parts.append(np.full(total, fill, dtype=dtype))
                 continue
-            for it, shp in zip(items, shapes, strict=True):
-                v = it.get(key)
+            for it, shp, v in zip(items, shapes, values, strict=True):
                 if v is None:
                     v = it[default] if default is not None else np.full(shp, fill, dtype=dtype)
                 # (an array of the dtype and shape already, the usual case, is what _flat checks first: flattened by
@@ -580,6 +582,11 @@ def drift(computed: F64, exact_hi: F64, exact_lo: F64, fmt: FloatFormat, ulps: F
     ``ulps``: ``ulp_error(computed, exact_hi, exact_lo, fmt)`` when the caller has it already
     (a step whose exact trajectory value is the graded exact value: :attr:`Comparison.ulp`)."""
     with np.errstate(all="ignore"):
-        err = np.abs((computed - exact_hi) - exact_lo)
-        dul = ulp_error(computed, exact_hi, exact_lo, fmt) if ulps is None else ulps
+        return _drift(computed, exact_hi, exact_lo, fmt, ulps)
+
+
+def _drift(computed: F64, exact_hi: F64, exact_lo: F64, fmt: FloatFormat, ulps: F64 | None = None) -> Drift:
+    """:func:`drift`, called inside ``np.errstate(all="ignore")`` (its caller's: it enters none of its own)."""
+    err = np.abs((computed - exact_hi) - exact_lo)
+    dul = _ulp_error(computed, exact_hi, exact_lo, fmt) if ulps is None else ulps
     return Drift(float(err.max()) if err.size else 0.0, float(dul.max()) if dul.size else 0.0)

@@ -294,7 +294,7 @@ def _ulp_error(computed: npt.ArrayLike, exact_hi: npt.ArrayLike, exact_lo: npt.A
     # (subnormals and the smallest normal binade share one quantum)
     below = (eo < 0) & (eb >= 2)
     above = (eo > half) & (eb >= 1)
-    if below.any() or above.any():
+    if (below | above).any():  # (one test of both)
         eo = np.where(below, 2 * eo, np.where(above, half + (eo - half) / 2, eo))
     same_sign = (np.sign(c) * sign_hi >= 0)
     # same sign: difference of ords, computed binade part first to keep precision

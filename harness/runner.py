@@ -28,7 +28,7 @@ from . import interpreter_state
 from .bounds import TYPICAL_LANES, flush_to_zero_default, lower_limits, step_bounds
 from .cases import Case, CaseSource, as_cases, lr_held
 from .classify import classify_exception
-from .compare import FailingElements, below_floor_text, bound_ratio_text, compare, compare_many, drift, failing_elements
+from .compare import FailingElements, _drift, below_floor_text, bound_ratio_text, compare, compare_many, failing_elements
 from .devices import parse_devices
 from .diagnose import StepFacts, diagnose_step
 from .errors import ErrorModelError, UsageError
@@ -466,8 +466,10 @@ def _check_case(case: Case, impl: Implementation, device: str, dtype: str, opts:
         # column left inf or NaN by the previous step is graded as such (only inf or NaN accepted), the others as usual
         # (stopping at the first overflowed column left every later step of the others ungraded: a stale gradient and
         # momentum passed, helper-62)
-        lost = _columns_not_finite(prev_W, prev_b)
-        lost_any = bool(lost.any())  # (read once: lost is not changed below)
+        # (before the first step W and b are the inputs, every one of them finite (_not_finite, above): no column is lost,
+        # which the test would find in three passes)
+        lost = np.zeros(np.shape(prev_W)[1], dtype=bool) if t == 1 else _columns_not_finite(prev_W, prev_b)
+        lost_any = False if t == 1 else bool(lost.any())  # (read once: lost is not changed below)
         if lost.all() or (lost_any and impl.error_model is not None):
             records.append(Record(quantity="*", step=t, verdict="overflow",
                                   message=f"W or b after step {t - 1} is not finite; later steps are not graded", **base))
@@ -1143,6 +1145,7 @@ def _grade_step(
         return text
 
     differ: list[tuple[Record, float, Fraction]] = []  # records whose written value differs from the exact one
+    drifts: list[tuple[Record, F64, F64, F64, F64 | None]] = []  # (record, computed, exact hi, lo, ULPs or None)
     for q, cmp in zip(QUANTITIES, compare_many(items, fmt), strict=True):
         idx = cmp.worst_index
         exact_f = ex.values[q].fraction_at(idx)
@@ -1180,11 +1183,11 @@ def _grade_step(
             else:  # measured below, in one call for every such quantity of the step
                 differ.append((rec, computed, wf))
         if traj_step is not None and q in ("W", "b"):
+            # (measured below, inside the one errstate of the annotations: the same values, no errstate each)
             if traj_step is ex:  # the first step of the trajectory is the graded step: its values and ULPs are at hand
-                gone = drift(out[q], *hilo[q], fmt, ulps=cmp.ulp)
+                drifts.append((rec, out[q], *hilo[q], cmp.ulp))
             else:
-                gone = drift(out[q], *traj_step.values[q].to_hi_lo(), fmt)
-            rec.drift_abs_error, rec.drift_ulp_error = gone.abs_error, gone.ulp_error
+                drifts.append((rec, out[q], *traj_step.values[q].to_hi_lo(), None))
             rec.trajectory_exact = decimal(exact_f if traj_step.values[q] is ex.values[q] else traj_step.values[q].fraction_at(idx))
         if kept is not None and q in ("W", "b") and cmp.verdict in failing_verdicts(strict=True):
             kept[id(rec)] = failing_elements(cmp, out[q], (held or step_inputs)[q])
@@ -1205,6 +1208,9 @@ def _grade_step(
     if error_model is None and not bounds.flush_to_zero and any(r.verdict == "disagree" for r in records):
         _name_flush_to_zero(records, out, hilo, step_inputs, ex.residual.to_float64(), exact_hi, kwargs, fmt, ex.radius)
     with np.errstate(all="ignore"):  # (an exact value of inf where a column was lost: the hypotheses' arithmetic is theirs)
+        for rec, computed_q, hi_q, lo_q, ulps_q in drifts:  # (drift's own errstate: this one)
+            gone = _drift(computed_q, hi_q, lo_q, fmt, ulps_q)
+            rec.drift_abs_error, rec.drift_ulp_error = gone.abs_error, gone.ulp_error
         annotate(records, out, ex.values, step_inputs, fmt, exact_hi)
         if history is not None:
             facts = StepFacts(t, fmt, float(lr), float(case.lr), case.reduction, step_inputs, out, exact_hi, bounds.rigorous,

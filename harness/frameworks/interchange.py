@@ -135,11 +135,13 @@ def read_result(value: Any, to_numpy: Any = None, copy: bool = True) -> tuple[F6
     """
     torch = _torch_of(value)
     if torch is not None:
-        if (copy and type(value) is torch.Tensor and value.dtype is torch.float64 and value.is_cpu and value.layout is torch.strided
+        if (type(value) is torch.Tensor and value.dtype is torch.float64 and value.is_cpu and value.layout is torch.strided
                 and value.is_contiguous() and not value.is_neg() and not value.is_conj()):
-            # a copy of a plain contiguous float64 CPU tensor (the harness's own inputs, a torch step's results): its
-            # memory copied as it is, the same values, shape and (C) layout as the conversion below gives, without .to()
-            return value.detach().numpy().copy(), "float64"
+            # a plain contiguous float64 CPU tensor (the harness's own inputs, a torch step's results): its memory as it
+            # is (copied where ``copy``; else a view of it, as ``.to(copy=False)`` below gives), the same values, shape
+            # and (C) layout as the conversion below gives, without .to()
+            held = value.detach().numpy()
+            return (held.copy() if copy else held), "float64"
         if value.is_complex():
             raise ResultReadError(f"a torch tensor of complex values (dtype {value.dtype})")
         return value.detach().to(device="cpu", dtype=torch.float64, copy=copy).numpy(), dtype_name(value)

@@ -115,16 +115,18 @@ def _top_hooks(torch: Any) -> tuple[Any, Any] | None:
     return (top[0], top[1]) if isinstance(top, tuple) and len(top) == 2 else None
 
 
-def read() -> TorchSwitches | None:
-    """The calling thread's switches, or None where torch is not imported."""
+def read(_stacks: tuple[int | None, int | None, tuple[Any, Any] | None] | None = None) -> TorchSwitches | None:
+    """The calling thread's switches, or None where torch is not imported. ``_stacks``: the function modes, dispatch
+    modes and top saved-tensor hooks as just read (:func:`_pop_stacks`, which popped nothing: the same values), or
+    None (read here)."""
     torch = sys.modules.get("torch")
     if torch is None or not hasattr(torch, "is_grad_enabled"):  # not imported, or halfway through its import
         return None
     device = getattr(torch, "get_default_device", None)
+    stacks = _stacks if _stacks is not None else (_function_modes(torch), _dispatch_modes(torch), _top_hooks(torch))
     return TorchSwitches(torch.is_grad_enabled(), torch.get_default_dtype(), torch.are_deterministic_algorithms_enabled(),
                          torch.is_deterministic_algorithms_warn_only_enabled(), torch.is_anomaly_enabled(),
-                         torch.get_num_threads(), _autocast(torch), device() if device is not None else None,
-                         _function_modes(torch), _dispatch_modes(torch), _top_hooks(torch))
+                         torch.get_num_threads(), _autocast(torch), device() if device is not None else None, *stacks)
 
 
 def _same_hooks(a: tuple[Any, Any] | None, b: tuple[Any, Any] | None) -> bool:
@@ -142,8 +144,8 @@ def restore(before: TorchSwitches | None) -> list[str]:
     if torch is None or not hasattr(torch, "is_grad_enabled"):
         return []
     # first what a step pushed (a mode left on intercepts the very functions that read the other switches)
-    changed = _pop_stacks(torch, before)
-    now = read()
+    changed, stacks = _pop_stacks(torch, before)
+    now = read(None if changed else stacks)  # (nothing popped: the stacks as _pop_stacks read them, not read again)
     if now is None:
         return changed
     want = before if before is not None else _defaults(torch, now.threads)
@@ -183,10 +185,15 @@ def _restore_autocast(torch: Any, now: TorchSwitches, want: TorchSwitches) -> li
     return changed
 
 
-def _pop_stacks(torch: Any, want: TorchSwitches | None) -> list[str]:
+def _pop_stacks(torch: Any, want: TorchSwitches | None
+                ) -> tuple[list[str], tuple[int | None, int | None, tuple[Any, Any] | None]]:
     """Pop the torch-function and dispatch modes and the default saved-tensor hooks a step pushed and never popped,
     down to what the caller had (``want``; None: none), with torch's raw stack functions. The default device's mode
-    is left to :func:`restore` (``torch.set_default_device``)."""
+    is left to :func:`restore` (``torch.set_default_device``).
+
+    Returns:
+        what was popped, in words, and the stacks as last read (:func:`read`'s ``function_modes``, ``dispatch_modes``
+        and ``saved_hooks``: the stacks now where nothing was popped)."""
     changed = []
     keep = want.function_modes if want is not None else 0
     names: list[str] = []
@@ -208,16 +215,20 @@ def _pop_stacks(torch: Any, want: TorchSwitches | None) -> list[str]:
         changed.append(f"torch dispatch mode(s) {', '.join(dict.fromkeys(names))} entered and not left (popped)")
     hooks = want.saved_hooks if want is not None else None
     popped = 0
-    while not _same_hooks(_top_hooks(torch), hooks) and _top_hooks(torch) is not None and popped < MAX_POPS:
+    top = _top_hooks(torch)  # (read once per pop: nothing runs between the test's two reads)
+    while not _same_hooks(top, hooks) and top is not None and popped < MAX_POPS:
         try:
             torch._C._autograd._pop_saved_tensors_default_hooks()
         except (AttributeError, RuntimeError):
+            top = _top_hooks(torch)  # (as the refused pop left them)
             break
         popped += 1
+        top = _top_hooks(torch)
     if popped:
         changed.append(f"{popped} default saved-tensor hook pair(s) pushed and not popped "
                        "(torch.autograd.graph.saved_tensors_hooks entered and not left; popped)")
-    return changed
+    modes = None if stack is None else sum(not _is_device_context(m) for m in stack)  # (_function_modes of the stack)
+    return changed, (modes, depth, top)
 
 
 # ---------------------------------------------------------------------------------------------------------------
