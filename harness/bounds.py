@@ -1751,8 +1751,17 @@ def _prepared_partial_sums(X: F64, Y: F64, W: F64, b: F64, R: F64, wt: float, pr
     return V_R, V_gW_pss, sumT2, V_gb_pss, RV, VR2, sumVR
 
 
-def _numpy_partial_sums(X: F64, Y: F64, W: F64, b: F64, R: F64, wt: float) -> tuple[F64, F64, F64, F64]:
-    """:func:`_kernel_partial_sums` in NumPy, in the arrays' own type (float64 or longdouble)."""
+def _numpy_partial_sums(X: F64, Y: F64, W: F64, b: F64, R: F64, wt: float,
+                        loss_row: tuple[F64, Any] | None = None) -> tuple[F64, F64, F64, F64, Any]:
+    """:func:`_kernel_partial_sums` in NumPy, in the arrays' own type (float64 or longdouble), and the loss's
+    ``partial_sum_squares(sq[None, :], axis=1, sum_sq=[sum_sq2])[0]`` of ``loss_row = (sq, sum_sq2)`` (``R**2``
+    flattened and its sum of squares; :func:`expected_bounds`) where ``K = 1`` (else None: the caller forms it).
+    The reductions over N rows (grad_W's ``D K``, grad_b's ``K`` and, where ``K = 1``, the loss's) are the rows of one
+    C-contiguous array and one :func:`partial_sum_squares` call where each call alone would read C-contiguous rows
+    (X^T R's terms where NumPy laid their product out so) and they are small: its every step is row by row (a row's
+    running sums, einsum's sum of a contiguous row's squares, the same whatever the rows around it, :func:`order_model`
+    element-wise), so each row's model is its own call's, bit for bit (a non-contiguous row is summed in another
+    order by einsum: those are not joined)."""
     n, k = Y.shape
     d = X.shape[1]
     safe = _squares_safe(X, W, R)
@@ -1779,10 +1788,29 @@ def _numpy_partial_sums(X: F64, Y: F64, W: F64, b: F64, R: F64, wt: float) -> tu
     V_R = sumP2 * (1 + 2 * wt) + pss_R  # (N, K)
     T = X.T[:, None, :] * R.T[None, :, :]  # (D, K, N) terms of X^T R, reduced along the last axis
     sumT2 = (X**2).T @ R**2 if safe else np.sum(np.square(T), axis=2)
+    with_loss = loss_row is not None and k == 1
+    dk = d * k if T.flags.c_contiguous else 0  # X^T R's rows joined where its own call reads C-contiguous rows
+    m = dk + k + (1 if with_loss else 0)
+    if n >= 1 and (dk or with_loss) and m * n <= _PSS_BLOCK:
+        # the rows of X^T R's terms (T's, where NumPy laid the product out C-contiguous), of 1^T R's (R^T's, contiguous
+        # as np.ascontiguousarray makes them) and, where K = 1, the loss's (N terms too), as the rows of one
+        # C-contiguous array and one call (docstring)
+        rows = np.empty((m, n), dtype=T.dtype)
+        if dk:
+            rows[:dk] = T.reshape(dk, n)
+        rows[dk:dk + k] = R.T
+        sums = [sumT2.reshape(-1)[:dk], (R**2).sum(axis=0)]  # (T's rows in C order: sumT2's elements in C order)
+        if with_loss:
+            assert loss_row is not None
+            rows[m - 1] = loss_row[0]
+            sums.append(np.reshape(loss_row[1], (1,)))
+        every = partial_sum_squares(rows, axis=1, sum_sq=np.concatenate(sums))
+        V_gW_pss = every[:dk].reshape(d, k) if dk else partial_sum_squares(T, axis=2, sum_sq=sumT2)
+        return V_R, V_gW_pss, sumT2, every[dk:dk + k], every[m - 1] if with_loss else None
     V_gW_pss = partial_sum_squares(T, axis=2, sum_sq=sumT2)
     del T
     V_gb_pss = partial_sum_squares(np.ascontiguousarray(R.T), axis=1, sum_sq=(R**2).sum(axis=0))
-    return V_R, V_gW_pss, sumT2, V_gb_pss
+    return V_R, V_gW_pss, sumT2, V_gb_pss, None
 
 
 def expected_bounds(
@@ -1847,6 +1875,9 @@ def _expected_bounds(
         sh_gW = sh_gW + LAMBDA * np.sqrt(X2T @ shared.var)
         sh_gb = sh_gb + LAMBDA * np.sqrt(_row_sum(shared.var))
         sh_L = sh_L + 2 * LAMBDA * np.sqrt((R2 * shared.var).sum())
+    sq = R2.ravel()
+    sum_sq2 = (sq**2).sum()  # pairwise, as partial_sum_squares' own sum over the (1, N K) row would be
+    pss_L: Any = None  # the loss's partial sums' model (below, or with grad_b's on the NumPy path)
     if pre is not None:  # compiled, with the shared passes: |X|**2, R**2 and their sums formed once
         V_R, V_gW_pss, sumT2, V_gb_pss, RV, VR2, sumVR = _prepared_partial_sums(X, Y, W, b, R, wt, pre)
         sumR, sumR2 = pre.R.colsum(0, R), pre.R.colsum(2, R2)
@@ -1854,15 +1885,14 @@ def _expected_bounds(
         if USE_KERNELS and X.dtype == np.float64 and X.shape[0] * W.size >= KERNEL_MIN_WORK:  # compiled, two passes
             V_R, V_gW_pss, sumT2, V_gb_pss = _kernel_partial_sums(X, Y, W, b, R, wt)
         else:
-            V_R, V_gW_pss, sumT2, V_gb_pss = _numpy_partial_sums(X, Y, W, b, R, wt)
+            V_R, V_gW_pss, sumT2, V_gb_pss, pss_L = _numpy_partial_sums(X, Y, W, b, R, wt, loss_row=(sq, sum_sq2))
         sumR, sumR2 = R.sum(axis=0), R2.sum(axis=0)
         RV, VR2, sumVR = R2 * V_R, V_R**2, V_R.sum(axis=0)
     sumT = X.T @ R
     V_gW = X2T @ V_R + (2 + 2 * wt) * sumT2 + sumT**2 + V_gW_pss
     V_gb = sumVR + sumR2 + sumR**2 + V_gb_pss
-    sq = R2.ravel()
-    sum_sq2 = (sq**2).sum()  # pairwise, as partial_sum_squares' own sum over the (1, N K) row would be
-    pss_L = partial_sum_squares(sq[None, :], axis=1, sum_sq=np.reshape(sum_sq2, (1,)))[0]
+    if pss_L is None:  # (K = 1 on the NumPy path: formed with grad_b's, above)
+        pss_L = partial_sum_squares(sq[None, :], axis=1, sum_sq=np.reshape(sum_sq2, (1,)))[0]
     V_L = 4 * RV.sum() + sum_sq2 + 2 * sq.sum() ** 2 + pss_L
     # reductions whose terms repeat (harness.repeatedsums): their partial sums' errors at their worst case
     rep = repeated_reductions(X, R, reg.fmt, LAMBDA, ExactContext(W, b, Y, rb.A, float(c), reg.ftz, ut > 0),
