@@ -1905,8 +1905,8 @@ def _expected_bounds(
         sh_L = sh_L + worst_case_part(True, pss_L, n * k, u)
     elif rep.loss_bias:  # distinct squares whose residues share a sign: their measured systematic error
         sh_L = sh_L + rep.loss_bias
-    exp_gW = lam * abs(s) * np.sqrt(V_gW) + abs(s) * sh_gW + gb.U_gW
-    exp_gb = lam * abs(s) * np.sqrt(V_gb) + abs(s) * sh_gb + gb.U_gb
+    exp_gW, exp_gb = _of_both(lambda V, sh, U: lam * abs(s) * np.sqrt(V) + abs(s) * sh + U,
+                              (V_gW, sh_gW, gb.U_gW), (V_gb, sh_gb, gb.U_gb))
     # second order: the loss squares the residual, so its error has the term
     # sum dR^2 (>= 0, it does not cancel and grows like N K). Its mean is at most
     # u^2 sum V_R; each term lies in [0, lambda^2 u^2 V_R], so by Hoeffding the sum
@@ -1918,11 +1918,36 @@ def _expected_bounds(
     exp_L = lam * abs(c) * np.sqrt(V_L) + abs(c) * (second_L + sh_L) + U_L
     gW, gbv = exact["grad_W"], exact["grad_b"]
     eta_W, eta_b = update_eta if update_eta is not None else (2 * reg.eta, 2 * reg.eta)
-    exp_W = (lam * np.sqrt(lr**2 * s**2 * V_gW + 2 * (lr * gW) ** 2 + exact["W"] ** 2)
-             + (lr + dlr) * (gb.U_gW + abs(s) * sh_gW) + dlr * np.abs(gW) + eta_W)
-    exp_b = (lam * np.sqrt(lr**2 * s**2 * V_gb + 2 * (lr * gbv) ** 2 + exact["b"] ** 2)
-             + (lr + dlr) * (gb.U_gb + abs(s) * sh_gb) + dlr * np.abs(gbv) + eta_b)
+    exp_W, exp_b = _of_both(lambda V, g, new, U, sh, eta: (lam * np.sqrt(lr**2 * s**2 * V + 2 * (lr * g) ** 2 + new**2)
+                                                           + (lr + dlr) * (U + abs(s) * sh) + dlr * np.abs(g) + eta),
+                            (V_gW, gW, exact["W"], gb.U_gW, sh_gW, eta_W), (V_gb, gbv, exact["b"], gb.U_gb, sh_gb, eta_b))
     return {"loss": np.asarray(exp_L), "grad_W": exp_gW, "grad_b": exp_gb, "W": exp_W, "b": exp_b}
+
+
+def _of_both(f: Callable[..., Any], parts_W: tuple[Any, ...], parts_b: tuple[Any, ...]) -> tuple[Any, Any]:
+    """``(f(*parts_W), f(*parts_b))`` for an element-wise ``f`` (NumPy's operations on arrays and scalars), by one
+    call on the two joined where they join: each part an array in both (W's parts of one shape, b's of another, each
+    part of one dtype in both; flattened, concatenated, and the result split and reshaped) or the same scalar (a value
+    equal in both, of one type), at least one an array. Every element is then formed by the same operations on the
+    same values as in its own call: the same bits (as :func:`_update_bounds_of_both`). Else the two calls."""
+    shape_W = shape_b = None
+    joined: list[Any] = []
+    for a, b in zip(parts_W, parts_b, strict=True):
+        if type(a) is np.ndarray and type(b) is np.ndarray and a.dtype == b.dtype:
+            if shape_W is None:
+                shape_W, shape_b = a.shape, b.shape
+            if a.shape != shape_W or b.shape != shape_b:
+                return f(*parts_W), f(*parts_b)
+            joined.append(np.concatenate((a, b), axis=None))
+        elif not isinstance(a, np.ndarray) and type(a) is type(b) and a == b:  # (NaN: not equal, two calls)
+            joined.append(a)
+        else:
+            return f(*parts_W), f(*parts_b)
+    if shape_W is None or shape_b is None:
+        return f(*parts_W), f(*parts_b)
+    both = f(*joined)
+    m = math.prod(shape_W)
+    return both[:m].reshape(shape_W), both[m:].reshape(shape_b)
 
 
 def _nanmax(*values: float) -> float:

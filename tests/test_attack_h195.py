@@ -89,3 +89,21 @@ def test_read_result_view_and_copy_of_a_float64_tensor():
     assert name == name2 == "float64"
     assert view.tobytes() == copy.tobytes() == vals.tobytes() and view.shape == copy.shape == (4, 1)
     assert np.shares_memory(view, t.numpy()) and not np.shares_memory(copy, t.numpy())
+
+
+def test_of_both_joins_only_what_joins():
+    """``bounds._of_both``: W's and b's element-wise expected bounds in one evaluation, the same bits as two; parts that
+    do not join (a scalar that differs, a NaN scalar, an array of another shape) take the two calls. By hand:
+    [1, 2] * 3 + 0.5 = [3.5, 6.5] and [[4]] * 3 + 0.5 = [[12.5]]."""
+    f = lambda a, c, e: a * c + e  # noqa: E731
+    W, b = hb._of_both(f, (np.array([[4.0]]), 3.0, 0.5), (np.array([1.0, 2.0]), 3.0, 0.5))
+    assert W.shape == (1, 1) and b.shape == (2,) and W.tolist() == [[12.5]] and b.tolist() == [3.5, 6.5]
+    rng = np.random.default_rng(7)
+    for parts_W, parts_b in [((rng.normal(size=(3, 2)), 3.0, rng.normal(size=(3, 2))), (rng.normal(size=2), 3.0, rng.normal(size=2))),
+                             ((rng.normal(size=(3, 2)), 3.0, 1.0), (rng.normal(size=2), 2.0, 1.0)),
+                             ((rng.normal(size=(3, 2)), np.nan, 1.0), (rng.normal(size=2), np.nan, 1.0)),
+                             ((rng.normal(size=(3, 2)), 3.0, rng.normal(size=(3, 1))), (rng.normal(size=2), 3.0, rng.normal(size=2)))]:
+        W, b = hb._of_both(lambda a, c, e: np.sqrt(np.abs(a)) * c + e * 1e-3, parts_W, parts_b)
+        want_W, want_b = (np.sqrt(np.abs(p[0])) * p[1] + p[2] * 1e-3 for p in (parts_W, parts_b))
+        assert W.tobytes() == want_W.tobytes() and b.tobytes() == want_b.tobytes()
+        assert W.shape == want_W.shape and b.shape == want_b.shape
