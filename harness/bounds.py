@@ -204,7 +204,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .floats import FLOAT32, FLOAT64, TF32, FloatFormat, round_to_format
-from .repeatedsums import ExactContext, _exact_reductions, repeated_reductions, worst_case_part
+from .repeatedsums import ExactContext, exact_reductions_no_errstate, repeated_reductions, worst_case_part
 from .shapes import check_step_shapes
 from .sharedrounding import sample_pairs, shared_residual_errors
 
@@ -2531,7 +2531,7 @@ def _step_bounds_in(
     shapes of these ``inputs`` and ``residual`` (:func:`harness.shapes.check_step_shapes`, ``b`` as ``(K,)``). Called
     inside ``np.errstate(all="ignore")`` (:func:`step_bounds`, :func:`_rescue_overflowed_bounds`): neither its own
     operations nor the functions it calls enter an errstate of their own (it calls the public functions' bodies,
-    ``_residual_bound``, ``_gradient_bounds``, ``_loss_bound``, ``_exact_reductions``, ``_expected_bounds``,
+    ``_residual_bound``, ``_gradient_bounds``, ``_loss_bound``, ``exact_reductions_no_errstate``, ``_expected_bounds``,
     ``_overflow_masks``, ``_loss_floor``: each errstate cost about 3 us a check)."""
     X: F64
     Y: F64
@@ -2557,7 +2557,7 @@ def _step_bounds_in(
     # where every correct evaluation computes a reduction exactly, in any order (harness.repeatedsums.exact_reductions:
     # integer data on a narrow grid), its bound is 0: the magnitudes' bound was up to 19 times |grad| there, and a
     # gradient without its factor 2, or of the wrong sign, agreed in float16 and bfloat16 (helper-88)
-    ex_gW, ex_gb, ex_loss = _exact_reductions(np.asarray(X, dtype=np.float64), np.asarray(R, dtype=np.float64), fmt,
+    ex_gW, ex_gb, ex_loss = exact_reductions_no_errstate(np.asarray(X, dtype=np.float64), np.asarray(R, dtype=np.float64), fmt,
                                              ExactContext(W, b, Y, rb.A, float(c), reg.ftz, ut > 0))
     u2 = update_rounding(fmt)
     gW_abs, gb_abs = np.abs(exact["grad_W"]), np.abs(exact["grad_b"])

@@ -28,7 +28,7 @@ from . import interpreter_state
 from .bounds import TYPICAL_LANES, flush_to_zero_default, lower_limits, step_bounds
 from .cases import Case, CaseSource, as_cases, lr_held
 from .classify import classify_exception
-from .compare import FailingElements, _drift, below_floor_text, bound_ratio_text, compare, compare_many, failing_elements
+from .compare import FailingElements, below_floor_text, bound_ratio_text, compare, compare_many, drift_no_errstate, failing_elements
 from .devices import parse_devices
 from .diagnose import StepFacts, diagnose_step
 from .errors import ErrorModelError, UsageError
@@ -1209,7 +1209,7 @@ def _grade_step(
         _name_flush_to_zero(records, out, hilo, step_inputs, ex.residual.to_float64(), exact_hi, kwargs, fmt, ex.radius)
     with np.errstate(all="ignore"):  # (an exact value of inf where a column was lost: the hypotheses' arithmetic is theirs)
         for rec, computed_q, hi_q, lo_q, ulps_q in drifts:  # (drift's own errstate: this one)
-            gone = _drift(computed_q, hi_q, lo_q, fmt, ulps_q)
+            gone = drift_no_errstate(computed_q, hi_q, lo_q, fmt, ulps_q)
             rec.drift_abs_error, rec.drift_ulp_error = gone.abs_error, gone.ulp_error
         annotate(records, out, ex.values, step_inputs, fmt, exact_hi)
         if history is not None:
