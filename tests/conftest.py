@@ -35,13 +35,14 @@ def inner_sessions_without_hypothesis(request: pytest.FixtureRequest, monkeypatc
     """The pytest sessions a ``pytester`` test starts run without Hypothesis's pytest plugin (``-p
     no:hypothesispytest`` added to ``PYTEST_ADDOPTS``): no inner session uses Hypothesis, and the plugin imports
     all of it in every session's terminal summary, about 0.9 s of CPU each where bytecode is not cached
-    (``PYTHONDONTWRITEBYTECODE``: pytest rewrites its modules' asserts again in every process). The harness
-    plugin's behaviour under test does not depend on it."""
+    (``PYTHONDONTWRITEBYTECODE``: pytest rewrites its modules' asserts again in every process); nor with
+    pytest-benchmark's (``-p no:benchmark``: no inner session times anything; about 0.13 s of CPU each). The harness
+    plugin's behaviour under test depends on neither."""
     if "pytester" in request.fixturenames:
         import os
 
         request.getfixturevalue("pytester")  # first: it clears PYTEST_ADDOPTS when it starts
-        monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(filter(None, (os.environ.get("PYTEST_ADDOPTS"), "-p no:hypothesispytest"))))
+        monkeypatch.setenv("PYTEST_ADDOPTS", " ".join(filter(None, (os.environ.get("PYTEST_ADDOPTS"), "-p no:hypothesispytest -p no:benchmark"))))
 
 
 #: The suite's longest tests, longest first (``pytest --durations``, two xdist workers on the 2-core machine of the
@@ -116,6 +117,37 @@ def long_tests_first(items: list[pytest.Item], workers: int) -> list[pytest.Item
         start += take
         left -= size
     return out + rest[start:]
+
+
+#: Run by :func:`pytest_configure` in a fresh interpreter, in the default floating-point environment (a module
+#: compiled with flush-to-zero on keeps a subnormal literal as 0 in its .pyc, harness/fpenv.py); argv[1]: the root.
+_COMPILE_BYTECODE = """
+import compileall, sys
+from pathlib import Path
+root = Path(sys.argv[1])
+compileall.compile_dir(str(root / "harness"), quiet=2)
+compileall.compile_file(str(root / "harness_pytest_plugin.py"), quiet=2)
+"""
+#: Set by :func:`pytest_configure` for the processes the run starts: a pytest session that a test starts with this
+#: conftest (a run of tests/test_sweep.py) does not compile the bytecode again.
+BYTECODE_DONE = "AUTOGRAD_HARNESS_TESTS_BYTECODE"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The bytecode of ``harness`` and ``harness_pytest_plugin.py`` is compiled into their ``__pycache__`` folders
+    (``compileall``, in a fresh interpreter: :data:`_COMPILE_BYTECODE`) once, by the process that starts the run (not
+    by an xdist worker), before any test: every later process reads it. Where bytecode is not written
+    (``PYTHONDONTWRITEBYTECODE``, as on the CI machine) each of the suite's ~400 Python processes compiled again every
+    harness module it imported (about 0.1 s of CPU for a `check`'s, 0.4 s for a collection of the suite: helper-194).
+    It changes nothing a test runs or checks: the bytecode is what Python compiles from the same files itself."""
+    import os
+    import subprocess
+    import sys
+
+    if hasattr(config, "workerinput") or BYTECODE_DONE in os.environ:
+        return
+    os.environ[BYTECODE_DONE] = "1"
+    subprocess.run([sys.executable, "-c", _COMPILE_BYTECODE, str(ROOT)], capture_output=True, timeout=300, check=False)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -48,9 +48,10 @@ def _pytest_plugin_args() -> list[str]:
     return [] if installed else ["-p", "harness.pytest_plugin"]
 
 
-#: The options of this file's pytest subprocesses: no cache folder, and no Hypothesis plugin (as tests/conftest.py
-#: gives the pytester sessions): no such session uses Hypothesis, and its plugin cost about 0.9 s of CPU each.
-NO_CACHE_NO_HYPOTHESIS = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest"]
+#: The options of this file's pytest subprocesses: no cache folder, and no Hypothesis or pytest-benchmark plugin (as
+#: tests/conftest.py gives the pytester sessions): no such session uses either, and they cost about 0.9 and 0.13 s of
+#: CPU each.
+NO_CACHE_NO_HYPOTHESIS = ["-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark"]
 
 
 def seed_case():

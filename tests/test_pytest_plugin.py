@@ -189,9 +189,10 @@ def _records(path):
 
 def test_serial_and_xdist_runs_write_the_same_records(tmp_path):
     pytest.importorskip("xdist")
-    # -p no:hypothesispytest, as tests/conftest.py gives the pytester sessions: these sessions use no Hypothesis, and
-    # its plugin cost about 0.9 s of CPU in each of the four processes (the serial session, xdist's controller and workers)
-    selection = ["tests/test_sweep.py", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-q",
+    # -p no:hypothesispytest -p no:benchmark, as tests/conftest.py gives the pytester sessions: these sessions use
+    # neither, and the plugins cost about 0.9 and 0.13 s of CPU in each of the four processes (the serial session,
+    # xdist's controller and workers)
+    selection = ["tests/test_sweep.py", "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-p", "no:benchmark", "-q",
                  "--harness-case", "gen-grid-*-n5-d2-k7-*", "--harness-case", "seed"]
     files = {}
     for label, extra in (("serial", []), ("xdist", ["-n", "2"])):
