@@ -883,6 +883,11 @@ _PLANE_LOOP_MAX = 64
 
 #: Elements per block of :func:`partial_sum_squares` (512 KiB of float64: the block's passes stay in cache).
 _PSS_BLOCK = 1 << 16
+#: :func:`_numpy_partial_sums` joins its reductions' rows into one :func:`partial_sum_squares` call only where they
+#: hold at most this many terms: ``np.einsum("ij,ij->i")`` sums a longer row in chunks of 8192 elements whose
+#: grouping depends on the rows around it (whatever ``np.setbufsize``; NumPy 2.4), so a row of 8193 to 32768 terms joined with others got other bits
+#: than alone (float64 and longdouble; helper-196: the loss's and grad_b's expected bounds, K = 1, N = 32767).
+_EINSUM_ROW_MAX = 8192
 #: :func:`partial_sum_squares` of at most one block without the block loop (the same operations; False: the loop,
 #: which tests compare it with).
 _PSS_ONE_BLOCK = True
@@ -1761,7 +1766,8 @@ def _numpy_partial_sums(X: F64, Y: F64, W: F64, b: F64, R: F64, wt: float,
     (X^T R's terms where NumPy laid their product out so) and they are small: its every step is row by row (a row's
     running sums, einsum's sum of a contiguous row's squares, the same whatever the rows around it, :func:`order_model`
     element-wise), so each row's model is its own call's, bit for bit (a non-contiguous row is summed in another
-    order by einsum: those are not joined)."""
+    order by einsum: those are not joined; nor are rows of more than :data:`_EINSUM_ROW_MAX` terms, which einsum
+    sums in chunks laid across the rows: another grouping than the row's own call, helper-196)."""
     n, k = Y.shape
     d = X.shape[1]
     safe = _squares_safe(X, W, R)
@@ -1791,7 +1797,7 @@ def _numpy_partial_sums(X: F64, Y: F64, W: F64, b: F64, R: F64, wt: float,
     with_loss = loss_row is not None and k == 1
     dk = d * k if T.flags.c_contiguous else 0  # X^T R's rows joined where its own call reads C-contiguous rows
     m = dk + k + (1 if with_loss else 0)
-    if n >= 1 and (dk or with_loss) and m * n <= _PSS_BLOCK:
+    if n >= 1 and (dk or with_loss) and m * n <= _PSS_BLOCK and n <= _EINSUM_ROW_MAX:
         # the rows of X^T R's terms (T's, where NumPy laid the product out C-contiguous), of 1^T R's (R^T's, contiguous
         # as np.ascontiguousarray makes them) and, where K = 1, the loss's (N terms too), as the rows of one
         # C-contiguous array and one call (docstring)
