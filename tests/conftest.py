@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 # The packages with extension modules that the tests load, imported before any test: pytester drops, at a test's
 # teardown, every module the test imported first, and a package imported again in the same process (its extension
@@ -124,6 +125,7 @@ def long_tests_first(items: list[pytest.Item], workers: int) -> list[pytest.Item
 _COMPILE_BYTECODE = """
 import compileall, sys
 from pathlib import Path
+from typing import Any
 root = Path(sys.argv[1])
 compileall.compile_dir(str(root / "harness"), quiet=2)
 compileall.compile_file(str(root / "harness_pytest_plugin.py"), quiet=2)
@@ -226,3 +228,19 @@ def accurate_everywhere(monkeypatch):
 
     monkeypatch.setattr(fastexact, "ACCURATE_MIN_DK", 0)
     monkeypatch.setattr(fastexact, "ACCURATE_MIN_PAIRS", 0)
+
+
+def separate_partial_sums(X: Any, R: Any, sq: Any, sum_sq2: Any) -> tuple[Any, Any, Any]:
+    """The partial-sum models of grad_W's, grad_b's and the loss's reductions from three separate
+    :func:`harness.bounds.partial_sum_squares` calls, as 5e36f3b formed them (before the round-45 join): X^T R's terms
+    ``(D, K, N)``, R^T ``(K, N)`` and the loss's row ``(1, N K)`` of squares ``sq`` with sum of squares ``sum_sq2``.
+    tests/test_attack_h195.py and _h196.py compare the joined call with them."""
+    import numpy as np
+
+    from harness import bounds as hb
+
+    T = X.T[:, None, :] * R.T[None, :, :]
+    gW = hb.partial_sum_squares(T, axis=2, sum_sq=(X**2).T @ R**2)
+    gb = hb.partial_sum_squares(np.ascontiguousarray(R.T), axis=1, sum_sq=(R**2).sum(axis=0))
+    loss = hb.partial_sum_squares(sq[None, :], axis=1, sum_sq=np.reshape(sum_sq2, (1,)))[0]
+    return gW, gb, loss

@@ -29,15 +29,7 @@ import pytest
 
 from harness import bounds as hb
 from harness.floats import FLOAT64
-
-
-def _separate(X, R, sq, sum_sq2):
-    """The three calls of 5e36f3b: X^T R's terms (D, K, N), R^T (K, N) and the loss's row (1, N K)."""
-    T = X.T[:, None, :] * R.T[None, :, :]
-    gW = hb.partial_sum_squares(T, axis=2, sum_sq=(X**2).T @ R**2)
-    gb = hb.partial_sum_squares(np.ascontiguousarray(R.T), axis=1, sum_sq=(R**2).sum(axis=0))
-    loss = hb.partial_sum_squares(sq[None, :], axis=1, sum_sq=np.reshape(sum_sq2, (1,)))[0]
-    return gW, gb, loss
+from tests.conftest import separate_partial_sums
 
 
 @pytest.mark.parametrize("kernels", [True, False])
@@ -54,7 +46,7 @@ def test_joined_partial_sums_equal_separate_calls_for_long_rows(monkeypatch, ker
     sq = (R**2).ravel()
     sum_sq2 = (sq**2).sum()
     _, gW, _, gb, loss = hb._numpy_partial_sums(X, Y, W, b, R, 0.0, loss_row=(sq, sum_sq2))
-    want_gW, want_gb, want_loss = _separate(X, R, sq, sum_sq2)
+    want_gW, want_gb, want_loss = separate_partial_sums(X, R, sq, sum_sq2)
     assert np.array_equal(gW, want_gW) and gW.shape == want_gW.shape
     assert np.array_equal(gb, want_gb) and gb.shape == want_gb.shape
     # (joined where each row holds at most 8192 terms; else None: the caller forms the loss's alone, as want_loss)
