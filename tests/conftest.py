@@ -244,3 +244,17 @@ def separate_partial_sums(X: Any, R: Any, sq: Any, sum_sq2: Any) -> tuple[Any, A
     gb = hb.partial_sum_squares(np.ascontiguousarray(R.T), axis=1, sum_sq=(R**2).sum(axis=0))
     loss = hb.partial_sum_squares(sq[None, :], axis=1, sum_sq=np.reshape(sum_sq2, (1,)))[0]
     return gW, gb, loss
+
+
+def mixed_partial_sum_inputs(rng: Any, n: int, d: int, k: int, dtype: Any) -> tuple[Any, ...]:
+    """``X (N, D)`` and ``R (N, K)`` of mixed magnitudes (normal times ``2**U(-20, 19)``: the sums' roundings differ by
+    order), ``W (D, K)``, ``b (K,)``, ``Y (N, K)`` normal, in ``dtype``, and the loss's row ``sq = (R**2).ravel()`` with
+    its sum of squares: ``(X, Y, W, b, R, sq, sum_sq2)``, the arguments of the joined and separate partial-sum models
+    (:func:`separate_partial_sums`)."""
+    import numpy as np
+
+    X = (rng.normal(size=(n, d)) * np.exp2(rng.integers(-20, 20, (n, d)))).astype(dtype)
+    R = (rng.normal(size=(n, k)) * np.exp2(rng.integers(-20, 20, (n, k)))).astype(dtype)
+    W, b, Y = rng.normal(size=(d, k)).astype(dtype), rng.normal(size=k).astype(dtype), rng.normal(size=(n, k)).astype(dtype)
+    sq = (R**2).ravel()
+    return X, Y, W, b, R, sq, (sq**2).sum()

@@ -24,7 +24,7 @@ import pytest
 from harness import bounds as hb
 from harness.compare import _nonnegative
 from harness.frameworks.interchange import read_result
-from tests.conftest import separate_partial_sums
+from tests.conftest import mixed_partial_sum_inputs, separate_partial_sums
 
 
 def test_joined_partial_sums_pinned_by_hand():
@@ -47,11 +47,7 @@ def test_joined_partial_sums_pinned_by_hand():
 def test_joined_partial_sums_equal_separate_calls(dtype, n, d, k):
     """Every model bit for bit as its own call gives it (mixed magnitudes: the sums' roundings differ by order)."""
     rng = np.random.default_rng(n * 100 + d * 10 + k)
-    X = (rng.normal(size=(n, d)) * np.exp2(rng.integers(-20, 20, (n, d)))).astype(dtype)
-    R = (rng.normal(size=(n, k)) * np.exp2(rng.integers(-20, 20, (n, k)))).astype(dtype)
-    W, b, Y = rng.normal(size=(d, k)).astype(dtype), rng.normal(size=k).astype(dtype), rng.normal(size=(n, k)).astype(dtype)
-    sq = (R**2).ravel()
-    sum_sq2 = (sq**2).sum()
+    X, Y, W, b, R, sq, sum_sq2 = mixed_partial_sum_inputs(rng, n, d, k, dtype)
     _, gW, sumT2, gb, loss = hb._numpy_partial_sums(X, Y, W, b, R, 0.0, loss_row=(sq, sum_sq2))
     want_gW, want_gb, want_loss = separate_partial_sums(X, R, sq, sum_sq2)
     assert np.array_equal(gW, want_gW) and gW.shape == want_gW.shape

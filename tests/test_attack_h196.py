@@ -29,7 +29,7 @@ import pytest
 
 from harness import bounds as hb
 from harness.floats import FLOAT64
-from tests.conftest import separate_partial_sums
+from tests.conftest import mixed_partial_sum_inputs, separate_partial_sums
 
 
 @pytest.mark.parametrize("kernels", [True, False])
@@ -40,11 +40,7 @@ def test_joined_partial_sums_equal_separate_calls_for_long_rows(monkeypatch, ker
     own calls give them (with 0d97d51's join, N = 12000 and 32767 differed in grad_b's and the loss's)."""
     monkeypatch.setattr(hb, "USE_KERNELS", kernels)
     rng = np.random.default_rng(n + d)
-    X = (rng.normal(size=(n, d)) * np.exp2(rng.integers(-20, 20, (n, d)))).astype(dtype)
-    R = (rng.normal(size=(n, 1)) * np.exp2(rng.integers(-20, 20, (n, 1)))).astype(dtype)
-    W, b, Y = rng.normal(size=(d, 1)).astype(dtype), rng.normal(size=1).astype(dtype), rng.normal(size=(n, 1)).astype(dtype)
-    sq = (R**2).ravel()
-    sum_sq2 = (sq**2).sum()
+    X, Y, W, b, R, sq, sum_sq2 = mixed_partial_sum_inputs(rng, n, d, 1, dtype)
     _, gW, _, gb, loss = hb._numpy_partial_sums(X, Y, W, b, R, 0.0, loss_row=(sq, sum_sq2))
     want_gW, want_gb, want_loss = separate_partial_sums(X, R, sq, sum_sq2)
     assert np.array_equal(gW, want_gW) and gW.shape == want_gW.shape
